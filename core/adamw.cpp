@@ -1,0 +1,45 @@
+#include "core/adamw.h"
+
+#include <cmath>
+
+#include "core/ops.h"
+
+namespace retort {
+
+AdamW::AdamW(std::vector<OptimizedTensor> params, AdamWSettings settings)
+    : params_(std::move(params)), s_(settings) {
+  for (const auto& p : params_) {
+    exp_avg_.push_back({p.name, Tensor::zeros(p.value.shape(), DType::F32, p.value.device())});
+    exp_avg_sq_.push_back({p.name, Tensor::zeros(p.value.shape(), DType::F32, p.value.device())});
+  }
+}
+
+void AdamW::step(double lr) {
+  ++steps_;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    auto& p = params_[i];
+    ops::adamw_step(p.value, p.grad, exp_avg_[i].tensor, exp_avg_sq_[i].tensor,
+                    static_cast<float>(lr), s_.beta1, s_.beta2, s_.eps,
+                    p.decay ? s_.weight_decay : 0.0f, steps_);
+  }
+}
+
+int64_t AdamW::state_bytes() const {
+  int64_t bytes = 0;
+  for (size_t i = 0; i < exp_avg_.size(); ++i)
+    bytes += exp_avg_[i].tensor.nbytes() + exp_avg_sq_[i].tensor.nbytes();
+  return bytes;
+}
+
+double clip_grad_norm(std::vector<Tensor>& grads, double max_norm) {
+  double sq = 0;
+  for (const auto& g : grads) sq += ops::sum_squares(g);
+  double norm = std::sqrt(sq);
+  if (max_norm > 0 && norm > max_norm) {
+    float scale = static_cast<float>(max_norm / (norm + 1e-12));
+    for (auto& g : grads) ops::scale_inplace(g, scale);
+  }
+  return norm;
+}
+
+}  // namespace retort

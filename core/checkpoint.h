@@ -1,0 +1,56 @@
+// Checkpoints (SPEC §4). A checkpoint is a directory:
+//   model.h5       one float32 dataset per parameter, full shape, at its SPEC §1 name
+//   config.yaml    the resolved config of the run that wrote it
+//   optimizer.h5   AdamW moments "exp_avg/<name>", "exp_avg_sq/<name>"      (training state)
+//   state.json     step, tokens seen, wall time, sha256 of the .h5 files       (training state)
+// Exported checkpoints hold only model.h5 + config.yaml; every reader accepts both.
+// Writes go to "<dir>.tmp-PID", are fsynced, then renamed: a crash leaves either the previous
+// checkpoint set or the new complete one, never a half-written directory that looks complete.
+#pragma once
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace retort {
+
+struct NamedTensor {
+  std::string name;
+  Tensor tensor;
+};
+
+struct CheckpointData {
+  std::vector<NamedTensor> model;
+  std::vector<NamedTensor> exp_avg, exp_avg_sq;  // empty → no optimizer.h5 (export)
+  std::string config_yaml;
+  nlohmann::json state;  // empty → no state.json (export)
+};
+
+// Writes `dir` atomically (replacing an existing checkpoint at that path only once the new
+// one is complete).
+void write_checkpoint_dir(const std::string& dir, const CheckpointData& data);
+
+// Writes <checkpoints_dir>/step_NNNNNNNN and then deletes the oldest complete checkpoints
+// beyond `keep_last` (0 keeps all). Returns the new directory.
+std::string save_checkpoint(const std::string& checkpoints_dir, int64_t step,
+                            const CheckpointData& data, int64_t keep_last);
+
+// Newest complete step_* directory, or "" when there is none.
+std::string find_latest_checkpoint(const std::string& checkpoints_dir);
+
+// A checkpoint dir, an exported dir, a run dir or a run's checkpoints/ dir → the directory
+// holding model.h5 and config.yaml. Error naming the path when there is none.
+std::string resolve_checkpoint_dir(const std::string& path);
+
+// Fill `params` (names and shapes given) from model.h5; every name must exist with the same
+// shape, and the file must hold no parameter that `params` lacks.
+void load_model_weights(const std::string& checkpoint_dir, std::vector<NamedTensor>& params);
+
+// Training state: checks state.json's checksums, fills the moments, returns state.json.
+nlohmann::json load_training_state(const std::string& checkpoint_dir,
+                                   std::vector<NamedTensor>& exp_avg,
+                                   std::vector<NamedTensor>& exp_avg_sq);
+
+}  // namespace retort

@@ -1,0 +1,138 @@
+// The configuration schema: every key retort reads, with its type, default and a one-line
+// doc. docs/CONFIG.md is generated from this table (config_reference_markdown) and a unit
+// test keeps the two equal. Keys are "section.name"; sections appear in this order.
+#include <sstream>
+
+#include "core/config.h"
+
+namespace retort {
+
+namespace {
+using T = ConfigType;
+}
+
+const std::vector<ConfigKey>& config_schema() {
+  static const std::vector<ConfigKey> schema = {
+      {"run.dir", T::String, "runs/default",
+       "run directory: resolved config, metrics.jsonl, summary.json, checkpoints/"},
+
+      {"model.vocab_size", T::Int, "4096", "vocabulary size (must match the tokenizer)"},
+      {"model.d_model", T::Int, "256", "residual stream width"},
+      {"model.n_layers", T::Int, "4", "number of transformer blocks"},
+      {"model.n_heads", T::Int, "4", "query heads per attention layer"},
+      {"model.n_kv_heads", T::Int, "0", "key/value heads (grouped-query attention); 0 = n_heads"},
+      {"model.head_dim", T::Int, "0", "width of one head; 0 = d_model / n_heads"},
+      {"model.d_ff", T::Int, "0",
+       "SwiGLU hidden width; 0 = 8/3 * d_model rounded up to a multiple of 64"},
+      {"model.rope_theta", T::Float, "500000", "RoPE base frequency"},
+      {"model.norm_eps", T::Float, "1e-5", "RMSNorm epsilon"},
+      {"model.qk_norm", T::Bool, "true", "RMSNorm on queries and keys (per head) before RoPE"},
+      {"model.tie_embeddings", T::Bool, "true", "share the input embedding with the output head"},
+      {"model.seq_len", T::Int, "256", "training context length in tokens"},
+      {"model.init", T::String, "normal", "weight initialisation: normal or mup_simple"},
+      {"model.init_std", T::Float, "0.02", "standard deviation of the initial weights"},
+
+      {"data.train", T::String, "", "training token dataset (HDF5, written by retort tokenize)"},
+      {"data.val", T::String, "", "validation token dataset (HDF5)"},
+      {"data.tokenizer", T::String, "",
+       "tokenizer.model path, recorded for later generation and decoding"},
+
+      {"tokenize.inputs", T::StringList, "[]", "input text files (.txt or .jsonl)"},
+      {"tokenize.out", T::String, "data-cache/tokens",
+       "output directory: tokenizer.model, train and val token datasets"},
+      {"tokenize.vocab_size", T::Int, "4096", "SentencePiece vocabulary size"},
+      {"tokenize.val_fraction", T::Float, "0.05", "fraction of documents held out for validation"},
+      {"tokenize.seed", T::Int, "1234", "seed for the train/validation split"},
+      {"tokenize.jsonl_field", T::String, "text", "field holding the text in .jsonl inputs"},
+      {"tokenize.character_coverage", T::Float, "0.9995",
+       "SentencePiece character coverage"},
+
+      {"train.steps", T::Int, "1000", "optimizer steps"},
+      {"train.seed", T::Int, "1", "seed for initialisation and data order"},
+      {"train.batch_tokens", T::Int, "16384", "global batch size in tokens (all ranks together)"},
+      {"train.micro_batch", T::Int, "0",
+       "sequences per micro-step (gradient accumulation); 0 = whole batch at once"},
+      {"train.lr", T::Float, "3e-3", "peak learning rate"},
+      {"train.min_lr_ratio", T::Float, "0.1", "cosine decay floor as a fraction of the peak"},
+      {"train.warmup_steps", T::Int, "100", "linear warmup steps"},
+      {"train.beta1", T::Float, "0.9", "AdamW beta1"},
+      {"train.beta2", T::Float, "0.95", "AdamW beta2"},
+      {"train.eps", T::Float, "1e-8", "AdamW epsilon"},
+      {"train.weight_decay", T::Float, "0.1", "AdamW decoupled weight decay"},
+      {"train.grad_clip", T::Float, "1.0", "clip the global gradient norm to this; 0 disables"},
+      {"train.z_loss", T::Float, "1e-4", "z-loss coefficient on log(sum(exp(logits)))^2"},
+      {"train.recompute", T::Bool, "false", "recompute block activations in backward"},
+      {"train.log_every", T::Int, "10", "write a metrics.jsonl line every this many steps"},
+
+      {"eval.every", T::Int, "100", "validation every this many steps; 0 = only at the end"},
+      {"eval.max_windows", T::Int, "64", "validation windows per evaluation"},
+
+      {"checkpoint.every", T::Int, "0", "checkpoint every this many steps; 0 = only at the end"},
+      {"checkpoint.keep_last", T::Int, "3", "checkpoints kept in the run directory"},
+
+      {"parallel.dp", T::Int, "1", "data-parallel replicas"},
+      {"parallel.fsdp", T::Int, "1", "fully sharded data-parallel ranks"},
+      {"parallel.tp", T::Int, "1", "tensor-parallel ranks (innermost mesh axis)"},
+      {"parallel.sp", T::Bool, "false", "sequence parallelism inside the tensor-parallel group"},
+
+      {"bench.steps", T::Int, "10", "timed steps for retort bench"},
+      {"bench.warmup", T::Int, "2", "untimed warmup steps before timing"},
+
+      {"system.threads", T::Int, "0", "CPU threads per rank; 0 = OpenMP default (all cores)"},
+  };
+  return schema;
+}
+
+namespace {
+
+const char* type_name(ConfigType t) {
+  switch (t) {
+    case ConfigType::Int: return "int";
+    case ConfigType::Float: return "float";
+    case ConfigType::Bool: return "bool";
+    case ConfigType::String: return "string";
+    case ConfigType::StringList: return "list of strings";
+  }
+  return "?";
+}
+
+std::string section_of(const std::string& key) { return key.substr(0, key.find('.')); }
+
+}  // namespace
+
+std::string config_reference_markdown() {
+  std::ostringstream md;
+  md << "# Configuration reference\n\n"
+        "Generated from `core/config_schema.cpp`; do not edit by hand. Regenerate with\n"
+        "`build/retort config --reference > docs/CONFIG.md` (a unit test checks it).\n\n"
+        "Every job reads one YAML file of sections, for example\n\n"
+        "```yaml\nmodel:\n  d_model: 512\n  n_layers: 8\ntrain:\n  steps: 2000\n  lr: 1.0e-3\n```\n\n"
+        "Keys left out take the defaults below. After the file, `--set section.key=value`\n"
+        "overrides are applied in order; the value is read as a YAML scalar, or a flow list\n"
+        "`[a, b]` for list keys (a single value is a one-element list). String values are\n"
+        "taken verbatim unless they start with a quote.\n"
+        "`retort config CONFIG.yaml` prints the resolved config, which `run.dir` also keeps\n"
+        "as `config.resolved.yaml`.\n\n"
+        "Unknown keys, values of the wrong type and malformed YAML are errors (exit code 2)\n"
+        "naming the file (or the `--set`) and the key, with the nearest known key as a\n"
+        "suggestion.\n\n"
+        "Types: `int` is an integer literal; `float` any number; `bool` is `true` or `false`;\n"
+        "`list of strings` a YAML sequence or a single string.\n";
+  std::string section;
+  for (const ConfigKey& k : config_schema()) {
+    if (section_of(k.key) != section) {
+      section = section_of(k.key);
+      md << "\n## " << section << "\n\n"
+         << "| key | type | default | description |\n| --- | --- | --- | --- |\n";
+    }
+    std::string def = k.default_value;
+    if (k.type == ConfigType::String) def = def.empty() ? "\"\"" : def;
+    std::string doc;
+    for (char c : k.doc) doc += c == '|' ? std::string("\\|") : std::string(1, c);
+    md << "| `" << k.key << "` | " << type_name(k.type) << " | `" << def << "` | " << doc
+       << " |\n";
+  }
+  return md.str();
+}
+
+}  // namespace retort

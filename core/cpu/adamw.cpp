@@ -1,0 +1,26 @@
+// AdamW with decoupled weight decay, bias-corrected, step counted from 1:
+//   m = b1·m + (1−b1)·g;  v = b2·v + (1−b2)·g²
+//   p -= lr · ( (m/(1−b1^step)) / (sqrt(v/(1−b2^step)) + eps) + wd·p )
+#include <cmath>
+
+#include "core/cpu/kernels.h"
+
+namespace retort::cpu {
+
+void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
+                float beta2, float eps, float weight_decay, int64_t step) {
+  const double s = static_cast<double>(step);
+  const float inv_bc1 = static_cast<float>(1.0 / (1.0 - std::pow(static_cast<double>(beta1), s)));
+  const float inv_bc2 = static_cast<float>(1.0 / (1.0 - std::pow(static_cast<double>(beta2), s)));
+#pragma omp parallel for schedule(static) if (n >= 16384)
+  for (int64_t i = 0; i < n; ++i) {
+    const float gi = g[i];
+    const float mi = beta1 * m[i] + (1.0f - beta1) * gi;
+    const float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    p[i] -= lr * ((mi * inv_bc1) / (std::sqrt(vi * inv_bc2) + eps) + weight_decay * p[i]);
+  }
+}
+
+}  // namespace retort::cpu

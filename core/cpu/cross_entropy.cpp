@@ -1,0 +1,45 @@
+// Softmax cross-entropy with z-loss, one row per token.
+//   lse_r = m + log Σ_v exp(x_v − m), m = max_v x_v      (stable logsumexp)
+//   ce_r  = lse_r − x_{target}
+//   loss  = ce_scale·Σ_r ce_r + z_scale·Σ_r lse_r²
+//   dx_v  = ce_scale·(p_v − [v = target]) + z_scale·2·lse_r·p_v,  p_v = exp(x_v − lse_r)
+#include <cmath>
+#include <limits>
+
+#include "core/cpu/fast_math.h"
+#include "core/cpu/kernels.h"
+
+namespace retort::cpu {
+
+void cross_entropy_forward(float* ce, float* lse, const float* logits, const int32_t* targets,
+                           int64_t rows, int64_t V) {
+#pragma omp parallel for schedule(static) if (rows * V >= 16384)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* x = logits + r * V;
+    float m = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : m)
+    for (int64_t v = 0; v < V; ++v) m = x[v] > m ? x[v] : m;
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int64_t v = 0; v < V; ++v) s += exp_fast(x[v] - m);
+    const float l = m + std::log(s);
+    lse[r] = l;
+    ce[r] = l - x[targets[r]];
+  }
+}
+
+void cross_entropy_backward(float* dlogits, const float* logits, const float* lse,
+                            const int32_t* targets, int64_t rows, int64_t V, float ce_scale,
+                            float z_scale) {
+#pragma omp parallel for schedule(static) if (rows * V >= 16384)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* x = logits + r * V;
+    float* d = dlogits + r * V;
+    const float l = lse[r];
+    const float coef = ce_scale + 2.0f * z_scale * l;  // multiplies p_v
+    for (int64_t v = 0; v < V; ++v) d[v] = coef * exp_fast(x[v] - l);
+    d[targets[r]] -= ce_scale;
+  }
+}
+
+}  // namespace retort::cpu

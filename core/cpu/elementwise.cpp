@@ -1,0 +1,77 @@
+// Elementwise ops and the deterministic sum of squares.
+#include <omp.h>
+
+#include <cstring>
+#include <vector>
+
+#include "core/cpu/kernels.h"
+
+namespace retort::cpu {
+
+namespace {
+constexpr int64_t kParallelMin = 1 << 15;  // below this, threads cost more than they save
+}
+
+void fill(float* x, int64_t n, float value) {
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+  for (int64_t i = 0; i < n; ++i) x[i] = value;
+}
+
+void copy_bytes(void* dst, const void* src, int64_t nbytes) {
+  if (nbytes > 0 && dst != src) std::memmove(dst, src, static_cast<size_t>(nbytes));
+}
+
+void add_inplace(float* y, const float* x, int64_t n, float alpha) {
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+  for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
+void scale_inplace(float* y, int64_t n, float alpha) {
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+  for (int64_t i = 0; i < n; ++i) y[i] *= alpha;
+}
+
+// Σ x² in double. Fixed chunks of kChunk elements, each summed in order, then the chunk sums
+// added in chunk order: the result does not depend on the number of threads.
+double sum_squares(const float* x, int64_t n) {
+  constexpr int64_t kChunk = 4096;
+  const int64_t nchunks = (n + kChunk - 1) / kChunk;
+  std::vector<double> part(static_cast<size_t>(nchunks));
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+  for (int64_t c = 0; c < nchunks; ++c) {
+    const int64_t b = c * kChunk, e = b + kChunk < n ? b + kChunk : n;
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // 8 fixed lanes: vectorises, fixed order
+    int64_t i = b;
+    for (; i + 8 <= e; i += 8)
+      for (int l = 0; l < 8; ++l) acc[l] += static_cast<double>(x[i + l]) * x[i + l];
+    double s = 0;
+    for (; i < e; ++i) s += static_cast<double>(x[i]) * x[i];
+    for (int l = 0; l < 8; ++l) s += acc[l];
+    part[c] = s;
+  }
+  double total = 0;
+  for (double p : part) total += p;
+  return total;
+}
+
+// Round to nearest even; NaN stays NaN (quiet bit set), same as retort::f32_to_bf16.
+void f32_to_bf16(uint16_t* dst, const float* src, int64_t n) {
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t u;
+    std::memcpy(&u, &src[i], 4);
+    const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
+    const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    dst[i] = static_cast<uint16_t>(nan ? ((u >> 16) | 0x40u) : rounded);
+  }
+}
+
+void bf16_to_f32(float* dst, const uint16_t* src, int64_t n) {
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t u = static_cast<uint32_t>(src[i]) << 16;
+    std::memcpy(&dst[i], &u, 4);
+  }
+}
+
+}  // namespace retort::cpu

@@ -1,0 +1,34 @@
+// Embedding lookup and its gradient.
+//   forward:  out[r, :] = table[ids[r], :]
+//   backward: dtable[ids[r], :] += dout[r, :]
+// Backward is deterministic and independent of the thread count: threads own blocks of
+// feature columns and every thread walks the rows in ascending order.
+#include <cstring>
+
+#include "core/cpu/kernels.h"
+
+namespace retort::cpu {
+
+void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t rows,
+                       int64_t d) {
+#pragma omp parallel for schedule(static) if (rows * d >= 16384)
+  for (int64_t r = 0; r < rows; ++r)
+    std::memcpy(out + r * d, table + static_cast<int64_t>(ids[r]) * d, sizeof(float) * d);
+}
+
+void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t rows,
+                        int64_t d) {
+  constexpr int64_t kCols = 16;  // one 64-byte cache line per column block
+  const int64_t nblk = (d + kCols - 1) / kCols;
+#pragma omp parallel for schedule(static) if (rows * d >= 16384)
+  for (int64_t blk = 0; blk < nblk; ++blk) {
+    const int64_t c0 = blk * kCols, c1 = c0 + kCols < d ? c0 + kCols : d;
+    for (int64_t r = 0; r < rows; ++r) {
+      float* dst = dtable + static_cast<int64_t>(ids[r]) * d;
+      const float* src = dout + r * d;
+      for (int64_t c = c0; c < c1; ++c) dst[c] += src[c];
+    }
+  }
+}
+
+}  // namespace retort::cpu

@@ -1,0 +1,75 @@
+// CPU kernels behind core/ops.h. Raw pointers and sizes only; core/ops.cpp checks shapes,
+// dtypes and devices before calling. All buffers are contiguous row-major float32 unless a
+// parameter says otherwise. OpenMP inside; every result is deterministic for a fixed thread
+// count (most are independent of the thread count: each output element has one owner and a
+// fixed summation order).
+#pragma once
+#include <cstdint>
+
+namespace retort::cpu {
+
+// ---- matmul.cpp ------------------------------------------------------------------------
+// y[M, N] = alpha * op(a) @ op(b) + beta * y; a is stored [M, K] (or [K, M] when ta),
+// b is stored [K, N] (or [N, K] when tb). OpenBLAS sgemm, row-major.
+void matmul(float* y, const float* a, bool ta, const float* b, bool tb, int64_t M, int64_t N,
+            int64_t K, float alpha, float beta);
+
+// ---- elementwise.cpp -------------------------------------------------------------------
+void fill(float* x, int64_t n, float value);
+void copy_bytes(void* dst, const void* src, int64_t nbytes);
+void add_inplace(float* y, const float* x, int64_t n, float alpha);  // y += alpha x
+void scale_inplace(float* y, int64_t n, float alpha);                // y *= alpha
+double sum_squares(const float* x, int64_t n);  // fixed chunking: independent of thread count
+void f32_to_bf16(uint16_t* dst, const float* src, int64_t n);  // round to nearest even
+void bf16_to_f32(float* dst, const uint16_t* src, int64_t n);
+
+// ---- rmsnorm.cpp -----------------------------------------------------------------------
+// x: [rows, C], g: [C] -> y: [rows, C], rstd: [rows]
+void rmsnorm_forward(float* y, float* rstd, const float* x, const float* g, int64_t rows,
+                     int64_t C, float eps);
+// dx: [rows, C] overwritten; dg: [C] accumulated (+=)
+void rmsnorm_backward(float* dx, float* dg, const float* dy, const float* x, const float* g,
+                      const float* rstd, int64_t rows, int64_t C);
+
+// ---- rope.cpp ----------------------------------------------------------------------------
+// table: [T, hd] = [cos | sin] (see ops.h)
+void rope_table(float* table, int64_t T, int64_t hd, double theta);
+// x: [B, T, nh, hd] rotated in place by +angle (sign = +1) or -angle (sign = -1).
+void rope_apply(float* x, const float* table, int64_t B, int64_t T, int64_t nh, int64_t hd,
+                float sign);
+
+// ---- swiglu.cpp --------------------------------------------------------------------------
+void swiglu_forward(float* h, const float* gate, const float* up, int64_t n);
+void swiglu_backward(float* dgate, float* dup, const float* dh, const float* gate,
+                     const float* up, int64_t n);
+
+// ---- cross_entropy.cpp -------------------------------------------------------------------
+// logits: [rows, V], targets: [rows] -> ce, lse: [rows]
+void cross_entropy_forward(float* ce, float* lse, const float* logits, const int32_t* targets,
+                           int64_t rows, int64_t V);
+// dlogits may equal logits (in place).
+void cross_entropy_backward(float* dlogits, const float* logits, const float* lse,
+                            const int32_t* targets, int64_t rows, int64_t V, float ce_scale,
+                            float z_scale);
+
+// ---- attention.cpp -----------------------------------------------------------------------
+// q, out: [B, T, H, hd]; k, v: [B, T, Hkv, hd]; lse: [B, H, T]
+void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                       int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd);
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,
+                        const float* k, const float* v, const float* out, const float* lse,
+                        int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd);
+
+// ---- embedding.cpp -----------------------------------------------------------------------
+// ids: [rows] in [0, V), table: [V, d] -> out: [rows, d]
+void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t rows,
+                       int64_t d);
+// dtable[ids[r]] += dout[r], rows in ascending order for every vocab row.
+void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t rows,
+                        int64_t d);
+
+// ---- adamw.cpp ---------------------------------------------------------------------------
+void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
+                float beta2, float eps, float weight_decay, int64_t step);
+
+}  // namespace retort::cpu

@@ -1,0 +1,26 @@
+// y[M, N] = alpha · op(a)[M, K] @ op(b)[K, N] + beta · y, row-major, via OpenBLAS sgemm.
+// The OpenMP-threaded OpenBLAS uses all OpenMP threads when called from serial code and runs
+// single-threaded when called inside one of our parallel regions.
+#include <cblas.h>
+
+#include "core/cpu/kernels.h"
+
+namespace retort::cpu {
+
+void matmul(float* y, const float* a, bool ta, const float* b, bool tb, int64_t M, int64_t N,
+            int64_t K, float alpha, float beta) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) {  // empty sum: y = beta · y (beta = 0 overwrites, even NaN)
+    if (beta == 0.0f) fill(y, M * N, 0.0f);
+    else scale_inplace(y, M * N, beta);
+    return;
+  }
+  const int64_t lda = ta ? M : K;  // stored a: [K, M] when transposed, else [M, K]
+  const int64_t ldb = tb ? K : N;  // stored b: [N, K] when transposed, else [K, N]
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+              static_cast<blasint>(M), static_cast<blasint>(N), static_cast<blasint>(K), alpha, a,
+              static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, y,
+              static_cast<blasint>(N));
+}
+
+}  // namespace retort::cpu

@@ -1,0 +1,44 @@
+// Rotary position embedding, rotate-half convention.
+//   table[t, i] = cos(t·f_i), table[t, hd/2 + i] = sin(t·f_i), f_i = theta^(−2i/hd), i < hd/2
+//   forward  (sign +1): (x_i, x_j) -> (x_i c − x_j s, x_j c + x_i s), j = i + hd/2
+//   backward (sign −1): the transpose, i.e. rotation by −angle.
+#include <cmath>
+
+#include "core/cpu/kernels.h"
+
+namespace retort::cpu {
+
+void rope_table(float* table, int64_t T, int64_t hd, double theta) {
+  const int64_t half = hd / 2;
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < half; ++i) {
+      const double inv_freq = std::pow(theta, -2.0 * static_cast<double>(i) / hd);
+      const double ang = static_cast<double>(t) * inv_freq;
+      table[t * hd + i] = static_cast<float>(std::cos(ang));
+      table[t * hd + half + i] = static_cast<float>(std::sin(ang));
+    }
+}
+
+// x: [B, T, nh, hd]; rows of the table are positions 0..T−1.
+void rope_apply(float* x, const float* table, int64_t B, int64_t T, int64_t nh, int64_t hd,
+                float sign) {
+  const int64_t half = hd / 2;
+#pragma omp parallel for collapse(2) schedule(static) if (B * T * nh * hd >= 16384)
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t) {
+      const float* cs = table + t * hd;
+      const float* sn = cs + half;
+      for (int64_t h = 0; h < nh; ++h) {
+        float* xi = x + ((b * T + t) * nh + h) * hd;
+        float* xj = xi + half;
+        for (int64_t i = 0; i < half; ++i) {
+          const float c = cs[i], s = sign * sn[i];
+          const float a = xi[i], bb = xj[i];
+          xi[i] = a * c - bb * s;
+          xj[i] = bb * c + a * s;
+        }
+      }
+    }
+}
+
+}  // namespace retort::cpu

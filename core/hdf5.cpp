@@ -1,0 +1,475 @@
+// HDF5 C API wrapper; see hdf5.h. hid_t is int64_t since HDF5 1.10.
+#include "core/hdf5.h"
+
+#include <hdf5.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <utility>
+
+namespace retort::h5 {
+namespace {
+
+static_assert(sizeof(hid_t) == sizeof(int64_t), "HDF5 >= 1.10 expected");
+
+void quiet_hdf5() {
+  static bool done = [] {
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+    return true;
+  }();
+  (void)done;
+}
+
+// Owns one hid_t and closes it with the matching H5*close.
+class Hid {
+ public:
+  using Closer = herr_t (*)(hid_t);
+  Hid(hid_t id, Closer c) : id_(id), close_(c) {}
+  ~Hid() { if (id_ >= 0) close_(id_); }
+  Hid(const Hid&) = delete;
+  Hid& operator=(const Hid&) = delete;
+  hid_t get() const { return id_; }
+  bool ok() const { return id_ >= 0; }
+  operator hid_t() const { return id_; }
+
+ private:
+  hid_t id_;
+  Closer close_;
+};
+
+herr_t walk_cb(unsigned n, const H5E_error2_t* err, void* data) {
+  auto* out = static_cast<std::string*>(data);
+  if (n == 0 && err->desc) *out = err->desc;  // upward walk: 0 is the innermost error
+  return 0;
+}
+
+std::string describe_type(hid_t type) {
+  H5T_class_t cls = H5Tget_class(type);
+  size_t size = H5Tget_size(type);
+  switch (cls) {
+    case H5T_INTEGER: {
+      bool sgn = H5Tget_sign(type) == H5T_SGN_2;
+      return str_cat(sgn ? "int" : "uint", size * 8);
+    }
+    case H5T_FLOAT: return str_cat("float", size * 8);
+    case H5T_STRING: return "string";
+    case H5T_COMPOUND: return "compound";
+    case H5T_ENUM: return "enum";
+    case H5T_ARRAY: return "array";
+    case H5T_VLEN: return "vlen";
+    case H5T_OPAQUE: return "opaque";
+    case H5T_BITFIELD: return "bitfield";
+    case H5T_REFERENCE: return "reference";
+    default: return "unknown type";
+  }
+}
+
+bool fits_int32(hid_t type) {
+  if (H5Tget_class(type) != H5T_INTEGER) return false;
+  size_t size = H5Tget_size(type);
+  bool sgn = H5Tget_sign(type) == H5T_SGN_2;
+  return sgn ? size <= 4 : size <= 2;
+}
+
+// IEEE binary16 -> binary32 (handles subnormals, inf, nan).
+float half_to_float(uint16_t h) {
+  uint32_t sign = uint32_t(h & 0x8000) << 16;
+  uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
+  if (exp == 0) {
+    if (man == 0) {
+      bits = sign;
+    } else {  // subnormal: normalise
+      int e = -1;
+      do { man <<= 1; ++e; } while (!(man & 0x400));
+      bits = sign | uint32_t(127 - 15 - e) << 23 | (man & 0x3ff) << 13;
+    }
+  } else if (exp == 31) {
+    bits = sign | 0x7f800000u | man << 13;
+  } else {
+    bits = sign | (exp + 127 - 15) << 23 | man << 13;
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+Shape space_dims(hid_t space) {
+  int rank = H5Sget_simple_extent_ndims(space);
+  if (rank < 0) return {};
+  std::vector<hsize_t> d(rank);
+  H5Sget_simple_extent_dims(space, d.data(), nullptr);
+  return Shape(d.begin(), d.end());
+}
+
+}  // namespace
+
+std::string last_hdf5_error() {
+  std::string msg;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walk_cb, &msg);
+  H5Eclear2(H5E_DEFAULT);
+  return msg;
+}
+
+// ---- File lifetime ----------------------------------------------------------
+
+File File::open_read(const std::string& path) {
+  quiet_hdf5();
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec))
+    throw Error(str_cat(path, ": file not found"));
+  if (std::filesystem::is_directory(path, ec))
+    throw Error(str_cat(path, ": is a directory, expected an HDF5 file"));
+  htri_t is = H5Fis_hdf5(path.c_str());
+  if (is == 0) throw Error(str_cat(path, ": not an HDF5 file"));
+  if (is < 0) throw Error(str_cat(path, ": cannot read file (", last_hdf5_error(), ")"));
+  hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (id < 0)
+    throw Error(str_cat(path, ": cannot open HDF5 file (truncated or corrupt?): ",
+                        last_hdf5_error()));
+  return File(id, path);
+}
+
+File File::create(const std::string& path) {
+  quiet_hdf5();
+  hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  if (id < 0) throw Error(str_cat(path, ": cannot create HDF5 file: ", last_hdf5_error()));
+  return File(id, path);
+}
+
+File::File(File&& o) noexcept : id_(std::exchange(o.id_, -1)), path_(std::move(o.path_)) {}
+
+File& File::operator=(File&& o) noexcept {
+  if (this != &o) {
+    if (id_ >= 0) H5Fclose(id_);
+    id_ = std::exchange(o.id_, -1);
+    path_ = std::move(o.path_);
+  }
+  return *this;
+}
+
+File::~File() {
+  if (id_ >= 0) H5Fclose(id_);
+}
+
+void File::close() {
+  if (id_ < 0) return;
+  hid_t id = std::exchange(id_, -1);
+  if (H5Fclose(id) < 0) fail(str_cat("cannot close file: ", last_hdf5_error()));
+}
+
+void File::fail(const std::string& what) const { throw Error(str_cat(path_, ": ", what)); }
+
+// ---- datasets ---------------------------------------------------------------
+
+bool File::has(const std::string& name) const {
+  RETORT_CHECK(id_ >= 0, "HDF5 file is not open");
+  // Walk the path one link at a time (H5Lexists needs every parent to exist).
+  size_t pos = 0;
+  while ((pos = name.find('/', pos + 1)) != std::string::npos) {
+    if (H5Lexists(id_, name.substr(0, pos).c_str(), H5P_DEFAULT) <= 0) return false;
+  }
+  if (H5Lexists(id_, name.c_str(), H5P_DEFAULT) <= 0) {
+    H5Eclear2(H5E_DEFAULT);
+    return false;
+  }
+  Hid obj(H5Oopen(id_, name.c_str(), H5P_DEFAULT), H5Oclose);
+  if (!obj.ok()) { H5Eclear2(H5E_DEFAULT); return false; }
+  return H5Iget_type(obj) == H5I_DATASET;
+}
+
+std::vector<std::string> File::list() const {
+  RETORT_CHECK(id_ >= 0, "HDF5 file is not open");
+  std::vector<std::string> out;
+  // Depth-first over groups by link index (portable across HDF5 1.10 / 1.12 / 1.14).
+  std::vector<std::string> stack = {""};
+  while (!stack.empty()) {
+    std::string prefix = stack.back();
+    stack.pop_back();
+    Hid g(H5Gopen2(id_, prefix.empty() ? "/" : prefix.c_str(), H5P_DEFAULT), H5Gclose);
+    if (!g.ok()) fail(str_cat("cannot open group '", prefix, "': ", last_hdf5_error()));
+    H5G_info_t info;
+    if (H5Gget_info(g, &info) < 0) fail(str_cat("cannot list group '", prefix, "'"));
+    for (hsize_t i = 0; i < info.nlinks; ++i) {
+      ssize_t n = H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT);
+      if (n < 0) continue;
+      std::string nm(n, '\0');
+      H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC, i, nm.data(), n + 1, H5P_DEFAULT);
+      std::string full = prefix.empty() ? nm : prefix + "/" + nm;
+      Hid obj(H5Oopen(g, nm.c_str(), H5P_DEFAULT), H5Oclose);
+      if (!obj.ok()) { H5Eclear2(H5E_DEFAULT); continue; }  // dangling soft/external link
+      H5I_type_t t = H5Iget_type(obj);
+      if (t == H5I_DATASET) out.push_back(full);
+      else if (t == H5I_GROUP) stack.push_back(full);
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+int64_t File::open_dataset(const std::string& name) const {
+  RETORT_CHECK(id_ >= 0, "HDF5 file is not open");
+  if (!has(name)) fail(str_cat("dataset '", name, "' not found"));
+  hid_t d = H5Dopen2(id_, name.c_str(), H5P_DEFAULT);
+  if (d < 0) fail(str_cat("dataset '", name, "': cannot open: ", last_hdf5_error()));
+  return d;
+}
+
+Shape File::shape(const std::string& name) const {
+  Hid d(open_dataset(name), H5Dclose);
+  Hid sp(H5Dget_space(d), H5Sclose);
+  return space_dims(sp);
+}
+
+std::string File::type_name(const std::string& name) const {
+  Hid d(open_dataset(name), H5Dclose);
+  Hid ty(H5Dget_type(d), H5Tclose);
+  return describe_type(ty);
+}
+
+void File::write_raw(const std::string& name, const Shape& shape, int64_t file_type,
+                     int64_t mem_type, const void* data) {
+  RETORT_CHECK(id_ >= 0, "HDF5 file is not open");
+  std::vector<hsize_t> dims(shape.begin(), shape.end());
+  Hid sp(dims.empty() ? H5Screate(H5S_SCALAR)
+                      : H5Screate_simple(int(dims.size()), dims.data(), nullptr),
+         H5Sclose);
+  if (!sp.ok()) fail(str_cat("dataset '", name, "': bad shape ", shape_str(shape)));
+  Hid lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
+  H5Pset_create_intermediate_group(lcpl, 1);
+  Hid dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+  H5Pset_obj_track_times(dcpl, 0);  // no timestamps: same content -> same bytes
+  Hid d(H5Dcreate2(id_, name.c_str(), file_type, sp, lcpl, dcpl, H5P_DEFAULT), H5Dclose);
+  if (!d.ok()) fail(str_cat("dataset '", name, "': cannot create: ", last_hdf5_error()));
+  if (shape_numel(shape) > 0 &&
+      H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
+    fail(str_cat("dataset '", name, "': write failed: ", last_hdf5_error()));
+}
+
+void File::write(const std::string& name, const Tensor& t) {
+  RETORT_CHECK(t.defined(), "writing an undefined tensor to ", path_, ":", name);
+  RETORT_CHECK(t.device() == Device::CPU, "HDF5 write needs a host tensor (", name, ")");
+  if (t.dtype() == DType::F32)
+    write_raw(name, t.shape(), H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, t.raw());
+  else if (t.dtype() == DType::I32)
+    write_raw(name, t.shape(), H5T_STD_I32LE, H5T_NATIVE_INT32, t.raw());
+  else
+    fail(str_cat("dataset '", name, "': cannot write dtype ", dtype_name(t.dtype()),
+                 " (F32 or I32 only)"));
+}
+
+void File::write(const std::string& name, const std::vector<int64_t>& v) {
+  write_raw(name, {int64_t(v.size())}, H5T_STD_I64LE, H5T_NATIVE_INT64, v.data());
+}
+void File::write(const std::string& name, const std::vector<int32_t>& v) {
+  write_raw(name, {int64_t(v.size())}, H5T_STD_I32LE, H5T_NATIVE_INT32, v.data());
+}
+void File::write(const std::string& name, const std::vector<float>& v) {
+  write_raw(name, {int64_t(v.size())}, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, v.data());
+}
+
+Tensor File::read(const std::string& name, DType dtype, int rank) const {
+  Hid d(open_dataset(name), H5Dclose);
+  Hid ty(H5Dget_type(d), H5Tclose);
+  Hid sp(H5Dget_space(d), H5Sclose);
+  Shape shape = space_dims(sp);
+  if (rank >= 0 && int(shape.size()) != rank)
+    fail(str_cat("dataset '", name, "': expected rank ", rank, ", found shape ",
+                 shape_str(shape)));
+  H5T_class_t cls = H5Tget_class(ty);
+  Tensor t = Tensor::empty(shape, dtype);
+  if (t.numel() == 0) return t;
+  herr_t st = -1;
+  if (dtype == DType::I32) {
+    if (!fits_int32(ty))
+      fail(str_cat("dataset '", name, "': expected int32, found ", describe_type(ty)));
+    st = H5Dread(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.raw());
+  } else if (dtype == DType::F32) {
+    size_t size = H5Tget_size(ty);
+    if (cls != H5T_FLOAT || (size != 2 && size != 4 && size != 8))
+      fail(str_cat("dataset '", name, "': expected float32, found ", describe_type(ty)));
+    if (size == 2) {  // float16: HDF5 1.10 has no native half type; convert by hand
+      std::vector<uint16_t> raw(t.numel());
+      Hid mt(H5Tcopy(ty), H5Tclose);  // same half type, little-endian in memory
+      H5Tset_order(mt, H5T_ORDER_LE);
+      st = H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw.data());
+      float* out = t.data<float>();
+      for (size_t i = 0; i < raw.size(); ++i) out[i] = half_to_float(raw[i]);
+    } else {
+      st = H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.raw());
+    }
+  } else {
+    fail(str_cat("dataset '", name, "': cannot read into dtype ", dtype_name(dtype)));
+  }
+  if (st < 0) fail(str_cat("dataset '", name, "': read failed: ", last_hdf5_error()));
+  return t;
+}
+
+std::vector<int64_t> File::read_i64(const std::string& name) const {
+  Hid d(open_dataset(name), H5Dclose);
+  Hid ty(H5Dget_type(d), H5Tclose);
+  Hid sp(H5Dget_space(d), H5Sclose);
+  Shape shape = space_dims(sp);
+  if (shape.size() != 1)
+    fail(str_cat("dataset '", name, "': expected rank 1, found shape ", shape_str(shape)));
+  if (H5Tget_class(ty) != H5T_INTEGER)
+    fail(str_cat("dataset '", name, "': expected int64, found ", describe_type(ty)));
+  std::vector<int64_t> v(shape[0]);
+  if (!v.empty() && H5Dread(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()) < 0)
+    fail(str_cat("dataset '", name, "': read failed: ", last_hdf5_error()));
+  return v;
+}
+
+std::vector<float> File::read_f32(const std::string& name) const {
+  Tensor t = read(name, DType::F32, 1);
+  const float* p = t.numel() ? t.data<float>() : nullptr;
+  return std::vector<float>(p, p + t.numel());
+}
+
+void File::read_i32_range(const std::string& name, int64_t begin, int64_t count,
+                          int32_t* out) const {
+  Hid d(open_dataset(name), H5Dclose);
+  Hid ty(H5Dget_type(d), H5Tclose);
+  Hid sp(H5Dget_space(d), H5Sclose);
+  Shape shape = space_dims(sp);
+  if (shape.size() != 1)
+    fail(str_cat("dataset '", name, "': expected rank 1, found shape ", shape_str(shape)));
+  if (!fits_int32(ty))
+    fail(str_cat("dataset '", name, "': expected int32, found ", describe_type(ty)));
+  if (begin < 0 || count < 0 || begin + count > shape[0])
+    fail(str_cat("dataset '", name, "': range [", begin, ", ", begin + count,
+                 ") outside [0, ", shape[0], ")"));
+  if (count == 0) return;
+  hsize_t start = hsize_t(begin), n = hsize_t(count);
+  H5Sselect_hyperslab(sp, H5S_SELECT_SET, &start, nullptr, &n, nullptr);
+  Hid mem(H5Screate_simple(1, &n, nullptr), H5Sclose);
+  if (H5Dread(d, H5T_NATIVE_INT32, mem, sp, H5P_DEFAULT, out) < 0)
+    fail(str_cat("dataset '", name, "': read failed: ", last_hdf5_error()));
+}
+
+// ---- attributes -------------------------------------------------------------
+
+bool File::has_attr(const std::string& name) const {
+  RETORT_CHECK(id_ >= 0, "HDF5 file is not open");
+  return H5Aexists(id_, name.c_str()) > 0;
+}
+
+namespace {
+herr_t attr_name_cb(hid_t, const char* name, const H5A_info_t*, void* data) {
+  static_cast<std::vector<std::string>*>(data)->push_back(name);
+  return 0;
+}
+}  // namespace
+
+std::vector<std::string> File::attr_names() const {
+  RETORT_CHECK(id_ >= 0, "HDF5 file is not open");
+  std::vector<std::string> out;
+  hsize_t idx = 0;
+  if (H5Aiterate2(id_, H5_INDEX_NAME, H5_ITER_INC, &idx, attr_name_cb, &out) < 0)
+    fail(str_cat("cannot list attributes: ", last_hdf5_error()));
+  return out;
+}
+
+namespace {
+
+// Replace attribute `name` on `loc` with a scalar of `file_type`.
+hid_t make_scalar_attr(hid_t loc, const std::string& name, hid_t file_type) {
+  if (H5Aexists(loc, name.c_str()) > 0) H5Adelete(loc, name.c_str());
+  Hid sp(H5Screate(H5S_SCALAR), H5Sclose);
+  return H5Acreate2(loc, name.c_str(), file_type, sp, H5P_DEFAULT, H5P_DEFAULT);
+}
+
+}  // namespace
+
+void File::set_attr(const std::string& name, const std::string& value) {
+  RETORT_CHECK(id_ >= 0, "HDF5 file is not open");
+  Hid ty(H5Tcopy(H5T_C_S1), H5Tclose);
+  H5Tset_size(ty, H5T_VARIABLE);
+  H5Tset_cset(ty, H5T_CSET_UTF8);
+  Hid a(make_scalar_attr(id_, name, ty), H5Aclose);
+  const char* p = value.c_str();
+  if (!a.ok() || H5Awrite(a, ty, &p) < 0)
+    fail(str_cat("attribute '", name, "': write failed: ", last_hdf5_error()));
+}
+
+void File::set_attr(const std::string& name, int64_t value) {
+  RETORT_CHECK(id_ >= 0, "HDF5 file is not open");
+  Hid a(make_scalar_attr(id_, name, H5T_STD_I64LE), H5Aclose);
+  if (!a.ok() || H5Awrite(a, H5T_NATIVE_INT64, &value) < 0)
+    fail(str_cat("attribute '", name, "': write failed: ", last_hdf5_error()));
+}
+
+void File::set_attr(const std::string& name, double value) {
+  RETORT_CHECK(id_ >= 0, "HDF5 file is not open");
+  Hid a(make_scalar_attr(id_, name, H5T_IEEE_F64LE), H5Aclose);
+  if (!a.ok() || H5Awrite(a, H5T_NATIVE_DOUBLE, &value) < 0)
+    fail(str_cat("attribute '", name, "': write failed: ", last_hdf5_error()));
+}
+
+std::string File::attr_string(const std::string& name) const {
+  if (!has_attr(name)) fail(str_cat("attribute '", name, "' not found"));
+  Hid a(H5Aopen(id_, name.c_str(), H5P_DEFAULT), H5Aclose);
+  Hid ty(H5Aget_type(a), H5Tclose);
+  Hid sp(H5Aget_space(a), H5Sclose);
+  if (H5Tget_class(ty) != H5T_STRING)
+    fail(str_cat("attribute '", name, "': expected string, found ", describe_type(ty)));
+  if (H5Sget_simple_extent_npoints(sp) != 1)
+    fail(str_cat("attribute '", name, "': expected a single string"));
+  std::string out;
+  if (H5Tis_variable_str(ty) > 0) {
+    Hid mt(H5Tcopy(H5T_C_S1), H5Tclose);
+    H5Tset_size(mt, H5T_VARIABLE);
+    H5Tset_cset(mt, H5Tget_cset(ty));
+    char* p = nullptr;
+    if (H5Aread(a, mt, &p) < 0)
+      fail(str_cat("attribute '", name, "': read failed: ", last_hdf5_error()));
+    if (p) out = p;
+    H5free_memory(p);
+  } else {
+    size_t n = H5Tget_size(ty);
+    Hid mt(H5Tcopy(H5T_C_S1), H5Tclose);
+    H5Tset_size(mt, n);
+    H5Tset_cset(mt, H5Tget_cset(ty));
+    H5Tset_strpad(mt, H5T_STR_NULLPAD);
+    std::string buf(n, '\0');
+    if (H5Aread(a, mt, buf.data()) < 0)
+      fail(str_cat("attribute '", name, "': read failed: ", last_hdf5_error()));
+    out = buf.substr(0, std::min(n, buf.find('\0')));
+    if (H5Tget_strpad(ty) == H5T_STR_SPACEPAD)
+      out.erase(out.find_last_not_of(' ') + 1);
+  }
+  return out;
+}
+
+int64_t File::attr_int(const std::string& name) const {
+  if (!has_attr(name)) fail(str_cat("attribute '", name, "' not found"));
+  Hid a(H5Aopen(id_, name.c_str(), H5P_DEFAULT), H5Aclose);
+  Hid ty(H5Aget_type(a), H5Tclose);
+  Hid sp(H5Aget_space(a), H5Sclose);
+  if (H5Tget_class(ty) != H5T_INTEGER)
+    fail(str_cat("attribute '", name, "': expected integer, found ", describe_type(ty)));
+  if (H5Sget_simple_extent_npoints(sp) != 1)
+    fail(str_cat("attribute '", name, "': expected a single value"));
+  int64_t v = 0;
+  if (H5Aread(a, H5T_NATIVE_INT64, &v) < 0)
+    fail(str_cat("attribute '", name, "': read failed: ", last_hdf5_error()));
+  return v;
+}
+
+double File::attr_float(const std::string& name) const {
+  if (!has_attr(name)) fail(str_cat("attribute '", name, "' not found"));
+  Hid a(H5Aopen(id_, name.c_str(), H5P_DEFAULT), H5Aclose);
+  Hid ty(H5Aget_type(a), H5Tclose);
+  Hid sp(H5Aget_space(a), H5Sclose);
+  H5T_class_t cls = H5Tget_class(ty);
+  if (cls != H5T_FLOAT && cls != H5T_INTEGER)
+    fail(str_cat("attribute '", name, "': expected a number, found ", describe_type(ty)));
+  if (H5Sget_simple_extent_npoints(sp) != 1)
+    fail(str_cat("attribute '", name, "': expected a single value"));
+  double v = 0;
+  if (H5Aread(a, H5T_NATIVE_DOUBLE, &v) < 0)
+    fail(str_cat("attribute '", name, "': read failed: ", last_hdf5_error()));
+  return v;
+}
+
+}  // namespace retort::h5

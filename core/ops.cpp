@@ -1,0 +1,406 @@
+// The op set: check shapes, dtypes and devices, then dispatch to the device kernels.
+// Only the CPU backend exists in this build; CUDA tensors fail with a clear message.
+#include "core/ops.h"
+
+#include <cmath>
+
+#include "core/cpu/kernels.h"
+
+namespace retort::ops {
+
+namespace {
+
+// Every tensor an op touches must be defined and on the CPU.
+void check_cpu(const char* op, const char* name, const Tensor& t) {
+  RETORT_CHECK(t.defined(), op, ": tensor `", name, "` is undefined");
+  RETORT_CHECK(t.device() == Device::CPU, op, ": tensor `", name,
+               "` is on CUDA but there is no GPU backend in this build");
+}
+
+void check_f32(const char* op, const char* name, const Tensor& t) {
+  check_cpu(op, name, t);
+  RETORT_CHECK(t.dtype() == DType::F32, op, ": tensor `", name, "` must be float32, got ",
+               dtype_name(t.dtype()), " ", shape_str(t.shape()));
+}
+
+void check_i32(const char* op, const char* name, const Tensor& t) {
+  check_cpu(op, name, t);
+  RETORT_CHECK(t.dtype() == DType::I32, op, ": tensor `", name, "` must be int32, got ",
+               dtype_name(t.dtype()), " ", shape_str(t.shape()));
+}
+
+void check_same_shape(const char* op, const char* na, const Tensor& a, const char* nb,
+                      const Tensor& b) {
+  RETORT_CHECK(a.shape() == b.shape(), op, ": shape mismatch: ", na, " ", shape_str(a.shape()),
+               " vs ", nb, " ", shape_str(b.shape()));
+}
+
+void check_numel(const char* op, const char* na, const Tensor& a, const char* nb,
+                 const Tensor& b) {
+  RETORT_CHECK(a.numel() == b.numel(), op, ": size mismatch: ", na, " ", shape_str(a.shape()),
+               " vs ", nb, " ", shape_str(b.shape()));
+}
+
+// Last dim ("features") and the product of the others ("rows"); a 0-D tensor is [1, 1].
+int64_t last_dim(const Tensor& t) { return t.ndim() == 0 ? 1 : t.dim(-1); }
+int64_t rows_of(const Tensor& t) {
+  const int64_t c = last_dim(t);
+  return c == 0 ? 0 : t.numel() / c;
+}
+
+// True when the byte ranges of a and b overlap.
+bool overlaps(const Tensor& a, const Tensor& b) {
+  if (!a.same_storage(b) || a.numel() == 0 || b.numel() == 0) return false;
+  const char* a0 = static_cast<const char*>(a.raw());
+  const char* b0 = static_cast<const char*>(b.raw());
+  return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
+}
+
+// Every id in [0, n); reports the first offender.
+void check_ids(const char* op, const char* name, const Tensor& ids, int64_t n) {
+  const int32_t* p = ids.host<int32_t>();
+  for (int64_t i = 0; i < ids.numel(); ++i)
+    RETORT_CHECK(p[i] >= 0 && p[i] < n, op, ": ", name, "[", i, "] = ", p[i],
+                 " is out of range [0, ", n, ")");
+}
+
+}  // namespace
+
+// ---- dense linear algebra ----------------------------------------------------------------
+
+void matmul(Tensor& y, const Tensor& a, bool transpose_a, const Tensor& b, bool transpose_b,
+            float alpha, float beta) {
+  const char* op = "matmul";
+  check_f32(op, "y", y);
+  check_f32(op, "a", a);
+  check_f32(op, "b", b);
+  RETORT_CHECK(a.ndim() >= 1 && b.ndim() >= 1 && y.ndim() >= 1, op,
+               ": tensors need at least 1 dim: a ", shape_str(a.shape()), ", b ",
+               shape_str(b.shape()), ", y ", shape_str(y.shape()));
+  const int64_t ar = rows_of(a), ac = last_dim(a), br = rows_of(b), bc = last_dim(b);
+  const int64_t M = transpose_a ? ac : ar, K = transpose_a ? ar : ac;
+  const int64_t Kb = transpose_b ? bc : br, N = transpose_b ? br : bc;
+  RETORT_CHECK(K == Kb, op, ": inner dims differ: op(a) is [", M, ", ", K, "] (a ",
+               shape_str(a.shape()), transpose_a ? " transposed" : "", "), op(b) is [", Kb, ", ",
+               N, "] (b ", shape_str(b.shape()), transpose_b ? " transposed" : "", ")");
+  RETORT_CHECK(rows_of(y) == M && last_dim(y) == N, op, ": y ", shape_str(y.shape()),
+               " must be [", M, ", ", N, "] for op(a) [", M, ", ", K, "] @ op(b) [", K, ", ", N,
+               "]");
+  RETORT_CHECK(!overlaps(y, a) && !overlaps(y, b), op, ": y must not alias a or b");
+  cpu::matmul(y.data<float>(), a.data<float>(), transpose_a, b.data<float>(), transpose_b, M, N,
+              K, alpha, beta);
+}
+
+// ---- elementwise / reductions ------------------------------------------------------------
+
+void fill(Tensor& x, float value) {
+  check_f32("fill", "x", x);
+  cpu::fill(x.data<float>(), x.numel(), value);
+}
+
+void copy(Tensor& dst, const Tensor& src) {
+  check_cpu("copy", "dst", dst);
+  check_cpu("copy", "src", src);
+  check_numel("copy", "dst", dst, "src", src);
+  RETORT_CHECK(dst.dtype() == src.dtype(), "copy: dtype mismatch: dst ", dtype_name(dst.dtype()),
+               " vs src ", dtype_name(src.dtype()));
+  cpu::copy_bytes(dst.raw(), src.raw(), static_cast<int64_t>(src.nbytes()));
+}
+
+void add_inplace(Tensor& y, const Tensor& x, float alpha) {
+  check_f32("add_inplace", "y", y);
+  check_f32("add_inplace", "x", x);
+  check_numel("add_inplace", "y", y, "x", x);
+  cpu::add_inplace(y.data<float>(), x.data<float>(), y.numel(), alpha);
+}
+
+void scale_inplace(Tensor& y, float alpha) {
+  check_f32("scale_inplace", "y", y);
+  cpu::scale_inplace(y.data<float>(), y.numel(), alpha);
+}
+
+double sum_squares(const Tensor& x) {
+  check_f32("sum_squares", "x", x);
+  return cpu::sum_squares(x.data<float>(), x.numel());
+}
+
+void convert(Tensor& dst, const Tensor& src) {
+  check_cpu("convert", "dst", dst);
+  check_cpu("convert", "src", src);
+  check_numel("convert", "dst", dst, "src", src);
+  if (dst.dtype() == src.dtype()) {
+    cpu::copy_bytes(dst.raw(), src.raw(), static_cast<int64_t>(src.nbytes()));
+  } else if (dst.dtype() == DType::BF16 && src.dtype() == DType::F32) {
+    cpu::f32_to_bf16(dst.data<uint16_t>(), src.data<float>(), src.numel());
+  } else if (dst.dtype() == DType::F32 && src.dtype() == DType::BF16) {
+    cpu::bf16_to_f32(dst.data<float>(), src.data<uint16_t>(), src.numel());
+  } else {
+    RETORT_CHECK(false, "convert: unsupported conversion ", dtype_name(src.dtype()), " -> ",
+                 dtype_name(dst.dtype()), " (only float32 <-> bfloat16)");
+  }
+}
+
+// ---- RMSNorm -----------------------------------------------------------------------------
+
+void rmsnorm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& g, float eps) {
+  const char* op = "rmsnorm_forward";
+  check_f32(op, "y", y);
+  check_f32(op, "rstd", rstd);
+  check_f32(op, "x", x);
+  check_f32(op, "g", g);
+  check_same_shape(op, "y", y, "x", x);
+  const int64_t C = last_dim(x), rows = rows_of(x);
+  RETORT_CHECK(g.numel() == C, op, ": g ", shape_str(g.shape()), " must have ", C,
+               " elements (last dim of x ", shape_str(x.shape()), ")");
+  RETORT_CHECK(rstd.numel() == rows, op, ": rstd ", shape_str(rstd.shape()), " must have ", rows,
+               " elements (rows of x ", shape_str(x.shape()), ")");
+  RETORT_CHECK(eps >= 0.0f, op, ": eps must be >= 0, got ", eps);
+  cpu::rmsnorm_forward(y.data<float>(), rstd.data<float>(), x.data<float>(), g.data<float>(),
+                       rows, C, eps);
+}
+
+void rmsnorm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x, const Tensor& g,
+                      const Tensor& rstd) {
+  const char* op = "rmsnorm_backward";
+  check_f32(op, "dx", dx);
+  check_f32(op, "dg", dg);
+  check_f32(op, "dy", dy);
+  check_f32(op, "x", x);
+  check_f32(op, "g", g);
+  check_f32(op, "rstd", rstd);
+  check_same_shape(op, "dy", dy, "x", x);
+  check_same_shape(op, "dx", dx, "x", x);
+  const int64_t C = last_dim(x), rows = rows_of(x);
+  RETORT_CHECK(g.numel() == C && dg.numel() == C, op, ": g ", shape_str(g.shape()), " and dg ",
+               shape_str(dg.shape()), " must have ", C, " elements (last dim of x ",
+               shape_str(x.shape()), ")");
+  RETORT_CHECK(rstd.numel() == rows, op, ": rstd ", shape_str(rstd.shape()), " must have ", rows,
+               " elements (rows of x ", shape_str(x.shape()), ")");
+  RETORT_CHECK(!overlaps(dx, x) && !overlaps(dx, g) && !overlaps(dg, dy), op,
+               ": outputs must not alias inputs");
+  cpu::rmsnorm_backward(dx.data<float>(), dg.data<float>(), dy.data<float>(), x.data<float>(),
+                        g.data<float>(), rstd.data<float>(), rows, C);
+}
+
+// ---- RoPE --------------------------------------------------------------------------------
+
+Tensor rope_table(int64_t T, int64_t head_dim, double theta) {
+  RETORT_CHECK(T >= 0, "rope_table: T must be >= 0, got ", T);
+  RETORT_CHECK(head_dim > 0 && head_dim % 2 == 0, "rope_table: head_dim must be even and > 0, got ",
+               head_dim);
+  RETORT_CHECK(theta > 0.0, "rope_table: theta must be > 0, got ", theta);
+  Tensor t = Tensor::empty({T, head_dim});
+  cpu::rope_table(t.data<float>(), T, head_dim, theta);
+  return t;
+}
+
+namespace {
+void rope_apply(const char* op, Tensor& x, const Tensor& table, float sign) {
+  check_f32(op, "x", x);
+  check_f32(op, "table", table);
+  RETORT_CHECK(x.ndim() == 4, op, ": x must be [B, T, heads, head_dim], got ",
+               shape_str(x.shape()));
+  const int64_t B = x.dim(0), T = x.dim(1), nh = x.dim(2), hd = x.dim(3);
+  RETORT_CHECK(hd % 2 == 0, op, ": head_dim must be even, x is ", shape_str(x.shape()));
+  RETORT_CHECK(table.ndim() == 2 && table.dim(1) == hd && table.dim(0) >= T, op, ": table ",
+               shape_str(table.shape()), " must be [>= ", T, ", ", hd, "] for x ",
+               shape_str(x.shape()));
+  cpu::rope_apply(x.data<float>(), table.data<float>(), B, T, nh, hd, sign);
+}
+}  // namespace
+
+void rope_forward(Tensor& x, const Tensor& table) { rope_apply("rope_forward", x, table, 1.0f); }
+void rope_backward(Tensor& dx, const Tensor& table) {
+  rope_apply("rope_backward", dx, table, -1.0f);
+}
+
+// ---- SwiGLU ------------------------------------------------------------------------------
+
+void swiglu_forward(Tensor& h, const Tensor& gate, const Tensor& up) {
+  const char* op = "swiglu_forward";
+  check_f32(op, "h", h);
+  check_f32(op, "gate", gate);
+  check_f32(op, "up", up);
+  check_same_shape(op, "gate", gate, "up", up);
+  check_same_shape(op, "h", h, "gate", gate);
+  cpu::swiglu_forward(h.data<float>(), gate.data<float>(), up.data<float>(), h.numel());
+}
+
+void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor& gate,
+                     const Tensor& up) {
+  const char* op = "swiglu_backward";
+  check_f32(op, "dgate", dgate);
+  check_f32(op, "dup", dup);
+  check_f32(op, "dh", dh);
+  check_f32(op, "gate", gate);
+  check_f32(op, "up", up);
+  check_same_shape(op, "gate", gate, "up", up);
+  check_same_shape(op, "dh", dh, "gate", gate);
+  check_same_shape(op, "dgate", dgate, "gate", gate);
+  check_same_shape(op, "dup", dup, "gate", gate);
+  RETORT_CHECK(!overlaps(dgate, gate) && !overlaps(dgate, up) && !overlaps(dup, gate) &&
+                   !overlaps(dup, up) && !overlaps(dgate, dup),
+               op, ": dgate/dup must not alias gate, up or each other");
+  cpu::swiglu_backward(dgate.data<float>(), dup.data<float>(), dh.data<float>(),
+                       gate.data<float>(), up.data<float>(), gate.numel());
+}
+
+// ---- cross-entropy -----------------------------------------------------------------------
+
+void cross_entropy_forward(Tensor& ce, Tensor& lse, const Tensor& logits, const Tensor& targets) {
+  const char* op = "cross_entropy_forward";
+  check_f32(op, "ce", ce);
+  check_f32(op, "lse", lse);
+  check_f32(op, "logits", logits);
+  check_i32(op, "targets", targets);
+  const int64_t V = last_dim(logits), rows = rows_of(logits);
+  RETORT_CHECK(V > 0, op, ": logits ", shape_str(logits.shape()), " has an empty vocab dim");
+  RETORT_CHECK(targets.numel() == rows && ce.numel() == rows && lse.numel() == rows, op,
+               ": targets ", shape_str(targets.shape()), ", ce ", shape_str(ce.shape()),
+               " and lse ", shape_str(lse.shape()), " must have ", rows,
+               " elements (rows of logits ", shape_str(logits.shape()), ")");
+  check_ids(op, "targets", targets, V);
+  cpu::cross_entropy_forward(ce.data<float>(), lse.data<float>(), logits.data<float>(),
+                             targets.data<int32_t>(), rows, V);
+}
+
+void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, const Tensor& lse,
+                            const Tensor& targets, float ce_scale, float z_scale) {
+  const char* op = "cross_entropy_backward";
+  check_f32(op, "dlogits", dlogits);
+  check_f32(op, "logits", logits);
+  check_f32(op, "lse", lse);
+  check_i32(op, "targets", targets);
+  check_same_shape(op, "dlogits", dlogits, "logits", logits);
+  const int64_t V = last_dim(logits), rows = rows_of(logits);
+  RETORT_CHECK(targets.numel() == rows && lse.numel() == rows, op, ": targets ",
+               shape_str(targets.shape()), " and lse ", shape_str(lse.shape()), " must have ",
+               rows, " elements (rows of logits ", shape_str(logits.shape()), ")");
+  RETORT_CHECK(!overlaps(dlogits, logits) || dlogits.raw() == logits.raw(), op,
+               ": dlogits must be logits itself or not overlap it");
+  check_ids(op, "targets", targets, V);
+  cpu::cross_entropy_backward(dlogits.data<float>(), logits.data<float>(), lse.data<float>(),
+                              targets.data<int32_t>(), rows, V, ce_scale, z_scale);
+}
+
+// ---- attention ---------------------------------------------------------------------------
+
+namespace {
+struct AttnDims {
+  int64_t B, T, H, Hkv, hd;
+};
+
+AttnDims check_attention(const char* op, const Tensor& q, const Tensor& k, const Tensor& v) {
+  check_f32(op, "q", q);
+  check_f32(op, "k", k);
+  check_f32(op, "v", v);
+  RETORT_CHECK(q.ndim() == 4 && k.ndim() == 4, op, ": q ", shape_str(q.shape()), " and k ",
+               shape_str(k.shape()), " must be [B, T, heads, head_dim]");
+  check_same_shape(op, "k", k, "v", v);
+  AttnDims d{q.dim(0), q.dim(1), q.dim(2), k.dim(2), q.dim(3)};
+  RETORT_CHECK(k.dim(0) == d.B && k.dim(1) == d.T && k.dim(3) == d.hd, op, ": q ",
+               shape_str(q.shape()), " and k ", shape_str(k.shape()),
+               " differ in batch, time or head_dim");
+  RETORT_CHECK(d.Hkv > 0 && d.H % d.Hkv == 0, op, ": query heads (", d.H,
+               ") must be a multiple of kv heads (", d.Hkv, "): q ", shape_str(q.shape()), ", k ",
+               shape_str(k.shape()));
+  RETORT_CHECK(d.hd > 0, op, ": head_dim must be > 0");
+  return d;
+}
+}  // namespace
+
+void attention_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& k,
+                       const Tensor& v) {
+  const char* op = "attention_forward";
+  const AttnDims d = check_attention(op, q, k, v);
+  check_f32(op, "out", out);
+  check_f32(op, "lse", lse);
+  check_same_shape(op, "out", out, "q", q);
+  RETORT_CHECK(lse.numel() == d.B * d.H * d.T, op, ": lse ", shape_str(lse.shape()),
+               " must be [B, H, T] = [", d.B, ", ", d.H, ", ", d.T, "]");
+  RETORT_CHECK(!overlaps(out, q) && !overlaps(out, k) && !overlaps(out, v), op,
+               ": out must not alias q, k or v");
+  if (q.numel() == 0) return;
+  cpu::attention_forward(out.data<float>(), lse.data<float>(), q.data<float>(), k.data<float>(),
+                         v.data<float>(), d.B, d.T, d.H, d.Hkv, d.hd);
+}
+
+void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q,
+                        const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse) {
+  const char* op = "attention_backward";
+  const AttnDims d = check_attention(op, q, k, v);
+  check_f32(op, "dq", dq);
+  check_f32(op, "dk", dk);
+  check_f32(op, "dv", dv);
+  check_f32(op, "dout", dout);
+  check_f32(op, "out", out);
+  check_f32(op, "lse", lse);
+  check_same_shape(op, "dq", dq, "q", q);
+  check_same_shape(op, "dk", dk, "k", k);
+  check_same_shape(op, "dv", dv, "v", v);
+  check_same_shape(op, "dout", dout, "q", q);
+  check_same_shape(op, "out", out, "q", q);
+  RETORT_CHECK(lse.numel() == d.B * d.H * d.T, op, ": lse ", shape_str(lse.shape()),
+               " must be [B, H, T] = [", d.B, ", ", d.H, ", ", d.T, "]");
+  for (const Tensor* g : {&dq, &dk, &dv})
+    for (const Tensor* in : {&dout, &q, &k, &v, &out, &lse})
+      RETORT_CHECK(!overlaps(*g, *in), op, ": gradients must not alias inputs");
+  RETORT_CHECK(!overlaps(dq, dk) && !overlaps(dq, dv) && !overlaps(dk, dv), op,
+               ": dq, dk, dv must not alias each other");
+  if (q.numel() == 0) return;
+  cpu::attention_backward(dq.data<float>(), dk.data<float>(), dv.data<float>(),
+                          dout.data<float>(), q.data<float>(), k.data<float>(), v.data<float>(),
+                          out.data<float>(), lse.data<float>(), d.B, d.T, d.H, d.Hkv, d.hd);
+}
+
+// ---- embedding ---------------------------------------------------------------------------
+
+void embedding_forward(Tensor& out, const Tensor& ids, const Tensor& table) {
+  const char* op = "embedding_forward";
+  check_f32(op, "out", out);
+  check_i32(op, "ids", ids);
+  check_f32(op, "table", table);
+  RETORT_CHECK(table.ndim() == 2, op, ": table must be [V, d], got ", shape_str(table.shape()));
+  const int64_t V = table.dim(0), d = table.dim(1), rows = ids.numel();
+  RETORT_CHECK(out.numel() == rows * d && last_dim(out) == d, op, ": out ",
+               shape_str(out.shape()), " must be [", rows, ", ", d, "] for ids ",
+               shape_str(ids.shape()), " and table ", shape_str(table.shape()));
+  check_ids(op, "ids", ids, V);
+  cpu::embedding_forward(out.data<float>(), ids.data<int32_t>(), table.data<float>(), rows, d);
+}
+
+void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& ids) {
+  const char* op = "embedding_backward";
+  check_f32(op, "dtable", dtable);
+  check_f32(op, "dout", dout);
+  check_i32(op, "ids", ids);
+  RETORT_CHECK(dtable.ndim() == 2, op, ": dtable must be [V, d], got ",
+               shape_str(dtable.shape()));
+  const int64_t V = dtable.dim(0), d = dtable.dim(1), rows = ids.numel();
+  RETORT_CHECK(dout.numel() == rows * d && last_dim(dout) == d, op, ": dout ",
+               shape_str(dout.shape()), " must be [", rows, ", ", d, "] for ids ",
+               shape_str(ids.shape()), " and dtable ", shape_str(dtable.shape()));
+  check_ids(op, "ids", ids, V);
+  cpu::embedding_backward(dtable.data<float>(), dout.data<float>(), ids.data<int32_t>(), rows, d);
+}
+
+// ---- AdamW -------------------------------------------------------------------------------
+
+void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, float lr, float beta1,
+                float beta2, float eps, float weight_decay, int64_t step) {
+  const char* op = "adamw_step";
+  check_f32(op, "param", param);
+  check_f32(op, "grad", grad);
+  check_f32(op, "m", m);
+  check_f32(op, "v", v);
+  check_numel(op, "param", param, "grad", grad);
+  check_numel(op, "param", param, "m", m);
+  check_numel(op, "param", param, "v", v);
+  RETORT_CHECK(step >= 1, op, ": step counts from 1, got ", step);
+  RETORT_CHECK(beta1 >= 0.0f && beta1 < 1.0f && beta2 >= 0.0f && beta2 < 1.0f, op,
+               ": betas must be in [0, 1), got ", beta1, ", ", beta2);
+  cpu::adamw_step(param.data<float>(), grad.data<float>(), m.data<float>(), v.data<float>(),
+                  param.numel(), lr, beta1, beta2, eps, weight_decay, step);
+}
+
+}  // namespace retort::ops

@@ -1,0 +1,88 @@
+// The op set the model needs. Each op checks shapes/dtypes and dispatches on the
+// tensors' device to a kernel in core/cpu/ (core/cuda/ later). models/ calls only these.
+//
+// Conventions
+//  - All float tensors are F32 unless stated; ids/targets are I32.
+//  - "rows" = all leading dims flattened; the last dim is the feature dim.
+//  - Backward ops OVERWRITE input gradients (dx, dq, ...) and ACCUMULATE (+=) into
+//    parameter gradients (dg, dtable), so gradient accumulation over micro-batches is free.
+//  - Deterministic for a fixed OpenMP thread count (no atomics, fixed reduction order).
+#pragma once
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace retort::ops {
+
+// ---- dense linear algebra ----------------------------------------------------------
+// y = alpha * op(a) @ op(b) + beta * y, with op(x) = xᵀ when the flag is set.
+// a is viewed as 2-D [rows, last dim]: op(a): [M, K]; op(b): [K, N]; y: [M, N] (rows, last).
+// Every transpose combination goes to sgemm.
+void matmul(Tensor& y, const Tensor& a, bool transpose_a, const Tensor& b, bool transpose_b,
+            float alpha = 1.0f, float beta = 0.0f);
+
+// ---- elementwise / reductions ------------------------------------------------------
+void fill(Tensor& x, float value);           // F32
+void copy(Tensor& dst, const Tensor& src);   // same numel and dtype; any dtype
+void add_inplace(Tensor& y, const Tensor& x, float alpha = 1.0f);  // y += alpha * x
+void scale_inplace(Tensor& y, float alpha);                         // y *= alpha
+double sum_squares(const Tensor& x);         // Σ x², accumulated in double, deterministic
+void convert(Tensor& dst, const Tensor& src);  // F32 <-> BF16, same numel
+
+// ---- RMSNorm over the last dim -------------------------------------------------------
+// x: [rows, C], g: [C] -> y: [rows, C], rstd: [rows] = 1/sqrt(mean(x²) + eps) (saved).
+// y = x * rstd * g
+void rmsnorm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& g, float eps);
+// dx (overwritten) and dg (+=) from dy.
+void rmsnorm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x, const Tensor& g,
+                      const Tensor& rstd);
+
+// ---- RoPE, rotate-half convention ------------------------------------------------------
+// table: [T, hd] with cos(pos·inv_freq_i) in [:, i] and sin(...) in [:, hd/2 + i], i < hd/2,
+//        inv_freq_i = theta^(-2i/hd), pos = 0..T-1 (computed in double, stored in float).
+Tensor rope_table(int64_t T, int64_t head_dim, double theta);
+// x: [B, T, nh, hd], in place. Pair (x_i, x_{i+hd/2}) -> (x_i c - x_j s, x_j c + x_i s).
+void rope_forward(Tensor& x, const Tensor& table);
+// Gradient of rope_forward, in place on dx (rotation by -angle).
+void rope_backward(Tensor& dx, const Tensor& table);
+
+// ---- SwiGLU ----------------------------------------------------------------------------
+// gate, up: [rows, F] -> h = silu(gate) * up, silu(z) = z * sigmoid(z).
+void swiglu_forward(Tensor& h, const Tensor& gate, const Tensor& up);
+// dgate, dup overwritten (may NOT alias gate/up).
+void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor& gate,
+                     const Tensor& up);
+
+// ---- softmax cross-entropy with z-loss ------------------------------------------------
+// logits: [rows, V], targets: [rows] I32 in [0, V).
+// ce[r] = lse_r - logits[r, target_r]; lse[r] = logsumexp(logits[r, :]).
+void cross_entropy_forward(Tensor& ce, Tensor& lse, const Tensor& logits, const Tensor& targets);
+// dlogits[r, :] = ce_scale * (softmax_r - onehot(target_r)) + z_scale * 2 * lse_r * softmax_r.
+// The loss this differentiates is ce_scale·Σ ce + z_scale·Σ lse². dlogits may alias logits.
+void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, const Tensor& lse,
+                            const Tensor& targets, float ce_scale, float z_scale);
+
+// ---- causal attention (GQA) -------------------------------------------------------------
+// q: [B, T, H, hd], k, v: [B, T, Hkv, hd], H % Hkv == 0; head h reads kv head h / (H/Hkv).
+// out: [B, T, H, hd] = softmax(q kᵀ / sqrt(hd) + causal mask) v
+// lse: [B, H, T] logsumexp of the scaled masked scores (saved for backward).
+// Never materialises more than a tile of queries × T scores per thread.
+void attention_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v);
+// dq, dk, dv overwritten.
+void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q,
+                        const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse);
+
+// ---- embedding -----------------------------------------------------------------------------
+// ids: [rows] I32, table: [V, d] -> out: [rows, d] = table[ids].
+void embedding_forward(Tensor& out, const Tensor& ids, const Tensor& table);
+// dtable[ids[r], :] += dout[r, :], deterministic (fixed order per vocab row).
+void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& ids);
+
+// ---- AdamW (decoupled weight decay), one tensor ---------------------------------------------
+// step counts from 1. m, v: same shape as param.
+//   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g²
+//   p -= lr * ( (m / (1-b1^step)) / (sqrt(v / (1-b2^step)) + eps) + weight_decay * p )
+void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, float lr, float beta1,
+                float beta2, float eps, float weight_decay, int64_t step);
+
+}  // namespace retort::ops

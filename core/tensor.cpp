@@ -1,0 +1,113 @@
+#include "core/tensor.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <sstream>
+
+namespace retort {
+
+size_t dtype_size(DType t) {
+  switch (t) {
+    case DType::F32: return 4;
+    case DType::BF16: return 2;
+    case DType::I32: return 4;
+  }
+  return 0;
+}
+
+const char* dtype_name(DType t) {
+  switch (t) {
+    case DType::F32: return "float32";
+    case DType::BF16: return "bfloat16";
+    case DType::I32: return "int32";
+  }
+  return "?";
+}
+
+std::string shape_str(const Shape& s) {
+  std::ostringstream os;
+  os << "[";
+  for (size_t i = 0; i < s.size(); ++i) os << (i ? ", " : "") << s[i];
+  os << "]";
+  return os.str();
+}
+
+int64_t shape_numel(const Shape& s) {
+  int64_t n = 1;
+  for (int64_t d : s) n *= d;
+  return n;
+}
+
+Storage::Storage(size_t nbytes, Device dev) : bytes(nbytes), device(dev) {
+  RETORT_CHECK(dev == Device::CPU, "CUDA storage requested but this build has no GPU backend");
+  size_t rounded = (nbytes + 63) / 64 * 64;
+  data = std::aligned_alloc(64, rounded ? rounded : 64);
+  RETORT_CHECK(data != nullptr, "out of host memory allocating ", nbytes, " bytes");
+}
+
+Storage::~Storage() { std::free(data); }
+
+Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
+  for (int64_t d : shape) RETORT_CHECK(d >= 0, "negative dimension in shape ", shape_str(shape));
+  Tensor t;
+  t.shape_ = shape;
+  t.dtype_ = dtype;
+  t.storage_ = std::make_shared<Storage>(shape_numel(shape) * dtype_size(dtype), device);
+  return t;
+}
+
+Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
+  Tensor t = empty(shape, dtype, device);
+  std::memset(t.raw(), 0, t.nbytes());
+  return t;
+}
+
+int64_t Tensor::dim(int i) const {
+  int n = ndim();
+  if (i < 0) i += n;
+  RETORT_CHECK(i >= 0 && i < n, "dim ", i, " out of range for shape ", shape_str(shape_));
+  return shape_[i];
+}
+
+Tensor Tensor::view(const Shape& shape) const {
+  RETORT_CHECK(shape_numel(shape) == numel(), "cannot view ", shape_str(shape_), " as ",
+               shape_str(shape));
+  Tensor t = *this;
+  t.shape_ = shape;
+  return t;
+}
+
+Tensor Tensor::slice(int64_t begin, int64_t end) const {
+  RETORT_CHECK(ndim() >= 1 && 0 <= begin && begin <= end && end <= shape_[0],
+               "slice [", begin, ", ", end, ") out of range for ", shape_str(shape_));
+  int64_t row = numel() / (shape_[0] ? shape_[0] : 1);
+  Tensor t = *this;
+  t.shape_[0] = end - begin;
+  t.offset_ += begin * row;
+  return t;
+}
+
+Tensor Tensor::flat(int64_t begin, int64_t n) const {
+  RETORT_CHECK(begin >= 0 && n >= 0 && begin + n <= numel(), "flat range out of bounds");
+  Tensor t = *this;
+  t.shape_ = {n};
+  t.offset_ += begin;
+  return t;
+}
+
+uint16_t f32_to_bf16(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);  // NaN
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+float bf16_to_f32(uint16_t x) {
+  uint32_t u = static_cast<uint32_t>(x) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+}  // namespace retort

@@ -1,0 +1,108 @@
+// SPEC §2 token dataset writer (atomic) and validating reader.
+#include "data/token_dataset.h"
+
+#include <filesystem>
+#include <system_error>
+
+#include "core/hdf5.h"
+
+namespace fs = std::filesystem;
+
+namespace retort {
+namespace {
+
+// Returns "" when valid, else the reason (without the file name).
+std::string check_meta(const TokenDatasetMeta& m) {
+  if (m.vocab_size <= 0) return str_cat("attribute 'vocab_size': must be positive, got ", m.vocab_size);
+  if (m.vocab_size > (int64_t(1) << 31))
+    return str_cat("attribute 'vocab_size': ", m.vocab_size, " does not fit int32 token ids");
+  if (m.eos_id < 0 || m.eos_id >= m.vocab_size)
+    return str_cat("attribute 'eos_id': ", m.eos_id, " outside [0, ", m.vocab_size, ")");
+  return "";
+}
+
+std::string check_offsets(const std::vector<int64_t>& off, int64_t n_tokens) {
+  if (off.empty()) {
+    if (n_tokens > 0) return "dataset 'doc_offsets': empty but 'tokens' is not";
+    return "";
+  }
+  if (off[0] != 0) return str_cat("dataset 'doc_offsets': must start at 0, found ", off[0]);
+  for (size_t i = 1; i < off.size(); ++i) {
+    if (off[i] < off[i - 1])
+      return str_cat("dataset 'doc_offsets': decreasing at index ", i, " (", off[i - 1], " > ",
+                     off[i], ")");
+  }
+  if (off.back() > n_tokens)
+    return str_cat("dataset 'doc_offsets': value ", off.back(), " at index ", off.size() - 1,
+                   " beyond the ", n_tokens, " tokens");
+  return "";
+}
+
+std::string check_tokens(const int32_t* tok, int64_t n, int64_t vocab) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (tok[i] < 0 || tok[i] >= vocab)
+      return str_cat("dataset 'tokens': token id ", tok[i], " at index ", i, " outside [0, ",
+                     vocab, ")");
+  }
+  return "";
+}
+
+}  // namespace
+
+void write_token_dataset(const std::string& path, const std::vector<int32_t>& tokens,
+                         const std::vector<int64_t>& doc_offsets, const TokenDatasetMeta& meta) {
+  std::string why = check_meta(meta);
+  if (why.empty()) why = check_offsets(doc_offsets, int64_t(tokens.size()));
+  if (why.empty()) why = check_tokens(tokens.data(), int64_t(tokens.size()), meta.vocab_size);
+  if (!why.empty()) throw Error(str_cat(path, ": refusing to write: ", why));
+
+  fs::path parent = fs::path(path).parent_path();
+  std::error_code ec;
+  if (!parent.empty()) {
+    fs::create_directories(parent, ec);
+    if (ec) throw Error(str_cat(path, ": cannot create directory ", parent.string(), ": ", ec.message()));
+  }
+  const std::string tmp = path + ".tmp";
+  try {
+    h5::File f = h5::File::create(tmp);
+    f.write("tokens", tokens);
+    f.write("doc_offsets", doc_offsets);
+    f.set_attr("vocab_size", meta.vocab_size);
+    f.set_attr("eos_id", meta.eos_id);
+    f.set_attr("tokenizer_sha256", meta.tokenizer_sha256);
+    f.close();
+    fs::rename(tmp, path);  // atomic on POSIX within one filesystem
+  } catch (const fs::filesystem_error& e) {
+    fs::remove(tmp, ec);
+    throw Error(str_cat(path, ": cannot move ", tmp, " into place: ", e.code().message()));
+  } catch (...) {
+    fs::remove(tmp, ec);
+    throw;
+  }
+}
+
+TokenDataset TokenDataset::load(const std::string& path) {
+  h5::File f = h5::File::open_read(path);
+  auto fail = [&](const std::string& what) { throw Error(str_cat(path, ": ", what)); };
+  for (const char* ds : {"tokens", "doc_offsets"})
+    if (!f.has(ds)) fail(str_cat("dataset '", ds, "' not found (not a token dataset?)"));
+  for (const char* at : {"vocab_size", "eos_id", "tokenizer_sha256"})
+    if (!f.has_attr(at)) fail(str_cat("attribute '", at, "' not found (not a token dataset?)"));
+
+  TokenDataset d;
+  d.path_ = path;
+  d.meta_.vocab_size = f.attr_int("vocab_size");
+  d.meta_.eos_id = f.attr_int("eos_id");
+  d.meta_.tokenizer_sha256 = f.attr_string("tokenizer_sha256");
+  std::string why = check_meta(d.meta_);
+  if (!why.empty()) fail(why);
+
+  d.tokens_ = f.read("tokens", DType::I32, 1);
+  d.doc_offsets_ = f.read_i64("doc_offsets");  // checks rank 1 and integer type
+  why = check_offsets(d.doc_offsets_, d.num_tokens());
+  if (why.empty()) why = check_tokens(d.token_data(), d.num_tokens(), d.meta_.vocab_size);
+  if (!why.empty()) fail(why);
+  return d;
+}
+
+}  // namespace retort

@@ -1,0 +1,53 @@
+// Token datasets (SPEC §2): one HDF5 file per split.
+//   tokens       int32 [n]      documents concatenated, each followed by eos_id
+//   doc_offsets  int64 [n_docs] start of each document in `tokens`; first is 0
+//   attributes   vocab_size (int64), eos_id (int64), tokenizer_sha256 (string; "none" if
+//                not produced by a tokenizer)
+// Readers accept any file with this schema (h5py conventions included).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace retort {
+
+struct TokenDatasetMeta {
+  int64_t vocab_size = 0;
+  int64_t eos_id = 0;
+  std::string tokenizer_sha256 = "none";
+};
+
+// Validates (same rules as the reader) then writes `path` atomically: the data goes to
+// `path.tmp`, which is renamed over `path` only once complete. On any failure the temp
+// file is removed and an existing `path` is left untouched. Creates parent directories.
+void write_token_dataset(const std::string& path, const std::vector<int32_t>& tokens,
+                         const std::vector<int64_t>& doc_offsets, const TokenDatasetMeta& meta);
+
+// A loaded, validated token dataset. Tokens are held in host memory (fine for the corpus
+// sizes we use now; a streaming reader via h5::File::read_i32_range can replace it later).
+class TokenDataset {
+ public:
+  // Throws retort::Error naming the file (and dataset/attribute/index) on any problem:
+  // missing/non-HDF5/truncated file, missing dataset or attribute, wrong dtype or rank,
+  // doc_offsets not starting at 0 / decreasing / out of bounds, token id outside
+  // [0, vocab_size) (first bad index), eos_id outside [0, vocab_size).
+  static TokenDataset load(const std::string& path);
+
+  const std::string& path() const { return path_; }
+  const TokenDatasetMeta& meta() const { return meta_; }
+  int64_t num_tokens() const { return tokens_.numel(); }
+  int64_t num_docs() const { return int64_t(doc_offsets_.size()); }
+  const Tensor& tokens() const { return tokens_; }  // I32 [n], host
+  const int32_t* token_data() const { return num_tokens() ? tokens_.data<int32_t>() : nullptr; }
+  const std::vector<int64_t>& doc_offsets() const { return doc_offsets_; }
+
+ private:
+  std::string path_;
+  TokenDatasetMeta meta_;
+  Tensor tokens_;
+  std::vector<int64_t> doc_offsets_;
+};
+
+}  // namespace retort

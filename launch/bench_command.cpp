@@ -1,0 +1,103 @@
+// retort bench CONFIG: times steady-state training steps (forward, backward, clip, AdamW)
+// on synthetic tokens and prints JSON. Also measures the sgemm ceiling (ops::matmul,
+// 1024³) in the same process so model FLOP/s can be read as a fraction of it.
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "core/fs.h"
+#include "core/ops.h"
+#include "core/random.h"
+#include "launch/commands.h"
+#include "launch/train_step.h"
+#include "parallel/mesh.h"
+
+namespace retort {
+
+namespace {
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Best-of-5 GFLOP/s of a square fp32 matmul of size n.
+double sgemm_gflops(int64_t n) {
+  Tensor a = Tensor::empty({n, n}), b = Tensor::empty({n, n}), c = Tensor::empty({n, n});
+  ops::fill(a, 0.5f);
+  ops::fill(b, 0.25f);
+  double best = 1e30;
+  for (int i = 0; i < 5; ++i) {
+    double t = now_s();
+    ops::matmul(c, a, false, b, true);
+    best = std::min(best, now_s() - t);
+  }
+  return 2.0 * n * n * n / best / 1e9;
+}
+
+}  // namespace
+
+int run_bench(const Config& cfg) {
+  Mesh mesh = make_mesh(cfg);
+  apply_thread_setting(cfg);
+  const ModelConfig mc = ModelConfig::from_config(cfg);
+  const BatchGeometry geo = BatchGeometry::from_config(cfg, mc.seq_len);
+  const int64_t steps = cfg.get_int("bench.steps"), warmup = cfg.get_int("bench.warmup");
+  if (steps < 1) cfg.fail("bench.steps", "must be >= 1");
+  if (warmup < 0) cfg.fail("bench.warmup", "must be >= 0");
+
+  Transformer model(mc);
+  model.set_recompute(cfg.get_bool("train.recompute"));
+  model.init(static_cast<uint64_t>(cfg.get_int("train.seed")));
+  TrainStep trainer(model, cfg, geo);
+  // Synthetic tokens: uniform ids, a pure function of the sample index.
+  auto source = [&](int64_t first, int64_t count, Tensor& inputs, Tensor& targets) {
+    int32_t* in = inputs.host<int32_t>();
+    int32_t* tg = targets.host<int32_t>();
+    const int64_t T = mc.seq_len;
+    for (int64_t s = 0; s < count; ++s)
+      for (int64_t t = 0; t <= T; ++t) {
+        auto id = static_cast<int32_t>(rng::hash(7, first + s, t) % mc.vocab_size);
+        if (t < T) in[s * T + t] = id;
+        if (t > 0) tg[s * T + t - 1] = id;
+      }
+  };
+
+  std::vector<double> times;
+  for (int64_t i = 0; i < warmup + steps; ++i) {
+    double t = now_s();
+    trainer.run(i, 1e-4, source);
+    if (i >= warmup) times.push_back(now_s() - t);
+  }
+  const double step_s = median(times);
+  const double tok_s = geo.tokens_per_step() / step_s;
+  const double gflops_mfu = tok_s * mc.flops_per_token_mfu() / 1e9;
+  const double gflops_exact = tok_s * mc.flops_per_token_exact() / 1e9;
+  const double ceiling = sgemm_gflops(1024);
+  nlohmann::json j = {{"config", cfg.source()},
+                      {"threads", omp_get_max_threads()},
+                      {"tokens_per_step", geo.tokens_per_step()},
+                      {"steps_timed", steps},
+                      {"step_s_median", step_s},
+                      {"tokens_per_s", tok_s},
+                      {"flops_per_token_mfu", mc.flops_per_token_mfu()},
+                      {"flops_per_token_exact", mc.flops_per_token_exact()},
+                      {"achieved_gflops", gflops_mfu},
+                      {"achieved_gflops_exact", gflops_exact},
+                      {"sgemm_gflops_1024", ceiling},
+                      {"fraction_of_sgemm", gflops_mfu / ceiling},
+                      {"peak_rss_bytes", fs::peak_rss_bytes()},
+                      {"world_size", mesh.world_size}};
+  std::printf("%s\n", j.dump(2).c_str());
+  return 0;
+}
+
+}  // namespace retort

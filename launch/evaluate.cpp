@@ -1,0 +1,32 @@
+#include "launch/evaluate.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace retort {
+
+EvalResult evaluate_windows(Transformer& model, const Tensor& tokens, int64_t T,
+                            int64_t max_windows, int64_t batch) {
+  const int64_t n = tokens.numel();
+  EvalResult r;
+  r.windows = std::min<int64_t>(max_windows, n > 0 ? (n - 1) / T : 0);
+  if (r.windows <= 0)
+    throw Error(str_cat("evaluation needs at least ", T + 1, " tokens, the dataset has ", n));
+  r.tokens = r.windows * T;
+  const int32_t* src = tokens.host<int32_t>();
+  double sum = 0;  // Σ over batches of (mean CE · windows in batch), in window order
+  for (int64_t first = 0; first < r.windows; first += batch) {
+    int64_t b = std::min(batch, r.windows - first);
+    Tensor inputs = Tensor::empty({b, T}, DType::I32), targets = Tensor::empty({b, T}, DType::I32);
+    for (int64_t i = 0; i < b; ++i) {
+      const int32_t* w = src + (first + i) * T;
+      std::memcpy(inputs.host<int32_t>() + i * T, w, T * sizeof(int32_t));
+      std::memcpy(targets.host<int32_t>() + i * T, w + 1, T * sizeof(int32_t));
+    }
+    sum += model.evaluate(inputs, targets) * b;
+  }
+  r.loss = sum / r.windows;
+  return r;
+}
+
+}  // namespace retort

@@ -1,0 +1,108 @@
+// retort: one binary, one subcommand per job (SPEC §6). Exit codes: 0 ok, 1 runtime error,
+// 2 usage/config error. Errors are printed as one line prefixed with the rank under MPI.
+#include <omp.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <iostream>
+
+#include "core/check.h"
+#include "core/config.h"
+#include "data/tokenize_command.h"
+#include "launch/commands.h"
+#include "parallel/mesh.h"
+
+using namespace retort;
+
+namespace {
+
+// Adds CONFIG and --set to a job subcommand.
+void add_job_args(CLI::App* cmd, JobArgs& args) {
+  cmd->add_option("config", args.config_path, "YAML config file")->required();
+  cmd->add_option("--set", args.overrides, "override a config key: --set train.lr=1e-3")
+      ->take_all()
+      ->allow_extra_args(false);
+}
+
+int run(int argc, char** argv) {
+  CLI::App app{"retort: train, distill and scale transformer language models"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "retort 0.1");
+
+  JobArgs job;
+  bool resume = false, info_json = false, reference = false;
+  std::string checkpoint, tokens, out;
+  int64_t seq_len = 0, max_windows = 1'000'000'000;
+
+  auto* tokenize = app.add_subcommand("tokenize", "train a SentencePiece tokenizer and write token datasets");
+  add_job_args(tokenize, job);
+  auto* train = app.add_subcommand("train", "supervised training (run dir from run.dir)");
+  add_job_args(train, job);
+  train->add_flag("--resume", resume, "continue from the run dir's latest checkpoint");
+  auto* eval = app.add_subcommand("eval", "mean next-token loss of a checkpoint on a token dataset");
+  eval->add_option("checkpoint", checkpoint, "checkpoint directory")->required();
+  eval->add_option("--tokens", tokens, "token dataset (.h5)")->required();
+  eval->add_option("--seq-len", seq_len, "window length (default: the checkpoint's seq_len)");
+  eval->add_option("--max-windows", max_windows, "evaluate at most this many windows");
+  eval->add_option("--out", out, "write the result JSON here");
+  auto* exp = app.add_subcommand("export", "consolidate a checkpoint into model.h5 + config.yaml");
+  exp->add_option("checkpoint", checkpoint, "checkpoint directory")->required();
+  exp->add_option("--out", out, "output directory")->required();
+  auto* info = app.add_subcommand("info", "parameter and FLOP counts and memory estimate");
+  add_job_args(info, job);
+  info->add_flag("--json", info_json, "print JSON");
+  auto* bench = app.add_subcommand("bench", "time steady-state training steps; prints JSON");
+  add_job_args(bench, job);
+  auto* config = app.add_subcommand("config", "print the resolved config (or --reference)");
+  config->add_option("config", job.config_path, "YAML config file");
+  config->add_option("--set", job.overrides, "override a config key")->take_all();
+  config->add_flag("--reference", reference, "print the reference of every key (Markdown)");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "retort: usage error: " << e.what() << " (see retort --help)\n";
+    return 2;
+  }
+
+  if (*tokenize) return run_tokenize(load_job_config(job));
+  if (*train) return run_train(load_job_config(job), resume);
+  if (*eval) return run_eval(checkpoint, tokens, seq_len, max_windows, out);
+  if (*exp) return run_export(checkpoint, out);
+  if (*info) return run_info(load_job_config(job), info_json);
+  if (*bench) return run_bench(load_job_config(job));
+  if (*config) {
+    if (reference) {
+      std::cout << config_reference_markdown();
+      return 0;
+    }
+    std::cout << load_job_config(job).to_yaml();
+    return 0;
+  }
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int code = 0;
+  try {
+    code = run(argc, argv);
+  } catch (const ConfigError& e) {
+    std::cerr << "retort: config error: " << e.what() << "\n";
+    code = 2;
+  } catch (const std::exception& e) {
+    std::cerr << "retort: error: " << e.what() << "\n";
+    code = 1;
+  }
+  std::fflush(stdout);
+  if (code != 0) abort_job(code);
+  shutdown_mesh();
+  return code;
+}

@@ -1,0 +1,71 @@
+#include "launch/train_step.h"
+
+#include <cmath>
+
+namespace retort {
+
+BatchGeometry BatchGeometry::from_config(const Config& cfg, int64_t seq_len) {
+  BatchGeometry g;
+  g.seq_len = seq_len;
+  int64_t batch_tokens = cfg.get_int("train.batch_tokens");
+  if (batch_tokens <= 0 || batch_tokens % seq_len != 0)
+    cfg.fail("train.batch_tokens", str_cat("must be a positive multiple of model.seq_len (", seq_len,
+                                           "), got ", batch_tokens));
+  g.batch_seqs = batch_tokens / seq_len;
+  int64_t micro = cfg.get_int("train.micro_batch");
+  if (micro < 0) cfg.fail("train.micro_batch", "must be >= 0 (0 = the whole batch at once)");
+  g.micro_seqs = micro == 0 ? g.batch_seqs : micro;
+  if (g.batch_seqs % g.micro_seqs != 0)
+    cfg.fail("train.micro_batch", str_cat(g.micro_seqs, " sequences does not divide the batch of ",
+                                          g.batch_seqs, " sequences"));
+  g.n_micro = g.batch_seqs / g.micro_seqs;
+  return g;
+}
+
+namespace {
+std::vector<OptimizedTensor> optimized_tensors(Transformer& model) {
+  std::vector<OptimizedTensor> out;
+  for (const auto& p : model.parameters()) out.push_back({p.name, p.value, p.grad, p.decay});
+  return out;
+}
+
+AdamWSettings adamw_settings(const Config& cfg) {
+  AdamWSettings s;
+  s.beta1 = static_cast<float>(cfg.get_float("train.beta1"));
+  s.beta2 = static_cast<float>(cfg.get_float("train.beta2"));
+  s.eps = static_cast<float>(cfg.get_float("train.eps"));
+  s.weight_decay = static_cast<float>(cfg.get_float("train.weight_decay"));
+  return s;
+}
+}  // namespace
+
+TrainStep::TrainStep(Transformer& model, const Config& cfg, const BatchGeometry& geometry)
+    : model_(model),
+      g_(geometry),
+      z_loss_(static_cast<float>(cfg.get_float("train.z_loss"))),
+      grad_clip_(cfg.get_float("train.grad_clip")),
+      optimizer_(optimized_tensors(model), adamw_settings(cfg)),
+      inputs_(Tensor::empty({geometry.micro_seqs, geometry.seq_len}, DType::I32)),
+      targets_(Tensor::empty({geometry.micro_seqs, geometry.seq_len}, DType::I32)) {}
+
+StepResult TrainStep::run(int64_t step, double lr, const BatchSource& source) {
+  StepResult r;
+  model_.zero_grad();
+  const float scale = 1.0f / static_cast<float>(g_.n_micro);
+  for (int64_t m = 0; m < g_.n_micro; ++m) {
+    source(step * g_.batch_seqs + m * g_.micro_seqs, g_.micro_seqs, inputs_, targets_);
+    LossResult loss = model_.forward(inputs_, targets_, z_loss_);
+    model_.backward(scale);
+    r.loss += loss.loss / g_.n_micro;
+    r.ce += loss.ce / g_.n_micro;
+  }
+  std::vector<Tensor> grads{model_.flat_grads()};
+  r.grad_norm = clip_grad_norm(grads, grad_clip_);
+  if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm))
+    throw Error(str_cat("step ", step + 1, ": non-finite loss (", r.loss, ") or gradient norm (",
+                        r.grad_norm, "); lower train.lr or check the data"));
+  optimizer_.step(lr);
+  return r;
+}
+
+}  // namespace retort

@@ -1,0 +1,45 @@
+// One optimizer step: gradient accumulation over micro-batches to the global batch,
+// clipping by global norm, AdamW. Shared by `train` and `bench`.
+#pragma once
+#include <cstdint>
+#include <functional>
+
+#include "core/adamw.h"
+#include "core/config.h"
+#include "models/transformer.h"
+
+namespace retort {
+
+// Global batch of batch_seqs sequences of seq_len tokens, run as n_micro micro-batches.
+struct BatchGeometry {
+  int64_t seq_len = 0, batch_seqs = 0, micro_seqs = 0, n_micro = 0;
+  int64_t tokens_per_step() const { return seq_len * batch_seqs; }
+  // From train.batch_tokens and train.micro_batch; ConfigError naming the key if they
+  // do not divide.
+  static BatchGeometry from_config(const Config& cfg, int64_t seq_len);
+};
+
+struct StepResult {
+  double loss = 0, ce = 0, grad_norm = 0;
+};
+
+// Fills inputs/targets [micro_seqs, T] for global sample indices [first, first + count).
+using BatchSource = std::function<void(int64_t first, int64_t count, Tensor& inputs, Tensor& targets)>;
+
+class TrainStep {
+ public:
+  TrainStep(Transformer& model, const Config& cfg, const BatchGeometry& geometry);
+  // Runs optimizer step number `step` (0-based): samples step·batch_seqs onwards.
+  StepResult run(int64_t step, double lr, const BatchSource& source);
+  AdamW& optimizer() { return optimizer_; }
+
+ private:
+  Transformer& model_;
+  BatchGeometry g_;
+  float z_loss_;
+  double grad_clip_;
+  AdamW optimizer_;
+  Tensor inputs_, targets_;
+};
+
+}  // namespace retort

@@ -1,0 +1,55 @@
+// ModelConfig: the shape of the transformer of SPEC §1 (section `model:` of a config), its
+// validation, and the parameter / FLOP counts used by bench, sweep and the scaling fits.
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace retort {
+
+class Config;
+
+struct ModelConfig {
+  int64_t vocab_size = 0;   // V
+  int64_t d_model = 0;      // d
+  int64_t n_layers = 0;     // L
+  int64_t n_heads = 0;      // H
+  int64_t n_kv_heads = 0;   // Hkv (resolved: never 0 after from_config / resolve)
+  int64_t head_dim = 0;     // hd  (resolved: d / H when not given)
+  int64_t d_ff = 0;         // F   (resolved: 8/3·d rounded up to a multiple of 64)
+  double rope_theta = 500000.0;
+  double norm_eps = 1e-5;
+  bool qk_norm = true;
+  bool tie_embeddings = true;
+  int64_t seq_len = 0;      // T (maximum sequence length; RoPE table size)
+  std::string init = "normal";  // "normal" | "mup_simple" (see Transformer::init)
+  double init_std = 0.02;
+
+  // Reads every `model.*` key, resolves the 0 defaults, validates. Throws ConfigError naming
+  // the offending key (cfg.fail).
+  static ModelConfig from_config(const Config& cfg);
+  // Resolves the 0 defaults (n_kv_heads, head_dim, d_ff) then validates; for configs built in
+  // code. Throws ConfigError("key 'model.<name>': <what>").
+  void resolve();
+
+  // Default d_ff for a width: 8/3·d rounded up to a multiple of 64.
+  static int64_t default_d_ff(int64_t d_model);
+
+  // ---- counting (SPEC §1) -------------------------------------------------------------
+  // Parameters of one transformer block (norm gains included).
+  int64_t params_per_layer() const;
+  // N: all parameters (embedding, blocks, final norm, lm_head when untied).
+  int64_t n_params() const;
+  // N_nonemb = N - V·d (embedding) - V·d (lm_head, untied only).
+  int64_t n_params_nonemb() const;
+  // 6·N_nonemb: the Kaplan/Chinchilla approximation of training FLOPs per token.
+  int64_t flops_per_token_6N() const;
+  // 3 × forward FLOPs per token from the matmuls, at sequence length seq_len:
+  //   forward = L·2·(d·H·hd + 2·d·Hkv·hd + H·hd·d + 3·d·F)      (q, k, v, o, gate, up, down)
+  //           + 2·V·d                                           (logits)
+  //           + L·2·2·T·H·hd·(1/2)                              (q kᵀ and p v, causal half)
+  int64_t flops_per_token_exact() const;
+  // PaLM convention for MFU: 6·(N_nonemb + V·d) + 12·L·H·hd·T.
+  int64_t flops_per_token_mfu() const;
+};
+
+}  // namespace retort

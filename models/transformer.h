@@ -1,0 +1,142 @@
+// Transformer: the decoder-only LM of SPEC §1, forward and hand-written backward, math only.
+//
+//   x = E[tok]; for each layer: x += Attn(RMSNorm(x)); x += MLP(RMSNorm(x))
+//   logits = RMSNorm(x) Eᵀ (tied) or W_lmᵀ (untied);  loss = mean CE + z_loss · mean lse²
+//
+// Parameters live in ONE flat F32 buffer, gradients in another with the same layout, in the
+// fixed order of parameters(): embed, layers (input_layernorm, q, k, v, o, q_norm, k_norm,
+// post_attention_layernorm, gate, up, down), final norm, lm_head (untied). The optimizer,
+// DP and FSDP work on the flat buffers; the model only sees views.
+//
+// Every computation goes through core/ops.h (no raw memory, no BLAS). Activations are sized
+// lazily from the batch's [B, T] (T <= seq_len) and kept for backward; with recompute on,
+// only each block's input is kept and the block's forward is redone during backward
+// (gradients are bitwise identical either way).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "models/model_config.h"
+
+namespace retort {
+
+struct Parameter {
+  std::string name;   // Hugging Face name (SPEC §1)
+  Tensor value;       // view into flat_params()
+  Tensor grad;        // view into flat_grads(), same shape
+  bool decay;         // weight decay applies (matrices yes, norm gains no)
+  int64_t offset;     // first element in the flat buffers
+};
+
+struct LossResult {
+  double loss;  // ce + z_loss · z
+  double ce;    // mean_t CE(logits_t, target_t)
+  double z;     // mean_t logsumexp(logits_t)²
+};
+
+class Transformer {
+ public:
+  // Allocates the flat parameter and gradient buffers (zeros) for a resolved config.
+  explicit Transformer(const ModelConfig& cfg);
+
+  const ModelConfig& config() const { return cfg_; }
+  int64_t num_params() const { return n_params_; }
+
+  // Parameters in their fixed order; views into the flat buffers.
+  const std::vector<Parameter>& parameters() const { return params_; }
+  const Parameter& parameter(const std::string& name) const;  // Error if unknown
+  Tensor& flat_params() { return flat_params_; }
+  Tensor& flat_grads() { return flat_grads_; }
+  // Re-point all parameter/gradient views at external buffers ([N] F32 each), e.g. a
+  // gathered FSDP buffer. Invalidates a pending forward.
+  void bind(const Tensor& flat_params, const Tensor& flat_grads);
+
+  // SPEC init: every element i of parameter `name` is
+  //   std(name) · rng::normal(seed, rng::hash_string(name), i)      (gains are 1),
+  // independent of how the buffer is later sharded. std(name) per cfg.init:
+  //   normal:     matrices init_std; o_proj, down_proj init_std / sqrt(2L).
+  //   mup_simple: embed_tokens init_std; every hidden matrix W [out, in] 1/sqrt(in)
+  //               (o_proj, down_proj additionally / sqrt(2L)); lm_head (untied) 1/in.
+  void init(uint64_t seed);
+  // The init std of one parameter (0 for norm gains, which are set to 1).
+  double init_std(const std::string& name) const;
+
+  void zero_grad();
+  void set_recompute(bool on) { recompute_ = on; }
+  bool recompute() const { return recompute_; }
+
+  // tokens, targets: [B, T] I32 with T <= seq_len. Keeps what backward needs.
+  LossResult forward(const Tensor& tokens, const Tensor& targets, float z_loss);
+  // grads += grad_scale · d(loss)/dθ for the loss of the last forward (call once per forward;
+  // micro-batch accumulation = grad_scale 1/n_micro each).
+  void backward(float grad_scale);
+  // Forward only: mean CE (no z-term). Keeps one block's activations at a time. Invalidates a
+  // pending forward.
+  double evaluate(const Tensor& tokens, const Tensor& targets);
+
+  // Logits [B·T, V] of the last forward/evaluate (overwritten by backward with dlogits).
+  const Tensor& logits() const { return logits_; }
+
+ private:
+  struct Weight {
+    Tensor w, g;  // value, grad
+  };
+  struct LayerWeights {
+    Weight ln_in, wq, wk, wv, wo, q_norm, k_norm, ln_post, w_gate, w_up, w_down;
+  };
+  // What a block's backward needs (R = B·T rows).
+  struct BlockActs {
+    Tensor h1, rstd1;         // [R, d], [R]       RMSNorm(x_in)
+    Tensor q, k;              // [R, H·hd], [R, Hkv·hd] raw projections (qk_norm only)
+    Tensor rstd_q, rstd_k;    // [R·H], [R·Hkv]   (qk_norm only)
+    Tensor qr, kr, v;         // q, k after norm + RoPE; v
+    Tensor att, lse;          // [R, H·hd], [B, H, T]
+    Tensor x_mid;             // [R, d] residual after attention
+    Tensor h2, rstd2;         // [R, d], [R]
+    Tensor gate, up, act;     // [R, F]
+  };
+  struct Backing {  // capacity-managed storage for one activation
+    Tensor buf;
+    Tensor get(const Shape& shape, DType dt = DType::F32);
+  };
+  struct BlockBacking {
+    Backing h1, rstd1, q, k, rstd_q, rstd_k, qr, kr, v, att, lse, x_mid, h2, rstd2, gate, up, act;
+  };
+
+  void build_views();
+  void prepare(const Tensor& tokens, const Tensor& targets, int n_block_acts, int n_resid);
+  BlockActs block_acts(int i);
+  void block_forward(int layer, const Tensor& x_in, Tensor& x_out, BlockActs& a);
+  void block_backward(int layer, const Tensor& x_in, Tensor& dx, BlockActs& a);
+  // Final norm + logits + CE/lse from the residual x: fills xf_, rstdf_, logits_, ce_, lse_.
+  void head_forward(const Tensor& x);
+
+  ModelConfig cfg_;
+  int64_t n_params_ = 0;
+  std::vector<Parameter> params_;
+  std::vector<double> init_std_;
+  std::vector<Shape> shapes_;
+  Tensor flat_params_, flat_grads_;
+  Weight embed_, final_norm_, lm_head_;  // lm_head_ == embed_ when tied
+  std::vector<LayerWeights> layers_;
+  Tensor rope_;  // [seq_len, hd]
+
+  bool recompute_ = false;
+  bool have_forward_ = false;  // a forward() is waiting for its backward()
+  float z_loss_ = 0;           // of the pending forward
+  int64_t B_ = 0, T_ = 0;
+
+  // activations
+  Backing tokens_b_, targets_b_, xf_b_, rstdf_b_, logits_b_, ce_b_, lse_b_;
+  std::vector<Backing> resid_b_;        // residual stream at each block input (+ output)
+  std::vector<BlockBacking> block_b_;   // L blocks, or 1 with recompute / evaluate
+  Tensor tokens_, targets_, xf_, rstdf_, logits_, ce_, lse_;
+  std::vector<Tensor> resid_;
+  // backward scratch
+  Backing dx_b_, dtmp_b_, dh_b_, dxf_b_, dact_b_, dgate_b_, dup_b_, datt_b_, dq_b_, dk_b_, dv_b_,
+      dq2_b_, dk2_b_;
+};
+
+}  // namespace retort

@@ -1,0 +1,162 @@
+#!/usr/bin/python3
+"""Independent float64 PyTorch implementation of SPEC §1, checked against retort.
+
+Usage: /usr/bin/python3 torch_reference.py MODEL_H5 GRADS_H5
+
+MODEL_H5  every parameter as a float32 dataset at its SPEC (Hugging Face) name; the model
+          shape as root attributes (vocab_size, d_model, n_layers, n_heads, n_kv_heads,
+          head_dim, d_ff, rope_theta, norm_eps, qk_norm, tie_embeddings).
+GRADS_H5  tokens [B, T+1] int32 (inputs = tokens[:, :-1], targets = tokens[:, 1:]),
+          attributes z_loss, loss, ce, z; the gradient of the loss w.r.t. every parameter
+          as grad/<name>.
+
+Written from the SPEC text, not from the C++: the math below is the SPEC's pseudo-code.
+Checks: the parameter names/shapes are exactly the SPEC's, |loss - ref| <= 1e-5 |ref| (same for
+ce), and for every parameter ||g - g_ref|| <= 1e-4 ||g_ref||. Exit 0 on success, 1 on failure.
+"""
+import math
+import sys
+
+import h5py
+import numpy as np
+import torch
+
+torch.set_default_dtype(torch.float64)
+
+
+def spec_names(c):
+    """Parameter names and shapes as SPEC §1 lists them."""
+    V, d, L, H, Hkv, hd, F = (c[k] for k in ("vocab_size", "d_model", "n_layers", "n_heads",
+                                           "n_kv_heads", "head_dim", "d_ff"))
+    out = {"model.embed_tokens.weight": (V, d)}
+    for i in range(L):
+        p = f"model.layers.{i}."
+        out[p + "input_layernorm.weight"] = (d,)
+        out[p + "self_attn.q_proj.weight"] = (H * hd, d)
+        out[p + "self_attn.k_proj.weight"] = (Hkv * hd, d)
+        out[p + "self_attn.v_proj.weight"] = (Hkv * hd, d)
+        out[p + "self_attn.o_proj.weight"] = (d, H * hd)
+        if c["qk_norm"]:
+            out[p + "self_attn.q_norm.weight"] = (hd,)
+            out[p + "self_attn.k_norm.weight"] = (hd,)
+        out[p + "post_attention_layernorm.weight"] = (d,)
+        out[p + "mlp.gate_proj.weight"] = (F, d)
+        out[p + "mlp.up_proj.weight"] = (F, d)
+        out[p + "mlp.down_proj.weight"] = (d, F)
+    out["model.norm.weight"] = (d,)
+    if not c["tie_embeddings"]:
+        out["lm_head.weight"] = (V, d)
+    return out
+
+
+def rms_norm(x, g, eps):
+    # x / sqrt(mean(x²) + eps) ⊙ g, over the last dim
+    return x / torch.sqrt((x * x).mean(dim=-1, keepdim=True) + eps) * g
+
+
+def rotate(x, theta):
+    # x: [B, T, n, hd]; rotate-half: pairs (i, i + hd/2), angle = pos · theta^(-2i/hd)
+    T, hd = x.shape[1], x.shape[3]
+    half = hd // 2
+    inv_freq = theta ** (-2.0 * torch.arange(half, dtype=torch.float64) / hd)
+    angle = torch.arange(T, dtype=torch.float64)[:, None] * inv_freq[None, :]  # [T, half]
+    c = torch.cos(angle)[None, :, None, :]
+    s = torch.sin(angle)[None, :, None, :]
+    a, b = x[..., :half], x[..., half:]
+    return torch.cat([a * c - b * s, b * c + a * s], dim=-1)
+
+
+def model_loss(W, c, inputs, targets, z_loss):
+    V, d, L, H, Hkv, hd = (c[k] for k in ("vocab_size", "d_model", "n_layers", "n_heads",
+                                        "n_kv_heads", "head_dim"))
+    eps, theta = c["norm_eps"], c["rope_theta"]
+    B, T = inputs.shape
+    x = W["model.embed_tokens.weight"][inputs]  # [B, T, d]
+    mask = torch.ones(T, T, dtype=torch.bool).tril()
+    for i in range(L):
+        p = f"model.layers.{i}."
+        h = rms_norm(x, W[p + "input_layernorm.weight"], eps)
+        q = (h @ W[p + "self_attn.q_proj.weight"].T).view(B, T, H, hd)
+        k = (h @ W[p + "self_attn.k_proj.weight"].T).view(B, T, Hkv, hd)
+        v = (h @ W[p + "self_attn.v_proj.weight"].T).view(B, T, Hkv, hd)
+        if c["qk_norm"]:
+            q = rms_norm(q, W[p + "self_attn.q_norm.weight"], eps)
+            k = rms_norm(k, W[p + "self_attn.k_norm.weight"], eps)
+        q, k = rotate(q, theta), rotate(k, theta)
+        heads = []
+        for hh in range(H):
+            j = hh // (H // Hkv)
+            qh, kh, vh = q[:, :, hh, :], k[:, :, j, :], v[:, :, j, :]  # [B, T, hd]
+            s = qh @ kh.transpose(1, 2) / math.sqrt(hd)                # [B, T, T]
+            s = s.masked_fill(~mask, float("-inf"))
+            heads.append(torch.softmax(s, dim=-1) @ vh)
+        a = torch.cat(heads, dim=-1)                                   # [B, T, H·hd]
+        x = x + a @ W[p + "self_attn.o_proj.weight"].T
+        h = rms_norm(x, W[p + "post_attention_layernorm.weight"], eps)
+        g = h @ W[p + "mlp.gate_proj.weight"].T
+        u = h @ W[p + "mlp.up_proj.weight"].T
+        x = x + (torch.nn.functional.silu(g) * u) @ W[p + "mlp.down_proj.weight"].T
+    x = rms_norm(x, W["model.norm.weight"], eps)
+    head = W["model.embed_tokens.weight"] if c["tie_embeddings"] else W["lm_head.weight"]
+    logits = (x @ head.T).reshape(B * T, V)
+    t = targets.reshape(B * T)
+    lse = torch.logsumexp(logits, dim=-1)
+    ce = (lse - logits[torch.arange(B * T), t]).mean()
+    z = (lse * lse).mean()
+    return ce + z_loss * z, ce, z
+
+
+def main():
+    model_path, grads_path = sys.argv[1], sys.argv[2]
+    ok = True
+    with h5py.File(model_path, "r") as f:
+        a = f.attrs
+        c = {k: int(a[k]) for k in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads",
+                                    "head_dim", "d_ff", "qk_norm", "tie_embeddings")}
+        c["rope_theta"] = float(a["rope_theta"])
+        c["norm_eps"] = float(a["norm_eps"])
+        expected = spec_names(c)
+        stored = {}
+        f.visititems(lambda n, o: stored.__setitem__(n, o) if isinstance(o, h5py.Dataset) else None)
+        if set(stored) != set(expected):
+            print("FAIL parameter names differ from SPEC: missing", sorted(set(expected) - set(stored)),
+                  "unexpected", sorted(set(stored) - set(expected)))
+            return 1
+        W = {}
+        for n, shape in expected.items():
+            arr = np.asarray(stored[n])
+            if arr.dtype != np.float32 or arr.shape != shape:
+                print(f"FAIL {n}: stored {arr.dtype} {arr.shape}, SPEC float32 {shape}")
+                ok = False
+            W[n] = torch.tensor(arr.astype(np.float64), requires_grad=True)
+    with h5py.File(grads_path, "r") as g:
+        tokens = torch.tensor(np.asarray(g["tokens"]).astype(np.int64))
+        z_loss = float(g.attrs["z_loss"])
+        got = {k: float(g.attrs[k]) for k in ("loss", "ce", "z")}
+        grads = {n: np.asarray(g["grad"][n]).astype(np.float64) for n in expected}
+
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    loss, ce, z = model_loss(W, c, inputs, targets, z_loss)
+    loss.backward()
+    print(f"config {c} z_loss {z_loss} tokens {tuple(tokens.shape)}")
+    for k, ref in (("loss", loss.item()), ("ce", ce.item()), ("z", z.item())):
+        rel = abs(got[k] - ref) / abs(ref)
+        flag = "ok" if rel <= 1e-5 else "FAIL"
+        ok &= rel <= 1e-5
+        print(f"{flag} {k}: retort {got[k]:.9g} torch {ref:.9g} rel {rel:.2e}")
+    worst = 0.0
+    for n in expected:
+        ref = W[n].grad.numpy()
+        num = np.linalg.norm(grads[n] - ref)
+        den = np.linalg.norm(ref)
+        rel = num / den if den > 0 else num
+        worst = max(worst, rel)
+        if not (rel <= 1e-4) or den == 0:
+            ok = False
+            print(f"FAIL grad {n}: rel {rel:.2e} (|ref| {den:.3e})")
+    print(f"{'ok' if ok else 'FAIL'}: {len(expected)} parameter gradients, worst rel {worst:.2e}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

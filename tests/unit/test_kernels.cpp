@@ -1,0 +1,554 @@
+// Every op in core/ops.h against a naive double-precision reference written here, on random
+// inputs (never zeros), several shapes including sizes that are not multiples of the tile
+// sizes; determinism (same inputs → bitwise-equal outputs); error messages.
+// Backward ops are checked in test_kernel_gradients.cpp.
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "core/cpu/fast_math.h"
+#include "core/ops.h"
+#include "core/random.h"
+#include "core/tensor.h"
+
+using namespace retort;
+
+namespace {
+
+constexpr uint64_t kSeed = 1234;
+
+// N(0, scale²) + shift, a pure function of (stream, index).
+Tensor randn(const Shape& s, uint64_t stream, double scale = 1.0, double shift = 0.0) {
+  Tensor t = Tensor::empty(s);
+  float* p = t.data<float>();
+  for (int64_t i = 0; i < t.numel(); ++i)
+    p[i] = static_cast<float>(shift + scale * rng::normal(kSeed, stream, i));
+  return t;
+}
+
+Tensor randint(const Shape& s, uint64_t stream, int32_t n) {
+  Tensor t = Tensor::empty(s, DType::I32);
+  int32_t* p = t.data<int32_t>();
+  for (int64_t i = 0; i < t.numel(); ++i)
+    p[i] = static_cast<int32_t>(rng::uniform(kSeed, stream, i) * n) % n;
+  return t;
+}
+
+std::vector<double> to_double(const Tensor& t) {
+  const float* p = t.data<float>();
+  return std::vector<double>(p, p + t.numel());
+}
+
+Tensor clone(const Tensor& t) {
+  Tensor c = Tensor::empty(t.shape(), t.dtype());
+  std::memcpy(c.raw(), t.raw(), t.nbytes());
+  return c;
+}
+
+bool bitwise_equal(const Tensor& a, const Tensor& b) {
+  return a.nbytes() == b.nbytes() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
+}
+
+// Norm-wise relative error max|got − ref| / max|ref| ≤ tol (with an absolute floor).
+void expect_close(const Tensor& got, const std::vector<double>& ref, double tol,
+                  const std::string& what) {
+  ASSERT_EQ(got.numel(), static_cast<int64_t>(ref.size())) << what;
+  const float* g = got.data<float>();
+  double maxref = 0, maxerr = 0;
+  int64_t worst = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    maxref = std::max(maxref, std::abs(ref[i]));
+    const double e = std::abs(static_cast<double>(g[i]) - ref[i]);
+    if (!(e <= maxerr)) maxerr = e, worst = static_cast<int64_t>(i);  // NaN counts as worst
+  }
+  EXPECT_LE(maxerr, tol * std::max(maxref, 1e-30)) << what << ": worst element " << worst
+                                                    << " got " << g[worst] << " want "
+                                                    << ref[worst] << " (max |ref| " << maxref
+                                                    << ")";
+}
+
+// Runs `body` with n OpenMP threads, then restores the previous count.
+template <class F>
+void with_threads(int n, F&& body) {
+  const int old = omp_get_max_threads();
+  omp_set_num_threads(n);
+  body();
+  omp_set_num_threads(old);
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// ---- references (double) ----------------------------------------------------------------
+
+// Y = alpha op(A) op(B) + beta Y
+std::vector<double> ref_matmul(const std::vector<double>& A, bool ta, const std::vector<double>& B,
+                               bool tb, std::vector<double> Y, int64_t M, int64_t N, int64_t K,
+                               double alpha, double beta) {
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) {
+      double s = 0;
+      for (int64_t k = 0; k < K; ++k)
+        s += (ta ? A[k * M + i] : A[i * K + k]) * (tb ? B[j * K + k] : B[k * N + j]);
+      Y[i * N + j] = alpha * s + beta * Y[i * N + j];
+    }
+  return Y;
+}
+
+// Naive causal GQA attention: out [B,T,H,hd], lse [B,H,T].
+void ref_attention(const std::vector<double>& q, const std::vector<double>& k,
+                   const std::vector<double>& v, int64_t B, int64_t T, int64_t H, int64_t Hkv,
+                   int64_t hd, std::vector<double>& out, std::vector<double>& lse) {
+  out.assign(B * T * H * hd, 0.0);
+  lse.assign(B * H * T, 0.0);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  std::vector<double> s(T);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t j = h / (H / Hkv);
+      for (int64_t t = 0; t < T; ++t) {
+        double m = -1e300;
+        for (int64_t u = 0; u <= t; ++u) {
+          double d = 0;
+          for (int64_t c = 0; c < hd; ++c)
+            d += q[((b * T + t) * H + h) * hd + c] * k[((b * T + u) * Hkv + j) * hd + c];
+          s[u] = d * scale;
+          m = std::max(m, s[u]);
+        }
+        double z = 0;
+        for (int64_t u = 0; u <= t; ++u) z += std::exp(s[u] - m);
+        lse[(b * H + h) * T + t] = m + std::log(z);
+        for (int64_t u = 0; u <= t; ++u) {
+          const double p = std::exp(s[u] - m) / z;
+          for (int64_t c = 0; c < hd; ++c)
+            out[((b * T + t) * H + h) * hd + c] += p * v[((b * T + u) * Hkv + j) * hd + c];
+        }
+      }
+    }
+}
+
+}  // namespace
+
+// ---- fast exp -------------------------------------------------------------------------------
+
+TEST(FastMath, ExpMatchesStdExpWithinFewUlp) {
+  double worst = 0;
+  for (int i = 0; i <= 200000; ++i) {
+    const float x = -87.0f + 175.0f * static_cast<float>(i) / 200000.0f;
+    const double want = std::exp(static_cast<double>(x));
+    worst = std::max(worst, std::abs(cpu::exp_fast(x) - want) / want);
+  }
+  EXPECT_LT(worst, 4e-7);
+  EXPECT_LT(cpu::exp_fast(-std::numeric_limits<float>::infinity()), 1e-37f);
+  EXPECT_TRUE(std::isnan(cpu::exp_fast(std::numeric_limits<float>::quiet_NaN())));
+  EXPECT_TRUE(std::isfinite(cpu::exp_fast(1000.0f)));
+  EXPECT_EQ(cpu::exp_fast(0.0f), 1.0f);
+}
+
+// ---- matmul ---------------------------------------------------------------------------------
+
+TEST(Matmul, AllTransposeCasesAlphaBetaAgainstReference) {
+  struct Case { int64_t M, N, K; };
+  const Case cases[] = {{1, 1, 1}, {7, 13, 5}, {64, 48, 33}, {130, 70, 257}};
+  uint64_t stream = 100;
+  for (const Case& c : cases)
+    for (int ta = 0; ta < 2; ++ta)
+      for (int tb = 0; tb < 2; ++tb)
+        for (auto [alpha, beta] : {std::pair{1.0f, 0.0f}, std::pair{0.7f, 0.3f},
+                                   std::pair{-1.5f, 1.0f}}) {
+          Tensor a = ta ? randn({c.K, c.M}, ++stream) : randn({c.M, c.K}, ++stream);
+          Tensor b = tb ? randn({c.N, c.K}, ++stream) : randn({c.K, c.N}, ++stream);
+          Tensor y = randn({c.M, c.N}, ++stream);
+          auto want = ref_matmul(to_double(a), ta, to_double(b), tb, to_double(y), c.M, c.N, c.K,
+                                 alpha, beta);
+          ops::matmul(y, a, ta, b, tb, alpha, beta);
+          expect_close(y, want, 1e-5,
+                       "matmul M=" + std::to_string(c.M) + " N=" + std::to_string(c.N) +
+                           " K=" + std::to_string(c.K) + " ta=" + std::to_string(ta) +
+                           " tb=" + std::to_string(tb) + " alpha=" + std::to_string(alpha) +
+                           " beta=" + std::to_string(beta));
+        }
+}
+
+TEST(Matmul, LeadingDimsAreFlattenedIntoRows) {
+  // x [2, 3, 5] @ Wᵀ with W [4, 5] -> y [2, 3, 4]  (the nn.Linear pattern)
+  Tensor x = randn({2, 3, 5}, 1), w = randn({4, 5}, 2), y = randn({2, 3, 4}, 3);
+  auto want = ref_matmul(to_double(x), false, to_double(w), true, to_double(y), 6, 4, 5, 1, 0);
+  ops::matmul(y, x, false, w, true);
+  expect_close(y, want, 1e-5, "linear");
+  // weight gradient: dW [4, 5] = dyᵀ x, with dy [2, 3, 4] viewed [6, 4]
+  Tensor dw = randn({4, 5}, 4);
+  auto want_dw = ref_matmul(to_double(y), true, to_double(x), false, to_double(dw), 4, 5, 6, 1, 1);
+  ops::matmul(dw, y, true, x, false, 1.0f, 1.0f);
+  expect_close(dw, want_dw, 1e-5, "weight gradient");
+}
+
+TEST(Matmul, BetaZeroOverwritesNaN) {
+  Tensor a = randn({3, 4}, 1), b = randn({4, 2}, 2), y = Tensor::empty({3, 2});
+  ops::fill(y, std::numeric_limits<float>::quiet_NaN());
+  ops::matmul(y, a, false, b, false);
+  for (int i = 0; i < 6; ++i) EXPECT_FALSE(std::isnan(y.data<float>()[i]));
+}
+
+TEST(Matmul, ShapeErrorsNameBothShapes) {
+  Tensor a = randn({3, 4}, 1), b = randn({5, 2}, 2), y = randn({3, 2}, 3);
+  const std::string msg = error_of([&] { ops::matmul(y, a, false, b, false); });
+  EXPECT_NE(msg.find("[3, 4]"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("[5, 2]"), std::string::npos) << msg;
+  Tensor b2 = randn({4, 2}, 4), ybad = randn({3, 3}, 5);
+  const std::string msg2 = error_of([&] { ops::matmul(ybad, a, false, b2, false); });
+  EXPECT_NE(msg2.find("[3, 3]"), std::string::npos) << msg2;
+  Tensor ids = randint({3, 4}, 6, 5);
+  EXPECT_NE(error_of([&] { ops::matmul(y, ids, false, b2, false); }).find("float32"),
+            std::string::npos);
+  // y aliasing an input is refused.
+  Tensor sq = randn({4, 4}, 7);
+  EXPECT_NE(error_of([&] { ops::matmul(sq, sq, false, sq, false); }).find("alias"),
+            std::string::npos);
+}
+
+TEST(Matmul, Deterministic) {
+  Tensor a = randn({200, 300}, 1), b = randn({300, 150}, 2);
+  with_threads(2, [&] {
+    Tensor y1 = Tensor::empty({200, 150}), y2 = Tensor::empty({200, 150});
+    ops::matmul(y1, a, false, b, false);
+    ops::matmul(y2, a, false, b, false);
+    EXPECT_TRUE(bitwise_equal(y1, y2));
+  });
+}
+
+// ---- elementwise ----------------------------------------------------------------------------
+
+TEST(Elementwise, FillCopyAddScale) {
+  for (int64_t n : {1, 17, 100003}) {
+    Tensor x = randn({n}, 1), y = randn({n}, 2);
+    auto xd = to_double(x), yd = to_double(y);
+    ops::add_inplace(y, x, 0.25f);
+    for (int64_t i = 0; i < n; ++i) yd[i] += 0.25 * static_cast<double>(static_cast<float>(xd[i]));
+    expect_close(y, yd, 1e-6, "add_inplace");
+    ops::scale_inplace(y, -3.0f);
+    for (auto& e : yd) e *= -3.0;
+    expect_close(y, yd, 1e-6, "scale_inplace");
+    Tensor z = Tensor::empty({n});
+    ops::copy(z, y);
+    EXPECT_TRUE(bitwise_equal(z, y));
+    ops::fill(z, 2.5f);
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(z.data<float>()[i], 2.5f);
+  }
+  Tensor ids = randint({5}, 3, 100), ids2 = Tensor::empty({5}, DType::I32);
+  ops::copy(ids2, ids);
+  EXPECT_TRUE(bitwise_equal(ids, ids2));
+  Tensor x5 = randn({5}, 4), x6 = randn({6}, 5);
+  EXPECT_NE(error_of([&] { ops::add_inplace(x5, x6); }).find("[6]"), std::string::npos);
+  EXPECT_NE(error_of([&] { ops::copy(x5, ids); }).find("dtype"), std::string::npos);
+}
+
+TEST(Elementwise, SumSquaresIsExactEnoughAndThreadCountIndependent) {
+  for (int64_t n : {1, 4095, 4097, 300001}) {
+    Tensor x = randn({n}, 7, 3.0, 0.5);
+    double want = 0;
+    for (double v : to_double(x)) want += v * v;
+    double got1 = 0, got2 = 0;
+    with_threads(1, [&] { got1 = ops::sum_squares(x); });
+    with_threads(2, [&] { got2 = ops::sum_squares(x); });
+    EXPECT_NEAR(got1, want, 1e-12 * want) << n;
+    EXPECT_EQ(got1, got2) << n;  // bitwise
+  }
+}
+
+TEST(Elementwise, ConvertBf16MatchesScalarRounding) {
+  const int64_t n = 10007;
+  Tensor x = randn({n}, 9, 100.0);
+  float* p = x.data<float>();
+  p[0] = std::numeric_limits<float>::quiet_NaN();
+  p[1] = std::numeric_limits<float>::infinity();
+  p[2] = -0.0f;
+  uint32_t tie = 0x3f808000u;  // exactly halfway between two bf16 values -> round to even
+  std::memcpy(&p[3], &tie, 4);
+  Tensor h = Tensor::empty({n}, DType::BF16), back = Tensor::empty({n});
+  ops::convert(h, x);
+  ops::convert(back, h);
+  const uint16_t* hb = h.data<uint16_t>();
+  for (int64_t i = 0; i < n; ++i) {
+    ASSERT_EQ(hb[i], f32_to_bf16(p[i])) << i;
+    if (i == 0) continue;
+    ASSERT_EQ(back.data<float>()[i], bf16_to_f32(hb[i])) << i;
+    if (i > 3) ASSERT_LE(std::abs(back.data<float>()[i] - p[i]), std::abs(p[i]) * (1.0f / 256));
+  }
+  EXPECT_TRUE(std::isnan(back.data<float>()[0]));
+  EXPECT_EQ(hb[3], 0x3f80);
+  Tensor ids = Tensor::empty({n}, DType::I32);
+  EXPECT_NE(error_of([&] { ops::convert(ids, x); }).find("unsupported"), std::string::npos);
+}
+
+// ---- RMSNorm -----------------------------------------------------------------------------
+
+TEST(RMSNorm, ForwardAgainstReference) {
+  const float eps = 1e-5f;
+  for (auto [rows, C] : {std::pair<int64_t, int64_t>{1, 1}, {5, 7}, {300, 64}, {33, 300}}) {
+    Tensor x = randn({rows, C}, 11, 2.0, 0.3), g = randn({C}, 12, 0.5, 1.0);
+    Tensor y = Tensor::empty({rows, C}), rstd = Tensor::empty({rows});
+    ops::rmsnorm_forward(y, rstd, x, g, eps);
+    auto xd = to_double(x), gd = to_double(g);
+    std::vector<double> yd(rows * C), rd(rows);
+    for (int64_t r = 0; r < rows; ++r) {
+      double ss = 0;
+      for (int64_t c = 0; c < C; ++c) ss += xd[r * C + c] * xd[r * C + c];
+      rd[r] = 1.0 / std::sqrt(ss / C + eps);
+      for (int64_t c = 0; c < C; ++c) yd[r * C + c] = xd[r * C + c] * rd[r] * gd[c];
+    }
+    expect_close(y, yd, 1e-5, "rmsnorm y");
+    expect_close(rstd, rd, 1e-5, "rmsnorm rstd");
+  }
+  // 3-D input: rows are all leading dims
+  Tensor x = randn({2, 3, 8}, 13), g = randn({8}, 14), y = Tensor::empty({2, 3, 8});
+  Tensor rstd = Tensor::empty({2, 3});
+  ops::rmsnorm_forward(y, rstd, x, g, eps);
+  Tensor bad_g = randn({7}, 15);
+  const std::string msg = error_of([&] { ops::rmsnorm_forward(y, rstd, x, bad_g, eps); });
+  EXPECT_NE(msg.find("[7]"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("[2, 3, 8]"), std::string::npos) << msg;
+}
+
+// ---- RoPE --------------------------------------------------------------------------------
+
+TEST(RoPE, TableAndForwardAgainstReference) {
+  const double theta = 500000.0;
+  for (auto [T, hd] : {std::pair<int64_t, int64_t>{1, 2}, {7, 16}, {33, 64}}) {
+    Tensor table = ops::rope_table(T, hd, theta);
+    ASSERT_EQ(table.shape(), (Shape{T, hd}));
+    std::vector<double> tref(T * hd);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t i = 0; i < hd / 2; ++i) {
+        const double a = t * std::pow(theta, -2.0 * i / hd);
+        tref[t * hd + i] = std::cos(a);
+        tref[t * hd + hd / 2 + i] = std::sin(a);
+      }
+    for (int64_t i = 0; i < T * hd; ++i)
+      ASSERT_EQ(table.data<float>()[i], static_cast<float>(tref[i])) << i;
+
+    const int64_t B = 2, nh = 3;
+    Tensor x = randn({B, T, nh, hd}, 21);
+    auto xd = to_double(x);
+    std::vector<double> want(xd.size());
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t h = 0; h < nh; ++h)
+          for (int64_t i = 0; i < hd / 2; ++i) {
+            const int64_t o = ((b * T + t) * nh + h) * hd;
+            const double c = static_cast<float>(tref[t * hd + i]);
+            const double s = static_cast<float>(tref[t * hd + hd / 2 + i]);
+            want[o + i] = xd[o + i] * c - xd[o + i + hd / 2] * s;
+            want[o + i + hd / 2] = xd[o + i + hd / 2] * c + xd[o + i] * s;
+          }
+    ops::rope_forward(x, table);
+    expect_close(x, want, 1e-6, "rope forward T=" + std::to_string(T));
+  }
+}
+
+TEST(RoPE, LongerTableUsesItsFirstRowsAndShapesAreChecked) {
+  Tensor big = ops::rope_table(50, 8, 10000.0), small = ops::rope_table(5, 8, 10000.0);
+  Tensor x1 = randn({1, 5, 2, 8}, 31), x2 = clone(x1);
+  ops::rope_forward(x1, big);
+  ops::rope_forward(x2, small);
+  EXPECT_TRUE(bitwise_equal(x1, x2));
+  Tensor x3 = randn({1, 6, 2, 8}, 32);
+  const std::string msg = error_of([&] { ops::rope_forward(x3, small); });
+  EXPECT_NE(msg.find("[5, 8]"), std::string::npos) << msg;
+  EXPECT_NE(error_of([&] { ops::rope_table(4, 7, 1e4); }).find("even"), std::string::npos);
+}
+
+// ---- SwiGLU ------------------------------------------------------------------------------
+
+TEST(SwiGLU, ForwardAgainstReferenceIncludingLargeInputs) {
+  for (int64_t n : {1, 37, 5000}) {
+    Tensor gate = randn({n}, 41, 3.0), up = randn({n}, 42), h = Tensor::empty({n});
+    float* gp = gate.data<float>();
+    if (n > 4) gp[0] = 100.0f, gp[1] = -100.0f, gp[2] = 30.0f, gp[3] = -30.0f;
+    ops::swiglu_forward(h, gate, up);
+    auto gd = to_double(gate), ud = to_double(up);
+    std::vector<double> want(n);
+    for (int64_t i = 0; i < n; ++i) want[i] = gd[i] / (1.0 + std::exp(-gd[i])) * ud[i];
+    expect_close(h, want, 1e-6, "swiglu n=" + std::to_string(n));
+    for (int64_t i = 0; i < n; ++i) ASSERT_TRUE(std::isfinite(h.data<float>()[i]));
+  }
+  Tensor a = randn({2, 3}, 1), b = randn({3, 2}, 2), h = Tensor::empty({2, 3});
+  EXPECT_NE(error_of([&] { ops::swiglu_forward(h, a, b); }).find("[3, 2]"), std::string::npos);
+}
+
+// ---- cross-entropy -----------------------------------------------------------------------
+
+TEST(CrossEntropy, ForwardAgainstReferenceAndStable) {
+  for (auto [rows, V] : {std::pair<int64_t, int64_t>{1, 1}, {3, 5}, {17, 1000}, {4, 3001}}) {
+    for (double shift : {0.0, 1000.0, -1000.0}) {  // large logits must not overflow
+      Tensor logits = randn({rows, V}, 51, 4.0, shift), tgt = randint({rows}, 52, V);
+      Tensor ce = Tensor::empty({rows}), lse = Tensor::empty({rows});
+      ops::cross_entropy_forward(ce, lse, logits, tgt);
+      auto x = to_double(logits);
+      std::vector<double> ce_ref(rows), lse_ref(rows), lse_c(rows);
+      for (int64_t r = 0; r < rows; ++r) {
+        double m = -1e300, z = 0;
+        for (int64_t v = 0; v < V; ++v) m = std::max(m, x[r * V + v]);
+        for (int64_t v = 0; v < V; ++v) z += std::exp(x[r * V + v] - m);
+        lse_ref[r] = m + std::log(z);
+        ce_ref[r] = lse_ref[r] - x[r * V + tgt.data<int32_t>()[r]];
+        lse_c[r] = lse_ref[r] - shift;  // compare lse without the shift's magnitude
+      }
+      const std::string what = "rows=" + std::to_string(rows) + " V=" + std::to_string(V) +
+                               " shift=" + std::to_string(shift);
+      // ce is a difference of two numbers of size |shift|: float cannot do better than
+      // eps·|shift| absolute there.
+      if (shift == 0.0) {
+        expect_close(ce, ce_ref, 1e-5, "ce " + what);
+        expect_close(lse, lse_ref, 1e-5, "lse " + what);
+      } else {
+        for (int64_t r = 0; r < rows; ++r) {
+          EXPECT_NEAR(ce.data<float>()[r], ce_ref[r], 2e-4) << what;
+          EXPECT_NEAR(lse.data<float>()[r], lse_ref[r], 2e-4) << what;
+        }
+      }
+    }
+  }
+}
+
+TEST(CrossEntropy, TargetsOutOfRangeAreRejected) {
+  Tensor logits = randn({3, 5}, 1), tgt = randint({3}, 2, 5);
+  Tensor ce = Tensor::empty({3}), lse = Tensor::empty({3});
+  tgt.data<int32_t>()[1] = 5;
+  const std::string msg = error_of([&] { ops::cross_entropy_forward(ce, lse, logits, tgt); });
+  EXPECT_NE(msg.find("targets[1] = 5"), std::string::npos) << msg;
+  tgt.data<int32_t>()[1] = -1;
+  EXPECT_NE(error_of([&] { ops::cross_entropy_backward(logits, logits, lse, tgt, 1, 0); })
+                .find("out of range"),
+            std::string::npos);
+  Tensor tgt4 = randint({4}, 3, 5);
+  EXPECT_NE(error_of([&] { ops::cross_entropy_forward(ce, lse, logits, tgt4); }).find("[4]"),
+            std::string::npos);
+}
+
+// ---- attention ---------------------------------------------------------------------------
+
+struct AttnCase { int64_t B, T, H, Hkv, hd; };
+
+TEST(Attention, ForwardAgainstNaiveReference) {
+  const AttnCase cases[] = {{1, 1, 1, 1, 4},    {2, 7, 4, 4, 8},    {2, 65, 4, 2, 16},
+                            {1, 130, 4, 1, 16}, {3, 64, 2, 2, 32},  {1, 33, 6, 3, 64},
+                            {1, 200, 4, 2, 8}};
+  uint64_t stream = 600;
+  for (const AttnCase& c : cases) {
+    Tensor q = randn({c.B, c.T, c.H, c.hd}, ++stream), k = randn({c.B, c.T, c.Hkv, c.hd}, ++stream);
+    Tensor v = randn({c.B, c.T, c.Hkv, c.hd}, ++stream);
+    Tensor out = Tensor::empty(q.shape()), lse = Tensor::empty({c.B, c.H, c.T});
+    ops::attention_forward(out, lse, q, k, v);
+    std::vector<double> out_ref, lse_ref;
+    ref_attention(to_double(q), to_double(k), to_double(v), c.B, c.T, c.H, c.Hkv, c.hd, out_ref,
+                  lse_ref);
+    const std::string what = "B=" + std::to_string(c.B) + " T=" + std::to_string(c.T) +
+                             " H=" + std::to_string(c.H) + " Hkv=" + std::to_string(c.Hkv) +
+                             " hd=" + std::to_string(c.hd);
+    expect_close(out, out_ref, 1e-5, "attention out " + what);
+    expect_close(lse, lse_ref, 1e-5, "attention lse " + what);
+  }
+}
+
+TEST(Attention, ShapeErrors) {
+  Tensor q = randn({1, 4, 3, 8}, 1), k = randn({1, 4, 2, 8}, 2), v = randn({1, 4, 2, 8}, 3);
+  Tensor out = Tensor::empty(q.shape()), lse = Tensor::empty({1, 3, 4});
+  const std::string msg = error_of([&] { ops::attention_forward(out, lse, q, k, v); });
+  EXPECT_NE(msg.find("multiple"), std::string::npos) << msg;
+  Tensor k2 = randn({1, 5, 3, 8}, 4), v2 = randn({1, 5, 3, 8}, 5);
+  EXPECT_NE(error_of([&] { ops::attention_forward(out, lse, q, k2, v2); }).find("[1, 5, 3, 8]"),
+            std::string::npos);
+  Tensor k3 = randn({1, 4, 3, 8}, 6), lse_bad = Tensor::empty({1, 3, 5});
+  EXPECT_NE(error_of([&] { ops::attention_forward(out, lse_bad, q, k3, k3); }).find("lse"),
+            std::string::npos);
+}
+
+// ---- embedding ---------------------------------------------------------------------------
+
+TEST(Embedding, ForwardGathersRows) {
+  const int64_t V = 50, d = 37, rows = 29;
+  Tensor table = randn({V, d}, 71), ids = randint({rows}, 72, V), out = Tensor::empty({rows, d});
+  ops::embedding_forward(out, ids, table);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < d; ++c)
+      ASSERT_EQ(out.data<float>()[r * d + c], table.data<float>()[ids.data<int32_t>()[r] * d + c]);
+  ids.data<int32_t>()[3] = V;
+  EXPECT_NE(error_of([&] { ops::embedding_forward(out, ids, table); }).find("ids[3] = 50"),
+            std::string::npos);
+}
+
+// ---- AdamW ---------------------------------------------------------------------------------
+
+TEST(AdamW, ThreeStepsAgainstReference) {
+  const int64_t n = 1001;
+  const float lr = 1e-2f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, wd = 0.1f;
+  Tensor p = randn({n}, 81), m = Tensor::zeros({n}), v = Tensor::zeros({n});
+  auto pd = to_double(p);
+  std::vector<double> md(n, 0.0), vd(n, 0.0);
+  for (int64_t step = 1; step <= 3; ++step) {
+    Tensor g = randn({n}, 82 + step, 0.1);
+    ops::adamw_step(p, g, m, v, lr, b1, b2, eps, wd, step);
+    auto gd = to_double(g);
+    for (int64_t i = 0; i < n; ++i) {
+      md[i] = b1 * md[i] + (1 - b1) * gd[i];
+      vd[i] = b2 * vd[i] + (1 - b2) * gd[i] * gd[i];
+      const double mh = md[i] / (1 - std::pow(double(b1), step));
+      const double vh = vd[i] / (1 - std::pow(double(b2), step));
+      pd[i] -= lr * (mh / (std::sqrt(vh) + eps) + wd * pd[i]);
+    }
+    expect_close(p, pd, 1e-6, "adamw p step " + std::to_string(step));
+    expect_close(m, md, 1e-6, "adamw m");
+    expect_close(v, vd, 1e-6, "adamw v");
+  }
+  Tensor g = randn({n}, 90);
+  EXPECT_NE(error_of([&] { ops::adamw_step(p, g, m, v, lr, b1, b2, eps, wd, 0); }).find("step"),
+            std::string::npos);
+}
+
+// ---- determinism ---------------------------------------------------------------------------
+
+// Forward ops twice with 2 threads: bitwise equal; and equal to the 1-thread result where the
+// kernels promise thread-count independence (all the fused ones do).
+TEST(Determinism, FusedForwardOpsBitwiseRepeatableAndThreadCountIndependent) {
+  const int64_t B = 2, T = 97, H = 4, Hkv = 2, hd = 32, V = 513, d = 64;
+  Tensor q = randn({B, T, H, hd}, 1), k = randn({B, T, Hkv, hd}, 2), v = randn({B, T, Hkv, hd}, 3);
+  Tensor logits = randn({B * T, V}, 4, 3.0), tgt = randint({B * T}, 5, V);
+  Tensor x = randn({B * T, d}, 6), g = randn({d}, 7), gate = randn({B * T, d}, 8);
+  Tensor table = ops::rope_table(T, hd, 1e4);
+  auto run = [&](int threads) {
+    std::vector<Tensor> outs;
+    with_threads(threads, [&] {
+      Tensor out = Tensor::empty(q.shape()), lse = Tensor::empty({B, H, T});
+      ops::attention_forward(out, lse, q, k, v);
+      Tensor ce = Tensor::empty({B * T}), l2 = Tensor::empty({B * T});
+      ops::cross_entropy_forward(ce, l2, logits, tgt);
+      Tensor y = Tensor::empty(x.shape()), rstd = Tensor::empty({B * T});
+      ops::rmsnorm_forward(y, rstd, x, g, 1e-5f);
+      Tensor h = Tensor::empty(x.shape());
+      ops::swiglu_forward(h, gate, x);
+      Tensor qr = clone(q);
+      ops::rope_forward(qr, table);
+      outs = {out, lse, ce, l2, y, rstd, h, qr};
+    });
+    return outs;
+  };
+  auto a = run(2), b = run(2), c = run(1);
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_TRUE(bitwise_equal(a[i], b[i])) << "output " << i;
+    EXPECT_TRUE(bitwise_equal(a[i], c[i])) << "output " << i << " (1 vs 2 threads)";
+  }
+}

@@ -1,0 +1,425 @@
+// models/: ModelConfig (keys, defaults, validation messages, counting formulas) and Transformer
+// (layout, init, whole-model gradient vs central finite differences, recompute bitwise equal,
+// determinism, evaluate, error paths).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "core/config.h"
+#include "core/random.h"
+#include "models/model_config.h"
+#include "models/transformer.h"
+
+using namespace retort;
+
+namespace {
+
+std::string config_error(const std::vector<std::string>& overrides) {
+  try {
+    ModelConfig::from_config(Config::from_yaml("", "test.yaml", overrides));
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+ModelConfig tiny(bool tied, int64_t H = 4, int64_t Hkv = 2, bool qk_norm = true) {
+  ModelConfig m;
+  m.vocab_size = 64;
+  m.d_model = 32;
+  m.n_layers = 2;
+  m.n_heads = H;
+  m.n_kv_heads = Hkv;
+  m.seq_len = 8;
+  m.tie_embeddings = tied;
+  m.qk_norm = qk_norm;
+  m.init_std = 0.1;
+  m.resolve();
+  return m;
+}
+
+struct Batch {
+  Tensor tokens, targets;
+};
+
+Batch random_batch(int64_t B, int64_t T, int64_t V, uint64_t seed) {
+  Batch b{Tensor::empty({B, T}, DType::I32), Tensor::empty({B, T}, DType::I32)};
+  for (int64_t i = 0; i < B * T; ++i) {
+    b.tokens.host<int32_t>()[i] = int32_t(rng::uniform(seed, 1, i) * V);
+    b.targets.host<int32_t>()[i] = int32_t(rng::uniform(seed, 2, i) * V);
+  }
+  return b;
+}
+
+// Init, then move the norm gains away from 1 so a misused gain shows in the gradients.
+void init_perturbed(Transformer& m, uint64_t seed) {
+  m.init(seed);
+  for (const Parameter& p : m.parameters())
+    if (p.value.ndim() == 1)
+      for (int64_t i = 0; i < p.value.numel(); ++i)
+        p.value.host<float>()[i] = float(1.0 + 0.2 * rng::normal(seed, 99, p.offset + i));
+}
+
+std::vector<float> to_vec(const Tensor& t) {
+  const float* p = t.host<float>();
+  return std::vector<float>(p, p + t.numel());
+}
+
+}  // namespace
+
+// ---- ModelConfig --------------------------------------------------------------------------
+
+TEST(ModelConfig, ReadsKeysAndResolvesDefaults) {
+  ModelConfig m = ModelConfig::from_config(Config::from_yaml(
+      "model:\n  vocab_size: 100\n  d_model: 96\n  n_layers: 3\n  n_heads: 6\n  seq_len: 32\n"
+      "  qk_norm: false\n  tie_embeddings: false\n  rope_theta: 10000\n  norm_eps: 1e-6\n"
+      "  init: mup_simple\n  init_std: 0.05\n",
+      "m.yaml"));
+  EXPECT_EQ(m.vocab_size, 100);
+  EXPECT_EQ(m.n_kv_heads, 6);      // 0 -> n_heads
+  EXPECT_EQ(m.head_dim, 16);       // 0 -> d / H
+  EXPECT_EQ(m.d_ff, 256);          // 8/3·96 = 256 exactly
+  EXPECT_EQ(m.seq_len, 32);
+  EXPECT_FALSE(m.qk_norm);
+  EXPECT_FALSE(m.tie_embeddings);
+  EXPECT_DOUBLE_EQ(m.rope_theta, 10000.0);
+  EXPECT_DOUBLE_EQ(m.norm_eps, 1e-6);
+  EXPECT_EQ(m.init, "mup_simple");
+  EXPECT_DOUBLE_EQ(m.init_std, 0.05);
+
+  ModelConfig e = ModelConfig::from_config(Config::from_yaml("", "d.yaml", {"model.head_dim=10",
+                                                                             "model.n_kv_heads=2",
+                                                                             "model.d_ff=100"}));
+  EXPECT_EQ(e.head_dim, 10);  // explicit head_dim: d % H not required
+  EXPECT_EQ(e.n_kv_heads, 2);
+  EXPECT_EQ(e.d_ff, 100);
+}
+
+TEST(ModelConfig, DefaultFeedForwardRoundsUpTo64) {
+  EXPECT_EQ(ModelConfig::default_d_ff(32), 128);    // 85.3 -> 128
+  EXPECT_EQ(ModelConfig::default_d_ff(768), 2048);  // exact
+  EXPECT_EQ(ModelConfig::default_d_ff(100), 320);   // 266.7 -> 320
+  EXPECT_EQ(ModelConfig::default_d_ff(24), 64);     // 64 exactly
+  EXPECT_EQ(ModelConfig::default_d_ff(25), 128);    // 66.7 -> 128
+}
+
+TEST(ModelConfig, EachValidationErrorNamesItsKey) {
+  struct Case {
+    std::vector<std::string> overrides;
+    std::string key, fragment;
+  };
+  const std::vector<Case> cases = {
+      {{"model.vocab_size=0"}, "model.vocab_size", "positive"},
+      {{"model.d_model=-4"}, "model.d_model", "positive"},
+      {{"model.n_layers=0"}, "model.n_layers", "positive"},
+      {{"model.n_heads=0"}, "model.n_heads", "positive"},
+      {{"model.seq_len=0"}, "model.seq_len", "positive"},
+      {{"model.n_heads=3"}, "model.n_heads", "divisible"},        // d = 256
+      {{"model.n_kv_heads=3"}, "model.n_kv_heads", "multiple"},   // H = 4
+      {{"model.n_kv_heads=-1"}, "model.n_kv_heads", ">= 0"},
+      {{"model.head_dim=7"}, "model.head_dim", "even"},
+      {{"model.head_dim=-2"}, "model.head_dim", ">= 0"},
+      {{"model.d_ff=-1"}, "model.d_ff", ">= 0"},
+      {{"model.rope_theta=0"}, "model.rope_theta", "> 0"},
+      {{"model.norm_eps=0"}, "model.norm_eps", "> 0"},
+      {{"model.init=xavier"}, "model.init", "normal"},
+      {{"model.init_std=0"}, "model.init_std", "> 0"},
+  };
+  for (const Case& c : cases) {
+    std::string msg = config_error(c.overrides);
+    EXPECT_NE(msg.find("test.yaml"), std::string::npos) << c.overrides[0] << ": " << msg;
+    EXPECT_NE(msg.find("'" + c.key + "'"), std::string::npos) << c.overrides[0] << ": " << msg;
+    EXPECT_NE(msg.find(c.fragment), std::string::npos) << c.overrides[0] << ": " << msg;
+  }
+  EXPECT_EQ(config_error({"model.n_heads=128", "model.n_kv_heads=0"}), "");
+  // d = 256, H = 256 -> head_dim 1 (odd)
+  EXPECT_NE(config_error({"model.n_heads=256"}).find("'model.head_dim'"), std::string::npos);
+
+  // resolve() (configs built in code) gives the same key names.
+  ModelConfig m = tiny(true);
+  m.n_kv_heads = 3;
+  try {
+    m.resolve();
+    FAIL() << "no error";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("'model.n_kv_heads'"), std::string::npos) << e.what();
+  }
+}
+
+TEST(ModelConfig, CountingFormulasOnAHandComputedConfig) {
+  // V=10 d=8 L=2 H=2 Hkv=1 hd=4 F=16 T=6, qk_norm, tied.
+  ModelConfig m;
+  m.vocab_size = 10, m.d_model = 8, m.n_layers = 2, m.n_heads = 2, m.n_kv_heads = 1;
+  m.d_ff = 16, m.seq_len = 6;
+  m.resolve();
+  ASSERT_EQ(m.head_dim, 4);
+  // per layer: ln 8 + q 2·4·8=64 + k,v 2·1·4·8=64 + o 8·8=64 + q/k norm 8 + ln 8 + mlp 3·16·8=384
+  EXPECT_EQ(m.params_per_layer(), 600);
+  EXPECT_EQ(m.n_params(), 80 + 2 * 600 + 8);  // 1288
+  EXPECT_EQ(m.n_params_nonemb(), 1208);
+  EXPECT_EQ(m.flops_per_token_6N(), 7248);
+  // forward: L·(2·(64+64+64+384) + 2·2·6·2·4/2) + 2·10·8 = 2·(1152+96) + 160 = 2656
+  EXPECT_EQ(m.flops_per_token_exact(), 3 * 2656);
+  // 6·(1208 + 80) + 12·2·2·4·6
+  EXPECT_EQ(m.flops_per_token_mfu(), 7728 + 1152);
+
+  m.tie_embeddings = false;
+  EXPECT_EQ(m.n_params(), 1288 + 80);
+  EXPECT_EQ(m.n_params_nonemb(), 1208);
+  EXPECT_EQ(m.flops_per_token_exact(), 3 * 2656);
+  m.qk_norm = false;
+  EXPECT_EQ(m.params_per_layer(), 592);
+  EXPECT_EQ(Transformer(m).num_params(), m.n_params());
+}
+
+// ---- Transformer: layout and init -----------------------------------------------------------
+
+TEST(Transformer, ParameterLayoutIsFlatOrderedAndNamedPerSpec) {
+  for (bool tied : {true, false}) {
+    ModelConfig mc = tiny(tied);
+    Transformer m(mc);
+    const auto& ps = m.parameters();
+    ASSERT_EQ(ps.size(), size_t(1 + 2 * 11 + 1 + (tied ? 0 : 1)));
+    EXPECT_EQ(ps.front().name, "model.embed_tokens.weight");
+    EXPECT_EQ(ps[1].name, "model.layers.0.input_layernorm.weight");
+    EXPECT_EQ(ps[2].name, "model.layers.0.self_attn.q_proj.weight");
+    EXPECT_EQ(ps[6].name, "model.layers.0.self_attn.q_norm.weight");
+    EXPECT_EQ(ps[11].name, "model.layers.0.mlp.down_proj.weight");
+    EXPECT_EQ(ps[12].name, "model.layers.1.input_layernorm.weight");
+    EXPECT_EQ(ps[23].name, "model.norm.weight");
+    if (!tied) EXPECT_EQ(ps[24].name, "lm_head.weight");
+    int64_t off = 0;
+    for (const Parameter& p : ps) {
+      EXPECT_EQ(p.offset, off) << p.name;
+      EXPECT_EQ(p.value.shape(), p.grad.shape());
+      EXPECT_TRUE(p.value.same_storage(m.flat_params()));
+      EXPECT_TRUE(p.grad.same_storage(m.flat_grads()));
+      EXPECT_EQ(p.decay, p.value.ndim() == 2) << p.name;
+      off += p.value.numel();
+    }
+    EXPECT_EQ(off, m.num_params());
+    EXPECT_EQ(m.flat_params().numel(), mc.n_params());
+    EXPECT_EQ(m.parameter("model.layers.1.self_attn.k_proj.weight").value.shape(), (Shape{16, 32}));
+    EXPECT_EQ(m.parameter("model.layers.1.self_attn.o_proj.weight").value.shape(), (Shape{32, 32}));
+    EXPECT_EQ(m.parameter("model.layers.0.mlp.down_proj.weight").value.shape(), (Shape{32, 128}));
+    EXPECT_THROW(m.parameter("nope"), Error);
+  }
+}
+
+TEST(Transformer, InitIsAPureFunctionOfSeedNameAndIndex) {
+  ModelConfig mc = tiny(false);
+  mc.init_std = 0.02;
+  Transformer m(mc);
+  m.init(7);
+  const double L = double(mc.n_layers);
+  for (const Parameter& p : m.parameters()) {
+    const float* v = p.value.host<float>();
+    double expect_std = 0.02;
+    if (p.value.ndim() == 1) {
+      for (int64_t i = 0; i < p.value.numel(); ++i) ASSERT_EQ(v[i], 1.0f) << p.name;
+      continue;
+    }
+    if (p.name.find("o_proj") != std::string::npos || p.name.find("down_proj") != std::string::npos)
+      expect_std = 0.02 / std::sqrt(2 * L);
+    EXPECT_DOUBLE_EQ(m.init_std(p.name), expect_std) << p.name;
+    for (int64_t i : {int64_t(0), p.value.numel() / 2, p.value.numel() - 1})
+      ASSERT_EQ(v[i], float(expect_std * rng::normal(7, rng::hash_string(p.name), uint64_t(i))));
+    double ss = 0;
+    for (int64_t i = 0; i < p.value.numel(); ++i) ss += double(v[i]) * v[i];
+    const double sample_std = std::sqrt(ss / double(p.value.numel()));
+    EXPECT_NEAR(sample_std / expect_std, 1.0, 0.1) << p.name;
+  }
+  Transformer m2(mc);
+  m2.init(7);
+  EXPECT_EQ(to_vec(m.flat_params()), to_vec(m2.flat_params()));
+  m2.init(8);
+  EXPECT_NE(to_vec(m.flat_params()), to_vec(m2.flat_params()));
+
+  ModelConfig mu = tiny(false);
+  mu.init = "mup_simple";
+  Transformer mm(mu);
+  EXPECT_DOUBLE_EQ(mm.init_std("model.embed_tokens.weight"), 0.1);
+  EXPECT_DOUBLE_EQ(mm.init_std("model.layers.0.self_attn.q_proj.weight"), 1.0 / std::sqrt(32.0));
+  EXPECT_DOUBLE_EQ(mm.init_std("model.layers.0.mlp.down_proj.weight"), 1.0 / std::sqrt(128.0) / 2.0);
+  EXPECT_DOUBLE_EQ(mm.init_std("lm_head.weight"), 1.0 / 32.0);
+  EXPECT_DOUBLE_EQ(mm.init_std("model.norm.weight"), 0.0);
+}
+
+// ---- Transformer: gradients vs finite differences ------------------------------------------
+
+// For every parameter tensor, compare the analytic directional derivative g·u with the central
+// difference (L(θ+εu) - L(θ-εu)) / 2ε along three directions: u = g/|g|·sqrt(n) (the largest
+// signal) and two random N(0,1) directions. ε = 1e-3 per unit of u; the float forward's
+// rounding noise (~1e-7·loss) then costs ~2e-4 in the difference quotient.
+void check_gradients(bool tied, int64_t Hkv, bool recompute) {
+  ModelConfig mc = tiny(tied, 4, Hkv);
+  Transformer m(mc);
+  init_perturbed(m, 11);
+  m.set_recompute(recompute);
+  const int64_t B = 2, T = 8;
+  Batch b = random_batch(B, T, mc.vocab_size, 5);
+  const float z_loss = 1e-2f;
+  m.zero_grad();
+  m.forward(b.tokens, b.targets, z_loss);
+  m.backward(1.0f);
+  std::vector<float> grads = to_vec(m.flat_grads());
+
+  const double eps = 1e-3;
+  int checked = 0;
+  double worst = 0;
+  for (const Parameter& p : m.parameters()) {
+    const int64_t n = p.value.numel();
+    float* v = p.value.host<float>();
+    const std::vector<float> saved(v, v + n);
+    const float* g = grads.data() + p.offset;
+    double gnorm = 0;
+    for (int64_t i = 0; i < n; ++i) gnorm += double(g[i]) * g[i];
+    gnorm = std::sqrt(gnorm);
+    ASSERT_GT(gnorm, 0) << p.name << " has a zero gradient";
+    for (int dir = 0; dir < 3; ++dir) {
+      std::vector<double> u(n);
+      for (int64_t i = 0; i < n; ++i)
+        u[i] = dir == 0 ? g[i] / gnorm * std::sqrt(double(n))
+                        : rng::normal(1000 + dir, rng::hash_string(p.name), uint64_t(i));
+      double analytic = 0;
+      for (int64_t i = 0; i < n; ++i) analytic += double(g[i]) * u[i];
+      auto loss_at = [&](double s) {
+        for (int64_t i = 0; i < n; ++i) v[i] = float(saved[i] + s * u[i]);
+        return m.forward(b.tokens, b.targets, z_loss).loss;
+      };
+      const double fd = (loss_at(eps) - loss_at(-eps)) / (2 * eps);
+      std::copy(saved.begin(), saved.end(), v);
+      // |u| ~ sqrt(n): scale the noise floor by it too.
+      const double noise = 5e-4 * std::sqrt(double(n)) / 32.0 + 2e-4;
+      const double err = std::abs(fd - analytic);
+      const double rel = err / std::max(std::abs(analytic), 1e-12);
+      if (std::abs(analytic) > 20 * noise) worst = std::max(worst, rel);
+      EXPECT_LE(err, 0.02 * std::abs(analytic) + noise)
+          << p.name << " dir " << dir << ": finite difference " << fd << " vs analytic " << analytic;
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 3 * int(m.parameters().size()));
+  std::printf("  %zu tensors x 3 directions, worst relative error %.2e\n", m.parameters().size(), worst);
+  // The direction u = g always has a large signal: the test can fail on a wrong gradient.
+  EXPECT_LT(worst, 0.02);
+}
+
+TEST(Transformer, GradientMatchesFiniteDifferencesTiedGQA) { check_gradients(true, 2, false); }
+TEST(Transformer, GradientMatchesFiniteDifferencesUntiedGQA) { check_gradients(false, 2, false); }
+TEST(Transformer, GradientMatchesFiniteDifferencesUntiedMHARecompute) { check_gradients(false, 4, true); }
+
+// ---- Transformer: recompute, determinism, accumulation, evaluate -----------------------------
+
+TEST(Transformer, RecomputeGivesBitwiseIdenticalGradients) {
+  for (bool qk : {true, false}) {
+    ModelConfig mc = tiny(false, 4, 2, qk);
+    Batch b = random_batch(3, 7, mc.vocab_size, 9);  // T < seq_len
+    std::vector<float> g[2];
+    double loss[2];
+    for (int r = 0; r < 2; ++r) {
+      Transformer m(mc);
+      init_perturbed(m, 3);
+      m.set_recompute(r == 1);
+      m.zero_grad();
+      loss[r] = m.forward(b.tokens, b.targets, 1e-3f).loss;
+      m.backward(1.0f);
+      g[r] = to_vec(m.flat_grads());
+    }
+    EXPECT_EQ(loss[0], loss[1]);
+    ASSERT_EQ(g[0].size(), g[1].size());
+    EXPECT_EQ(std::memcmp(g[0].data(), g[1].data(), g[0].size() * sizeof(float)), 0)
+        << "qk_norm " << qk;
+  }
+}
+
+TEST(Transformer, ForwardIsDeterministicAndEvaluateMatches) {
+  ModelConfig mc = tiny(true);
+  Transformer m(mc);
+  init_perturbed(m, 4);
+  Batch b = random_batch(2, 8, mc.vocab_size, 2);
+  LossResult r1 = m.forward(b.tokens, b.targets, 1e-4f);
+  std::vector<float> logits1 = to_vec(m.logits());
+  LossResult r2 = m.forward(b.tokens, b.targets, 1e-4f);
+  EXPECT_EQ(r1.loss, r2.loss);
+  EXPECT_EQ(r1.ce, r2.ce);
+  EXPECT_EQ(r1.z, r2.z);
+  EXPECT_EQ(logits1, to_vec(m.logits()));
+  EXPECT_DOUBLE_EQ(r1.loss, r1.ce + double(1e-4f) * r1.z);
+  EXPECT_GT(r1.ce, 0);
+  // The forward-only path gives the same CE, and then backward needs a new forward.
+  EXPECT_EQ(m.evaluate(b.tokens, b.targets), r1.ce);
+  EXPECT_EQ(logits1, to_vec(m.logits()));
+  EXPECT_THROW(m.backward(1.0f), Error);
+  // A smaller batch after a larger one (buffers reused) and back.
+  Batch s = random_batch(1, 5, mc.vocab_size, 3);
+  const double small = m.forward(s.tokens, s.targets, 0).ce;
+  EXPECT_EQ(m.forward(b.tokens, b.targets, 1e-4f).loss, r1.loss);
+  EXPECT_EQ(m.evaluate(s.tokens, s.targets), small);
+}
+
+TEST(Transformer, BackwardAccumulatesScaledGradients) {
+  ModelConfig mc = tiny(true);
+  Transformer m(mc);
+  init_perturbed(m, 6);
+  Batch b = random_batch(2, 8, mc.vocab_size, 8);
+  m.zero_grad();
+  m.forward(b.tokens, b.targets, 1e-3f);
+  m.backward(1.0f);
+  std::vector<float> g1 = to_vec(m.flat_grads());
+  // two micro-batches of the same data at 0.5 each = one at 1.0 (up to rounding)
+  m.zero_grad();
+  for (int i = 0; i < 2; ++i) {
+    m.forward(b.tokens, b.targets, 1e-3f);
+    m.backward(0.5f);
+  }
+  std::vector<float> g2 = to_vec(m.flat_grads());
+  double num = 0, den = 0;
+  for (size_t i = 0; i < g1.size(); ++i) {
+    num += double(g1[i] - g2[i]) * (g1[i] - g2[i]);
+    den += double(g1[i]) * g1[i];
+  }
+  EXPECT_LT(std::sqrt(num / den), 1e-6);
+  m.zero_grad();
+  for (float x : to_vec(m.flat_grads())) ASSERT_EQ(x, 0.0f);
+}
+
+TEST(Transformer, BadBatchesAreRejected) {
+  ModelConfig mc = tiny(true);
+  Transformer m(mc);
+  m.init(1);
+  EXPECT_THROW(m.backward(1.0f), Error);  // no forward yet
+  Batch too_long = random_batch(1, 9, mc.vocab_size, 1);  // T > seq_len = 8
+  try {
+    m.forward(too_long.tokens, too_long.targets, 0);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("seq_len"), std::string::npos) << e.what();
+  }
+  Batch ok = random_batch(2, 4, mc.vocab_size, 1);
+  Tensor wrong_shape = Tensor::zeros({2, 3}, DType::I32);
+  EXPECT_THROW(m.forward(ok.tokens, wrong_shape, 0), Error);
+  Tensor floats = Tensor::zeros({2, 4}, DType::F32);
+  EXPECT_THROW(m.forward(floats, ok.targets, 0), Error);
+  Tensor flat = Tensor::zeros({8}, DType::I32);
+  EXPECT_THROW(m.evaluate(flat, flat), Error);
+}
+
+TEST(Transformer, BindRepointsViewsAtExternalBuffers) {
+  ModelConfig mc = tiny(true);
+  Transformer m(mc);
+  m.init(2);
+  Batch b = random_batch(2, 8, mc.vocab_size, 4);
+  const double ref = m.forward(b.tokens, b.targets, 0).loss;
+  Tensor p = Tensor::empty({m.num_params()}), g = Tensor::zeros({m.num_params()});
+  std::memcpy(p.host<float>(), m.flat_params().host<float>(), p.nbytes());
+  Transformer m2(mc);
+  m2.bind(p, g);
+  EXPECT_TRUE(m2.parameters()[3].value.same_storage(p));
+  EXPECT_EQ(m2.forward(b.tokens, b.targets, 0).loss, ref);
+  m2.backward(1.0f);
+  EXPECT_GT(std::abs(g.host<float>()[0]) + std::abs(g.host<float>()[m.num_params() - 1]), 0.0f);
+  EXPECT_THROW(m2.bind(Tensor::zeros({3}), g), Error);
+}

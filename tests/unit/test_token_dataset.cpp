@@ -1,0 +1,178 @@
+// SPEC §2 token datasets: round trip, h5py-written files, and every error path (message
+// names the file; a failed write leaves the existing file intact).
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+
+#include "core/hdf5.h"
+#include "core/sha256.h"
+#include "data/token_dataset.h"
+
+using namespace retort;
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path temp_dir() {
+  fs::path d = fs::path(RETORT_BINARY_DIR) / "test_tmp" / "token_dataset";
+  fs::create_directories(d);
+  return d;
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "<no error>";
+}
+
+const std::vector<int32_t> kTokens = {5, 6, 2, 7, 2, 8, 9, 9, 2};
+const std::vector<int64_t> kOffsets = {0, 3, 5};
+const TokenDatasetMeta kMeta{10, 2, "abc123"};
+
+// Writes a file with h5py; `body` is Python using `f` (an open h5py.File).
+void h5py_write(const std::string& path, const std::string& body) {
+  std::string cmd = "/usr/bin/python3 -c \"import h5py, numpy as np\nwith h5py.File('" + path +
+                    "', 'w') as f:\n" + body + "\"";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+}
+
+const char* kGoodPy =
+    "  f['tokens'] = np.array([5, 6, 2, 7, 2], dtype=np.int32)\n"
+    "  f['doc_offsets'] = np.array([0, 3], dtype=np.int64)\n"
+    "  f.attrs['vocab_size'] = 10\n"
+    "  f.attrs['eos_id'] = 2\n"
+    "  f.attrs['tokenizer_sha256'] = 'none'\n";
+
+}  // namespace
+
+TEST(TokenDataset, RoundTrip) {
+  std::string path = (temp_dir() / "rt.h5").string();
+  write_token_dataset(path, kTokens, kOffsets, kMeta);
+  EXPECT_FALSE(fs::exists(path + ".tmp"));
+  TokenDataset d = TokenDataset::load(path);
+  EXPECT_EQ(d.num_tokens(), 9);
+  EXPECT_EQ(d.num_docs(), 3);
+  EXPECT_EQ(d.doc_offsets(), kOffsets);
+  EXPECT_EQ(std::vector<int32_t>(d.token_data(), d.token_data() + 9), kTokens);
+  EXPECT_EQ(d.meta().vocab_size, 10);
+  EXPECT_EQ(d.meta().eos_id, 2);
+  EXPECT_EQ(d.meta().tokenizer_sha256, "abc123");
+  EXPECT_EQ(d.tokens().dtype(), DType::I32);
+  // The file really holds the SPEC types.
+  h5::File f = h5::File::open_read(path);
+  EXPECT_EQ(f.type_name("tokens"), "int32");
+  EXPECT_EQ(f.type_name("doc_offsets"), "int64");
+}
+
+TEST(TokenDataset, EmptyDatasetIsValid) {
+  std::string path = (temp_dir() / "empty.h5").string();
+  write_token_dataset(path, {}, {}, kMeta);
+  EXPECT_EQ(TokenDataset::load(path).num_tokens(), 0);
+}
+
+TEST(TokenDataset, AcceptsH5pyFile) {
+  std::string path = (temp_dir() / "py.h5").string();
+  h5py_write(path, kGoodPy);
+  TokenDataset d = TokenDataset::load(path);
+  EXPECT_EQ(d.num_tokens(), 5);
+  EXPECT_EQ(d.num_docs(), 2);
+  EXPECT_EQ(d.meta().tokenizer_sha256, "none");  // variable-length UTF-8 attribute
+  EXPECT_EQ(d.meta().vocab_size, 10);
+}
+
+TEST(TokenDataset, FileErrors) {
+  fs::path dir = temp_dir();
+  std::string missing = (dir / "missing.h5").string();
+  EXPECT_EQ(error_of([&] { TokenDataset::load(missing); }), missing + ": file not found");
+
+  std::string text = (dir / "notes.txt").string();
+  { std::ofstream(text) << "hello"; }
+  EXPECT_EQ(error_of([&] { TokenDataset::load(text); }), text + ": not an HDF5 file");
+
+  std::string good = (dir / "good.h5").string(), cut = (dir / "cut.h5").string();
+  std::vector<int32_t> many(20000, 3);
+  write_token_dataset(good, many, {0}, kMeta);
+  fs::copy_file(good, cut, fs::copy_options::overwrite_existing);
+  fs::resize_file(cut, fs::file_size(good) - 1000);
+  std::string msg = error_of([&] { TokenDataset::load(cut); });
+  EXPECT_EQ(msg.rfind(cut + ": cannot open HDF5 file (truncated or corrupt?)", 0), 0u) << msg;
+}
+
+TEST(TokenDataset, SchemaErrors) {
+  fs::path dir = temp_dir();
+  struct Case {
+    const char* name;
+    std::string py;
+    std::string expect;  // message after "<path>: "
+  };
+  std::string offsets = "  f['doc_offsets'] = np.array([0, 3], dtype=np.int64)\n";
+  std::string attrs =
+      "  f.attrs['vocab_size'] = 10\n  f.attrs['eos_id'] = 2\n  f.attrs['tokenizer_sha256'] = 'none'\n";
+  std::vector<Case> cases = {
+      {"float_tokens", "  f['tokens'] = np.array([5.0, 6, 2, 7, 2])\n" + offsets + attrs,
+       "dataset 'tokens': expected int32, found float64"},
+      {"int64_tokens", "  f['tokens'] = np.array([5, 6, 2, 7, 2], dtype=np.int64)\n" + offsets + attrs,
+       "dataset 'tokens': expected int32, found int64"},
+      {"rank2_tokens", "  f['tokens'] = np.zeros((2, 2), dtype=np.int32)\n" + offsets + attrs,
+       "dataset 'tokens': expected rank 1, found shape [2, 2]"},
+      {"bad_token",
+       "  f['tokens'] = np.array([5, 6, 2, 10, 2], dtype=np.int32)\n" + offsets + attrs,
+       "dataset 'tokens': token id 10 at index 3 outside [0, 10)"},
+      {"negative_token",
+       "  f['tokens'] = np.array([5, -1, 2, 7, 2], dtype=np.int32)\n" + offsets + attrs,
+       "dataset 'tokens': token id -1 at index 1 outside [0, 10)"},
+      {"offsets_start",
+       "  f['tokens'] = np.array([5, 6, 2, 7, 2], dtype=np.int32)\n"
+       "  f['doc_offsets'] = np.array([1, 3], dtype=np.int64)\n" + attrs,
+       "dataset 'doc_offsets': must start at 0, found 1"},
+      {"offsets_decreasing",
+       "  f['tokens'] = np.array([5, 6, 2, 7, 2], dtype=np.int32)\n"
+       "  f['doc_offsets'] = np.array([0, 3, 2], dtype=np.int64)\n" + attrs,
+       "dataset 'doc_offsets': decreasing at index 2 (3 > 2)"},
+      {"offsets_beyond",
+       "  f['tokens'] = np.array([5, 6, 2, 7, 2], dtype=np.int32)\n"
+       "  f['doc_offsets'] = np.array([0, 3, 9], dtype=np.int64)\n" + attrs,
+       "dataset 'doc_offsets': value 9 at index 2 beyond the 5 tokens"},
+      {"offsets_float",
+       "  f['tokens'] = np.array([5, 6, 2, 7, 2], dtype=np.int32)\n"
+       "  f['doc_offsets'] = np.array([0.0, 3.0])\n" + attrs,
+       "dataset 'doc_offsets': expected int64, found float64"},
+      {"no_tokens", offsets + attrs, "dataset 'tokens' not found (not a token dataset?)"},
+      {"no_sha",
+       "  f['tokens'] = np.array([5, 6, 2, 7, 2], dtype=np.int32)\n" + offsets +
+           "  f.attrs['vocab_size'] = 10\n  f.attrs['eos_id'] = 2\n",
+       "attribute 'tokenizer_sha256' not found (not a token dataset?)"},
+      {"bad_eos",
+       "  f['tokens'] = np.array([5, 6, 2, 7, 2], dtype=np.int32)\n" + offsets +
+           "  f.attrs['vocab_size'] = 10\n  f.attrs['eos_id'] = 12\n  f.attrs['tokenizer_sha256'] = 'x'\n",
+       "attribute 'eos_id': 12 outside [0, 10)"},
+  };
+  for (const Case& c : cases) {
+    std::string path = (dir / (std::string(c.name) + ".h5")).string();
+    h5py_write(path, c.py);
+    EXPECT_EQ(error_of([&] { TokenDataset::load(path); }), path + ": " + c.expect) << c.name;
+  }
+}
+
+TEST(TokenDataset, FailedWriteLeavesExistingFileIntact) {
+  std::string path = (temp_dir() / "keep.h5").string();
+  write_token_dataset(path, kTokens, kOffsets, kMeta);
+  const std::string before = sha256_file(path);
+  // Invalid content is refused before anything is written.
+  std::string msg = error_of([&] { write_token_dataset(path, {1, 99}, {0}, kMeta); });
+  EXPECT_EQ(msg, path + ": refusing to write: dataset 'tokens': token id 99 at index 1 outside [0, 10)");
+  EXPECT_EQ(sha256_file(path), before);
+  // An I/O failure mid-write (the temp path is a directory, so it cannot be created).
+  fs::create_directories(path + ".tmp");
+  msg = error_of([&] { write_token_dataset(path, {1, 2}, {0}, kMeta); });
+  EXPECT_EQ(msg.rfind(path + ".tmp: cannot create HDF5 file", 0), 0u) << msg;
+  fs::remove_all(path + ".tmp");
+  EXPECT_EQ(sha256_file(path), before);
+  EXPECT_EQ(TokenDataset::load(path).num_tokens(), 9);
+}

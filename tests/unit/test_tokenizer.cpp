@@ -1,0 +1,253 @@
+// Tokenizer training/encode/decode, input expansion, the split rule, and `retort tokenize`
+// end to end on a small generated corpus (plain text and JSONL).
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
+
+#include <nlohmann/json.hpp>
+
+#include "core/config.h"
+#include "core/sha256.h"
+#include "data/text_sources.h"
+#include "data/token_dataset.h"
+#include "data/tokenize_command.h"
+#include "data/tokenizer.h"
+
+using namespace retort;
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path fresh_dir(const std::string& name) {
+  fs::path d = fs::path(RETORT_BINARY_DIR) / "test_tmp" / "tokenizer" / name;
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "<no error>";
+}
+
+// Document d of a small pseudo-English corpus (a few paragraphs; deterministic).
+std::string make_doc(int d) {
+  static const char* words[] = {"the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog",
+                                "and", "a", "cat", "sat", "on", "mat", "in", "1961,",
+                                "Fulton", "County", "jury", "said", "it", "did", "find", "no",
+                                "evidence.", "naïve", "café", "(yes)", "\"quoted\"", "well-known"};
+  uint64_t s = 0x9e3779b97f4a7c15ull * (d + 1);
+  std::string t;
+  for (int p = 0; p < 3; ++p) {
+    for (int w = 0; w < 40; ++w) {
+      s = s * 6364136223846793005ull + 1442695040888963407ull;
+      if (w) t += ' ';
+      t += words[(s >> 33) % 30];
+    }
+    t += "\n\n";
+  }
+  return t;
+}
+
+void write_file(const fs::path& p, const std::string& text) {
+  fs::create_directories(p.parent_path());
+  std::ofstream(p, std::ios::binary) << text;
+}
+
+Config tokenize_config(const std::vector<std::string>& inputs, const fs::path& out,
+                       const std::vector<std::string>& overrides = {}) {
+  std::string list;
+  for (auto& i : inputs) list += (list.empty() ? "" : ", ") + ("'" + i + "'");
+  std::string yaml = "tokenize:\n  inputs: [" + list + "]\n  out: '" + out.string() +
+                     "'\n  vocab_size: 300\n  val_fraction: 0.2\n  seed: 7\n";
+  return Config::from_yaml(yaml, "test.yaml", overrides);
+}
+
+}  // namespace
+
+TEST(Tokenizer, TrainEncodeDecodeRoundTrip) {
+  std::vector<std::string> docs;
+  for (int d = 0; d < 20; ++d) docs.push_back(make_doc(d));
+  std::vector<std::string_view> views(docs.begin(), docs.end());
+  std::string model = Tokenizer::train(views, {300, 0.9995});
+  EXPECT_EQ(model, Tokenizer::train(views, {300, 0.9995}));  // deterministic
+  Tokenizer tok = Tokenizer::from_serialized(model);
+  EXPECT_EQ(tok.vocab_size(), 300);
+  EXPECT_EQ(tok.eos_id(), Tokenizer::kEosId);
+  EXPECT_EQ(tok.id_to_piece(0), "<unk>");
+  EXPECT_EQ(tok.id_to_piece(1), "<s>");
+  EXPECT_EQ(tok.id_to_piece(2), "</s>");
+  for (const std::string& text :
+       {docs[3], std::string("  two  spaces\tand tabs\nnew lines\n\n"),
+        std::string("unseen: Ωmega 😀 ü 12345")}) {
+    std::vector<int32_t> ids = tok.encode(text);
+    for (int32_t id : ids) {
+      EXPECT_GE(id, 0);
+      EXPECT_LT(id, 300);
+      EXPECT_NE(id, Tokenizer::kUnkId);  // byte fallback: nothing is unknown
+    }
+    EXPECT_EQ(tok.decode(ids), text);
+  }
+  EXPECT_LT(tok.encode(docs[3]).size(), docs[3].size() / 2);  // it does compress
+  // Save to a file, load it back.
+  fs::path dir = fresh_dir("load");
+  write_file(dir / "tokenizer.model", model);
+  EXPECT_EQ(Tokenizer::load((dir / "tokenizer.model").string()).encode(docs[1]),
+            tok.encode(docs[1]));
+  std::string missing = (dir / "nope.model").string();
+  EXPECT_NE(error_of([&] { Tokenizer::load(missing); }).find(missing), std::string::npos);
+}
+
+TEST(TextSources, ExpandAndRead) {
+  fs::path dir = fresh_dir("sources");
+  write_file(dir / "b.txt", "bee");
+  write_file(dir / "a.txt", "ay");
+  write_file(dir / "sub" / "c.txt", "sea");
+  write_file(dir / "sub" / ".hidden", "no");
+  write_file(dir / "empty.txt", "  \n");
+  write_file(dir / "d.jsonl", "{\"text\": \"one\"}\n\n{\"text\": \"two\", \"x\": 1}\n");
+  auto files = expand_inputs({dir.string()});
+  std::vector<std::string> names;
+  for (auto& f : files) names.push_back(fs::relative(f, dir).string());
+  EXPECT_EQ(names, (std::vector<std::string>{"a.txt", "b.txt", "d.jsonl", "empty.txt", "sub/c.txt"}));
+  // Globs are sorted; duplicates dropped.
+  auto g = expand_inputs({(dir / "*.txt").string(), (dir / "a.txt").string()});
+  ASSERT_EQ(g.size(), 3u);
+  EXPECT_EQ(fs::path(g[0]).filename(), "a.txt");
+
+  auto docs = read_documents({dir.string()}, "text");
+  std::vector<std::string> texts;
+  for (auto& d : docs) texts.push_back(d.text);
+  EXPECT_EQ(texts, (std::vector<std::string>{"ay", "bee", "one", "two", "sea"}));
+  EXPECT_EQ(docs[3].source, (dir / "d.jsonl").string() + ":3");
+
+  std::string missing = (dir / "missing.txt").string();
+  EXPECT_EQ(error_of([&] { read_documents({missing}, "text"); }),
+            "input '" + missing + "': no such file or directory");
+  EXPECT_EQ(error_of([&] { read_documents({(dir / "*.nothing").string()}, "text"); }),
+            "input pattern '" + (dir / "*.nothing").string() + "' matched no files");
+  write_file(dir / "bad" / "e.jsonl", "{\"text\": \"ok\"}\n{\"body\": \"x\"}\n");
+  std::string bad = (dir / "bad" / "e.jsonl").string();
+  EXPECT_EQ(error_of([&] { read_documents({bad}, "text"); }),
+            bad + ":2: no field 'text' (tokenize.jsonl_field)");
+  write_file(dir / "bad2" / "f.jsonl", "{\"text\": \"ok\"\n");
+  std::string bad2 = (dir / "bad2" / "f.jsonl").string();
+  EXPECT_EQ(error_of([&] { read_documents({bad2}, "text"); }), bad2 + ":1: invalid JSON");
+}
+
+TEST(Tokenize, SplitIsDeterministicAndNonEmpty) {
+  auto a = split_documents(1000, 0.1, 5);
+  EXPECT_EQ(a, split_documents(1000, 0.1, 5));
+  EXPECT_NE(a, split_documents(1000, 0.1, 6));
+  int64_t n_val = std::count(a.begin(), a.end(), true);
+  EXPECT_GT(n_val, 60);
+  EXPECT_LT(n_val, 140);
+  // A prefix of the corpus keeps its documents' assignment (per-document hash).
+  auto prefix = split_documents(500, 0.1, 5);
+  EXPECT_TRUE(std::equal(prefix.begin(), prefix.end(), a.begin()));
+  for (int64_t n : {2, 3, 5}) {
+    auto tiny = split_documents(n, 1e-9, 1);
+    EXPECT_EQ(std::count(tiny.begin(), tiny.end(), true), 1);
+    auto most = split_documents(n, 0.999999999, 1);
+    EXPECT_EQ(std::count(most.begin(), most.end(), false), 1);
+  }
+  auto none = split_documents(10, 0.0, 1);
+  EXPECT_EQ(std::count(none.begin(), none.end(), true), 0);
+}
+
+TEST(Tokenize, EndToEnd) {
+  fs::path dir = fresh_dir("e2e");
+  std::vector<std::string> docs;
+  for (int d = 0; d < 24; ++d) {
+    docs.push_back(make_doc(d));
+    char name[32];
+    std::snprintf(name, sizeof(name), "doc%02d.txt", d);
+    write_file(dir / "corpus" / name, docs.back());
+  }
+  fs::path out = dir / "out";
+  ASSERT_EQ(run_tokenize(tokenize_config({(dir / "corpus").string()}, out)), 0);
+
+  for (const char* f : {"tokenizer.model", "train.h5", "val.h5", "tokenize.json"})
+    EXPECT_TRUE(fs::exists(out / f)) << f;
+  const std::string sha = sha256_file((out / "tokenizer.model").string());
+  Tokenizer tok = Tokenizer::load((out / "tokenizer.model").string());
+  TokenDataset train = TokenDataset::load((out / "train.h5").string());
+  TokenDataset val = TokenDataset::load((out / "val.h5").string());
+  auto is_val = split_documents(24, 0.2, 7);
+  int64_t n_val = std::count(is_val.begin(), is_val.end(), true);
+  EXPECT_EQ(val.num_docs(), n_val);
+  EXPECT_EQ(train.num_docs(), 24 - n_val);
+  EXPECT_GE(n_val, 1);
+  std::vector<std::string> expect_train, expect_val;
+  for (int d = 0; d < 24; ++d) (is_val[d] ? expect_val : expect_train).push_back(docs[d]);
+  for (auto [ds, expect] : {std::pair{&train, &expect_train}, std::pair{&val, &expect_val}}) {
+    EXPECT_EQ(ds->meta().vocab_size, 300);
+    EXPECT_EQ(ds->meta().eos_id, 2);
+    EXPECT_EQ(ds->meta().tokenizer_sha256, sha);
+    // Each document decodes back to its text and is followed by EOS.
+    const auto& off = ds->doc_offsets();
+    for (size_t i = 0; i < off.size(); ++i) {
+      int64_t end = i + 1 < off.size() ? off[i + 1] : ds->num_tokens();
+      ASSERT_EQ(ds->token_data()[end - 1], 2);
+      std::vector<int32_t> ids(ds->token_data() + off[i], ds->token_data() + end - 1);
+      EXPECT_EQ(tok.decode(ids), (*expect)[i]);
+    }
+  }
+  auto summary = nlohmann::json::parse(std::ifstream(out / "tokenize.json"));
+  EXPECT_EQ(summary["documents"], 24);
+  EXPECT_EQ(summary["train"]["tokens"], train.num_tokens());
+  EXPECT_EQ(summary["val"]["documents"], n_val);
+  EXPECT_EQ(summary["vocab_size"], 300);
+
+  // Same config again: byte-identical outputs.
+  fs::path out2 = dir / "out2";
+  ASSERT_EQ(run_tokenize(tokenize_config({(dir / "corpus").string()}, out2)), 0);
+  for (const char* f : {"tokenizer.model", "train.h5", "val.h5"})
+    EXPECT_EQ(sha256_file((out / f).string()), sha256_file((out2 / f).string())) << f;
+}
+
+TEST(Tokenize, JsonlInput) {
+  fs::path dir = fresh_dir("jsonl");
+  std::string lines;
+  for (int d = 0; d < 10; ++d)
+    lines += nlohmann::json{{"body", make_doc(d)}, {"id", d}}.dump() + "\n";
+  write_file(dir / "data.jsonl", lines);
+  fs::path out = dir / "out";
+  ASSERT_EQ(run_tokenize(tokenize_config({(dir / "*.jsonl").string()}, out,
+                                         {"tokenize.jsonl_field=body"})),
+            0);
+  TokenDataset train = TokenDataset::load((out / "train.h5").string());
+  TokenDataset val = TokenDataset::load((out / "val.h5").string());
+  EXPECT_EQ(train.num_docs() + val.num_docs(), 10);
+  // Without the field setting, the default "text" is missing: file:line error.
+  std::string msg = error_of([&] { run_tokenize(tokenize_config({(dir / "data.jsonl").string()}, out)); });
+  EXPECT_EQ(msg, (dir / "data.jsonl").string() + ":1: no field 'text' (tokenize.jsonl_field)");
+}
+
+TEST(Tokenize, ConfigErrors) {
+  fs::path dir = fresh_dir("cfg");
+  write_file(dir / "a.txt", make_doc(0));
+  auto expect_config_error = [&](const std::string& set, const std::string& key) {
+    try {
+      run_tokenize(tokenize_config({(dir / "a.txt").string()}, dir / "out", {set}));
+      ADD_FAILURE() << "no error for " << set;
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << e.what();
+    }
+  };
+  expect_config_error("tokenize.vocab_size=10", "tokenize.vocab_size");
+  expect_config_error("tokenize.val_fraction=1.5", "tokenize.val_fraction");
+  expect_config_error("tokenize.character_coverage=0", "tokenize.character_coverage");
+  try {
+    run_tokenize(Config::from_yaml("tokenize:\n  out: x\n", "t.yaml"));
+    ADD_FAILURE();
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("tokenize.inputs"), std::string::npos) << e.what();
+  }
+}
