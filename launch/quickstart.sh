@@ -9,6 +9,7 @@
 #   --text     train on this folder of text/JSONL instead of the Brown corpus
 #   --run-dir  where everything goes (default: the config's run.dir, runs/quickstart)
 # Each stage skips work whose outputs already exist, so rerunning continues.
+# RETORT_BIN=path uses an existing binary instead of building (the tests do).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -37,8 +38,13 @@ stage 1/7 "dependencies"
 if [ "$SKIP_DEPS" = 1 ]; then echo "skipped (--skip-deps)"; else launch/install-deps.sh; fi
 
 stage 2/7 "build (Release)"
-launch/build.sh
-RETORT="$ROOT/build/retort"
+if [ -n "${RETORT_BIN:-}" ]; then
+  echo "using $RETORT_BIN (RETORT_BIN)"
+  RETORT="$RETORT_BIN"
+else
+  launch/build.sh
+  RETORT="$ROOT/build/retort"
+fi
 
 [ -n "$RUN_DIR" ] || RUN_DIR=$("$RETORT" config "$CONFIG" "${SETS[@]}" | awk '/^run:/{r=1;next} r&&/^  dir:/{print $2; exit}')
 RUN_DIR=${RUN_DIR//\"/}

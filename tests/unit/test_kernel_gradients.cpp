@@ -186,7 +186,8 @@ TEST(RMSNormGrad, FiniteDifferences) {
 
 TEST(RMSNormGrad, AgainstAnalyticalReferenceAndAccumulates) {
   const float eps = 1e-5f;
-  for (auto [rows, C] : {std::pair<int64_t, int64_t>{1, 1}, {7, 5}, {300, 64}, {1000, 48},
+  // (C = 1 is left out: there dx is pure cancellation, ≈ eps/|x|³, below float resolution.)
+  for (auto [rows, C] : {std::pair<int64_t, int64_t>{1, 2}, {7, 5}, {300, 64}, {1000, 48},
                          {37, 300}}) {
     Tensor x = randn({rows, C}, 11, 1.5, 0.1), g = randn({C}, 12, 0.5, 1.0);
     Tensor dy = randn({rows, C}, 13), y = Tensor::empty({rows, C}), rstd = Tensor::empty({rows});

@@ -286,7 +286,9 @@ TEST(Elementwise, ConvertBf16MatchesScalarRounding) {
     ASSERT_EQ(hb[i], f32_to_bf16(p[i])) << i;
     if (i == 0) continue;
     ASSERT_EQ(back.data<float>()[i], bf16_to_f32(hb[i])) << i;
-    if (i > 3) ASSERT_LE(std::abs(back.data<float>()[i] - p[i]), std::abs(p[i]) * (1.0f / 256));
+    if (i > 3) {
+      ASSERT_LE(std::abs(back.data<float>()[i] - p[i]), std::abs(p[i]) * (1.0f / 256));
+    }
   }
   EXPECT_TRUE(std::isnan(back.data<float>()[0]));
   EXPECT_EQ(hb[3], 0x3f80);

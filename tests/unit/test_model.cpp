@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -189,7 +190,9 @@ TEST(Transformer, ParameterLayoutIsFlatOrderedAndNamedPerSpec) {
     EXPECT_EQ(ps[11].name, "model.layers.0.mlp.down_proj.weight");
     EXPECT_EQ(ps[12].name, "model.layers.1.input_layernorm.weight");
     EXPECT_EQ(ps[23].name, "model.norm.weight");
-    if (!tied) EXPECT_EQ(ps[24].name, "lm_head.weight");
+    if (!tied) {
+      EXPECT_EQ(ps[24].name, "lm_head.weight");
+    }
     int64_t off = 0;
     for (const Parameter& p : ps) {
       EXPECT_EQ(p.offset, off) << p.name;
@@ -250,9 +253,10 @@ TEST(Transformer, InitIsAPureFunctionOfSeedNameAndIndex) {
 // ---- Transformer: gradients vs finite differences ------------------------------------------
 
 // For every parameter tensor, compare the analytic directional derivative g·u with the central
-// difference (L(θ+εu) - L(θ-εu)) / 2ε along three directions: u = g/|g|·sqrt(n) (the largest
-// signal) and two random N(0,1) directions. ε = 1e-3 per unit of u; the float forward's
-// rounding noise (~1e-7·loss) then costs ~2e-4 in the difference quotient.
+// difference (L(θ+εu) - L(θ-εu)) / 2ε along three unit directions: u = g/|g| (derivative |g|,
+// the largest signal) and two random ones. ε = 1e-2 (a step of norm 1e-2 in that tensor): the
+// float forward's rounding noise (~1e-6 in the loss) costs ~5e-5 in the difference quotient,
+// the truncation error O(ε²) stays well below the 1% tolerance.
 void check_gradients(bool tied, int64_t Hkv, bool recompute) {
   ModelConfig mc = tiny(tied, 4, Hkv);
   Transformer m(mc);
@@ -266,7 +270,7 @@ void check_gradients(bool tied, int64_t Hkv, bool recompute) {
   m.backward(1.0f);
   std::vector<float> grads = to_vec(m.flat_grads());
 
-  const double eps = 1e-3;
+  const double eps = 1e-2;
   int checked = 0;
   double worst = 0;
   for (const Parameter& p : m.parameters()) {
@@ -280,9 +284,12 @@ void check_gradients(bool tied, int64_t Hkv, bool recompute) {
     ASSERT_GT(gnorm, 0) << p.name << " has a zero gradient";
     for (int dir = 0; dir < 3; ++dir) {
       std::vector<double> u(n);
-      for (int64_t i = 0; i < n; ++i)
-        u[i] = dir == 0 ? g[i] / gnorm * std::sqrt(double(n))
-                        : rng::normal(1000 + dir, rng::hash_string(p.name), uint64_t(i));
+      double unorm = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        u[i] = dir == 0 ? g[i] : rng::normal(1000 + dir, rng::hash_string(p.name), uint64_t(i));
+        unorm += u[i] * u[i];
+      }
+      for (double& x : u) x /= std::sqrt(unorm);
       double analytic = 0;
       for (int64_t i = 0; i < n; ++i) analytic += double(g[i]) * u[i];
       auto loss_at = [&](double s) {
@@ -291,20 +298,22 @@ void check_gradients(bool tied, int64_t Hkv, bool recompute) {
       };
       const double fd = (loss_at(eps) - loss_at(-eps)) / (2 * eps);
       std::copy(saved.begin(), saved.end(), v);
-      // |u| ~ sqrt(n): scale the noise floor by it too.
-      const double noise = 5e-4 * std::sqrt(double(n)) / 32.0 + 2e-4;
+      const double noise = 2e-4;
       const double err = std::abs(fd - analytic);
       const double rel = err / std::max(std::abs(analytic), 1e-12);
       if (std::abs(analytic) > 20 * noise) worst = std::max(worst, rel);
-      EXPECT_LE(err, 0.02 * std::abs(analytic) + noise)
+      if (getenv("RETORT_FD_VERBOSE"))
+        std::printf("    %-45s dir %d  analytic % .6e  fd % .6e  rel %.1e\n", p.name.c_str(), dir,
+                    analytic, fd, rel);
+      EXPECT_LE(err, 0.01 * std::abs(analytic) + noise)
           << p.name << " dir " << dir << ": finite difference " << fd << " vs analytic " << analytic;
       ++checked;
     }
   }
   EXPECT_EQ(checked, 3 * int(m.parameters().size()));
   std::printf("  %zu tensors x 3 directions, worst relative error %.2e\n", m.parameters().size(), worst);
-  // The direction u = g always has a large signal: the test can fail on a wrong gradient.
-  EXPECT_LT(worst, 0.02);
+  // The direction u = g/|g| always has a large signal: the test can fail on a wrong gradient.
+  EXPECT_LT(worst, 0.01);
 }
 
 TEST(Transformer, GradientMatchesFiniteDifferencesTiedGQA) { check_gradients(true, 2, false); }
