@@ -79,7 +79,9 @@ TEST(Loader, EveryWindowOncePerEpochAndTargetsShifted) {
       if (epoch == 0) epoch0 = order;
       if (epoch == 1) epoch1 = order;
     }
-    if (W > 8) EXPECT_NE(epoch0, epoch1) << "epochs should be shuffled differently";
+    if (W > 8) {
+      EXPECT_NE(epoch0, epoch1) << "epochs should be shuffled differently";
+    }
   }
 }
 

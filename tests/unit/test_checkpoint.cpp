@@ -1,0 +1,138 @@
+// Checkpoint directories: round trip, latest/keep_last, atomic replacement, and the errors
+// for missing, mismatched and corrupted files.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "core/checkpoint.h"
+#include "core/fs.h"
+#include "core/lr_schedule.h"
+#include "core/ops.h"
+
+namespace stdfs = std::filesystem;
+using namespace retort;
+
+namespace {
+
+std::string temp_dir(const std::string& name) {
+  auto p = stdfs::temp_directory_path() / ("retort_ckpt_" + name + "_" + std::to_string(::getpid()));
+  stdfs::remove_all(p);
+  stdfs::create_directories(p);
+  return p.string();
+}
+
+Tensor filled(const Shape& s, float v) {
+  Tensor t = Tensor::empty(s);
+  ops::fill(t, v);
+  return t;
+}
+
+CheckpointData sample(float v) {
+  CheckpointData d;
+  d.model = {{"a.weight", filled({3, 4}, v)}, {"b.weight", filled({5}, v + 1)}};
+  d.exp_avg = {{"a.weight", filled({3, 4}, 0.1f)}, {"b.weight", filled({5}, 0.2f)}};
+  d.exp_avg_sq = {{"a.weight", filled({3, 4}, 0.3f)}, {"b.weight", filled({5}, 0.4f)}};
+  d.config_yaml = "model:\n  d_model: 4\n";
+  d.state = {{"step", 1}};
+  return d;
+}
+
+std::string message_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST(Checkpoint, RoundTripAndLatest) {
+  std::string root = temp_dir("roundtrip");
+  save_checkpoint(root, 10, sample(1.0f), 0);
+  std::string dir = save_checkpoint(root, 20, sample(2.0f), 0);
+  EXPECT_EQ(find_latest_checkpoint(root), dir);
+  EXPECT_EQ(resolve_checkpoint_dir(root), dir);
+
+  std::vector<NamedTensor> params{{"a.weight", Tensor::zeros({3, 4})}, {"b.weight", Tensor::zeros({5})}};
+  load_model_weights(dir, params);
+  EXPECT_EQ(params[0].tensor.host<float>()[7], 2.0f);
+  EXPECT_EQ(params[1].tensor.host<float>()[4], 3.0f);
+  std::vector<NamedTensor> m{{"a.weight", Tensor::zeros({3, 4})}, {"b.weight", Tensor::zeros({5})}};
+  std::vector<NamedTensor> v{{"a.weight", Tensor::zeros({3, 4})}, {"b.weight", Tensor::zeros({5})}};
+  auto state = load_training_state(dir, m, v);
+  EXPECT_EQ(state["step"], 1);
+  EXPECT_FLOAT_EQ(m[1].tensor.host<float>()[0], 0.2f);
+  EXPECT_FLOAT_EQ(v[0].tensor.host<float>()[0], 0.3f);
+}
+
+TEST(Checkpoint, KeepLastPrunesOldest) {
+  std::string root = temp_dir("keep");
+  for (int s = 1; s <= 5; ++s) save_checkpoint(root, s, sample(s), 2);
+  std::vector<std::string> names;
+  for (auto& e : stdfs::directory_iterator(root)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"step_00000004", "step_00000005"}));
+}
+
+TEST(Checkpoint, IncompleteDirectoriesAreIgnored) {
+  std::string root = temp_dir("incomplete");
+  std::string good = save_checkpoint(root, 1, sample(1.0f), 0);
+  // A crash mid-write leaves a temporary; a directory without state.json is not complete.
+  stdfs::create_directories(root + "/step_00000002.tmp-123");
+  stdfs::create_directories(root + "/step_00000003");
+  EXPECT_EQ(find_latest_checkpoint(root), good);
+}
+
+TEST(Checkpoint, RewritingAStepReplacesItWhole) {
+  std::string root = temp_dir("rewrite");
+  save_checkpoint(root, 7, sample(1.0f), 0);
+  std::string dir = save_checkpoint(root, 7, sample(5.0f), 0);
+  std::vector<NamedTensor> params{{"a.weight", Tensor::zeros({3, 4})}, {"b.weight", Tensor::zeros({5})}};
+  load_model_weights(dir, params);
+  EXPECT_EQ(params[0].tensor.host<float>()[0], 5.0f);
+  for (auto& e : stdfs::directory_iterator(root))
+    EXPECT_EQ(e.path().filename().string(), "step_00000007");  // no leftovers
+}
+
+TEST(Checkpoint, ErrorsNameTheFileAndParameter) {
+  std::string root = temp_dir("errors");
+  std::string dir = save_checkpoint(root, 1, sample(1.0f), 0);
+
+  std::vector<NamedTensor> wrong_shape{{"a.weight", Tensor::zeros({4, 3})}, {"b.weight", Tensor::zeros({5})}};
+  EXPECT_NE(message_of([&] { load_model_weights(dir, wrong_shape); })
+                .find("model.h5: parameter 'a.weight' has shape [3, 4], the model expects [4, 3]"),
+            std::string::npos);
+  std::vector<NamedTensor> missing{{"a.weight", Tensor::zeros({3, 4})}, {"c.weight", Tensor::zeros({5})}};
+  EXPECT_NE(message_of([&] { load_model_weights(dir, missing); }).find("missing parameter 'c.weight'"),
+            std::string::npos);
+  std::vector<NamedTensor> fewer{{"a.weight", Tensor::zeros({3, 4})}};
+  EXPECT_NE(message_of([&] { load_model_weights(dir, fewer); }).find("unexpected parameter 'b.weight'"),
+            std::string::npos);
+
+  // Flip a byte of the optimizer state: the checksum catches it.
+  {
+    std::fstream f(dir + "/optimizer.h5", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(-8, std::ios::end);
+    f.put('\x5a');
+  }
+  std::vector<NamedTensor> m{{"a.weight", Tensor::zeros({3, 4})}, {"b.weight", Tensor::zeros({5})}};
+  std::vector<NamedTensor> v{{"a.weight", Tensor::zeros({3, 4})}, {"b.weight", Tensor::zeros({5})}};
+  EXPECT_NE(message_of([&] { load_training_state(dir, m, v); }).find("optimizer.h5: checksum mismatch"),
+            std::string::npos);
+  EXPECT_NE(message_of([&] { resolve_checkpoint_dir(root + "/nothing"); }).find("no such checkpoint"),
+            std::string::npos);
+}
+
+TEST(LrSchedule, WarmupThenCosineToFloor) {
+  LrSchedule s{1.0, 0.1, 10, 110};
+  EXPECT_DOUBLE_EQ(s.at(0), 0.1);
+  EXPECT_DOUBLE_EQ(s.at(9), 1.0);
+  EXPECT_DOUBLE_EQ(s.at(10), 1.0);
+  EXPECT_NEAR(s.at(60), 0.55, 1e-12);  // halfway through the decay
+  EXPECT_NEAR(s.at(110), 0.1, 1e-12);
+  for (int i = 11; i < 110; ++i) EXPECT_LT(s.at(i), s.at(i - 1));
+}
