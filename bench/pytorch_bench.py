@@ -78,9 +78,9 @@ def main():
     params = list(model.parameters())
     gen = torch.Generator().manual_seed(a.seed + 1)
 
-    times = []
+    times, cpu = [], []
     for i in range(a.warmup + a.steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         tokens = torch.randint(0, c["vocab_size"], (B, T + 1), generator=gen)
         opt.zero_grad(set_to_none=True)
         loss = model(tokens[:, :-1], tokens[:, 1:], tr["z_loss"])
@@ -88,9 +88,10 @@ def main():
         if tr["grad_clip"] > 0:
             torch.nn.utils.clip_grad_norm_(params, tr["grad_clip"])
         opt.step()
-        dt = time.perf_counter() - t0
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
         if i >= a.warmup:
             times.append(dt)
+            cpu.append(dc)
 
     step_s = statistics.median(times)
     tok_s = B * T / step_s
@@ -104,6 +105,7 @@ def main():
         "warmup": a.warmup,
         "step_s_median": step_s,
         "step_s_all": times,
+        "step_cpu_s_median": statistics.median(cpu),  # process CPU time, all threads
         "tokens_per_s": tok_s,
         "flops_per_token_mfu": fpt,
         "achieved_gflops": tok_s * fpt / 1e9,

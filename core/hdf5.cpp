@@ -277,17 +277,19 @@ Tensor File::read(const std::string& name, DType dtype, int rank) const {
     fail(str_cat("dataset '", name, "': expected rank ", rank, ", found shape ",
                  shape_str(shape)));
   H5T_class_t cls = H5Tget_class(ty);
+  const size_t size = H5Tget_size(ty);
+  if (dtype == DType::I32 && !fits_int32(ty))
+    fail(str_cat("dataset '", name, "': expected int32, found ", describe_type(ty)));
+  if (dtype == DType::F32 && (cls != H5T_FLOAT || (size != 2 && size != 4 && size != 8)))
+    fail(str_cat("dataset '", name, "': expected float32, found ", describe_type(ty)));
+  if (dtype != DType::I32 && dtype != DType::F32)
+    fail(str_cat("dataset '", name, "': cannot read into dtype ", dtype_name(dtype)));
   Tensor t = Tensor::empty(shape, dtype);
   if (t.numel() == 0) return t;
   herr_t st = -1;
   if (dtype == DType::I32) {
-    if (!fits_int32(ty))
-      fail(str_cat("dataset '", name, "': expected int32, found ", describe_type(ty)));
     st = H5Dread(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.raw());
-  } else if (dtype == DType::F32) {
-    size_t size = H5Tget_size(ty);
-    if (cls != H5T_FLOAT || (size != 2 && size != 4 && size != 8))
-      fail(str_cat("dataset '", name, "': expected float32, found ", describe_type(ty)));
+  } else {  // F32
     if (size == 2) {  // float16: HDF5 1.10 has no native half type; convert by hand
       std::vector<uint16_t> raw(t.numel());
       Hid mt(H5Tcopy(ty), H5Tclose);  // same half type, little-endian in memory
@@ -298,8 +300,6 @@ Tensor File::read(const std::string& name, DType dtype, int rank) const {
     } else {
       st = H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.raw());
     }
-  } else {
-    fail(str_cat("dataset '", name, "': cannot read into dtype ", dtype_name(dtype)));
   }
   if (st < 0) fail(str_cat("dataset '", name, "': read failed: ", last_hdf5_error()));
   return t;

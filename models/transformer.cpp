@@ -21,6 +21,17 @@ double sum_host(const Tensor& x) {
   return s;
 }
 
+// Ids outside [0, V) would index out of bounds in the embedding / cross-entropy kernels.
+// (Host tensors only; a device backend would check inside its kernels.)
+void check_ids(const Tensor& ids, const char* what, int64_t V) {
+  if (ids.device() != Device::CPU) return;
+  const int32_t* p = ids.host<int32_t>();
+  for (int64_t i = 0; i < ids.numel(); ++i)
+    if (p[i] < 0 || p[i] >= V)
+      throw Error(str_cat(what, " id ", p[i], " at position ", i, " is outside the vocabulary [0, ",
+                          V, ") of model.vocab_size"));
+}
+
 }  // namespace
 
 // ---- parameters ------------------------------------------------------------------------
@@ -118,15 +129,13 @@ void Transformer::build_views() {
 const Parameter& Transformer::parameter(const std::string& name) const {
   for (const Parameter& p : params_)
     if (p.name == name) return p;
-  RETORT_CHECK(false, "no parameter named '", name, "'");
-  __builtin_unreachable();
+  throw Error(str_cat("no parameter named '", name, "'"));
 }
 
 double Transformer::init_std(const std::string& name) const {
   for (size_t i = 0; i < params_.size(); ++i)
     if (params_[i].name == name) return init_std_[i];
-  RETORT_CHECK(false, "no parameter named '", name, "'");
-  __builtin_unreachable();
+  throw Error(str_cat("no parameter named '", name, "'"));
 }
 
 void Transformer::init(uint64_t seed) {
@@ -176,6 +185,8 @@ void Transformer::prepare(const Tensor& tokens, const Tensor& targets, int n_blo
   targets_ = targets_b_.get({R}, DType::I32);
   ops::copy(tokens_, tokens);
   ops::copy(targets_, targets);
+  check_ids(tokens_, "token", V);
+  check_ids(targets_, "target", V);
   if (int(resid_b_.size()) < n_resid) resid_b_.resize(n_resid);
   resid_.assign(n_resid, Tensor());
   for (int i = 0; i < n_resid; ++i) resid_[i] = resid_b_[i].get({R, d});
@@ -227,12 +238,14 @@ void Transformer::head_forward(const Tensor& x) {
 // ---- forward / backward ------------------------------------------------------------------
 
 LossResult Transformer::forward(const Tensor& tokens, const Tensor& targets, float z_loss) {
+  have_forward_ = false;  // until this forward completes
   const int L = int(cfg_.n_layers);
-  prepare(tokens, targets, recompute_ ? 1 : L, L + 1);
+  fwd_recompute_ = recompute_;
+  prepare(tokens, targets, fwd_recompute_ ? 1 : L, L + 1);
   // x = E[tok]
   ops::embedding_forward(resid_[0], tokens_, embed_.w);
   for (int l = 0; l < L; ++l) {
-    BlockActs a = block_acts(recompute_ ? 0 : l);
+    BlockActs a = block_acts(fwd_recompute_ ? 0 : l);
     block_forward(l, resid_[l], resid_[l + 1], a);
   }
   head_forward(resid_[L]);
@@ -265,8 +278,8 @@ void Transformer::backward(float grad_scale) {
   ops::rmsnorm_backward(dx, final_norm_.g, dxf, resid_[L], final_norm_.w, rstdf_);
 
   for (int l = L - 1; l >= 0; --l) {
-    BlockActs a = block_acts(recompute_ ? 0 : l);
-    if (recompute_) block_forward(l, resid_[l], resid_[l + 1], a);  // same inputs, same values
+    BlockActs a = block_acts(fwd_recompute_ ? 0 : l);
+    if (fwd_recompute_) block_forward(l, resid_[l], resid_[l + 1], a);  // same inputs, same values
     block_backward(l, resid_[l], dx, a);
   }
   // x = E[tok]: dE[tok] += dx (tied: on top of the logits' contribution)

@@ -64,6 +64,7 @@ class Transformer {
   double init_std(const std::string& name) const;
 
   void zero_grad();
+  // Takes effect at the next forward().
   void set_recompute(bool on) { recompute_ = on; }
   bool recompute() const { return recompute_; }
 
@@ -126,6 +127,7 @@ class Transformer {
   bool recompute_ = false;
   bool have_forward_ = false;  // a forward() is waiting for its backward()
   float z_loss_ = 0;           // of the pending forward
+  bool fwd_recompute_ = false; // recompute setting of the pending forward
   int64_t B_ = 0, T_ = 0;
 
   // activations

@@ -3,9 +3,10 @@
 //   S = q kᵀ · (1/sqrt(hd)) with S_ij = −inf for j > i;  P = softmax_rows(S);  out = P v
 //   lse_i = logsumexp_j S_ij   (saved: [B, H, T])
 // Work is cut into query tiles of kTile rows. A tile [t0, t1) only sees keys [0, t1), so one
-// thread holds at most kTile × T scores; the full T × T matrix never exists. Tiles are fed
-// to OpenBLAS sgemm (single-threaded inside our parallel region) with leading dimensions
-// that step over the interleaved heads, so q/k/v are never copied.
+// thread holds at most kTile × T scores; the full T × T matrix never exists. Tile products
+// use tile_gemm (register-blocked, single-threaded) with leading dimensions that step over
+// the interleaved heads; only kᵀ (and vᵀ in backward) are copied, so that q kᵀ becomes a
+// row-times-panel product.
 //
 // Backward (FlashAttention-2 style, P recomputed from lse):
 //   P = exp(S − lse);  dP = dO vᵀ;  D_i = Σ_d dO_id O_id;  dS = P ∘ (dP − D)
@@ -13,8 +14,6 @@
 // Parallel over (b, kv head): a task owns dk, dv of its kv head and dq of the H/Hkv query
 // heads that share it, and visits (head, tile) in a fixed order, so the sums over query
 // heads and tiles are deterministic without atomics or extra buffers.
-#include <cblas.h>
-
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -22,6 +21,7 @@
 
 #include "core/cpu/fast_math.h"
 #include "core/cpu/kernels.h"
+#include "core/cpu/tile_gemm.h"
 
 namespace retort::cpu {
 
@@ -29,13 +29,11 @@ namespace {
 
 constexpr int64_t kTile = 64;  // query rows per tile
 
-// C[M, N] = alpha · op(A) op(B) + beta · C with explicit leading dimensions (row-major).
-inline void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-                 int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-              static_cast<blasint>(M), static_cast<blasint>(N), static_cast<blasint>(K), alpha, A,
-              static_cast<blasint>(lda), B, static_cast<blasint>(ldb), beta, C,
-              static_cast<blasint>(ldc));
+// xt[c, t] = x[t·ld + c] for t < n, c < hd: a [n, hd] strided head slice, transposed.
+inline void transpose_head(float* xt, int64_t ldt, const float* x, int64_t ld, int64_t n,
+                           int64_t hd) {
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t c = 0; c < hd; ++c) xt[c * ldt + t] = x[t * ld + c];
 }
 
 }  // namespace
@@ -49,7 +47,8 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
   const int64_t ntasks = B * H * ntiles;
 #pragma omp parallel
   {
-    std::vector<float> S(static_cast<size_t>(kTile * T));  // this thread's score tile
+    std::vector<float> S(static_cast<size_t>(kTile * T));   // this thread's score tile
+    std::vector<float> Kt(static_cast<size_t>(hd * T));     // kᵀ of the keys it sees
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < ntasks; ++task) {
       // Largest tiles first (they cost the most), then heads and batches.
@@ -63,7 +62,8 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
       float* O = out + ((b * T + t0) * H + h) * hd;
       float* L = lse + (b * H + h) * T + t0;
       // S[nq, nk] = scale · Q Kᵀ
-      gemm(false, true, nq, nk, hd, scale, Q, ldq, K, ldk, 0.0f, S.data(), nk);
+      transpose_head(Kt.data(), nk, K, ldk, nk, hd);
+      tile_gemm(nq, nk, hd, scale, Q, ldq, 1, Kt.data(), nk, false, S.data(), nk);
       for (int64_t i = 0; i < nq; ++i) {
         float* s = S.data() + i * nk;
         const int64_t nvalid = t0 + i + 1;  // keys 0..t0+i
@@ -83,7 +83,7 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
         L[i] = m + std::log(sum);
       }
       // O[nq, hd] = P V
-      gemm(false, false, nq, hd, nk, 1.0f, S.data(), nk, V, ldk, 0.0f, O, ldq);
+      tile_gemm(nq, hd, nk, 1.0f, S.data(), nk, 1, V, ldk, false, O, ldq);
     }
   }
 }
@@ -100,6 +100,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
   {
     std::vector<float> P(static_cast<size_t>(kTile * T)), dS(static_cast<size_t>(kTile * T));
     std::vector<float> D(static_cast<size_t>(kTile));
+    std::vector<float> Kt(static_cast<size_t>(hd * T)), Vt(static_cast<size_t>(hd * T));
 #pragma omp for schedule(static)
     for (int64_t task = 0; task < ntasks; ++task) {
       const int64_t b = task / Hkv, j = task % Hkv;
@@ -111,6 +112,8 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
         std::memset(dK + t * ldk, 0, sizeof(float) * hd);
         std::memset(dV + t * ldk, 0, sizeof(float) * hd);
       }
+      transpose_head(Kt.data(), T, K, ldk, T, hd);  // [hd, T]
+      transpose_head(Vt.data(), T, V, ldk, T, hd);
       for (int64_t h = j * group; h < (j + 1) * group; ++h)
         for (int64_t tile = 0; tile < ntiles; ++tile) {
           const int64_t t0 = tile * kTile, t1 = t0 + kTile < T ? t0 + kTile : T;
@@ -122,9 +125,9 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
           float* dQ = dq + row0 * hd;
           const float* L = lse + (b * H + h) * T + t0;
           // P[nq, nk] = exp(scale · Q Kᵀ − lse), causal entries only
-          gemm(false, true, nq, nk, hd, scale, Q, ldq, K, ldk, 0.0f, P.data(), nk);
+          tile_gemm(nq, nk, hd, scale, Q, ldq, 1, Kt.data(), T, false, P.data(), nk);
           // dS[nq, nk] = dO Vᵀ (dP for now)
-          gemm(false, true, nq, nk, hd, 1.0f, dO, ldq, V, ldk, 0.0f, dS.data(), nk);
+          tile_gemm(nq, nk, hd, 1.0f, dO, ldq, 1, Vt.data(), T, false, dS.data(), nk);
           for (int64_t i = 0; i < nq; ++i) {
             const float* o = O + i * ldq;
             const float* g = dO + i * ldq;
@@ -146,10 +149,10 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
             for (int64_t c = nvalid; c < nk; ++c) p[c] = ds[c] = 0.0f;
           }
           // dQ[nq, hd] = scale · dS K
-          gemm(false, false, nq, hd, nk, scale, dS.data(), nk, K, ldk, 0.0f, dQ, ldq);
+          tile_gemm(nq, hd, nk, scale, dS.data(), nk, 1, K, ldk, false, dQ, ldq);
           // dK[nk, hd] += scale · dSᵀ Q;  dV[nk, hd] += Pᵀ dO
-          gemm(true, false, nk, hd, nq, scale, dS.data(), nk, Q, ldq, 1.0f, dK, ldk);
-          gemm(true, false, nk, hd, nq, 1.0f, P.data(), nk, dO, ldq, 1.0f, dV, ldk);
+          tile_gemm(nk, hd, nq, scale, dS.data(), 1, nk, Q, ldq, true, dK, ldk);
+          tile_gemm(nk, hd, nq, 1.0f, P.data(), 1, nk, dO, ldq, true, dV, ldk);
         }
     }
   }

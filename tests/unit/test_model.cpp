@@ -412,6 +412,15 @@ TEST(Transformer, BadBatchesAreRejected) {
   EXPECT_THROW(m.forward(ok.tokens, wrong_shape, 0), Error);
   Tensor floats = Tensor::zeros({2, 4}, DType::F32);
   EXPECT_THROW(m.forward(floats, ok.targets, 0), Error);
+  ok.targets.host<int32_t>()[5] = int32_t(mc.vocab_size);
+  try {
+    m.forward(ok.tokens, ok.targets, 0);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("target id 64 at position 5"), std::string::npos) << e.what();
+  }
+  ok.tokens.host<int32_t>()[0] = -1;
+  EXPECT_THROW(m.evaluate(ok.tokens, ok.targets), Error);
   Tensor flat = Tensor::zeros({8}, DType::I32);
   EXPECT_THROW(m.evaluate(flat, flat), Error);
 }
