@@ -27,7 +27,7 @@ import torch  # noqa: E402
 
 from pytorch_model import Transformer, default_d_ff, make_optimizer  # noqa: E402
 
-ENV_KEYS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "LD_PRELOAD")
+ENV_KEYS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "GLIBC_TUNABLES", "LD_PRELOAD")
 
 
 def model_config(path):

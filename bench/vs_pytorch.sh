@@ -14,8 +14,8 @@
 #   --threads N         cores given to each process (default 2)
 #
 # 1. Builds retort if build/retort is missing (launch/build.sh); RETORT_BIN overrides the binary.
-# 2. Sweeps PyTorch thread settings (intra-op threads x OpenBLAS threads x AdamW foreach) with
-#    short runs and keeps the fastest.
+# 2. Sweeps PyTorch settings with short runs and keeps the fastest: intra-op threads x OpenBLAS
+#    threads, then (at the best of those) glibc's default allocator and AdamW foreach=False.
 # 3. Runs retort, pytorch, retort, pytorch, ... each in a fresh process, so drift hits both.
 # 4. Prints a table (medians over runs; each run's figure is the median step time) and writes
 #    every run's raw JSON plus summary.json and summary.md to the results dir.
@@ -51,23 +51,23 @@ fi
 mkdir -p "$OUT"
 rm -f "$OUT"/retort-*.json "$OUT"/pytorch-*.json "$OUT"/sweep-*.json
 
-# PyTorch thread settings: name -> "torch_threads OMP_NUM_THREADS OPENBLAS_NUM_THREADS foreach".
-# Debian's torch calls OpenBLAS (pthread build) for matmuls and OpenMP for its own kernels.
-declare -A SETTINGS=(
-  [intra${THREADS}-blas${THREADS}]="$THREADS $THREADS $THREADS 1"
-  [intra${THREADS}-blas1]="$THREADS $THREADS 1 1"
-  [intra1-blas${THREADS}]="1 1 $THREADS 1"
-  [intra1-blas1]="1 1 1 1"
-  [intra${THREADS}-blas${THREADS}-noforeach]="$THREADS $THREADS $THREADS 0"
-)
-ORDER=("intra${THREADS}-blas${THREADS}" "intra${THREADS}-blas1" "intra1-blas${THREADS}" "intra1-blas1"
-       "intra${THREADS}-blas${THREADS}-noforeach")
-
+# PyTorch settings are named like intra2-blas1[-plainmalloc][-noforeach]:
+#   intraN       torch.set_num_threads(N) and OMP_NUM_THREADS=N (ATen's own kernels, OpenMP)
+#   blasN        OPENBLAS_NUM_THREADS=N (Debian's torch calls OpenBLAS, pthread build, for matmuls)
+#   malloc       by default GLIBC_TUNABLES keeps freed memory in the heap (mmap_max=0, no trim):
+#                eager PyTorch on CPU has no caching allocator, and glibc otherwise mmaps and
+#                page-faults every large activation afresh each step (the role jemalloc/tcmalloc
+#                play in PyTorch's CPU tuning guides; neither is installed here).
+#                -plainmalloc runs with glibc's defaults.
+#   foreach      AdamW(foreach=True) unless -noforeach.
+MALLOC_TUNED="glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
 run_torch() {  # setting steps warmup outfile
-  read -r tt omp blas fe <<<"${SETTINGS[$1]}"
-  local extra=()
-  [[ $fe == 0 ]] && extra+=(--no-foreach)
-  OMP_NUM_THREADS=$omp OPENBLAS_NUM_THREADS=$blas MKL_NUM_THREADS=$omp \
+  local s=$1 tt=${1#intra}; tt=${tt%%-*}
+  local blas=${s#*-blas}; blas=${blas%%-*}
+  local tun=$MALLOC_TUNED extra=()
+  [[ $s == *-plainmalloc* ]] && tun=""
+  [[ $s == *-noforeach* ]] && extra+=(--no-foreach)
+  GLIBC_TUNABLES=$tun OMP_NUM_THREADS=$tt OPENBLAS_NUM_THREADS=$blas MKL_NUM_THREADS=$tt \
     "$PYTHON" bench/pytorch_bench.py "$CONFIG" --threads "$tt" --steps "$2" --warmup "$3" \
     "${extra[@]}" >"$4"
 }
@@ -76,19 +76,26 @@ run_retort() {  # outfile
     "$RETORT" bench "$CONFIG" --set bench.steps="$STEPS" --set bench.warmup="$WARMUP" >"$1"
 }
 tok_s() { "$PYTHON" -c 'import json,sys; print("%.1f" % json.load(open(sys.argv[1]))["tokens_per_s"])' "$1"; }
+best="" best_tok=0
+try() {  # setting: one short sweep run, keeps the fastest in $best
+  run_torch "$1" "$SWEEP_STEPS" 1 "$OUT/sweep-$1.json"
+  local t; t=$(tok_s "$OUT/sweep-$1.json")
+  echo "   $1: $t tokens/s" >&2
+  if "$PYTHON" -c "import sys; sys.exit(0 if $t > $best_tok else 1)"; then best=$1 best_tok=$t; fi
+}
 
 if [[ -z $SETTING ]]; then
-  echo "== PyTorch thread sweep ($SWEEP_STEPS timed steps each)" >&2
-  best="" best_tok=0
-  for s in "${ORDER[@]}"; do
-    run_torch "$s" "$SWEEP_STEPS" 1 "$OUT/sweep-$s.json"
-    t=$(tok_s "$OUT/sweep-$s.json")
-    echo "   $s: $t tokens/s" >&2
-    if "$PYTHON" -c "import sys; sys.exit(0 if $t > $best_tok else 1)"; then best=$s best_tok=$t; fi
+  echo "== PyTorch sweep ($SWEEP_STEPS timed steps each): threads, then allocator and foreach" >&2
+  for s in "intra$THREADS-blas$THREADS" "intra$THREADS-blas1" "intra1-blas$THREADS" "intra1-blas1"; do
+    try "$s"
   done
+  threads_best=$best
+  try "$threads_best-plainmalloc"
+  try "$threads_best-noforeach"
   SETTING=$best
 fi
-[[ -n ${SETTINGS[$SETTING]+x} ]] || { echo "vs_pytorch.sh: unknown --torch-setting $SETTING (${ORDER[*]})" >&2; exit 2; }
+[[ $SETTING =~ ^intra[0-9]+-blas[0-9]+(-plainmalloc)?(-noforeach)?$ ]] ||
+  { echo "vs_pytorch.sh: bad --torch-setting $SETTING (e.g. intra1-blas2[-plainmalloc][-noforeach])" >&2; exit 2; }
 echo "== PyTorch setting: $SETTING" >&2
 
 for ((i = 1; i <= RUNS; ++i)); do

@@ -42,6 +42,8 @@ void rmsnorm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x,
 //        inv_freq_i = theta^(-2i/hd), pos = 0..T-1 (computed in double, stored in float).
 Tensor rope_table(int64_t T, int64_t head_dim, double theta);
 // x: [B, T, nh, hd], in place. Pair (x_i, x_{i+hd/2}) -> (x_i c - x_j s, x_j c + x_i s).
+// The table may have more than T rows: rows 0..T-1 are used (pass table.slice(p, p + T) for
+// positions starting at p).
 void rope_forward(Tensor& x, const Tensor& table);
 // Gradient of rope_forward, in place on dx (rotation by -angle).
 void rope_backward(Tensor& dx, const Tensor& table);

@@ -7,9 +7,7 @@
 
 namespace retort::cpu {
 
-// no-math-errno: sqrt of a non-negative number never sets errno, and without the flag GCC
-// keeps a scalar errno path that stops the loop from vectorising.
-__attribute__((optimize("no-math-errno"))) void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
+void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
                 float beta2, float eps, float weight_decay, int64_t step) {
   const double s = static_cast<double>(step);
   const float inv_bc1 = static_cast<float>(1.0 / (1.0 - std::pow(static_cast<double>(beta1), s)));

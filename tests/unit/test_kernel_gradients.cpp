@@ -368,23 +368,29 @@ TEST(AttentionGrad, AgainstAnalyticalReference) {
   const AttnCase cases[] = {{1, 1, 1, 1, 4},    {2, 7, 4, 4, 8},   {2, 65, 4, 2, 16},
                             {1, 130, 4, 1, 16}, {1, 64, 2, 2, 64}, {1, 77, 6, 3, 32}};
   uint64_t stream = 80;
-  for (const AttnCase& c : cases) {
-    Tensor q = randn({c.B, c.T, c.H, c.hd}, ++stream), k = randn({c.B, c.T, c.Hkv, c.hd}, ++stream);
-    Tensor v = randn({c.B, c.T, c.Hkv, c.hd}, ++stream), dout = randn(q.shape(), ++stream);
-    Tensor out = Tensor::empty(q.shape()), lse = Tensor::empty({c.B, c.H, c.T});
-    ops::attention_forward(out, lse, q, k, v);
-    Tensor dq = randn(q.shape(), 1), dk = randn(k.shape(), 2), dv = randn(v.shape(), 3);
-    ops::attention_backward(dq, dk, dv, dout, q, k, v, out, lse);
-    AttnRef r = ref_attention(to_double(q), to_double(k), to_double(v), to_double(dout), c.B, c.T,
-                              c.H, c.Hkv, c.hd);
-    const std::string what = "B=" + std::to_string(c.B) + " T=" + std::to_string(c.T) +
-                             " H=" + std::to_string(c.H) + " Hkv=" + std::to_string(c.Hkv) +
-                             " hd=" + std::to_string(c.hd);
-    expect_close(out, r.out, 1e-5, "out " + what);
-    expect_close(dq, r.dq, 1e-5, "dq " + what);
-    expect_close(dk, r.dk, 1e-5, "dk " + what);
-    expect_close(dv, r.dv, 1e-5, "dv " + what);
-  }
+  // 1 thread: one task per (b, kv head) unless B·Hkv = 1; 4 threads: mostly the two-pass path.
+  for (int threads : {1, 4})
+    for (const AttnCase& c : cases) {
+      Tensor q = randn({c.B, c.T, c.H, c.hd}, ++stream);
+      Tensor k = randn({c.B, c.T, c.Hkv, c.hd}, ++stream);
+      Tensor v = randn({c.B, c.T, c.Hkv, c.hd}, ++stream), dout = randn(q.shape(), ++stream);
+      Tensor out = Tensor::empty(q.shape()), lse = Tensor::empty({c.B, c.H, c.T});
+      Tensor dq = randn(q.shape(), 1), dk = randn(k.shape(), 2), dv = randn(v.shape(), 3);
+      with_threads(threads, [&] {
+        ops::attention_forward(out, lse, q, k, v);
+        ops::attention_backward(dq, dk, dv, dout, q, k, v, out, lse);
+      });
+      AttnRef r = ref_attention(to_double(q), to_double(k), to_double(v), to_double(dout), c.B, c.T,
+                                c.H, c.Hkv, c.hd);
+      const std::string what = "B=" + std::to_string(c.B) + " T=" + std::to_string(c.T) +
+                               " H=" + std::to_string(c.H) + " Hkv=" + std::to_string(c.Hkv) +
+                               " hd=" + std::to_string(c.hd) +
+                               " threads=" + std::to_string(threads);
+      expect_close(out, r.out, 1e-5, "out " + what);
+      expect_close(dq, r.dq, 1e-5, "dq " + what);
+      expect_close(dk, r.dk, 1e-5, "dk " + what);
+      expect_close(dv, r.dv, 1e-5, "dv " + what);
+    }
 }
 
 // ---- embedding -------------------------------------------------------------------------------
@@ -414,7 +420,7 @@ TEST(EmbeddingGrad, FiniteDifferencesAndAccumulation) {
   expect_close(dt, ref, 1e-6, "embedding backward accumulate");
 }
 
-// ---- determinism of the backward kernels ---------------------------------------------------------
+// ---- determinism of the backward kernels -------------------------------------------------
 
 TEST(GradDeterminism, BitwiseRepeatableAndThreadCountIndependent) {
   const int64_t B = 3, T = 70, H = 4, Hkv = 2, hd = 16, C = 48, V = 300;
@@ -428,6 +434,11 @@ TEST(GradDeterminism, BitwiseRepeatableAndThreadCountIndependent) {
   Tensor logits = randn({B * T, V}, 10), tgt = randint({B * T}, 11, V);
   Tensor ce = Tensor::empty({B * T}), l2 = Tensor::empty({B * T});
   ops::cross_entropy_forward(ce, l2, logits, tgt);
+  Tensor q1 = randn({1, T, H, hd}, 12), k1 = randn({1, T, 1, hd}, 13);
+  Tensor v1 = randn({1, T, 1, hd}, 14);
+  Tensor dout1 = randn(q1.shape(), 15), out1 = Tensor::empty(q1.shape());
+  Tensor lse1 = Tensor::empty({1, H, T});
+  ops::attention_forward(out1, lse1, q1, k1, v1);
   auto run = [&](int threads) {
     std::vector<Tensor> r;
     with_threads(threads, [&] {
@@ -440,7 +451,11 @@ TEST(GradDeterminism, BitwiseRepeatableAndThreadCountIndependent) {
       ops::embedding_backward(dtable, demb, ids);
       Tensor dl = Tensor::empty(logits.shape());
       ops::cross_entropy_backward(dl, logits, l2, tgt, 0.5f, 1e-3f);
-      r = {dq, dk, dv, dx, dg, dtable, dl};
+      // one (b, kv head) pair: the two-pass backward
+      Tensor dq1 = Tensor::empty(q1.shape()), dk1 = Tensor::empty(k1.shape());
+      Tensor dv1 = Tensor::empty(k1.shape());
+      ops::attention_backward(dq1, dk1, dv1, dout1, q1, k1, v1, out1, lse1);
+      r = {dq, dk, dv, dx, dg, dtable, dl, dq1, dk1, dv1};
     });
     return r;
   };
