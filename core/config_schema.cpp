@@ -74,6 +74,8 @@ const std::vector<ConfigKey>& config_schema() {
       {"parallel.fsdp", T::Int, "1", "fully sharded data-parallel ranks"},
       {"parallel.tp", T::Int, "1", "tensor-parallel ranks (innermost mesh axis)"},
       {"parallel.sp", T::Bool, "false", "sequence parallelism inside the tensor-parallel group"},
+      {"parallel.bucket_elems", T::Int, "1048576",
+       "data parallel: gradient elements per all-reduce bucket (reduced while backward runs)"},
 
       {"bench.steps", T::Int, "10", "timed steps for retort bench"},
       {"bench.warmup", T::Int, "2", "untimed warmup steps before timing"},

@@ -13,6 +13,7 @@
 #include "core/random.h"
 #include "launch/commands.h"
 #include "launch/train_step.h"
+#include "parallel/job_check.h"
 #include "parallel/mesh.h"
 
 namespace retort {
@@ -47,9 +48,11 @@ double sgemm_gflops(int64_t n) {
 
 int run_bench(const Config& cfg) {
   Mesh mesh = make_mesh(cfg);
+  check_same_job(mesh, cfg);
+  require_supported_mesh(mesh, cfg);
   apply_thread_setting(cfg);
   const ModelConfig mc = ModelConfig::from_config(cfg);
-  const BatchGeometry geo = BatchGeometry::from_config(cfg, mc.seq_len);
+  const BatchGeometry geo = BatchGeometry::from_config(cfg, mc.seq_len, mesh.data_ranks());
   const int64_t steps = cfg.get_int("bench.steps"), warmup = cfg.get_int("bench.warmup");
   if (steps < 1) cfg.fail("bench.steps", "must be >= 1");
   if (warmup < 0) cfg.fail("bench.warmup", "must be >= 0");
@@ -57,7 +60,7 @@ int run_bench(const Config& cfg) {
   Transformer model(mc);
   model.set_recompute(cfg.get_bool("train.recompute"));
   model.init(static_cast<uint64_t>(cfg.get_int("train.seed")));
-  TrainStep trainer(model, cfg, geo);
+  TrainStep trainer(model, cfg, geo, mesh);
   // Synthetic tokens: uniform ids, a pure function of the sample index.
   auto source = [&](int64_t first, int64_t count, Tensor& inputs, Tensor& targets) {
     int32_t* in = inputs.host<int32_t>();
@@ -82,6 +85,7 @@ int run_bench(const Config& cfg) {
   const double gflops_mfu = tok_s * mc.flops_per_token_mfu() / 1e9;
   const double gflops_exact = tok_s * mc.flops_per_token_exact() / 1e9;
   const double ceiling = sgemm_gflops(1024);
+  if (!mesh.is_root()) return 0;
   nlohmann::json j = {{"config", cfg.source()},
                       {"threads", omp_get_max_threads()},
                       {"tokens_per_step", geo.tokens_per_step()},

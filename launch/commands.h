@@ -6,6 +6,10 @@
 
 #include "core/config.h"
 
+namespace CLI {
+class App;
+}
+
 namespace retort {
 
 struct JobArgs {
@@ -23,5 +27,27 @@ int run_eval(const std::string& checkpoint, const std::string& tokens, int64_t s
 int run_export(const std::string& checkpoint, const std::string& out_dir);
 int run_info(const Config& cfg, bool json);
 int run_bench(const Config& cfg);
+// Plans a sweep into out_dir (shapes_only: just print the family's shapes).
+int run_sweep(const std::string& sweep_path, const std::vector<std::string>& overrides,
+              const std::string& out_dir, bool shapes_only);
+// results.csv from a sweep directory.
+int run_collect(const std::string& sweep_dir);
+
+// retort fit RESULTS.csv (launch/fit_command.cpp; flags in docs/SCALING.md).
+struct FitArgs {
+  std::string csv, out = "fit.json", supervised_json;
+  std::string law = "supervised", form = "chinchilla", method = "approach3";
+  double delta = 0;  // 0: the form's default (1e-3 chinchilla, 1e-4 busbridge)
+  bool delta_given = false, budgets_given = false, plot = true;
+  int drop_highest = 0, bootstrap = 0;
+  int64_t seed = 0;
+  std::vector<double> budgets;
+  double budget_tolerance = 0.05;  // decades of C within one IsoFLOP budget (approach2)
+  std::string col_n = "N", col_d = "D", col_c = "C", col_loss = "loss", col_teacher_loss = "teacher_loss";
+  std::vector<std::string> where;  // COLUMN=VALUE row filters
+};
+int run_fit(const FitArgs& args);
+// Registers the `fit` subcommand and its flags (filling args) on the CLI11 app.
+CLI::App* add_fit_command(CLI::App& app, FitArgs& args);
 
 }  // namespace retort

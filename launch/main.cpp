@@ -57,6 +57,17 @@ int run(int argc, char** argv) {
   config->add_option("config", job.config_path, "YAML config file");
   config->add_option("--set", job.overrides, "override a config key")->take_all();
   config->add_flag("--reference", reference, "print the reference of every key (Markdown)");
+  std::string sweep_dir;
+  bool shapes = false;
+  auto* sweep = app.add_subcommand("sweep", "plan an IsoFLOP / distillation sweep: configs, plan.csv, scripts");
+  sweep->add_option("sweep", job.config_path, "sweep file (YAML, docs/SWEEPS.md)")->required();
+  sweep->add_option("--out", sweep_dir, "sweep directory to write");
+  sweep->add_option("--set", job.overrides, "override a key of the runs' base config")->take_all();
+  sweep->add_flag("--shapes", shapes, "only list the family's shapes (N, FLOPs/token)");
+  auto* collect = app.add_subcommand("collect", "results.csv from a sweep directory");
+  collect->add_option("dir", sweep_dir, "sweep directory (written by retort sweep)")->required();
+  FitArgs fit_args;
+  auto* fit = add_fit_command(app, fit_args);
 
   try {
     app.parse(argc, argv);
@@ -77,6 +88,9 @@ int run(int argc, char** argv) {
   if (*exp) return run_export(checkpoint, out);
   if (*info) return run_info(load_job_config(job), info_json);
   if (*bench) return run_bench(load_job_config(job));
+  if (*sweep) return run_sweep(job.config_path, job.overrides, sweep_dir, shapes);
+  if (*collect) return run_collect(sweep_dir);
+  if (*fit) return run_fit(fit_args);
   if (*config) {
     if (reference) {
       std::cout << config_reference_markdown();
@@ -88,6 +102,13 @@ int run(int argc, char** argv) {
   return 2;
 }
 
+// "retort: error: ..." or, in a job of several ranks, "retort: error (rank 3): ...".
+void print_error(const char* kind, const char* what) {
+  int rank = world_rank_for_messages();
+  std::cerr << "retort: " << kind << (rank >= 0 ? str_cat(" (rank ", rank, ")") : "") << ": " << what
+            << std::endl;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -95,10 +116,10 @@ int main(int argc, char** argv) {
   try {
     code = run(argc, argv);
   } catch (const ConfigError& e) {
-    std::cerr << "retort: config error: " << e.what() << "\n";
+    print_error("config error", e.what());
     code = 2;
   } catch (const std::exception& e) {
-    std::cerr << "retort: error: " << e.what() << "\n";
+    print_error("error", e.what());
     code = 1;
   }
   std::fflush(stdout);

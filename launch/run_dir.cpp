@@ -8,7 +8,8 @@
 
 namespace retort {
 
-RunDir::RunDir(std::string path) : path_(std::move(path)) {
+RunDir::RunDir(std::string path, bool create) : path_(std::move(path)) {
+  if (!create) return;
   std::error_code ec;
   std::filesystem::create_directories(path_, ec);
   if (ec) throw Error(str_cat(path_, ": cannot create run directory: ", ec.message()));

@@ -13,7 +13,8 @@ namespace retort {
 
 class RunDir {
  public:
-  explicit RunDir(std::string path);
+  // `create`: make the directory (the writing rank); other ranks only read paths.
+  RunDir(std::string path, bool create);
   const std::string& path() const { return path_; }
   std::string checkpoints() const { return path_ + "/checkpoints"; }
   std::string file(const std::string& name) const { return path_ + "/" + name; }

@@ -17,6 +17,7 @@
 #include "launch/evaluate.h"
 #include "launch/run_dir.h"
 #include "launch/train_step.h"
+#include "parallel/job_check.h"
 #include "parallel/mesh.h"
 
 namespace retort {
@@ -58,9 +59,12 @@ void apply_thread_setting(const Config& cfg) {
 
 int run_train(const Config& cfg, bool resume) {
   Mesh mesh = make_mesh(cfg);
+  check_same_job(mesh, cfg);
+  require_supported_mesh(mesh, cfg);
   apply_thread_setting(cfg);
+  const bool root = mesh.is_root();  // rank 0 writes the run directory and prints progress
   const ModelConfig mc = ModelConfig::from_config(cfg);
-  const BatchGeometry geo = BatchGeometry::from_config(cfg, mc.seq_len);
+  const BatchGeometry geo = BatchGeometry::from_config(cfg, mc.seq_len, mesh.data_ranks());
   const int64_t steps = cfg.get_int("train.steps");
   if (steps < 1) cfg.fail("train.steps", "must be >= 1");
   const int64_t log_every = std::max<int64_t>(1, cfg.get_int("train.log_every"));
@@ -79,7 +83,7 @@ int run_train(const Config& cfg, bool resume) {
   const uint64_t seed = static_cast<uint64_t>(cfg.get_int("train.seed"));
   WindowLoader loader(train_data.tokens(), mc.seq_len, seed);
 
-  RunDir run(cfg.get_string("run.dir"));
+  RunDir run(cfg.get_string("run.dir"), root);
   std::string latest = find_latest_checkpoint(run.checkpoints());
   if (!resume && !latest.empty())
     throw ConfigError(str_cat(run.path(), ": run directory already holds checkpoints (", latest,
@@ -88,7 +92,7 @@ int run_train(const Config& cfg, bool resume) {
   Transformer model(mc);
   model.set_recompute(cfg.get_bool("train.recompute"));
   model.init(seed);
-  TrainStep trainer(model, cfg, geo);
+  TrainStep trainer(model, cfg, geo, mesh);
 
   int64_t start_step = 0, tokens_seen = 0;
   double wall_before = 0;
@@ -101,18 +105,20 @@ int run_train(const Config& cfg, bool resume) {
     tokens_seen = state.at("tokens_seen").get<int64_t>();
     wall_before = state.value("wall_s", 0.0);
     trainer.optimizer().set_steps(state.at("optimizer_steps").get<int64_t>());
-    std::printf("resuming from %s (step %lld)\n", latest.c_str(), static_cast<long long>(start_step));
-  } else if (resume) {
+    if (root) std::printf("resuming from %s (step %lld)\n", latest.c_str(), static_cast<long long>(start_step));
+  } else if (resume && root) {
     std::printf("no checkpoint in %s; starting from step 0\n", run.checkpoints().c_str());
   }
-  fs::write_file_atomic(run.file("config.resolved.yaml"), cfg.to_yaml());
-  run.open_metrics(start_step > 0 ? start_step : -1);
-
-  std::printf("model: %lld params (%lld non-embedding), %lld tokens/step in %lld micro-batches, "
-              "%d threads\n",
-              static_cast<long long>(mc.n_params()), static_cast<long long>(mc.n_params_nonemb()),
-              static_cast<long long>(geo.tokens_per_step()), static_cast<long long>(geo.n_micro),
-              omp_get_max_threads());
+  if (root) {
+    fs::write_file_atomic(run.file("config.resolved.yaml"), cfg.to_yaml());
+    run.open_metrics(start_step > 0 ? start_step : -1);
+    std::printf("model: %lld params (%lld non-embedding), %lld tokens/step; %lld ranks (dp %d) x "
+                "%lld micro-batches of %lld sequences, %d threads per rank\n",
+                static_cast<long long>(mc.n_params()), static_cast<long long>(mc.n_params_nonemb()),
+                static_cast<long long>(geo.tokens_per_step()), static_cast<long long>(mesh.world_size),
+                mesh.dp, static_cast<long long>(geo.n_micro), static_cast<long long>(geo.micro_seqs),
+                omp_get_max_threads());
+  }
 
   auto source = [&](int64_t first, int64_t count, Tensor& inputs, Tensor& targets) {
     loader.fill_batch(first, count, inputs, targets);
@@ -122,13 +128,16 @@ int run_train(const Config& cfg, bool resume) {
                         trainer.optimizer().exp_avg_sq(), cfg.to_yaml(), nlohmann::json::object()};
     data.state = {{"step", step}, {"tokens_seen", tokens_seen}, {"wall_s", wall},
                   {"optimizer_steps", trainer.optimizer().steps()}, {"seed", seed}};
-    return save_checkpoint(run.checkpoints(), step, data, keep_last);
+    std::string dir;  // data parallel: every rank holds the same state; rank 0 writes it
+    if (root) dir = save_checkpoint(run.checkpoints(), step, data, keep_last);
+    mesh.world->barrier();
+    return dir;
   };
   auto validate = [&]() {
     return evaluate_windows(model, val_data.tokens(), mc.seq_len, eval_windows, geo.micro_seqs);
   };
 
-  Progress progress("step", steps, log_every, start_step);
+  Progress progress("step", steps, log_every, start_step, root);
   const auto t_start = Clock::now();
   auto t_log = t_start;
   int64_t tokens_at_log = tokens_seen;
@@ -143,9 +152,10 @@ int run_train(const Config& cfg, bool resume) {
       double tok_s = (tokens_seen - tokens_at_log) / std::max(1e-9, seconds_since(t_log));
       t_log = Clock::now();
       tokens_at_log = tokens_seen;
-      run.log_metrics({{"step", done}, {"loss", r.loss}, {"ce", r.ce}, {"lr", lr},
-                       {"grad_norm", r.grad_norm}, {"tokens", tokens_seen},
-                       {"tokens_per_s", tok_s}, {"wall_s", wall}});
+      if (root)
+        run.log_metrics({{"step", done}, {"loss", r.loss}, {"ce", r.ce}, {"lr", lr},
+                         {"grad_norm", r.grad_norm}, {"tokens", tokens_seen},
+                         {"tokens_per_s", tok_s}, {"wall_s", wall}});
       char detail[160];
       std::snprintf(detail, sizeof detail, "loss %.4f | lr %.2e | %.0f tok/s", r.loss, lr, tok_s);
       progress.update(done, detail);
@@ -153,7 +163,7 @@ int run_train(const Config& cfg, bool resume) {
     if ((eval_every > 0 && done % eval_every == 0) || done == steps) {
       EvalResult v = validate();
       last_val = v.loss;
-      run.log_metrics({{"step", done}, {"val_loss", v.loss}, {"tokens", tokens_seen}});
+      if (root) run.log_metrics({{"step", done}, {"val_loss", v.loss}, {"tokens", tokens_seen}});
       progress.message(str_cat("step ", done, ": val_loss ", v.loss, " (", v.tokens, " tokens)"));
     }
     if ((ckpt_every > 0 && done % ckpt_every == 0) || done == steps) {
@@ -167,12 +177,18 @@ int run_train(const Config& cfg, bool resume) {
   if (last_val < 0) last_val = validate().loss;  // resumed at the end: nothing ran
   const double trained_s = seconds_since(t_start);
   const int64_t tokens_this_run = (steps - start_step) * geo.tokens_per_step();
+  // Per-rank memory: parameters, gradients and AdamW state are replicated under dp.
+  Tensor rss_kib = Tensor::empty({mesh.world_size}, DType::I32);
+  Tensor mine = Tensor::empty({1}, DType::I32);
+  mine.host<int32_t>()[0] = static_cast<int32_t>(fs::peak_rss_bytes() / 1024);
+  mesh.world->all_gather(rss_kib, mine);
   nlohmann::json memory = nlohmann::json::array();
-  memory.push_back({{"rank", mesh.rank},
-                    {"params_bytes", model.flat_params().nbytes()},
-                    {"grads_bytes", model.flat_grads().nbytes()},
-                    {"optimizer_bytes", trainer.optimizer().state_bytes()},
-                    {"peak_rss_bytes", fs::peak_rss_bytes()}});
+  for (int r = 0; r < mesh.world_size; ++r)
+    memory.push_back({{"rank", r},
+                      {"params_bytes", model.flat_params().nbytes()},
+                      {"grads_bytes", model.flat_grads().nbytes()},
+                      {"optimizer_bytes", trainer.optimizer().state_bytes()},
+                      {"peak_rss_bytes", int64_t{rss_kib.host<int32_t>()[r]} * 1024}});
   nlohmann::json summary = {
       {"status", "complete"},
       {"final_val_loss", last_val},
@@ -187,6 +203,7 @@ int run_train(const Config& cfg, bool resume) {
       {"world_size", mesh.world_size},
       {"threads", omp_get_max_threads()},
       {"memory", memory}};
+  if (!root) return 0;
   run.write_json("summary.json", summary);
   std::printf("done: val_loss %.4f after %lld tokens in %s; run dir %s\n", last_val,
               static_cast<long long>(tokens_seen), Progress::format_duration(wall).c_str(),

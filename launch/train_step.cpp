@@ -4,21 +4,26 @@
 
 namespace retort {
 
-BatchGeometry BatchGeometry::from_config(const Config& cfg, int64_t seq_len) {
+BatchGeometry BatchGeometry::from_config(const Config& cfg, int64_t seq_len, int64_t data_ranks) {
   BatchGeometry g;
   g.seq_len = seq_len;
+  g.data_ranks = data_ranks;
   int64_t batch_tokens = cfg.get_int("train.batch_tokens");
   if (batch_tokens <= 0 || batch_tokens % seq_len != 0)
     cfg.fail("train.batch_tokens", str_cat("must be a positive multiple of model.seq_len (", seq_len,
                                            "), got ", batch_tokens));
   g.batch_seqs = batch_tokens / seq_len;
+  if (g.batch_seqs % data_ranks != 0)
+    cfg.fail("train.batch_tokens", str_cat("the batch of ", g.batch_seqs, " sequences does not split "
+                                           "evenly over ", data_ranks, " data ranks (dp*fsdp)"));
+  g.local_seqs = g.batch_seqs / data_ranks;
   int64_t micro = cfg.get_int("train.micro_batch");
   if (micro < 0) cfg.fail("train.micro_batch", "must be >= 0 (0 = the whole batch at once)");
-  g.micro_seqs = micro == 0 ? g.batch_seqs : micro;
-  if (g.batch_seqs % g.micro_seqs != 0)
-    cfg.fail("train.micro_batch", str_cat(g.micro_seqs, " sequences does not divide the batch of ",
-                                          g.batch_seqs, " sequences"));
-  g.n_micro = g.batch_seqs / g.micro_seqs;
+  g.micro_seqs = micro == 0 ? g.local_seqs : micro;
+  if (g.local_seqs % g.micro_seqs != 0)
+    cfg.fail("train.micro_batch", str_cat(g.micro_seqs, " sequences does not divide the ",
+                                          g.local_seqs, " sequences per data rank"));
+  g.n_micro = g.local_seqs / g.micro_seqs;
   return g;
 }
 
@@ -39,25 +44,43 @@ AdamWSettings adamw_settings(const Config& cfg) {
 }
 }  // namespace
 
-TrainStep::TrainStep(Transformer& model, const Config& cfg, const BatchGeometry& geometry)
+TrainStep::TrainStep(Transformer& model, const Config& cfg, const BatchGeometry& geometry,
+                     const Mesh& mesh)
     : model_(model),
       g_(geometry),
+      mesh_(mesh),
+      dp_(mesh.dp_comm, model.flat_grads(), cfg.get_int("parallel.bucket_elems")),
       z_loss_(static_cast<float>(cfg.get_float("train.z_loss"))),
       grad_clip_(cfg.get_float("train.grad_clip")),
       optimizer_(optimized_tensors(model), adamw_settings(cfg)),
       inputs_(Tensor::empty({geometry.micro_seqs, geometry.seq_len}, DType::I32)),
-      targets_(Tensor::empty({geometry.micro_seqs, geometry.seq_len}, DType::I32)) {}
+      targets_(Tensor::empty({geometry.micro_seqs, geometry.seq_len}, DType::I32)) {
+  if (mesh.dp_comm->size() > 1)
+    model_.set_grad_ready_hook([this](int64_t b, int64_t e) { dp_.grads_ready(b, e); });
+}
 
 StepResult TrainStep::run(int64_t step, double lr, const BatchSource& source) {
   StepResult r;
   model_.zero_grad();
-  const float scale = 1.0f / static_cast<float>(g_.n_micro);
+  // Σ over ranks and micro-batches of scale·grad(mean loss of a micro-batch) = grad of the mean.
+  const float scale = 1.0f / static_cast<float>(g_.n_micro * g_.data_ranks);
+  const int64_t first = step * g_.batch_seqs + mesh_.data_rank() * g_.local_seqs;
   for (int64_t m = 0; m < g_.n_micro; ++m) {
-    source(step * g_.batch_seqs + m * g_.micro_seqs, g_.micro_seqs, inputs_, targets_);
+    source(first + m * g_.micro_seqs, g_.micro_seqs, inputs_, targets_);
     LossResult loss = model_.forward(inputs_, targets_, z_loss_);
+    if (m == g_.n_micro - 1) dp_.begin_final_backward();
     model_.backward(scale);
     r.loss += loss.loss / g_.n_micro;
     r.ce += loss.ce / g_.n_micro;
+  }
+  dp_.finish();
+  if (g_.data_ranks > 1) {  // report the global-batch mean
+    Tensor losses = Tensor::empty({2});
+    losses.host<float>()[0] = static_cast<float>(r.loss);
+    losses.host<float>()[1] = static_cast<float>(r.ce);
+    mesh_.dp_comm->all_reduce(losses);
+    r.loss = losses.host<float>()[0] / g_.data_ranks;
+    r.ce = losses.host<float>()[1] / g_.data_ranks;
   }
   std::vector<Tensor> grads{model_.flat_grads()};
   r.grad_norm = clip_grad_norm(grads, grad_clip_);

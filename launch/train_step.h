@@ -7,16 +7,19 @@
 #include "core/adamw.h"
 #include "core/config.h"
 #include "models/transformer.h"
+#include "parallel/data_parallel.h"
+#include "parallel/mesh.h"
 
 namespace retort {
 
-// Global batch of batch_seqs sequences of seq_len tokens, run as n_micro micro-batches.
+// Global batch of batch_seqs sequences of seq_len tokens, split evenly over data_ranks; each
+// rank runs its local_seqs as n_micro micro-batches of micro_seqs.
 struct BatchGeometry {
-  int64_t seq_len = 0, batch_seqs = 0, micro_seqs = 0, n_micro = 0;
+  int64_t seq_len = 0, batch_seqs = 0, data_ranks = 1, local_seqs = 0, micro_seqs = 0, n_micro = 0;
   int64_t tokens_per_step() const { return seq_len * batch_seqs; }
-  // From train.batch_tokens and train.micro_batch; ConfigError naming the key if they
-  // do not divide.
-  static BatchGeometry from_config(const Config& cfg, int64_t seq_len);
+  // From train.batch_tokens and train.micro_batch (sequences per micro-batch per rank);
+  // ConfigError naming the key if they do not divide.
+  static BatchGeometry from_config(const Config& cfg, int64_t seq_len, int64_t data_ranks = 1);
 };
 
 struct StepResult {
@@ -28,14 +31,18 @@ using BatchSource = std::function<void(int64_t first, int64_t count, Tensor& inp
 
 class TrainStep {
  public:
-  TrainStep(Transformer& model, const Config& cfg, const BatchGeometry& geometry);
-  // Runs optimizer step number `step` (0-based): samples step·batch_seqs onwards.
+  TrainStep(Transformer& model, const Config& cfg, const BatchGeometry& geometry, const Mesh& mesh);
+  // Runs optimizer step number `step` (0-based) over global samples
+  // [step·batch_seqs, (step+1)·batch_seqs); this rank reads its data-rank slice. Returns the
+  // global-batch mean loss (identical on every rank).
   StepResult run(int64_t step, double lr, const BatchSource& source);
   AdamW& optimizer() { return optimizer_; }
 
  private:
   Transformer& model_;
   BatchGeometry g_;
+  const Mesh& mesh_;
+  DataParallel dp_;
   float z_loss_;
   double grad_clip_;
   AdamW optimizer_;

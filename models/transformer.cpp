@@ -276,14 +276,21 @@ void Transformer::backward(float grad_scale) {
   ops::matmul(lm_head_.g, logits_, true, xf_, false, 1.0f, 1.0f);
   // xf = RMSNorm(x_L)
   ops::rmsnorm_backward(dx, final_norm_.g, dxf, resid_[L], final_norm_.w, rstdf_);
+  // Flat layout: embed | layer 0 | ... | layer L-1 | final norm | lm_head (untied).
+  const int64_t head_begin = params_[params_.size() - (cfg_.tie_embeddings ? 1 : 2)].offset;
+  const int64_t layers_begin = params_[1].offset;
+  const int64_t per_layer = (head_begin - layers_begin) / L;
+  grads_ready(head_begin, n_params_);
 
   for (int l = L - 1; l >= 0; --l) {
     BlockActs a = block_acts(fwd_recompute_ ? 0 : l);
     if (fwd_recompute_) block_forward(l, resid_[l], resid_[l + 1], a);  // same inputs, same values
     block_backward(l, resid_[l], dx, a);
+    grads_ready(layers_begin + l * per_layer, layers_begin + (l + 1) * per_layer);
   }
   // x = E[tok]: dE[tok] += dx (tied: on top of the logits' contribution)
   ops::embedding_backward(embed_.g, dx, tokens_);
+  grads_ready(0, layers_begin);
 }
 
 double Transformer::evaluate(const Tensor& tokens, const Tensor& targets) {

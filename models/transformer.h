@@ -14,6 +14,7 @@
 // (gradients are bitwise identical either way).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -66,6 +67,12 @@ class Transformer {
   void zero_grad();
   // Takes effect at the next forward().
   void set_recompute(bool on) { recompute_ = on; }
+  // Called during backward() each time a contiguous range [begin, end) of flat_grads() holds
+  // its final value for this backward: the head's unit (final norm, untied lm_head), then each
+  // layer from last to first, then the embedding. Data parallelism starts reducing a range
+  // while backward continues on the layers below. Empty = no calls.
+  using GradReadyHook = std::function<void(int64_t begin, int64_t end)>;
+  void set_grad_ready_hook(GradReadyHook hook) { grad_ready_ = std::move(hook); }
   bool recompute() const { return recompute_; }
 
   // tokens, targets: [B, T] I32 with T <= seq_len. Keeps what backward needs.
@@ -125,6 +132,10 @@ class Transformer {
   Tensor rope_;  // [seq_len, hd]
 
   bool recompute_ = false;
+  GradReadyHook grad_ready_;
+  void grads_ready(int64_t begin, int64_t end) {
+    if (grad_ready_ && end > begin) grad_ready_(begin, end);
+  }
   bool have_forward_ = false;  // a forward() is waiting for its backward()
   float z_loss_ = 0;           // of the pending forward
   bool fwd_recompute_ = false; // recompute setting of the pending forward

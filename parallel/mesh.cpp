@@ -4,20 +4,33 @@
 
 #include <cstdlib>
 
+#include "parallel/mpi_communicator.h"
+
 namespace retort {
 
 namespace {
-bool g_we_initialised = false;
-}
 
-Mesh make_mesh(const Config& config) {
+bool g_we_initialised = false;
+
+void ensure_mpi() {
   int initialised = 0;
   MPI_Initialized(&initialised);
-  if (!initialised) {
-    int provided = 0;
-    MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
-    g_we_initialised = true;
-  }
+  if (initialised) return;
+  int provided = 0;
+  MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
+  g_we_initialised = true;
+}
+
+std::shared_ptr<Communicator> split(int color, int key) {
+  MPI_Comm comm;
+  MPI_Comm_split(MPI_COMM_WORLD, color, key, &comm);
+  return std::make_shared<MpiCommunicator>(comm);
+}
+
+}  // namespace
+
+Mesh make_mesh(const Config& config) {
+  ensure_mpi();
   Mesh mesh;
   MPI_Comm_size(MPI_COMM_WORLD, &mesh.world_size);
   MPI_Comm_rank(MPI_COMM_WORLD, &mesh.rank);
@@ -33,8 +46,13 @@ Mesh make_mesh(const Config& config) {
   if (static_cast<int64_t>(mesh.dp) * mesh.fsdp * mesh.tp != mesh.world_size)
     config.fail("parallel", str_cat("dp*fsdp*tp = ", mesh.dp * mesh.fsdp * mesh.tp,
                                     " does not match the ", mesh.world_size, " launched ranks"));
-  if (mesh.world_size > 1)
-    config.fail("parallel", "multi-process meshes are not available in this build yet; run one process");
+  mesh.tp_index = mesh.rank % mesh.tp;
+  mesh.fsdp_index = (mesh.rank / mesh.tp) % mesh.fsdp;
+  mesh.dp_index = mesh.rank / (mesh.tp * mesh.fsdp);
+  mesh.world = std::make_shared<MpiCommunicator>(MPI_COMM_WORLD);
+  mesh.tp_comm = split(mesh.dp_index * mesh.fsdp + mesh.fsdp_index, mesh.tp_index);
+  mesh.fsdp_comm = split(mesh.dp_index * mesh.tp + mesh.tp_index, mesh.fsdp_index);
+  mesh.dp_comm = split(mesh.fsdp_index * mesh.tp + mesh.tp_index, mesh.dp_index);
   return mesh;
 }
 
@@ -44,12 +62,24 @@ void shutdown_mesh() {
   if (g_we_initialised && !finalised) MPI_Finalize();
 }
 
-void abort_job(int exit_code) {
-  int initialised = 0;
+int world_rank_for_messages() {
+  int initialised = 0, finalised = 0;
   MPI_Initialized(&initialised);
+  MPI_Finalized(&finalised);
+  if (!initialised || finalised) return -1;
+  int size = 1, rank = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  return size > 1 ? rank : -1;
+}
+
+void abort_job(int exit_code) {
+  int initialised = 0, finalised = 0;
+  MPI_Initialized(&initialised);
+  MPI_Finalized(&finalised);
   int size = 1;
-  if (initialised) MPI_Comm_size(MPI_COMM_WORLD, &size);
-  if (initialised && size > 1) MPI_Abort(MPI_COMM_WORLD, exit_code);
+  if (initialised && !finalised) MPI_Comm_size(MPI_COMM_WORLD, &size);
+  if (size > 1) MPI_Abort(MPI_COMM_WORLD, exit_code);
   std::exit(exit_code);
 }
 

@@ -1,10 +1,13 @@
-// The process mesh: named axes dp × fsdp × tp (tp innermost in rank order) over MPI.
-// This issue runs one process; the axes are validated so that a launch that asks for a
-// mesh this build cannot run yet fails with a clear message instead of training wrongly.
+// The process mesh: named axes dp × fsdp × tp over MPI, tp innermost in rank order:
+//   world rank = (dp_index · fsdp + fsdp_index) · tp + tp_index
+// One communicator per axis (MPI_Comm_split), plus the world. Ranks that differ only in
+// dp or fsdp index read different data ("data ranks": dp·fsdp of them).
 #pragma once
+#include <memory>
 #include <string>
 
 #include "core/config.h"
+#include "parallel/communicator.h"
 
 namespace retort {
 
@@ -13,14 +16,22 @@ struct Mesh {
   int rank = 0;
   int dp = 1, fsdp = 1, tp = 1;
   bool sp = false;
+  int dp_index = 0, fsdp_index = 0, tp_index = 0;
+  std::shared_ptr<Communicator> world, dp_comm, fsdp_comm, tp_comm;
+
   bool is_root() const { return rank == 0; }
+  int data_ranks() const { return dp * fsdp; }
+  int data_rank() const { return dp_index * fsdp + fsdp_index; }
 };
 
-// Initialise MPI (once; safe without mpirun) and build the mesh from `parallel.*`.
+// Initialise MPI (once; works without mpirun) and build the mesh from `parallel.*`.
+// ConfigError when dp·fsdp·tp differs from the number of launched ranks.
 Mesh make_mesh(const Config& config);
 // Finalise MPI if make_mesh initialised it.
 void shutdown_mesh();
-// Abort every rank of the job (used when one rank fails).
+// End every rank of the job (used when one rank fails).
 [[noreturn]] void abort_job(int exit_code);
+// This process's rank in MPI_COMM_WORLD, or -1 outside an MPI job of more than one rank.
+int world_rank_for_messages();
 
 }  // namespace retort

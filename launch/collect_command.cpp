@@ -1,0 +1,152 @@
+// retort collect DIR: one row per training run of a sweep (plan.csv) with what its run
+// directory reports → DIR/results.csv (docs/SWEEPS.md). Status: complete (summary.json says so),
+// incomplete (the run dir exists but is not complete), missing (never started).
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/check.h"
+#include "core/fs.h"
+#include "launch/commands.h"
+
+namespace retort {
+
+namespace {
+
+namespace stdfs = std::filesystem;
+using Row = std::map<std::string, std::string>;
+
+// Splits CSV text into rows of fields (RFC 4180 quoting).
+std::vector<std::vector<std::string>> parse_csv(const std::string& text) {
+  std::vector<std::vector<std::string>> rows(1);
+  std::string field;
+  bool quoted = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (quoted) {
+      if (c == '"' && i + 1 < text.size() && text[i + 1] == '"') field += '"', ++i;
+      else if (c == '"') quoted = false;
+      else field += c;
+    } else if (c == '"') {
+      quoted = true;
+    } else if (c == ',') {
+      rows.back().push_back(field), field.clear();
+    } else if (c == '\n') {
+      rows.back().push_back(field), field.clear();
+      rows.emplace_back();
+    } else if (c != '\r') {
+      field += c;
+    }
+  }
+  if (!field.empty() || !rows.back().empty()) rows.back().push_back(field);
+  if (rows.back().empty()) rows.pop_back();
+  return rows;
+}
+
+std::string csv(const std::string& s) {
+  if (s.find_first_of(",\"\n") == std::string::npos) return s;
+  std::string q = "\"";
+  for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return q + "\"";
+}
+
+std::string num(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.10g", v);
+  return buf;
+}
+
+// The run's summary.json when it says "complete".
+std::optional<nlohmann::json> complete_summary(const std::string& run_dir) {
+  const std::string path = run_dir + "/summary.json";
+  if (!stdfs::exists(path)) return std::nullopt;
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(fs::read_file(path));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(path + ": not valid JSON (" + e.what() + ")");
+  }
+  if (j.value("status", "") != "complete") return std::nullopt;
+  return j;
+}
+
+std::string json_num(const nlohmann::json& j, const char* key, const std::string& path) {
+  if (!j.contains(key) || !j[key].is_number())
+    throw Error(path + ": key '" + key + "' is missing or not a number");
+  return num(j[key].get<double>());
+}
+
+}  // namespace
+
+int run_collect(const std::string& dir) {
+  const std::string plan_path = dir + "/plan.csv";
+  if (!stdfs::exists(plan_path))
+    throw Error(plan_path + ": not found; DIR must be a sweep directory written by `retort sweep`");
+  const auto table = parse_csv(fs::read_file(plan_path));
+  if (table.empty()) throw Error(plan_path + ": empty");
+  const std::vector<std::string>& header = table[0];
+  std::vector<Row> plan;
+  for (size_t i = 1; i < table.size(); ++i) {
+    if (table[i].size() != header.size())
+      throw Error(str_cat(plan_path, ": line ", i + 1, " has ", table[i].size(), " fields, the header ",
+                          header.size()));
+    Row r;
+    for (size_t k = 0; k < header.size(); ++k) r[header[k]] = table[i][k];
+    plan.push_back(r);
+  }
+  for (const char* k : {"name", "stage", "protocol", "N", "N_nonemb", "D", "C", "run_dir", "flops_mode"})
+    if (std::find(header.begin(), header.end(), k) == header.end())
+      throw Error(plan_path + ": column '" + k + "' is missing (written by another version of retort sweep?)");
+
+  struct Result {
+    const Row* plan;
+    std::string N, N_nonemb, D, C, loss, wall, status;
+  };
+  std::vector<Result> results;
+  std::map<std::string, std::string> final_loss;  // name → final_val_loss of complete runs
+  int64_t complete = 0, incomplete = 0, missing = 0;
+  for (const Row& r : plan) {
+    if (r.at("stage") != "train" && r.at("stage") != "student") continue;  // corpora, totals
+    const std::string& run_dir = r.at("run_dir");
+    Result x{&r, r.at("N"), r.at("N_nonemb"), r.at("D"), r.at("C"), "", "", ""};
+    if (auto s = complete_summary(run_dir)) {
+      const std::string path = run_dir + "/summary.json";
+      x.N = json_num(*s, "params", path);
+      x.N_nonemb = json_num(*s, "params_nonembedding", path);
+      x.D = json_num(*s, "tokens_seen", path);
+      x.C = json_num(*s, r.at("flops_mode") == "6N" ? "flops_6N" : "flops", path);
+      x.loss = json_num(*s, "final_val_loss", path);
+      x.wall = json_num(*s, "wall_s", path);
+      x.status = "complete", ++complete;
+      final_loss[r.at("name")] = x.loss;
+    } else if (stdfs::exists(run_dir)) {
+      x.status = "incomplete", ++incomplete;
+    } else {
+      x.status = "missing", ++missing;
+    }
+    results.push_back(x);
+  }
+  std::string out =
+      "name,protocol,N,N_nonemb,D,C,final_val_loss,teacher_loss,wall_s,status,stage,size,budget,"
+      "tokens_per_param,teacher\n";
+  for (const Result& x : results) {
+    const Row& r = *x.plan;
+    auto teacher = final_loss.find(r.at("teacher"));
+    out += str_cat(csv(r.at("name")), ",", r.at("protocol"), ",", x.N, ",", x.N_nonemb, ",", x.D, ",",
+                   x.C, ",", x.loss, ",", teacher == final_loss.end() ? "" : teacher->second, ",",
+                   x.wall, ",", x.status, ",", r.at("stage"), ",", r.at("size"), ",", r.at("budget"),
+                   ",", r.at("tokens_per_param"), ",", r.at("teacher"), "\n");
+  }
+  const int64_t n = static_cast<int64_t>(results.size());
+  fs::write_file_atomic(dir + "/results.csv", out);
+  std::printf("collect: %lld runs: %lld complete, %lld incomplete, %lld missing → %s/results.csv\n",
+              (long long)n, (long long)complete, (long long)incomplete, (long long)missing, dir.c_str());
+  return 0;
+}
+
+}  // namespace retort

@@ -1,0 +1,241 @@
+// retort sweep SWEEP.yaml --out DIR [--set k=v]... [--shapes]
+// Plans a sweep (scaling/sweep_plan.h) and writes it out (docs/SWEEPS.md):
+//   configs/NAME.yaml   one retort config per run       plan.csv   every run and its compute
+//   runs.tsv, stages/   run lists for the scripts       run_one.sh runs one run by name
+//   run_local.sh        everything in order, resumable  submit.sh + submit.sbatch  Slurm arrays
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include "core/check.h"
+#include "core/fs.h"
+#include "launch/commands.h"
+#include "scaling/sweep_plan.h"
+
+namespace retort {
+
+namespace {
+
+namespace stdfs = std::filesystem;
+
+std::string num(double v, const char* fmt = "%.10g") {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, fmt, v);
+  return buf;
+}
+
+// A CSV field, quoted when it holds a comma, quote or newline.
+std::string csv(const std::string& s) {
+  if (s.find_first_of(",\"\n") == std::string::npos) return s;
+  std::string q = "\"";
+  for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return q + "\"";
+}
+
+std::string sh_quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+std::string plan_csv(const SweepSpec& spec, const SweepPlan& plan) {
+  std::string out =
+      "name,stage,protocol,size,d_model,n_heads,N,N_nonemb,budget,tokens_per_param,D,steps,"
+      "batch_tokens,warmup_steps,flops_per_token,C,budget_error,teacher,corpus,c_student,"
+      "c_teacher_logits,c_teacher_pretrain,c_eq9,flops_mode,config,run_dir,needs\n";
+  const int64_t batch = spec.base.get_int("train.batch_tokens");
+  const std::string mode = flops_mode_name(spec.flops);
+  for (const PlannedRun& r : plan.runs) {
+    const bool corpus = r.stage == Stage::Corpus;
+    std::string err;
+    if (r.budget > 0) err = num(r.compute / r.budget - 1, "%.6f");
+    else if (r.tokens_per_param > 0) err = num(r.tokens / (r.tokens_per_param * r.model.n_params_nonemb()) - 1, "%.6f");
+    out += str_cat(csv(r.name), ",", stage_name(r.stage), ",", r.protocol, ",", r.size, ",",
+                   r.model.d_model, ",", r.model.n_heads, ",", r.model.n_params(), ",",
+                   r.model.n_params_nonemb(), ",", r.budget > 0 ? num(r.budget) : "", ",",
+                   r.tokens_per_param > 0 ? num(r.tokens_per_param) : "", ",", r.tokens, ",",
+                   corpus ? "" : std::to_string(r.steps), ",", corpus ? "" : std::to_string(batch), ",",
+                   corpus ? "" : std::to_string(r.warmup_steps), ",", num(r.flops_per_token), ",",
+                   num(r.compute), ",", err, ",", r.teacher, ",", r.corpus, ",", num(r.c_student), ",",
+                   num(r.c_teacher_logits), ",", num(r.c_teacher_pretrain), ",", num(r.c_eq9()), ",",
+                   mode, ",", csv(r.config_path), ",", csv(r.run_dir), ",", csv(r.needs), "\n");
+  }
+  // One row per protocol: the compute of every distinct run it needs (Eq. 9 terms summed).
+  for (const ProtocolTotal& t : plan.totals)
+    out += str_cat("total:", t.protocol, ",total,", t.protocol, ",,,,,,,,,", t.runs, ",,,,",
+                   num(t.total()), ",,,,", num(t.c_student), ",", num(t.c_teacher_logits), ",",
+                   num(t.c_teacher_pretrain), ",", num(t.total()), ",", mode, ",,,\n");
+  return out;
+}
+
+// Runs one planned run by name; shared by run_local.sh and submit.sbatch.
+std::string run_one_sh(const SweepSpec& spec, const std::string& retort_bin) {
+  return str_cat(R"SH(#!/usr/bin/env bash
+# Runs one run of this sweep by name (written by `retort sweep`; see docs/SWEEPS.md).
+# Skips it when already complete, continues it with --resume when interrupted, and skips
+# (exit 0) runs whose subcommand this retort binary does not have yet.
+# Usage: run_one.sh NAME     env: RETORT (binary), RANKS (processes per run)
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+RETORT=${RETORT:-)SH", sh_quote(retort_bin), R"SH(}
+RANKS=${RANKS:-)SH", spec.ranks, R"SH(}
+name=${1:?usage: run_one.sh NAME}
+row=$(awk -F'\t' -v n="$name" '$1 == n' "$HERE/runs.tsv")
+[ -n "$row" ] || { echo "run_one.sh: no run named '$name' in $HERE/runs.tsv" >&2; exit 1; }
+IFS=$'\t' read -r _ cmd config rundir needs <<<"$row"
+
+if [ "$cmd" = generate ]; then
+  [ -f "$rundir/manifest.json" ] && { echo "[sweep] $name: complete, skipping"; exit 0; }
+elif [ -f "$rundir/summary.json" ] && grep -Eq '"status": *"complete"' "$rundir/summary.json"; then
+  echo "[sweep] $name: complete, skipping"; exit 0
+fi
+if ! "$RETORT" --help 2>/dev/null | grep -Eq "^  $cmd( |$)"; then
+  echo "[sweep] $name: skipped: needs \`retort $cmd\`, which this retort does not have yet"
+  exit 0
+fi
+args=("$cmd" "$config")
+[ "$cmd" = generate ] || args+=(--resume)
+launch=()
+if [ "$RANKS" -gt 1 ]; then launch=(mpirun --allow-run-as-root --oversubscribe -np "$RANKS"); fi
+echo "[sweep] $name: ${launch[*]:+${launch[*]} }retort ${args[*]}"
+"${launch[@]}" "$RETORT" "${args[@]}"
+)SH");
+}
+
+std::string run_local_sh() {
+  return R"SH(#!/usr/bin/env bash
+# Runs every run of this sweep on this machine, in order (train → corpus → student), one at
+# a time. Complete runs are skipped and interrupted ones resumed, so after an interruption
+# just run it again. Logs: logs/NAME.log. Then: retort collect <this directory>.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+mkdir -p "$HERE/logs"
+for stage in train corpus student; do
+  while read -r name; do
+    [ -n "$name" ] || continue
+    if ! bash "$HERE/run_one.sh" "$name" 2>&1 </dev/null | tee -a "$HERE/logs/$name.log"; then
+      echo "[sweep] $name failed (log: $HERE/logs/$name.log); rerun run_local.sh to continue" >&2
+      exit 1
+    fi
+  done <"$HERE/stages/$stage.txt"
+done
+echo "[sweep] done; results: retort collect $HERE"
+)SH";
+}
+
+std::string submit_sbatch(const SweepSpec& spec, const std::string& dir) {
+  const SlurmSpec& s = spec.slurm;
+  std::string h = str_cat("#!/usr/bin/env bash\n#SBATCH --job-name=retort-", spec.name, "\n",
+                          "#SBATCH --nodes=", s.nodes, "\n#SBATCH --ntasks-per-node=", s.ntasks_per_node,
+                          "\n#SBATCH --time=", s.time, "\n");
+  if (s.cpus_per_task > 0) h += str_cat("#SBATCH --cpus-per-task=", s.cpus_per_task, "\n");
+  if (s.gpus_per_node > 0) h += str_cat("#SBATCH --gpus-per-node=", s.gpus_per_node, "\n");
+  if (!s.partition.empty()) h += "#SBATCH --partition=" + s.partition + "\n";
+  if (!s.account.empty()) h += "#SBATCH --account=" + s.account + "\n";
+  h += "#SBATCH --output=" + dir + "/logs/slurm-%A_%a.out\n";
+  return h + str_cat(R"SH(# One array task per run of a stage list (written by `retort sweep`; see docs/SWEEPS.md).
+# submit.sh submits each stage as an array that waits for the previous one (afterok):
+#   sbatch --array=0-(N-1) submit.sbatch stages/STAGE.txt
+set -euo pipefail
+HERE=)SH", sh_quote(dir), R"SH(
+LIST=${1:?usage: sbatch --array=0-N submit.sbatch stages/STAGE.txt}
+[ "${LIST:0:1}" = / ] || LIST=$HERE/$LIST
+name=$(sed -n "$(( ${SLURM_ARRAY_TASK_ID:-0} + 1 ))p" "$LIST")
+[ -n "$name" ] || { echo "no run at index ${SLURM_ARRAY_TASK_ID:-0} of $LIST" >&2; exit 1; }
+[ -n "${SLURM_CPUS_PER_TASK:-}" ] && export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK
+echo "[sweep] task ${SLURM_ARRAY_TASK_ID:-0} of job ${SLURM_ARRAY_JOB_ID:-?} on $(hostname): $name"
+exec bash "$HERE/run_one.sh" "$name"
+)SH");
+}
+
+std::string submit_sh() {
+  return R"SH(#!/usr/bin/env bash
+# Submits this sweep to Slurm: one array job per non-empty stage (train, corpus, student), each
+# starting only after the previous stage's array succeeded (--dependency=afterok).
+# Usage: submit.sh [extra sbatch options]   (prints one "STAGE JOBID TASKS" line per stage;
+# the job ids are also kept in stages/STAGE.jobid)
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+mkdir -p "$HERE/logs"
+dep=()
+for stage in train corpus student; do
+  n=$(grep -c . "$HERE/stages/$stage.txt" || true)
+  [ "$n" -gt 0 ] || continue
+  jid=$(sbatch --parsable "${dep[@]}" "$@" --array=0-$((n - 1)) "$HERE/submit.sbatch" "$HERE/stages/$stage.txt")
+  jid=${jid%%;*}
+  echo "$jid" >"$HERE/stages/$stage.jobid"
+  echo "$stage $jid $n"
+  dep=(--dependency=afterok:$jid)
+done
+)SH";
+}
+
+void write_script(const std::string& path, const std::string& text) {
+  fs::write_file_atomic(path, text);
+  stdfs::permissions(path, stdfs::perms::owner_exec | stdfs::perms::group_exec | stdfs::perms::others_exec,
+                     stdfs::perm_options::add);
+}
+
+}  // namespace
+
+int run_sweep(const std::string& sweep_path, const std::vector<std::string>& overrides,
+              const std::string& out, bool shapes_only) {
+  const SweepSpec spec = read_sweep(sweep_path, overrides);
+  std::vector<int64_t> sizes;
+  auto add = [&](const std::vector<int64_t>& v) {
+    for (int64_t L : v)
+      if (std::find(sizes.begin(), sizes.end(), L) == sizes.end()) sizes.push_back(L);
+  };
+  if (spec.supervised) add(spec.supervised->sizes);
+  for (const DistillProtocol& p : spec.distillation) add(p.teachers.sizes), add(p.students.sizes);
+  std::sort(sizes.begin(), sizes.end());
+  std::printf("family: d_model = %lld·L, head_dim %lld, gqa_group %lld, vocab %lld, seq_len %lld; FLOPs/token: %s\n%s",
+              (long long)spec.family.aspect, (long long)spec.family.head_dim,
+              (long long)spec.family.gqa_group, (long long)spec.family.base.vocab_size,
+              (long long)spec.family.base.seq_len, flops_mode_name(spec.flops),
+              family_shapes_table(spec.family, sizes).c_str());
+  if (shapes_only) return 0;
+  if (out.empty()) throw ConfigError("retort sweep: --out DIR is required (or --shapes to list the family)");
+
+  const SweepPlan plan = plan_sweep(spec, out);
+  const std::string dir = plan.out_dir;
+  stdfs::create_directories(dir + "/configs");
+  stdfs::create_directories(dir + "/stages");
+  stdfs::create_directories(dir + "/runs");
+  std::string tsv, lists[3];
+  for (const PlannedRun& r : plan.runs) {
+    fs::write_file_atomic(r.config_path, planned_config_yaml(spec, plan, r));
+    tsv += str_cat(r.name, "\t", stage_command(r.stage), "\t", r.config_path, "\t", r.run_dir, "\t",
+                   r.needs.empty() ? "-" : r.needs, "\n");
+    lists[static_cast<int>(r.stage)] += r.name + "\n";
+  }
+  fs::write_file_atomic(dir + "/runs.tsv", tsv);
+  for (Stage s : {Stage::Train, Stage::Corpus, Stage::Student})
+    fs::write_file_atomic(dir + "/stages/" + stage_name(s) + ".txt", lists[static_cast<int>(s)]);
+  fs::write_file_atomic(dir + "/plan.csv", plan_csv(spec, plan));
+  fs::write_file_atomic(dir + "/sweep.yaml", fs::read_file(sweep_path));
+  const std::string bin = stdfs::canonical("/proc/self/exe").string();
+  write_script(dir + "/run_one.sh", run_one_sh(spec, bin));
+  write_script(dir + "/run_local.sh", run_local_sh());
+  write_script(dir + "/submit.sbatch", submit_sbatch(spec, dir));
+  write_script(dir + "/submit.sh", submit_sh());
+
+  int64_t counts[3] = {0, 0, 0}, waiting = 0;
+  for (const PlannedRun& r : plan.runs) ++counts[static_cast<int>(r.stage)], waiting += !r.needs.empty();
+  std::printf("planned %zu runs (%lld train, %lld corpus, %lld student) into %s\n", plan.runs.size(),
+              (long long)counts[0], (long long)counts[1], (long long)counts[2], dir.c_str());
+  for (const ProtocolTotal& t : plan.totals)
+    std::printf("  %-32s %3lld runs  C = %s FLOPs (student %s, teacher logits %s, teacher pretraining %s)\n",
+                t.protocol.c_str(), (long long)t.runs, format_flops(t.total()).c_str(),
+                format_flops(t.c_student).c_str(), format_flops(t.c_teacher_logits).c_str(),
+                format_flops(t.c_teacher_pretrain).c_str());
+  if (waiting)
+    std::printf("  %lld runs need `retort generate`/`retort distill` (not available yet); the scripts skip them\n",
+                (long long)waiting);
+  std::printf("next: %s/run_local.sh   or   %s/submit.sh   then   retort collect %s\n", dir.c_str(),
+              dir.c_str(), dir.c_str());
+  return 0;
+}
+
+}  // namespace retort

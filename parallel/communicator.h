@@ -1,0 +1,53 @@
+// Communicator: collectives over one group of ranks (one per mesh axis). parallel/ code is
+// written once against this interface; MpiCommunicator (host buffers) implements it now, an
+// NCCL implementation (device buffers) slots in with the GPU backend.
+//
+// Shapes: tensors are contiguous; "chunk r" of a tensor with size()·n elements is elements
+// [r·n, (r+1)·n). All ranks of the group must call each collective in the same order.
+#pragma once
+#include <cstdint>
+#include <memory>
+
+#include "core/tensor.h"
+
+namespace retort {
+
+enum class ReduceOp { Sum, Max };
+
+// A non-blocking collective in flight. wait() completes it; test() polls (drives progress).
+class Request {
+ public:
+  virtual ~Request() = default;
+  virtual void wait() = 0;
+  virtual bool test() = 0;
+};
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+
+  // x ← op over ranks of x (in place). F32 or I32.
+  virtual void all_reduce(Tensor& x, ReduceOp op = ReduceOp::Sum) = 0;
+  // out (size()·n elements) ← concat over ranks r of in_r (n elements), rank order.
+  virtual void all_gather(Tensor& out, const Tensor& in) = 0;
+  // out (n elements) ← Σ_r chunk[rank()] of in_r (size()·n elements).
+  virtual void reduce_scatter(Tensor& out, const Tensor& in) = 0;
+  // x ← x of `root`.
+  virtual void broadcast(Tensor& x, int root) = 0;
+  virtual void barrier() = 0;
+
+  // Non-blocking variants; buffers must stay alive and untouched until the request completes.
+  virtual std::unique_ptr<Request> all_reduce_async(Tensor& x) = 0;
+  virtual std::unique_ptr<Request> all_gather_async(Tensor& out, const Tensor& in) = 0;
+  virtual std::unique_ptr<Request> reduce_scatter_async(Tensor& out, const Tensor& in) = 0;
+
+  // Bytes this rank has handed to collectives as payload (for the communication report).
+  int64_t payload_bytes() const { return payload_bytes_; }
+
+ protected:
+  int64_t payload_bytes_ = 0;
+};
+
+}  // namespace retort

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# A real single-node Slurm (Debian slurm-wlm + munge) runs a tiny IsoFLOP sweep: `retort sweep`
+# plans configs/sweeps/isoflop-tiny.yaml, submit.sh submits its array, and after the jobs end
+# `retort collect` must see every run complete. Everything lives in a temp dir (munge key and
+# socket, slurm.conf with free non-default ports, state, logs); no system file changes. Daemons
+# are stopped by the pids in their pid files, never by name. Needs root (as slurmd does).
+# Setup follows /work/shared/notes/slurm-local.md.
+source "$(dirname "$0")/lib.sh"
+
+for tool in munged slurmctld slurmd sbatch squeue sinfo scontrol; do
+  command -v "$tool" >/dev/null ||
+    fail "'$tool' not found: install Debian slurm-wlm and munge (launch/install-deps.sh)"
+done
+[ "$(id -u)" = 0 ] || fail "needs root (slurmd runs jobs as their user; this test runs them as root)"
+
+S=$(mktemp -d /tmp/retort-slurm.XXXXXX)   # short path: the munge socket must fit in sun_path
+export SLURM_CONF=$S/slurm.conf
+stop_daemons() {
+  for pidfile in "$S/slurmd.pid" "$S/slurmctld.pid" "$S/munged.pid"; do
+    [ -s "$pidfile" ] || continue
+    pid=$(cat "$pidfile")
+    kill "$pid" 2>/dev/null || continue
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null
+  done
+  rm -rf "$S"
+}
+trap stop_daemons EXIT
+
+# Shows what the daemons and jobs said, then fails.
+slurm_fail() {
+  echo "---- squeue" >&2; squeue -a 2>&1 | tail -20 >&2 || true
+  echo "---- sinfo" >&2; sinfo 2>&1 | tail -5 >&2 || true
+  echo "---- scontrol show job" >&2; scontrol show job 2>&1 | tail -40 >&2 || true
+  for log in "$S"/*.log "$WORK"/sweep/logs/*; do
+    [ -f "$log" ] && { echo "---- $log" >&2; tail -15 "$log" >&2; }
+  done
+  fail "$*"
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])'; }
+HOST=$(hostname -s)
+CTLD_PORT=$(free_port)
+SLURMD_PORT=$(free_port)
+[ "$CTLD_PORT" != "$SLURMD_PORT" ] || SLURMD_PORT=$((CTLD_PORT + 1))
+
+# 1. munge with a private key and socket.
+dd if=/dev/urandom of="$S/munge.key" bs=1024 count=1 status=none
+chmod 0400 "$S/munge.key"
+munged --key-file="$S/munge.key" --socket="$S/munge.socket" --pid-file="$S/munged.pid" \
+  --log-file="$S/munged.log" --seed-file="$S/munged.seed" -f ||
+  slurm_fail "munged did not start (log: $S/munged.log)"
+
+# 2. slurm.conf in the temp dir.
+mkdir -p "$S/state" "$S/spool"
+cat >"$SLURM_CONF" <<EOF
+ClusterName=retort-test
+SlurmctldHost=$HOST
+SlurmUser=root
+SlurmdUser=root
+SlurmctldPort=$CTLD_PORT
+SlurmdPort=$SLURMD_PORT
+AuthType=auth/munge
+AuthInfo=socket=$S/munge.socket
+CredType=cred/munge
+StateSaveLocation=$S/state
+SlurmdSpoolDir=$S/spool
+SlurmctldPidFile=$S/slurmctld.pid
+SlurmdPidFile=$S/slurmd.pid
+SlurmctldLogFile=$S/slurmctld.log
+SlurmdLogFile=$S/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+MpiDefault=none
+ReturnToService=2
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+JobCompType=jobcomp/none
+NodeName=$HOST CPUs=$(nproc) RealMemory=8000 State=UNKNOWN
+PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
+EOF
+
+# 3. The daemons; wait (bounded) for the node to come up idle.
+slurmctld -f "$SLURM_CONF" || slurm_fail "slurmctld did not start"
+slurmd -f "$SLURM_CONF" || slurm_fail "slurmd did not start"
+for i in $(seq 60); do
+  sinfo -h -o %T 2>/dev/null | grep -q idle && break
+  [ "$i" = 60 ] && slurm_fail "the Slurm node did not become idle within 30 s"
+  sleep 0.5
+done
+echo "ok: slurm up on $HOST (ports $CTLD_PORT/$SLURMD_PORT)"
+
+# 4. Plan the tiny sweep and submit its array.
+tiny_tokens "$WORK/tok"
+retort sweep "$SRC/configs/sweeps/isoflop-tiny.yaml" --out "$WORK/sweep" \
+  --set "data.train=$WORK/tok/train.h5" --set "data.val=$WORK/tok/val.h5" >"$WORK/plan.log"
+n_runs=$(grep -c . "$WORK/sweep/stages/train.txt")
+[ "$n_runs" = 4 ] || fail "expected 4 planned runs, got $n_runs"
+"$WORK/sweep/submit.sh" >"$WORK/submit.log" 2>&1 || { cat "$WORK/submit.log" >&2; slurm_fail "submit.sh failed"; }
+cat "$WORK/submit.log"
+read -r stage jobid tasks <"$WORK/submit.log"
+[ "$stage $tasks" = "train 4" ] || fail "submit.sh should submit one array of 4 tasks: $(cat "$WORK/submit.log")"
+
+# 5. Wait (at most 5 minutes) for the array to leave the queue.
+for i in $(seq 300); do
+  [ -z "$(squeue -h -j "$jobid" 2>/dev/null)" ] && break
+  [ "$i" = 300 ] && slurm_fail "job $jobid still queued or running after 5 minutes"
+  sleep 1
+done
+
+# 6. collect sees every run complete.
+retort collect "$WORK/sweep" | tee "$WORK/collect.log"
+grep -q "4 runs: 4 complete, 0 incomplete, 0 missing" "$WORK/collect.log" ||
+  slurm_fail "not every run completed under Slurm"
+n_logs=$(ls "$WORK"/sweep/logs/slurm-"$jobid"_*.out | wc -l)
+[ "$n_logs" = 4 ] || slurm_fail "expected 4 task logs for job $jobid, found $n_logs"
+python3 - "$WORK/sweep/results.csv" <<'PY'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+assert len(rows) == 4 and all(r["status"] == "complete" for r in rows), rows
+for r in rows:
+    assert abs(float(r["C"]) / float(r["budget"]) - 1) <= 0.01, r
+    assert float(r["final_val_loss"]) > 0, r
+PY
+echo PASS

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# A sweep's run_local.sh resumes after an interruption. The tiny IsoFLOP sweep plus one
+# distillation protocol is planned; the first pass goes through a wrapper binary that
+# "crashes" the third run after its mid-run checkpoint (its final checkpoint and summary are
+# removed, exit 137), so run_local.sh stops. The second pass must skip the complete runs,
+# resume the interrupted one from its checkpoint (same final loss as uninterrupted), finish
+# the rest, and skip the corpus/student runs that need `retort generate`/`distill` with a
+# clear message. collect then reports every run's status.
+source "$(dirname "$0")/lib.sh"
+tiny_tokens "$WORK/tok"
+
+cat >"$WORK/sweep.yaml" <<EOF
+base: $SRC/configs/tiny.yaml
+set: {train.batch_tokens: 256, train.micro_batch: 0, eval.max_windows: 4, checkpoint.keep_last: 2}
+family: {aspect: 32, head_dim: 16, seq_len: 64}
+warmup_fraction: 0.1
+evals_per_run: 2
+checkpoints_per_run: 2
+supervised: {budgets: [1.2e10, 2.4e10], sizes: [1, 2]}
+distillation:
+  - protocol: fixed_teacher_isoflop_students
+    teachers: {sizes: [2], tokens_per_param: 1}
+    students: {budgets: [1.2e10], sizes: [1]}
+EOF
+retort sweep "$WORK/sweep.yaml" --out "$WORK/sweep" \
+  --set "data.train=$WORK/tok/train.h5" --set "data.val=$WORK/tok/val.h5" >"$WORK/plan.log"
+D=$WORK/sweep
+[ "$(cat "$D/stages/train.txt" | wc -l)" = 5 ] || fail "expected 5 training runs: $(cat "$D/stages/train.txt")"
+victim=$(sed -n 3p "$D/stages/train.txt")
+
+# First pass: the wrapper lets the victim train to the end, then rolls it back to its mid-run
+# checkpoint as a crash after that checkpoint would have left it.
+cat >"$WORK/crashing-retort" <<EOF
+#!/usr/bin/env bash
+"$RETORT_BIN" "\$@" || exit \$?
+case "\${2:-}" in
+  */$victim.yaml)
+    run=$D/runs/$victim
+    cp "\$run/summary.json" "$WORK/reference-summary.json"
+    rm -rf "\$run/summary.json" "\$(ls -d "\$run"/checkpoints/step_* | tail -1)"
+    echo "crashing-retort: killed $victim" >&2
+    exit 137 ;;
+esac
+EOF
+chmod +x "$WORK/crashing-retort"
+rc=0
+RETORT=$WORK/crashing-retort "$D/run_local.sh" >"$WORK/pass1.log" 2>&1 || rc=$?
+[ "$rc" != 0 ] || fail "run_local.sh should fail when a run fails"
+grep -q "\[sweep\] $victim failed .*rerun run_local.sh" "$WORK/pass1.log" || { cat "$WORK/pass1.log"; fail "no failure message"; }
+[ ! -e "$D/runs/$(sed -n 4p "$D/stages/train.txt")" ] || fail "run_local.sh went on after a failure"
+retort collect "$D" | grep -q "6 runs: 2 complete, 1 incomplete, 3 missing" || fail "collect after pass 1: $(retort collect "$D")"
+
+# Second pass: skip, resume, finish; corpus and student are skipped with a message.
+"$D/run_local.sh" >"$WORK/pass2.log" 2>&1 || { cat "$WORK/pass2.log"; fail "second pass failed"; }
+for n in $(sed -n 1,2p "$D/stages/train.txt"); do
+  grep -q "\[sweep\] $n: complete, skipping" "$WORK/pass2.log" || fail "$n was not skipped"
+done
+grep -q "resuming from .*/runs/$victim/checkpoints/step_" "$WORK/pass2.log" || fail "$victim did not resume"
+grep -Eq "\[sweep\] corpus-.*: skipped: needs \`retort generate\`" "$WORK/pass2.log" || fail "corpus not skipped with a message"
+grep -Eq "\[sweep\] student-.*: skipped: needs \`retort distill\`" "$WORK/pass2.log" || fail "student not skipped with a message"
+[ "$(json "$D/runs/$victim/summary.json" "j['final_val_loss']")" = \
+  "$(json "$WORK/reference-summary.json" "j['final_val_loss']")" ] || fail "resumed run's final loss differs"
+
+# Third pass: nothing left to do.
+"$D/run_local.sh" >"$WORK/pass3.log" 2>&1 || fail "third pass failed"
+[ "$(grep -c 'complete, skipping' "$WORK/pass3.log")" = 5 ] || { cat "$WORK/pass3.log"; fail "third pass re-ran something"; }
+retort collect "$D" | tee "$WORK/collect.log"
+grep -q "6 runs: 5 complete, 0 incomplete, 1 missing" "$WORK/collect.log" || fail "collect after pass 2"
+python3 - "$D/results.csv" <<'PY'
+import csv, sys
+rows = {r["name"]: r for r in csv.DictReader(open(sys.argv[1]))}
+student = [r for r in rows.values() if r["stage"] == "student"][0]
+assert student["status"] == "missing" and student["teacher"] in rows, student
+assert student["teacher_loss"] == rows[student["teacher"]]["final_val_loss"] != "", student
+PY
+echo PASS
