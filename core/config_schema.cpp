@@ -72,6 +72,9 @@ const std::vector<ConfigKey>& config_schema() {
 
       {"parallel.dp", T::Int, "1", "data-parallel replicas"},
       {"parallel.fsdp", T::Int, "1", "fully sharded data-parallel ranks"},
+      {"parallel.fsdp_keep_params", T::Bool, "false",
+       "fsdp: keep each unit's gathered parameters from its forward until its backward (less "
+       "communication, full-model memory)"},
       {"parallel.tp", T::Int, "1", "tensor-parallel ranks (innermost mesh axis)"},
       {"parallel.sp", T::Bool, "false", "sequence parallelism inside the tensor-parallel group"},
       {"parallel.bucket_elems", T::Int, "1048576",

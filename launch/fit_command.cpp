@@ -218,7 +218,7 @@ int run_fit(const FitArgs& args) {
   std::string summary;
 
   if (args.method == "approach2") {
-    auto fit = fit_isoflop(t.N, t.C, t.loss, args.budget_tolerance);
+    auto fit = fit_isoflop(t.N, t.C, t.loss, args.budget_tolerance, {}, t.line);
     j["budget_tolerance_decades"] = args.budget_tolerance;
     j["a"] = fit.n_opt.exponent;
     j["b"] = fit.d_opt.exponent;
@@ -246,7 +246,7 @@ int run_fit(const FitArgs& args) {
                                       {"D_opt", fit.d_opt.coefficient * std::pow(C, fit.d_opt.exponent)}});
     if (args.bootstrap > 0) {
       auto b = bootstrap(int(t.size()), args.bootstrap, uint64_t(args.seed), 0.95, [&](const std::vector<double>& w) {
-        auto f = fit_isoflop(t.N, t.C, t.loss, args.budget_tolerance, w);
+        auto f = fit_isoflop(t.N, t.C, t.loss, args.budget_tolerance, w, t.line);
         std::map<std::string, double> v{{"a", f.n_opt.exponent}, {"b", f.d_opt.exponent}};
         for (double C : args.budgets) {
           v["N_opt@" + str_cat(C)] = f.n_opt.coefficient * std::pow(C, f.n_opt.exponent);
@@ -331,6 +331,7 @@ int run_fit(const FitArgs& args) {
   }
   std::cout << "  wrote " << args.out << "\n";
   if (args.plot) {
+    std::cout << std::flush;
     std::string why;
     if (run_plot_script(args.out, &why))
       std::cout << "  plots next to " << args.out << "\n";

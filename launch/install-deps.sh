@@ -15,6 +15,7 @@ PACKAGES=(
   libeigen3-dev liblbfgspp-dev        # scaling-law fits (L-BFGS-B)
   python3-torch python3-h5py python3-numpy   # PyTorch reference tests and benchmark
   python3-matplotlib                  # plots
+  slurm-wlm munge                     # real single-node Slurm test (tests/e2e/slurm_sweep.sh)
 )
 
 missing=()

@@ -63,7 +63,7 @@ std::string plan_csv(const SweepSpec& spec, const SweepPlan& plan) {
   }
   // One row per protocol: the compute of every distinct run it needs (Eq. 9 terms summed).
   for (const ProtocolTotal& t : plan.totals)
-    out += str_cat("total:", t.protocol, ",total,", t.protocol, ",,,,,,,,,", t.runs, ",,,,",
+    out += str_cat("total:", t.protocol, ",total,", t.protocol, ",,,,,,,,,,,,,",
                    num(t.total()), ",,,,", num(t.c_student), ",", num(t.c_teacher_logits), ",",
                    num(t.c_teacher_pretrain), ",", num(t.total()), ",", mode, ",,,\n");
   return out;
@@ -181,6 +181,8 @@ void write_script(const std::string& path, const std::string& text) {
 
 int run_sweep(const std::string& sweep_path, const std::vector<std::string>& overrides,
               const std::string& out, bool shapes_only) {
+  if (out.empty() && !shapes_only)
+    throw ConfigError("retort sweep: --out DIR is required (or --shapes to list the family)");
   const SweepSpec spec = read_sweep(sweep_path, overrides);
   std::vector<int64_t> sizes;
   auto add = [&](const std::vector<int64_t>& v) {
@@ -196,8 +198,13 @@ int run_sweep(const std::string& sweep_path, const std::vector<std::string>& ove
               (long long)spec.family.base.seq_len, flops_mode_name(spec.flops),
               family_shapes_table(spec.family, sizes).c_str());
   if (shapes_only) return 0;
-  if (out.empty()) throw ConfigError("retort sweep: --out DIR is required (or --shapes to list the family)");
 
+  for (const char* key : {"data.train", "data.val"}) {
+    const std::string p = spec.base.get_string(key);
+    if (p.empty() || !stdfs::exists(p))
+      std::fprintf(stderr, "warning: %s is %s; the runs need it (set it in the sweep file's set: or with --set)\n",
+                   key, p.empty() ? "not set" : ("'" + p + "', which does not exist").c_str());
+  }
   const SweepPlan plan = plan_sweep(spec, out);
   const std::string dir = plan.out_dir;
   stdfs::create_directories(dir + "/configs");

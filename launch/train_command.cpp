@@ -43,12 +43,6 @@ TokenDataset open_split(const Config& cfg, const std::string& key, const ModelCo
   return ds;
 }
 
-std::vector<NamedTensor> named(const std::vector<Parameter>& params) {
-  std::vector<NamedTensor> out;
-  for (const auto& p : params) out.push_back({p.name, p.value});
-  return out;
-}
-
 }  // namespace
 
 void apply_thread_setting(const Config& cfg) {
@@ -97,14 +91,11 @@ int run_train(const Config& cfg, bool resume) {
   int64_t start_step = 0, tokens_seen = 0;
   double wall_before = 0;
   if (resume && !latest.empty()) {
-    std::vector<NamedTensor> weights = named(model.parameters());
-    load_model_weights(latest, weights);
-    nlohmann::json state = load_training_state(latest, trainer.optimizer().exp_avg(),
-                                               trainer.optimizer().exp_avg_sq());
+    // Checkpoints are consolidated (as one process holds the state), so any mesh resumes them.
+    nlohmann::json state = trainer.load_checkpoint(latest);
     start_step = state.at("step").get<int64_t>();
     tokens_seen = state.at("tokens_seen").get<int64_t>();
     wall_before = state.value("wall_s", 0.0);
-    trainer.optimizer().set_steps(state.at("optimizer_steps").get<int64_t>());
     if (root) std::printf("resuming from %s (step %lld)\n", latest.c_str(), static_cast<long long>(start_step));
   } else if (resume && root) {
     std::printf("no checkpoint in %s; starting from step 0\n", run.checkpoints().c_str());
@@ -112,11 +103,11 @@ int run_train(const Config& cfg, bool resume) {
   if (root) {
     fs::write_file_atomic(run.file("config.resolved.yaml"), cfg.to_yaml());
     run.open_metrics(start_step > 0 ? start_step : -1);
-    std::printf("model: %lld params (%lld non-embedding), %lld tokens/step; %lld ranks (dp %d) x "
+    std::printf("model: %lld params (%lld non-embedding), %lld tokens/step; %lld ranks (dp %d, fsdp %d) x "
                 "%lld micro-batches of %lld sequences, %d threads per rank\n",
                 static_cast<long long>(mc.n_params()), static_cast<long long>(mc.n_params_nonemb()),
                 static_cast<long long>(geo.tokens_per_step()), static_cast<long long>(mesh.world_size),
-                mesh.dp, static_cast<long long>(geo.n_micro), static_cast<long long>(geo.micro_seqs),
+                mesh.dp, mesh.fsdp, static_cast<long long>(geo.n_micro), static_cast<long long>(geo.micro_seqs),
                 omp_get_max_threads());
   }
 
@@ -124,11 +115,12 @@ int run_train(const Config& cfg, bool resume) {
     loader.fill_batch(first, count, inputs, targets);
   };
   auto save = [&](int64_t step, double wall) {
-    CheckpointData data{named(model.parameters()), trainer.optimizer().exp_avg(),
-                        trainer.optimizer().exp_avg_sq(), cfg.to_yaml(), nlohmann::json::object()};
+    // Every rank takes part (fsdp gathers the shards); the root receives the full state.
+    CheckpointData data = trainer.checkpoint_data();
+    data.config_yaml = cfg.to_yaml();
     data.state = {{"step", step}, {"tokens_seen", tokens_seen}, {"wall_s", wall},
                   {"optimizer_steps", trainer.optimizer().steps()}, {"seed", seed}};
-    std::string dir;  // data parallel: every rank holds the same state; rank 0 writes it
+    std::string dir;  // rank 0 writes the consolidated checkpoint
     if (root) dir = save_checkpoint(run.checkpoints(), step, data, keep_last);
     mesh.world->barrier();
     return dir;
@@ -177,18 +169,32 @@ int run_train(const Config& cfg, bool resume) {
   if (last_val < 0) last_val = validate().loss;  // resumed at the end: nothing ran
   const double trained_s = seconds_since(t_start);
   const int64_t tokens_this_run = (steps - start_step) * geo.tokens_per_step();
-  // Per-rank memory: parameters, gradients and AdamW state are replicated under dp.
-  Tensor rss_kib = Tensor::empty({mesh.world_size}, DType::I32);
-  Tensor mine = Tensor::empty({1}, DType::I32);
-  mine.host<int32_t>()[0] = static_cast<int32_t>(fs::peak_rss_bytes() / 1024);
-  mesh.world->all_gather(rss_kib, mine);
+  // Per-rank memory: parameters, gradients and AdamW state are replicated under dp and
+  // sharded under fsdp (≈1/fsdp each, plus the transient full-size unit buffers).
+  const MemoryUse mem = trainer.memory();
+  const int64_t mine_bytes[5] = {mem.params, mem.grads, mem.optimizer, mem.gather_buffers,
+                                 fs::peak_rss_bytes()};
+  // Exact byte counts of every rank, each sent as two int32 halves (v = hi·2³⁰ + lo).
+  Tensor all = Tensor::empty({10 * int64_t(mesh.world_size)}, DType::I32);
+  Tensor mine = Tensor::empty({10}, DType::I32);
+  for (int i = 0; i < 5; ++i) {
+    mine.host<int32_t>()[2 * i] = static_cast<int32_t>(mine_bytes[i] >> 30);
+    mine.host<int32_t>()[2 * i + 1] = static_cast<int32_t>(mine_bytes[i] & ((int64_t{1} << 30) - 1));
+  }
+  mesh.world->all_gather(all, mine);
   nlohmann::json memory = nlohmann::json::array();
-  for (int r = 0; r < mesh.world_size; ++r)
+  for (int r = 0; r < mesh.world_size; ++r) {
+    auto bytes = [&](int i) {
+      const int32_t* p = all.host<int32_t>() + 10 * r + 2 * i;
+      return (int64_t{p[0]} << 30) + p[1];
+    };
     memory.push_back({{"rank", r},
-                      {"params_bytes", model.flat_params().nbytes()},
-                      {"grads_bytes", model.flat_grads().nbytes()},
-                      {"optimizer_bytes", trainer.optimizer().state_bytes()},
-                      {"peak_rss_bytes", int64_t{rss_kib.host<int32_t>()[r]} * 1024}});
+                      {"params_bytes", bytes(0)},
+                      {"grads_bytes", bytes(1)},
+                      {"optimizer_bytes", bytes(2)},
+                      {"gather_buffer_bytes", bytes(3)},
+                      {"peak_rss_bytes", bytes(4)}});
+  }
   nlohmann::json summary = {
       {"status", "complete"},
       {"final_val_loss", last_val},

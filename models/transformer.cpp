@@ -51,7 +51,7 @@ Transformer::Transformer(const ModelConfig& cfg) : cfg_(cfg) {
     return output_proj ? s * out_scale : s;
   };
   auto add = [&](const std::string& name, Shape shape, bool decay, double std) {
-    params_.push_back(Parameter{name, Tensor(), Tensor(), decay, n_params_});  // views: build_views
+    params_.push_back(Parameter{name, Tensor(), Tensor(), decay, n_params_, shape});  // views: build_views
     init_std_.push_back(std);
     n_params_ += shape_numel(shape);
     shapes_.push_back(std::move(shape));
@@ -59,6 +59,7 @@ Transformer::Transformer(const ModelConfig& cfg) : cfg_(cfg) {
 
   add("model.embed_tokens.weight", {V, d}, true, cfg.init_std);
   for (int64_t i = 0; i < L; ++i) {
+    unit_first_param_.push_back(params_.size());
     const std::string p = "model.layers." + std::to_string(i) + ".";
     add(p + "input_layernorm.weight", {d}, false, 0);
     add(p + "self_attn.q_proj.weight", {H * hd, d}, true, hidden_std(d, false));
@@ -74,11 +75,14 @@ Transformer::Transformer(const ModelConfig& cfg) : cfg_(cfg) {
     add(p + "mlp.up_proj.weight", {F, d}, true, hidden_std(d, false));
     add(p + "mlp.down_proj.weight", {d, F}, true, hidden_std(F, true));
   }
+  unit_first_param_.insert(unit_first_param_.begin(), 0);  // unit 0: the embedding
+  unit_first_param_.push_back(params_.size());              // unit L+1: the head
   add("model.norm.weight", {d}, false, 0);
   if (!cfg.tie_embeddings) add("lm_head.weight", {V, d}, true, mup ? 1.0 / double(d) : cfg.init_std);
   RETORT_CHECK(n_params_ == cfg.n_params(), "parameter count ", n_params_, " != ModelConfig::n_params ",
                cfg.n_params());
 
+  unit_first_param_.push_back(params_.size());  // end sentinel
   flat_params_ = Tensor::zeros({n_params_});
   flat_grads_ = Tensor::zeros({n_params_});
   build_views();
@@ -102,6 +106,43 @@ void Transformer::build_views() {
     p.value = flat_params_.flat(p.offset, n).view(shapes_[i]);
     p.grad = flat_grads_.flat(p.offset, n).view(shapes_[i]);
   }
+  rebuild_weights();
+}
+
+std::pair<int64_t, int64_t> Transformer::unit_range(int unit) const {
+  RETORT_CHECK(unit >= 0 && unit < num_units(), "unit ", unit, " out of range [0, ", num_units(), ")");
+  const size_t first = unit_first_param_[unit], last = unit_first_param_[unit + 1];
+  return {params_[first].offset, last < params_.size() ? params_[last].offset : n_params_};
+}
+
+void Transformer::bind_unit(int unit, const Tensor& params, const Tensor& grads) {
+  const auto [begin, end] = unit_range(unit);
+  RETORT_CHECK(!params.defined() || params.numel() >= end - begin, "bind_unit: unit ", unit, " has ",
+               end - begin, " elements, the parameter buffer ", params.numel());
+  RETORT_CHECK(!grads.defined() || grads.numel() >= end - begin, "bind_unit: unit ", unit, " has ",
+               end - begin, " elements, the gradient buffer ", grads.numel());
+  for (size_t i = unit_first_param_[unit]; i < unit_first_param_[unit + 1]; ++i) {
+    Parameter& p = params_[i];
+    const int64_t n = shape_numel(shapes_[i]);
+    p.value = params.defined() ? params.flat(p.offset - begin, n).view(shapes_[i]) : Tensor();
+    p.grad = grads.defined() ? grads.flat(p.offset - begin, n).view(shapes_[i]) : Tensor();
+  }
+  rebuild_weights();
+}
+
+void Transformer::release_flat() {
+  flat_params_ = Tensor();
+  flat_grads_ = Tensor();
+  for (int u = 0; u < num_units(); ++u) bind_unit(u, Tensor(), Tensor());
+  have_forward_ = false;
+}
+
+void Transformer::check_bound() const {
+  RETORT_CHECK(hooks_ || flat_params_.defined(),
+               "the model's parameters were released to a sharding wrapper and no unit hooks are set");
+}
+
+void Transformer::rebuild_weights() {
   size_t k = 0;
   auto next = [&]() -> Weight { const Parameter& p = params_[k++]; return Weight{p.value, p.grad}; };
   embed_ = next();
@@ -158,7 +199,9 @@ void Transformer::init(uint64_t seed) {
   have_forward_ = false;
 }
 
-void Transformer::zero_grad() { ops::fill(flat_grads_, 0.0f); }
+void Transformer::zero_grad() {
+  if (flat_grads_.defined()) ops::fill(flat_grads_, 0.0f);
+}
 
 // ---- activations -------------------------------------------------------------------------
 
@@ -239,16 +282,26 @@ void Transformer::head_forward(const Tensor& x) {
 
 LossResult Transformer::forward(const Tensor& tokens, const Tensor& targets, float z_loss) {
   have_forward_ = false;  // until this forward completes
+  check_bound();
   const int L = int(cfg_.n_layers);
+  const bool tied = cfg_.tie_embeddings;
   fwd_recompute_ = recompute_;
   prepare(tokens, targets, fwd_recompute_ ? 1 : L, L + 1);
   // x = E[tok]
+  fwd_begin(0);
   ops::embedding_forward(resid_[0], tokens_, embed_.w);
+  fwd_end(0);
   for (int l = 0; l < L; ++l) {
     BlockActs a = block_acts(fwd_recompute_ ? 0 : l);
+    fwd_begin(l + 1);
     block_forward(l, resid_[l], resid_[l + 1], a);
+    fwd_end(l + 1);
   }
+  fwd_begin(L + 1);
+  if (tied) fwd_begin(0);  // logits = xf Eᵀ
   head_forward(resid_[L]);
+  if (tied) fwd_end(0);
+  fwd_end(L + 1);
   const double R = double(B_ * T_);
   LossResult r;
   r.ce = sum_host(ce_) / R;
@@ -264,8 +317,11 @@ void Transformer::backward(float grad_scale) {
   have_forward_ = false;
   const int L = int(cfg_.n_layers);
   const int64_t R = B_ * T_, d = cfg_.d_model;
+  const bool tied = cfg_.tie_embeddings;
   Tensor dx = dx_b_.get({R, d});
   Tensor dxf = dxf_b_.get({R, d});
+  bwd_begin(L + 1);
+  if (tied) bwd_begin(0);
 
   // loss = ce_scale·Σ ce + z_scale·Σ lse²; dlogits overwrites logits.
   const float ce_scale = float(double(grad_scale) / double(R));
@@ -276,31 +332,47 @@ void Transformer::backward(float grad_scale) {
   ops::matmul(lm_head_.g, logits_, true, xf_, false, 1.0f, 1.0f);
   // xf = RMSNorm(x_L)
   ops::rmsnorm_backward(dx, final_norm_.g, dxf, resid_[L], final_norm_.w, rstdf_);
+  if (tied) bwd_end(0);
+  bwd_end(L + 1);
   // Flat layout: embed | layer 0 | ... | layer L-1 | final norm | lm_head (untied).
-  const int64_t head_begin = params_[params_.size() - (cfg_.tie_embeddings ? 1 : 2)].offset;
-  const int64_t layers_begin = params_[1].offset;
-  const int64_t per_layer = (head_begin - layers_begin) / L;
-  grads_ready(head_begin, n_params_);
+  grads_ready(unit_range(L + 1).first, n_params_);
 
   for (int l = L - 1; l >= 0; --l) {
     BlockActs a = block_acts(fwd_recompute_ ? 0 : l);
+    bwd_begin(l + 1);
     if (fwd_recompute_) block_forward(l, resid_[l], resid_[l + 1], a);  // same inputs, same values
     block_backward(l, resid_[l], dx, a);
-    grads_ready(layers_begin + l * per_layer, layers_begin + (l + 1) * per_layer);
+    bwd_end(l + 1);
+    const auto [b, e] = unit_range(l + 1);
+    grads_ready(b, e);
   }
   // x = E[tok]: dE[tok] += dx (tied: on top of the logits' contribution)
+  bwd_begin(0);
   ops::embedding_backward(embed_.g, dx, tokens_);
-  grads_ready(0, layers_begin);
+  bwd_end(0);
+  grads_ready(0, unit_range(0).second);
 }
 
 double Transformer::evaluate(const Tensor& tokens, const Tensor& targets) {
   have_forward_ = false;
+  check_bound();
   const int L = int(cfg_.n_layers);
+  const bool tied = cfg_.tie_embeddings;
   prepare(tokens, targets, 1, 2);  // one block's activations, residual ping-pong
+  fwd_begin(0);
   ops::embedding_forward(resid_[0], tokens_, embed_.w);
+  fwd_end(0);
   BlockActs a = block_acts(0);
-  for (int l = 0; l < L; ++l) block_forward(l, resid_[l % 2], resid_[(l + 1) % 2], a);
+  for (int l = 0; l < L; ++l) {
+    fwd_begin(l + 1);
+    block_forward(l, resid_[l % 2], resid_[(l + 1) % 2], a);
+    fwd_end(l + 1);
+  }
+  fwd_begin(L + 1);
+  if (tied) fwd_begin(0);
   head_forward(resid_[L % 2]);
+  if (tied) fwd_end(0);
+  fwd_end(L + 1);
   return sum_host(ce_) / double(B_ * T_);
 }
 

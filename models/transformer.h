@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/tensor.h"
@@ -29,6 +30,7 @@ struct Parameter {
   Tensor grad;        // view into flat_grads(), same shape
   bool decay;         // weight decay applies (matrices yes, norm gains no)
   int64_t offset;     // first element in the flat buffers
+  Shape shape;        // of value and grad (kept when the views are unbound, e.g. under FSDP)
 };
 
 struct LossResult {
@@ -39,6 +41,21 @@ struct LossResult {
 
 class Transformer {
  public:
+  // Units: contiguous ranges of the flat layout that a wrapper (FSDP) materialises one at a
+  // time: 0 = embedding, 1..L = layer u-1, L+1 = final norm (+ untied lm_head). The model calls
+  // before_*(u) right before it reads unit u's parameters (or, in backward, writes its
+  // gradients) and after_*(u) when it is done with them; a hook may re-point the unit's views
+  // with bind_unit(). Tied embeddings: the logits use unit 0 again, so the head's calls are
+  // bracketed by a second before_*(0)/after_*(0) (forward order 0, 1..L, L+1, 0; backward order
+  // L+1, 0, L..1, 0). The model never calls a collective; with no hooks nothing changes.
+  struct UnitHooks {
+    virtual ~UnitHooks() = default;
+    virtual void before_forward(int unit) = 0;
+    virtual void after_forward(int unit) = 0;
+    virtual void before_backward(int unit) = 0;
+    virtual void after_backward(int unit) = 0;
+  };
+
   // Allocates the flat parameter and gradient buffers (zeros) for a resolved config.
   explicit Transformer(const ModelConfig& cfg);
 
@@ -53,6 +70,18 @@ class Transformer {
   // Re-point all parameter/gradient views at external buffers ([N] F32 each), e.g. a
   // gathered FSDP buffer. Invalidates a pending forward.
   void bind(const Tensor& flat_params, const Tensor& flat_grads);
+
+  // ---- units (see UnitHooks) ----
+  int num_units() const { return int(cfg_.n_layers) + 2; }
+  // [begin, end) of unit `unit` in the flat layout.
+  std::pair<int64_t, int64_t> unit_range(int unit) const;
+  // Point the views of unit `unit`'s parameters at params[0 .. unit size) and its gradients at
+  // grads (undefined grads = forward only; undefined params = unbind). Keeps a pending forward.
+  void bind_unit(int unit, const Tensor& params, const Tensor& grads);
+  // Drop the model's own flat buffers and unbind every unit: from now on the unit hooks must
+  // bind each unit before it is used (flat_params()/flat_grads() become undefined).
+  void release_flat();
+  void set_unit_hooks(UnitHooks* hooks) { hooks_ = hooks; }
 
   // SPEC init: every element i of parameter `name` is
   //   std(name) · rng::normal(seed, rng::hash_string(name), i)      (gains are 1),
@@ -114,6 +143,13 @@ class Transformer {
   };
 
   void build_views();
+  void rebuild_weights();  // Weight structs from the views in params_
+  // Hook calls (no-ops without hooks).
+  void fwd_begin(int u) { if (hooks_) hooks_->before_forward(u); }
+  void fwd_end(int u) { if (hooks_) hooks_->after_forward(u); }
+  void bwd_begin(int u) { if (hooks_) hooks_->before_backward(u); }
+  void bwd_end(int u) { if (hooks_) hooks_->after_backward(u); }
+  void check_bound() const;
   void prepare(const Tensor& tokens, const Tensor& targets, int n_block_acts, int n_resid);
   BlockActs block_acts(int i);
   void block_forward(int layer, const Tensor& x_in, Tensor& x_out, BlockActs& a);
@@ -130,6 +166,9 @@ class Transformer {
   Weight embed_, final_norm_, lm_head_;  // lm_head_ == embed_ when tied
   std::vector<LayerWeights> layers_;
   Tensor rope_;  // [seq_len, hd]
+
+  std::vector<size_t> unit_first_param_;  // unit u owns params_[first[u], first[u+1])
+  UnitHooks* hooks_ = nullptr;
 
   bool recompute_ = false;
   GradReadyHook grad_ready_;

@@ -39,8 +39,6 @@ void check_same_job(const Mesh& mesh, const Config& cfg) {
 }
 
 void require_supported_mesh(const Mesh& mesh, const Config& cfg) {
-  if (mesh.fsdp > 1)
-    cfg.fail("parallel.fsdp", "fully sharded data parallelism is not available in this build yet; use parallel.dp");
   if (mesh.tp > 1) cfg.fail("parallel.tp", "tensor parallelism is not available in this build yet; use parallel.dp");
   if (mesh.sp) cfg.fail("parallel.sp", "sequence parallelism needs tensor parallelism, not available yet");
 }

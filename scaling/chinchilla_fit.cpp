@@ -12,7 +12,7 @@ std::vector<Eigen::VectorXd> hoffmann_grid(LawForm form) {
   const std::vector<double> e{-1, -0.5, 0, 0.5, 1};
   const std::vector<double> ab{0, 5, 10, 15, 20, 25};
   std::vector<std::vector<double>> axes{e, ab, ab, exps, exps};
-  if (form == LawForm::busbridge) axes.push_back({0.5, 1, 1.5});
+  if (form == LawForm::busbridge) axes.push_back({0.5, 1});
   return cartesian_grid(axes);
 }
 

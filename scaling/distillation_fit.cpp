@@ -75,7 +75,7 @@ std::vector<Eigen::VectorXd> distillation_grid() {
     for (double& x : v) x = std::log(x);
     return v;
   };
-  return cartesian_grid({{0, 1, 2, 3}, {0.5, 5, 50}, logs({0.7, 1, 1.4}), logs({0.1, 0.5}), {5, 10}, {5, 10},
+  return cartesian_grid({{0, 1.5, 3}, {0.5, 5, 50}, logs({0.7, 1, 1.4}), logs({0.1, 0.5}), {5, 10}, {5, 10},
                          {0.2, 0.5}, {0.2, 0.5}, {0.5, 1}});
 }
 

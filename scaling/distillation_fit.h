@@ -22,9 +22,9 @@
 //   ∂/∂a' = w_s·γ'·p_u,  ∂/∂α' = −w_s·γ'·p_u·ln N_S,  ∂/∂b' = w_s·γ'·p_v,  ∂/∂β' = −w_s·γ'·p_v·ln D_S,
 //   ∂/∂γ' = w_s·S.
 //
-// Initialisation grid (ours; the paper does not fix one we could verify): c0 ∈ {0, 1, 2, 3},
+// Initialisation grid (ours; the paper does not fix one we could verify): c0 ∈ {0, 1.5, 3},
 // c1 ∈ {0.5, 5, 50}, d1 ∈ {0.7, 1, 1.4}, f1 ∈ {0.1, 0.5}, a', b' ∈ {5, 10}, α', β' ∈ {0.2, 0.5},
-// γ' ∈ {0.5, 1} → 2304 starts. Bounds: c0 ∈ [−5, 10], c1 ∈ [0, 1000], d1 ∈ [0.05, 20],
+// γ' ∈ {0.5, 1} → 1728 starts. Bounds: c0 ∈ [−5, 10], c1 ∈ [0, 1000], d1 ∈ [0.05, 20],
 // f1 ∈ [1e−3, 10], a', b' ∈ [−10, 60], α', β' ∈ [0, 5], γ' ∈ [0.05, 5].
 #pragma once
 #include <Eigen/Core>

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <numeric>
 #include <set>
+#include <string>
 
 #include "core/check.h"
 
@@ -37,6 +38,15 @@ Eigen::VectorXd weighted_polyfit(const std::vector<double>& x, const std::vector
   return X.colPivHouseholderQr().solve(Y);
 }
 
+// "lines 3, 7, 9" (source lines when known, else 1-based row numbers), at most 6 listed.
+std::string rows_text(const std::vector<int>& rows, const std::vector<int>& lines) {
+  std::string s = lines.empty() ? "row" : "line";
+  s += rows.size() == 1 ? " " : "s ";
+  for (size_t k = 0; k < rows.size() && k < 6; ++k)
+    s += (k ? ", " : "") + std::to_string(lines.empty() ? rows[k] + 1 : lines[rows[k]]);
+  return rows.size() > 6 ? s + ", ..." : s;
+}
+
 PowerLawFit fit_power_law(const std::vector<double>& C, const std::vector<double>& y) {
   std::vector<double> lx, ly, w(C.size(), 1.0);
   for (size_t i = 0; i < C.size(); ++i) {
@@ -59,7 +69,8 @@ PowerLawFit fit_power_law(const std::vector<double>& C, const std::vector<double
 }  // namespace
 
 IsoflopFit fit_isoflop(const std::vector<double>& N, const std::vector<double>& C, const std::vector<double>& loss,
-                       double tolerance_decades, const std::vector<double>& weights) {
+                       double tolerance_decades, const std::vector<double>& weights,
+                       const std::vector<int>& lines) {
   RETORT_CHECK(N.size() == C.size() && N.size() == loss.size(), "N, C, loss of equal length");
   IsoflopFit out;
   for (const auto& rows : group_budgets(C, tolerance_decades)) {
@@ -81,8 +92,9 @@ IsoflopFit fit_isoflop(const std::vector<double>& N, const std::vector<double>& 
     b.C = std::exp(log_c);
     b.rows = rows;
     if (sizes.size() < 3)
-      throw Error(str_cat("IsoFLOP budget C ≈ ", b.C, " has ", sizes.size(),
-                          " distinct model size(s); a parabola in log N needs at least 3"));
+      throw Error(str_cat("IsoFLOP budget C ≈ ", b.C, " (", rows_text(rows, lines), ") has ", sizes.size(),
+                          " distinct model size(s); a parabola in log N needs at least 3 (group budgets with "
+                          "--budget-tolerance or select rows with --where)"));
     // Centre x for conditioning: L ≈ q0 + q1·(x − m) + q2·(x − m)².
     double m = 0;
     for (size_t i = 0; i < x.size(); ++i) m += w[i] * x[i] / wsum;
@@ -90,7 +102,7 @@ IsoflopFit fit_isoflop(const std::vector<double>& N, const std::vector<double>& 
     for (size_t i = 0; i < x.size(); ++i) xc[i] = x[i] - m;
     auto q = weighted_polyfit(xc, y, w, 2);
     if (!(q[2] > 0))
-      throw Error(str_cat("IsoFLOP budget C ≈ ", b.C, ": loss is not convex in log N (parabola curvature ", q[2],
+      throw Error(str_cat("IsoFLOP budget C ≈ ", b.C, " (", rows_text(rows, lines), "): loss is not convex in log N (parabola curvature ", q[2],
                           "), so the budget does not bracket its optimum"));
     b.c2 = q[2];
     b.c1 = q[1] - 2 * q[2] * m;

@@ -39,8 +39,9 @@ struct IsoflopFit {
 std::vector<std::vector<int>> group_budgets(const std::vector<double>& C, double tolerance_decades);
 
 // Throws Error for a budget with fewer than 3 distinct model sizes or a non-convex parabola,
-// and for fewer than 2 budgets. weights: empty (all 1) or per row (bootstrap counts).
+// and for fewer than 2 budgets (naming the budget's source lines when given). weights: empty (all 1) or per row (bootstrap counts).
 IsoflopFit fit_isoflop(const std::vector<double>& N, const std::vector<double>& C, const std::vector<double>& loss,
-                       double tolerance_decades = 0.05, const std::vector<double>& weights = {});
+                       double tolerance_decades = 0.05, const std::vector<double>& weights = {},
+                       const std::vector<int>& lines = {});  // source lines, for messages
 
 }  // namespace retort::scaling

@@ -22,6 +22,13 @@ distillation:
     teachers: {sizes: [2], tokens_per_param: 1}
     students: {budgets: [1.2e10], sizes: [1]}
 EOF
+# Bad input: a malformed sweep file is a config error (exit 2) naming file and key, and
+# collect on a directory that is not a sweep is a runtime error (exit 1).
+sed 's/^warmup_fraction: 0.1/warmup_fraction: 0.1\nflops: 7N/' "$WORK/sweep.yaml" >"$WORK/bad.yaml"
+expect_fail 2 "bad.yaml: key 'flops': must be 'exact' or '6N'" retort sweep "$WORK/bad.yaml" --out "$WORK/bad"
+[ ! -e "$WORK/bad" ] || fail "a failed plan wrote $WORK/bad"
+expect_fail 1 "plan.csv: not found" retort collect "$WORK/tok"
+
 retort sweep "$WORK/sweep.yaml" --out "$WORK/sweep" \
   --set "data.train=$WORK/tok/train.h5" --set "data.val=$WORK/tok/val.h5" >"$WORK/plan.log"
 D=$WORK/sweep

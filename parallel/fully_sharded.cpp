@@ -1,0 +1,285 @@
+#include "parallel/fully_sharded.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/ops.h"
+
+namespace retort {
+
+FullyShardedDP::FullyShardedDP(Transformer& model, std::shared_ptr<Communicator> fsdp,
+                               std::shared_ptr<Communicator> dp, bool keep_params)
+    : model_(model), fsdp_(std::move(fsdp)), dp_(std::move(dp)), keep_params_(keep_params),
+      F_(fsdp_->size()), k_(fsdp_->rank()) {
+  RETORT_CHECK(model.flat_params().defined(), "FullyShardedDP needs a model that holds its full parameters");
+  const int U = model.num_units();
+  for (int u = 0; u < U; ++u) {
+    const auto [b, e] = model.unit_range(u);
+    const int64_t n = e - b, c = (n + F_ - 1) / F_;
+    units_.push_back(Unit{b, n, c, shard_elems_});
+    shard_elems_ += c;
+    max_padded_ = std::max(max_padded_, c * F_);
+    max_chunk_ = std::max(max_chunk_, c);
+  }
+  // Pieces: this rank owns unit-relative [k·c, (k+1)·c) of each unit; cut it at parameter edges.
+  const auto& ps = model.parameters();
+  for (size_t i = 0; i < ps.size(); ++i) {
+    const int64_t off = ps[i].offset, m = shape_numel(ps[i].shape);
+    const Unit* unit = nullptr;
+    for (const Unit& un : units_)
+      if (off >= un.begin && off < un.begin + un.n) unit = &un;
+    RETORT_CHECK(unit && off + m <= unit->begin + unit->n, "parameter ", ps[i].name, " spans two units");
+    const int64_t lo = unit->begin + k_ * unit->chunk, hi = lo + unit->chunk;  // owned flat range
+    const int64_t a = std::max(off, lo), b = std::min(off + m, hi);
+    if (b > a) pieces_.push_back(Piece{i, unit->shard_off + (a - lo), b - a});
+  }
+  params_ = Tensor::zeros({shard_elems_});
+  grads_ = Tensor::zeros({shard_elems_});
+  scatter_full(params_, model.flat_params());
+  model.release_flat();
+  model.set_unit_hooks(this);
+
+  // The order in which the model uses units (transformer.h), for prefetching the next one.
+  const int L = U - 2;
+  const bool tied = model.config().tie_embeddings;
+  for (int u = 0; u <= L + 1; ++u) fwd_order_.push_back(u);
+  if (tied) fwd_order_.push_back(0);
+  bwd_order_.push_back(L + 1);
+  if (tied) bwd_order_.push_back(0);
+  for (int u = L; u >= 0; --u) bwd_order_.push_back(u);
+  fwd_pos_ = fwd_order_.size();
+  bwd_pos_ = bwd_order_.size();
+}
+
+FullyShardedDP::~FullyShardedDP() {
+  model_.set_unit_hooks(nullptr);
+  try {
+    release_all();
+  } catch (...) {  // MPI already failing: nothing left to save
+  }
+}
+
+// ---- buffers -------------------------------------------------------------------------------
+
+Tensor FullyShardedDP::take(std::vector<Tensor>& pool, int64_t& allocated, int64_t n) {
+  if (!pool.empty()) {
+    Tensor t = pool.back();
+    pool.pop_back();
+    return t;
+  }
+  ++allocated;
+  return Tensor::empty({n});
+}
+
+int64_t FullyShardedDP::gather_buffer_bytes() const {
+  return (full_allocated_ * max_padded_ + chunk_allocated_ * max_chunk_) * int64_t(sizeof(float));
+}
+
+void FullyShardedDP::prefetch(int u) {
+  if (resident_.count(u)) return;
+  Gathered g;
+  g.buf = take(free_full_, full_allocated_, max_padded_);
+  Tensor out = g.buf.flat(0, units_[u].chunk * F_);
+  g.req = fsdp_->all_gather_async(out, chunk_of(params_, u));  // full_u ← concat_k chunk_k
+  resident_.emplace(u, std::move(g));
+}
+
+Tensor& FullyShardedDP::gathered(int u) {
+  prefetch(u);
+  Gathered& g = resident_.at(u);
+  if (g.req) {
+    g.req->wait();
+    g.req.reset();
+  }
+  return g.buf;
+}
+
+void FullyShardedDP::release(int u) {
+  auto it = resident_.find(u);
+  if (it == resident_.end()) return;
+  if (it->second.req) it->second.req->wait();
+  free_full_.push_back(it->second.buf);
+  resident_.erase(it);
+  model_.bind_unit(u, Tensor(), Tensor());
+}
+
+void FullyShardedDP::complete_oldest_scatter() {
+  Scatter& s = scatters_.front();
+  s.req->wait();
+  Tensor dst = chunk_of(grads_, s.unit);
+  ops::add_inplace(dst, s.chunk.flat(0, units_[s.unit].chunk));  // gshard_u += Σ_ranks chunk
+  free_full_.push_back(s.full);
+  free_chunk_.push_back(s.chunk);
+  scatters_.pop_front();
+}
+
+void FullyShardedDP::release_all() {
+  while (!scatters_.empty()) complete_oldest_scatter();
+  while (!resident_.empty()) release(resident_.begin()->first);
+  for (auto& [u, g] : grad_bound_) free_full_.push_back(g);
+  grad_bound_.clear();
+}
+
+void FullyShardedDP::progress() {  // MPI advances non-blocking collectives inside MPI calls
+  for (auto& [u, g] : resident_)
+    if (g.req) g.req->test();
+  for (auto& s : scatters_) s.req->test();
+}
+
+// ---- pass order ----------------------------------------------------------------------------
+
+// Advance `pos` past unit u's use; the unit expected next, or -1. A pass starts at order[0].
+int FullyShardedDP::next_in(const std::vector<int>& order, size_t& pos, int u) const {
+  if (pos < order.size() && order[pos] == u) {
+    ++pos;
+  } else if (u == order[0]) {
+    pos = 1;
+  } else {
+    pos = order.size();  // unexpected order: no prefetch until the next pass starts
+    return -1;
+  }
+  return pos < order.size() ? order[pos] : -1;
+}
+
+bool FullyShardedDP::needed_later(const std::vector<int>& order, size_t pos, int u) const {
+  for (size_t i = pos; i < order.size(); ++i)
+    if (order[i] == u) return true;
+  return false;
+}
+
+// ---- unit hooks ----------------------------------------------------------------------------
+
+void FullyShardedDP::before_forward(int u) {
+  progress();
+  model_.bind_unit(u, gathered(u), Tensor());
+  const int next = next_in(fwd_order_, fwd_pos_, u);
+  if (next >= 0) prefetch(next);
+}
+
+void FullyShardedDP::after_forward(int u) {
+  if (keep_params_ && training_) return;  // kept until its backward
+  release(u);
+}
+
+void FullyShardedDP::before_backward(int u) {
+  progress();
+  Tensor& full = gathered(u);
+  Tensor g = take(free_full_, full_allocated_, max_padded_);
+  Tensor gp = g.flat(0, units_[u].chunk * F_);
+  ops::fill(gp, 0.0f);  // the padding stays 0 through the reduce-scatter
+  grad_bound_[u] = g;
+  model_.bind_unit(u, full, g);
+  const int next = next_in(bwd_order_, bwd_pos_, u);
+  if (next >= 0) prefetch(next);
+}
+
+void FullyShardedDP::after_backward(int u) {
+  Scatter s;
+  s.unit = u;
+  s.full = grad_bound_.at(u);
+  grad_bound_.erase(u);
+  s.chunk = take(free_chunk_, chunk_allocated_, max_chunk_);
+  Tensor in = s.full.flat(0, units_[u].chunk * F_), out = s.chunk.flat(0, units_[u].chunk);
+  s.req = fsdp_->reduce_scatter_async(out, in);  // chunk_k = Σ_ranks dfull_u[k·c, (k+1)·c)
+  scatters_.push_back(std::move(s));
+  if (keep_params_ && training_ && needed_later(bwd_order_, bwd_pos_, u))
+    model_.bind_unit(u, gathered(u), Tensor());
+  else
+    release(u);
+  while (scatters_.size() > 1) complete_oldest_scatter();  // one in flight while the next unit runs
+}
+
+// ---- step ----------------------------------------------------------------------------------
+
+void FullyShardedDP::zero_grad() {
+  release_all();
+  ops::fill(grads_, 0.0f);
+}
+
+void FullyShardedDP::set_training(bool on) { training_ = on; }
+
+void FullyShardedDP::finish_backward() { release_all(); }
+
+void FullyShardedDP::reduce_over_dp() {
+  if (dp_ && dp_->size() > 1) dp_->all_reduce(grads_);
+}
+
+double FullyShardedDP::clip_grad_norm(double max_norm) {
+  // Σ g² of this shard in double, sent as two floats (hi + lo) so the sum over ranks keeps
+  // double precision; added in rank order on every rank (deterministic, identical).
+  const double sq = ops::sum_squares(grads_);
+  Tensor mine = Tensor::empty({2}), all = Tensor::empty({2 * int64_t(F_)});
+  mine.host<float>()[0] = static_cast<float>(sq);
+  mine.host<float>()[1] = static_cast<float>(sq - double(mine.host<float>()[0]));
+  fsdp_->all_gather(all, mine);
+  double total = 0;
+  for (int r = 0; r < F_; ++r) total += double(all.host<float>()[2 * r]) + double(all.host<float>()[2 * r + 1]);
+  const double norm = std::sqrt(total);
+  if (max_norm > 0 && norm > max_norm) ops::scale_inplace(grads_, static_cast<float>(max_norm / (norm + 1e-12)));
+  return norm;
+}
+
+std::vector<OptimizedTensor> FullyShardedDP::optimizer_pieces() const {
+  std::vector<OptimizedTensor> out;
+  const auto& ps = model_.parameters();
+  for (const Piece& p : pieces_)
+    out.push_back({ps[p.param].name, params_.flat(p.shard_off, p.n), grads_.flat(p.shard_off, p.n),
+                   ps[p.param].decay});
+  return out;
+}
+
+// ---- shard ↔ full --------------------------------------------------------------------------
+
+Tensor FullyShardedDP::gather_full(const Tensor& shard) {
+  release_all();
+  Tensor full = k_ == 0 ? Tensor::empty({model_.num_params()}) : Tensor();
+  Tensor buf = take(free_full_, full_allocated_, max_padded_);
+  for (size_t u = 0; u < units_.size(); ++u) {
+    const Unit& un = units_[u];
+    Tensor out = buf.flat(0, un.chunk * F_);
+    fsdp_->all_gather(out, chunk_of(shard, int(u)));
+    if (k_ != 0) continue;
+    Tensor dst = full.flat(un.begin, un.n);
+    ops::copy(dst, buf.flat(0, un.n));
+  }
+  free_full_.push_back(buf);
+  return full;
+}
+
+void FullyShardedDP::scatter_full(Tensor& shard, const Tensor& full) const {
+  RETORT_CHECK(shard.numel() == shard_elems_ && full.numel() == model_.num_params(), "scatter_full: sizes");
+  ops::fill(shard, 0.0f);
+  for (const Unit& un : units_) {
+    const int64_t len = std::clamp<int64_t>(un.n - k_ * un.chunk, 0, un.chunk);
+    if (len == 0) continue;
+    Tensor dst = shard.flat(un.shard_off, len);
+    ops::copy(dst, full.flat(un.begin + k_ * un.chunk, len));
+  }
+}
+
+Tensor FullyShardedDP::pack_pieces(const std::vector<NamedTensor>& pieces) const {
+  RETORT_CHECK(pieces.size() == pieces_.size(), "pack_pieces: ", pieces.size(), " tensors for ",
+               pieces_.size(), " pieces");
+  Tensor shard = Tensor::zeros({shard_elems_});
+  for (size_t i = 0; i < pieces_.size(); ++i) {
+    Tensor dst = shard.flat(pieces_[i].shard_off, pieces_[i].n);
+    ops::copy(dst, pieces[i].tensor);
+  }
+  return shard;
+}
+
+void FullyShardedDP::unpack_pieces(std::vector<NamedTensor>& pieces, const Tensor& shard) const {
+  RETORT_CHECK(pieces.size() == pieces_.size(), "unpack_pieces: ", pieces.size(), " tensors for ",
+               pieces_.size(), " pieces");
+  for (size_t i = 0; i < pieces_.size(); ++i)
+    ops::copy(pieces[i].tensor, shard.flat(pieces_[i].shard_off, pieces_[i].n));
+}
+
+std::vector<NamedTensor> FullyShardedDP::named_views(const Tensor& full) const {
+  std::vector<NamedTensor> out;
+  for (const Parameter& p : model_.parameters())
+    out.push_back({p.name, full.flat(p.offset, shape_numel(p.shape)).view(p.shape)});
+  return out;
+}
+
+}  // namespace retort

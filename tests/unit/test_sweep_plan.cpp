@@ -1,0 +1,247 @@
+// The sweep planner: model family shapes, IsoFLOP runs hitting their budget within the
+// tolerance, per-run schedule length, the Eq. 9 compute accounting of the distillation
+// protocols, and malformed sweep files failing with one line naming the file and key.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <set>
+
+#include "core/config.h"
+#include "scaling/model_family.h"
+#include "scaling/sweep_plan.h"
+
+using namespace retort;
+
+namespace {
+
+const std::string kSrc = RETORT_SOURCE_DIR;
+
+// A small family on tiny.yaml: d_model = 32·L, head_dim 16, seq_len 64, batch 256 tokens.
+std::string sweep_text(const std::string& body, const std::string& family = "aspect: 32, head_dim: 16",
+                       const std::string& set = "train.batch_tokens: 256") {
+  return "base: " + kSrc + "/configs/tiny.yaml\n"
+         "set: {train.micro_batch: 0, " + set + "}\n"
+         "family: {seq_len: 64, " + family + "}\n"
+         "warmup_fraction: 0.1\n" + body;
+}
+
+SweepSpec read(const std::string& body) { return read_sweep_text(sweep_text(body), "test.yaml", "."); }
+
+// The error message of reading `text` (must throw ConfigError).
+std::string error_of(const std::string& text) {
+  try {
+    plan_sweep(read_sweep_text(text, "bad.yaml", "."), "/tmp/x");
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+}  // namespace
+
+TEST(ModelFamily, ShapesFollowTheAspectRatioAndHeadDim) {
+  ModelFamily f;
+  f.base.vocab_size = 512;
+  f.base.seq_len = 64;
+  f.aspect = 128;
+  f.head_dim = 64;
+  for (int64_t L : {1, 2, 4, 8}) {
+    ModelConfig m = f.shape(L);
+    EXPECT_EQ(m.d_model, 128 * L);
+    EXPECT_EQ(m.n_heads, 2 * L);
+    EXPECT_EQ(m.n_kv_heads, m.n_heads);
+    EXPECT_EQ(m.head_dim, 64);
+    EXPECT_EQ(m.d_ff, ModelConfig::default_d_ff(m.d_model));
+    EXPECT_EQ(train_flops_per_token(m, FlopsMode::SixN), 6.0 * m.n_params_nonemb());
+    EXPECT_EQ(train_flops_per_token(m, FlopsMode::Exact), static_cast<double>(m.flops_per_token_exact()));
+    EXPECT_DOUBLE_EQ(forward_flops_per_token(m, FlopsMode::Exact), m.flops_per_token_exact() / 3.0);
+  }
+  f.aspect = 32;
+  EXPECT_NE(f.problem(1).find("family.head_dim"), std::string::npos);  // 32 is not a multiple of 64
+  EXPECT_THROW(f.shape(1), ConfigError);
+  f.aspect = 128;
+  f.gqa_group = 4;
+  EXPECT_EQ(f.shape(4).n_kv_heads, 2);  // d 512 → 8 query heads, 2 key/value heads
+  EXPECT_NE(f.problem(1).find("family.gqa_group"), std::string::npos);  // 2 heads
+}
+
+TEST(SweepPlan, IsoflopRunsHitTheirBudgetWithinOnePercent) {
+  SweepSpec spec = read("supervised: {budgets: [4.8e10, 9.6e10, 1.92e11], sizes: [1, 2, 3]}\n");
+  SweepPlan plan = plan_sweep(spec, "/tmp/retort-test-sweep");
+  ASSERT_EQ(plan.runs.size(), 9u);
+  std::set<int64_t> steps;
+  for (const PlannedRun& r : plan.runs) {
+    ASSERT_GT(r.budget, 0);
+    EXPECT_EQ(r.stage, Stage::Train);
+    EXPECT_EQ(r.tokens, r.steps * 256);
+    EXPECT_DOUBLE_EQ(r.flops_per_token, static_cast<double>(r.model.flops_per_token_exact()));
+    EXPECT_DOUBLE_EQ(r.compute, r.flops_per_token * r.tokens);
+    EXPECT_LE(std::abs(r.compute / r.budget - 1), 0.01) << r.name;
+    EXPECT_DOUBLE_EQ(r.c_eq9(), r.compute);
+    EXPECT_EQ(r.model.d_model, 32 * r.size);
+    EXPECT_EQ(r.run_dir, "/tmp/retort-test-sweep/runs/" + r.name);
+    steps.insert(r.steps);
+  }
+  EXPECT_EQ(steps.size(), 9u);  // every run has its own length
+  ASSERT_EQ(plan.totals.size(), 1u);
+  EXPECT_EQ(plan.totals[0].protocol, "isoflop");
+  EXPECT_EQ(plan.totals[0].runs, 9);
+}
+
+TEST(SweepPlan, SixNModeUsesSixTimesNonEmbeddingParams) {
+  SweepSpec spec = read("flops: 6N\nsupervised: {budgets: [2.0e10], sizes: [2]}\n");
+  SweepPlan plan = plan_sweep(spec, "/tmp/x");
+  const PlannedRun& r = plan.runs.at(0);
+  EXPECT_DOUBLE_EQ(r.flops_per_token, 6.0 * r.model.n_params_nonemb());
+  EXPECT_LE(std::abs(r.compute / 2.0e10 - 1), 0.01);
+}
+
+TEST(SweepPlan, EachRunsConfigHasItsOwnScheduleLength) {
+  SweepSpec spec = read("evals_per_run: 4\ncheckpoints_per_run: 2\n"
+                        "supervised: {budgets: [1.2e10, 4.8e10], sizes: [1, 2]}\n");
+  SweepPlan plan = plan_sweep(spec, "/tmp/x");
+  for (const PlannedRun& r : plan.runs) {
+    Config c = Config::from_yaml(planned_config_yaml(spec, plan, r), r.name);
+    EXPECT_EQ(c.get_int("train.steps"), r.steps);
+    EXPECT_EQ(c.get_int("train.steps") * c.get_int("train.batch_tokens"), r.tokens);
+    EXPECT_EQ(c.get_int("train.warmup_steps"), std::llround(0.1 * r.steps));
+    EXPECT_EQ(c.get_int("eval.every"), (r.steps + 3) / 4);
+    EXPECT_EQ(c.get_int("checkpoint.every"), (r.steps + 1) / 2);
+    EXPECT_EQ(c.get_int("model.d_model"), 32 * r.size);
+    EXPECT_EQ(c.get_int("model.n_layers"), r.size);
+    EXPECT_EQ(c.get_int("model.n_heads"), 2 * r.size);
+    EXPECT_EQ(c.get_string("run.dir"), r.run_dir);
+    EXPECT_EQ(ModelConfig::from_config(c).flops_per_token_exact(), r.model.flops_per_token_exact());
+  }
+}
+
+TEST(SweepPlan, DistillationProtocolsFollowEq9) {
+  SweepSpec spec = read(
+      "supervised: {budgets: [2.4e10], sizes: [1, 2]}\n"
+      "distillation:\n"
+      "  - {protocol: fixed_teacher_isoflop_students, teachers: {sizes: [2], tokens_per_param: 1},\n"
+      "     students: {budgets: [1.2e10, 2.4e10], sizes: [1]}}\n"
+      "  - {protocol: isoflop_teacher_fixed_students, teachers: {budgets: [2.4e10], sizes: [1, 2]},\n"
+      "     students: {sizes: [1], tokens_per_param: 2}}\n"
+      "  - {protocol: fixed_teacher_fixed_students, teachers: {sizes: [2], tokens_per_param: 1},\n"
+      "     students: {sizes: [1], tokens_per_param: [1, 2, 4]}}\n");
+  SweepPlan plan = plan_sweep(spec, "/tmp/x");
+  int students = 0, corpora = 0;
+  for (const PlannedRun& r : plan.runs) {
+    if (r.stage == Stage::Corpus) {
+      ++corpora;
+      const PlannedRun* t = plan.find(r.teacher);
+      ASSERT_NE(t, nullptr);
+      EXPECT_DOUBLE_EQ(r.compute, forward_flops_per_token(t->model, FlopsMode::Exact) * r.tokens);
+      for (const PlannedRun& s : plan.runs)
+        if (s.corpus == r.name) EXPECT_GE(r.tokens, s.tokens);  // long enough for every student
+      EXPECT_FALSE(r.needs.empty());
+    }
+    if (r.stage != Stage::Student) continue;
+    ++students;
+    const PlannedRun* t = plan.find(r.teacher);
+    ASSERT_NE(t, nullptr) << r.name;
+    ASSERT_NE(plan.find(r.corpus), nullptr) << r.name;
+    const double F_S = forward_flops_per_token(r.model, FlopsMode::Exact);
+    const double F_T = forward_flops_per_token(t->model, FlopsMode::Exact);
+    EXPECT_DOUBLE_EQ(r.c_student, 3 * F_S * r.tokens);                     // student training
+    EXPECT_DOUBLE_EQ(r.c_teacher_logits, F_T * r.tokens);                  // teacher inference on D_S
+    EXPECT_DOUBLE_EQ(r.c_teacher_pretrain, 3 * F_T * t->tokens);           // teacher pretraining
+    EXPECT_DOUBLE_EQ(r.c_eq9(), r.c_student + r.c_teacher_logits + r.c_teacher_pretrain);
+    if (r.budget > 0) EXPECT_LE(std::abs(r.c_student / r.budget - 1), 0.01) << r.name;
+    if (r.tokens_per_param > 0)
+      EXPECT_LE(std::abs(r.tokens / (r.tokens_per_param * r.model.n_params_nonemb()) - 1), 0.01);
+    EXPECT_FALSE(r.needs.empty());
+  }
+  // ftis: 1 teacher × 2 students; itfs: 2 teachers × 1; ftfs: the same teacher × 3 ratios.
+  EXPECT_EQ(students, 2 + 2 + 3);
+  EXPECT_EQ(corpora, 3);  // teacher-L2-M1 (shared by ftis and ftfs), sup-2.4e10-L1, sup-2.4e10-L2
+  // IsoFLOP teachers are the supervised runs, not copies.
+  EXPECT_EQ(plan.find("sup-2.4e10-L2")->protocol, "isoflop");
+  ASSERT_NE(plan.find("teacher-L2-M1"), nullptr);
+  EXPECT_LE(std::abs(plan.find("teacher-L2-M1")->tokens / (1.0 * plan.find("teacher-L2-M1")->model.n_params_nonemb()) - 1), 0.01);
+
+  // Protocol totals: distinct students + corpora + teachers.
+  ASSERT_EQ(plan.totals.size(), 4u);
+  for (const ProtocolTotal& t : plan.totals) {
+    if (t.protocol != "fixed_teacher_isoflop_students") continue;
+    const PlannedRun& teacher = *plan.find("teacher-L2-M1");
+    const PlannedRun& corpus = *plan.find("corpus-teacher-L2-M1");
+    double students_c = 0;
+    for (const PlannedRun& r : plan.runs)
+      if (r.protocol == t.protocol && r.stage == Stage::Student) students_c += r.compute;
+    EXPECT_EQ(t.runs, 4);
+    EXPECT_DOUBLE_EQ(t.c_student, students_c);
+    EXPECT_DOUBLE_EQ(t.c_teacher_pretrain, teacher.compute);
+    EXPECT_DOUBLE_EQ(t.c_teacher_logits, corpus.compute);
+  }
+  // The corpus and student configs carry the generate.* / distill.* plan.
+  const PlannedRun& corpus = *plan.find("corpus-teacher-L2-M1");
+  std::string yaml = planned_config_yaml(spec, plan, corpus);
+  EXPECT_NE(yaml.find("teacher: /tmp/x/runs/teacher-L2-M1"), std::string::npos) << yaml;
+  EXPECT_NE(yaml.find("num_sequences: " + std::to_string(corpus.num_sequences)), std::string::npos);
+}
+
+TEST(SweepPlan, ShippedSweepFilesPlan) {
+  for (const char* f : {"isoflop-tiny.yaml", "isoflop-cpu.yaml"}) {
+    SweepSpec spec = read_sweep(kSrc + "/configs/sweeps/" + f);
+    SweepPlan plan = plan_sweep(spec, "/tmp/x");
+    EXPECT_FALSE(plan.runs.empty()) << f;
+    for (const PlannedRun& r : plan.runs)
+      if (r.budget > 0) EXPECT_LE(std::abs(r.compute / r.budget - 1), spec.tolerance) << f << " " << r.name;
+  }
+}
+
+TEST(SweepPlan, MalformedFilesNameTheFileAndKey) {
+  const std::string ok_sup = "supervised: {budgets: [1.2e10], sizes: [1]}\n";
+  struct Case {
+    std::string text, expect;
+  };
+  const std::vector<Case> cases = {
+      {"supervised: [", "bad.yaml: malformed YAML"},
+      {"- a\n- b\n", "bad.yaml: a sweep file must be a YAML map"},
+      {sweep_text("supervized: {budgets: [1e10], sizes: [1]}\n"),
+       "bad.yaml: unknown key 'supervized' (did you mean 'supervised'?)"},
+      {sweep_text(""), "bad.yaml: key 'supervised': nothing to plan"},
+      {sweep_text("supervised: {budgets: [abc], sizes: [1]}\n"),
+       "bad.yaml: key 'supervised.budgets[0]': must be a number, got 'abc'"},
+      {sweep_text("supervised: {budgets: [-1e10], sizes: [1]}\n"), "key 'supervised.budgets[0]': must be > 0"},
+      {sweep_text("supervised: {budgets: [1e10], sizes: [0]}\n"), "key 'supervised.sizes[0]': must be >= 1"},
+      {sweep_text("supervised: {budgets: [1e10], sizes: [1.5]}\n"), "key 'supervised.sizes[0]': must be an integer"},
+      {sweep_text("supervised: {budgets: [1e10]}\n"), "key 'supervised.sizes': is required"},
+      {sweep_text("supervised: {budgets: [1e10], sizes: [1], tokens_per_param: 20}\n"),
+       "key 'supervised.tokens_per_param': does not apply"},
+      {sweep_text("supervised: {budgets: [1e10], sizes: [1], budget: 2}\n"),
+       "unknown key 'supervised.budget' (did you mean 'supervised.budgets'?)"},
+      {sweep_text("supervised: {budgets: [1e8], sizes: [1]}\n"),
+       "bad.yaml: key 'supervised.budgets': sup-1e8-L1:"},
+      {sweep_text("flops: 7N\n" + ok_sup), "bad.yaml: key 'flops': must be 'exact' or '6N'"},
+      {sweep_text("tolerance: 2\n" + ok_sup), "key 'tolerance'"},
+      {sweep_text("ranks: 2\n" + ok_sup), "bad.yaml: key 'ranks': 2 processes per run"},
+      {sweep_text(ok_sup, "aspect: 32, head_dim: 24"),
+       "key 'supervised.sizes[0]': d_model = family.aspect·L = 32·1 = 32 is not a multiple of family.head_dim (24)"},
+      {sweep_text(ok_sup, "aspect: 30, head_dim: 15"), "key 'family.head_dim': must be even"},
+      {sweep_text(ok_sup, "aspekt: 32"), "unknown key 'family.aspekt' (did you mean 'family.aspect'?)"},
+      {sweep_text(ok_sup, "aspect: 32, head_dim: 16", "model.d_model: 64"), "'model.d_model' is set per run by the planner"},
+      {"set: {train.lrr: 1}\n" + ok_sup, "bad.yaml: key 'set.train.lrr': set train.lrr=1: unknown key 'train.lrr' (did you mean 'train.lr'?)"},
+      {"base: nowhere.yaml\n" + ok_sup, "bad.yaml: key 'base': config file './nowhere.yaml' does not exist"},
+      {sweep_text(ok_sup, "aspect: 32, head_dim: 16", "train.batch_tokens: 100"), "key 'set.train.batch_tokens'"},
+      {sweep_text("distillation: {protocol: x}\n"), "key 'distillation': must be a list"},
+      {sweep_text("distillation:\n  - {protocol: online}\n"), "key 'distillation[0].protocol': unknown protocol 'online'"},
+      {sweep_text("distillation:\n  - {protocol: fixed_teacher_isoflop_students}\n"),
+       "key 'distillation[0].teachers': is required"},
+      {sweep_text("distillation:\n  - {protocol: fixed_teacher_isoflop_students, teachers: {sizes: [2], budgets: [1e10]},"
+                  " students: {budgets: [1e10], sizes: [1]}}\n"),
+       "key 'distillation[0].teachers.tokens_per_param': is required"},
+      {sweep_text("distill: {lambda: 2}\n" + ok_sup), "key 'distill.lambda': must be in [0, 1]"},
+      {sweep_text("generate: {mode: beam}\n" + ok_sup), "key 'generate.mode'"},
+      {sweep_text("slurm: {nodez: 1}\n" + ok_sup), "unknown key 'slurm.nodez' (did you mean 'slurm.nodes'?)"},
+      {sweep_text("slurm: {partition: 'a b'}\n" + ok_sup), "key 'slurm.partition': must not contain spaces"},
+      {sweep_text("slurm: {nodes: 2}\n" + ok_sup), "key 'slurm.nodes'"},
+  };
+  for (const Case& c : cases) {
+    std::string err = error_of(c.text);
+    EXPECT_NE(err.find(c.expect), std::string::npos) << "expected: " << c.expect << "\n     got: " << err;
+    EXPECT_EQ(err.find('\n'), std::string::npos) << err;  // one line
+  }
+}
