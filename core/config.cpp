@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "core/sha256.h"
+#include "core/edit_distance.h"
 
 namespace retort {
 
@@ -36,21 +37,6 @@ bool is_section(const std::string& name) {
   return false;
 }
 
-size_t levenshtein(const std::string& a, const std::string& b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diag = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] != b[j - 1])});
-      diag = up;
-    }
-  }
-  return row[b.size()];
-}
-
 // " (did you mean 'X'?)" when a key or section name is close enough to be a typo.
 std::string suggestion(const std::string& name) {
   std::vector<std::string> candidates;
@@ -59,7 +45,7 @@ std::string suggestion(const std::string& name) {
   std::string best;
   size_t best_d = SIZE_MAX;
   for (const std::string& c : candidates) {
-    size_t d = levenshtein(name, c);
+    size_t d = edit_distance(name, c);
     if (d < best_d) best_d = d, best = c;
   }
   if (best_d <= std::max<size_t>(2, name.size() / 3)) return " (did you mean '" + best + "'?)";
@@ -213,7 +199,7 @@ std::string nearest_config_key(const std::string& key) {
   std::string best;
   size_t best_d = SIZE_MAX;
   for (const ConfigKey& k : config_schema()) {
-    size_t d = levenshtein(key, k.key);
+    size_t d = edit_distance(key, k.key);
     if (d < best_d) best_d = d, best = k.key;
   }
   return best;

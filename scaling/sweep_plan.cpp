@@ -12,6 +12,7 @@
 #include <set>
 #include <sstream>
 
+#include "core/edit_distance.h"
 #include "core/check.h"
 
 namespace retort {
@@ -19,21 +20,6 @@ namespace retort {
 namespace {
 
 namespace stdfs = std::filesystem;
-
-size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diag = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] != b[j - 1])});
-      diag = up;
-    }
-  }
-  return row[b.size()];
-}
 
 // Keys that the planner sets per run; the sweep file may not fix them through `set:`.
 const std::set<std::string> kPlannerKeys = {

@@ -27,3 +27,27 @@ tiny_tokens() {
   python3 "$SRC/tests/e2e/make_corpus.py" "$WORK/corpus" 40 >/dev/null
   retort tokenize "$TINY" --set "tokenize.inputs=[$WORK/corpus]" --set "tokenize.out=$1" >/dev/null
 }
+
+# compare_runs RUN_A RUN_B: a multi-rank run against its one-process control: per-step losses
+# within 1e-5 relative and the step-20 parameters within 1e-4 relative norm.
+compare_runs() {
+  /usr/bin/python3 - "$1" "$2" <<'PY'
+import json, sys, h5py, numpy as np
+a, b = sys.argv[1], sys.argv[2]
+def losses(run):
+    return {(l["step"], "val" if "val_loss" in l else "train"): l.get("loss", l.get("val_loss"))
+            for l in map(json.loads, open(run + "/metrics.jsonl"))}
+la, lb = losses(a), losses(b)
+assert la.keys() == lb.keys(), (sorted(la), sorted(lb))
+worst = max(abs(la[k] - lb[k]) / abs(la[k]) for k in la)
+assert worst < 1e-5, f"loss differs by {worst:.3g} relative"
+fa = h5py.File(a + "/checkpoints/step_00000020/model.h5")
+fb = h5py.File(b + "/checkpoints/step_00000020/model.h5")
+assert sorted(fa) == sorted(fb)
+for name in fa:
+    x, y = np.asarray(fa[name], np.float64), np.asarray(fb[name], np.float64)
+    rel = np.linalg.norm(x - y) / np.linalg.norm(x)
+    assert rel < 1e-4, f"{name}: parameters differ by {rel:.3g} relative norm"
+print(f"ok: {b}: {len(la)} losses within {worst:.2g} relative, {len(fa)} tensors within 1e-4")
+PY
+}

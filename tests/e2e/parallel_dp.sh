@@ -9,33 +9,11 @@ MPIRUN=(mpirun --allow-run-as-root --oversubscribe)
 ARGS=("$TINY" --set "data.train=$WORK/tok/train.h5" --set "data.val=$WORK/tok/val.h5"
       --set train.log_every=1 --set train.steps=20 --set checkpoint.every=10 --set checkpoint.keep_last=0)
 
-compare() {  # compare RUN_A RUN_B: losses per step and final parameters
-  /usr/bin/python3 - "$1" "$2" <<'PY'
-import json, sys, h5py, numpy as np
-a, b = sys.argv[1], sys.argv[2]
-def losses(run):
-    return {(l["step"], "val" if "val_loss" in l else "train"): l.get("loss", l.get("val_loss"))
-            for l in map(json.loads, open(run + "/metrics.jsonl"))}
-la, lb = losses(a), losses(b)
-assert la.keys() == lb.keys(), (sorted(la), sorted(lb))
-worst = max(abs(la[k] - lb[k]) / abs(la[k]) for k in la)
-assert worst < 1e-5, f"loss differs by {worst:.3g} relative"
-fa = h5py.File(a + "/checkpoints/step_00000020/model.h5")
-fb = h5py.File(b + "/checkpoints/step_00000020/model.h5")
-assert sorted(fa) == sorted(fb)
-for name in fa:
-    x, y = np.asarray(fa[name], np.float64), np.asarray(fb[name], np.float64)
-    rel = np.linalg.norm(x - y) / np.linalg.norm(x)
-    assert rel < 1e-4, f"{name}: parameters differ by {rel:.3g} relative norm"
-print(f"ok: {len(la)} losses within {worst:.2g} relative, {len(fa)} tensors within 1e-4")
-PY
-}
-
 for tied in true false; do
   retort train "${ARGS[@]}" --set model.tie_embeddings=$tied --set "run.dir=$WORK/one_$tied" >/dev/null
   "${MPIRUN[@]}" -np 2 "$RETORT_BIN" train "${ARGS[@]}" --set model.tie_embeddings=$tied \
     --set parallel.dp=2 --set "run.dir=$WORK/dp2_$tied" >/dev/null
-  compare "$WORK/one_$tied" "$WORK/dp2_$tied"
+  compare_runs "$WORK/one_$tied" "$WORK/dp2_$tied"
   [ "$(json "$WORK/dp2_$tied/summary.json" "len(j['memory'])")" = 2 ] || fail "memory lists 2 ranks"
 done
 
@@ -50,7 +28,7 @@ cmp "$WORK/dp2_true/checkpoints/step_00000020/model.h5" "$WORK/dp2_resume/checkp
 cp -r "$WORK/dp2_true" "$WORK/dp2_to_one"
 rm -rf "$WORK/dp2_to_one/checkpoints/step_00000020" "$WORK/dp2_to_one/summary.json"
 retort train "${ARGS[@]}" --set "run.dir=$WORK/dp2_to_one" --resume >/dev/null
-compare "$WORK/one_true" "$WORK/dp2_to_one"
+compare_runs "$WORK/one_true" "$WORK/dp2_to_one"
 
 # Start-up checks.
 expect_fail 2 "dp\*fsdp\*tp = 1 does not match the 2 launched ranks" "${MPIRUN[@]}" -np 2 "$RETORT_BIN" train "${ARGS[@]}" --set "run.dir=$WORK/bad1"

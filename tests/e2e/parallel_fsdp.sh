@@ -11,28 +11,6 @@ ARGS=("$TINY" --set "data.train=$WORK/tok/train.h5" --set "data.val=$WORK/tok/va
       --set train.log_every=1 --set train.steps=20 --set checkpoint.every=10 --set checkpoint.keep_last=0
       --set eval.max_windows=4 --set train.micro_batch=2)
 
-compare() {  # compare RUN_A RUN_B: losses per step and final parameters
-  /usr/bin/python3 - "$1" "$2" <<'PY'
-import json, sys, h5py, numpy as np
-a, b = sys.argv[1], sys.argv[2]
-def losses(run):
-    return {(l["step"], "val" if "val_loss" in l else "train"): l.get("loss", l.get("val_loss"))
-            for l in map(json.loads, open(run + "/metrics.jsonl"))}
-la, lb = losses(a), losses(b)
-assert la.keys() == lb.keys(), (sorted(la), sorted(lb))
-worst = max(abs(la[k] - lb[k]) / abs(la[k]) for k in la)
-assert worst < 1e-5, f"loss differs by {worst:.3g} relative"
-fa = h5py.File(a + "/checkpoints/step_00000020/model.h5")
-fb = h5py.File(b + "/checkpoints/step_00000020/model.h5")
-assert sorted(fa) == sorted(fb)
-for name in fa:
-    x, y = np.asarray(fa[name], np.float64), np.asarray(fb[name], np.float64)
-    rel = np.linalg.norm(x - y) / np.linalg.norm(x)
-    assert rel < 1e-4, f"{name}: parameters differ by {rel:.3g} relative norm"
-print(f"ok: {b}: {len(la)} losses within {worst:.2g} relative, {len(fa)} tensors within 1e-4")
-PY
-}
-
 memory_ratio() {  # memory_ratio ONE_RUN RUN N: params/grads/optimizer bytes per rank ≈ 1/N
   /usr/bin/python3 - "$1" "$2" "$3" <<'PY'
 import json, sys
@@ -53,18 +31,18 @@ for tied in true false; do
   retort train "${ARGS[@]}" --set model.tie_embeddings=$tied --set "run.dir=$WORK/one_$tied" >/dev/null
   "${MPIRUN[@]}" -np 2 "$RETORT_BIN" train "${ARGS[@]}" --set model.tie_embeddings=$tied \
     --set parallel.fsdp=2 --set "run.dir=$WORK/fsdp2_$tied" >/dev/null
-  compare "$WORK/one_$tied" "$WORK/fsdp2_$tied"
+  compare_runs "$WORK/one_$tied" "$WORK/fsdp2_$tied"
   memory_ratio "$WORK/one_$tied" "$WORK/fsdp2_$tied" 2
   "${MPIRUN[@]}" -np 4 "$RETORT_BIN" train "${ARGS[@]}" --set model.tie_embeddings=$tied \
     --set parallel.fsdp=4 --set "run.dir=$WORK/fsdp4_$tied" >/dev/null
-  compare "$WORK/one_$tied" "$WORK/fsdp4_$tied"
+  compare_runs "$WORK/one_$tied" "$WORK/fsdp4_$tied"
   memory_ratio "$WORK/one_$tied" "$WORK/fsdp4_$tied" 4
 done
 # dp2 × fsdp2 (4 ranks), untied, parameters kept from forward to backward.
 "${MPIRUN[@]}" -np 4 "$RETORT_BIN" train "${ARGS[@]}" --set model.tie_embeddings=false \
   --set parallel.dp=2 --set parallel.fsdp=2 --set parallel.fsdp_keep_params=true \
   --set "run.dir=$WORK/dp2fsdp2" >/dev/null
-compare "$WORK/one_false" "$WORK/dp2fsdp2"
+compare_runs "$WORK/one_false" "$WORK/dp2fsdp2"
 memory_ratio "$WORK/one_false" "$WORK/dp2fsdp2" 2
 
 # Bitwise resume on the same mesh.
@@ -83,7 +61,7 @@ for target in one dp2; do
   rm -rf "$WORK/fsdp2_to_$target/checkpoints/step_00000020" "$WORK/fsdp2_to_$target/summary.json"
 done
 retort train "${ARGS[@]}" --set "run.dir=$WORK/fsdp2_to_one" --resume >/dev/null
-compare "$WORK/one_true" "$WORK/fsdp2_to_one"
+compare_runs "$WORK/one_true" "$WORK/fsdp2_to_one"
 "${MPIRUN[@]}" -np 2 "$RETORT_BIN" train "${ARGS[@]}" --set parallel.dp=2 --set "run.dir=$WORK/fsdp2_to_dp2" --resume >/dev/null
-compare "$WORK/one_true" "$WORK/fsdp2_to_dp2"
+compare_runs "$WORK/one_true" "$WORK/fsdp2_to_dp2"
 echo PASS

@@ -159,16 +159,3 @@ TEST(FullySharded, OptimizerPiecesTileTheShard) {
   fsdp.unpack_pieces(copy, packed);
   for (size_t i = 0; i < copy.size(); ++i) EXPECT_EQ(to_vec(copy[i].tensor), to_vec(moments[i].tensor));
 }
-
-int main(int argc, char** argv) {
-  MPI_Init(&argc, &argv);
-  ::testing::InitGoogleTest(&argc, argv);
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  if (rank != 0) ::testing::GTEST_FLAG(brief) = true;
-  int rc = RUN_ALL_TESTS();
-  int worst = 0;
-  MPI_Allreduce(&rc, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  MPI_Finalize();
-  return worst;
-}
