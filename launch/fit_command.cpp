@@ -32,21 +32,10 @@ json table_json(const ResultsTable& t) {
 
 // The rows of `all` that drop_highest_loss removed (by source line).
 ResultsTable dropped_rows(const ResultsTable& all, const ResultsTable& kept) {
-  ResultsTable d;
-  size_t k = 0;
-  for (size_t i = 0; i < all.size(); ++i) {
-    if (k < kept.size() && kept.line[k] == all.line[i]) {
-      ++k;
-      continue;
-    }
-    d.N.push_back(all.N[i]);
-    d.D.push_back(all.D[i]);
-    d.C.push_back(all.C[i]);
-    d.loss.push_back(all.loss[i]);
-    if (!all.teacher_loss.empty()) d.teacher_loss.push_back(all.teacher_loss[i]);
-    d.line.push_back(all.line[i]);
-  }
-  return d;
+  std::vector<bool> dropped(all.size(), true);
+  for (size_t i = 0, k = 0; i < all.size(); ++i)
+    if (k < kept.size() && kept.line[k] == all.line[i]) dropped[i] = false, ++k;
+  return select_rows(all, dropped);
 }
 
 json law_json(const SupervisedLaw& l) {

@@ -147,6 +147,10 @@ ResultsTable drop_highest_loss(const ResultsTable& t, int k) {
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return t.loss[a] > t.loss[b]; });
   std::vector<bool> keep(t.size(), true);
   for (int i = 0; i < k; ++i) keep[order[i]] = false;
+  return select_rows(t, keep);
+}
+
+ResultsTable select_rows(const ResultsTable& t, const std::vector<bool>& keep) {
   ResultsTable out;
   out.source = t.source;
   out.c_from_column = t.c_from_column;

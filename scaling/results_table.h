@@ -40,4 +40,7 @@ ResultsTable read_results_csv(const std::string& path, const ColumnNames& cols, 
 // The table without its k highest-loss rows (ties broken by row order). k >= size() is a ConfigError.
 ResultsTable drop_highest_loss(const ResultsTable& t, int k);
 
+// The rows i of t with keep[i] (keep has t.size() entries), in order.
+ResultsTable select_rows(const ResultsTable& t, const std::vector<bool>& keep);
+
 }  // namespace retort::scaling
