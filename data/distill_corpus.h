@@ -1,0 +1,83 @@
+// Distillation corpus (SPEC §5): a directory with manifest.json and shard-NNNNN.h5 files.
+// Each shard holds S sequences of length Ls:
+//   tokens         int32 [S, Ls]
+//   prompt_len     int32 [S]             (0 in score mode)
+//   topk_ids       int32 [S, Ls-1, k]    row t: the teacher's k most likely ids for token t+1,
+//   topk_logprobs  f16|f32 [S, Ls-1, k]  by descending log-prob = log-softmax(logits / τ_logit)
+//   attributes     k, vocab_size, tokenizer_sha256, teacher_sha256, mode, sample_temperature,
+//                  sample_top_k, sample_top_p, seed, logit_temperature
+// manifest.json lists the shards in order with their sequence counts and the same metadata.
+// Shards and the manifest are written atomically (temp + fsync + rename); the manifest last.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace retort {
+
+struct CorpusMeta {
+  int64_t k = 0;
+  int64_t vocab_size = 0;
+  int64_t seq_len = 0;  // Ls
+  std::string tokenizer_sha256 = "none";
+  std::string teacher_sha256 = "none";
+  std::string mode = "score";  // "score" | "sample"
+  double logit_temperature = 1.0;
+  double sample_temperature = 1.0;
+  int64_t sample_top_k = 0;  // 0 = off
+  double sample_top_p = 1.0;
+  uint64_t seed = 0;
+  bool fp16_logprobs = true;  // storage dtype of topk_logprobs (reading accepts both)
+};
+
+// S sequences in host memory, row-major.
+struct CorpusSequences {
+  int64_t count = 0;                   // S
+  std::vector<int32_t> tokens;         // [S, Ls]
+  std::vector<int32_t> prompt_len;     // [S]
+  std::vector<int32_t> topk_ids;       // [S, Ls-1, k]
+  std::vector<float> topk_logprobs;    // [S, Ls-1, k]
+};
+
+// "shard-00042.h5"
+std::string corpus_shard_name(int64_t index);
+
+// Writes shard `index` of the corpus in `dir` atomically (creates dir). compression_level:
+// 0 = none, 1..9 = gzip with byte shuffle. Validates sizes against meta first.
+void write_corpus_shard(const std::string& dir, int64_t index, const CorpusMeta& meta,
+                        const CorpusSequences& seqs, int compression_level);
+
+struct CorpusShardEntry {
+  std::string file;     // relative to the corpus dir
+  int64_t sequences = 0;
+};
+
+// Writes dir/manifest.json atomically.
+void write_corpus_manifest(const std::string& dir, const CorpusMeta& meta,
+                           const std::vector<CorpusShardEntry>& shards);
+
+// Opens a corpus: reads manifest.json and checks every listed shard's attributes and dataset
+// shapes against it. Every problem is a retort::Error naming the file and the dataset,
+// attribute or index (missing manifest, truncated shard, shape/dtype/metadata mismatch, token
+// id or top-k id outside [0, vocab_size), prompt_len outside [0, Ls]).
+class CorpusReader {
+ public:
+  explicit CorpusReader(const std::string& dir);
+
+  const std::string& dir() const { return dir_; }
+  const CorpusMeta& meta() const { return meta_; }
+  const std::vector<CorpusShardEntry>& shards() const { return shards_; }
+  int64_t num_sequences() const { return total_; }
+
+  // Sequences [first, first + count) in global order (shards in manifest order), any span.
+  void read(int64_t first, int64_t count, CorpusSequences& out) const;
+
+ private:
+  std::string dir_;
+  CorpusMeta meta_;
+  std::vector<CorpusShardEntry> shards_;
+  std::vector<int64_t> shard_start_;  // global index of each shard's first sequence
+  int64_t total_ = 0;
+};
+
+}  // namespace retort
