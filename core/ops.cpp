@@ -57,11 +57,12 @@ bool overlaps(const Tensor& a, const Tensor& b) {
 }
 
 // Every id in [0, n); reports the first offender.
+// Ids in [0, n), or -1 ("on another vocabulary shard", see ops.h).
 void check_ids(const char* op, const char* name, const Tensor& ids, int64_t n) {
   const int32_t* p = ids.host<int32_t>();
   for (int64_t i = 0; i < ids.numel(); ++i)
-    RETORT_CHECK(p[i] >= 0 && p[i] < n, op, ": ", name, "[", i, "] = ", p[i],
-                 " is out of range [0, ", n, ")");
+    RETORT_CHECK(p[i] >= -1 && p[i] < n, op, ": ", name, "[", i, "] = ", p[i],
+                 " is out of range [0, ", n, ") (or -1 for another vocabulary shard)");
 }
 
 }  // namespace
@@ -281,6 +282,28 @@ void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, const Tensor&
   check_ids(op, "targets", targets, V);
   cpu::cross_entropy_backward(dlogits.data<float>(), logits.data<float>(), lse.data<float>(),
                               targets.data<int32_t>(), rows, V, ce_scale, z_scale);
+}
+
+void target_logits(Tensor& out, const Tensor& logits, const Tensor& targets) {
+  const char* op = "target_logits";
+  check_f32(op, "out", out);
+  check_f32(op, "logits", logits);
+  check_i32(op, "targets", targets);
+  const int64_t V = last_dim(logits), rows = rows_of(logits);
+  RETORT_CHECK(targets.numel() == rows && out.numel() == rows, op, ": targets ",
+               shape_str(targets.shape()), " and out ", shape_str(out.shape()), " must have ", rows,
+               " elements (rows of logits ", shape_str(logits.shape()), ")");
+  check_ids(op, "targets", targets, V);
+  cpu::target_logits(out.data<float>(), logits.data<float>(), targets.data<int32_t>(), rows, V);
+}
+
+void logsumexp_merge(Tensor& lse, const Tensor& parts) {
+  const char* op = "logsumexp_merge";
+  check_f32(op, "lse", lse);
+  check_f32(op, "parts", parts);
+  RETORT_CHECK(parts.ndim() == 2 && parts.dim(1) == lse.numel(), op, ": parts must be [n, ",
+               lse.numel(), "], got ", shape_str(parts.shape()));
+  cpu::logsumexp_merge(lse.data<float>(), parts.data<float>(), parts.dim(0), lse.numel());
 }
 
 // ---- attention ---------------------------------------------------------------------------

@@ -63,6 +63,13 @@ void cross_entropy_forward(Tensor& ce, Tensor& lse, const Tensor& logits, const 
 // The loss this differentiates is ce_scale·Σ ce + z_scale·Σ lse². dlogits may alias logits.
 void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, const Tensor& lse,
                             const Tensor& targets, float ce_scale, float z_scale);
+// Vocabulary-parallel cross-entropy (logits hold one shard [rows, V/tp] of the vocabulary):
+// targets are shard-local ids, -1 where the target lies on another shard (then ce_r = lse_r
+// and backward adds no one-hot term). The full-vocabulary lse merges the shards' lse:
+//   lse[r] = log Σ_i exp(parts[i, r]),   parts: [n_shards, rows]
+// and the target logit is Σ over shards of target_logits (0 where the target is elsewhere).
+void target_logits(Tensor& out, const Tensor& logits, const Tensor& targets);
+void logsumexp_merge(Tensor& lse, const Tensor& parts);
 
 // ---- causal attention (GQA) -------------------------------------------------------------
 // q: [B, T, H, hd], k, v: [B, T, Hkv, hd], H % Hkv == 0; head h reads kv head h / (H/Hkv).
@@ -75,7 +82,8 @@ void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, 
                         const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse);
 
 // ---- embedding -----------------------------------------------------------------------------
-// ids: [rows] I32, table: [V, d] -> out: [rows, d] = table[ids].
+// ids: [rows] I32, table: [V, d] -> out: [rows, d] = table[ids]. An id of -1 (vocabulary-
+// parallel: the token's row lives on another rank) gives a zero row and no gradient.
 void embedding_forward(Tensor& out, const Tensor& ids, const Tensor& table);
 // dtable[ids[r], :] += dout[r, :], deterministic (fixed order per vocab row).
 void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& ids);

@@ -49,7 +49,7 @@ double sgemm_gflops(int64_t n) {
 int run_bench(const Config& cfg) {
   Mesh mesh = make_mesh(cfg);
   check_same_job(mesh, cfg);
-  require_supported_mesh(mesh, cfg);
+  check_mesh_fits_model(mesh, cfg);
   apply_thread_setting(cfg);
   const ModelConfig mc = ModelConfig::from_config(cfg);
   const BatchGeometry geo = BatchGeometry::from_config(cfg, mc.seq_len, mesh.data_ranks());
@@ -57,7 +57,7 @@ int run_bench(const Config& cfg) {
   if (steps < 1) cfg.fail("bench.steps", "must be >= 1");
   if (warmup < 0) cfg.fail("bench.warmup", "must be >= 0");
 
-  Transformer model(mc);
+  Transformer model(mc, mesh.tp_layout());
   model.set_recompute(cfg.get_bool("train.recompute"));
   model.init(static_cast<uint64_t>(cfg.get_int("train.seed")));
   TrainStep trainer(model, cfg, geo, mesh);

@@ -54,7 +54,7 @@ void apply_thread_setting(const Config& cfg) {
 int run_train(const Config& cfg, bool resume) {
   Mesh mesh = make_mesh(cfg);
   check_same_job(mesh, cfg);
-  require_supported_mesh(mesh, cfg);
+  check_mesh_fits_model(mesh, cfg);
   apply_thread_setting(cfg);
   const bool root = mesh.is_root();  // rank 0 writes the run directory and prints progress
   const ModelConfig mc = ModelConfig::from_config(cfg);
@@ -83,7 +83,7 @@ int run_train(const Config& cfg, bool resume) {
     throw ConfigError(str_cat(run.path(), ": run directory already holds checkpoints (", latest,
                               "); pass --resume to continue it or set run.dir elsewhere"));
 
-  Transformer model(mc);
+  Transformer model(mc, mesh.tp_layout());
   model.set_recompute(cfg.get_bool("train.recompute"));
   model.init(seed);
   TrainStep trainer(model, cfg, geo, mesh);
@@ -103,11 +103,11 @@ int run_train(const Config& cfg, bool resume) {
   if (root) {
     fs::write_file_atomic(run.file("config.resolved.yaml"), cfg.to_yaml());
     run.open_metrics(start_step > 0 ? start_step : -1);
-    std::printf("model: %lld params (%lld non-embedding), %lld tokens/step; %lld ranks (dp %d, fsdp %d) x "
+    std::printf("model: %lld params (%lld non-embedding), %lld tokens/step; %lld ranks (dp %d, fsdp %d, tp %d%s) x "
                 "%lld micro-batches of %lld sequences, %d threads per rank\n",
                 static_cast<long long>(mc.n_params()), static_cast<long long>(mc.n_params_nonemb()),
                 static_cast<long long>(geo.tokens_per_step()), static_cast<long long>(mesh.world_size),
-                mesh.dp, mesh.fsdp, static_cast<long long>(geo.n_micro), static_cast<long long>(geo.micro_seqs),
+                mesh.dp, mesh.fsdp, mesh.tp, mesh.tp_layout().sp ? " +sp" : "", static_cast<long long>(geo.n_micro), static_cast<long long>(geo.micro_seqs),
                 omp_get_max_threads());
   }
 

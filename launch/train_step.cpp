@@ -2,6 +2,9 @@
 
 #include <cmath>
 
+#include "core/ops.h"
+#include "parallel/tensor_parallel.h"
+
 namespace retort {
 
 BatchGeometry BatchGeometry::from_config(const Config& cfg, int64_t seq_len, int64_t data_ranks) {
@@ -53,6 +56,12 @@ TrainStep::TrainStep(Transformer& model, const Config& cfg, const BatchGeometry&
       grad_clip_(cfg.get_float("train.grad_clip")),
       inputs_(Tensor::empty({geometry.micro_seqs, geometry.seq_len}, DType::I32)),
       targets_(Tensor::empty({geometry.micro_seqs, geometry.seq_len}, DType::I32)) {
+  RETORT_CHECK(model.tp_layout().size == mesh.tp && model.tp_layout().rank == mesh.tp_index,
+               "the model was built for tp ", model.tp_layout().size, " but the mesh has tp ", mesh.tp);
+  if (mesh.tp > 1) {
+    tp_ = std::make_unique<TensorParallel>(mesh.tp_comm, mesh.sp);
+    model.set_tensor_parallel(tp_.get());
+  }
   if (mesh.fsdp > 1) {  // the model's full buffers are released; AdamW runs on the shard
     fsdp_ = std::make_unique<FullyShardedDP>(model, mesh.fsdp_comm, mesh.dp_comm,
                                              cfg.get_bool("parallel.fsdp_keep_params"));
@@ -96,17 +105,34 @@ StepResult TrainStep::run(int64_t step, double lr, const BatchSource& source) {
     r.loss = losses.host<float>()[0] / g_.data_ranks;
     r.ce = losses.host<float>()[1] / g_.data_ranks;
   }
-  if (fsdp_) {
-    r.grad_norm = fsdp_->clip_grad_norm(grad_clip_);
-  } else {
-    std::vector<Tensor> grads{model_.flat_grads()};
-    r.grad_norm = clip_grad_norm(grads, grad_clip_);
-  }
+  r.grad_norm = clip_gradients();
   if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm))
     throw Error(str_cat("step ", step + 1, ": non-finite loss (", r.loss, ") or gradient norm (",
                         r.grad_norm, "); lower train.lr or check the data"));
   optimizer_->step(lr);
   return r;
+}
+
+// ‖g‖ over the whole model: Σ g² of this rank's parameters, over the fsdp shards, then over tp
+// (tp-split parameters count on every tp rank, whole copies on tp rank 0 only). Scales the
+// gradients by grad_clip/‖g‖ when ‖g‖ exceeds grad_clip > 0.
+double TrainStep::clip_gradients() {
+  const bool tp_root = mesh_.tp_index == 0;
+  auto counted = [tp_root](const Parameter& p) { return p.shard_dim >= 0 || tp_root; };
+  double sq = 0;
+  if (fsdp_) {
+    sq = fsdp_->grad_sq(counted);
+  } else {
+    for (const Parameter& p : model_.parameters())
+      if (counted(p)) sq += ops::sum_squares(p.grad);
+  }
+  sq = sum_over_ranks(*mesh_.tp_comm, sq);
+  const double norm = std::sqrt(sq);
+  if (grad_clip_ > 0 && norm > grad_clip_) {
+    const float s = static_cast<float>(grad_clip_ / (norm + 1e-12));
+    ops::scale_inplace(fsdp_ ? fsdp_->grad_shard() : model_.flat_grads(), s);
+  }
+  return norm;
 }
 
 namespace {
@@ -117,38 +143,73 @@ std::vector<NamedTensor> named(const std::vector<Parameter>& params) {
 }
 }  // namespace
 
+std::vector<NamedTensor> TrainStep::whole(const std::vector<NamedTensor>& local) {
+  if (mesh_.tp == 1) return local;
+  const auto& ps = model_.parameters();
+  std::vector<NamedTensor> out;
+  for (size_t i = 0; i < local.size(); ++i)
+    out.push_back({local[i].name, gather_tp_slices(*mesh_.tp_comm, ps[i], local[i].tensor)});
+  return out;
+}
+
 CheckpointData TrainStep::checkpoint_data() {
   CheckpointData data;
-  if (!fsdp_) {  // every rank holds the same full state
-    data.model = named(model_.parameters());
-    data.exp_avg = optimizer_->exp_avg();
-    data.exp_avg_sq = optimizer_->exp_avg_sq();
+  if (!fsdp_) {  // every dp replica holds the same state; tp slices are gathered
+    if (mesh_.dp_index != 0) return data;
+    data.model = whole(named(model_.parameters()));
+    data.exp_avg = whole(optimizer_->exp_avg());
+    data.exp_avg_sq = whole(optimizer_->exp_avg_sq());
+    if (!mesh_.is_root()) data = CheckpointData();
     return data;
   }
-  // fsdp: gather the shards unit by unit; fsdp rank 0 of each replica gets the full buffers.
+  // fsdp: gather the shards unit by unit to fsdp rank 0 of each tp slice, then the tp slices.
   Tensor params = fsdp_->gather_full(fsdp_->param_shard());
   Tensor m = fsdp_->gather_full(fsdp_->pack_pieces(optimizer_->exp_avg()));
   Tensor v = fsdp_->gather_full(fsdp_->pack_pieces(optimizer_->exp_avg_sq()));
-  if (!mesh_.is_root()) return data;
-  data.model = fsdp_->named_views(params);
-  data.exp_avg = fsdp_->named_views(m);
-  data.exp_avg_sq = fsdp_->named_views(v);
+  if (mesh_.fsdp_index != 0 || mesh_.dp_index != 0) return data;
+  data.model = whole(fsdp_->named_views(params));
+  data.exp_avg = whole(fsdp_->named_views(m));
+  data.exp_avg_sq = whole(fsdp_->named_views(v));
+  if (!mesh_.is_root()) data = CheckpointData();
   return data;
+}
+
+nlohmann::json TrainStep::load_sliced(const std::string& dir, std::vector<NamedTensor>& weights,
+                                      std::vector<NamedTensor>& exp_avg,
+                                      std::vector<NamedTensor>& exp_avg_sq) {
+  if (mesh_.tp == 1) {
+    load_model_weights(dir, weights);
+    return load_training_state(dir, exp_avg, exp_avg_sq);
+  }
+  // Read the whole tensors, keep this rank's slices.
+  const auto& ps = model_.parameters();
+  auto wholes = [&](const std::vector<NamedTensor>& local) {
+    std::vector<NamedTensor> out;
+    for (size_t i = 0; i < local.size(); ++i) out.push_back({local[i].name, Tensor::empty(ps[i].global_shape)});
+    return out;
+  };
+  std::vector<NamedTensor> w = wholes(weights), m = wholes(exp_avg), v = wholes(exp_avg_sq);
+  load_model_weights(dir, w);
+  nlohmann::json state = load_training_state(dir, m, v);
+  for (size_t i = 0; i < ps.size(); ++i) {
+    copy_tp_slice(weights[i].tensor, ps[i], w[i].tensor);
+    copy_tp_slice(exp_avg[i].tensor, ps[i], m[i].tensor);
+    copy_tp_slice(exp_avg_sq[i].tensor, ps[i], v[i].tensor);
+  }
+  return state;
 }
 
 nlohmann::json TrainStep::load_checkpoint(const std::string& dir) {
   nlohmann::json state;
   if (!fsdp_) {
     std::vector<NamedTensor> weights = named(model_.parameters());
-    load_model_weights(dir, weights);
-    state = load_training_state(dir, optimizer_->exp_avg(), optimizer_->exp_avg_sq());
+    state = load_sliced(dir, weights, optimizer_->exp_avg(), optimizer_->exp_avg_sq());
   } else {  // every rank reads the consolidated files and keeps its shard
     const int64_t N = model_.num_params();
     Tensor params = Tensor::empty({N}), m = Tensor::empty({N}), v = Tensor::empty({N});
     std::vector<NamedTensor> weights = fsdp_->named_views(params);
     std::vector<NamedTensor> mv = fsdp_->named_views(m), vv = fsdp_->named_views(v);
-    load_model_weights(dir, weights);
-    state = load_training_state(dir, mv, vv);
+    state = load_sliced(dir, weights, mv, vv);
     fsdp_->scatter_full(fsdp_->param_shard(), params);
     Tensor shard = Tensor::empty({fsdp_->shard_elems()});
     fsdp_->scatter_full(shard, m);

@@ -1,5 +1,6 @@
 // One optimizer step: gradient accumulation over micro-batches to the global batch,
-// clipping by global norm, AdamW. Shared by `train` and `bench`. With parallel.fsdp > 1 the
+// clipping by global norm, AdamW. Shared by `train` and `bench`. With parallel.tp > 1 the model
+// holds this rank's tensor-parallel slices (build it with mesh.tp_layout()). With parallel.fsdp > 1 the
 // model's parameters, gradients and AdamW state live in parallel/fully_sharded.h's shards;
 // otherwise every rank holds them whole and parallel/data_parallel.h sums the gradients.
 #pragma once
@@ -15,6 +16,7 @@
 #include "parallel/data_parallel.h"
 #include "parallel/fully_sharded.h"
 #include "parallel/mesh.h"
+#include "parallel/tensor_parallel.h"
 
 namespace retort {
 
@@ -59,11 +61,19 @@ class TrainStep {
   MemoryUse memory() const;
 
  private:
+  double clip_gradients();
+  // Whole parameters (and moments) from this rank's tp slices, on tp rank 0 (tp > 1).
+  std::vector<NamedTensor> whole(const std::vector<NamedTensor>& local);
+  // Reads a checkpoint into views named like model.parameters() holding this rank's tp slices.
+  nlohmann::json load_sliced(const std::string& dir, std::vector<NamedTensor>& weights,
+                             std::vector<NamedTensor>& exp_avg, std::vector<NamedTensor>& exp_avg_sq);
+
   Transformer& model_;
   BatchGeometry g_;
   const Mesh& mesh_;
   std::unique_ptr<FullyShardedDP> fsdp_;  // fsdp > 1
   std::unique_ptr<DataParallel> dp_;      // fsdp == 1
+  std::unique_ptr<TensorParallel> tp_;    // tp > 1
   float z_loss_;
   double grad_clip_;
   std::unique_ptr<AdamW> optimizer_;

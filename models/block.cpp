@@ -10,6 +10,11 @@
 //   h2 = RMSNorm(x_mid; g_post)
 //   act = silu(h2 W_gateᵀ) ⊙ (h2 W_upᵀ)                       [R, F]
 //   x_out = x_mid + act W_downᵀ                               [R, d]
+//
+// Tensor parallelism (models/tensor_parallel_regions.h): H, Hkv and F are this rank's heads and
+// features; h1 and h2 enter the parallel region (gathered under sp), the o and down projections
+// leave it (partial sums reduced, or reduce-scattered under sp). The residual stream x_in,
+// x_mid, x_out holds Rl rows (R/tp under sp, else R).
 #include "core/ops.h"
 #include "models/transformer.h"
 
@@ -17,12 +22,18 @@ namespace retort {
 
 void Transformer::block_forward(int layer, const Tensor& x_in, Tensor& x_out, BlockActs& a) {
   const LayerWeights& w = layers_[layer];
-  const int64_t B = B_, T = T_, R = B * T, H = cfg_.n_heads, Hkv = cfg_.n_kv_heads, hd = cfg_.head_dim;
+  const int64_t B = B_, T = T_, R = R_, H = H_, Hkv = Hkv_, hd = cfg_.head_dim;
   const float eps = float(cfg_.norm_eps);
   Tensor rope = rope_.slice(0, T);
+  // RMSNorm on this rank's rows, then (sp) gathered into the full [R, d] for the projections.
+  auto norm_enter = [&](Tensor& full, Tensor& rstd, const Tensor& x, const Tensor& g) {
+    Tensor local = sp() ? hl_b_.get({Rl_, cfg_.d_model}) : full;
+    ops::rmsnorm_forward(local, rstd, x, g, eps);
+    if (sp()) regions_->enter_forward(full, local);
+  };
 
   // ---- attention ----
-  ops::rmsnorm_forward(a.h1, a.rstd1, x_in, w.ln_in.w, eps);
+  norm_enter(a.h1, a.rstd1, x_in, w.ln_in.w);
   if (cfg_.qk_norm) {
     ops::matmul(a.q, a.h1, false, w.wq.w, true);
     ops::matmul(a.k, a.h1, false, w.wk.w, true);
@@ -39,25 +50,25 @@ void Transformer::block_forward(int layer, const Tensor& x_in, Tensor& x_out, Bl
   ops::rope_forward(q4, rope);
   ops::rope_forward(k4, rope);
   ops::attention_forward(att4, a.lse, q4, k4, v4);
-  ops::copy(a.x_mid, x_in);
-  ops::matmul(a.x_mid, a.att, false, w.wo.w, true, 1.0f, 1.0f);
+  row_parallel_residual(a.x_mid, x_in, a.att, w.wo.w);
 
   // ---- MLP ----
-  ops::rmsnorm_forward(a.h2, a.rstd2, a.x_mid, w.ln_post.w, eps);
+  norm_enter(a.h2, a.rstd2, a.x_mid, w.ln_post.w);
   ops::matmul(a.gate, a.h2, false, w.w_gate.w, true);
   ops::matmul(a.up, a.h2, false, w.w_up.w, true);
   ops::swiglu_forward(a.act, a.gate, a.up);
-  ops::copy(x_out, a.x_mid);
-  ops::matmul(x_out, a.act, false, w.w_down.w, true, 1.0f, 1.0f);
+  row_parallel_residual(x_out, a.x_mid, a.act, w.w_down.w);
 }
 
-// dx: dL/dx_out on entry, dL/dx_in on exit. Parameter grads accumulate (+=).
+// dx: dL/dx_out on entry, dL/dx_in on exit ([Rl, d]). Parameter grads accumulate (+=).
+// Norm gains see only this rank's rows under sp, and the q/k norm gains only this rank's heads
+// under tp: their gradients are summed over tp (norm_backward's `partial`).
 void Transformer::block_backward(int layer, const Tensor& x_in, Tensor& dx, BlockActs& a) {
   const LayerWeights& w = layers_[layer];
-  const int64_t B = B_, T = T_, R = B * T, d = cfg_.d_model, H = cfg_.n_heads,
-                Hkv = cfg_.n_kv_heads, hd = cfg_.head_dim, F = cfg_.d_ff;
+  const int64_t B = B_, T = T_, R = R_, d = cfg_.d_model, H = H_, Hkv = Hkv_, hd = cfg_.head_dim,
+                F = F_;
   Tensor rope = rope_.slice(0, T);
-  Tensor dtmp = dtmp_b_.get({R, d}), dh = dh_b_.get({R, d});
+  Tensor dtmp = dtmp_b_.get({Rl_, d}), dh = dh_b_.get({R, d});
   Tensor dact = dact_b_.get({R, F}), dgate = dgate_b_.get({R, F}), dup = dup_b_.get({R, F});
   Tensor datt = datt_b_.get({R, H * hd}), dq = dq_b_.get({R, H * hd});
   Tensor dk = dk_b_.get({R, Hkv * hd}), dv = dv_b_.get({R, Hkv * hd});
@@ -66,19 +77,22 @@ void Transformer::block_backward(int layer, const Tensor& x_in, Tensor& dx, Bloc
   Tensor g_in = w.ln_in.g, g_post = w.ln_post.g;
 
   // ---- MLP: x_out = x_mid + act W_downᵀ ----
-  ops::matmul(dact, dx, false, w.w_down.w, false);               // dact = dx W_down   [R,d]@[d,F]
-  ops::matmul(g_down, dx, true, a.act, false, 1.0f, 1.0f);       // dW_down += dxᵀ act [d,R]@[R,F]
+  Tensor dy = leave_backward(dfull_b_, dx);                      // [R, d]
+  ops::matmul(dact, dy, false, w.w_down.w, false);               // dact = dy W_down   [R,d]@[d,F]
+  ops::matmul(g_down, dy, true, a.act, false, 1.0f, 1.0f);       // dW_down += dyᵀ act [d,R]@[R,F]
   ops::swiglu_backward(dgate, dup, dact, a.gate, a.up);
   ops::matmul(dh, dgate, false, w.w_gate.w, false);              // dh2 = dgate W_gate + dup W_up
   ops::matmul(dh, dup, false, w.w_up.w, false, 1.0f, 1.0f);
   ops::matmul(g_gate, dgate, true, a.h2, false, 1.0f, 1.0f);     // dW_gate += dgateᵀ h2
   ops::matmul(g_up, dup, true, a.h2, false, 1.0f, 1.0f);         // dW_up += dupᵀ h2
-  ops::rmsnorm_backward(dtmp, g_post, dh, a.x_mid, w.ln_post.w, a.rstd2);
+  Tensor dhl = enter_backward(dlocal_b_, dh);                    // [Rl, d]
+  norm_backward(dtmp, g_post, dhl, a.x_mid, w.ln_post.w, a.rstd2, sp());
   ops::add_inplace(dx, dtmp);                                    // dx = dL/dx_mid
 
   // ---- attention: x_mid = x_in + att Woᵀ ----
-  ops::matmul(datt, dx, false, w.wo.w, false);                   // datt = dx Wo   [R,d]@[d,H·hd]
-  ops::matmul(g_o, dx, true, a.att, false, 1.0f, 1.0f);          // dWo += dxᵀ att
+  dy = leave_backward(dfull_b_, dx);
+  ops::matmul(datt, dy, false, w.wo.w, false);                   // datt = dy Wo   [R,d]@[d,H·hd]
+  ops::matmul(g_o, dy, true, a.att, false, 1.0f, 1.0f);          // dWo += dyᵀ att
   Tensor q4 = a.qr.view({B, T, H, hd}), k4 = a.kr.view({B, T, Hkv, hd});
   Tensor v4 = a.v.view({B, T, Hkv, hd}), att4 = a.att.view({B, T, H, hd});
   Tensor dq4 = dq.view({B, T, H, hd}), dk4 = dk.view({B, T, Hkv, hd}), dv4 = dv.view({B, T, Hkv, hd});
@@ -91,9 +105,11 @@ void Transformer::block_backward(int layer, const Tensor& x_in, Tensor& dx, Bloc
     dk_raw = dk2_b_.get({R, Hkv * hd});
     Tensor dqr = dq_raw.view({R * H, hd}), dkr = dk_raw.view({R * Hkv, hd});
     Tensor gqn = w.q_norm.g, gkn = w.k_norm.g;
-    ops::rmsnorm_backward(dqr, gqn, dq.view({R * H, hd}), a.q.view({R * H, hd}), w.q_norm.w, a.rstd_q);
-    ops::rmsnorm_backward(dkr, gkn, dk.view({R * Hkv, hd}), a.k.view({R * Hkv, hd}), w.k_norm.w,
-                          a.rstd_k);
+    const bool split_heads = regions_ != nullptr;
+    norm_backward(dqr, gqn, dq.view({R * H, hd}), a.q.view({R * H, hd}), w.q_norm.w, a.rstd_q,
+                  split_heads);
+    norm_backward(dkr, gkn, dk.view({R * Hkv, hd}), a.k.view({R * Hkv, hd}), w.k_norm.w, a.rstd_k,
+                  split_heads);
   }
   ops::matmul(dh, dq_raw, false, w.wq.w, false);                 // dh1 = dq Wq + dk Wk + dv Wv
   ops::matmul(dh, dk_raw, false, w.wk.w, false, 1.0f, 1.0f);
@@ -101,7 +117,8 @@ void Transformer::block_backward(int layer, const Tensor& x_in, Tensor& dx, Bloc
   ops::matmul(g_q, dq_raw, true, a.h1, false, 1.0f, 1.0f);       // dWq += dqᵀ h1, ...
   ops::matmul(g_k, dk_raw, true, a.h1, false, 1.0f, 1.0f);
   ops::matmul(g_v, dv, true, a.h1, false, 1.0f, 1.0f);
-  ops::rmsnorm_backward(dtmp, g_in, dh, x_in, w.ln_in.w, a.rstd1);
+  dhl = enter_backward(dlocal_b_, dh);
+  norm_backward(dtmp, g_in, dhl, x_in, w.ln_in.w, a.rstd1, sp());
   ops::add_inplace(dx, dtmp);                                    // dx = dL/dx_in
 }
 

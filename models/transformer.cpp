@@ -36,12 +36,21 @@ void check_ids(const Tensor& ids, const char* what, int64_t V) {
 
 // ---- parameters ------------------------------------------------------------------------
 
-Transformer::Transformer(const ModelConfig& cfg) : cfg_(cfg) {
+Transformer::Transformer(const ModelConfig& cfg, const TpLayout& tp) : cfg_(cfg), tp_(tp) {
   const int64_t V = cfg.vocab_size, d = cfg.d_model, H = cfg.n_heads, Hkv = cfg.n_kv_heads,
                 hd = cfg.head_dim, F = cfg.d_ff, L = cfg.n_layers;
   RETORT_CHECK(V > 0 && d > 0 && L > 0 && H > 0 && Hkv > 0 && hd > 0 && F > 0 && cfg.seq_len > 0 &&
                    H % Hkv == 0 && hd % 2 == 0,
                "Transformer needs a resolved ModelConfig (call resolve() or from_config())");
+  const int n = tp.size;
+  RETORT_CHECK(n >= 1 && tp.rank >= 0 && tp.rank < n && Hkv % n == 0 && F % n == 0 && V % n == 0,
+               "tensor parallelism over ", n, " ranks needs n_kv_heads (", Hkv, "), d_ff (", F,
+               ") and vocab_size (", V, ") divisible by ", n);
+  H_ = H / n;
+  Hkv_ = Hkv / n;
+  F_ = F / n;
+  V_ = V / n;
+  v_begin_ = V_ * tp.rank;
 
   const bool mup = cfg.init == "mup_simple";
   const double out_scale = 1.0 / std::sqrt(2.0 * L);
@@ -50,37 +59,45 @@ Transformer::Transformer(const ModelConfig& cfg) : cfg_(cfg) {
     double s = mup ? 1.0 / std::sqrt(double(in)) : cfg.init_std;
     return output_proj ? s * out_scale : s;
   };
-  auto add = [&](const std::string& name, Shape shape, bool decay, double std) {
-    params_.push_back(Parameter{name, Tensor(), Tensor(), decay, n_params_, shape});  // views: build_views
+  // shard_dim: the dimension split over tp (-1: every rank holds it whole).
+  auto add = [&](const std::string& name, Shape global, bool decay, double std, int shard_dim = -1) {
+    Shape shape = global;
+    int64_t offset = 0;
+    if (shard_dim >= 0) {
+      shape[shard_dim] /= n;
+      offset = shape[shard_dim] * tp.rank;
+    }
+    params_.push_back(Parameter{name, Tensor(), Tensor(), decay, n_params_, shape, global,
+                                shard_dim, offset});  // views: build_views
     init_std_.push_back(std);
     n_params_ += shape_numel(shape);
     shapes_.push_back(std::move(shape));
   };
 
-  add("model.embed_tokens.weight", {V, d}, true, cfg.init_std);
+  add("model.embed_tokens.weight", {V, d}, true, cfg.init_std, 0);
   for (int64_t i = 0; i < L; ++i) {
     unit_first_param_.push_back(params_.size());
     const std::string p = "model.layers." + std::to_string(i) + ".";
     add(p + "input_layernorm.weight", {d}, false, 0);
-    add(p + "self_attn.q_proj.weight", {H * hd, d}, true, hidden_std(d, false));
-    add(p + "self_attn.k_proj.weight", {Hkv * hd, d}, true, hidden_std(d, false));
-    add(p + "self_attn.v_proj.weight", {Hkv * hd, d}, true, hidden_std(d, false));
-    add(p + "self_attn.o_proj.weight", {d, H * hd}, true, hidden_std(H * hd, true));
+    add(p + "self_attn.q_proj.weight", {H * hd, d}, true, hidden_std(d, false), 0);
+    add(p + "self_attn.k_proj.weight", {Hkv * hd, d}, true, hidden_std(d, false), 0);
+    add(p + "self_attn.v_proj.weight", {Hkv * hd, d}, true, hidden_std(d, false), 0);
+    add(p + "self_attn.o_proj.weight", {d, H * hd}, true, hidden_std(H * hd, true), 1);
     if (cfg.qk_norm) {
       add(p + "self_attn.q_norm.weight", {hd}, false, 0);
       add(p + "self_attn.k_norm.weight", {hd}, false, 0);
     }
     add(p + "post_attention_layernorm.weight", {d}, false, 0);
-    add(p + "mlp.gate_proj.weight", {F, d}, true, hidden_std(d, false));
-    add(p + "mlp.up_proj.weight", {F, d}, true, hidden_std(d, false));
-    add(p + "mlp.down_proj.weight", {d, F}, true, hidden_std(F, true));
+    add(p + "mlp.gate_proj.weight", {F, d}, true, hidden_std(d, false), 0);
+    add(p + "mlp.up_proj.weight", {F, d}, true, hidden_std(d, false), 0);
+    add(p + "mlp.down_proj.weight", {d, F}, true, hidden_std(F, true), 1);
   }
   unit_first_param_.insert(unit_first_param_.begin(), 0);  // unit 0: the embedding
   unit_first_param_.push_back(params_.size());              // unit L+1: the head
   add("model.norm.weight", {d}, false, 0);
-  if (!cfg.tie_embeddings) add("lm_head.weight", {V, d}, true, mup ? 1.0 / double(d) : cfg.init_std);
-  RETORT_CHECK(n_params_ == cfg.n_params(), "parameter count ", n_params_, " != ModelConfig::n_params ",
-               cfg.n_params());
+  if (!cfg.tie_embeddings) add("lm_head.weight", {V, d}, true, mup ? 1.0 / double(d) : cfg.init_std, 0);
+  RETORT_CHECK(n > 1 || n_params_ == cfg.n_params(), "parameter count ", n_params_,
+               " != ModelConfig::n_params ", cfg.n_params());
 
   unit_first_param_.push_back(params_.size());  // end sentinel
   flat_params_ = Tensor::zeros({n_params_});
@@ -186,14 +203,22 @@ void Transformer::init(uint64_t seed) {
       ops::fill(p.value, 1.0f);
       continue;
     }
-    // Draw on the host, then copy (device-agnostic); element i depends only on (seed, name, i).
+    // Draw on the host, then copy (device-agnostic); element i depends only on (seed, name, i),
+    // i the element's index in the whole parameter.
     Tensor h = Tensor::empty(p.value.shape(), DType::F32, Device::CPU);
     float* dst = h.host<float>();
     const uint64_t stream = rng::hash_string(p.name);
     const double s = init_std_[i];
     const int64_t n = h.numel();
+    const int64_t cols = p.shape.size() == 2 ? p.shape[1] : n;
+    const int64_t global_cols = p.global_shape.size() == 2 ? p.global_shape[1] : n;
+    const int64_t col0 = p.shard_dim == 1 ? p.shard_offset : 0;
+    const int64_t row0 = p.shard_dim == 0 ? p.shard_offset : 0;
 #pragma omp parallel for schedule(static)
-    for (int64_t j = 0; j < n; ++j) dst[j] = float(s * rng::normal(seed, stream, uint64_t(j)));
+    for (int64_t j = 0; j < n; ++j) {
+      const int64_t global = (row0 + j / cols) * global_cols + col0 + j % cols;
+      dst[j] = float(s * rng::normal(seed, stream, uint64_t(global)));
+    }
     ops::copy(p.value, h);
   }
   have_forward_ = false;
@@ -223,31 +248,54 @@ void Transformer::prepare(const Tensor& tokens, const Tensor& targets, int n_blo
   T_ = tokens.dim(1);
   RETORT_CHECK(B_ > 0 && T_ > 0 && T_ <= cfg_.seq_len, "batch [B, T] = ", shape_str(tokens.shape()),
                " needs B > 0 and 0 < T <= model.seq_len = ", cfg_.seq_len);
-  const int64_t R = B_ * T_, d = cfg_.d_model, V = cfg_.vocab_size;
+  RETORT_CHECK(tp_.size == 1 || regions_, "tensor parallelism over ", tp_.size,
+               " ranks needs set_tensor_parallel() before the first forward");
+  R_ = B_ * T_;
+  RETORT_CHECK(!sp() || R_ % tp_.size == 0, "sequence parallelism: the micro-batch's B·T = ", R_,
+               " token rows do not split evenly over tp = ", tp_.size,
+               " (choose train.micro_batch so that they do)");
+  Rl_ = sp() ? R_ / tp_.size : R_;
+  const int64_t R = R_, d = cfg_.d_model;
   tokens_ = tokens_b_.get({R}, DType::I32);
   targets_ = targets_b_.get({R}, DType::I32);
   ops::copy(tokens_, tokens);
   ops::copy(targets_, targets);
-  check_ids(tokens_, "token", V);
-  check_ids(targets_, "target", V);
+  check_ids(tokens_, "token", cfg_.vocab_size);
+  check_ids(targets_, "target", cfg_.vocab_size);
+  if (regions_) {  // ids relative to this rank's vocabulary shard, -1 when on another shard
+    local_tokens_ = local_tokens_b_.get({R}, DType::I32);
+    local_targets_ = local_targets_b_.get({R}, DType::I32);
+    auto localise = [&](Tensor& out, const Tensor& ids) {
+      const int32_t* src = ids.host<int32_t>();
+      int32_t* dst = out.host<int32_t>();
+      for (int64_t r = 0; r < R; ++r) {
+        const int64_t v = src[r] - v_begin_;
+        dst[r] = v >= 0 && v < V_ ? int32_t(v) : -1;
+      }
+    };
+    localise(local_tokens_, tokens_);
+    localise(local_targets_, targets_);
+  } else {
+    local_tokens_ = tokens_;
+    local_targets_ = targets_;
+  }
   if (int(resid_b_.size()) < n_resid) resid_b_.resize(n_resid);
   resid_.assign(n_resid, Tensor());
-  for (int i = 0; i < n_resid; ++i) resid_[i] = resid_b_[i].get({R, d});
+  for (int i = 0; i < n_resid; ++i) resid_[i] = resid_b_[i].get({Rl_, d});
   if (int(block_b_.size()) < n_block_acts) block_b_.resize(n_block_acts);
   xf_ = xf_b_.get({R, d});
-  rstdf_ = rstdf_b_.get({R});
-  logits_ = logits_b_.get({R, V});
+  rstdf_ = rstdf_b_.get({Rl_});
+  logits_ = logits_b_.get({R, V_});
   ce_ = ce_b_.get({R});
   lse_ = lse_b_.get({R});
 }
 
 Transformer::BlockActs Transformer::block_acts(int i) {
   BlockBacking& b = block_b_[i];
-  const int64_t R = B_ * T_, d = cfg_.d_model, H = cfg_.n_heads, Hkv = cfg_.n_kv_heads,
-                hd = cfg_.head_dim, F = cfg_.d_ff;
+  const int64_t R = R_, Rl = Rl_, d = cfg_.d_model, H = H_, Hkv = Hkv_, hd = cfg_.head_dim, F = F_;
   BlockActs a;
   a.h1 = b.h1.get({R, d});
-  a.rstd1 = b.rstd1.get({R});
+  a.rstd1 = b.rstd1.get({Rl});
   if (cfg_.qk_norm) {
     a.q = b.q.get({R, H * hd});
     a.k = b.k.get({R, Hkv * hd});
@@ -259,23 +307,87 @@ Transformer::BlockActs Transformer::block_acts(int i) {
   a.v = b.v.get({R, Hkv * hd});
   a.att = b.att.get({R, H * hd});
   a.lse = b.lse.get({B_, H, T_});
-  a.x_mid = b.x_mid.get({R, d});
+  a.x_mid = b.x_mid.get({Rl, d});
   a.h2 = b.h2.get({R, d});
-  a.rstd2 = b.rstd2.get({R});
+  a.rstd2 = b.rstd2.get({Rl});
   a.gate = b.gate.get({R, F});
   a.up = b.up.get({R, F});
   a.act = b.act.get({R, F});
   return a;
 }
 
+// ---- tensor-parallel marks -------------------------------------------------------------------
+
+void Transformer::row_parallel_residual(Tensor& out, const Tensor& resid, const Tensor& in,
+                                        const Tensor& w) {
+  if (!regions_) {  // out = resid + in Wᵀ
+    ops::copy(out, resid);
+    ops::matmul(out, in, false, w, true, 1.0f, 1.0f);
+    return;
+  }
+  Tensor part = part_b_.get({R_, cfg_.d_model});  // this rank's partial sum
+  ops::matmul(part, in, false, w, true);
+  Tensor red = sp() ? red_b_.get({Rl_, cfg_.d_model}) : part;
+  regions_->leave_forward(red, part);
+  ops::copy(out, resid);
+  ops::add_inplace(out, red);
+}
+
+Tensor Transformer::enter(Backing& full_b, const Tensor& local) {
+  if (!sp()) return local;
+  Tensor full = full_b.get({R_, local.dim(1)});
+  regions_->enter_forward(full, local);
+  return full;
+}
+
+Tensor Transformer::enter_backward(Backing& dlocal_b, Tensor& dfull) {
+  if (!regions_) return dfull;
+  Tensor dlocal = sp() ? dlocal_b.get({Rl_, dfull.dim(1)}) : dfull;
+  regions_->enter_backward(dlocal, dfull);
+  return dlocal;
+}
+
+Tensor Transformer::leave_backward(Backing& dfull_b, const Tensor& dlocal) {
+  if (!sp()) return dlocal;
+  Tensor dfull = dfull_b.get({R_, dlocal.dim(1)});
+  regions_->leave_backward(dfull, dlocal);
+  return dfull;
+}
+
+void Transformer::norm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x,
+                                const Tensor& g, const Tensor& rstd, bool partial) {
+  if (!regions_ || !partial) {
+    ops::rmsnorm_backward(dx, dg, dy, x, g, rstd);
+    return;
+  }
+  Tensor gain = gain_b_.get(g.shape());
+  ops::fill(gain, 0.0f);
+  ops::rmsnorm_backward(dx, gain, dy, x, g, rstd);
+  regions_->all_reduce_sum(gain);
+  ops::add_inplace(dg, gain);
+}
+
 // ---- head: final RMSNorm, logits, cross-entropy -------------------------------------------
-//   xf = RMSNorm(x; g_final)          [R, d]
-//   logits = xf Wᵀ                    [R, V], W = E (tied) or W_lm
-//   ce[r] = lse[r] - logits[r, target_r]
+//   xf = RMSNorm(x; g_final)          [R, d] (gathered under sp)
+//   logits = xf Wᵀ                    [R, V/tp], W = this rank's rows of E (tied) or W_lm
+//   ce[r] = lse[r] - logits[r, target_r], lse over the whole vocabulary: with tp, the shards'
+//   lse are merged and the target logit comes from the shard that holds it (never gathering
+//   the logits themselves).
 void Transformer::head_forward(const Tensor& x) {
-  ops::rmsnorm_forward(xf_, rstdf_, x, final_norm_.w, float(cfg_.norm_eps));
+  Tensor xfl = sp() ? xfl_b_.get({Rl_, cfg_.d_model}) : xf_;
+  ops::rmsnorm_forward(xfl, rstdf_, x, final_norm_.w, float(cfg_.norm_eps));
+  if (sp()) regions_->enter_forward(xf_, xfl);
   ops::matmul(logits_, xf_, false, lm_head_.w, true);
-  ops::cross_entropy_forward(ce_, lse_, logits_, targets_);
+  ops::cross_entropy_forward(ce_, lse_, logits_, local_targets_);
+  if (!regions_) return;
+  Tensor parts = lse_parts_b_.get({int64_t(tp_.size), R_});
+  regions_->all_gather(parts, lse_);
+  ops::logsumexp_merge(lse_, parts);
+  Tensor tl = tl_b_.get({R_});
+  ops::target_logits(tl, logits_, local_targets_);
+  regions_->all_reduce_sum(tl);
+  ops::copy(ce_, lse_);
+  ops::add_inplace(ce_, tl, -1.0f);
 }
 
 // ---- forward / backward ------------------------------------------------------------------
@@ -287,9 +399,8 @@ LossResult Transformer::forward(const Tensor& tokens, const Tensor& targets, flo
   const bool tied = cfg_.tie_embeddings;
   fwd_recompute_ = recompute_;
   prepare(tokens, targets, fwd_recompute_ ? 1 : L, L + 1);
-  // x = E[tok]
   fwd_begin(0);
-  ops::embedding_forward(resid_[0], tokens_, embed_.w);
+  embed_forward(resid_[0]);
   fwd_end(0);
   for (int l = 0; l < L; ++l) {
     BlockActs a = block_acts(fwd_recompute_ ? 0 : l);
@@ -302,7 +413,7 @@ LossResult Transformer::forward(const Tensor& tokens, const Tensor& targets, flo
   head_forward(resid_[L]);
   if (tied) fwd_end(0);
   fwd_end(L + 1);
-  const double R = double(B_ * T_);
+  const double R = double(R_);
   LossResult r;
   r.ce = sum_host(ce_) / R;
   r.z = ops::sum_squares(lse_) / R;
@@ -312,13 +423,25 @@ LossResult Transformer::forward(const Tensor& tokens, const Tensor& targets, flo
   return r;
 }
 
+// x = E[tok] (vocabulary-parallel with tp: each rank looks up the ids of its shard, the
+// partial rows are summed by leaving the region).
+void Transformer::embed_forward(Tensor& x) {
+  if (!regions_) {
+    ops::embedding_forward(x, tokens_, embed_.w);
+    return;
+  }
+  Tensor part = part_b_.get({R_, cfg_.d_model});
+  ops::embedding_forward(part, local_tokens_, embed_.w);
+  regions_->leave_forward(x, part);
+}
+
 void Transformer::backward(float grad_scale) {
   RETORT_CHECK(have_forward_, "backward() needs a forward() first (one backward per forward)");
   have_forward_ = false;
   const int L = int(cfg_.n_layers);
-  const int64_t R = B_ * T_, d = cfg_.d_model;
+  const int64_t R = R_, d = cfg_.d_model;
   const bool tied = cfg_.tie_embeddings;
-  Tensor dx = dx_b_.get({R, d});
+  Tensor dx = dx_b_.get({Rl_, d});
   Tensor dxf = dxf_b_.get({R, d});
   bwd_begin(L + 1);
   if (tied) bwd_begin(0);
@@ -326,12 +449,13 @@ void Transformer::backward(float grad_scale) {
   // loss = ce_scale·Σ ce + z_scale·Σ lse²; dlogits overwrites logits.
   const float ce_scale = float(double(grad_scale) / double(R));
   const float z_scale = float(double(grad_scale) * double(z_loss_) / double(R));
-  ops::cross_entropy_backward(logits_, logits_, lse_, targets_, ce_scale, z_scale);
+  ops::cross_entropy_backward(logits_, logits_, lse_, local_targets_, ce_scale, z_scale);
   // logits = xf Wᵀ:  dxf = dlogits W  [R,V]@[V,d];  dW += dlogitsᵀ xf  [V,R]@[R,d]
   ops::matmul(dxf, logits_, false, lm_head_.w, false);
   ops::matmul(lm_head_.g, logits_, true, xf_, false, 1.0f, 1.0f);
   // xf = RMSNorm(x_L)
-  ops::rmsnorm_backward(dx, final_norm_.g, dxf, resid_[L], final_norm_.w, rstdf_);
+  Tensor dxfl = enter_backward(dlocal_b_, dxf);
+  norm_backward(dx, final_norm_.g, dxfl, resid_[L], final_norm_.w, rstdf_, sp());
   if (tied) bwd_end(0);
   bwd_end(L + 1);
   // Flat layout: embed | layer 0 | ... | layer L-1 | final norm | lm_head (untied).
@@ -348,7 +472,8 @@ void Transformer::backward(float grad_scale) {
   }
   // x = E[tok]: dE[tok] += dx (tied: on top of the logits' contribution)
   bwd_begin(0);
-  ops::embedding_backward(embed_.g, dx, tokens_);
+  Tensor dfull = leave_backward(dfull_b_, dx);
+  ops::embedding_backward(embed_.g, dfull, local_tokens_);
   bwd_end(0);
   grads_ready(0, unit_range(0).second);
 }
@@ -360,7 +485,7 @@ double Transformer::evaluate(const Tensor& tokens, const Tensor& targets) {
   const bool tied = cfg_.tie_embeddings;
   prepare(tokens, targets, 1, 2);  // one block's activations, residual ping-pong
   fwd_begin(0);
-  ops::embedding_forward(resid_[0], tokens_, embed_.w);
+  embed_forward(resid_[0]);
   fwd_end(0);
   BlockActs a = block_acts(0);
   for (int l = 0; l < L; ++l) {
@@ -373,7 +498,7 @@ double Transformer::evaluate(const Tensor& tokens, const Tensor& targets) {
   head_forward(resid_[L % 2]);
   if (tied) fwd_end(0);
   fwd_end(L + 1);
-  return sum_host(ce_) / double(B_ * T_);
+  return sum_host(ce_) / double(R_);
 }
 
 }  // namespace retort

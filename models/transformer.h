@@ -8,6 +8,12 @@
 // post_attention_layernorm, gate, up, down), final norm, lm_head (untied). The optimizer,
 // DP and FSDP work on the flat buffers; the model only sees views.
 //
+// Tensor parallelism (TpLayout, models/tensor_parallel_regions.h): each tp rank holds a slice
+// of every matrix — q, k, v, gate, up, the embedding and lm_head by rows (heads, features,
+// vocabulary), o and down by columns — and whole copies of the norm gains; the flat buffers
+// hold this rank's slices. The model marks where activations enter and leave the parallel
+// regions; the regions object communicates.
+//
 // Every computation goes through core/ops.h (no raw memory, no BLAS). Activations are sized
 // lazily from the batch's [B, T] (T <= seq_len) and kept for backward; with recompute on,
 // only each block's input is kept and the block's forward is redone during backward
@@ -21,6 +27,7 @@
 
 #include "core/tensor.h"
 #include "models/model_config.h"
+#include "models/tensor_parallel_regions.h"
 
 namespace retort {
 
@@ -31,6 +38,9 @@ struct Parameter {
   bool decay;         // weight decay applies (matrices yes, norm gains no)
   int64_t offset;     // first element in the flat buffers
   Shape shape;        // of value and grad (kept when the views are unbound, e.g. under FSDP)
+  Shape global_shape; // of the whole parameter (== shape unless split over tp)
+  int shard_dim = -1;        // tp split: -1 none (replicated), 0 rows, 1 columns
+  int64_t shard_offset = 0;  // first row/column of this rank's slice along shard_dim
 };
 
 struct LossResult {
@@ -56,11 +66,15 @@ class Transformer {
     virtual void after_backward(int unit) = 0;
   };
 
-  // Allocates the flat parameter and gradient buffers (zeros) for a resolved config.
-  explicit Transformer(const ModelConfig& cfg);
+  // Allocates the flat parameter and gradient buffers (zeros) for a resolved config; with
+  // tp.size > 1 only this rank's slices (H, Hkv, d_ff and V must divide by tp.size).
+  explicit Transformer(const ModelConfig& cfg, const TpLayout& tp = {});
 
   const ModelConfig& config() const { return cfg_; }
-  int64_t num_params() const { return n_params_; }
+  const TpLayout& tp_layout() const { return tp_; }
+  // Required before forward when tp.size > 1 (not owned).
+  void set_tensor_parallel(TensorParallelRegions* regions) { regions_ = regions; }
+  int64_t num_params() const { return n_params_; }  // on this rank
 
   // Parameters in their fixed order; views into the flat buffers.
   const std::vector<Parameter>& parameters() const { return params_; }
@@ -83,9 +97,9 @@ class Transformer {
   void release_flat();
   void set_unit_hooks(UnitHooks* hooks) { hooks_ = hooks; }
 
-  // SPEC init: every element i of parameter `name` is
+  // SPEC init: every element i (row-major index in the whole parameter) of `name` is
   //   std(name) · rng::normal(seed, rng::hash_string(name), i)      (gains are 1),
-  // independent of how the buffer is later sharded. std(name) per cfg.init:
+  // independent of how the parameter is split or sharded. std(name) per cfg.init:
   //   normal:     matrices init_std; o_proj, down_proj init_std / sqrt(2L).
   //   mup_simple: embed_tokens init_std; every hidden matrix W [out, in] 1/sqrt(in)
   //               (o_proj, down_proj additionally / sqrt(2L)); lm_head (untied) 1/in.
@@ -113,7 +127,7 @@ class Transformer {
   // pending forward.
   double evaluate(const Tensor& tokens, const Tensor& targets);
 
-  // Logits [B·T, V] of the last forward/evaluate (overwritten by backward with dlogits).
+  // Logits [B·T, V/tp] of the last forward/evaluate (overwritten by backward with dlogits).
   const Tensor& logits() const { return logits_; }
 
  private:
@@ -124,14 +138,16 @@ class Transformer {
     Weight ln_in, wq, wk, wv, wo, q_norm, k_norm, ln_post, w_gate, w_up, w_down;
   };
   // What a block's backward needs (R = B·T rows).
+  // R = B·T rows inside the tensor-parallel regions, Rl = R/tp (sp) or R rows in the residual
+  // stream; H, Hkv, F per rank.
   struct BlockActs {
-    Tensor h1, rstd1;         // [R, d], [R]       RMSNorm(x_in)
+    Tensor h1, rstd1;         // [R, d], [Rl]      RMSNorm(x_in) (gathered under sp)
     Tensor q, k;              // [R, H·hd], [R, Hkv·hd] raw projections (qk_norm only)
     Tensor rstd_q, rstd_k;    // [R·H], [R·Hkv]   (qk_norm only)
     Tensor qr, kr, v;         // q, k after norm + RoPE; v
     Tensor att, lse;          // [R, H·hd], [B, H, T]
-    Tensor x_mid;             // [R, d] residual after attention
-    Tensor h2, rstd2;         // [R, d], [R]
+    Tensor x_mid;             // [Rl, d] residual after attention
+    Tensor h2, rstd2;         // [R, d], [Rl]
     Tensor gate, up, act;     // [R, F]
   };
   struct Backing {  // capacity-managed storage for one activation
@@ -156,8 +172,28 @@ class Transformer {
   void block_backward(int layer, const Tensor& x_in, Tensor& dx, BlockActs& a);
   // Final norm + logits + CE/lse from the residual x: fills xf_, rstdf_, logits_, ce_, lse_.
   void head_forward(const Tensor& x);
+  // x [Rl, d] = E[tokens] (vocabulary-parallel with tp).
+  void embed_forward(Tensor& x);
+  // ---- tensor-parallel marks (plain copies / matmuls when tp = 1) ----
+  // out [Rl, d] = resid + leave(in W^T): a row-parallel projection added to the residual.
+  void row_parallel_residual(Tensor& out, const Tensor& resid, const Tensor& in, const Tensor& w);
+  // full [R, c] ← enter(local [Rl, c]); aliases local without sp.
+  Tensor enter(Backing& full_b, const Tensor& local);
+  // dlocal [Rl, c] ← enter's backward of dfull [R, c] (overwrites dfull); aliases without sp.
+  Tensor enter_backward(Backing& dlocal_b, Tensor& dfull);
+  // dpartial [R, c] ← leave's backward of dlocal; aliases without sp.
+  Tensor leave_backward(Backing& dfull_b, const Tensor& dlocal);
+  // rmsnorm_backward whose gain gradient is a partial sum over tp when `partial` (summed over tp
+  // before it is added, so micro-batch accumulation stays exact).
+  void norm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x, const Tensor& g,
+                     const Tensor& rstd, bool partial);
+  bool sp() const { return regions_ && tp_.sp; }
 
   ModelConfig cfg_;
+  TpLayout tp_;
+  TensorParallelRegions* regions_ = nullptr;
+  int64_t H_ = 0, Hkv_ = 0, F_ = 0, V_ = 0;  // heads, kv heads, d_ff, vocab on this rank
+  int64_t v_begin_ = 0;                      // first vocabulary id of this rank's shard
   int64_t n_params_ = 0;
   std::vector<Parameter> params_;
   std::vector<double> init_std_;
@@ -178,10 +214,14 @@ class Transformer {
   bool have_forward_ = false;  // a forward() is waiting for its backward()
   float z_loss_ = 0;           // of the pending forward
   bool fwd_recompute_ = false; // recompute setting of the pending forward
-  int64_t B_ = 0, T_ = 0;
+  int64_t B_ = 0, T_ = 0, R_ = 0, Rl_ = 0;
 
   // activations
   Backing tokens_b_, targets_b_, xf_b_, rstdf_b_, logits_b_, ce_b_, lse_b_;
+  // tensor parallelism: shard-local ids (-1 elsewhere), gathered/partial scratch
+  Backing local_tokens_b_, local_targets_b_, xfl_b_, hl_b_, part_b_, red_b_, lse_parts_b_, tl_b_,
+      gain_b_, dfull_b_, dlocal_b_;
+  Tensor local_tokens_, local_targets_;
   std::vector<Backing> resid_b_;        // residual stream at each block input (+ output)
   std::vector<BlockBacking> block_b_;   // L blocks, or 1 with recompute / evaluate
   Tensor tokens_, targets_, xf_, rstdf_, logits_, ce_, lse_;

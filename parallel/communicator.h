@@ -50,4 +50,8 @@ class Communicator {
   int64_t payload_bytes_ = 0;
 };
 
+// Σ over the ranks of a double, exactly enough for norms: each rank sends (hi, lo) floats
+// with hi + lo = x, and every rank adds them in rank order (identical result everywhere).
+double sum_over_ranks(Communicator& comm, double x);
+
 }  // namespace retort

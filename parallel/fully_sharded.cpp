@@ -204,19 +204,12 @@ void FullyShardedDP::reduce_over_dp() {
   if (dp_ && dp_->size() > 1) dp_->all_reduce(grads_);
 }
 
-double FullyShardedDP::clip_grad_norm(double max_norm) {
-  // Σ g² of this shard in double, sent as two floats (hi + lo) so the sum over ranks keeps
-  // double precision; added in rank order on every rank (deterministic, identical).
-  const double sq = ops::sum_squares(grads_);
-  Tensor mine = Tensor::empty({2}), all = Tensor::empty({2 * int64_t(F_)});
-  mine.host<float>()[0] = static_cast<float>(sq);
-  mine.host<float>()[1] = static_cast<float>(sq - double(mine.host<float>()[0]));
-  fsdp_->all_gather(all, mine);
-  double total = 0;
-  for (int r = 0; r < F_; ++r) total += double(all.host<float>()[2 * r]) + double(all.host<float>()[2 * r + 1]);
-  const double norm = std::sqrt(total);
-  if (max_norm > 0 && norm > max_norm) ops::scale_inplace(grads_, static_cast<float>(max_norm / (norm + 1e-12)));
-  return norm;
+double FullyShardedDP::grad_sq(const std::function<bool(const Parameter&)>& counted) const {
+  const auto& ps = model_.parameters();
+  double sq = 0;
+  for (const Piece& p : pieces_)
+    if (counted(ps[p.param])) sq += ops::sum_squares(grads_.flat(p.shard_off, p.n));
+  return sum_over_ranks(*fsdp_, sq);
 }
 
 std::vector<OptimizedTensor> FullyShardedDP::optimizer_pieces() const {

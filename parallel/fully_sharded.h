@@ -9,7 +9,7 @@
 //   before forward/backward(u):  full_u [P_u] ← all_gather(chunk_u)      (next unit prefetched)
 //   after backward(u):           gshard_u [c_u] += reduce_scatter(dfull_u) (Σ over fsdp ranks)
 //   after the last micro-batch:  gshard ← all_reduce over dp              (dp > 1)
-//   clip:                        ‖g‖² = Σ over fsdp ranks of Σ gshard²   (the padding is 0)
+//   clip:                        ‖g‖² = Σ over fsdp ranks of Σ gshard²   (grad_sq; padding is 0)
 //
 // Gradients are reduce-scattered after every micro-batch's backward into the shard accumulator
 // (ZeRO-3 style), so no full-size gradient outlives one unit. Parameters are re-gathered for
@@ -18,6 +18,7 @@
 // once for the logits.
 #pragma once
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <vector>
@@ -44,8 +45,8 @@ class FullyShardedDP : public Transformer::UnitHooks {
   void set_training(bool on);       // keep_params applies only to training forwards
   void finish_backward();           // complete this backward's reduce-scatters
   void reduce_over_dp();            // gradient shard ← Σ over dp replicas
-  // Global ‖g‖ over all shards; scales the shard by max_norm/‖g‖ when it exceeds max_norm > 0.
-  double clip_grad_norm(double max_norm);
+  // Σ g² over the fsdp group's shards of the parameters `counted` selects (padding is 0).
+  double grad_sq(const std::function<bool(const Parameter&)>& counted) const;
   // The AdamW pieces: shard ∩ parameter, each with its parameter's decay setting.
   std::vector<OptimizedTensor> optimizer_pieces() const;
 

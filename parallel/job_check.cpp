@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "core/sha256.h"
+#include "models/model_config.h"
 
 namespace retort {
 
@@ -38,9 +39,17 @@ void check_same_job(const Mesh& mesh, const Config& cfg) {
     throw Error(str_cat("rank(s) ", binary_differs, " run a different retort binary than rank 0"));
 }
 
-void require_supported_mesh(const Mesh& mesh, const Config& cfg) {
-  if (mesh.tp > 1) cfg.fail("parallel.tp", "tensor parallelism is not available in this build yet; use parallel.dp");
-  if (mesh.sp) cfg.fail("parallel.sp", "sequence parallelism needs tensor parallelism, not available yet");
+void check_mesh_fits_model(const Mesh& mesh, const Config& cfg) {
+  if (mesh.tp == 1) return;
+  const ModelConfig mc = ModelConfig::from_config(cfg);
+  auto need = [&](int64_t value, const char* key) {
+    if (value % mesh.tp != 0)
+      cfg.fail("parallel.tp", str_cat(mesh.tp, " does not divide ", key, " = ", value,
+                                      " (tensor parallelism splits it over the tp ranks)"));
+  };
+  need(mc.n_kv_heads, "model.n_kv_heads");
+  need(mc.d_ff, "model.d_ff");
+  need(mc.vocab_size, "model.vocab_size");
 }
 
 }  // namespace retort

@@ -9,7 +9,8 @@ namespace retort {
 
 void check_same_job(const Mesh& mesh, const Config& cfg);
 
-// Fails (ConfigError on `parallel.*`) if the mesh uses an axis this build cannot run yet.
-void require_supported_mesh(const Mesh& mesh, const Config& cfg);
+// ConfigError on `parallel.tp` when tp does not divide the model dims it splits (n_kv_heads,
+// d_ff, vocab_size).
+void check_mesh_fits_model(const Mesh& mesh, const Config& cfg);
 
 }  // namespace retort

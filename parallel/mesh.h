@@ -7,6 +7,7 @@
 #include <string>
 
 #include "core/config.h"
+#include "models/tensor_parallel_regions.h"
 #include "parallel/communicator.h"
 
 namespace retort {
@@ -22,6 +23,8 @@ struct Mesh {
   bool is_root() const { return rank == 0; }
   int data_ranks() const { return dp * fsdp; }
   int data_rank() const { return dp_index * fsdp + fsdp_index; }
+  // The model slice this rank holds (models/transformer.h).
+  TpLayout tp_layout() const { return TpLayout{tp, tp_index, sp && tp > 1}; }
 };
 
 // Initialise MPI (once; works without mpirun) and build the mesh from `parallel.*`.

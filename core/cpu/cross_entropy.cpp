@@ -3,6 +3,9 @@
 //   ce_r  = lse_r − x_{target}
 //   loss  = ce_scale·Σ_r ce_r + z_scale·Σ_r lse_r²
 //   dx_v  = ce_scale·(p_v − [v = target]) + z_scale·2·lse_r·p_v,  p_v = exp(x_v − lse_r)
+// Vocabulary-parallel use: a target of -1 lies on another rank's shard (ce_r = lse_r, no
+// one-hot term), and backward takes the lse over the whole vocabulary (see logsumexp_merge).
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -24,7 +27,7 @@ void cross_entropy_forward(float* ce, float* lse, const float* logits, const int
     for (int64_t v = 0; v < V; ++v) s += exp_fast(x[v] - m);
     const float l = m + std::log(s);
     lse[r] = l;
-    ce[r] = l - x[targets[r]];
+    ce[r] = targets[r] < 0 ? l : l - x[targets[r]];
   }
 }
 
@@ -38,7 +41,21 @@ void cross_entropy_backward(float* dlogits, const float* logits, const float* ls
     const float l = lse[r];
     const float coef = ce_scale + 2.0f * z_scale * l;  // multiplies p_v
     for (int64_t v = 0; v < V; ++v) d[v] = coef * exp_fast(x[v] - l);
-    d[targets[r]] -= ce_scale;
+    if (targets[r] >= 0) d[targets[r]] -= ce_scale;
+  }
+}
+
+void target_logits(float* out, const float* logits, const int32_t* targets, int64_t rows, int64_t V) {
+  for (int64_t r = 0; r < rows; ++r) out[r] = targets[r] < 0 ? 0.0f : logits[r * V + targets[r]];
+}
+
+void logsumexp_merge(float* lse, const float* parts, int64_t n, int64_t rows) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float m = -std::numeric_limits<float>::infinity();
+    for (int64_t i = 0; i < n; ++i) m = std::max(m, parts[i * rows + r]);
+    double s = 0;
+    for (int64_t i = 0; i < n; ++i) s += std::exp(double(parts[i * rows + r]) - m);
+    lse[r] = float(m + std::log(s));
   }
 }
 

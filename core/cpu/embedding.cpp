@@ -1,6 +1,7 @@
 // Embedding lookup and its gradient.
 //   forward:  out[r, :] = table[ids[r], :]
 //   backward: dtable[ids[r], :] += dout[r, :]
+// An id of -1 (the token lives on another rank's vocabulary shard) reads zeros / is skipped.
 // Backward is deterministic and independent of the thread count: threads own blocks of
 // feature columns and every thread walks the rows in ascending order.
 #include <cstring>
@@ -12,8 +13,10 @@ namespace retort::cpu {
 void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t rows,
                        int64_t d) {
 #pragma omp parallel for schedule(static) if (rows * d >= 16384)
-  for (int64_t r = 0; r < rows; ++r)
-    std::memcpy(out + r * d, table + static_cast<int64_t>(ids[r]) * d, sizeof(float) * d);
+  for (int64_t r = 0; r < rows; ++r) {
+    if (ids[r] < 0) std::memset(out + r * d, 0, sizeof(float) * d);
+    else std::memcpy(out + r * d, table + static_cast<int64_t>(ids[r]) * d, sizeof(float) * d);
+  }
 }
 
 void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t rows,
@@ -24,6 +27,7 @@ void embedding_backward(float* dtable, const float* dout, const int32_t* ids, in
   for (int64_t blk = 0; blk < nblk; ++blk) {
     const int64_t c0 = blk * kCols, c1 = c0 + kCols < d ? c0 + kCols : d;
     for (int64_t r = 0; r < rows; ++r) {
+      if (ids[r] < 0) continue;
       float* dst = dtable + static_cast<int64_t>(ids[r]) * d;
       const float* src = dout + r * d;
       for (int64_t c = c0; c < c1; ++c) dst[c] += src[c];

@@ -52,6 +52,11 @@ void cross_entropy_backward(float* dlogits, const float* logits, const float* ls
                             const int32_t* targets, int64_t rows, int64_t V, float ce_scale,
                             float z_scale);
 
+// out[r] = logits[r, targets[r]], 0 where targets[r] = -1.
+void target_logits(float* out, const float* logits, const int32_t* targets, int64_t rows, int64_t V);
+// lse[r] = log Σ_i exp(parts[i, r]), parts: [n, rows].
+void logsumexp_merge(float* lse, const float* parts, int64_t n, int64_t rows);
+
 // ---- attention.cpp -----------------------------------------------------------------------
 // q, out: [B, T, H, hd]; k, v: [B, T, Hkv, hd]; lse: [B, H, T]
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
@@ -61,10 +66,10 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
                         int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd);
 
 // ---- embedding.cpp -----------------------------------------------------------------------
-// ids: [rows] in [0, V), table: [V, d] -> out: [rows, d]
+// ids: [rows] in [0, V) or -1 (zero row), table: [V, d] -> out: [rows, d]
 void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t rows,
                        int64_t d);
-// dtable[ids[r]] += dout[r], rows in ascending order for every vocab row.
+// dtable[ids[r]] += dout[r] (ids -1 skipped), rows in ascending order for every vocab row.
 void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t rows,
                         int64_t d);
 

@@ -35,7 +35,6 @@ expect_fail 2 "dp\*fsdp\*tp = 1 does not match the 2 launched ranks" "${MPIRUN[@
 expect_fail 2 "rank\(s\) 1 resolved a different config than rank 0" "${MPIRUN[@]}" \
   -np 1 "$RETORT_BIN" train "${ARGS[@]}" --set parallel.dp=2 --set "run.dir=$WORK/bad2" : \
   -np 1 "$RETORT_BIN" train "${ARGS[@]}" --set parallel.dp=2 --set "run.dir=$WORK/bad2" --set train.lr=0.1
-expect_fail 2 "parallel.tp.*not available" "${MPIRUN[@]}" -np 2 "$RETORT_BIN" train "${ARGS[@]}" --set parallel.tp=2 --set "run.dir=$WORK/bad3"
 # One rank cannot read its data (relative paths, rank 1 starts in another directory, as on a
 # node without the file): the whole job ends promptly with that rank's message.
 mkdir -p "$WORK/elsewhere"

@@ -426,13 +426,64 @@ TEST(CrossEntropy, ForwardAgainstReferenceAndStable) {
   }
 }
 
+// Vocabulary-parallel cross-entropy: two shards of the logits with shard-local targets (-1 on
+// the other shard), lse merged, target logits summed, give the full-vocabulary ce, lse and
+// gradient; the embedding of shard-local ids sums to the full lookup.
+TEST(CrossEntropy, VocabularyShardsMergeToTheFullResult) {
+  const int64_t R = 5, V = 8, half = V / 2;
+  Tensor logits = randn({R, V}, 11), tgt = randint({R}, 12, V);
+  Tensor ce = Tensor::empty({R}), lse = Tensor::empty({R});
+  ops::cross_entropy_forward(ce, lse, logits, tgt);
+  Tensor dfull = Tensor::empty({R, V});
+  ops::cross_entropy_backward(dfull, logits, lse, tgt, 0.5f, 0.1f);
+
+  Tensor parts = Tensor::empty({2, R}), tl = Tensor::zeros({R});
+  std::vector<Tensor> shard(2), local(2);
+  for (int s = 0; s < 2; ++s) {
+    shard[s] = Tensor::empty({R, half});
+    local[s] = Tensor::empty({R}, DType::I32);
+    for (int64_t r = 0; r < R; ++r) {
+      for (int64_t v = 0; v < half; ++v)
+        shard[s].data<float>()[r * half + v] = logits.data<float>()[r * V + s * half + v];
+      const int32_t t = tgt.data<int32_t>()[r] - int32_t(s * half);
+      local[s].data<int32_t>()[r] = t >= 0 && t < half ? t : -1;
+    }
+    Tensor ce_s = Tensor::empty({R}), lse_s = parts.slice(s, s + 1).view({R}), tl_s = Tensor::empty({R});
+    ops::cross_entropy_forward(ce_s, lse_s, shard[s], local[s]);
+    ops::target_logits(tl_s, shard[s], local[s]);
+    ops::add_inplace(tl, tl_s);
+  }
+  Tensor merged = Tensor::empty({R});
+  ops::logsumexp_merge(merged, parts);
+  for (int64_t r = 0; r < R; ++r) {
+    EXPECT_NEAR(merged.data<float>()[r], lse.data<float>()[r], 1e-5);
+    EXPECT_NEAR(merged.data<float>()[r] - tl.data<float>()[r], ce.data<float>()[r], 1e-5);
+  }
+  for (int s = 0; s < 2; ++s) {
+    Tensor d = Tensor::empty({R, half});
+    ops::cross_entropy_backward(d, shard[s], merged, local[s], 0.5f, 0.1f);
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t v = 0; v < half; ++v)
+        EXPECT_NEAR(d.data<float>()[r * half + v], dfull.data<float>()[r * V + s * half + v], 1e-6);
+  }
+  // Embedding: each shard looks up its own ids (zero rows elsewhere); the sum is the full lookup.
+  Tensor table = randn({V, 3}, 13), out = Tensor::empty({R, 3}), sum = Tensor::zeros({R, 3});
+  ops::embedding_forward(out, tgt, table);
+  for (int s = 0; s < 2; ++s) {
+    Tensor rows = table.slice(s * half, (s + 1) * half), part = Tensor::empty({R, 3});
+    ops::embedding_forward(part, local[s], rows);
+    ops::add_inplace(sum, part);
+  }
+  for (int64_t i = 0; i < R * 3; ++i) EXPECT_EQ(sum.data<float>()[i], out.data<float>()[i]);
+}
+
 TEST(CrossEntropy, TargetsOutOfRangeAreRejected) {
   Tensor logits = randn({3, 5}, 1), tgt = randint({3}, 2, 5);
   Tensor ce = Tensor::empty({3}), lse = Tensor::empty({3});
   tgt.data<int32_t>()[1] = 5;
   const std::string msg = error_of([&] { ops::cross_entropy_forward(ce, lse, logits, tgt); });
   EXPECT_NE(msg.find("targets[1] = 5"), std::string::npos) << msg;
-  tgt.data<int32_t>()[1] = -1;
+  tgt.data<int32_t>()[1] = -2;  // -1 is allowed: "on another vocabulary shard"
   EXPECT_NE(error_of([&] { ops::cross_entropy_backward(logits, logits, lse, tgt, 1, 0); })
                 .find("out of range"),
             std::string::npos);
