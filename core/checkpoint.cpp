@@ -9,6 +9,7 @@
 #include "core/fs.h"
 #include "core/hdf5.h"
 #include "core/sha256.h"
+#include "core/sharded_checkpoint.h"
 
 namespace stdfs = std::filesystem;
 
@@ -86,9 +87,16 @@ void write_checkpoint_dir(const std::string& dir, const CheckpointData& data) {
     f.close();
     written.push_back(kOptimizerFile);
   }
-  fs::write_file_atomic((tmp / kConfigFile).string(), data.config_yaml);
-  if (!data.state.is_null()) {
-    nlohmann::json state = data.state;
+  commit_checkpoint_dir(tmp.string(), final_dir.string(), written, data.config_yaml, data.state);
+}
+
+void commit_checkpoint_dir(const std::string& tmp_dir, const std::string& final_path,
+                           const std::vector<std::string>& written, const std::string& config_yaml,
+                           const nlohmann::json& state_in) {
+  const stdfs::path tmp(tmp_dir), final_dir = stdfs::absolute(final_path);
+  fs::write_file_atomic((tmp / kConfigFile).string(), config_yaml);
+  if (!state_in.is_null()) {
+    nlohmann::json state = state_in;
     for (const auto& name : written) state["sha256"][name] = sha256_file((tmp / name).string());
     fs::write_file_atomic((tmp / kStateFile).string(), state.dump(2) + "\n");
   }
@@ -104,16 +112,23 @@ void write_checkpoint_dir(const std::string& dir, const CheckpointData& data) {
   if (had_old) stdfs::remove_all(old);
 }
 
-std::string save_checkpoint(const std::string& checkpoints_dir, int64_t step,
-                            const CheckpointData& data, int64_t keep_last) {
+std::string checkpoint_step_dir(const std::string& checkpoints_dir, int64_t step) {
   char name[32];
   std::snprintf(name, sizeof name, "step_%08lld", static_cast<long long>(step));
-  std::string dir = (stdfs::path(checkpoints_dir) / name).string();
+  return (stdfs::path(checkpoints_dir) / name).string();
+}
+
+void prune_checkpoints(const std::string& checkpoints_dir, int64_t keep_last) {
+  if (keep_last <= 0) return;
+  auto all = complete_checkpoints(checkpoints_dir);
+  for (size_t i = 0; i + keep_last < all.size(); ++i) stdfs::remove_all(all[i].second);
+}
+
+std::string save_checkpoint(const std::string& checkpoints_dir, int64_t step,
+                            const CheckpointData& data, int64_t keep_last) {
+  std::string dir = checkpoint_step_dir(checkpoints_dir, step);
   write_checkpoint_dir(dir, data);
-  if (keep_last > 0) {
-    auto all = complete_checkpoints(checkpoints_dir);
-    for (size_t i = 0; i + keep_last < all.size(); ++i) stdfs::remove_all(all[i].second);
-  }
+  prune_checkpoints(checkpoints_dir, keep_last);
   return dir;
 }
 
@@ -126,6 +141,7 @@ std::string resolve_checkpoint_dir(const std::string& path) {
   std::error_code ec;
   if (!stdfs::exists(path, ec)) throw Error(str_cat(path, ": no such checkpoint directory"));
   if (stdfs::exists(stdfs::path(path) / kModelFile)) return path;
+  if (stdfs::exists(stdfs::path(path) / kStateFile) && !shard_files(path).empty()) return path;
   for (const auto& candidate : {stdfs::path(path), stdfs::path(path) / "checkpoints"}) {
     std::string latest = find_latest_checkpoint(candidate.string());
     if (!latest.empty()) return latest;
@@ -135,6 +151,10 @@ std::string resolve_checkpoint_dir(const std::string& path) {
 }
 
 void load_model_weights(const std::string& checkpoint_dir, std::vector<NamedTensor>& params) {
+  if (!stdfs::exists(stdfs::path(checkpoint_dir) / kModelFile) && !shard_files(checkpoint_dir).empty()) {
+    read_from_shards(checkpoint_dir, "model", params);
+    return;
+  }
   h5::File f = h5::File::open_read((stdfs::path(checkpoint_dir) / kModelFile).string());
   read_into(f, "", params);
   for (const auto& name : f.list()) {
@@ -163,6 +183,11 @@ nlohmann::json load_training_state(const std::string& checkpoint_dir,
     std::string file = (dir / name).string();
     if (sha256_file(file) != expected.get<std::string>())
       throw Error(str_cat(file, ": checksum mismatch (file corrupted or modified)"));
+  }
+  if (!stdfs::exists(dir / kOptimizerFile) && !shard_files(checkpoint_dir).empty()) {
+    read_from_shards(checkpoint_dir, "exp_avg", exp_avg);
+    read_from_shards(checkpoint_dir, "exp_avg_sq", exp_avg_sq);
+    return state;
   }
   h5::File f = h5::File::open_read((dir / kOptimizerFile).string());
   read_into(f, "exp_avg/", exp_avg);

@@ -3,7 +3,8 @@
 //   config.yaml    the resolved config of the run that wrote it
 //   optimizer.h5   AdamW moments "exp_avg/<name>", "exp_avg_sq/<name>"      (training state)
 //   state.json     step, tokens seen, wall time, sha256 of the .h5 files       (training state)
-// Exported checkpoints hold only model.h5 + config.yaml; every reader accepts both.
+// Exported checkpoints hold only model.h5 + config.yaml; every reader accepts both, and the
+// sharded form multi-rank runs write (core/sharded_checkpoint.h) in place of the .h5 files.
 // Writes go to "<dir>.tmp-PID", are fsynced, then renamed: a crash leaves either the previous
 // checkpoint set or the new complete one, never a half-written directory that looks complete.
 #pragma once
@@ -36,6 +37,17 @@ void write_checkpoint_dir(const std::string& dir, const CheckpointData& data);
 // beyond `keep_last` (0 keeps all). Returns the new directory.
 std::string save_checkpoint(const std::string& checkpoints_dir, int64_t step,
                             const CheckpointData& data, int64_t keep_last);
+
+// <checkpoints_dir>/step_NNNNNNNN
+std::string checkpoint_step_dir(const std::string& checkpoints_dir, int64_t step);
+// Finishes a checkpoint whose data files `written` (names relative to tmp_dir) are complete in
+// tmp_dir: config.yaml, state.json with their sha256 (unless state is null), fsync, then
+// renames tmp_dir over final_dir (an existing one is replaced only then).
+void commit_checkpoint_dir(const std::string& tmp_dir, const std::string& final_dir,
+                           const std::vector<std::string>& written, const std::string& config_yaml,
+                           const nlohmann::json& state);
+// Deletes the oldest complete checkpoints beyond keep_last (0 keeps all).
+void prune_checkpoints(const std::string& checkpoints_dir, int64_t keep_last);
 
 // Newest complete step_* directory, or "" when there is none.
 std::string find_latest_checkpoint(const std::string& checkpoints_dir);

@@ -69,6 +69,8 @@ const std::vector<ConfigKey>& config_schema() {
 
       {"checkpoint.every", T::Int, "0", "checkpoint every this many steps; 0 = only at the end"},
       {"checkpoint.keep_last", T::Int, "3", "checkpoints kept in the run directory"},
+      {"checkpoint.format", T::String, "auto",
+       "auto | sharded | consolidated: sharded = every rank writes its own shard file (auto: when fsdp*tp > 1); consolidated = rank 0 writes whole tensors"},
 
       {"parallel.dp", T::Int, "1", "data-parallel replicas"},
       {"parallel.fsdp", T::Int, "1", "fully sharded data-parallel ranks"},

@@ -44,6 +44,40 @@ double sgemm_gflops(int64_t n) {
   return 2.0 * n * n * n / best / 1e9;
 }
 
+// Bytes sent per rank on each mesh axis (ring algorithms; parallel/communicator.h).
+constexpr const char* kAxisNames[3] = {"dp", "fsdp", "tp"};
+struct AxisBytes {
+  int64_t bytes[3] = {0, 0, 0};
+};
+
+AxisBytes axis_wire_bytes(const Mesh& mesh) {
+  AxisBytes b;
+  b.bytes[0] = mesh.dp_comm->wire_bytes();
+  b.bytes[1] = mesh.fsdp_comm->wire_bytes();
+  b.bytes[2] = mesh.tp_comm->wire_bytes();
+  return b;
+}
+
+// The textbook volumes per optimizer step and rank, for P = this tp rank's parameters (4 bytes
+// each), m micro-batches of R = micro_seqs·T rows:
+//   dp:   2·P·(n−1)/n                     (all-reduce; of the fsdp shard P/f when sharded)
+//   fsdp: m·3·P·(f−1)/f                   (gather for forward and backward, reduce-scatter;
+//                                          2 with keep_params)
+//   tp:   m·(8L + 4)·R·d·(t−1)/t          (per layer 2 regions × (forward + backward) × one
+//                                          all-reduce = all-gather + reduce-scatter under sp
+//                                          (Korthikanti et al. 2022); + embedding and head)
+AxisBytes theoretical_wire_bytes(const Mesh& mesh, const ModelConfig& mc, const BatchGeometry& g,
+                                 int64_t params, bool keep_params) {
+  AxisBytes b;
+  const double P = double(params) * 4, m = double(g.n_micro);
+  const double f = mesh.fsdp, n = mesh.dp, t = mesh.tp;
+  b.bytes[0] = int64_t(2 * (P / f) * (n - 1) / n);
+  b.bytes[1] = int64_t(m * (keep_params ? 2 : 3) * P * (f - 1) / f);
+  const double R = double(g.micro_seqs * g.seq_len), d = double(mc.d_model);
+  b.bytes[2] = int64_t(m * (8 * double(mc.n_layers) + 4) * R * d * 4 * (t - 1) / t);
+  return b;
+}
+
 }  // namespace
 
 int run_bench(const Config& cfg) {
@@ -75,11 +109,20 @@ int run_bench(const Config& cfg) {
   };
 
   std::vector<double> times;
+  AxisBytes before;
   for (int64_t i = 0; i < warmup + steps; ++i) {
+    if (i == warmup) before = axis_wire_bytes(mesh);
     double t = now_s();
     trainer.run(i, 1e-4, source);
     if (i >= warmup) times.push_back(now_s() - t);
   }
+  const AxisBytes after = axis_wire_bytes(mesh);
+  const bool keep = cfg.get_bool("parallel.fsdp_keep_params");
+  const AxisBytes theory = theoretical_wire_bytes(mesh, mc, geo, model.num_params(), keep);
+  nlohmann::json comm;
+  for (int a = 0; a < 3; ++a)
+    comm[kAxisNames[a]] = {{"measured_bytes_per_step", (after.bytes[a] - before.bytes[a]) / steps},
+                           {"theory_bytes_per_step", theory.bytes[a]}};
   const double step_s = median(times);
   const double tok_s = geo.tokens_per_step() / step_s;
   const double gflops_mfu = tok_s * mc.flops_per_token_mfu() / 1e9;
@@ -99,7 +142,9 @@ int run_bench(const Config& cfg) {
                       {"sgemm_gflops_1024", ceiling},
                       {"fraction_of_sgemm", gflops_mfu / ceiling},
                       {"peak_rss_bytes", fs::peak_rss_bytes()},
-                      {"world_size", mesh.world_size}};
+                      {"world_size", mesh.world_size},
+                      {"mesh", {{"dp", mesh.dp}, {"fsdp", mesh.fsdp}, {"tp", mesh.tp}, {"sp", mesh.tp_layout().sp}}},
+                      {"communication_per_rank", comm}};
   std::printf("%s\n", j.dump(2).c_str());
   return 0;
 }

@@ -91,7 +91,7 @@ int run_train(const Config& cfg, bool resume) {
   int64_t start_step = 0, tokens_seen = 0;
   double wall_before = 0;
   if (resume && !latest.empty()) {
-    // Checkpoints are consolidated (as one process holds the state), so any mesh resumes them.
+    // Checkpoints hold whole parameters (consolidated or as pieces), so any mesh resumes them.
     nlohmann::json state = trainer.load_checkpoint(latest);
     start_step = state.at("step").get<int64_t>();
     tokens_seen = state.at("tokens_seen").get<int64_t>();
@@ -115,15 +115,9 @@ int run_train(const Config& cfg, bool resume) {
     loader.fill_batch(first, count, inputs, targets);
   };
   auto save = [&](int64_t step, double wall) {
-    // Every rank takes part (fsdp gathers the shards); the root receives the full state.
-    CheckpointData data = trainer.checkpoint_data();
-    data.config_yaml = cfg.to_yaml();
-    data.state = {{"step", step}, {"tokens_seen", tokens_seen}, {"wall_s", wall},
-                  {"optimizer_steps", trainer.optimizer().steps()}, {"seed", seed}};
-    std::string dir;  // rank 0 writes the consolidated checkpoint
-    if (root) dir = save_checkpoint(run.checkpoints(), step, data, keep_last);
-    mesh.world->barrier();
-    return dir;
+    nlohmann::json state = {{"step", step}, {"tokens_seen", tokens_seen}, {"wall_s", wall},
+                            {"optimizer_steps", trainer.optimizer().steps()}, {"seed", seed}};
+    return trainer.save(run.checkpoints(), step, cfg.to_yaml(), state, keep_last);
   };
   auto validate = [&]() {
     return evaluate_windows(model, val_data.tokens(), mc.seq_len, eval_windows, geo.micro_seqs);

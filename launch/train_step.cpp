@@ -1,6 +1,7 @@
 #include "launch/train_step.h"
 
 #include <cmath>
+#include <filesystem>
 
 #include "core/ops.h"
 #include "parallel/tensor_parallel.h"
@@ -31,6 +32,14 @@ BatchGeometry BatchGeometry::from_config(const Config& cfg, int64_t seq_len, int
 }
 
 namespace {
+std::string checkpoint_format(const Config& cfg, const Mesh& mesh) {
+  const std::string f = cfg.get_string("checkpoint.format");
+  if (f == "auto") return mesh.fsdp * mesh.tp > 1 ? "sharded" : "consolidated";
+  if (f != "sharded" && f != "consolidated")
+    cfg.fail("checkpoint.format", str_cat("must be auto, sharded or consolidated, got '", f, "'"));
+  return f;
+}
+
 std::vector<OptimizedTensor> optimized_tensors(Transformer& model) {
   std::vector<OptimizedTensor> out;
   for (const auto& p : model.parameters()) out.push_back({p.name, p.value, p.grad, p.decay});
@@ -54,6 +63,7 @@ TrainStep::TrainStep(Transformer& model, const Config& cfg, const BatchGeometry&
       mesh_(mesh),
       z_loss_(static_cast<float>(cfg.get_float("train.z_loss"))),
       grad_clip_(cfg.get_float("train.grad_clip")),
+      sharded_checkpoints_(checkpoint_format(cfg, mesh) == "sharded"),
       inputs_(Tensor::empty({geometry.micro_seqs, geometry.seq_len}, DType::I32)),
       targets_(Tensor::empty({geometry.micro_seqs, geometry.seq_len}, DType::I32)) {
   RETORT_CHECK(model.tp_layout().size == mesh.tp && model.tp_layout().rank == mesh.tp_index,
@@ -172,6 +182,61 @@ CheckpointData TrainStep::checkpoint_data() {
   data.exp_avg_sq = whole(fsdp_->named_views(v));
   if (!mesh_.is_root()) data = CheckpointData();
   return data;
+}
+
+std::vector<ShardPiece> TrainStep::shard_pieces() {
+  const auto& ps = model_.parameters();
+  std::vector<NamedTensor>& m = optimizer_->exp_avg();
+  std::vector<NamedTensor>& v = optimizer_->exp_avg_sq();
+  std::vector<ShardPiece> out;
+  auto add = [&](const Parameter& p, int64_t begin, const Tensor& value, size_t moment) {
+    if (p.shard_dim < 0 && mesh_.tp_index != 0) return;  // whole copies: tp rank 0 stores them
+    out.push_back(ShardPiece{p.name, p.global_shape, p.shape, p.shard_dim, p.shard_offset, begin,
+                             value.numel(), value, m[moment].tensor, v[moment].tensor});
+  };
+  if (!fsdp_) {
+    for (size_t i = 0; i < ps.size(); ++i) add(ps[i], 0, ps[i].value, i);
+    return out;
+  }
+  const auto positions = fsdp_->piece_positions();
+  const auto pieces = fsdp_->optimizer_pieces();
+  for (size_t i = 0; i < pieces.size(); ++i) add(ps[positions[i].first], positions[i].second, pieces[i].value, i);
+  return out;
+}
+
+std::string TrainStep::save(const std::string& checkpoints_dir, int64_t step,
+                            const std::string& config_yaml, const nlohmann::json& state,
+                            int64_t keep_last) {
+  const bool root = mesh_.is_root();
+  if (!sharded_checkpoints_) {
+    CheckpointData data = checkpoint_data();
+    data.config_yaml = config_yaml;
+    data.state = state;
+    std::string dir;  // the root writes the consolidated checkpoint
+    if (root) dir = save_checkpoint(checkpoints_dir, step, data, keep_last);
+    mesh_.world->barrier();
+    return dir;
+  }
+  const std::string dir = checkpoint_step_dir(checkpoints_dir, step), tmp = dir + ".tmp";
+  if (root) {
+    std::filesystem::remove_all(tmp);
+    std::filesystem::create_directories(tmp);
+  }
+  mesh_.world->barrier();
+  if (mesh_.dp_index == 0)  // dp replicas hold the same state; writers are world ranks 0..fsdp·tp-1
+    write_shard_file(tmp + "/" + shard_file_name(mesh_.rank), shard_pieces());
+  mesh_.world->barrier();
+  if (root) {
+    std::vector<std::string> written;
+    for (int r = 0; r < mesh_.fsdp * mesh_.tp; ++r) written.push_back(shard_file_name(r));
+    nlohmann::json s = state;
+    s["format"] = "sharded";
+    s["mesh"] = {{"dp", mesh_.dp}, {"fsdp", mesh_.fsdp}, {"tp", mesh_.tp}, {"sp", mesh_.sp}};
+    commit_checkpoint_dir(tmp, dir, written, config_yaml, s);
+    prune_checkpoints(checkpoints_dir, keep_last);
+  }
+  mesh_.world->barrier();
+  return dir;
 }
 
 nlohmann::json TrainStep::load_sliced(const std::string& dir, std::vector<NamedTensor>& weights,

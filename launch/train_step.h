@@ -13,6 +13,7 @@
 #include "core/config.h"
 #include "models/transformer.h"
 #include "core/checkpoint.h"
+#include "core/sharded_checkpoint.h"
 #include "parallel/data_parallel.h"
 #include "parallel/fully_sharded.h"
 #include "parallel/mesh.h"
@@ -55,13 +56,20 @@ class TrainStep {
   // Consolidated checkpoint content (full parameters and moments by name, as one process
   // holds them) on the mesh's root; empty tensors lists elsewhere. Every rank must call it.
   CheckpointData checkpoint_data();
-  // Loads a consolidated checkpoint (any mesh wrote it): weights, moments, optimizer steps.
+  // Writes checkpoint `step` under checkpoints_dir and prunes to keep_last; every rank calls it.
+  // checkpoint.format auto: sharded when fsdp·tp > 1 (each rank with distinct state writes its
+  // shard file, core/sharded_checkpoint.h), else consolidated (the root writes). Returns the dir.
+  std::string save(const std::string& checkpoints_dir, int64_t step, const std::string& config_yaml,
+                   const nlohmann::json& state, int64_t keep_last);
+  // Loads a checkpoint of either form (any mesh wrote it): weights, moments, optimizer steps.
   // Returns state.json.
   nlohmann::json load_checkpoint(const std::string& dir);
   MemoryUse memory() const;
 
  private:
   double clip_gradients();
+  // This rank's pieces of every parameter and its moments (sharded checkpoints).
+  std::vector<ShardPiece> shard_pieces();
   // Whole parameters (and moments) from this rank's tp slices, on tp rank 0 (tp > 1).
   std::vector<NamedTensor> whole(const std::vector<NamedTensor>& local);
   // Reads a checkpoint into views named like model.parameters() holding this rank's tp slices.
@@ -76,6 +84,7 @@ class TrainStep {
   std::unique_ptr<TensorParallel> tp_;    // tp > 1
   float z_loss_;
   double grad_clip_;
+  bool sharded_checkpoints_;
   std::unique_ptr<AdamW> optimizer_;
   Tensor inputs_, targets_;
 };

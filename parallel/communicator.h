@@ -43,11 +43,28 @@ class Communicator {
   virtual std::unique_ptr<Request> all_gather_async(Tensor& out, const Tensor& in) = 0;
   virtual std::unique_ptr<Request> reduce_scatter_async(Tensor& out, const Tensor& in) = 0;
 
-  // Bytes this rank has handed to collectives as payload (for the communication report).
+  // Bytes this rank has handed to collectives as payload, and the bytes it sends under the
+  // bandwidth-optimal (ring) algorithms, for the communication report (retort bench):
+  //   all_reduce of n bytes 2·n·(p−1)/p; all_gather of n bytes in (p−1)·n;
+  //   reduce_scatter of n bytes in n·(p−1)/p; broadcast n.
   int64_t payload_bytes() const { return payload_bytes_; }
+  int64_t wire_bytes() const { return wire_bytes_; }
 
  protected:
-  int64_t payload_bytes_ = 0;
+  enum class Kind { AllReduce, AllGather, ReduceScatter, Broadcast };
+  void count(Kind kind, int64_t bytes) {
+    const int64_t p = size();
+    payload_bytes_ += bytes;
+    switch (kind) {
+      case Kind::AllReduce: wire_bytes_ += 2 * bytes * (p - 1) / p; break;
+      case Kind::AllGather: wire_bytes_ += bytes * (p - 1); break;
+      case Kind::ReduceScatter: wire_bytes_ += bytes * (p - 1) / p; break;
+      case Kind::Broadcast: wire_bytes_ += p > 1 ? bytes : 0; break;
+    }
+  }
+
+ private:
+  int64_t payload_bytes_ = 0, wire_bytes_ = 0;
 };
 
 // Σ over the ranks of a double, exactly enough for norms: each rank sends (hi, lo) floats

@@ -31,7 +31,7 @@ FullyShardedDP::FullyShardedDP(Transformer& model, std::shared_ptr<Communicator>
     RETORT_CHECK(unit && off + m <= unit->begin + unit->n, "parameter ", ps[i].name, " spans two units");
     const int64_t lo = unit->begin + k_ * unit->chunk, hi = lo + unit->chunk;  // owned flat range
     const int64_t a = std::max(off, lo), b = std::min(off + m, hi);
-    if (b > a) pieces_.push_back(Piece{i, unit->shard_off + (a - lo), b - a});
+    if (b > a) pieces_.push_back(Piece{i, a - off, unit->shard_off + (a - lo), b - a});
   }
   params_ = Tensor::zeros({shard_elems_});
   grads_ = Tensor::zeros({shard_elems_});
@@ -218,6 +218,12 @@ std::vector<OptimizedTensor> FullyShardedDP::optimizer_pieces() const {
   for (const Piece& p : pieces_)
     out.push_back({ps[p.param].name, params_.flat(p.shard_off, p.n), grads_.flat(p.shard_off, p.n),
                    ps[p.param].decay});
+  return out;
+}
+
+std::vector<std::pair<size_t, int64_t>> FullyShardedDP::piece_positions() const {
+  std::vector<std::pair<size_t, int64_t>> out;
+  for (const Piece& p : pieces_) out.emplace_back(p.param, p.begin);
   return out;
 }
 

@@ -49,6 +49,8 @@ class FullyShardedDP : public Transformer::UnitHooks {
   double grad_sq(const std::function<bool(const Parameter&)>& counted) const;
   // The AdamW pieces: shard ∩ parameter, each with its parameter's decay setting.
   std::vector<OptimizedTensor> optimizer_pieces() const;
+  // For each optimizer piece: (index in model.parameters(), its first element in the parameter).
+  std::vector<std::pair<size_t, int64_t>> piece_positions() const;
 
   // ---- shard ↔ full flat buffers (checkpoints) ----
   // full [N] on fsdp rank 0 (undefined elsewhere) ← the chunks of `shard` [S] of every rank.
@@ -81,6 +83,7 @@ class FullyShardedDP : public Transformer::UnitHooks {
   };
   struct Piece {          // shard ∩ parameter
     size_t param;
+    int64_t begin;        // first element of the parameter in the piece
     int64_t shard_off, n;
   };
   struct Gathered {       // a unit's full parameters, maybe still arriving

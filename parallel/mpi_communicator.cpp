@@ -62,7 +62,7 @@ MpiCommunicator::~MpiCommunicator() {
 
 void MpiCommunicator::all_reduce(Tensor& x, ReduceOp op) {
   check_host(x);
-  payload_bytes_ += x.nbytes();
+  count(Kind::AllReduce, x.nbytes());
   check_mpi(MPI_Allreduce(MPI_IN_PLACE, x.raw(), static_cast<int>(x.numel()), mpi_type(x),
                           op == ReduceOp::Sum ? MPI_SUM : MPI_MAX, comm_),
             "MPI_Allreduce");
@@ -73,7 +73,7 @@ void MpiCommunicator::all_gather(Tensor& out, const Tensor& in) {
   check_host(in);
   RETORT_CHECK(out.numel() == in.numel() * size_ && out.dtype() == in.dtype(),
                "all_gather: out has ", out.numel(), " elements, expected ", size_, " x ", in.numel());
-  payload_bytes_ += in.nbytes();
+  count(Kind::AllGather, in.nbytes());
   check_mpi(MPI_Allgather(in.raw(), static_cast<int>(in.numel()), mpi_type(in), out.raw(),
                           static_cast<int>(in.numel()), mpi_type(in), comm_),
             "MPI_Allgather");
@@ -84,7 +84,7 @@ void MpiCommunicator::reduce_scatter(Tensor& out, const Tensor& in) {
   check_host(in);
   RETORT_CHECK(in.numel() == out.numel() * size_ && out.dtype() == in.dtype(),
                "reduce_scatter: in has ", in.numel(), " elements, expected ", size_, " x ", out.numel());
-  payload_bytes_ += in.nbytes();
+  count(Kind::ReduceScatter, in.nbytes());
   check_mpi(MPI_Reduce_scatter_block(in.raw(), out.raw(), static_cast<int>(out.numel()),
                                      mpi_type(in), MPI_SUM, comm_),
             "MPI_Reduce_scatter_block");
@@ -92,7 +92,7 @@ void MpiCommunicator::reduce_scatter(Tensor& out, const Tensor& in) {
 
 void MpiCommunicator::broadcast(Tensor& x, int root) {
   check_host(x);
-  payload_bytes_ += x.nbytes();
+  count(Kind::Broadcast, x.nbytes());
   check_mpi(MPI_Bcast(x.raw(), static_cast<int>(x.numel()), mpi_type(x), root, comm_), "MPI_Bcast");
 }
 
@@ -100,7 +100,7 @@ void MpiCommunicator::barrier() { check_mpi(MPI_Barrier(comm_), "MPI_Barrier"); 
 
 std::unique_ptr<Request> MpiCommunicator::all_reduce_async(Tensor& x) {
   check_host(x);
-  payload_bytes_ += x.nbytes();
+  count(Kind::AllReduce, x.nbytes());
   auto r = std::make_unique<MpiRequest>();
   check_mpi(MPI_Iallreduce(MPI_IN_PLACE, x.raw(), static_cast<int>(x.numel()), mpi_type(x), MPI_SUM,
                            comm_, r->handle()),
@@ -112,7 +112,7 @@ std::unique_ptr<Request> MpiCommunicator::all_gather_async(Tensor& out, const Te
   check_host(out);
   check_host(in);
   RETORT_CHECK(out.numel() == in.numel() * size_, "all_gather_async: size mismatch");
-  payload_bytes_ += in.nbytes();
+  count(Kind::AllGather, in.nbytes());
   auto r = std::make_unique<MpiRequest>();
   check_mpi(MPI_Iallgather(in.raw(), static_cast<int>(in.numel()), mpi_type(in), out.raw(),
                            static_cast<int>(in.numel()), mpi_type(in), comm_, r->handle()),
@@ -124,7 +124,7 @@ std::unique_ptr<Request> MpiCommunicator::reduce_scatter_async(Tensor& out, cons
   check_host(out);
   check_host(in);
   RETORT_CHECK(in.numel() == out.numel() * size_, "reduce_scatter_async: size mismatch");
-  payload_bytes_ += in.nbytes();
+  count(Kind::ReduceScatter, in.nbytes());
   auto r = std::make_unique<MpiRequest>();
   check_mpi(MPI_Ireduce_scatter_block(in.raw(), out.raw(), static_cast<int>(out.numel()),
                                       mpi_type(in), MPI_SUM, comm_, r->handle()),

@@ -31,7 +31,12 @@ tiny_tokens() {
 # compare_runs RUN_A RUN_B: a multi-rank run against its one-process control: per-step losses
 # within 1e-5 relative and the step-20 parameters within 1e-4 relative norm.
 compare_runs() {
-  /usr/bin/python3 - "$1" "$2" <<'PY'
+  local ckpt_b=$2/checkpoints/step_00000020
+  if [ ! -f "$ckpt_b/model.h5" ]; then  # a sharded checkpoint: compare its consolidated export
+    rm -rf "$2/export20" && retort export "$ckpt_b" --out "$2/export20" >/dev/null
+    ckpt_b=$2/export20
+  fi
+  /usr/bin/python3 - "$1" "$2" "$ckpt_b" <<'PY'
 import json, sys, h5py, numpy as np
 a, b = sys.argv[1], sys.argv[2]
 def losses(run):
@@ -42,7 +47,7 @@ assert la.keys() == lb.keys(), (sorted(la), sorted(lb))
 worst = max(abs(la[k] - lb[k]) / abs(la[k]) for k in la)
 assert worst < 1e-5, f"loss differs by {worst:.3g} relative"
 fa = h5py.File(a + "/checkpoints/step_00000020/model.h5")
-fb = h5py.File(b + "/checkpoints/step_00000020/model.h5")
+fb = h5py.File(sys.argv[3] + "/model.h5")
 assert sorted(fa) == sorted(fb)
 for name in fa:
     x, y = np.asarray(fa[name], np.float64), np.asarray(fb[name], np.float64)
@@ -50,4 +55,13 @@ for name in fa:
     assert rel < 1e-4, f"{name}: parameters differ by {rel:.3g} relative norm"
 print(f"ok: {b}: {len(la)} losses within {worst:.2g} relative, {len(fa)} tensors within 1e-4")
 PY
+}
+
+# same_checkpoint DIR_A DIR_B WHAT: the two checkpoint dirs hold byte-identical .h5 files.
+same_checkpoint() {
+  local a=$1 b=$2 files
+  files=$(cd "$a" && ls *.h5)
+  [ "$files" = "$(cd "$b" && ls *.h5)" ] || fail "$3: different checkpoint files: $files"
+  for f in $files; do cmp "$a/$f" "$b/$f" || fail "$3 is not bitwise identical ($f)"; done
+  echo "ok: $3 is bitwise identical ($(echo $files | wc -w) files)"
 }

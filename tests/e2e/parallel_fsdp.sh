@@ -49,11 +49,7 @@ memory_ratio "$WORK/one_false" "$WORK/dp2fsdp2" 2
 cp -r "$WORK/fsdp2_true" "$WORK/fsdp2_resume"
 rm -rf "$WORK/fsdp2_resume/checkpoints/step_00000020" "$WORK/fsdp2_resume/summary.json"
 "${MPIRUN[@]}" -np 2 "$RETORT_BIN" train "${ARGS[@]}" --set parallel.fsdp=2 --set "run.dir=$WORK/fsdp2_resume" --resume >/dev/null
-for f in model.h5 optimizer.h5; do
-  cmp "$WORK/fsdp2_true/checkpoints/step_00000020/$f" "$WORK/fsdp2_resume/checkpoints/step_00000020/$f" \
-    || fail "fsdp2 resume is not bitwise identical ($f)"
-done
-echo "ok: fsdp2 resume is bitwise identical"
+same_checkpoint "$WORK/fsdp2_true/checkpoints/step_00000020" "$WORK/fsdp2_resume/checkpoints/step_00000020" "fsdp2 resume"
 
 # An fsdp2 checkpoint resumes on one process and on dp2 and continues like the uninterrupted run.
 for target in one dp2; do

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# A failing rank ends the whole job promptly with a message, never a hang:
+#  - a NaN (training diverges at a huge learning rate) under tp2: exit 1 naming the step;
+#  - rank 1 killed with SIGKILL in the middle of a dp2 run: mpirun ends every rank within 30 s
+#    with a non-zero exit, and the run resumes from its last checkpoint.
+source "$(dirname "$0")/lib.sh"
+tiny_tokens "$WORK/tok"
+MPIRUN=(mpirun --allow-run-as-root --oversubscribe)
+ARGS=("$TINY" --set "data.train=$WORK/tok/train.h5" --set "data.val=$WORK/tok/val.h5"
+      --set train.log_every=1 --set eval.max_windows=2)
+
+expect_fail 1 "non-finite loss" "${MPIRUN[@]}" -np 2 "$RETORT_BIN" train "${ARGS[@]}" \
+  --set parallel.tp=2 --set train.lr=1e30 --set train.warmup_steps=0 --set train.grad_clip=0 \
+  --set "run.dir=$WORK/nan"
+
+# A long dp2 run (checkpoint every 5 steps); kill rank 1 once the first checkpoint exists.
+"${MPIRUN[@]}" -np 2 "$RETORT_BIN" train "${ARGS[@]}" --set parallel.dp=2 --set train.steps=100000 \
+  --set checkpoint.every=5 --set "run.dir=$WORK/killed" >"$WORK/killed.log" 2>&1 &
+job=$!
+for _ in $(seq 600); do [ -d "$WORK/killed/checkpoints/step_00000005" ] && break; sleep 0.1; done
+[ -d "$WORK/killed/checkpoints/step_00000005" ] || fail "no checkpoint after 60 s"
+victim=""
+for pid in $(pgrep -f "run.dir=$WORK/killed" || true); do
+  if tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1"; then victim=$pid; fi
+done
+[ -n "$victim" ] || fail "could not find rank 1"
+kill -9 "$victim"
+start=$SECONDS
+rc=0
+for _ in $(seq 300); do kill -0 "$job" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$job" 2>/dev/null; then kill -9 "$job"; fail "the job still runs 30 s after rank 1 died"; fi
+wait "$job" || rc=$?
+[ "$rc" != 0 ] || fail "the job exited 0 after rank 1 was killed"
+echo "ok: the job ended $((SECONDS - start)) s after rank 1 was killed (exit $rc)"
+pgrep -f "run.dir=$WORK/killed" >/dev/null && fail "ranks left running"
+out=$(retort train "${ARGS[@]}" --set train.steps=40 --set "run.dir=$WORK/killed" --resume)
+grep -q "resuming from" <<<"$out" || fail "the killed run did not resume from its checkpoint"
+echo PASS
