@@ -39,6 +39,8 @@ int run(int argc, char** argv) {
   auto* train = app.add_subcommand("train", "supervised training (run dir from run.dir)");
   add_job_args(train, job);
   train->add_flag("--resume", resume, "continue from the run dir's latest checkpoint");
+  auto* generate = app.add_subcommand("generate", "write a distillation corpus from a teacher checkpoint");
+  add_job_args(generate, job);
   auto* eval = app.add_subcommand("eval", "mean next-token loss of a checkpoint on a token dataset");
   eval->add_option("checkpoint", checkpoint, "checkpoint directory")->required();
   eval->add_option("--tokens", tokens, "token dataset (.h5)")->required();
@@ -84,6 +86,7 @@ int run(int argc, char** argv) {
 
   if (*tokenize) return run_tokenize(load_job_config(job));
   if (*train) return run_train(load_job_config(job), resume);
+  if (*generate) return run_generate(load_job_config(job));
   if (*eval) return run_eval(checkpoint, tokens, seq_len, max_windows, out);
   if (*exp) return run_export(checkpoint, out);
   if (*info) return run_info(load_job_config(job), info_json);
