@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A real single-node Slurm (Debian slurm-wlm + munge) runs a tiny IsoFLOP sweep: `retort sweep`
 # plans configs/sweeps/isoflop-tiny.yaml, submit.sh submits its array, and after the jobs end
-# `retort collect` must see every run complete. Everything lives in a temp dir (munge key and
+# `retort collect` must see every run complete. Then launch/slurm/train.sbatch trains tiny.yaml
+# on 2 tasks (dp2, mpirun inside the allocation) to completion. Everything lives in a temp dir (munge key and
 # socket, slurm.conf with free non-default ports, state, logs); no system file changes. Daemons
 # are stopped by the pids in their pid files, never by name. Needs root (as slurmd does).
 # Setup follows /work/shared/notes/slurm-local.md.
@@ -124,4 +125,22 @@ for r in rows:
     assert abs(float(r["C"]) / float(r["budget"]) - 1) <= 0.01, r
     assert float(r["final_val_loss"]) > 0, r
 PY
+
+# 7. launch/slurm/train.sbatch: 2 tasks, dp2, submitted from the source dir (its default
+#    binary path is relative to the submit dir; the test's binary is given by RETORT).
+train_job=$(cd "$SRC" && sbatch --parsable --ntasks-per-node=2 --cpus-per-task=1 --time=00:10:00 \
+  --output="$WORK/train-%j.out" \
+  --export=ALL,RETORT="$RETORT_BIN",OMPI_ALLOW_RUN_AS_ROOT=1,OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+  launch/slurm/train.sbatch "$TINY" --set "data.train=$WORK/tok/train.h5" \
+  --set "data.val=$WORK/tok/val.h5" --set parallel.dp=2 --set train.steps=20 \
+  --set "run.dir=$WORK/slurm_train") || slurm_fail "sbatch train.sbatch failed"
+for i in $(seq 300); do
+  [ -z "$(squeue -h -j "$train_job" 2>/dev/null)" ] && break
+  [ "$i" = 300 ] && slurm_fail "train job $train_job still queued or running after 5 minutes"
+  sleep 1
+done
+[ -f "$WORK/slurm_train/summary.json" ] || { cat "$WORK/train-$train_job.out" >&2; slurm_fail "train.sbatch did not finish its run"; }
+[ "$(json "$WORK/slurm_train/summary.json" 'len(j["memory"])')" = 2 ] || slurm_fail "train.sbatch did not run 2 ranks"
+grep -q "2 ranks on 1 node" "$WORK/train-$train_job.out" || slurm_fail "train.sbatch log lacks its header"
+echo "ok: train.sbatch ran dp2 under Slurm (job $train_job)"
 echo PASS
