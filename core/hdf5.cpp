@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <utility>
 
 namespace retort::h5 {
@@ -72,7 +73,27 @@ bool fits_int32(hid_t type) {
   return sgn ? size <= 4 : size <= 2;
 }
 
-// IEEE binary16 -> binary32 (handles subnormals, inf, nan).
+// h5py's float16: a copy of IEEE f32 with binary16 fields (sign 15, exponent 10..14,
+// mantissa 0..9, bias 15). HDF5 1.10 has no predefined half type.
+hid_t make_half_type() {
+  hid_t t = H5Tcopy(H5T_IEEE_F32LE);
+  H5Tset_fields(t, 15, 10, 5, 0, 10);
+  H5Tset_size(t, 2);
+  H5Tset_ebias(t, 15);
+  return t;
+}
+
+Shape space_dims(hid_t space) {
+  int rank = H5Sget_simple_extent_ndims(space);
+  if (rank < 0) return {};
+  std::vector<hsize_t> d(rank);
+  H5Sget_simple_extent_dims(space, d.data(), nullptr);
+  return Shape(d.begin(), d.end());
+}
+
+}  // namespace
+
+// IEEE binary16 -> binary32 (exact).
 float half_to_float(uint16_t h) {
   uint32_t sign = uint32_t(h & 0x8000) << 16;
   uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
@@ -94,15 +115,31 @@ float half_to_float(uint16_t h) {
   return f;
 }
 
-Shape space_dims(hid_t space) {
-  int rank = H5Sget_simple_extent_ndims(space);
-  if (rank < 0) return {};
-  std::vector<hsize_t> d(rank);
-  H5Sget_simple_extent_dims(space, d.data(), nullptr);
-  return Shape(d.begin(), d.end());
+// binary32 -> binary16, round to nearest even; overflow -> inf, nan stays nan.
+uint16_t float_to_half(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint16_t sign = uint16_t((x >> 16) & 0x8000);
+  const uint32_t absx = x & 0x7fffffffu;
+  if (absx >= 0x7f800000u)  // inf or nan
+    return sign | 0x7c00 | (absx > 0x7f800000u ? 0x200 : 0);
+  if (absx >= 0x477ff000u) return sign | 0x7c00;  // >= 65520 rounds to inf
+  if (absx < 0x38800000u) {                       // below 2^-14: subnormal half (or 0)
+    if (absx < 0x33000000u) return sign;          // < 2^-25 rounds to 0
+    const uint32_t e = absx >> 23, man = (absx & 0x7fffff) | 0x800000;
+    const uint32_t shift = 126 - e;  // 14 - (e - 127) + 13 - 1 ... value = man * 2^(e-150)
+    // half subnormal unit is 2^-24: h = man * 2^(e-150+24) = man >> (126 - e)
+    uint32_t h = man >> shift;
+    const uint32_t rem = man & ((1u << shift) - 1), halfway = 1u << (shift - 1);
+    if (rem > halfway || (rem == halfway && (h & 1))) ++h;
+    return sign | uint16_t(h);
+  }
+  // normal: rebias exponent, keep 10 mantissa bits, round on the 13 dropped bits
+  uint32_t h = ((absx >> 23) - 112) << 10 | ((absx >> 13) & 0x3ff);
+  const uint32_t rem = absx & 0x1fff;
+  if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) ++h;  // carry may roll into the exponent
+  return sign | uint16_t(h);
 }
-
-}  // namespace
 
 std::string last_hdf5_error() {
   std::string msg;
@@ -228,7 +265,7 @@ std::string File::type_name(const std::string& name) const {
 }
 
 void File::write_raw(const std::string& name, const Shape& shape, int64_t file_type,
-                     int64_t mem_type, const void* data) {
+                     int64_t mem_type, const void* data, int gzip) {
   RETORT_CHECK(id_ >= 0, "HDF5 file is not open");
   std::vector<hsize_t> dims(shape.begin(), shape.end());
   Hid sp(dims.empty() ? H5Screate(H5S_SCALAR)
@@ -239,6 +276,19 @@ void File::write_raw(const std::string& name, const Shape& shape, int64_t file_t
   H5Pset_create_intermediate_group(lcpl, 1);
   Hid dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
   H5Pset_obj_track_times(dcpl, 0);  // no timestamps: same content -> same bytes
+  if (gzip > 0 && !dims.empty() && shape_numel(shape) > 0) {
+    if (gzip > 9) fail(str_cat("dataset '", name, "': gzip level ", gzip, " outside 1..9"));
+    if (H5Zfilter_avail(H5Z_FILTER_DEFLATE) <= 0)
+      fail(str_cat("dataset '", name, "': this HDF5 build has no gzip (deflate) filter"));
+    // chunk = whole rows along dim 0, about 64 KiB
+    std::vector<hsize_t> chunk = dims;
+    const hsize_t row_bytes =
+        std::max<hsize_t>(1, hsize_t(shape_numel(shape) / shape[0]) * H5Tget_size(file_type));
+    chunk[0] = std::clamp<hsize_t>((64 << 10) / row_bytes, 1, dims[0]);
+    H5Pset_chunk(dcpl, int(chunk.size()), chunk.data());
+    H5Pset_shuffle(dcpl);
+    H5Pset_deflate(dcpl, unsigned(gzip));
+  }
   Hid d(H5Dcreate2(id_, name.c_str(), file_type, sp, lcpl, dcpl, H5P_DEFAULT), H5Dclose);
   if (!d.ok()) fail(str_cat("dataset '", name, "': cannot create: ", last_hdf5_error()));
   if (shape_numel(shape) > 0 &&
@@ -268,7 +318,29 @@ void File::write(const std::string& name, const std::vector<float>& v) {
   write_raw(name, {int64_t(v.size())}, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, v.data());
 }
 
+void File::write(const std::string& name, const Shape& shape, const int32_t* data, Storage st) {
+  write_raw(name, shape, H5T_STD_I32LE, H5T_NATIVE_INT32, data, st.gzip);
+}
+
+void File::write(const std::string& name, const Shape& shape, const float* data, Storage st) {
+  if (!st.fp16) return write_raw(name, shape, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, data, st.gzip);
+  const int64_t n = shape_numel(shape);
+  std::vector<uint16_t> half(n);
+  for (int64_t i = 0; i < n; ++i) half[i] = float_to_half(data[i]);
+  Hid ty(make_half_type(), H5Tclose);  // memory and file: the same little-endian half type
+  write_raw(name, shape, ty, ty, half.data(), st.gzip);
+}
+
 Tensor File::read(const std::string& name, DType dtype, int rank) const {
+  return read_impl(name, dtype, rank, 0, -1);
+}
+
+Tensor File::read_rows(const std::string& name, DType dtype, int64_t begin, int64_t count) const {
+  return read_impl(name, dtype, -1, begin, count);
+}
+
+Tensor File::read_impl(const std::string& name, DType dtype, int rank, int64_t begin,
+                       int64_t count) const {
   Hid d(open_dataset(name), H5Dclose);
   Hid ty(H5Dget_type(d), H5Tclose);
   Hid sp(H5Dget_space(d), H5Sclose);
@@ -276,6 +348,26 @@ Tensor File::read(const std::string& name, DType dtype, int rank) const {
   if (rank >= 0 && int(shape.size()) != rank)
     fail(str_cat("dataset '", name, "': expected rank ", rank, ", found shape ",
                  shape_str(shape)));
+  hid_t mem_space = H5S_ALL;
+  std::unique_ptr<Hid> mem_holder;
+  if (count >= 0) {  // hyperslab of rows [begin, begin+count) along dim 0
+    if (shape.empty())
+      fail(str_cat("dataset '", name, "': cannot read rows of a scalar dataset"));
+    if (begin < 0 || begin + count > shape[0])
+      fail(str_cat("dataset '", name, "': rows [", begin, ", ", begin + count, ") outside [0, ",
+                   shape[0], ")"));
+    std::vector<hsize_t> start(shape.size(), 0), n(shape.begin(), shape.end());
+    start[0] = hsize_t(begin);
+    n[0] = hsize_t(count);
+    shape[0] = count;
+    if (count > 0) {
+      H5Sselect_hyperslab(sp, H5S_SELECT_SET, start.data(), nullptr, n.data(), nullptr);
+      mem_holder = std::make_unique<Hid>(H5Screate_simple(int(n.size()), n.data(), nullptr),
+                                         H5Sclose);
+      mem_space = mem_holder->get();
+    }
+  }
+  const hid_t file_space = count >= 0 ? hid_t(sp) : H5S_ALL;
   H5T_class_t cls = H5Tget_class(ty);
   const size_t size = H5Tget_size(ty);
   if (dtype == DType::I32 && !fits_int32(ty))
@@ -288,17 +380,17 @@ Tensor File::read(const std::string& name, DType dtype, int rank) const {
   if (t.numel() == 0) return t;
   herr_t st = -1;
   if (dtype == DType::I32) {
-    st = H5Dread(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.raw());
+    st = H5Dread(d, H5T_NATIVE_INT32, mem_space, file_space, H5P_DEFAULT, t.raw());
   } else {  // F32
     if (size == 2) {  // float16: HDF5 1.10 has no native half type; convert by hand
       std::vector<uint16_t> raw(t.numel());
       Hid mt(H5Tcopy(ty), H5Tclose);  // same half type, little-endian in memory
       H5Tset_order(mt, H5T_ORDER_LE);
-      st = H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw.data());
+      st = H5Dread(d, mt, mem_space, file_space, H5P_DEFAULT, raw.data());
       float* out = t.data<float>();
       for (size_t i = 0; i < raw.size(); ++i) out[i] = half_to_float(raw[i]);
     } else {
-      st = H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.raw());
+      st = H5Dread(d, H5T_NATIVE_FLOAT, mem_space, file_space, H5P_DEFAULT, t.raw());
     }
   }
   if (st < 0) fail(str_cat("dataset '", name, "': read failed: ", last_hdf5_error()));

@@ -48,6 +48,21 @@ class File {
   void write(const std::string& name, const std::vector<int32_t>& v);  // int32 [n]
   void write(const std::string& name, const std::vector<float>& v);    // float32 [n]
 
+  // Write an int32 or float dataset of `shape` from host memory with storage options:
+  // `fp16` stores floats as IEEE binary16 (h5py's float16 type; round to nearest even);
+  // `gzip` 1..9 stores chunked (chunks of whole rows along dim 0, about 64 KiB) with the
+  // byte-shuffle and deflate filters; 0 = contiguous.
+  struct Storage {
+    bool fp16 = false;
+    int gzip = 0;
+  };
+  void write(const std::string& name, const Shape& shape, const int32_t* data, Storage st);
+  void write(const std::string& name, const Shape& shape, const float* data, Storage st);
+
+  // Rows [begin, begin+count) along dim 0 of an N-D dataset, as a host Tensor of `dtype`
+  // with the same accepted file types as read(). Shape [count, dims[1:]...].
+  Tensor read_rows(const std::string& name, DType dtype, int64_t begin, int64_t count) const;
+
   // Read a whole dataset as a host Tensor of `dtype`:
   //   I32 accepts integer datasets that fit in int32 (int8/16/32, uint8/16);
   //   F32 accepts float16, float32, float64 (converted).
@@ -77,11 +92,17 @@ class File {
   [[noreturn]] void fail(const std::string& what) const;  // "<path>: <what>"
   int64_t open_dataset(const std::string& name) const;    // hid_t; throws if missing
   void write_raw(const std::string& name, const Shape& shape, int64_t file_type,
-                 int64_t mem_type, const void* data);
+                 int64_t mem_type, const void* data, int gzip = 0);
+  Tensor read_impl(const std::string& name, DType dtype, int rank, int64_t begin,
+                   int64_t count) const;  // count < 0: whole dataset
 
   int64_t id_ = -1;  // hid_t
   std::string path_;
 };
+
+// IEEE binary16 <-> binary32 (round to nearest even; subnormals, inf and nan kept).
+uint16_t float_to_half(float f);
+float half_to_float(uint16_t h);
 
 // The innermost message of the current HDF5 error stack ("" if none); for error lines.
 std::string last_hdf5_error();

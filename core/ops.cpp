@@ -325,6 +325,32 @@ void attention_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& 
                          v.data<float>(), d.B, d.T, d.H, d.Hkv, d.hd);
 }
 
+void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                      int64_t n_keys) {
+  const char* op = "attention_decode";
+  check_f32(op, "out", out);
+  check_f32(op, "q", q);
+  check_f32(op, "k_cache", k_cache);
+  check_f32(op, "v_cache", v_cache);
+  RETORT_CHECK(q.ndim() == 3 && k_cache.ndim() == 4, op, ": q ", shape_str(q.shape()),
+               " must be [B, H, hd] and k_cache ", shape_str(k_cache.shape()),
+               " [B, T_max, Hkv, hd]");
+  check_same_shape(op, "k_cache", k_cache, "v_cache", v_cache);
+  check_same_shape(op, "out", out, "q", q);
+  const int64_t B = q.dim(0), H = q.dim(1), hd = q.dim(2), T_max = k_cache.dim(1),
+                Hkv = k_cache.dim(2);
+  RETORT_CHECK(k_cache.dim(0) == B && k_cache.dim(3) == hd, op, ": q ", shape_str(q.shape()),
+               " and k_cache ", shape_str(k_cache.shape()), " differ in batch or head_dim");
+  RETORT_CHECK(Hkv > 0 && H % Hkv == 0, op, ": query heads (", H,
+               ") must be a multiple of kv heads (", Hkv, ")");
+  RETORT_CHECK(n_keys >= 1 && n_keys <= T_max, op, ": n_keys ", n_keys, " outside [1, ", T_max, "]");
+  RETORT_CHECK(!overlaps(out, q) && !overlaps(out, k_cache) && !overlaps(out, v_cache), op,
+               ": out must not alias q or the caches");
+  if (q.numel() == 0) return;
+  cpu::attention_decode(out.data<float>(), q.data<float>(), k_cache.data<float>(),
+                        v_cache.data<float>(), B, T_max, n_keys, H, Hkv, hd);
+}
+
 void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q,
                         const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse) {
   const char* op = "attention_backward";

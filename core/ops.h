@@ -74,6 +74,14 @@ void attention_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& 
 void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q,
                         const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse);
 
+// ---- attention of one new query per sequence over a KV cache (generation) -------------------
+// q: [B, H, hd] (normed and rotated); k_cache, v_cache: [B, T_max, Hkv, hd] with keys
+// 0..n_keys-1 valid (n_keys <= T_max); head h reads kv head h / (H/Hkv).
+// out: [B, H, hd] = softmax(q k[0:n_keys]ᵀ / sqrt(hd)) v[0:n_keys]   (no mask needed: the
+// cache only holds the past).
+void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                      int64_t n_keys);
+
 // ---- embedding -----------------------------------------------------------------------------
 // ids: [rows] I32, table: [V, d] -> out: [rows, d] = table[ids].
 void embedding_forward(Tensor& out, const Tensor& ids, const Tensor& table);

@@ -56,6 +56,24 @@ struct CorpusShardEntry {
 void write_corpus_manifest(const std::string& dir, const CorpusMeta& meta,
                            const std::vector<CorpusShardEntry>& shards);
 
+// ---- lower-level pieces (used by CorpusReader and by `retort generate` to resume) ----
+
+// First metadata field in which a and b differ, as "name (a vs b)"; "" when equal
+// (logprob storage dtype included).
+std::string corpus_meta_difference(const CorpusMeta& a, const CorpusMeta& b);
+// dir/manifest.json: metadata and (if `shards`) the shard list. Error names the file and key.
+CorpusMeta read_corpus_manifest(const std::string& dir, std::vector<CorpusShardEntry>* shards);
+// A shard's attributes as CorpusMeta (seq_len from the tokens shape, fp16 from the dtype of
+// topk_logprobs, logit_temperature 1 when absent) and its sequence count.
+CorpusMeta read_corpus_shard_meta(const std::string& path, int64_t* sequences);
+// Checks one shard against `meta` (attributes except the logprob dtype, dataset shapes and
+// types) and, with check_values, reads it whole and checks every id and log-prob.
+void check_corpus_shard(const std::string& path, const CorpusMeta& meta, int64_t sequences,
+                        bool check_values);
+// Appends rows [first, first+count) of one shard to `out` (count += count), checking values.
+void read_corpus_shard_rows(const std::string& path, const CorpusMeta& meta, int64_t first,
+                            int64_t count, CorpusSequences& out);
+
 // Opens a corpus: reads manifest.json and checks every listed shard's attributes and dataset
 // shapes against it. Every problem is a retort::Error naming the file and the dataset,
 // attribute or index (missing manifest, truncated shard, shape/dtype/metadata mismatch, token

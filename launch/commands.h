@@ -26,6 +26,8 @@ int run_train(const Config& cfg, bool resume);
 int run_distill(const Config& cfg, bool resume);
 int run_eval(const std::string& checkpoint, const std::string& tokens, int64_t seq_len,
              int64_t max_windows, const std::string& out_json);
+// Writes a distillation corpus (SPEC §5; launch/generate_command.cpp, docs/DISTILLATION.md).
+int run_generate(const Config& cfg);
 int run_export(const std::string& checkpoint, const std::string& out_dir);
 int run_info(const Config& cfg, bool json);
 int run_bench(const Config& cfg);

@@ -56,6 +56,13 @@ Mesh make_mesh(const Config& config) {
   return mesh;
 }
 
+int launched_world_size() {
+  ensure_mpi();
+  int size = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  return size;
+}
+
 void shutdown_mesh() {
   int finalised = 0;
   MPI_Finalized(&finalised);

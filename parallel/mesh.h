@@ -27,6 +27,9 @@ struct Mesh {
 // Initialise MPI (once; works without mpirun) and build the mesh from `parallel.*`.
 // ConfigError when dp·fsdp·tp differs from the number of launched ranks.
 Mesh make_mesh(const Config& config);
+// Number of launched ranks (initialises MPI like make_mesh): for jobs whose only axis is
+// data parallelism over the whole world (retort generate sets parallel.dp to this).
+int launched_world_size();
 // Finalise MPI if make_mesh initialised it.
 void shutdown_mesh();
 // End every rank of the job (used when one rank fails).

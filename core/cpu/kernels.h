@@ -60,6 +60,11 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
                         const float* k, const float* v, const float* out, const float* lse,
                         int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd);
 
+// ---- attention_decode.cpp ---------------------------------------------------------------
+// q, out: [B, H, hd]; k, v: [B, T_max, Hkv, hd], keys 0..n-1 used
+void attention_decode(float* out, const float* q, const float* k, const float* v, int64_t B,
+                      int64_t T_max, int64_t n, int64_t H, int64_t Hkv, int64_t hd);
+
 // ---- embedding.cpp -----------------------------------------------------------------------
 // ids: [rows] in [0, V), table: [V, d] -> out: [rows, d]
 void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t rows,

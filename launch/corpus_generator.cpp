@@ -1,0 +1,105 @@
+// See corpus_generator.h.
+#include "launch/corpus_generator.h"
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+
+#include "core/check.h"
+#include "core/random.h"
+#include "models/kv_cache_decoder.h"
+
+namespace retort {
+namespace {
+
+// Appends row `r` of logits [*, V] as top-k row `t` of sequence `j` of the block.
+void record(const GeneratorSettings& s, const Tensor& logits, int64_t r, int64_t j, int64_t t,
+            CorpusSequences& out, int64_t V) {
+  const int64_t off = (j * (s.seq_len - 1) + t) * s.k;
+  topk_logprobs(logits.data<float>() + r * V, V, s.logit_temperature, s.k,
+                out.topk_ids.data() + off, out.topk_logprobs.data() + off);
+}
+
+int32_t draw(const GeneratorSettings& s, const Tensor& logits, int64_t r, int64_t V,
+             int64_t seq, int64_t t) {
+  const double u = rng::uniform(s.seed, rng::hash(kSampleStream, uint64_t(seq)), uint64_t(t));
+  return sample_token(logits.data<float>() + r * V, V, s.sampling, u);
+}
+
+}  // namespace
+
+void generate_sequences(Transformer& teacher, const GeneratorSettings& s, const Tensor& data,
+                        int64_t first, int64_t count, CorpusSequences& out,
+                        const std::function<void(int64_t)>& on_batch) {
+  const int64_t Ls = s.seq_len, V = teacher.config().vocab_size, k = s.k;
+  RETORT_CHECK(Ls >= 2 && Ls <= teacher.config().seq_len && k >= 1 && k <= V && s.batch >= 1,
+               "generate_sequences: bad settings");
+  const int64_t P = s.sample ? (s.prompt_len > 0 ? s.prompt_len : 1) : 0;  // given tokens
+  RETORT_CHECK(!s.sample || P < Ls, "generate_sequences: prompt ", P, " >= seq_len ", Ls);
+  const int64_t n = data.numel();
+  const int32_t* src = data.data<int32_t>();
+  out = CorpusSequences{};
+  out.count = count;
+  out.tokens.assign(count * Ls, 0);
+  out.prompt_len.assign(count, int32_t(P));
+  out.topk_ids.assign(count * (Ls - 1) * k, 0);
+  out.topk_logprobs.assign(count * (Ls - 1) * k, 0.0f);
+
+  std::unique_ptr<KvCacheDecoder> dec;
+  if (s.sample && s.kv_cache) dec = std::make_unique<KvCacheDecoder>(teacher, s.batch, Ls);
+  for (int64_t j0 = 0; j0 < count; j0 += s.batch) {
+    const int64_t B = std::min(s.batch, count - j0);
+    int32_t* toks = out.tokens.data() + j0 * Ls;  // [B, Ls] of this batch
+    // the given tokens: the whole window (score) or the prompt (sample)
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t i = first + j0 + b, given = s.sample ? s.prompt_len : Ls;
+      RETORT_CHECK(i * Ls + given <= n, "generate_sequences: sequence ", i, " needs tokens up to ",
+                   i * Ls + given, ", the data has ", n);
+      std::memcpy(toks + b * Ls, src + i * Ls, given * sizeof(int32_t));
+      if (s.sample && s.prompt_len == 0) toks[b * Ls] = int32_t(s.eos_id);
+    }
+    if (!s.sample) {  // teacher-forced: one forward over the windows
+      Tensor in = Tensor::empty({B, Ls}, DType::I32);
+      std::memcpy(in.data<int32_t>(), toks, B * Ls * sizeof(int32_t));
+      teacher.evaluate(in, in);  // targets unused (any valid ids)
+      const Tensor& logits = teacher.logits();  // [B·Ls, V]
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t t = 0; t < Ls - 1; ++t) record(s, logits, b * Ls + t, j0 + b, t, out, V);
+    } else if (dec) {  // prefill the prompt, then one token per step
+      Tensor prompt = Tensor::empty({B, P}, DType::I32);
+      for (int64_t b = 0; b < B; ++b)
+        std::memcpy(prompt.data<int32_t>() + b * P, toks + b * Ls, P * sizeof(int32_t));
+      const Tensor* logits = &dec->prefill(prompt);  // [B·P, V]
+      for (int64_t b = 0; b < B; ++b) {
+        for (int64_t t = 0; t < P; ++t) record(s, *logits, b * P + t, j0 + b, t, out, V);
+        toks[b * Ls + P] = draw(s, *logits, b * P + P - 1, V, first + j0 + b, P);
+      }
+      Tensor step = Tensor::empty({B}, DType::I32);
+      for (int64_t pos = P; pos < Ls - 1; ++pos) {
+        for (int64_t b = 0; b < B; ++b) step.data<int32_t>()[b] = toks[b * Ls + pos];
+        logits = &dec->step(step);  // [B, V]: after tokens ≤ pos
+        for (int64_t b = 0; b < B; ++b) {
+          record(s, *logits, b, j0 + b, pos, out, V);
+          toks[b * Ls + pos + 1] = draw(s, *logits, b, V, first + j0 + b, pos + 1);
+        }
+      }
+    } else {  // sample without a cache: recompute the whole prefix for every new token
+      for (int64_t pos = P; pos < Ls; ++pos) {  // draw token `pos` from the prefix [0, pos)
+        Tensor in = Tensor::empty({B, pos}, DType::I32);
+        for (int64_t b = 0; b < B; ++b)
+          std::memcpy(in.data<int32_t>() + b * pos, toks + b * Ls, pos * sizeof(int32_t));
+        teacher.evaluate(in, in);
+        const Tensor& logits = teacher.logits();  // [B·pos, V]
+        for (int64_t b = 0; b < B; ++b) {
+          if (pos == P)
+            for (int64_t t = 0; t < P - 1; ++t) record(s, logits, b * pos + t, j0 + b, t, out, V);
+          record(s, logits, b * pos + pos - 1, j0 + b, pos - 1, out, V);
+          toks[b * Ls + pos] = draw(s, logits, b * pos + pos - 1, V, first + j0 + b, pos);
+        }
+      }
+    }
+    if (on_batch) on_batch(B * Ls);
+  }
+}
+
+}  // namespace retort

@@ -1,0 +1,45 @@
+// The sequences of a distillation corpus (SPEC §5) from a teacher, one block at a time.
+//
+// Sequence i (global index) is defined by i alone, never by the batch or rank computing it:
+//   score:  tokens = data[i·Ls, (i+1)·Ls), prompt_len 0 (teacher-forced).
+//   sample: prompt = data[i·Ls, i·Ls + P) (P = prompt_len), or [eos_id] when P = 0 (stored
+//           prompt_len 1: the EOS token is given, not sampled); token t >= prompt is drawn by
+//           sample_token(row t-1, u) with u = rng::uniform(seed, rng::hash(kSampleStream, i), t).
+// Row t of topk_ids/topk_logprobs (t < Ls-1) = topk_logprobs(teacher logits after tokens ≤ t,
+// logit_temperature, k) — for sample mode the logits that the draw of token t+1 used.
+// Sequences are computed in batches of `batch` from the block's first sequence, so a block
+// (one shard) gives the same bytes whichever rank computes it.
+#pragma once
+#include <cstdint>
+#include <functional>
+
+#include "core/tensor.h"
+#include "data/distill_corpus.h"
+#include "models/sampling.h"
+#include "models/transformer.h"
+
+namespace retort {
+
+struct GeneratorSettings {
+  bool sample = false;       // mode
+  int64_t seq_len = 0;       // Ls
+  int64_t prompt_len = 0;    // P (sample); 0 = start from eos_id
+  int64_t k = 32;
+  double logit_temperature = 1.0;
+  SamplingParams sampling;
+  uint64_t seed = 0;
+  int64_t eos_id = 0;
+  int64_t batch = 8;
+  bool kv_cache = true;      // false: recompute the whole prefix for every token
+};
+
+// Stream id of the sampling draws (rng::uniform's `stream` is hash(kSampleStream, i)).
+inline constexpr uint64_t kSampleStream = 0x67656e6572617465ull;  // "generate"
+
+// Sequences [first, first + count) into `out` (replaced). `data`: the token dataset [n] I32.
+// `on_batch(tokens)` is called after each batch with the tokens it processed.
+void generate_sequences(Transformer& teacher, const GeneratorSettings& s, const Tensor& data,
+                        int64_t first, int64_t count, CorpusSequences& out,
+                        const std::function<void(int64_t)>& on_batch = {});
+
+}  // namespace retort

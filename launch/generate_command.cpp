@@ -1,0 +1,268 @@
+// retort generate CONFIG.yaml [--set generate.key=value]...: a distillation corpus (SPEC §5)
+// from a teacher checkpoint.
+//
+// Shard s holds sequences [s·S, min(N, (s+1)·S)) (S = generate.shard_sequences) and is
+// computed by rank s mod world; a sequence depends only on its global index (see
+// corpus_generator.h), so the corpus is the same for any number of ranks. Each shard is
+// written atomically; on a rerun, shards that exist and validate are kept (resume after a
+// crash). Existing shards or a manifest with other metadata are never touched: the job stops
+// with a config error first. After a barrier, rank 0 writes manifest.json last, atomically.
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <regex>
+
+#include "core/progress.h"
+#include "core/sha256.h"
+#include "data/distill_corpus.h"
+#include "data/token_dataset.h"
+#include "launch/checkpoint_model.h"
+#include "launch/commands.h"
+#include "launch/corpus_generator.h"
+#include "parallel/mesh.h"
+
+namespace retort {
+namespace stdfs = std::filesystem;
+
+namespace {
+
+struct Plan {
+  std::string teacher, data, out;
+  GeneratorSettings gen;
+  CorpusMeta meta;
+  int64_t num_sequences = 0, shard_sequences = 0;
+  int compression = 0;
+  int64_t num_shards() const { return (num_sequences + shard_sequences - 1) / shard_sequences; }
+  int64_t shard_first(int64_t s) const { return s * shard_sequences; }
+  int64_t shard_count(int64_t s) const {
+    return std::min(shard_sequences, num_sequences - shard_first(s));
+  }
+};
+
+// Key checks that need neither the teacher nor the data (ConfigError naming the key).
+Plan read_keys(const Config& cfg) {
+  Plan p;
+  auto need = [&](const char* key) {
+    std::string v = cfg.get_string(key);
+    if (v.empty()) cfg.fail(key, "must be set");
+    return v;
+  };
+  p.teacher = need("generate.teacher");
+  p.data = need("generate.data");
+  p.out = need("generate.out");
+  const std::string mode = cfg.get_string("generate.mode");
+  if (mode != "score" && mode != "sample") cfg.fail("generate.mode", "must be score or sample, got '" + mode + "'");
+  GeneratorSettings& g = p.gen;
+  g.sample = mode == "sample";
+  auto at_least = [&](const char* key, int64_t lo) {
+    int64_t v = cfg.get_int(key);
+    if (v < lo) cfg.fail(key, str_cat("must be >= ", lo, ", got ", v));
+    return v;
+  };
+  g.k = at_least("generate.k", 1);
+  p.num_sequences = at_least("generate.num_sequences", 0);
+  g.seq_len = cfg.get_int("generate.seq_len");
+  if (g.seq_len != 0 && g.seq_len < 2) cfg.fail("generate.seq_len", "must be >= 2 (or 0)");
+  g.prompt_len = at_least("generate.prompt_len", 0);
+  g.sampling.temperature = cfg.get_float("generate.temperature");
+  if (!(g.sampling.temperature >= 0)) cfg.fail("generate.temperature", "must be >= 0");
+  g.sampling.top_k = at_least("generate.top_k", 0);
+  g.sampling.top_p = cfg.get_float("generate.top_p");
+  if (!(g.sampling.top_p > 0 && g.sampling.top_p <= 1)) cfg.fail("generate.top_p", "must be in (0, 1]");
+  g.seed = uint64_t(at_least("generate.seed", 0));
+  g.logit_temperature = cfg.get_float("generate.logit_temperature");
+  if (!(g.logit_temperature > 0)) cfg.fail("generate.logit_temperature", "must be > 0");
+  const std::string dt = cfg.get_string("generate.logprob_dtype");
+  if (dt != "f16" && dt != "f32") cfg.fail("generate.logprob_dtype", "must be f16 or f32, got '" + dt + "'");
+  p.compression = int(at_least("generate.compression", 0));
+  if (p.compression > 9) cfg.fail("generate.compression", "must be 0 (none) or a gzip level 1..9");
+  p.shard_sequences = at_least("generate.shard_sequences", 1);
+  g.batch = at_least("generate.batch", 1);
+  g.kv_cache = cfg.get_bool("generate.kv_cache");
+  for (const char* axis : {"parallel.fsdp", "parallel.tp"})
+    if (cfg.get_int(axis) != 1)
+      cfg.fail(axis, "generate is data-parallel only (the teacher is loaded whole on every "
+                     "rank; use its consolidated checkpoint)");
+  CorpusMeta& m = p.meta;
+  m.k = g.k;
+  m.mode = mode;
+  m.logit_temperature = g.logit_temperature;
+  // sampling settings are recorded as used; score mode records the neutral values
+  m.sample_temperature = g.sample ? g.sampling.temperature : 1.0;
+  m.sample_top_k = g.sample ? g.sampling.top_k : 0;
+  m.sample_top_p = g.sample ? g.sampling.top_p : 1.0;
+  m.seed = g.sample ? g.seed : 0;
+  m.fp16_logprobs = dt == "f16";
+  return p;
+}
+
+// Existing outputs: refuse (ConfigError) when they belong to another corpus. Returns, for
+// each shard, whether a file is there. Same decision on every rank (reads only attributes).
+std::vector<bool> check_existing(const Plan& p) {
+  std::vector<bool> present(p.num_shards(), false);
+  std::error_code ec;
+  if (!stdfs::exists(p.out, ec)) return present;
+  if (!stdfs::is_directory(p.out, ec))
+    throw ConfigError(str_cat("key 'generate.out': ", p.out, " exists and is not a directory"));
+  const std::string manifest = p.out + "/manifest.json";
+  if (stdfs::exists(manifest, ec)) {
+    std::vector<CorpusShardEntry> shards;
+    CorpusMeta m;
+    try {
+      m = read_corpus_manifest(p.out, &shards);
+    } catch (const Error& e) {
+      throw ConfigError(str_cat("key 'generate.out': refusing to overwrite an unreadable "
+                                "corpus manifest: ", e.what()));
+    }
+    if (std::string d = corpus_meta_difference(m, p.meta); !d.empty())
+      throw ConfigError(str_cat(manifest, ": existing corpus has different metadata: ", d,
+                                "; choose another generate.out"));
+    bool same = int64_t(shards.size()) == p.num_shards();
+    for (int64_t s = 0; same && s < p.num_shards(); ++s)
+      same = shards[s].file == corpus_shard_name(s) && shards[s].sequences == p.shard_count(s);
+    if (!same)
+      throw ConfigError(str_cat(manifest, ": existing corpus has another layout (num_sequences/"
+                                "shard_sequences); choose another generate.out"));
+  }
+  const std::regex shard_re("shard-([0-9]{5,})\\.h5");
+  for (const auto& e : stdfs::directory_iterator(p.out, ec)) {
+    std::smatch mt;
+    const std::string name = e.path().filename().string();
+    if (!std::regex_match(name, mt, shard_re)) continue;
+    const int64_t s = std::stoll(mt[1]);
+    if (s >= p.num_shards())
+      throw ConfigError(str_cat(e.path().string(), ": belongs to a larger corpus (this one has ",
+                                p.num_shards(), " shards); choose another generate.out"));
+    present[s] = true;
+    int64_t count = 0;
+    CorpusMeta m;
+    try {
+      m = read_corpus_shard_meta(e.path().string(), &count);
+    } catch (const Error&) {
+      continue;  // unreadable (crash mid-write is impossible: shards are renamed into place)
+    }
+    if (std::string d = corpus_meta_difference(m, p.meta); !d.empty())
+      throw ConfigError(str_cat(e.path().string(), ": existing shard has different metadata: ",
+                                d, "; choose another generate.out"));
+    if (count != p.shard_count(s))
+      throw ConfigError(str_cat(e.path().string(), ": existing shard holds ", count,
+                                " sequences, this corpus needs ", p.shard_count(s),
+                                " (different num_sequences/shard_sequences)"));
+  }
+  return present;
+}
+
+}  // namespace
+
+int run_generate(const Config& cfg_in) {
+  Config cfg = cfg_in;
+  Plan p = read_keys(cfg);
+  // every launched rank is a data-parallel replica of the teacher
+  const int world = launched_world_size();
+  if (!cfg.was_set("parallel.dp")) cfg.set("parallel.dp", std::to_string(world));
+  Mesh mesh = make_mesh(cfg);
+  apply_thread_setting(cfg);
+  const bool root = mesh.is_root();
+
+  LoadedModel teacher = load_checkpoint_model(p.teacher);
+  const ModelConfig& mc = teacher.model->config();
+  const std::string teacher_h5 = teacher.dir + "/model.h5";
+  TokenDataset data = TokenDataset::load(p.data);
+  if (data.meta().vocab_size > mc.vocab_size)
+    throw Error(str_cat(p.data, ": vocabulary of ", data.meta().vocab_size,
+                        " exceeds the teacher's vocab_size ", mc.vocab_size, " (", teacher.dir, ")"));
+  GeneratorSettings& g = p.gen;
+  if (g.seq_len == 0) g.seq_len = mc.seq_len;
+  if (g.seq_len > mc.seq_len)
+    cfg.fail("generate.seq_len", str_cat(g.seq_len, " exceeds the teacher's seq_len ", mc.seq_len));
+  if (g.k > mc.vocab_size)
+    cfg.fail("generate.k", str_cat(g.k, " exceeds the teacher's vocab_size ", mc.vocab_size));
+  if (g.sample && g.prompt_len >= g.seq_len)
+    cfg.fail("generate.prompt_len", str_cat(g.prompt_len, " must be < seq_len ", g.seq_len));
+  g.eos_id = data.meta().eos_id;
+  // sequences the data supports: windows [i·Ls, (i+1)·Ls) (score) or prompts [i·Ls, i·Ls+P)
+  const int64_t n = data.num_tokens(), Ls = g.seq_len;
+  int64_t available = -1;  // -1: unlimited (sample mode from EOS)
+  if (!g.sample) available = n / Ls;
+  else if (g.prompt_len > 0) available = n >= g.prompt_len ? (n - g.prompt_len) / Ls + 1 : 0;
+  if (p.num_sequences == 0) {
+    if (available < 0)
+      cfg.fail("generate.num_sequences", "must be set when sampling from EOS (prompt_len 0)");
+    p.num_sequences = available;
+  }
+  if (p.num_sequences == 0 || (available >= 0 && p.num_sequences > available))
+    cfg.fail("generate.num_sequences",
+             str_cat(p.num_sequences, " sequences need ", g.sample ? "prompts" : "windows",
+                     " of ", p.data, ", which has ", n, " tokens: ", available, " available at seq_len ", Ls));
+
+  CorpusMeta& m = p.meta;
+  m.vocab_size = mc.vocab_size;
+  m.seq_len = Ls;
+  m.tokenizer_sha256 = data.meta().tokenizer_sha256;
+  m.teacher_sha256 = sha256_file(teacher_h5);
+
+  const std::vector<bool> present = check_existing(p);
+  mesh.world->barrier();  // every rank has checked before anyone writes
+
+  // This rank's shards: s ≡ rank (mod world). Keep those that exist and validate.
+  std::vector<int64_t> todo;
+  int64_t reused = 0, todo_tokens = 0;
+  for (int64_t s = mesh.rank; s < p.num_shards(); s += mesh.world_size) {
+    const std::string path = p.out + "/" + corpus_shard_name(s);
+    if (present[s]) {
+      try {
+        check_corpus_shard(path, m, p.shard_count(s), true);
+        ++reused;
+        continue;
+      } catch (const Error& e) {
+        std::fprintf(stderr, "retort generate: regenerating %s (%s)\n", path.c_str(), e.what());
+      }
+    }
+    todo.push_back(s);
+    todo_tokens += p.shard_count(s) * Ls;
+  }
+
+  Progress progress(str_cat("rank ", mesh.rank, " tokens"), todo_tokens, 1, 0, root);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto elapsed = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  int64_t done_tokens = 0;
+  double last_print = -1e9;
+  CorpusSequences seqs;
+  for (int64_t s : todo) {
+    generate_sequences(*teacher.model, g, data.tokens(), p.shard_first(s), p.shard_count(s), seqs,
+                       [&](int64_t tokens) {
+                         done_tokens += tokens;
+                         if (elapsed() - last_print < 2.0 && done_tokens < todo_tokens) return;
+                         last_print = elapsed();
+                         char detail[96];
+                         std::snprintf(detail, sizeof detail, "shard %lld | %.0f tok/s",
+                                       static_cast<long long>(s), done_tokens / std::max(1e-9, elapsed()));
+                         progress.update(done_tokens, detail);
+                       });
+    write_corpus_shard(p.out, s, m, seqs, p.compression);
+  }
+  progress.finish();
+  const double wall = elapsed();
+  mesh.world->barrier();  // every shard is in place
+
+  if (root) {
+    std::vector<CorpusShardEntry> entries;
+    for (int64_t s = 0; s < p.num_shards(); ++s) {
+      const std::string file = corpus_shard_name(s);
+      check_corpus_shard(p.out + "/" + file, m, p.shard_count(s), false);
+      entries.push_back({file, p.shard_count(s)});
+    }
+    write_corpus_manifest(p.out, m, entries);
+    std::printf("generate: %s: %lld sequences of %lld tokens in %lld shards (rank 0: %lld written, "
+                "%lld kept; %.0f tok/s over %.1f s)\n",
+                p.out.c_str(), static_cast<long long>(p.num_sequences), static_cast<long long>(Ls),
+                static_cast<long long>(p.num_shards()), static_cast<long long>(todo.size()),
+                static_cast<long long>(reused), done_tokens / std::max(1e-9, wall), wall);
+  }
+  mesh.world->barrier();
+  return 0;
+}
+
+}  // namespace retort

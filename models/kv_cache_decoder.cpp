@@ -1,0 +1,138 @@
+// KV-cache decoding; see kv_cache_decoder.h. Same op sequence as models/block.cpp's forward,
+// with the attention split into "prefill" (causal over the new tokens, pos 0) and "decode"
+// (one new query over the cache).
+#include "models/kv_cache_decoder.h"
+
+#include "core/check.h"
+#include "core/ops.h"
+
+namespace retort {
+
+KvCacheDecoder::KvCacheDecoder(const Transformer& model, int64_t max_batch, int64_t max_len)
+    : cfg_(model.config()), max_batch_(max_batch), max_len_(max_len) {
+  RETORT_CHECK(max_batch >= 1, "KvCacheDecoder: max_batch ", max_batch, " < 1");
+  RETORT_CHECK(max_len >= 1 && max_len <= cfg_.seq_len, "KvCacheDecoder: max_len ", max_len,
+               " outside [1, seq_len = ", cfg_.seq_len, "]");
+  auto w = [&](const std::string& name) { return model.parameter(name).value; };
+  embed_ = w("model.embed_tokens.weight");
+  final_norm_ = w("model.norm.weight");
+  head_ = cfg_.tie_embeddings ? embed_ : w("lm_head.weight");
+  const Shape cache = {max_batch, max_len, cfg_.n_kv_heads, cfg_.head_dim};
+  for (int64_t i = 0; i < cfg_.n_layers; ++i) {
+    const std::string p = str_cat("model.layers.", i, ".");
+    Layer l;
+    l.ln_in = w(p + "input_layernorm.weight");
+    l.wq = w(p + "self_attn.q_proj.weight");
+    l.wk = w(p + "self_attn.k_proj.weight");
+    l.wv = w(p + "self_attn.v_proj.weight");
+    l.wo = w(p + "self_attn.o_proj.weight");
+    if (cfg_.qk_norm) {
+      l.q_norm = w(p + "self_attn.q_norm.weight");
+      l.k_norm = w(p + "self_attn.k_norm.weight");
+    }
+    l.ln_post = w(p + "post_attention_layernorm.weight");
+    l.w_gate = w(p + "mlp.gate_proj.weight");
+    l.w_up = w(p + "mlp.up_proj.weight");
+    l.w_down = w(p + "mlp.down_proj.weight");
+    l.k_cache = Tensor::zeros(cache);
+    l.v_cache = Tensor::zeros(cache);
+    layers_.push_back(l);
+  }
+  rope_ = ops::rope_table(max_len, cfg_.head_dim, cfg_.rope_theta);
+}
+
+Tensor KvCacheDecoder::buf(size_t slot, const Shape& shape) {
+  if (scratch_.size() <= slot) scratch_.resize(slot + 1);
+  const int64_t n = shape_numel(shape);
+  if (!scratch_[slot].defined() || scratch_[slot].numel() < n)
+    scratch_[slot] = Tensor::empty({n});
+  return scratch_[slot].flat(0, n).view(shape);
+}
+
+const Tensor& KvCacheDecoder::prefill(const Tensor& prompts) {
+  RETORT_CHECK(prompts.ndim() == 2 && prompts.dtype() == DType::I32,
+               "KvCacheDecoder::prefill: prompts must be [B, P] int32, got ",
+               shape_str(prompts.shape()));
+  const int64_t B = prompts.dim(0), P = prompts.dim(1);
+  RETORT_CHECK(B >= 1 && B <= max_batch_ && P >= 1 && P <= max_len_,
+               "KvCacheDecoder::prefill: prompts ", shape_str(prompts.shape()), " exceed [",
+               max_batch_, ", ", max_len_, "]");
+  B_ = B;
+  pos_ = 0;
+  forward(prompts, B, P);
+  return logits_;
+}
+
+const Tensor& KvCacheDecoder::step(const Tensor& tokens) {
+  RETORT_CHECK(B_ > 0, "KvCacheDecoder::step before prefill");
+  RETORT_CHECK(tokens.numel() == B_ && tokens.dtype() == DType::I32,
+               "KvCacheDecoder::step: tokens must be [", B_, "] int32, got ",
+               shape_str(tokens.shape()));
+  RETORT_CHECK(pos_ < max_len_, "KvCacheDecoder::step: cache full (", max_len_, " positions)");
+  forward(tokens, B_, 1);
+  return logits_;
+}
+
+void KvCacheDecoder::forward(const Tensor& tokens, int64_t B, int64_t n) {
+  const int64_t R = B * n, d = cfg_.d_model, H = cfg_.n_heads, Hkv = cfg_.n_kv_heads,
+                hd = cfg_.head_dim, F = cfg_.d_ff, V = cfg_.vocab_size, p0 = pos_;
+  const float eps = float(cfg_.norm_eps);
+  Tensor rope = rope_.slice(p0, p0 + n);
+  Tensor x = buf(0, {R, d}), h = buf(1, {R, d}), rstd = buf(2, {R});
+  Tensor q = buf(3, {R, H * hd}), k = buf(4, {R, Hkv * hd}), v = buf(5, {R, Hkv * hd});
+  Tensor qn = buf(6, {R, H * hd}), kn = buf(7, {R, Hkv * hd});
+  Tensor rstd_q = buf(8, {R * H}), rstd_k = buf(9, {R * Hkv});
+  Tensor att = buf(10, {R, H * hd}), lse = buf(11, {B * H * n});
+  Tensor gate = buf(12, {R, F}), up = buf(13, {R, F}), act = buf(14, {R, F});
+
+  ops::embedding_forward(x, tokens.view({R}), embed_);
+  for (Layer& l : layers_) {
+    // ---- attention ----
+    ops::rmsnorm_forward(h, rstd, x, l.ln_in, eps);
+    ops::matmul(q, h, false, l.wq, true);
+    ops::matmul(k, h, false, l.wk, true);
+    ops::matmul(v, h, false, l.wv, true);
+    Tensor qr = q, kr = k;
+    if (cfg_.qk_norm) {  // per head, over hd
+      Tensor qv = qn.view({R * H, hd}), kv = kn.view({R * Hkv, hd});
+      ops::rmsnorm_forward(qv, rstd_q, q.view({R * H, hd}), l.q_norm, eps);
+      ops::rmsnorm_forward(kv, rstd_k, k.view({R * Hkv, hd}), l.k_norm, eps);
+      qr = qn;
+      kr = kn;
+    }
+    Tensor q4 = qr.view({B, n, H, hd}), k4 = kr.view({B, n, Hkv, hd});
+    ops::rope_forward(q4, rope);  // positions p0 .. p0+n-1
+    ops::rope_forward(k4, rope);
+    // cache[b, p0 : p0+n] = k, v   (rows of [B·max_len, Hkv·hd])
+    Tensor kc = l.k_cache.view({max_batch_ * max_len_, Hkv * hd});
+    Tensor vc = l.v_cache.view({max_batch_ * max_len_, Hkv * hd});
+    for (int64_t b = 0; b < B; ++b) {
+      Tensor kd = kc.slice(b * max_len_ + p0, b * max_len_ + p0 + n);
+      Tensor vd = vc.slice(b * max_len_ + p0, b * max_len_ + p0 + n);
+      ops::copy(kd, kr.slice(b * n, (b + 1) * n));
+      ops::copy(vd, v.slice(b * n, (b + 1) * n));
+    }
+    if (p0 == 0) {  // prefill: causal attention over the new tokens
+      Tensor att4 = att.view({B, n, H, hd});
+      ops::attention_forward(att4, lse, q4, k4, v.view({B, n, Hkv, hd}));
+    } else {        // decode: one query per sequence over the cache
+      RETORT_CHECK(n == 1, "KvCacheDecoder: after the prefill tokens come one at a time");
+      Tensor att3 = att.view({B, H, hd});
+      ops::attention_decode(att3, qr.view({B, H, hd}), l.k_cache.slice(0, B),
+                            l.v_cache.slice(0, B), p0 + 1);
+    }
+    ops::matmul(x, att, false, l.wo, true, 1.0f, 1.0f);  // x += att Woᵀ
+    // ---- MLP ----
+    ops::rmsnorm_forward(h, rstd, x, l.ln_post, eps);
+    ops::matmul(gate, h, false, l.w_gate, true);
+    ops::matmul(up, h, false, l.w_up, true);
+    ops::swiglu_forward(act, gate, up);
+    ops::matmul(x, act, false, l.w_down, true, 1.0f, 1.0f);  // x += act W_downᵀ
+  }
+  ops::rmsnorm_forward(h, rstd, x, final_norm_, eps);
+  if (!logits_.defined() || logits_.numel() != R * V) logits_ = Tensor::empty({R, V});
+  ops::matmul(logits_, h, false, head_, true);  // [R, V] = h headᵀ
+  pos_ += n;
+}
+
+}  // namespace retort

@@ -1,0 +1,53 @@
+// Incremental decoding of the SPEC §1 model with a key/value cache (generation).
+//
+// prefill(prompts [B, P]) runs the prompt through every layer like Transformer::evaluate
+// (causal attention over the prompt) and stores each layer's keys and values — after
+// qk-norm and RoPE — in caches [B_max, T_max, Hkv, hd]. step(tokens [B]) then feeds one
+// token per sequence at position pos(): per layer
+//   q, k, v = projections of RMSNorm(x)   (qk-norm, RoPE at angle pos·inv_freq)
+//   cache[:, pos] = k, v;  a = softmax(q k[0..pos]ᵀ / sqrt(hd)) v[0..pos]
+// so a step costs O(pos) attention instead of recomputing the whole prefix.
+// Logits: prefill gives [B·P, V] (every prompt position), step gives [B, V].
+// All sequences of a batch share the position (same prompt length). Reads the model's
+// weights through Transformer::parameter() (no copy); the model must outlive the decoder.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "core/tensor.h"
+#include "models/transformer.h"
+
+namespace retort {
+
+class KvCacheDecoder {
+ public:
+  // max_batch sequences of up to max_len tokens (max_len <= the model's seq_len).
+  KvCacheDecoder(const Transformer& model, int64_t max_batch, int64_t max_len);
+
+  // prompts: [B, P] I32, 1 <= B <= max_batch, 1 <= P <= max_len. Resets the cache.
+  const Tensor& prefill(const Tensor& prompts);
+  // tokens: [B] I32 at position pos() (B as in the last prefill). Advances pos() by 1.
+  const Tensor& step(const Tensor& tokens);
+  int64_t pos() const { return pos_; }
+  int64_t batch() const { return B_; }
+
+ private:
+  struct Layer {
+    Tensor ln_in, wq, wk, wv, wo, q_norm, k_norm, ln_post, w_gate, w_up, w_down;
+    Tensor k_cache, v_cache;  // [max_batch, max_len, Hkv, hd]
+  };
+  // Runs tokens [B, n] at positions [pos_, pos_ + n) through the model; fills logits_.
+  void forward(const Tensor& tokens, int64_t B, int64_t n);
+  Tensor buf(size_t slot, const Shape& shape);  // scratch tensor `slot`, grown as needed
+
+  ModelConfig cfg_;
+  int64_t max_batch_, max_len_;
+  Tensor embed_, final_norm_, head_;  // head_ = embed_ when tied
+  std::vector<Layer> layers_;
+  Tensor rope_;  // [max_len, hd]
+  std::vector<Tensor> scratch_;
+  Tensor logits_;
+  int64_t B_ = 0, pos_ = 0;
+};
+
+}  // namespace retort

@@ -1,0 +1,357 @@
+// Generation: the decode-attention op against attention_forward, the KV-cache decoder against
+// recomputing the whole prefix with Transformer::evaluate, sampling determinism (a sequence
+// depends only on (seed, index)), sampling distributions (chi-square against probabilities
+// computed here independently), and the stored top-k against a double-precision log-softmax.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <numeric>
+#include <vector>
+
+#include "core/ops.h"
+#include "core/random.h"
+#include "launch/corpus_generator.h"
+#include "models/kv_cache_decoder.h"
+#include "models/sampling.h"
+#include "models/transformer.h"
+
+using namespace retort;
+
+namespace {
+
+ModelConfig tiny(bool tied, int64_t Hkv, bool qk_norm, int64_t T = 16) {
+  ModelConfig m;
+  m.vocab_size = 48;
+  m.d_model = 32;
+  m.n_layers = 2;
+  m.n_heads = 4;
+  m.n_kv_heads = Hkv;
+  m.seq_len = T;
+  m.tie_embeddings = tied;
+  m.qk_norm = qk_norm;
+  m.init_std = 0.3;  // peaked distributions: sampling and greedy paths are informative
+  m.rope_theta = 100;
+  m.resolve();
+  return m;
+}
+
+Tensor random_tensor(const Shape& s, uint64_t seed) {
+  Tensor t = Tensor::empty(s);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = float(rng::normal(seed, 7, i));
+  return t;
+}
+
+// Data whose every window of length Ls starts with the same prompt.
+Tensor repeating_data(int64_t n, const std::vector<int32_t>& pattern) {
+  Tensor t = Tensor::empty({n}, DType::I32);
+  for (int64_t i = 0; i < n; ++i) t.data<int32_t>()[i] = pattern[i % pattern.size()];
+  return t;
+}
+
+Tensor random_tokens(int64_t n, int64_t V, uint64_t seed) {
+  Tensor t = Tensor::empty({n}, DType::I32);
+  for (int64_t i = 0; i < n; ++i) t.data<int32_t>()[i] = int32_t(rng::uniform(seed, 3, i) * V);
+  return t;
+}
+
+// Independent statement of the sampling rule: softmax at temperature over all ids; keep the
+// top_k most probable; renormalise; keep the most probable ids until their mass reaches top_p.
+std::vector<double> expected_probs(const std::vector<double>& logits, double temp, int top_k,
+                                   double top_p) {
+  const int V = int(logits.size());
+  std::vector<std::pair<double, int>> pr;
+  double mx = *std::max_element(logits.begin(), logits.end()), z = 0;
+  for (int i = 0; i < V; ++i) z += std::exp((logits[i] - mx) / temp);
+  for (int i = 0; i < V; ++i) pr.push_back({std::exp((logits[i] - mx) / temp) / z, i});
+  std::stable_sort(pr.begin(), pr.end(), [](auto& a, auto& b) { return a.first > b.first; });
+  if (top_k > 0) pr.resize(std::min(top_k, V));
+  double mass = 0;
+  for (auto& p : pr) mass += p.first;
+  for (auto& p : pr) p.first /= mass;
+  size_t keep = 0;
+  double cum = 0;
+  while (keep < pr.size() && cum < top_p - 1e-12) cum += pr[keep++].first;
+  pr.resize(keep);
+  std::vector<double> out(V, 0.0);
+  for (auto& p : pr) out[p.second] = p.first / cum;
+  return out;
+}
+
+// Pearson chi-square of counts vs probabilities (bins with expected < 5 merged), and the
+// 0.1% critical value (Wilson-Hilferty). Fails on any count where the probability is 0.
+void expect_distribution(const std::vector<int64_t>& counts, const std::vector<double>& p,
+                         int64_t draws, const std::string& what) {
+  double chi2 = 0, rest_e = 0, rest_o = 0;
+  int df = -1;
+  for (size_t i = 0; i < p.size(); ++i) {
+    if (p[i] == 0) {
+      EXPECT_EQ(counts[i], 0) << what << ": id " << i << " has probability 0";
+      continue;
+    }
+    const double e = p[i] * draws;
+    if (e < 5) {
+      rest_e += e;
+      rest_o += counts[i];
+      continue;
+    }
+    chi2 += (counts[i] - e) * (counts[i] - e) / e;
+    ++df;
+  }
+  if (rest_e > 0) {
+    chi2 += (rest_o - rest_e) * (rest_o - rest_e) / std::max(rest_e, 1e-9);
+    ++df;
+  }
+  if (df < 1) return;
+  const double z = 3.09, c = 2.0 / (9 * df);
+  const double crit = df * std::pow(1 - c + z * std::sqrt(c), 3);
+  EXPECT_LT(chi2, crit) << what << ": chi2 " << chi2 << " with " << df << " dof";
+}
+
+}  // namespace
+
+TEST(AttentionDecode, MatchesLastRowOfCausalAttention) {
+  for (auto [H, Hkv] : {std::pair<int64_t, int64_t>{4, 4}, {4, 2}, {6, 1}}) {
+    const int64_t B = 3, hd = 8, T_max = 20;
+    for (int64_t n : {1, 7, 20}) {
+      Tensor q = random_tensor({B, n, H, hd}, 1), k = random_tensor({B, n, Hkv, hd}, 2);
+      Tensor v = random_tensor({B, n, Hkv, hd}, 3);
+      Tensor out = Tensor::empty({B, n, H, hd}), lse = Tensor::empty({B, H, n});
+      ops::attention_forward(out, lse, q, k, v);
+      // cache with the n keys and garbage after them
+      Tensor kc = random_tensor({B, T_max, Hkv, hd}, 4), vc = random_tensor({B, T_max, Hkv, hd}, 5);
+      Tensor q1 = Tensor::empty({B, H, hd}), o1 = Tensor::empty({B, H, hd});
+      for (int64_t b = 0; b < B; ++b) {
+        std::memcpy(kc.data<float>() + b * T_max * Hkv * hd, k.data<float>() + b * n * Hkv * hd,
+                    n * Hkv * hd * 4);
+        std::memcpy(vc.data<float>() + b * T_max * Hkv * hd, v.data<float>() + b * n * Hkv * hd,
+                    n * Hkv * hd * 4);
+        std::memcpy(q1.data<float>() + b * H * hd, q.data<float>() + (b * n + n - 1) * H * hd,
+                    H * hd * 4);
+      }
+      ops::attention_decode(o1, q1, kc, vc, n);
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t i = 0; i < H * hd; ++i)
+          ASSERT_NEAR(o1.data<float>()[b * H * hd + i],
+                      out.data<float>()[(b * n + n - 1) * H * hd + i], 2e-6)
+              << "H " << H << " Hkv " << Hkv << " n " << n;
+    }
+  }
+}
+
+TEST(AttentionDecode, RejectsBadShapes) {
+  Tensor q = Tensor::empty({2, 4, 8}), o = Tensor::empty({2, 4, 8});
+  Tensor kc = Tensor::empty({2, 5, 3, 8});
+  EXPECT_THROW(ops::attention_decode(o, q, kc, kc, 2), Error);  // 4 % 3 != 0
+  Tensor kc2 = Tensor::empty({2, 5, 2, 8});
+  EXPECT_THROW(ops::attention_decode(o, q, kc2, kc2, 6), Error);  // n_keys > T_max
+}
+
+// Greedy decoding with the cache vs recomputing the prefix each step: same tokens, logits
+// within 1e-5 (relative to the logits' scale).
+TEST(KvCacheDecoder, MatchesFullRecompute) {
+  struct Case { bool tied; int64_t Hkv; bool qk; };
+  for (Case c : {Case{true, 2, true}, Case{false, 4, true}, Case{true, 1, false}}) {
+    ModelConfig cfg = tiny(c.tied, c.Hkv, c.qk);
+    Transformer model(cfg);
+    model.init(11);
+    const int64_t B = 3, P = 4, T = cfg.seq_len, V = cfg.vocab_size;
+    KvCacheDecoder dec(model, B + 1, T);  // capacity larger than the batch
+    Tensor prompt = Tensor::empty({B, P}, DType::I32);
+    for (int64_t i = 0; i < B * P; ++i) prompt.data<int32_t>()[i] = int32_t((i * 17 + 3) % V);
+    std::vector<std::vector<int32_t>> seq(B);
+    for (int64_t b = 0; b < B; ++b)
+      seq[b].assign(prompt.data<int32_t>() + b * P, prompt.data<int32_t>() + (b + 1) * P);
+    const Tensor* logits = &dec.prefill(prompt);
+    double worst = 0;
+    for (int64_t len = P; len <= T; ++len) {
+      // reference: the whole prefix [B, len]
+      Tensor in = Tensor::empty({B, len}, DType::I32);
+      for (int64_t b = 0; b < B; ++b) std::memcpy(in.data<int32_t>() + b * len, seq[b].data(), len * 4);
+      model.evaluate(in, in);
+      const float* ref = model.logits().data<float>();
+      const int64_t rows = len == P ? P : 1;  // prefill checks every prompt row
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t t = len - rows + r;
+          const float* got = logits->data<float>() + (len == P ? b * P + r : b) * V;
+          for (int64_t j = 0; j < V; ++j) {
+            const double want = ref[(b * len + t) * V + j];
+            worst = std::max(worst, std::abs(got[j] - want) / (1.0 + std::abs(want)));
+          }
+        }
+      if (len == T) break;
+      Tensor step = Tensor::empty({B}, DType::I32);
+      for (int64_t b = 0; b < B; ++b) {
+        const float* row = ref + (b * len + len - 1) * V;  // greedy from the reference
+        const float* got = logits->data<float>() + (len == P ? b * P + P - 1 : b) * V;
+        const int32_t tok = int32_t(std::max_element(row, row + V) - row);
+        ASSERT_EQ(int32_t(std::max_element(got, got + V) - got), tok) << "len " << len;
+        seq[b].push_back(tok);
+        step.data<int32_t>()[b] = tok;
+      }
+      logits = &dec.step(step);
+      EXPECT_EQ(dec.pos(), len + 1);
+    }
+    EXPECT_LT(worst, 1e-5) << "tied " << c.tied << " Hkv " << c.Hkv << " qk_norm " << c.qk;
+    EXPECT_THROW(dec.step(Tensor::zeros({B}, DType::I32)), Error);  // cache full
+  }
+}
+
+// The generator with and without the cache: same sampled tokens, same top-k ids, log-probs
+// within 1e-5; score mode's rows are the teacher-forced log-softmax.
+TEST(Generator, KvCacheAndRecomputeAgree) {
+  ModelConfig cfg = tiny(true, 2, true);
+  Transformer model(cfg);
+  model.init(5);
+  Tensor data = random_tokens(400, cfg.vocab_size, 9);
+  GeneratorSettings s;
+  s.sample = true;
+  s.seq_len = 12;
+  s.prompt_len = 3;
+  s.k = 5;
+  s.seed = 77;
+  s.batch = 3;
+  s.sampling = {0.9, 20, 0.95};
+  s.logit_temperature = 1.5;
+  CorpusSequences a, b;
+  generate_sequences(model, s, data, 2, 7, a);
+  s.kv_cache = false;
+  generate_sequences(model, s, data, 2, 7, b);
+  EXPECT_EQ(a.tokens, b.tokens);
+  EXPECT_EQ(a.topk_ids, b.topk_ids);
+  for (size_t i = 0; i < a.topk_logprobs.size(); ++i)
+    ASSERT_NEAR(a.topk_logprobs[i], b.topk_logprobs[i], 1e-5);
+  for (int64_t j = 0; j < 7; ++j) {
+    EXPECT_EQ(a.prompt_len[j], 3);
+    for (int t = 0; t < 3; ++t)  // prompts come from window 2 + j
+      EXPECT_EQ(a.tokens[j * 12 + t], data.data<int32_t>()[(2 + j) * 12 + t]);
+  }
+}
+
+TEST(Generator, SamplingIsDeterministicPerSequence) {
+  ModelConfig cfg = tiny(false, 2, true);
+  Transformer model(cfg);
+  model.init(3);
+  Tensor data = random_tokens(300, cfg.vocab_size, 4);
+  GeneratorSettings s;
+  s.sample = true;
+  s.seq_len = 10;
+  s.prompt_len = 0;  // from EOS
+  s.eos_id = 1;
+  s.k = 4;
+  s.seed = 123;
+  s.batch = 4;
+  CorpusSequences all, part, again, other;
+  generate_sequences(model, s, data, 0, 9, all);
+  s.batch = 1;  // other batching, other range: sequences 3..7 alone
+  generate_sequences(model, s, data, 3, 5, part);
+  for (int64_t j = 0; j < 5 * 10; ++j) ASSERT_EQ(part.tokens[j], all.tokens[3 * 10 + j]);
+  for (int64_t j = 0; j < 5 * 9 * 4; ++j) ASSERT_EQ(part.topk_ids[j], all.topk_ids[3 * 9 * 4 + j]);
+  s.batch = 4;
+  generate_sequences(model, s, data, 0, 9, again);
+  EXPECT_EQ(again.tokens, all.tokens);
+  EXPECT_EQ(again.topk_logprobs, all.topk_logprobs);
+  s.seed = 124;
+  generate_sequences(model, s, data, 0, 9, other);
+  EXPECT_NE(other.tokens, all.tokens);
+  for (int64_t j = 0; j < 9; ++j) {
+    EXPECT_EQ(all.tokens[j * 10], 1);  // EOS start, stored prompt_len 1
+    EXPECT_EQ(all.prompt_len[j], 1);
+  }
+}
+
+// sample_token with uniform draws follows the stated distribution, for several settings.
+TEST(Sampling, DistributionMatchesIndependentComputation) {
+  const std::vector<double> lg = {1.0, 2.5, 0.3, 2.4, -1.0, 0.9, 2.5, 0.0, 1.7, -0.5};
+  std::vector<float> lf(lg.begin(), lg.end());
+  const int64_t V = int64_t(lg.size()), N = 20000;
+  struct P { double t; int k; double p; };
+  for (P c : {P{1.0, 0, 1.0}, P{0.7, 0, 1.0}, P{1.3, 4, 1.0}, P{1.0, 0, 0.6}, P{0.8, 6, 0.8},
+              P{2.0, 3, 0.5}}) {
+    const SamplingParams sp{c.t, c.k, c.p};
+    const std::vector<double> want = expected_probs(lg, c.t, c.k, c.p);
+    const std::vector<double> said = sampling_probabilities(lf.data(), V, sp);
+    for (int64_t i = 0; i < V; ++i) EXPECT_NEAR(said[i], want[i], 1e-6) << i;
+    std::vector<int64_t> counts(V, 0);
+    for (int64_t d = 0; d < N; ++d) ++counts[sample_token(lf.data(), V, sp, rng::uniform(42, 1, d))];
+    expect_distribution(counts, want, N, str_cat("T=", c.t, " top_k=", c.k, " top_p=", c.p));
+  }
+  // ties broken by the smaller id (ids 1 and 6 share the largest logit)
+  EXPECT_EQ(sample_token(lf.data(), V, {0.0, 0, 1.0}, 0.5), 1);
+  const std::vector<double> top1 = sampling_probabilities(lf.data(), V, {1.0, 1, 1.0});
+  EXPECT_EQ(top1[1], 1.0);
+}
+
+// Through the model: thousands of sequences with the same prompt; the first sampled token's
+// frequencies match the teacher's distribution at that prompt (computed from evaluate()).
+TEST(Generator, SampledTokensFollowTheTeacher) {
+  ModelConfig cfg = tiny(true, 2, true);
+  cfg.init_std = 0.15;
+  Transformer model(cfg);
+  model.init(21);
+  const std::vector<int32_t> prompt = {5, 9, 2, 30};  // Ls = 4: every window starts with it
+  const int64_t N = 3000, V = cfg.vocab_size;
+  Tensor data = repeating_data(N * 4, prompt);
+  Tensor in = Tensor::empty({1, 3}, DType::I32);
+  std::memcpy(in.data<int32_t>(), prompt.data(), 12);
+  model.evaluate(in, in);
+  std::vector<double> lg(V);
+  for (int64_t j = 0; j < V; ++j) lg[j] = model.logits().data<float>()[2 * V + j];
+  struct P { double t; int k; double p; };
+  for (P c : {P{1.0, 0, 1.0}, P{0.6, 8, 1.0}, P{1.2, 0, 0.7}}) {
+    GeneratorSettings s;
+    s.sample = true;
+    s.seq_len = 4;
+    s.prompt_len = 3;
+    s.k = 3;
+    s.seed = 99;
+    s.batch = 64;
+    s.sampling = {c.t, c.k, c.p};
+    CorpusSequences out;
+    generate_sequences(model, s, data, 0, N, out);
+    std::vector<int64_t> counts(V, 0);
+    for (int64_t i = 0; i < N; ++i) ++counts[out.tokens[i * 4 + 3]];
+    expect_distribution(counts, expected_probs(lg, c.t, c.k, c.p), N,
+                        str_cat("model T=", c.t, " top_k=", c.k, " top_p=", c.p));
+  }
+}
+
+// Stored top-k rows: the k largest of a double-precision log-softmax at logit_temperature.
+TEST(Generator, ScoreModeTopkIsTeacherLogSoftmax) {
+  ModelConfig cfg = tiny(false, 4, true);
+  Transformer model(cfg);
+  model.init(8);
+  const int64_t Ls = 9, V = cfg.vocab_size, k = 6;
+  Tensor data = random_tokens(100, V, 2);
+  GeneratorSettings s;
+  s.seq_len = Ls;
+  s.k = k;
+  s.logit_temperature = 0.7;
+  s.batch = 2;
+  CorpusSequences out;
+  generate_sequences(model, s, data, 1, 5, out);
+  for (int64_t j = 0; j < 5; ++j) {
+    Tensor in = Tensor::empty({1, Ls}, DType::I32);
+    std::memcpy(in.data<int32_t>(), data.data<int32_t>() + (1 + j) * Ls, Ls * 4);
+    for (int64_t t = 0; t < Ls; ++t) ASSERT_EQ(out.tokens[j * Ls + t], in.data<int32_t>()[t]);
+    EXPECT_EQ(out.prompt_len[j], 0);
+    model.evaluate(in, in);
+    for (int64_t t = 0; t < Ls - 1; ++t) {
+      const float* row = model.logits().data<float>() + t * V;
+      double mx = -1e300, z = 0;
+      for (int64_t i = 0; i < V; ++i) mx = std::max(mx, row[i] / 0.7);
+      for (int64_t i = 0; i < V; ++i) z += std::exp(row[i] / 0.7 - mx);
+      std::vector<std::pair<double, int>> lp;
+      for (int64_t i = 0; i < V; ++i) lp.push_back({row[i] / 0.7 - mx - std::log(z), int(i)});
+      std::sort(lp.begin(), lp.end(), [](auto& a, auto& b) { return a.first > b.first; });
+      for (int64_t r = 0; r < k; ++r) {
+        const int64_t o = (j * (Ls - 1) + t) * k + r;
+        EXPECT_EQ(out.topk_ids[o], lp[r].second);
+        EXPECT_NEAR(out.topk_logprobs[o], lp[r].first, 1e-5);
+      }
+    }
+  }
+}
