@@ -121,7 +121,8 @@ class Transformer {
   // pending forward.
   double evaluate(const Tensor& tokens, const Tensor& targets);
 
-  // Logits [B·T, V] of the last forward/evaluate (overwritten by backward with dlogits).
+  // Logits [B·T, V] of the last forward/evaluate (overwritten by backward with dlogits unless
+  // a LogitsLoss is set).
   const Tensor& logits() const { return logits_; }
 
  private:
