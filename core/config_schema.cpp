@@ -72,6 +72,22 @@ const std::vector<ConfigKey>& config_schema() {
       {"checkpoint.format", T::String, "auto",
        "auto | sharded | consolidated: sharded = every rank writes its own shard file (auto: when fsdp*tp > 1); consolidated = rank 0 writes whole tensors"},
 
+      {"distill.corpus", T::String, "",
+       "retort distill, offline: distillation corpus directory (manifest.json + shards); its "
+       "sequences are the training data and its top-k the teacher distribution"},
+      {"distill.teacher", T::String, "",
+       "retort distill, online: teacher checkpoint (same vocabulary and tokenizer), run forward "
+       "on every batch; exact KL over the vocabulary"},
+      {"distill.lambda", T::Float, "1.0",
+       "weight of the distillation term: (1-lambda)*CE + lambda*T^2*KL; 0 = plain CE on the "
+       "corpus tokens (sequence-level distillation)"},
+      {"distill.temperature", T::Float, "1.0",
+       "softmax temperature T of teacher and student in the KL (offline: must equal the "
+       "corpus' logit_temperature)"},
+      {"distill.tail", T::String, "renormalize",
+       "offline: teacher mass outside the top-k: renormalize (top-k probabilities rescaled to "
+       "sum to 1) or bucket (one extra bucket vs the student's mass off the top-k)"},
+
       {"parallel.dp", T::Int, "1", "data-parallel replicas"},
       {"parallel.fsdp", T::Int, "1", "fully sharded data-parallel ranks"},
       {"parallel.fsdp_keep_params", T::Bool, "false",

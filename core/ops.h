@@ -103,4 +103,30 @@ void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& ids);
 void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, float lr, float beta1,
                 float beta2, float eps, float weight_decay, int64_t step);
 
+// ==== knowledge distillation (core/ops_kd.cpp, core/cpu/kd_loss.cpp) =========================
+// Per row r (one token): student logits z [V], temperature τ > 0, q = softmax(z/τ),
+// kl[r] = KL(p_T ‖ q) with the teacher distribution p_T given either as its top-k (ids and
+// log-probs at τ over the full vocabulary) or as full teacher logits (p_T = softmax(t/τ)).
+// Exact math and tail options: docs/DISTILLATION.md. The caller weights the loss (λ·τ²).
+// Backward ops ADD scale · d(Σ_r kl[r])/dz into dlogits, so they compose with
+// cross_entropy_backward; dlogits must NOT alias logits (the logits are read).
+enum class KdTail {
+  Renormalize,  // top-k probabilities renormalised to 1; KL over the top-k support
+  Bucket,       // one extra bucket: teacher mass 1 − Σ top-k vs the student's mass off the top-k
+};
+// logits: [rows, V]; topk_ids: [rows, k] I32 (distinct, in [0, V)); topk_logprobs: [rows, k] F32.
+// Outputs [rows]: kl; lse = logsumexp(z/τ); tail_q = Σ_{v ∉ top-k} q_v (Bucket; 0 otherwise).
+void kd_topk_forward(Tensor& kl, Tensor& lse, Tensor& tail_q, const Tensor& logits,
+                     const Tensor& topk_ids, const Tensor& topk_logprobs, float temperature,
+                     KdTail tail);
+void kd_topk_backward(Tensor& dlogits, const Tensor& logits, const Tensor& lse, const Tensor& tail_q,
+                      const Tensor& topk_ids, const Tensor& topk_logprobs, float temperature,
+                      KdTail tail, float scale);
+// teacher_logits: [rows, V]. Outputs [rows]: kl, lse = logsumexp(z/τ), teacher_lse = logsumexp(t/τ).
+void kd_dense_forward(Tensor& kl, Tensor& lse, Tensor& teacher_lse, const Tensor& logits,
+                      const Tensor& teacher_logits, float temperature);
+void kd_dense_backward(Tensor& dlogits, const Tensor& logits, const Tensor& lse,
+                       const Tensor& teacher_logits, const Tensor& teacher_lse, float temperature,
+                       float scale);
+
 }  // namespace retort::ops

@@ -1,57 +1,28 @@
-// Stateless per-epoch permutation of windows (see loader.h).
+// Windows of a token stream in a seeded order (see loader.h).
 #include "data/loader.h"
 
 #include <cstring>
 
-#include "core/random.h"
-
 namespace retort {
 namespace {
 
-constexpr int kRounds = 6;
-constexpr uint64_t kLoaderStream = 0x6c6f61646572ull;  // "loader"
-
-// Balanced Feistel permutation of [0, 2^(2h)) keyed by `key`.
-uint64_t feistel(uint64_t x, int h, uint64_t key) {
-  const uint64_t mask = (uint64_t(1) << h) - 1;
-  uint64_t l = x >> h, r = x & mask;
-  for (int round = 0; round < kRounds; ++round) {
-    uint64_t f = rng::hash(key, uint64_t(round), r) & mask;
-    uint64_t nl = r;
-    r = l ^ f;
-    l = nl;
-  }
-  return (l << h) | r;
+// Windows in a stream of n tokens; Error when there is not one.
+int64_t count_windows(const Tensor& tokens, int64_t T) {
+  RETORT_CHECK(tokens.defined() && tokens.ndim() == 1 && tokens.dtype() == DType::I32,
+               "WindowLoader needs a 1-D int32 token tensor");
+  RETORT_CHECK(tokens.device() == Device::CPU, "WindowLoader needs host tokens");
+  if (T < 1) throw Error(str_cat("sequence length must be >= 1, got ", T));
+  const int64_t n = (tokens.numel() - 1) / T;
+  if (n < 1)
+    throw Error(str_cat("token stream too short: ", tokens.numel(), " tokens, need at least ",
+                        T + 1, " for one window of seq_len ", T));
+  return n;
 }
 
 }  // namespace
 
 WindowLoader::WindowLoader(Tensor tokens, int64_t seq_len, uint64_t seed)
-    : tokens_(std::move(tokens)), T_(seq_len), seed_(seed) {
-  RETORT_CHECK(tokens_.defined() && tokens_.ndim() == 1 && tokens_.dtype() == DType::I32,
-               "WindowLoader needs a 1-D int32 token tensor");
-  RETORT_CHECK(tokens_.device() == Device::CPU, "WindowLoader needs host tokens");
-  if (T_ < 1) throw Error(str_cat("sequence length must be >= 1, got ", T_));
-  n_windows_ = (tokens_.numel() - 1) / T_;
-  if (n_windows_ < 1)
-    throw Error(str_cat("token stream too short: ", tokens_.numel(), " tokens, need at least ",
-                        T_ + 1, " for one window of seq_len ", T_));
-  int bits = 1;
-  while ((int64_t(1) << bits) < n_windows_) ++bits;
-  half_bits_ = (bits + 1) / 2;
-}
-
-int64_t WindowLoader::window_of(int64_t index) const {
-  RETORT_CHECK(index >= 0, "negative sample index ", index);
-  const uint64_t epoch = uint64_t(index / n_windows_);
-  uint64_t x = uint64_t(index % n_windows_);
-  const uint64_t key = rng::hash(seed_, kLoaderStream, epoch);
-  // Cycle walking: the domain is < 4 * n_windows, so this takes < 4 steps on average.
-  do {
-    x = feistel(x, half_bits_, key);
-  } while (x >= uint64_t(n_windows_));
-  return int64_t(x);
-}
+    : tokens_(std::move(tokens)), T_(seq_len), order_(count_windows(tokens_, seq_len), seed) {}
 
 void WindowLoader::fill_batch(int64_t first_global_index, int64_t count, Tensor& inputs,
                               Tensor& targets) const {

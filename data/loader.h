@@ -2,16 +2,15 @@
 //
 // The stream is cut into n_windows = floor((n_tokens - 1) / T) non-overlapping windows of
 // T+1 tokens; window w covers tokens[w*T .. w*T + T] (inputs = first T, targets = last T).
-// Global sample index i maps to epoch e = i / n_windows and position p = i % n_windows, and
-// to window perm_e(p), where perm_e is a pseudo-random permutation of [0, n_windows) keyed
-// by hash(seed, e) (a Feistel network with cycle walking; stateless, O(1) per index).
-// So the data order depends only on (seed, global index): never on the number of ranks or
-// on how the index range is split into batches, every window is seen once per epoch, and
-// resuming is exact by passing the next global index.
+// Global sample index i maps to window order.item_of(i), a seeded per-epoch permutation
+// (data/sample_order.h): the data order depends only on (seed, global index), never on the
+// number of ranks or on how the index range is split into batches; every window is seen once
+// per epoch, and resuming is exact by passing the next global index.
 #pragma once
 #include <cstdint>
 
 #include "core/tensor.h"
+#include "data/sample_order.h"
 
 namespace retort {
 
@@ -22,9 +21,9 @@ class WindowLoader {
   WindowLoader(Tensor tokens, int64_t seq_len, uint64_t seed);
 
   int64_t seq_len() const { return T_; }
-  int64_t num_windows() const { return n_windows_; }
+  int64_t num_windows() const { return order_.size(); }
   // Window id (0 .. n_windows-1) used for global sample `index` (index >= 0).
-  int64_t window_of(int64_t index) const;
+  int64_t window_of(int64_t index) const { return order_.item_of(index); }
 
   // Rows r = 0..count-1 get sample first_global_index + r:
   //   inputs[r, t] = tokens[s + t], targets[r, t] = tokens[s + t + 1], s = window*T.
@@ -35,9 +34,7 @@ class WindowLoader {
  private:
   Tensor tokens_;
   int64_t T_;
-  uint64_t seed_;
-  int64_t n_windows_;
-  int half_bits_;  // Feistel halves; domain = 2^(2*half_bits) >= n_windows
+  SampleOrder order_;
 };
 
 }  // namespace retort

@@ -22,6 +22,8 @@ Config load_job_config(const JobArgs& args);
 void apply_thread_setting(const Config& cfg);
 
 int run_train(const Config& cfg, bool resume);
+// retort distill (launch/distill_command.cpp): a student from a corpus or a live teacher.
+int run_distill(const Config& cfg, bool resume);
 int run_eval(const std::string& checkpoint, const std::string& tokens, int64_t seq_len,
              int64_t max_windows, const std::string& out_json);
 // Writes a distillation corpus (SPEC §5; launch/generate_command.cpp, docs/DISTILLATION.md).

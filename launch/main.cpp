@@ -41,6 +41,9 @@ int run(int argc, char** argv) {
   train->add_flag("--resume", resume, "continue from the run dir's latest checkpoint");
   auto* generate = app.add_subcommand("generate", "write a distillation corpus from a teacher checkpoint");
   add_job_args(generate, job);
+  auto* distill = app.add_subcommand("distill", "train a student from a distillation corpus or a live teacher");
+  add_job_args(distill, job);
+  distill->add_flag("--resume", resume, "continue from the run dir's latest checkpoint");
   auto* eval = app.add_subcommand("eval", "mean next-token loss of a checkpoint on a token dataset");
   eval->add_option("checkpoint", checkpoint, "checkpoint directory")->required();
   eval->add_option("--tokens", tokens, "token dataset (.h5)")->required();
@@ -87,6 +90,7 @@ int run(int argc, char** argv) {
   if (*tokenize) return run_tokenize(load_job_config(job));
   if (*train) return run_train(load_job_config(job), resume);
   if (*generate) return run_generate(load_job_config(job));
+  if (*distill) return run_distill(load_job_config(job), resume);
   if (*eval) return run_eval(checkpoint, tokens, seq_len, max_windows, out);
   if (*exp) return run_export(checkpoint, out);
   if (*info) return run_info(load_job_config(job), info_json);

@@ -103,17 +103,20 @@ StepResult TrainStep::run(int64_t step, double lr, const BatchSource& source) {
     }
     r.loss += loss.loss / g_.n_micro;
     r.ce += loss.ce / g_.n_micro;
+    r.extra += loss.extra / g_.n_micro;
   }
   if (dp_) dp_->finish();
   else fsdp_->reduce_over_dp();
   if (g_.data_ranks > 1) {  // report the global-batch mean: Σ over fsdp, then over dp
-    Tensor losses = Tensor::empty({2});
+    Tensor losses = Tensor::empty({3});
     losses.host<float>()[0] = static_cast<float>(r.loss);
     losses.host<float>()[1] = static_cast<float>(r.ce);
+    losses.host<float>()[2] = static_cast<float>(r.extra);
     if (mesh_.fsdp_comm->size() > 1) mesh_.fsdp_comm->all_reduce(losses);
     if (mesh_.dp_comm->size() > 1) mesh_.dp_comm->all_reduce(losses);
     r.loss = losses.host<float>()[0] / g_.data_ranks;
     r.ce = losses.host<float>()[1] / g_.data_ranks;
+    r.extra = losses.host<float>()[2] / g_.data_ranks;
   }
   r.grad_norm = clip_gradients();
   if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm))

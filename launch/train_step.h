@@ -33,6 +33,7 @@ struct BatchGeometry {
 
 struct StepResult {
   double loss = 0, ce = 0, grad_norm = 0;
+  double extra = 0;  // global-batch mean of the model's LogitsLoss term (LossResult::extra)
 };
 
 // Per-rank bytes of the training state (summary.json `memory`).

@@ -417,7 +417,8 @@ LossResult Transformer::forward(const Tensor& tokens, const Tensor& targets, flo
   LossResult r;
   r.ce = sum_host(ce_) / R;
   r.z = ops::sum_squares(lse_) / R;
-  r.loss = r.ce + double(z_loss) * r.z;
+  if (logits_loss_) r.extra = logits_loss_->forward(logits_);
+  r.loss = double(ce_weight_) * r.ce + r.extra + double(z_loss) * r.z;
   z_loss_ = z_loss;
   have_forward_ = true;
   return r;
@@ -446,13 +447,16 @@ void Transformer::backward(float grad_scale) {
   bwd_begin(L + 1);
   if (tied) bwd_begin(0);
 
-  // loss = ce_scale·Σ ce + z_scale·Σ lse²; dlogits overwrites logits.
-  const float ce_scale = float(double(grad_scale) / double(R));
+  // loss = ce_scale·Σ ce + z_scale·Σ lse² (+ the LogitsLoss term, added into dlogits);
+  // dlogits overwrites logits unless a LogitsLoss still reads them.
+  Tensor dlogits = logits_loss_ ? dlogits_b_.get({R, V_}) : logits_;
+  const float ce_scale = float(double(grad_scale) * double(ce_weight_) / double(R));
   const float z_scale = float(double(grad_scale) * double(z_loss_) / double(R));
-  ops::cross_entropy_backward(logits_, logits_, lse_, local_targets_, ce_scale, z_scale);
+  ops::cross_entropy_backward(dlogits, logits_, lse_, local_targets_, ce_scale, z_scale);
+  if (logits_loss_) logits_loss_->backward(dlogits, logits_, float(double(grad_scale) / double(R)));
   // logits = xf Wᵀ:  dxf = dlogits W  [R,V]@[V,d];  dW += dlogitsᵀ xf  [V,R]@[R,d]
-  ops::matmul(dxf, logits_, false, lm_head_.w, false);
-  ops::matmul(lm_head_.g, logits_, true, xf_, false, 1.0f, 1.0f);
+  ops::matmul(dxf, dlogits, false, lm_head_.w, false);
+  ops::matmul(lm_head_.g, dlogits, true, xf_, false, 1.0f, 1.0f);
   // xf = RMSNorm(x_L)
   Tensor dxfl = enter_backward(dlocal_b_, dxf);
   norm_backward(dx, final_norm_.g, dxfl, resid_[L], final_norm_.w, rstdf_, sp());

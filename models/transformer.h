@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "models/logits_loss.h"
 #include "models/model_config.h"
 #include "models/tensor_parallel_regions.h"
 
@@ -44,9 +45,10 @@ struct Parameter {
 };
 
 struct LossResult {
-  double loss;  // ce + z_loss · z
+  double loss;  // ce_weight · ce + extra + z_loss · z
   double ce;    // mean_t CE(logits_t, target_t)
   double z;     // mean_t logsumexp(logits_t)²
+  double extra = 0;  // mean_t of the LogitsLoss term (0 without one)
 };
 
 class Transformer {
@@ -117,6 +119,12 @@ class Transformer {
   using GradReadyHook = std::function<void(int64_t begin, int64_t end)>;
   void set_grad_ready_hook(GradReadyHook hook) { grad_ready_ = std::move(hook); }
   bool recompute() const { return recompute_; }
+  // Extra loss on the logits in forward()/backward() (not evaluate()), CE weighted by
+  // ce_weight (models/logits_loss.h). nullptr = plain CE. Takes effect at the next forward().
+  void set_logits_loss(LogitsLoss* loss, float ce_weight = 1.0f) {
+    logits_loss_ = loss;
+    ce_weight_ = ce_weight;
+  }
 
   // tokens, targets: [B, T] I32 with T <= seq_len. Keeps what backward needs.
   LossResult forward(const Tensor& tokens, const Tensor& targets, float z_loss);
@@ -127,7 +135,8 @@ class Transformer {
   // pending forward.
   double evaluate(const Tensor& tokens, const Tensor& targets);
 
-  // Logits [B·T, V/tp] of the last forward/evaluate (overwritten by backward with dlogits).
+  // Logits [B·T, V/tp] of the last forward/evaluate (overwritten by backward with dlogits
+  // unless a LogitsLoss is set).
   const Tensor& logits() const { return logits_; }
 
  private:
@@ -214,6 +223,8 @@ class Transformer {
   bool have_forward_ = false;  // a forward() is waiting for its backward()
   float z_loss_ = 0;           // of the pending forward
   bool fwd_recompute_ = false; // recompute setting of the pending forward
+  LogitsLoss* logits_loss_ = nullptr;
+  float ce_weight_ = 1.0f;
   int64_t B_ = 0, T_ = 0, R_ = 0, Rl_ = 0;
 
   // activations
@@ -227,6 +238,7 @@ class Transformer {
   Tensor tokens_, targets_, xf_, rstdf_, logits_, ce_, lse_;
   std::vector<Tensor> resid_;
   // backward scratch
+  Backing dlogits_b_;  // with a LogitsLoss only (else dlogits overwrites logits_)
   Backing dx_b_, dtmp_b_, dh_b_, dxf_b_, dact_b_, dgate_b_, dup_b_, datt_b_, dq_b_, dk_b_, dv_b_,
       dq2_b_, dk2_b_;
 };

@@ -82,4 +82,21 @@ void embedding_backward(float* dtable, const float* dout, const int32_t* ids, in
 void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
                 float beta2, float eps, float weight_decay, int64_t step);
 
+// ---- kd_loss.cpp (knowledge distillation; see core/ops.h) --------------------------------
+// logits: [rows, V]; ids, logp: [rows, k]; tail: 0 = renormalize, 1 = bucket.
+// Forward: kl, lse_s (logsumexp(logits/τ)), tail_q (bucket: student mass off the top-k) [rows].
+void kd_topk_forward(float* kl, float* lse_s, float* tail_q, const float* logits,
+                     const int32_t* ids, const float* logp, int64_t rows, int64_t V, int64_t k,
+                     float inv_tau, int tail);
+// dlogits += scale · dKL/dlogits (must not alias logits).
+void kd_topk_backward(float* dlogits, const float* logits, const float* lse_s, const float* tail_q,
+                      const int32_t* ids, const float* logp, int64_t rows, int64_t V, int64_t k,
+                      float inv_tau, int tail, float scale);
+// teacher: [rows, V] logits. Forward: kl, lse_s, lse_t [rows].
+void kd_dense_forward(float* kl, float* lse_s, float* lse_t, const float* logits,
+                      const float* teacher, int64_t rows, int64_t V, float inv_tau);
+void kd_dense_backward(float* dlogits, const float* logits, const float* lse_s,
+                       const float* teacher, const float* lse_t, int64_t rows, int64_t V,
+                       float inv_tau, float scale);
+
 }  // namespace retort::cpu

@@ -7,13 +7,21 @@
 //   keys: vocab d layers heads kv_heads head_dim ff seq T batch tied qk_norm seed z_loss
 //         init init_std perturb_gains (norm gains = 1 + perturb_gains·N(0,1), so that a gain
 //         used wrongly shows up) recompute
+//         kd (none | online | renormalize | bucket: add the distillation loss of
+//         models/distill_loss.h against a second, randomly initialised teacher; offline modes
+//         use its top-k log-probs at tau) lambda tau k
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <numeric>
+#include <optional>
 #include <map>
 #include <string>
 
 #include "core/hdf5.h"
 #include "core/ops.h"
 #include "core/random.h"
+#include "models/distill_loss.h"
 #include "models/transformer.h"
 
 using namespace retort;
@@ -27,7 +35,8 @@ int main(int argc, char** argv) {
       {"vocab", "64"}, {"d", "32"},     {"layers", "2"},      {"heads", "4"},   {"kv_heads", "2"},
       {"head_dim", "0"}, {"ff", "0"},   {"seq", "16"},        {"T", "0"},       {"batch", "2"},
       {"tied", "1"},   {"qk_norm", "1"}, {"seed", "1234"},    {"z_loss", "1e-3"},
-      {"init", "normal"}, {"init_std", "0.1"}, {"perturb_gains", "0.2"}, {"recompute", "0"}};
+      {"init", "normal"}, {"init_std", "0.1"}, {"perturb_gains", "0.2"}, {"recompute", "0"},
+      {"kd", "none"}, {"lambda", "0.6"}, {"tau", "1.5"}, {"k", "8"}};
   for (int i = 2; i < argc; ++i) {
     std::string s = argv[i];
     auto eq = s.find('=');
@@ -80,6 +89,39 @@ int main(int argc, char** argv) {
         targets.host<int32_t>()[b * T + t] = tk[b * (T + 1) + t + 1];
       }
 
+    // Distillation: teacher = same shape, another seed; its logits [R, V] or their top-k.
+    const std::string kd_mode = a["kd"];
+    const int64_t R = B * T, V = mc.vocab_size, K = I("k");
+    std::optional<Transformer> teacher;
+    std::optional<DistillLoss> kd;
+    Tensor tlogits = Tensor::empty({R, V}), ids = Tensor::empty({R, K}, DType::I32), lp = Tensor::empty({R, K});
+    if (kd_mode != "none") {
+      ops::KdTail tail = ops::KdTail::Renormalize;
+      if (kd_mode != "online" && !parse_kd_tail(kd_mode, &tail)) throw Error("bad kd=" + kd_mode);
+      teacher.emplace(mc);
+      teacher->init(seed + 99);
+      teacher->evaluate(inputs, targets);
+      ops::copy(tlogits, teacher->logits());
+      const double tau = D("tau");
+      for (int64_t r = 0; r < R; ++r) {  // top-k log-softmax(t/τ), by descending probability
+        const float* t = tlogits.host<float>() + r * V;
+        double m = -1e300, s = 0;
+        for (int64_t v = 0; v < V; ++v) m = std::max(m, t[v] / tau);
+        for (int64_t v = 0; v < V; ++v) s += std::exp(t[v] / tau - m);
+        std::vector<int> order(V);
+        std::iota(order.begin(), order.end(), 0);
+        std::stable_sort(order.begin(), order.end(), [&](int x, int y) { return t[x] > t[y]; });
+        for (int64_t i = 0; i < K; ++i) {
+          ids.host<int32_t>()[r * K + i] = order[i];
+          lp.host<float>()[r * K + i] = float(t[order[i]] / tau - m - std::log(s));
+        }
+      }
+      kd.emplace(D("lambda"), tau, tail);
+      if (kd_mode == "online") kd->set_teacher_logits(tlogits);
+      else kd->set_topk(ids, lp);
+      model.set_logits_loss(&*kd, kd->ce_weight());
+    }
+
     model.zero_grad();
     LossResult r = model.forward(inputs, targets, z_loss);
     model.backward(1.0f);
@@ -107,6 +149,14 @@ int main(int argc, char** argv) {
     g.set_attr("loss", r.loss);
     g.set_attr("ce", r.ce);
     g.set_attr("z", r.z);
+    if (kd) {
+      g.set_attr("kd_mode", kd_mode);
+      g.set_attr("kd_lambda", D("lambda"));
+      g.set_attr("kd_tau", D("tau"));
+      g.set_attr("kl", kd->last_kl());
+      if (kd_mode == "online") g.write("teacher_logits", tlogits);
+      else g.write("topk_ids", ids), g.write("topk_logprobs", lp);
+    }
     for (const Parameter& p : model.parameters()) g.write("grad/" + p.name, p.grad);
     g.close();
   } catch (const std::exception& e) {

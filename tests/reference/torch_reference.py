@@ -8,7 +8,10 @@ MODEL_H5  every parameter as a float32 dataset at its SPEC (Hugging Face) name; 
           head_dim, d_ff, rope_theta, norm_eps, qk_norm, tie_embeddings).
 GRADS_H5  tokens [B, T+1] int32 (inputs = tokens[:, :-1], targets = tokens[:, 1:]),
           attributes z_loss, loss, ce, z; the gradient of the loss w.r.t. every parameter
-          as grad/<name>.
+          as grad/<name>. Distillation (attribute kd_mode = online | renormalize | bucket):
+          attributes kd_lambda, kd_tau, kl and the teacher as teacher_logits [R, V] (online)
+          or topk_ids / topk_logprobs [R, k] (offline); the loss is then
+          (1 - lambda) CE + lambda tau^2 KL + z_loss z (docs/DISTILLATION.md).
 
 Written from the SPEC text, not from the C++: the math below is the SPEC's pseudo-code.
 Checks: the parameter names/shapes are exactly the SPEC's, |loss - ref| <= 1e-5 |ref| (same for
@@ -103,7 +106,32 @@ def model_loss(W, c, inputs, targets, z_loss):
     lse = torch.logsumexp(logits, dim=-1)
     ce = (lse - logits[torch.arange(B * T), t]).mean()
     z = (lse * lse).mean()
-    return ce + z_loss * z, ce, z
+    return ce + z_loss * z, ce, z, logits
+
+
+def kd_kl(logits, g, tau):
+    """mean_r KL(p_T^tau || softmax(logits_r / tau)) as docs/DISTILLATION.md defines it, with
+    the teacher from GRADS_H5: full logits (online) or top-k log-probs at tau (offline)."""
+    mode = g.attrs["kd_mode"]
+    F = torch.nn.functional
+    logq = F.log_softmax(logits / tau, dim=-1)                              # [R, V]
+    if mode == "online":
+        t = torch.tensor(np.asarray(g["teacher_logits"]).astype(np.float64))
+        return F.kl_div(logq, F.log_softmax(t / tau, dim=-1), log_target=True,
+                        reduction="sum") / logits.shape[0]
+    ids = torch.tensor(np.asarray(g["topk_ids"]).astype(np.int64))          # [R, k]
+    lp = torch.tensor(np.asarray(g["topk_logprobs"]).astype(np.float64))    # [R, k]
+    logq_k = logq.gather(1, ids)
+    if mode == "renormalize":
+        lp_hat = torch.log_softmax(lp, dim=-1)       # top-k renormalised to sum to 1
+        kl = (lp_hat.exp() * (lp_hat - logq_k)).sum(-1)
+    else:                                            # bucket: one tail bucket on each side
+        p = lp.exp()
+        P = (1 - p.sum(-1)).clamp(min=0)
+        outside = torch.ones_like(logq).scatter(1, ids, 0.0)
+        Q = (logq.exp() * outside).sum(-1)
+        kl = (p * (lp - logq_k)).sum(-1) + torch.where(P > 0, P * (P.log() - Q.log()), 0.0)
+    return kl.mean()
 
 
 def main():
@@ -136,10 +164,20 @@ def main():
         grads = {n: np.asarray(g["grad"][n]).astype(np.float64) for n in expected}
 
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
-    loss, ce, z = model_loss(W, c, inputs, targets, z_loss)
+    loss, ce, z, logits = model_loss(W, c, inputs, targets, z_loss)
+    with h5py.File(grads_path, "r") as g:
+        if "kd_mode" in g.attrs:  # distillation: (1-lambda) CE + lambda tau^2 KL + z
+            lam, tau = float(g.attrs["kd_lambda"]), float(g.attrs["kd_tau"])
+            kl = kd_kl(logits, g, tau)
+            loss = (1 - lam) * ce + lam * tau * tau * kl + z_loss * z
+            got["kl"] = float(g.attrs["kl"])
+            print(f"distillation {g.attrs['kd_mode']} lambda {lam} tau {tau}")
     loss.backward()
     print(f"config {c} z_loss {z_loss} tokens {tuple(tokens.shape)}")
-    for k, ref in (("loss", loss.item()), ("ce", ce.item()), ("z", z.item())):
+    refs = [("loss", loss.item()), ("ce", ce.item()), ("z", z.item())]
+    if "kl" in got:
+        refs.append(("kl", kl.item()))
+    for k, ref in refs:
         rel = abs(got[k] - ref) / abs(ref)
         flag = "ok" if rel <= 1e-5 else "FAIL"
         ok &= rel <= 1e-5

@@ -1,0 +1,135 @@
+// Knowledge-distillation ops (core/ops.h, "knowledge distillation"): shape, dtype, id and
+// aliasing checks, then the CPU kernels of core/cpu/kd_loss.cpp.
+#include <cmath>
+
+#include "core/cpu/kernels.h"
+#include "core/ops.h"
+
+namespace retort::ops {
+
+namespace {
+
+void need(const char* op, const char* name, const Tensor& t, DType dt) {
+  RETORT_CHECK(t.defined(), op, ": tensor `", name, "` is undefined");
+  RETORT_CHECK(t.device() == Device::CPU, op, ": tensor `", name,
+               "` is on CUDA but there is no GPU backend in this build");
+  RETORT_CHECK(t.dtype() == dt, op, ": tensor `", name, "` must be ", dtype_name(dt), ", got ",
+               dtype_name(t.dtype()), " ", shape_str(t.shape()));
+}
+
+// logits [rows, V]: returns {rows, V}; every per-row output has `rows` elements.
+std::pair<int64_t, int64_t> logits_dims(const char* op, const Tensor& logits) {
+  need(op, "logits", logits, DType::F32);
+  RETORT_CHECK(logits.ndim() >= 1 && logits.dim(-1) > 0, op, ": logits ",
+               shape_str(logits.shape()), " needs a non-empty vocab dim");
+  const int64_t V = logits.dim(-1);
+  return {logits.numel() / V, V};
+}
+
+void per_row(const char* op, const char* name, const Tensor& t, int64_t rows) {
+  need(op, name, t, DType::F32);
+  RETORT_CHECK(t.numel() == rows, op, ": ", name, " ", shape_str(t.shape()), " must have ", rows,
+               " elements (rows of the logits)");
+}
+
+void check_temperature(const char* op, float temperature) {
+  RETORT_CHECK(std::isfinite(temperature) && temperature > 0, op, ": temperature must be > 0, got ",
+               temperature);
+}
+
+// Top-k tensors [rows, k] with ids in [0, V); returns k.
+int64_t check_topk(const char* op, const Tensor& ids, const Tensor& logp, int64_t rows, int64_t V) {
+  need(op, "topk_ids", ids, DType::I32);
+  need(op, "topk_logprobs", logp, DType::F32);
+  RETORT_CHECK(ids.shape() == logp.shape(), op, ": topk_ids ", shape_str(ids.shape()),
+               " and topk_logprobs ", shape_str(logp.shape()), " differ in shape");
+  const int64_t k = ids.ndim() >= 1 ? ids.dim(-1) : 0;
+  RETORT_CHECK(k > 0 && k <= V && ids.numel() == rows * k, op, ": topk_ids ",
+               shape_str(ids.shape()), " must be [rows = ", rows, ", k] with 0 < k <= V = ", V);
+  const int32_t* p = ids.host<int32_t>();
+  for (int64_t i = 0; i < ids.numel(); ++i)
+    RETORT_CHECK(p[i] >= 0 && p[i] < V, op, ": topk_ids[", i, "] = ", p[i],
+                 " is out of range [0, ", V, ")");
+  return k;
+}
+
+void check_dlogits(const char* op, const Tensor& dlogits, const Tensor& logits) {
+  need(op, "dlogits", dlogits, DType::F32);
+  RETORT_CHECK(dlogits.shape() == logits.shape(), op, ": dlogits ", shape_str(dlogits.shape()),
+               " vs logits ", shape_str(logits.shape()));
+  const char* a = static_cast<const char*>(dlogits.raw());
+  const char* b = static_cast<const char*>(logits.raw());
+  RETORT_CHECK(!dlogits.same_storage(logits) || a + dlogits.nbytes() <= b || b + logits.nbytes() <= a,
+               op, ": dlogits must not overlap logits (the gradient is added, the logits are read)");
+}
+
+int tail_code(KdTail tail) { return tail == KdTail::Bucket ? 1 : 0; }
+
+}  // namespace
+
+void kd_topk_forward(Tensor& kl, Tensor& lse, Tensor& tail_q, const Tensor& logits,
+                     const Tensor& topk_ids, const Tensor& topk_logprobs, float temperature,
+                     KdTail tail) {
+  const char* op = "kd_topk_forward";
+  const auto [rows, V] = logits_dims(op, logits);
+  per_row(op, "kl", kl, rows);
+  per_row(op, "lse", lse, rows);
+  per_row(op, "tail_q", tail_q, rows);
+  check_temperature(op, temperature);
+  const int64_t k = check_topk(op, topk_ids, topk_logprobs, rows, V);
+  cpu::kd_topk_forward(kl.data<float>(), lse.data<float>(), tail_q.data<float>(),
+                       logits.data<float>(), topk_ids.data<int32_t>(), topk_logprobs.data<float>(),
+                       rows, V, k, 1.0f / temperature, tail_code(tail));
+}
+
+void kd_topk_backward(Tensor& dlogits, const Tensor& logits, const Tensor& lse, const Tensor& tail_q,
+                      const Tensor& topk_ids, const Tensor& topk_logprobs, float temperature,
+                      KdTail tail, float scale) {
+  const char* op = "kd_topk_backward";
+  const auto [rows, V] = logits_dims(op, logits);
+  check_dlogits(op, dlogits, logits);
+  per_row(op, "lse", lse, rows);
+  per_row(op, "tail_q", tail_q, rows);
+  check_temperature(op, temperature);
+  const int64_t k = check_topk(op, topk_ids, topk_logprobs, rows, V);
+  cpu::kd_topk_backward(dlogits.data<float>(), logits.data<float>(), lse.data<float>(),
+                        tail_q.data<float>(), topk_ids.data<int32_t>(), topk_logprobs.data<float>(),
+                        rows, V, k, 1.0f / temperature, tail_code(tail), scale);
+}
+
+void kd_dense_forward(Tensor& kl, Tensor& lse, Tensor& teacher_lse, const Tensor& logits,
+                      const Tensor& teacher_logits, float temperature) {
+  const char* op = "kd_dense_forward";
+  const auto [rows, V] = logits_dims(op, logits);
+  need(op, "teacher_logits", teacher_logits, DType::F32);
+  RETORT_CHECK(teacher_logits.numel() == rows * V && teacher_logits.dim(-1) == V, op,
+               ": teacher_logits ", shape_str(teacher_logits.shape()), " vs logits ",
+               shape_str(logits.shape()), " (same rows and vocabulary needed)");
+  per_row(op, "kl", kl, rows);
+  per_row(op, "lse", lse, rows);
+  per_row(op, "teacher_lse", teacher_lse, rows);
+  check_temperature(op, temperature);
+  cpu::kd_dense_forward(kl.data<float>(), lse.data<float>(), teacher_lse.data<float>(),
+                        logits.data<float>(), teacher_logits.data<float>(), rows, V,
+                        1.0f / temperature);
+}
+
+void kd_dense_backward(Tensor& dlogits, const Tensor& logits, const Tensor& lse,
+                       const Tensor& teacher_logits, const Tensor& teacher_lse, float temperature,
+                       float scale) {
+  const char* op = "kd_dense_backward";
+  const auto [rows, V] = logits_dims(op, logits);
+  check_dlogits(op, dlogits, logits);
+  need(op, "teacher_logits", teacher_logits, DType::F32);
+  RETORT_CHECK(teacher_logits.numel() == rows * V && teacher_logits.dim(-1) == V, op,
+               ": teacher_logits ", shape_str(teacher_logits.shape()), " vs logits ",
+               shape_str(logits.shape()), " (same rows and vocabulary needed)");
+  per_row(op, "lse", lse, rows);
+  per_row(op, "teacher_lse", teacher_lse, rows);
+  check_temperature(op, temperature);
+  cpu::kd_dense_backward(dlogits.data<float>(), logits.data<float>(), lse.data<float>(),
+                         teacher_logits.data<float>(), teacher_lse.data<float>(), rows, V,
+                         1.0f / temperature, scale);
+}
+
+}  // namespace retort::ops

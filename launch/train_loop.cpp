@@ -1,0 +1,196 @@
+// The training loop shared by train and distill (see train_loop.h).
+#include "launch/train_loop.h"
+
+#include <omp.h>
+
+#include <chrono>
+#include <cstdio>
+
+#include "core/checkpoint.h"
+#include "core/fs.h"
+#include "core/lr_schedule.h"
+#include "core/progress.h"
+#include "launch/evaluate.h"
+#include "launch/run_dir.h"
+#include "data/token_dataset.h"
+
+namespace retort {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+}  // namespace
+
+TokenDataset open_token_split(const Config& cfg, const std::string& key, const ModelConfig& mc) {
+  std::string path = cfg.get_string(key);
+  if (path.empty()) cfg.fail(key, "is required (a token dataset written by `retort tokenize`)");
+  TokenDataset ds = TokenDataset::load(path);
+  if (ds.meta().vocab_size > mc.vocab_size)
+    cfg.fail("model.vocab_size", str_cat(mc.vocab_size, " is smaller than the vocabulary of ",
+                                         path, " (", ds.meta().vocab_size, ")"));
+  if (ds.num_tokens() < mc.seq_len + 1)
+    throw Error(str_cat(path, ": ", ds.num_tokens(), " tokens is fewer than one window of ",
+                        mc.seq_len + 1));
+  return ds;
+}
+
+
+int run_train_loop(const Config& cfg, bool resume, const Mesh& mesh, TrainLoopJob& job) {
+  const bool root = mesh.is_root();  // rank 0 writes the run directory and prints progress
+  Transformer& model_ref = *job.model;
+  const ModelConfig& mc = model_ref.config();
+  const BatchGeometry& geo = job.geometry;
+  const int64_t steps = cfg.get_int("train.steps");
+  if (steps < 1) cfg.fail("train.steps", "must be >= 1");
+  const int64_t log_every = std::max<int64_t>(1, cfg.get_int("train.log_every"));
+  const int64_t eval_every = cfg.get_int("eval.every");
+  const int64_t eval_windows = cfg.get_int("eval.max_windows");
+  const int64_t ckpt_every = cfg.get_int("checkpoint.every");
+  const int64_t keep_last = cfg.get_int("checkpoint.keep_last");
+  if (eval_windows < 1) cfg.fail("eval.max_windows", "must be >= 1");
+  LrSchedule schedule{cfg.get_float("train.lr"), cfg.get_float("train.min_lr_ratio"),
+                      cfg.get_int("train.warmup_steps"), steps};
+  if (schedule.min_ratio < 0 || schedule.min_ratio > 1)
+    cfg.fail("train.min_lr_ratio", "must be in [0, 1]");
+  const uint64_t seed = static_cast<uint64_t>(cfg.get_int("train.seed"));
+
+  RunDir run(cfg.get_string("run.dir"), root);
+  std::string latest = find_latest_checkpoint(run.checkpoints());
+  if (!resume && !latest.empty())
+    throw ConfigError(str_cat(run.path(), ": run directory already holds checkpoints (", latest,
+                              "); pass --resume to continue it or set run.dir elsewhere"));
+
+  Transformer& model = model_ref;
+  model.set_recompute(cfg.get_bool("train.recompute"));
+  model.init(seed);
+  TrainStep trainer(model, cfg, geo, mesh);
+
+  int64_t start_step = 0, tokens_seen = 0;
+  double wall_before = 0;
+  if (resume && !latest.empty()) {
+    // Checkpoints hold whole parameters (consolidated or as pieces), so any mesh resumes them.
+    nlohmann::json state = trainer.load_checkpoint(latest);
+    start_step = state.at("step").get<int64_t>();
+    tokens_seen = state.at("tokens_seen").get<int64_t>();
+    wall_before = state.value("wall_s", 0.0);
+    if (root) std::printf("resuming from %s (step %lld)\n", latest.c_str(), static_cast<long long>(start_step));
+  } else if (resume && root) {
+    std::printf("no checkpoint in %s; starting from step 0\n", run.checkpoints().c_str());
+  }
+  if (root) {
+    fs::write_file_atomic(run.file("config.resolved.yaml"), cfg.to_yaml());
+    run.open_metrics(start_step > 0 ? start_step : -1);
+    std::printf("model: %lld params (%lld non-embedding), %lld tokens/step; %lld ranks (dp %d, fsdp %d, tp %d%s) x "
+                "%lld micro-batches of %lld sequences, %d threads per rank\n",
+                static_cast<long long>(mc.n_params()), static_cast<long long>(mc.n_params_nonemb()),
+                static_cast<long long>(geo.tokens_per_step()), static_cast<long long>(mesh.world_size),
+                mesh.dp, mesh.fsdp, mesh.tp, mesh.tp_layout().sp ? " +sp" : "", static_cast<long long>(geo.n_micro), static_cast<long long>(geo.micro_seqs),
+                omp_get_max_threads());
+  }
+
+  auto save = [&](int64_t step, double wall) {  // every rank takes part
+    nlohmann::json state = {{"step", step}, {"tokens_seen", tokens_seen}, {"wall_s", wall},
+                            {"optimizer_steps", trainer.optimizer().steps()}, {"seed", seed}};
+    return trainer.save(run.checkpoints(), step, cfg.to_yaml(), state, keep_last);
+  };
+  auto validate = [&]() {
+    return evaluate_windows(model, *job.val_tokens, mc.seq_len, eval_windows, geo.micro_seqs);
+  };
+
+  Progress progress("step", steps, log_every, start_step, root);
+  const auto t_start = Clock::now();
+  auto t_log = t_start;
+  int64_t tokens_at_log = tokens_seen;
+  double last_val = -1;
+  for (int64_t step = start_step; step < steps; ++step) {
+    const double lr = schedule.at(step);
+    if (job.before_step) job.before_step(step);
+    StepResult r = trainer.run(step, lr, job.source);
+    tokens_seen += geo.tokens_per_step();
+    const int64_t done = step + 1;
+    const double wall = wall_before + seconds_since(t_start);
+    if (done % log_every == 0 || done == steps) {
+      double tok_s = (tokens_seen - tokens_at_log) / std::max(1e-9, seconds_since(t_log));
+      t_log = Clock::now();
+      tokens_at_log = tokens_seen;
+      nlohmann::json line = {{"step", done}, {"loss", r.loss}, {"ce", r.ce}};
+      if (job.extra_metrics) job.extra_metrics(r, line);
+      line.update({{"lr", lr}, {"grad_norm", r.grad_norm}, {"tokens", tokens_seen},
+                   {"tokens_per_s", tok_s}, {"wall_s", wall}});
+      if (root) run.log_metrics(line);
+      char detail[160];
+      std::snprintf(detail, sizeof detail, "loss %.4f | lr %.2e | %.0f tok/s", r.loss, lr, tok_s);
+      progress.update(done, detail);
+    }
+    if ((eval_every > 0 && done % eval_every == 0) || done == steps) {
+      EvalResult v = validate();
+      last_val = v.loss;
+      if (root) run.log_metrics({{"step", done}, {"val_loss", v.loss}, {"tokens", tokens_seen}});
+      progress.message(str_cat("step ", done, ": val_loss ", v.loss, " (", v.tokens, " tokens)"));
+    }
+    if ((ckpt_every > 0 && done % ckpt_every == 0) || done == steps) {
+      std::string dir = save(done, wall_before + seconds_since(t_start));
+      progress.message(str_cat("step ", done, ": checkpoint ", dir));
+    }
+  }
+  progress.finish();
+
+  const double wall = wall_before + seconds_since(t_start);
+  if (last_val < 0) last_val = validate().loss;  // resumed at the end: nothing ran
+  const double trained_s = seconds_since(t_start);
+  const int64_t tokens_this_run = (steps - start_step) * geo.tokens_per_step();
+  // Per-rank memory: parameters, gradients and AdamW state are replicated under dp and
+  // sharded under fsdp (≈1/fsdp each, plus the transient full-size unit buffers).
+  const MemoryUse mem = trainer.memory();
+  const int64_t mine_bytes[5] = {mem.params, mem.grads, mem.optimizer, mem.gather_buffers,
+                                 fs::peak_rss_bytes()};
+  // Exact byte counts of every rank, each sent as two int32 halves (v = hi·2³⁰ + lo).
+  Tensor all = Tensor::empty({10 * int64_t(mesh.world_size)}, DType::I32);
+  Tensor mine = Tensor::empty({10}, DType::I32);
+  for (int i = 0; i < 5; ++i) {
+    mine.host<int32_t>()[2 * i] = static_cast<int32_t>(mine_bytes[i] >> 30);
+    mine.host<int32_t>()[2 * i + 1] = static_cast<int32_t>(mine_bytes[i] & ((int64_t{1} << 30) - 1));
+  }
+  mesh.world->all_gather(all, mine);
+  nlohmann::json memory = nlohmann::json::array();
+  for (int r = 0; r < mesh.world_size; ++r) {
+    auto bytes = [&](int i) {
+      const int32_t* p = all.host<int32_t>() + 10 * r + 2 * i;
+      return (int64_t{p[0]} << 30) + p[1];
+    };
+    memory.push_back({{"rank", r},
+                      {"params_bytes", bytes(0)},
+                      {"grads_bytes", bytes(1)},
+                      {"optimizer_bytes", bytes(2)},
+                      {"gather_buffer_bytes", bytes(3)},
+                      {"peak_rss_bytes", bytes(4)}});
+  }
+  nlohmann::json summary = {
+      {"status", "complete"},
+      {"final_val_loss", last_val},
+      {"params", mc.n_params()},
+      {"params_nonembedding", mc.n_params_nonemb()},
+      {"steps", steps},
+      {"tokens_seen", tokens_seen},
+      {"flops", static_cast<double>(mc.flops_per_token_exact()) * tokens_seen},
+      {"flops_6N", static_cast<double>(mc.flops_per_token_6N()) * tokens_seen},
+      {"tokens_per_s", tokens_this_run > 0 ? tokens_this_run / std::max(1e-9, trained_s) : 0.0},
+      {"wall_s", wall},
+      {"world_size", mesh.world_size},
+      {"threads", omp_get_max_threads()},
+      {"memory", memory}};
+  summary.update(job.extra_summary);
+  if (!root) return 0;
+  run.write_json("summary.json", summary);
+  std::printf("done: val_loss %.4f after %lld tokens in %s; run dir %s\n", last_val,
+              static_cast<long long>(tokens_seen), Progress::format_duration(wall).c_str(),
+              run.path().c_str());
+  return 0;
+}
+
+}  // namespace retort

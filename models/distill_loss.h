@@ -1,0 +1,47 @@
+// DistillLoss: the knowledge-distillation term of SPEC §6 `distill` as a LogitsLoss.
+//
+//   loss = (1 − λ)·CE + λ·τ²·KL(p_T^τ ‖ p_S^τ) + z_loss·lse²,   p^τ = softmax(logits / τ)
+//
+// The model weights CE by ce_weight() = 1 − λ; this term is λ·τ²·mean_r KL_r. The teacher for
+// the next forward is either a top-k (offline, from a corpus: ids and log-probs at τ, tail
+// handled per KdTail) or full teacher logits (online, exact KL over the vocabulary). The
+// tensors set here must stay alive and unchanged until the matching backward() has run.
+// Math: docs/DISTILLATION.md; kernels: core/ops.h "knowledge distillation".
+#pragma once
+#include <string>
+
+#include "core/ops.h"
+#include "models/logits_loss.h"
+
+namespace retort {
+
+class DistillLoss : public LogitsLoss {
+ public:
+  DistillLoss(double lambda, double temperature, ops::KdTail tail);
+
+  double lambda() const { return lambda_; }
+  double temperature() const { return tau_; }
+  float ce_weight() const { return float(1.0 - lambda_); }
+
+  // Offline: ids [R, k] I32, log-probs [R, k] F32 (rows in the logits' order).
+  void set_topk(const Tensor& ids, const Tensor& logprobs);
+  // Online: teacher logits [R, V] F32.
+  void set_teacher_logits(const Tensor& logits);
+
+  double forward(const Tensor& logits) override;  // λτ² · mean_r KL_r
+  void backward(Tensor& dlogits, const Tensor& logits, float row_scale) override;
+  double last_kl() const { return last_kl_; }     // mean_r KL_r of the last forward
+
+ private:
+  double lambda_, tau_;
+  ops::KdTail tail_;
+  bool dense_ = false;
+  Tensor ids_, logprobs_, teacher_;
+  Tensor kl_, lse_, aux_;  // [R]: KL, student lse at τ, tail mass (top-k) or teacher lse (dense)
+  double last_kl_ = 0;
+};
+
+// "renormalize" | "bucket" → KdTail; ConfigError-free: returns false for anything else.
+bool parse_kd_tail(const std::string& name, ops::KdTail* out);
+
+}  // namespace retort
