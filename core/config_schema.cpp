@@ -108,7 +108,7 @@ const std::vector<ConfigKey>& config_schema() {
       {"generate.k", T::Int, "32", "top-k log-probabilities stored per position"},
       {"generate.num_sequences", T::Int, "0",
        "sequences to write; 0 = every window of generate.data (score) / every prompt (sample)"},
-      {"generate.seq_len", T::Int, "0", "sequence length Ls (prompt included); 0 = the teacher's seq_len"},
+      {"generate.seq_len", T::Int, "0", "sequence length Ls (prompt included; Ls - 1 targets); 0 = the teacher's seq_len + 1 (at most that)"},
       {"generate.prompt_len", T::Int, "32",
        "sample: prompt tokens taken from data window i (0 = start from the EOS id alone)"},
       {"generate.temperature", T::Float, "1.0", "sample: softmax temperature; 0 = greedy (argmax)"},

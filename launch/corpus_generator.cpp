@@ -32,7 +32,8 @@ void generate_sequences(Transformer& teacher, const GeneratorSettings& s, const 
                         int64_t first, int64_t count, CorpusSequences& out,
                         const std::function<void(int64_t)>& on_batch) {
   const int64_t Ls = s.seq_len, V = teacher.config().vocab_size, k = s.k;
-  RETORT_CHECK(Ls >= 2 && Ls <= teacher.config().seq_len && k >= 1 && k <= V && s.batch >= 1,
+  // The last token of a sequence is never an input: Ls may exceed the teacher's seq_len by one.
+  RETORT_CHECK(Ls >= 2 && Ls - 1 <= teacher.config().seq_len && k >= 1 && k <= V && s.batch >= 1,
                "generate_sequences: bad settings");
   const int64_t P = s.sample ? (s.prompt_len > 0 ? s.prompt_len : 1) : 0;  // given tokens
   RETORT_CHECK(!s.sample || P < Ls, "generate_sequences: prompt ", P, " >= seq_len ", Ls);
@@ -46,7 +47,7 @@ void generate_sequences(Transformer& teacher, const GeneratorSettings& s, const 
   out.topk_logprobs.assign(count * (Ls - 1) * k, 0.0f);
 
   std::unique_ptr<KvCacheDecoder> dec;
-  if (s.sample && s.kv_cache) dec = std::make_unique<KvCacheDecoder>(teacher, s.batch, Ls);
+  if (s.sample && s.kv_cache) dec = std::make_unique<KvCacheDecoder>(teacher, s.batch, Ls - 1);
   for (int64_t j0 = 0; j0 < count; j0 += s.batch) {
     const int64_t B = std::min(s.batch, count - j0);
     int32_t* toks = out.tokens.data() + j0 * Ls;  // [B, Ls] of this batch
@@ -58,13 +59,15 @@ void generate_sequences(Transformer& teacher, const GeneratorSettings& s, const 
       std::memcpy(toks + b * Ls, src + i * Ls, given * sizeof(int32_t));
       if (s.sample && s.prompt_len == 0) toks[b * Ls] = int32_t(s.eos_id);
     }
-    if (!s.sample) {  // teacher-forced: one forward over the windows
-      Tensor in = Tensor::empty({B, Ls}, DType::I32);
-      std::memcpy(in.data<int32_t>(), toks, B * Ls * sizeof(int32_t));
-      teacher.evaluate(in, in);  // targets unused (any valid ids)
-      const Tensor& logits = teacher.logits();  // [B·Ls, V]
+    if (!s.sample) {  // teacher-forced: one forward over the windows' first Ls − 1 tokens
+      const int64_t T = Ls - 1;
+      Tensor in = Tensor::empty({B, T}, DType::I32);
       for (int64_t b = 0; b < B; ++b)
-        for (int64_t t = 0; t < Ls - 1; ++t) record(s, logits, b * Ls + t, j0 + b, t, out, V);
+        std::memcpy(in.data<int32_t>() + b * T, toks + b * Ls, T * sizeof(int32_t));
+      teacher.evaluate(in, in);  // targets unused (any valid ids)
+      const Tensor& logits = teacher.logits();  // [B·T, V]
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t t = 0; t < T; ++t) record(s, logits, b * T + t, j0 + b, t, out, V);
     } else if (dec) {  // prefill the prompt, then one token per step
       Tensor prompt = Tensor::empty({B, P}, DType::I32);
       for (int64_t b = 0; b < B; ++b)

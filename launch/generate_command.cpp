@@ -172,9 +172,12 @@ int run_generate(const Config& cfg_in) {
     throw Error(str_cat(p.data, ": vocabulary of ", data.meta().vocab_size,
                         " exceeds the teacher's vocab_size ", mc.vocab_size, " (", teacher.dir, ")"));
   GeneratorSettings& g = p.gen;
-  if (g.seq_len == 0) g.seq_len = mc.seq_len;
-  if (g.seq_len > mc.seq_len)
-    cfg.fail("generate.seq_len", str_cat(g.seq_len, " exceeds the teacher's seq_len ", mc.seq_len));
+  // A sequence of Ls tokens has Ls − 1 targets and the teacher reads Ls − 1 inputs, so the
+  // default Ls = seq_len + 1 gives students of the same seq_len full-length sequences.
+  if (g.seq_len == 0) g.seq_len = mc.seq_len + 1;
+  if (g.seq_len > mc.seq_len + 1)
+    cfg.fail("generate.seq_len", str_cat(g.seq_len, " exceeds the teacher's seq_len ", mc.seq_len,
+                                         " + 1 (a sequence's last token is never an input)"));
   if (g.k > mc.vocab_size)
     cfg.fail("generate.k", str_cat(g.k, " exceeds the teacher's vocab_size ", mc.vocab_size));
   if (g.sample && g.prompt_len >= g.seq_len)

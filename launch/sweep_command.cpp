@@ -73,8 +73,8 @@ std::string plan_csv(const SweepSpec& spec, const SweepPlan& plan) {
 std::string run_one_sh(const SweepSpec& spec, const std::string& retort_bin) {
   return str_cat(R"SH(#!/usr/bin/env bash
 # Runs one run of this sweep by name (written by `retort sweep`; see docs/SWEEPS.md).
-# Skips it when already complete, continues it with --resume when interrupted, and skips
-# (exit 0) runs whose subcommand this retort binary does not have yet.
+# Skips it when already complete and continues it when interrupted (train/distill --resume;
+# generate keeps the shards it finished).
 # Usage: run_one.sh NAME     env: RETORT (binary), RANKS (processes per run)
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -89,10 +89,6 @@ if [ "$cmd" = generate ]; then
   [ -f "$rundir/manifest.json" ] && { echo "[sweep] $name: complete, skipping"; exit 0; }
 elif [ -f "$rundir/summary.json" ] && grep -Eq '"status": *"complete"' "$rundir/summary.json"; then
   echo "[sweep] $name: complete, skipping"; exit 0
-fi
-if ! "$RETORT" --help 2>/dev/null | grep -Eq "^  $cmd( |$)"; then
-  echo "[sweep] $name: skipped: needs \`retort $cmd\`, which this retort does not have yet"
-  exit 0
 fi
 args=("$cmd" "$config")
 [ "$cmd" = generate ] || args+=(--resume)
@@ -228,8 +224,8 @@ int run_sweep(const std::string& sweep_path, const std::vector<std::string>& ove
   write_script(dir + "/submit.sbatch", submit_sbatch(spec, dir));
   write_script(dir + "/submit.sh", submit_sh());
 
-  int64_t counts[3] = {0, 0, 0}, waiting = 0;
-  for (const PlannedRun& r : plan.runs) ++counts[static_cast<int>(r.stage)], waiting += !r.needs.empty();
+  int64_t counts[3] = {0, 0, 0};
+  for (const PlannedRun& r : plan.runs) ++counts[static_cast<int>(r.stage)];
   std::printf("planned %zu runs (%lld train, %lld corpus, %lld student) into %s\n", plan.runs.size(),
               (long long)counts[0], (long long)counts[1], (long long)counts[2], dir.c_str());
   for (const ProtocolTotal& t : plan.totals)
@@ -237,9 +233,6 @@ int run_sweep(const std::string& sweep_path, const std::vector<std::string>& ove
                 t.protocol.c_str(), (long long)t.runs, format_flops(t.total()).c_str(),
                 format_flops(t.c_student).c_str(), format_flops(t.c_teacher_logits).c_str(),
                 format_flops(t.c_teacher_pretrain).c_str());
-  if (waiting)
-    std::printf("  %lld runs need `retort generate`/`retort distill` (not available yet); the scripts skip them\n",
-                (long long)waiting);
   std::printf("next: %s/run_local.sh   or   %s/submit.sh   then   retort collect %s\n", dir.c_str(),
               dir.c_str(), dir.c_str());
   return 0;

@@ -612,7 +612,7 @@ std::string planned_config_yaml(const SweepSpec& spec, const SweepPlan& plan, co
     g["mode"] = spec.generate_mode;
     g["k"] = spec.generate_k;
     g["num_sequences"] = run.num_sequences;
-    g["seq_len"] = m.seq_len;
+    g["seq_len"] = m.seq_len + 1;  // seq_len targets per sequence, as the students train on
   }
   if (run.stage == Stage::Student) {
     YAML::Node d = root["distill"];

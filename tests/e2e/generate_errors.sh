@@ -12,10 +12,10 @@ expect_fail 2 "key 'generate.mode': must be score or sample" retort generate "${
 expect_fail 2 "generate.kk.*generate.k" retort generate "${G[@]}" --set generate.kk=3
 expect_fail 2 "key 'generate.teacher': must be set" retort generate "$TINY" --set "generate.data=x" --set "generate.out=y"
 expect_fail 2 "key 'generate.k': 600 exceeds the teacher's vocab_size 512" retort generate "${G[@]}" --set generate.k=600
-expect_fail 2 "key 'generate.seq_len': 65 exceeds the teacher's seq_len 64" retort generate "${G[@]}" --set generate.seq_len=65
+expect_fail 2 "key 'generate.seq_len': 66 exceeds the teacher's seq_len 64 \\+ 1" retort generate "${G[@]}" --set generate.seq_len=66
 expect_fail 2 "key 'generate.top_p': must be in \(0, 1\]" retort generate "${G[@]}" --set generate.top_p=0
 expect_fail 2 "key 'generate.logprob_dtype': must be f16 or f32" retort generate "${G[@]}" --set generate.logprob_dtype=bf16
-expect_fail 2 "key 'generate.prompt_len': 64 must be < seq_len 64" retort generate "${G[@]}" --set generate.mode=sample --set generate.prompt_len=64
+expect_fail 2 "key 'generate.prompt_len': 65 must be < seq_len 65" retort generate "${G[@]}" --set generate.mode=sample --set generate.prompt_len=65
 expect_fail 2 "key 'generate.num_sequences': 100000 sequences need windows of .*val.h5" retort generate "${G[@]}" --set generate.num_sequences=100000
 expect_fail 2 "key 'generate.num_sequences': must be set when sampling from EOS" retort generate "${G[@]}" --set generate.num_sequences=0 --set generate.mode=sample --set generate.prompt_len=0
 expect_fail 2 "key 'parallel.tp': generate is data-parallel only" retort generate "${G[@]}" --set parallel.tp=2

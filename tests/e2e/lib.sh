@@ -22,9 +22,10 @@ expect_fail() {
 # json FILE EXPR: evaluates a Python expression over the parsed JSON `j`.
 json() { python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print($2)" "$1"; }
 
-# tiny_tokens DIR: a small synthetic corpus tokenized into DIR (tokenizer.model, train.h5, val.h5).
+# tiny_tokens DIR [DOCS]: a small synthetic corpus (40 documents, about 11k training tokens,
+# unless DOCS says otherwise) tokenized into DIR (tokenizer.model, train.h5, val.h5).
 tiny_tokens() {
-  python3 "$SRC/tests/e2e/make_corpus.py" "$WORK/corpus" 40 >/dev/null
+  python3 "$SRC/tests/e2e/make_corpus.py" "$WORK/corpus" "${2:-40}" >/dev/null
   retort tokenize "$TINY" --set "tokenize.inputs=[$WORK/corpus]" --set "tokenize.out=$1" >/dev/null
 }
 

@@ -79,7 +79,7 @@ ReturnToService=2
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
-NodeName=$HOST CPUs=$(nproc) RealMemory=8000 State=UNKNOWN
+NodeName=$HOST CPUs=$(nproc --all) RealMemory=8000 State=UNKNOWN
 PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 EOF
 

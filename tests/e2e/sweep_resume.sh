@@ -4,10 +4,10 @@
 # "crashes" the third run after its mid-run checkpoint (its final checkpoint and summary are
 # removed, exit 137), so run_local.sh stops. The second pass must skip the complete runs,
 # resume the interrupted one from its checkpoint (same final loss as uninterrupted), finish
-# the rest, and skip the corpus/student runs that need `retort generate`/`distill` with a
-# clear message. collect then reports every run's status.
+# the rest, then generate the teacher's corpus and distill the student from it. collect then
+# reports every run's status, the student with its teacher's loss.
 source "$(dirname "$0")/lib.sh"
-tiny_tokens "$WORK/tok"
+tiny_tokens "$WORK/tok" 300   # enough text for the student's corpus (~900 windows of 65 tokens)
 
 cat >"$WORK/sweep.yaml" <<EOF
 base: $SRC/configs/tiny.yaml
@@ -57,27 +57,28 @@ grep -q "\[sweep\] $victim failed .*rerun run_local.sh" "$WORK/pass1.log" || { c
 [ ! -e "$D/runs/$(sed -n 4p "$D/stages/train.txt")" ] || fail "run_local.sh went on after a failure"
 retort collect "$D" | grep -q "6 runs: 2 complete, 1 incomplete, 3 missing" || fail "collect after pass 1: $(retort collect "$D")"
 
-# Second pass: skip, resume, finish; corpus and student are skipped with a message.
+# Second pass: skip, resume, finish; then the corpus and the distilled student.
 "$D/run_local.sh" >"$WORK/pass2.log" 2>&1 || { cat "$WORK/pass2.log"; fail "second pass failed"; }
 for n in $(sed -n 1,2p "$D/stages/train.txt"); do
   grep -q "\[sweep\] $n: complete, skipping" "$WORK/pass2.log" || fail "$n was not skipped"
 done
 grep -q "resuming from .*/runs/$victim/checkpoints/step_" "$WORK/pass2.log" || fail "$victim did not resume"
-grep -Eq "\[sweep\] corpus-.*: skipped: needs \`retort generate\`" "$WORK/pass2.log" || fail "corpus not skipped with a message"
-grep -Eq "\[sweep\] student-.*: skipped: needs \`retort distill\`" "$WORK/pass2.log" || fail "student not skipped with a message"
+grep -Eq "\[sweep\] corpus-.*: retort generate" "$WORK/pass2.log" || fail "the corpus was not generated"
+grep -Eq "\[sweep\] student-.*: retort distill" "$WORK/pass2.log" || fail "the student was not distilled"
 [ "$(json "$D/runs/$victim/summary.json" "j['final_val_loss']")" = \
   "$(json "$WORK/reference-summary.json" "j['final_val_loss']")" ] || fail "resumed run's final loss differs"
 
 # Third pass: nothing left to do.
 "$D/run_local.sh" >"$WORK/pass3.log" 2>&1 || fail "third pass failed"
-[ "$(grep -c 'complete, skipping' "$WORK/pass3.log")" = 5 ] || { cat "$WORK/pass3.log"; fail "third pass re-ran something"; }
+[ "$(grep -c 'complete, skipping' "$WORK/pass3.log")" = 7 ] || { cat "$WORK/pass3.log"; fail "third pass re-ran something"; }
 retort collect "$D" | tee "$WORK/collect.log"
-grep -q "6 runs: 5 complete, 0 incomplete, 1 missing" "$WORK/collect.log" || fail "collect after pass 2"
+grep -q "6 runs: 6 complete, 0 incomplete, 0 missing" "$WORK/collect.log" || fail "collect after pass 2"
 python3 - "$D/results.csv" <<'PY'
 import csv, sys
 rows = {r["name"]: r for r in csv.DictReader(open(sys.argv[1]))}
 student = [r for r in rows.values() if r["stage"] == "student"][0]
-assert student["status"] == "missing" and student["teacher"] in rows, student
+assert student["status"] == "complete" and student["teacher"] in rows, student
+assert float(student["final_val_loss"]) > 0, student
 assert student["teacher_loss"] == rows[student["teacher"]]["final_val_loss"] != "", student
 PY
 echo PASS

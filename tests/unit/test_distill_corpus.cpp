@@ -4,6 +4,8 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -119,7 +121,9 @@ void expect_round_trip(bool fp16, int gzip) {
 
 // Writes a file with h5py; `body` is Python using `f` (an open h5py.File) and np.
 void python(const std::string& code) {
-  std::string path = (stdfs::path(RETORT_BINARY_DIR) / "test_tmp" / "distill_corpus" / "script.py").string();
+  // One script per process: ctest runs the cases of this file in parallel.
+  std::string path = (stdfs::path(RETORT_BINARY_DIR) / "test_tmp" / "distill_corpus" /
+                      str_cat("script-", ::getpid(), ".py")).string();
   std::ofstream(path) << "import h5py, numpy as np, json\n" << code;
   ASSERT_EQ(std::system(("/usr/bin/python3 " + path).c_str()), 0) << code;
 }
