@@ -24,8 +24,9 @@ void apply_thread_setting(const Config& cfg);
 int run_train(const Config& cfg, bool resume);
 // retort distill (launch/distill_command.cpp): a student from a corpus or a live teacher.
 int run_distill(const Config& cfg, bool resume);
+// teacher: "" or a checkpoint; then the JSON adds kl_to_teacher and teacher_loss.
 int run_eval(const std::string& checkpoint, const std::string& tokens, int64_t seq_len,
-             int64_t max_windows, const std::string& out_json);
+             int64_t max_windows, const std::string& out_json, const std::string& teacher);
 // Writes a distillation corpus (SPEC §5; launch/generate_command.cpp, docs/DISTILLATION.md).
 int run_generate(const Config& cfg);
 int run_export(const std::string& checkpoint, const std::string& out_dir);

@@ -31,7 +31,7 @@ int run(int argc, char** argv) {
 
   JobArgs job;
   bool resume = false, info_json = false, reference = false;
-  std::string checkpoint, tokens, out;
+  std::string checkpoint, tokens, out, teacher;
   int64_t seq_len = 0, max_windows = 1'000'000'000;
 
   auto* tokenize = app.add_subcommand("tokenize", "train a SentencePiece tokenizer and write token datasets");
@@ -50,6 +50,7 @@ int run(int argc, char** argv) {
   eval->add_option("--seq-len", seq_len, "window length (default: the checkpoint's seq_len)");
   eval->add_option("--max-windows", max_windows, "evaluate at most this many windows");
   eval->add_option("--out", out, "write the result JSON here");
+  eval->add_option("--teacher", teacher, "also report KL(teacher ‖ model) and the teacher's loss on the same windows");
   auto* exp = app.add_subcommand("export", "consolidate a checkpoint into model.h5 + config.yaml");
   exp->add_option("checkpoint", checkpoint, "checkpoint directory")->required();
   exp->add_option("--out", out, "output directory")->required();
@@ -91,7 +92,7 @@ int run(int argc, char** argv) {
   if (*train) return run_train(load_job_config(job), resume);
   if (*generate) return run_generate(load_job_config(job));
   if (*distill) return run_distill(load_job_config(job), resume);
-  if (*eval) return run_eval(checkpoint, tokens, seq_len, max_windows, out);
+  if (*eval) return run_eval(checkpoint, tokens, seq_len, max_windows, out, teacher);
   if (*exp) return run_export(checkpoint, out);
   if (*info) return run_info(load_job_config(job), info_json);
   if (*bench) return run_bench(load_job_config(job));

@@ -74,7 +74,9 @@ ResultsTable parse_results_csv(std::istream& in, const std::string& source, cons
     return i;
   };
   const int in_n = require(cols.n, "--col-n");
-  const int in_loss = require(cols.loss, "--col-loss");
+  // `retort collect` writes final_val_loss: the default 'loss' falls back to it.
+  const bool collected = cols.loss == "loss" && find("loss") < 0 && find("final_val_loss") >= 0;
+  const int in_loss = require(collected ? "final_val_loss" : cols.loss, "--col-loss");
   const int in_d = find(cols.d), in_c = find(cols.c);
   if (in_d < 0 && in_c < 0)
     throw ConfigError(str_cat(source, ": needs a tokens column '", cols.d, "' or a compute column '",

@@ -13,7 +13,8 @@ struct ColumnNames {
   std::string n = "N";                        // parameters (student parameters N_S for distillation)
   std::string d = "D";                        // training tokens (D_S)
   std::string c = "C";                        // training FLOPs; used for D = C/(6N) when D is absent
-  std::string loss = "loss";                  // final loss (student loss L_S)
+  std::string loss = "loss";                  // final loss (student loss L_S); "loss" falls
+                                              // back to final_val_loss (retort collect's name)
   std::string teacher_loss = "teacher_loss";  // teacher loss L_T (distillation law only)
   // Keep only rows whose column equals the value (all must hold), e.g. {"status", "complete"}.
   // Rows filtered out are not parsed further.
