@@ -225,7 +225,8 @@ int run_generate(const Config& cfg_in) {
     todo_tokens += p.shard_count(s) * Ls;
   }
 
-  Progress progress(str_cat("rank ", mesh.rank, " tokens"), todo_tokens, 1, 0, root);
+  // Off a terminal: one line per 16 batches (and the last).
+  Progress progress(str_cat("rank ", mesh.rank, " tokens"), todo_tokens, 16, 0, root);
   const auto t0 = std::chrono::steady_clock::now();
   auto elapsed = [&] {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

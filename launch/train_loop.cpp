@@ -9,6 +9,7 @@
 #include "core/checkpoint.h"
 #include "core/fs.h"
 #include "core/lr_schedule.h"
+#include "core/preemption.h"
 #include "core/progress.h"
 #include "launch/evaluate.h"
 #include "launch/run_dir.h"
@@ -22,6 +23,15 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// Whether any rank has received a preemption signal (one small all-reduce per step, so that
+// every rank stops after the same step).
+bool any_rank_preempted(const Mesh& mesh) {
+  Tensor flag = Tensor::empty({1}, DType::I32);
+  flag.host<int32_t>()[0] = preemption_signal() ? 1 : 0;
+  if (mesh.world_size > 1) mesh.world->all_reduce(flag, ReduceOp::Max);
+  return flag.host<int32_t>()[0] != 0;
 }
 
 }  // namespace
@@ -41,6 +51,7 @@ TokenDataset open_token_split(const Config& cfg, const std::string& key, const M
 
 
 int run_train_loop(const Config& cfg, bool resume, const Mesh& mesh, TrainLoopJob& job) {
+  install_preemption_handlers();
   const bool root = mesh.is_root();  // rank 0 writes the run directory and prints progress
   Transformer& model_ref = *job.model;
   const ModelConfig& mc = model_ref.config();
@@ -133,9 +144,18 @@ int run_train_loop(const Config& cfg, bool resume, const Mesh& mesh, TrainLoopJo
       if (root) run.log_metrics({{"step", done}, {"val_loss", v.loss}, {"tokens", tokens_seen}});
       progress.message(str_cat("step ", done, ": val_loss ", v.loss, " (", v.tokens, " tokens)"));
     }
-    if ((ckpt_every > 0 && done % ckpt_every == 0) || done == steps) {
+    const bool preempted = done < steps && any_rank_preempted(mesh);
+    if ((ckpt_every > 0 && done % ckpt_every == 0) || done == steps || preempted) {
       std::string dir = save(done, wall_before + seconds_since(t_start));
       progress.message(str_cat("step ", done, ": checkpoint ", dir));
+    }
+    if (preempted) {
+      progress.finish();
+      if (root)
+        std::printf("preempted (%s) after step %lld of %lld: checkpoint written; exit %d, rerun with "
+                    "--resume to continue\n", preemption_signal() ? preemption_signal() : "a signal on another rank",
+                    static_cast<long long>(done), static_cast<long long>(steps), kPreemptedExitCode);
+      return kPreemptedExitCode;
     }
   }
   progress.finish();

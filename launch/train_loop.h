@@ -1,7 +1,8 @@
 // The training job shared by `retort train` and `retort distill` (SPEC §6): run directory,
 // model init from train.seed, resume from the latest checkpoint, the step loop (TrainStep:
 // micro-batches, DP/FSDP, clipping, AdamW) with metrics.jsonl, periodic validation on the
-// val split (SPEC §3, plain CE), atomic checkpoints, and summary.json. The caller builds the
+// val split (SPEC §3, plain CE), atomic checkpoints, and summary.json. SIGUSR1/SIGTERM on any
+// rank: checkpoint after the current step and return kPreemptedExitCode (core/preemption.h). The caller builds the
 // mesh, the model (with any LogitsLoss attached) and the batch source; the data order must
 // depend only on (seed, global sample index) so that meshes agree and resume is bitwise.
 #pragma once

@@ -333,13 +333,6 @@ void Transformer::row_parallel_residual(Tensor& out, const Tensor& resid, const 
   ops::add_inplace(out, red);
 }
 
-Tensor Transformer::enter(Backing& full_b, const Tensor& local) {
-  if (!sp()) return local;
-  Tensor full = full_b.get({R_, local.dim(1)});
-  regions_->enter_forward(full, local);
-  return full;
-}
-
 Tensor Transformer::enter_backward(Backing& dlocal_b, Tensor& dfull) {
   if (!regions_) return dfull;
   Tensor dlocal = sp() ? dlocal_b.get({Rl_, dfull.dim(1)}) : dfull;

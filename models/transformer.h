@@ -186,8 +186,6 @@ class Transformer {
   // ---- tensor-parallel marks (plain copies / matmuls when tp = 1) ----
   // out [Rl, d] = resid + leave(in W^T): a row-parallel projection added to the residual.
   void row_parallel_residual(Tensor& out, const Tensor& resid, const Tensor& in, const Tensor& w);
-  // full [R, c] ← enter(local [Rl, c]); aliases local without sp.
-  Tensor enter(Backing& full_b, const Tensor& local);
   // dlocal [Rl, c] ← enter's backward of dfull [R, c] (overwrites dfull); aliases without sp.
   Tensor enter_backward(Backing& dlocal_b, Tensor& dfull);
   // dpartial [R, c] ← leave's backward of dlocal; aliases without sp.
