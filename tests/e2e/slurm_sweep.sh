@@ -2,7 +2,8 @@
 # A real single-node Slurm (Debian slurm-wlm + munge) runs a tiny IsoFLOP sweep: `retort sweep`
 # plans configs/sweeps/isoflop-tiny.yaml, submit.sh submits its array, and after the jobs end
 # `retort collect` must see every run complete. Then launch/slurm/train.sbatch trains tiny.yaml
-# on 2 tasks (dp2, mpirun inside the allocation) to completion. Everything lives in a temp dir (munge key and
+# on 2 tasks (dp2, mpirun inside the allocation) to completion, and a preempted (SIGUSR1) run
+# requeues itself and resumes. Everything lives in a temp dir (munge key and
 # socket, slurm.conf with free non-default ports, state, logs); no system file changes. Daemons
 # are stopped by the pids in their pid files, never by name. Needs root (as slurmd does).
 # Setup follows /work/shared/notes/slurm-local.md.
@@ -143,4 +144,29 @@ done
 [ "$(json "$WORK/slurm_train/summary.json" 'len(j["memory"])')" = 2 ] || slurm_fail "train.sbatch did not run 2 ranks"
 grep -q "2 ranks on 1 node" "$WORK/train-$train_job.out" || slurm_fail "train.sbatch log lacks its header"
 echo "ok: train.sbatch ran dp2 under Slurm (job $train_job)"
+
+# 8. Preemption under Slurm: SIGUSR1 to the batch script of a long run (as --signal=B:USR1 or
+#    `scancel --signal=USR1 --batch` deliver it) → the ranks checkpoint and exit 75 → the
+#    script requeues the job → it resumes from that checkpoint and finishes.
+pre_job=$(cd "$SRC" && sbatch --parsable --ntasks-per-node=2 --cpus-per-task=1 --time=00:10:00 \
+  --output="$WORK/preempt-%j.out" --open-mode=append \
+  --export=ALL,RETORT="$RETORT_BIN",OMPI_ALLOW_RUN_AS_ROOT=1,OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+  launch/slurm/train.sbatch "$TINY" --set "data.train=$WORK/tok/train.h5" \
+  --set "data.val=$WORK/tok/val.h5" --set parallel.dp=2 --set train.steps=400 \
+  --set checkpoint.every=0 --set eval.every=0 --set train.log_every=1 \
+  --set "run.dir=$WORK/slurm_preempt") || slurm_fail "sbatch (preemption) failed"
+for i in $(seq 600); do
+  [ "$(wc -l <"$WORK/slurm_preempt/metrics.jsonl" 2>/dev/null || echo 0)" -ge 5 ] && break
+  [ "$i" = 600 ] && slurm_fail "the preemption job did not start training within 60 s"
+  sleep 0.1
+done
+scancel --signal=USR1 --batch "$pre_job" || slurm_fail "scancel --signal=USR1 failed"
+for i in $(seq 300); do
+  [ -f "$WORK/slurm_preempt/summary.json" ] && [ -z "$(squeue -h -j "$pre_job" 2>/dev/null)" ] && break
+  [ "$i" = 300 ] && { cat "$WORK"/preempt-*.out >&2; slurm_fail "the preempted job did not requeue and finish within 5 minutes"; }
+  sleep 1
+done
+grep -q "preempted and checkpointed; requeueing" "$WORK/preempt-$pre_job.out" || slurm_fail "no requeue in the job log"
+grep -q "resuming from .*step_" "$WORK/preempt-$pre_job.out" || slurm_fail "the requeued job did not resume"
+echo "ok: SIGUSR1 under Slurm → checkpoint, exit 75, requeue, resume, done (job $pre_job)"
 echo PASS
