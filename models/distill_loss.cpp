@@ -73,7 +73,9 @@ const Tensor& DistillLoss::localise_ids(int64_t Vl) {
   const int64_t begin = int64_t(tp_.rank) * Vl;
   const int32_t* src = ids_.host<int32_t>();
   int32_t* dst = local_ids_.host<int32_t>();
+  const int64_t V = int64_t(tp_.size) * Vl;
   for (int64_t i = 0; i < ids_.numel(); ++i) {
+    RETORT_CHECK(src[i] >= 0 && src[i] < V, "DistillLoss: top-k id ", src[i], " is out of range [0, ", V, ")");
     const int64_t v = int64_t(src[i]) - begin;
     dst[i] = v >= 0 && v < Vl ? int32_t(v) : -1;
   }
