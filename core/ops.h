@@ -119,6 +119,8 @@ enum class KdTail {
 void kd_topk_forward(Tensor& kl, Tensor& lse, Tensor& tail_q, const Tensor& logits,
                      const Tensor& topk_ids, const Tensor& topk_logprobs, float temperature,
                      KdTail tail);
+// lse, tail_q: as kd_topk_forward gives them (whole vocabulary). Ids may be -1 (vocabulary-
+// parallel: on another shard, skipped).
 void kd_topk_backward(Tensor& dlogits, const Tensor& logits, const Tensor& lse, const Tensor& tail_q,
                       const Tensor& topk_ids, const Tensor& topk_logprobs, float temperature,
                       KdTail tail, float scale);
@@ -128,5 +130,27 @@ void kd_dense_forward(Tensor& kl, Tensor& lse, Tensor& teacher_lse, const Tensor
 void kd_dense_backward(Tensor& dlogits, const Tensor& logits, const Tensor& lse,
                        const Tensor& teacher_logits, const Tensor& teacher_lse, float temperature,
                        float scale);
+// Vocabulary-parallel KD: logits (and teacher logits) [rows, V/tp] hold one shard of the
+// vocabulary; the caller sums over the shards between the steps (kd_topk_forward and
+// kd_dense_forward are these steps with one shard):
+//   1. kd_logsumexp on each shard, merged with logsumexp_merge → lse over the vocabulary
+//      (online: the teacher's the same way)
+//   2. kd_topk_shard_forward / kd_dense_shard_forward → each shard's part of kl (and of tail_q)
+//   3. Σ over shards of kl (and tail_q); Bucket: kd_bucket_finish
+// Backward is local: kd_topk_backward / kd_dense_backward with the global lse (and tail_q).
+// lse[r] = logsumexp(logits[r, :] / τ) over this shard.
+void kd_logsumexp(Tensor& lse, const Tensor& logits, float temperature);
+// topk_ids shard-local ([0, V/tp)) or -1 (on another shard); lse: global. Outputs [rows]:
+// kl = Σ_{i on this shard} p_i (log p_i − log q_{I_i}); tail_q = Σ_{v on this shard ∉ top-k} q_v
+// (Bucket; 0 otherwise).
+void kd_topk_shard_forward(Tensor& kl, Tensor& tail_q, const Tensor& logits, const Tensor& lse,
+                           const Tensor& topk_ids, const Tensor& topk_logprobs, float temperature,
+                           KdTail tail);
+// Bucket, on the sums over shards: tail_q ← max(tail_q, 1e-30), kl += P (log P − log tail_q).
+void kd_bucket_finish(Tensor& kl, Tensor& tail_q, const Tensor& topk_logprobs);
+// lse, teacher_lse: global. kl = Σ_{v on this shard} p_v (log p_v − log q_v) [rows].
+void kd_dense_shard_forward(Tensor& kl, const Tensor& logits, const Tensor& lse,
+                            const Tensor& teacher_logits, const Tensor& teacher_lse,
+                            float temperature);
 
 }  // namespace retort::ops

@@ -1,5 +1,6 @@
 // Knowledge-distillation ops (core/ops.h, "knowledge distillation"): shape, dtype, id and
-// aliasing checks, then the CPU kernels of core/cpu/kd_loss.cpp.
+// aliasing checks, then the CPU kernels of core/cpu/kd_loss.cpp. The whole-vocabulary forward
+// ops are the vocabulary-parallel steps with one shard.
 #include <cmath>
 
 #include "core/cpu/kernels.h"
@@ -37,20 +38,38 @@ void check_temperature(const char* op, float temperature) {
                temperature);
 }
 
-// Top-k tensors [rows, k] with ids in [0, V); returns k.
-int64_t check_topk(const char* op, const Tensor& ids, const Tensor& logp, int64_t rows, int64_t V) {
-  need(op, "topk_ids", ids, DType::I32);
+// topk_logprobs [rows, k]; returns k.
+int64_t check_logprobs(const char* op, const Tensor& logp, int64_t rows) {
   need(op, "topk_logprobs", logp, DType::F32);
+  const int64_t k = logp.ndim() >= 1 ? logp.dim(-1) : 0;
+  RETORT_CHECK(k > 0 && logp.numel() == rows * k, op, ": topk_logprobs ", shape_str(logp.shape()),
+               " must be [rows = ", rows, ", k > 0]");
+  return k;
+}
+
+// Top-k tensors [rows, k] with ids in [0, V) (shard: V of this shard, or -1 = on another
+// shard); returns k.
+int64_t check_topk(const char* op, const Tensor& ids, const Tensor& logp, int64_t rows, int64_t V,
+                   bool shard) {
+  need(op, "topk_ids", ids, DType::I32);
+  const int64_t k = check_logprobs(op, logp, rows);
   RETORT_CHECK(ids.shape() == logp.shape(), op, ": topk_ids ", shape_str(ids.shape()),
                " and topk_logprobs ", shape_str(logp.shape()), " differ in shape");
-  const int64_t k = ids.ndim() >= 1 ? ids.dim(-1) : 0;
-  RETORT_CHECK(k > 0 && k <= V && ids.numel() == rows * k, op, ": topk_ids ",
-               shape_str(ids.shape()), " must be [rows = ", rows, ", k] with 0 < k <= V = ", V);
+  RETORT_CHECK(shard || k <= V, op, ": topk_ids ", shape_str(ids.shape()), " has k > V = ", V);
   const int32_t* p = ids.host<int32_t>();
   for (int64_t i = 0; i < ids.numel(); ++i)
-    RETORT_CHECK(p[i] >= 0 && p[i] < V, op, ": topk_ids[", i, "] = ", p[i],
-                 " is out of range [0, ", V, ")");
+    RETORT_CHECK((p[i] >= 0 || (shard && p[i] == -1)) && p[i] < V, op, ": topk_ids[", i, "] = ",
+                 p[i], " is out of range [0, ", V, ")", shard ? " (or -1: on another shard)" : "");
   return k;
+}
+
+// Teacher logits of the logits' shape [rows, V].
+void check_teacher(const char* op, const Tensor& teacher, int64_t rows, int64_t V,
+                   const Tensor& logits) {
+  need(op, "teacher_logits", teacher, DType::F32);
+  RETORT_CHECK(teacher.numel() == rows * V && teacher.dim(-1) == V, op, ": teacher_logits ",
+               shape_str(teacher.shape()), " vs logits ", shape_str(logits.shape()),
+               " (same rows and vocabulary needed)");
 }
 
 void check_dlogits(const char* op, const Tensor& dlogits, const Tensor& logits) {
@@ -67,19 +86,64 @@ int tail_code(KdTail tail) { return tail == KdTail::Bucket ? 1 : 0; }
 
 }  // namespace
 
+void kd_logsumexp(Tensor& lse, const Tensor& logits, float temperature) {
+  const char* op = "kd_logsumexp";
+  const auto [rows, V] = logits_dims(op, logits);
+  per_row(op, "lse", lse, rows);
+  check_temperature(op, temperature);
+  cpu::kd_logsumexp(lse.data<float>(), logits.data<float>(), rows, V, 1.0f / temperature);
+}
+
+void kd_topk_shard_forward(Tensor& kl, Tensor& tail_q, const Tensor& logits, const Tensor& lse,
+                           const Tensor& topk_ids, const Tensor& topk_logprobs, float temperature,
+                           KdTail tail) {
+  const char* op = "kd_topk_shard_forward";
+  const auto [rows, V] = logits_dims(op, logits);
+  per_row(op, "kl", kl, rows);
+  per_row(op, "tail_q", tail_q, rows);
+  per_row(op, "lse", lse, rows);
+  check_temperature(op, temperature);
+  const int64_t k = check_topk(op, topk_ids, topk_logprobs, rows, V, true);
+  cpu::kd_topk_shard_forward(kl.data<float>(), tail_q.data<float>(), logits.data<float>(),
+                             lse.data<float>(), topk_ids.data<int32_t>(),
+                             topk_logprobs.data<float>(), rows, V, k, 1.0f / temperature,
+                             tail_code(tail));
+}
+
+void kd_bucket_finish(Tensor& kl, Tensor& tail_q, const Tensor& topk_logprobs) {
+  const char* op = "kd_bucket_finish";
+  need(op, "kl", kl, DType::F32);
+  const int64_t rows = kl.numel();
+  per_row(op, "tail_q", tail_q, rows);
+  const int64_t k = check_logprobs(op, topk_logprobs, rows);
+  cpu::kd_bucket_finish(kl.data<float>(), tail_q.data<float>(), topk_logprobs.data<float>(), rows, k);
+}
+
+void kd_dense_shard_forward(Tensor& kl, const Tensor& logits, const Tensor& lse,
+                            const Tensor& teacher_logits, const Tensor& teacher_lse,
+                            float temperature) {
+  const char* op = "kd_dense_shard_forward";
+  const auto [rows, V] = logits_dims(op, logits);
+  check_teacher(op, teacher_logits, rows, V, logits);
+  per_row(op, "kl", kl, rows);
+  per_row(op, "lse", lse, rows);
+  per_row(op, "teacher_lse", teacher_lse, rows);
+  check_temperature(op, temperature);
+  cpu::kd_dense_shard_forward(kl.data<float>(), logits.data<float>(), teacher_logits.data<float>(),
+                              lse.data<float>(), teacher_lse.data<float>(), rows, V,
+                              1.0f / temperature);
+}
+
+// One shard holding the whole vocabulary: the steps above without the sums.
 void kd_topk_forward(Tensor& kl, Tensor& lse, Tensor& tail_q, const Tensor& logits,
                      const Tensor& topk_ids, const Tensor& topk_logprobs, float temperature,
                      KdTail tail) {
   const char* op = "kd_topk_forward";
   const auto [rows, V] = logits_dims(op, logits);
-  per_row(op, "kl", kl, rows);
-  per_row(op, "lse", lse, rows);
-  per_row(op, "tail_q", tail_q, rows);
-  check_temperature(op, temperature);
-  const int64_t k = check_topk(op, topk_ids, topk_logprobs, rows, V);
-  cpu::kd_topk_forward(kl.data<float>(), lse.data<float>(), tail_q.data<float>(),
-                       logits.data<float>(), topk_ids.data<int32_t>(), topk_logprobs.data<float>(),
-                       rows, V, k, 1.0f / temperature, tail_code(tail));
+  check_topk(op, topk_ids, topk_logprobs, rows, V, false);
+  kd_logsumexp(lse, logits, temperature);
+  kd_topk_shard_forward(kl, tail_q, logits, lse, topk_ids, topk_logprobs, temperature, tail);
+  if (tail == KdTail::Bucket) kd_bucket_finish(kl, tail_q, topk_logprobs);
 }
 
 void kd_topk_backward(Tensor& dlogits, const Tensor& logits, const Tensor& lse, const Tensor& tail_q,
@@ -91,7 +155,7 @@ void kd_topk_backward(Tensor& dlogits, const Tensor& logits, const Tensor& lse, 
   per_row(op, "lse", lse, rows);
   per_row(op, "tail_q", tail_q, rows);
   check_temperature(op, temperature);
-  const int64_t k = check_topk(op, topk_ids, topk_logprobs, rows, V);
+  const int64_t k = check_topk(op, topk_ids, topk_logprobs, rows, V, true);
   cpu::kd_topk_backward(dlogits.data<float>(), logits.data<float>(), lse.data<float>(),
                         tail_q.data<float>(), topk_ids.data<int32_t>(), topk_logprobs.data<float>(),
                         rows, V, k, 1.0f / temperature, tail_code(tail), scale);
@@ -101,17 +165,10 @@ void kd_dense_forward(Tensor& kl, Tensor& lse, Tensor& teacher_lse, const Tensor
                       const Tensor& teacher_logits, float temperature) {
   const char* op = "kd_dense_forward";
   const auto [rows, V] = logits_dims(op, logits);
-  need(op, "teacher_logits", teacher_logits, DType::F32);
-  RETORT_CHECK(teacher_logits.numel() == rows * V && teacher_logits.dim(-1) == V, op,
-               ": teacher_logits ", shape_str(teacher_logits.shape()), " vs logits ",
-               shape_str(logits.shape()), " (same rows and vocabulary needed)");
-  per_row(op, "kl", kl, rows);
-  per_row(op, "lse", lse, rows);
-  per_row(op, "teacher_lse", teacher_lse, rows);
-  check_temperature(op, temperature);
-  cpu::kd_dense_forward(kl.data<float>(), lse.data<float>(), teacher_lse.data<float>(),
-                        logits.data<float>(), teacher_logits.data<float>(), rows, V,
-                        1.0f / temperature);
+  check_teacher(op, teacher_logits, rows, V, logits);
+  kd_logsumexp(lse, logits, temperature);
+  kd_logsumexp(teacher_lse, teacher_logits, temperature);
+  kd_dense_shard_forward(kl, logits, lse, teacher_logits, teacher_lse, temperature);
 }
 
 void kd_dense_backward(Tensor& dlogits, const Tensor& logits, const Tensor& lse,
@@ -120,10 +177,7 @@ void kd_dense_backward(Tensor& dlogits, const Tensor& logits, const Tensor& lse,
   const char* op = "kd_dense_backward";
   const auto [rows, V] = logits_dims(op, logits);
   check_dlogits(op, dlogits, logits);
-  need(op, "teacher_logits", teacher_logits, DType::F32);
-  RETORT_CHECK(teacher_logits.numel() == rows * V && teacher_logits.dim(-1) == V, op,
-               ": teacher_logits ", shape_str(teacher_logits.shape()), " vs logits ",
-               shape_str(logits.shape()), " (same rows and vocabulary needed)");
+  check_teacher(op, teacher_logits, rows, V, logits);
   per_row(op, "lse", lse, rows);
   per_row(op, "teacher_lse", teacher_lse, rows);
   check_temperature(op, temperature);

@@ -5,10 +5,11 @@
 #include "core/checkpoint.h"
 #include "core/config.h"
 #include "core/fs.h"
+#include "parallel/tensor_parallel.h"
 
 namespace retort {
 
-LoadedModel load_checkpoint_model(const std::string& path) {
+LoadedModel load_checkpoint_model(const std::string& path, const TpLayout& tp) {
   LoadedModel out;
   out.dir = resolve_checkpoint_dir(path);
   const std::string config_path = out.dir + "/config.yaml";
@@ -29,10 +30,20 @@ LoadedModel load_checkpoint_model(const std::string& path) {
   } catch (const ConfigError& e) {
     throw Error(e.what());  // a bad checkpoint is a runtime error, not a usage error
   }
-  out.model = std::make_unique<Transformer>(mc);
-  std::vector<NamedTensor> weights;
-  for (const auto& p : out.model->parameters()) weights.push_back({p.name, p.value});
+  if (tp.size > 1 && (mc.n_kv_heads % tp.size || mc.d_ff % tp.size || mc.vocab_size % tp.size))
+    throw ConfigError(str_cat(config_path, ": parallel.tp = ", tp.size, " needs the model's n_kv_heads (",
+                              mc.n_kv_heads, "), d_ff (", mc.d_ff, ") and vocab_size (", mc.vocab_size,
+                              ") divisible by it"));
+  out.model = std::make_unique<Transformer>(mc, tp);
+  const auto& ps = out.model->parameters();
+  std::vector<NamedTensor> weights;  // tp > 1: whole tensors, then this rank's slices
+  for (const auto& p : ps) weights.push_back({p.name, tp.size > 1 ? Tensor::empty(p.global_shape) : p.value});
   load_model_weights(out.dir, weights);
+  if (tp.size > 1)
+    for (size_t i = 0; i < ps.size(); ++i) {
+      Tensor local = ps[i].value;
+      copy_tp_slice(local, ps[i], weights[i].tensor);
+    }
   return out;
 }
 

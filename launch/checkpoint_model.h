@@ -14,7 +14,9 @@ struct LoadedModel {
 };
 
 // `path`: checkpoint dir, exported dir, run dir or checkpoints/ dir. Only the `model:`
-// section of config.yaml is read, so exports of other tools load too.
-LoadedModel load_checkpoint_model(const std::string& path);
+// section of config.yaml is read, so exports of other tools load too. With tp.size > 1 the
+// model is built for that tensor-parallel layout and holds this rank's slices (any checkpoint
+// form, any mesh wrote it); the caller sets its regions object before the first forward.
+LoadedModel load_checkpoint_model(const std::string& path, const TpLayout& tp = {});
 
 }  // namespace retort

@@ -8,6 +8,8 @@
 //                             one is set, else windows of data.train.
 // λ = 0 on a corpus is plain CE on the corpus tokens (sequence-level distillation).
 // Student, corpus and teacher must share vocab_size and tokenizer_sha256. docs/DISTILLATION.md.
+// Meshes as `retort train` (dp, fsdp, tp, sp); under tp the KD loss is vocabulary-parallel
+// and the online teacher holds this rank's tp slices (models/distill_loss.h).
 #include <yaml-cpp/yaml.h>
 
 #include <cmath>
@@ -23,6 +25,7 @@
 #include "models/distill_loss.h"
 #include "parallel/job_check.h"
 #include "parallel/mesh.h"
+#include "parallel/tensor_parallel.h"
 
 namespace retort {
 
@@ -62,9 +65,7 @@ std::pair<std::string, std::string> teacher_tokenizer(const LoadedModel& teacher
 int run_distill(const Config& cfg, bool resume) {
   Mesh mesh = make_mesh(cfg);
   check_same_job(mesh, cfg);
-  if (mesh.tp > 1)
-    cfg.fail("parallel.tp", "distill does not run under tensor parallelism yet (the KD loss is not "
-                            "vocabulary-parallel); use parallel.dp and parallel.fsdp");
+  check_mesh_fits_model(mesh, cfg);
   apply_thread_setting(cfg);
   const ModelConfig mc = ModelConfig::from_config(cfg);
   const std::string corpus_dir = cfg.get_string("distill.corpus");
@@ -104,9 +105,14 @@ int run_distill(const Config& cfg, bool resume) {
                        manifest, "): its top-k log-probabilities are at that temperature"));
     corpus_batches.emplace(*corpus, seed);
   }
+  // Under tp the KD loss is vocabulary-parallel and the teacher is tp-sliced like the student
+  // (its logits are the same vocabulary shard); both communicate through this regions object.
+  std::optional<TensorParallel> tp_regions;
+  if (mesh.tp > 1) tp_regions.emplace(mesh.tp_comm, mesh.sp);
   std::optional<LoadedModel> teacher;
   if (!teacher_dir.empty()) {
-    teacher = load_checkpoint_model(teacher_dir);
+    teacher = load_checkpoint_model(teacher_dir, mesh.tp_layout());
+    if (tp_regions) teacher->model->set_tensor_parallel(&*tp_regions);
     const ModelConfig& tc = teacher->model->config();
     check_same_vocab(str_cat("model.vocab_size of the teacher (", teacher->dir, "/config.yaml)"),
                      tc.vocab_size, student_what, mc.vocab_size);
@@ -135,10 +141,11 @@ int run_distill(const Config& cfg, bool resume) {
                               "-token training sequences"));
   const BatchGeometry geo = BatchGeometry::from_config(cfg, T, mesh.data_ranks());
 
-  Transformer model(mc);
+  Transformer model(mc, mesh.tp_layout());
   std::optional<DistillLoss> kd;
   if (lambda > 0) {
     kd.emplace(lambda, tau, tail);
+    if (tp_regions) kd->set_tensor_parallel(&*tp_regions, model.tp_layout());
     model.set_logits_loss(&*kd, kd->ce_weight());
   }
   const bool topk = kd && !teacher;  // the teacher distribution comes from the corpus
@@ -156,7 +163,7 @@ int run_distill(const Config& cfg, bool resume) {
     if (corpus_batches) corpus_batches->fill(first, count, inputs, targets, ids, logp);
     else windows->fill_batch(first, count, inputs, targets);
     if (topk) kd->set_topk(ids, logp);
-    if (teacher) {  // frozen teacher, forward only on this micro-batch; logits [R, V]
+    if (teacher) {  // frozen teacher, forward only on this micro-batch; logits [R, V/tp]
       teacher->model->evaluate(inputs, targets);
       kd->set_teacher_logits(teacher->model->logits());
     }

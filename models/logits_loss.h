@@ -5,7 +5,9 @@
 //
 // forward() runs right after the head computes the logits [R, V] (R = B·T rows in batch
 // order); backward() ADDS its gradient into dlogits before the head's backward matmuls
-// (dlogits is a separate buffer then, so the logits stay readable).
+// (dlogits is a separate buffer then, so the logits stay readable). Under tensor parallelism
+// the logits are this rank's vocabulary shard [R, V/tp] (all R rows, also with sp); a loss
+// over the whole vocabulary communicates itself (DistillLoss::set_tensor_parallel).
 #pragma once
 #include "core/tensor.h"
 

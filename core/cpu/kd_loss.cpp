@@ -10,6 +10,15 @@
 // Dense teacher (logits t [V]):  p = softmax(t/τ), KL = Σ_v p_v (log p_v − s_v),
 //                dKL/dz_v = (q_v − p_v)/τ
 // Backward ADDS scale · dKL/dz into dlogits (dlogits must not alias the logits).
+//
+// Vocabulary-parallel: the logits (and dense teacher logits) hold one shard [V/tp] of the
+// vocabulary. Forward is split so the caller can sum over shards in between:
+//   kd_logsumexp           shard lse of z/τ (the caller merges the shards' lse)
+//   kd_topk_shard_forward  Σ over the top-k ids on this shard (ids shard-local, -1 elsewhere)
+//                          of p_i (log p_i − s_{I_i}), and this shard's part of Q (bucket)
+//   kd_bucket_finish       after the shards' sums: Q floored, KL += P (log P − log Q)
+//   kd_dense_shard_forward Σ over this shard's v of p_v (log p_v − s_v), global lse_s, lse_t
+// Backward is local given the global lse and Q (ids of other shards, -1, are skipped).
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -56,9 +65,14 @@ inline double topk_probs(double* p, const float* logp, int64_t k, int tail, doub
 
 }  // namespace
 
-void kd_topk_forward(float* kl, float* lse_s, float* tail_q, const float* logits,
-                     const int32_t* ids, const float* logp, int64_t rows, int64_t V, int64_t k,
-                     float inv_tau, int tail) {
+void kd_logsumexp(float* lse, const float* logits, int64_t rows, int64_t V, float inv_tau) {
+#pragma omp parallel for schedule(static) if (rows * V >= 16384)
+  for (int64_t r = 0; r < rows; ++r) lse[r] = lse_scaled(logits + r * V, V, inv_tau);
+}
+
+void kd_topk_shard_forward(float* kl, float* tail_q, const float* logits, const float* lse_s,
+                           const int32_t* ids, const float* logp, int64_t rows, int64_t V,
+                           int64_t k, float inv_tau, int tail) {
 #pragma omp parallel if (rows * V >= 16384)
   {
     std::vector<double> p(k);
@@ -68,27 +82,38 @@ void kd_topk_forward(float* kl, float* lse_s, float* tail_q, const float* logits
       const float* x = logits + r * V;
       const int32_t* id = ids + r * k;
       const float* lp = logp + r * k;
-      const float lse = lse_scaled(x, V, inv_tau);
-      lse_s[r] = lse;
+      const float lse = lse_s[r];
       double log_norm = 0;
-      const double P = topk_probs(p.data(), lp, k, tail, &log_norm);
-      double sum = 0;  // Σ_i p_i (log p_i − s_{I_i})
+      topk_probs(p.data(), lp, k, tail, &log_norm);
+      double sum = 0;  // Σ_{i here} p_i (log p_i − s_{I_i})
       for (int64_t i = 0; i < k; ++i)
-        if (p[i] > 0) sum += p[i] * ((double(lp[i]) - log_norm) - (double(x[id[i]]) * inv_tau - lse));
-      if (tail == 1) {
-        for (int64_t i = 0; i < k; ++i) outside[id[i]] = 0.0f;
-        float sq = 0.0f;  // Σ_{v∉I} exp(z_v/τ − lse) = Q
-#pragma omp simd reduction(+ : sq)
-        for (int64_t v = 0; v < V; ++v) sq += outside[v] * exp_fast(x[v] * inv_tau - lse);
-        for (int64_t i = 0; i < k; ++i) outside[id[i]] = 1.0f;
-        const float Q = std::max(sq, kMinTail);
-        tail_q[r] = Q;
-        if (P > 0) sum += P * (std::log(P) - std::log(double(Q)));
-      } else {
-        tail_q[r] = 0.0f;
-      }
+        if (id[i] >= 0 && p[i] > 0)
+          sum += p[i] * ((double(lp[i]) - log_norm) - (double(x[id[i]]) * inv_tau - lse));
       kl[r] = float(sum);
+      if (tail != 1) {
+        tail_q[r] = 0.0f;
+        continue;
+      }
+      for (int64_t i = 0; i < k; ++i)
+        if (id[i] >= 0) outside[id[i]] = 0.0f;
+      float sq = 0.0f;  // Σ_{v here, ∉I} exp(z_v/τ − lse)
+#pragma omp simd reduction(+ : sq)
+      for (int64_t v = 0; v < V; ++v) sq += outside[v] * exp_fast(x[v] * inv_tau - lse);
+      for (int64_t i = 0; i < k; ++i)
+        if (id[i] >= 0) outside[id[i]] = 1.0f;
+      tail_q[r] = sq;
     }
+  }
+}
+
+void kd_bucket_finish(float* kl, float* tail_q, const float* logp, int64_t rows, int64_t k) {
+  std::vector<double> p(k);
+  for (int64_t r = 0; r < rows; ++r) {
+    double log_norm = 0;
+    const double P = topk_probs(p.data(), logp + r * k, k, 1, &log_norm);
+    const float Q = std::max(tail_q[r], kMinTail);
+    tail_q[r] = Q;
+    if (P > 0) kl[r] = float(double(kl[r]) + P * (std::log(P) - std::log(double(Q))));
   }
 }
 
@@ -113,6 +138,7 @@ void kd_topk_backward(float* dlogits, const float* logits, const float* lse_s, c
       for (int64_t v = 0; v < V; ++v) d[v] += cq * exp_fast(x[v] * inv_tau - lse);
       // On the top-k: c·(q_v − p_v) in total, i.e. add c·(q_v·ratio − p_v).
       for (int64_t i = 0; i < k; ++i) {
+        if (id[i] < 0) continue;  // on another shard
         const double q = std::exp(double(x[id[i]]) * inv_tau - double(lse));
         d[id[i]] += float(c * (q * ratio - p[i]));
       }
@@ -120,17 +146,15 @@ void kd_topk_backward(float* dlogits, const float* logits, const float* lse_s, c
   }
 }
 
-void kd_dense_forward(float* kl, float* lse_s, float* lse_t, const float* logits,
-                      const float* teacher, int64_t rows, int64_t V, float inv_tau) {
+void kd_dense_shard_forward(float* kl, const float* logits, const float* teacher,
+                            const float* lse_s, const float* lse_t, int64_t rows, int64_t V,
+                            float inv_tau) {
 #pragma omp parallel for schedule(static) if (rows * V >= 16384)
   for (int64_t r = 0; r < rows; ++r) {
     const float* x = logits + r * V;
     const float* t = teacher + r * V;
-    const float ls = lse_scaled(x, V, inv_tau), lt = lse_scaled(t, V, inv_tau);
-    lse_s[r] = ls;
-    lse_t[r] = lt;
-    const float dl = lt - ls;
-    float sum = 0.0f;  // Σ_v p_v ((t_v − z_v)/τ − (lse_t − lse_s))
+    const float lt = lse_t[r], dl = lt - lse_s[r];
+    float sum = 0.0f;  // Σ_{v here} p_v ((t_v − z_v)/τ − (lse_t − lse_s))
 #pragma omp simd reduction(+ : sum)
     for (int64_t v = 0; v < V; ++v)
       sum += exp_fast(t[v] * inv_tau - lt) * ((t[v] - x[v]) * inv_tau - dl);

@@ -83,18 +83,24 @@ void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, float l
                 float beta2, float eps, float weight_decay, int64_t step);
 
 // ---- kd_loss.cpp (knowledge distillation; see core/ops.h) --------------------------------
-// logits: [rows, V]; ids, logp: [rows, k]; tail: 0 = renormalize, 1 = bucket.
-// Forward: kl, lse_s (logsumexp(logits/τ)), tail_q (bucket: student mass off the top-k) [rows].
-void kd_topk_forward(float* kl, float* lse_s, float* tail_q, const float* logits,
-                     const int32_t* ids, const float* logp, int64_t rows, int64_t V, int64_t k,
-                     float inv_tau, int tail);
-// dlogits += scale · dKL/dlogits (must not alias logits).
+// logits: [rows, V] (V: this shard's vocabulary); ids, logp: [rows, k], ids shard-local or -1;
+// tail: 0 = renormalize, 1 = bucket. lse_s, lse_t: logsumexp(·/τ) over the whole vocabulary.
+// lse[r] = logsumexp(logits[r, :] · inv_tau) over this shard.
+void kd_logsumexp(float* lse, const float* logits, int64_t rows, int64_t V, float inv_tau);
+// kl = this shard's part of the top-k sum; tail_q = its part of Q (bucket; 0 otherwise) [rows].
+void kd_topk_shard_forward(float* kl, float* tail_q, const float* logits, const float* lse_s,
+                           const int32_t* ids, const float* logp, int64_t rows, int64_t V,
+                           int64_t k, float inv_tau, int tail);
+// Bucket, on the shards' sums: tail_q = max(Q, 1e-30), kl += P (log P − log Q).
+void kd_bucket_finish(float* kl, float* tail_q, const float* logp, int64_t rows, int64_t k);
+// dlogits += scale · dKL/dlogits (must not alias logits); tail_q: the global Q.
 void kd_topk_backward(float* dlogits, const float* logits, const float* lse_s, const float* tail_q,
                       const int32_t* ids, const float* logp, int64_t rows, int64_t V, int64_t k,
                       float inv_tau, int tail, float scale);
-// teacher: [rows, V] logits. Forward: kl, lse_s, lse_t [rows].
-void kd_dense_forward(float* kl, float* lse_s, float* lse_t, const float* logits,
-                      const float* teacher, int64_t rows, int64_t V, float inv_tau);
+// teacher: [rows, V] logits (the same shard). kl = this shard's part of the dense KL [rows].
+void kd_dense_shard_forward(float* kl, const float* logits, const float* teacher,
+                            const float* lse_s, const float* lse_t, int64_t rows, int64_t V,
+                            float inv_tau);
 void kd_dense_backward(float* dlogits, const float* logits, const float* lse_s,
                        const float* teacher, const float* lse_t, int64_t rows, int64_t V,
                        float inv_tau, float scale);
