@@ -43,7 +43,7 @@ std::string plan_csv(const SweepSpec& spec, const SweepPlan& plan) {
   std::string out =
       "name,stage,protocol,size,d_model,n_heads,N,N_nonemb,budget,tokens_per_param,D,steps,"
       "batch_tokens,warmup_steps,flops_per_token,C,budget_error,teacher,corpus,c_student,"
-      "c_teacher_logits,c_teacher_pretrain,c_eq9,flops_mode,config,run_dir,needs\n";
+      "c_teacher_logits,c_teacher_pretrain,c_eq9,flops_mode,config,run_dir\n";
   const int64_t batch = spec.base.get_int("train.batch_tokens");
   const std::string mode = flops_mode_name(spec.flops);
   for (const PlannedRun& r : plan.runs) {
@@ -59,13 +59,13 @@ std::string plan_csv(const SweepSpec& spec, const SweepPlan& plan) {
                    corpus ? "" : std::to_string(r.warmup_steps), ",", num(r.flops_per_token), ",",
                    num(r.compute), ",", err, ",", r.teacher, ",", r.corpus, ",", num(r.c_student), ",",
                    num(r.c_teacher_logits), ",", num(r.c_teacher_pretrain), ",", num(r.c_eq9()), ",",
-                   mode, ",", csv(r.config_path), ",", csv(r.run_dir), ",", csv(r.needs), "\n");
+                   mode, ",", csv(r.config_path), ",", csv(r.run_dir), "\n");
   }
   // One row per protocol: the compute of every distinct run it needs (Eq. 9 terms summed).
   for (const ProtocolTotal& t : plan.totals)
     out += str_cat("total:", t.protocol, ",total,", t.protocol, ",,,,,,,,,,,,,",
                    num(t.total()), ",,,,", num(t.c_student), ",", num(t.c_teacher_logits), ",",
-                   num(t.c_teacher_pretrain), ",", num(t.total()), ",", mode, ",,,\n");
+                   num(t.c_teacher_pretrain), ",", num(t.total()), ",", mode, ",,\n");
   return out;
 }
 
@@ -83,7 +83,7 @@ RANKS=${RANKS:-)SH", spec.ranks, R"SH(}
 name=${1:?usage: run_one.sh NAME}
 row=$(awk -F'\t' -v n="$name" '$1 == n' "$HERE/runs.tsv")
 [ -n "$row" ] || { echo "run_one.sh: no run named '$name' in $HERE/runs.tsv" >&2; exit 1; }
-IFS=$'\t' read -r _ cmd config rundir needs <<<"$row"
+IFS=$'\t' read -r _ cmd config rundir <<<"$row"
 
 if [ "$cmd" = generate ]; then
   [ -f "$rundir/manifest.json" ] && { echo "[sweep] $name: complete, skipping"; exit 0; }
@@ -209,8 +209,7 @@ int run_sweep(const std::string& sweep_path, const std::vector<std::string>& ove
   std::string tsv, lists[3];
   for (const PlannedRun& r : plan.runs) {
     fs::write_file_atomic(r.config_path, planned_config_yaml(spec, plan, r));
-    tsv += str_cat(r.name, "\t", stage_command(r.stage), "\t", r.config_path, "\t", r.run_dir, "\t",
-                   r.needs.empty() ? "-" : r.needs, "\n");
+    tsv += str_cat(r.name, "\t", stage_command(r.stage), "\t", r.config_path, "\t", r.run_dir, "\n");
     lists[static_cast<int>(r.stage)] += r.name + "\n";
   }
   fs::write_file_atomic(dir + "/runs.tsv", tsv);

@@ -476,7 +476,6 @@ class Planner {
     run.c_student = run.compute;
     run.c_teacher_logits = forward_flops_per_token(t.model, s_.flops) * run.tokens;
     run.c_teacher_pretrain = t.compute;
-    run.needs = "generate/distill (not available yet)";
     index_[name] = &students_.emplace_back(std::move(run));
   }
 
@@ -531,7 +530,6 @@ class Planner {
       run.compute = run.flops_per_token * run.tokens;
       run.c_teacher_logits = run.compute;
       run.teacher = t;
-      run.needs = "generate/distill (not available yet)";
       index_[name] = &corpora_.emplace_back(std::move(run));
     }
   }

@@ -91,7 +91,6 @@ struct PlannedRun {
   // Eq. 9 terms (students: their own; train runs: c_student = compute; corpora: logits).
   double c_student = 0, c_teacher_logits = 0, c_teacher_pretrain = 0;
   double c_eq9() const { return c_student + c_teacher_logits + c_teacher_pretrain; }
-  std::string needs;            // "" or what is missing to run it
   std::string config_path, run_dir;  // absolute
 };
 

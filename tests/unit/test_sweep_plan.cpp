@@ -135,7 +135,6 @@ TEST(SweepPlan, DistillationProtocolsFollowEq9) {
       EXPECT_DOUBLE_EQ(r.compute, forward_flops_per_token(t->model, FlopsMode::Exact) * r.tokens);
       for (const PlannedRun& s : plan.runs)
         if (s.corpus == r.name) EXPECT_GE(r.tokens, s.tokens);  // long enough for every student
-      EXPECT_FALSE(r.needs.empty());
     }
     if (r.stage != Stage::Student) continue;
     ++students;
@@ -151,7 +150,6 @@ TEST(SweepPlan, DistillationProtocolsFollowEq9) {
     if (r.budget > 0) EXPECT_LE(std::abs(r.c_student / r.budget - 1), 0.01) << r.name;
     if (r.tokens_per_param > 0)
       EXPECT_LE(std::abs(r.tokens / (r.tokens_per_param * r.model.n_params_nonemb()) - 1), 0.01);
-    EXPECT_FALSE(r.needs.empty());
   }
   // ftis: 1 teacher × 2 students; itfs: 2 teachers × 1; ftfs: the same teacher × 3 ratios.
   EXPECT_EQ(students, 2 + 2 + 3);
