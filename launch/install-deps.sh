@@ -16,6 +16,7 @@ PACKAGES=(
   python3-torch python3-h5py python3-numpy   # PyTorch reference tests and benchmark
   python3-matplotlib                  # plots
   slurm-wlm munge                     # real single-node Slurm test (tests/e2e/slurm_sweep.sh)
+  procps                              # pgrep in the failure tests
 )
 
 missing=()
