@@ -8,6 +8,7 @@
 
 #include "core/checkpoint.h"
 #include "core/fs.h"
+#include "core/loss_spike.h"
 #include "core/lr_schedule.h"
 #include "core/preemption.h"
 #include "core/progress.h"
@@ -118,6 +119,10 @@ int run_train_loop(const Config& cfg, bool resume, const Mesh& mesh, TrainLoopJo
   auto t_log = t_start;
   int64_t tokens_at_log = tokens_seen;
   double last_val = -1;
+  const int64_t max_skipped = cfg.get_int("train.max_skipped");
+  const double spike_threshold = cfg.get_float("train.spike_zscore");
+  LossSpikeDetector spikes;
+  int64_t skipped_total = 0, skipped_in_a_row = 0;
   for (int64_t step = start_step; step < steps; ++step) {
     const double lr = schedule.at(step);
     if (job.before_step) job.before_step(step);
@@ -125,7 +130,21 @@ int run_train_loop(const Config& cfg, bool resume, const Mesh& mesh, TrainLoopJo
     tokens_seen += geo.tokens_per_step();
     const int64_t done = step + 1;
     const double wall = wall_before + seconds_since(t_start);
-    if (done % log_every == 0 || done == steps) {
+    if (r.skipped) {  // train.nonfinite: skip
+      ++skipped_total;
+      progress.message(str_cat("step ", done, ": non-finite loss (", r.loss, ") or gradient norm (",
+                               r.grad_norm, "): update skipped (", ++skipped_in_a_row, " in a row, ",
+                               skipped_total, " in all)"));
+      if (skipped_in_a_row > max_skipped)
+        throw Error(str_cat("step ", done, ": ", skipped_in_a_row, " consecutive non-finite steps "
+                            "(train.max_skipped = ", max_skipped, "); lower train.lr or check the data"));
+    } else {
+      skipped_in_a_row = 0;
+    }
+    const double z = r.skipped ? 0.0 : spikes.add(r.loss);
+    const bool spike = spike_threshold > 0 && z > spike_threshold;
+    if (spike) progress.message(str_cat("step ", done, ": loss spike, ", r.loss, " is ", z, " sd above the last 50 steps"));
+    if (done % log_every == 0 || done == steps || r.skipped || spike) {
       double tok_s = (tokens_seen - tokens_at_log) / std::max(1e-9, seconds_since(t_log));
       t_log = Clock::now();
       tokens_at_log = tokens_seen;
@@ -133,6 +152,8 @@ int run_train_loop(const Config& cfg, bool resume, const Mesh& mesh, TrainLoopJo
       if (job.extra_metrics) job.extra_metrics(r, line);
       line.update({{"lr", lr}, {"grad_norm", r.grad_norm}, {"tokens", tokens_seen},
                    {"tokens_per_s", tok_s}, {"wall_s", wall}});
+      if (skipped_total > 0) line["skipped_steps"] = skipped_total;
+      if (spike) line["loss_spike_z"] = z;
       if (root) run.log_metrics(line);
       char detail[160];
       std::snprintf(detail, sizeof detail, "loss %.4f | lr %.2e | %.0f tok/s", r.loss, lr, tok_s);

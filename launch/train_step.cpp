@@ -1,6 +1,7 @@
 #include "launch/train_step.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 
 #include "core/ops.h"
@@ -40,6 +41,12 @@ std::string checkpoint_format(const Config& cfg, const Mesh& mesh) {
   return f;
 }
 
+std::string nonfinite_policy(const Config& cfg) {
+  const std::string p = cfg.get_string("train.nonfinite");
+  if (p != "stop" && p != "skip") cfg.fail("train.nonfinite", str_cat("must be stop or skip, got '", p, "'"));
+  return p;
+}
+
 std::vector<OptimizedTensor> optimized_tensors(Transformer& model) {
   std::vector<OptimizedTensor> out;
   for (const auto& p : model.parameters()) out.push_back({p.name, p.value, p.grad, p.decay});
@@ -64,6 +71,9 @@ TrainStep::TrainStep(Transformer& model, const Config& cfg, const BatchGeometry&
       z_loss_(static_cast<float>(cfg.get_float("train.z_loss"))),
       grad_clip_(cfg.get_float("train.grad_clip")),
       sharded_checkpoints_(checkpoint_format(cfg, mesh) == "sharded"),
+      skip_nonfinite_(nonfinite_policy(cfg) == "skip"),
+      inject_nan_step_(std::getenv("RETORT_FAULT_NAN_GRAD_STEP")
+                           ? std::atoll(std::getenv("RETORT_FAULT_NAN_GRAD_STEP")) : -1),
       inputs_(Tensor::empty({geometry.micro_seqs, geometry.seq_len}, DType::I32)),
       targets_(Tensor::empty({geometry.micro_seqs, geometry.seq_len}, DType::I32)) {
   RETORT_CHECK(model.tp_layout().size == mesh.tp && model.tp_layout().rank == mesh.tp_index,
@@ -118,12 +128,41 @@ StepResult TrainStep::run(int64_t step, double lr, const BatchSource& source) {
     r.ce = losses.host<float>()[1] / g_.data_ranks;
     r.extra = losses.host<float>()[2] / g_.data_ranks;
   }
+  if (step + 1 == inject_nan_step_) {  // a NaN in the first gradient element, on every rank
+    Tensor g = fsdp_ ? fsdp_->grad_shard() : model_.flat_grads();
+    g.host<float>()[0] = std::nanf("");
+  }
   r.grad_norm = clip_gradients();
-  if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm))
-    throw Error(str_cat("step ", step + 1, ": non-finite loss (", r.loss, ") or gradient norm (",
-                        r.grad_norm, "); lower train.lr or check the data"));
+  // loss and norm are global (identical on every rank), so every rank takes the same branch.
+  if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm)) {
+    if (!skip_nonfinite_) {
+      const std::string where = nonfinite_gradient();
+      throw Error(str_cat("step ", step + 1, ": non-finite loss (", r.loss, ") or gradient norm (",
+                          r.grad_norm, ")", where.empty() ? "" : str_cat("; first bad gradient: ", where),
+                          "; lower train.lr, check the data, or set train.nonfinite: skip"));
+    }
+    r.skipped = true;  // no update: parameters and moments stay as they were
+    return r;
+  }
   optimizer_->step(lr);
   return r;
+}
+
+std::string TrainStep::nonfinite_gradient() const {
+  auto bad = [](const Tensor& g) {
+    const float* p = g.host<float>();
+    for (int64_t i = 0; i < g.numel(); ++i)
+      if (!std::isfinite(p[i])) return true;
+    return false;
+  };
+  if (fsdp_) {
+    for (const OptimizedTensor& piece : fsdp_->optimizer_pieces())
+      if (bad(piece.grad)) return piece.name + " (fsdp shard)";
+    return "";
+  }
+  for (const Parameter& p : model_.parameters())
+    if (bad(p.grad)) return p.name;
+  return "";
 }
 
 // ‖g‖ over the whole model: Σ g² of this rank's parameters, over the fsdp shards, then over tp

@@ -34,6 +34,7 @@ struct BatchGeometry {
 struct StepResult {
   double loss = 0, ce = 0, grad_norm = 0;
   double extra = 0;  // global-batch mean of the model's LogitsLoss term (LossResult::extra)
+  bool skipped = false;  // non-finite loss or gradient norm under train.nonfinite: skip
 };
 
 // Per-rank bytes of the training state (summary.json `memory`).
@@ -69,6 +70,8 @@ class TrainStep {
 
  private:
   double clip_gradients();
+  // Name of a parameter whose gradient (this rank's part) is not finite, or "".
+  std::string nonfinite_gradient() const;
   // This rank's pieces of every parameter and its moments (sharded checkpoints).
   std::vector<ShardPiece> shard_pieces();
   // Whole parameters (and moments) from this rank's tp slices, on tp rank 0 (tp > 1).
@@ -85,6 +88,8 @@ class TrainStep {
   std::unique_ptr<TensorParallel> tp_;    // tp > 1
   float z_loss_;
   double grad_clip_;
+  bool skip_nonfinite_;       // train.nonfinite: skip (else stop)
+  int64_t inject_nan_step_;   // fault injection for the tests: RETORT_FAULT_NAN_GRAD_STEP
   bool sharded_checkpoints_;
   std::unique_ptr<AdamW> optimizer_;
   Tensor inputs_, targets_;

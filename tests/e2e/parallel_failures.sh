@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A failing rank ends the whole job promptly with a message, never a hang:
 #  - a NaN (training diverges at a huge learning rate) under tp2: exit 1 naming the step;
+#  - a NaN injected into a gradient under fsdp2, with train.nonfinite stop and skip;
 #  - rank 1 killed with SIGKILL in the middle of a dp2 run: mpirun ends every rank within 30 s
 #    with a non-zero exit, and the run resumes from its last checkpoint.
 source "$(dirname "$0")/lib.sh"
@@ -12,6 +13,23 @@ ARGS=("$TINY" --set "data.train=$WORK/tok/train.h5" --set "data.val=$WORK/tok/va
 expect_fail 1 "non-finite loss" "${MPIRUN[@]}" -np 2 "$RETORT_BIN" train "${ARGS[@]}" \
   --set parallel.tp=2 --set train.lr=1e30 --set train.warmup_steps=0 --set train.grad_clip=0 \
   --set "run.dir=$WORK/nan"
+
+# A NaN injected into a gradient (RETORT_FAULT_NAN_GRAD_STEP, every rank) under fsdp2:
+# train.nonfinite stop (default) names the step and the tensor; skip drops that update, counts
+# it in metrics.jsonl and finishes.
+expect_fail 1 "step 3: non-finite .*first bad gradient: model.embed_tokens.weight" \
+  env RETORT_FAULT_NAN_GRAD_STEP=3 "${MPIRUN[@]}" -np 2 "$RETORT_BIN" train "${ARGS[@]}" \
+  --set parallel.fsdp=2 --set train.steps=6 --set "run.dir=$WORK/nan_stop"
+RETORT_FAULT_NAN_GRAD_STEP=3 "${MPIRUN[@]}" -np 2 "$RETORT_BIN" train "${ARGS[@]}" --set parallel.fsdp=2 \
+  --set train.steps=6 --set train.nonfinite=skip --set "run.dir=$WORK/nan_skip" >"$WORK/nan_skip.log"
+grep -q "step 3: non-finite .*update skipped (1 in a row, 1 in all)" "$WORK/nan_skip.log" || fail "no skip message"
+/usr/bin/python3 - "$WORK/nan_skip" <<'PY'
+import json, sys
+lines = [l for l in map(json.loads, open(sys.argv[1] + "/metrics.jsonl")) if "loss" in l]
+assert [l.get("skipped_steps", 0) for l in lines] == [0, 0, 1, 1, 1, 1], lines
+assert json.load(open(sys.argv[1] + "/summary.json"))["status"] == "complete"
+print("ok: the NaN step was skipped and counted")
+PY
 
 # A long dp2 run (checkpoint every 5 steps); kill rank 1 once the first checkpoint exists.
 "${MPIRUN[@]}" -np 2 "$RETORT_BIN" train "${ARGS[@]}" --set parallel.dp=2 --set train.steps=100000 \
