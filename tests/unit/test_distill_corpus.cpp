@@ -13,8 +13,10 @@
 #include "core/fs.h"
 #include "core/hdf5.h"
 #include "data/distill_corpus.h"
+#include "tests/unit/test_support.h"
 
 using namespace retort;
+using retort::test::error_of;
 namespace stdfs = std::filesystem;
 
 namespace {
@@ -24,15 +26,6 @@ stdfs::path temp_dir(const std::string& name) {
   stdfs::remove_all(d);
   stdfs::create_directories(d);
   return d;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
 }
 
 CorpusMeta meta(bool fp16) {

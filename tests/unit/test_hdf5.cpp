@@ -8,8 +8,10 @@
 #include <algorithm>
 
 #include "core/hdf5.h"
+#include "tests/unit/test_support.h"
 
 using namespace retort;
+using retort::test::error_of;
 namespace fs = std::filesystem;
 
 namespace {
@@ -18,15 +20,6 @@ fs::path temp_dir() {
   fs::path d = fs::path(RETORT_BINARY_DIR) / "test_tmp" / "hdf5";
   fs::create_directories(d);
   return d;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
 }
 
 bool has_h5py() { return std::system("/usr/bin/python3 -c 'import h5py' 2>/dev/null") == 0; }

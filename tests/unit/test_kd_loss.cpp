@@ -17,6 +17,7 @@
 #include "core/random.h"
 #include "models/distill_loss.h"
 #include "models/transformer.h"
+#include "tests/unit/test_support.h"
 
 using namespace retort;
 
@@ -32,27 +33,8 @@ Tensor randn(const Shape& s, uint64_t stream, double scale) {
   return t;
 }
 
-// Teacher top-k of random teacher logits: ids by descending log-prob, log-probs at τ.
-struct TopK {
-  Tensor ids = Tensor::empty({R, K}, DType::I32), logp = Tensor::empty({R, K});
-};
-TopK make_topk(const Tensor& teacher, double tau) {
-  TopK t;
-  const float* x = teacher.data<float>();
-  for (int64_t r = 0; r < R; ++r) {
-    double m = -1e300, s = 0;
-    for (int64_t v = 0; v < V; ++v) m = std::max(m, x[r * V + v] / tau);
-    for (int64_t v = 0; v < V; ++v) s += std::exp(x[r * V + v] / tau - m);
-    std::vector<int> order(V);
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return x[r * V + a] > x[r * V + b]; });
-    for (int64_t i = 0; i < K; ++i) {
-      t.ids.data<int32_t>()[r * K + i] = order[i];
-      t.logp.data<float>()[r * K + i] = float(x[r * V + order[i]] / tau - m - std::log(s));
-    }
-  }
-  return t;
-}
+using test::TopK;
+TopK make_topk(const Tensor& teacher, double tau) { return test::teacher_topk(teacher, tau, K); }
 
 // ---- double reference, straight from the definitions -------------------------------------
 enum class Mode { Renormalize, Bucket, Dense };

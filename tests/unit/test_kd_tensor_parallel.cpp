@@ -15,6 +15,7 @@
 #include "core/ops.h"
 #include "core/random.h"
 #include "models/distill_loss.h"
+#include "tests/unit/test_support.h"
 
 using namespace retort;
 
@@ -77,23 +78,6 @@ Tensor columns(const Tensor& x, int shard) {
   return out;
 }
 
-// Teacher top-k at τ (ids by descending teacher logit, log-probs over the full vocabulary).
-void make_topk(const Tensor& teacher, double tau, Tensor& ids, Tensor& logp) {
-  const float* t = teacher.data<float>();
-  for (int64_t r = 0; r < R; ++r) {
-    double m = -1e300, s = 0;
-    for (int64_t v = 0; v < V; ++v) m = std::max(m, t[r * V + v] / tau);
-    for (int64_t v = 0; v < V; ++v) s += std::exp(t[r * V + v] / tau - m);
-    std::vector<int> order(V);
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return t[r * V + a] > t[r * V + b]; });
-    for (int64_t i = 0; i < K; ++i) {
-      ids.data<int32_t>()[r * K + i] = order[i];
-      logp.data<float>()[r * K + i] = float(t[r * V + order[i]] / tau - m - std::log(s));
-    }
-  }
-}
-
 enum class Mode { Renormalize, Bucket, Dense };
 
 class KdTensorParallel : public ::testing::TestWithParam<std::tuple<Mode, double>> {};
@@ -104,8 +88,7 @@ TEST_P(KdTensorParallel, TwoShardsEqualOneProcess) {
   const ops::KdTail tail = mode == Mode::Bucket ? ops::KdTail::Bucket : ops::KdTail::Renormalize;
   Tensor z = randn({R, V}, 1, 2.0), teacher = randn({R, V}, 2, 2.5);
   for (int64_t v = Vl; v < V; ++v) teacher.data<float>()[v] -= 20.0f;  // row 0: top-k on shard 0 only
-  Tensor ids = Tensor::empty({R, K}, DType::I32), logp = Tensor::empty({R, K});
-  make_topk(teacher, tau, ids, logp);
+  const auto [ids, logp] = test::teacher_topk(teacher, tau, K);
   for (int64_t i = 0; i < K; ++i) ASSERT_LT(ids.data<int32_t>()[i], Vl);
   const float row_scale = 0.3f;
 
@@ -169,8 +152,7 @@ INSTANTIATE_TEST_SUITE_P(Modes, KdTensorParallel,
 // The shard steps with a single shard are the whole-vocabulary ops, bitwise.
 TEST(KdShardOps, OneShardIsTheWholeVocabularyOp) {
   Tensor z = randn({R, V}, 3, 2.0), teacher = randn({R, V}, 4, 2.0);
-  Tensor ids = Tensor::empty({R, K}, DType::I32), logp = Tensor::empty({R, K});
-  make_topk(teacher, 1.3, ids, logp);
+  auto [ids, logp] = test::teacher_topk(teacher, 1.3, K);
   for (ops::KdTail tail : {ops::KdTail::Renormalize, ops::KdTail::Bucket}) {
     Tensor kl = Tensor::empty({R}), lse = Tensor::empty({R}), q = Tensor::empty({R});
     ops::kd_topk_forward(kl, lse, q, z, ids, logp, 1.3f, tail);

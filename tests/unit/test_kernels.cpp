@@ -17,8 +17,10 @@
 #include "core/ops.h"
 #include "core/random.h"
 #include "core/tensor.h"
+#include "tests/unit/test_support.h"
 
 using namespace retort;
+using retort::test::error_of;
 
 namespace {
 
@@ -81,15 +83,6 @@ void with_threads(int n, F&& body) {
   omp_set_num_threads(n);
   body();
   omp_set_num_threads(old);
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 // ---- references (double) ----------------------------------------------------------------

@@ -10,8 +10,10 @@
 #include "core/hdf5.h"
 #include "core/sha256.h"
 #include "data/token_dataset.h"
+#include "tests/unit/test_support.h"
 
 using namespace retort;
+using retort::test::error_of;
 namespace fs = std::filesystem;
 
 namespace {
@@ -20,15 +22,6 @@ fs::path temp_dir() {
   fs::path d = fs::path(RETORT_BINARY_DIR) / "test_tmp" / "token_dataset";
   fs::create_directories(d);
   return d;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
 }
 
 const std::vector<int32_t> kTokens = {5, 6, 2, 7, 2, 8, 9, 9, 2};

@@ -14,8 +14,10 @@
 #include "data/token_dataset.h"
 #include "data/tokenize_command.h"
 #include "data/tokenizer.h"
+#include "tests/unit/test_support.h"
 
 using namespace retort;
+using retort::test::error_of;
 namespace fs = std::filesystem;
 
 namespace {
@@ -25,15 +27,6 @@ fs::path fresh_dir(const std::string& name) {
   fs::remove_all(d);
   fs::create_directories(d);
   return d;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "<no error>";
 }
 
 // Document d of a small pseudo-English corpus (a few paragraphs; deterministic).
