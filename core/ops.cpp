@@ -1,30 +1,29 @@
-// The op set: check shapes, dtypes and devices, then dispatch to the device kernels.
-// Only the CPU backend exists in this build; CUDA tensors fail with a clear message.
+// The op set: check shapes, dtypes and devices, then dispatch to the kernels of the device the
+// tensors live on (core/op_dispatch.h).
 #include "core/ops.h"
 
 #include <cmath>
 
-#include "core/cpu/kernels.h"
+#include "core/device.h"
+#include "core/op_dispatch.h"
 
 namespace retort::ops {
 
 namespace {
 
-// Every tensor an op touches must be defined and on the CPU.
-void check_cpu(const char* op, const char* name, const Tensor& t) {
+// Every tensor an op touches must be defined (and all on one device: common_device).
+void check_defined(const char* op, const char* name, const Tensor& t) {
   RETORT_CHECK(t.defined(), op, ": tensor `", name, "` is undefined");
-  RETORT_CHECK(t.device() == Device::CPU, op, ": tensor `", name,
-               "` is on CUDA but there is no GPU backend in this build");
 }
 
 void check_f32(const char* op, const char* name, const Tensor& t) {
-  check_cpu(op, name, t);
+  check_defined(op, name, t);
   RETORT_CHECK(t.dtype() == DType::F32, op, ": tensor `", name, "` must be float32, got ",
                dtype_name(t.dtype()), " ", shape_str(t.shape()));
 }
 
 void check_i32(const char* op, const char* name, const Tensor& t) {
-  check_cpu(op, name, t);
+  check_defined(op, name, t);
   RETORT_CHECK(t.dtype() == DType::I32, op, ": tensor `", name, "` must be int32, got ",
                dtype_name(t.dtype()), " ", shape_str(t.shape()));
 }
@@ -56,13 +55,14 @@ bool overlaps(const Tensor& a, const Tensor& b) {
   return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
 }
 
-// Every id in [0, n); reports the first offender.
-// Ids in [0, n), or -1 ("on another vocabulary shard", see ops.h).
+// Ids in [0, n), or -1 ("on another vocabulary shard", see ops.h); reports the first offender.
 void check_ids(const char* op, const char* name, const Tensor& ids, int64_t n) {
-  const int32_t* p = ids.host<int32_t>();
-  for (int64_t i = 0; i < ids.numel(); ++i)
-    RETORT_CHECK(p[i] >= -1 && p[i] < n, op, ": ", name, "[", i, "] = ", p[i],
-                 " is out of range [0, ", n, ") (or -1 for another vocabulary shard)");
+  const int64_t i = first_id_out_of_range(ids, -1, static_cast<int32_t>(n));
+  if (i < 0) return;
+  int32_t bad = 0;
+  device::copy_bytes(&bad, Device::CPU, ids.data<int32_t>() + i, ids.device(), sizeof bad);
+  RETORT_CHECK(false, op, ": ", name, "[", i, "] = ", bad, " is out of range [0, ", n,
+               ") (or -1 for another vocabulary shard)");
 }
 
 }  // namespace
@@ -88,7 +88,8 @@ void matmul(Tensor& y, const Tensor& a, bool transpose_a, const Tensor& b, bool 
                " must be [", M, ", ", N, "] for op(a) [", M, ", ", K, "] @ op(b) [", K, ", ", N,
                "]");
   RETORT_CHECK(!overlaps(y, a) && !overlaps(y, b), op, ": y must not alias a or b");
-  cpu::matmul(y.data<float>(), a.data<float>(), transpose_a, b.data<float>(), transpose_b, M, N,
+  const Device dev = common_device("matmul", {&y, &a, &b});
+  RETORT_KERNEL(dev, matmul, y.data<float>(), a.data<float>(), transpose_a, b.data<float>(), transpose_b, M, N,
               K, alpha, beta);
 }
 
@@ -96,45 +97,56 @@ void matmul(Tensor& y, const Tensor& a, bool transpose_a, const Tensor& b, bool 
 
 void fill(Tensor& x, float value) {
   check_f32("fill", "x", x);
-  cpu::fill(x.data<float>(), x.numel(), value);
+  const Device dev = common_device("fill", {&x});
+  RETORT_KERNEL(dev, fill, x.data<float>(), x.numel(), value);
 }
 
 void copy(Tensor& dst, const Tensor& src) {
-  check_cpu("copy", "dst", dst);
-  check_cpu("copy", "src", src);
+  check_defined("copy", "dst", dst);
+  check_defined("copy", "src", src);
   check_numel("copy", "dst", dst, "src", src);
   RETORT_CHECK(dst.dtype() == src.dtype(), "copy: dtype mismatch: dst ", dtype_name(dst.dtype()),
                " vs src ", dtype_name(src.dtype()));
-  cpu::copy_bytes(dst.raw(), src.raw(), static_cast<int64_t>(src.nbytes()));
+  // Between devices (host <-> GPU) this is a transfer.
+  if (dst.device() == src.device())
+    RETORT_KERNEL(dst.device(), copy_bytes, dst.raw(), src.raw(), int64_t(src.nbytes()));
+  else
+    device::copy_bytes(dst.raw(), dst.device(), src.raw(), src.device(), src.nbytes());
 }
 
 void add_inplace(Tensor& y, const Tensor& x, float alpha) {
   check_f32("add_inplace", "y", y);
   check_f32("add_inplace", "x", x);
   check_numel("add_inplace", "y", y, "x", x);
-  cpu::add_inplace(y.data<float>(), x.data<float>(), y.numel(), alpha);
+  const Device dev = common_device("add_inplace", {&y, &x});
+  RETORT_KERNEL(dev, add_inplace, y.data<float>(), x.data<float>(), y.numel(), alpha);
 }
 
 void scale_inplace(Tensor& y, float alpha) {
   check_f32("scale_inplace", "y", y);
-  cpu::scale_inplace(y.data<float>(), y.numel(), alpha);
+  const Device dev = common_device("scale_inplace", {&y});
+  RETORT_KERNEL(dev, scale_inplace, y.data<float>(), y.numel(), alpha);
 }
 
 double sum_squares(const Tensor& x) {
   check_f32("sum_squares", "x", x);
-  return cpu::sum_squares(x.data<float>(), x.numel());
+  const Device dev = common_device("sum_squares", {&x});
+  return RETORT_KERNEL(dev, sum_squares, x.data<float>(), x.numel());
 }
 
 void convert(Tensor& dst, const Tensor& src) {
-  check_cpu("convert", "dst", dst);
-  check_cpu("convert", "src", src);
+  check_defined("convert", "dst", dst);
+  check_defined("convert", "src", src);
   check_numel("convert", "dst", dst, "src", src);
   if (dst.dtype() == src.dtype()) {
-    cpu::copy_bytes(dst.raw(), src.raw(), static_cast<int64_t>(src.nbytes()));
+    const Device dev = common_device("copy_bytes", {&dst, &src});
+    RETORT_KERNEL(dev, copy_bytes, dst.raw(), src.raw(), static_cast<int64_t>(src.nbytes()));
   } else if (dst.dtype() == DType::BF16 && src.dtype() == DType::F32) {
-    cpu::f32_to_bf16(dst.data<uint16_t>(), src.data<float>(), src.numel());
+    const Device dev = common_device("f32_to_bf16", {&dst, &src});
+    RETORT_KERNEL(dev, f32_to_bf16, dst.data<uint16_t>(), src.data<float>(), src.numel());
   } else if (dst.dtype() == DType::F32 && src.dtype() == DType::BF16) {
-    cpu::bf16_to_f32(dst.data<float>(), src.data<uint16_t>(), src.numel());
+    const Device dev = common_device("bf16_to_f32", {&dst, &src});
+    RETORT_KERNEL(dev, bf16_to_f32, dst.data<float>(), src.data<uint16_t>(), src.numel());
   } else {
     RETORT_CHECK(false, "convert: unsupported conversion ", dtype_name(src.dtype()), " -> ",
                  dtype_name(dst.dtype()), " (only float32 <-> bfloat16)");
@@ -156,7 +168,8 @@ void rmsnorm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& g, 
   RETORT_CHECK(rstd.numel() == rows, op, ": rstd ", shape_str(rstd.shape()), " must have ", rows,
                " elements (rows of x ", shape_str(x.shape()), ")");
   RETORT_CHECK(eps >= 0.0f, op, ": eps must be >= 0, got ", eps);
-  cpu::rmsnorm_forward(y.data<float>(), rstd.data<float>(), x.data<float>(), g.data<float>(),
+  const Device dev = common_device("rmsnorm_forward", {&y, &rstd, &x, &g});
+  RETORT_KERNEL(dev, rmsnorm_forward, y.data<float>(), rstd.data<float>(), x.data<float>(), g.data<float>(),
                        rows, C, eps);
 }
 
@@ -179,7 +192,8 @@ void rmsnorm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x,
                " elements (rows of x ", shape_str(x.shape()), ")");
   RETORT_CHECK(!overlaps(dx, x) && !overlaps(dx, g) && !overlaps(dg, dy), op,
                ": outputs must not alias inputs");
-  cpu::rmsnorm_backward(dx.data<float>(), dg.data<float>(), dy.data<float>(), x.data<float>(),
+  const Device dev = common_device("rmsnorm_backward", {&dx, &dg, &dy, &x, &g, &rstd});
+  RETORT_KERNEL(dev, rmsnorm_backward, dx.data<float>(), dg.data<float>(), dy.data<float>(), x.data<float>(),
                         g.data<float>(), rstd.data<float>(), rows, C);
 }
 
@@ -191,7 +205,7 @@ Tensor rope_table(int64_t T, int64_t head_dim, double theta) {
                head_dim);
   RETORT_CHECK(theta > 0.0, "rope_table: theta must be > 0, got ", theta);
   Tensor t = Tensor::empty({T, head_dim});
-  cpu::rope_table(t.data<float>(), T, head_dim, theta);
+  cpu::rope_table(t.data<float>(), T, head_dim, theta);  // on the host; callers move it
   return t;
 }
 
@@ -206,7 +220,8 @@ void rope_apply(const char* op, Tensor& x, const Tensor& table, float sign) {
   RETORT_CHECK(table.ndim() == 2 && table.dim(1) == hd && table.dim(0) >= T, op, ": table ",
                shape_str(table.shape()), " must be [>= ", T, ", ", hd, "] for x ",
                shape_str(x.shape()));
-  cpu::rope_apply(x.data<float>(), table.data<float>(), B, T, nh, hd, sign);
+  const Device dev = common_device("rope_apply", {&x, &table});
+  RETORT_KERNEL(dev, rope_apply, x.data<float>(), table.data<float>(), B, T, nh, hd, sign);
 }
 }  // namespace
 
@@ -224,7 +239,8 @@ void swiglu_forward(Tensor& h, const Tensor& gate, const Tensor& up) {
   check_f32(op, "up", up);
   check_same_shape(op, "gate", gate, "up", up);
   check_same_shape(op, "h", h, "gate", gate);
-  cpu::swiglu_forward(h.data<float>(), gate.data<float>(), up.data<float>(), h.numel());
+  const Device dev = common_device("swiglu_forward", {&h, &gate, &up});
+  RETORT_KERNEL(dev, swiglu_forward, h.data<float>(), gate.data<float>(), up.data<float>(), h.numel());
 }
 
 void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor& gate,
@@ -242,7 +258,8 @@ void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor&
   RETORT_CHECK(!overlaps(dgate, gate) && !overlaps(dgate, up) && !overlaps(dup, gate) &&
                    !overlaps(dup, up) && !overlaps(dgate, dup),
                op, ": dgate/dup must not alias gate, up or each other");
-  cpu::swiglu_backward(dgate.data<float>(), dup.data<float>(), dh.data<float>(),
+  const Device dev = common_device("swiglu_backward", {&dgate, &dup, &dh, &gate, &up});
+  RETORT_KERNEL(dev, swiglu_backward, dgate.data<float>(), dup.data<float>(), dh.data<float>(),
                        gate.data<float>(), up.data<float>(), gate.numel());
 }
 
@@ -261,7 +278,8 @@ void cross_entropy_forward(Tensor& ce, Tensor& lse, const Tensor& logits, const 
                " and lse ", shape_str(lse.shape()), " must have ", rows,
                " elements (rows of logits ", shape_str(logits.shape()), ")");
   check_ids(op, "targets", targets, V);
-  cpu::cross_entropy_forward(ce.data<float>(), lse.data<float>(), logits.data<float>(),
+  const Device dev = common_device("cross_entropy_forward", {&ce, &lse, &logits, &targets});
+  RETORT_KERNEL(dev, cross_entropy_forward, ce.data<float>(), lse.data<float>(), logits.data<float>(),
                              targets.data<int32_t>(), rows, V);
 }
 
@@ -280,7 +298,8 @@ void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, const Tensor&
   RETORT_CHECK(!overlaps(dlogits, logits) || dlogits.raw() == logits.raw(), op,
                ": dlogits must be logits itself or not overlap it");
   check_ids(op, "targets", targets, V);
-  cpu::cross_entropy_backward(dlogits.data<float>(), logits.data<float>(), lse.data<float>(),
+  const Device dev = common_device("cross_entropy_backward", {&dlogits, &logits, &lse, &targets});
+  RETORT_KERNEL(dev, cross_entropy_backward, dlogits.data<float>(), logits.data<float>(), lse.data<float>(),
                               targets.data<int32_t>(), rows, V, ce_scale, z_scale);
 }
 
@@ -294,7 +313,8 @@ void target_logits(Tensor& out, const Tensor& logits, const Tensor& targets) {
                shape_str(targets.shape()), " and out ", shape_str(out.shape()), " must have ", rows,
                " elements (rows of logits ", shape_str(logits.shape()), ")");
   check_ids(op, "targets", targets, V);
-  cpu::target_logits(out.data<float>(), logits.data<float>(), targets.data<int32_t>(), rows, V);
+  const Device dev = common_device("target_logits", {&out, &logits, &targets});
+  RETORT_KERNEL(dev, target_logits, out.data<float>(), logits.data<float>(), targets.data<int32_t>(), rows, V);
 }
 
 void logsumexp_merge(Tensor& lse, const Tensor& parts) {
@@ -303,7 +323,8 @@ void logsumexp_merge(Tensor& lse, const Tensor& parts) {
   check_f32(op, "parts", parts);
   RETORT_CHECK(parts.ndim() == 2 && parts.dim(1) == lse.numel(), op, ": parts must be [n, ",
                lse.numel(), "], got ", shape_str(parts.shape()));
-  cpu::logsumexp_merge(lse.data<float>(), parts.data<float>(), parts.dim(0), lse.numel());
+  const Device dev = common_device("logsumexp_merge", {&lse, &parts});
+  RETORT_KERNEL(dev, logsumexp_merge, lse.data<float>(), parts.data<float>(), parts.dim(0), lse.numel());
 }
 
 // ---- attention ---------------------------------------------------------------------------
@@ -344,7 +365,8 @@ void attention_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& 
   RETORT_CHECK(!overlaps(out, q) && !overlaps(out, k) && !overlaps(out, v), op,
                ": out must not alias q, k or v");
   if (q.numel() == 0) return;
-  cpu::attention_forward(out.data<float>(), lse.data<float>(), q.data<float>(), k.data<float>(),
+  const Device dev = common_device("attention_forward", {&out, &lse, &q, &k, &v});
+  RETORT_KERNEL(dev, attention_forward, out.data<float>(), lse.data<float>(), q.data<float>(), k.data<float>(),
                          v.data<float>(), d.B, d.T, d.H, d.Hkv, d.hd);
 }
 
@@ -370,7 +392,8 @@ void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache, const
   RETORT_CHECK(!overlaps(out, q) && !overlaps(out, k_cache) && !overlaps(out, v_cache), op,
                ": out must not alias q or the caches");
   if (q.numel() == 0) return;
-  cpu::attention_decode(out.data<float>(), q.data<float>(), k_cache.data<float>(),
+  const Device dev = common_device("attention_decode", {&out, &q, &k_cache, &v_cache});
+  RETORT_KERNEL(dev, attention_decode, out.data<float>(), q.data<float>(), k_cache.data<float>(),
                         v_cache.data<float>(), B, T_max, n_keys, H, Hkv, hd);
 }
 
@@ -397,7 +420,8 @@ void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, 
   RETORT_CHECK(!overlaps(dq, dk) && !overlaps(dq, dv) && !overlaps(dk, dv), op,
                ": dq, dk, dv must not alias each other");
   if (q.numel() == 0) return;
-  cpu::attention_backward(dq.data<float>(), dk.data<float>(), dv.data<float>(),
+  const Device dev = common_device("attention_backward", {&dq, &dk, &dv, &dout, &q, &k, &v, &out, &lse});
+  RETORT_KERNEL(dev, attention_backward, dq.data<float>(), dk.data<float>(), dv.data<float>(),
                           dout.data<float>(), q.data<float>(), k.data<float>(), v.data<float>(),
                           out.data<float>(), lse.data<float>(), d.B, d.T, d.H, d.Hkv, d.hd);
 }
@@ -415,7 +439,8 @@ void embedding_forward(Tensor& out, const Tensor& ids, const Tensor& table) {
                shape_str(out.shape()), " must be [", rows, ", ", d, "] for ids ",
                shape_str(ids.shape()), " and table ", shape_str(table.shape()));
   check_ids(op, "ids", ids, V);
-  cpu::embedding_forward(out.data<float>(), ids.data<int32_t>(), table.data<float>(), rows, d);
+  const Device dev = common_device("embedding_forward", {&out, &ids, &table});
+  RETORT_KERNEL(dev, embedding_forward, out.data<float>(), ids.data<int32_t>(), table.data<float>(), rows, d);
 }
 
 void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& ids) {
@@ -430,7 +455,8 @@ void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& ids) {
                shape_str(dout.shape()), " must be [", rows, ", ", d, "] for ids ",
                shape_str(ids.shape()), " and dtable ", shape_str(dtable.shape()));
   check_ids(op, "ids", ids, V);
-  cpu::embedding_backward(dtable.data<float>(), dout.data<float>(), ids.data<int32_t>(), rows, d);
+  const Device dev = common_device("embedding_backward", {&dtable, &dout, &ids});
+  RETORT_KERNEL(dev, embedding_backward, dtable.data<float>(), dout.data<float>(), ids.data<int32_t>(), rows, d);
 }
 
 // ---- AdamW -------------------------------------------------------------------------------
@@ -448,7 +474,8 @@ void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, float l
   RETORT_CHECK(step >= 1, op, ": step counts from 1, got ", step);
   RETORT_CHECK(beta1 >= 0.0f && beta1 < 1.0f && beta2 >= 0.0f && beta2 < 1.0f, op,
                ": betas must be in [0, 1), got ", beta1, ", ", beta2);
-  cpu::adamw_step(param.data<float>(), grad.data<float>(), m.data<float>(), v.data<float>(),
+  const Device dev = common_device("adamw_step", {&param, &grad, &m, &v});
+  RETORT_KERNEL(dev, adamw_step, param.data<float>(), grad.data<float>(), m.data<float>(), v.data<float>(),
                   param.numel(), lr, beta1, beta2, eps, weight_decay, step);
 }
 

@@ -1,5 +1,6 @@
 // The op set the model needs. Each op checks shapes/dtypes and dispatches on the
-// tensors' device to a kernel in core/cpu/ (core/cuda/ later). models/ calls only these.
+// tensors' device (all on one device) to a kernel in core/cpu/ or core/cuda/. models/ calls
+// only these.
 //
 // Conventions
 //  - All float tensors are F32 unless stated; ids/targets are I32.
@@ -23,7 +24,7 @@ void matmul(Tensor& y, const Tensor& a, bool transpose_a, const Tensor& b, bool 
 
 // ---- elementwise / reductions ------------------------------------------------------
 void fill(Tensor& x, float value);           // F32
-void copy(Tensor& dst, const Tensor& src);   // same numel and dtype; any dtype
+void copy(Tensor& dst, const Tensor& src);   // same numel and dtype; any dtype, any devices
 void add_inplace(Tensor& y, const Tensor& x, float alpha = 1.0f);  // y += alpha * x
 void scale_inplace(Tensor& y, float alpha);                         // y *= alpha
 double sum_squares(const Tensor& x);         // Σ x², accumulated in double, deterministic

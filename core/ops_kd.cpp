@@ -1,9 +1,10 @@
 // Knowledge-distillation ops (core/ops.h, "knowledge distillation"): shape, dtype, id and
-// aliasing checks, then the CPU kernels of core/cpu/kd_loss.cpp. The whole-vocabulary forward
+// aliasing checks, then the kernels (core/cpu/kd_loss.cpp, core/cuda/kd_loss.cu). The whole-vocabulary forward
 // ops are the vocabulary-parallel steps with one shard.
 #include <cmath>
 
-#include "core/cpu/kernels.h"
+#include "core/device.h"
+#include "core/op_dispatch.h"
 #include "core/ops.h"
 
 namespace retort::ops {
@@ -12,8 +13,6 @@ namespace {
 
 void need(const char* op, const char* name, const Tensor& t, DType dt) {
   RETORT_CHECK(t.defined(), op, ": tensor `", name, "` is undefined");
-  RETORT_CHECK(t.device() == Device::CPU, op, ": tensor `", name,
-               "` is on CUDA but there is no GPU backend in this build");
   RETORT_CHECK(t.dtype() == dt, op, ": tensor `", name, "` must be ", dtype_name(dt), ", got ",
                dtype_name(t.dtype()), " ", shape_str(t.shape()));
 }
@@ -56,10 +55,13 @@ int64_t check_topk(const char* op, const Tensor& ids, const Tensor& logp, int64_
   RETORT_CHECK(ids.shape() == logp.shape(), op, ": topk_ids ", shape_str(ids.shape()),
                " and topk_logprobs ", shape_str(logp.shape()), " differ in shape");
   RETORT_CHECK(shard || k <= V, op, ": topk_ids ", shape_str(ids.shape()), " has k > V = ", V);
-  const int32_t* p = ids.host<int32_t>();
-  for (int64_t i = 0; i < ids.numel(); ++i)
-    RETORT_CHECK((p[i] >= 0 || (shard && p[i] == -1)) && p[i] < V, op, ": topk_ids[", i, "] = ",
-                 p[i], " is out of range [0, ", V, ")", shard ? " (or -1: on another shard)" : "");
+  const int64_t i = first_id_out_of_range(ids, shard ? -1 : 0, static_cast<int32_t>(V));
+  if (i >= 0) {
+    int32_t bad = 0;
+    device::copy_bytes(&bad, Device::CPU, ids.data<int32_t>() + i, ids.device(), sizeof bad);
+    RETORT_CHECK(false, op, ": topk_ids[", i, "] = ", bad, " is out of range [0, ", V, ")",
+                 shard ? " (or -1: on another shard)" : "");
+  }
   return k;
 }
 
@@ -91,7 +93,8 @@ void kd_logsumexp(Tensor& lse, const Tensor& logits, float temperature) {
   const auto [rows, V] = logits_dims(op, logits);
   per_row(op, "lse", lse, rows);
   check_temperature(op, temperature);
-  cpu::kd_logsumexp(lse.data<float>(), logits.data<float>(), rows, V, 1.0f / temperature);
+  const Device dev = common_device("kd_logsumexp", {&lse, &logits});
+  RETORT_KERNEL(dev, kd_logsumexp, lse.data<float>(), logits.data<float>(), rows, V, 1.0f / temperature);
 }
 
 void kd_topk_shard_forward(Tensor& kl, Tensor& tail_q, const Tensor& logits, const Tensor& lse,
@@ -104,7 +107,8 @@ void kd_topk_shard_forward(Tensor& kl, Tensor& tail_q, const Tensor& logits, con
   per_row(op, "lse", lse, rows);
   check_temperature(op, temperature);
   const int64_t k = check_topk(op, topk_ids, topk_logprobs, rows, V, true);
-  cpu::kd_topk_shard_forward(kl.data<float>(), tail_q.data<float>(), logits.data<float>(),
+  const Device dev = common_device("kd_topk_shard_forward", {&kl, &tail_q, &logits, &lse, &topk_ids, &topk_logprobs});
+  RETORT_KERNEL(dev, kd_topk_shard_forward, kl.data<float>(), tail_q.data<float>(), logits.data<float>(),
                              lse.data<float>(), topk_ids.data<int32_t>(),
                              topk_logprobs.data<float>(), rows, V, k, 1.0f / temperature,
                              tail_code(tail));
@@ -116,7 +120,8 @@ void kd_bucket_finish(Tensor& kl, Tensor& tail_q, const Tensor& topk_logprobs) {
   const int64_t rows = kl.numel();
   per_row(op, "tail_q", tail_q, rows);
   const int64_t k = check_logprobs(op, topk_logprobs, rows);
-  cpu::kd_bucket_finish(kl.data<float>(), tail_q.data<float>(), topk_logprobs.data<float>(), rows, k);
+  const Device dev = common_device("kd_bucket_finish", {&kl, &tail_q, &topk_logprobs});
+  RETORT_KERNEL(dev, kd_bucket_finish, kl.data<float>(), tail_q.data<float>(), topk_logprobs.data<float>(), rows, k);
 }
 
 void kd_dense_shard_forward(Tensor& kl, const Tensor& logits, const Tensor& lse,
@@ -129,7 +134,8 @@ void kd_dense_shard_forward(Tensor& kl, const Tensor& logits, const Tensor& lse,
   per_row(op, "lse", lse, rows);
   per_row(op, "teacher_lse", teacher_lse, rows);
   check_temperature(op, temperature);
-  cpu::kd_dense_shard_forward(kl.data<float>(), logits.data<float>(), teacher_logits.data<float>(),
+  const Device dev = common_device("kd_dense_shard_forward", {&kl, &logits, &teacher_logits, &lse, &teacher_lse});
+  RETORT_KERNEL(dev, kd_dense_shard_forward, kl.data<float>(), logits.data<float>(), teacher_logits.data<float>(),
                               lse.data<float>(), teacher_lse.data<float>(), rows, V,
                               1.0f / temperature);
 }
@@ -156,7 +162,8 @@ void kd_topk_backward(Tensor& dlogits, const Tensor& logits, const Tensor& lse, 
   per_row(op, "tail_q", tail_q, rows);
   check_temperature(op, temperature);
   const int64_t k = check_topk(op, topk_ids, topk_logprobs, rows, V, true);
-  cpu::kd_topk_backward(dlogits.data<float>(), logits.data<float>(), lse.data<float>(),
+  const Device dev = common_device("kd_topk_backward", {&dlogits, &logits, &lse, &tail_q, &topk_ids, &topk_logprobs});
+  RETORT_KERNEL(dev, kd_topk_backward, dlogits.data<float>(), logits.data<float>(), lse.data<float>(),
                         tail_q.data<float>(), topk_ids.data<int32_t>(), topk_logprobs.data<float>(),
                         rows, V, k, 1.0f / temperature, tail_code(tail), scale);
 }
@@ -181,7 +188,8 @@ void kd_dense_backward(Tensor& dlogits, const Tensor& logits, const Tensor& lse,
   per_row(op, "lse", lse, rows);
   per_row(op, "teacher_lse", teacher_lse, rows);
   check_temperature(op, temperature);
-  cpu::kd_dense_backward(dlogits.data<float>(), logits.data<float>(), lse.data<float>(),
+  const Device dev = common_device("kd_dense_backward", {&dlogits, &logits, &lse, &teacher_logits, &teacher_lse});
+  RETORT_KERNEL(dev, kd_dense_backward, dlogits.data<float>(), logits.data<float>(), lse.data<float>(),
                          teacher_logits.data<float>(), teacher_lse.data<float>(), rows, V,
                          1.0f / temperature, scale);
 }

@@ -1,5 +1,7 @@
 #include "core/tensor.h"
 
+#include "core/device.h"
+
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -39,13 +41,25 @@ int64_t shape_numel(const Shape& s) {
 }
 
 Storage::Storage(size_t nbytes, Device dev) : bytes(nbytes), device(dev) {
-  RETORT_CHECK(dev == Device::CPU, "CUDA storage requested but this build has no GPU backend");
+  if (dev == Device::CUDA) {
+    data = device::gpu_allocate(nbytes);
+    return;
+  }
   size_t rounded = (nbytes + 63) / 64 * 64;
   data = std::aligned_alloc(64, rounded ? rounded : 64);
   RETORT_CHECK(data != nullptr, "out of host memory allocating ", nbytes, " bytes");
 }
 
-Storage::~Storage() { std::free(data); }
+Storage::~Storage() {
+  if (device == Device::CUDA) {
+    try {
+      device::gpu_release(data);
+    } catch (...) {  // a destructor must not throw; the pool is torn down with the context
+    }
+    return;
+  }
+  std::free(data);
+}
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   for (int64_t d : shape) RETORT_CHECK(d >= 0, "negative dimension in shape ", shape_str(shape));
@@ -58,7 +72,14 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
 
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
   Tensor t = empty(shape, dtype, device);
-  std::memset(t.raw(), 0, t.nbytes());
+  device::zero_bytes(t.raw(), device, t.nbytes());
+  return t;
+}
+
+Tensor Tensor::to(Device target) const {
+  RETORT_CHECK(defined(), "to(): undefined tensor");
+  Tensor t = empty(shape_, dtype_, target);
+  device::copy_bytes(t.raw(), target, raw(), device(), nbytes());
   return t;
 }
 

@@ -21,7 +21,8 @@ const char* dtype_name(DType t);
 std::string shape_str(const Shape& s);
 int64_t shape_numel(const Shape& s);
 
-// Owns `bytes` bytes on one device (64-byte aligned on the CPU).
+// Owns `bytes` bytes on one device (64-byte aligned on the CPU; the CUDA backend's
+// stream-ordered pool on the GPU, see core/device.h).
 struct Storage {
   Storage(size_t bytes, Device device);
   ~Storage();
@@ -52,6 +53,8 @@ class Tensor {
   DType dtype() const { return dtype_; }
   Device device() const { return storage_ ? storage_->device : Device::CPU; }
 
+  // A copy on `target` (host <-> GPU or same device).
+  Tensor to(Device target) const;
   // Same storage, new shape with the same numel.
   Tensor view(const Shape& shape) const;
   // Rows [begin, end) along dim 0 (contiguous sub-range of storage).

@@ -1,0 +1,114 @@
+// CUDA kernels behind core/ops.h: the same functions and signatures as core/cpu/kernels.h
+// (raw DEVICE pointers and sizes; core/ops.cpp checks shapes, dtypes and devices first).
+// Every kernel is queued on cuda::compute_stream() and returns without synchronising, except
+// those that return a value to the host (sum_squares, first_id_out_of_range).
+// Determinism: no floating-point atomics; every output element has one owner thread/block and
+// a fixed reduction order, so results are bitwise reproducible run to run on one GPU.
+// The math of each function is documented in core/ops.h; the CPU kernels are the reference.
+#pragma once
+#include <cstdint>
+
+namespace retort::cuda {
+
+// ---- matmul.cpp ------------------------------------------------------------------------
+// y[M, N] = alpha * op(a) @ op(b) + beta * y; a is stored [M, K] (or [K, M] when ta),
+// b is stored [K, N] (or [N, K] when tb). cuBLASLt, fp32 (no TF32), row-major.
+void matmul(float* y, const float* a, bool ta, const float* b, bool tb, int64_t M, int64_t N,
+            int64_t K, float alpha, float beta);
+
+// ---- elementwise.cu -------------------------------------------------------------------
+void fill(float* x, int64_t n, float value);
+void copy_bytes(void* dst, const void* src, int64_t nbytes);
+void add_inplace(float* y, const float* x, int64_t n, float alpha);  // y += alpha x
+void scale_inplace(float* y, int64_t n, float alpha);                // y *= alpha
+double sum_squares(const float* x, int64_t n);  // fixed chunking: independent of thread count
+void f32_to_bf16(uint16_t* dst, const float* src, int64_t n);  // round to nearest even
+void bf16_to_f32(float* dst, const uint16_t* src, int64_t n);
+
+// ---- rmsnorm.cu -----------------------------------------------------------------------
+// x: [rows, C], g: [C] -> y: [rows, C], rstd: [rows]
+void rmsnorm_forward(float* y, float* rstd, const float* x, const float* g, int64_t rows,
+                     int64_t C, float eps);
+// dx: [rows, C] overwritten; dg: [C] accumulated (+=)
+void rmsnorm_backward(float* dx, float* dg, const float* dy, const float* x, const float* g,
+                      const float* rstd, int64_t rows, int64_t C);
+
+// ---- rope.cu ----------------------------------------------------------------------------
+// table: [T, hd] = [cos | sin] (see ops.h)
+void rope_table(float* table, int64_t T, int64_t hd, double theta);
+// x: [B, T, nh, hd] rotated in place by +angle (sign = +1) or -angle (sign = -1).
+void rope_apply(float* x, const float* table, int64_t B, int64_t T, int64_t nh, int64_t hd,
+                float sign);
+
+// ---- swiglu.cu --------------------------------------------------------------------------
+void swiglu_forward(float* h, const float* gate, const float* up, int64_t n);
+void swiglu_backward(float* dgate, float* dup, const float* dh, const float* gate,
+                     const float* up, int64_t n);
+
+// ---- cross_entropy.cu -------------------------------------------------------------------
+// logits: [rows, V], targets: [rows] -> ce, lse: [rows]
+void cross_entropy_forward(float* ce, float* lse, const float* logits, const int32_t* targets,
+                           int64_t rows, int64_t V);
+// dlogits may equal logits (in place).
+void cross_entropy_backward(float* dlogits, const float* logits, const float* lse,
+                            const int32_t* targets, int64_t rows, int64_t V, float ce_scale,
+                            float z_scale);
+
+// out[r] = logits[r, targets[r]], 0 where targets[r] = -1.
+void target_logits(float* out, const float* logits, const int32_t* targets, int64_t rows, int64_t V);
+// lse[r] = log Σ_i exp(parts[i, r]), parts: [n, rows].
+void logsumexp_merge(float* lse, const float* parts, int64_t n, int64_t rows);
+
+// ---- attention.cu -----------------------------------------------------------------------
+// q, out: [B, T, H, hd]; k, v: [B, T, Hkv, hd]; lse: [B, H, T]
+void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                       int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd);
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,
+                        const float* k, const float* v, const float* out, const float* lse,
+                        int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd);
+
+// ---- attention_decode.cu ---------------------------------------------------------------
+// q, out: [B, H, hd]; k, v: [B, T_max, Hkv, hd], keys 0..n-1 used
+void attention_decode(float* out, const float* q, const float* k, const float* v, int64_t B,
+                      int64_t T_max, int64_t n, int64_t H, int64_t Hkv, int64_t hd);
+
+// ---- embedding.cu -----------------------------------------------------------------------
+// ids: [rows] in [0, V) or -1 (zero row), table: [V, d] -> out: [rows, d]
+void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t rows,
+                       int64_t d);
+// dtable[ids[r]] += dout[r] (ids -1 skipped), rows in ascending order for every vocab row.
+void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t rows,
+                        int64_t d);
+
+// ---- adamw.cu ---------------------------------------------------------------------------
+void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
+                float beta2, float eps, float weight_decay, int64_t step);
+
+// ---- kd_loss.cu (knowledge distillation; see core/ops.h) --------------------------------
+// logits: [rows, V] (V: this shard's vocabulary); ids, logp: [rows, k], ids shard-local or -1;
+// tail: 0 = renormalize, 1 = bucket. lse_s, lse_t: logsumexp(·/τ) over the whole vocabulary.
+// lse[r] = logsumexp(logits[r, :] · inv_tau) over this shard.
+void kd_logsumexp(float* lse, const float* logits, int64_t rows, int64_t V, float inv_tau);
+// kl = this shard's part of the top-k sum; tail_q = its part of Q (bucket; 0 otherwise) [rows].
+void kd_topk_shard_forward(float* kl, float* tail_q, const float* logits, const float* lse_s,
+                           const int32_t* ids, const float* logp, int64_t rows, int64_t V,
+                           int64_t k, float inv_tau, int tail);
+// Bucket, on the shards' sums: tail_q = max(Q, 1e-30), kl += P (log P − log Q).
+void kd_bucket_finish(float* kl, float* tail_q, const float* logp, int64_t rows, int64_t k);
+// dlogits += scale · dKL/dlogits (must not alias logits); tail_q: the global Q.
+void kd_topk_backward(float* dlogits, const float* logits, const float* lse_s, const float* tail_q,
+                      const int32_t* ids, const float* logp, int64_t rows, int64_t V, int64_t k,
+                      float inv_tau, int tail, float scale);
+// teacher: [rows, V] logits (the same shard). kl = this shard's part of the dense KL [rows].
+void kd_dense_shard_forward(float* kl, const float* logits, const float* teacher,
+                            const float* lse_s, const float* lse_t, int64_t rows, int64_t V,
+                            float inv_tau);
+void kd_dense_backward(float* dlogits, const float* logits, const float* lse_s,
+                       const float* teacher, const float* lse_t, int64_t rows, int64_t V,
+                       float inv_tau, float scale);
+
+// ---- ids.cu ------------------------------------------------------------------------------
+// Index of the first id outside [lo, hi), or -1 when all are inside (synchronises).
+int64_t first_id_out_of_range(const int32_t* ids, int64_t n, int32_t lo, int32_t hi);
+
+}  // namespace retort::cuda

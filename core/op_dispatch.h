@@ -1,0 +1,29 @@
+// Internal to core/ops*.cpp: choose the backend that runs an op from the device its tensors
+// live on, and call that backend's kernel (core/cpu/kernels.h or core/cuda/kernels.h, which
+// declare the same functions).
+#pragma once
+#include <initializer_list>
+
+#include "core/cpu/kernels.h"
+#include "core/tensor.h"
+#if RETORT_HAVE_CUDA
+#include "core/cuda/kernels.h"
+#endif
+
+namespace retort::ops {
+
+// The device of every tensor in `tensors`; an error naming the op when they differ.
+Device common_device(const char* op, std::initializer_list<const Tensor*> tensors);
+
+// Index of the first id outside [lo, hi) in an I32 tensor on either device, or -1.
+int64_t first_id_out_of_range(const Tensor& ids, int32_t lo, int32_t hi);
+
+}  // namespace retort::ops
+
+#if RETORT_HAVE_CUDA
+#define RETORT_KERNEL(dev, fn, ...)                 \
+  ((dev) == ::retort::Device::CUDA ? ::retort::cuda::fn(__VA_ARGS__) \
+                                   : ::retort::cpu::fn(__VA_ARGS__))
+#else
+#define RETORT_KERNEL(dev, fn, ...) ((void)(dev), ::retort::cpu::fn(__VA_ARGS__))
+#endif
