@@ -2,11 +2,14 @@
 """Times steady-state training steps of the PyTorch eager peer (bench/pytorch_model.py).
 
 Usage: /usr/bin/python3 bench/pytorch_bench.py [CONFIG.yaml] [--threads N] [--steps S]
-       [--warmup W] [--no-foreach] [--seed K]
+       [--warmup W] [--no-foreach] [--seed K] [--device cuda] [--bf16] [--compile]
 
 Same work per step as `retort bench`: forward, backward, clip_grad_norm_(1.0), AdamW
 (betas 0.9/0.95, eps 1e-8, wd 0.1 on matrices only), batch_tokens/seq_len sequences of
 synthetic uniform tokens. Prints JSON with tokens_per_s from the median step time.
+On a GPU (--device cuda): --bf16 runs the forward/backward under torch.autocast(bfloat16)
+(fp32 master weights and AdamW state, like retort's train.precision: bf16), --compile wraps
+the model in torch.compile; the GPU is synchronised before each step's clock is read.
 Thread environment variables (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS) are
 read before torch loads, so set them in the caller's environment; --threads calls
 torch.set_num_threads (intra-op).
@@ -45,7 +48,7 @@ def model_config(path):
         "seq_len": int(m["seq_len"]),
     }
     train = {"batch_tokens": int(t.get("batch_tokens", 4096)), "z_loss": float(t.get("z_loss", 1e-4)),
-             "grad_clip": float(t.get("grad_clip", 1.0))}
+             "grad_clip": float(t.get("grad_clip", 1.0)), "micro_batch": int(t.get("micro_batch", 0))}
     return c, train
 
 
@@ -66,6 +69,11 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--no-foreach", action="store_true", help="AdamW foreach=False")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--bf16", action="store_true", help="autocast matmuls to bfloat16")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model")
+    ap.add_argument("--micro-batch", type=int, default=0,
+                    help="sequences per forward (default: the config's train.micro_batch; 0 there: all)")
     a = ap.parse_args()
 
     torch.set_num_threads(a.threads)
@@ -73,21 +81,31 @@ def main():
     c, tr = model_config(a.config)
     T = c["seq_len"]
     B = tr["batch_tokens"] // T
-    model = Transformer(c)
+    dev = torch.device(a.device)
+    c["sdpa"] = a.device == "cuda"  # flash attention on the GPU; the plain product on the CPU
+    model = Transformer(c).to(dev)
     opt = make_optimizer(model, lr=1e-4, foreach=not a.no_foreach)
     params = list(model.parameters())
+    step_model = torch.compile(model) if a.compile else model
     gen = torch.Generator().manual_seed(a.seed + 1)
+    mb = a.micro_batch or tr["micro_batch"] or B
+    sync = torch.cuda.synchronize if a.device == "cuda" else (lambda: None)
 
     times, cpu = [], []
     for i in range(a.warmup + a.steps):
+        sync()
         t0, c0 = time.perf_counter(), time.process_time()
-        tokens = torch.randint(0, c["vocab_size"], (B, T + 1), generator=gen)
+        tokens = torch.randint(0, c["vocab_size"], (B, T + 1), generator=gen).to(dev)
         opt.zero_grad(set_to_none=True)
-        loss = model(tokens[:, :-1], tokens[:, 1:], tr["z_loss"])
-        loss.backward()
+        for s in range(0, B, mb):  # gradient accumulation over micro-batches
+            chunk = tokens[s : s + mb]
+            with torch.autocast(a.device, dtype=torch.bfloat16, enabled=a.bf16):
+                loss = step_model(chunk[:, :-1], chunk[:, 1:], tr["z_loss"]) * (chunk.shape[0] / B)
+            loss.backward()
         if tr["grad_clip"] > 0:
             torch.nn.utils.clip_grad_norm_(params, tr["grad_clip"])
         opt.step()
+        sync()
         dt, dc = time.perf_counter() - t0, time.process_time() - c0
         if i >= a.warmup:
             times.append(dt)
@@ -97,7 +115,10 @@ def main():
     tok_s = B * T / step_s
     fpt = flops_per_token_mfu(c)
     out = {
-        "impl": "pytorch-eager",
+        "impl": "pytorch-compile" if a.compile else "pytorch-eager",
+        "device": a.device,
+        "bf16_autocast": a.bf16,
+        "gpu_peak_bytes": torch.cuda.max_memory_allocated() if a.device == "cuda" else 0,
         "config": os.path.relpath(a.config),
         "model": c,
         "tokens_per_step": B * T,

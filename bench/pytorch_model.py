@@ -42,6 +42,7 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(d, self.Hkv * self.hd, bias=False)
         self.o_proj = nn.Linear(self.H * self.hd, d, bias=False)
         self.qk_norm = c["qk_norm"]
+        self.sdpa = c.get("sdpa", False)
         if self.qk_norm:
             self.q_norm = RMSNorm(self.hd, c["norm_eps"])
             self.k_norm = RMSNorm(self.hd, c["norm_eps"])
@@ -59,8 +60,11 @@ class Attention(nn.Module):
         if self.Hkv != self.H:
             rep = self.H // self.Hkv
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        s = torch.matmul(q, k.transpose(-2, -1)) * (1.0 / math.sqrt(self.hd)) + mask
-        a = torch.matmul(torch.softmax(s, dim=-1), v)                    # [B, H, T, hd]
+        if self.sdpa:  # fused (flash) attention: the strong GPU peer
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            s = torch.matmul(q, k.transpose(-2, -1)) * (1.0 / math.sqrt(self.hd)) + mask
+            a = torch.matmul(torch.softmax(s, dim=-1), v)                # [B, H, T, hd]
         return self.o_proj(a.transpose(1, 2).reshape(B, T, self.H * self.hd))
 
 

@@ -113,7 +113,7 @@ R, P, S = load("retort-*.json"), load("pytorch-*.json"), load("sweep-*.json")
 med = lambda xs: statistics.median(xs)
 r_tok, p_tok = med([r["tokens_per_s"] for r in R]), med([p["tokens_per_s"] for p in P])
 gf = med([r["achieved_gflops"] for r in R])
-ceil = med([r["sgemm_gflops_1024"] for r in R])
+ceil = med([r["matmul_ceiling_gflops"] for r in R])
 p = P[0]
 summary = {
     "config": config, "threads": int(threads), "runs": len(R),
@@ -123,7 +123,7 @@ summary = {
     "flops_per_token_mfu": R[0]["flops_per_token_mfu"], "flops_per_token_exact": R[0]["flops_per_token_exact"],
     "tokens_per_step": R[0]["tokens_per_step"],
     "retort_achieved_gflops": gf, "pytorch_achieved_gflops": med([x["achieved_gflops"] for x in P]),
-    "sgemm_gflops_1024": ceil, "sgemm_gflops_1024_runs": [r["sgemm_gflops_1024"] for r in R],
+    "sgemm_gflops_1024": ceil, "sgemm_gflops_1024_runs": [r["matmul_ceiling_gflops"] for r in R],
     "retort_fraction_of_sgemm": gf / ceil,
     "retort_peak_rss_bytes": max(r["peak_rss_bytes"] for r in R),
     "pytorch_peak_rss_bytes": max(x["peak_rss_bytes"] for x in P),

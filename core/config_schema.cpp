@@ -60,6 +60,10 @@ const std::vector<ConfigKey>& config_schema() {
       {"train.eps", T::Float, "1e-8", "AdamW epsilon"},
       {"train.weight_decay", T::Float, "0.1", "AdamW decoupled weight decay"},
       {"train.grad_clip", T::Float, "1.0", "clip the global gradient norm to this; 0 disables"},
+      {"train.precision", T::String, "fp32",
+       "matmul precision: fp32, or bf16 (operands rounded to bfloat16, fp32 accumulation; master "
+       "weights, AdamW state, loss and all other ops stay fp32). bf16 is the fast path on GPUs "
+       "(tensor cores); on the CPU it is an exact emulation for tests, not a speed-up"},
       {"train.nonfinite", T::String, "stop",
        "non-finite loss or gradient norm: stop (error naming the step and the first bad gradient) or skip (no update; counted in metrics.jsonl as skipped_steps)"},
       {"train.max_skipped", T::Int, "10", "with train.nonfinite: skip, stop after this many consecutive skipped steps"},
@@ -100,6 +104,10 @@ const std::vector<ConfigKey>& config_schema() {
        "communication, full-model memory)"},
       {"parallel.tp", T::Int, "1", "tensor-parallel ranks (innermost mesh axis)"},
       {"parallel.sp", T::Bool, "false", "sequence parallelism inside the tensor-parallel group"},
+      {"parallel.device", T::String, "cpu",
+       "where each rank computes: cpu, or cuda (one rank per GPU, chosen by the rank's index on "
+       "its node; NCCL between GPUs; needs a build with the CUDA backend; retort train, bench and "
+       "generate on dp meshes so far)"},
       {"parallel.bucket_elems", T::Int, "1048576",
        "data parallel: gradient elements per all-reduce bucket (reduced while backward runs)"},
 
@@ -131,6 +139,9 @@ const std::vector<ConfigKey>& config_schema() {
 
       {"bench.steps", T::Int, "10", "timed steps for retort bench"},
       {"bench.warmup", T::Int, "2", "untimed warmup steps before timing"},
+      {"bench.peak_tflops", T::Float, "0",
+       "the device's peak dense TFLOP/s at train.precision, for the MFU figure (H100 SXM bf16: "
+       "989); 0 = no MFU reported"},
 
       {"system.threads", T::Int, "0", "CPU threads per rank; 0 = OpenMP default (all cores)"},
   };

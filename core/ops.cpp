@@ -69,6 +69,13 @@ void check_ids(const char* op, const char* name, const Tensor& ids, int64_t n) {
 
 // ---- dense linear algebra ----------------------------------------------------------------
 
+namespace {
+MatmulPrecision g_matmul_precision = MatmulPrecision::F32;
+}
+
+void set_matmul_precision(MatmulPrecision p) { g_matmul_precision = p; }
+MatmulPrecision matmul_precision() { return g_matmul_precision; }
+
 void matmul(Tensor& y, const Tensor& a, bool transpose_a, const Tensor& b, bool transpose_b,
             float alpha, float beta) {
   const char* op = "matmul";
@@ -89,7 +96,11 @@ void matmul(Tensor& y, const Tensor& a, bool transpose_a, const Tensor& b, bool 
                "]");
   RETORT_CHECK(!overlaps(y, a) && !overlaps(y, b), op, ": y must not alias a or b");
   const Device dev = common_device("matmul", {&y, &a, &b});
-  RETORT_KERNEL(dev, matmul, y.data<float>(), a.data<float>(), transpose_a, b.data<float>(), transpose_b, M, N,
+  if (g_matmul_precision == MatmulPrecision::BF16)
+    RETORT_KERNEL(dev, matmul_bf16, y.data<float>(), a.data<float>(), transpose_a, b.data<float>(),
+                  transpose_b, M, N, K, alpha, beta);
+  else
+    RETORT_KERNEL(dev, matmul, y.data<float>(), a.data<float>(), transpose_a, b.data<float>(), transpose_b, M, N,
               K, alpha, beta);
 }
 

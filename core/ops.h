@@ -19,8 +19,16 @@ namespace retort::ops {
 // y = alpha * op(a) @ op(b) + beta * y, with op(x) = xᵀ when the flag is set.
 // a is viewed as 2-D [rows, last dim]: op(a): [M, K]; op(b): [K, N]; y: [M, N] (rows, last).
 // Every transpose combination goes to sgemm.
+// The operands' precision follows matmul_precision().
 void matmul(Tensor& y, const Tensor& a, bool transpose_a, const Tensor& b, bool transpose_b,
             float alpha = 1.0f, float beta = 0.0f);
+// Mixed precision (train.precision): F32 multiplies fp32 operands; BF16 rounds both operands
+// to bfloat16 and accumulates in fp32 (fp32 output, master weights and every other op stay
+// fp32). The GPU runs BF16 on tensor cores; the CPU emulates the rounding (a reference for
+// tests, not a speed-up). Process-wide, default F32.
+enum class MatmulPrecision { F32, BF16 };
+void set_matmul_precision(MatmulPrecision p);
+MatmulPrecision matmul_precision();
 
 // ---- elementwise / reductions ------------------------------------------------------
 void fill(Tensor& x, float value);           // F32

@@ -8,12 +8,14 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "core/device.h"
 #include "core/fs.h"
 #include "core/ops.h"
 #include "core/random.h"
 #include "launch/commands.h"
 #include "launch/train_step.h"
 #include "parallel/job_check.h"
+#include "parallel/gpu_mesh.h"
 #include "parallel/mesh.h"
 
 namespace retort {
@@ -31,14 +33,20 @@ double median(std::vector<double> v) {
 }
 
 // Best-of-5 GFLOP/s of a square fp32 matmul of size n.
-double sgemm_gflops(int64_t n) {
-  Tensor a = Tensor::empty({n, n}), b = Tensor::empty({n, n}), c = Tensor::empty({n, n});
+// The matmul ceiling of this device at the run's precision: GFLOP/s of the best of 5 square
+// [n, n] @ [n, n]ᵀ products (one warm-up first; the GPU is synchronised around each).
+double matmul_gflops(int64_t n, Device device) {
+  Tensor a = Tensor::empty({n, n}, DType::F32, device), b = Tensor::empty({n, n}, DType::F32, device),
+         c = Tensor::empty({n, n}, DType::F32, device);
   ops::fill(a, 0.5f);
   ops::fill(b, 0.25f);
+  ops::matmul(c, a, false, b, true);
+  device::synchronize();
   double best = 1e30;
   for (int i = 0; i < 5; ++i) {
     double t = now_s();
     ops::matmul(c, a, false, b, true);
+    device::synchronize();
     best = std::min(best, now_s() - t);
   }
   return 2.0 * n * n * n / best / 1e9;
@@ -82,6 +90,7 @@ AxisBytes theoretical_wire_bytes(const Mesh& mesh, const ModelConfig& mc, const 
 
 int run_bench(const Config& cfg) {
   Mesh mesh = make_mesh(cfg);
+  place_mesh(mesh, cfg);
   check_same_job(mesh, cfg);
   check_mesh_fits_model(mesh, cfg);
   apply_thread_setting(cfg);
@@ -91,7 +100,7 @@ int run_bench(const Config& cfg) {
   if (steps < 1) cfg.fail("bench.steps", "must be >= 1");
   if (warmup < 0) cfg.fail("bench.warmup", "must be >= 0");
 
-  Transformer model(mc, mesh.tp_layout());
+  Transformer model(mc, mesh.tp_layout(), mesh.device);
   model.set_recompute(cfg.get_bool("train.recompute"));
   model.init(static_cast<uint64_t>(cfg.get_int("train.seed")));
   TrainStep trainer(model, cfg, geo, mesh);
@@ -114,6 +123,7 @@ int run_bench(const Config& cfg) {
     if (i == warmup) before = axis_wire_bytes(mesh);
     double t = now_s();
     trainer.run(i, 1e-4, source);
+    device::synchronize();
     if (i >= warmup) times.push_back(now_s() - t);
   }
   const AxisBytes after = axis_wire_bytes(mesh);
@@ -127,7 +137,9 @@ int run_bench(const Config& cfg) {
   const double tok_s = geo.tokens_per_step() / step_s;
   const double gflops_mfu = tok_s * mc.flops_per_token_mfu() / 1e9;
   const double gflops_exact = tok_s * mc.flops_per_token_exact() / 1e9;
-  const double ceiling = sgemm_gflops(1024);
+  const bool gpu = mesh.device == Device::CUDA;
+  const double ceiling = matmul_gflops(gpu ? 8192 : 1024, mesh.device);
+  const double peak_tflops = cfg.get_float("bench.peak_tflops");
   if (!mesh.is_root()) return 0;
   nlohmann::json j = {{"config", cfg.source()},
                       {"threads", omp_get_max_threads()},
@@ -139,8 +151,14 @@ int run_bench(const Config& cfg) {
                       {"flops_per_token_exact", mc.flops_per_token_exact()},
                       {"achieved_gflops", gflops_mfu},
                       {"achieved_gflops_exact", gflops_exact},
-                      {"sgemm_gflops_1024", ceiling},
-                      {"fraction_of_sgemm", gflops_mfu / ceiling},
+                      {"device", gpu ? "cuda" : "cpu"},
+                      {"precision", cfg.get_string("train.precision")},
+                      {"matmul_ceiling_gflops", ceiling},
+                      {"matmul_ceiling_n", gpu ? 8192 : 1024},
+                      {"fraction_of_matmul_ceiling", gflops_mfu / ceiling},
+                      {"mfu", peak_tflops > 0 ? nlohmann::json(gflops_mfu / (peak_tflops * 1e3))
+                                              : nlohmann::json(nullptr)},
+                      {"gpu_peak_bytes", device::gpu_peak_bytes()},
                       {"peak_rss_bytes", fs::peak_rss_bytes()},
                       {"world_size", mesh.world_size},
                       {"mesh", {{"dp", mesh.dp}, {"fsdp", mesh.fsdp}, {"tp", mesh.tp}, {"sp", mesh.tp_layout().sp}}},

@@ -5,11 +5,12 @@
 #include "core/checkpoint.h"
 #include "core/config.h"
 #include "core/fs.h"
+#include "core/ops.h"
 #include "parallel/tensor_parallel.h"
 
 namespace retort {
 
-LoadedModel load_checkpoint_model(const std::string& path, const TpLayout& tp) {
+LoadedModel load_checkpoint_model(const std::string& path, const TpLayout& tp, Device device) {
   LoadedModel out;
   out.dir = resolve_checkpoint_dir(path);
   const std::string config_path = out.dir + "/config.yaml";
@@ -34,16 +35,20 @@ LoadedModel load_checkpoint_model(const std::string& path, const TpLayout& tp) {
     throw ConfigError(str_cat(config_path, ": parallel.tp = ", tp.size, " needs the model's n_kv_heads (",
                               mc.n_kv_heads, "), d_ff (", mc.d_ff, ") and vocab_size (", mc.vocab_size,
                               ") divisible by it"));
-  out.model = std::make_unique<Transformer>(mc, tp);
+  RETORT_CHECK(tp.size == 1 || device == Device::CPU, "tensor-parallel models load on the CPU only");
+  out.model = std::make_unique<Transformer>(mc, tp, device);
   const auto& ps = out.model->parameters();
-  std::vector<NamedTensor> weights;  // tp > 1: whole tensors, then this rank's slices
-  for (const auto& p : ps) weights.push_back({p.name, tp.size > 1 ? Tensor::empty(p.global_shape) : p.value});
+  // Read into host tensors: whole ones under tp (then this rank's slices), copies on a GPU.
+  const bool direct = tp.size == 1 && device == Device::CPU;
+  std::vector<NamedTensor> weights;
+  for (const auto& p : ps)
+    weights.push_back({p.name, direct ? p.value : Tensor::empty(tp.size > 1 ? p.global_shape : p.shape)});
   load_model_weights(out.dir, weights);
-  if (tp.size > 1)
-    for (size_t i = 0; i < ps.size(); ++i) {
-      Tensor local = ps[i].value;
-      copy_tp_slice(local, ps[i], weights[i].tensor);
-    }
+  for (size_t i = 0; i < ps.size() && !direct; ++i) {
+    Tensor local = ps[i].value;
+    if (tp.size > 1) copy_tp_slice(local, ps[i], weights[i].tensor);
+    else ops::copy(local, weights[i].tensor);
+  }
   return out;
 }
 

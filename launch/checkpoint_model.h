@@ -17,6 +17,8 @@ struct LoadedModel {
 // section of config.yaml is read, so exports of other tools load too. With tp.size > 1 the
 // model is built for that tensor-parallel layout and holds this rank's slices (any checkpoint
 // form, any mesh wrote it); the caller sets its regions object before the first forward.
-LoadedModel load_checkpoint_model(const std::string& path, const TpLayout& tp = {});
+// The model lives on `device` (tp.size == 1 on a GPU).
+LoadedModel load_checkpoint_model(const std::string& path, const TpLayout& tp = {},
+                                  Device device = Device::CPU);
 
 }  // namespace retort

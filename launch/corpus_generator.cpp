@@ -12,6 +12,9 @@
 namespace retort {
 namespace {
 
+// The logits where the top-k and the sampler read them (a copy when the teacher is on a GPU).
+Tensor on_host(const Tensor& t) { return t.device() == Device::CPU ? t : t.to(Device::CPU); }
+
 // Appends row `r` of logits [*, V] as top-k row `t` of sequence `j` of the block.
 void record(const GeneratorSettings& s, const Tensor& logits, int64_t r, int64_t j, int64_t t,
             CorpusSequences& out, int64_t V) {
@@ -65,25 +68,25 @@ void generate_sequences(Transformer& teacher, const GeneratorSettings& s, const 
       for (int64_t b = 0; b < B; ++b)
         std::memcpy(in.data<int32_t>() + b * T, toks + b * Ls, T * sizeof(int32_t));
       teacher.evaluate(in, in);  // targets unused (any valid ids)
-      const Tensor& logits = teacher.logits();  // [B·T, V]
+      const Tensor logits = on_host(teacher.logits());  // [B·T, V]
       for (int64_t b = 0; b < B; ++b)
         for (int64_t t = 0; t < T; ++t) record(s, logits, b * T + t, j0 + b, t, out, V);
     } else if (dec) {  // prefill the prompt, then one token per step
       Tensor prompt = Tensor::empty({B, P}, DType::I32);
       for (int64_t b = 0; b < B; ++b)
         std::memcpy(prompt.data<int32_t>() + b * P, toks + b * Ls, P * sizeof(int32_t));
-      const Tensor* logits = &dec->prefill(prompt);  // [B·P, V]
+      Tensor logits = on_host(dec->prefill(prompt));  // [B·P, V]
       for (int64_t b = 0; b < B; ++b) {
-        for (int64_t t = 0; t < P; ++t) record(s, *logits, b * P + t, j0 + b, t, out, V);
-        toks[b * Ls + P] = draw(s, *logits, b * P + P - 1, V, first + j0 + b, P);
+        for (int64_t t = 0; t < P; ++t) record(s, logits, b * P + t, j0 + b, t, out, V);
+        toks[b * Ls + P] = draw(s, logits, b * P + P - 1, V, first + j0 + b, P);
       }
       Tensor step = Tensor::empty({B}, DType::I32);
       for (int64_t pos = P; pos < Ls - 1; ++pos) {
         for (int64_t b = 0; b < B; ++b) step.data<int32_t>()[b] = toks[b * Ls + pos];
-        logits = &dec->step(step);  // [B, V]: after tokens ≤ pos
+        logits = on_host(dec->step(step));  // [B, V]: after tokens ≤ pos
         for (int64_t b = 0; b < B; ++b) {
-          record(s, *logits, b, j0 + b, pos, out, V);
-          toks[b * Ls + pos + 1] = draw(s, *logits, b, V, first + j0 + b, pos + 1);
+          record(s, logits, b, j0 + b, pos, out, V);
+          toks[b * Ls + pos + 1] = draw(s, logits, b, V, first + j0 + b, pos + 1);
         }
       }
     } else {  // sample without a cache: recompute the whole prefix for every new token
@@ -92,7 +95,7 @@ void generate_sequences(Transformer& teacher, const GeneratorSettings& s, const 
         for (int64_t b = 0; b < B; ++b)
           std::memcpy(in.data<int32_t>() + b * pos, toks + b * Ls, pos * sizeof(int32_t));
         teacher.evaluate(in, in);
-        const Tensor& logits = teacher.logits();  // [B·pos, V]
+        const Tensor logits = on_host(teacher.logits());  // [B·pos, V]
         for (int64_t b = 0; b < B; ++b) {
           if (pos == P)
             for (int64_t t = 0; t < P - 1; ++t) record(s, logits, b * pos + t, j0 + b, t, out, V);

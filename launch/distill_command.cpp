@@ -63,6 +63,8 @@ std::pair<std::string, std::string> teacher_tokenizer(const LoadedModel& teacher
 }  // namespace
 
 int run_distill(const Config& cfg, bool resume) {
+  if (cfg.get_string("parallel.device") != "cpu")
+    cfg.fail("parallel.device", "retort distill runs on the CPU only so far (GPU: retort train, bench, generate)");
   Mesh mesh = make_mesh(cfg);
   check_same_job(mesh, cfg);
   check_mesh_fits_model(mesh, cfg);

@@ -19,6 +19,7 @@
 #include "launch/checkpoint_model.h"
 #include "launch/commands.h"
 #include "launch/corpus_generator.h"
+#include "parallel/gpu_mesh.h"
 #include "parallel/mesh.h"
 
 namespace retort {
@@ -161,10 +162,11 @@ int run_generate(const Config& cfg_in) {
   const int world = launched_world_size();
   if (!cfg.was_set("parallel.dp")) cfg.set("parallel.dp", std::to_string(world));
   Mesh mesh = make_mesh(cfg);
+  place_mesh(mesh, cfg);
   apply_thread_setting(cfg);
   const bool root = mesh.is_root();
 
-  LoadedModel teacher = load_checkpoint_model(p.teacher);
+  LoadedModel teacher = load_checkpoint_model(p.teacher, {}, mesh.device);
   const ModelConfig& mc = teacher.model->config();
   const std::string teacher_h5 = teacher.dir + "/model.h5";
   TokenDataset data = TokenDataset::load(p.data);

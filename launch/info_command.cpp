@@ -1,8 +1,10 @@
 // retort info CONFIG [--json]: parameter and FLOP counts (SPEC §1) and a memory estimate
-// for one process (fp32 weights, gradients, AdamW moments, saved activations).
+// for one process (fp32 weights, gradients, AdamW moments, saved activations), and the
+// devices this build and machine offer.
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "core/device.h"
 #include "launch/commands.h"
 #include "launch/train_step.h"
 #include "models/model_config.h"
@@ -39,7 +41,9 @@ int run_info(const Config& cfg, bool json) {
       {"flops_per_step_exact", static_cast<double>(m.flops_per_token_exact()) * g.tokens_per_step()},
       {"memory_bytes",
        {{"params", 4 * N}, {"grads", 4 * N}, {"optimizer", 8 * N},
-        {"activations_per_micro_batch", act_bytes}, {"total", 16 * N + act_bytes}}}};
+        {"activations_per_micro_batch", act_bytes}, {"total", 16 * N + act_bytes}}},
+      {"cuda_built", device::cuda_built()},
+      {"cuda_gpus", device::cuda_device_count()}};
   if (json) {
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
@@ -62,6 +66,11 @@ int run_info(const Config& cfg, bool json) {
               "%.1f MiB%s = %.1f MiB per process\n",
               mib(4 * N), mib(4 * N), mib(8 * N), mib(act_bytes), recompute ? " (recompute)" : "",
               mib(16 * N + act_bytes));
+  std::printf("devices      cpu%s\n",
+              device::cuda_built()
+                  ? str_cat("; cuda backend built, ", device::cuda_device_count(), " GPU(s) visible")
+                        .c_str()
+                  : "; no cuda backend in this build");
   return 0;
 }
 

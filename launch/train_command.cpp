@@ -9,6 +9,7 @@
 #include "launch/commands.h"
 #include "launch/train_loop.h"
 #include "parallel/job_check.h"
+#include "parallel/gpu_mesh.h"
 #include "parallel/mesh.h"
 
 namespace retort {
@@ -21,6 +22,7 @@ void apply_thread_setting(const Config& cfg) {
 
 int run_train(const Config& cfg, bool resume) {
   Mesh mesh = make_mesh(cfg);
+  place_mesh(mesh, cfg);
   check_same_job(mesh, cfg);
   check_mesh_fits_model(mesh, cfg);
   apply_thread_setting(cfg);
@@ -32,7 +34,7 @@ int run_train(const Config& cfg, bool resume) {
   const uint64_t seed = static_cast<uint64_t>(cfg.get_int("train.seed"));
   WindowLoader loader(train_data.tokens(), mc.seq_len, seed);
 
-  Transformer model(mc, mesh.tp_layout());
+  Transformer model(mc, mesh.tp_layout(), mesh.device);
   TrainLoopJob job;
   job.model = &model;
   job.geometry = geo;

@@ -41,6 +41,12 @@ std::string checkpoint_format(const Config& cfg, const Mesh& mesh) {
   return f;
 }
 
+ops::MatmulPrecision matmul_precision(const Config& cfg) {
+  const std::string p = cfg.get_string("train.precision");
+  if (p != "fp32" && p != "bf16") cfg.fail("train.precision", "must be fp32 or bf16");
+  return p == "bf16" ? ops::MatmulPrecision::BF16 : ops::MatmulPrecision::F32;
+}
+
 std::string nonfinite_policy(const Config& cfg) {
   const std::string p = cfg.get_string("train.nonfinite");
   if (p != "stop" && p != "skip") cfg.fail("train.nonfinite", str_cat("must be stop or skip, got '", p, "'"));
@@ -76,6 +82,7 @@ TrainStep::TrainStep(Transformer& model, const Config& cfg, const BatchGeometry&
                            ? std::atoll(std::getenv("RETORT_FAULT_NAN_GRAD_STEP")) : -1),
       inputs_(Tensor::empty({geometry.micro_seqs, geometry.seq_len}, DType::I32)),
       targets_(Tensor::empty({geometry.micro_seqs, geometry.seq_len}, DType::I32)) {
+  ops::set_matmul_precision(matmul_precision(cfg));
   RETORT_CHECK(model.tp_layout().size == mesh.tp && model.tp_layout().rank == mesh.tp_index,
                "the model was built for tp ", model.tp_layout().size, " but the mesh has tp ", mesh.tp);
   if (mesh.tp > 1) {
@@ -129,8 +136,10 @@ StepResult TrainStep::run(int64_t step, double lr, const BatchSource& source) {
     r.extra = losses.host<float>()[2] / g_.data_ranks;
   }
   if (step + 1 == inject_nan_step_) {  // a NaN in the first gradient element, on every rank
-    Tensor g = fsdp_ ? fsdp_->grad_shard() : model_.flat_grads();
-    g.host<float>()[0] = std::nanf("");
+    Tensor g = (fsdp_ ? fsdp_->grad_shard() : model_.flat_grads()).flat(0, 1);
+    Tensor nan = Tensor::empty({1});
+    nan.host<float>()[0] = std::nanf("");
+    ops::copy(g, nan);
   }
   r.grad_norm = clip_gradients();
   // loss and norm are global (identical on every rank), so every rank takes the same branch.
@@ -150,8 +159,9 @@ StepResult TrainStep::run(int64_t step, double lr, const BatchSource& source) {
 
 std::string TrainStep::nonfinite_gradient() const {
   auto bad = [](const Tensor& g) {
-    const float* p = g.host<float>();
-    for (int64_t i = 0; i < g.numel(); ++i)
+    const Tensor h = g.device() == Device::CPU ? g : g.to(Device::CPU);
+    const float* p = h.host<float>();
+    for (int64_t i = 0; i < h.numel(); ++i)
       if (!std::isfinite(p[i])) return true;
     return false;
   };
@@ -193,6 +203,23 @@ std::vector<NamedTensor> named(const std::vector<Parameter>& params) {
   for (const auto& p : params) out.push_back({p.name, p.value});
   return out;
 }
+
+// Host tensors for the checkpoint writers and readers (copies when on a GPU, else the same).
+std::vector<NamedTensor> on_host(const std::vector<NamedTensor>& ts, bool copy_values) {
+  std::vector<NamedTensor> out;
+  for (const auto& t : ts) {
+    if (t.tensor.device() == Device::CPU) out.push_back(t);
+    else if (copy_values) out.push_back({t.name, t.tensor.to(Device::CPU)});
+    else out.push_back({t.name, Tensor::empty(t.tensor.shape())});
+  }
+  return out;
+}
+
+// After reading into on_host(…, false) buffers: copy them to the GPU tensors.
+void copy_back(std::vector<NamedTensor>& dst, const std::vector<NamedTensor>& host) {
+  for (size_t i = 0; i < dst.size(); ++i)
+    if (!dst[i].tensor.same_storage(host[i].tensor)) ops::copy(dst[i].tensor, host[i].tensor);
+}
 }  // namespace
 
 std::vector<NamedTensor> TrainStep::whole(const std::vector<NamedTensor>& local) {
@@ -208,9 +235,9 @@ CheckpointData TrainStep::checkpoint_data() {
   CheckpointData data;
   if (!fsdp_) {  // every dp replica holds the same state; tp slices are gathered
     if (mesh_.dp_index != 0) return data;
-    data.model = whole(named(model_.parameters()));
-    data.exp_avg = whole(optimizer_->exp_avg());
-    data.exp_avg_sq = whole(optimizer_->exp_avg_sq());
+    data.model = on_host(whole(named(model_.parameters())), true);
+    data.exp_avg = on_host(whole(optimizer_->exp_avg()), true);
+    data.exp_avg_sq = on_host(whole(optimizer_->exp_avg_sq()), true);
     if (!mesh_.is_root()) data = CheckpointData();
     return data;
   }
@@ -308,9 +335,14 @@ nlohmann::json TrainStep::load_sliced(const std::string& dir, std::vector<NamedT
 
 nlohmann::json TrainStep::load_checkpoint(const std::string& dir) {
   nlohmann::json state;
-  if (!fsdp_) {
+  if (!fsdp_) {  // GPU models read into host buffers first
     std::vector<NamedTensor> weights = named(model_.parameters());
-    state = load_sliced(dir, weights, optimizer_->exp_avg(), optimizer_->exp_avg_sq());
+    std::vector<NamedTensor> w = on_host(weights, false), m = on_host(optimizer_->exp_avg(), false),
+                             v = on_host(optimizer_->exp_avg_sq(), false);
+    state = load_sliced(dir, w, m, v);
+    copy_back(weights, w);
+    copy_back(optimizer_->exp_avg(), m);
+    copy_back(optimizer_->exp_avg_sq(), v);
   } else {  // every rank reads the consolidated files and keeps its shard
     const int64_t N = model_.num_params();
     Tensor params = Tensor::empty({N}), m = Tensor::empty({N}), v = Tensor::empty({N});

@@ -27,7 +27,7 @@ void Transformer::block_forward(int layer, const Tensor& x_in, Tensor& x_out, Bl
   Tensor rope = rope_.slice(0, T);
   // RMSNorm on this rank's rows, then (sp) gathered into the full [R, d] for the projections.
   auto norm_enter = [&](Tensor& full, Tensor& rstd, const Tensor& x, const Tensor& g) {
-    Tensor local = sp() ? hl_b_.get({Rl_, cfg_.d_model}) : full;
+    Tensor local = sp() ? hl_b_.get(device_, {Rl_, cfg_.d_model}) : full;
     ops::rmsnorm_forward(local, rstd, x, g, eps);
     if (sp()) regions_->enter_forward(full, local);
   };
@@ -68,10 +68,10 @@ void Transformer::block_backward(int layer, const Tensor& x_in, Tensor& dx, Bloc
   const int64_t B = B_, T = T_, R = R_, d = cfg_.d_model, H = H_, Hkv = Hkv_, hd = cfg_.head_dim,
                 F = F_;
   Tensor rope = rope_.slice(0, T);
-  Tensor dtmp = dtmp_b_.get({Rl_, d}), dh = dh_b_.get({R, d});
-  Tensor dact = dact_b_.get({R, F}), dgate = dgate_b_.get({R, F}), dup = dup_b_.get({R, F});
-  Tensor datt = datt_b_.get({R, H * hd}), dq = dq_b_.get({R, H * hd});
-  Tensor dk = dk_b_.get({R, Hkv * hd}), dv = dv_b_.get({R, Hkv * hd});
+  Tensor dtmp = dtmp_b_.get(device_, {Rl_, d}), dh = dh_b_.get(device_, {R, d});
+  Tensor dact = dact_b_.get(device_, {R, F}), dgate = dgate_b_.get(device_, {R, F}), dup = dup_b_.get(device_, {R, F});
+  Tensor datt = datt_b_.get(device_, {R, H * hd}), dq = dq_b_.get(device_, {R, H * hd});
+  Tensor dk = dk_b_.get(device_, {R, Hkv * hd}), dv = dv_b_.get(device_, {R, Hkv * hd});
   Tensor g_gate = w.w_gate.g, g_up = w.w_up.g, g_down = w.w_down.g;
   Tensor g_q = w.wq.g, g_k = w.wk.g, g_v = w.wv.g, g_o = w.wo.g;
   Tensor g_in = w.ln_in.g, g_post = w.ln_post.g;
@@ -101,8 +101,8 @@ void Transformer::block_backward(int layer, const Tensor& x_in, Tensor& dx, Bloc
   ops::rope_backward(dk4, rope);
   Tensor dq_raw = dq, dk_raw = dk;  // gradients w.r.t. the projections' outputs
   if (cfg_.qk_norm) {
-    dq_raw = dq2_b_.get({R, H * hd});
-    dk_raw = dk2_b_.get({R, Hkv * hd});
+    dq_raw = dq2_b_.get(device_, {R, H * hd});
+    dk_raw = dk2_b_.get(device_, {R, Hkv * hd});
     Tensor dqr = dq_raw.view({R * H, hd}), dkr = dk_raw.view({R * Hkv, hd});
     Tensor gqn = w.q_norm.g, gkn = w.k_norm.g;
     const bool split_heads = regions_ != nullptr;

@@ -9,7 +9,7 @@
 namespace retort {
 
 KvCacheDecoder::KvCacheDecoder(const Transformer& model, int64_t max_batch, int64_t max_len)
-    : cfg_(model.config()), max_batch_(max_batch), max_len_(max_len) {
+    : cfg_(model.config()), device_(model.device()), max_batch_(max_batch), max_len_(max_len) {
   RETORT_CHECK(max_batch >= 1, "KvCacheDecoder: max_batch ", max_batch, " < 1");
   RETORT_CHECK(max_len >= 1 && max_len <= cfg_.seq_len, "KvCacheDecoder: max_len ", max_len,
                " outside [1, seq_len = ", cfg_.seq_len, "]");
@@ -34,18 +34,18 @@ KvCacheDecoder::KvCacheDecoder(const Transformer& model, int64_t max_batch, int6
     l.w_gate = w(p + "mlp.gate_proj.weight");
     l.w_up = w(p + "mlp.up_proj.weight");
     l.w_down = w(p + "mlp.down_proj.weight");
-    l.k_cache = Tensor::zeros(cache);
-    l.v_cache = Tensor::zeros(cache);
+    l.k_cache = Tensor::zeros(cache, DType::F32, device_);
+    l.v_cache = Tensor::zeros(cache, DType::F32, device_);
     layers_.push_back(l);
   }
-  rope_ = ops::rope_table(max_len, cfg_.head_dim, cfg_.rope_theta);
+  rope_ = ops::rope_table(max_len, cfg_.head_dim, cfg_.rope_theta).to(device_);
 }
 
-Tensor KvCacheDecoder::buf(size_t slot, const Shape& shape) {
+Tensor KvCacheDecoder::buf(size_t slot, const Shape& shape, DType dtype) {
   if (scratch_.size() <= slot) scratch_.resize(slot + 1);
   const int64_t n = shape_numel(shape);
-  if (!scratch_[slot].defined() || scratch_[slot].numel() < n)
-    scratch_[slot] = Tensor::empty({n});
+  if (!scratch_[slot].defined() || scratch_[slot].numel() < n || scratch_[slot].dtype() != dtype)
+    scratch_[slot] = Tensor::empty({n}, dtype, device_);
   return scratch_[slot].flat(0, n).view(shape);
 }
 
@@ -84,8 +84,10 @@ void KvCacheDecoder::forward(const Tensor& tokens, int64_t B, int64_t n) {
   Tensor rstd_q = buf(8, {R * H}), rstd_k = buf(9, {R * Hkv});
   Tensor att = buf(10, {R, H * hd}), lse = buf(11, {B * H * n});
   Tensor gate = buf(12, {R, F}), up = buf(13, {R, F}), act = buf(14, {R, F});
+  Tensor ids = buf(15, {R}, DType::I32);
+  ops::copy(ids, tokens.view({R}));  // tokens may come from the host
 
-  ops::embedding_forward(x, tokens.view({R}), embed_);
+  ops::embedding_forward(x, ids, embed_);
   for (Layer& l : layers_) {
     // ---- attention ----
     ops::rmsnorm_forward(h, rstd, x, l.ln_in, eps);
@@ -130,7 +132,7 @@ void KvCacheDecoder::forward(const Tensor& tokens, int64_t B, int64_t n) {
     ops::matmul(x, act, false, l.w_down, true, 1.0f, 1.0f);  // x += act W_downᵀ
   }
   ops::rmsnorm_forward(h, rstd, x, final_norm_, eps);
-  if (!logits_.defined() || logits_.numel() != R * V) logits_ = Tensor::empty({R, V});
+  if (!logits_.defined() || logits_.numel() != R * V) logits_ = Tensor::empty({R, V}, DType::F32, device_);
   ops::matmul(logits_, h, false, head_, true);  // [R, V] = h headᵀ
   pos_ += n;
 }

@@ -38,9 +38,11 @@ class KvCacheDecoder {
   };
   // Runs tokens [B, n] at positions [pos_, pos_ + n) through the model; fills logits_.
   void forward(const Tensor& tokens, int64_t B, int64_t n);
-  Tensor buf(size_t slot, const Shape& shape);  // scratch tensor `slot`, grown as needed
+  // Scratch tensor `slot` on the model's device, grown as needed.
+  Tensor buf(size_t slot, const Shape& shape, DType dtype = DType::F32);
 
   ModelConfig cfg_;
+  Device device_;  // the model's: caches, scratch and logits live there
   int64_t max_batch_, max_len_;
   Tensor embed_, final_norm_, head_;  // head_ = embed_ when tied
   std::vector<Layer> layers_;

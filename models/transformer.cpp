@@ -22,7 +22,7 @@ double sum_host(const Tensor& x) {
 }
 
 // Ids outside [0, V) would index out of bounds in the embedding / cross-entropy kernels.
-// (Host tensors only; a device backend would check inside its kernels.)
+// (Batches come from the host; ids already on a GPU are checked by the ops themselves.)
 void check_ids(const Tensor& ids, const char* what, int64_t V) {
   if (ids.device() != Device::CPU) return;
   const int32_t* p = ids.host<int32_t>();
@@ -36,7 +36,8 @@ void check_ids(const Tensor& ids, const char* what, int64_t V) {
 
 // ---- parameters ------------------------------------------------------------------------
 
-Transformer::Transformer(const ModelConfig& cfg, const TpLayout& tp) : cfg_(cfg), tp_(tp) {
+Transformer::Transformer(const ModelConfig& cfg, const TpLayout& tp, Device device)
+    : cfg_(cfg), tp_(tp), device_(device) {
   const int64_t V = cfg.vocab_size, d = cfg.d_model, H = cfg.n_heads, Hkv = cfg.n_kv_heads,
                 hd = cfg.head_dim, F = cfg.d_ff, L = cfg.n_layers;
   RETORT_CHECK(V > 0 && d > 0 && L > 0 && H > 0 && Hkv > 0 && hd > 0 && F > 0 && cfg.seq_len > 0 &&
@@ -100,10 +101,10 @@ Transformer::Transformer(const ModelConfig& cfg, const TpLayout& tp) : cfg_(cfg)
                " != ModelConfig::n_params ", cfg.n_params());
 
   unit_first_param_.push_back(params_.size());  // end sentinel
-  flat_params_ = Tensor::zeros({n_params_});
-  flat_grads_ = Tensor::zeros({n_params_});
+  flat_params_ = Tensor::zeros({n_params_}, DType::F32, device);
+  flat_grads_ = Tensor::zeros({n_params_}, DType::F32, device);
   build_views();
-  rope_ = ops::rope_table(cfg.seq_len, hd, cfg.rope_theta);
+  rope_ = ops::rope_table(cfg.seq_len, hd, cfg.rope_theta).to(device);
 }
 
 void Transformer::bind(const Tensor& flat_params, const Tensor& flat_grads) {
@@ -230,9 +231,10 @@ void Transformer::zero_grad() {
 
 // ---- activations -------------------------------------------------------------------------
 
-Tensor Transformer::Backing::get(const Shape& shape, DType dt) {
+Tensor Transformer::Backing::get(Device device, const Shape& shape, DType dt) {
   const int64_t n = shape_numel(shape);
-  if (!buf.defined() || buf.dtype() != dt || buf.numel() < n) buf = Tensor::empty({n}, dt);
+  if (!buf.defined() || buf.dtype() != dt || buf.numel() < n || buf.device() != device)
+    buf = Tensor::empty({n}, dt, device);
   return buf.flat(0, n).view(shape);
 }
 
@@ -256,63 +258,67 @@ void Transformer::prepare(const Tensor& tokens, const Tensor& targets, int n_blo
                " (choose train.micro_batch so that they do)");
   Rl_ = sp() ? R_ / tp_.size : R_;
   const int64_t R = R_, d = cfg_.d_model;
-  tokens_ = tokens_b_.get({R}, DType::I32);
-  targets_ = targets_b_.get({R}, DType::I32);
+  tokens_ = tokens_b_.get(device_, {R}, DType::I32);
+  targets_ = targets_b_.get(device_, {R}, DType::I32);
+  check_ids(tokens, "token", cfg_.vocab_size);
+  check_ids(targets, "target", cfg_.vocab_size);
   ops::copy(tokens_, tokens);
   ops::copy(targets_, targets);
-  check_ids(tokens_, "token", cfg_.vocab_size);
-  check_ids(targets_, "target", cfg_.vocab_size);
   if (regions_) {  // ids relative to this rank's vocabulary shard, -1 when on another shard
-    local_tokens_ = local_tokens_b_.get({R}, DType::I32);
-    local_targets_ = local_targets_b_.get({R}, DType::I32);
+    local_tokens_ = local_tokens_b_.get(device_, {R}, DType::I32);
+    local_targets_ = local_targets_b_.get(device_, {R}, DType::I32);
+    // On the host (batches come from there), then to the model's device.
     auto localise = [&](Tensor& out, const Tensor& ids) {
-      const int32_t* src = ids.host<int32_t>();
-      int32_t* dst = out.host<int32_t>();
+      Tensor src_h = ids.device() == Device::CPU ? ids : ids.to(Device::CPU);
+      Tensor dst_h = Tensor::empty({R}, DType::I32);
+      const int32_t* src = src_h.host<int32_t>();
+      int32_t* dst = dst_h.host<int32_t>();
       for (int64_t r = 0; r < R; ++r) {
         const int64_t v = src[r] - v_begin_;
         dst[r] = v >= 0 && v < V_ ? int32_t(v) : -1;
       }
+      ops::copy(out, dst_h);
     };
-    localise(local_tokens_, tokens_);
-    localise(local_targets_, targets_);
+    localise(local_tokens_, tokens);
+    localise(local_targets_, targets);
   } else {
     local_tokens_ = tokens_;
     local_targets_ = targets_;
   }
   if (int(resid_b_.size()) < n_resid) resid_b_.resize(n_resid);
   resid_.assign(n_resid, Tensor());
-  for (int i = 0; i < n_resid; ++i) resid_[i] = resid_b_[i].get({Rl_, d});
+  for (int i = 0; i < n_resid; ++i) resid_[i] = resid_b_[i].get(device_, {Rl_, d});
   if (int(block_b_.size()) < n_block_acts) block_b_.resize(n_block_acts);
-  xf_ = xf_b_.get({R, d});
-  rstdf_ = rstdf_b_.get({Rl_});
-  logits_ = logits_b_.get({R, V_});
-  ce_ = ce_b_.get({R});
-  lse_ = lse_b_.get({R});
+  xf_ = xf_b_.get(device_, {R, d});
+  rstdf_ = rstdf_b_.get(device_, {Rl_});
+  logits_ = logits_b_.get(device_, {R, V_});
+  ce_ = ce_b_.get(device_, {R});
+  lse_ = lse_b_.get(device_, {R});
 }
 
 Transformer::BlockActs Transformer::block_acts(int i) {
   BlockBacking& b = block_b_[i];
   const int64_t R = R_, Rl = Rl_, d = cfg_.d_model, H = H_, Hkv = Hkv_, hd = cfg_.head_dim, F = F_;
   BlockActs a;
-  a.h1 = b.h1.get({R, d});
-  a.rstd1 = b.rstd1.get({Rl});
+  a.h1 = b.h1.get(device_, {R, d});
+  a.rstd1 = b.rstd1.get(device_, {Rl});
   if (cfg_.qk_norm) {
-    a.q = b.q.get({R, H * hd});
-    a.k = b.k.get({R, Hkv * hd});
-    a.rstd_q = b.rstd_q.get({R * H});
-    a.rstd_k = b.rstd_k.get({R * Hkv});
+    a.q = b.q.get(device_, {R, H * hd});
+    a.k = b.k.get(device_, {R, Hkv * hd});
+    a.rstd_q = b.rstd_q.get(device_, {R * H});
+    a.rstd_k = b.rstd_k.get(device_, {R * Hkv});
   }
-  a.qr = b.qr.get({R, H * hd});
-  a.kr = b.kr.get({R, Hkv * hd});
-  a.v = b.v.get({R, Hkv * hd});
-  a.att = b.att.get({R, H * hd});
-  a.lse = b.lse.get({B_, H, T_});
-  a.x_mid = b.x_mid.get({Rl, d});
-  a.h2 = b.h2.get({R, d});
-  a.rstd2 = b.rstd2.get({Rl});
-  a.gate = b.gate.get({R, F});
-  a.up = b.up.get({R, F});
-  a.act = b.act.get({R, F});
+  a.qr = b.qr.get(device_, {R, H * hd});
+  a.kr = b.kr.get(device_, {R, Hkv * hd});
+  a.v = b.v.get(device_, {R, Hkv * hd});
+  a.att = b.att.get(device_, {R, H * hd});
+  a.lse = b.lse.get(device_, {B_, H, T_});
+  a.x_mid = b.x_mid.get(device_, {Rl, d});
+  a.h2 = b.h2.get(device_, {R, d});
+  a.rstd2 = b.rstd2.get(device_, {Rl});
+  a.gate = b.gate.get(device_, {R, F});
+  a.up = b.up.get(device_, {R, F});
+  a.act = b.act.get(device_, {R, F});
   return a;
 }
 
@@ -325,9 +331,9 @@ void Transformer::row_parallel_residual(Tensor& out, const Tensor& resid, const 
     ops::matmul(out, in, false, w, true, 1.0f, 1.0f);
     return;
   }
-  Tensor part = part_b_.get({R_, cfg_.d_model});  // this rank's partial sum
+  Tensor part = part_b_.get(device_, {R_, cfg_.d_model});  // this rank's partial sum
   ops::matmul(part, in, false, w, true);
-  Tensor red = sp() ? red_b_.get({Rl_, cfg_.d_model}) : part;
+  Tensor red = sp() ? red_b_.get(device_, {Rl_, cfg_.d_model}) : part;
   regions_->leave_forward(red, part);
   ops::copy(out, resid);
   ops::add_inplace(out, red);
@@ -335,14 +341,14 @@ void Transformer::row_parallel_residual(Tensor& out, const Tensor& resid, const 
 
 Tensor Transformer::enter_backward(Backing& dlocal_b, Tensor& dfull) {
   if (!regions_) return dfull;
-  Tensor dlocal = sp() ? dlocal_b.get({Rl_, dfull.dim(1)}) : dfull;
+  Tensor dlocal = sp() ? dlocal_b.get(device_, {Rl_, dfull.dim(1)}) : dfull;
   regions_->enter_backward(dlocal, dfull);
   return dlocal;
 }
 
 Tensor Transformer::leave_backward(Backing& dfull_b, const Tensor& dlocal) {
   if (!sp()) return dlocal;
-  Tensor dfull = dfull_b.get({R_, dlocal.dim(1)});
+  Tensor dfull = dfull_b.get(device_, {R_, dlocal.dim(1)});
   regions_->leave_backward(dfull, dlocal);
   return dfull;
 }
@@ -353,7 +359,7 @@ void Transformer::norm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const 
     ops::rmsnorm_backward(dx, dg, dy, x, g, rstd);
     return;
   }
-  Tensor gain = gain_b_.get(g.shape());
+  Tensor gain = gain_b_.get(device_, g.shape());
   ops::fill(gain, 0.0f);
   ops::rmsnorm_backward(dx, gain, dy, x, g, rstd);
   regions_->all_reduce_sum(gain);
@@ -367,16 +373,16 @@ void Transformer::norm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const 
 //   lse are merged and the target logit comes from the shard that holds it (never gathering
 //   the logits themselves).
 void Transformer::head_forward(const Tensor& x) {
-  Tensor xfl = sp() ? xfl_b_.get({Rl_, cfg_.d_model}) : xf_;
+  Tensor xfl = sp() ? xfl_b_.get(device_, {Rl_, cfg_.d_model}) : xf_;
   ops::rmsnorm_forward(xfl, rstdf_, x, final_norm_.w, float(cfg_.norm_eps));
   if (sp()) regions_->enter_forward(xf_, xfl);
   ops::matmul(logits_, xf_, false, lm_head_.w, true);
   ops::cross_entropy_forward(ce_, lse_, logits_, local_targets_);
   if (!regions_) return;
-  Tensor parts = lse_parts_b_.get({int64_t(tp_.size), R_});
+  Tensor parts = lse_parts_b_.get(device_, {int64_t(tp_.size), R_});
   regions_->all_gather(parts, lse_);
   ops::logsumexp_merge(lse_, parts);
-  Tensor tl = tl_b_.get({R_});
+  Tensor tl = tl_b_.get(device_, {R_});
   ops::target_logits(tl, logits_, local_targets_);
   regions_->all_reduce_sum(tl);
   ops::copy(ce_, lse_);
@@ -424,7 +430,7 @@ void Transformer::embed_forward(Tensor& x) {
     ops::embedding_forward(x, tokens_, embed_.w);
     return;
   }
-  Tensor part = part_b_.get({R_, cfg_.d_model});
+  Tensor part = part_b_.get(device_, {R_, cfg_.d_model});
   ops::embedding_forward(part, local_tokens_, embed_.w);
   regions_->leave_forward(x, part);
 }
@@ -435,14 +441,14 @@ void Transformer::backward(float grad_scale) {
   const int L = int(cfg_.n_layers);
   const int64_t R = R_, d = cfg_.d_model;
   const bool tied = cfg_.tie_embeddings;
-  Tensor dx = dx_b_.get({Rl_, d});
-  Tensor dxf = dxf_b_.get({R, d});
+  Tensor dx = dx_b_.get(device_, {Rl_, d});
+  Tensor dxf = dxf_b_.get(device_, {R, d});
   bwd_begin(L + 1);
   if (tied) bwd_begin(0);
 
   // loss = ce_scale·Σ ce + z_scale·Σ lse² (+ the LogitsLoss term, added into dlogits);
   // dlogits overwrites logits unless a LogitsLoss still reads them.
-  Tensor dlogits = logits_loss_ ? dlogits_b_.get({R, V_}) : logits_;
+  Tensor dlogits = logits_loss_ ? dlogits_b_.get(device_, {R, V_}) : logits_;
   const float ce_scale = float(double(grad_scale) * double(ce_weight_) / double(R));
   const float z_scale = float(double(grad_scale) * double(z_loss_) / double(R));
   ops::cross_entropy_backward(dlogits, logits_, lse_, local_targets_, ce_scale, z_scale);

@@ -68,12 +68,15 @@ class Transformer {
     virtual void after_backward(int unit) = 0;
   };
 
-  // Allocates the flat parameter and gradient buffers (zeros) for a resolved config; with
-  // tp.size > 1 only this rank's slices (H, Hkv, d_ff and V must divide by tp.size).
-  explicit Transformer(const ModelConfig& cfg, const TpLayout& tp = {});
+  // Allocates the flat parameter and gradient buffers (zeros) for a resolved config on
+  // `device` (activations follow); with tp.size > 1 only this rank's slices (H, Hkv, d_ff and
+  // V must divide by tp.size). Batches may come from the host: prepare() copies them.
+  explicit Transformer(const ModelConfig& cfg, const TpLayout& tp = {},
+                       Device device = Device::CPU);
 
   const ModelConfig& config() const { return cfg_; }
   const TpLayout& tp_layout() const { return tp_; }
+  Device device() const { return device_; }
   // Required before forward when tp.size > 1 (not owned).
   void set_tensor_parallel(TensorParallelRegions* regions) { regions_ = regions; }
   int64_t num_params() const { return n_params_; }  // on this rank
@@ -161,7 +164,7 @@ class Transformer {
   };
   struct Backing {  // capacity-managed storage for one activation
     Tensor buf;
-    Tensor get(const Shape& shape, DType dt = DType::F32);
+    Tensor get(Device device, const Shape& shape, DType dt = DType::F32);
   };
   struct BlockBacking {
     Backing h1, rstd1, q, k, rstd_q, rstd_k, qr, kr, v, att, lse, x_mid, h2, rstd2, gate, up, act;
@@ -199,6 +202,7 @@ class Transformer {
   ModelConfig cfg_;
   TpLayout tp_;
   TensorParallelRegions* regions_ = nullptr;
+  Device device_ = Device::CPU;
   int64_t H_ = 0, Hkv_ = 0, F_ = 0, V_ = 0;  // heads, kv heads, d_ff, vocab on this rank
   int64_t v_begin_ = 0;                      // first vocabulary id of this rank's shard
   int64_t n_params_ = 0;

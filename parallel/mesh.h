@@ -17,6 +17,7 @@ struct Mesh {
   int rank = 0;
   int dp = 1, fsdp = 1, tp = 1;
   bool sp = false;
+  Device device = Device::CPU;  // CUDA after attach_gpus (parallel/gpu_mesh.h)
   int dp_index = 0, fsdp_index = 0, tp_index = 0;
   std::shared_ptr<Communicator> world, dp_comm, fsdp_comm, tp_comm;
 

@@ -13,6 +13,10 @@ namespace retort::cpu {
 // b is stored [K, N] (or [N, K] when tb). OpenBLAS sgemm, row-major.
 void matmul(float* y, const float* a, bool ta, const float* b, bool tb, int64_t M, int64_t N,
             int64_t K, float alpha, float beta);
+// Mixed precision: op(a) and op(b) rounded to bfloat16, fp32 accumulation and output.
+// (CPU: emulated by rounding copies of the operands; the reference of the GPU path.)
+void matmul_bf16(float* y, const float* a, bool ta, const float* b, bool tb, int64_t M,
+                 int64_t N, int64_t K, float alpha, float beta);
 
 // ---- elementwise.cpp -------------------------------------------------------------------
 void fill(float* x, int64_t n, float value);

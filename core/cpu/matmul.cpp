@@ -3,6 +3,9 @@
 // single-threaded when called inside one of our parallel regions.
 #include <cblas.h>
 
+#include <algorithm>
+#include <vector>
+
 #include "core/cpu/kernels.h"
 
 namespace retort::cpu {
@@ -21,6 +24,24 @@ void matmul(float* y, const float* a, bool ta, const float* b, bool tb, int64_t 
               static_cast<blasint>(M), static_cast<blasint>(N), static_cast<blasint>(K), alpha, a,
               static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, y,
               static_cast<blasint>(N));
+}
+
+}  // namespace retort::cpu
+
+namespace retort::cpu {
+
+// Mixed precision reference: both operands rounded to bfloat16 (nearest even), products
+// accumulated in fp32 by sgemm, fp32 output — what a bf16 tensor-core matmul computes, up to
+// the order of the fp32 accumulation.
+void matmul_bf16(float* y, const float* a, bool ta, const float* b, bool tb, int64_t M, int64_t N,
+                 int64_t K, float alpha, float beta) {
+  std::vector<float> ra(size_t(M * K)), rb(size_t(K * N));
+  std::vector<uint16_t> bits(std::max(ra.size(), rb.size()));
+  f32_to_bf16(bits.data(), a, int64_t(ra.size()));
+  bf16_to_f32(ra.data(), bits.data(), int64_t(ra.size()));
+  f32_to_bf16(bits.data(), b, int64_t(rb.size()));
+  bf16_to_f32(rb.data(), bits.data(), int64_t(rb.size()));
+  matmul(y, ra.data(), ta, rb.data(), tb, M, N, K, alpha, beta);
 }
 
 }  // namespace retort::cpu

@@ -15,6 +15,10 @@ namespace retort::cuda {
 // b is stored [K, N] (or [N, K] when tb). cuBLASLt, fp32 (no TF32), row-major.
 void matmul(float* y, const float* a, bool ta, const float* b, bool tb, int64_t M, int64_t N,
             int64_t K, float alpha, float beta);
+// Mixed precision: op(a) and op(b) rounded to bfloat16, fp32 accumulation and output.
+// (cuBLASLt with bf16 operands converted into a workspace; tensor cores.)
+void matmul_bf16(float* y, const float* a, bool ta, const float* b, bool tb, int64_t M,
+                 int64_t N, int64_t K, float alpha, float beta);
 
 // ---- elementwise.cu -------------------------------------------------------------------
 void fill(float* x, int64_t n, float value);

@@ -189,6 +189,30 @@ TEST(Matmul, LeadingDimsAreFlattenedIntoRows) {
   expect_close(dw, want_dw, 1e-5, "weight gradient");
 }
 
+// bf16 precision = fp32 matmul of the operands rounded to bfloat16 (reference in double), and
+// the rounding is visible: the result differs from the fp32 one by about bf16's 2^-8.
+TEST(Matmul, Bf16PrecisionRoundsBothOperands) {
+  Tensor a = randn({37, 70}, 5), b = randn({70, 21}, 6), y = Tensor::zeros({37, 21});
+  auto rounded = [](const Tensor& t) {
+    std::vector<double> out;
+    for (int64_t i = 0; i < t.numel(); ++i) out.push_back(bf16_to_f32(f32_to_bf16(t.data<float>()[i])));
+    return out;
+  };
+  const auto want = ref_matmul(rounded(a), false, rounded(b), false, to_double(y), 37, 21, 70, 1, 0);
+  const auto exact = ref_matmul(to_double(a), false, to_double(b), false, to_double(y), 37, 21, 70, 1, 0);
+  ops::set_matmul_precision(ops::MatmulPrecision::BF16);
+  ops::matmul(y, a, false, b, false);
+  ops::set_matmul_precision(ops::MatmulPrecision::F32);
+  expect_close(y, want, 1e-5, "bf16 matmul");
+  double worst = 0, scale = 0;
+  for (size_t i = 0; i < exact.size(); ++i) {
+    worst = std::max(worst, std::abs(y.data<float>()[i] - exact[i]));
+    scale = std::max(scale, std::abs(exact[i]));
+  }
+  EXPECT_GT(worst / scale, 1e-4) << "bf16 rounding left no trace";
+  EXPECT_LT(worst / scale, 2e-2);
+}
+
 TEST(Matmul, BetaZeroOverwritesNaN) {
   Tensor a = randn({3, 4}, 1), b = randn({4, 2}, 2), y = Tensor::empty({3, 2});
   ops::fill(y, std::numeric_limits<float>::quiet_NaN());

@@ -1,0 +1,142 @@
+// cuda::matmul through cuBLASLt: y[M, N] = alpha · op(a) @ op(b) + beta · y, row-major, fp32
+// inputs and outputs with fp32 compute (CUBLAS_COMPUTE_32F: no TF32, so the GPU agrees with
+// the CPU backend to ~1e-6). cuda::matmul_bf16: the operands are first rounded to bf16 into a
+// workspace (cuda::f32_to_bf16), then multiplied on tensor cores with fp32 accumulation and
+// fp32 output.
+//
+// Row-major trick: a row-major [M, N] matrix is the column-major [N, M] matrix yᵀ, and
+// yᵀ = op(b)ᵀ op(a)ᵀ, so cuBLASLt (column-major) is called with A := b and B := a, each with
+// its own transpose flag, and no copies.
+//
+// Descriptors and the heuristic's algorithm are cached per (M, N, K, ta, tb); the workspace
+// is allocated once. A fixed algorithm per shape keeps results bitwise reproducible.
+#include <cublasLt.h>
+
+#include <map>
+#include <tuple>
+
+#include "core/cuda/kernels.h"
+#include "core/cuda/runtime.h"
+
+namespace retort::cuda {
+
+namespace {
+
+#define RETORT_CUBLAS_CHECK(expr)                                                           \
+  do {                                                                                      \
+    const cublasStatus_t st_ = (expr);                                                      \
+    if (st_ != CUBLAS_STATUS_SUCCESS)                                                       \
+      throw Error(str_cat(__FILE__, ":", __LINE__, ": cuBLASLt error ",                     \
+                          cublasLtGetStatusName(st_), " (", cublasLtGetStatusString(st_),   \
+                          ") in `" #expr "`"));                                             \
+  } while (0)
+
+constexpr size_t kWorkspaceBytes = size_t(32) << 20;
+
+struct Plan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+};
+
+struct Context {
+  cublasLtHandle_t handle = nullptr;
+  void* workspace = nullptr;
+  std::map<std::tuple<int64_t, int64_t, int64_t, bool, bool, bool>, Plan> plans;
+  uint16_t* bf16_operands = nullptr;  // a then b, rounded (matmul_bf16), grown on demand
+  int64_t bf16_capacity = 0;
+};
+
+Context& context() {
+  static Context ctx = [] {
+    Context c;
+    RETORT_CUBLAS_CHECK(cublasLtCreate(&c.handle));
+    c.workspace = allocate(kWorkspaceBytes);
+    return c;
+  }();
+  return ctx;
+}
+
+// Column-major call: D[N, M] = alpha · opA(A) opB(B) + beta · C with A := b, B := a.
+Plan make_plan(Context& ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t K, bool bf16) {
+  Plan p;
+  const cudaDataType_t in = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+  RETORT_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t op_a = tb ? CUBLAS_OP_T : CUBLAS_OP_N;  // applied to b
+  const cublasOperation_t op_b = ta ? CUBLAS_OP_T : CUBLAS_OP_N;  // applied to a
+  RETORT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a,
+                                                     sizeof op_a));
+  RETORT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b,
+                                                     sizeof op_b));
+  // b stored row-major [K, N] (or [N, K] when tb) = column-major [N, K] (or [K, N]).
+  RETORT_CUBLAS_CHECK(tb ? cublasLtMatrixLayoutCreate(&p.a, in, K, N, K)
+                         : cublasLtMatrixLayoutCreate(&p.a, in, N, K, N));
+  // a stored row-major [M, K] (or [K, M] when ta) = column-major [K, M] (or [M, K]).
+  RETORT_CUBLAS_CHECK(ta ? cublasLtMatrixLayoutCreate(&p.b, in, M, K, M)
+                         : cublasLtMatrixLayoutCreate(&p.b, in, K, M, K));
+  RETORT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, N, M, N));
+
+  cublasLtMatmulPreference_t pref;
+  RETORT_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  size_t ws = kWorkspaceBytes;
+  RETORT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  RETORT_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(ctx.handle, p.desc, p.a, p.b, p.c, p.c, pref,
+                                                     1, &result, &found));
+  cublasLtMatmulPreferenceDestroy(pref);
+  RETORT_CHECK(found > 0, "cuBLASLt has no algorithm for matmul M=", M, " N=", N, " K=", K,
+               " ta=", ta, " tb=", tb);
+  p.algo = result.algo;
+  return p;
+}
+
+// y = alpha · op(a) op(b) + beta · y with a and b of the element type the plan was made for.
+void run(const void* a, bool ta, const void* b, bool tb, float* y, int64_t M, int64_t N,
+         int64_t K, float alpha, float beta, bool bf16) {
+  Context& ctx = context();
+  const auto key = std::make_tuple(M, N, K, ta, tb, bf16);
+  auto it = ctx.plans.find(key);
+  if (it == ctx.plans.end()) it = ctx.plans.emplace(key, make_plan(ctx, ta, tb, M, N, K, bf16)).first;
+  const Plan& p = it->second;
+  RETORT_CUBLAS_CHECK(cublasLtMatmul(ctx.handle, p.desc, &alpha, b, p.a, a, p.b, &beta, y, p.c, y,
+                                     p.c, &p.algo, ctx.workspace, kWorkspaceBytes,
+                                     compute_stream()));
+}
+
+// K == 0: the empty sum, y = beta · y (beta = 0 overwrites, even NaN). True when handled.
+bool trivial(float* y, int64_t M, int64_t N, int64_t K, float beta) {
+  if (M == 0 || N == 0) return true;
+  if (K != 0) return false;
+  if (beta == 0.0f)
+    RETORT_CUDA_CHECK(cudaMemsetAsync(y, 0, size_t(M * N) * sizeof(float), compute_stream()));
+  else
+    scale_inplace(y, M * N, beta);
+  return true;
+}
+
+}  // namespace
+
+void matmul(float* y, const float* a, bool ta, const float* b, bool tb, int64_t M, int64_t N,
+            int64_t K, float alpha, float beta) {
+  if (!trivial(y, M, N, K, beta)) run(a, ta, b, tb, y, M, N, K, alpha, beta, false);
+}
+
+void matmul_bf16(float* y, const float* a, bool ta, const float* b, bool tb, int64_t M, int64_t N,
+                 int64_t K, float alpha, float beta) {
+  if (trivial(y, M, N, K, beta)) return;
+  Context& ctx = context();
+  if (ctx.bf16_capacity < M * K + K * N) {  // stream-ordered: earlier users finish first
+    release(ctx.bf16_operands);
+    ctx.bf16_capacity = M * K + K * N;
+    ctx.bf16_operands = static_cast<uint16_t*>(allocate(size_t(ctx.bf16_capacity) * 2));
+  }
+  uint16_t* a16 = ctx.bf16_operands;
+  uint16_t* b16 = ctx.bf16_operands + M * K;
+  f32_to_bf16(a16, a, M * K);
+  f32_to_bf16(b16, b, K * N);
+  run(a16, ta, b16, tb, y, M, N, K, alpha, beta, true);
+}
+
+}  // namespace retort::cuda
