@@ -86,13 +86,13 @@ void rmsnorm_backward(float* dx, float* dg, const float* dy, const float* x, con
                       const float* rstd, int64_t rows, int64_t C) {
   if (rows <= 0 || C <= 0) return;
   cudaStream_t st = compute_stream();
-  rmsnorm_dx_kernel<<<grid_x(rows), row_threads(C), 0, st>>>(dx, dy, x, g, rstd,
-                                                                             C);
+  rmsnorm_dx_kernel<<<grid_x(rows), row_threads(C), 0, st>>>(dx, dy, x, g, rstd, C);
   RETORT_CUDA_CHECK_LAUNCH();
   const int64_t nblk = (rows + kRowBlock - 1) / kRowBlock;
   const unsigned col_blocks = static_cast<unsigned>((C + kColThreads - 1) / kColThreads);
   ScratchBuffer part(sizeof(double) * static_cast<size_t>(nblk * C));
-  rmsnorm_dg_partial_kernel<<<dim3(grid_x(nblk), col_blocks), kColThreads, 0, st>>>(part.as<double>(), dy, x, rstd, rows, C);
+  rmsnorm_dg_partial_kernel<<<dim3(grid_x(nblk), col_blocks), kColThreads, 0, st>>>(
+      part.as<double>(), dy, x, rstd, rows, C);
   RETORT_CUDA_CHECK_LAUNCH();
   rmsnorm_dg_final_kernel<<<col_blocks, kColThreads, 0, st>>>(dg, part.as<double>(), nblk, C);
   RETORT_CUDA_CHECK_LAUNCH();
