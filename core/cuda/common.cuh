@@ -1,0 +1,160 @@
+// Device helpers shared by the kernels in core/cuda/*.cu (include only from .cu files).
+//  - warp and block reductions with a FIXED combination tree (xor butterfly inside a warp,
+//    then warp 0 over the per-warp results in warp order): bitwise reproducible run to run;
+//  - the online (max, sum-of-exp) pair used by every row-wise logsumexp;
+//  - ScratchBuffer: a stream-ordered temporary on the compute stream.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "core/cuda/runtime.h"
+
+namespace retort::cuda {
+
+constexpr int kWarp = 32;
+
+struct SumOp {
+  template <class T>
+  __device__ __forceinline__ T operator()(T a, T b) const { return a + b; }
+};
+struct MaxOp {
+  template <class T>
+  __device__ __forceinline__ T operator()(T a, T b) const { return a > b ? a : b; }
+};
+
+// Butterfly over the 32 lanes; every lane ends with the same value (a+b == b+a exactly).
+template <class T, class Op>
+__device__ __forceinline__ T warp_reduce(T v, Op op) {
+#pragma unroll
+  for (int off = kWarp / 2; off > 0; off /= 2) v = op(v, __shfl_xor_sync(0xffffffffu, v, off));
+  return v;
+}
+
+// Reduction over the whole block (blockDim.x a multiple of 32, at most 1024); every thread
+// returns the result. `scratch` holds >= 32 values of T in shared memory; it may be reused
+// right after the call (the trailing barrier protects it).
+template <class T, class Op>
+__device__ __forceinline__ T block_reduce(T v, Op op, T identity, T* scratch) {
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  const int nwarps = blockDim.x / kWarp;
+  v = warp_reduce(v, op);
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    T w = lane < nwarps ? scratch[lane] : identity;
+    w = warp_reduce(w, op);
+    if (lane == 0) scratch[0] = w;
+  }
+  __syncthreads();
+  const T out = scratch[0];
+  __syncthreads();
+  return out;
+}
+
+template <class T>
+__device__ __forceinline__ T block_sum(T v, T* scratch) {
+  return block_reduce(v, SumOp{}, T(0), scratch);
+}
+__device__ __forceinline__ float block_max(float v, float* scratch) {
+  return block_reduce(v, MaxOp{}, -INFINITY, scratch);
+}
+
+// Online logsumexp state: m = running max, s = Σ exp(x − m). m = −inf means "empty".
+struct MaxSum {
+  float m, s;
+};
+
+__device__ __forceinline__ MaxSum maxsum_add(MaxSum a, float x) {
+  if (x > a.m) return {x, a.s * expf(a.m - x) + 1.0f};  // expf(−inf) = 0 when a is empty
+  if (x == -INFINITY) return a;                          // a masked entry (also keeps NaN out)
+  return {a.m, a.s + expf(x - a.m)};
+}
+
+__device__ __forceinline__ MaxSum maxsum_merge(MaxSum a, MaxSum b) {
+  const float m = a.m > b.m ? a.m : b.m;
+  if (m == -INFINITY) return {m, 0.0f};
+  const float sa = a.m == -INFINITY ? 0.0f : a.s * expf(a.m - m);
+  const float sb = b.m == -INFINITY ? 0.0f : b.s * expf(b.m - m);
+  return {m, sa + sb};
+}
+
+__device__ __forceinline__ MaxSum warp_reduce_maxsum(MaxSum v) {
+#pragma unroll
+  for (int off = kWarp / 2; off > 0; off /= 2) {
+    // Both partners compute the same bits: the merge is symmetric (a + b == b + a exactly).
+    const MaxSum o{__shfl_xor_sync(0xffffffffu, v.m, off), __shfl_xor_sync(0xffffffffu, v.s, off)};
+    v = maxsum_merge(v, o);
+  }
+  return v;
+}
+
+// logsumexp over one row x[0, n) scaled by `scale` (> 0) computed by the whole block:
+//   lse = m + log Σ exp(x·scale − m), m = max x·scale.
+// Each thread runs the online update over its strided elements, then a fixed tree merges.
+// scratch: >= 64 floats of shared memory.
+__device__ __forceinline__ float block_row_lse(const float* x, int64_t n, float scale,
+                                               float* scratch) {
+  MaxSum a{-INFINITY, 0.0f};
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) a = maxsum_add(a, x[i] * scale);
+  a = warp_reduce_maxsum(a);
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  const int nwarps = blockDim.x / kWarp;
+  if (lane == 0) scratch[warp] = a.m, scratch[kWarp + warp] = a.s;
+  __syncthreads();
+  if (warp == 0) {
+    MaxSum w = lane < nwarps ? MaxSum{scratch[lane], scratch[kWarp + lane]}
+                             : MaxSum{-INFINITY, 0.0f};
+    w = warp_reduce_maxsum(w);
+    if (lane == 0) scratch[0] = w.m + logf(w.s);
+  }
+  __syncthreads();
+  const float out = scratch[0];
+  __syncthreads();
+  return out;
+}
+
+// A temporary device buffer, allocated and released in order on the compute stream (the
+// release is queued after the kernels that use it, so no host synchronisation is needed).
+class ScratchBuffer {
+ public:
+  explicit ScratchBuffer(size_t bytes) : p_(allocate(bytes)) {}
+  ~ScratchBuffer() {
+    if (p_) cudaFreeAsync(p_, compute_stream());  // no throw from a destructor
+  }
+  ScratchBuffer(const ScratchBuffer&) = delete;
+  ScratchBuffer& operator=(const ScratchBuffer&) = delete;
+  template <class T>
+  T* as() const { return static_cast<T*>(p_); }
+
+ private:
+  void* p_;
+};
+
+// Blocks of 1-D launches: grid-stride loops with 64-bit indices.
+constexpr int kBlock = 256;
+
+// gridDim.x for one block per item (rows, tiles); the hardware limit is 2^31 − 1.
+inline unsigned grid_x(int64_t n) {
+  RETORT_CHECK(n > 0 && n <= 2147483647LL, "CUDA grid of ", n, " blocks is out of range");
+  return static_cast<unsigned>(n);
+}
+
+// Dynamic shared memory above the 48 KiB default needs an opt-in per kernel; a clear error
+// when the GPU has less than `bytes` (plus the kernel's static shared memory) per block.
+inline void require_smem(const void* kernel, size_t bytes, const char* what) {
+  if (bytes <= 48 * 1024) return;
+  int dev = 0, optin = 0;
+  RETORT_CUDA_CHECK(cudaGetDevice(&dev));
+  RETORT_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  cudaFuncAttributes attr{};
+  RETORT_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
+  RETORT_CHECK(bytes + attr.sharedSizeBytes <= static_cast<size_t>(optin), what, " needs ",
+               bytes + attr.sharedSizeBytes, " bytes of shared memory per block; this GPU allows ",
+               optin);
+  RETORT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(bytes)));
+}
+
+}  // namespace retort::cuda

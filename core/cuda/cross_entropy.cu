@@ -1,0 +1,100 @@
+// Softmax cross-entropy with z-loss, one row per token (math as core/cpu/cross_entropy.cpp):
+//   lse_r = m + log Σ_v exp(x_v − m)     ce_r = lse_r − x_{target}   (ce_r = lse_r when the
+//   target is −1: on another vocabulary shard)
+//   dx_v  = (ce_scale + 2·z_scale·lse_r)·p_v − ce_scale·[v = target],  p_v = exp(x_v − lse_r)
+// forward: one block per row (grid = rows, 256 threads); each thread keeps an online
+//   (max, Σexp) pair over its strided columns, merged by a fixed tree (block_row_lse).
+// backward: one block per row, a single pass over the row: each element is read and written
+//   by the same thread (the one-hot term is folded in), so dlogits may alias logits.
+// target_logits, logsumexp_merge: one thread per row; the merge is in double like the CPU.
+#include "core/cuda/common.cuh"
+#include "core/cuda/kernels.h"
+
+namespace retort::cuda {
+
+namespace {
+
+constexpr int kRowThreads = 256;
+
+__global__ void ce_forward_kernel(float* ce, float* lse, const float* logits,
+                                  const int32_t* targets, int64_t V) {
+  __shared__ float scratch[2 * kWarp];
+  const int64_t r = blockIdx.x;
+  const float* x = logits + r * V;
+  const float l = block_row_lse(x, V, 1.0f, scratch);
+  if (threadIdx.x == 0) {
+    const int32_t t = targets[r];
+    lse[r] = l;
+    ce[r] = t < 0 ? l : l - x[t];
+  }
+}
+
+__global__ void ce_backward_kernel(float* dlogits, const float* logits, const float* lse,
+                                   const int32_t* targets, int64_t V, float ce_scale,
+                                   float z_scale) {
+  const int64_t r = blockIdx.x;
+  const float* x = logits + r * V;
+  float* d = dlogits + r * V;
+  const float l = lse[r];
+  const float coef = ce_scale + 2.0f * z_scale * l;  // multiplies p_v
+  const int64_t t = targets[r];                      // −1: no one-hot term on this shard
+  for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
+    const float g = coef * expf(x[v] - l);
+    d[v] = v == t ? g - ce_scale : g;
+  }
+}
+
+__global__ void target_logits_kernel(float* out, const float* logits, const int32_t* targets,
+                                     int64_t rows, int64_t V) {
+  for (int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; r < rows;
+       r += int64_t(gridDim.x) * blockDim.x)
+    out[r] = targets[r] < 0 ? 0.0f : logits[r * V + targets[r]];
+}
+
+// parts: [n, rows]; lse[r] = m + log Σ_i exp(parts[i, r] − m) with the sum in double.
+__global__ void logsumexp_merge_kernel(float* lse, const float* parts, int64_t n, int64_t rows) {
+  for (int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; r < rows;
+       r += int64_t(gridDim.x) * blockDim.x) {
+    float m = -INFINITY;
+    for (int64_t i = 0; i < n; ++i) m = fmaxf(m, parts[i * rows + r]);
+    double s = 0;
+    for (int64_t i = 0; i < n; ++i) s += exp(static_cast<double>(parts[i * rows + r]) - m);
+    lse[r] = static_cast<float>(m + log(s));
+  }
+}
+
+}  // namespace
+
+void cross_entropy_forward(float* ce, float* lse, const float* logits, const int32_t* targets,
+                           int64_t rows, int64_t V) {
+  if (rows <= 0) return;
+  ce_forward_kernel<<<grid_x(rows), kRowThreads, 0, compute_stream()>>>(ce, lse, logits, targets,
+                                                                        V);
+  RETORT_CUDA_CHECK_LAUNCH();
+}
+
+void cross_entropy_backward(float* dlogits, const float* logits, const float* lse,
+                            const int32_t* targets, int64_t rows, int64_t V, float ce_scale,
+                            float z_scale) {
+  if (rows <= 0 || V <= 0) return;
+  ce_backward_kernel<<<grid_x(rows), kRowThreads, 0, compute_stream()>>>(
+      dlogits, logits, lse, targets, V, ce_scale, z_scale);
+  RETORT_CUDA_CHECK_LAUNCH();
+}
+
+void target_logits(float* out, const float* logits, const int32_t* targets, int64_t rows,
+                   int64_t V) {
+  if (rows <= 0) return;
+  target_logits_kernel<<<grid_for(rows, kBlock), kBlock, 0, compute_stream()>>>(out, logits,
+                                                                                 targets, rows, V);
+  RETORT_CUDA_CHECK_LAUNCH();
+}
+
+void logsumexp_merge(float* lse, const float* parts, int64_t n, int64_t rows) {
+  if (rows <= 0) return;
+  logsumexp_merge_kernel<<<grid_for(rows, kBlock), kBlock, 0, compute_stream()>>>(lse, parts, n,
+                                                                                   rows);
+  RETORT_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace retort::cuda

@@ -1,0 +1,642 @@
+// Every kernel of core/cuda/kernels.h (except matmul and first_id_out_of_range) against the CPU
+// kernel of the same name (core/cpu/kernels.h) on random inputs: several shapes, including odd
+// sizes, rows not a multiple of the block size, V not a multiple of 32, GQA (H/Hkv = 2) and T
+// not a multiple of the attention tiles. Agreement: ‖gpu − cpu‖₂ / ‖cpu‖₂ ≤ 1e-5 (bf16 and the
+// embedding gradient: bitwise). Determinism: every GPU kernel runs twice on the same inputs and
+// must give bitwise-equal results.
+// Exits with 77 (ctest: skipped) when no GPU is visible.
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "core/cpu/kernels.h"
+#include "core/cuda/kernels.h"
+#include "core/cuda/runtime.h"
+#include "core/random.h"
+
+using namespace retort;
+
+namespace {
+
+constexpr uint64_t kSeed = 4321;
+constexpr double kTol = 1e-5;
+
+// ---- host data --------------------------------------------------------------------------------
+
+// N(0, scale²) + shift, a pure function of (stream, index).
+std::vector<float> randn(size_t n, uint64_t stream, double scale = 1.0, double shift = 0.0) {
+  std::vector<float> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = float(shift + scale * rng::normal(kSeed, stream, i));
+  return v;
+}
+
+// Uniform ints in [0, n); a fraction `minus_one` of them replaced by −1.
+std::vector<int32_t> randint(size_t count, uint64_t stream, int32_t n, double minus_one = 0.0) {
+  std::vector<int32_t> v(count);
+  for (size_t i = 0; i < count; ++i) {
+    v[i] = int32_t(rng::uniform(kSeed, stream, 2 * i) * n) % n;
+    if (rng::uniform(kSeed, stream, 2 * i + 1) < minus_one) v[i] = -1;
+  }
+  return v;
+}
+
+// ‖got − ref‖₂ / ‖ref‖₂ (NaN anywhere gives NaN, which fails every comparison).
+double rel_err(const std::vector<float>& got, const std::vector<float>& ref) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double d = double(got[i]) - double(ref[i]);
+    num += d * d;
+    den += double(ref[i]) * ref[i];
+  }
+  return std::sqrt(num) / std::max(std::sqrt(den), 1e-300);
+}
+
+void expect_close(const std::vector<float>& got, const std::vector<float>& ref,
+                  const std::string& what, double tol = kTol) {
+  ASSERT_EQ(got.size(), ref.size()) << what;
+  const double e = rel_err(got, ref);
+  EXPECT_TRUE(e <= tol) << what << ": relative error " << e << " > " << tol;
+}
+
+template <class T>
+bool bitwise_equal(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+}
+
+#define EXPECT_BITWISE(a, b, what) EXPECT_TRUE(bitwise_equal(a, b)) << what << ": not bitwise equal"
+
+// ---- device buffers ---------------------------------------------------------------------------
+// Transfers are queued on the compute stream (where every kernel runs) and downloads wait for
+// it, so host data and kernels are ordered without relying on the legacy default stream.
+
+template <class T>
+class Dev {
+ public:
+  explicit Dev(size_t n) : n_(n) {
+    RETORT_CUDA_CHECK(cudaMalloc(&p_, std::max<size_t>(n, 1) * sizeof(T)));
+  }
+  explicit Dev(const std::vector<T>& h) : Dev(h.size()) { upload(h); }
+  ~Dev() { cudaFree(p_); }
+  Dev(const Dev&) = delete;
+  Dev& operator=(const Dev&) = delete;
+  T* get() const { return p_; }
+  operator T*() const { return p_; }
+  void upload(const std::vector<T>& h) {
+    ASSERT_EQ(h.size(), n_);
+    RETORT_CUDA_CHECK(cudaMemcpyAsync(p_, h.data(), n_ * sizeof(T), cudaMemcpyHostToDevice,
+                                      cuda::compute_stream()));
+    RETORT_CUDA_CHECK(cudaStreamSynchronize(cuda::compute_stream()));
+  }
+  std::vector<T> download() const {
+    std::vector<T> h(n_);
+    RETORT_CUDA_CHECK(cudaMemcpyAsync(h.data(), p_, n_ * sizeof(T), cudaMemcpyDeviceToHost,
+                                      cuda::compute_stream()));
+    RETORT_CUDA_CHECK(cudaStreamSynchronize(cuda::compute_stream()));
+    return h;
+  }
+
+ private:
+  T* p_ = nullptr;
+  size_t n_;
+};
+
+std::string str(std::initializer_list<int64_t> xs) {
+  std::string s = "[";
+  for (int64_t x : xs) {
+    if (s.size() > 1) s += ",";
+    s += std::to_string(x);
+  }
+  return s + "]";
+}
+
+}  // namespace
+
+// ---- elementwise --------------------------------------------------------------------------------
+
+TEST(CudaElementwise, FillAddScaleCopyMatchCpu) {
+  uint64_t stream = 10;
+  for (int64_t n : {1LL, 1000LL, 257LL * 1024 + 3, 3LL * 1000 * 1000 + 1}) {
+    const std::vector<float> x = randn(n, ++stream), y0 = randn(n, ++stream);
+    Dev<float> dx(x), dy(y0);
+    std::vector<float> y = y0;
+    cpu::add_inplace(y.data(), x.data(), n, -0.75f);
+    cpu::scale_inplace(y.data(), n, 1.5f);
+    cuda::add_inplace(dy, dx, n, -0.75f);
+    cuda::scale_inplace(dy, n, 1.5f);
+    expect_close(dy.download(), y, "add+scale n=" + std::to_string(n), 1e-6);
+
+    std::vector<float> f(n);
+    cpu::fill(f.data(), n, 0.3f);
+    cuda::fill(dy, n, 0.3f);
+    EXPECT_BITWISE(dy.download(), f, "fill n=" + std::to_string(n));
+
+    cuda::copy_bytes(dy, dx, n * int64_t(sizeof(float)));
+    EXPECT_BITWISE(dy.download(), x, "copy n=" + std::to_string(n));
+  }
+  // Overlapping ranges: memmove semantics, both directions.
+  const int64_t n = 100003;
+  const std::vector<float> x = randn(n, 77);
+  for (int64_t shift : {-17LL, 17LL}) {
+    Dev<float> d(x);
+    std::vector<float> h = x;
+    const int64_t len = n - 17, src = shift > 0 ? 0 : 17, dst = shift > 0 ? 17 : 0;
+    cpu::copy_bytes(h.data() + dst, h.data() + src, len * 4);
+    cuda::copy_bytes(d.get() + dst, d.get() + src, len * 4);
+    EXPECT_BITWISE(d.download(), h, "overlapping copy shift " + std::to_string(shift));
+  }
+}
+
+TEST(CudaElementwise, SumSquaresMatchesCpuAndIsDeterministic) {
+  uint64_t stream = 20;
+  EXPECT_EQ(cuda::sum_squares(nullptr, 0), 0.0);
+  for (int64_t n : {1LL, 4095LL, 4097LL, 1000003LL, 9LL * 1000 * 1000 + 7}) {
+    const std::vector<float> x = randn(n, ++stream, 2.0, 0.5);
+    Dev<float> dx(x);
+    const double ref = cpu::sum_squares(x.data(), n);
+    const double a = cuda::sum_squares(dx, n), b = cuda::sum_squares(dx, n);
+    EXPECT_NEAR(a, ref, 1e-10 * ref) << "n=" << n;
+    EXPECT_EQ(std::memcmp(&a, &b, sizeof a), 0) << "n=" << n << ": not deterministic";
+  }
+}
+
+TEST(CudaElementwise, Bf16ConversionsBitwiseEqualCpu) {
+  std::vector<uint32_t> bits = {
+      0x00000000u, 0x80000000u, 0x7f800000u, 0xff800000u,  // ±0, ±inf
+      0x7fc00000u, 0xffc00001u, 0x7f800001u, 0x7fbfffffu,  // quiet/signalling NaNs, payloads
+      0x00000001u, 0x807fffffu, 0x00008000u, 0x00018000u,  // denormals, halfway cases
+      0x3f808000u, 0x3f818000u, 0x3f80ffffu, 0x7f7fffffu,  // ties to even, max float
+      0x7f7f8000u, 0xff7fffffu, 0x3f7fffffu, 0x4049fdb0u};
+  for (uint32_t i = 0; i < 100000; ++i)  // random bit patterns
+    bits.push_back(uint32_t(rng::hash(kSeed, 30, i)));
+  std::vector<float> src(bits.size());
+  std::memcpy(src.data(), bits.data(), bits.size() * 4);
+  const int64_t n = int64_t(src.size());
+  std::vector<uint16_t> ref(n);
+  cpu::f32_to_bf16(ref.data(), src.data(), n);
+  Dev<float> dsrc(src);
+  Dev<uint16_t> dbf(n);
+  cuda::f32_to_bf16(dbf, dsrc, n);
+  EXPECT_BITWISE(dbf.download(), ref, "f32_to_bf16");
+
+  std::vector<uint16_t> all(65536);
+  std::iota(all.begin(), all.end(), uint16_t(0));
+  std::vector<float> back(65536);
+  cpu::bf16_to_f32(back.data(), all.data(), 65536);
+  Dev<uint16_t> dall(all);
+  Dev<float> dback(65536);
+  cuda::bf16_to_f32(dback, dall, 65536);
+  EXPECT_BITWISE(dback.download(), back, "bf16_to_f32 (all 65536 patterns)");
+}
+
+// ---- RMSNorm ----------------------------------------------------------------------------------
+
+TEST(CudaRMSNorm, ForwardBackwardMatchCpuAndAreDeterministic) {
+  const int64_t shapes[][2] = {{1, 7}, {37, 64}, {300, 1000}, {129, 4096}, {257, 33}, {1000, 768}};
+  uint64_t stream = 100;
+  for (const auto& s : shapes) {
+    const int64_t rows = s[0], C = s[1];
+    const std::string what = "rmsnorm " + str({rows, C});
+    const std::vector<float> x = randn(rows * C, ++stream, 1.5), g = randn(C, ++stream, 0.3, 1.0);
+    const std::vector<float> dy = randn(rows * C, ++stream), dg0 = randn(C, ++stream);
+    std::vector<float> y(rows * C), rstd(rows), dx(rows * C, NAN), dg = dg0;
+    cpu::rmsnorm_forward(y.data(), rstd.data(), x.data(), g.data(), rows, C, 1e-5f);
+    cpu::rmsnorm_backward(dx.data(), dg.data(), dy.data(), x.data(), g.data(), rstd.data(), rows,
+                          C);
+
+    Dev<float> d_x(x), d_g(g), d_dy(dy), d_y(rows * C), d_rstd(rows), d_dx(dx), d_dg(dg0);
+    cuda::rmsnorm_forward(d_y, d_rstd, d_x, d_g, rows, C, 1e-5f);
+    const std::vector<float> y1 = d_y.download(), rstd1 = d_rstd.download();
+    expect_close(y1, y, what + " y");
+    expect_close(rstd1, rstd, what + " rstd");
+    // Backward from the CPU's rstd, so that only the backward kernel is compared.
+    d_rstd.upload(rstd);
+    cuda::rmsnorm_backward(d_dx, d_dg, d_dy, d_x, d_g, d_rstd, rows, C);
+    const std::vector<float> dx1 = d_dx.download(), dg1 = d_dg.download();
+    expect_close(dx1, dx, what + " dx");
+    expect_close(dg1, dg, what + " dg (accumulated)");
+
+    cuda::rmsnorm_forward(d_y, d_rstd, d_x, d_g, rows, C, 1e-5f);
+    EXPECT_BITWISE(d_y.download(), y1, what + " y rerun");
+    EXPECT_BITWISE(d_rstd.download(), rstd1, what + " rstd rerun");
+    d_rstd.upload(rstd);
+    d_dg.upload(dg0);
+    cuda::rmsnorm_backward(d_dx, d_dg, d_dy, d_x, d_g, d_rstd, rows, C);
+    EXPECT_BITWISE(d_dx.download(), dx1, what + " dx rerun");
+    EXPECT_BITWISE(d_dg.download(), dg1, what + " dg rerun");
+  }
+}
+
+// ---- RoPE -------------------------------------------------------------------------------------
+
+TEST(CudaRoPE, TableAndApplyMatchCpu) {
+  uint64_t stream = 200;
+  for (int64_t hd : {2LL, 64LL, 128LL})
+    for (double theta : {10000.0, 500000.0}) {
+      const int64_t T = 37;
+      std::vector<float> ref(T * hd);
+      cpu::rope_table(ref.data(), T, hd, theta);
+      Dev<float> d(T * hd);
+      cuda::rope_table(d, T, hd, theta);
+      expect_close(d.download(), ref, "rope_table hd=" + std::to_string(hd), 1e-6);
+    }
+  const int64_t shapes[][4] = {{2, 37, 3, 64}, {1, 5, 1, 2}, {3, 130, 4, 128}};
+  for (const auto& s : shapes) {
+    const int64_t B = s[0], T = s[1], nh = s[2], hd = s[3], Ttab = T + 13;  // longer table
+    std::vector<float> table(Ttab * hd);
+    cpu::rope_table(table.data(), Ttab, hd, 10000.0);
+    const std::vector<float> x0 = randn(B * T * nh * hd, ++stream);
+    Dev<float> d_table(table), d_x(x0);
+    for (float sign : {1.0f, -1.0f}) {
+      std::vector<float> x = x0;
+      cpu::rope_apply(x.data(), table.data(), B, T, nh, hd, sign);
+      d_x.upload(x0);
+      cuda::rope_apply(d_x, d_table, B, T, nh, hd, sign);
+      const std::vector<float> got = d_x.download();
+      expect_close(got, x, "rope_apply " + str({B, T, nh, hd}) + " sign " + std::to_string(sign));
+      d_x.upload(x0);
+      cuda::rope_apply(d_x, d_table, B, T, nh, hd, sign);
+      EXPECT_BITWISE(d_x.download(), got, "rope_apply rerun");
+    }
+  }
+}
+
+// ---- SwiGLU -----------------------------------------------------------------------------------
+
+TEST(CudaSwiGLU, ForwardBackwardMatchCpu) {
+  uint64_t stream = 300;
+  for (int64_t n : {1LL, 1000LL, 100003LL}) {
+    std::vector<float> gate = randn(n, ++stream, 3.0);
+    gate[0] = 95.0f;  // saturated sigmoid on both sides
+    if (n > 1) gate[1] = -95.0f;
+    const std::vector<float> up = randn(n, ++stream), dh = randn(n, ++stream);
+    std::vector<float> h(n), dgate(n), dup(n);
+    cpu::swiglu_forward(h.data(), gate.data(), up.data(), n);
+    cpu::swiglu_backward(dgate.data(), dup.data(), dh.data(), gate.data(), up.data(), n);
+    Dev<float> d_gate(gate), d_up(up), d_dh(dh), d_h(n), d_dgate(n), d_dup(n);
+    cuda::swiglu_forward(d_h, d_gate, d_up, n);
+    cuda::swiglu_backward(d_dgate, d_dup, d_dh, d_gate, d_up, n);
+    const std::string what = "swiglu n=" + std::to_string(n);
+    const std::vector<float> h1 = d_h.download(), dg1 = d_dgate.download(), du1 = d_dup.download();
+    expect_close(h1, h, what + " h");
+    expect_close(dg1, dgate, what + " dgate");
+    expect_close(du1, dup, what + " dup");
+    cuda::swiglu_forward(d_h, d_gate, d_up, n);
+    cuda::swiglu_backward(d_dgate, d_dup, d_dh, d_gate, d_up, n);
+    EXPECT_BITWISE(d_h.download(), h1, what + " h rerun");
+    EXPECT_BITWISE(d_dgate.download(), dg1, what + " dgate rerun");
+  }
+}
+
+// ---- cross-entropy ------------------------------------------------------------------------------
+
+TEST(CudaCrossEntropy, ForwardBackwardMatchCpuInPlaceToo) {
+  const int64_t shapes[][2] = {{1, 3}, {7, 31}, {130, 1000}, {33, 32003}, {300, 257}};
+  uint64_t stream = 400;
+  for (const auto& s : shapes) {
+    const int64_t rows = s[0], V = s[1];
+    const std::string what = "cross_entropy " + str({rows, V});
+    const std::vector<float> logits = randn(rows * V, ++stream, 3.0, 1.0);
+    const std::vector<int32_t> targets = randint(rows, ++stream, int32_t(V), 0.2);  // some −1
+    std::vector<float> ce(rows), lse(rows), dl(rows * V);
+    cpu::cross_entropy_forward(ce.data(), lse.data(), logits.data(), targets.data(), rows, V);
+    const float ce_scale = 1.0f / float(rows), z_scale = 1e-4f;
+    cpu::cross_entropy_backward(dl.data(), logits.data(), lse.data(), targets.data(), rows, V,
+                                ce_scale, z_scale);
+
+    Dev<float> d_logits(logits), d_ce(rows), d_lse(rows), d_dl(rows * V);
+    Dev<int32_t> d_t(targets);
+    cuda::cross_entropy_forward(d_ce, d_lse, d_logits, d_t, rows, V);
+    const std::vector<float> ce1 = d_ce.download(), lse1 = d_lse.download();
+    expect_close(ce1, ce, what + " ce");
+    expect_close(lse1, lse, what + " lse");
+    d_lse.upload(lse);
+    cuda::cross_entropy_backward(d_dl, d_logits, d_lse, d_t, rows, V, ce_scale, z_scale);
+    const std::vector<float> dl1 = d_dl.download();
+    expect_close(dl1, dl, what + " dlogits");
+
+    cuda::cross_entropy_forward(d_ce, d_lse, d_logits, d_t, rows, V);
+    EXPECT_BITWISE(d_ce.download(), ce1, what + " ce rerun");
+    EXPECT_BITWISE(d_lse.download(), lse1, what + " lse rerun");
+    d_lse.upload(lse);
+    cuda::cross_entropy_backward(d_logits, d_logits, d_lse, d_t, rows, V, ce_scale, z_scale);
+    EXPECT_BITWISE(d_logits.download(), dl1, what + " in place (dlogits = logits)");
+
+    std::vector<float> tl(rows);
+    cpu::target_logits(tl.data(), logits.data(), targets.data(), rows, V);
+    d_logits.upload(logits);
+    Dev<float> d_tl(rows);
+    cuda::target_logits(d_tl, d_logits, d_t, rows, V);
+    EXPECT_BITWISE(d_tl.download(), tl, what + " target_logits");
+  }
+  for (int64_t n : {1LL, 3LL, 8LL}) {
+    const int64_t rows = 77;
+    const std::vector<float> parts = randn(n * rows, ++stream, 5.0);
+    std::vector<float> lse(rows);
+    cpu::logsumexp_merge(lse.data(), parts.data(), n, rows);
+    Dev<float> d_parts(parts), d_lse(rows);
+    cuda::logsumexp_merge(d_lse, d_parts, n, rows);
+    expect_close(d_lse.download(), lse, "logsumexp_merge n=" + std::to_string(n), 1e-6);
+  }
+}
+
+// ---- attention ----------------------------------------------------------------------------------
+
+struct AttnCase {
+  int64_t B, T, H, Hkv, hd;
+};
+
+TEST(CudaAttention, ForwardBackwardMatchCpuAndAreDeterministic) {
+  const AttnCase cases[] = {{1, 1, 1, 1, 8},   {2, 37, 4, 2, 64},  {1, 130, 2, 1, 128},
+                            {1, 65, 4, 4, 32}, {2, 50, 4, 2, 256}, {1, 100, 6, 3, 80},
+                            {1, 64, 2, 2, 16}, {1, 200, 4, 2, 128}, {2, 33, 2, 1, 160}};
+  uint64_t stream = 500;
+  for (const AttnCase& c : cases) {
+    const std::string what =
+        "attention B,T,H,Hkv,hd = " + str({c.B, c.T, c.H, c.Hkv, c.hd});
+    const int64_t nq = c.B * c.T * c.H * c.hd, nk = c.B * c.T * c.Hkv * c.hd,
+                  nl = c.B * c.H * c.T;
+    const std::vector<float> q = randn(nq, ++stream), k = randn(nk, ++stream),
+                             v = randn(nk, ++stream), dout = randn(nq, ++stream);
+    std::vector<float> out(nq), lse(nl), dq(nq, NAN), dk(nk, NAN), dv(nk, NAN);
+    cpu::attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), c.B, c.T, c.H,
+                           c.Hkv, c.hd);
+    cpu::attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(),
+                            v.data(), out.data(), lse.data(), c.B, c.T, c.H, c.Hkv, c.hd);
+
+    Dev<float> d_q(q), d_k(k), d_v(v), d_dout(dout), d_out(nq), d_lse(nl);
+    Dev<float> d_dq(dq), d_dk(dk), d_dv(dv);  // NaN-filled: backward must overwrite
+    cuda::attention_forward(d_out, d_lse, d_q, d_k, d_v, c.B, c.T, c.H, c.Hkv, c.hd);
+    const std::vector<float> out1 = d_out.download(), lse1 = d_lse.download();
+    expect_close(out1, out, what + " out");
+    expect_close(lse1, lse, what + " lse");
+    // Backward from the CPU's out and lse: only the backward kernels are compared.
+    d_out.upload(out);
+    d_lse.upload(lse);
+    cuda::attention_backward(d_dq, d_dk, d_dv, d_dout, d_q, d_k, d_v, d_out, d_lse, c.B, c.T,
+                             c.H, c.Hkv, c.hd);
+    const std::vector<float> dq1 = d_dq.download(), dk1 = d_dk.download(), dv1 = d_dv.download();
+    expect_close(dq1, dq, what + " dq");
+    expect_close(dk1, dk, what + " dk");
+    expect_close(dv1, dv, what + " dv");
+
+    cuda::attention_forward(d_out, d_lse, d_q, d_k, d_v, c.B, c.T, c.H, c.Hkv, c.hd);
+    EXPECT_BITWISE(d_out.download(), out1, what + " out rerun");
+    EXPECT_BITWISE(d_lse.download(), lse1, what + " lse rerun");
+    d_out.upload(out);
+    d_lse.upload(lse);
+    cuda::attention_backward(d_dq, d_dk, d_dv, d_dout, d_q, d_k, d_v, d_out, d_lse, c.B, c.T,
+                             c.H, c.Hkv, c.hd);
+    EXPECT_BITWISE(d_dq.download(), dq1, what + " dq rerun");
+    EXPECT_BITWISE(d_dk.download(), dk1, what + " dk rerun");
+    EXPECT_BITWISE(d_dv.download(), dv1, what + " dv rerun");
+  }
+}
+
+TEST(CudaAttention, HeadDimAbove256IsRejected) {
+  Dev<float> buf(1);
+  try {
+    cuda::attention_forward(buf, buf, buf, buf, buf, 1, 1, 1, 1, 300);
+    FAIL() << "no error";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("head_dim <= 256"), std::string::npos) << e.what();
+  }
+}
+
+TEST(CudaAttentionDecode, MatchesCpuAndIsDeterministic) {
+  struct Case {
+    int64_t B, T_max, n, H, Hkv, hd;
+  };
+  const Case cases[] = {{2, 50, 37, 4, 2, 64},    {1, 600, 513, 2, 1, 128},
+                        {3, 10, 1, 2, 2, 8},      {1, 300, 300, 8, 2, 256},
+                        {1, 20, 20, 2, 1, 520},   {2, 1000, 999, 2, 1, 80}};
+  uint64_t stream = 600;
+  for (const Case& c : cases) {
+    const std::string what = "attention_decode " + str({c.B, c.T_max, c.n, c.H, c.Hkv, c.hd});
+    const int64_t nq = c.B * c.H * c.hd, nk = c.B * c.T_max * c.Hkv * c.hd;
+    const std::vector<float> q = randn(nq, ++stream), k = randn(nk, ++stream),
+                             v = randn(nk, ++stream);
+    std::vector<float> out(nq);
+    cpu::attention_decode(out.data(), q.data(), k.data(), v.data(), c.B, c.T_max, c.n, c.H, c.Hkv,
+                          c.hd);
+    Dev<float> d_q(q), d_k(k), d_v(v), d_out(nq);
+    cuda::attention_decode(d_out, d_q, d_k, d_v, c.B, c.T_max, c.n, c.H, c.Hkv, c.hd);
+    const std::vector<float> out1 = d_out.download();
+    expect_close(out1, out, what);
+    cuda::attention_decode(d_out, d_q, d_k, d_v, c.B, c.T_max, c.n, c.H, c.Hkv, c.hd);
+    EXPECT_BITWISE(d_out.download(), out1, what + " rerun");
+  }
+}
+
+// ---- embedding ----------------------------------------------------------------------------------
+
+TEST(CudaEmbedding, ForwardAndBackwardBitwiseEqualCpu) {
+  const int64_t shapes[][3] = {{1, 50, 1}, {1000, 50, 64}, {4099, 300, 100}, {20000, 7, 33}};
+  uint64_t stream = 700;
+  for (const auto& s : shapes) {
+    const int64_t rows = s[0], V = s[1], d = s[2];
+    const std::string what = "embedding rows,V,d = " + str({rows, V, d});
+    const std::vector<float> table = randn(V * d, ++stream), dout = randn(rows * d, ++stream);
+    const std::vector<float> dtable0 = randn(V * d, ++stream);
+    const std::vector<int32_t> ids = randint(rows, ++stream, int32_t(V), 0.1);
+    std::vector<float> out(rows * d), dtable = dtable0;
+    cpu::embedding_forward(out.data(), ids.data(), table.data(), rows, d);
+    cpu::embedding_backward(dtable.data(), dout.data(), ids.data(), rows, d);
+    Dev<float> d_table(table), d_out(rows * d), d_dout(dout), d_dtable(dtable0);
+    Dev<int32_t> d_ids(ids);
+    cuda::embedding_forward(d_out, d_ids, d_table, rows, d);
+    EXPECT_BITWISE(d_out.download(), out, what + " forward");
+    cuda::embedding_backward(d_dtable, d_dout, d_ids, rows, d);
+    const std::vector<float> g1 = d_dtable.download();
+    expect_close(g1, dtable, what + " backward");
+    EXPECT_BITWISE(g1, dtable, what + " backward (same order as the CPU)");
+    d_dtable.upload(dtable0);
+    cuda::embedding_backward(d_dtable, d_dout, d_ids, rows, d);
+    EXPECT_BITWISE(d_dtable.download(), g1, what + " backward rerun");
+  }
+}
+
+// ---- AdamW ------------------------------------------------------------------------------------
+
+TEST(CudaAdamW, ThreeStepsMatchCpu) {
+  uint64_t stream = 800;
+  for (int64_t n : {1LL, 1000LL, 100001LL}) {
+    std::vector<float> p = randn(n, ++stream), m(n, 0.0f), v(n, 0.0f);
+    Dev<float> d_p(p), d_m(m), d_v(v), d_g(n);
+    for (int64_t step = 1; step <= 3; ++step) {
+      const std::vector<float> g = randn(n, ++stream, 0.1);
+      d_g.upload(g);
+      cpu::adamw_step(p.data(), g.data(), m.data(), v.data(), n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f,
+                      step);
+      cuda::adamw_step(d_p, d_g, d_m, d_v, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, step);
+    }
+    const std::string what = "adamw n=" + std::to_string(n);
+    expect_close(d_p.download(), p, what + " param");
+    expect_close(d_m.download(), m, what + " m");
+    expect_close(d_v.download(), v, what + " v");
+  }
+}
+
+// ---- knowledge distillation ---------------------------------------------------------------------
+
+namespace {
+
+// Teacher top-k of logits t [rows, V] at temperature tau: ids by descending logit and
+// log-probs over the whole vocabulary; a fraction of the ids set to −1 ("on another shard").
+void make_topk(const std::vector<float>& t, int64_t rows, int64_t V, int64_t k, float tau,
+               double minus_one, uint64_t stream, std::vector<int32_t>& ids,
+               std::vector<float>& logp) {
+  ids.assign(rows * k, 0);
+  logp.assign(rows * k, 0.0f);
+  std::vector<int32_t> order(V);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* x = t.data() + r * V;
+    double m = -1e300, s = 0;
+    for (int64_t v = 0; v < V; ++v) m = std::max(m, double(x[v]) / tau);
+    for (int64_t v = 0; v < V; ++v) s += std::exp(double(x[v]) / tau - m);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return x[a] > x[b]; });
+    for (int64_t i = 0; i < k; ++i) {
+      ids[r * k + i] = order[i];
+      logp[r * k + i] = float(double(x[order[i]]) / tau - m - std::log(s));
+      if (rng::uniform(kSeed, stream, r * k + i) < minus_one) ids[r * k + i] = -1;
+    }
+  }
+}
+
+}  // namespace
+
+TEST(CudaKd, TopkAndDenseKernelsMatchCpu) {
+  struct Case {
+    int64_t rows, V, k;
+    float tau;
+    double minus_one;
+  };
+  const Case cases[] = {{1, 37, 1, 1.0f, 0.0},    {9, 1000, 5, 2.0f, 0.0},
+                        {65, 5003, 20, 1.0f, 0.3}, {4, 70000, 64, 1.5f, 0.5},
+                        {300, 257, 8, 0.7f, 0.0}};
+  uint64_t stream = 900;
+  for (const Case& c : cases) {
+    const int64_t rows = c.rows, V = c.V, k = c.k;
+    const float inv_tau = 1.0f / c.tau;
+    const std::string what = "kd rows,V,k = " + str({rows, V, k});
+    const std::vector<float> z = randn(rows * V, ++stream, 2.0), t = randn(rows * V, ++stream, 3.0);
+    const std::vector<float> d0 = randn(rows * V, ++stream, 0.1);
+    std::vector<int32_t> ids;
+    std::vector<float> logp;
+    make_topk(t, rows, V, k, c.tau, c.minus_one, ++stream, ids, logp);
+    Dev<float> d_z(z), d_t(t), d_logp(logp), d_lse(rows), d_lset(rows), d_kl(rows), d_q(rows);
+    Dev<float> d_d(d0);
+    Dev<int32_t> d_ids(ids);
+
+    std::vector<float> lse(rows), lset(rows);
+    cpu::kd_logsumexp(lse.data(), z.data(), rows, V, inv_tau);
+    cpu::kd_logsumexp(lset.data(), t.data(), rows, V, inv_tau);
+    cuda::kd_logsumexp(d_lse, d_z, rows, V, inv_tau);
+    const std::vector<float> lse1 = d_lse.download();
+    expect_close(lse1, lse, what + " kd_logsumexp");
+    cuda::kd_logsumexp(d_lse, d_z, rows, V, inv_tau);
+    EXPECT_BITWISE(d_lse.download(), lse1, what + " kd_logsumexp rerun");
+    d_lse.upload(lse);
+    d_lset.upload(lset);
+
+    for (int tail : {0, 1}) {
+      const std::string w = what + (tail ? " bucket" : " renormalize");
+      std::vector<float> kl(rows), q(rows);
+      cpu::kd_topk_shard_forward(kl.data(), q.data(), z.data(), lse.data(), ids.data(),
+                                 logp.data(), rows, V, k, inv_tau, tail);
+      cuda::kd_topk_shard_forward(d_kl, d_q, d_z, d_lse, d_ids, d_logp, rows, V, k, inv_tau, tail);
+      const std::vector<float> kl1 = d_kl.download(), q1 = d_q.download();
+      expect_close(kl1, kl, w + " shard kl");
+      if (tail == 1) {
+        // A float sum over the vocabulary: the CPU's own error reaches ~1e-5 at V = 70000, so
+        // the GPU is held to 1e-5 against a double sum and to 3e-5 against the CPU.
+        std::vector<float> qref(rows);
+        for (int64_t r = 0; r < rows; ++r) {
+          std::vector<char> in_topk(V, 0);
+          for (int64_t i = 0; i < k; ++i)
+            if (ids[r * k + i] >= 0) in_topk[ids[r * k + i]] = 1;
+          double sq = 0;
+          for (int64_t v = 0; v < V; ++v)
+            if (!in_topk[v]) sq += std::exp(double(z[r * V + v] * inv_tau) - double(lse[r]));
+          qref[r] = float(sq);
+        }
+        expect_close(q1, qref, w + " shard tail_q (double reference)");
+        expect_close(q1, q, w + " shard tail_q", 3e-5);
+      }
+      else EXPECT_BITWISE(q1, q, w + " tail_q (zeros)");
+      cuda::kd_topk_shard_forward(d_kl, d_q, d_z, d_lse, d_ids, d_logp, rows, V, k, inv_tau, tail);
+      EXPECT_BITWISE(d_kl.download(), kl1, w + " shard kl rerun");
+      EXPECT_BITWISE(d_q.download(), q1, w + " shard tail_q rerun");
+      if (tail == 1) {
+        d_kl.upload(kl);
+        d_q.upload(q);
+        cpu::kd_bucket_finish(kl.data(), q.data(), logp.data(), rows, k);
+        cuda::kd_bucket_finish(d_kl, d_q, d_logp, rows, k);
+        expect_close(d_kl.download(), kl, w + " bucket_finish kl");
+        expect_close(d_q.download(), q, w + " bucket_finish tail_q");
+        d_q.upload(q);
+      }
+      // The gradient alone (dlogits from zero), then added onto random dlogits.
+      for (bool accumulate : {false, true}) {
+        const std::vector<float> start = accumulate ? d0 : std::vector<float>(rows * V, 0.0f);
+        const std::string wb =
+            w + (accumulate ? " topk backward (+= onto random)" : " topk backward");
+        std::vector<float> d = start;
+        cpu::kd_topk_backward(d.data(), z.data(), lse.data(), q.data(), ids.data(), logp.data(),
+                              rows, V, k, inv_tau, tail, 0.37f);
+        d_d.upload(start);
+        cuda::kd_topk_backward(d_d, d_z, d_lse, d_q, d_ids, d_logp, rows, V, k, inv_tau, tail,
+                               0.37f);
+        const std::vector<float> g1 = d_d.download();
+        expect_close(g1, d, wb);
+        d_d.upload(start);
+        cuda::kd_topk_backward(d_d, d_z, d_lse, d_q, d_ids, d_logp, rows, V, k, inv_tau, tail,
+                               0.37f);
+        EXPECT_BITWISE(d_d.download(), g1, wb + " rerun");
+      }
+    }
+
+    std::vector<float> kl(rows);
+    cpu::kd_dense_shard_forward(kl.data(), z.data(), t.data(), lse.data(), lset.data(), rows, V,
+                                inv_tau);
+    cuda::kd_dense_shard_forward(d_kl, d_z, d_t, d_lse, d_lset, rows, V, inv_tau);
+    const std::vector<float> kl1 = d_kl.download();
+    std::vector<float> klref(rows);  // as tail_q above: a double reference, 3e-5 to the CPU
+    for (int64_t r = 0; r < rows; ++r) {
+      double sum = 0;
+      const double lt = lset[r], dl = double(lset[r] - lse[r]);
+      for (int64_t v = 0; v < V; ++v) {
+        const float tv = t[r * V + v], zv = z[r * V + v];
+        sum += std::exp(double(tv * inv_tau) - lt) * (double((tv - zv) * inv_tau) - dl);
+      }
+      klref[r] = float(sum);
+    }
+    expect_close(kl1, klref, what + " dense kl (double reference)");
+    expect_close(kl1, kl, what + " dense kl", 3e-5);
+    cuda::kd_dense_shard_forward(d_kl, d_z, d_t, d_lse, d_lset, rows, V, inv_tau);
+    EXPECT_BITWISE(d_kl.download(), kl1, what + " dense kl rerun");
+    for (bool accumulate : {false, true}) {
+      const std::vector<float> start = accumulate ? d0 : std::vector<float>(rows * V, 0.0f);
+      const std::string wb =
+          what + (accumulate ? " dense backward (+= onto random)" : " dense backward");
+      std::vector<float> d = start;
+      cpu::kd_dense_backward(d.data(), z.data(), lse.data(), t.data(), lset.data(), rows, V,
+                             inv_tau, 0.37f);
+      d_d.upload(start);
+      cuda::kd_dense_backward(d_d, d_z, d_lse, d_t, d_lset, rows, V, inv_tau, 0.37f);
+      const std::vector<float> g1 = d_d.download();
+      expect_close(g1, d, wb);
+      d_d.upload(start);
+      cuda::kd_dense_backward(d_d, d_z, d_lse, d_t, d_lset, rows, V, inv_tau, 0.37f);
+      EXPECT_BITWISE(d_d.download(), g1, wb + " rerun");
+    }
+  }
+}
