@@ -1,0 +1,183 @@
+// CPU simulator of CUDA thread blocks for core/cuda/*.cu (see run.sh): the threads of a block
+// are fibers on one OS thread (a minimal x86-64 context switch); __syncthreads and warp
+// shuffles are barriers that yield. Blocks run one after another. Default schedule: every
+// thread in order each pass. SIM_RANDOM=<seed>: one random warp runs as far as it can before
+// another is picked, so warps drift apart and a missing __syncthreads shows up as a wrong
+// result. Also aborts when a barrier is reached after threads of the block (or warp) exited.
+// Not a model of: memory-model subtleties, bank conflicts, registers, launch limits, streams.
+
+#include <cstdio>
+#include <vector>
+
+#include "core/cuda/runtime.h"
+
+cudaError_t cudaFuncSetAttribute(const void*, cudaFuncAttribute, int v) {
+  return v <= 166912 ? 0 : 1;
+}
+
+// Minimal x86-64 context switch: saves callee-saved registers and the stack pointer.
+extern "C" void sim_switch(void** save_sp, void* new_sp);
+asm(R"(
+.text
+.globl sim_switch
+.type sim_switch,@function
+sim_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+)");
+
+namespace sim {
+thread_local dim3 tid;
+dim3 bid, bdim, gdim;
+unsigned char* dyn_smem = nullptr;
+
+namespace {
+constexpr size_t kStack = 256 * 1024;
+void* sched_sp = nullptr;
+std::vector<void*> ctx_sp;
+std::vector<std::vector<char>> stacks;
+std::vector<char> finished;
+std::vector<uint64_t> slots;
+int n = 0, cur = 0, alive = 0;
+uint64_t progress = 0;
+int block_arrived = 0;
+unsigned block_gen = 0;
+std::vector<int> warp_arrived;
+std::vector<unsigned> warp_gen;
+const std::function<void()>* body = nullptr;
+
+void yield() { sim_switch(&ctx_sp[cur], sched_sp); }
+
+void fiber_entry() {
+  (*body)();
+  finished[cur] = 1;
+  --alive;
+  ++progress;
+  for (;;) sim_switch(&ctx_sp[cur], sched_sp);  // never resumed
+}
+
+void* fresh_stack(std::vector<char>& st) {
+  uintptr_t top = reinterpret_cast<uintptr_t>(st.data() + st.size()) & ~uintptr_t(15);
+  uintptr_t a = top - 32;  // 16-aligned slot for the entry address; a + 8: fake return address
+  auto* w = reinterpret_cast<uint64_t*>(a);
+  w[0] = reinterpret_cast<uint64_t>(&fiber_entry);
+  w[1] = 0;
+  for (int r = 1; r <= 6; ++r) w[-r] = 0;  // r15 .. rbp
+  return reinterpret_cast<void*>(a - 48);
+}
+
+void wait_barrier(int& arrived, unsigned& gen, int count, const char* what) {
+  const unsigned g = gen;
+  ++progress;
+  if (++arrived == count) {
+    arrived = 0;
+    ++gen;
+    return;
+  }
+  while (gen == g) {
+    bool exited = false;
+    if (count == n) exited = alive < n;
+    else
+      for (int l = 0; l < 32; ++l) exited |= finished[(tid.x / 32) * 32 + l] != 0;
+    if (exited) {
+      std::fprintf(stderr, "sim: %s reached after some threads exited (block %u,%u)\n", what, bid.x, bid.y);
+      std::abort();
+    }
+    yield();
+  }
+}
+}  // namespace
+
+void syncthreads() { wait_barrier(block_arrived, block_gen, n, "__syncthreads"); }
+
+uint64_t exchange(uint64_t v, int lane_xor) {
+  const int t = tid.x, w = t / 32, lane = t % 32;
+  slots[t] = v;
+  wait_barrier(warp_arrived[w], warp_gen[w], 32, "__shfl_xor_sync");
+  const uint64_t r = slots[w * 32 + (lane ^ lane_xor)];
+  wait_barrier(warp_arrived[w], warp_gen[w], 32, "__shfl_xor_sync");
+  return r;
+}
+
+void run(dim3 grid, dim3 block, size_t smem, const std::function<void()>& fn) {
+  if (block.y != 1 || block.z != 1 || block.x % 32 != 0 || block.x > 1024) std::abort();
+  if (grid.x == 0 || grid.y == 0) std::abort();  // an invalid launch on a GPU
+  n = block.x;
+  ctx_sp.resize(n);
+  if (stacks.size() < size_t(n)) stacks.resize(n, std::vector<char>(kStack));
+  finished.assign(n, 0);
+  slots.assign(n, 0);
+  warp_arrived.assign(n / 32, 0);
+  warp_gen.assign(n / 32, 0);
+  std::vector<unsigned char> buf(smem + 16);
+  dyn_smem = buf.data();
+  bdim = block;
+  gdim = grid;
+  body = &fn;
+  for (unsigned y = 0; y < grid.y; ++y)
+    for (unsigned x = 0; x < grid.x; ++x) {
+      bid = dim3(x, y, 0);
+      std::fill(buf.begin(), buf.end(), 0xFF);  // garbage (NaN floats) in dynamic smem
+      block_arrived = 0;
+      for (int i = 0; i < n; ++i) {
+        ctx_sp[i] = fresh_stack(stacks[i]);
+        finished[i] = 0;
+      }
+      alive = n;
+      // SIM_RANDOM=seed: each pass resumes a random ~quarter of the threads (warps drift
+      // apart, exposing missing barriers); default: all threads in order.
+      static const char* rs = std::getenv("SIM_RANDOM");
+      static uint64_t rng = rs ? std::strtoull(rs, nullptr, 10) * 2654435761u + 1 : 0;
+      int only_warp = -1;  // SIM_RANDOM: run one random warp as far as it can go
+      uint64_t last_progress = progress;  // forces a pick before the first pass
+      while (alive > 0) {
+        if (rs && progress == last_progress) {  // the warp is stuck: switch to another
+          rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+          only_warp = int((rng >> 20) % uint64_t(n / 32));
+        }
+        last_progress = progress;
+        for (int i = 0; i < n; ++i)
+          if (!finished[i] && (only_warp < 0 || i / 32 == only_warp)) {
+            cur = i;
+            tid = dim3(i, 0, 0);
+            sim_switch(&sched_sp, ctx_sp[i]);
+          }
+      }
+    }
+}
+}  // namespace sim
+
+namespace retort::cuda {
+void throw_cuda_error(cudaError_t err, const char* expr, const char* file, int line) {
+  throw Error(str_cat(file, ":", line, ": CUDA error ", err, " in `", expr, "`"));
+}
+int device_count() { return 1; }
+void select_device(int) {}
+int current_device() { return 0; }
+cudaStream_t compute_stream() { return nullptr; }
+cudaStream_t comm_stream() { return nullptr; }
+void comm_waits_for_compute() {}
+void compute_waits_for_comm() {}
+void* allocate(size_t bytes) {
+  void* p = std::malloc(bytes ? bytes : 1);
+  std::memset(p, 0xFF, bytes);
+  return p;
+}
+void release(void* p) { std::free(p); }
+size_t pool_reserved_bytes() { return 0; }
+size_t peak_allocated_bytes() { return 0; }
+void synchronize() {}
+}  // namespace retort::cuda
