@@ -31,5 +31,5 @@ for f in "${srcs[@]}"; do
   fi
   objs+=("$o")
 done
-g++ $flags "${objs[@]}" -lgtest -o "$out/test_cuda_kernels_sim"
+g++ $flags "${objs[@]}" -lgtest_main -lgtest -o "$out/test_cuda_kernels_sim"
 exec "$out/test_cuda_kernels_sim" "$@"
