@@ -8,6 +8,7 @@
 
 #include "core/check.h"
 #include "core/config.h"
+#include "core/preemption.h"
 #include "data/tokenize_command.h"
 #include "launch/commands.h"
 #include "parallel/mesh.h"
@@ -131,7 +132,9 @@ int main(int argc, char** argv) {
     code = 1;
   }
   std::fflush(stdout);
-  if (code != 0) abort_job(code);
+  // A preempted job (exit 75) stops on every rank together, after a collective vote: it ends
+  // like a finished one (no MPI_Abort banner); mpirun passes the 75 on.
+  if (code != 0 && code != kPreemptedExitCode) abort_job(code);
   shutdown_mesh();
   return code;
 }
