@@ -89,6 +89,9 @@ int run(int argc, char** argv) {
     return 2;
   }
 
+  // Jobs that stop cleanly on SIGUSR1/SIGTERM take the signal from the start (a signal that
+  // comes while the job loads is acted on at its first step or shard).
+  if (*train || *generate || *distill) install_preemption_handlers();
   if (*tokenize) return run_tokenize(load_job_config(job));
   if (*train) return run_train(load_job_config(job), resume);
   if (*generate) return run_generate(load_job_config(job));

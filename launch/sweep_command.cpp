@@ -70,7 +70,6 @@ std::string plan_csv(const SweepSpec& spec, const SweepPlan& plan) {
 }
 
 // Runs one planned run by name; shared by run_local.sh and submit.sbatch.
-// Runs one planned run by name; shared by run_local.sh and submit.sbatch.
 std::string run_one_sh(const SweepSpec& spec, const std::string& retort_bin) {
   return str_cat(R"SH(#!/usr/bin/env bash
 # Runs one run of this sweep by name (written by `retort sweep`; see docs/SWEEPS.md).
@@ -194,8 +193,11 @@ done
 rc=0
 wait $run || rc=$?
 if [ "$rc" = 75 ] && [ -n "${SLURM_JOB_ID:-}" ]; then
-  echo "[sweep] $name: preempted and checkpointed; requeueing job $SLURM_JOB_ID"
-  scontrol requeue "$SLURM_JOB_ID"
+  # this task only: task 0's SLURM_JOB_ID is also the array's id, which names every task
+  task=$SLURM_JOB_ID
+  [ -z "${SLURM_ARRAY_JOB_ID:-}" ] || task=${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}
+  echo "[sweep] $name: preempted and checkpointed; requeueing job $task"
+  scontrol requeue "$task"
 fi
 exit $rc
 )SH");
