@@ -166,7 +166,7 @@ scancel --signal=USR1 --batch "$pre_job" || slurm_fail "scancel --signal=USR1 fa
 # 9. The same for a sweep's array task (submit.sbatch), while job 8 waits to start again (a
 #    requeued job waits a while; the two waits overlap): a two-run sweep whose task 0 is long
 #    enough to be caught mid-run; it checkpoints, requeues itself (only itself: task 1 runs
-#    once) and resumes.
+#    once) and resumes, and a job that depends on the array (afterok) runs after it.
 cat >"$WORK/sweep-pre.yaml" <<EOF
 name: pre
 base: $SRC/configs/tiny.yaml
@@ -182,6 +182,9 @@ retort sweep "$WORK/sweep-pre.yaml" --out "$WORK/sweep_pre" \
 "$WORK/sweep_pre/submit.sh" >"$WORK/submit-pre.log" 2>&1 ||
   { cat "$WORK/submit-pre.log" >&2; slurm_fail "submit.sh (preemption sweep) failed"; }
 read -r _ sweep_job _ <"$WORK/submit-pre.log"
+# a next stage as submit.sh chains it (afterok): it must still run after the requeue
+next_job=$(sbatch --parsable --dependency=afterok:"$sweep_job" --output="$WORK/next-%j.out" \
+  --wrap "echo next stage ran") || slurm_fail "sbatch of the dependent job failed"
 pre_run=$WORK/sweep_pre/runs/$(head -1 "$WORK/sweep_pre/stages/train.txt")
 for i in $(seq 900); do
   [ "$(wc -l <"$pre_run/metrics.jsonl" 2>/dev/null || echo 0)" -ge 2 ] && break
@@ -204,6 +207,14 @@ for i in $(seq 300); do
   [ "$i" = 300 ] && slurm_fail "the preempted sweep task did not requeue and finish within 5 minutes"
   sleep 1
 done
+for i in $(seq 60); do
+  [ -z "$(squeue -h -j "$next_job" 2>/dev/null)" ] && break
+  squeue -h -o %r -j "$next_job" | grep -q DependencyNeverSatisfied &&
+    slurm_fail "the requeue broke the next stage's afterok dependency"
+  [ "$i" = 60 ] && slurm_fail "the dependent job did not run within 60 s"
+  sleep 1
+done
+grep -q "next stage ran" "$WORK/next-$next_job.out" || slurm_fail "the dependent job did not run"
 log=$WORK/sweep_pre/logs/slurm-${sweep_job}_0.out
 grep -q "preempted (SIGUSR1) after step" "$log" || slurm_fail "the sweep task did not stop on SIGUSR1"
 grep -q "preempted and checkpointed; requeueing job ${sweep_job}_0" "$log" || slurm_fail "the sweep task did not requeue itself"
