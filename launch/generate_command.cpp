@@ -282,7 +282,7 @@ int run_generate(const Config& cfg_in) {
   if (preempted) {  // no manifest: the corpus is incomplete until a rerun finishes it
     int64_t complete = 0;
     std::error_code ec;
-    for (int64_t s = 0; s < p.num_shards(); ++s)
+    for (int64_t s = 0; root && s < p.num_shards(); ++s)
       complete += stdfs::exists(p.out + "/" + corpus_shard_name(s), ec) ? 1 : 0;
     if (root)
       std::printf("generate preempted (%s): %lld of %lld shards of %s complete, no manifest yet; "
