@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <functional>
 #include <filesystem>
 #include <regex>
 
@@ -63,31 +65,67 @@ void read_into(const h5::File& file, const std::string& prefix, std::vector<Name
   }
 }
 
+// state.json of `dir`, or null when it has none (an exported checkpoint).
+nlohmann::json read_state(const stdfs::path& dir) {
+  const std::string path = (dir / kStateFile).string();
+  if (!stdfs::exists(path)) return nullptr;
+  nlohmann::json state;
+  try {
+    state = nlohmann::json::parse(fs::read_file(path));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(str_cat(path, ": corrupt training state: ", e.what()));
+  }
+  if (!state.is_object() || !state.contains("sha256") || !state.contains("step"))
+    throw Error(str_cat(path, ": missing 'step' or 'sha256'"));
+  return state;
+}
+
+// Checks the sha256 that state.json records for each file it lists that `wanted` accepts.
+void verify_checksums(const stdfs::path& dir, const nlohmann::json& state,
+                      const std::function<bool(const std::string&)>& wanted) {
+  for (const auto& [name, expected] : state.at("sha256").items()) {
+    if (!wanted(name)) continue;
+    const std::string file = (dir / name).string();
+    if (!stdfs::exists(file))
+      throw Error(str_cat(file, ": missing (listed in ", kStateFile, ")"));
+    if (sha256_file(file) != expected.get<std::string>())
+      throw Error(str_cat(file, ": checksum mismatch (file corrupted or modified)"));
+  }
+}
+
+bool is_model_file(const std::string& name) {
+  return name == kModelFile || name.rfind("shard-", 0) == 0;
+}
+
 }  // namespace
 
 void write_checkpoint_dir(const std::string& dir, const CheckpointData& data) {
   stdfs::path final_dir = stdfs::absolute(dir);
-  stdfs::create_directories(final_dir.parent_path());
+  fs::create_directories(final_dir.parent_path().string());
   stdfs::path tmp = final_dir;
   tmp += str_cat(".tmp-", ::getpid());
-  stdfs::remove_all(tmp);
-  stdfs::create_directories(tmp);
-
-  std::vector<std::string> written;
-  {
-    h5::File f = h5::File::create((tmp / kModelFile).string());
-    write_tensors("", data.model, f);
-    f.close();
-    written.push_back(kModelFile);
+  fs::remove_all_quietly(tmp.string());
+  try {
+    fs::create_directories(tmp.string());
+    std::vector<std::string> written;
+    {
+      h5::File f = h5::File::create((tmp / kModelFile).string());
+      write_tensors("", data.model, f);
+      f.close();
+      written.push_back(kModelFile);
+    }
+    if (!data.exp_avg.empty()) {
+      h5::File f = h5::File::create((tmp / kOptimizerFile).string());
+      write_tensors("exp_avg/", data.exp_avg, f);
+      write_tensors("exp_avg_sq/", data.exp_avg_sq, f);
+      f.close();
+      written.push_back(kOptimizerFile);
+    }
+    commit_checkpoint_dir(tmp.string(), final_dir.string(), written, data.config_yaml, data.state);
+  } catch (...) {
+    fs::remove_all_quietly(tmp.string());  // a failed write (disk full) leaves no partial copy
+    throw;
   }
-  if (!data.exp_avg.empty()) {
-    h5::File f = h5::File::create((tmp / kOptimizerFile).string());
-    write_tensors("exp_avg/", data.exp_avg, f);
-    write_tensors("exp_avg_sq/", data.exp_avg_sq, f);
-    f.close();
-    written.push_back(kOptimizerFile);
-  }
-  commit_checkpoint_dir(tmp.string(), final_dir.string(), written, data.config_yaml, data.state);
 }
 
 void commit_checkpoint_dir(const std::string& tmp_dir, const std::string& final_path,
@@ -103,13 +141,19 @@ void commit_checkpoint_dir(const std::string& tmp_dir, const std::string& final_
   for (const auto& name : written) fs::fsync_path((tmp / name).string());
   fs::fsync_path(tmp.string());
 
-  // Replace an existing checkpoint at the same path only after the new one is complete.
+  // Replace an existing checkpoint at the same path only after the new one is complete; if
+  // the second rename fails, the old one is put back.
   stdfs::path old = final_dir;
   old += str_cat(".old-", ::getpid());
   bool had_old = stdfs::exists(final_dir);
   if (had_old) fs::rename_durable(final_dir.string(), old.string());
-  fs::rename_durable(tmp.string(), final_dir.string());
-  if (had_old) stdfs::remove_all(old);
+  try {
+    fs::rename_durable(tmp.string(), final_dir.string());
+  } catch (...) {
+    if (had_old) std::rename(old.c_str(), final_dir.c_str());
+    throw;
+  }
+  if (had_old) fs::remove_all_quietly(old.string());
 }
 
 std::string checkpoint_step_dir(const std::string& checkpoints_dir, int64_t step) {
@@ -151,6 +195,9 @@ std::string resolve_checkpoint_dir(const std::string& path) {
 }
 
 void load_model_weights(const std::string& checkpoint_dir, std::vector<NamedTensor>& params) {
+  // A training checkpoint's state.json holds the checksums of the files read here.
+  if (nlohmann::json state = read_state(checkpoint_dir); !state.is_null())
+    verify_checksums(checkpoint_dir, state, is_model_file);
   if (!stdfs::exists(stdfs::path(checkpoint_dir) / kModelFile) && !shard_files(checkpoint_dir).empty()) {
     read_from_shards(checkpoint_dir, "model", params);
     return;
@@ -170,20 +217,11 @@ nlohmann::json load_training_state(const std::string& checkpoint_dir,
                                    std::vector<NamedTensor>& exp_avg,
                                    std::vector<NamedTensor>& exp_avg_sq) {
   stdfs::path dir(checkpoint_dir);
-  std::string state_path = (dir / kStateFile).string();
-  nlohmann::json state;
-  try {
-    state = nlohmann::json::parse(fs::read_file(state_path));
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(str_cat(state_path, ": corrupt training state: ", e.what()));
-  }
-  if (!state.contains("sha256") || !state.contains("step"))
-    throw Error(str_cat(state_path, ": missing 'step' or 'sha256'"));
-  for (const auto& [name, expected] : state["sha256"].items()) {
-    std::string file = (dir / name).string();
-    if (sha256_file(file) != expected.get<std::string>())
-      throw Error(str_cat(file, ": checksum mismatch (file corrupted or modified)"));
-  }
+  nlohmann::json state = read_state(dir);
+  if (state.is_null())
+    throw Error(str_cat((dir / kStateFile).string(), ": not found (an exported checkpoint has no "
+                        "training state; train from it with a new run dir instead of --resume)"));
+  verify_checksums(dir, state, [](const std::string&) { return true; });
   if (!stdfs::exists(dir / kOptimizerFile) && !shard_files(checkpoint_dir).empty()) {
     read_from_shards(checkpoint_dir, "exp_avg", exp_avg);
     read_from_shards(checkpoint_dir, "exp_avg_sq", exp_avg_sq);
@@ -193,6 +231,27 @@ nlohmann::json load_training_state(const std::string& checkpoint_dir,
   read_into(f, "exp_avg/", exp_avg);
   read_into(f, "exp_avg_sq/", exp_avg_sq);
   return state;
+}
+
+void remove_stale_checkpoint_temps(const std::string& checkpoints_dir) {
+  static const std::regex tmp_re("step_[0-9]+\\.tmp.*"), old_re("(step_[0-9]+)\\.old-[0-9]+");
+  std::error_code ec;
+  if (!stdfs::is_directory(checkpoints_dir, ec)) return;
+  std::vector<stdfs::path> entries;
+  for (const auto& e : stdfs::directory_iterator(checkpoints_dir, ec)) entries.push_back(e.path());
+  for (const stdfs::path& p : entries) {
+    const std::string name = p.filename().string();
+    std::smatch m;
+    if (std::regex_match(name, tmp_re)) {
+      fs::remove_all_quietly(p.string());
+    } else if (std::regex_match(name, m, old_re)) {
+      // A crash between the two renames of commit_checkpoint_dir: put the old copy back
+      // unless the new one made it.
+      const stdfs::path final_dir = p.parent_path() / m[1].str();
+      if (stdfs::exists(final_dir / kStateFile)) fs::remove_all_quietly(p.string());
+      else if (!stdfs::exists(final_dir)) std::rename(p.c_str(), final_dir.c_str());
+    }
+  }
 }
 
 }  // namespace retort

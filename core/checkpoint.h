@@ -46,8 +46,13 @@ std::string checkpoint_step_dir(const std::string& checkpoints_dir, int64_t step
 void commit_checkpoint_dir(const std::string& tmp_dir, const std::string& final_dir,
                            const std::vector<std::string>& written, const std::string& config_yaml,
                            const nlohmann::json& state);
-// Deletes the oldest complete checkpoints beyond keep_last (0 keeps all).
+// Deletes the oldest complete checkpoints beyond keep_last (0 keeps all). Called only after a
+// new checkpoint was committed, so the newest complete one (the new one) is always kept;
+// temporaries of failed writes never count as complete.
 void prune_checkpoints(const std::string& checkpoints_dir, int64_t keep_last);
+// Removes what crashed or failed writes left in checkpoints_dir: step_*.tmp* directories
+// (never complete) and step_*.old-PID copies (put back when their step is missing).
+void remove_stale_checkpoint_temps(const std::string& checkpoints_dir);
 
 // Newest complete step_* directory, or "" when there is none.
 std::string find_latest_checkpoint(const std::string& checkpoints_dir);
@@ -57,10 +62,12 @@ std::string find_latest_checkpoint(const std::string& checkpoints_dir);
 std::string resolve_checkpoint_dir(const std::string& path);
 
 // Fill `params` (names and shapes given) from model.h5; every name must exist with the same
-// shape, and the file must hold no parameter that `params` lacks.
+// shape, and the file must hold no parameter that `params` lacks. When the directory has a
+// state.json (a training checkpoint), the files read are first checked against its sha256.
 void load_model_weights(const std::string& checkpoint_dir, std::vector<NamedTensor>& params);
 
-// Training state: checks state.json's checksums, fills the moments, returns state.json.
+// Training state: checks the sha256 of every file state.json lists, fills the moments,
+// returns state.json.
 nlohmann::json load_training_state(const std::string& checkpoint_dir,
                                    std::vector<NamedTensor>& exp_avg,
                                    std::vector<NamedTensor>& exp_avg_sq);

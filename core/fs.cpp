@@ -1,6 +1,7 @@
 #include "core/fs.h"
 
 #include <fcntl.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -11,7 +12,27 @@
 
 #include "core/check.h"
 
+namespace stdfs = std::filesystem;
+
 namespace retort::fs {
+
+namespace {
+
+// write(2) until every byte is out; false with errno set on failure.
+bool write_all(int fd, const char* data, size_t n) {
+  while (n > 0) {
+    ssize_t w = ::write(fd, data, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;  // a preemption signal arrived mid-write
+      return false;
+    }
+    data += w;
+    n -= size_t(w);
+  }
+  return true;
+}
+
+}  // namespace
 
 void fsync_path(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY);
@@ -25,24 +46,50 @@ void fsync_path(const std::string& path) {
 void rename_durable(const std::string& from, const std::string& to) {
   if (std::rename(from.c_str(), to.c_str()) != 0)
     throw Error(str_cat(to, ": cannot rename from ", from, ": ", std::strerror(errno)));
-  std::filesystem::path parent = std::filesystem::absolute(to).parent_path();
+  stdfs::path parent = stdfs::absolute(to).parent_path();
   fsync_path(parent.string());
 }
 
+void create_directories(const std::string& dir) {
+  std::error_code ec;
+  stdfs::create_directories(dir, ec);
+  if (ec) throw Error(str_cat(dir, ": cannot create directory: ", ec.message()));
+}
+
+void remove_all_quietly(const std::string& path) {
+  std::error_code ec;
+  stdfs::remove_all(path, ec);
+}
+
 void write_file_atomic(const std::string& path, const std::string& content) {
-  std::string tmp = str_cat(path, ".tmp-", ::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw Error(str_cat(path, ": cannot write: ", std::strerror(errno)));
-    out << content;
-    out.flush();
-    if (!out) {
-      std::remove(tmp.c_str());
-      throw Error(str_cat(path, ": write failed (disk full?)"));
-    }
+  const std::string tmp = str_cat(path, ".tmp-", ::getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw Error(str_cat(path, ": cannot write: ", std::strerror(errno)));
+  // tmpfs and ext4 report ENOSPC at write(2); NFS may report it only at fsync or close.
+  const bool ok = write_all(fd, content.data(), content.size()) && ::fsync(fd) == 0;
+  const int err = errno;
+  const bool closed = ::close(fd) == 0;
+  if (!ok || !closed) {
+    const int why = ok ? errno : err;
+    ::unlink(tmp.c_str());
+    throw Error(str_cat(path, ": cannot write: ", std::strerror(why)));
   }
-  fsync_path(tmp);
-  rename_durable(tmp, path);
+  try {
+    rename_durable(tmp, path);
+  } catch (...) {
+    ::unlink(tmp.c_str());
+    throw;
+  }
+}
+
+void append_file(const std::string& path, const std::string& text) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) throw Error(str_cat(path, ": cannot append: ", std::strerror(errno)));
+  const bool ok = write_all(fd, text.data(), text.size());
+  const int err = errno;
+  const bool closed = ::close(fd) == 0;
+  if (!ok || !closed)
+    throw Error(str_cat(path, ": cannot append: ", std::strerror(ok ? errno : err)));
 }
 
 std::string read_file(const std::string& path) {
@@ -60,6 +107,19 @@ int64_t peak_rss_bytes() {
     if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6)) * 1024;  // kB
   }
   return 0;
+}
+
+std::string write_trouble(const std::string& path) {
+  std::error_code ec;
+  stdfs::path p = stdfs::absolute(path, ec);
+  while (!p.empty() && !stdfs::exists(p, ec) && p != p.parent_path()) p = p.parent_path();
+  struct statvfs st;
+  if (p.empty() || ::statvfs(p.c_str(), &st) != 0) return "";
+  if (st.f_flag & ST_RDONLY) return std::strerror(EROFS);
+  const uint64_t free_bytes = uint64_t(st.f_bavail) * st.f_frsize;
+  if (free_bytes < (uint64_t(1) << 20))  // under 1 MiB: the write almost surely ran out
+    return str_cat(std::strerror(ENOSPC), " (", free_bytes, " bytes free)");
+  return "";
 }
 
 }  // namespace retort::fs

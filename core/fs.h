@@ -1,18 +1,34 @@
 // Filesystem helpers for crash-safe outputs: write to a temporary name, fsync, rename.
+// Every failure throws retort::Error as one line naming the file and the OS reason, e.g.
+//   "run/checkpoints/step_00000020.tmp-77/model.h5: cannot write: No space left on device".
 #pragma once
+#include <cstdint>
 #include <string>
 
 namespace retort::fs {
 
-// Write `content` to `path` atomically (path.tmp-PID, fsync, rename, fsync parent dir).
+// Write `content` to `path` atomically (path.tmp-PID, fsync, rename, fsync parent dir). On
+// failure the temporary is removed and `path` is left as it was.
 void write_file_atomic(const std::string& path, const std::string& content);
+// Append `text` to `path` (created if missing) with one write(2) on an O_APPEND descriptor
+// that is closed again, so no file stays open for writing between calls.
+void append_file(const std::string& path, const std::string& text);
 // fsync a file or directory by path.
 void fsync_path(const std::string& path);
 // Rename (atomic within one filesystem) and fsync the destination's parent directory.
 void rename_durable(const std::string& from, const std::string& to);
+// mkdir -p with an Error naming the directory and the OS reason.
+void create_directories(const std::string& dir);
+// rm -rf that never throws (cleanup on an error path).
+void remove_all_quietly(const std::string& path);
 // Whole file as a string; Error naming the file if it cannot be read.
 std::string read_file(const std::string& path);
 // Peak resident set size of this process in bytes (VmHWM), 0 if unknown.
 int64_t peak_rss_bytes();
+
+// Why writing under `path` may have failed when a library (HDF5) gave no errno: "read-only
+// file system" or "no space left on device (N bytes free)" from statvfs of the nearest
+// existing parent, or "" when neither applies.
+std::string write_trouble(const std::string& path);
 
 }  // namespace retort::fs

@@ -4,10 +4,13 @@
 #include <hdf5.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <memory>
 #include <utility>
+
+#include "core/fs.h"
 
 namespace retort::h5 {
 namespace {
@@ -16,6 +19,9 @@ static_assert(sizeof(hid_t) == sizeof(int64_t), "HDF5 >= 1.10 expected");
 
 void quiet_hdf5() {
   static bool done = [] {
+    // No HDF5 atexit handler: after a failed H5Fclose (disk full) HDF5 1.10 keeps a dangling
+    // file id, and closing it again at exit crashes. Every File is closed by its owner.
+    H5dont_atexit();
     H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
     return true;
   }();
@@ -43,6 +49,26 @@ herr_t walk_cb(unsigned n, const H5E_error2_t* err, void* data) {
   auto* out = static_cast<std::string*>(data);
   if (n == 0 && err->desc) *out = err->desc;  // upward walk: 0 is the innermost error
   return 0;
+}
+
+// The first "errno = N" (N > 0) that HDF5's POSIX driver wrote into an error description.
+herr_t errno_cb(unsigned, const H5E_error2_t* err, void* data) {
+  int* out = static_cast<int*>(data);
+  const char* at = err->desc ? std::strstr(err->desc, "errno = ") : nullptr;
+  if (*out == 0 && at) *out = std::atoi(at + 8);
+  return 0;
+}
+
+// Why a write to `path` failed, for one line: the OS reason when HDF5 recorded an errno
+// ("No space left on device"), else what statvfs says (read-only, almost no space left),
+// else HDF5's innermost message.
+std::string write_error(const std::string& path) {
+  int err = 0;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, errno_cb, &err);
+  std::string hdf5 = last_hdf5_error();  // also clears the stack
+  if (err > 0) return std::strerror(err);
+  std::string os = fs::write_trouble(path);
+  return os.empty() ? hdf5 : os;
 }
 
 std::string describe_type(hid_t type) {
@@ -170,7 +196,7 @@ File File::open_read(const std::string& path) {
 File File::create(const std::string& path) {
   quiet_hdf5();
   hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-  if (id < 0) throw Error(str_cat(path, ": cannot create HDF5 file: ", last_hdf5_error()));
+  if (id < 0) throw Error(str_cat(path, ": cannot create HDF5 file: ", write_error(path)));
   return File(id, path);
 }
 
@@ -192,7 +218,7 @@ File::~File() {
 void File::close() {
   if (id_ < 0) return;
   hid_t id = std::exchange(id_, -1);
-  if (H5Fclose(id) < 0) fail(str_cat("cannot close file: ", last_hdf5_error()));
+  if (H5Fclose(id) < 0) fail(str_cat("cannot write (closing the file): ", write_error(path_)));
 }
 
 void File::fail(const std::string& what) const { throw Error(str_cat(path_, ": ", what)); }
@@ -290,10 +316,10 @@ void File::write_raw(const std::string& name, const Shape& shape, int64_t file_t
     H5Pset_deflate(dcpl, unsigned(gzip));
   }
   Hid d(H5Dcreate2(id_, name.c_str(), file_type, sp, lcpl, dcpl, H5P_DEFAULT), H5Dclose);
-  if (!d.ok()) fail(str_cat("dataset '", name, "': cannot create: ", last_hdf5_error()));
+  if (!d.ok()) fail(str_cat("dataset '", name, "': cannot create: ", write_error(path_)));
   if (shape_numel(shape) > 0 &&
       H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
-    fail(str_cat("dataset '", name, "': write failed: ", last_hdf5_error()));
+    fail(str_cat("dataset '", name, "': write failed: ", write_error(path_)));
 }
 
 void File::write(const std::string& name, const Tensor& t) {
@@ -481,21 +507,21 @@ void File::set_attr(const std::string& name, const std::string& value) {
   Hid a(make_scalar_attr(id_, name, ty), H5Aclose);
   const char* p = value.c_str();
   if (!a.ok() || H5Awrite(a, ty, &p) < 0)
-    fail(str_cat("attribute '", name, "': write failed: ", last_hdf5_error()));
+    fail(str_cat("attribute '", name, "': write failed: ", write_error(path_)));
 }
 
 void File::set_attr(const std::string& name, int64_t value) {
   RETORT_CHECK(id_ >= 0, "HDF5 file is not open");
   Hid a(make_scalar_attr(id_, name, H5T_STD_I64LE), H5Aclose);
   if (!a.ok() || H5Awrite(a, H5T_NATIVE_INT64, &value) < 0)
-    fail(str_cat("attribute '", name, "': write failed: ", last_hdf5_error()));
+    fail(str_cat("attribute '", name, "': write failed: ", write_error(path_)));
 }
 
 void File::set_attr(const std::string& name, double value) {
   RETORT_CHECK(id_ >= 0, "HDF5 file is not open");
   Hid a(make_scalar_attr(id_, name, H5T_IEEE_F64LE), H5Aclose);
   if (!a.ok() || H5Awrite(a, H5T_NATIVE_DOUBLE, &value) < 0)
-    fail(str_cat("attribute '", name, "': write failed: ", last_hdf5_error()));
+    fail(str_cat("attribute '", name, "': write failed: ", write_error(path_)));
 }
 
 std::string File::attr_string(const std::string& name) const {

@@ -4,9 +4,10 @@
 #include <filesystem>
 #include <system_error>
 
+#include "core/fs.h"
 #include "core/hdf5.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 
 namespace retort {
 namespace {
@@ -56,10 +57,10 @@ void write_token_dataset(const std::string& path, const std::vector<int32_t>& to
   if (why.empty()) why = check_tokens(tokens.data(), int64_t(tokens.size()), meta.vocab_size);
   if (!why.empty()) throw Error(str_cat(path, ": refusing to write: ", why));
 
-  fs::path parent = fs::path(path).parent_path();
+  stdfs::path parent = stdfs::path(path).parent_path();
   std::error_code ec;
   if (!parent.empty()) {
-    fs::create_directories(parent, ec);
+    stdfs::create_directories(parent, ec);
     if (ec) throw Error(str_cat(path, ": cannot create directory ", parent.string(), ": ", ec.message()));
   }
   const std::string tmp = path + ".tmp";
@@ -71,12 +72,10 @@ void write_token_dataset(const std::string& path, const std::vector<int32_t>& to
     f.set_attr("eos_id", meta.eos_id);
     f.set_attr("tokenizer_sha256", meta.tokenizer_sha256);
     f.close();
-    fs::rename(tmp, path);  // atomic on POSIX within one filesystem
-  } catch (const fs::filesystem_error& e) {
-    fs::remove(tmp, ec);
-    throw Error(str_cat(path, ": cannot move ", tmp, " into place: ", e.code().message()));
+    retort::fs::fsync_path(tmp);
+    retort::fs::rename_durable(tmp, path);  // atomic on POSIX within one filesystem
   } catch (...) {
-    fs::remove(tmp, ec);
+    stdfs::remove(tmp, ec);
     throw;
   }
 }

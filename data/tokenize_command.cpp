@@ -10,13 +10,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/fs.h"
 #include "core/random.h"
 #include "core/sha256.h"
 #include "data/text_sources.h"
 #include "data/token_dataset.h"
 #include "data/tokenizer.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 
 namespace retort {
 namespace {
@@ -25,27 +26,6 @@ constexpr uint64_t kSplitStream = 0x73706c6974ull;  // "split"
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-// Write bytes to path via path.tmp + rename.
-void write_file_atomic(const std::string& path, const std::string& bytes) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out.write(bytes.data(), std::streamsize(bytes.size()));
-    out.close();
-    if (!out) {
-      std::error_code ec;
-      fs::remove(tmp, ec);
-      throw Error(str_cat(path, ": cannot write"));
-    }
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    fs::remove(tmp, ec);
-    throw Error(str_cat(path, ": cannot move ", tmp, " into place: ", ec.message()));
-  }
 }
 
 struct Encoded {
@@ -157,10 +137,10 @@ int run_tokenize(const Config& cfg) {
   const std::string model = Tokenizer::train(train_text, opt);
   const double train_s = seconds_since(t_train);
   std::error_code ec;
-  fs::create_directories(out_dir, ec);
+  stdfs::create_directories(out_dir, ec);
   if (ec) throw Error(str_cat(out_dir, ": cannot create directory: ", ec.message()));
-  const std::string model_path = (fs::path(out_dir) / "tokenizer.model").string();
-  write_file_atomic(model_path, model);
+  const std::string model_path = (stdfs::path(out_dir) / "tokenizer.model").string();
+  retort::fs::write_file_atomic(model_path, model);
   const std::string model_sha = sha256_hex(model);
   Tokenizer tok = Tokenizer::from_serialized(model);
   std::printf("tokenize: wrote %s (%.1f s)\n", model_path.c_str(), train_s);
@@ -171,7 +151,7 @@ int run_tokenize(const Config& cfg) {
   nlohmann::json summary;
   for (auto [name, idx] : {std::pair{"train", &train_idx}, std::pair{"val", &val_idx}}) {
     Encoded e = encode_split(tok, docs, *idx);
-    const std::string path = (fs::path(out_dir) / (std::string(name) + ".h5")).string();
+    const std::string path = (stdfs::path(out_dir) / (std::string(name) + ".h5")).string();
     write_token_dataset(path, e.tokens, e.offsets, meta);
     std::printf("tokenize: %s: %zu documents, %zu tokens -> %s\n", name, idx->size(),
                 e.tokens.size(), path.c_str());
@@ -190,8 +170,8 @@ int run_tokenize(const Config& cfg) {
   summary["seconds"] = {{"tokenizer_train", train_s},
                         {"encode_write", enc_s},
                         {"total", seconds_since(t_start)}};
-  const std::string json_path = (fs::path(out_dir) / "tokenize.json").string();
-  write_file_atomic(json_path, summary.dump(2) + "\n");
+  const std::string json_path = (stdfs::path(out_dir) / "tokenize.json").string();
+  retort::fs::write_file_atomic(json_path, summary.dump(2) + "\n");
   std::printf("tokenize: done in %.1f s; summary in %s\n", seconds_since(t_start), json_path.c_str());
   return 0;
 }

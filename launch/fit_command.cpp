@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/check.h"
+#include "core/fs.h"
 #include "launch/commands.h"
 #include "scaling/bootstrap.h"
 #include "scaling/chinchilla_fit.h"
@@ -306,12 +307,7 @@ int run_fit(const FitArgs& args) {
   // ---- outputs ----
   std::filesystem::path out(args.out);
   if (out.has_parent_path()) std::filesystem::create_directories(out.parent_path());
-  {
-    std::ofstream f(out);
-    if (!f) throw Error(str_cat(args.out, ": cannot write"));
-    f << j.dump(2) << "\n";
-    if (!f) throw Error(str_cat(args.out, ": write failed"));
-  }
+  fs::write_file_atomic(args.out, j.dump(2) + "\n");
   std::cout << "retort fit: " << summary << "\n";
   for (const auto& e : j["compute_optimal"]) {
     std::cout << "  C=" << fmt(e["C"]) << ": N_opt=" << fmt(e["N_opt"]) << " D_opt=" << fmt(e["D_opt"]);

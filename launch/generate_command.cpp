@@ -7,11 +7,17 @@
 // written atomically; on a rerun, shards that exist and validate are kept (resume after a
 // crash). Existing shards or a manifest with other metadata are never touched: the job stops
 // with a config error first. After a barrier, rank 0 writes manifest.json last, atomically.
+//
+// Preemption (SIGUSR1/SIGTERM, core/preemption.h): shards are written in rounds of one per
+// rank; after a signal every rank finishes its shard of the current round, no manifest is
+// written, and the job exits 75. Rerunning the same command keeps the finished shards and
+// writes the rest: the corpus is bitwise identical to an uninterrupted one.
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <regex>
 
+#include "core/preemption.h"
 #include "core/progress.h"
 #include "core/sha256.h"
 #include "data/distill_corpus.h"
@@ -19,6 +25,7 @@
 #include "launch/checkpoint_model.h"
 #include "launch/commands.h"
 #include "launch/corpus_generator.h"
+#include "launch/preemption_vote.h"
 #include "parallel/gpu_mesh.h"
 #include "parallel/mesh.h"
 
@@ -153,9 +160,20 @@ std::vector<bool> check_existing(const Plan& p) {
   return present;
 }
 
+// Removes `*.tmp-PID` files that a killed or failed run left in the corpus directory.
+void remove_stale_temporaries(const std::string& out) {
+  static const std::regex tmp_re("(shard-[0-9]{5,}\\.h5|manifest\\.json)\\.tmp-[0-9]+");
+  std::error_code ec;
+  std::vector<stdfs::path> stale;
+  for (const auto& e : stdfs::directory_iterator(out, ec))
+    if (std::regex_match(e.path().filename().string(), tmp_re)) stale.push_back(e.path());
+  for (const auto& path : stale) stdfs::remove(path, ec);
+}
+
 }  // namespace
 
 int run_generate(const Config& cfg_in) {
+  install_preemption_handlers();  // before the teacher loads: a signal then stops at round 0
   Config cfg = cfg_in;
   Plan p = read_keys(cfg);
   // every launched rank is a data-parallel replica of the teacher
@@ -207,10 +225,11 @@ int run_generate(const Config& cfg_in) {
   m.teacher_sha256 = sha256_file(teacher_h5);
 
   const std::vector<bool> present = check_existing(p);
+  if (root) remove_stale_temporaries(p.out);  // a killed run's half-written shards
   mesh.world->barrier();  // every rank has checked before anyone writes
 
   // This rank's shards: s ≡ rank (mod world). Keep those that exist and validate.
-  std::vector<int64_t> todo;
+  std::vector<bool> todo(p.num_shards(), false);
   int64_t reused = 0, todo_tokens = 0;
   for (int64_t s = mesh.rank; s < p.num_shards(); s += mesh.world_size) {
     const std::string path = p.out + "/" + corpus_shard_name(s);
@@ -223,7 +242,7 @@ int run_generate(const Config& cfg_in) {
         std::fprintf(stderr, "retort generate: regenerating %s (%s)\n", path.c_str(), e.what());
       }
     }
-    todo.push_back(s);
+    todo[s] = true;
     todo_tokens += p.shard_count(s) * Ls;
   }
 
@@ -233,10 +252,18 @@ int run_generate(const Config& cfg_in) {
   auto elapsed = [&] {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   };
-  int64_t done_tokens = 0;
+  int64_t done_tokens = 0, written = 0;
   double last_print = -1e9;
   CorpusSequences seqs;
-  for (int64_t s : todo) {
+  // Round r: every rank handles shard r·world + rank (if it is to be written), after all ranks
+  // agreed that none was asked to stop. On SIGUSR1/SIGTERM every rank therefore finishes the
+  // shard it is on (written atomically) and starts no other; the rerun keeps what is done.
+  const int64_t rounds = (p.num_shards() + mesh.world_size - 1) / mesh.world_size;
+  bool preempted = false;
+  for (int64_t r = 0; r < rounds && !preempted; ++r) {
+    preempted = any_rank_preempted(mesh);
+    const int64_t s = r * mesh.world_size + mesh.rank;
+    if (preempted || s >= p.num_shards() || !todo[s]) continue;
     generate_sequences(*teacher.model, g, data.tokens(), p.shard_first(s), p.shard_count(s), seqs,
                        [&](int64_t tokens) {
                          done_tokens += tokens;
@@ -248,10 +275,25 @@ int run_generate(const Config& cfg_in) {
                          progress.update(done_tokens, detail);
                        });
     write_corpus_shard(p.out, s, m, seqs, p.compression);
+    ++written;
   }
   progress.finish();
   const double wall = elapsed();
   mesh.world->barrier();  // every shard is in place
+
+  if (preempted) {  // no manifest: the corpus is incomplete until a rerun finishes it
+    int64_t complete = 0;
+    std::error_code ec;
+    for (int64_t s = 0; root && s < p.num_shards(); ++s)
+      complete += stdfs::exists(p.out + "/" + corpus_shard_name(s), ec) ? 1 : 0;
+    if (root)
+      std::printf("generate preempted (%s): %lld of %lld shards of %s complete, no manifest yet; "
+                  "exit %d, rerun the same command to finish the corpus\n",
+                  preemption_signal() ? preemption_signal() : "a signal on another rank",
+                  static_cast<long long>(complete), static_cast<long long>(p.num_shards()),
+                  p.out.c_str(), kPreemptedExitCode);
+    return kPreemptedExitCode;
+  }
 
   if (root) {
     std::vector<CorpusShardEntry> entries;
@@ -260,11 +302,13 @@ int run_generate(const Config& cfg_in) {
       check_corpus_shard(p.out + "/" + file, m, p.shard_count(s), false);
       entries.push_back({file, p.shard_count(s)});
     }
-    write_corpus_manifest(p.out, m, entries);
+    // An existing manifest was checked against this corpus (check_existing): same bytes.
+    std::error_code ec;
+    if (!stdfs::exists(p.out + "/manifest.json", ec)) write_corpus_manifest(p.out, m, entries);
     std::printf("generate: %s: %lld sequences of %lld tokens in %lld shards (rank 0: %lld written, "
                 "%lld kept; %.0f tok/s over %.1f s)\n",
                 p.out.c_str(), static_cast<long long>(p.num_sequences), static_cast<long long>(Ls),
-                static_cast<long long>(p.num_shards()), static_cast<long long>(todo.size()),
+                static_cast<long long>(p.num_shards()), static_cast<long long>(written),
                 static_cast<long long>(reused), done_tokens / std::max(1e-9, wall), wall);
   }
   mesh.world->barrier();

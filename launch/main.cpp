@@ -8,6 +8,7 @@
 
 #include "core/check.h"
 #include "core/config.h"
+#include "core/preemption.h"
 #include "data/tokenize_command.h"
 #include "launch/commands.h"
 #include "parallel/mesh.h"
@@ -88,6 +89,9 @@ int run(int argc, char** argv) {
     return 2;
   }
 
+  // Jobs that stop cleanly on SIGUSR1/SIGTERM take the signal from the start (a signal that
+  // comes while the job loads is acted on at its first step or shard).
+  if (*train || *generate || *distill) install_preemption_handlers();
   if (*tokenize) return run_tokenize(load_job_config(job));
   if (*train) return run_train(load_job_config(job), resume);
   if (*generate) return run_generate(load_job_config(job));
@@ -131,7 +135,9 @@ int main(int argc, char** argv) {
     code = 1;
   }
   std::fflush(stdout);
-  if (code != 0) abort_job(code);
+  // A preempted job (exit 75) stops on every rank together, after a collective vote: it ends
+  // like a finished one (no MPI_Abort banner); mpirun passes the 75 on.
+  if (code != 0 && code != kPreemptedExitCode) abort_job(code);
   shutdown_mesh();
   return code;
 }

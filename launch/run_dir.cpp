@@ -10,9 +10,7 @@ namespace retort {
 
 RunDir::RunDir(std::string path, bool create) : path_(std::move(path)) {
   if (!create) return;
-  std::error_code ec;
-  std::filesystem::create_directories(path_, ec);
-  if (ec) throw Error(str_cat(path_, ": cannot create run directory: ", ec.message()));
+  fs::create_directories(path_);
 }
 
 void RunDir::open_metrics(int64_t keep_up_to_step) {
@@ -27,13 +25,10 @@ void RunDir::open_metrics(int64_t keep_up_to_step) {
     }
   }
   fs::write_file_atomic(path, kept);
-  metrics_.open(path, std::ios::app);
-  if (!metrics_) throw Error(str_cat(path, ": cannot open for appending"));
 }
 
 void RunDir::log_metrics(const nlohmann::json& line) {
-  metrics_ << line.dump() << "\n";
-  metrics_.flush();
+  fs::append_file(file("metrics.jsonl"), line.dump() + "\n");
 }
 
 void RunDir::write_json(const std::string& name, const nlohmann::json& value) const {

@@ -5,7 +5,6 @@
 //   checkpoints/           step_NNNNNNNN/ directories (core/checkpoint.h)
 #pragma once
 #include <cstdint>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -19,15 +18,16 @@ class RunDir {
   std::string checkpoints() const { return path_ + "/checkpoints"; }
   std::string file(const std::string& name) const { return path_ + "/" + name; }
 
-  // Open metrics.jsonl for appending, first dropping lines with step > keep_up_to_step
-  // (a resumed run rewrites the steps after its checkpoint). keep_up_to_step < 0: start empty.
+  // Start metrics.jsonl, first dropping lines with step > keep_up_to_step (a resumed run
+  // rewrites the steps after its checkpoint). keep_up_to_step < 0: start empty.
   void open_metrics(int64_t keep_up_to_step);
+  // Appends one line (open, write, close: no file stays open for writing, so the disk can be
+  // remounted read-only; a failed write is an Error naming the file and the OS reason).
   void log_metrics(const nlohmann::json& line);
   void write_json(const std::string& name, const nlohmann::json& value) const;  // atomic
 
  private:
   std::string path_;
-  std::ofstream metrics_;
 };
 
 }  // namespace retort

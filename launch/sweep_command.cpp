@@ -75,6 +75,10 @@ std::string run_one_sh(const SweepSpec& spec, const std::string& retort_bin) {
 # Runs one run of this sweep by name (written by `retort sweep`; see docs/SWEEPS.md).
 # Skips it when already complete and continues it when interrupted (train/distill --resume;
 # generate keeps the shards it finished).
+# Preemption: SIGUSR1, SIGTERM or SIGINT to this script is passed on to the run as SIGUSR1
+# (mpirun forwards SIGUSR1 to every rank, but kills them on SIGTERM): the run stops after its
+# current step or shard, keeps a checkpoint (or its finished shards) and exits 75, and so does
+# this script; running it again resumes. Exit codes: the run's (0 done, 75 preempted, 1 failed).
 # Usage: run_one.sh NAME     env: RETORT (binary), RANKS (processes per run)
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -95,7 +99,17 @@ args=("$cmd" "$config")
 launch=()
 if [ "$RANKS" -gt 1 ]; then launch=(mpirun --allow-run-as-root --oversubscribe -np "$RANKS"); fi
 echo "[sweep] $name: ${launch[*]:+${launch[*]} }retort ${args[*]}"
-"${launch[@]}" "$RETORT" "${args[@]}"
+"${launch[@]}" "$RETORT" "${args[@]}" &
+run=$!
+trap 'kill -USR1 $run 2>/dev/null || true' USR1 TERM INT
+while :; do  # wait returns early when a trap fires; wait again until the run has ended
+  wait $run || true
+  kill -0 $run 2>/dev/null || break
+done
+rc=0
+wait $run || rc=$?
+[ "$rc" != 75 ] || echo "[sweep] $name: preempted (exit 75); its checkpoint or finished shards are kept"
+exit $rc
 )SH");
 }
 
@@ -104,14 +118,35 @@ std::string run_local_sh() {
 # Runs every run of this sweep on this machine, in order (train → corpus → student), one at
 # a time. Complete runs are skipped and interrupted ones resumed, so after an interruption
 # just run it again. Logs: logs/NAME.log. Then: retort collect <this directory>.
+# A run that exits 75 (preempted: its retort process got SIGUSR1/SIGTERM) is resumed at once,
+# at most MAX_RESUMES times (default 10). SIGUSR1/SIGTERM/SIGINT to this script instead stops
+# the sweep cleanly: the current run checkpoints, and the script exits 75.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+MAX_RESUMES=${MAX_RESUMES:-10}
 mkdir -p "$HERE/logs"
+stop=0 child=
+trap 'stop=1; [ -z "$child" ] || kill -USR1 "$child" 2>/dev/null || true' USR1 TERM INT
+stopped() { echo "[sweep] stopped on request$1; rerun run_local.sh to continue" >&2; exit 75; }
 for stage in train corpus student; do
   while read -r name; do
     [ -n "$name" ] || continue
-    if ! bash "$HERE/run_one.sh" "$name" 2>&1 </dev/null | tee -a "$HERE/logs/$name.log"; then
-      echo "[sweep] $name failed (log: $HERE/logs/$name.log); rerun run_local.sh to continue" >&2
+    [ "$stop" = 0 ] || stopped ""
+    resumes=0
+    while :; do
+      bash "$HERE/run_one.sh" "$name" > >(tee -a "$HERE/logs/$name.log") 2>&1 </dev/null &
+      child=$!
+      while :; do wait "$child" || true; kill -0 "$child" 2>/dev/null || break; done
+      rc=0
+      wait "$child" || rc=$?
+      child=
+      [ "$rc" = 75 ] && [ "$stop" = 0 ] && [ "$resumes" -lt "$MAX_RESUMES" ] || break
+      resumes=$((resumes + 1))
+      echo "[sweep] $name: preempted (exit 75); resuming it ($resumes of at most $MAX_RESUMES)"
+    done
+    [ "$rc" != 75 ] || [ "$stop" = 0 ] || stopped " (in $name)"
+    if [ "$rc" != 0 ]; then
+      echo "[sweep] $name failed (exit $rc; log: $HERE/logs/$name.log); rerun run_local.sh to continue" >&2
       exit 1
     fi
   done <"$HERE/stages/$stage.txt"
@@ -130,9 +165,16 @@ std::string submit_sbatch(const SweepSpec& spec, const std::string& dir) {
   if (!s.partition.empty()) h += "#SBATCH --partition=" + s.partition + "\n";
   if (!s.account.empty()) h += "#SBATCH --account=" + s.account + "\n";
   h += "#SBATCH --output=" + dir + "/logs/slurm-%A_%a.out\n";
+  h += "#SBATCH --open-mode=append               # a requeued task appends to its log\n";
+  h += "#SBATCH --requeue                        # a preempted task requeues and resumes\n";
+  h += "#SBATCH --signal=B:USR1@120              # time-limit warning: checkpoint and requeue\n";
   return h + str_cat(R"SH(# One array task per run of a stage list (written by `retort sweep`; see docs/SWEEPS.md).
 # submit.sh submits each stage as an array that waits for the previous one (afterok):
 #   sbatch --array=0-(N-1) submit.sbatch stages/STAGE.txt
+# Preemption: SIGUSR1 to this script (the --signal warning above, or
+# `scancel --signal=USR1 --batch JOBID_TASK`) reaches the run, which checkpoints (or keeps its
+# finished shards) and exits 75; the task then requeues itself (`scontrol requeue`) and its
+# next start resumes the run.
 set -euo pipefail
 HERE=)SH", sh_quote(dir), R"SH(
 LIST=${1:?usage: sbatch --array=0-N submit.sbatch stages/STAGE.txt}
@@ -140,8 +182,24 @@ LIST=${1:?usage: sbatch --array=0-N submit.sbatch stages/STAGE.txt}
 name=$(sed -n "$(( ${SLURM_ARRAY_TASK_ID:-0} + 1 ))p" "$LIST")
 [ -n "$name" ] || { echo "no run at index ${SLURM_ARRAY_TASK_ID:-0} of $LIST" >&2; exit 1; }
 [ -n "${SLURM_CPUS_PER_TASK:-}" ] && export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK
-echo "[sweep] task ${SLURM_ARRAY_TASK_ID:-0} of job ${SLURM_ARRAY_JOB_ID:-?} on $(hostname): $name"
-exec bash "$HERE/run_one.sh" "$name"
+echo "[sweep] task ${SLURM_ARRAY_TASK_ID:-0} of job ${SLURM_ARRAY_JOB_ID:-?} on $(hostname): $name (start ${SLURM_RESTART_COUNT:-0})"
+bash "$HERE/run_one.sh" "$name" &
+run=$!
+trap 'echo "[sweep] $name: SIGUSR1, asking it to checkpoint"; kill -USR1 $run 2>/dev/null || true' USR1
+while :; do  # wait returns early when the trap fires; wait again until the run has ended
+  wait $run || true
+  kill -0 $run 2>/dev/null || break
+done
+rc=0
+wait $run || rc=$?
+if [ "$rc" = 75 ] && [ -n "${SLURM_JOB_ID:-}" ]; then
+  # this task only: task 0's SLURM_JOB_ID is also the array's id, which names every task
+  task=$SLURM_JOB_ID
+  [ -z "${SLURM_ARRAY_JOB_ID:-}" ] || task=${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}
+  echo "[sweep] $name: preempted and checkpointed; requeueing job $task"
+  scontrol requeue "$task"
+fi
+exit $rc
 )SH");
 }
 

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 
 #include "core/checkpoint.h"
 #include "core/fs.h"
@@ -13,6 +14,7 @@
 #include "core/preemption.h"
 #include "core/progress.h"
 #include "launch/evaluate.h"
+#include "launch/preemption_vote.h"
 #include "launch/run_dir.h"
 #include "data/token_dataset.h"
 
@@ -24,15 +26,6 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-// Whether any rank has received a preemption signal (one small all-reduce per step, so that
-// every rank stops after the same step).
-bool any_rank_preempted(const Mesh& mesh) {
-  Tensor flag = Tensor::empty({1}, DType::I32);
-  flag.host<int32_t>()[0] = preemption_signal() ? 1 : 0;
-  if (mesh.world_size > 1) mesh.world->all_reduce(flag, ReduceOp::Max);
-  return flag.host<int32_t>()[0] != 0;
 }
 
 }  // namespace
@@ -72,6 +65,8 @@ int run_train_loop(const Config& cfg, bool resume, const Mesh& mesh, TrainLoopJo
   const uint64_t seed = static_cast<uint64_t>(cfg.get_int("train.seed"));
 
   RunDir run(cfg.get_string("run.dir"), root);
+  if (root) remove_stale_checkpoint_temps(run.checkpoints());  // left by a crash or a full disk
+  mesh.world->barrier();
   std::string latest = find_latest_checkpoint(run.checkpoints());
   if (!resume && !latest.empty())
     throw ConfigError(str_cat(run.path(), ": run directory already holds checkpoints (", latest,
@@ -108,7 +103,15 @@ int run_train_loop(const Config& cfg, bool resume, const Mesh& mesh, TrainLoopJo
   auto save = [&](int64_t step, double wall) {  // every rank takes part
     nlohmann::json state = {{"step", step}, {"tokens_seen", tokens_seen}, {"wall_s", wall},
                             {"optimizer_steps", trainer.optimizer().steps()}, {"seed", seed}};
-    return trainer.save(run.checkpoints(), step, cfg.to_yaml(), state, keep_last);
+    try {
+      return trainer.save(run.checkpoints(), step, cfg.to_yaml(), state, keep_last);
+    } catch (const std::exception& e) {  // disk full, read-only: one line, what is kept, why
+      const std::string kept = find_latest_checkpoint(run.checkpoints());
+      throw Error(str_cat("checkpoint at step ", step, " not written (",
+                          kept.empty() ? std::string("no earlier checkpoint")
+                                       : std::filesystem::path(kept).filename().string() + " is kept",
+                          "): ", e.what()));
+    }
   };
   auto validate = [&]() {
     return evaluate_windows(model, *job.val_tokens, mc.seq_len, eval_windows, geo.micro_seqs);

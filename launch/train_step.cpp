@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "core/fs.h"
 #include "core/ops.h"
 #include "parallel/tensor_parallel.h"
 
@@ -288,8 +289,8 @@ std::string TrainStep::save(const std::string& checkpoints_dir, int64_t step,
   }
   const std::string dir = checkpoint_step_dir(checkpoints_dir, step), tmp = dir + ".tmp";
   if (root) {
-    std::filesystem::remove_all(tmp);
-    std::filesystem::create_directories(tmp);
+    fs::remove_all_quietly(tmp);
+    fs::create_directories(tmp);
   }
   mesh_.world->barrier();
   if (mesh_.dp_index == 0)  // dp replicas hold the same state; writers are world ranks 0..fsdp·tp-1

@@ -6,6 +6,7 @@ TINY=$SRC/configs/tiny.yaml
 rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK"
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
+skip() { echo "SKIP: $*"; exit 77; }  # ctest: SKIP_RETURN_CODE 77 (tests/e2e.cmake)
 retort() { "$RETORT_BIN" "$@"; }
 
 # expect_fail CODE PATTERN CMD...: CMD must exit with CODE and print PATTERN (grep -E) on stderr

@@ -62,6 +62,11 @@ ck=$WORK/fsdp2tp2/checkpoints/step_00000010
 [ "$(json "$ck/state.json" 'j["format"], j["mesh"]["tp"]')" = "sharded 2" ] || fail "state.json lacks the mesh"
 retort eval "$ck" --tokens "$WORK/tok/val.h5" --max-windows 2 >/dev/null
 cp -r "$ck" "$WORK/lost_shard" && rm "$WORK/lost_shard/shard-00003.h5"
+expect_fail 1 "lost_shard/shard-00003.h5: missing \(listed in state.json\)" \
+  retort eval "$WORK/lost_shard" --tokens "$WORK/tok/val.h5"
+# ... and when state.json does not list it either, the reader finds the hole
+/usr/bin/python3 -c 'import json, sys; p = sys.argv[1]; j = json.load(open(p)); del j["sha256"]["shard-00003.h5"]; json.dump(j, open(p, "w"))' \
+  "$WORK/lost_shard/state.json"
 expect_fail 1 "lack part of parameter" retort eval "$WORK/lost_shard" --tokens "$WORK/tok/val.h5"
 
 # A tp that does not divide the model is a config error naming the key.

@@ -3,8 +3,9 @@
 # plans configs/sweeps/isoflop-tiny.yaml, submit.sh submits its array, and after the jobs end
 # `retort collect` must see every run complete. Then launch/slurm/train.sbatch trains tiny.yaml
 # on 2 tasks (dp2, mpirun inside the allocation) to completion, and a preempted (SIGUSR1) run
-# requeues itself and resumes. Everything lives in a temp dir (munge key and
-# socket, slurm.conf with free non-default ports, state, logs); no system file changes. Daemons
+# requeues itself and resumes; so does a preempted array task of a sweep (submit.sbatch).
+# Everything lives in a temp dir (munge key and socket, slurm.conf with free non-default
+# ports, state, logs); no system file changes. Daemons
 # are stopped by the pids in their pid files, never by name. Needs root (as slurmd does).
 # Setup follows /work/shared/notes/slurm-local.md.
 source "$(dirname "$0")/lib.sh"
@@ -161,6 +162,37 @@ for i in $(seq 600); do
   sleep 0.1
 done
 scancel --signal=USR1 --batch "$pre_job" || slurm_fail "scancel --signal=USR1 failed"
+
+# 9. The same for a sweep's array task (submit.sbatch), while job 8 waits to start again (a
+#    requeued job waits a while; the two waits overlap): a two-run sweep whose task 0 is long
+#    enough to be caught mid-run; it checkpoints, requeues itself (only itself: task 1 runs
+#    once) and resumes, and a job that depends on the array (afterok) runs after it.
+cat >"$WORK/sweep-pre.yaml" <<EOF
+name: pre
+base: $SRC/configs/tiny.yaml
+set: {train.batch_tokens: 256, train.micro_batch: 0, train.log_every: 10, eval.max_windows: 2}
+family: {aspect: 32, head_dim: 16, seq_len: 64}
+evals_per_run: 1
+checkpoints_per_run: 1
+supervised: {budgets: [1.2e11, 1.2e10], sizes: [1]}
+slurm: {nodes: 1, cpus_per_task: 1, time: "00:10:00"}
+EOF
+retort sweep "$WORK/sweep-pre.yaml" --out "$WORK/sweep_pre" \
+  --set "data.train=$WORK/tok/train.h5" --set "data.val=$WORK/tok/val.h5" >"$WORK/plan-pre.log"
+"$WORK/sweep_pre/submit.sh" >"$WORK/submit-pre.log" 2>&1 ||
+  { cat "$WORK/submit-pre.log" >&2; slurm_fail "submit.sh (preemption sweep) failed"; }
+read -r _ sweep_job _ <"$WORK/submit-pre.log"
+# a next stage as submit.sh chains it (afterok): it must still run after the requeue
+next_job=$(sbatch --parsable --dependency=afterok:"$sweep_job" --output="$WORK/next-%j.out" \
+  --wrap "echo next stage ran") || slurm_fail "sbatch of the dependent job failed"
+pre_run=$WORK/sweep_pre/runs/$(head -1 "$WORK/sweep_pre/stages/train.txt")
+for i in $(seq 900); do
+  [ "$(wc -l <"$pre_run/metrics.jsonl" 2>/dev/null || echo 0)" -ge 2 ] && break
+  [ "$i" = 900 ] && slurm_fail "the sweep's task did not start training within 90 s"
+  sleep 0.1
+done
+scancel --signal=USR1 --batch "${sweep_job}_0" || slurm_fail "scancel --signal=USR1 ${sweep_job}_0 failed"
+
 for i in $(seq 300); do
   [ -f "$WORK/slurm_preempt/summary.json" ] && [ -z "$(squeue -h -j "$pre_job" 2>/dev/null)" ] && break
   [ "$i" = 300 ] && { cat "$WORK"/preempt-*.out >&2; slurm_fail "the preempted job did not requeue and finish within 5 minutes"; }
@@ -169,4 +201,27 @@ done
 grep -q "preempted and checkpointed; requeueing" "$WORK/preempt-$pre_job.out" || slurm_fail "no requeue in the job log"
 grep -q "resuming from .*step_" "$WORK/preempt-$pre_job.out" || slurm_fail "the requeued job did not resume"
 echo "ok: SIGUSR1 under Slurm → checkpoint, exit 75, requeue, resume, done (job $pre_job)"
+
+for i in $(seq 300); do
+  [ -z "$(squeue -h -j "$sweep_job" 2>/dev/null)" ] && break
+  [ "$i" = 300 ] && slurm_fail "the preempted sweep task did not requeue and finish within 5 minutes"
+  sleep 1
+done
+for i in $(seq 60); do
+  [ -z "$(squeue -h -j "$next_job" 2>/dev/null)" ] && break
+  squeue -h -o %r -j "$next_job" | grep -q DependencyNeverSatisfied &&
+    slurm_fail "the requeue broke the next stage's afterok dependency"
+  [ "$i" = 60 ] && slurm_fail "the dependent job did not run within 60 s"
+  sleep 1
+done
+grep -q "next stage ran" "$WORK/next-$next_job.out" || slurm_fail "the dependent job did not run"
+log=$WORK/sweep_pre/logs/slurm-${sweep_job}_0.out
+grep -q "preempted (SIGUSR1) after step" "$log" || slurm_fail "the sweep task did not stop on SIGUSR1"
+grep -q "preempted and checkpointed; requeueing job ${sweep_job}_0" "$log" || slurm_fail "the sweep task did not requeue itself"
+grep -q "(start 1)" "$log" || slurm_fail "the sweep task did not start a second time"
+grep -q "resuming from .*step_" "$log" || slurm_fail "the requeued sweep task did not resume"
+grep -q "(start 1)" "$WORK/sweep_pre/logs/slurm-${sweep_job}_1.out" && slurm_fail "task 1 was requeued with task 0"
+retort collect "$WORK/sweep_pre" | grep -q "2 runs: 2 complete, 0 incomplete, 0 missing" ||
+  slurm_fail "the preempted sweep run is not complete: $(retort collect "$WORK/sweep_pre")"
+echo "ok: sweep array task: SIGUSR1 → checkpoint, exit 75, scontrol requeue, resume, done (job ${sweep_job}_0)"
 echo PASS

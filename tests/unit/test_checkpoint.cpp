@@ -87,6 +87,63 @@ TEST(Checkpoint, IncompleteDirectoriesAreIgnored) {
   EXPECT_EQ(find_latest_checkpoint(root), good);
 }
 
+TEST(Checkpoint, KeepLastNeverCountsIncompleteOnes) {
+  // keep_last 1 after a failed newest write (only its temporary is left) and beside a
+  // directory without state.json: the one complete checkpoint is never deleted.
+  std::string root = temp_dir("keep_incomplete");
+  std::string good = save_checkpoint(root, 10, sample(1.0f), 1);
+  stdfs::create_directories(root + "/step_00000020.tmp-123");
+  stdfs::create_directories(root + "/step_00000030");
+  prune_checkpoints(root, 1);
+  EXPECT_TRUE(stdfs::exists(good + "/state.json"));
+  EXPECT_EQ(find_latest_checkpoint(root), good);
+  // The next good write replaces it; then stale temporaries are removed.
+  std::string next = save_checkpoint(root, 40, sample(2.0f), 1);
+  EXPECT_FALSE(stdfs::exists(good));
+  EXPECT_EQ(find_latest_checkpoint(root), next);
+  remove_stale_checkpoint_temps(root);
+  EXPECT_FALSE(stdfs::exists(root + "/step_00000020.tmp-123"));
+  EXPECT_TRUE(stdfs::exists(root + "/step_00000030"));  // not ours to judge: left as it is
+}
+
+TEST(Checkpoint, StaleOldCopyIsPutBack) {
+  // A crash between the two renames of a rewrite leaves step_N.old-PID and no step_N.
+  std::string root = temp_dir("stale_old");
+  std::string dir = save_checkpoint(root, 5, sample(3.0f), 0);
+  stdfs::rename(dir, dir + ".old-999");
+  EXPECT_EQ(find_latest_checkpoint(root), "");
+  remove_stale_checkpoint_temps(root);
+  EXPECT_EQ(find_latest_checkpoint(root), dir);
+}
+
+TEST(Checkpoint, FailedWriteLeavesNothingBehind) {
+  // A parameter name HDF5 refuses makes the write fail midway: the temporary is removed and
+  // the earlier checkpoint stays the latest.
+  std::string root = temp_dir("failed_write");
+  std::string good = save_checkpoint(root, 1, sample(1.0f), 1);
+  CheckpointData bad = sample(2.0f);
+  bad.model.push_back({"a.weight", filled({2}, 0.0f)});  // a duplicate dataset name
+  EXPECT_NE(message_of([&] { save_checkpoint(root, 2, bad, 1); }).find("model.h5: dataset 'a.weight'"),
+            std::string::npos);
+  std::vector<std::string> names;
+  for (auto& e : stdfs::directory_iterator(root)) names.push_back(e.path().filename().string());
+  EXPECT_EQ(names, (std::vector<std::string>{"step_00000001"}));
+  EXPECT_EQ(find_latest_checkpoint(root), good);
+}
+
+TEST(Checkpoint, ModelWeightsAreChecksummed) {
+  std::string root = temp_dir("model_sha");
+  std::string dir = save_checkpoint(root, 1, sample(1.0f), 0);
+  {
+    std::fstream f(dir + "/model.h5", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(-8, std::ios::end);
+    f.put('\x5a');
+  }
+  std::vector<NamedTensor> params{{"a.weight", Tensor::zeros({3, 4})}, {"b.weight", Tensor::zeros({5})}};
+  EXPECT_NE(message_of([&] { load_model_weights(dir, params); }).find("model.h5: checksum mismatch"),
+            std::string::npos);
+}
+
 TEST(Checkpoint, RewritingAStepReplacesItWhole) {
   std::string root = temp_dir("rewrite");
   save_checkpoint(root, 7, sample(1.0f), 0);
