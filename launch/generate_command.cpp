@@ -19,6 +19,7 @@
 #include "launch/checkpoint_model.h"
 #include "launch/commands.h"
 #include "launch/corpus_generator.h"
+#include "parallel/collective_watchdog.h"
 #include "parallel/mesh.h"
 
 namespace retort {
@@ -249,7 +250,12 @@ int run_generate(const Config& cfg_in) {
   }
   progress.finish();
   const double wall = elapsed();
-  mesh.world->barrier();  // every shard is in place
+  {
+    // Ranks finish their shards at different times (on a resume, one rank may have all of its
+    // work left), so this wait has no limit; a rank that dies still ends the job (mpirun).
+    ScopedCollectiveTimeout unlimited(0);
+    mesh.world->barrier();  // every shard is in place
+  }
 
   if (root) {
     std::vector<CorpusShardEntry> entries;
