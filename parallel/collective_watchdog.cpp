@@ -266,7 +266,7 @@ void watchdog_wait(MPI_Request* req, const CollectiveCall& call) {
     return;
   }
   const auto start = Clock::now();
-  double deadline = g_timeout_s, next_ping_check = 0;
+  double deadline = g_timeout_s, next_ping_check = kPingCheckS;
   for (;;) {
     check_collective(MPI_Test(req, &done, MPI_STATUS_IGNORE), call, "MPI_Test");
     if (done) return;

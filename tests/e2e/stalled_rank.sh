@@ -16,9 +16,17 @@ ARGS=("$TINY" --set "data.train=$WORK/tok/train.h5" --set "data.val=$WORK/tok/va
       --set checkpoint.keep_last=0 --set eval.every=0 --set eval.max_windows=2
       --set parallel.timeout_s=$TIMEOUT)
 
-# Stopped ranks are never left behind, whatever happens.
+# Stopped ranks are never left behind, whatever happens (only our own: the pid may be reused).
 VICTIMS=()
-cleanup() { for p in "${VICTIMS[@]}"; do kill -CONT "$p" 2>/dev/null; kill -KILL "$p" 2>/dev/null; done; true; }
+cleanup() {
+  local p
+  for p in "${VICTIMS[@]}"; do
+    if tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q "run.dir=$WORK/"; then
+      kill -CONT "$p" 2>/dev/null || true
+      kill -KILL "$p" 2>/dev/null || true
+    fi
+  done
+}
 trap cleanup EXIT
 
 # rank_pid RUN_DIR RANK: the process of world rank RANK in the job writing RUN_DIR.
