@@ -1,11 +1,13 @@
 // collective_latency: what the collective watchdog costs. Each MpiCommunicator collective
-// (non-blocking MPI + the watchdog's poll loop, parallel/collective_watchdog.h) against the
-// blocking MPI call it replaced, at sizes from 4 bytes to 4 MB, in the same process and
-// interleaved round by round (the order alternates), so that load from other processes hits
-// both alike. Rank 0 prints a Markdown table: per (collective, bytes) the median over rounds of
-// the time per call (mean of `reps` back-to-back calls) and the median of the per-round ratios.
+// (the blocking MPI call inside a WatchedWait, parallel/collective_watchdog.h) against the bare
+// MPI call, at sizes from 4 bytes to 4 MB, in the same process and interleaved round by round
+// (the order alternates), so that load from other processes hits both alike. Rank 0 prints a
+// Markdown table: per (collective, bytes) the median over rounds of the time per call (mean of
+// `reps` back-to-back calls) and the median of the per-round ratios. MPI starts with
+// MPI_THREAD_MULTIPLE as in retort; "funneled" starts it as before the watchdog (compare the
+// bare-MPI columns of two runs for what the thread level costs).
 //
-//   mpirun -np 2 build/collective_latency [rounds=15]
+//   mpirun -np 2 build/collective_latency [rounds=15] [funneled]
 #include <mpi.h>
 
 #include <algorithm>
@@ -36,14 +38,18 @@ double time_per_call(const std::function<void()>& op, int reps) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  MPI_Init(&argc, &argv);
   const int rounds = argc > 1 ? std::atoi(argv[1]) : 15;
+  // As retort (parallel/mesh.cpp), or as before the watchdog with "funneled".
+  const bool funneled = argc > 2 && std::string(argv[2]) == "funneled";
+  int provided = 0;
+  MPI_Init_thread(&argc, &argv, funneled ? MPI_THREAD_FUNNELED : MPI_THREAD_MULTIPLE, &provided);
   {
     MpiCommunicator comm(MPI_COMM_WORLD);
     const MPI_Comm c = comm.comm();
     const int p = comm.size();
     if (comm.rank() == 0) {
-      std::printf("| collective (%d ranks) | bytes | blocking MPI µs | communicator µs | ratio |\n", p);
+      std::printf("| collective (%d ranks, %s) | bytes | bare MPI µs | communicator µs | ratio |\n", p,
+                  funneled ? "FUNNELED" : "MULTIPLE");
       std::printf("| --- | ---: | ---: | ---: | ---: |\n");
     }
     for (int64_t n : {int64_t(1), int64_t(256), int64_t(16384), int64_t(262144), int64_t(1048576)}) {

@@ -252,8 +252,8 @@ int run_generate(const Config& cfg_in) {
   const double wall = elapsed();
   {
     // Ranks finish their shards at different times (on a resume, one rank may have all of its
-    // work left), so this wait has no limit; a rank that dies still ends the job (mpirun).
-    ScopedCollectiveTimeout unlimited(0);
+    // work left): wait for ranks that are still working; a stopped or dead one ends the job.
+    PatientCollectives patient;
     mesh.world->barrier();  // every shard is in place
   }
 

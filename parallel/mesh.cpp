@@ -17,8 +17,10 @@ void ensure_mpi() {
   int initialised = 0;
   MPI_Initialized(&initialised);
   if (initialised) return;
+  // Collectives come from the main thread only; the collective watchdog's thread asks other
+  // ranks over MPI at the same time, hence MULTIPLE (without it the watchdog cannot name ranks).
   int provided = 0;
-  MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
+  MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided);
   g_we_initialised = true;
 }
 

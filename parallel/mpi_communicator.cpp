@@ -21,25 +21,18 @@ void check_host(const Tensor& t) {
 
 int count_of(const Tensor& t) { return static_cast<int>(t.numel()); }
 
-// Starts one collective: `start(&req)` is the MPI_I* call.
-template <class Start>
-MPI_Request start_collective(const CollectiveCall& call, const char* mpi_function, Start start) {
-  MPI_Request req = MPI_REQUEST_NULL;
-  check_collective(start(&req), call, mpi_function);
-  return req;
-}
-
 class MpiRequest : public Request {
  public:
   MpiRequest(MPI_Request req, CollectiveCall call) : req_(req), call_(std::move(call)) {}
   ~MpiRequest() override {
     if (req_ == MPI_REQUEST_NULL) return;
-    try {  // only when unwinding past an unfinished collective; the error in flight wins
-      watchdog_wait(&req_, call_);
-    } catch (const Error&) {
-    }
+    WatchedWait watched(call_);  // only when unwinding past an unfinished collective
+    MPI_Wait(&req_, MPI_STATUS_IGNORE);
   }
-  void wait() override { watchdog_wait(&req_, call_); }
+  void wait() override {
+    WatchedWait watched(call_);
+    check_collective(MPI_Wait(&req_, MPI_STATUS_IGNORE), call_, "MPI_Wait");
+  }
   bool test() override {
     int done = 0;
     check_collective(MPI_Test(&req_, &done, MPI_STATUS_IGNORE), call_, "MPI_Test");
@@ -81,11 +74,10 @@ void MpiCommunicator::all_reduce(Tensor& x, ReduceOp op) {
   check_host(x);
   count(Kind::AllReduce, x.nbytes());
   const CollectiveCall call = next_call(CollectiveKind::AllReduce);
-  MPI_Request req = start_collective(call, "MPI_Iallreduce", [&](MPI_Request* r) {
-    return MPI_Iallreduce(MPI_IN_PLACE, x.raw(), count_of(x), mpi_type(x),
-                          op == ReduceOp::Sum ? MPI_SUM : MPI_MAX, comm_, r);
-  });
-  watchdog_wait(&req, call);
+  WatchedWait watched(call);
+  check_collective(MPI_Allreduce(MPI_IN_PLACE, x.raw(), count_of(x), mpi_type(x),
+                                 op == ReduceOp::Sum ? MPI_SUM : MPI_MAX, comm_),
+                   call, "MPI_Allreduce");
 }
 
 void MpiCommunicator::all_gather(Tensor& out, const Tensor& in) {
@@ -95,11 +87,10 @@ void MpiCommunicator::all_gather(Tensor& out, const Tensor& in) {
                "all_gather: out has ", out.numel(), " elements, expected ", size_, " x ", in.numel());
   count(Kind::AllGather, in.nbytes());
   const CollectiveCall call = next_call(CollectiveKind::AllGather);
-  MPI_Request req = start_collective(call, "MPI_Iallgather", [&](MPI_Request* r) {
-    return MPI_Iallgather(in.raw(), count_of(in), mpi_type(in), out.raw(), count_of(in),
-                          mpi_type(in), comm_, r);
-  });
-  watchdog_wait(&req, call);
+  WatchedWait watched(call);
+  check_collective(MPI_Allgather(in.raw(), count_of(in), mpi_type(in), out.raw(), count_of(in),
+                                 mpi_type(in), comm_),
+                   call, "MPI_Allgather");
 }
 
 void MpiCommunicator::reduce_scatter(Tensor& out, const Tensor& in) {
@@ -109,37 +100,33 @@ void MpiCommunicator::reduce_scatter(Tensor& out, const Tensor& in) {
                "reduce_scatter: in has ", in.numel(), " elements, expected ", size_, " x ", out.numel());
   count(Kind::ReduceScatter, in.nbytes());
   const CollectiveCall call = next_call(CollectiveKind::ReduceScatter);
-  MPI_Request req = start_collective(call, "MPI_Ireduce_scatter_block", [&](MPI_Request* r) {
-    return MPI_Ireduce_scatter_block(in.raw(), out.raw(), count_of(out), mpi_type(in), MPI_SUM,
-                                     comm_, r);
-  });
-  watchdog_wait(&req, call);
+  WatchedWait watched(call);
+  check_collective(MPI_Reduce_scatter_block(in.raw(), out.raw(), count_of(out), mpi_type(in),
+                                            MPI_SUM, comm_),
+                   call, "MPI_Reduce_scatter_block");
 }
 
 void MpiCommunicator::broadcast(Tensor& x, int root) {
   check_host(x);
   count(Kind::Broadcast, x.nbytes());
   const CollectiveCall call = next_call(CollectiveKind::Broadcast);
-  MPI_Request req = start_collective(call, "MPI_Ibcast", [&](MPI_Request* r) {
-    return MPI_Ibcast(x.raw(), count_of(x), mpi_type(x), root, comm_, r);
-  });
-  watchdog_wait(&req, call);
+  WatchedWait watched(call);
+  check_collective(MPI_Bcast(x.raw(), count_of(x), mpi_type(x), root, comm_), call, "MPI_Bcast");
 }
 
 void MpiCommunicator::barrier() {
   const CollectiveCall call = next_call(CollectiveKind::Barrier);
-  MPI_Request req = start_collective(call, "MPI_Ibarrier",
-                                     [&](MPI_Request* r) { return MPI_Ibarrier(comm_, r); });
-  watchdog_wait(&req, call);
+  WatchedWait watched(call);
+  check_collective(MPI_Barrier(comm_), call, "MPI_Barrier");
 }
 
 std::unique_ptr<Request> MpiCommunicator::all_reduce_async(Tensor& x) {
   check_host(x);
   count(Kind::AllReduce, x.nbytes());
   CollectiveCall call = next_call(CollectiveKind::AllReduce);
-  MPI_Request req = start_collective(call, "MPI_Iallreduce", [&](MPI_Request* r) {
-    return MPI_Iallreduce(MPI_IN_PLACE, x.raw(), count_of(x), mpi_type(x), MPI_SUM, comm_, r);
-  });
+  MPI_Request req = MPI_REQUEST_NULL;
+  check_collective(MPI_Iallreduce(MPI_IN_PLACE, x.raw(), count_of(x), mpi_type(x), MPI_SUM, comm_, &req),
+                   call, "MPI_Iallreduce");
   return std::make_unique<MpiRequest>(req, std::move(call));
 }
 
@@ -149,10 +136,10 @@ std::unique_ptr<Request> MpiCommunicator::all_gather_async(Tensor& out, const Te
   RETORT_CHECK(out.numel() == in.numel() * size_, "all_gather_async: size mismatch");
   count(Kind::AllGather, in.nbytes());
   CollectiveCall call = next_call(CollectiveKind::AllGather);
-  MPI_Request req = start_collective(call, "MPI_Iallgather", [&](MPI_Request* r) {
-    return MPI_Iallgather(in.raw(), count_of(in), mpi_type(in), out.raw(), count_of(in),
-                          mpi_type(in), comm_, r);
-  });
+  MPI_Request req = MPI_REQUEST_NULL;
+  check_collective(MPI_Iallgather(in.raw(), count_of(in), mpi_type(in), out.raw(), count_of(in),
+                                  mpi_type(in), comm_, &req),
+                   call, "MPI_Iallgather");
   return std::make_unique<MpiRequest>(req, std::move(call));
 }
 
@@ -162,10 +149,10 @@ std::unique_ptr<Request> MpiCommunicator::reduce_scatter_async(Tensor& out, cons
   RETORT_CHECK(in.numel() == out.numel() * size_, "reduce_scatter_async: size mismatch");
   count(Kind::ReduceScatter, in.nbytes());
   CollectiveCall call = next_call(CollectiveKind::ReduceScatter);
-  MPI_Request req = start_collective(call, "MPI_Ireduce_scatter_block", [&](MPI_Request* r) {
-    return MPI_Ireduce_scatter_block(in.raw(), out.raw(), count_of(out), mpi_type(in), MPI_SUM,
-                                     comm_, r);
-  });
+  MPI_Request req = MPI_REQUEST_NULL;
+  check_collective(MPI_Ireduce_scatter_block(in.raw(), out.raw(), count_of(out), mpi_type(in),
+                                             MPI_SUM, comm_, &req),
+                   call, "MPI_Ireduce_scatter_block");
   return std::make_unique<MpiRequest>(req, std::move(call));
 }
 

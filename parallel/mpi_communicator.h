@@ -1,6 +1,6 @@
-// Communicator over an MPI communicator (host buffers). Every collective runs non-blocking and
-// completes under the collective watchdog (parallel/collective_watchdog.h): a wait longer than
-// `parallel.timeout_s` ends the job with a line naming the ranks that hold it up.
+// Communicator over an MPI communicator (host buffers). Every wait for a collective is watched
+// (parallel/collective_watchdog.h): one longer than `parallel.timeout_s` ends the job with a
+// line naming the ranks that hold it up.
 #pragma once
 #include <mpi.h>
 
