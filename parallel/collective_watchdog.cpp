@@ -374,6 +374,7 @@ void attach_collective_watchdog() {
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   if (size == 1) return;
   MPI_Query_thread(&provided);
+  if (provided != MPI_THREAD_MULTIPLE && g_timeout_s <= 0) return;  // off: no thread at all
   g_watchdog = new Watchdog(provided == MPI_THREAD_MULTIPLE);
   int keyval = MPI_KEYVAL_INVALID;
   MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, stop_watchdog, &keyval, nullptr);

@@ -47,7 +47,8 @@ double collective_timeout();
 // Starts the watchdog (its thread and its channel, an MPI_Comm_dup of the world) on first use.
 // Collective over MPI_COMM_WORLD: every rank calls it at the same point (MpiCommunicator's
 // constructor does; communicators are created on all ranks together). Without
-// MPI_THREAD_MULTIPLE the timeout still ends the job, but no rank can be asked or named.
+// MPI_THREAD_MULTIPLE the timeout still ends the job, but no rank can be asked or named; with
+// neither it nor a timeout, there is no watchdog thread.
 void attach_collective_watchdog();
 
 // Marks the calling thread as waiting in `call` for its lifetime (one blocking MPI call).

@@ -13,14 +13,15 @@ namespace {
 
 bool g_we_initialised = false;
 
-void ensure_mpi() {
+// Collectives come from the main thread only; the collective watchdog's thread asks other ranks
+// over MPI at the same time, hence MULTIPLE (without it the watchdog cannot name ranks). With
+// the watchdog off (parallel.timeout_s: 0), FUNNELED and no watchdog thread, as before it.
+void ensure_mpi(bool watchdog = true) {
   int initialised = 0;
   MPI_Initialized(&initialised);
   if (initialised) return;
-  // Collectives come from the main thread only; the collective watchdog's thread asks other
-  // ranks over MPI at the same time, hence MULTIPLE (without it the watchdog cannot name ranks).
   int provided = 0;
-  MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided);
+  MPI_Init_thread(nullptr, nullptr, watchdog ? MPI_THREAD_MULTIPLE : MPI_THREAD_FUNNELED, &provided);
   g_we_initialised = true;
 }
 
@@ -42,7 +43,7 @@ void set_timeout_from(const Config& config) {
 }  // namespace
 
 Mesh make_mesh(const Config& config) {
-  ensure_mpi();
+  ensure_mpi(config.get_float("parallel.timeout_s") != 0);
   Mesh mesh;
   MPI_Comm_size(MPI_COMM_WORLD, &mesh.world_size);
   MPI_Comm_rank(MPI_COMM_WORLD, &mesh.rank);

@@ -7,7 +7,8 @@
 #  - dp2 x fsdp2 (4 ranks), rank 3 stopped: the same, naming rank 3;
 #  - tp2, rank 1 stuck in I/O (blocked opening a FIFO, RETORT_FAULT_STUCK_IO): exit 124, rank 1
 #    named as outside collectives;
-#  - dp2 x tp2 (4 ranks), rank 2 killed (SIGKILL): the job ends within the timeout, non-zero.
+#  - dp2 x tp2 (4 ranks), rank 2 killed (SIGKILL): the job ends within the timeout, non-zero;
+#  - a negative timeout is a config error.
 source "$(dirname "$0")/lib.sh"
 tiny_tokens "$WORK/tok"
 MPIRUN=(mpirun --allow-run-as-root --oversubscribe)
@@ -108,6 +109,9 @@ stopped() {
     || fail "$name: the resumed losses differ from the uninterrupted run"
   echo "ok: $name: resumed run reproduces the uninterrupted losses"
 }
+
+expect_fail 2 "key 'parallel.timeout_s': must be a number of seconds >= 0" \
+  retort train "${ARGS[@]}" --set parallel.timeout_s=-1 --set "run.dir=$WORK/bad_timeout"
 
 stopped dp2 1 2 --set parallel.dp=2
 stopped dp2fsdp2 3 4 --set parallel.dp=2 --set parallel.fsdp=2 --set train.micro_batch=2
