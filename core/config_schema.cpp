@@ -110,6 +110,8 @@ const std::vector<ConfigKey>& config_schema() {
        "generate on dp meshes so far)"},
       {"parallel.bucket_elems", T::Int, "1048576",
        "data parallel: gradient elements per all-reduce bucket (reduced while backward runs)"},
+      {"parallel.timeout_s", T::Float, "600",
+       "the longest any collective may wait, in seconds; then the job ends (exit 124) with a line naming the ranks that do not respond or have not arrived; 0 = wait forever"},
 
       {"generate.teacher", T::String, "",
        "teacher checkpoint directory (consolidated or single-process; loaded whole on every rank)"},

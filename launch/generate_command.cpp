@@ -26,6 +26,7 @@
 #include "launch/commands.h"
 #include "launch/corpus_generator.h"
 #include "launch/preemption_vote.h"
+#include "parallel/collective_watchdog.h"
 #include "parallel/gpu_mesh.h"
 #include "parallel/mesh.h"
 
@@ -279,7 +280,12 @@ int run_generate(const Config& cfg_in) {
   }
   progress.finish();
   const double wall = elapsed();
-  mesh.world->barrier();  // every shard is in place
+  {
+    // Ranks finish their shards at different times (on a resume, one rank may have all of its
+    // work left): wait for ranks that are still working; a stopped or dead one ends the job.
+    PatientCollectives patient;
+    mesh.world->barrier();  // every shard is in place
+  }
 
   if (preempted) {  // no manifest: the corpus is incomplete until a rerun finishes it
     int64_t complete = 0;

@@ -1,5 +1,6 @@
 // retort: one binary, one subcommand per job (SPEC §6). Exit codes: 0 ok, 1 runtime error,
-// 2 usage/config error. Errors are printed as one line prefixed with the rank under MPI.
+// 2 usage/config error, 75 preempted (core/preemption.h), 124 a collective waited longer than
+// parallel.timeout_s (parallel/collective_watchdog.h). Errors are printed as one line prefixed with the rank under MPI.
 #include <omp.h>
 
 #include <CLI/CLI.hpp>

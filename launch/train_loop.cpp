@@ -5,7 +5,9 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
 
 #include "core/checkpoint.h"
 #include "core/fs.h"
@@ -26,6 +28,19 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// Fault injection for the tests (tests/e2e/stalled_rank.sh): RETORT_FAULT_STUCK_IO=RANK:STEP:FIFO
+// makes world rank RANK open FIFO for reading before step STEP, which blocks in open(2) until
+// something writes to it: a rank stuck in I/O (the collective watchdog ends the job).
+void maybe_get_stuck_in_io(int rank, int64_t step) {
+  static const char* spec = std::getenv("RETORT_FAULT_STUCK_IO");
+  if (!spec) return;
+  int r = -1;
+  long long s = -1;
+  char path[4096] = {};
+  if (std::sscanf(spec, "%d:%lld:%4095s", &r, &s, path) != 3 || r != rank || s != step + 1) return;
+  std::ifstream stuck(path);
 }
 
 }  // namespace
@@ -128,6 +143,7 @@ int run_train_loop(const Config& cfg, bool resume, const Mesh& mesh, TrainLoopJo
   int64_t skipped_total = 0, skipped_in_a_row = 0;
   for (int64_t step = start_step; step < steps; ++step) {
     const double lr = schedule.at(step);
+    maybe_get_stuck_in_io(mesh.rank, step);
     if (job.before_step) job.before_step(step);
     StepResult r = trainer.run(step, lr, job.source);
     tokens_seen += geo.tokens_per_step();

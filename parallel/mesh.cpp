@@ -2,6 +2,7 @@
 
 #include <mpi.h>
 
+#include <cmath>
 #include <cstdlib>
 
 #include "parallel/mpi_communicator.h"
@@ -12,25 +13,37 @@ namespace {
 
 bool g_we_initialised = false;
 
-void ensure_mpi() {
+// Collectives come from the main thread only; the collective watchdog's thread asks other ranks
+// over MPI at the same time, hence MULTIPLE (without it the watchdog cannot name ranks). With
+// the watchdog off (parallel.timeout_s: 0), FUNNELED and no watchdog thread, as before it.
+void ensure_mpi(bool watchdog = true) {
   int initialised = 0;
   MPI_Initialized(&initialised);
   if (initialised) return;
   int provided = 0;
-  MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
+  MPI_Init_thread(nullptr, nullptr, watchdog ? MPI_THREAD_MULTIPLE : MPI_THREAD_FUNNELED, &provided);
   g_we_initialised = true;
 }
 
-std::shared_ptr<Communicator> split(int color, int key) {
+std::shared_ptr<Communicator> split(int color, int key, const char* axis) {
   MPI_Comm comm;
   MPI_Comm_split(MPI_COMM_WORLD, color, key, &comm);
-  return std::make_shared<MpiCommunicator>(comm);
+  return std::make_shared<MpiCommunicator>(comm, axis);
+}
+
+// `parallel.timeout_s`: the longest any collective may wait (parallel/collective_watchdog.h).
+void set_timeout_from(const Config& config) {
+  const double t = config.get_float("parallel.timeout_s");
+  if (!std::isfinite(t) || t < 0)
+    config.fail("parallel.timeout_s",
+                "must be a number of seconds >= 0 (the longest a collective may wait; 0 = no limit)");
+  set_collective_timeout(t);
 }
 
 }  // namespace
 
 Mesh make_mesh(const Config& config) {
-  ensure_mpi();
+  ensure_mpi(config.get_float("parallel.timeout_s") != 0);
   Mesh mesh;
   MPI_Comm_size(MPI_COMM_WORLD, &mesh.world_size);
   MPI_Comm_rank(MPI_COMM_WORLD, &mesh.rank);
@@ -43,16 +56,17 @@ Mesh make_mesh(const Config& config) {
   mesh.fsdp = axis("parallel.fsdp");
   mesh.tp = axis("parallel.tp");
   mesh.sp = config.get_bool("parallel.sp");
+  set_timeout_from(config);
   if (static_cast<int64_t>(mesh.dp) * mesh.fsdp * mesh.tp != mesh.world_size)
     config.fail("parallel", str_cat("dp*fsdp*tp = ", mesh.dp * mesh.fsdp * mesh.tp,
                                     " does not match the ", mesh.world_size, " launched ranks"));
   mesh.tp_index = mesh.rank % mesh.tp;
   mesh.fsdp_index = (mesh.rank / mesh.tp) % mesh.fsdp;
   mesh.dp_index = mesh.rank / (mesh.tp * mesh.fsdp);
-  mesh.world = std::make_shared<MpiCommunicator>(MPI_COMM_WORLD);
-  mesh.tp_comm = split(mesh.dp_index * mesh.fsdp + mesh.fsdp_index, mesh.tp_index);
-  mesh.fsdp_comm = split(mesh.dp_index * mesh.tp + mesh.tp_index, mesh.fsdp_index);
-  mesh.dp_comm = split(mesh.fsdp_index * mesh.tp + mesh.tp_index, mesh.dp_index);
+  mesh.world = std::make_shared<MpiCommunicator>(MPI_COMM_WORLD, "world");
+  mesh.tp_comm = split(mesh.dp_index * mesh.fsdp + mesh.fsdp_index, mesh.tp_index, "tp");
+  mesh.fsdp_comm = split(mesh.dp_index * mesh.tp + mesh.tp_index, mesh.fsdp_index, "fsdp");
+  mesh.dp_comm = split(mesh.fsdp_index * mesh.tp + mesh.tp_index, mesh.dp_index, "dp");
   return mesh;
 }
 
@@ -66,7 +80,11 @@ int launched_world_size() {
 void shutdown_mesh() {
   int finalised = 0;
   MPI_Finalized(&finalised);
-  if (g_we_initialised && !finalised) MPI_Finalize();
+  if (!g_we_initialised || finalised) return;
+  // MPI_Finalize waits for every rank without a limit: meet in a watched barrier first, so that
+  // a rank stalling at the very end is named too.
+  if (launched_world_size() > 1) MpiCommunicator(MPI_COMM_WORLD, "exit").barrier();
+  MPI_Finalize();
 }
 
 int world_rank_for_messages() {

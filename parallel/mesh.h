@@ -34,7 +34,7 @@ Mesh make_mesh(const Config& config);
 // Number of launched ranks (initialises MPI like make_mesh): for jobs whose only axis is
 // data parallelism over the whole world (retort generate sets parallel.dp to this).
 int launched_world_size();
-// Finalise MPI if make_mesh initialised it.
+// Finalise MPI if make_mesh initialised it (after a barrier under the collective watchdog).
 void shutdown_mesh();
 // End every rank of the job (used when one rank fails).
 [[noreturn]] void abort_job(int exit_code);
