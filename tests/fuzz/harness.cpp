@@ -14,10 +14,11 @@
 namespace retort::fuzz {
 
 const std::string& scratch_dir() {
-  static const std::string dir = [] {
+  // Never destroyed: the atexit cleanup below runs after static destructors.
+  static const std::string* dir = [] {
     const char* tmp = std::getenv("TMPDIR");
-    std::string templ = std::string(tmp && *tmp ? tmp : "/tmp") + "/retort-fuzz-XXXXXX";
-    if (!::mkdtemp(templ.data())) {
+    auto* path = new std::string(std::string(tmp && *tmp ? tmp : "/tmp") + "/retort-fuzz-XXXXXX");
+    if (!::mkdtemp(path->data())) {
       std::perror("mkdtemp");
       std::abort();
     }
@@ -25,9 +26,9 @@ const std::string& scratch_dir() {
       std::error_code ec;
       std::filesystem::remove_all(scratch_dir(), ec);
     });
-    return templ;
+    return path;
   }();
-  return dir;
+  return *dir;
 }
 
 std::string scratch(const std::string& name) { return scratch_dir() + "/" + name; }
