@@ -44,7 +44,7 @@ if(retort_have_fuzz)
     EXCLUDE_FROM_ALL OFF)
   foreach(target ${RETORT_FUZZ_TARGETS})
     add_test(NAME fuzz_${target}
-             COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/run.sh --smoke ${target} 400)
+             COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/run.sh --smoke ${target} 150)
     set_tests_properties(fuzz_${target} PROPERTIES LABELS fuzz TIMEOUT 120
       ENVIRONMENT "FUZZ_BIN_DIR=${RETORT_FUZZ_BIN};FUZZ_WORK=${CMAKE_CURRENT_BINARY_DIR}/fuzz/${target};OMP_NUM_THREADS=1")
   endforeach()

@@ -85,7 +85,7 @@ hid_t encode(const Values& v, Elem e, int64_t n, std::vector<uint8_t>& buf, hid_
       case Elem::F32: put(buf, real_to_float(r)); break;
       case Elem::F64: case Elem::F64BE: put(buf, r); break;
       case Elem::Compound: put(buf, int32_t(x)); put(buf, real_to_float(r)); break;
-      case Elem::Array2: put(buf, int32_t(x)); put(buf, int32_t(x + 1)); break;
+      case Elem::Array2: put(buf, int32_t(x)); put(buf, int32_t(uint32_t(x) + 1u)); break;
       case Elem::FixedStr: {
         std::string s = v.text_at(i);
         s.resize(8, '\0');

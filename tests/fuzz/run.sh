@@ -3,7 +3,7 @@
 #   tests/fuzz/run.sh TARGET SECONDS [libFuzzer flags...]  fuzz one target for SECONDS
 #   tests/fuzz/run.sh all SECONDS                           every target, SECONDS each
 #   tests/fuzz/run.sh --smoke TARGET RUNS                   (ctest) replay the seeds, then RUNS
-#                                                           fixed-seed mutations, 20 s at most
+#                                                           fixed-seed mutations, 4 s at most
 # Targets: token_dataset distill_corpus checkpoint sharded_checkpoint config.
 # Binaries: $FUZZ_BIN_DIR, else build-fuzz/fuzz or build/fuzz (a build with RETORT_FUZZ on).
 # New inputs go to $FUZZ_WORK (default /tmp/retort-fuzz/TARGET)/corpus, a failing input to
@@ -41,7 +41,7 @@ export TMPDIR=$work  # the targets write their hostile files there
 flags=(-timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024 -artifact_prefix="$work/" -print_final_stats=1)
 if [ $smoke = 1 ]; then
   rm -rf "$work/corpus" && mkdir -p "$work/corpus"
-  exec "$bin" "${flags[@]}" -seed=1 -runs="$amount" -max_total_time=20 "$work/corpus" "$seeds" "$@"
+  exec "$bin" "${flags[@]}" -seed=1 -runs="$amount" -max_total_time=4 "$work/corpus" "$seeds" "$@"
 fi
 echo "fuzz_$target for ${amount}s: corpus $work/corpus (+ seeds $seeds), failures in $work/"
 "$bin" "${flags[@]}" -max_total_time="$amount" "$work/corpus" "$seeds" "$@"
