@@ -25,6 +25,22 @@ std::string str_cat(const Args&... args) {
   return os.str();
 }
 
+// User-supplied text (a YAML scalar, a key, a parser message) made safe for a one-line error:
+// control characters escaped (\n, \t, \xNN) and anything past `max` characters cut to "...".
+inline std::string printable(const std::string& text, size_t max = 80) {
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < text.size() && i < max; ++i) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c == '\n') out += "\\n";
+    else if (c == '\t') out += "\\t";
+    else if (c < 0x20 || c == 0x7f) out += std::string("\\x") + hex[c >> 4] + hex[c & 15];
+    else out += char(c);
+  }
+  if (text.size() > max) out += "...";
+  return out;
+}
+
 }  // namespace retort
 
 #define RETORT_CHECK(cond, ...)                                                         \

@@ -3,13 +3,16 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <functional>
 #include <filesystem>
+#include <functional>
 #include <regex>
 
 #include "core/fs.h"
 #include "core/hdf5.h"
+#include "core/json_fields.h"
 #include "core/sha256.h"
 #include "core/sharded_checkpoint.h"
 
@@ -61,35 +64,62 @@ void read_into(const h5::File& file, const std::string& prefix, std::vector<Name
       throw Error(str_cat(file.path(), ": parameter '", name, "' has shape ", shape_str(shape),
                           ", the model expects ", shape_str(p.tensor.shape())));
     Tensor t = file.read(name, DType::F32);
+    check_checkpoint_values(file.path(), name, t.host<float>(), t.numel());
     std::copy_n(t.host<float>(), t.numel(), p.tensor.host<float>());
   }
 }
 
-// state.json of `dir`, or null when it has none (an exported checkpoint).
+// A name state.json may list: a plain file name in the checkpoint directory.
+bool plain_file_name(const std::string& name) {
+  return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
+         name.find('\0') == std::string::npos;
+}
+
+// state.json of `dir`, checked, or null when it has none (an exported checkpoint):
+// an object with "step" (integer >= 0) and "sha256" (plain file name -> 64 hex digits);
+// "tokens_seen", "optimizer_steps" integers >= 0 and "wall_s" a finite number when present.
 nlohmann::json read_state(const stdfs::path& dir) {
   const std::string path = (dir / kStateFile).string();
-  if (!stdfs::exists(path)) return nullptr;
+  std::error_code ec;
+  if (!stdfs::exists(path, ec)) return nullptr;
   nlohmann::json state;
   try {
     state = nlohmann::json::parse(fs::read_file(path));
   } catch (const nlohmann::json::exception& e) {
     throw Error(str_cat(path, ": corrupt training state: ", e.what()));
   }
-  if (!state.is_object() || !state.contains("sha256") || !state.contains("step"))
-    throw Error(str_cat(path, ": missing 'step' or 'sha256'"));
+  if (!state.is_object()) throw Error(str_cat(path, ": corrupt training state: expected a JSON object"));
+  json_int(state, "step", path, 0);
+  for (const char* key : {"tokens_seen", "optimizer_steps"})
+    if (state.contains(key)) json_int(state, key, path, 0);
+  if (state.contains("wall_s")) json_number(state, "wall_s", path);
+  if (!state.contains("sha256") || !state["sha256"].is_object())
+    throw Error(str_cat(path, ": key 'sha256' missing or not an object of file checksums"));
+  for (const auto& [name, sum] : state["sha256"].items()) {
+    if (!plain_file_name(name))
+      throw Error(str_cat(path, ": 'sha256' lists '", name, "', not a file of the checkpoint directory"));
+    json_string(state["sha256"], name, path);
+  }
   return state;
 }
 
-// Checks the sha256 that state.json records for each file it lists that `wanted` accepts.
+// Checks the sha256 that state.json records for each listed file that `wanted` accepts,
+// before anything parses it (libhdf5 is not robust to corrupt files).
 void verify_checksums(const stdfs::path& dir, const nlohmann::json& state,
                       const std::function<bool(const std::string&)>& wanted) {
   for (const auto& [name, expected] : state.at("sha256").items()) {
     if (!wanted(name)) continue;
     const std::string file = (dir / name).string();
-    if (!stdfs::exists(file))
-      throw Error(str_cat(file, ": missing (listed in ", kStateFile, ")"));
+    std::error_code ec;
+    if (!stdfs::exists(file, ec)) throw Error(str_cat(file, ": missing (listed in ", kStateFile, ")"));
     if (sha256_file(file) != expected.get<std::string>())
       throw Error(str_cat(file, ": checksum mismatch (file corrupted or modified)"));
+  }
+  // A shard file that state.json does not list was not written with this checkpoint.
+  for (const std::string& shard : shard_files(dir.string())) {
+    const std::string name = stdfs::path(shard).filename().string();
+    if (wanted(name) && !state["sha256"].contains(name))
+      throw Error(str_cat(shard, ": not listed in ", kStateFile, " (a stray file?)"));
   }
 }
 
@@ -98,6 +128,15 @@ bool is_model_file(const std::string& name) {
 }
 
 }  // namespace
+
+void check_checkpoint_values(const std::string& file, const std::string& dataset, const float* v,
+                             int64_t n) {
+  const bool second_moment = dataset.rfind("exp_avg_sq/", 0) == 0;
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(v[i]) || (second_moment && v[i] < 0))
+      throw Error(str_cat(file, ": dataset '", dataset, "': value ", v[i], " at index ", i,
+                          second_moment ? " (a second moment must be finite and >= 0)" : " is not finite"));
+}
 
 void write_checkpoint_dir(const std::string& dir, const CheckpointData& data) {
   stdfs::path final_dir = stdfs::absolute(dir);
@@ -136,6 +175,7 @@ void commit_checkpoint_dir(const std::string& tmp_dir, const std::string& final_
   if (!state_in.is_null()) {
     nlohmann::json state = state_in;
     for (const auto& name : written) state["sha256"][name] = sha256_file((tmp / name).string());
+    state["sha256"][kConfigFile] = sha256_file((tmp / kConfigFile).string());
     fs::write_file_atomic((tmp / kStateFile).string(), state.dump(2) + "\n");
   }
   for (const auto& name : written) fs::fsync_path((tmp / name).string());
@@ -192,6 +232,11 @@ std::string resolve_checkpoint_dir(const std::string& path) {
   }
   throw Error(str_cat(path, ": not a checkpoint (no ", kModelFile,
                       ") and holds no complete checkpoints"));
+}
+
+void verify_checkpoint_file(const std::string& checkpoint_dir, const std::string& name) {
+  if (nlohmann::json state = read_state(checkpoint_dir); !state.is_null())
+    verify_checksums(checkpoint_dir, state, [&](const std::string& n) { return n == name; });
 }
 
 void load_model_weights(const std::string& checkpoint_dir, std::vector<NamedTensor>& params) {

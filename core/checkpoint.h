@@ -2,7 +2,7 @@
 //   model.h5       one float32 dataset per parameter, full shape, at its SPEC §1 name
 //   config.yaml    the resolved config of the run that wrote it
 //   optimizer.h5   AdamW moments "exp_avg/<name>", "exp_avg_sq/<name>"      (training state)
-//   state.json     step, tokens seen, wall time, sha256 of the .h5 files       (training state)
+//   state.json     step, tokens seen, wall time, sha256 of the .h5 files and config.yaml
 // Exported checkpoints hold only model.h5 + config.yaml; every reader accepts both, and the
 // sharded form multi-rank runs write (core/sharded_checkpoint.h) in place of the .h5 files.
 // Writes go to "<dir>.tmp-PID", are fsynced, then renamed: a crash leaves either the previous
@@ -62,12 +62,23 @@ std::string find_latest_checkpoint(const std::string& checkpoints_dir);
 std::string resolve_checkpoint_dir(const std::string& path);
 
 // Fill `params` (names and shapes given) from model.h5; every name must exist with the same
-// shape, and the file must hold no parameter that `params` lacks. When the directory has a
-// state.json (a training checkpoint), the files read are first checked against its sha256.
+// shape and finite values, and the file must hold no parameter that `params` lacks. When the
+// directory has a state.json (a training checkpoint), the files read are first checked
+// against its sha256, before libhdf5 parses them.
 void load_model_weights(const std::string& checkpoint_dir, std::vector<NamedTensor>& params);
 
-// Training state: checks the sha256 of every file state.json lists, fills the moments,
-// returns state.json.
+// Checks file `name` of a training checkpoint against the sha256 its state.json lists (no-op
+// for an exported checkpoint or a file state.json does not list, e.g. config.yaml of a
+// checkpoint written before config.yaml was checksummed).
+void verify_checkpoint_file(const std::string& checkpoint_dir, const std::string& name);
+
+// Values read from checkpoint `file`: finite; second moments (dataset "exp_avg_sq/...") >= 0.
+// Error naming the file, dataset and index otherwise.
+void check_checkpoint_values(const std::string& file, const std::string& dataset, const float* v,
+                             int64_t n);
+
+// Training state: checks state.json (step, sha256 and the counters' types) and the sha256 of
+// every file it lists, fills the moments, returns state.json.
 nlohmann::json load_training_state(const std::string& checkpoint_dir,
                                    std::vector<NamedTensor>& exp_avg,
                                    std::vector<NamedTensor>& exp_avg_sq);

@@ -62,7 +62,7 @@ const char* node_kind(const YAML::Node& n) {
 }
 
 std::string describe(const YAML::Node& n) {
-  return n.IsScalar() ? "'" + n.Scalar() + "'" : node_kind(n);
+  return n.IsScalar() ? "'" + printable(n.Scalar()) + "'" : node_kind(n);
 }
 
 // Shortest round-trip text of a double, always with a '.' in the mantissa; plain digits for
@@ -165,7 +165,7 @@ YAML::Node parse_yaml(const std::string& text, const std::string& origin) {
     return YAML::Load(text);
   } catch (const YAML::Exception& e) {
     throw ConfigError(str_cat(origin, ":", e.mark.line + 1, ":", e.mark.column + 1,
-                              ": malformed YAML: ", e.msg));
+                              ": malformed YAML: ", printable(e.msg)));
   }
 }
 
@@ -186,9 +186,9 @@ void flatten(const YAML::Node& map, const std::string& prefix, const std::string
                           describe(value));
       flatten(value, key + ".", origin, out);
     } else if (value.IsMap() && prefix.empty()) {
-      throw ConfigError(origin + ": unknown section '" + key + "'" + suggestion(key));
+      throw ConfigError(origin + ": unknown section '" + printable(key) + "'" + suggestion(printable(key)));
     } else {
-      throw ConfigError(origin + ": unknown key '" + key + "'" + suggestion(key));
+      throw ConfigError(origin + ": unknown key '" + printable(key) + "'" + suggestion(printable(key)));
     }
   }
 }
@@ -239,14 +239,14 @@ Config Config::from_yaml(const std::string& yaml_text, const std::string& source
   for (const std::string& o : overrides) {
     size_t eq = o.find('=');
     if (eq == std::string::npos)
-      throw ConfigError("--set " + o + ": expected KEY=VALUE, e.g. --set train.lr=0.001");
-    c.assign(o.substr(0, eq), o.substr(eq + 1), "--set " + o);
+      throw ConfigError("--set " + printable(o) + ": expected KEY=VALUE, e.g. --set train.lr=0.001");
+    c.assign(o.substr(0, eq), o.substr(eq + 1), "--set " + printable(o));
   }
   return c;
 }
 
 void Config::set(const std::string& key, const std::string& value) {
-  assign(key, value, "set " + key + "=" + value);
+  assign(key, value, "set " + printable(key + "=" + value));
 }
 
 void Config::assign(const std::string& key, const std::string& value,
@@ -256,7 +256,7 @@ void Config::assign(const std::string& key, const std::string& value,
     if (is_section(key))
       throw ConfigError(origin + ": '" + key + "' is a section; set one of its keys, e.g. '" +
                         key + ".name=value'");
-    throw ConfigError(origin + ": unknown key '" + key + "'" + suggestion(key));
+    throw ConfigError(origin + ": unknown key '" + printable(key) + "'" + suggestion(printable(key)));
   }
   // Strings are taken verbatim (paths may hold '#' or ': ') unless quoted YAML.
   bool verbatim = k->type == ConfigType::String && (value.empty() || (value[0] != '"' &&

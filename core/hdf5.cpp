@@ -45,6 +45,12 @@ class Hid {
   Closer close_;
 };
 
+std::string str_join(const std::vector<hsize_t>& d) {
+  std::string out;
+  for (size_t i = 0; i < d.size(); ++i) out += (i ? ", " : "") + std::to_string(d[i]);
+  return out;
+}
+
 herr_t walk_cb(unsigned n, const H5E_error2_t* err, void* data) {
   auto* out = static_cast<std::string*>(data);
   if (n == 0 && err->desc) *out = err->desc;  // upward walk: 0 is the innermost error
@@ -115,6 +121,49 @@ Shape space_dims(hid_t space) {
   std::vector<hsize_t> d(rank);
   H5Sget_simple_extent_dims(space, d.data(), nullptr);
   return Shape(d.begin(), d.end());
+}
+
+// Whether the link `name` in `loc` stays inside this file: hard and soft links do (HDF5
+// bounds soft-link chains); external links open another file (which could be anything, a
+// FIFO included) and user-defined links run a callback, so readers refuse both.
+bool internal_link(hid_t loc, const std::string& name) {
+  H5L_info_t info;
+  if (H5Lget_info(loc, name.c_str(), &info, H5P_DEFAULT) < 0) {
+    H5Eclear2(H5E_DEFAULT);
+    return false;
+  }
+  return info.type == H5L_TYPE_HARD || info.type == H5L_TYPE_SOFT;
+}
+
+// Why a dataset's declared extent cannot be read into memory ("" if it can): a null
+// dataspace, dims beyond int64, or more bytes than the file could hold behind it. deflate
+// compresses at most about 1032:1, so a dataset that claims over 2048 bytes per file byte
+// (plus 64 MiB of slack for fill values) is hostile or corrupt, and reading it would only
+// allocate memory for nothing.
+std::string extent_problem(hid_t space, hid_t type, int64_t file_bytes) {
+  if (H5Sget_simple_extent_type(space) == H5S_NULL) return "has an empty (null) dataspace";
+  const int rank = H5Sget_simple_extent_ndims(space);
+  if (rank < 0) return "has an unreadable dataspace";
+  std::vector<hsize_t> d(rank);
+  H5Sget_simple_extent_dims(space, d.data(), nullptr);
+  uint64_t bytes = std::max<size_t>(H5Tget_size(type), 1);
+  for (hsize_t x : d) {
+    if (x > hsize_t(INT64_MAX) || (x > 0 && __builtin_mul_overflow(bytes, uint64_t(x), &bytes)))
+      return str_cat("declares dims [", str_join(d), "] beyond any file");
+  }
+  const uint64_t limit = 2048 * uint64_t(std::max<int64_t>(file_bytes, 0)) + (uint64_t(64) << 20);
+  if (bytes > limit)
+    return str_cat("declares dims [", str_join(d), "] (", bytes, " bytes) but the file holds ", file_bytes,
+                   " bytes (truncated or corrupt)");
+  return "";
+}
+
+// h5py's float16 (and ours): IEEE binary16 fields. Other 2-byte float layouts (bfloat16 and
+// custom ones) would be misread by half_to_float.
+bool ieee_half(hid_t type) {
+  size_t spos, epos, esize, mpos, msize;
+  if (H5Tget_fields(type, &spos, &epos, &esize, &mpos, &msize) < 0) return false;
+  return spos == 15 && epos == 10 && esize == 5 && mpos == 0 && msize == 10 && H5Tget_ebias(type) == 15;
 }
 
 }  // namespace
@@ -230,9 +279,13 @@ bool File::has(const std::string& name) const {
   // Walk the path one link at a time (H5Lexists needs every parent to exist).
   size_t pos = 0;
   while ((pos = name.find('/', pos + 1)) != std::string::npos) {
-    if (H5Lexists(id_, name.substr(0, pos).c_str(), H5P_DEFAULT) <= 0) return false;
+    if (H5Lexists(id_, name.substr(0, pos).c_str(), H5P_DEFAULT) <= 0 ||
+        !internal_link(id_, name.substr(0, pos))) {
+      H5Eclear2(H5E_DEFAULT);
+      return false;
+    }
   }
-  if (H5Lexists(id_, name.c_str(), H5P_DEFAULT) <= 0) {
+  if (H5Lexists(id_, name.c_str(), H5P_DEFAULT) <= 0 || !internal_link(id_, name)) {
     H5Eclear2(H5E_DEFAULT);
     return false;
   }
@@ -259,6 +312,7 @@ std::vector<std::string> File::list() const {
       std::string nm(n, '\0');
       H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC, i, nm.data(), n + 1, H5P_DEFAULT);
       std::string full = prefix.empty() ? nm : prefix + "/" + nm;
+      if (!internal_link(g, nm)) continue;  // external / user-defined: not followed
       Hid obj(H5Oopen(g, nm.c_str(), H5P_DEFAULT), H5Oclose);
       if (!obj.ok()) { H5Eclear2(H5E_DEFAULT); continue; }  // dangling soft/external link
       H5I_type_t t = H5Iget_type(obj);
@@ -275,6 +329,21 @@ int64_t File::open_dataset(const std::string& name) const {
   if (!has(name)) fail(str_cat("dataset '", name, "' not found"));
   hid_t d = H5Dopen2(id_, name.c_str(), H5P_DEFAULT);
   if (d < 0) fail(str_cat("dataset '", name, "': cannot open: ", last_hdf5_error()));
+  // Raw data must live in this file: external raw-data files and virtual datasets read
+  // other files (anything the writer named).
+  Hid dcpl(H5Dget_create_plist(d), H5Pclose);
+  const bool outside = !dcpl.ok() || H5Pget_layout(dcpl) == H5D_VIRTUAL || H5Pget_external_count(dcpl) != 0;
+  std::string why = outside ? "keeps its data outside this file (external or virtual storage)" : "";
+  if (why.empty()) {
+    Hid sp(H5Dget_space(d), H5Sclose), ty(H5Dget_type(d), H5Tclose);
+    hsize_t file_bytes = 0;
+    H5Fget_filesize(id_, &file_bytes);
+    why = !sp.ok() || !ty.ok() ? "has an unreadable dataspace or type" : extent_problem(sp, ty, int64_t(file_bytes));
+  }
+  if (!why.empty()) {
+    H5Dclose(d);
+    fail(str_cat("dataset '", name, "' ", why));
+  }
   return d;
 }
 
@@ -400,6 +469,8 @@ Tensor File::read_impl(const std::string& name, DType dtype, int rank, int64_t b
     fail(str_cat("dataset '", name, "': expected int32, found ", describe_type(ty)));
   if (dtype == DType::F32 && (cls != H5T_FLOAT || (size != 2 && size != 4 && size != 8)))
     fail(str_cat("dataset '", name, "': expected float32, found ", describe_type(ty)));
+  if (dtype == DType::F32 && size == 2 && !ieee_half(ty))
+    fail(str_cat("dataset '", name, "': 16-bit floats that are not IEEE float16 (bfloat16?) are not supported"));
   if (dtype != DType::I32 && dtype != DType::F32)
     fail(str_cat("dataset '", name, "': cannot read into dtype ", dtype_name(dtype)));
   Tensor t = Tensor::empty(shape, dtype);
@@ -545,6 +616,7 @@ std::string File::attr_string(const std::string& name) const {
     H5free_memory(p);
   } else {
     size_t n = H5Tget_size(ty);
+    if (n > (1u << 20)) fail(str_cat("attribute '", name, "': fixed-length string of ", n, " bytes"));
     Hid mt(H5Tcopy(H5T_C_S1), H5Tclose);
     H5Tset_size(mt, n);
     H5Tset_cset(mt, H5Tget_cset(ty));

@@ -10,6 +10,7 @@
 
 #include "core/fs.h"
 #include "core/hdf5.h"
+#include "core/json_fields.h"
 
 namespace stdfs = std::filesystem;
 
@@ -23,21 +24,55 @@ nlohmann::json describe(const ShardPiece& p) {
           {"n", p.n}};
 }
 
-// Where element j of a piece lands in the whole parameter: the slice is [rows, cols] of the
-// whole [rows_g, cols_g]; 1-D parameters are never split.
-struct SliceMap {
-  int64_t cols, cols_g, row0, col0;
-  int64_t operator()(int64_t j) const { return (row0 + j / cols) * cols_g + col0 + j % cols; }
+// One entry of a shard file's "pieces", checked against the parameter's whole shape.
+struct PieceDesc {
+  std::string name;
+  int shard_dim = -1;
+  int64_t shard_offset = 0, begin = 0, n = 0;
+  Shape local;
+  int64_t cols = 1, cols_g = 1;  // widths of the slice and of the whole parameter (2-D)
+
+  // Where element j of the piece lands in the whole parameter: the slice is rows
+  // (shard_dim 0) or columns (1) [shard_offset, shard_offset + local[d]) of it.
+  int64_t operator()(int64_t j) const {
+    const int64_t e = begin + j;  // element of the slice
+    if (local.size() != 2) return (shard_dim == 0 ? shard_offset : 0) + e;
+    const int64_t row = e / cols + (shard_dim == 0 ? shard_offset : 0);
+    const int64_t col = e % cols + (shard_dim == 1 ? shard_offset : 0);
+    return row * cols_g + col;
+  }
 };
 
-SliceMap slice_map(const nlohmann::json& d) {
-  const Shape local = d.at("local_shape").get<Shape>(), global = d.at("global_shape").get<Shape>();
-  const int dim = d.at("shard_dim").get<int>();
-  const int64_t off = d.at("shard_offset").get<int64_t>();
-  const int64_t n_local = shape_numel(local);
-  SliceMap m{local.size() == 2 ? local[1] : n_local, global.size() == 2 ? global[1] : n_local,
-             dim == 0 ? off : 0, dim == 1 ? off : 0};
-  return m;
+// Parses and checks one "pieces" entry; `whole` maps names to whole shapes. Every number is
+// checked before any arithmetic, so the element map stays inside the whole parameter.
+PieceDesc parse_piece(const nlohmann::json& d, const std::string& file,
+                      const std::map<std::string, Shape>& whole) {
+  const std::string where = str_cat(file, ": 'pieces' entry");
+  PieceDesc p;
+  p.name = json_string(d, "name", where);
+  auto it = whole.find(p.name);
+  if (it == whole.end())
+    throw Error(str_cat(file, ": unexpected parameter '", p.name, "' (does the config match the checkpoint?)"));
+  const Shape& g = it->second;
+  const Shape global = json_int_list(d, "global_shape", where, 0, INT64_MAX);
+  if (global != g)
+    throw Error(str_cat(file, ": parameter '", p.name, "' has shape ", shape_str(global),
+                        ", the model expects ", shape_str(g)));
+  p.shard_dim = int(json_int(d, "shard_dim", where, -1, int64_t(g.size()) - 1));
+  p.local = json_int_list(d, "local_shape", where, 0, INT64_MAX);
+  const int64_t extent = p.shard_dim >= 0 ? g[p.shard_dim] : 0;
+  p.shard_offset = json_int(d, "shard_offset", where, 0, extent);
+  bool fits = p.local.size() == g.size() && (p.shard_dim < 0 || g.size() <= 2);
+  for (size_t i = 0; fits && i < g.size(); ++i)
+    fits = int(i) == p.shard_dim ? p.local[i] <= g[i] - p.shard_offset : p.local[i] == g[i];
+  if (!fits || (p.shard_dim < 0 && p.shard_offset != 0))
+    throw Error(str_cat(file, ": piece of '", p.name, "': slice ", shape_str(p.local), " at offset ",
+                        p.shard_offset, " along dim ", p.shard_dim, " does not fit ", shape_str(g)));
+  const int64_t local_numel = shape_numel(p.local);  // <= numel of the whole: no overflow
+  p.begin = json_int(d, "begin", where, 0, local_numel);
+  p.n = json_int(d, "n", where, 0, local_numel - p.begin);
+  if (p.local.size() == 2) p.cols = std::max<int64_t>(p.local[1], 1), p.cols_g = g[1];
+  return p;
 }
 
 }  // namespace
@@ -87,9 +122,11 @@ void read_from_shards(const std::string& dir, const std::string& group, std::vec
   const std::vector<std::string> files = shard_files(dir);
   if (files.empty()) throw Error(str_cat(dir, ": no model.h5 and no shard-*.h5 files"));
   std::map<std::string, size_t> index;
+  std::map<std::string, Shape> whole_shapes;
   std::vector<std::vector<char>> seen(wholes.size());
   for (size_t i = 0; i < wholes.size(); ++i) {
     index[wholes[i].name] = i;
+    whole_shapes[wholes[i].name] = wholes[i].tensor.shape();
     seen[i].assign(size_t(wholes[i].tensor.numel()), 0);
   }
   for (const std::string& file : files) {
@@ -97,38 +134,28 @@ void read_from_shards(const std::string& dir, const std::string& group, std::vec
     nlohmann::json pieces;
     try {
       pieces = nlohmann::json::parse(f.attr_string("pieces"));
-      for (const auto& d : pieces) {
-        const std::string name = d.at("name").get<std::string>();
-        auto it = index.find(name);
-        if (it == index.end())
-          throw Error(str_cat(file, ": unexpected parameter '", name, "' (does the config match the checkpoint?)"));
-        NamedTensor& w = wholes[it->second];
-        const Shape global = d.at("global_shape").get<Shape>();
-        if (global != w.tensor.shape())
-          throw Error(str_cat(file, ": parameter '", name, "' has shape ", shape_str(global),
-                              ", the model expects ", shape_str(w.tensor.shape())));
-        const int64_t begin = d.at("begin").get<int64_t>(), n = d.at("n").get<int64_t>();
-        const std::string dataset = group + "/" + name;
-        Tensor piece = f.read(dataset, DType::F32, 1);
-        const Shape local = d.at("local_shape").get<Shape>();
-        if (piece.numel() != n || begin < 0 || begin + n > shape_numel(local) ||
-            shape_numel(local) > w.tensor.numel())
-          throw Error(str_cat(file, ": piece of '", name, "' [", begin, ", ", begin + n,
-                              ") does not fit its slice ", shape_str(local)));
-        const SliceMap map = slice_map(d);
-        const float* src = piece.host<float>();
-        float* dst = w.tensor.host<float>();
-        std::vector<char>& mark = seen[it->second];
-        for (int64_t j = 0; j < n; ++j) {
-          const int64_t g = map(begin + j);
-          if (g < 0 || g >= w.tensor.numel() || mark[g])
-            throw Error(str_cat(file, ": parameter '", name, "' element ", g, " is out of range or stored twice"));
-          mark[g] = 1;
-          dst[g] = src[j];
-        }
-      }
     } catch (const nlohmann::json::exception& e) {
       throw Error(str_cat(file, ": corrupt 'pieces' attribute: ", e.what()));
+    }
+    if (!pieces.is_array()) throw Error(str_cat(file, ": 'pieces' attribute is not a JSON list"));
+    for (const auto& d : pieces) {
+      const PieceDesc p = parse_piece(d, file, whole_shapes);
+      const std::string dataset = group + "/" + p.name;
+      Tensor piece = f.read(dataset, DType::F32, 1);
+      if (piece.numel() != p.n)
+        throw Error(str_cat(file, ": dataset '", dataset, "' holds ", piece.numel(), " values, 'pieces' says ", p.n));
+      const float* src = piece.host<float>();
+      check_checkpoint_values(file, dataset, src, p.n);
+      NamedTensor& w = wholes[index.at(p.name)];
+      float* dst = w.tensor.host<float>();
+      std::vector<char>& mark = seen[index.at(p.name)];
+      for (int64_t j = 0; j < p.n; ++j) {
+        const int64_t g = p(j);
+        if (g < 0 || g >= w.tensor.numel() || mark[g])
+          throw Error(str_cat(file, ": parameter '", p.name, "' element ", g, " is out of range or stored twice"));
+        mark[g] = 1;
+        dst[g] = src[j];
+      }
     }
   }
   for (size_t i = 0; i < wholes.size(); ++i)

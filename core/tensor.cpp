@@ -62,11 +62,16 @@ Storage::~Storage() {
 }
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
-  for (int64_t d : shape) RETORT_CHECK(d >= 0, "negative dimension in shape ", shape_str(shape));
+  size_t bytes = dtype_size(dtype);  // numel · dtype size, refusing overflow (a wrapped size
+  for (int64_t d : shape) {          // would under-allocate and let readers write past it)
+    RETORT_CHECK(d >= 0, "negative dimension in shape ", shape_str(shape));
+    RETORT_CHECK(!__builtin_mul_overflow(bytes, size_t(d), &bytes) && bytes <= size_t(INT64_MAX),
+                 "shape ", shape_str(shape), " is too large to allocate");
+  }
   Tensor t;
   t.shape_ = shape;
   t.dtype_ = dtype;
-  t.storage_ = std::make_shared<Storage>(shape_numel(shape) * dtype_size(dtype), device);
+  t.storage_ = std::make_shared<Storage>(bytes, device);
   return t;
 }
 

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -11,6 +12,7 @@
 #include "core/check.h"
 #include "core/fs.h"
 #include "core/hdf5.h"
+#include "core/json_fields.h"
 
 namespace retort {
 namespace stdfs = std::filesystem;
@@ -34,6 +36,15 @@ std::string meta_problem(const CorpusMeta& m) {
   if (m.mode != "score" && m.mode != "sample")
     return str_cat("mode '", m.mode, "' must be score or sample");
   if (m.seed > uint64_t(INT64_MAX)) return str_cat("seed ", m.seed, " must be < 2^63");
+  if (m.vocab_size > (int64_t(1) << 31)) return str_cat("vocab_size = ", m.vocab_size, " does not fit int32 ids");
+  if (m.seq_len > (int64_t(1) << 31)) return str_cat("seq_len = ", m.seq_len, " must be <= 2^31");
+  if (!(m.logit_temperature > 0) || !std::isfinite(m.logit_temperature))
+    return str_cat("logit_temperature = ", m.logit_temperature, " must be a finite number > 0");
+  if (!(m.sample_temperature >= 0) || !std::isfinite(m.sample_temperature))
+    return str_cat("sample_temperature = ", m.sample_temperature, " must be a finite number >= 0");
+  if (m.sample_top_k < 0) return str_cat("sample_top_k = ", m.sample_top_k, " must be >= 0");
+  if (!(m.sample_top_p >= 0 && m.sample_top_p <= 1))
+    return str_cat("sample_top_p = ", m.sample_top_p, " must be in [0, 1]");
   return "";
 }
 
@@ -58,17 +69,6 @@ std::string meta_difference(const CorpusMeta& a, const CorpusMeta& b, bool compa
   for (const auto& [name, v] : fields)
     if (v.first != v.second) return str_cat(name, " (", v.first, " vs ", v.second, ")");
   return "";
-}
-
-// Exact comparison of doubles that went through a decimal round trip (%.17g) is safe.
-template <class T>
-T json_get(const json& j, const char* key, const std::string& file) {
-  if (!j.contains(key)) throw Error(str_cat(file, ": key '", key, "' missing"));
-  try {
-    return j.at(key).get<T>();
-  } catch (const json::exception&) {
-    throw Error(str_cat(file, ": key '", key, "' has the wrong type (", j.at(key).dump(), ")"));
-  }
 }
 
 // Values in [0, hi) (ids) or [0, hi] (prompt_len), else Error naming the file, dataset, index.
@@ -201,20 +201,19 @@ CorpusMeta read_corpus_manifest(const std::string& dir, std::vector<CorpusShardE
   }
   if (!j.is_object()) throw Error(str_cat(path, ": expected a JSON object"));
   CorpusMeta m;
-  m.k = json_get<int64_t>(j, "k", path);
-  m.vocab_size = json_get<int64_t>(j, "vocab_size", path);
-  m.seq_len = json_get<int64_t>(j, "seq_len", path);
-  m.tokenizer_sha256 = json_get<std::string>(j, "tokenizer_sha256", path);
-  m.teacher_sha256 = json_get<std::string>(j, "teacher_sha256", path);
-  m.mode = json_get<std::string>(j, "mode", path);
-  m.logit_temperature = j.contains("logit_temperature")
-                            ? json_get<double>(j, "logit_temperature", path) : 1.0;
-  m.sample_temperature = json_get<double>(j, "sample_temperature", path);
-  m.sample_top_k = json_get<int64_t>(j, "sample_top_k", path);
-  m.sample_top_p = json_get<double>(j, "sample_top_p", path);
-  m.seed = json_get<uint64_t>(j, "seed", path);
-  const std::string dtype =
-      j.contains("logprob_dtype") ? json_get<std::string>(j, "logprob_dtype", path) : "float16";
+  m.k = json_int(j, "k", path);
+  m.vocab_size = json_int(j, "vocab_size", path);
+  m.seq_len = json_int(j, "seq_len", path);
+  m.tokenizer_sha256 = json_string(j, "tokenizer_sha256", path);
+  m.teacher_sha256 = json_string(j, "teacher_sha256", path);
+  m.mode = json_string(j, "mode", path);
+  // Doubles went through a decimal round trip (%.17g): exact comparison with shards is safe.
+  m.logit_temperature = j.contains("logit_temperature") ? json_number(j, "logit_temperature", path) : 1.0;
+  m.sample_temperature = json_number(j, "sample_temperature", path);
+  m.sample_top_k = json_int(j, "sample_top_k", path);
+  m.sample_top_p = json_number(j, "sample_top_p", path);
+  m.seed = uint64_t(json_int(j, "seed", path, 0));
+  const std::string dtype = j.contains("logprob_dtype") ? json_string(j, "logprob_dtype", path) : "float16";
   if (dtype != "float16" && dtype != "float32")
     throw Error(str_cat(path, ": key 'logprob_dtype' is '", dtype, "', expected float16 or float32"));
   m.fp16_logprobs = dtype == "float16";
@@ -227,8 +226,8 @@ CorpusMeta read_corpus_manifest(const std::string& dir, std::vector<CorpusShardE
     for (const auto& e : j["shards"]) {
       if (!e.is_object()) throw Error(str_cat(path, ": 'shards' entries must be objects"));
       CorpusShardEntry s;
-      s.file = json_get<std::string>(e, "file", path);
-      s.sequences = json_get<int64_t>(e, "sequences", path);
+      s.file = json_string(e, "file", path);
+      s.sequences = json_int(e, "sequences", path);
       if (s.sequences < 1 || s.file.empty() || s.file.find('/') != std::string::npos)
         throw Error(str_cat(path, ": bad shard entry ", e.dump()));
       shards->push_back(s);

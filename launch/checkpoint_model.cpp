@@ -14,6 +14,7 @@ LoadedModel load_checkpoint_model(const std::string& path, const TpLayout& tp, D
   LoadedModel out;
   out.dir = resolve_checkpoint_dir(path);
   const std::string config_path = out.dir + "/config.yaml";
+  verify_checkpoint_file(out.dir, "config.yaml");
   out.config_yaml = fs::read_file(config_path);
   YAML::Node model_section;
   try {

@@ -17,6 +17,7 @@ PACKAGES=(
   python3-matplotlib                  # plots
   slurm-wlm munge                     # real single-node Slurm test (tests/e2e/slurm_sweep.sh)
   procps                              # pgrep in the failure tests
+  clang libclang-rt-14-dev            # libFuzzer + ASan/UBSan for tests/fuzz (RETORT_FUZZ=AUTO)
 )
 
 missing=()

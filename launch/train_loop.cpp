@@ -11,6 +11,7 @@
 
 #include "core/checkpoint.h"
 #include "core/fs.h"
+#include "core/json_fields.h"
 #include "core/loss_spike.h"
 #include "core/lr_schedule.h"
 #include "core/preemption.h"
@@ -96,10 +97,16 @@ int run_train_loop(const Config& cfg, bool resume, const Mesh& mesh, TrainLoopJo
   double wall_before = 0;
   if (resume && !latest.empty()) {
     // Checkpoints hold whole parameters (consolidated or as pieces), so any mesh resumes them.
-    nlohmann::json state = trainer.load_checkpoint(latest);
-    start_step = state.at("step").get<int64_t>();
-    tokens_seen = state.at("tokens_seen").get<int64_t>();
-    wall_before = state.value("wall_s", 0.0);
+    nlohmann::json state;
+    try {
+      state = trainer.load_checkpoint(latest);
+    } catch (const Error& e) {  // corrupt or tampered: say how to go back one checkpoint
+      throw Error(str_cat(e.what(), " (move ", latest, " away to resume from the checkpoint before it)"));
+    }
+    const std::string state_file = latest + "/state.json";
+    start_step = json_int(state, "step", state_file, 0);
+    tokens_seen = json_int(state, "tokens_seen", state_file, 0);
+    wall_before = state.contains("wall_s") ? json_number(state, "wall_s", state_file) : 0.0;
     if (root) std::printf("resuming from %s (step %lld)\n", latest.c_str(), static_cast<long long>(start_step));
   } else if (resume && root) {
     std::printf("no checkpoint in %s; starting from step 0\n", run.checkpoints().c_str());

@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "core/fs.h"
+#include "core/json_fields.h"
 #include "core/ops.h"
 #include "parallel/tensor_parallel.h"
 
@@ -357,7 +358,7 @@ nlohmann::json TrainStep::load_checkpoint(const std::string& dir) {
     fsdp_->scatter_full(shard, v);
     fsdp_->unpack_pieces(optimizer_->exp_avg_sq(), shard);
   }
-  optimizer_->set_steps(state.at("optimizer_steps").get<int64_t>());
+  optimizer_->set_steps(json_int(state, "optimizer_steps", dir + "/state.json", 0));
   return state;
 }
 

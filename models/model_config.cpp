@@ -24,6 +24,18 @@ void resolve_and_validate(ModelConfig& m, const FailFn& fail) {
   if (m.n_kv_heads < 0) fail("model.n_kv_heads", str_cat("must be >= 0 (0 = n_heads), got ", m.n_kv_heads));
   if (m.head_dim < 0) fail("model.head_dim", str_cat("must be >= 0 (0 = d_model / n_heads), got ", m.head_dim));
   if (m.d_ff < 0) fail("model.d_ff", str_cat("must be >= 0 (0 = 8/3·d_model rounded up to 64), got ", m.d_ff));
+  // Upper bounds far above any real model that keep every count below (parameters, FLOPs per
+  // token) inside int64.
+  auto at_most = [&](int64_t v, int64_t hi, const char* key) {
+    if (v > hi) fail(key, str_cat(v, " is larger than the supported ", hi));
+  };
+  at_most(m.vocab_size, int64_t(1) << 31, "model.vocab_size");
+  at_most(m.d_model, 1 << 16, "model.d_model");
+  at_most(m.n_layers, 1 << 10, "model.n_layers");
+  at_most(m.n_heads, 1 << 10, "model.n_heads");
+  at_most(m.head_dim, 1 << 10, "model.head_dim");
+  at_most(m.d_ff, 1 << 20, "model.d_ff");
+  at_most(m.seq_len, 1 << 22, "model.seq_len");
 
   if (m.n_kv_heads == 0) m.n_kv_heads = m.n_heads;
   if (m.n_heads % m.n_kv_heads != 0)
