@@ -1,5 +1,6 @@
 #include "parallel/mpi_communicator.h"
 
+#include <exception>
 #include <string>
 
 namespace retort {
@@ -25,8 +26,10 @@ class MpiRequest : public Request {
  public:
   MpiRequest(MPI_Request req, CollectiveCall call) : req_(req), call_(std::move(call)) {}
   ~MpiRequest() override {
-    if (req_ == MPI_REQUEST_NULL) return;
-    WatchedWait watched(call_);  // only when unwinding past an unfinished collective
+    // Unwinding past an unfinished collective: the job ends with that exception (abort_job), and
+    // waiting here could deadlock, the other ranks waiting elsewhere. (MPI may not free it.)
+    if (req_ == MPI_REQUEST_NULL || std::uncaught_exceptions() > 0) return;
+    WatchedWait watched(call_);
     MPI_Wait(&req_, MPI_STATUS_IGNORE);
   }
   void wait() override {
