@@ -10,8 +10,11 @@
 #include "core/random.h"
 #include "models/model_config.h"
 #include "models/transformer.h"
+#include "tests/unit/test_support.h"
 
 using namespace retort;
+using retort::test::Batch;
+using retort::test::random_batch;
 
 namespace {
 
@@ -28,19 +31,6 @@ ModelConfig small(bool tied) {
   m.init_std = 0.05;
   m.resolve();
   return m;
-}
-
-struct Batch {
-  Tensor tokens, targets;
-};
-
-Batch random_batch(int64_t B, int64_t T, int64_t V, uint64_t seed) {
-  Batch b{Tensor::empty({B, T}, DType::I32), Tensor::empty({B, T}, DType::I32)};
-  for (int64_t i = 0; i < B * T; ++i) {
-    b.tokens.host<int32_t>()[i] = int32_t(rng::uniform(seed, 1, i) * V);
-    b.targets.host<int32_t>()[i] = int32_t(rng::uniform(seed, 2, i) * V);
-  }
-  return b;
 }
 
 // ‖a − b‖ / ‖b‖ over two tensors on any devices.

@@ -12,8 +12,11 @@
 #include "core/random.h"
 #include "models/model_config.h"
 #include "models/transformer.h"
+#include "tests/unit/test_support.h"
 
 using namespace retort;
+using retort::test::Batch;
+using retort::test::random_batch;
 
 namespace {
 
@@ -39,19 +42,6 @@ ModelConfig tiny(bool tied, int64_t H = 4, int64_t Hkv = 2, bool qk_norm = true)
   m.init_std = 0.1;
   m.resolve();
   return m;
-}
-
-struct Batch {
-  Tensor tokens, targets;
-};
-
-Batch random_batch(int64_t B, int64_t T, int64_t V, uint64_t seed) {
-  Batch b{Tensor::empty({B, T}, DType::I32), Tensor::empty({B, T}, DType::I32)};
-  for (int64_t i = 0; i < B * T; ++i) {
-    b.tokens.host<int32_t>()[i] = int32_t(rng::uniform(seed, 1, i) * V);
-    b.targets.host<int32_t>()[i] = int32_t(rng::uniform(seed, 2, i) * V);
-  }
-  return b;
 }
 
 // Init, then move the norm gains away from 1 so a misused gain shows in the gradients.

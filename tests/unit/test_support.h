@@ -8,9 +8,23 @@
 #include <string>
 #include <vector>
 
+#include "core/random.h"
 #include "core/tensor.h"
 
 namespace retort::test {
+
+// Tokens and targets [B, T] I32, uniform over [0, V), a pure function of the seed.
+struct Batch {
+  Tensor tokens, targets;
+};
+inline Batch random_batch(int64_t B, int64_t T, int64_t V, uint64_t seed) {
+  Batch b{Tensor::empty({B, T}, DType::I32), Tensor::empty({B, T}, DType::I32)};
+  for (int64_t i = 0; i < B * T; ++i) {
+    b.tokens.host<int32_t>()[i] = int32_t(rng::uniform(seed, 1, i) * V);
+    b.targets.host<int32_t>()[i] = int32_t(rng::uniform(seed, 2, i) * V);
+  }
+  return b;
+}
 
 // The message of the exception f throws, or "<no error>".
 inline std::string error_of(const std::function<void()>& f) {
