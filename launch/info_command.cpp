@@ -68,7 +68,12 @@ int run_info(const Config& cfg, bool json) {
               mib(16 * N + act_bytes));
   std::printf("devices      cpu%s\n",
               device::cuda_built()
-                  ? str_cat("; cuda backend built, ", device::cuda_device_count(), " GPU(s) visible")
+                  ? str_cat("; cuda backend built, ", device::cuda_device_count(),
+#if RETORT_CUDA_SIM
+                            " simulated GPU(s) (RETORT_CUDA=SIM: the CPU simulator, for tests)")
+#else
+                            " GPU(s) visible")
+#endif
                         .c_str()
                   : "; no cuda backend in this build");
   return 0;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `retort train` with parallel.device=cuda (label gpu; exits 77 = skipped without a GPU):
-#  - 20 steps on one GPU agree with the CPU run (losses within 1e-5 relative, parameters 1e-4);
+#  - 20 steps (GPU_TRAIN_STEPS; the CPU simulator runs 6) on one GPU agree with the CPU run (losses within 1e-5 relative, parameters 1e-4);
 #  - a GPU run resumed from its step-10 checkpoint is bitwise identical to the uninterrupted one;
 #  - `retort generate` on the GPU (score mode, and sample mode with the device KV cache) stores
 #    the teacher's top-k as recomputed by float64 PyTorch (tests/e2e/check_corpus.py);
@@ -9,28 +9,30 @@ source "$(dirname "$0")/lib.sh"
 gpus=$(retort info "$TINY" --json | json /dev/stdin "j['cuda_gpus']")
 if [ "$gpus" = "0" ]; then echo "no GPU visible: skipped"; exit 77; fi
 tiny_tokens "$WORK/tok"
+steps=${GPU_TRAIN_STEPS:-20}
+last=$(printf 'step_%08d' "$steps")
 ARGS=("$TINY" --set "data.train=$WORK/tok/train.h5" --set "data.val=$WORK/tok/val.h5"
-      --set train.log_every=1 --set train.steps=20 --set checkpoint.every=10
-      --set checkpoint.keep_last=0)
+      --set train.log_every=1 --set train.steps=$steps --set checkpoint.every=$((steps / 2))
+      --set eval.every=$((steps / 2)) --set checkpoint.keep_last=0)
 retort train "${ARGS[@]}" --set "run.dir=$WORK/cpu" > "$WORK/cpu.log"
 retort train "${ARGS[@]}" --set parallel.device=cuda --set "run.dir=$WORK/gpu" > "$WORK/gpu.log"
 compare_runs "$WORK/cpu" "$WORK/gpu"
 
 cp -r "$WORK/gpu" "$WORK/gpu_resumed"
-rm -rf "$WORK/gpu_resumed/checkpoints/step_00000020" "$WORK/gpu_resumed/summary.json"
+rm -rf "$WORK/gpu_resumed/checkpoints/$last" "$WORK/gpu_resumed/summary.json"
 retort train "${ARGS[@]}" --set parallel.device=cuda --set "run.dir=$WORK/gpu_resumed" --resume \
   > "$WORK/gpu_resumed.log"
-same_checkpoint "$WORK/gpu/checkpoints/step_00000020" "$WORK/gpu_resumed/checkpoints/step_00000020" \
+same_checkpoint "$WORK/gpu/checkpoints/$last" "$WORK/gpu_resumed/checkpoints/$last" \
   "GPU resume"
 
 G=("$TINY" --set parallel.device=cuda --set "generate.teacher=$WORK/gpu" --set "generate.data=$WORK/tok/val.h5"
    --set generate.k=8 --set generate.seq_len=24 --set generate.num_sequences=6 --set generate.batch=3
    --set generate.logprob_dtype=f32)
 retort generate "${G[@]}" --set "generate.out=$WORK/score" >/dev/null
-/usr/bin/python3 "$SRC/tests/e2e/check_corpus.py" teacher "$WORK/score" "$WORK/gpu/checkpoints/step_00000020" 1e-4
+/usr/bin/python3 "$SRC/tests/e2e/check_corpus.py" teacher "$WORK/score" "$WORK/gpu/checkpoints/$last" 1e-4
 retort generate "${G[@]}" --set generate.mode=sample --set generate.prompt_len=6 --set generate.seed=7 \
   --set "generate.out=$WORK/sample" >/dev/null
-/usr/bin/python3 "$SRC/tests/e2e/check_corpus.py" teacher "$WORK/sample" "$WORK/gpu/checkpoints/step_00000020" 1e-4
+/usr/bin/python3 "$SRC/tests/e2e/check_corpus.py" teacher "$WORK/sample" "$WORK/gpu/checkpoints/$last" 1e-4
 
 if [ "$gpus" -ge 2 ]; then
   mpirun --allow-run-as-root --oversubscribe -np 2 "$RETORT_BIN" train "${ARGS[@]}" \

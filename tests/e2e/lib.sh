@@ -31,14 +31,16 @@ tiny_tokens() {
 }
 
 # compare_runs RUN_A RUN_B: a multi-rank run against its one-process control: per-step losses
-# within 1e-5 relative and the step-20 parameters within 1e-4 relative norm.
+# within 1e-5 relative and the final checkpoint's parameters within 1e-4 relative norm.
 compare_runs() {
-  local ckpt_b=$2/checkpoints/step_00000020
+  local last ckpt_b
+  last=$(basename "$(ls -d "$1"/checkpoints/step_* | tail -n 1)")  # both runs' final checkpoint
+  ckpt_b=$2/checkpoints/$last
   if [ ! -f "$ckpt_b/model.h5" ]; then  # a sharded checkpoint: compare its consolidated export
-    rm -rf "$2/export20" && retort export "$ckpt_b" --out "$2/export20" >/dev/null
-    ckpt_b=$2/export20
+    rm -rf "$2/export_last" && retort export "$ckpt_b" --out "$2/export_last" >/dev/null
+    ckpt_b=$2/export_last
   fi
-  /usr/bin/python3 - "$1" "$2" "$ckpt_b" <<'PY'
+  /usr/bin/python3 - "$1" "$2" "$ckpt_b" "$last" <<'PY'
 import json, sys, h5py, numpy as np
 a, b = sys.argv[1], sys.argv[2]
 def losses(run):
@@ -48,7 +50,7 @@ la, lb = losses(a), losses(b)
 assert la.keys() == lb.keys(), (sorted(la), sorted(lb))
 worst = max(abs(la[k] - lb[k]) / abs(la[k]) for k in la)
 assert worst < 1e-5, f"loss differs by {worst:.3g} relative"
-fa = h5py.File(a + "/checkpoints/step_00000020/model.h5")
+fa = h5py.File(a + "/checkpoints/" + sys.argv[4] + "/model.h5")
 fb = h5py.File(sys.argv[3] + "/model.h5")
 assert sorted(fa) == sorted(fb)
 for name in fa:

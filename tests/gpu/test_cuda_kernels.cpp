@@ -1,4 +1,4 @@
-// Every kernel of core/cuda/kernels.h (except matmul and first_id_out_of_range) against the CPU
+// Every kernel of core/cuda/kernels.h (except first_id_out_of_range) against the CPU
 // kernel of the same name (core/cpu/kernels.h) on random inputs: several shapes, including odd
 // sizes, rows not a multiple of the block size, V not a multiple of 32, GQA (H/Hkv = 2) and T
 // not a multiple of the attention tiles. Agreement: ‖gpu − cpu‖₂ / ‖cpu‖₂ ≤ 1e-5 (bf16 and the
@@ -15,6 +15,7 @@
 #include <limits>
 #include <numeric>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/cpu/kernels.h"
@@ -194,6 +195,31 @@ TEST(CudaElementwise, Bf16ConversionsBitwiseEqualCpu) {
   Dev<float> dback(65536);
   cuda::bf16_to_f32(dback, dall, 65536);
   EXPECT_BITWISE(dback.download(), back, "bf16_to_f32 (all 65536 patterns)");
+}
+
+// ---- matmul (cuBLASLt) ----------------------------------------------------------------------------
+// y = alpha·op(a)op(b) + beta·y for all four transpose combinations and odd shapes, fp32 and bf16
+// operands, against the CPU (bf16: its exact emulation; both sum exact bf16 products in fp32).
+
+TEST(CudaMatmul, AllTransposesAndBf16MatchCpu) {
+  uint64_t stream = 700;
+  for (auto [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1}, {7, 5, 3}, {33, 17, 65},
+                         {64, 96, 128}}) {
+    for (bool ta : {false, true})
+      for (bool tb : {false, true})
+        for (bool bf16 : {false, true}) {
+          const std::vector<float> a = randn(M * K, ++stream), b = randn(K * N, ++stream),
+                                   y0 = randn(M * N, ++stream);
+          std::vector<float> y = y0;
+          Dev<float> da(a), db(b), dy(y0);
+          const float alpha = 0.5f, beta = ta ? 1.0f : 0.0f;
+          (bf16 ? cpu::matmul_bf16 : cpu::matmul)(y.data(), a.data(), ta, b.data(), tb, M, N, K,
+                                                 alpha, beta);
+          (bf16 ? cuda::matmul_bf16 : cuda::matmul)(dy, da, ta, db, tb, M, N, K, alpha, beta);
+          expect_close(dy.download(), y,
+                       "matmul " + str({M, N, K, ta, tb, bf16}), 1e-6);
+        }
+  }
 }
 
 // ---- RMSNorm ----------------------------------------------------------------------------------

@@ -103,7 +103,12 @@ TEST(CudaModel, OpsRefuseTensorsOnTwoDevices) {
 }
 
 // Mixed precision: the bf16 step on the GPU matches the CPU's bf16 emulation closely, and the
-// fp32 step within bf16 tolerance.
+// fp32 step within bf16 tolerance. The gradients cannot match the emulation to fp32 round-off:
+// a ~1e-7 difference in a matmul's fp32 sum (another summation order) moves a downstream
+// operand across a bf16 rounding boundary now and then, a 2^-8 step in that element (the
+// simulator shows ~5e-4 where bf16 itself moves the gradients by ~7e-3). So the GPU must be
+// much closer to the emulation than the emulation is to fp32: a GPU that skipped a rounding
+// would not be.
 TEST(CudaModel, Bf16StepMatchesTheCpuEmulationAndFp32WithinBf16Tolerance) {
   const StepOut fp32 = train_step(Device::CPU, false, false);
   ops::set_matmul_precision(ops::MatmulPrecision::BF16);
@@ -111,7 +116,8 @@ TEST(CudaModel, Bf16StepMatchesTheCpuEmulationAndFp32WithinBf16Tolerance) {
   const StepOut gpu = train_step(Device::CUDA, false, false);
   ops::set_matmul_precision(ops::MatmulPrecision::F32);
   EXPECT_NEAR(gpu.loss, cpu.loss, 1e-5 * std::abs(cpu.loss));
-  EXPECT_LT(rel_diff(gpu.grads, cpu.grads), 1e-4);
+  EXPECT_LT(rel_diff(gpu.grads, cpu.grads), 0.2 * rel_diff(cpu.grads, fp32.grads));
+  EXPECT_LT(rel_diff(gpu.params, cpu.params), 1e-4);
   EXPECT_NEAR(gpu.loss, fp32.loss, 1e-2 * std::abs(fp32.loss));
   EXPECT_LT(rel_diff(gpu.grads, fp32.grads), 1e-2);
 }

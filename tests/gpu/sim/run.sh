@@ -1,35 +1,27 @@
 #!/bin/bash
-# Runs tests/gpu/test_cuda_kernels.cpp on the CPU with the CUDA kernels of core/cuda executed by
-# a block simulator: for machines without a GPU (x86-64 Linux, g++ 12+, GoogleTest, OpenMP).
-# It checks indexing, masking, reductions and barrier placement against the CPU kernels; it
-# cannot check what only a GPU shows (see sim_runtime.cpp). Usage:
-#   tests/gpu/sim/run.sh [gtest args]            e.g. --gtest_filter='CudaAttention*'
-#   SIM_RANDOM=7 tests/gpu/sim/run.sh            adversarial warp schedule, seed 7
-# Build output: $SIM_BUILD (default build-cuda-sim/ in the repository root), incremental.
+# Runs retort's GPU tests (label `gpu`) without a GPU: builds retort with RETORT_CUDA=SIM into
+# $SIM_BUILD (default build-sim/ in the repository root, incremental) and runs
+# `ctest -L '^gpu$'` there with SIM_GPUS simulated GPUs (default 2, so the NCCL dp2 check runs).
+# Fails when a test is skipped: on the simulator every GPU test must run. See README.md.
+#   tests/gpu/sim/run.sh                          all GPU tests
+#   tests/gpu/sim/run.sh -R cuda_kernels          extra arguments go to ctest
+#   SIM_RANDOM=7 tests/gpu/sim/run.sh             adversarial warp schedule, seed 7
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
-out=${SIM_BUILD:-$root/build-cuda-sim}
-mkdir -p "$out/gen" "$out/obj"
-flags="-std=c++20 -O1 -fopenmp -pthread -I$here/include -I$root -Wno-psabi"
-for f in "$root"/core/cuda/*.cu; do
-  g="$out/gen/$(basename "$f" .cu).cpp"
-  python3 "$here/gen.py" "$f" "$g.new"
-  if ! cmp -s "$g.new" "$g"; then mv "$g.new" "$g"; else rm "$g.new"; fi
-done
-objs=()
-srcs=("$out"/gen/*.cpp "$here/sim_runtime.cpp" "$root/tests/gpu/test_cuda_kernels.cpp")
-for k in adamw attention attention_decode cross_entropy elementwise embedding kd_loss rmsnorm rope swiglu; do
-  srcs+=("$root/core/cpu/$k.cpp")
-done
-for f in "${srcs[@]}"; do
-  o="$out/obj/$(echo "$f" | tr / _).o"
-  # Rebuild when the source, a header of core/ or the simulator headers are newer.
-  if [ ! -f "$o" ] || [ -n "$(find "$f" "$root/core" "$here/include" -newer "$o" \( -name '*.h' -o -name '*.cuh' -o -path "$f" \) -print -quit)" ]; then
-    echo "compiling $(basename "$f")"
-    g++ $flags -c "$f" -o "$o"
-  fi
-  objs+=("$o")
-done
-g++ $flags "${objs[@]}" -lgtest_main -lgtest -o "$out/test_cuda_kernels_sim"
-exec "$out/test_cuda_kernels_sim" "$@"
+out=${SIM_BUILD:-$root/build-sim}
+echo "[sim] configuring and building $out (RETORT_CUDA=SIM)"
+cmake -S "$root" -B "$out" -DCMAKE_BUILD_TYPE=Release -DRETORT_CUDA=SIM -DRETORT_FUZZ=OFF \
+  ${SIM_CMAKE_ARGS:-} >/dev/null
+cmake --build "$out" -j "${JOBS:-$(nproc)}" --target retort test_cuda_kernels test_cuda_model
+cd "$out"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+SIM_GPUS=${SIM_GPUS:-2} GPU_TRAIN_STEPS=${GPU_TRAIN_STEPS:-6} ctest -L '^gpu$' --output-on-failure --no-tests=error "$@" 2>&1 | tee "$log" \
+  || status=$?
+if grep -q -- '\*\*\*Skipped\|Not Run' "$log"; then
+  echo "[sim] a GPU test was skipped on the simulator: every one must run here" >&2
+  exit 1
+fi
+exit $status

@@ -1,6 +1,9 @@
-// The CUDA runtime subset used by core/cuda/*.cu, on the host, for the block simulator
-// (tests/gpu/sim/run.sh). Device memory is host memory; streams are no-ops; kernel launches
-// are rewritten by gen.py into sim::launch(kernel, config)(args).
+// The CUDA runtime subset that retort's GPU backend uses, implemented on the host for the
+// CUDA simulator build (RETORT_CUDA=SIM; tests/gpu/sim/README.md). Device memory is host memory
+// that the simulator tracks, so copies, cuBLASLt and NCCL calls can check that a "device"
+// pointer really is one; streams run their work at once, in call order (eager); kernel
+// launches are rewritten by gen.py into sim::launch(kernel, config)(args) and run by the block
+// simulator (sim_runtime.cpp).
 #pragma once
 #include <atomic>
 #include <bit>
@@ -23,37 +26,75 @@ struct dim3 {
   dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
 };
 typedef int cudaError_t;
-enum : int { cudaSuccess = 0, cudaErrorMemoryAllocation = 2 };
+enum : int {
+  cudaSuccess = 0,
+  cudaErrorInvalidValue = 1,
+  cudaErrorMemoryAllocation = 2,
+  cudaErrorInvalidDevice = 101,
+  cudaErrorNoDevice = 100,
+  cudaErrorNotReady = 600,
+};
 typedef struct CUstream_st* cudaStream_t;
 typedef struct CUevent_st* cudaEvent_t;
 typedef struct CUpool_st* cudaMemPool_t;
 enum cudaMemcpyKind { cudaMemcpyHostToHost, cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice, cudaMemcpyDefault };
 enum cudaDeviceAttr { cudaDevAttrMaxSharedMemoryPerBlockOptin };
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize };
+enum cudaMemPoolAttr { cudaMemPoolAttrReleaseThreshold, cudaMemPoolAttrReservedMemCurrent, cudaMemPoolAttrUsedMemHigh };
 struct cudaFuncAttributes { size_t sharedSizeBytes = 0; };
+constexpr unsigned cudaStreamNonBlocking = 1;
+constexpr unsigned cudaEventDisableTiming = 2;
 
-inline cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind, cudaStream_t) { std::memmove(d, s, n); return 0; }
-inline cudaError_t cudaMemcpy(void* d, const void* s, size_t n, cudaMemcpyKind) { std::memmove(d, s, n); return 0; }
-inline cudaError_t cudaMalloc(void** p, size_t n) { *p = std::malloc(n); std::memset(*p, 0xFF, n); return 0; }
-template <class T> cudaError_t cudaMalloc(T** p, size_t n) { return cudaMalloc(reinterpret_cast<void**>(p), n); }
-inline cudaError_t cudaFree(void* p) { std::free(p); return 0; }
-inline cudaError_t cudaFreeAsync(void* p, cudaStream_t) { std::free(p); return 0; }
-inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return 0; }
-inline cudaError_t cudaGetLastError() { return 0; }
-inline cudaError_t cudaGetDevice(int* d) { *d = 0; return 0; }
-inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr, int) { *v = 166912; return 0; }  // A100's opt-in
-inline cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* a, const void*) { a->sharedSizeBytes = 0; return 0; }
+// Devices: SIM_GPUS (default 1) simulated GPUs; each process has its own memory.
+cudaError_t cudaGetDeviceCount(int* n);
+cudaError_t cudaSetDevice(int d);
+cudaError_t cudaGetDevice(int* d);
+cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr, int);
+cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* a, const void*);
 cudaError_t cudaFuncSetAttribute(const void*, cudaFuncAttribute, int v);
-inline const char* cudaGetErrorName(cudaError_t) { return "cudaErrorSim"; }
-inline const char* cudaGetErrorString(cudaError_t) { return "simulated error"; }
+cudaError_t cudaGetLastError();
+const char* cudaGetErrorName(cudaError_t e);
+const char* cudaGetErrorString(cudaError_t e);
+
+// Memory: new allocations are filled with 0xFF (NaN floats), so a read before a write shows.
+cudaError_t cudaMalloc(void** p, size_t n);
+template <class T> cudaError_t cudaMalloc(T** p, size_t n) { return cudaMalloc(reinterpret_cast<void**>(p), n); }
+cudaError_t cudaFree(void* p);
+cudaError_t cudaMallocAsync(void** p, size_t n, cudaStream_t);
+cudaError_t cudaFreeAsync(void* p, cudaStream_t);
+cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int device);
+cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t, cudaMemPoolAttr, void* value);
+cudaError_t cudaMemPoolGetAttribute(cudaMemPool_t, cudaMemPoolAttr, void* value);
+// Explicit kinds are checked against where the pointers live (a host pointer given as device
+// memory is an illegal address on a GPU).
+cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind kind, cudaStream_t);
+cudaError_t cudaMemcpy(void* d, const void* s, size_t n, cudaMemcpyKind kind);
+cudaError_t cudaMemsetAsync(void* p, int value, size_t n, cudaStream_t);
+
+// Streams and events: work runs eagerly, so every event has completed when recorded.
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned flags);
+cudaError_t cudaStreamSynchronize(cudaStream_t);
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned flags);
+cudaError_t cudaEventDestroy(cudaEvent_t e);
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t);
+cudaError_t cudaEventQuery(cudaEvent_t e);
+cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t e, unsigned);
 
 namespace sim {
+// True when [p, p + bytes) lies inside one live simulated device allocation.
+bool is_device_pointer(const void* p, size_t bytes = 1);
+// Ends the process with "sim: <what>" on stderr: a misuse a real GPU would fault on.
+[[noreturn]] void fault(const char* what);
+
 extern thread_local dim3 tid;
 extern dim3 bid, bdim, gdim;
 extern unsigned char* dyn_smem;
 void syncthreads();
 uint64_t exchange(uint64_t v, int lane_xor);
 void run(dim3 grid, dim3 block, size_t smem, const std::function<void()>& body);
+// Faults when a launch asks for more than 48 KiB of dynamic shared memory without the
+// kernel's cudaFuncAttributeMaxDynamicSharedMemorySize opt-in (a launch error on a GPU).
+void check_dynamic_smem(const void* kernel, size_t bytes);
 
 template <class T>
 T shfl_xor(unsigned, T v, int off) {
@@ -73,6 +114,7 @@ struct Launch {
   size_t smem;
   template <class... A>
   void operator()(A... args) const {
+    check_dynamic_smem(reinterpret_cast<const void*>(k), smem);
     run(grid, block, smem, [&] { k(args...); });
   }
 };

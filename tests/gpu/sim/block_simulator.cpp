@@ -1,4 +1,4 @@
-// CPU simulator of CUDA thread blocks for core/cuda/*.cu (see run.sh): the threads of a block
+// CPU simulator of CUDA thread blocks for core/cuda/*.cu (README.md): the threads of a block
 // are fibers on one OS thread (a minimal x86-64 context switch); __syncthreads and warp
 // shuffles are barriers that yield. Blocks run one after another. Default schedule: every
 // thread in order each pass. SIM_RANDOM=<seed>: one random warp runs as far as it can before
@@ -9,11 +9,7 @@
 #include <cstdio>
 #include <vector>
 
-#include "core/cuda/runtime.h"
-
-cudaError_t cudaFuncSetAttribute(const void*, cudaFuncAttribute, int v) {
-  return v <= 166912 ? 0 : 1;
-}
+#include <cuda_runtime.h>
 
 // Minimal x86-64 context switch: saves callee-saved registers and the stack pointer.
 extern "C" void sim_switch(void** save_sp, void* new_sp);
@@ -50,6 +46,7 @@ void* sched_sp = nullptr;
 std::vector<void*> ctx_sp;
 std::vector<std::vector<char>> stacks;
 std::vector<char> finished;
+std::vector<int> warp_exited;  // threads of each warp that have returned
 std::vector<uint64_t> slots;
 int n = 0, cur = 0, alive = 0;
 uint64_t progress = 0;
@@ -64,6 +61,7 @@ void yield() { sim_switch(&ctx_sp[cur], sched_sp); }
 void fiber_entry() {
   (*body)();
   finished[cur] = 1;
+  ++warp_exited[cur / 32];
   --alive;
   ++progress;
   for (;;) sim_switch(&ctx_sp[cur], sched_sp);  // never resumed
@@ -88,10 +86,7 @@ void wait_barrier(int& arrived, unsigned& gen, int count, const char* what) {
     return;
   }
   while (gen == g) {
-    bool exited = false;
-    if (count == n) exited = alive < n;
-    else
-      for (int l = 0; l < 32; ++l) exited |= finished[(tid.x / 32) * 32 + l] != 0;
+    const bool exited = count == n ? alive < n : warp_exited[tid.x / 32] > 0;
     if (exited) {
       std::fprintf(stderr, "sim: %s reached after some threads exited (block %u,%u)\n", what, bid.x, bid.y);
       std::abort();
@@ -113,12 +108,14 @@ uint64_t exchange(uint64_t v, int lane_xor) {
 }
 
 void run(dim3 grid, dim3 block, size_t smem, const std::function<void()>& fn) {
-  if (block.y != 1 || block.z != 1 || block.x % 32 != 0 || block.x > 1024) std::abort();
-  if (grid.x == 0 || grid.y == 0) std::abort();  // an invalid launch on a GPU
+  if (block.y != 1 || block.z != 1 || block.x % 32 != 0 || block.x > 1024)
+    fault("kernel launch with a block shape the simulator does not run (x: multiple of 32, <= 1024)");
+  if (grid.x == 0 || grid.y == 0 || grid.y > 65535) fault("invalid kernel launch: grid dimension");
   n = block.x;
   ctx_sp.resize(n);
   if (stacks.size() < size_t(n)) stacks.resize(n, std::vector<char>(kStack));
   finished.assign(n, 0);
+  warp_exited.assign(n / 32, 0);
   slots.assign(n, 0);
   warp_arrived.assign(n / 32, 0);
   warp_gen.assign(n / 32, 0);
@@ -136,6 +133,7 @@ void run(dim3 grid, dim3 block, size_t smem, const std::function<void()>& fn) {
         ctx_sp[i] = fresh_stack(stacks[i]);
         finished[i] = 0;
       }
+      std::fill(warp_exited.begin(), warp_exited.end(), 0);
       alive = n;
       // SIM_RANDOM=seed: each pass resumes a random ~quarter of the threads (warps drift
       // apart, exposing missing barriers); default: all threads in order.
@@ -159,25 +157,3 @@ void run(dim3 grid, dim3 block, size_t smem, const std::function<void()>& fn) {
     }
 }
 }  // namespace sim
-
-namespace retort::cuda {
-void throw_cuda_error(cudaError_t err, const char* expr, const char* file, int line) {
-  throw Error(str_cat(file, ":", line, ": CUDA error ", err, " in `", expr, "`"));
-}
-int device_count() { return 1; }
-void select_device(int) {}
-int current_device() { return 0; }
-cudaStream_t compute_stream() { return nullptr; }
-cudaStream_t comm_stream() { return nullptr; }
-void comm_waits_for_compute() {}
-void compute_waits_for_comm() {}
-void* allocate(size_t bytes) {
-  void* p = std::malloc(bytes ? bytes : 1);
-  std::memset(p, 0xFF, bytes);
-  return p;
-}
-void release(void* p) { std::free(p); }
-size_t pool_reserved_bytes() { return 0; }
-size_t peak_allocated_bytes() { return 0; }
-void synchronize() {}
-}  // namespace retort::cuda

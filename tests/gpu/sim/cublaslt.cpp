@@ -1,0 +1,177 @@
+// cuBLASLt on the host for the simulator build (see include/cublasLt.h). Column-major:
+// element (i, j) of a rows × cols matrix with leading dimension ld is at i + j·ld. With
+// op(A): m × k, op(B): k × n, C and D: m × n, every product is accumulated in double, so the
+// result is the exact product rounded once (the GPU's fp32 sum agrees with it to ~1e-6).
+// When beta is 0, C is not read (as in cuBLAS: NaN there does not propagate).
+#include <cublasLt.h>
+
+#include <cstring>
+#include <vector>
+
+struct cublasLtContext {};
+struct cublasLtMatmulDescOpaque {
+  cublasComputeType_t compute;
+  cudaDataType_t scale;
+  cublasOperation_t ta = CUBLAS_OP_N, tb = CUBLAS_OP_N;
+  int32_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
+};
+struct cublasLtMatrixLayoutOpaque {
+  cudaDataType_t type;
+  uint64_t rows, cols;
+  int64_t ld;
+};
+struct cublasLtMatmulPreferenceOpaque {
+  size_t max_workspace = 0;
+};
+
+namespace {
+
+double load(const void* base, cudaDataType_t type, uint64_t index) {
+  if (type == CUDA_R_32F) return static_cast<const float*>(base)[index];
+  uint16_t h = static_cast<const uint16_t*>(base)[index];  // CUDA_R_16BF: the high half of a float
+  uint32_t u = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+bool valid_type(cudaDataType_t t) { return t == CUDA_R_32F || t == CUDA_R_16BF; }
+
+// The stored shape of an operand that op turns into rows × cols.
+bool layout_fits(const cublasLtMatrixLayoutOpaque* l, cublasOperation_t op, uint64_t rows,
+                 uint64_t cols) {
+  const uint64_t r = op == CUBLAS_OP_N ? rows : cols, c = op == CUBLAS_OP_N ? cols : rows;
+  return l->rows == r && l->cols == c && l->ld >= int64_t(l->rows) && l->ld >= 1;
+}
+
+bool check(cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+           cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t d) {
+  if (!desc || !a || !b || !c || !d) return false;
+  if (desc->compute != CUBLAS_COMPUTE_32F || desc->scale != CUDA_R_32F) return false;
+  if (desc->epilogue != CUBLASLT_EPILOGUE_DEFAULT) return false;
+  if (a->type != b->type || !valid_type(a->type) || !valid_type(d->type) || c->type != d->type)
+    return false;
+  const uint64_t m = d->rows, n = d->cols;
+  const uint64_t k = desc->ta == CUBLAS_OP_N ? a->cols : a->rows;
+  return layout_fits(a, desc->ta, m, k) && layout_fits(b, desc->tb, k, n) &&
+         c->rows == m && c->cols == n && c->ld >= int64_t(m) && d->ld >= int64_t(m);
+}
+
+}  // namespace
+
+cublasStatus_t cublasLtCreate(cublasLtHandle_t* handle) {
+  *handle = new cublasLtContext;
+  return CUBLAS_STATUS_SUCCESS;
+}
+const char* cublasLtGetStatusName(cublasStatus_t s) {
+  switch (s) {
+    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
+    default: return "CUBLAS_STATUS_(other)";
+  }
+}
+const char* cublasLtGetStatusString(cublasStatus_t s) {
+  return s == CUBLAS_STATUS_SUCCESS ? "success" : "error in the cuBLASLt simulator";
+}
+
+cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t* desc, cublasComputeType_t compute,
+                                        cudaDataType_t scale) {
+  *desc = new cublasLtMatmulDescOpaque{compute, scale};
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t desc,
+                                              cublasLtMatmulDescAttributes_t attr,
+                                              const void* buf, size_t size) {
+  switch (attr) {
+    case CUBLASLT_MATMUL_DESC_TRANSA:
+    case CUBLASLT_MATMUL_DESC_TRANSB: {
+      if (size != sizeof(int32_t)) return CUBLAS_STATUS_INVALID_VALUE;
+      int32_t op;
+      std::memcpy(&op, buf, 4);
+      if (op != CUBLAS_OP_N && op != CUBLAS_OP_T) return CUBLAS_STATUS_INVALID_VALUE;
+      (attr == CUBLASLT_MATMUL_DESC_TRANSA ? desc->ta : desc->tb) = cublasOperation_t(op);
+      return CUBLAS_STATUS_SUCCESS;
+    }
+    case CUBLASLT_MATMUL_DESC_EPILOGUE:
+      if (size != sizeof(int32_t)) return CUBLAS_STATUS_INVALID_VALUE;
+      std::memcpy(&desc->epilogue, buf, 4);
+      return CUBLAS_STATUS_SUCCESS;
+  }
+  return CUBLAS_STATUS_INVALID_VALUE;
+}
+cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t* layout, cudaDataType_t type,
+                                          uint64_t rows, uint64_t cols, int64_t ld) {
+  *layout = new cublasLtMatrixLayoutOpaque{type, rows, cols, ld};
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t* pref) {
+  *pref = new cublasLtMatmulPreferenceOpaque;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t pref) {
+  delete pref;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t pref,
+                                                    cublasLtMatmulPreferenceAttributes_t attr,
+                                                    const void* buf, size_t size) {
+  if (attr != CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES || size != sizeof(uint64_t))
+    return CUBLAS_STATUS_INVALID_VALUE;
+  std::memcpy(&pref->max_workspace, buf, size);
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc,
+                                              cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+                                              cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t d,
+                                              cublasLtMatmulPreference_t pref, int requested,
+                                              cublasLtMatmulHeuristicResult_t results[],
+                                              int* returned) {
+  if (!handle || !pref || requested < 1) return CUBLAS_STATUS_INVALID_VALUE;
+  *returned = 0;
+  if (!check(desc, a, b, c, d)) return CUBLAS_STATUS_NOT_SUPPORTED;
+  results[0] = {};
+  results[0].algo.data[0] = 0x5151;  // the simulator's one algorithm
+  *returned = 1;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc,
+                              const void* alpha_p, const void* A, cublasLtMatrixLayout_t a,
+                              const void* B, cublasLtMatrixLayout_t b, const void* beta_p,
+                              const void* C, cublasLtMatrixLayout_t c, void* D,
+                              cublasLtMatrixLayout_t d, const cublasLtMatmulAlgo_t* algo,
+                              void* workspace, size_t workspace_bytes, cudaStream_t) {
+  if (!handle || !check(desc, a, b, c, d)) return CUBLAS_STATUS_INVALID_VALUE;
+  if (algo && algo->data[0] != 0x5151) return CUBLAS_STATUS_INVALID_VALUE;
+  const uint64_t m = d->rows, n = d->cols;
+  const uint64_t k = desc->ta == CUBLAS_OP_N ? a->cols : a->rows;
+  const float alpha = *static_cast<const float*>(alpha_p), beta = *static_cast<const float*>(beta_p);
+  const auto elem = [](cudaDataType_t t) { return t == CUDA_R_32F ? 4u : 2u; };
+  const auto span = [&](cublasLtMatrixLayout_t l) {
+    return l->cols == 0 ? 0 : ((l->cols - 1) * l->ld + l->rows) * elem(l->type);
+  };
+  if ((k > 0 && (!sim::is_device_pointer(A, span(a)) || !sim::is_device_pointer(B, span(b)))) ||
+      (m > 0 && n > 0 && !sim::is_device_pointer(D, span(d))) ||
+      (beta != 0.0f && m > 0 && n > 0 && !sim::is_device_pointer(C, span(c))) ||
+      (workspace_bytes > 0 && !sim::is_device_pointer(workspace, workspace_bytes)))
+    sim::fault("cublasLtMatmul: an operand or the workspace is not (all) device memory");
+  std::vector<double> out(m * n);
+  for (uint64_t j = 0; j < n; ++j)
+    for (uint64_t i = 0; i < m; ++i) {
+      double s = 0;
+      for (uint64_t p = 0; p < k; ++p) {
+        const uint64_t ia = desc->ta == CUBLAS_OP_N ? i + p * a->ld : p + i * a->ld;
+        const uint64_t ib = desc->tb == CUBLAS_OP_N ? p + j * b->ld : j + p * b->ld;
+        s += load(A, a->type, ia) * load(B, b->type, ib);
+      }
+      double v = double(alpha) * s;
+      if (beta != 0.0f) v += double(beta) * load(C, c->type, i + j * c->ld);
+      out[i + j * m] = v;
+    }
+  if (d->type != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;  // no bf16 output used yet
+  for (uint64_t j = 0; j < n; ++j)
+    for (uint64_t i = 0; i < m; ++i)
+      static_cast<float*>(D)[i + j * d->ld] = float(out[i + j * m]);
+  return CUBLAS_STATUS_SUCCESS;
+}

@@ -1,0 +1,196 @@
+// The CUDA runtime API of include/cuda_runtime.h on the host (simulator build). Memory is
+// malloc'ed and tracked in a map so that misuse a GPU would fault on is reported here too;
+// the default pool's statistics (reserved, peak in use) are kept like the real pool's.
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <map>
+#include <mutex>
+
+namespace sim {
+namespace {
+
+struct Memory {
+  std::mutex mu;
+  std::map<const char*, size_t> live;  // start → bytes
+  size_t in_use = 0, peak = 0;
+  std::map<const void*, int> smem_optin;  // kernel → opted-in dynamic shared memory bytes
+};
+Memory& memory() {
+  static Memory m;
+  return m;
+}
+
+int device_count() {
+  const char* v = std::getenv("SIM_GPUS");
+  return v ? std::atoi(v) : 1;
+}
+int current = 0;
+cudaError_t last_error = cudaSuccess;
+
+cudaError_t fail(cudaError_t e) {
+  last_error = e;
+  return e;
+}
+
+}  // namespace
+
+void fault(const char* what) {
+  std::fprintf(stderr, "sim: %s\n", what);
+  std::fflush(stderr);
+  std::abort();
+}
+
+bool is_device_pointer(const void* p, size_t bytes) {
+  Memory& m = memory();
+  std::lock_guard<std::mutex> lock(m.mu);
+  const char* c = static_cast<const char*>(p);
+  auto it = m.live.upper_bound(c);
+  if (it == m.live.begin()) return false;
+  --it;
+  return c >= it->first && c + bytes <= it->first + it->second;
+}
+
+void check_dynamic_smem(const void* kernel, size_t bytes) {
+  if (bytes <= 48 * 1024) return;
+  Memory& m = memory();
+  std::lock_guard<std::mutex> lock(m.mu);
+  auto it = m.smem_optin.find(kernel);
+  if (it == m.smem_optin.end() || size_t(it->second) < bytes)
+    fault("kernel launch with more than 48 KiB of dynamic shared memory and no "
+          "cudaFuncAttributeMaxDynamicSharedMemorySize opt-in for that much");
+}
+
+}  // namespace sim
+
+using sim::fail;
+
+cudaError_t cudaGetDeviceCount(int* n) {
+  *n = sim::device_count();
+  return *n > 0 ? cudaSuccess : fail(cudaErrorNoDevice);
+}
+cudaError_t cudaSetDevice(int d) {
+  if (d < 0 || d >= sim::device_count()) return fail(cudaErrorInvalidDevice);
+  sim::current = d;
+  return cudaSuccess;
+}
+cudaError_t cudaGetDevice(int* d) {
+  *d = sim::current;
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr, int) {
+  *v = 232448;  // H100's opt-in shared memory per block (227 KiB)
+  return cudaSuccess;
+}
+cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* a, const void*) {
+  a->sharedSizeBytes = 0;  // static shared memory is not known to the simulator
+  return cudaSuccess;
+}
+cudaError_t cudaFuncSetAttribute(const void* f, cudaFuncAttribute, int v) {
+  if (v < 0 || v > 232448) return fail(cudaErrorInvalidValue);
+  sim::Memory& m = sim::memory();
+  std::lock_guard<std::mutex> lock(m.mu);
+  m.smem_optin[f] = v;
+  return cudaSuccess;
+}
+cudaError_t cudaGetLastError() {
+  const cudaError_t e = sim::last_error;
+  sim::last_error = cudaSuccess;
+  return e;
+}
+const char* cudaGetErrorName(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorNoDevice: return "cudaErrorNoDevice";
+    case cudaErrorNotReady: return "cudaErrorNotReady";
+  }
+  return "cudaErrorUnknown";
+}
+const char* cudaGetErrorString(cudaError_t e) {
+  return e == cudaSuccess ? "no error" : "error in the CUDA simulator";
+}
+
+cudaError_t cudaMalloc(void** p, size_t n) {
+  char* c = static_cast<char*>(std::malloc(n ? n : 1));
+  if (!c) return fail(cudaErrorMemoryAllocation);
+  std::memset(c, 0xFF, n);
+  sim::Memory& m = sim::memory();
+  std::lock_guard<std::mutex> lock(m.mu);
+  m.live[c] = n ? n : 1;
+  m.in_use += n ? n : 1;
+  if (m.in_use > m.peak) m.peak = m.in_use;
+  *p = c;
+  return cudaSuccess;
+}
+cudaError_t cudaFree(void* p) {
+  if (!p) return cudaSuccess;
+  sim::Memory& m = sim::memory();
+  {
+    std::lock_guard<std::mutex> lock(m.mu);
+    auto it = m.live.find(static_cast<const char*>(p));
+    if (it == m.live.end()) sim::fault("cudaFree of a pointer that is not a live device allocation");
+    m.in_use -= it->second;
+    m.live.erase(it);
+  }
+  std::free(p);
+  return cudaSuccess;
+}
+cudaError_t cudaMallocAsync(void** p, size_t n, cudaStream_t) { return cudaMalloc(p, n); }
+cudaError_t cudaFreeAsync(void* p, cudaStream_t) { return cudaFree(p); }
+cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int device) {
+  *pool = reinterpret_cast<cudaMemPool_t>(uintptr_t(device) + 1);
+  return cudaSuccess;
+}
+cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t, cudaMemPoolAttr, void*) { return cudaSuccess; }
+cudaError_t cudaMemPoolGetAttribute(cudaMemPool_t, cudaMemPoolAttr attr, void* value) {
+  sim::Memory& m = sim::memory();
+  std::lock_guard<std::mutex> lock(m.mu);
+  *static_cast<uint64_t*>(value) = attr == cudaMemPoolAttrUsedMemHigh ? m.peak : m.in_use;
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind kind, cudaStream_t) {
+  if (n == 0) return cudaSuccess;
+  const bool dst_dev = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
+  const bool src_dev = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
+  if (kind != cudaMemcpyDefault) {
+    if (dst_dev != sim::is_device_pointer(d, n))
+      sim::fault(dst_dev ? "cudaMemcpy: destination is not device memory"
+                         : "cudaMemcpy: destination is device memory but the kind says host");
+    if (src_dev != sim::is_device_pointer(s, n))
+      sim::fault(src_dev ? "cudaMemcpy: source is not device memory"
+                         : "cudaMemcpy: source is device memory but the kind says host");
+  }
+  std::memmove(d, s, n);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpy(void* d, const void* s, size_t n, cudaMemcpyKind kind) {
+  return cudaMemcpyAsync(d, s, n, kind, nullptr);
+}
+cudaError_t cudaMemsetAsync(void* p, int value, size_t n, cudaStream_t) {
+  if (n == 0) return cudaSuccess;
+  if (!sim::is_device_pointer(p, n)) sim::fault("cudaMemsetAsync on memory that is not device memory");
+  std::memset(p, value, n);
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
+  static uintptr_t next = 1;
+  *s = reinterpret_cast<cudaStream_t>(next++);
+  return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) {
+  *e = reinterpret_cast<cudaEvent_t>(new char);
+  return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  delete reinterpret_cast<char*>(e);
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) { return cudaSuccess; }
