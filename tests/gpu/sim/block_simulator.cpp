@@ -7,6 +7,7 @@
 // Not a model of: memory-model subtleties, bank conflicts, registers, launch limits, streams.
 
 #include <cstdio>
+#include <mutex>
 #include <vector>
 
 #include <cuda_runtime.h>
@@ -108,6 +109,8 @@ uint64_t exchange(uint64_t v, int lane_xor) {
 }
 
 void run(dim3 grid, dim3 block, size_t smem, const std::function<void()>& fn) {
+  static std::mutex one_kernel_at_a_time;  // the simulator's state is global
+  std::lock_guard<std::mutex> lock(one_kernel_at_a_time);
   if (block.y != 1 || block.z != 1 || block.x % 32 != 0 || block.x > 1024)
     fault("kernel launch with a block shape the simulator does not run (x: multiple of 32, <= 1024)");
   if (grid.x == 0 || grid.y == 0 || grid.y > 65535) fault("invalid kernel launch: grid dimension");

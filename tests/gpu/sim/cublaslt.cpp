@@ -141,7 +141,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
                               const void* B, cublasLtMatrixLayout_t b, const void* beta_p,
                               const void* C, cublasLtMatrixLayout_t c, void* D,
                               cublasLtMatrixLayout_t d, const cublasLtMatmulAlgo_t* algo,
-                              void* workspace, size_t workspace_bytes, cudaStream_t) {
+                              void* workspace, size_t workspace_bytes, cudaStream_t stream) {
   if (!handle || !check(desc, a, b, c, d)) return CUBLAS_STATUS_INVALID_VALUE;
   if (algo && algo->data[0] != 0x5151) return CUBLAS_STATUS_INVALID_VALUE;
   const uint64_t m = d->rows, n = d->cols;
@@ -156,22 +156,26 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
       (beta != 0.0f && m > 0 && n > 0 && !sim::is_device_pointer(C, span(c))) ||
       (workspace_bytes > 0 && !sim::is_device_pointer(workspace, workspace_bytes)))
     sim::fault("cublasLtMatmul: an operand or the workspace is not (all) device memory");
-  std::vector<double> out(m * n);
-  for (uint64_t j = 0; j < n; ++j)
-    for (uint64_t i = 0; i < m; ++i) {
-      double s = 0;
-      for (uint64_t p = 0; p < k; ++p) {
-        const uint64_t ia = desc->ta == CUBLAS_OP_N ? i + p * a->ld : p + i * a->ld;
-        const uint64_t ib = desc->tb == CUBLAS_OP_N ? p + j * b->ld : j + p * b->ld;
-        s += load(A, a->type, ia) * load(B, b->type, ib);
-      }
-      double v = double(alpha) * s;
-      if (beta != 0.0f) v += double(beta) * load(C, c->type, i + j * c->ld);
-      out[i + j * m] = v;
-    }
   if (d->type != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;  // no bf16 output used yet
-  for (uint64_t j = 0; j < n; ++j)
-    for (uint64_t i = 0; i < m; ++i)
-      static_cast<float*>(D)[i + j * d->ld] = float(out[i + j * m]);
+  // Queued like the real call: the operands are read when the stream gets there.
+  sim::enqueue(stream, [desc = *desc, la = *a, lb = *b, lc = *c, ld = *d, A, B, C, D, alpha, beta,
+                        m, n, k] {
+    std::vector<double> out(m * n);
+    for (uint64_t j = 0; j < n; ++j)
+      for (uint64_t i = 0; i < m; ++i) {
+        double s = 0;
+        for (uint64_t p = 0; p < k; ++p) {
+          const uint64_t ia = desc.ta == CUBLAS_OP_N ? i + p * la.ld : p + i * la.ld;
+          const uint64_t ib = desc.tb == CUBLAS_OP_N ? p + j * lb.ld : j + p * lb.ld;
+          s += load(A, la.type, ia) * load(B, lb.type, ib);
+        }
+        double v = double(alpha) * s;
+        if (beta != 0.0f) v += double(beta) * load(C, lc.type, i + j * lc.ld);
+        out[i + j * m] = v;
+      }
+    for (uint64_t j = 0; j < n; ++j)
+      for (uint64_t i = 0; i < m; ++i)
+        static_cast<float*>(D)[i + j * ld.ld] = float(out[i + j * m]);
+  });
   return CUBLAS_STATUS_SUCCESS;
 }

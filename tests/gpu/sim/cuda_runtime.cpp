@@ -1,11 +1,30 @@
 // The CUDA runtime API of include/cuda_runtime.h on the host (simulator build). Memory is
 // malloc'ed and tracked in a map so that misuse a GPU would fault on is reported here too;
 // the default pool's statistics (reserved, peak in use) are kept like the real pool's.
+// Streams: a queue and a worker thread each (never destroyed, so nothing is torn down under a
+// waiting thread at exit); an event is "stream s has completed its first n items".
 #include <cuda_runtime.h>
 
+#include <condition_variable>
+#include <string>
 #include <cstdio>
+#include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
+#include <thread>
+#include <vector>
+
+struct CUstream_st {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::function<void()>> work;
+  uint64_t submitted = 0, completed = 0;
+};
+struct CUevent_st {
+  CUstream_st* stream = nullptr;
+  uint64_t target = 0;
+};
 
 namespace sim {
 namespace {
@@ -33,7 +52,81 @@ cudaError_t fail(cudaError_t e) {
   return e;
 }
 
+bool eager() {
+  static const bool e = [] {
+    const char* v = std::getenv("SIM_STREAMS");
+    return v && std::string(v) == "eager";
+  }();
+  return e;
+}
+
+struct Streams {
+  std::mutex mu;
+  std::vector<CUstream_st*> all;
+};
+Streams& streams() {
+  static Streams* s = new Streams;  // never destroyed: workers may still wait at exit
+  return *s;
+}
+
+void worker(CUstream_st* s) {
+  for (;;) {
+    std::function<void()> f;
+    {
+      std::unique_lock<std::mutex> lock(s->mu);
+      s->cv.wait(lock, [&] { return !s->work.empty(); });
+      f = std::move(s->work.front());
+    }
+    f();
+    {
+      std::lock_guard<std::mutex> lock(s->mu);
+      s->work.pop_front();
+      ++s->completed;
+    }
+    s->cv.notify_all();
+  }
+}
+
+void wait_until(CUstream_st* s, uint64_t target) {
+  std::unique_lock<std::mutex> lock(s->mu);
+  s->cv.wait(lock, [&] { return s->completed >= target; });
+}
+
+void stream_synchronize(CUstream_st* s) {
+  uint64_t target;
+  {
+    std::lock_guard<std::mutex> lock(s->mu);
+    target = s->submitted;
+  }
+  wait_until(s, target);
+}
+
+void device_synchronize() {
+  std::vector<CUstream_st*> all;
+  {
+    std::lock_guard<std::mutex> lock(streams().mu);
+    all = streams().all;
+  }
+  for (CUstream_st* s : all) stream_synchronize(s);
+}
+
 }  // namespace
+
+bool eager_streams() { return eager(); }
+
+void enqueue(cudaStream_t s, std::function<void()> work) {
+  if (eager()) return work();
+  if (!s) {
+    device_synchronize();
+    return work();
+  }
+  {
+    std::lock_guard<std::mutex> lock(s->mu);
+    s->work.push_back(std::move(work));
+    ++s->submitted;
+  }
+  s->cv.notify_all();
+}
 
 void fault(const char* what) {
   std::fprintf(stderr, "sim: %s\n", what);
@@ -125,8 +218,8 @@ cudaError_t cudaMalloc(void** p, size_t n) {
   *p = c;
   return cudaSuccess;
 }
-cudaError_t cudaFree(void* p) {
-  if (!p) return cudaSuccess;
+namespace {
+cudaError_t free_now(void* p) {
   sim::Memory& m = sim::memory();
   {
     std::lock_guard<std::mutex> lock(m.mu);
@@ -138,8 +231,19 @@ cudaError_t cudaFree(void* p) {
   std::free(p);
   return cudaSuccess;
 }
+}  // namespace
+cudaError_t cudaFree(void* p) {
+  if (!p) return cudaSuccess;
+  sim::device_synchronize();
+  return free_now(p);
+}
 cudaError_t cudaMallocAsync(void** p, size_t n, cudaStream_t) { return cudaMalloc(p, n); }
-cudaError_t cudaFreeAsync(void* p, cudaStream_t) { return cudaFree(p); }
+cudaError_t cudaFreeAsync(void* p, cudaStream_t s) {
+  if (!p) return cudaSuccess;
+  if (!sim::is_device_pointer(p)) sim::fault("cudaFreeAsync of a pointer that is not device memory");
+  sim::enqueue(s, [p] { free_now(p); });  // stays allocated until the stream gets there
+  return cudaSuccess;
+}
 cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int device) {
   *pool = reinterpret_cast<cudaMemPool_t>(uintptr_t(device) + 1);
   return cudaSuccess;
@@ -152,45 +256,86 @@ cudaError_t cudaMemPoolGetAttribute(cudaMemPool_t, cudaMemPoolAttr attr, void* v
   return cudaSuccess;
 }
 
-cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind kind, cudaStream_t) {
+// Host memory here is pageable: a copy from it is staged at the call (the host buffer may be
+// reused at once), a copy to it waits for the stream and completes before the call returns.
+cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind kind,
+                            cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  const bool dst_dev = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
-  const bool src_dev = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
+  const bool dst_is_dev = sim::is_device_pointer(d, n), src_is_dev = sim::is_device_pointer(s, n);
   if (kind != cudaMemcpyDefault) {
-    if (dst_dev != sim::is_device_pointer(d, n))
+    const bool dst_dev = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
+    const bool src_dev = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
+    if (dst_dev != dst_is_dev)
       sim::fault(dst_dev ? "cudaMemcpy: destination is not device memory"
                          : "cudaMemcpy: destination is device memory but the kind says host");
-    if (src_dev != sim::is_device_pointer(s, n))
+    if (src_dev != src_is_dev)
       sim::fault(src_dev ? "cudaMemcpy: source is not device memory"
                          : "cudaMemcpy: source is device memory but the kind says host");
   }
-  std::memmove(d, s, n);
+  if (dst_is_dev && src_is_dev) {
+    sim::enqueue(stream, [d, s, n] { std::memmove(d, s, n); });
+  } else if (dst_is_dev) {
+    auto staged = std::make_shared<std::vector<char>>(static_cast<const char*>(s),
+                                                      static_cast<const char*>(s) + n);
+    sim::enqueue(stream, [d, staged] { std::memcpy(d, staged->data(), staged->size()); });
+  } else {
+    cudaStreamSynchronize(stream);  // the null stream: every stream
+    std::memmove(d, s, n);
+  }
   return cudaSuccess;
 }
 cudaError_t cudaMemcpy(void* d, const void* s, size_t n, cudaMemcpyKind kind) {
-  return cudaMemcpyAsync(d, s, n, kind, nullptr);
+  cudaError_t e = cudaMemcpyAsync(d, s, n, kind, nullptr);
+  sim::device_synchronize();
+  return e;
 }
-cudaError_t cudaMemsetAsync(void* p, int value, size_t n, cudaStream_t) {
+cudaError_t cudaMemsetAsync(void* p, int value, size_t n, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
   if (!sim::is_device_pointer(p, n)) sim::fault("cudaMemsetAsync on memory that is not device memory");
-  std::memset(p, value, n);
+  sim::enqueue(stream, [p, value, n] { std::memset(p, value, n); });
   return cudaSuccess;
 }
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
-  static uintptr_t next = 1;
-  *s = reinterpret_cast<cudaStream_t>(next++);
+  auto* st = new CUstream_st;
+  {
+    std::lock_guard<std::mutex> lock(sim::streams().mu);
+    sim::streams().all.push_back(st);
+  }
+  if (!sim::eager()) std::thread(sim::worker, st).detach();
+  *s = st;
   return cudaSuccess;
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+  if (s) sim::stream_synchronize(s);
+  else sim::device_synchronize();
+  return cudaSuccess;
+}
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) {
-  *e = reinterpret_cast<cudaEvent_t>(new char);
+  *e = new CUevent_st;
   return cudaSuccess;
 }
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
-  delete reinterpret_cast<char*>(e);
+  delete e;  // like CUDA: allowed while the recorded work is pending
   return cudaSuccess;
 }
-cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
-cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) { return cudaSuccess; }
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+  e->stream = s;
+  if (s) {
+    std::lock_guard<std::mutex> lock(s->mu);
+    e->target = s->submitted;
+  }
+  return cudaSuccess;
+}
+cudaError_t cudaEventQuery(cudaEvent_t e) {
+  CUstream_st* s = e->stream;
+  if (!s) return cudaSuccess;
+  std::lock_guard<std::mutex> lock(s->mu);
+  return s->completed >= e->target ? cudaSuccess : cudaErrorNotReady;
+}
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned) {
+  CUstream_st* src = e->stream;
+  const uint64_t target = e->target;  // the work recorded so far, not what comes later
+  if (src && src != s) sim::enqueue(s, [src, target] { sim::wait_until(src, target); });
+  return cudaSuccess;
+}

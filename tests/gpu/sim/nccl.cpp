@@ -6,7 +6,12 @@
 #include <mpi.h>
 
 #include <cstdint>
+#include <chrono>
+#include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <thread>
+#include <vector>
 
 struct ncclComm {
   MPI_Comm mpi;
@@ -75,6 +80,19 @@ bool valid(ncclComm_t comm, ncclDataType_t t, const void* buf, size_t bytes) {
 
 const char* last_error = "";
 
+// Queues a collective on its stream, after a pause (SIM_NCCL_DELAY_US, default 2000): slow
+// collectives make a compute stream that does not wait for them read stale data.
+void enqueue_collective(cudaStream_t stream, std::function<void()> op) {
+  static const int delay_us = [] {
+    const char* v = std::getenv("SIM_NCCL_DELAY_US");
+    return v ? std::atoi(v) : 2000;
+  }();
+  sim::enqueue(stream, [op = std::move(op)] {
+    if (!sim::eager_streams()) std::this_thread::sleep_for(std::chrono::microseconds(delay_us));
+    op();
+  });
+}
+
 }  // namespace
 
 ncclResult_t ncclGetUniqueId(ncclUniqueId* id) {
@@ -86,6 +104,11 @@ ncclResult_t ncclGetUniqueId(ncclUniqueId* id) {
 }
 
 ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId id, int rank) {
+  int level = 0;
+  MPI_Query_thread(&level);
+  if (!sim::eager_streams() && level < MPI_THREAD_MULTIPLE)
+    sim::fault("NCCL on a stream thread needs MPI_THREAD_MULTIPLE (retort: parallel.timeout_s > 0), "
+               "or run with SIM_STREAMS=eager");
   IdContents c;
   std::memcpy(&c, id.internal, sizeof c);
   if (c.magic != kMagic || nranks < 1 || rank < 0 || rank >= nranks) {
@@ -105,6 +128,7 @@ ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId id, int
 }
 
 ncclResult_t ncclCommDestroy(ncclComm_t comm) {
+  cudaStreamSynchronize(nullptr);  // its queued collectives first
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (!finalized) MPI_Comm_free(&comm->mpi);
@@ -118,53 +142,55 @@ const char* ncclGetErrorString(ncclResult_t r) {
 const char* ncclGetLastError(ncclComm_t) { return last_error; }
 
 ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataType_t type,
-                           ncclRedOp_t op, ncclComm_t comm, cudaStream_t) {
+                           ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream) {
   const size_t bytes = count * type_bytes(type);
   if (!valid(comm, type, send, bytes) || !valid(comm, type, recv, bytes)) return ncclInvalidArgument;
-  MPI_Allreduce(send == recv ? MPI_IN_PLACE : send, recv, int(count), mpi_type(type),
-                mpi_op(type, op), comm->mpi);
+  enqueue_collective(stream, [=] {
+    MPI_Allreduce(send == recv ? MPI_IN_PLACE : send, recv, int(count), mpi_type(type),
+                  mpi_op(type, op), comm->mpi);
+  });
   return ncclSuccess;
 }
 
 ncclResult_t ncclAllGather(const void* send, void* recv, size_t send_count, ncclDataType_t type,
-                           ncclComm_t comm, cudaStream_t) {
+                           ncclComm_t comm, cudaStream_t stream) {
   const size_t bytes = send_count * type_bytes(type);
   if (!valid(comm, type, send, bytes) || !valid(comm, type, recv, bytes * comm->size))
     return ncclInvalidArgument;
   const bool in_place = send == static_cast<char*>(recv) + comm->rank * bytes;
-  MPI_Allgather(in_place ? MPI_IN_PLACE : send, int(send_count), mpi_type(type), recv,
-                int(send_count), mpi_type(type), comm->mpi);
+  enqueue_collective(stream, [=] {
+    MPI_Allgather(in_place ? MPI_IN_PLACE : send, int(send_count), mpi_type(type), recv,
+                  int(send_count), mpi_type(type), comm->mpi);
+  });
   return ncclSuccess;
 }
 
 ncclResult_t ncclReduceScatter(const void* send, void* recv, size_t recv_count,
                                ncclDataType_t type, ncclRedOp_t op, ncclComm_t comm,
-                               cudaStream_t) {
+                               cudaStream_t stream) {
   const size_t bytes = recv_count * type_bytes(type);
   if (!valid(comm, type, send, bytes * comm->size) || !valid(comm, type, recv, bytes))
     return ncclInvalidArgument;
   // NCCL allows recv == send + rank·count (in place); MPI needs MPI_IN_PLACE and the whole
   // buffer in recv, so go through a copy.
   const bool in_place = recv == static_cast<const char*>(send) + comm->rank * bytes;
-  if (in_place) {
-    char* tmp = new char[bytes];
-    MPI_Reduce_scatter_block(send, tmp, int(recv_count), mpi_type(type), mpi_op(type, op), comm->mpi);
-    std::memcpy(recv, tmp, bytes);
-    delete[] tmp;
-  } else {
-    MPI_Reduce_scatter_block(send, recv, int(recv_count), mpi_type(type), mpi_op(type, op), comm->mpi);
-  }
+  enqueue_collective(stream, [=] {
+    std::vector<char> tmp(in_place ? bytes : 0);
+    MPI_Reduce_scatter_block(send, in_place ? tmp.data() : recv, int(recv_count), mpi_type(type),
+                             mpi_op(type, op), comm->mpi);
+    if (in_place) std::memcpy(recv, tmp.data(), bytes);
+  });
   return ncclSuccess;
 }
 
 ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataType_t type,
-                           int root, ncclComm_t comm, cudaStream_t) {
+                           int root, ncclComm_t comm, cudaStream_t stream) {
   const size_t bytes = count * type_bytes(type);
   if (!valid(comm, type, recv, bytes) || root < 0 || root >= comm->size) return ncclInvalidArgument;
-  if (comm->rank == root) {
-    if (!valid(comm, type, send, bytes)) return ncclInvalidArgument;
-    if (send != recv) std::memmove(recv, send, bytes);
-  }
-  MPI_Bcast(recv, int(count), mpi_type(type), root, comm->mpi);
+  if (comm->rank == root && !valid(comm, type, send, bytes)) return ncclInvalidArgument;
+  enqueue_collective(stream, [=] {
+    if (comm->rank == root && send != recv) std::memmove(recv, send, bytes);
+    MPI_Bcast(recv, int(count), mpi_type(type), root, comm->mpi);
+  });
   return ncclSuccess;
 }

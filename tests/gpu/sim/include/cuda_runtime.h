@@ -81,6 +81,10 @@ cudaError_t cudaEventQuery(cudaEvent_t e);
 cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t e, unsigned);
 
 namespace sim {
+// Queues `work` on stream s (run at once under SIM_STREAMS=eager; the null stream first waits
+// for every stream, like the legacy default stream).
+void enqueue(cudaStream_t s, std::function<void()> work);
+bool eager_streams();
 // True when [p, p + bytes) lies inside one live simulated device allocation.
 bool is_device_pointer(const void* p, size_t bytes = 1);
 // Ends the process with "sim: <what>" on stderr: a misuse a real GPU would fault on.
@@ -112,15 +116,18 @@ struct Launch {
   K k;
   dim3 grid, block;
   size_t smem;
+  cudaStream_t stream;
   template <class... A>
   void operator()(A... args) const {
     check_dynamic_smem(reinterpret_cast<const void*>(k), smem);
-    run(grid, block, smem, [&] { k(args...); });
+    enqueue(stream, [k = k, grid = grid, block = block, smem = smem, args...] {
+      run(grid, block, smem, [&] { k(args...); });
+    });
   }
 };
 template <class K>
-Launch<K> launch(K k, dim3 grid, dim3 block, size_t smem = 0, cudaStream_t = nullptr) {
-  return {k, grid, block, smem};
+Launch<K> launch(K k, dim3 grid, dim3 block, size_t smem = 0, cudaStream_t stream = nullptr) {
+  return {k, grid, block, smem, stream};
 }
 }  // namespace sim
 
