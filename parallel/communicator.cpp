@@ -34,6 +34,15 @@ void check_f32_grads(const char* what, const Tensor& t) {
 
 }  // namespace
 
+void all_reduce_grads(Communicator& comm, Tensor& grads, GradReduce precision) {
+  check_f32_grads("all_reduce_grads", grads);
+  if (precision == GradReduce::F32) return comm.all_reduce(grads);
+  Tensor wire = bf16_like(grads);
+  ops::convert(wire, grads);  // bf16 ← fp32, round to nearest even
+  comm.all_reduce(wire);
+  ops::convert(grads, wire);  // fp32 ← bf16 (exact)
+}
+
 std::unique_ptr<Request> all_reduce_grads_async(Communicator& comm, Tensor& grads, GradReduce precision) {
   check_f32_grads("all_reduce_grads_async", grads);
   if (precision == GradReduce::F32) return comm.all_reduce_async(grads);

@@ -77,8 +77,10 @@ class Communicator {
 //         everything before and after (accumulation, clipping, AdamW) stays fp32.
 enum class GradReduce { F32, BF16 };
 
-// Non-blocking Σ over ranks of the fp32 gradients `grads`, in place, in `precision`. grads must
-// stay alive and untouched until wait() (which, for BF16, writes the converted sum).
+// Σ over ranks of the fp32 gradients `grads`, in place, in `precision`.
+void all_reduce_grads(Communicator& comm, Tensor& grads, GradReduce precision);
+// The same, non-blocking: grads must stay alive and untouched until wait() (which, for BF16,
+// writes the converted sum).
 std::unique_ptr<Request> all_reduce_grads_async(Communicator& comm, Tensor& grads, GradReduce precision);
 // Non-blocking out (fp32, n) ← Σ_r chunk[rank()] of in_r (fp32, size()·n), in `precision`; out
 // is written by wait(). For BF16, `in` may be reused as soon as this returns.

@@ -203,7 +203,7 @@ void FullyShardedDP::set_training(bool on) { training_ = on; }
 void FullyShardedDP::finish_backward() { release_all(); }
 
 void FullyShardedDP::reduce_over_dp() {
-  if (dp_ && dp_->size() > 1) all_reduce_grads_async(*dp_, grads_, precision_)->wait();
+  if (dp_ && dp_->size() > 1) all_reduce_grads(*dp_, grads_, precision_);
 }
 
 double FullyShardedDP::grad_sq(const std::function<bool(const Parameter&)>& counted) const {

@@ -15,7 +15,7 @@ tiny_tokens "$WORK/tok"
 MPIRUN=(mpirun --allow-run-as-root --oversubscribe)
 ARGS=("$TINY" --set "data.train=$WORK/tok/train.h5" --set "data.val=$WORK/tok/val.h5"
       --set train.log_every=1 --set train.steps=8 --set checkpoint.every=8 --set checkpoint.keep_last=0
-      --set eval.every=0 --set eval.max_windows=4)
+      --set eval.every=0 --set eval.max_windows=4 --set train.micro_batch=2)
 train() {  # train NP RUN_NAME --set ...
   local np=$1 name=$2; shift 2
   "${MPIRUN[@]}" -np "$np" "$RETORT_BIN" train "${ARGS[@]}" --set "run.dir=$WORK/$name" "$@" >/dev/null

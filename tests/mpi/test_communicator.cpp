@@ -254,6 +254,11 @@ TEST(Communicator, GradientSumsInEitherPrecision) {
   EXPECT_EQ(std::vector<float>(b.host<float>(), b.host<float>() + n), from_bf16(wire));
   EXPECT_TRUE(bf16_representable(b));
   EXPECT_GT(check_bf16_sum(std::vector<float>(b.host<float>(), b.host<float>() + n), p, 0, plain), n / 2);
+  // Blocking: the blocking bf16 collective, converted back.
+  Tensor bb = grads_of(c.rank(), n), wire_b = to_bf16(grads_of(c.rank(), n));
+  all_reduce_grads(c, bb, GradReduce::BF16);
+  c.all_reduce(wire_b);
+  EXPECT_EQ(std::vector<float>(bb.host<float>(), bb.host<float>() + n), from_bf16(wire_b));
 
   Tensor big = grads_of(c.rank(), n * p), out = Tensor::empty({n}), out32 = Tensor::empty({n});
   auto req = reduce_scatter_grads_async(c, out, big, GradReduce::BF16);
