@@ -7,9 +7,12 @@
 #   - retort bench counts half the gradient bytes on the dp axis;
 #   - a bad value is a config error (exit 2), one line naming the key.
 # Tolerances: the wire rounds each rank's gradient and every partial sum to 8 significant bits
-# (relative error up to 2^-8 per rounding), so one step's gradient is off by ~1e-3 relative;
-# over 8 AdamW steps (lr ≤ 3e-3) the losses move by far less than 1e-3 relative and the weights
-# by well under 1e-2 relative norm. The measured differences are printed.
+# (relative error up to 2^-8 per rounding), so one step's gradient is off by a few 1e-3 relative
+# (3.4e-3 on 4 ranks in tests/mpi/test_fully_sharded.cpp); over 8 AdamW steps (lr ≤ 3e-3) the
+# losses then move by far less than 1e-3 relative and the weights by well under 1e-2 relative
+# norm (measured: losses ~1e-5, weights ~2e-3), while an option without effect gives 0 (the
+# same mesh in fp32 is bitwise reproducible), hence "differ by at least 1e-4". The measured
+# differences are printed.
 source "$(dirname "$0")/lib.sh"
 tiny_tokens "$WORK/tok"
 MPIRUN=(mpirun --allow-run-as-root --oversubscribe)
@@ -28,7 +31,7 @@ BF16=(--set parallel.grad_reduce=bf16)
 train 2 dp2_fp32 "${DP2[@]}"
 train 2 dp2_bf16 "${DP2[@]}" "${BF16[@]}"
 train 2 dp2_bf16_again "${DP2[@]}" "${BF16[@]}"
-compare_runs "$WORK/dp2_fp32" "$WORK/dp2_bf16" 1e-3 1e-2 8 1e-6
+compare_runs "$WORK/dp2_fp32" "$WORK/dp2_bf16" 1e-3 1e-2 8 1e-4
 same_checkpoint "$WORK/dp2_bf16/$CK" "$WORK/dp2_bf16_again/$CK" "dp2 bf16 rerun"
 
 # dp2 × fsdp2 writes sharded checkpoints; compare_runs reads its fp32 control's consolidated
@@ -36,7 +39,7 @@ same_checkpoint "$WORK/dp2_bf16/$CK" "$WORK/dp2_bf16_again/$CK" "dp2 bf16 rerun"
 train 4 dp2fsdp2_fp32 "${DP2FSDP2[@]}" --set checkpoint.format=consolidated
 train 4 dp2fsdp2_bf16 "${DP2FSDP2[@]}" "${BF16[@]}"
 train 4 dp2fsdp2_bf16_again "${DP2FSDP2[@]}" "${BF16[@]}"
-compare_runs "$WORK/dp2fsdp2_fp32" "$WORK/dp2fsdp2_bf16" 1e-3 1e-2 8 1e-6
+compare_runs "$WORK/dp2fsdp2_fp32" "$WORK/dp2fsdp2_bf16" 1e-3 1e-2 8 1e-4
 same_checkpoint "$WORK/dp2fsdp2_bf16/$CK" "$WORK/dp2fsdp2_bf16_again/$CK" "dp2 x fsdp2 bf16 rerun"
 
 # Bytes on the dp axis per step: the gradient all-reduce halves (plus 3 floats of losses).
