@@ -110,6 +110,11 @@ const std::vector<ConfigKey>& config_schema() {
        "generate on dp meshes so far)"},
       {"parallel.bucket_elems", T::Int, "1048576",
        "data parallel: gradient elements per all-reduce bucket (reduced while backward runs)"},
+      {"parallel.grad_reduce", T::String, "fp32",
+       "precision of the data-parallel gradient sums (dp all-reduce, fsdp reduce-scatter; "
+       "tensor-parallel sums stay fp32): fp32, or bf16 (each rank's gradients rounded to bfloat16 "
+       "and summed in bf16, half the bytes on the wire, then converted back to fp32; weights, "
+       "clipping and AdamW stay fp32)"},
       {"parallel.timeout_s", T::Float, "600",
        "the longest any collective may wait, in seconds; then the job ends (exit 124) with a line naming the ranks that do not respond or have not arrived; 0 = wait forever"},
 

@@ -67,20 +67,21 @@ AxisBytes axis_wire_bytes(const Mesh& mesh) {
 }
 
 // The textbook volumes per optimizer step and rank, for P = this tp rank's parameters (4 bytes
-// each), m micro-batches of R = micro_seqs·T rows:
-//   dp:   2·P·(n−1)/n                     (all-reduce; of the fsdp shard P/f when sharded)
-//   fsdp: m·3·P·(f−1)/f                   (gather for forward and backward, reduce-scatter;
-//                                          2 with keep_params)
+// each; gradients G = P, or P/2 with parallel.grad_reduce bf16), m micro-batches of
+// R = micro_seqs·T rows:
+//   dp:   2·G·(n−1)/n                     (all-reduce; of the fsdp shard G/f when sharded)
+//   fsdp: m·(2·P + G)·(f−1)/f             (gather for forward and backward, reduce-scatter;
+//                                          P + G with keep_params)
 //   tp:   m·(8L + 4)·R·d·(t−1)/t          (per layer 2 regions × (forward + backward) × one
 //                                          all-reduce = all-gather + reduce-scatter under sp
 //                                          (Korthikanti et al. 2022); + embedding and head)
 AxisBytes theoretical_wire_bytes(const Mesh& mesh, const ModelConfig& mc, const BatchGeometry& g,
-                                 int64_t params, bool keep_params) {
+                                 int64_t params, bool keep_params, bool bf16_grads) {
   AxisBytes b;
-  const double P = double(params) * 4, m = double(g.n_micro);
+  const double P = double(params) * 4, G = double(params) * (bf16_grads ? 2 : 4), m = double(g.n_micro);
   const double f = mesh.fsdp, n = mesh.dp, t = mesh.tp;
-  b.bytes[0] = int64_t(2 * (P / f) * (n - 1) / n);
-  b.bytes[1] = int64_t(m * (keep_params ? 2 : 3) * P * (f - 1) / f);
+  b.bytes[0] = int64_t(2 * (G / f) * (n - 1) / n);
+  b.bytes[1] = int64_t(m * ((keep_params ? 1 : 2) * P + G) * (f - 1) / f);
   const double R = double(g.micro_seqs * g.seq_len), d = double(mc.d_model);
   b.bytes[2] = int64_t(m * (8 * double(mc.n_layers) + 4) * R * d * 4 * (t - 1) / t);
   return b;
@@ -128,7 +129,8 @@ int run_bench(const Config& cfg) {
   }
   const AxisBytes after = axis_wire_bytes(mesh);
   const bool keep = cfg.get_bool("parallel.fsdp_keep_params");
-  const AxisBytes theory = theoretical_wire_bytes(mesh, mc, geo, model.num_params(), keep);
+  const bool bf16_grads = cfg.get_string("parallel.grad_reduce") == "bf16";  // checked by TrainStep
+  const AxisBytes theory = theoretical_wire_bytes(mesh, mc, geo, model.num_params(), keep, bf16_grads);
   nlohmann::json comm;
   for (int a = 0; a < 3; ++a)
     comm[kAxisNames[a]] = {{"measured_bytes_per_step", (after.bytes[a] - before.bytes[a]) / steps},
@@ -153,6 +155,7 @@ int run_bench(const Config& cfg) {
                       {"achieved_gflops_exact", gflops_exact},
                       {"device", gpu ? "cuda" : "cpu"},
                       {"precision", cfg.get_string("train.precision")},
+                      {"grad_reduce", cfg.get_string("parallel.grad_reduce")},
                       {"matmul_ceiling_gflops", ceiling},
                       {"matmul_ceiling_n", gpu ? 8192 : 1024},
                       {"fraction_of_matmul_ceiling", gflops_mfu / ceiling},

@@ -49,6 +49,12 @@ ops::MatmulPrecision matmul_precision(const Config& cfg) {
   return p == "bf16" ? ops::MatmulPrecision::BF16 : ops::MatmulPrecision::F32;
 }
 
+GradReduce grad_reduce(const Config& cfg) {
+  const std::string p = cfg.get_string("parallel.grad_reduce");
+  if (p != "fp32" && p != "bf16") cfg.fail("parallel.grad_reduce", str_cat("must be fp32 or bf16, got '", p, "'"));
+  return p == "bf16" ? GradReduce::BF16 : GradReduce::F32;
+}
+
 std::string nonfinite_policy(const Config& cfg) {
   const std::string p = cfg.get_string("train.nonfinite");
   if (p != "stop" && p != "skip") cfg.fail("train.nonfinite", str_cat("must be stop or skip, got '", p, "'"));
@@ -85,6 +91,7 @@ TrainStep::TrainStep(Transformer& model, const Config& cfg, const BatchGeometry&
       inputs_(Tensor::empty({geometry.micro_seqs, geometry.seq_len}, DType::I32)),
       targets_(Tensor::empty({geometry.micro_seqs, geometry.seq_len}, DType::I32)) {
   ops::set_matmul_precision(matmul_precision(cfg));
+  const GradReduce reduce_in = grad_reduce(cfg);  // data-parallel sums only; tp stays fp32
   RETORT_CHECK(model.tp_layout().size == mesh.tp && model.tp_layout().rank == mesh.tp_index,
                "the model was built for tp ", model.tp_layout().size, " but the mesh has tp ", mesh.tp);
   if (mesh.tp > 1) {
@@ -93,11 +100,12 @@ TrainStep::TrainStep(Transformer& model, const Config& cfg, const BatchGeometry&
   }
   if (mesh.fsdp > 1) {  // the model's full buffers are released; AdamW runs on the shard
     fsdp_ = std::make_unique<FullyShardedDP>(model, mesh.fsdp_comm, mesh.dp_comm,
-                                             cfg.get_bool("parallel.fsdp_keep_params"));
+                                             cfg.get_bool("parallel.fsdp_keep_params"), reduce_in);
     optimizer_ = std::make_unique<AdamW>(fsdp_->optimizer_pieces(), adamw_settings(cfg));
     return;
   }
-  dp_ = std::make_unique<DataParallel>(mesh.dp_comm, model.flat_grads(), cfg.get_int("parallel.bucket_elems"));
+  dp_ = std::make_unique<DataParallel>(mesh.dp_comm, model.flat_grads(), cfg.get_int("parallel.bucket_elems"),
+                                       reduce_in);
   optimizer_ = std::make_unique<AdamW>(optimized_tensors(model), adamw_settings(cfg));
   if (mesh.dp_comm->size() > 1)
     model_.set_grad_ready_hook([this](int64_t b, int64_t e) { dp_->grads_ready(b, e); });

@@ -28,11 +28,12 @@ class Communicator {
   virtual int rank() const = 0;
   virtual int size() const = 0;
 
-  // x ← op over ranks of x (in place). F32 or I32.
+  // x ← op over ranks of x (in place). F32, I32, or BF16 (Sum only: the sum is computed in
+  // bfloat16, every partial sum rounded to nearest even; the association is the backend's).
   virtual void all_reduce(Tensor& x, ReduceOp op = ReduceOp::Sum) = 0;
   // out (size()·n elements) ← concat over ranks r of in_r (n elements), rank order.
   virtual void all_gather(Tensor& out, const Tensor& in) = 0;
-  // out (n elements) ← Σ_r chunk[rank()] of in_r (size()·n elements).
+  // out (n elements) ← Σ_r chunk[rank()] of in_r (size()·n elements); F32, I32 or BF16 as above.
   virtual void reduce_scatter(Tensor& out, const Tensor& in) = 0;
   // x ← x of `root`.
   virtual void broadcast(Tensor& x, int root) = 0;
@@ -66,6 +67,25 @@ class Communicator {
  private:
   int64_t payload_bytes_ = 0, wire_bytes_ = 0;
 };
+
+// The precision gradients are summed in over data-parallel ranks (parallel.grad_reduce).
+//   F32:  the fp32 gradients are reduced in place.
+//   BF16: each rank rounds its fp32 contribution to bfloat16 (nearest even) into a temporary
+//         buffer, the collective sums those in bfloat16 (half the bytes on the wire; every
+//         partial sum rounded to bf16, in the backend's order), and the sum is converted back
+//         to fp32 into the destination when the request completes. Only the wire is bf16:
+//         everything before and after (accumulation, clipping, AdamW) stays fp32.
+enum class GradReduce { F32, BF16 };
+
+// Σ over ranks of the fp32 gradients `grads`, in place, in `precision`.
+void all_reduce_grads(Communicator& comm, Tensor& grads, GradReduce precision);
+// The same, non-blocking: grads must stay alive and untouched until wait() (which, for BF16,
+// writes the converted sum).
+std::unique_ptr<Request> all_reduce_grads_async(Communicator& comm, Tensor& grads, GradReduce precision);
+// Non-blocking out (fp32, n) ← Σ_r chunk[rank()] of in_r (fp32, size()·n), in `precision`; out
+// is written by wait(). For BF16, `in` may be reused as soon as this returns.
+std::unique_ptr<Request> reduce_scatter_grads_async(Communicator& comm, Tensor& out, const Tensor& in,
+                                                    GradReduce precision);
 
 // Σ over the ranks of a double, exactly enough for norms: each rank sends (hi, lo) floats
 // with hi + lo = x, and every rank adds them in rank order (identical result everywhere).

@@ -4,8 +4,12 @@
 
 namespace retort {
 
-DataParallel::DataParallel(std::shared_ptr<Communicator> comm, Tensor grads, int64_t bucket_elems)
-    : comm_(std::move(comm)), grads_(std::move(grads)), bucket_elems_(std::max<int64_t>(1, bucket_elems)) {}
+DataParallel::DataParallel(std::shared_ptr<Communicator> comm, Tensor grads, int64_t bucket_elems,
+                           GradReduce precision)
+    : comm_(std::move(comm)),
+      grads_(std::move(grads)),
+      bucket_elems_(std::max<int64_t>(1, bucket_elems)),
+      precision_(precision) {}
 
 void DataParallel::begin_final_backward() {
   armed_ = true;
@@ -16,7 +20,7 @@ void DataParallel::begin_final_backward() {
 void DataParallel::launch(int64_t begin, int64_t end) {
   if (end <= begin) return;
   Tensor view = grads_.flat(begin, end - begin);
-  in_flight_.push_back(comm_->all_reduce_async(view));
+  in_flight_.push_back(all_reduce_grads_async(*comm_, view, precision_));  // bf16: a temporary copy
   reduced_.emplace_back(begin, end);
   ++launched_;
 }

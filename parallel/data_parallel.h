@@ -4,6 +4,8 @@
 //
 // Each rank scales its loss by 1/(micro-batches · data ranks), so the sum over ranks is the
 // gradient of the mean loss over the global batch, exactly as one process computes it.
+// parallel.grad_reduce: bf16 sends each bucket as bfloat16 (communicator.h, GradReduce): the
+// sum is then that of the rounded contributions, rounded at every partial sum.
 #pragma once
 #include <memory>
 #include <vector>
@@ -14,8 +16,10 @@ namespace retort {
 
 class DataParallel {
  public:
-  // grads: the flat gradient buffer [P]; buckets hold at least bucket_elems elements.
-  DataParallel(std::shared_ptr<Communicator> comm, Tensor grads, int64_t bucket_elems);
+  // grads: the flat gradient buffer [P]; buckets hold at least bucket_elems elements and are
+  // summed in `precision`.
+  DataParallel(std::shared_ptr<Communicator> comm, Tensor grads, int64_t bucket_elems,
+               GradReduce precision = GradReduce::F32);
 
   // Arm for the last micro-batch's backward: ranges reported from now on are final.
   void begin_final_backward();
@@ -33,6 +37,7 @@ class DataParallel {
   std::shared_ptr<Communicator> comm_;
   Tensor grads_;
   int64_t bucket_elems_;
+  GradReduce precision_;
   bool armed_ = false;
   int64_t pending_begin_ = 0, pending_end_ = 0;  // contiguous ready range not yet launched
   std::vector<std::pair<int64_t, int64_t>> reduced_;  // ranges launched this step

@@ -8,9 +8,10 @@
 namespace retort {
 
 FullyShardedDP::FullyShardedDP(Transformer& model, std::shared_ptr<Communicator> fsdp,
-                               std::shared_ptr<Communicator> dp, bool keep_params)
+                               std::shared_ptr<Communicator> dp, bool keep_params,
+                               GradReduce precision)
     : model_(model), fsdp_(std::move(fsdp)), dp_(std::move(dp)), keep_params_(keep_params),
-      F_(fsdp_->size()), k_(fsdp_->rank()) {
+      precision_(precision), F_(fsdp_->size()), k_(fsdp_->rank()) {
   RETORT_CHECK(model.flat_params().defined(), "FullyShardedDP needs a model that holds its full parameters");
   const int U = model.num_units();
   for (int u = 0; u < U; ++u) {
@@ -180,7 +181,8 @@ void FullyShardedDP::after_backward(int u) {
   grad_bound_.erase(u);
   s.chunk = take(free_chunk_, chunk_allocated_, max_chunk_);
   Tensor in = s.full.flat(0, units_[u].chunk * F_), out = s.chunk.flat(0, units_[u].chunk);
-  s.req = fsdp_->reduce_scatter_async(out, in);  // chunk_k = Σ_ranks dfull_u[k·c, (k+1)·c)
+  // chunk_k = Σ_ranks dfull_u[k·c, (k+1)·c), in grad_reduce precision (bf16: written by wait())
+  s.req = reduce_scatter_grads_async(*fsdp_, out, in, precision_);
   scatters_.push_back(std::move(s));
   if (keep_params_ && training_ && needed_later(bwd_order_, bwd_pos_, u))
     model_.bind_unit(u, gathered(u), Tensor());
@@ -201,7 +203,7 @@ void FullyShardedDP::set_training(bool on) { training_ = on; }
 void FullyShardedDP::finish_backward() { release_all(); }
 
 void FullyShardedDP::reduce_over_dp() {
-  if (dp_ && dp_->size() > 1) dp_->all_reduce(grads_);
+  if (dp_ && dp_->size() > 1) all_reduce_grads(*dp_, grads_, precision_);
 }
 
 double FullyShardedDP::grad_sq(const std::function<bool(const Parameter&)>& counted) const {

@@ -11,6 +11,10 @@
 //   after the last micro-batch:  gshard ← all_reduce over dp              (dp > 1)
 //   clip:                        ‖g‖² = Σ over fsdp ranks of Σ gshard²   (grad_sq; padding is 0)
 //
+// The reduce-scatters and the dp all-reduce sum in the precision of parallel.grad_reduce
+// (communicator.h, GradReduce): with bf16 each rank's dfull_u (and gshard) is rounded to
+// bfloat16 for the wire and the sum converted back to fp32; the shard accumulates in fp32.
+//
 // Gradients are reduce-scattered after every micro-batch's backward into the shard accumulator
 // (ZeRO-3 style), so no full-size gradient outlives one unit. Parameters are re-gathered for
 // backward unless keep_params (then forward-gathered units stay until their backward). Tied
@@ -35,7 +39,8 @@ class FullyShardedDP : public Transformer::UnitHooks {
   // Keeps this rank's shard of the model's current (full, identical on every rank) parameters,
   // releases the model's flat buffers and installs itself as the model's unit hooks.
   FullyShardedDP(Transformer& model, std::shared_ptr<Communicator> fsdp,
-                 std::shared_ptr<Communicator> dp, bool keep_params);
+                 std::shared_ptr<Communicator> dp, bool keep_params,
+                 GradReduce precision = GradReduce::F32);
   ~FullyShardedDP() override;
   FullyShardedDP(const FullyShardedDP&) = delete;
   FullyShardedDP& operator=(const FullyShardedDP&) = delete;
@@ -112,6 +117,7 @@ class FullyShardedDP : public Transformer::UnitHooks {
   Transformer& model_;
   std::shared_ptr<Communicator> fsdp_, dp_;
   bool keep_params_, training_ = false;
+  GradReduce precision_;
   int F_, k_;
   std::vector<Unit> units_;
   std::vector<Piece> pieces_;
