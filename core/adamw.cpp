@@ -14,14 +14,17 @@ AdamW::AdamW(std::vector<OptimizedTensor> params, AdamWSettings settings)
   }
 }
 
+// One multi-tensor op for all tensors (bitwise what adamw_step per tensor gives; on a GPU a
+// launch per 64 tensors instead of one per tensor).
 void AdamW::step(double lr) {
   ++steps_;
+  std::vector<ops::AdamWTensors> ts(params_.size());
   for (size_t i = 0; i < params_.size(); ++i) {
     auto& p = params_[i];
-    ops::adamw_step(p.value, p.grad, exp_avg_[i].tensor, exp_avg_sq_[i].tensor,
-                    static_cast<float>(lr), s_.beta1, s_.beta2, s_.eps,
-                    p.decay ? s_.weight_decay : 0.0f, steps_);
+    ts[i] = {&p.value, &p.grad, &exp_avg_[i].tensor, &exp_avg_sq_[i].tensor, p.decay};
   }
+  ops::adamw_step_multi(ts, static_cast<float>(lr), s_.beta1, s_.beta2, s_.eps, s_.weight_decay,
+                        steps_);
 }
 
 int64_t AdamW::state_bytes() const {
@@ -32,8 +35,7 @@ int64_t AdamW::state_bytes() const {
 }
 
 double clip_grad_norm(std::vector<Tensor>& grads, double max_norm) {
-  double sq = 0;
-  for (const auto& g : grads) sq += ops::sum_squares(g);
+  const double sq = ops::sum_squares_multi(grads);  // one synchronisation on a GPU
   double norm = std::sqrt(sq);
   if (max_norm > 0 && norm > max_norm) {
     float scale = static_cast<float>(max_norm / (norm + 1e-12));

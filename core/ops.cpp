@@ -55,6 +55,13 @@ bool overlaps(const Tensor& a, const Tensor& b) {
   return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
 }
 
+// check_f32 for element i of a list argument of a multi-tensor op: names it `list[i].name`.
+void check_f32_at(const char* op, const char* list, size_t i, const char* name, const Tensor& t) {
+  RETORT_CHECK(t.defined(), op, ": tensor `", list, "[", i, "]", name, "` is undefined");
+  RETORT_CHECK(t.dtype() == DType::F32, op, ": tensor `", list, "[", i, "]", name,
+               "` must be float32, got ", dtype_name(t.dtype()), " ", shape_str(t.shape()));
+}
+
 // Ids in [0, n), or -1 ("on another vocabulary shard", see ops.h); reports the first offender.
 void check_ids(const char* op, const char* name, const Tensor& ids, int64_t n) {
   const int64_t i = first_id_out_of_range(ids, -1, static_cast<int32_t>(n));
@@ -143,6 +150,21 @@ double sum_squares(const Tensor& x) {
   check_f32("sum_squares", "x", x);
   const Device dev = common_device("sum_squares", {&x});
   return RETORT_KERNEL(dev, sum_squares, x.data<float>(), x.numel());
+}
+
+double sum_squares_multi(const std::vector<Tensor>& xs) {
+  if (xs.empty()) return 0.0;
+  std::vector<const float*> ptrs(xs.size());
+  std::vector<int64_t> ns(xs.size());
+  for (size_t t = 0; t < xs.size(); ++t) {
+    check_f32_at("sum_squares_multi", "xs", t, "", xs[t]);
+    RETORT_CHECK(xs[t].device() == xs[0].device(), "sum_squares_multi: tensors on different "
+                 "devices (xs[0] and xs[", t, "]); move them with Tensor::to()");
+    ptrs[t] = xs[t].data<float>();
+    ns[t] = xs[t].numel();
+  }
+  return RETORT_KERNEL(xs[0].device(), sum_squares_multi, ptrs.data(), ns.data(),
+                       static_cast<int64_t>(xs.size()));
 }
 
 void convert(Tensor& dst, const Tensor& src) {
@@ -488,6 +510,36 @@ void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, float l
   const Device dev = common_device("adamw_step", {&param, &grad, &m, &v});
   RETORT_KERNEL(dev, adamw_step, param.data<float>(), grad.data<float>(), m.data<float>(), v.data<float>(),
                   param.numel(), lr, beta1, beta2, eps, weight_decay, step);
+}
+
+void adamw_step_multi(const std::vector<AdamWTensors>& tensors, float lr, float beta1,
+                      float beta2, float eps, float weight_decay, int64_t step) {
+  const char* op = "adamw_step_multi";
+  RETORT_CHECK(step >= 1, op, ": step counts from 1, got ", step);
+  RETORT_CHECK(beta1 >= 0.0f && beta1 < 1.0f && beta2 >= 0.0f && beta2 < 1.0f, op,
+               ": betas must be in [0, 1), got ", beta1, ", ", beta2);
+  if (tensors.empty()) return;
+  const Device dev = tensors[0].param->device();
+  std::vector<AdamWTensor> args(tensors.size());
+  for (size_t t = 0; t < tensors.size(); ++t) {
+    const AdamWTensors& x = tensors[t];
+    check_f32_at(op, "tensors", t, ".param", *x.param);
+    check_f32_at(op, "tensors", t, ".grad", *x.grad);
+    check_f32_at(op, "tensors", t, ".m", *x.m);
+    check_f32_at(op, "tensors", t, ".v", *x.v);
+    const int64_t n = x.param->numel();
+    RETORT_CHECK(x.grad->numel() == n && x.m->numel() == n && x.v->numel() == n, op,
+                 ": size mismatch in tensors[", t, "]: param ", shape_str(x.param->shape()),
+                 ", grad ", shape_str(x.grad->shape()), ", m ", shape_str(x.m->shape()), ", v ",
+                 shape_str(x.v->shape()));
+    RETORT_CHECK(common_device(op, {x.param, x.grad, x.m, x.v}) == dev, op,
+                 ": tensors on different devices (tensors[0] and tensors[", t,
+                 "]); move them with Tensor::to()");
+    args[t] = {x.param->data<float>(), x.grad->data<float>(), x.m->data<float>(),
+               x.v->data<float>(), x.param->numel(), x.decay};
+  }
+  RETORT_KERNEL(dev, adamw_step_multi, args.data(), static_cast<int64_t>(args.size()), lr, beta1,
+                beta2, eps, weight_decay, step);
 }
 
 }  // namespace retort::ops

@@ -10,6 +10,7 @@
 //  - Deterministic for a fixed OpenMP thread count (no atomics, fixed reduction order).
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "core/tensor.h"
 
@@ -36,6 +37,9 @@ void copy(Tensor& dst, const Tensor& src);   // same numel and dtype; any dtype,
 void add_inplace(Tensor& y, const Tensor& x, float alpha = 1.0f);  // y += alpha * x
 void scale_inplace(Tensor& y, float alpha);                         // y *= alpha
 double sum_squares(const Tensor& x);         // Σ x², accumulated in double, deterministic
+// Σ over xs of sum_squares(x), added in list order (bitwise the loop over sum_squares): all
+// tensors in one pass and, on a GPU, one synchronisation instead of one per tensor.
+double sum_squares_multi(const std::vector<Tensor>& xs);
 void convert(Tensor& dst, const Tensor& src);  // F32 <-> BF16, same numel
 
 // ---- RMSNorm over the last dim -------------------------------------------------------
@@ -105,12 +109,23 @@ void embedding_forward(Tensor& out, const Tensor& ids, const Tensor& table);
 // dtable[ids[r], :] += dout[r, :], deterministic (fixed order per vocab row).
 void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& ids);
 
-// ---- AdamW (decoupled weight decay), one tensor ---------------------------------------------
+// ---- AdamW (decoupled weight decay) ------------------------------------------------------------
 // step counts from 1. m, v: same shape as param.
 //   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g²
 //   p -= lr * ( (m / (1-b1^step)) / (sqrt(v / (1-b2^step)) + eps) + weight_decay * p )
 void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, float lr, float beta1,
                 float beta2, float eps, float weight_decay, int64_t step);
+// Many tensors at once (a few kernel launches on a GPU instead of one per tensor), bitwise
+// equal to adamw_step on each with weight_decay where .decay and 0 elsewhere.
+struct AdamWTensors {
+  Tensor* param;
+  const Tensor* grad;
+  Tensor* m;
+  Tensor* v;
+  bool decay;
+};
+void adamw_step_multi(const std::vector<AdamWTensors>& tensors, float lr, float beta1,
+                      float beta2, float eps, float weight_decay, int64_t step);
 
 // ==== knowledge distillation (core/ops_kd.cpp, core/cpu/kd_loss.cpp) =========================
 // Per row r (one token): student logits z [V], temperature τ > 0, q = softmax(z/τ),

@@ -195,8 +195,10 @@ double TrainStep::clip_gradients() {
   if (fsdp_) {
     sq = fsdp_->grad_sq(counted);
   } else {
+    std::vector<Tensor> grads;
     for (const Parameter& p : model_.parameters())
-      if (counted(p)) sq += ops::sum_squares(p.grad);
+      if (counted(p)) grads.push_back(p.grad);
+    sq = ops::sum_squares_multi(grads);  // one synchronisation on a GPU
   }
   sq = sum_over_ranks(*mesh_.tp_comm, sq);
   const double norm = std::sqrt(sq);

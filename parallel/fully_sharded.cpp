@@ -208,10 +208,10 @@ void FullyShardedDP::reduce_over_dp() {
 
 double FullyShardedDP::grad_sq(const std::function<bool(const Parameter&)>& counted) const {
   const auto& ps = model_.parameters();
-  double sq = 0;
+  std::vector<Tensor> grads;
   for (const Piece& p : pieces_)
-    if (counted(ps[p.param])) sq += ops::sum_squares(grads_.flat(p.shard_off, p.n));
-  return sum_over_ranks(*fsdp_, sq);
+    if (counted(ps[p.param])) grads.push_back(grads_.flat(p.shard_off, p.n));
+  return sum_over_ranks(*fsdp_, ops::sum_squares_multi(grads));
 }
 
 std::vector<OptimizedTensor> FullyShardedDP::optimizer_pieces() const {

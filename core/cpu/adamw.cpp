@@ -23,4 +23,14 @@ void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, float l
   }
 }
 
+// A loop over the tensors: the same arithmetic as one adamw_step per tensor, bit for bit.
+void adamw_step_multi(const AdamWTensor* tensors, int64_t count, float lr, float beta1,
+                      float beta2, float eps, float weight_decay, int64_t step) {
+  for (int64_t t = 0; t < count; ++t) {
+    const AdamWTensor& x = tensors[t];
+    adamw_step(x.p, x.g, x.m, x.v, x.n, lr, beta1, beta2, eps, x.decay ? weight_decay : 0.0f,
+               step);
+  }
+}
+
 }  // namespace retort::cpu

@@ -54,6 +54,12 @@ double sum_squares(const float* x, int64_t n) {
   return total;
 }
 
+double sum_squares_multi(const float* const* xs, const int64_t* ns, int64_t count) {
+  double total = 0;
+  for (int64_t t = 0; t < count; ++t) total += sum_squares(xs[t], ns[t]);
+  return total;
+}
+
 // Round to nearest even; NaN stays NaN (quiet bit set), same as retort::f32_to_bf16.
 void f32_to_bf16(uint16_t* dst, const float* src, int64_t n) {
 #pragma omp parallel for schedule(static) if (n >= kParallelMin)

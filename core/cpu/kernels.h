@@ -6,6 +6,8 @@
 #pragma once
 #include <cstdint>
 
+#include "core/multi_tensor.h"
+
 namespace retort::cpu {
 
 // ---- matmul.cpp ------------------------------------------------------------------------
@@ -24,6 +26,9 @@ void copy_bytes(void* dst, const void* src, int64_t nbytes);
 void add_inplace(float* y, const float* x, int64_t n, float alpha);  // y += alpha x
 void scale_inplace(float* y, int64_t n, float alpha);                // y *= alpha
 double sum_squares(const float* x, int64_t n);  // fixed chunking: independent of thread count
+// Σ over tensors of sum_squares(xs[t], ns[t]), added in tensor order starting from 0
+// (what a loop over sum_squares gives, bit for bit).
+double sum_squares_multi(const float* const* xs, const int64_t* ns, int64_t count);
 void f32_to_bf16(uint16_t* dst, const float* src, int64_t n);  // round to nearest even
 void bf16_to_f32(float* dst, const uint16_t* src, int64_t n);
 
@@ -85,6 +90,9 @@ void embedding_backward(float* dtable, const float* dout, const int32_t* ids, in
 // ---- adamw.cpp ---------------------------------------------------------------------------
 void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
                 float beta2, float eps, float weight_decay, int64_t step);
+// adamw_step on each of tensors[0, count) (weight_decay where .decay, else 0), in order.
+void adamw_step_multi(const AdamWTensor* tensors, int64_t count, float lr, float beta1,
+                      float beta2, float eps, float weight_decay, int64_t step);
 
 // ---- kd_loss.cpp (knowledge distillation; see core/ops.h) --------------------------------
 // logits: [rows, V] (V: this shard's vocabulary); ids, logp: [rows, k], ids shard-local or -1;

@@ -115,6 +115,21 @@ __device__ __forceinline__ float block_row_lse(const float* x, int64_t n, float 
   return out;
 }
 
+// Multi-tensor launches (adamw.cu, elementwise.cu): the tensors of one launch travel in a
+// by-value kernel argument struct (at most 4 KiB of kernel parameters) that numbers the work
+// items (blocks or chunks) tensor after tensor: tensor j owns items [first[j], first[j + 1]).
+// Returns the j < count that owns `item` (first[0] == 0 <= item < first[count]); tensors
+// without items (first[j] == first[j + 1]) are never returned. Binary search, ~log2(count) steps.
+__device__ __forceinline__ int owner_of(const int64_t* first, int count, int64_t item) {
+  int lo = 0, hi = count - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (first[mid] <= item) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
 // A temporary device buffer, allocated and released in order on the compute stream (the
 // release is queued after the kernels that use it, so no host synchronisation is needed).
 class ScratchBuffer {

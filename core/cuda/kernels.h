@@ -1,12 +1,15 @@
 // CUDA kernels behind core/ops.h: the same functions and signatures as core/cpu/kernels.h
 // (raw DEVICE pointers and sizes; core/ops.cpp checks shapes, dtypes and devices first).
 // Every kernel is queued on cuda::compute_stream() and returns without synchronising, except
-// those that return a value to the host (sum_squares, first_id_out_of_range).
+// those that return a value to the host (sum_squares, sum_squares_multi,
+// first_id_out_of_range).
 // Determinism: no floating-point atomics; every output element has one owner thread/block and
 // a fixed reduction order, so results are bitwise reproducible run to run on one GPU.
 // The math of each function is documented in core/ops.h; the CPU kernels are the reference.
 #pragma once
 #include <cstdint>
+
+#include "core/multi_tensor.h"
 
 namespace retort::cuda {
 
@@ -26,6 +29,10 @@ void copy_bytes(void* dst, const void* src, int64_t nbytes);
 void add_inplace(float* y, const float* x, int64_t n, float alpha);  // y += alpha x
 void scale_inplace(float* y, int64_t n, float alpha);                // y *= alpha
 double sum_squares(const float* x, int64_t n);  // fixed chunking: independent of thread count
+// Σ over tensors of sum_squares(xs[t], ns[t]) in one pass over all tensors and one
+// synchronisation; bitwise equal to cpu::sum_squares_multi (the CPU's chunks of 4096 and its
+// order of additions, reproduced on the device). xs, ns: host arrays of device pointers/sizes.
+double sum_squares_multi(const float* const* xs, const int64_t* ns, int64_t count);
 void f32_to_bf16(uint16_t* dst, const float* src, int64_t n);  // round to nearest even
 void bf16_to_f32(float* dst, const uint16_t* src, int64_t n);
 
@@ -87,6 +94,10 @@ void embedding_backward(float* dtable, const float* dout, const int32_t* ids, in
 // ---- adamw.cu ---------------------------------------------------------------------------
 void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
                 float beta2, float eps, float weight_decay, int64_t step);
+// adamw_step on each of tensors[0, count) (weight_decay where .decay, else 0) in one launch
+// per 64 tensors; bitwise equal to adamw_step per tensor. `tensors`: a host array.
+void adamw_step_multi(const AdamWTensor* tensors, int64_t count, float lr, float beta1,
+                      float beta2, float eps, float weight_decay, int64_t step);
 
 // ---- kd_loss.cu (knowledge distillation; see core/ops.h) --------------------------------
 // logits: [rows, V] (V: this shard's vocabulary); ids, logp: [rows, k], ids shard-local or -1;

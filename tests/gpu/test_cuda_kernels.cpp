@@ -1,9 +1,10 @@
 // Every kernel of core/cuda/kernels.h (except first_id_out_of_range) against the CPU
 // kernel of the same name (core/cpu/kernels.h) on random inputs: several shapes, including odd
 // sizes, rows not a multiple of the block size, V not a multiple of 32, GQA (H/Hkv = 2) and T
-// not a multiple of the attention tiles. Agreement: ‖gpu − cpu‖₂ / ‖cpu‖₂ ≤ 1e-5 (bf16 and the
-// embedding gradient: bitwise). Determinism: every GPU kernel runs twice on the same inputs and
-// must give bitwise-equal results.
+// not a multiple of the attention tiles. Agreement: ‖gpu − cpu‖₂ / ‖cpu‖₂ ≤ 1e-5 (bf16, the
+// embedding gradient and the multi-tensor sum of squares: bitwise; multi-tensor AdamW: bitwise
+// against the per-tensor CUDA kernel). Determinism: every GPU kernel runs twice on the same
+// inputs and must give bitwise-equal results.
 // Exits with 77 (ctest: skipped) when no GPU is visible.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
@@ -507,6 +508,124 @@ TEST(CudaAdamW, ThreeStepsMatchCpu) {
     expect_close(d_p.download(), p, what + " param");
     expect_close(d_m.download(), m, what + " m");
     expect_close(d_v.download(), v, what + " v");
+  }
+}
+
+// ---- multi-tensor ops ---------------------------------------------------------------------------
+// Many tensors of odd sizes (0 and 1 element, around the kernels' chunks of 4096 and 8192, more
+// tensors than one launch holds: 128 for the sums, 64 for AdamW) at odd offsets of one buffer,
+// with gaps between them that must stay untouched.
+
+namespace {
+
+struct MultiLayout {
+  std::vector<int64_t> n, off;
+  int64_t total = 0;
+};
+
+// `count` tensors: every third size from a list of edge cases, the others random in [0, 3000).
+MultiLayout multi_layout(int64_t count, uint64_t stream, std::vector<int64_t> edges = {}) {
+  if (edges.empty()) edges = {0, 1, 7, 8, 9, 4095, 4096, 4097, 8191, 8192, 8193, 12289, 16385};
+  MultiLayout l;
+  for (int64_t t = 0; t < count; ++t) {
+    const int64_t n = t % 3 == 0 ? edges[(t / 3) % edges.size()]
+                                 : int64_t(rng::uniform(kSeed, stream, t) * 3000);
+    l.off.push_back(l.total);
+    l.n.push_back(n);
+    l.total += n + 3;  // a gap of 3 elements; offsets are odd multiples of 4 bytes too
+  }
+  return l;
+}
+
+// Elements of the gaps of `l` (everything outside the tensors).
+std::vector<float> gaps(const std::vector<float>& buf, const MultiLayout& l) {
+  std::vector<float> out;
+  for (size_t t = 0; t < l.n.size(); ++t)
+    for (int64_t i = l.off[t] + l.n[t]; i < l.off[t] + l.n[t] + 3; ++i) out.push_back(buf[i]);
+  return out;
+}
+
+}  // namespace
+
+TEST(CudaMultiTensor, SumSquaresBitwiseEqualsCpuAndIsDeterministic) {
+  EXPECT_EQ(cuda::sum_squares_multi(nullptr, nullptr, 0), 0.0);
+  uint64_t stream = 900;
+  struct Case {
+    int64_t count;
+    std::vector<int64_t> edges;
+  };
+  // 300 tensors: three launches; 4 tensors with one of 1.2M elements: 293 chunks, more than
+  // pass 2 stages at once; all-empty tensors: no chunk at all.
+  for (const Case& c : {Case{1, {4097}}, Case{300, {}}, Case{4, {1200001, 5, 0, 3}},
+                        Case{5, {0}}}) {
+    const MultiLayout l = multi_layout(c.count, ++stream, c.edges);
+    const std::vector<float> x = randn(l.total, ++stream, 2.0, 0.5);
+    Dev<float> dx(x);
+    std::vector<const float*> hp, dp;
+    for (int64_t t = 0; t < c.count; ++t) {
+      hp.push_back(x.data() + l.off[t]);
+      dp.push_back(dx.get() + l.off[t]);
+    }
+    double loop = 0;  // what clip_grad_norm added up before the multi-tensor op
+    for (int64_t t = 0; t < c.count; ++t) loop += cpu::sum_squares(hp[t], l.n[t]);
+    const double ref = cpu::sum_squares_multi(hp.data(), l.n.data(), c.count);
+    const double a = cuda::sum_squares_multi(dp.data(), l.n.data(), c.count);
+    const double b = cuda::sum_squares_multi(dp.data(), l.n.data(), c.count);
+    const std::string what = "sum_squares_multi count=" + std::to_string(c.count);
+    EXPECT_EQ(std::memcmp(&ref, &loop, sizeof ref), 0) << what << ": cpu " << ref << " vs loop " << loop;
+    EXPECT_EQ(std::memcmp(&a, &ref, sizeof a), 0) << what << ": gpu " << a << " vs cpu " << ref;
+    EXPECT_EQ(std::memcmp(&a, &b, sizeof a), 0) << what << ": not deterministic";
+  }
+}
+
+TEST(CudaMultiTensor, AdamWBitwiseEqualsPerTensorKernelAndMatchesCpu) {
+  uint64_t stream = 950;
+  const float lr = 1e-3f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, wd = 0.1f;
+  for (int64_t count : {1LL, 150LL}) {  // 150: three launches
+    const MultiLayout l = multi_layout(count, ++stream, count == 1 ? std::vector<int64_t>{8193}
+                                                                   : std::vector<int64_t>{});
+    const std::vector<float> p0 = randn(l.total, ++stream), m0 = randn(l.total, ++stream, 0.01);
+    std::vector<float> v0 = randn(l.total, ++stream, 0.01);
+    for (float& x : v0) x *= x;
+    std::vector<float> p = p0, m = m0, v = v0;                // CPU
+    Dev<float> p1(p0), m1(m0), v1(v0);                         // GPU, one adamw_step per tensor
+    Dev<float> p2(p0), m2(m0), v2(v0), p3(p0), m3(m0), v3(v0);  // GPU, multi-tensor (twice)
+    Dev<float> dg(l.total);
+    std::vector<AdamWTensor> hs, s2, s3;
+    for (int64_t t = 0; t < count; ++t) {
+      const int64_t o = l.off[t];
+      const bool decay = t % 3 != 1;
+      hs.push_back({p.data() + o, nullptr, m.data() + o, v.data() + o, l.n[t], decay});
+      s2.push_back({p2.get() + o, dg.get() + o, m2.get() + o, v2.get() + o, l.n[t], decay});
+      s3.push_back({p3.get() + o, dg.get() + o, m3.get() + o, v3.get() + o, l.n[t], decay});
+    }
+    for (int64_t step = 1; step <= 3; ++step) {
+      const std::vector<float> g = randn(l.total, ++stream, 0.1);
+      for (int64_t t = 0; t < count; ++t) hs[t].g = g.data() + l.off[t];
+      dg.upload(g);
+      cpu::adamw_step_multi(hs.data(), count, lr, b1, b2, eps, wd, step);
+      for (int64_t t = 0; t < count; ++t) {
+        const int64_t o = l.off[t];
+        cuda::adamw_step(p1.get() + o, dg.get() + o, m1.get() + o, v1.get() + o, l.n[t], lr, b1,
+                         b2, eps, hs[t].decay ? wd : 0.0f, step);
+      }
+      cuda::adamw_step_multi(s2.data(), count, lr, b1, b2, eps, wd, step);
+      cuda::adamw_step_multi(s3.data(), count, lr, b1, b2, eps, wd, step);
+    }
+    const std::string what = "adamw_step_multi count=" + std::to_string(count);
+    const std::vector<float> gp = p2.download(), gm = m2.download(), gv = v2.download();
+    EXPECT_BITWISE(gp, p1.download(), what + " param vs per-tensor kernel");
+    EXPECT_BITWISE(gm, m1.download(), what + " m vs per-tensor kernel");
+    EXPECT_BITWISE(gv, v1.download(), what + " v vs per-tensor kernel");
+    EXPECT_BITWISE(p3.download(), gp, what + " param rerun");
+    EXPECT_BITWISE(m3.download(), gm, what + " m rerun");
+    EXPECT_BITWISE(v3.download(), gv, what + " v rerun");
+    EXPECT_BITWISE(gaps(gp, l), gaps(p0, l), what + " param gaps");
+    EXPECT_BITWISE(gaps(gm, l), gaps(m0, l), what + " m gaps");
+    EXPECT_BITWISE(gaps(gv, l), gaps(v0, l), what + " v gaps");
+    expect_close(gp, p, what + " param vs cpu");
+    expect_close(gm, m, what + " m vs cpu");
+    expect_close(gv, v, what + " v vs cpu");
   }
 }
 

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "core/adamw.h"
 #include "core/cpu/fast_math.h"
 #include "core/ops.h"
 #include "core/random.h"
@@ -587,6 +588,81 @@ TEST(AdamW, ThreeStepsAgainstReference) {
   Tensor g = randn({n}, 90);
   EXPECT_NE(error_of([&] { ops::adamw_step(p, g, m, v, lr, b1, b2, eps, wd, 0); }).find("step"),
             std::string::npos);
+}
+
+// ---- multi-tensor ops: bitwise the per-tensor ops -------------------------------------------
+
+namespace {
+// Sizes: 0 and 1 element, around the kernels' chunks (4096; the GPU's AdamW: 8192), one above
+// the CPU kernels' OpenMP thresholds, and small odd ones.
+const std::vector<int64_t> kMultiSizes = {0, 1, 7, 4095, 4096, 4097, 8193, 40001, 3, 300, 0, 129};
+}  // namespace
+
+TEST(MultiTensor, AdamWStepMultiBitwiseEqualsPerTensorSteps) {
+  const float lr = 1e-2f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, wd = 0.1f;
+  std::vector<Tensor> p1, m1, v1, p2, m2, v2;
+  std::vector<bool> decay;
+  for (size_t t = 0; t < 3 * kMultiSizes.size(); ++t) {  // 36 tensors
+    const int64_t n = kMultiSizes[t % kMultiSizes.size()];
+    p1.push_back(randn({n}, 100 + t));
+    m1.push_back(Tensor::zeros({n}));
+    v1.push_back(Tensor::zeros({n}));
+    p2.push_back(p1.back().to(Device::CPU));
+    m2.push_back(Tensor::zeros({n}));
+    v2.push_back(Tensor::zeros({n}));
+    decay.push_back(t % 3 != 1);
+  }
+  with_threads(2, [&] {
+    for (int64_t step = 1; step <= 3; ++step) {
+      std::vector<Tensor> g;
+      std::vector<ops::AdamWTensors> ts;
+      for (size_t t = 0; t < p1.size(); ++t) g.push_back(randn({p1[t].numel()}, 200 + 50 * step + t, 0.1));
+      for (size_t t = 0; t < p1.size(); ++t) {
+        ops::adamw_step(p1[t], g[t], m1[t], v1[t], lr, b1, b2, eps, decay[t] ? wd : 0.0f, step);
+        ts.push_back({&p2[t], &g[t], &m2[t], &v2[t], decay[t]});
+      }
+      ops::adamw_step_multi(ts, lr, b1, b2, eps, wd, step);
+    }
+  });
+  for (size_t t = 0; t < p1.size(); ++t) {
+    EXPECT_TRUE(bitwise_equal(p1[t], p2[t])) << "param " << t;
+    EXPECT_TRUE(bitwise_equal(m1[t], m2[t])) << "m " << t;
+    EXPECT_TRUE(bitwise_equal(v1[t], v2[t])) << "v " << t;
+  }
+  ops::adamw_step_multi({}, lr, b1, b2, eps, wd, 1);  // no tensors: nothing to do
+
+  Tensor g5 = randn({5}, 300), g6 = randn({6}, 301);
+  std::vector<ops::AdamWTensors> bad = {{&p2[1], &g6, &m2[1], &v2[1], true},
+                                        {&p2[2], &g5, &m2[2], &v2[2], true}};  // sizes 1, 7
+  const std::string e = error_of([&] { ops::adamw_step_multi(bad, lr, b1, b2, eps, wd, 1); });
+  EXPECT_NE(e.find("tensors[0]"), std::string::npos) << e;
+  EXPECT_NE(e.find("grad [6]"), std::string::npos) << e;
+  EXPECT_NE(error_of([&] { ops::adamw_step_multi(bad, lr, b1, b2, eps, wd, 0); }).find("step"),
+            std::string::npos);
+  EXPECT_TRUE(bitwise_equal(p2[1], p1[1]));  // nothing written before the checks passed
+}
+
+TEST(MultiTensor, SumSquaresMultiBitwiseEqualsLoopOverSumSquares) {
+  std::vector<Tensor> xs;
+  for (size_t t = 0; t < 3 * kMultiSizes.size(); ++t)
+    xs.push_back(randn({kMultiSizes[t % kMultiSizes.size()]}, 400 + t, 2.0, 0.5));
+  for (int threads : {1, 2}) {
+    with_threads(threads, [&] {
+      double loop = 0;  // how clip_grad_norm added the tensors up before
+      for (const Tensor& x : xs) loop += ops::sum_squares(x);
+      const double got = ops::sum_squares_multi(xs);
+      EXPECT_EQ(std::memcmp(&got, &loop, sizeof got), 0) << got << " vs " << loop;
+    });
+  }
+  EXPECT_EQ(ops::sum_squares_multi({}), 0.0);
+  std::vector<Tensor> grads = {xs[5], xs[7]};
+  double norm2 = 0;
+  for (const Tensor& g : grads) norm2 += ops::sum_squares(g);
+  const double norm = clip_grad_norm(grads, 0.0);  // no clipping: only the norm
+  EXPECT_EQ(norm, std::sqrt(norm2));
+  xs[2] = Tensor::zeros({4}, DType::I32);
+  const std::string e = error_of([&] { ops::sum_squares_multi(xs); });
+  EXPECT_NE(e.find("xs[2]"), std::string::npos) << e;
 }
 
 // ---- determinism ---------------------------------------------------------------------------
