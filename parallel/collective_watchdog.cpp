@@ -46,9 +46,26 @@ struct State {
 std::mutex g_mu;
 State g_state;
 
+// Device collectives queued and not yet seen complete, oldest first (one stream: in order).
+struct Queued {
+  CollectiveCall call;
+  Clock::time_point since;
+  std::function<bool()> done;
+};
+std::list<Queued> g_queued;
+
+// What the rank waits in: its own blocking collective or the oldest unfinished queued one,
+// whichever started first. Drops the queued ones that have completed.
 State snapshot() {
   std::lock_guard<std::mutex> lock(g_mu);
-  return g_state;
+  while (!g_queued.empty() && g_queued.front().done()) g_queued.pop_front();
+  State s = g_state;
+  if (!g_queued.empty() && (!s.waiting || g_queued.front().since < s.since)) {
+    s.waiting = true;
+    s.call = g_queued.front().call;
+    s.since = g_queued.front().since;
+  }
+  return s;
 }
 
 WaitReport report_of(const State& s, Clock::time_point now, bool diagnosing) {
@@ -338,6 +355,8 @@ int stop_watchdog(MPI_Comm, int, void*, void*) {
   if (g_watchdog) g_watchdog->stop();
   delete g_watchdog;
   g_watchdog = nullptr;
+  std::lock_guard<std::mutex> lock(g_mu);
+  g_queued.clear();
   return MPI_SUCCESS;
 }
 
@@ -392,6 +411,15 @@ WatchedWait::~WatchedWait() {
   std::lock_guard<std::mutex> lock(g_mu);
   g_state.waiting = false;
   g_state.since = Clock::now();
+}
+
+bool collective_watchdog_running() { return g_watchdog != nullptr; }
+
+bool watch_queued_collective(const CollectiveCall& call, std::function<bool()> done) {
+  if (!g_watchdog) return false;
+  std::lock_guard<std::mutex> lock(g_mu);
+  g_queued.push_back({call, Clock::now(), std::move(done)});
+  return true;
 }
 
 PatientCollectives::PatientCollectives() {

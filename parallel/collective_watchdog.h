@@ -17,6 +17,7 @@
 #include <mpi.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -59,6 +60,14 @@ class WatchedWait {
   WatchedWait(const WatchedWait&) = delete;
   WatchedWait& operator=(const WatchedWait&) = delete;
 };
+
+// A collective queued on a device stream (NCCL): the host does not wait in it, its stream does.
+// Registered when queued; `done` (called from the watchdog thread, e.g. cudaEventQuery) says
+// whether it has completed. Until then the oldest one counts as what this rank waits in (when
+// it is older than the calling thread's own wait), so a peer that stalls a GPU collective ends
+// the job like a blocking one. False and nothing registered when no watchdog thread runs.
+bool watch_queued_collective(const CollectiveCall& call, std::function<bool()> done);
+bool collective_watchdog_running();
 
 // Within this scope a wait past the timeout ends the job only when some rank does not respond
 // or waits elsewhere; ranks that are alive and still working are waited for (uneven work by

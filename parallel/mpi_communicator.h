@@ -38,10 +38,11 @@ class MpiCommunicator : public Communicator {
   std::unique_ptr<Request> all_gather_async(Tensor& out, const Tensor& in) override;
   std::unique_ptr<Request> reduce_scatter_async(Tensor& out, const Tensor& in) override;
 
- private:
-  // The next collective on this communicator, numbered 1, 2, ...
+  // The next collective on this communicator, numbered 1, 2, ... (a device communicator of the
+  // same group numbers its collectives in the same sequence).
   CollectiveCall next_call(CollectiveKind kind) { return {kind, axis_, ++calls_, members_}; }
 
+ private:
   MPI_Comm comm_;
   std::string axis_;
   int rank_ = 0, size_ = 1;

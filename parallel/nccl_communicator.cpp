@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/cuda/runtime.h"
+#include "parallel/mpi_communicator.h"
 
 namespace retort {
 
@@ -61,10 +62,24 @@ class DoneRequest : public Request {
 
 struct NcclCommunicator::Impl {
   ncclComm_t comm = nullptr;
+  MpiCommunicator* mpi = nullptr;  // host_ when it is one: numbers the collectives
+
+  // After queuing a collective on the communication stream: the watchdog sees it pending until
+  // an event recorded behind it completes, so a stalled peer cannot hang the stream unseen.
+  void watch(CollectiveKind kind) {
+    if (!mpi || !collective_watchdog_running()) return;
+    const CollectiveCall call = mpi->next_call(kind);
+    cudaEvent_t ev;
+    RETORT_CUDA_CHECK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+    RETORT_CUDA_CHECK(cudaEventRecord(ev, cuda::comm_stream()));
+    auto event = std::shared_ptr<CUevent_st>(ev, [](cudaEvent_t e) { cudaEventDestroy(e); });
+    watch_queued_collective(call, [event] { return cudaEventQuery(event.get()) != cudaErrorNotReady; });
+  }
 };
 
 NcclCommunicator::NcclCommunicator(std::shared_ptr<Communicator> host)
     : host_(std::move(host)), impl_(std::make_unique<Impl>()) {
+  impl_->mpi = dynamic_cast<MpiCommunicator*>(host_.get());
   ncclUniqueId id;
   static_assert(sizeof id % 4 == 0);
   Tensor buf = Tensor::empty({int64_t(sizeof id / 4)}, DType::I32);
@@ -88,6 +103,7 @@ void NcclCommunicator::all_reduce(Tensor& x, ReduceOp op) {
   RETORT_NCCL_CHECK(ncclAllReduce(x.raw(), x.raw(), size_t(x.numel()), nccl_type(x),
                                   op == ReduceOp::Sum ? ncclSum : ncclMax, impl_->comm,
                                   cuda::comm_stream()));
+  impl_->watch(CollectiveKind::AllReduce);
   cuda::compute_waits_for_comm();
 }
 
@@ -100,6 +116,7 @@ void NcclCommunicator::all_gather(Tensor& out, const Tensor& in) {
   cuda::comm_waits_for_compute();
   RETORT_NCCL_CHECK(ncclAllGather(in.raw(), out.raw(), size_t(in.numel()), nccl_type(in),
                                   impl_->comm, cuda::comm_stream()));
+  impl_->watch(CollectiveKind::AllGather);
   cuda::compute_waits_for_comm();
 }
 
@@ -112,6 +129,7 @@ void NcclCommunicator::reduce_scatter(Tensor& out, const Tensor& in) {
   cuda::comm_waits_for_compute();
   RETORT_NCCL_CHECK(ncclReduceScatter(in.raw(), out.raw(), size_t(out.numel()), nccl_type(in),
                                       ncclSum, impl_->comm, cuda::comm_stream()));
+  impl_->watch(CollectiveKind::ReduceScatter);
   cuda::compute_waits_for_comm();
 }
 
@@ -121,6 +139,7 @@ void NcclCommunicator::broadcast(Tensor& x, int root) {
   cuda::comm_waits_for_compute();
   RETORT_NCCL_CHECK(ncclBroadcast(x.raw(), x.raw(), size_t(x.numel()), nccl_type(x), root,
                                   impl_->comm, cuda::comm_stream()));
+  impl_->watch(CollectiveKind::Broadcast);
   cuda::compute_waits_for_comm();
 }
 
@@ -139,6 +158,7 @@ std::unique_ptr<Request> NcclCommunicator::all_reduce_async(Tensor& x) {
   cuda::comm_waits_for_compute();
   RETORT_NCCL_CHECK(ncclAllReduce(x.raw(), x.raw(), size_t(x.numel()), nccl_type(x), ncclSum,
                                   impl_->comm, cuda::comm_stream()));
+  impl_->watch(CollectiveKind::AllReduce);
   req->record();
   return req;
 }
@@ -155,6 +175,7 @@ std::unique_ptr<Request> NcclCommunicator::all_gather_async(Tensor& out, const T
   cuda::comm_waits_for_compute();
   RETORT_NCCL_CHECK(ncclAllGather(in.raw(), out.raw(), size_t(in.numel()), nccl_type(in),
                                   impl_->comm, cuda::comm_stream()));
+  impl_->watch(CollectiveKind::AllGather);
   req->record();
   return req;
 }
@@ -171,6 +192,7 @@ std::unique_ptr<Request> NcclCommunicator::reduce_scatter_async(Tensor& out, con
   cuda::comm_waits_for_compute();
   RETORT_NCCL_CHECK(ncclReduceScatter(in.raw(), out.raw(), size_t(out.numel()), nccl_type(in),
                                       ncclSum, impl_->comm, cuda::comm_stream()));
+  impl_->watch(CollectiveKind::ReduceScatter);
   req->record();
   return req;
 }

@@ -80,3 +80,72 @@ same_checkpoint() {
   for f in $files; do cmp "$a/$f" "$b/$f" || fail "$3 is not bitwise identical ($f)"; done
   echo "ok: $3 is bitwise identical ($(echo $files | wc -w) files)"
 }
+
+# ---- stalled ranks (stalled_rank.sh, gpu_stalled_rank.sh) ------------------------------------
+# They use MPIRUN, ARGS, TIMEOUT and MARGIN from the script, and `trap cleanup_victims EXIT`.
+# Stopped ranks are never left behind, whatever happens (only our own: the pid may be reused).
+VICTIMS=()
+cleanup_victims() {
+  local p
+  for p in "${VICTIMS[@]}"; do
+    if tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q "run.dir=$WORK/"; then
+      kill -CONT "$p" 2>/dev/null || true
+      kill -KILL "$p" 2>/dev/null || true
+    fi
+  done
+}
+
+# rank_pid RUN_DIR RANK: the process of world rank RANK in the job writing RUN_DIR.
+rank_pid() {
+  local pid
+  for pid in $(pgrep -f "run.dir=$1( |$)" || true); do
+    if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2"; then
+      echo "$pid"; return
+    fi
+  done
+}
+
+# start NAME NP SETS...: the job in the background ($JOB), output in $WORK/NAME.log.
+start() {
+  local name=$1 np=$2; shift 2
+  "${MPIRUN[@]}" -np "$np" "$RETORT_BIN" train "${ARGS[@]}" "$@" --set "run.dir=$WORK/$name" \
+    >"$WORK/$name.log" 2>&1 &
+  JOB=$!
+}
+
+# ends NAME WHAT: the job ends within TIMEOUT + MARGIN of WHAT with a non-zero exit ($RC), before
+# finishing its run, and leaves no rank behind.
+ends() {
+  local name=$1 what=$2 t0=$SECONDS
+  for _ in $(seq $((10 * (TIMEOUT + MARGIN)))); do kill -0 "$JOB" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$JOB" 2>/dev/null; then
+    cat "$WORK/$name.log" >&2
+    fail "$name: the job still runs $((TIMEOUT + MARGIN)) s after $what"
+  fi
+  RC=0
+  wait "$JOB" || RC=$?
+  [ "$RC" != 0 ] || fail "$name: exit 0 after $what"
+  [ ! -f "$WORK/$name/summary.json" ] || fail "$name: the run finished before $what"
+  ! pgrep -f "run.dir=$WORK/$name( |$)" >/dev/null || fail "$name: ranks left running"
+  echo "ok: $name: the job ended $((SECONDS - t0)) s after $what (exit $RC)"
+}
+
+# signal_rank NAME SIGNAL RANK: send SIGNAL to RANK as soon as the step-5 checkpoint exists (the
+# process is looked up first, so that little happens between the two).
+signal_rank() {
+  local dir=$WORK/$1 victim=""
+  for _ in $(seq 600); do victim=$(rank_pid "$dir" "$3"); [ -n "$victim" ] && break; sleep 0.05; done
+  [ -n "$victim" ] || { cat "$WORK/$1.log" >&2; fail "$1: could not find rank $3"; }
+  VICTIMS+=("$victim")
+  for _ in $(seq 600); do [ -d "$dir/checkpoints/step_00000005" ] && break; sleep 0.05; done
+  [ -d "$dir/checkpoints/step_00000005" ] || { cat "$WORK/$1.log" >&2; fail "$1: no checkpoint after 30 s"; }
+  kill "-$2" "$victim"
+}
+
+# one_line NAME PATTERN: the job exited 124 with exactly one error line, matching PATTERN.
+one_line() {
+  [ "$RC" = 124 ] || { cat "$WORK/$1.log" >&2; fail "$1: exit $RC, expected 124"; }
+  grep -aoE "retort: error \(rank [0-9]+\): collective [a-z_]+ #[0-9]+ on axis [a-z]+ has waited [0-9.]+ s; $2" \
+    "$WORK/$1.log" || { cat "$WORK/$1.log" >&2; fail "$1: no line matching /$2/"; }
+  [ "$(grep -ao "retort: error" "$WORK/$1.log" | wc -l)" = 1 ] || { cat "$WORK/$1.log" >&2; fail "$1: more than one error line"; }
+}
