@@ -10,6 +10,9 @@
 // Student, corpus and teacher must share vocab_size and tokenizer_sha256. docs/DISTILLATION.md.
 // Meshes as `retort train` (dp, fsdp, tp, sp); under tp the KD loss is vocabulary-parallel
 // and the online teacher holds this rank's tp slices (models/distill_loss.h).
+// parallel.device: cuda (the meshes parallel/gpu_mesh.cpp allows): the student, its KD loss and
+// the online teacher on the GPU; corpus batches are read on the host and their top-k uploaded
+// per micro-batch.
 #include <yaml-cpp/yaml.h>
 
 #include <cmath>
@@ -23,6 +26,8 @@
 #include "launch/commands.h"
 #include "launch/train_loop.h"
 #include "models/distill_loss.h"
+#include "core/ops.h"
+#include "parallel/gpu_mesh.h"
 #include "parallel/job_check.h"
 #include "parallel/mesh.h"
 #include "parallel/tensor_parallel.h"
@@ -63,9 +68,8 @@ std::pair<std::string, std::string> teacher_tokenizer(const LoadedModel& teacher
 }  // namespace
 
 int run_distill(const Config& cfg, bool resume) {
-  if (cfg.get_string("parallel.device") != "cpu")
-    cfg.fail("parallel.device", "retort distill runs on the CPU only so far (GPU: retort train, bench, generate)");
   Mesh mesh = make_mesh(cfg);
+  place_mesh(mesh, cfg);
   check_same_job(mesh, cfg);
   check_mesh_fits_model(mesh, cfg);
   apply_thread_setting(cfg);
@@ -113,7 +117,7 @@ int run_distill(const Config& cfg, bool resume) {
   if (mesh.tp > 1) tp_regions.emplace(mesh.tp_comm, mesh.sp);
   std::optional<LoadedModel> teacher;
   if (!teacher_dir.empty()) {
-    teacher = load_checkpoint_model(teacher_dir, mesh.tp_layout());
+    teacher = load_checkpoint_model(teacher_dir, mesh.tp_layout(), mesh.device);
     if (tp_regions) teacher->model->set_tensor_parallel(&*tp_regions);
     const ModelConfig& tc = teacher->model->config();
     check_same_vocab(str_cat("model.vocab_size of the teacher (", teacher->dir, "/config.yaml)"),
@@ -143,7 +147,7 @@ int run_distill(const Config& cfg, bool resume) {
                               "-token training sequences"));
   const BatchGeometry geo = BatchGeometry::from_config(cfg, T, mesh.data_ranks());
 
-  Transformer model(mc, mesh.tp_layout());
+  Transformer model(mc, mesh.tp_layout(), mesh.device);
   std::optional<DistillLoss> kd;
   if (lambda > 0) {
     kd.emplace(lambda, tau, tail);
@@ -151,10 +155,16 @@ int run_distill(const Config& cfg, bool resume) {
     model.set_logits_loss(&*kd, kd->ce_weight());
   }
   const bool topk = kd && !teacher;  // the teacher distribution comes from the corpus
-  Tensor ids, logp;                   // [micro_seqs, T, k] (offline)
+  Tensor ids, logp;                   // [micro_seqs, T, k] (offline), read on the host
+  Tensor ids_dev, logp_dev;           // their copies on the GPU (parallel.device: cuda)
   if (topk) {
-    ids = Tensor::empty({geo.micro_seqs, T, corpus_batches->k()}, DType::I32);
-    logp = Tensor::empty({geo.micro_seqs, T, corpus_batches->k()});
+    const Shape shape{geo.micro_seqs, T, corpus_batches->k()};
+    ids = Tensor::empty(shape, DType::I32);
+    logp = Tensor::empty(shape);
+    if (mesh.device != Device::CPU) {
+      ids_dev = Tensor::empty(shape, DType::I32, mesh.device);
+      logp_dev = Tensor::empty(shape, DType::F32, mesh.device);
+    }
   }
 
   TrainLoopJob job;
@@ -164,7 +174,13 @@ int run_distill(const Config& cfg, bool resume) {
   job.source = [&](int64_t first, int64_t count, Tensor& inputs, Tensor& targets) {
     if (corpus_batches) corpus_batches->fill(first, count, inputs, targets, ids, logp);
     else windows->fill_batch(first, count, inputs, targets);
-    if (topk) kd->set_topk(ids, logp);
+    if (topk && ids_dev.defined()) {  // stream-ordered after the last micro-batch's backward
+      ops::copy(ids_dev, ids);
+      ops::copy(logp_dev, logp);
+      kd->set_topk(ids_dev, logp_dev);
+    } else if (topk) {
+      kd->set_topk(ids, logp);
+    }
     if (teacher) {  // frozen teacher, forward only on this micro-batch; logits [R, V/tp]
       teacher->model->evaluate(inputs, targets);
       kd->set_teacher_logits(teacher->model->logits());
@@ -176,6 +192,7 @@ int run_distill(const Config& cfg, bool resume) {
   }
   job.extra_summary["distill"] = {
       {"mode", teacher ? "online" : "offline"},
+      {"device", mesh.device == Device::CPU ? "cpu" : "cuda"},
       {"corpus", corpus_dir},
       {"teacher", teacher ? teacher->dir : ""},
       {"lambda", lambda},

@@ -36,12 +36,13 @@ void DistillLoss::merge_lse(Tensor& lse) {
 // Per row: lse_s (merged), then each shard's part of the KL (and of Q), summed over the shards.
 double DistillLoss::forward(const Tensor& logits) {
   const int64_t R = logits.numel() / logits.dim(-1), Vl = logits.dim(-1);
-  if (!kl_.defined() || kl_.numel() != R) {
-    sums_ = Tensor::empty({2 * R});
+  const Device dev = logits.device();  // the buffers live with the logits (CPU or GPU)
+  if (!kl_.defined() || kl_.numel() != R || kl_.device() != dev) {
+    sums_ = Tensor::empty({2 * R}, DType::F32, dev);
     kl_ = sums_.slice(0, R);
     aux_ = sums_.slice(R, 2 * R);
-    lse_ = Tensor::empty({R});
-    parts_ = Tensor::empty({int64_t(tp_.size), R});
+    lse_ = Tensor::empty({R}, DType::F32, dev);
+    parts_ = Tensor::empty({int64_t(tp_.size), R}, DType::F32, dev);
   }
   const float tau = float(tau_);
   ops::kd_logsumexp(lse_, logits, tau);
@@ -59,8 +60,9 @@ double DistillLoss::forward(const Tensor& logits) {
     if (regions_) regions_->all_reduce_sum(tail_ == ops::KdTail::Bucket ? sums_ : kl_);
     if (tail_ == ops::KdTail::Bucket) ops::kd_bucket_finish(kl_, aux_, logprobs_);
   }
-  double sum = 0;
-  const float* p = kl_.host<float>();
+  double sum = 0;  // in double on the host, in row order (the same sum on either device)
+  const Tensor kl_host = dev == Device::CPU ? kl_ : kl_.to(Device::CPU);
+  const float* p = kl_host.host<float>();
   for (int64_t r = 0; r < R; ++r) sum += p[r];
   last_kl_ = sum / double(R);
   return lambda_ * tau_ * tau_ * last_kl_;
@@ -68,17 +70,22 @@ double DistillLoss::forward(const Tensor& logits) {
 
 // Global ids [R, k] → ids on this rank's shard [tp.rank·Vl, (tp.rank+1)·Vl), -1 elsewhere.
 const Tensor& DistillLoss::localise_ids(int64_t Vl) {
-  if (!local_ids_.defined() || local_ids_.shape() != ids_.shape())
-    local_ids_ = Tensor::empty(ids_.shape(), DType::I32);
+  // Computed on the host (the ids come from there), then on the ids' device.
+  const Device dev = ids_.device();
+  if (!local_ids_.defined() || local_ids_.shape() != ids_.shape() || local_ids_.device() != dev)
+    local_ids_ = Tensor::empty(ids_.shape(), DType::I32, dev);
+  const Tensor src_h = dev == Device::CPU ? ids_ : ids_.to(Device::CPU);
+  Tensor dst_h = dev == Device::CPU ? local_ids_ : Tensor::empty(ids_.shape(), DType::I32);
   const int64_t begin = int64_t(tp_.rank) * Vl;
-  const int32_t* src = ids_.host<int32_t>();
-  int32_t* dst = local_ids_.host<int32_t>();
+  const int32_t* src = src_h.host<int32_t>();
+  int32_t* dst = dst_h.host<int32_t>();
   const int64_t V = int64_t(tp_.size) * Vl;
   for (int64_t i = 0; i < ids_.numel(); ++i) {
     RETORT_CHECK(src[i] >= 0 && src[i] < V, "DistillLoss: top-k id ", src[i], " is out of range [0, ", V, ")");
     const int64_t v = int64_t(src[i]) - begin;
     dst[i] = v >= 0 && v < Vl ? int32_t(v) : -1;
   }
+  if (dev != Device::CPU) ops::copy(local_ids_, dst_h);
   return local_ids_;
 }
 

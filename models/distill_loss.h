@@ -6,6 +6,9 @@
 // the next forward is either a top-k (offline, from a corpus: ids and log-probs at τ, tail
 // handled per KdTail) or full teacher logits (online, exact KL over the vocabulary). The
 // tensors set here must stay alive and unchanged until the matching backward() has run.
+// Device: the loss runs where the logits are; the tensors set here must be on that device too
+// (a GPU student needs its top-k uploaded, or a GPU teacher). Only the KL's mean comes back to
+// the host, summed there in row order as on the CPU.
 //
 // Tensor parallelism (set_tensor_parallel): the logits are this rank's vocabulary shard
 // [R, V/tp], ids [rank·V/tp, (rank+1)·V/tp); the online teacher's logits are the same shard.

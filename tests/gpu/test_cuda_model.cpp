@@ -8,6 +8,7 @@
 #include "core/adamw.h"
 #include "core/ops.h"
 #include "core/random.h"
+#include "models/distill_loss.h"
 #include "models/model_config.h"
 #include "models/transformer.h"
 #include "tests/unit/test_support.h"
@@ -71,7 +72,49 @@ StepOut train_step(Device device, bool tied, bool recompute) {
   return out;
 }
 
+// A distillation step (models/distill_loss.h in the model's head): the teacher is either
+// full logits [R, V] (online) or a top-k of k distinct ids per row with descending
+// log-probabilities (offline), built on the host and copied to `device`.
+enum class Teacher { Dense, Renormalize, Bucket };
+
+StepOut distill_step(Device device, Teacher teacher) {
+  const ModelConfig mc = small(true);
+  const int64_t B = 3, T = 16, R = B * T, V = mc.vocab_size, k = 5;
+  Transformer m(mc, {}, device);
+  m.init(7);
+  DistillLoss kd(0.6, 2.0, teacher == Teacher::Bucket ? ops::KdTail::Bucket : ops::KdTail::Renormalize);
+  m.set_logits_loss(&kd, kd.ce_weight());
+  Tensor logits = Tensor::empty({R, V}), ids = Tensor::empty({R, k}, DType::I32), logp = Tensor::empty({R, k});
+  for (int64_t i = 0; i < R * V; ++i) logits.host<float>()[i] = float(3 * rng::normal(5, 1, uint64_t(i)));
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t j = 0; j < k; ++j) {  // distinct ids, log-probabilities descending, mass < 1
+      ids.host<int32_t>()[r * k + j] = int32_t((r * 7 + j * 13) % V);
+      logp.host<float>()[r * k + j] = float(-1.0 - 0.5 * double(j) - 0.3 * rng::uniform(5, 2, uint64_t(r * k + j)));
+    }
+  const Tensor logits_d = logits.to(device), ids_d = ids.to(device), logp_d = logp.to(device);
+  if (teacher == Teacher::Dense) kd.set_teacher_logits(logits_d);
+  else kd.set_topk(ids_d, logp_d);
+  const Batch b = random_batch(B, T, V, 11);
+  m.zero_grad();
+  const LossResult r = m.forward(b.tokens, b.targets, 1e-4f);
+  m.backward(1.0f);
+  EXPECT_GT(kd.last_kl(), 0);
+  return {r.loss, m.flat_grads().to(Device::CPU), Tensor()};
+}
+
 }  // namespace
+
+TEST(CudaModel, DistillStepMatchesTheCpu) {
+  for (Teacher t : {Teacher::Dense, Teacher::Renormalize, Teacher::Bucket}) {
+    const StepOut cpu = distill_step(Device::CPU, t);
+    const StepOut gpu = distill_step(Device::CUDA, t);
+    const StepOut again = distill_step(Device::CUDA, t);
+    EXPECT_NEAR(gpu.loss, cpu.loss, 1e-5 * std::abs(cpu.loss)) << "teacher " << int(t);
+    EXPECT_LT(rel_diff(gpu.grads, cpu.grads), 1e-4) << "teacher " << int(t);
+    EXPECT_EQ(again.loss, gpu.loss) << "teacher " << int(t);
+    EXPECT_EQ(rel_diff(again.grads, gpu.grads), 0.0) << "teacher " << int(t);
+  }
+}
 
 TEST(CudaModel, TrainingStepMatchesTheCpu) {
   for (bool tied : {true, false}) {
