@@ -18,7 +18,7 @@ cd "$out"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-SIM_GPUS=${SIM_GPUS:-2} GPU_TRAIN_STEPS=${GPU_TRAIN_STEPS:-6} GPU_DISTILL_STEPS=${GPU_DISTILL_STEPS:-4} ctest -L '^gpu$' --output-on-failure --no-tests=error "$@" 2>&1 | tee "$log" \
+SIM_GPUS=${SIM_GPUS:-2} GPU_TRAIN_STEPS=${GPU_TRAIN_STEPS:-6} GPU_DISTILL_STEPS=${GPU_DISTILL_STEPS:-4} ctest -j "${SIM_JOBS:-2}" -L '^gpu$' --output-on-failure --no-tests=error "$@" 2>&1 | tee "$log" \
   || status=$?
 if grep -q -- '\*\*\*Skipped\|Not Run' "$log"; then
   echo "[sim] a GPU test was skipped on the simulator: every one must run here" >&2
