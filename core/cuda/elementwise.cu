@@ -195,6 +195,16 @@ void scale_inplace(float* y, int64_t n, float alpha) {
 }
 
 // Synchronises the compute stream: the value is returned to the host.
+namespace {
+// One double from the device, after the compute stream's queued work (synchronises).
+double read_back(const double* d) {
+  double v = 0.0;
+  RETORT_CUDA_CHECK(cudaMemcpyAsync(&v, d, sizeof v, cudaMemcpyDeviceToHost, compute_stream()));
+  RETORT_CUDA_CHECK(cudaStreamSynchronize(compute_stream()));
+  return v;
+}
+}  // namespace
+
 double sum_squares(const float* x, int64_t n) {
   if (n <= 0) return 0.0;
   const int nparts =
@@ -206,11 +216,7 @@ double sum_squares(const float* x, int64_t n) {
   RETORT_CUDA_CHECK_LAUNCH();
   sum_squares_final<<<1, kSumMaxBlocks, 0, compute_stream()>>>(total, partial, nparts);
   RETORT_CUDA_CHECK_LAUNCH();
-  double result = 0.0;
-  RETORT_CUDA_CHECK(cudaMemcpyAsync(&result, total, sizeof(double), cudaMemcpyDeviceToHost,
-                                    compute_stream()));
-  RETORT_CUDA_CHECK(cudaStreamSynchronize(compute_stream()));
-  return result;
+  return read_back(total);
 }
 
 // Synchronises the compute stream once: the value is returned to the host.
@@ -247,11 +253,7 @@ double sum_squares_multi(const float* const* xs, const int64_t* ns, int64_t coun
   }
   sum_squares_total<<<1, kWarp, 0, compute_stream()>>>(total, tot, count);
   RETORT_CUDA_CHECK_LAUNCH();
-  double result = 0.0;
-  RETORT_CUDA_CHECK(cudaMemcpyAsync(&result, total, sizeof(double), cudaMemcpyDeviceToHost,
-                                    compute_stream()));
-  RETORT_CUDA_CHECK(cudaStreamSynchronize(compute_stream()));
-  return result;
+  return read_back(total);
 }
 
 void f32_to_bf16(uint16_t* dst, const float* src, int64_t n) {
