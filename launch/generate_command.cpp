@@ -360,12 +360,7 @@ int run_generate(const Config& cfg_in) {
 
   const std::vector<CorpusShardEntry> entries = gather_entries(mesh, p, mine);
   if (root) {
-    for (const CorpusShardEntry& e : entries) {
-      CorpusShardEntry size_only = e;  // the digest was just taken from these bytes
-      size_only.sha256.clear();
-      verify_corpus_shard(p.out, size_only);
-      check_corpus_shard(p.out + "/" + e.file, m, e.sequences, false);
-    }
+    for (const CorpusShardEntry& e : entries) check_corpus_shard(p.out + "/" + e.file, m, e.sequences, false);
     // An existing manifest has this corpus' metadata and layout (check_existing); it is
     // rewritten only to add checksums (an older version wrote it) or to record a regenerated
     // shard whose bytes differ (e.g. another thread count).
