@@ -176,6 +176,8 @@ void verify_corpus_shard(const std::string& dir, const CorpusShardEntry& e) {
   const std::string path = join(dir, e.file);
   std::error_code ec;
   if (!stdfs::exists(path, ec)) throw Error(str_cat(path, ": file not found"));
+  if (!stdfs::is_regular_file(path, ec))  // (a FIFO would block the hash)
+    throw Error(str_cat(path, ": not a regular file"));
   if (e.bytes >= 0) {
     const auto size = stdfs::file_size(path, ec);
     if (ec) throw Error(str_cat(path, ": cannot read the file size: ", ec.message()));

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -251,6 +252,10 @@ TEST(DistillCorpus, MissingShardFile) {
   stdfs::remove(dir + "/shard-00000.h5");
   std::string e = error_of([&] { CorpusReader r(dir); });
   EXPECT_NE(e.find("shard-00000.h5: file not found"), std::string::npos) << e;
+  // a FIFO in its place is refused before anything reads it (hashing it would block)
+  ASSERT_EQ(::mkfifo((dir + "/shard-00000.h5").c_str(), 0600), 0);
+  e = error_of([&] { CorpusReader r(dir); });
+  EXPECT_EQ(e, dir + "/shard-00000.h5: not a regular file");
 }
 
 TEST(DistillCorpus, WrongShapeAndCount) {
