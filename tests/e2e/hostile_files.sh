@@ -7,10 +7,11 @@
 #  - a flipped byte in model.h5: the sha256 in state.json catches it ("checksum mismatch")
 #    before libhdf5 parses the file; an exported checkpoint (no state.json) cut short is a
 #    "truncated or corrupt" error;
-#  - flipped bytes in a corpus shard written by `retort generate`, at 32 offsets (half of them
-#    in the first 2 KiB: superblock and object headers, where libhdf5 1.10 itself can crash or
-#    hang): the sha256 in manifest.json refuses every one before libhdf5 parses the shard, with
-#    one line naming it, exit 1 and no run directory;
+#  - flipped bytes in a corpus shard written by `retort generate`, at 32 offsets (24 of them in
+#    HDF5 metadata — the bytes outside every dataset's raw data: superblock, object headers,
+#    B-trees, heaps — where libhdf5 1.10 itself can crash or hang): the sha256 in manifest.json
+#    refuses every one before libhdf5 parses the shard, with one line naming it, exit 1 and no
+#    run directory;
 #  - flipped bytes in a token file (no checksum): one error line or (a flip that lands on
 #    unused bytes or keeps values in range) a clean run;
 #  - out-of-range token ids and negative / overlapping doc_offsets: errors naming the file,
@@ -116,9 +117,17 @@ DISTILL=("$TINY" --set "data.val=$VAL" --set distill.lambda=0.5 --set train.step
          --set eval.max_windows=2 --set checkpoint.every=0)
 shard=shard-00000.h5
 size=$(size_of "$WORK/corpus/$shard")
-offsets=""
-for i in $(seq 0 15); do offsets+=" $((i * 128 + RANDOM % 128))"; done  # superblock, headers
-for i in $(seq 16); do offsets+=" $(((RANDOM * 32768 + RANDOM) % size))"; done  # anywhere
+# 24 offsets in the metadata (outside the datasets' raw data, as h5py locates it), 8 anywhere
+offsets=$(/usr/bin/python3 - "$WORK/corpus/$shard" "$RANDOM" <<'PY'
+import h5py, random, sys
+rng = random.Random(int(sys.argv[2]))
+with h5py.File(sys.argv[1], "r") as f:
+    size = f.id.get_filesize()
+    raw = [(f[n].id.get_offset(), f[n].id.get_storage_size()) for n in f]
+meta = [i for i in range(size) if not any(o is not None and o <= i < o + n for o, n in raw)]
+print(" ".join(str(x) for x in sorted(rng.sample(meta, 24)) + [rng.randrange(size) for _ in range(8)]))
+PY
+)
 echo "flip $shard ($size bytes) at:$offsets"
 rm -rf "$WORK/c" && cp -r "$WORK/corpus" "$WORK/c"
 digest='[0-9a-f]{64}'
