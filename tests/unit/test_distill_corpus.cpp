@@ -417,10 +417,17 @@ TEST(DistillCorpus, ManifestWithoutChecksumsIsReadUnverified) {
   r.read(0, 7, got);
   EXPECT_EQ(got.tokens, want.tokens);
   EXPECT_EQ(got.topk_logprobs, want.topk_logprobs);
-  // the last byte of the file is the last byte of raw data here (contiguous datasets): a flip
-  // there is not noticed (or is a value error), never a checksum error
+  // A flip in the raw bytes of shard 1's 'tokens' (found by its first 8 ids, contiguous
+  // little-endian int32) opens fine and is caught only by the value check.
   const std::string p1 = dir + "/shard-00001.h5";
-  flip_byte(p1, int64_t(stdfs::file_size(p1)) - 1, 0x01);
-  const std::string e = error_of([&] { CorpusReader r2(dir); r2.read(0, 7, got); });
-  EXPECT_EQ(e.find("corrupt: sha256"), std::string::npos) << e;
+  const std::string bytes = fs::read_file(p1);
+  const std::string first(reinterpret_cast<const char*>(want.tokens.data() + 4 * m.seq_len),
+                          8 * sizeof(int32_t));
+  const size_t at = bytes.find(first);
+  ASSERT_NE(at, std::string::npos);
+  flip_byte(p1, int64_t(at) + 3, 0x40);  // the high byte of the shard's token 0
+  CorpusReader r2(dir);
+  EXPECT_EQ(error_of([&] { r2.read(0, 7, got); }),
+            str_cat(p1, ": dataset 'tokens': value ", want.tokens[4 * m.seq_len] + (1 << 30),
+                    " at flat index 0 outside [0, 50)"));
 }
