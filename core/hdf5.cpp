@@ -4,6 +4,7 @@
 #include <hdf5.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -225,6 +226,12 @@ std::string last_hdf5_error() {
 
 // ---- File lifetime ----------------------------------------------------------
 
+namespace {
+std::atomic<int64_t> g_libhdf5_opens{0};
+}  // namespace
+
+int64_t File::libhdf5_opens() { return g_libhdf5_opens.load(); }
+
 File File::open_read(const std::string& path) {
   quiet_hdf5();
   std::error_code ec;
@@ -232,6 +239,7 @@ File File::open_read(const std::string& path) {
     throw Error(str_cat(path, ": file not found"));
   if (std::filesystem::is_directory(path, ec))
     throw Error(str_cat(path, ": is a directory, expected an HDF5 file"));
+  ++g_libhdf5_opens;
   htri_t is = H5Fis_hdf5(path.c_str());
   if (is == 0) throw Error(str_cat(path, ": not an HDF5 file"));
   if (is < 0) throw Error(str_cat(path, ": cannot read file (", last_hdf5_error(), ")"));

@@ -21,6 +21,9 @@ class File {
   // Open an existing file read-only. Distinguishes: missing file, not an HDF5 file,
   // HDF5 file that cannot be opened (truncated / corrupt; HDF5's reason is appended).
   static File open_read(const std::string& path);
+  // How many open_read calls of this process have handed a file to libhdf5 (tests: a check
+  // that must come before libhdf5 parses a file, such as a checksum, did).
+  static int64_t libhdf5_opens();
   // Create a file, truncating any existing one.
   static File create(const std::string& path);
 

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -13,6 +14,7 @@
 #include "core/fs.h"
 #include "core/hdf5.h"
 #include "core/json_fields.h"
+#include "core/sha256.h"
 
 namespace retort {
 namespace stdfs = std::filesystem;
@@ -81,6 +83,11 @@ void check_range(const std::string& file, const char* dataset, const int32_t* v,
   }
 }
 
+bool is_sha256_hex(const std::string& s) {
+  return s.size() == 64 &&
+         std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
 }  // namespace
 
 std::string corpus_shard_name(int64_t index) {
@@ -93,8 +100,8 @@ std::string corpus_meta_difference(const CorpusMeta& a, const CorpusMeta& b) {
   return meta_difference(a, b, true);
 }
 
-void write_corpus_shard(const std::string& dir, int64_t index, const CorpusMeta& meta,
-                        const CorpusSequences& seqs, int compression_level) {
+CorpusShardEntry write_corpus_shard(const std::string& dir, int64_t index, const CorpusMeta& meta,
+                                    const CorpusSequences& seqs, int compression_level) {
   const std::string path = join(dir, corpus_shard_name(index));
   std::string why = meta_problem(meta);
   const int64_t S = seqs.count, Ls = meta.seq_len, k = meta.k;
@@ -120,6 +127,7 @@ void write_corpus_shard(const std::string& dir, int64_t index, const CorpusMeta&
   stdfs::create_directories(dir, ec);
   if (ec) throw Error(str_cat(dir, ": cannot create corpus directory: ", ec.message()));
   const std::string tmp = str_cat(path, ".tmp-", ::getpid());
+  CorpusShardEntry entry{corpus_shard_name(index), S};
   try {
     h5::File f = h5::File::create(tmp);
     const h5::File::Storage ints{false, compression_level};
@@ -140,11 +148,48 @@ void write_corpus_shard(const std::string& dir, int64_t index, const CorpusMeta&
     f.set_attr("sample_top_p", meta.sample_top_p);
     f.set_attr("seed", int64_t(meta.seed));
     f.close();
+    // The digest of the finished file (read back from the page cache) before it gets its name.
+    entry.sha256 = sha256_file(tmp);
+    entry.bytes = int64_t(stdfs::file_size(tmp));
     fs::fsync_path(tmp);
     fs::rename_durable(tmp, path);
   } catch (...) {
     stdfs::remove(tmp, ec);
     throw;
+  }
+  return entry;
+}
+
+CorpusShardEntry describe_corpus_shard(const std::string& dir, const std::string& file,
+                                       int64_t sequences) {
+  const std::string path = join(dir, file);
+  CorpusShardEntry e{file, sequences};
+  e.sha256 = sha256_file(path);
+  std::error_code ec;
+  e.bytes = int64_t(stdfs::file_size(path, ec));
+  if (ec) throw Error(str_cat(path, ": cannot read the file size: ", ec.message()));
+  return e;
+}
+
+void verify_corpus_shard(const std::string& dir, const CorpusShardEntry& e) {
+  if (e.bytes < 0 && e.sha256.empty()) return;  // an older or foreign manifest: unverified
+  const std::string path = join(dir, e.file);
+  std::error_code ec;
+  if (!stdfs::exists(path, ec)) throw Error(str_cat(path, ": file not found"));
+  if (!stdfs::is_regular_file(path, ec))  // (a FIFO would block the hash)
+    throw Error(str_cat(path, ": not a regular file"));
+  if (e.bytes >= 0) {
+    const auto size = stdfs::file_size(path, ec);
+    if (ec) throw Error(str_cat(path, ": cannot read the file size: ", ec.message()));
+    if (int64_t(size) != e.bytes)
+      throw Error(str_cat(path, ": corrupt: ", size, " bytes, ", kManifest, " records ", e.bytes,
+                          " (truncated or modified after it was written)"));
+  }
+  if (!e.sha256.empty()) {
+    const std::string actual = sha256_file(path);
+    if (actual != e.sha256)
+      throw Error(str_cat(path, ": corrupt: sha256 is ", actual, ", ", kManifest, " records ",
+                          e.sha256, " (damaged or modified after it was written)"));
   }
 }
 
@@ -174,7 +219,15 @@ void write_corpus_manifest(const std::string& dir, const CorpusMeta& meta,
     if (s.sequences < 1)
       throw Error(str_cat(path, ": refusing to write: shard ", s.file, " has ", s.sequences,
                           " sequences"));
-    list.push_back({{"file", s.file}, {"sequences", s.sequences}});
+    json entry = {{"file", s.file}, {"sequences", s.sequences}};
+    if (s.bytes >= 0) entry["bytes"] = s.bytes;
+    if (!s.sha256.empty()) {
+      if (!is_sha256_hex(s.sha256))
+        throw Error(str_cat(path, ": refusing to write: shard ", s.file, " has sha256 '", s.sha256,
+                            "' (expected 64 lowercase hex digits)"));
+      entry["sha256"] = s.sha256;
+    }
+    list.push_back(entry);
     total += s.sequences;
   }
   j["num_sequences"] = total;
@@ -230,6 +283,14 @@ CorpusMeta read_corpus_manifest(const std::string& dir, std::vector<CorpusShardE
       s.sequences = json_int(e, "sequences", path);
       if (s.sequences < 1 || s.file.empty() || s.file.find('/') != std::string::npos)
         throw Error(str_cat(path, ": bad shard entry ", e.dump()));
+      // Optional (absent in manifests of older versions and other tools: then unverified).
+      if (e.contains("bytes")) s.bytes = json_int(e, "bytes", path, 0);
+      if (e.contains("sha256")) {
+        s.sha256 = json_string(e, "sha256", path);
+        for (char& c : s.sha256) c = char(std::tolower(static_cast<unsigned char>(c)));
+        if (!is_sha256_hex(s.sha256))
+          throw Error(str_cat(path, ": shards[", shards->size(), "]: key 'sha256' must be 64 hex digits"));
+      }
       shards->push_back(s);
     }
     if (shards->empty()) throw Error(str_cat(path, ": lists no shards"));
@@ -329,6 +390,8 @@ void read_corpus_shard_rows(const std::string& path, const CorpusMeta& meta, int
 CorpusReader::CorpusReader(const std::string& dir) : dir_(dir) {
   meta_ = read_corpus_manifest(dir, &shards_);
   for (const auto& s : shards_) {
+    // Before the first H5Fopen of the shard (read() opens only shards checked here).
+    verify_corpus_shard(dir, s);
     check_corpus_shard(join(dir, s.file), meta_, s.sequences, false);
     shard_start_.push_back(total_);
     total_ += s.sequences;

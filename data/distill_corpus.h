@@ -6,11 +6,15 @@
 //   topk_logprobs  f16|f32 [S, Ls-1, k]  by descending log-prob = log-softmax(logits / τ_logit)
 //   attributes     k, vocab_size, tokenizer_sha256, teacher_sha256, mode, sample_temperature,
 //                  sample_top_k, sample_top_p, seed, logit_temperature
-// manifest.json lists the shards in order with their sequence counts and the same metadata.
-// Shards and the manifest are written atomically (temp + fsync + rename); the manifest last.
+// manifest.json lists the shards in order with their sequence counts and the same metadata,
+// and (retort generate) each shard's size in bytes and sha256. Shards and the manifest are
+// written atomically (temp + fsync + rename); the manifest last. A reader checks a listed size
+// and sha256 before libhdf5 parses the shard (libhdf5 1.10 can crash or hang on corrupt
+// metadata); a manifest without them (older retort, other tools) is read unverified.
 #pragma once
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace retort {
@@ -42,19 +46,37 @@ struct CorpusSequences {
 // "shard-00042.h5"
 std::string corpus_shard_name(int64_t index);
 
-// Writes shard `index` of the corpus in `dir` atomically (creates dir). compression_level:
-// 0 = none, 1..9 = gzip with byte shuffle. Validates sizes against meta first.
-void write_corpus_shard(const std::string& dir, int64_t index, const CorpusMeta& meta,
-                        const CorpusSequences& seqs, int compression_level);
-
+// One shard as manifest.json lists it.
 struct CorpusShardEntry {
+  CorpusShardEntry() = default;
+  CorpusShardEntry(std::string file_, int64_t sequences_, int64_t bytes_ = -1, std::string sha256_ = "")
+      : file(std::move(file_)), sequences(sequences_), bytes(bytes_), sha256(std::move(sha256_)) {}
   std::string file;     // relative to the corpus dir
   int64_t sequences = 0;
+  int64_t bytes = -1;   // file size; -1 = not recorded
+  std::string sha256;   // 64 lowercase hex digits of the whole file; "" = not recorded
+  bool operator==(const CorpusShardEntry&) const = default;
 };
 
-// Writes dir/manifest.json atomically.
+// Writes shard `index` of the corpus in `dir` atomically (creates dir). compression_level:
+// 0 = none, 1..9 = gzip with byte shuffle. Validates sizes against meta first. Returns the
+// shard's manifest entry with the size and sha256 of the bytes written (the finished
+// temporary file, read back before it is renamed into place).
+CorpusShardEntry write_corpus_shard(const std::string& dir, int64_t index, const CorpusMeta& meta,
+                                    const CorpusSequences& seqs, int compression_level);
+
+// Writes dir/manifest.json atomically; "bytes" and "sha256" of the entries that have them.
 void write_corpus_manifest(const std::string& dir, const CorpusMeta& meta,
                            const std::vector<CorpusShardEntry>& shards);
+
+// The entry for dir/file as it is on disk now: its size and sha256 (reads the whole file).
+CorpusShardEntry describe_corpus_shard(const std::string& dir, const std::string& file,
+                                       int64_t sequences);
+// Checks dir/e.file against the size and sha256 that `e` records (either may be absent: then
+// it is not checked), reading only the file's bytes, never parsing them. Error, one line:
+//   "<dir>/shard-00003.h5: corrupt: sha256 is <actual>, manifest.json records <expected> (...)"
+// (or the size, or "file not found").
+void verify_corpus_shard(const std::string& dir, const CorpusShardEntry& e);
 
 // ---- lower-level pieces (used by CorpusReader and by `retort generate` to resume) ----
 
@@ -78,6 +100,10 @@ void read_corpus_shard_rows(const std::string& path, const CorpusMeta& meta, int
 // shapes against it. Every problem is a retort::Error naming the file and the dataset,
 // attribute or index (missing manifest, truncated shard, shape/dtype/metadata mismatch, token
 // id or top-k id outside [0, vocab_size), prompt_len outside [0, Ls]).
+// Each shard is verified (verify_corpus_shard: size and sha256 from the manifest, when it has
+// them) once, before its first H5Fopen. That first open is the attribute check here in the
+// constructor, so opening a corpus reads every shard once (sha256: ~250 MB/s on one core,
+// about 4 s per GB; docs/RELIABILITY.md); read() opens only shards verified there.
 class CorpusReader {
  public:
   explicit CorpusReader(const std::string& dir);

@@ -8,6 +8,13 @@
 // crash). Existing shards or a manifest with other metadata are never touched: the job stops
 // with a config error first. After a barrier, rank 0 writes manifest.json last, atomically.
 //
+// Checksums: manifest.json records each shard's size and sha256 (readers check them before
+// libhdf5 parses a shard). The rank that writes a shard hashes the finished temporary file,
+// i.e. the bytes written; the rank that keeps a shard on a rerun takes the digest from the
+// existing manifest after checking the file against it, or, without one, hashes the file after
+// validating every value. One all-reduce brings every digest to rank 0. No side files: a shard
+// kept across a crash is hashed again on the rerun (it is read whole for validation anyway).
+//
 // Preemption (SIGUSR1/SIGTERM, core/preemption.h): shards are written in rounds of one per
 // rank; after a signal every rank finishes its shard of the current round, no manifest is
 // written, and the job exits 75. Rerunning the same command keeps the finished shards and
@@ -105,17 +112,28 @@ Plan read_keys(const Config& cfg) {
   return p;
 }
 
+struct Existing {
+  std::vector<bool> present;               // per shard: a file is there
+  bool has_manifest = false;
+  std::vector<CorpusShardEntry> manifest;  // its entries (same layout as this plan)
+};
+
 // Existing outputs: refuse (ConfigError) when they belong to another corpus. Returns, for
-// each shard, whether a file is there. Same decision on every rank (reads only attributes).
-std::vector<bool> check_existing(const Plan& p) {
-  std::vector<bool> present(p.num_shards(), false);
+// each shard, whether a file is there, and the existing manifest's entries. Same decision on
+// every rank (reads only attributes). A shard that the existing manifest checksums is not
+// opened here: its rank verifies the checksum before libhdf5 parses it (shard_to_keep).
+Existing check_existing(const Plan& p) {
+  Existing out;
+  std::vector<bool>& present = out.present;
+  present.assign(p.num_shards(), false);
   std::error_code ec;
-  if (!stdfs::exists(p.out, ec)) return present;
+  if (!stdfs::exists(p.out, ec)) return out;
   if (!stdfs::is_directory(p.out, ec))
     throw ConfigError(str_cat("key 'generate.out': ", p.out, " exists and is not a directory"));
   const std::string manifest = p.out + "/manifest.json";
   if (stdfs::exists(manifest, ec)) {
-    std::vector<CorpusShardEntry> shards;
+    std::vector<CorpusShardEntry>& shards = out.manifest;
+    out.has_manifest = true;
     CorpusMeta m;
     try {
       m = read_corpus_manifest(p.out, &shards);
@@ -143,6 +161,7 @@ std::vector<bool> check_existing(const Plan& p) {
       throw ConfigError(str_cat(e.path().string(), ": belongs to a larger corpus (this one has ",
                                 p.num_shards(), " shards); choose another generate.out"));
     present[s] = true;
+    if (out.has_manifest && !out.manifest[s].sha256.empty()) continue;
     int64_t count = 0;
     CorpusMeta m;
     try {
@@ -158,7 +177,50 @@ std::vector<bool> check_existing(const Plan& p) {
                                 " sequences, this corpus needs ", p.shard_count(s),
                                 " (different num_sequences/shard_sequences)"));
   }
-  return present;
+  return out;
+}
+
+// Whether the existing shard s can be kept, and its manifest entry: checked against the
+// existing manifest's size and sha256 first when it has them (before libhdf5 reads the
+// file), then every attribute, shape and value. Logs why a shard is regenerated.
+bool shard_to_keep(const Plan& p, const Existing& old, int64_t s, CorpusShardEntry& entry) {
+  const std::string file = corpus_shard_name(s);
+  try {
+    const bool listed = old.has_manifest && !old.manifest[s].sha256.empty();
+    if (listed) verify_corpus_shard(p.out, old.manifest[s]);
+    check_corpus_shard(p.out + "/" + file, p.meta, p.shard_count(s), true);
+    entry = listed ? old.manifest[s] : describe_corpus_shard(p.out, file, p.shard_count(s));
+    return true;
+  } catch (const Error& e) {
+    std::fprintf(stderr, "retort generate: regenerating %s/%s (%s)\n", p.out.c_str(), file.c_str(),
+                 e.what());
+    return false;
+  }
+}
+
+// Every shard's size and sha256 on rank 0 (each rank knows those of its own shards): one
+// all-reduce (sum) of [shards, 10] int32 words (8 of digest, 2 of size), zero where unknown.
+std::vector<CorpusShardEntry> gather_entries(const Mesh& mesh, const Plan& p,
+                                             const std::vector<CorpusShardEntry>& mine) {
+  const int64_t n = p.num_shards(), W = 10;
+  Tensor words = Tensor::zeros({n, W}, DType::I32);
+  int32_t* w = words.host<int32_t>();
+  for (int64_t s = 0; s < n; ++s) {
+    if (mine[s].sha256.empty()) continue;
+    for (int i = 0; i < 8; ++i)
+      w[s * W + i] = int32_t(uint32_t(std::stoul(mine[s].sha256.substr(8 * i, 8), nullptr, 16)));
+    w[s * W + 8] = int32_t(uint32_t(uint64_t(mine[s].bytes)));
+    w[s * W + 9] = int32_t(uint32_t(uint64_t(mine[s].bytes) >> 32));
+  }
+  if (mesh.world_size > 1) mesh.world->all_reduce(words, ReduceOp::Sum);
+  std::vector<CorpusShardEntry> all(n);
+  for (int64_t s = 0; s < n; ++s) {
+    char hex[65];
+    for (int i = 0; i < 8; ++i) std::snprintf(hex + 8 * i, 9, "%08x", uint32_t(w[s * W + i]));
+    all[s] = {corpus_shard_name(s), p.shard_count(s),
+              int64_t(uint64_t(uint32_t(w[s * W + 8])) | uint64_t(uint32_t(w[s * W + 9])) << 32), hex};
+  }
+  return all;
 }
 
 // Removes `*.tmp-PID` files that a killed or failed run left in the corpus directory.
@@ -225,23 +287,18 @@ int run_generate(const Config& cfg_in) {
   m.tokenizer_sha256 = data.meta().tokenizer_sha256;
   m.teacher_sha256 = sha256_file(teacher_h5);
 
-  const std::vector<bool> present = check_existing(p);
+  const Existing existing = check_existing(p);
   if (root) remove_stale_temporaries(p.out);  // a killed run's half-written shards
   mesh.world->barrier();  // every rank has checked before anyone writes
 
   // This rank's shards: s ≡ rank (mod world). Keep those that exist and validate.
   std::vector<bool> todo(p.num_shards(), false);
+  std::vector<CorpusShardEntry> mine(p.num_shards());  // this rank's shards' manifest entries
   int64_t reused = 0, todo_tokens = 0;
   for (int64_t s = mesh.rank; s < p.num_shards(); s += mesh.world_size) {
-    const std::string path = p.out + "/" + corpus_shard_name(s);
-    if (present[s]) {
-      try {
-        check_corpus_shard(path, m, p.shard_count(s), true);
-        ++reused;
-        continue;
-      } catch (const Error& e) {
-        std::fprintf(stderr, "retort generate: regenerating %s (%s)\n", path.c_str(), e.what());
-      }
+    if (existing.present[s] && shard_to_keep(p, existing, s, mine[s])) {
+      ++reused;
+      continue;
     }
     todo[s] = true;
     todo_tokens += p.shard_count(s) * Ls;
@@ -275,7 +332,7 @@ int run_generate(const Config& cfg_in) {
                                        static_cast<long long>(s), done_tokens / std::max(1e-9, elapsed()));
                          progress.update(done_tokens, detail);
                        });
-    write_corpus_shard(p.out, s, m, seqs, p.compression);
+    mine[s] = write_corpus_shard(p.out, s, m, seqs, p.compression);
     ++written;
   }
   progress.finish();
@@ -301,16 +358,13 @@ int run_generate(const Config& cfg_in) {
     return kPreemptedExitCode;
   }
 
+  const std::vector<CorpusShardEntry> entries = gather_entries(mesh, p, mine);
   if (root) {
-    std::vector<CorpusShardEntry> entries;
-    for (int64_t s = 0; s < p.num_shards(); ++s) {
-      const std::string file = corpus_shard_name(s);
-      check_corpus_shard(p.out + "/" + file, m, p.shard_count(s), false);
-      entries.push_back({file, p.shard_count(s)});
-    }
-    // An existing manifest was checked against this corpus (check_existing): same bytes.
-    std::error_code ec;
-    if (!stdfs::exists(p.out + "/manifest.json", ec)) write_corpus_manifest(p.out, m, entries);
+    for (const CorpusShardEntry& e : entries) check_corpus_shard(p.out + "/" + e.file, m, e.sequences, false);
+    // An existing manifest has this corpus' metadata and layout (check_existing); it is
+    // rewritten only to add checksums (an older version wrote it) or to record a regenerated
+    // shard whose bytes differ (e.g. another thread count).
+    if (!existing.has_manifest || existing.manifest != entries) write_corpus_manifest(p.out, m, entries);
     std::printf("generate: %s: %lld sequences of %lld tokens in %lld shards (rank 0: %lld written, "
                 "%lld kept; %.0f tok/s over %.1f s)\n",
                 p.out.c_str(), static_cast<long long>(p.num_sequences), static_cast<long long>(Ls),

@@ -2,6 +2,7 @@
 """Checks on distillation corpora (SPEC §5) for the e2e tests; written from the SPEC.
 
   check_corpus.py same A B                  identical contents (manifest, attributes, datasets)
+        (both: every shard's size and sha256, where the manifest records them, match the file)
   check_corpus.py teacher CORPUS TEACHER TOL  every stored row is the teacher's top-k of
         log_softmax(logits / logit_temperature), recomputed here in float64 PyTorch from the
         teacher's model.h5 + config.yaml (teacher-forced over the stored tokens):
@@ -9,6 +10,7 @@
         cannot hold a log-prob of -6 closer than 0.002) and the stored ids are a top-k set of ref
         up to TOL.
 """
+import hashlib
 import json
 import math
 import os
@@ -27,6 +29,11 @@ torch.set_default_dtype(torch.float64)
 
 def shards(d):
     m = json.load(open(os.path.join(d, "manifest.json")))
+    for s in m["shards"]:  # optional checksums (docs/FORMATS.md)
+        data = open(os.path.join(d, s["file"]), "rb").read()
+        assert s.get("bytes", len(data)) == len(data), f"{d}/{s['file']}: size differs from the manifest"
+        assert s.get("sha256", "").lower() in ("", hashlib.sha256(data).hexdigest()), \
+            f"{d}/{s['file']}: sha256 differs from the manifest"
     return m, [os.path.join(d, s["file"]) for s in m["shards"]]
 
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Resume: after losing a shard and the manifest (a crash), a rerun on a different number of
 # ranks regenerates only what is missing and gives the identical corpus; kept shards are not
-# rewritten. A truncated shard is regenerated. A rerun with other metadata is refused with
-# nothing changed.
+# rewritten. A truncated shard is regenerated. The manifest records every shard's size and
+# sha256; a rerun over a complete corpus regenerates a shard that fails its checksum (without
+# libhdf5 reading it) and adds the checksums to a manifest of an older version. A rerun with
+# other metadata is refused with nothing changed.
 source "$(dirname "$0")/lib.sh"
 tiny_tokens "$WORK/tok"
 retort train "$TINY" --set "data.train=$WORK/tok/train.h5" --set "data.val=$WORK/tok/val.h5" \
@@ -32,6 +34,32 @@ grep -q "regenerating .*shard-00003.h5" "$WORK/err.txt" || fail "no regeneration
 
 # a complete corpus: a rerun keeps everything
 retort generate "${G[@]}" --set "generate.out=$WORK/crash" | grep -q "0 written, 4 kept" || fail "complete corpus rewritten"
+
+# the manifest's checksums are those of the shard files
+/usr/bin/python3 - "$WORK/full" <<'PY' || fail "manifest checksums"
+import hashlib, json, os, sys
+d = sys.argv[1]
+for s in json.load(open(d + "/manifest.json"))["shards"]:
+    data = open(os.path.join(d, s["file"]), "rb").read()
+    assert s["bytes"] == len(data) and s["sha256"] == hashlib.sha256(data).hexdigest(), s
+PY
+# a flipped byte in a complete corpus: the rerun finds it by its checksum and regenerates it
+printf '\x5a' | dd of="$WORK/crash/shard-00001.h5" bs=1 seek=200 conv=notrunc status=none
+retort generate "${G[@]}" --set "generate.out=$WORK/crash" >"$WORK/out.txt" 2>"$WORK/err.txt"
+grep -Eq "regenerating .*shard-00001.h5 \(.*shard-00001.h5: corrupt: sha256 is [0-9a-f]{64}, manifest.json records" \
+  "$WORK/err.txt" || { cat "$WORK/err.txt"; fail "no checksum message"; }
+grep -q "1 written, 3 kept" "$WORK/out.txt" || { cat "$WORK/out.txt"; fail "expected 1 shard rewritten"; }
+cmp "$WORK/full/shard-00001.h5" "$WORK/crash/shard-00001.h5" || fail "regenerated shard differs bitwise"
+cmp "$WORK/full/manifest.json" "$WORK/crash/manifest.json" || fail "manifest changed"
+# a manifest without checksums (an older version wrote it): the rerun adds them
+/usr/bin/python3 - "$WORK/crash/manifest.json" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+for s in m["shards"]: del s["sha256"], s["bytes"]
+json.dump(m, open(sys.argv[1], "w"), indent=2)
+PY
+retort generate "${G[@]}" --set "generate.out=$WORK/crash" | grep -q "0 written, 4 kept" || fail "old corpus rewritten"
+cmp "$WORK/full/manifest.json" "$WORK/crash/manifest.json" || fail "checksums not added to an old manifest"
 
 # other metadata: refused, nothing touched
 expect_fail 2 "manifest.json: existing corpus has different metadata: seed \(1 vs 2\)" \

@@ -4,19 +4,23 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <nlohmann/json.hpp>
 
 #include "core/fs.h"
 #include "core/hdf5.h"
+#include "core/sha256.h"
 #include "data/distill_corpus.h"
 #include "tests/unit/test_support.h"
 
 using namespace retort;
 using retort::test::error_of;
+using nlohmann::json;
 namespace stdfs = std::filesystem;
 
 namespace {
@@ -60,14 +64,17 @@ CorpusSequences make_seqs(const CorpusMeta& m, int64_t S, int base) {
 }
 
 // Writes shards of the given sizes and the manifest; returns all sequences concatenated.
+// checksums: the manifest records each shard's size and sha256 (as retort generate does);
+// without, it is a manifest of an older version or another tool (shards read unverified,
+// which tests that edit a shard in place after writing it rely on).
 CorpusSequences write_corpus(const std::string& dir, const CorpusMeta& m,
-                             const std::vector<int64_t>& sizes, int gzip) {
+                             const std::vector<int64_t>& sizes, int gzip, bool checksums = true) {
   CorpusSequences all;
   std::vector<CorpusShardEntry> entries;
   for (size_t i = 0; i < sizes.size(); ++i) {
     CorpusSequences s = make_seqs(m, sizes[i], int(i) * 11 + 1);
-    write_corpus_shard(dir, int64_t(i), m, s, gzip);
-    entries.push_back({corpus_shard_name(int64_t(i)), sizes[i]});
+    const CorpusShardEntry e = write_corpus_shard(dir, int64_t(i), m, s, gzip);
+    entries.push_back(checksums ? e : CorpusShardEntry{e.file, e.sequences});
     all.count += s.count;
     all.tokens.insert(all.tokens.end(), s.tokens.begin(), s.tokens.end());
     all.prompt_len.insert(all.prompt_len.end(), s.prompt_len.begin(), s.prompt_len.end());
@@ -223,13 +230,20 @@ TEST(DistillCorpus, MissingManifest) {
 }
 
 TEST(DistillCorpus, TruncatedShard) {
-  const std::string dir = temp_dir("truncated").string();
-  write_corpus(dir, meta(true), {4, 4}, 0);
-  const std::string p = dir + "/shard-00001.h5";
-  stdfs::resize_file(p, stdfs::file_size(p) / 2);
-  std::string e = error_of([&] { CorpusReader r(dir); CorpusSequences s; r.read(0, 8, s); });
-  EXPECT_NE(e.find("shard-00001.h5"), std::string::npos) << e;
-  EXPECT_NE(e.find("truncated or corrupt"), std::string::npos) << e;
+  // with checksums, the recorded size; without, libhdf5 sees the short file
+  for (bool checksums : {true, false}) {
+    const std::string dir = temp_dir(str_cat("truncated", checksums)).string();
+    write_corpus(dir, meta(true), {4, 4}, 0, checksums);
+    const std::string p = dir + "/shard-00001.h5";
+    const int64_t size = int64_t(stdfs::file_size(p));
+    stdfs::resize_file(p, size / 2);
+    std::string e = error_of([&] { CorpusReader r(dir); CorpusSequences s; r.read(0, 8, s); });
+    if (checksums)
+      EXPECT_EQ(e, str_cat(p, ": corrupt: ", size / 2, " bytes, manifest.json records ", size,
+                           " (truncated or modified after it was written)"));
+    else
+      EXPECT_NE(e.find(p + ": cannot open HDF5 file (truncated or corrupt?)"), std::string::npos) << e;
+  }
 }
 
 TEST(DistillCorpus, MissingShardFile) {
@@ -238,12 +252,16 @@ TEST(DistillCorpus, MissingShardFile) {
   stdfs::remove(dir + "/shard-00000.h5");
   std::string e = error_of([&] { CorpusReader r(dir); });
   EXPECT_NE(e.find("shard-00000.h5: file not found"), std::string::npos) << e;
+  // a FIFO in its place is refused before anything reads it (hashing it would block)
+  ASSERT_EQ(::mkfifo((dir + "/shard-00000.h5").c_str(), 0600), 0);
+  e = error_of([&] { CorpusReader r(dir); });
+  EXPECT_EQ(e, dir + "/shard-00000.h5: not a regular file");
 }
 
 TEST(DistillCorpus, WrongShapeAndCount) {
   const std::string dir = temp_dir("shape").string();
   const CorpusMeta m = meta(false);
-  write_corpus(dir, m, {4}, 0);
+  write_corpus(dir, m, {4}, 0, false);  // edited in place below: no checksums
   python(str_cat("f = h5py.File('", dir, "/shard-00000.h5', 'a')\n"
                  "del f['topk_ids']; f['topk_ids'] = np.zeros((4, 4, 2), np.int32)\n"));
   std::string e = error_of([&] { CorpusReader r(dir); });
@@ -257,7 +275,7 @@ TEST(DistillCorpus, WrongShapeAndCount) {
 
 TEST(DistillCorpus, OutOfRangeIds) {
   const std::string dir = temp_dir("range").string();
-  write_corpus(dir, meta(true), {2, 3}, 0);
+  write_corpus(dir, meta(true), {2, 3}, 0, false);  // edited in place below: no checksums
   python(str_cat("f = h5py.File('", dir, "/shard-00001.h5', 'a')\n"
                  "f['topk_ids'][1, 2, 0] = 50\n"));
   CorpusReader r(dir);  // opening checks shapes and metadata only
@@ -278,7 +296,7 @@ TEST(DistillCorpus, OutOfRangeIds) {
 TEST(DistillCorpus, MetadataMismatch) {
   const std::string dir = temp_dir("mismatch").string();
   CorpusMeta m = meta(true);
-  write_corpus(dir, m, {2, 2}, 0);
+  write_corpus(dir, m, {2, 2}, 0, false);  // edited in place below: no checksums
   CorpusMeta other = m;
   other.teacher_sha256 = "different";
   write_corpus_shard(dir, 1, other, make_seqs(other, 2, 0), 0);
@@ -297,4 +315,119 @@ TEST(DistillCorpus, MetadataMismatch) {
   fs::write_file_atomic(dir + "/manifest.json", "{\"k\": 3}");
   e = error_of([&] { CorpusReader r(dir); });
   EXPECT_NE(e.find("manifest.json: key 'vocab_size' missing"), std::string::npos) << e;
+}
+
+// ---- checksums in manifest.json (size and sha256 of each shard) ----
+
+namespace {
+
+// XORs one byte of the file at `offset` with `mask` (nonzero) in place.
+void flip_byte(const std::string& path, int64_t offset, uint8_t mask) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(offset);
+  char c = 0;
+  f.get(c);
+  f.seekp(offset);
+  f.put(char(uint8_t(c) ^ mask));
+}
+
+std::string corrupt_message(const std::string& path, const std::string& expected) {
+  return str_cat(path, ": corrupt: sha256 is ", sha256_file(path), ", manifest.json records ",
+                 expected, " (damaged or modified after it was written)");
+}
+
+}  // namespace
+
+TEST(DistillCorpus, ManifestRecordsShardChecksums) {
+  const std::string dir = temp_dir("checksums").string();
+  write_corpus(dir, meta(true), {4, 3}, 0);
+  const json j = json::parse(fs::read_file(dir + "/manifest.json"));
+  for (int s = 0; s < 2; ++s) {
+    const std::string path = dir + "/" + corpus_shard_name(s);
+    EXPECT_EQ(j["shards"][s]["bytes"], int64_t(stdfs::file_size(path)));
+    EXPECT_EQ(j["shards"][s]["sha256"], sha256_file(path));  // the bytes as they were written
+  }
+  std::vector<CorpusShardEntry> entries;
+  read_corpus_manifest(dir, &entries);
+  EXPECT_EQ(entries[1], describe_corpus_shard(dir, "shard-00001.h5", 3));
+  CorpusReader r(dir);
+  EXPECT_EQ(r.num_sequences(), 7);
+  // bad values are refused, naming the manifest; upper-case hex (another tool) is accepted
+  const std::string path = dir + "/manifest.json";
+  auto with = [&](const char* key, const json& v) {
+    json bad = j;
+    bad["shards"][1][key] = v;
+    fs::write_file_atomic(path, bad.dump());
+    return error_of([&] { CorpusReader r(dir); });
+  };
+  EXPECT_EQ(with("sha256", "abc"), path + ": shards[1]: key 'sha256' must be 64 hex digits");
+  EXPECT_EQ(with("sha256", 5), path + ": key 'sha256' must be a string, found 5");
+  EXPECT_EQ(with("bytes", -1), path + ": key 'bytes' = -1 outside [0, 9223372036854775807]");
+  std::string upper = j["shards"][1]["sha256"];
+  for (char& c : upper) c = char(std::toupper(c));
+  EXPECT_EQ(with("sha256", upper), "<no error>");
+}
+
+TEST(DistillCorpus, FlippedByteIsRefusedBeforeLibhdf5) {
+  // One flipped byte anywhere, the HDF5 superblock and object headers at the start included
+  // (where libhdf5 1.10 itself can crash or hang on bad bytes), is refused by the manifest's
+  // sha256 with one line naming the shard, before any file is handed to libhdf5.
+  for (int gzip : {0, 4}) {
+    const std::string dir = temp_dir(str_cat("flip", gzip)).string();
+    write_corpus(dir, meta(true), {4, 3}, gzip);
+    std::vector<CorpusShardEntry> entries;
+    read_corpus_manifest(dir, &entries);
+    const std::string p0 = dir + "/shard-00000.h5";
+    const int64_t size = int64_t(stdfs::file_size(p0));
+    for (int64_t at : {int64_t(0), int64_t(1), int64_t(8), int64_t(13), int64_t(24), int64_t(40),
+                       int64_t(56), int64_t(96), int64_t(136), int64_t(200), int64_t(333),
+                       int64_t(512), int64_t(800), int64_t(1024), int64_t(1500), int64_t(2047),
+                       size / 2, size - 1}) {
+      ASSERT_LT(at, size);
+      flip_byte(p0, at, 0x5a);
+      const int64_t opens = h5::File::libhdf5_opens();
+      EXPECT_EQ(error_of([&] { CorpusReader r(dir); }), corrupt_message(p0, entries[0].sha256))
+          << "byte " << at;
+      EXPECT_EQ(h5::File::libhdf5_opens(), opens) << "libhdf5 parsed a corrupt shard (byte " << at << ")";
+      flip_byte(p0, at, 0x5a);  // restore
+    }
+    // a later shard: the earlier ones are opened, the corrupt one is not
+    const std::string p1 = dir + "/shard-00001.h5";
+    flip_byte(p1, 100, 0x01);
+    EXPECT_EQ(error_of([&] { CorpusReader r(dir); }), corrupt_message(p1, entries[1].sha256));
+    flip_byte(p1, 100, 0x01);
+    CorpusReader r(dir);  // restored: reads again
+    CorpusSequences got;
+    r.read(0, 7, got);
+    EXPECT_EQ(got.count, 7);
+  }
+}
+
+TEST(DistillCorpus, ManifestWithoutChecksumsIsReadUnverified) {
+  // Corpora of older versions and of other tools (SPEC §5 has no checksums) still read; their
+  // shards are not verified, so a flip in the values goes through the value checks only.
+  const std::string dir = temp_dir("nochecksums").string();
+  const CorpusMeta m = meta(false);
+  const CorpusSequences want = write_corpus(dir, m, {4, 3}, 0, false);
+  const json j = json::parse(fs::read_file(dir + "/manifest.json"));
+  EXPECT_FALSE(j["shards"][0].contains("sha256"));
+  EXPECT_FALSE(j["shards"][0].contains("bytes"));
+  CorpusReader r(dir);
+  CorpusSequences got;
+  r.read(0, 7, got);
+  EXPECT_EQ(got.tokens, want.tokens);
+  EXPECT_EQ(got.topk_logprobs, want.topk_logprobs);
+  // A flip in the raw bytes of shard 1's 'tokens' (found by its first 8 ids, contiguous
+  // little-endian int32) opens fine and is caught only by the value check.
+  const std::string p1 = dir + "/shard-00001.h5";
+  const std::string bytes = fs::read_file(p1);
+  const std::string first(reinterpret_cast<const char*>(want.tokens.data() + 4 * m.seq_len),
+                          8 * sizeof(int32_t));
+  const size_t at = bytes.find(first);
+  ASSERT_NE(at, std::string::npos);
+  flip_byte(p1, int64_t(at) + 3, 0x40);  // the high byte of the shard's token 0
+  CorpusReader r2(dir);
+  EXPECT_EQ(error_of([&] { r2.read(0, 7, got); }),
+            str_cat(p1, ": dataset 'tokens': value ", want.tokens[4 * m.seq_len] + (1 << 30),
+                    " at flat index 0 outside [0, 50)"));
 }
