@@ -134,12 +134,16 @@ for stage in train corpus student; do
     [ "$stop" = 0 ] || stopped ""
     resumes=0
     while :; do
-      bash "$HERE/run_one.sh" "$name" > >(tee -a "$HERE/logs/$name.log") 2>&1 </dev/null &
+      exec {log}> >(tee -a "$HERE/logs/$name.log")
+      tee_pid=$!
+      bash "$HERE/run_one.sh" "$name" >&$log 2>&1 </dev/null &
       child=$!
       while :; do wait "$child" || true; kill -0 "$child" 2>/dev/null || break; done
       rc=0
       wait "$child" || rc=$?
       child=
+      exec {log}>&-
+      wait "$tee_pid" || true  # the log is complete before the next step reads it
       [ "$rc" = 75 ] && [ "$stop" = 0 ] && [ "$resumes" -lt "$MAX_RESUMES" ] || break
       resumes=$((resumes + 1))
       echo "[sweep] $name: preempted (exit 75); resuming it ($resumes of at most $MAX_RESUMES)"
