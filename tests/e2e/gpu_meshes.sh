@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # fsdp and tp meshes with parallel.device=cuda (label gpu; exits 77 = skipped with fewer than two
-# GPUs). GPU_TRAIN_STEPS steps (default 20; the CPU simulator runs 6), at the same global batch:
+# GPUs). GPU_TRAIN_STEPS steps (default 20; the CPU simulator runs 6) of 4 sequences (one
+# micro-batch per rank, so the simulator stays quick), at the same global batch:
 #  - fsdp2 (sharded checkpoints) agrees with one GPU (losses 1e-5 relative, parameters 1e-4), and
 #    its exported checkpoint agrees with the CPU's one-process run;
 #  - tp2 + sp, checkpoints written consolidated (the tp slices gathered on the GPU), agrees with
 #    one GPU;
 #  - the fsdp2 run resumed on the GPU from its sharded mid-run checkpoint is bitwise identical;
-#  - with four or more GPUs: dp2 × fsdp2 (consolidated checkpoints, parameters kept from forward
-#    to backward) agrees with one GPU.
+#  - with four or more GPUs: dp2 × fsdp2 (consolidated checkpoints: the shards gathered to the
+#    host, parameters kept from forward to backward) and fsdp2 × tp2 + sp (consolidated: shards
+#    gathered, then the tp slices) agree with one GPU.
 source "$(dirname "$0")/lib.sh"
 gpus=$(retort info "$TINY" --json | json /dev/stdin "j['cuda_gpus']")
 if [ "$gpus" -lt 2 ]; then echo "$gpus GPU(s) visible: the mesh checks need two: skipped"; exit 77; fi
@@ -17,7 +19,8 @@ last=$(printf 'step_%08d' "$steps")
 MPIRUN=(mpirun --allow-run-as-root --oversubscribe)
 ARGS=("$TINY" --set "data.train=$WORK/tok/train.h5" --set "data.val=$WORK/tok/val.h5"
       --set train.log_every=1 --set train.steps=$steps --set checkpoint.every=$((steps / 2))
-      --set eval.every=$((steps / 2)) --set eval.max_windows=4 --set checkpoint.keep_last=0)
+      --set eval.every=$((steps / 2)) --set eval.max_windows=2 --set checkpoint.keep_last=0
+      --set train.batch_tokens=256 --set train.micro_batch=0)
 GPU=(--set parallel.device=cuda)
 mesh() {  # mesh NAME RANKS SETTINGS...: train on a GPU mesh and compare with one GPU
   local name=$1 np=$2; shift 2
@@ -45,7 +48,8 @@ same_checkpoint "$WORK/fsdp2/checkpoints/$last" "$WORK/fsdp2_resumed/checkpoints
 
 if [ "$gpus" -ge 4 ]; then
   mesh dp2fsdp2 4 parallel.dp=2 parallel.fsdp=2 parallel.fsdp_keep_params=true checkpoint.format=consolidated
+  mesh fsdp2tp2sp 4 parallel.fsdp=2 parallel.tp=2 parallel.sp=true checkpoint.format=consolidated
 else
-  echo "$gpus GPUs: the dp2 x fsdp2 check needs four (not run)"
+  echo "$gpus GPUs: the dp2 x fsdp2 and fsdp2 x tp2 checks need four (not run)"
 fi
 echo PASS
