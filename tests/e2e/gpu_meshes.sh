@@ -6,7 +6,8 @@
 #    its exported checkpoint agrees with the CPU's one-process run;
 #  - tp2 + sp, checkpoints written consolidated (the tp slices gathered on the GPU), agrees with
 #    one GPU;
-#  - the fsdp2 run resumed on the GPU from its sharded mid-run checkpoint is bitwise identical;
+#  - the fsdp2 run resumed on the GPU from its sharded mid-run checkpoint, and the tp2 + sp run
+#    from its consolidated one, are bitwise identical to the uninterrupted runs;
 #  - with four or more GPUs: dp2 × fsdp2 (consolidated checkpoints: the shards gathered to the
 #    host, parameters kept from forward to backward) and fsdp2 × tp2 + sp (consolidated: shards
 #    gathered, then the tp slices) agree with one GPU.
@@ -39,12 +40,17 @@ compare_runs "$WORK/cpu" "$WORK/fsdp2"  # the GPU's sharded checkpoint, exported
 mesh tp2sp 2 parallel.tp=2 parallel.sp=true checkpoint.format=consolidated
 [ -f "$WORK/tp2sp/checkpoints/$last/model.h5" ] || fail "tp2+sp wrote no consolidated checkpoint"
 
-cp -r "$WORK/fsdp2" "$WORK/fsdp2_resumed"
-rm -rf "$WORK/fsdp2_resumed/checkpoints/$last" "$WORK/fsdp2_resumed/summary.json"
-"${MPIRUN[@]}" -np 2 "$RETORT_BIN" train "${ARGS[@]}" "${GPU[@]}" --set parallel.fsdp=2 \
-  --set "run.dir=$WORK/fsdp2_resumed" --resume > "$WORK/fsdp2_resumed.log"
-same_checkpoint "$WORK/fsdp2/checkpoints/$last" "$WORK/fsdp2_resumed/checkpoints/$last" \
-  "GPU fsdp2 resume (sharded)"
+resume() {  # resume NAME WHAT SETTINGS...: rerun the second half from the mid-run checkpoint
+  local name=$1 what=$2; shift 2
+  local sets=(); for kv in "$@"; do sets+=(--set "$kv"); done
+  cp -r "$WORK/$name" "$WORK/${name}_resumed"
+  rm -rf "$WORK/${name}_resumed/checkpoints/$last" "$WORK/${name}_resumed/summary.json"
+  "${MPIRUN[@]}" -np 2 "$RETORT_BIN" train "${ARGS[@]}" "${GPU[@]}" "${sets[@]}" \
+    --set "run.dir=$WORK/${name}_resumed" --resume > "$WORK/${name}_resumed.log"
+  same_checkpoint "$WORK/$name/checkpoints/$last" "$WORK/${name}_resumed/checkpoints/$last" "$what"
+}
+resume fsdp2 "GPU fsdp2 resume (sharded)" parallel.fsdp=2
+resume tp2sp "GPU tp2+sp resume (consolidated)" parallel.tp=2 parallel.sp=true checkpoint.format=consolidated
 
 if [ "$gpus" -ge 4 ]; then
   mesh dp2fsdp2 4 parallel.dp=2 parallel.fsdp=2 parallel.fsdp_keep_params=true checkpoint.format=consolidated
