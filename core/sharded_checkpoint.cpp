@@ -88,11 +88,13 @@ void write_shard_file(const std::string& path, const std::vector<ShardPiece>& pi
   try {
     h5::File f = h5::File::create(tmp);
     nlohmann::json meta = nlohmann::json::array();
+    // Pieces on a GPU are copied to the host to be written (the same file as the CPU's).
+    auto host = [](const Tensor& t) { return t.device() == Device::CPU ? t : t.to(Device::CPU); };
     for (const ShardPiece& p : pieces) {
       meta.push_back(describe(p));
-      f.write("model/" + p.name, p.value.view({p.n}));
-      if (p.exp_avg.defined()) f.write("exp_avg/" + p.name, p.exp_avg.view({p.n}));
-      if (p.exp_avg_sq.defined()) f.write("exp_avg_sq/" + p.name, p.exp_avg_sq.view({p.n}));
+      f.write("model/" + p.name, host(p.value).view({p.n}));
+      if (p.exp_avg.defined()) f.write("exp_avg/" + p.name, host(p.exp_avg).view({p.n}));
+      if (p.exp_avg_sq.defined()) f.write("exp_avg_sq/" + p.name, host(p.exp_avg_sq).view({p.n}));
     }
     f.set_attr("pieces", meta.dump());
     f.close();

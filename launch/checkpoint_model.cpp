@@ -36,7 +36,6 @@ LoadedModel load_checkpoint_model(const std::string& path, const TpLayout& tp, D
     throw ConfigError(str_cat(config_path, ": parallel.tp = ", tp.size, " needs the model's n_kv_heads (",
                               mc.n_kv_heads, "), d_ff (", mc.d_ff, ") and vocab_size (", mc.vocab_size,
                               ") divisible by it"));
-  RETORT_CHECK(tp.size == 1 || device == Device::CPU, "tensor-parallel models load on the CPU only");
   out.model = std::make_unique<Transformer>(mc, tp, device);
   const auto& ps = out.model->parameters();
   // Read into host tensors: whole ones under tp (then this rank's slices), copies on a GPU.
@@ -47,7 +46,7 @@ LoadedModel load_checkpoint_model(const std::string& path, const TpLayout& tp, D
   load_model_weights(out.dir, weights);
   for (size_t i = 0; i < ps.size() && !direct; ++i) {
     Tensor local = ps[i].value;
-    if (tp.size > 1) copy_tp_slice(local, ps[i], weights[i].tensor);
+    if (tp.size > 1) copy_tp_slice(local, ps[i], weights[i].tensor);  // host → this rank's slice
     else ops::copy(local, weights[i].tensor);
   }
   return out;

@@ -13,6 +13,7 @@ FullyShardedDP::FullyShardedDP(Transformer& model, std::shared_ptr<Communicator>
     : model_(model), fsdp_(std::move(fsdp)), dp_(std::move(dp)), keep_params_(keep_params),
       precision_(precision), F_(fsdp_->size()), k_(fsdp_->rank()) {
   RETORT_CHECK(model.flat_params().defined(), "FullyShardedDP needs a model that holds its full parameters");
+  device_ = model.flat_params().device();
   const int U = model.num_units();
   for (int u = 0; u < U; ++u) {
     const auto [b, e] = model.unit_range(u);
@@ -34,8 +35,8 @@ FullyShardedDP::FullyShardedDP(Transformer& model, std::shared_ptr<Communicator>
     const int64_t a = std::max(off, lo), b = std::min(off + m, hi);
     if (b > a) pieces_.push_back(Piece{i, a - off, unit->shard_off + (a - lo), b - a});
   }
-  params_ = Tensor::zeros({shard_elems_});
-  grads_ = Tensor::zeros({shard_elems_});
+  params_ = Tensor::zeros({shard_elems_}, DType::F32, device_);
+  grads_ = Tensor::zeros({shard_elems_}, DType::F32, device_);
   scatter_full(params_, model.flat_params());
   model.release_flat();
   model.set_unit_hooks(this);
@@ -69,7 +70,7 @@ Tensor FullyShardedDP::take(std::vector<Tensor>& pool, int64_t& allocated, int64
     return t;
   }
   ++allocated;
-  return Tensor::empty({n});
+  return Tensor::empty({n}, DType::F32, device_);
 }
 
 int64_t FullyShardedDP::gather_buffer_bytes() const {
@@ -233,6 +234,7 @@ std::vector<std::pair<size_t, int64_t>> FullyShardedDP::piece_positions() const 
 
 Tensor FullyShardedDP::gather_full(const Tensor& shard) {
   release_all();
+  // On the host (the checkpoint writers' side): a GPU rank never holds all N parameters.
   Tensor full = k_ == 0 ? Tensor::empty({model_.num_params()}) : Tensor();
   Tensor buf = take(free_full_, full_allocated_, max_padded_);
   for (size_t u = 0; u < units_.size(); ++u) {
@@ -241,7 +243,7 @@ Tensor FullyShardedDP::gather_full(const Tensor& shard) {
     fsdp_->all_gather(out, chunk_of(shard, int(u)));
     if (k_ != 0) continue;
     Tensor dst = full.flat(un.begin, un.n);
-    ops::copy(dst, buf.flat(0, un.n));
+    ops::copy(dst, buf.flat(0, un.n));  // device → host when the shards are on a GPU
   }
   free_full_.push_back(buf);
   return full;
@@ -261,7 +263,7 @@ void FullyShardedDP::scatter_full(Tensor& shard, const Tensor& full) const {
 Tensor FullyShardedDP::pack_pieces(const std::vector<NamedTensor>& pieces) const {
   RETORT_CHECK(pieces.size() == pieces_.size(), "pack_pieces: ", pieces.size(), " tensors for ",
                pieces_.size(), " pieces");
-  Tensor shard = Tensor::zeros({shard_elems_});
+  Tensor shard = Tensor::zeros({shard_elems_}, DType::F32, device_);
   for (size_t i = 0; i < pieces_.size(); ++i) {
     Tensor dst = shard.flat(pieces_[i].shard_off, pieces_[i].n);
     ops::copy(dst, pieces[i].tensor);

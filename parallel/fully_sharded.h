@@ -58,11 +58,14 @@ class FullyShardedDP : public Transformer::UnitHooks {
   std::vector<std::pair<size_t, int64_t>> piece_positions() const;
 
   // ---- shard ↔ full flat buffers (checkpoints) ----
-  // full [N] on fsdp rank 0 (undefined elsewhere) ← the chunks of `shard` [S] of every rank.
+  // Shards, gradients, unit buffers and AdamW state live on the model's device (a GPU under
+  // parallel.device: cuda); the full buffers of checkpoints may be on either device.
+  // full [N] in host memory on fsdp rank 0 (undefined elsewhere) ← the chunks of `shard` [S]
+  // of every rank (gathered unit by unit on the shard's device, each unit copied to the host).
   Tensor gather_full(const Tensor& shard);
-  // shard [S] ← this rank's chunks of full [N] (padding 0).
+  // shard [S] ← this rank's chunks of full [N] (padding 0); either may be on the host.
   void scatter_full(Tensor& shard, const Tensor& full) const;
-  // Moments of optimizer_pieces() order ↔ a shard-shaped buffer.
+  // Moments of optimizer_pieces() order ↔ a shard-shaped buffer (pack: on the shard's device).
   Tensor pack_pieces(const std::vector<NamedTensor>& pieces) const;
   void unpack_pieces(std::vector<NamedTensor>& pieces, const Tensor& shard) const;
   // Views named like model.parameters() into a full flat buffer [N].
@@ -119,6 +122,7 @@ class FullyShardedDP : public Transformer::UnitHooks {
   bool keep_params_, training_ = false;
   GradReduce precision_;
   int F_, k_;
+  Device device_ = Device::CPU;  // the model's: shards and unit buffers live there
   std::vector<Unit> units_;
   std::vector<Piece> pieces_;
   int64_t shard_elems_ = 0, max_padded_ = 0, max_chunk_ = 0;

@@ -21,8 +21,6 @@ int node_local_rank() {
 void place_mesh(Mesh& mesh, const Config& config) {
   const Device dev = device::parse(config.get_string("parallel.device"), "parallel.device");
   if (dev == Device::CPU) return;
-  if (mesh.fsdp > 1 || mesh.tp > 1)
-    config.fail("parallel.device", "cuda runs data-parallel meshes only so far (fsdp = 1, tp = 1)");
   device::use_gpu_of_local_rank(node_local_rank());
 #if RETORT_HAVE_CUDA
   // One NCCL communicator per axis, created in the same order on every rank.

@@ -46,22 +46,27 @@ void TensorParallel::all_reduce_sum(Tensor& x) { tp_->all_reduce(x); }
 void TensorParallel::all_gather(Tensor& out, const Tensor& in) { tp_->all_gather(out, in); }
 
 // Row slices concatenate in rank order; column slices arrive as [tp, rows, cols/tp] and are
-// interleaved into [rows, cols].
+// interleaved into [rows, cols]. The whole parameter is on local's device; on a GPU the
+// interleave runs on a host copy (checkpoint plumbing, not the training step).
 Tensor gather_tp_slices(Communicator& tp, const Parameter& p, const Tensor& local) {
   if (p.shard_dim < 0 || tp.size() == 1) return local;
-  Tensor whole = Tensor::empty(p.global_shape);
+  const Device dev = local.device();
+  Tensor whole = Tensor::empty(p.global_shape, DType::F32, dev);
   if (p.shard_dim == 0) {
     tp.all_gather(whole, local);
     return whole;
   }
-  Tensor parts = Tensor::empty({int64_t(tp.size()) * local.numel()});
+  Tensor parts = Tensor::empty({int64_t(tp.size()) * local.numel()}, DType::F32, dev);
   tp.all_gather(parts, local);
+  const Tensor parts_h = dev == Device::CPU ? parts : parts.to(Device::CPU);
+  Tensor whole_h = dev == Device::CPU ? whole : Tensor::empty(p.global_shape);
   const int64_t rows = p.shape[0], cols = p.shape[1], n = tp.size();
-  const float* src = parts.host<float>();
-  float* dst = whole.host<float>();
+  const float* src = parts_h.host<float>();
+  float* dst = whole_h.host<float>();
   for (int64_t r = 0; r < n; ++r)
     for (int64_t i = 0; i < rows; ++i)
       std::memcpy(dst + i * cols * n + r * cols, src + (r * rows + i) * cols, sizeof(float) * cols);
+  if (dev != Device::CPU) ops::copy(whole, whole_h);  // host → GPU
   return whole;
 }
 
@@ -69,7 +74,14 @@ void copy_tp_slice(Tensor& local, const Parameter& p, const Tensor& whole) {
   RETORT_CHECK(whole.shape() == p.global_shape && local.shape() == p.shape, "copy_tp_slice: ",
                p.name, " whole ", shape_str(whole.shape()), " local ", shape_str(local.shape()));
   if (p.shard_dim < 0) {
-    ops::copy(local, whole);
+    ops::copy(local, whole);  // a transfer when the devices differ
+    return;
+  }
+  if (local.device() != Device::CPU || whole.device() != Device::CPU) {  // slice on the host
+    const Tensor whole_h = whole.device() == Device::CPU ? whole : whole.to(Device::CPU);
+    Tensor local_h = Tensor::empty(p.shape);
+    copy_tp_slice(local_h, p, whole_h);
+    ops::copy(local, local_h);
     return;
   }
   const int64_t rows = p.shape[0], cols = p.shape[1], global_cols = p.global_shape[1];

@@ -32,10 +32,11 @@ class TensorParallel : public TensorParallelRegions {
   bool sp_;
 };
 
-// The whole parameter (p.global_shape) from every tp rank's slice `local` (p.shape); every
-// rank of `tp` must call it. A parameter that is not split is returned as is.
+// The whole parameter (p.global_shape, on local's device) from every tp rank's slice `local`
+// (p.shape); every rank of `tp` must call it. A parameter that is not split is returned as is.
 Tensor gather_tp_slices(Communicator& tp, const Parameter& p, const Tensor& local);
-// local (p.shape) ← this rank's slice of the whole parameter `whole` (p.global_shape).
+// local (p.shape) ← this rank's slice of the whole parameter `whole` (p.global_shape); either
+// may be on a GPU (the slice is then cut on the host).
 void copy_tp_slice(Tensor& local, const Parameter& p, const Tensor& whole);
 
 }  // namespace retort

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Runs retort's GPU tests (label `gpu`) without a GPU: builds retort with RETORT_CUDA=SIM into
 # $SIM_BUILD (default build-sim/ in the repository root, incremental) and runs
-# `ctest -L '^gpu$'` there with SIM_GPUS simulated GPUs (default 2, so the NCCL dp2 check runs).
+# `ctest -L '^gpu$'` there with SIM_GPUS simulated GPUs (default 4, so the NCCL dp2 check and
+# the 4-rank meshes of tests/e2e/gpu_meshes.sh run).
 # Fails when a test is skipped: on the simulator every GPU test must run. See README.md.
 #   tests/gpu/sim/run.sh                          all GPU tests
 #   tests/gpu/sim/run.sh -R cuda_kernels          extra arguments go to ctest
@@ -18,7 +19,7 @@ cd "$out"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-SIM_GPUS=${SIM_GPUS:-2} GPU_TRAIN_STEPS=${GPU_TRAIN_STEPS:-6} GPU_DISTILL_STEPS=${GPU_DISTILL_STEPS:-4} ctest -j "${SIM_JOBS:-2}" -L '^gpu$' --output-on-failure --no-tests=error "$@" 2>&1 | tee "$log" \
+SIM_GPUS=${SIM_GPUS:-4} GPU_TRAIN_STEPS=${GPU_TRAIN_STEPS:-6} GPU_DISTILL_STEPS=${GPU_DISTILL_STEPS:-4} ctest -j "${SIM_JOBS:-2}" -L '^gpu$' --output-on-failure --no-tests=error "$@" 2>&1 | tee "$log" \
   || status=$?
 if grep -q -- '\*\*\*Skipped\|Not Run' "$log"; then
   echo "[sim] a GPU test was skipped on the simulator: every one must run here" >&2
