@@ -80,7 +80,14 @@ if [ "$gpus" -ge 2 ]; then
   "${MPIRUN[@]}" -np 2 "$RETORT_BIN" distill "${ON[@]}" "${GPU[@]}" --set parallel.dp=2 \
     --set "run.dir=$WORK/gpu_online_dp2" > "$WORK/gpu_online_dp2.log"
   compare_runs "$WORK/gpu_online" "$WORK/gpu_online_dp2"
+  # fsdp2 (offline) and tp2 (online: the KD loss's vocabulary-sharded ids on the GPU).
+  "${MPIRUN[@]}" -np 2 "$RETORT_BIN" distill "${OFF[@]}" "${GPU[@]}" --set distill.tail=bucket \
+    --set parallel.fsdp=2 --set "run.dir=$WORK/gpu_fsdp2" > "$WORK/gpu_fsdp2.log"
+  compare_runs "$WORK/gpu_bucket" "$WORK/gpu_fsdp2"
+  "${MPIRUN[@]}" -np 2 "$RETORT_BIN" distill "${ON[@]}" "${GPU[@]}" --set parallel.tp=2 \
+    --set "run.dir=$WORK/gpu_online_tp2" > "$WORK/gpu_online_tp2.log"
+  compare_runs "$WORK/gpu_online" "$WORK/gpu_online_tp2"
 else
-  echo "one GPU: the NCCL dp2 checks need two (not run)"
+  echo "one GPU: the NCCL dp2, fsdp2 and tp2 checks need two (not run)"
 fi
 echo PASS
