@@ -14,7 +14,7 @@ gpus=$(retort info "$TINY" --json | json /dev/stdin "j['cuda_gpus']")
 if [ "$gpus" -lt 2 ]; then echo "fewer than 2 GPUs visible: skipped"; exit 77; fi
 tiny_tokens "$WORK/tok"
 MPIRUN=(mpirun --allow-run-as-root --oversubscribe)
-TIMEOUT=4
+TIMEOUT=6    # longer than stalled_rank.sh: simulated GPU ranks share few cores with other tests
 MARGIN=${GPU_STALL_MARGIN:-10}  # diagnosis, MPI_Abort, mpirun's teardown; the simulator is slow
 ARGS=("$TINY" --set "data.train=$WORK/tok/train.h5" --set "data.val=$WORK/tok/val.h5"
       --set train.log_every=1 --set train.steps=200 --set checkpoint.every=5
