@@ -146,6 +146,9 @@ const std::vector<ConfigKey>& config_schema() {
 
       {"bench.steps", T::Int, "10", "timed steps for retort bench"},
       {"bench.warmup", T::Int, "2", "untimed warmup steps before timing"},
+      {"bench.ceiling_n", T::Int, "0",
+       "size n of the n×n×n matmul that measures the device's ceiling; 0 = 8192 on a GPU, 1024 on "
+       "the CPU"},
       {"bench.peak_tflops", T::Float, "0",
        "the device's peak dense TFLOP/s at train.precision, for the MFU figure (H100 SXM bf16: "
        "989); 0 = no MFU reported"},

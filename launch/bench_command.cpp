@@ -100,6 +100,8 @@ int run_bench(const Config& cfg) {
   const int64_t steps = cfg.get_int("bench.steps"), warmup = cfg.get_int("bench.warmup");
   if (steps < 1) cfg.fail("bench.steps", "must be >= 1");
   if (warmup < 0) cfg.fail("bench.warmup", "must be >= 0");
+  int64_t ceiling_n = cfg.get_int("bench.ceiling_n");
+  if (ceiling_n < 0) cfg.fail("bench.ceiling_n", "must be >= 0 (0: 8192 on a GPU, 1024 on the CPU)");
 
   Transformer model(mc, mesh.tp_layout(), mesh.device);
   model.set_recompute(cfg.get_bool("train.recompute"));
@@ -140,7 +142,8 @@ int run_bench(const Config& cfg) {
   const double gflops_mfu = tok_s * mc.flops_per_token_mfu() / 1e9;
   const double gflops_exact = tok_s * mc.flops_per_token_exact() / 1e9;
   const bool gpu = mesh.device == Device::CUDA;
-  const double ceiling = matmul_gflops(gpu ? 8192 : 1024, mesh.device);
+  if (ceiling_n == 0) ceiling_n = gpu ? 8192 : 1024;
+  const double ceiling = matmul_gflops(ceiling_n, mesh.device);
   const double peak_tflops = cfg.get_float("bench.peak_tflops");
   if (!mesh.is_root()) return 0;
   nlohmann::json j = {{"config", cfg.source()},
@@ -157,7 +160,7 @@ int run_bench(const Config& cfg) {
                       {"precision", cfg.get_string("train.precision")},
                       {"grad_reduce", cfg.get_string("parallel.grad_reduce")},
                       {"matmul_ceiling_gflops", ceiling},
-                      {"matmul_ceiling_n", gpu ? 8192 : 1024},
+                      {"matmul_ceiling_n", ceiling_n},
                       {"fraction_of_matmul_ceiling", gflops_mfu / ceiling},
                       {"mfu", peak_tflops > 0 ? nlohmann::json(gflops_mfu / (peak_tflops * 1e3))
                                               : nlohmann::json(nullptr)},

@@ -4,6 +4,7 @@
 #  - a GPU run resumed from its step-10 checkpoint is bitwise identical to the uninterrupted one;
 #  - `retort generate` on the GPU (score mode, and sample mode with the device KV cache) stores
 #    the teacher's top-k as recomputed by float64 PyTorch (tests/e2e/check_corpus.py);
+#  - `retort bench` on the GPU (bf16) reports the GPU run: device, precision, MFU, GPU memory;
 #  - with two or more GPUs: dp2 over NCCL agrees with one GPU, and dp2 with
 #    parallel.grad_reduce=bf16 (ncclBfloat16 sums) agrees with the same run on CPU ranks (MPI).
 source "$(dirname "$0")/lib.sh"
@@ -34,6 +35,17 @@ retort generate "${G[@]}" --set "generate.out=$WORK/score" >/dev/null
 retort generate "${G[@]}" --set generate.mode=sample --set generate.prompt_len=6 --set generate.seed=7 \
   --set "generate.out=$WORK/sample" >/dev/null
 /usr/bin/python3 "$SRC/tests/e2e/check_corpus.py" teacher "$WORK/sample" "$WORK/gpu/checkpoints/$last" 1e-4
+
+retort bench "${ARGS[@]}" --set parallel.device=cuda --set train.precision=bf16 --set bench.steps=2 \
+  --set bench.warmup=1 --set bench.ceiling_n=128 --set bench.peak_tflops=989 > "$WORK/bench.json"
+python3 - "$WORK/bench.json" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert j["device"] == "cuda" and j["precision"] == "bf16" and j["matmul_ceiling_n"] == 128, j
+assert j["tokens_per_s"] > 0 and j["matmul_ceiling_gflops"] > 0 and 0 < j["mfu"] < 1, j
+assert j["gpu_peak_bytes"] > 0, j
+print(f"ok: retort bench on the GPU: {j['tokens_per_s']:.0f} tok/s, mfu {j['mfu']:.2g}, {j['gpu_peak_bytes']} B of GPU memory")
+PY
 
 if [ "$gpus" -ge 2 ]; then
   mpirun --allow-run-as-root --oversubscribe -np 2 "$RETORT_BIN" train "${ARGS[@]}" \
