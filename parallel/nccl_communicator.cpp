@@ -73,7 +73,12 @@ struct NcclCommunicator::Impl {
     RETORT_CUDA_CHECK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
     RETORT_CUDA_CHECK(cudaEventRecord(ev, cuda::comm_stream()));
     auto event = std::shared_ptr<CUevent_st>(ev, [](cudaEvent_t e) { cudaEventDestroy(e); });
-    watch_queued_collective(call, [event] { return cudaEventQuery(event.get()) != cudaErrorNotReady; });
+    // Polled (and destroyed) on the watchdog thread, whose current device is its own setting.
+    const int device = cuda::current_device();
+    watch_queued_collective(call, [event, device] {
+      cudaSetDevice(device);
+      return cudaEventQuery(event.get()) != cudaErrorNotReady;
+    });
   }
 };
 
