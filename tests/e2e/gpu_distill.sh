@@ -74,19 +74,17 @@ assert a == b, [(x, y) for x, y in zip(a, b) if x != y][:3]
 PY
 
 if [ "$gpus" -ge 2 ]; then
-  "${MPIRUN[@]}" -np 2 "$RETORT_BIN" distill "${OFF[@]}" "${GPU[@]}" --set distill.tail=bucket \
-    --set parallel.dp=2 --set "run.dir=$WORK/gpu_dp2" > "$WORK/gpu_dp2.log"
-  compare_runs "$WORK/gpu_bucket" "$WORK/gpu_dp2"
-  "${MPIRUN[@]}" -np 2 "$RETORT_BIN" distill "${ON[@]}" "${GPU[@]}" --set parallel.dp=2 \
-    --set "run.dir=$WORK/gpu_online_dp2" > "$WORK/gpu_online_dp2.log"
-  compare_runs "$WORK/gpu_online" "$WORK/gpu_online_dp2"
+  # two_gpus CONTROL NAME ARGS...: a 2-GPU distill run against its one-GPU control.
+  two_gpus() {
+    local control=$1 name=$2; shift 2
+    "${MPIRUN[@]}" -np 2 "$RETORT_BIN" distill "$@" "${GPU[@]}" --set "run.dir=$WORK/$name" > "$WORK/$name.log"
+    compare_runs "$WORK/$control" "$WORK/$name"
+  }
+  two_gpus gpu_bucket gpu_dp2 "${OFF[@]}" --set distill.tail=bucket --set parallel.dp=2
+  two_gpus gpu_online gpu_online_dp2 "${ON[@]}" --set parallel.dp=2
   # fsdp2 (offline) and tp2 (online: the KD loss's vocabulary-sharded ids on the GPU).
-  "${MPIRUN[@]}" -np 2 "$RETORT_BIN" distill "${OFF[@]}" "${GPU[@]}" --set distill.tail=bucket \
-    --set parallel.fsdp=2 --set "run.dir=$WORK/gpu_fsdp2" > "$WORK/gpu_fsdp2.log"
-  compare_runs "$WORK/gpu_bucket" "$WORK/gpu_fsdp2"
-  "${MPIRUN[@]}" -np 2 "$RETORT_BIN" distill "${ON[@]}" "${GPU[@]}" --set parallel.tp=2 \
-    --set "run.dir=$WORK/gpu_online_tp2" > "$WORK/gpu_online_tp2.log"
-  compare_runs "$WORK/gpu_online" "$WORK/gpu_online_tp2"
+  two_gpus gpu_bucket gpu_fsdp2 "${OFF[@]}" --set distill.tail=bucket --set parallel.fsdp=2
+  two_gpus gpu_online gpu_online_tp2 "${ON[@]}" --set parallel.tp=2
 else
   echo "one GPU: the NCCL dp2, fsdp2 and tp2 checks need two (not run)"
 fi
