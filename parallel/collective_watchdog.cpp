@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <list>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -53,6 +54,9 @@ struct Queued {
   std::function<bool()> done;
 };
 std::list<Queued> g_queued;
+
+std::map<int, std::function<void()>> g_end_hooks;  // add_job_end_hook
+int g_next_hook = 0;
 
 // What the rank waits in: its own blocking collective or the oldest unfinished queued one,
 // whichever started first. Drops the queued ones that have completed.
@@ -331,6 +335,12 @@ class Watchdog {
   [[noreturn]] void end_job(const std::string& line) {
     std::fprintf(stderr, "retort: error (rank %d): %s\n", rank_, line.c_str());
     std::fflush(stderr);
+    std::map<int, std::function<void()>> hooks;
+    {
+      std::lock_guard<std::mutex> lock(g_mu);
+      hooks = g_end_hooks;
+    }
+    for (auto& [id, hook] : hooks) hook();
     MPI_Abort(MPI_COMM_WORLD, kCollectiveTimeoutExitCode);
     std::_Exit(kCollectiveTimeoutExitCode);  // MPI_Abort does not return; in case it does
   }
@@ -420,6 +430,17 @@ bool watch_queued_collective(const CollectiveCall& call, std::function<bool()> d
   std::lock_guard<std::mutex> lock(g_mu);
   g_queued.push_back({call, Clock::now(), std::move(done)});
   return true;
+}
+
+int add_job_end_hook(std::function<void()> hook) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  g_end_hooks.emplace(g_next_hook, std::move(hook));
+  return g_next_hook++;
+}
+
+void remove_job_end_hook(int id) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  g_end_hooks.erase(id);
 }
 
 PatientCollectives::PatientCollectives() {

@@ -11,8 +11,9 @@
 // It prints one line, e.g.
 //   retort: error (rank 0): collective all_reduce #1234 on axis dp has waited 10 s;
 //           rank 1 does not respond (stopped, dead or its node hangs)
-// and ends the job with MPI_Abort(kCollectiveTimeoutExitCode); mpirun then kills every rank,
-// the stalled one included (SIGKILL also ends a stopped process).
+// runs the job-end hooks (ncclCommAbort) and ends the job with
+// MPI_Abort(kCollectiveTimeoutExitCode); mpirun then kills every rank, the stalled one
+// included (SIGKILL also ends a stopped process).
 #pragma once
 #include <mpi.h>
 
@@ -68,6 +69,13 @@ class WatchedWait {
 // the job like a blocking one. False and nothing registered when no watchdog thread runs.
 bool watch_queued_collective(const CollectiveCall& call, std::function<bool()> done);
 bool collective_watchdog_running();
+
+// Called on the watchdog thread when it ends the job, after its line and before MPI_Abort:
+// NcclCommunicator registers ncclCommAbort of its communicator, so that the device
+// collectives a stalled peer never joins are torn down rather than left spinning on the GPU.
+// The returned id unregisters it (the communicator's destructor).
+int add_job_end_hook(std::function<void()> hook);
+void remove_job_end_hook(int id);
 
 // Within this scope a wait past the timeout ends the job only when some rank does not respond
 // or waits elsewhere; ranks that are alive and still working are waited for (uneven work by

@@ -62,6 +62,7 @@ class DoneRequest : public Request {
 
 struct NcclCommunicator::Impl {
   ncclComm_t comm = nullptr;
+  int end_hook = -1;  // ncclCommAbort when the watchdog ends the job
   MpiCommunicator* mpi = nullptr;  // host_ when it is one: numbers the collectives
 
   // After queuing a collective on the communication stream: the watchdog sees it pending until
@@ -95,10 +96,13 @@ NcclCommunicator::NcclCommunicator(std::shared_ptr<Communicator> host)
   host_->broadcast(buf, 0);
   std::memcpy(&id, buf.host<int32_t>(), sizeof id);
   RETORT_NCCL_CHECK(ncclCommInitRank(&impl_->comm, host_->size(), id, host_->rank()));
+  impl_->end_hook = add_job_end_hook([comm = impl_->comm] { ncclCommAbort(comm); });
 }
 
 NcclCommunicator::~NcclCommunicator() {
-  if (impl_ && impl_->comm) ncclCommDestroy(impl_->comm);
+  if (!impl_ || !impl_->comm) return;
+  remove_job_end_hook(impl_->end_hook);
+  ncclCommDestroy(impl_->comm);
 }
 
 void NcclCommunicator::all_reduce(Tensor& x, ReduceOp op) {

@@ -26,6 +26,7 @@ ncclResult_t ncclGetUniqueId(ncclUniqueId* id);
 // calls it at the same point (each with the id of its own group), as retort's mesh does.
 ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId id, int rank);
 ncclResult_t ncclCommDestroy(ncclComm_t comm);
+ncclResult_t ncclCommAbort(ncclComm_t comm);  // says so on stderr (tests look for it)
 const char* ncclGetErrorString(ncclResult_t result);
 const char* ncclGetLastError(ncclComm_t comm);
 
