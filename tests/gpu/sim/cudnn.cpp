@@ -1,9 +1,10 @@
 // cuDNN's backend (graph) API on the host for the simulator build (see include/cudnn.h): a
-// generic interpreter of operation graphs made of matmul, pointwise and reduction operations,
-// from cuDNN's documented semantics. Nothing here knows about attention.
+// generic interpreter of operation graphs made of matmul, pointwise, reduction and reshape
+// operations, from cuDNN's documented semantics. Nothing here knows about attention.
 //
 //  - Tensors: dims and strides in elements, any rank up to CUDNN_DIM_MAX. A virtual tensor is
-//    materialised densely (row-major) inside the interpreter; every other tensor is bound by
+//    materialised inside the interpreter at its strides (which must lay it out densely, in any
+//    dim order, for a reshape's view to mean something); every other tensor is bound by
 //    its UNIQUE_ID in the variant pack to simulated device memory, except a by-value tensor,
 //    whose value is read from the host pointer in the variant pack when cudnnBackendExecute is
 //    called (like a kernel argument).
@@ -15,7 +16,9 @@
 //    C [..., M, N]; a batch dim of A is C's or 1, of B a divisor of C's (1, C's, or grouped:
 //    batch c of C reads batch c / (C/B) of B, as cuDNN's grouped-query attention graphs rely
 //    on). A reduction's output dim is the input's, 1 (reduced), or a divisor (group sums,
-//    input i → output i / (in/out): the fold of grouped-query dK/dV).
+//    input i → output i / (in/out): the fold of grouped-query dK/dV). A reshape is the same
+//    elements seen through Y's dims and strides (y at element offset o = x at offset o, cast
+//    to Y's type): cudnn-frontend's transpose of P and dS in its SDPA backward graph.
 //  - Execution: ops run in dependency order of their tensors (whatever order OPS lists them),
 //    queued on the handle's stream with sim::enqueue; one engine (global index 0) for every
 //    graph the interpreter accepts; SIM_CUDNN_NO_ENGINE=1 offers none.
@@ -60,7 +63,8 @@ bool no_engine() {
 
 size_t elem_size(cudnnDataType_t t) {
   switch (t) {
-    case CUDNN_DATA_FLOAT: case CUDNN_DATA_INT32: return 4;
+    case CUDNN_DATA_FLOAT:
+    case CUDNN_DATA_INT32: return 4;
     case CUDNN_DATA_BFLOAT16: return 2;
     case CUDNN_DATA_INT64: return 8;
     case CUDNN_DATA_BOOLEAN: return 1;
@@ -71,8 +75,10 @@ size_t elem_size(cudnnDataType_t t) {
 float bf16_round(float f) {
   uint32_t u;
   std::memcpy(&u, &f, 4);
-  if (std::isnan(f)) u = 0x7FC00000u;
-  else u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;  // round to nearest even
+  if (std::isnan(f))
+    u = 0x7FC00000u;
+  else
+    u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;  // round to nearest even
   std::memcpy(&f, &u, 4);
   return f;
 }
@@ -90,13 +96,29 @@ float round_to(cudnnDataType_t t, float v) {
 
 float load_elem(const char* base, cudnnDataType_t t, int64_t i) {
   switch (t) {
-    case CUDNN_DATA_FLOAT: { float f; std::memcpy(&f, base + 4 * i, 4); return f; }
-    case CUDNN_DATA_BFLOAT16: {
-      uint16_t h; std::memcpy(&h, base + 2 * i, 2);
-      uint32_t u = uint32_t(h) << 16; float f; std::memcpy(&f, &u, 4); return f;
+    case CUDNN_DATA_FLOAT: {
+      float f;
+      std::memcpy(&f, base + 4 * i, 4);
+      return f;
     }
-    case CUDNN_DATA_INT32: { int32_t v; std::memcpy(&v, base + 4 * i, 4); return float(v); }
-    case CUDNN_DATA_INT64: { int64_t v; std::memcpy(&v, base + 8 * i, 8); return float(v); }
+    case CUDNN_DATA_BFLOAT16: {
+      uint16_t h;
+      std::memcpy(&h, base + 2 * i, 2);
+      uint32_t u = uint32_t(h) << 16;
+      float f;
+      std::memcpy(&f, &u, 4);
+      return f;
+    }
+    case CUDNN_DATA_INT32: {
+      int32_t v;
+      std::memcpy(&v, base + 4 * i, 4);
+      return float(v);
+    }
+    case CUDNN_DATA_INT64: {
+      int64_t v;
+      std::memcpy(&v, base + 8 * i, 8);
+      return float(v);
+    }
     case CUDNN_DATA_BOOLEAN: return base[i] != 0 ? 1.0f : 0.0f;
     default: return std::numeric_limits<float>::quiet_NaN();
   }
@@ -106,11 +128,22 @@ void store_elem(char* base, cudnnDataType_t t, int64_t i, float v) {  // v alrea
   switch (t) {
     case CUDNN_DATA_FLOAT: std::memcpy(base + 4 * i, &v, 4); break;
     case CUDNN_DATA_BFLOAT16: {
-      uint32_t u; std::memcpy(&u, &v, 4); uint16_t h = uint16_t(u >> 16);
-      std::memcpy(base + 2 * i, &h, 2); break;
+      uint32_t u;
+      std::memcpy(&u, &v, 4);
+      uint16_t h = uint16_t(u >> 16);
+      std::memcpy(base + 2 * i, &h, 2);
+      break;
     }
-    case CUDNN_DATA_INT32: { int32_t x = int32_t(v); std::memcpy(base + 4 * i, &x, 4); break; }
-    case CUDNN_DATA_INT64: { int64_t x = int64_t(v); std::memcpy(base + 8 * i, &x, 8); break; }
+    case CUDNN_DATA_INT32: {
+      int32_t x = int32_t(v);
+      std::memcpy(base + 4 * i, &x, 4);
+      break;
+    }
+    case CUDNN_DATA_INT64: {
+      int64_t x = int64_t(v);
+      std::memcpy(base + 8 * i, &x, 8);
+      break;
+    }
     case CUDNN_DATA_BOOLEAN: base[i] = v != 0.0f; break;
     default: break;
   }
@@ -132,11 +165,25 @@ struct TensorInfo {
     for (int64_t d : dims) n *= d;
     return n;
   }
-  // Bytes from the first to one past the last element.
-  size_t span_bytes() const {
+  // Elements from the first to one past the last.
+  int64_t span() const {
     int64_t last = 0;
     for (size_t d = 0; d < dims.size(); ++d) last += (dims[d] - 1) * strides[d];
-    return size_t(last + 1) * elem_size(type);
+    return last + 1;
+  }
+  size_t span_bytes() const { return size_t(span()) * elem_size(type); }
+  // Every offset in [0, count) exactly once: a dense layout in some order of the dims.
+  bool dense() const {
+    std::vector<std::pair<int64_t, int64_t>> by_stride;  // (stride, dim) of dims > 1
+    for (size_t d = 0; d < dims.size(); ++d)
+      if (dims[d] > 1) by_stride.push_back({strides[d], dims[d]});
+    std::sort(by_stride.begin(), by_stride.end());
+    int64_t expect = 1;
+    for (auto [stride, dim] : by_stride) {
+      if (stride != expect) return false;
+      expect *= dim;
+    }
+    return true;
   }
 };
 
@@ -149,9 +196,10 @@ std::string shape(const TensorInfo& t) {
   return s + "]";
 }
 
-enum class Kind { Pointwise, Matmul, Reduction };
+enum class Kind { Pointwise, Matmul, Reduction, Reshape };
 
-// One operation of a graph: inputs (pointwise x, b, t; matmul a, b; reduction x) and output.
+// One operation of a graph: inputs (pointwise x, b, t; matmul a, b; reduction and reshape x)
+// and output.
 struct OpInfo {
   Kind kind;
   int mode = 0;  // cudnnPointwiseMode_t or cudnnReduceTensorOp_t
@@ -235,13 +283,16 @@ cudnnStatus_t take_desc(cudnnBackendAttributeType_t got, int64_t n, const void* 
                         cudnnBackendDescriptorType_t want, Desc** out, bool optional = false) {
   cudnnBackendDescriptor_t d;
   if (cudnnStatus_t s = take(got, CUDNN_TYPE_BACKEND_DESCRIPTOR, n, p, &d)) return s;
-  if (!d && optional) { *out = nullptr; return CUDNN_STATUS_SUCCESS; }
+  if (!d && optional) {
+    *out = nullptr;
+    return CUDNN_STATUS_SUCCESS;
+  }
   Desc* desc = lookup(d);
   if (!desc) return fail(CUDNN_STATUS_BAD_PARAM, "not a live backend descriptor");
   if (desc->type != want)
-    return fail(CUDNN_STATUS_BAD_PARAM_DESCRIPTOR_TYPE,
-                "descriptor of type " + std::to_string(desc->type) + ", expected " +
-                    std::to_string(want));
+    return fail(
+        CUDNN_STATUS_BAD_PARAM_DESCRIPTOR_TYPE,
+        "descriptor of type " + std::to_string(desc->type) + ", expected " + std::to_string(want));
   if (!desc->finalized)
     return fail(CUDNN_STATUS_BAD_PARAM_NOT_FINALIZED, "an attribute descriptor is not finalized");
   *out = desc;
@@ -307,13 +358,15 @@ struct TensorDesc : Desc {
   }
   cudnnStatus_t finalize() override {
     if (!has_uid || !has_type || !has_dims || !has_strides || !has_alignment)
-      return fail(CUDNN_STATUS_BAD_PARAM,
-                  "tensor: UNIQUE_ID, DATA_TYPE, DIMENSIONS, STRIDES and BYTE_ALIGNMENT are required");
+      return fail(
+          CUDNN_STATUS_BAD_PARAM,
+          "tensor: UNIQUE_ID, DATA_TYPE, DIMENSIONS, STRIDES and BYTE_ALIGNMENT are required");
     if (t.dims.empty() || t.dims.size() > CUDNN_DIM_MAX || t.strides.size() != t.dims.size())
       return fail(CUDNN_STATUS_BAD_PARAM, "tensor " + shape(t) + ": bad rank or stride count");
     for (size_t d = 0; d < t.dims.size(); ++d)
       if (t.dims[d] <= 0 || t.strides[d] <= 0)
-        return fail(CUDNN_STATUS_BAD_PARAM, "tensor " + shape(t) + ": dims and strides must be > 0");
+        return fail(CUDNN_STATUS_BAD_PARAM,
+                    "tensor " + shape(t) + ": dims and strides must be > 0");
     if (t.alignment <= 0) return fail(CUDNN_STATUS_BAD_PARAM, "tensor: BYTE_ALIGNMENT must be > 0");
     if (t.is_virtual && t.by_value)
       return fail(CUDNN_STATUS_BAD_PARAM, "tensor: virtual and by-value at once");
@@ -326,8 +379,10 @@ struct TensorDesc : Desc {
   cudnnStatus_t get(cudnnBackendAttributeName_t a, cudnnBackendAttributeType_t ty, int64_t req,
                     int64_t* n, void* out) override {
     switch (a) {
-      case CUDNN_ATTR_TENSOR_UNIQUE_ID: return put(ty, CUDNN_TYPE_INT64, std::vector{t.uid}, req, n, out);
-      case CUDNN_ATTR_TENSOR_DATA_TYPE: return put(ty, CUDNN_TYPE_DATA_TYPE, std::vector{t.type}, req, n, out);
+      case CUDNN_ATTR_TENSOR_UNIQUE_ID:
+        return put(ty, CUDNN_TYPE_INT64, std::vector{t.uid}, req, n, out);
+      case CUDNN_ATTR_TENSOR_DATA_TYPE:
+        return put(ty, CUDNN_TYPE_DATA_TYPE, std::vector{t.type}, req, n, out);
       case CUDNN_ATTR_TENSOR_DIMENSIONS: return put(ty, CUDNN_TYPE_INT64, t.dims, req, n, out);
       case CUDNN_ATTR_TENSOR_STRIDES: return put(ty, CUDNN_TYPE_INT64, t.strides, req, n, out);
       default: return Desc::get(a, ty, req, n, out);
@@ -366,9 +421,12 @@ struct PointwiseDesc : Desc {
         cudnnNanPropagation_t v;
         return take(ty, CUDNN_TYPE_NAN_PROPOGATION, n, p, &v);
       }
-      case CUDNN_ATTR_POINTWISE_RELU_LOWER_CLIP: case CUDNN_ATTR_POINTWISE_RELU_UPPER_CLIP:
-      case CUDNN_ATTR_POINTWISE_RELU_LOWER_CLIP_SLOPE: case CUDNN_ATTR_POINTWISE_ELU_ALPHA:
-      case CUDNN_ATTR_POINTWISE_SOFTPLUS_BETA: case CUDNN_ATTR_POINTWISE_SWISH_BETA:
+      case CUDNN_ATTR_POINTWISE_RELU_LOWER_CLIP:
+      case CUDNN_ATTR_POINTWISE_RELU_UPPER_CLIP:
+      case CUDNN_ATTR_POINTWISE_RELU_LOWER_CLIP_SLOPE:
+      case CUDNN_ATTR_POINTWISE_ELU_ALPHA:
+      case CUDNN_ATTR_POINTWISE_SOFTPLUS_BETA:
+      case CUDNN_ATTR_POINTWISE_SWISH_BETA:
         return take_real(ty, n, p, &ignored);  // parameters of activation modes (not modelled)
       default: return unknown_attribute("pointwise", a);
     }
@@ -383,19 +441,37 @@ struct PointwiseDesc : Desc {
 // Inputs each pointwise mode takes (x; x, b; x, b, t), 0 for modes not modelled.
 int arity(int mode) {
   switch (mode) {
-    case CUDNN_POINTWISE_NEG: case CUDNN_POINTWISE_EXP: case CUDNN_POINTWISE_LOG:
-    case CUDNN_POINTWISE_RECIPROCAL: case CUDNN_POINTWISE_SQRT: case CUDNN_POINTWISE_RSQRT:
-    case CUDNN_POINTWISE_IDENTITY: case CUDNN_POINTWISE_ABS: case CUDNN_POINTWISE_CEIL:
-    case CUDNN_POINTWISE_FLOOR: case CUDNN_POINTWISE_SIN: case CUDNN_POINTWISE_COS:
-    case CUDNN_POINTWISE_TAN: case CUDNN_POINTWISE_ERF: case CUDNN_POINTWISE_LOGICAL_NOT:
-    case CUDNN_POINTWISE_GEN_INDEX:
-      return 1;
-    case CUDNN_POINTWISE_ADD: case CUDNN_POINTWISE_SUB: case CUDNN_POINTWISE_MUL:
-    case CUDNN_POINTWISE_DIV: case CUDNN_POINTWISE_MAX: case CUDNN_POINTWISE_MIN:
-    case CUDNN_POINTWISE_POW: case CUDNN_POINTWISE_CMP_EQ: case CUDNN_POINTWISE_CMP_NEQ:
-    case CUDNN_POINTWISE_CMP_GT: case CUDNN_POINTWISE_CMP_GE: case CUDNN_POINTWISE_CMP_LT:
-    case CUDNN_POINTWISE_CMP_LE: case CUDNN_POINTWISE_LOGICAL_AND: case CUDNN_POINTWISE_LOGICAL_OR:
-      return 2;
+    case CUDNN_POINTWISE_NEG:
+    case CUDNN_POINTWISE_EXP:
+    case CUDNN_POINTWISE_LOG:
+    case CUDNN_POINTWISE_RECIPROCAL:
+    case CUDNN_POINTWISE_SQRT:
+    case CUDNN_POINTWISE_RSQRT:
+    case CUDNN_POINTWISE_IDENTITY:
+    case CUDNN_POINTWISE_ABS:
+    case CUDNN_POINTWISE_CEIL:
+    case CUDNN_POINTWISE_FLOOR:
+    case CUDNN_POINTWISE_SIN:
+    case CUDNN_POINTWISE_COS:
+    case CUDNN_POINTWISE_TAN:
+    case CUDNN_POINTWISE_ERF:
+    case CUDNN_POINTWISE_LOGICAL_NOT:
+    case CUDNN_POINTWISE_GEN_INDEX: return 1;
+    case CUDNN_POINTWISE_ADD:
+    case CUDNN_POINTWISE_SUB:
+    case CUDNN_POINTWISE_MUL:
+    case CUDNN_POINTWISE_DIV:
+    case CUDNN_POINTWISE_MAX:
+    case CUDNN_POINTWISE_MIN:
+    case CUDNN_POINTWISE_POW:
+    case CUDNN_POINTWISE_CMP_EQ:
+    case CUDNN_POINTWISE_CMP_NEQ:
+    case CUDNN_POINTWISE_CMP_GT:
+    case CUDNN_POINTWISE_CMP_GE:
+    case CUDNN_POINTWISE_CMP_LT:
+    case CUDNN_POINTWISE_CMP_LE:
+    case CUDNN_POINTWISE_LOGICAL_AND:
+    case CUDNN_POINTWISE_LOGICAL_OR: return 2;
     case CUDNN_POINTWISE_BINARY_SELECT: return 3;
     default: return 0;
   }
@@ -479,14 +555,15 @@ struct OpPointwiseDesc : OpDesc {
   }
   cudnnStatus_t finalize() override {
     if (!pw || !x || !y)
-      return fail(CUDNN_STATUS_BAD_PARAM, "pointwise operation: PW_DESCRIPTOR, XDESC and YDESC are required");
+      return fail(CUDNN_STATUS_BAD_PARAM,
+                  "pointwise operation: PW_DESCRIPTOR, XDESC and YDESC are required");
     const int k = arity(pw->mode);
     if (k == 0 || dx || dy)
       return fail(CUDNN_STATUS_NOT_SUPPORTED,
                   "pointwise mode " + std::to_string(pw->mode) + " is not modelled");
     if ((k >= 2) != bool(b) || (k == 3) != bool(t))
-      return fail(CUDNN_STATUS_BAD_PARAM, "pointwise mode " + std::to_string(pw->mode) +
-                                              " takes " + std::to_string(k) + " input(s)");
+      return fail(CUDNN_STATUS_BAD_PARAM, "pointwise mode " + std::to_string(pw->mode) + " takes " +
+                                              std::to_string(k) + " input(s)");
     // The runtime fusion engines support only alpha1 = alpha2 = 1 (cuDNN's support surface).
     if (alpha1 != 1.0 || alpha2 != 1.0)
       return fail(CUDNN_STATUS_NOT_SUPPORTED, "pointwise ALPHA1/ALPHA2 other than 1");
@@ -495,9 +572,10 @@ struct OpPointwiseDesc : OpDesc {
     if (t) op.in.push_back(*t);
     for (const TensorInfo& in : op.in)
       if (!broadcasts(in, *y))
-        return fail(CUDNN_STATUS_BAD_PARAM, "pointwise: input " + shape(in) +
-                                                " does not broadcast to output " + shape(*y));
-    if (pw->mode == CUDNN_POINTWISE_GEN_INDEX && (pw->axis < 0 || pw->axis >= int64_t(y->dims.size())))
+        return fail(CUDNN_STATUS_BAD_PARAM,
+                    "pointwise: input " + shape(in) + " does not broadcast to output " + shape(*y));
+    if (pw->mode == CUDNN_POINTWISE_GEN_INDEX &&
+        (pw->axis < 0 || pw->axis >= int64_t(y->dims.size())))
       return fail(CUDNN_STATUS_BAD_PARAM, "GEN_INDEX: AXIS outside the output's dims");
     finalized = true;
     return CUDNN_STATUS_SUCCESS;
@@ -517,7 +595,8 @@ struct MatmulDesc : Desc {
         if (!s) has_comp = true;
         return s;
       }
-      case CUDNN_ATTR_MATMUL_PADDING_VALUE: return take_real(ty, n, p, &ignored);  // M/N/K overrides only
+      case CUDNN_ATTR_MATMUL_PADDING_VALUE:
+        return take_real(ty, n, p, &ignored);  // M/N/K overrides only
       default: return unknown_attribute("matmul", a);
     }
   }
@@ -546,29 +625,32 @@ struct OpMatmulDesc : OpDesc {
       case CUDNN_ATTR_OPERATION_MATMUL_GEMM_M_OVERRIDE_DESC:
       case CUDNN_ATTR_OPERATION_MATMUL_GEMM_N_OVERRIDE_DESC:
       case CUDNN_ATTR_OPERATION_MATMUL_GEMM_K_OVERRIDE_DESC:
-        if (!(s = take_desc(ty, n, p, CUDNN_BACKEND_TENSOR_DESCRIPTOR, &d, true)) && d) overrides = true;
+        if (!(s = take_desc(ty, n, p, CUDNN_BACKEND_TENSOR_DESCRIPTOR, &d, true)) && d)
+          overrides = true;
         return s;
       default: return unknown_attribute("matmul operation", attr);
     }
   }
   cudnnStatus_t finalize() override {
     if (!a || !b || !c || !has_desc)
-      return fail(CUDNN_STATUS_BAD_PARAM, "matmul operation: ADESC, BDESC, CDESC and DESC are required");
+      return fail(CUDNN_STATUS_BAD_PARAM,
+                  "matmul operation: ADESC, BDESC, CDESC and DESC are required");
     if (overrides)
-      return fail(CUDNN_STATUS_NOT_SUPPORTED, "matmul M/N/K overrides (ragged sequences) are not modelled");
+      return fail(CUDNN_STATUS_NOT_SUPPORTED,
+                  "matmul M/N/K overrides (ragged sequences) are not modelled");
     const size_t r = c->dims.size();
     if (r < 2 || a->dims.size() != r || b->dims.size() != r)
       return fail(CUDNN_STATUS_BAD_PARAM, "matmul: A, B and C need the same rank >= 2");
     const int64_t m = c->dims[r - 2], nn = c->dims[r - 1], k = a->dims[r - 1];
     if (a->dims[r - 2] != m || b->dims[r - 2] != k || b->dims[r - 1] != nn)
-      return fail(CUDNN_STATUS_BAD_PARAM, "matmul: A " + shape(*a) + " · B " + shape(*b) +
-                                              " does not give C " + shape(*c));
+      return fail(CUDNN_STATUS_BAD_PARAM,
+                  "matmul: A " + shape(*a) + " · B " + shape(*b) + " does not give C " + shape(*c));
     for (size_t d = 0; d + 2 < r; ++d) {
       const int64_t ca = a->dims[d], cb = b->dims[d], cc = c->dims[d];
       if ((ca != cc && ca != 1) || cc % cb != 0 || std::max(ca, cb) != cc)
         return fail(CUDNN_STATUS_BAD_PARAM, "matmul: batch dim " + std::to_string(d) + " of A " +
-                                                shape(*a) + ", B " + shape(*b) + ", C " + shape(*c) +
-                                                " does not broadcast");
+                                                shape(*a) + ", B " + shape(*b) + ", C " +
+                                                shape(*c) + " does not broadcast");
     }
     op = {Kind::Matmul, 0, -1, {*a, *b}, *c};
     finalized = true;
@@ -598,7 +680,8 @@ struct ReductionDesc : Desc {
   cudnnStatus_t finalize() override {
     if (!has_op) return fail(CUDNN_STATUS_BAD_PARAM, "reduction: OPERATOR is required");
     if (reduce > CUDNN_REDUCE_TENSOR_NORM2 || reduce < 0)
-      return fail(CUDNN_STATUS_NOT_SUPPORTED, "reduction operator " + std::to_string(reduce) + " is not modelled");
+      return fail(CUDNN_STATUS_NOT_SUPPORTED,
+                  "reduction operator " + std::to_string(reduce) + " is not modelled");
     finalized = true;
     return CUDNN_STATUS_SUCCESS;
   }
@@ -624,7 +707,8 @@ struct OpReductionDesc : OpDesc {
   }
   cudnnStatus_t finalize() override {
     if (!x || !y || reduce < 0)
-      return fail(CUDNN_STATUS_BAD_PARAM, "reduction operation: XDESC, YDESC and DESC are required");
+      return fail(CUDNN_STATUS_BAD_PARAM,
+                  "reduction operation: XDESC, YDESC and DESC are required");
     if (x->dims.size() != y->dims.size())
       return fail(CUDNN_STATUS_BAD_PARAM, "reduction: X and Y need the same rank");
     for (size_t d = 0; d < x->dims.size(); ++d)
@@ -632,6 +716,29 @@ struct OpReductionDesc : OpDesc {
         return fail(CUDNN_STATUS_BAD_PARAM, "reduction: Y " + shape(*y) + " is not X " + shape(*x) +
                                                 " with dims reduced to 1 (or to a divisor)");
     op = {Kind::Reduction, reduce, -1, {*x}, *y};
+    finalized = true;
+    return CUDNN_STATUS_SUCCESS;
+  }
+};
+
+struct OpReshapeDesc : OpDesc {
+  std::unique_ptr<TensorInfo> x, y;
+  OpReshapeDesc() : OpDesc(CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR) {}
+  cudnnStatus_t set(cudnnBackendAttributeName_t a, cudnnBackendAttributeType_t ty, int64_t n,
+                    const void* p) override {
+    switch (a) {
+      case CUDNN_ATTR_OPERATION_RESHAPE_XDESC: return take_tensor(ty, n, p, &x);
+      case CUDNN_ATTR_OPERATION_RESHAPE_YDESC: return take_tensor(ty, n, p, &y);
+      default: return unknown_attribute("reshape operation", a);
+    }
+  }
+  cudnnStatus_t finalize() override {
+    if (!x || !y)
+      return fail(CUDNN_STATUS_BAD_PARAM, "reshape operation: XDESC and YDESC are required");
+    if (x->count() != y->count() || x->span() != y->span())
+      return fail(CUDNN_STATUS_BAD_PARAM,
+                  "reshape: Y " + shape(*y) + " does not cover the elements of X " + shape(*x));
+    op = {Kind::Reshape, 0, -1, {*x}, *y};
     finalized = true;
     return CUDNN_STATUS_SUCCESS;
   }
@@ -657,10 +764,12 @@ struct OpGraphDesc : Desc {
           if (!desc) return fail(CUDNN_STATUS_BAD_PARAM, "OPS: not a live backend descriptor");
           if (desc->type != CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR &&
               desc->type != CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR &&
-              desc->type != CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR)
+              desc->type != CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR &&
+              desc->type != CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR)
             return fail(CUDNN_STATUS_NOT_SUPPORTED,
                         "OPS: operation type " + std::to_string(desc->type) + " is not modelled");
-          if (!desc->finalized) return fail(CUDNN_STATUS_BAD_PARAM_NOT_FINALIZED, "OPS: an operation is not finalized");
+          if (!desc->finalized)
+            return fail(CUDNN_STATUS_BAD_PARAM_NOT_FINALIZED, "OPS: an operation is not finalized");
           ops.push_back(static_cast<OpDesc*>(desc)->op);
         }
         return CUDNN_STATUS_SUCCESS;
@@ -691,10 +800,11 @@ cudnnStatus_t OpGraphDesc::finalize() {
   std::map<int64_t, int> index;
   auto intern = [&](const TensorInfo& t, int* out) {
     auto [it, fresh] = index.emplace(t.uid, int(g->tensors.size()));
-    if (fresh) g->tensors.push_back(t);
+    if (fresh)
+      g->tensors.push_back(t);
     else if (!g->tensors[it->second].same_as(t))
-      return fail(CUDNN_STATUS_BAD_PARAM, "operation graph: two different tensors have UNIQUE_ID " +
-                                              std::to_string(t.uid));
+      return fail(CUDNN_STATUS_BAD_PARAM,
+                  "operation graph: two different tensors have UNIQUE_ID " + std::to_string(t.uid));
     *out = it->second;
     return CUDNN_STATUS_SUCCESS;
   };
@@ -713,15 +823,23 @@ cudnnStatus_t OpGraphDesc::finalize() {
   for (size_t o = 0; o < nodes.size(); ++o) {
     const TensorInfo& out = g->tensors[nodes[o].out];
     if (producer[nodes[o].out] >= 0)
-      return fail(CUDNN_STATUS_BAD_PARAM, "operation graph: tensor " + shape(out) + " is written by two ops");
+      return fail(CUDNN_STATUS_BAD_PARAM,
+                  "operation graph: tensor " + shape(out) + " is written by two ops");
     if (out.by_value)
-      return fail(CUDNN_STATUS_BAD_PARAM, "operation graph: by-value tensor " + shape(out) + " is an output");
+      return fail(CUDNN_STATUS_BAD_PARAM,
+                  "operation graph: by-value tensor " + shape(out) + " is an output");
     producer[nodes[o].out] = int(o);
   }
-  for (size_t t = 0; t < g->tensors.size(); ++t)
+  for (size_t t = 0; t < g->tensors.size(); ++t) {
     if (g->tensors[t].is_virtual && producer[t] < 0)
-      return fail(CUDNN_STATUS_BAD_PARAM, "operation graph: virtual tensor " + shape(g->tensors[t]) +
+      return fail(CUDNN_STATUS_BAD_PARAM, "operation graph: virtual tensor " +
+                                              shape(g->tensors[t]) +
                                               " is read but no op writes it");
+    if (g->tensors[t].is_virtual && !g->tensors[t].dense())
+      return fail(CUDNN_STATUS_BAD_PARAM, "operation graph: virtual tensor " +
+                                              shape(g->tensors[t]) +
+                                              " has strides that overlap or leave gaps");
+  }
   std::vector<int> waiting(nodes.size(), 0);
   std::vector<std::vector<int>> consumers(g->tensors.size());
   for (size_t o = 0; o < nodes.size(); ++o)
@@ -754,7 +872,8 @@ struct EngineDesc : Desc {
     switch (a) {
       case CUDNN_ATTR_ENGINE_OPERATION_GRAPH: {
         Desc* d;
-        if (cudnnStatus_t s = take_desc(ty, n, p, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, &d)) return s;
+        if (cudnnStatus_t s = take_desc(ty, n, p, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, &d))
+          return s;
         graph = static_cast<OpGraphDesc*>(d)->graph;
         return CUDNN_STATUS_SUCCESS;
       }
@@ -770,14 +889,16 @@ struct EngineDesc : Desc {
     if (!graph || index < 0)
       return fail(CUDNN_STATUS_BAD_PARAM, "engine: OPERATION_GRAPH and GLOBAL_INDEX are required");
     if (index != 0 || no_engine())
-      return fail(CUDNN_STATUS_NOT_SUPPORTED, "engine " + std::to_string(index) +
-                                                  " does not support this graph (SIM_CUDNN_NO_ENGINE?)");
+      return fail(CUDNN_STATUS_NOT_SUPPORTED,
+                  "engine " + std::to_string(index) +
+                      " does not support this graph (SIM_CUDNN_NO_ENGINE?)");
     finalized = true;
     return CUDNN_STATUS_SUCCESS;
   }
   cudnnStatus_t get(cudnnBackendAttributeName_t a, cudnnBackendAttributeType_t ty, int64_t req,
                     int64_t* n, void* out) override {
-    if (a == CUDNN_ATTR_ENGINE_GLOBAL_INDEX) return put(ty, CUDNN_TYPE_INT64, std::vector{index}, req, n, out);
+    if (a == CUDNN_ATTR_ENGINE_GLOBAL_INDEX)
+      return put(ty, CUDNN_TYPE_INT64, std::vector{index}, req, n, out);
     return Desc::get(a, ty, req, n, out);
   }
 };
@@ -829,7 +950,8 @@ struct EngineHeurDesc : Desc {
       }
       case CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH: {
         Desc* d;
-        if (cudnnStatus_t s = take_desc(ty, n, p, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, &d)) return s;
+        if (cudnnStatus_t s = take_desc(ty, n, p, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, &d))
+          return s;
         graph = static_cast<OpGraphDesc*>(d)->graph;
         return CUDNN_STATUS_SUCCESS;
       }
@@ -842,7 +964,8 @@ struct EngineHeurDesc : Desc {
   }
   cudnnStatus_t finalize() override {
     if (!graph || !has_mode)
-      return fail(CUDNN_STATUS_BAD_PARAM, "engine heuristics: MODE and OPERATION_GRAPH are required");
+      return fail(CUDNN_STATUS_BAD_PARAM,
+                  "engine heuristics: MODE and OPERATION_GRAPH are required");
     finalized = true;
     return CUDNN_STATUS_SUCCESS;
   }
@@ -909,13 +1032,16 @@ struct VariantPackDesc : Desc {
                     const void* p) override {
     switch (a) {
       case CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS: return take_array(ty, CUDNN_TYPE_INT64, n, p, &uids);
-      case CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS: return take_array(ty, CUDNN_TYPE_VOID_PTR, n, p, &ptrs);
-      case CUDNN_ATTR_VARIANT_PACK_WORKSPACE: return take(ty, CUDNN_TYPE_VOID_PTR, n, p, &workspace);
+      case CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS:
+        return take_array(ty, CUDNN_TYPE_VOID_PTR, n, p, &ptrs);
+      case CUDNN_ATTR_VARIANT_PACK_WORKSPACE:
+        return take(ty, CUDNN_TYPE_VOID_PTR, n, p, &workspace);
       case CUDNN_ATTR_VARIANT_PACK_INTERMEDIATES: {
         std::vector<void*> v;
         if (cudnnStatus_t s = take_array(ty, CUDNN_TYPE_VOID_PTR, n, p, &v)) return s;
         return v.empty() ? CUDNN_STATUS_SUCCESS
-                         : fail(CUDNN_STATUS_NOT_SUPPORTED, "variant pack intermediates are not modelled");
+                         : fail(CUDNN_STATUS_NOT_SUPPORTED,
+                                "variant pack intermediates are not modelled");
       }
       default: return unknown_attribute("variant pack", a);
     }
@@ -935,7 +1061,8 @@ struct VariantPackDesc : Desc {
 // ---- the interpreter ----------------------------------------------------------------------
 
 // A tensor's storage during one execution: device memory at the tensor's strides, or (virtual
-// and by-value tensors) a dense float buffer holding values already rounded to the type.
+// and by-value tensors) a float buffer at the tensor's strides holding values already rounded
+// to the type.
 struct Storage {
   char* base = nullptr;
   std::vector<float> own;
@@ -944,8 +1071,10 @@ struct Storage {
   float load(int64_t off) const { return base ? load_elem(base, type, off) : own[size_t(off)]; }
   void store(int64_t off, float v) {
     v = round_to(type, v);
-    if (base) store_elem(base, type, off, v);
-    else own[size_t(off)] = v;
+    if (base)
+      store_elem(base, type, off, v);
+    else
+      own[size_t(off)] = v;
   }
 };
 
@@ -1044,11 +1173,18 @@ void run_reduction(const Graph::Node& n, const Graph& g, std::vector<Storage>& s
     const double v = X.load(xo);
     double& a = acc[size_t(o)];
     switch (mode) {
-      case CUDNN_REDUCE_TENSOR_ADD: case CUDNN_REDUCE_TENSOR_AVG: a += v; break;
+      case CUDNN_REDUCE_TENSOR_ADD:
+      case CUDNN_REDUCE_TENSOR_AVG: a += v; break;
       case CUDNN_REDUCE_TENSOR_MUL: a *= v; break;
-      case CUDNN_REDUCE_TENSOR_MAX: a = std::isnan(v) || std::isnan(a) ? a + v : std::max(a, v); break;
-      case CUDNN_REDUCE_TENSOR_MIN: a = std::isnan(v) || std::isnan(a) ? a + v : std::min(a, v); break;
-      case CUDNN_REDUCE_TENSOR_AMAX: a = std::isnan(v) || std::isnan(a) ? a + v : std::max(a, std::fabs(v)); break;
+      case CUDNN_REDUCE_TENSOR_MAX:
+        a = std::isnan(v) || std::isnan(a) ? a + v : std::max(a, v);
+        break;
+      case CUDNN_REDUCE_TENSOR_MIN:
+        a = std::isnan(v) || std::isnan(a) ? a + v : std::min(a, v);
+        break;
+      case CUDNN_REDUCE_TENSOR_AMAX:
+        a = std::isnan(v) || std::isnan(a) ? a + v : std::max(a, std::fabs(v));
+        break;
       case CUDNN_REDUCE_TENSOR_NORM1: a += std::fabs(v); break;
       case CUDNN_REDUCE_TENSOR_NORM2: a += v * v; break;
     }
@@ -1063,11 +1199,29 @@ void run_reduction(const Graph::Node& n, const Graph& g, std::vector<Storage>& s
   } while (next(oi, ty.dims, rank));
 }
 
+// y at element offset o (of y's index) = x at offset o: the same memory seen through y.
+void run_reshape(const Graph::Node& n, const Graph& g, std::vector<Storage>& st) {
+  const TensorInfo& ty = g.tensors[n.out];
+  const Storage& X = st[n.in[0]];
+  Storage& Y = st[n.out];
+  const size_t rank = ty.dims.size();
+  std::vector<int64_t> idx(rank, 0);
+  do {
+    const int64_t o = offset_of(idx, ty.dims, ty, Y.strides, rank);
+    Y.store(o, X.load(o));
+  } while (next(idx, ty.dims, rank));
+}
+
 void run_graph(const Graph& g, std::vector<Storage>& st) {
   for (const Graph::Node& n : g.nodes) {
-    if (n.kind == Kind::Pointwise) run_pointwise(n, g, st);
-    else if (n.kind == Kind::Matmul) run_matmul(n, g, st);
-    else run_reduction(n, g, st);
+    if (n.kind == Kind::Pointwise)
+      run_pointwise(n, g, st);
+    else if (n.kind == Kind::Matmul)
+      run_matmul(n, g, st);
+    else if (n.kind == Kind::Reduction)
+      run_reduction(n, g, st);
+    else
+      run_reshape(n, g, st);
   }
 }
 
@@ -1080,6 +1234,7 @@ Desc* make(cudnnBackendDescriptorType_t t) {
     case CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR: return new OpMatmulDesc;
     case CUDNN_BACKEND_REDUCTION_DESCRIPTOR: return new ReductionDesc;
     case CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR: return new OpReductionDesc;
+    case CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR: return new OpReshapeDesc;
     case CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR: return new OpGraphDesc;
     case CUDNN_BACKEND_ENGINE_DESCRIPTOR: return new EngineDesc;
     case CUDNN_BACKEND_ENGINECFG_DESCRIPTOR: return new EngineCfgDesc;
@@ -1102,7 +1257,8 @@ const char* cudnnGetErrorString(cudnnStatus_t s) {
     case CUDNN_STATUS_NOT_INITIALIZED: return "CUDNN_STATUS_NOT_INITIALIZED";
     case CUDNN_STATUS_BAD_PARAM: return "CUDNN_STATUS_BAD_PARAM";
     case CUDNN_STATUS_BAD_PARAM_NULL_POINTER: return "CUDNN_STATUS_BAD_PARAM_NULL_POINTER";
-    case CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER: return "CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER";
+    case CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER:
+      return "CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER";
     case CUDNN_STATUS_BAD_PARAM_NOT_FINALIZED: return "CUDNN_STATUS_BAD_PARAM_NOT_FINALIZED";
     case CUDNN_STATUS_BAD_PARAM_ATTRIBUTE_TYPE: return "CUDNN_STATUS_BAD_PARAM_ATTRIBUTE_TYPE";
     case CUDNN_STATUS_BAD_PARAM_DESCRIPTOR_TYPE: return "CUDNN_STATUS_BAD_PARAM_DESCRIPTOR_TYPE";
@@ -1135,16 +1291,20 @@ cudnnStatus_t cudnnSetStream(cudnnHandle_t handle, cudaStream_t stream) {
   return CUDNN_STATUS_SUCCESS;
 }
 cudnnStatus_t cudnnGetStream(cudnnHandle_t handle, cudaStream_t* stream) {
-  if (!handle || !stream) return fail(CUDNN_STATUS_BAD_PARAM_NULL_POINTER, "cudnnGetStream: null argument");
+  if (!handle || !stream)
+    return fail(CUDNN_STATUS_BAD_PARAM_NULL_POINTER, "cudnnGetStream: null argument");
   *stream = handle->stream;
   return CUDNN_STATUS_SUCCESS;
 }
 
-cudnnStatus_t cudnnBackendCreateDescriptor(cudnnBackendDescriptorType_t t, cudnnBackendDescriptor_t* d) {
-  if (!d) return fail(CUDNN_STATUS_BAD_PARAM_NULL_POINTER, "cudnnBackendCreateDescriptor: null output");
+cudnnStatus_t cudnnBackendCreateDescriptor(cudnnBackendDescriptorType_t t,
+                                           cudnnBackendDescriptor_t* d) {
+  if (!d)
+    return fail(CUDNN_STATUS_BAD_PARAM_NULL_POINTER, "cudnnBackendCreateDescriptor: null output");
   Desc* desc = make(t);
   if (!desc)
-    return fail(CUDNN_STATUS_NOT_SUPPORTED, "descriptor type " + std::to_string(t) + " is not modelled");
+    return fail(CUDNN_STATUS_NOT_SUPPORTED,
+                "descriptor type " + std::to_string(t) + " is not modelled");
   std::lock_guard<std::mutex> lock(registry_mu);
   registry.insert(desc);
   *d = desc;
@@ -1161,7 +1321,8 @@ cudnnStatus_t cudnnBackendDestroyDescriptor(cudnnBackendDescriptor_t d) {
   return CUDNN_STATUS_SUCCESS;
 }
 cudnnStatus_t cudnnBackendInitialize(cudnnBackendDescriptor_t d) {
-  return lookup(d) ? CUDNN_STATUS_SUCCESS : fail(CUDNN_STATUS_BAD_PARAM, "not a live backend descriptor");
+  return lookup(d) ? CUDNN_STATUS_SUCCESS
+                   : fail(CUDNN_STATUS_BAD_PARAM, "not a live backend descriptor");
 }
 cudnnStatus_t cudnnBackendFinalize(cudnnBackendDescriptor_t d) {
   Desc* desc = lookup(d);
@@ -1173,15 +1334,17 @@ cudnnStatus_t cudnnBackendSetAttribute(cudnnBackendDescriptor_t d, cudnnBackendA
                                        cudnnBackendAttributeType_t t, int64_t n, const void* p) {
   Desc* desc = lookup(d);
   if (!desc) return fail(CUDNN_STATUS_BAD_PARAM, "set: not a live backend descriptor");
-  if (desc->finalized) return fail(CUDNN_STATUS_NOT_INITIALIZED, "set: the descriptor is finalized");
+  if (desc->finalized)
+    return fail(CUDNN_STATUS_NOT_INITIALIZED, "set: the descriptor is finalized");
   return desc->set(a, t, n, p);
 }
-cudnnStatus_t cudnnBackendGetAttribute(cudnnBackendDescriptor_t const d, cudnnBackendAttributeName_t a,
-                                       cudnnBackendAttributeType_t t, int64_t requested,
-                                       int64_t* count, void* out) {
+cudnnStatus_t cudnnBackendGetAttribute(cudnnBackendDescriptor_t const d,
+                                       cudnnBackendAttributeName_t a, cudnnBackendAttributeType_t t,
+                                       int64_t requested, int64_t* count, void* out) {
   Desc* desc = lookup(d);
   if (!desc) return fail(CUDNN_STATUS_BAD_PARAM, "get: not a live backend descriptor");
-  if (!desc->finalized) return fail(CUDNN_STATUS_BAD_PARAM_NOT_FINALIZED, "get: the descriptor is not finalized");
+  if (!desc->finalized)
+    return fail(CUDNN_STATUS_BAD_PARAM_NOT_FINALIZED, "get: the descriptor is not finalized");
   return desc->get(a, t, requested, count, out);
 }
 
@@ -1195,7 +1358,8 @@ cudnnStatus_t cudnnBackendExecute(cudnnHandle_t handle, cudnnBackendDescriptor_t
       vd->type != CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR)
     return fail(CUDNN_STATUS_BAD_PARAM, "execute: needs an execution plan and a variant pack");
   if (!pd->finalized || !vd->finalized)
-    return fail(CUDNN_STATUS_BAD_PARAM_NOT_FINALIZED, "execute: plan or variant pack not finalized");
+    return fail(CUDNN_STATUS_BAD_PARAM_NOT_FINALIZED,
+                "execute: plan or variant pack not finalized");
   const std::shared_ptr<const Graph> graph = static_cast<PlanDesc*>(pd)->graph;
   const auto* pack = static_cast<VariantPackDesc*>(vd);
   std::vector<Storage> st(graph->tensors.size());
@@ -1204,18 +1368,23 @@ cudnnStatus_t cudnnBackendExecute(cudnnHandle_t handle, cudnnBackendDescriptor_t
     Storage& s = st[i];
     s.type = t.type;
     if (t.is_virtual) {
-      s.strides = dense_strides(t.dims);
-      continue;  // allocated when the stream runs the graph
+      s.strides = t.strides;  // dense in some dim order (checked at graph finalize)
+      continue;               // allocated when the stream runs the graph
     }
     auto it = std::find(pack->uids.begin(), pack->uids.end(), t.uid);
     if (it == pack->uids.end())
-      return fail(CUDNN_STATUS_BAD_PARAM, "execute: tensor " + shape(t) + " is not in the variant pack");
+      return fail(CUDNN_STATUS_BAD_PARAM,
+                  "execute: tensor " + shape(t) + " is not in the variant pack");
     void* p = pack->ptrs[size_t(it - pack->uids.begin())];
-    if (!p) return fail(CUDNN_STATUS_BAD_PARAM_NULL_POINTER, "execute: tensor " + shape(t) + " bound to null");
+    if (!p)
+      return fail(CUDNN_STATUS_BAD_PARAM_NULL_POINTER,
+                  "execute: tensor " + shape(t) + " bound to null");
     if (t.by_value) {  // a host scalar, read now
-      if (sim::is_device_pointer(p)) sim::fault("cudnnBackendExecute: a by-value tensor points to device memory");
+      if (sim::is_device_pointer(p))
+        sim::fault("cudnnBackendExecute: a by-value tensor points to device memory");
       if (t.count() != 1)
-        return fail(CUDNN_STATUS_NOT_SUPPORTED, "execute: by-value tensor " + shape(t) + " is not a scalar");
+        return fail(CUDNN_STATUS_NOT_SUPPORTED,
+                    "execute: by-value tensor " + shape(t) + " is not a scalar");
       s.own = {load_elem(static_cast<const char*>(p), t.type, 0)};
       s.strides.assign(t.dims.size(), 0);
       continue;

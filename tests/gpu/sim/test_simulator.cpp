@@ -151,9 +151,11 @@ struct CudnnGraph {
     set(t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, type);
     set(t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, align);
     EXPECT_EQ(cudnnBackendSetAttribute(t, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64,
-                                       int64_t(dims.size()), dims.data()), CUDNN_STATUS_SUCCESS);
+                                       int64_t(dims.size()), dims.data()),
+              CUDNN_STATUS_SUCCESS);
     EXPECT_EQ(cudnnBackendSetAttribute(t, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64,
-                                       int64_t(strides.size()), strides.data()), CUDNN_STATUS_SUCCESS);
+                                       int64_t(strides.size()), strides.data()),
+              CUDNN_STATUS_SUCCESS);
     set(t, CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, is_virtual);
     set(t, CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, by_value);
     EXPECT_EQ(finalize(t), CUDNN_STATUS_SUCCESS);
@@ -212,9 +214,10 @@ struct CudnnGraph {
                      cudnnBackendDescriptor_t* plan_out, int64_t* results = nullptr) {
     auto graph = create(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
     set(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, h);
-    EXPECT_EQ(cudnnBackendSetAttribute(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS,
-                                       CUDNN_TYPE_BACKEND_DESCRIPTOR, int64_t(ops.size()), ops.data()),
-              CUDNN_STATUS_SUCCESS);
+    EXPECT_EQ(
+        cudnnBackendSetAttribute(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS,
+                                 CUDNN_TYPE_BACKEND_DESCRIPTOR, int64_t(ops.size()), ops.data()),
+        CUDNN_STATUS_SUCCESS);
     if (finalize(graph)) return last;
     auto heur = create(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
     set(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, graph);
@@ -239,7 +242,8 @@ struct CudnnGraph {
                         std::vector<std::pair<int64_t, void*>> bound) {
     int64_t ws_bytes = -1, n = 0;
     EXPECT_EQ(cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
-                                       CUDNN_TYPE_INT64, 1, &n, &ws_bytes), CUDNN_STATUS_SUCCESS);
+                                       CUDNN_TYPE_INT64, 1, &n, &ws_bytes),
+              CUDNN_STATUS_SUCCESS);
     void* ws = nullptr;
     if (ws_bytes > 0) cudaMalloc(&ws, size_t(ws_bytes));
     std::vector<int64_t> uids;
@@ -309,7 +313,8 @@ TEST(Simulator, CudnnMatmulBroadcastsBatchesAndReadsStrides) {
   CudnnHandle ch;
   CudnnGraph g;
   auto a = g.tensor(1, CUDNN_DATA_FLOAT, {B, H, M, K});
-  auto bt = g.tensor(2, CUDNN_DATA_FLOAT, {1, H, K, N}, {H * N * K, N * K, 1, K});  // stored [H][N][K]
+  auto bt =
+      g.tensor(2, CUDNN_DATA_FLOAT, {1, H, K, N}, {H * N * K, N * K, 1, K});  // stored [H][N][K]
   auto gk = g.tensor(3, CUDNN_DATA_FLOAT, {B, G, K, N});
   auto c1 = g.tensor(4, CUDNN_DATA_FLOAT, {B, H, M, N});
   auto c2 = g.tensor(5, CUDNN_DATA_FLOAT, {B, H, M, N});
@@ -320,7 +325,8 @@ TEST(Simulator, CudnnMatmulBroadcastsBatchesAndReadsStrides) {
              hg = random_floats(B * G * K * N, 3);
   float *da = to_device(ha), *db = to_device(hb), *dg = to_device(hg),
         *dc1 = device_floats(B * H * M * N), *dc2 = device_floats(B * H * M * N);
-  ASSERT_EQ(g.execute(ch.h, plan, {{1, da}, {2, db}, {3, dg}, {4, dc1}, {5, dc2}}), CUDNN_STATUS_SUCCESS)
+  ASSERT_EQ(g.execute(ch.h, plan, {{1, da}, {2, db}, {3, dg}, {4, dc1}, {5, dc2}}),
+            CUDNN_STATUS_SUCCESS)
       << last_cudnn_error();
   const auto r1 = to_host(dc1, B * H * M * N), r2 = to_host(dc2, B * H * M * N);
   for (int64_t b = 0; b < B; ++b)
@@ -368,8 +374,10 @@ TEST(Simulator, CudnnPointwiseMasksBroadcastsAndRunsInDependencyOrder) {
   const auto hs = random_floats(B * H * T * T, 4), hbias = random_floats(H * T, 5);
   float *ds = to_device(hs), *dbias = to_device(hbias), *dy = device_floats(B * H * T * T);
   float scale_value = 0.25f, fill_value = -1e9f;  // host scalars
-  ASSERT_EQ(g.execute(ch.h, plan, {{1, ds}, {2, &scale_value}, {3, dbias}, {4, &fill_value}, {5, dy}}),
-            CUDNN_STATUS_SUCCESS) << last_cudnn_error();
+  ASSERT_EQ(
+      g.execute(ch.h, plan, {{1, ds}, {2, &scale_value}, {3, dbias}, {4, &fill_value}, {5, dy}}),
+      CUDNN_STATUS_SUCCESS)
+      << last_cudnn_error();
   const auto ry = to_host(dy, B * H * T * T);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
@@ -402,7 +410,8 @@ TEST(Simulator, CudnnSoftmaxRoundsVirtualBf16AndReductionsFoldGroups) {
                     g.pointwise(CUDNN_POINTWISE_DIV, e, sum, nullptr, y),
                     g.reduction(CUDNN_REDUCE_TENSOR_ADD, x, fold)},
                    &plan),
-            CUDNN_STATUS_SUCCESS) << last_cudnn_error();
+            CUDNN_STATUS_SUCCESS)
+      << last_cudnn_error();
   const auto hx = random_floats(B * R * C, 6);
   float *dx = to_device(hx), *dy = device_floats(B * R * C), *dfold = device_floats(B * R / 2 * C);
   ASSERT_EQ(g.execute(ch.h, plan, {{1, dx}, {2, dy}, {3, dfold}}), CUDNN_STATUS_SUCCESS)
@@ -432,6 +441,44 @@ TEST(Simulator, CudnnSoftmaxRoundsVirtualBf16AndReductionsFoldGroups) {
         EXPECT_NEAR(rf[(b * R / 2 + h) * C + c],
                     hx[(b * R + 2 * h) * C + c] + hx[(b * R + 2 * h + 1) * C + c], 1e-6f);
   for (float* p : {dx, dy, dfold}) cudaFree(p);
+}
+
+// C = Pᵀ · V with Pᵀ a reshape of the virtual P = exp(X) [B, H, S, T] into a bf16 view
+// [B, H, T, S] at transposed strides (cudnn-frontend's dV = Pᵀ dO).
+TEST(Simulator, CudnnReshapeTransposesAVirtualTensorThroughStrides) {
+  const int64_t B = 2, H = 2, S = 5, T = 4, D = 3;
+  CudnnHandle ch;
+  CudnnGraph g;
+  auto x = g.tensor(1, CUDNN_DATA_FLOAT, {B, H, S, T});
+  auto v = g.tensor(2, CUDNN_DATA_FLOAT, {B, H, S, D});
+  auto c = g.tensor(3, CUDNN_DATA_FLOAT, {B, H, T, D});
+  auto p = g.virt(10, CUDNN_DATA_FLOAT, {B, H, S, T});
+  auto pt = g.tensor(11, CUDNN_DATA_BFLOAT16, {B, H, T, S}, {H * S * T, S * T, 1, T}, true);
+  cudnnBackendDescriptor_t reshape = g.create(CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR);
+  g.set(reshape, CUDNN_ATTR_OPERATION_RESHAPE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, p);
+  g.set(reshape, CUDNN_ATTR_OPERATION_RESHAPE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, pt);
+  ASSERT_EQ(g.finalize(reshape), CUDNN_STATUS_SUCCESS);
+  cudnnBackendDescriptor_t plan = nullptr;
+  ASSERT_EQ(g.plan(ch.h,
+                   {g.matmul(pt, v, c), reshape,
+                    g.pointwise(CUDNN_POINTWISE_EXP, x, nullptr, nullptr, p)},
+                   &plan),
+            CUDNN_STATUS_SUCCESS)
+      << last_cudnn_error();
+  const auto hx = random_floats(B * H * S * T, 7), hv = random_floats(B * H * S * D, 8);
+  float *dx = to_device(hx), *dv = to_device(hv), *dc = device_floats(B * H * T * D);
+  ASSERT_EQ(g.execute(ch.h, plan, {{1, dx}, {2, dv}, {3, dc}}), CUDNN_STATUS_SUCCESS)
+      << last_cudnn_error();
+  const auto rc = to_host(dc, B * H * T * D);
+  for (int64_t bh = 0; bh < B * H; ++bh)
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t d = 0; d < D; ++d) {
+        double want = 0;
+        for (int64_t s = 0; s < S; ++s)
+          want += double(bf16(std::exp(hx[(bh * S + s) * T + t]))) * hv[(bh * S + s) * D + d];
+        EXPECT_NEAR(rc[(bh * T + t) * D + d], want, 1e-5);
+      }
+  for (float* q : {dx, dv, dc}) cudaFree(q);
 }
 
 TEST(Simulator, CudnnRejectsMissingBindingsDuplicateUidsAndOffersNoEngineOnRequest) {

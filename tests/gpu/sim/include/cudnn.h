@@ -1,7 +1,7 @@
 // The cuDNN subset for the simulator build (RETORT_CUDA=SIM): the backend (graph) API of
 // cudnn_graph.h, cuDNN 9.19, with the same names, enum values and signatures as the real
 // header, so code written against the backend API compiles unchanged against both. Only the
-// descriptors of matmul / pointwise / reduction operation graphs are declared; cudnn.cpp runs
+// descriptors of matmul / pointwise / reduction / reshape graphs are declared; cudnn.cpp runs
 // such graphs with an interpreter of their documented semantics (tests/gpu/sim/README.md). The
 // sim include directory shadows the CUDA toolkit's, whose cudnn.h must not be used in sim
 // builds.
@@ -78,11 +78,13 @@ typedef enum {
   CUDNN_STATUS_INVALID_VALUE = 2001,
   CUDNN_STATUS_ARCH_MISMATCH = CUDNN_STATUS_NOT_SUPPORTED_ARCH_MISMATCH,
   CUDNN_STATUS_MAPPING_ERROR = CUDNN_STATUS_INTERNAL_ERROR_TEXTURE_CREATION_FAILED,
-  CUDNN_STATUS_RUNTIME_PREREQUISITE_MISSING = CUDNN_STATUS_NOT_SUPPORTED_RUNTIME_PREREQUISITE_MISSING,
+  CUDNN_STATUS_RUNTIME_PREREQUISITE_MISSING =
+      CUDNN_STATUS_NOT_SUPPORTED_RUNTIME_PREREQUISITE_MISSING,
   CUDNN_STATUS_VERSION_MISMATCH = CUDNN_STATUS_SUBLIBRARY_VERSION_MISMATCH,
 } cudnnStatus_t;
 
-#define CUDNN_STATUS_FULL_ERROR_CODE(category, specific_err) ((cudnnStatus_t)(0 + (category) + (specific_err)))
+#define CUDNN_STATUS_FULL_ERROR_CODE(category, specific_err) \
+  ((cudnnStatus_t)(0 + (category) + (specific_err)))
 #define CUDNN_STATUS_CATEGORY(full_error_code) ((full_error_code) / 1000 * 1000)
 #define CUDNN_STATUS_SPECIFIC_ERROR(full_error_code) ((full_error_code) % 1000)
 
@@ -283,6 +285,9 @@ typedef enum {
   CUDNN_ATTR_OPERATION_REDUCTION_XDESC = 1610,
   CUDNN_ATTR_OPERATION_REDUCTION_YDESC = 1611,
   CUDNN_ATTR_OPERATION_REDUCTION_DESC = 1612,
+
+  CUDNN_ATTR_OPERATION_RESHAPE_XDESC = 2200,
+  CUDNN_ATTR_OPERATION_RESHAPE_YDESC = 2201,
 } cudnnBackendAttributeName_t;
 
 typedef enum {
@@ -397,7 +402,8 @@ cudnnStatus_t CUDNNWINAPI cudnnBackendFinalize(cudnnBackendDescriptor_t descript
 cudnnStatus_t CUDNNWINAPI cudnnBackendSetAttribute(cudnnBackendDescriptor_t descriptor,
                                                    cudnnBackendAttributeName_t attributeName,
                                                    cudnnBackendAttributeType_t attributeType,
-                                                   int64_t elementCount, const void* arrayOfElements);
+                                                   int64_t elementCount,
+                                                   const void* arrayOfElements);
 cudnnStatus_t CUDNNWINAPI cudnnBackendGetAttribute(cudnnBackendDescriptor_t const descriptor,
                                                    cudnnBackendAttributeName_t attributeName,
                                                    cudnnBackendAttributeType_t attributeType,
