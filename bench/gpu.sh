@@ -63,7 +63,8 @@ for cfg in configs:
         mfu = tok[impl] * fpt / 989e12
         rows.append(f"| {name} | {impl} | {tok[impl]:.0f} | {mfu:.1%} | {ceil:.0f} | {mem:.1f} | "
                     f"{tok['retort'] / tok[impl]:.2f} |")
-table = "\n".join(rows)
+kernels = sorted({r["attention_kernel"] for f in glob.glob(f"{out}/*-retort-*.json") for r in [json.load(open(f))]})
+table = "\n".join(rows) + f"\n\nretort's attention kernel: {', '.join(kernels)}"
 print(table)
 open(os.path.join(out, "summary.md"), "w").write(table + "\n")
 PY

@@ -64,6 +64,11 @@ const std::vector<ConfigKey>& config_schema() {
        "matmul precision: fp32, or bf16 (operands rounded to bfloat16, fp32 accumulation; master "
        "weights, AdamW state, loss and all other ops stay fp32). bf16 is the fast path on GPUs "
        "(tensor cores); on the CPU it is an exact emulation for tests, not a speed-up"},
+      {"train.attention", T::String, "auto",
+       "causal attention kernel on GPUs: auto (cuDNN's fused flash attention when train.precision "
+       "is bf16 and cuDNN has an engine for the shape, else the plain fp32 kernel), cudnn (at any "
+       "precision: q, k, v and their gradients pass through bf16; an error if cuDNN has no "
+       "engine) or plain. The CPU has one kernel and ignores it"},
       {"train.nonfinite", T::String, "stop",
        "non-finite loss or gradient norm: stop (error naming the step and the first bad gradient) or skip (no update; counted in metrics.jsonl as skipped_steps)"},
       {"train.max_skipped", T::Int, "10", "with train.nonfinite: skip, stop after this many consecutive skipped steps"},

@@ -3,6 +3,9 @@
 #include "core/ops.h"
 
 #include <cmath>
+#include <cstdio>
+#include <set>
+#include <string>
 
 #include "core/device.h"
 #include "core/op_dispatch.h"
@@ -384,7 +387,33 @@ AttnDims check_attention(const char* op, const Tensor& q, const Tensor& k, const
   RETORT_CHECK(d.hd > 0, op, ": head_dim must be > 0");
   return d;
 }
+
+AttentionKernel g_attention_kernel = AttentionKernel::Auto;
+const char* g_attention_used = "";
+
+bool wants_cudnn() {
+  return g_attention_kernel == AttentionKernel::Cudnn ||
+         (g_attention_kernel == AttentionKernel::Auto && matmul_precision() == MatmulPrecision::BF16);
+}
+
+// cuDNN has no engine for this shape: an error when it was asked for by name; under Auto one
+// line per shape and op, then the plain kernel.
+void cudnn_unavailable(const char* op, const AttnDims& d, const std::string& why) {
+  const std::string shape = str_cat("B=", d.B, " T=", d.T, " heads=", d.H, " kv_heads=", d.Hkv,
+                                    " head_dim=", d.hd);
+  if (g_attention_kernel == AttentionKernel::Cudnn)
+    throw Error(str_cat(op, ": train.attention is cudnn but cuDNN has no fused attention engine for ",
+                        shape, ": ", why));
+  static std::set<std::string> told;
+  if (told.insert(str_cat(op, shape)).second)
+    std::fprintf(stderr, "retort: %s: cuDNN has no fused attention engine for %s (%s); using the plain kernel\n",
+                 op, shape.c_str(), why.c_str());
+}
 }  // namespace
+
+void set_attention_kernel(AttentionKernel k) { g_attention_kernel = k; }
+AttentionKernel attention_kernel() { return g_attention_kernel; }
+const char* attention_kernel_used() { return g_attention_used; }
 
 void attention_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& k,
                        const Tensor& v) {
@@ -399,6 +428,19 @@ void attention_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& 
                ": out must not alias q, k or v");
   if (q.numel() == 0) return;
   const Device dev = common_device("attention_forward", {&out, &lse, &q, &k, &v});
+#if RETORT_HAVE_CUDA
+  if (dev == Device::CUDA && wants_cudnn()) {
+    std::string why;
+    if (cuda::attention_forward_cudnn(out.data<float>(), lse.data<float>(), q.data<float>(),
+                                      k.data<float>(), v.data<float>(), d.B, d.T, d.H, d.Hkv,
+                                      d.hd, &why)) {
+      g_attention_used = "cudnn";
+      return;
+    }
+    cudnn_unavailable(op, d, why);
+  }
+#endif
+  g_attention_used = dev == Device::CPU ? "cpu" : "plain";
   RETORT_KERNEL(dev, attention_forward, out.data<float>(), lse.data<float>(), q.data<float>(), k.data<float>(),
                          v.data<float>(), d.B, d.T, d.H, d.Hkv, d.hd);
 }
@@ -454,6 +496,17 @@ void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, 
                ": dq, dk, dv must not alias each other");
   if (q.numel() == 0) return;
   const Device dev = common_device("attention_backward", {&dq, &dk, &dv, &dout, &q, &k, &v, &out, &lse});
+#if RETORT_HAVE_CUDA
+  if (dev == Device::CUDA && wants_cudnn()) {
+    std::string why;
+    if (cuda::attention_backward_cudnn(dq.data<float>(), dk.data<float>(), dv.data<float>(),
+                                       dout.data<float>(), q.data<float>(), k.data<float>(),
+                                       v.data<float>(), out.data<float>(), lse.data<float>(), d.B,
+                                       d.T, d.H, d.Hkv, d.hd, &why))
+      return;
+    cudnn_unavailable(op, d, why);
+  }
+#endif
   RETORT_KERNEL(dev, attention_backward, dq.data<float>(), dk.data<float>(), dv.data<float>(),
                           dout.data<float>(), q.data<float>(), k.data<float>(), v.data<float>(),
                           out.data<float>(), lse.data<float>(), d.B, d.T, d.H, d.Hkv, d.hd);

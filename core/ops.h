@@ -93,6 +93,19 @@ void attention_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& 
 // dq, dk, dv overwritten.
 void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q,
                         const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse);
+// Which kernel runs causal attention on a GPU (train.attention; the CPU has one kernel):
+//   Auto:  cuDNN's fused flash attention when matmul_precision() is BF16 and cuDNN has an
+//          engine for the shape, else the plain tiled kernel (core/cuda/attention.cu);
+//   Cudnn: cuDNN at any precision (q, k, v, out and the gradients pass through bf16; softmax
+//          statistics stay fp32); an error when cuDNN has no engine for the shape;
+//   Plain: the plain fp32 kernel.
+// Both kernels write the same lse, so a forward of one can be followed by a backward of the
+// other. Process-wide, default Auto.
+enum class AttentionKernel { Auto, Cudnn, Plain };
+void set_attention_kernel(AttentionKernel k);
+AttentionKernel attention_kernel();
+// The kernel the last attention_forward ran: "cudnn", "plain" or "cpu" ("" before any).
+const char* attention_kernel_used();
 
 // ---- attention of one new query per sequence over a KV cache (generation) -------------------
 // q: [B, H, hd] (normed and rotated); k_cache, v_cache: [B, T_max, Hkv, hd] with keys

@@ -159,6 +159,7 @@ int run_bench(const Config& cfg) {
                       {"device", gpu ? "cuda" : "cpu"},
                       {"precision", cfg.get_string("train.precision")},
                       {"grad_reduce", cfg.get_string("parallel.grad_reduce")},
+                      {"attention_kernel", ops::attention_kernel_used()},
                       {"matmul_ceiling_gflops", ceiling},
                       {"matmul_ceiling_n", ceiling_n},
                       {"fraction_of_matmul_ceiling", gflops_mfu / ceiling},

@@ -49,6 +49,14 @@ ops::MatmulPrecision matmul_precision(const Config& cfg) {
   return p == "bf16" ? ops::MatmulPrecision::BF16 : ops::MatmulPrecision::F32;
 }
 
+ops::AttentionKernel attention_kernel(const Config& cfg) {
+  const std::string a = cfg.get_string("train.attention");
+  if (a == "auto") return ops::AttentionKernel::Auto;
+  if (a == "cudnn") return ops::AttentionKernel::Cudnn;
+  if (a != "plain") cfg.fail("train.attention", str_cat("must be auto, cudnn or plain, got '", a, "'"));
+  return ops::AttentionKernel::Plain;
+}
+
 GradReduce grad_reduce(const Config& cfg) {
   const std::string p = cfg.get_string("parallel.grad_reduce");
   if (p != "fp32" && p != "bf16") cfg.fail("parallel.grad_reduce", str_cat("must be fp32 or bf16, got '", p, "'"));
@@ -84,13 +92,14 @@ TrainStep::TrainStep(Transformer& model, const Config& cfg, const BatchGeometry&
       mesh_(mesh),
       z_loss_(static_cast<float>(cfg.get_float("train.z_loss"))),
       grad_clip_(cfg.get_float("train.grad_clip")),
-      sharded_checkpoints_(checkpoint_format(cfg, mesh) == "sharded"),
       skip_nonfinite_(nonfinite_policy(cfg) == "skip"),
       inject_nan_step_(std::getenv("RETORT_FAULT_NAN_GRAD_STEP")
                            ? std::atoll(std::getenv("RETORT_FAULT_NAN_GRAD_STEP")) : -1),
+      sharded_checkpoints_(checkpoint_format(cfg, mesh) == "sharded"),
       inputs_(Tensor::empty({geometry.micro_seqs, geometry.seq_len}, DType::I32)),
       targets_(Tensor::empty({geometry.micro_seqs, geometry.seq_len}, DType::I32)) {
   ops::set_matmul_precision(matmul_precision(cfg));
+  ops::set_attention_kernel(attention_kernel(cfg));
   const GradReduce reduce_in = grad_reduce(cfg);  // data-parallel sums only; tp stays fp32
   RETORT_CHECK(model.tp_layout().size == mesh.tp && model.tp_layout().rank == mesh.tp_index,
                "the model was built for tp ", model.tp_layout().size, " but the mesh has tp ", mesh.tp);

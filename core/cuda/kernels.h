@@ -8,6 +8,7 @@
 // The math of each function is documented in core/ops.h; the CPU kernels are the reference.
 #pragma once
 #include <cstdint>
+#include <string>
 
 #include "core/multi_tensor.h"
 
@@ -77,6 +78,18 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,
                         const float* k, const float* v, const float* out, const float* lse,
                         int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd);
+
+// ---- attention_cudnn.cpp ----------------------------------------------------------------
+// The same two functions through cuDNN's fused flash attention (bf16 q, k, v, out, dout and
+// gradients, fp32 statistics, converted from and to the fp32 tensors here). False, with
+// nothing written, when cuDNN has no engine for the shape; `why` then says what cuDNN said.
+bool attention_forward_cudnn(float* out, float* lse, const float* q, const float* k,
+                             const float* v, int64_t B, int64_t T, int64_t H, int64_t Hkv,
+                             int64_t hd, std::string* why);
+bool attention_backward_cudnn(float* dq, float* dk, float* dv, const float* dout, const float* q,
+                              const float* k, const float* v, const float* out, const float* lse,
+                              int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd,
+                              std::string* why);
 
 // ---- attention_decode.cu ---------------------------------------------------------------
 // q, out: [B, H, hd]; k, v: [B, T_max, Hkv, hd], keys 0..n-1 used

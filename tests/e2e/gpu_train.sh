@@ -4,7 +4,10 @@
 #  - a GPU run resumed from its step-10 checkpoint is bitwise identical to the uninterrupted one;
 #  - `retort generate` on the GPU (score mode, and sample mode with the device KV cache) stores
 #    the teacher's top-k as recomputed by float64 PyTorch (tests/e2e/check_corpus.py);
-#  - `retort bench` on the GPU (bf16) reports the GPU run: device, precision, MFU, GPU memory;
+#  - with train.precision=bf16 (cuDNN attention) within bf16 tolerance of the CPU, and resumed
+#    bitwise;
+#  - `retort bench` on the GPU (bf16) reports the GPU run: device, precision, MFU, GPU memory,
+#    attention kernel (cudnn);
 #  - with two or more GPUs: dp2 over NCCL agrees with one GPU, and dp2 with
 #    parallel.grad_reduce=bf16 (ncclBfloat16 sums) agrees with the same run on CPU ranks (MPI).
 source "$(dirname "$0")/lib.sh"
@@ -27,6 +30,20 @@ retort train "${ARGS[@]}" --set parallel.device=cuda --set "run.dir=$WORK/gpu_re
 same_checkpoint "$WORK/gpu/checkpoints/$last" "$WORK/gpu_resumed/checkpoints/$last" \
   "GPU resume"
 
+# train.precision=bf16: bf16 matmuls and cuDNN's fused attention (train.attention=cudnn: an
+# error if cuDNN refused). Within bf16 tolerance of the fp32 CPU run (on the simulator the
+# losses differ by ~4e-5 and the parameters by ~6e-3 relative after 6 steps: room for
+# rounding, not for a wrong attention), and resumed bitwise (cuDNN's deterministic backward).
+BF16=(--set parallel.device=cuda --set train.precision=bf16 --set train.attention=cudnn)
+retort train "${ARGS[@]}" "${BF16[@]}" --set "run.dir=$WORK/gpu_bf16" > "$WORK/gpu_bf16.log"
+compare_runs "$WORK/cpu" "$WORK/gpu_bf16" 1e-3 2e-2
+cp -r "$WORK/gpu_bf16" "$WORK/gpu_bf16_resumed"
+rm -rf "$WORK/gpu_bf16_resumed/checkpoints/$last" "$WORK/gpu_bf16_resumed/summary.json"
+retort train "${ARGS[@]}" "${BF16[@]}" --set "run.dir=$WORK/gpu_bf16_resumed" --resume \
+  > "$WORK/gpu_bf16_resumed.log"
+same_checkpoint "$WORK/gpu_bf16/checkpoints/$last" "$WORK/gpu_bf16_resumed/checkpoints/$last" \
+  "GPU bf16 (cuDNN attention) resume"
+
 G=("$TINY" --set parallel.device=cuda --set "generate.teacher=$WORK/gpu" --set "generate.data=$WORK/tok/val.h5"
    --set generate.k=8 --set generate.seq_len=24 --set generate.num_sequences=6 --set generate.batch=3
    --set generate.logprob_dtype=f32)
@@ -43,7 +60,7 @@ import json, sys
 j = json.load(open(sys.argv[1]))
 assert j["device"] == "cuda" and j["precision"] == "bf16" and j["matmul_ceiling_n"] == 128, j
 assert j["tokens_per_s"] > 0 and j["matmul_ceiling_gflops"] > 0 and 0 < j["mfu"] < 1, j
-assert j["gpu_peak_bytes"] > 0, j
+assert j["gpu_peak_bytes"] > 0 and j["attention_kernel"] == "cudnn", j
 print(f"ok: retort bench on the GPU: {j['tokens_per_s']:.0f} tok/s, mfu {j['mfu']:.2g}, {j['gpu_peak_bytes']} B of GPU memory")
 PY
 

@@ -1,5 +1,5 @@
 // Every kernel of core/cuda/kernels.h (except first_id_out_of_range) against the CPU
-// kernel of the same name (core/cpu/kernels.h) on random inputs: several shapes, including odd
+// kernel of the same name (core/cpu/kernels.h; for the cuDNN attention, the plain one) on random inputs: several shapes, including odd
 // sizes, rows not a multiple of the block size, V not a multiple of 32, GQA (H/Hkv = 2) and T
 // not a multiple of the attention tiles. Agreement: ‖gpu − cpu‖₂ / ‖cpu‖₂ ≤ 1e-5 (bf16, the
 // embedding gradient and the multi-tensor sum of squares: bitwise; multi-tensor AdamW: bitwise
@@ -435,6 +435,78 @@ TEST(CudaAttention, HeadDimAbove256IsRejected) {
   } catch (const std::exception& e) {
     EXPECT_NE(std::string(e.what()).find("head_dim <= 256"), std::string::npos) << e.what();
   }
+}
+
+// cuDNN's fused attention reads and writes bf16, so its reference is the CPU kernel on the
+// bf16-rounded inputs; what remains is cuDNN's own rounding (P and dS pass through bf16 inside,
+// the outputs are rounded): relative error ≤ 1e-2, the bf16 tolerance. A wrong scale,
+// mask or head mapping gives errors of order 1. Backward starts from cuDNN's own forward (the
+// pipeline training runs), and reruns must be bitwise equal (the deterministic dQ variant).
+TEST(CudaAttention, CudnnMatchesCpuOnBf16InputsAndIsDeterministic) {
+  const AttnCase cases[] = {{2, 37, 4, 2, 64}, {1, 130, 2, 1, 128}, {1, 65, 4, 4, 32},
+                            {1, 64, 2, 2, 16}, {2, 20, 6, 2, 8}};
+  uint64_t stream = 900;
+  auto bf16 = [](std::vector<float> x) {  // rounded as the CPU's conversion kernels do
+    std::vector<uint16_t> h(x.size());
+    cpu::f32_to_bf16(h.data(), x.data(), int64_t(x.size()));
+    cpu::bf16_to_f32(x.data(), h.data(), int64_t(x.size()));
+    return x;
+  };
+  for (const AttnCase& c : cases) {
+    const std::string what = "cudnn attention B,T,H,Hkv,hd = " + str({c.B, c.T, c.H, c.Hkv, c.hd});
+    const int64_t nq = c.B * c.T * c.H * c.hd, nk = c.B * c.T * c.Hkv * c.hd,
+                  nl = c.B * c.H * c.T;
+    const std::vector<float> q = randn(nq, ++stream), k = randn(nk, ++stream),
+                             v = randn(nk, ++stream), dout = randn(nq, ++stream);
+    const std::vector<float> qr = bf16(q), kr = bf16(k), vr = bf16(v), doutr = bf16(dout);
+    std::vector<float> out(nq), lse(nl), dq(nq), dk(nk), dv(nk);
+    cpu::attention_forward(out.data(), lse.data(), qr.data(), kr.data(), vr.data(), c.B, c.T, c.H,
+                           c.Hkv, c.hd);
+    cpu::attention_backward(dq.data(), dk.data(), dv.data(), doutr.data(), qr.data(), kr.data(),
+                            vr.data(), out.data(), lse.data(), c.B, c.T, c.H, c.Hkv, c.hd);
+
+    const std::vector<float> nan_q(nq, NAN), nan_k(nk, NAN), nan_l(nl, NAN);
+    Dev<float> d_q(q), d_k(k), d_v(v), d_dout(dout), d_out(nan_q), d_lse(nan_l);
+    Dev<float> d_dq(nan_q), d_dk(nan_k), d_dv(nan_k);
+    std::string why;
+    ASSERT_TRUE(cuda::attention_forward_cudnn(d_out, d_lse, d_q, d_k, d_v, c.B, c.T, c.H, c.Hkv,
+                                              c.hd, &why)) << what << ": " << why;
+    const std::vector<float> out1 = d_out.download(), lse1 = d_lse.download();
+    expect_close(out1, out, what + " out", 1e-2);
+    expect_close(lse1, lse, what + " lse", 1e-4);  // fp32 statistics
+    ASSERT_TRUE(cuda::attention_backward_cudnn(d_dq, d_dk, d_dv, d_dout, d_q, d_k, d_v, d_out,
+                                               d_lse, c.B, c.T, c.H, c.Hkv, c.hd, &why))
+        << what << ": " << why;
+    const std::vector<float> dq1 = d_dq.download(), dk1 = d_dk.download(), dv1 = d_dv.download();
+    expect_close(dq1, dq, what + " dq", 1e-2);
+    expect_close(dk1, dk, what + " dk", 1e-2);
+    expect_close(dv1, dv, what + " dv", 1e-2);
+
+    ASSERT_TRUE(cuda::attention_forward_cudnn(d_out, d_lse, d_q, d_k, d_v, c.B, c.T, c.H, c.Hkv,
+                                              c.hd, &why));
+    EXPECT_BITWISE(d_out.download(), out1, what + " out rerun");
+    EXPECT_BITWISE(d_lse.download(), lse1, what + " lse rerun");
+    ASSERT_TRUE(cuda::attention_backward_cudnn(d_dq, d_dk, d_dv, d_dout, d_q, d_k, d_v, d_out,
+                                               d_lse, c.B, c.T, c.H, c.Hkv, c.hd, &why));
+    EXPECT_BITWISE(d_dq.download(), dq1, what + " dq rerun");
+    EXPECT_BITWISE(d_dk.download(), dk1, what + " dk rerun");
+    EXPECT_BITWISE(d_dv.download(), dv1, what + " dv rerun");
+  }
+}
+
+// A shape cuDNN's flash attention does not take (head_dim not a multiple of 8) is refused with
+// a reason, and nothing is written.
+TEST(CudaAttention, CudnnRefusesHeadDimNotMultipleOf8) {
+  const int64_t B = 1, T = 9, H = 2, hd = 12, n = B * T * H * hd;
+  const std::vector<float> nan(n, NAN), nan_l(B * H * T, NAN);
+  Dev<float> x(randn(n, 950)), out(nan), lse(nan_l);
+  std::string why;
+  EXPECT_FALSE(cuda::attention_forward_cudnn(out, lse, x, x, x, B, T, H, H, hd, &why));
+  EXPECT_NE(why.find("head_dim 12"), std::string::npos) << why;
+  for (float f : out.download()) ASSERT_TRUE(std::isnan(f)) << "out was written";
+  why.clear();
+  EXPECT_FALSE(cuda::attention_backward_cudnn(out, out, out, x, x, x, x, x, lse, B, T, H, H, hd, &why));
+  EXPECT_NE(why.find("head_dim 12"), std::string::npos) << why;
 }
 
 TEST(CudaAttentionDecode, MatchesCpuAndIsDeterministic) {

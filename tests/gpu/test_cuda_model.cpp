@@ -152,15 +152,63 @@ TEST(CudaModel, OpsRefuseTensorsOnTwoDevices) {
 // simulator shows ~5e-4 where bf16 itself moves the gradients by ~7e-3). So the GPU must be
 // much closer to the emulation than the emulation is to fp32: a GPU that skipped a rounding
 // would not be.
+// (Attention runs the plain fp32 kernel here, as on the CPU; cuDNN's bf16 attention is below.)
 TEST(CudaModel, Bf16StepMatchesTheCpuEmulationAndFp32WithinBf16Tolerance) {
   const StepOut fp32 = train_step(Device::CPU, false, false);
   ops::set_matmul_precision(ops::MatmulPrecision::BF16);
+  ops::set_attention_kernel(ops::AttentionKernel::Plain);
   const StepOut cpu = train_step(Device::CPU, false, false);
   const StepOut gpu = train_step(Device::CUDA, false, false);
+  ops::set_attention_kernel(ops::AttentionKernel::Auto);
   ops::set_matmul_precision(ops::MatmulPrecision::F32);
   EXPECT_NEAR(gpu.loss, cpu.loss, 1e-5 * std::abs(cpu.loss));
   EXPECT_LT(rel_diff(gpu.grads, cpu.grads), 0.2 * rel_diff(cpu.grads, fp32.grads));
   EXPECT_LT(rel_diff(gpu.params, cpu.params), 1e-4);
   EXPECT_NEAR(gpu.loss, fp32.loss, 1e-2 * std::abs(fp32.loss));
   EXPECT_LT(rel_diff(gpu.grads, fp32.grads), 1e-2);
+}
+
+// train.precision: bf16 on a GPU (attention: auto) runs cuDNN's fused attention in bf16 as
+// well: the step stays within bf16 tolerance of fp32 and repeats bitwise (cuDNN's
+// deterministic backward), recomputation included.
+TEST(CudaModel, Bf16StepWithCudnnAttentionIsWithinBf16ToleranceAndBitwiseReproducible) {
+  const StepOut fp32 = train_step(Device::CPU, false, false);
+  ops::set_matmul_precision(ops::MatmulPrecision::BF16);
+  ops::set_attention_kernel(ops::AttentionKernel::Cudnn);  // an error if cuDNN refused
+  const StepOut a = train_step(Device::CUDA, false, false);
+  const StepOut b = train_step(Device::CUDA, false, false);
+  const StepOut c = train_step(Device::CUDA, false, true);
+  ops::set_attention_kernel(ops::AttentionKernel::Auto);
+  ops::set_matmul_precision(ops::MatmulPrecision::F32);
+  EXPECT_NEAR(a.loss, fp32.loss, 1e-2 * std::abs(fp32.loss));
+  EXPECT_LT(rel_diff(a.grads, fp32.grads), 2e-2);
+  EXPECT_EQ(a.loss, b.loss);
+  EXPECT_EQ(rel_diff(a.grads, b.grads), 0.0);
+  EXPECT_EQ(rel_diff(a.grads, c.grads), 0.0);
+}
+
+// train.attention: cudnn on a shape cuDNN does not take is an error naming the shape; auto
+// falls back to the plain kernel (and says so once).
+TEST(CudaModel, CudnnAttentionRefusalIsAnErrorOrAFallback) {
+  Tensor q = Tensor::zeros({1, 4, 2, 12}, DType::F32, Device::CUDA);
+  Tensor out = Tensor::zeros({1, 4, 2, 12}, DType::F32, Device::CUDA);
+  Tensor lse = Tensor::zeros({1, 2, 4}, DType::F32, Device::CUDA);
+  ops::set_attention_kernel(ops::AttentionKernel::Cudnn);
+  try {
+    ops::attention_forward(out, lse, q, q, q);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no fused attention engine for B=1 T=4 heads=2 kv_heads=2 head_dim=12"),
+              std::string::npos) << e.what();
+  }
+  ops::set_attention_kernel(ops::AttentionKernel::Auto);
+  ops::set_matmul_precision(ops::MatmulPrecision::BF16);
+  testing::internal::CaptureStderr();
+  ops::attention_forward(out, lse, q, q, q);
+  const std::string said = testing::internal::GetCapturedStderr();
+  ops::set_matmul_precision(ops::MatmulPrecision::F32);
+  EXPECT_NE(said.find("using the plain kernel"), std::string::npos) << said;
+  // softmax of equal scores over keys 0..i: lse_i = log(i + 1)
+  const Tensor l = lse.to(Device::CPU);
+  for (int i = 0; i < 4; ++i) EXPECT_NEAR(l.host<float>()[i], std::log(i + 1.0), 1e-6);
 }

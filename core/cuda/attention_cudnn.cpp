@@ -1,0 +1,513 @@
+// Causal attention through cuDNN's fused flash attention, built with cuDNN's backend graph API
+// (cudnn_graph.h; cuDNN 9). The same math as core/cuda/attention.cu (see core/ops.h), with
+// bf16 inputs and outputs and fp32 softmax statistics:
+//   S = scale · Q Kᵀ, S_ij = −inf for j > i;  Stats = lse = max_j S + log Σ_j exp(S − max);
+//   P = exp(S − Stats);  O = P V
+//   backward: D = rowsum(dO ∘ O);  dP = dO Vᵀ;  dS = P ∘ (dP − D);
+//             dQ = scale · dS K;  dK = scale · dSᵀ Q;  dV = Pᵀ dO
+// cuDNN has no single "attention" operation for causal masks in 9.x: the graph spells the math
+// out of matmul, pointwise and reduction operations in the order its fused flash-attention
+// engine recognises (the order cudnn-frontend's SDPA node lowers to), and cuDNN fuses the whole
+// graph into one kernel per pass.
+//
+// Layout: our q, out [B, T, H, hd] and k, v [B, T, Hkv, hd] are cuDNN's "BSHD": tensors of
+// dims [B, heads, T, hd] with strides [T·heads·hd, hd, heads·hd, 1]; lse [B, H, T] is Stats
+// [B, H, T, 1]. Grouped-query attention: K and V keep their Hkv heads (cuDNN maps head h to
+// kv head h / (H/Hkv)). The fp32 tensors are rounded to bf16 into temporaries (nearest even,
+// as matmul_bf16) and the bf16 results widened back.
+//
+// Plans (heuristics + finalize) are built once per shape and cached; a shape cuDNN refuses
+// is remembered with cuDNN's reason, and the caller falls back to the plain kernel.
+#include <cudnn.h>
+
+#include <cmath>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "core/cuda/kernels.h"
+#include "core/cuda/runtime.h"
+
+namespace retort::cuda {
+
+namespace {
+
+// cuDNN said no while building a plan: the shape is unsupported (the caller falls back).
+struct Refused {
+  std::string why;
+};
+
+void check(cudnnStatus_t st, const char* what) {
+  if (st == CUDNN_STATUS_SUCCESS) return;
+  char detail[512] = {};
+  cudnnGetLastErrorString(detail, sizeof detail);
+  throw Refused{str_cat(what, ": ", cudnnGetErrorString(st), detail[0] ? str_cat(" (", detail, ")") : "")};
+}
+
+// Errors while running a plan that was built are real errors, not a fallback.
+void check_run(cudnnStatus_t st, const char* what) {
+  if (st == CUDNN_STATUS_SUCCESS) return;
+  char detail[512] = {};
+  cudnnGetLastErrorString(detail, sizeof detail);
+  throw Error(str_cat("cuDNN attention: ", what, ": ", cudnnGetErrorString(st), " ", detail));
+}
+
+// One backend descriptor (owned).
+class Desc {
+ public:
+  explicit Desc(cudnnBackendDescriptorType_t type) {
+    check(cudnnBackendCreateDescriptor(type, &d_), "cudnnBackendCreateDescriptor");
+  }
+  ~Desc() { cudnnBackendDestroyDescriptor(d_); }
+  Desc(const Desc&) = delete;
+  Desc& operator=(const Desc&) = delete;
+
+  template <class T>
+  Desc& set(cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type,
+            const std::vector<T>& values) {
+    check(cudnnBackendSetAttribute(d_, name, type, int64_t(values.size()), values.data()),
+          "cudnnBackendSetAttribute");
+    return *this;
+  }
+  template <class T>
+  Desc& set(cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type, const T& value) {
+    check(cudnnBackendSetAttribute(d_, name, type, 1, &value), "cudnnBackendSetAttribute");
+    return *this;
+  }
+  Desc& finalize(const char* what) {
+    check(cudnnBackendFinalize(d_), what);
+    return *this;
+  }
+  cudnnBackendDescriptor_t get() const { return d_; }
+
+ private:
+  cudnnBackendDescriptor_t d_ = nullptr;
+};
+
+using Dims = std::vector<int64_t>;
+
+// A tensor of the graph: its uid and descriptor.
+struct Node {
+  int64_t uid;
+  cudnnBackendDescriptor_t desc;
+  Dims dims;
+};
+
+Dims packed_strides(const Dims& dims) {
+  Dims s(dims.size(), 1);
+  for (int i = int(dims.size()) - 2; i >= 0; --i) s[i] = s[i + 1] * dims[i + 1];
+  return s;
+}
+
+// Builds one operation graph and its execution plan. Descriptors live as long as the plan.
+class GraphBuilder {
+ public:
+  // A tensor the caller binds at execution (uid < kFirstVirtual) or passes by value.
+  Node io(int64_t uid, const Dims& dims, const Dims& strides, cudnnDataType_t type,
+          bool by_value = false) {
+    return tensor(uid, dims, strides, type, false, by_value);
+  }
+  // An intermediate that lives inside the fused kernel.
+  Node virt(const Dims& dims, cudnnDataType_t type = CUDNN_DATA_FLOAT) {
+    return virt(dims, packed_strides(dims), type);
+  }
+  Node virt(const Dims& dims, const Dims& strides, cudnnDataType_t type) {
+    return tensor(next_virtual_++, dims, strides, type, true, false);
+  }
+
+  // c = a @ b over the last two dims (batch dims broadcast).
+  void matmul(const Node& a, const Node& b, const Node& c) {
+    Desc& m = make(CUDNN_BACKEND_MATMUL_DESCRIPTOR);
+    m.set(CUDNN_ATTR_MATMUL_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, CUDNN_DATA_FLOAT).finalize("matmul");
+    Desc& op = make(CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR);
+    op.set(CUDNN_ATTR_OPERATION_MATMUL_ADESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, a.desc)
+        .set(CUDNN_ATTR_OPERATION_MATMUL_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, b.desc)
+        .set(CUDNN_ATTR_OPERATION_MATMUL_CDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, c.desc)
+        .set(CUDNN_ATTR_OPERATION_MATMUL_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, m.get())
+        .finalize("matmul operation");
+    ops_.push_back(op.get());
+  }
+
+  // y = mode(x[, b[, t]]) computed in `prec`; GEN_INDEX takes `axis`.
+  void pointwise(cudnnPointwiseMode_t mode, const Node& x, const Node* b, const Node* t,
+                 const Node& y, int64_t axis = -1, cudnnDataType_t prec = CUDNN_DATA_FLOAT) {
+    Desc& pw = make(CUDNN_BACKEND_POINTWISE_DESCRIPTOR);
+    pw.set(CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, mode)
+        .set(CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, prec);
+    if (axis >= 0) pw.set(CUDNN_ATTR_POINTWISE_AXIS, CUDNN_TYPE_INT64, axis);
+    pw.finalize("pointwise");
+    Desc& op = make(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR);
+    op.set(CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, CUDNN_TYPE_BACKEND_DESCRIPTOR, pw.get())
+        .set(CUDNN_ATTR_OPERATION_POINTWISE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, x.desc);
+    if (b) op.set(CUDNN_ATTR_OPERATION_POINTWISE_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, b->desc);
+    if (t) op.set(CUDNN_ATTR_OPERATION_POINTWISE_TDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, t->desc);
+    op.set(CUDNN_ATTR_OPERATION_POINTWISE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, y.desc)
+        .finalize("pointwise operation");
+    ops_.push_back(op.get());
+  }
+
+  // y = x seen through y's dims and strides (the same elements in memory): a transpose by
+  // strides, and a cast to y's type.
+  void reshape(const Node& x, const Node& y) {
+    Desc& op = make(CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR);
+    op.set(CUDNN_ATTR_OPERATION_RESHAPE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, x.desc)
+        .set(CUDNN_ATTR_OPERATION_RESHAPE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, y.desc)
+        .finalize("reshape operation");
+    ops_.push_back(op.get());
+  }
+
+  // y = reduce(x) over the dims where y has size 1 (and over groups of heads where y's head
+  // dim divides x's: grouped-query attention's dK, dV).
+  void reduce(cudnnReduceTensorOp_t how, const Node& x, const Node& y) {
+    Desc& r = make(CUDNN_BACKEND_REDUCTION_DESCRIPTOR);
+    r.set(CUDNN_ATTR_REDUCTION_OPERATOR, CUDNN_TYPE_REDUCTION_OPERATOR_TYPE, how)
+        .set(CUDNN_ATTR_REDUCTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, CUDNN_DATA_FLOAT)
+        .finalize("reduction");
+    Desc& op = make(CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR);
+    op.set(CUDNN_ATTR_OPERATION_REDUCTION_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, x.desc)
+        .set(CUDNN_ATTR_OPERATION_REDUCTION_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, y.desc)
+        .set(CUDNN_ATTR_OPERATION_REDUCTION_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, r.get())
+        .finalize("reduction operation");
+    ops_.push_back(op.get());
+  }
+
+  // The operation graph, cuDNN's heuristic engine configurations in order, and the first one
+  // that finalizes into an execution plan. Refused when none does.
+  struct Plan {
+    std::vector<std::unique_ptr<Desc>> keep;  // everything the plan was built from
+    cudnnBackendDescriptor_t plan = nullptr;
+    int64_t workspace = 0;
+  };
+  Plan build(cudnnHandle_t handle) {
+    Desc& graph = make(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
+    graph.set(CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, handle)
+        .set(CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, ops_)
+        .finalize("operation graph");
+    Desc& heur = make(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
+    heur.set(CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, graph.get())
+        .set(CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, CUDNN_HEUR_MODE_A)
+        .finalize("engine heuristics");
+    int64_t count = 0;
+    check(cudnnBackendGetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                                   CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, nullptr),
+          "engine heuristics: count");
+    if (count == 0) throw Refused{"the heuristics offer no engine for this graph"};
+    std::vector<cudnnBackendDescriptor_t> configs;
+    for (int64_t i = 0; i < count; ++i) configs.push_back(make(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR).get());
+    check(cudnnBackendGetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                                   CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &count, configs.data()),
+          "engine heuristics: results");
+    std::string last;
+    for (int64_t i = 0; i < count; ++i) {
+      auto plan = std::make_unique<Desc>(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
+      try {
+        plan->set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, handle)
+            .set(CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, configs[i])
+            .finalize("execution plan");
+      } catch (const Refused& r) {
+        last = r.why;
+        continue;
+      }
+      Plan p;
+      int64_t n = 0;
+      check(cudnnBackendGetAttribute(plan->get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
+                                     CUDNN_TYPE_INT64, 1, &n, &p.workspace),
+            "execution plan: workspace size");
+      p.plan = plan->get();
+      keep_.push_back(std::move(plan));
+      p.keep = std::move(keep_);
+      return p;
+    }
+    throw Refused{str_cat("none of the ", count, " engine configurations builds: ", last)};
+  }
+
+ private:
+  static constexpr int64_t kFirstVirtual = 1000;
+  std::vector<std::unique_ptr<Desc>> keep_;
+  std::vector<cudnnBackendDescriptor_t> ops_;
+  int64_t next_virtual_ = kFirstVirtual;
+
+  Desc& make(cudnnBackendDescriptorType_t type) {
+    keep_.push_back(std::make_unique<Desc>(type));
+    return *keep_.back();
+  }
+
+  Node tensor(int64_t uid, const Dims& dims, const Dims& strides, cudnnDataType_t type,
+              bool is_virtual, bool by_value) {
+    Desc& t = make(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
+    t.set(CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, uid)
+        .set(CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, type)
+        .set(CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, dims)
+        .set(CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, strides)
+        .set(CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, int64_t(16))
+        .set(CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, is_virtual);
+    if (by_value) t.set(CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, true);
+    t.finalize("tensor");
+    return {uid, t.get(), dims};
+  }
+};
+
+// ---- the two graphs ------------------------------------------------------------------------
+
+// Unique ids of the tensors bound at execution.
+enum Uid : int64_t { kQ = 1, kK, kV, kO, kStats, kScale, kNegInf, kDO, kDQ, kDK, kDV, kOne, kRowDot };
+
+struct AttnShape {
+  int64_t B, T, H, Hkv, hd;
+  bool operator<(const AttnShape& o) const {
+    return std::tie(B, T, H, Hkv, hd) < std::tie(o.B, o.T, o.H, o.Hkv, o.hd);
+  }
+};
+
+// [B, heads, T, hd] over BSHD memory, and its transpose [B, heads, hd, T] (same memory).
+Dims bshd_dims(const AttnShape& s, int64_t heads) { return {s.B, heads, s.T, s.hd}; }
+Dims bshd_strides(const AttnShape& s, int64_t heads) {
+  return {s.T * heads * s.hd, s.hd, heads * s.hd, 1};
+}
+Dims bshd_t_dims(const AttnShape& s, int64_t heads) { return {s.B, heads, s.hd, s.T}; }
+Dims bshd_t_strides(const AttnShape& s, int64_t heads) {
+  return {s.T * heads * s.hd, s.hd, 1, heads * s.hd};
+}
+
+Node scalar(GraphBuilder& g, int64_t uid) {
+  return g.io(uid, {1, 1, 1, 1}, {1, 1, 1, 1}, CUDNN_DATA_FLOAT, true);
+}
+
+// Causal mask: s where key j <= query i, else −inf (GEN_INDEX rows and columns, CMP_GE,
+// BINARY_SELECT), for scores [B, H, T, T].
+Node causal_mask(GraphBuilder& g, const Node& s, const Node& neg_inf) {
+  const Node row = g.virt(s.dims, CUDNN_DATA_INT32), col = g.virt(s.dims, CUDNN_DATA_INT32);
+  g.pointwise(CUDNN_POINTWISE_GEN_INDEX, s, nullptr, nullptr, row, 2);
+  g.pointwise(CUDNN_POINTWISE_GEN_INDEX, s, nullptr, nullptr, col, 3);
+  const Node visible = g.virt(s.dims, CUDNN_DATA_BOOLEAN);
+  g.pointwise(CUDNN_POINTWISE_CMP_GE, row, &col, nullptr, visible, -1, CUDNN_DATA_BOOLEAN);
+  const Node masked = g.virt(s.dims);
+  g.pointwise(CUDNN_POINTWISE_BINARY_SELECT, s, &neg_inf, &visible, masked);
+  return masked;
+}
+
+// Forward: S = scale · Q Kᵀ masked; Stats = max + log Σ exp(S − max); O = (exp(S − max) / Σ) V.
+void forward_graph(GraphBuilder& g, const AttnShape& s) {
+  const Node q = g.io(kQ, bshd_dims(s, s.H), bshd_strides(s, s.H), CUDNN_DATA_BFLOAT16);
+  const Node kt = g.io(kK, bshd_t_dims(s, s.Hkv), bshd_t_strides(s, s.Hkv), CUDNN_DATA_BFLOAT16);
+  const Node v = g.io(kV, bshd_dims(s, s.Hkv), bshd_strides(s, s.Hkv), CUDNN_DATA_BFLOAT16);
+  const Node o = g.io(kO, bshd_dims(s, s.H), bshd_strides(s, s.H), CUDNN_DATA_BFLOAT16);
+  const Dims rows{s.B, s.H, s.T, 1};
+  const Node stats = g.io(kStats, rows, packed_strides(rows), CUDNN_DATA_FLOAT);
+  const Node scale = scalar(g, kScale), neg_inf = scalar(g, kNegInf);
+  const Dims scores{s.B, s.H, s.T, s.T};
+
+  const Node qk = g.virt(scores), scaled = g.virt(scores);
+  g.matmul(q, kt, qk);
+  g.pointwise(CUDNN_POINTWISE_MUL, qk, &scale, nullptr, scaled);
+  const Node masked = causal_mask(g, scaled, neg_inf);
+  const Node max = g.virt(rows), shifted = g.virt(scores), e = g.virt(scores);
+  const Node sum = g.virt(rows), log_sum = g.virt(rows);
+  const Node p = g.virt(scores, CUDNN_DATA_BFLOAT16);  // the second matmul's operand
+  g.reduce(CUDNN_REDUCE_TENSOR_MAX, masked, max);
+  g.pointwise(CUDNN_POINTWISE_SUB, masked, &max, nullptr, shifted);
+  g.pointwise(CUDNN_POINTWISE_EXP, shifted, nullptr, nullptr, e);
+  g.reduce(CUDNN_REDUCE_TENSOR_ADD, e, sum);
+  g.pointwise(CUDNN_POINTWISE_LOG, sum, nullptr, nullptr, log_sum);
+  g.pointwise(CUDNN_POINTWISE_ADD, max, &log_sum, nullptr, stats);
+  g.pointwise(CUDNN_POINTWISE_DIV, e, &sum, nullptr, p);
+  g.matmul(p, v, o);
+}
+
+// Backward (FlashAttention-2 with P recomputed from Stats). The dQ product writes bf16 dQ
+// directly (no fp32 accumulator): cuDNN's deterministic variant, so that runs repeat bitwise.
+// With grouped-query attention dK and dV are formed per query head and summed over each
+// group of H/Hkv heads by a reduction.
+void backward_graph(GraphBuilder& g, const AttnShape& s) {
+  const auto bf16 = CUDNN_DATA_BFLOAT16;
+  const Node q = g.io(kQ, bshd_dims(s, s.H), bshd_strides(s, s.H), bf16);
+  const Node kt = g.io(kK, bshd_t_dims(s, s.Hkv), bshd_t_strides(s, s.Hkv), bf16);
+  const Node vt = g.io(kV, bshd_t_dims(s, s.Hkv), bshd_t_strides(s, s.Hkv), bf16);
+  const Node o = g.io(kO, bshd_dims(s, s.H), bshd_strides(s, s.H), bf16);
+  const Node dout = g.io(kDO, bshd_dims(s, s.H), bshd_strides(s, s.H), bf16);
+  const Node dq = g.io(kDQ, bshd_dims(s, s.H), bshd_strides(s, s.H), bf16);
+  const Node dk = g.io(kDK, bshd_dims(s, s.Hkv), bshd_strides(s, s.Hkv), bf16);
+  const Node dv = g.io(kDV, bshd_dims(s, s.Hkv), bshd_strides(s, s.Hkv), bf16);
+  const Dims rows{s.B, s.H, s.T, 1}, scores{s.B, s.H, s.T, s.T}, per_head{s.B, s.H, s.T, s.hd};
+  const Dims transposed{s.B, s.H, s.T, s.T}, transposed_strides{s.H * s.T * s.T, s.T * s.T, 1, s.T};
+  const Node stats = g.io(kStats, rows, packed_strides(rows), CUDNN_DATA_FLOAT);
+  const Node row_dot = g.io(kRowDot, rows, packed_strides(rows), CUDNN_DATA_FLOAT);
+  const Node scale = scalar(g, kScale), neg_inf = scalar(g, kNegInf), one = scalar(g, kOne);
+
+  // D = rowsum(dO ∘ O), into a buffer of ours (row_dot).
+  const Node prod = g.virt(per_head), dot = g.virt(rows);
+  g.pointwise(CUDNN_POINTWISE_MUL, dout, &o, nullptr, prod);
+  g.reduce(CUDNN_REDUCE_TENSOR_ADD, prod, dot);
+  g.pointwise(CUDNN_POINTWISE_MUL, dot, &one, nullptr, row_dot);
+  // P = exp(scale · Q Kᵀ − Stats), masked.
+  const Node qk = g.virt(scores), scaled = g.virt(scores), centred = g.virt(scores);
+  g.matmul(q, kt, qk);
+  g.pointwise(CUDNN_POINTWISE_MUL, qk, &scale, nullptr, scaled);
+  g.pointwise(CUDNN_POINTWISE_SUB, scaled, &stats, nullptr, centred);
+  const Node masked = causal_mask(g, centred, neg_inf);
+  const Node p = g.virt(scores);
+  g.pointwise(CUDNN_POINTWISE_EXP, masked, nullptr, nullptr, p);
+  // dK and dV are sums over the query heads of a group: per head first when grouped.
+  const bool grouped = s.H != s.Hkv;
+  auto into_kv = [&](const Node& a, const Node& b, const Node& out) {
+    if (!grouped) return g.matmul(a, b, out);
+    const Node full = g.virt(per_head, bf16);
+    g.matmul(a, b, full);
+    g.reduce(CUDNN_REDUCE_TENSOR_ADD, full, out);
+  };
+  // dV = Pᵀ dO
+  const Node pt = g.virt(transposed, transposed_strides, bf16);
+  g.reshape(p, pt);
+  into_kv(pt, dout, dv);
+  // dS = P ∘ (dO Vᵀ − D) · scale
+  const Node dp = g.virt(scores), diff = g.virt(scores), pdiff = g.virt(scores), ds = g.virt(scores);
+  g.matmul(dout, vt, dp);
+  g.pointwise(CUDNN_POINTWISE_SUB, dp, &row_dot, nullptr, diff);
+  g.pointwise(CUDNN_POINTWISE_MUL, diff, &p, nullptr, pdiff);
+  g.pointwise(CUDNN_POINTWISE_MUL, pdiff, &scale, nullptr, ds);
+  // dK = dSᵀ Q
+  const Node dst = g.virt(transposed, transposed_strides, bf16);
+  g.reshape(ds, dst);
+  into_kv(dst, q, dk);
+  // dQ = dS K (K seen untransposed)
+  const Node k = g.virt(bshd_dims(s, s.Hkv), bshd_strides(s, s.Hkv), CUDNN_DATA_FLOAT);
+  g.reshape(kt, k);
+  g.matmul(ds, k, dq);
+}
+
+// ---- plans and execution ---------------------------------------------------------------------
+
+struct Cached {
+  std::optional<GraphBuilder::Plan> plan;  // empty: refused
+  std::string why;
+};
+
+struct Context {
+  cudnnHandle_t handle = nullptr;
+  std::map<std::pair<bool, AttnShape>, Cached> plans;  // (backward?, shape)
+};
+
+Context& context() {
+  static Context ctx;
+  return ctx;
+}
+
+// The plan of one direction and shape, built on first use; nullptr (and `why`) when refused.
+const GraphBuilder::Plan* plan_for(bool backward, const AttnShape& s, std::string* why) {
+  Context& ctx = context();
+  const auto key = std::make_pair(backward, s);
+  auto it = ctx.plans.find(key);
+  if (it == ctx.plans.end()) {
+    Cached c;
+    if (s.hd % 8 != 0 || s.hd > (backward ? 128 : 256)) {
+      c.why = str_cat("head_dim ", s.hd, " is not a multiple of 8 up to ", backward ? 128 : 256);
+    } else {
+      try {
+        if (!ctx.handle) {  // a cuDNN that cannot start (library, driver) is a refusal too
+          check(cudnnCreate(&ctx.handle), "cudnnCreate");
+          check(cudnnSetStream(ctx.handle, compute_stream()), "cudnnSetStream");
+        }
+        GraphBuilder g;
+        if (backward) backward_graph(g, s);
+        else forward_graph(g, s);
+        c.plan = g.build(ctx.handle);
+      } catch (const Refused& r) {
+        c.why = r.why;
+      }
+    }
+    it = ctx.plans.emplace(key, std::move(c)).first;
+  }
+  if (!it->second.plan) *why = it->second.why;
+  return it->second.plan ? &*it->second.plan : nullptr;
+}
+
+void execute(const GraphBuilder::Plan& plan, const std::vector<std::pair<int64_t, void*>>& bound) {
+  Context& ctx = context();
+  void* workspace = plan.workspace > 0 ? allocate(size_t(plan.workspace)) : nullptr;
+  std::vector<int64_t> uids;
+  std::vector<void*> pointers;
+  for (auto& [uid, ptr] : bound) {
+    uids.push_back(uid);
+    pointers.push_back(ptr);
+  }
+  cudnnBackendDescriptor_t pack = nullptr;
+  check_run(cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &pack), "variant pack");
+  auto set = [&](cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type, int64_t n,
+                 const void* values) {
+    check_run(cudnnBackendSetAttribute(pack, name, type, n, values), "variant pack attribute");
+  };
+  set(CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, int64_t(uids.size()), uids.data());
+  set(CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, int64_t(pointers.size()), pointers.data());
+  set(CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &workspace);
+  check_run(cudnnBackendFinalize(pack), "variant pack");
+  const cudnnStatus_t st = cudnnBackendExecute(ctx.handle, plan.plan, pack);
+  cudnnBackendDestroyDescriptor(pack);
+  if (workspace) release(workspace);  // stream-ordered: after the kernel that uses it
+  check_run(st, "cudnnBackendExecute");
+}
+
+// Stream-ordered bf16 copies of fp32 tensors, released when the scope ends.
+class Bf16Buffers {
+ public:
+  uint16_t* from(const float* src, int64_t n) {
+    uint16_t* p = make(n);
+    f32_to_bf16(p, src, n);
+    return p;
+  }
+  uint16_t* make(int64_t n) {
+    buffers_.push_back(static_cast<uint16_t*>(allocate(size_t(n) * 2)));
+    return buffers_.back();
+  }
+  ~Bf16Buffers() {
+    for (uint16_t* p : buffers_) release(p);
+  }
+
+ private:
+  std::vector<uint16_t*> buffers_;
+};
+
+}  // namespace
+
+bool attention_forward_cudnn(float* out, float* lse, const float* q, const float* k,
+                             const float* v, int64_t B, int64_t T, int64_t H, int64_t Hkv,
+                             int64_t hd, std::string* why) {
+  const AttnShape s{B, T, H, Hkv, hd};
+  const GraphBuilder::Plan* plan = plan_for(false, s, why);
+  if (!plan) return false;
+  const int64_t nq = B * T * H * hd, nkv = B * T * Hkv * hd;
+  Bf16Buffers bf;
+  uint16_t* o16 = bf.make(nq);
+  float scale = 1.0f / std::sqrt(float(hd)), neg_inf = -INFINITY;
+  execute(*plan, {{kQ, bf.from(q, nq)}, {kK, bf.from(k, nkv)}, {kV, bf.from(v, nkv)},
+                  {kO, o16}, {kStats, lse}, {kScale, &scale}, {kNegInf, &neg_inf}});
+  bf16_to_f32(out, o16, nq);
+  return true;
+}
+
+bool attention_backward_cudnn(float* dq, float* dk, float* dv, const float* dout, const float* q,
+                              const float* k, const float* v, const float* out, const float* lse,
+                              int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd,
+                              std::string* why) {
+  const AttnShape s{B, T, H, Hkv, hd};
+  const GraphBuilder::Plan* plan = plan_for(true, s, why);
+  if (!plan) return false;
+  const int64_t nq = B * T * H * hd, nkv = B * T * Hkv * hd;
+  Bf16Buffers bf;
+  uint16_t *dq16 = bf.make(nq), *dk16 = bf.make(nkv), *dv16 = bf.make(nkv);
+  float* row_dot = static_cast<float*>(allocate(size_t(B * H * T) * sizeof(float)));
+  float scale = 1.0f / std::sqrt(float(hd)), neg_inf = -INFINITY, one = 1.0f;
+  execute(*plan, {{kQ, bf.from(q, nq)}, {kK, bf.from(k, nkv)}, {kV, bf.from(v, nkv)},
+                  {kO, bf.from(out, nq)}, {kDO, bf.from(dout, nq)},
+                  {kStats, const_cast<float*>(lse)}, {kDQ, dq16}, {kDK, dk16}, {kDV, dv16},
+                  {kRowDot, row_dot}, {kScale, &scale}, {kNegInf, &neg_inf}, {kOne, &one}});
+  release(row_dot);
+  bf16_to_f32(dq, dq16, nq);
+  bf16_to_f32(dk, dk16, nkv);
+  bf16_to_f32(dv, dv16, nkv);
+  return true;
+}
+
+}  // namespace retort::cuda
