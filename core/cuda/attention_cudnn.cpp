@@ -5,10 +5,10 @@
 //   P = exp(S − Stats);  O = P V
 //   backward: D = rowsum(dO ∘ O);  dP = dO Vᵀ;  dS = P ∘ (dP − D);
 //             dQ = scale · dS K;  dK = scale · dSᵀ Q;  dV = Pᵀ dO
-// cuDNN has no single "attention" operation for causal masks in 9.x: the graph spells the math
-// out of matmul, pointwise and reduction operations in the order its fused flash-attention
-// engine recognises (the order cudnn-frontend's SDPA node lowers to), and cuDNN fuses the whole
-// graph into one kernel per pass.
+// cuDNN's single SDPA operation takes causal masks only from 9.21 (we link 9.19), so the graph
+// spells the math out of matmul, pointwise, reduction and reshape operations in the form its
+// fused flash-attention engine recognises (the form cudnn-frontend's SDPA node lowers to for
+// cuDNN 9.19), and cuDNN fuses each graph into one kernel.
 //
 // Layout: our q, out [B, T, H, hd] and k, v [B, T, Hkv, hd] are cuDNN's "BSHD": tensors of
 // dims [B, heads, T, hd] with strides [T·heads·hd, hd, heads·hd, 1]; lse [B, H, T] is Stats
@@ -390,9 +390,11 @@ struct Context {
   std::map<std::pair<bool, AttnShape>, Cached> plans;  // (backward?, shape)
 };
 
+// Never destroyed: at exit the CUDA context (and, in the simulator, its library state) may be
+// gone before static destructors run, and destroying descriptors then can crash.
 Context& context() {
-  static Context ctx;
-  return ctx;
+  static Context* ctx = new Context;
+  return *ctx;
 }
 
 // The plan of one direction and shape, built on first use; nullptr (and `why`) when refused.

@@ -2,10 +2,15 @@
 // malloc'ed and tracked in a map so that misuse a GPU would fault on is reported here too;
 // the default pool's statistics (reserved, peak in use) are kept like the real pool's.
 // Streams: a queue and a worker thread each (never destroyed, so nothing is torn down under a
-// waiting thread at exit); an event is "stream s has completed its first n items".
+// waiting thread at exit); an event is "stream s has completed its first n items". At exit the
+// queues are drained before static objects their work uses (the block simulator's fibers) are
+// destroyed, and later work (static destructors freeing memory) runs at once.
 #include <cuda_runtime.h>
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <string>
 #include <cstdio>
 #include <deque>
@@ -36,8 +41,8 @@ struct Memory {
   std::map<const void*, int> smem_optin;  // kernel → opted-in dynamic shared memory bytes
 };
 Memory& memory() {
-  static Memory m;
-  return m;
+  static Memory* m = new Memory;  // never destroyed: queued frees may run during exit
+  return *m;
 }
 
 int device_count() {
@@ -59,6 +64,7 @@ bool eager() {
   }();
   return e;
 }
+std::atomic<bool> exiting{false};  // set by drain_at_exit: enqueue then runs work at once
 
 struct Streams {
   std::mutex mu;
@@ -110,12 +116,29 @@ void device_synchronize() {
   for (CUstream_st* s : all) stream_synchronize(s);
 }
 
+// atexit handler (registered with the first stream, so it runs before the destructors of
+// statics constructed earlier): waits up to 30 s for every queue to empty, then makes later
+// work synchronous.
+void drain_at_exit() {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  std::vector<CUstream_st*> all;
+  {
+    std::lock_guard<std::mutex> lock(streams().mu);
+    all = streams().all;
+  }
+  for (CUstream_st* s : all) {
+    std::unique_lock<std::mutex> lock(s->mu);
+    s->cv.wait_until(lock, deadline, [&] { return s->completed == s->submitted; });
+  }
+  exiting = true;
+}
+
 }  // namespace
 
 bool eager_streams() { return eager(); }
 
 void enqueue(cudaStream_t s, std::function<void()> work) {
-  if (eager()) return work();
+  if (eager() || exiting) return work();
   if (!s) {
     device_synchronize();
     return work();
@@ -302,7 +325,11 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
     std::lock_guard<std::mutex> lock(sim::streams().mu);
     sim::streams().all.push_back(st);
   }
-  if (!sim::eager()) std::thread(sim::worker, st).detach();
+  if (!sim::eager()) {
+    static const bool drain_registered = std::atexit(sim::drain_at_exit) == 0;
+    (void)drain_registered;
+    std::thread(sim::worker, st).detach();
+  }
   *s = st;
   return cudaSuccess;
 }
