@@ -90,8 +90,11 @@ void matmul(Tensor& y, const Tensor& a, bool transpose_a, const Tensor& b, bool 
             float alpha, float beta) {
   const char* op = "matmul";
   check_f32(op, "y", y);
-  check_f32(op, "a", a);
-  check_f32(op, "b", b);
+  for (const auto& [name, t] : {std::pair<const char*, const Tensor*>{"a", &a}, {"b", &b}}) {
+    check_defined(op, name, *t);
+    RETORT_CHECK(t->dtype() == DType::F32 || t->dtype() == DType::BF16, op, ": ", name,
+                 " must be float32 or bfloat16, got ", dtype_name(t->dtype()));
+  }
   RETORT_CHECK(a.ndim() >= 1 && b.ndim() >= 1 && y.ndim() >= 1, op,
                ": tensors need at least 1 dim: a ", shape_str(a.shape()), ", b ",
                shape_str(b.shape()), ", y ", shape_str(y.shape()));
@@ -106,7 +109,18 @@ void matmul(Tensor& y, const Tensor& a, bool transpose_a, const Tensor& b, bool 
                "]");
   RETORT_CHECK(!overlaps(y, a) && !overlaps(y, b), op, ": y must not alias a or b");
   const Device dev = common_device("matmul", {&y, &a, &b});
-  if (g_matmul_precision == MatmulPrecision::BF16)
+  const bool a16 = a.dtype() == DType::BF16, b16 = b.dtype() == DType::BF16;
+  if (a16 || b16) {  // a bf16 product; the fp32 operand (if any) rounded first
+    auto rounded = [](const Tensor& x) {
+      if (x.dtype() == DType::BF16) return x;
+      Tensor r = Tensor::empty(x.shape(), DType::BF16, x.device());
+      convert(r, x);
+      return r;
+    };
+    const Tensor ra = rounded(a), rb = rounded(b);
+    RETORT_KERNEL(dev, matmul_bf16_rounded, y.data<float>(), ra.data<uint16_t>(), transpose_a,
+                  rb.data<uint16_t>(), transpose_b, M, N, K, alpha, beta);
+  } else if (g_matmul_precision == MatmulPrecision::BF16)
     RETORT_KERNEL(dev, matmul_bf16, y.data<float>(), a.data<float>(), transpose_a, b.data<float>(),
                   transpose_b, M, N, K, alpha, beta);
   else

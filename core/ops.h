@@ -20,7 +20,9 @@ namespace retort::ops {
 // y = alpha * op(a) @ op(b) + beta * y, with op(x) = xᵀ when the flag is set.
 // a is viewed as 2-D [rows, last dim]: op(a): [M, K]; op(b): [K, N]; y: [M, N] (rows, last).
 // Every transpose combination goes to sgemm.
-// The operands' precision follows matmul_precision().
+// The operands' precision follows matmul_precision(); a bfloat16 operand (already rounded,
+// e.g. an activation converted once for several products) makes it a bf16 product, bitwise
+// the one of its fp32 original under MatmulPrecision::BF16. y is float32.
 void matmul(Tensor& y, const Tensor& a, bool transpose_a, const Tensor& b, bool transpose_b,
             float alpha = 1.0f, float beta = 0.0f);
 // Mixed precision (train.precision): F32 multiplies fp32 operands; BF16 rounds both operands

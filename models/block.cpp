@@ -34,17 +34,18 @@ void Transformer::block_forward(int layer, const Tensor& x_in, Tensor& x_out, Bl
 
   // ---- attention ----
   norm_enter(a.h1, a.rstd1, x_in, w.ln_in.w);
+  const Tensor h1 = shared_operand(0, a.h1);  // read by three products
   if (cfg_.qk_norm) {
-    ops::matmul(a.q, a.h1, false, w.wq.w, true);
-    ops::matmul(a.k, a.h1, false, w.wk.w, true);
+    ops::matmul(a.q, h1, false, w.wq.w, true);
+    ops::matmul(a.k, h1, false, w.wk.w, true);
     Tensor qr = a.qr.view({R * H, hd}), kr = a.kr.view({R * Hkv, hd});
     ops::rmsnorm_forward(qr, a.rstd_q, a.q.view({R * H, hd}), w.q_norm.w, eps);
     ops::rmsnorm_forward(kr, a.rstd_k, a.k.view({R * Hkv, hd}), w.k_norm.w, eps);
   } else {
-    ops::matmul(a.qr, a.h1, false, w.wq.w, true);
-    ops::matmul(a.kr, a.h1, false, w.wk.w, true);
+    ops::matmul(a.qr, h1, false, w.wq.w, true);
+    ops::matmul(a.kr, h1, false, w.wk.w, true);
   }
-  ops::matmul(a.v, a.h1, false, w.wv.w, true);
+  ops::matmul(a.v, h1, false, w.wv.w, true);
   Tensor q4 = a.qr.view({B, T, H, hd}), k4 = a.kr.view({B, T, Hkv, hd});
   Tensor v4 = a.v.view({B, T, Hkv, hd}), att4 = a.att.view({B, T, H, hd});
   ops::rope_forward(q4, rope);
@@ -54,8 +55,9 @@ void Transformer::block_forward(int layer, const Tensor& x_in, Tensor& x_out, Bl
 
   // ---- MLP ----
   norm_enter(a.h2, a.rstd2, a.x_mid, w.ln_post.w);
-  ops::matmul(a.gate, a.h2, false, w.w_gate.w, true);
-  ops::matmul(a.up, a.h2, false, w.w_up.w, true);
+  const Tensor h2 = shared_operand(0, a.h2);
+  ops::matmul(a.gate, h2, false, w.w_gate.w, true);
+  ops::matmul(a.up, h2, false, w.w_up.w, true);
   ops::swiglu_forward(a.act, a.gate, a.up);
   row_parallel_residual(x_out, a.x_mid, a.act, w.w_down.w);
 }
@@ -77,22 +79,27 @@ void Transformer::block_backward(int layer, const Tensor& x_in, Tensor& dx, Bloc
   Tensor g_in = w.ln_in.g, g_post = w.ln_post.g;
 
   // ---- MLP: x_out = x_mid + act W_downᵀ ----
+  // (Operands read by two or three products are rounded once under bf16: shared_operand.)
   Tensor dy = leave_backward(dfull_b_, dx);                      // [R, d]
-  ops::matmul(dact, dy, false, w.w_down.w, false);               // dact = dy W_down   [R,d]@[d,F]
-  ops::matmul(g_down, dy, true, a.act, false, 1.0f, 1.0f);       // dW_down += dyᵀ act [d,R]@[R,F]
+  Tensor op = shared_operand(0, dy);
+  ops::matmul(dact, op, false, w.w_down.w, false);               // dact = dy W_down   [R,d]@[d,F]
+  ops::matmul(g_down, op, true, a.act, false, 1.0f, 1.0f);       // dW_down += dyᵀ act [d,R]@[R,F]
   ops::swiglu_backward(dgate, dup, dact, a.gate, a.up);
-  ops::matmul(dh, dgate, false, w.w_gate.w, false);              // dh2 = dgate W_gate + dup W_up
-  ops::matmul(dh, dup, false, w.w_up.w, false, 1.0f, 1.0f);
-  ops::matmul(g_gate, dgate, true, a.h2, false, 1.0f, 1.0f);     // dW_gate += dgateᵀ h2
-  ops::matmul(g_up, dup, true, a.h2, false, 1.0f, 1.0f);         // dW_up += dupᵀ h2
+  const Tensor dgate_op = shared_operand(1, dgate), dup_op = shared_operand(2, dup);
+  ops::matmul(dh, dgate_op, false, w.w_gate.w, false);           // dh2 = dgate W_gate + dup W_up
+  ops::matmul(dh, dup_op, false, w.w_up.w, false, 1.0f, 1.0f);
+  op = shared_operand(0, a.h2);
+  ops::matmul(g_gate, dgate_op, true, op, false, 1.0f, 1.0f);    // dW_gate += dgateᵀ h2
+  ops::matmul(g_up, dup_op, true, op, false, 1.0f, 1.0f);        // dW_up += dupᵀ h2
   Tensor dhl = enter_backward(dlocal_b_, dh);                    // [Rl, d]
   norm_backward(dtmp, g_post, dhl, a.x_mid, w.ln_post.w, a.rstd2, sp());
   ops::add_inplace(dx, dtmp);                                    // dx = dL/dx_mid
 
   // ---- attention: x_mid = x_in + att Woᵀ ----
   dy = leave_backward(dfull_b_, dx);
-  ops::matmul(datt, dy, false, w.wo.w, false);                   // datt = dy Wo   [R,d]@[d,H·hd]
-  ops::matmul(g_o, dy, true, a.att, false, 1.0f, 1.0f);          // dWo += dyᵀ att
+  op = shared_operand(0, dy);
+  ops::matmul(datt, op, false, w.wo.w, false);                   // datt = dy Wo   [R,d]@[d,H·hd]
+  ops::matmul(g_o, op, true, a.att, false, 1.0f, 1.0f);          // dWo += dyᵀ att
   Tensor q4 = a.qr.view({B, T, H, hd}), k4 = a.kr.view({B, T, Hkv, hd});
   Tensor v4 = a.v.view({B, T, Hkv, hd}), att4 = a.att.view({B, T, H, hd});
   Tensor dq4 = dq.view({B, T, H, hd}), dk4 = dk.view({B, T, Hkv, hd}), dv4 = dv.view({B, T, Hkv, hd});
@@ -111,12 +118,15 @@ void Transformer::block_backward(int layer, const Tensor& x_in, Tensor& dx, Bloc
     norm_backward(dkr, gkn, dk.view({R * Hkv, hd}), a.k.view({R * Hkv, hd}), w.k_norm.w, a.rstd_k,
                   split_heads);
   }
-  ops::matmul(dh, dq_raw, false, w.wq.w, false);                 // dh1 = dq Wq + dk Wk + dv Wv
-  ops::matmul(dh, dk_raw, false, w.wk.w, false, 1.0f, 1.0f);
-  ops::matmul(dh, dv, false, w.wv.w, false, 1.0f, 1.0f);
-  ops::matmul(g_q, dq_raw, true, a.h1, false, 1.0f, 1.0f);       // dWq += dqᵀ h1, ...
-  ops::matmul(g_k, dk_raw, true, a.h1, false, 1.0f, 1.0f);
-  ops::matmul(g_v, dv, true, a.h1, false, 1.0f, 1.0f);
+  const Tensor dq_op = shared_operand(1, dq_raw), dk_op = shared_operand(2, dk_raw),
+               dv_op = shared_operand(3, dv);
+  ops::matmul(dh, dq_op, false, w.wq.w, false);                  // dh1 = dq Wq + dk Wk + dv Wv
+  ops::matmul(dh, dk_op, false, w.wk.w, false, 1.0f, 1.0f);
+  ops::matmul(dh, dv_op, false, w.wv.w, false, 1.0f, 1.0f);
+  op = shared_operand(0, a.h1);
+  ops::matmul(g_q, dq_op, true, op, false, 1.0f, 1.0f);          // dWq += dqᵀ h1, ...
+  ops::matmul(g_k, dk_op, true, op, false, 1.0f, 1.0f);
+  ops::matmul(g_v, dv_op, true, op, false, 1.0f, 1.0f);
   dhl = enter_backward(dlocal_b_, dh);
   norm_backward(dtmp, g_in, dhl, x_in, w.ln_in.w, a.rstd1, sp());
   ops::add_inplace(dx, dtmp);                                    // dx = dL/dx_in

@@ -238,6 +238,13 @@ Tensor Transformer::Backing::get(Device device, const Shape& shape, DType dt) {
   return buf.flat(0, n).view(shape);
 }
 
+Tensor Transformer::shared_operand(int slot, const Tensor& x) {
+  if (ops::matmul_precision() != ops::MatmulPrecision::BF16) return x;
+  Tensor r = operand_b_[size_t(slot)].get(device_, x.shape(), DType::BF16);
+  ops::convert(r, x);
+  return r;
+}
+
 // Size the activations for tokens [B, T] and copy the batch in. n_block_acts block activation
 // sets and n_resid residual buffers.
 void Transformer::prepare(const Tensor& tokens, const Tensor& targets, int n_block_acts, int n_resid) {

@@ -19,6 +19,7 @@
 // only each block's input is kept and the block's forward is redone during backward
 // (gradients are bitwise identical either way).
 #pragma once
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -198,6 +199,10 @@ class Transformer {
   void norm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x, const Tensor& g,
                      const Tensor& rstd, bool partial);
   bool sp() const { return regions_ && tp_.sp; }
+  // Under bf16 matmuls, an activation read by several products is rounded to bf16 once into
+  // scratch `slot` (bitwise the same products: matmul rounds an fp32 operand the same way);
+  // otherwise x itself.
+  Tensor shared_operand(int slot, const Tensor& x);
 
   ModelConfig cfg_;
   TpLayout tp_;
@@ -243,6 +248,7 @@ class Transformer {
   Backing dlogits_b_;  // with a LogitsLoss only (else dlogits overwrites logits_)
   Backing dx_b_, dtmp_b_, dh_b_, dxf_b_, dact_b_, dgate_b_, dup_b_, datt_b_, dq_b_, dk_b_, dv_b_,
       dq2_b_, dk2_b_;
+  std::array<Backing, 4> operand_b_;  // shared_operand's bf16 copies
 };
 
 }  // namespace retort

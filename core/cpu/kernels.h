@@ -19,6 +19,10 @@ void matmul(float* y, const float* a, bool ta, const float* b, bool tb, int64_t 
 // (CPU: emulated by rounding copies of the operands; the reference of the GPU path.)
 void matmul_bf16(float* y, const float* a, bool ta, const float* b, bool tb, int64_t M,
                  int64_t N, int64_t K, float alpha, float beta);
+// The same product of operands already rounded (bf16 bits): bitwise matmul_bf16 of their
+// fp32 originals.
+void matmul_bf16_rounded(float* y, const uint16_t* a, bool ta, const uint16_t* b, bool tb,
+                         int64_t M, int64_t N, int64_t K, float alpha, float beta);
 
 // ---- elementwise.cpp -------------------------------------------------------------------
 void fill(float* x, int64_t n, float value);

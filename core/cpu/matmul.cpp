@@ -44,4 +44,12 @@ void matmul_bf16(float* y, const float* a, bool ta, const float* b, bool tb, int
   matmul(y, ra.data(), ta, rb.data(), tb, M, N, K, alpha, beta);
 }
 
+void matmul_bf16_rounded(float* y, const uint16_t* a, bool ta, const uint16_t* b, bool tb,
+                         int64_t M, int64_t N, int64_t K, float alpha, float beta) {
+  std::vector<float> ra(size_t(M * K)), rb(size_t(K * N));
+  bf16_to_f32(ra.data(), a, int64_t(ra.size()));
+  bf16_to_f32(rb.data(), b, int64_t(rb.size()));
+  matmul(y, ra.data(), ta, rb.data(), tb, M, N, K, alpha, beta);
+}
+
 }  // namespace retort::cpu

@@ -139,4 +139,9 @@ void matmul_bf16(float* y, const float* a, bool ta, const float* b, bool tb, int
   run(a16, ta, b16, tb, y, M, N, K, alpha, beta, true);
 }
 
+void matmul_bf16_rounded(float* y, const uint16_t* a, bool ta, const uint16_t* b, bool tb,
+                         int64_t M, int64_t N, int64_t K, float alpha, float beta) {
+  if (!trivial(y, M, N, K, beta)) run(a, ta, b, tb, y, M, N, K, alpha, beta, true);
+}
+
 }  // namespace retort::cuda

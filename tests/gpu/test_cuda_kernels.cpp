@@ -219,6 +219,15 @@ TEST(CudaMatmul, AllTransposesAndBf16MatchCpu) {
           (bf16 ? cuda::matmul_bf16 : cuda::matmul)(dy, da, ta, db, tb, M, N, K, alpha, beta);
           expect_close(dy.download(), y,
                        "matmul " + str({M, N, K, ta, tb, bf16}), 1e-6);
+          if (!bf16) continue;
+          // operands rounded beforehand: bitwise the product above
+          std::vector<uint16_t> a16(a.size()), b16(b.size());
+          cpu::f32_to_bf16(a16.data(), a.data(), int64_t(a.size()));
+          cpu::f32_to_bf16(b16.data(), b.data(), int64_t(b.size()));
+          Dev<uint16_t> da16(a16), db16(b16);
+          Dev<float> dy16(y0);
+          cuda::matmul_bf16_rounded(dy16, da16, ta, db16, tb, M, N, K, alpha, beta);
+          EXPECT_BITWISE(dy16.download(), dy.download(), "matmul_bf16_rounded " + str({M, N, K, ta, tb}));
         }
   }
 }

@@ -214,6 +214,27 @@ TEST(Matmul, Bf16PrecisionRoundsBothOperands) {
   EXPECT_LT(worst / scale, 2e-2);
 }
 
+// A bfloat16 operand (rounded once, read by several products) gives bitwise the product of its
+// fp32 original under bf16 precision, whichever operand it is and at either precision setting.
+TEST(Matmul, Bf16OperandIsBitwiseTheRoundedFp32Operand) {
+  Tensor a = randn({37, 70}, 7), b = randn({21, 70}, 8), want = Tensor::zeros({37, 21});
+  Tensor a16 = Tensor::empty({37, 70}, DType::BF16), b16 = Tensor::empty({21, 70}, DType::BF16);
+  ops::convert(a16, a);
+  ops::convert(b16, b);
+  ops::set_matmul_precision(ops::MatmulPrecision::BF16);
+  ops::matmul(want, a, false, b, true);
+  for (auto prec : {ops::MatmulPrecision::BF16, ops::MatmulPrecision::F32}) {
+    ops::set_matmul_precision(prec);
+    for (auto [x, y] : {std::pair{&a16, &b}, {&a, &b16}, {&a16, &b16}}) {
+      Tensor got = Tensor::zeros({37, 21});
+      ops::matmul(got, *x, false, *y, true);
+      EXPECT_EQ(std::memcmp(got.data<float>(), want.data<float>(), got.nbytes()), 0)
+          << "a " << dtype_name(x->dtype()) << ", b " << dtype_name(y->dtype());
+    }
+  }
+  ops::set_matmul_precision(ops::MatmulPrecision::F32);
+}
+
 TEST(Matmul, BetaZeroOverwritesNaN) {
   Tensor a = randn({3, 4}, 1), b = randn({4, 2}, 2), y = Tensor::empty({3, 2});
   ops::fill(y, std::numeric_limits<float>::quiet_NaN());
