@@ -174,8 +174,9 @@ class GraphBuilder {
     ops_.push_back(op.get());
   }
 
-  // The operation graph, cuDNN's heuristic engine configurations in order, and the first one
-  // that finalizes into an execution plan. Refused when none does.
+  // The operation graph, then cuDNN's engine configurations in the order its heuristics rank
+  // them (mode A, then the fallback list) and the first that finalizes into an execution plan.
+  // Refused when none does.
   struct Plan {
     std::vector<std::unique_ptr<Desc>> keep;  // everything the plan was built from
     cudnnBackendDescriptor_t plan = nullptr;
@@ -186,42 +187,37 @@ class GraphBuilder {
     graph.set(CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, handle)
         .set(CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, ops_)
         .finalize("operation graph");
-    Desc& heur = make(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
-    heur.set(CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, graph.get())
-        .set(CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, CUDNN_HEUR_MODE_A)
-        .finalize("engine heuristics");
-    int64_t count = 0;
-    check(cudnnBackendGetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
-                                   CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, nullptr),
-          "engine heuristics: count");
-    if (count == 0) throw Refused{"the heuristics offer no engine for this graph"};
-    std::vector<cudnnBackendDescriptor_t> configs;
-    for (int64_t i = 0; i < count; ++i) configs.push_back(make(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR).get());
-    check(cudnnBackendGetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
-                                   CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &count, configs.data()),
-          "engine heuristics: results");
-    std::string last;
-    for (int64_t i = 0; i < count; ++i) {
-      auto plan = std::make_unique<Desc>(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
+    std::string why;
+    for (const cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
+      std::vector<cudnnBackendDescriptor_t> configs;
       try {
-        plan->set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, handle)
-            .set(CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, configs[i])
-            .finalize("execution plan");
+        configs = engine_configs(graph, mode, &why);
       } catch (const Refused& r) {
-        last = r.why;
+        why = r.why;
         continue;
       }
-      Plan p;
-      int64_t n = 0;
-      check(cudnnBackendGetAttribute(plan->get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
-                                     CUDNN_TYPE_INT64, 1, &n, &p.workspace),
-            "execution plan: workspace size");
-      p.plan = plan->get();
-      keep_.push_back(std::move(plan));
-      p.keep = std::move(keep_);
-      return p;
+      for (cudnnBackendDescriptor_t config : configs) {
+        auto plan = std::make_unique<Desc>(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
+        try {
+          plan->set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, handle)
+              .set(CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, config)
+              .finalize("execution plan");
+        } catch (const Refused& r) {
+          why = r.why;
+          continue;
+        }
+        Plan p;
+        int64_t n = 0;
+        check(cudnnBackendGetAttribute(plan->get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
+                                       CUDNN_TYPE_INT64, 1, &n, &p.workspace),
+              "execution plan: workspace size");
+        p.plan = plan->get();
+        keep_.push_back(std::move(plan));
+        p.keep = std::move(keep_);
+        return p;
+      }
     }
-    throw Refused{str_cat("none of the ", count, " engine configurations builds: ", last)};
+    throw Refused{why.empty() ? "no engine configuration" : why};
   }
 
  private:
@@ -233,6 +229,31 @@ class GraphBuilder {
   Desc& make(cudnnBackendDescriptorType_t type) {
     keep_.push_back(std::make_unique<Desc>(type));
     return *keep_.back();
+  }
+
+  // The engine configurations cuDNN's heuristics offer for `graph` in `mode`, best first;
+  // none (and `why`) when it offers none.
+  std::vector<cudnnBackendDescriptor_t> engine_configs(const Desc& graph,
+                                                       cudnnBackendHeurMode_t mode,
+                                                       std::string* why) {
+    Desc& heur = make(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
+    heur.set(CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, graph.get())
+        .set(CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, mode)
+        .finalize("engine heuristics");
+    int64_t count = 0;
+    check(cudnnBackendGetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                                   CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, nullptr),
+          "engine heuristics: count");
+    std::vector<cudnnBackendDescriptor_t> configs;
+    for (int64_t i = 0; i < count; ++i) configs.push_back(make(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR).get());
+    if (count > 0)
+      check(cudnnBackendGetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                                     CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &count, configs.data()),
+            "engine heuristics: results");
+    else if (why->empty())
+      *why = "the heuristics offer no engine for this graph";
+    configs.resize(size_t(count));
+    return configs;
   }
 
   Node tensor(int64_t uid, const Dims& dims, const Dims& strides, cudnnDataType_t type,
