@@ -17,10 +17,14 @@
 // as matmul_bf16) and the bf16 results widened back.
 //
 // Plans (heuristics + finalize) are built once per shape and cached; a shape cuDNN refuses
-// is remembered with cuDNN's reason, and the caller falls back to the plain kernel.
+// is remembered with cuDNN's reason, and the caller falls back to the plain kernel. A plan's
+// first outputs are compared with the plain kernel's (agrees_with_plain): a plan that does
+// not compute attention as the plain kernel does is dropped the same way.
 #include <cudnn.h>
 
 #include <cmath>
+#include <cstdio>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -404,6 +408,7 @@ void backward_graph(GraphBuilder& g, const AttnShape& s) {
 struct Cached {
   std::optional<GraphBuilder::Plan> plan;  // empty: refused
   std::string why;
+  bool checked = false;  // its first outputs were compared with the plain kernel's
 };
 
 struct Context {
@@ -418,8 +423,8 @@ Context& context() {
   return *ctx;
 }
 
-// The plan of one direction and shape, built on first use; nullptr (and `why`) when refused.
-const GraphBuilder::Plan* plan_for(bool backward, const AttnShape& s, std::string* why) {
+// The plan of one direction and shape, built on first use; its `plan` is empty when refused.
+Cached& plan_for(bool backward, const AttnShape& s) {
   Context& ctx = context();
   const auto key = std::make_pair(backward, s);
   auto it = ctx.plans.find(key);
@@ -443,8 +448,54 @@ const GraphBuilder::Plan* plan_for(bool backward, const AttnShape& s, std::strin
     }
     it = ctx.plans.emplace(key, std::move(c)).first;
   }
-  if (!it->second.plan) *why = it->second.why;
-  return it->second.plan ? &*it->second.plan : nullptr;
+  return it->second;
+}
+
+// ‖a − b‖₂ / ‖b‖₂ over n device floats (NaN if either holds one).
+double relative_difference(const float* a, const float* b, int64_t n) {
+  float* d = static_cast<float*>(allocate(size_t(n) * sizeof(float)));
+  copy_bytes(d, a, n * int64_t(sizeof(float)));
+  add_inplace(d, b, n, -1.0f);
+  const double num = sum_squares(d, n), den = sum_squares(b, n);
+  release(d);
+  return std::sqrt(num / (den > 0 ? den : 1.0));
+}
+
+// The first run of a plan on this GPU is checked against the plain kernel on the same inputs:
+// `plain` writes its outputs into buffers shaped like `outputs`. Agreement within
+// kMaxDifference (bf16 inputs give a few 1e-3; a misread of cuDNN's semantics gives order 1)
+// says so on stderr once; otherwise the plan is dropped with the reason and the caller falls
+// back, so a graph cuDNN accepts but computes differently never trains a model.
+constexpr double kMaxDifference = 5e-2;
+
+bool agrees_with_plain(Cached& c, const char* pass, const AttnShape& s,
+                       const std::vector<std::pair<const float*, int64_t>>& outputs,
+                       const std::function<void(const std::vector<float*>&)>& plain,
+                       std::string* why) {
+  std::vector<float*> ref;
+  for (const auto& [p, n] : outputs) ref.push_back(static_cast<float*>(allocate(size_t(n) * sizeof(float))));
+  plain(ref);
+  double worst = 0;
+  bool ok = true;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double e = relative_difference(outputs[i].first, ref[i], outputs[i].second);
+    ok = ok && e <= kMaxDifference;  // false for NaN
+    worst = std::isnan(e) || e > worst ? e : worst;
+  }
+  for (float* p : ref) release(p);
+  c.checked = true;
+  const std::string shape = str_cat("B=", s.B, " T=", s.T, " heads=", s.H, " kv_heads=", s.Hkv,
+                                    " head_dim=", s.hd);
+  if (ok) {
+    std::fprintf(stderr, "retort: cuDNN fused attention (%s, %s) is within %.2g of the plain kernel\n",
+                 pass, shape.c_str(), worst);
+    return true;
+  }
+  c.plan.reset();
+  c.why = str_cat("its ", pass, " differs from the plain kernel's by ", worst,
+                  " (relative), more than ", kMaxDifference);
+  *why = c.why;
+  return false;
 }
 
 void execute(const GraphBuilder::Plan& plan, const std::vector<std::pair<int64_t, void*>>& bound) {
@@ -498,16 +549,23 @@ bool attention_forward_cudnn(float* out, float* lse, const float* q, const float
                              const float* v, int64_t B, int64_t T, int64_t H, int64_t Hkv,
                              int64_t hd, std::string* why) {
   const AttnShape s{B, T, H, Hkv, hd};
-  const GraphBuilder::Plan* plan = plan_for(false, s, why);
-  if (!plan) return false;
+  Cached& c = plan_for(false, s);
+  if (!c.plan) {
+    *why = c.why;
+    return false;
+  }
   const int64_t nq = B * T * H * hd, nkv = B * T * Hkv * hd;
   Bf16Buffers bf;
   uint16_t* o16 = bf.make(nq);
   float scale = 1.0f / std::sqrt(float(hd)), neg_inf = -INFINITY;
-  execute(*plan, {{kQ, bf.from(q, nq)}, {kK, bf.from(k, nkv)}, {kV, bf.from(v, nkv)},
-                  {kO, o16}, {kStats, lse}, {kScale, &scale}, {kNegInf, &neg_inf}});
+  execute(*c.plan, {{kQ, bf.from(q, nq)}, {kK, bf.from(k, nkv)}, {kV, bf.from(v, nkv)},
+                    {kO, o16}, {kStats, lse}, {kScale, &scale}, {kNegInf, &neg_inf}});
   bf16_to_f32(out, o16, nq);
-  return true;
+  return c.checked ||
+         agrees_with_plain(c, "forward", s, {{out, nq}, {lse, B * H * T}},
+                           [&](const std::vector<float*>& r) {
+                             attention_forward(r[0], r[1], q, k, v, B, T, H, Hkv, hd);
+                           }, why);
 }
 
 bool attention_backward_cudnn(float* dq, float* dk, float* dv, const float* dout, const float* q,
@@ -515,22 +573,30 @@ bool attention_backward_cudnn(float* dq, float* dk, float* dv, const float* dout
                               int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd,
                               std::string* why) {
   const AttnShape s{B, T, H, Hkv, hd};
-  const GraphBuilder::Plan* plan = plan_for(true, s, why);
-  if (!plan) return false;
+  Cached& c = plan_for(true, s);
+  if (!c.plan) {
+    *why = c.why;
+    return false;
+  }
   const int64_t nq = B * T * H * hd, nkv = B * T * Hkv * hd;
   Bf16Buffers bf;
   uint16_t *dq16 = bf.make(nq), *dk16 = bf.make(nkv), *dv16 = bf.make(nkv);
   float* row_dot = static_cast<float*>(allocate(size_t(B * H * T) * sizeof(float)));
   float scale = 1.0f / std::sqrt(float(hd)), neg_inf = -INFINITY, one = 1.0f;
-  execute(*plan, {{kQ, bf.from(q, nq)}, {kK, bf.from(k, nkv)}, {kV, bf.from(v, nkv)},
-                  {kO, bf.from(out, nq)}, {kDO, bf.from(dout, nq)},
-                  {kStats, const_cast<float*>(lse)}, {kDQ, dq16}, {kDK, dk16}, {kDV, dv16},
-                  {kRowDot, row_dot}, {kScale, &scale}, {kNegInf, &neg_inf}, {kOne, &one}});
+  execute(*c.plan, {{kQ, bf.from(q, nq)}, {kK, bf.from(k, nkv)}, {kV, bf.from(v, nkv)},
+                    {kO, bf.from(out, nq)}, {kDO, bf.from(dout, nq)},
+                    {kStats, const_cast<float*>(lse)}, {kDQ, dq16}, {kDK, dk16}, {kDV, dv16},
+                    {kRowDot, row_dot}, {kScale, &scale}, {kNegInf, &neg_inf}, {kOne, &one}});
   release(row_dot);
   bf16_to_f32(dq, dq16, nq);
   bf16_to_f32(dk, dk16, nkv);
   bf16_to_f32(dv, dv16, nkv);
-  return true;
+  return c.checked ||
+         agrees_with_plain(c, "backward", s, {{dq, nq}, {dk, nkv}, {dv, nkv}},
+                           [&](const std::vector<float*>& r) {
+                             attention_backward(r[0], r[1], r[2], dout, q, k, v, out, lse, B, T,
+                                                H, Hkv, hd);
+                           }, why);
 }
 
 }  // namespace retort::cuda

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 
 #include "core/adamw.h"
 #include "core/ops.h"
@@ -212,3 +213,42 @@ TEST(CudaModel, CudnnAttentionRefusalIsAnErrorOrAFallback) {
   const Tensor l = lse.to(Device::CPU);
   for (int i = 0; i < 4; ++i) EXPECT_NEAR(l.host<float>()[i], std::log(i + 1.0), 1e-6);
 }
+
+#if RETORT_CUDA_SIM
+// A cuDNN that accepts the attention graph but computes something else (here the simulator
+// reads BINARY_SELECT's mask the other way round: the causal mask inverted) is caught by the
+// first-use comparison with the plain kernel: auto falls back with the reason, cudnn is an
+// error, and the outputs are the plain kernel's.
+TEST(CudaModel, CudnnAttentionThatDisagreesWithThePlainKernelIsNotUsed) {
+  const Shape qs{2, 24, 4, 16}, ks{2, 24, 2, 16};  // a shape no other test uses
+  Tensor q = Tensor::empty(qs), k = Tensor::empty(ks), v = Tensor::empty(ks);
+  uint64_t stream = 70;
+  for (Tensor* t : {&q, &k, &v})
+    for (int64_t i = 0; i < t->numel(); ++i) t->host<float>()[i] = float(rng::normal(3, ++stream, i));
+  const Tensor dq = q.to(Device::CUDA), dk = k.to(Device::CUDA), dv = v.to(Device::CUDA);
+  Tensor plain = Tensor::empty(qs, DType::F32, Device::CUDA), out = Tensor::empty(qs, DType::F32, Device::CUDA);
+  Tensor lse = Tensor::empty({2, 4, 24}, DType::F32, Device::CUDA);
+  ops::set_attention_kernel(ops::AttentionKernel::Plain);
+  ops::attention_forward(plain, lse, dq, dk, dv);
+
+  setenv("SIM_CUDNN_SELECT_SWAPPED", "1", 1);
+  ops::set_matmul_precision(ops::MatmulPrecision::BF16);
+  ops::set_attention_kernel(ops::AttentionKernel::Auto);
+  testing::internal::CaptureStderr();
+  ops::attention_forward(out, lse, dq, dk, dv);
+  const std::string said = testing::internal::GetCapturedStderr();
+  EXPECT_NE(said.find("its forward differs from the plain kernel's by"), std::string::npos) << said;
+  EXPECT_STREQ(ops::attention_kernel_used(), "plain");
+  EXPECT_EQ(rel_diff(out, plain), 0.0);
+  ops::set_attention_kernel(ops::AttentionKernel::Cudnn);
+  try {
+    ops::attention_forward(out, lse, dq, dk, dv);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("differs from the plain kernel"), std::string::npos) << e.what();
+  }
+  ops::set_attention_kernel(ops::AttentionKernel::Auto);
+  ops::set_matmul_precision(ops::MatmulPrecision::F32);
+  unsetenv("SIM_CUDNN_SELECT_SWAPPED");
+}
+#endif
