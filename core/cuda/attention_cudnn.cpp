@@ -431,7 +431,8 @@ Cached& plan_for(bool backward, const AttnShape& s) {
   if (it == ctx.plans.end()) {
     Cached c;
     if (s.hd % 8 != 0 || s.hd > (backward ? 128 : 256)) {
-      c.why = str_cat("head_dim ", s.hd, " is not a multiple of 8 up to ", backward ? 128 : 256);
+      c.why = str_cat("head_dim ", s.hd, ": cuDNN's flash attention ", backward ? "backward" : "forward",
+                      " takes multiples of 8 up to ", backward ? 128 : 256);
     } else {
       try {
         if (!ctx.handle) {  // a cuDNN that cannot start (library, driver) is a refusal too
