@@ -11,7 +11,7 @@
 #                    that it runs on any AVX2 CPU; `build` would reuse launch/build.sh's build,
 #                    which is -march=native and may not run on the GPU machine's CPU)
 #   --no-build       pack DIR as it is (it must hold retort, test_cuda_kernels, test_cuda_model)
-#   --out FILE       the archive (default .device/pack.tar.xz; .device/ is in .git/info/exclude)
+#   --out FILE       the archive (default .device/pack.tar.xz; .device/ is git-ignored)
 #
 # The archive (retort-device/ inside) holds: bin/ (wrappers: retort, test_cuda_kernels,
 # test_cuda_model, mpirun, mpiexec, orterun, ompi_info), libexec/ (the real binaries), lib/
@@ -165,9 +165,6 @@ chmod +x "$S/setup.sh" "$S"/bin/*
 
 # ---- archive -------------------------------------------------------------------------------
 mkdir -p "$(dirname "$OUTFILE")"
-if [ "$OUTFILE" = .device/pack.tar.xz ] && ! grep -qx '/.device/' .git/info/exclude 2>/dev/null; then
-  mkdir -p .git/info && echo '/.device/' >> .git/info/exclude
-fi
 echo "== compressing $(du -sh "$S" | cut -f1) into $OUTFILE" >&2
 tar --owner=0 --group=0 -C "$TMP" -cf - retort-device | xz -T "$JOBS" -6 > "$OUTFILE.tmp"
 mv "$OUTFILE.tmp" "$OUTFILE"
