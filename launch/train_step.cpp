@@ -127,6 +127,7 @@ StepResult TrainStep::run(int64_t step, double lr, const BatchSource& source) {
   // Σ over ranks and micro-batches of scale·grad(mean loss of a micro-batch) = grad of the mean.
   const float scale = 1.0f / static_cast<float>(g_.n_micro * g_.data_ranks);
   const int64_t first = step * g_.batch_seqs + mesh_.data_rank() * g_.local_seqs;
+  Bf16WeightsScope bf16_weights(model_);  // disarmed before the optimizer step below
   for (int64_t m = 0; m < g_.n_micro; ++m) {
     source(first + m * g_.micro_seqs, g_.micro_seqs, inputs_, targets_);
     if (fsdp_) fsdp_->set_training(true);

@@ -36,30 +36,30 @@ void Transformer::block_forward(int layer, const Tensor& x_in, Tensor& x_out, Bl
   norm_enter(a.h1, a.rstd1, x_in, w.ln_in.w);
   const Tensor h1 = shared_operand(0, a.h1);  // read by three products
   if (cfg_.qk_norm) {
-    ops::matmul(a.q, h1, false, w.wq.w, true);
-    ops::matmul(a.k, h1, false, w.wk.w, true);
+    ops::matmul(a.q, h1, false, mm(w.wq), true);
+    ops::matmul(a.k, h1, false, mm(w.wk), true);
     Tensor qr = a.qr.view({R * H, hd}), kr = a.kr.view({R * Hkv, hd});
     ops::rmsnorm_forward(qr, a.rstd_q, a.q.view({R * H, hd}), w.q_norm.w, eps);
     ops::rmsnorm_forward(kr, a.rstd_k, a.k.view({R * Hkv, hd}), w.k_norm.w, eps);
   } else {
-    ops::matmul(a.qr, h1, false, w.wq.w, true);
-    ops::matmul(a.kr, h1, false, w.wk.w, true);
+    ops::matmul(a.qr, h1, false, mm(w.wq), true);
+    ops::matmul(a.kr, h1, false, mm(w.wk), true);
   }
-  ops::matmul(a.v, h1, false, w.wv.w, true);
+  ops::matmul(a.v, h1, false, mm(w.wv), true);
   Tensor q4 = a.qr.view({B, T, H, hd}), k4 = a.kr.view({B, T, Hkv, hd});
   Tensor v4 = a.v.view({B, T, Hkv, hd}), att4 = a.att.view({B, T, H, hd});
   ops::rope_forward(q4, rope);
   ops::rope_forward(k4, rope);
   ops::attention_forward(att4, a.lse, q4, k4, v4);
-  row_parallel_residual(a.x_mid, x_in, a.att, w.wo.w);
+  row_parallel_residual(a.x_mid, x_in, a.att, mm(w.wo));
 
   // ---- MLP ----
   norm_enter(a.h2, a.rstd2, a.x_mid, w.ln_post.w);
   const Tensor h2 = shared_operand(0, a.h2);
-  ops::matmul(a.gate, h2, false, w.w_gate.w, true);
-  ops::matmul(a.up, h2, false, w.w_up.w, true);
+  ops::matmul(a.gate, h2, false, mm(w.w_gate), true);
+  ops::matmul(a.up, h2, false, mm(w.w_up), true);
   ops::swiglu_forward(a.act, a.gate, a.up);
-  row_parallel_residual(x_out, a.x_mid, a.act, w.w_down.w);
+  row_parallel_residual(x_out, a.x_mid, a.act, mm(w.w_down));
 }
 
 // dx: dL/dx_out on entry, dL/dx_in on exit ([Rl, d]). Parameter grads accumulate (+=).
@@ -82,12 +82,12 @@ void Transformer::block_backward(int layer, const Tensor& x_in, Tensor& dx, Bloc
   // (Operands read by two or three products are rounded once under bf16: shared_operand.)
   Tensor dy = leave_backward(dfull_b_, dx);                      // [R, d]
   Tensor op = shared_operand(0, dy);
-  ops::matmul(dact, op, false, w.w_down.w, false);               // dact = dy W_down   [R,d]@[d,F]
+  ops::matmul(dact, op, false, mm(w.w_down), false);             // dact = dy W_down   [R,d]@[d,F]
   ops::matmul(g_down, op, true, a.act, false, 1.0f, 1.0f);       // dW_down += dyᵀ act [d,R]@[R,F]
   ops::swiglu_backward(dgate, dup, dact, a.gate, a.up);
   const Tensor dgate_op = shared_operand(1, dgate), dup_op = shared_operand(2, dup);
-  ops::matmul(dh, dgate_op, false, w.w_gate.w, false);           // dh2 = dgate W_gate + dup W_up
-  ops::matmul(dh, dup_op, false, w.w_up.w, false, 1.0f, 1.0f);
+  ops::matmul(dh, dgate_op, false, mm(w.w_gate), false);         // dh2 = dgate W_gate + dup W_up
+  ops::matmul(dh, dup_op, false, mm(w.w_up), false, 1.0f, 1.0f);
   op = shared_operand(0, a.h2);
   ops::matmul(g_gate, dgate_op, true, op, false, 1.0f, 1.0f);    // dW_gate += dgateᵀ h2
   ops::matmul(g_up, dup_op, true, op, false, 1.0f, 1.0f);        // dW_up += dupᵀ h2
@@ -98,7 +98,7 @@ void Transformer::block_backward(int layer, const Tensor& x_in, Tensor& dx, Bloc
   // ---- attention: x_mid = x_in + att Woᵀ ----
   dy = leave_backward(dfull_b_, dx);
   op = shared_operand(0, dy);
-  ops::matmul(datt, op, false, w.wo.w, false);                   // datt = dy Wo   [R,d]@[d,H·hd]
+  ops::matmul(datt, op, false, mm(w.wo), false);                 // datt = dy Wo   [R,d]@[d,H·hd]
   ops::matmul(g_o, op, true, a.att, false, 1.0f, 1.0f);          // dWo += dyᵀ att
   Tensor q4 = a.qr.view({B, T, H, hd}), k4 = a.kr.view({B, T, Hkv, hd});
   Tensor v4 = a.v.view({B, T, Hkv, hd}), att4 = a.att.view({B, T, H, hd});
@@ -120,9 +120,9 @@ void Transformer::block_backward(int layer, const Tensor& x_in, Tensor& dx, Bloc
   }
   const Tensor dq_op = shared_operand(1, dq_raw), dk_op = shared_operand(2, dk_raw),
                dv_op = shared_operand(3, dv);
-  ops::matmul(dh, dq_op, false, w.wq.w, false);                  // dh1 = dq Wq + dk Wk + dv Wv
-  ops::matmul(dh, dk_op, false, w.wk.w, false, 1.0f, 1.0f);
-  ops::matmul(dh, dv_op, false, w.wv.w, false, 1.0f, 1.0f);
+  ops::matmul(dh, dq_op, false, mm(w.wq), false);                // dh1 = dq Wq + dk Wk + dv Wv
+  ops::matmul(dh, dk_op, false, mm(w.wk), false, 1.0f, 1.0f);
+  ops::matmul(dh, dv_op, false, mm(w.wv), false, 1.0f, 1.0f);
   op = shared_operand(0, a.h1);
   ops::matmul(g_q, dq_op, true, op, false, 1.0f, 1.0f);          // dWq += dqᵀ h1, ...
   ops::matmul(g_k, dk_op, true, op, false, 1.0f, 1.0f);

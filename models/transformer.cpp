@@ -162,7 +162,12 @@ void Transformer::check_bound() const {
 
 void Transformer::rebuild_weights() {
   size_t k = 0;
-  auto next = [&]() -> Weight { const Parameter& p = params_[k++]; return Weight{p.value, p.grad}; };
+  auto next = [&]() -> Weight {
+    const size_t i = k++;
+    const Parameter& p = params_[i];
+    Tensor w16 = bf16_armed_ ? flat16_.flat(p.offset, shape_numel(shapes_[i])).view(shapes_[i]) : Tensor();
+    return Weight{p.value, p.grad, w16};
+  };
   embed_ = next();
   layers_.assign(cfg_.n_layers, LayerWeights{});
   for (LayerWeights& lw : layers_) {
@@ -183,6 +188,22 @@ void Transformer::rebuild_weights() {
   final_norm_ = next();
   lm_head_ = cfg_.tie_embeddings ? embed_ : next();
   RETORT_CHECK(k == params_.size(), "parameter layout mismatch");
+}
+
+void Transformer::arm_bf16_weights() {
+  if (hooks_ || !flat_params_.defined() || ops::matmul_precision() != ops::MatmulPrecision::BF16)
+    return;
+  if (!flat16_.defined() || flat16_.numel() != n_params_ || flat16_.device() != device_)
+    flat16_ = Tensor::empty({n_params_}, DType::BF16, device_);
+  ops::convert(flat16_, flat_params_);
+  bf16_armed_ = true;
+  rebuild_weights();
+}
+
+void Transformer::disarm_bf16_weights() {
+  if (!bf16_armed_) return;
+  bf16_armed_ = false;
+  rebuild_weights();
 }
 
 const Parameter& Transformer::parameter(const std::string& name) const {
@@ -383,7 +404,7 @@ void Transformer::head_forward(const Tensor& x) {
   Tensor xfl = sp() ? xfl_b_.get(device_, {Rl_, cfg_.d_model}) : xf_;
   ops::rmsnorm_forward(xfl, rstdf_, x, final_norm_.w, float(cfg_.norm_eps));
   if (sp()) regions_->enter_forward(xf_, xfl);
-  ops::matmul(logits_, xf_, false, lm_head_.w, true);
+  ops::matmul(logits_, xf_, false, mm(lm_head_), true);
   ops::cross_entropy_forward(ce_, lse_, logits_, local_targets_);
   if (!regions_) return;
   Tensor parts = lse_parts_b_.get(device_, {int64_t(tp_.size), R_});
@@ -461,7 +482,7 @@ void Transformer::backward(float grad_scale) {
   ops::cross_entropy_backward(dlogits, logits_, lse_, local_targets_, ce_scale, z_scale);
   if (logits_loss_) logits_loss_->backward(dlogits, logits_, float(double(grad_scale) / double(R)));
   // logits = xf Wᵀ:  dxf = dlogits W  [R,V]@[V,d];  dW += dlogitsᵀ xf  [V,R]@[R,d]
-  ops::matmul(dxf, dlogits, false, lm_head_.w, false);
+  ops::matmul(dxf, dlogits, false, mm(lm_head_), false);
   ops::matmul(lm_head_.g, dlogits, true, xf_, false, 1.0f, 1.0f);
   // xf = RMSNorm(x_L)
   Tensor dxfl = enter_backward(dlocal_b_, dxf);

@@ -114,6 +114,14 @@ class Transformer {
   double init_std(const std::string& name) const;
 
   void zero_grad();
+  // bf16 copies of the weights for the products of one training step (matmul precision bf16,
+  // the model's own flat buffers: not under fsdp's unit hooks). arm_bf16_weights() rounds the
+  // current parameters once (bitwise what each product would round them to) and every matmul
+  // with a weight reads the copy until disarm_bf16_weights(); no-op otherwise. TrainStep arms
+  // them for a step's micro-batches and disarms them before the optimizer changes the
+  // parameters (Bf16WeightsScope), so a copy is never older than its weights.
+  void arm_bf16_weights();
+  void disarm_bf16_weights();
   // Takes effect at the next forward().
   void set_recompute(bool on) { recompute_ = on; }
   // Called during backward() each time a contiguous range [begin, end) of flat_grads() holds
@@ -146,7 +154,10 @@ class Transformer {
  private:
   struct Weight {
     Tensor w, g;  // value, grad
+    Tensor w16;   // bf16 copy of w while armed (arm_bf16_weights), else undefined
   };
+  // The operand of a product with weight w: its bf16 copy when armed.
+  static const Tensor& mm(const Weight& w) { return w.w16.defined() ? w.w16 : w.w; }
   struct LayerWeights {
     Weight ln_in, wq, wk, wv, wo, q_norm, k_norm, ln_post, w_gate, w_up, w_down;
   };
@@ -249,6 +260,20 @@ class Transformer {
   Backing dx_b_, dtmp_b_, dh_b_, dxf_b_, dact_b_, dgate_b_, dup_b_, datt_b_, dq_b_, dk_b_, dv_b_,
       dq2_b_, dk2_b_;
   std::array<Backing, 4> operand_b_;  // shared_operand's bf16 copies
+  Tensor flat16_;                     // arm_bf16_weights' copy of flat_params_
+  bool bf16_armed_ = false;
+};
+
+// Arms the model's bf16 weight copies for the scope (Transformer::arm_bf16_weights).
+class Bf16WeightsScope {
+ public:
+  explicit Bf16WeightsScope(Transformer& m) : m_(m) { m_.arm_bf16_weights(); }
+  ~Bf16WeightsScope() { m_.disarm_bf16_weights(); }
+  Bf16WeightsScope(const Bf16WeightsScope&) = delete;
+  Bf16WeightsScope& operator=(const Bf16WeightsScope&) = delete;
+
+ private:
+  Transformer& m_;
 };
 
 }  // namespace retort

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "core/ops.h"
 #include "core/random.h"
 #include "models/model_config.h"
 #include "models/transformer.h"
@@ -357,6 +358,40 @@ TEST(Transformer, ForwardIsDeterministicAndEvaluateMatches) {
   const double small = m.forward(s.tokens, s.targets, 0).ce;
   EXPECT_EQ(m.forward(b.tokens, b.targets, 1e-4f).loss, r1.loss);
   EXPECT_EQ(m.evaluate(s.tokens, s.targets), small);
+}
+
+// bf16 weight copies (TrainStep arms them for a step's micro-batches): armed, a forward gives
+// bitwise the unarmed bf16 result and reads the copy — a change of the parameters after arming
+// does not show until the copies are disarmed (which is why TrainStep disarms them before the
+// optimizer step); at fp32 precision arming does nothing.
+TEST(Transformer, Bf16WeightCopiesAreUsedUntilDisarmed) {
+  ModelConfig mc = tiny(false);
+  Transformer m(mc);
+  init_perturbed(m, 4);
+  Batch b = random_batch(2, 8, mc.vocab_size, 2);
+  Tensor wv;  // a weight that only products read (q, k are normed: scale-free)
+  for (const Parameter& p : m.parameters())
+    if (p.name.find("v_proj") != std::string::npos) wv = p.value;
+  ASSERT_TRUE(wv.defined());
+  ops::set_matmul_precision(ops::MatmulPrecision::BF16);
+  const double plain = m.forward(b.tokens, b.targets, 0).loss;
+  {
+    Bf16WeightsScope armed(m);
+    EXPECT_EQ(m.forward(b.tokens, b.targets, 0).loss, plain);
+    ops::scale_inplace(wv, 0.5f);  // the copy keeps the old values
+    EXPECT_EQ(m.forward(b.tokens, b.targets, 0).loss, plain);
+  }
+  const double halved = m.forward(b.tokens, b.targets, 0).loss;
+  EXPECT_NE(halved, plain);
+  {
+    Bf16WeightsScope armed(m);  // armed again: a fresh copy of the halved weight
+    EXPECT_EQ(m.forward(b.tokens, b.targets, 0).loss, halved);
+  }
+  ops::set_matmul_precision(ops::MatmulPrecision::F32);
+  const double fp32 = m.forward(b.tokens, b.targets, 0).loss;
+  Bf16WeightsScope armed(m);  // no-op at fp32
+  ops::scale_inplace(wv, 2.0f);
+  EXPECT_NE(m.forward(b.tokens, b.targets, 0).loss, fp32);
 }
 
 TEST(Transformer, BackwardAccumulatesScaledGradients) {
