@@ -27,7 +27,6 @@
 #include <cudnn.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -478,11 +477,11 @@ int arity(int mode) {
   }
 }
 
-// SIM_CUDNN_SELECT_SWAPPED=1 (read at each cudnnBackendExecute, for the graphs that run from
-// then on): BINARY_SELECT reads its
+// SIM_CUDNN_SELECT_SWAPPED=1 (read by each cudnnBackendExecute for the graph it queues):
+// BINARY_SELECT reads its
 // mask the other way round, y = t ? b : x — a cuDNN that computes something else than the
 // graph means, for testing callers that check cuDNN's results.
-std::atomic<bool> select_swapped{false};
+thread_local bool select_swapped = false;  // of the graph this thread is running
 
 // y = op(x[, b[, t]]) in float. BINARY_SELECT: y = t ? x : b (t is the mask; cudnn-frontend's
 // masks are "keep" masks: the score x where true, the fill value b where false).
@@ -518,7 +517,7 @@ inline float pointwise(int mode, float x, float b, float t) {
     case CUDNN_POINTWISE_CMP_LE: return x <= b;
     case CUDNN_POINTWISE_LOGICAL_AND: return x != 0.0f && b != 0.0f;
     case CUDNN_POINTWISE_LOGICAL_OR: return x != 0.0f || b != 0.0f;
-    case CUDNN_POINTWISE_BINARY_SELECT: return (t != 0.0f) != select_swapped.load(std::memory_order_relaxed) ? x : b;
+    case CUDNN_POINTWISE_BINARY_SELECT: return (t != 0.0f) != select_swapped ? x : b;
     default: return std::numeric_limits<float>::quiet_NaN();
   }
 }
@@ -1361,8 +1360,8 @@ cudnnStatus_t cudnnBackendExecute(cudnnHandle_t handle, cudnnBackendDescriptor_t
                                   cudnnBackendDescriptor_t pack_d) {
   Desc *pd = lookup(plan_d), *vd = lookup(pack_d);
   if (!handle) return fail(CUDNN_STATUS_BAD_PARAM_NULL_POINTER, "execute: null handle");
-  const char* swapped = std::getenv("SIM_CUDNN_SELECT_SWAPPED");
-  select_swapped = swapped && *swapped && std::strcmp(swapped, "0") != 0;
+  const char* env = std::getenv("SIM_CUDNN_SELECT_SWAPPED");
+  const bool swapped = env && *env && std::strcmp(env, "0") != 0;
   if (!pd || pd->type != CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR || !vd ||
       vd->type != CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR)
     return fail(CUDNN_STATUS_BAD_PARAM, "execute: needs an execution plan and a variant pack");
@@ -1410,7 +1409,8 @@ cudnnStatus_t cudnnBackendExecute(cudnnHandle_t handle, cudnnBackendDescriptor_t
   if (!ws) return fail(CUDNN_STATUS_BAD_PARAM_NULL_POINTER, "execute: the plan needs a workspace");
   if (!sim::is_device_pointer(ws, kWorkspaceBytes))
     sim::fault("cudnnBackendExecute: the workspace is not (all) device memory of the plan's size");
-  sim::enqueue(handle->stream, [graph, st = std::move(st), ws]() mutable {
+  sim::enqueue(handle->stream, [graph, st = std::move(st), ws, swapped]() mutable {
+    select_swapped = swapped;
     std::memset(ws, 0xFF, kWorkspaceBytes);
     for (size_t i = 0; i < graph->tensors.size(); ++i)
       if (graph->tensors[i].is_virtual) st[i].own.assign(size_t(graph->tensors[i].count()), 0.0f);
