@@ -187,6 +187,10 @@ void kd_topk_shard_forward(Tensor& kl, Tensor& tail_q, const Tensor& logits, con
                            KdTail tail);
 // Bucket, on the sums over shards: tail_q ← max(tail_q, 1e-30), kl += P (log P − log tail_q).
 void kd_bucket_finish(Tensor& kl, Tensor& tail_q, const Tensor& topk_logprobs);
+// Global top-k ids (I32, any shape) in [0, vocab) → this shard's, on the ids' device:
+// out = id − begin for ids in [begin, begin + shard_vocab), −1 elsewhere. An error names the
+// first id outside [0, vocab).
+void kd_shard_ids(Tensor& out, const Tensor& ids, int64_t begin, int64_t shard_vocab, int64_t vocab);
 // lse, teacher_lse: global. kl = Σ_{v on this shard} p_v (log p_v − log q_v) [rows].
 void kd_dense_shard_forward(Tensor& kl, const Tensor& logits, const Tensor& lse,
                             const Tensor& teacher_logits, const Tensor& teacher_lse,

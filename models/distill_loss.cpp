@@ -68,24 +68,13 @@ double DistillLoss::forward(const Tensor& logits) {
   return lambda_ * tau_ * tau_ * last_kl_;
 }
 
-// Global ids [R, k] → ids on this rank's shard [tp.rank·Vl, (tp.rank+1)·Vl), -1 elsewhere.
+// Global ids [R, k] → ids on this rank's shard [tp.rank·Vl, (tp.rank+1)·Vl), -1 elsewhere
+// (on the ids' device).
 const Tensor& DistillLoss::localise_ids(int64_t Vl) {
-  // Computed on the host (the ids come from there), then on the ids' device.
   const Device dev = ids_.device();
   if (!local_ids_.defined() || local_ids_.shape() != ids_.shape() || local_ids_.device() != dev)
     local_ids_ = Tensor::empty(ids_.shape(), DType::I32, dev);
-  const Tensor src_h = dev == Device::CPU ? ids_ : ids_.to(Device::CPU);
-  Tensor dst_h = dev == Device::CPU ? local_ids_ : Tensor::empty(ids_.shape(), DType::I32);
-  const int64_t begin = int64_t(tp_.rank) * Vl;
-  const int32_t* src = src_h.host<int32_t>();
-  int32_t* dst = dst_h.host<int32_t>();
-  const int64_t V = int64_t(tp_.size) * Vl;
-  for (int64_t i = 0; i < ids_.numel(); ++i) {
-    RETORT_CHECK(src[i] >= 0 && src[i] < V, "DistillLoss: top-k id ", src[i], " is out of range [0, ", V, ")");
-    const int64_t v = int64_t(src[i]) - begin;
-    dst[i] = v >= 0 && v < Vl ? int32_t(v) : -1;
-  }
-  if (dev != Device::CPU) ops::copy(local_ids_, dst_h);
+  ops::kd_shard_ids(local_ids_, ids_, int64_t(tp_.rank) * Vl, Vl, int64_t(tp_.size) * Vl);
   return local_ids_;
 }
 

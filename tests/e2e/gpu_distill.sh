@@ -7,7 +7,8 @@
 #    CPU run (losses within 1e-5 relative, final parameters 1e-4; lib.sh compare_runs);
 #  - a GPU offline run resumed from its half-way checkpoint is bitwise identical (checkpoint
 #    files and metrics) to the uninterrupted one;
-#  - with two or more GPUs: dp2 over NCCL agrees with one GPU, offline and online.
+#  - with two or more GPUs: dp2 over NCCL agrees with one GPU, offline and online; so do fsdp2
+#    and tp2 offline, and tp2 online.
 source "$(dirname "$0")/lib.sh"
 gpus=$(retort info "$TINY" --json | json /dev/stdin "j['cuda_gpus']")
 if [ "$gpus" = "0" ]; then echo "no GPU visible: skipped"; exit 77; fi
@@ -82,8 +83,10 @@ if [ "$gpus" -ge 2 ]; then
   }
   two_gpus gpu_bucket gpu_dp2 "${OFF[@]}" --set distill.tail=bucket --set parallel.dp=2
   two_gpus gpu_online gpu_online_dp2 "${ON[@]}" --set parallel.dp=2
-  # fsdp2 (offline) and tp2 (online: the KD loss's vocabulary-sharded ids on the GPU).
+  # fsdp2 (offline), tp2 offline (the top-k ids made shard-local on the GPU: kd_shard_ids) and
+  # tp2 online (the teacher's logits sharded like the student's).
   two_gpus gpu_bucket gpu_fsdp2 "${OFF[@]}" --set distill.tail=bucket --set parallel.fsdp=2
+  two_gpus gpu_bucket gpu_tp2 "${OFF[@]}" --set distill.tail=bucket --set parallel.tp=2
   two_gpus gpu_online gpu_online_tp2 "${ON[@]}" --set parallel.tp=2
 else
   echo "one GPU: the NCCL dp2, fsdp2 and tp2 checks need two (not run)"

@@ -739,6 +739,19 @@ void make_topk(const std::vector<float>& t, int64_t rows, int64_t V, int64_t k, 
 
 }  // namespace
 
+TEST(CudaKd, ShardIdsBitwiseEqualCpu) {
+  const int64_t n = 10007;
+  const int32_t V = 50000;
+  const std::vector<int32_t> ids = randint(size_t(n), 990, V);
+  Dev<int32_t> d_ids(ids), d_out{size_t(n)};
+  for (int32_t begin : {0, 12500, 37500}) {
+    std::vector<int32_t> out(static_cast<size_t>(n));
+    cpu::kd_shard_ids(out.data(), ids.data(), n, begin, V / 4);
+    cuda::kd_shard_ids(d_out, d_ids, n, begin, V / 4);
+    EXPECT_BITWISE(d_out.download(), out, "kd_shard_ids begin " + std::to_string(begin));
+  }
+}
+
 TEST(CudaKd, TopkAndDenseKernelsMatchCpu) {
   struct Case {
     int64_t rows, V, k;

@@ -187,6 +187,34 @@ TEST(KdOp, BadInputsAreRejected) {
   EXPECT_THROW(op_backward(z, z, o, Mode::Dense, tk, teacher, 1.0f, 1.0f), Error);  // aliasing
 }
 
+// Vocabulary-parallel ids: each global id lands on exactly one of the shards, as id − begin;
+// an id outside the vocabulary is an error naming it.
+TEST(KdOp, ShardIdsSplitTheVocabulary) {
+  const int64_t vocab = 12, shards = 3, Vl = vocab / shards;
+  Tensor ids = Tensor::empty({2, 6}, DType::I32), out = Tensor::empty({2, 6}, DType::I32);
+  for (int64_t i = 0; i < ids.numel(); ++i) ids.data<int32_t>()[i] = int32_t((i * 5) % vocab);
+  std::vector<int> owners(size_t(ids.numel()), 0);
+  for (int64_t s = 0; s < shards; ++s) {
+    ops::kd_shard_ids(out, ids, s * Vl, Vl, vocab);
+    for (int64_t i = 0; i < ids.numel(); ++i) {
+      const int32_t id = ids.data<int32_t>()[i], local = out.data<int32_t>()[i];
+      if (local < 0) continue;
+      ++owners[size_t(i)];
+      EXPECT_EQ(s * Vl + local, id) << "element " << i << " on shard " << s;
+      EXPECT_LT(local, Vl);
+    }
+  }
+  for (int n : owners) EXPECT_EQ(n, 1);
+  ids.data<int32_t>()[7] = int32_t(vocab);
+  try {
+    ops::kd_shard_ids(out, ids, 0, Vl, vocab);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("top-k id 12 (element 7) is out of range [0, 12)"),
+              std::string::npos) << e.what();
+  }
+}
+
 // ---- in the model ------------------------------------------------------------------------
 
 ModelConfig tiny_config() {
