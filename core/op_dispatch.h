@@ -5,6 +5,7 @@
 #include <initializer_list>
 
 #include "core/cpu/kernels.h"
+#include "core/op_profile.h"
 #include "core/tensor.h"
 #if RETORT_HAVE_CUDA
 #include "core/cuda/kernels.h"
@@ -21,8 +22,11 @@ int64_t first_id_out_of_range(const Tensor& ids, int32_t lo, int32_t hi);
 }  // namespace retort::ops
 
 #if RETORT_HAVE_CUDA
-#define RETORT_KERNEL(dev, fn, ...)                 \
-  ((dev) == ::retort::Device::CUDA ? ::retort::cuda::fn(__VA_ARGS__) \
+// The Scope temporary lives to the end of the full expression: it times the kernel call
+// (RETORT_OP_PROFILE=1; core/op_profile.h).
+#define RETORT_KERNEL(dev, fn, ...)                                        \
+  (::retort::op_profile::Scope(#fn, (dev)),                                \
+   (dev) == ::retort::Device::CUDA ? ::retort::cuda::fn(__VA_ARGS__)       \
                                    : ::retort::cpu::fn(__VA_ARGS__))
 #else
 #define RETORT_KERNEL(dev, fn, ...) ((void)(dev), ::retort::cpu::fn(__VA_ARGS__))

@@ -118,14 +118,18 @@ void matmul(Tensor& y, const Tensor& a, bool transpose_a, const Tensor& b, bool 
       return r;
     };
     const Tensor ra = rounded(a), rb = rounded(b);
+    const op_profile::Scope flops("matmul (FLOP/s)", dev, 2.0 * M * N * K);
     RETORT_KERNEL(dev, matmul_bf16_rounded, y.data<float>(), ra.data<uint16_t>(), transpose_a,
                   rb.data<uint16_t>(), transpose_b, M, N, K, alpha, beta);
-  } else if (g_matmul_precision == MatmulPrecision::BF16)
+  } else if (g_matmul_precision == MatmulPrecision::BF16) {
+    const op_profile::Scope flops("matmul (FLOP/s)", dev, 2.0 * M * N * K);
     RETORT_KERNEL(dev, matmul_bf16, y.data<float>(), a.data<float>(), transpose_a, b.data<float>(),
                   transpose_b, M, N, K, alpha, beta);
-  else
+  } else {
+    const op_profile::Scope flops("matmul (FLOP/s)", dev, 2.0 * M * N * K);
     RETORT_KERNEL(dev, matmul, y.data<float>(), a.data<float>(), transpose_a, b.data<float>(), transpose_b, M, N,
               K, alpha, beta);
+  }
 }
 
 // ---- elementwise / reductions ------------------------------------------------------------
@@ -445,6 +449,7 @@ void attention_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& 
 #if RETORT_HAVE_CUDA
   if (dev == Device::CUDA && wants_cudnn()) {
     std::string why;
+    const op_profile::Scope time("attention_forward_cudnn", dev);
     if (cuda::attention_forward_cudnn(out.data<float>(), lse.data<float>(), q.data<float>(),
                                       k.data<float>(), v.data<float>(), d.B, d.T, d.H, d.Hkv,
                                       d.hd, &why)) {
@@ -513,6 +518,7 @@ void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, 
 #if RETORT_HAVE_CUDA
   if (dev == Device::CUDA && wants_cudnn()) {
     std::string why;
+    const op_profile::Scope time("attention_backward_cudnn", dev);
     if (cuda::attention_backward_cudnn(dq.data<float>(), dk.data<float>(), dv.data<float>(),
                                        dout.data<float>(), q.data<float>(), k.data<float>(),
                                        v.data<float>(), out.data<float>(), lse.data<float>(), d.B,

@@ -10,6 +10,7 @@
 
 #include "core/device.h"
 #include "core/fs.h"
+#include "core/op_profile.h"
 #include "core/ops.h"
 #include "core/random.h"
 #include "launch/commands.h"
@@ -87,6 +88,30 @@ AxisBytes theoretical_wire_bytes(const Mesh& mesh, const ModelConfig& mc, const 
   return b;
 }
 
+// RETORT_OP_PROFILE=1: the timed steps' GPU time per kernel (core/op_profile.h), per step and
+// as a share of the (profiled) median step, also printed on stderr; matmuls summed apart with
+// their TFLOP/s.
+nlohmann::json op_profile_json(int64_t steps, double step_s) {
+  nlohmann::json ops = nlohmann::json::array(), matmul;
+  std::fprintf(stderr, "retort bench: time per step by kernel (RETORT_OP_PROFILE: synchronised around each, so the step of %.1f ms is slower than unprofiled)\n",
+               step_s * 1e3);
+  for (const op_profile::Total& t : op_profile::totals()) {
+    const double ms = t.seconds / steps * 1e3;
+    if (t.flops > 0) {
+      matmul = {{"calls_per_step", t.calls / steps}, {"ms_per_step", ms},
+                {"tflops", t.flops / t.seconds / 1e12}};
+      std::fprintf(stderr, "  %-28s %9.2f ms  %6lld calls  %.0f TFLOP/s\n", "all matmuls", ms,
+                   static_cast<long long>(t.calls / steps), t.flops / t.seconds / 1e12);
+      continue;
+    }
+    ops.push_back({{"kernel", t.name}, {"calls_per_step", t.calls / steps}, {"ms_per_step", ms},
+                   {"share_of_step", ms / (step_s * 1e3)}});
+    std::fprintf(stderr, "  %-28s %9.2f ms  %6lld calls  %5.1f%%\n", t.name.c_str(), ms,
+                 static_cast<long long>(t.calls / steps), 100 * ms / (step_s * 1e3));
+  }
+  return {{"kernels", ops}, {"matmul", matmul}};
+}
+
 }  // namespace
 
 int run_bench(const Config& cfg) {
@@ -123,7 +148,10 @@ int run_bench(const Config& cfg) {
   std::vector<double> times;
   AxisBytes before;
   for (int64_t i = 0; i < warmup + steps; ++i) {
-    if (i == warmup) before = axis_wire_bytes(mesh);
+    if (i == warmup) {
+      before = axis_wire_bytes(mesh);
+      op_profile::reset();
+    }
     double t = now_s();
     trainer.run(i, 1e-4, source);
     device::synchronize();
@@ -170,6 +198,7 @@ int run_bench(const Config& cfg) {
                       {"world_size", mesh.world_size},
                       {"mesh", {{"dp", mesh.dp}, {"fsdp", mesh.fsdp}, {"tp", mesh.tp}, {"sp", mesh.tp_layout().sp}}},
                       {"communication_per_rank", comm}};
+  if (op_profile::enabled()) j["op_profile"] = op_profile_json(steps, step_s);
   std::printf("%s\n", j.dump(2).c_str());
   return 0;
 }

@@ -9,7 +9,8 @@
 #          e2e scripts of ctest's `gpu` label as ctest runs them (gpu_train, gpu_distill;
 #          gpu_meshes and gpu_stalled_rank skip themselves with one GPU)
 #   bench: retort bench on configs/gpu-125m.yaml and gpu-350m.yaml, each beside the PyTorch peer
-#          (bench/pytorch_bench.py --bf16, eager; then torch.compile while time is left)
+#          (bench/pytorch_bench.py --bf16, eager), retort's time per kernel at 350m
+#          (RETORT_OP_PROFILE=1); then torch.compile while time is left
 #   all:   tests, then bench with the time that is left
 #
 # CHECK_ALLOW_NO_GPU=1 runs the parts without a GPU (a dry run of this script: the GPU parts skip).
@@ -18,7 +19,7 @@
 # time left is SKIPped. The last lines printed are the summary: one PASS/FAIL/SKIP line per part,
 # the tails of failed logs, the benchmark table. Files in $OUT (at most 8 come back):
 # summary.txt, test_cuda_kernels.log, test_cuda_model.log, e2e.log, e2e-work.tar.gz (the e2e
-# runs' logs and metrics), bench.json, bench.log.
+# runs' logs and metrics), bench.json, bench.log, profile-350m.json.
 # Needs there: an NVIDIA GPU and driver, CUDA 13 (cudart, cuBLASLt) in /usr/local/cuda, cuDNN 9
 # and NCCL 2 (the pip packages nvidia-cudnn-cu13 / nvidia-nccl-cu13 of python3, or found by
 # `find`), python3 with torch, numpy, h5py and yaml, glibc >= 2.36, bash, coreutils, tar, xz.
@@ -165,16 +166,16 @@ fi
 
 if [ "$MODE" = tests ] || [ "$MODE" = all ]; then
   for t in test_cuda_kernels test_cuda_model; do
-    part "$t" 150 "$OUT/$t.log" env OMP_NUM_THREADS=1 "$PACK/bin/$t" --gtest_color=no
+    part "$t" 100 "$OUT/$t.log" env OMP_NUM_THREADS=1 "$PACK/bin/$t" --gtest_color=no
     f=$(grep -sc '^\[  FAILED  \] [A-Za-z]' "$OUT/$t.log" || true)
     [ "${f:-0}" = 0 ] || RESULTS+=("      $t failed tests: $(grep '^\[  FAILED  \] [A-Za-z]' "$OUT/$t.log" | sed 's/\[  FAILED  \] //; s/ (.*//' | sort -u | head -12 | xargs)")
   done
   # Open MPI from the pack: 2 ranks on the CPU (MPI_Init, shared memory, the data-parallel sums).
-  part mpi_2ranks_cpu 60 "$OUT/e2e.log" "$PACK/bin/mpirun" --allow-run-as-root --oversubscribe -np 2 \
+  part mpi_2ranks_cpu 40 "$OUT/e2e.log" "$PACK/bin/mpirun" --allow-run-as-root --oversubscribe -np 2 \
     "$RETORT" bench "$PACK/src/configs/tiny.yaml" --set parallel.dp=2 --set bench.steps=2 \
     --set bench.warmup=1 --set bench.ceiling_n=64
   for s in gpu_train gpu_distill gpu_meshes gpu_stalled_rank; do
-    limit=240; [ "$s" = gpu_train ] || limit=150
+    limit=150; [ "$s" = gpu_train ] || limit=100
     part "e2e_$s" "$limit" "$OUT/e2e.log" env RETORT_BIN="$RETORT" RETORT_SOURCE_DIR="$PACK/src" \
       WORK="$BASE/e2e/$s" OMP_NUM_THREADS=1 bash "$PACK/src/tests/e2e/$s.sh"
   done
@@ -192,6 +193,10 @@ if [ "$MODE" = bench ] || [ "$MODE" = all ]; then
     part "bench pytorch-eager $cfg" "$limit" "$OUT/bench.log" --stdout "$B/$cfg-eager.json" \
       python3 "$PACK/src/bench/pytorch_bench.py" "$PACK/src/configs/$cfg.yaml" --device cuda --bf16
   done
+  # Where retort's step goes: each kernel timed alone (RETORT_OP_PROFILE, core/op_profile.h).
+  part "bench retort gpu-350m op profile" 60 "$OUT/bench.log" --stdout "$OUT/profile-350m.json" \
+    env RETORT_OP_PROFILE=1 "$RETORT" bench "$PACK/src/configs/gpu-350m.yaml" --set bench.steps=3 \
+    --set bench.warmup=1 --set bench.ceiling_n=1024
   for cfg in gpu-125m gpu-350m; do  # torch.compile compiles first: only with the time left
     part "bench pytorch-compile $cfg" 180 "$OUT/bench.log" --stdout "$B/$cfg-compile.json" \
       python3 "$PACK/src/bench/pytorch_bench.py" "$PACK/src/configs/$cfg.yaml" --device cuda --bf16 --compile
@@ -233,6 +238,8 @@ say "==================== check.sh $MODE: summary ($((SECONDS - T0)) s of the ${
 for t in "${TAILS[@]:0:4}"; do say "$t"; done  # the first 4 failures: the rest are in the logs
 [ "${#TAILS[@]}" -le 4 ] || say "--- $(( ${#TAILS[@]} - 4 )) more failures: see their logs in \$OUT"
 [ -z "$BENCH_TABLE" ] || { say ""; say "$BENCH_TABLE"; }
+PROFILE=$(grep -A 24 'time per step by kernel' "$OUT/bench.log" 2>/dev/null | grep -E '^(retort bench|  )' | head -25 || true)
+[ -z "$PROFILE" ] || { say ""; say "$PROFILE"; }
 say ""
 say "GPU: $GPU; $VERSIONS"
 for r in "${RESULTS[@]}"; do say "$r"; done
