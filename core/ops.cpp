@@ -449,7 +449,6 @@ void attention_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& 
 #if RETORT_HAVE_CUDA
   if (dev == Device::CUDA && wants_cudnn()) {
     std::string why;
-    const op_profile::Scope time("attention_forward_cudnn", dev);
     if (cuda::attention_forward_cudnn(out.data<float>(), lse.data<float>(), q.data<float>(),
                                       k.data<float>(), v.data<float>(), d.B, d.T, d.H, d.Hkv,
                                       d.hd, &why)) {
@@ -518,7 +517,6 @@ void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, 
 #if RETORT_HAVE_CUDA
   if (dev == Device::CUDA && wants_cudnn()) {
     std::string why;
-    const op_profile::Scope time("attention_backward_cudnn", dev);
     if (cuda::attention_backward_cudnn(dq.data<float>(), dk.data<float>(), dv.data<float>(),
                                        dout.data<float>(), q.data<float>(), k.data<float>(),
                                        v.data<float>(), out.data<float>(), lse.data<float>(), d.B,

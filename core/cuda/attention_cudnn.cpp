@@ -34,6 +34,7 @@
 
 #include "core/cuda/kernels.h"
 #include "core/cuda/runtime.h"
+#include "core/op_profile.h"
 
 namespace retort::cuda {
 
@@ -529,6 +530,7 @@ class Bf16Buffers {
  public:
   uint16_t* from(const float* src, int64_t n) {
     uint16_t* p = make(n);
+    const op_profile::Scope time("attention_cudnn to bf16", Device::CUDA);
     f32_to_bf16(p, src, n);
     return p;
   }
@@ -559,9 +561,17 @@ bool attention_forward_cudnn(float* out, float* lse, const float* q, const float
   Bf16Buffers bf;
   uint16_t* o16 = bf.make(nq);
   float scale = 1.0f / std::sqrt(float(hd)), neg_inf = -INFINITY;
-  execute(*c.plan, {{kQ, bf.from(q, nq)}, {kK, bf.from(k, nkv)}, {kV, bf.from(v, nkv)},
-                    {kO, o16}, {kStats, lse}, {kScale, &scale}, {kNegInf, &neg_inf}});
-  bf16_to_f32(out, o16, nq);
+  const std::vector<std::pair<int64_t, void*>> args = {
+      {kQ, bf.from(q, nq)}, {kK, bf.from(k, nkv)}, {kV, bf.from(v, nkv)},
+      {kO, o16}, {kStats, lse}, {kScale, &scale}, {kNegInf, &neg_inf}};
+  {
+    const op_profile::Scope time("attention_cudnn forward graph", Device::CUDA);
+    execute(*c.plan, args);
+  }
+  {
+    const op_profile::Scope time("attention_cudnn to fp32", Device::CUDA);
+    bf16_to_f32(out, o16, nq);
+  }
   return c.checked ||
          agrees_with_plain(c, "forward", s, {{out, nq}, {lse, B * H * T}},
                            [&](const std::vector<float*>& r) {
@@ -584,14 +594,22 @@ bool attention_backward_cudnn(float* dq, float* dk, float* dv, const float* dout
   uint16_t *dq16 = bf.make(nq), *dk16 = bf.make(nkv), *dv16 = bf.make(nkv);
   float* row_dot = static_cast<float*>(allocate(size_t(B * H * T) * sizeof(float)));
   float scale = 1.0f / std::sqrt(float(hd)), neg_inf = -INFINITY, one = 1.0f;
-  execute(*c.plan, {{kQ, bf.from(q, nq)}, {kK, bf.from(k, nkv)}, {kV, bf.from(v, nkv)},
-                    {kO, bf.from(out, nq)}, {kDO, bf.from(dout, nq)},
-                    {kStats, const_cast<float*>(lse)}, {kDQ, dq16}, {kDK, dk16}, {kDV, dv16},
-                    {kRowDot, row_dot}, {kScale, &scale}, {kNegInf, &neg_inf}, {kOne, &one}});
+  const std::vector<std::pair<int64_t, void*>> args = {
+      {kQ, bf.from(q, nq)}, {kK, bf.from(k, nkv)}, {kV, bf.from(v, nkv)},
+      {kO, bf.from(out, nq)}, {kDO, bf.from(dout, nq)},
+      {kStats, const_cast<float*>(lse)}, {kDQ, dq16}, {kDK, dk16}, {kDV, dv16},
+      {kRowDot, row_dot}, {kScale, &scale}, {kNegInf, &neg_inf}, {kOne, &one}};
+  {
+    const op_profile::Scope time("attention_cudnn backward graph", Device::CUDA);
+    execute(*c.plan, args);
+  }
   release(row_dot);
-  bf16_to_f32(dq, dq16, nq);
-  bf16_to_f32(dk, dk16, nkv);
-  bf16_to_f32(dv, dv16, nkv);
+  {
+    const op_profile::Scope time("attention_cudnn to fp32", Device::CUDA);
+    bf16_to_f32(dq, dq16, nq);
+    bf16_to_f32(dk, dk16, nkv);
+    bf16_to_f32(dv, dv16, nkv);
+  }
   return c.checked ||
          agrees_with_plain(c, "backward", s, {{dq, nq}, {dk, nkv}, {dv, nkv}},
                            [&](const std::vector<float*>& r) {

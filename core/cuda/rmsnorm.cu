@@ -2,12 +2,14 @@
 //   forward:  r = 1/sqrt(mean_c x² + eps),  y = x · r · g
 //   backward: dx_c = r·g_c·dy_c − x_c · r³/C · Σ_j dy_j g_j x_j
 //             dg_c += Σ_rows dy_c · x_c · r
-// forward / dx: one block per row (grid = rows), threads stride over the C columns, one fixed
-//   block tree for the row sum.
-// dg: deterministic without atomics, in two passes that mirror the CPU kernel exactly:
-//   pass 1: grid (ceil(rows/128), ceil(C/128)); thread c of row block b sums, in double and in
-//           row order, dy·x·r over the 128 rows of the block -> part[b, c];
-//   pass 2: one thread per column adds part[0.., c] in block order, then dg_c += that sum.
+// forward / dx: one warp per row (kRowsPerBlock rows per block), lanes stride over the C
+//   columns, the row sum by the warp's fixed butterfly (bitwise reproducible).
+// dg: deterministic without atomics, in two passes:
+//   pass 1: grid (ceil(rows/128), ceil(C/threads)); thread c of row block b sums, in double and
+//           in row order, dy·x·r over the 128 rows of the block -> part[b, c];
+//   pass 2: one block per column adds part[0.., c] by a fixed tree (strided per thread, then
+//           the block's), then dg_c += that sum. (qk-norm has C = head_dim and rows = B·T·H:
+//           a thousand partials per column, which one thread per column would add too slowly.)
 #include "core/cuda/common.cuh"
 #include "core/cuda/kernels.h"
 
@@ -15,38 +17,43 @@ namespace retort::cuda {
 
 namespace {
 
-constexpr int64_t kRowBlock = 128;  // rows per dg partial (as the CPU kernel)
-constexpr int kColThreads = 128;    // columns per block in the dg passes
-
-int row_threads(int64_t C) { return C <= 1024 ? 128 : 256; }
+constexpr int64_t kRowBlock = 128;  // rows per dg partial
+constexpr int kRowsPerBlock = 8;    // forward / dx: one warp per row
+constexpr int kFinalThreads = 256;  // dg pass 2
 
 __global__ void rmsnorm_forward_kernel(float* y, float* rstd, const float* x, const float* g,
-                                       int64_t C, float eps) {
-  __shared__ float scratch[kWarp];
-  const int64_t r = blockIdx.x;
+                                       int64_t rows, int64_t C, float eps) {
+  const int64_t r = blockIdx.x * int64_t(kRowsPerBlock) + threadIdx.x / kWarp;
+  if (r >= rows) return;  // the whole warp: no block barrier below
+  const int lane = threadIdx.x % kWarp;
   const float* xr = x + r * C;
   float* yr = y + r * C;
   float ss = 0.0f;
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) ss += xr[c] * xr[c];
-  ss = block_sum(ss, scratch);
+#pragma unroll 4
+  for (int64_t c = lane; c < C; c += kWarp) ss += xr[c] * xr[c];
+  ss = warp_reduce(ss, SumOp{});
   const float rs = 1.0f / sqrtf(ss / static_cast<float>(C) + eps);
-  if (threadIdx.x == 0) rstd[r] = rs;
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) yr[c] = xr[c] * rs * g[c];
+  if (lane == 0) rstd[r] = rs;
+#pragma unroll 4
+  for (int64_t c = lane; c < C; c += kWarp) yr[c] = xr[c] * rs * g[c];
 }
 
 __global__ void rmsnorm_dx_kernel(float* dx, const float* dy, const float* x, const float* g,
-                                  const float* rstd, int64_t C) {
-  __shared__ float scratch[kWarp];
-  const int64_t r = blockIdx.x;
+                                  const float* rstd, int64_t rows, int64_t C) {
+  const int64_t r = blockIdx.x * int64_t(kRowsPerBlock) + threadIdx.x / kWarp;
+  if (r >= rows) return;
+  const int lane = threadIdx.x % kWarp;
   const float* xr = x + r * C;
   const float* dyr = dy + r * C;
   float* dxr = dx + r * C;
   const float rs = rstd[r];
   float dot = 0.0f;  // Σ dy g x
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) dot += dyr[c] * g[c] * xr[c];
-  dot = block_sum(dot, scratch);
+#pragma unroll 4
+  for (int64_t c = lane; c < C; c += kWarp) dot += dyr[c] * g[c] * xr[c];
+  dot = warp_reduce(dot, SumOp{});
   const float k = rs * rs * rs * dot / static_cast<float>(C);
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) dxr[c] = rs * g[c] * dyr[c] - xr[c] * k;
+#pragma unroll 4
+  for (int64_t c = lane; c < C; c += kWarp) dxr[c] = rs * g[c] * dyr[c] - xr[c] * k;
 }
 
 // part[b, c] = Σ_{r in row block b, in order} double(dy[r, c] · x[r, c] · rstd[r])
@@ -64,12 +71,14 @@ __global__ void rmsnorm_dg_partial_kernel(double* part, const float* dy, const f
   part[b * C + c] = acc;
 }
 
+// Block c: dg[c] += Σ_b part[b, c] (thread t takes b = t, t + 256, ...; then the block tree).
 __global__ void rmsnorm_dg_final_kernel(float* dg, const double* part, int64_t nblk, int64_t C) {
-  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (c >= C) return;
+  __shared__ double scratch[kWarp];
+  const int64_t c = blockIdx.x;
   double s = 0.0;
-  for (int64_t b = 0; b < nblk; ++b) s += part[b * C + c];
-  dg[c] += static_cast<float>(s);
+  for (int64_t b = threadIdx.x; b < nblk; b += blockDim.x) s += part[b * C + c];
+  s = block_sum(s, scratch);
+  if (threadIdx.x == 0) dg[c] += static_cast<float>(s);
 }
 
 }  // namespace
@@ -77,8 +86,8 @@ __global__ void rmsnorm_dg_final_kernel(float* dg, const double* part, int64_t n
 void rmsnorm_forward(float* y, float* rstd, const float* x, const float* g, int64_t rows,
                      int64_t C, float eps) {
   if (rows <= 0 || C <= 0) return;
-  rmsnorm_forward_kernel<<<grid_x(rows), row_threads(C), 0, compute_stream()>>>(
-      y, rstd, x, g, C, eps);
+  rmsnorm_forward_kernel<<<grid_x((rows + kRowsPerBlock - 1) / kRowsPerBlock),
+                           kRowsPerBlock * kWarp, 0, compute_stream()>>>(y, rstd, x, g, rows, C, eps);
   RETORT_CUDA_CHECK_LAUNCH();
 }
 
@@ -86,15 +95,17 @@ void rmsnorm_backward(float* dx, float* dg, const float* dy, const float* x, con
                       const float* rstd, int64_t rows, int64_t C) {
   if (rows <= 0 || C <= 0) return;
   cudaStream_t st = compute_stream();
-  rmsnorm_dx_kernel<<<grid_x(rows), row_threads(C), 0, st>>>(dx, dy, x, g, rstd, C);
+  rmsnorm_dx_kernel<<<grid_x((rows + kRowsPerBlock - 1) / kRowsPerBlock), kRowsPerBlock * kWarp,
+                      0, st>>>(dx, dy, x, g, rstd, rows, C);
   RETORT_CUDA_CHECK_LAUNCH();
   const int64_t nblk = (rows + kRowBlock - 1) / kRowBlock;
-  const unsigned col_blocks = static_cast<unsigned>((C + kColThreads - 1) / kColThreads);
+  const int col_threads = C < 128 ? static_cast<int>((C + kWarp - 1) / kWarp * kWarp) : 128;
+  const unsigned col_blocks = static_cast<unsigned>((C + col_threads - 1) / col_threads);
   ScratchBuffer part(sizeof(double) * static_cast<size_t>(nblk * C));
-  rmsnorm_dg_partial_kernel<<<dim3(grid_x(nblk), col_blocks), kColThreads, 0, st>>>(
+  rmsnorm_dg_partial_kernel<<<dim3(grid_x(nblk), col_blocks), col_threads, 0, st>>>(
       part.as<double>(), dy, x, rstd, rows, C);
   RETORT_CUDA_CHECK_LAUNCH();
-  rmsnorm_dg_final_kernel<<<col_blocks, kColThreads, 0, st>>>(dg, part.as<double>(), nblk, C);
+  rmsnorm_dg_final_kernel<<<grid_x(C), kFinalThreads, 0, st>>>(dg, part.as<double>(), nblk, C);
   RETORT_CUDA_CHECK_LAUNCH();
 }
 

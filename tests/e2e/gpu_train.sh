@@ -7,7 +7,7 @@
 #  - with train.precision=bf16 (cuDNN attention) within bf16 tolerance of the CPU, and resumed
 #    bitwise;
 #  - `retort bench` on the GPU (bf16) reports the GPU run: device, precision, MFU, GPU memory,
-#    attention kernel (cudnn);
+#    attention kernel (cudnn), and with RETORT_OP_PROFILE=1 the time per kernel;
 #  - with two or more GPUs: dp2 over NCCL agrees with one GPU, and dp2 with
 #    parallel.grad_reduce=bf16 (ncclBfloat16 sums) agrees with the same run on CPU ranks (MPI).
 source "$(dirname "$0")/lib.sh"
@@ -53,14 +53,23 @@ retort generate "${G[@]}" --set generate.mode=sample --set generate.prompt_len=6
   --set "generate.out=$WORK/sample" >/dev/null
 /usr/bin/python3 "$SRC/tests/e2e/check_corpus.py" teacher "$WORK/sample" "$WORK/gpu/checkpoints/$last" 1e-4
 
-retort bench "${ARGS[@]}" --set parallel.device=cuda --set train.precision=bf16 --set bench.steps=2 \
-  --set bench.warmup=1 --set bench.ceiling_n=128 --set bench.peak_tflops=989 > "$WORK/bench.json"
+RETORT_OP_PROFILE=1 retort bench "${ARGS[@]}" --set parallel.device=cuda --set train.precision=bf16 \
+  --set bench.steps=2 --set bench.warmup=1 --set bench.ceiling_n=128 --set bench.peak_tflops=989 \
+  > "$WORK/bench.json" 2> "$WORK/bench.log"
 python3 - "$WORK/bench.json" <<'PY'
 import json, sys
 j = json.load(open(sys.argv[1]))
 assert j["device"] == "cuda" and j["precision"] == "bf16" and j["matmul_ceiling_n"] == 128, j
 assert j["tokens_per_s"] > 0 and j["matmul_ceiling_gflops"] > 0 and 0 < j["mfu"] < 1, j
 assert j["gpu_peak_bytes"] > 0 and j["attention_kernel"] == "cudnn", j
+# RETORT_OP_PROFILE: the kernels timed one by one fit inside the step they ran in
+p = j["op_profile"]
+kernels = {k["kernel"]: k for k in p["kernels"]}
+for name in ("rmsnorm_forward", "attention_cudnn forward graph", "attention_cudnn backward graph", "adamw_step_multi"):
+    assert kernels[name]["calls_per_step"] > 0 and kernels[name]["ms_per_step"] > 0, (name, p)
+total = sum(k["ms_per_step"] for k in p["kernels"])
+assert 0 < total <= 1e3 * j["step_s_median"] * 1.001, (total, j["step_s_median"])
+assert p["matmul"]["calls_per_step"] > 0 and p["matmul"]["tflops"] > 0, p
 print(f"ok: retort bench on the GPU: {j['tokens_per_s']:.0f} tok/s, mfu {j['mfu']:.2g}, {j['gpu_peak_bytes']} B of GPU memory")
 PY
 

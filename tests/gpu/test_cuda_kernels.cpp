@@ -187,6 +187,16 @@ TEST(CudaElementwise, Bf16ConversionsBitwiseEqualCpu) {
   Dev<uint16_t> dbf(n);
   cuda::f32_to_bf16(dbf, dsrc, n);
   EXPECT_BITWISE(dbf.download(), ref, "f32_to_bf16");
+  // Views that are not 16-byte aligned (the one-by-one path) and odd lengths (its tail).
+  for (int64_t off : {1, 2, 3, 4}) {
+    const int64_t m = n - off - 5;
+    std::vector<uint16_t> part(m);
+    cuda::f32_to_bf16(dbf.get() + off, dsrc.get() + off, m);
+    const std::vector<uint16_t> got = dbf.download();
+    std::copy(got.begin() + off, got.begin() + off + m, part.begin());
+    EXPECT_BITWISE(part, std::vector<uint16_t>(ref.begin() + off, ref.begin() + off + m),
+                   "f32_to_bf16 at offset " + std::to_string(off));
+  }
 
   std::vector<uint16_t> all(65536);
   std::iota(all.begin(), all.end(), uint16_t(0));
@@ -235,7 +245,8 @@ TEST(CudaMatmul, AllTransposesAndBf16MatchCpu) {
 // ---- RMSNorm ----------------------------------------------------------------------------------
 
 TEST(CudaRMSNorm, ForwardBackwardMatchCpuAndAreDeterministic) {
-  const int64_t shapes[][2] = {{1, 7}, {37, 64}, {300, 1000}, {129, 4096}, {257, 33}, {1000, 768}};
+  const int64_t shapes[][2] = {{1, 7},      {37, 64},   {300, 1000}, {129, 4096},
+                               {257, 33},   {1000, 768}, {33000, 64}};  // qk-norm-like: > 256 dg partials
   uint64_t stream = 100;
   for (const auto& s : shapes) {
     const int64_t rows = s[0], C = s[1];

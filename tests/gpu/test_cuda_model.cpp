@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 
 #include "core/adamw.h"
@@ -152,7 +153,7 @@ TEST(CudaModel, OpsRefuseTensorsOnTwoDevices) {
 // operand across a bf16 rounding boundary now and then, a 2^-8 step in that element (the
 // simulator shows ~5e-4 where bf16 itself moves the gradients by ~7e-3). So the GPU must be
 // much closer to the emulation than the emulation is to fp32: a GPU that skipped a rounding
-// would not be.
+// would not be. (The same for the parameters, below.)
 // (Attention runs the plain fp32 kernel here, as on the CPU; cuDNN's bf16 attention is below.)
 TEST(CudaModel, Bf16StepMatchesTheCpuEmulationAndFp32WithinBf16Tolerance) {
   const StepOut fp32 = train_step(Device::CPU, false, false);
@@ -162,9 +163,15 @@ TEST(CudaModel, Bf16StepMatchesTheCpuEmulationAndFp32WithinBf16Tolerance) {
   const StepOut gpu = train_step(Device::CUDA, false, false);
   ops::set_attention_kernel(ops::AttentionKernel::Auto);
   ops::set_matmul_precision(ops::MatmulPrecision::F32);
+  std::fprintf(stderr, "bf16 step, relative L2: gradients gpu-emulation %.2g, emulation-fp32 %.2g; "
+               "parameters %.2g, %.2g\n", rel_diff(gpu.grads, cpu.grads), rel_diff(cpu.grads, fp32.grads),
+               rel_diff(gpu.params, cpu.params), rel_diff(cpu.params, fp32.params));
   EXPECT_NEAR(gpu.loss, cpu.loss, 1e-5 * std::abs(cpu.loss));
   EXPECT_LT(rel_diff(gpu.grads, cpu.grads), 0.2 * rel_diff(cpu.grads, fp32.grads));
-  EXPECT_LT(rel_diff(gpu.params, cpu.params), 1e-4);
+  // The parameters after AdamW's first step, ≈ p − lr·sign(g), move by 2·lr wherever a
+  // gradient near 0 changes sign: the cuBLASLt sums of the H200 leave 4.3e-4 against the
+  // emulation's 1.3e-3 from fp32 (the simulator, which sums in the CPU's order, 6e-6).
+  EXPECT_LT(rel_diff(gpu.params, cpu.params), 0.5 * rel_diff(cpu.params, fp32.params));
   EXPECT_NEAR(gpu.loss, fp32.loss, 1e-2 * std::abs(fp32.loss));
   EXPECT_LT(rel_diff(gpu.grads, fp32.grads), 1e-2);
 }
