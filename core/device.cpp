@@ -39,6 +39,12 @@ void synchronize() {
   if (cuda::device_count() > 0) cuda::synchronize();
 }
 
+void* gpu_timing_mark() { return cuda::timing_mark(); }
+double gpu_elapsed_s(void* from, void* to) {
+  return 1e-3 * cuda::timing_elapsed_ms(static_cast<cudaEvent_t>(from), static_cast<cudaEvent_t>(to));
+}
+void gpu_timing_release(void* mark) { cuda::timing_release(static_cast<cudaEvent_t>(mark)); }
+
 size_t gpu_reserved_bytes() { return cuda::device_count() > 0 ? cuda::pool_reserved_bytes() : 0; }
 size_t gpu_peak_bytes() { return cuda::device_count() > 0 ? cuda::peak_allocated_bytes() : 0; }
 
@@ -65,6 +71,9 @@ void zero_bytes(void* ptr, Device device, size_t bytes) {
   std::memset(ptr, 0, bytes);
 }
 void synchronize() {}
+void* gpu_timing_mark() { no_backend(); }
+double gpu_elapsed_s(void*, void*) { no_backend(); }
+void gpu_timing_release(void*) {}
 size_t gpu_reserved_bytes() { return 0; }
 size_t gpu_peak_bytes() { return 0; }
 

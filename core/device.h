@@ -23,6 +23,11 @@ void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device
 void zero_bytes(void* ptr, Device device, size_t bytes);
 // Waits for all queued GPU work (no-op without the backend).
 void synchronize();
+// GPU timing marks (core/cuda/runtime.h timing_*): a mark after the work queued so far on the
+// compute stream, the seconds between two marks (waits for the later), and a mark's release.
+void* gpu_timing_mark();
+double gpu_elapsed_s(void* from, void* to);
+void gpu_timing_release(void* mark);
 // "config value `device`" parsing: "cpu" or "cuda"; ConfigError naming `key` otherwise, or
 // when cuda is asked for in a build without the backend / on a machine without a GPU.
 Device parse(const std::string& value, const std::string& key);

@@ -1,7 +1,6 @@
 #include "core/op_profile.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cstdlib>
 #include <map>
 
@@ -11,14 +10,36 @@ namespace retort::op_profile {
 
 namespace {
 
-std::map<std::string, Total>& table() {
-  static std::map<std::string, Total> t;
+struct Pending {  // a timed kernel whose events have not been read yet
+  const char* name;
+  double flops;
+  void *start, *end;
+};
+
+struct Table {
+  std::map<std::string, Total> totals;
+  std::vector<Pending> pending;
+};
+Table& table() {
+  static Table t;
   return t;
 }
 
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+// Reads the pending events into the totals (waits for the last of them).
+void fold() {
+  for (const Pending& p : table().pending) {
+    Total& t = table().totals[p.name];
+    t.name = p.name;
+    t.calls += 1;
+    t.seconds += device::gpu_elapsed_s(p.start, p.end);
+    t.flops += p.flops;
+    device::gpu_timing_release(p.start);
+    device::gpu_timing_release(p.end);
+  }
+  table().pending.clear();
 }
+
+constexpr size_t kMaxPending = 4096;  // events held before they are read
 
 }  // namespace
 
@@ -32,33 +53,31 @@ bool enabled() {
 
 Scope::Scope(const char* name, Device device, double flops) {
   if (device != Device::CUDA || !enabled()) return;
-  device::synchronize();  // the queue drained: the time below is this kernel's alone
   name_ = name;
   flops_ = flops;
-  start_s_ = now_s();
+  start_ = device::gpu_timing_mark();
 }
 
 Scope::~Scope() {
   if (!name_) return;
   try {
-    device::synchronize();
+    table().pending.push_back({name_, flops_, start_, device::gpu_timing_mark()});
+    if (table().pending.size() >= kMaxPending) fold();
   } catch (...) {  // a failed kernel: its error is raised by the next synchronising call
-    return;
   }
-  Total& t = table()[name_];
-  t.name = name_;
-  t.calls += 1;
-  t.seconds += now_s() - start_s_;
-  t.flops += flops_;
 }
 
 std::vector<Total> totals() {
+  fold();
   std::vector<Total> v;
-  for (const auto& [name, t] : table()) v.push_back(t);
+  for (const auto& [name, t] : table().totals) v.push_back(t);
   std::sort(v.begin(), v.end(), [](const Total& a, const Total& b) { return a.seconds > b.seconds; });
   return v;
 }
 
-void reset() { table().clear(); }
+void reset() {
+  fold();
+  table().totals.clear();
+}
 
 }  // namespace retort::op_profile

@@ -1,8 +1,9 @@
-// Optional per-op time of a GPU run, for finding where a training step's time goes:
-// RETORT_OP_PROFILE=1 synchronises the device before and after every kernel that core/ops
-// launches and adds the wall time in between to that kernel's total. It serialises the
-// streams, so the totals add up to the step only roughly, and a profiled run is slower: never
-// time a run for its throughput with it on. `retort bench` prints the totals per step.
+// Optional per-kernel GPU time of a run, for finding where a training step's time goes:
+// RETORT_OP_PROFILE=1 records a CUDA event on the compute stream before and after every kernel
+// that core/ops launches and adds the GPU time between the two to that kernel's total. Nothing
+// is synchronised (the events are read every few thousand kernels and at the end), so the
+// totals add up to at most the step; the launch overhead is a few microseconds per kernel.
+// `retort bench` prints the totals per step.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -15,7 +16,7 @@ namespace retort::op_profile {
 // RETORT_OP_PROFILE is set to something other than "" or "0" (read once).
 bool enabled();
 
-// Times the kernel launched in its lifetime (on the GPU only; nothing when profiling is off).
+// Times the kernels launched in its lifetime (on the GPU only; nothing when profiling is off).
 // `flops` (0: not a matmul) lets the totals give the achieved FLOP/s.
 class Scope {
  public:
@@ -26,7 +27,8 @@ class Scope {
 
  private:
   const char* name_ = nullptr;  // null: not timing
-  double flops_ = 0, start_s_ = 0;
+  double flops_ = 0;
+  void* start_ = nullptr;  // device::gpu_timing_mark()
 };
 
 struct Total {
@@ -34,7 +36,7 @@ struct Total {
   int64_t calls = 0;
   double seconds = 0, flops = 0;
 };
-// The totals since the last reset, the largest time first.
+// The totals since the last reset (waits for the GPU), the largest time first.
 std::vector<Total> totals();
 void reset();
 

@@ -89,12 +89,12 @@ AxisBytes theoretical_wire_bytes(const Mesh& mesh, const ModelConfig& mc, const 
 }
 
 // RETORT_OP_PROFILE=1: the timed steps' GPU time per kernel (core/op_profile.h), per step and
-// as a share of the (profiled) median step, also printed on stderr; matmuls summed apart with
+// as a share of the median step, also printed on stderr; matmuls summed apart with
 // their TFLOP/s.
 nlohmann::json op_profile_json(const std::vector<op_profile::Total>& profile, int64_t steps,
                                double step_s) {
   nlohmann::json ops = nlohmann::json::array(), matmul;
-  std::fprintf(stderr, "retort bench: time per step by kernel (RETORT_OP_PROFILE: synchronised around each, so the step of %.1f ms is slower than unprofiled)\n",
+  std::fprintf(stderr, "retort bench: GPU time per step by kernel (RETORT_OP_PROFILE; step %.1f ms)\n",
                step_s * 1e3);
   for (const op_profile::Total& t : profile) {
     const double ms = t.seconds / steps * 1e3;

@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <cstdint>
 #include <mutex>
+#include <vector>
 
 namespace retort::cuda {
 
@@ -117,5 +118,32 @@ void synchronize() {
   RETORT_CUDA_CHECK(cudaStreamSynchronize(compute_stream()));
   RETORT_CUDA_CHECK(cudaStreamSynchronize(comm_stream()));
 }
+
+namespace {
+std::vector<cudaEvent_t>& free_marks() {
+  static std::vector<cudaEvent_t> pool;  // never destroyed: events outlive nothing they time
+  return pool;
+}
+}  // namespace
+
+cudaEvent_t timing_mark() {
+  cudaEvent_t e;
+  if (free_marks().empty()) {
+    RETORT_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDefault));
+  } else {
+    e = free_marks().back();
+    free_marks().pop_back();
+  }
+  RETORT_CUDA_CHECK(cudaEventRecord(e, compute_stream()));
+  return e;
+}
+
+float timing_elapsed_ms(cudaEvent_t from, cudaEvent_t to) {
+  float ms = 0;
+  RETORT_CUDA_CHECK(cudaEventElapsedTime(&ms, from, to));
+  return ms;
+}
+
+void timing_release(cudaEvent_t e) { free_marks().push_back(e); }
 
 }  // namespace retort::cuda

@@ -53,6 +53,13 @@ size_t peak_allocated_bytes();
 // Blocks the host until the compute and communication streams are idle.
 void synchronize();
 
+// GPU timing on the compute stream (core/op_profile.h): timing_mark() records an event after
+// the work queued so far; timing_elapsed_ms(a, b) waits for b and gives the GPU time between
+// the two; timing_release(e) returns an event to the pool that timing_mark() draws from.
+cudaEvent_t timing_mark();
+float timing_elapsed_ms(cudaEvent_t from, cudaEvent_t to);
+void timing_release(cudaEvent_t e);
+
 // Grid size for n elements at `block` threads each, capped so that grid-stride loops are used
 // for very large n.
 inline unsigned grid_for(long long n, int block) {

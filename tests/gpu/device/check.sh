@@ -10,7 +10,8 @@
 #          gpu_meshes and gpu_stalled_rank skip themselves with one GPU)
 #   bench: retort bench on configs/gpu-125m.yaml and gpu-350m.yaml, each beside the PyTorch peer
 #          (bench/pytorch_bench.py --bf16, eager), retort's time per kernel at 350m
-#          (RETORT_OP_PROFILE=1); then torch.compile while time is left
+#          (RETORT_OP_PROFILE=1), PyTorch's SDPA at its attention shape
+#          (bench/attention_peer.py); then torch.compile while time is left
 #   all:   tests, then bench with the time that is left
 #
 # CHECK_ALLOW_NO_GPU=1 runs the parts without a GPU (a dry run of this script: the GPU parts skip).
@@ -197,6 +198,10 @@ if [ "$MODE" = bench ] || [ "$MODE" = all ]; then
   part "bench retort gpu-350m op profile" 60 "$OUT/bench.log" --stdout "$OUT/profile-350m.json" \
     env RETORT_OP_PROFILE=1 "$RETORT" bench "$PACK/src/configs/gpu-350m.yaml" --set bench.steps=3 \
     --set bench.warmup=1 --set bench.ceiling_n=1024
+  # The attention peer at gpu-350m's shape: PyTorch's fused SDPA (compare the profile's
+  # attention_cudnn graph rows per call).
+  part "attention peer (torch SDPA, B=8 H=16 T=1024 hd=64)" 60 "$OUT/bench.log" \
+    --stdout "$B/attention-peer.json" python3 "$PACK/src/bench/attention_peer.py"
   for cfg in gpu-125m gpu-350m; do  # torch.compile compiles first: only with the time left
     part "bench pytorch-compile $cfg" 180 "$OUT/bench.log" --stdout "$B/$cfg-compile.json" \
       python3 "$PACK/src/bench/pytorch_bench.py" "$PACK/src/configs/$cfg.yaml" --device cuda --bf16 --compile
@@ -238,8 +243,9 @@ say "==================== check.sh $MODE: summary ($((SECONDS - T0)) s of the ${
 for t in "${TAILS[@]:0:4}"; do say "$t"; done  # the first 4 failures: the rest are in the logs
 [ "${#TAILS[@]}" -le 4 ] || say "--- $(( ${#TAILS[@]} - 4 )) more failures: see their logs in \$OUT"
 [ -z "$BENCH_TABLE" ] || { say ""; say "$BENCH_TABLE"; }
-PROFILE=$(grep -A 24 'time per step by kernel' "$OUT/bench.log" 2>/dev/null | grep -E '^(retort bench|  )' | head -25 || true)
+PROFILE=$(grep -A 30 'time per step by kernel' "$OUT/bench.log" 2>/dev/null | grep -E '^(retort bench|  )' | head -30 || true)
 [ -z "$PROFILE" ] || { say ""; say "$PROFILE"; }
+[ ! -s "$BASE/bench/attention-peer.json" ] || say "attention peer: $(tr -d '\n ' < "$BASE/bench/attention-peer.json")"
 say ""
 say "GPU: $GPU; $VERSIONS"
 for r in "${RESULTS[@]}"; do say "$r"; done

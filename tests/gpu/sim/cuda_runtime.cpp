@@ -29,6 +29,9 @@ struct CUstream_st {
 struct CUevent_st {
   CUstream_st* stream = nullptr;
   uint64_t target = 0;
+  // When the worker reached the event (seconds; < 0 until then): shared with the queued
+  // stamp, which may run after the event is destroyed.
+  std::shared_ptr<std::atomic<double>> reached = std::make_shared<std::atomic<double>>(-1.0);
 };
 
 namespace sim {
@@ -348,10 +351,26 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
 }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   e->stream = s;
-  if (s) {
+  auto now = [] { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); };
+  e->reached = std::make_shared<std::atomic<double>>(-1.0);
+  if (!s) {
+    sim::device_synchronize();
+    e->reached->store(now());
+    return cudaSuccess;
+  }
+  {
     std::lock_guard<std::mutex> lock(s->mu);
     e->target = s->submitted;
   }
+  sim::enqueue(s, [reached = e->reached, now] { reached->store(now()); });
+  return cudaSuccess;
+}
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  for (cudaEvent_t e : {start, end})
+    if (e->stream) sim::stream_synchronize(e->stream);
+  const double a = start->reached->load(), b = end->reached->load();
+  if (a < 0 || b < 0) return sim::fail(cudaErrorInvalidValue);  // never recorded
+  *ms = static_cast<float>((b - a) * 1e3);
   return cudaSuccess;
 }
 cudaError_t cudaEventQuery(cudaEvent_t e) {

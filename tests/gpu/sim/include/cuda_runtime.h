@@ -51,6 +51,7 @@ enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize };
 enum cudaMemPoolAttr { cudaMemPoolAttrReleaseThreshold, cudaMemPoolAttrReservedMemCurrent, cudaMemPoolAttrUsedMemHigh };
 struct cudaFuncAttributes { size_t sharedSizeBytes = 0; };
 constexpr unsigned cudaStreamNonBlocking = 1;
+constexpr unsigned cudaEventDefault = 0;
 constexpr unsigned cudaEventDisableTiming = 2;
 
 // Devices: SIM_GPUS (default 1) simulated GPUs; each process has its own memory.
@@ -86,6 +87,8 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned flags);
 cudaError_t cudaEventDestroy(cudaEvent_t e);
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t);
 cudaError_t cudaEventQuery(cudaEvent_t e);
+// Milliseconds between the moments the stream's worker reached the two events (waits for both).
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);
 cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t e, unsigned);
 
 namespace sim {
