@@ -25,9 +25,14 @@ Table& table() {
   return t;
 }
 
-// Reads the pending events into the totals (waits for the last of them).
+// Reads the pending events into the totals. An event is read only once the GPU has passed
+// it (cudaEventElapsedTime does not wait), so the queue is drained first.
 void fold() {
-  for (const Pending& p : table().pending) {
+  if (table().pending.empty()) return;
+  device::synchronize();
+  std::vector<Pending> pending;
+  pending.swap(table().pending);  // each read once, even if a read throws
+  for (const Pending& p : pending) {
     Total& t = table().totals[p.name];
     t.name = p.name;
     t.calls += 1;
@@ -36,20 +41,22 @@ void fold() {
     device::gpu_timing_release(p.start);
     device::gpu_timing_release(p.end);
   }
-  table().pending.clear();
 }
 
 constexpr size_t kMaxPending = 4096;  // events held before they are read
 
-}  // namespace
-
-bool enabled() {
-  static const bool on = [] {
+bool& enabled_flag() {
+  static bool on = [] {
     const char* v = std::getenv("RETORT_OP_PROFILE");
     return v && *v && std::string(v) != "0";
   }();
   return on;
 }
+
+}  // namespace
+
+bool enabled() { return enabled_flag(); }
+void set_enabled(bool on) { enabled_flag() = on; }
 
 Scope::Scope(const char* name, Device device, double flops) {
   if (device != Device::CUDA || !enabled()) return;

@@ -1,8 +1,8 @@
 // Optional per-kernel GPU time of a run, for finding where a training step's time goes:
 // RETORT_OP_PROFILE=1 records a CUDA event on the compute stream before and after every kernel
-// that core/ops launches and adds the GPU time between the two to that kernel's total. Nothing
-// is synchronised (the events are read every few thousand kernels and at the end), so the
-// totals add up to at most the step; the launch overhead is a few microseconds per kernel.
+// that core/ops launches and adds the GPU time between the two to that kernel's total. The
+// events are read every 4096 kernels (the one synchronisation) and at the end, so the totals
+// add up to at most the step; the cost is two event records per kernel.
 // `retort bench` prints the totals per step.
 #pragma once
 #include <cstdint>
@@ -13,8 +13,10 @@
 
 namespace retort::op_profile {
 
-// RETORT_OP_PROFILE is set to something other than "" or "0" (read once).
+// Profiling is on: RETORT_OP_PROFILE set to something other than "" or "0" (read once), or
+// set_enabled(true).
 bool enabled();
+void set_enabled(bool on);
 
 // Times the kernels launched in its lifetime (on the GPU only; nothing when profiling is off).
 // `flops` (0: not a matmul) lets the totals give the achieved FLOP/s.

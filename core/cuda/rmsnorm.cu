@@ -5,11 +5,11 @@
 // forward / dx: one warp per row (kRowsPerBlock rows per block), lanes stride over the C
 //   columns, the row sum by the warp's fixed butterfly (bitwise reproducible).
 // dg: deterministic without atomics, in two passes:
-//   pass 1: grid (ceil(rows/128), ceil(C/threads)); thread c of row block b sums, in double and
-//           in row order, dy·x·r over the 128 rows of the block -> part[b, c];
+//   pass 1: grid (ceil(rows/32), ceil(C/threads)); thread c of row block b sums, in double and
+//           in row order, dy·x·r over the 32 rows of the block -> part[b, c];
 //   pass 2: one block per column adds part[0.., c] by a fixed tree (strided per thread, then
 //           the block's), then dg_c += that sum. (qk-norm has C = head_dim and rows = B·T·H:
-//           a thousand partials per column, which one thread per column would add too slowly.)
+//           thousands of partials per column, which one thread per column adds too slowly.)
 #include "core/cuda/common.cuh"
 #include "core/cuda/kernels.h"
 
@@ -17,7 +17,9 @@ namespace retort::cuda {
 
 namespace {
 
-constexpr int64_t kRowBlock = 128;  // rows per dg partial
+// Rows per dg partial: few enough that pass 1 has ~8192·C/32 threads' loads in flight (with
+// 128, the H200 profile showed the backward at ~100 µs where its bytes need ~40).
+constexpr int64_t kRowBlock = 32;
 constexpr int kRowsPerBlock = 8;    // forward / dx: one warp per row
 constexpr int kFinalThreads = 256;  // dg pass 2
 
@@ -64,6 +66,7 @@ __global__ void rmsnorm_dg_partial_kernel(double* part, const float* dy, const f
   if (c >= C) return;
   const int64_t r0 = b * kRowBlock, r1 = r0 + kRowBlock < rows ? r0 + kRowBlock : rows;
   double acc = 0.0;
+#pragma unroll 8
   for (int64_t r = r0; r < r1; ++r) {
     const float p = dy[r * C + c] * x[r * C + c] * rstd[r];
     acc += static_cast<double>(p);

@@ -8,6 +8,7 @@
 #include <cstdlib>
 
 #include "core/adamw.h"
+#include "core/op_profile.h"
 #include "core/ops.h"
 #include "core/random.h"
 #include "models/distill_loss.h"
@@ -137,6 +138,22 @@ TEST(CudaModel, StepIsBitwiseReproducibleAndRecomputeIsExact) {
   EXPECT_EQ(rel_diff(a.grads, c.grads), 0.0);
 }
 
+// RETORT_OP_PROFILE (core/op_profile.h): each kernel counted once with its GPU time, also when
+// the events are read (every 4096 kernels) while the GPU is still behind the host.
+TEST(CudaModel, OpProfileCountsEachKernelOnce) {
+  op_profile::set_enabled(true);
+  op_profile::reset();
+  Tensor x = Tensor::zeros({256}, DType::F32, Device::CUDA);
+  for (int i = 0; i < 10000; ++i) ops::fill(x, float(i));
+  const std::vector<op_profile::Total> totals = op_profile::totals();
+  op_profile::set_enabled(false);
+  ASSERT_EQ(totals.size(), 1u);
+  EXPECT_EQ(totals[0].name, "fill");
+  EXPECT_EQ(totals[0].calls, 10000);
+  EXPECT_GT(totals[0].seconds, 0.0);
+  EXPECT_EQ(x.to(Device::CPU).host<float>()[255], 9999.0f);
+}
+
 TEST(CudaModel, OpsRefuseTensorsOnTwoDevices) {
   Tensor a = Tensor::zeros({4}), b = Tensor::zeros({4}, DType::F32, Device::CUDA);
   try {
@@ -150,10 +167,13 @@ TEST(CudaModel, OpsRefuseTensorsOnTwoDevices) {
 // Mixed precision: the bf16 step on the GPU matches the CPU's bf16 emulation closely, and the
 // fp32 step within bf16 tolerance. The gradients cannot match the emulation to fp32 round-off:
 // a ~1e-7 difference in a matmul's fp32 sum (another summation order) moves a downstream
-// operand across a bf16 rounding boundary now and then, a 2^-8 step in that element (the
-// simulator shows ~5e-4 where bf16 itself moves the gradients by ~7e-3). So the GPU must be
-// much closer to the emulation than the emulation is to fp32: a GPU that skipped a rounding
-// would not be. (The same for the parameters, below.)
+// operand across a bf16 rounding boundary now and then, a 2^-8 step in that element. So the
+// GPU must be clearly closer to the emulation than the emulation is to fp32: a GPU that skipped
+// a rounding would not be. Measured (relative L2, gpu-emulation against emulation-fp32): on
+// the simulator, which sums in the CPU's order, gradients 4.6e-4 against 7.0e-3 (0.07) and
+// parameters 6e-6 against 1.3e-3; on an H200 (cuBLASLt's own orders) gradients 1.6e-3 (0.23)
+// and parameters 4.7e-4 (0.36) — AdamW's first step, ≈ p − lr·sign(g), moves a parameter by
+// 2·lr wherever a gradient near 0 changes sign.
 // (Attention runs the plain fp32 kernel here, as on the CPU; cuDNN's bf16 attention is below.)
 TEST(CudaModel, Bf16StepMatchesTheCpuEmulationAndFp32WithinBf16Tolerance) {
   const StepOut fp32 = train_step(Device::CPU, false, false);
@@ -167,10 +187,7 @@ TEST(CudaModel, Bf16StepMatchesTheCpuEmulationAndFp32WithinBf16Tolerance) {
                "parameters %.2g, %.2g\n", rel_diff(gpu.grads, cpu.grads), rel_diff(cpu.grads, fp32.grads),
                rel_diff(gpu.params, cpu.params), rel_diff(cpu.params, fp32.params));
   EXPECT_NEAR(gpu.loss, cpu.loss, 1e-5 * std::abs(cpu.loss));
-  EXPECT_LT(rel_diff(gpu.grads, cpu.grads), 0.2 * rel_diff(cpu.grads, fp32.grads));
-  // The parameters after AdamW's first step, ≈ p − lr·sign(g), move by 2·lr wherever a
-  // gradient near 0 changes sign: the cuBLASLt sums of the H200 leave 4.3e-4 against the
-  // emulation's 1.3e-3 from fp32 (the simulator, which sums in the CPU's order, 6e-6).
+  EXPECT_LT(rel_diff(gpu.grads, cpu.grads), 0.35 * rel_diff(cpu.grads, fp32.grads));
   EXPECT_LT(rel_diff(gpu.params, cpu.params), 0.5 * rel_diff(cpu.params, fp32.params));
   EXPECT_NEAR(gpu.loss, fp32.loss, 1e-2 * std::abs(fp32.loss));
   EXPECT_LT(rel_diff(gpu.grads, fp32.grads), 1e-2);

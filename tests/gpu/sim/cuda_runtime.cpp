@@ -366,10 +366,9 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   return cudaSuccess;
 }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
-  for (cudaEvent_t e : {start, end})
-    if (e->stream) sim::stream_synchronize(e->stream);
   const double a = start->reached->load(), b = end->reached->load();
-  if (a < 0 || b < 0) return sim::fail(cudaErrorInvalidValue);  // never recorded
+  // Like CUDA: it does not wait; an event the stream has not reached yet is "not ready".
+  if (a < 0 || b < 0) return cudaErrorNotReady;  // not recorded as the last error (neither by CUDA)
   *ms = static_cast<float>((b - a) * 1e3);
   return cudaSuccess;
 }

@@ -87,7 +87,8 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned flags);
 cudaError_t cudaEventDestroy(cudaEvent_t e);
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t);
 cudaError_t cudaEventQuery(cudaEvent_t e);
-// Milliseconds between the moments the stream's worker reached the two events (waits for both).
+// Milliseconds between the moments the stream's worker reached the two events;
+// cudaErrorNotReady while it has not reached both (like CUDA, it does not wait).
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);
 cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t e, unsigned);
 
