@@ -24,7 +24,8 @@ void zero_bytes(void* ptr, Device device, size_t bytes);
 // Waits for all queued GPU work (no-op without the backend).
 void synchronize();
 // GPU timing marks (core/cuda/runtime.h timing_*): a mark after the work queued so far on the
-// compute stream, the seconds between two marks (waits for the later), and a mark's release.
+// compute stream, the seconds between two marks the GPU has passed (synchronise first), and a
+// mark's release.
 void* gpu_timing_mark();
 double gpu_elapsed_s(void* from, void* to);
 void gpu_timing_release(void* mark);

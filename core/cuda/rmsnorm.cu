@@ -17,8 +17,9 @@ namespace retort::cuda {
 
 namespace {
 
-// Rows per dg partial: few enough that pass 1 has ~8192·C/32 threads' loads in flight (with
-// 128, the H200 profile showed the backward at ~100 µs where its bytes need ~40).
+// Rows per dg partial: pass 1 runs rows/32 × C threads (262k at 350M: 8192 rows × 1024, or
+// qk-norm's 131072 × 64), enough loads in flight; with 128 rows the H200 profile showed the
+// backward at ~100 µs where its bytes need ~40.
 constexpr int64_t kRowBlock = 32;
 constexpr int kRowsPerBlock = 8;    // forward / dx: one warp per row
 constexpr int kFinalThreads = 256;  // dg pass 2

@@ -121,7 +121,7 @@ void synchronize() {
 
 namespace {
 std::vector<cudaEvent_t>& free_marks() {
-  static std::vector<cudaEvent_t> pool;  // never destroyed: events outlive nothing they time
+  static std::vector<cudaEvent_t> pool;  // released marks, reused (kept until exit)
   return pool;
 }
 }  // namespace

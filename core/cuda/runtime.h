@@ -54,8 +54,9 @@ size_t peak_allocated_bytes();
 void synchronize();
 
 // GPU timing on the compute stream (core/op_profile.h): timing_mark() records an event after
-// the work queued so far; timing_elapsed_ms(a, b) waits for b and gives the GPU time between
-// the two; timing_release(e) returns an event to the pool that timing_mark() draws from.
+// the work queued so far; timing_elapsed_ms(a, b) gives the GPU time between two marks the GPU
+// has passed (it does not wait: synchronise first); timing_release(e) returns an event to the
+// pool that timing_mark() draws from.
 cudaEvent_t timing_mark();
 float timing_elapsed_ms(cudaEvent_t from, cudaEvent_t to);
 void timing_release(cudaEvent_t e);
