@@ -453,6 +453,14 @@ Cached& plan_for(bool backward, const AttnShape& s) {
   return it->second;
 }
 
+// The usable plan of one direction and shape, or null with cuDNN's reason in *why.
+Cached* usable_plan(bool backward, const AttnShape& s, std::string* why) {
+  Cached& c = plan_for(backward, s);
+  if (c.plan) return &c;
+  *why = c.why;
+  return nullptr;
+}
+
 // ‖a − b‖₂ / ‖b‖₂ over n device floats (NaN if either holds one).
 double relative_difference(const float* a, const float* b, int64_t n) {
   float* d = static_cast<float*>(allocate(size_t(n) * sizeof(float)));
@@ -552,11 +560,8 @@ bool attention_forward_cudnn(float* out, float* lse, const float* q, const float
                              const float* v, int64_t B, int64_t T, int64_t H, int64_t Hkv,
                              int64_t hd, std::string* why) {
   const AttnShape s{B, T, H, Hkv, hd};
-  Cached& c = plan_for(false, s);
-  if (!c.plan) {
-    *why = c.why;
-    return false;
-  }
+  Cached* c = usable_plan(false, s, why);
+  if (!c) return false;
   const int64_t nq = B * T * H * hd, nkv = B * T * Hkv * hd;
   Bf16Buffers bf;
   uint16_t* o16 = bf.make(nq);
@@ -566,14 +571,14 @@ bool attention_forward_cudnn(float* out, float* lse, const float* q, const float
       {kO, o16}, {kStats, lse}, {kScale, &scale}, {kNegInf, &neg_inf}};
   {
     const op_profile::Scope time("attention_cudnn forward graph", Device::CUDA);
-    execute(*c.plan, args);
+    execute(*c->plan, args);
   }
   {
     const op_profile::Scope time("attention_cudnn to fp32", Device::CUDA);
     bf16_to_f32(out, o16, nq);
   }
-  return c.checked ||
-         agrees_with_plain(c, "forward", s, {{out, nq}, {lse, B * H * T}},
+  return c->checked ||
+         agrees_with_plain(*c, "forward", s, {{out, nq}, {lse, B * H * T}},
                            [&](const std::vector<float*>& r) {
                              attention_forward(r[0], r[1], q, k, v, B, T, H, Hkv, hd);
                            }, why);
@@ -584,11 +589,8 @@ bool attention_backward_cudnn(float* dq, float* dk, float* dv, const float* dout
                               int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd,
                               std::string* why) {
   const AttnShape s{B, T, H, Hkv, hd};
-  Cached& c = plan_for(true, s);
-  if (!c.plan) {
-    *why = c.why;
-    return false;
-  }
+  Cached* c = usable_plan(true, s, why);
+  if (!c) return false;
   const int64_t nq = B * T * H * hd, nkv = B * T * Hkv * hd;
   Bf16Buffers bf;
   uint16_t *dq16 = bf.make(nq), *dk16 = bf.make(nkv), *dv16 = bf.make(nkv);
@@ -601,7 +603,7 @@ bool attention_backward_cudnn(float* dq, float* dk, float* dv, const float* dout
       {kRowDot, row_dot}, {kScale, &scale}, {kNegInf, &neg_inf}, {kOne, &one}};
   {
     const op_profile::Scope time("attention_cudnn backward graph", Device::CUDA);
-    execute(*c.plan, args);
+    execute(*c->plan, args);
   }
   release(row_dot);
   {
@@ -610,8 +612,8 @@ bool attention_backward_cudnn(float* dq, float* dk, float* dv, const float* dout
     bf16_to_f32(dk, dk16, nkv);
     bf16_to_f32(dv, dv16, nkv);
   }
-  return c.checked ||
-         agrees_with_plain(c, "backward", s, {{dq, nq}, {dk, nkv}, {dv, nkv}},
+  return c->checked ||
+         agrees_with_plain(*c, "backward", s, {{dq, nq}, {dk, nkv}, {dv, nkv}},
                            [&](const std::vector<float*>& r) {
                              attention_backward(r[0], r[1], r[2], dout, q, k, v, out, lse, B, T,
                                                 H, Hkv, hd);
