@@ -25,6 +25,14 @@ void check_f32(const char* op, const char* name, const Tensor& t) {
                dtype_name(t.dtype()), " ", shape_str(t.shape()));
 }
 
+// float32, or bfloat16 for an output rounded where it is produced (or an input read as bf16).
+void check_float(const char* op, const char* name, const Tensor& t) {
+  check_defined(op, name, t);
+  RETORT_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::BF16, op, ": tensor `", name,
+               "` must be float32 or bfloat16, got ", dtype_name(t.dtype()), " ",
+               shape_str(t.shape()));
+}
+
 void check_i32(const char* op, const char* name, const Tensor& t) {
   check_defined(op, name, t);
   RETORT_CHECK(t.dtype() == DType::I32, op, ": tensor `", name, "` must be int32, got ",
@@ -56,6 +64,23 @@ bool overlaps(const Tensor& a, const Tensor& b) {
   const char* a0 = static_cast<const char*>(a.raw());
   const char* b0 = static_cast<const char*>(b.raw());
   return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
+}
+
+// x in float32 / bfloat16: x itself, or a converted copy (for a kernel that reads that type).
+Tensor as_dtype(const Tensor& x, DType dtype) {
+  if (x.dtype() == dtype) return x;
+  Tensor r = Tensor::empty(x.shape(), dtype, x.device());
+  convert(r, x);
+  return r;
+}
+
+// Where a kernel that writes `dtype` puts the output `out`: out itself when it has that dtype,
+// else a temporary that finish_output converts into out.
+Tensor output_in(const Tensor& out, DType dtype) {
+  return out.dtype() == dtype ? out : Tensor::empty(out.shape(), dtype, out.device());
+}
+void finish_output(Tensor& out, const Tensor& written) {
+  if (!written.same_storage(out)) convert(out, written);
 }
 
 // check_f32 for element i of a list argument of a multi-tensor op: names it `list[i].name`.
@@ -90,11 +115,8 @@ void matmul(Tensor& y, const Tensor& a, bool transpose_a, const Tensor& b, bool 
             float alpha, float beta) {
   const char* op = "matmul";
   check_f32(op, "y", y);
-  for (const auto& [name, t] : {std::pair<const char*, const Tensor*>{"a", &a}, {"b", &b}}) {
-    check_defined(op, name, *t);
-    RETORT_CHECK(t->dtype() == DType::F32 || t->dtype() == DType::BF16, op, ": ", name,
-                 " must be float32 or bfloat16, got ", dtype_name(t->dtype()));
-  }
+  check_float(op, "a", a);
+  check_float(op, "b", b);
   RETORT_CHECK(a.ndim() >= 1 && b.ndim() >= 1 && y.ndim() >= 1, op,
                ": tensors need at least 1 dim: a ", shape_str(a.shape()), ", b ",
                shape_str(b.shape()), ", y ", shape_str(y.shape()));
@@ -111,13 +133,7 @@ void matmul(Tensor& y, const Tensor& a, bool transpose_a, const Tensor& b, bool 
   const Device dev = common_device("matmul", {&y, &a, &b});
   const bool a16 = a.dtype() == DType::BF16, b16 = b.dtype() == DType::BF16;
   if (a16 || b16) {  // a bf16 product; the fp32 operand (if any) rounded first
-    auto rounded = [](const Tensor& x) {
-      if (x.dtype() == DType::BF16) return x;
-      Tensor r = Tensor::empty(x.shape(), DType::BF16, x.device());
-      convert(r, x);
-      return r;
-    };
-    const Tensor ra = rounded(a), rb = rounded(b);
+    const Tensor ra = as_dtype(a, DType::BF16), rb = as_dtype(b, DType::BF16);
     const op_profile::Scope flops("matmul (FLOP/s)", dev, 2.0 * M * N * K);
     RETORT_KERNEL(dev, matmul_bf16_rounded, y.data<float>(), ra.data<uint16_t>(), transpose_a,
                   rb.data<uint16_t>(), transpose_b, M, N, K, alpha, beta);
@@ -211,7 +227,7 @@ void convert(Tensor& dst, const Tensor& src) {
 
 void rmsnorm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& g, float eps) {
   const char* op = "rmsnorm_forward";
-  check_f32(op, "y", y);
+  check_float(op, "y", y);
   check_f32(op, "rstd", rstd);
   check_f32(op, "x", x);
   check_f32(op, "g", g);
@@ -223,8 +239,12 @@ void rmsnorm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& g, 
                " elements (rows of x ", shape_str(x.shape()), ")");
   RETORT_CHECK(eps >= 0.0f, op, ": eps must be >= 0, got ", eps);
   const Device dev = common_device("rmsnorm_forward", {&y, &rstd, &x, &g});
-  RETORT_KERNEL(dev, rmsnorm_forward, y.data<float>(), rstd.data<float>(), x.data<float>(), g.data<float>(),
-                       rows, C, eps);
+  if (y.dtype() == DType::BF16)
+    RETORT_KERNEL(dev, rmsnorm_forward, y.data<uint16_t>(), rstd.data<float>(), x.data<float>(),
+                  g.data<float>(), rows, C, eps);
+  else
+    RETORT_KERNEL(dev, rmsnorm_forward, y.data<float>(), rstd.data<float>(), x.data<float>(),
+                  g.data<float>(), rows, C, eps);
 }
 
 void rmsnorm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x, const Tensor& g,
@@ -288,20 +308,25 @@ void rope_backward(Tensor& dx, const Tensor& table) {
 
 void swiglu_forward(Tensor& h, const Tensor& gate, const Tensor& up) {
   const char* op = "swiglu_forward";
-  check_f32(op, "h", h);
+  check_float(op, "h", h);
   check_f32(op, "gate", gate);
   check_f32(op, "up", up);
   check_same_shape(op, "gate", gate, "up", up);
   check_same_shape(op, "h", h, "gate", gate);
   const Device dev = common_device("swiglu_forward", {&h, &gate, &up});
-  RETORT_KERNEL(dev, swiglu_forward, h.data<float>(), gate.data<float>(), up.data<float>(), h.numel());
+  if (h.dtype() == DType::BF16)
+    RETORT_KERNEL(dev, swiglu_forward, h.data<uint16_t>(), gate.data<float>(), up.data<float>(), h.numel());
+  else
+    RETORT_KERNEL(dev, swiglu_forward, h.data<float>(), gate.data<float>(), up.data<float>(), h.numel());
 }
 
 void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor& gate,
                      const Tensor& up) {
   const char* op = "swiglu_backward";
-  check_f32(op, "dgate", dgate);
-  check_f32(op, "dup", dup);
+  check_float(op, "dgate", dgate);
+  check_float(op, "dup", dup);
+  RETORT_CHECK(dgate.dtype() == dup.dtype(), op, ": dgate (", dtype_name(dgate.dtype()),
+               ") and dup (", dtype_name(dup.dtype()), ") must have one dtype");
   check_f32(op, "dh", dh);
   check_f32(op, "gate", gate);
   check_f32(op, "up", up);
@@ -313,8 +338,12 @@ void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor&
                    !overlaps(dup, up) && !overlaps(dgate, dup),
                op, ": dgate/dup must not alias gate, up or each other");
   const Device dev = common_device("swiglu_backward", {&dgate, &dup, &dh, &gate, &up});
-  RETORT_KERNEL(dev, swiglu_backward, dgate.data<float>(), dup.data<float>(), dh.data<float>(),
-                       gate.data<float>(), up.data<float>(), gate.numel());
+  if (dgate.dtype() == DType::BF16)
+    RETORT_KERNEL(dev, swiglu_backward, dgate.data<uint16_t>(), dup.data<uint16_t>(),
+                  dh.data<float>(), gate.data<float>(), up.data<float>(), gate.numel());
+  else
+    RETORT_KERNEL(dev, swiglu_backward, dgate.data<float>(), dup.data<float>(), dh.data<float>(),
+                  gate.data<float>(), up.data<float>(), gate.numel());
 }
 
 // ---- cross-entropy -----------------------------------------------------------------------
@@ -389,9 +418,9 @@ struct AttnDims {
 };
 
 AttnDims check_attention(const char* op, const Tensor& q, const Tensor& k, const Tensor& v) {
-  check_f32(op, "q", q);
-  check_f32(op, "k", k);
-  check_f32(op, "v", v);
+  check_float(op, "q", q);
+  check_float(op, "k", k);
+  check_float(op, "v", v);
   RETORT_CHECK(q.ndim() == 4 && k.ndim() == 4, op, ": q ", shape_str(q.shape()), " and k ",
                shape_str(k.shape()), " must be [B, T, heads, head_dim]");
   check_same_shape(op, "k", k, "v", v);
@@ -437,7 +466,7 @@ void attention_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& 
                        const Tensor& v) {
   const char* op = "attention_forward";
   const AttnDims d = check_attention(op, q, k, v);
-  check_f32(op, "out", out);
+  check_float(op, "out", out);
   check_f32(op, "lse", lse);
   check_same_shape(op, "out", out, "q", q);
   RETORT_CHECK(lse.numel() == d.B * d.H * d.T, op, ": lse ", shape_str(lse.shape()),
@@ -447,11 +476,15 @@ void attention_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& 
   if (q.numel() == 0) return;
   const Device dev = common_device("attention_forward", {&out, &lse, &q, &k, &v});
 #if RETORT_HAVE_CUDA
-  if (dev == Device::CUDA && wants_cudnn()) {
+  if (dev == Device::CUDA && wants_cudnn()) {  // bf16 in and out
+    const DType b16 = DType::BF16;
+    const Tensor q16 = as_dtype(q, b16), k16 = as_dtype(k, b16), v16 = as_dtype(v, b16);
+    const Tensor o16 = output_in(out, b16);
     std::string why;
-    if (cuda::attention_forward_cudnn(out.data<float>(), lse.data<float>(), q.data<float>(),
-                                      k.data<float>(), v.data<float>(), d.B, d.T, d.H, d.Hkv,
-                                      d.hd, &why)) {
+    if (cuda::attention_forward_cudnn(o16.data<uint16_t>(), lse.data<float>(), q16.data<uint16_t>(),
+                                      k16.data<uint16_t>(), v16.data<uint16_t>(), d.B, d.T, d.H,
+                                      d.Hkv, d.hd, &why)) {
+      finish_output(out, o16);
       g_attention_used = "cudnn";
       return;
     }
@@ -459,8 +492,12 @@ void attention_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& 
   }
 #endif
   g_attention_used = dev == Device::CPU ? "cpu" : "plain";
-  RETORT_KERNEL(dev, attention_forward, out.data<float>(), lse.data<float>(), q.data<float>(), k.data<float>(),
-                         v.data<float>(), d.B, d.T, d.H, d.Hkv, d.hd);
+  const DType f32 = DType::F32;
+  const Tensor qf = as_dtype(q, f32), kf = as_dtype(k, f32), vf = as_dtype(v, f32);
+  const Tensor of = output_in(out, f32);
+  RETORT_KERNEL(dev, attention_forward, of.data<float>(), lse.data<float>(), qf.data<float>(),
+                kf.data<float>(), vf.data<float>(), d.B, d.T, d.H, d.Hkv, d.hd);
+  finish_output(out, of);
 }
 
 void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
@@ -494,11 +531,11 @@ void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, 
                         const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse) {
   const char* op = "attention_backward";
   const AttnDims d = check_attention(op, q, k, v);
-  check_f32(op, "dq", dq);
-  check_f32(op, "dk", dk);
-  check_f32(op, "dv", dv);
-  check_f32(op, "dout", dout);
-  check_f32(op, "out", out);
+  check_float(op, "dq", dq);
+  check_float(op, "dk", dk);
+  check_float(op, "dv", dv);
+  check_float(op, "dout", dout);
+  check_float(op, "out", out);
   check_f32(op, "lse", lse);
   check_same_shape(op, "dq", dq, "q", q);
   check_same_shape(op, "dk", dk, "k", k);
@@ -514,20 +551,40 @@ void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, 
                ": dq, dk, dv must not alias each other");
   if (q.numel() == 0) return;
   const Device dev = common_device("attention_backward", {&dq, &dk, &dv, &dout, &q, &k, &v, &out, &lse});
+  // The kernel's type for every tensor but lse: bf16 for cuDNN, fp32 for the plain kernels.
+  auto run = [&](DType t, auto&& kernel) {
+    const Tensor di = as_dtype(dout, t), qi = as_dtype(q, t), ki = as_dtype(k, t),
+                 vi = as_dtype(v, t), oi = as_dtype(out, t);
+    const Tensor dqo = output_in(dq, t), dko = output_in(dk, t), dvo = output_in(dv, t);
+    if (!kernel(dqo, dko, dvo, di, qi, ki, vi, oi)) return false;
+    finish_output(dq, dqo);
+    finish_output(dk, dko);
+    finish_output(dv, dvo);
+    return true;
+  };
 #if RETORT_HAVE_CUDA
   if (dev == Device::CUDA && wants_cudnn()) {
     std::string why;
-    if (cuda::attention_backward_cudnn(dq.data<float>(), dk.data<float>(), dv.data<float>(),
-                                       dout.data<float>(), q.data<float>(), k.data<float>(),
-                                       v.data<float>(), out.data<float>(), lse.data<float>(), d.B,
-                                       d.T, d.H, d.Hkv, d.hd, &why))
-      return;
+    const bool done = run(DType::BF16, [&](const Tensor& dqo, const Tensor& dko, const Tensor& dvo,
+                                           const Tensor& di, const Tensor& qi, const Tensor& ki,
+                                           const Tensor& vi, const Tensor& oi) {
+      return cuda::attention_backward_cudnn(
+          dqo.data<uint16_t>(), dko.data<uint16_t>(), dvo.data<uint16_t>(), di.data<uint16_t>(),
+          qi.data<uint16_t>(), ki.data<uint16_t>(), vi.data<uint16_t>(), oi.data<uint16_t>(),
+          lse.data<float>(), d.B, d.T, d.H, d.Hkv, d.hd, &why);
+    });
+    if (done) return;
     cudnn_unavailable(op, d, why);
   }
 #endif
-  RETORT_KERNEL(dev, attention_backward, dq.data<float>(), dk.data<float>(), dv.data<float>(),
-                          dout.data<float>(), q.data<float>(), k.data<float>(), v.data<float>(),
-                          out.data<float>(), lse.data<float>(), d.B, d.T, d.H, d.Hkv, d.hd);
+  run(DType::F32, [&](const Tensor& dqo, const Tensor& dko, const Tensor& dvo, const Tensor& di,
+                      const Tensor& qi, const Tensor& ki, const Tensor& vi, const Tensor& oi) {
+    RETORT_KERNEL(dev, attention_backward, dqo.data<float>(), dko.data<float>(),
+                  dvo.data<float>(), di.data<float>(), qi.data<float>(), ki.data<float>(),
+                  vi.data<float>(), oi.data<float>(), lse.data<float>(), d.B, d.T, d.H, d.Hkv,
+                  d.hd);
+    return true;
+  });
 }
 
 // ---- embedding ---------------------------------------------------------------------------

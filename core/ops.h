@@ -3,7 +3,10 @@
 // only these.
 //
 // Conventions
-//  - All float tensors are F32 unless stated; ids/targets are I32.
+//  - All float tensors are F32 unless stated; ids/targets are I32. Where stated, an output
+//    may be BF16 instead: the kernel rounds it once where it is produced (bitwise the F32
+//    output converted), for activations whose only readers round them anyway (bf16 matmul
+//    operands, cuDNN attention) — half the bytes, no conversion pass.
 //  - "rows" = all leading dims flattened; the last dim is the feature dim.
 //  - Backward ops OVERWRITE input gradients (dx, dq, ...) and ACCUMULATE (+=) into
 //    parameter gradients (dg, dtable), so gradient accumulation over micro-batches is free.
@@ -46,7 +49,7 @@ void convert(Tensor& dst, const Tensor& src);  // F32 <-> BF16, same numel
 
 // ---- RMSNorm over the last dim -------------------------------------------------------
 // x: [rows, C], g: [C] -> y: [rows, C], rstd: [rows] = 1/sqrt(mean(x²) + eps) (saved).
-// y = x * rstd * g
+// y = x * rstd * g   (y F32 or BF16)
 void rmsnorm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& g, float eps);
 // dx (overwritten) and dg (+=) from dy.
 void rmsnorm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x, const Tensor& g,
@@ -64,9 +67,9 @@ void rope_forward(Tensor& x, const Tensor& table);
 void rope_backward(Tensor& dx, const Tensor& table);
 
 // ---- SwiGLU ----------------------------------------------------------------------------
-// gate, up: [rows, F] -> h = silu(gate) * up, silu(z) = z * sigmoid(z).
+// gate, up: [rows, F] -> h = silu(gate) * up, silu(z) = z * sigmoid(z).  h F32 or BF16.
 void swiglu_forward(Tensor& h, const Tensor& gate, const Tensor& up);
-// dgate, dup overwritten (may NOT alias gate/up).
+// dgate, dup overwritten (may NOT alias gate/up), both F32 or both BF16.
 void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor& gate,
                      const Tensor& up);
 
@@ -91,6 +94,9 @@ void logsumexp_merge(Tensor& lse, const Tensor& parts);
 // out: [B, T, H, hd] = softmax(q kᵀ / sqrt(hd) + causal mask) v
 // lse: [B, H, T] logsumexp of the scaled masked scores (saved for backward).
 // Never materialises more than a tile of queries × T scores per thread.
+// q, k, v, out (and in backward dout, dq, dk, dv) may each be F32 or BF16 (lse is F32): each
+// kernel converts what is not its own type (cuDNN: bf16; the plain kernels: fp32), so bf16
+// tensors in bf16 training skip cuDNN's conversions and a BF16 out is rounded once.
 void attention_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v);
 // dq, dk, dv overwritten.
 void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q,

@@ -27,7 +27,7 @@ void Transformer::block_forward(int layer, const Tensor& x_in, Tensor& x_out, Bl
   Tensor rope = rope_.slice(0, T);
   // RMSNorm on this rank's rows, then (sp) gathered into the full [R, d] for the projections.
   auto norm_enter = [&](Tensor& full, Tensor& rstd, const Tensor& x, const Tensor& g) {
-    Tensor local = sp() ? hl_b_.get(device_, {Rl_, cfg_.d_model}) : full;
+    Tensor local = sp() ? hl_b_.get(device_, {Rl_, cfg_.d_model}, full.dtype()) : full;
     ops::rmsnorm_forward(local, rstd, x, g, eps);
     if (sp()) regions_->enter_forward(full, local);
   };
@@ -71,15 +71,17 @@ void Transformer::block_backward(int layer, const Tensor& x_in, Tensor& dx, Bloc
                 F = F_;
   Tensor rope = rope_.slice(0, T);
   Tensor dtmp = dtmp_b_.get(device_, {Rl_, d}), dh = dh_b_.get(device_, {R, d});
-  Tensor dact = dact_b_.get(device_, {R, F}), dgate = dgate_b_.get(device_, {R, F}), dup = dup_b_.get(device_, {R, F});
+  const DType op_dt = operand_dtype();  // of dgate, dup, dv: read only by bf16 products
+  Tensor dact = dact_b_.get(device_, {R, F}), dgate = dgate_b_.get(device_, {R, F}, op_dt),
+         dup = dup_b_.get(device_, {R, F}, op_dt);
   Tensor datt = datt_b_.get(device_, {R, H * hd}), dq = dq_b_.get(device_, {R, H * hd});
-  Tensor dk = dk_b_.get(device_, {R, Hkv * hd}), dv = dv_b_.get(device_, {R, Hkv * hd});
+  Tensor dk = dk_b_.get(device_, {R, Hkv * hd}), dv = dv_b_.get(device_, {R, Hkv * hd}, op_dt);
   Tensor g_gate = w.w_gate.g, g_up = w.w_up.g, g_down = w.w_down.g;
   Tensor g_q = w.wq.g, g_k = w.wk.g, g_v = w.wv.g, g_o = w.wo.g;
   Tensor g_in = w.ln_in.g, g_post = w.ln_post.g;
 
   // ---- MLP: x_out = x_mid + act W_downᵀ ----
-  // (Operands read by two or three products are rounded once under bf16: shared_operand.)
+  // (fp32 operands read by two or three products are rounded once under bf16: shared_operand.)
   Tensor dy = leave_backward(dfull_b_, dx);                      // [R, d]
   Tensor op = shared_operand(0, dy);
   ops::matmul(dact, op, false, mm(w.w_down), false);             // dact = dy W_down   [R,d]@[d,F]

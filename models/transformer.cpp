@@ -259,8 +259,12 @@ Tensor Transformer::Backing::get(Device device, const Shape& shape, DType dt) {
   return buf.flat(0, n).view(shape);
 }
 
+DType Transformer::operand_dtype() {
+  return ops::matmul_precision() == ops::MatmulPrecision::BF16 ? DType::BF16 : DType::F32;
+}
+
 Tensor Transformer::shared_operand(int slot, const Tensor& x) {
-  if (ops::matmul_precision() != ops::MatmulPrecision::BF16) return x;
+  if (ops::matmul_precision() != ops::MatmulPrecision::BF16 || x.dtype() == DType::BF16) return x;
   Tensor r = operand_b_[size_t(slot)].get(device_, x.shape(), DType::BF16);
   ops::convert(r, x);
   return r;
@@ -317,7 +321,7 @@ void Transformer::prepare(const Tensor& tokens, const Tensor& targets, int n_blo
   resid_.assign(n_resid, Tensor());
   for (int i = 0; i < n_resid; ++i) resid_[i] = resid_b_[i].get(device_, {Rl_, d});
   if (int(block_b_.size()) < n_block_acts) block_b_.resize(n_block_acts);
-  xf_ = xf_b_.get(device_, {R, d});
+  xf_ = xf_b_.get(device_, {R, d}, operand_dtype());
   rstdf_ = rstdf_b_.get(device_, {Rl_});
   logits_ = logits_b_.get(device_, {R, V_});
   ce_ = ce_b_.get(device_, {R});
@@ -328,7 +332,8 @@ Transformer::BlockActs Transformer::block_acts(int i) {
   BlockBacking& b = block_b_[i];
   const int64_t R = R_, Rl = Rl_, d = cfg_.d_model, H = H_, Hkv = Hkv_, hd = cfg_.head_dim, F = F_;
   BlockActs a;
-  a.h1 = b.h1.get(device_, {R, d});
+  const DType op_dt = operand_dtype();
+  a.h1 = b.h1.get(device_, {R, d}, op_dt);
   a.rstd1 = b.rstd1.get(device_, {Rl});
   if (cfg_.qk_norm) {
     a.q = b.q.get(device_, {R, H * hd});
@@ -339,14 +344,14 @@ Transformer::BlockActs Transformer::block_acts(int i) {
   a.qr = b.qr.get(device_, {R, H * hd});
   a.kr = b.kr.get(device_, {R, Hkv * hd});
   a.v = b.v.get(device_, {R, Hkv * hd});
-  a.att = b.att.get(device_, {R, H * hd});
+  a.att = b.att.get(device_, {R, H * hd}, op_dt);
   a.lse = b.lse.get(device_, {B_, H, T_});
   a.x_mid = b.x_mid.get(device_, {Rl, d});
-  a.h2 = b.h2.get(device_, {R, d});
+  a.h2 = b.h2.get(device_, {R, d}, op_dt);
   a.rstd2 = b.rstd2.get(device_, {Rl});
   a.gate = b.gate.get(device_, {R, F});
   a.up = b.up.get(device_, {R, F});
-  a.act = b.act.get(device_, {R, F});
+  a.act = b.act.get(device_, {R, F}, op_dt);
   return a;
 }
 
@@ -401,7 +406,7 @@ void Transformer::norm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const 
 //   lse are merged and the target logit comes from the shard that holds it (never gathering
 //   the logits themselves).
 void Transformer::head_forward(const Tensor& x) {
-  Tensor xfl = sp() ? xfl_b_.get(device_, {Rl_, cfg_.d_model}) : xf_;
+  Tensor xfl = sp() ? xfl_b_.get(device_, {Rl_, cfg_.d_model}, xf_.dtype()) : xf_;
   ops::rmsnorm_forward(xfl, rstdf_, x, final_norm_.w, float(cfg_.norm_eps));
   if (sp()) regions_->enter_forward(xf_, xfl);
   ops::matmul(logits_, xf_, false, mm(lm_head_), true);
@@ -482,8 +487,9 @@ void Transformer::backward(float grad_scale) {
   ops::cross_entropy_backward(dlogits, logits_, lse_, local_targets_, ce_scale, z_scale);
   if (logits_loss_) logits_loss_->backward(dlogits, logits_, float(double(grad_scale) / double(R)));
   // logits = xf Wᵀ:  dxf = dlogits W  [R,V]@[V,d];  dW += dlogitsᵀ xf  [V,R]@[R,d]
-  ops::matmul(dxf, dlogits, false, mm(lm_head_), false);
-  ops::matmul(lm_head_.g, dlogits, true, xf_, false, 1.0f, 1.0f);
+  const Tensor dlogits_op = shared_operand(0, dlogits);
+  ops::matmul(dxf, dlogits_op, false, mm(lm_head_), false);
+  ops::matmul(lm_head_.g, dlogits_op, true, xf_, false, 1.0f, 1.0f);
   // xf = RMSNorm(x_L)
   Tensor dxfl = enter_backward(dlocal_b_, dxf);
   norm_backward(dx, final_norm_.g, dxfl, resid_[L], final_norm_.w, rstdf_, sp());

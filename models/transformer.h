@@ -161,7 +161,7 @@ class Transformer {
   struct LayerWeights {
     Weight ln_in, wq, wk, wv, wo, q_norm, k_norm, ln_post, w_gate, w_up, w_down;
   };
-  // What a block's backward needs (R = B·T rows).
+  // What a block's backward needs (R = B·T rows). h1, att, h2, act: operand_dtype().
   // R = B·T rows inside the tensor-parallel regions, Rl = R/tp (sp) or R rows in the residual
   // stream; H, Hkv, F per rank.
   struct BlockActs {
@@ -210,10 +210,14 @@ class Transformer {
   void norm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x, const Tensor& g,
                      const Tensor& rstd, bool partial);
   bool sp() const { return regions_ && tp_.sp; }
-  // Under bf16 matmuls, an activation read by several products is rounded to bf16 once into
-  // scratch `slot` (bitwise the same products: matmul rounds an fp32 operand the same way);
+  // Under bf16 matmuls, an fp32 activation read by several products is rounded to bf16 once
+  // into scratch `slot` (bitwise the same products: matmul rounds an fp32 operand the same way);
   // otherwise x itself.
   Tensor shared_operand(int slot, const Tensor& x);
+  // The dtype of activations whose only readers are bf16 products or attention (the norms'
+  // outputs h1, h2, xf; att; act; in backward dgate, dup, dv): BF16 under bf16 matmuls,
+  // written rounded by the op that produces them (no conversion pass, half the memory).
+  static DType operand_dtype();
 
   ModelConfig cfg_;
   TpLayout tp_;

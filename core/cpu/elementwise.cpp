@@ -4,6 +4,7 @@
 #include <cstring>
 #include <vector>
 
+#include "core/cpu/bf16.h"
 #include "core/cpu/kernels.h"
 
 namespace retort::cpu {
@@ -60,16 +61,9 @@ double sum_squares_multi(const float* const* xs, const int64_t* ns, int64_t coun
   return total;
 }
 
-// Round to nearest even; NaN stays NaN (quiet bit set), same as retort::f32_to_bf16.
 void f32_to_bf16(uint16_t* dst, const float* src, int64_t n) {
 #pragma omp parallel for schedule(static) if (n >= kParallelMin)
-  for (int64_t i = 0; i < n; ++i) {
-    uint32_t u;
-    std::memcpy(&u, &src[i], 4);
-    const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
-    const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-    dst[i] = static_cast<uint16_t>(nan ? ((u >> 16) | 0x40u) : rounded);
-  }
+  for (int64_t i = 0; i < n; ++i) dst[i] = round_to_bf16(src[i]);
 }
 
 void bf16_to_f32(float* dst, const uint16_t* src, int64_t n) {

@@ -37,8 +37,10 @@ void f32_to_bf16(uint16_t* dst, const float* src, int64_t n);  // round to neare
 void bf16_to_f32(float* dst, const uint16_t* src, int64_t n);
 
 // ---- rmsnorm.cpp -----------------------------------------------------------------------
-// x: [rows, C], g: [C] -> y: [rows, C], rstd: [rows]
+// x: [rows, C], g: [C] -> y: [rows, C], rstd: [rows] (y float32, or bf16 rounded at the store)
 void rmsnorm_forward(float* y, float* rstd, const float* x, const float* g, int64_t rows,
+                     int64_t C, float eps);
+void rmsnorm_forward(uint16_t* y, float* rstd, const float* x, const float* g, int64_t rows,
                      int64_t C, float eps);
 // dx: [rows, C] overwritten; dg: [C] accumulated (+=)
 void rmsnorm_backward(float* dx, float* dg, const float* dy, const float* x, const float* g,
@@ -52,8 +54,12 @@ void rope_apply(float* x, const float* table, int64_t B, int64_t T, int64_t nh, 
                 float sign);
 
 // ---- swiglu.cpp --------------------------------------------------------------------------
+// Outputs float32, or bf16 rounded at the store.
 void swiglu_forward(float* h, const float* gate, const float* up, int64_t n);
+void swiglu_forward(uint16_t* h, const float* gate, const float* up, int64_t n);
 void swiglu_backward(float* dgate, float* dup, const float* dh, const float* gate,
+                     const float* up, int64_t n);
+void swiglu_backward(uint16_t* dgate, uint16_t* dup, const float* dh, const float* gate,
                      const float* up, int64_t n);
 
 // ---- cross_entropy.cpp -------------------------------------------------------------------

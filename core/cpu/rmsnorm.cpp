@@ -7,27 +7,39 @@
 #include <cmath>
 #include <vector>
 
+#include "core/cpu/bf16.h"
 #include "core/cpu/kernels.h"
 
 namespace retort::cpu {
 
 namespace {
 constexpr int64_t kRowBlock = 128;
-}
 
-void rmsnorm_forward(float* y, float* rstd, const float* x, const float* g, int64_t rows,
-                     int64_t C, float eps) {
+// Out: float, or uint16_t for a bf16 y (rounded once, at the store).
+template <class Out>
+void forward(Out* y, float* rstd, const float* x, const float* g, int64_t rows, int64_t C,
+             float eps) {
 #pragma omp parallel for schedule(static) if (rows * C >= 16384)
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * C;
-    float* yr = y + r * C;
+    Out* yr = y + r * C;
     float ss = 0.0f;
 #pragma omp simd reduction(+ : ss)
     for (int64_t c = 0; c < C; ++c) ss += xr[c] * xr[c];
     const float rs = 1.0f / std::sqrt(ss / static_cast<float>(C) + eps);
     rstd[r] = rs;
-    for (int64_t c = 0; c < C; ++c) yr[c] = xr[c] * rs * g[c];
+    for (int64_t c = 0; c < C; ++c) store(&yr[c], xr[c] * rs * g[c]);
   }
+}
+}  // namespace
+
+void rmsnorm_forward(float* y, float* rstd, const float* x, const float* g, int64_t rows,
+                     int64_t C, float eps) {
+  forward(y, rstd, x, g, rows, C, eps);
+}
+void rmsnorm_forward(uint16_t* y, float* rstd, const float* x, const float* g, int64_t rows,
+                     int64_t C, float eps) {
+  forward(y, rstd, x, g, rows, C, eps);
 }
 
 void rmsnorm_backward(float* dx, float* dg, const float* dy, const float* x, const float* g,

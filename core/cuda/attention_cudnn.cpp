@@ -13,8 +13,8 @@
 // Layout: our q, out [B, T, H, hd] and k, v [B, T, Hkv, hd] are cuDNN's "BSHD": tensors of
 // dims [B, heads, T, hd] with strides [T·heads·hd, hd, heads·hd, 1]; lse [B, H, T] is Stats
 // [B, H, T, 1]. Grouped-query attention: K and V keep their Hkv heads (cuDNN maps head h to
-// kv head h / (H/Hkv)). The fp32 tensors are rounded to bf16 into temporaries (nearest even,
-// as matmul_bf16) and the bf16 results widened back.
+// kv head h / (H/Hkv)). Every tensor but the statistics is bf16 (core/ops.cpp rounds fp32
+// tensors into temporaries and widens bf16 results into fp32 tensors where the caller's are).
 //
 // Plans (heuristics + finalize) are built once per shape and cached; a shape cuDNN refuses
 // is remembered with cuDNN's reason, and the caller falls back to the plain kernel. A plan's
@@ -472,10 +472,10 @@ double relative_difference(const float* a, const float* b, int64_t n) {
 }
 
 // The first run of a plan on this GPU is checked against the plain kernel on the same inputs:
-// `plain` writes its outputs into buffers shaped like `outputs`. Agreement within
-// kMaxDifference (bf16 inputs give a few 1e-3; a misread of cuDNN's semantics gives order 1)
-// says so on stderr once; otherwise the plan is dropped with the reason and the caller falls
-// back, so a graph cuDNN accepts but computes differently never trains a model.
+// `plain` writes its outputs into buffers shaped like `outputs` (fp32 copies of cuDNN's).
+// Agreement within kMaxDifference (bf16 inputs give a few 1e-3; a misread of cuDNN's semantics
+// gives order 1) says so on stderr once; otherwise the plan is dropped with the reason and the
+// caller falls back, so a graph cuDNN accepts but computes differently never trains a model.
 constexpr double kMaxDifference = 5e-2;
 
 bool agrees_with_plain(Cached& c, const char* pass, const AttnShape& s,
@@ -533,90 +533,70 @@ void execute(const GraphBuilder::Plan& plan, const std::vector<std::pair<int64_t
   check_run(st, "cudnnBackendExecute");
 }
 
-// Stream-ordered bf16 copies of fp32 tensors, released when the scope ends.
-class Bf16Buffers {
+// Stream-ordered fp32 copies of bf16 tensors (for the first-use check), released when the
+// scope ends.
+class Fp32Copies {
  public:
-  uint16_t* from(const float* src, int64_t n) {
-    uint16_t* p = make(n);
-    const op_profile::Scope time("attention_cudnn to bf16", Device::CUDA);
-    f32_to_bf16(p, src, n);
-    return p;
-  }
-  uint16_t* make(int64_t n) {
-    buffers_.push_back(static_cast<uint16_t*>(allocate(size_t(n) * 2)));
+  float* of(const uint16_t* src, int64_t n) {
+    buffers_.push_back(static_cast<float*>(allocate(size_t(n) * sizeof(float))));
+    bf16_to_f32(buffers_.back(), src, n);
     return buffers_.back();
   }
-  ~Bf16Buffers() {
-    for (uint16_t* p : buffers_) release(p);
+  ~Fp32Copies() {
+    for (float* p : buffers_) release(p);
   }
 
  private:
-  std::vector<uint16_t*> buffers_;
+  std::vector<float*> buffers_;
 };
 
 }  // namespace
 
-bool attention_forward_cudnn(float* out, float* lse, const float* q, const float* k,
-                             const float* v, int64_t B, int64_t T, int64_t H, int64_t Hkv,
+bool attention_forward_cudnn(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
+                             const uint16_t* v, int64_t B, int64_t T, int64_t H, int64_t Hkv,
                              int64_t hd, std::string* why) {
   const AttnShape s{B, T, H, Hkv, hd};
   Cached* c = usable_plan(false, s, why);
   if (!c) return false;
-  const int64_t nq = B * T * H * hd, nkv = B * T * Hkv * hd;
-  Bf16Buffers bf;
-  uint16_t* o16 = bf.make(nq);
   float scale = 1.0f / std::sqrt(float(hd)), neg_inf = -INFINITY;
-  const std::vector<std::pair<int64_t, void*>> args = {
-      {kQ, bf.from(q, nq)}, {kK, bf.from(k, nkv)}, {kV, bf.from(v, nkv)},
-      {kO, o16}, {kStats, lse}, {kScale, &scale}, {kNegInf, &neg_inf}};
-  {
-    const op_profile::Scope time("attention_cudnn forward graph", Device::CUDA);
-    execute(*c->plan, args);
-  }
-  {
-    const op_profile::Scope time("attention_cudnn to fp32", Device::CUDA);
-    bf16_to_f32(out, o16, nq);
-  }
-  return c->checked ||
-         agrees_with_plain(*c, "forward", s, {{out, nq}, {lse, B * H * T}},
+  const op_profile::Scope time("attention_cudnn forward graph", Device::CUDA);
+  execute(*c->plan, {{kQ, const_cast<uint16_t*>(q)}, {kK, const_cast<uint16_t*>(k)},
+                     {kV, const_cast<uint16_t*>(v)}, {kO, out}, {kStats, lse},
+                     {kScale, &scale}, {kNegInf, &neg_inf}});
+  if (c->checked) return true;
+  const int64_t nq = B * T * H * hd, nkv = B * T * Hkv * hd;
+  Fp32Copies f;
+  return agrees_with_plain(*c, "forward", s, {{f.of(out, nq), nq}, {lse, B * H * T}},
                            [&](const std::vector<float*>& r) {
-                             attention_forward(r[0], r[1], q, k, v, B, T, H, Hkv, hd);
+                             attention_forward(r[0], r[1], f.of(q, nq), f.of(k, nkv),
+                                               f.of(v, nkv), B, T, H, Hkv, hd);
                            }, why);
 }
 
-bool attention_backward_cudnn(float* dq, float* dk, float* dv, const float* dout, const float* q,
-                              const float* k, const float* v, const float* out, const float* lse,
-                              int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd,
-                              std::string* why) {
+bool attention_backward_cudnn(uint16_t* dq, uint16_t* dk, uint16_t* dv, const uint16_t* dout,
+                              const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                              const uint16_t* out, const float* lse, int64_t B, int64_t T,
+                              int64_t H, int64_t Hkv, int64_t hd, std::string* why) {
   const AttnShape s{B, T, H, Hkv, hd};
   Cached* c = usable_plan(true, s, why);
   if (!c) return false;
-  const int64_t nq = B * T * H * hd, nkv = B * T * Hkv * hd;
-  Bf16Buffers bf;
-  uint16_t *dq16 = bf.make(nq), *dk16 = bf.make(nkv), *dv16 = bf.make(nkv);
   float* row_dot = static_cast<float*>(allocate(size_t(B * H * T) * sizeof(float)));
   float scale = 1.0f / std::sqrt(float(hd)), neg_inf = -INFINITY, one = 1.0f;
-  const std::vector<std::pair<int64_t, void*>> args = {
-      {kQ, bf.from(q, nq)}, {kK, bf.from(k, nkv)}, {kV, bf.from(v, nkv)},
-      {kO, bf.from(out, nq)}, {kDO, bf.from(dout, nq)},
-      {kStats, const_cast<float*>(lse)}, {kDQ, dq16}, {kDK, dk16}, {kDV, dv16},
-      {kRowDot, row_dot}, {kScale, &scale}, {kNegInf, &neg_inf}, {kOne, &one}};
-  {
-    const op_profile::Scope time("attention_cudnn backward graph", Device::CUDA);
-    execute(*c->plan, args);
-  }
-  release(row_dot);
-  {
-    const op_profile::Scope time("attention_cudnn to fp32", Device::CUDA);
-    bf16_to_f32(dq, dq16, nq);
-    bf16_to_f32(dk, dk16, nkv);
-    bf16_to_f32(dv, dv16, nkv);
-  }
-  return c->checked ||
-         agrees_with_plain(*c, "backward", s, {{dq, nq}, {dk, nkv}, {dv, nkv}},
+  auto in = [](const uint16_t* p) { return static_cast<void*>(const_cast<uint16_t*>(p)); };
+  const op_profile::Scope time("attention_cudnn backward graph", Device::CUDA);
+  execute(*c->plan, {{kQ, in(q)}, {kK, in(k)}, {kV, in(v)}, {kO, in(out)}, {kDO, in(dout)},
+                     {kStats, const_cast<float*>(lse)}, {kDQ, dq}, {kDK, dk}, {kDV, dv},
+                     {kRowDot, row_dot}, {kScale, &scale}, {kNegInf, &neg_inf}, {kOne, &one}});
+  release(row_dot);  // stream-ordered: after the graph
+  if (c->checked) return true;
+  const int64_t nq = B * T * H * hd, nkv = B * T * Hkv * hd;
+  Fp32Copies f;
+  return agrees_with_plain(*c, "backward", s,
+                           {{f.of(dq, nq), nq}, {f.of(dk, nkv), nkv}, {f.of(dv, nkv), nkv}},
                            [&](const std::vector<float*>& r) {
-                             attention_backward(r[0], r[1], r[2], dout, q, k, v, out, lse, B, T,
-                                                H, Hkv, hd);
+                             attention_backward(r[0], r[1], r[2], f.of(dout, nq), f.of(q, nq),
+                                                f.of(k, nkv), f.of(v, nkv), f.of(out, nq), lse,
+                                                B, T, H, Hkv, hd);
                            }, why);
 }
 

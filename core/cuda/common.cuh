@@ -147,6 +147,27 @@ class ScratchBuffer {
   void* p_;
 };
 
+// Same bit manipulation as retort::f32_to_bf16 (core/tensor.cpp): round to nearest even,
+// NaN keeps its sign and top mantissa bits with the quiet bit set.
+__device__ __forceinline__ uint32_t round_to_bf16(float f) {
+  const uint32_t u = __float_as_uint(f);
+  const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
+  return nan ? ((u >> 16) | 0x40u) : (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}
+
+// *p = v in the output's precision: kernels templated on Out write float32 or bf16
+// (uint16_t bits) activations, rounded once where they are produced.
+__device__ __forceinline__ void store(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store(uint16_t* p, float v) {
+  *p = static_cast<uint16_t>(round_to_bf16(v));
+}
+// Four consecutive outputs at once: one 16-byte (float) or 8-byte (bf16) store; p aligned to it.
+__device__ __forceinline__ void store4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
+__device__ __forceinline__ void store4(uint16_t* p, float4 v) {
+  *reinterpret_cast<uint2*>(p) = make_uint2(round_to_bf16(v.x) | round_to_bf16(v.y) << 16,
+                                            round_to_bf16(v.z) | round_to_bf16(v.w) << 16);
+}
+
 // Blocks of 1-D launches: grid-stride loops with 64-bit indices.
 constexpr int kBlock = 256;
 

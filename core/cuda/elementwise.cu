@@ -139,28 +139,17 @@ __global__ void sum_squares_total(double* out, const double* tot, int64_t count)
   *out = s;
 }
 
-// Same bit manipulation as retort::f32_to_bf16 (core/tensor.cpp): round to nearest even,
-// NaN keeps its sign and top mantissa bits with the quiet bit set.
-__device__ __forceinline__ uint32_t round_to_bf16(float f) {
-  const uint32_t u = __float_as_uint(f);
-  const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
-  return nan ? ((u >> 16) | 0x40u) : (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-}
-
 __global__ void f32_to_bf16_kernel(uint16_t* dst, const float* src, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x)
-    dst[i] = static_cast<uint16_t>(round_to_bf16(src[i]));
+    store(&dst[i], src[i]);
 }
 
 // Four at a time (16-byte loads, 8-byte stores; element 0 in the low half, little-endian).
 __global__ void f32_to_bf16_x4_kernel(uint2* dst, const float4* src, int64_t n4) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n4;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    const float4 v = src[i];
-    dst[i] = make_uint2(round_to_bf16(v.x) | round_to_bf16(v.y) << 16,
-                        round_to_bf16(v.z) | round_to_bf16(v.w) << 16);
-  }
+       i += int64_t(gridDim.x) * blockDim.x)
+    store4(reinterpret_cast<uint16_t*>(dst + i), src[i]);
 }
 
 __global__ void bf16_to_f32_kernel(float* dst, const uint16_t* src, int64_t n) {

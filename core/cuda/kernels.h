@@ -42,8 +42,10 @@ void f32_to_bf16(uint16_t* dst, const float* src, int64_t n);  // round to neare
 void bf16_to_f32(float* dst, const uint16_t* src, int64_t n);
 
 // ---- rmsnorm.cu -----------------------------------------------------------------------
-// x: [rows, C], g: [C] -> y: [rows, C], rstd: [rows]
+// x: [rows, C], g: [C] -> y: [rows, C], rstd: [rows] (y float32, or bf16 rounded at the store)
 void rmsnorm_forward(float* y, float* rstd, const float* x, const float* g, int64_t rows,
+                     int64_t C, float eps);
+void rmsnorm_forward(uint16_t* y, float* rstd, const float* x, const float* g, int64_t rows,
                      int64_t C, float eps);
 // dx: [rows, C] overwritten; dg: [C] accumulated (+=)
 void rmsnorm_backward(float* dx, float* dg, const float* dy, const float* x, const float* g,
@@ -57,8 +59,12 @@ void rope_apply(float* x, const float* table, int64_t B, int64_t T, int64_t nh, 
                 float sign);
 
 // ---- swiglu.cu --------------------------------------------------------------------------
+// Outputs float32, or bf16 rounded at the store.
 void swiglu_forward(float* h, const float* gate, const float* up, int64_t n);
+void swiglu_forward(uint16_t* h, const float* gate, const float* up, int64_t n);
 void swiglu_backward(float* dgate, float* dup, const float* dh, const float* gate,
+                     const float* up, int64_t n);
+void swiglu_backward(uint16_t* dgate, uint16_t* dup, const float* dh, const float* gate,
                      const float* up, int64_t n);
 
 // ---- cross_entropy.cu -------------------------------------------------------------------
@@ -84,16 +90,16 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
                         int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd);
 
 // ---- attention_cudnn.cpp ----------------------------------------------------------------
-// The same two functions through cuDNN's fused flash attention (bf16 q, k, v, out, dout and
-// gradients, fp32 statistics, converted from and to the fp32 tensors here). False, with
-// nothing written, when cuDNN has no engine for the shape; `why` then says what cuDNN said.
-bool attention_forward_cudnn(float* out, float* lse, const float* q, const float* k,
-                             const float* v, int64_t B, int64_t T, int64_t H, int64_t Hkv,
+// The same two functions through cuDNN's fused flash attention: bf16 q, k, v, out, dout and
+// gradients, fp32 statistics. False when cuDNN has no engine for the shape (nothing written),
+// or when the plan's first run disagrees with the plain kernel; `why` then says why.
+bool attention_forward_cudnn(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
+                             const uint16_t* v, int64_t B, int64_t T, int64_t H, int64_t Hkv,
                              int64_t hd, std::string* why);
-bool attention_backward_cudnn(float* dq, float* dk, float* dv, const float* dout, const float* q,
-                              const float* k, const float* v, const float* out, const float* lse,
-                              int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd,
-                              std::string* why);
+bool attention_backward_cudnn(uint16_t* dq, uint16_t* dk, uint16_t* dv, const uint16_t* dout,
+                              const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                              const uint16_t* out, const float* lse, int64_t B, int64_t T,
+                              int64_t H, int64_t Hkv, int64_t hd, std::string* why);
 
 // ---- attention_decode.cu ---------------------------------------------------------------
 // q, out: [B, H, hd]; k, v: [B, T_max, Hkv, hd], keys 0..n-1 used

@@ -24,13 +24,15 @@ constexpr int64_t kRowBlock = 32;
 constexpr int kRowsPerBlock = 8;    // forward / dx: one warp per row
 constexpr int kFinalThreads = 256;  // dg pass 2
 
-__global__ void rmsnorm_forward_kernel(float* y, float* rstd, const float* x, const float* g,
+// Out: float, or uint16_t for a bf16 y (rounded at the store).
+template <class Out>
+__global__ void rmsnorm_forward_kernel(Out* y, float* rstd, const float* x, const float* g,
                                        int64_t rows, int64_t C, float eps) {
   const int64_t r = blockIdx.x * int64_t(kRowsPerBlock) + threadIdx.x / kWarp;
   if (r >= rows) return;  // the whole warp: no block barrier below
   const int lane = threadIdx.x % kWarp;
   const float* xr = x + r * C;
-  float* yr = y + r * C;
+  Out* yr = y + r * C;
   float ss = 0.0f;
 #pragma unroll 4
   for (int64_t c = lane; c < C; c += kWarp) ss += xr[c] * xr[c];
@@ -38,7 +40,7 @@ __global__ void rmsnorm_forward_kernel(float* y, float* rstd, const float* x, co
   const float rs = 1.0f / sqrtf(ss / static_cast<float>(C) + eps);
   if (lane == 0) rstd[r] = rs;
 #pragma unroll 4
-  for (int64_t c = lane; c < C; c += kWarp) yr[c] = xr[c] * rs * g[c];
+  for (int64_t c = lane; c < C; c += kWarp) store(&yr[c], xr[c] * rs * g[c]);
 }
 
 __global__ void rmsnorm_dx_kernel(float* dx, const float* dy, const float* x, const float* g,
@@ -85,14 +87,25 @@ __global__ void rmsnorm_dg_final_kernel(float* dg, const double* part, int64_t n
   if (threadIdx.x == 0) dg[c] += static_cast<float>(s);
 }
 
+template <class Out>
+void forward(Out* y, float* rstd, const float* x, const float* g, int64_t rows, int64_t C,
+             float eps) {
+  if (rows <= 0 || C <= 0) return;
+  const auto kernel = rmsnorm_forward_kernel<Out>;
+  kernel<<<grid_x((rows + kRowsPerBlock - 1) / kRowsPerBlock), kRowsPerBlock * kWarp, 0,
+           compute_stream()>>>(y, rstd, x, g, rows, C, eps);
+  RETORT_CUDA_CHECK_LAUNCH();
+}
+
 }  // namespace
 
 void rmsnorm_forward(float* y, float* rstd, const float* x, const float* g, int64_t rows,
                      int64_t C, float eps) {
-  if (rows <= 0 || C <= 0) return;
-  rmsnorm_forward_kernel<<<grid_x((rows + kRowsPerBlock - 1) / kRowsPerBlock),
-                           kRowsPerBlock * kWarp, 0, compute_stream()>>>(y, rstd, x, g, rows, C, eps);
-  RETORT_CUDA_CHECK_LAUNCH();
+  forward(y, rstd, x, g, rows, C, eps);
+}
+void rmsnorm_forward(uint16_t* y, float* rstd, const float* x, const float* g, int64_t rows,
+                     int64_t C, float eps) {
+  forward(y, rstd, x, g, rows, C, eps);
 }
 
 void rmsnorm_backward(float* dx, float* dg, const float* dy, const float* x, const float* g,

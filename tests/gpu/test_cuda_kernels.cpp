@@ -342,6 +342,52 @@ TEST(CudaSwiGLU, ForwardBackwardMatchCpu) {
   }
 }
 
+// Kernels that write a bf16 activation round once at the store: bitwise the kernel's own fp32
+// output rounded (cpu::f32_to_bf16, round to nearest even). SwiGLU at offsets 0..4 (an
+// unaligned view goes one element at a time; aligned ones four at a time, then the tail).
+TEST(CudaBf16Outputs, BitwiseTheFp32OutputRounded) {
+  auto rounded = [](const std::vector<float>& x) {
+    std::vector<uint16_t> h(x.size());
+    cpu::f32_to_bf16(h.data(), x.data(), int64_t(x.size()));
+    return h;
+  };
+  uint64_t stream = 330;
+  for (const auto& [rows, C] : {std::pair<int64_t, int64_t>{1, 7}, {37, 64}, {300, 1000}}) {
+    const std::vector<float> x = randn(rows * C, ++stream, 1.5), g = randn(C, ++stream, 0.3, 1.0);
+    Dev<float> d_x(x), d_g(g), d_y(rows * C), d_rstd(rows);
+    Dev<uint16_t> d_y16(rows * C);
+    cuda::rmsnorm_forward(d_y, d_rstd, d_x, d_g, rows, C, 1e-5f);
+    cuda::rmsnorm_forward(d_y16, d_rstd, d_x, d_g, rows, C, 1e-5f);
+    EXPECT_TRUE(d_y16.download() == rounded(d_y.download())) << "rmsnorm " << str({rows, C});
+  }
+  for (int64_t n : {1LL, 1000LL, 100003LL}) {
+    const int64_t total = n + 4;
+    const std::vector<float> gate = randn(total, ++stream, 3.0), up = randn(total, ++stream),
+                             dh = randn(total, ++stream);
+    Dev<float> d_gate(gate), d_up(up), d_dh(dh), d_h(total), d_dgate(total), d_dup(total);
+    Dev<uint16_t> d_h16(total), d_dgate16(total), d_dup16(total);
+    for (int64_t off = 0; off <= 4; ++off) {
+      const std::string what = "swiglu n=" + std::to_string(n) + " offset " + std::to_string(off);
+      cuda::swiglu_forward(d_h + off, d_gate + off, d_up + off, n);
+      cuda::swiglu_forward(d_h16 + off, d_gate + off, d_up + off, n);
+      cuda::swiglu_backward(d_dgate + off, d_dup + off, d_dh + off, d_gate + off, d_up + off, n);
+      cuda::swiglu_backward(d_dgate16 + off, d_dup16 + off, d_dh + off, d_gate + off, d_up + off, n);
+      auto part = [&](const auto& v) { return std::remove_cvref_t<decltype(v)>(v.begin() + off, v.begin() + off + n); };
+      EXPECT_TRUE(part(d_h16.download()) == rounded(part(d_h.download()))) << what << " h";
+      EXPECT_TRUE(part(d_dgate16.download()) == rounded(part(d_dgate.download()))) << what << " dgate";
+      EXPECT_TRUE(part(d_dup16.download()) == rounded(part(d_dup.download()))) << what << " dup";
+      // and the fp32 outputs at this offset agree with the CPU
+      std::vector<float> h(n), dgate(n), dup(n);
+      cpu::swiglu_forward(h.data(), gate.data() + off, up.data() + off, n);
+      cpu::swiglu_backward(dgate.data(), dup.data(), dh.data() + off, gate.data() + off,
+                           up.data() + off, n);
+      expect_close(part(d_h.download()), h, what + " h vs cpu");
+      expect_close(part(d_dgate.download()), dgate, what + " dgate vs cpu");
+      expect_close(part(d_dup.download()), dup, what + " dup vs cpu");
+    }
+  }
+}
+
 // ---- cross-entropy ------------------------------------------------------------------------------
 
 TEST(CudaCrossEntropy, ForwardBackwardMatchCpuInPlaceToo) {
@@ -466,51 +512,57 @@ TEST(CudaAttention, CudnnMatchesCpuOnBf16InputsAndIsDeterministic) {
   const AttnCase cases[] = {{2, 37, 4, 2, 64}, {1, 130, 2, 1, 128}, {1, 65, 4, 4, 32},
                             {1, 64, 2, 2, 16}, {2, 20, 6, 2, 8}};
   uint64_t stream = 900;
-  auto bf16 = [](std::vector<float> x) {  // rounded as the CPU's conversion kernels do
+  auto bits = [](const std::vector<float>& x) {  // rounded as the CPU's conversion kernels do
     std::vector<uint16_t> h(x.size());
     cpu::f32_to_bf16(h.data(), x.data(), int64_t(x.size()));
-    cpu::bf16_to_f32(x.data(), h.data(), int64_t(x.size()));
+    return h;
+  };
+  auto widen = [](const std::vector<uint16_t>& h) {
+    std::vector<float> x(h.size());
+    cpu::bf16_to_f32(x.data(), h.data(), int64_t(h.size()));
     return x;
   };
   for (const AttnCase& c : cases) {
     const std::string what = "cudnn attention B,T,H,Hkv,hd = " + str({c.B, c.T, c.H, c.Hkv, c.hd});
     const int64_t nq = c.B * c.T * c.H * c.hd, nk = c.B * c.T * c.Hkv * c.hd,
                   nl = c.B * c.H * c.T;
-    const std::vector<float> q = randn(nq, ++stream), k = randn(nk, ++stream),
-                             v = randn(nk, ++stream), dout = randn(nq, ++stream);
-    const std::vector<float> qr = bf16(q), kr = bf16(k), vr = bf16(v), doutr = bf16(dout);
+    const std::vector<uint16_t> q = bits(randn(nq, ++stream)), k = bits(randn(nk, ++stream)),
+                                v = bits(randn(nk, ++stream)), dout = bits(randn(nq, ++stream));
+    const std::vector<float> qr = widen(q), kr = widen(k), vr = widen(v), doutr = widen(dout);
     std::vector<float> out(nq), lse(nl), dq(nq), dk(nk), dv(nk);
     cpu::attention_forward(out.data(), lse.data(), qr.data(), kr.data(), vr.data(), c.B, c.T, c.H,
                            c.Hkv, c.hd);
     cpu::attention_backward(dq.data(), dk.data(), dv.data(), doutr.data(), qr.data(), kr.data(),
                             vr.data(), out.data(), lse.data(), c.B, c.T, c.H, c.Hkv, c.hd);
 
-    const std::vector<float> nan_q(nq, NAN), nan_k(nk, NAN), nan_l(nl, NAN);
-    Dev<float> d_q(q), d_k(k), d_v(v), d_dout(dout), d_out(nan_q), d_lse(nan_l);
-    Dev<float> d_dq(nan_q), d_dk(nan_k), d_dv(nan_k);
+    const std::vector<uint16_t> nan_q(nq, 0x7fc0), nan_k(nk, 0x7fc0);  // bf16 NaN
+    Dev<uint16_t> d_q(q), d_k(k), d_v(v), d_dout(dout), d_out(nan_q);
+    Dev<uint16_t> d_dq(nan_q), d_dk(nan_k), d_dv(nan_k);
+    Dev<float> d_lse(std::vector<float>(nl, NAN));
     std::string why;
     ASSERT_TRUE(cuda::attention_forward_cudnn(d_out, d_lse, d_q, d_k, d_v, c.B, c.T, c.H, c.Hkv,
                                               c.hd, &why)) << what << ": " << why;
-    const std::vector<float> out1 = d_out.download(), lse1 = d_lse.download();
-    expect_close(out1, out, what + " out", 1e-2);
+    const std::vector<uint16_t> out1 = d_out.download();
+    const std::vector<float> lse1 = d_lse.download();
+    expect_close(widen(out1), out, what + " out", 1e-2);
     expect_close(lse1, lse, what + " lse", 1e-4);  // fp32 statistics
     ASSERT_TRUE(cuda::attention_backward_cudnn(d_dq, d_dk, d_dv, d_dout, d_q, d_k, d_v, d_out,
                                                d_lse, c.B, c.T, c.H, c.Hkv, c.hd, &why))
         << what << ": " << why;
-    const std::vector<float> dq1 = d_dq.download(), dk1 = d_dk.download(), dv1 = d_dv.download();
-    expect_close(dq1, dq, what + " dq", 1e-2);
-    expect_close(dk1, dk, what + " dk", 1e-2);
-    expect_close(dv1, dv, what + " dv", 1e-2);
+    const std::vector<uint16_t> dq1 = d_dq.download(), dk1 = d_dk.download(), dv1 = d_dv.download();
+    expect_close(widen(dq1), dq, what + " dq", 1e-2);
+    expect_close(widen(dk1), dk, what + " dk", 1e-2);
+    expect_close(widen(dv1), dv, what + " dv", 1e-2);
 
     ASSERT_TRUE(cuda::attention_forward_cudnn(d_out, d_lse, d_q, d_k, d_v, c.B, c.T, c.H, c.Hkv,
                                               c.hd, &why));
-    EXPECT_BITWISE(d_out.download(), out1, what + " out rerun");
+    EXPECT_TRUE(d_out.download() == out1) << what << " out rerun differs";
     EXPECT_BITWISE(d_lse.download(), lse1, what + " lse rerun");
     ASSERT_TRUE(cuda::attention_backward_cudnn(d_dq, d_dk, d_dv, d_dout, d_q, d_k, d_v, d_out,
                                                d_lse, c.B, c.T, c.H, c.Hkv, c.hd, &why));
-    EXPECT_BITWISE(d_dq.download(), dq1, what + " dq rerun");
-    EXPECT_BITWISE(d_dk.download(), dk1, what + " dk rerun");
-    EXPECT_BITWISE(d_dv.download(), dv1, what + " dv rerun");
+    EXPECT_TRUE(d_dq.download() == dq1) << what << " dq rerun differs";
+    EXPECT_TRUE(d_dk.download() == dk1) << what << " dk rerun differs";
+    EXPECT_TRUE(d_dv.download() == dv1) << what << " dv rerun differs";
   }
 }
 
@@ -518,12 +570,13 @@ TEST(CudaAttention, CudnnMatchesCpuOnBf16InputsAndIsDeterministic) {
 // a reason, and nothing is written.
 TEST(CudaAttention, CudnnRefusesHeadDimNotMultipleOf8) {
   const int64_t B = 1, T = 9, H = 2, hd = 12, n = B * T * H * hd;
-  const std::vector<float> nan(n, NAN), nan_l(B * H * T, NAN);
-  Dev<float> x(randn(n, 950)), out(nan), lse(nan_l);
+  const std::vector<uint16_t> nan(n, 0x7fc0);  // bf16 NaN
+  Dev<uint16_t> x(std::vector<uint16_t>(n, 0x3f80)), out(nan);  // x = 1.0
+  Dev<float> lse(std::vector<float>(B * H * T, NAN));
   std::string why;
   EXPECT_FALSE(cuda::attention_forward_cudnn(out, lse, x, x, x, B, T, H, H, hd, &why));
   EXPECT_NE(why.find("head_dim 12"), std::string::npos) << why;
-  for (float f : out.download()) ASSERT_TRUE(std::isnan(f)) << "out was written";
+  EXPECT_TRUE(out.download() == nan) << "out was written";
   why.clear();
   EXPECT_FALSE(cuda::attention_backward_cudnn(out, out, out, x, x, x, x, x, lse, B, T, H, H, hd, &why));
   EXPECT_NE(why.find("head_dim 12"), std::string::npos) << why;

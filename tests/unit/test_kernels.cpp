@@ -335,6 +335,70 @@ TEST(Elementwise, ConvertBf16MatchesScalarRounding) {
   EXPECT_NE(error_of([&] { ops::convert(ids, x); }).find("unsupported"), std::string::npos);
 }
 
+// ---- bf16 outputs and inputs (activations of bf16 training) ---------------------------------
+
+Tensor to_bf16(const Tensor& x) {
+  Tensor r = Tensor::empty(x.shape(), DType::BF16);
+  ops::convert(r, x);
+  return r;
+}
+Tensor to_f32(const Tensor& x) {
+  Tensor r = Tensor::empty(x.shape());
+  ops::convert(r, x);
+  return r;
+}
+
+// An op given a BF16 output writes bitwise its F32 output rounded (no other change in the math).
+TEST(Bf16Outputs, BitwiseTheFp32OutputRounded) {
+  Tensor x = randn({37, 70}, 31), g = randn({70}, 32, 0.3, 1.0);
+  Tensor y = Tensor::empty({37, 70}), y16 = Tensor::empty({37, 70}, DType::BF16);
+  Tensor rstd = Tensor::empty({37}), rstd16 = Tensor::empty({37});
+  ops::rmsnorm_forward(y, rstd, x, g, 1e-5f);
+  ops::rmsnorm_forward(y16, rstd16, x, g, 1e-5f);
+  EXPECT_TRUE(bitwise_equal(y16, to_bf16(y))) << "rmsnorm y";
+  EXPECT_TRUE(bitwise_equal(rstd16, rstd)) << "rmsnorm rstd";
+
+  Tensor gate = randn({5, 333}, 33, 3.0), up = randn({5, 333}, 34), dh = randn({5, 333}, 35);
+  Tensor h = Tensor::empty({5, 333}), h16 = Tensor::empty({5, 333}, DType::BF16);
+  ops::swiglu_forward(h, gate, up);
+  ops::swiglu_forward(h16, gate, up);
+  EXPECT_TRUE(bitwise_equal(h16, to_bf16(h))) << "swiglu h";
+  Tensor dg = Tensor::empty({5, 333}), du = Tensor::empty({5, 333});
+  Tensor dg16 = Tensor::empty({5, 333}, DType::BF16), du16 = Tensor::empty({5, 333}, DType::BF16);
+  ops::swiglu_backward(dg, du, dh, gate, up);
+  ops::swiglu_backward(dg16, du16, dh, gate, up);
+  EXPECT_TRUE(bitwise_equal(dg16, to_bf16(dg))) << "swiglu dgate";
+  EXPECT_TRUE(bitwise_equal(du16, to_bf16(du))) << "swiglu dup";
+  EXPECT_NE(error_of([&] { ops::swiglu_backward(dg16, du, dh, gate, up); }).find("must have one dtype"),
+            std::string::npos);
+  Tensor ids = Tensor::empty({5, 333}, DType::I32);
+  EXPECT_NE(error_of([&] { ops::swiglu_forward(ids, gate, up); }).find("`h` must be float32 or bfloat16"),
+            std::string::npos);
+}
+
+// Attention takes each of q, k, v, out, dout, dq, dk, dv as F32 or BF16: bitwise the F32 op on
+// the widened bf16 tensors, with bf16 outputs rounded.
+TEST(Bf16Outputs, AttentionTakesEitherTypeForEachTensor) {
+  const int64_t B = 2, T = 9, H = 4, Hkv = 2, hd = 8;
+  Tensor q16 = to_bf16(randn({B, T, H, hd}, 41)), k16 = to_bf16(randn({B, T, Hkv, hd}, 42)),
+         v = randn({B, T, Hkv, hd}, 43), dout = randn({B, T, H, hd}, 44);
+  Tensor out = Tensor::empty({B, T, H, hd}), lse = Tensor::empty({B, H, T});
+  ops::attention_forward(out, lse, to_f32(q16), to_f32(k16), v);
+  Tensor out16 = Tensor::empty({B, T, H, hd}, DType::BF16), lse2 = Tensor::empty({B, H, T});
+  ops::attention_forward(out16, lse2, q16, k16, v);
+  EXPECT_TRUE(bitwise_equal(out16, to_bf16(out))) << "out";
+  EXPECT_TRUE(bitwise_equal(lse2, lse)) << "lse";
+
+  Tensor dq = Tensor::empty(q16.shape()), dk = Tensor::empty(k16.shape()), dv = Tensor::empty(v.shape());
+  ops::attention_backward(dq, dk, dv, dout, to_f32(q16), to_f32(k16), v, to_f32(out16), lse);
+  Tensor dq2 = Tensor::empty(q16.shape()), dk2 = Tensor::empty(k16.shape());
+  Tensor dv16 = Tensor::empty(v.shape(), DType::BF16);
+  ops::attention_backward(dq2, dk2, dv16, dout, q16, k16, v, out16, lse);
+  EXPECT_TRUE(bitwise_equal(dq2, dq)) << "dq";
+  EXPECT_TRUE(bitwise_equal(dk2, dk)) << "dk";
+  EXPECT_TRUE(bitwise_equal(dv16, to_bf16(dv))) << "dv";
+}
+
 // ---- RMSNorm -----------------------------------------------------------------------------
 
 TEST(RMSNorm, ForwardAgainstReference) {
