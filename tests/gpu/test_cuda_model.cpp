@@ -170,10 +170,11 @@ TEST(CudaModel, OpsRefuseTensorsOnTwoDevices) {
 // operand across a bf16 rounding boundary now and then, a 2^-8 step in that element. So the
 // GPU must be clearly closer to the emulation than the emulation is to fp32: a GPU that skipped
 // a rounding would not be. Measured (relative L2, gpu-emulation against emulation-fp32): on
-// the simulator, which sums in the CPU's order, gradients 4.6e-4 against 7.0e-3 (0.07) and
-// parameters 6e-6 against 1.3e-3; on an H200 (cuBLASLt's own orders) gradients 1.6e-3 (0.23)
-// and parameters 4.7e-4 (0.36) — AdamW's first step, ≈ p − lr·sign(g), moves a parameter by
-// 2·lr wherever a gradient near 0 changes sign.
+// the simulator, which sums in the CPU's order, gradients 4.3e-4 against 7.1e-3 (0.06) and
+// parameters 1.2e-4 against 1.3e-3 (two of 110976 parameters 2·lr apart; 6e-6 before bf16
+// activations); on an H200 before bf16 activations (cuBLASLt's own orders) gradients 1.6e-3
+// (0.23) and parameters 4.7e-4 (0.36) — AdamW's first step, ≈ p − lr·sign(g), moves a
+// parameter by 2·lr wherever a gradient near 0 changes sign.
 // (Attention runs the plain fp32 kernel here, as on the CPU; cuDNN's bf16 attention is below.)
 TEST(CudaModel, Bf16StepMatchesTheCpuEmulationAndFp32WithinBf16Tolerance) {
   const StepOut fp32 = train_step(Device::CPU, false, false);
