@@ -248,7 +248,7 @@ void rmsnorm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& g, 
 }
 
 void rmsnorm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x, const Tensor& g,
-                      const Tensor& rstd) {
+                      const Tensor& rstd, bool accumulate_dx) {
   const char* op = "rmsnorm_backward";
   check_f32(op, "dx", dx);
   check_f32(op, "dg", dg);
@@ -267,8 +267,8 @@ void rmsnorm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x,
   RETORT_CHECK(!overlaps(dx, x) && !overlaps(dx, g) && !overlaps(dg, dy), op,
                ": outputs must not alias inputs");
   const Device dev = common_device("rmsnorm_backward", {&dx, &dg, &dy, &x, &g, &rstd});
-  RETORT_KERNEL(dev, rmsnorm_backward, dx.data<float>(), dg.data<float>(), dy.data<float>(), x.data<float>(),
-                        g.data<float>(), rstd.data<float>(), rows, C);
+  RETORT_KERNEL(dev, rmsnorm_backward, dx.data<float>(), dg.data<float>(), dy.data<float>(),
+                x.data<float>(), g.data<float>(), rstd.data<float>(), rows, C, accumulate_dx);
 }
 
 // ---- RoPE --------------------------------------------------------------------------------
@@ -284,24 +284,38 @@ Tensor rope_table(int64_t T, int64_t head_dim, double theta) {
 }
 
 namespace {
-void rope_apply(const char* op, Tensor& x, const Tensor& table, float sign) {
+// y = x rotated (y may be x, or BF16).
+void rope_apply(const char* op, Tensor& y, const Tensor& x, const Tensor& table, float sign) {
+  check_float(op, "y", y);
   check_f32(op, "x", x);
   check_f32(op, "table", table);
   RETORT_CHECK(x.ndim() == 4, op, ": x must be [B, T, heads, head_dim], got ",
                shape_str(x.shape()));
+  check_same_shape(op, "y", y, "x", x);
   const int64_t B = x.dim(0), T = x.dim(1), nh = x.dim(2), hd = x.dim(3);
   RETORT_CHECK(hd % 2 == 0, op, ": head_dim must be even, x is ", shape_str(x.shape()));
   RETORT_CHECK(table.ndim() == 2 && table.dim(1) == hd && table.dim(0) >= T, op, ": table ",
                shape_str(table.shape()), " must be [>= ", T, ", ", hd, "] for x ",
                shape_str(x.shape()));
-  const Device dev = common_device("rope_apply", {&x, &table});
-  RETORT_KERNEL(dev, rope_apply, x.data<float>(), table.data<float>(), B, T, nh, hd, sign);
+  RETORT_CHECK(!overlaps(y, x) || y.raw() == x.raw(), op, ": y must be x itself or not overlap it");
+  const Device dev = common_device("rope_apply", {&y, &x, &table});
+  if (y.dtype() == DType::BF16)
+    RETORT_KERNEL(dev, rope_apply, y.data<uint16_t>(), x.data<float>(), table.data<float>(), B, T,
+                  nh, hd, sign);
+  else
+    RETORT_KERNEL(dev, rope_apply, y.data<float>(), x.data<float>(), table.data<float>(), B, T,
+                  nh, hd, sign);
 }
 }  // namespace
 
-void rope_forward(Tensor& x, const Tensor& table) { rope_apply("rope_forward", x, table, 1.0f); }
+void rope_forward(Tensor& x, const Tensor& table) {
+  rope_apply("rope_forward", x, x, table, 1.0f);
+}
+void rope_forward(Tensor& y, const Tensor& x, const Tensor& table) {
+  rope_apply("rope_forward", y, x, table, 1.0f);
+}
 void rope_backward(Tensor& dx, const Tensor& table) {
-  rope_apply("rope_backward", dx, table, -1.0f);
+  rope_apply("rope_backward", dx, dx, table, -1.0f);
 }
 
 // ---- SwiGLU ------------------------------------------------------------------------------

@@ -51,9 +51,10 @@ void convert(Tensor& dst, const Tensor& src);  // F32 <-> BF16, same numel
 // x: [rows, C], g: [C] -> y: [rows, C], rstd: [rows] = 1/sqrt(mean(x²) + eps) (saved).
 // y = x * rstd * g   (y F32 or BF16)
 void rmsnorm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& g, float eps);
-// dx (overwritten) and dg (+=) from dy.
+// dx (overwritten, or += with accumulate_dx: the residual stream's gradient, without a
+// separate add pass; bitwise dx + the overwritten result) and dg (+=) from dy.
 void rmsnorm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x, const Tensor& g,
-                      const Tensor& rstd);
+                      const Tensor& rstd, bool accumulate_dx = false);
 
 // ---- RoPE, rotate-half convention ------------------------------------------------------
 // table: [T, hd] with cos(pos·inv_freq_i) in [:, i] and sin(...) in [:, hd/2 + i], i < hd/2,
@@ -63,6 +64,8 @@ Tensor rope_table(int64_t T, int64_t head_dim, double theta);
 // The table may have more than T rows: rows 0..T-1 are used (pass table.slice(p, p + T) for
 // positions starting at p).
 void rope_forward(Tensor& x, const Tensor& table);
+// y = rope_forward of x, y F32 or BF16 (rounded once: an attention input in bf16 training).
+void rope_forward(Tensor& y, const Tensor& x, const Tensor& table);
 // Gradient of rope_forward, in place on dx (rotation by -angle).
 void rope_backward(Tensor& dx, const Tensor& table);
 

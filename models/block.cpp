@@ -35,21 +35,28 @@ void Transformer::block_forward(int layer, const Tensor& x_in, Tensor& x_out, Bl
   // ---- attention ----
   norm_enter(a.h1, a.rstd1, x_in, w.ln_in.w);
   const Tensor h1 = shared_operand(0, a.h1);  // read by three products
+  // q, k, v in fp32 go straight into qr, kr, v (RoPE in place), or with bf16 activations into
+  // scratch, then RoPE (q, k) or a conversion (v) rounds them into the bf16 qr, kr, v.
+  const bool fp32 = a.qr.dtype() == DType::F32;
+  Tensor qn = fp32 ? a.qr : qn_b_.get(device_, {R, H * hd});
+  Tensor kn = fp32 ? a.kr : kn_b_.get(device_, {R, Hkv * hd});
+  Tensor vn = fp32 ? a.v : vn_b_.get(device_, {R, Hkv * hd});
   if (cfg_.qk_norm) {
     ops::matmul(a.q, h1, false, mm(w.wq), true);
     ops::matmul(a.k, h1, false, mm(w.wk), true);
-    Tensor qr = a.qr.view({R * H, hd}), kr = a.kr.view({R * Hkv, hd});
+    Tensor qr = qn.view({R * H, hd}), kr = kn.view({R * Hkv, hd});
     ops::rmsnorm_forward(qr, a.rstd_q, a.q.view({R * H, hd}), w.q_norm.w, eps);
     ops::rmsnorm_forward(kr, a.rstd_k, a.k.view({R * Hkv, hd}), w.k_norm.w, eps);
   } else {
-    ops::matmul(a.qr, h1, false, mm(w.wq), true);
-    ops::matmul(a.kr, h1, false, mm(w.wk), true);
+    ops::matmul(qn, h1, false, mm(w.wq), true);
+    ops::matmul(kn, h1, false, mm(w.wk), true);
   }
-  ops::matmul(a.v, h1, false, mm(w.wv), true);
+  ops::matmul(vn, h1, false, mm(w.wv), true);
+  if (!fp32) ops::convert(a.v, vn);
   Tensor q4 = a.qr.view({B, T, H, hd}), k4 = a.kr.view({B, T, Hkv, hd});
   Tensor v4 = a.v.view({B, T, Hkv, hd}), att4 = a.att.view({B, T, H, hd});
-  ops::rope_forward(q4, rope);
-  ops::rope_forward(k4, rope);
+  ops::rope_forward(q4, qn.view({B, T, H, hd}), rope);
+  ops::rope_forward(k4, kn.view({B, T, Hkv, hd}), rope);
   ops::attention_forward(att4, a.lse, q4, k4, v4);
   row_parallel_residual(a.x_mid, x_in, a.att, mm(w.wo));
 
@@ -70,7 +77,7 @@ void Transformer::block_backward(int layer, const Tensor& x_in, Tensor& dx, Bloc
   const int64_t B = B_, T = T_, R = R_, d = cfg_.d_model, H = H_, Hkv = Hkv_, hd = cfg_.head_dim,
                 F = F_;
   Tensor rope = rope_.slice(0, T);
-  Tensor dtmp = dtmp_b_.get(device_, {Rl_, d}), dh = dh_b_.get(device_, {R, d});
+  Tensor dh = dh_b_.get(device_, {R, d});
   const DType op_dt = operand_dtype();  // of dgate, dup, dv: read only by bf16 products
   Tensor dact = dact_b_.get(device_, {R, F}), dgate = dgate_b_.get(device_, {R, F}, op_dt),
          dup = dup_b_.get(device_, {R, F}, op_dt);
@@ -94,8 +101,7 @@ void Transformer::block_backward(int layer, const Tensor& x_in, Tensor& dx, Bloc
   ops::matmul(g_gate, dgate_op, true, op, false, 1.0f, 1.0f);    // dW_gate += dgateᵀ h2
   ops::matmul(g_up, dup_op, true, op, false, 1.0f, 1.0f);        // dW_up += dupᵀ h2
   Tensor dhl = enter_backward(dlocal_b_, dh);                    // [Rl, d]
-  norm_backward(dtmp, g_post, dhl, a.x_mid, w.ln_post.w, a.rstd2, sp());
-  ops::add_inplace(dx, dtmp);                                    // dx = dL/dx_mid
+  norm_backward(dx, g_post, dhl, a.x_mid, w.ln_post.w, a.rstd2, sp(), true);  // dx = dL/dx_mid
 
   // ---- attention: x_mid = x_in + att Woᵀ ----
   dy = leave_backward(dfull_b_, dx);
@@ -130,8 +136,7 @@ void Transformer::block_backward(int layer, const Tensor& x_in, Tensor& dx, Bloc
   ops::matmul(g_k, dk_op, true, op, false, 1.0f, 1.0f);
   ops::matmul(g_v, dv_op, true, op, false, 1.0f, 1.0f);
   dhl = enter_backward(dlocal_b_, dh);
-  norm_backward(dtmp, g_in, dhl, x_in, w.ln_in.w, a.rstd1, sp());
-  ops::add_inplace(dx, dtmp);                                    // dx = dL/dx_in
+  norm_backward(dx, g_in, dhl, x_in, w.ln_in.w, a.rstd1, sp(), true);  // dx = dL/dx_in
 }
 
 }  // namespace retort

@@ -341,9 +341,9 @@ Transformer::BlockActs Transformer::block_acts(int i) {
     a.rstd_q = b.rstd_q.get(device_, {R * H});
     a.rstd_k = b.rstd_k.get(device_, {R * Hkv});
   }
-  a.qr = b.qr.get(device_, {R, H * hd});
-  a.kr = b.kr.get(device_, {R, Hkv * hd});
-  a.v = b.v.get(device_, {R, Hkv * hd});
+  a.qr = b.qr.get(device_, {R, H * hd}, op_dt);
+  a.kr = b.kr.get(device_, {R, Hkv * hd}, op_dt);
+  a.v = b.v.get(device_, {R, Hkv * hd}, op_dt);
   a.att = b.att.get(device_, {R, H * hd}, op_dt);
   a.lse = b.lse.get(device_, {B_, H, T_});
   a.x_mid = b.x_mid.get(device_, {Rl, d});
@@ -387,14 +387,15 @@ Tensor Transformer::leave_backward(Backing& dfull_b, const Tensor& dlocal) {
 }
 
 void Transformer::norm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x,
-                                const Tensor& g, const Tensor& rstd, bool partial) {
+                                const Tensor& g, const Tensor& rstd, bool partial,
+                                bool accumulate_dx) {
   if (!regions_ || !partial) {
-    ops::rmsnorm_backward(dx, dg, dy, x, g, rstd);
+    ops::rmsnorm_backward(dx, dg, dy, x, g, rstd, accumulate_dx);
     return;
   }
   Tensor gain = gain_b_.get(device_, g.shape());
   ops::fill(gain, 0.0f);
-  ops::rmsnorm_backward(dx, gain, dy, x, g, rstd);
+  ops::rmsnorm_backward(dx, gain, dy, x, g, rstd, accumulate_dx);
   regions_->all_reduce_sum(gain);
   ops::add_inplace(dg, gain);
 }

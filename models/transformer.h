@@ -161,7 +161,7 @@ class Transformer {
   struct LayerWeights {
     Weight ln_in, wq, wk, wv, wo, q_norm, k_norm, ln_post, w_gate, w_up, w_down;
   };
-  // What a block's backward needs (R = B·T rows). h1, att, h2, act: operand_dtype().
+  // What a block's backward needs (R = B·T rows). h1, qr, kr, v, att, h2, act: operand_dtype().
   // R = B·T rows inside the tensor-parallel regions, Rl = R/tp (sp) or R rows in the residual
   // stream; H, Hkv, F per rank.
   struct BlockActs {
@@ -206,17 +206,18 @@ class Transformer {
   // dpartial [R, c] ← leave's backward of dlocal; aliases without sp.
   Tensor leave_backward(Backing& dfull_b, const Tensor& dlocal);
   // rmsnorm_backward whose gain gradient is a partial sum over tp when `partial` (summed over tp
-  // before it is added, so micro-batch accumulation stays exact).
+  // before it is added, so micro-batch accumulation stays exact); dx += with accumulate_dx.
   void norm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x, const Tensor& g,
-                     const Tensor& rstd, bool partial);
+                     const Tensor& rstd, bool partial, bool accumulate_dx = false);
   bool sp() const { return regions_ && tp_.sp; }
   // Under bf16 matmuls, an fp32 activation read by several products is rounded to bf16 once
   // into scratch `slot` (bitwise the same products: matmul rounds an fp32 operand the same way);
   // otherwise x itself.
   Tensor shared_operand(int slot, const Tensor& x);
   // The dtype of activations whose only readers are bf16 products or attention (the norms'
-  // outputs h1, h2, xf; att; act; in backward dgate, dup, dv): BF16 under bf16 matmuls,
-  // written rounded by the op that produces them (no conversion pass, half the memory).
+  // outputs h1, h2, xf; attention's inputs qr, kr, v and output att; act; in backward dgate,
+  // dup, dv): BF16 under bf16 matmuls, mostly written rounded by the op that produces them
+  // (no conversion pass, half the memory).
   static DType operand_dtype();
 
   ModelConfig cfg_;
@@ -252,6 +253,7 @@ class Transformer {
   // activations
   Backing tokens_b_, targets_b_, xf_b_, rstdf_b_, logits_b_, ce_b_, lse_b_;
   // tensor parallelism: shard-local ids (-1 elsewhere), gathered/partial scratch
+  Backing qn_b_, kn_b_, vn_b_;  // q, k, v before rounding (bf16 activations)
   Backing local_tokens_b_, local_targets_b_, xfl_b_, hl_b_, part_b_, red_b_, lse_parts_b_, tl_b_,
       gain_b_, dfull_b_, dlocal_b_;
   Tensor local_tokens_, local_targets_;
@@ -261,7 +263,7 @@ class Transformer {
   std::vector<Tensor> resid_;
   // backward scratch
   Backing dlogits_b_;  // with a LogitsLoss only (else dlogits overwrites logits_)
-  Backing dx_b_, dtmp_b_, dh_b_, dxf_b_, dact_b_, dgate_b_, dup_b_, datt_b_, dq_b_, dk_b_, dv_b_,
+  Backing dx_b_, dh_b_, dxf_b_, dact_b_, dgate_b_, dup_b_, datt_b_, dq_b_, dk_b_, dv_b_,
       dq2_b_, dk2_b_;
   std::array<Backing, 4> operand_b_;  // shared_operand's bf16 copies
   Tensor flat16_;                     // arm_bf16_weights' copy of flat_params_

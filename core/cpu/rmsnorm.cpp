@@ -43,7 +43,7 @@ void rmsnorm_forward(uint16_t* y, float* rstd, const float* x, const float* g, i
 }
 
 void rmsnorm_backward(float* dx, float* dg, const float* dy, const float* x, const float* g,
-                      const float* rstd, int64_t rows, int64_t C) {
+                      const float* rstd, int64_t rows, int64_t C, bool accumulate_dx) {
   const int64_t nblk = (rows + kRowBlock - 1) / kRowBlock;
   std::vector<double> part(static_cast<size_t>(nblk * C));
 #pragma omp parallel for schedule(static) if (rows * C >= 16384)
@@ -61,7 +61,8 @@ void rmsnorm_backward(float* dx, float* dg, const float* dy, const float* x, con
       for (int64_t c = 0; c < C; ++c) dot += dyr[c] * g[c] * xr[c];
       const float k = rs * rs * rs * dot / static_cast<float>(C);
       for (int64_t c = 0; c < C; ++c) {
-        dxr[c] = rs * g[c] * dyr[c] - xr[c] * k;
+        const float d = rs * g[c] * dyr[c] - xr[c] * k;
+        dxr[c] = accumulate_dx ? dxr[c] + d : d;
         pg[c] += static_cast<double>(dyr[c] * xr[c] * rs);
       }
     }

@@ -4,6 +4,7 @@
 //   backward (sign −1): the transpose, i.e. rotation by −angle.
 #include <cmath>
 
+#include "core/cpu/bf16.h"
 #include "core/cpu/kernels.h"
 
 namespace retort::cpu {
@@ -20,8 +21,11 @@ void rope_table(float* table, int64_t T, int64_t hd, double theta) {
 }
 
 // x: [B, T, nh, hd]; rows of the table are positions 0..T−1.
-void rope_apply(float* x, const float* table, int64_t B, int64_t T, int64_t nh, int64_t hd,
-                float sign) {
+namespace {
+// Out: float (y may be x: in place), or uint16_t for a bf16 y (rounded at the store).
+template <class Out>
+void apply(Out* y, const float* x, const float* table, int64_t B, int64_t T, int64_t nh,
+           int64_t hd, float sign) {
   const int64_t half = hd / 2;
 #pragma omp parallel for collapse(2) schedule(static) if (B * T * nh * hd >= 16384)
   for (int64_t b = 0; b < B; ++b)
@@ -29,16 +33,27 @@ void rope_apply(float* x, const float* table, int64_t B, int64_t T, int64_t nh, 
       const float* cs = table + t * hd;
       const float* sn = cs + half;
       for (int64_t h = 0; h < nh; ++h) {
-        float* xi = x + ((b * T + t) * nh + h) * hd;
-        float* xj = xi + half;
+        const int64_t row = ((b * T + t) * nh + h) * hd;
+        const float* xi = x + row;
+        Out* yi = y + row;
         for (int64_t i = 0; i < half; ++i) {
           const float c = cs[i], s = sign * sn[i];
-          const float a = xi[i], bb = xj[i];
-          xi[i] = a * c - bb * s;
-          xj[i] = bb * c + a * s;
+          const float a = xi[i], bb = xi[half + i];
+          store(&yi[i], a * c - bb * s);
+          store(&yi[half + i], bb * c + a * s);
         }
       }
     }
+}
+}  // namespace
+
+void rope_apply(float* y, const float* x, const float* table, int64_t B, int64_t T, int64_t nh,
+                int64_t hd, float sign) {
+  apply(y, x, table, B, T, nh, hd, sign);
+}
+void rope_apply(uint16_t* y, const float* x, const float* table, int64_t B, int64_t T,
+                int64_t nh, int64_t hd, float sign) {
+  apply(y, x, table, B, T, nh, hd, sign);
 }
 
 }  // namespace retort::cpu

@@ -44,7 +44,7 @@ __global__ void rmsnorm_forward_kernel(Out* y, float* rstd, const float* x, cons
 }
 
 __global__ void rmsnorm_dx_kernel(float* dx, const float* dy, const float* x, const float* g,
-                                  const float* rstd, int64_t rows, int64_t C) {
+                                  const float* rstd, int64_t rows, int64_t C, bool accumulate) {
   const int64_t r = blockIdx.x * int64_t(kRowsPerBlock) + threadIdx.x / kWarp;
   if (r >= rows) return;
   const int lane = threadIdx.x % kWarp;
@@ -58,7 +58,10 @@ __global__ void rmsnorm_dx_kernel(float* dx, const float* dy, const float* x, co
   dot = warp_reduce(dot, SumOp{});
   const float k = rs * rs * rs * dot / static_cast<float>(C);
 #pragma unroll 4
-  for (int64_t c = lane; c < C; c += kWarp) dxr[c] = rs * g[c] * dyr[c] - xr[c] * k;
+  for (int64_t c = lane; c < C; c += kWarp) {
+    const float d = rs * g[c] * dyr[c] - xr[c] * k;
+    dxr[c] = accumulate ? dxr[c] + d : d;
+  }
 }
 
 // part[b, c] = Σ_{r in row block b, in order} double(dy[r, c] · x[r, c] · rstd[r])
@@ -109,11 +112,11 @@ void rmsnorm_forward(uint16_t* y, float* rstd, const float* x, const float* g, i
 }
 
 void rmsnorm_backward(float* dx, float* dg, const float* dy, const float* x, const float* g,
-                      const float* rstd, int64_t rows, int64_t C) {
+                      const float* rstd, int64_t rows, int64_t C, bool accumulate_dx) {
   if (rows <= 0 || C <= 0) return;
   cudaStream_t st = compute_stream();
   rmsnorm_dx_kernel<<<grid_x((rows + kRowsPerBlock - 1) / kRowsPerBlock), kRowsPerBlock * kWarp,
-                      0, st>>>(dx, dy, x, g, rstd, rows, C);
+                      0, st>>>(dx, dy, x, g, rstd, rows, C, accumulate_dx);
   RETORT_CUDA_CHECK_LAUNCH();
   const int64_t nblk = (rows + kRowBlock - 1) / kRowBlock;
   const int col_threads = C < 128 ? static_cast<int>((C + kWarp - 1) / kWarp * kWarp) : 128;

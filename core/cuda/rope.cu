@@ -23,20 +23,33 @@ __global__ void rope_table_kernel(float* table, int64_t T, int64_t hd, double th
   }
 }
 
-// x: [B, T, nh, hd]; idx = ((b·T + t)·nh + h)·half + i.
-__global__ void rope_apply_kernel(float* x, const float* table, int64_t T, int64_t nh,
-                                  int64_t hd, int64_t n, float sign) {
+// x, y: [B, T, nh, hd] (y may be x); idx = ((b·T + t)·nh + h)·half + i. Out: float, or
+// uint16_t for a bf16 y (rounded at the store).
+template <class Out>
+__global__ void rope_apply_kernel(Out* y, const float* x, const float* table, int64_t T,
+                                  int64_t nh, int64_t hd, int64_t n, float sign) {
   const int64_t half = hd / 2;
   for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < n;
        idx += int64_t(gridDim.x) * blockDim.x) {
     const int64_t i = idx % half, row = idx / half;  // row = (b·T + t)·nh + h
     const int64_t t = (row / nh) % T;
     const float c = table[t * hd + i], s = sign * table[t * hd + half + i];
-    float* xi = x + row * hd + i;
+    const float* xi = x + row * hd + i;
+    Out* yi = y + row * hd + i;
     const float a = xi[0], bb = xi[half];
-    xi[0] = a * c - bb * s;
-    xi[half] = bb * c + a * s;
+    store(&yi[0], a * c - bb * s);
+    store(&yi[half], bb * c + a * s);
   }
+}
+
+template <class Out>
+void apply(Out* y, const float* x, const float* table, int64_t B, int64_t T, int64_t nh,
+           int64_t hd, float sign) {
+  const int64_t n = B * T * nh * (hd / 2);
+  if (n <= 0) return;
+  const auto kernel = rope_apply_kernel<Out>;
+  kernel<<<grid_for(n, kBlock), kBlock, 0, compute_stream()>>>(y, x, table, T, nh, hd, n, sign);
+  RETORT_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
@@ -48,13 +61,13 @@ void rope_table(float* table, int64_t T, int64_t hd, double theta) {
   RETORT_CUDA_CHECK_LAUNCH();
 }
 
-void rope_apply(float* x, const float* table, int64_t B, int64_t T, int64_t nh, int64_t hd,
-                float sign) {
-  const int64_t n = B * T * nh * (hd / 2);
-  if (n <= 0) return;
-  rope_apply_kernel<<<grid_for(n, kBlock), kBlock, 0, compute_stream()>>>(x, table, T, nh, hd, n,
-                                                                           sign);
-  RETORT_CUDA_CHECK_LAUNCH();
+void rope_apply(float* y, const float* x, const float* table, int64_t B, int64_t T, int64_t nh,
+                int64_t hd, float sign) {
+  apply(y, x, table, B, T, nh, hd, sign);
+}
+void rope_apply(uint16_t* y, const float* x, const float* table, int64_t B, int64_t T,
+                int64_t nh, int64_t hd, float sign) {
+  apply(y, x, table, B, T, nh, hd, sign);
 }
 
 }  // namespace retort::cuda

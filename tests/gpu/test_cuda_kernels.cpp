@@ -256,7 +256,7 @@ TEST(CudaRMSNorm, ForwardBackwardMatchCpuAndAreDeterministic) {
     std::vector<float> y(rows * C), rstd(rows), dx(rows * C, NAN), dg = dg0;
     cpu::rmsnorm_forward(y.data(), rstd.data(), x.data(), g.data(), rows, C, 1e-5f);
     cpu::rmsnorm_backward(dx.data(), dg.data(), dy.data(), x.data(), g.data(), rstd.data(), rows,
-                          C);
+                          C, false);
 
     Dev<float> d_x(x), d_g(g), d_dy(dy), d_y(rows * C), d_rstd(rows), d_dx(dx), d_dg(dg0);
     cuda::rmsnorm_forward(d_y, d_rstd, d_x, d_g, rows, C, 1e-5f);
@@ -265,7 +265,7 @@ TEST(CudaRMSNorm, ForwardBackwardMatchCpuAndAreDeterministic) {
     expect_close(rstd1, rstd, what + " rstd");
     // Backward from the CPU's rstd, so that only the backward kernel is compared.
     d_rstd.upload(rstd);
-    cuda::rmsnorm_backward(d_dx, d_dg, d_dy, d_x, d_g, d_rstd, rows, C);
+    cuda::rmsnorm_backward(d_dx, d_dg, d_dy, d_x, d_g, d_rstd, rows, C, false);
     const std::vector<float> dx1 = d_dx.download(), dg1 = d_dg.download();
     expect_close(dx1, dx, what + " dx");
     expect_close(dg1, dg, what + " dg (accumulated)");
@@ -275,9 +275,15 @@ TEST(CudaRMSNorm, ForwardBackwardMatchCpuAndAreDeterministic) {
     EXPECT_BITWISE(d_rstd.download(), rstd1, what + " rstd rerun");
     d_rstd.upload(rstd);
     d_dg.upload(dg0);
-    cuda::rmsnorm_backward(d_dx, d_dg, d_dy, d_x, d_g, d_rstd, rows, C);
+    cuda::rmsnorm_backward(d_dx, d_dg, d_dy, d_x, d_g, d_rstd, rows, C, false);
     EXPECT_BITWISE(d_dx.download(), dx1, what + " dx rerun");
     EXPECT_BITWISE(d_dg.download(), dg1, what + " dg rerun");
+    // accumulate_dx: dx += the gradient, bitwise dx0 + the overwritten result
+    std::vector<float> dx_sum = randn(rows * C, ++stream), want = dx_sum;
+    for (size_t i = 0; i < want.size(); ++i) want[i] += dx1[i];
+    d_dx.upload(dx_sum);
+    cuda::rmsnorm_backward(d_dx, d_dg, d_dy, d_x, d_g, d_rstd, rows, C, true);
+    EXPECT_BITWISE(d_dx.download(), want, what + " dx accumulated");
   }
 }
 
@@ -303,14 +309,23 @@ TEST(CudaRoPE, TableAndApplyMatchCpu) {
     Dev<float> d_table(table), d_x(x0);
     for (float sign : {1.0f, -1.0f}) {
       std::vector<float> x = x0;
-      cpu::rope_apply(x.data(), table.data(), B, T, nh, hd, sign);
+      cpu::rope_apply(x.data(), x.data(), table.data(), B, T, nh, hd, sign);
       d_x.upload(x0);
-      cuda::rope_apply(d_x, d_table, B, T, nh, hd, sign);
+      cuda::rope_apply(d_x, d_x, d_table, B, T, nh, hd, sign);  // in place
       const std::vector<float> got = d_x.download();
-      expect_close(got, x, "rope_apply " + str({B, T, nh, hd}) + " sign " + std::to_string(sign));
+      const std::string what = "rope_apply " + str({B, T, nh, hd}) + " sign " + std::to_string(sign);
+      expect_close(got, x, what);
       d_x.upload(x0);
-      cuda::rope_apply(d_x, d_table, B, T, nh, hd, sign);
-      EXPECT_BITWISE(d_x.download(), got, "rope_apply rerun");
+      Dev<float> d_y(x0.size());
+      cuda::rope_apply(d_y, d_x, d_table, B, T, nh, hd, sign);  // out of place: the same values
+      EXPECT_BITWISE(d_y.download(), got, what + " out of place");
+      Dev<uint16_t> d_y16(x0.size());
+      cuda::rope_apply(d_y16, d_x, d_table, B, T, nh, hd, sign);  // bf16: rounded at the store
+      std::vector<uint16_t> want16(got.size());
+      cpu::f32_to_bf16(want16.data(), got.data(), int64_t(got.size()));
+      EXPECT_TRUE(d_y16.download() == want16) << what << " bf16 output";
+      cuda::rope_apply(d_x, d_x, d_table, B, T, nh, hd, sign);
+      EXPECT_BITWISE(d_x.download(), got, what + " rerun");
     }
   }
 }

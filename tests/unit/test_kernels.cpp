@@ -371,6 +371,11 @@ TEST(Bf16Outputs, BitwiseTheFp32OutputRounded) {
   EXPECT_TRUE(bitwise_equal(du16, to_bf16(du))) << "swiglu dup";
   EXPECT_NE(error_of([&] { ops::swiglu_backward(dg16, du, dh, gate, up); }).find("must have one dtype"),
             std::string::npos);
+  const Tensor table = ops::rope_table(9, 8, 10000.0);
+  Tensor q = randn({2, 9, 3, 8}, 36), qr = clone(q), q16 = Tensor::empty({2, 9, 3, 8}, DType::BF16);
+  ops::rope_forward(qr, table);
+  ops::rope_forward(q16, q, table);
+  EXPECT_TRUE(bitwise_equal(q16, to_bf16(qr))) << "rope";
   Tensor ids = Tensor::empty({5, 333}, DType::I32);
   EXPECT_NE(error_of([&] { ops::swiglu_forward(ids, gate, up); }).find("`h` must be float32 or bfloat16"),
             std::string::npos);
@@ -400,6 +405,21 @@ TEST(Bf16Outputs, AttentionTakesEitherTypeForEachTensor) {
 }
 
 // ---- RMSNorm -----------------------------------------------------------------------------
+
+// accumulate_dx (the residual stream's gradient): dx += the gradient, bitwise dx0 + the
+// overwritten result, dg unchanged.
+TEST(RMSNorm, BackwardAccumulateIsBitwiseDxPlusTheOverwrite) {
+  Tensor x = randn({37, 70}, 51), g = randn({70}, 52, 0.3, 1.0), dy = randn({37, 70}, 53);
+  Tensor y = Tensor::empty({37, 70}), rstd = Tensor::empty({37});
+  ops::rmsnorm_forward(y, rstd, x, g, 1e-5f);
+  Tensor dx = Tensor::empty({37, 70}), dg = Tensor::zeros({70});
+  ops::rmsnorm_backward(dx, dg, dy, x, g, rstd);
+  Tensor acc = randn({37, 70}, 54), want = clone(acc), dg2 = Tensor::zeros({70});
+  ops::add_inplace(want, dx);
+  ops::rmsnorm_backward(acc, dg2, dy, x, g, rstd, true);
+  EXPECT_TRUE(bitwise_equal(acc, want));
+  EXPECT_TRUE(bitwise_equal(dg2, dg));
+}
 
 TEST(RMSNorm, ForwardAgainstReference) {
   const float eps = 1e-5f;
