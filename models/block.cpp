@@ -37,10 +37,10 @@ void Transformer::block_forward(int layer, const Tensor& x_in, Tensor& x_out, Bl
   const Tensor h1 = shared_operand(0, a.h1);  // read by three products
   // q, k, v in fp32 go straight into qr, kr, v (RoPE in place), or with bf16 activations into
   // scratch, then RoPE (q, k) or a conversion (v) rounds them into the bf16 qr, kr, v.
-  const bool fp32 = a.qr.dtype() == DType::F32;
-  Tensor qn = fp32 ? a.qr : qn_b_.get(device_, {R, H * hd});
-  Tensor kn = fp32 ? a.kr : kn_b_.get(device_, {R, Hkv * hd});
-  Tensor vn = fp32 ? a.v : vn_b_.get(device_, {R, Hkv * hd});
+  auto fp32 = [&](const Tensor& x, Backing& scratch) {
+    return x.dtype() == DType::F32 ? x : scratch.get(device_, x.shape());
+  };
+  Tensor qn = fp32(a.qr, qn_b_), kn = fp32(a.kr, kn_b_), vn = fp32(a.v, vn_b_);
   if (cfg_.qk_norm) {
     ops::matmul(a.q, h1, false, mm(w.wq), true);
     ops::matmul(a.k, h1, false, mm(w.wk), true);
@@ -52,7 +52,7 @@ void Transformer::block_forward(int layer, const Tensor& x_in, Tensor& x_out, Bl
     ops::matmul(kn, h1, false, mm(w.wk), true);
   }
   ops::matmul(vn, h1, false, mm(w.wv), true);
-  if (!fp32) ops::convert(a.v, vn);
+  if (!vn.same_storage(a.v)) ops::convert(a.v, vn);
   Tensor q4 = a.qr.view({B, T, H, hd}), k4 = a.kr.view({B, T, Hkv, hd});
   Tensor v4 = a.v.view({B, T, Hkv, hd}), att4 = a.att.view({B, T, H, hd});
   ops::rope_forward(q4, qn.view({B, T, H, hd}), rope);
