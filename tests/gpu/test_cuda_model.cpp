@@ -173,8 +173,8 @@ TEST(CudaModel, OpsRefuseTensorsOnTwoDevices) {
 // its parameters scaled by 1 + 3e-7 (about 2.5 ulp). The GPU must be no farther from the
 // emulation than 1.5× that, and clearly closer than the emulation is to fp32 (0.7× bf16's own
 // effect): a GPU that skipped or truncated a rounding is not (a planted truncating rounding
-// gives 2.8× bf16's effect, 5.9× the perturbation's). Measured (relative L2 of the gradients; gpu-emulation, perturbed emulation,
-// emulation-fp32): simulator (sums in the CPU's order) 1.9e-3, 3.8e-3, 7.9e-3; parameters
+// gives 2.8× bf16's effect, 5.9× the perturbation's). Measured (relative L2 of the gradients;
+// gpu-emulation, perturbed emulation, emulation-fp32): simulator (sums in the CPU's order) 1.9e-3, 3.8e-3, 7.9e-3; parameters
 // after one AdamW step 6.1e-4, 1.4e-3 (bf16's effect) — AdamW's first step, ≈ p − lr·sign(g),
 // moves a parameter by 2·lr wherever a gradient near 0 changes sign. The H200, before q, k, v
 // and the other activations were stored in bf16 (fewer rounding points): 1.6e-3 against
