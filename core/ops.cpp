@@ -250,7 +250,9 @@ void rmsnorm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& g, 
 void rmsnorm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x, const Tensor& g,
                       const Tensor& rstd, bool accumulate_dx) {
   const char* op = "rmsnorm_backward";
-  check_f32(op, "dx", dx);
+  check_float(op, "dx", dx);
+  RETORT_CHECK(dx.dtype() == DType::F32 || !accumulate_dx, op,
+               ": accumulate_dx needs a float32 dx, got bfloat16");
   check_f32(op, "dg", dg);
   check_f32(op, "dy", dy);
   check_f32(op, "x", x);
@@ -267,8 +269,12 @@ void rmsnorm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x,
   RETORT_CHECK(!overlaps(dx, x) && !overlaps(dx, g) && !overlaps(dg, dy), op,
                ": outputs must not alias inputs");
   const Device dev = common_device("rmsnorm_backward", {&dx, &dg, &dy, &x, &g, &rstd});
-  RETORT_KERNEL(dev, rmsnorm_backward, dx.data<float>(), dg.data<float>(), dy.data<float>(),
-                x.data<float>(), g.data<float>(), rstd.data<float>(), rows, C, accumulate_dx);
+  if (dx.dtype() == DType::BF16)
+    RETORT_KERNEL(dev, rmsnorm_backward, dx.data<uint16_t>(), dg.data<float>(), dy.data<float>(),
+                  x.data<float>(), g.data<float>(), rstd.data<float>(), rows, C);
+  else
+    RETORT_KERNEL(dev, rmsnorm_backward, dx.data<float>(), dg.data<float>(), dy.data<float>(),
+                  x.data<float>(), g.data<float>(), rstd.data<float>(), rows, C, accumulate_dx);
 }
 
 // ---- RoPE --------------------------------------------------------------------------------
@@ -284,10 +290,10 @@ Tensor rope_table(int64_t T, int64_t head_dim, double theta) {
 }
 
 namespace {
-// y = x rotated (y may be x, or BF16).
+// y = x rotated (y may be x; each F32 or BF16).
 void rope_apply(const char* op, Tensor& y, const Tensor& x, const Tensor& table, float sign) {
   check_float(op, "y", y);
-  check_f32(op, "x", x);
+  check_float(op, "x", x);
   check_f32(op, "table", table);
   RETORT_CHECK(x.ndim() == 4, op, ": x must be [B, T, heads, head_dim], got ",
                shape_str(x.shape()));
@@ -299,8 +305,15 @@ void rope_apply(const char* op, Tensor& y, const Tensor& x, const Tensor& table,
                shape_str(x.shape()));
   RETORT_CHECK(!overlaps(y, x) || y.raw() == x.raw(), op, ": y must be x itself or not overlap it");
   const Device dev = common_device("rope_apply", {&y, &x, &table});
-  if (y.dtype() == DType::BF16)
+  const bool y16 = y.dtype() == DType::BF16, x16 = x.dtype() == DType::BF16;
+  if (y16 && x16)
+    RETORT_KERNEL(dev, rope_apply, y.data<uint16_t>(), x.data<uint16_t>(), table.data<float>(), B,
+                  T, nh, hd, sign);
+  else if (y16)
     RETORT_KERNEL(dev, rope_apply, y.data<uint16_t>(), x.data<float>(), table.data<float>(), B, T,
+                  nh, hd, sign);
+  else if (x16)
+    RETORT_KERNEL(dev, rope_apply, y.data<float>(), x.data<uint16_t>(), table.data<float>(), B, T,
                   nh, hd, sign);
   else
     RETORT_KERNEL(dev, rope_apply, y.data<float>(), x.data<float>(), table.data<float>(), B, T,
@@ -316,6 +329,9 @@ void rope_forward(Tensor& y, const Tensor& x, const Tensor& table) {
 }
 void rope_backward(Tensor& dx, const Tensor& table) {
   rope_apply("rope_backward", dx, dx, table, -1.0f);
+}
+void rope_backward(Tensor& y, const Tensor& dx, const Tensor& table) {
+  rope_apply("rope_backward", y, dx, table, -1.0f);
 }
 
 // ---- SwiGLU ------------------------------------------------------------------------------

@@ -52,7 +52,8 @@ void convert(Tensor& dst, const Tensor& src);  // F32 <-> BF16, same numel
 // y = x * rstd * g   (y F32 or BF16)
 void rmsnorm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& g, float eps);
 // dx (overwritten, or += with accumulate_dx: the residual stream's gradient, without a
-// separate add pass; bitwise dx + the overwritten result) and dg (+=) from dy.
+// separate add pass; bitwise dx + the overwritten result) and dg (+=) from dy. dx may be BF16
+// (overwritten, rounded once: a bf16 product's operand).
 void rmsnorm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x, const Tensor& g,
                       const Tensor& rstd, bool accumulate_dx = false);
 
@@ -66,8 +67,10 @@ Tensor rope_table(int64_t T, int64_t head_dim, double theta);
 void rope_forward(Tensor& x, const Tensor& table);
 // y = rope_forward of x, y F32 or BF16 (rounded once: an attention input in bf16 training).
 void rope_forward(Tensor& y, const Tensor& x, const Tensor& table);
-// Gradient of rope_forward, in place on dx (rotation by -angle).
+// Gradient of rope_forward, in place on dx (rotation by -angle; F32 or BF16), or into y
+// (each of y, dx F32 or BF16: cuDNN's bf16 gradients in, fp32 or a bf16 operand out).
 void rope_backward(Tensor& dx, const Tensor& table);
+void rope_backward(Tensor& y, const Tensor& dx, const Tensor& table);
 
 // ---- SwiGLU ----------------------------------------------------------------------------
 // gate, up: [rows, F] -> h = silu(gate) * up, silu(z) = z * sigmoid(z).  h F32 or BF16.

@@ -78,11 +78,12 @@ void Transformer::block_backward(int layer, const Tensor& x_in, Tensor& dx, Bloc
                 F = F_;
   Tensor rope = rope_.slice(0, T);
   Tensor dh = dh_b_.get(device_, {R, d});
-  const DType op_dt = operand_dtype();  // of dgate, dup, dv: read only by bf16 products
+  // dgate, dup, dv and the q, k gradients read only by bf16 products (and RoPE): op_dt.
+  const DType op_dt = operand_dtype();
   Tensor dact = dact_b_.get(device_, {R, F}), dgate = dgate_b_.get(device_, {R, F}, op_dt),
          dup = dup_b_.get(device_, {R, F}, op_dt);
-  Tensor datt = datt_b_.get(device_, {R, H * hd}), dq = dq_b_.get(device_, {R, H * hd});
-  Tensor dk = dk_b_.get(device_, {R, Hkv * hd}), dv = dv_b_.get(device_, {R, Hkv * hd}, op_dt);
+  Tensor datt = datt_b_.get(device_, {R, H * hd}), dq = dq_b_.get(device_, {R, H * hd}, op_dt);
+  Tensor dk = dk_b_.get(device_, {R, Hkv * hd}, op_dt), dv = dv_b_.get(device_, {R, Hkv * hd}, op_dt);
   Tensor g_gate = w.w_gate.g, g_up = w.w_up.g, g_down = w.w_down.g;
   Tensor g_q = w.wq.g, g_k = w.wk.g, g_v = w.wv.g, g_o = w.wo.g;
   Tensor g_in = w.ln_in.g, g_post = w.ln_post.g;
@@ -112,19 +113,23 @@ void Transformer::block_backward(int layer, const Tensor& x_in, Tensor& dx, Bloc
   Tensor v4 = a.v.view({B, T, Hkv, hd}), att4 = a.att.view({B, T, H, hd});
   Tensor dq4 = dq.view({B, T, H, hd}), dk4 = dk.view({B, T, Hkv, hd}), dv4 = dv.view({B, T, Hkv, hd});
   ops::attention_backward(dq4, dk4, dv4, datt.view({B, T, H, hd}), q4, k4, v4, att4, a.lse);
-  ops::rope_backward(dq4, rope);
-  ops::rope_backward(dk4, rope);
   Tensor dq_raw = dq, dk_raw = dk;  // gradients w.r.t. the projections' outputs
-  if (cfg_.qk_norm) {
-    dq_raw = dq2_b_.get(device_, {R, H * hd});
-    dk_raw = dk2_b_.get(device_, {R, Hkv * hd});
+  if (cfg_.qk_norm) {  // RoPE's backward into fp32 for the norms' backward
+    Tensor dqn = dqn_b_.get(device_, {B, T, H, hd}), dkn = dkn_b_.get(device_, {B, T, Hkv, hd});
+    ops::rope_backward(dqn, dq4, rope);
+    ops::rope_backward(dkn, dk4, rope);
+    dq_raw = dq2_b_.get(device_, {R, H * hd}, op_dt);
+    dk_raw = dk2_b_.get(device_, {R, Hkv * hd}, op_dt);
     Tensor dqr = dq_raw.view({R * H, hd}), dkr = dk_raw.view({R * Hkv, hd});
     Tensor gqn = w.q_norm.g, gkn = w.k_norm.g;
     const bool split_heads = regions_ != nullptr;
-    norm_backward(dqr, gqn, dq.view({R * H, hd}), a.q.view({R * H, hd}), w.q_norm.w, a.rstd_q,
+    norm_backward(dqr, gqn, dqn.view({R * H, hd}), a.q.view({R * H, hd}), w.q_norm.w, a.rstd_q,
                   split_heads);
-    norm_backward(dkr, gkn, dk.view({R * Hkv, hd}), a.k.view({R * Hkv, hd}), w.k_norm.w, a.rstd_k,
-                  split_heads);
+    norm_backward(dkr, gkn, dkn.view({R * Hkv, hd}), a.k.view({R * Hkv, hd}), w.k_norm.w,
+                  a.rstd_k, split_heads);
+  } else {
+    ops::rope_backward(dq4, rope);
+    ops::rope_backward(dk4, rope);
   }
   const Tensor dq_op = shared_operand(1, dq_raw), dk_op = shared_operand(2, dk_raw),
                dv_op = shared_operand(3, dv);

@@ -264,7 +264,7 @@ class Transformer {
   // backward scratch
   Backing dlogits_b_;  // with a LogitsLoss only (else dlogits overwrites logits_)
   Backing dx_b_, dh_b_, dxf_b_, dact_b_, dgate_b_, dup_b_, datt_b_, dq_b_, dk_b_, dv_b_,
-      dq2_b_, dk2_b_;
+      dqn_b_, dkn_b_, dq2_b_, dk2_b_;
   std::array<Backing, 4> operand_b_;  // shared_operand's bf16 copies
   Tensor flat16_;                     // arm_bf16_weights' copy of flat_params_
   bool bf16_armed_ = false;

@@ -42,18 +42,25 @@ void rmsnorm_forward(float* y, float* rstd, const float* x, const float* g, int6
                      int64_t C, float eps);
 void rmsnorm_forward(uint16_t* y, float* rstd, const float* x, const float* g, int64_t rows,
                      int64_t C, float eps);
-// dx: [rows, C] overwritten (+= when accumulate_dx); dg: [C] accumulated (+=)
+// dx: [rows, C] overwritten (+= when accumulate_dx), or bf16 (overwritten, rounded at the
+// store); dg: [C] accumulated (+=)
 void rmsnorm_backward(float* dx, float* dg, const float* dy, const float* x, const float* g,
                       const float* rstd, int64_t rows, int64_t C, bool accumulate_dx);
+void rmsnorm_backward(uint16_t* dx, float* dg, const float* dy, const float* x, const float* g,
+                      const float* rstd, int64_t rows, int64_t C);
 
 // ---- rope.cpp ----------------------------------------------------------------------------
 // table: [T, hd] = [cos | sin] (see ops.h)
 void rope_table(float* table, int64_t T, int64_t hd, double theta);
-// y = x: [B, T, nh, hd] rotated by +angle (sign = +1) or -angle (sign = -1); y may be x (in
-// place), or bf16 (rounded at the store).
+// y = x: [B, T, nh, hd] rotated by +angle (sign = +1) or -angle (sign = -1); each of y, x
+// float or bf16 (uint16_t; rounded at the store); y may be x (in place).
 void rope_apply(float* y, const float* x, const float* table, int64_t B, int64_t T, int64_t nh,
                 int64_t hd, float sign);
 void rope_apply(uint16_t* y, const float* x, const float* table, int64_t B, int64_t T,
+                int64_t nh, int64_t hd, float sign);
+void rope_apply(float* y, const uint16_t* x, const float* table, int64_t B, int64_t T,
+                int64_t nh, int64_t hd, float sign);
+void rope_apply(uint16_t* y, const uint16_t* x, const float* table, int64_t B, int64_t T,
                 int64_t nh, int64_t hd, float sign);
 
 // ---- swiglu.cpp --------------------------------------------------------------------------

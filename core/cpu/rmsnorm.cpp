@@ -42,8 +42,14 @@ void rmsnorm_forward(uint16_t* y, float* rstd, const float* x, const float* g, i
   forward(y, rstd, x, g, rows, C, eps);
 }
 
-void rmsnorm_backward(float* dx, float* dg, const float* dy, const float* x, const float* g,
-                      const float* rstd, int64_t rows, int64_t C, bool accumulate_dx) {
+namespace {
+// dx: float (overwritten, or += with accumulate) or bf16 (overwritten, rounded at the store).
+inline void put(float* p, float v, bool accumulate) { *p = accumulate ? *p + v : v; }
+inline void put(uint16_t* p, float v, bool) { store(p, v); }
+
+template <class Out>
+void backward(Out* dx, float* dg, const float* dy, const float* x, const float* g,
+              const float* rstd, int64_t rows, int64_t C, bool accumulate_dx) {
   const int64_t nblk = (rows + kRowBlock - 1) / kRowBlock;
   std::vector<double> part(static_cast<size_t>(nblk * C));
 #pragma omp parallel for schedule(static) if (rows * C >= 16384)
@@ -54,15 +60,14 @@ void rmsnorm_backward(float* dx, float* dg, const float* dy, const float* x, con
     for (int64_t r = blk * kRowBlock; r < r1; ++r) {
       const float* xr = x + r * C;
       const float* dyr = dy + r * C;
-      float* dxr = dx + r * C;
+      Out* dxr = dx + r * C;
       const float rs = rstd[r];
       float dot = 0.0f;  // Σ dy g x
 #pragma omp simd reduction(+ : dot)
       for (int64_t c = 0; c < C; ++c) dot += dyr[c] * g[c] * xr[c];
       const float k = rs * rs * rs * dot / static_cast<float>(C);
       for (int64_t c = 0; c < C; ++c) {
-        const float d = rs * g[c] * dyr[c] - xr[c] * k;
-        dxr[c] = accumulate_dx ? dxr[c] + d : d;
+        put(&dxr[c], rs * g[c] * dyr[c] - xr[c] * k, accumulate_dx);
         pg[c] += static_cast<double>(dyr[c] * xr[c] * rs);
       }
     }
@@ -74,6 +79,16 @@ void rmsnorm_backward(float* dx, float* dg, const float* dy, const float* x, con
     for (int64_t blk = 0; blk < nblk; ++blk) s += part[blk * C + c];
     dg[c] += static_cast<float>(s);
   }
+}
+}  // namespace
+
+void rmsnorm_backward(float* dx, float* dg, const float* dy, const float* x, const float* g,
+                      const float* rstd, int64_t rows, int64_t C, bool accumulate_dx) {
+  backward(dx, dg, dy, x, g, rstd, rows, C, accumulate_dx);
+}
+void rmsnorm_backward(uint16_t* dx, float* dg, const float* dy, const float* x, const float* g,
+                      const float* rstd, int64_t rows, int64_t C) {
+  backward(dx, dg, dy, x, g, rstd, rows, C, false);
 }
 
 }  // namespace retort::cpu

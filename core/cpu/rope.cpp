@@ -22,9 +22,9 @@ void rope_table(float* table, int64_t T, int64_t hd, double theta) {
 
 // x: [B, T, nh, hd]; rows of the table are positions 0..T−1.
 namespace {
-// Out: float (y may be x: in place), or uint16_t for a bf16 y (rounded at the store).
-template <class Out>
-void apply(Out* y, const float* x, const float* table, int64_t B, int64_t T, int64_t nh,
+// Out, In: float or uint16_t (bf16; rounded at the store); y may be x (in place).
+template <class Out, class In>
+void apply(Out* y, const In* x, const float* table, int64_t B, int64_t T, int64_t nh,
            int64_t hd, float sign) {
   const int64_t half = hd / 2;
 #pragma omp parallel for collapse(2) schedule(static) if (B * T * nh * hd >= 16384)
@@ -34,11 +34,11 @@ void apply(Out* y, const float* x, const float* table, int64_t B, int64_t T, int
       const float* sn = cs + half;
       for (int64_t h = 0; h < nh; ++h) {
         const int64_t row = ((b * T + t) * nh + h) * hd;
-        const float* xi = x + row;
+        const In* xi = x + row;
         Out* yi = y + row;
         for (int64_t i = 0; i < half; ++i) {
           const float c = cs[i], s = sign * sn[i];
-          const float a = xi[i], bb = xi[half + i];
+          const float a = load(&xi[i]), bb = load(&xi[half + i]);
           store(&yi[i], a * c - bb * s);
           store(&yi[half + i], bb * c + a * s);
         }
@@ -47,13 +47,15 @@ void apply(Out* y, const float* x, const float* table, int64_t B, int64_t T, int
 }
 }  // namespace
 
-void rope_apply(float* y, const float* x, const float* table, int64_t B, int64_t T, int64_t nh,
-                int64_t hd, float sign) {
-  apply(y, x, table, B, T, nh, hd, sign);
-}
-void rope_apply(uint16_t* y, const float* x, const float* table, int64_t B, int64_t T,
-                int64_t nh, int64_t hd, float sign) {
-  apply(y, x, table, B, T, nh, hd, sign);
-}
+#define RETORT_ROPE_APPLY(Out, In)                                                            \
+  void rope_apply(Out* y, const In* x, const float* table, int64_t B, int64_t T, int64_t nh, \
+                  int64_t hd, float sign) {                                                  \
+    apply(y, x, table, B, T, nh, hd, sign);                                                  \
+  }
+RETORT_ROPE_APPLY(float, float)
+RETORT_ROPE_APPLY(uint16_t, float)
+RETORT_ROPE_APPLY(float, uint16_t)
+RETORT_ROPE_APPLY(uint16_t, uint16_t)
+#undef RETORT_ROPE_APPLY
 
 }  // namespace retort::cpu

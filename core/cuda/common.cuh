@@ -156,10 +156,14 @@ __device__ __forceinline__ uint32_t round_to_bf16(float f) {
 }
 
 // *p = v in the output's precision: kernels templated on Out write float32 or bf16
-// (uint16_t bits) activations, rounded once where they are produced.
+// (uint16_t bits) activations, rounded once where they are produced; load reads either.
 __device__ __forceinline__ void store(float* p, float v) { *p = v; }
 __device__ __forceinline__ void store(uint16_t* p, float v) {
   *p = static_cast<uint16_t>(round_to_bf16(v));
+}
+__device__ __forceinline__ float load(const float* p) { return *p; }
+__device__ __forceinline__ float load(const uint16_t* p) {
+  return __uint_as_float(static_cast<uint32_t>(*p) << 16);
 }
 // Four consecutive outputs at once: one 16-byte (float) or 8-byte (bf16) store; p aligned to it.
 __device__ __forceinline__ void store4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }

@@ -43,14 +43,21 @@ __global__ void rmsnorm_forward_kernel(Out* y, float* rstd, const float* x, cons
   for (int64_t c = lane; c < C; c += kWarp) store(&yr[c], xr[c] * rs * g[c]);
 }
 
-__global__ void rmsnorm_dx_kernel(float* dx, const float* dy, const float* x, const float* g,
+// dx: float (overwritten, or += with accumulate) or bf16 (overwritten, rounded at the store).
+__device__ __forceinline__ void put(float* p, float v, bool accumulate) {
+  *p = accumulate ? *p + v : v;
+}
+__device__ __forceinline__ void put(uint16_t* p, float v, bool) { store(p, v); }
+
+template <class Out>
+__global__ void rmsnorm_dx_kernel(Out* dx, const float* dy, const float* x, const float* g,
                                   const float* rstd, int64_t rows, int64_t C, bool accumulate) {
   const int64_t r = blockIdx.x * int64_t(kRowsPerBlock) + threadIdx.x / kWarp;
   if (r >= rows) return;
   const int lane = threadIdx.x % kWarp;
   const float* xr = x + r * C;
   const float* dyr = dy + r * C;
-  float* dxr = dx + r * C;
+  Out* dxr = dx + r * C;
   const float rs = rstd[r];
   float dot = 0.0f;  // Σ dy g x
 #pragma unroll 4
@@ -58,10 +65,7 @@ __global__ void rmsnorm_dx_kernel(float* dx, const float* dy, const float* x, co
   dot = warp_reduce(dot, SumOp{});
   const float k = rs * rs * rs * dot / static_cast<float>(C);
 #pragma unroll 4
-  for (int64_t c = lane; c < C; c += kWarp) {
-    const float d = rs * g[c] * dyr[c] - xr[c] * k;
-    dxr[c] = accumulate ? dxr[c] + d : d;
-  }
+  for (int64_t c = lane; c < C; c += kWarp) put(&dxr[c], rs * g[c] * dyr[c] - xr[c] * k, accumulate);
 }
 
 // part[b, c] = Σ_{r in row block b, in order} double(dy[r, c] · x[r, c] · rstd[r])
@@ -100,6 +104,26 @@ void forward(Out* y, float* rstd, const float* x, const float* g, int64_t rows, 
   RETORT_CUDA_CHECK_LAUNCH();
 }
 
+template <class Out>
+void backward(Out* dx, float* dg, const float* dy, const float* x, const float* g,
+              const float* rstd, int64_t rows, int64_t C, bool accumulate_dx) {
+  if (rows <= 0 || C <= 0) return;
+  cudaStream_t st = compute_stream();
+  const auto dx_kernel = rmsnorm_dx_kernel<Out>;
+  dx_kernel<<<grid_x((rows + kRowsPerBlock - 1) / kRowsPerBlock), kRowsPerBlock * kWarp, 0, st>>>(
+      dx, dy, x, g, rstd, rows, C, accumulate_dx);
+  RETORT_CUDA_CHECK_LAUNCH();
+  const int64_t nblk = (rows + kRowBlock - 1) / kRowBlock;
+  const int col_threads = C < 128 ? static_cast<int>((C + kWarp - 1) / kWarp * kWarp) : 128;
+  const unsigned col_blocks = static_cast<unsigned>((C + col_threads - 1) / col_threads);
+  ScratchBuffer part(sizeof(double) * static_cast<size_t>(nblk * C));
+  rmsnorm_dg_partial_kernel<<<dim3(grid_x(nblk), col_blocks), col_threads, 0, st>>>(
+      part.as<double>(), dy, x, rstd, rows, C);
+  RETORT_CUDA_CHECK_LAUNCH();
+  rmsnorm_dg_final_kernel<<<grid_x(C), kFinalThreads, 0, st>>>(dg, part.as<double>(), nblk, C);
+  RETORT_CUDA_CHECK_LAUNCH();
+}
+
 }  // namespace
 
 void rmsnorm_forward(float* y, float* rstd, const float* x, const float* g, int64_t rows,
@@ -113,20 +137,11 @@ void rmsnorm_forward(uint16_t* y, float* rstd, const float* x, const float* g, i
 
 void rmsnorm_backward(float* dx, float* dg, const float* dy, const float* x, const float* g,
                       const float* rstd, int64_t rows, int64_t C, bool accumulate_dx) {
-  if (rows <= 0 || C <= 0) return;
-  cudaStream_t st = compute_stream();
-  rmsnorm_dx_kernel<<<grid_x((rows + kRowsPerBlock - 1) / kRowsPerBlock), kRowsPerBlock * kWarp,
-                      0, st>>>(dx, dy, x, g, rstd, rows, C, accumulate_dx);
-  RETORT_CUDA_CHECK_LAUNCH();
-  const int64_t nblk = (rows + kRowBlock - 1) / kRowBlock;
-  const int col_threads = C < 128 ? static_cast<int>((C + kWarp - 1) / kWarp * kWarp) : 128;
-  const unsigned col_blocks = static_cast<unsigned>((C + col_threads - 1) / col_threads);
-  ScratchBuffer part(sizeof(double) * static_cast<size_t>(nblk * C));
-  rmsnorm_dg_partial_kernel<<<dim3(grid_x(nblk), col_blocks), col_threads, 0, st>>>(
-      part.as<double>(), dy, x, rstd, rows, C);
-  RETORT_CUDA_CHECK_LAUNCH();
-  rmsnorm_dg_final_kernel<<<grid_x(C), kFinalThreads, 0, st>>>(dg, part.as<double>(), nblk, C);
-  RETORT_CUDA_CHECK_LAUNCH();
+  backward(dx, dg, dy, x, g, rstd, rows, C, accumulate_dx);
+}
+void rmsnorm_backward(uint16_t* dx, float* dg, const float* dy, const float* x, const float* g,
+                      const float* rstd, int64_t rows, int64_t C) {
+  backward(dx, dg, dy, x, g, rstd, rows, C, false);
 }
 
 }  // namespace retort::cuda

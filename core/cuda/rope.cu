@@ -23,10 +23,10 @@ __global__ void rope_table_kernel(float* table, int64_t T, int64_t hd, double th
   }
 }
 
-// x, y: [B, T, nh, hd] (y may be x); idx = ((b·T + t)·nh + h)·half + i. Out: float, or
-// uint16_t for a bf16 y (rounded at the store).
-template <class Out>
-__global__ void rope_apply_kernel(Out* y, const float* x, const float* table, int64_t T,
+// x, y: [B, T, nh, hd] (y may be x); idx = ((b·T + t)·nh + h)·half + i. Out, In: float or
+// uint16_t (bf16, rounded at the store).
+template <class Out, class In>
+__global__ void rope_apply_kernel(Out* y, const In* x, const float* table, int64_t T,
                                   int64_t nh, int64_t hd, int64_t n, float sign) {
   const int64_t half = hd / 2;
   for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < n;
@@ -34,20 +34,20 @@ __global__ void rope_apply_kernel(Out* y, const float* x, const float* table, in
     const int64_t i = idx % half, row = idx / half;  // row = (b·T + t)·nh + h
     const int64_t t = (row / nh) % T;
     const float c = table[t * hd + i], s = sign * table[t * hd + half + i];
-    const float* xi = x + row * hd + i;
+    const In* xi = x + row * hd + i;
     Out* yi = y + row * hd + i;
-    const float a = xi[0], bb = xi[half];
+    const float a = load(&xi[0]), bb = load(&xi[half]);
     store(&yi[0], a * c - bb * s);
     store(&yi[half], bb * c + a * s);
   }
 }
 
-template <class Out>
-void apply(Out* y, const float* x, const float* table, int64_t B, int64_t T, int64_t nh,
+template <class Out, class In>
+void apply(Out* y, const In* x, const float* table, int64_t B, int64_t T, int64_t nh,
            int64_t hd, float sign) {
   const int64_t n = B * T * nh * (hd / 2);
   if (n <= 0) return;
-  const auto kernel = rope_apply_kernel<Out>;
+  const auto kernel = rope_apply_kernel<Out, In>;
   kernel<<<grid_for(n, kBlock), kBlock, 0, compute_stream()>>>(y, x, table, T, nh, hd, n, sign);
   RETORT_CUDA_CHECK_LAUNCH();
 }
@@ -61,13 +61,15 @@ void rope_table(float* table, int64_t T, int64_t hd, double theta) {
   RETORT_CUDA_CHECK_LAUNCH();
 }
 
-void rope_apply(float* y, const float* x, const float* table, int64_t B, int64_t T, int64_t nh,
-                int64_t hd, float sign) {
-  apply(y, x, table, B, T, nh, hd, sign);
-}
-void rope_apply(uint16_t* y, const float* x, const float* table, int64_t B, int64_t T,
-                int64_t nh, int64_t hd, float sign) {
-  apply(y, x, table, B, T, nh, hd, sign);
-}
+#define RETORT_ROPE_APPLY(Out, In)                                                            \
+  void rope_apply(Out* y, const In* x, const float* table, int64_t B, int64_t T, int64_t nh, \
+                  int64_t hd, float sign) {                                                  \
+    apply(y, x, table, B, T, nh, hd, sign);                                                  \
+  }
+RETORT_ROPE_APPLY(float, float)
+RETORT_ROPE_APPLY(uint16_t, float)
+RETORT_ROPE_APPLY(float, uint16_t)
+RETORT_ROPE_APPLY(uint16_t, uint16_t)
+#undef RETORT_ROPE_APPLY
 
 }  // namespace retort::cuda

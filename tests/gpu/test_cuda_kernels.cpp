@@ -324,6 +324,21 @@ TEST(CudaRoPE, TableAndApplyMatchCpu) {
       std::vector<uint16_t> want16(got.size());
       cpu::f32_to_bf16(want16.data(), got.data(), int64_t(got.size()));
       EXPECT_TRUE(d_y16.download() == want16) << what << " bf16 output";
+      // from a bf16 input: bitwise the fp32 kernel on the widened input, into fp32 and bf16
+      std::vector<float> x16(want16.size()), want(x16.size());
+      cpu::bf16_to_f32(x16.data(), want16.data(), int64_t(want16.size()));
+      cpu::rope_apply(want.data(), x16.data(), table.data(), B, T, nh, hd, sign);
+      cuda::rope_apply(d_y, d_y16, d_table, B, T, nh, hd, sign);
+      expect_close(d_y.download(), want, what + " bf16 input");
+      std::vector<uint16_t> want_b(want.size());
+      d_x.upload(x16);
+      cuda::rope_apply(d_x, d_x, d_table, B, T, nh, hd, sign);
+      const std::vector<float> from_fp32 = d_x.download();
+      cpu::f32_to_bf16(want_b.data(), from_fp32.data(), int64_t(want_b.size()));
+      EXPECT_BITWISE(d_y.download(), from_fp32, what + " bf16 input = fp32 kernel on the widened input");
+      cuda::rope_apply(d_y16, d_y16, d_table, B, T, nh, hd, sign);  // in place, bf16
+      EXPECT_TRUE(d_y16.download() == want_b) << what << " bf16 in place";
+      d_x.upload(x0);
       cuda::rope_apply(d_x, d_x, d_table, B, T, nh, hd, sign);
       EXPECT_BITWISE(d_x.download(), got, what + " rerun");
     }
@@ -374,6 +389,11 @@ TEST(CudaBf16Outputs, BitwiseTheFp32OutputRounded) {
     cuda::rmsnorm_forward(d_y, d_rstd, d_x, d_g, rows, C, 1e-5f);
     cuda::rmsnorm_forward(d_y16, d_rstd, d_x, d_g, rows, C, 1e-5f);
     EXPECT_TRUE(d_y16.download() == rounded(d_y.download())) << "rmsnorm " << str({rows, C});
+    Dev<float> d_dy(randn(rows * C, ++stream)), d_dx(rows * C), d_dg(std::vector<float>(C, 0.0f));
+    Dev<uint16_t> d_dx16(rows * C);
+    cuda::rmsnorm_backward(d_dx, d_dg, d_dy, d_x, d_g, d_rstd, rows, C, false);
+    cuda::rmsnorm_backward(d_dx16, d_dg, d_dy, d_x, d_g, d_rstd, rows, C);
+    EXPECT_TRUE(d_dx16.download() == rounded(d_dx.download())) << "rmsnorm dx " << str({rows, C});
   }
   for (int64_t n : {1LL, 1000LL, 100003LL}) {
     const int64_t total = n + 4;

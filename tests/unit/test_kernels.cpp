@@ -376,6 +376,26 @@ TEST(Bf16Outputs, BitwiseTheFp32OutputRounded) {
   ops::rope_forward(qr, table);
   ops::rope_forward(q16, q, table);
   EXPECT_TRUE(bitwise_equal(q16, to_bf16(qr))) << "rope";
+  // backward from a bf16 gradient (cuDNN's): into fp32, into bf16, and in place on bf16
+  Tensor dq = to_f32(q16), dq_f = Tensor::empty(q.shape()), dq_b = Tensor::empty(q.shape(), DType::BF16);
+  Tensor want = clone(dq);
+  ops::rope_backward(want, table);
+  ops::rope_backward(dq_f, q16, table);
+  ops::rope_backward(dq_b, q16, table);
+  EXPECT_TRUE(bitwise_equal(dq_f, want)) << "rope backward bf16 -> fp32";
+  EXPECT_TRUE(bitwise_equal(dq_b, to_bf16(want))) << "rope backward bf16 -> bf16";
+  ops::rope_backward(q16, table);
+  EXPECT_TRUE(bitwise_equal(q16, dq_b)) << "rope backward in place on bf16";
+  // RMSNorm's backward with a bf16 dx (qk-norm's gradient, a bf16 product's operand)
+  Tensor dy = randn({37, 70}, 37), dx = Tensor::empty({37, 70}), dgain = Tensor::zeros({70});
+  Tensor dx16 = Tensor::empty({37, 70}, DType::BF16), dgain16 = Tensor::zeros({70});
+  ops::rmsnorm_backward(dx, dgain, dy, x, g, rstd);
+  ops::rmsnorm_backward(dx16, dgain16, dy, x, g, rstd);
+  EXPECT_TRUE(bitwise_equal(dx16, to_bf16(dx))) << "rmsnorm dx";
+  EXPECT_TRUE(bitwise_equal(dgain16, dgain)) << "rmsnorm dg";
+  EXPECT_NE(error_of([&] { ops::rmsnorm_backward(dx16, dgain16, dy, x, g, rstd, true); })
+                .find("accumulate_dx needs a float32 dx"),
+            std::string::npos);
   Tensor ids = Tensor::empty({5, 333}, DType::I32);
   EXPECT_NE(error_of([&] { ops::swiglu_forward(ids, gate, up); }).find("`h` must be float32 or bfloat16"),
             std::string::npos);
