@@ -114,7 +114,9 @@ MatmulPrecision matmul_precision() { return g_matmul_precision; }
 void matmul(Tensor& y, const Tensor& a, bool transpose_a, const Tensor& b, bool transpose_b,
             float alpha, float beta) {
   const char* op = "matmul";
-  check_f32(op, "y", y);
+  check_float(op, "y", y);
+  RETORT_CHECK(y.dtype() == DType::F32 || beta == 0.0f, op,
+               ": a bfloat16 y needs beta = 0 (it is overwritten), got beta ", beta);
   check_float(op, "a", a);
   check_float(op, "b", b);
   RETORT_CHECK(a.ndim() >= 1 && b.ndim() >= 1 && y.ndim() >= 1, op,
@@ -132,7 +134,12 @@ void matmul(Tensor& y, const Tensor& a, bool transpose_a, const Tensor& b, bool 
   RETORT_CHECK(!overlaps(y, a) && !overlaps(y, b), op, ": y must not alias a or b");
   const Device dev = common_device("matmul", {&y, &a, &b});
   const bool a16 = a.dtype() == DType::BF16, b16 = b.dtype() == DType::BF16;
-  if (a16 || b16) {  // a bf16 product; the fp32 operand (if any) rounded first
+  if (y.dtype() == DType::BF16) {  // a bf16 product rounded once into y
+    const Tensor ra = as_dtype(a, DType::BF16), rb = as_dtype(b, DType::BF16);
+    const op_profile::Scope flops("matmul (FLOP/s)", dev, 2.0 * M * N * K);
+    RETORT_KERNEL(dev, matmul_bf16_rounded, y.data<uint16_t>(), ra.data<uint16_t>(), transpose_a,
+                  rb.data<uint16_t>(), transpose_b, M, N, K, alpha);
+  } else if (a16 || b16) {  // a bf16 product; the fp32 operand (if any) rounded first
     const Tensor ra = as_dtype(a, DType::BF16), rb = as_dtype(b, DType::BF16);
     const op_profile::Scope flops("matmul (FLOP/s)", dev, 2.0 * M * N * K);
     RETORT_KERNEL(dev, matmul_bf16_rounded, y.data<float>(), ra.data<uint16_t>(), transpose_a,
@@ -336,18 +343,33 @@ void rope_backward(Tensor& y, const Tensor& dx, const Tensor& table) {
 
 // ---- SwiGLU ------------------------------------------------------------------------------
 
+namespace {
+// gate and up: one dtype, F32 or BF16.
+void check_gate_up(const char* op, const Tensor& gate, const Tensor& up) {
+  check_float(op, "gate", gate);
+  check_float(op, "up", up);
+  RETORT_CHECK(gate.dtype() == up.dtype(), op, ": gate (", dtype_name(gate.dtype()), ") and up (",
+               dtype_name(up.dtype()), ") must have one dtype");
+  check_same_shape(op, "gate", gate, "up", up);
+}
+}  // namespace
+
 void swiglu_forward(Tensor& h, const Tensor& gate, const Tensor& up) {
   const char* op = "swiglu_forward";
   check_float(op, "h", h);
-  check_f32(op, "gate", gate);
-  check_f32(op, "up", up);
-  check_same_shape(op, "gate", gate, "up", up);
+  check_gate_up(op, gate, up);
   check_same_shape(op, "h", h, "gate", gate);
   const Device dev = common_device("swiglu_forward", {&h, &gate, &up});
-  if (h.dtype() == DType::BF16)
-    RETORT_KERNEL(dev, swiglu_forward, h.data<uint16_t>(), gate.data<float>(), up.data<float>(), h.numel());
+  const int64_t n = h.numel();
+  const bool h16 = h.dtype() == DType::BF16, in16 = gate.dtype() == DType::BF16;
+  if (h16 && in16)
+    RETORT_KERNEL(dev, swiglu_forward, h.data<uint16_t>(), gate.data<uint16_t>(), up.data<uint16_t>(), n);
+  else if (h16)
+    RETORT_KERNEL(dev, swiglu_forward, h.data<uint16_t>(), gate.data<float>(), up.data<float>(), n);
+  else if (in16)
+    RETORT_KERNEL(dev, swiglu_forward, h.data<float>(), gate.data<uint16_t>(), up.data<uint16_t>(), n);
   else
-    RETORT_KERNEL(dev, swiglu_forward, h.data<float>(), gate.data<float>(), up.data<float>(), h.numel());
+    RETORT_KERNEL(dev, swiglu_forward, h.data<float>(), gate.data<float>(), up.data<float>(), n);
 }
 
 void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor& gate,
@@ -358,9 +380,7 @@ void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor&
   RETORT_CHECK(dgate.dtype() == dup.dtype(), op, ": dgate (", dtype_name(dgate.dtype()),
                ") and dup (", dtype_name(dup.dtype()), ") must have one dtype");
   check_f32(op, "dh", dh);
-  check_f32(op, "gate", gate);
-  check_f32(op, "up", up);
-  check_same_shape(op, "gate", gate, "up", up);
+  check_gate_up(op, gate, up);
   check_same_shape(op, "dh", dh, "gate", gate);
   check_same_shape(op, "dgate", dgate, "gate", gate);
   check_same_shape(op, "dup", dup, "gate", gate);
@@ -368,12 +388,20 @@ void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor&
                    !overlaps(dup, up) && !overlaps(dgate, dup),
                op, ": dgate/dup must not alias gate, up or each other");
   const Device dev = common_device("swiglu_backward", {&dgate, &dup, &dh, &gate, &up});
-  if (dgate.dtype() == DType::BF16)
+  const int64_t n = gate.numel();
+  const bool out16 = dgate.dtype() == DType::BF16, in16 = gate.dtype() == DType::BF16;
+  if (out16 && in16)
     RETORT_KERNEL(dev, swiglu_backward, dgate.data<uint16_t>(), dup.data<uint16_t>(),
-                  dh.data<float>(), gate.data<float>(), up.data<float>(), gate.numel());
+                  dh.data<float>(), gate.data<uint16_t>(), up.data<uint16_t>(), n);
+  else if (out16)
+    RETORT_KERNEL(dev, swiglu_backward, dgate.data<uint16_t>(), dup.data<uint16_t>(),
+                  dh.data<float>(), gate.data<float>(), up.data<float>(), n);
+  else if (in16)
+    RETORT_KERNEL(dev, swiglu_backward, dgate.data<float>(), dup.data<float>(), dh.data<float>(),
+                  gate.data<uint16_t>(), up.data<uint16_t>(), n);
   else
     RETORT_KERNEL(dev, swiglu_backward, dgate.data<float>(), dup.data<float>(), dh.data<float>(),
-                  gate.data<float>(), up.data<float>(), gate.numel());
+                  gate.data<float>(), up.data<float>(), n);
 }
 
 // ---- cross-entropy -----------------------------------------------------------------------

@@ -25,7 +25,9 @@ namespace retort::ops {
 // Every transpose combination goes to sgemm.
 // The operands' precision follows matmul_precision(); a bfloat16 operand (already rounded,
 // e.g. an activation converted once for several products) makes it a bf16 product, bitwise
-// the one of its fp32 original under MatmulPrecision::BF16. y is float32.
+// the one of its fp32 original under MatmulPrecision::BF16. y is float32, or bfloat16 with
+// beta = 0: a bf16 product whose fp32 result is rounded once into y (an activation stored in
+// bf16, as cuBLASLt writes it).
 void matmul(Tensor& y, const Tensor& a, bool transpose_a, const Tensor& b, bool transpose_b,
             float alpha = 1.0f, float beta = 0.0f);
 // Mixed precision (train.precision): F32 multiplies fp32 operands; BF16 rounds both operands
@@ -73,7 +75,8 @@ void rope_backward(Tensor& dx, const Tensor& table);
 void rope_backward(Tensor& y, const Tensor& dx, const Tensor& table);
 
 // ---- SwiGLU ----------------------------------------------------------------------------
-// gate, up: [rows, F] -> h = silu(gate) * up, silu(z) = z * sigmoid(z).  h F32 or BF16.
+// gate, up: [rows, F] -> h = silu(gate) * up, silu(z) = z * sigmoid(z). h F32 or BF16; gate and
+// up both F32 or both BF16 (matmul outputs stored in bf16).
 void swiglu_forward(Tensor& h, const Tensor& gate, const Tensor& up);
 // dgate, dup overwritten (may NOT alias gate/up), both F32 or both BF16.
 void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor& gate,

@@ -35,12 +35,13 @@ void Transformer::block_forward(int layer, const Tensor& x_in, Tensor& x_out, Bl
   // ---- attention ----
   norm_enter(a.h1, a.rstd1, x_in, w.ln_in.w);
   const Tensor h1 = shared_operand(0, a.h1);  // read by three products
-  // q, k, v in fp32 go straight into qr, kr, v (RoPE in place), or with bf16 activations into
-  // scratch, then RoPE (q, k) or a conversion (v) rounds them into the bf16 qr, kr, v.
+  // q, k in fp32 go straight into qr, kr (RoPE in place), or with bf16 activations into fp32
+  // scratch, rotated and rounded into the bf16 qr, kr; v (as gate, up below) is written by its
+  // product in the activation's dtype.
   auto fp32 = [&](const Tensor& x, Backing& scratch) {
     return x.dtype() == DType::F32 ? x : scratch.get(device_, x.shape());
   };
-  Tensor qn = fp32(a.qr, qn_b_), kn = fp32(a.kr, kn_b_), vn = fp32(a.v, vn_b_);
+  Tensor qn = fp32(a.qr, qn_b_), kn = fp32(a.kr, kn_b_);
   if (cfg_.qk_norm) {
     ops::matmul(a.q, h1, false, mm(w.wq), true);
     ops::matmul(a.k, h1, false, mm(w.wk), true);
@@ -51,8 +52,7 @@ void Transformer::block_forward(int layer, const Tensor& x_in, Tensor& x_out, Bl
     ops::matmul(qn, h1, false, mm(w.wq), true);
     ops::matmul(kn, h1, false, mm(w.wk), true);
   }
-  ops::matmul(vn, h1, false, mm(w.wv), true);
-  if (!vn.same_storage(a.v)) ops::convert(a.v, vn);
+  ops::matmul(a.v, h1, false, mm(w.wv), true);
   Tensor q4 = a.qr.view({B, T, H, hd}), k4 = a.kr.view({B, T, Hkv, hd});
   Tensor v4 = a.v.view({B, T, Hkv, hd}), att4 = a.att.view({B, T, H, hd});
   ops::rope_forward(q4, qn.view({B, T, H, hd}), rope);
@@ -78,11 +78,11 @@ void Transformer::block_backward(int layer, const Tensor& x_in, Tensor& dx, Bloc
                 F = F_;
   Tensor rope = rope_.slice(0, T);
   Tensor dh = dh_b_.get(device_, {R, d});
-  // dgate, dup, dv and the q, k gradients read only by bf16 products (and RoPE): op_dt.
+  // Gradients read only by bf16 products, RoPE and cuDNN (dgate, dup, datt, dq, dk, dv): op_dt.
   const DType op_dt = operand_dtype();
   Tensor dact = dact_b_.get(device_, {R, F}), dgate = dgate_b_.get(device_, {R, F}, op_dt),
          dup = dup_b_.get(device_, {R, F}, op_dt);
-  Tensor datt = datt_b_.get(device_, {R, H * hd}), dq = dq_b_.get(device_, {R, H * hd}, op_dt);
+  Tensor datt = datt_b_.get(device_, {R, H * hd}, op_dt), dq = dq_b_.get(device_, {R, H * hd}, op_dt);
   Tensor dk = dk_b_.get(device_, {R, Hkv * hd}, op_dt), dv = dv_b_.get(device_, {R, Hkv * hd}, op_dt);
   Tensor g_gate = w.w_gate.g, g_up = w.w_up.g, g_down = w.w_down.g;
   Tensor g_q = w.wq.g, g_k = w.wk.g, g_v = w.wv.g, g_o = w.wo.g;

@@ -349,8 +349,8 @@ Transformer::BlockActs Transformer::block_acts(int i) {
   a.x_mid = b.x_mid.get(device_, {Rl, d});
   a.h2 = b.h2.get(device_, {R, d}, op_dt);
   a.rstd2 = b.rstd2.get(device_, {Rl});
-  a.gate = b.gate.get(device_, {R, F});
-  a.up = b.up.get(device_, {R, F});
+  a.gate = b.gate.get(device_, {R, F}, op_dt);
+  a.up = b.up.get(device_, {R, F}, op_dt);
   a.act = b.act.get(device_, {R, F}, op_dt);
   return a;
 }

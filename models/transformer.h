@@ -161,7 +161,8 @@ class Transformer {
   struct LayerWeights {
     Weight ln_in, wq, wk, wv, wo, q_norm, k_norm, ln_post, w_gate, w_up, w_down;
   };
-  // What a block's backward needs (R = B·T rows). h1, qr, kr, v, att, h2, act: operand_dtype().
+  // What a block's backward needs (R = B·T rows). All but q, k, the rstd and lse and x_mid are
+  // operand_dtype().
   // R = B·T rows inside the tensor-parallel regions, Rl = R/tp (sp) or R rows in the residual
   // stream; H, Hkv, F per rank.
   struct BlockActs {
@@ -214,10 +215,12 @@ class Transformer {
   // into scratch `slot` (bitwise the same products: matmul rounds an fp32 operand the same way);
   // otherwise x itself.
   Tensor shared_operand(int slot, const Tensor& x);
-  // The dtype of activations whose only readers are bf16 products or attention (the norms'
-  // outputs h1, h2, xf; attention's inputs qr, kr, v and output att; act; in backward dgate,
-  // dup, dv): BF16 under bf16 matmuls, mostly written rounded by the op that produces them
-  // (no conversion pass, half the memory).
+  // The dtype of the activations between ops (not the residual stream, nor q, k before their
+  // norms): BF16 under bf16 matmuls, each written rounded by the op that produces it — norms,
+  // RoPE, attention, SwiGLU and the products (v, gate, up; in backward datt) — so no conversion
+  // pass and half the memory. Products and cuDNN would round them anyway; the fp32 kernels that
+  // read some of them (SwiGLU: gate, up; the plain attention kernel: q, k, v, out, dout; RoPE's
+  // backward: dq, dk) now see the rounded values, as cuDNN does and as under PyTorch's autocast.
   static DType operand_dtype();
 
   ModelConfig cfg_;
@@ -253,7 +256,7 @@ class Transformer {
   // activations
   Backing tokens_b_, targets_b_, xf_b_, rstdf_b_, logits_b_, ce_b_, lse_b_;
   // tensor parallelism: shard-local ids (-1 elsewhere), gathered/partial scratch
-  Backing qn_b_, kn_b_, vn_b_;  // q, k, v before rounding (bf16 activations)
+  Backing qn_b_, kn_b_;  // q, k before RoPE and rounding (bf16 activations)
   Backing local_tokens_b_, local_targets_b_, xfl_b_, hl_b_, part_b_, red_b_, lse_parts_b_, tl_b_,
       gain_b_, dfull_b_, dlocal_b_;
   Tensor local_tokens_, local_targets_;

@@ -23,6 +23,9 @@ void matmul_bf16(float* y, const float* a, bool ta, const float* b, bool tb, int
 // fp32 originals.
 void matmul_bf16_rounded(float* y, const uint16_t* a, bool ta, const uint16_t* b, bool tb,
                          int64_t M, int64_t N, int64_t K, float alpha, float beta);
+// ... with a bf16 output: y = round(alpha · op(a) @ op(b)), the fp32 result rounded once.
+void matmul_bf16_rounded(uint16_t* y, const uint16_t* a, bool ta, const uint16_t* b, bool tb,
+                         int64_t M, int64_t N, int64_t K, float alpha);
 
 // ---- elementwise.cpp -------------------------------------------------------------------
 void fill(float* x, int64_t n, float value);
@@ -64,13 +67,19 @@ void rope_apply(uint16_t* y, const uint16_t* x, const float* table, int64_t B, i
                 int64_t nh, int64_t hd, float sign);
 
 // ---- swiglu.cpp --------------------------------------------------------------------------
-// Outputs float32, or bf16 rounded at the store.
+// Outputs, and gate / up, float32 or bf16 (uint16_t; outputs rounded at the store).
 void swiglu_forward(float* h, const float* gate, const float* up, int64_t n);
 void swiglu_forward(uint16_t* h, const float* gate, const float* up, int64_t n);
+void swiglu_forward(float* h, const uint16_t* gate, const uint16_t* up, int64_t n);
+void swiglu_forward(uint16_t* h, const uint16_t* gate, const uint16_t* up, int64_t n);
 void swiglu_backward(float* dgate, float* dup, const float* dh, const float* gate,
                      const float* up, int64_t n);
 void swiglu_backward(uint16_t* dgate, uint16_t* dup, const float* dh, const float* gate,
                      const float* up, int64_t n);
+void swiglu_backward(float* dgate, float* dup, const float* dh, const uint16_t* gate,
+                     const uint16_t* up, int64_t n);
+void swiglu_backward(uint16_t* dgate, uint16_t* dup, const float* dh, const uint16_t* gate,
+                     const uint16_t* up, int64_t n);
 
 // ---- cross_entropy.cpp -------------------------------------------------------------------
 // logits: [rows, V], targets: [rows] -> ce, lse: [rows]

@@ -52,4 +52,11 @@ void matmul_bf16_rounded(float* y, const uint16_t* a, bool ta, const uint16_t* b
   matmul(y, ra.data(), ta, rb.data(), tb, M, N, K, alpha, beta);
 }
 
+void matmul_bf16_rounded(uint16_t* y, const uint16_t* a, bool ta, const uint16_t* b, bool tb,
+                         int64_t M, int64_t N, int64_t K, float alpha) {
+  std::vector<float> out(size_t(M * N));
+  matmul_bf16_rounded(out.data(), a, ta, b, tb, M, N, K, alpha, 0.0f);
+  f32_to_bf16(y, out.data(), M * N);
+}
+
 }  // namespace retort::cpu

@@ -8,42 +8,40 @@ namespace retort::cpu {
 
 namespace {
 
-// Out: float, or uint16_t for bf16 outputs (rounded once, at the store).
-template <class Out>
-void forward(Out* h, const float* gate, const float* up, int64_t n) {
+// Out, In: float, or uint16_t for bf16 (outputs rounded once, at the store).
+template <class Out, class In>
+void forward(Out* h, const In* gate, const In* up, int64_t n) {
 #pragma omp parallel for schedule(static) if (n >= 16384)
   for (int64_t i = 0; i < n; ++i) {
-    const float z = gate[i];
-    store(&h[i], z * sigmoid_fast(z) * up[i]);
+    const float z = load(&gate[i]);
+    store(&h[i], z * sigmoid_fast(z) * load(&up[i]));
   }
 }
 
-template <class Out>
-void backward(Out* dgate, Out* dup, const float* dh, const float* gate, const float* up,
-              int64_t n) {
+template <class Out, class In>
+void backward(Out* dgate, Out* dup, const float* dh, const In* gate, const In* up, int64_t n) {
 #pragma omp parallel for schedule(static) if (n >= 16384)
   for (int64_t i = 0; i < n; ++i) {
-    const float z = gate[i], s = sigmoid_fast(z), d = dh[i];
-    store(&dgate[i], d * up[i] * s * (1.0f + z * (1.0f - s)));
+    const float z = load(&gate[i]), s = sigmoid_fast(z), d = dh[i];
+    store(&dgate[i], d * load(&up[i]) * s * (1.0f + z * (1.0f - s)));
     store(&dup[i], d * z * s);
   }
 }
 
 }  // namespace
 
-void swiglu_forward(float* h, const float* gate, const float* up, int64_t n) {
-  forward(h, gate, up, n);
-}
-void swiglu_forward(uint16_t* h, const float* gate, const float* up, int64_t n) {
-  forward(h, gate, up, n);
-}
-void swiglu_backward(float* dgate, float* dup, const float* dh, const float* gate,
-                     const float* up, int64_t n) {
-  backward(dgate, dup, dh, gate, up, n);
-}
-void swiglu_backward(uint16_t* dgate, uint16_t* dup, const float* dh, const float* gate,
-                     const float* up, int64_t n) {
-  backward(dgate, dup, dh, gate, up, n);
-}
+#define RETORT_SWIGLU(Out, In)                                                                \
+  void swiglu_forward(Out* h, const In* gate, const In* up, int64_t n) {                     \
+    forward(h, gate, up, n);                                                                 \
+  }                                                                                          \
+  void swiglu_backward(Out* dgate, Out* dup, const float* dh, const In* gate, const In* up,  \
+                       int64_t n) {                                                          \
+    backward(dgate, dup, dh, gate, up, n);                                                   \
+  }
+RETORT_SWIGLU(float, float)
+RETORT_SWIGLU(uint16_t, float)
+RETORT_SWIGLU(float, uint16_t)
+RETORT_SWIGLU(uint16_t, uint16_t)
+#undef RETORT_SWIGLU
 
 }  // namespace retort::cpu

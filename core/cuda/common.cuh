@@ -165,6 +165,13 @@ __device__ __forceinline__ float load(const float* p) { return *p; }
 __device__ __forceinline__ float load(const uint16_t* p) {
   return __uint_as_float(static_cast<uint32_t>(*p) << 16);
 }
+// Four consecutive inputs at once: one 16-byte (float) or 8-byte (bf16) load; p aligned to it.
+__device__ __forceinline__ float4 load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+__device__ __forceinline__ float4 load4(const uint16_t* p) {
+  const uint2 v = *reinterpret_cast<const uint2*>(p);
+  return make_float4(__uint_as_float(v.x << 16), __uint_as_float(v.x & 0xffff0000u),
+                     __uint_as_float(v.y << 16), __uint_as_float(v.y & 0xffff0000u));
+}
 // Four consecutive outputs at once: one 16-byte (float) or 8-byte (bf16) store; p aligned to it.
 __device__ __forceinline__ void store4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
 __device__ __forceinline__ void store4(uint16_t* p, float4 v) {

@@ -2,7 +2,8 @@
 // inputs and outputs with fp32 compute (CUBLAS_COMPUTE_32F: no TF32, so the GPU agrees with
 // the CPU backend to ~1e-6). cuda::matmul_bf16: the operands are first rounded to bf16 into a
 // workspace (cuda::f32_to_bf16), then multiplied on tensor cores with fp32 accumulation and
-// fp32 output.
+// fp32 output; matmul_bf16_rounded takes bf16 operands, and its bf16-output form has cuBLASLt
+// round the fp32 result (C = D of type bf16, beta = 0).
 //
 // Row-major trick: a row-major [M, N] matrix is the column-major [N, M] matrix yᵀ, and
 // yᵀ = op(b)ᵀ op(a)ᵀ, so cuBLASLt (column-major) is called with A := b and B := a, each with
@@ -42,7 +43,8 @@ struct Plan {
 struct Context {
   cublasLtHandle_t handle = nullptr;
   void* workspace = nullptr;
-  std::map<std::tuple<int64_t, int64_t, int64_t, bool, bool, bool>, Plan> plans;
+  // (M, N, K, ta, tb, bf16 operands, bf16 output)
+  std::map<std::tuple<int64_t, int64_t, int64_t, bool, bool, bool, bool>, Plan> plans;
   uint16_t* bf16_operands = nullptr;  // a then b, rounded (matmul_bf16), grown on demand
   int64_t bf16_capacity = 0;
 };
@@ -58,9 +60,11 @@ Context& context() {
 }
 
 // Column-major call: D[N, M] = alpha · opA(A) opB(B) + beta · C with A := b, B := a.
-Plan make_plan(Context& ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t K, bool bf16) {
+Plan make_plan(Context& ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t K, bool bf16,
+               bool bf16_out) {
   Plan p;
   const cudaDataType_t in = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+  const cudaDataType_t out = bf16_out ? CUDA_R_16BF : CUDA_R_32F;
   RETORT_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t op_a = tb ? CUBLAS_OP_T : CUBLAS_OP_N;  // applied to b
   const cublasOperation_t op_b = ta ? CUBLAS_OP_T : CUBLAS_OP_N;  // applied to a
@@ -74,7 +78,7 @@ Plan make_plan(Context& ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t K, 
   // a stored row-major [M, K] (or [K, M] when ta) = column-major [K, M] (or [M, K]).
   RETORT_CUBLAS_CHECK(ta ? cublasLtMatrixLayoutCreate(&p.b, in, M, K, M)
                          : cublasLtMatrixLayoutCreate(&p.b, in, K, M, K));
-  RETORT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, N, M, N));
+  RETORT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, out, N, M, N));
 
   cublasLtMatmulPreference_t pref;
   RETORT_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
@@ -87,18 +91,19 @@ Plan make_plan(Context& ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t K, 
                                                      1, &result, &found));
   cublasLtMatmulPreferenceDestroy(pref);
   RETORT_CHECK(found > 0, "cuBLASLt has no algorithm for matmul M=", M, " N=", N, " K=", K,
-               " ta=", ta, " tb=", tb);
+               " ta=", ta, " tb=", tb, bf16_out ? " (bf16 output)" : "");
   p.algo = result.algo;
   return p;
 }
 
-// y = alpha · op(a) op(b) + beta · y with a and b of the element type the plan was made for.
-void run(const void* a, bool ta, const void* b, bool tb, float* y, int64_t M, int64_t N,
-         int64_t K, float alpha, float beta, bool bf16) {
+// y = alpha · op(a) op(b) + beta · y with a, b and y of the element types the plan was made for.
+void run(const void* a, bool ta, const void* b, bool tb, void* y, int64_t M, int64_t N,
+         int64_t K, float alpha, float beta, bool bf16, bool bf16_out = false) {
   Context& ctx = context();
-  const auto key = std::make_tuple(M, N, K, ta, tb, bf16);
+  const auto key = std::make_tuple(M, N, K, ta, tb, bf16, bf16_out);
   auto it = ctx.plans.find(key);
-  if (it == ctx.plans.end()) it = ctx.plans.emplace(key, make_plan(ctx, ta, tb, M, N, K, bf16)).first;
+  if (it == ctx.plans.end())
+    it = ctx.plans.emplace(key, make_plan(ctx, ta, tb, M, N, K, bf16, bf16_out)).first;
   const Plan& p = it->second;
   RETORT_CUBLAS_CHECK(cublasLtMatmul(ctx.handle, p.desc, &alpha, b, p.a, a, p.b, &beta, y, p.c, y,
                                      p.c, &p.algo, ctx.workspace, kWorkspaceBytes,
@@ -142,6 +147,15 @@ void matmul_bf16(float* y, const float* a, bool ta, const float* b, bool tb, int
 void matmul_bf16_rounded(float* y, const uint16_t* a, bool ta, const uint16_t* b, bool tb,
                          int64_t M, int64_t N, int64_t K, float alpha, float beta) {
   if (!trivial(y, M, N, K, beta)) run(a, ta, b, tb, y, M, N, K, alpha, beta, true);
+}
+
+void matmul_bf16_rounded(uint16_t* y, const uint16_t* a, bool ta, const uint16_t* b, bool tb,
+                         int64_t M, int64_t N, int64_t K, float alpha) {
+  if (M == 0 || N == 0) return;
+  if (K == 0)  // the empty sum: +0 in bf16
+    RETORT_CUDA_CHECK(cudaMemsetAsync(y, 0, size_t(M * N) * 2, compute_stream()));
+  else
+    run(a, ta, b, tb, y, M, N, K, alpha, 0.0f, true, true);
 }
 
 }  // namespace retort::cuda

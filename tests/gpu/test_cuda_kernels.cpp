@@ -238,6 +238,19 @@ TEST(CudaMatmul, AllTransposesAndBf16MatchCpu) {
           Dev<float> dy16(y0);
           cuda::matmul_bf16_rounded(dy16, da16, ta, db16, tb, M, N, K, alpha, beta);
           EXPECT_BITWISE(dy16.download(), dy.download(), "matmul_bf16_rounded " + str({M, N, K, ta, tb}));
+          // bf16 output (beta = 0): the fp32 result rounded once; cuBLASLt may pick another
+          // algorithm for it (another summation order), so within one bf16 step of the rounded
+          // fp32 product, and bitwise on the simulator
+          Dev<float> dy32(M * N);
+          Dev<uint16_t> dyb(M * N);
+          cuda::matmul_bf16_rounded(dy32, da16, ta, db16, tb, M, N, K, alpha, 0.0f);
+          cuda::matmul_bf16_rounded(dyb, da16, ta, db16, tb, M, N, K, alpha);
+          const std::vector<float> y32 = dy32.download();
+          std::vector<float> yb(y32.size());
+          cpu::bf16_to_f32(yb.data(), dyb.download().data(), int64_t(yb.size()));
+          for (size_t i = 0; i < y32.size(); ++i)
+            ASSERT_LE(std::abs(yb[i] - y32[i]), std::abs(y32[i]) * (1.0f / 128))
+                << "bf16-output matmul " << str({M, N, K, ta, tb}) << " element " << i;
         }
   }
 }
@@ -401,6 +414,15 @@ TEST(CudaBf16Outputs, BitwiseTheFp32OutputRounded) {
                              dh = randn(total, ++stream);
     Dev<float> d_gate(gate), d_up(up), d_dh(dh), d_h(total), d_dgate(total), d_dup(total);
     Dev<uint16_t> d_h16(total), d_dgate16(total), d_dup16(total);
+    // gate and up rounded to bf16, and widened back
+    std::vector<uint16_t> g16(total), u16(total);
+    cpu::f32_to_bf16(g16.data(), gate.data(), total);
+    cpu::f32_to_bf16(u16.data(), up.data(), total);
+    std::vector<float> gw(total), uw(total);
+    cpu::bf16_to_f32(gw.data(), g16.data(), total);
+    cpu::bf16_to_f32(uw.data(), u16.data(), total);
+    Dev<uint16_t> d_g16(g16), d_u16(u16);
+    Dev<float> d_gw(gw), d_uw(uw), d_hw(total), d_dgw(total), d_duw(total);
     for (int64_t off = 0; off <= 4; ++off) {
       const std::string what = "swiglu n=" + std::to_string(n) + " offset " + std::to_string(off);
       cuda::swiglu_forward(d_h + off, d_gate + off, d_up + off, n);
@@ -411,11 +433,20 @@ TEST(CudaBf16Outputs, BitwiseTheFp32OutputRounded) {
       EXPECT_TRUE(part(d_h16.download()) == rounded(part(d_h.download()))) << what << " h";
       EXPECT_TRUE(part(d_dgate16.download()) == rounded(part(d_dgate.download()))) << what << " dgate";
       EXPECT_TRUE(part(d_dup16.download()) == rounded(part(d_dup.download()))) << what << " dup";
+      // bf16 gate and up (products' outputs): bitwise the kernels on the widened values
+      cuda::swiglu_forward(d_h16 + off, d_g16 + off, d_u16 + off, n);
+      cuda::swiglu_forward(d_hw + off, d_gw + off, d_uw + off, n);
+      EXPECT_TRUE(part(d_h16.download()) == rounded(part(d_hw.download()))) << what << " h from bf16";
+      cuda::swiglu_backward(d_dgate + off, d_dup + off, d_dh + off, d_g16 + off, d_u16 + off, n);
+      cuda::swiglu_backward(d_dgw + off, d_duw + off, d_dh + off, d_gw + off, d_uw + off, n);
+      EXPECT_BITWISE(part(d_dgate.download()), part(d_dgw.download()), what + " dgate from bf16");
+      EXPECT_BITWISE(part(d_dup.download()), part(d_duw.download()), what + " dup from bf16");
       // and the fp32 outputs at this offset agree with the CPU
       std::vector<float> h(n), dgate(n), dup(n);
       cpu::swiglu_forward(h.data(), gate.data() + off, up.data() + off, n);
       cpu::swiglu_backward(dgate.data(), dup.data(), dh.data() + off, gate.data() + off,
                            up.data() + off, n);
+      cuda::swiglu_backward(d_dgate + off, d_dup + off, d_dh + off, d_gate + off, d_up + off, n);
       expect_close(part(d_h.download()), h, what + " h vs cpu");
       expect_close(part(d_dgate.download()), dgate, what + " dgate vs cpu");
       expect_close(part(d_dup.download()), dup, what + " dup vs cpu");

@@ -235,6 +235,20 @@ TEST(Matmul, Bf16OperandIsBitwiseTheRoundedFp32Operand) {
   ops::set_matmul_precision(ops::MatmulPrecision::F32);
 }
 
+// A bfloat16 y: the bf16 product rounded once (bitwise convert of its fp32 y), beta = 0 only.
+TEST(Matmul, Bf16OutputIsTheRoundedBf16Product) {
+  Tensor a = randn({37, 70}, 17), b = randn({21, 70}, 18), want = Tensor::zeros({37, 21});
+  Tensor y16 = Tensor::empty({37, 21}, DType::BF16), want16 = Tensor::empty({37, 21}, DType::BF16);
+  ops::set_matmul_precision(ops::MatmulPrecision::BF16);
+  ops::matmul(want, a, false, b, true, 0.5f);
+  ops::set_matmul_precision(ops::MatmulPrecision::F32);
+  ops::convert(want16, want);
+  ops::matmul(y16, a, false, b, true, 0.5f);  // a bf16 product at either precision setting
+  EXPECT_EQ(std::memcmp(y16.raw(), want16.raw(), y16.nbytes()), 0);
+  EXPECT_NE(error_of([&] { ops::matmul(y16, a, false, b, true, 1.0f, 1.0f); }).find("needs beta = 0"),
+            std::string::npos);
+}
+
 TEST(Matmul, BetaZeroOverwritesNaN) {
   Tensor a = randn({3, 4}, 1), b = randn({4, 2}, 2), y = Tensor::empty({3, 2});
   ops::fill(y, std::numeric_limits<float>::quiet_NaN());
@@ -370,6 +384,16 @@ TEST(Bf16Outputs, BitwiseTheFp32OutputRounded) {
   EXPECT_TRUE(bitwise_equal(dg16, to_bf16(dg))) << "swiglu dgate";
   EXPECT_TRUE(bitwise_equal(du16, to_bf16(du))) << "swiglu dup";
   EXPECT_NE(error_of([&] { ops::swiglu_backward(dg16, du, dh, gate, up); }).find("must have one dtype"),
+            std::string::npos);
+  // bf16 gate and up (bf16 products' outputs): bitwise the op on their widened values
+  Tensor g16 = to_bf16(gate), u16 = to_bf16(up), gw = to_f32(g16), uw = to_f32(u16);
+  ops::swiglu_forward(h, gw, uw);
+  ops::swiglu_forward(h16, g16, u16);
+  EXPECT_TRUE(bitwise_equal(h16, to_bf16(h))) << "swiglu h from bf16";
+  ops::swiglu_backward(dg, du, dh, gw, uw);
+  ops::swiglu_backward(dg16, du16, dh, g16, u16);
+  EXPECT_TRUE(bitwise_equal(dg16, to_bf16(dg)) && bitwise_equal(du16, to_bf16(du))) << "from bf16";
+  EXPECT_NE(error_of([&] { ops::swiglu_forward(h, g16, up); }).find("must have one dtype"),
             std::string::npos);
   const Tensor table = ops::rope_table(9, 8, 10000.0);
   Tensor q = randn({2, 9, 3, 8}, 36), qr = clone(q), q16 = Tensor::empty({2, 9, 3, 8}, DType::BF16);

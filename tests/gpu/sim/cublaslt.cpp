@@ -156,7 +156,6 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
       (beta != 0.0f && m > 0 && n > 0 && !sim::is_device_pointer(C, span(c))) ||
       (workspace_bytes > 0 && !sim::is_device_pointer(workspace, workspace_bytes)))
     sim::fault("cublasLtMatmul: an operand or the workspace is not (all) device memory");
-  if (d->type != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;  // no bf16 output used yet
   // Queued like the real call: the operands are read when the stream gets there.
   sim::enqueue(stream, [desc = *desc, la = *a, lb = *b, lc = *c, ld = *d, A, B, C, D, alpha, beta,
                         m, n, k] {
@@ -174,8 +173,18 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
         out[i + j * m] = v;
       }
     for (uint64_t j = 0; j < n; ++j)
-      for (uint64_t i = 0; i < m; ++i)
-        static_cast<float*>(D)[i + j * ld.ld] = float(out[i + j * m]);
+      for (uint64_t i = 0; i < m; ++i) {
+        const float f = float(out[i + j * m]);
+        if (ld.type == CUDA_R_32F) {
+          static_cast<float*>(D)[i + j * ld.ld] = f;
+          continue;
+        }
+        uint32_t u;  // CUDA_R_16BF: the fp32 result rounded to nearest even (NaN stays NaN)
+        std::memcpy(&u, &f, 4);
+        const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
+        static_cast<uint16_t*>(D)[i + j * ld.ld] =
+            uint16_t(nan ? (u >> 16) | 0x40u : (u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+      }
   });
   return CUBLAS_STATUS_SUCCESS;
 }
