@@ -27,20 +27,22 @@ mesh dp2tp2 4 false dp=2 tp=2
 mesh fsdp2tp2sp 4 true fsdp=2 tp=2 sp=true
 mesh dp2fsdp2tp2sp 8 false dp=2 fsdp=2 tp=2 sp=true
 
-# bf16: layouts vs one process within 2e-4 (losses) and 4e-3 (parameters); bf16's own effect
-# on the parameters (vs fp32) is at least that (measured: meshes 1.6e-3, bf16 vs fp32 6e-3).
+# bf16: layouts vs one process within 5e-4 (losses) and 5e-3 (parameters). Not closer: another
+# fp32 summation order moves bf16 activations across rounding boundaries now and then, and 20
+# steps amplify it (measured: losses 1.3e-4, parameters 2.3e-3, against bf16's own effect vs fp32
+# of 5e-5..9e-5 and 6e-3); a wrong gather or layout gives order-1 differences.
 BF16=(--set train.precision=bf16)
 for tied in true false; do
   retort train "${ARGS[@]}" "${BF16[@]}" --set model.tie_embeddings=$tied --set "run.dir=$WORK/one16_$tied" >/dev/null
-  compare_runs "$WORK/one_$tied" "$WORK/one16_$tied" 1e-3 1e-1 "" 4e-3
+  compare_runs "$WORK/one_$tied" "$WORK/one16_$tied" 1e-3 1e-1 "" 4e-3  # bf16 took effect
 done
 "${MPIRUN[@]}" -np 2 "$RETORT_BIN" train "${ARGS[@]}" "${BF16[@]}" --set parallel.tp=2 \
   --set parallel.sp=true --set "run.dir=$WORK/tp2sp16" >/dev/null
-compare_runs "$WORK/one16_true" "$WORK/tp2sp16" 2e-4 4e-3
+compare_runs "$WORK/one16_true" "$WORK/tp2sp16" 5e-4 5e-3
 "${MPIRUN[@]}" -np 8 "$RETORT_BIN" train "${ARGS[@]}" "${BF16[@]}" --set model.tie_embeddings=false \
   --set parallel.dp=2 --set parallel.fsdp=2 --set parallel.tp=2 --set parallel.sp=true \
   --set "run.dir=$WORK/dp2fsdp2tp2sp16" >/dev/null
-compare_runs "$WORK/one16_false" "$WORK/dp2fsdp2tp2sp16" 2e-4 4e-3
+compare_runs "$WORK/one16_false" "$WORK/dp2fsdp2tp2sp16" 5e-4 5e-3
 
 # Per-rank parameter bytes: tp2 holds about half of one process (norm gains are whole copies).
 /usr/bin/python3 - "$WORK/one_true" "$WORK/tp2_true" <<'PY'
