@@ -61,9 +61,12 @@ const std::vector<ConfigKey>& config_schema() {
       {"train.weight_decay", T::Float, "0.1", "AdamW decoupled weight decay"},
       {"train.grad_clip", T::Float, "1.0", "clip the global gradient norm to this; 0 disables"},
       {"train.precision", T::String, "fp32",
-       "matmul precision: fp32, or bf16 (operands rounded to bfloat16, fp32 accumulation; master "
-       "weights, AdamW state, loss and all other ops stay fp32). bf16 is the fast path on GPUs "
-       "(tensor cores); on the CPU it is an exact emulation for tests, not a speed-up"},
+       "fp32, or bf16 mixed precision: matmul operands in bfloat16 with fp32 accumulation, and "
+       "the activations between ops stored in bf16, rounded where produced (norm outputs, q, k, "
+       "v, attention output, gate, up, SwiGLU output and their gradients); master weights, "
+       "gradients, AdamW state, the residual stream, norm statistics and the loss stay fp32. bf16 "
+       "is the fast path on GPUs (tensor cores, cuDNN attention, half the activation memory); on "
+       "the CPU it is an exact emulation for tests, not a speed-up"},
       {"train.attention", T::String, "auto",
        "causal attention kernel on GPUs: auto (cuDNN's fused flash attention when train.precision "
        "is bf16 and cuDNN has an engine for the shape, else the plain fp32 kernel), cudnn (at any "
