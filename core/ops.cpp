@@ -427,7 +427,7 @@ void cross_entropy_forward(Tensor& ce, Tensor& lse, const Tensor& logits, const 
 void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, const Tensor& lse,
                             const Tensor& targets, float ce_scale, float z_scale) {
   const char* op = "cross_entropy_backward";
-  check_f32(op, "dlogits", dlogits);
+  check_float(op, "dlogits", dlogits);
   check_f32(op, "logits", logits);
   check_f32(op, "lse", lse);
   check_i32(op, "targets", targets);
@@ -440,8 +440,12 @@ void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, const Tensor&
                ": dlogits must be logits itself or not overlap it");
   check_ids(op, "targets", targets, V);
   const Device dev = common_device("cross_entropy_backward", {&dlogits, &logits, &lse, &targets});
-  RETORT_KERNEL(dev, cross_entropy_backward, dlogits.data<float>(), logits.data<float>(), lse.data<float>(),
-                              targets.data<int32_t>(), rows, V, ce_scale, z_scale);
+  if (dlogits.dtype() == DType::BF16)
+    RETORT_KERNEL(dev, cross_entropy_backward, dlogits.data<uint16_t>(), logits.data<float>(),
+                  lse.data<float>(), targets.data<int32_t>(), rows, V, ce_scale, z_scale);
+  else
+    RETORT_KERNEL(dev, cross_entropy_backward, dlogits.data<float>(), logits.data<float>(),
+                  lse.data<float>(), targets.data<int32_t>(), rows, V, ce_scale, z_scale);
 }
 
 void target_logits(Tensor& out, const Tensor& logits, const Tensor& targets) {

@@ -87,7 +87,8 @@ void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor&
 // ce[r] = lse_r - logits[r, target_r]; lse[r] = logsumexp(logits[r, :]).
 void cross_entropy_forward(Tensor& ce, Tensor& lse, const Tensor& logits, const Tensor& targets);
 // dlogits[r, :] = ce_scale * (softmax_r - onehot(target_r)) + z_scale * 2 * lse_r * softmax_r.
-// The loss this differentiates is ce_scale·Σ ce + z_scale·Σ lse². dlogits may alias logits.
+// The loss this differentiates is ce_scale·Σ ce + z_scale·Σ lse². dlogits may alias logits, or
+// be BF16 (rounded once: the operand of the head's bf16 products).
 void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, const Tensor& lse,
                             const Tensor& targets, float ce_scale, float z_scale);
 // Vocabulary-parallel cross-entropy (logits hold one shard [rows, V/tp] of the vocabulary):

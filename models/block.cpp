@@ -38,10 +38,10 @@ void Transformer::block_forward(int layer, const Tensor& x_in, Tensor& x_out, Bl
   // q, k in fp32 go straight into qr, kr (RoPE in place), or with bf16 activations into fp32
   // scratch, rotated and rounded into the bf16 qr, kr; v (as gate, up below) is written by its
   // product in the activation's dtype.
-  auto fp32 = [&](const Tensor& x, Backing& scratch) {
+  auto before_rope = [&](const Tensor& x, Backing& scratch) {
     return x.dtype() == DType::F32 ? x : scratch.get(device_, x.shape());
   };
-  Tensor qn = fp32(a.qr, qn_b_), kn = fp32(a.kr, kn_b_);
+  Tensor qn = before_rope(a.qr, qn_b_), kn = before_rope(a.kr, kn_b_);
   if (cfg_.qk_norm) {
     ops::matmul(a.q, h1, false, mm(w.wq), true);
     ops::matmul(a.k, h1, false, mm(w.wk), true);

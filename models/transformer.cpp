@@ -480,9 +480,12 @@ void Transformer::backward(float grad_scale) {
   bwd_begin(L + 1);
   if (tied) bwd_begin(0);
 
-  // loss = ce_scale·Σ ce + z_scale·Σ lse² (+ the LogitsLoss term, added into dlogits);
-  // dlogits overwrites logits unless a LogitsLoss still reads them.
-  Tensor dlogits = logits_loss_ ? dlogits_b_.get(device_, {R, V_}) : logits_;
+  // loss = ce_scale·Σ ce + z_scale·Σ lse² (+ the LogitsLoss term, added into dlogits in fp32);
+  // dlogits overwrites logits unless a LogitsLoss still reads them, or is written in bf16 for
+  // the bf16 products.
+  Tensor dlogits = logits_;
+  if (logits_loss_ || operand_dtype() == DType::BF16)
+    dlogits = dlogits_b_.get(device_, {R, V_}, logits_loss_ ? DType::F32 : DType::BF16);
   const float ce_scale = float(double(grad_scale) * double(ce_weight_) / double(R));
   const float z_scale = float(double(grad_scale) * double(z_loss_) / double(R));
   ops::cross_entropy_backward(dlogits, logits_, lse_, local_targets_, ce_scale, z_scale);

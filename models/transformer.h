@@ -147,8 +147,8 @@ class Transformer {
   // pending forward.
   double evaluate(const Tensor& tokens, const Tensor& targets);
 
-  // Logits [B·T, V/tp] of the last forward/evaluate (overwritten by backward with dlogits
-  // unless a LogitsLoss is set).
+  // Logits [B·T, V/tp] of the last forward/evaluate (overwritten by backward with dlogits at
+  // fp32 precision without a LogitsLoss).
   const Tensor& logits() const { return logits_; }
 
  private:
@@ -265,7 +265,7 @@ class Transformer {
   Tensor tokens_, targets_, xf_, rstdf_, logits_, ce_, lse_;
   std::vector<Tensor> resid_;
   // backward scratch
-  Backing dlogits_b_;  // with a LogitsLoss only (else dlogits overwrites logits_)
+  Backing dlogits_b_;  // with a LogitsLoss (fp32) or bf16 activations (bf16); else dlogits overwrites logits_
   Backing dx_b_, dh_b_, dxf_b_, dact_b_, dgate_b_, dup_b_, datt_b_, dq_b_, dk_b_, dv_b_,
       dqn_b_, dkn_b_, dq2_b_, dk2_b_;
   std::array<Backing, 4> operand_b_;  // shared_operand's bf16 copies

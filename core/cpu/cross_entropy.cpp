@@ -9,6 +9,7 @@
 #include <cmath>
 #include <limits>
 
+#include "core/cpu/bf16.h"
 #include "core/cpu/fast_math.h"
 #include "core/cpu/kernels.h"
 
@@ -31,18 +32,35 @@ void cross_entropy_forward(float* ce, float* lse, const float* logits, const int
   }
 }
 
-void cross_entropy_backward(float* dlogits, const float* logits, const float* lse,
-                            const int32_t* targets, int64_t rows, int64_t V, float ce_scale,
-                            float z_scale) {
+namespace {
+// Out: float (dlogits may be logits) or uint16_t (bf16, rounded at the store).
+template <class Out>
+void backward(Out* dlogits, const float* logits, const float* lse, const int32_t* targets,
+              int64_t rows, int64_t V, float ce_scale, float z_scale) {
 #pragma omp parallel for schedule(static) if (rows * V >= 16384)
   for (int64_t r = 0; r < rows; ++r) {
     const float* x = logits + r * V;
-    float* d = dlogits + r * V;
+    Out* d = dlogits + r * V;
     const float l = lse[r];
     const float coef = ce_scale + 2.0f * z_scale * l;  // multiplies p_v
-    for (int64_t v = 0; v < V; ++v) d[v] = coef * exp_fast(x[v] - l);
-    if (targets[r] >= 0) d[targets[r]] -= ce_scale;
+    const int64_t t = targets[r];  // −1: no one-hot term on this shard
+    for (int64_t v = 0; v < V; ++v) {
+      const float g = coef * exp_fast(x[v] - l);
+      store(&d[v], v == t ? g - ce_scale : g);
+    }
   }
+}
+}  // namespace
+
+void cross_entropy_backward(float* dlogits, const float* logits, const float* lse,
+                            const int32_t* targets, int64_t rows, int64_t V, float ce_scale,
+                            float z_scale) {
+  backward(dlogits, logits, lse, targets, rows, V, ce_scale, z_scale);
+}
+void cross_entropy_backward(uint16_t* dlogits, const float* logits, const float* lse,
+                            const int32_t* targets, int64_t rows, int64_t V, float ce_scale,
+                            float z_scale) {
+  backward(dlogits, logits, lse, targets, rows, V, ce_scale, z_scale);
 }
 
 void target_logits(float* out, const float* logits, const int32_t* targets, int64_t rows, int64_t V) {

@@ -29,18 +29,20 @@ __global__ void ce_forward_kernel(float* ce, float* lse, const float* logits,
   }
 }
 
-__global__ void ce_backward_kernel(float* dlogits, const float* logits, const float* lse,
+// Out: float (dlogits may be logits) or uint16_t (bf16, rounded at the store).
+template <class Out>
+__global__ void ce_backward_kernel(Out* dlogits, const float* logits, const float* lse,
                                    const int32_t* targets, int64_t V, float ce_scale,
                                    float z_scale) {
   const int64_t r = blockIdx.x;
   const float* x = logits + r * V;
-  float* d = dlogits + r * V;
+  Out* d = dlogits + r * V;
   const float l = lse[r];
   const float coef = ce_scale + 2.0f * z_scale * l;  // multiplies p_v
   const int64_t t = targets[r];                      // −1: no one-hot term on this shard
   for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
     const float g = coef * expf(x[v] - l);
-    d[v] = v == t ? g - ce_scale : g;
+    store(&d[v], v == t ? g - ce_scale : g);
   }
 }
 
@@ -73,13 +75,27 @@ void cross_entropy_forward(float* ce, float* lse, const float* logits, const int
   RETORT_CUDA_CHECK_LAUNCH();
 }
 
+namespace {
+template <class Out>
+void ce_backward(Out* dlogits, const float* logits, const float* lse, const int32_t* targets,
+                 int64_t rows, int64_t V, float ce_scale, float z_scale) {
+  if (rows <= 0 || V <= 0) return;
+  const auto kernel = ce_backward_kernel<Out>;
+  kernel<<<grid_x(rows), kRowThreads, 0, compute_stream()>>>(dlogits, logits, lse, targets, V,
+                                                             ce_scale, z_scale);
+  RETORT_CUDA_CHECK_LAUNCH();
+}
+}  // namespace
+
 void cross_entropy_backward(float* dlogits, const float* logits, const float* lse,
                             const int32_t* targets, int64_t rows, int64_t V, float ce_scale,
                             float z_scale) {
-  if (rows <= 0 || V <= 0) return;
-  ce_backward_kernel<<<grid_x(rows), kRowThreads, 0, compute_stream()>>>(
-      dlogits, logits, lse, targets, V, ce_scale, z_scale);
-  RETORT_CUDA_CHECK_LAUNCH();
+  ce_backward(dlogits, logits, lse, targets, rows, V, ce_scale, z_scale);
+}
+void cross_entropy_backward(uint16_t* dlogits, const float* logits, const float* lse,
+                            const int32_t* targets, int64_t rows, int64_t V, float ce_scale,
+                            float z_scale) {
+  ce_backward(dlogits, logits, lse, targets, rows, V, ce_scale, z_scale);
 }
 
 void target_logits(float* out, const float* logits, const int32_t* targets, int64_t rows,

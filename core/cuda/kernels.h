@@ -90,8 +90,11 @@ void swiglu_backward(uint16_t* dgate, uint16_t* dup, const float* dh, const uint
 // logits: [rows, V], targets: [rows] -> ce, lse: [rows]
 void cross_entropy_forward(float* ce, float* lse, const float* logits, const int32_t* targets,
                            int64_t rows, int64_t V);
-// dlogits may equal logits (in place).
+// dlogits may equal logits (in place), or be bf16 (rounded at the store).
 void cross_entropy_backward(float* dlogits, const float* logits, const float* lse,
+                            const int32_t* targets, int64_t rows, int64_t V, float ce_scale,
+                            float z_scale);
+void cross_entropy_backward(uint16_t* dlogits, const float* logits, const float* lse,
                             const int32_t* targets, int64_t rows, int64_t V, float ce_scale,
                             float z_scale);
 

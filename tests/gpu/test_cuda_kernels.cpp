@@ -408,6 +408,19 @@ TEST(CudaBf16Outputs, BitwiseTheFp32OutputRounded) {
     cuda::rmsnorm_backward(d_dx16, d_dg, d_dy, d_x, d_g, d_rstd, rows, C);
     EXPECT_TRUE(d_dx16.download() == rounded(d_dx.download())) << "rmsnorm dx " << str({rows, C});
   }
+  {  // cross-entropy's dlogits
+    const int64_t rows = 7, V = 1003;
+    std::vector<int32_t> t(rows);
+    for (int64_t r = 0; r < rows; ++r) t[r] = int32_t((r * 131) % V);
+    t[2] = -1;  // on another shard
+    Dev<float> d_logits(randn(rows * V, ++stream, 2.0)), d_ce(rows), d_lse(rows), d_dl(rows * V);
+    Dev<int32_t> d_t(t);
+    Dev<uint16_t> d_dl16(rows * V);
+    cuda::cross_entropy_forward(d_ce, d_lse, d_logits, d_t, rows, V);
+    cuda::cross_entropy_backward(d_dl, d_logits, d_lse, d_t, rows, V, 0.5f, 1e-3f);
+    cuda::cross_entropy_backward(d_dl16, d_logits, d_lse, d_t, rows, V, 0.5f, 1e-3f);
+    EXPECT_TRUE(d_dl16.download() == rounded(d_dl.download())) << "cross-entropy dlogits";
+  }
   for (int64_t n : {1LL, 1000LL, 100003LL}) {
     const int64_t total = n + 4;
     const std::vector<float> gate = randn(total, ++stream, 3.0), up = randn(total, ++stream),

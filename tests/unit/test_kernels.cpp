@@ -420,6 +420,14 @@ TEST(Bf16Outputs, BitwiseTheFp32OutputRounded) {
   EXPECT_NE(error_of([&] { ops::rmsnorm_backward(dx16, dgain16, dy, x, g, rstd, true); })
                 .find("accumulate_dx needs a float32 dx"),
             std::string::npos);
+  // cross-entropy's dlogits in bf16 (the head's products' operand); target -1 = another shard
+  Tensor logits = randn({4, 50}, 38, 2.0), targets = randint({4}, 39, 50), ce = Tensor::empty({4}),
+         lse = Tensor::empty({4}), dl = Tensor::empty({4, 50}), dl16 = Tensor::empty({4, 50}, DType::BF16);
+  targets.data<int32_t>()[1] = -1;
+  ops::cross_entropy_forward(ce, lse, logits, targets);
+  ops::cross_entropy_backward(dl, logits, lse, targets, 0.25f, 1e-3f);
+  ops::cross_entropy_backward(dl16, logits, lse, targets, 0.25f, 1e-3f);
+  EXPECT_TRUE(bitwise_equal(dl16, to_bf16(dl))) << "cross-entropy dlogits";
   Tensor ids = Tensor::empty({5, 333}, DType::I32);
   EXPECT_NE(error_of([&] { ops::swiglu_forward(ids, gate, up); }).find("`h` must be float32 or bfloat16"),
             std::string::npos);
