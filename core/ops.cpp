@@ -255,11 +255,16 @@ void rmsnorm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& g, 
 }
 
 void rmsnorm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x, const Tensor& g,
-                      const Tensor& rstd, bool accumulate_dx) {
+                      const Tensor& rstd, bool accumulate_dx, const Tensor& dx_rounded) {
   const char* op = "rmsnorm_backward";
   check_float(op, "dx", dx);
-  RETORT_CHECK(dx.dtype() == DType::F32 || !accumulate_dx, op,
-               ": accumulate_dx needs a float32 dx, got bfloat16");
+  RETORT_CHECK(dx.dtype() == DType::F32 || (!accumulate_dx && !dx_rounded.defined()), op,
+               ": accumulate_dx and dx_rounded need a float32 dx, got bfloat16");
+  if (dx_rounded.defined()) {
+    RETORT_CHECK(dx_rounded.dtype() == DType::BF16, op, ": dx_rounded must be bfloat16, got ",
+                 dtype_name(dx_rounded.dtype()));
+    check_same_shape(op, "dx_rounded", dx_rounded, "dx", dx);
+  }
   check_f32(op, "dg", dg);
   check_f32(op, "dy", dy);
   check_f32(op, "x", x);
@@ -276,12 +281,18 @@ void rmsnorm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x,
   RETORT_CHECK(!overlaps(dx, x) && !overlaps(dx, g) && !overlaps(dg, dy), op,
                ": outputs must not alias inputs");
   const Device dev = common_device("rmsnorm_backward", {&dx, &dg, &dy, &x, &g, &rstd});
+  if (dx_rounded.defined()) {
+    common_device("rmsnorm_backward", {&dx, &dx_rounded});
+    for (const Tensor* t : {&dy, &x, &g, &rstd, static_cast<const Tensor*>(&dx)})
+      RETORT_CHECK(!overlaps(dx_rounded, *t), op, ": dx_rounded must not alias the other tensors");
+  }
   if (dx.dtype() == DType::BF16)
     RETORT_KERNEL(dev, rmsnorm_backward, dx.data<uint16_t>(), dg.data<float>(), dy.data<float>(),
                   x.data<float>(), g.data<float>(), rstd.data<float>(), rows, C);
   else
     RETORT_KERNEL(dev, rmsnorm_backward, dx.data<float>(), dg.data<float>(), dy.data<float>(),
-                  x.data<float>(), g.data<float>(), rstd.data<float>(), rows, C, accumulate_dx);
+                  x.data<float>(), g.data<float>(), rstd.data<float>(), rows, C, accumulate_dx,
+                  dx_rounded.defined() ? dx_rounded.data<uint16_t>() : nullptr);
 }
 
 // ---- RoPE --------------------------------------------------------------------------------

@@ -55,9 +55,11 @@ void convert(Tensor& dst, const Tensor& src);  // F32 <-> BF16, same numel
 void rmsnorm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& g, float eps);
 // dx (overwritten, or += with accumulate_dx: the residual stream's gradient, without a
 // separate add pass; bitwise dx + the overwritten result) and dg (+=) from dy. dx may be BF16
-// (overwritten, rounded once: a bf16 product's operand).
+// (overwritten, rounded once: a bf16 product's operand). dx_rounded (BF16, dx's shape), when
+// defined, receives dx's final value rounded (the residual gradient as the products' operand).
 void rmsnorm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x, const Tensor& g,
-                      const Tensor& rstd, bool accumulate_dx = false);
+                      const Tensor& rstd, bool accumulate_dx = false,
+                      const Tensor& dx_rounded = Tensor());
 
 // ---- RoPE, rotate-half convention ------------------------------------------------------
 // table: [T, hd] with cos(pos·inv_freq_i) in [:, i] and sin(...) in [:, hd/2 + i], i < hd/2,

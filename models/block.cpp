@@ -72,7 +72,8 @@ void Transformer::block_forward(int layer, const Tensor& x_in, Tensor& x_out, Bl
 // dx: dL/dx_out on entry, dL/dx_in on exit ([Rl, d]). Parameter grads accumulate (+=).
 // Norm gains see only this rank's rows under sp, and the q/k norm gains only this rank's heads
 // under tp: their gradients are summed over tp (norm_backward's `partial`).
-void Transformer::block_backward(int layer, const Tensor& x_in, Tensor& dx, BlockActs& a) {
+void Transformer::block_backward(int layer, const Tensor& x_in, Tensor& dx, const Tensor& dx16,
+                                 BlockActs& a) {
   const LayerWeights& w = layers_[layer];
   const int64_t B = B_, T = T_, R = R_, d = cfg_.d_model, H = H_, Hkv = Hkv_, hd = cfg_.head_dim,
                 F = F_;
@@ -90,8 +91,7 @@ void Transformer::block_backward(int layer, const Tensor& x_in, Tensor& dx, Bloc
 
   // ---- MLP: x_out = x_mid + act W_downᵀ ----
   // (fp32 operands read by two or three products are rounded once under bf16: shared_operand.)
-  Tensor dy = leave_backward(dfull_b_, dx);                      // [R, d]
-  Tensor op = shared_operand(0, dy);
+  Tensor op = residual_operand(dx, dx16);                        // dy [R, d]
   ops::matmul(dact, op, false, mm(w.w_down), false);             // dact = dy W_down   [R,d]@[d,F]
   ops::matmul(g_down, op, true, a.act, false, 1.0f, 1.0f);       // dW_down += dyᵀ act [d,R]@[R,F]
   ops::swiglu_backward(dgate, dup, dact, a.gate, a.up);
@@ -102,11 +102,10 @@ void Transformer::block_backward(int layer, const Tensor& x_in, Tensor& dx, Bloc
   ops::matmul(g_gate, dgate_op, true, op, false, 1.0f, 1.0f);    // dW_gate += dgateᵀ h2
   ops::matmul(g_up, dup_op, true, op, false, 1.0f, 1.0f);        // dW_up += dupᵀ h2
   Tensor dhl = enter_backward(dlocal_b_, dh);                    // [Rl, d]
-  norm_backward(dx, g_post, dhl, a.x_mid, w.ln_post.w, a.rstd2, sp(), true);  // dx = dL/dx_mid
+  norm_backward(dx, g_post, dhl, a.x_mid, w.ln_post.w, a.rstd2, sp(), true, dx16);  // dL/dx_mid
 
   // ---- attention: x_mid = x_in + att Woᵀ ----
-  dy = leave_backward(dfull_b_, dx);
-  op = shared_operand(0, dy);
+  op = residual_operand(dx, dx16);
   ops::matmul(datt, op, false, mm(w.wo), false);                 // datt = dy Wo   [R,d]@[d,H·hd]
   ops::matmul(g_o, op, true, a.att, false, 1.0f, 1.0f);          // dWo += dyᵀ att
   Tensor q4 = a.qr.view({B, T, H, hd}), k4 = a.kr.view({B, T, Hkv, hd});
@@ -141,7 +140,7 @@ void Transformer::block_backward(int layer, const Tensor& x_in, Tensor& dx, Bloc
   ops::matmul(g_k, dk_op, true, op, false, 1.0f, 1.0f);
   ops::matmul(g_v, dv_op, true, op, false, 1.0f, 1.0f);
   dhl = enter_backward(dlocal_b_, dh);
-  norm_backward(dx, g_in, dhl, x_in, w.ln_in.w, a.rstd1, sp(), true);  // dx = dL/dx_in
+  norm_backward(dx, g_in, dhl, x_in, w.ln_in.w, a.rstd1, sp(), true, dx16);  // dx = dL/dx_in
 }
 
 }  // namespace retort

@@ -381,21 +381,26 @@ Tensor Transformer::enter_backward(Backing& dlocal_b, Tensor& dfull) {
 
 Tensor Transformer::leave_backward(Backing& dfull_b, const Tensor& dlocal) {
   if (!sp()) return dlocal;
-  Tensor dfull = dfull_b.get(device_, {R_, dlocal.dim(1)});
+  Tensor dfull = dfull_b.get(device_, {R_, dlocal.dim(1)}, dlocal.dtype());
   regions_->leave_backward(dfull, dlocal);
   return dfull;
 }
 
+Tensor Transformer::residual_operand(const Tensor& dx, const Tensor& dx16) {
+  if (!dx16.defined()) return shared_operand(0, leave_backward(dfull_b_, dx));
+  return leave_backward(dfull16_b_, dx16);
+}
+
 void Transformer::norm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x,
                                 const Tensor& g, const Tensor& rstd, bool partial,
-                                bool accumulate_dx) {
+                                bool accumulate_dx, const Tensor& dx_rounded) {
   if (!regions_ || !partial) {
-    ops::rmsnorm_backward(dx, dg, dy, x, g, rstd, accumulate_dx);
+    ops::rmsnorm_backward(dx, dg, dy, x, g, rstd, accumulate_dx, dx_rounded);
     return;
   }
   Tensor gain = gain_b_.get(device_, g.shape());
   ops::fill(gain, 0.0f);
-  ops::rmsnorm_backward(dx, gain, dy, x, g, rstd, accumulate_dx);
+  ops::rmsnorm_backward(dx, gain, dy, x, g, rstd, accumulate_dx, dx_rounded);
   regions_->all_reduce_sum(gain);
   ops::add_inplace(dg, gain);
 }
@@ -476,6 +481,9 @@ void Transformer::backward(float grad_scale) {
   const int64_t R = R_, d = cfg_.d_model;
   const bool tied = cfg_.tie_embeddings;
   Tensor dx = dx_b_.get(device_, {Rl_, d});
+  // Under bf16 the norms' backward also write dx rounded, the operand of the next products.
+  const Tensor dx16 =
+      operand_dtype() == DType::BF16 ? dx16_b_.get(device_, {Rl_, d}, DType::BF16) : Tensor();
   Tensor dxf = dxf_b_.get(device_, {R, d});
   bwd_begin(L + 1);
   if (tied) bwd_begin(0);
@@ -496,7 +504,7 @@ void Transformer::backward(float grad_scale) {
   ops::matmul(lm_head_.g, dlogits_op, true, xf_, false, 1.0f, 1.0f);
   // xf = RMSNorm(x_L)
   Tensor dxfl = enter_backward(dlocal_b_, dxf);
-  norm_backward(dx, final_norm_.g, dxfl, resid_[L], final_norm_.w, rstdf_, sp());
+  norm_backward(dx, final_norm_.g, dxfl, resid_[L], final_norm_.w, rstdf_, sp(), false, dx16);
   if (tied) bwd_end(0);
   bwd_end(L + 1);
   // Flat layout: embed | layer 0 | ... | layer L-1 | final norm | lm_head (untied).
@@ -506,7 +514,7 @@ void Transformer::backward(float grad_scale) {
     BlockActs a = block_acts(fwd_recompute_ ? 0 : l);
     bwd_begin(l + 1);
     if (fwd_recompute_) block_forward(l, resid_[l], resid_[l + 1], a);  // same inputs, same values
-    block_backward(l, resid_[l], dx, a);
+    block_backward(l, resid_[l], dx, dx16, a);
     bwd_end(l + 1);
     const auto [b, e] = unit_range(l + 1);
     grads_ready(b, e);

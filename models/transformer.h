@@ -194,7 +194,8 @@ class Transformer {
   void prepare(const Tensor& tokens, const Tensor& targets, int n_block_acts, int n_resid);
   BlockActs block_acts(int i);
   void block_forward(int layer, const Tensor& x_in, Tensor& x_out, BlockActs& a);
-  void block_backward(int layer, const Tensor& x_in, Tensor& dx, BlockActs& a);
+  // dx16: dx rounded to bf16 (bf16 activations; kept so by the block), else undefined.
+  void block_backward(int layer, const Tensor& x_in, Tensor& dx, const Tensor& dx16, BlockActs& a);
   // Final norm + logits + CE/lse from the residual x: fills xf_, rstdf_, logits_, ce_, lse_.
   void head_forward(const Tensor& x);
   // x [Rl, d] = E[tokens] (vocabulary-parallel with tp).
@@ -207,9 +208,15 @@ class Transformer {
   // dpartial [R, c] ← leave's backward of dlocal; aliases without sp.
   Tensor leave_backward(Backing& dfull_b, const Tensor& dlocal);
   // rmsnorm_backward whose gain gradient is a partial sum over tp when `partial` (summed over tp
-  // before it is added, so micro-batch accumulation stays exact); dx += with accumulate_dx.
+  // before it is added, so micro-batch accumulation stays exact); dx += with accumulate_dx, and
+  // dx_rounded (when defined) gets the final dx in bf16.
   void norm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x, const Tensor& g,
-                     const Tensor& rstd, bool partial, bool accumulate_dx = false);
+                     const Tensor& rstd, bool partial, bool accumulate_dx = false,
+                     const Tensor& dx_rounded = Tensor());
+  // The residual gradient as the operand of the products that read it, [R, d] (gathered under
+  // sp): dx16 when defined (bf16 activations: no conversion, half the bytes gathered), else dx
+  // (rounded once by shared_operand under bf16 matmuls).
+  Tensor residual_operand(const Tensor& dx, const Tensor& dx16);
   bool sp() const { return regions_ && tp_.sp; }
   // Under bf16 matmuls, an fp32 activation read by several products is rounded to bf16 once
   // into scratch `slot` (bitwise the same products: matmul rounds an fp32 operand the same way);
@@ -266,7 +273,7 @@ class Transformer {
   std::vector<Tensor> resid_;
   // backward scratch
   Backing dlogits_b_;  // with a LogitsLoss (fp32) or bf16 activations (bf16); else dlogits overwrites logits_
-  Backing dx_b_, dh_b_, dxf_b_, dact_b_, dgate_b_, dup_b_, datt_b_, dq_b_, dk_b_, dv_b_,
+  Backing dx_b_, dx16_b_, dfull16_b_, dh_b_, dxf_b_, dact_b_, dgate_b_, dup_b_, datt_b_, dq_b_, dk_b_, dv_b_,
       dqn_b_, dkn_b_, dq2_b_, dk2_b_;
   std::array<Backing, 4> operand_b_;  // shared_operand's bf16 copies
   Tensor flat16_;                     // arm_bf16_weights' copy of flat_params_

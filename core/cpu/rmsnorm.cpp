@@ -43,13 +43,19 @@ void rmsnorm_forward(uint16_t* y, float* rstd, const float* x, const float* g, i
 }
 
 namespace {
-// dx: float (overwritten, or += with accumulate) or bf16 (overwritten, rounded at the store).
-inline void put(float* p, float v, bool accumulate) { *p = accumulate ? *p + v : v; }
-inline void put(uint16_t* p, float v, bool) { store(p, v); }
+// dx: float (overwritten, or += with accumulate; its final value also rounded into `rounded`
+// when that is not null) or bf16 (overwritten, rounded at the store).
+inline void put(float* p, float v, bool accumulate, uint16_t* rounded) {
+  const float out = accumulate ? *p + v : v;
+  *p = out;
+  if (rounded) store(rounded, out);
+}
+inline void put(uint16_t* p, float v, bool, uint16_t*) { store(p, v); }
 
 template <class Out>
 void backward(Out* dx, float* dg, const float* dy, const float* x, const float* g,
-              const float* rstd, int64_t rows, int64_t C, bool accumulate_dx) {
+              const float* rstd, int64_t rows, int64_t C, bool accumulate_dx,
+              uint16_t* dx_rounded) {
   const int64_t nblk = (rows + kRowBlock - 1) / kRowBlock;
   std::vector<double> part(static_cast<size_t>(nblk * C));
 #pragma omp parallel for schedule(static) if (rows * C >= 16384)
@@ -67,7 +73,8 @@ void backward(Out* dx, float* dg, const float* dy, const float* x, const float* 
       for (int64_t c = 0; c < C; ++c) dot += dyr[c] * g[c] * xr[c];
       const float k = rs * rs * rs * dot / static_cast<float>(C);
       for (int64_t c = 0; c < C; ++c) {
-        put(&dxr[c], rs * g[c] * dyr[c] - xr[c] * k, accumulate_dx);
+        put(&dxr[c], rs * g[c] * dyr[c] - xr[c] * k, accumulate_dx,
+            dx_rounded ? dx_rounded + r * C + c : nullptr);
         pg[c] += static_cast<double>(dyr[c] * xr[c] * rs);
       }
     }
@@ -83,12 +90,13 @@ void backward(Out* dx, float* dg, const float* dy, const float* x, const float* 
 }  // namespace
 
 void rmsnorm_backward(float* dx, float* dg, const float* dy, const float* x, const float* g,
-                      const float* rstd, int64_t rows, int64_t C, bool accumulate_dx) {
-  backward(dx, dg, dy, x, g, rstd, rows, C, accumulate_dx);
+                      const float* rstd, int64_t rows, int64_t C, bool accumulate_dx,
+                      uint16_t* dx_rounded) {
+  backward(dx, dg, dy, x, g, rstd, rows, C, accumulate_dx, dx_rounded);
 }
 void rmsnorm_backward(uint16_t* dx, float* dg, const float* dy, const float* x, const float* g,
                       const float* rstd, int64_t rows, int64_t C) {
-  backward(dx, dg, dy, x, g, rstd, rows, C, false);
+  backward(dx, dg, dy, x, g, rstd, rows, C, false, nullptr);
 }
 
 }  // namespace retort::cpu

@@ -50,10 +50,11 @@ void rmsnorm_forward(float* y, float* rstd, const float* x, const float* g, int6
                      int64_t C, float eps);
 void rmsnorm_forward(uint16_t* y, float* rstd, const float* x, const float* g, int64_t rows,
                      int64_t C, float eps);
-// dx: [rows, C] overwritten (+= when accumulate_dx), or bf16 (overwritten, rounded at the
-// store); dg: [C] accumulated (+=)
+// dx: [rows, C] overwritten (+= when accumulate_dx; dx_rounded, unless null, gets its final
+// value in bf16), or bf16 (overwritten, rounded at the store); dg: [C] accumulated (+=)
 void rmsnorm_backward(float* dx, float* dg, const float* dy, const float* x, const float* g,
-                      const float* rstd, int64_t rows, int64_t C, bool accumulate_dx);
+                      const float* rstd, int64_t rows, int64_t C, bool accumulate_dx,
+                      uint16_t* dx_rounded);
 void rmsnorm_backward(uint16_t* dx, float* dg, const float* dy, const float* x, const float* g,
                       const float* rstd, int64_t rows, int64_t C);
 

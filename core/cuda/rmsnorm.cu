@@ -43,15 +43,19 @@ __global__ void rmsnorm_forward_kernel(Out* y, float* rstd, const float* x, cons
   for (int64_t c = lane; c < C; c += kWarp) store(&yr[c], xr[c] * rs * g[c]);
 }
 
-// dx: float (overwritten, or += with accumulate) or bf16 (overwritten, rounded at the store).
-__device__ __forceinline__ void put(float* p, float v, bool accumulate) {
-  *p = accumulate ? *p + v : v;
+// dx: float (overwritten, or += with accumulate; its final value also rounded into `rounded`
+// when that is not null) or bf16 (overwritten, rounded at the store).
+__device__ __forceinline__ void put(float* p, float v, bool accumulate, uint16_t* rounded) {
+  const float out = accumulate ? *p + v : v;
+  *p = out;
+  if (rounded) store(rounded, out);
 }
-__device__ __forceinline__ void put(uint16_t* p, float v, bool) { store(p, v); }
+__device__ __forceinline__ void put(uint16_t* p, float v, bool, uint16_t*) { store(p, v); }
 
 template <class Out>
 __global__ void rmsnorm_dx_kernel(Out* dx, const float* dy, const float* x, const float* g,
-                                  const float* rstd, int64_t rows, int64_t C, bool accumulate) {
+                                  const float* rstd, int64_t rows, int64_t C, bool accumulate,
+                                  uint16_t* rounded) {
   const int64_t r = blockIdx.x * int64_t(kRowsPerBlock) + threadIdx.x / kWarp;
   if (r >= rows) return;
   const int lane = threadIdx.x % kWarp;
@@ -65,7 +69,8 @@ __global__ void rmsnorm_dx_kernel(Out* dx, const float* dy, const float* x, cons
   dot = warp_reduce(dot, SumOp{});
   const float k = rs * rs * rs * dot / static_cast<float>(C);
 #pragma unroll 4
-  for (int64_t c = lane; c < C; c += kWarp) put(&dxr[c], rs * g[c] * dyr[c] - xr[c] * k, accumulate);
+  for (int64_t c = lane; c < C; c += kWarp)
+    put(&dxr[c], rs * g[c] * dyr[c] - xr[c] * k, accumulate, rounded ? rounded + r * C + c : nullptr);
 }
 
 // part[b, c] = Σ_{r in row block b, in order} double(dy[r, c] · x[r, c] · rstd[r])
@@ -106,12 +111,13 @@ void forward(Out* y, float* rstd, const float* x, const float* g, int64_t rows, 
 
 template <class Out>
 void backward(Out* dx, float* dg, const float* dy, const float* x, const float* g,
-              const float* rstd, int64_t rows, int64_t C, bool accumulate_dx) {
+              const float* rstd, int64_t rows, int64_t C, bool accumulate_dx,
+              uint16_t* dx_rounded) {
   if (rows <= 0 || C <= 0) return;
   cudaStream_t st = compute_stream();
   const auto dx_kernel = rmsnorm_dx_kernel<Out>;
   dx_kernel<<<grid_x((rows + kRowsPerBlock - 1) / kRowsPerBlock), kRowsPerBlock * kWarp, 0, st>>>(
-      dx, dy, x, g, rstd, rows, C, accumulate_dx);
+      dx, dy, x, g, rstd, rows, C, accumulate_dx, dx_rounded);
   RETORT_CUDA_CHECK_LAUNCH();
   const int64_t nblk = (rows + kRowBlock - 1) / kRowBlock;
   const int col_threads = C < 128 ? static_cast<int>((C + kWarp - 1) / kWarp * kWarp) : 128;
@@ -136,12 +142,13 @@ void rmsnorm_forward(uint16_t* y, float* rstd, const float* x, const float* g, i
 }
 
 void rmsnorm_backward(float* dx, float* dg, const float* dy, const float* x, const float* g,
-                      const float* rstd, int64_t rows, int64_t C, bool accumulate_dx) {
-  backward(dx, dg, dy, x, g, rstd, rows, C, accumulate_dx);
+                      const float* rstd, int64_t rows, int64_t C, bool accumulate_dx,
+                      uint16_t* dx_rounded) {
+  backward(dx, dg, dy, x, g, rstd, rows, C, accumulate_dx, dx_rounded);
 }
 void rmsnorm_backward(uint16_t* dx, float* dg, const float* dy, const float* x, const float* g,
                       const float* rstd, int64_t rows, int64_t C) {
-  backward(dx, dg, dy, x, g, rstd, rows, C, false);
+  backward(dx, dg, dy, x, g, rstd, rows, C, false, nullptr);
 }
 
 }  // namespace retort::cuda

@@ -269,7 +269,7 @@ TEST(CudaRMSNorm, ForwardBackwardMatchCpuAndAreDeterministic) {
     std::vector<float> y(rows * C), rstd(rows), dx(rows * C, NAN), dg = dg0;
     cpu::rmsnorm_forward(y.data(), rstd.data(), x.data(), g.data(), rows, C, 1e-5f);
     cpu::rmsnorm_backward(dx.data(), dg.data(), dy.data(), x.data(), g.data(), rstd.data(), rows,
-                          C, false);
+                          C, false, nullptr);
 
     Dev<float> d_x(x), d_g(g), d_dy(dy), d_y(rows * C), d_rstd(rows), d_dx(dx), d_dg(dg0);
     cuda::rmsnorm_forward(d_y, d_rstd, d_x, d_g, rows, C, 1e-5f);
@@ -278,7 +278,7 @@ TEST(CudaRMSNorm, ForwardBackwardMatchCpuAndAreDeterministic) {
     expect_close(rstd1, rstd, what + " rstd");
     // Backward from the CPU's rstd, so that only the backward kernel is compared.
     d_rstd.upload(rstd);
-    cuda::rmsnorm_backward(d_dx, d_dg, d_dy, d_x, d_g, d_rstd, rows, C, false);
+    cuda::rmsnorm_backward(d_dx, d_dg, d_dy, d_x, d_g, d_rstd, rows, C, false, nullptr);
     const std::vector<float> dx1 = d_dx.download(), dg1 = d_dg.download();
     expect_close(dx1, dx, what + " dx");
     expect_close(dg1, dg, what + " dg (accumulated)");
@@ -288,15 +288,19 @@ TEST(CudaRMSNorm, ForwardBackwardMatchCpuAndAreDeterministic) {
     EXPECT_BITWISE(d_rstd.download(), rstd1, what + " rstd rerun");
     d_rstd.upload(rstd);
     d_dg.upload(dg0);
-    cuda::rmsnorm_backward(d_dx, d_dg, d_dy, d_x, d_g, d_rstd, rows, C, false);
+    cuda::rmsnorm_backward(d_dx, d_dg, d_dy, d_x, d_g, d_rstd, rows, C, false, nullptr);
     EXPECT_BITWISE(d_dx.download(), dx1, what + " dx rerun");
     EXPECT_BITWISE(d_dg.download(), dg1, what + " dg rerun");
     // accumulate_dx: dx += the gradient, bitwise dx0 + the overwritten result
     std::vector<float> dx_sum = randn(rows * C, ++stream), want = dx_sum;
     for (size_t i = 0; i < want.size(); ++i) want[i] += dx1[i];
     d_dx.upload(dx_sum);
-    cuda::rmsnorm_backward(d_dx, d_dg, d_dy, d_x, d_g, d_rstd, rows, C, true);
+    Dev<uint16_t> d_rounded(rows * C);  // and its final value rounded to bf16 alongside
+    cuda::rmsnorm_backward(d_dx, d_dg, d_dy, d_x, d_g, d_rstd, rows, C, true, d_rounded);
     EXPECT_BITWISE(d_dx.download(), want, what + " dx accumulated");
+    std::vector<uint16_t> want16(want.size());
+    cpu::f32_to_bf16(want16.data(), want.data(), int64_t(want.size()));
+    EXPECT_TRUE(d_rounded.download() == want16) << what << " dx rounded";
   }
 }
 
@@ -404,7 +408,7 @@ TEST(CudaBf16Outputs, BitwiseTheFp32OutputRounded) {
     EXPECT_TRUE(d_y16.download() == rounded(d_y.download())) << "rmsnorm " << str({rows, C});
     Dev<float> d_dy(randn(rows * C, ++stream)), d_dx(rows * C), d_dg(std::vector<float>(C, 0.0f));
     Dev<uint16_t> d_dx16(rows * C);
-    cuda::rmsnorm_backward(d_dx, d_dg, d_dy, d_x, d_g, d_rstd, rows, C, false);
+    cuda::rmsnorm_backward(d_dx, d_dg, d_dy, d_x, d_g, d_rstd, rows, C, false, nullptr);
     cuda::rmsnorm_backward(d_dx16, d_dg, d_dy, d_x, d_g, d_rstd, rows, C);
     EXPECT_TRUE(d_dx16.download() == rounded(d_dx.download())) << "rmsnorm dx " << str({rows, C});
   }

@@ -418,7 +418,7 @@ TEST(Bf16Outputs, BitwiseTheFp32OutputRounded) {
   EXPECT_TRUE(bitwise_equal(dx16, to_bf16(dx))) << "rmsnorm dx";
   EXPECT_TRUE(bitwise_equal(dgain16, dgain)) << "rmsnorm dg";
   EXPECT_NE(error_of([&] { ops::rmsnorm_backward(dx16, dgain16, dy, x, g, rstd, true); })
-                .find("accumulate_dx needs a float32 dx"),
+                .find("accumulate_dx and dx_rounded need a float32 dx"),
             std::string::npos);
   // cross-entropy's dlogits in bf16 (the head's products' operand); target -1 = another shard
   Tensor logits = randn({4, 50}, 38, 2.0), targets = randint({4}, 39, 50), ce = Tensor::empty({4}),
@@ -459,7 +459,7 @@ TEST(Bf16Outputs, AttentionTakesEitherTypeForEachTensor) {
 // ---- RMSNorm -----------------------------------------------------------------------------
 
 // accumulate_dx (the residual stream's gradient): dx += the gradient, bitwise dx0 + the
-// overwritten result, dg unchanged.
+// overwritten result, dg unchanged; dx_rounded gets the final dx rounded to bf16.
 TEST(RMSNorm, BackwardAccumulateIsBitwiseDxPlusTheOverwrite) {
   Tensor x = randn({37, 70}, 51), g = randn({70}, 52, 0.3, 1.0), dy = randn({37, 70}, 53);
   Tensor y = Tensor::empty({37, 70}), rstd = Tensor::empty({37});
@@ -468,9 +468,13 @@ TEST(RMSNorm, BackwardAccumulateIsBitwiseDxPlusTheOverwrite) {
   ops::rmsnorm_backward(dx, dg, dy, x, g, rstd);
   Tensor acc = randn({37, 70}, 54), want = clone(acc), dg2 = Tensor::zeros({70});
   ops::add_inplace(want, dx);
-  ops::rmsnorm_backward(acc, dg2, dy, x, g, rstd, true);
+  Tensor rounded = Tensor::empty({37, 70}, DType::BF16);  // the final dx in bf16 alongside
+  ops::rmsnorm_backward(acc, dg2, dy, x, g, rstd, true, rounded);
   EXPECT_TRUE(bitwise_equal(acc, want));
   EXPECT_TRUE(bitwise_equal(dg2, dg));
+  Tensor want16 = Tensor::empty({37, 70}, DType::BF16);
+  ops::convert(want16, want);
+  EXPECT_TRUE(bitwise_equal(rounded, want16));
 }
 
 TEST(RMSNorm, ForwardAgainstReference) {
