@@ -2,8 +2,8 @@
 //   dgate = dh ⊙ up ⊙ σ(z)(1 + z(1 − σ(z))),   dup = dh ⊙ silu(z)
 // Elementwise, grid-stride: four elements per thread step (16- or 8-byte loads) over the bulk
 // when every pointer is aligned, one at a time for the rest. Outputs, gate and up float32 or
-// bf16 (outputs rounded at the store). expf (full precision); for z < −88, e^−z overflows to inf and σ(z) = 0 exactly (the
-// CPU's clamped exp gives ≈1e−38).
+// bf16 (outputs rounded at the store). expf (full precision); for z < −88, e^−z overflows to
+// inf and σ(z) = 0 exactly (the CPU's clamped exp gives ≈1e−38).
 #include <initializer_list>
 #include <utility>
 
