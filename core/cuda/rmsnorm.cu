@@ -4,10 +4,11 @@
 //             dg_c += Σ_rows dy_c · x_c · r
 // forward / dx: one warp per row (kRowsPerBlock rows per block), lanes stride over the C
 //   columns, the row sum by the warp's fixed butterfly (bitwise reproducible).
-// dg: deterministic without atomics, in two passes:
-//   pass 1: grid (ceil(rows/32), ceil(C/threads)); thread c of row block b sums, in double and
-//           in row order, dy·x·r over the 32 rows of the block -> part[b, c];
-//   pass 2: one block per column adds part[0.., c] by a fixed tree (strided per thread, then
+// dg: deterministic without atomics, in two steps:
+//   partials: for C <= 1024 the dx pass itself sums, in double and in row order, dy·x·r over
+//           its block's 8 rows -> part[b, c] (dy and x read once); wider rows: a second pass,
+//           grid (ceil(rows/32), ceil(C/threads)), thread c of row block b sums the 32 rows;
+//   final: one block per column adds part[0.., c] by a fixed tree (strided per thread, then
 //           the block's), then dg_c += that sum. (qk-norm has C = head_dim and rows = B·T·H:
 //           thousands of partials per column, which one thread per column adds too slowly.)
 #include "core/cuda/common.cuh"
@@ -17,12 +18,15 @@ namespace retort::cuda {
 
 namespace {
 
-// Rows per dg partial: pass 1 runs rows/32 × C threads (262k at 350M: 8192 rows × 1024, or
-// qk-norm's 131072 × 64), enough loads in flight; with 128 rows the H200 profile showed the
-// backward at ~100 µs where its bytes need ~40.
+// Rows per dg partial of the separate pass (C > kFusedMaxC): rows/32 × C threads, enough loads
+// in flight (with 128 rows and the separate pass for every C, the H200 profile showed the
+// backward at ~100 µs where its bytes need ~40).
 constexpr int64_t kRowBlock = 32;
 constexpr int kRowsPerBlock = 8;    // forward / dx: one warp per row
-constexpr int kFinalThreads = 256;  // dg pass 2
+// Up to this C the dx pass also produces the dg partials (8 rows × C floats of shared memory,
+// 32 KiB at 1024); wider rows take the two-pass path.
+constexpr int64_t kFusedMaxC = 1024;
+constexpr int kFinalThreads = 256;  // dg final sum
 
 // Out: float, or uint16_t for a bf16 y (rounded at the store).
 template <class Out>
@@ -52,25 +56,42 @@ __device__ __forceinline__ void put(float* p, float v, bool accumulate, uint16_t
 }
 __device__ __forceinline__ void put(uint16_t* p, float v, bool, uint16_t*) { store(p, v); }
 
+// dx: one warp per row. With `part` (C <= kFusedMaxC), the block's dg partial in the same pass:
+// each warp leaves its row's dy·x·r in shared memory, then
+//   part[block, c] = Σ_{w = 0..7, in order} double(dy·x·r of row 8·block + w)
+// (rows past the end add 0) — dy and x are read once for both.
 template <class Out>
 __global__ void rmsnorm_dx_kernel(Out* dx, const float* dy, const float* x, const float* g,
                                   const float* rstd, int64_t rows, int64_t C, bool accumulate,
-                                  uint16_t* rounded) {
-  const int64_t r = blockIdx.x * int64_t(kRowsPerBlock) + threadIdx.x / kWarp;
-  if (r >= rows) return;
-  const int lane = threadIdx.x % kWarp;
-  const float* xr = x + r * C;
-  const float* dyr = dy + r * C;
-  Out* dxr = dx + r * C;
-  const float rs = rstd[r];
-  float dot = 0.0f;  // Σ dy g x
+                                  uint16_t* rounded, double* part) {
+  extern __shared__ float products[];  // [kRowsPerBlock, C] when part
+  const int w = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int64_t r = blockIdx.x * int64_t(kRowsPerBlock) + w;
+  if (r < rows) {
+    const float* xr = x + r * C;
+    const float* dyr = dy + r * C;
+    Out* dxr = dx + r * C;
+    const float rs = rstd[r];
+    float dot = 0.0f;  // Σ dy g x
 #pragma unroll 4
-  for (int64_t c = lane; c < C; c += kWarp) dot += dyr[c] * g[c] * xr[c];
-  dot = warp_reduce(dot, SumOp{});
-  const float k = rs * rs * rs * dot / static_cast<float>(C);
+    for (int64_t c = lane; c < C; c += kWarp) dot += dyr[c] * g[c] * xr[c];
+    dot = warp_reduce(dot, SumOp{});
+    const float k = rs * rs * rs * dot / static_cast<float>(C);
 #pragma unroll 4
-  for (int64_t c = lane; c < C; c += kWarp)
-    put(&dxr[c], rs * g[c] * dyr[c] - xr[c] * k, accumulate, rounded ? rounded + r * C + c : nullptr);
+    for (int64_t c = lane; c < C; c += kWarp) {
+      put(&dxr[c], rs * g[c] * dyr[c] - xr[c] * k, accumulate, rounded ? rounded + r * C + c : nullptr);
+      if (part) products[w * C + c] = dyr[c] * xr[c] * rs;
+    }
+  } else if (part) {
+    for (int64_t c = lane; c < C; c += kWarp) products[w * C + c] = 0.0f;
+  }
+  if (!part) return;  // uniform over the block
+  __syncthreads();
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    double acc = 0.0;
+    for (int i = 0; i < kRowsPerBlock; ++i) acc += static_cast<double>(products[i * C + c]);
+    part[blockIdx.x * C + c] = acc;
+  }
 }
 
 // part[b, c] = Σ_{r in row block b, in order} double(dy[r, c] · x[r, c] · rstd[r])
@@ -116,16 +137,21 @@ void backward(Out* dx, float* dg, const float* dy, const float* x, const float* 
   if (rows <= 0 || C <= 0) return;
   cudaStream_t st = compute_stream();
   const auto dx_kernel = rmsnorm_dx_kernel<Out>;
-  dx_kernel<<<grid_x((rows + kRowsPerBlock - 1) / kRowsPerBlock), kRowsPerBlock * kWarp, 0, st>>>(
-      dx, dy, x, g, rstd, rows, C, accumulate_dx, dx_rounded);
-  RETORT_CUDA_CHECK_LAUNCH();
-  const int64_t nblk = (rows + kRowBlock - 1) / kRowBlock;
-  const int col_threads = C < 128 ? static_cast<int>((C + kWarp - 1) / kWarp * kWarp) : 128;
-  const unsigned col_blocks = static_cast<unsigned>((C + col_threads - 1) / col_threads);
+  const unsigned dx_blocks = grid_x((rows + kRowsPerBlock - 1) / kRowsPerBlock);
+  const bool fused = C <= kFusedMaxC;
+  const int64_t nblk = fused ? dx_blocks : (rows + kRowBlock - 1) / kRowBlock;
   ScratchBuffer part(sizeof(double) * static_cast<size_t>(nblk * C));
-  rmsnorm_dg_partial_kernel<<<dim3(grid_x(nblk), col_blocks), col_threads, 0, st>>>(
-      part.as<double>(), dy, x, rstd, rows, C);
+  dx_kernel<<<dx_blocks, kRowsPerBlock * kWarp, fused ? kRowsPerBlock * C * sizeof(float) : 0,
+              st>>>(dx, dy, x, g, rstd, rows, C, accumulate_dx, dx_rounded,
+                    fused ? part.as<double>() : nullptr);
   RETORT_CUDA_CHECK_LAUNCH();
+  if (!fused) {
+    const int col_threads = C < 128 ? static_cast<int>((C + kWarp - 1) / kWarp * kWarp) : 128;
+    const unsigned col_blocks = static_cast<unsigned>((C + col_threads - 1) / col_threads);
+    rmsnorm_dg_partial_kernel<<<dim3(grid_x(nblk), col_blocks), col_threads, 0, st>>>(
+        part.as<double>(), dy, x, rstd, rows, C);
+    RETORT_CUDA_CHECK_LAUNCH();
+  }
   rmsnorm_dg_final_kernel<<<grid_x(C), kFinalThreads, 0, st>>>(dg, part.as<double>(), nblk, C);
   RETORT_CUDA_CHECK_LAUNCH();
 }
