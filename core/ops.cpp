@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <set>
 #include <string>
 
@@ -134,16 +135,15 @@ void matmul(Tensor& y, const Tensor& a, bool transpose_a, const Tensor& b, bool 
   RETORT_CHECK(!overlaps(y, a) && !overlaps(y, b), op, ": y must not alias a or b");
   const Device dev = common_device("matmul", {&y, &a, &b});
   const bool a16 = a.dtype() == DType::BF16, b16 = b.dtype() == DType::BF16;
-  if (y.dtype() == DType::BF16) {  // a bf16 product rounded once into y
+  if (a16 || b16 || y.dtype() == DType::BF16) {  // a bf16 product; fp32 operands rounded first
     const Tensor ra = as_dtype(a, DType::BF16), rb = as_dtype(b, DType::BF16);
     const op_profile::Scope flops("matmul (FLOP/s)", dev, 2.0 * M * N * K);
-    RETORT_KERNEL(dev, matmul_bf16_rounded, y.data<uint16_t>(), ra.data<uint16_t>(), transpose_a,
-                  rb.data<uint16_t>(), transpose_b, M, N, K, alpha);
-  } else if (a16 || b16) {  // a bf16 product; the fp32 operand (if any) rounded first
-    const Tensor ra = as_dtype(a, DType::BF16), rb = as_dtype(b, DType::BF16);
-    const op_profile::Scope flops("matmul (FLOP/s)", dev, 2.0 * M * N * K);
-    RETORT_KERNEL(dev, matmul_bf16_rounded, y.data<float>(), ra.data<uint16_t>(), transpose_a,
-                  rb.data<uint16_t>(), transpose_b, M, N, K, alpha, beta);
+    if (y.dtype() == DType::BF16)  // its fp32 result rounded once into y
+      RETORT_KERNEL(dev, matmul_bf16_rounded, y.data<uint16_t>(), ra.data<uint16_t>(), transpose_a,
+                    rb.data<uint16_t>(), transpose_b, M, N, K, alpha);
+    else
+      RETORT_KERNEL(dev, matmul_bf16_rounded, y.data<float>(), ra.data<uint16_t>(), transpose_a,
+                    rb.data<uint16_t>(), transpose_b, M, N, K, alpha, beta);
   } else if (g_matmul_precision == MatmulPrecision::BF16) {
     const op_profile::Scope flops("matmul (FLOP/s)", dev, 2.0 * M * N * K);
     RETORT_KERNEL(dev, matmul_bf16, y.data<float>(), a.data<float>(), transpose_a, b.data<float>(),
@@ -481,6 +481,26 @@ void logsumexp_merge(Tensor& lse, const Tensor& parts) {
                lse.numel(), "], got ", shape_str(parts.shape()));
   const Device dev = common_device("logsumexp_merge", {&lse, &parts});
   RETORT_KERNEL(dev, logsumexp_merge, lse.data<float>(), parts.data<float>(), parts.dim(0), lse.numel());
+}
+
+void vocab_shard_ids(Tensor& out, const Tensor& ids, int64_t begin, int64_t shard_vocab, int64_t vocab) {
+  const char* op = "vocab_shard_ids";
+  check_i32(op, "out", out);
+  check_i32(op, "ids", ids);
+  RETORT_CHECK(out.numel() == ids.numel(), op, ": out ", shape_str(out.shape()), " and ids ",
+               shape_str(ids.shape()), " differ in size");
+  RETORT_CHECK(begin >= 0 && shard_vocab > 0 && begin + shard_vocab <= vocab &&
+                   vocab <= std::numeric_limits<int32_t>::max(),
+               op, ": shard [", begin, ", ", begin + shard_vocab, ") is not inside [0, ", vocab, ")");
+  const int64_t i = first_id_out_of_range(ids, 0, static_cast<int32_t>(vocab));
+  if (i >= 0) {
+    int32_t bad = 0;
+    device::copy_bytes(&bad, Device::CPU, ids.data<int32_t>() + i, ids.device(), sizeof bad);
+    throw Error(str_cat(op, ": top-k id ", bad, " (element ", i, ") is out of range [0, ", vocab, ")"));
+  }
+  const Device dev = common_device(op, {&out, &ids});
+  RETORT_KERNEL(dev, vocab_shard_ids, out.data<int32_t>(), ids.data<int32_t>(), ids.numel(),
+                static_cast<int32_t>(begin), static_cast<int32_t>(shard_vocab));
 }
 
 // ---- attention ---------------------------------------------------------------------------

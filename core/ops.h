@@ -100,6 +100,10 @@ void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, const Tensor&
 // and the target logit is Σ over shards of target_logits (0 where the target is elsewhere).
 void target_logits(Tensor& out, const Tensor& logits, const Tensor& targets);
 void logsumexp_merge(Tensor& lse, const Tensor& parts);
+// Global ids (I32, any shape: tokens, targets, top-k ids) in [0, vocab) → this shard's, on the
+// ids' device: out = id − begin for ids in [begin, begin + shard_vocab), −1 elsewhere. An error
+// names the first id outside [0, vocab).
+void vocab_shard_ids(Tensor& out, const Tensor& ids, int64_t begin, int64_t shard_vocab, int64_t vocab);
 
 // ---- causal attention (GQA) -------------------------------------------------------------
 // q: [B, T, H, hd], k, v: [B, T, Hkv, hd], H % Hkv == 0; head h reads kv head h / (H/Hkv).
@@ -205,10 +209,6 @@ void kd_topk_shard_forward(Tensor& kl, Tensor& tail_q, const Tensor& logits, con
                            KdTail tail);
 // Bucket, on the sums over shards: tail_q ← max(tail_q, 1e-30), kl += P (log P − log tail_q).
 void kd_bucket_finish(Tensor& kl, Tensor& tail_q, const Tensor& topk_logprobs);
-// Global top-k ids (I32, any shape) in [0, vocab) → this shard's, on the ids' device:
-// out = id − begin for ids in [begin, begin + shard_vocab), −1 elsewhere. An error names the
-// first id outside [0, vocab).
-void kd_shard_ids(Tensor& out, const Tensor& ids, int64_t begin, int64_t shard_vocab, int64_t vocab);
 // lse, teacher_lse: global. kl = Σ_{v on this shard} p_v (log p_v − log q_v) [rows].
 void kd_dense_shard_forward(Tensor& kl, const Tensor& logits, const Tensor& lse,
                             const Tensor& teacher_logits, const Tensor& teacher_lse,

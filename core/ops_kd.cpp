@@ -2,7 +2,6 @@
 // aliasing checks, then the kernels (core/cpu/kd_loss.cpp, core/cuda/kd_loss.cu). The whole-vocabulary forward
 // ops are the vocabulary-parallel steps with one shard.
 #include <cmath>
-#include <limits>
 
 #include "core/device.h"
 #include "core/op_dispatch.h"
@@ -123,26 +122,6 @@ void kd_bucket_finish(Tensor& kl, Tensor& tail_q, const Tensor& topk_logprobs) {
   const int64_t k = check_logprobs(op, topk_logprobs, rows);
   const Device dev = common_device("kd_bucket_finish", {&kl, &tail_q, &topk_logprobs});
   RETORT_KERNEL(dev, kd_bucket_finish, kl.data<float>(), tail_q.data<float>(), topk_logprobs.data<float>(), rows, k);
-}
-
-void kd_shard_ids(Tensor& out, const Tensor& ids, int64_t begin, int64_t shard_vocab, int64_t vocab) {
-  const char* op = "kd_shard_ids";
-  need(op, "out", out, DType::I32);
-  need(op, "ids", ids, DType::I32);
-  RETORT_CHECK(out.numel() == ids.numel(), op, ": out ", shape_str(out.shape()), " and ids ",
-               shape_str(ids.shape()), " differ in size");
-  RETORT_CHECK(begin >= 0 && shard_vocab > 0 && begin + shard_vocab <= vocab &&
-                   vocab <= std::numeric_limits<int32_t>::max(),
-               op, ": shard [", begin, ", ", begin + shard_vocab, ") is not inside [0, ", vocab, ")");
-  const int64_t i = first_id_out_of_range(ids, 0, static_cast<int32_t>(vocab));
-  if (i >= 0) {
-    int32_t bad = 0;
-    device::copy_bytes(&bad, Device::CPU, ids.data<int32_t>() + i, ids.device(), sizeof bad);
-    throw Error(str_cat(op, ": top-k id ", bad, " (element ", i, ") is out of range [0, ", vocab, ")"));
-  }
-  const Device dev = common_device(op, {&out, &ids});
-  RETORT_KERNEL(dev, kd_shard_ids, out.data<int32_t>(), ids.data<int32_t>(), ids.numel(),
-                static_cast<int32_t>(begin), static_cast<int32_t>(shard_vocab));
 }
 
 void kd_dense_shard_forward(Tensor& kl, const Tensor& logits, const Tensor& lse,

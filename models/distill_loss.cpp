@@ -74,7 +74,7 @@ const Tensor& DistillLoss::localise_ids(int64_t Vl) {
   const Device dev = ids_.device();
   if (!local_ids_.defined() || local_ids_.shape() != ids_.shape() || local_ids_.device() != dev)
     local_ids_ = Tensor::empty(ids_.shape(), DType::I32, dev);
-  ops::kd_shard_ids(local_ids_, ids_, int64_t(tp_.rank) * Vl, Vl, int64_t(tp_.size) * Vl);
+  ops::vocab_shard_ids(local_ids_, ids_, int64_t(tp_.rank) * Vl, Vl, int64_t(tp_.size) * Vl);
   return local_ids_;
 }
 

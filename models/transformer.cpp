@@ -299,20 +299,8 @@ void Transformer::prepare(const Tensor& tokens, const Tensor& targets, int n_blo
   if (regions_) {  // ids relative to this rank's vocabulary shard, -1 when on another shard
     local_tokens_ = local_tokens_b_.get(device_, {R}, DType::I32);
     local_targets_ = local_targets_b_.get(device_, {R}, DType::I32);
-    // On the host (batches come from there), then to the model's device.
-    auto localise = [&](Tensor& out, const Tensor& ids) {
-      Tensor src_h = ids.device() == Device::CPU ? ids : ids.to(Device::CPU);
-      Tensor dst_h = Tensor::empty({R}, DType::I32);
-      const int32_t* src = src_h.host<int32_t>();
-      int32_t* dst = dst_h.host<int32_t>();
-      for (int64_t r = 0; r < R; ++r) {
-        const int64_t v = src[r] - v_begin_;
-        dst[r] = v >= 0 && v < V_ ? int32_t(v) : -1;
-      }
-      ops::copy(out, dst_h);
-    };
-    localise(local_tokens_, tokens);
-    localise(local_targets_, targets);
+    ops::vocab_shard_ids(local_tokens_, tokens_, v_begin_, V_, cfg_.vocab_size);
+    ops::vocab_shard_ids(local_targets_, targets_, v_begin_, V_, cfg_.vocab_size);
   } else {
     local_tokens_ = tokens_;
     local_targets_ = targets_;

@@ -67,6 +67,10 @@ void target_logits(float* out, const float* logits, const int32_t* targets, int6
   for (int64_t r = 0; r < rows; ++r) out[r] = targets[r] < 0 ? 0.0f : logits[r * V + targets[r]];
 }
 
+void vocab_shard_ids(int32_t* out, const int32_t* ids, int64_t n, int32_t begin, int32_t V) {
+  for (int64_t i = 0; i < n; ++i) out[i] = ids[i] >= begin && ids[i] - begin < V ? ids[i] - begin : -1;
+}
+
 void logsumexp_merge(float* lse, const float* parts, int64_t n, int64_t rows) {
   for (int64_t r = 0; r < rows; ++r) {
     float m = -std::numeric_limits<float>::infinity();

@@ -117,10 +117,6 @@ void kd_bucket_finish(float* kl, float* tail_q, const float* logp, int64_t rows,
   }
 }
 
-void kd_shard_ids(int32_t* out, const int32_t* ids, int64_t n, int32_t begin, int32_t V) {
-  for (int64_t i = 0; i < n; ++i) out[i] = ids[i] >= begin && ids[i] - begin < V ? ids[i] - begin : -1;
-}
-
 void kd_topk_backward(float* dlogits, const float* logits, const float* lse_s, const float* tail_q,
                       const int32_t* ids, const float* logp, int64_t rows, int64_t V, int64_t k,
                       float inv_tau, int tail, float scale) {

@@ -46,6 +46,13 @@ __global__ void ce_backward_kernel(Out* dlogits, const float* logits, const floa
   }
 }
 
+__global__ void vocab_shard_ids_kernel(int32_t* out, const int32_t* ids, int64_t n,
+                                       int32_t begin, int32_t V) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = ids[i] >= begin && ids[i] - begin < V ? ids[i] - begin : -1;
+}
+
 __global__ void target_logits_kernel(float* out, const float* logits, const int32_t* targets,
                                      int64_t rows, int64_t V) {
   for (int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; r < rows;
@@ -103,6 +110,12 @@ void target_logits(float* out, const float* logits, const int32_t* targets, int6
   if (rows <= 0) return;
   target_logits_kernel<<<grid_for(rows, kBlock), kBlock, 0, compute_stream()>>>(out, logits,
                                                                                  targets, rows, V);
+  RETORT_CUDA_CHECK_LAUNCH();
+}
+
+void vocab_shard_ids(int32_t* out, const int32_t* ids, int64_t n, int32_t begin, int32_t V) {
+  if (n <= 0) return;
+  vocab_shard_ids_kernel<<<grid_for(n, kBlock), kBlock, 0, compute_stream()>>>(out, ids, n, begin, V);
   RETORT_CUDA_CHECK_LAUNCH();
 }
 

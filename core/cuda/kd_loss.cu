@@ -163,13 +163,6 @@ __global__ void kd_dense_backward_kernel(float* dlogits, const float* logits, co
     d[v] += c * (expf(x[v] * inv_tau - ls) - expf(t[v] * inv_tau - lt));
 }
 
-__global__ void kd_shard_ids_kernel(int32_t* out, const int32_t* ids, int64_t n, int32_t begin,
-                                    int32_t V) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x)
-    out[i] = ids[i] >= begin && ids[i] - begin < V ? ids[i] - begin : -1;
-}
-
 }  // namespace
 
 void kd_logsumexp(float* lse, const float* logits, int64_t rows, int64_t V, float inv_tau) {
@@ -198,12 +191,6 @@ void kd_bucket_finish(float* kl, float* tail_q, const float* logp, int64_t rows,
   if (rows <= 0) return;
   kd_bucket_finish_kernel<<<grid_for(rows, kBlock), kBlock, 0, compute_stream()>>>(kl, tail_q,
                                                                                     logp, rows, k);
-  RETORT_CUDA_CHECK_LAUNCH();
-}
-
-void kd_shard_ids(int32_t* out, const int32_t* ids, int64_t n, int32_t begin, int32_t V) {
-  if (n <= 0) return;
-  kd_shard_ids_kernel<<<grid_for(n, kBlock), kBlock, 0, compute_stream()>>>(out, ids, n, begin, V);
   RETORT_CUDA_CHECK_LAUNCH();
 }
 

@@ -101,6 +101,8 @@ void cross_entropy_backward(uint16_t* dlogits, const float* logits, const float*
 
 // out[r] = logits[r, targets[r]], 0 where targets[r] = -1.
 void target_logits(float* out, const float* logits, const int32_t* targets, int64_t rows, int64_t V);
+// Ids made shard-local: out[i] = ids[i] − begin on [begin, begin + V), else −1.
+void vocab_shard_ids(int32_t* out, const int32_t* ids, int64_t n, int32_t begin, int32_t V);
 // lse[r] = log Σ_i exp(parts[i, r]), parts: [n, rows].
 void logsumexp_merge(float* lse, const float* parts, int64_t n, int64_t rows);
 
@@ -156,8 +158,6 @@ void kd_topk_shard_forward(float* kl, float* tail_q, const float* logits, const 
                            int64_t k, float inv_tau, int tail);
 // Bucket, on the shards' sums: tail_q = max(Q, 1e-30), kl += P (log P − log Q).
 void kd_bucket_finish(float* kl, float* tail_q, const float* logp, int64_t rows, int64_t k);
-// Top-k ids made shard-local: out[i] = ids[i] − begin on [begin, begin + V), else −1.
-void kd_shard_ids(int32_t* out, const int32_t* ids, int64_t n, int32_t begin, int32_t V);
 // dlogits += scale · dKL/dlogits (must not alias logits); tail_q: the global Q.
 void kd_topk_backward(float* dlogits, const float* logits, const float* lse_s, const float* tail_q,
                       const int32_t* ids, const float* logp, int64_t rows, int64_t V, int64_t k,

@@ -83,7 +83,7 @@ if [ "$gpus" -ge 2 ]; then
   }
   two_gpus gpu_bucket gpu_dp2 "${OFF[@]}" --set distill.tail=bucket --set parallel.dp=2
   two_gpus gpu_online gpu_online_dp2 "${ON[@]}" --set parallel.dp=2
-  # fsdp2 (offline), tp2 offline (the top-k ids made shard-local on the GPU: kd_shard_ids) and
+  # fsdp2 (offline), tp2 offline (the top-k ids made shard-local on the GPU: vocab_shard_ids) and
   # tp2 online (the teacher's logits sharded like the student's).
   two_gpus gpu_bucket gpu_fsdp2 "${OFF[@]}" --set distill.tail=bucket --set parallel.fsdp=2
   two_gpus gpu_bucket gpu_tp2 "${OFF[@]}" --set distill.tail=bucket --set parallel.tp=2

@@ -893,9 +893,9 @@ TEST(CudaKd, ShardIdsBitwiseEqualCpu) {
   Dev<int32_t> d_ids(ids), d_out{size_t(n)};
   for (int32_t begin : {0, 12500, 37500}) {
     std::vector<int32_t> out(static_cast<size_t>(n));
-    cpu::kd_shard_ids(out.data(), ids.data(), n, begin, V / 4);
-    cuda::kd_shard_ids(d_out, d_ids, n, begin, V / 4);
-    EXPECT_BITWISE(d_out.download(), out, "kd_shard_ids begin " + std::to_string(begin));
+    cpu::vocab_shard_ids(out.data(), ids.data(), n, begin, V / 4);
+    cuda::vocab_shard_ids(d_out, d_ids, n, begin, V / 4);
+    EXPECT_BITWISE(d_out.download(), out, "vocab_shard_ids begin " + std::to_string(begin));
   }
 }
 

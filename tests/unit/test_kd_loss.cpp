@@ -195,7 +195,7 @@ TEST(KdOp, ShardIdsSplitTheVocabulary) {
   for (int64_t i = 0; i < ids.numel(); ++i) ids.data<int32_t>()[i] = int32_t((i * 5) % vocab);
   std::vector<int> owners(size_t(ids.numel()), 0);
   for (int64_t s = 0; s < shards; ++s) {
-    ops::kd_shard_ids(out, ids, s * Vl, Vl, vocab);
+    ops::vocab_shard_ids(out, ids, s * Vl, Vl, vocab);
     for (int64_t i = 0; i < ids.numel(); ++i) {
       const int32_t id = ids.data<int32_t>()[i], local = out.data<int32_t>()[i];
       if (local < 0) continue;
@@ -207,7 +207,7 @@ TEST(KdOp, ShardIdsSplitTheVocabulary) {
   for (int n : owners) EXPECT_EQ(n, 1);
   ids.data<int32_t>()[7] = int32_t(vocab);
   try {
-    ops::kd_shard_ids(out, ids, 0, Vl, vocab);
+    ops::vocab_shard_ids(out, ids, 0, Vl, vocab);
     FAIL() << "no error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("top-k id 12 (element 7) is out of range [0, 12)"),
