@@ -30,6 +30,12 @@ namespace retort::ops {
 // bf16, as cuBLASLt writes it).
 void matmul(Tensor& y, const Tensor& a, bool transpose_a, const Tensor& b, bool transpose_b,
             float alpha = 1.0f, float beta = 0.0f);
+// n products of one shape in one call (one strided-batched cuBLASLt product on the GPU: more
+// work per launch than n small ones): y[i] = alpha · op(a[i]) @ op(b[i]) + beta · y[i] for
+// y [n, M, N]; a is [n, ·, ·], or 2-D and then the same for every i (b likewise). Each member
+// is bitwise what matmul gives it on the CPU; dtypes and precision as matmul.
+void matmul_batched(Tensor& y, const Tensor& a, bool transpose_a, const Tensor& b,
+                    bool transpose_b, float alpha = 1.0f, float beta = 0.0f);
 // Mixed precision (train.precision): F32 multiplies fp32 operands; BF16 rounds both operands
 // to bfloat16 and accumulates in fp32 (fp32 output, master weights and every other op stay
 // fp32). The GPU runs BF16 on tensor cores; the CPU emulates the rounding (a reference for

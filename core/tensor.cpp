@@ -121,6 +121,16 @@ Tensor Tensor::flat(int64_t begin, int64_t n) const {
   return t;
 }
 
+Tensor Tensor::span(const Shape& shape) const {
+  RETORT_CHECK(defined(), "span of an undefined tensor");
+  const int64_t n = shape_numel(shape);
+  RETORT_CHECK(n >= 0 && size_t(offset_ + n) * dtype_size(dtype_) <= storage_->bytes, "span ",
+               shape_str(shape), " reaches past the end of its storage");
+  Tensor t = *this;
+  t.shape_ = shape;
+  return t;
+}
+
 uint16_t f32_to_bf16(float x) {
   uint32_t u;
   std::memcpy(&u, &x, 4);

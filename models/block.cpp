@@ -22,7 +22,7 @@ namespace retort {
 
 void Transformer::block_forward(int layer, const Tensor& x_in, Tensor& x_out, BlockActs& a) {
   const LayerWeights& w = layers_[layer];
-  const int64_t B = B_, T = T_, R = R_, H = H_, Hkv = Hkv_, hd = cfg_.head_dim;
+  const int64_t B = B_, T = T_, R = R_, H = H_, Hkv = Hkv_, hd = cfg_.head_dim, F = F_;
   const float eps = float(cfg_.norm_eps);
   Tensor rope = rope_.slice(0, T);
   // RMSNorm on this rank's rows, then (sp) gathered into the full [R, d] for the projections.
@@ -34,25 +34,31 @@ void Transformer::block_forward(int layer, const Tensor& x_in, Tensor& x_out, Bl
 
   // ---- attention ----
   norm_enter(a.h1, a.rstd1, x_in, w.ln_in.w);
-  const Tensor h1 = shared_operand(0, a.h1);  // read by three products
   // q, k in fp32 go straight into qr, kr (RoPE in place), or with bf16 activations into fp32
   // scratch, rotated and rounded into the bf16 qr, kr; v (as gate, up below) is written by its
   // product in the activation's dtype.
-  auto before_rope = [&](const Tensor& x, Backing& scratch) {
-    return x.dtype() == DType::F32 ? x : scratch.get(device_, x.shape());
-  };
-  Tensor qn = before_rope(a.qr, qn_b_), kn = before_rope(a.kr, kn_b_);
+  Tensor qn = a.qr, kn = a.kr;
+  if (a.qr.dtype() != DType::F32) {
+    const Tensor qkn = qkn_b_.get(device_, {R * (H + Hkv) * hd});
+    qn = piece(qkn, 0, a.qr.shape());
+    kn = piece(qkn, a.qr.numel(), a.kr.shape());
+  }
+  // The projections q, k (before their norms, or before RoPE), one after the other: one batched
+  // product when they have one shape.
+  Tensor q = cfg_.qk_norm ? a.q : qn, k = cfg_.qk_norm ? a.k : kn;
+  if (w.qkv.w.defined()) {
+    Tensor qk = q.span({2, R, H * hd});
+    ops::matmul_batched(qk, a.h1, false, mm(w.qkv).slice(0, 2), true);
+  } else {
+    ops::matmul(q, a.h1, false, mm(w.wq), true);
+    ops::matmul(k, a.h1, false, mm(w.wk), true);
+  }
   if (cfg_.qk_norm) {
-    ops::matmul(a.q, h1, false, mm(w.wq), true);
-    ops::matmul(a.k, h1, false, mm(w.wk), true);
     Tensor qr = qn.view({R * H, hd}), kr = kn.view({R * Hkv, hd});
     ops::rmsnorm_forward(qr, a.rstd_q, a.q.view({R * H, hd}), w.q_norm.w, eps);
     ops::rmsnorm_forward(kr, a.rstd_k, a.k.view({R * Hkv, hd}), w.k_norm.w, eps);
-  } else {
-    ops::matmul(qn, h1, false, mm(w.wq), true);
-    ops::matmul(kn, h1, false, mm(w.wk), true);
   }
-  ops::matmul(a.v, h1, false, mm(w.wv), true);
+  ops::matmul(a.v, a.h1, false, mm(w.wv), true);
   Tensor q4 = a.qr.view({B, T, H, hd}), k4 = a.kr.view({B, T, Hkv, hd});
   Tensor v4 = a.v.view({B, T, Hkv, hd}), att4 = a.att.view({B, T, H, hd});
   ops::rope_forward(q4, qn.view({B, T, H, hd}), rope);
@@ -62,16 +68,16 @@ void Transformer::block_forward(int layer, const Tensor& x_in, Tensor& x_out, Bl
 
   // ---- MLP ----
   norm_enter(a.h2, a.rstd2, a.x_mid, w.ln_post.w);
-  const Tensor h2 = shared_operand(0, a.h2);
-  ops::matmul(a.gate, h2, false, mm(w.w_gate), true);
-  ops::matmul(a.up, h2, false, mm(w.w_up), true);
+  Tensor gate_up = a.gate.span({2, R, F});  // gate, up in one batched product
+  ops::matmul_batched(gate_up, a.h2, false, mm(w.gate_up), true);
   ops::swiglu_forward(a.act, a.gate, a.up);
   row_parallel_residual(x_out, a.x_mid, a.act, mm(w.w_down));
 }
 
 // dx: dL/dx_out on entry, dL/dx_in on exit ([Rl, d]). Parameter grads accumulate (+=).
 // Norm gains see only this rank's rows under sp, and the q/k norm gains only this rank's heads
-// under tp: their gradients are summed over tp (norm_backward's `partial`).
+// under tp: their gradients are summed over tp (norm_backward's `partial`). The activations and
+// their gradients that products read are operand_dtype() already (bf16 under bf16 products).
 void Transformer::block_backward(int layer, const Tensor& x_in, Tensor& dx, const Tensor& dx16,
                                  BlockActs& a) {
   const LayerWeights& w = layers_[layer];
@@ -81,44 +87,45 @@ void Transformer::block_backward(int layer, const Tensor& x_in, Tensor& dx, cons
   Tensor dh = dh_b_.get(device_, {R, d});
   // Gradients read only by bf16 products, RoPE and cuDNN (dgate, dup, datt, dq, dk, dv): op_dt.
   const DType op_dt = operand_dtype();
-  Tensor dact = dact_b_.get(device_, {R, F}), dgate = dgate_b_.get(device_, {R, F}, op_dt),
-         dup = dup_b_.get(device_, {R, F}, op_dt);
-  Tensor datt = datt_b_.get(device_, {R, H * hd}, op_dt), dq = dq_b_.get(device_, {R, H * hd}, op_dt);
-  Tensor dk = dk_b_.get(device_, {R, Hkv * hd}, op_dt), dv = dv_b_.get(device_, {R, Hkv * hd}, op_dt);
-  Tensor g_gate = w.w_gate.g, g_up = w.w_up.g, g_down = w.w_down.g;
-  Tensor g_q = w.wq.g, g_k = w.wk.g, g_v = w.wv.g, g_o = w.wo.g;
+  Tensor dact = dact_b_.get(device_, {R, F});
+  const Tensor dgate_up = dgate_up_b_.get(device_, {2 * R * F}, op_dt);  // dgate, then dup
+  Tensor dgate = piece(dgate_up, 0, {R, F}), dup = piece(dgate_up, R * F, {R, F});
+  Tensor g_down = w.w_down.g, g_gate_up = w.gate_up.g, g_o = w.wo.g;
   Tensor g_in = w.ln_in.g, g_post = w.ln_post.g;
 
   // ---- MLP: x_out = x_mid + act W_downᵀ ----
-  // (fp32 operands read by two or three products are rounded once under bf16: shared_operand.)
   Tensor op = residual_operand(dx, dx16);                        // dy [R, d]
   ops::matmul(dact, op, false, mm(w.w_down), false);             // dact = dy W_down   [R,d]@[d,F]
   ops::matmul(g_down, op, true, a.act, false, 1.0f, 1.0f);       // dW_down += dyᵀ act [d,R]@[R,F]
   ops::swiglu_backward(dgate, dup, dact, a.gate, a.up);
-  const Tensor dgate_op = shared_operand(1, dgate), dup_op = shared_operand(2, dup);
-  ops::matmul(dh, dgate_op, false, mm(w.w_gate), false);         // dh2 = dgate W_gate + dup W_up
-  ops::matmul(dh, dup_op, false, mm(w.w_up), false, 1.0f, 1.0f);
-  op = shared_operand(0, a.h2);
-  ops::matmul(g_gate, dgate_op, true, op, false, 1.0f, 1.0f);    // dW_gate += dgateᵀ h2
-  ops::matmul(g_up, dup_op, true, op, false, 1.0f, 1.0f);        // dW_up += dupᵀ h2
+  ops::matmul(dh, dgate, false, mm(w.w_gate), false);            // dh2 = dgate W_gate + dup W_up
+  ops::matmul(dh, dup, false, mm(w.w_up), false, 1.0f, 1.0f);
+  // dW_gate += dgateᵀ h2, dW_up += dupᵀ h2: one batched product   [2,F,R]@[R,d]
+  ops::matmul_batched(g_gate_up, dgate_up.view({2, R, F}), true, a.h2, false, 1.0f, 1.0f);
   Tensor dhl = enter_backward(dlocal_b_, dh);                    // [Rl, d]
   norm_backward(dx, g_post, dhl, a.x_mid, w.ln_post.w, a.rstd2, sp(), true, dx16);  // dL/dx_mid
 
   // ---- attention: x_mid = x_in + att Woᵀ ----
+  Tensor datt = datt_b_.get(device_, {R, H * hd}, op_dt);
   op = residual_operand(dx, dx16);
   ops::matmul(datt, op, false, mm(w.wo), false);                 // datt = dy Wo   [R,d]@[d,H·hd]
   ops::matmul(g_o, op, true, a.att, false, 1.0f, 1.0f);          // dWo += dyᵀ att
+  // The gradients w.r.t. the projections' outputs q, k, v, one after the other (batched dW).
+  const int64_t nq = R * H * hd, nk = R * Hkv * hd;
+  const Tensor dqkv = dqkv_b_.get(device_, {nq + 2 * nk}, op_dt);
+  Tensor dq_raw = piece(dqkv, 0, {R, H * hd}), dk_raw = piece(dqkv, nq, {R, Hkv * hd}),
+         dv = piece(dqkv, nq + nk, {R, Hkv * hd});
+  // Attention's dq, dk: into scratch when RoPE's and the norms' backward follow, else in place.
+  Tensor dq = cfg_.qk_norm ? dq_b_.get(device_, {R, H * hd}, op_dt) : dq_raw;
+  Tensor dk = cfg_.qk_norm ? dk_b_.get(device_, {R, Hkv * hd}, op_dt) : dk_raw;
   Tensor q4 = a.qr.view({B, T, H, hd}), k4 = a.kr.view({B, T, Hkv, hd});
   Tensor v4 = a.v.view({B, T, Hkv, hd}), att4 = a.att.view({B, T, H, hd});
   Tensor dq4 = dq.view({B, T, H, hd}), dk4 = dk.view({B, T, Hkv, hd}), dv4 = dv.view({B, T, Hkv, hd});
   ops::attention_backward(dq4, dk4, dv4, datt.view({B, T, H, hd}), q4, k4, v4, att4, a.lse);
-  Tensor dq_raw = dq, dk_raw = dk;  // gradients w.r.t. the projections' outputs
   if (cfg_.qk_norm) {  // RoPE's backward into fp32 for the norms' backward
     Tensor dqn = dqn_b_.get(device_, {B, T, H, hd}), dkn = dkn_b_.get(device_, {B, T, Hkv, hd});
     ops::rope_backward(dqn, dq4, rope);
     ops::rope_backward(dkn, dk4, rope);
-    dq_raw = dq2_b_.get(device_, {R, H * hd}, op_dt);
-    dk_raw = dk2_b_.get(device_, {R, Hkv * hd}, op_dt);
     Tensor dqr = dq_raw.view({R * H, hd}), dkr = dk_raw.view({R * Hkv, hd});
     Tensor gqn = w.q_norm.g, gkn = w.k_norm.g;
     const bool split_heads = regions_ != nullptr;
@@ -130,15 +137,18 @@ void Transformer::block_backward(int layer, const Tensor& x_in, Tensor& dx, cons
     ops::rope_backward(dq4, rope);
     ops::rope_backward(dk4, rope);
   }
-  const Tensor dq_op = shared_operand(1, dq_raw), dk_op = shared_operand(2, dk_raw),
-               dv_op = shared_operand(3, dv);
-  ops::matmul(dh, dq_op, false, mm(w.wq), false);                // dh1 = dq Wq + dk Wk + dv Wv
-  ops::matmul(dh, dk_op, false, mm(w.wk), false, 1.0f, 1.0f);
-  ops::matmul(dh, dv_op, false, mm(w.wv), false, 1.0f, 1.0f);
-  op = shared_operand(0, a.h1);
-  ops::matmul(g_q, dq_op, true, op, false, 1.0f, 1.0f);          // dWq += dqᵀ h1, ...
-  ops::matmul(g_k, dk_op, true, op, false, 1.0f, 1.0f);
-  ops::matmul(g_v, dv_op, true, op, false, 1.0f, 1.0f);
+  ops::matmul(dh, dq_raw, false, mm(w.wq), false);               // dh1 = dq Wq + dk Wk + dv Wv
+  ops::matmul(dh, dk_raw, false, mm(w.wk), false, 1.0f, 1.0f);
+  ops::matmul(dh, dv, false, mm(w.wv), false, 1.0f, 1.0f);
+  if (w.qkv.g.defined()) {  // dWq += dqᵀ h1, dWk += dkᵀ h1, dWv += dvᵀ h1 in one batched product
+    Tensor g_qkv = w.qkv.g;
+    ops::matmul_batched(g_qkv, dqkv.view({3, R, H * hd}), true, a.h1, false, 1.0f, 1.0f);
+  } else {
+    Tensor g_q = w.wq.g, g_k = w.wk.g, g_v = w.wv.g;
+    ops::matmul(g_q, dq_raw, true, a.h1, false, 1.0f, 1.0f);
+    ops::matmul(g_k, dk_raw, true, a.h1, false, 1.0f, 1.0f);
+    ops::matmul(g_v, dv, true, a.h1, false, 1.0f, 1.0f);
+  }
   dhl = enter_backward(dlocal_b_, dh);
   norm_backward(dx, g_in, dhl, x_in, w.ln_in.w, a.rstd1, sp(), true, dx16);  // dx = dL/dx_in
 }

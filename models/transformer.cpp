@@ -184,10 +184,32 @@ void Transformer::rebuild_weights() {
     lw.w_gate = next();
     lw.w_up = next();
     lw.w_down = next();
+    lw.qkv = consecutive({&lw.wq, &lw.wk, &lw.wv});
+    lw.gate_up = consecutive({&lw.w_gate, &lw.w_up});
   }
   final_norm_ = next();
   lm_head_ = cfg_.tie_embeddings ? embed_ : next();
   RETORT_CHECK(k == params_.size(), "parameter layout mismatch");
+}
+
+Transformer::Weight Transformer::consecutive(std::initializer_list<const Weight*> ws) {
+  // The tensors `part` of ws as one [n, ...] view when each starts where the one before it
+  // ends, else undefined.
+  const auto joined = [&](Tensor Weight::*part) {
+    const Tensor& t0 = (*ws.begin())->*part;
+    if (!t0.defined()) return Tensor();
+    const char* next = static_cast<const char*>(t0.raw());
+    for (const Weight* w : ws) {
+      const Tensor& t = w->*part;
+      if (!t.defined() || !t.same_storage(t0) || t.shape() != t0.shape() || t.raw() != next)
+        return Tensor();
+      next += t.nbytes();
+    }
+    Shape shape = t0.shape();
+    shape.insert(shape.begin(), int64_t(ws.size()));
+    return t0.span(shape);
+  };
+  return Weight{joined(&Weight::w), joined(&Weight::g), joined(&Weight::w16)};
 }
 
 void Transformer::arm_bf16_weights() {
@@ -259,13 +281,17 @@ Tensor Transformer::Backing::get(Device device, const Shape& shape, DType dt) {
   return buf.flat(0, n).view(shape);
 }
 
+Tensor Transformer::piece(const Tensor& buf, int64_t begin, const Shape& shape) {
+  return buf.flat(begin, shape_numel(shape)).view(shape);
+}
+
 DType Transformer::operand_dtype() {
   return ops::matmul_precision() == ops::MatmulPrecision::BF16 ? DType::BF16 : DType::F32;
 }
 
-Tensor Transformer::shared_operand(int slot, const Tensor& x) {
+Tensor Transformer::shared_operand(const Tensor& x) {
   if (ops::matmul_precision() != ops::MatmulPrecision::BF16 || x.dtype() == DType::BF16) return x;
-  Tensor r = operand_b_[size_t(slot)].get(device_, x.shape(), DType::BF16);
+  Tensor r = operand_b_.get(device_, x.shape(), DType::BF16);
   ops::convert(r, x);
   return r;
 }
@@ -323,22 +349,26 @@ Transformer::BlockActs Transformer::block_acts(int i) {
   const DType op_dt = operand_dtype();
   a.h1 = b.h1.get(device_, {R, d}, op_dt);
   a.rstd1 = b.rstd1.get(device_, {Rl});
+  const int64_t nq = R * H * hd, nk = R * Hkv * hd;
   if (cfg_.qk_norm) {
-    a.q = b.q.get(device_, {R, H * hd});
-    a.k = b.k.get(device_, {R, Hkv * hd});
+    const Tensor qk = b.qk.get(device_, {nq + nk});
+    a.q = piece(qk, 0, {R, H * hd});
+    a.k = piece(qk, nq, {R, Hkv * hd});
     a.rstd_q = b.rstd_q.get(device_, {R * H});
     a.rstd_k = b.rstd_k.get(device_, {R * Hkv});
   }
-  a.qr = b.qr.get(device_, {R, H * hd}, op_dt);
-  a.kr = b.kr.get(device_, {R, Hkv * hd}, op_dt);
+  const Tensor qkr = b.qkr.get(device_, {nq + nk}, op_dt);
+  a.qr = piece(qkr, 0, {R, H * hd});
+  a.kr = piece(qkr, nq, {R, Hkv * hd});
   a.v = b.v.get(device_, {R, Hkv * hd}, op_dt);
   a.att = b.att.get(device_, {R, H * hd}, op_dt);
   a.lse = b.lse.get(device_, {B_, H, T_});
   a.x_mid = b.x_mid.get(device_, {Rl, d});
   a.h2 = b.h2.get(device_, {R, d}, op_dt);
   a.rstd2 = b.rstd2.get(device_, {Rl});
-  a.gate = b.gate.get(device_, {R, F}, op_dt);
-  a.up = b.up.get(device_, {R, F}, op_dt);
+  const Tensor gate_up = b.gate_up.get(device_, {2 * R * F}, op_dt);
+  a.gate = piece(gate_up, 0, {R, F});
+  a.up = piece(gate_up, R * F, {R, F});
   a.act = b.act.get(device_, {R, F}, op_dt);
   return a;
 }
@@ -375,7 +405,7 @@ Tensor Transformer::leave_backward(Backing& dfull_b, const Tensor& dlocal) {
 }
 
 Tensor Transformer::residual_operand(const Tensor& dx, const Tensor& dx16) {
-  if (!dx16.defined()) return shared_operand(0, leave_backward(dfull_b_, dx));
+  if (!dx16.defined()) return leave_backward(dfull_b_, dx);  // fp32 products
   return leave_backward(dfull16_b_, dx16);
 }
 
@@ -487,7 +517,7 @@ void Transformer::backward(float grad_scale) {
   ops::cross_entropy_backward(dlogits, logits_, lse_, local_targets_, ce_scale, z_scale);
   if (logits_loss_) logits_loss_->backward(dlogits, logits_, float(double(grad_scale) / double(R)));
   // logits = xf Wᵀ:  dxf = dlogits W  [R,V]@[V,d];  dW += dlogitsᵀ xf  [V,R]@[R,d]
-  const Tensor dlogits_op = shared_operand(0, dlogits);
+  const Tensor dlogits_op = shared_operand(dlogits);
   ops::matmul(dxf, dlogits_op, false, mm(lm_head_), false);
   ops::matmul(lm_head_.g, dlogits_op, true, xf_, false, 1.0f, 1.0f);
   // xf = RMSNorm(x_L)

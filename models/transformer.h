@@ -19,9 +19,9 @@
 // only each block's input is kept and the block's forward is redone during backward
 // (gradients are bitwise identical either way).
 #pragma once
-#include <array>
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <string>
 #include <utility>
 #include <vector>
@@ -160,11 +160,18 @@ class Transformer {
   static const Tensor& mm(const Weight& w) { return w.w16.defined() ? w.w16 : w.w; }
   struct LayerWeights {
     Weight ln_in, wq, wk, wv, wo, q_norm, k_norm, ln_post, w_gate, w_up, w_down;
+    // Consecutive weights seen as one [n, out, in] for batched products (ops::matmul_batched):
+    // q, k, v when they have one shape (no GQA; else undefined), gate and up.
+    Weight qkv, gate_up;
   };
+  // The weights ws, laid out one after another with one shape, as one [n, out, in] Weight
+  // (its value, gradient and bf16 copy each undefined where they are not, or are unbound).
+  static Weight consecutive(std::initializer_list<const Weight*> ws);
   // What a block's backward needs (R = B·T rows). All but q, k, the rstd and lse and x_mid are
   // operand_dtype().
   // R = B·T rows inside the tensor-parallel regions, Rl = R/tp (sp) or R rows in the residual
   // stream; H, Hkv, F per rank.
+  // q and k, gate and up lie one after another (batched products).
   struct BlockActs {
     Tensor h1, rstd1;         // [R, d], [Rl]      RMSNorm(x_in) (gathered under sp)
     Tensor q, k;              // [R, H·hd], [R, Hkv·hd] raw projections (qk_norm only)
@@ -180,7 +187,7 @@ class Transformer {
     Tensor get(Device device, const Shape& shape, DType dt = DType::F32);
   };
   struct BlockBacking {
-    Backing h1, rstd1, q, k, rstd_q, rstd_k, qr, kr, v, att, lse, x_mid, h2, rstd2, gate, up, act;
+    Backing h1, rstd1, qk, rstd_q, rstd_k, qkr, v, att, lse, x_mid, h2, rstd2, gate_up, act;
   };
 
   void build_views();
@@ -215,13 +222,13 @@ class Transformer {
                      const Tensor& dx_rounded = Tensor());
   // The residual gradient as the operand of the products that read it, [R, d] (gathered under
   // sp): dx16 when defined (bf16 activations: no conversion, half the bytes gathered), else dx
-  // (rounded once by shared_operand under bf16 matmuls).
+  // (fp32 products).
   Tensor residual_operand(const Tensor& dx, const Tensor& dx16);
   bool sp() const { return regions_ && tp_.sp; }
-  // Under bf16 matmuls, an fp32 activation read by several products is rounded to bf16 once
-  // into scratch `slot` (bitwise the same products: matmul rounds an fp32 operand the same way);
-  // otherwise x itself.
-  Tensor shared_operand(int slot, const Tensor& x);
+  // Under bf16 matmuls, an fp32 tensor read by two products (dlogits under a LogitsLoss) is
+  // rounded to bf16 once into scratch (bitwise the same products: matmul rounds an fp32 operand
+  // the same way); otherwise x itself.
+  Tensor shared_operand(const Tensor& x);
   // The dtype of the activations between ops (not the residual stream, nor q, k before their
   // norms): BF16 under bf16 matmuls, each written rounded by the op that produces it — norms,
   // RoPE, attention, SwiGLU and the products (v, gate, up; in backward datt) — so no conversion
@@ -229,6 +236,8 @@ class Transformer {
   // read some of them (SwiGLU: gate, up; the plain attention kernel: q, k, v, out, dout; RoPE's
   // backward: dq, dk) now see the rounded values, as cuDNN does and as under PyTorch's autocast.
   static DType operand_dtype();
+  // The elements [begin, begin + numel(shape)) of a flat buffer, viewed as `shape`.
+  static Tensor piece(const Tensor& buf, int64_t begin, const Shape& shape);
 
   ModelConfig cfg_;
   TpLayout tp_;
@@ -263,7 +272,7 @@ class Transformer {
   // activations
   Backing tokens_b_, targets_b_, xf_b_, rstdf_b_, logits_b_, ce_b_, lse_b_;
   // tensor parallelism: shard-local ids (-1 elsewhere), gathered/partial scratch
-  Backing qn_b_, kn_b_;  // q, k before RoPE and rounding (bf16 activations)
+  Backing qkn_b_;  // q, k before RoPE and rounding (bf16 activations), one after the other
   Backing local_tokens_b_, local_targets_b_, xfl_b_, hl_b_, part_b_, red_b_, lse_parts_b_, tl_b_,
       gain_b_, dfull_b_, dlocal_b_;
   Tensor local_tokens_, local_targets_;
@@ -273,9 +282,9 @@ class Transformer {
   std::vector<Tensor> resid_;
   // backward scratch
   Backing dlogits_b_;  // with a LogitsLoss (fp32) or bf16 activations (bf16); else dlogits overwrites logits_
-  Backing dx_b_, dx16_b_, dfull16_b_, dh_b_, dxf_b_, dact_b_, dgate_b_, dup_b_, datt_b_, dq_b_, dk_b_, dv_b_,
-      dqn_b_, dkn_b_, dq2_b_, dk2_b_;
-  std::array<Backing, 4> operand_b_;  // shared_operand's bf16 copies
+  Backing dx_b_, dx16_b_, dfull16_b_, dh_b_, dxf_b_, dact_b_, dgate_up_b_, datt_b_, dq_b_, dk_b_,
+      dqkv_b_, dqn_b_, dkn_b_;
+  Backing operand_b_;                 // shared_operand's bf16 copy
   Tensor flat16_;                     // arm_bf16_weights' copy of flat_params_
   bool bf16_armed_ = false;
 };

@@ -9,11 +9,16 @@
 // yᵀ = op(b)ᵀ op(a)ᵀ, so cuBLASLt (column-major) is called with A := b and B := a, each with
 // its own transpose flag, and no copies.
 //
-// Descriptors and the heuristic's algorithm are cached per (M, N, K, ta, tb); the workspace
-// is allocated once. A fixed algorithm per shape keeps results bitwise reproducible.
+// A batch (MatmulBatch) is one strided-batched call: each layout carries the batch count and
+// its stride (0 for an operand every member shares).
+//
+// Descriptors and the heuristic's algorithm are cached per shape, transposes, types and batch;
+// the workspace is allocated once. A fixed algorithm per shape keeps results bitwise
+// reproducible.
 #include <cublasLt.h>
 
 #include <map>
+#include <utility>
 #include <tuple>
 
 #include "core/cuda/kernels.h"
@@ -43,8 +48,11 @@ struct Plan {
 struct Context {
   cublasLtHandle_t handle = nullptr;
   void* workspace = nullptr;
-  // (M, N, K, ta, tb, bf16 operands, bf16 output)
-  std::map<std::tuple<int64_t, int64_t, int64_t, bool, bool, bool, bool>, Plan> plans;
+  // (M, N, K, ta, tb, bf16 operands, bf16 output, batch count, stride_a, stride_b, stride_y)
+  std::map<std::tuple<int64_t, int64_t, int64_t, bool, bool, bool, bool, int64_t, int64_t,
+                      int64_t, int64_t>,
+           Plan>
+      plans;
   uint16_t* bf16_operands = nullptr;  // a then b, rounded (matmul_bf16), grown on demand
   int64_t bf16_capacity = 0;
 };
@@ -61,7 +69,7 @@ Context& context() {
 
 // Column-major call: D[N, M] = alpha · opA(A) opB(B) + beta · C with A := b, B := a.
 Plan make_plan(Context& ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t K, bool bf16,
-               bool bf16_out) {
+               bool bf16_out, const MatmulBatch& batch) {
   Plan p;
   const cudaDataType_t in = bf16 ? CUDA_R_16BF : CUDA_R_32F;
   const cudaDataType_t out = bf16_out ? CUDA_R_16BF : CUDA_R_32F;
@@ -79,6 +87,16 @@ Plan make_plan(Context& ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t K, 
   RETORT_CUBLAS_CHECK(ta ? cublasLtMatrixLayoutCreate(&p.b, in, M, K, M)
                          : cublasLtMatrixLayoutCreate(&p.b, in, K, M, K));
   RETORT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, out, N, M, N));
+  if (batch.count != 1) {  // A := b, B := a
+    const int32_t count = int32_t(batch.count);
+    for (auto [layout, stride] : {std::pair{p.a, batch.stride_b}, std::pair{p.b, batch.stride_a},
+                                  std::pair{p.c, batch.stride_y}}) {
+      RETORT_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(
+          layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof count));
+      RETORT_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(
+          layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof stride));
+    }
+  }
 
   cublasLtMatmulPreference_t pref;
   RETORT_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
@@ -91,41 +109,46 @@ Plan make_plan(Context& ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t K, 
                                                      1, &result, &found));
   cublasLtMatmulPreferenceDestroy(pref);
   RETORT_CHECK(found > 0, "cuBLASLt has no algorithm for matmul M=", M, " N=", N, " K=", K,
-               " ta=", ta, " tb=", tb, bf16_out ? " (bf16 output)" : "");
+               " ta=", ta, " tb=", tb, bf16_out ? " (bf16 output)" : "", " batch ", batch.count);
   p.algo = result.algo;
   return p;
 }
 
 // y = alpha · op(a) op(b) + beta · y with a, b and y of the element types the plan was made for.
 void run(const void* a, bool ta, const void* b, bool tb, void* y, int64_t M, int64_t N,
-         int64_t K, float alpha, float beta, bool bf16, bool bf16_out = false) {
+         int64_t K, float alpha, float beta, bool bf16, bool bf16_out, const MatmulBatch& batch) {
   Context& ctx = context();
-  const auto key = std::make_tuple(M, N, K, ta, tb, bf16, bf16_out);
+  const auto key = std::make_tuple(M, N, K, ta, tb, bf16, bf16_out, batch.count, batch.stride_a,
+                                   batch.stride_b, batch.stride_y);
   auto it = ctx.plans.find(key);
   if (it == ctx.plans.end())
-    it = ctx.plans.emplace(key, make_plan(ctx, ta, tb, M, N, K, bf16, bf16_out)).first;
+    it = ctx.plans.emplace(key, make_plan(ctx, ta, tb, M, N, K, bf16, bf16_out, batch)).first;
   const Plan& p = it->second;
   RETORT_CUBLAS_CHECK(cublasLtMatmul(ctx.handle, p.desc, &alpha, b, p.a, a, p.b, &beta, y, p.c, y,
                                      p.c, &p.algo, ctx.workspace, kWorkspaceBytes,
                                      compute_stream()));
 }
 
-// K == 0: the empty sum, y = beta · y (beta = 0 overwrites, even NaN). True when handled.
-bool trivial(float* y, int64_t M, int64_t N, int64_t K, float beta) {
-  if (M == 0 || N == 0) return true;
+// K == 0: the empty sum, y = beta · y (beta = 0 overwrites, even NaN) for every member of
+// the batch. True when handled.
+bool trivial(float* y, int64_t M, int64_t N, int64_t K, float beta, const MatmulBatch& batch = {}) {
+  if (M == 0 || N == 0 || batch.count == 0) return true;
   if (K != 0) return false;
-  if (beta == 0.0f)
-    RETORT_CUDA_CHECK(cudaMemsetAsync(y, 0, size_t(M * N) * sizeof(float), compute_stream()));
-  else
-    scale_inplace(y, M * N, beta);
+  for (int64_t i = 0; i < batch.count; ++i) {
+    float* yi = y + i * batch.stride_y;
+    if (beta == 0.0f)
+      RETORT_CUDA_CHECK(cudaMemsetAsync(yi, 0, size_t(M * N) * sizeof(float), compute_stream()));
+    else
+      scale_inplace(yi, M * N, beta);
+  }
   return true;
 }
 
 }  // namespace
 
 void matmul(float* y, const float* a, bool ta, const float* b, bool tb, int64_t M, int64_t N,
-            int64_t K, float alpha, float beta) {
-  if (!trivial(y, M, N, K, beta)) run(a, ta, b, tb, y, M, N, K, alpha, beta, false);
+            int64_t K, float alpha, float beta, const MatmulBatch& batch) {
+  if (!trivial(y, M, N, K, beta, batch)) run(a, ta, b, tb, y, M, N, K, alpha, beta, false, false, batch);
 }
 
 void matmul_bf16(float* y, const float* a, bool ta, const float* b, bool tb, int64_t M, int64_t N,
@@ -141,21 +164,21 @@ void matmul_bf16(float* y, const float* a, bool ta, const float* b, bool tb, int
   uint16_t* b16 = ctx.bf16_operands + M * K;
   f32_to_bf16(a16, a, M * K);
   f32_to_bf16(b16, b, K * N);
-  run(a16, ta, b16, tb, y, M, N, K, alpha, beta, true);
+  run(a16, ta, b16, tb, y, M, N, K, alpha, beta, true, false, {});
 }
 
 void matmul_bf16_rounded(float* y, const uint16_t* a, bool ta, const uint16_t* b, bool tb,
-                         int64_t M, int64_t N, int64_t K, float alpha, float beta) {
-  if (!trivial(y, M, N, K, beta)) run(a, ta, b, tb, y, M, N, K, alpha, beta, true);
+                         int64_t M, int64_t N, int64_t K, float alpha, float beta,
+                         const MatmulBatch& batch) {
+  if (!trivial(y, M, N, K, beta, batch)) run(a, ta, b, tb, y, M, N, K, alpha, beta, true, false, batch);
 }
 
 void matmul_bf16_rounded(uint16_t* y, const uint16_t* a, bool ta, const uint16_t* b, bool tb,
-                         int64_t M, int64_t N, int64_t K, float alpha) {
-  if (M == 0 || N == 0) return;
-  if (K == 0)  // the empty sum: +0 in bf16
-    RETORT_CUDA_CHECK(cudaMemsetAsync(y, 0, size_t(M * N) * 2, compute_stream()));
-  else
-    run(a, ta, b, tb, y, M, N, K, alpha, 0.0f, true, true);
+                         int64_t M, int64_t N, int64_t K, float alpha, const MatmulBatch& batch) {
+  if (M == 0 || N == 0 || batch.count == 0) return;
+  if (K != 0) return run(a, ta, b, tb, y, M, N, K, alpha, 0.0f, true, true, batch);
+  for (int64_t i = 0; i < batch.count; ++i)  // the empty sum: +0 in bf16
+    RETORT_CUDA_CHECK(cudaMemsetAsync(y + i * batch.stride_y, 0, size_t(M * N) * 2, compute_stream()));
 }
 
 }  // namespace retort::cuda

@@ -224,9 +224,13 @@ TEST(CudaMatmul, AllTransposesAndBf16MatchCpu) {
           std::vector<float> y = y0;
           Dev<float> da(a), db(b), dy(y0);
           const float alpha = 0.5f, beta = ta ? 1.0f : 0.0f;
-          (bf16 ? cpu::matmul_bf16 : cpu::matmul)(y.data(), a.data(), ta, b.data(), tb, M, N, K,
-                                                 alpha, beta);
-          (bf16 ? cuda::matmul_bf16 : cuda::matmul)(dy, da, ta, db, tb, M, N, K, alpha, beta);
+          if (bf16) {
+            cpu::matmul_bf16(y.data(), a.data(), ta, b.data(), tb, M, N, K, alpha, beta);
+            cuda::matmul_bf16(dy, da, ta, db, tb, M, N, K, alpha, beta);
+          } else {
+            cpu::matmul(y.data(), a.data(), ta, b.data(), tb, M, N, K, alpha, beta);
+            cuda::matmul(dy, da, ta, db, tb, M, N, K, alpha, beta);
+          }
           expect_close(dy.download(), y,
                        "matmul " + str({M, N, K, ta, tb, bf16}), 1e-6);
           if (!bf16) continue;
@@ -253,6 +257,47 @@ TEST(CudaMatmul, AllTransposesAndBf16MatchCpu) {
                 << "bf16-output matmul " << str({M, N, K, ta, tb}) << " element " << i;
         }
   }
+}
+
+// A strided batch (one cuBLASLt call) against the CPU's loop of single products: each operand
+// per member or shared (stride 0), fp32, bf16 operands with fp32 output (beta = 1), bf16 output.
+TEST(CudaMatmul, StridedBatchMatchesCpu) {
+  uint64_t stream = 900;
+  const int64_t n = 3, M = 33, N = 17, K = 65;
+  for (bool ta : {false, true})
+    for (bool tb : {false, true})
+      for (int shared : {0, 1, 2}) {  // 0: none, 1: a shared, 2: b shared
+        const MatmulBatch batch{n, shared == 1 ? 0 : M * K, shared == 2 ? 0 : K * N, M * N};
+        const std::vector<float> a = randn((shared == 1 ? 1 : n) * M * K, ++stream),
+                                 b = randn((shared == 2 ? 1 : n) * K * N, ++stream),
+                                 y0 = randn(n * M * N, ++stream);
+        const std::string what = "batched matmul " + str({ta, tb, shared});
+        std::vector<float> y = y0;
+        cpu::matmul(y.data(), a.data(), ta, b.data(), tb, M, N, K, 0.5f, 1.0f, batch);
+        Dev<float> da(a), db(b), dy(y0);
+        cuda::matmul(dy, da, ta, db, tb, M, N, K, 0.5f, 1.0f, batch);
+        expect_close(dy.download(), y, what + " fp32", 1e-6);
+
+        std::vector<uint16_t> a16(a.size()), b16(b.size());
+        cpu::f32_to_bf16(a16.data(), a.data(), int64_t(a.size()));
+        cpu::f32_to_bf16(b16.data(), b.data(), int64_t(b.size()));
+        Dev<uint16_t> da16(a16), db16(b16);
+        y = y0;
+        cpu::matmul_bf16_rounded(y.data(), a16.data(), ta, b16.data(), tb, M, N, K, 0.5f, 1.0f, batch);
+        Dev<float> dy32(y0);
+        cuda::matmul_bf16_rounded(dy32, da16, ta, db16, tb, M, N, K, 0.5f, 1.0f, batch);
+        expect_close(dy32.download(), y, what + " bf16 operands", 1e-6);
+
+        std::vector<uint16_t> yb(n * M * N);
+        cpu::matmul_bf16_rounded(yb.data(), a16.data(), ta, b16.data(), tb, M, N, K, 0.5f, batch);
+        std::vector<float> ref(yb.size()), got(yb.size());
+        cpu::bf16_to_f32(ref.data(), yb.data(), int64_t(yb.size()));
+        Dev<uint16_t> dyb(n * M * N);
+        cuda::matmul_bf16_rounded(dyb, da16, ta, db16, tb, M, N, K, 0.5f, batch);
+        cpu::bf16_to_f32(got.data(), dyb.download().data(), int64_t(got.size()));
+        for (size_t i = 0; i < got.size(); ++i)  // one bf16 step (another algorithm may sum differently)
+          ASSERT_LE(std::abs(got[i] - ref[i]), std::abs(ref[i]) * (1.0f / 128)) << what << " bf16 output, element " << i;
+      }
 }
 
 // ---- RMSNorm ----------------------------------------------------------------------------------

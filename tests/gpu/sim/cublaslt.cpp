@@ -19,6 +19,8 @@ struct cublasLtMatrixLayoutOpaque {
   cudaDataType_t type;
   uint64_t rows, cols;
   int64_t ld;
+  int32_t batch = 1;     // CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT
+  int64_t stride = 0;    // CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET (elements)
 };
 struct cublasLtMatmulPreferenceOpaque {
   size_t max_workspace = 0;
@@ -35,6 +37,7 @@ double load(const void* base, cudaDataType_t type, uint64_t index) {
   return f;
 }
 
+unsigned elem(cudaDataType_t t) { return t == CUDA_R_32F ? 4u : 2u; }
 bool valid_type(cudaDataType_t t) { return t == CUDA_R_32F || t == CUDA_R_16BF; }
 
 // The stored shape of an operand that op turns into rows × cols.
@@ -54,7 +57,41 @@ bool check(cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t a, cublasLtMatrixLa
   const uint64_t m = d->rows, n = d->cols;
   const uint64_t k = desc->ta == CUBLAS_OP_N ? a->cols : a->rows;
   return layout_fits(a, desc->ta, m, k) && layout_fits(b, desc->tb, k, n) &&
-         c->rows == m && c->cols == n && c->ld >= int64_t(m) && d->ld >= int64_t(m);
+         c->rows == m && c->cols == n && c->ld >= int64_t(m) && d->ld >= int64_t(m) &&
+         a->batch == d->batch && b->batch == d->batch && c->batch == d->batch;
+}
+
+// D = alpha · op(A) op(B) + beta · C for one matrix of each (C unread when beta is 0).
+void product(const cublasLtMatmulDescOpaque& desc, const cublasLtMatrixLayoutOpaque& la,
+             const cublasLtMatrixLayoutOpaque& lb, const cublasLtMatrixLayoutOpaque& lc,
+             const cublasLtMatrixLayoutOpaque& ld, const void* A, const void* B, const void* C,
+             void* D, float alpha, float beta, uint64_t m, uint64_t n, uint64_t k) {
+  std::vector<double> out(m * n);
+  for (uint64_t j = 0; j < n; ++j)
+    for (uint64_t i = 0; i < m; ++i) {
+      double s = 0;
+      for (uint64_t p = 0; p < k; ++p) {
+        const uint64_t ia = desc.ta == CUBLAS_OP_N ? i + p * la.ld : p + i * la.ld;
+        const uint64_t ib = desc.tb == CUBLAS_OP_N ? p + j * lb.ld : j + p * lb.ld;
+        s += load(A, la.type, ia) * load(B, lb.type, ib);
+      }
+      double v = double(alpha) * s;
+      if (beta != 0.0f) v += double(beta) * load(C, lc.type, i + j * lc.ld);
+      out[i + j * m] = v;
+    }
+  for (uint64_t j = 0; j < n; ++j)
+    for (uint64_t i = 0; i < m; ++i) {
+      const float f = float(out[i + j * m]);
+      if (ld.type == CUDA_R_32F) {
+        static_cast<float*>(D)[i + j * ld.ld] = f;
+        continue;
+      }
+      uint32_t u;  // CUDA_R_16BF: the fp32 result rounded to nearest even (NaN stays NaN)
+      std::memcpy(&u, &f, 4);
+      const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
+      static_cast<uint16_t*>(D)[i + j * ld.ld] =
+          uint16_t(nan ? (u >> 16) | 0x40u : (u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    }
 }
 
 }  // namespace
@@ -105,6 +142,20 @@ cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t* layout, cudaDa
   *layout = new cublasLtMatrixLayoutOpaque{type, rows, cols, ld};
   return CUBLAS_STATUS_SUCCESS;
 }
+cublasStatus_t cublasLtMatrixLayoutSetAttribute(cublasLtMatrixLayout_t layout,
+                                                cublasLtMatrixLayoutAttribute_t attr,
+                                                const void* buf, size_t size) {
+  if (!layout) return CUBLAS_STATUS_INVALID_VALUE;
+  if (attr == CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT && size == sizeof(int32_t)) {
+    std::memcpy(&layout->batch, buf, size);
+    return layout->batch >= 1 ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_INVALID_VALUE;
+  }
+  if (attr == CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET && size == sizeof(int64_t)) {
+    std::memcpy(&layout->stride, buf, size);
+    return layout->stride >= 0 ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_INVALID_VALUE;
+  }
+  return CUBLAS_STATUS_INVALID_VALUE;
+}
 cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t* pref) {
   *pref = new cublasLtMatmulPreferenceOpaque;
   return CUBLAS_STATUS_SUCCESS;
@@ -147,9 +198,10 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
   const uint64_t m = d->rows, n = d->cols;
   const uint64_t k = desc->ta == CUBLAS_OP_N ? a->cols : a->rows;
   const float alpha = *static_cast<const float*>(alpha_p), beta = *static_cast<const float*>(beta_p);
-  const auto elem = [](cudaDataType_t t) { return t == CUDA_R_32F ? 4u : 2u; };
-  const auto span = [&](cublasLtMatrixLayout_t l) {
-    return l->cols == 0 ? 0 : ((l->cols - 1) * l->ld + l->rows) * elem(l->type);
+  const auto span = [&](cublasLtMatrixLayout_t l) {  // bytes from the first to the last member's end
+    return l->cols == 0 ? 0
+                        : (uint64_t(l->batch - 1) * l->stride + (l->cols - 1) * l->ld + l->rows) *
+                              elem(l->type);
   };
   if ((k > 0 && (!sim::is_device_pointer(A, span(a)) || !sim::is_device_pointer(B, span(b)))) ||
       (m > 0 && n > 0 && !sim::is_device_pointer(D, span(d))) ||
@@ -159,32 +211,13 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
   // Queued like the real call: the operands are read when the stream gets there.
   sim::enqueue(stream, [desc = *desc, la = *a, lb = *b, lc = *c, ld = *d, A, B, C, D, alpha, beta,
                         m, n, k] {
-    std::vector<double> out(m * n);
-    for (uint64_t j = 0; j < n; ++j)
-      for (uint64_t i = 0; i < m; ++i) {
-        double s = 0;
-        for (uint64_t p = 0; p < k; ++p) {
-          const uint64_t ia = desc.ta == CUBLAS_OP_N ? i + p * la.ld : p + i * la.ld;
-          const uint64_t ib = desc.tb == CUBLAS_OP_N ? p + j * lb.ld : j + p * lb.ld;
-          s += load(A, la.type, ia) * load(B, lb.type, ib);
-        }
-        double v = double(alpha) * s;
-        if (beta != 0.0f) v += double(beta) * load(C, lc.type, i + j * lc.ld);
-        out[i + j * m] = v;
-      }
-    for (uint64_t j = 0; j < n; ++j)
-      for (uint64_t i = 0; i < m; ++i) {
-        const float f = float(out[i + j * m]);
-        if (ld.type == CUDA_R_32F) {
-          static_cast<float*>(D)[i + j * ld.ld] = f;
-          continue;
-        }
-        uint32_t u;  // CUDA_R_16BF: the fp32 result rounded to nearest even (NaN stays NaN)
-        std::memcpy(&u, &f, 4);
-        const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
-        static_cast<uint16_t*>(D)[i + j * ld.ld] =
-            uint16_t(nan ? (u >> 16) | 0x40u : (u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-      }
+    // Member i of a strided batch: each operand offset by i times its stride (in elements).
+    const auto at = [](const void* base, const cublasLtMatrixLayoutOpaque& l, int32_t i) {
+      return static_cast<char*>(const_cast<void*>(base)) + i * l.stride * elem(l.type);
+    };
+    for (int32_t i = 0; i < ld.batch; ++i)
+      product(desc, la, lb, lc, ld, at(A, la, i), at(B, lb, i), at(C, lc, i), at(D, ld, i), alpha,
+              beta, m, n, k);
   });
   return CUBLAS_STATUS_SUCCESS;
 }
