@@ -435,8 +435,10 @@ void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor&
   check_float(op, "dup", dup);
   RETORT_CHECK(dgate.dtype() == dup.dtype(), op, ": dgate (", dtype_name(dgate.dtype()),
                ") and dup (", dtype_name(dup.dtype()), ") must have one dtype");
-  check_f32(op, "dh", dh);
   check_gate_up(op, gate, up);
+  check_float(op, "dh", dh);
+  RETORT_CHECK(dh.dtype() == gate.dtype(), op, ": dh (", dtype_name(dh.dtype()),
+               ") must have the dtype of gate and up (", dtype_name(gate.dtype()), ")");
   check_same_shape(op, "dh", dh, "gate", gate);
   check_same_shape(op, "dgate", dgate, "gate", gate);
   check_same_shape(op, "dup", dup, "gate", gate);
@@ -448,12 +450,12 @@ void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor&
   const bool out16 = dgate.dtype() == DType::BF16, in16 = gate.dtype() == DType::BF16;
   if (out16 && in16)
     RETORT_KERNEL(dev, swiglu_backward, dgate.data<uint16_t>(), dup.data<uint16_t>(),
-                  dh.data<float>(), gate.data<uint16_t>(), up.data<uint16_t>(), n);
+                  dh.data<uint16_t>(), gate.data<uint16_t>(), up.data<uint16_t>(), n);
   else if (out16)
     RETORT_KERNEL(dev, swiglu_backward, dgate.data<uint16_t>(), dup.data<uint16_t>(),
                   dh.data<float>(), gate.data<float>(), up.data<float>(), n);
   else if (in16)
-    RETORT_KERNEL(dev, swiglu_backward, dgate.data<float>(), dup.data<float>(), dh.data<float>(),
+    RETORT_KERNEL(dev, swiglu_backward, dgate.data<float>(), dup.data<float>(), dh.data<uint16_t>(),
                   gate.data<uint16_t>(), up.data<uint16_t>(), n);
   else
     RETORT_KERNEL(dev, swiglu_backward, dgate.data<float>(), dup.data<float>(), dh.data<float>(),

@@ -86,7 +86,8 @@ void rope_backward(Tensor& y, const Tensor& dx, const Tensor& table);
 // gate, up: [rows, F] -> h = silu(gate) * up, silu(z) = z * sigmoid(z). h F32 or BF16; gate and
 // up both F32 or both BF16 (matmul outputs stored in bf16).
 void swiglu_forward(Tensor& h, const Tensor& gate, const Tensor& up);
-// dgate, dup overwritten (may NOT alias gate/up), both F32 or both BF16.
+// dgate, dup overwritten (may NOT alias gate/up), both F32 or both BF16; dh has the dtype of
+// gate and up (a bf16 product's output under bf16 activations).
 void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor& gate,
                      const Tensor& up);
 

@@ -85,9 +85,10 @@ void Transformer::block_backward(int layer, const Tensor& x_in, Tensor& dx, cons
                 F = F_;
   Tensor rope = rope_.slice(0, T);
   Tensor dh = dh_b_.get(device_, {R, d});
-  // Gradients read only by bf16 products, RoPE and cuDNN (dgate, dup, datt, dq, dk, dv): op_dt.
+  // Gradients read only by bf16 products, SwiGLU, RoPE and cuDNN (dact, dgate, dup, datt, dq, dk,
+  // dv): op_dt.
   const DType op_dt = operand_dtype();
-  Tensor dact = dact_b_.get(device_, {R, F});
+  Tensor dact = dact_b_.get(device_, {R, F}, op_dt);
   const Tensor dgate_up = dgate_up_b_.get(device_, {2 * R * F}, op_dt);  // dgate, then dup
   Tensor dgate = piece(dgate_up, 0, {R, F}), dup = piece(dgate_up, R * F, {R, F});
   Tensor g_down = w.w_down.g, g_gate_up = w.gate_up.g, g_o = w.wo.g;

@@ -19,10 +19,10 @@ void forward(Out* h, const In* gate, const In* up, int64_t n) {
 }
 
 template <class Out, class In>
-void backward(Out* dgate, Out* dup, const float* dh, const In* gate, const In* up, int64_t n) {
+void backward(Out* dgate, Out* dup, const In* dh, const In* gate, const In* up, int64_t n) {
 #pragma omp parallel for schedule(static) if (n >= 16384)
   for (int64_t i = 0; i < n; ++i) {
-    const float z = load(&gate[i]), s = sigmoid_fast(z), d = dh[i];
+    const float z = load(&gate[i]), s = sigmoid_fast(z), d = load(&dh[i]);
     store(&dgate[i], d * load(&up[i]) * s * (1.0f + z * (1.0f - s)));
     store(&dup[i], d * z * s);
   }
@@ -34,7 +34,7 @@ void backward(Out* dgate, Out* dup, const float* dh, const In* gate, const In* u
   void swiglu_forward(Out* h, const In* gate, const In* up, int64_t n) {                     \
     forward(h, gate, up, n);                                                                 \
   }                                                                                          \
-  void swiglu_backward(Out* dgate, Out* dup, const float* dh, const In* gate, const In* up,  \
+  void swiglu_backward(Out* dgate, Out* dup, const In* dh, const In* gate, const In* up,  \
                        int64_t n) {                                                          \
     backward(dgate, dup, dh, gate, up, n);                                                   \
   }

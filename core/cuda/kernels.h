@@ -85,9 +85,9 @@ void swiglu_backward(float* dgate, float* dup, const float* dh, const float* gat
                      const float* up, int64_t n);
 void swiglu_backward(uint16_t* dgate, uint16_t* dup, const float* dh, const float* gate,
                      const float* up, int64_t n);
-void swiglu_backward(float* dgate, float* dup, const float* dh, const uint16_t* gate,
+void swiglu_backward(float* dgate, float* dup, const uint16_t* dh, const uint16_t* gate,
                      const uint16_t* up, int64_t n);
-void swiglu_backward(uint16_t* dgate, uint16_t* dup, const float* dh, const uint16_t* gate,
+void swiglu_backward(uint16_t* dgate, uint16_t* dup, const uint16_t* dh, const uint16_t* gate,
                      const uint16_t* up, int64_t n);
 
 // ---- cross_entropy.cu -------------------------------------------------------------------

@@ -10,13 +10,15 @@
 // its own transpose flag, and no copies.
 //
 // A batch (MatmulBatch) is one strided-batched call: each layout carries the batch count and
-// its stride (0 for an operand every member shares).
+// its stride (0 for an operand every member shares). Should cuBLASLt have no algorithm for a
+// batch, its members run one by one (and stderr says so, once per shape).
 //
 // Descriptors and the heuristic's algorithm are cached per shape, transposes, types and batch;
 // the workspace is allocated once. A fixed algorithm per shape keeps results bitwise
 // reproducible.
 #include <cublasLt.h>
 
+#include <cstdio>
 #include <map>
 #include <utility>
 #include <tuple>
@@ -43,6 +45,7 @@ struct Plan {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulAlgo_t algo{};
+  bool per_member = false;  // a batch cuBLASLt has no algorithm for: run member by member
 };
 
 struct Context {
@@ -105,11 +108,21 @@ Plan make_plan(Context& ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t K, 
       pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
-  RETORT_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(ctx.handle, p.desc, p.a, p.b, p.c, p.c, pref,
-                                                     1, &result, &found));
+  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx.handle, p.desc, p.a, p.b, p.c, p.c,
+                                                           pref, 1, &result, &found);
   cublasLtMatmulPreferenceDestroy(pref);
+  if (batch.count != 1 && (st != CUBLAS_STATUS_SUCCESS || found == 0)) {
+    std::fprintf(stderr,
+                 "retort: cuBLASLt has no strided-batched algorithm for %lld products M=%lld "
+                 "N=%lld K=%lld (strides %lld, %lld, %lld); running them one by one\n",
+                 (long long)batch.count, (long long)M, (long long)N, (long long)K,
+                 (long long)batch.stride_a, (long long)batch.stride_b, (long long)batch.stride_y);
+    p.per_member = true;
+    return p;
+  }
+  RETORT_CUBLAS_CHECK(st);
   RETORT_CHECK(found > 0, "cuBLASLt has no algorithm for matmul M=", M, " N=", N, " K=", K,
-               " ta=", ta, " tb=", tb, bf16_out ? " (bf16 output)" : "", " batch ", batch.count);
+               " ta=", ta, " tb=", tb, bf16_out ? " (bf16 output)" : "");
   p.algo = result.algo;
   return p;
 }
@@ -124,6 +137,14 @@ void run(const void* a, bool ta, const void* b, bool tb, void* y, int64_t M, int
   if (it == ctx.plans.end())
     it = ctx.plans.emplace(key, make_plan(ctx, ta, tb, M, N, K, bf16, bf16_out, batch)).first;
   const Plan& p = it->second;
+  if (p.per_member) {
+    const size_t in = bf16 ? 2 : 4, out = bf16_out ? 2 : 4;
+    for (int64_t i = 0; i < batch.count; ++i)
+      run(static_cast<const char*>(a) + i * batch.stride_a * in, ta,
+          static_cast<const char*>(b) + i * batch.stride_b * in, tb,
+          static_cast<char*>(y) + i * batch.stride_y * out, M, N, K, alpha, beta, bf16, bf16_out, {});
+    return;
+  }
   RETORT_CUBLAS_CHECK(cublasLtMatmul(ctx.handle, p.desc, &alpha, b, p.a, a, p.b, &beta, y, p.c, y,
                                      p.c, &p.algo, ctx.workspace, kWorkspaceBytes,
                                      compute_stream()));

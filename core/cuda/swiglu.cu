@@ -40,18 +40,18 @@ __global__ void swiglu_forward_x4_kernel(Out* h, const In* gate, const In* up, i
 }
 
 template <class Out, class In>
-__global__ void swiglu_backward_kernel(Out* dgate, Out* dup, const float* dh, const In* gate,
+__global__ void swiglu_backward_kernel(Out* dgate, Out* dup, const In* dh, const In* gate,
                                        const In* up, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
-    const float2 g = silu_grads(load(&gate[i]), load(&up[i]), dh[i]);
+    const float2 g = silu_grads(load(&gate[i]), load(&up[i]), load(&dh[i]));
     store(&dgate[i], g.x);
     store(&dup[i], g.y);
   }
 }
 
 template <class Out, class In>
-__global__ void swiglu_backward_x4_kernel(Out* dgate, Out* dup, const float* dh, const In* gate,
+__global__ void swiglu_backward_x4_kernel(Out* dgate, Out* dup, const In* dh, const In* gate,
                                           const In* up, int64_t n4) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n4;
        i += int64_t(gridDim.x) * blockDim.x) {
@@ -89,9 +89,9 @@ void forward(Out* h, const In* gate, const In* up, int64_t n) {
 }
 
 template <class Out, class In>
-void backward(Out* dgate, Out* dup, const float* dh, const In* gate, const In* up, int64_t n) {
+void backward(Out* dgate, Out* dup, const In* dh, const In* gate, const In* up, int64_t n) {
   if (n <= 0) return;
-  const int64_t n4 = vector_bulk(n, {{dgate, sizeof(Out)}, {dup, sizeof(Out)}, {dh, sizeof(float)},
+  const int64_t n4 = vector_bulk(n, {{dgate, sizeof(Out)}, {dup, sizeof(Out)}, {dh, sizeof(In)},
                                      {gate, sizeof(In)}, {up, sizeof(In)}});
   if (n4 > 0) {
     const auto kernel = swiglu_backward_x4_kernel<Out, In>;
@@ -112,7 +112,7 @@ void backward(Out* dgate, Out* dup, const float* dh, const In* gate, const In* u
   void swiglu_forward(Out* h, const In* gate, const In* up, int64_t n) {                     \
     forward(h, gate, up, n);                                                                 \
   }                                                                                          \
-  void swiglu_backward(Out* dgate, Out* dup, const float* dh, const In* gate, const In* up,  \
+  void swiglu_backward(Out* dgate, Out* dup, const In* dh, const In* gate, const In* up,  \
                        int64_t n) {                                                          \
     backward(dgate, dup, dh, gate, up, n);                                                   \
   }

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <numeric>
@@ -300,6 +301,21 @@ TEST(CudaMatmul, StridedBatchMatchesCpu) {
       }
 }
 
+// A batch cuBLASLt has no algorithm for runs member by member (the simulator refuses shared
+// operands under SIM_CUBLASLT_NO_BATCH=1; a GPU runs the batch itself): the same products.
+TEST(CudaMatmul, StridedBatchWithoutAnAlgorithmRunsMemberByMember) {
+  setenv("SIM_CUBLASLT_NO_BATCH", "1", 1);
+  const int64_t n = 2, M = 5, N = 6, K = 7;  // a shape no other test plans
+  const MatmulBatch batch{n, 0, K * N, M * N};
+  const std::vector<float> a = randn(M * K, 950), b = randn(n * K * N, 951);
+  std::vector<float> y(n * M * N);
+  cpu::matmul(y.data(), a.data(), false, b.data(), false, M, N, K, 1.0f, 0.0f, batch);
+  Dev<float> da(a), db(b), dy(n * M * N);
+  cuda::matmul(dy, da, false, db, false, M, N, K, 1.0f, 0.0f, batch);
+  unsetenv("SIM_CUBLASLT_NO_BATCH");
+  expect_close(dy.download(), y, "member by member", 1e-6);
+}
+
 // ---- RMSNorm ----------------------------------------------------------------------------------
 
 TEST(CudaRMSNorm, ForwardBackwardMatchCpuAndAreDeterministic) {
@@ -483,8 +499,12 @@ TEST(CudaBf16Outputs, BitwiseTheFp32OutputRounded) {
     std::vector<float> gw(total), uw(total);
     cpu::bf16_to_f32(gw.data(), g16.data(), total);
     cpu::bf16_to_f32(uw.data(), u16.data(), total);
-    Dev<uint16_t> d_g16(g16), d_u16(u16);
-    Dev<float> d_gw(gw), d_uw(uw), d_hw(total), d_dgw(total), d_duw(total);
+    std::vector<uint16_t> dh16(total);  // with them a bf16 dh (a bf16 product's output)
+    cpu::f32_to_bf16(dh16.data(), dh.data(), total);
+    std::vector<float> dhw(total);
+    cpu::bf16_to_f32(dhw.data(), dh16.data(), total);
+    Dev<uint16_t> d_g16(g16), d_u16(u16), d_dh16(dh16);
+    Dev<float> d_gw(gw), d_uw(uw), d_dhw(dhw), d_hw(total), d_dgw(total), d_duw(total);
     for (int64_t off = 0; off <= 4; ++off) {
       const std::string what = "swiglu n=" + std::to_string(n) + " offset " + std::to_string(off);
       cuda::swiglu_forward(d_h + off, d_gate + off, d_up + off, n);
@@ -495,14 +515,18 @@ TEST(CudaBf16Outputs, BitwiseTheFp32OutputRounded) {
       EXPECT_TRUE(part(d_h16.download()) == rounded(part(d_h.download()))) << what << " h";
       EXPECT_TRUE(part(d_dgate16.download()) == rounded(part(d_dgate.download()))) << what << " dgate";
       EXPECT_TRUE(part(d_dup16.download()) == rounded(part(d_dup.download()))) << what << " dup";
-      // bf16 gate and up (products' outputs): bitwise the kernels on the widened values
+      // bf16 gate, up and dh (products' outputs): bitwise the kernels on the widened values
       cuda::swiglu_forward(d_h16 + off, d_g16 + off, d_u16 + off, n);
       cuda::swiglu_forward(d_hw + off, d_gw + off, d_uw + off, n);
       EXPECT_TRUE(part(d_h16.download()) == rounded(part(d_hw.download()))) << what << " h from bf16";
-      cuda::swiglu_backward(d_dgate + off, d_dup + off, d_dh + off, d_g16 + off, d_u16 + off, n);
-      cuda::swiglu_backward(d_dgw + off, d_duw + off, d_dh + off, d_gw + off, d_uw + off, n);
+      cuda::swiglu_backward(d_dgate + off, d_dup + off, d_dh16 + off, d_g16 + off, d_u16 + off, n);
+      cuda::swiglu_backward(d_dgw + off, d_duw + off, d_dhw + off, d_gw + off, d_uw + off, n);
       EXPECT_BITWISE(part(d_dgate.download()), part(d_dgw.download()), what + " dgate from bf16");
       EXPECT_BITWISE(part(d_dup.download()), part(d_duw.download()), what + " dup from bf16");
+      cuda::swiglu_backward(d_dgate16 + off, d_dup16 + off, d_dh16 + off, d_g16 + off, d_u16 + off, n);
+      EXPECT_TRUE(part(d_dgate16.download()) == rounded(part(d_dgw.download())) &&
+                  part(d_dup16.download()) == rounded(part(d_duw.download())))
+          << what << " bf16 dgate, dup from bf16";
       // and the fp32 outputs at this offset agree with the CPU
       std::vector<float> h(n), dgate(n), dup(n);
       cpu::swiglu_forward(h.data(), gate.data() + off, up.data() + off, n);

@@ -450,9 +450,13 @@ TEST(Bf16Outputs, BitwiseTheFp32OutputRounded) {
   ops::swiglu_forward(h, gw, uw);
   ops::swiglu_forward(h16, g16, u16);
   EXPECT_TRUE(bitwise_equal(h16, to_bf16(h))) << "swiglu h from bf16";
-  ops::swiglu_backward(dg, du, dh, gw, uw);
-  ops::swiglu_backward(dg16, du16, dh, g16, u16);
+  // ... and with them a bf16 dh (the bf16 product's output)
+  Tensor dh16 = to_bf16(dh), dhw = to_f32(dh16);
+  ops::swiglu_backward(dg, du, dhw, gw, uw);
+  ops::swiglu_backward(dg16, du16, dh16, g16, u16);
   EXPECT_TRUE(bitwise_equal(dg16, to_bf16(dg)) && bitwise_equal(du16, to_bf16(du))) << "from bf16";
+  EXPECT_NE(error_of([&] { ops::swiglu_backward(dg16, du16, dh, g16, u16); }).find("dtype of gate"),
+            std::string::npos);
   EXPECT_NE(error_of([&] { ops::swiglu_forward(h, g16, up); }).find("must have one dtype"),
             std::string::npos);
   const Tensor table = ops::rope_table(9, 8, 10000.0);

@@ -5,6 +5,7 @@
 // When beta is 0, C is not read (as in cuBLAS: NaN there does not propagate).
 #include <cublasLt.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -181,6 +182,11 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t handle, cublasLtM
   if (!handle || !pref || requested < 1) return CUBLAS_STATUS_INVALID_VALUE;
   *returned = 0;
   if (!check(desc, a, b, c, d)) return CUBLAS_STATUS_NOT_SUPPORTED;
+  // SIM_CUBLASLT_NO_BATCH=1: no algorithm for a strided batch with a shared operand (stride 0),
+  // which a real cuBLASLt might refuse: tests the caller's fallback.
+  const char* no_batch = std::getenv("SIM_CUBLASLT_NO_BATCH");
+  if (no_batch && *no_batch == '1' && d->batch > 1 && (a->stride == 0 || b->stride == 0))
+    return CUBLAS_STATUS_SUCCESS;  // *returned = 0
   results[0] = {};
   results[0].algo.data[0] = 0x5151;  // the simulator's one algorithm
   *returned = 1;
