@@ -2,6 +2,7 @@
 // tensors live on (core/op_dispatch.h).
 #include "core/ops.h"
 
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -113,12 +114,12 @@ MatmulPrecision g_matmul_precision = MatmulPrecision::F32;
 void set_matmul_precision(MatmulPrecision p) { g_matmul_precision = p; }
 MatmulPrecision matmul_precision() { return g_matmul_precision; }
 
-void matmul(Tensor& y, const Tensor& a, bool transpose_a, const Tensor& b, bool transpose_b,
-            float alpha, float beta) {
-  const char* op = "matmul";
+namespace {
+// [M, N, K] of y = op(a) @ op(b) (each viewed 2-D: rows, last dim), after checking the operands
+// are float, the shapes agree and y aliases neither.
+std::array<int64_t, 3> product_dims(const char* op, const Tensor& y, const Tensor& a,
+                                    bool transpose_a, const Tensor& b, bool transpose_b) {
   check_float(op, "y", y);
-  RETORT_CHECK(y.dtype() == DType::F32 || beta == 0.0f, op,
-               ": a bfloat16 y needs beta = 0 (it is overwritten), got beta ", beta);
   check_float(op, "a", a);
   check_float(op, "b", b);
   RETORT_CHECK(a.ndim() >= 1 && b.ndim() >= 1 && y.ndim() >= 1, op,
@@ -134,11 +135,21 @@ void matmul(Tensor& y, const Tensor& a, bool transpose_a, const Tensor& b, bool 
                " must be [", M, ", ", N, "] for op(a) [", M, ", ", K, "] @ op(b) [", K, ", ", N,
                "]");
   RETORT_CHECK(!overlaps(y, a) && !overlaps(y, b), op, ": y must not alias a or b");
+  return {M, N, K};
+}
+}  // namespace
+
+void matmul(Tensor& y, const Tensor& a, bool transpose_a, const Tensor& b, bool transpose_b,
+            float alpha, float beta) {
+  const char* op = "matmul";
+  const auto [M, N, K] = product_dims(op, y, a, transpose_a, b, transpose_b);
+  RETORT_CHECK(y.dtype() == DType::F32 || beta == 0.0f, op,
+               ": a bfloat16 y needs beta = 0 (it is overwritten), got beta ", beta);
   const Device dev = common_device("matmul", {&y, &a, &b});
   const bool a16 = a.dtype() == DType::BF16, b16 = b.dtype() == DType::BF16;
+  const op_profile::Scope flops("matmul (FLOP/s)", dev, 2.0 * M * N * K);
   if (a16 || b16 || y.dtype() == DType::BF16) {  // a bf16 product; fp32 operands rounded first
     const Tensor ra = as_dtype(a, DType::BF16), rb = as_dtype(b, DType::BF16);
-    const op_profile::Scope flops("matmul (FLOP/s)", dev, 2.0 * M * N * K);
     if (y.dtype() == DType::BF16)  // its fp32 result rounded once into y
       RETORT_KERNEL(dev, matmul_bf16_rounded, y.data<uint16_t>(), ra.data<uint16_t>(), transpose_a,
                     rb.data<uint16_t>(), transpose_b, M, N, K, alpha);
@@ -146,13 +157,32 @@ void matmul(Tensor& y, const Tensor& a, bool transpose_a, const Tensor& b, bool 
       RETORT_KERNEL(dev, matmul_bf16_rounded, y.data<float>(), ra.data<uint16_t>(), transpose_a,
                     rb.data<uint16_t>(), transpose_b, M, N, K, alpha, beta);
   } else if (g_matmul_precision == MatmulPrecision::BF16) {
-    const op_profile::Scope flops("matmul (FLOP/s)", dev, 2.0 * M * N * K);
     RETORT_KERNEL(dev, matmul_bf16, y.data<float>(), a.data<float>(), transpose_a, b.data<float>(),
                   transpose_b, M, N, K, alpha, beta);
   } else {
-    const op_profile::Scope flops("matmul (FLOP/s)", dev, 2.0 * M * N * K);
     RETORT_KERNEL(dev, matmul, y.data<float>(), a.data<float>(), transpose_a, b.data<float>(), transpose_b, M, N,
               K, alpha, beta);
+  }
+}
+
+void matmul_add(Tensor& y, const Tensor& c, const Tensor& a, bool transpose_a, const Tensor& b,
+                bool transpose_b) {
+  const char* op = "matmul_add";
+  const auto [M, N, K] = product_dims(op, y, a, transpose_a, b, transpose_b);
+  check_f32(op, "y", y);
+  check_f32(op, "c", c);
+  check_same_shape(op, "c", c, "y", y);
+  RETORT_CHECK(c.raw() == y.raw() || !overlaps(y, c), op, ": c must be y or not overlap it");
+  const Device dev = common_device(op, {&y, &c, &a, &b});
+  const op_profile::Scope flops("matmul (FLOP/s)", dev, 2.0 * M * N * K);
+  if (a.dtype() == DType::BF16 || b.dtype() == DType::BF16 ||
+      g_matmul_precision == MatmulPrecision::BF16) {  // a bf16 product; fp32 operands rounded first
+    const Tensor ra = as_dtype(a, DType::BF16), rb = as_dtype(b, DType::BF16);
+    RETORT_KERNEL(dev, matmul_add, y.data<float>(), c.data<float>(), ra.data<uint16_t>(),
+                  transpose_a, rb.data<uint16_t>(), transpose_b, M, N, K);
+  } else {
+    RETORT_KERNEL(dev, matmul_add, y.data<float>(), c.data<float>(), a.data<float>(), transpose_a,
+                  b.data<float>(), transpose_b, M, N, K);
   }
 }
 

@@ -30,6 +30,11 @@ namespace retort::ops {
 // bf16, as cuBLASLt writes it).
 void matmul(Tensor& y, const Tensor& a, bool transpose_a, const Tensor& b, bool transpose_b,
             float alpha = 1.0f, float beta = 0.0f);
+// y = c + op(a) @ op(b), y and c float32 of one shape, c either y itself or not overlapping it:
+// a residual added by the product's own accumulate (no copy of c into y first). Bitwise
+// copy(y, c) then matmul(y, a, ·, b, ·, 1, 1).
+void matmul_add(Tensor& y, const Tensor& c, const Tensor& a, bool transpose_a, const Tensor& b,
+                bool transpose_b);
 // n products of one shape in one call (one strided-batched cuBLASLt product on the GPU: more
 // work per launch than n small ones): y[i] = alpha · op(a[i]) @ op(b[i]) + beta · y[i] for
 // y [n, M, N]; a is [n, ·, ·], or 2-D and then the same for every i (b likewise). Each member

@@ -378,8 +378,7 @@ Transformer::BlockActs Transformer::block_acts(int i) {
 void Transformer::row_parallel_residual(Tensor& out, const Tensor& resid, const Tensor& in,
                                         const Tensor& w) {
   if (!regions_) {  // out = resid + in Wᵀ
-    ops::copy(out, resid);
-    ops::matmul(out, in, false, w, true, 1.0f, 1.0f);
+    ops::matmul_add(out, resid, in, false, w, true);
     return;
   }
   Tensor part = part_b_.get(device_, {R_, cfg_.d_model});  // this rank's partial sum

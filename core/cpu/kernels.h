@@ -30,6 +30,13 @@ void matmul_bf16_rounded(uint16_t* y, const uint16_t* a, bool ta, const uint16_t
                          int64_t M, int64_t N, int64_t K, float alpha,
                          const MatmulBatch& batch = {});
 
+// y[M, N] = c + op(a) @ op(b): c read in place of y's old value (c may be y), fp32 or bf16
+// operands, fp32 accumulation and output.
+void matmul_add(float* y, const float* c, const float* a, bool ta, const float* b, bool tb,
+                int64_t M, int64_t N, int64_t K);
+void matmul_add(float* y, const float* c, const uint16_t* a, bool ta, const uint16_t* b, bool tb,
+                int64_t M, int64_t N, int64_t K);
+
 // ---- elementwise.cpp -------------------------------------------------------------------
 void fill(float* x, int64_t n, float value);
 void copy_bytes(void* dst, const void* src, int64_t nbytes);

@@ -76,4 +76,16 @@ void matmul_bf16_rounded(uint16_t* y, const uint16_t* a, bool ta, const uint16_t
   }
 }
 
+void matmul_add(float* y, const float* c, const float* a, bool ta, const float* b, bool tb,
+                int64_t M, int64_t N, int64_t K) {
+  if (y != c) copy_bytes(y, c, M * N * int64_t(sizeof(float)));
+  matmul(y, a, ta, b, tb, M, N, K, 1.0f, 1.0f);
+}
+
+void matmul_add(float* y, const float* c, const uint16_t* a, bool ta, const uint16_t* b, bool tb,
+                int64_t M, int64_t N, int64_t K) {
+  if (y != c) copy_bytes(y, c, M * N * int64_t(sizeof(float)));
+  matmul_bf16_rounded(y, a, ta, b, tb, M, N, K, 1.0f, 1.0f);
+}
+
 }  // namespace retort::cpu

@@ -3,7 +3,8 @@
 // the CPU backend to ~1e-6). cuda::matmul_bf16: the operands are first rounded to bf16 into a
 // workspace (cuda::f32_to_bf16), then multiplied on tensor cores with fp32 accumulation and
 // fp32 output; matmul_bf16_rounded takes bf16 operands, and its bf16-output form has cuBLASLt
-// round the fp32 result (C = D of type bf16, beta = 0).
+// round the fp32 result (C = D of type bf16, beta = 0). matmul_add reads C from the residual
+// and writes D = y (beta = 1), so the residual needs no copy into y first.
 //
 // Row-major trick: a row-major [M, N] matrix is the column-major [N, M] matrix yᵀ, and
 // yᵀ = op(b)ᵀ op(a)ᵀ, so cuBLASLt (column-major) is called with A := b and B := a, each with
@@ -127,9 +128,11 @@ Plan make_plan(Context& ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t K, 
   return p;
 }
 
-// y = alpha · op(a) op(b) + beta · y with a, b and y of the element types the plan was made for.
+// y = alpha · op(a) op(b) + beta · c with a, b and y of the element types the plan was made for;
+// c (y's type and layout) is y itself unless given.
 void run(const void* a, bool ta, const void* b, bool tb, void* y, int64_t M, int64_t N,
-         int64_t K, float alpha, float beta, bool bf16, bool bf16_out, const MatmulBatch& batch) {
+         int64_t K, float alpha, float beta, bool bf16, bool bf16_out, const MatmulBatch& batch,
+         const void* c = nullptr) {
   Context& ctx = context();
   const auto key = std::make_tuple(M, N, K, ta, tb, bf16, bf16_out, batch.count, batch.stride_a,
                                    batch.stride_b, batch.stride_y);
@@ -145,7 +148,7 @@ void run(const void* a, bool ta, const void* b, bool tb, void* y, int64_t M, int
           static_cast<char*>(y) + i * batch.stride_y * out, M, N, K, alpha, beta, bf16, bf16_out, {});
     return;
   }
-  RETORT_CUBLAS_CHECK(cublasLtMatmul(ctx.handle, p.desc, &alpha, b, p.a, a, p.b, &beta, y, p.c, y,
+  RETORT_CUBLAS_CHECK(cublasLtMatmul(ctx.handle, p.desc, &alpha, b, p.a, a, p.b, &beta, c ? c : y, p.c, y,
                                      p.c, &p.algo, ctx.workspace, kWorkspaceBytes,
                                      compute_stream()));
 }
@@ -200,6 +203,28 @@ void matmul_bf16_rounded(uint16_t* y, const uint16_t* a, bool ta, const uint16_t
   if (K != 0) return run(a, ta, b, tb, y, M, N, K, alpha, 0.0f, true, true, batch);
   for (int64_t i = 0; i < batch.count; ++i)  // the empty sum: +0 in bf16
     RETORT_CUDA_CHECK(cudaMemsetAsync(y + i * batch.stride_y, 0, size_t(M * N) * 2, compute_stream()));
+}
+
+namespace {
+// y = c + op(a) op(b) (a, b of the types bf16 says).
+void product_add(float* y, const float* c, const void* a, bool ta, const void* b, bool tb,
+                 int64_t M, int64_t N, int64_t K, bool bf16) {
+  if (M == 0 || N == 0) return;
+  if (K != 0) return run(a, ta, b, tb, y, M, N, K, 1.0f, 1.0f, bf16, false, {}, c);
+  if (y != c)  // the empty sum: y = c
+    RETORT_CUDA_CHECK(cudaMemcpyAsync(y, c, size_t(M * N) * sizeof(float), cudaMemcpyDeviceToDevice,
+                                      compute_stream()));
+}
+}  // namespace
+
+void matmul_add(float* y, const float* c, const float* a, bool ta, const float* b, bool tb,
+                int64_t M, int64_t N, int64_t K) {
+  product_add(y, c, a, ta, b, tb, M, N, K, false);
+}
+
+void matmul_add(float* y, const float* c, const uint16_t* a, bool ta, const uint16_t* b, bool tb,
+                int64_t M, int64_t N, int64_t K) {
+  product_add(y, c, a, ta, b, tb, M, N, K, true);
 }
 
 }  // namespace retort::cuda

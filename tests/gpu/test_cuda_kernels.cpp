@@ -301,6 +301,28 @@ TEST(CudaMatmul, StridedBatchMatchesCpu) {
       }
 }
 
+// y = c + op(a) op(b) with C and D apart (the residual read where y is written), fp32 and bf16
+// operands, against the CPU; in place (c = y) too.
+TEST(CudaMatmul, AddReadsCApartFromD) {
+  const int64_t M = 37, N = 19, K = 50;
+  const std::vector<float> a = randn(M * K, 960), b = randn(N * K, 961), c = randn(M * N, 962);
+  std::vector<uint16_t> a16(a.size()), b16(b.size());
+  cpu::f32_to_bf16(a16.data(), a.data(), int64_t(a.size()));
+  cpu::f32_to_bf16(b16.data(), b.data(), int64_t(b.size()));
+  std::vector<float> y(M * N), y16(M * N);
+  cpu::matmul_add(y.data(), c.data(), a.data(), false, b.data(), true, M, N, K);
+  cpu::matmul_add(y16.data(), c.data(), a16.data(), false, b16.data(), true, M, N, K);
+  Dev<float> da(a), db(b), dc(c), dy(M * N), dy16(M * N), dcc(c);
+  Dev<uint16_t> da16(a16), db16(b16);
+  cuda::matmul_add(dy, dc, da, false, db, true, M, N, K);
+  cuda::matmul_add(dy16, dc, da16, false, db16, true, M, N, K);
+  cuda::matmul_add(dcc, dcc, da16, false, db16, true, M, N, K);
+  expect_close(dy.download(), y, "matmul_add fp32", 1e-6);
+  expect_close(dy16.download(), y16, "matmul_add bf16", 1e-6);
+  expect_close(dcc.download(), y16, "matmul_add in place", 1e-6);
+  EXPECT_BITWISE(dc.download(), c, "matmul_add leaves c");
+}
+
 // A batch cuBLASLt has no algorithm for runs member by member (the simulator refuses shared
 // operands under SIM_CUBLASLT_NO_BATCH=1; a GPU runs the batch itself): the same products.
 TEST(CudaMatmul, StridedBatchWithoutAnAlgorithmRunsMemberByMember) {

@@ -321,6 +321,29 @@ TEST(Matmul, BatchedIsBitwiseEachMemberAlone) {
   ops::set_matmul_precision(ops::MatmulPrecision::F32);
 }
 
+// y = c + op(a) op(b) is bitwise copy(y, c) then the accumulating product, at either precision,
+// with bf16 operands, and in place (c = y); a c partly overlapping y is refused.
+TEST(Matmul, AddIsBitwiseCopyThenAccumulate) {
+  Tensor a = randn({13, 20}, 40), b = randn({9, 20}, 41), c = randn({13, 9}, 42);
+  Tensor a16 = Tensor::empty({13, 20}, DType::BF16);
+  ops::convert(a16, a);
+  for (auto prec : {ops::MatmulPrecision::F32, ops::MatmulPrecision::BF16})
+    for (const Tensor* x : {&a, &a16}) {
+      ops::set_matmul_precision(prec);
+      Tensor want = clone(c), y = Tensor::empty({13, 9}), in_place = clone(c);
+      ops::matmul(want, *x, false, b, true, 1.0f, 1.0f);
+      ops::matmul_add(y, c, *x, false, b, true);
+      ops::matmul_add(in_place, in_place, *x, false, b, true);
+      EXPECT_TRUE(bitwise_equal(y, want)) << int(prec) << " " << dtype_name(x->dtype());
+      EXPECT_TRUE(bitwise_equal(in_place, want)) << "in place";
+    }
+  ops::set_matmul_precision(ops::MatmulPrecision::F32);
+  Tensor buf = randn({2 * 13 * 9}, 43), y = buf.flat(0, 13 * 9).view({13, 9});
+  const Tensor shifted = buf.flat(5, 13 * 9).view({13, 9});
+  EXPECT_NE(error_of([&] { ops::matmul_add(y, shifted, a, false, b, true); }).find("overlap"),
+            std::string::npos);
+}
+
 TEST(Matmul, BatchedShapeErrors) {
   Tensor a = randn({3, 4, 5}, 1), b = randn({5, 6}, 2), y = randn({3, 4, 6}, 3);
   Tensor y2 = randn({4, 6}, 4), a2 = randn({2, 4, 5}, 5), ybad = randn({3, 4, 7}, 6);
