@@ -8,6 +8,7 @@
 #include <limits>
 #include <set>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "core/device.h"
@@ -425,6 +426,82 @@ void rope_backward(Tensor& dx, const Tensor& table) {
 }
 void rope_backward(Tensor& y, const Tensor& dx, const Tensor& table) {
   rope_apply("rope_backward", y, dx, table, -1.0f);
+}
+
+// ---- qk-norm with RoPE --------------------------------------------------------------------
+
+namespace {
+// Checks the arguments of rmsnorm_rope_*: x [B, T, nh, hd] (F32 or BF16), g [hd], rstd
+// [B·T·nh], table [>= T, hd], hd even and <= 1024; returns {B, T, nh, hd}.
+std::array<int64_t, 4> rmsnorm_rope_dims(const char* op, const Tensor& x, const Tensor& g,
+                                         const Tensor& rstd, const Tensor& table) {
+  check_float(op, "x", x);
+  check_f32(op, "g", g);
+  check_f32(op, "rstd", rstd);
+  check_f32(op, "table", table);
+  RETORT_CHECK(x.ndim() == 4, op, ": x must be [B, T, heads, head_dim], got ",
+               shape_str(x.shape()));
+  const int64_t B = x.dim(0), T = x.dim(1), nh = x.dim(2), hd = x.dim(3);
+  RETORT_CHECK(hd % 2 == 0 && hd <= 1024, op, ": head_dim must be even and at most 1024, x is ",
+               shape_str(x.shape()));
+  RETORT_CHECK(g.numel() == hd, op, ": g ", shape_str(g.shape()), " must have ", hd, " elements");
+  RETORT_CHECK(rstd.numel() == B * T * nh, op, ": rstd ", shape_str(rstd.shape()), " must have ",
+               B * T * nh, " elements (rows of x ", shape_str(x.shape()), ")");
+  RETORT_CHECK(table.ndim() == 2 && table.dim(1) == hd && table.dim(0) >= T, op, ": table ",
+               shape_str(table.shape()), " must be [>= ", T, ", ", hd, "] for x ",
+               shape_str(x.shape()));
+  return {B, T, nh, hd};
+}
+
+// Calls kernel(out, in) with the typed pointers of out and in (each F32 or BF16).
+template <class Kernel>
+void with_types(const Tensor& out, const Tensor& in, Kernel&& kernel) {
+  const bool o16 = out.dtype() == DType::BF16, i16 = in.dtype() == DType::BF16;
+  if (o16 && i16) kernel(out.data<uint16_t>(), in.data<uint16_t>());
+  else if (o16) kernel(out.data<uint16_t>(), in.data<float>());
+  else if (i16) kernel(out.data<float>(), in.data<uint16_t>());
+  else kernel(out.data<float>(), in.data<float>());
+}
+}  // namespace
+
+void rmsnorm_rope_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& g,
+                          const Tensor& table, float eps) {
+  const char* op = "rmsnorm_rope_forward";
+  const auto [B, T, nh, hd] = rmsnorm_rope_dims(op, x, g, rstd, table);
+  check_float(op, "y", y);
+  check_same_shape(op, "y", y, "x", x);
+  RETORT_CHECK(eps >= 0.0f, op, ": eps must be >= 0, got ", eps);
+  RETORT_CHECK(!overlaps(y, x) && !overlaps(rstd, x) && !overlaps(rstd, y), op,
+               ": outputs must not alias inputs");
+  const Device dev = common_device(op, {&y, &rstd, &x, &g, &table});
+  with_types(y, x, [&](auto* yp, const auto* xp) {
+    RETORT_KERNEL(dev, rmsnorm_rope_forward, yp, rstd.data<float>(), xp, g.data<float>(),
+                  table.data<float>(), B, T, nh, hd, eps);
+  });
+}
+
+void rmsnorm_rope_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x,
+                           const Tensor& g, const Tensor& rstd, const Tensor& table) {
+  const char* op = "rmsnorm_rope_backward";
+  const auto [B, T, nh, hd] = rmsnorm_rope_dims(op, x, g, rstd, table);
+  check_float(op, "dx", dx);
+  check_float(op, "dy", dy);
+  check_f32(op, "dg", dg);
+  RETORT_CHECK(dy.dtype() == x.dtype(), op, ": dy (", dtype_name(dy.dtype()), ") and x (",
+               dtype_name(x.dtype()), ") must have one dtype");
+  check_same_shape(op, "dy", dy, "x", x);
+  check_same_shape(op, "dx", dx, "x", x);
+  RETORT_CHECK(dg.numel() == hd, op, ": dg ", shape_str(dg.shape()), " must have ", hd,
+               " elements");
+  RETORT_CHECK(!overlaps(dx, x) && !overlaps(dx, dy) && !overlaps(dx, g) && !overlaps(dg, dy) &&
+                   !overlaps(dg, x),
+               op, ": outputs must not alias inputs");
+  const Device dev = common_device(op, {&dx, &dg, &dy, &x, &g, &rstd, &table});
+  with_types(dx, x, [&](auto* dxp, const auto* xp) {
+    using In = std::remove_const_t<std::remove_pointer_t<decltype(xp)>>;
+    RETORT_KERNEL(dev, rmsnorm_rope_backward, dxp, dg.data<float>(), dy.data<In>(), xp,
+                  g.data<float>(), rstd.data<float>(), table.data<float>(), B, T, nh, hd);
+  });
 }
 
 // ---- SwiGLU ------------------------------------------------------------------------------

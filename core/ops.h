@@ -87,6 +87,17 @@ void rope_forward(Tensor& y, const Tensor& x, const Tensor& table);
 void rope_backward(Tensor& dx, const Tensor& table);
 void rope_backward(Tensor& y, const Tensor& dx, const Tensor& table);
 
+// ---- qk-norm with RoPE, one pass each way -------------------------------------------------
+// x: [B, T, nh, hd] (F32 or BF16), g: [hd] -> rstd [B·T·nh] and y = RoPE(RMSNorm(x; g))
+// [B, T, nh, hd] (F32 or BF16): rmsnorm_forward into fp32 then rope_forward into y (bitwise on
+// the CPU), without the fp32 intermediate. hd even, at most 1024; table as rope_forward.
+void rmsnorm_rope_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& g,
+                          const Tensor& table, float eps);
+// Its gradient: dx (overwritten; F32 or BF16) and dg (+=) from dy (dy and x one dtype):
+// rope_backward into fp32 then rmsnorm_backward, in one pass.
+void rmsnorm_rope_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x,
+                           const Tensor& g, const Tensor& rstd, const Tensor& table);
+
 // ---- SwiGLU ----------------------------------------------------------------------------
 // gate, up: [rows, F] -> h = silu(gate) * up, silu(z) = z * sigmoid(z). h F32 or BF16; gate and
 // up both F32 or both BF16 (matmul outputs stored in bf16).

@@ -34,35 +34,25 @@ void Transformer::block_forward(int layer, const Tensor& x_in, Tensor& x_out, Bl
 
   // ---- attention ----
   norm_enter(a.h1, a.rstd1, x_in, w.ln_in.w);
-  // q, k in fp32 go straight into qr, kr (RoPE in place), or with bf16 activations into fp32
-  // scratch, rotated and rounded into the bf16 qr, kr; v (as gate, up below) is written by its
-  // product in the activation's dtype.
-  Tensor qn = a.qr, kn = a.kr;
-  if (a.qr.dtype() != DType::F32) {
-    const Tensor qkn = qkn_b_.get(device_, {R * (H + Hkv) * hd});
-    qn = piece(qkn, 0, a.qr.shape());
-    kn = piece(qkn, a.qr.numel(), a.kr.shape());
-  }
-  // The projections q, k (before their norms, or before RoPE), one after the other: one batched
-  // product when they have one shape.
-  Tensor q = cfg_.qk_norm ? a.q : qn, k = cfg_.qk_norm ? a.k : kn;
+  // q, k, v (one after another) written by their products in the activations' dtype: one
+  // batched product when they have one shape (no GQA).
   if (w.qkv.w.defined()) {
-    Tensor qk = q.span({2, R, H * hd});
-    ops::matmul_batched(qk, a.h1, false, mm(w.qkv).slice(0, 2), true);
+    Tensor qkv = a.q.span({3, R, H * hd});
+    ops::matmul_batched(qkv, a.h1, false, mm(w.qkv), true);
   } else {
-    ops::matmul(q, a.h1, false, mm(w.wq), true);
-    ops::matmul(k, a.h1, false, mm(w.wk), true);
+    ops::matmul(a.q, a.h1, false, mm(w.wq), true);
+    ops::matmul(a.k, a.h1, false, mm(w.wk), true);
+    ops::matmul(a.v, a.h1, false, mm(w.wv), true);
   }
-  if (cfg_.qk_norm) {
-    Tensor qr = qn.view({R * H, hd}), kr = kn.view({R * Hkv, hd});
-    ops::rmsnorm_forward(qr, a.rstd_q, a.q.view({R * H, hd}), w.q_norm.w, eps);
-    ops::rmsnorm_forward(kr, a.rstd_k, a.k.view({R * Hkv, hd}), w.k_norm.w, eps);
-  }
-  ops::matmul(a.v, a.h1, false, mm(w.wv), true);
   Tensor q4 = a.qr.view({B, T, H, hd}), k4 = a.kr.view({B, T, Hkv, hd});
   Tensor v4 = a.v.view({B, T, Hkv, hd}), att4 = a.att.view({B, T, H, hd});
-  ops::rope_forward(q4, qn.view({B, T, H, hd}), rope);
-  ops::rope_forward(k4, kn.view({B, T, Hkv, hd}), rope);
+  if (cfg_.qk_norm) {  // per head: RMSNorm, then RoPE, in one pass into qr, kr
+    ops::rmsnorm_rope_forward(q4, a.rstd_q, a.q.view({B, T, H, hd}), w.q_norm.w, rope, eps);
+    ops::rmsnorm_rope_forward(k4, a.rstd_k, a.k.view({B, T, Hkv, hd}), w.k_norm.w, rope, eps);
+  } else {
+    ops::rope_forward(q4, rope);
+    ops::rope_forward(k4, rope);
+  }
   ops::attention_forward(att4, a.lse, q4, k4, v4);
   row_parallel_residual(a.x_mid, x_in, a.att, mm(w.wo));
 
@@ -116,24 +106,24 @@ void Transformer::block_backward(int layer, const Tensor& x_in, Tensor& dx, cons
   const Tensor dqkv = dqkv_b_.get(device_, {nq + 2 * nk}, op_dt);
   Tensor dq_raw = piece(dqkv, 0, {R, H * hd}), dk_raw = piece(dqkv, nq, {R, Hkv * hd}),
          dv = piece(dqkv, nq + nk, {R, Hkv * hd});
-  // Attention's dq, dk: into scratch when RoPE's and the norms' backward follow, else in place.
+  // Attention's dq, dk: into scratch when the norms' backward follows, else in place.
   Tensor dq = cfg_.qk_norm ? dq_b_.get(device_, {R, H * hd}, op_dt) : dq_raw;
   Tensor dk = cfg_.qk_norm ? dk_b_.get(device_, {R, Hkv * hd}, op_dt) : dk_raw;
   Tensor q4 = a.qr.view({B, T, H, hd}), k4 = a.kr.view({B, T, Hkv, hd});
   Tensor v4 = a.v.view({B, T, Hkv, hd}), att4 = a.att.view({B, T, H, hd});
   Tensor dq4 = dq.view({B, T, H, hd}), dk4 = dk.view({B, T, Hkv, hd}), dv4 = dv.view({B, T, Hkv, hd});
   ops::attention_backward(dq4, dk4, dv4, datt.view({B, T, H, hd}), q4, k4, v4, att4, a.lse);
-  if (cfg_.qk_norm) {  // RoPE's backward into fp32 for the norms' backward
-    Tensor dqn = dqn_b_.get(device_, {B, T, H, hd}), dkn = dkn_b_.get(device_, {B, T, Hkv, hd});
-    ops::rope_backward(dqn, dq4, rope);
-    ops::rope_backward(dkn, dk4, rope);
-    Tensor dqr = dq_raw.view({R * H, hd}), dkr = dk_raw.view({R * Hkv, hd});
-    Tensor gqn = w.q_norm.g, gkn = w.k_norm.g;
+  if (cfg_.qk_norm) {  // RoPE's and the norms' backward in one pass each
+    Tensor dqr = dq_raw.view({B, T, H, hd}), dkr = dk_raw.view({B, T, Hkv, hd});
     const bool split_heads = regions_ != nullptr;
-    norm_backward(dqr, gqn, dqn.view({R * H, hd}), a.q.view({R * H, hd}), w.q_norm.w, a.rstd_q,
-                  split_heads);
-    norm_backward(dkr, gkn, dkn.view({R * Hkv, hd}), a.k.view({R * Hkv, hd}), w.k_norm.w,
-                  a.rstd_k, split_heads);
+    Tensor gqn = w.q_norm.g, gkn = w.k_norm.g;
+    accumulate_gain(gqn, split_heads, [&](Tensor& gain) {
+      ops::rmsnorm_rope_backward(dqr, gain, dq4, a.q.view({B, T, H, hd}), w.q_norm.w, a.rstd_q, rope);
+    });
+    accumulate_gain(gkn, split_heads, [&](Tensor& gain) {
+      ops::rmsnorm_rope_backward(dkr, gain, dk4, a.k.view({B, T, Hkv, hd}), w.k_norm.w, a.rstd_k,
+                                 rope);
+    });
   } else {
     ops::rope_backward(dq4, rope);
     ops::rope_backward(dk4, rope);

@@ -350,17 +350,19 @@ Transformer::BlockActs Transformer::block_acts(int i) {
   a.h1 = b.h1.get(device_, {R, d}, op_dt);
   a.rstd1 = b.rstd1.get(device_, {Rl});
   const int64_t nq = R * H * hd, nk = R * Hkv * hd;
+  const Tensor qkv = b.qkv.get(device_, {nq + 2 * nk}, op_dt);
+  a.q = piece(qkv, 0, {R, H * hd});
+  a.k = piece(qkv, nq, {R, Hkv * hd});
+  a.v = piece(qkv, nq + nk, {R, Hkv * hd});
+  a.qr = a.q;  // RoPE in place
+  a.kr = a.k;
   if (cfg_.qk_norm) {
-    const Tensor qk = b.qk.get(device_, {nq + nk});
-    a.q = piece(qk, 0, {R, H * hd});
-    a.k = piece(qk, nq, {R, Hkv * hd});
+    const Tensor qkr = b.qkr.get(device_, {nq + nk}, op_dt);
+    a.qr = piece(qkr, 0, {R, H * hd});
+    a.kr = piece(qkr, nq, {R, Hkv * hd});
     a.rstd_q = b.rstd_q.get(device_, {R * H});
     a.rstd_k = b.rstd_k.get(device_, {R * Hkv});
   }
-  const Tensor qkr = b.qkr.get(device_, {nq + nk}, op_dt);
-  a.qr = piece(qkr, 0, {R, H * hd});
-  a.kr = piece(qkr, nq, {R, Hkv * hd});
-  a.v = b.v.get(device_, {R, Hkv * hd}, op_dt);
   a.att = b.att.get(device_, {R, H * hd}, op_dt);
   a.lse = b.lse.get(device_, {B_, H, T_});
   a.x_mid = b.x_mid.get(device_, {Rl, d});
@@ -408,18 +410,22 @@ Tensor Transformer::residual_operand(const Tensor& dx, const Tensor& dx16) {
   return leave_backward(dfull16_b_, dx16);
 }
 
+void Transformer::accumulate_gain(Tensor& dg, bool partial,
+                                  const std::function<void(Tensor& gain)>& backward) {
+  if (!regions_ || !partial) return backward(dg);
+  Tensor gain = gain_b_.get(device_, dg.shape());
+  ops::fill(gain, 0.0f);
+  backward(gain);
+  regions_->all_reduce_sum(gain);
+  ops::add_inplace(dg, gain);
+}
+
 void Transformer::norm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x,
                                 const Tensor& g, const Tensor& rstd, bool partial,
                                 bool accumulate_dx, const Tensor& dx_rounded) {
-  if (!regions_ || !partial) {
-    ops::rmsnorm_backward(dx, dg, dy, x, g, rstd, accumulate_dx, dx_rounded);
-    return;
-  }
-  Tensor gain = gain_b_.get(device_, g.shape());
-  ops::fill(gain, 0.0f);
-  ops::rmsnorm_backward(dx, gain, dy, x, g, rstd, accumulate_dx, dx_rounded);
-  regions_->all_reduce_sum(gain);
-  ops::add_inplace(dg, gain);
+  accumulate_gain(dg, partial, [&](Tensor& gain) {
+    ops::rmsnorm_backward(dx, gain, dy, x, g, rstd, accumulate_dx, dx_rounded);
+  });
 }
 
 // ---- head: final RMSNorm, logits, cross-entropy -------------------------------------------

@@ -171,12 +171,12 @@ class Transformer {
   // operand_dtype().
   // R = B·T rows inside the tensor-parallel regions, Rl = R/tp (sp) or R rows in the residual
   // stream; H, Hkv, F per rank.
-  // q and k, gate and up lie one after another (batched products).
+  // q, k, v and gate, up lie one after another (batched products).
   struct BlockActs {
     Tensor h1, rstd1;         // [R, d], [Rl]      RMSNorm(x_in) (gathered under sp)
-    Tensor q, k;              // [R, H·hd], [R, Hkv·hd] raw projections (qk_norm only)
+    Tensor q, k, v;           // [R, H·hd], [R, Hkv·hd] x 2: the projections
     Tensor rstd_q, rstd_k;    // [R·H], [R·Hkv]   (qk_norm only)
-    Tensor qr, kr, v;         // q, k after norm + RoPE; v
+    Tensor qr, kr;            // q, k after norm + RoPE (qk_norm), else q, k after RoPE in place
     Tensor att, lse;          // [R, H·hd], [B, H, T]
     Tensor x_mid;             // [Rl, d] residual after attention
     Tensor h2, rstd2;         // [R, d], [Rl]
@@ -187,7 +187,7 @@ class Transformer {
     Tensor get(Device device, const Shape& shape, DType dt = DType::F32);
   };
   struct BlockBacking {
-    Backing h1, rstd1, qk, rstd_q, rstd_k, qkr, v, att, lse, x_mid, h2, rstd2, gate_up, act;
+    Backing h1, rstd1, qkv, rstd_q, rstd_k, qkr, att, lse, x_mid, h2, rstd2, gate_up, act;
   };
 
   void build_views();
@@ -220,6 +220,9 @@ class Transformer {
   void norm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x, const Tensor& g,
                      const Tensor& rstd, bool partial, bool accumulate_dx = false,
                      const Tensor& dx_rounded = Tensor());
+  // dg += the gain gradient `backward` accumulates into its argument: dg itself, or (partial
+  // under tp) a zeroed scratch summed over tp first.
+  void accumulate_gain(Tensor& dg, bool partial, const std::function<void(Tensor& gain)>& backward);
   // The residual gradient as the operand of the products that read it, [R, d] (gathered under
   // sp): dx16 when defined (bf16 activations: no conversion, half the bytes gathered), else dx
   // (fp32 products).
@@ -229,12 +232,12 @@ class Transformer {
   // rounded to bf16 once into scratch (bitwise the same products: matmul rounds an fp32 operand
   // the same way); otherwise x itself.
   Tensor shared_operand(const Tensor& x);
-  // The dtype of the activations between ops (not the residual stream, nor q, k before their
-  // norms): BF16 under bf16 matmuls, each written rounded by the op that produces it — norms,
-  // RoPE, attention, SwiGLU and the products (v, gate, up; in backward datt) — so no conversion
-  // pass and half the memory. Products and cuDNN would round them anyway; the fp32 kernels that
-  // read some of them (SwiGLU: gate, up; the plain attention kernel: q, k, v, out, dout; RoPE's
-  // backward: dq, dk) now see the rounded values, as cuDNN does and as under PyTorch's autocast.
+  // The dtype of the activations between ops (not the residual stream): BF16 under bf16
+  // matmuls, each written rounded by the op that produces it — norms, qk-norm + RoPE,
+  // attention, SwiGLU and the products (q, k, v, gate, up; in backward dact, datt) — so no
+  // conversion pass and half the memory. Products and cuDNN would round them anyway; the fp32
+  // kernels that read some of them (qk-norm: q, k; SwiGLU: gate, up, dact; the plain attention
+  // kernel: q, k, v, out, dout) see the rounded values, as under PyTorch's autocast.
   static DType operand_dtype();
   // The elements [begin, begin + numel(shape)) of a flat buffer, viewed as `shape`.
   static Tensor piece(const Tensor& buf, int64_t begin, const Shape& shape);
@@ -272,7 +275,6 @@ class Transformer {
   // activations
   Backing tokens_b_, targets_b_, xf_b_, rstdf_b_, logits_b_, ce_b_, lse_b_;
   // tensor parallelism: shard-local ids (-1 elsewhere), gathered/partial scratch
-  Backing qkn_b_;  // q, k before RoPE and rounding (bf16 activations), one after the other
   Backing local_tokens_b_, local_targets_b_, xfl_b_, hl_b_, part_b_, red_b_, lse_parts_b_, tl_b_,
       gain_b_, dfull_b_, dlocal_b_;
   Tensor local_tokens_, local_targets_;
@@ -283,7 +285,7 @@ class Transformer {
   // backward scratch
   Backing dlogits_b_;  // with a LogitsLoss (fp32) or bf16 activations (bf16); else dlogits overwrites logits_
   Backing dx_b_, dx16_b_, dfull16_b_, dh_b_, dxf_b_, dact_b_, dgate_up_b_, datt_b_, dq_b_, dk_b_,
-      dqkv_b_, dqn_b_, dkn_b_;
+      dqkv_b_;
   Backing operand_b_;                 // shared_operand's bf16 copy
   Tensor flat16_;                     // arm_bf16_weights' copy of flat_params_
   bool bf16_armed_ = false;

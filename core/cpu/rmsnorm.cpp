@@ -4,6 +4,9 @@
 //             dg_c += Σ_rows dy_c · x_c · r
 // dg is reduced deterministically and independently of the thread count: fixed blocks of
 // kRowBlock rows produce partial sums (double), which are then added in block order.
+// With RoPE fused (qk-norm: rows [B, T, nh] of C = hd): the forward rotates the normalised row
+// before its store, y = RoPE(x · r · g), and the backward rotates dy back first (dn = RoPE⁻¹(dy)
+// in place of dy above) — bitwise rmsnorm into fp32 then rope_apply, and the reverse.
 #include <cmath>
 #include <vector>
 
@@ -15,20 +18,38 @@ namespace retort::cpu {
 namespace {
 constexpr int64_t kRowBlock = 128;
 
-// Out: float, or uint16_t for a bf16 y (rounded once, at the store).
-template <class Out>
-void forward(Out* y, float* rstd, const float* x, const float* g, int64_t rows, int64_t C,
-             float eps) {
+// RoPE fused into the norm (table null: none): row r is at position (r / nh) % T.
+struct RowRope {
+  const float* table = nullptr;  // [T, C]: cos then sin (rope.cpp)
+  int64_t T = 1, nh = 1;
+  const float* angles(int64_t r, int64_t C) const { return table + (r / nh) % T * C; }
+};
+
+// Out: float, or uint16_t for a bf16 y (rounded once, at the store); In (x) likewise.
+template <class Out, class In>
+void forward(Out* y, float* rstd, const In* x, const float* g, int64_t rows, int64_t C,
+             float eps, RowRope rope = {}) {
+  const int64_t half = C / 2;
 #pragma omp parallel for schedule(static) if (rows * C >= 16384)
   for (int64_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * C;
+    const In* xr = x + r * C;
     Out* yr = y + r * C;
     float ss = 0.0f;
 #pragma omp simd reduction(+ : ss)
-    for (int64_t c = 0; c < C; ++c) ss += xr[c] * xr[c];
+    for (int64_t c = 0; c < C; ++c) ss += load(&xr[c]) * load(&xr[c]);
     const float rs = 1.0f / std::sqrt(ss / static_cast<float>(C) + eps);
     rstd[r] = rs;
-    for (int64_t c = 0; c < C; ++c) store(&yr[c], xr[c] * rs * g[c]);
+    if (!rope.table) {
+      for (int64_t c = 0; c < C; ++c) store(&yr[c], load(&xr[c]) * rs * g[c]);
+      continue;
+    }
+    const float* cs = rope.angles(r, C);
+    for (int64_t i = 0; i < half; ++i) {  // (a, b) = the normalised pair, rotated
+      const float a = load(&xr[i]) * rs * g[i], b = load(&xr[half + i]) * rs * g[half + i];
+      const float c = cs[i], sn = cs[half + i];
+      store(&yr[i], a * c - b * sn);
+      store(&yr[half + i], b * c + a * sn);
+    }
   }
 }
 }  // namespace
@@ -52,20 +73,36 @@ inline void put(float* p, float v, bool accumulate, uint16_t* rounded) {
 }
 inline void put(uint16_t* p, float v, bool, uint16_t*) { store(p, v); }
 
-template <class Out>
-void backward(Out* dx, float* dg, const float* dy, const float* x, const float* g,
-              const float* rstd, int64_t rows, int64_t C, bool accumulate_dx,
-              uint16_t* dx_rounded) {
+// In: dy and x, float or bf16.
+template <class Out, class In>
+void backward(Out* dx, float* dg, const In* dy, const In* x, const float* g, const float* rstd,
+              int64_t rows, int64_t C, bool accumulate_dx, uint16_t* dx_rounded,
+              RowRope rope = {}) {
   const int64_t nblk = (rows + kRowBlock - 1) / kRowBlock;
+  const int64_t half = C / 2;
   std::vector<double> part(static_cast<size_t>(nblk * C));
 #pragma omp parallel for schedule(static) if (rows * C >= 16384)
   for (int64_t blk = 0; blk < nblk; ++blk) {
     double* pg = part.data() + blk * C;
     for (int64_t c = 0; c < C; ++c) pg[c] = 0.0;
+    std::vector<float> xw(static_cast<size_t>(C)), dyw(static_cast<size_t>(C));
     const int64_t r1 = (blk + 1) * kRowBlock < rows ? (blk + 1) * kRowBlock : rows;
     for (int64_t r = blk * kRowBlock; r < r1; ++r) {
-      const float* xr = x + r * C;
-      const float* dyr = dy + r * C;
+      // the row as float: x, and dy (rotated back by the row's angle with RoPE fused)
+      for (int64_t c = 0; c < C; ++c) xw[c] = load(&x[r * C + c]);
+      const In* dyi = dy + r * C;
+      if (!rope.table) {
+        for (int64_t c = 0; c < C; ++c) dyw[c] = load(&dyi[c]);
+      } else {
+        const float* cs = rope.angles(r, C);
+        for (int64_t i = 0; i < half; ++i) {
+          const float a = load(&dyi[i]), b = load(&dyi[half + i]), c = cs[i], sn = -cs[half + i];
+          dyw[i] = a * c - b * sn;
+          dyw[half + i] = b * c + a * sn;
+        }
+      }
+      const float* xr = xw.data();
+      const float* dyr = dyw.data();
       Out* dxr = dx + r * C;
       const float rs = rstd[r];
       float dot = 0.0f;  // Σ dy g x
@@ -98,5 +135,21 @@ void rmsnorm_backward(uint16_t* dx, float* dg, const float* dy, const float* x, 
                       const float* rstd, int64_t rows, int64_t C) {
   backward(dx, dg, dy, x, g, rstd, rows, C, false, nullptr);
 }
+
+#define RETORT_RMSNORM_ROPE(Out, In)                                                            \
+  void rmsnorm_rope_forward(Out* y, float* rstd, const In* x, const float* g, const float* table, \
+                            int64_t B, int64_t T, int64_t nh, int64_t hd, float eps) {          \
+    forward(y, rstd, x, g, B * T * nh, hd, eps, RowRope{table, T, nh});                         \
+  }                                                                                             \
+  void rmsnorm_rope_backward(Out* dx, float* dg, const In* dy, const In* x, const float* g,     \
+                             const float* rstd, const float* table, int64_t B, int64_t T,       \
+                             int64_t nh, int64_t hd) {                                          \
+    backward(dx, dg, dy, x, g, rstd, B * T * nh, hd, false, nullptr, RowRope{table, T, nh});    \
+  }
+RETORT_RMSNORM_ROPE(float, float)
+RETORT_RMSNORM_ROPE(uint16_t, float)
+RETORT_RMSNORM_ROPE(float, uint16_t)
+RETORT_RMSNORM_ROPE(uint16_t, uint16_t)
+#undef RETORT_RMSNORM_ROPE
 
 }  // namespace retort::cpu

@@ -68,6 +68,22 @@ void rmsnorm_backward(float* dx, float* dg, const float* dy, const float* x, con
 void rmsnorm_backward(uint16_t* dx, float* dg, const float* dy, const float* x, const float* g,
                       const float* rstd, int64_t rows, int64_t C);
 
+// qk-norm and RoPE in one pass (x, dy, y, dx: [B, T, nh, hd] rows; table [T, hd] as rope.cpp):
+// y = RoPE(RMSNorm(x; g)), and dx (overwritten), dg (+=) from dy through the inverse rotation
+// then the norm's backward. hd even (and <= 1024 on the GPU). Bitwise rmsnorm_forward into
+// fp32 then rope_apply (sign +1), and rope_apply (sign −1) into fp32 then rmsnorm_backward.
+#define RETORT_DECLARE_RMSNORM_ROPE(Out, In)                                                     \
+  void rmsnorm_rope_forward(Out* y, float* rstd, const In* x, const float* g, const float* table, \
+                            int64_t B, int64_t T, int64_t nh, int64_t hd, float eps);            \
+  void rmsnorm_rope_backward(Out* dx, float* dg, const In* dy, const In* x, const float* g,      \
+                             const float* rstd, const float* table, int64_t B, int64_t T,        \
+                             int64_t nh, int64_t hd);
+RETORT_DECLARE_RMSNORM_ROPE(float, float)
+RETORT_DECLARE_RMSNORM_ROPE(uint16_t, float)
+RETORT_DECLARE_RMSNORM_ROPE(float, uint16_t)
+RETORT_DECLARE_RMSNORM_ROPE(uint16_t, uint16_t)
+#undef RETORT_DECLARE_RMSNORM_ROPE
+
 // ---- rope.cu ----------------------------------------------------------------------------
 // table: [T, hd] = [cos | sin] (see ops.h)
 void rope_table(float* table, int64_t T, int64_t hd, double theta);

@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -389,6 +390,67 @@ TEST(CudaRMSNorm, ForwardBackwardMatchCpuAndAreDeterministic) {
 
 // ---- RoPE -------------------------------------------------------------------------------------
 
+
+// qk-norm with RoPE in one pass each way, against the CPU (fp32; bf16 x, dy in and y, dx out),
+// rows [B, T, nh] at head dims 64 and 128, and bitwise on a rerun.
+TEST(CudaRMSNormRoPE, ForwardBackwardMatchCpuAndAreDeterministic) {
+  uint64_t stream = 980;
+  for (auto [B, T, nh, hd] : {std::array<int64_t, 4>{2, 37, 5, 64}, {1, 9, 3, 128}, {3, 4, 2, 8}}) {
+    const int64_t rows = B * T * nh, n = rows * hd;
+    const std::string what = "rmsnorm_rope " + str({B, T, nh, hd});
+    std::vector<float> table(size_t(T * hd));
+    cpu::rope_table(table.data(), T, hd, 10000.0);
+    std::vector<float> x = randn(n, ++stream, 1.5), dy = randn(n, ++stream);
+    const std::vector<float> g = randn(hd, ++stream, 0.3, 1.0), dg0 = randn(hd, ++stream);
+    std::vector<float> y(n), rstd(rows), dx(n), dg = dg0;
+    cpu::rmsnorm_rope_forward(y.data(), rstd.data(), x.data(), g.data(), table.data(), B, T, nh, hd, 1e-5f);
+    cpu::rmsnorm_rope_backward(dx.data(), dg.data(), dy.data(), x.data(), g.data(), rstd.data(),
+                               table.data(), B, T, nh, hd);
+    Dev<float> d_x(x), d_dy(dy), d_g(g), d_t(table), d_y(n), d_rstd(rows), d_dx(n), d_dg(dg0);
+    cuda::rmsnorm_rope_forward(d_y, d_rstd, d_x, d_g, d_t, B, T, nh, hd, 1e-5f);
+    const std::vector<float> y1 = d_y.download();
+    expect_close(y1, y, what + " y");
+    expect_close(d_rstd.download(), rstd, what + " rstd");
+    d_rstd.upload(rstd);  // only the backward kernel compared
+    cuda::rmsnorm_rope_backward(d_dx, d_dg, d_dy, d_x, d_g, d_rstd, d_t, B, T, nh, hd);
+    const std::vector<float> dx1 = d_dx.download(), dg1 = d_dg.download();
+    expect_close(dx1, dx, what + " dx");
+    expect_close(dg1, dg, what + " dg (accumulated)");
+    cuda::rmsnorm_rope_forward(d_y, d_rstd, d_x, d_g, d_t, B, T, nh, hd, 1e-5f);
+    EXPECT_BITWISE(d_y.download(), y1, what + " y rerun");
+    d_rstd.upload(rstd);
+    d_dg.upload(dg0);
+    cuda::rmsnorm_rope_backward(d_dx, d_dg, d_dy, d_x, d_g, d_rstd, d_t, B, T, nh, hd);
+    EXPECT_BITWISE(d_dx.download(), dx1, what + " dx rerun");
+    EXPECT_BITWISE(d_dg.download(), dg1, what + " dg rerun");
+
+    // bf16 x and dy (the products' and cuDNN's outputs), bf16 y and dx
+    std::vector<uint16_t> x16(n), dy16(n);
+    cpu::f32_to_bf16(x16.data(), x.data(), n);
+    cpu::f32_to_bf16(dy16.data(), dy.data(), n);
+    std::vector<uint16_t> y16(n), dx16(n);
+    std::vector<float> dg16 = dg0;
+    cpu::rmsnorm_rope_forward(y16.data(), rstd.data(), x16.data(), g.data(), table.data(), B, T, nh, hd, 1e-5f);
+    cpu::rmsnorm_rope_backward(dx16.data(), dg16.data(), dy16.data(), x16.data(), g.data(),
+                               rstd.data(), table.data(), B, T, nh, hd);
+    Dev<uint16_t> d_x16(x16), d_dy16(dy16), d_y16(n), d_dx16(n);
+    d_dg.upload(dg0);
+    cuda::rmsnorm_rope_forward(d_y16, d_rstd, d_x16, d_g, d_t, B, T, nh, hd, 1e-5f);
+    d_rstd.upload(rstd);
+    cuda::rmsnorm_rope_backward(d_dx16, d_dg, d_dy16, d_x16, d_g, d_rstd, d_t, B, T, nh, hd);
+    std::vector<float> got(n), want(n);
+    const auto widen = [&](const std::vector<uint16_t>& v, std::vector<float>& out) {
+      cpu::bf16_to_f32(out.data(), v.data(), n);
+    };
+    widen(d_y16.download(), got);
+    widen(y16, want);
+    expect_close(got, want, what + " bf16 y", 1e-2);
+    widen(d_dx16.download(), got);
+    widen(dx16, want);
+    expect_close(got, want, what + " bf16 dx", 1e-2);
+    expect_close(d_dg.download(), dg16, what + " dg from bf16");
+  }
+}
 TEST(CudaRoPE, TableAndApplyMatchCpu) {
   uint64_t stream = 200;
   for (int64_t hd : {2LL, 64LL, 128LL})

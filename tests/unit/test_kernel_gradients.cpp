@@ -15,8 +15,10 @@
 #include "core/ops.h"
 #include "core/random.h"
 #include "core/tensor.h"
+#include "tests/unit/test_support.h"
 
 using namespace retort;
+using retort::test::error_of;
 
 namespace {
 
@@ -246,6 +248,50 @@ TEST(RoPEGrad, FiniteDifferencesAndInverse) {
   ops::rope_forward(z, table);
   ops::rope_backward(z, table);
   expect_close(z, to_double(x), 1e-6, "rope inverse");
+}
+
+// ---- qk-norm with RoPE ------------------------------------------------------------------------
+
+// The fused op is bitwise the norm into fp32 then RoPE (forward) and RoPE's backward into fp32
+// then the norm's backward, on several positions and heads (rows [B, T, nh]); and its gradients
+// match finite differences.
+TEST(RMSNormRoPEGrad, BitwiseTheCompositionAndFiniteDifferences) {
+  const int64_t B = 2, T = 5, nh = 3, hd = 8;
+  const float eps = 1e-5f;
+  Tensor table = ops::rope_table(T + 2, hd, 10000.0);  // a longer table: its first T rows
+  Tensor x = randn({B, T, nh, hd}, 31, 1.0, 0.2), g = randn({hd}, 32, 0.5, 1.0);
+  Tensor w = randn({B, T, nh, hd}, 33);
+  Tensor y = Tensor::empty({B, T, nh, hd}), rstd = Tensor::empty({B * T * nh});
+  auto loss = [&] {
+    ops::rmsnorm_rope_forward(y, rstd, x, g, table, eps);
+    return project(w, y);
+  };
+  loss();
+  Tensor n = Tensor::empty({B, T, nh, hd}), rstd2 = Tensor::empty({B * T * nh});
+  ops::rmsnorm_forward(n, rstd2, x, g, eps);
+  ops::rope_forward(n, table.slice(0, T));
+  EXPECT_TRUE(bitwise_equal(y, n)) << "forward";
+  EXPECT_TRUE(bitwise_equal(rstd, rstd2)) << "rstd";
+
+  Tensor dx = randn({B, T, nh, hd}, 34), dg = randn({hd}, 35);  // dx garbage: overwritten
+  Tensor dg2 = clone(dg), dx2 = Tensor::empty({B, T, nh, hd}), dn = clone(w);
+  ops::rmsnorm_rope_backward(dx, dg, w, x, g, rstd, table);
+  ops::rope_backward(dn, table.slice(0, T));
+  ops::rmsnorm_backward(dx2, dg2, dn, x, g, rstd);
+  EXPECT_TRUE(bitwise_equal(dx, dx2)) << "dx";
+  EXPECT_TRUE(bitwise_equal(dg, dg2)) << "dg";
+
+  Tensor gz = Tensor::zeros({hd});
+  ops::rmsnorm_rope_backward(dx, gz, w, x, g, rstd, table);
+  check_fd(x, dx, loss, "rmsnorm_rope dx");
+  check_fd(g, gz, loss, "rmsnorm_rope dg");
+
+  const std::string odd = error_of([&] {
+    Tensor x5 = randn({1, 2, 1, 5}, 36), y5 = Tensor::empty({1, 2, 1, 5}), r5 = Tensor::empty({2});
+    Tensor g5 = randn({5}, 37);
+    ops::rmsnorm_rope_forward(y5, r5, x5, g5, ops::rope_table(2, 6, 10000.0), eps);
+  });
+  EXPECT_NE(odd.find("even"), std::string::npos) << odd;
 }
 
 // ---- SwiGLU --------------------------------------------------------------------------------

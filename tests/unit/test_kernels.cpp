@@ -482,6 +482,28 @@ TEST(Bf16Outputs, BitwiseTheFp32OutputRounded) {
             std::string::npos);
   EXPECT_NE(error_of([&] { ops::swiglu_forward(h, g16, up); }).find("must have one dtype"),
             std::string::npos);
+  {  // qk-norm with RoPE: a bf16 y is the fp32 y rounded; bf16 x and dy give the op on their
+     // widened values (dx rounded when bf16)
+    const Tensor table = ops::rope_table(9, 8, 10000.0);
+    Tensor x = randn({2, 9, 3, 8}, 40), gq = randn({8}, 41, 0.3, 1.0), dyq = randn({2, 9, 3, 8}, 42);
+    Tensor yq = Tensor::empty(x.shape()), yq16 = Tensor::empty(x.shape(), DType::BF16);
+    Tensor rq = Tensor::empty({54}), rq16 = Tensor::empty({54});
+    ops::rmsnorm_rope_forward(yq, rq, x, gq, table, 1e-5f);
+    ops::rmsnorm_rope_forward(yq16, rq16, x, gq, table, 1e-5f);
+    EXPECT_TRUE(bitwise_equal(yq16, to_bf16(yq)) && bitwise_equal(rq, rq16)) << "rmsnorm_rope y";
+    Tensor x16 = to_bf16(x), xw = to_f32(x16), dy16 = to_bf16(dyq), dyw = to_f32(dy16);
+    ops::rmsnorm_rope_forward(yq, rq, xw, gq, table, 1e-5f);
+    ops::rmsnorm_rope_forward(yq16, rq16, x16, gq, table, 1e-5f);
+    EXPECT_TRUE(bitwise_equal(yq16, to_bf16(yq)) && bitwise_equal(rq, rq16)) << "from bf16 x";
+    Tensor dxq = Tensor::empty(x.shape()), dxq16 = Tensor::empty(x.shape(), DType::BF16);
+    Tensor dgq = Tensor::zeros({8}), dgq16 = Tensor::zeros({8});
+    ops::rmsnorm_rope_backward(dxq, dgq, dyw, xw, gq, rq, table);
+    ops::rmsnorm_rope_backward(dxq16, dgq16, dy16, x16, gq, rq, table);
+    EXPECT_TRUE(bitwise_equal(dxq16, to_bf16(dxq)) && bitwise_equal(dgq, dgq16)) << "backward from bf16";
+    EXPECT_NE(error_of([&] { ops::rmsnorm_rope_backward(dxq, dgq, dyq, x16, gq, rq, table); })
+                  .find("one dtype"),
+              std::string::npos);
+  }
   const Tensor table = ops::rope_table(9, 8, 10000.0);
   Tensor q = randn({2, 9, 3, 8}, 36), qr = clone(q), q16 = Tensor::empty({2, 9, 3, 8}, DType::BF16);
   ops::rope_forward(qr, table);
