@@ -183,7 +183,8 @@ void backward(Out* dx, float* dg, const In* dy, const In* x, const float* g, con
   if (!fused) {
     const int col_threads = C < 128 ? static_cast<int>((C + kWarp - 1) / kWarp * kWarp) : 128;
     const unsigned col_blocks = static_cast<unsigned>((C + col_threads - 1) / col_threads);
-    rmsnorm_dg_partial_kernel<In><<<dim3(grid_x(nblk), col_blocks), col_threads, 0, st>>>(
+    const auto partial_kernel = rmsnorm_dg_partial_kernel<In>;
+    partial_kernel<<<dim3(grid_x(nblk), col_blocks), col_threads, 0, st>>>(
         part.as<double>(), dy, x, rstd, rows, C);
     RETORT_CUDA_CHECK_LAUNCH();
   }
