@@ -1,6 +1,6 @@
 // retort info CONFIG [--json]: parameter and FLOP counts (SPEC §1) and a memory estimate
-// for one process (fp32 weights, gradients, AdamW moments, saved activations), and the
-// devices this build and machine offer.
+// for one process (fp32 weights, gradients, AdamW moments, saved activations at the config's
+// precision), and the devices this build and machine offer.
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -13,10 +13,13 @@ namespace retort {
 
 namespace {
 
-// Floats saved per token by one block's forward (see models/transformer.h BlockActs):
-// h1, x_mid, h2, residual (4d); q, qr, att (3·H·hd); k, kr, v (3·Hkv·hd); gate, up, act (3F).
-int64_t saved_floats_per_token_per_block(const ModelConfig& m) {
-  return 4 * m.d_model + 3 * m.n_heads * m.head_dim + 3 * m.n_kv_heads * m.head_dim + 3 * m.d_ff;
+// Bytes saved per token by one block's forward (models/transformer.h BlockActs), `a` bytes per
+// activation element (4; 2 under bf16 activations): the residual x_in and x_mid stay fp32
+// (8d); h1, h2 (2d); q, k, v; qr, kr with qk-norm (without it RoPE rotates q, k in place);
+// att (H·hd); gate, up, act (3F).
+int64_t saved_bytes_per_token_per_block(const ModelConfig& m, int64_t a) {
+  const int64_t q = m.n_heads * m.head_dim, kv = m.n_kv_heads * m.head_dim;
+  return 8 * m.d_model + a * (2 * m.d_model + q + 2 * kv + (m.qk_norm ? q + kv : 0) + q + 3 * m.d_ff);
 }
 
 }  // namespace
@@ -27,10 +30,17 @@ int run_info(const Config& cfg, bool json) {
   const bool recompute = cfg.get_bool("train.recompute");
   const int64_t rows = g.micro_seqs * m.seq_len;
   const int64_t blocks_kept = recompute ? 1 : m.n_layers;
+  const bool bf16 = cfg.get_string("train.precision") == "bf16";
+  const int64_t a = bf16 ? 2 : 4;
+  // per token: the blocks (with recompute: one block, and every block's fp32 input), the last
+  // residual (fp32), the final norm's output, the fp32 logits and, under bf16, the bf16 dlogits
+  // (fp32 dlogits overwrite the logits)
   const int64_t act_bytes =
-      4 * rows * (blocks_kept * saved_floats_per_token_per_block(m) +
-                  (recompute ? m.n_layers * m.d_model : 0) + 2 * m.d_model + m.vocab_size);
+      rows * (blocks_kept * saved_bytes_per_token_per_block(m, a) +
+              (recompute ? 4 * m.n_layers * m.d_model : 0) + 4 * m.d_model + a * m.d_model +
+              4 * m.vocab_size + (bf16 ? 2 * m.vocab_size : 0));
   const int64_t N = m.n_params();
+  const int64_t weights16 = bf16 ? 2 * N : 0;  // the step's bf16 copy of the weights
   nlohmann::json j = {
       {"params", N},
       {"params_nonembedding", m.n_params_nonemb()},
@@ -40,8 +50,8 @@ int run_info(const Config& cfg, bool json) {
       {"tokens_per_step", g.tokens_per_step()},
       {"flops_per_step_exact", static_cast<double>(m.flops_per_token_exact()) * g.tokens_per_step()},
       {"memory_bytes",
-       {{"params", 4 * N}, {"grads", 4 * N}, {"optimizer", 8 * N},
-        {"activations_per_micro_batch", act_bytes}, {"total", 16 * N + act_bytes}}},
+       {{"params", 4 * N}, {"grads", 4 * N}, {"optimizer", 8 * N}, {"weights_bf16", weights16},
+        {"activations_per_micro_batch", act_bytes}, {"total", 16 * N + weights16 + act_bytes}}},
       {"cuda_built", device::cuda_built()},
       {"cuda_gpus", device::cuda_device_count()}};
   if (json) {
@@ -62,10 +72,12 @@ int run_info(const Config& cfg, bool json) {
   std::printf("step         %lld tokens = %lld micro-batches of %lld sequences; %.3g FLOP (exact)\n",
               (long long)g.tokens_per_step(), (long long)g.n_micro, (long long)g.micro_seqs,
               j["flops_per_step_exact"].get<double>());
-  std::printf("memory       params %.1f MiB + grads %.1f MiB + AdamW %.1f MiB + activations "
+  char w16[64] = "";
+  if (bf16) std::snprintf(w16, sizeof w16, " + bf16 weights %.1f MiB", mib(weights16));
+  std::printf("memory       params %.1f MiB + grads %.1f MiB + AdamW %.1f MiB%s + activations "
               "%.1f MiB%s = %.1f MiB per process\n",
-              mib(4 * N), mib(4 * N), mib(8 * N), mib(act_bytes), recompute ? " (recompute)" : "",
-              mib(16 * N + act_bytes));
+              mib(4 * N), mib(4 * N), mib(8 * N), w16, mib(act_bytes),
+              recompute ? " (recompute)" : "", mib(16 * N + weights16 + act_bytes));
   std::printf("devices      cpu%s\n",
               device::cuda_built()
                   ? str_cat("; cuda backend built, ", device::cuda_device_count(),
