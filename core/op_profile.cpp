@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <map>
+#include <utility>
 
 #include "core/device.h"
 
@@ -11,7 +12,7 @@ namespace retort::op_profile {
 namespace {
 
 struct Pending {  // a timed kernel whose events have not been read yet
-  const char* name;
+  std::string name;
   double flops;
   void *start, *end;
 };
@@ -58,15 +59,19 @@ bool& enabled_flag() {
 bool enabled() { return enabled_flag(); }
 void set_enabled(bool on) { enabled_flag() = on; }
 
-Scope::Scope(const char* name, Device device, double flops) {
-  if (device != Device::CUDA || !enabled()) return;
-  name_ = name;
+Scope::Scope(const char* name, Device device, double flops)
+    : Scope(device == Device::CUDA && enabled() ? std::string(name) : std::string(), device,
+            flops) {}
+
+Scope::Scope(std::string name, Device device, double flops) {
+  if (device != Device::CUDA || !enabled() || name.empty()) return;
+  name_ = std::move(name);
   flops_ = flops;
   start_ = device::gpu_timing_mark();
 }
 
 Scope::~Scope() {
-  if (!name_) return;
+  if (name_.empty()) return;
   try {
     table().pending.push_back({name_, flops_, start_, device::gpu_timing_mark()});
     if (table().pending.size() >= kMaxPending) fold();

@@ -18,17 +18,18 @@ namespace retort::op_profile {
 bool enabled();
 void set_enabled(bool on);
 
-// Times the kernels launched in its lifetime (on the GPU only; nothing when profiling is off).
-// `flops` (0: not a matmul) lets the totals give the achieved FLOP/s.
+// Times the kernels launched in its lifetime (on the GPU only; nothing when profiling is off
+// or the name is empty). `flops` (0: not a matmul) lets the totals give the achieved FLOP/s.
 class Scope {
  public:
   Scope(const char* name, Device device, double flops = 0);
+  Scope(std::string name, Device device, double flops = 0);
   ~Scope();
   Scope(const Scope&) = delete;
   Scope& operator=(const Scope&) = delete;
 
  private:
-  const char* name_ = nullptr;  // null: not timing
+  std::string name_;  // empty: not timing
   double flops_ = 0;
   void* start_ = nullptr;  // device::gpu_timing_mark()
 };

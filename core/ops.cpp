@@ -113,6 +113,17 @@ MatmulPrecision g_matmul_precision = MatmulPrecision::F32;
 }
 
 void set_matmul_precision(MatmulPrecision p) { g_matmul_precision = p; }
+
+namespace {
+// The op profile's name for a product of this shape (one total per shape, with its FLOP/s):
+// "matmul M×N×K" with the transposes (N: as stored, T: transposed) and the batch; "" when
+// profiling is off.
+std::string product_label(int64_t M, int64_t N, int64_t K, bool ta, bool tb, int64_t n = 1) {
+  if (!op_profile::enabled()) return {};
+  return str_cat("matmul ", M, "x", N, "x", K, " ", ta ? "T" : "N", tb ? "T" : "N",
+                 n > 1 ? str_cat(" batch ", n) : std::string());
+}
+}  // namespace
 MatmulPrecision matmul_precision() { return g_matmul_precision; }
 
 namespace {
@@ -148,7 +159,8 @@ void matmul(Tensor& y, const Tensor& a, bool transpose_a, const Tensor& b, bool 
                ": a bfloat16 y needs beta = 0 (it is overwritten), got beta ", beta);
   const Device dev = common_device("matmul", {&y, &a, &b});
   const bool a16 = a.dtype() == DType::BF16, b16 = b.dtype() == DType::BF16;
-  const op_profile::Scope flops("matmul (FLOP/s)", dev, 2.0 * M * N * K);
+  const op_profile::Scope flops(product_label(M, N, K, transpose_a, transpose_b), dev,
+                                2.0 * M * N * K);
   if (a16 || b16 || y.dtype() == DType::BF16) {  // a bf16 product; fp32 operands rounded first
     const Tensor ra = as_dtype(a, DType::BF16), rb = as_dtype(b, DType::BF16);
     if (y.dtype() == DType::BF16)  // its fp32 result rounded once into y
@@ -175,7 +187,8 @@ void matmul_add(Tensor& y, const Tensor& c, const Tensor& a, bool transpose_a, c
   check_same_shape(op, "c", c, "y", y);
   RETORT_CHECK(c.raw() == y.raw() || !overlaps(y, c), op, ": c must be y or not overlap it");
   const Device dev = common_device(op, {&y, &c, &a, &b});
-  const op_profile::Scope flops("matmul (FLOP/s)", dev, 2.0 * M * N * K);
+  const op_profile::Scope flops(product_label(M, N, K, transpose_a, transpose_b), dev,
+                                2.0 * M * N * K);
   if (a.dtype() == DType::BF16 || b.dtype() == DType::BF16 ||
       g_matmul_precision == MatmulPrecision::BF16) {  // a bf16 product; fp32 operands rounded first
     const Tensor ra = as_dtype(a, DType::BF16), rb = as_dtype(b, DType::BF16);
@@ -215,7 +228,8 @@ void matmul_batched(Tensor& y, const Tensor& a, bool transpose_a, const Tensor& 
   RETORT_CHECK(!overlaps(y, a) && !overlaps(y, b), op, ": y must not alias a or b");
   const Device dev = common_device(op, {&y, &a, &b});
   const MatmulBatch batch{n, stride(a), stride(b), M * N};
-  const op_profile::Scope flops("matmul (FLOP/s)", dev, 2.0 * n * M * N * K);
+  const op_profile::Scope flops(product_label(M, N, K, transpose_a, transpose_b, n), dev,
+                                2.0 * n * M * N * K);
   if (a.dtype() == DType::BF16 || b.dtype() == DType::BF16 || y.dtype() == DType::BF16 ||
       g_matmul_precision == MatmulPrecision::BF16) {  // a bf16 product; fp32 operands rounded first
     const Tensor ra = as_dtype(a, DType::BF16), rb = as_dtype(b, DType::BF16);

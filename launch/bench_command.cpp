@@ -89,26 +89,41 @@ AxisBytes theoretical_wire_bytes(const Mesh& mesh, const ModelConfig& mc, const 
 }
 
 // RETORT_OP_PROFILE=1: the timed steps' GPU time per kernel (core/op_profile.h), per step and
-// as a share of the median step, also printed on stderr; matmuls summed apart with
-// their TFLOP/s.
+// as a share of the median step, also printed on stderr; the matmuls (timed per shape, each
+// with its TFLOP/s) summed apart.
 nlohmann::json op_profile_json(const std::vector<op_profile::Total>& profile, int64_t steps,
                                double step_s) {
-  nlohmann::json ops = nlohmann::json::array(), matmul;
+  nlohmann::json ops = nlohmann::json::array(), shapes = nlohmann::json::array();
   std::fprintf(stderr, "retort bench: GPU time per step by kernel (RETORT_OP_PROFILE; step %.1f ms)\n",
                step_s * 1e3);
+  op_profile::Total all{"all matmuls"};
   for (const op_profile::Total& t : profile) {
     const double ms = t.seconds / steps * 1e3;
-    if (t.flops > 0) {
-      matmul = {{"calls_per_step", t.calls / steps}, {"ms_per_step", ms},
-                {"tflops", t.flops / t.seconds / 1e12}};
-      std::fprintf(stderr, "  %-32s %9.2f ms  %6lld calls  %.3g TFLOP/s\n", "all matmuls", ms,
-                   static_cast<long long>(t.calls / steps), t.flops / t.seconds / 1e12);
+    if (t.flops > 0) {  // one product shape
+      all.calls += t.calls;
+      all.seconds += t.seconds;
+      all.flops += t.flops;
+      shapes.push_back({{"shape", t.name}, {"calls_per_step", t.calls / steps}, {"ms_per_step", ms},
+                        {"tflops", t.flops / t.seconds / 1e12}});
       continue;
     }
     ops.push_back({{"kernel", t.name}, {"calls_per_step", t.calls / steps}, {"ms_per_step", ms},
                    {"share_of_step", ms / (step_s * 1e3)}});
-    std::fprintf(stderr, "  %-32s %9.2f ms  %6lld calls  %5.1f%%\n", t.name.c_str(), ms,
+    std::fprintf(stderr, "  %-36s %9.2f ms  %6lld calls  %5.1f%%\n", t.name.c_str(), ms,
                  static_cast<long long>(t.calls / steps), 100 * ms / (step_s * 1e3));
+  }
+  nlohmann::json matmul;
+  if (all.calls > 0) {
+    const double ms = all.seconds / steps * 1e3;
+    matmul = {{"calls_per_step", all.calls / steps}, {"ms_per_step", ms},
+              {"tflops", all.flops / all.seconds / 1e12}, {"shapes", shapes}};
+    std::fprintf(stderr, "  %-36s %9.2f ms  %6lld calls  %.3g TFLOP/s\n", all.name.c_str(), ms,
+                 static_cast<long long>(all.calls / steps), all.flops / all.seconds / 1e12);
+    for (const auto& sh : shapes)
+      std::fprintf(stderr, "    %-34s %9.2f ms  %6lld calls  %.3g TFLOP/s\n",
+                   sh["shape"].get<std::string>().c_str(), sh["ms_per_step"].get<double>(),
+                   static_cast<long long>(sh["calls_per_step"].get<int64_t>()),
+                   sh["tflops"].get<double>());
   }
   return {{"kernels", ops}, {"matmul", matmul}};
 }
