@@ -113,6 +113,7 @@ MatmulPrecision g_matmul_precision = MatmulPrecision::F32;
 }
 
 void set_matmul_precision(MatmulPrecision p) { g_matmul_precision = p; }
+MatmulPrecision matmul_precision() { return g_matmul_precision; }
 
 namespace {
 // The op profile's name for a product of this shape (one total per shape, with its FLOP/s):
@@ -124,7 +125,6 @@ std::string product_label(int64_t M, int64_t N, int64_t K, bool ta, bool tb, int
                  n > 1 ? str_cat(" batch ", n) : std::string());
 }
 }  // namespace
-MatmulPrecision matmul_precision() { return g_matmul_precision; }
 
 namespace {
 // [M, N, K] of y = op(a) @ op(b) (each viewed 2-D: rows, last dim), after checking the operands

@@ -167,7 +167,7 @@ class Transformer {
   // The weights ws, laid out one after another with one shape, as one [n, out, in] Weight
   // (its value, gradient and bf16 copy each undefined where they are not, or are unbound).
   static Weight consecutive(std::initializer_list<const Weight*> ws);
-  // What a block's backward needs (R = B·T rows). All but q, k, the rstd and lse and x_mid are
+  // What a block's backward needs (R = B·T rows). All but the rstd and lse and x_mid are
   // operand_dtype().
   // R = B·T rows inside the tensor-parallel regions, Rl = R/tp (sp) or R rows in the residual
   // stream; H, Hkv, F per rank.
