@@ -68,7 +68,8 @@ AxisBytes axis_wire_bytes(const Mesh& mesh) {
 }
 
 // The textbook volumes per optimizer step and rank, for P = this tp rank's parameters (4 bytes
-// each; gradients G = P, or P/2 with parallel.grad_reduce bf16), m micro-batches of
+// each, or 2 gathered with parallel.param_gather bf16; gradients G = 4 bytes each, or 2 with
+// parallel.grad_reduce bf16), m micro-batches of
 // R = micro_seqs·T rows:
 //   dp:   2·G·(n−1)/n                     (all-reduce; of the fsdp shard G/f when sharded)
 //   fsdp: m·(2·P + G)·(f−1)/f             (gather for forward and backward, reduce-scatter;
@@ -77,9 +78,11 @@ AxisBytes axis_wire_bytes(const Mesh& mesh) {
 //                                          all-reduce = all-gather + reduce-scatter under sp
 //                                          (Korthikanti et al. 2022); + embedding and head)
 AxisBytes theoretical_wire_bytes(const Mesh& mesh, const ModelConfig& mc, const BatchGeometry& g,
-                                 int64_t params, bool keep_params, bool bf16_grads) {
+                                 int64_t params, bool keep_params, bool bf16_grads,
+                                 bool bf16_params) {
   AxisBytes b;
-  const double P = double(params) * 4, G = double(params) * (bf16_grads ? 2 : 4), m = double(g.n_micro);
+  const double P = double(params) * (bf16_params ? 2 : 4), G = double(params) * (bf16_grads ? 2 : 4),
+               m = double(g.n_micro);
   const double f = mesh.fsdp, n = mesh.dp, t = mesh.tp;
   b.bytes[0] = int64_t(2 * (G / f) * (n - 1) / n);
   b.bytes[1] = int64_t(m * ((keep_params ? 1 : 2) * P + G) * (f - 1) / f);
@@ -177,7 +180,9 @@ int run_bench(const Config& cfg) {
   const std::vector<op_profile::Total> profile = op_profile::totals();  // before the ceiling's matmuls
   const bool keep = cfg.get_bool("parallel.fsdp_keep_params");
   const bool bf16_grads = cfg.get_string("parallel.grad_reduce") == "bf16";  // checked by TrainStep
-  const AxisBytes theory = theoretical_wire_bytes(mesh, mc, geo, model.num_params(), keep, bf16_grads);
+  const bool bf16_params = cfg.get_string("parallel.param_gather") == "bf16";  // checked by TrainStep
+  const AxisBytes theory =
+      theoretical_wire_bytes(mesh, mc, geo, model.num_params(), keep, bf16_grads, bf16_params);
   nlohmann::json comm;
   for (int a = 0; a < 3; ++a)
     comm[kAxisNames[a]] = {{"measured_bytes_per_step", (after.bytes[a] - before.bytes[a]) / steps},
@@ -204,6 +209,7 @@ int run_bench(const Config& cfg) {
                       {"device", gpu ? "cuda" : "cpu"},
                       {"precision", cfg.get_string("train.precision")},
                       {"grad_reduce", cfg.get_string("parallel.grad_reduce")},
+                      {"param_gather", cfg.get_string("parallel.param_gather")},
                       {"attention_kernel", ops::attention_kernel_used()},
                       {"matmul_ceiling_gflops", ceiling},
                       {"matmul_ceiling_n", ceiling_n},

@@ -63,6 +63,14 @@ GradReduce grad_reduce(const Config& cfg) {
   return p == "bf16" ? GradReduce::BF16 : GradReduce::F32;
 }
 
+ParamGather param_gather(const Config& cfg) {
+  const std::string p = cfg.get_string("parallel.param_gather");
+  if (p != "fp32" && p != "bf16") cfg.fail("parallel.param_gather", str_cat("must be fp32 or bf16, got '", p, "'"));
+  if (p == "bf16" && cfg.get_string("train.precision") != "bf16")
+    cfg.fail("parallel.param_gather", "bf16 gathers need train.precision: bf16 (fp32 products would see rounded weights)");
+  return p == "bf16" ? ParamGather::BF16 : ParamGather::F32;
+}
+
 std::string nonfinite_policy(const Config& cfg) {
   const std::string p = cfg.get_string("train.nonfinite");
   if (p != "stop" && p != "skip") cfg.fail("train.nonfinite", str_cat("must be stop or skip, got '", p, "'"));
@@ -101,6 +109,7 @@ TrainStep::TrainStep(Transformer& model, const Config& cfg, const BatchGeometry&
   ops::set_matmul_precision(matmul_precision(cfg));
   ops::set_attention_kernel(attention_kernel(cfg));
   const GradReduce reduce_in = grad_reduce(cfg);  // data-parallel sums only; tp stays fp32
+  const ParamGather gather_in = param_gather(cfg);
   RETORT_CHECK(model.tp_layout().size == mesh.tp && model.tp_layout().rank == mesh.tp_index,
                "the model was built for tp ", model.tp_layout().size, " but the mesh has tp ", mesh.tp);
   if (mesh.tp > 1) {
@@ -109,7 +118,8 @@ TrainStep::TrainStep(Transformer& model, const Config& cfg, const BatchGeometry&
   }
   if (mesh.fsdp > 1) {  // the model's full buffers are released; AdamW runs on the shard
     fsdp_ = std::make_unique<FullyShardedDP>(model, mesh.fsdp_comm, mesh.dp_comm,
-                                             cfg.get_bool("parallel.fsdp_keep_params"), reduce_in);
+                                             cfg.get_bool("parallel.fsdp_keep_params"), reduce_in,
+                                             gather_in);
     optimizer_ = std::make_unique<AdamW>(fsdp_->optimizer_pieces(), adamw_settings(cfg));
     return;
   }

@@ -9,9 +9,9 @@ namespace retort {
 
 FullyShardedDP::FullyShardedDP(Transformer& model, std::shared_ptr<Communicator> fsdp,
                                std::shared_ptr<Communicator> dp, bool keep_params,
-                               GradReduce precision)
+                               GradReduce precision, ParamGather gather)
     : model_(model), fsdp_(std::move(fsdp)), dp_(std::move(dp)), keep_params_(keep_params),
-      precision_(precision), F_(fsdp_->size()), k_(fsdp_->rank()) {
+      precision_(precision), gather_(gather), F_(fsdp_->size()), k_(fsdp_->rank()) {
   RETORT_CHECK(model.flat_params().defined(), "FullyShardedDP needs a model that holds its full parameters");
   device_ = model.flat_params().device();
   const int U = model.num_units();
@@ -63,27 +63,45 @@ FullyShardedDP::~FullyShardedDP() {
 
 // ---- buffers -------------------------------------------------------------------------------
 
-Tensor FullyShardedDP::take(std::vector<Tensor>& pool, int64_t& allocated, int64_t n) {
+Tensor FullyShardedDP::take(std::vector<Tensor>& pool, int64_t& allocated, int64_t n,
+                            DType dtype) {
   if (!pool.empty()) {
     Tensor t = pool.back();
     pool.pop_back();
     return t;
   }
   ++allocated;
-  return Tensor::empty({n}, DType::F32, device_);
+  return Tensor::empty({n}, dtype, device_);
 }
 
 int64_t FullyShardedDP::gather_buffer_bytes() const {
-  return (full_allocated_ * max_padded_ + chunk_allocated_ * max_chunk_) * int64_t(sizeof(float));
+  return (full_allocated_ * max_padded_ + chunk_allocated_ * max_chunk_) * int64_t(sizeof(float)) +
+         (full16_allocated_ * max_padded_ + chunk16_allocated_ * max_chunk_) * 2;
 }
 
 void FullyShardedDP::prefetch(int u) {
   if (resident_.count(u)) return;
   Gathered g;
   g.buf = take(free_full_, full_allocated_, max_padded_);
-  Tensor out = g.buf.flat(0, units_[u].chunk * F_);
-  g.req = fsdp_->all_gather_async(out, chunk_of(params_, u));  // full_u ← concat_k chunk_k
+  const int64_t c = units_[u].chunk;
+  if (gather_ == ParamGather::F32) {
+    Tensor out = g.buf.flat(0, c * F_);
+    g.req = fsdp_->all_gather_async(out, chunk_of(params_, u));  // full_u ← concat_k chunk_k
+  } else {  // this rank's chunk rounded to bf16, gathered in bf16; widened by gathered()
+    g.chunk16 = take(free_chunk16_, chunk16_allocated_, max_chunk_, DType::BF16);
+    g.buf16 = take(free_full16_, full16_allocated_, max_padded_, DType::BF16);
+    Tensor in = g.chunk16.flat(0, c), out = g.buf16.flat(0, c * F_);
+    ops::convert(in, chunk_of(params_, u));
+    g.req = fsdp_->all_gather_async(out, in);
+  }
   resident_.emplace(u, std::move(g));
+}
+
+void FullyShardedDP::recycle_bf16(Gathered& g) {
+  if (!g.buf16.defined()) return;
+  free_full16_.push_back(g.buf16);
+  free_chunk16_.push_back(g.chunk16);
+  g.buf16 = g.chunk16 = Tensor();
 }
 
 Tensor& FullyShardedDP::gathered(int u) {
@@ -92,6 +110,12 @@ Tensor& FullyShardedDP::gathered(int u) {
   if (g.req) {
     g.req->wait();
     g.req.reset();
+    if (g.buf16.defined()) {  // full_u ← the gathered bf16 values, widened
+      const int64_t n = units_[u].chunk * F_;
+      Tensor full = g.buf.flat(0, n);
+      ops::convert(full, g.buf16.flat(0, n));
+      recycle_bf16(g);
+    }
   }
   return g.buf;
 }
@@ -100,6 +124,7 @@ void FullyShardedDP::release(int u) {
   auto it = resident_.find(u);
   if (it == resident_.end()) return;
   if (it->second.req) it->second.req->wait();
+  recycle_bf16(it->second);
   free_full_.push_back(it->second.buf);
   resident_.erase(it);
   model_.bind_unit(u, Tensor(), Tensor());

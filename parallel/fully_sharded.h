@@ -14,6 +14,12 @@
 // The reduce-scatters and the dp all-reduce sum in the precision of parallel.grad_reduce
 // (communicator.h, GradReduce): with bf16 each rank's dfull_u (and gshard) is rounded to
 // bfloat16 for the wire and the sum converted back to fp32; the shard accumulates in fp32.
+// The all-gathers move parameters in the precision of parallel.param_gather (ParamGather):
+// with bf16 each rank's chunk is rounded to bfloat16 (half the bytes on the wire) and the
+// gathered unit widened back to fp32, so the model sees its parameters rounded to bf16 — what
+// bf16 products round the weights to anyway; the norm gains and the embedding rows the lookup
+// reads are rounded too (as under FSDP2's param_dtype). The shard, its gradient and AdamW stay
+// fp32.
 //
 // Gradients are reduce-scattered after every micro-batch's backward into the shard accumulator
 // (ZeRO-3 style), so no full-size gradient outlives one unit. Parameters are re-gathered for
@@ -34,13 +40,16 @@
 
 namespace retort {
 
+// Precision of fsdp's parameter all-gathers (parallel.param_gather).
+enum class ParamGather { F32, BF16 };
+
 class FullyShardedDP : public Transformer::UnitHooks {
  public:
   // Keeps this rank's shard of the model's current (full, identical on every rank) parameters,
   // releases the model's flat buffers and installs itself as the model's unit hooks.
   FullyShardedDP(Transformer& model, std::shared_ptr<Communicator> fsdp,
                  std::shared_ptr<Communicator> dp, bool keep_params,
-                 GradReduce precision = GradReduce::F32);
+                 GradReduce precision = GradReduce::F32, ParamGather gather = ParamGather::F32);
   ~FullyShardedDP() override;
   FullyShardedDP(const FullyShardedDP&) = delete;
   FullyShardedDP& operator=(const FullyShardedDP&) = delete;
@@ -96,6 +105,7 @@ class FullyShardedDP : public Transformer::UnitHooks {
   };
   struct Gathered {       // a unit's full parameters, maybe still arriving
     Tensor buf;
+    Tensor buf16, chunk16;  // ParamGather::BF16: the gather's bf16 output and input until widened
     std::unique_ptr<Request> req;
   };
   struct Scatter {        // a unit's gradient reduce-scatter in flight
@@ -105,7 +115,9 @@ class FullyShardedDP : public Transformer::UnitHooks {
   };
 
   Tensor chunk_of(const Tensor& shard, int u) const { return shard.flat(units_[u].shard_off, units_[u].chunk); }
-  Tensor take(std::vector<Tensor>& pool, int64_t& allocated, int64_t n);
+  Tensor take(std::vector<Tensor>& pool, int64_t& allocated, int64_t n, DType dtype = DType::F32);
+  // Returns a Gathered's bf16 buffers to their pools.
+  void recycle_bf16(Gathered& g);
   // Unit u's full parameters, gathered (started now if not resident or in flight).
   Tensor& gathered(int u);
   void prefetch(int u);
@@ -121,6 +133,7 @@ class FullyShardedDP : public Transformer::UnitHooks {
   std::shared_ptr<Communicator> fsdp_, dp_;
   bool keep_params_, training_ = false;
   GradReduce precision_;
+  ParamGather gather_;
   int F_, k_;
   Device device_ = Device::CPU;  // the model's: shards and unit buffers live there
   std::vector<Unit> units_;
@@ -131,8 +144,8 @@ class FullyShardedDP : public Transformer::UnitHooks {
   std::map<int, Gathered> resident_;
   std::deque<Scatter> scatters_;
   std::map<int, Tensor> grad_bound_;  // unit → full gradient buffer of the running backward
-  std::vector<Tensor> free_full_, free_chunk_;
-  int64_t full_allocated_ = 0, chunk_allocated_ = 0;
+  std::vector<Tensor> free_full_, free_chunk_, free_full16_, free_chunk16_;
+  int64_t full_allocated_ = 0, chunk_allocated_ = 0, full16_allocated_ = 0, chunk16_allocated_ = 0;
   std::vector<int> fwd_order_, bwd_order_;
   size_t fwd_pos_ = 0, bwd_pos_ = 0;
 };

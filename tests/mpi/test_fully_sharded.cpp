@@ -7,6 +7,9 @@
 //   - AdamW pieces tile the shard at parameter edges; moments pack/unpack round trip;
 //   - parallel.grad_reduce bf16 on a dp2 × fsdp2 mesh: the shard is the fp32 one within bf16
 //     rounding, differs from it, and comes out of a bf16 sum.
+//   - parallel.param_gather bf16: each gathered unit is bitwise the parameters rounded to bf16,
+//     and a bf16 step's loss and gradient shard are those of a replicated model holding the
+//     rounded parameters.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -217,4 +220,57 @@ TEST(FullySharded, Bf16GradReduceOnDpTimesFsdp) {
     ASSERT_EQ(u & 0xffffu, 0u) << v;
   }
   if (r == 0) std::printf("shard relative error: fp32 %.2e, bf16 %.2e\n", err32, err16);
+}
+
+// bf16 parameter all-gathers (parallel.param_gather): the model sees every parameter rounded to
+// bf16 (bitwise; the random init is not bf16-representable, so a fp32 gather would fail this),
+// and under bf16 products a step is the replicated model's with its parameters rounded: the
+// same loss bitwise on each rank, the gradient shard within fp32 summation order (1e-5).
+TEST(FullySharded, Bf16ParamGatherSeesTheRoundedParameters) {
+  auto comm = world();
+  ops::set_matmul_precision(ops::MatmulPrecision::BF16);
+  for (bool tied : {true, false}) {
+    SCOPED_TRACE(testing::Message() << "tied " << tied);
+    const ModelConfig mc = tiny(tied);
+    Transformer ref(mc);
+    ref.init(5);
+    Tensor rounded = Tensor::empty({ref.num_params()}, DType::BF16);
+    ops::convert(rounded, ref.flat_params());
+    ops::convert(ref.flat_params(), rounded);  // ref holds the parameters rounded to bf16
+    const std::vector<float> want = to_vec(ref.flat_params());
+
+    Transformer model(mc);
+    model.init(5);
+    FullyShardedDP fsdp(model, comm, nullptr, false, GradReduce::F32, ParamGather::BF16);
+    for (int u = 0; u < model.num_units(); ++u) {
+      fsdp.before_forward(u);
+      const auto [b, e] = model.unit_range(u);
+      for (const Parameter& p : model.parameters()) {
+        if (p.offset < b || p.offset >= e) continue;
+        ASSERT_EQ(to_vec(p.value), std::vector<float>(want.begin() + p.offset,
+                                                      want.begin() + p.offset + p.value.numel()))
+            << p.name;
+      }
+      fsdp.after_forward(u);
+    }
+
+    Tensor tokens = Tensor::empty({2, 8}, DType::I32), targets = Tensor::empty({2, 8}, DType::I32);
+    random_batch(comm->rank(), mc.vocab_size, tokens, targets);
+    ref.zero_grad();
+    const double want_loss = ref.forward(tokens, targets, 1e-3f).loss;
+    ref.backward(1.0f);
+    Tensor sum = ref.flat_grads();
+    comm->all_reduce(sum);
+    fsdp.zero_grad();
+    fsdp.set_training(true);
+    const double loss = model.forward(tokens, targets, 1e-3f).loss;
+    model.backward(1.0f);
+    fsdp.finish_backward();
+    fsdp.set_training(false);
+    EXPECT_EQ(loss, want_loss);
+    Tensor expect = Tensor::empty({fsdp.shard_elems()});
+    fsdp.scatter_full(expect, sum);
+    EXPECT_LT(rel_diff(to_vec(fsdp.grad_shard()), to_vec(expect)), 1e-5);
+  }
+  ops::set_matmul_precision(ops::MatmulPrecision::F32);
 }
