@@ -243,7 +243,7 @@ say "==================== check.sh $MODE: summary ($((SECONDS - T0)) s of the ${
 for t in "${TAILS[@]:0:4}"; do say "$t"; done  # the first 4 failures: the rest are in the logs
 [ "${#TAILS[@]}" -le 4 ] || say "--- $(( ${#TAILS[@]} - 4 )) more failures: see their logs in \$OUT"
 [ -z "$BENCH_TABLE" ] || { say ""; say "$BENCH_TABLE"; }
-PROFILE=$(grep -A 30 'time per step by kernel' "$OUT/bench.log" 2>/dev/null | grep -E '^(retort bench|  )' | head -30 || true)
+PROFILE=$(grep -A 50 'time per step by kernel' "$OUT/bench.log" 2>/dev/null | grep -E '^(retort bench|  )' | head -50 || true)
 [ -z "$PROFILE" ] || { say ""; say "$PROFILE"; }
 [ ! -s "$BASE/bench/attention-peer.json" ] || say "attention peer: $(tr -d '\n ' < "$BASE/bench/attention-peer.json")"
 say ""
