@@ -87,6 +87,16 @@ void finish_output(Tensor& out, const Tensor& written) {
   if (!written.same_storage(out)) convert(out, written);
 }
 
+// Calls kernel(out, in) with the typed pointers of out and in (each F32 or BF16).
+template <class Kernel>
+void with_types(const Tensor& out, const Tensor& in, Kernel&& kernel) {
+  const bool o16 = out.dtype() == DType::BF16, i16 = in.dtype() == DType::BF16;
+  if (o16 && i16) kernel(out.data<uint16_t>(), in.data<uint16_t>());
+  else if (o16) kernel(out.data<uint16_t>(), in.data<float>());
+  else if (i16) kernel(out.data<float>(), in.data<uint16_t>());
+  else kernel(out.data<float>(), in.data<float>());
+}
+
 // check_f32 for element i of a list argument of a multi-tensor op: names it `list[i].name`.
 void check_f32_at(const char* op, const char* list, size_t i, const char* name, const Tensor& t) {
   RETORT_CHECK(t.defined(), op, ": tensor `", list, "[", i, "]", name, "` is undefined");
@@ -124,9 +134,27 @@ std::string product_label(int64_t M, int64_t N, int64_t K, bool ta, bool tb, int
   return str_cat("matmul ", M, "x", N, "x", K, " ", ta ? "T" : "N", tb ? "T" : "N",
                  n > 1 ? str_cat(" batch ", n) : std::string());
 }
-}  // namespace
 
-namespace {
+// [M, N, K] of op(a) @ op(b) for a stored [ar, ac] and b stored [br, bc]; an error naming both
+// when the inner dims differ.
+std::array<int64_t, 3> inner_dims(const char* op, const Tensor& a, int64_t ar, int64_t ac,
+                                  bool transpose_a, const Tensor& b, int64_t br, int64_t bc,
+                                  bool transpose_b) {
+  const int64_t M = transpose_a ? ac : ar, K = transpose_a ? ar : ac;
+  const int64_t Kb = transpose_b ? bc : br, N = transpose_b ? br : bc;
+  RETORT_CHECK(K == Kb, op, ": inner dims differ: op(a) is [", M, ", ", K, "] (a ",
+               shape_str(a.shape()), transpose_a ? " transposed" : "", "), op(b) is [", Kb, ", ",
+               N, "] (b ", shape_str(b.shape()), transpose_b ? " transposed" : "", ")");
+  return {M, N, K};
+}
+
+// A product on bf16 operands (fp32 ones rounded first): one of them or y is bf16, or
+// matmul_precision() is BF16.
+bool bf16_product(const Tensor& y, const Tensor& a, const Tensor& b) {
+  return a.dtype() == DType::BF16 || b.dtype() == DType::BF16 || y.dtype() == DType::BF16 ||
+         g_matmul_precision == MatmulPrecision::BF16;
+}
+
 // [M, N, K] of y = op(a) @ op(b) (each viewed 2-D: rows, last dim), after checking the operands
 // are float, the shapes agree and y aliases neither.
 std::array<int64_t, 3> product_dims(const char* op, const Tensor& y, const Tensor& a,
@@ -137,12 +165,8 @@ std::array<int64_t, 3> product_dims(const char* op, const Tensor& y, const Tenso
   RETORT_CHECK(a.ndim() >= 1 && b.ndim() >= 1 && y.ndim() >= 1, op,
                ": tensors need at least 1 dim: a ", shape_str(a.shape()), ", b ",
                shape_str(b.shape()), ", y ", shape_str(y.shape()));
-  const int64_t ar = rows_of(a), ac = last_dim(a), br = rows_of(b), bc = last_dim(b);
-  const int64_t M = transpose_a ? ac : ar, K = transpose_a ? ar : ac;
-  const int64_t Kb = transpose_b ? bc : br, N = transpose_b ? br : bc;
-  RETORT_CHECK(K == Kb, op, ": inner dims differ: op(a) is [", M, ", ", K, "] (a ",
-               shape_str(a.shape()), transpose_a ? " transposed" : "", "), op(b) is [", Kb, ", ",
-               N, "] (b ", shape_str(b.shape()), transpose_b ? " transposed" : "", ")");
+  const auto [M, N, K] = inner_dims(op, a, rows_of(a), last_dim(a), transpose_a, b, rows_of(b),
+                                    last_dim(b), transpose_b);
   RETORT_CHECK(rows_of(y) == M && last_dim(y) == N, op, ": y ", shape_str(y.shape()),
                " must be [", M, ", ", N, "] for op(a) [", M, ", ", K, "] @ op(b) [", K, ", ", N,
                "]");
@@ -189,8 +213,7 @@ void matmul_add(Tensor& y, const Tensor& c, const Tensor& a, bool transpose_a, c
   const Device dev = common_device(op, {&y, &c, &a, &b});
   const op_profile::Scope flops(product_label(M, N, K, transpose_a, transpose_b), dev,
                                 2.0 * M * N * K);
-  if (a.dtype() == DType::BF16 || b.dtype() == DType::BF16 ||
-      g_matmul_precision == MatmulPrecision::BF16) {  // a bf16 product; fp32 operands rounded first
+  if (bf16_product(y, a, b)) {
     const Tensor ra = as_dtype(a, DType::BF16), rb = as_dtype(b, DType::BF16);
     RETORT_KERNEL(dev, matmul_add, y.data<float>(), c.data<float>(), ra.data<uint16_t>(),
                   transpose_a, rb.data<uint16_t>(), transpose_b, M, N, K);
@@ -218,11 +241,8 @@ void matmul_batched(Tensor& y, const Tensor& a, bool transpose_a, const Tensor& 
   const auto rows = [](const Tensor& t) { return t.dim(-2); };
   const auto cols = [](const Tensor& t) { return t.dim(-1); };
   const auto stride = [](const Tensor& t) { return t.ndim() == 3 ? t.dim(1) * t.dim(2) : 0; };
-  const int64_t M = transpose_a ? cols(a) : rows(a), K = transpose_a ? rows(a) : cols(a);
-  const int64_t Kb = transpose_b ? cols(b) : rows(b), N = transpose_b ? rows(b) : cols(b);
-  RETORT_CHECK(K == Kb, op, ": inner dims differ: op(a) is [", M, ", ", K, "] (a ",
-               shape_str(a.shape()), transpose_a ? " transposed" : "", "), op(b) is [", Kb, ", ",
-               N, "] (b ", shape_str(b.shape()), transpose_b ? " transposed" : "", ")");
+  const auto [M, N, K] =
+      inner_dims(op, a, rows(a), cols(a), transpose_a, b, rows(b), cols(b), transpose_b);
   RETORT_CHECK(y.dim(1) == M && y.dim(2) == N, op, ": y ", shape_str(y.shape()), " must be [", n,
                ", ", M, ", ", N, "] for op(a) [", M, ", ", K, "] @ op(b) [", K, ", ", N, "]");
   RETORT_CHECK(!overlaps(y, a) && !overlaps(y, b), op, ": y must not alias a or b");
@@ -230,8 +250,7 @@ void matmul_batched(Tensor& y, const Tensor& a, bool transpose_a, const Tensor& 
   const MatmulBatch batch{n, stride(a), stride(b), M * N};
   const op_profile::Scope flops(product_label(M, N, K, transpose_a, transpose_b, n), dev,
                                 2.0 * n * M * N * K);
-  if (a.dtype() == DType::BF16 || b.dtype() == DType::BF16 || y.dtype() == DType::BF16 ||
-      g_matmul_precision == MatmulPrecision::BF16) {  // a bf16 product; fp32 operands rounded first
+  if (bf16_product(y, a, b)) {  // fp32 operands rounded first
     const Tensor ra = as_dtype(a, DType::BF16), rb = as_dtype(b, DType::BF16);
     if (y.dtype() == DType::BF16)
       RETORT_KERNEL(dev, matmul_bf16_rounded, y.data<uint16_t>(), ra.data<uint16_t>(), transpose_a,
@@ -413,19 +432,9 @@ void rope_apply(const char* op, Tensor& y, const Tensor& x, const Tensor& table,
                shape_str(x.shape()));
   RETORT_CHECK(!overlaps(y, x) || y.raw() == x.raw(), op, ": y must be x itself or not overlap it");
   const Device dev = common_device("rope_apply", {&y, &x, &table});
-  const bool y16 = y.dtype() == DType::BF16, x16 = x.dtype() == DType::BF16;
-  if (y16 && x16)
-    RETORT_KERNEL(dev, rope_apply, y.data<uint16_t>(), x.data<uint16_t>(), table.data<float>(), B,
-                  T, nh, hd, sign);
-  else if (y16)
-    RETORT_KERNEL(dev, rope_apply, y.data<uint16_t>(), x.data<float>(), table.data<float>(), B, T,
-                  nh, hd, sign);
-  else if (x16)
-    RETORT_KERNEL(dev, rope_apply, y.data<float>(), x.data<uint16_t>(), table.data<float>(), B, T,
-                  nh, hd, sign);
-  else
-    RETORT_KERNEL(dev, rope_apply, y.data<float>(), x.data<float>(), table.data<float>(), B, T,
-                  nh, hd, sign);
+  with_types(y, x, [&](auto* yp, const auto* xp) {
+    RETORT_KERNEL(dev, rope_apply, yp, xp, table.data<float>(), B, T, nh, hd, sign);
+  });
 }
 }  // namespace
 
@@ -467,15 +476,6 @@ std::array<int64_t, 4> rmsnorm_rope_dims(const char* op, const Tensor& x, const 
   return {B, T, nh, hd};
 }
 
-// Calls kernel(out, in) with the typed pointers of out and in (each F32 or BF16).
-template <class Kernel>
-void with_types(const Tensor& out, const Tensor& in, Kernel&& kernel) {
-  const bool o16 = out.dtype() == DType::BF16, i16 = in.dtype() == DType::BF16;
-  if (o16 && i16) kernel(out.data<uint16_t>(), in.data<uint16_t>());
-  else if (o16) kernel(out.data<uint16_t>(), in.data<float>());
-  else if (i16) kernel(out.data<float>(), in.data<uint16_t>());
-  else kernel(out.data<float>(), in.data<float>());
-}
 }  // namespace
 
 void rmsnorm_rope_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& g,
@@ -537,16 +537,10 @@ void swiglu_forward(Tensor& h, const Tensor& gate, const Tensor& up) {
   check_gate_up(op, gate, up);
   check_same_shape(op, "h", h, "gate", gate);
   const Device dev = common_device("swiglu_forward", {&h, &gate, &up});
-  const int64_t n = h.numel();
-  const bool h16 = h.dtype() == DType::BF16, in16 = gate.dtype() == DType::BF16;
-  if (h16 && in16)
-    RETORT_KERNEL(dev, swiglu_forward, h.data<uint16_t>(), gate.data<uint16_t>(), up.data<uint16_t>(), n);
-  else if (h16)
-    RETORT_KERNEL(dev, swiglu_forward, h.data<uint16_t>(), gate.data<float>(), up.data<float>(), n);
-  else if (in16)
-    RETORT_KERNEL(dev, swiglu_forward, h.data<float>(), gate.data<uint16_t>(), up.data<uint16_t>(), n);
-  else
-    RETORT_KERNEL(dev, swiglu_forward, h.data<float>(), gate.data<float>(), up.data<float>(), n);
+  with_types(h, gate, [&](auto* hp, const auto* gp) {
+    using In = std::remove_const_t<std::remove_pointer_t<decltype(gp)>>;
+    RETORT_KERNEL(dev, swiglu_forward, hp, gp, up.data<In>(), h.numel());
+  });
 }
 
 void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor& gate,
@@ -567,20 +561,12 @@ void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor&
                    !overlaps(dup, up) && !overlaps(dgate, dup),
                op, ": dgate/dup must not alias gate, up or each other");
   const Device dev = common_device("swiglu_backward", {&dgate, &dup, &dh, &gate, &up});
-  const int64_t n = gate.numel();
-  const bool out16 = dgate.dtype() == DType::BF16, in16 = gate.dtype() == DType::BF16;
-  if (out16 && in16)
-    RETORT_KERNEL(dev, swiglu_backward, dgate.data<uint16_t>(), dup.data<uint16_t>(),
-                  dh.data<uint16_t>(), gate.data<uint16_t>(), up.data<uint16_t>(), n);
-  else if (out16)
-    RETORT_KERNEL(dev, swiglu_backward, dgate.data<uint16_t>(), dup.data<uint16_t>(),
-                  dh.data<float>(), gate.data<float>(), up.data<float>(), n);
-  else if (in16)
-    RETORT_KERNEL(dev, swiglu_backward, dgate.data<float>(), dup.data<float>(), dh.data<uint16_t>(),
-                  gate.data<uint16_t>(), up.data<uint16_t>(), n);
-  else
-    RETORT_KERNEL(dev, swiglu_backward, dgate.data<float>(), dup.data<float>(), dh.data<float>(),
-                  gate.data<float>(), up.data<float>(), n);
+  with_types(dgate, gate, [&](auto* dgp, const auto* gp) {
+    using Out = std::remove_pointer_t<decltype(dgp)>;
+    using In = std::remove_const_t<std::remove_pointer_t<decltype(gp)>>;
+    RETORT_KERNEL(dev, swiglu_backward, dgp, dup.data<Out>(), dh.data<In>(), gp, up.data<In>(),
+                  gate.numel());
+  });
 }
 
 // ---- cross-entropy -----------------------------------------------------------------------

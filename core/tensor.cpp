@@ -1,9 +1,9 @@
 #include "core/tensor.h"
 
+#include "core/cpu/bf16.h"
 #include "core/device.h"
 
 #include <cstdlib>
-#include <cstring>
 #include <sstream>
 
 namespace retort {
@@ -131,19 +131,8 @@ Tensor Tensor::span(const Shape& shape) const {
   return t;
 }
 
-uint16_t f32_to_bf16(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);  // NaN
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
+uint16_t f32_to_bf16(float x) { return cpu::round_to_bf16(x); }
 
-float bf16_to_f32(uint16_t x) {
-  uint32_t u = static_cast<uint32_t>(x) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
+float bf16_to_f32(uint16_t x) { return cpu::load(&x); }
 
 }  // namespace retort

@@ -1,6 +1,6 @@
 // bfloat16 for CPU kernels that read or write bf16 activations (rounded where they are produced,
 // as core/cuda/common.cuh's store does on the GPU): round to nearest even; NaN stays NaN (quiet
-// bit set). Bitwise retort::f32_to_bf16 / bf16_to_f32.
+// bit set). retort::f32_to_bf16 / bf16_to_f32 (core/tensor.h) are these.
 #pragma once
 #include <cstdint>
 #include <cstring>

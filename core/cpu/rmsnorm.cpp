@@ -8,6 +8,7 @@
 // before its store, y = RoPE(x · r · g), and the backward rotates dy back first (dn = RoPE⁻¹(dy)
 // in place of dy above) — bitwise rmsnorm into fp32 then rope_apply, and the reverse.
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "core/cpu/bf16.h"
@@ -85,24 +86,36 @@ void backward(Out* dx, float* dg, const In* dy, const In* x, const float* g, con
   for (int64_t blk = 0; blk < nblk; ++blk) {
     double* pg = part.data() + blk * C;
     for (int64_t c = 0; c < C; ++c) pg[c] = 0.0;
-    std::vector<float> xw(static_cast<size_t>(C)), dyw(static_cast<size_t>(C));
+    // bf16 rows widened, and dy rotated back with RoPE fused, into per-thread rows; fp32 ones
+    // are read in place
+    constexpr bool f32 = std::is_same_v<In, float>;
+    std::vector<float> xw(f32 ? 0 : size_t(C)), dyw(f32 && !rope.table ? 0 : size_t(C));
     const int64_t r1 = (blk + 1) * kRowBlock < rows ? (blk + 1) * kRowBlock : rows;
     for (int64_t r = blk * kRowBlock; r < r1; ++r) {
-      // the row as float: x, and dy (rotated back by the row's angle with RoPE fused)
-      for (int64_t c = 0; c < C; ++c) xw[c] = load(&x[r * C + c]);
+      const In* xi = x + r * C;
       const In* dyi = dy + r * C;
-      if (!rope.table) {
-        for (int64_t c = 0; c < C; ++c) dyw[c] = load(&dyi[c]);
+      const float* xr;
+      const float* dyr;
+      if constexpr (f32) {
+        xr = xi;
       } else {
+        for (int64_t c = 0; c < C; ++c) xw[c] = load(&xi[c]);
+        xr = xw.data();
+      }
+      if (rope.table) {
         const float* cs = rope.angles(r, C);
         for (int64_t i = 0; i < half; ++i) {
           const float a = load(&dyi[i]), b = load(&dyi[half + i]), c = cs[i], sn = -cs[half + i];
           dyw[i] = a * c - b * sn;
           dyw[half + i] = b * c + a * sn;
         }
+        dyr = dyw.data();
+      } else if constexpr (f32) {
+        dyr = dyi;
+      } else {
+        for (int64_t c = 0; c < C; ++c) dyw[c] = load(&dyi[c]);
+        dyr = dyw.data();
       }
-      const float* xr = xw.data();
-      const float* dyr = dyw.data();
       Out* dxr = dx + r * C;
       const float rs = rstd[r];
       float dot = 0.0f;  // Σ dy g x
