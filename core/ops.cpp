@@ -521,51 +521,42 @@ void rmsnorm_rope_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tenso
 // ---- SwiGLU ------------------------------------------------------------------------------
 
 namespace {
-// gate and up: one dtype, F32 or BF16.
-void check_gate_up(const char* op, const Tensor& gate, const Tensor& up) {
-  check_float(op, "gate", gate);
-  check_float(op, "up", up);
-  RETORT_CHECK(gate.dtype() == up.dtype(), op, ": gate (", dtype_name(gate.dtype()), ") and up (",
-               dtype_name(up.dtype()), ") must have one dtype");
-  check_same_shape(op, "gate", gate, "up", up);
+// h [rows, F] and gate_up [rows, 2F] (gate's F columns, then up's); returns F.
+int64_t check_swiglu(const char* op, const Tensor& h, const char* h_name, const Tensor& gate_up) {
+  check_float(op, h_name, h);
+  check_float(op, "gate_up", gate_up);
+  const int64_t F = last_dim(h);
+  Shape packed = h.shape();
+  if (!packed.empty()) packed.back() = 2 * F;
+  RETORT_CHECK(gate_up.shape() == packed, op, ": gate_up ", shape_str(gate_up.shape()),
+               " must be ", h_name, " ", shape_str(h.shape()), " with twice its columns (",
+               shape_str(packed), ": gate, then up)");
+  return F;
 }
 }  // namespace
 
-void swiglu_forward(Tensor& h, const Tensor& gate, const Tensor& up) {
+void swiglu_forward(Tensor& h, const Tensor& gate_up) {
   const char* op = "swiglu_forward";
-  check_float(op, "h", h);
-  check_gate_up(op, gate, up);
-  check_same_shape(op, "h", h, "gate", gate);
-  const Device dev = common_device("swiglu_forward", {&h, &gate, &up});
-  with_types(h, gate, [&](auto* hp, const auto* gp) {
-    using In = std::remove_const_t<std::remove_pointer_t<decltype(gp)>>;
-    RETORT_KERNEL(dev, swiglu_forward, hp, gp, up.data<In>(), h.numel());
+  const int64_t F = check_swiglu(op, h, "h", gate_up);
+  const Device dev = common_device(op, {&h, &gate_up});
+  with_types(h, gate_up, [&](auto* hp, const auto* gp) {
+    RETORT_KERNEL(dev, swiglu_forward, hp, gp, rows_of(h), F);
   });
 }
 
-void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor& gate,
-                     const Tensor& up) {
+void swiglu_backward(Tensor& dgate_up, const Tensor& dh, const Tensor& gate_up) {
   const char* op = "swiglu_backward";
-  check_float(op, "dgate", dgate);
-  check_float(op, "dup", dup);
-  RETORT_CHECK(dgate.dtype() == dup.dtype(), op, ": dgate (", dtype_name(dgate.dtype()),
-               ") and dup (", dtype_name(dup.dtype()), ") must have one dtype");
-  check_gate_up(op, gate, up);
-  check_float(op, "dh", dh);
-  RETORT_CHECK(dh.dtype() == gate.dtype(), op, ": dh (", dtype_name(dh.dtype()),
-               ") must have the dtype of gate and up (", dtype_name(gate.dtype()), ")");
-  check_same_shape(op, "dh", dh, "gate", gate);
-  check_same_shape(op, "dgate", dgate, "gate", gate);
-  check_same_shape(op, "dup", dup, "gate", gate);
-  RETORT_CHECK(!overlaps(dgate, gate) && !overlaps(dgate, up) && !overlaps(dup, gate) &&
-                   !overlaps(dup, up) && !overlaps(dgate, dup),
-               op, ": dgate/dup must not alias gate, up or each other");
-  const Device dev = common_device("swiglu_backward", {&dgate, &dup, &dh, &gate, &up});
-  with_types(dgate, gate, [&](auto* dgp, const auto* gp) {
-    using Out = std::remove_pointer_t<decltype(dgp)>;
+  const int64_t F = check_swiglu(op, dh, "dh", gate_up);
+  check_float(op, "dgate_up", dgate_up);
+  check_same_shape(op, "dgate_up", dgate_up, "gate_up", gate_up);
+  RETORT_CHECK(dh.dtype() == gate_up.dtype(), op, ": dh (", dtype_name(dh.dtype()),
+               ") must have the dtype of gate_up (", dtype_name(gate_up.dtype()), ")");
+  RETORT_CHECK(!overlaps(dgate_up, gate_up) && !overlaps(dgate_up, dh), op,
+               ": dgate_up must not alias gate_up or dh");
+  const Device dev = common_device(op, {&dgate_up, &dh, &gate_up});
+  with_types(dgate_up, gate_up, [&](auto* dp, const auto* gp) {
     using In = std::remove_const_t<std::remove_pointer_t<decltype(gp)>>;
-    RETORT_KERNEL(dev, swiglu_backward, dgp, dup.data<Out>(), dh.data<In>(), gp, up.data<In>(),
-                  gate.numel());
+    RETORT_KERNEL(dev, swiglu_backward, dp, dh.data<In>(), gp, rows_of(dh), F);
   });
 }
 

@@ -99,13 +99,16 @@ void rmsnorm_rope_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tenso
                            const Tensor& g, const Tensor& rstd, const Tensor& table);
 
 // ---- SwiGLU ----------------------------------------------------------------------------
-// gate, up: [rows, F] -> h = silu(gate) * up, silu(z) = z * sigmoid(z). h F32 or BF16; gate and
-// up both F32 or both BF16 (matmul outputs stored in bf16).
-void swiglu_forward(Tensor& h, const Tensor& gate, const Tensor& up);
-// dgate, dup overwritten (may NOT alias gate/up), both F32 or both BF16; dh has the dtype of
-// gate and up (a bf16 product's output under bf16 activations).
-void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor& gate,
-                     const Tensor& up);
+// gate_up: [rows, 2F], each row gate (its first F columns) then up: the output of ONE product
+// with the gate and up weights stacked [2F, d] (they lie one after the other in the flat
+// layout), so the MLP's input projection, its input gradient and its weight gradient are one
+// product each. h: [rows, F] = silu(gate) * up, silu(z) = z * sigmoid(z). h F32 or BF16;
+// gate_up F32 or BF16 (a bf16 product's output).
+void swiglu_forward(Tensor& h, const Tensor& gate_up);
+// dgate_up (gate_up's layout: dgate, then dup per row) overwritten, F32 or BF16, may NOT alias
+// gate_up or dh; dh [rows, F] has the dtype of gate_up (a bf16 product's output under bf16
+// activations).
+void swiglu_backward(Tensor& dgate_up, const Tensor& dh, const Tensor& gate_up);
 
 // ---- softmax cross-entropy with z-loss ------------------------------------------------
 // logits: [rows, V], targets: [rows] I32 in [0, V).

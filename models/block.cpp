@@ -8,7 +8,8 @@
 //   att = causal GQA softmax(q kᵀ/sqrt(hd)) v                 [R, H·hd]
 //   x_mid = x_in + att Woᵀ                                    [R, d]
 //   h2 = RMSNorm(x_mid; g_post)
-//   act = silu(h2 W_gateᵀ) ⊙ (h2 W_upᵀ)                       [R, F]
+//   [gate | up] = h2 [W_gate; W_up]ᵀ                          [R, 2F] (one product)
+//   act = silu(gate) ⊙ up                                     [R, F]
 //   x_out = x_mid + act W_downᵀ                               [R, d]
 //
 // Tensor parallelism (models/tensor_parallel_regions.h): H, Hkv and F are this rank's heads and
@@ -22,7 +23,7 @@ namespace retort {
 
 void Transformer::block_forward(int layer, const Tensor& x_in, Tensor& x_out, BlockActs& a) {
   const LayerWeights& w = layers_[layer];
-  const int64_t B = B_, T = T_, R = R_, H = H_, Hkv = Hkv_, hd = cfg_.head_dim, F = F_;
+  const int64_t B = B_, T = T_, R = R_, H = H_, Hkv = Hkv_, hd = cfg_.head_dim;
   const float eps = float(cfg_.norm_eps);
   Tensor rope = rope_.slice(0, T);
   // RMSNorm on this rank's rows, then (sp) gathered into the full [R, d] for the projections.
@@ -58,9 +59,8 @@ void Transformer::block_forward(int layer, const Tensor& x_in, Tensor& x_out, Bl
 
   // ---- MLP ----
   norm_enter(a.h2, a.rstd2, a.x_mid, w.ln_post.w);
-  Tensor gate_up = a.gate.span({2, R, F});  // gate, up in one batched product
-  ops::matmul_batched(gate_up, a.h2, false, mm(w.gate_up), true);
-  ops::swiglu_forward(a.act, a.gate, a.up);
+  ops::matmul(a.gate_up, a.h2, false, mm(w.gate_up), true);  // [R, 2F] = h2 [W_gate; W_up]ᵀ
+  ops::swiglu_forward(a.act, a.gate_up);
   row_parallel_residual(x_out, a.x_mid, a.act, mm(w.w_down));
 }
 
@@ -75,12 +75,11 @@ void Transformer::block_backward(int layer, const Tensor& x_in, Tensor& dx, cons
                 F = F_;
   Tensor rope = rope_.slice(0, T);
   Tensor dh = dh_b_.get(device_, {R, d});
-  // Gradients read only by bf16 products, SwiGLU, RoPE and cuDNN (dact, dgate, dup, datt, dq, dk,
+  // Gradients read only by bf16 products, SwiGLU, RoPE and cuDNN (dact, dgate_up, datt, dq, dk,
   // dv): op_dt.
   const DType op_dt = operand_dtype();
   Tensor dact = dact_b_.get(device_, {R, F}, op_dt);
-  const Tensor dgate_up = dgate_up_b_.get(device_, {2 * R * F}, op_dt);  // dgate, then dup
-  Tensor dgate = piece(dgate_up, 0, {R, F}), dup = piece(dgate_up, R * F, {R, F});
+  Tensor dgate_up = dgate_up_b_.get(device_, {R, 2 * F}, op_dt);  // per row dgate, then dup
   Tensor g_down = w.w_down.g, g_gate_up = w.gate_up.g, g_o = w.wo.g;
   Tensor g_in = w.ln_in.g, g_post = w.ln_post.g;
 
@@ -88,11 +87,9 @@ void Transformer::block_backward(int layer, const Tensor& x_in, Tensor& dx, cons
   Tensor op = residual_operand(dx, dx16);                        // dy [R, d]
   ops::matmul(dact, op, false, mm(w.w_down), false);             // dact = dy W_down   [R,d]@[d,F]
   ops::matmul(g_down, op, true, a.act, false, 1.0f, 1.0f);       // dW_down += dyᵀ act [d,R]@[R,F]
-  ops::swiglu_backward(dgate, dup, dact, a.gate, a.up);
-  ops::matmul(dh, dgate, false, mm(w.w_gate), false);            // dh2 = dgate W_gate + dup W_up
-  ops::matmul(dh, dup, false, mm(w.w_up), false, 1.0f, 1.0f);
-  // dW_gate += dgateᵀ h2, dW_up += dupᵀ h2: one batched product   [2,F,R]@[R,d]
-  ops::matmul_batched(g_gate_up, dgate_up.view({2, R, F}), true, a.h2, false, 1.0f, 1.0f);
+  ops::swiglu_backward(dgate_up, dact, a.gate_up);
+  ops::matmul(dh, dgate_up, false, mm(w.gate_up), false);        // dh2 = [dgate|dup] [W_gate; W_up]
+  ops::matmul(g_gate_up, dgate_up, true, a.h2, false, 1.0f, 1.0f);  // += dgate_upᵀ h2 [2F,R]@[R,d]
   Tensor dhl = enter_backward(dlocal_b_, dh);                    // [Rl, d]
   norm_backward(dx, g_post, dhl, a.x_mid, w.ln_post.w, a.rstd2, sp(), true, dx16);  // dL/dx_mid
 

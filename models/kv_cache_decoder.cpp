@@ -31,8 +31,12 @@ KvCacheDecoder::KvCacheDecoder(const Transformer& model, int64_t max_batch, int6
       l.k_norm = w(p + "self_attn.k_norm.weight");
     }
     l.ln_post = w(p + "post_attention_layernorm.weight");
-    l.w_gate = w(p + "mlp.gate_proj.weight");
-    l.w_up = w(p + "mlp.up_proj.weight");
+    // gate and up stacked [2F, d] (one after the other in the flat layout): one product
+    const Tensor gate = w(p + "mlp.gate_proj.weight"), up = w(p + "mlp.up_proj.weight");
+    RETORT_CHECK(up.same_storage(gate) &&
+                     up.raw() == static_cast<const char*>(gate.raw()) + gate.nbytes(),
+                 "KvCacheDecoder: ", p, "mlp.up_proj must follow gate_proj in the flat layout");
+    l.w_gate_up = gate.span({2 * gate.dim(0), gate.dim(1)});
     l.w_down = w(p + "mlp.down_proj.weight");
     l.k_cache = Tensor::zeros(cache, DType::F32, device_);
     l.v_cache = Tensor::zeros(cache, DType::F32, device_);
@@ -83,8 +87,8 @@ void KvCacheDecoder::forward(const Tensor& tokens, int64_t B, int64_t n) {
   Tensor qn = buf(6, {R, H * hd}), kn = buf(7, {R, Hkv * hd});
   Tensor rstd_q = buf(8, {R * H}), rstd_k = buf(9, {R * Hkv});
   Tensor att = buf(10, {R, H * hd}), lse = buf(11, {B * H * n});
-  Tensor gate = buf(12, {R, F}), up = buf(13, {R, F}), act = buf(14, {R, F});
-  Tensor ids = buf(15, {R}, DType::I32);
+  Tensor gate_up = buf(12, {R, 2 * F}), act = buf(13, {R, F});
+  Tensor ids = buf(14, {R}, DType::I32);
   ops::copy(ids, tokens.view({R}));  // tokens may come from the host
 
   ops::embedding_forward(x, ids, embed_);
@@ -126,9 +130,8 @@ void KvCacheDecoder::forward(const Tensor& tokens, int64_t B, int64_t n) {
     ops::matmul(x, att, false, l.wo, true, 1.0f, 1.0f);  // x += att Woᵀ
     // ---- MLP ----
     ops::rmsnorm_forward(h, rstd, x, l.ln_post, eps);
-    ops::matmul(gate, h, false, l.w_gate, true);
-    ops::matmul(up, h, false, l.w_up, true);
-    ops::swiglu_forward(act, gate, up);
+    ops::matmul(gate_up, h, false, l.w_gate_up, true);  // [R, 2F]: gate, up per row
+    ops::swiglu_forward(act, gate_up);
     ops::matmul(x, act, false, l.w_down, true, 1.0f, 1.0f);  // x += act W_downᵀ
   }
   ops::rmsnorm_forward(h, rstd, x, final_norm_, eps);

@@ -33,7 +33,7 @@ class KvCacheDecoder {
 
  private:
   struct Layer {
-    Tensor ln_in, wq, wk, wv, wo, q_norm, k_norm, ln_post, w_gate, w_up, w_down;
+    Tensor ln_in, wq, wk, wv, wo, q_norm, k_norm, ln_post, w_gate_up, w_down;
     Tensor k_cache, v_cache;  // [max_batch, max_len, Hkv, hd]
   };
   // Runs tokens [B, n] at positions [pos_, pos_ + n) through the model; fills logits_.

@@ -185,16 +185,17 @@ void Transformer::rebuild_weights() {
     lw.w_up = next();
     lw.w_down = next();
     lw.qkv = consecutive({&lw.wq, &lw.wk, &lw.wv});
-    lw.gate_up = consecutive({&lw.w_gate, &lw.w_up});
+    lw.gate_up = consecutive({&lw.w_gate, &lw.w_up}, /*stacked=*/true);
   }
   final_norm_ = next();
   lm_head_ = cfg_.tie_embeddings ? embed_ : next();
   RETORT_CHECK(k == params_.size(), "parameter layout mismatch");
 }
 
-Transformer::Weight Transformer::consecutive(std::initializer_list<const Weight*> ws) {
-  // The tensors `part` of ws as one [n, ...] view when each starts where the one before it
-  // ends, else undefined.
+Transformer::Weight Transformer::consecutive(std::initializer_list<const Weight*> ws,
+                                             bool stacked) {
+  // The tensors `part` of ws as one [n, ...] view (stacked: [n·rows, ...]) when each starts
+  // where the one before it ends, else undefined.
   const auto joined = [&](Tensor Weight::*part) {
     const Tensor& t0 = (*ws.begin())->*part;
     if (!t0.defined()) return Tensor();
@@ -206,7 +207,10 @@ Transformer::Weight Transformer::consecutive(std::initializer_list<const Weight*
       next += t.nbytes();
     }
     Shape shape = t0.shape();
-    shape.insert(shape.begin(), int64_t(ws.size()));
+    if (stacked)
+      shape[0] *= int64_t(ws.size());
+    else
+      shape.insert(shape.begin(), int64_t(ws.size()));
     return t0.span(shape);
   };
   return Weight{joined(&Weight::w), joined(&Weight::g), joined(&Weight::w16)};
@@ -368,9 +372,7 @@ Transformer::BlockActs Transformer::block_acts(int i) {
   a.x_mid = b.x_mid.get(device_, {Rl, d});
   a.h2 = b.h2.get(device_, {R, d}, op_dt);
   a.rstd2 = b.rstd2.get(device_, {Rl});
-  const Tensor gate_up = b.gate_up.get(device_, {2 * R * F}, op_dt);
-  a.gate = piece(gate_up, 0, {R, F});
-  a.up = piece(gate_up, R * F, {R, F});
+  a.gate_up = b.gate_up.get(device_, {R, 2 * F}, op_dt);
   a.act = b.act.get(device_, {R, F}, op_dt);
   return a;
 }

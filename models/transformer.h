@@ -160,18 +160,21 @@ class Transformer {
   static const Tensor& mm(const Weight& w) { return w.w16.defined() ? w.w16 : w.w; }
   struct LayerWeights {
     Weight ln_in, wq, wk, wv, wo, q_norm, k_norm, ln_post, w_gate, w_up, w_down;
-    // Consecutive weights seen as one [n, out, in] for batched products (ops::matmul_batched):
-    // q, k, v when they have one shape (no GQA; else undefined), gate and up.
+    // Consecutive weights seen as one: q, k, v as [3, out, in] for a batched product
+    // (ops::matmul_batched) when they have one shape (no GQA; else undefined); gate and up
+    // stacked [2F, d] for single products (ops::swiglu_forward's packed layout).
     Weight qkv, gate_up;
   };
   // The weights ws, laid out one after another with one shape, as one [n, out, in] Weight
-  // (its value, gradient and bf16 copy each undefined where they are not, or are unbound).
-  static Weight consecutive(std::initializer_list<const Weight*> ws);
+  // (its value, gradient and bf16 copy each undefined where they are not, or are unbound);
+  // stacked: as [n·out, in] instead.
+  static Weight consecutive(std::initializer_list<const Weight*> ws, bool stacked = false);
   // What a block's backward needs (R = B·T rows). All but the rstd and lse and x_mid are
   // operand_dtype().
   // R = B·T rows inside the tensor-parallel regions, Rl = R/tp (sp) or R rows in the residual
   // stream; H, Hkv, F per rank.
-  // q, k, v and gate, up lie one after another (batched products).
+  // q, k, v lie one after another (a batched product); gate and up side by side in each row
+  // of gate_up (one product).
   struct BlockActs {
     Tensor h1, rstd1;         // [R, d], [Rl]      RMSNorm(x_in) (gathered under sp)
     Tensor q, k, v;           // [R, H·hd], [R, Hkv·hd] x 2: the projections
@@ -180,7 +183,7 @@ class Transformer {
     Tensor att, lse;          // [R, H·hd], [B, H, T]
     Tensor x_mid;             // [Rl, d] residual after attention
     Tensor h2, rstd2;         // [R, d], [Rl]
-    Tensor gate, up, act;     // [R, F]
+    Tensor gate_up, act;      // [R, 2F] (gate, up per row), [R, F]
   };
   struct Backing {  // capacity-managed storage for one activation
     Tensor buf;

@@ -1,5 +1,6 @@
-// SwiGLU: h = silu(gate) ⊙ up, silu(z) = z·σ(z).
-//   dgate = dh ⊙ up ⊙ σ(z)(1 + z(1 − σ(z))),   dup = dh ⊙ silu(z)
+// SwiGLU on the packed gate/up product: per row r, z = gate_up[r, :F], u = gate_up[r, F:],
+//   h = silu(z) ⊙ u,   silu(z) = z·σ(z)
+//   dgate = dh ⊙ u ⊙ σ(z)(1 + z(1 − σ(z))),   dup = dh ⊙ silu(z)   (into dgate_up's halves)
 #include "core/cpu/bf16.h"
 #include "core/cpu/fast_math.h"
 #include "core/cpu/kernels.h"
@@ -10,33 +11,45 @@ namespace {
 
 // Out, In: float, or uint16_t for bf16 (outputs rounded once, at the store).
 template <class Out, class In>
-void forward(Out* h, const In* gate, const In* up, int64_t n) {
-#pragma omp parallel for schedule(static) if (n >= 16384)
-  for (int64_t i = 0; i < n; ++i) {
-    const float z = load(&gate[i]);
-    store(&h[i], z * sigmoid_fast(z) * load(&up[i]));
+void forward(Out* h, const In* gate_up, int64_t rows, int64_t F) {
+#pragma omp parallel for schedule(static) if (rows * F >= 16384)
+  for (int64_t r = 0; r < rows; ++r) {
+    const In* gate = gate_up + r * 2 * F;
+    const In* up = gate + F;
+    Out* hr = h + r * F;
+    for (int64_t c = 0; c < F; ++c) {
+      const float z = load(&gate[c]);
+      store(&hr[c], z * sigmoid_fast(z) * load(&up[c]));
+    }
   }
 }
 
 template <class Out, class In>
-void backward(Out* dgate, Out* dup, const In* dh, const In* gate, const In* up, int64_t n) {
-#pragma omp parallel for schedule(static) if (n >= 16384)
-  for (int64_t i = 0; i < n; ++i) {
-    const float z = load(&gate[i]), s = sigmoid_fast(z), d = load(&dh[i]);
-    store(&dgate[i], d * load(&up[i]) * s * (1.0f + z * (1.0f - s)));
-    store(&dup[i], d * z * s);
+void backward(Out* dgate_up, const In* dh, const In* gate_up, int64_t rows, int64_t F) {
+#pragma omp parallel for schedule(static) if (rows * F >= 16384)
+  for (int64_t r = 0; r < rows; ++r) {
+    const In* gate = gate_up + r * 2 * F;
+    const In* up = gate + F;
+    const In* dhr = dh + r * F;
+    Out* dgate = dgate_up + r * 2 * F;
+    Out* dup = dgate + F;
+    for (int64_t c = 0; c < F; ++c) {
+      const float z = load(&gate[c]), s = sigmoid_fast(z), d = load(&dhr[c]);
+      store(&dgate[c], d * load(&up[c]) * s * (1.0f + z * (1.0f - s)));
+      store(&dup[c], d * z * s);
+    }
   }
 }
 
 }  // namespace
 
-#define RETORT_SWIGLU(Out, In)                                                                \
-  void swiglu_forward(Out* h, const In* gate, const In* up, int64_t n) {                     \
-    forward(h, gate, up, n);                                                                 \
-  }                                                                                          \
-  void swiglu_backward(Out* dgate, Out* dup, const In* dh, const In* gate, const In* up,  \
-                       int64_t n) {                                                          \
-    backward(dgate, dup, dh, gate, up, n);                                                   \
+#define RETORT_SWIGLU(Out, In)                                                                 \
+  void swiglu_forward(Out* h, const In* gate_up, int64_t rows, int64_t F) {                   \
+    forward(h, gate_up, rows, F);                                                             \
+  }                                                                                           \
+  void swiglu_backward(Out* dgate_up, const In* dh, const In* gate_up, int64_t rows,          \
+                       int64_t F) {                                                           \
+    backward(dgate_up, dh, gate_up, rows, F);                                                 \
   }
 RETORT_SWIGLU(float, float)
 RETORT_SWIGLU(uint16_t, float)

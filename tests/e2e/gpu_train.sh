@@ -70,11 +70,15 @@ for name in ("rmsnorm_forward", "attention_cudnn forward graph", "attention_cudn
 total = sum(k["ms_per_step"] for k in p["kernels"])
 assert 0 < total <= 1e3 * j["step_s_median"] * 1.001, (total, j["step_s_median"])
 assert p["matmul"]["calls_per_step"] > 0 and p["matmul"]["tflops"] > 0, p
-# ... the products timed per shape, adding up to all of them; gate and up (and, tiny.yaml being
-# GQA, not q, k, v) as one batched product
+# ... the products timed per shape, adding up to all of them; gate and up as one product
+# [R, 2F] (K = d), and (tiny.yaml being GQA) no batched q, k, v
 shapes = p["matmul"]["shapes"]
 assert sum(s["calls_per_step"] for s in shapes) == p["matmul"]["calls_per_step"], shapes
-assert any(s["shape"].endswith("batch 2") for s in shapes), shapes
+nt = [tuple(map(int, s["shape"].split()[1].split("x"))) for s in shapes if s["shape"].endswith(" NT")]
+d = 64  # configs/tiny.yaml
+F = max(k for m, n, k in nt if n == d)  # the down projection: [R, F] [d, F]ᵀ
+assert any(n == 2 * F and k == d for m, n, k in nt), shapes
+assert not any("batch" in s["shape"] for s in shapes), shapes
 print(f"ok: retort bench on the GPU: {j['tokens_per_s']:.0f} tok/s, mfu {j['mfu']:.2g}, {j['gpu_peak_bytes']} B of GPU memory")
 PY
 

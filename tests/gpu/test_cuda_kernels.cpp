@@ -509,34 +509,35 @@ TEST(CudaRoPE, TableAndApplyMatchCpu) {
 
 // ---- SwiGLU -----------------------------------------------------------------------------------
 
+// gate_up [rows, 2F] (gate, up per row): F a multiple of 4 goes four at a time, else one.
 TEST(CudaSwiGLU, ForwardBackwardMatchCpu) {
   uint64_t stream = 300;
-  for (int64_t n : {1LL, 1000LL, 100003LL}) {
-    std::vector<float> gate = randn(n, ++stream, 3.0);
-    gate[0] = 95.0f;  // saturated sigmoid on both sides
-    if (n > 1) gate[1] = -95.0f;
-    const std::vector<float> up = randn(n, ++stream), dh = randn(n, ++stream);
-    std::vector<float> h(n), dgate(n), dup(n);
-    cpu::swiglu_forward(h.data(), gate.data(), up.data(), n);
-    cpu::swiglu_backward(dgate.data(), dup.data(), dh.data(), gate.data(), up.data(), n);
-    Dev<float> d_gate(gate), d_up(up), d_dh(dh), d_h(n), d_dgate(n), d_dup(n);
-    cuda::swiglu_forward(d_h, d_gate, d_up, n);
-    cuda::swiglu_backward(d_dgate, d_dup, d_dh, d_gate, d_up, n);
-    const std::string what = "swiglu n=" + std::to_string(n);
-    const std::vector<float> h1 = d_h.download(), dg1 = d_dgate.download(), du1 = d_dup.download();
+  for (const auto& [rows, F] : {std::pair<int64_t, int64_t>{1, 1}, {7, 333}, {37, 2752}}) {
+    const int64_t n = rows * F;
+    std::vector<float> gate_up = randn(2 * n, ++stream, 3.0);
+    gate_up[0] = 95.0f;  // saturated sigmoid on both sides
+    if (F > 1) gate_up[1] = -95.0f;
+    const std::vector<float> dh = randn(n, ++stream);
+    std::vector<float> h(n), dgate_up(2 * n);
+    cpu::swiglu_forward(h.data(), gate_up.data(), rows, F);
+    cpu::swiglu_backward(dgate_up.data(), dh.data(), gate_up.data(), rows, F);
+    Dev<float> d_gate_up(gate_up), d_dh(dh), d_h(n), d_dgate_up(2 * n);
+    cuda::swiglu_forward(d_h, d_gate_up, rows, F);
+    cuda::swiglu_backward(d_dgate_up, d_dh, d_gate_up, rows, F);
+    const std::string what = "swiglu " + str({rows, F});
+    const std::vector<float> h1 = d_h.download(), dgu1 = d_dgate_up.download();
     expect_close(h1, h, what + " h");
-    expect_close(dg1, dgate, what + " dgate");
-    expect_close(du1, dup, what + " dup");
-    cuda::swiglu_forward(d_h, d_gate, d_up, n);
-    cuda::swiglu_backward(d_dgate, d_dup, d_dh, d_gate, d_up, n);
+    expect_close(dgu1, dgate_up, what + " dgate_up");
+    cuda::swiglu_forward(d_h, d_gate_up, rows, F);
+    cuda::swiglu_backward(d_dgate_up, d_dh, d_gate_up, rows, F);
     EXPECT_BITWISE(d_h.download(), h1, what + " h rerun");
-    EXPECT_BITWISE(d_dgate.download(), dg1, what + " dgate rerun");
+    EXPECT_BITWISE(d_dgate_up.download(), dgu1, what + " dgate_up rerun");
   }
 }
 
 // Kernels that write a bf16 activation round once at the store: bitwise the kernel's own fp32
 // output rounded (cpu::f32_to_bf16, round to nearest even). SwiGLU at offsets 0..4 (an
-// unaligned view goes one element at a time; aligned ones four at a time, then the tail).
+// unaligned view, or F not a multiple of 4, goes one element at a time; else four at a time).
 TEST(CudaBf16Outputs, BitwiseTheFp32OutputRounded) {
   auto rounded = [](const std::vector<float>& x) {
     std::vector<uint16_t> h(x.size());
@@ -570,56 +571,51 @@ TEST(CudaBf16Outputs, BitwiseTheFp32OutputRounded) {
     cuda::cross_entropy_backward(d_dl16, d_logits, d_lse, d_t, rows, V, 0.5f, 1e-3f);
     EXPECT_TRUE(d_dl16.download() == rounded(d_dl.download())) << "cross-entropy dlogits";
   }
-  for (int64_t n : {1LL, 1000LL, 100003LL}) {
-    const int64_t total = n + 4;
-    const std::vector<float> gate = randn(total, ++stream, 3.0), up = randn(total, ++stream),
-                             dh = randn(total, ++stream);
-    Dev<float> d_gate(gate), d_up(up), d_dh(dh), d_h(total), d_dgate(total), d_dup(total);
-    Dev<uint16_t> d_h16(total), d_dgate16(total), d_dup16(total);
-    // gate and up rounded to bf16, and widened back
-    std::vector<uint16_t> g16(total), u16(total);
-    cpu::f32_to_bf16(g16.data(), gate.data(), total);
-    cpu::f32_to_bf16(u16.data(), up.data(), total);
-    std::vector<float> gw(total), uw(total);
-    cpu::bf16_to_f32(gw.data(), g16.data(), total);
-    cpu::bf16_to_f32(uw.data(), u16.data(), total);
-    std::vector<uint16_t> dh16(total);  // with them a bf16 dh (a bf16 product's output)
+  for (const auto& [rows, F] : {std::pair<int64_t, int64_t>{1, 3}, {13, 100}, {37, 1000}}) {
+    const int64_t n = rows * F, total = 2 * n + 4;  // room for gate_up at offsets 0..4
+    const std::vector<float> gate_up = randn(total, ++stream, 3.0), dh = randn(total, ++stream);
+    Dev<float> d_gu(gate_up), d_dh(dh), d_h(total), d_dgu(total);
+    Dev<uint16_t> d_h16(total), d_dgu16(total);
+    // gate_up rounded to bf16, and widened back
+    std::vector<uint16_t> gu16(total), dh16(total);  // with it a bf16 dh (a bf16 product's output)
+    cpu::f32_to_bf16(gu16.data(), gate_up.data(), total);
     cpu::f32_to_bf16(dh16.data(), dh.data(), total);
-    std::vector<float> dhw(total);
+    std::vector<float> guw(total), dhw(total);
+    cpu::bf16_to_f32(guw.data(), gu16.data(), total);
     cpu::bf16_to_f32(dhw.data(), dh16.data(), total);
-    Dev<uint16_t> d_g16(g16), d_u16(u16), d_dh16(dh16);
-    Dev<float> d_gw(gw), d_uw(uw), d_dhw(dhw), d_hw(total), d_dgw(total), d_duw(total);
+    Dev<uint16_t> d_gu16(gu16), d_dh16(dh16);
+    Dev<float> d_guw(guw), d_dhw(dhw), d_hw(total), d_dguw(total);
     for (int64_t off = 0; off <= 4; ++off) {
-      const std::string what = "swiglu n=" + std::to_string(n) + " offset " + std::to_string(off);
-      cuda::swiglu_forward(d_h + off, d_gate + off, d_up + off, n);
-      cuda::swiglu_forward(d_h16 + off, d_gate + off, d_up + off, n);
-      cuda::swiglu_backward(d_dgate + off, d_dup + off, d_dh + off, d_gate + off, d_up + off, n);
-      cuda::swiglu_backward(d_dgate16 + off, d_dup16 + off, d_dh + off, d_gate + off, d_up + off, n);
-      auto part = [&](const auto& v) { return std::remove_cvref_t<decltype(v)>(v.begin() + off, v.begin() + off + n); };
-      EXPECT_TRUE(part(d_h16.download()) == rounded(part(d_h.download()))) << what << " h";
-      EXPECT_TRUE(part(d_dgate16.download()) == rounded(part(d_dgate.download()))) << what << " dgate";
-      EXPECT_TRUE(part(d_dup16.download()) == rounded(part(d_dup.download()))) << what << " dup";
-      // bf16 gate, up and dh (products' outputs): bitwise the kernels on the widened values
-      cuda::swiglu_forward(d_h16 + off, d_g16 + off, d_u16 + off, n);
-      cuda::swiglu_forward(d_hw + off, d_gw + off, d_uw + off, n);
-      EXPECT_TRUE(part(d_h16.download()) == rounded(part(d_hw.download()))) << what << " h from bf16";
-      cuda::swiglu_backward(d_dgate + off, d_dup + off, d_dh16 + off, d_g16 + off, d_u16 + off, n);
-      cuda::swiglu_backward(d_dgw + off, d_duw + off, d_dhw + off, d_gw + off, d_uw + off, n);
-      EXPECT_BITWISE(part(d_dgate.download()), part(d_dgw.download()), what + " dgate from bf16");
-      EXPECT_BITWISE(part(d_dup.download()), part(d_duw.download()), what + " dup from bf16");
-      cuda::swiglu_backward(d_dgate16 + off, d_dup16 + off, d_dh16 + off, d_g16 + off, d_u16 + off, n);
-      EXPECT_TRUE(part(d_dgate16.download()) == rounded(part(d_dgw.download())) &&
-                  part(d_dup16.download()) == rounded(part(d_duw.download())))
-          << what << " bf16 dgate, dup from bf16";
+      const std::string what = "swiglu " + str({rows, F}) + " offset " + std::to_string(off);
+      cuda::swiglu_forward(d_h + off, d_gu + off, rows, F);
+      cuda::swiglu_forward(d_h16 + off, d_gu + off, rows, F);
+      cuda::swiglu_backward(d_dgu + off, d_dh + off, d_gu + off, rows, F);
+      cuda::swiglu_backward(d_dgu16 + off, d_dh + off, d_gu + off, rows, F);
+      auto part = [&](const auto& v, int64_t len) {
+        return std::remove_cvref_t<decltype(v)>(v.begin() + off, v.begin() + off + len);
+      };
+      EXPECT_TRUE(part(d_h16.download(), n) == rounded(part(d_h.download(), n))) << what << " h";
+      EXPECT_TRUE(part(d_dgu16.download(), 2 * n) == rounded(part(d_dgu.download(), 2 * n)))
+          << what << " dgate_up";
+      // bf16 gate_up and dh (products' outputs): bitwise the kernels on the widened values
+      cuda::swiglu_forward(d_h16 + off, d_gu16 + off, rows, F);
+      cuda::swiglu_forward(d_hw + off, d_guw + off, rows, F);
+      EXPECT_TRUE(part(d_h16.download(), n) == rounded(part(d_hw.download(), n)))
+          << what << " h from bf16";
+      cuda::swiglu_backward(d_dgu + off, d_dh16 + off, d_gu16 + off, rows, F);
+      cuda::swiglu_backward(d_dguw + off, d_dhw + off, d_guw + off, rows, F);
+      EXPECT_BITWISE(part(d_dgu.download(), 2 * n), part(d_dguw.download(), 2 * n),
+                     what + " dgate_up from bf16");
+      cuda::swiglu_backward(d_dgu16 + off, d_dh16 + off, d_gu16 + off, rows, F);
+      EXPECT_TRUE(part(d_dgu16.download(), 2 * n) == rounded(part(d_dguw.download(), 2 * n)))
+          << what << " bf16 dgate_up from bf16";
       // and the fp32 outputs at this offset agree with the CPU
-      std::vector<float> h(n), dgate(n), dup(n);
-      cpu::swiglu_forward(h.data(), gate.data() + off, up.data() + off, n);
-      cpu::swiglu_backward(dgate.data(), dup.data(), dh.data() + off, gate.data() + off,
-                           up.data() + off, n);
-      cuda::swiglu_backward(d_dgate + off, d_dup + off, d_dh + off, d_gate + off, d_up + off, n);
-      expect_close(part(d_h.download()), h, what + " h vs cpu");
-      expect_close(part(d_dgate.download()), dgate, what + " dgate vs cpu");
-      expect_close(part(d_dup.download()), dup, what + " dup vs cpu");
+      std::vector<float> h(n), dgu(2 * n);
+      cpu::swiglu_forward(h.data(), gate_up.data() + off, rows, F);
+      cpu::swiglu_backward(dgu.data(), dh.data() + off, gate_up.data() + off, rows, F);
+      cuda::swiglu_backward(d_dgu + off, d_dh + off, d_gu + off, rows, F);
+      expect_close(part(d_h.download(), n), h, what + " h vs cpu");
+      expect_close(part(d_dgu.download(), 2 * n), dgu, what + " dgate_up vs cpu");
     }
   }
 }

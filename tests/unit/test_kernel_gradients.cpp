@@ -298,37 +298,36 @@ TEST(RMSNormRoPEGrad, BitwiseTheCompositionAndFiniteDifferences) {
 
 TEST(SwiGLUGrad, FiniteDifferencesAndReference) {
   {
-    const int64_t n = 24;
-    Tensor gate = randn({n}, 31, 2.0), up = randn({n}, 32), w = randn({n}, 33);
-    Tensor h = Tensor::empty({n});
+    Tensor gate_up = randn({3, 16}, 31, 2.0), w = randn({3, 8}, 33);
+    Tensor h = Tensor::empty({3, 8});
     auto loss = [&] {
-      ops::swiglu_forward(h, gate, up);
+      ops::swiglu_forward(h, gate_up);
       return project(w, h);
     };
-    Tensor dgate = randn({n}, 34), dup = randn({n}, 35);
-    ops::swiglu_backward(dgate, dup, w, gate, up);
-    check_fd(gate, dgate, loss, "swiglu dgate");
-    check_fd(up, dup, loss, "swiglu dup");
+    Tensor dgate_up = randn({3, 16}, 34);
+    ops::swiglu_backward(dgate_up, w, gate_up);
+    check_fd(gate_up, dgate_up, loss, "swiglu dgate_up");
   }
-  for (int64_t n : {1, 4099}) {
-    Tensor gate = randn({n}, 36, 4.0), up = randn({n}, 37), dh = randn({n}, 38);
-    if (n > 4) gate.data<float>()[0] = 90.0f, gate.data<float>()[1] = -90.0f;
-    Tensor dgate = Tensor::empty({n}), dup = Tensor::empty({n});
-    ops::swiglu_backward(dgate, dup, dh, gate, up);
-    auto z = to_double(gate), u = to_double(up), d = to_double(dh);
-    std::vector<double> rg(n), ru(n);
-    for (int64_t i = 0; i < n; ++i) {
-      const double s = 1.0 / (1.0 + std::exp(-z[i]));
-      rg[i] = d[i] * u[i] * (s + z[i] * s * (1 - s));
-      ru[i] = d[i] * z[i] * s;
-    }
-    expect_close(dgate, rg, 1e-5, "swiglu dgate ref n=" + std::to_string(n));
-    expect_close(dup, ru, 1e-5, "swiglu dup ref n=" + std::to_string(n));
+  for (auto [rows, F] : {std::pair<int64_t, int64_t>{1, 1}, {3, 1366}}) {
+    Tensor gate_up = randn({rows, 2 * F}, 36, 4.0), dh = randn({rows, F}, 38);
+    if (F > 4) gate_up.data<float>()[0] = 90.0f, gate_up.data<float>()[1] = -90.0f;
+    Tensor dgate_up = Tensor::empty({rows, 2 * F});
+    ops::swiglu_backward(dgate_up, dh, gate_up);
+    auto gu = to_double(gate_up), d = to_double(dh);
+    std::vector<double> want(rows * 2 * F);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < F; ++c) {
+        const int64_t i = r * 2 * F + c;
+        const double z = gu[i], u = gu[i + F], dd = d[r * F + c], s = 1.0 / (1.0 + std::exp(-z));
+        want[i] = dd * u * (s + z * s * (1 - s));  // dgate
+        want[i + F] = dd * z * s;                  // dup
+      }
+    expect_close(dgate_up, want, 1e-5, "swiglu dgate_up ref " + shape_str({rows, F}));
   }
-  Tensor a = randn({4}, 1), b = randn({4}, 2), dh = randn({4}, 3), other = randn({4}, 4);
+  Tensor gate_up = randn({2, 8}, 1), dh = randn({2, 4}, 3);
   try {
-    ops::swiglu_backward(a, other, dh, a, b);
-    ADD_FAILURE() << "aliasing dgate with gate must be refused";
+    ops::swiglu_backward(gate_up, dh, gate_up);
+    ADD_FAILURE() << "aliasing dgate_up with gate_up must be refused";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("alias"), std::string::npos);
   }

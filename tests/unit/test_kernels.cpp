@@ -455,32 +455,26 @@ TEST(Bf16Outputs, BitwiseTheFp32OutputRounded) {
   EXPECT_TRUE(bitwise_equal(y16, to_bf16(y))) << "rmsnorm y";
   EXPECT_TRUE(bitwise_equal(rstd16, rstd)) << "rmsnorm rstd";
 
-  Tensor gate = randn({5, 333}, 33, 3.0), up = randn({5, 333}, 34), dh = randn({5, 333}, 35);
+  Tensor gate_up = randn({5, 666}, 33, 3.0), dh = randn({5, 333}, 35);
   Tensor h = Tensor::empty({5, 333}), h16 = Tensor::empty({5, 333}, DType::BF16);
-  ops::swiglu_forward(h, gate, up);
-  ops::swiglu_forward(h16, gate, up);
+  ops::swiglu_forward(h, gate_up);
+  ops::swiglu_forward(h16, gate_up);
   EXPECT_TRUE(bitwise_equal(h16, to_bf16(h))) << "swiglu h";
-  Tensor dg = Tensor::empty({5, 333}), du = Tensor::empty({5, 333});
-  Tensor dg16 = Tensor::empty({5, 333}, DType::BF16), du16 = Tensor::empty({5, 333}, DType::BF16);
-  ops::swiglu_backward(dg, du, dh, gate, up);
-  ops::swiglu_backward(dg16, du16, dh, gate, up);
-  EXPECT_TRUE(bitwise_equal(dg16, to_bf16(dg))) << "swiglu dgate";
-  EXPECT_TRUE(bitwise_equal(du16, to_bf16(du))) << "swiglu dup";
-  EXPECT_NE(error_of([&] { ops::swiglu_backward(dg16, du, dh, gate, up); }).find("must have one dtype"),
-            std::string::npos);
-  // bf16 gate and up (bf16 products' outputs): bitwise the op on their widened values
-  Tensor g16 = to_bf16(gate), u16 = to_bf16(up), gw = to_f32(g16), uw = to_f32(u16);
-  ops::swiglu_forward(h, gw, uw);
-  ops::swiglu_forward(h16, g16, u16);
+  Tensor dgu = Tensor::empty({5, 666}), dgu16 = Tensor::empty({5, 666}, DType::BF16);
+  ops::swiglu_backward(dgu, dh, gate_up);
+  ops::swiglu_backward(dgu16, dh, gate_up);
+  EXPECT_TRUE(bitwise_equal(dgu16, to_bf16(dgu))) << "swiglu dgate_up";
+  // bf16 gate_up (a bf16 product's output): bitwise the op on its widened values
+  Tensor gu16 = to_bf16(gate_up), guw = to_f32(gu16);
+  ops::swiglu_forward(h, guw);
+  ops::swiglu_forward(h16, gu16);
   EXPECT_TRUE(bitwise_equal(h16, to_bf16(h))) << "swiglu h from bf16";
-  // ... and with them a bf16 dh (the bf16 product's output)
+  // ... and with it a bf16 dh (the bf16 product's output)
   Tensor dh16 = to_bf16(dh), dhw = to_f32(dh16);
-  ops::swiglu_backward(dg, du, dhw, gw, uw);
-  ops::swiglu_backward(dg16, du16, dh16, g16, u16);
-  EXPECT_TRUE(bitwise_equal(dg16, to_bf16(dg)) && bitwise_equal(du16, to_bf16(du))) << "from bf16";
-  EXPECT_NE(error_of([&] { ops::swiglu_backward(dg16, du16, dh, g16, u16); }).find("dtype of gate"),
-            std::string::npos);
-  EXPECT_NE(error_of([&] { ops::swiglu_forward(h, g16, up); }).find("must have one dtype"),
+  ops::swiglu_backward(dgu, dhw, guw);
+  ops::swiglu_backward(dgu16, dh16, gu16);
+  EXPECT_TRUE(bitwise_equal(dgu16, to_bf16(dgu))) << "swiglu dgate_up from bf16";
+  EXPECT_NE(error_of([&] { ops::swiglu_backward(dgu16, dh, gu16); }).find("dtype of gate_up"),
             std::string::npos);
   {  // qk-norm with RoPE: a bf16 y is the fp32 y rounded; bf16 x and dy give the op on their
      // widened values (dx rounded when bf16)
@@ -538,7 +532,7 @@ TEST(Bf16Outputs, BitwiseTheFp32OutputRounded) {
   ops::cross_entropy_backward(dl16, logits, lse, targets, 0.25f, 1e-3f);
   EXPECT_TRUE(bitwise_equal(dl16, to_bf16(dl))) << "cross-entropy dlogits";
   Tensor ids = Tensor::empty({5, 333}, DType::I32);
-  EXPECT_NE(error_of([&] { ops::swiglu_forward(ids, gate, up); }).find("`h` must be float32 or bfloat16"),
+  EXPECT_NE(error_of([&] { ops::swiglu_forward(ids, gate_up); }).find("`h` must be float32 or bfloat16"),
             std::string::npos);
 }
 
@@ -663,20 +657,26 @@ TEST(RoPE, LongerTableUsesItsFirstRowsAndShapesAreChecked) {
 
 // ---- SwiGLU ------------------------------------------------------------------------------
 
+// gate_up [rows, 2F]: row r's gate is gate_up[r, :F], its up gate_up[r, F:].
 TEST(SwiGLU, ForwardAgainstReferenceIncludingLargeInputs) {
-  for (int64_t n : {1, 37, 5000}) {
-    Tensor gate = randn({n}, 41, 3.0), up = randn({n}, 42), h = Tensor::empty({n});
-    float* gp = gate.data<float>();
-    if (n > 4) gp[0] = 100.0f, gp[1] = -100.0f, gp[2] = 30.0f, gp[3] = -30.0f;
-    ops::swiglu_forward(h, gate, up);
-    auto gd = to_double(gate), ud = to_double(up);
-    std::vector<double> want(n);
-    for (int64_t i = 0; i < n; ++i) want[i] = gd[i] / (1.0 + std::exp(-gd[i])) * ud[i];
-    expect_close(h, want, 1e-6, "swiglu n=" + std::to_string(n));
-    for (int64_t i = 0; i < n; ++i) ASSERT_TRUE(std::isfinite(h.data<float>()[i]));
+  for (auto [rows, F] : {std::pair<int64_t, int64_t>{1, 1}, {3, 37}, {5, 1000}}) {
+    Tensor gate_up = randn({rows, 2 * F}, 41, 3.0), h = Tensor::empty({rows, F});
+    float* gp = gate_up.data<float>();
+    if (F > 4) gp[0] = 100.0f, gp[1] = -100.0f, gp[2] = 30.0f, gp[3] = -30.0f;
+    ops::swiglu_forward(h, gate_up);
+    auto gu = to_double(gate_up);
+    std::vector<double> want(rows * F);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < F; ++c) {
+        const double z = gu[r * 2 * F + c], u = gu[r * 2 * F + F + c];
+        want[r * F + c] = z / (1.0 + std::exp(-z)) * u;
+      }
+    const std::string what = "swiglu " + shape_str({rows, F});
+    expect_close(h, want, 1e-6, what);
+    for (int64_t i = 0; i < rows * F; ++i) ASSERT_TRUE(std::isfinite(h.data<float>()[i])) << what;
   }
-  Tensor a = randn({2, 3}, 1), b = randn({3, 2}, 2), h = Tensor::empty({2, 3});
-  EXPECT_NE(error_of([&] { ops::swiglu_forward(h, a, b); }).find("[3, 2]"), std::string::npos);
+  Tensor a = randn({2, 5}, 1), h = Tensor::empty({2, 3});
+  EXPECT_NE(error_of([&] { ops::swiglu_forward(h, a); }).find("[2, 6]"), std::string::npos);
 }
 
 // ---- cross-entropy -----------------------------------------------------------------------
@@ -943,7 +943,7 @@ TEST(Determinism, FusedForwardOpsBitwiseRepeatableAndThreadCountIndependent) {
   const int64_t B = 2, T = 97, H = 4, Hkv = 2, hd = 32, V = 513, d = 64;
   Tensor q = randn({B, T, H, hd}, 1), k = randn({B, T, Hkv, hd}, 2), v = randn({B, T, Hkv, hd}, 3);
   Tensor logits = randn({B * T, V}, 4, 3.0), tgt = randint({B * T}, 5, V);
-  Tensor x = randn({B * T, d}, 6), g = randn({d}, 7), gate = randn({B * T, d}, 8);
+  Tensor x = randn({B * T, d}, 6), g = randn({d}, 7), gate_up = randn({B * T, 2 * d}, 8);
   Tensor table = ops::rope_table(T, hd, 1e4);
   auto run = [&](int threads) {
     std::vector<Tensor> outs;
@@ -955,7 +955,7 @@ TEST(Determinism, FusedForwardOpsBitwiseRepeatableAndThreadCountIndependent) {
       Tensor y = Tensor::empty(x.shape()), rstd = Tensor::empty({B * T});
       ops::rmsnorm_forward(y, rstd, x, g, 1e-5f);
       Tensor h = Tensor::empty(x.shape());
-      ops::swiglu_forward(h, gate, x);
+      ops::swiglu_forward(h, gate_up);
       Tensor qr = clone(q);
       ops::rope_forward(qr, table);
       outs = {out, lse, ce, l2, y, rstd, h, qr};
