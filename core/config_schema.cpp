@@ -72,6 +72,13 @@ const std::vector<ConfigKey>& config_schema() {
        "is bf16 and cuDNN has an engine for the shape, else the plain fp32 kernel), cudnn (at any "
        "precision: q, k, v and their gradients pass through bf16; an error if cuDNN has no "
        "engine) or plain. The CPU has one kernel and ignores it"},
+      {"train.matmul_tuning", T::String, "heuristic",
+       "how a GPU picks each product shape's cuBLASLt algorithm: heuristic (cuBLASLt's first "
+       "choice; runs bitwise reproducible across processes) or timed (at a shape's first product "
+       "up to 8 candidates are timed on its operands and the fastest is kept for the process: "
+       "faster where the heuristic misjudges a shape, but another process may choose another "
+       "algorithm, so a rerun or resume is no longer bitwise identical). `retort bench` reports "
+       "what timed chose. The CPU ignores it"},
       {"train.nonfinite", T::String, "stop",
        "non-finite loss or gradient norm: stop (error naming the step and the first bad gradient) or skip (no update; counted in metrics.jsonl as skipped_steps)"},
       {"train.max_skipped", T::Int, "10", "with train.nonfinite: skip, stop after this many consecutive skipped steps"},

@@ -126,6 +126,26 @@ void set_matmul_precision(MatmulPrecision p) { g_matmul_precision = p; }
 MatmulPrecision matmul_precision() { return g_matmul_precision; }
 
 namespace {
+MatmulTuning g_matmul_tuning = MatmulTuning::Heuristic;
+}
+
+void set_matmul_tuning(MatmulTuning t) {
+  g_matmul_tuning = t;
+#if RETORT_HAVE_CUDA
+  cuda::set_matmul_timed(t == MatmulTuning::Timed);
+#endif
+}
+MatmulTuning matmul_tuning() { return g_matmul_tuning; }
+
+std::vector<TunedProduct> matmul_tuned_products() {
+#if RETORT_HAVE_CUDA
+  return cuda::matmul_tuned_products();
+#else
+  return {};
+#endif
+}
+
+namespace {
 // The op profile's name for a product of this shape (one total per shape, with its FLOP/s):
 // "matmul M×N×K" with the transposes (N: as stored, T: transposed) and the batch; "" when
 // profiling is off.

@@ -13,6 +13,7 @@
 //  - Deterministic for a fixed OpenMP thread count (no atomics, fixed reduction order).
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "core/tensor.h"
@@ -48,6 +49,27 @@ void matmul_batched(Tensor& y, const Tensor& a, bool transpose_a, const Tensor& 
 enum class MatmulPrecision { F32, BF16 };
 void set_matmul_precision(MatmulPrecision p);
 MatmulPrecision matmul_precision();
+// How the GPU picks the cuBLASLt algorithm of each product shape (train.matmul_tuning):
+//   Heuristic: cuBLASLt's first choice; runs are bitwise reproducible from process to process.
+//   Timed: on a shape's first product, up to 8 of the heuristic's candidates each run 3 times on
+//          that product's operands (into scratch: its output is untouched) and the fastest is
+//          kept for the process (as XLA autotunes its GEMMs). Faster where the heuristic
+//          misjudges a shape; but another process may time another algorithm fastest, so runs
+//          (and a resume) are no longer bitwise reproducible across processes.
+// The CPU ignores it. Process-wide, default Heuristic.
+enum class MatmulTuning { Heuristic, Timed };
+void set_matmul_tuning(MatmulTuning t);
+MatmulTuning matmul_tuning();
+// What Timed chose, one entry per product shape tuned so far in this process (empty on the CPU
+// or under Heuristic): the mean of 3 runs of the heuristic's first candidate and of the one kept.
+struct TunedProduct {
+  std::string shape;      // "matmul MxNxK NT" as in the op profile (+ " batch n" when batched,
+                          // " fp32" for fp32 operands, " bf16 out" for a bf16 output)
+  int candidates = 0;     // timed (those that ran)
+  int chosen = 0;         // index in the heuristic's order; 0 = its first choice
+  double heuristic_us = 0, chosen_us = 0;
+};
+std::vector<TunedProduct> matmul_tuned_products();
 
 // ---- elementwise / reductions ------------------------------------------------------
 void fill(Tensor& x, float value);           // F32

@@ -131,6 +131,19 @@ nlohmann::json op_profile_json(const std::vector<op_profile::Total>& profile, in
   return {{"kernels", ops}, {"matmul", matmul}};
 }
 
+// train.matmul_tuning: timed: what the timing chose per product shape (ops::TunedProduct), also
+// printed on stderr.
+nlohmann::json tuned_products_json() {
+  nlohmann::json products = nlohmann::json::array();
+  for (const ops::TunedProduct& t : ops::matmul_tuned_products()) {
+    products.push_back({{"shape", t.shape}, {"candidates", t.candidates}, {"chosen", t.chosen},
+                        {"heuristic_us", t.heuristic_us}, {"chosen_us", t.chosen_us}});
+    std::fprintf(stderr, "  %-36s %d candidates, chose #%d: %9.1f us (heuristic's first %9.1f us)\n",
+                 t.shape.c_str(), t.candidates, t.chosen, t.chosen_us, t.heuristic_us);
+  }
+  return products;
+}
+
 }  // namespace
 
 int run_bench(const Config& cfg) {
@@ -222,6 +235,11 @@ int run_bench(const Config& cfg) {
                       {"mesh", {{"dp", mesh.dp}, {"fsdp", mesh.fsdp}, {"tp", mesh.tp}, {"sp", mesh.tp_layout().sp}}},
                       {"communication_per_rank", comm}};
   if (op_profile::enabled()) j["op_profile"] = op_profile_json(profile, steps, step_s);
+  j["matmul_tuning"] = cfg.get_string("train.matmul_tuning");
+  if (ops::matmul_tuning() == ops::MatmulTuning::Timed) {
+    std::fprintf(stderr, "retort bench: cuBLASLt algorithms timed per product shape (train.matmul_tuning: timed)\n");
+    j["tuned_products"] = tuned_products_json();
+  }
   std::printf("%s\n", j.dump(2).c_str());
   return 0;
 }

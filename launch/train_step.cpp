@@ -49,6 +49,13 @@ ops::MatmulPrecision matmul_precision(const Config& cfg) {
   return p == "bf16" ? ops::MatmulPrecision::BF16 : ops::MatmulPrecision::F32;
 }
 
+ops::MatmulTuning matmul_tuning(const Config& cfg) {
+  const std::string t = cfg.get_string("train.matmul_tuning");
+  if (t != "heuristic" && t != "timed")
+    cfg.fail("train.matmul_tuning", str_cat("must be heuristic or timed, got '", t, "'"));
+  return t == "timed" ? ops::MatmulTuning::Timed : ops::MatmulTuning::Heuristic;
+}
+
 ops::AttentionKernel attention_kernel(const Config& cfg) {
   const std::string a = cfg.get_string("train.attention");
   if (a == "auto") return ops::AttentionKernel::Auto;
@@ -108,6 +115,7 @@ TrainStep::TrainStep(Transformer& model, const Config& cfg, const BatchGeometry&
       targets_(Tensor::empty({geometry.micro_seqs, geometry.seq_len}, DType::I32)) {
   ops::set_matmul_precision(matmul_precision(cfg));
   ops::set_attention_kernel(attention_kernel(cfg));
+  ops::set_matmul_tuning(matmul_tuning(cfg));
   const GradReduce reduce_in = grad_reduce(cfg);  // data-parallel sums only; tp stays fp32
   const ParamGather gather_in = param_gather(cfg);
   RETORT_CHECK(model.tp_layout().size == mesh.tp && model.tp_layout().rank == mesh.tp_index,

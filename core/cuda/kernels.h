@@ -9,8 +9,10 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "core/multi_tensor.h"
+#include "core/ops.h"
 
 namespace retort::cuda {
 
@@ -40,6 +42,10 @@ void matmul_add(float* y, const float* c, const float* a, bool ta, const float* 
                 int64_t M, int64_t N, int64_t K);
 void matmul_add(float* y, const float* c, const uint16_t* a, bool ta, const uint16_t* b, bool tb,
                 int64_t M, int64_t N, int64_t K);
+// ops::MatmulTuning for the products planned from now on (timed = ops::MatmulTuning::Timed),
+// and what the timing chose for each shape so far (ops::matmul_tuned_products).
+void set_matmul_timed(bool timed);
+std::vector<ops::TunedProduct> matmul_tuned_products();
 
 // ---- elementwise.cu -------------------------------------------------------------------
 void fill(float* x, int64_t n, float value);

@@ -14,15 +14,19 @@
 // its stride (0 for an operand every member shares). Should cuBLASLt have no algorithm for a
 // batch, its members run one by one (and stderr says so, once per shape).
 //
-// Descriptors and the heuristic's algorithm are cached per shape, transposes, types and batch;
-// the workspace is allocated once. A fixed algorithm per shape keeps results bitwise
-// reproducible.
+// Descriptors and the algorithm are cached per shape, transposes, types and batch; the
+// workspace is allocated once. The algorithm is the heuristic's first choice, or under
+// ops::MatmulTuning::Timed the fastest of up to kCandidates of its choices, each run kRuns
+// times on the shape's first product (into scratch, so the product's own output is written
+// once, by the chosen algorithm). A fixed algorithm per shape keeps results bitwise
+// reproducible within a process (and across processes under Heuristic).
 #include <cublasLt.h>
 
 #include <cstdio>
 #include <map>
 #include <utility>
 #include <tuple>
+#include <vector>
 
 #include "core/cuda/kernels.h"
 #include "core/cuda/runtime.h"
@@ -41,12 +45,14 @@ namespace {
   } while (0)
 
 constexpr size_t kWorkspaceBytes = size_t(32) << 20;
+constexpr int kCandidates = 8, kRuns = 3;  // MatmulTuning::Timed
 
 struct Plan {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulAlgo_t algo{};
   bool per_member = false;  // a batch cuBLASLt has no algorithm for: run member by member
+  std::vector<cublasLtMatmulAlgo_t> candidates;  // Timed: to time at the first product
 };
 
 struct Context {
@@ -60,6 +66,10 @@ struct Context {
   uint16_t* bf16_operands = nullptr;  // a then b, rounded (matmul_bf16), grown on demand
   int64_t bf16_capacity = 0;
 };
+
+// MatmulTuning::Timed, and what it chose (apart from the context, which needs a GPU).
+bool g_timed = false;
+std::vector<ops::TunedProduct> g_tuned;
 
 Context& context() {
   static Context ctx = [] {
@@ -107,10 +117,10 @@ Plan make_plan(Context& ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t K, 
   size_t ws = kWorkspaceBytes;
   RETORT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
       pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
-  cublasLtMatmulHeuristicResult_t result{};
+  cublasLtMatmulHeuristicResult_t results[kCandidates] = {};
   int found = 0;
-  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx.handle, p.desc, p.a, p.b, p.c, p.c,
-                                                           pref, 1, &result, &found);
+  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(
+      ctx.handle, p.desc, p.a, p.b, p.c, p.c, pref, g_timed ? kCandidates : 1, results, &found);
   cublasLtMatmulPreferenceDestroy(pref);
   if (batch.count != 1 && (st != CUBLAS_STATUS_SUCCESS || found == 0)) {
     std::fprintf(stderr,
@@ -124,8 +134,43 @@ Plan make_plan(Context& ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t K, 
   RETORT_CUBLAS_CHECK(st);
   RETORT_CHECK(found > 0, "cuBLASLt has no algorithm for matmul M=", M, " N=", N, " K=", K,
                " ta=", ta, " tb=", tb, bf16_out ? " (bf16 output)" : "");
-  p.algo = result.algo;
+  p.algo = results[0].algo;
+  for (int i = 0; g_timed && found > 1 && i < found; ++i)
+    if (results[i].state == CUBLAS_STATUS_SUCCESS) p.candidates.push_back(results[i].algo);
+  if (p.candidates.size() < 2) p.candidates.clear();
   return p;
+}
+
+// Timed: runs each candidate on this product's operands into scratch (a warm-up, then kRuns
+// timed runs) and keeps the fastest in p.algo; a candidate that fails to run is skipped.
+// `call(algo, d)` queues the product with output d.
+template <class Call>
+void choose_by_time(Plan& p, const Call& call, size_t out_bytes, std::string shape) {
+  void* scratch = allocate(out_bytes);
+  ops::TunedProduct t{std::move(shape)};
+  double best = 0;
+  for (size_t i = 0; i < p.candidates.size(); ++i) {
+    if (call(p.candidates[i], scratch) != CUBLAS_STATUS_SUCCESS) continue;
+    cudaEvent_t from = timing_mark();
+    for (int r = 0; r < kRuns; ++r) call(p.candidates[i], scratch);
+    cudaEvent_t to = timing_mark();
+    RETORT_CUDA_CHECK(cudaStreamSynchronize(compute_stream()));
+    const double us = 1e3 * timing_elapsed_ms(from, to) / kRuns;
+    timing_release(from);
+    timing_release(to);
+    if (i == 0) t.heuristic_us = us;
+    if (t.candidates++ == 0 || us < best) {
+      best = us;
+      t.chosen = int(i);
+      p.algo = p.candidates[i];
+    }
+  }
+  release(scratch);
+  RETORT_CHECK(t.candidates > 0, "cuBLASLt: none of the ", p.candidates.size(),
+               " algorithms timed for ", t.shape, " ran");
+  t.chosen_us = best;
+  p.candidates.clear();
+  g_tuned.push_back(std::move(t));
 }
 
 // y = alpha · op(a) op(b) + beta · c with a, b and y of the element types the plan was made for;
@@ -139,7 +184,7 @@ void run(const void* a, bool ta, const void* b, bool tb, void* y, int64_t M, int
   auto it = ctx.plans.find(key);
   if (it == ctx.plans.end())
     it = ctx.plans.emplace(key, make_plan(ctx, ta, tb, M, N, K, bf16, bf16_out, batch)).first;
-  const Plan& p = it->second;
+  Plan& p = it->second;
   if (p.per_member) {
     const size_t in = bf16 ? 2 : 4, out = bf16_out ? 2 : 4;
     for (int64_t i = 0; i < batch.count; ++i)
@@ -148,9 +193,18 @@ void run(const void* a, bool ta, const void* b, bool tb, void* y, int64_t M, int
           static_cast<char*>(y) + i * batch.stride_y * out, M, N, K, alpha, beta, bf16, bf16_out, {});
     return;
   }
-  RETORT_CUBLAS_CHECK(cublasLtMatmul(ctx.handle, p.desc, &alpha, b, p.a, a, p.b, &beta, c ? c : y, p.c, y,
-                                     p.c, &p.algo, ctx.workspace, kWorkspaceBytes,
-                                     compute_stream()));
+  const auto call = [&](const cublasLtMatmulAlgo_t& algo, void* d) {
+    return cublasLtMatmul(ctx.handle, p.desc, &alpha, b, p.a, a, p.b, &beta, c ? c : y, p.c, d,
+                          p.c, &algo, ctx.workspace, kWorkspaceBytes, compute_stream());
+  };
+  if (!p.candidates.empty()) {
+    const size_t count = size_t(batch.count), out_elems = size_t((count - 1) * batch.stride_y + M * N);
+    choose_by_time(p, call, out_elems * (bf16_out ? 2 : 4),
+                   str_cat("matmul ", M, "x", N, "x", K, " ", ta ? "T" : "N", tb ? "T" : "N",
+                           batch.count > 1 ? str_cat(" batch ", batch.count) : std::string(),
+                           bf16 ? "" : " fp32", bf16_out ? " bf16 out" : ""));
+  }
+  RETORT_CUBLAS_CHECK(call(p.algo, y));
 }
 
 // K == 0: the empty sum, y = beta · y (beta = 0 overwrites, even NaN) for every member of
@@ -169,6 +223,9 @@ bool trivial(float* y, int64_t M, int64_t N, int64_t K, float beta, const Matmul
 }
 
 }  // namespace
+
+void set_matmul_timed(bool timed) { g_timed = timed; }
+std::vector<ops::TunedProduct> matmul_tuned_products() { return g_tuned; }
 
 void matmul(float* y, const float* a, bool ta, const float* b, bool tb, int64_t M, int64_t N,
             int64_t K, float alpha, float beta, const MatmulBatch& batch) {

@@ -44,6 +44,19 @@ retort train "${ARGS[@]}" "${BF16[@]}" --set "run.dir=$WORK/gpu_bf16_resumed" --
 same_checkpoint "$WORK/gpu_bf16/checkpoints/$last" "$WORK/gpu_bf16_resumed/checkpoints/$last" \
   "GPU bf16 (cuDNN attention) resume"
 
+# train.matmul_tuning=timed: each product shape's cuBLASLt algorithm timed at its first use
+# (SIM_CUBLASLT_ALGOS=3: the simulator offers three equal algorithms, the heuristic's first the
+# slowest). Within bf16 tolerance of the CPU run; on the simulator, where the algorithms compute
+# the same, bitwise the heuristic's run (the timing runs write scratch, never the outputs).
+simulated=$(retort info "$TINY" | grep -c "simulated GPU" || true)
+SIM_CUBLASLT_ALGOS=3 retort train "${ARGS[@]}" "${BF16[@]}" --set train.matmul_tuning=timed \
+  --set "run.dir=$WORK/gpu_bf16_timed" > "$WORK/gpu_bf16_timed.log"
+compare_runs "$WORK/cpu" "$WORK/gpu_bf16_timed" 1e-3 2e-2
+if [ "$simulated" != 0 ]; then
+  same_checkpoint "$WORK/gpu_bf16/checkpoints/$last" "$WORK/gpu_bf16_timed/checkpoints/$last" \
+    "timed cuBLASLt algorithms"
+fi
+
 G=("$TINY" --set parallel.device=cuda --set "generate.teacher=$WORK/gpu" --set "generate.data=$WORK/tok/val.h5"
    --set generate.k=8 --set generate.seq_len=24 --set generate.num_sequences=6 --set generate.batch=3
    --set generate.logprob_dtype=f32)
@@ -53,12 +66,22 @@ retort generate "${G[@]}" --set generate.mode=sample --set generate.prompt_len=6
   --set "generate.out=$WORK/sample" >/dev/null
 /usr/bin/python3 "$SRC/tests/e2e/check_corpus.py" teacher "$WORK/sample" "$WORK/gpu/checkpoints/$last" 1e-4
 
-RETORT_OP_PROFILE=1 retort bench "${ARGS[@]}" --set parallel.device=cuda --set train.precision=bf16 \
-  --set bench.steps=2 --set bench.warmup=1 --set bench.ceiling_n=128 --set bench.peak_tflops=989 \
+RETORT_OP_PROFILE=1 SIM_CUBLASLT_ALGOS=3 retort bench "${ARGS[@]}" --set parallel.device=cuda \
+  --set train.precision=bf16 --set train.matmul_tuning=timed --set bench.steps=2 \
+  --set bench.warmup=1 --set bench.ceiling_n=128 --set bench.peak_tflops=989 \
   > "$WORK/bench.json" 2> "$WORK/bench.log"
-python3 - "$WORK/bench.json" <<'PY'
+python3 - "$WORK/bench.json" "$simulated" <<'PY'
 import json, sys
 j = json.load(open(sys.argv[1]))
+# train.matmul_tuning=timed: every product shape timed once, the fastest kept (on the simulator
+# the last of its three algorithms); the ceiling's 128³ product too
+tuned = j["tuned_products"]
+assert j["matmul_tuning"] == "timed" and any(t["shape"].startswith("matmul 128x128x128 ") for t in tuned), j
+assert len({t["shape"] for t in tuned}) == len(tuned), tuned
+for t in tuned:
+    assert t["candidates"] >= 1 and 0 < t["chosen_us"] <= t["heuristic_us"], t
+    if sys.argv[2] != "0":
+        assert t["candidates"] == 3 and t["chosen"] == 2, t
 assert j["device"] == "cuda" and j["precision"] == "bf16" and j["matmul_ceiling_n"] == 128, j
 assert j["tokens_per_s"] > 0 and j["matmul_ceiling_gflops"] > 0 and 0 < j["mfu"] < 1, j
 assert j["gpu_peak_bytes"] > 0 and j["attention_kernel"] == "cudnn", j

@@ -5,8 +5,11 @@
 // When beta is 0, C is not read (as in cuBLAS: NaN there does not propagate).
 #include <cublasLt.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 struct cublasLtContext {};
@@ -28,6 +31,12 @@ struct cublasLtMatmulPreferenceOpaque {
 };
 
 namespace {
+
+// SIM_CUBLASLT_ALGOS: how many algorithms the heuristic offers (default 1).
+int sim_algorithms() {
+  const char* n = std::getenv("SIM_CUBLASLT_ALGOS");
+  return n && std::atoi(n) > 1 ? std::atoi(n) : 1;
+}
 
 double load(const void* base, cudaDataType_t type, uint64_t index) {
   if (type == CUDA_R_32F) return static_cast<const float*>(base)[index];
@@ -187,9 +196,14 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t handle, cublasLtM
   const char* no_batch = std::getenv("SIM_CUBLASLT_NO_BATCH");
   if (no_batch && *no_batch == '1' && d->batch > 1 && (a->stride == 0 || b->stride == 0))
     return CUBLAS_STATUS_SUCCESS;  // *returned = 0
-  results[0] = {};
-  results[0].algo.data[0] = 0x5151;  // the simulator's one algorithm
-  *returned = 1;
+  // SIM_CUBLASLT_ALGOS=n: n algorithms (default 1), equal but for speed (see cublasLtMatmul).
+  for (int i = 0; i < std::min(requested, sim_algorithms()); ++i) {
+    results[i] = {};
+    results[i].algo.data[0] = 0x5151;  // the simulator's algorithms
+    results[i].algo.data[1] = uint64_t(i);
+    results[i].state = CUBLAS_STATUS_SUCCESS;
+    ++*returned;
+  }
   return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -200,7 +214,11 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
                               cublasLtMatrixLayout_t d, const cublasLtMatmulAlgo_t* algo,
                               void* workspace, size_t workspace_bytes, cudaStream_t stream) {
   if (!handle || !check(desc, a, b, c, d)) return CUBLAS_STATUS_INVALID_VALUE;
-  if (algo && algo->data[0] != 0x5151) return CUBLAS_STATUS_INVALID_VALUE;
+  if (algo && (algo->data[0] != 0x5151 || algo->data[1] >= uint64_t(sim_algorithms())))
+    return CUBLAS_STATUS_INVALID_VALUE;
+  // Algorithm i of n computes the same product (n − 1 − i) ms slower than the last: the
+  // heuristic's first choice is the slowest, so a timed choice must find the last.
+  const int slower_ms = algo ? sim_algorithms() - 1 - int(algo->data[1]) : 0;
   const uint64_t m = d->rows, n = d->cols;
   const uint64_t k = desc->ta == CUBLAS_OP_N ? a->cols : a->rows;
   const float alpha = *static_cast<const float*>(alpha_p), beta = *static_cast<const float*>(beta_p);
@@ -216,7 +234,8 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
     sim::fault("cublasLtMatmul: an operand or the workspace is not (all) device memory");
   // Queued like the real call: the operands are read when the stream gets there.
   sim::enqueue(stream, [desc = *desc, la = *a, lb = *b, lc = *c, ld = *d, A, B, C, D, alpha, beta,
-                        m, n, k] {
+                        m, n, k, slower_ms] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(slower_ms));
     // Member i of a strided batch: each operand offset by i times its stride (in elements).
     const auto at = [](const void* base, const cublasLtMatrixLayoutOpaque& l, int32_t i) {
       return static_cast<char*>(const_cast<void*>(base)) + i * l.stride * elem(l.type);
