@@ -16,6 +16,8 @@ expect_fail 2 "model.n_heads" retort info "$TINY" --set model.d_model=66 --set m
 expect_fail 2 "key 'bench.ceiling_n': must be >= 0" retort bench "$TINY" --set bench.ceiling_n=-1
 expect_fail 2 "key 'train.attention': must be auto, cudnn or plain, got 'flash'" \
   retort train "$TINY" "${DATA[@]}" --set train.attention=flash --set "run.dir=$WORK/r_att"
+expect_fail 2 "key 'train.matmul_tuning': must be heuristic or timed, got 'fast'" \
+  retort train "$TINY" "${DATA[@]}" --set train.matmul_tuning=fast --set "run.dir=$WORK/r_tune"
 expect_fail 2 "model.n_kv_heads" retort info "$TINY" --set model.n_kv_heads=3
 expect_fail 2 "model.head_dim" retort info "$TINY" --set model.head_dim=15
 expect_fail 2 "train.batch_tokens" retort info "$TINY" --set train.batch_tokens=100

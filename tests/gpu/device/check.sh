@@ -10,8 +10,8 @@
 #          gpu_meshes and gpu_stalled_rank skip themselves with one GPU)
 #   bench: retort bench on configs/gpu-125m.yaml and gpu-350m.yaml, each beside the PyTorch peer
 #          (bench/pytorch_bench.py --bf16, eager), retort's time per kernel at 350m
-#          (RETORT_OP_PROFILE=1), PyTorch's SDPA at its attention shape
-#          (bench/attention_peer.py); then torch.compile while time is left
+#          (RETORT_OP_PROFILE=1), 350m again with train.matmul_tuning=timed, PyTorch's SDPA at
+#          its attention shape (bench/attention_peer.py); then torch.compile while time is left
 #   all:   tests, then bench with the time that is left
 #
 # CHECK_ALLOW_NO_GPU=1 runs the parts without a GPU (a dry run of this script: the GPU parts skip).
@@ -198,6 +198,10 @@ if [ "$MODE" = bench ] || [ "$MODE" = all ]; then
   part "bench retort gpu-350m op profile" 60 "$OUT/bench.log" --stdout "$OUT/profile-350m.json" \
     env RETORT_OP_PROFILE=1 "$RETORT" bench "$PACK/src/configs/gpu-350m.yaml" --set bench.steps=3 \
     --set bench.warmup=1 --set bench.ceiling_n=1024
+  # The same 350m bench with every product shape's cuBLASLt algorithm timed (train.matmul_tuning)
+  part "bench retort gpu-350m matmul_tuning=timed" 150 "$OUT/bench.log" \
+    --stdout "$B/gpu-350m-retort_timed.json" \
+    "$RETORT" bench "$PACK/src/configs/gpu-350m.yaml" --set train.matmul_tuning=timed
   # The attention peer at gpu-350m's shape: PyTorch's fused SDPA (compare the profile's
   # attention_cudnn graph rows per call).
   part "attention peer (torch SDPA, B=8 H=16 T=1024 hd=64)" 60 "$OUT/bench.log" \
@@ -221,7 +225,7 @@ rows = ["| config | impl | tokens/s | MFU (989 TFLOP/s) | matmul ceiling TFLOP/s
 for cfg in ("gpu-125m", "gpu-350m"):
     r = runs.get(f"{cfg}-retort", {})
     fpt = r.get("flops_per_token_mfu")
-    for impl in ("retort", "eager", "compile"):
+    for impl in ("retort", "retort_timed", "eager", "compile"):
         j = runs.get(f"{cfg}-{impl}")
         if not j or "tokens_per_s" not in j:
             continue
@@ -232,6 +236,12 @@ for cfg in ("gpu-125m", "gpu-350m"):
         mem = f"{j.get('gpu_peak_bytes', 0) / 2**30:.1f}"
         ratio = f"{r['tokens_per_s'] / tok:.2f}" if "tokens_per_s" in r else ""
         rows.append(f"| {cfg} | {impl} | {tok:.0f} | {mfu} | {ceil} | {mem} | {j.get('attention_kernel', '')} | {ratio} |")
+timed = runs.get("gpu-350m-retort_timed", {}).get("tuned_products", [])
+changed = sorted((t for t in timed if t["chosen"] != 0), key=lambda t: t["chosen_us"] - t["heuristic_us"])
+if timed:
+    rows.append(f"\nmatmul_tuning=timed at gpu-350m: {len(changed)} of {len(timed)} shapes chose another algorithm than the heuristic's first")
+for t in changed[:12]:
+    rows.append(f"  {t['shape']:<40} {t['heuristic_us']:9.1f} -> {t['chosen_us']:9.1f} us (#{t['chosen']} of {t['candidates']})")
 print("\n".join(rows))
 PY
 )
