@@ -124,6 +124,7 @@ void Transformer::build_views() {
     p.value = flat_params_.flat(p.offset, n).view(shapes_[i]);
     p.grad = flat_grads_.flat(p.offset, n).view(shapes_[i]);
   }
+  bound16_.assign(params_.size(), Tensor());
   rebuild_weights();
 }
 
@@ -133,17 +134,25 @@ std::pair<int64_t, int64_t> Transformer::unit_range(int unit) const {
   return {params_[first].offset, last < params_.size() ? params_[last].offset : n_params_};
 }
 
-void Transformer::bind_unit(int unit, const Tensor& params, const Tensor& grads) {
+void Transformer::bind_unit(int unit, const Tensor& params, const Tensor& grads,
+                            const Tensor& params16) {
   const auto [begin, end] = unit_range(unit);
-  RETORT_CHECK(!params.defined() || params.numel() >= end - begin, "bind_unit: unit ", unit, " has ",
-               end - begin, " elements, the parameter buffer ", params.numel());
-  RETORT_CHECK(!grads.defined() || grads.numel() >= end - begin, "bind_unit: unit ", unit, " has ",
-               end - begin, " elements, the gradient buffer ", grads.numel());
+  for (const auto& [buf, what] : {std::pair{&params, "parameter"}, std::pair{&grads, "gradient"},
+                                  std::pair{&params16, "bf16 parameter"}})
+    RETORT_CHECK(!buf->defined() || buf->numel() >= end - begin, "bind_unit: unit ", unit, " has ",
+                 end - begin, " elements, the ", what, " buffer ", buf->numel());
+  RETORT_CHECK(!params16.defined() || (params16.dtype() == DType::BF16 && params.defined() &&
+                                       ops::matmul_precision() == ops::MatmulPrecision::BF16),
+               "bind_unit: bf16 parameters go with the fp32 ones under bf16 matmuls");
   for (size_t i = unit_first_param_[unit]; i < unit_first_param_[unit + 1]; ++i) {
     Parameter& p = params_[i];
     const int64_t n = shape_numel(shapes_[i]);
-    p.value = params.defined() ? params.flat(p.offset - begin, n).view(shapes_[i]) : Tensor();
-    p.grad = grads.defined() ? grads.flat(p.offset - begin, n).view(shapes_[i]) : Tensor();
+    const auto view = [&](const Tensor& buf) {
+      return buf.defined() ? buf.flat(p.offset - begin, n).view(shapes_[i]) : Tensor();
+    };
+    p.value = view(params);
+    p.grad = view(grads);
+    bound16_[i] = view(params16);
   }
   rebuild_weights();
 }
@@ -165,7 +174,8 @@ void Transformer::rebuild_weights() {
   auto next = [&]() -> Weight {
     const size_t i = k++;
     const Parameter& p = params_[i];
-    Tensor w16 = bf16_armed_ ? flat16_.flat(p.offset, shape_numel(shapes_[i])).view(shapes_[i]) : Tensor();
+    Tensor w16 = bf16_armed_ ? flat16_.flat(p.offset, shape_numel(shapes_[i])).view(shapes_[i])
+                             : bound16_[i];
     return Weight{p.value, p.grad, w16};
   };
   embed_ = next();

@@ -97,7 +97,12 @@ class Transformer {
   std::pair<int64_t, int64_t> unit_range(int unit) const;
   // Point the views of unit `unit`'s parameters at params[0 .. unit size) and its gradients at
   // grads (undefined grads = forward only; undefined params = unbind). Keeps a pending forward.
-  void bind_unit(int unit, const Tensor& params, const Tensor& grads);
+  // params16 (BF16, params' layout; bf16 matmul precision only), when defined, is what the
+  // products read for the unit's weights in place of rounding params each time: params rounded
+  // to bf16 (an fsdp unit gathered in bf16, parallel.param_gather), so bitwise the same
+  // products.
+  void bind_unit(int unit, const Tensor& params, const Tensor& grads,
+                 const Tensor& params16 = Tensor());
   // Drop the model's own flat buffers and unbind every unit: from now on the unit hooks must
   // bind each unit before it is used (flat_params()/flat_grads() become undefined).
   void release_flat();
@@ -154,9 +159,10 @@ class Transformer {
  private:
   struct Weight {
     Tensor w, g;  // value, grad
-    Tensor w16;   // bf16 copy of w while armed (arm_bf16_weights), else undefined
+    Tensor w16;   // bf16 copy of w while armed (arm_bf16_weights) or bound (bind_unit's
+                  // params16), else undefined
   };
-  // The operand of a product with weight w: its bf16 copy when armed.
+  // The operand of a product with weight w: its bf16 copy when there is one.
   static const Tensor& mm(const Weight& w) { return w.w16.defined() ? w.w16 : w.w; }
   struct LayerWeights {
     Weight ln_in, wq, wk, wv, wo, q_norm, k_norm, ln_post, w_gate, w_up, w_down;
@@ -291,6 +297,7 @@ class Transformer {
       dqkv_b_;
   Backing operand_b_;                 // shared_operand's bf16 copy
   Tensor flat16_;                     // arm_bf16_weights' copy of flat_params_
+  std::vector<Tensor> bound16_;       // per parameter: its view of bind_unit's params16
   bool bf16_armed_ = false;
 };
 

@@ -98,9 +98,8 @@ void FullyShardedDP::prefetch(int u) {
 }
 
 void FullyShardedDP::recycle_bf16(Gathered& g) {
-  if (!g.buf16.defined()) return;
-  free_full16_.push_back(g.buf16);
-  free_chunk16_.push_back(g.chunk16);
+  if (g.buf16.defined()) free_full16_.push_back(g.buf16);
+  if (g.chunk16.defined()) free_chunk16_.push_back(g.chunk16);
   g.buf16 = g.chunk16 = Tensor();
 }
 
@@ -110,14 +109,20 @@ Tensor& FullyShardedDP::gathered(int u) {
   if (g.req) {
     g.req->wait();
     g.req.reset();
-    if (g.buf16.defined()) {  // full_u ← the gathered bf16 values, widened
+    if (g.buf16.defined()) {  // full_u ← the gathered bf16 values, widened (buf16 kept)
       const int64_t n = units_[u].chunk * F_;
       Tensor full = g.buf.flat(0, n);
       ops::convert(full, g.buf16.flat(0, n));
-      recycle_bf16(g);
+      free_chunk16_.push_back(g.chunk16);  // the gather's input is done with
+      g.chunk16 = Tensor();
     }
   }
   return g.buf;
+}
+
+void FullyShardedDP::bind(int u, const Tensor& grads) {
+  const Tensor& full = gathered(u);
+  model_.bind_unit(u, full, grads, resident_.at(u).buf16);
 }
 
 void FullyShardedDP::release(int u) {
@@ -178,7 +183,7 @@ bool FullyShardedDP::needed_later(const std::vector<int>& order, size_t pos, int
 
 void FullyShardedDP::before_forward(int u) {
   progress();
-  model_.bind_unit(u, gathered(u), Tensor());
+  bind(u, Tensor());
   const int next = next_in(fwd_order_, fwd_pos_, u);
   if (next >= 0) prefetch(next);
 }
@@ -190,12 +195,11 @@ void FullyShardedDP::after_forward(int u) {
 
 void FullyShardedDP::before_backward(int u) {
   progress();
-  Tensor& full = gathered(u);
   Tensor g = take(free_full_, full_allocated_, max_padded_);
   Tensor gp = g.flat(0, units_[u].chunk * F_);
   ops::fill(gp, 0.0f);  // the padding stays 0 through the reduce-scatter
   grad_bound_[u] = g;
-  model_.bind_unit(u, full, g);
+  bind(u, g);
   const int next = next_in(bwd_order_, bwd_pos_, u);
   if (next >= 0) prefetch(next);
 }
@@ -211,7 +215,7 @@ void FullyShardedDP::after_backward(int u) {
   s.req = reduce_scatter_grads_async(*fsdp_, out, in, precision_);
   scatters_.push_back(std::move(s));
   if (keep_params_ && training_ && needed_later(bwd_order_, bwd_pos_, u))
-    model_.bind_unit(u, gathered(u), Tensor());
+    bind(u, Tensor());
   else
     release(u);
   while (scatters_.size() > 1) complete_oldest_scatter();  // one in flight while the next unit runs

@@ -18,8 +18,9 @@
 // with bf16 each rank's chunk is rounded to bfloat16 (half the bytes on the wire) and the
 // gathered unit widened back to fp32, so the model sees its parameters rounded to bf16 — what
 // bf16 products round the weights to anyway; the norm gains and the embedding rows the lookup
-// reads are rounded too (as under FSDP2's param_dtype). The shard, its gradient and AdamW stay
-// fp32.
+// reads are rounded too (as under FSDP2's param_dtype). The products read the bf16 gather
+// itself (Transformer::bind_unit's params16), so no product rounds its weight again. The
+// shard, its gradient and AdamW stay fp32.
 //
 // Gradients are reduce-scattered after every micro-batch's backward into the shard accumulator
 // (ZeRO-3 style), so no full-size gradient outlives one unit. Parameters are re-gathered for
@@ -105,7 +106,8 @@ class FullyShardedDP : public Transformer::UnitHooks {
   };
   struct Gathered {       // a unit's full parameters, maybe still arriving
     Tensor buf;
-    Tensor buf16, chunk16;  // ParamGather::BF16: the gather's bf16 output and input until widened
+    Tensor buf16, chunk16;  // ParamGather::BF16: the gather's bf16 output (the products' weights
+                            // while resident) and input
     std::unique_ptr<Request> req;
   };
   struct Scatter {        // a unit's gradient reduce-scatter in flight
@@ -120,6 +122,9 @@ class FullyShardedDP : public Transformer::UnitHooks {
   void recycle_bf16(Gathered& g);
   // Unit u's full parameters, gathered (started now if not resident or in flight).
   Tensor& gathered(int u);
+  // Binds unit u's gathered parameters (and under ParamGather::BF16 their bf16 gather, for the
+  // products) and `grads` to the model.
+  void bind(int u, const Tensor& grads);
   void prefetch(int u);
   void release(int u);
   void release_all();

@@ -9,7 +9,7 @@
 #  - the fsdp2 run resumed on the GPU from its sharded mid-run checkpoint, and the tp2 + sp run
 #    from its consolidated one, are bitwise identical to the uninterrupted runs;
 #  - fsdp2 with bf16 products and bf16 parameter all-gathers (NCCL) agrees with the same on CPU
-#    ranks;
+#    ranks, and its products read the bf16 gathers (no weight rounded per product);
 #  - with four or more GPUs: dp2 × fsdp2 (consolidated checkpoints: the shards gathered to the
 #    host, parameters kept from forward to backward) and fsdp2 × tp2 + sp (consolidated: shards
 #    gathered, then the tp slices) agree with one GPU.
@@ -64,6 +64,17 @@ for dev in cpu cuda; do
     > "$WORK/${dev}_fsdp2_gather16.log"
 done
 compare_runs "$WORK/cpu_fsdp2_gather16" "$WORK/cuda_fsdp2_gather16" 1e-3 2e-2
+# ... and the products read the bf16 gather itself: the op profile counts one f32 -> bf16
+# rounding per gather (its own input) and one widening, no weight rounded again by a product.
+RETORT_OP_PROFILE=1 OMP_NUM_THREADS=1 "${MPIRUN[@]}" -np 2 "$RETORT_BIN" bench "${ARGS[@]}" "${GPU[@]}" \
+  --set parallel.fsdp=2 --set train.precision=bf16 --set parallel.param_gather=bf16 \
+  --set bench.steps=1 --set bench.warmup=1 --set bench.ceiling_n=64 > "$WORK/fsdp2_gather16_bench.json"
+/usr/bin/python3 - "$WORK/fsdp2_gather16_bench.json" <<'PY'
+import json, sys
+k = {x["kernel"]: x["calls_per_step"] for x in json.load(open(sys.argv[1]))["op_profile"]["kernels"]}
+assert k["f32_to_bf16"] == k["bf16_to_f32"] > 0 and k["matmul_bf16_rounded"] > 0, k
+print(f"ok: fsdp2 bf16 gathers: {k['f32_to_bf16']} roundings and widenings per step, one per gather")
+PY
 
 if [ "$gpus" -ge 4 ]; then
   mesh dp2fsdp2 4 parallel.dp=2 parallel.fsdp=2 parallel.fsdp_keep_params=true checkpoint.format=consolidated

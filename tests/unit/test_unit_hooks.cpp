@@ -8,6 +8,7 @@
 #include <map>
 #include <string>
 
+#include "core/ops.h"
 #include "core/random.h"
 #include "models/transformer.h"
 
@@ -47,20 +48,31 @@ struct CopyingHooks : Transformer::UnitHooks {
   std::vector<float> params, grads;
   std::map<int, Tensor> g_bound;
   std::string log;
+  std::vector<float> params16;  // when not empty: bound as the products' bf16 weights, rounded
   CopyingHooks(Transformer& model, std::vector<float> p) : m(model), params(std::move(p)), grads(params.size()) {}
-  Tensor copy_of(int u) {
+  Tensor copy_of(int u, const std::vector<float>& from) {
     auto [b, e] = m.unit_range(u);
     Tensor t = Tensor::empty({e - b});
-    std::memcpy(t.host<float>(), params.data() + b, (e - b) * sizeof(float));
+    std::memcpy(t.host<float>(), from.data() + b, (e - b) * sizeof(float));
     return t;
   }
-  void before_forward(int u) override { log += "F" + std::to_string(u); m.bind_unit(u, copy_of(u), Tensor()); }
+  Tensor copy_of(int u) { return copy_of(u, params); }
+  void bind(int u, const Tensor& g) {
+    Tensor p16;
+    if (!params16.empty()) {
+      Tensor p = copy_of(u, params16);
+      p16 = Tensor::empty(p.shape(), DType::BF16);
+      ops::convert(p16, p);
+    }
+    m.bind_unit(u, copy_of(u), g, p16);
+  }
+  void before_forward(int u) override { log += "F" + std::to_string(u); bind(u, Tensor()); }
   void after_forward(int u) override { log += "f" + std::to_string(u); m.bind_unit(u, Tensor(), Tensor()); }
   void before_backward(int u) override {
     log += "B" + std::to_string(u);
     auto [b, e] = m.unit_range(u);
     g_bound[u] = Tensor::zeros({e - b});
-    m.bind_unit(u, copy_of(u), g_bound[u]);
+    bind(u, g_bound[u]);
   }
   void after_backward(int u) override {
     log += "b" + std::to_string(u);
@@ -127,4 +139,40 @@ TEST(UnitHooks, BoundUnitsGiveTheSameLossAndGradients) {
       EXPECT_EQ(hooks.log, tied ? "F0f0F1f1F2f2F3F0f0f3" : "F0f0F1f1F2f2F3f3");
       m.set_unit_hooks(nullptr);
     }
+}
+
+// A unit bound with bf16 parameters (fsdp's bf16 gathers) feeds them to the products, and only
+// to them: with layer 0's matrices doubled in the bf16 buffer alone, loss and gradients are
+// bitwise those of the plain model whose layer-0 matrices are doubled (norm gains unchanged),
+// and not those of the undoubled one.
+TEST(UnitHooks, Bf16UnitFeedsTheProducts) {
+  ops::set_matmul_precision(ops::MatmulPrecision::BF16);
+  Tensor tokens = Tensor::empty({2, 8}, DType::I32), targets = Tensor::empty({2, 8}, DType::I32);
+  batch(tokens, targets);
+  Transformer plain(tiny(false)), doubled(tiny(false)), m(tiny(false));
+  for (Transformer* t : {&plain, &doubled, &m}) t->init(4);
+  for (const Parameter& p : doubled.parameters())
+    if (p.name.rfind("model.layers.0.", 0) == 0 && p.shape.size() == 2) {
+      Tensor v = p.value;
+      ops::scale_inplace(v, 2.0f);
+    }
+  auto run = [&](Transformer& t) {
+    t.zero_grad();
+    const double loss = t.forward(tokens, targets, 1e-3f).loss;
+    t.backward(1.0f);
+    return loss;
+  };
+  const double want = run(doubled), undoubled = run(plain);
+  CopyingHooks hooks(m, to_vec(m.flat_params()));
+  hooks.params16 = to_vec(doubled.flat_params());
+  m.release_flat();
+  m.set_unit_hooks(&hooks);
+  EXPECT_EQ(run(m), want);
+  EXPECT_NE(want, undoubled);
+  EXPECT_EQ(hooks.grads, to_vec(doubled.flat_grads()));
+  m.set_unit_hooks(nullptr);
+  ops::set_matmul_precision(ops::MatmulPrecision::F32);
+  Transformer fp32(tiny(false));
+  Tensor p = Tensor::empty({fp32.unit_range(1).second}), p16 = Tensor::empty(p.shape(), DType::BF16);
+  EXPECT_THROW(fp32.bind_unit(1, p, Tensor(), p16), Error);  // bf16 weights under fp32 products
 }

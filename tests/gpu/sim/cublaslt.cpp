@@ -216,9 +216,10 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
   if (!handle || !check(desc, a, b, c, d)) return CUBLAS_STATUS_INVALID_VALUE;
   if (algo && (algo->data[0] != 0x5151 || algo->data[1] >= uint64_t(sim_algorithms())))
     return CUBLAS_STATUS_INVALID_VALUE;
-  // Algorithm i of n computes the same product (n − 1 − i) ms slower than the last: the
-  // heuristic's first choice is the slowest, so a timed choice must find the last.
-  const int slower_ms = algo ? sim_algorithms() - 1 - int(algo->data[1]) : 0;
+  // Algorithm i of n computes the same product, then waits (n − 1 − i) times as long as that
+  // took, plus as many ms: the heuristic's first choice is the slowest by a margin that grows
+  // with the product (above the noise of a loaded machine), so a timed choice must find the last.
+  const int slower = algo ? sim_algorithms() - 1 - int(algo->data[1]) : 0;
   const uint64_t m = d->rows, n = d->cols;
   const uint64_t k = desc->ta == CUBLAS_OP_N ? a->cols : a->rows;
   const float alpha = *static_cast<const float*>(alpha_p), beta = *static_cast<const float*>(beta_p);
@@ -234,8 +235,8 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
     sim::fault("cublasLtMatmul: an operand or the workspace is not (all) device memory");
   // Queued like the real call: the operands are read when the stream gets there.
   sim::enqueue(stream, [desc = *desc, la = *a, lb = *b, lc = *c, ld = *d, A, B, C, D, alpha, beta,
-                        m, n, k, slower_ms] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(slower_ms));
+                        m, n, k, slower] {
+    const auto start = std::chrono::steady_clock::now();
     // Member i of a strided batch: each operand offset by i times its stride (in elements).
     const auto at = [](const void* base, const cublasLtMatrixLayoutOpaque& l, int32_t i) {
       return static_cast<char*>(const_cast<void*>(base)) + i * l.stride * elem(l.type);
@@ -243,6 +244,8 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
     for (int32_t i = 0; i < ld.batch; ++i)
       product(desc, la, lb, lc, ld, at(A, la, i), at(B, lb, i), at(C, lc, i), at(D, ld, i), alpha,
               beta, m, n, k);
+    const auto took = std::chrono::steady_clock::now() - start;
+    std::this_thread::sleep_for(slower * (took + std::chrono::milliseconds(1)));
   });
   return CUBLAS_STATUS_SUCCESS;
 }
