@@ -17,8 +17,9 @@
 // Descriptors and the algorithm are cached per shape, transposes, types and batch; the
 // workspace is allocated once. The algorithm is the heuristic's first choice, or under
 // ops::MatmulTuning::Timed the fastest of up to kCandidates of its choices, each run kRuns
-// times on the shape's first product (into scratch, so the product's own output is written
-// once, by the chosen algorithm). A fixed algorithm per shape keeps results bitwise
+// times on the shape's first product (into y when the product overwrites it anyway, else into
+// scratch, so that y is accumulated into once, by the chosen algorithm). A fixed algorithm per
+// shape keeps results bitwise
 // reproducible within a process (and across processes under Heuristic).
 #include <cublasLt.h>
 
@@ -141,12 +142,14 @@ Plan make_plan(Context& ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t K, 
   return p;
 }
 
-// Timed: runs each candidate on this product's operands into scratch (a warm-up, then kRuns
-// timed runs) and keeps the fastest in p.algo; a candidate that fails to run is skipped.
-// `call(algo, d)` queues the product with output d.
+// Timed: runs each candidate on this product's operands (a warm-up, then kRuns timed runs) and
+// keeps the fastest in p.algo; a candidate that fails to run is skipped. `call(algo, d)` queues
+// the product with output d: y itself when the product does not read y (the chosen algorithm
+// overwrites it next), else scratch of out_bytes.
 template <class Call>
-void choose_by_time(Plan& p, const Call& call, size_t out_bytes, std::string shape) {
-  void* scratch = allocate(out_bytes);
+void choose_by_time(Plan& p, const Call& call, void* y, bool reads_y, size_t out_bytes,
+                    std::string shape) {
+  void* scratch = reads_y ? allocate(out_bytes) : y;
   ops::TunedProduct t{std::move(shape)};
   double best = 0;
   for (size_t i = 0; i < p.candidates.size(); ++i) {
@@ -165,7 +168,7 @@ void choose_by_time(Plan& p, const Call& call, size_t out_bytes, std::string sha
       p.algo = p.candidates[i];
     }
   }
-  release(scratch);
+  if (reads_y) release(scratch);
   RETORT_CHECK(t.candidates > 0, "cuBLASLt: none of the ", p.candidates.size(),
                " algorithms timed for ", t.shape, " ran");
   t.chosen_us = best;
@@ -199,7 +202,7 @@ void run(const void* a, bool ta, const void* b, bool tb, void* y, int64_t M, int
   };
   if (!p.candidates.empty()) {
     const size_t count = size_t(batch.count), out_elems = size_t((count - 1) * batch.stride_y + M * N);
-    choose_by_time(p, call, out_elems * (bf16_out ? 2 : 4),
+    choose_by_time(p, call, y, beta != 0.0f && (!c || c == y), out_elems * (bf16_out ? 2 : 4),
                    str_cat("matmul ", M, "x", N, "x", K, " ", ta ? "T" : "N", tb ? "T" : "N",
                            batch.count > 1 ? str_cat(" batch ", batch.count) : std::string(),
                            bf16 ? "" : " fp32", bf16_out ? " bf16 out" : ""));
