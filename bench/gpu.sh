@@ -2,6 +2,7 @@
 # retort vs PyTorch on one GPU, same model, batch and optimizer, side by side (issue: GPU backend).
 #
 #   bench/gpu.sh [--runs N] [--configs "configs/gpu-125m.yaml configs/gpu-350m.yaml"] [--out DIR]
+#                [--set KEY=VALUE ...]   (passed to retort bench, e.g. train.matmul_tuning=timed)
 #
 # For each config (T = 1024, bf16 matmuls, fp32 master weights and AdamW state):
 #   retort bench (parallel.device=cuda, train.precision=bf16), then the PyTorch peer
@@ -17,12 +18,14 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 RUNS=3 CONFIGS="configs/gpu-125m.yaml configs/gpu-350m.yaml" OUT=runs/bench-gpu
+SETS=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --runs) RUNS=$2; shift 2 ;;
     --configs) CONFIGS=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    --set) SETS+=(--set "$2"); shift 2 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "gpu.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -37,7 +40,7 @@ rm -f "$OUT"/*.json
 for cfg in $CONFIGS; do
   name=$(basename "$cfg" .yaml)
   for i in $(seq 1 "$RUNS"); do
-    "$RETORT" bench "$cfg" > "$OUT/$name-retort-$i.json"
+    "$RETORT" bench "$cfg" "${SETS[@]}" > "$OUT/$name-retort-$i.json"
     "$PYTHON" bench/pytorch_bench.py "$cfg" --device cuda --bf16 > "$OUT/$name-eager-$i.json"
     "$PYTHON" bench/pytorch_bench.py "$cfg" --device cuda --bf16 --compile \
       > "$OUT/$name-compile-$i.json"
