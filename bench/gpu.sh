@@ -25,7 +25,7 @@ while [[ $# -gt 0 ]]; do
     --configs) CONFIGS=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --set) SETS+=(--set "$2"); shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "gpu.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
