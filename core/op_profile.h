@@ -39,6 +39,10 @@ struct Total {
   int64_t calls = 0;
   double seconds = 0, flops = 0;
 };
+// The name of one product shape (each timed apart, with its FLOP/s): "matmul MxNxK TN" with the
+// transposes (N: as stored, T: transposed), and " batch n" for n > 1 products in one call.
+std::string product_name(int64_t M, int64_t N, int64_t K, bool ta, bool tb, int64_t n = 1);
+
 // The totals since the last reset (waits for the GPU), the largest time first.
 std::vector<Total> totals();
 void reset();

@@ -146,13 +146,10 @@ std::vector<TunedProduct> matmul_tuned_products() {
 }
 
 namespace {
-// The op profile's name for a product of this shape (one total per shape, with its FLOP/s):
-// "matmul M×N×K" with the transposes (N: as stored, T: transposed) and the batch; "" when
+// The op profile's name for a product of this shape (op_profile::product_name); "" when
 // profiling is off.
 std::string product_label(int64_t M, int64_t N, int64_t K, bool ta, bool tb, int64_t n = 1) {
-  if (!op_profile::enabled()) return {};
-  return str_cat("matmul ", M, "x", N, "x", K, " ", ta ? "T" : "N", tb ? "T" : "N",
-                 n > 1 ? str_cat(" batch ", n) : std::string());
+  return op_profile::enabled() ? op_profile::product_name(M, N, K, ta, tb, n) : std::string();
 }
 
 // [M, N, K] of op(a) @ op(b) for a stored [ar, ac] and b stored [br, bc]; an error naming both

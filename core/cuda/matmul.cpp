@@ -31,6 +31,7 @@
 
 #include "core/cuda/kernels.h"
 #include "core/cuda/runtime.h"
+#include "core/op_profile.h"
 
 namespace retort::cuda {
 
@@ -203,8 +204,7 @@ void run(const void* a, bool ta, const void* b, bool tb, void* y, int64_t M, int
   if (!p.candidates.empty()) {
     const size_t count = size_t(batch.count), out_elems = size_t((count - 1) * batch.stride_y + M * N);
     choose_by_time(p, call, y, beta != 0.0f && (!c || c == y), out_elems * (bf16_out ? 2 : 4),
-                   str_cat("matmul ", M, "x", N, "x", K, " ", ta ? "T" : "N", tb ? "T" : "N",
-                           batch.count > 1 ? str_cat(" batch ", batch.count) : std::string(),
+                   str_cat(op_profile::product_name(M, N, K, ta, tb, batch.count),
                            bf16 ? "" : " fp32", bf16_out ? " bf16 out" : ""));
   }
   RETORT_CUBLAS_CHECK(call(p.algo, y));
