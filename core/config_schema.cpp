@@ -132,10 +132,11 @@ const std::vector<ConfigKey>& config_schema() {
        "clipping and AdamW stay fp32)"},
       {"parallel.param_gather", T::String, "fp32",
        "precision of fsdp's parameter all-gathers: fp32, or bf16 (each rank's parameter chunk "
-       "rounded to bfloat16 and gathered in bf16, half the bytes on the wire, then widened to "
-       "fp32 for the model: bf16 products see the weights they round to anyway, but the norm "
-       "gains and the embedding rows the lookup reads are rounded too, as under FSDP2's "
-       "param_dtype; the shard, gradients and AdamW stay fp32; needs train.precision bf16)"},
+       "rounded to bfloat16 and gathered in bf16, half the bytes on the wire and in the "
+       "gathered unit, which the model reads as it arrived: bf16 products see the weights they "
+       "round to anyway, but the norm gains (widened to fp32) and the embedding rows the lookup "
+       "reads are rounded too, as under FSDP2's param_dtype; the shard, gradients and AdamW stay "
+       "fp32; needs train.precision bf16)"},
       {"parallel.timeout_s", T::Float, "600",
        "the longest any collective may wait, in seconds; then the job ends (exit 124) with a line naming the ranks that do not respond or have not arrived; 0 = wait forever"},
 

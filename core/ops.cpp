@@ -848,7 +848,7 @@ void embedding_forward(Tensor& out, const Tensor& ids, const Tensor& table) {
   const char* op = "embedding_forward";
   check_f32(op, "out", out);
   check_i32(op, "ids", ids);
-  check_f32(op, "table", table);
+  check_float(op, "table", table);
   RETORT_CHECK(table.ndim() == 2, op, ": table must be [V, d], got ", shape_str(table.shape()));
   const int64_t V = table.dim(0), d = table.dim(1), rows = ids.numel();
   RETORT_CHECK(out.numel() == rows * d && last_dim(out) == d, op, ": out ",
@@ -856,7 +856,10 @@ void embedding_forward(Tensor& out, const Tensor& ids, const Tensor& table) {
                shape_str(ids.shape()), " and table ", shape_str(table.shape()));
   check_ids(op, "ids", ids, V);
   const Device dev = common_device("embedding_forward", {&out, &ids, &table});
-  RETORT_KERNEL(dev, embedding_forward, out.data<float>(), ids.data<int32_t>(), table.data<float>(), rows, d);
+  if (table.dtype() == DType::BF16)
+    RETORT_KERNEL(dev, embedding_forward, out.data<float>(), ids.data<int32_t>(), table.data<uint16_t>(), rows, d);
+  else
+    RETORT_KERNEL(dev, embedding_forward, out.data<float>(), ids.data<int32_t>(), table.data<float>(), rows, d);
 }
 
 void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& ids) {

@@ -188,8 +188,9 @@ void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache, const
                       int64_t n_keys);
 
 // ---- embedding -----------------------------------------------------------------------------
-// ids: [rows] I32, table: [V, d] -> out: [rows, d] = table[ids]. An id of -1 (vocabulary-
-// parallel: the token's row lives on another rank) gives a zero row and no gradient.
+// ids: [rows] I32, table: [V, d] F32 or BF16 -> out: [rows, d] F32 = table[ids] (a bf16 table,
+// fsdp's bf16 gather, widened exactly). An id of -1 (vocabulary-parallel: the token's row lives
+// on another rank) gives a zero row and no gradient.
 void embedding_forward(Tensor& out, const Tensor& ids, const Tensor& table);
 // dtable[ids[r], :] += dout[r, :], deterministic (fixed order per vocab row).
 void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& ids);

@@ -37,7 +37,7 @@ void Transformer::block_forward(int layer, const Tensor& x_in, Tensor& x_out, Bl
   norm_enter(a.h1, a.rstd1, x_in, w.ln_in.w);
   // q, k, v (one after another) written by their products in the activations' dtype: one
   // batched product when they have one shape (no GQA).
-  if (w.qkv.w.defined()) {
+  if (mm(w.qkv).defined()) {
     Tensor qkv = a.q.span({3, R, H * hd});
     ops::matmul_batched(qkv, a.h1, false, mm(w.qkv), true);
   } else {

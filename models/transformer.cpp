@@ -3,6 +3,7 @@
 #include "models/transformer.h"
 
 #include <cmath>
+#include <tuple>
 
 #include "core/ops.h"
 #include "core/random.h"
@@ -134,25 +135,53 @@ std::pair<int64_t, int64_t> Transformer::unit_range(int unit) const {
   return {params_[first].offset, last < params_.size() ? params_[last].offset : n_params_};
 }
 
+std::vector<std::pair<int64_t, int64_t>> Transformer::unit_gain_runs(int unit) const {
+  const int64_t begin = unit_range(unit).first;
+  std::vector<std::pair<int64_t, int64_t>> runs;
+  for (size_t i = unit_first_param_[unit]; i < unit_first_param_[unit + 1]; ++i) {
+    if (shapes_[i].size() != 1) continue;  // a matrix
+    const int64_t b = params_[i].offset - begin, e = b + shapes_[i][0];
+    if (!runs.empty() && runs.back().second == b) runs.back().second = e;
+    else runs.emplace_back(b, e);
+  }
+  return runs;
+}
+
+int64_t Transformer::unit_gain_elems(int unit) const {
+  int64_t n = 0;
+  for (const auto& [b, e] : unit_gain_runs(unit)) n += e - b;
+  return n;
+}
+
 void Transformer::bind_unit(int unit, const Tensor& params, const Tensor& grads,
                             const Tensor& params16) {
   const auto [begin, end] = unit_range(unit);
-  for (const auto& [buf, what] : {std::pair{&params, "parameter"}, std::pair{&grads, "gradient"},
-                                  std::pair{&params16, "bf16 parameter"}})
-    RETORT_CHECK(!buf->defined() || buf->numel() >= end - begin, "bind_unit: unit ", unit, " has ",
-                 end - begin, " elements, the ", what, " buffer ", buf->numel());
-  RETORT_CHECK(!params16.defined() || (params16.dtype() == DType::BF16 && params.defined() &&
+  const bool gains_only = params16.defined();  // params holds the unit's gains, packed
+  const int64_t n_values = gains_only ? unit_gain_elems(unit) : end - begin;
+  for (const auto& [buf, what, n] :
+       {std::tuple{&params, "parameter", n_values}, std::tuple{&grads, "gradient", end - begin},
+        std::tuple{&params16, "bf16 parameter", end - begin}})
+    RETORT_CHECK(!buf->defined() || buf->numel() >= n, "bind_unit: unit ", unit, " needs ", n,
+                 " elements, the ", what, " buffer has ", buf->numel());
+  RETORT_CHECK(!params16.defined() || (params16.dtype() == DType::BF16 &&
                                        ops::matmul_precision() == ops::MatmulPrecision::BF16),
-               "bind_unit: bf16 parameters go with the fp32 ones under bf16 matmuls");
+               "bind_unit: bf16 parameters need bf16 matmuls");
+  RETORT_CHECK(!gains_only || n_values == 0 || params.defined(),
+               "bind_unit: unit ", unit, "'s bf16 parameters come with its fp32 norm gains");
+  int64_t packed = 0;  // next gain's place in params when gains_only
   for (size_t i = unit_first_param_[unit]; i < unit_first_param_[unit + 1]; ++i) {
     Parameter& p = params_[i];
     const int64_t n = shape_numel(shapes_[i]);
-    const auto view = [&](const Tensor& buf) {
-      return buf.defined() ? buf.flat(p.offset - begin, n).view(shapes_[i]) : Tensor();
+    const auto view = [&](const Tensor& buf, int64_t at) {
+      return buf.defined() ? buf.flat(at, n).view(shapes_[i]) : Tensor();
     };
-    p.value = view(params);
-    p.grad = view(grads);
-    bound16_[i] = view(params16);
+    const bool gain = shapes_[i].size() == 1;
+    if (!gains_only) p.value = view(params, p.offset - begin);
+    else if (gain) p.value = view(params, packed);
+    else p.value = Tensor();  // read through bound16_ only
+    if (gains_only && gain) packed += n;
+    p.grad = view(grads, p.offset - begin);
+    bound16_[i] = view(params16, p.offset - begin);
   }
   rebuild_weights();
 }
@@ -500,12 +529,15 @@ LossResult Transformer::forward(const Tensor& tokens, const Tensor& targets, flo
 // x = E[tok] (vocabulary-parallel with tp: each rank looks up the ids of its shard, the
 // partial rows are summed by leaving the region).
 void Transformer::embed_forward(Tensor& x) {
+  // fp32 table, or only the bf16 one (fsdp's bf16 gather binds no fp32 matrices; the lookup
+  // widens its rows exactly)
+  const Tensor& table = embed_.w.defined() ? embed_.w : embed_.w16;
   if (!regions_) {
-    ops::embedding_forward(x, tokens_, embed_.w);
+    ops::embedding_forward(x, tokens_, table);
     return;
   }
   Tensor part = part_b_.get(device_, {R_, cfg_.d_model});
-  ops::embedding_forward(part, local_tokens_, embed_.w);
+  ops::embedding_forward(part, local_tokens_, table);
   regions_->leave_forward(x, part);
 }
 

@@ -22,6 +22,7 @@ FullyShardedDP::FullyShardedDP(Transformer& model, std::shared_ptr<Communicator>
     shard_elems_ += c;
     max_padded_ = std::max(max_padded_, c * F_);
     max_chunk_ = std::max(max_chunk_, c);
+    max_gains_ = std::max(max_gains_, model.unit_gain_elems(u));
   }
   // Pieces: this rank owns unit-relative [k·c, (k+1)·c) of each unit; cut it at parameter edges.
   const auto& ps = model.parameters();
@@ -75,19 +76,21 @@ Tensor FullyShardedDP::take(std::vector<Tensor>& pool, int64_t& allocated, int64
 }
 
 int64_t FullyShardedDP::gather_buffer_bytes() const {
-  return (full_allocated_ * max_padded_ + chunk_allocated_ * max_chunk_) * int64_t(sizeof(float)) +
+  return (full_allocated_ * max_padded_ + chunk_allocated_ * max_chunk_ +
+          gains_allocated_ * max_gains_) * int64_t(sizeof(float)) +
          (full16_allocated_ * max_padded_ + chunk16_allocated_ * max_chunk_) * 2;
 }
 
 void FullyShardedDP::prefetch(int u) {
   if (resident_.count(u)) return;
   Gathered g;
-  g.buf = take(free_full_, full_allocated_, max_padded_);
   const int64_t c = units_[u].chunk;
   if (gather_ == ParamGather::F32) {
+    g.buf = take(free_full_, full_allocated_, max_padded_);
     Tensor out = g.buf.flat(0, c * F_);
     g.req = fsdp_->all_gather_async(out, chunk_of(params_, u));  // full_u ← concat_k chunk_k
-  } else {  // this rank's chunk rounded to bf16, gathered in bf16; widened by gathered()
+  } else {  // this rank's chunk rounded to bf16, gathered in bf16; gains widened by gathered()
+    g.buf = take(free_gains_, gains_allocated_, max_gains_);
     g.chunk16 = take(free_chunk16_, chunk16_allocated_, max_chunk_, DType::BF16);
     g.buf16 = take(free_full16_, full16_allocated_, max_padded_, DType::BF16);
     Tensor in = g.chunk16.flat(0, c), out = g.buf16.flat(0, c * F_);
@@ -97,10 +100,11 @@ void FullyShardedDP::prefetch(int u) {
   resident_.emplace(u, std::move(g));
 }
 
-void FullyShardedDP::recycle_bf16(Gathered& g) {
+void FullyShardedDP::recycle(Gathered& g) {
+  (gather_ == ParamGather::F32 ? free_full_ : free_gains_).push_back(g.buf);
   if (g.buf16.defined()) free_full16_.push_back(g.buf16);
   if (g.chunk16.defined()) free_chunk16_.push_back(g.chunk16);
-  g.buf16 = g.chunk16 = Tensor();
+  g = Gathered();
 }
 
 Tensor& FullyShardedDP::gathered(int u) {
@@ -109,10 +113,13 @@ Tensor& FullyShardedDP::gathered(int u) {
   if (g.req) {
     g.req->wait();
     g.req.reset();
-    if (g.buf16.defined()) {  // full_u ← the gathered bf16 values, widened (buf16 kept)
-      const int64_t n = units_[u].chunk * F_;
-      Tensor full = g.buf.flat(0, n);
-      ops::convert(full, g.buf16.flat(0, n));
+    if (g.buf16.defined()) {  // the norm gains widened from the bf16 gather, packed
+      int64_t packed = 0;
+      for (const auto& [b, e] : model_.unit_gain_runs(u)) {
+        Tensor gains = g.buf.flat(packed, e - b);
+        ops::convert(gains, g.buf16.flat(b, e - b));
+        packed += e - b;
+      }
       free_chunk16_.push_back(g.chunk16);  // the gather's input is done with
       g.chunk16 = Tensor();
     }
@@ -129,8 +136,7 @@ void FullyShardedDP::release(int u) {
   auto it = resident_.find(u);
   if (it == resident_.end()) return;
   if (it->second.req) it->second.req->wait();
-  recycle_bf16(it->second);
-  free_full_.push_back(it->second.buf);
+  recycle(it->second);
   resident_.erase(it);
   model_.bind_unit(u, Tensor(), Tensor());
 }

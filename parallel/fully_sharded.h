@@ -15,11 +15,12 @@
 // (communicator.h, GradReduce): with bf16 each rank's dfull_u (and gshard) is rounded to
 // bfloat16 for the wire and the sum converted back to fp32; the shard accumulates in fp32.
 // The all-gathers move parameters in the precision of parallel.param_gather (ParamGather):
-// with bf16 each rank's chunk is rounded to bfloat16 (half the bytes on the wire) and the
-// gathered unit widened back to fp32, so the model sees its parameters rounded to bf16 — what
-// bf16 products round the weights to anyway; the norm gains and the embedding rows the lookup
-// reads are rounded too (as under FSDP2's param_dtype). The products read the bf16 gather
-// itself (Transformer::bind_unit's params16), so no product rounds its weight again. The
+// with bf16 each rank's chunk is rounded to bfloat16 (half the bytes on the wire), so the model
+// sees its parameters rounded to bf16 — what bf16 products round the weights to anyway; the
+// norm gains and the embedding rows the lookup reads are rounded too (as under FSDP2's
+// param_dtype). The model reads the bf16 gather itself (Transformer::bind_unit's params16):
+// the products their weights, the lookup its rows; only the norm gains are widened to fp32
+// (a small buffer per unit), so a gathered unit costs 2 bytes per parameter, not 2 + 4. The
 // shard, its gradient and AdamW stay fp32.
 //
 // Gradients are reduce-scattered after every micro-batch's backward into the shard accumulator
@@ -105,7 +106,8 @@ class FullyShardedDP : public Transformer::UnitHooks {
     int64_t shard_off, n;
   };
   struct Gathered {       // a unit's full parameters, maybe still arriving
-    Tensor buf;
+    Tensor buf;             // what the model reads in fp32: the unit [P_u] (F32 gathers) or
+                            // its norm gains, packed (BF16: widened from buf16)
     Tensor buf16, chunk16;  // ParamGather::BF16: the gather's bf16 output (the products' weights
                             // while resident) and input
     std::unique_ptr<Request> req;
@@ -118,9 +120,10 @@ class FullyShardedDP : public Transformer::UnitHooks {
 
   Tensor chunk_of(const Tensor& shard, int u) const { return shard.flat(units_[u].shard_off, units_[u].chunk); }
   Tensor take(std::vector<Tensor>& pool, int64_t& allocated, int64_t n, DType dtype = DType::F32);
-  // Returns a Gathered's bf16 buffers to their pools.
-  void recycle_bf16(Gathered& g);
-  // Unit u's full parameters, gathered (started now if not resident or in flight).
+  // Returns a Gathered's buffers to their pools.
+  void recycle(Gathered& g);
+  // Unit u's fp32 parameters (Gathered::buf), gathered (started now if not resident or in
+  // flight).
   Tensor& gathered(int u);
   // Binds unit u's gathered parameters (and under ParamGather::BF16 their bf16 gather, for the
   // products) and `grads` to the model.
@@ -143,14 +146,15 @@ class FullyShardedDP : public Transformer::UnitHooks {
   Device device_ = Device::CPU;  // the model's: shards and unit buffers live there
   std::vector<Unit> units_;
   std::vector<Piece> pieces_;
-  int64_t shard_elems_ = 0, max_padded_ = 0, max_chunk_ = 0;
+  int64_t shard_elems_ = 0, max_padded_ = 0, max_chunk_ = 0, max_gains_ = 0;
   Tensor params_, grads_;  // the shards [S]
 
   std::map<int, Gathered> resident_;
   std::deque<Scatter> scatters_;
   std::map<int, Tensor> grad_bound_;  // unit → full gradient buffer of the running backward
-  std::vector<Tensor> free_full_, free_chunk_, free_full16_, free_chunk16_;
-  int64_t full_allocated_ = 0, chunk_allocated_ = 0, full16_allocated_ = 0, chunk16_allocated_ = 0;
+  std::vector<Tensor> free_full_, free_chunk_, free_full16_, free_chunk16_, free_gains_;
+  int64_t full_allocated_ = 0, chunk_allocated_ = 0, full16_allocated_ = 0, chunk16_allocated_ = 0,
+          gains_allocated_ = 0;
   std::vector<int> fwd_order_, bwd_order_;
   size_t fwd_pos_ = 0, bwd_pos_ = 0;
 };

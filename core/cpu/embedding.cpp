@@ -2,21 +2,33 @@
 //   forward:  out[r, :] = table[ids[r], :]
 //   backward: dtable[ids[r], :] += dout[r, :]
 // An id of -1 (the token lives on another rank's vocabulary shard) reads zeros / is skipped.
+// A bf16 table (fsdp's bf16 parameter gather) is widened row by row: exact.
 // Backward is deterministic and independent of the thread count: threads own blocks of
 // feature columns and every thread walks the rows in ascending order.
-#include <cstring>
-
+#include "core/cpu/bf16.h"
 #include "core/cpu/kernels.h"
 
 namespace retort::cpu {
 
-void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t rows,
-                       int64_t d) {
+namespace {
+template <class Table>
+void lookup(float* out, const int32_t* ids, const Table* table, int64_t rows, int64_t d) {
 #pragma omp parallel for schedule(static) if (rows * d >= 16384)
   for (int64_t r = 0; r < rows; ++r) {
-    if (ids[r] < 0) std::memset(out + r * d, 0, sizeof(float) * d);
-    else std::memcpy(out + r * d, table + static_cast<int64_t>(ids[r]) * d, sizeof(float) * d);
+    const Table* row = ids[r] < 0 ? nullptr : table + static_cast<int64_t>(ids[r]) * d;
+    for (int64_t c = 0; c < d; ++c) out[r * d + c] = row ? load(row + c) : 0.0f;
   }
+}
+}  // namespace
+
+void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t rows,
+                       int64_t d) {
+  lookup(out, ids, table, rows, d);
+}
+
+void embedding_forward(float* out, const int32_t* ids, const uint16_t* table, int64_t rows,
+                       int64_t d) {
+  lookup(out, ids, table, rows, d);
 }
 
 void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t rows,

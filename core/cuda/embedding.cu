@@ -1,5 +1,6 @@
 // Embedding lookup and its gradient (math as core/cpu/embedding.cpp):
-//   forward:  out[r, :] = table[ids[r], :]   (zeros when ids[r] = −1: another vocab shard)
+//   forward:  out[r, :] = table[ids[r], :]   (zeros when ids[r] = −1: another vocab shard;
+//             a bf16 table widened exactly)
 //   backward: dtable[ids[r], :] += dout[r, :] (ids −1 skipped)
 // forward: one block per row (grid = rows), threads over the d columns.
 // backward, deterministic without atomics, by sorting rows by id:
@@ -22,7 +23,8 @@ namespace {
 
 constexpr int kColThreads = 128;
 
-__global__ void embedding_forward_kernel(float* out, const int32_t* ids, const float* table,
+template <class Table>
+__global__ void embedding_forward_kernel(float* out, const int32_t* ids, const Table* table,
                                          int64_t d) {
   const int64_t r = blockIdx.x;
   const int32_t id = ids[r];
@@ -30,9 +32,17 @@ __global__ void embedding_forward_kernel(float* out, const int32_t* ids, const f
   if (id < 0) {
     for (int64_t c = threadIdx.x; c < d; c += blockDim.x) o[c] = 0.0f;
   } else {
-    const float* t = table + static_cast<int64_t>(id) * d;
-    for (int64_t c = threadIdx.x; c < d; c += blockDim.x) o[c] = t[c];
+    const Table* t = table + static_cast<int64_t>(id) * d;
+    for (int64_t c = threadIdx.x; c < d; c += blockDim.x) o[c] = load(t + c);
   }
+}
+
+template <class Table>
+void lookup(float* out, const int32_t* ids, const Table* table, int64_t rows, int64_t d) {
+  if (rows <= 0 || d <= 0) return;
+  const auto kernel = embedding_forward_kernel<Table>;
+  kernel<<<grid_x(rows), kColThreads, 0, compute_stream()>>>(out, ids, table, d);
+  RETORT_CUDA_CHECK_LAUNCH();
 }
 
 __global__ void iota_kernel(int32_t* v, int64_t n) {
@@ -62,10 +72,12 @@ __global__ void embedding_backward_kernel(float* dtable, const float* dout,
 
 void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t rows,
                        int64_t d) {
-  if (rows <= 0 || d <= 0) return;
-  embedding_forward_kernel<<<grid_x(rows), kColThreads, 0, compute_stream()>>>(out, ids, table,
-                                                                              d);
-  RETORT_CUDA_CHECK_LAUNCH();
+  lookup(out, ids, table, rows, d);
+}
+
+void embedding_forward(float* out, const int32_t* ids, const uint16_t* table, int64_t rows,
+                       int64_t d) {
+  lookup(out, ids, table, rows, d);
 }
 
 void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t rows,

@@ -166,8 +166,10 @@ void attention_decode(float* out, const float* q, const float* k, const float* v
                       int64_t T_max, int64_t n, int64_t H, int64_t Hkv, int64_t hd);
 
 // ---- embedding.cu -----------------------------------------------------------------------
-// ids: [rows] in [0, V) or -1 (zero row), table: [V, d] -> out: [rows, d]
+// ids: [rows] in [0, V) or -1 (zero row), table: [V, d] (fp32 or bf16) -> out: [rows, d]
 void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t rows,
+                       int64_t d);
+void embedding_forward(float* out, const int32_t* ids, const uint16_t* table, int64_t rows,
                        int64_t d);
 // dtable[ids[r]] += dout[r] (ids -1 skipped), rows in ascending order for every vocab row.
 void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t rows,

@@ -64,18 +64,33 @@ for dev in cpu cuda; do
     > "$WORK/${dev}_fsdp2_gather16.log"
 done
 compare_runs "$WORK/cpu_fsdp2_gather16" "$WORK/cuda_fsdp2_gather16" 1e-3 2e-2
-# ... and the products read the bf16 gather itself: the op profile counts one f32 -> bf16
-# rounding per gather (its own input) and one widening, no weight rounded again by a product.
+# ... and the model reads the bf16 gather itself: the op profile counts one f32 -> bf16
+# rounding per gather (its own input), no weight rounded again by a product, and widenings only
+# for the norm gains: two runs of them per layer (input norm; q/k norms and post-attention norm
+# side by side), one per head (the final norm), none for the embedding (the lookup reads bf16).
+# Untied, where the counts differ (widening whole units gave one per gather).
+UNTIED=(--set model.tie_embeddings=false)
 RETORT_OP_PROFILE=1 OMP_NUM_THREADS=1 "${MPIRUN[@]}" -np 2 "$RETORT_BIN" bench "${ARGS[@]}" "${GPU[@]}" \
-  --set parallel.fsdp=2 --set train.precision=bf16 --set parallel.param_gather=bf16 \
+  "${UNTIED[@]}" --set parallel.fsdp=2 --set train.precision=bf16 --set parallel.param_gather=bf16 \
   --set bench.steps=1 --set bench.warmup=1 --set bench.ceiling_n=64 > "$WORK/fsdp2_gather16_bench.json"
-/usr/bin/python3 - "$WORK/fsdp2_gather16_bench.json" <<'PY'
-import json, sys
+"$RETORT_BIN" info "${ARGS[@]}" "${UNTIED[@]}" > "$WORK/info.txt"
+/usr/bin/python3 - "$WORK/fsdp2_gather16_bench.json" "$WORK/info.txt" <<'PY'
+import json, re, sys
 k = {x["kernel"]: x["calls_per_step"] for x in json.load(open(sys.argv[1]))["op_profile"]["kernels"]}
-assert k["f32_to_bf16"] == k["bf16_to_f32"] > 0 and k["matmul_bf16_rounded"] > 0, k
-print(f"ok: fsdp2 bf16 gathers: {k['f32_to_bf16']} roundings and widenings per step, one per gather")
+info = open(sys.argv[2]).read()
+L = int(re.search(r"\bL=(\d+)", info).group(1))
+tied = " tied" in info.splitlines()[0]
+assert not tied, info
+micro = int(re.search(r"= (\d+) micro-batch", info).group(1))
+# gathers per micro-batch (no fsdp_keep_params): each layer and the head in forward and in
+# backward, the embedding for the lookup and its gradient (tied: and for the logits, twice)
+gathers = micro * (2 * L + 2 + 2 * (1 + tied))
+widenings = micro * (2 * 2 * L + 2)
+assert k["f32_to_bf16"] == gathers and k["bf16_to_f32"] == widenings, (k, L, tied, micro)
+assert k["matmul_bf16_rounded"] > 0, k
+print(f"ok: fsdp2 bf16 gathers: {gathers} roundings per step (one per gather), "
+      f"{widenings} widenings (the norm gains only)")
 PY
-
 if [ "$gpus" -ge 4 ]; then
   mesh dp2fsdp2 4 parallel.dp=2 parallel.fsdp=2 parallel.fsdp_keep_params=true checkpoint.format=consolidated
   mesh fsdp2tp2sp 4 parallel.fsdp=2 parallel.tp=2 parallel.sp=true checkpoint.format=consolidated

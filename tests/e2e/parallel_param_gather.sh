@@ -5,6 +5,7 @@
 #     bf16 either way; only the norm gains the model sees differ (rounded to bf16, where AdamW's
 #     small updates to gains near 1 mostly vanish), so the runs differ, but not by much;
 #   - a rerun is bitwise identical;
+#   - the unit buffers take fewer bytes (the gather is read in bf16, only the gains widened);
 #   - retort bench counts half the parameter bytes on the fsdp axis (its theory says so too);
 #   - a bad value, or bf16 gathers with fp32 products, is a config error (exit 2), one line.
 source "$(dirname "$0")/lib.sh"
@@ -25,6 +26,17 @@ train bf16 --set parallel.param_gather=bf16
 train bf16_again --set parallel.param_gather=bf16
 compare_runs "$WORK/fp32" "$WORK/bf16" 3e-3 3e-2 8 1e-4  # measured: 3.7e-4, 6.2e-3
 same_checkpoint "$WORK/bf16/$CK" "$WORK/bf16_again/$CK" "fsdp2 bf16 gather rerun"
+# The unit buffers: a bf16 gather is read as it arrived (only the norm gains widened to fp32),
+# so a gathered unit costs 2 bytes per parameter instead of 4 (fp32 gathers) — and not 2 + 4.
+/usr/bin/python3 - "$WORK/fp32" "$WORK/bf16" <<'PY'
+import json, sys
+a, b = (json.load(open(d + "/summary.json"))["memory"] for d in sys.argv[1:])
+for ra, rb in zip(a, b):
+    x, y = ra["gather_buffer_bytes"], rb["gather_buffer_bytes"]
+    assert 0 < y < x, f"rank {ra['rank']}: unit buffers {y} bytes with bf16 gathers, {x} with fp32"
+print("ok: unit buffer bytes per rank, fp32 -> bf16 gathers:",
+      [(ra["gather_buffer_bytes"], rb["gather_buffer_bytes"]) for ra, rb in zip(a, b)])
+PY
 
 # Bytes on the fsdp axis per step: the parameter all-gathers halve, the reduce-scatters not.
 for p in fp32 bf16; do

@@ -247,6 +247,10 @@ TEST(FullySharded, Bf16ParamGatherSeesTheRoundedParameters) {
       const auto [b, e] = model.unit_range(u);
       for (const Parameter& p : model.parameters()) {
         if (p.offset < b || p.offset >= e) continue;
+        if (p.shape.size() != 1) {  // matrices: read from the bf16 gather only
+          EXPECT_FALSE(p.value.defined()) << p.name;
+          continue;
+        }
         ASSERT_EQ(to_vec(p.value), std::vector<float>(want.begin() + p.offset,
                                                       want.begin() + p.offset + p.value.numel()))
             << p.name;

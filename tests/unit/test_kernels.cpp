@@ -827,6 +827,17 @@ TEST(Embedding, ForwardGathersRows) {
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < d; ++c)
       ASSERT_EQ(out.data<float>()[r * d + c], table.data<float>()[ids.data<int32_t>()[r] * d + c]);
+  // A bf16 table: the rows of the table rounded to bf16, widened exactly; -1 a zero row.
+  Tensor table16 = Tensor::empty({V, d}, DType::BF16), rounded = Tensor::empty({V, d});
+  ops::convert(table16, table);
+  ops::convert(rounded, table16);
+  ids.data<int32_t>()[5] = -1;
+  ops::embedding_forward(out, ids, table16);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < d; ++c) {
+      const int32_t id = ids.data<int32_t>()[r];
+      ASSERT_EQ(out.data<float>()[r * d + c], id < 0 ? 0.0f : rounded.data<float>()[id * d + c]);
+    }
   ids.data<int32_t>()[3] = V;
   EXPECT_NE(error_of([&] { ops::embedding_forward(out, ids, table); }).find("ids[3] = 50"),
             std::string::npos);
