@@ -77,8 +77,10 @@ const std::vector<ConfigKey>& config_schema() {
        "choice; runs bitwise reproducible across processes) or timed (at a shape's first product "
        "up to 8 candidates are timed on its operands and the fastest is kept for the process: "
        "faster where the heuristic misjudges a shape, but another process may choose another "
-       "algorithm, so a rerun or resume is no longer bitwise identical). `retort bench` reports "
-       "what timed chose. The CPU ignores it"},
+       "algorithm, so a rerun is no longer bitwise identical; train and distill keep each rank's "
+       "choices in the run directory, matmul_tuning/rank_NNNNN.json, and a resume on the same GPU "
+       "model and cuBLASLt takes them, so it stays bitwise). `retort bench` reports what timed "
+       "chose. The CPU ignores it"},
       {"train.nonfinite", T::String, "stop",
        "non-finite loss or gradient norm: stop (error naming the step and the first bad gradient) or skip (no update; counted in metrics.jsonl as skipped_steps)"},
       {"train.max_skipped", T::Int, "10", "with train.nonfinite: skip, stop after this many consecutive skipped steps"},

@@ -145,6 +145,21 @@ std::vector<TunedProduct> matmul_tuned_products() {
 #endif
 }
 
+void preset_matmul_choices(const std::vector<TunedProduct>& choices) {
+#if RETORT_HAVE_CUDA
+  cuda::preset_matmul_choices(choices);
+#else
+  (void)choices;
+#endif
+}
+
+std::string matmul_tuning_identity() {
+#if RETORT_HAVE_CUDA
+  if (device::cuda_device_count() > 0) return cuda::matmul_tuning_identity();
+#endif
+  return "";
+}
+
 namespace {
 // The op profile's name for a product of this shape (op_profile::product_name); "" when
 // profiling is off.

@@ -52,10 +52,12 @@ MatmulPrecision matmul_precision();
 // How the GPU picks the cuBLASLt algorithm of each product shape (train.matmul_tuning):
 //   Heuristic: cuBLASLt's first choice; runs are bitwise reproducible from process to process.
 //   Timed: on a shape's first product, up to 8 of the heuristic's candidates each run 3 times on
-//          that product's operands (into scratch: its output is untouched) and the fastest is
+//          that product's operands (the result is the chosen algorithm's) and the fastest is
 //          kept for the process (as XLA autotunes its GEMMs). Faster where the heuristic
 //          misjudges a shape; but another process may time another algorithm fastest, so runs
-//          (and a resume) are no longer bitwise reproducible across processes.
+//          are bitwise reproducible across processes only with the earlier process's choices
+//          preset (preset_matmul_choices; retort train keeps them in the run directory, so a
+//          resume takes them: core/matmul_tuning_file.h).
 // The CPU ignores it. Process-wide, default Heuristic.
 enum class MatmulTuning { Heuristic, Timed };
 void set_matmul_tuning(MatmulTuning t);
@@ -65,11 +67,21 @@ MatmulTuning matmul_tuning();
 struct TunedProduct {
   std::string shape;      // "matmul MxNxK NT" as in the op profile (+ " batch n" when batched,
                           // " fp32" for fp32 operands, " bf16 out" for a bf16 output)
+  std::string key;        // the plan: "M,N,K,ta,tb,bf16 operands,bf16 output,batch count,
+                          // stride_a,stride_b,stride_y"
   int candidates = 0;     // timed (those that ran)
   int chosen = 0;         // index in the heuristic's order; 0 = its first choice
   double heuristic_us = 0, chosen_us = 0;
+  bool preset = false;    // taken from preset_matmul_choices (an earlier process's timing)
 };
 std::vector<TunedProduct> matmul_tuned_products();
+// Under Timed, a product whose key is among `choices` takes the chosen algorithm instead of
+// timing (when the heuristic offers that many): an earlier process's choices, valid for the
+// same matmul_tuning_identity(). No-op on the CPU.
+void preset_matmul_choices(const std::vector<TunedProduct>& choices);
+// What timed choices hold for: the GPU's name, cuBLASLt's version, the candidates and workspace
+// (the heuristic's answer depends on them); "" without a GPU.
+std::string matmul_tuning_identity();
 
 // ---- elementwise / reductions ------------------------------------------------------
 void fill(Tensor& x, float value);           // F32

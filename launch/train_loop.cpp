@@ -14,6 +14,8 @@
 #include "core/json_fields.h"
 #include "core/loss_spike.h"
 #include "core/lr_schedule.h"
+#include "core/matmul_tuning_file.h"
+#include "core/ops.h"
 #include "core/preemption.h"
 #include "core/progress.h"
 #include "launch/evaluate.h"
@@ -111,6 +113,23 @@ int run_train_loop(const Config& cfg, bool resume, const Mesh& mesh, TrainLoopJo
   } else if (resume && root) {
     std::printf("no checkpoint in %s; starting from step 0\n", run.checkpoints().c_str());
   }
+  // train.matmul_tuning: timed on a GPU: each rank keeps its timed cuBLASLt choices in the run
+  // directory (with every checkpoint), and a resumed run takes them instead of timing again, so
+  // it computes bitwise what the first run did.
+  const bool keep_tuning =
+      ops::matmul_tuning() == ops::MatmulTuning::Timed && model.device() == Device::CUDA;
+  char rank_name[32];
+  std::snprintf(rank_name, sizeof rank_name, "rank_%05d.json", mesh.rank);
+  const std::string tuning_file = run.file(std::string("matmul_tuning/") + rank_name);
+  if (keep_tuning) {
+    const int preset = load_matmul_choices(tuning_file);
+    if (root && preset > 0)
+      std::printf("matmul tuning: %d product shapes take the algorithms timed before (%s)\n",
+                  preset, tuning_file.c_str());
+    if (preset < 0)
+      std::fprintf(stderr, "retort: %s was timed on another GPU or cuBLASLt (this is %s): timing again\n",
+                   tuning_file.c_str(), ops::matmul_tuning_identity().c_str());
+  }
   if (root) {
     fs::write_file_atomic(run.file("config.resolved.yaml"), cfg.to_yaml());
     run.open_metrics(start_step > 0 ? start_step : -1);
@@ -126,6 +145,7 @@ int run_train_loop(const Config& cfg, bool resume, const Mesh& mesh, TrainLoopJo
     nlohmann::json state = {{"step", step}, {"tokens_seen", tokens_seen}, {"wall_s", wall},
                             {"optimizer_steps", trainer.optimizer().steps()}, {"seed", seed}};
     try {
+      if (keep_tuning) save_matmul_choices(tuning_file);
       return trainer.save(run.checkpoints(), step, cfg.to_yaml(), state, keep_last);
     } catch (const std::exception& e) {  // disk full, read-only: one line, what is kept, why
       const std::string kept = find_latest_checkpoint(run.checkpoints());

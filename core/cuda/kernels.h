@@ -43,9 +43,12 @@ void matmul_add(float* y, const float* c, const float* a, bool ta, const float* 
 void matmul_add(float* y, const float* c, const uint16_t* a, bool ta, const uint16_t* b, bool tb,
                 int64_t M, int64_t N, int64_t K);
 // ops::MatmulTuning for the products planned from now on (timed = ops::MatmulTuning::Timed),
-// and what the timing chose for each shape so far (ops::matmul_tuned_products).
+// what the timing chose for each shape so far (ops::matmul_tuned_products), choices to take
+// instead (ops::preset_matmul_choices) and what they hold for (ops::matmul_tuning_identity).
 void set_matmul_timed(bool timed);
 std::vector<ops::TunedProduct> matmul_tuned_products();
+void preset_matmul_choices(const std::vector<ops::TunedProduct>& choices);
+std::string matmul_tuning_identity();
 
 // ---- elementwise.cu -------------------------------------------------------------------
 void fill(float* x, int64_t n, float value);

@@ -19,8 +19,8 @@
 // ops::MatmulTuning::Timed the fastest of up to kCandidates of its choices, each run kRuns
 // times on the shape's first product (into y when the product overwrites it anyway, else into
 // scratch, so that y is accumulated into once, by the chosen algorithm). A fixed algorithm per
-// shape keeps results bitwise
-// reproducible within a process (and across processes under Heuristic).
+// shape keeps results bitwise reproducible within a process (and across processes under
+// Heuristic, or under Timed with an earlier process's choices preset: preset_matmul_choices).
 #include <cublasLt.h>
 
 #include <cstdio>
@@ -57,21 +57,31 @@ struct Plan {
   std::vector<cublasLtMatmulAlgo_t> candidates;  // Timed: to time at the first product
 };
 
+// (M, N, K, ta, tb, bf16 operands, bf16 output, batch count, stride_a, stride_b, stride_y)
+using PlanKey = std::tuple<int64_t, int64_t, int64_t, bool, bool, bool, bool, int64_t, int64_t,
+                           int64_t, int64_t>;
+
+// The key as text, "M,N,K,ta,tb,bf16,bf16_out,count,stride_a,stride_b,stride_y" (TunedProduct::key).
+std::string key_text(const PlanKey& key) {
+  std::string s;
+  std::apply([&](const auto&... v) { ((s.append(std::to_string(v)).push_back(',')), ...); }, key);
+  s.pop_back();
+  return s;
+}
+
 struct Context {
   cublasLtHandle_t handle = nullptr;
   void* workspace = nullptr;
-  // (M, N, K, ta, tb, bf16 operands, bf16 output, batch count, stride_a, stride_b, stride_y)
-  std::map<std::tuple<int64_t, int64_t, int64_t, bool, bool, bool, bool, int64_t, int64_t,
-                      int64_t, int64_t>,
-           Plan>
-      plans;
+  std::map<PlanKey, Plan> plans;
   uint16_t* bf16_operands = nullptr;  // a then b, rounded (matmul_bf16), grown on demand
   int64_t bf16_capacity = 0;
 };
 
-// MatmulTuning::Timed, and what it chose (apart from the context, which needs a GPU).
+// MatmulTuning::Timed, what it chose, and the choices to take instead of timing (by key; apart
+// from the context, which needs a GPU).
 bool g_timed = false;
 std::vector<ops::TunedProduct> g_tuned;
+std::map<std::string, ops::TunedProduct> g_presets;
 
 Context& context() {
   static Context ctx = [] {
@@ -149,9 +159,9 @@ Plan make_plan(Context& ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t K, 
 // overwrites it next), else scratch of out_bytes.
 template <class Call>
 void choose_by_time(Plan& p, const Call& call, void* y, bool reads_y, size_t out_bytes,
-                    std::string shape) {
+                    std::string shape, std::string key) {
   void* scratch = reads_y ? allocate(out_bytes) : y;
-  ops::TunedProduct t{std::move(shape)};
+  ops::TunedProduct t{std::move(shape), std::move(key)};
   double best = 0;
   for (size_t i = 0; i < p.candidates.size(); ++i) {
     if (call(p.candidates[i], scratch) != CUBLAS_STATUS_SUCCESS) continue;
@@ -202,10 +212,20 @@ void run(const void* a, bool ta, const void* b, bool tb, void* y, int64_t M, int
                           p.c, &algo, ctx.workspace, kWorkspaceBytes, compute_stream());
   };
   if (!p.candidates.empty()) {
-    const size_t count = size_t(batch.count), out_elems = size_t((count - 1) * batch.stride_y + M * N);
-    choose_by_time(p, call, y, beta != 0.0f && (!c || c == y), out_elems * (bf16_out ? 2 : 4),
-                   str_cat(op_profile::product_name(M, N, K, ta, tb, batch.count),
-                           bf16 ? "" : " fp32", bf16_out ? " bf16 out" : ""));
+    std::string key_s = key_text(key);
+    const auto preset = g_presets.find(key_s);
+    if (preset != g_presets.end() && preset->second.chosen < int(p.candidates.size())) {
+      p.algo = p.candidates[size_t(preset->second.chosen)];  // what the earlier process timed
+      p.candidates.clear();
+      g_tuned.push_back(preset->second);
+      g_tuned.back().preset = true;
+    } else {
+      const size_t count = size_t(batch.count), out_elems = size_t((count - 1) * batch.stride_y + M * N);
+      choose_by_time(p, call, y, beta != 0.0f && (!c || c == y), out_elems * (bf16_out ? 2 : 4),
+                     str_cat(op_profile::product_name(M, N, K, ta, tb, batch.count),
+                             bf16 ? "" : " fp32", bf16_out ? " bf16 out" : ""),
+                     std::move(key_s));
+    }
   }
   RETORT_CUBLAS_CHECK(call(p.algo, y));
 }
@@ -229,6 +249,19 @@ bool trivial(float* y, int64_t M, int64_t N, int64_t K, float beta, const Matmul
 
 void set_matmul_timed(bool timed) { g_timed = timed; }
 std::vector<ops::TunedProduct> matmul_tuned_products() { return g_tuned; }
+
+void preset_matmul_choices(const std::vector<ops::TunedProduct>& choices) {
+  for (const ops::TunedProduct& t : choices) g_presets[t.key] = t;
+}
+
+std::string matmul_tuning_identity() {
+  int device = 0;
+  RETORT_CUDA_CHECK(cudaGetDevice(&device));
+  cudaDeviceProp prop{};
+  RETORT_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  return str_cat(prop.name, ", cuBLASLt ", cublasLtGetVersion(), ", ", kCandidates,
+                 " candidates, ", kWorkspaceBytes >> 20, " MiB workspace");
+}
 
 void matmul(float* y, const float* a, bool ta, const float* b, bool tb, int64_t M, int64_t N,
             int64_t K, float alpha, float beta, const MatmulBatch& batch) {

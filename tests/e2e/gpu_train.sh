@@ -5,7 +5,7 @@
 #  - `retort generate` on the GPU (score mode, and sample mode with the device KV cache) stores
 #    the teacher's top-k as recomputed by float64 PyTorch (tests/e2e/check_corpus.py);
 #  - with train.precision=bf16 (cuDNN attention) within bf16 tolerance of the CPU, and resumed
-#    bitwise;
+#    bitwise; with train.matmul_tuning=timed too, the timed choices kept for the resume;
 #  - `retort bench` on the GPU (bf16) reports the GPU run: device, precision, MFU, GPU memory,
 #    attention kernel (cudnn), and with RETORT_OP_PROFILE=1 the time per kernel;
 #  - with two or more GPUs: dp2 over NCCL agrees with one GPU, and dp2 with
@@ -56,6 +56,46 @@ if [ "$simulated" != 0 ]; then
   same_checkpoint "$WORK/gpu_bf16/checkpoints/$last" "$WORK/gpu_bf16_timed/checkpoints/$last" \
     "timed cuBLASLt algorithms"
 fi
+# ... the choices are kept in the run directory (matmul_tuning/rank_00000.json), and a resume
+# takes them instead of timing again: bitwise the uninterrupted run. On the simulator played
+# with the speeds reversed (SIM_CUBLASLT_FIRST_FASTEST=1), where timing again would choose
+# the first algorithm. A file timed on another GPU is ignored (one line on stderr) and the
+# shapes are timed again.
+TIMED=(--set train.matmul_tuning=timed)
+resume_timed() {  # resume_timed NAME: gpu_bf16_timed resumed from its middle checkpoint as NAME
+  rm -rf "$WORK/$1/checkpoints/$last" "$WORK/$1/summary.json"
+  SIM_CUBLASLT_ALGOS=3 SIM_CUBLASLT_FIRST_FASTEST=1 retort train "${ARGS[@]}" "${BF16[@]}" \
+    "${TIMED[@]}" --set "run.dir=$WORK/$1" --resume > "$WORK/$1.log" 2> "$WORK/$1.err"
+}
+cp -r "$WORK/gpu_bf16_timed" "$WORK/timed_resumed"
+resume_timed timed_resumed
+grep -q "product shapes take the algorithms timed before" "$WORK/timed_resumed.log" \
+  || fail "the resumed timed run did not take the kept choices: $(cat "$WORK/timed_resumed.log")"
+same_checkpoint "$WORK/gpu_bf16_timed/checkpoints/$last" "$WORK/timed_resumed/checkpoints/$last" \
+  "timed cuBLASLt algorithms, resumed"
+cp -r "$WORK/gpu_bf16_timed" "$WORK/timed_elsewhere"
+python3 - "$WORK/timed_elsewhere/matmul_tuning/rank_00000.json" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+j["identity"] = "another GPU, cuBLASLt 1"
+json.dump(j, open(sys.argv[1], "w"))
+PY
+resume_timed timed_elsewhere
+grep -q "was timed on another GPU or cuBLASLt" "$WORK/timed_elsewhere.err" \
+  || fail "a tuning file of another GPU was not refused: $(cat "$WORK/timed_elsewhere.err")"
+python3 - "$WORK" "$simulated" <<'PY'
+import json, sys
+work, simulated = sys.argv[1], sys.argv[2] != "0"
+load = lambda run: json.load(open(f"{work}/{run}/matmul_tuning/rank_00000.json"))
+first, resumed, elsewhere = load("gpu_bf16_timed"), load("timed_resumed"), load("timed_elsewhere")
+choice = lambda j: {p["key"]: p["chosen"] for p in j["products"]}
+assert first["products"] and choice(resumed) == choice(first), (first, resumed)
+assert elsewhere["identity"] == first["identity"] and set(choice(elsewhere)) == set(choice(first))
+if simulated:  # timed again with the first algorithm the fastest
+    assert set(choice(first).values()) == {2} and set(choice(elsewhere).values()) == {0}, elsewhere
+print(f"ok: {len(first['products'])} timed product shapes kept across a resume; "
+      f"another GPU's file timed again ({first['identity']})")
+PY
 
 G=("$TINY" --set parallel.device=cuda --set "generate.teacher=$WORK/gpu" --set "generate.data=$WORK/tok/val.h5"
    --set generate.k=8 --set generate.seq_len=24 --set generate.num_sequences=6 --set generate.batch=3

@@ -38,6 +38,13 @@ int sim_algorithms() {
   return n && std::atoi(n) > 1 ? std::atoi(n) : 1;
 }
 
+// SIM_CUBLASLT_FIRST_FASTEST=1: the heuristic's first algorithm is the fastest (default: the
+// slowest), so that a machine on which another algorithm wins can be played.
+bool sim_first_fastest() {
+  const char* f = std::getenv("SIM_CUBLASLT_FIRST_FASTEST");
+  return f && *f == '1';
+}
+
 double load(const void* base, cudaDataType_t type, uint64_t index) {
   if (type == CUDA_R_32F) return static_cast<const float*>(base)[index];
   uint16_t h = static_cast<const uint16_t*>(base)[index];  // CUDA_R_16BF: the high half of a float
@@ -106,6 +113,7 @@ void product(const cublasLtMatmulDescOpaque& desc, const cublasLtMatrixLayoutOpa
 
 }  // namespace
 
+size_t cublasLtGetVersion(void) { return 0; }  // the simulator's
 cublasStatus_t cublasLtCreate(cublasLtHandle_t* handle) {
   *handle = new cublasLtContext;
   return CUBLAS_STATUS_SUCCESS;
@@ -219,7 +227,9 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
   // Algorithm i of n computes the same product, then waits (n − 1 − i) times as long as that
   // took, plus as many ms: the heuristic's first choice is the slowest by a margin that grows
   // with the product (above the noise of a loaded machine), so a timed choice must find the last.
-  const int slower = algo ? sim_algorithms() - 1 - int(algo->data[1]) : 0;
+  // SIM_CUBLASLT_FIRST_FASTEST=1: i times instead (the first the fastest).
+  const int i = algo ? int(algo->data[1]) : 0;
+  const int slower = !algo ? 0 : sim_first_fastest() ? i : sim_algorithms() - 1 - i;
   const uint64_t m = d->rows, n = d->cols;
   const uint64_t k = desc->ta == CUBLAS_OP_N ? a->cols : a->rows;
   const float alpha = *static_cast<const float*>(alpha_p), beta = *static_cast<const float*>(beta_p);

@@ -201,6 +201,11 @@ cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr, int) {
   *v = 232448;  // H100's opt-in shared memory per block (227 KiB)
   return cudaSuccess;
 }
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int device) {
+  if (device < 0 || device >= sim::device_count()) return fail(cudaErrorInvalidDevice);
+  std::snprintf(p->name, sizeof p->name, "retort simulated GPU");
+  return cudaSuccess;
+}
 cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* a, const void*) {
   a->sharedSizeBytes = 0;  // static shared memory is not known to the simulator
   return cudaSuccess;

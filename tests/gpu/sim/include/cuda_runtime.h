@@ -64,6 +64,8 @@ cudaError_t cudaGetDeviceCount(int* n);
 cudaError_t cudaSetDevice(int d);
 cudaError_t cudaGetDevice(int* d);
 cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr, int);
+struct cudaDeviceProp { char name[256]; };  // the one field retort reads
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int device);
 cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* a, const void*);
 cudaError_t cudaFuncSetAttribute(const void*, cudaFuncAttribute, int v);
 cudaError_t cudaGetLastError();
