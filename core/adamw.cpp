@@ -16,7 +16,7 @@ AdamW::AdamW(std::vector<OptimizedTensor> params, AdamWSettings settings)
 
 // One multi-tensor op for all tensors (bitwise what adamw_step per tensor gives; on a GPU a
 // launch per 64 tensors instead of one per tensor).
-void AdamW::step(double lr) {
+void AdamW::step(double lr, float grad_scale) {
   ++steps_;
   std::vector<ops::AdamWTensors> ts(params_.size());
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -24,7 +24,7 @@ void AdamW::step(double lr) {
     ts[i] = {&p.value, &p.grad, &exp_avg_[i].tensor, &exp_avg_sq_[i].tensor, p.decay};
   }
   ops::adamw_step_multi(ts, static_cast<float>(lr), s_.beta1, s_.beta2, s_.eps, s_.weight_decay,
-                        steps_);
+                        steps_, grad_scale);
 }
 
 int64_t AdamW::state_bytes() const {

@@ -23,8 +23,10 @@ struct OptimizedTensor {
 class AdamW {
  public:
   AdamW(std::vector<OptimizedTensor> params, AdamWSettings settings);
-  // One update at learning rate `lr`; increments steps().
-  void step(double lr);
+  // One update at learning rate `lr` with the gradients scaled by grad_scale as they are read
+  // (gradient clipping's scale; the gradients themselves are left as they are); increments
+  // steps().
+  void step(double lr, float grad_scale = 1.0f);
   int64_t steps() const { return steps_; }
   void set_steps(int64_t s) { steps_ = s; }
   std::vector<NamedTensor>& exp_avg() { return exp_avg_; }

@@ -914,7 +914,7 @@ void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, float l
 }
 
 void adamw_step_multi(const std::vector<AdamWTensors>& tensors, float lr, float beta1,
-                      float beta2, float eps, float weight_decay, int64_t step) {
+                      float beta2, float eps, float weight_decay, int64_t step, float grad_scale) {
   const char* op = "adamw_step_multi";
   RETORT_CHECK(step >= 1, op, ": step counts from 1, got ", step);
   RETORT_CHECK(beta1 >= 0.0f && beta1 < 1.0f && beta2 >= 0.0f && beta2 < 1.0f, op,
@@ -940,7 +940,7 @@ void adamw_step_multi(const std::vector<AdamWTensors>& tensors, float lr, float 
                x.v->data<float>(), x.param->numel(), x.decay};
   }
   RETORT_KERNEL(dev, adamw_step_multi, args.data(), static_cast<int64_t>(args.size()), lr, beta1,
-                beta2, eps, weight_decay, step);
+                beta2, eps, weight_decay, step, grad_scale);
 }
 
 }  // namespace retort::ops

@@ -214,7 +214,9 @@ void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& ids);
 void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, float lr, float beta1,
                 float beta2, float eps, float weight_decay, int64_t step);
 // Many tensors at once (a few kernel launches on a GPU instead of one per tensor), bitwise
-// equal to adamw_step on each with weight_decay where .decay and 0 elsewhere.
+// equal to adamw_step on each with weight_decay where .decay and 0 elsewhere. grad_scale
+// multiplies each gradient as it is read (gradient clipping's scale, bitwise a scale_inplace of
+// the gradients first, without that pass; the gradients are left as they are).
 struct AdamWTensors {
   Tensor* param;
   const Tensor* grad;
@@ -223,7 +225,8 @@ struct AdamWTensors {
   bool decay;
 };
 void adamw_step_multi(const std::vector<AdamWTensors>& tensors, float lr, float beta1,
-                      float beta2, float eps, float weight_decay, int64_t step);
+                      float beta2, float eps, float weight_decay, int64_t step,
+                      float grad_scale = 1.0f);
 
 // ==== knowledge distillation (core/ops_kd.cpp, core/cpu/kd_loss.cpp) =========================
 // Per row r (one token): student logits z [V], temperature τ > 0, q = softmax(z/τ),

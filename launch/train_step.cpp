@@ -179,7 +179,7 @@ StepResult TrainStep::run(int64_t step, double lr, const BatchSource& source) {
     nan.host<float>()[0] = std::nanf("");
     ops::copy(g, nan);
   }
-  r.grad_norm = clip_gradients();
+  r.grad_norm = gradient_norm();
   // loss and norm are global (identical on every rank), so every rank takes the same branch.
   if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm)) {
     if (!skip_nonfinite_) {
@@ -191,7 +191,10 @@ StepResult TrainStep::run(int64_t step, double lr, const BatchSource& source) {
     r.skipped = true;  // no update: parameters and moments stay as they were
     return r;
   }
-  optimizer_->step(lr);
+  // Clipping: the gradients scaled by grad_clip/‖g‖ when ‖g‖ exceeds grad_clip > 0, as AdamW
+  // reads them (no pass of its own).
+  const bool clip = grad_clip_ > 0 && r.grad_norm > grad_clip_;
+  optimizer_->step(lr, clip ? static_cast<float>(grad_clip_ / (r.grad_norm + 1e-12)) : 1.0f);
   return r;
 }
 
@@ -214,9 +217,8 @@ std::string TrainStep::nonfinite_gradient() const {
 }
 
 // ‖g‖ over the whole model: Σ g² of this rank's parameters, over the fsdp shards, then over tp
-// (tp-split parameters count on every tp rank, whole copies on tp rank 0 only). Scales the
-// gradients by grad_clip/‖g‖ when ‖g‖ exceeds grad_clip > 0.
-double TrainStep::clip_gradients() {
+// (tp-split parameters count on every tp rank, whole copies on tp rank 0 only).
+double TrainStep::gradient_norm() {
   const bool tp_root = mesh_.tp_index == 0;
   auto counted = [tp_root](const Parameter& p) { return p.shard_dim >= 0 || tp_root; };
   double sq = 0;
@@ -229,12 +231,7 @@ double TrainStep::clip_gradients() {
     sq = ops::sum_squares_multi(grads);  // one synchronisation on a GPU
   }
   sq = sum_over_ranks(*mesh_.tp_comm, sq);
-  const double norm = std::sqrt(sq);
-  if (grad_clip_ > 0 && norm > grad_clip_) {
-    const float s = static_cast<float>(grad_clip_ / (norm + 1e-12));
-    ops::scale_inplace(fsdp_ ? fsdp_->grad_shard() : model_.flat_grads(), s);
-  }
-  return norm;
+  return std::sqrt(sq);
 }
 
 namespace {

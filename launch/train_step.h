@@ -69,7 +69,8 @@ class TrainStep {
   MemoryUse memory() const;
 
  private:
-  double clip_gradients();
+  // ‖g‖ over the whole model (all ranks).
+  double gradient_norm();
   // Name of a parameter whose gradient (this rank's part) is not finite, or "".
   std::string nonfinite_gradient() const;
   // This rank's pieces of every parameter and its moments (sharded checkpoints).

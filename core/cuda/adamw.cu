@@ -1,4 +1,5 @@
-// AdamW with decoupled weight decay, bias-corrected, step counted from 1 (as core/cpu/adamw.cpp):
+// AdamW with decoupled weight decay, bias-corrected, step counted from 1 (as core/cpu/adamw.cpp),
+// g = grad_scale·grad (gradient clipping's scale):
 //   m = b1·m + (1−b1)·g;  v = b2·v + (1−b2)·g²
 //   p -= lr · ( (m/(1−b1^step)) / (sqrt(v/(1−b2^step)) + eps) + wd·p )
 // The bias corrections 1/(1−b^step) are computed on the host in double and passed as floats,
@@ -25,8 +26,8 @@ constexpr int64_t kAdamWChunk = 8192;  // elements per block (32 per thread)
 __device__ __forceinline__ void adamw_update(float* p, const float* g, float* m, float* v,
                                              int64_t i, float lr, float beta1, float beta2,
                                              float eps, float weight_decay, float inv_bc1,
-                                             float inv_bc2) {
-  const float gi = g[i];
+                                             float inv_bc2, float grad_scale) {
+  const float gi = g[i] * grad_scale;
   const float mi = beta1 * m[i] + (1.0f - beta1) * gi;
   const float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
   m[i] = mi;
@@ -37,10 +38,10 @@ __device__ __forceinline__ void adamw_update(float* p, const float* g, float* m,
 
 __global__ void adamw_kernel(float* p, const float* g, float* m, float* v, int64_t n, float lr,
                              float beta1, float beta2, float eps, float weight_decay,
-                             float inv_bc1, float inv_bc2) {
+                             float inv_bc1, float inv_bc2, float grad_scale) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x)
-    adamw_update(p, g, m, v, i, lr, beta1, beta2, eps, weight_decay, inv_bc1, inv_bc2);
+    adamw_update(p, g, m, v, i, lr, beta1, beta2, eps, weight_decay, inv_bc1, inv_bc2, grad_scale);
 }
 
 // The tensors of one multi-tensor launch (3344 bytes).
@@ -54,16 +55,16 @@ struct AdamWLaunch {
   float weight_decay[kAdamWTensors];
   int count;
 };
-static_assert(sizeof(AdamWLaunch) + 6 * sizeof(float) <= 4096, "kernel parameters over 4 KiB");
+static_assert(sizeof(AdamWLaunch) + 7 * sizeof(float) <= 4096, "kernel parameters over 4 KiB");
 
 __global__ void adamw_multi_kernel(AdamWLaunch a, float lr, float beta1, float beta2, float eps,
-                                   float inv_bc1, float inv_bc2) {
+                                   float inv_bc1, float inv_bc2, float grad_scale) {
   const int j = owner_of(a.first_block, a.count, blockIdx.x);
   const int64_t begin = (blockIdx.x - a.first_block[j]) * kAdamWChunk;
   const int64_t end = begin + kAdamWChunk < a.n[j] ? begin + kAdamWChunk : a.n[j];
   for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x)
     adamw_update(a.p[j], a.g[j], a.m[j], a.v[j], i, lr, beta1, beta2, eps, a.weight_decay[j],
-                 inv_bc1, inv_bc2);
+                 inv_bc1, inv_bc2, grad_scale);
 }
 
 // 1/(1−b1^step) and 1/(1−b2^step), in double on the host, rounded to float (as the CPU).
@@ -76,17 +77,17 @@ void bias_corrections(float beta1, float beta2, int64_t step, float& inv_bc1, fl
 }  // namespace
 
 void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
-                float beta2, float eps, float weight_decay, int64_t step) {
+                float beta2, float eps, float weight_decay, int64_t step, float grad_scale) {
   if (n <= 0) return;
   float inv_bc1, inv_bc2;
   bias_corrections(beta1, beta2, step, inv_bc1, inv_bc2);
   adamw_kernel<<<grid_for(n, kBlock), kBlock, 0, compute_stream()>>>(
-      p, g, m, v, n, lr, beta1, beta2, eps, weight_decay, inv_bc1, inv_bc2);
+      p, g, m, v, n, lr, beta1, beta2, eps, weight_decay, inv_bc1, inv_bc2, grad_scale);
   RETORT_CUDA_CHECK_LAUNCH();
 }
 
 void adamw_step_multi(const AdamWTensor* tensors, int64_t count, float lr, float beta1,
-                      float beta2, float eps, float weight_decay, int64_t step) {
+                      float beta2, float eps, float weight_decay, int64_t step, float grad_scale) {
   float inv_bc1, inv_bc2;
   bias_corrections(beta1, beta2, step, inv_bc1, inv_bc2);
   for (int64_t t0 = 0; t0 < count; t0 += kAdamWTensors) {
@@ -107,7 +108,7 @@ void adamw_step_multi(const AdamWTensor* tensors, int64_t count, float lr, float
     a.first_block[a.count] = blocks;
     if (blocks == 0) continue;  // only empty tensors
     adamw_multi_kernel<<<grid_x(blocks), kBlock, 0, compute_stream()>>>(a, lr, beta1, beta2, eps,
-                                                                         inv_bc1, inv_bc2);
+                                                                         inv_bc1, inv_bc2, grad_scale);
     RETORT_CUDA_CHECK_LAUNCH();
   }
 }

@@ -1014,6 +1014,30 @@ TEST(CudaMultiTensor, AdamWBitwiseEqualsPerTensorKernelAndMatchesCpu) {
   }
 }
 
+// grad_scale (gradient clipping's): bitwise the step on the gradients scaled beforehand, which
+// stay as they were; close to the CPU's.
+TEST(CudaMultiTensor, AdamWGradScaleIsTheScaledGradient) {
+  const int64_t n = 100001;
+  const float scale = 0.37f;
+  const std::vector<float> p0 = randn(n, 990), g = randn(n, 991, 0.1);
+  std::vector<float> p = p0, m(n, 0.0f), v(n, 0.0f);
+  Dev<float> p1(p0), m1(m), v1(v), p2(p0), m2(m), v2(v), dg(g), scaled(g);
+  cuda::scale_inplace(scaled, n, scale);
+  AdamWTensor h{p.data(), g.data(), m.data(), v.data(), n, true};
+  AdamWTensor a{p1.get(), scaled.get(), m1.get(), v1.get(), n, true};
+  AdamWTensor b{p2.get(), dg.get(), m2.get(), v2.get(), n, true};
+  for (int64_t step = 1; step <= 2; ++step) {
+    cpu::adamw_step_multi(&h, 1, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, step, scale);
+    cuda::adamw_step_multi(&a, 1, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, step);
+    cuda::adamw_step_multi(&b, 1, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, step, scale);
+  }
+  EXPECT_BITWISE(p2.download(), p1.download(), "grad_scale param");
+  EXPECT_BITWISE(m2.download(), m1.download(), "grad_scale m");
+  EXPECT_BITWISE(v2.download(), v1.download(), "grad_scale v");
+  EXPECT_BITWISE(dg.download(), g, "grad_scale leaves the gradient");
+  expect_close(p2.download(), p, "grad_scale param vs cpu");
+}
+
 // ---- knowledge distillation ---------------------------------------------------------------------
 
 namespace {

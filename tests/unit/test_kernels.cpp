@@ -923,6 +923,27 @@ TEST(MultiTensor, AdamWStepMultiBitwiseEqualsPerTensorSteps) {
   EXPECT_TRUE(bitwise_equal(p2[1], p1[1]));  // nothing written before the checks passed
 }
 
+// grad_scale (gradient clipping's) is bitwise a scale_inplace of the gradients before the step,
+// and leaves the gradients as they were.
+TEST(MultiTensor, AdamWGradScaleIsTheScaledGradient) {
+  const float lr = 1e-2f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, wd = 0.1f, scale = 0.37f;
+  const int64_t n = 1001;
+  Tensor p1 = randn({n}, 400), m1 = randn({n}, 401, 0.01), v1 = randn({n}, 402, 0.01);
+  for (int64_t i = 0; i < n; ++i) v1.data<float>()[i] *= v1.data<float>()[i];
+  Tensor p2 = p1.to(Device::CPU), m2 = m1.to(Device::CPU), v2 = v1.to(Device::CPU);
+  for (int64_t step = 1; step <= 2; ++step) {
+    Tensor g = randn({n}, 403 + step), scaled = g.to(Device::CPU);
+    const Tensor g0 = g.to(Device::CPU);
+    ops::scale_inplace(scaled, scale);
+    ops::adamw_step_multi({{&p1, &scaled, &m1, &v1, true}}, lr, b1, b2, eps, wd, step);
+    ops::adamw_step_multi({{&p2, &g, &m2, &v2, true}}, lr, b1, b2, eps, wd, step, scale);
+    EXPECT_TRUE(bitwise_equal(g, g0));
+  }
+  EXPECT_TRUE(bitwise_equal(p1, p2));
+  EXPECT_TRUE(bitwise_equal(m1, m2));
+  EXPECT_TRUE(bitwise_equal(v1, v2));
+}
+
 TEST(MultiTensor, SumSquaresMultiBitwiseEqualsLoopOverSumSquares) {
   std::vector<Tensor> xs;
   for (size_t t = 0; t < 3 * kMultiSizes.size(); ++t)
