@@ -10,26 +10,17 @@
 
 namespace retort::cpu {
 
-namespace {
 template <class Table>
-void lookup(float* out, const int32_t* ids, const Table* table, int64_t rows, int64_t d) {
+void embedding_forward(float* out, const int32_t* ids, const Table* table, int64_t rows,
+                       int64_t d) {
 #pragma omp parallel for schedule(static) if (rows * d >= 16384)
   for (int64_t r = 0; r < rows; ++r) {
     const Table* row = ids[r] < 0 ? nullptr : table + static_cast<int64_t>(ids[r]) * d;
     for (int64_t c = 0; c < d; ++c) out[r * d + c] = row ? load(row + c) : 0.0f;
   }
 }
-}  // namespace
-
-void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t rows,
-                       int64_t d) {
-  lookup(out, ids, table, rows, d);
-}
-
-void embedding_forward(float* out, const int32_t* ids, const uint16_t* table, int64_t rows,
-                       int64_t d) {
-  lookup(out, ids, table, rows, d);
-}
+template void embedding_forward(float*, const int32_t*, const float*, int64_t, int64_t);
+template void embedding_forward(float*, const int32_t*, const uint16_t*, int64_t, int64_t);
 
 void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t rows,
                         int64_t d) {

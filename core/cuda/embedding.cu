@@ -37,14 +37,6 @@ __global__ void embedding_forward_kernel(float* out, const int32_t* ids, const T
   }
 }
 
-template <class Table>
-void lookup(float* out, const int32_t* ids, const Table* table, int64_t rows, int64_t d) {
-  if (rows <= 0 || d <= 0) return;
-  const auto kernel = embedding_forward_kernel<Table>;
-  kernel<<<grid_x(rows), kColThreads, 0, compute_stream()>>>(out, ids, table, d);
-  RETORT_CUDA_CHECK_LAUNCH();
-}
-
 __global__ void iota_kernel(int32_t* v, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x)
@@ -70,15 +62,16 @@ __global__ void embedding_backward_kernel(float* dtable, const float* dout,
 
 }  // namespace
 
-void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t rows,
+template <class Table>
+void embedding_forward(float* out, const int32_t* ids, const Table* table, int64_t rows,
                        int64_t d) {
-  lookup(out, ids, table, rows, d);
+  if (rows <= 0 || d <= 0) return;
+  const auto kernel = embedding_forward_kernel<Table>;
+  kernel<<<grid_x(rows), kColThreads, 0, compute_stream()>>>(out, ids, table, d);
+  RETORT_CUDA_CHECK_LAUNCH();
 }
-
-void embedding_forward(float* out, const int32_t* ids, const uint16_t* table, int64_t rows,
-                       int64_t d) {
-  lookup(out, ids, table, rows, d);
-}
+template void embedding_forward(float*, const int32_t*, const float*, int64_t, int64_t);
+template void embedding_forward(float*, const int32_t*, const uint16_t*, int64_t, int64_t);
 
 void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t rows,
                         int64_t d) {

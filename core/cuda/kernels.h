@@ -170,9 +170,9 @@ void attention_decode(float* out, const float* q, const float* k, const float* v
 
 // ---- embedding.cu -----------------------------------------------------------------------
 // ids: [rows] in [0, V) or -1 (zero row), table: [V, d] (fp32 or bf16) -> out: [rows, d]
-void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t rows,
-                       int64_t d);
-void embedding_forward(float* out, const int32_t* ids, const uint16_t* table, int64_t rows,
+// (Table: float, or uint16_t for bf16.)
+template <class Table>
+void embedding_forward(float* out, const int32_t* ids, const Table* table, int64_t rows,
                        int64_t d);
 // dtable[ids[r]] += dout[r] (ids -1 skipped), rows in ascending order for every vocab row.
 void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t rows,

@@ -855,7 +855,7 @@ TEST(CudaEmbedding, ForwardAndBackwardBitwiseEqualCpu) {
     cpu::embedding_backward(dtable.data(), dout.data(), ids.data(), rows, d);
     Dev<float> d_table(table), d_out(rows * d), d_dout(dout), d_dtable(dtable0);
     Dev<int32_t> d_ids(ids);
-    cuda::embedding_forward(d_out, d_ids, d_table, rows, d);
+    cuda::embedding_forward(d_out.get(), d_ids.get(), d_table.get(), rows, d);
     EXPECT_BITWISE(d_out.download(), out, what + " forward");
     // a bf16 table (fsdp's bf16 gather): rows widened, bitwise the CPU's
     std::vector<uint16_t> table16(V * d);
@@ -863,7 +863,7 @@ TEST(CudaEmbedding, ForwardAndBackwardBitwiseEqualCpu) {
     std::vector<float> out16(rows * d);
     cpu::embedding_forward(out16.data(), ids.data(), table16.data(), rows, d);
     Dev<uint16_t> d_table16(table16);
-    cuda::embedding_forward(d_out, d_ids, d_table16, rows, d);
+    cuda::embedding_forward(d_out.get(), d_ids.get(), d_table16.get(), rows, d);
     EXPECT_BITWISE(d_out.download(), out16, what + " forward from bf16");
     cuda::embedding_backward(d_dtable, d_dout, d_ids, rows, d);
     const std::vector<float> g1 = d_dtable.download();
