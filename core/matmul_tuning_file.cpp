@@ -1,5 +1,6 @@
 #include "core/matmul_tuning_file.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <vector>
@@ -10,6 +11,10 @@
 #include "core/ops.h"
 
 namespace retort {
+
+namespace {
+std::vector<ops::TunedProduct> g_loaded;  // this process's presets, kept until they are used
+}
 
 int load_matmul_choices(const std::string& path) {
   std::error_code ec;
@@ -35,11 +40,15 @@ int load_matmul_choices(const std::string& path) {
     choices.push_back(std::move(t));
   }
   ops::preset_matmul_choices(choices);
+  g_loaded.insert(g_loaded.end(), choices.begin(), choices.end());
   return int(choices.size());
 }
 
 void save_matmul_choices(const std::string& path) {
-  const std::vector<ops::TunedProduct> tuned = ops::matmul_tuned_products();
+  std::vector<ops::TunedProduct> tuned = ops::matmul_tuned_products();
+  for (const ops::TunedProduct& t : g_loaded)  // presets no product of this process used yet
+    if (std::none_of(tuned.begin(), tuned.end(), [&](const auto& u) { return u.key == t.key; }))
+      tuned.push_back(t);
   if (tuned.empty()) return;
   nlohmann::json products = nlohmann::json::array();
   for (const ops::TunedProduct& t : tuned)

@@ -18,8 +18,8 @@ namespace retort {
 // no file, -1 when it was written for another identity (then it is ignored and the shapes are
 // timed again). A file that is not such JSON: Error naming it and the key.
 int load_matmul_choices(const std::string& path);
-// Writes this process's choices so far (ops::matmul_tuned_products) to `path` atomically,
-// creating its directory; nothing when there are none.
+// Writes this process's choices so far (ops::matmul_tuned_products, and the loaded ones not
+// used yet) to `path` atomically, creating its directory; nothing when there are none.
 void save_matmul_choices(const std::string& path);
 
 }  // namespace retort

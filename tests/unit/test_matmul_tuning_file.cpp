@@ -1,7 +1,8 @@
 // The file of timed cuBLASLt choices (core/matmul_tuning_file.h) as the CPU sees it: no file
 // presets nothing, a file of another identity is ignored (-1), a bad file is one Error naming
-// the file and the key, and nothing is written when nothing was timed. (Presetting itself and
-// a resume that takes the choices: tests/e2e/gpu_train.sh on a GPU or the simulator.)
+// the file and the key, nothing is written when nothing was timed or loaded, and loaded choices
+// no product used are written again. (Presetting itself and a resume that takes the choices:
+// tests/e2e/gpu_train.sh on a GPU or the simulator.)
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -39,18 +40,21 @@ const char* kProduct =
 
 }  // namespace
 
-TEST(MatmulTuningFile, MissingOtherIdentityAndBadFiles) {
+// One test: the file module keeps what it loaded for the process, so the order matters.
+TEST(MatmulTuningFile, LoadAndSave) {
   ASSERT_EQ(ops::matmul_tuning_identity(), "");  // no GPU here
+  const auto kept = std::filesystem::temp_directory_path() / "retort_matmul_tuning_kept" /
+                    "matmul_tuning" / "rank_00000.json";
+  std::filesystem::remove_all(kept.parent_path().parent_path());
+  save_matmul_choices(kept.string());  // nothing timed, nothing loaded: no file
+  EXPECT_FALSE(std::filesystem::exists(kept));
+
   EXPECT_EQ(load_matmul_choices("/nonexistent/matmul_tuning/rank_00000.json"), 0);
   const std::string products = std::string("[") + kProduct + "]";
   EXPECT_EQ(load_matmul_choices(temp_file(
                 "other.json", R"({"identity": "NVIDIA H200, cuBLASLt 130100", "products": )" +
                                   products + "}")),
             -1);
-  EXPECT_EQ(load_matmul_choices(temp_file("same.json", R"({"identity": "", "products": )" +
-                                                           products + "}")),
-            1);
-
   std::string path = temp_file("garbage.json", "{not json");
   EXPECT_NE(error_of(path).find(path + ": not a matmul tuning file"), std::string::npos);
   path = temp_file("noproducts.json", R"({"identity": ""})");
@@ -61,12 +65,15 @@ TEST(MatmulTuningFile, MissingOtherIdentityAndBadFiles) {
   EXPECT_NE(error_of(path).find(path + ": key 'chosen'"), std::string::npos) << error_of(path);
   path = temp_file("nokey.json", R"({"identity": "", "products": [{"shape": "s"}]})");
   EXPECT_NE(error_of(path).find(path + ": key 'key'"), std::string::npos) << error_of(path);
-}
 
-TEST(MatmulTuningFile, NothingTimedWritesNothing) {
-  const auto path = std::filesystem::temp_directory_path() / "retort_matmul_tuning_none" /
-                    "matmul_tuning" / "rank_00000.json";
-  std::filesystem::remove_all(path.parent_path().parent_path());
-  save_matmul_choices(path.string());
-  EXPECT_FALSE(std::filesystem::exists(path));
+  // A file of this identity is preset, and kept by the next save though no product used it.
+  EXPECT_EQ(load_matmul_choices(temp_file("same.json", R"({"identity": "", "products": )" +
+                                                           products + "}")),
+            1);
+  save_matmul_choices(kept.string());
+  EXPECT_EQ(load_matmul_choices(kept.string()), 1);
+  std::ifstream in(kept);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("\"key\": \"8,8,8,0,1,1,0,1,0,0,0\""), std::string::npos) << text;
+  EXPECT_NE(text.find("\"chosen\": 2"), std::string::npos) << text;
 }
