@@ -36,14 +36,19 @@ void Transformer::block_forward(int layer, const Tensor& x_in, Tensor& x_out, Bl
   // ---- attention ----
   norm_enter(a.h1, a.rstd1, x_in, w.ln_in.w);
   // q, k, v (one after another) written by their products in the activations' dtype: one
-  // batched product when they have one shape (no GQA).
+  // batched product when they have one shape (no GQA), else q, then k and v batched.
   if (mm(w.qkv).defined()) {
     Tensor qkv = a.q.span({3, R, H * hd});
     ops::matmul_batched(qkv, a.h1, false, mm(w.qkv), true);
   } else {
     ops::matmul(a.q, a.h1, false, mm(w.wq), true);
-    ops::matmul(a.k, a.h1, false, mm(w.wk), true);
-    ops::matmul(a.v, a.h1, false, mm(w.wv), true);
+    if (mm(w.kv).defined()) {
+      Tensor kv = a.k.span({2, R, Hkv * hd});
+      ops::matmul_batched(kv, a.h1, false, mm(w.kv), true);
+    } else {
+      ops::matmul(a.k, a.h1, false, mm(w.wk), true);
+      ops::matmul(a.v, a.h1, false, mm(w.wv), true);
+    }
   }
   Tensor q4 = a.qr.view({B, T, H, hd}), k4 = a.kr.view({B, T, Hkv, hd});
   Tensor v4 = a.v.view({B, T, Hkv, hd}), att4 = a.att.view({B, T, H, hd});
@@ -131,11 +136,15 @@ void Transformer::block_backward(int layer, const Tensor& x_in, Tensor& dx, cons
   if (w.qkv.g.defined()) {  // dWq += dqᵀ h1, dWk += dkᵀ h1, dWv += dvᵀ h1 in one batched product
     Tensor g_qkv = w.qkv.g;
     ops::matmul_batched(g_qkv, dqkv.view({3, R, H * hd}), true, a.h1, false, 1.0f, 1.0f);
-  } else {
-    Tensor g_q = w.wq.g, g_k = w.wk.g, g_v = w.wv.g;
+  } else {  // GQA: dWq, then dWk and dWv batched
+    Tensor g_q = w.wq.g, g_k = w.wk.g, g_v = w.wv.g, g_kv = w.kv.g;
     ops::matmul(g_q, dq_raw, true, a.h1, false, 1.0f, 1.0f);
-    ops::matmul(g_k, dk_raw, true, a.h1, false, 1.0f, 1.0f);
-    ops::matmul(g_v, dv, true, a.h1, false, 1.0f, 1.0f);
+    if (g_kv.defined()) {
+      ops::matmul_batched(g_kv, dk_raw.span({2, R, Hkv * hd}), true, a.h1, false, 1.0f, 1.0f);
+    } else {
+      ops::matmul(g_k, dk_raw, true, a.h1, false, 1.0f, 1.0f);
+      ops::matmul(g_v, dv, true, a.h1, false, 1.0f, 1.0f);
+    }
   }
   dhl = enter_backward(dlocal_b_, dh);
   norm_backward(dx, g_in, dhl, x_in, w.ln_in.w, a.rstd1, sp(), true, dx16);  // dx = dL/dx_in

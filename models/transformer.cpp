@@ -224,6 +224,7 @@ void Transformer::rebuild_weights() {
     lw.w_up = next();
     lw.w_down = next();
     lw.qkv = consecutive({&lw.wq, &lw.wk, &lw.wv});
+    lw.kv = consecutive({&lw.wk, &lw.wv});
     lw.gate_up = consecutive({&lw.w_gate, &lw.w_up}, /*stacked=*/true);
   }
   final_norm_ = next();

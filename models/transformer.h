@@ -172,9 +172,10 @@ class Transformer {
   struct LayerWeights {
     Weight ln_in, wq, wk, wv, wo, q_norm, k_norm, ln_post, w_gate, w_up, w_down;
     // Consecutive weights seen as one: q, k, v as [3, out, in] for a batched product
-    // (ops::matmul_batched) when they have one shape (no GQA; else undefined); gate and up
-    // stacked [2F, d] for single products (ops::swiglu_forward's packed layout).
-    Weight qkv, gate_up;
+    // (ops::matmul_batched) when they have one shape (no GQA; else undefined), k and v as
+    // [2, out, in] (they always have one shape); gate and up stacked [2F, d] for single
+    // products (ops::swiglu_forward's packed layout).
+    Weight qkv, kv, gate_up;
   };
   // The weights ws, laid out one after another with one shape, as one [n, out, in] Weight
   // (its value, gradient and bf16 copy each undefined where they are not, or are unbound);

