@@ -97,18 +97,11 @@ void rope_apply(uint16_t* y, const uint16_t* x, const float* table, int64_t B, i
 // gate_up: [rows, 2F], each row gate (its first F columns) then up; h: [rows, F];
 // dgate_up: gate_up's layout. Outputs, and gate_up / dh, float32 or bf16 (uint16_t; outputs
 // rounded at the store).
-void swiglu_forward(float* h, const float* gate_up, int64_t rows, int64_t F);
-void swiglu_forward(uint16_t* h, const float* gate_up, int64_t rows, int64_t F);
-void swiglu_forward(float* h, const uint16_t* gate_up, int64_t rows, int64_t F);
-void swiglu_forward(uint16_t* h, const uint16_t* gate_up, int64_t rows, int64_t F);
-void swiglu_backward(float* dgate_up, const float* dh, const float* gate_up, int64_t rows,
-                     int64_t F);
-void swiglu_backward(uint16_t* dgate_up, const float* dh, const float* gate_up, int64_t rows,
-                     int64_t F);
-void swiglu_backward(float* dgate_up, const uint16_t* dh, const uint16_t* gate_up, int64_t rows,
-                     int64_t F);
-void swiglu_backward(uint16_t* dgate_up, const uint16_t* dh, const uint16_t* gate_up,
-                     int64_t rows, int64_t F);
+// (Out, In: each float or uint16_t.)
+template <class Out, class In>
+void swiglu_forward(Out* h, const In* gate_up, int64_t rows, int64_t F);
+template <class Out, class In>
+void swiglu_backward(Out* dgate_up, const In* dh, const In* gate_up, int64_t rows, int64_t F);
 
 // ---- cross_entropy.cpp -------------------------------------------------------------------
 // logits: [rows, V], targets: [rows] -> ce, lse: [rows]

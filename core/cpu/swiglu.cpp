@@ -7,11 +7,9 @@
 
 namespace retort::cpu {
 
-namespace {
-
 // Out, In: float, or uint16_t for bf16 (outputs rounded once, at the store).
 template <class Out, class In>
-void forward(Out* h, const In* gate_up, int64_t rows, int64_t F) {
+void swiglu_forward(Out* h, const In* gate_up, int64_t rows, int64_t F) {
 #pragma omp parallel for schedule(static) if (rows * F >= 16384)
   for (int64_t r = 0; r < rows; ++r) {
     const In* gate = gate_up + r * 2 * F;
@@ -25,7 +23,7 @@ void forward(Out* h, const In* gate_up, int64_t rows, int64_t F) {
 }
 
 template <class Out, class In>
-void backward(Out* dgate_up, const In* dh, const In* gate_up, int64_t rows, int64_t F) {
+void swiglu_backward(Out* dgate_up, const In* dh, const In* gate_up, int64_t rows, int64_t F) {
 #pragma omp parallel for schedule(static) if (rows * F >= 16384)
   for (int64_t r = 0; r < rows; ++r) {
     const In* gate = gate_up + r * 2 * F;
@@ -41,16 +39,9 @@ void backward(Out* dgate_up, const In* dh, const In* gate_up, int64_t rows, int6
   }
 }
 
-}  // namespace
-
-#define RETORT_SWIGLU(Out, In)                                                                 \
-  void swiglu_forward(Out* h, const In* gate_up, int64_t rows, int64_t F) {                   \
-    forward(h, gate_up, rows, F);                                                             \
-  }                                                                                           \
-  void swiglu_backward(Out* dgate_up, const In* dh, const In* gate_up, int64_t rows,          \
-                       int64_t F) {                                                           \
-    backward(dgate_up, dh, gate_up, rows, F);                                                 \
-  }
+#define RETORT_SWIGLU(Out, In)                                                          \
+  template void swiglu_forward(Out*, const In*, int64_t, int64_t);                     \
+  template void swiglu_backward(Out*, const In*, const In*, int64_t, int64_t);
 RETORT_SWIGLU(float, float)
 RETORT_SWIGLU(uint16_t, float)
 RETORT_SWIGLU(float, uint16_t)

@@ -79,8 +79,10 @@ bool vectorizable(int64_t F, std::initializer_list<std::pair<const void*, size_t
   return true;
 }
 
+}  // namespace
+
 template <class Out, class In>
-void forward(Out* h, const In* gate_up, int64_t rows, int64_t F) {
+void swiglu_forward(Out* h, const In* gate_up, int64_t rows, int64_t F) {
   const int64_t n = rows * F;
   if (n <= 0) return;
   if (vectorizable(F, {{h, sizeof(Out)}, {gate_up, sizeof(In)}})) {
@@ -94,7 +96,7 @@ void forward(Out* h, const In* gate_up, int64_t rows, int64_t F) {
 }
 
 template <class Out, class In>
-void backward(Out* dgate_up, const In* dh, const In* gate_up, int64_t rows, int64_t F) {
+void swiglu_backward(Out* dgate_up, const In* dh, const In* gate_up, int64_t rows, int64_t F) {
   const int64_t n = rows * F;
   if (n <= 0) return;
   if (vectorizable(F, {{dgate_up, sizeof(Out)}, {dh, sizeof(In)}, {gate_up, sizeof(In)}})) {
@@ -108,16 +110,9 @@ void backward(Out* dgate_up, const In* dh, const In* gate_up, int64_t rows, int6
   RETORT_CUDA_CHECK_LAUNCH();
 }
 
-}  // namespace
-
-#define RETORT_SWIGLU(Out, In)                                                                 \
-  void swiglu_forward(Out* h, const In* gate_up, int64_t rows, int64_t F) {                   \
-    forward(h, gate_up, rows, F);                                                             \
-  }                                                                                           \
-  void swiglu_backward(Out* dgate_up, const In* dh, const In* gate_up, int64_t rows,          \
-                       int64_t F) {                                                           \
-    backward(dgate_up, dh, gate_up, rows, F);                                                 \
-  }
+#define RETORT_SWIGLU(Out, In)                                                          \
+  template void swiglu_forward(Out*, const In*, int64_t, int64_t);                     \
+  template void swiglu_backward(Out*, const In*, const In*, int64_t, int64_t);
 RETORT_SWIGLU(float, float)
 RETORT_SWIGLU(uint16_t, float)
 RETORT_SWIGLU(float, uint16_t)

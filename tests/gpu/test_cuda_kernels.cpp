@@ -522,14 +522,14 @@ TEST(CudaSwiGLU, ForwardBackwardMatchCpu) {
     cpu::swiglu_forward(h.data(), gate_up.data(), rows, F);
     cpu::swiglu_backward(dgate_up.data(), dh.data(), gate_up.data(), rows, F);
     Dev<float> d_gate_up(gate_up), d_dh(dh), d_h(n), d_dgate_up(2 * n);
-    cuda::swiglu_forward(d_h, d_gate_up, rows, F);
-    cuda::swiglu_backward(d_dgate_up, d_dh, d_gate_up, rows, F);
+    cuda::swiglu_forward(d_h.get(), d_gate_up.get(), rows, F);
+    cuda::swiglu_backward(d_dgate_up.get(), d_dh.get(), d_gate_up.get(), rows, F);
     const std::string what = "swiglu " + str({rows, F});
     const std::vector<float> h1 = d_h.download(), dgu1 = d_dgate_up.download();
     expect_close(h1, h, what + " h");
     expect_close(dgu1, dgate_up, what + " dgate_up");
-    cuda::swiglu_forward(d_h, d_gate_up, rows, F);
-    cuda::swiglu_backward(d_dgate_up, d_dh, d_gate_up, rows, F);
+    cuda::swiglu_forward(d_h.get(), d_gate_up.get(), rows, F);
+    cuda::swiglu_backward(d_dgate_up.get(), d_dh.get(), d_gate_up.get(), rows, F);
     EXPECT_BITWISE(d_h.download(), h1, what + " h rerun");
     EXPECT_BITWISE(d_dgate_up.download(), dgu1, what + " dgate_up rerun");
   }
