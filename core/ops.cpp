@@ -8,6 +8,7 @@
 #include <limits>
 #include <set>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 
@@ -95,6 +96,48 @@ void with_types(const Tensor& out, const Tensor& in, Kernel&& kernel) {
   else if (o16) kernel(out.data<uint16_t>(), in.data<float>());
   else if (i16) kernel(out.data<float>(), in.data<uint16_t>());
   else kernel(out.data<float>(), in.data<float>());
+}
+
+// ---- windows of heads (Heads) ----
+void check_heads(const char* op, const char* name, const Heads& h) {
+  check_float(op, name, h.x);
+  RETORT_CHECK(h.x.ndim() == 4, op, ": ", name, " must be [B, T, heads, head_dim], got ",
+               shape_str(h.x.shape()));
+  RETORT_CHECK(h.first >= 0 && h.count >= 0 && h.first + h.count <= h.x.dim(2), op, ": ", name,
+               " heads [", h.first, ", ", h.first + h.count, ") lie outside ",
+               shape_str(h.x.shape()));
+}
+// True when a and b may share an element: windows of one tensor overlap when their heads do.
+bool overlaps(const Heads& a, const Heads& b) {
+  if (a.x.same_storage(b.x) && a.x.raw() == b.x.raw() && a.x.shape() == b.x.shape())
+    return a.first < b.first + b.count && b.first < a.first + a.count;
+  return overlaps(a.x, b.x);
+}
+// dst = src, head windows of one shape, converting between F32 and BF16 (one kernel, at both
+// pitches).
+void copy_heads(const Heads& dst, const Heads& src) {
+  const Device dev = common_device("copy_rows", {&dst.x, &src.x});
+  const int64_t hd = src.x.dim(3), rows = src.x.dim(0) * src.x.dim(1), cols = src.count * hd;
+  with_types(dst.x, src.x, [&](auto* yp, const auto* xp) {
+    RETORT_KERNEL(dev, copy_rows, yp + dst.first * hd, dst.pitch(), xp + src.first * hd,
+                  src.pitch(), rows, cols);
+  });
+}
+// For a kernel that reads whole tensors of `dtype`: h's tensor itself when it is all of it in
+// that type, else a contiguous copy of the window.
+Tensor contiguous_as(const Heads& h, DType dtype) {
+  if (h.whole() && h.x.dtype() == dtype) return h.x;
+  Tensor r = Tensor::empty(h.shape(), dtype, h.x.device());
+  copy_heads(r, h);
+  return r;
+}
+// Where such a kernel writes the window `out`: out's tensor, or a temporary that
+// finish_heads copies into the window.
+Tensor output_in(const Heads& out, DType dtype) {
+  return out.whole() && out.x.dtype() == dtype ? out.x : Tensor::empty(out.shape(), dtype, out.x.device());
+}
+void finish_heads(const Heads& out, const Tensor& written) {
+  if (!written.same_storage(out.x)) copy_heads(out, written);
 }
 
 // check_f32 for element i of a list argument of a multi-tensor op: names it `list[i].name`.
@@ -438,6 +481,10 @@ void rmsnorm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x,
 
 // ---- RoPE --------------------------------------------------------------------------------
 
+Heads::Heads(const Tensor& all) : x(all), count(all.ndim() == 4 ? all.dim(2) : 0) {}
+Heads::Heads(const Tensor& packed, int64_t first, int64_t count)
+    : x(packed), first(first), count(count) {}
+
 Tensor rope_table(int64_t T, int64_t head_dim, double theta) {
   RETORT_CHECK(T >= 0, "rope_table: T must be >= 0, got ", T);
   RETORT_CHECK(head_dim > 0 && head_dim % 2 == 0, "rope_table: head_dim must be even and > 0, got ",
@@ -449,34 +496,37 @@ Tensor rope_table(int64_t T, int64_t head_dim, double theta) {
 }
 
 namespace {
-// y = x rotated (y may be x; each F32 or BF16).
-void rope_apply(const char* op, Tensor& y, const Tensor& x, const Tensor& table, float sign) {
-  check_float(op, "y", y);
-  check_float(op, "x", x);
+// y = x rotated (y may be x; each F32 or BF16), windows of one shape: y is x's window itself
+// (in place), or both are whole tensors.
+void rope_apply(const char* op, const Heads& y, const Heads& x, const Tensor& table, float sign) {
+  check_heads(op, "y", y);
+  check_heads(op, "x", x);
   check_f32(op, "table", table);
-  RETORT_CHECK(x.ndim() == 4, op, ": x must be [B, T, heads, head_dim], got ",
-               shape_str(x.shape()));
-  check_same_shape(op, "y", y, "x", x);
-  const int64_t B = x.dim(0), T = x.dim(1), nh = x.dim(2), hd = x.dim(3);
+  RETORT_CHECK(y.shape() == x.shape(), op, ": y ", shape_str(y.shape()), " and x ",
+               shape_str(x.shape()), " differ");
+  const auto [B, T, nh, hd] = std::array<int64_t, 4>{x.x.dim(0), x.x.dim(1), x.count, x.x.dim(3)};
   RETORT_CHECK(hd % 2 == 0, op, ": head_dim must be even, x is ", shape_str(x.shape()));
   RETORT_CHECK(table.ndim() == 2 && table.dim(1) == hd && table.dim(0) >= T, op, ": table ",
                shape_str(table.shape()), " must be [>= ", T, ", ", hd, "] for x ",
                shape_str(x.shape()));
-  RETORT_CHECK(!overlaps(y, x) || y.raw() == x.raw(), op, ": y must be x itself or not overlap it");
-  const Device dev = common_device("rope_apply", {&y, &x, &table});
-  with_types(y, x, [&](auto* yp, const auto* xp) {
-    RETORT_KERNEL(dev, rope_apply, yp, xp, table.data<float>(), B, T, nh, hd, sign);
+  const bool in_place = y.x.raw() == x.x.raw() && y.first == x.first && y.pitch() == x.pitch();
+  RETORT_CHECK(in_place || !overlaps(y, x), op, ": y must be x itself or not overlap it");
+  RETORT_CHECK(in_place || (y.whole() && x.whole()), op, ": a window of heads is rotated in place");
+  const Device dev = common_device("rope_apply", {&y.x, &x.x, &table});
+  with_types(y.x, x.x, [&](auto* yp, const auto* xp) {
+    RETORT_KERNEL(dev, rope_apply, yp + y.first * hd, xp + x.first * hd, table.data<float>(), B,
+                  T, nh, hd, x.pitch(), sign);
   });
 }
 }  // namespace
 
-void rope_forward(Tensor& x, const Tensor& table) {
+void rope_forward(const Heads& x, const Tensor& table) {
   rope_apply("rope_forward", x, x, table, 1.0f);
 }
 void rope_forward(Tensor& y, const Tensor& x, const Tensor& table) {
   rope_apply("rope_forward", y, x, table, 1.0f);
 }
-void rope_backward(Tensor& dx, const Tensor& table) {
+void rope_backward(const Heads& dx, const Tensor& table) {
   rope_apply("rope_backward", dx, dx, table, -1.0f);
 }
 void rope_backward(Tensor& y, const Tensor& dx, const Tensor& table) {
@@ -486,17 +536,15 @@ void rope_backward(Tensor& y, const Tensor& dx, const Tensor& table) {
 // ---- qk-norm with RoPE --------------------------------------------------------------------
 
 namespace {
-// Checks the arguments of rmsnorm_rope_*: x [B, T, nh, hd] (F32 or BF16), g [hd], rstd
-// [B·T·nh], table [>= T, hd], hd even and <= 1024; returns {B, T, nh, hd}.
-std::array<int64_t, 4> rmsnorm_rope_dims(const char* op, const Tensor& x, const Tensor& g,
+// Checks the arguments of rmsnorm_rope_*: x [B, T, nh, hd] (a window; F32 or BF16), g [hd],
+// rstd [B·T·nh], table [>= T, hd], hd even and <= 1024; returns {B, T, nh, hd}.
+std::array<int64_t, 4> rmsnorm_rope_dims(const char* op, const Heads& x, const Tensor& g,
                                          const Tensor& rstd, const Tensor& table) {
-  check_float(op, "x", x);
+  check_heads(op, "x", x);
   check_f32(op, "g", g);
   check_f32(op, "rstd", rstd);
   check_f32(op, "table", table);
-  RETORT_CHECK(x.ndim() == 4, op, ": x must be [B, T, heads, head_dim], got ",
-               shape_str(x.shape()));
-  const int64_t B = x.dim(0), T = x.dim(1), nh = x.dim(2), hd = x.dim(3);
+  const int64_t B = x.x.dim(0), T = x.x.dim(1), nh = x.count, hd = x.x.dim(3);
   RETORT_CHECK(hd % 2 == 0 && hd <= 1024, op, ": head_dim must be even and at most 1024, x is ",
                shape_str(x.shape()));
   RETORT_CHECK(g.numel() == hd, op, ": g ", shape_str(g.shape()), " must have ", hd, " elements");
@@ -510,43 +558,46 @@ std::array<int64_t, 4> rmsnorm_rope_dims(const char* op, const Tensor& x, const 
 
 }  // namespace
 
-void rmsnorm_rope_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& g,
+void rmsnorm_rope_forward(Tensor& y, Tensor& rstd, const Heads& x, const Tensor& g,
                           const Tensor& table, float eps) {
   const char* op = "rmsnorm_rope_forward";
   const auto [B, T, nh, hd] = rmsnorm_rope_dims(op, x, g, rstd, table);
   check_float(op, "y", y);
-  check_same_shape(op, "y", y, "x", x);
+  RETORT_CHECK(y.shape() == x.shape(), op, ": y ", shape_str(y.shape()), " must be x's shape ",
+               shape_str(x.shape()));
   RETORT_CHECK(eps >= 0.0f, op, ": eps must be >= 0, got ", eps);
-  RETORT_CHECK(!overlaps(y, x) && !overlaps(rstd, x) && !overlaps(rstd, y), op,
+  RETORT_CHECK(!overlaps(y, x.x) && !overlaps(rstd, x.x) && !overlaps(rstd, y), op,
                ": outputs must not alias inputs");
-  const Device dev = common_device(op, {&y, &rstd, &x, &g, &table});
-  with_types(y, x, [&](auto* yp, const auto* xp) {
-    RETORT_KERNEL(dev, rmsnorm_rope_forward, yp, rstd.data<float>(), xp, g.data<float>(),
-                  table.data<float>(), B, T, nh, hd, eps);
+  const Device dev = common_device(op, {&y, &rstd, &x.x, &g, &table});
+  with_types(y, x.x, [&](auto* yp, const auto* xp) {
+    RETORT_KERNEL(dev, rmsnorm_rope_forward, yp, rstd.data<float>(), xp + x.first * hd, x.pitch(),
+                  g.data<float>(), table.data<float>(), B, T, nh, hd, eps);
   });
 }
 
-void rmsnorm_rope_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x,
+void rmsnorm_rope_backward(const Heads& dx, Tensor& dg, const Tensor& dy, const Heads& x,
                            const Tensor& g, const Tensor& rstd, const Tensor& table) {
   const char* op = "rmsnorm_rope_backward";
   const auto [B, T, nh, hd] = rmsnorm_rope_dims(op, x, g, rstd, table);
-  check_float(op, "dx", dx);
+  check_heads(op, "dx", dx);
   check_float(op, "dy", dy);
   check_f32(op, "dg", dg);
-  RETORT_CHECK(dy.dtype() == x.dtype(), op, ": dy (", dtype_name(dy.dtype()), ") and x (",
-               dtype_name(x.dtype()), ") must have one dtype");
-  check_same_shape(op, "dy", dy, "x", x);
-  check_same_shape(op, "dx", dx, "x", x);
+  RETORT_CHECK(dy.dtype() == x.x.dtype(), op, ": dy (", dtype_name(dy.dtype()), ") and x (",
+               dtype_name(x.x.dtype()), ") must have one dtype");
+  RETORT_CHECK(dy.shape() == x.shape() && dx.shape() == x.shape(), op, ": dy ",
+               shape_str(dy.shape()), " and dx ", shape_str(dx.shape()), " must be x's shape ",
+               shape_str(x.shape()));
   RETORT_CHECK(dg.numel() == hd, op, ": dg ", shape_str(dg.shape()), " must have ", hd,
                " elements");
-  RETORT_CHECK(!overlaps(dx, x) && !overlaps(dx, dy) && !overlaps(dx, g) && !overlaps(dg, dy) &&
-                   !overlaps(dg, x),
+  RETORT_CHECK(!overlaps(dx, x) && !overlaps(dx.x, dy) && !overlaps(dx.x, g) &&
+                   !overlaps(dg, dy) && !overlaps(dg, x.x),
                op, ": outputs must not alias inputs");
-  const Device dev = common_device(op, {&dx, &dg, &dy, &x, &g, &rstd, &table});
-  with_types(dx, x, [&](auto* dxp, const auto* xp) {
+  const Device dev = common_device(op, {&dx.x, &dg, &dy, &x.x, &g, &rstd, &table});
+  with_types(dx.x, x.x, [&](auto* dxp, const auto* xp) {
     using In = std::remove_const_t<std::remove_pointer_t<decltype(xp)>>;
-    RETORT_KERNEL(dev, rmsnorm_rope_backward, dxp, dg.data<float>(), dy.data<In>(), xp,
-                  g.data<float>(), rstd.data<float>(), table.data<float>(), B, T, nh, hd);
+    RETORT_KERNEL(dev, rmsnorm_rope_backward, dxp + dx.first * hd, dx.pitch(), dg.data<float>(),
+                  dy.data<In>(), xp + x.first * hd, x.pitch(), g.data<float>(), rstd.data<float>(),
+                  table.data<float>(), B, T, nh, hd);
   });
 }
 
@@ -687,20 +738,19 @@ struct AttnDims {
   int64_t B, T, H, Hkv, hd;
 };
 
-AttnDims check_attention(const char* op, const Tensor& q, const Tensor& k, const Tensor& v) {
-  check_float(op, "q", q);
-  check_float(op, "k", k);
-  check_float(op, "v", v);
-  RETORT_CHECK(q.ndim() == 4 && k.ndim() == 4, op, ": q ", shape_str(q.shape()), " and k ",
-               shape_str(k.shape()), " must be [B, T, heads, head_dim]");
-  check_same_shape(op, "k", k, "v", v);
-  AttnDims d{q.dim(0), q.dim(1), q.dim(2), k.dim(2), q.dim(3)};
-  RETORT_CHECK(k.dim(0) == d.B && k.dim(1) == d.T && k.dim(3) == d.hd, op, ": q ",
-               shape_str(q.shape()), " and k ", shape_str(k.shape()),
-               " differ in batch, time or head_dim");
+AttnDims check_attention(const char* op, const Heads& q, const Heads& k, const Heads& v) {
+  check_heads(op, "q", q);
+  check_heads(op, "k", k);
+  check_heads(op, "v", v);
+  RETORT_CHECK(k.shape() == v.shape(), op, ": k ", shape_str(k.shape()), " and v ",
+               shape_str(v.shape()), " differ");
+  const Shape qs = q.shape(), ks = k.shape();
+  AttnDims d{qs[0], qs[1], qs[2], ks[2], qs[3]};
+  RETORT_CHECK(ks[0] == d.B && ks[1] == d.T && ks[3] == d.hd, op, ": q ", shape_str(qs),
+               " and k ", shape_str(ks), " differ in batch, time or head_dim");
   RETORT_CHECK(d.Hkv > 0 && d.H % d.Hkv == 0, op, ": query heads (", d.H,
-               ") must be a multiple of kv heads (", d.Hkv, "): q ", shape_str(q.shape()), ", k ",
-               shape_str(k.shape()));
+               ") must be a multiple of kv heads (", d.Hkv, "): q ", shape_str(qs), ", k ",
+               shape_str(ks));
   RETORT_CHECK(d.hd > 0, op, ": head_dim must be > 0");
   return d;
 }
@@ -732,38 +782,47 @@ void set_attention_kernel(AttentionKernel k) { g_attention_kernel = k; }
 AttentionKernel attention_kernel() { return g_attention_kernel; }
 const char* attention_kernel_used() { return g_attention_used; }
 
-void attention_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& k,
-                       const Tensor& v) {
+void attention_forward(Tensor& out, Tensor& lse, const Heads& q, const Heads& k, const Heads& v) {
   const char* op = "attention_forward";
   const AttnDims d = check_attention(op, q, k, v);
   check_float(op, "out", out);
   check_f32(op, "lse", lse);
-  check_same_shape(op, "out", out, "q", q);
+  RETORT_CHECK(out.shape() == q.shape(), op, ": out ", shape_str(out.shape()), " must be q's shape ",
+               shape_str(q.shape()));
   RETORT_CHECK(lse.numel() == d.B * d.H * d.T, op, ": lse ", shape_str(lse.shape()),
                " must be [B, H, T] = [", d.B, ", ", d.H, ", ", d.T, "]");
-  RETORT_CHECK(!overlaps(out, q) && !overlaps(out, k) && !overlaps(out, v), op,
+  RETORT_CHECK(!overlaps(out, q.x) && !overlaps(out, k.x) && !overlaps(out, v.x), op,
                ": out must not alias q, k or v");
-  if (q.numel() == 0) return;
-  const Device dev = common_device("attention_forward", {&out, &lse, &q, &k, &v});
+  if (out.numel() == 0) return;
+  const Device dev = common_device("attention_forward", {&out, &lse, &q.x, &k.x, &v.x});
 #if RETORT_HAVE_CUDA
-  if (dev == Device::CUDA && wants_cudnn()) {  // bf16 in and out
+  if (dev == Device::CUDA && wants_cudnn()) {
+    // bf16 in and out: bf16 windows read in place; should cuDNN refuse their pitches, through
+    // contiguous copies (and failing that, the plain kernel).
     const DType b16 = DType::BF16;
-    const Tensor q16 = as_dtype(q, b16), k16 = as_dtype(k, b16), v16 = as_dtype(v, b16);
     const Tensor o16 = output_in(out, b16);
     std::string why;
-    if (cuda::attention_forward_cudnn(o16.data<uint16_t>(), lse.data<float>(), q16.data<uint16_t>(),
-                                      k16.data<uint16_t>(), v16.data<uint16_t>(), d.B, d.T, d.H,
-                                      d.Hkv, d.hd, &why)) {
-      finish_output(out, o16);
-      g_attention_used = "cudnn";
-      return;
+    for (const bool copies : {false, true}) {
+      if (copies && q.whole() && k.whole() && v.whole()) break;  // nothing else to try
+      const auto in = [&](const Heads& h) {
+        return h.x.dtype() == b16 && !copies ? h : Heads(contiguous_as(h, b16));
+      };
+      const Heads q16 = in(q), k16 = in(k), v16 = in(v);
+      if (cuda::attention_forward_cudnn(
+              o16.data<uint16_t>(), lse.data<float>(), q16.data<uint16_t>(), k16.data<uint16_t>(),
+              v16.data<uint16_t>(), {q16.pitch(), k16.pitch(), v16.pitch()}, d.B, d.T, d.H, d.Hkv,
+              d.hd, &why)) {
+        finish_output(out, o16);
+        g_attention_used = "cudnn";
+        return;
+      }
     }
     cudnn_unavailable(op, d, why);
   }
 #endif
   g_attention_used = dev == Device::CPU ? "cpu" : "plain";
   const DType f32 = DType::F32;
-  const Tensor qf = as_dtype(q, f32), kf = as_dtype(k, f32), vf = as_dtype(v, f32);
+  const Tensor qf = contiguous_as(q, f32), kf = contiguous_as(k, f32), vf = contiguous_as(v, f32);
   const Tensor of = output_in(out, f32);
   RETORT_KERNEL(dev, attention_forward, of.data<float>(), lse.data<float>(), qf.data<float>(),
                 kf.data<float>(), vf.data<float>(), d.B, d.T, d.H, d.Hkv, d.hd);
@@ -797,64 +856,80 @@ void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache, const
                         v_cache.data<float>(), B, T_max, n_keys, H, Hkv, hd);
 }
 
-void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q,
-                        const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse) {
+void attention_backward(const Heads& dq, const Heads& dk, const Heads& dv, const Tensor& dout,
+                        const Heads& q, const Heads& k, const Heads& v, const Tensor& out,
+                        const Tensor& lse) {
   const char* op = "attention_backward";
   const AttnDims d = check_attention(op, q, k, v);
-  check_float(op, "dq", dq);
-  check_float(op, "dk", dk);
-  check_float(op, "dv", dv);
+  check_heads(op, "dq", dq);
+  check_heads(op, "dk", dk);
+  check_heads(op, "dv", dv);
   check_float(op, "dout", dout);
   check_float(op, "out", out);
   check_f32(op, "lse", lse);
-  check_same_shape(op, "dq", dq, "q", q);
-  check_same_shape(op, "dk", dk, "k", k);
-  check_same_shape(op, "dv", dv, "v", v);
-  check_same_shape(op, "dout", dout, "q", q);
-  check_same_shape(op, "out", out, "q", q);
+  for (const auto& [name, g, x] : {std::tuple{"dq", &dq, &q}, std::tuple{"dk", &dk, &k},
+                                   std::tuple{"dv", &dv, &v}})
+    RETORT_CHECK(g->shape() == x->shape(), op, ": ", name, " ", shape_str(g->shape()),
+                 " must have the shape of its input ", shape_str(x->shape()));
+  for (const auto& [name, t] : {std::pair{"dout", &dout}, std::pair{"out", &out}})
+    RETORT_CHECK(t->shape() == q.shape(), op, ": ", name, " ", shape_str(t->shape()),
+                 " must be q's shape ", shape_str(q.shape()));
   RETORT_CHECK(lse.numel() == d.B * d.H * d.T, op, ": lse ", shape_str(lse.shape()),
                " must be [B, H, T] = [", d.B, ", ", d.H, ", ", d.T, "]");
-  for (const Tensor* g : {&dq, &dk, &dv})
-    for (const Tensor* in : {&dout, &q, &k, &v, &out, &lse})
+  for (const Heads* g : {&dq, &dk, &dv}) {
+    for (const Heads* in : {&q, &k, &v})
       RETORT_CHECK(!overlaps(*g, *in), op, ": gradients must not alias inputs");
+    for (const Tensor* in : {&dout, &out, &lse})
+      RETORT_CHECK(!overlaps(g->x, *in), op, ": gradients must not alias inputs");
+  }
   RETORT_CHECK(!overlaps(dq, dk) && !overlaps(dq, dv) && !overlaps(dk, dv), op,
                ": dq, dk, dv must not alias each other");
-  if (q.numel() == 0) return;
-  const Device dev = common_device("attention_backward", {&dq, &dk, &dv, &dout, &q, &k, &v, &out, &lse});
-  // The kernel's type for every tensor but lse: bf16 for cuDNN, fp32 for the plain kernels.
-  auto run = [&](DType t, auto&& kernel) {
-    const Tensor di = as_dtype(dout, t), qi = as_dtype(q, t), ki = as_dtype(k, t),
-                 vi = as_dtype(v, t), oi = as_dtype(out, t);
-    const Tensor dqo = output_in(dq, t), dko = output_in(dk, t), dvo = output_in(dv, t);
-    if (!kernel(dqo, dko, dvo, di, qi, ki, vi, oi)) return false;
-    finish_output(dq, dqo);
-    finish_output(dk, dko);
-    finish_output(dv, dvo);
-    return true;
-  };
+  if (out.numel() == 0) return;
+  const Device dev = common_device("attention_backward",
+                                   {&dq.x, &dk.x, &dv.x, &dout, &q.x, &k.x, &v.x, &out, &lse});
 #if RETORT_HAVE_CUDA
   if (dev == Device::CUDA && wants_cudnn()) {
+    // bf16 throughout: bf16 windows read and written in place, else (or should cuDNN refuse
+    // their pitches) through contiguous copies; failing that, the plain kernel.
+    const DType b16 = DType::BF16;
+    const Tensor do16 = as_dtype(dout, b16), o16 = as_dtype(out, b16);
     std::string why;
-    const bool done = run(DType::BF16, [&](const Tensor& dqo, const Tensor& dko, const Tensor& dvo,
-                                           const Tensor& di, const Tensor& qi, const Tensor& ki,
-                                           const Tensor& vi, const Tensor& oi) {
-      return cuda::attention_backward_cudnn(
-          dqo.data<uint16_t>(), dko.data<uint16_t>(), dvo.data<uint16_t>(), di.data<uint16_t>(),
-          qi.data<uint16_t>(), ki.data<uint16_t>(), vi.data<uint16_t>(), oi.data<uint16_t>(),
-          lse.data<float>(), d.B, d.T, d.H, d.Hkv, d.hd, &why);
-    });
-    if (done) return;
+    for (const bool copies : {false, true}) {
+      if (copies && q.whole() && k.whole() && v.whole() && dq.whole() && dk.whole() && dv.whole())
+        break;  // nothing else to try
+      const auto in = [&](const Heads& h) {
+        return h.x.dtype() == b16 && !copies ? h : Heads(contiguous_as(h, b16));
+      };
+      const auto to = [&](const Heads& h) {
+        return h.x.dtype() == b16 && !copies ? h : Heads(output_in(h, b16));
+      };
+      const Heads q16 = in(q), k16 = in(k), v16 = in(v), dq16 = to(dq), dk16 = to(dk), dv16 = to(dv);
+      if (cuda::attention_backward_cudnn(
+              dq16.data<uint16_t>(), dk16.data<uint16_t>(), dv16.data<uint16_t>(),
+              do16.data<uint16_t>(), q16.data<uint16_t>(), k16.data<uint16_t>(),
+              v16.data<uint16_t>(), o16.data<uint16_t>(), lse.data<float>(),
+              {q16.pitch(), k16.pitch(), v16.pitch(), dq16.pitch(), dk16.pitch(), dv16.pitch()},
+              d.B, d.T, d.H, d.Hkv, d.hd, &why)) {
+        finish_heads(dq, dq16.x);
+        finish_heads(dk, dk16.x);
+        finish_heads(dv, dv16.x);
+        return;
+      }
+    }
     cudnn_unavailable(op, d, why);
   }
 #endif
-  run(DType::F32, [&](const Tensor& dqo, const Tensor& dko, const Tensor& dvo, const Tensor& di,
-                      const Tensor& qi, const Tensor& ki, const Tensor& vi, const Tensor& oi) {
-    RETORT_KERNEL(dev, attention_backward, dqo.data<float>(), dko.data<float>(),
-                  dvo.data<float>(), di.data<float>(), qi.data<float>(), ki.data<float>(),
-                  vi.data<float>(), oi.data<float>(), lse.data<float>(), d.B, d.T, d.H, d.Hkv,
-                  d.hd);
-    return true;
-  });
+  // The plain kernels read and write whole fp32 tensors.
+  const DType f32 = DType::F32;
+  const Tensor di = as_dtype(dout, f32), oi = as_dtype(out, f32), qi = contiguous_as(q, f32),
+               ki = contiguous_as(k, f32), vi = contiguous_as(v, f32);
+  const Tensor dqo = output_in(dq, f32), dko = output_in(dk, f32), dvo = output_in(dv, f32);
+  RETORT_KERNEL(dev, attention_backward, dqo.data<float>(), dko.data<float>(), dvo.data<float>(),
+                di.data<float>(), qi.data<float>(), ki.data<float>(), vi.data<float>(),
+                oi.data<float>(), lse.data<float>(), d.B, d.T, d.H, d.Hkv, d.hd);
+  finish_heads(dq, dqo);
+  finish_heads(dk, dko);
+  finish_heads(dv, dvo);
 }
 
 // ---- embedding ---------------------------------------------------------------------------

@@ -106,30 +106,49 @@ void rmsnorm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x,
                       const Tensor& rstd, bool accumulate_dx = false,
                       const Tensor& dx_rounded = Tensor());
 
+// ---- heads inside the packed q|k|v product -------------------------------------------------
+// Heads [first, first + count) of x [B, T, S, hd], each token's row holding S heads of hd
+// elements: q, k or v inside the [R, (H + 2·Hkv)·hd] output of the one q|k|v product (or its
+// gradient). RoPE, qk-norm and attention read and write such windows in place, a token's
+// heads pitch() = S·hd elements after the previous token's. A [B, T, n, hd] tensor converts
+// to all n of its heads.
+struct Heads {
+  Heads(const Tensor& all);  // NOLINT(google-explicit-constructor): any tensor is its heads
+  Heads(const Tensor& packed, int64_t first, int64_t count);
+  Tensor x;  // [B, T, S, hd]
+  int64_t first = 0, count = 0;
+
+  Shape shape() const { return {x.dim(0), x.dim(1), count, x.dim(3)}; }
+  int64_t pitch() const { return x.dim(2) * x.dim(3); }
+  bool whole() const { return count == x.dim(2); }  // all of x (then first = 0)
+  template <class T> T* data() const { return x.data<T>() + first * x.dim(3); }
+};
+
 // ---- RoPE, rotate-half convention ------------------------------------------------------
 // table: [T, hd] with cos(pos·inv_freq_i) in [:, i] and sin(...) in [:, hd/2 + i], i < hd/2,
 //        inv_freq_i = theta^(-2i/hd), pos = 0..T-1 (computed in double, stored in float).
 Tensor rope_table(int64_t T, int64_t head_dim, double theta);
 // x: [B, T, nh, hd], in place. Pair (x_i, x_{i+hd/2}) -> (x_i c - x_j s, x_j c + x_i s).
 // The table may have more than T rows: rows 0..T-1 are used (pass table.slice(p, p + T) for
-// positions starting at p).
-void rope_forward(Tensor& x, const Tensor& table);
+// positions starting at p). x may be a window of heads (q and k inside the packed product).
+void rope_forward(const Heads& x, const Tensor& table);
 // y = rope_forward of x, y F32 or BF16 (rounded once: an attention input in bf16 training).
 void rope_forward(Tensor& y, const Tensor& x, const Tensor& table);
 // Gradient of rope_forward, in place on dx (rotation by -angle; F32 or BF16), or into y
 // (each of y, dx F32 or BF16: cuDNN's bf16 gradients in, fp32 or a bf16 operand out).
-void rope_backward(Tensor& dx, const Tensor& table);
+void rope_backward(const Heads& dx, const Tensor& table);
 void rope_backward(Tensor& y, const Tensor& dx, const Tensor& table);
 
 // ---- qk-norm with RoPE, one pass each way -------------------------------------------------
 // x: [B, T, nh, hd] (F32 or BF16), g: [hd] -> rstd [B·T·nh] and y = RoPE(RMSNorm(x; g))
 // [B, T, nh, hd] (F32 or BF16): rmsnorm_forward into fp32 then rope_forward into y (bitwise on
 // the CPU), without the fp32 intermediate. hd even, at most 1024; table as rope_forward.
-void rmsnorm_rope_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& g,
+// x may be a window of heads (q or k inside the packed product).
+void rmsnorm_rope_forward(Tensor& y, Tensor& rstd, const Heads& x, const Tensor& g,
                           const Tensor& table, float eps);
 // Its gradient: dx (overwritten; F32 or BF16) and dg (+=) from dy (dy and x one dtype):
-// rope_backward into fp32 then rmsnorm_backward, in one pass.
-void rmsnorm_rope_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x,
+// rope_backward into fp32 then rmsnorm_backward, in one pass. dx and x may be windows.
+void rmsnorm_rope_backward(const Heads& dx, Tensor& dg, const Tensor& dy, const Heads& x,
                            const Tensor& g, const Tensor& rstd, const Tensor& table);
 
 // ---- SwiGLU ----------------------------------------------------------------------------
@@ -173,10 +192,13 @@ void vocab_shard_ids(Tensor& out, const Tensor& ids, int64_t begin, int64_t shar
 // q, k, v, out (and in backward dout, dq, dk, dv) may each be F32 or BF16 (lse is F32): each
 // kernel converts what is not its own type (cuDNN: bf16; the plain kernels: fp32), so bf16
 // tensors in bf16 training skip cuDNN's conversions and a BF16 out is rounded once.
-void attention_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v);
+// q, k, v and their gradients may be windows of heads (Heads: cuDNN reads and writes them in
+// place; the plain kernels through contiguous copies).
+void attention_forward(Tensor& out, Tensor& lse, const Heads& q, const Heads& k, const Heads& v);
 // dq, dk, dv overwritten.
-void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q,
-                        const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse);
+void attention_backward(const Heads& dq, const Heads& dk, const Heads& dv, const Tensor& dout,
+                        const Heads& q, const Heads& k, const Heads& v, const Tensor& out,
+                        const Tensor& lse);
 // Which kernel runs causal attention on a GPU (train.attention; the CPU has one kernel):
 //   Auto:  cuDNN's fused flash attention when matmul_precision() is BF16 and cuDNN has an
 //          engine for the shape, else the plain tiled kernel (core/cuda/attention.cu);

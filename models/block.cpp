@@ -2,7 +2,8 @@
 // W stored [out, in] so y = x Wᵀ):
 //
 //   h1 = RMSNorm(x_in; g_in)                                  [R, d]
-//   q = h1 Wqᵀ [R, H·hd];  k = h1 Wkᵀ, v = h1 Wvᵀ [R, Hkv·hd]
+//   [q | k | v] = h1 [Wq; Wk; Wv]ᵀ    [R, (H + 2·Hkv)·hd] (one product; q [R, H·hd], k, v
+//                                     [R, Hkv·hd] side by side in each row)
 //   qk_norm: q_h = RMSNorm(q_h; g_q), k_h = RMSNorm(k_h; g_k)  per head, over hd
 //   q, k = RoPE(q), RoPE(k)                                   viewed [B, T, heads, hd]
 //   att = causal GQA softmax(q kᵀ/sqrt(hd)) v                 [R, H·hd]
@@ -23,7 +24,7 @@ namespace retort {
 
 void Transformer::block_forward(int layer, const Tensor& x_in, Tensor& x_out, BlockActs& a) {
   const LayerWeights& w = layers_[layer];
-  const int64_t B = B_, T = T_, R = R_, H = H_, Hkv = Hkv_, hd = cfg_.head_dim;
+  const int64_t B = B_, T = T_, H = H_, Hkv = Hkv_, hd = cfg_.head_dim;
   const float eps = float(cfg_.norm_eps);
   Tensor rope = rope_.slice(0, T);
   // RMSNorm on this rank's rows, then (sp) gathered into the full [R, d] for the projections.
@@ -35,31 +36,21 @@ void Transformer::block_forward(int layer, const Tensor& x_in, Tensor& x_out, Bl
 
   // ---- attention ----
   norm_enter(a.h1, a.rstd1, x_in, w.ln_in.w);
-  // q, k, v (one after another) written by their products in the activations' dtype: one
-  // batched product when they have one shape (no GQA), else q, then k and v batched.
-  if (mm(w.qkv).defined()) {
-    Tensor qkv = a.q.span({3, R, H * hd});
-    ops::matmul_batched(qkv, a.h1, false, mm(w.qkv), true);
-  } else {
-    ops::matmul(a.q, a.h1, false, mm(w.wq), true);
-    if (mm(w.kv).defined()) {
-      Tensor kv = a.k.span({2, R, Hkv * hd});
-      ops::matmul_batched(kv, a.h1, false, mm(w.kv), true);
-    } else {
-      ops::matmul(a.k, a.h1, false, mm(w.wk), true);
-      ops::matmul(a.v, a.h1, false, mm(w.wv), true);
-    }
-  }
-  Tensor q4 = a.qr.view({B, T, H, hd}), k4 = a.kr.view({B, T, Hkv, hd});
-  Tensor v4 = a.v.view({B, T, Hkv, hd}), att4 = a.att.view({B, T, H, hd});
+  // q, k, v: one product, in the activations' dtype; each row [q heads | k heads | v heads].
+  RETORT_CHECK(mm(w.qkv).defined(), "layer ", layer, ": the q, k, v weights are not consecutive");
+  ops::matmul(a.qkv, a.h1, false, mm(w.qkv), true);
+  const Tensor qkv4 = a.qkv.view({B, T, H + 2 * Hkv, hd});
+  const ops::Heads q(qkv4, 0, H), k(qkv4, H, Hkv), v(qkv4, H + Hkv, Hkv);
+  Tensor att4 = a.att.view({B, T, H, hd});
   if (cfg_.qk_norm) {  // per head: RMSNorm, then RoPE, in one pass into qr, kr
-    ops::rmsnorm_rope_forward(q4, a.rstd_q, a.q.view({B, T, H, hd}), w.q_norm.w, rope, eps);
-    ops::rmsnorm_rope_forward(k4, a.rstd_k, a.k.view({B, T, Hkv, hd}), w.k_norm.w, rope, eps);
-  } else {
-    ops::rope_forward(q4, rope);
-    ops::rope_forward(k4, rope);
+    Tensor qr = a.qr.view({B, T, H, hd}), kr = a.kr.view({B, T, Hkv, hd});
+    ops::rmsnorm_rope_forward(qr, a.rstd_q, q, w.q_norm.w, rope, eps);
+    ops::rmsnorm_rope_forward(kr, a.rstd_k, k, w.k_norm.w, rope, eps);
+    ops::attention_forward(att4, a.lse, qr, kr, v);
+  } else {  // RoPE in place on the q and k heads (side by side)
+    ops::rope_forward(ops::Heads(qkv4, 0, H + Hkv), rope);
+    ops::attention_forward(att4, a.lse, q, k, v);
   }
-  ops::attention_forward(att4, a.lse, q4, k4, v4);
   row_parallel_residual(a.x_mid, x_in, a.att, mm(w.wo));
 
   // ---- MLP ----
@@ -103,49 +94,34 @@ void Transformer::block_backward(int layer, const Tensor& x_in, Tensor& dx, cons
   op = residual_operand(dx, dx16);
   ops::matmul(datt, op, false, mm(w.wo), false);                 // datt = dy Wo   [R,d]@[d,H·hd]
   ops::matmul(g_o, op, true, a.att, false, 1.0f, 1.0f);          // dWo += dyᵀ att
-  // The gradients w.r.t. the projections' outputs q, k, v, one after the other (batched dW).
-  const int64_t nq = R * H * hd, nk = R * Hkv * hd;
-  const Tensor dqkv = dqkv_b_.get(device_, {nq + 2 * nk}, op_dt);
-  Tensor dq_raw = piece(dqkv, 0, {R, H * hd}), dk_raw = piece(dqkv, nq, {R, Hkv * hd}),
-         dv = piece(dqkv, nq + nk, {R, Hkv * hd});
-  // Attention's dq, dk: into scratch when the norms' backward follows, else in place.
-  Tensor dq = cfg_.qk_norm ? dq_b_.get(device_, {R, H * hd}, op_dt) : dq_raw;
-  Tensor dk = cfg_.qk_norm ? dk_b_.get(device_, {R, Hkv * hd}, op_dt) : dk_raw;
-  Tensor q4 = a.qr.view({B, T, H, hd}), k4 = a.kr.view({B, T, Hkv, hd});
-  Tensor v4 = a.v.view({B, T, Hkv, hd}), att4 = a.att.view({B, T, H, hd});
-  Tensor dq4 = dq.view({B, T, H, hd}), dk4 = dk.view({B, T, Hkv, hd}), dv4 = dv.view({B, T, Hkv, hd});
-  ops::attention_backward(dq4, dk4, dv4, datt.view({B, T, H, hd}), q4, k4, v4, att4, a.lse);
-  if (cfg_.qk_norm) {  // RoPE's and the norms' backward in one pass each
-    Tensor dqr = dq_raw.view({B, T, H, hd}), dkr = dk_raw.view({B, T, Hkv, hd});
+  // The gradient w.r.t. the q|k|v product's output, its layout: [R, (H + 2·Hkv)·hd].
+  const int64_t S = H + 2 * Hkv;
+  Tensor dqkv = dqkv_b_.get(device_, {R, S * hd}, op_dt);
+  const Tensor qkv4 = a.qkv.view({B, T, S, hd}), dqkv4 = dqkv.view({B, T, S, hd});
+  const ops::Heads q(qkv4, 0, H), k(qkv4, H, Hkv), v(qkv4, H + Hkv, Hkv);
+  const ops::Heads dq_raw(dqkv4, 0, H), dk_raw(dqkv4, H, Hkv), dv(dqkv4, H + Hkv, Hkv);
+  const Tensor att4 = a.att.view({B, T, H, hd}), datt4 = datt.view({B, T, H, hd});
+  if (cfg_.qk_norm) {  // attention's dq, dk into scratch, then RoPE's and the norms' backward
+    Tensor dq = dq_b_.get(device_, {B, T, H, hd}, op_dt);
+    Tensor dk = dk_b_.get(device_, {B, T, Hkv, hd}, op_dt);
+    ops::attention_backward(dq, dk, dv, datt4, a.qr.view({B, T, H, hd}),
+                            a.kr.view({B, T, Hkv, hd}), v, att4, a.lse);
     const bool split_heads = regions_ != nullptr;
     Tensor gqn = w.q_norm.g, gkn = w.k_norm.g;
     accumulate_gain(gqn, split_heads, [&](Tensor& gain) {
-      ops::rmsnorm_rope_backward(dqr, gain, dq4, a.q.view({B, T, H, hd}), w.q_norm.w, a.rstd_q, rope);
+      ops::rmsnorm_rope_backward(dq_raw, gain, dq, q, w.q_norm.w, a.rstd_q, rope);
     });
     accumulate_gain(gkn, split_heads, [&](Tensor& gain) {
-      ops::rmsnorm_rope_backward(dkr, gain, dk4, a.k.view({B, T, Hkv, hd}), w.k_norm.w, a.rstd_k,
-                                 rope);
+      ops::rmsnorm_rope_backward(dk_raw, gain, dk, k, w.k_norm.w, a.rstd_k, rope);
     });
-  } else {
-    ops::rope_backward(dq4, rope);
-    ops::rope_backward(dk4, rope);
+  } else {  // in place in dqkv, then RoPE's backward on the dq and dk heads
+    ops::attention_backward(dq_raw, dk_raw, dv, datt4, q, k, v, att4, a.lse);
+    ops::rope_backward(ops::Heads(dqkv4, 0, H + Hkv), rope);
   }
-  ops::matmul(dh, dq_raw, false, mm(w.wq), false);               // dh1 = dq Wq + dk Wk + dv Wv
-  ops::matmul(dh, dk_raw, false, mm(w.wk), false, 1.0f, 1.0f);
-  ops::matmul(dh, dv, false, mm(w.wv), false, 1.0f, 1.0f);
-  if (w.qkv.g.defined()) {  // dWq += dqᵀ h1, dWk += dkᵀ h1, dWv += dvᵀ h1 in one batched product
-    Tensor g_qkv = w.qkv.g;
-    ops::matmul_batched(g_qkv, dqkv.view({3, R, H * hd}), true, a.h1, false, 1.0f, 1.0f);
-  } else {  // GQA: dWq, then dWk and dWv batched
-    Tensor g_q = w.wq.g, g_k = w.wk.g, g_v = w.wv.g, g_kv = w.kv.g;
-    ops::matmul(g_q, dq_raw, true, a.h1, false, 1.0f, 1.0f);
-    if (g_kv.defined()) {
-      ops::matmul_batched(g_kv, dk_raw.span({2, R, Hkv * hd}), true, a.h1, false, 1.0f, 1.0f);
-    } else {
-      ops::matmul(g_k, dk_raw, true, a.h1, false, 1.0f, 1.0f);
-      ops::matmul(g_v, dv, true, a.h1, false, 1.0f, 1.0f);
-    }
-  }
+  Tensor g_qkv = w.qkv.g;
+  RETORT_CHECK(g_qkv.defined(), "layer ", layer, ": the q, k, v gradients are not consecutive");
+  ops::matmul(dh, dqkv, false, mm(w.qkv), false);              // dh1 = dqkv [Wq; Wk; Wv]
+  ops::matmul(g_qkv, dqkv, true, a.h1, false, 1.0f, 1.0f);     // d[Wq; Wk; Wv] += dqkvᵀ h1
   dhl = enter_backward(dlocal_b_, dh);
   norm_backward(dx, g_in, dhl, x_in, w.ln_in.w, a.rstd1, sp(), true, dx16);  // dx = dL/dx_in
 }

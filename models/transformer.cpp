@@ -223,35 +223,31 @@ void Transformer::rebuild_weights() {
     lw.w_gate = next();
     lw.w_up = next();
     lw.w_down = next();
-    lw.qkv = consecutive({&lw.wq, &lw.wk, &lw.wv});
-    lw.kv = consecutive({&lw.wk, &lw.wv});
-    lw.gate_up = consecutive({&lw.w_gate, &lw.w_up}, /*stacked=*/true);
+    lw.qkv = stacked({&lw.wq, &lw.wk, &lw.wv});
+    lw.gate_up = stacked({&lw.w_gate, &lw.w_up});
   }
   final_norm_ = next();
   lm_head_ = cfg_.tie_embeddings ? embed_ : next();
   RETORT_CHECK(k == params_.size(), "parameter layout mismatch");
 }
 
-Transformer::Weight Transformer::consecutive(std::initializer_list<const Weight*> ws,
-                                             bool stacked) {
-  // The tensors `part` of ws as one [n, ...] view (stacked: [n·rows, ...]) when each starts
-  // where the one before it ends, else undefined.
+Transformer::Weight Transformer::stacked(std::initializer_list<const Weight*> ws) {
+  // The tensors `part` of ws as one [Σ rows, cols] view when each starts where the one before
+  // it ends and all have one row width, else undefined.
   const auto joined = [&](Tensor Weight::*part) {
     const Tensor& t0 = (*ws.begin())->*part;
     if (!t0.defined()) return Tensor();
     const char* next = static_cast<const char*>(t0.raw());
+    int64_t rows = 0;
     for (const Weight* w : ws) {
       const Tensor& t = w->*part;
-      if (!t.defined() || !t.same_storage(t0) || t.shape() != t0.shape() || t.raw() != next)
+      if (!t.defined() || !t.same_storage(t0) || t.ndim() != 2 || t.dim(1) != t0.dim(1) ||
+          t.raw() != next)
         return Tensor();
       next += t.nbytes();
+      rows += t.dim(0);
     }
-    Shape shape = t0.shape();
-    if (stacked)
-      shape[0] *= int64_t(ws.size());
-    else
-      shape.insert(shape.begin(), int64_t(ws.size()));
-    return t0.span(shape);
+    return t0.span({rows, t0.dim(1)});
   };
   return Weight{joined(&Weight::w), joined(&Weight::g), joined(&Weight::w16)};
 }
@@ -394,12 +390,7 @@ Transformer::BlockActs Transformer::block_acts(int i) {
   a.h1 = b.h1.get(device_, {R, d}, op_dt);
   a.rstd1 = b.rstd1.get(device_, {Rl});
   const int64_t nq = R * H * hd, nk = R * Hkv * hd;
-  const Tensor qkv = b.qkv.get(device_, {nq + 2 * nk}, op_dt);
-  a.q = piece(qkv, 0, {R, H * hd});
-  a.k = piece(qkv, nq, {R, Hkv * hd});
-  a.v = piece(qkv, nq + nk, {R, Hkv * hd});
-  a.qr = a.q;  // RoPE in place
-  a.kr = a.k;
+  a.qkv = b.qkv.get(device_, {R, (H + 2 * Hkv) * hd}, op_dt);
   if (cfg_.qk_norm) {
     const Tensor qkr = b.qkr.get(device_, {nq + nk}, op_dt);
     a.qr = piece(qkr, 0, {R, H * hd});

@@ -171,27 +171,27 @@ class Transformer {
   static const Tensor& mm(const Weight& w) { return w.w16.defined() ? w.w16 : w.w; }
   struct LayerWeights {
     Weight ln_in, wq, wk, wv, wo, q_norm, k_norm, ln_post, w_gate, w_up, w_down;
-    // Consecutive weights seen as one: q, k, v as [3, out, in] for a batched product
-    // (ops::matmul_batched) when they have one shape (no GQA; else undefined), k and v as
-    // [2, out, in] (they always have one shape); gate and up stacked [2F, d] for single
-    // products (ops::swiglu_forward's packed layout).
-    Weight qkv, kv, gate_up;
+    // Consecutive weights stacked as one, for single products: q, k, v as
+    // [(H + 2·Hkv)·hd, d] (each row of the product's output holds a token's q, k and v heads),
+    // gate and up as [2F, d] (ops::swiglu_forward's packed layout).
+    Weight qkv, gate_up;
   };
-  // The weights ws, laid out one after another with one shape, as one [n, out, in] Weight
-  // (its value, gradient and bf16 copy each undefined where they are not, or are unbound);
-  // stacked: as [n·out, in] instead.
-  static Weight consecutive(std::initializer_list<const Weight*> ws, bool stacked = false);
+  // The matrices ws, laid out one after another with one row width, stacked as one
+  // [Σ rows, cols] Weight (its value, gradient and bf16 copy each undefined where they are not
+  // consecutive, or are unbound).
+  static Weight stacked(std::initializer_list<const Weight*> ws);
   // What a block's backward needs (R = B·T rows). All but the rstd and lse and x_mid are
   // operand_dtype().
   // R = B·T rows inside the tensor-parallel regions, Rl = R/tp (sp) or R rows in the residual
   // stream; H, Hkv, F per rank.
-  // q, k, v lie one after another (a batched product); gate and up side by side in each row
-  // of gate_up (one product).
+  // q, k, v side by side in each row of qkv, gate and up in each row of gate_up (one product
+  // each).
   struct BlockActs {
     Tensor h1, rstd1;         // [R, d], [Rl]      RMSNorm(x_in) (gathered under sp)
-    Tensor q, k, v;           // [R, H·hd], [R, Hkv·hd] x 2: the projections
+    Tensor qkv;               // [R, (H + 2·Hkv)·hd]: per row q (H heads), k, v (Hkv heads each)
     Tensor rstd_q, rstd_k;    // [R·H], [R·Hkv]   (qk_norm only)
-    Tensor qr, kr;            // q, k after norm + RoPE (qk_norm), else q, k after RoPE in place
+    Tensor qr, kr;            // [R, H·hd], [R, Hkv·hd]: q, k after norm + RoPE (qk_norm only;
+                              // else RoPE rotates them in place inside qkv)
     Tensor att, lse;          // [R, H·hd], [B, H, T]
     Tensor x_mid;             // [Rl, d] residual after attention
     Tensor h2, rstd2;         // [R, d], [Rl]

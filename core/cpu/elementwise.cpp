@@ -74,4 +74,15 @@ void bf16_to_f32(float* dst, const uint16_t* src, int64_t n) {
   }
 }
 
+template <class Out, class In>
+void copy_rows(Out* y, int64_t y_pitch, const In* x, int64_t x_pitch, int64_t rows, int64_t cols) {
+#pragma omp parallel for schedule(static) if (rows * cols >= kParallelMin)
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) store(&y[r * y_pitch + c], load(&x[r * x_pitch + c]));
+}
+template void copy_rows(float*, int64_t, const float*, int64_t, int64_t, int64_t);
+template void copy_rows(uint16_t*, int64_t, const float*, int64_t, int64_t, int64_t);
+template void copy_rows(float*, int64_t, const uint16_t*, int64_t, int64_t, int64_t);
+template void copy_rows(uint16_t*, int64_t, const uint16_t*, int64_t, int64_t, int64_t);
+
 }  // namespace retort::cpu

@@ -48,6 +48,10 @@ double sum_squares(const float* x, int64_t n);  // fixed chunking: independent o
 double sum_squares_multi(const float* const* xs, const int64_t* ns, int64_t count);
 void f32_to_bf16(uint16_t* dst, const float* src, int64_t n);  // round to nearest even
 void bf16_to_f32(float* dst, const uint16_t* src, int64_t n);
+// y[r·y_pitch + c] = x[r·x_pitch + c] for r < rows, c < cols (Out, In: float or uint16_t,
+// converted; bf16 rounded to nearest even): a window of heads gathered or put back.
+template <class Out, class In>
+void copy_rows(Out* y, int64_t y_pitch, const In* x, int64_t x_pitch, int64_t rows, int64_t cols);
 
 // ---- rmsnorm.cpp -----------------------------------------------------------------------
 // x: [rows, C], g: [C] -> y: [rows, C], rstd: [rows] (y float32, or bf16 rounded at the store)
@@ -63,35 +67,31 @@ void rmsnorm_backward(float* dx, float* dg, const float* dy, const float* x, con
 void rmsnorm_backward(uint16_t* dx, float* dg, const float* dy, const float* x, const float* g,
                       const float* rstd, int64_t rows, int64_t C);
 
-// qk-norm and RoPE in one pass (x, dy, y, dx: [B, T, nh, hd] rows; table [T, hd] as rope.cpp):
-// y = RoPE(RMSNorm(x; g)), and dx (overwritten), dg (+=) from dy through the inverse rotation
-// then the norm's backward. hd even (and <= 1024 on the GPU). Bitwise rmsnorm_forward into
-// fp32 then rope_apply (sign +1), and rope_apply (sign −1) into fp32 then rmsnorm_backward.
-#define RETORT_DECLARE_RMSNORM_ROPE(Out, In)                                                     \
-  void rmsnorm_rope_forward(Out* y, float* rstd, const In* x, const float* g, const float* table, \
-                            int64_t B, int64_t T, int64_t nh, int64_t hd, float eps);            \
-  void rmsnorm_rope_backward(Out* dx, float* dg, const In* dy, const In* x, const float* g,      \
-                             const float* rstd, const float* table, int64_t B, int64_t T,        \
-                             int64_t nh, int64_t hd);
-RETORT_DECLARE_RMSNORM_ROPE(float, float)
-RETORT_DECLARE_RMSNORM_ROPE(uint16_t, float)
-RETORT_DECLARE_RMSNORM_ROPE(float, uint16_t)
-RETORT_DECLARE_RMSNORM_ROPE(uint16_t, uint16_t)
-#undef RETORT_DECLARE_RMSNORM_ROPE
+// qk-norm and RoPE in one pass (rows [B, T, nh] of hd; table [T, hd] as rope.cpp): y, dy
+// [B, T, nh, hd] contiguous; x, dx windows of heads, a token's nh heads x_pitch / dx_pitch
+// elements after the previous token's (ops::Heads). y = RoPE(RMSNorm(x; g)), and dx
+// (overwritten), dg (+=) from dy through the inverse rotation then the norm's backward. hd
+// even (and <= 1024 on the GPU). Bitwise rmsnorm_forward into fp32 then rope_apply (sign +1),
+// and rope_apply (sign −1) into fp32 then rmsnorm_backward. (Out, In: float or uint16_t.)
+template <class Out, class In>
+void rmsnorm_rope_forward(Out* y, float* rstd, const In* x, int64_t x_pitch, const float* g,
+                          const float* table, int64_t B, int64_t T, int64_t nh, int64_t hd,
+                          float eps);
+template <class Out, class In>
+void rmsnorm_rope_backward(Out* dx, int64_t dx_pitch, float* dg, const In* dy, const In* x,
+                           int64_t x_pitch, const float* g, const float* rstd,
+                           const float* table, int64_t B, int64_t T, int64_t nh, int64_t hd);
 
 // ---- rope.cpp ----------------------------------------------------------------------------
 // table: [T, hd] = [cos | sin] (see ops.h)
 void rope_table(float* table, int64_t T, int64_t hd, double theta);
 // y = x: [B, T, nh, hd] rotated by +angle (sign = +1) or -angle (sign = -1); each of y, x
-// float or bf16 (uint16_t; rounded at the store); y may be x (in place).
-void rope_apply(float* y, const float* x, const float* table, int64_t B, int64_t T, int64_t nh,
-                int64_t hd, float sign);
-void rope_apply(uint16_t* y, const float* x, const float* table, int64_t B, int64_t T,
-                int64_t nh, int64_t hd, float sign);
-void rope_apply(float* y, const uint16_t* x, const float* table, int64_t B, int64_t T,
-                int64_t nh, int64_t hd, float sign);
-void rope_apply(uint16_t* y, const uint16_t* x, const float* table, int64_t B, int64_t T,
-                int64_t nh, int64_t hd, float sign);
+// float or bf16 (uint16_t; rounded at the store); y may be x (in place). A token's nh heads
+// lie `pitch` elements after the previous token's (nh·hd when contiguous; a window of the
+// packed q|k|v product, ops::Heads, in place).
+template <class Out, class In>
+void rope_apply(Out* y, const In* x, const float* table, int64_t B, int64_t T, int64_t nh,
+                int64_t hd, int64_t pitch, float sign);
 
 // ---- swiglu.cpp --------------------------------------------------------------------------
 // gate_up: [rows, 2F], each row gate (its first F columns) then up; h: [rows, F];

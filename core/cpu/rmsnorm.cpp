@@ -26,14 +26,21 @@ struct RowRope {
   const float* angles(int64_t r, int64_t C) const { return table + (r / nh) % T * C; }
 };
 
+// Where row r of a [rows, C] operand starts: contiguous (pitch 0), or rows grouped nh per
+// token with a token's rows `pitch` elements after the previous token's (a window of heads).
+struct Rows {
+  int64_t nh = 1, pitch = 0;
+  int64_t at(int64_t r, int64_t C) const { return pitch ? r / nh * pitch + r % nh * C : r * C; }
+};
+
 // Out: float, or uint16_t for a bf16 y (rounded once, at the store); In (x) likewise.
 template <class Out, class In>
 void forward(Out* y, float* rstd, const In* x, const float* g, int64_t rows, int64_t C,
-             float eps, RowRope rope = {}) {
+             float eps, RowRope rope = {}, Rows x_rows = {}) {
   const int64_t half = C / 2;
 #pragma omp parallel for schedule(static) if (rows * C >= 16384)
   for (int64_t r = 0; r < rows; ++r) {
-    const In* xr = x + r * C;
+    const In* xr = x + x_rows.at(r, C);
     Out* yr = y + r * C;
     float ss = 0.0f;
 #pragma omp simd reduction(+ : ss)
@@ -78,7 +85,7 @@ inline void put(uint16_t* p, float v, bool, uint16_t*) { store(p, v); }
 template <class Out, class In>
 void backward(Out* dx, float* dg, const In* dy, const In* x, const float* g, const float* rstd,
               int64_t rows, int64_t C, bool accumulate_dx, uint16_t* dx_rounded,
-              RowRope rope = {}) {
+              RowRope rope = {}, Rows x_rows = {}, Rows dx_rows = {}) {
   const int64_t nblk = (rows + kRowBlock - 1) / kRowBlock;
   const int64_t half = C / 2;
   std::vector<double> part(static_cast<size_t>(nblk * C));
@@ -92,7 +99,7 @@ void backward(Out* dx, float* dg, const In* dy, const In* x, const float* g, con
     std::vector<float> xw(f32 ? 0 : size_t(C)), dyw(f32 && !rope.table ? 0 : size_t(C));
     const int64_t r1 = (blk + 1) * kRowBlock < rows ? (blk + 1) * kRowBlock : rows;
     for (int64_t r = blk * kRowBlock; r < r1; ++r) {
-      const In* xi = x + r * C;
+      const In* xi = x + x_rows.at(r, C);
       const In* dyi = dy + r * C;
       const float* xr;
       const float* dyr;
@@ -116,7 +123,7 @@ void backward(Out* dx, float* dg, const In* dy, const In* x, const float* g, con
         for (int64_t c = 0; c < C; ++c) dyw[c] = load(&dyi[c]);
         dyr = dyw.data();
       }
-      Out* dxr = dx + r * C;
+      Out* dxr = dx + dx_rows.at(r, C);
       const float rs = rstd[r];
       float dot = 0.0f;  // Σ dy g x
 #pragma omp simd reduction(+ : dot)
@@ -149,16 +156,26 @@ void rmsnorm_backward(uint16_t* dx, float* dg, const float* dy, const float* x, 
   backward(dx, dg, dy, x, g, rstd, rows, C, false, nullptr);
 }
 
-#define RETORT_RMSNORM_ROPE(Out, In)                                                            \
-  void rmsnorm_rope_forward(Out* y, float* rstd, const In* x, const float* g, const float* table, \
-                            int64_t B, int64_t T, int64_t nh, int64_t hd, float eps) {          \
-    forward(y, rstd, x, g, B * T * nh, hd, eps, RowRope{table, T, nh});                         \
-  }                                                                                             \
-  void rmsnorm_rope_backward(Out* dx, float* dg, const In* dy, const In* x, const float* g,     \
-                             const float* rstd, const float* table, int64_t B, int64_t T,       \
-                             int64_t nh, int64_t hd) {                                          \
-    backward(dx, dg, dy, x, g, rstd, B * T * nh, hd, false, nullptr, RowRope{table, T, nh});    \
-  }
+template <class Out, class In>
+void rmsnorm_rope_forward(Out* y, float* rstd, const In* x, int64_t x_pitch, const float* g,
+                          const float* table, int64_t B, int64_t T, int64_t nh, int64_t hd,
+                          float eps) {
+  forward(y, rstd, x, g, B * T * nh, hd, eps, RowRope{table, T, nh}, Rows{nh, x_pitch});
+}
+template <class Out, class In>
+void rmsnorm_rope_backward(Out* dx, int64_t dx_pitch, float* dg, const In* dy, const In* x,
+                           int64_t x_pitch, const float* g, const float* rstd,
+                           const float* table, int64_t B, int64_t T, int64_t nh, int64_t hd) {
+  backward(dx, dg, dy, x, g, rstd, B * T * nh, hd, false, nullptr, RowRope{table, T, nh},
+           Rows{nh, x_pitch}, Rows{nh, dx_pitch});
+}
+
+#define RETORT_RMSNORM_ROPE(Out, In)                                                          \
+  template void rmsnorm_rope_forward(Out*, float*, const In*, int64_t, const float*,          \
+                                     const float*, int64_t, int64_t, int64_t, int64_t, float); \
+  template void rmsnorm_rope_backward(Out*, int64_t, float*, const In*, const In*, int64_t,   \
+                                      const float*, const float*, const float*, int64_t,      \
+                                      int64_t, int64_t, int64_t);
 RETORT_RMSNORM_ROPE(float, float)
 RETORT_RMSNORM_ROPE(uint16_t, float)
 RETORT_RMSNORM_ROPE(float, uint16_t)

@@ -20,12 +20,12 @@ void rope_table(float* table, int64_t T, int64_t hd, double theta) {
     }
 }
 
-// x: [B, T, nh, hd]; rows of the table are positions 0..T−1.
-namespace {
-// Out, In: float or uint16_t (bf16; rounded at the store); y may be x (in place).
+// x: [B, T, nh, hd], a token's heads `pitch` elements after the previous token's; rows of the
+// table are positions 0..T−1. Out, In: float or uint16_t (bf16; rounded at the store); y may
+// be x (in place).
 template <class Out, class In>
-void apply(Out* y, const In* x, const float* table, int64_t B, int64_t T, int64_t nh,
-           int64_t hd, float sign) {
+void rope_apply(Out* y, const In* x, const float* table, int64_t B, int64_t T, int64_t nh,
+                int64_t hd, int64_t pitch, float sign) {
   const int64_t half = hd / 2;
 #pragma omp parallel for collapse(2) schedule(static) if (B * T * nh * hd >= 16384)
   for (int64_t b = 0; b < B; ++b)
@@ -33,9 +33,9 @@ void apply(Out* y, const In* x, const float* table, int64_t B, int64_t T, int64_
       const float* cs = table + t * hd;
       const float* sn = cs + half;
       for (int64_t h = 0; h < nh; ++h) {
-        const int64_t row = ((b * T + t) * nh + h) * hd;
-        const In* xi = x + row;
-        Out* yi = y + row;
+        const int64_t at = (b * T + t) * pitch + h * hd;
+        const In* xi = x + at;
+        Out* yi = y + at;
         for (int64_t i = 0; i < half; ++i) {
           const float c = cs[i], s = sign * sn[i];
           const float a = load(&xi[i]), bb = load(&xi[half + i]);
@@ -45,13 +45,10 @@ void apply(Out* y, const In* x, const float* table, int64_t B, int64_t T, int64_
       }
     }
 }
-}  // namespace
 
 #define RETORT_ROPE_APPLY(Out, In)                                                            \
-  void rope_apply(Out* y, const In* x, const float* table, int64_t B, int64_t T, int64_t nh, \
-                  int64_t hd, float sign) {                                                  \
-    apply(y, x, table, B, T, nh, hd, sign);                                                  \
-  }
+  template void rope_apply(Out*, const In*, const float*, int64_t, int64_t, int64_t, int64_t, \
+                           int64_t, float);
 RETORT_ROPE_APPLY(float, float)
 RETORT_ROPE_APPLY(uint16_t, float)
 RETORT_ROPE_APPLY(float, uint16_t)

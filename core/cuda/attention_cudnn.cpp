@@ -11,8 +11,9 @@
 // cuDNN 9.19), and cuDNN fuses each graph into one kernel.
 //
 // Layout: our q, out [B, T, H, hd] and k, v [B, T, Hkv, hd] are cuDNN's "BSHD": tensors of
-// dims [B, heads, T, hd] with strides [T·heads·hd, hd, heads·hd, 1]; lse [B, H, T] is Stats
-// [B, H, T, 1]. Grouped-query attention: K and V keep their Hkv heads (cuDNN maps head h to
+// dims [B, heads, T, hd] with strides [T·pitch, hd, pitch, 1], pitch = heads·hd, or for q, k, v
+// and their gradients inside the packed q|k|v product (ops::Heads) the packed row's
+// (H + 2·Hkv)·hd, read and written in place; lse [B, H, T] is Stats [B, H, T, 1]. Grouped-query attention: K and V keep their Hkv heads (cuDNN maps head h to
 // kv head h / (H/Hkv)). Every tensor but the statistics is bf16 (core/ops.cpp rounds fp32
 // tensors into temporaries and widens bf16 results into fp32 tensors where the caller's are).
 //
@@ -281,22 +282,20 @@ class GraphBuilder {
 // Unique ids of the tensors bound at execution.
 enum Uid : int64_t { kQ = 1, kK, kV, kO, kStats, kScale, kNegInf, kDO, kDQ, kDK, kDV, kOne, kRowDot };
 
+// The shape, and each tensor's token pitch (p: q, k, v, and in the backward dq, dk, dv).
 struct AttnShape {
   int64_t B, T, H, Hkv, hd;
-  bool operator<(const AttnShape& o) const {
-    return std::tie(B, T, H, Hkv, hd) < std::tie(o.B, o.T, o.H, o.Hkv, o.hd);
-  }
+  AttentionPitches p;
+  auto key() const { return std::tie(B, T, H, Hkv, hd, p.q, p.k, p.v, p.dq, p.dk, p.dv); }
+  bool operator<(const AttnShape& o) const { return key() < o.key(); }
 };
 
-// [B, heads, T, hd] over BSHD memory, and its transpose [B, heads, hd, T] (same memory).
+// [B, heads, T, hd] over BSHD memory at a token pitch, and its transpose [B, heads, hd, T]
+// (same memory).
 Dims bshd_dims(const AttnShape& s, int64_t heads) { return {s.B, heads, s.T, s.hd}; }
-Dims bshd_strides(const AttnShape& s, int64_t heads) {
-  return {s.T * heads * s.hd, s.hd, heads * s.hd, 1};
-}
+Dims bshd_strides(const AttnShape& s, int64_t pitch) { return {s.T * pitch, s.hd, pitch, 1}; }
 Dims bshd_t_dims(const AttnShape& s, int64_t heads) { return {s.B, heads, s.hd, s.T}; }
-Dims bshd_t_strides(const AttnShape& s, int64_t heads) {
-  return {s.T * heads * s.hd, s.hd, 1, heads * s.hd};
-}
+Dims bshd_t_strides(const AttnShape& s, int64_t pitch) { return {s.T * pitch, s.hd, 1, pitch}; }
 
 Node scalar(GraphBuilder& g, int64_t uid) {
   return g.io(uid, {1, 1, 1, 1}, {1, 1, 1, 1}, CUDNN_DATA_FLOAT, true);
@@ -317,10 +316,10 @@ Node causal_mask(GraphBuilder& g, const Node& s, const Node& neg_inf) {
 
 // Forward: S = scale · Q Kᵀ masked; Stats = max + log Σ exp(S − max); O = (exp(S − max) / Σ) V.
 void forward_graph(GraphBuilder& g, const AttnShape& s) {
-  const Node q = g.io(kQ, bshd_dims(s, s.H), bshd_strides(s, s.H), CUDNN_DATA_BFLOAT16);
-  const Node kt = g.io(kK, bshd_t_dims(s, s.Hkv), bshd_t_strides(s, s.Hkv), CUDNN_DATA_BFLOAT16);
-  const Node v = g.io(kV, bshd_dims(s, s.Hkv), bshd_strides(s, s.Hkv), CUDNN_DATA_BFLOAT16);
-  const Node o = g.io(kO, bshd_dims(s, s.H), bshd_strides(s, s.H), CUDNN_DATA_BFLOAT16);
+  const Node q = g.io(kQ, bshd_dims(s, s.H), bshd_strides(s, s.p.q), CUDNN_DATA_BFLOAT16);
+  const Node kt = g.io(kK, bshd_t_dims(s, s.Hkv), bshd_t_strides(s, s.p.k), CUDNN_DATA_BFLOAT16);
+  const Node v = g.io(kV, bshd_dims(s, s.Hkv), bshd_strides(s, s.p.v), CUDNN_DATA_BFLOAT16);
+  const Node o = g.io(kO, bshd_dims(s, s.H), bshd_strides(s, s.H * s.hd), CUDNN_DATA_BFLOAT16);
   const Dims rows{s.B, s.H, s.T, 1};
   const Node stats = g.io(kStats, rows, packed_strides(rows), CUDNN_DATA_FLOAT);
   const Node scale = scalar(g, kScale), neg_inf = scalar(g, kNegInf);
@@ -349,14 +348,15 @@ void forward_graph(GraphBuilder& g, const AttnShape& s) {
 // group of H/Hkv heads by a reduction.
 void backward_graph(GraphBuilder& g, const AttnShape& s) {
   const auto bf16 = CUDNN_DATA_BFLOAT16;
-  const Node q = g.io(kQ, bshd_dims(s, s.H), bshd_strides(s, s.H), bf16);
-  const Node kt = g.io(kK, bshd_t_dims(s, s.Hkv), bshd_t_strides(s, s.Hkv), bf16);
-  const Node vt = g.io(kV, bshd_t_dims(s, s.Hkv), bshd_t_strides(s, s.Hkv), bf16);
-  const Node o = g.io(kO, bshd_dims(s, s.H), bshd_strides(s, s.H), bf16);
-  const Node dout = g.io(kDO, bshd_dims(s, s.H), bshd_strides(s, s.H), bf16);
-  const Node dq = g.io(kDQ, bshd_dims(s, s.H), bshd_strides(s, s.H), bf16);
-  const Node dk = g.io(kDK, bshd_dims(s, s.Hkv), bshd_strides(s, s.Hkv), bf16);
-  const Node dv = g.io(kDV, bshd_dims(s, s.Hkv), bshd_strides(s, s.Hkv), bf16);
+  const int64_t o_pitch = s.H * s.hd;
+  const Node q = g.io(kQ, bshd_dims(s, s.H), bshd_strides(s, s.p.q), bf16);
+  const Node kt = g.io(kK, bshd_t_dims(s, s.Hkv), bshd_t_strides(s, s.p.k), bf16);
+  const Node vt = g.io(kV, bshd_t_dims(s, s.Hkv), bshd_t_strides(s, s.p.v), bf16);
+  const Node o = g.io(kO, bshd_dims(s, s.H), bshd_strides(s, o_pitch), bf16);
+  const Node dout = g.io(kDO, bshd_dims(s, s.H), bshd_strides(s, o_pitch), bf16);
+  const Node dq = g.io(kDQ, bshd_dims(s, s.H), bshd_strides(s, s.p.dq), bf16);
+  const Node dk = g.io(kDK, bshd_dims(s, s.Hkv), bshd_strides(s, s.p.dk), bf16);
+  const Node dv = g.io(kDV, bshd_dims(s, s.Hkv), bshd_strides(s, s.p.dv), bf16);
   const Dims rows{s.B, s.H, s.T, 1}, scores{s.B, s.H, s.T, s.T}, per_head{s.B, s.H, s.T, s.hd};
   const Dims transposed{s.B, s.H, s.T, s.T}, transposed_strides{s.H * s.T * s.T, s.T * s.T, 1, s.T};
   const Node stats = g.io(kStats, rows, packed_strides(rows), CUDNN_DATA_FLOAT);
@@ -398,8 +398,8 @@ void backward_graph(GraphBuilder& g, const AttnShape& s) {
   const Node dst = g.virt(transposed, transposed_strides, bf16);
   g.reshape(ds, dst);
   into_kv(dst, q, dk);
-  // dQ = dS K (K seen untransposed)
-  const Node k = g.virt(bshd_dims(s, s.Hkv), bshd_strides(s, s.Hkv), CUDNN_DATA_FLOAT);
+  // dQ = dS K (K seen untransposed: the same memory, at K's pitch)
+  const Node k = g.virt(bshd_dims(s, s.Hkv), bshd_strides(s, s.p.k), CUDNN_DATA_FLOAT);
   g.reshape(kt, k);
   g.matmul(ds, k, dq);
 }
@@ -533,13 +533,13 @@ void execute(const GraphBuilder::Plan& plan, const std::vector<std::pair<int64_t
   check_run(st, "cudnnBackendExecute");
 }
 
-// Stream-ordered fp32 copies of bf16 tensors (for the first-use check), released when the
-// scope ends.
+// Stream-ordered contiguous fp32 copies of bf16 tensors (for the first-use check): `rows`
+// tokens of `cols` elements, `pitch` apart in src; released when the scope ends.
 class Fp32Copies {
  public:
-  float* of(const uint16_t* src, int64_t n) {
-    buffers_.push_back(static_cast<float*>(allocate(size_t(n) * sizeof(float))));
-    bf16_to_f32(buffers_.back(), src, n);
+  float* of(const uint16_t* src, int64_t rows, int64_t cols, int64_t pitch) {
+    buffers_.push_back(static_cast<float*>(allocate(size_t(rows * cols) * sizeof(float))));
+    copy_rows(buffers_.back(), cols, src, pitch, rows, cols);
     return buffers_.back();
   }
   ~Fp32Copies() {
@@ -553,9 +553,9 @@ class Fp32Copies {
 }  // namespace
 
 bool attention_forward_cudnn(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
-                             const uint16_t* v, int64_t B, int64_t T, int64_t H, int64_t Hkv,
-                             int64_t hd, std::string* why) {
-  const AttnShape s{B, T, H, Hkv, hd};
+                             const uint16_t* v, const AttentionPitches& p, int64_t B, int64_t T,
+                             int64_t H, int64_t Hkv, int64_t hd, std::string* why) {
+  const AttnShape s{B, T, H, Hkv, hd, {p.q, p.k, p.v}};
   Cached* c = usable_plan(false, s, why);
   if (!c) return false;
   float scale = 1.0f / std::sqrt(float(hd)), neg_inf = -INFINITY;
@@ -564,20 +564,22 @@ bool attention_forward_cudnn(uint16_t* out, float* lse, const uint16_t* q, const
                      {kV, const_cast<uint16_t*>(v)}, {kO, out}, {kStats, lse},
                      {kScale, &scale}, {kNegInf, &neg_inf}});
   if (c->checked) return true;
-  const int64_t nq = B * T * H * hd, nkv = B * T * Hkv * hd;
+  const int64_t R = B * T, nq = R * H * hd, cq = H * hd, ckv = Hkv * hd;
   Fp32Copies f;
-  return agrees_with_plain(*c, "forward", s, {{f.of(out, nq), nq}, {lse, B * H * T}},
+  return agrees_with_plain(*c, "forward", s, {{f.of(out, R, cq, cq), nq}, {lse, B * H * T}},
                            [&](const std::vector<float*>& r) {
-                             attention_forward(r[0], r[1], f.of(q, nq), f.of(k, nkv),
-                                               f.of(v, nkv), B, T, H, Hkv, hd);
+                             attention_forward(r[0], r[1], f.of(q, R, cq, p.q),
+                                               f.of(k, R, ckv, p.k), f.of(v, R, ckv, p.v), B, T,
+                                               H, Hkv, hd);
                            }, why);
 }
 
 bool attention_backward_cudnn(uint16_t* dq, uint16_t* dk, uint16_t* dv, const uint16_t* dout,
                               const uint16_t* q, const uint16_t* k, const uint16_t* v,
-                              const uint16_t* out, const float* lse, int64_t B, int64_t T,
-                              int64_t H, int64_t Hkv, int64_t hd, std::string* why) {
-  const AttnShape s{B, T, H, Hkv, hd};
+                              const uint16_t* out, const float* lse, const AttentionPitches& p,
+                              int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd,
+                              std::string* why) {
+  const AttnShape s{B, T, H, Hkv, hd, p};
   Cached* c = usable_plan(true, s, why);
   if (!c) return false;
   float* row_dot = static_cast<float*>(allocate(size_t(B * H * T) * sizeof(float)));
@@ -589,15 +591,16 @@ bool attention_backward_cudnn(uint16_t* dq, uint16_t* dk, uint16_t* dv, const ui
                      {kRowDot, row_dot}, {kScale, &scale}, {kNegInf, &neg_inf}, {kOne, &one}});
   release(row_dot);  // stream-ordered: after the graph
   if (c->checked) return true;
-  const int64_t nq = B * T * H * hd, nkv = B * T * Hkv * hd;
+  const int64_t R = B * T, nq = R * H * hd, nkv = R * Hkv * hd, cq = H * hd, ckv = Hkv * hd;
   Fp32Copies f;
-  return agrees_with_plain(*c, "backward", s,
-                           {{f.of(dq, nq), nq}, {f.of(dk, nkv), nkv}, {f.of(dv, nkv), nkv}},
-                           [&](const std::vector<float*>& r) {
-                             attention_backward(r[0], r[1], r[2], f.of(dout, nq), f.of(q, nq),
-                                                f.of(k, nkv), f.of(v, nkv), f.of(out, nq), lse,
-                                                B, T, H, Hkv, hd);
-                           }, why);
+  return agrees_with_plain(
+      *c, "backward", s,
+      {{f.of(dq, R, cq, p.dq), nq}, {f.of(dk, R, ckv, p.dk), nkv}, {f.of(dv, R, ckv, p.dv), nkv}},
+      [&](const std::vector<float*>& r) {
+        attention_backward(r[0], r[1], r[2], f.of(dout, R, cq, cq), f.of(q, R, cq, p.q),
+                           f.of(k, R, ckv, p.k), f.of(v, R, ckv, p.v), f.of(out, R, cq, cq), lse,
+                           B, T, H, Hkv, hd);
+      }, why);
 }
 
 }  // namespace retort::cuda

@@ -158,7 +158,31 @@ __global__ void bf16_to_f32_kernel(float* dst, const uint16_t* src, int64_t n) {
     dst[i] = __uint_as_float(static_cast<uint32_t>(src[i]) << 16);
 }
 
+// y[r·y_pitch + c] = x[r·x_pitch + c], one thread per element (consecutive c coalesced).
+template <class Out, class In>
+__global__ void copy_rows_kernel(Out* y, int64_t y_pitch, const In* x, int64_t x_pitch,
+                                 int64_t cols, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / cols, c = i % cols;
+    store(&y[r * y_pitch + c], load(&x[r * x_pitch + c]));
+  }
+}
+
 }  // namespace
+
+template <class Out, class In>
+void copy_rows(Out* y, int64_t y_pitch, const In* x, int64_t x_pitch, int64_t rows, int64_t cols) {
+  const int64_t n = rows * cols;
+  if (n <= 0) return;
+  copy_rows_kernel<<<grid_for(n, kBlock), kBlock, 0, compute_stream()>>>(y, y_pitch, x, x_pitch,
+                                                                          cols, n);
+  RETORT_CUDA_CHECK_LAUNCH();
+}
+template void copy_rows(float*, int64_t, const float*, int64_t, int64_t, int64_t);
+template void copy_rows(uint16_t*, int64_t, const float*, int64_t, int64_t, int64_t);
+template void copy_rows(float*, int64_t, const uint16_t*, int64_t, int64_t, int64_t);
+template void copy_rows(uint16_t*, int64_t, const uint16_t*, int64_t, int64_t, int64_t);
 
 void fill(float* x, int64_t n, float value) {
   if (n <= 0) return;

@@ -38,14 +38,24 @@ struct RowRope {
   __device__ const float* angles(int64_t r, int64_t C) const { return table + (r / nh) % T * C; }
 };
 
+// Where row r of a [rows, C] operand starts: contiguous (pitch 0), or rows grouped nh per
+// token with a token's rows `pitch` elements after the previous token's (a window of heads).
+struct Rows {
+  int64_t nh = 1, pitch = 0;
+  __device__ int64_t at(int64_t r, int64_t C) const {
+    return pitch ? r / nh * pitch + r % nh * C : r * C;
+  }
+};
+
 // Out: float, or uint16_t for a bf16 y (rounded at the store); In (x) likewise.
 template <class Out, class In>
 __global__ void rmsnorm_forward_kernel(Out* y, float* rstd, const In* x, const float* g,
-                                       int64_t rows, int64_t C, float eps, RowRope rope) {
+                                       int64_t rows, int64_t C, float eps, RowRope rope,
+                                       Rows x_rows) {
   const int64_t r = blockIdx.x * int64_t(kRowsPerBlock) + threadIdx.x / kWarp;
   if (r >= rows) return;  // the whole warp: no block barrier below
   const int lane = threadIdx.x % kWarp;
-  const In* xr = x + r * C;
+  const In* xr = x + x_rows.at(r, C);
   Out* yr = y + r * C;
   float ss = 0.0f;
 #pragma unroll 4
@@ -85,14 +95,15 @@ __device__ __forceinline__ void put(uint16_t* p, float v, bool, uint16_t*) { sto
 template <class Out, class In>
 __global__ void rmsnorm_dx_kernel(Out* dx, const In* dy, const In* x, const float* g,
                                   const float* rstd, int64_t rows, int64_t C, bool accumulate,
-                                  uint16_t* rounded, double* part, RowRope rope) {
+                                  uint16_t* rounded, double* part, RowRope rope, Rows x_rows,
+                                  Rows dx_rows) {
   extern __shared__ float products[];  // [kRowsPerBlock, C] when part
   const int w = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int64_t r = blockIdx.x * int64_t(kRowsPerBlock) + w;
   if (r < rows) {
-    const In* xr = x + r * C;
+    const In* xr = x + x_rows.at(r, C);
     const In* dyr = dy + r * C;
-    Out* dxr = dx + r * C;
+    Out* dxr = dx + dx_rows.at(r, C);
     const float rs = rstd[r];
     const int64_t half = C / 2;
     const float* cs = rope.table ? rope.angles(r, C) : nullptr;
@@ -156,29 +167,30 @@ __global__ void rmsnorm_dg_final_kernel(float* dg, const double* part, int64_t n
 
 template <class Out, class In>
 void forward(Out* y, float* rstd, const In* x, const float* g, int64_t rows, int64_t C,
-             float eps, RowRope rope = {}) {
+             float eps, RowRope rope = {}, Rows x_rows = {}) {
   if (rows <= 0 || C <= 0) return;
   const auto kernel = rmsnorm_forward_kernel<Out, In>;
   kernel<<<grid_x((rows + kRowsPerBlock - 1) / kRowsPerBlock), kRowsPerBlock * kWarp, 0,
-           compute_stream()>>>(y, rstd, x, g, rows, C, eps, rope);
+           compute_stream()>>>(y, rstd, x, g, rows, C, eps, rope, x_rows);
   RETORT_CUDA_CHECK_LAUNCH();
 }
 
 template <class Out, class In>
 void backward(Out* dx, float* dg, const In* dy, const In* x, const float* g, const float* rstd,
               int64_t rows, int64_t C, bool accumulate_dx, uint16_t* dx_rounded,
-              RowRope rope = {}) {
+              RowRope rope = {}, Rows x_rows = {}, Rows dx_rows = {}) {
   if (rows <= 0 || C <= 0) return;
   cudaStream_t st = compute_stream();
   const auto dx_kernel = rmsnorm_dx_kernel<Out, In>;
   const unsigned dx_blocks = grid_x((rows + kRowsPerBlock - 1) / kRowsPerBlock);
   const bool fused = C <= kFusedMaxC;
-  RETORT_CHECK(fused || !rope.table, "rmsnorm with RoPE: head_dim ", C, " > ", kFusedMaxC);
+  RETORT_CHECK(fused || (!rope.table && !x_rows.pitch && !dx_rows.pitch),  // two-pass: contiguous
+               "rmsnorm with RoPE: head_dim ", C, " > ", kFusedMaxC);
   const int64_t nblk = fused ? dx_blocks : (rows + kRowBlock - 1) / kRowBlock;
   ScratchBuffer part(sizeof(double) * static_cast<size_t>(nblk * C));
   dx_kernel<<<dx_blocks, kRowsPerBlock * kWarp, fused ? kRowsPerBlock * C * sizeof(float) : 0,
               st>>>(dx, dy, x, g, rstd, rows, C, accumulate_dx, dx_rounded,
-                    fused ? part.as<double>() : nullptr, rope);
+                    fused ? part.as<double>() : nullptr, rope, x_rows, dx_rows);
   RETORT_CUDA_CHECK_LAUNCH();
   if (!fused) {
     const int col_threads = C < 128 ? static_cast<int>((C + kWarp - 1) / kWarp * kWarp) : 128;
@@ -213,16 +225,26 @@ void rmsnorm_backward(uint16_t* dx, float* dg, const float* dy, const float* x, 
   backward(dx, dg, dy, x, g, rstd, rows, C, false, nullptr);
 }
 
-#define RETORT_RMSNORM_ROPE(Out, In)                                                            \
-  void rmsnorm_rope_forward(Out* y, float* rstd, const In* x, const float* g, const float* table, \
-                            int64_t B, int64_t T, int64_t nh, int64_t hd, float eps) {          \
-    forward(y, rstd, x, g, B * T * nh, hd, eps, RowRope{table, T, nh});                         \
-  }                                                                                             \
-  void rmsnorm_rope_backward(Out* dx, float* dg, const In* dy, const In* x, const float* g,     \
-                             const float* rstd, const float* table, int64_t B, int64_t T,       \
-                             int64_t nh, int64_t hd) {                                          \
-    backward(dx, dg, dy, x, g, rstd, B * T * nh, hd, false, nullptr, RowRope{table, T, nh});    \
-  }
+template <class Out, class In>
+void rmsnorm_rope_forward(Out* y, float* rstd, const In* x, int64_t x_pitch, const float* g,
+                          const float* table, int64_t B, int64_t T, int64_t nh, int64_t hd,
+                          float eps) {
+  forward(y, rstd, x, g, B * T * nh, hd, eps, RowRope{table, T, nh}, Rows{nh, x_pitch});
+}
+template <class Out, class In>
+void rmsnorm_rope_backward(Out* dx, int64_t dx_pitch, float* dg, const In* dy, const In* x,
+                           int64_t x_pitch, const float* g, const float* rstd,
+                           const float* table, int64_t B, int64_t T, int64_t nh, int64_t hd) {
+  backward(dx, dg, dy, x, g, rstd, B * T * nh, hd, false, nullptr, RowRope{table, T, nh},
+           Rows{nh, x_pitch}, Rows{nh, dx_pitch});
+}
+
+#define RETORT_RMSNORM_ROPE(Out, In)                                                          \
+  template void rmsnorm_rope_forward(Out*, float*, const In*, int64_t, const float*,          \
+                                     const float*, int64_t, int64_t, int64_t, int64_t, float); \
+  template void rmsnorm_rope_backward(Out*, int64_t, float*, const In*, const In*, int64_t,   \
+                                      const float*, const float*, const float*, int64_t,      \
+                                      int64_t, int64_t, int64_t);
 RETORT_RMSNORM_ROPE(float, float)
 RETORT_RMSNORM_ROPE(uint16_t, float)
 RETORT_RMSNORM_ROPE(float, uint16_t)

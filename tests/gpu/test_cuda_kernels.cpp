@@ -403,24 +403,24 @@ TEST(CudaRMSNormRoPE, ForwardBackwardMatchCpuAndAreDeterministic) {
     std::vector<float> x = randn(n, ++stream, 1.5), dy = randn(n, ++stream);
     const std::vector<float> g = randn(hd, ++stream, 0.3, 1.0), dg0 = randn(hd, ++stream);
     std::vector<float> y(n), rstd(rows), dx(n), dg = dg0;
-    cpu::rmsnorm_rope_forward(y.data(), rstd.data(), x.data(), g.data(), table.data(), B, T, nh, hd, 1e-5f);
-    cpu::rmsnorm_rope_backward(dx.data(), dg.data(), dy.data(), x.data(), g.data(), rstd.data(),
+    cpu::rmsnorm_rope_forward(y.data(), rstd.data(), x.data(), nh * hd, g.data(), table.data(), B, T, nh, hd, 1e-5f);
+    cpu::rmsnorm_rope_backward(dx.data(), nh * hd, dg.data(), dy.data(), x.data(), nh * hd, g.data(), rstd.data(),
                                table.data(), B, T, nh, hd);
     Dev<float> d_x(x), d_dy(dy), d_g(g), d_t(table), d_y(n), d_rstd(rows), d_dx(n), d_dg(dg0);
-    cuda::rmsnorm_rope_forward(d_y, d_rstd, d_x, d_g, d_t, B, T, nh, hd, 1e-5f);
+    cuda::rmsnorm_rope_forward(d_y.get(), d_rstd.get(), d_x.get(), nh * hd, d_g.get(), d_t.get(), B, T, nh, hd, 1e-5f);
     const std::vector<float> y1 = d_y.download();
     expect_close(y1, y, what + " y");
     expect_close(d_rstd.download(), rstd, what + " rstd");
     d_rstd.upload(rstd);  // only the backward kernel compared
-    cuda::rmsnorm_rope_backward(d_dx, d_dg, d_dy, d_x, d_g, d_rstd, d_t, B, T, nh, hd);
+    cuda::rmsnorm_rope_backward(d_dx.get(), nh * hd, d_dg.get(), d_dy.get(), d_x.get(), nh * hd, d_g.get(), d_rstd.get(), d_t.get(), B, T, nh, hd);
     const std::vector<float> dx1 = d_dx.download(), dg1 = d_dg.download();
     expect_close(dx1, dx, what + " dx");
     expect_close(dg1, dg, what + " dg (accumulated)");
-    cuda::rmsnorm_rope_forward(d_y, d_rstd, d_x, d_g, d_t, B, T, nh, hd, 1e-5f);
+    cuda::rmsnorm_rope_forward(d_y.get(), d_rstd.get(), d_x.get(), nh * hd, d_g.get(), d_t.get(), B, T, nh, hd, 1e-5f);
     EXPECT_BITWISE(d_y.download(), y1, what + " y rerun");
     d_rstd.upload(rstd);
     d_dg.upload(dg0);
-    cuda::rmsnorm_rope_backward(d_dx, d_dg, d_dy, d_x, d_g, d_rstd, d_t, B, T, nh, hd);
+    cuda::rmsnorm_rope_backward(d_dx.get(), nh * hd, d_dg.get(), d_dy.get(), d_x.get(), nh * hd, d_g.get(), d_rstd.get(), d_t.get(), B, T, nh, hd);
     EXPECT_BITWISE(d_dx.download(), dx1, what + " dx rerun");
     EXPECT_BITWISE(d_dg.download(), dg1, what + " dg rerun");
 
@@ -430,14 +430,14 @@ TEST(CudaRMSNormRoPE, ForwardBackwardMatchCpuAndAreDeterministic) {
     cpu::f32_to_bf16(dy16.data(), dy.data(), n);
     std::vector<uint16_t> y16(n), dx16(n);
     std::vector<float> dg16 = dg0;
-    cpu::rmsnorm_rope_forward(y16.data(), rstd.data(), x16.data(), g.data(), table.data(), B, T, nh, hd, 1e-5f);
-    cpu::rmsnorm_rope_backward(dx16.data(), dg16.data(), dy16.data(), x16.data(), g.data(),
+    cpu::rmsnorm_rope_forward(y16.data(), rstd.data(), x16.data(), nh * hd, g.data(), table.data(), B, T, nh, hd, 1e-5f);
+    cpu::rmsnorm_rope_backward(dx16.data(), nh * hd, dg16.data(), dy16.data(), x16.data(), nh * hd, g.data(),
                                rstd.data(), table.data(), B, T, nh, hd);
     Dev<uint16_t> d_x16(x16), d_dy16(dy16), d_y16(n), d_dx16(n);
     d_dg.upload(dg0);
-    cuda::rmsnorm_rope_forward(d_y16, d_rstd, d_x16, d_g, d_t, B, T, nh, hd, 1e-5f);
+    cuda::rmsnorm_rope_forward(d_y16.get(), d_rstd.get(), d_x16.get(), nh * hd, d_g.get(), d_t.get(), B, T, nh, hd, 1e-5f);
     d_rstd.upload(rstd);
-    cuda::rmsnorm_rope_backward(d_dx16, d_dg, d_dy16, d_x16, d_g, d_rstd, d_t, B, T, nh, hd);
+    cuda::rmsnorm_rope_backward(d_dx16.get(), nh * hd, d_dg.get(), d_dy16.get(), d_x16.get(), nh * hd, d_g.get(), d_rstd.get(), d_t.get(), B, T, nh, hd);
     std::vector<float> got(n), want(n);
     const auto widen = [&](const std::vector<uint16_t>& v, std::vector<float>& out) {
       cpu::bf16_to_f32(out.data(), v.data(), n);
@@ -471,37 +471,37 @@ TEST(CudaRoPE, TableAndApplyMatchCpu) {
     Dev<float> d_table(table), d_x(x0);
     for (float sign : {1.0f, -1.0f}) {
       std::vector<float> x = x0;
-      cpu::rope_apply(x.data(), x.data(), table.data(), B, T, nh, hd, sign);
+      cpu::rope_apply(x.data(), x.data(), table.data(), B, T, nh, hd, nh * hd, sign);
       d_x.upload(x0);
-      cuda::rope_apply(d_x, d_x, d_table, B, T, nh, hd, sign);  // in place
+      cuda::rope_apply(d_x.get(), d_x.get(), d_table.get(), B, T, nh, hd, nh * hd, sign);  // in place
       const std::vector<float> got = d_x.download();
       const std::string what = "rope_apply " + str({B, T, nh, hd}) + " sign " + std::to_string(sign);
       expect_close(got, x, what);
       d_x.upload(x0);
       Dev<float> d_y(x0.size());
-      cuda::rope_apply(d_y, d_x, d_table, B, T, nh, hd, sign);  // out of place: the same values
+      cuda::rope_apply(d_y.get(), d_x.get(), d_table.get(), B, T, nh, hd, nh * hd, sign);  // out of place: the same values
       EXPECT_BITWISE(d_y.download(), got, what + " out of place");
       Dev<uint16_t> d_y16(x0.size());
-      cuda::rope_apply(d_y16, d_x, d_table, B, T, nh, hd, sign);  // bf16: rounded at the store
+      cuda::rope_apply(d_y16.get(), d_x.get(), d_table.get(), B, T, nh, hd, nh * hd, sign);  // bf16: rounded at the store
       std::vector<uint16_t> want16(got.size());
       cpu::f32_to_bf16(want16.data(), got.data(), int64_t(got.size()));
       EXPECT_TRUE(d_y16.download() == want16) << what << " bf16 output";
       // from a bf16 input: bitwise the fp32 kernel on the widened input, into fp32 and bf16
       std::vector<float> x16(want16.size()), want(x16.size());
       cpu::bf16_to_f32(x16.data(), want16.data(), int64_t(want16.size()));
-      cpu::rope_apply(want.data(), x16.data(), table.data(), B, T, nh, hd, sign);
-      cuda::rope_apply(d_y, d_y16, d_table, B, T, nh, hd, sign);
+      cpu::rope_apply(want.data(), x16.data(), table.data(), B, T, nh, hd, nh * hd, sign);
+      cuda::rope_apply(d_y.get(), d_y16.get(), d_table.get(), B, T, nh, hd, nh * hd, sign);
       expect_close(d_y.download(), want, what + " bf16 input");
       std::vector<uint16_t> want_b(want.size());
       d_x.upload(x16);
-      cuda::rope_apply(d_x, d_x, d_table, B, T, nh, hd, sign);
+      cuda::rope_apply(d_x.get(), d_x.get(), d_table.get(), B, T, nh, hd, nh * hd, sign);
       const std::vector<float> from_fp32 = d_x.download();
       cpu::f32_to_bf16(want_b.data(), from_fp32.data(), int64_t(want_b.size()));
       EXPECT_BITWISE(d_y.download(), from_fp32, what + " bf16 input = fp32 kernel on the widened input");
-      cuda::rope_apply(d_y16, d_y16, d_table, B, T, nh, hd, sign);  // in place, bf16
+      cuda::rope_apply(d_y16.get(), d_y16.get(), d_table.get(), B, T, nh, hd, nh * hd, sign);  // in place, bf16
       EXPECT_TRUE(d_y16.download() == want_b) << what << " bf16 in place";
       d_x.upload(x0);
-      cuda::rope_apply(d_x, d_x, d_table, B, T, nh, hd, sign);
+      cuda::rope_apply(d_x.get(), d_x.get(), d_table.get(), B, T, nh, hd, nh * hd, sign);
       EXPECT_BITWISE(d_x.download(), got, what + " rerun");
     }
   }
@@ -758,6 +758,8 @@ TEST(CudaAttention, CudnnMatchesCpuOnBf16InputsAndIsDeterministic) {
     const std::string what = "cudnn attention B,T,H,Hkv,hd = " + str({c.B, c.T, c.H, c.Hkv, c.hd});
     const int64_t nq = c.B * c.T * c.H * c.hd, nk = c.B * c.T * c.Hkv * c.hd,
                   nl = c.B * c.H * c.T;
+    const int64_t pq = c.H * c.hd, pk = c.Hkv * c.hd;
+    const cuda::AttentionPitches contiguous{pq, pk, pk, pq, pk, pk};
     const std::vector<uint16_t> q = bits(randn(nq, ++stream)), k = bits(randn(nk, ++stream)),
                                 v = bits(randn(nk, ++stream)), dout = bits(randn(nq, ++stream));
     const std::vector<float> qr = widen(q), kr = widen(k), vr = widen(v), doutr = widen(dout);
@@ -772,26 +774,28 @@ TEST(CudaAttention, CudnnMatchesCpuOnBf16InputsAndIsDeterministic) {
     Dev<uint16_t> d_dq(nan_q), d_dk(nan_k), d_dv(nan_k);
     Dev<float> d_lse(std::vector<float>(nl, NAN));
     std::string why;
-    ASSERT_TRUE(cuda::attention_forward_cudnn(d_out, d_lse, d_q, d_k, d_v, c.B, c.T, c.H, c.Hkv,
-                                              c.hd, &why)) << what << ": " << why;
+    ASSERT_TRUE(cuda::attention_forward_cudnn(d_out, d_lse, d_q, d_k, d_v, contiguous, c.B, c.T,
+                                              c.H, c.Hkv, c.hd, &why)) << what << ": " << why;
     const std::vector<uint16_t> out1 = d_out.download();
     const std::vector<float> lse1 = d_lse.download();
     expect_close(widen(out1), out, what + " out", 1e-2);
     expect_close(lse1, lse, what + " lse", 1e-4);  // fp32 statistics
     ASSERT_TRUE(cuda::attention_backward_cudnn(d_dq, d_dk, d_dv, d_dout, d_q, d_k, d_v, d_out,
-                                               d_lse, c.B, c.T, c.H, c.Hkv, c.hd, &why))
+                                               d_lse, contiguous, c.B, c.T, c.H, c.Hkv, c.hd,
+                                               &why))
         << what << ": " << why;
     const std::vector<uint16_t> dq1 = d_dq.download(), dk1 = d_dk.download(), dv1 = d_dv.download();
     expect_close(widen(dq1), dq, what + " dq", 1e-2);
     expect_close(widen(dk1), dk, what + " dk", 1e-2);
     expect_close(widen(dv1), dv, what + " dv", 1e-2);
 
-    ASSERT_TRUE(cuda::attention_forward_cudnn(d_out, d_lse, d_q, d_k, d_v, c.B, c.T, c.H, c.Hkv,
-                                              c.hd, &why));
+    ASSERT_TRUE(cuda::attention_forward_cudnn(d_out, d_lse, d_q, d_k, d_v, contiguous, c.B, c.T,
+                                              c.H, c.Hkv, c.hd, &why));
     EXPECT_TRUE(d_out.download() == out1) << what << " out rerun differs";
     EXPECT_BITWISE(d_lse.download(), lse1, what + " lse rerun");
     ASSERT_TRUE(cuda::attention_backward_cudnn(d_dq, d_dk, d_dv, d_dout, d_q, d_k, d_v, d_out,
-                                               d_lse, c.B, c.T, c.H, c.Hkv, c.hd, &why));
+                                               d_lse, contiguous, c.B, c.T, c.H, c.Hkv, c.hd,
+                                               &why));
     EXPECT_TRUE(d_dq.download() == dq1) << what << " dq rerun differs";
     EXPECT_TRUE(d_dk.download() == dk1) << what << " dk rerun differs";
     EXPECT_TRUE(d_dv.download() == dv1) << what << " dv rerun differs";
@@ -806,11 +810,12 @@ TEST(CudaAttention, CudnnRefusesHeadDimNotMultipleOf8) {
   Dev<uint16_t> x(std::vector<uint16_t>(n, 0x3f80)), out(nan);  // x = 1.0
   Dev<float> lse(std::vector<float>(B * H * T, NAN));
   std::string why;
-  EXPECT_FALSE(cuda::attention_forward_cudnn(out, lse, x, x, x, B, T, H, H, hd, &why));
+  const cuda::AttentionPitches p{H * hd, H * hd, H * hd, H * hd, H * hd, H * hd};
+  EXPECT_FALSE(cuda::attention_forward_cudnn(out, lse, x, x, x, p, B, T, H, H, hd, &why));
   EXPECT_NE(why.find("head_dim 12"), std::string::npos) << why;
   EXPECT_TRUE(out.download() == nan) << "out was written";
   why.clear();
-  EXPECT_FALSE(cuda::attention_backward_cudnn(out, out, out, x, x, x, x, x, lse, B, T, H, H, hd, &why));
+  EXPECT_FALSE(cuda::attention_backward_cudnn(out, out, out, x, x, x, x, x, lse, p, B, T, H, H, hd, &why));
   EXPECT_NE(why.find("head_dim 12"), std::string::npos) << why;
 }
 
