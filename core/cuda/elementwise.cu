@@ -175,8 +175,8 @@ template <class Out, class In>
 void copy_rows(Out* y, int64_t y_pitch, const In* x, int64_t x_pitch, int64_t rows, int64_t cols) {
   const int64_t n = rows * cols;
   if (n <= 0) return;
-  copy_rows_kernel<<<grid_for(n, kBlock), kBlock, 0, compute_stream()>>>(y, y_pitch, x, x_pitch,
-                                                                          cols, n);
+  const auto kernel = copy_rows_kernel<Out, In>;
+  kernel<<<grid_for(n, kBlock), kBlock, 0, compute_stream()>>>(y, y_pitch, x, x_pitch, cols, n);
   RETORT_CUDA_CHECK_LAUNCH();
 }
 template void copy_rows(float*, int64_t, const float*, int64_t, int64_t, int64_t);

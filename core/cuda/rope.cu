@@ -58,8 +58,9 @@ void rope_apply(Out* y, const In* x, const float* table, int64_t B, int64_t T, i
                 int64_t hd, int64_t pitch, float sign) {
   const int64_t n = B * T * nh * (hd / 2);
   if (n <= 0) return;
-  rope_apply_kernel<<<grid_for(n, kBlock), kBlock, 0, compute_stream()>>>(y, x, table, T, nh, hd,
-                                                                          pitch, n, sign);
+  const auto kernel = rope_apply_kernel<Out, In>;
+  kernel<<<grid_for(n, kBlock), kBlock, 0, compute_stream()>>>(y, x, table, T, nh, hd, pitch, n,
+                                                               sign);
   RETORT_CUDA_CHECK_LAUNCH();
 }
 

@@ -138,18 +138,19 @@ total = sum(k["ms_per_step"] for k in p["kernels"])
 assert 0 < total <= 1e3 * j["step_s_median"] * 1.001, (total, j["step_s_median"])
 assert p["matmul"]["calls_per_step"] > 0 and p["matmul"]["tflops"] > 0, p
 # ... the products timed per shape, adding up to all of them; gate and up as one product
-# [R, 2F] (K = d), and (tiny.yaml being GQA) k and v batched: forward [2, R, Hkv·hd] (K = d)
-# and their weight gradients [2, Hkv·hd, d] (K = R), nothing batched by 3
+# [R, 2F] (K = d); q, k and v as one product [R, (H + 2·Hkv)·hd] (K = d; tiny.yaml is GQA),
+# its input gradient one product with K = (H + 2·Hkv)·hd and its weight gradient one
+# [(H + 2·Hkv)·hd, d] (K = R); nothing batched
 shapes = p["matmul"]["shapes"]
 assert sum(s["calls_per_step"] for s in shapes) == p["matmul"]["calls_per_step"], shapes
-nt = [tuple(map(int, s["shape"].split()[1].split("x"))) for s in shapes if s["shape"].endswith(" NT")]
-d = 64  # configs/tiny.yaml
-F = max(k for m, n, k in nt if n == d)  # the down projection: [R, F] [d, F]ᵀ
-assert any(n == 2 * F and k == d for m, n, k in nt), shapes
-kv = {s["shape"] for s in shapes if s["shape"].endswith(" batch 2")}
-assert len(kv) == 2 and any(s.endswith(f"x{d} NT batch 2") for s in kv), shapes
-assert any(s.split()[2] == "TN" for s in kv), shapes
-assert not any(s["shape"].endswith(" batch 3") for s in shapes), shapes
+def dims(kind):
+    return [tuple(map(int, s["shape"].split()[1].split("x"))) for s in shapes if s["shape"].endswith(kind)]
+d, n_qkv = 64, (4 + 2 * 2) * 16  # configs/tiny.yaml: d_model, (n_heads + 2 n_kv_heads) head_dim
+F = max(k for m, n, k in dims(" NT") if n == d)  # the down projection: [R, F] [d, F]ᵀ
+assert any(n == 2 * F and k == d for m, n, k in dims(" NT")), shapes
+R = next(m for m, n, k in dims(" NT") if n == n_qkv and k == d)
+assert (R, d, n_qkv) in dims(" NN") and (n_qkv, d, R) in dims(" TN"), shapes
+assert not any("batch" in s["shape"] for s in shapes), shapes
 print(f"ok: retort bench on the GPU: {j['tokens_per_s']:.0f} tok/s, mfu {j['mfu']:.2g}, {j['gpu_peak_bytes']} B of GPU memory")
 PY
 

@@ -14,6 +14,7 @@
 #include "models/distill_loss.h"
 #include "models/model_config.h"
 #include "models/transformer.h"
+#include "tests/unit/head_windows_check.h"
 #include "tests/unit/test_support.h"
 
 using namespace retort;
@@ -219,6 +220,19 @@ TEST(CudaModel, Bf16StepWithCudnnAttentionIsWithinBf16ToleranceAndBitwiseReprodu
   EXPECT_EQ(a.loss, b.loss);
   EXPECT_EQ(rel_diff(a.grads, b.grads), 0.0);
   EXPECT_EQ(rel_diff(a.grads, c.grads), 0.0);
+}
+
+// q, k, v and their gradients as windows of the packed q|k|v product on the GPU: RoPE,
+// qk-norm + RoPE, the plain attention kernel (through copies) and cuDNN's (in place) give
+// bitwise what they give on contiguous copies, and write nothing outside their windows.
+TEST(CudaModel, OpsOnHeadWindowsAreBitwiseTheOpsOnCopies) {
+  for (const auto kernel : {ops::AttentionKernel::Plain, ops::AttentionKernel::Cudnn})
+    for (const DType dt : {DType::F32, DType::BF16}) {
+      SCOPED_TRACE(kernel == ops::AttentionKernel::Plain ? "plain kernel" : "cuDNN");
+      ops::set_attention_kernel(kernel);
+      test::check_head_windows(Device::CUDA, dt);
+    }
+  ops::set_attention_kernel(ops::AttentionKernel::Auto);
 }
 
 // train.attention: cudnn on a shape cuDNN does not take is an error naming the shape; auto

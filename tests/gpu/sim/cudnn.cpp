@@ -4,7 +4,8 @@
 //
 //  - Tensors: dims and strides in elements, any rank up to CUDNN_DIM_MAX. A virtual tensor is
 //    materialised inside the interpreter at its strides (which must lay it out densely, in any
-//    dim order, for a reshape's view to mean something); every other tensor is bound by
+//    dim order, for a reshape's view to mean something, unless a reshape writes it: then it is
+//    that view of its input's memory, gaps and all); every other tensor is bound by
 //    its UNIQUE_ID in the variant pack to simulated device memory, except a by-value tensor,
 //    whose value is read from the host pointer in the variant pack when cudnnBackendExecute is
 //    called (like a kernel argument).
@@ -841,7 +842,8 @@ cudnnStatus_t OpGraphDesc::finalize() {
       return fail(CUDNN_STATUS_BAD_PARAM, "operation graph: virtual tensor " +
                                               shape(g->tensors[t]) +
                                               " is read but no op writes it");
-    if (g->tensors[t].is_virtual && !g->tensors[t].dense())
+    if (g->tensors[t].is_virtual && !g->tensors[t].dense() &&
+        nodes[size_t(producer[t])].kind != Kind::Reshape)
       return fail(CUDNN_STATUS_BAD_PARAM, "operation graph: virtual tensor " +
                                               shape(g->tensors[t]) +
                                               " has strides that overlap or leave gaps");
@@ -1376,7 +1378,7 @@ cudnnStatus_t cudnnBackendExecute(cudnnHandle_t handle, cudnnBackendDescriptor_t
     Storage& s = st[i];
     s.type = t.type;
     if (t.is_virtual) {
-      s.strides = t.strides;  // dense in some dim order (checked at graph finalize)
+      s.strides = t.strides;  // dense in some dim order, or a reshape's view (graph finalize)
       continue;               // allocated when the stream runs the graph
     }
     auto it = std::find(pack->uids.begin(), pack->uids.end(), t.uid);
@@ -1413,7 +1415,7 @@ cudnnStatus_t cudnnBackendExecute(cudnnHandle_t handle, cudnnBackendDescriptor_t
     select_swapped = swapped;
     std::memset(ws, 0xFF, kWorkspaceBytes);
     for (size_t i = 0; i < graph->tensors.size(); ++i)
-      if (graph->tensors[i].is_virtual) st[i].own.assign(size_t(graph->tensors[i].count()), 0.0f);
+      if (graph->tensors[i].is_virtual) st[i].own.assign(size_t(graph->tensors[i].span()), 0.0f);
     run_graph(*graph, st);
   });
   return CUDNN_STATUS_SUCCESS;
