@@ -232,7 +232,28 @@ TEST(CudaModel, OpsOnHeadWindowsAreBitwiseTheOpsOnCopies) {
       ops::set_attention_kernel(kernel);
       test::check_head_windows(Device::CUDA, dt);
     }
+  // cuDNN reads and writes bf16 windows in place (the model's layout without qk-norm: q, k, v
+  // and dq, dk, dv all windows): no copy kernel runs.
+  const int64_t B = 2, T = 16, H = 4, Hkv = 2, hd = 16, S = H + 2 * Hkv;
+  const Tensor packed = test::random_in({B, T, S, hd}, DType::BF16, 11).to(Device::CUDA);
+  const Tensor dout = test::random_in({B, T, H, hd}, DType::BF16, 12).to(Device::CUDA);
+  Tensor grad = Tensor::empty({B, T, S, hd}, DType::BF16, Device::CUDA);
+  Tensor out = Tensor::empty({B, T, H, hd}, DType::BF16, Device::CUDA);
+  Tensor lse = Tensor::empty({B, H, T}, DType::F32, Device::CUDA);
+  const ops::Heads q(packed, 0, H), k(packed, H, Hkv), v(packed, H + Hkv, Hkv);
+  ops::set_attention_kernel(ops::AttentionKernel::Cudnn);
+  op_profile::set_enabled(true);
+  op_profile::reset();
+  ops::attention_forward(out, lse, q, k, v);
+  ops::attention_backward(ops::Heads(grad, 0, H), ops::Heads(grad, H, Hkv),
+                          ops::Heads(grad, H + Hkv, Hkv), dout, q, k, v, out, lse);
+  const std::vector<op_profile::Total> totals = op_profile::totals();
+  op_profile::set_enabled(false);
   ops::set_attention_kernel(ops::AttentionKernel::Auto);
+  std::string names;
+  for (const op_profile::Total& t : totals) names += t.name + "; ";
+  EXPECT_NE(names.find("attention_cudnn backward graph"), std::string::npos) << names;
+  EXPECT_EQ(names.find("copy_rows"), std::string::npos) << names;
 }
 
 // train.attention: cudnn on a shape cuDNN does not take is an error naming the shape; auto
