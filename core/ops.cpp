@@ -134,7 +134,8 @@ Tensor contiguous_as(const Heads& h, DType dtype) {
 // Where such a kernel writes the window `out`: out's tensor, or a temporary that
 // finish_heads copies into the window.
 Tensor output_in(const Heads& out, DType dtype) {
-  return out.whole() && out.x.dtype() == dtype ? out.x : Tensor::empty(out.shape(), dtype, out.x.device());
+  return out.whole() && out.x.dtype() == dtype ? out.x
+                                               : Tensor::empty(out.shape(), dtype, out.x.device());
 }
 void finish_heads(const Heads& out, const Tensor& written) {
   if (!written.same_storage(out.x)) copy_heads(out, written);
@@ -496,8 +497,8 @@ Tensor rope_table(int64_t T, int64_t head_dim, double theta) {
 }
 
 namespace {
-// y = x rotated (y may be x; each F32 or BF16), windows of one shape: y is x's window itself
-// (in place), or both are whole tensors.
+// y = x rotated (y may be x; each F32 or BF16): a window rotated in place, or whole tensors of
+// one shape (either way y and x share the kernel's pitch).
 void rope_apply(const char* op, const Heads& y, const Heads& x, const Tensor& table, float sign) {
   check_heads(op, "y", y);
   check_heads(op, "x", x);
@@ -511,7 +512,6 @@ void rope_apply(const char* op, const Heads& y, const Heads& x, const Tensor& ta
                shape_str(x.shape()));
   const bool in_place = y.x.raw() == x.x.raw() && y.first == x.first && y.pitch() == x.pitch();
   RETORT_CHECK(in_place || !overlaps(y, x), op, ": y must be x itself or not overlap it");
-  RETORT_CHECK(in_place || (y.whole() && x.whole()), op, ": a window of heads is rotated in place");
   const Device dev = common_device("rope_apply", {&y.x, &x.x, &table});
   with_types(y.x, x.x, [&](auto* yp, const auto* xp) {
     RETORT_KERNEL(dev, rope_apply, yp + y.first * hd, xp + x.first * hd, table.data<float>(), B,

@@ -13,7 +13,8 @@
 // Layout: our q, out [B, T, H, hd] and k, v [B, T, Hkv, hd] are cuDNN's "BSHD": tensors of
 // dims [B, heads, T, hd] with strides [T·pitch, hd, pitch, 1], pitch = heads·hd, or for q, k, v
 // and their gradients inside the packed q|k|v product (ops::Heads) the packed row's
-// (H + 2·Hkv)·hd, read and written in place; lse [B, H, T] is Stats [B, H, T, 1]. Grouped-query attention: K and V keep their Hkv heads (cuDNN maps head h to
+// (H + 2·Hkv)·hd, read and written in place; lse [B, H, T] is Stats [B, H, T, 1].
+// Grouped-query attention: K and V keep their Hkv heads (cuDNN maps head h to
 // kv head h / (H/Hkv)). Every tensor but the statistics is bf16 (core/ops.cpp rounds fp32
 // tensors into temporaries and widens bf16 results into fp32 tensors where the caller's are).
 //

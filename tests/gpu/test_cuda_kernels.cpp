@@ -403,24 +403,29 @@ TEST(CudaRMSNormRoPE, ForwardBackwardMatchCpuAndAreDeterministic) {
     std::vector<float> x = randn(n, ++stream, 1.5), dy = randn(n, ++stream);
     const std::vector<float> g = randn(hd, ++stream, 0.3, 1.0), dg0 = randn(hd, ++stream);
     std::vector<float> y(n), rstd(rows), dx(n), dg = dg0;
-    cpu::rmsnorm_rope_forward(y.data(), rstd.data(), x.data(), nh * hd, g.data(), table.data(), B, T, nh, hd, 1e-5f);
-    cpu::rmsnorm_rope_backward(dx.data(), nh * hd, dg.data(), dy.data(), x.data(), nh * hd, g.data(), rstd.data(),
-                               table.data(), B, T, nh, hd);
+    cpu::rmsnorm_rope_forward(y.data(), rstd.data(), x.data(), nh * hd, g.data(), table.data(), B,
+                              T, nh, hd, 1e-5f);
+    cpu::rmsnorm_rope_backward(dx.data(), nh * hd, dg.data(), dy.data(), x.data(), nh * hd,
+                               g.data(), rstd.data(), table.data(), B, T, nh, hd);
     Dev<float> d_x(x), d_dy(dy), d_g(g), d_t(table), d_y(n), d_rstd(rows), d_dx(n), d_dg(dg0);
-    cuda::rmsnorm_rope_forward(d_y.get(), d_rstd.get(), d_x.get(), nh * hd, d_g.get(), d_t.get(), B, T, nh, hd, 1e-5f);
+    cuda::rmsnorm_rope_forward(d_y.get(), d_rstd.get(), d_x.get(), nh * hd, d_g.get(), d_t.get(), B,
+                               T, nh, hd, 1e-5f);
     const std::vector<float> y1 = d_y.download();
     expect_close(y1, y, what + " y");
     expect_close(d_rstd.download(), rstd, what + " rstd");
     d_rstd.upload(rstd);  // only the backward kernel compared
-    cuda::rmsnorm_rope_backward(d_dx.get(), nh * hd, d_dg.get(), d_dy.get(), d_x.get(), nh * hd, d_g.get(), d_rstd.get(), d_t.get(), B, T, nh, hd);
+    cuda::rmsnorm_rope_backward(d_dx.get(), nh * hd, d_dg.get(), d_dy.get(), d_x.get(), nh * hd,
+                                d_g.get(), d_rstd.get(), d_t.get(), B, T, nh, hd);
     const std::vector<float> dx1 = d_dx.download(), dg1 = d_dg.download();
     expect_close(dx1, dx, what + " dx");
     expect_close(dg1, dg, what + " dg (accumulated)");
-    cuda::rmsnorm_rope_forward(d_y.get(), d_rstd.get(), d_x.get(), nh * hd, d_g.get(), d_t.get(), B, T, nh, hd, 1e-5f);
+    cuda::rmsnorm_rope_forward(d_y.get(), d_rstd.get(), d_x.get(), nh * hd, d_g.get(), d_t.get(), B,
+                               T, nh, hd, 1e-5f);
     EXPECT_BITWISE(d_y.download(), y1, what + " y rerun");
     d_rstd.upload(rstd);
     d_dg.upload(dg0);
-    cuda::rmsnorm_rope_backward(d_dx.get(), nh * hd, d_dg.get(), d_dy.get(), d_x.get(), nh * hd, d_g.get(), d_rstd.get(), d_t.get(), B, T, nh, hd);
+    cuda::rmsnorm_rope_backward(d_dx.get(), nh * hd, d_dg.get(), d_dy.get(), d_x.get(), nh * hd,
+                                d_g.get(), d_rstd.get(), d_t.get(), B, T, nh, hd);
     EXPECT_BITWISE(d_dx.download(), dx1, what + " dx rerun");
     EXPECT_BITWISE(d_dg.download(), dg1, what + " dg rerun");
 
@@ -430,14 +435,17 @@ TEST(CudaRMSNormRoPE, ForwardBackwardMatchCpuAndAreDeterministic) {
     cpu::f32_to_bf16(dy16.data(), dy.data(), n);
     std::vector<uint16_t> y16(n), dx16(n);
     std::vector<float> dg16 = dg0;
-    cpu::rmsnorm_rope_forward(y16.data(), rstd.data(), x16.data(), nh * hd, g.data(), table.data(), B, T, nh, hd, 1e-5f);
-    cpu::rmsnorm_rope_backward(dx16.data(), nh * hd, dg16.data(), dy16.data(), x16.data(), nh * hd, g.data(),
-                               rstd.data(), table.data(), B, T, nh, hd);
+    cpu::rmsnorm_rope_forward(y16.data(), rstd.data(), x16.data(), nh * hd, g.data(), table.data(),
+                              B, T, nh, hd, 1e-5f);
+    cpu::rmsnorm_rope_backward(dx16.data(), nh * hd, dg16.data(), dy16.data(), x16.data(), nh * hd,
+                               g.data(), rstd.data(), table.data(), B, T, nh, hd);
     Dev<uint16_t> d_x16(x16), d_dy16(dy16), d_y16(n), d_dx16(n);
     d_dg.upload(dg0);
-    cuda::rmsnorm_rope_forward(d_y16.get(), d_rstd.get(), d_x16.get(), nh * hd, d_g.get(), d_t.get(), B, T, nh, hd, 1e-5f);
+    cuda::rmsnorm_rope_forward(d_y16.get(), d_rstd.get(), d_x16.get(), nh * hd, d_g.get(),
+                               d_t.get(), B, T, nh, hd, 1e-5f);
     d_rstd.upload(rstd);
-    cuda::rmsnorm_rope_backward(d_dx16.get(), nh * hd, d_dg.get(), d_dy16.get(), d_x16.get(), nh * hd, d_g.get(), d_rstd.get(), d_t.get(), B, T, nh, hd);
+    cuda::rmsnorm_rope_backward(d_dx16.get(), nh * hd, d_dg.get(), d_dy16.get(), d_x16.get(),
+                                nh * hd, d_g.get(), d_rstd.get(), d_t.get(), B, T, nh, hd);
     std::vector<float> got(n), want(n);
     const auto widen = [&](const std::vector<uint16_t>& v, std::vector<float>& out) {
       cpu::bf16_to_f32(out.data(), v.data(), n);
@@ -473,16 +481,20 @@ TEST(CudaRoPE, TableAndApplyMatchCpu) {
       std::vector<float> x = x0;
       cpu::rope_apply(x.data(), x.data(), table.data(), B, T, nh, hd, nh * hd, sign);
       d_x.upload(x0);
-      cuda::rope_apply(d_x.get(), d_x.get(), d_table.get(), B, T, nh, hd, nh * hd, sign);  // in place
+      cuda::rope_apply(d_x.get(), d_x.get(), d_table.get(), B, T, nh, hd, nh * hd,
+                       sign);  // in place
       const std::vector<float> got = d_x.download();
-      const std::string what = "rope_apply " + str({B, T, nh, hd}) + " sign " + std::to_string(sign);
+      const std::string what =
+          "rope_apply " + str({B, T, nh, hd}) + " sign " + std::to_string(sign);
       expect_close(got, x, what);
       d_x.upload(x0);
       Dev<float> d_y(x0.size());
-      cuda::rope_apply(d_y.get(), d_x.get(), d_table.get(), B, T, nh, hd, nh * hd, sign);  // out of place: the same values
+      cuda::rope_apply(d_y.get(), d_x.get(), d_table.get(), B, T, nh, hd, nh * hd,
+                       sign);  // out of place: the same values
       EXPECT_BITWISE(d_y.download(), got, what + " out of place");
       Dev<uint16_t> d_y16(x0.size());
-      cuda::rope_apply(d_y16.get(), d_x.get(), d_table.get(), B, T, nh, hd, nh * hd, sign);  // bf16: rounded at the store
+      cuda::rope_apply(d_y16.get(), d_x.get(), d_table.get(), B, T, nh, hd, nh * hd,
+                       sign);  // bf16: rounded at the store
       std::vector<uint16_t> want16(got.size());
       cpu::f32_to_bf16(want16.data(), got.data(), int64_t(got.size()));
       EXPECT_TRUE(d_y16.download() == want16) << what << " bf16 output";
@@ -497,8 +509,10 @@ TEST(CudaRoPE, TableAndApplyMatchCpu) {
       cuda::rope_apply(d_x.get(), d_x.get(), d_table.get(), B, T, nh, hd, nh * hd, sign);
       const std::vector<float> from_fp32 = d_x.download();
       cpu::f32_to_bf16(want_b.data(), from_fp32.data(), int64_t(want_b.size()));
-      EXPECT_BITWISE(d_y.download(), from_fp32, what + " bf16 input = fp32 kernel on the widened input");
-      cuda::rope_apply(d_y16.get(), d_y16.get(), d_table.get(), B, T, nh, hd, nh * hd, sign);  // in place, bf16
+      EXPECT_BITWISE(d_y.download(), from_fp32,
+                     what + " bf16 input = fp32 kernel on the widened input");
+      cuda::rope_apply(d_y16.get(), d_y16.get(), d_table.get(), B, T, nh, hd, nh * hd,
+                       sign);  // in place, bf16
       EXPECT_TRUE(d_y16.download() == want_b) << what << " bf16 in place";
       d_x.upload(x0);
       cuda::rope_apply(d_x.get(), d_x.get(), d_table.get(), B, T, nh, hd, nh * hd, sign);

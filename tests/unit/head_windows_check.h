@@ -103,7 +103,8 @@ inline void check_head_windows(Device dev, DType dt) {
     const Tensor dy = random_in({B, T, Hkv, hd}, dt, 3).to(dev);
     const Tensor grad0 = random_in({B, T, S, hd}, dt, 4);  // what the other heads hold
     Tensor grad = clone_on(grad0, dev), dx_want = Tensor::empty({B, T, Hkv, hd}, dt, dev);
-    Tensor dg = Tensor::zeros({hd}, DType::F32, dev), dg_want = Tensor::zeros({hd}, DType::F32, dev);
+    Tensor dg = Tensor::zeros({hd}, DType::F32, dev),
+           dg_want = Tensor::zeros({hd}, DType::F32, dev);
     ops::rmsnorm_rope_backward(ops::Heads(grad, H, Hkv), dg, dy, ops::Heads(packed, H, Hkv), g,
                                rstd, table);
     ops::rmsnorm_rope_backward(dx_want, dg_want, dy, xk, g, rstd, table);
@@ -119,8 +120,10 @@ inline void check_head_windows(Device dev, DType dt) {
     const ops::Heads q(packed, 0, H), k(packed, H, Hkv), v(packed, H + Hkv, Hkv);
     const Tensor qc = window_copy(packed0, 0, H).to(dev), kc = window_copy(packed0, H, Hkv).to(dev),
                  vc = window_copy(packed0, H + Hkv, Hkv).to(dev);
-    Tensor out = Tensor::empty({B, T, H, hd}, dt, dev), out_want = Tensor::empty(out.shape(), dt, dev);
-    Tensor lse = Tensor::empty({B, H, T}, DType::F32, dev), lse_want = Tensor::empty(lse.shape(), DType::F32, dev);
+    Tensor out = Tensor::empty({B, T, H, hd}, dt, dev),
+           out_want = Tensor::empty(out.shape(), dt, dev);
+    Tensor lse = Tensor::empty({B, H, T}, DType::F32, dev),
+           lse_want = Tensor::empty(lse.shape(), DType::F32, dev);
     ops::attention_forward(out, lse, q, k, v);
     ops::attention_forward(out_want, lse_want, qc, kc, vc);
     EXPECT_TRUE(same_bytes(out, out_want)) << what << " forward out";

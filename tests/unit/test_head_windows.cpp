@@ -36,8 +36,8 @@ TEST(HeadWindows, BadWindowsAreErrors) {
   });
   EXPECT_NE(msg.find("must not alias each other"), std::string::npos) << msg;
   msg = test::error_of([&] {
-    ops::attention_backward(ops::Heads(grad, 0, 2), ops::Heads(grad, 2, 1), ops::Heads(packed, 3, 1),
-                            out, q, k, v, out, lse);
+    ops::attention_backward(ops::Heads(grad, 0, 2), ops::Heads(grad, 2, 1),
+                            ops::Heads(packed, 3, 1), out, q, k, v, out, lse);
   });
   EXPECT_NE(msg.find("must not alias inputs"), std::string::npos) << msg;
 }
