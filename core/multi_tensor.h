@@ -1,6 +1,6 @@
-// Argument types of the kernels that work on several tensors at once (multi-tensor AdamW,
-// batched products), shared by core/cpu/kernels.h and core/cuda/kernels.h (which declare the
-// same functions with the same signatures).
+// Argument types of the kernels that work on several tensors at once (multi-tensor AdamW),
+// shared by core/cpu/kernels.h and core/cuda/kernels.h (which declare the same functions with
+// the same signatures).
 // Raw pointers on the op's device; core/ops.cpp fills them from checked tensors.
 #pragma once
 #include <cstdint>
@@ -16,14 +16,6 @@ struct AdamWTensor {
   float* v;
   int64_t n;
   bool decay;  // the step's weight decay applies to this tensor (else 0)
-};
-
-// A strided batch of `count` products of one shape: member i reads a + i·stride_a and
-// b + i·stride_b and writes y + i·stride_y (strides in elements; a stride of 0 gives every
-// member the same operand). The default is one product.
-struct MatmulBatch {
-  int64_t count = 1;
-  int64_t stride_a = 0, stride_b = 0, stride_y = 0;
 };
 
 }  // namespace retort

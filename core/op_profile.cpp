@@ -92,9 +92,8 @@ void reset() {
   table().totals.clear();
 }
 
-std::string product_name(int64_t M, int64_t N, int64_t K, bool ta, bool tb, int64_t n) {
-  return str_cat("matmul ", M, "x", N, "x", K, " ", ta ? "T" : "N", tb ? "T" : "N",
-                 n > 1 ? str_cat(" batch ", n) : std::string());
+std::string product_name(int64_t M, int64_t N, int64_t K, bool ta, bool tb) {
+  return str_cat("matmul ", M, "x", N, "x", K, " ", ta ? "T" : "N", tb ? "T" : "N");
 }
 
 }  // namespace retort::op_profile

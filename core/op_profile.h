@@ -40,8 +40,8 @@ struct Total {
   double seconds = 0, flops = 0;
 };
 // The name of one product shape (each timed apart, with its FLOP/s): "matmul MxNxK TN" with the
-// transposes (N: as stored, T: transposed), and " batch n" for n > 1 products in one call.
-std::string product_name(int64_t M, int64_t N, int64_t K, bool ta, bool tb, int64_t n = 1);
+// transposes (N: as stored, T: transposed).
+std::string product_name(int64_t M, int64_t N, int64_t K, bool ta, bool tb);
 
 // The totals since the last reset (waits for the GPU), the largest time first.
 std::vector<Total> totals();

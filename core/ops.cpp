@@ -207,8 +207,8 @@ std::string matmul_tuning_identity() {
 namespace {
 // The op profile's name for a product of this shape (op_profile::product_name); "" when
 // profiling is off.
-std::string product_label(int64_t M, int64_t N, int64_t K, bool ta, bool tb, int64_t n = 1) {
-  return op_profile::enabled() ? op_profile::product_name(M, N, K, ta, tb, n) : std::string();
+std::string product_label(int64_t M, int64_t N, int64_t K, bool ta, bool tb) {
+  return op_profile::enabled() ? op_profile::product_name(M, N, K, ta, tb) : std::string();
 }
 
 // [M, N, K] of op(a) @ op(b) for a stored [ar, ac] and b stored [br, bc]; an error naming both
@@ -296,47 +296,6 @@ void matmul_add(Tensor& y, const Tensor& c, const Tensor& a, bool transpose_a, c
   } else {
     RETORT_KERNEL(dev, matmul_add, y.data<float>(), c.data<float>(), a.data<float>(), transpose_a,
                   b.data<float>(), transpose_b, M, N, K);
-  }
-}
-
-void matmul_batched(Tensor& y, const Tensor& a, bool transpose_a, const Tensor& b,
-                    bool transpose_b, float alpha, float beta) {
-  const char* op = "matmul_batched";
-  check_float(op, "y", y);
-  check_float(op, "a", a);
-  check_float(op, "b", b);
-  RETORT_CHECK(y.dtype() == DType::F32 || beta == 0.0f, op,
-               ": a bfloat16 y needs beta = 0 (it is overwritten), got beta ", beta);
-  RETORT_CHECK(y.ndim() == 3, op, ": y must be [n, M, N], got ", shape_str(y.shape()));
-  const int64_t n = y.dim(0);
-  for (const auto& [name, t] : {std::pair{"a", &a}, std::pair{"b", &b}})
-    RETORT_CHECK(t->ndim() == 2 || (t->ndim() == 3 && t->dim(0) == n), op, ": ", name,
-                 " must be 2-D (shared) or [", n, ", ·, ·] (one per product), got ",
-                 shape_str(t->shape()));
-  // One member's stored shape [rows, cols] and its offset to the next (0: shared).
-  const auto rows = [](const Tensor& t) { return t.dim(-2); };
-  const auto cols = [](const Tensor& t) { return t.dim(-1); };
-  const auto stride = [](const Tensor& t) { return t.ndim() == 3 ? t.dim(1) * t.dim(2) : 0; };
-  const auto [M, N, K] =
-      inner_dims(op, a, rows(a), cols(a), transpose_a, b, rows(b), cols(b), transpose_b);
-  RETORT_CHECK(y.dim(1) == M && y.dim(2) == N, op, ": y ", shape_str(y.shape()), " must be [", n,
-               ", ", M, ", ", N, "] for op(a) [", M, ", ", K, "] @ op(b) [", K, ", ", N, "]");
-  RETORT_CHECK(!overlaps(y, a) && !overlaps(y, b), op, ": y must not alias a or b");
-  const Device dev = common_device(op, {&y, &a, &b});
-  const MatmulBatch batch{n, stride(a), stride(b), M * N};
-  const op_profile::Scope flops(product_label(M, N, K, transpose_a, transpose_b, n), dev,
-                                2.0 * n * M * N * K);
-  if (bf16_product(y, a, b)) {  // fp32 operands rounded first
-    const Tensor ra = as_dtype(a, DType::BF16), rb = as_dtype(b, DType::BF16);
-    if (y.dtype() == DType::BF16)
-      RETORT_KERNEL(dev, matmul_bf16_rounded, y.data<uint16_t>(), ra.data<uint16_t>(), transpose_a,
-                    rb.data<uint16_t>(), transpose_b, M, N, K, alpha, batch);
-    else
-      RETORT_KERNEL(dev, matmul_bf16_rounded, y.data<float>(), ra.data<uint16_t>(), transpose_a,
-                    rb.data<uint16_t>(), transpose_b, M, N, K, alpha, beta, batch);
-  } else {
-    RETORT_KERNEL(dev, matmul, y.data<float>(), a.data<float>(), transpose_a, b.data<float>(),
-                  transpose_b, M, N, K, alpha, beta, batch);
   }
 }
 

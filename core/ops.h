@@ -36,12 +36,6 @@ void matmul(Tensor& y, const Tensor& a, bool transpose_a, const Tensor& b, bool 
 // copy(y, c) then matmul(y, a, ·, b, ·, 1, 1).
 void matmul_add(Tensor& y, const Tensor& c, const Tensor& a, bool transpose_a, const Tensor& b,
                 bool transpose_b);
-// n products of one shape in one call (one strided-batched cuBLASLt product on the GPU: more
-// work per launch than n small ones): y[i] = alpha · op(a[i]) @ op(b[i]) + beta · y[i] for
-// y [n, M, N]; a is [n, ·, ·], or 2-D and then the same for every i (b likewise). Each member
-// is bitwise what matmul gives it on the CPU; dtypes and precision as matmul.
-void matmul_batched(Tensor& y, const Tensor& a, bool transpose_a, const Tensor& b,
-                    bool transpose_b, float alpha = 1.0f, float beta = 0.0f);
 // Mixed precision (train.precision): F32 multiplies fp32 operands; BF16 rounds both operands
 // to bfloat16 and accumulates in fp32 (fp32 output, master weights and every other op stay
 // fp32). The GPU runs BF16 on tensor cores; the CPU emulates the rounding (a reference for
@@ -65,10 +59,9 @@ MatmulTuning matmul_tuning();
 // What Timed chose, one entry per product shape tuned so far in this process (empty on the CPU
 // or under Heuristic): the mean of 3 runs of the heuristic's first candidate and of the one kept.
 struct TunedProduct {
-  std::string shape;      // "matmul MxNxK NT" as in the op profile (+ " batch n" when batched,
-                          // " fp32" for fp32 operands, " bf16 out" for a bf16 output)
-  std::string key;        // the plan: "M,N,K,ta,tb,bf16 operands,bf16 output,batch count,
-                          // stride_a,stride_b,stride_y"
+  std::string shape;      // "matmul MxNxK NT" as in the op profile (+ " fp32" for fp32
+                          // operands, " bf16 out" for a bf16 output)
+  std::string key;        // the plan: "M,N,K,ta,tb,bf16 operands,bf16 output"
   int candidates = 0;     // timed (those that ran)
   int chosen = 0;         // index in the heuristic's order; 0 = its first choice
   double heuristic_us = 0, chosen_us = 0;

@@ -62,8 +62,8 @@ class Tensor {
   // Flat elements [begin, begin + n) as a 1-D tensor.
   Tensor flat(int64_t begin, int64_t n) const;
   // Same start, any shape: may reach past this view into the rest of its storage (checked
-  // against the storage's size). Tensors laid out one after another, seen as one (e.g. the q
-  // and k weights as [2, D, d] for a batched product).
+  // against the storage's size). Tensors laid out one after another, seen as one (e.g. the q,
+  // k and v weights stacked as one matrix for a single product).
   Tensor span(const Shape& shape) const;
 
   void* raw() const { return static_cast<char*>(storage_->data) + offset_ * dtype_size(dtype_); }

@@ -13,9 +13,8 @@ namespace retort::cpu {
 // ---- matmul.cpp ------------------------------------------------------------------------
 // y[M, N] = alpha * op(a) @ op(b) + beta * y; a is stored [M, K] (or [K, M] when ta),
 // b is stored [K, N] (or [N, K] when tb). OpenBLAS sgemm, row-major.
-// batch: several such products in one call (MatmulBatch; matmul and matmul_bf16_rounded).
 void matmul(float* y, const float* a, bool ta, const float* b, bool tb, int64_t M, int64_t N,
-            int64_t K, float alpha, float beta, const MatmulBatch& batch = {});
+            int64_t K, float alpha, float beta);
 // Mixed precision: op(a) and op(b) rounded to bfloat16, fp32 accumulation and output.
 // (CPU: emulated by rounding copies of the operands; the reference of the GPU path.)
 void matmul_bf16(float* y, const float* a, bool ta, const float* b, bool tb, int64_t M,
@@ -23,12 +22,10 @@ void matmul_bf16(float* y, const float* a, bool ta, const float* b, bool tb, int
 // The same product of operands already rounded (bf16 bits): bitwise matmul_bf16 of their
 // fp32 originals.
 void matmul_bf16_rounded(float* y, const uint16_t* a, bool ta, const uint16_t* b, bool tb,
-                         int64_t M, int64_t N, int64_t K, float alpha, float beta,
-                         const MatmulBatch& batch = {});
+                         int64_t M, int64_t N, int64_t K, float alpha, float beta);
 // ... with a bf16 output: y = round(alpha · op(a) @ op(b)), the fp32 result rounded once.
 void matmul_bf16_rounded(uint16_t* y, const uint16_t* a, bool ta, const uint16_t* b, bool tb,
-                         int64_t M, int64_t N, int64_t K, float alpha,
-                         const MatmulBatch& batch = {});
+                         int64_t M, int64_t N, int64_t K, float alpha);
 
 // y[M, N] = c + op(a) @ op(b): c read in place of y's old value (c may be y), fp32 or bf16
 // operands, fp32 accumulation and output.

@@ -10,10 +10,8 @@
 
 namespace retort::cpu {
 
-namespace {
-// One product of the batch: y[M, N] = alpha · op(a) @ op(b) + beta · y.
-void product(float* y, const float* a, bool ta, const float* b, bool tb, int64_t M, int64_t N,
-             int64_t K, float alpha, float beta) {
+void matmul(float* y, const float* a, bool ta, const float* b, bool tb, int64_t M, int64_t N,
+            int64_t K, float alpha, float beta) {
   if (M == 0 || N == 0) return;
   if (K == 0) {  // empty sum: y = beta · y (beta = 0 overwrites, even NaN)
     if (beta == 0.0f) fill(y, M * N, 0.0f);
@@ -26,14 +24,6 @@ void product(float* y, const float* a, bool ta, const float* b, bool tb, int64_t
               static_cast<blasint>(M), static_cast<blasint>(N), static_cast<blasint>(K), alpha, a,
               static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, y,
               static_cast<blasint>(N));
-}
-}  // namespace
-
-void matmul(float* y, const float* a, bool ta, const float* b, bool tb, int64_t M, int64_t N,
-            int64_t K, float alpha, float beta, const MatmulBatch& batch) {
-  for (int64_t i = 0; i < batch.count; ++i)
-    product(y + i * batch.stride_y, a + i * batch.stride_a, ta, b + i * batch.stride_b, tb, M, N,
-            K, alpha, beta);
 }
 
 }  // namespace retort::cpu
@@ -54,26 +44,20 @@ void matmul_bf16(float* y, const float* a, bool ta, const float* b, bool tb, int
   matmul(y, ra.data(), ta, rb.data(), tb, M, N, K, alpha, beta);
 }
 
-// One rounded product per batch member: its operands widened exactly, then sgemm.
+// The operands widened exactly, then sgemm.
 void matmul_bf16_rounded(float* y, const uint16_t* a, bool ta, const uint16_t* b, bool tb,
-                         int64_t M, int64_t N, int64_t K, float alpha, float beta,
-                         const MatmulBatch& batch) {
+                         int64_t M, int64_t N, int64_t K, float alpha, float beta) {
   std::vector<float> ra(size_t(M * K)), rb(size_t(K * N));
-  for (int64_t i = 0; i < batch.count; ++i) {
-    bf16_to_f32(ra.data(), a + i * batch.stride_a, int64_t(ra.size()));
-    bf16_to_f32(rb.data(), b + i * batch.stride_b, int64_t(rb.size()));
-    product(y + i * batch.stride_y, ra.data(), ta, rb.data(), tb, M, N, K, alpha, beta);
-  }
+  bf16_to_f32(ra.data(), a, int64_t(ra.size()));
+  bf16_to_f32(rb.data(), b, int64_t(rb.size()));
+  matmul(y, ra.data(), ta, rb.data(), tb, M, N, K, alpha, beta);
 }
 
 void matmul_bf16_rounded(uint16_t* y, const uint16_t* a, bool ta, const uint16_t* b, bool tb,
-                         int64_t M, int64_t N, int64_t K, float alpha, const MatmulBatch& batch) {
+                         int64_t M, int64_t N, int64_t K, float alpha) {
   std::vector<float> out(size_t(M * N));
-  for (int64_t i = 0; i < batch.count; ++i) {
-    matmul_bf16_rounded(out.data(), a + i * batch.stride_a, ta, b + i * batch.stride_b, tb, M, N,
-                        K, alpha, 0.0f);
-    f32_to_bf16(y + i * batch.stride_y, out.data(), M * N);
-  }
+  matmul_bf16_rounded(out.data(), a, ta, b, tb, M, N, K, alpha, 0.0f);
+  f32_to_bf16(y, out.data(), M * N);
 }
 
 void matmul_add(float* y, const float* c, const float* a, bool ta, const float* b, bool tb,

@@ -10,11 +10,7 @@
 // yᵀ = op(b)ᵀ op(a)ᵀ, so cuBLASLt (column-major) is called with A := b and B := a, each with
 // its own transpose flag, and no copies.
 //
-// A batch (MatmulBatch) is one strided-batched call: each layout carries the batch count and
-// its stride (0 for an operand every member shares). Should cuBLASLt have no algorithm for a
-// batch, its members run one by one (and stderr says so, once per shape).
-//
-// Descriptors and the algorithm are cached per shape, transposes, types and batch; the
+// Descriptors and the algorithm are cached per shape, transposes and types; the
 // workspace is allocated once. The algorithm is the heuristic's first choice, or under
 // ops::MatmulTuning::Timed the fastest of up to kCandidates of its choices, each run kRuns
 // times on the shape's first product (into y when the product overwrites it anyway, else into
@@ -53,15 +49,13 @@ struct Plan {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulAlgo_t algo{};
-  bool per_member = false;  // a batch cuBLASLt has no algorithm for: run member by member
   std::vector<cublasLtMatmulAlgo_t> candidates;  // Timed: to time at the first product
 };
 
-// (M, N, K, ta, tb, bf16 operands, bf16 output, batch count, stride_a, stride_b, stride_y)
-using PlanKey = std::tuple<int64_t, int64_t, int64_t, bool, bool, bool, bool, int64_t, int64_t,
-                           int64_t, int64_t>;
+// (M, N, K, ta, tb, bf16 operands, bf16 output)
+using PlanKey = std::tuple<int64_t, int64_t, int64_t, bool, bool, bool, bool>;
 
-// The key as text, "M,N,K,ta,tb,bf16,bf16_out,count,stride_a,stride_b,stride_y" (TunedProduct::key).
+// The key as text, "M,N,K,ta,tb,bf16,bf16_out" (TunedProduct::key).
 std::string key_text(const PlanKey& key) {
   std::string s;
   std::apply([&](const auto&... v) { ((s.append(std::to_string(v)).push_back(',')), ...); }, key);
@@ -95,7 +89,7 @@ Context& context() {
 
 // Column-major call: D[N, M] = alpha · opA(A) opB(B) + beta · C with A := b, B := a.
 Plan make_plan(Context& ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t K, bool bf16,
-               bool bf16_out, const MatmulBatch& batch) {
+               bool bf16_out) {
   Plan p;
   const cudaDataType_t in = bf16 ? CUDA_R_16BF : CUDA_R_32F;
   const cudaDataType_t out = bf16_out ? CUDA_R_16BF : CUDA_R_32F;
@@ -113,16 +107,6 @@ Plan make_plan(Context& ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t K, 
   RETORT_CUBLAS_CHECK(ta ? cublasLtMatrixLayoutCreate(&p.b, in, M, K, M)
                          : cublasLtMatrixLayoutCreate(&p.b, in, K, M, K));
   RETORT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, out, N, M, N));
-  if (batch.count != 1) {  // A := b, B := a
-    const int32_t count = int32_t(batch.count);
-    for (auto [layout, stride] : {std::pair{p.a, batch.stride_b}, std::pair{p.b, batch.stride_a},
-                                  std::pair{p.c, batch.stride_y}}) {
-      RETORT_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(
-          layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof count));
-      RETORT_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(
-          layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof stride));
-    }
-  }
 
   cublasLtMatmulPreference_t pref;
   RETORT_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
@@ -134,15 +118,6 @@ Plan make_plan(Context& ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t K, 
   const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(
       ctx.handle, p.desc, p.a, p.b, p.c, p.c, pref, g_timed ? kCandidates : 1, results, &found);
   cublasLtMatmulPreferenceDestroy(pref);
-  if (batch.count != 1 && (st != CUBLAS_STATUS_SUCCESS || found == 0)) {
-    std::fprintf(stderr,
-                 "retort: cuBLASLt has no strided-batched algorithm for %lld products M=%lld "
-                 "N=%lld K=%lld (strides %lld, %lld, %lld); running them one by one\n",
-                 (long long)batch.count, (long long)M, (long long)N, (long long)K,
-                 (long long)batch.stride_a, (long long)batch.stride_b, (long long)batch.stride_y);
-    p.per_member = true;
-    return p;
-  }
   RETORT_CUBLAS_CHECK(st);
   RETORT_CHECK(found > 0, "cuBLASLt has no algorithm for matmul M=", M, " N=", N, " K=", K,
                " ta=", ta, " tb=", tb, bf16_out ? " (bf16 output)" : "");
@@ -190,23 +165,13 @@ void choose_by_time(Plan& p, const Call& call, void* y, bool reads_y, size_t out
 // y = alpha · op(a) op(b) + beta · c with a, b and y of the element types the plan was made for;
 // c (y's type and layout) is y itself unless given.
 void run(const void* a, bool ta, const void* b, bool tb, void* y, int64_t M, int64_t N,
-         int64_t K, float alpha, float beta, bool bf16, bool bf16_out, const MatmulBatch& batch,
-         const void* c = nullptr) {
+         int64_t K, float alpha, float beta, bool bf16, bool bf16_out, const void* c = nullptr) {
   Context& ctx = context();
-  const auto key = std::make_tuple(M, N, K, ta, tb, bf16, bf16_out, batch.count, batch.stride_a,
-                                   batch.stride_b, batch.stride_y);
+  const PlanKey key{M, N, K, ta, tb, bf16, bf16_out};
   auto it = ctx.plans.find(key);
   if (it == ctx.plans.end())
-    it = ctx.plans.emplace(key, make_plan(ctx, ta, tb, M, N, K, bf16, bf16_out, batch)).first;
+    it = ctx.plans.emplace(key, make_plan(ctx, ta, tb, M, N, K, bf16, bf16_out)).first;
   Plan& p = it->second;
-  if (p.per_member) {
-    const size_t in = bf16 ? 2 : 4, out = bf16_out ? 2 : 4;
-    for (int64_t i = 0; i < batch.count; ++i)
-      run(static_cast<const char*>(a) + i * batch.stride_a * in, ta,
-          static_cast<const char*>(b) + i * batch.stride_b * in, tb,
-          static_cast<char*>(y) + i * batch.stride_y * out, M, N, K, alpha, beta, bf16, bf16_out, {});
-    return;
-  }
   const auto call = [&](const cublasLtMatmulAlgo_t& algo, void* d) {
     return cublasLtMatmul(ctx.handle, p.desc, &alpha, b, p.a, a, p.b, &beta, c ? c : y, p.c, d,
                           p.c, &algo, ctx.workspace, kWorkspaceBytes, compute_stream());
@@ -220,9 +185,8 @@ void run(const void* a, bool ta, const void* b, bool tb, void* y, int64_t M, int
       g_tuned.push_back(preset->second);
       g_tuned.back().preset = true;
     } else {
-      const size_t count = size_t(batch.count), out_elems = size_t((count - 1) * batch.stride_y + M * N);
-      choose_by_time(p, call, y, beta != 0.0f && (!c || c == y), out_elems * (bf16_out ? 2 : 4),
-                     str_cat(op_profile::product_name(M, N, K, ta, tb, batch.count),
+      choose_by_time(p, call, y, beta != 0.0f && (!c || c == y), size_t(M * N) * (bf16_out ? 2 : 4),
+                     str_cat(op_profile::product_name(M, N, K, ta, tb),
                              bf16 ? "" : " fp32", bf16_out ? " bf16 out" : ""),
                      std::move(key_s));
     }
@@ -230,18 +194,14 @@ void run(const void* a, bool ta, const void* b, bool tb, void* y, int64_t M, int
   RETORT_CUBLAS_CHECK(call(p.algo, y));
 }
 
-// K == 0: the empty sum, y = beta · y (beta = 0 overwrites, even NaN) for every member of
-// the batch. True when handled.
-bool trivial(float* y, int64_t M, int64_t N, int64_t K, float beta, const MatmulBatch& batch = {}) {
-  if (M == 0 || N == 0 || batch.count == 0) return true;
+// K == 0: the empty sum, y = beta · y (beta = 0 overwrites, even NaN). True when handled.
+bool trivial(float* y, int64_t M, int64_t N, int64_t K, float beta) {
+  if (M == 0 || N == 0) return true;
   if (K != 0) return false;
-  for (int64_t i = 0; i < batch.count; ++i) {
-    float* yi = y + i * batch.stride_y;
-    if (beta == 0.0f)
-      RETORT_CUDA_CHECK(cudaMemsetAsync(yi, 0, size_t(M * N) * sizeof(float), compute_stream()));
-    else
-      scale_inplace(yi, M * N, beta);
-  }
+  if (beta == 0.0f)
+    RETORT_CUDA_CHECK(cudaMemsetAsync(y, 0, size_t(M * N) * sizeof(float), compute_stream()));
+  else
+    scale_inplace(y, M * N, beta);
   return true;
 }
 
@@ -264,8 +224,8 @@ std::string matmul_tuning_identity() {
 }
 
 void matmul(float* y, const float* a, bool ta, const float* b, bool tb, int64_t M, int64_t N,
-            int64_t K, float alpha, float beta, const MatmulBatch& batch) {
-  if (!trivial(y, M, N, K, beta, batch)) run(a, ta, b, tb, y, M, N, K, alpha, beta, false, false, batch);
+            int64_t K, float alpha, float beta) {
+  if (!trivial(y, M, N, K, beta)) run(a, ta, b, tb, y, M, N, K, alpha, beta, false, false);
 }
 
 void matmul_bf16(float* y, const float* a, bool ta, const float* b, bool tb, int64_t M, int64_t N,
@@ -281,21 +241,19 @@ void matmul_bf16(float* y, const float* a, bool ta, const float* b, bool tb, int
   uint16_t* b16 = ctx.bf16_operands + M * K;
   f32_to_bf16(a16, a, M * K);
   f32_to_bf16(b16, b, K * N);
-  run(a16, ta, b16, tb, y, M, N, K, alpha, beta, true, false, {});
+  run(a16, ta, b16, tb, y, M, N, K, alpha, beta, true, false);
 }
 
 void matmul_bf16_rounded(float* y, const uint16_t* a, bool ta, const uint16_t* b, bool tb,
-                         int64_t M, int64_t N, int64_t K, float alpha, float beta,
-                         const MatmulBatch& batch) {
-  if (!trivial(y, M, N, K, beta, batch)) run(a, ta, b, tb, y, M, N, K, alpha, beta, true, false, batch);
+                         int64_t M, int64_t N, int64_t K, float alpha, float beta) {
+  if (!trivial(y, M, N, K, beta)) run(a, ta, b, tb, y, M, N, K, alpha, beta, true, false);
 }
 
 void matmul_bf16_rounded(uint16_t* y, const uint16_t* a, bool ta, const uint16_t* b, bool tb,
-                         int64_t M, int64_t N, int64_t K, float alpha, const MatmulBatch& batch) {
-  if (M == 0 || N == 0 || batch.count == 0) return;
-  if (K != 0) return run(a, ta, b, tb, y, M, N, K, alpha, 0.0f, true, true, batch);
-  for (int64_t i = 0; i < batch.count; ++i)  // the empty sum: +0 in bf16
-    RETORT_CUDA_CHECK(cudaMemsetAsync(y + i * batch.stride_y, 0, size_t(M * N) * 2, compute_stream()));
+                         int64_t M, int64_t N, int64_t K, float alpha) {
+  if (M == 0 || N == 0) return;
+  if (K != 0) return run(a, ta, b, tb, y, M, N, K, alpha, 0.0f, true, true);
+  RETORT_CUDA_CHECK(cudaMemsetAsync(y, 0, size_t(M * N) * 2, compute_stream()));  // +0 in bf16
 }
 
 namespace {
@@ -303,7 +261,7 @@ namespace {
 void product_add(float* y, const float* c, const void* a, bool ta, const void* b, bool tb,
                  int64_t M, int64_t N, int64_t K, bool bf16) {
   if (M == 0 || N == 0) return;
-  if (K != 0) return run(a, ta, b, tb, y, M, N, K, 1.0f, 1.0f, bf16, false, {}, c);
+  if (K != 0) return run(a, ta, b, tb, y, M, N, K, 1.0f, 1.0f, bf16, false, c);
   if (y != c)  // the empty sum: y = c
     RETORT_CUDA_CHECK(cudaMemcpyAsync(y, c, size_t(M * N) * sizeof(float), cudaMemcpyDeviceToDevice,
                                       compute_stream()));

@@ -261,47 +261,6 @@ TEST(CudaMatmul, AllTransposesAndBf16MatchCpu) {
   }
 }
 
-// A strided batch (one cuBLASLt call) against the CPU's loop of single products: each operand
-// per member or shared (stride 0), fp32, bf16 operands with fp32 output (beta = 1), bf16 output.
-TEST(CudaMatmul, StridedBatchMatchesCpu) {
-  uint64_t stream = 900;
-  const int64_t n = 3, M = 33, N = 17, K = 65;
-  for (bool ta : {false, true})
-    for (bool tb : {false, true})
-      for (int shared : {0, 1, 2}) {  // 0: none, 1: a shared, 2: b shared
-        const MatmulBatch batch{n, shared == 1 ? 0 : M * K, shared == 2 ? 0 : K * N, M * N};
-        const std::vector<float> a = randn((shared == 1 ? 1 : n) * M * K, ++stream),
-                                 b = randn((shared == 2 ? 1 : n) * K * N, ++stream),
-                                 y0 = randn(n * M * N, ++stream);
-        const std::string what = "batched matmul " + str({ta, tb, shared});
-        std::vector<float> y = y0;
-        cpu::matmul(y.data(), a.data(), ta, b.data(), tb, M, N, K, 0.5f, 1.0f, batch);
-        Dev<float> da(a), db(b), dy(y0);
-        cuda::matmul(dy, da, ta, db, tb, M, N, K, 0.5f, 1.0f, batch);
-        expect_close(dy.download(), y, what + " fp32", 1e-6);
-
-        std::vector<uint16_t> a16(a.size()), b16(b.size());
-        cpu::f32_to_bf16(a16.data(), a.data(), int64_t(a.size()));
-        cpu::f32_to_bf16(b16.data(), b.data(), int64_t(b.size()));
-        Dev<uint16_t> da16(a16), db16(b16);
-        y = y0;
-        cpu::matmul_bf16_rounded(y.data(), a16.data(), ta, b16.data(), tb, M, N, K, 0.5f, 1.0f, batch);
-        Dev<float> dy32(y0);
-        cuda::matmul_bf16_rounded(dy32, da16, ta, db16, tb, M, N, K, 0.5f, 1.0f, batch);
-        expect_close(dy32.download(), y, what + " bf16 operands", 1e-6);
-
-        std::vector<uint16_t> yb(n * M * N);
-        cpu::matmul_bf16_rounded(yb.data(), a16.data(), ta, b16.data(), tb, M, N, K, 0.5f, batch);
-        std::vector<float> ref(yb.size()), got(yb.size());
-        cpu::bf16_to_f32(ref.data(), yb.data(), int64_t(yb.size()));
-        Dev<uint16_t> dyb(n * M * N);
-        cuda::matmul_bf16_rounded(dyb, da16, ta, db16, tb, M, N, K, 0.5f, batch);
-        cpu::bf16_to_f32(got.data(), dyb.download().data(), int64_t(got.size()));
-        for (size_t i = 0; i < got.size(); ++i)  // one bf16 step (another algorithm may sum differently)
-          ASSERT_LE(std::abs(got[i] - ref[i]), std::abs(ref[i]) * (1.0f / 128)) << what << " bf16 output, element " << i;
-      }
-}
-
 // y = c + op(a) op(b) with C and D apart (the residual read where y is written), fp32 and bf16
 // operands, against the CPU; in place (c = y) too.
 TEST(CudaMatmul, AddReadsCApartFromD) {
@@ -322,21 +281,6 @@ TEST(CudaMatmul, AddReadsCApartFromD) {
   expect_close(dy16.download(), y16, "matmul_add bf16", 1e-6);
   expect_close(dcc.download(), y16, "matmul_add in place", 1e-6);
   EXPECT_BITWISE(dc.download(), c, "matmul_add leaves c");
-}
-
-// A batch cuBLASLt has no algorithm for runs member by member (the simulator refuses shared
-// operands under SIM_CUBLASLT_NO_BATCH=1; a GPU runs the batch itself): the same products.
-TEST(CudaMatmul, StridedBatchWithoutAnAlgorithmRunsMemberByMember) {
-  setenv("SIM_CUBLASLT_NO_BATCH", "1", 1);
-  const int64_t n = 2, M = 5, N = 6, K = 7;  // a shape no other test plans
-  const MatmulBatch batch{n, 0, K * N, M * N};
-  const std::vector<float> a = randn(M * K, 950), b = randn(n * K * N, 951);
-  std::vector<float> y(n * M * N);
-  cpu::matmul(y.data(), a.data(), false, b.data(), false, M, N, K, 1.0f, 0.0f, batch);
-  Dev<float> da(a), db(b), dy(n * M * N);
-  cuda::matmul(dy, da, false, db, false, M, N, K, 1.0f, 0.0f, batch);
-  unsetenv("SIM_CUBLASLT_NO_BATCH");
-  expect_close(dy.download(), y, "member by member", 1e-6);
 }
 
 // ---- RMSNorm ----------------------------------------------------------------------------------

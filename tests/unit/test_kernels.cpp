@@ -283,44 +283,6 @@ TEST(Matmul, Deterministic) {
   });
 }
 
-// A batched product is, member by member, bitwise the single product on that member's slices:
-// each operand per member or shared, fp32 or bf16 precision, fp32 (beta = 1) or bf16 output.
-TEST(Matmul, BatchedIsBitwiseEachMemberAlone) {
-  const int64_t n = 3, M = 9, N = 7, K = 11;
-  uint64_t stream = 300;
-  // Member i of x: x itself when 2-D (shared), else its i-th [rows, cols] slice.
-  const auto member = [](const Tensor& x, int64_t i) {
-    return x.ndim() == 2 ? x : x.slice(i, i + 1).view({x.dim(1), x.dim(2)});
-  };
-  for (auto prec : {ops::MatmulPrecision::F32, ops::MatmulPrecision::BF16})
-    for (DType out : {DType::F32, DType::BF16})
-      for (bool ta : {false, true})
-        for (bool tb : {false, true})
-          for (int shared : {0, 1, 2}) {  // 0: none, 1: a shared, 2: b shared
-            ops::set_matmul_precision(prec);
-            const Shape as = ta ? Shape{K, M} : Shape{M, K}, bs = tb ? Shape{N, K} : Shape{K, N};
-            auto batched = [&](const Shape& s, bool one) {
-              return one ? s : Shape{n, s[0], s[1]};
-            };
-            Tensor a = randn(batched(as, shared == 1), ++stream);
-            Tensor b = randn(batched(bs, shared == 2), ++stream);
-            Tensor y = Tensor::empty({n, M, N}, out);
-            const float beta = out == DType::F32 ? 1.0f : 0.0f;
-            if (out == DType::F32) y = randn({n, M, N}, ++stream);
-            Tensor want = Tensor::empty({n, M, N}, out);
-            if (out == DType::F32) ops::copy(want, y);
-            for (int64_t i = 0; i < n; ++i) {
-              Tensor wi = member(want, i);
-              ops::matmul(wi, member(a, i), ta, member(b, i), tb, 0.5f, beta);
-            }
-            ops::matmul_batched(y, a, ta, b, tb, 0.5f, beta);
-            EXPECT_EQ(std::memcmp(y.raw(), want.raw(), y.nbytes()), 0)
-                << "precision " << int(prec) << " out " << dtype_name(out) << " ta " << ta
-                << " tb " << tb << " shared " << shared;
-          }
-  ops::set_matmul_precision(ops::MatmulPrecision::F32);
-}
-
 // y = c + op(a) op(b) is bitwise copy(y, c) then the accumulating product, at either precision,
 // with bf16 operands, and in place (c = y); a c partly overlapping y is refused.
 TEST(Matmul, AddIsBitwiseCopyThenAccumulate) {
@@ -342,19 +304,6 @@ TEST(Matmul, AddIsBitwiseCopyThenAccumulate) {
   const Tensor shifted = buf.flat(5, 13 * 9).view({13, 9});
   EXPECT_NE(error_of([&] { ops::matmul_add(y, shifted, a, false, b, true); }).find("overlap"),
             std::string::npos);
-}
-
-TEST(Matmul, BatchedShapeErrors) {
-  Tensor a = randn({3, 4, 5}, 1), b = randn({5, 6}, 2), y = randn({3, 4, 6}, 3);
-  Tensor y2 = randn({4, 6}, 4), a2 = randn({2, 4, 5}, 5), ybad = randn({3, 4, 7}, 6);
-  EXPECT_NE(error_of([&] { ops::matmul_batched(y2, a, false, b, false); }).find("[n, M, N]"),
-            std::string::npos);
-  const std::string count = error_of([&] { ops::matmul_batched(y, a2, false, b, false); });
-  EXPECT_NE(count.find("[2, 4, 5]"), std::string::npos) << count;
-  const std::string out = error_of([&] { ops::matmul_batched(ybad, a, false, b, false); });
-  EXPECT_NE(out.find("[3, 4, 7]"), std::string::npos) << out;
-  const std::string inner = error_of([&] { ops::matmul_batched(y, a, true, b, false); });
-  EXPECT_NE(inner.find("inner dims"), std::string::npos) << inner;
 }
 
 // Tensor::span sees consecutive views as one, never past its storage.

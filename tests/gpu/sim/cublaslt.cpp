@@ -199,11 +199,6 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t handle, cublasLtM
   if (!handle || !pref || requested < 1) return CUBLAS_STATUS_INVALID_VALUE;
   *returned = 0;
   if (!check(desc, a, b, c, d)) return CUBLAS_STATUS_NOT_SUPPORTED;
-  // SIM_CUBLASLT_NO_BATCH=1: no algorithm for a strided batch with a shared operand (stride 0),
-  // which a real cuBLASLt might refuse: tests the caller's fallback.
-  const char* no_batch = std::getenv("SIM_CUBLASLT_NO_BATCH");
-  if (no_batch && *no_batch == '1' && d->batch > 1 && (a->stride == 0 || b->stride == 0))
-    return CUBLAS_STATUS_SUCCESS;  // *returned = 0
   // SIM_CUBLASLT_ALGOS=n: n algorithms (default 1), equal but for speed (see cublasLtMatmul).
   for (int i = 0; i < std::min(requested, sim_algorithms()); ++i) {
     results[i] = {};
