@@ -724,15 +724,27 @@ bool wants_cudnn() {
 
 // cuDNN has no engine for this shape: an error when it was asked for by name; under Auto one
 // line per shape and op, then the plain kernel.
+std::string shape_text(const AttnDims& d) {
+  return str_cat("B=", d.B, " T=", d.T, " heads=", d.H, " kv_heads=", d.Hkv, " head_dim=", d.hd);
+}
+
 void cudnn_unavailable(const char* op, const AttnDims& d, const std::string& why) {
-  const std::string shape = str_cat("B=", d.B, " T=", d.T, " heads=", d.H, " kv_heads=", d.Hkv,
-                                    " head_dim=", d.hd);
+  const std::string shape = shape_text(d);
   if (g_attention_kernel == AttentionKernel::Cudnn)
     throw Error(str_cat(op, ": train.attention is cudnn but cuDNN has no fused attention engine for ",
                         shape, ": ", why));
   static std::set<std::string> told;
   if (told.insert(str_cat(op, shape)).second)
     std::fprintf(stderr, "retort: %s: cuDNN has no fused attention engine for %s (%s); using the plain kernel\n",
+                 op, shape.c_str(), why.c_str());
+}
+// cuDNN refused the head windows' pitches but took contiguous copies: one line per op and
+// shape (the copies cost a pass over q, k, v, or over dq, dk, dv too).
+void cudnn_took_copies(const char* op, const AttnDims& d, const std::string& why) {
+  static std::set<std::string> told;
+  const std::string shape = shape_text(d);
+  if (told.insert(str_cat(op, shape)).second)
+    std::fprintf(stderr, "retort: %s: cuDNN refused the head windows for %s (%s); using contiguous copies\n",
                  op, shape.c_str(), why.c_str());
 }
 }  // namespace
@@ -773,6 +785,7 @@ void attention_forward(Tensor& out, Tensor& lse, const Heads& q, const Heads& k,
               d.hd, &why)) {
         finish_output(out, o16);
         g_attention_used = "cudnn";
+        if (copies) cudnn_took_copies(op, d, why);
         return;
       }
     }
@@ -872,6 +885,7 @@ void attention_backward(const Heads& dq, const Heads& dk, const Heads& dv, const
         finish_heads(dq, dq16.x);
         finish_heads(dk, dk16.x);
         finish_heads(dv, dv16.x);
+        if (copies) cudnn_took_copies(op, d, why);
         return;
       }
     }

@@ -283,6 +283,59 @@ TEST(CudaModel, CudnnAttentionRefusalIsAnErrorOrAFallback) {
 }
 
 #if RETORT_CUDA_SIM
+// A cuDNN that takes only packed layouts (the simulator under SIM_CUDNN_DENSE_ONLY=1) refuses
+// attention on head windows: ops retry through contiguous copies, say so once, and compute
+// bitwise what cuDNN computes on contiguous tensors.
+TEST(CudaModel, CudnnRefusingHeadWindowsGetsContiguousCopies) {
+  const int64_t B = 1, T = 12, H = 2, Hkv = 1, hd = 16, S = H + 2 * Hkv;  // a shape of its own
+  const DType b16 = DType::BF16;
+  const Device gpu = Device::CUDA;
+  const Tensor packed = test::random_in({B, T, S, hd}, b16, 21).to(gpu);
+  const Tensor dout = test::random_in({B, T, H, hd}, b16, 22).to(gpu);
+  const ops::Heads q(packed, 0, H), k(packed, H, Hkv), v(packed, H + Hkv, Hkv);
+  Tensor grad = Tensor::empty({B, T, S, hd}, b16, gpu),
+         out = Tensor::empty({B, T, H, hd}, b16, gpu);
+  Tensor lse = Tensor::empty({B, H, T}, DType::F32, gpu);
+  setenv("SIM_CUDNN_DENSE_ONLY", "1", 1);
+  ops::set_attention_kernel(ops::AttentionKernel::Cudnn);
+  op_profile::set_enabled(true);
+  op_profile::reset();
+  testing::internal::CaptureStderr();
+  ops::attention_forward(out, lse, q, k, v);
+  ops::attention_backward(ops::Heads(grad, 0, H), ops::Heads(grad, H, Hkv),
+                          ops::Heads(grad, H + Hkv, Hkv), dout, q, k, v, out, lse);
+  const std::string said = testing::internal::GetCapturedStderr();
+  const std::vector<op_profile::Total> totals = op_profile::totals();
+  op_profile::set_enabled(false);
+  // The same on contiguous copies of the windows (packed layouts: taken as they are).
+  const Tensor qc = test::window_copy(packed, 0, H).to(gpu),
+               kc = test::window_copy(packed, H, Hkv).to(gpu),
+               vc = test::window_copy(packed, H + Hkv, Hkv).to(gpu);
+  Tensor out2 = Tensor::empty(out.shape(), b16, gpu),
+         lse2 = Tensor::empty(lse.shape(), DType::F32, gpu);
+  Tensor dq = Tensor::empty(qc.shape(), b16, gpu), dk = Tensor::empty(kc.shape(), b16, gpu),
+         dv = Tensor::empty(vc.shape(), b16, gpu);
+  ops::attention_forward(out2, lse2, qc, kc, vc);
+  ops::attention_backward(dq, dk, dv, dout, qc, kc, vc, out, lse);
+  ops::set_attention_kernel(ops::AttentionKernel::Auto);
+  unsetenv("SIM_CUDNN_DENSE_ONLY");
+  for (const char* op : {"attention_forward", "attention_backward"})
+    EXPECT_NE(
+        said.find(std::string("retort: ") + op + ": cuDNN refused the head windows for B=1 T=12"),
+        std::string::npos)
+        << said;
+  EXPECT_NE(said.find("SIM_CUDNN_DENSE_ONLY"), std::string::npos) << said;  // cuDNN's reason
+  std::string names;
+  for (const op_profile::Total& t : totals) names += t.name + "; ";
+  EXPECT_NE(names.find("copy_rows"), std::string::npos) << names;
+  EXPECT_NE(names.find("attention_cudnn backward graph"), std::string::npos) << names;
+  EXPECT_TRUE(test::same_bytes(out, out2));
+  EXPECT_TRUE(test::same_bytes(lse, lse2));
+  EXPECT_TRUE(test::same_bytes(test::window_copy(grad, 0, H), dq));
+  EXPECT_TRUE(test::same_bytes(test::window_copy(grad, H, Hkv), dk));
+  EXPECT_TRUE(test::same_bytes(test::window_copy(grad, H + Hkv, Hkv), dv));
+}
+
 // A cuDNN that accepts the attention graph but computes something else (here the simulator
 // reads BINARY_SELECT's mask the other way round: the causal mask inverted) is caught by the
 // first-use comparison with the plain kernel: auto falls back with the reason, cudnn is an

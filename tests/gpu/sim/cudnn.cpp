@@ -22,7 +22,9 @@
 //    to Y's type): cudnn-frontend's transpose of P and dS in its SDPA backward graph.
 //  - Execution: ops run in dependency order of their tensors (whatever order OPS lists them),
 //    queued on the handle's stream with sim::enqueue; one engine (global index 0) for every
-//    graph the interpreter accepts; SIM_CUDNN_NO_ENGINE=1 offers none.
+//    graph the interpreter accepts; SIM_CUDNN_NO_ENGINE=1 offers none, and
+//    SIM_CUDNN_DENSE_ONLY=1 refuses a graph with any tensor whose strides leave gaps (a cuDNN
+//    that takes only packed layouts).
 // NaN propagates through MAX/MIN (pointwise and reduction), so a read of uninitialised
 // (NaN-filled) memory shows in the result.
 #include <cudnn.h>
@@ -57,10 +59,11 @@ cudnnStatus_t fail(cudnnStatus_t s, const std::string& why) {
 // 0xFF on each execution: memory aliased with it shows).
 constexpr int64_t kWorkspaceBytes = 4096;
 
-bool no_engine() {
-  const char* e = std::getenv("SIM_CUDNN_NO_ENGINE");
+bool flag(const char* name) {
+  const char* e = std::getenv(name);
   return e && std::strcmp(e, "0") != 0 && *e;
 }
+bool no_engine() { return flag("SIM_CUDNN_NO_ENGINE"); }
 
 size_t elem_size(cudnnDataType_t t) {
   switch (t) {
@@ -847,6 +850,9 @@ cudnnStatus_t OpGraphDesc::finalize() {
       return fail(CUDNN_STATUS_BAD_PARAM, "operation graph: virtual tensor " +
                                               shape(g->tensors[t]) +
                                               " has strides that overlap or leave gaps");
+    if (flag("SIM_CUDNN_DENSE_ONLY") && !g->tensors[t].dense())
+      return fail(CUDNN_STATUS_NOT_SUPPORTED, "operation graph: tensor " + shape(g->tensors[t]) +
+                                                  " has strides with gaps (SIM_CUDNN_DENSE_ONLY)");
   }
   std::vector<int> waiting(nodes.size(), 0);
   std::vector<std::vector<int>> consumers(g->tensors.size());
