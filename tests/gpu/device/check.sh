@@ -256,6 +256,10 @@ for t in "${TAILS[@]:0:4}"; do say "$t"; done  # the first 4 failures: the rest 
 PROFILE=$(grep -A 50 'time per step by kernel' "$OUT/bench.log" 2>/dev/null | grep -E '^(retort bench|  )' | head -50 || true)
 [ -z "$PROFILE" ] || { say ""; say "$PROFILE"; }
 [ ! -s "$BASE/bench/attention-peer.json" ] || say "attention peer: $(tr -d '\n ' < "$BASE/bench/attention-peer.json")"
+# What retort said of cuDNN in the benches (engine refusals, head windows taken through
+# copies, the first-use checks against the plain kernel), once each.
+CUDNN=$(grep -E '^retort: .*cuDNN' "$OUT/bench.log" 2>/dev/null | sort -u | head -12 || true)
+[ -z "$CUDNN" ] || { say ""; say "$CUDNN"; }
 say ""
 say "GPU: $GPU; $VERSIONS"
 for r in "${RESULTS[@]}"; do say "$r"; done
