@@ -167,6 +167,7 @@ int run_distill(const Config& cfg, bool resume) {
     }
   }
 
+  bool teacher_armed = false;
   TrainLoopJob job;
   job.model = &model;
   job.geometry = geo;
@@ -182,6 +183,10 @@ int run_distill(const Config& cfg, bool resume) {
       kd->set_topk(ids, logp);
     }
     if (teacher) {  // frozen teacher, forward only on this micro-batch; logits [R, V/tp]
+      if (!teacher_armed) {  // its weights rounded to bf16 once, not by every product (a
+        teacher->model->arm_bf16_weights();  // no-op at fp32); the training set the precision
+        teacher_armed = true;
+      }
       teacher->model->evaluate(inputs, targets);
       kd->set_teacher_logits(teacher->model->logits());
     }

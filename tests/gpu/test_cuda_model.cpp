@@ -256,6 +256,35 @@ TEST(CudaModel, OpsOnHeadWindowsAreBitwiseTheOpsOnCopies) {
   EXPECT_EQ(names.find("copy_rows"), std::string::npos) << names;
 }
 
+// A frozen model armed once (distill's online teacher) evaluates under bf16 products without
+// rounding a weight again (no f32_to_bf16 kernel), bitwise as unarmed, where each product
+// rounds its weight.
+TEST(CudaModel, ArmedTeacherEvaluatesWithoutRoundingItsWeights) {
+  ops::set_matmul_precision(ops::MatmulPrecision::BF16);
+  Transformer m(small(false), {}, Device::CUDA);
+  m.init(7);
+  const Batch b = random_batch(3, 16, 96, 11);
+  const auto evaluate = [&](int64_t* conversions) {
+    op_profile::set_enabled(true);
+    op_profile::reset();
+    m.evaluate(b.tokens, b.targets);
+    *conversions = 0;
+    for (const op_profile::Total& t : op_profile::totals())
+      if (t.name == "f32_to_bf16") *conversions = t.calls;
+    op_profile::set_enabled(false);
+    return m.logits().to(Device::CPU);
+  };
+  int64_t unarmed = 0, armed = 0;
+  const Tensor want = evaluate(&unarmed);
+  m.arm_bf16_weights();
+  const Tensor got = evaluate(&armed);
+  m.disarm_bf16_weights();
+  ops::set_matmul_precision(ops::MatmulPrecision::F32);
+  EXPECT_GE(unarmed, 2 * 4 + 1);  // at least q|k|v, o, gate|up, down per layer and the head
+  EXPECT_EQ(armed, 0);
+  EXPECT_TRUE(test::same_bytes(got, want));
+}
+
 // train.attention: cudnn on a shape cuDNN does not take is an error naming the shape; auto
 // falls back to the plain kernel (and says so once).
 TEST(CudaModel, CudnnAttentionRefusalIsAnErrorOrAFallback) {
