@@ -16,6 +16,7 @@ EvalResult evaluate_windows(Transformer& model, const Tensor& tokens, int64_t T,
     throw Error(str_cat("evaluation needs at least ", T + 1, " tokens, the dataset has ", n));
   r.tokens = r.windows * T;
   const int32_t* src = tokens.host<int32_t>();
+  Bf16WeightsScope armed(model);  // bf16 products: the weights rounded once, not per batch
   double sum = 0, kl_sum = 0, teacher_sum = 0;  // Σ over batches of (mean · windows in batch)
   for (int64_t first = 0; first < r.windows; first += batch) {
     int64_t b = std::min(batch, r.windows - first);
