@@ -113,16 +113,6 @@ bool overlaps(const Heads& a, const Heads& b) {
     return a.first < b.first + b.count && b.first < a.first + a.count;
   return overlaps(a.x, b.x);
 }
-// dst = src, head windows of one shape, converting between F32 and BF16 (one kernel, at both
-// pitches).
-void copy_heads(const Heads& dst, const Heads& src) {
-  const Device dev = common_device("copy_rows", {&dst.x, &src.x});
-  const int64_t hd = src.x.dim(3), rows = src.x.dim(0) * src.x.dim(1), cols = src.count * hd;
-  with_types(dst.x, src.x, [&](auto* yp, const auto* xp) {
-    RETORT_KERNEL(dev, copy_rows, yp + dst.first * hd, dst.pitch(), xp + src.first * hd,
-                  src.pitch(), rows, cols);
-  });
-}
 // For a kernel that reads whole tensors of `dtype`: h's tensor itself when it is all of it in
 // that type, else a contiguous copy of the window.
 Tensor contiguous_as(const Heads& h, DType dtype) {
@@ -445,6 +435,21 @@ Heads::Heads(const Tensor& all) : x(all), count(all.ndim() == 4 ? all.dim(2) : 0
 Heads::Heads(const Tensor& packed, int64_t first, int64_t count)
     : x(packed), first(first), count(count) {}
 
+void copy_heads(const Heads& dst, const Heads& src) {
+  const char* op = "copy_heads";
+  check_heads(op, "dst", dst);
+  check_heads(op, "src", src);
+  RETORT_CHECK(dst.shape() == src.shape(), op, ": dst ", shape_str(dst.shape()), " and src ",
+               shape_str(src.shape()), " differ");
+  RETORT_CHECK(!overlaps(dst, src), op, ": dst and src overlap");
+  const Device dev = common_device("copy_rows", {&dst.x, &src.x});
+  const int64_t hd = src.x.dim(3), rows = src.x.dim(0) * src.x.dim(1), cols = src.count * hd;
+  with_types(dst.x, src.x, [&](auto* yp, const auto* xp) {
+    RETORT_KERNEL(dev, copy_rows, yp + dst.first * hd, dst.pitch(), xp + src.first * hd,
+                  src.pitch(), rows, cols);
+  });
+}
+
 Tensor rope_table(int64_t T, int64_t head_dim, double theta) {
   RETORT_CHECK(T >= 0, "rope_table: T must be >= 0, got ", T);
   RETORT_CHECK(head_dim > 0 && head_dim % 2 == 0, "rope_table: head_dim must be even and > 0, got ",
@@ -456,8 +461,7 @@ Tensor rope_table(int64_t T, int64_t head_dim, double theta) {
 }
 
 namespace {
-// y = x rotated (y may be x; each F32 or BF16): a window rotated in place, or whole tensors of
-// one shape (either way y and x share the kernel's pitch).
+// y = x rotated (y may be x; each F32 or BF16, either a window).
 void rope_apply(const char* op, const Heads& y, const Heads& x, const Tensor& table, float sign) {
   check_heads(op, "y", y);
   check_heads(op, "x", x);
@@ -473,8 +477,8 @@ void rope_apply(const char* op, const Heads& y, const Heads& x, const Tensor& ta
   RETORT_CHECK(in_place || !overlaps(y, x), op, ": y must be x itself or not overlap it");
   const Device dev = common_device("rope_apply", {&y.x, &x.x, &table});
   with_types(y.x, x.x, [&](auto* yp, const auto* xp) {
-    RETORT_KERNEL(dev, rope_apply, yp + y.first * hd, xp + x.first * hd, table.data<float>(), B,
-                  T, nh, hd, x.pitch(), sign);
+    RETORT_KERNEL(dev, rope_apply, yp + y.first * hd, y.pitch(), xp + x.first * hd, x.pitch(),
+                  table.data<float>(), B, T, nh, hd, sign);
   });
 }
 }  // namespace
@@ -482,13 +486,13 @@ void rope_apply(const char* op, const Heads& y, const Heads& x, const Tensor& ta
 void rope_forward(const Heads& x, const Tensor& table) {
   rope_apply("rope_forward", x, x, table, 1.0f);
 }
-void rope_forward(Tensor& y, const Tensor& x, const Tensor& table) {
+void rope_forward(const Heads& y, const Heads& x, const Tensor& table) {
   rope_apply("rope_forward", y, x, table, 1.0f);
 }
 void rope_backward(const Heads& dx, const Tensor& table) {
   rope_apply("rope_backward", dx, dx, table, -1.0f);
 }
-void rope_backward(Tensor& y, const Tensor& dx, const Tensor& table) {
+void rope_backward(const Heads& y, const Heads& dx, const Tensor& table) {
   rope_apply("rope_backward", y, dx, table, -1.0f);
 }
 

@@ -116,6 +116,8 @@ struct Heads {
   bool whole() const { return count == x.dim(2); }  // all of x (then first = 0)
   template <class T> T* data() const { return x.data<T>() + first * x.dim(3); }
 };
+// dst = src, windows of one shape, each F32 or BF16 (converted; bf16 rounded to nearest even).
+void copy_heads(const Heads& dst, const Heads& src);
 
 // ---- RoPE, rotate-half convention ------------------------------------------------------
 // table: [T, hd] with cos(pos·inv_freq_i) in [:, i] and sin(...) in [:, hd/2 + i], i < hd/2,
@@ -125,12 +127,13 @@ Tensor rope_table(int64_t T, int64_t head_dim, double theta);
 // The table may have more than T rows: rows 0..T-1 are used (pass table.slice(p, p + T) for
 // positions starting at p). x may be a window of heads (q and k inside the packed product).
 void rope_forward(const Heads& x, const Tensor& table);
-// y = rope_forward of x, y F32 or BF16 (rounded once: an attention input in bf16 training).
-void rope_forward(Tensor& y, const Tensor& x, const Tensor& table);
+// y = rope_forward of x, y F32 or BF16 (rounded once: an attention input in bf16 training);
+// either may be a window.
+void rope_forward(const Heads& y, const Heads& x, const Tensor& table);
 // Gradient of rope_forward, in place on dx (rotation by -angle; F32 or BF16), or into y
 // (each of y, dx F32 or BF16: cuDNN's bf16 gradients in, fp32 or a bf16 operand out).
 void rope_backward(const Heads& dx, const Tensor& table);
-void rope_backward(Tensor& y, const Tensor& dx, const Tensor& table);
+void rope_backward(const Heads& y, const Heads& dx, const Tensor& table);
 
 // ---- qk-norm with RoPE, one pass each way -------------------------------------------------
 // x: [B, T, nh, hd] (F32 or BF16), g: [hd] -> rstd [B·T·nh] and y = RoPE(RMSNorm(x; g))

@@ -18,25 +18,35 @@ KvCacheDecoder::KvCacheDecoder(const Transformer& model, int64_t max_batch, int6
   final_norm_ = w("model.norm.weight");
   head_ = cfg_.tie_embeddings ? embed_ : w("lm_head.weight");
   const Shape cache = {max_batch, max_len, cfg_.n_kv_heads, cfg_.head_dim};
+  // Matrices that lie one after another in the flat layout, stacked as one [Σ rows, in] (one
+  // product), as the training model does.
+  const auto stacked = [&](const std::string& p, std::initializer_list<const char*> names) {
+    const Tensor first = w(p + *names.begin());
+    const char* next = static_cast<const char*>(first.raw());
+    int64_t rows = 0;
+    for (const char* name : names) {
+      const Tensor t = w(p + name);
+      RETORT_CHECK(t.same_storage(first) && t.raw() == next && t.dim(1) == first.dim(1),
+                   "KvCacheDecoder: ", p, name,
+                   " does not lie right after the matrix before it in the flat layout");
+      next += t.nbytes();
+      rows += t.dim(0);
+    }
+    return first.span({rows, first.dim(1)});
+  };
   for (int64_t i = 0; i < cfg_.n_layers; ++i) {
     const std::string p = str_cat("model.layers.", i, ".");
     Layer l;
     l.ln_in = w(p + "input_layernorm.weight");
-    l.wq = w(p + "self_attn.q_proj.weight");
-    l.wk = w(p + "self_attn.k_proj.weight");
-    l.wv = w(p + "self_attn.v_proj.weight");
+    l.w_qkv = stacked(p, {"self_attn.q_proj.weight", "self_attn.k_proj.weight",
+                          "self_attn.v_proj.weight"});
     l.wo = w(p + "self_attn.o_proj.weight");
     if (cfg_.qk_norm) {
       l.q_norm = w(p + "self_attn.q_norm.weight");
       l.k_norm = w(p + "self_attn.k_norm.weight");
     }
     l.ln_post = w(p + "post_attention_layernorm.weight");
-    // gate and up stacked [2F, d] (one after the other in the flat layout): one product
-    const Tensor gate = w(p + "mlp.gate_proj.weight"), up = w(p + "mlp.up_proj.weight");
-    RETORT_CHECK(up.same_storage(gate) &&
-                     up.raw() == static_cast<const char*>(gate.raw()) + gate.nbytes(),
-                 "KvCacheDecoder: ", p, "mlp.up_proj must follow gate_proj in the flat layout");
-    l.w_gate_up = gate.span({2 * gate.dim(0), gate.dim(1)});
+    l.w_gate_up = stacked(p, {"mlp.gate_proj.weight", "mlp.up_proj.weight"});
     l.w_down = w(p + "mlp.down_proj.weight");
     l.k_cache = Tensor::zeros(cache, DType::F32, device_);
     l.v_cache = Tensor::zeros(cache, DType::F32, device_);
@@ -82,33 +92,31 @@ void KvCacheDecoder::forward(const Tensor& tokens, int64_t B, int64_t n) {
                 hd = cfg_.head_dim, F = cfg_.d_ff, V = cfg_.vocab_size, p0 = pos_;
   const float eps = float(cfg_.norm_eps);
   Tensor rope = rope_.slice(p0, p0 + n);
+  const int64_t S = H + 2 * Hkv;  // heads per row of the q|k|v product: q, then k, then v
   Tensor x = buf(0, {R, d}), h = buf(1, {R, d}), rstd = buf(2, {R});
-  Tensor q = buf(3, {R, H * hd}), k = buf(4, {R, Hkv * hd}), v = buf(5, {R, Hkv * hd});
-  Tensor qn = buf(6, {R, H * hd}), kn = buf(7, {R, Hkv * hd});
-  Tensor rstd_q = buf(8, {R * H}), rstd_k = buf(9, {R * Hkv});
-  Tensor att = buf(10, {R, H * hd}), lse = buf(11, {B * H * n});
-  Tensor gate_up = buf(12, {R, 2 * F}), act = buf(13, {R, F});
-  Tensor ids = buf(14, {R}, DType::I32);
+  Tensor qkv = buf(3, {R, S * hd});
+  Tensor qr = buf(4, {R, H * hd}), kr = buf(5, {R, Hkv * hd});  // after (qk-norm and) RoPE
+  Tensor rstd_q = buf(6, {R * H}), rstd_k = buf(7, {R * Hkv});
+  Tensor att = buf(8, {R, H * hd}), lse = buf(9, {B * H * n});
+  Tensor gate_up = buf(10, {R, 2 * F}), act = buf(11, {R, F});
+  Tensor ids = buf(12, {R}, DType::I32);
   ops::copy(ids, tokens.view({R}));  // tokens may come from the host
 
   ops::embedding_forward(x, ids, embed_);
   for (Layer& l : layers_) {
     // ---- attention ----
     ops::rmsnorm_forward(h, rstd, x, l.ln_in, eps);
-    ops::matmul(q, h, false, l.wq, true);
-    ops::matmul(k, h, false, l.wk, true);
-    ops::matmul(v, h, false, l.wv, true);
-    Tensor qr = q, kr = k;
-    if (cfg_.qk_norm) {  // per head, over hd
-      Tensor qv = qn.view({R * H, hd}), kv = kn.view({R * Hkv, hd});
-      ops::rmsnorm_forward(qv, rstd_q, q.view({R * H, hd}), l.q_norm, eps);
-      ops::rmsnorm_forward(kv, rstd_k, k.view({R * Hkv, hd}), l.k_norm, eps);
-      qr = qn;
-      kr = kn;
-    }
+    ops::matmul(qkv, h, false, l.w_qkv, true);  // each row: q heads, k heads, v heads
+    const Tensor qkv4 = qkv.view({B, n, S, hd});
+    const ops::Heads q(qkv4, 0, H), k(qkv4, H, Hkv), v(qkv4, H + Hkv, Hkv);
     Tensor q4 = qr.view({B, n, H, hd}), k4 = kr.view({B, n, Hkv, hd});
-    ops::rope_forward(q4, rope);  // positions p0 .. p0+n-1
-    ops::rope_forward(k4, rope);
+    if (cfg_.qk_norm) {  // per head over hd, then RoPE at positions p0 .. p0+n-1
+      ops::rmsnorm_rope_forward(q4, rstd_q, q, l.q_norm, rope, eps);
+      ops::rmsnorm_rope_forward(k4, rstd_k, k, l.k_norm, rope, eps);
+    } else {
+      ops::rope_forward(q4, q, rope);
+      ops::rope_forward(k4, k, rope);
+    }
     // cache[b, p0 : p0+n] = k, v   (rows of [B·max_len, Hkv·hd])
     Tensor kc = l.k_cache.view({max_batch_ * max_len_, Hkv * hd});
     Tensor vc = l.v_cache.view({max_batch_ * max_len_, Hkv * hd});
@@ -116,11 +124,12 @@ void KvCacheDecoder::forward(const Tensor& tokens, int64_t B, int64_t n) {
       Tensor kd = kc.slice(b * max_len_ + p0, b * max_len_ + p0 + n);
       Tensor vd = vc.slice(b * max_len_ + p0, b * max_len_ + p0 + n);
       ops::copy(kd, kr.slice(b * n, (b + 1) * n));
-      ops::copy(vd, v.slice(b * n, (b + 1) * n));
+      ops::copy_heads(vd.view({1, n, Hkv, hd}),
+                      ops::Heads(qkv4.slice(b, b + 1), H + Hkv, Hkv));  // v of sequence b
     }
     if (p0 == 0) {  // prefill: causal attention over the new tokens
       Tensor att4 = att.view({B, n, H, hd});
-      ops::attention_forward(att4, lse, q4, k4, v.view({B, n, Hkv, hd}));
+      ops::attention_forward(att4, lse, q4, k4, v);
     } else {        // decode: one query per sequence over the cache
       RETORT_CHECK(n == 1, "KvCacheDecoder: after the prefill tokens come one at a time");
       Tensor att3 = att.view({B, H, hd});

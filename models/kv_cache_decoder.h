@@ -4,7 +4,8 @@
 // (causal attention over the prompt) and stores each layer's keys and values — after
 // qk-norm and RoPE — in caches [B_max, T_max, Hkv, hd]. step(tokens [B]) then feeds one
 // token per sequence at position pos(): per layer
-//   q, k, v = projections of RMSNorm(x)   (qk-norm, RoPE at angle pos·inv_freq)
+//   q, k, v = projections of RMSNorm(x)   (one product, as in training; qk-norm and RoPE at
+//                                          angle pos·inv_freq in one pass)
 //   cache[:, pos] = k, v;  a = softmax(q k[0..pos]ᵀ / sqrt(hd)) v[0..pos]
 // so a step costs O(pos) attention instead of recomputing the whole prefix.
 // Logits: prefill gives [B·P, V] (every prompt position), step gives [B, V].
@@ -33,7 +34,7 @@ class KvCacheDecoder {
 
  private:
   struct Layer {
-    Tensor ln_in, wq, wk, wv, wo, q_norm, k_norm, ln_post, w_gate_up, w_down;
+    Tensor ln_in, w_qkv, wo, q_norm, k_norm, ln_post, w_gate_up, w_down;  // stacked as in training
     Tensor k_cache, v_cache;  // [max_batch, max_len, Hkv, hd]
   };
   // Runs tokens [B, n] at positions [pos_, pos_ + n) through the model; fills logits_.

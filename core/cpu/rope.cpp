@@ -20,12 +20,12 @@ void rope_table(float* table, int64_t T, int64_t hd, double theta) {
     }
 }
 
-// x: [B, T, nh, hd], a token's heads `pitch` elements after the previous token's; rows of the
-// table are positions 0..T−1. Out, In: float or uint16_t (bf16; rounded at the store); y may
-// be x (in place).
+// x: [B, T, nh, hd], a token's heads x_pitch (y: y_pitch) elements after the previous
+// token's; rows of the table are positions 0..T−1. Out, In: float or uint16_t (bf16; rounded
+// at the store); y may be x (in place).
 template <class Out, class In>
-void rope_apply(Out* y, const In* x, const float* table, int64_t B, int64_t T, int64_t nh,
-                int64_t hd, int64_t pitch, float sign) {
+void rope_apply(Out* y, int64_t y_pitch, const In* x, int64_t x_pitch, const float* table,
+                int64_t B, int64_t T, int64_t nh, int64_t hd, float sign) {
   const int64_t half = hd / 2;
 #pragma omp parallel for collapse(2) schedule(static) if (B * T * nh * hd >= 16384)
   for (int64_t b = 0; b < B; ++b)
@@ -33,9 +33,8 @@ void rope_apply(Out* y, const In* x, const float* table, int64_t B, int64_t T, i
       const float* cs = table + t * hd;
       const float* sn = cs + half;
       for (int64_t h = 0; h < nh; ++h) {
-        const int64_t at = (b * T + t) * pitch + h * hd;
-        const In* xi = x + at;
-        Out* yi = y + at;
+        const In* xi = x + (b * T + t) * x_pitch + h * hd;
+        Out* yi = y + (b * T + t) * y_pitch + h * hd;
         for (int64_t i = 0; i < half; ++i) {
           const float c = cs[i], s = sign * sn[i];
           const float a = load(&xi[i]), bb = load(&xi[half + i]);
@@ -47,8 +46,8 @@ void rope_apply(Out* y, const In* x, const float* table, int64_t B, int64_t T, i
 }
 
 #define RETORT_ROPE_APPLY(Out, In)                                                            \
-  template void rope_apply(Out*, const In*, const float*, int64_t, int64_t, int64_t, int64_t, \
-                           int64_t, float);
+  template void rope_apply(Out*, int64_t, const In*, int64_t, const float*, int64_t, int64_t, \
+                           int64_t, int64_t, float);
 RETORT_ROPE_APPLY(float, float)
 RETORT_ROPE_APPLY(uint16_t, float)
 RETORT_ROPE_APPLY(float, uint16_t)

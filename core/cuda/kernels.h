@@ -98,11 +98,11 @@ void rmsnorm_rope_backward(Out* dx, int64_t dx_pitch, float* dg, const In* dy, c
 void rope_table(float* table, int64_t T, int64_t hd, double theta);
 // y = x: [B, T, nh, hd] rotated by +angle (sign = +1) or -angle (sign = -1); each of y, x
 // float or bf16 (uint16_t; rounded at the store); y may be x (in place). A token's nh heads
-// lie `pitch` elements after the previous token's (nh·hd when contiguous; a window of the
-// packed q|k|v product, ops::Heads, in place).
+// lie y_pitch (x_pitch) elements after the previous token's (nh·hd when contiguous; a window
+// of the packed q|k|v product, ops::Heads).
 template <class Out, class In>
-void rope_apply(Out* y, const In* x, const float* table, int64_t B, int64_t T, int64_t nh,
-                int64_t hd, int64_t pitch, float sign);
+void rope_apply(Out* y, int64_t y_pitch, const In* x, int64_t x_pitch, const float* table,
+                int64_t B, int64_t T, int64_t nh, int64_t hd, float sign);
 
 // ---- swiglu.cu --------------------------------------------------------------------------
 // gate_up: [rows, 2F], each row gate (its first F columns) then up; h: [rows, F];

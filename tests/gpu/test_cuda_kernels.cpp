@@ -423,9 +423,9 @@ TEST(CudaRoPE, TableAndApplyMatchCpu) {
     Dev<float> d_table(table), d_x(x0);
     for (float sign : {1.0f, -1.0f}) {
       std::vector<float> x = x0;
-      cpu::rope_apply(x.data(), x.data(), table.data(), B, T, nh, hd, nh * hd, sign);
+      cpu::rope_apply(x.data(), nh * hd, x.data(), nh * hd, table.data(), B, T, nh, hd, sign);
       d_x.upload(x0);
-      cuda::rope_apply(d_x.get(), d_x.get(), d_table.get(), B, T, nh, hd, nh * hd,
+      cuda::rope_apply(d_x.get(), nh * hd, d_x.get(), nh * hd, d_table.get(), B, T, nh, hd,
                        sign);  // in place
       const std::vector<float> got = d_x.download();
       const std::string what =
@@ -433,11 +433,11 @@ TEST(CudaRoPE, TableAndApplyMatchCpu) {
       expect_close(got, x, what);
       d_x.upload(x0);
       Dev<float> d_y(x0.size());
-      cuda::rope_apply(d_y.get(), d_x.get(), d_table.get(), B, T, nh, hd, nh * hd,
+      cuda::rope_apply(d_y.get(), nh * hd, d_x.get(), nh * hd, d_table.get(), B, T, nh, hd,
                        sign);  // out of place: the same values
       EXPECT_BITWISE(d_y.download(), got, what + " out of place");
       Dev<uint16_t> d_y16(x0.size());
-      cuda::rope_apply(d_y16.get(), d_x.get(), d_table.get(), B, T, nh, hd, nh * hd,
+      cuda::rope_apply(d_y16.get(), nh * hd, d_x.get(), nh * hd, d_table.get(), B, T, nh, hd,
                        sign);  // bf16: rounded at the store
       std::vector<uint16_t> want16(got.size());
       cpu::f32_to_bf16(want16.data(), got.data(), int64_t(got.size()));
@@ -445,21 +445,21 @@ TEST(CudaRoPE, TableAndApplyMatchCpu) {
       // from a bf16 input: bitwise the fp32 kernel on the widened input, into fp32 and bf16
       std::vector<float> x16(want16.size()), want(x16.size());
       cpu::bf16_to_f32(x16.data(), want16.data(), int64_t(want16.size()));
-      cpu::rope_apply(want.data(), x16.data(), table.data(), B, T, nh, hd, nh * hd, sign);
-      cuda::rope_apply(d_y.get(), d_y16.get(), d_table.get(), B, T, nh, hd, nh * hd, sign);
+      cpu::rope_apply(want.data(), nh * hd, x16.data(), nh * hd, table.data(), B, T, nh, hd, sign);
+      cuda::rope_apply(d_y.get(), nh * hd, d_y16.get(), nh * hd, d_table.get(), B, T, nh, hd, sign);
       expect_close(d_y.download(), want, what + " bf16 input");
       std::vector<uint16_t> want_b(want.size());
       d_x.upload(x16);
-      cuda::rope_apply(d_x.get(), d_x.get(), d_table.get(), B, T, nh, hd, nh * hd, sign);
+      cuda::rope_apply(d_x.get(), nh * hd, d_x.get(), nh * hd, d_table.get(), B, T, nh, hd, sign);
       const std::vector<float> from_fp32 = d_x.download();
       cpu::f32_to_bf16(want_b.data(), from_fp32.data(), int64_t(want_b.size()));
       EXPECT_BITWISE(d_y.download(), from_fp32,
                      what + " bf16 input = fp32 kernel on the widened input");
-      cuda::rope_apply(d_y16.get(), d_y16.get(), d_table.get(), B, T, nh, hd, nh * hd,
+      cuda::rope_apply(d_y16.get(), nh * hd, d_y16.get(), nh * hd, d_table.get(), B, T, nh, hd,
                        sign);  // in place, bf16
       EXPECT_TRUE(d_y16.download() == want_b) << what << " bf16 in place";
       d_x.upload(x0);
-      cuda::rope_apply(d_x.get(), d_x.get(), d_table.get(), B, T, nh, hd, nh * hd, sign);
+      cuda::rope_apply(d_x.get(), nh * hd, d_x.get(), nh * hd, d_table.get(), B, T, nh, hd, sign);
       EXPECT_BITWISE(d_x.download(), got, what + " rerun");
     }
   }

@@ -60,9 +60,9 @@ inline void expect_outside_unchanged(const Tensor& after, const Tensor& before, 
 
 inline Tensor clone_on(const Tensor& t, Device dev) { return t.to(Device::CPU).to(dev); }
 
-// RoPE in place on the q and k heads, qk-norm + RoPE from and into windows, and attention
-// (GQA, H = 2·Hkv) forward and backward with q, k, v and dq, dk, dv as windows; packed tensors
-// and the activations of dtype dt on dev.
+// RoPE in place on the q and k heads and out of place from a window, copy_heads, qk-norm +
+// RoPE from and into windows, and attention (GQA, H = 2·Hkv) forward and backward with q, k,
+// v and dq, dk, dv as windows; packed tensors and the activations of dtype dt on dev.
 inline void check_head_windows(Device dev, DType dt) {
   const int64_t B = 2, T = 9, H = 4, Hkv = 2, hd = 16, S = H + 2 * Hkv;
   const std::string where = std::string(dev == Device::CPU ? "cpu " : "cuda ") + dtype_name(dt);
@@ -83,6 +83,22 @@ inline void check_head_windows(Device dev, DType dt) {
     }
     EXPECT_TRUE(same_bytes(window_copy(packed, 0, H + Hkv), want)) << what;
     expect_outside_unchanged(packed, packed0, 0, H + Hkv, what);
+  }
+
+  // ---- RoPE out of place from a window (the decoder's k without qk-norm), and copy_heads
+  // between windows of two pitches ----
+  {
+    const std::string what = where + " rope_forward out of place / copy_heads";
+    const Tensor packed = clone_on(packed0, dev);
+    Tensor y = Tensor::empty({B, T, Hkv, hd}, dt, dev), want = window_copy(packed0, H, Hkv).to(dev);
+    ops::rope_forward(y, ops::Heads(packed, H, Hkv), table);
+    ops::rope_forward(want, table);
+    EXPECT_TRUE(same_bytes(y, want)) << what;
+    const Tensor other0 = random_in({B, T, S + 3, hd}, dt, 8);
+    Tensor other = clone_on(other0, dev);
+    ops::copy_heads(ops::Heads(other, 2, Hkv), ops::Heads(packed, H + Hkv, Hkv));
+    EXPECT_TRUE(same_bytes(window_copy(other, 2, Hkv), window_copy(packed0, H + Hkv, Hkv))) << what;
+    expect_outside_unchanged(other, other0, 2, Hkv, what);
   }
 
   // ---- qk-norm + RoPE: x a window of the packed activations, dx a window of a packed
