@@ -85,6 +85,10 @@ class Tensor {
   DType dtype_ = DType::F32;
 };
 
+// Matrices [r_i, c] that lie one after another in one storage, as one [Σ r_i, c] view (the q,
+// k, v weights of a layer for one product); undefined when any part is undefined or they do not.
+Tensor stack_rows(const std::vector<Tensor>& parts);
+
 // bf16 <-> f32 (round to nearest even).
 uint16_t f32_to_bf16(float x);
 float bf16_to_f32(uint16_t x);

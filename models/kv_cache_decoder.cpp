@@ -21,18 +21,16 @@ KvCacheDecoder::KvCacheDecoder(const Transformer& model, int64_t max_batch, int6
   // Matrices that lie one after another in the flat layout, stacked as one [Σ rows, in] (one
   // product), as the training model does.
   const auto stacked = [&](const std::string& p, std::initializer_list<const char*> names) {
-    const Tensor first = w(p + *names.begin());
-    const char* next = static_cast<const char*>(first.raw());
-    int64_t rows = 0;
+    std::vector<Tensor> parts;
+    std::string listed;
     for (const char* name : names) {
-      const Tensor t = w(p + name);
-      RETORT_CHECK(t.same_storage(first) && t.raw() == next && t.dim(1) == first.dim(1),
-                   "KvCacheDecoder: ", p, name,
-                   " does not lie right after the matrix before it in the flat layout");
-      next += t.nbytes();
-      rows += t.dim(0);
+      parts.push_back(w(p + name));
+      listed += (listed.empty() ? "" : ", ") + p + name;
     }
-    return first.span({rows, first.dim(1)});
+    const Tensor t = stack_rows(parts);
+    RETORT_CHECK(t.defined(), "KvCacheDecoder: ", listed,
+                 " do not lie one after another in the flat layout");
+    return t;
   };
   for (int64_t i = 0; i < cfg_.n_layers; ++i) {
     const std::string p = str_cat("model.layers.", i, ".");

@@ -232,22 +232,10 @@ void Transformer::rebuild_weights() {
 }
 
 Transformer::Weight Transformer::stacked(std::initializer_list<const Weight*> ws) {
-  // The tensors `part` of ws as one [Σ rows, cols] view when each starts where the one before
-  // it ends and all have one row width, else undefined.
-  const auto joined = [&](Tensor Weight::*part) {
-    const Tensor& t0 = (*ws.begin())->*part;
-    if (!t0.defined()) return Tensor();
-    const char* next = static_cast<const char*>(t0.raw());
-    int64_t rows = 0;
-    for (const Weight* w : ws) {
-      const Tensor& t = w->*part;
-      if (!t.defined() || !t.same_storage(t0) || t.ndim() != 2 || t.dim(1) != t0.dim(1) ||
-          t.raw() != next)
-        return Tensor();
-      next += t.nbytes();
-      rows += t.dim(0);
-    }
-    return t0.span({rows, t0.dim(1)});
+  const auto joined = [&](Tensor Weight::*part) {  // value, gradient or bf16 copy
+    std::vector<Tensor> parts;
+    for (const Weight* w : ws) parts.push_back(w->*part);
+    return stack_rows(parts);
   };
   return Weight{joined(&Weight::w), joined(&Weight::g), joined(&Weight::w16)};
 }

@@ -176,9 +176,8 @@ class Transformer {
     // gate and up as [2F, d] (ops::swiglu_forward's packed layout).
     Weight qkv, gate_up;
   };
-  // The matrices ws, laid out one after another with one row width, stacked as one
-  // [Σ rows, cols] Weight (its value, gradient and bf16 copy each undefined where they are not
-  // consecutive, or are unbound).
+  // The matrices ws stacked as one [Σ rows, cols] Weight (stack_rows of their values,
+  // gradients and bf16 copies: each undefined where they are not consecutive, or are unbound).
   static Weight stacked(std::initializer_list<const Weight*> ws);
   // What a block's backward needs (R = B·T rows). All but the rstd and lse and x_mid are
   // operand_dtype().

@@ -315,6 +315,20 @@ TEST(TensorSpan, JoinsConsecutiveViewsWithinTheStorage) {
   EXPECT_NE(error_of([&] { first.span({4, 2, 3}); }).find("past the end"), std::string::npos);
 }
 
+// stack_rows: consecutive matrices of one width as one; anything else undefined.
+TEST(TensorSpan, StackRowsJoinsOnlyConsecutiveMatricesOfOneWidth) {
+  Tensor buf = randn({40}, 2);
+  const Tensor a = buf.flat(0, 6).view({2, 3}), b = buf.flat(6, 9).view({3, 3});
+  const Tensor stacked = stack_rows({a, b});
+  EXPECT_EQ(stacked.shape(), (Shape{5, 3}));
+  EXPECT_EQ(stacked.data<float>(), buf.data<float>());
+  EXPECT_FALSE(stack_rows({b, a}).defined());                                 // out of order
+  EXPECT_FALSE(stack_rows({a, buf.flat(7, 9).view({3, 3})}).defined());       // a gap
+  EXPECT_FALSE(stack_rows({a, buf.flat(6, 8).view({2, 4})}).defined());       // another width
+  EXPECT_FALSE(stack_rows({a, randn({3, 3}, 3)}).defined());                  // another storage
+  EXPECT_FALSE(stack_rows({a, Tensor()}).defined());
+}
+
 // ---- elementwise ----------------------------------------------------------------------------
 
 TEST(Elementwise, FillCopyAddScale) {
