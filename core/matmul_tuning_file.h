@@ -3,7 +3,7 @@
 // and computes bitwise what the first process did.
 //
 //   {"identity": "<GPU name>, cuBLASLt <version>, 8 candidates, 32 MiB workspace",
-//    "products": [{"key": "M,N,K,ta,tb,bf16,bf16_out",
+//    "products": [{"key": "M,N,K,ta,tb,bf16,bf16_out,align_a,align_b,align_c,align_y",
 //                  "shape": "matmul 8192x5504x1024 NT bf16 out", "candidates": 8, "chosen": 3,
 //                  "heuristic_us": 181.2, "chosen_us": 160.4}, ...]}
 //

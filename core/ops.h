@@ -61,7 +61,8 @@ MatmulTuning matmul_tuning();
 struct TunedProduct {
   std::string shape;      // "matmul MxNxK NT" as in the op profile (+ " fp32" for fp32
                           // operands, " bf16 out" for a bf16 output)
-  std::string key;        // the plan: "M,N,K,ta,tb,bf16 operands,bf16 output"
+  std::string key;        // the plan: "M,N,K,ta,tb,bf16 operands,bf16 output" and the
+                          // alignments in bytes of a, b, c, y (up to 256)
   int candidates = 0;     // timed (those that ran)
   int chosen = 0;         // index in the heuristic's order; 0 = its first choice
   double heuristic_us = 0, chosen_us = 0;

@@ -10,8 +10,11 @@
 // yᵀ = op(b)ᵀ op(a)ᵀ, so cuBLASLt (column-major) is called with A := b and B := a, each with
 // its own transpose flag, and no copies.
 //
-// Descriptors and the algorithm are cached per shape, transposes and types; the
-// workspace is allocated once. The algorithm is the heuristic's first choice, or under
+// Descriptors and the algorithm are cached per shape, transposes, types and the operands'
+// alignments; the workspace is allocated once. cuBLASLt's heuristic assumes 256-byte-aligned
+// operands unless told (MIN_ALIGNMENT_*_BYTES), and an algorithm chosen for that refuses a less
+// aligned one (CUBLAS_STATUS_NOT_SUPPORTED): views into the flat weights need not be, so each
+// plan is made for the alignments its operands have. The algorithm is the heuristic's first choice, or under
 // ops::MatmulTuning::Timed the fastest of up to kCandidates of its choices, each run kRuns
 // times on the shape's first product (into y when the product overwrites it anyway, else into
 // scratch, so that y is accumulated into once, by the chosen algorithm). A fixed algorithm per
@@ -19,6 +22,7 @@
 // Heuristic, or under Timed with an earlier process's choices preset: preset_matmul_choices).
 #include <cublasLt.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <map>
 #include <utility>
@@ -52,10 +56,20 @@ struct Plan {
   std::vector<cublasLtMatmulAlgo_t> candidates;  // Timed: to time at the first product
 };
 
-// (M, N, K, ta, tb, bf16 operands, bf16 output)
-using PlanKey = std::tuple<int64_t, int64_t, int64_t, bool, bool, bool, bool>;
+// (M, N, K, ta, tb, bf16 operands, bf16 output, alignments in bytes of a, b, c, y)
+using PlanKey = std::tuple<int64_t, int64_t, int64_t, bool, bool, bool, bool, uint32_t, uint32_t,
+                           uint32_t, uint32_t>;
 
-// The key as text, "M,N,K,ta,tb,bf16,bf16_out" (TunedProduct::key).
+// The largest power of two up to 256 dividing p's address.
+uint32_t alignment(const void* p) {
+  const uintptr_t u = reinterpret_cast<uintptr_t>(p);
+  uint32_t a = 256;
+  while (a > 1 && u % a != 0) a /= 2;
+  return a;
+}
+
+// The key as text, "M,N,K,ta,tb,bf16,bf16_out,align_a,align_b,align_c,align_y"
+// (TunedProduct::key).
 std::string key_text(const PlanKey& key) {
   std::string s;
   std::apply([&](const auto&... v) { ((s.append(std::to_string(v)).push_back(',')), ...); }, key);
@@ -88,8 +102,8 @@ Context& context() {
 }
 
 // Column-major call: D[N, M] = alpha · opA(A) opB(B) + beta · C with A := b, B := a.
-Plan make_plan(Context& ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t K, bool bf16,
-               bool bf16_out) {
+Plan make_plan(Context& ctx, const PlanKey& key) {
+  const auto [M, N, K, ta, tb, bf16, bf16_out, align_a, align_b, align_c, align_y] = key;
   Plan p;
   const cudaDataType_t in = bf16 ? CUDA_R_16BF : CUDA_R_32F;
   const cudaDataType_t out = bf16_out ? CUDA_R_16BF : CUDA_R_32F;
@@ -113,6 +127,13 @@ Plan make_plan(Context& ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t K, 
   size_t ws = kWorkspaceBytes;
   RETORT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
       pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+  const std::pair<cublasLtMatmulPreferenceAttributes_t, uint32_t> alignments[] = {
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, align_b},  // A := b
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, align_a},  // B := a
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, align_c},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align_y}};
+  for (const auto& [attr, bytes] : alignments)
+    RETORT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, attr, &bytes, sizeof bytes));
   cublasLtMatmulHeuristicResult_t results[kCandidates] = {};
   int found = 0;
   const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(
@@ -120,7 +141,8 @@ Plan make_plan(Context& ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t K, 
   cublasLtMatmulPreferenceDestroy(pref);
   RETORT_CUBLAS_CHECK(st);
   RETORT_CHECK(found > 0, "cuBLASLt has no algorithm for matmul M=", M, " N=", N, " K=", K,
-               " ta=", ta, " tb=", tb, bf16_out ? " (bf16 output)" : "");
+               " ta=", ta, " tb=", tb, bf16_out ? " (bf16 output)" : "", " with operands aligned to ",
+               align_a, ", ", align_b, ", ", align_c, ", ", align_y, " bytes");
   p.algo = results[0].algo;
   for (int i = 0; g_timed && found > 1 && i < found; ++i)
     if (results[i].state == CUBLAS_STATUS_SUCCESS) p.candidates.push_back(results[i].algo);
@@ -167,10 +189,10 @@ void choose_by_time(Plan& p, const Call& call, void* y, bool reads_y, size_t out
 void run(const void* a, bool ta, const void* b, bool tb, void* y, int64_t M, int64_t N,
          int64_t K, float alpha, float beta, bool bf16, bool bf16_out, const void* c = nullptr) {
   Context& ctx = context();
-  const PlanKey key{M, N, K, ta, tb, bf16, bf16_out};
+  const PlanKey key{M, N, K, ta, tb, bf16, bf16_out,
+                    alignment(a), alignment(b), alignment(c ? c : y), alignment(y)};
   auto it = ctx.plans.find(key);
-  if (it == ctx.plans.end())
-    it = ctx.plans.emplace(key, make_plan(ctx, ta, tb, M, N, K, bf16, bf16_out)).first;
+  if (it == ctx.plans.end()) it = ctx.plans.emplace(key, make_plan(ctx, key)).first;
   Plan& p = it->second;
   const auto call = [&](const cublasLtMatmulAlgo_t& algo, void* d) {
     return cublasLtMatmul(ctx.handle, p.desc, &alpha, b, p.a, a, p.b, &beta, c ? c : y, p.c, d,
@@ -232,13 +254,14 @@ void matmul_bf16(float* y, const float* a, bool ta, const float* b, bool tb, int
                  int64_t K, float alpha, float beta) {
   if (trivial(y, M, N, K, beta)) return;
   Context& ctx = context();
-  if (ctx.bf16_capacity < M * K + K * N) {  // stream-ordered: earlier users finish first
+  const int64_t b_at = (M * K + 127) / 128 * 128;  // b 256-byte aligned, as a is
+  if (ctx.bf16_capacity < b_at + K * N) {  // stream-ordered: earlier users finish first
     release(ctx.bf16_operands);
-    ctx.bf16_capacity = M * K + K * N;
+    ctx.bf16_capacity = b_at + K * N;
     ctx.bf16_operands = static_cast<uint16_t*>(allocate(size_t(ctx.bf16_capacity) * 2));
   }
   uint16_t* a16 = ctx.bf16_operands;
-  uint16_t* b16 = ctx.bf16_operands + M * K;
+  uint16_t* b16 = ctx.bf16_operands + b_at;
   f32_to_bf16(a16, a, M * K);
   f32_to_bf16(b16, b, K * N);
   run(a16, ta, b16, tb, y, M, N, K, alpha, beta, true, false);

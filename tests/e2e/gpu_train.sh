@@ -115,11 +115,12 @@ RETORT_OP_PROFILE=1 SIM_CUBLASLT_ALGOS=3 retort bench "${ARGS[@]}" --set paralle
 python3 - "$WORK/bench.json" "$simulated" <<'PY'
 import json, sys
 j = json.load(open(sys.argv[1]))
-# train.matmul_tuning=timed: every product shape timed once, the fastest kept (on the simulator
+# train.matmul_tuning=timed: every plan (product shape and operand alignments: the layers' weights
+# lie at different alignments in the flat weights) timed once, the fastest kept (on the simulator
 # the last of its three algorithms); the ceiling's 128³ product too
 tuned = j["tuned_products"]
 assert j["matmul_tuning"] == "timed" and any(t["shape"].startswith("matmul 128x128x128 ") for t in tuned), j
-assert len({t["shape"] for t in tuned}) == len(tuned), tuned
+assert len({t["key"] for t in tuned}) == len(tuned), tuned
 for t in tuned:
     assert t["candidates"] >= 1 and 0 < t["chosen_us"] <= t["heuristic_us"], t
     if sys.argv[2] != "0":

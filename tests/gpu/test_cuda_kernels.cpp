@@ -19,6 +19,7 @@
 #include <numeric>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "core/cpu/kernels.h"
@@ -281,6 +282,51 @@ TEST(CudaMatmul, AddReadsCApartFromD) {
   expect_close(dy16.download(), y16, "matmul_add bf16", 1e-6);
   expect_close(dcc.download(), y16, "matmul_add in place", 1e-6);
   EXPECT_BITWISE(dc.download(), c, "matmul_add leaves c");
+}
+
+// Operands at any element offset, as views into the flat weights are: each plan is made for
+// the alignments its operands have (cuBLASLt assumes 256 bytes unless told, and an algorithm
+// chosen for that refuses a less aligned operand). a, b, c and y each shifted by a different
+// number of elements into its buffer, fp32 and bf16 operands, fp32 and bf16 output, against
+// the CPU.
+TEST(CudaMatmul, OperandsAtAnyOffsetMatchCpu) {
+  const int64_t M = 24, N = 40, K = 32;
+  const std::vector<float> a = randn(M * K, 990), b = randn(N * K, 991), c = randn(M * N, 992);
+  std::vector<uint16_t> a16(a.size()), b16(b.size());
+  cpu::f32_to_bf16(a16.data(), a.data(), int64_t(a.size()));
+  cpu::f32_to_bf16(b16.data(), b.data(), int64_t(b.size()));
+  std::vector<float> want(M * N), want16(M * N);
+  cpu::matmul_add(want.data(), c.data(), a.data(), false, b.data(), true, M, N, K);
+  cpu::matmul_add(want16.data(), c.data(), a16.data(), false, b16.data(), true, M, N, K);
+  // v placed `shift` elements into a device buffer; what comes back is v's part of it.
+  const auto shifted = [](const auto& v, int64_t shift) {
+    auto padded = v;
+    padded.insert(padded.begin(), size_t(shift), typename std::decay_t<decltype(v)>::value_type{});
+    return padded;
+  };
+  const auto part = [](const auto& v, int64_t shift) {
+    return std::decay_t<decltype(v)>(v.begin() + shift, v.end());
+  };
+  for (int64_t s : {0, 1, 2, 3, 8, 64}) {
+    const int64_t sa = s, sb = (s + 1) % 5, sc = (s + 2) % 7, sy = (s + 3) % 9;
+    const std::string at = " at offsets " + str({sa, sb, sc, sy});
+    Dev<float> da(shifted(a, sa)), db(shifted(b, sb)), dc(shifted(c, sc));
+    Dev<uint16_t> da16(shifted(a16, sa)), db16(shifted(b16, sb));
+    Dev<float> dy(size_t(sy + M * N)), dy16(size_t(sy + M * N));
+    Dev<uint16_t> dyb(size_t(sy + M * N));
+    cuda::matmul_add(dy.get() + sy, dc.get() + sc, da.get() + sa, false, db.get() + sb, true, M, N, K);
+    cuda::matmul_add(dy16.get() + sy, dc.get() + sc, da16.get() + sa, false, db16.get() + sb, true,
+                     M, N, K);
+    cuda::matmul_bf16_rounded(dyb.get() + sy, da16.get() + sa, false, db16.get() + sb, true, M, N,
+                              K, 1.0f);
+    expect_close(part(dy.download(), sy), want, "fp32 matmul_add" + at, 1e-6);
+    expect_close(part(dy16.download(), sy), want16, "bf16 matmul_add" + at, 1e-6);
+    const std::vector<uint16_t> yb = part(dyb.download(), sy);
+    std::vector<float> got(yb.size()), product(want16.size());
+    cpu::bf16_to_f32(got.data(), yb.data(), int64_t(yb.size()));
+    for (size_t i = 0; i < product.size(); ++i) product[i] = want16[i] - c[i];
+    expect_close(got, product, "bf16-output matmul" + at, 1e-2);
+  }
 }
 
 // ---- RMSNorm ----------------------------------------------------------------------------------

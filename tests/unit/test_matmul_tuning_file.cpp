@@ -35,7 +35,7 @@ std::string error_of(const std::string& path) {
 }
 
 const char* kProduct =
-    R"({"key": "8,8,8,0,1,1,0", "shape": "matmul 8x8x8 NT", "candidates": 3,)"
+    R"({"key": "8,8,8,0,1,1,0,256,256,256,256", "shape": "matmul 8x8x8 NT", "candidates": 3,)"
     R"( "chosen": 2, "heuristic_us": 9.5, "chosen_us": 3.25})";
 
 }  // namespace

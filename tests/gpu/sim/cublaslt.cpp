@@ -3,6 +3,11 @@
 // op(A): m × k, op(B): k × n, C and D: m × n, every product is accumulated in double, so the
 // result is the exact product rounded once (the GPU's fp32 sum agrees with it to ~1e-6).
 // When beta is 0, C is not read (as in cuBLAS: NaN there does not propagate).
+// Alignment: the heuristic's algorithms need the operands aligned as the preference's
+// MIN_ALIGNMENT_{A,B,C,D}_BYTES said (default 256, as documented: "selecting a smaller value
+// will exclude algorithms that can not work with" a less aligned matrix); cublasLtMatmul with an
+// operand less aligned than its algorithm needs is CUBLAS_STATUS_NOT_SUPPORTED, the answer
+// PyTorch met for 2-byte-aligned operands (pytorch/pytorch#92201).
 #include <cublasLt.h>
 
 #include <algorithm>
@@ -28,6 +33,7 @@ struct cublasLtMatrixLayoutOpaque {
 };
 struct cublasLtMatmulPreferenceOpaque {
   size_t max_workspace = 0;
+  uint32_t min_alignment[4] = {256, 256, 256, 256};  // bytes, for A, B, C, D
 };
 
 namespace {
@@ -185,6 +191,12 @@ cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t pref) 
 cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t pref,
                                                     cublasLtMatmulPreferenceAttributes_t attr,
                                                     const void* buf, size_t size) {
+  if (!pref) return CUBLAS_STATUS_INVALID_VALUE;
+  if (attr >= CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES &&
+      attr <= CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES && size == sizeof(uint32_t)) {
+    std::memcpy(&pref->min_alignment[attr - CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES], buf, size);
+    return CUBLAS_STATUS_SUCCESS;
+  }
   if (attr != CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES || size != sizeof(uint64_t))
     return CUBLAS_STATUS_INVALID_VALUE;
   std::memcpy(&pref->max_workspace, buf, size);
@@ -204,6 +216,7 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t handle, cublasLtM
     results[i] = {};
     results[i].algo.data[0] = 0x5151;  // the simulator's algorithms
     results[i].algo.data[1] = uint64_t(i);
+    for (int m = 0; m < 4; ++m) results[i].algo.data[2 + m] = pref->min_alignment[m];  // needs
     results[i].state = CUBLAS_STATUS_SUCCESS;
     ++*returned;
   }
@@ -223,6 +236,12 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
   // took, plus as many ms: the heuristic's first choice is the slowest by a margin that grows
   // with the product (above the noise of a loaded machine), so a timed choice must find the last.
   // SIM_CUBLASLT_FIRST_FASTEST=1: i times instead (the first the fastest).
+  if (algo) {
+    const void* operands[4] = {A, B, C, D};
+    for (int m = 0; m < 4; ++m)
+      if (algo->data[2 + m] > 1 && reinterpret_cast<uintptr_t>(operands[m]) % algo->data[2 + m])
+        return CUBLAS_STATUS_NOT_SUPPORTED;  // less aligned than the algorithm needs
+  }
   const int i = algo ? int(algo->data[1]) : 0;
   const int slower = !algo ? 0 : sim_first_fastest() ? i : sim_algorithms() - 1 - i;
   const uint64_t m = d->rows, n = d->cols;

@@ -237,8 +237,9 @@ const char* cudaGetErrorString(cudaError_t e) {
   return e == cudaSuccess ? "no error" : "error in the CUDA simulator";
 }
 
+// Aligned to 256 bytes, as cudaMalloc's allocations are (cuBLASLt's default assumption).
 cudaError_t cudaMalloc(void** p, size_t n) {
-  char* c = static_cast<char*>(std::malloc(n ? n : 1));
+  char* c = static_cast<char*>(std::aligned_alloc(256, (n + 255) / 256 * 256 + (n ? 0 : 256)));
   if (!c) return fail(cudaErrorMemoryAllocation);
   std::memset(c, 0xFF, n);
   sim::Memory& m = sim::memory();

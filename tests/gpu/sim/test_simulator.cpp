@@ -82,6 +82,48 @@ TEST(Simulator, CublasLtComputesAndChecksLayouts) {
   cudaFree(dc);
 }
 
+// Allocations are 256-byte aligned; the heuristic's algorithms need the alignment the
+// preference allows (default 256): one made for defaults refuses an operand 4 bytes in, one
+// made for 4-byte alignment runs it.
+TEST(Simulator, CublasLtAlgorithmsNeedTheAlignmentTheirPreferenceAllowed) {
+  cublasLtHandle_t h;
+  cublasLtCreate(&h);
+  cublasLtMatmulDesc_t desc;
+  cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+  cublasLtMatrixLayout_t l;  // 1×1 · 1×1
+  cublasLtMatrixLayoutCreate(&l, CUDA_R_32F, 1, 1, 1);
+  float* d = device_floats(4);
+  ASSERT_EQ(reinterpret_cast<uintptr_t>(d) % 256, 0u);
+  const float one = 1, two = 2, alpha = 1, beta = 0;
+  cudaMemcpy(d, &one, 4, cudaMemcpyHostToDevice);
+  cudaMemcpy(d + 1, &two, 4, cudaMemcpyHostToDevice);
+  const auto algorithm = [&](uint32_t align_b) {
+    cublasLtMatmulPreference_t pref;
+    cublasLtMatmulPreferenceCreate(&pref);
+    EXPECT_EQ(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                                   &align_b, sizeof align_b),
+              CUBLAS_STATUS_SUCCESS);
+    cublasLtMatmulHeuristicResult_t r{};
+    int found = 0;
+    EXPECT_EQ(cublasLtMatmulAlgoGetHeuristic(h, desc, l, l, l, l, pref, 1, &r, &found),
+              CUBLAS_STATUS_SUCCESS);
+    EXPECT_EQ(found, 1);
+    cublasLtMatmulPreferenceDestroy(pref);
+    return r.algo;
+  };
+  const cublasLtMatmulAlgo_t aligned = algorithm(256), any = algorithm(4);
+  EXPECT_EQ(cublasLtMatmul(h, desc, &alpha, d, l, d + 1, l, &beta, d + 2, l, d + 2, l, &aligned,
+                           nullptr, 0, nullptr),
+            CUBLAS_STATUS_NOT_SUPPORTED);  // B (and C, D) 4 or 8 bytes in: not for this one
+  EXPECT_EQ(cublasLtMatmul(h, desc, &alpha, d, l, d + 1, l, &beta, d, l, d, l, &any, nullptr, 0,
+                           nullptr),
+            CUBLAS_STATUS_SUCCESS);
+  float got = 0;
+  cudaMemcpy(&got, d, 4, cudaMemcpyDeviceToHost);
+  EXPECT_EQ(got, 2);  // 1 · 2
+  cudaFree(d);
+}
+
 // Work queued on a stream runs after the host moves on; an event orders another stream after
 // it; a stream-ordered free happens only when the stream gets there.
 TEST(Simulator, StreamsRunAsynchronouslyAndEventsOrderThem) {
