@@ -74,6 +74,6 @@ TEST(MatmulTuningFile, LoadAndSave) {
   EXPECT_EQ(load_matmul_choices(kept.string()), 1);
   std::ifstream in(kept);
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  EXPECT_NE(text.find("\"key\": \"8,8,8,0,1,1,0\""), std::string::npos) << text;
+  EXPECT_NE(text.find("\"key\": \"8,8,8,0,1,1,0,256,256,256,256\""), std::string::npos) << text;
   EXPECT_NE(text.find("\"chosen\": 2"), std::string::npos) << text;
 }
