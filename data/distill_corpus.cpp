@@ -47,6 +47,8 @@ std::string meta_problem(const CorpusMeta& m) {
   if (m.sample_top_k < 0) return str_cat("sample_top_k = ", m.sample_top_k, " must be >= 0");
   if (!(m.sample_top_p >= 0 && m.sample_top_p <= 1))
     return str_cat("sample_top_p = ", m.sample_top_p, " must be in [0, 1]");
+  if (m.teacher_precision != "fp32" && m.teacher_precision != "bf16")
+    return str_cat("teacher_precision '", m.teacher_precision, "' must be fp32 or bf16");
   return "";
 }
 
@@ -65,6 +67,7 @@ std::string meta_difference(const CorpusMeta& a, const CorpusMeta& b, bool compa
       {"sample_top_k", {num(a.sample_top_k), num(b.sample_top_k)}},
       {"sample_top_p", {num(a.sample_top_p), num(b.sample_top_p)}},
       {"seed", {num(a.seed), num(b.seed)}},
+      {"teacher_precision", {a.teacher_precision, b.teacher_precision}},
       {"logprob_dtype", {compare_dtype ? (a.fp16_logprobs ? "float16" : "float32") : "",
                          compare_dtype ? (b.fp16_logprobs ? "float16" : "float32") : ""}},
   };
@@ -147,6 +150,7 @@ CorpusShardEntry write_corpus_shard(const std::string& dir, int64_t index, const
     f.set_attr("sample_top_k", meta.sample_top_k);
     f.set_attr("sample_top_p", meta.sample_top_p);
     f.set_attr("seed", int64_t(meta.seed));
+    f.set_attr("teacher_precision", meta.teacher_precision);
     f.close();
     // The digest of the finished file (read back from the page cache) before it gets its name.
     entry.sha256 = sha256_file(tmp);
@@ -213,6 +217,7 @@ void write_corpus_manifest(const std::string& dir, const CorpusMeta& meta,
   j["sample_top_p"] = meta.sample_top_p;
   j["seed"] = meta.seed;
   j["logprob_dtype"] = meta.fp16_logprobs ? "float16" : "float32";
+  j["teacher_precision"] = meta.teacher_precision;
   int64_t total = 0;
   json list = json::array();
   for (const auto& s : shards) {
@@ -270,6 +275,7 @@ CorpusMeta read_corpus_manifest(const std::string& dir, std::vector<CorpusShardE
   if (dtype != "float16" && dtype != "float32")
     throw Error(str_cat(path, ": key 'logprob_dtype' is '", dtype, "', expected float16 or float32"));
   m.fp16_logprobs = dtype == "float16";
+  if (j.contains("teacher_precision")) m.teacher_precision = json_string(j, "teacher_precision", path);
   if (std::string why = meta_problem(m); !why.empty())
     throw Error(str_cat(path, ": bad metadata: ", why));
   if (shards) {
@@ -318,6 +324,7 @@ CorpusMeta read_corpus_shard_meta(const std::string& path, int64_t* sequences) {
   const int64_t seed = f.attr_int("seed");
   if (seed < 0) throw Error(str_cat(path, ": attribute 'seed' = ", seed, " is negative"));
   m.seed = uint64_t(seed);
+  if (f.has_attr("teacher_precision")) m.teacher_precision = f.attr_string("teacher_precision");
   const Shape ts = f.shape("tokens");
   if (ts.size() != 2 || ts[1] < 2)
     throw Error(str_cat(path, ": dataset 'tokens': expected shape [S, Ls] with Ls >= 2, found ",

@@ -32,6 +32,9 @@ struct CorpusMeta {
   double sample_top_p = 1.0;
   uint64_t seed = 0;
   bool fp16_logprobs = true;  // storage dtype of topk_logprobs (reading accepts both)
+  // The teacher's products: "fp32", or "bf16" (operands rounded to bfloat16, fp32 accumulation;
+  // generate.precision). Absent in older corpora: fp32.
+  std::string teacher_precision = "fp32";
 };
 
 // S sequences in host memory, row-major.

@@ -24,6 +24,7 @@
 #include <filesystem>
 #include <regex>
 
+#include "core/ops.h"
 #include "core/preemption.h"
 #include "core/progress.h"
 #include "core/sha256.h"
@@ -95,6 +96,9 @@ Plan read_keys(const Config& cfg) {
   p.shard_sequences = at_least("generate.shard_sequences", 1);
   g.batch = at_least("generate.batch", 1);
   g.kv_cache = cfg.get_bool("generate.kv_cache");
+  const std::string precision = cfg.get_string("generate.precision");
+  if (precision != "fp32" && precision != "bf16")
+    cfg.fail("generate.precision", "must be fp32 or bf16, got '" + precision + "'");
   for (const char* axis : {"parallel.fsdp", "parallel.tp"})
     if (cfg.get_int(axis) != 1)
       cfg.fail(axis, "generate is data-parallel only (the teacher is loaded whole on every "
@@ -109,6 +113,7 @@ Plan read_keys(const Config& cfg) {
   m.sample_top_p = g.sample ? g.sampling.top_p : 1.0;
   m.seed = g.sample ? g.seed : 0;
   m.fp16_logprobs = dt == "f16";
+  m.teacher_precision = precision;
   return p;
 }
 
@@ -248,6 +253,12 @@ int run_generate(const Config& cfg_in) {
   const bool root = mesh.is_root();
 
   LoadedModel teacher = load_checkpoint_model(p.teacher, {}, mesh.device);
+  // bf16: the teacher's products on bf16 weights rounded once (tensor cores on a GPU), fp32
+  // accumulation, every other op in fp32
+  if (p.meta.teacher_precision == "bf16") {
+    ops::set_matmul_precision(ops::MatmulPrecision::BF16);
+    teacher.model->arm_bf16_weights();  // frozen: armed for the whole run
+  }
   const ModelConfig& mc = teacher.model->config();
   const std::string teacher_h5 = teacher.dir + "/model.h5";
   TokenDataset data = TokenDataset::load(p.data);

@@ -14,9 +14,10 @@ KvCacheDecoder::KvCacheDecoder(const Transformer& model, int64_t max_batch, int6
   RETORT_CHECK(max_len >= 1 && max_len <= cfg_.seq_len, "KvCacheDecoder: max_len ", max_len,
                " outside [1, seq_len = ", cfg_.seq_len, "]");
   auto w = [&](const std::string& name) { return model.parameter(name).value; };
+  auto product = [&](const std::string& name) { return model.product_weight(name); };
   embed_ = w("model.embed_tokens.weight");
   final_norm_ = w("model.norm.weight");
-  head_ = cfg_.tie_embeddings ? embed_ : w("lm_head.weight");
+  head_ = product(cfg_.tie_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
   const Shape cache = {max_batch, max_len, cfg_.n_kv_heads, cfg_.head_dim};
   // Matrices that lie one after another in the flat layout, stacked as one [Σ rows, in] (one
   // product), as the training model does.
@@ -24,7 +25,7 @@ KvCacheDecoder::KvCacheDecoder(const Transformer& model, int64_t max_batch, int6
     std::vector<Tensor> parts;
     std::string listed;
     for (const char* name : names) {
-      parts.push_back(w(p + name));
+      parts.push_back(product(p + name));
       listed += (listed.empty() ? "" : ", ") + p + name;
     }
     const Tensor t = stack_rows(parts);
@@ -38,14 +39,14 @@ KvCacheDecoder::KvCacheDecoder(const Transformer& model, int64_t max_batch, int6
     l.ln_in = w(p + "input_layernorm.weight");
     l.w_qkv = stacked(p, {"self_attn.q_proj.weight", "self_attn.k_proj.weight",
                           "self_attn.v_proj.weight"});
-    l.wo = w(p + "self_attn.o_proj.weight");
+    l.wo = product(p + "self_attn.o_proj.weight");
     if (cfg_.qk_norm) {
       l.q_norm = w(p + "self_attn.q_norm.weight");
       l.k_norm = w(p + "self_attn.k_norm.weight");
     }
     l.ln_post = w(p + "post_attention_layernorm.weight");
     l.w_gate_up = stacked(p, {"mlp.gate_proj.weight", "mlp.up_proj.weight"});
-    l.w_down = w(p + "mlp.down_proj.weight");
+    l.w_down = product(p + "mlp.down_proj.weight");
     l.k_cache = Tensor::zeros(cache, DType::F32, device_);
     l.v_cache = Tensor::zeros(cache, DType::F32, device_);
     layers_.push_back(l);

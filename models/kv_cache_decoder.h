@@ -10,7 +10,9 @@
 // so a step costs O(pos) attention instead of recomputing the whole prefix.
 // Logits: prefill gives [B·P, V] (every prompt position), step gives [B, V].
 // All sequences of a batch share the position (same prompt length). Reads the model's
-// weights through Transformer::parameter() (no copy); the model must outlive the decoder.
+// weights (no copy), the products' through Transformer::product_weight(): the bf16 copies when
+// the model was armed before the decoder was made (bf16 products, generate.precision), which
+// it must stay while the decoder lives; the model must outlive the decoder.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -45,7 +47,7 @@ class KvCacheDecoder {
   ModelConfig cfg_;
   Device device_;  // the model's: caches, scratch and logits live there
   int64_t max_batch_, max_len_;
-  Tensor embed_, final_norm_, head_;  // head_ = embed_ when tied
+  Tensor embed_, final_norm_, head_;  // head_: the product's copy of embed_ when tied
   std::vector<Layer> layers_;
   Tensor rope_;  // [max_len, hd]
   std::vector<Tensor> scratch_;

@@ -262,6 +262,12 @@ const Parameter& Transformer::parameter(const std::string& name) const {
   throw Error(str_cat("no parameter named '", name, "'"));
 }
 
+Tensor Transformer::product_weight(const std::string& name) const {
+  const Parameter& p = parameter(name);
+  if (!bf16_armed_) return p.value;
+  return flat16_.flat(p.offset, p.value.numel()).view(p.value.shape());
+}
+
 double Transformer::init_std(const std::string& name) const {
   for (size_t i = 0; i < params_.size(); ++i)
     if (params_[i].name == name) return init_std_[i];

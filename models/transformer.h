@@ -85,6 +85,9 @@ class Transformer {
   // Parameters in their fixed order; views into the flat buffers.
   const std::vector<Parameter>& parameters() const { return params_; }
   const Parameter& parameter(const std::string& name) const;  // Error if unknown
+  // What a product reads for that weight: its bf16 copy while armed (arm_bf16_weights), else
+  // its value. Error if unknown.
+  Tensor product_weight(const std::string& name) const;
   Tensor& flat_params() { return flat_params_; }
   Tensor& flat_grads() { return flat_grads_; }
   // Re-point all parameter/gradient views at external buffers ([N] F32 each), e.g. a

@@ -15,6 +15,7 @@ expect_fail 2 "key 'generate.k': 600 exceeds the teacher's vocab_size 512" retor
 expect_fail 2 "key 'generate.seq_len': 66 exceeds the teacher's seq_len 64 \\+ 1" retort generate "${G[@]}" --set generate.seq_len=66
 expect_fail 2 "key 'generate.top_p': must be in \(0, 1\]" retort generate "${G[@]}" --set generate.top_p=0
 expect_fail 2 "key 'generate.logprob_dtype': must be f16 or f32" retort generate "${G[@]}" --set generate.logprob_dtype=bf16
+expect_fail 2 "key 'generate.precision': must be fp32 or bf16, got 'fp16'" retort generate "${G[@]}" --set generate.precision=fp16
 expect_fail 2 "key 'generate.prompt_len': 65 must be < seq_len 65" retort generate "${G[@]}" --set generate.mode=sample --set generate.prompt_len=65
 expect_fail 2 "key 'generate.num_sequences': 100000 sequences need windows of .*val.h5" retort generate "${G[@]}" --set generate.num_sequences=100000
 expect_fail 2 "key 'generate.num_sequences': must be set when sampling from EOS" retort generate "${G[@]}" --set generate.num_sequences=0 --set generate.mode=sample --set generate.prompt_len=0

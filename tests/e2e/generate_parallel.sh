@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # retort generate on 1 rank and on 2 ranks (mpirun) writes the same corpus, in score and sample
 # mode (3 shards: uneven split), and every stored row is the teacher's top-k log-softmax
-# recomputed in float64 PyTorch (float16: within its rounding bound 2^-11·|lp| + 1e-4; float32: 2e-5).
+# recomputed in float64 PyTorch (float16: within its rounding bound 2^-11·|lp| + 1e-4; float32: 2e-5;
+# generate.precision bf16: 1e-2).
 source "$(dirname "$0")/lib.sh"
 tiny_tokens "$WORK/tok"
 retort train "$TINY" --set "data.train=$WORK/tok/train.h5" --set "data.val=$WORK/tok/val.h5" \
@@ -42,6 +43,17 @@ assert f.attrs["mode"] == "sample" and f.attrs["sample_top_k"] == 40 and f.attrs
 assert f["topk_logprobs"].dtype == np.float32
 print("ok: prompts and attributes")
 PY
+# bf16 products (generate.precision: bf16, emulated on the CPU): the same corpus on 1 and 2
+# ranks, within bf16 rounding of the float64 teacher, recorded as its teacher_precision
+retort generate "${G[@]}" "${S[@]}" --set generate.precision=bf16 --set "generate.out=$WORK/bf16_1" >/dev/null
+"${MPIRUN[@]}" -np 2 "$RETORT_BIN" generate "${G[@]}" "${S[@]}" --set generate.precision=bf16 \
+  --set "generate.out=$WORK/bf16_2" >/dev/null
+"${CHECK[@]}" same "$WORK/bf16_1" "$WORK/bf16_2"
+"${CHECK[@]}" teacher "$WORK/bf16_1" "$WORK/teacher/checkpoints/step_00000010" 1e-2  # max 2e-3 seen
+"${CHECK[@]}" teacher "$WORK/bf16_1" "$WORK/teacher/checkpoints/step_00000010" 2e-5 2>/dev/null \
+  && fail "the bf16 corpus is the fp32 teacher's to 2e-5: its products were not rounded"
+[ "$(json "$WORK/bf16_1/manifest.json" "j['teacher_precision']")" = bf16 ] || fail "bf16 manifest"
+[ "$(json "$WORK/sample1/manifest.json" "j['teacher_precision']")" = fp32 ] || fail "fp32 manifest"
 # a different seed gives a different corpus
 retort generate "${G[@]}" "${S[@]}" --set generate.seed=8 --set "generate.out=$WORK/sample3" >/dev/null
 "${CHECK[@]}" same "$WORK/sample1" "$WORK/sample3" 2>/dev/null && fail "seed 8 equals seed 7"

@@ -67,6 +67,8 @@ expect_fail 2 "manifest.json: existing corpus has different metadata: seed \(1 v
 rm "$WORK/crash/manifest.json"
 expect_fail 2 "shard-0000[0-3].h5: existing shard has different metadata: k \(4 vs 5\)" \
   retort generate "${G[@]}" --set generate.k=5 --set "generate.out=$WORK/crash"
+expect_fail 2 "shard-0000[0-3].h5: existing shard has different metadata: teacher_precision \(fp32 vs bf16\)" \
+  retort generate "${G[@]}" --set generate.precision=bf16 --set "generate.out=$WORK/crash"
 expect_fail 2 "shard-0000[23].h5: belongs to a larger corpus" \
   retort generate "${G[@]}" --set generate.num_sequences=6 --set "generate.out=$WORK/crash"
 expect_fail 2 "existing shard holds [13] sequences, this corpus needs 2" \

@@ -3,7 +3,8 @@
 #  - 20 steps (GPU_TRAIN_STEPS; the CPU simulator runs 6) on one GPU agree with the CPU run (losses within 1e-5 relative, parameters 1e-4);
 #  - a GPU run resumed from its step-10 checkpoint is bitwise identical to the uninterrupted one;
 #  - `retort generate` on the GPU (score mode, and sample mode with the device KV cache) stores
-#    the teacher's top-k as recomputed by float64 PyTorch (tests/e2e/check_corpus.py);
+#    the teacher's top-k as recomputed by float64 PyTorch (tests/e2e/check_corpus.py), and in
+#    sample mode with generate.precision=bf16 within bf16 rounding of it;
 #  - with train.precision=bf16 (cuDNN attention) within bf16 tolerance of the CPU, and resumed
 #    bitwise; with train.matmul_tuning=timed too, the timed choices kept for the resume;
 #  - `retort bench` on the GPU (bf16) reports the GPU run: device, precision, MFU, GPU memory,
@@ -107,6 +108,11 @@ retort generate "${G[@]}" --set "generate.out=$WORK/score" >/dev/null
 retort generate "${G[@]}" --set generate.mode=sample --set generate.prompt_len=6 --set generate.seed=7 \
   --set "generate.out=$WORK/sample" >/dev/null
 /usr/bin/python3 "$SRC/tests/e2e/check_corpus.py" teacher "$WORK/sample" "$WORK/gpu/checkpoints/$last" 1e-4
+# generate.precision bf16: the teacher's products on its bf16 weights (tensor cores), the KV
+# cache decoding on them too; within bf16 rounding of the float64 teacher
+retort generate "${G[@]}" --set generate.mode=sample --set generate.prompt_len=6 --set generate.seed=7 \
+  --set generate.precision=bf16 --set "generate.out=$WORK/sample_bf16" >/dev/null
+/usr/bin/python3 "$SRC/tests/e2e/check_corpus.py" teacher "$WORK/sample_bf16" "$WORK/gpu/checkpoints/$last" 3e-2  # simulator: 0.012
 
 RETORT_OP_PROFILE=1 SIM_CUBLASLT_ALGOS=3 retort bench "${ARGS[@]}" --set parallel.device=cuda \
   --set train.precision=bf16 --set train.matmul_tuning=timed --set bench.steps=2 \

@@ -46,6 +46,7 @@ CorpusMeta meta(bool fp16) {
   m.sample_top_p = 0.9;
   m.seed = 1234567;
   m.fp16_logprobs = fp16;
+  m.teacher_precision = "bf16";
   return m;
 }
 
@@ -187,6 +188,7 @@ TEST(DistillCorpus, ReadsH5pyWrittenCorpus) {
   EXPECT_EQ(r.num_sequences(), 3);
   EXPECT_EQ(r.meta().mode, "score");
   EXPECT_TRUE(r.meta().fp16_logprobs);  // manifest without logprob_dtype: float16 assumed
+  EXPECT_EQ(r.meta().teacher_precision, "fp32");  // nor teacher_precision: fp32
   CorpusSequences got;
   r.read(0, 3, got);
   ASSERT_EQ(got.topk_logprobs.size(), 3u * 5 * 4);
@@ -308,6 +310,9 @@ TEST(DistillCorpus, MetadataMismatch) {
   other = m;
   other.fp16_logprobs = false;
   EXPECT_EQ(corpus_meta_difference(m, other), "logprob_dtype (float16 vs float32)");
+  other = m;
+  other.teacher_precision = "fp32";
+  EXPECT_EQ(corpus_meta_difference(m, other), "teacher_precision (bf16 vs fp32)");
   // broken manifest
   fs::write_file_atomic(dir + "/manifest.json", "{\"k\": 3");
   e = error_of([&] { CorpusReader r(dir); });

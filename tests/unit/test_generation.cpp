@@ -200,6 +200,49 @@ TEST(KvCacheDecoder, MatchesFullRecompute) {
   }
 }
 
+// bf16 products (generate.precision: bf16): the decoder of an armed model reads the weights'
+// bf16 copies, bitwise what each product rounds the fp32 weights to without them; within bf16
+// rounding of the fp32 decoder.
+TEST(KvCacheDecoder, ArmedBf16WeightsAreBitwiseThePerProductRounding) {
+  ModelConfig cfg = tiny(true, 2, true);
+  Transformer model(cfg);
+  model.init(13);
+  const int64_t B = 2, P = 3, V = cfg.vocab_size, steps = 4;
+  Tensor prompt = Tensor::empty({B, P}, DType::I32);
+  for (int64_t i = 0; i < B * P; ++i) prompt.data<int32_t>()[i] = int32_t((i * 11 + 5) % V);
+  // logits of the prefill and of `steps` steps fed tokens 1, 2, ... (the same for every run)
+  const auto decode = [&] {
+    std::vector<float> all;
+    const auto append = [&](const Tensor& l) {
+      all.insert(all.end(), l.data<float>(), l.data<float>() + l.numel());
+    };
+    KvCacheDecoder dec(model, B, P + steps);
+    append(dec.prefill(prompt));
+    Tensor tokens = Tensor::empty({B}, DType::I32);
+    for (int32_t s = 1; s <= steps; ++s) {
+      std::fill(tokens.data<int32_t>(), tokens.data<int32_t>() + B, s);
+      append(dec.step(tokens));
+    }
+    return all;
+  };
+  const std::vector<float> fp32 = decode();
+  ops::set_matmul_precision(ops::MatmulPrecision::BF16);
+  const std::vector<float> rounded_per_product = decode();
+  model.arm_bf16_weights();
+  const std::vector<float> armed = decode();
+  model.disarm_bf16_weights();
+  ops::set_matmul_precision(ops::MatmulPrecision::F32);
+  ASSERT_EQ(armed.size(), fp32.size());
+  EXPECT_EQ(std::memcmp(armed.data(), rounded_per_product.data(), armed.size() * 4), 0);
+  double num = 0, den = 0;
+  for (size_t i = 0; i < fp32.size(); ++i) {
+    num += (armed[i] - fp32[i]) * double(armed[i] - fp32[i]);
+    den += double(fp32[i]) * fp32[i];
+  }
+  EXPECT_GT(num, 0);  // the products did round
+  EXPECT_LT(std::sqrt(num / den), 2e-2);
+}
+
 // The generator with and without the cache: same sampled tokens, same top-k ids, log-probs
 // within 1e-5; score mode's rows are the teacher-forced log-softmax.
 TEST(Generator, KvCacheAndRecomputeAgree) {
