@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <exception>
 #include <memory>
 
 #include "core/check.h"
@@ -27,6 +28,24 @@ int32_t draw(const GeneratorSettings& s, const Tensor& logits, int64_t r, int64_
              int64_t seq, int64_t t) {
   const double u = rng::uniform(s.seed, rng::hash(kSampleStream, uint64_t(seq)), uint64_t(t));
   return sample_token(logits.data<float>() + r * V, V, s.sampling, u);
+}
+
+// row(i) for i in [0, n) on the OpenMP threads: the log-softmax, top-k and draw of each row of
+// logits are independent (a GPU's forward leaves them as the host's work). The first exception
+// is rethrown here.
+template <class Row>
+void each_row(int64_t n, const Row& row) {
+  std::exception_ptr error;
+#pragma omp parallel for schedule(dynamic, 4)
+  for (int64_t i = 0; i < n; ++i) {
+    try {
+      row(i);
+    } catch (...) {
+#pragma omp critical(retort_each_row)
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
 }
 
 }  // namespace
@@ -69,25 +88,24 @@ void generate_sequences(Transformer& teacher, const GeneratorSettings& s, const 
         std::memcpy(in.data<int32_t>() + b * T, toks + b * Ls, T * sizeof(int32_t));
       teacher.evaluate(in, in);  // targets unused (any valid ids)
       const Tensor logits = on_host(teacher.logits());  // [B·T, V]
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t t = 0; t < T; ++t) record(s, logits, b * T + t, j0 + b, t, out, V);
+      each_row(B * T, [&](int64_t r) { record(s, logits, r, j0 + r / T, r % T, out, V); });
     } else if (dec) {  // prefill the prompt, then one token per step
       Tensor prompt = Tensor::empty({B, P}, DType::I32);
       for (int64_t b = 0; b < B; ++b)
         std::memcpy(prompt.data<int32_t>() + b * P, toks + b * Ls, P * sizeof(int32_t));
       Tensor logits = on_host(dec->prefill(prompt));  // [B·P, V]
-      for (int64_t b = 0; b < B; ++b) {
-        for (int64_t t = 0; t < P; ++t) record(s, logits, b * P + t, j0 + b, t, out, V);
+      each_row(B * P, [&](int64_t r) { record(s, logits, r, j0 + r / P, r % P, out, V); });
+      each_row(B, [&](int64_t b) {
         toks[b * Ls + P] = draw(s, logits, b * P + P - 1, V, first + j0 + b, P);
-      }
+      });
       Tensor step = Tensor::empty({B}, DType::I32);
       for (int64_t pos = P; pos < Ls - 1; ++pos) {
         for (int64_t b = 0; b < B; ++b) step.data<int32_t>()[b] = toks[b * Ls + pos];
         logits = on_host(dec->step(step));  // [B, V]: after tokens ≤ pos
-        for (int64_t b = 0; b < B; ++b) {
+        each_row(B, [&](int64_t b) {
           record(s, logits, b, j0 + b, pos, out, V);
           toks[b * Ls + pos + 1] = draw(s, logits, b, V, first + j0 + b, pos + 1);
-        }
+        });
       }
     } else {  // sample without a cache: recompute the whole prefix for every new token
       for (int64_t pos = P; pos < Ls; ++pos) {  // draw token `pos` from the prefix [0, pos)
@@ -96,12 +114,12 @@ void generate_sequences(Transformer& teacher, const GeneratorSettings& s, const 
           std::memcpy(in.data<int32_t>() + b * pos, toks + b * Ls, pos * sizeof(int32_t));
         teacher.evaluate(in, in);
         const Tensor logits = on_host(teacher.logits());  // [B·pos, V]
-        for (int64_t b = 0; b < B; ++b) {
+        each_row(B, [&](int64_t b) {
           if (pos == P)
             for (int64_t t = 0; t < P - 1; ++t) record(s, logits, b * pos + t, j0 + b, t, out, V);
           record(s, logits, b * pos + pos - 1, j0 + b, pos - 1, out, V);
           toks[b * Ls + pos] = draw(s, logits, b * pos + pos - 1, V, first + j0 + b, pos);
-        }
+        });
       }
     }
     if (on_batch) on_batch(B * Ls);

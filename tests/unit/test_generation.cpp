@@ -3,6 +3,7 @@
 // depends only on (seed, index)), sampling distributions (chi-square against probabilities
 // computed here independently), and the stored top-k against a double-precision log-softmax.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -304,6 +305,41 @@ TEST(Generator, SamplingIsDeterministicPerSequence) {
     EXPECT_EQ(all.tokens[j * 10], 1);  // EOS start, stored prompt_len 1
     EXPECT_EQ(all.prompt_len[j], 1);
   }
+}
+
+// The rows' top-k and draws run on the OpenMP threads: with 3 threads the corpus is bitwise the
+// same run to run, and it is the 1-thread corpus (the same tokens and ids; log-probs within
+// 1e-5, the forward's own sums depend on the thread count), in both modes and without the cache.
+TEST(Generator, ThreadsShareTheRowsWithoutChangingThem) {
+  ModelConfig cfg = tiny(true, 2, true);
+  Transformer model(cfg);
+  model.init(8);
+  Tensor data = random_tokens(400, cfg.vocab_size, 6);
+  GeneratorSettings s;
+  s.seq_len = 12;
+  s.prompt_len = 3;
+  s.k = 6;
+  s.seed = 5;
+  s.batch = 3;
+  s.sampling = {0.9, 0, 0.9};
+  const int threads = omp_get_max_threads();
+  for (int mode = 0; mode < 3; ++mode) {  // score, sample, sample recomputing the prefix
+    s.sample = mode > 0;
+    s.kv_cache = mode == 1;
+    CorpusSequences one, three, again;
+    omp_set_num_threads(1);
+    generate_sequences(model, s, data, 1, 7, one);
+    omp_set_num_threads(3);
+    generate_sequences(model, s, data, 1, 7, three);
+    generate_sequences(model, s, data, 1, 7, again);
+    EXPECT_EQ(three.tokens, again.tokens) << "mode " << mode;
+    EXPECT_EQ(three.topk_logprobs, again.topk_logprobs) << "mode " << mode;
+    EXPECT_EQ(one.tokens, three.tokens) << "mode " << mode;
+    EXPECT_EQ(one.topk_ids, three.topk_ids) << "mode " << mode;
+    for (size_t i = 0; i < one.topk_logprobs.size(); ++i)
+      ASSERT_NEAR(one.topk_logprobs[i], three.topk_logprobs[i], 1e-5) << "mode " << mode;
+  }
+  omp_set_num_threads(threads);
 }
 
 // sample_token with uniform draws follows the stated distribution, for several settings.
