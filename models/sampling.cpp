@@ -2,13 +2,32 @@
 #include "models/sampling.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <numeric>
 
 #include "core/check.h"
 
 namespace retort {
 namespace {
+
+// Ids by descending logit, ties by smaller id, as keys that sort ascending as plain integers
+// (no indirect compare): the logit's bits made order-preserving and inverted, then the id.
+// -0 counts as +0 (they compare equal). The first n of V sorted (n = V: all).
+std::vector<int32_t> ids_by_logit(const float* logits, int64_t V, int64_t n) {
+  std::vector<uint64_t> keys(V);
+  for (int64_t j = 0; j < V; ++j) {
+    const uint32_t u = std::bit_cast<uint32_t>(logits[j] == 0 ? 0.0f : logits[j]);
+    const uint32_t ascending = u & 0x80000000u ? ~u : u | 0x80000000u;
+    keys[j] = uint64_t(~ascending) << 32 | uint32_t(j);
+  }
+  if (n < V) std::partial_sort(keys.begin(), keys.begin() + n, keys.end());
+  else std::sort(keys.begin(), keys.end());
+  std::vector<int32_t> ids(n);
+  for (int64_t i = 0; i < n; ++i) ids[i] = int32_t(uint32_t(keys[i]));
+  return ids;
+}
 
 // The kept ids in descending-probability order and their unnormalised weights exp(z - max).
 struct Kept {
@@ -22,18 +41,12 @@ Kept kept_distribution(const float* logits, int64_t V, const SamplingParams& p) 
                "sampling: bad parameters (V ", V, ", temperature ", p.temperature, ", top_k ",
                p.top_k, ", top_p ", p.top_p, ")");
   Kept out;
-  auto by_logit = [&](int32_t a, int32_t b) {
-    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
-  };
   const int64_t keep = p.top_k > 0 ? std::min(p.top_k, V) : V;
-  out.ids.resize(V);
-  std::iota(out.ids.begin(), out.ids.end(), 0);
-  const bool sorted = keep < V || p.top_p < 1;  // plain sampling needs no order
-  if (keep < V) {
-    std::partial_sort(out.ids.begin(), out.ids.begin() + keep, out.ids.end(), by_logit);
-    out.ids.resize(keep);
-  } else if (sorted) {
-    std::sort(out.ids.begin(), out.ids.end(), by_logit);
+  if (keep < V || p.top_p < 1) {
+    out.ids = ids_by_logit(logits, V, keep);
+  } else {  // plain sampling needs no order
+    out.ids.resize(V);
+    std::iota(out.ids.begin(), out.ids.end(), 0);
   }
   double m = -INFINITY;
   for (int32_t id : out.ids) m = std::max(m, double(logits[id]));
@@ -92,11 +105,7 @@ void topk_logprobs(const float* logits, int64_t V, double tau, int64_t k, int32_
   double s = 0;
   for (int64_t j = 0; j < V; ++j) s += std::exp(double(logits[j]) / tau - m);
   const double lse = m + std::log(s);
-  std::vector<int32_t> order(V);
-  std::iota(order.begin(), order.end(), 0);
-  std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t a, int32_t b) {
-    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
-  });
+  const std::vector<int32_t> order = ids_by_logit(logits, V, k);
   for (int64_t i = 0; i < k; ++i) {
     ids[i] = order[i];
     logprobs[i] = float(double(logits[order[i]]) / tau - lse);

@@ -364,6 +364,34 @@ TEST(Sampling, DistributionMatchesIndependentComputation) {
   EXPECT_EQ(top1[1], 1.0);
 }
 
+// The order top-k and top-p use: descending logit, ties by the smaller id (-0 ties with +0),
+// across signs, tiny and huge magnitudes and infinities; checked against a plain comparison sort.
+TEST(Sampling, TopkOrderIsDescendingLogitThenSmallerId) {
+  std::vector<float> lf = {0.5f, -0.0f, 2.0f, 0.0f, -3.0f, 2.0f, -INFINITY, 1e-30f, -1e-30f,
+                           INFINITY, -3.0f, 1e30f, -1e30f, 0.5f, 7.25f};
+  for (int i = 0; i < 200; ++i)  // and random values with repeats
+    lf.push_back(float(std::round(rng::normal(3, 9, uint64_t(i)) * 4) / 4));
+  const int64_t V = int64_t(lf.size());
+  std::vector<int32_t> want(V);
+  std::iota(want.begin(), want.end(), 0);
+  std::sort(want.begin(), want.end(), [&](int32_t a, int32_t b) {
+    return lf[a] > lf[b] || (lf[a] == lf[b] && a < b);
+  });
+  for (int64_t k : {int64_t(1), int64_t(7), V}) {
+    std::vector<int32_t> ids(k);
+    std::vector<float> lp(k);
+    topk_logprobs(lf.data(), V, 1.0, k, ids.data(), lp.data());
+    for (int64_t i = 0; i < k; ++i) ASSERT_EQ(ids[i], want[i]) << "k " << k << " rank " << i;
+  }
+  // top_p's kept prefix is in that order: ids 1 and 3 share the largest logit (each ≈ 0.47 of
+  // the probability), and top_p 0.4 keeps only the first of them
+  std::vector<float> finite = {1.0f, 3.0f, -0.0f, 3.0f, 0.0f};
+  const std::vector<double> top = sampling_probabilities(finite.data(), 5, {1.0, 0, 0.4});
+  EXPECT_EQ(top[1], 1.0);
+  EXPECT_EQ(top[3], 0.0);
+  EXPECT_EQ(sample_token(finite.data(), 5, {1.0, 2, 1.0}, 0.99), 3);  // top_k 2: ids 1, 3
+}
+
 // Through the model: thousands of sequences with the same prompt; the first sampled token's
 // frequencies match the teacher's distribution at that prompt (computed from evaluate()).
 TEST(Generator, SampledTokensFollowTheTeacher) {
