@@ -6,11 +6,27 @@
 #include <cmath>
 #include <cstdint>
 #include <numeric>
+#include <utility>
 
 #include "core/check.h"
 
 namespace retort {
 namespace {
+
+// Ascending order of distinct keys: least-significant digit first, a byte per pass, skipping
+// the bytes every key shares (the id's high bytes, often the logit's sign and exponent).
+void radix_sort(std::vector<uint64_t>& keys) {
+  std::vector<uint64_t> other(keys.size());
+  for (int shift = 0; shift < 64; shift += 8) {
+    size_t at[256] = {};
+    for (uint64_t k : keys) ++at[(k >> shift) & 0xff];
+    if (at[(keys[0] >> shift) & 0xff] == keys.size()) continue;
+    size_t sum = 0;
+    for (size_t& a : at) sum += std::exchange(a, sum);  // counts -> first positions
+    for (uint64_t k : keys) other[at[(k >> shift) & 0xff]++] = k;
+    keys.swap(other);
+  }
+}
 
 // Ids by descending logit, ties by smaller id, as keys that sort ascending as plain integers
 // (no indirect compare): the logit's bits made order-preserving and inverted, then the id.
@@ -23,7 +39,7 @@ std::vector<int32_t> ids_by_logit(const float* logits, int64_t V, int64_t n) {
     keys[j] = uint64_t(~ascending) << 32 | uint32_t(j);
   }
   if (n < V) std::partial_sort(keys.begin(), keys.begin() + n, keys.end());
-  else std::sort(keys.begin(), keys.end());
+  else radix_sort(keys);
   std::vector<int32_t> ids(n);
   for (int64_t i = 0; i < n; ++i) ids[i] = int32_t(uint32_t(keys[i]));
   return ids;
