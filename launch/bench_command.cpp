@@ -136,8 +136,9 @@ nlohmann::json op_profile_json(const std::vector<op_profile::Total>& profile, in
 nlohmann::json tuned_products_json() {
   nlohmann::json products = nlohmann::json::array();
   for (const ops::TunedProduct& t : ops::matmul_tuned_products()) {
-    products.push_back({{"shape", t.shape}, {"key", t.key}, {"candidates", t.candidates}, {"chosen", t.chosen},
-                        {"heuristic_us", t.heuristic_us}, {"chosen_us", t.chosen_us}});
+    products.push_back({{"shape", t.shape}, {"key", t.key}, {"candidates", t.candidates},
+                        {"chosen", t.chosen}, {"heuristic_us", t.heuristic_us},
+                        {"chosen_us", t.chosen_us}});
     std::fprintf(stderr, "  %-36s %d candidates, chose #%d: %9.1f us (heuristic's first %9.1f us)\n",
                  t.shape.c_str(), t.candidates, t.chosen, t.chosen_us, t.heuristic_us);
   }

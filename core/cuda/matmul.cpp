@@ -14,11 +14,11 @@
 // alignments; the workspace is allocated once. cuBLASLt's heuristic assumes 256-byte-aligned
 // operands unless told (MIN_ALIGNMENT_*_BYTES), and an algorithm chosen for that refuses a less
 // aligned one (CUBLAS_STATUS_NOT_SUPPORTED): views into the flat weights need not be, so each
-// plan is made for the alignments its operands have. The algorithm is the heuristic's first choice, or under
-// ops::MatmulTuning::Timed the fastest of up to kCandidates of its choices, each run kRuns
-// times on the shape's first product (into y when the product overwrites it anyway, else into
-// scratch, so that y is accumulated into once, by the chosen algorithm). A fixed algorithm per
-// shape keeps results bitwise reproducible within a process (and across processes under
+// plan is made for the alignments its operands have. The algorithm is the heuristic's first
+// choice, or under ops::MatmulTuning::Timed the fastest of up to kCandidates of its choices,
+// each run kRuns times on the shape's first product (into y when the product overwrites it
+// anyway, else into scratch, so that y is accumulated into once, by the chosen algorithm). A
+// fixed algorithm per shape keeps results bitwise reproducible within a process (and across processes under
 // Heuristic, or under Timed with an earlier process's choices preset: preset_matmul_choices).
 #include <cublasLt.h>
 
@@ -141,8 +141,9 @@ Plan make_plan(Context& ctx, const PlanKey& key) {
   cublasLtMatmulPreferenceDestroy(pref);
   RETORT_CUBLAS_CHECK(st);
   RETORT_CHECK(found > 0, "cuBLASLt has no algorithm for matmul M=", M, " N=", N, " K=", K,
-               " ta=", ta, " tb=", tb, bf16_out ? " (bf16 output)" : "", " with operands aligned to ",
-               align_a, ", ", align_b, ", ", align_c, ", ", align_y, " bytes");
+               " ta=", ta, " tb=", tb, bf16_out ? " (bf16 output)" : "",
+               " with operands aligned to ", align_a, ", ", align_b, ", ", align_c, ", ", align_y,
+               " bytes");
   p.algo = results[0].algo;
   for (int i = 0; g_timed && found > 1 && i < found; ++i)
     if (results[i].state == CUBLAS_STATUS_SUCCESS) p.candidates.push_back(results[i].algo);

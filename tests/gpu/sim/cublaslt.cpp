@@ -232,16 +232,16 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
   if (!handle || !check(desc, a, b, c, d)) return CUBLAS_STATUS_INVALID_VALUE;
   if (algo && (algo->data[0] != 0x5151 || algo->data[1] >= uint64_t(sim_algorithms())))
     return CUBLAS_STATUS_INVALID_VALUE;
-  // Algorithm i of n computes the same product, then waits (n − 1 − i) times as long as that
-  // took, plus as many ms: the heuristic's first choice is the slowest by a margin that grows
-  // with the product (above the noise of a loaded machine), so a timed choice must find the last.
-  // SIM_CUBLASLT_FIRST_FASTEST=1: i times instead (the first the fastest).
   if (algo) {
     const void* operands[4] = {A, B, C, D};
     for (int m = 0; m < 4; ++m)
       if (algo->data[2 + m] > 1 && reinterpret_cast<uintptr_t>(operands[m]) % algo->data[2 + m])
         return CUBLAS_STATUS_NOT_SUPPORTED;  // less aligned than the algorithm needs
   }
+  // Algorithm i of n computes the same product, then waits (n − 1 − i) times as long as that
+  // took, plus as many ms: the heuristic's first choice is the slowest by a margin that grows
+  // with the product (above the noise of a loaded machine), so a timed choice must find the last.
+  // SIM_CUBLASLT_FIRST_FASTEST=1: i times instead (the first the fastest).
   const int i = algo ? int(algo->data[1]) : 0;
   const int slower = !algo ? 0 : sim_first_fastest() ? i : sim_algorithms() - 1 - i;
   const uint64_t m = d->rows, n = d->cols;
