@@ -297,4 +297,14 @@ void kd_dense_shard_forward(Tensor& kl, const Tensor& logits, const Tensor& lse,
                             const Tensor& teacher_logits, const Tensor& teacher_lse,
                             float temperature);
 
+// ==== a distillation corpus's targets (core/ops_kd.cpp, core/cpu/topk_log_softmax.cpp) ======
+// Per row of logits [rows, V] (τ > 0): the k = ids.dim(-1) largest of log_softmax(logits / τ)
+// into ids [rows, k] I32 and logprobs [rows, k] F32, by descending value, ties by the smaller
+// id (core/descending_order.h). In double: lse = m + log Σ exp(x/τ − m), logprob =
+// float(x/τ − lse). The ids are the same on every device; the GPU sums Σ exp in a fixed tree
+// instead of in order, so a log-prob may differ from the CPU's by its last bit (both
+// reproducible run to run). On a GPU k ≤ cuda::kMaxDeviceTopK runs on the device (only the
+// [rows, k] results cross to the host); a larger k is computed on the host.
+void topk_log_softmax(Tensor& ids, Tensor& logprobs, const Tensor& logits, double tau);
+
 }  // namespace retort::ops

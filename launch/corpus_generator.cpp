@@ -7,32 +7,57 @@
 #include <memory>
 
 #include "core/check.h"
+#include "core/ops.h"
 #include "core/random.h"
 #include "models/kv_cache_decoder.h"
 
 namespace retort {
 namespace {
 
-// The logits where the top-k and the sampler read them (a copy when the teacher is on a GPU).
+// t itself on the host, else a host copy.
 Tensor on_host(const Tensor& t) { return t.device() == Device::CPU ? t : t.to(Device::CPU); }
 
-// Appends row `r` of logits [*, V] as top-k row `t` of sequence `j` of the block.
-void record(const GeneratorSettings& s, const Tensor& logits, int64_t r, int64_t j, int64_t t,
-            CorpusSequences& out, int64_t V) {
+// The top-k rows of logits [R, V] (on the logits' device: from a GPU only [R, k] crosses to
+// the host), ready to be stored.
+struct TopkRows {
+  Tensor ids, logprobs;  // [R, k] on the host
+};
+TopkRows topk_rows(const GeneratorSettings& s, const Tensor& logits) {
+  const Device dev = logits.device();
+  const Shape shape{logits.dim(0), s.k};
+  Tensor ids = Tensor::empty(shape, DType::I32, dev), logprobs = Tensor::empty(shape, DType::F32, dev);
+  ops::topk_log_softmax(ids, logprobs, logits, s.logit_temperature);
+  return {on_host(ids), on_host(logprobs)};
+}
+
+// Row r of `top` as top-k row t of sequence j of the block.
+void record(const GeneratorSettings& s, const TopkRows& top, int64_t r, int64_t j, int64_t t,
+            CorpusSequences& out) {
   const int64_t off = (j * (s.seq_len - 1) + t) * s.k;
-  topk_logprobs(logits.data<float>() + r * V, V, s.logit_temperature, s.k,
-                out.topk_ids.data() + off, out.topk_logprobs.data() + off);
+  std::memcpy(out.topk_ids.data() + off, top.ids.data<int32_t>() + r * s.k, s.k * sizeof(int32_t));
+  std::memcpy(out.topk_logprobs.data() + off, top.logprobs.data<float>() + r * s.k,
+              s.k * sizeof(float));
 }
 
-int32_t draw(const GeneratorSettings& s, const Tensor& logits, int64_t r, int64_t V,
-             int64_t seq, int64_t t) {
+// Rows b·n + n − 1 (b < B) of logits [B·n, V], each sequence's last: [B, V] on their device.
+Tensor last_rows(const Tensor& logits, int64_t B, int64_t n) {
+  if (n == 1) return logits;
+  Tensor rows = Tensor::empty({B, logits.dim(1)}, DType::F32, logits.device());
+  for (int64_t b = 0; b < B; ++b) {
+    Tensor row = rows.slice(b, b + 1);
+    ops::copy(row, logits.slice(b * n + n - 1, b * n + n));
+  }
+  return rows;
+}
+
+int32_t draw(const GeneratorSettings& s, const Tensor& rows, int64_t b, int64_t seq, int64_t t) {
+  const int64_t V = rows.dim(1);
   const double u = rng::uniform(s.seed, rng::hash(kSampleStream, uint64_t(seq)), uint64_t(t));
-  return sample_token(logits.data<float>() + r * V, V, s.sampling, u);
+  return sample_token(rows.data<float>() + b * V, V, s.sampling, u);
 }
 
-// row(i) for i in [0, n) on the OpenMP threads: the log-softmax, top-k and draw of each row of
-// logits are independent (a GPU's forward leaves them as the host's work). The first exception
-// is rethrown here.
+// row(i) for i in [0, n) on the OpenMP threads: the draws (on the host, whichever device the
+// teacher is on) are independent. The first exception is rethrown here.
 template <class Row>
 void each_row(int64_t n, const Row& row) {
   std::exception_ptr error;
@@ -87,24 +112,26 @@ void generate_sequences(Transformer& teacher, const GeneratorSettings& s, const 
       for (int64_t b = 0; b < B; ++b)
         std::memcpy(in.data<int32_t>() + b * T, toks + b * Ls, T * sizeof(int32_t));
       teacher.evaluate(in, in);  // targets unused (any valid ids)
-      const Tensor logits = on_host(teacher.logits());  // [B·T, V]
-      each_row(B * T, [&](int64_t r) { record(s, logits, r, j0 + r / T, r % T, out, V); });
+      const TopkRows top = topk_rows(s, teacher.logits());  // [B·T, k]
+      for (int64_t r = 0; r < B * T; ++r) record(s, top, r, j0 + r / T, r % T, out);
     } else if (dec) {  // prefill the prompt, then one token per step
       Tensor prompt = Tensor::empty({B, P}, DType::I32);
       for (int64_t b = 0; b < B; ++b)
         std::memcpy(prompt.data<int32_t>() + b * P, toks + b * Ls, P * sizeof(int32_t));
-      Tensor logits = on_host(dec->prefill(prompt));  // [B·P, V]
-      each_row(B * P, [&](int64_t r) { record(s, logits, r, j0 + r / P, r % P, out, V); });
-      each_row(B, [&](int64_t b) {
-        toks[b * Ls + P] = draw(s, logits, b * P + P - 1, V, first + j0 + b, P);
-      });
+      const Tensor logits = dec->prefill(prompt);  // [B·P, V]
+      const TopkRows top = topk_rows(s, logits);
+      for (int64_t r = 0; r < B * P; ++r) record(s, top, r, j0 + r / P, r % P, out);
+      const Tensor last = on_host(last_rows(logits, B, P));
+      each_row(B, [&](int64_t b) { toks[b * Ls + P] = draw(s, last, b, first + j0 + b, P); });
       Tensor step = Tensor::empty({B}, DType::I32);
       for (int64_t pos = P; pos < Ls - 1; ++pos) {
         for (int64_t b = 0; b < B; ++b) step.data<int32_t>()[b] = toks[b * Ls + pos];
-        logits = on_host(dec->step(step));  // [B, V]: after tokens ≤ pos
+        const Tensor next = dec->step(step);  // [B, V]: after tokens ≤ pos
+        const TopkRows top_next = topk_rows(s, next);
+        for (int64_t b = 0; b < B; ++b) record(s, top_next, b, j0 + b, pos, out);
+        const Tensor rows = on_host(next);
         each_row(B, [&](int64_t b) {
-          record(s, logits, b, j0 + b, pos, out, V);
-          toks[b * Ls + pos + 1] = draw(s, logits, b, V, first + j0 + b, pos + 1);
+          toks[b * Ls + pos + 1] = draw(s, rows, b, first + j0 + b, pos + 1);
         });
       }
     } else {  // sample without a cache: recompute the whole prefix for every new token
@@ -113,12 +140,17 @@ void generate_sequences(Transformer& teacher, const GeneratorSettings& s, const 
         for (int64_t b = 0; b < B; ++b)
           std::memcpy(in.data<int32_t>() + b * pos, toks + b * Ls, pos * sizeof(int32_t));
         teacher.evaluate(in, in);
-        const Tensor logits = on_host(teacher.logits());  // [B·pos, V]
+        const Tensor last = last_rows(teacher.logits(), B, pos);  // [B, V]
+        if (pos == P) {  // the prompt's rows too
+          const TopkRows top = topk_rows(s, teacher.logits());  // [B·P, k]
+          for (int64_t r = 0; r < B * P; ++r) record(s, top, r, j0 + r / P, r % P, out);
+        } else {
+          const TopkRows top = topk_rows(s, last);
+          for (int64_t b = 0; b < B; ++b) record(s, top, b, j0 + b, pos - 1, out);
+        }
+        const Tensor last_host = on_host(last);
         each_row(B, [&](int64_t b) {
-          if (pos == P)
-            for (int64_t t = 0; t < P - 1; ++t) record(s, logits, b * pos + t, j0 + b, t, out, V);
-          record(s, logits, b * pos + pos - 1, j0 + b, pos - 1, out, V);
-          toks[b * Ls + pos] = draw(s, logits, b * pos + pos - 1, V, first + j0 + b, pos);
+          toks[b * Ls + pos] = draw(s, last_host, b, first + j0 + b, pos);
         });
       }
     }

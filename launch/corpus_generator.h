@@ -5,8 +5,10 @@
 //   sample: prompt = data[i·Ls, i·Ls + P) (P = prompt_len), or [eos_id] when P = 0 (stored
 //           prompt_len 1: the EOS token is given, not sampled); token t >= prompt is drawn by
 //           sample_token(row t-1, u) with u = rng::uniform(seed, rng::hash(kSampleStream, i), t).
-// Row t of topk_ids/topk_logprobs (t < Ls-1) = topk_logprobs(teacher logits after tokens ≤ t,
-// logit_temperature, k) — for sample mode the logits that the draw of token t+1 used.
+// Row t of topk_ids/topk_logprobs (t < Ls-1) = ops::topk_log_softmax(teacher logits after tokens
+// ≤ t, logit_temperature), k per row — for sample mode the logits that the draw of token t+1
+// used. It runs where the logits are (a GPU teacher's: only the [rows, k] results reach the
+// host); the draws read their rows on the host.
 // Sequences are computed in batches of `batch` from the block's first sequence, so a block
 // (one shard) gives the same bytes whichever rank computes it.
 #pragma once

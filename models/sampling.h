@@ -1,4 +1,4 @@
-// Next-token choice and top-k log-probabilities from one row of logits (generation).
+// Next-token choice from one row of logits (generation).
 //
 // sample_token: z = logits / temperature; keep the top_k largest (0 = all); softmax over the
 // kept; then keep the smallest prefix (by descending probability, ties by smaller id) whose
@@ -6,9 +6,7 @@
 // probabilities first exceeds u · total (inverse CDF in that order). temperature 0 = argmax.
 // Everything in double; u in [0, 1) is the caller's uniform draw, so the token is a pure
 // function of (logits, parameters, u).
-//
-// topk_logprobs: the k largest of log_softmax(logits / tau) over the full vocabulary, by
-// descending value (ties: smaller id first).
+// (A corpus's top-k log-probabilities: ops::topk_log_softmax.)
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -25,8 +23,5 @@ int32_t sample_token(const float* logits, int64_t V, const SamplingParams& p, do
 
 // The probability sample_token gives to each id (for tests and documentation): [V].
 std::vector<double> sampling_probabilities(const float* logits, int64_t V, const SamplingParams& p);
-
-void topk_logprobs(const float* logits, int64_t V, double tau, int64_t k, int32_t* ids,
-                   float* logprobs);
 
 }  // namespace retort

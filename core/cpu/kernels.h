@@ -174,4 +174,9 @@ void kd_dense_backward(float* dlogits, const float* logits, const float* lse_s,
                        const float* teacher, const float* lse_t, int64_t rows, int64_t V,
                        float inv_tau, float scale);
 
+// ---- topk_log_softmax.cpp (a corpus's top-k targets; see core/ops.h) ----------------------
+// logits [rows, V] -> ids, logprobs [rows, k]
+void topk_log_softmax(int32_t* ids, float* logprobs, const float* logits, int64_t rows,
+                      int64_t V, int64_t k, double tau);
+
 }  // namespace retort::cpu

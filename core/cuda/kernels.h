@@ -208,6 +208,12 @@ void kd_dense_backward(float* dlogits, const float* logits, const float* lse_s,
                        const float* teacher, const float* lse_t, int64_t rows, int64_t V,
                        float inv_tau, float scale);
 
+// ---- topk_log_softmax.cu (a corpus's top-k targets; see core/ops.h) ----------------------
+// logits [rows, V] -> ids, logprobs [rows, k], 1 <= k <= kMaxDeviceTopK (the sort's shared memory)
+inline constexpr int64_t kMaxDeviceTopK = 1024;
+void topk_log_softmax(int32_t* ids, float* logprobs, const float* logits, int64_t rows,
+                      int64_t V, int64_t k, double tau);
+
 // ---- ids.cu ------------------------------------------------------------------------------
 // Index of the first id outside [lo, hi), or -1 when all are inside (synchronises).
 int64_t first_id_out_of_range(const int32_t* ids, int64_t n, int32_t lo, int32_t hi);

@@ -1216,3 +1216,47 @@ TEST(CudaKd, TopkAndDenseKernelsMatchCpu) {
     }
   }
 }
+
+// ---- a corpus's top-k (generation) -------------------------------------------------------------
+
+// The same ids as the CPU, bitwise, and log-probs within rounding of its (the double Σ exp is
+// summed in a tree instead of in order): rows of distinct values, of quarter steps (many ties:
+// the ids decide, -0 ties with +0), of one value throughout (every key's id bytes decide), -inf
+// entries; k from 1 to the device's limit and k = V. Reruns are bitwise.
+TEST(CudaTopkLogSoftmax, SameIdsAsCpuAndLogProbsToRounding) {
+  struct Case {
+    int64_t rows, V, k;
+    double tau;
+  };
+  const Case cases[] = {{1, 37, 1, 1.0},    {9, 1000, 5, 2.0},  {65, 5003, 32, 1.0},
+                        {6, 300, 300, 0.7}, {3, 40000, cuda::kMaxDeviceTopK, 1.5}};
+  uint64_t stream = 1200;
+  for (const Case& c : cases) {
+    const int64_t rows = c.rows, V = c.V, k = c.k;
+    const std::string what = "topk_log_softmax rows,V,k = " + str({rows, V, k});
+    std::vector<float> x = randn(rows * V, ++stream, 3.0);
+    for (int64_t v = 0; v < V; ++v) {
+      if (rows > 1) x[V + v] = std::round(x[V + v] * 4) / 4;
+      if (rows > 2) x[2 * V + v] = 0.5f;
+    }
+    x[0] = -INFINITY, x[V / 2] = -INFINITY, x[V - 1] = -0.0f;
+    std::vector<int32_t> ids(rows * k);
+    std::vector<float> logprobs(rows * k);
+    cpu::topk_log_softmax(ids.data(), logprobs.data(), x.data(), rows, V, k, c.tau);
+    Dev<float> d_x(x), d_logprobs{size_t(rows * k)};
+    Dev<int32_t> d_ids{size_t(rows * k)};
+    cuda::topk_log_softmax(d_ids, d_logprobs, d_x, rows, V, k, c.tau);
+    const std::vector<int32_t> got_ids = d_ids.download();
+    const std::vector<float> got = d_logprobs.download();
+    EXPECT_BITWISE(got_ids, ids, what + " ids");
+    for (int64_t i = 0; i < rows * k; ++i) {
+      const float w = logprobs[i];  // -inf where k reaches the -inf entries
+      ASSERT_TRUE(got[i] == w || std::abs(got[i] - w) <= 2.5e-7f * std::max(1.0f, std::abs(w)))
+          << what << " logprob " << i << ": " << got[i] << " vs " << w;
+    }
+    cuda::topk_log_softmax(d_ids, d_logprobs, d_x, rows, V, k, c.tau);
+    EXPECT_BITWISE(d_ids.download(), got_ids, what + " ids rerun");
+    EXPECT_BITWISE(d_logprobs.download(), got, what + " logprobs rerun");
+  }
+}
+

@@ -6,8 +6,10 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 
 #include "core/adamw.h"
+#include "core/cuda/kernels.h"
 #include "core/op_profile.h"
 #include "core/ops.h"
 #include "core/random.h"
@@ -163,6 +165,26 @@ TEST(CudaModel, OpsRefuseTensorsOnTwoDevices) {
     FAIL() << "no error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("different devices"), std::string::npos) << e.what();
+  }
+}
+
+// ops::topk_log_softmax on GPU tensors: the device kernel up to cuda::kMaxDeviceTopK (the CPU's
+// ids, its log-probs to rounding), the host's above it (bitwise the CPU op).
+TEST(CudaModel, TopkLogSoftmaxOnTheDeviceAndAboveItsLimit) {
+  const int64_t rows = 2, V = 3000;
+  Tensor x = Tensor::empty({rows, V});
+  for (int64_t i = 0; i < rows * V; ++i) x.data<float>()[i] = float(rng::normal(6, 1, uint64_t(i)));
+  const Tensor xd = x.to(Device::CUDA);
+  for (int64_t k : {int64_t(64), cuda::kMaxDeviceTopK + 476}) {
+    Tensor ids = Tensor::empty({rows, k}, DType::I32), lp = Tensor::empty({rows, k});
+    Tensor ids_d = Tensor::empty({rows, k}, DType::I32, Device::CUDA);
+    Tensor lp_d = Tensor::empty({rows, k}, DType::F32, Device::CUDA);
+    ops::topk_log_softmax(ids, lp, x, 1.3);
+    ops::topk_log_softmax(ids_d, lp_d, xd, 1.3);
+    const Tensor got_ids = ids_d.to(Device::CPU), got = lp_d.to(Device::CPU);
+    EXPECT_EQ(std::memcmp(got_ids.raw(), ids.raw(), ids.nbytes()), 0) << "k " << k;
+    if (k > cuda::kMaxDeviceTopK) EXPECT_EQ(std::memcmp(got.raw(), lp.raw(), lp.nbytes()), 0);
+    else EXPECT_LE(rel_diff(got, lp), 2.5e-7) << "k " << k;
   }
 }
 

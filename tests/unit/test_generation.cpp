@@ -8,16 +8,19 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <numeric>
 #include <vector>
 
+#include "core/descending_order.h"
 #include "core/ops.h"
 #include "core/random.h"
 #include "launch/corpus_generator.h"
 #include "models/kv_cache_decoder.h"
 #include "models/sampling.h"
 #include "models/transformer.h"
+#include "tests/unit/test_support.h"
 
 using namespace retort;
 
@@ -378,9 +381,7 @@ TEST(Sampling, TopkOrderIsDescendingLogitThenSmallerId) {
     return lf[a] > lf[b] || (lf[a] == lf[b] && a < b);
   });
   for (int64_t k : {int64_t(1), int64_t(7), V}) {
-    std::vector<int32_t> ids(k);
-    std::vector<float> lp(k);
-    topk_logprobs(lf.data(), V, 1.0, k, ids.data(), lp.data());
+    const std::vector<int32_t> ids = ids_by_descending_value(lf.data(), V, k);
     for (int64_t i = 0; i < k; ++i) ASSERT_EQ(ids[i], want[i]) << "k " << k << " rank " << i;
   }
   // top_p's kept prefix is in that order: ids 1 and 3 share the largest logit (each ≈ 0.47 of
@@ -390,6 +391,36 @@ TEST(Sampling, TopkOrderIsDescendingLogitThenSmallerId) {
   EXPECT_EQ(top[1], 1.0);
   EXPECT_EQ(top[3], 0.0);
   EXPECT_EQ(sample_token(finite.data(), 5, {1.0, 2, 1.0}, 0.99), 3);  // top_k 2: ids 1, 3
+}
+
+// The op behind a corpus's top-k rows, against the plain reference (a stable sort and a double
+// log-softmax): rows of distinct values, of many ties (the ids decide, -0 ties with +0), of one
+// value throughout; bad shapes and temperatures refused naming the op.
+TEST(TopkLogSoftmax, EachRowsLargestLogProbsInOrder) {
+  const int64_t rows = 3, V = 50, k = 12;
+  Tensor logits = Tensor::empty({rows, V});
+  float* x = logits.data<float>();
+  for (int64_t v = 0; v < V; ++v) {
+    x[v] = float(rng::normal(5, 1, uint64_t(v)));
+    x[V + v] = float(std::round(rng::normal(5, 2, uint64_t(v)) * 2) / 2);
+    x[2 * V + v] = 1.5f;
+  }
+  Tensor ids = Tensor::empty({rows, k}, DType::I32), logprobs = Tensor::empty({rows, k});
+  ops::topk_log_softmax(ids, logprobs, logits, 0.8);
+  const test::TopK want = test::teacher_topk(logits, 0.8, k);
+  for (int64_t i = 0; i < rows * k; ++i) {
+    ASSERT_EQ(ids.data<int32_t>()[i], want.ids.data<int32_t>()[i]) << i;
+    const float w = want.logp.data<float>()[i];
+    EXPECT_NEAR(logprobs.data<float>()[i], w, 2e-7 * std::max(1.0f, std::abs(w))) << i;
+  }
+  for (int64_t i = 0; i < k; ++i) EXPECT_EQ(ids.data<int32_t>()[2 * k + i], i);  // all tied
+  Tensor wide = Tensor::empty({rows, V + 1}, DType::I32), wide_lp = Tensor::empty({rows, V + 1});
+  for (const auto& [what, f] : std::vector<std::pair<std::string, std::function<void()>>>{
+           {"k > V", [&] { ops::topk_log_softmax(wide, wide_lp, logits, 1.0); }},
+           {"ids and logprobs differ", [&] { ops::topk_log_softmax(wide, logprobs, logits, 1.0); }},
+           {"tau 0", [&] { ops::topk_log_softmax(ids, logprobs, logits, 0.0); }}}) {
+    EXPECT_NE(test::error_of(f).find("topk_log_softmax: "), std::string::npos) << what;
+  }
 }
 
 // Through the model: thousands of sequences with the same prompt; the first sampled token's

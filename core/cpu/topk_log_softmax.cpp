@@ -1,0 +1,33 @@
+// A corpus's top-k targets (core/ops.h, topk_log_softmax): per row of logits x [V],
+//   lse = m + log Σ_j exp(x_j/τ − m), m = max_j x_j/τ      (double, j in order)
+//   the k ids of the largest x by descending value, ties by the smaller id,
+//   logprob_i = float(x_{id_i}/τ − lse).
+// Rows are independent: one OpenMP thread each.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "core/cpu/kernels.h"
+#include "core/descending_order.h"
+
+namespace retort::cpu {
+
+void topk_log_softmax(int32_t* ids, float* logprobs, const float* logits, int64_t rows,
+                      int64_t V, int64_t k, double tau) {
+#pragma omp parallel for schedule(dynamic, 4)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* x = logits + r * V;
+    double m = -INFINITY;
+    for (int64_t j = 0; j < V; ++j) m = std::max(m, double(x[j]) / tau);
+    double s = 0;
+    for (int64_t j = 0; j < V; ++j) s += std::exp(double(x[j]) / tau - m);
+    const double lse = m + std::log(s);
+    const std::vector<int32_t> order = ids_by_descending_value(x, V, k);
+    for (int64_t i = 0; i < k; ++i) {
+      ids[r * k + i] = order[i];
+      logprobs[r * k + i] = float(double(x[order[i]]) / tau - lse);
+    }
+  }
+}
+
+}  // namespace retort::cpu
