@@ -57,4 +57,14 @@ retort generate "${G[@]}" "${S[@]}" --set generate.precision=bf16 --set "generat
 # a different seed gives a different corpus
 retort generate "${G[@]}" "${S[@]}" --set generate.seed=8 --set "generate.out=$WORK/sample3" >/dev/null
 "${CHECK[@]}" same "$WORK/sample1" "$WORK/sample3" 2>/dev/null && fail "seed 8 equals seed 7"
+# bench/generate.sh (its GPU run is docs/GPU.md's check.sh bench): one JSON line per mode
+RETORT_BIN="$RETORT_BIN" bash "$SRC/bench/generate.sh" --config "$TINY" --device cpu --sequences 16 \
+  --out "$WORK/bench" > "$WORK/bench.jsonl"
+python3 - "$WORK/bench.jsonl" <<'PY' || fail "bench/generate.sh output"
+import json, sys
+runs = [json.loads(line) for line in open(sys.argv[1])]
+assert [r["mode"] for r in runs] == ["score", "sample"], runs
+assert runs[0]["tokens"] == 16 * 65 and runs[1]["tokens"] == 2 * 65, runs
+assert all(r["tok_per_s"] > 0 and r["device"] == "cpu" for r in runs), runs
+PY
 echo PASS

@@ -11,7 +11,8 @@
 #   bench: retort bench on configs/gpu-125m.yaml and gpu-350m.yaml, each beside the PyTorch peer
 #          (bench/pytorch_bench.py --bf16, eager), retort's time per kernel at 350m
 #          (RETORT_OP_PROFILE=1), 350m again with train.matmul_tuning=timed, PyTorch's SDPA at
-#          its attention shape (bench/attention_peer.py); then torch.compile while time is left
+#          its attention shape (bench/attention_peer.py); then torch.compile and `retort
+#          generate` (bench/generate.sh, gpu-125m shape) while time is left
 #   all:   tests, then bench with the time that is left
 #
 # CHECK_ALLOW_NO_GPU=1 runs the parts without a GPU (a dry run of this script: the GPU parts skip).
@@ -210,6 +211,10 @@ if [ "$MODE" = bench ] || [ "$MODE" = all ]; then
     part "bench pytorch-compile $cfg" 180 "$OUT/bench.log" --stdout "$B/$cfg-compile.json" \
       python3 "$PACK/src/bench/pytorch_bench.py" "$PACK/src/configs/$cfg.yaml" --device cuda --bf16 --compile
   done
+  # retort generate on the GPU (score and sample mode, a gpu-125m-shaped teacher, bf16): tok/s
+  part "generate gpu-125m (score, sample)" 90 "$OUT/bench.log" --stdout "$B/generate.jsonl" \
+    env RETORT_BIN="$RETORT" bash "$PACK/src/bench/generate.sh" --config "$PACK/src/configs/gpu-125m.yaml" \
+    --out "$B/generate"
   BENCH_TABLE=$(python3 - "$B" "$OUT/bench.json" <<'PY' 2>&1 || true
 import glob, json, os, sys
 d, out = sys.argv[1], sys.argv[2]
@@ -256,6 +261,7 @@ for t in "${TAILS[@]:0:4}"; do say "$t"; done  # the first 4 failures: the rest 
 PROFILE=$(grep -A 50 'time per step by kernel' "$OUT/bench.log" 2>/dev/null | grep -E '^(retort bench|  )' | head -50 || true)
 [ -z "$PROFILE" ] || { say ""; say "$PROFILE"; }
 [ ! -s "$BASE/bench/attention-peer.json" ] || say "attention peer: $(tr -d '\n ' < "$BASE/bench/attention-peer.json")"
+[ ! -s "$BASE/bench/generate.jsonl" ] || { say ""; say "$(cat "$BASE/bench/generate.jsonl")"; }
 # What retort said of cuDNN in the benches (engine refusals, head windows taken through
 # copies, the first-use checks against the plain kernel), once each.
 CUDNN=$(grep -E '^retort: .*cuDNN' "$OUT/bench.log" 2>/dev/null | sort -u | head -12 || true)

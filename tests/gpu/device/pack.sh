@@ -142,7 +142,7 @@ done < <(elfs)
 
 # What the e2e scripts and the benchmark read from the repository (this working tree).
 cp -r --parents configs tests/e2e tests/reference/torch_reference.py bench/pytorch_bench.py \
-  bench/pytorch_model.py bench/attention_peer.py bench/gpu.sh "$S/src/"
+  bench/pytorch_model.py bench/attention_peer.py bench/gpu.sh bench/generate.sh "$S/src/"
 find "$S/src" -name __pycache__ -prune -exec rm -rf {} +
 cp tests/gpu/device/setup.sh "$S/setup.sh"
 for w in retort test_cuda_kernels test_cuda_model mpirun mpiexec orterun ompi_info; do
