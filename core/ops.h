@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "core/sampling.h"
 #include "core/tensor.h"
 
 namespace retort::ops {
@@ -297,7 +298,7 @@ void kd_dense_shard_forward(Tensor& kl, const Tensor& logits, const Tensor& lse,
                             const Tensor& teacher_logits, const Tensor& teacher_lse,
                             float temperature);
 
-// ==== a distillation corpus's targets (core/ops_kd.cpp, core/cpu/topk_log_softmax.cpp) ======
+// ==== generation: a corpus's targets, the next tokens (core/ops_kd.cpp, core/cpu/generation.cpp) ==
 // Per row of logits [rows, V] (τ > 0): the k = ids.dim(-1) largest of log_softmax(logits / τ)
 // into ids [rows, k] I32 and logprobs [rows, k] F32, by descending value, ties by the smaller
 // id (core/descending_order.h). In double: lse = m + log Σ exp(x/τ − m), logprob =
@@ -306,5 +307,13 @@ void kd_dense_shard_forward(Tensor& kl, const Tensor& logits, const Tensor& lse,
 // reproducible run to run). On a GPU k ≤ cuda::kMaxDeviceTopK runs on the device (only the
 // [rows, k] results cross to the host); a larger k is computed on the host.
 void topk_log_softmax(Tensor& ids, Tensor& logprobs, const Tensor& logits, double tau);
+// The next token of each row of logits [rows, V]: sample_token(row r, p, u[r]) (core/sampling.h;
+// u: rows draws in [0, 1)), returned on the host (synchronises). On a GPU the draw runs on the
+// device in the same double arithmetic; where the CPU's single running sum is split (plain
+// sampling, a nucleus over the whole vocabulary) a token can differ only when u·total is within
+// rounding of a boundary. A top_k above cuda::kMaxDeviceTopK, or a nucleus beyond the 1024
+// largest tokens, is drawn on the host from a copy of its row.
+std::vector<int32_t> sample_tokens(const Tensor& logits, const std::vector<double>& u,
+                                   const SamplingParams& p);
 
 }  // namespace retort::ops

@@ -1,6 +1,7 @@
-// Knowledge-distillation ops (core/ops.h, "knowledge distillation"): shape, dtype, id and
-// aliasing checks, then the kernels (core/cpu/kd_loss.cpp, core/cuda/kd_loss.cu). The whole-vocabulary forward
-// ops are the vocabulary-parallel steps with one shard.
+// Knowledge-distillation ops (core/ops.h, "knowledge distillation"; kernels in core/cpu/kd_loss.cpp,
+// core/cuda/kd_loss.cu) and generation's (the corpus's top-k, the next tokens; kernels in
+// core/{cpu,cuda}/generation.*): shape, dtype, id and aliasing checks, then the kernels. The
+// whole-vocabulary forward ops are the vocabulary-parallel steps with one shard.
 #include <cmath>
 
 #include "core/device.h"
@@ -216,6 +217,20 @@ void topk_log_softmax(Tensor& ids, Tensor& logprobs, const Tensor& logits, doubl
 #endif
   RETORT_KERNEL(dev, topk_log_softmax, ids.data<int32_t>(), logprobs.data<float>(),
                 logits.data<float>(), rows, V, k, tau);
+}
+
+std::vector<int32_t> sample_tokens(const Tensor& logits, const std::vector<double>& u,
+                                   const SamplingParams& p) {
+  const char* op = "sample_tokens";
+  const auto [rows, V] = logits_dims(op, logits);
+  RETORT_CHECK(int64_t(u.size()) == rows, op, ": ", u.size(), " draws for ", rows, " rows");
+  RETORT_CHECK(p.temperature >= 0 && p.top_k >= 0 && p.top_p > 0 && p.top_p <= 1, op,
+               ": bad parameters (temperature ", p.temperature, ", top_k ", p.top_k, ", top_p ",
+               p.top_p, ")");
+  std::vector<int32_t> tokens(rows);
+  const Device dev = common_device(op, {&logits});
+  RETORT_KERNEL(dev, sample_tokens, tokens.data(), logits.data<float>(), rows, V, u.data(), p);
+  return tokens;
 }
 
 }  // namespace retort::ops

@@ -3,8 +3,8 @@
 
 #include <algorithm>
 #include <cstring>
-#include <exception>
 #include <memory>
+#include <vector>
 
 #include "core/check.h"
 #include "core/ops.h"
@@ -50,27 +50,12 @@ Tensor last_rows(const Tensor& logits, int64_t B, int64_t n) {
   return rows;
 }
 
-int32_t draw(const GeneratorSettings& s, const Tensor& rows, int64_t b, int64_t seq, int64_t t) {
-  const int64_t V = rows.dim(1);
-  const double u = rng::uniform(s.seed, rng::hash(kSampleStream, uint64_t(seq)), uint64_t(t));
-  return sample_token(rows.data<float>() + b * V, V, s.sampling, u);
-}
-
-// row(i) for i in [0, n) on the OpenMP threads: the draws (on the host, whichever device the
-// teacher is on) are independent. The first exception is rethrown here.
-template <class Row>
-void each_row(int64_t n, const Row& row) {
-  std::exception_ptr error;
-#pragma omp parallel for schedule(dynamic, 4)
-  for (int64_t i = 0; i < n; ++i) {
-    try {
-      row(i);
-    } catch (...) {
-#pragma omp critical(retort_each_row)
-      if (!error) error = std::current_exception();
-    }
-  }
-  if (error) std::rethrow_exception(error);
+// Token t of sequences seq, seq + 1, ... drawn from their rows [B, V] (where the rows are).
+std::vector<int32_t> draw(const GeneratorSettings& s, const Tensor& rows, int64_t seq, int64_t t) {
+  std::vector<double> u(rows.dim(0));
+  for (size_t b = 0; b < u.size(); ++b)
+    u[b] = rng::uniform(s.seed, rng::hash(kSampleStream, uint64_t(seq) + b), uint64_t(t));
+  return ops::sample_tokens(rows, u, s.sampling);
 }
 
 }  // namespace
@@ -121,18 +106,16 @@ void generate_sequences(Transformer& teacher, const GeneratorSettings& s, const 
       const Tensor logits = dec->prefill(prompt);  // [B·P, V]
       const TopkRows top = topk_rows(s, logits);
       for (int64_t r = 0; r < B * P; ++r) record(s, top, r, j0 + r / P, r % P, out);
-      const Tensor last = on_host(last_rows(logits, B, P));
-      each_row(B, [&](int64_t b) { toks[b * Ls + P] = draw(s, last, b, first + j0 + b, P); });
+      const std::vector<int32_t> drawn = draw(s, last_rows(logits, B, P), first + j0, P);
+      for (int64_t b = 0; b < B; ++b) toks[b * Ls + P] = drawn[b];
       Tensor step = Tensor::empty({B}, DType::I32);
       for (int64_t pos = P; pos < Ls - 1; ++pos) {
         for (int64_t b = 0; b < B; ++b) step.data<int32_t>()[b] = toks[b * Ls + pos];
         const Tensor next = dec->step(step);  // [B, V]: after tokens ≤ pos
         const TopkRows top_next = topk_rows(s, next);
         for (int64_t b = 0; b < B; ++b) record(s, top_next, b, j0 + b, pos, out);
-        const Tensor rows = on_host(next);
-        each_row(B, [&](int64_t b) {
-          toks[b * Ls + pos + 1] = draw(s, rows, b, first + j0 + b, pos + 1);
-        });
+        const std::vector<int32_t> drawn_next = draw(s, next, first + j0, pos + 1);
+        for (int64_t b = 0; b < B; ++b) toks[b * Ls + pos + 1] = drawn_next[b];
       }
     } else {  // sample without a cache: recompute the whole prefix for every new token
       for (int64_t pos = P; pos < Ls; ++pos) {  // draw token `pos` from the prefix [0, pos)
@@ -148,10 +131,8 @@ void generate_sequences(Transformer& teacher, const GeneratorSettings& s, const 
           const TopkRows top = topk_rows(s, last);
           for (int64_t b = 0; b < B; ++b) record(s, top, b, j0 + b, pos - 1, out);
         }
-        const Tensor last_host = on_host(last);
-        each_row(B, [&](int64_t b) {
-          toks[b * Ls + pos] = draw(s, last_host, b, first + j0 + b, pos);
-        });
+        const std::vector<int32_t> drawn = draw(s, last, first + j0, pos);
+        for (int64_t b = 0; b < B; ++b) toks[b * Ls + pos] = drawn[b];
       }
     }
     if (on_batch) on_batch(B * Ls);

@@ -7,8 +7,8 @@
 //           sample_token(row t-1, u) with u = rng::uniform(seed, rng::hash(kSampleStream, i), t).
 // Row t of topk_ids/topk_logprobs (t < Ls-1) = ops::topk_log_softmax(teacher logits after tokens
 // ≤ t, logit_temperature), k per row — for sample mode the logits that the draw of token t+1
-// used. It runs where the logits are (a GPU teacher's: only the [rows, k] results reach the
-// host); the draws read their rows on the host.
+// used. Both run where the logits are (ops::topk_log_softmax, ops::sample_tokens): from a GPU
+// teacher only the [rows, k] results and the drawn tokens reach the host.
 // Sequences are computed in batches of `batch` from the block's first sequence, so a block
 // (one shard) gives the same bytes whichever rank computes it.
 #pragma once
@@ -17,7 +17,7 @@
 
 #include "core/tensor.h"
 #include "data/distill_corpus.h"
-#include "models/sampling.h"
+#include "core/sampling.h"
 #include "models/transformer.h"
 
 namespace retort {

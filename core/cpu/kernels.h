@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "core/multi_tensor.h"
+#include "core/sampling.h"
 
 namespace retort::cpu {
 
@@ -174,9 +175,12 @@ void kd_dense_backward(float* dlogits, const float* logits, const float* lse_s,
                        const float* teacher, const float* lse_t, int64_t rows, int64_t V,
                        float inv_tau, float scale);
 
-// ---- topk_log_softmax.cpp (a corpus's top-k targets; see core/ops.h) ----------------------
+// ---- generation.cpp (a corpus's top-k targets and the next tokens; see core/ops.h) --------
 // logits [rows, V] -> ids, logprobs [rows, k]
 void topk_log_softmax(int32_t* ids, float* logprobs, const float* logits, int64_t rows,
                       int64_t V, int64_t k, double tau);
+// tokens[r] = sample_token(row r, p, u[r]) (core/sampling.h)
+void sample_tokens(int32_t* tokens, const float* logits, int64_t rows, int64_t V, const double* u,
+                   const SamplingParams& p);
 
 }  // namespace retort::cpu

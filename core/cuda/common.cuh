@@ -23,6 +23,10 @@ struct MaxOp {
   template <class T>
   __device__ __forceinline__ T operator()(T a, T b) const { return a > b ? a : b; }
 };
+struct MinOp {
+  template <class T>
+  __device__ __forceinline__ T operator()(T a, T b) const { return a < b ? a : b; }
+};
 
 // Butterfly over the 32 lanes; every lane ends with the same value (a+b == b+a exactly).
 template <class T, class Op>

@@ -13,6 +13,7 @@
 
 #include "core/multi_tensor.h"
 #include "core/ops.h"
+#include "core/sampling.h"
 
 namespace retort::cuda {
 
@@ -208,11 +209,16 @@ void kd_dense_backward(float* dlogits, const float* logits, const float* lse_s,
                        const float* teacher, const float* lse_t, int64_t rows, int64_t V,
                        float inv_tau, float scale);
 
-// ---- topk_log_softmax.cu (a corpus's top-k targets; see core/ops.h) ----------------------
+// ---- generation.cu (a corpus's top-k targets and the next tokens; see core/ops.h) ----------
 // logits [rows, V] -> ids, logprobs [rows, k], 1 <= k <= kMaxDeviceTopK (the sort's shared memory)
 inline constexpr int64_t kMaxDeviceTopK = 1024;
 void topk_log_softmax(int32_t* ids, float* logprobs, const float* logits, int64_t rows,
                       int64_t V, int64_t k, double tau);
+// tokens[r] (HOST array) = the draw of row r with u[r] (HOST array); synchronises. Rows the
+// device leaves (top_k above kMaxDeviceTopK, a nucleus beyond the 1024 largest) are copied to
+// the host and drawn there.
+void sample_tokens(int32_t* tokens, const float* logits, int64_t rows, int64_t V, const double* u,
+                   const SamplingParams& p);
 
 // ---- ids.cu ------------------------------------------------------------------------------
 // Index of the first id outside [lo, hi), or -1 when all are inside (synchronises).

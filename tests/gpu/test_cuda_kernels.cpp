@@ -1260,3 +1260,40 @@ TEST(CudaTopkLogSoftmax, SameIdsAsCpuAndLogProbsToRounding) {
   }
 }
 
+// Sampled tokens: the device's draw against the CPU's sample_token, row by row, on rows of
+// distinct values, of ties, and flat ones (a top_p nucleus of thousands of tokens, beyond the
+// device's 1024 candidates: drawn on the host), each with its own u: greedy, plain sampling,
+// top_k (1, 40, the device limit, above it), top_p alone and with top_k, V both below and
+// above 1024. Equal token for token (the device's sums split where the CPU's run in one
+// order only in plain sampling and a whole-vocabulary nucleus: a token could differ only if
+// u·total fell within rounding of a boundary, which these draws do not).
+TEST(CudaSampleTokens, SameTokensAsTheCpu) {
+  for (const int64_t V : {int64_t(700), int64_t(5000)}) {
+    const int64_t rows = 48;
+    std::vector<float> x = randn(rows * V, 1300 + V, 2.0);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t v = 0; v < V; ++v) {
+        float& e = x[r * V + v];
+        if (r % 3 == 1) e = std::round(e * 2) / 2;  // ties
+        if (r % 3 == 2) e *= 0.01f;                 // nearly flat
+      }
+    std::vector<double> u(rows);
+    for (int64_t r = 0; r < rows; ++r) u[r] = rng::uniform(kSeed, 1400 + V, uint64_t(r));
+    Dev<float> d_x(x);
+    const SamplingParams params[] = {{0.0, 0, 1.0},  {1.0, 0, 1.0},   {0.7, 0, 1.0},
+                                     {1.0, 1, 1.0},  {0.9, 40, 1.0},  {1.0, cuda::kMaxDeviceTopK, 1.0},
+                                     {1.0, 1500, 1.0}, {1.0, 0, 0.9}, {0.8, 0, 0.5},
+                                     {1.0, 60, 0.7}};
+    for (const SamplingParams& p : params) {
+      const std::string what = "V " + std::to_string(V) + " temperature " + std::to_string(p.temperature) +
+                               " top_k " + std::to_string(p.top_k) + " top_p " + std::to_string(p.top_p);
+      std::vector<int32_t> want(rows), got(rows), again(rows);
+      cpu::sample_tokens(want.data(), x.data(), rows, V, u.data(), p);
+      cuda::sample_tokens(got.data(), d_x, rows, V, u.data(), p);
+      EXPECT_BITWISE(got, want, what);
+      cuda::sample_tokens(again.data(), d_x, rows, V, u.data(), p);
+      EXPECT_BITWISE(again, got, what + " rerun");
+    }
+  }
+}
+

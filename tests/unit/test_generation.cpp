@@ -11,6 +11,7 @@
 #include <functional>
 #include <map>
 #include <numeric>
+#include <set>
 #include <vector>
 
 #include "core/descending_order.h"
@@ -18,7 +19,7 @@
 #include "core/random.h"
 #include "launch/corpus_generator.h"
 #include "models/kv_cache_decoder.h"
-#include "models/sampling.h"
+#include "core/sampling.h"
 #include "models/transformer.h"
 #include "tests/unit/test_support.h"
 
@@ -420,6 +421,32 @@ TEST(TopkLogSoftmax, EachRowsLargestLogProbsInOrder) {
            {"ids and logprobs differ", [&] { ops::topk_log_softmax(wide, logprobs, logits, 1.0); }},
            {"tau 0", [&] { ops::topk_log_softmax(ids, logprobs, logits, 0.0); }}}) {
     EXPECT_NE(test::error_of(f).find("topk_log_softmax: "), std::string::npos) << what;
+  }
+}
+
+// The op behind a sampled corpus's tokens: each row's sample_token with its own draw; bad
+// parameters refused naming the op.
+TEST(SampleTokens, EachRowsDrawWithItsOwnU) {
+  const int64_t rows = 40, V = 30;
+  Tensor logits = Tensor::empty({rows, V});
+  std::vector<double> u(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    u[r] = rng::uniform(4, 2, uint64_t(r));
+    for (int64_t v = 0; v < V; ++v) logits.data<float>()[r * V + v] = float(rng::normal(4, 1, uint64_t(r * V + v)));
+  }
+  for (const SamplingParams& p : {SamplingParams{1.0, 0, 1.0}, SamplingParams{0.0, 0, 1.0},
+                                  SamplingParams{0.7, 5, 1.0}, SamplingParams{1.3, 0, 0.8}}) {
+    const std::vector<int32_t> got = ops::sample_tokens(logits, u, p);
+    std::set<int32_t> distinct(got.begin(), got.end());
+    EXPECT_GT(distinct.size(), p.temperature == 0 ? 1u : 5u);  // each row its own draw
+    for (int64_t r = 0; r < rows; ++r)
+      ASSERT_EQ(got[r], sample_token(logits.data<float>() + r * V, V, p, u[r])) << r;
+  }
+  for (const auto& [what, f] : std::vector<std::pair<std::string, std::function<void()>>>{
+           {"too few draws", [&] { ops::sample_tokens(logits, {0.5}, {}); }},
+           {"top_p 0", [&] { ops::sample_tokens(logits, u, {1.0, 0, 0.0}); }},
+           {"temperature < 0", [&] { ops::sample_tokens(logits, u, {-1.0, 0, 1.0}); }}}) {
+    EXPECT_NE(test::error_of(f).find("sample_tokens: "), std::string::npos) << what;
   }
 }
 

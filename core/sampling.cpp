@@ -1,5 +1,5 @@
 // See sampling.h.
-#include "models/sampling.h"
+#include "core/sampling.h"
 
 #include <algorithm>
 #include <cmath>

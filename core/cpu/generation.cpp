@@ -1,8 +1,9 @@
-// A corpus's top-k targets (core/ops.h, topk_log_softmax): per row of logits x [V],
-//   lse = m + log Σ_j exp(x_j/τ − m), m = max_j x_j/τ      (double, j in order)
-//   the k ids of the largest x by descending value, ties by the smaller id,
-//   logprob_i = float(x_{id_i}/τ − lse).
-// Rows are independent: one OpenMP thread each.
+// Generation's per-row work (core/ops.h: topk_log_softmax, sample_tokens), one OpenMP thread
+// per row of logits x [V]:
+//   topk_log_softmax: lse = m + log Σ_j exp(x_j/τ − m), m = max_j x_j/τ (double, j in order);
+//     the k ids of the largest x by descending value, ties by the smaller id
+//     (core/descending_order.h); logprob_i = float(x_{id_i}/τ − lse).
+//   sample_tokens: sample_token (core/sampling.h) of each row with its u.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -28,6 +29,12 @@ void topk_log_softmax(int32_t* ids, float* logprobs, const float* logits, int64_
       logprobs[r * k + i] = float(double(x[order[i]]) / tau - lse);
     }
   }
+}
+
+void sample_tokens(int32_t* tokens, const float* logits, int64_t rows, int64_t V, const double* u,
+                   const SamplingParams& p) {
+#pragma omp parallel for schedule(dynamic, 4)
+  for (int64_t r = 0; r < rows; ++r) tokens[r] = sample_token(logits + r * V, V, p, u[r]);
 }
 
 }  // namespace retort::cpu
