@@ -22,6 +22,8 @@ def sentence(rng):
 
 
 def main():
+    if len(sys.argv) < 2 or sys.argv[1].startswith("-"):
+        sys.exit(__doc__.strip())
     out = sys.argv[1]
     n_docs = int(sys.argv[2]) if len(sys.argv) > 2 else 40
     rng = random.Random(1234)
