@@ -6,7 +6,8 @@
 // probabilities first exceeds u · total (inverse CDF in that order). temperature 0 = argmax.
 // Everything in double; u in [0, 1) is the caller's uniform draw, so the token is a pure
 // function of (logits, parameters, u).
-// (A corpus's top-k log-probabilities: ops::topk_log_softmax.)
+// (Rows of logits on either device: ops::sample_tokens. A corpus's top-k log-probabilities:
+// ops::topk_log_softmax.)
 #pragma once
 #include <cstdint>
 #include <vector>

@@ -2,7 +2,7 @@
 // (raw DEVICE pointers and sizes; core/ops.cpp checks shapes, dtypes and devices first).
 // Every kernel is queued on cuda::compute_stream() and returns without synchronising, except
 // those that return a value to the host (sum_squares, sum_squares_multi,
-// first_id_out_of_range).
+// first_id_out_of_range, sample_tokens).
 // Determinism: no floating-point atomics; every output element has one owner thread/block and
 // a fixed reduction order, so results are bitwise reproducible run to run on one GPU.
 // The math of each function is documented in core/ops.h; the CPU kernels are the reference.
