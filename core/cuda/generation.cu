@@ -8,8 +8,8 @@
 // soon as every key of that byte is needed the threshold T is known and the keys ≤ T are
 // exactly the k (usually 2–4 passes: the top bytes are the value's sign, exponent and
 // mantissa). Then the k are gathered (any order) and bitonic-sorted in shared memory.
-// Histograms count with integer atomics (exact) and the gather's order is undone by the sort:
-// every output is bitwise reproducible.
+// The histogram counts with integer atomics, one per warp and digit (exact), and the gather's
+// order is undone by the sort: every output is bitwise reproducible.
 //
 // topk_log_softmax: lse = m + log Σ exp(x/τ − m) in double (fixed block tree), the selected
 // ids, logprob = float(x/τ − lse).
@@ -31,7 +31,6 @@ namespace retort::cuda {
 namespace {
 
 constexpr int kRowThreads = 256;
-constexpr int kRowWarps = kRowThreads / kWarp;
 
 // core/descending_order.h's key: the value's bits made order-preserving and inverted, then the id.
 __device__ __forceinline__ uint64_t descending_key(float x, int64_t id) {
@@ -42,8 +41,7 @@ __device__ __forceinline__ uint64_t descending_key(float x, int64_t id) {
 __device__ __forceinline__ int32_t key_id(uint64_t key) { return int32_t(uint32_t(key)); }
 
 struct SelectShared {
-  unsigned hist[kRowWarps][256];  // one per warp: fewer colliding atomics
-  unsigned digit_count[256];
+  unsigned hist[256];
   unsigned remaining, gathered;
   int digit;
 };
@@ -52,32 +50,31 @@ struct SelectShared {
 // power of two ≥ k, ≤ kMaxDeviceTopK). Called by the whole block.
 __device__ void select_sorted(const float* x, int64_t V, int k, int k_pow2, uint64_t* chosen,
                               SelectShared& sh) {
-  const int t = threadIdx.x, warp = t / kWarp;
+  const int t = threadIdx.x, warp = t / kWarp, lane = t % kWarp;
   uint64_t prefix = 0, mask = 0, threshold = 0;
   unsigned remaining = unsigned(k);
   for (int shift = 56; shift >= 0; shift -= 8) {
-    for (int i = t; i < kRowWarps * 256; i += blockDim.x) (&sh.hist[0][0])[i] = 0;
+    for (int b = t; b < 256; b += blockDim.x) sh.hist[b] = 0;
     __syncthreads();
-    for (int64_t j = t; j < V; j += blockDim.x) {
-      const uint64_t key = descending_key(x[j], j);
-      if ((key & mask) == prefix) atomicAdd(&sh.hist[warp][(key >> shift) & 0xff], 1u);
-    }
-    __syncthreads();
-    for (int b = t; b < 256; b += blockDim.x) {
-      unsigned c = 0;
-      for (int w = 0; w < kRowWarps; ++w) c += sh.hist[w][b];
-      sh.digit_count[b] = c;
+    // Whole warps (the match needs all 32 lanes): the lanes of one digit add their count at once
+    // (logits share a few sign/exponent bytes, so single adds would queue on one address).
+    for (int64_t base = int64_t(warp) * kWarp; base < V; base += blockDim.x) {
+      const int64_t j = base + lane;
+      const uint64_t key = j < V ? descending_key(x[j], j) : 0;
+      const unsigned digit = j < V && (key & mask) == prefix ? unsigned(key >> shift) & 0xffu : 256u;
+      const unsigned same = __match_any_sync(0xffffffffu, digit);
+      if (digit < 256 && lane == __ffs(same) - 1) atomicAdd(&sh.hist[digit], unsigned(__popc(same)));
     }
     __syncthreads();
     if (t == 0) {  // the byte holding the remaining-th smallest key of this prefix
       int b = 0;
-      while (sh.digit_count[b] < remaining) remaining -= sh.digit_count[b++];
+      while (sh.hist[b] < remaining) remaining -= sh.hist[b++];
       sh.digit = b;
       sh.remaining = remaining;
     }
     __syncthreads();
     const int b = sh.digit;
-    const bool all_of_digit = sh.digit_count[b] == sh.remaining;
+    const bool all_of_digit = sh.hist[b] == sh.remaining;
     remaining = sh.remaining;
     __syncthreads();  // read before thread 0 writes them again
     prefix |= uint64_t(b) << shift;

@@ -108,6 +108,17 @@ uint64_t exchange(uint64_t v, int lane_xor) {
   return r;
 }
 
+uint32_t match_any(uint64_t v) {
+  const int t = tid.x, w = t / 32;
+  slots[t] = v;
+  wait_barrier(warp_arrived[w], warp_gen[w], 32, "__match_any_sync");
+  uint32_t lanes = 0;
+  for (int l = 0; l < 32; ++l)
+    if (slots[w * 32 + l] == v) lanes |= 1u << l;
+  wait_barrier(warp_arrived[w], warp_gen[w], 32, "__match_any_sync");
+  return lanes;
+}
+
 void run(dim3 grid, dim3 block, size_t smem, const std::function<void()>& fn) {
   static std::mutex one_kernel_at_a_time;  // the simulator's state is global
   std::lock_guard<std::mutex> lock(one_kernel_at_a_time);

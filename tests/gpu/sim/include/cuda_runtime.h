@@ -114,6 +114,8 @@ extern dim3 bid, bdim, gdim;
 extern unsigned char* dyn_smem;
 void syncthreads();
 uint64_t exchange(uint64_t v, int lane_xor);
+// The lanes of the calling warp whose v equals this lane's (all 32 lanes must call it).
+uint32_t match_any(uint64_t v);
 void run(dim3 grid, dim3 block, size_t smem, const std::function<void()>& body);
 // Faults when a launch asks for more than 48 KiB of dynamic shared memory without the
 // kernel's cudaFuncAttributeMaxDynamicSharedMemorySize opt-in (a launch error on a GPU).
@@ -156,9 +158,12 @@ Launch<K> launch(K k, dim3 grid, dim3 block, size_t smem = 0, cudaStream_t strea
 #define gridDim sim::gdim
 #define __syncthreads() sim::syncthreads()
 #define __shfl_xor_sync(mask, v, off) sim::shfl_xor(mask, v, off)
+#define __match_any_sync(mask, v) sim::match_any(uint64_t(v))
 
 inline float __uint_as_float(uint32_t u) { return std::bit_cast<float>(u); }
 inline uint32_t __float_as_uint(float f) { return std::bit_cast<uint32_t>(f); }
+inline int __popc(uint32_t x) { return std::popcount(x); }
+inline int __ffs(uint32_t x) { return x ? std::countr_zero(x) + 1 : 0; }
 inline uint32_t atomicAdd(uint32_t* p, uint32_t v) { return std::atomic_ref<uint32_t>(*p).fetch_add(v); }
 inline uint32_t atomicOr(uint32_t* p, uint32_t v) { return std::atomic_ref<uint32_t>(*p).fetch_or(v); }
 inline unsigned long long atomicMin(unsigned long long* p, unsigned long long v) {
