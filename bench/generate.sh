@@ -47,16 +47,21 @@ DATA=(--set "data.train=$OUT/tok/train.h5" --set "data.val=$OUT/tok/val.h5"
 "$RETORT" train "$CONFIG" "${DATA[@]}" "${ON[@]}" --set train.steps=1 --set eval.max_windows=1 \
   --set "run.dir=$OUT/teacher" >/dev/null
 
-G=("$CONFIG" "${ON[@]}" --set "generate.teacher=$OUT/teacher" --set "generate.data=$OUT/tok/train.h5"
-   --set generate.k=32 --set "generate.seq_len=$L" --set generate.batch=8 "${SETS[@]}")
+G=("$CONFIG" "${ON[@]}" --set "generate.teacher=$OUT/teacher"
+   --set "generate.data=$OUT/tok/train.h5" --set generate.k=32 --set "generate.seq_len=$L"
+   --set generate.batch=8 "${SETS[@]}")
 run() {  # run MODE SEQUENCES ARGS...: one JSON line
   local mode=$1 n=$2; shift 2
   local t0=$(date +%s.%N)
   "$RETORT" generate "${G[@]}" --set "generate.mode=$mode" --set "generate.num_sequences=$n" \
     --set "generate.shard_sequences=$n" --set "generate.out=$OUT/$mode" "$@" >/dev/null
-  "$PYTHON" -c 'import sys, time; m, n, L, t0, dev, cfg = sys.argv[1:]; s = time.time() - float(t0)
-print(f"{{\"mode\": \"{m}\", \"device\": \"{dev}\", \"config\": \"{cfg}\", \"tokens\": {int(n) * int(L)}, \"seconds\": {s:.2f}, \"tok_per_s\": {int(n) * int(L) / s:.0f}}}")' \
-    "$mode" "$n" "$L" "$t0" "$DEVICE" "$(basename "$CONFIG")"
+  "$PYTHON" - "$mode" "$n" "$L" "$t0" "$DEVICE" "$(basename "$CONFIG")" <<'PY'
+import json, sys, time
+mode, n, L, t0, device, config = sys.argv[1:]
+s, tokens = time.time() - float(t0), int(n) * int(L)
+print(json.dumps({"mode": mode, "device": device, "config": config, "tokens": tokens,
+                  "seconds": round(s, 2), "tok_per_s": round(tokens / s)}))
+PY
 }
 run score "$N"
 run sample "$(( (N + 7) / 8 ))" --set generate.prompt_len=16 --set generate.top_p=0.95

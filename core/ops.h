@@ -298,7 +298,7 @@ void kd_dense_shard_forward(Tensor& kl, const Tensor& logits, const Tensor& lse,
                             const Tensor& teacher_logits, const Tensor& teacher_lse,
                             float temperature);
 
-// ==== generation: a corpus's targets, the next tokens (core/ops_kd.cpp, core/cpu/generation.cpp) ==
+// ==== generation: a corpus's targets, the next tokens (core/ops_kd.cpp, core/*/generation.*) ==
 // Per row of logits [rows, V] (τ > 0): the k = ids.dim(-1) largest of log_softmax(logits / τ)
 // into ids [rows, k] I32 and logprobs [rows, k] F32, by descending value, ties by the smaller
 // id (core/descending_order.h). In double: lse = m + log Σ exp(x/τ − m), logprob =

@@ -25,7 +25,8 @@ struct TopkRows {
 TopkRows topk_rows(const GeneratorSettings& s, const Tensor& logits) {
   const Device dev = logits.device();
   const Shape shape{logits.dim(0), s.k};
-  Tensor ids = Tensor::empty(shape, DType::I32, dev), logprobs = Tensor::empty(shape, DType::F32, dev);
+  Tensor ids = Tensor::empty(shape, DType::I32, dev);
+  Tensor logprobs = Tensor::empty(shape, DType::F32, dev);
   ops::topk_log_softmax(ids, logprobs, logits, s.logit_temperature);
   return {on_host(ids), on_host(logprobs)};
 }

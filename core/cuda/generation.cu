@@ -61,9 +61,10 @@ __device__ void select_sorted(const float* x, int64_t V, int k, int k_pow2, uint
     for (int64_t base = int64_t(warp) * kWarp; base < V; base += blockDim.x) {
       const int64_t j = base + lane;
       const uint64_t key = j < V ? descending_key(x[j], j) : 0;
-      const unsigned digit = j < V && (key & mask) == prefix ? unsigned(key >> shift) & 0xffu : 256u;
+      const bool counted = j < V && (key & mask) == prefix;
+      const unsigned digit = counted ? unsigned(key >> shift) & 0xffu : 256u;
       const unsigned same = __match_any_sync(0xffffffffu, digit);
-      if (digit < 256 && lane == __ffs(same) - 1) atomicAdd(&sh.hist[digit], unsigned(__popc(same)));
+      if (counted && lane == __ffs(same) - 1) atomicAdd(&sh.hist[digit], unsigned(__popc(same)));
     }
     __syncthreads();
     if (t == 0) {  // the byte holding the remaining-th smallest key of this prefix
@@ -164,7 +165,8 @@ __global__ void sample_tokens_kernel(int32_t* tokens, const float* logits, int64
     for (int64_t j = t; j < V; j += blockDim.x) mx = x[j] > mx ? x[j] : mx;
     const double m = double(block_max(mx, max_scratch));
     const int64_t chunk = (V + blockDim.x - 1) / blockDim.x;
-    const int64_t begin = t * chunk < V ? t * chunk : V, end = begin + chunk < V ? begin + chunk : V;
+    const int64_t begin = t * chunk < V ? t * chunk : V;
+    const int64_t end = begin + chunk < V ? begin + chunk : V;
     double part = 0;
     for (int64_t j = begin; j < end; ++j) part += exp((double(x[j]) - m) / temperature);
     w[t] = part;
@@ -196,7 +198,8 @@ __global__ void sample_tokens_kernel(int32_t* tokens, const float* logits, int64
   }
   select_sorted(x, V, k, k_pow2, chosen, sh);
   const double m = double(x[key_id(chosen[0])]);
-  for (int i = t; i < k; i += blockDim.x) w[i] = exp((double(x[key_id(chosen[i])]) - m) / temperature);
+  for (int i = t; i < k; i += blockDim.x)
+    w[i] = exp((double(x[key_id(chosen[i])]) - m) / temperature);
   double whole = 0;
   if (whole_total) {
     double s = 0;

@@ -1280,13 +1280,14 @@ TEST(CudaSampleTokens, SameTokensAsTheCpu) {
     std::vector<double> u(rows);
     for (int64_t r = 0; r < rows; ++r) u[r] = rng::uniform(kSeed, 1400 + V, uint64_t(r));
     Dev<float> d_x(x);
-    const SamplingParams params[] = {{0.0, 0, 1.0},  {1.0, 0, 1.0},   {0.7, 0, 1.0},
-                                     {1.0, 1, 1.0},  {0.9, 40, 1.0},  {1.0, cuda::kMaxDeviceTopK, 1.0},
-                                     {1.0, 1500, 1.0}, {1.0, 0, 0.9}, {0.8, 0, 0.5},
-                                     {1.0, 60, 0.7}};
+    const SamplingParams params[] = {
+        {0.0, 0, 1.0},    {1.0, 0, 1.0},   {0.7, 0, 1.0},   {1.0, 1, 1.0},
+        {0.9, 40, 1.0},   {1.0, cuda::kMaxDeviceTopK, 1.0}, {1.0, 1500, 1.0},
+        {1.0, 0, 0.9},    {0.8, 0, 0.5},   {1.0, 60, 0.7}};
     for (const SamplingParams& p : params) {
-      const std::string what = "V " + std::to_string(V) + " temperature " + std::to_string(p.temperature) +
-                               " top_k " + std::to_string(p.top_k) + " top_p " + std::to_string(p.top_p);
+      const std::string what = "V " + std::to_string(V) + " temperature " +
+                               std::to_string(p.temperature) + " top_k " +
+                               std::to_string(p.top_k) + " top_p " + std::to_string(p.top_p);
       std::vector<int32_t> want(rows), got(rows), again(rows);
       cpu::sample_tokens(want.data(), x.data(), rows, V, u.data(), p);
       cuda::sample_tokens(got.data(), d_x, rows, V, u.data(), p);

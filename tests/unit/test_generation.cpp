@@ -432,7 +432,8 @@ TEST(SampleTokens, EachRowsDrawWithItsOwnU) {
   std::vector<double> u(rows);
   for (int64_t r = 0; r < rows; ++r) {
     u[r] = rng::uniform(4, 2, uint64_t(r));
-    for (int64_t v = 0; v < V; ++v) logits.data<float>()[r * V + v] = float(rng::normal(4, 1, uint64_t(r * V + v)));
+    for (int64_t v = 0; v < V; ++v)
+      logits.data<float>()[r * V + v] = float(rng::normal(4, 1, uint64_t(r * V + v)));
   }
   for (const SamplingParams& p : {SamplingParams{1.0, 0, 1.0}, SamplingParams{0.0, 0, 1.0},
                                   SamplingParams{0.7, 5, 1.0}, SamplingParams{1.3, 0, 0.8}}) {
