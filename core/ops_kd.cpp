@@ -205,16 +205,6 @@ void topk_log_softmax(Tensor& ids, Tensor& logprobs, const Tensor& logits, doubl
                V, "]");
   RETORT_CHECK(std::isfinite(tau) && tau > 0, op, ": temperature must be > 0, got ", tau);
   const Device dev = common_device(op, {&ids, &logprobs, &logits});
-#if RETORT_HAVE_CUDA
-  if (dev == Device::CUDA && k > cuda::kMaxDeviceTopK) {  // through the host
-    Tensor host_ids = Tensor::empty(ids.shape(), DType::I32);
-    Tensor host_logprobs = Tensor::empty(logprobs.shape(), DType::F32);
-    topk_log_softmax(host_ids, host_logprobs, logits.to(Device::CPU), tau);
-    copy(ids, host_ids);
-    copy(logprobs, host_logprobs);
-    return;
-  }
-#endif
   RETORT_KERNEL(dev, topk_log_softmax, ids.data<int32_t>(), logprobs.data<float>(),
                 logits.data<float>(), rows, V, k, tau);
 }

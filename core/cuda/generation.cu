@@ -18,10 +18,12 @@
 // differs from the CPU's only when u·total lies within exp's last bit of a boundary; plain
 // sampling sums each thread's contiguous chunk and then the chunks (the CPU: one running sum),
 // and a nucleus over the whole vocabulary sums its total in the block tree. A nucleus that
-// needs more than the 1024 largest tokens is left to the host (token −1 from the kernel).
+// needs more than the 1024 largest tokens is left to the host (token −1 from the kernel), as
+// is a top-k with k above 1024 (the CPU kernel on a host copy of the logits).
 #include <cmath>
 #include <vector>
 
+#include "core/cpu/kernels.h"
 #include "core/cuda/common.cuh"
 #include "core/cuda/kernels.h"
 #include "core/sampling.h"
@@ -241,10 +243,23 @@ __global__ void sample_tokens_kernel(int32_t* tokens, const float* logits, int64
 
 void topk_log_softmax(int32_t* ids, float* logprobs, const float* logits, int64_t rows,
                       int64_t V, int64_t k, double tau) {
-  RETORT_CHECK(k >= 1 && k <= kMaxDeviceTopK && k <= V, "cuda::topk_log_softmax: k ", k,
-               " outside [1, min(V, ", kMaxDeviceTopK, ")]");
   if (rows == 0) return;
-  topk_log_softmax_kernel<<<rows, kRowThreads, 0, compute_stream()>>>(
+  cudaStream_t s = compute_stream();
+  if (k > kMaxDeviceTopK) {  // beyond the sort's shared memory: the CPU kernel on a host copy
+    std::vector<float> x(rows * V), lp(rows * k);
+    std::vector<int32_t> id(rows * k);
+    RETORT_CUDA_CHECK(cudaMemcpyAsync(x.data(), logits, x.size() * sizeof(float),
+                                      cudaMemcpyDeviceToHost, s));
+    RETORT_CUDA_CHECK(cudaStreamSynchronize(s));
+    cpu::topk_log_softmax(id.data(), lp.data(), x.data(), rows, V, k, tau);
+    RETORT_CUDA_CHECK(cudaMemcpyAsync(ids, id.data(), id.size() * sizeof(int32_t),
+                                      cudaMemcpyHostToDevice, s));
+    RETORT_CUDA_CHECK(cudaMemcpyAsync(logprobs, lp.data(), lp.size() * sizeof(float),
+                                      cudaMemcpyHostToDevice, s));
+    RETORT_CUDA_CHECK(cudaStreamSynchronize(s));  // the host buffers go out of scope
+    return;
+  }
+  topk_log_softmax_kernel<<<rows, kRowThreads, 0, s>>>(
       ids, logprobs, logits, V, int(k), pow2_at_least(k), tau);
   RETORT_CUDA_CHECK_LAUNCH();
 }

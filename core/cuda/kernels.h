@@ -210,7 +210,8 @@ void kd_dense_backward(float* dlogits, const float* logits, const float* lse_s,
                        float inv_tau, float scale);
 
 // ---- generation.cu (a corpus's top-k targets and the next tokens; see core/ops.h) ----------
-// logits [rows, V] -> ids, logprobs [rows, k], 1 <= k <= kMaxDeviceTopK (the sort's shared memory)
+// logits [rows, V] -> ids, logprobs [rows, k]; on the device for k <= kMaxDeviceTopK (the
+// sort's shared memory), above it the CPU kernel on a host copy (synchronises)
 inline constexpr int64_t kMaxDeviceTopK = 1024;
 void topk_log_softmax(int32_t* ids, float* logprobs, const float* logits, int64_t rows,
                       int64_t V, int64_t k, double tau);
