@@ -304,15 +304,15 @@ void kd_dense_shard_forward(Tensor& kl, const Tensor& logits, const Tensor& lse,
 // id (core/descending_order.h). In double: lse = m + log Σ exp(x/τ − m), logprob =
 // float(x/τ − lse). The ids are the same on every device; the GPU sums Σ exp in a fixed tree
 // instead of in order, so a log-prob may differ from the CPU's by its last bit (both
-// reproducible run to run). On a GPU k ≤ cuda::kMaxDeviceTopK runs on the device (only the
-// [rows, k] results cross to the host); a larger k is computed on the host.
+// reproducible run to run). On a GPU it runs on the device for any k (only the [rows, k]
+// results cross to the host).
 void topk_log_softmax(Tensor& ids, Tensor& logprobs, const Tensor& logits, double tau);
 // The next token of each row of logits [rows, V]: sample_token(row r, p, u[r]) (core/sampling.h;
 // u: rows draws in [0, 1)), returned on the host (synchronises). On a GPU the draw runs on the
-// device in the same double arithmetic; where the CPU's single running sum is split (plain
-// sampling, a nucleus over the whole vocabulary) a token can differ only when u·total is within
-// rounding of a boundary. A top_k above cuda::kMaxDeviceTopK, or a nucleus beyond the 1024
-// largest tokens, is drawn on the host from a copy of its row.
+// device for any top_k and top_p as a selection by probability mass in fixed point (exact,
+// order-free sums; core/cuda/generation.cu): a token differs from the CPU's only when u·total
+// lies within the weights' rounding (V·2^-47 of the largest at V = 32768) of a boundary, and a
+// token whose weight is below 2^-47 of the largest is never drawn.
 std::vector<int32_t> sample_tokens(const Tensor& logits, const std::vector<double>& u,
                                    const SamplingParams& p);
 

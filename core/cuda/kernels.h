@@ -210,14 +210,13 @@ void kd_dense_backward(float* dlogits, const float* logits, const float* lse_s,
                        float inv_tau, float scale);
 
 // ---- generation.cu (a corpus's top-k targets and the next tokens; see core/ops.h) ----------
-// logits [rows, V] -> ids, logprobs [rows, k]; on the device for k <= kMaxDeviceTopK (the
-// sort's shared memory), above it the CPU kernel on a host copy (synchronises)
-inline constexpr int64_t kMaxDeviceTopK = 1024;
+// logits [rows, V] -> ids, logprobs [rows, k], any k ≤ V (sorted in shared memory up to
+// kSharedSortTopK, above it in a [rows, k] scratch)
+inline constexpr int64_t kSharedSortTopK = 1024;
 void topk_log_softmax(int32_t* ids, float* logprobs, const float* logits, int64_t rows,
                       int64_t V, int64_t k, double tau);
-// tokens[r] (HOST array) = the draw of row r with u[r] (HOST array); synchronises. Rows the
-// device leaves (top_k above kMaxDeviceTopK, a nucleus beyond the 1024 largest) are copied to
-// the host and drawn there.
+// tokens[r] (HOST array) = the draw of row r with u[r] (HOST array), any top_k and top_p;
+// synchronises.
 void sample_tokens(int32_t* tokens, const float* logits, int64_t rows, int64_t V, const double* u,
                    const SamplingParams& p);
 

@@ -1222,14 +1222,16 @@ TEST(CudaKd, TopkAndDenseKernelsMatchCpu) {
 // The same ids as the CPU, bitwise, and log-probs within rounding of its (the double Σ exp is
 // summed in a tree instead of in order): rows of distinct values, of quarter steps (many ties:
 // the ids decide, -0 ties with +0), of one value throughout (every key's id bytes decide), -inf
-// entries; k from 1 to the device's limit and k = V. Reruns are bitwise.
+// entries; k from 1 to the shared-memory sort's limit, above it (the sort in global memory) and
+// k = V. Reruns are bitwise.
 TEST(CudaTopkLogSoftmax, SameIdsAsCpuAndLogProbsToRounding) {
   struct Case {
     int64_t rows, V, k;
     double tau;
   };
   const Case cases[] = {{1, 37, 1, 1.0},    {9, 1000, 5, 2.0},  {65, 5003, 32, 1.0},
-                        {6, 300, 300, 0.7}, {3, 40000, cuda::kMaxDeviceTopK, 1.5}};
+                        {6, 300, 300, 0.7}, {3, 40000, cuda::kSharedSortTopK, 1.5},
+                        {3, 5000, cuda::kSharedSortTopK + 476, 1.0}, {3, 2100, 2100, 0.9}};
   uint64_t stream = 1200;
   for (const Case& c : cases) {
     const int64_t rows = c.rows, V = c.V, k = c.k;
@@ -1261,12 +1263,11 @@ TEST(CudaTopkLogSoftmax, SameIdsAsCpuAndLogProbsToRounding) {
 }
 
 // Sampled tokens: the device's draw against the CPU's sample_token, row by row, on rows of
-// distinct values, of ties, and flat ones (a top_p nucleus of thousands of tokens, beyond the
-// device's 1024 candidates: drawn on the host), each with its own u: greedy, plain sampling,
-// top_k (1, 40, the device limit, above it), top_p alone and with top_k, V both below and
-// above 1024. Equal token for token (the device's sums split where the CPU's run in one
-// order only in plain sampling and a whole-vocabulary nucleus: a token could differ only if
-// u·total fell within rounding of a boundary, which these draws do not).
+// distinct values, of ties, and flat ones (a top_p nucleus of thousands of tokens), each with
+// its own u: greedy, plain sampling, top_k (1, 40, 1024, 1500, V), top_p alone and with top_k,
+// V both below and above 1024. Equal token for token (the device's fixed-point sums differ from
+// the CPU's double ones by rounding: a token could differ only if u·total fell within it of a
+// boundary, which these draws do not).
 TEST(CudaSampleTokens, SameTokensAsTheCpu) {
   for (const int64_t V : {int64_t(700), int64_t(5000)}) {
     const int64_t rows = 48;
@@ -1282,8 +1283,8 @@ TEST(CudaSampleTokens, SameTokensAsTheCpu) {
     Dev<float> d_x(x);
     const SamplingParams params[] = {
         {0.0, 0, 1.0},    {1.0, 0, 1.0},   {0.7, 0, 1.0},   {1.0, 1, 1.0},
-        {0.9, 40, 1.0},   {1.0, cuda::kMaxDeviceTopK, 1.0}, {1.0, 1500, 1.0},
-        {1.0, 0, 0.9},    {0.8, 0, 0.5},   {1.0, 60, 0.7}};
+        {0.9, 40, 1.0},   {1.0, 1024, 1.0}, {1.0, 1500, 1.0}, {1.0, 5000, 1.0},
+        {1.0, 0, 0.9},    {0.8, 0, 0.5},   {1.0, 60, 0.7},  {1.2, 2000, 0.95}};
     for (const SamplingParams& p : params) {
       const std::string what = "V " + std::to_string(V) + " temperature " +
                                std::to_string(p.temperature) + " top_k " +

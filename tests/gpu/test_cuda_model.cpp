@@ -168,14 +168,14 @@ TEST(CudaModel, OpsRefuseTensorsOnTwoDevices) {
   }
 }
 
-// ops::topk_log_softmax on GPU tensors: the device kernel up to cuda::kMaxDeviceTopK (the CPU's
-// ids, its log-probs to rounding), the host's above it (bitwise the CPU op).
-TEST(CudaModel, TopkLogSoftmaxOnTheDeviceAndAboveItsLimit) {
+// ops::topk_log_softmax on GPU tensors, k sorted in shared memory and in global memory (above
+// cuda::kSharedSortTopK): the CPU's ids, its log-probs to rounding.
+TEST(CudaModel, TopkLogSoftmaxOnTheDeviceForSmallAndLargeK) {
   const int64_t rows = 2, V = 3000;
   Tensor x = Tensor::empty({rows, V});
   for (int64_t i = 0; i < rows * V; ++i) x.data<float>()[i] = float(rng::normal(6, 1, uint64_t(i)));
   const Tensor xd = x.to(Device::CUDA);
-  for (int64_t k : {int64_t(64), cuda::kMaxDeviceTopK + 476}) {
+  for (int64_t k : {int64_t(64), cuda::kSharedSortTopK + 476}) {
     Tensor ids = Tensor::empty({rows, k}, DType::I32), lp = Tensor::empty({rows, k});
     Tensor ids_d = Tensor::empty({rows, k}, DType::I32, Device::CUDA);
     Tensor lp_d = Tensor::empty({rows, k}, DType::F32, Device::CUDA);
@@ -183,8 +183,7 @@ TEST(CudaModel, TopkLogSoftmaxOnTheDeviceAndAboveItsLimit) {
     ops::topk_log_softmax(ids_d, lp_d, xd, 1.3);
     const Tensor got_ids = ids_d.to(Device::CPU), got = lp_d.to(Device::CPU);
     EXPECT_EQ(std::memcmp(got_ids.raw(), ids.raw(), ids.nbytes()), 0) << "k " << k;
-    if (k > cuda::kMaxDeviceTopK) EXPECT_EQ(std::memcmp(got.raw(), lp.raw(), lp.nbytes()), 0);
-    else EXPECT_LE(rel_diff(got, lp), 2.5e-7) << "k " << k;
+    EXPECT_LE(rel_diff(got, lp), 2.5e-7) << "k " << k;
   }
 }
 

@@ -167,6 +167,9 @@ inline int __ffs(uint32_t x) { return x ? std::countr_zero(x) + 1 : 0; }
 inline uint32_t atomicAdd(uint32_t* p, uint32_t v) {
   return std::atomic_ref<uint32_t>(*p).fetch_add(v);
 }
+inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
+  return std::atomic_ref<unsigned long long>(*p).fetch_add(v);
+}
 inline uint32_t atomicOr(uint32_t* p, uint32_t v) { return std::atomic_ref<uint32_t>(*p).fetch_or(v); }
 inline unsigned long long atomicMin(unsigned long long* p, unsigned long long v) {
   std::atomic_ref<unsigned long long> a(*p);
