@@ -19,7 +19,8 @@
 // descending-value order; plain sampling walks the ids in order, as the CPU does):
 //   nucleus (top_p < 1): the smallest key with C ≥ ⌈top_p · total⌉; total becomes its C;
 //   token: the smallest key with C > ⌊u · total⌋, i.e. the inverse CDF.
-// Both are one radix selection whose histogram sums mass as well as counts. The token is the
+// Both are one radix selection whose histogram sums mass as well as counts (plain sampling's
+// draw instead sums each thread's chunk of ids, then walks the chunks in order). The token is the
 // CPU's unless u·total lies within the weights' rounding (V half-units at most) of a boundary,
 // or the token's weight is below half a unit (rounded to 0, never drawn; the CPU draws it with
 // a probability below 2^-47 at V = 32768).
@@ -33,7 +34,8 @@ namespace retort::cuda {
 
 namespace {
 
-constexpr int kRowThreads = 256;
+constexpr int kRowThreads = 256;  // = the radix's 256 digits (SelectShared's arrays double as
+                                  // per-thread scratch)
 using u64 = unsigned long long;  // atomicAdd's 64-bit type
 
 // core/descending_order.h's key: the value's bits made order-preserving and inverted, then the id.
@@ -148,11 +150,6 @@ __global__ void topk_log_softmax_kernel(int32_t* ids, float* logprobs, const flo
   }
 }
 
-// The order a draw walks: descending value (keys), or the ids themselves (plain sampling).
-__device__ __forceinline__ u64 walk_key(const float* x, int64_t j, bool by_value) {
-  return by_value ? descending_key(x[j], j) : u64(j);
-}
-
 struct Pick {
   u64 key;
   u64 through;  // C(key): the mass of the keys up to and including it
@@ -160,11 +157,11 @@ struct Pick {
 
 // The smallest key whose C reaches need (1 ≤ need ≤ Σ w). w: the row's fixed-point weights.
 // Called by the whole block.
-__device__ Pick select_by_mass(const float* x, const u64* w, int64_t V, bool by_value, u64 need,
+__device__ Pick select_by_mass(const float* x, const u64* w, int64_t V, u64 need,
                                SelectShared& sh) {
   const int t = threadIdx.x;
   u64 prefix = 0, mask = 0, below = 0;
-  for (int shift = by_value ? 56 : 24;; shift -= 8) {
+  for (int shift = 56;; shift -= 8) {
     for (int b = t; b < 256; b += blockDim.x) sh.count[b] = 0, sh.mass[b] = 0;
     __syncthreads();
     // Each thread adds a run of one digit at once (the top bytes are shared by most keys).
@@ -172,7 +169,7 @@ __device__ Pick select_by_mass(const float* x, const u64* w, int64_t V, bool by_
     unsigned count = 0;
     u64 mass = 0;
     for (int64_t j = t; j < V; j += blockDim.x) {
-      const u64 key = walk_key(x, j, by_value);
+      const u64 key = descending_key(x[j], j);
       if ((key & mask) != prefix) continue;
       const int d = int(key >> shift) & 0xff;
       if (d != digit && count > 0) {
@@ -206,7 +203,7 @@ __device__ Pick select_by_mass(const float* x, const u64* w, int64_t V, bool by_
     if (shift == 0) return {prefix, through};
     if (alone) {  // the one key with this prefix
       for (int64_t j = t; j < V; j += blockDim.x) {
-        const u64 key = walk_key(x, j, by_value);
+        const u64 key = descending_key(x[j], j);
         if ((key & mask) == prefix) sh.key = key;
       }
       __syncthreads();
@@ -214,6 +211,27 @@ __device__ Pick select_by_mass(const float* x, const u64* w, int64_t V, bool by_
       __syncthreads();
       return {key, through};
     }
+  }
+}
+
+// Plain sampling's draw, ids in order: the first id whose running mass reaches need (1 ≤ need ≤
+// Σ w). Each thread sums its contiguous chunk; thread 0 walks the chunk sums, then the chosen
+// chunk, and returns the id (the other threads −1). sums: kRowThreads values in shared memory.
+__device__ int32_t first_id_by_mass(const u64* w, int64_t V, u64 need, u64* sums) {
+  const int t = threadIdx.x;
+  const int64_t chunk = (V + blockDim.x - 1) / blockDim.x;
+  const int64_t begin = t * chunk < V ? t * chunk : V, end = begin + chunk < V ? begin + chunk : V;
+  u64 part = 0;
+  for (int64_t j = begin; j < end; ++j) part += w[j];
+  sums[t] = part;
+  __syncthreads();
+  if (t != 0) return -1;
+  u64 below = 0;
+  int c = 0;
+  while (below + sums[c] < need) below += sums[c++];
+  for (int64_t j = c * chunk;; ++j) {
+    below += w[j];
+    if (below >= need) return int32_t(j);
   }
 }
 
@@ -256,13 +274,18 @@ __global__ void sample_tokens_kernel(int32_t* tokens, const float* logits, int64
   }
   if (top_p < 1) {  // the nucleus: the smallest prefix whose mass reaches top_p · total
     const double need = ceil(top_p * double(total));
-    total = select_by_mass(x, w, V, true, need < 1 ? 1 : need < double(total) ? u64(need) : total,
+    total = select_by_mass(x, w, V, need < 1 ? 1 : need < double(total) ? u64(need) : total,
                            sh).through;
   }
   const double below = floor(u[blockIdx.x] * double(total));  // the token: C > u · total
   const u64 need = below + 1 < double(total) ? u64(below) + 1 : total;
-  const u64 key = select_by_mass(x, w, V, by_value, need, sh).key;
-  if (t == 0) tokens[blockIdx.x] = by_value ? key_id(key) : int32_t(key);
+  if (!by_value) {
+    const int32_t id = first_id_by_mass(w, V, need, sh.mass);
+    if (t == 0) tokens[blockIdx.x] = id;
+    return;
+  }
+  const u64 key = select_by_mass(x, w, V, need, sh).key;
+  if (t == 0) tokens[blockIdx.x] = key_id(key);
 }
 
 }  // namespace
