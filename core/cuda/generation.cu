@@ -11,19 +11,20 @@
 //
 // topk_log_softmax: lse = m + log Σ exp(x/τ − m) in double (fixed block tree); the k smallest
 // keys selected by count (the threshold T with exactly k keys ≤ T), gathered and bitonic-sorted
-// (in shared memory up to kSharedSortTopK, else in a global scratch row); logprob = float(x/τ − lse).
+// (in shared memory up to kSharedSortTopK, else in a global scratch row);
+// logprob = float(x/τ − lse).
 //
 // sample_tokens: core/sampling.h's draw as a selection by probability mass. The kept weights
 // w_j = exp((x_j − m)/temperature) (0 outside a top_k) become fixed-point integers, the largest
-// 2^(62 − bit width of V) (2^46 at V = 32768: Σ w < 2^62), so every sum is exact and order-free. With C(key) = Σ of w over the keys ≤ key (in the
-// descending-value order; plain sampling walks the ids in order, as the CPU does):
+// 2^(62 − bit width of V) (2^46 at V = 32768; Σ w < 2^62), so every sum is exact and
+// order-free. With C(key) = Σ of w over the keys ≤ key (descending-value order):
 //   nucleus (top_p < 1): the smallest key with C ≥ ⌈top_p · total⌉; total becomes its C;
 //   token: the smallest key with C > ⌊u · total⌋, i.e. the inverse CDF.
-// Both are one radix selection whose histogram sums mass as well as counts (plain sampling's
-// draw instead sums each thread's chunk of ids, then walks the chunks in order). The token is the
-// CPU's unless u·total lies within the weights' rounding (V half-units at most) of a boundary,
-// or the token's weight is below half a unit (rounded to 0, never drawn; the CPU draws it with
-// a probability below 2^-47 at V = 32768).
+// Both are one radix selection whose histogram sums mass as well as counts. Plain sampling walks
+// the ids in order, as the CPU does: each thread's chunk of ids summed, then the chunks. The
+// token is the CPU's unless u·total lies within the weights' rounding (V half-units at most) of
+// a boundary, or the token's weight is below half a unit (rounded to 0, never drawn; the CPU
+// draws it with a probability below 2^-47 at V = 32768).
 #include <cmath>
 
 #include "core/cuda/common.cuh"
@@ -132,7 +133,8 @@ __global__ void topk_log_softmax_kernel(int32_t* ids, float* logprobs, const flo
   __shared__ double sum_scratch[kWarp];
   __shared__ SelectShared sh;
   __shared__ u64 shared_chosen[kSharedSortTopK];
-  u64* chosen = k_pow2 <= kSharedSortTopK ? shared_chosen : global_chosen + blockIdx.x * int64_t(k_pow2);
+  u64* chosen =
+      k_pow2 <= kSharedSortTopK ? shared_chosen : global_chosen + blockIdx.x * int64_t(k_pow2);
   const float* x = logits + blockIdx.x * V;
   const int t = threadIdx.x;
   float mx = -INFINITY;
