@@ -86,6 +86,21 @@ const Tensor& KvCacheDecoder::step(const Tensor& tokens) {
   return logits_;
 }
 
+void KvCacheDecoder::append_to_cache(Tensor& cache, const ops::Heads& kv, int64_t B, int64_t n,
+                                     int64_t p0) {
+  const int64_t Hkv = cfg_.n_kv_heads, hd = cfg_.head_dim;
+  if (n == 1) {  // a decode step: one copy, each sequence's cache a row of max_len·Hkv heads
+    const Tensor rows = cache.slice(0, B).view({B, 1, max_len_ * Hkv, hd});
+    ops::copy_heads(ops::Heads(rows, p0 * Hkv, Hkv), kv);
+    return;
+  }
+  for (int64_t b = 0; b < B; ++b) {  // the prefill: sequence b's n rows apart
+    const Tensor rows = cache.slice(b, b + 1).view({max_len_, Hkv, hd}).slice(p0, p0 + n);
+    ops::copy_heads(rows.view({1, n, Hkv, hd}),
+                    ops::Heads(kv.x.slice(b, b + 1), kv.first, kv.count));
+  }
+}
+
 void KvCacheDecoder::forward(const Tensor& tokens, int64_t B, int64_t n) {
   const int64_t R = B * n, d = cfg_.d_model, H = cfg_.n_heads, Hkv = cfg_.n_kv_heads,
                 hd = cfg_.head_dim, F = cfg_.d_ff, V = cfg_.vocab_size, p0 = pos_;
@@ -116,16 +131,8 @@ void KvCacheDecoder::forward(const Tensor& tokens, int64_t B, int64_t n) {
       ops::rope_forward(q4, q, rope);
       ops::rope_forward(k4, k, rope);
     }
-    // cache[b, p0 : p0+n] = k, v   (rows of [B·max_len, Hkv·hd])
-    Tensor kc = l.k_cache.view({max_batch_ * max_len_, Hkv * hd});
-    Tensor vc = l.v_cache.view({max_batch_ * max_len_, Hkv * hd});
-    for (int64_t b = 0; b < B; ++b) {
-      Tensor kd = kc.slice(b * max_len_ + p0, b * max_len_ + p0 + n);
-      Tensor vd = vc.slice(b * max_len_ + p0, b * max_len_ + p0 + n);
-      ops::copy(kd, kr.slice(b * n, (b + 1) * n));
-      ops::copy_heads(vd.view({1, n, Hkv, hd}),
-                      ops::Heads(qkv4.slice(b, b + 1), H + Hkv, Hkv));  // v of sequence b
-    }
+    append_to_cache(l.k_cache, k4, B, n, p0);
+    append_to_cache(l.v_cache, v, B, n, p0);
     if (p0 == 0) {  // prefill: causal attention over the new tokens
       Tensor att4 = att.view({B, n, H, hd});
       ops::attention_forward(att4, lse, q4, k4, v);

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/ops.h"
 #include "core/tensor.h"
 #include "models/transformer.h"
 
@@ -41,6 +42,9 @@ class KvCacheDecoder {
   };
   // Runs tokens [B, n] at positions [pos_, pos_ + n) through the model; fills logits_.
   void forward(const Tensor& tokens, int64_t B, int64_t n);
+  // cache[b, p0 : p0+n] = kv of sequence b (kv: [B, n, Hkv, hd] heads, b < B); one copy for a
+  // decode step (n = 1).
+  void append_to_cache(Tensor& cache, const ops::Heads& kv, int64_t B, int64_t n, int64_t p0);
   // Scratch tensor `slot` on the model's device, grown as needed.
   Tensor buf(size_t slot, const Shape& shape, DType dtype = DType::F32);
 
