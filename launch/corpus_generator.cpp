@@ -40,14 +40,13 @@ void record(const GeneratorSettings& s, const TopkRows& top, int64_t r, int64_t 
               s.k * sizeof(float));
 }
 
-// Rows b·n + n − 1 (b < B) of logits [B·n, V], each sequence's last: [B, V] on their device.
+// Rows b·n + n − 1 (b < B) of logits [B·n, V], each sequence's last: [B, V] on their device
+// (one copy: sequence b's rows are n "heads" of V, the last one taken).
 Tensor last_rows(const Tensor& logits, int64_t B, int64_t n) {
   if (n == 1) return logits;
-  Tensor rows = Tensor::empty({B, logits.dim(1)}, DType::F32, logits.device());
-  for (int64_t b = 0; b < B; ++b) {
-    Tensor row = rows.slice(b, b + 1);
-    ops::copy(row, logits.slice(b * n + n - 1, b * n + n));
-  }
+  const int64_t V = logits.dim(1);
+  Tensor rows = Tensor::empty({B, V}, DType::F32, logits.device());
+  ops::copy_heads(rows.view({B, 1, 1, V}), ops::Heads(logits.view({B, 1, n, V}), n - 1, 1));
   return rows;
 }
 
