@@ -3,14 +3,17 @@
 # and sample mode (KV-cache decoding), with a teacher of CONFIG's shape trained for one step.
 #
 #   bench/generate.sh [--config configs/gpu-125m.yaml] [--device cuda|cpu] [--sequences N]
-#                     [--seq-len L] [--out DIR] [--set KEY=VALUE ...]  (to retort generate)
+#                     [--seq-len L] [--out DIR] [--set KEY=VALUE ...]  (to retort generate;
+#                     generate.batch is set per run)
 #
 # Steps: a synthetic text corpus (tests/e2e/make_corpus.py) tokenized with CONFIG's tokenizer
 # settings; `retort train CONFIG` for one step (the teacher: its shape, not its quality, sets the
-# speed); then score mode over N windows of L tokens (default 128 of CONFIG's seq_len + 1) and
-# sample mode for N/8 sequences (16-token prompts), both at generate.k 32 and
-# generate.precision bf16 on a GPU. Prints one JSON line per mode: tokens, seconds and tok/s
-# (wall time of the command, loading the teacher and writing the corpus included).
+# speed); then score mode over N windows of L tokens (default 128 of CONFIG's seq_len + 1) at
+# batch 8, and sample mode (16-token prompts, top_p 0.95) for N/8 sequences at batch 8 and N/2
+# at batch 64 (a decode step's kernels are the same at any batch: how far it scales), all at
+# generate.k 32 and generate.precision bf16 on a GPU. Prints one JSON line per run: mode, batch,
+# tokens, seconds and tok/s (wall time of the command, loading the teacher and writing the
+# corpus included).
 # RETORT_BIN overrides build/retort; PYTHON overrides python3.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,7 +27,7 @@ while [[ $# -gt 0 ]]; do
     --seq-len) L=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --set) SETS+=(--set "$2"); shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "generate.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -49,19 +52,22 @@ DATA=(--set "data.train=$OUT/tok/train.h5" --set "data.val=$OUT/tok/val.h5"
 
 G=("$CONFIG" "${ON[@]}" --set "generate.teacher=$OUT/teacher"
    --set "generate.data=$OUT/tok/train.h5" --set generate.k=32 --set "generate.seq_len=$L"
-   --set generate.batch=8 "${SETS[@]}")
-run() {  # run MODE SEQUENCES ARGS...: one JSON line
-  local mode=$1 n=$2; shift 2
+   "${SETS[@]}")
+run() {  # run MODE SEQUENCES BATCH ARGS...: one JSON line
+  local mode=$1 n=$2 batch=$3; shift 3
   local t0=$(date +%s.%N)
   "$RETORT" generate "${G[@]}" --set "generate.mode=$mode" --set "generate.num_sequences=$n" \
-    --set "generate.shard_sequences=$n" --set "generate.out=$OUT/$mode" "$@" >/dev/null
-  "$PYTHON" - "$mode" "$n" "$L" "$t0" "$DEVICE" "$(basename "$CONFIG")" <<'PY'
+    --set "generate.shard_sequences=$n" --set "generate.batch=$batch" \
+    --set "generate.out=$OUT/$mode-$batch" "$@" >/dev/null
+  "$PYTHON" - "$mode" "$n" "$batch" "$L" "$t0" "$DEVICE" "$(basename "$CONFIG")" <<'PY'
 import json, sys, time
-mode, n, L, t0, device, config = sys.argv[1:]
+mode, n, batch, L, t0, device, config = sys.argv[1:]
 s, tokens = time.time() - float(t0), int(n) * int(L)
-print(json.dumps({"mode": mode, "device": device, "config": config, "tokens": tokens,
-                  "seconds": round(s, 2), "tok_per_s": round(tokens / s)}))
+print(json.dumps({"mode": mode, "batch": int(batch), "device": device, "config": config,
+                  "tokens": tokens, "seconds": round(s, 2), "tok_per_s": round(tokens / s)}))
 PY
 }
-run score "$N"
-run sample "$(( (N + 7) / 8 ))" --set generate.prompt_len=16 --set generate.top_p=0.95
+SAMPLE=(--set generate.prompt_len=16 --set generate.top_p=0.95)
+run score "$N" 8
+run sample "$(( (N + 7) / 8 ))" 8 "${SAMPLE[@]}"
+run sample "$(( (N + 1) / 2 ))" 64 "${SAMPLE[@]}"

@@ -63,8 +63,8 @@ RETORT_BIN="$RETORT_BIN" bash "$SRC/bench/generate.sh" --config "$TINY" --device
 python3 - "$WORK/bench.jsonl" <<'PY' || fail "bench/generate.sh output"
 import json, sys
 runs = [json.loads(line) for line in open(sys.argv[1])]
-assert [r["mode"] for r in runs] == ["score", "sample"], runs
-assert runs[0]["tokens"] == 16 * 65 and runs[1]["tokens"] == 2 * 65, runs
+assert [(r["mode"], r["batch"]) for r in runs] == [("score", 8), ("sample", 8), ("sample", 64)], runs
+assert [r["tokens"] for r in runs] == [16 * 65, 2 * 65, 8 * 65], runs
 assert all(r["tok_per_s"] > 0 and r["device"] == "cpu" for r in runs), runs
 PY
 echo PASS

@@ -212,7 +212,7 @@ if [ "$MODE" = bench ] || [ "$MODE" = all ]; then
       python3 "$PACK/src/bench/pytorch_bench.py" "$PACK/src/configs/$cfg.yaml" --device cuda --bf16 --compile
   done
   # retort generate on the GPU (score and sample mode, a gpu-125m-shaped teacher, bf16): tok/s
-  part "generate gpu-125m (score, sample)" 90 "$OUT/bench.log" --stdout "$B/generate.jsonl" \
+  part "generate gpu-125m (score; sample at batch 8 and 64)" 90 "$OUT/bench.log" --stdout "$B/generate.jsonl" \
     env RETORT_BIN="$RETORT" bash "$PACK/src/bench/generate.sh" --config "$PACK/src/configs/gpu-125m.yaml" \
     --out "$B/generate"
   BENCH_TABLE=$(python3 - "$B" "$OUT/bench.json" <<'PY' 2>&1 || true
