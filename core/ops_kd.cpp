@@ -1,7 +1,7 @@
 // Knowledge-distillation ops (core/ops.h, "knowledge distillation"; kernels in
-// core/cpu/kd_loss.cpp, core/cuda/kd_loss.cu) and generation's (the corpus's top-k, the next tokens; kernels in
-// core/{cpu,cuda}/generation.*): shape, dtype, id and aliasing checks, then the kernels. The
-// whole-vocabulary forward ops are the vocabulary-parallel steps with one shard.
+// core/cpu/kd_loss.cpp, core/cuda/kd_loss.cu) and generation's (the corpus's top-k, the next
+// tokens; kernels in core/{cpu,cuda}/generation.*): shape, dtype, id and aliasing checks, then
+// the kernels. The whole-vocabulary forward ops are the vocabulary-parallel steps with one shard.
 #include <cmath>
 
 #include "core/device.h"

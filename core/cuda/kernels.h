@@ -211,7 +211,7 @@ void kd_dense_backward(float* dlogits, const float* logits, const float* lse_s,
 
 // ---- generation.cu (a corpus's top-k targets and the next tokens; see core/ops.h) ----------
 // logits [rows, V] -> ids, logprobs [rows, k], any k ≤ V (sorted in shared memory up to
-// kSharedSortTopK, above it in a [rows, k] scratch)
+// kSharedSortTopK, above it in a scratch of rows × the power of two ≥ k)
 inline constexpr int64_t kSharedSortTopK = 1024;
 void topk_log_softmax(int32_t* ids, float* logprobs, const float* logits, int64_t rows,
                       int64_t V, int64_t k, double tau);
