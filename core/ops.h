@@ -307,13 +307,14 @@ void kd_dense_shard_forward(Tensor& kl, const Tensor& logits, const Tensor& lse,
 // reproducible run to run). On a GPU it runs on the device for any k (only the [rows, k]
 // results cross to the host).
 void topk_log_softmax(Tensor& ids, Tensor& logprobs, const Tensor& logits, double tau);
-// The next token of each row of logits [rows, V]: sample_token(row r, p, u[r]) (core/sampling.h;
-// u: rows draws in [0, 1)), returned on the host (synchronises). On a GPU the draw runs on the
-// device for any top_k and top_p as a selection by probability mass in fixed point (exact,
-// order-free sums; core/cuda/generation.cu): a token differs from the CPU's only when u·total
-// lies within the weights' rounding (V·2^-47 of the largest at V = 32768) of a boundary, and a
-// token whose weight is below 2^-47 of the largest is never drawn.
-std::vector<int32_t> sample_tokens(const Tensor& logits, const std::vector<double>& u,
-                                   const SamplingParams& p);
+// The next token of each row of logits [rows, V]: tokens [rows] I32 (on the logits' device)
+// = sample_token(row r, p, draws.u(r)) (core/sampling.h). Nothing crosses to the host: on a GPU
+// the draws are computed and the tokens drawn on the device, for any top_k and top_p, as a
+// selection by probability mass in fixed point (exact, order-free sums;
+// core/cuda/generation.cu): a token differs from the CPU's only when u·total lies within the
+// weights' rounding (V·2^-47 of the largest at V = 32768) of a boundary, and a token whose weight
+// is below 2^-47 of the largest is never drawn.
+void sample_tokens(Tensor& tokens, const Tensor& logits, const RowDraws& draws,
+                   const SamplingParams& p);
 
 }  // namespace retort::ops

@@ -209,18 +209,19 @@ void topk_log_softmax(Tensor& ids, Tensor& logprobs, const Tensor& logits, doubl
                 logits.data<float>(), rows, V, k, tau);
 }
 
-std::vector<int32_t> sample_tokens(const Tensor& logits, const std::vector<double>& u,
-                                   const SamplingParams& p) {
+void sample_tokens(Tensor& tokens, const Tensor& logits, const RowDraws& draws,
+                   const SamplingParams& p) {
   const char* op = "sample_tokens";
   const auto [rows, V] = logits_dims(op, logits);
-  RETORT_CHECK(int64_t(u.size()) == rows, op, ": ", u.size(), " draws for ", rows, " rows");
+  need(op, "tokens", tokens, DType::I32);
+  RETORT_CHECK(tokens.numel() == rows, op, ": tokens ", shape_str(tokens.shape()), " for ", rows,
+               " rows");
   RETORT_CHECK(p.temperature >= 0 && p.top_k >= 0 && p.top_p > 0 && p.top_p <= 1, op,
                ": bad parameters (temperature ", p.temperature, ", top_k ", p.top_k, ", top_p ",
                p.top_p, ")");
-  std::vector<int32_t> tokens(rows);
-  const Device dev = common_device(op, {&logits});
-  RETORT_KERNEL(dev, sample_tokens, tokens.data(), logits.data<float>(), rows, V, u.data(), p);
-  return tokens;
+  const Device dev = common_device(op, {&tokens, &logits});
+  RETORT_KERNEL(dev, sample_tokens, tokens.data<int32_t>(), logits.data<float>(), rows, V, draws,
+                p);
 }
 
 }  // namespace retort::ops

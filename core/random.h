@@ -5,18 +5,27 @@
 #include <cstdint>
 #include <string_view>
 
+// mix64, hash and uniform also compile for the device (a GPU kernel draws the same numbers).
+#if defined(__CUDACC__)
+#define RETORT_HOST_DEVICE __host__ __device__
+#else
+#define RETORT_HOST_DEVICE
+#endif
+
 namespace retort::rng {
 
 // SplitMix64 finaliser: a strong 64-bit mixing function.
-inline uint64_t mix64(uint64_t x) {
+RETORT_HOST_DEVICE inline uint64_t mix64(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
   x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
   return x ^ (x >> 31);
 }
 
-inline uint64_t hash(uint64_t a, uint64_t b) { return mix64(a ^ mix64(b)); }
-inline uint64_t hash(uint64_t a, uint64_t b, uint64_t c) { return hash(hash(a, b), c); }
+RETORT_HOST_DEVICE inline uint64_t hash(uint64_t a, uint64_t b) { return mix64(a ^ mix64(b)); }
+RETORT_HOST_DEVICE inline uint64_t hash(uint64_t a, uint64_t b, uint64_t c) {
+  return hash(hash(a, b), c);
+}
 
 // FNV-1a of a string, mixed: stream ids from names (e.g. parameter names).
 inline uint64_t hash_string(std::string_view s) {
@@ -26,7 +35,7 @@ inline uint64_t hash_string(std::string_view s) {
 }
 
 // Uniform in [0, 1) with 53 random bits.
-inline double uniform(uint64_t seed, uint64_t stream, uint64_t index) {
+RETORT_HOST_DEVICE inline double uniform(uint64_t seed, uint64_t stream, uint64_t index) {
   return (hash(seed, stream, index) >> 11) * (1.0 / 9007199254740992.0);
 }
 

@@ -12,12 +12,27 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/random.h"
+
 namespace retort {
 
 struct SamplingParams {
   double temperature = 1.0;  // 0 = greedy
   int64_t top_k = 0;         // 0 = off
   double top_p = 1.0;        // 1 = off
+};
+
+// The uniform draw u of each row of a batch, counter-based (core/random.h), so a GPU kernel
+// computes the same u as the host: row r's u = uniform(seed, hash(stream_key, first_stream + r),
+// index). The corpus generator: stream first_stream + r is sequence first_stream + r, index the
+// position of the token drawn.
+struct RowDraws {
+  uint64_t seed = 0, stream_key = 0;
+  int64_t first_stream = 0;
+  uint64_t index = 0;
+  RETORT_HOST_DEVICE double u(int64_t r) const {
+    return rng::uniform(seed, rng::hash(stream_key, uint64_t(first_stream + r)), index);
+  }
 };
 
 int32_t sample_token(const float* logits, int64_t V, const SamplingParams& p, double u);

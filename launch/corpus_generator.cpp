@@ -50,12 +50,58 @@ Tensor last_rows(const Tensor& logits, int64_t B, int64_t n) {
   return rows;
 }
 
-// Token t of sequences seq, seq + 1, ... drawn from their rows [B, V] (where the rows are).
-std::vector<int32_t> draw(const GeneratorSettings& s, const Tensor& rows, int64_t seq, int64_t t) {
-  std::vector<double> u(rows.dim(0));
-  for (size_t b = 0; b < u.size(); ++b)
-    u[b] = rng::uniform(s.seed, rng::hash(kSampleStream, uint64_t(seq) + b), uint64_t(t));
-  return ops::sample_tokens(rows, u, s.sampling);
+// Token t of sequences seq0, seq0 + 1, ... (row r: sequence seq0 + r) drawn from their rows
+// [B, V] into tokens [B] (both where the rows are).
+void draw(const GeneratorSettings& s, const Tensor& rows, int64_t seq0, int64_t t, Tensor& tokens) {
+  ops::sample_tokens(tokens, rows, RowDraws{s.seed, kSampleStream, seq0, uint64_t(t)}, s.sampling);
+}
+
+// Sample mode with the KV cache for sequences j0 .. j0 + B − 1 of the block (global seq0 ..),
+// whose prompts [B, P] are in toks (rows of Ls); fills the rest of toks and the top-k rows.
+// Between the prefill and the end of the batch nothing crosses to the host: each drawn token
+// feeds the next step where it was drawn (drawn [Ls − P, B]: row i = token P + i of each
+// sequence), and the steps' top-k rows are kept there (up to s.kept_topk_bytes), so a
+// GPU runs the whole decode without waiting for the host.
+void sample_with_cache(KvCacheDecoder& dec, const GeneratorSettings& s, int64_t B, int64_t P,
+                       int64_t seq0, int64_t j0, int32_t* toks, CorpusSequences& out) {
+  const int64_t Ls = s.seq_len, k = s.k;
+  Tensor prompt = Tensor::empty({B, P}, DType::I32);
+  for (int64_t b = 0; b < B; ++b)
+    std::memcpy(prompt.data<int32_t>() + b * P, toks + b * Ls, P * sizeof(int32_t));
+  const Tensor logits = dec.prefill(prompt);  // [B·P, V]
+  const TopkRows top = topk_rows(s, logits);
+  for (int64_t r = 0; r < B * P; ++r) record(s, top, r, j0 + r / P, r % P, out);
+  const Device dev = logits.device();
+  Tensor drawn = Tensor::empty({Ls - P, B}, DType::I32, dev);
+  const auto drawn_row = [&](int64_t t) { return drawn.slice(t - P, t - P + 1).view({B}); };
+  Tensor first = drawn_row(P);
+  draw(s, last_rows(logits, B, P), seq0, P, first);
+
+  const int64_t steps = Ls - 1 - P;
+  const int64_t chunk =
+      std::clamp<int64_t>(s.kept_topk_bytes / (B * k * 8), 1, std::max<int64_t>(steps, 1));
+  Tensor ids = Tensor::empty({chunk, B, k}, DType::I32, dev);
+  Tensor logprobs = Tensor::empty({chunk, B, k}, DType::F32, dev);
+  int64_t kept = 0, first_kept = P;  // rows of positions first_kept .. first_kept + kept − 1
+  const auto fetch_kept = [&] {
+    const TopkRows rows{on_host(ids.slice(0, kept)), on_host(logprobs.slice(0, kept))};
+    for (int64_t r = 0; r < kept * B; ++r) record(s, rows, r, j0 + r % B, first_kept + r / B, out);
+    first_kept += kept;
+    kept = 0;
+  };
+  for (int64_t pos = P; pos < Ls - 1; ++pos) {
+    const Tensor next = dec.step(drawn_row(pos));  // [B, V]: after tokens ≤ pos
+    Tensor step_ids = ids.slice(kept, kept + 1).view({B, k});
+    Tensor step_logprobs = logprobs.slice(kept, kept + 1).view({B, k});
+    ops::topk_log_softmax(step_ids, step_logprobs, next, s.logit_temperature);
+    Tensor drawn_next = drawn_row(pos + 1);
+    draw(s, next, seq0, pos + 1, drawn_next);
+    if (++kept == chunk) fetch_kept();
+  }
+  if (kept > 0) fetch_kept();
+  const Tensor got = on_host(drawn);
+  for (int64_t t = P; t < Ls; ++t)
+    for (int64_t b = 0; b < B; ++b) toks[b * Ls + t] = got.data<int32_t>()[(t - P) * B + b];
 }
 
 }  // namespace
@@ -100,23 +146,7 @@ void generate_sequences(Transformer& teacher, const GeneratorSettings& s, const 
       const TopkRows top = topk_rows(s, teacher.logits());  // [B·T, k]
       for (int64_t r = 0; r < B * T; ++r) record(s, top, r, j0 + r / T, r % T, out);
     } else if (dec) {  // prefill the prompt, then one token per step
-      Tensor prompt = Tensor::empty({B, P}, DType::I32);
-      for (int64_t b = 0; b < B; ++b)
-        std::memcpy(prompt.data<int32_t>() + b * P, toks + b * Ls, P * sizeof(int32_t));
-      const Tensor logits = dec->prefill(prompt);  // [B·P, V]
-      const TopkRows top = topk_rows(s, logits);
-      for (int64_t r = 0; r < B * P; ++r) record(s, top, r, j0 + r / P, r % P, out);
-      const std::vector<int32_t> drawn = draw(s, last_rows(logits, B, P), first + j0, P);
-      for (int64_t b = 0; b < B; ++b) toks[b * Ls + P] = drawn[b];
-      Tensor step = Tensor::empty({B}, DType::I32);
-      for (int64_t pos = P; pos < Ls - 1; ++pos) {
-        for (int64_t b = 0; b < B; ++b) step.data<int32_t>()[b] = toks[b * Ls + pos];
-        const Tensor next = dec->step(step);  // [B, V]: after tokens ≤ pos
-        const TopkRows top_next = topk_rows(s, next);
-        for (int64_t b = 0; b < B; ++b) record(s, top_next, b, j0 + b, pos, out);
-        const std::vector<int32_t> drawn_next = draw(s, next, first + j0, pos + 1);
-        for (int64_t b = 0; b < B; ++b) toks[b * Ls + pos + 1] = drawn_next[b];
-      }
+      sample_with_cache(*dec, s, B, P, first + j0, j0, toks, out);
     } else {  // sample without a cache: recompute the whole prefix for every new token
       for (int64_t pos = P; pos < Ls; ++pos) {  // draw token `pos` from the prefix [0, pos)
         Tensor in = Tensor::empty({B, pos}, DType::I32);
@@ -131,8 +161,10 @@ void generate_sequences(Transformer& teacher, const GeneratorSettings& s, const 
           const TopkRows top = topk_rows(s, last);
           for (int64_t b = 0; b < B; ++b) record(s, top, b, j0 + b, pos - 1, out);
         }
-        const std::vector<int32_t> drawn = draw(s, last, first + j0, pos);
-        for (int64_t b = 0; b < B; ++b) toks[b * Ls + pos] = drawn[b];
+        Tensor drawn = Tensor::empty({B}, DType::I32, last.device());
+        draw(s, last, first + j0, pos, drawn);
+        const Tensor got = on_host(drawn);
+        for (int64_t b = 0; b < B; ++b) toks[b * Ls + pos] = got.data<int32_t>()[b];
       }
     }
     if (on_batch) on_batch(B * Ls);

@@ -8,7 +8,8 @@
 // Row t of topk_ids/topk_logprobs (t < Ls-1) = ops::topk_log_softmax(teacher logits after tokens
 // ≤ t, logit_temperature), k per row — for sample mode the logits that the draw of token t+1
 // used. Both run where the logits are (ops::topk_log_softmax, ops::sample_tokens): from a GPU
-// teacher only the [rows, k] results and the drawn tokens reach the host.
+// teacher only the [rows, k] results and the drawn tokens reach the host, and in sample mode
+// with the KV cache only once per batch (the drawn tokens feed the next step on the device).
 // Sequences are computed in batches of `batch` from the block's first sequence, so a block
 // (one shard) gives the same bytes whichever rank computes it.
 #pragma once
@@ -33,6 +34,9 @@ struct GeneratorSettings {
   int64_t eos_id = 0;
   int64_t batch = 8;
   bool kv_cache = true;      // false: recompute the whole prefix for every token
+  // sample mode with the cache: bytes of step top-k rows kept on the teacher's device between
+  // fetches to the host (at least one step's B·k·8)
+  int64_t kept_topk_bytes = int64_t(256) << 20;
 };
 
 // Stream id of the sampling draws (rng::uniform's `stream` is hash(kSampleStream, i)).

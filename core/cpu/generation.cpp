@@ -31,10 +31,10 @@ void topk_log_softmax(int32_t* ids, float* logprobs, const float* logits, int64_
   }
 }
 
-void sample_tokens(int32_t* tokens, const float* logits, int64_t rows, int64_t V, const double* u,
-                   const SamplingParams& p) {
+void sample_tokens(int32_t* tokens, const float* logits, int64_t rows, int64_t V,
+                   const RowDraws& draws, const SamplingParams& p) {
 #pragma omp parallel for schedule(dynamic, 4)
-  for (int64_t r = 0; r < rows; ++r) tokens[r] = sample_token(logits + r * V, V, p, u[r]);
+  for (int64_t r = 0; r < rows; ++r) tokens[r] = sample_token(logits + r * V, V, p, draws.u(r));
 }
 
 }  // namespace retort::cpu

@@ -179,8 +179,8 @@ void kd_dense_backward(float* dlogits, const float* logits, const float* lse_s,
 // logits [rows, V] -> ids, logprobs [rows, k]
 void topk_log_softmax(int32_t* ids, float* logprobs, const float* logits, int64_t rows,
                       int64_t V, int64_t k, double tau);
-// tokens[r] = sample_token(row r, p, u[r]) (core/sampling.h)
-void sample_tokens(int32_t* tokens, const float* logits, int64_t rows, int64_t V, const double* u,
-                   const SamplingParams& p);
+// tokens[r] = sample_token(row r, p, draws.u(r)) (core/sampling.h)
+void sample_tokens(int32_t* tokens, const float* logits, int64_t rows, int64_t V,
+                   const RowDraws& draws, const SamplingParams& p);
 
 }  // namespace retort::cpu

@@ -1,6 +1,6 @@
 // Generation's per-row work on the device (core/ops.h: topk_log_softmax, sample_tokens; the CPU
 // kernels in core/cpu/generation.cpp are the reference), one block of 256 threads per row of
-// logits x [V], so only [rows, k] results and [rows] tokens reach the host. Every output is
+// logits x [V]; the results stay on the device (a generator fetches them when it needs them). Every output is
 // bitwise reproducible (integer atomics only; fixed reduction trees).
 //
 // Keys: descending_key(x_j, j), distinct; ascending = descending value, ties by the smaller id.
@@ -239,7 +239,7 @@ __device__ int32_t first_id_by_mass(const u64* w, int64_t V, u64 need, u64* sums
 
 // One token per row. keep: top_k's count (V: all). weights: [rows, V] scratch.
 __global__ void sample_tokens_kernel(int32_t* tokens, const float* logits, int64_t V,
-                                     const double* u, double temperature, int64_t keep,
+                                     RowDraws draws, double temperature, int64_t keep,
                                      double top_p, u64* weights) {
   __shared__ u64 u64_scratch[kWarp];
   __shared__ SelectShared sh;
@@ -279,7 +279,7 @@ __global__ void sample_tokens_kernel(int32_t* tokens, const float* logits, int64
     total = select_by_mass(x, w, V, need < 1 ? 1 : need < double(total) ? u64(need) : total,
                            sh).through;
   }
-  const double below = floor(u[blockIdx.x] * double(total));  // the token: C > u · total
+  const double below = floor(draws.u(blockIdx.x) * double(total));  // the token: C > u · total
   const u64 need = below + 1 < double(total) ? u64(below) + 1 : total;
   if (!by_value) {
     const int32_t id = first_id_by_mass(w, V, need, sh.mass);
@@ -302,22 +302,14 @@ void topk_log_softmax(int32_t* ids, float* logprobs, const float* logits, int64_
   RETORT_CUDA_CHECK_LAUNCH();
 }
 
-void sample_tokens(int32_t* tokens, const float* logits, int64_t rows, int64_t V, const double* u,
-                   const SamplingParams& p) {
+void sample_tokens(int32_t* tokens, const float* logits, int64_t rows, int64_t V,
+                   const RowDraws& draws, const SamplingParams& p) {
   if (rows == 0) return;
-  cudaStream_t s = compute_stream();
   const int64_t keep = p.top_k > 0 && p.top_k < V ? p.top_k : V;
-  ScratchBuffer d_u(rows * sizeof(double)), d_tokens(rows * sizeof(int32_t));
   ScratchBuffer weights(p.temperature > 0 ? rows * V * sizeof(u64) : 0);
-  RETORT_CUDA_CHECK(cudaMemcpyAsync(d_u.as<double>(), u, rows * sizeof(double),
-                                    cudaMemcpyHostToDevice, s));
-  sample_tokens_kernel<<<rows, kRowThreads, 0, s>>>(d_tokens.as<int32_t>(), logits, V,
-                                                     d_u.as<double>(), p.temperature, keep,
-                                                     p.top_p, weights.as<u64>());
+  sample_tokens_kernel<<<rows, kRowThreads, 0, compute_stream()>>>(
+      tokens, logits, V, draws, p.temperature, keep, p.top_p, weights.as<u64>());
   RETORT_CUDA_CHECK_LAUNCH();
-  RETORT_CUDA_CHECK(cudaMemcpyAsync(tokens, d_tokens.as<int32_t>(), rows * sizeof(int32_t),
-                                    cudaMemcpyDeviceToHost, s));
-  RETORT_CUDA_CHECK(cudaStreamSynchronize(s));
 }
 
 }  // namespace retort::cuda

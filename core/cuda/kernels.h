@@ -215,10 +215,10 @@ void kd_dense_backward(float* dlogits, const float* logits, const float* lse_s,
 inline constexpr int64_t kSharedSortTopK = 1024;
 void topk_log_softmax(int32_t* ids, float* logprobs, const float* logits, int64_t rows,
                       int64_t V, int64_t k, double tau);
-// tokens[r] (HOST array) = the draw of row r with u[r] (HOST array), any top_k and top_p;
-// synchronises.
-void sample_tokens(int32_t* tokens, const float* logits, int64_t rows, int64_t V, const double* u,
-                   const SamplingParams& p);
+// tokens[r] (device) = the draw of row r with draws.u(r) (computed on the device), any top_k
+// and top_p.
+void sample_tokens(int32_t* tokens, const float* logits, int64_t rows, int64_t V,
+                   const RowDraws& draws, const SamplingParams& p);
 
 // ---- ids.cu ------------------------------------------------------------------------------
 // Index of the first id outside [lo, hi), or -1 when all are inside (synchronises).

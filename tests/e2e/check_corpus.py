@@ -3,6 +3,8 @@
 
   check_corpus.py same A B                  identical contents (manifest, attributes, datasets)
         (both: every shard's size and sha256, where the manifest records them, match the file)
+  check_corpus.py tokens A B                the same tokens and prompt lengths (the top-k rows
+        may differ by rounding: corpora from two devices)
   check_corpus.py teacher CORPUS TEACHER TOL  every stored row is the teacher's top-k of
         log_softmax(logits / logit_temperature), recomputed here in float64 PyTorch from the
         teacher's model.h5 + config.yaml (teacher-forced over the stored tokens):
@@ -49,6 +51,16 @@ def same(a, b):
                 assert p[n].dtype == q[n].dtype, f"{x}:{n}: dtype differs"
                 assert np.array_equal(p[n][()], q[n][()]), f"{x}:{n}: contents differ"
     print(f"ok: {a} == {b} ({len(fa)} shards, {ma['num_sequences']} sequences)")
+
+
+def same_tokens(a, b):
+    fa, fb = shards(a)[1], shards(b)[1]
+    assert len(fa) == len(fb), f"{a}, {b}: {len(fa)} and {len(fb)} shards"
+    for x, y in zip(fa, fb):
+        with h5py.File(x) as p, h5py.File(y) as q:
+            for n in ("tokens", "prompt_len"):
+                assert np.array_equal(p[n][()], q[n][()]), f"{x}, {y}: {n} differ"
+    print(f"ok: {a} and {b} hold the same tokens ({len(fa)} shards)")
 
 
 def teacher_logits(W, c, tokens):
@@ -121,5 +133,7 @@ def teacher(corpus, tdir, tol):
 if __name__ == "__main__":
     if sys.argv[1] == "same":
         same(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "tokens":
+        same_tokens(sys.argv[2], sys.argv[3])
     else:
         teacher(sys.argv[2], sys.argv[3], float(sys.argv[4]))

@@ -1264,8 +1264,8 @@ TEST(CudaTopkLogSoftmax, SameIdsAsCpuAndLogProbsToRounding) {
 
 // Sampled tokens: the device's draw against the CPU's sample_token, row by row, on rows of
 // distinct values, of ties, and flat ones (a top_p nucleus of thousands of tokens), each with
-// its own u: greedy, plain sampling, top_k (1, 40, 1024, 1500, V), top_p alone and with top_k,
-// V both below and above 1024. Equal token for token (the device's fixed-point sums differ from
+// its own u (computed on the device from the row's stream): greedy, plain sampling, top_k (1,
+// 40, 1024, 1500, V), top_p alone and with top_k, V both below and above 1024. Equal token for token (the device's fixed-point sums differ from
 // the CPU's double ones by rounding: a token could differ only if u·total fell within it of a
 // boundary, which these draws do not).
 TEST(CudaSampleTokens, SameTokensAsTheCpu) {
@@ -1278,9 +1278,9 @@ TEST(CudaSampleTokens, SameTokensAsTheCpu) {
         if (r % 3 == 1) e = std::round(e * 2) / 2;  // ties
         if (r % 3 == 2) e *= 0.01f;                 // nearly flat
       }
-    std::vector<double> u(rows);
-    for (int64_t r = 0; r < rows; ++r) u[r] = rng::uniform(kSeed, 1400 + V, uint64_t(r));
+    const RowDraws draws{kSeed, uint64_t(1400 + V), 0, 3};
     Dev<float> d_x(x);
+    Dev<int32_t> d_tokens(static_cast<size_t>(rows));
     const SamplingParams params[] = {
         {0.0, 0, 1.0},    {1.0, 0, 1.0},   {0.7, 0, 1.0},   {1.0, 1, 1.0},
         {0.9, 40, 1.0},   {1.0, 1024, 1.0}, {1.0, 1500, 1.0}, {1.0, 5000, 1.0},
@@ -1289,12 +1289,13 @@ TEST(CudaSampleTokens, SameTokensAsTheCpu) {
       const std::string what = "V " + std::to_string(V) + " temperature " +
                                std::to_string(p.temperature) + " top_k " +
                                std::to_string(p.top_k) + " top_p " + std::to_string(p.top_p);
-      std::vector<int32_t> want(rows), got(rows), again(rows);
-      cpu::sample_tokens(want.data(), x.data(), rows, V, u.data(), p);
-      cuda::sample_tokens(got.data(), d_x, rows, V, u.data(), p);
+      std::vector<int32_t> want(rows);
+      cpu::sample_tokens(want.data(), x.data(), rows, V, draws, p);
+      cuda::sample_tokens(d_tokens, d_x, rows, V, draws, p);
+      const std::vector<int32_t> got = d_tokens.download();
       EXPECT_BITWISE(got, want, what);
-      cuda::sample_tokens(again.data(), d_x, rows, V, u.data(), p);
-      EXPECT_BITWISE(again, got, what + " rerun");
+      cuda::sample_tokens(d_tokens, d_x, rows, V, draws, p);
+      EXPECT_BITWISE(d_tokens.download(), got, what + " rerun");
     }
   }
 }

@@ -264,8 +264,13 @@ TEST(Generator, KvCacheAndRecomputeAgree) {
   s.batch = 3;
   s.sampling = {0.9, 20, 0.95};
   s.logit_temperature = 1.5;
-  CorpusSequences a, b;
+  CorpusSequences a, b, fetched_often;
   generate_sequences(model, s, data, 2, 7, a);
+  s.kept_topk_bytes = 2 * s.batch * s.k * 8;  // the steps' top-k rows fetched every 2 steps
+  generate_sequences(model, s, data, 2, 7, fetched_often);
+  EXPECT_EQ(fetched_often.topk_ids, a.topk_ids);
+  EXPECT_EQ(fetched_often.topk_logprobs, a.topk_logprobs);
+  EXPECT_EQ(fetched_often.tokens, a.tokens);
   s.kv_cache = false;
   generate_sequences(model, s, data, 2, 7, b);
   EXPECT_EQ(a.tokens, b.tokens);
@@ -424,29 +429,31 @@ TEST(TopkLogSoftmax, EachRowsLargestLogProbsInOrder) {
   }
 }
 
-// The op behind a sampled corpus's tokens: each row's sample_token with its own draw; bad
-// parameters refused naming the op.
+// The op behind a sampled corpus's tokens: each row's sample_token with its own draw (row r's
+// u from its own stream); bad parameters refused naming the op.
 TEST(SampleTokens, EachRowsDrawWithItsOwnU) {
   const int64_t rows = 40, V = 30;
   Tensor logits = Tensor::empty({rows, V});
-  std::vector<double> u(rows);
-  for (int64_t r = 0; r < rows; ++r) {
-    u[r] = rng::uniform(4, 2, uint64_t(r));
+  for (int64_t r = 0; r < rows; ++r)
     for (int64_t v = 0; v < V; ++v)
       logits.data<float>()[r * V + v] = float(rng::normal(4, 1, uint64_t(r * V + v)));
-  }
+  const RowDraws draws{4, 2, 100, 7};
+  EXPECT_EQ(draws.u(3), rng::uniform(4, rng::hash(2, 103), 7));
+  Tensor tokens = Tensor::empty({rows}, DType::I32);
   for (const SamplingParams& p : {SamplingParams{1.0, 0, 1.0}, SamplingParams{0.0, 0, 1.0},
                                   SamplingParams{0.7, 5, 1.0}, SamplingParams{1.3, 0, 0.8}}) {
-    const std::vector<int32_t> got = ops::sample_tokens(logits, u, p);
-    std::set<int32_t> distinct(got.begin(), got.end());
+    ops::sample_tokens(tokens, logits, draws, p);
+    const int32_t* got = tokens.data<int32_t>();
+    std::set<int32_t> distinct(got, got + rows);
     EXPECT_GT(distinct.size(), p.temperature == 0 ? 1u : 5u);  // each row its own draw
     for (int64_t r = 0; r < rows; ++r)
-      ASSERT_EQ(got[r], sample_token(logits.data<float>() + r * V, V, p, u[r])) << r;
+      ASSERT_EQ(got[r], sample_token(logits.data<float>() + r * V, V, p, draws.u(r))) << r;
   }
+  Tensor too_few = Tensor::empty({rows - 1}, DType::I32);
   for (const auto& [what, f] : std::vector<std::pair<std::string, std::function<void()>>>{
-           {"too few draws", [&] { ops::sample_tokens(logits, {0.5}, {}); }},
-           {"top_p 0", [&] { ops::sample_tokens(logits, u, {1.0, 0, 0.0}); }},
-           {"temperature < 0", [&] { ops::sample_tokens(logits, u, {-1.0, 0, 1.0}); }}}) {
+           {"too few tokens", [&] { ops::sample_tokens(too_few, logits, draws, {}); }},
+           {"top_p 0", [&] { ops::sample_tokens(tokens, logits, draws, {1.0, 0, 0.0}); }},
+           {"temperature < 0", [&] { ops::sample_tokens(tokens, logits, draws, {-1.0, 0, 1.0}); }}}) {
     EXPECT_NE(test::error_of(f).find("sample_tokens: "), std::string::npos) << what;
   }
 }
