@@ -810,8 +810,9 @@ void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache, const
   const char* op = "attention_decode";
   check_f32(op, "out", out);
   check_f32(op, "q", q);
-  check_f32(op, "k_cache", k_cache);
-  check_f32(op, "v_cache", v_cache);
+  check_float(op, "k_cache", k_cache);
+  RETORT_CHECK(v_cache.dtype() == k_cache.dtype(), op, ": k_cache is ", dtype_name(k_cache.dtype()),
+               ", v_cache ", dtype_name(v_cache.dtype()));
   RETORT_CHECK(q.ndim() == 3 && k_cache.ndim() == 4, op, ": q ", shape_str(q.shape()),
                " must be [B, H, hd] and k_cache ", shape_str(k_cache.shape()),
                " [B, T_max, Hkv, hd]");
@@ -828,8 +829,12 @@ void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache, const
                ": out must not alias q or the caches");
   if (q.numel() == 0) return;
   const Device dev = common_device("attention_decode", {&out, &q, &k_cache, &v_cache});
-  RETORT_KERNEL(dev, attention_decode, out.data<float>(), q.data<float>(), k_cache.data<float>(),
-                        v_cache.data<float>(), B, T_max, n_keys, H, Hkv, hd);
+  if (k_cache.dtype() == DType::BF16)
+    RETORT_KERNEL(dev, attention_decode, out.data<float>(), q.data<float>(),
+                  k_cache.data<uint16_t>(), v_cache.data<uint16_t>(), B, T_max, n_keys, H, Hkv, hd);
+  else
+    RETORT_KERNEL(dev, attention_decode, out.data<float>(), q.data<float>(), k_cache.data<float>(),
+                  v_cache.data<float>(), B, T_max, n_keys, H, Hkv, hd);
 }
 
 void attention_backward(const Heads& dq, const Heads& dk, const Heads& dv, const Tensor& dout,

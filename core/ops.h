@@ -212,8 +212,9 @@ AttentionKernel attention_kernel();
 const char* attention_kernel_used();
 
 // ---- attention of one new query per sequence over a KV cache (generation) -------------------
-// q: [B, H, hd] (normed and rotated); k_cache, v_cache: [B, T_max, Hkv, hd] with keys
-// 0..n_keys-1 valid (n_keys <= T_max); head h reads kv head h / (H/Hkv).
+// q: [B, H, hd] (normed and rotated) F32; k_cache, v_cache: [B, T_max, Hkv, hd], both F32 or
+// both BF16 (widened exactly), with keys 0..n_keys-1 valid (n_keys <= T_max); head h reads kv
+// head h / (H/Hkv).
 // out: [B, H, hd] = softmax(q k[0:n_keys]ᵀ / sqrt(hd)) v[0:n_keys]   (no mask needed: the
 // cache only holds the past).
 void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,

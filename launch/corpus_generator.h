@@ -34,6 +34,7 @@ struct GeneratorSettings {
   int64_t eos_id = 0;
   int64_t batch = 8;
   bool kv_cache = true;      // false: recompute the whole prefix for every token
+  DType kv_cache_dtype = DType::F32;  // the cache's keys and values: F32 or BF16
   // sample mode with the cache: bytes of step top-k rows kept on the teacher's device between
   // fetches to the host (at least one step's B·k·8)
   int64_t kept_topk_bytes = int64_t(256) << 20;

@@ -254,10 +254,12 @@ int run_generate(const Config& cfg_in) {
 
   LoadedModel teacher = load_checkpoint_model(p.teacher, {}, mesh.device);
   // bf16: the teacher's products on bf16 weights rounded once (tensor cores on a GPU), fp32
-  // accumulation, every other op in fp32
+  // accumulation, the KV cache's keys and values rounded to bf16 (half its memory and its reads),
+  // every other op in fp32
   if (p.meta.teacher_precision == "bf16") {
     ops::set_matmul_precision(ops::MatmulPrecision::BF16);
     teacher.model->arm_bf16_weights();  // frozen: armed for the whole run
+    p.gen.kv_cache_dtype = DType::BF16;
   }
   const ModelConfig& mc = teacher.model->config();
   const std::string teacher_h5 = teacher.dir + "/model.h5";

@@ -8,9 +8,12 @@
 
 namespace retort {
 
-KvCacheDecoder::KvCacheDecoder(const Transformer& model, int64_t max_batch, int64_t max_len)
+KvCacheDecoder::KvCacheDecoder(const Transformer& model, int64_t max_batch, int64_t max_len,
+                               DType cache_dtype)
     : cfg_(model.config()), device_(model.device()), max_batch_(max_batch), max_len_(max_len) {
   RETORT_CHECK(max_batch >= 1, "KvCacheDecoder: max_batch ", max_batch, " < 1");
+  RETORT_CHECK(cache_dtype == DType::F32 || cache_dtype == DType::BF16,
+               "KvCacheDecoder: the cache must be float32 or bfloat16");
   RETORT_CHECK(max_len >= 1 && max_len <= cfg_.seq_len, "KvCacheDecoder: max_len ", max_len,
                " outside [1, seq_len = ", cfg_.seq_len, "]");
   auto w = [&](const std::string& name) { return model.parameter(name).value; };
@@ -47,8 +50,8 @@ KvCacheDecoder::KvCacheDecoder(const Transformer& model, int64_t max_batch, int6
     l.ln_post = w(p + "post_attention_layernorm.weight");
     l.w_gate_up = stacked(p, {"mlp.gate_proj.weight", "mlp.up_proj.weight"});
     l.w_down = product(p + "mlp.down_proj.weight");
-    l.k_cache = Tensor::zeros(cache, DType::F32, device_);
-    l.v_cache = Tensor::zeros(cache, DType::F32, device_);
+    l.k_cache = Tensor::zeros(cache, cache_dtype, device_);
+    l.v_cache = Tensor::zeros(cache, cache_dtype, device_);
     layers_.push_back(l);
   }
   rope_ = ops::rope_table(max_len, cfg_.head_dim, cfg_.rope_theta).to(device_);

@@ -25,8 +25,11 @@ namespace retort {
 
 class KvCacheDecoder {
  public:
-  // max_batch sequences of up to max_len tokens (max_len <= the model's seq_len).
-  KvCacheDecoder(const Transformer& model, int64_t max_batch, int64_t max_len);
+  // max_batch sequences of up to max_len tokens (max_len <= the model's seq_len); the cache's
+  // keys and values in cache_dtype (F32, or BF16: rounded once as they are stored, half the
+  // memory and half the bytes each step's attention reads).
+  KvCacheDecoder(const Transformer& model, int64_t max_batch, int64_t max_len,
+                 DType cache_dtype = DType::F32);
 
   // prompts: [B, P] I32, 1 <= B <= max_batch, 1 <= P <= max_len. Resets the cache.
   const Tensor& prefill(const Tensor& prompts);
@@ -38,7 +41,7 @@ class KvCacheDecoder {
  private:
   struct Layer {
     Tensor ln_in, w_qkv, wo, q_norm, k_norm, ln_post, w_gate_up, w_down;  // stacked as in training
-    Tensor k_cache, v_cache;  // [max_batch, max_len, Hkv, hd]
+    Tensor k_cache, v_cache;  // [max_batch, max_len, Hkv, hd] in the cache dtype
   };
   // Runs tokens [B, n] at positions [pos_, pos_ + n) through the model; fills logits_.
   void forward(const Tensor& tokens, int64_t B, int64_t n);

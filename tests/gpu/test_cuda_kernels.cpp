@@ -823,28 +823,42 @@ TEST(CudaAttention, CudnnRefusesHeadDimNotMultipleOf8) {
   EXPECT_NE(why.find("head_dim 12"), std::string::npos) << why;
 }
 
+// Caches of float and of bf16; head dims a multiple of 4 (rows read four elements at a time)
+// and not (one at a time).
 TEST(CudaAttentionDecode, MatchesCpuAndIsDeterministic) {
   struct Case {
     int64_t B, T_max, n, H, Hkv, hd;
   };
   const Case cases[] = {{2, 50, 37, 4, 2, 64},    {1, 600, 513, 2, 1, 128},
                         {3, 10, 1, 2, 2, 8},      {1, 300, 300, 8, 2, 256},
-                        {1, 20, 20, 2, 1, 520},   {2, 1000, 999, 2, 1, 80}};
+                        {1, 20, 20, 2, 1, 520},   {2, 1000, 999, 2, 1, 80},
+                        {2, 70, 61, 3, 1, 10},    {1, 260, 257, 2, 2, 6}};
   uint64_t stream = 600;
   for (const Case& c : cases) {
-    const std::string what = "attention_decode " + str({c.B, c.T_max, c.n, c.H, c.Hkv, c.hd});
     const int64_t nq = c.B * c.H * c.hd, nk = c.B * c.T_max * c.Hkv * c.hd;
     const std::vector<float> q = randn(nq, ++stream), k = randn(nk, ++stream),
                              v = randn(nk, ++stream);
-    std::vector<float> out(nq);
-    cpu::attention_decode(out.data(), q.data(), k.data(), v.data(), c.B, c.T_max, c.n, c.H, c.Hkv,
-                          c.hd);
-    Dev<float> d_q(q), d_k(k), d_v(v), d_out(nq);
-    cuda::attention_decode(d_out, d_q, d_k, d_v, c.B, c.T_max, c.n, c.H, c.Hkv, c.hd);
-    const std::vector<float> out1 = d_out.download();
-    expect_close(out1, out, what);
-    cuda::attention_decode(d_out, d_q, d_k, d_v, c.B, c.T_max, c.n, c.H, c.Hkv, c.hd);
-    EXPECT_BITWISE(d_out.download(), out1, what + " rerun");
+    Dev<float> d_q(q), d_out(nq);
+    const auto check = [&](const auto& k_in, const auto& v_in, const std::string& what) {
+      std::vector<float> out(nq);
+      cpu::attention_decode(out.data(), q.data(), k_in.data(), v_in.data(), c.B, c.T_max, c.n,
+                            c.H, c.Hkv, c.hd);
+      using KV = typename std::decay_t<decltype(k_in)>::value_type;
+      Dev<KV> d_k(k_in), d_v(v_in);
+      cuda::attention_decode(d_out.get(), d_q.get(), d_k.get(), d_v.get(), c.B, c.T_max, c.n,
+                             c.H, c.Hkv, c.hd);
+      const std::vector<float> out1 = d_out.download();
+      expect_close(out1, out, what);
+      cuda::attention_decode(d_out.get(), d_q.get(), d_k.get(), d_v.get(), c.B, c.T_max, c.n,
+                             c.H, c.Hkv, c.hd);
+      EXPECT_BITWISE(d_out.download(), out1, what + " rerun");
+    };
+    const std::string what = "attention_decode " + str({c.B, c.T_max, c.n, c.H, c.Hkv, c.hd});
+    check(k, v, what);
+    std::vector<uint16_t> k16(nk), v16(nk);
+    cpu::f32_to_bf16(k16.data(), k.data(), nk);
+    cpu::f32_to_bf16(v16.data(), v.data(), nk);
+    check(k16, v16, what + " bf16 cache");
   }
 }
 

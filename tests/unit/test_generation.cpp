@@ -146,6 +146,26 @@ TEST(AttentionDecode, MatchesLastRowOfCausalAttention) {
   }
 }
 
+// A bf16 cache is read as the float cache of its rounded values (widened exactly).
+TEST(AttentionDecode, Bf16CacheIsItsRoundedValues) {
+  const int64_t B = 2, T_max = 9, H = 4, Hkv = 2, hd = 8, n = 7;
+  const Tensor q = random_tensor({B, H, hd}, 6);
+  Tensor k = random_tensor({B, T_max, Hkv, hd}, 7), v = random_tensor({B, T_max, Hkv, hd}, 8);
+  Tensor k16 = Tensor::empty(k.shape(), DType::BF16), v16 = Tensor::empty(v.shape(), DType::BF16);
+  for (auto [x, x16] : {std::pair<Tensor*, Tensor*>{&k, &k16}, {&v, &v16}})
+    for (int64_t i = 0; i < x->numel(); ++i) {
+      x16->data<uint16_t>()[i] = f32_to_bf16(x->data<float>()[i]);
+      x->data<float>()[i] = bf16_to_f32(x16->data<uint16_t>()[i]);
+    }
+  Tensor o = Tensor::empty({B, H, hd}), o16 = Tensor::empty({B, H, hd});
+  ops::attention_decode(o, q, k, v, n);
+  ops::attention_decode(o16, q, k16, v16, n);
+  EXPECT_EQ(std::memcmp(o.data<float>(), o16.data<float>(), o.nbytes()), 0);
+  EXPECT_NE(test::error_of([&] { ops::attention_decode(o, q, k16, v, n); })
+                .find("attention_decode: k_cache is bfloat16, v_cache float32"),
+            std::string::npos);
+}
+
 TEST(AttentionDecode, RejectsBadShapes) {
   Tensor q = Tensor::empty({2, 4, 8}), o = Tensor::empty({2, 4, 8});
   Tensor kc = Tensor::empty({2, 5, 3, 8});
@@ -246,6 +266,42 @@ TEST(KvCacheDecoder, ArmedBf16WeightsAreBitwiseThePerProductRounding) {
   }
   EXPECT_GT(num, 0);  // the products did round
   EXPECT_LT(std::sqrt(num / den), 2e-2);
+}
+
+// A bf16 cache (generate.precision: bf16): the prefill's logits are the float cache's (its
+// attention reads the prompt's own keys and values); every step's within bf16 rounding of them.
+TEST(KvCacheDecoder, Bf16CacheWithinBf16RoundingOfTheFloatCache) {
+  ModelConfig cfg = tiny(false, 2, true);
+  Transformer model(cfg);
+  model.init(17);
+  const int64_t B = 3, P = 4, steps = 6, V = cfg.vocab_size;
+  Tensor prompt = Tensor::empty({B, P}, DType::I32);
+  for (int64_t i = 0; i < B * P; ++i) prompt.data<int32_t>()[i] = int32_t((i * 7 + 2) % V);
+  const auto decode = [&](DType cache) {  // prefill logits, then the steps' (fed tokens 1, 2, ...)
+    KvCacheDecoder dec(model, B, P + steps, cache);
+    std::vector<std::vector<float>> all;
+    const auto keep = [&](const Tensor& l) {
+      all.emplace_back(l.data<float>(), l.data<float>() + l.numel());
+    };
+    keep(dec.prefill(prompt));
+    Tensor tokens = Tensor::empty({B}, DType::I32);
+    for (int32_t s = 1; s <= steps; ++s) {
+      std::fill(tokens.data<int32_t>(), tokens.data<int32_t>() + B, s);
+      keep(dec.step(tokens));
+    }
+    return all;
+  };
+  const auto f32 = decode(DType::F32), bf16 = decode(DType::BF16);
+  EXPECT_EQ(bf16[0], f32[0]);
+  for (int64_t s = 1; s <= steps; ++s) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < f32[s].size(); ++i) {
+      num += (bf16[s][i] - f32[s][i]) * double(bf16[s][i] - f32[s][i]);
+      den += double(f32[s][i]) * f32[s][i];
+    }
+    EXPECT_GT(num, 0) << "step " << s;  // the cache did round
+    EXPECT_LT(std::sqrt(num / den), 1e-2) << "step " << s;
+  }
 }
 
 // The generator with and without the cache: same sampled tokens, same top-k ids, log-probs
