@@ -125,7 +125,9 @@ void generate_sequences(Transformer& teacher, const GeneratorSettings& s, const 
   out.topk_logprobs.assign(count * (Ls - 1) * k, 0.0f);
 
   std::unique_ptr<KvCacheDecoder> dec;
-  if (s.sample && s.kv_cache) dec = std::make_unique<KvCacheDecoder>(teacher, s.batch, Ls - 1, s.kv_cache_dtype);
+  if (s.sample && s.kv_cache && count > 0)  // a cache for the largest batch this block runs
+    dec = std::make_unique<KvCacheDecoder>(teacher, std::min(s.batch, count), Ls - 1,
+                                           s.kv_cache_dtype);
   for (int64_t j0 = 0; j0 < count; j0 += s.batch) {
     const int64_t B = std::min(s.batch, count - j0);
     int32_t* toks = out.tokens.data() + j0 * Ls;  // [B, Ls] of this batch
