@@ -115,6 +115,42 @@ void expect_distribution(const std::vector<int64_t>& counts, const std::vector<d
   EXPECT_LT(chi2, crit) << what << ": chi2 " << chi2 << " with " << df << " dof";
 }
 
+// Prompts [B, P] with token i = (i·mul + add) % V.
+Tensor counting_prompt(int64_t B, int64_t P, int64_t mul, int64_t add, int64_t V) {
+  Tensor t = Tensor::empty({B, P}, DType::I32);
+  for (int64_t i = 0; i < B * P; ++i) t.data<int32_t>()[i] = int32_t((i * mul + add) % V);
+  return t;
+}
+
+// The decoder's logits, one vector each: the prefill's, then those of `steps` steps fed tokens
+// 1, 2, ... (the same for every run).
+std::vector<std::vector<float>> decoded_logits(const Transformer& model, const Tensor& prompt,
+                                               int32_t steps, DType cache) {
+  const int64_t B = prompt.dim(0);
+  KvCacheDecoder dec(model, B, prompt.dim(1) + steps, cache);
+  std::vector<std::vector<float>> all;
+  const auto keep = [&](const Tensor& l) {
+    all.emplace_back(l.data<float>(), l.data<float>() + l.numel());
+  };
+  keep(dec.prefill(prompt));
+  Tensor tokens = Tensor::empty({B}, DType::I32);
+  for (int32_t s = 1; s <= steps; ++s) {
+    std::fill(tokens.data<int32_t>(), tokens.data<int32_t>() + B, s);
+    keep(dec.step(tokens));
+  }
+  return all;
+}
+
+// ‖a − b‖ / ‖b‖
+double rel_rms(const std::vector<float>& a, const std::vector<float>& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    num += (a[i] - b[i]) * double(a[i] - b[i]);
+    den += double(b[i]) * b[i];
+  }
+  return std::sqrt(num / den);
+}
+
 }  // namespace
 
 TEST(AttentionDecode, MatchesLastRowOfCausalAttention) {
@@ -232,22 +268,11 @@ TEST(KvCacheDecoder, ArmedBf16WeightsAreBitwiseThePerProductRounding) {
   ModelConfig cfg = tiny(true, 2, true);
   Transformer model(cfg);
   model.init(13);
-  const int64_t B = 2, P = 3, V = cfg.vocab_size, steps = 4;
-  Tensor prompt = Tensor::empty({B, P}, DType::I32);
-  for (int64_t i = 0; i < B * P; ++i) prompt.data<int32_t>()[i] = int32_t((i * 11 + 5) % V);
-  // logits of the prefill and of `steps` steps fed tokens 1, 2, ... (the same for every run)
+  const Tensor prompt = counting_prompt(2, 3, 11, 5, cfg.vocab_size);
   const auto decode = [&] {
     std::vector<float> all;
-    const auto append = [&](const Tensor& l) {
-      all.insert(all.end(), l.data<float>(), l.data<float>() + l.numel());
-    };
-    KvCacheDecoder dec(model, B, P + steps);
-    append(dec.prefill(prompt));
-    Tensor tokens = Tensor::empty({B}, DType::I32);
-    for (int32_t s = 1; s <= steps; ++s) {
-      std::fill(tokens.data<int32_t>(), tokens.data<int32_t>() + B, s);
-      append(dec.step(tokens));
-    }
+    for (const std::vector<float>& l : decoded_logits(model, prompt, 4, DType::F32))
+      all.insert(all.end(), l.begin(), l.end());
     return all;
   };
   const std::vector<float> fp32 = decode();
@@ -259,13 +284,8 @@ TEST(KvCacheDecoder, ArmedBf16WeightsAreBitwiseThePerProductRounding) {
   ops::set_matmul_precision(ops::MatmulPrecision::F32);
   ASSERT_EQ(armed.size(), fp32.size());
   EXPECT_EQ(std::memcmp(armed.data(), rounded_per_product.data(), armed.size() * 4), 0);
-  double num = 0, den = 0;
-  for (size_t i = 0; i < fp32.size(); ++i) {
-    num += (armed[i] - fp32[i]) * double(armed[i] - fp32[i]);
-    den += double(fp32[i]) * fp32[i];
-  }
-  EXPECT_GT(num, 0);  // the products did round
-  EXPECT_LT(std::sqrt(num / den), 2e-2);
+  EXPECT_GT(rel_rms(armed, fp32), 0);  // the products did round
+  EXPECT_LT(rel_rms(armed, fp32), 2e-2);
 }
 
 // A bf16 cache (generate.precision: bf16): the prefill's logits are the float cache's (its
@@ -274,33 +294,14 @@ TEST(KvCacheDecoder, Bf16CacheWithinBf16RoundingOfTheFloatCache) {
   ModelConfig cfg = tiny(false, 2, true);
   Transformer model(cfg);
   model.init(17);
-  const int64_t B = 3, P = 4, steps = 6, V = cfg.vocab_size;
-  Tensor prompt = Tensor::empty({B, P}, DType::I32);
-  for (int64_t i = 0; i < B * P; ++i) prompt.data<int32_t>()[i] = int32_t((i * 7 + 2) % V);
-  const auto decode = [&](DType cache) {  // prefill logits, then the steps' (fed tokens 1, 2, ...)
-    KvCacheDecoder dec(model, B, P + steps, cache);
-    std::vector<std::vector<float>> all;
-    const auto keep = [&](const Tensor& l) {
-      all.emplace_back(l.data<float>(), l.data<float>() + l.numel());
-    };
-    keep(dec.prefill(prompt));
-    Tensor tokens = Tensor::empty({B}, DType::I32);
-    for (int32_t s = 1; s <= steps; ++s) {
-      std::fill(tokens.data<int32_t>(), tokens.data<int32_t>() + B, s);
-      keep(dec.step(tokens));
-    }
-    return all;
-  };
-  const auto f32 = decode(DType::F32), bf16 = decode(DType::BF16);
+  const Tensor prompt = counting_prompt(3, 4, 7, 2, cfg.vocab_size);
+  const int32_t steps = 6;
+  const auto f32 = decoded_logits(model, prompt, steps, DType::F32);
+  const auto bf16 = decoded_logits(model, prompt, steps, DType::BF16);
   EXPECT_EQ(bf16[0], f32[0]);
-  for (int64_t s = 1; s <= steps; ++s) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < f32[s].size(); ++i) {
-      num += (bf16[s][i] - f32[s][i]) * double(bf16[s][i] - f32[s][i]);
-      den += double(f32[s][i]) * f32[s][i];
-    }
-    EXPECT_GT(num, 0) << "step " << s;  // the cache did round
-    EXPECT_LT(std::sqrt(num / den), 1e-2) << "step " << s;
+  for (int32_t s = 1; s <= steps; ++s) {
+    EXPECT_GT(rel_rms(bf16[s], f32[s]), 0) << "step " << s;  // the cache did round
+    EXPECT_LT(rel_rms(bf16[s], f32[s]), 1e-2) << "step " << s;
   }
 }
 
