@@ -169,8 +169,8 @@ const std::vector<ConfigKey>& config_schema() {
        "sample: decode with a KV cache; false recomputes the whole prefix per token (benchmarks)"},
       {"generate.precision", T::String, "fp32",
        "the teacher's products: fp32, or bf16 (weights rounded to bfloat16 once, fp32 "
-       "accumulation and every other op fp32; tensor cores on GPUs, emulated on the CPU); "
-       "recorded as the corpus' teacher_precision"},
+       "accumulation, the KV cache's keys and values stored in bf16, every other op fp32; tensor "
+       "cores on GPUs, emulated on the CPU); recorded as the corpus' teacher_precision"},
 
       {"bench.steps", T::Int, "10", "timed steps for retort bench"},
       {"bench.warmup", T::Int, "2", "untimed warmup steps before timing"},

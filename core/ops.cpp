@@ -811,6 +811,7 @@ void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache, const
   check_f32(op, "out", out);
   check_f32(op, "q", q);
   check_float(op, "k_cache", k_cache);
+  check_float(op, "v_cache", v_cache);
   RETORT_CHECK(v_cache.dtype() == k_cache.dtype(), op, ": k_cache is ", dtype_name(k_cache.dtype()),
                ", v_cache ", dtype_name(v_cache.dtype()));
   RETORT_CHECK(q.ndim() == 3 && k_cache.ndim() == 4, op, ": q ", shape_str(q.shape()),

@@ -4,11 +4,9 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
-#include <vector>
 
 #include "core/check.h"
 #include "core/ops.h"
-#include "core/random.h"
 #include "models/kv_cache_decoder.h"
 
 namespace retort {

@@ -1,12 +1,14 @@
-// retort info CONFIG [--json]: parameter and FLOP counts (SPEC §1) and a memory estimate
-// for one process (fp32 weights, gradients, AdamW moments, saved activations at the config's
-// precision), and the devices this build and machine offer.
+// retort info CONFIG [--json]: parameter and FLOP counts (SPEC §1), a memory estimate for one
+// training process (fp32 weights, gradients, AdamW moments, saved activations at the config's
+// precision), the KV cache `retort generate` holds in sample mode for generate.batch sequences,
+// and the devices this build and machine offer.
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
 #include "core/device.h"
 #include "launch/commands.h"
 #include "launch/train_step.h"
+#include "models/kv_cache_decoder.h"
 #include "models/model_config.h"
 
 namespace retort {
@@ -41,6 +43,14 @@ int run_info(const Config& cfg, bool json) {
               4 * m.vocab_size + (bf16 ? 2 * m.vocab_size : 0));
   const int64_t N = m.n_params();
   const int64_t weights16 = bf16 ? 2 * N : 0;  // the step's bf16 copy of the weights
+  // sample mode's KV cache: generate.seq_len − 1 positions (default the model's seq_len), bf16
+  // keys and values under generate.precision: bf16
+  const int64_t gen_positions =
+      cfg.get_int("generate.seq_len") > 0 ? cfg.get_int("generate.seq_len") - 1 : m.seq_len;
+  const bool gen_bf16 = cfg.get_string("generate.precision") == "bf16";
+  const int64_t gen_batch = cfg.get_int("generate.batch");
+  const int64_t cache_per_seq =
+      KvCacheDecoder::cache_bytes(m, 1, gen_positions, gen_bf16 ? DType::BF16 : DType::F32);
   nlohmann::json j = {
       {"params", N},
       {"params_nonembedding", m.n_params_nonemb()},
@@ -52,6 +62,9 @@ int run_info(const Config& cfg, bool json) {
       {"memory_bytes",
        {{"params", 4 * N}, {"grads", 4 * N}, {"optimizer", 8 * N}, {"weights_bf16", weights16},
         {"activations_per_micro_batch", act_bytes}, {"total", 16 * N + weights16 + act_bytes}}},
+      {"generate_kv_cache_bytes",
+       {{"per_sequence", cache_per_seq}, {"batch", gen_batch},
+        {"total", cache_per_seq * gen_batch}}},
       {"cuda_built", device::cuda_built()},
       {"cuda_gpus", device::cuda_device_count()}};
   if (json) {
@@ -78,6 +91,10 @@ int run_info(const Config& cfg, bool json) {
               "%.1f MiB%s = %.1f MiB per process\n",
               mib(4 * N), mib(4 * N), mib(8 * N), w16, mib(act_bytes),
               recompute ? " (recompute)" : "", mib(16 * N + weights16 + act_bytes));
+  std::printf("generate     sample mode's KV cache %.1f MiB per sequence (%lld positions, %s) x "
+              "generate.batch %lld = %.1f MiB\n",
+              mib(cache_per_seq), (long long)gen_positions, gen_bf16 ? "bf16" : "fp32",
+              (long long)gen_batch, mib(cache_per_seq * gen_batch));
   std::printf("devices      cpu%s\n",
               device::cuda_built()
                   ? str_cat("; cuda backend built, ", device::cuda_device_count(),

@@ -57,6 +57,18 @@ KvCacheDecoder::KvCacheDecoder(const Transformer& model, int64_t max_batch, int6
   rope_ = ops::rope_table(max_len, cfg_.head_dim, cfg_.rope_theta).to(device_);
 }
 
+int64_t KvCacheDecoder::cache_bytes(const ModelConfig& cfg, int64_t max_batch, int64_t max_len,
+                                    DType cache_dtype) {
+  return 2 * cfg.n_layers * max_batch * max_len * cfg.n_kv_heads * cfg.head_dim *
+         int64_t(dtype_size(cache_dtype));
+}
+
+int64_t KvCacheDecoder::cache_bytes() const {
+  int64_t bytes = 0;
+  for (const Layer& l : layers_) bytes += int64_t(l.k_cache.nbytes() + l.v_cache.nbytes());
+  return bytes;
+}
+
 Tensor KvCacheDecoder::buf(size_t slot, const Shape& shape, DType dtype) {
   if (scratch_.size() <= slot) scratch_.resize(slot + 1);
   const int64_t n = shape_numel(shape);

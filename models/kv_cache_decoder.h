@@ -27,9 +27,17 @@ class KvCacheDecoder {
  public:
   // max_batch sequences of up to max_len tokens (max_len <= the model's seq_len); the cache's
   // keys and values in cache_dtype (F32, or BF16: rounded once as they are stored, half the
-  // memory and half the bytes each step's attention reads).
+  // memory and half the bytes each step's attention reads; the prefill's own attention reads
+  // the prompt's keys and values unrounded).
   KvCacheDecoder(const Transformer& model, int64_t max_batch, int64_t max_len,
                  DType cache_dtype = DType::F32);
+
+  // Bytes of the caches for max_batch sequences of max_len tokens: 2 (keys, values) · n_layers ·
+  // max_batch · max_len · n_kv_heads · head_dim · the dtype's size (what the constructor
+  // allocates; `retort info` prints it for generate.batch).
+  static int64_t cache_bytes(const ModelConfig& cfg, int64_t max_batch, int64_t max_len,
+                             DType cache_dtype);
+  int64_t cache_bytes() const;
 
   // prompts: [B, P] I32, 1 <= B <= max_batch, 1 <= P <= max_len. Resets the cache.
   const Tensor& prefill(const Tensor& prompts);

@@ -1,7 +1,7 @@
 // Generation's per-row work on the device (core/ops.h: topk_log_softmax, sample_tokens; the CPU
 // kernels in core/cpu/generation.cpp are the reference), one block of 256 threads per row of
-// logits x [V]; the results stay on the device (a generator fetches them when it needs them). Every output is
-// bitwise reproducible (integer atomics only; fixed reduction trees).
+// logits x [V]; the results stay on the device (a generator fetches them when it needs them).
+// Every output is bitwise reproducible (integer atomics only; fixed reduction trees).
 //
 // Keys: descending_key(x_j, j), distinct; ascending = descending value, ties by the smaller id.
 // Radix selection walks them a byte at a time from the top: histogram the keys sharing the

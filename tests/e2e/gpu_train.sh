@@ -110,8 +110,8 @@ retort generate "${G[@]}" --set generate.mode=sample --set generate.prompt_len=6
 /usr/bin/python3 "$SRC/tests/e2e/check_corpus.py" teacher "$WORK/sample" "$WORK/gpu/checkpoints/$last" 1e-4
 # the draws on the device (u from each sequence's stream, the decode fed by the tokens it drew)
 # give the CPU's tokens
-retort generate "${G[@]}" --set parallel.device=cpu --set generate.mode=sample --set generate.prompt_len=6 \
-  --set generate.seed=7 --set "generate.out=$WORK/sample_cpu" >/dev/null
+retort generate "${G[@]}" --set parallel.device=cpu --set generate.mode=sample \
+  --set generate.prompt_len=6 --set generate.seed=7 --set "generate.out=$WORK/sample_cpu" >/dev/null
 /usr/bin/python3 "$SRC/tests/e2e/check_corpus.py" tokens "$WORK/sample" "$WORK/sample_cpu"
 # generate.precision bf16: the teacher's products on its bf16 weights (tensor cores), the KV
 # cache decoding on them too; within bf16 rounding of the float64 teacher

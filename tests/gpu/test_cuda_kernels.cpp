@@ -1279,9 +1279,9 @@ TEST(CudaTopkLogSoftmax, SameIdsAsCpuAndLogProbsToRounding) {
 // Sampled tokens: the device's draw against the CPU's sample_token, row by row, on rows of
 // distinct values, of ties, and flat ones (a top_p nucleus of thousands of tokens), each with
 // its own u (computed on the device from the row's stream): greedy, plain sampling, top_k (1,
-// 40, 1024, 1500, V), top_p alone and with top_k, V both below and above 1024. Equal token for token (the device's fixed-point sums differ from
-// the CPU's double ones by rounding: a token could differ only if u·total fell within it of a
-// boundary, which these draws do not).
+// 40, 1024, 1500, V), top_p alone and with top_k, V both below and above 1024. Equal token for
+// token (the device's fixed-point sums differ from the CPU's double ones by rounding: a token
+// could differ only if u·total fell within it of a boundary, which these draws do not).
 TEST(CudaSampleTokens, SameTokensAsTheCpu) {
   for (const int64_t V : {int64_t(700), int64_t(5000)}) {
     const int64_t rows = 48;

@@ -305,6 +305,19 @@ TEST(KvCacheDecoder, Bf16CacheWithinBf16RoundingOfTheFloatCache) {
   }
 }
 
+// What a decoder allocates for its caches is what `retort info` reports for generate.batch.
+TEST(KvCacheDecoder, CacheBytesAreWhatItAllocates) {
+  ModelConfig cfg = tiny(false, 2, true);
+  Transformer model(cfg);
+  model.init(3);
+  for (DType t : {DType::F32, DType::BF16}) {
+    const KvCacheDecoder dec(model, 3, 10, t);
+    EXPECT_EQ(dec.cache_bytes(), KvCacheDecoder::cache_bytes(cfg, 3, 10, t));
+    EXPECT_EQ(dec.cache_bytes(),  // keys and values · layers · sequences · positions · kv width
+              2 * cfg.n_layers * 3 * 10 * 2 * cfg.head_dim * (t == DType::BF16 ? 2 : 4));
+  }
+}
+
 // The generator with and without the cache: same sampled tokens, same top-k ids, log-probs
 // within 1e-5; score mode's rows are the teacher-forced log-softmax.
 TEST(Generator, KvCacheAndRecomputeAgree) {
@@ -510,7 +523,8 @@ TEST(SampleTokens, EachRowsDrawWithItsOwnU) {
   for (const auto& [what, f] : std::vector<std::pair<std::string, std::function<void()>>>{
            {"too few tokens", [&] { ops::sample_tokens(too_few, logits, draws, {}); }},
            {"top_p 0", [&] { ops::sample_tokens(tokens, logits, draws, {1.0, 0, 0.0}); }},
-           {"temperature < 0", [&] { ops::sample_tokens(tokens, logits, draws, {-1.0, 0, 1.0}); }}}) {
+           {"temperature < 0",
+            [&] { ops::sample_tokens(tokens, logits, draws, {-1.0, 0, 1.0}); }}}) {
     EXPECT_NE(test::error_of(f).find("sample_tokens: "), std::string::npos) << what;
   }
 }
