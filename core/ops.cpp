@@ -808,7 +808,7 @@ void attention_forward(Tensor& out, Tensor& lse, const Heads& q, const Heads& k,
 void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                       int64_t n_keys) {
   const char* op = "attention_decode";
-  check_f32(op, "out", out);
+  check_float(op, "out", out);
   check_f32(op, "q", q);
   check_float(op, "k_cache", k_cache);
   check_float(op, "v_cache", v_cache);
@@ -830,12 +830,11 @@ void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache, const
                ": out must not alias q or the caches");
   if (q.numel() == 0) return;
   const Device dev = common_device("attention_decode", {&out, &q, &k_cache, &v_cache});
-  if (k_cache.dtype() == DType::BF16)
-    RETORT_KERNEL(dev, attention_decode, out.data<float>(), q.data<float>(),
-                  k_cache.data<uint16_t>(), v_cache.data<uint16_t>(), B, T_max, n_keys, H, Hkv, hd);
-  else
-    RETORT_KERNEL(dev, attention_decode, out.data<float>(), q.data<float>(), k_cache.data<float>(),
-                  v_cache.data<float>(), B, T_max, n_keys, H, Hkv, hd);
+  with_types(out, k_cache, [&](auto* o, const auto* k) {
+    using KV = std::remove_cv_t<std::remove_pointer_t<decltype(k)>>;
+    RETORT_KERNEL(dev, attention_decode, o, q.data<float>(), k, v_cache.data<KV>(), B, T_max,
+                  n_keys, H, Hkv, hd);
+  });
 }
 
 void attention_backward(const Heads& dq, const Heads& dk, const Heads& dv, const Tensor& dout,

@@ -216,7 +216,7 @@ const char* attention_kernel_used();
 // both BF16 (widened exactly), with keys 0..n_keys-1 valid (n_keys <= T_max); head h reads kv
 // head h / (H/Hkv).
 // out: [B, H, hd] = softmax(q k[0:n_keys]ᵀ / sqrt(hd)) v[0:n_keys]   (no mask needed: the
-// cache only holds the past).
+// cache only holds the past); F32, or BF16 (rounded once: a bf16 product's input).
 void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                       int64_t n_keys);
 

@@ -122,12 +122,15 @@ void KvCacheDecoder::forward(const Tensor& tokens, int64_t B, int64_t n) {
   const float eps = float(cfg_.norm_eps);
   Tensor rope = rope_.slice(p0, p0 + n);
   const int64_t S = H + 2 * Hkv;  // heads per row of the q|k|v product: q, then k, then v
-  Tensor x = buf(0, {R, d}), h = buf(1, {R, d}), rstd = buf(2, {R});
+  // the products' inputs h, att and act in bf16 when their weights are (armed): each rounded by
+  // the op that writes it instead of by a conversion before every product (the same bits)
+  const DType in = head_.dtype();
+  Tensor x = buf(0, {R, d}), h = buf(1, {R, d}, in), rstd = buf(2, {R});
   Tensor qkv = buf(3, {R, S * hd});
   Tensor qr = buf(4, {R, H * hd}), kr = buf(5, {R, Hkv * hd});  // after (qk-norm and) RoPE
   Tensor rstd_q = buf(6, {R * H}), rstd_k = buf(7, {R * Hkv});
-  Tensor att = buf(8, {R, H * hd}), lse = buf(9, {B * H * n});
-  Tensor gate_up = buf(10, {R, 2 * F}), act = buf(11, {R, F});
+  Tensor att = buf(8, {R, H * hd}, in), lse = buf(9, {B * H * n});
+  Tensor gate_up = buf(10, {R, 2 * F}), act = buf(11, {R, F}, in);
   Tensor ids = buf(12, {R}, DType::I32);
   ops::copy(ids, tokens.view({R}));  // tokens may come from the host
 

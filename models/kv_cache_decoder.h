@@ -12,7 +12,9 @@
 // All sequences of a batch share the position (same prompt length). Reads the model's
 // weights (no copy), the products' through Transformer::product_weight(): the bf16 copies when
 // the model was armed before the decoder was made (bf16 products, generate.precision), which
-// it must stay while the decoder lives; the model must outlive the decoder.
+// it must stay while the decoder lives (the products' inputs are then bf16 too, each rounded by
+// the op that writes it: the bits a product rounding its fp32 input would give); the model must
+// outlive the decoder.
 #pragma once
 #include <cstdint>
 #include <vector>

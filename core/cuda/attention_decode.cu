@@ -1,8 +1,8 @@
 // Attention of one new query per (sequence, head) over a KV cache, for generation
 // (math as core/cpu/attention_decode.cpp):
 //   s_j = q · k_j / sqrt(hd) (j < n);  p = softmax(s);  out = Σ_j p_j v_j
-// q, out: [B, H, hd] float; k, v: [B, T_max, Hkv, hd] float or bf16; head h reads kv head
-// h / (H/Hkv). One block of 256 threads per (b, h) (grid = B·H). Keys are taken in chunks of 256,
+// q: [B, H, hd] float; k, v: [B, T_max, Hkv, hd] float or bf16; out: [B, H, hd] float or bf16
+// (rounded at the store); head h reads kv head h / (H/Hkv). One block of 256 threads per (b, h) (grid = B·H). Keys are taken in chunks of 256,
 // every thread busy in both passes over the cache:
 //   scores: thread t computes key t of the chunk (its row read VEC elements at a time: 16 bytes
 //     of float, 8 of bf16); the chunk's max and Σexp by fixed block trees update the running
@@ -37,9 +37,9 @@ __device__ __forceinline__ void load_vec(float (&x)[VEC], const T* p) {
   }
 }
 
-template <class KV, int VEC>
+template <class Out, class KV, int VEC>
 __global__ void __launch_bounds__(kThreads)
-    attention_decode_kernel(float* out, const float* q, const KV* k, const KV* v, int64_t T_max,
+    attention_decode_kernel(Out* out, const float* q, const KV* k, const KV* v, int64_t T_max,
                             int n, int H, int Hkv, int hd, float scale) {
   extern __shared__ float smem[];  // q [hd], then the groups' partial outputs [G, hd]
   __shared__ float ps[kChunk];
@@ -98,11 +98,11 @@ __global__ void __launch_bounds__(kThreads)
     for (int e = 0; e < VEC; ++e) partial[g * hd + c + e] = o[e];
   }
   __syncthreads();
-  float* O = out + static_cast<int64_t>(bh) * hd;
+  Out* O = out + static_cast<int64_t>(bh) * hd;
   for (int d = threadIdx.x; d < hd; d += kThreads) {
     float acc = 0.0f;
     for (int gg = 0; gg < groups; ++gg) acc += partial[gg * hd + d];
-    O[d] = acc / l;
+    store(O + d, acc / l);
   }
 }
 
@@ -113,8 +113,8 @@ bool aligned_to(const T* p, size_t bytes) {
 
 }  // namespace
 
-template <class KV>
-void attention_decode(float* out, const float* q, const KV* k, const KV* v, int64_t B,
+template <class Out, class KV>
+void attention_decode(Out* out, const float* q, const KV* k, const KV* v, int64_t B,
                       int64_t T_max, int64_t n, int64_t H, int64_t Hkv, int64_t hd) {
   if (B <= 0 || H <= 0 || hd <= 0) return;
   // four elements per load where every row starts at a multiple of four elements
@@ -127,16 +127,21 @@ void attention_decode(float* out, const float* q, const KV* k, const KV* v, int6
                ", Hkv = ", Hkv);
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
   const size_t smem = sizeof(float) * hd * (1 + kThreads / cols);  // ≤ 8 KiB
-  const auto kernel = vec4 ? attention_decode_kernel<KV, 4> : attention_decode_kernel<KV, 1>;
+  const auto kernel =
+      vec4 ? attention_decode_kernel<Out, KV, 4> : attention_decode_kernel<Out, KV, 1>;
   kernel<<<grid_x(B * H), kThreads, smem, compute_stream()>>>(
       out, q, k, v, T_max, static_cast<int>(n), static_cast<int>(H), static_cast<int>(Hkv),
       static_cast<int>(hd), scale);
   RETORT_CUDA_CHECK_LAUNCH();
 }
 
-template void attention_decode(float*, const float*, const float*, const float*, int64_t, int64_t,
-                               int64_t, int64_t, int64_t, int64_t);
-template void attention_decode(float*, const float*, const uint16_t*, const uint16_t*, int64_t,
-                               int64_t, int64_t, int64_t, int64_t, int64_t);
+#define RETORT_ATTENTION_DECODE(Out, KV)                                                       \
+  template void attention_decode(Out*, const float*, const KV*, const KV*, int64_t, int64_t, \
+                                 int64_t, int64_t, int64_t, int64_t);
+RETORT_ATTENTION_DECODE(float, float)
+RETORT_ATTENTION_DECODE(float, uint16_t)
+RETORT_ATTENTION_DECODE(uint16_t, float)
+RETORT_ATTENTION_DECODE(uint16_t, uint16_t)
+#undef RETORT_ATTENTION_DECODE
 
 }  // namespace retort::cuda

@@ -162,10 +162,10 @@ bool attention_backward_cudnn(uint16_t* dq, uint16_t* dk, uint16_t* dv, const ui
                               std::string* why);
 
 // ---- attention_decode.cu ---------------------------------------------------------------
-// q, out: [B, H, hd]; k, v: [B, T_max, Hkv, hd] (KV: float, or uint16_t for a bf16 cache),
-// keys 0..n-1 used
-template <class KV>
-void attention_decode(float* out, const float* q, const KV* k, const KV* v, int64_t B,
+// q, out: [B, H, hd]; k, v: [B, T_max, Hkv, hd], keys 0..n-1 used (Out, KV: float, or uint16_t
+// for a bf16 output or cache)
+template <class Out, class KV>
+void attention_decode(Out* out, const float* q, const KV* k, const KV* v, int64_t B,
                       int64_t T_max, int64_t n, int64_t H, int64_t Hkv, int64_t hd);
 
 // ---- embedding.cu -----------------------------------------------------------------------

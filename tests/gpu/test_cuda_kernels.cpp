@@ -824,7 +824,7 @@ TEST(CudaAttention, CudnnRefusesHeadDimNotMultipleOf8) {
 }
 
 // Caches of float and of bf16; head dims a multiple of 4 (rows read four elements at a time)
-// and not (one at a time).
+// and not (one at a time); a bf16 out (a bf16 product's input) within bf16 rounding.
 TEST(CudaAttentionDecode, MatchesCpuAndIsDeterministic) {
   struct Case {
     int64_t B, T_max, n, H, Hkv, hd;
@@ -852,6 +852,12 @@ TEST(CudaAttentionDecode, MatchesCpuAndIsDeterministic) {
       cuda::attention_decode(d_out.get(), d_q.get(), d_k.get(), d_v.get(), c.B, c.T_max, c.n,
                              c.H, c.Hkv, c.hd);
       EXPECT_BITWISE(d_out.download(), out1, what + " rerun");
+      Dev<uint16_t> d_out16(nq);
+      cuda::attention_decode(d_out16.get(), d_q.get(), d_k.get(), d_v.get(), c.B, c.T_max, c.n,
+                             c.H, c.Hkv, c.hd);
+      std::vector<float> out16(nq);
+      cpu::bf16_to_f32(out16.data(), d_out16.download().data(), nq);
+      expect_close(out16, out, what + " bf16 out", 1e-2);
     };
     const std::string what = "attention_decode " + str({c.B, c.T_max, c.n, c.H, c.Hkv, c.hd});
     check(k, v, what);

@@ -182,8 +182,9 @@ TEST(AttentionDecode, MatchesLastRowOfCausalAttention) {
   }
 }
 
-// A bf16 cache is read as the float cache of its rounded values (widened exactly).
-TEST(AttentionDecode, Bf16CacheIsItsRoundedValues) {
+// A bf16 cache is read as the float cache of its rounded values (widened exactly); a bf16 out
+// is the float out rounded.
+TEST(AttentionDecode, Bf16CacheIsItsRoundedValuesAndBf16OutTheFloatOutRounded) {
   const int64_t B = 2, T_max = 9, H = 4, Hkv = 2, hd = 8, n = 7;
   const Tensor q = random_tensor({B, H, hd}, 6);
   Tensor k = random_tensor({B, T_max, Hkv, hd}, 7), v = random_tensor({B, T_max, Hkv, hd}, 8);
@@ -197,6 +198,10 @@ TEST(AttentionDecode, Bf16CacheIsItsRoundedValues) {
   ops::attention_decode(o, q, k, v, n);
   ops::attention_decode(o16, q, k16, v16, n);
   EXPECT_EQ(std::memcmp(o.data<float>(), o16.data<float>(), o.nbytes()), 0);
+  Tensor rounded = Tensor::empty({B, H, hd}, DType::BF16);
+  ops::attention_decode(rounded, q, k16, v16, n);
+  for (int64_t i = 0; i < o.numel(); ++i)
+    ASSERT_EQ(rounded.data<uint16_t>()[i], f32_to_bf16(o.data<float>()[i])) << i;
   EXPECT_NE(test::error_of([&] { ops::attention_decode(o, q, k16, v, n); })
                 .find("attention_decode: k_cache is bfloat16, v_cache float32"),
             std::string::npos);
