@@ -22,6 +22,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <future>
 #include <regex>
 
 #include "core/ops.h"
@@ -325,7 +326,17 @@ int run_generate(const Config& cfg_in) {
   };
   int64_t done_tokens = 0, written = 0;
   double last_print = -1e9;
-  CorpusSequences seqs;
+  // A finished shard is written (HDF5, compression, checksum) on a thread of its own while the
+  // next one is generated, at most one write in flight; a failed write throws at the next wait.
+  // Only that thread calls HDF5 meanwhile.
+  CorpusSequences seqs, being_written;
+  std::future<CorpusShardEntry> writing;
+  int64_t writing_shard = -1;
+  const auto wait_for_write = [&] {
+    if (!writing.valid()) return;
+    mine[writing_shard] = writing.get();
+    ++written;
+  };
   // Round r: every rank handles shard r·world + rank (if it is to be written), after all ranks
   // agreed that none was asked to stop. On SIGUSR1/SIGTERM every rank therefore finishes the
   // shard it is on (written atomically) and starts no other; the rerun keeps what is done.
@@ -345,9 +356,14 @@ int run_generate(const Config& cfg_in) {
                                        static_cast<long long>(s), done_tokens / std::max(1e-9, elapsed()));
                          progress.update(done_tokens, detail);
                        });
-    mine[s] = write_corpus_shard(p.out, s, m, seqs, p.compression);
-    ++written;
+    wait_for_write();
+    being_written = std::move(seqs);
+    writing_shard = s;
+    writing = std::async(std::launch::async, [&p, &m, &being_written, s] {
+      return write_corpus_shard(p.out, s, m, being_written, p.compression);
+    });
   }
+  wait_for_write();
   progress.finish();
   const double wall = elapsed();
   {
