@@ -106,11 +106,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-template <class T>
-bool aligned_to(const T* p, size_t bytes) {
-  return reinterpret_cast<uintptr_t>(p) % bytes == 0;
-}
-
 }  // namespace
 
 template <class Out, class KV>
@@ -118,7 +113,7 @@ void attention_decode(Out* out, const float* q, const KV* k, const KV* v, int64_
                       int64_t T_max, int64_t n, int64_t H, int64_t Hkv, int64_t hd) {
   if (B <= 0 || H <= 0 || hd <= 0) return;
   // four elements per load where every row starts at a multiple of four elements
-  const bool vec4 = hd % 4 == 0 && aligned_to(k, 4 * sizeof(KV)) && aligned_to(v, 4 * sizeof(KV));
+  const bool vec4 = vectorizable(hd, {{k, sizeof(KV)}, {v, sizeof(KV)}});
   const int64_t cols = vec4 ? hd / 4 : hd;
   RETORT_CHECK(cols <= kThreads, "attention_decode: the CUDA kernel supports head_dim <= ",
                4 * kThreads, " (a multiple of 4) or <= ", kThreads, ", got ", hd);

@@ -8,6 +8,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
+#include <utility>
 
 #include "core/cuda/runtime.h"
 
@@ -181,6 +183,15 @@ __device__ __forceinline__ void store4(float* p, float4 v) { *reinterpret_cast<f
 __device__ __forceinline__ void store4(uint16_t* p, float4 v) {
   *reinterpret_cast<uint2*>(p) = make_uint2(round_to_bf16(v.x) | round_to_bf16(v.y) << 16,
                                             round_to_bf16(v.z) | round_to_bf16(v.w) << 16);
+}
+
+// load4/store4 usable: rows of n elements (n a multiple of 4) and every pointer aligned to four
+// of its elements (given as {pointer, element size}).
+inline bool vectorizable(int64_t n, std::initializer_list<std::pair<const void*, size_t>> pointers) {
+  if (n % 4 != 0) return false;
+  for (const auto& [p, elem] : pointers)
+    if (reinterpret_cast<uintptr_t>(p) % (4 * elem) != 0) return false;
+  return true;
 }
 
 // Blocks of 1-D launches: grid-stride loops with 64-bit indices.

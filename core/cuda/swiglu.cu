@@ -6,8 +6,6 @@
 // loads) when F is a multiple of 4 and every pointer is aligned, else one at a time. Outputs,
 // gate_up and dh float32 or bf16 (outputs rounded at the store). expf (full precision); for
 // z < −88, e^−z overflows to inf and σ(z) = 0 exactly (the CPU's clamped exp gives ≈1e−38).
-#include <initializer_list>
-#include <utility>
 
 #include "core/cuda/common.cuh"
 #include "core/cuda/kernels.h"
@@ -69,14 +67,6 @@ __global__ void swiglu_backward_x4_kernel(Out* dgate_up, const In* dh, const In*
     store4(dgate_up + g, make_float4(a.x, b.x, c.x, e.x));
     store4(dgate_up + g + 4 * F4, make_float4(a.y, b.y, c.y, e.y));
   }
-}
-
-// Four at a time when F is a multiple of 4 and every pointer is aligned to four of its elements.
-bool vectorizable(int64_t F, std::initializer_list<std::pair<const void*, size_t>> pointers) {
-  if (F % 4 != 0) return false;
-  for (const auto& [p, elem] : pointers)
-    if (reinterpret_cast<uintptr_t>(p) % (4 * elem) != 0) return false;
-  return true;
 }
 
 }  // namespace
