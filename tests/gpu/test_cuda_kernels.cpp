@@ -539,6 +539,43 @@ TEST(CudaSwiGLU, ForwardBackwardMatchCpu) {
   }
 }
 
+// x and dx as windows of heads in wider rows (the k window of a packed q|k|v row), in both of
+// the GPU's kernels: the vector kernel where the window and its pitch allow 4-element loads
+// (pitch and offset multiples of 4), the scalar kernel where not (pitch + 2, offset 1).
+TEST(CudaRMSNormRoPE, HeadWindowsInBothKernels) {
+  uint64_t stream = 1200;
+  const int64_t B = 2, T = 5, nh = 3, hd = 64, rows = B * T * nh, n = rows * hd;
+  std::vector<float> table(size_t(T * hd));
+  cpu::rope_table(table.data(), T, hd, 10000.0);
+  const std::vector<float> g = randn(hd, ++stream, 0.3, 1.0), dg0 = randn(hd, ++stream);
+  const std::vector<float> dy = randn(n, ++stream);
+  for (const auto& [pitch, offset] :
+       {std::pair<int64_t, int64_t>{(nh + 2) * hd, hd}, {(nh + 2) * hd + 2, 1}}) {
+    const std::string what = "rmsnorm_rope window pitch " + std::to_string(pitch) + " offset " +
+                             std::to_string(offset);
+    const int64_t len = B * T * pitch + offset;
+    const std::vector<float> row_buf = randn(len, ++stream, 1.5);
+    std::vector<float> y(n), rstd(rows), dx(len, 7.0f), dg = dg0;
+    cpu::rmsnorm_rope_forward(y.data(), rstd.data(), row_buf.data() + offset, pitch, g.data(),
+                              table.data(), B, T, nh, hd, 1e-5f);
+    cpu::rmsnorm_rope_backward(dx.data() + offset, pitch, dg.data(), dy.data(),
+                               row_buf.data() + offset, pitch, g.data(), rstd.data(),
+                               table.data(), B, T, nh, hd);
+    Dev<float> d_x(row_buf), d_dy(dy), d_g(g), d_t(table), d_y(n), d_rstd(rows);
+    Dev<float> d_dx(std::vector<float>(len, 7.0f)), d_dg(dg0);
+    cuda::rmsnorm_rope_forward(d_y.get(), d_rstd.get(), d_x.get() + offset, pitch, d_g.get(),
+                               d_t.get(), B, T, nh, hd, 1e-5f);
+    expect_close(d_y.download(), y, what + " y");
+    expect_close(d_rstd.download(), rstd, what + " rstd");
+    d_rstd.upload(rstd);
+    cuda::rmsnorm_rope_backward(d_dx.get() + offset, pitch, d_dg.get(), d_dy.get(),
+                                d_x.get() + offset, pitch, d_g.get(), d_rstd.get(), d_t.get(), B,
+                                T, nh, hd);
+    expect_close(d_dx.download(), dx, what + " dx (and the columns outside the window kept)");
+    expect_close(d_dg.download(), dg, what + " dg");
+  }
+}
+
 // Kernels that write a bf16 activation round once at the store: bitwise the kernel's own fp32
 // output rounded (cpu::f32_to_bf16, round to nearest even). SwiGLU at offsets 0..4 (an
 // unaligned view, or F not a multiple of 4, goes one element at a time; else four at a time).
