@@ -96,14 +96,35 @@ __device__ __forceinline__ MaxSum warp_reduce_maxsum(MaxSum v) {
   return v;
 }
 
+// Four consecutive inputs at once: one 16-byte (float) or 8-byte (bf16) load; p aligned to it.
+__device__ __forceinline__ float4 load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+__device__ __forceinline__ float4 load4(const uint16_t* p) {
+  const uint2 v = *reinterpret_cast<const uint2*>(p);
+  return make_float4(__uint_as_float(v.x << 16), __uint_as_float(v.x & 0xffff0000u),
+                     __uint_as_float(v.y << 16), __uint_as_float(v.y & 0xffff0000u));
+}
+
+// A row of n floats at x that 16-byte loads can read (n % 4 == 0, x aligned to 16 bytes).
+__device__ __forceinline__ bool row_vectorizable(const float* x, int64_t n) {
+  return n % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+}
+
 // logsumexp over one row x[0, n) scaled by `scale` (> 0) computed by the whole block:
 //   lse = m + log Σ exp(x·scale − m), m = max x·scale.
-// Each thread runs the online update over its strided elements, then a fixed tree merges.
-// scratch: >= 64 floats of shared memory.
+// Each thread runs the online update over its strided elements (strided chunks of four when
+// the row is row_vectorizable), then a fixed tree merges. scratch: >= 64 floats of shared memory.
 __device__ __forceinline__ float block_row_lse(const float* x, int64_t n, float scale,
                                                float* scratch) {
   MaxSum a{-INFINITY, 0.0f};
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) a = maxsum_add(a, x[i] * scale);
+  if (row_vectorizable(x, n)) {
+    for (int64_t i = threadIdx.x; i < n / 4; i += blockDim.x) {
+      const float4 v = load4(x + 4 * i);
+      a = maxsum_add(maxsum_add(maxsum_add(maxsum_add(a, v.x * scale), v.y * scale), v.z * scale),
+                     v.w * scale);
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) a = maxsum_add(a, x[i] * scale);
+  }
   a = warp_reduce_maxsum(a);
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int nwarps = blockDim.x / kWarp;
@@ -170,13 +191,6 @@ __device__ __forceinline__ void store(uint16_t* p, float v) {
 __device__ __forceinline__ float load(const float* p) { return *p; }
 __device__ __forceinline__ float load(const uint16_t* p) {
   return __uint_as_float(static_cast<uint32_t>(*p) << 16);
-}
-// Four consecutive inputs at once: one 16-byte (float) or 8-byte (bf16) load; p aligned to it.
-__device__ __forceinline__ float4 load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
-__device__ __forceinline__ float4 load4(const uint16_t* p) {
-  const uint2 v = *reinterpret_cast<const uint2*>(p);
-  return make_float4(__uint_as_float(v.x << 16), __uint_as_float(v.x & 0xffff0000u),
-                     __uint_as_float(v.y << 16), __uint_as_float(v.y & 0xffff0000u));
 }
 // Four consecutive outputs at once: one 16-byte (float) or 8-byte (bf16) store; p aligned to it.
 __device__ __forceinline__ void store4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }

@@ -6,6 +6,8 @@
 //   (max, Σexp) pair over its strided columns, merged by a fixed tree (block_row_lse).
 // backward: one block per row, a single pass over the row: each element is read and written
 //   by the same thread (the one-hot term is folded in), so dlogits may alias logits.
+// Both read (and the backward writes) four columns at once where V % 4 == 0 and the rows are
+//   aligned to it (the vocabularies retort's configs use), one at a time otherwise.
 // target_logits, logsumexp_merge: one thread per row; the merge is in double like the CPU.
 #include "core/cuda/common.cuh"
 #include "core/cuda/kernels.h"
@@ -40,6 +42,16 @@ __global__ void ce_backward_kernel(Out* dlogits, const float* logits, const floa
   const float l = lse[r];
   const float coef = ce_scale + 2.0f * z_scale * l;  // multiplies p_v
   const int64_t t = targets[r];                      // −1: no one-hot term on this shard
+  if (row_vectorizable(x, V) && reinterpret_cast<uintptr_t>(d) % (4 * sizeof(Out)) == 0) {
+    for (int64_t i = threadIdx.x; i < V / 4; i += blockDim.x) {  // four columns 4i.. at once
+      const float4 xv = load4(x + 4 * i);
+      float4 g = make_float4(coef * expf(xv.x - l), coef * expf(xv.y - l),
+                             coef * expf(xv.z - l), coef * expf(xv.w - l));
+      if (t >= 4 * i && t < 4 * i + 4) (&g.x)[t - 4 * i] -= ce_scale;
+      store4(d + 4 * i, g);
+    }
+    return;
+  }
   for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
     const float g = coef * expf(x[v] - l);
     store(&d[v], v == t ? g - ce_scale : g);
