@@ -130,10 +130,17 @@ __global__ void rmsnorm_forward_vec_kernel(Out* y, float* rstd, const In* x, con
   const float rs = 1.0f / sqrtf(ss / static_cast<float>(C) + eps);
   if (at.j == 0) rstd[at.r] = rs;
   const float* cs = rope.table ? rope.angles(at.r, C) : nullptr;
+  // Every chunk's loads (g, the RoPE partner and angles) before the first store: the compiler
+  // may not move a load above a store to memory it cannot tell apart.
 #pragma unroll
   for (int n = 0; n < N; ++n) {
     const int64_t k = at.j + int64_t(n) * L;
-    if (k < chunks) store4(y + at.r * C + 4 * k, normalised_chunk(v[n], xr, g, rs, k, C, cs));
+    if (k < chunks) v[n] = normalised_chunk(v[n], xr, g, rs, k, C, cs);
+  }
+#pragma unroll
+  for (int n = 0; n < N; ++n) {
+    const int64_t k = at.j + int64_t(n) * L;
+    if (k < chunks) store4(y + at.r * C + 4 * k, v[n]);
   }
 }
 
@@ -149,15 +156,6 @@ __device__ __forceinline__ float4 dy_chunk(const In* dyr, int64_t k, int64_t C, 
   const float4 pd = load4(dyr + 4 * p);
   return first ? d * co - pd * sn : d * co + pd * sn;
 }
-
-// Chunk writes of dx: float (overwritten, or += with accumulate; its final value also rounded
-// into `rounded` when that is not null) or bf16 (overwritten, rounded at the store).
-__device__ __forceinline__ void put4(float* p, float4 v, bool accumulate, uint16_t* rounded) {
-  const float4 out = accumulate ? load4(p) + v : v;
-  store4(p, out);
-  if (rounded) store4(rounded, out);
-}
-__device__ __forceinline__ void put4(uint16_t* p, float4 v, bool, uint16_t*) { store4(p, v); }
 
 // dx for the vector layout; with `part`, the block's dg partial in the same pass: each row
 // leaves its dy·x·r in shared memory, then
@@ -195,13 +193,25 @@ __global__ void rmsnorm_dx_vec_kernel(Out* dx, const In* dy, const In* x, const 
   const float kx = rs * rs * rs * dot / static_cast<float>(C);
   Out* dxr = dx + (live ? dx_rows.at(at.r, C) : 0);
 #pragma unroll
+  for (int n = 0; n < N; ++n) {  // 0 for rows past the end
+    const int64_t k = at.j + int64_t(n) * L;
+    if (part && k < chunks) *reinterpret_cast<float4*>(row_products + 4 * k) = dv[n] * xv[n] * rs;
+  }
+  // dx's chunks into xv: all their loads (g, and dx itself when accumulating, from DRAM) issued
+  // before the first store, which the compiler could not move them above.
+#pragma unroll
   for (int n = 0; n < N; ++n) {
     const int64_t k = at.j + int64_t(n) * L;
     if (k >= chunks) continue;
-    if (live)
-      put4(dxr + 4 * k, load4(g + 4 * k) * dv[n] * rs - xv[n] * kx, accumulate,
-           rounded ? rounded + at.r * C + 4 * k : nullptr);
-    if (part) *reinterpret_cast<float4*>(row_products + 4 * k) = dv[n] * xv[n] * rs;  // 0 if not live
+    xv[n] = load4(g + 4 * k) * dv[n] * rs - xv[n] * kx;
+    if (live && accumulate) xv[n] = load4(dxr + 4 * k) + xv[n];
+  }
+#pragma unroll
+  for (int n = 0; n < N; ++n) {
+    const int64_t k = at.j + int64_t(n) * L;
+    if (k >= chunks || !live) continue;
+    store4(dxr + 4 * k, xv[n]);
+    if (rounded) store4(rounded + at.r * C + 4 * k, xv[n]);
   }
   if (!part) return;  // uniform over the block
   __syncthreads();
@@ -246,7 +256,8 @@ __global__ void rmsnorm_forward_kernel(Out* y, float* rstd, const In* x, const f
   }
 }
 
-// One element of dx, as put4.
+// One element of dx: float (overwritten, or += with accumulate; its final value also rounded
+// into `rounded` when that is not null) or bf16 (overwritten, rounded at the store).
 __device__ __forceinline__ void put(float* p, float v, bool accumulate, uint16_t* rounded) {
   const float out = accumulate ? *p + v : v;
   *p = out;
