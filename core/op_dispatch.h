@@ -23,11 +23,14 @@ int64_t first_id_out_of_range(const Tensor& ids, int32_t lo, int32_t hi);
 
 #if RETORT_HAVE_CUDA
 // The Scope temporary lives to the end of the full expression: it times the kernel call
-// (RETORT_OP_PROFILE=1; core/op_profile.h).
-#define RETORT_KERNEL(dev, fn, ...)                                        \
-  (::retort::op_profile::Scope(#fn, (dev)),                                \
+// (RETORT_OP_PROFILE=1; core/op_profile.h). RETORT_KERNEL_MOVING also gives the bytes the
+// kernel reads and writes, for the profile's bandwidth.
+#define RETORT_KERNEL_MOVING(dev, bytes, fn, ...)                          \
+  (::retort::op_profile::Scope(#fn, (dev), 0.0, (bytes)),                  \
    (dev) == ::retort::Device::CUDA ? ::retort::cuda::fn(__VA_ARGS__)       \
                                    : ::retort::cpu::fn(__VA_ARGS__))
 #else
-#define RETORT_KERNEL(dev, fn, ...) ((void)(dev), ::retort::cpu::fn(__VA_ARGS__))
+#define RETORT_KERNEL_MOVING(dev, bytes, fn, ...) \
+  ((void)(dev), (void)(bytes), ::retort::cpu::fn(__VA_ARGS__))
 #endif
+#define RETORT_KERNEL(dev, fn, ...) RETORT_KERNEL_MOVING(dev, 0.0, fn, __VA_ARGS__)

@@ -13,7 +13,7 @@ namespace {
 
 struct Pending {  // a timed kernel whose events have not been read yet
   std::string name;
-  double flops;
+  double flops, bytes;
   void *start, *end;
 };
 
@@ -39,6 +39,7 @@ void fold() {
     t.calls += 1;
     t.seconds += device::gpu_elapsed_s(p.start, p.end);
     t.flops += p.flops;
+    t.bytes += p.bytes;
     device::gpu_timing_release(p.start);
     device::gpu_timing_release(p.end);
   }
@@ -59,21 +60,22 @@ bool& enabled_flag() {
 bool enabled() { return enabled_flag(); }
 void set_enabled(bool on) { enabled_flag() = on; }
 
-Scope::Scope(const char* name, Device device, double flops)
+Scope::Scope(const char* name, Device device, double flops, double bytes)
     : Scope(device == Device::CUDA && enabled() ? std::string(name) : std::string(), device,
-            flops) {}
+            flops, bytes) {}
 
-Scope::Scope(std::string name, Device device, double flops) {
+Scope::Scope(std::string name, Device device, double flops, double bytes) {
   if (device != Device::CUDA || !enabled() || name.empty()) return;
   name_ = std::move(name);
   flops_ = flops;
+  bytes_ = bytes;
   start_ = device::gpu_timing_mark();
 }
 
 Scope::~Scope() {
   if (name_.empty()) return;
   try {
-    table().pending.push_back({name_, flops_, start_, device::gpu_timing_mark()});
+    table().pending.push_back({name_, flops_, bytes_, start_, device::gpu_timing_mark()});
     if (table().pending.size() >= kMaxPending) fold();
   } catch (...) {  // a failed kernel: its error is raised by the next synchronising call
   }

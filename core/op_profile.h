@@ -19,25 +19,26 @@ bool enabled();
 void set_enabled(bool on);
 
 // Times the kernels launched in its lifetime (on the GPU only; nothing when profiling is off
-// or the name is empty). `flops` (0: not a matmul) lets the totals give the achieved FLOP/s.
+// or the name is empty). `flops` (0: not a matmul) lets the totals give the achieved FLOP/s,
+// `bytes` (what the kernel reads and writes; 0: not counted) the achieved bandwidth.
 class Scope {
  public:
-  Scope(const char* name, Device device, double flops = 0);
-  Scope(std::string name, Device device, double flops = 0);
+  Scope(const char* name, Device device, double flops = 0, double bytes = 0);
+  Scope(std::string name, Device device, double flops = 0, double bytes = 0);
   ~Scope();
   Scope(const Scope&) = delete;
   Scope& operator=(const Scope&) = delete;
 
  private:
   std::string name_;  // empty: not timing
-  double flops_ = 0;
+  double flops_ = 0, bytes_ = 0;
   void* start_ = nullptr;  // device::gpu_timing_mark()
 };
 
 struct Total {
   std::string name;
   int64_t calls = 0;
-  double seconds = 0, flops = 0;
+  double seconds = 0, flops = 0, bytes = 0;
 };
 // The name of one product shape (each timed apart, with its FLOP/s): "matmul MxNxK TN" with the
 // transposes (N: as stored, T: transposed).

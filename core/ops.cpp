@@ -19,6 +19,18 @@ namespace retort::ops {
 
 namespace {
 
+// The bytes of the tensors (and windows of heads) a kernel reads or writes once each, for the op
+// profile's bandwidth (RETORT_KERNEL_MOVING).
+double bytes_of(std::initializer_list<const Tensor*> tensors) {
+  double b = 0;
+  for (const Tensor* t : tensors)
+    if (t->defined()) b += double(t->nbytes());
+  return b;
+}
+double bytes_of(const Heads& h) {
+  return double(shape_numel(h.shape())) * double(dtype_size(h.x.dtype()));
+}
+
 // Every tensor an op touches must be defined (and all on one device: common_device).
 void check_defined(const char* op, const char* name, const Tensor& t) {
   RETORT_CHECK(t.defined(), op, ": tensor `", name, "` is undefined");
@@ -354,7 +366,8 @@ void convert(Tensor& dst, const Tensor& src) {
     RETORT_KERNEL(dev, copy_bytes, dst.raw(), src.raw(), static_cast<int64_t>(src.nbytes()));
   } else if (dst.dtype() == DType::BF16 && src.dtype() == DType::F32) {
     const Device dev = common_device("f32_to_bf16", {&dst, &src});
-    RETORT_KERNEL(dev, f32_to_bf16, dst.data<uint16_t>(), src.data<float>(), src.numel());
+    RETORT_KERNEL_MOVING(dev, bytes_of({&dst, &src}), f32_to_bf16, dst.data<uint16_t>(),
+                         src.data<float>(), src.numel());
   } else if (dst.dtype() == DType::F32 && src.dtype() == DType::BF16) {
     const Device dev = common_device("bf16_to_f32", {&dst, &src});
     RETORT_KERNEL(dev, bf16_to_f32, dst.data<float>(), src.data<uint16_t>(), src.numel());
@@ -380,12 +393,13 @@ void rmsnorm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& g, 
                " elements (rows of x ", shape_str(x.shape()), ")");
   RETORT_CHECK(eps >= 0.0f, op, ": eps must be >= 0, got ", eps);
   const Device dev = common_device("rmsnorm_forward", {&y, &rstd, &x, &g});
+  const double bytes = bytes_of({&y, &rstd, &x});
   if (y.dtype() == DType::BF16)
-    RETORT_KERNEL(dev, rmsnorm_forward, y.data<uint16_t>(), rstd.data<float>(), x.data<float>(),
-                  g.data<float>(), rows, C, eps);
+    RETORT_KERNEL_MOVING(dev, bytes, rmsnorm_forward, y.data<uint16_t>(), rstd.data<float>(),
+                         x.data<float>(), g.data<float>(), rows, C, eps);
   else
-    RETORT_KERNEL(dev, rmsnorm_forward, y.data<float>(), rstd.data<float>(), x.data<float>(),
-                  g.data<float>(), rows, C, eps);
+    RETORT_KERNEL_MOVING(dev, bytes, rmsnorm_forward, y.data<float>(), rstd.data<float>(),
+                         x.data<float>(), g.data<float>(), rows, C, eps);
 }
 
 void rmsnorm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x, const Tensor& g,
@@ -420,13 +434,18 @@ void rmsnorm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x,
     for (const Tensor* t : {&dy, &x, &g, &rstd, static_cast<const Tensor*>(&dx)})
       RETORT_CHECK(!overlaps(dx_rounded, *t), op, ": dx_rounded must not alias the other tensors");
   }
+  // dx read too when accumulating
+  const double bytes = bytes_of({&dx, &dy, &x, &rstd, &dx_rounded}) +
+                       (accumulate_dx ? double(dx.nbytes()) : 0.0);
   if (dx.dtype() == DType::BF16)
-    RETORT_KERNEL(dev, rmsnorm_backward, dx.data<uint16_t>(), dg.data<float>(), dy.data<float>(),
-                  x.data<float>(), g.data<float>(), rstd.data<float>(), rows, C);
+    RETORT_KERNEL_MOVING(dev, bytes, rmsnorm_backward, dx.data<uint16_t>(), dg.data<float>(),
+                         dy.data<float>(), x.data<float>(), g.data<float>(), rstd.data<float>(),
+                         rows, C);
   else
-    RETORT_KERNEL(dev, rmsnorm_backward, dx.data<float>(), dg.data<float>(), dy.data<float>(),
-                  x.data<float>(), g.data<float>(), rstd.data<float>(), rows, C, accumulate_dx,
-                  dx_rounded.defined() ? dx_rounded.data<uint16_t>() : nullptr);
+    RETORT_KERNEL_MOVING(dev, bytes, rmsnorm_backward, dx.data<float>(), dg.data<float>(),
+                         dy.data<float>(), x.data<float>(), g.data<float>(), rstd.data<float>(),
+                         rows, C, accumulate_dx,
+                         dx_rounded.defined() ? dx_rounded.data<uint16_t>() : nullptr);
 }
 
 // ---- RoPE --------------------------------------------------------------------------------
@@ -533,8 +552,9 @@ void rmsnorm_rope_forward(Tensor& y, Tensor& rstd, const Heads& x, const Tensor&
                ": outputs must not alias inputs");
   const Device dev = common_device(op, {&y, &rstd, &x.x, &g, &table});
   with_types(y, x.x, [&](auto* yp, const auto* xp) {
-    RETORT_KERNEL(dev, rmsnorm_rope_forward, yp, rstd.data<float>(), xp + x.first * hd, x.pitch(),
-                  g.data<float>(), table.data<float>(), B, T, nh, hd, eps);
+    RETORT_KERNEL_MOVING(dev, bytes_of({&y, &rstd}) + bytes_of(x), rmsnorm_rope_forward, yp,
+                         rstd.data<float>(), xp + x.first * hd, x.pitch(), g.data<float>(),
+                         table.data<float>(), B, T, nh, hd, eps);
   });
 }
 
@@ -558,9 +578,10 @@ void rmsnorm_rope_backward(const Heads& dx, Tensor& dg, const Tensor& dy, const 
   const Device dev = common_device(op, {&dx.x, &dg, &dy, &x.x, &g, &rstd, &table});
   with_types(dx.x, x.x, [&](auto* dxp, const auto* xp) {
     using In = std::remove_const_t<std::remove_pointer_t<decltype(xp)>>;
-    RETORT_KERNEL(dev, rmsnorm_rope_backward, dxp + dx.first * hd, dx.pitch(), dg.data<float>(),
-                  dy.data<In>(), xp + x.first * hd, x.pitch(), g.data<float>(), rstd.data<float>(),
-                  table.data<float>(), B, T, nh, hd);
+    RETORT_KERNEL_MOVING(dev, bytes_of({&dy, &rstd}) + bytes_of(dx) + bytes_of(x),
+                         rmsnorm_rope_backward, dxp + dx.first * hd, dx.pitch(), dg.data<float>(),
+                         dy.data<In>(), xp + x.first * hd, x.pitch(), g.data<float>(),
+                         rstd.data<float>(), table.data<float>(), B, T, nh, hd);
   });
 }
 
@@ -586,7 +607,7 @@ void swiglu_forward(Tensor& h, const Tensor& gate_up) {
   const int64_t F = check_swiglu(op, h, "h", gate_up);
   const Device dev = common_device(op, {&h, &gate_up});
   with_types(h, gate_up, [&](auto* hp, const auto* gp) {
-    RETORT_KERNEL(dev, swiglu_forward, hp, gp, rows_of(h), F);
+    RETORT_KERNEL_MOVING(dev, bytes_of({&h, &gate_up}), swiglu_forward, hp, gp, rows_of(h), F);
   });
 }
 
@@ -602,7 +623,8 @@ void swiglu_backward(Tensor& dgate_up, const Tensor& dh, const Tensor& gate_up) 
   const Device dev = common_device(op, {&dgate_up, &dh, &gate_up});
   with_types(dgate_up, gate_up, [&](auto* dp, const auto* gp) {
     using In = std::remove_const_t<std::remove_pointer_t<decltype(gp)>>;
-    RETORT_KERNEL(dev, swiglu_backward, dp, dh.data<In>(), gp, rows_of(dh), F);
+    RETORT_KERNEL_MOVING(dev, bytes_of({&dgate_up, &dh, &gate_up}), swiglu_backward, dp,
+                         dh.data<In>(), gp, rows_of(dh), F);
   });
 }
 
@@ -622,8 +644,8 @@ void cross_entropy_forward(Tensor& ce, Tensor& lse, const Tensor& logits, const 
                " elements (rows of logits ", shape_str(logits.shape()), ")");
   check_ids(op, "targets", targets, V);
   const Device dev = common_device("cross_entropy_forward", {&ce, &lse, &logits, &targets});
-  RETORT_KERNEL(dev, cross_entropy_forward, ce.data<float>(), lse.data<float>(), logits.data<float>(),
-                             targets.data<int32_t>(), rows, V);
+  RETORT_KERNEL_MOVING(dev, bytes_of({&logits}), cross_entropy_forward, ce.data<float>(),
+                       lse.data<float>(), logits.data<float>(), targets.data<int32_t>(), rows, V);
 }
 
 void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, const Tensor& lse,
@@ -642,12 +664,15 @@ void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, const Tensor&
                ": dlogits must be logits itself or not overlap it");
   check_ids(op, "targets", targets, V);
   const Device dev = common_device("cross_entropy_backward", {&dlogits, &logits, &lse, &targets});
+  const double bytes = bytes_of({&dlogits, &logits});
   if (dlogits.dtype() == DType::BF16)
-    RETORT_KERNEL(dev, cross_entropy_backward, dlogits.data<uint16_t>(), logits.data<float>(),
-                  lse.data<float>(), targets.data<int32_t>(), rows, V, ce_scale, z_scale);
+    RETORT_KERNEL_MOVING(dev, bytes, cross_entropy_backward, dlogits.data<uint16_t>(),
+                         logits.data<float>(), lse.data<float>(), targets.data<int32_t>(), rows, V,
+                         ce_scale, z_scale);
   else
-    RETORT_KERNEL(dev, cross_entropy_backward, dlogits.data<float>(), logits.data<float>(),
-                  lse.data<float>(), targets.data<int32_t>(), rows, V, ce_scale, z_scale);
+    RETORT_KERNEL_MOVING(dev, bytes, cross_entropy_backward, dlogits.data<float>(),
+                         logits.data<float>(), lse.data<float>(), targets.data<int32_t>(), rows, V,
+                         ce_scale, z_scale);
 }
 
 void target_logits(Tensor& out, const Tensor& logits, const Tensor& targets) {
@@ -832,8 +857,10 @@ void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache, const
   const Device dev = common_device("attention_decode", {&out, &q, &k_cache, &v_cache});
   with_types(out, k_cache, [&](auto* o, const auto* k) {
     using KV = std::remove_cv_t<std::remove_pointer_t<decltype(k)>>;
-    RETORT_KERNEL(dev, attention_decode, o, q.data<float>(), k, v_cache.data<KV>(), B, T_max,
-                  n_keys, H, Hkv, hd);
+    // the n_keys cached keys and values of every sequence and kv head
+    const double cached = 2.0 * double(B * n_keys * Hkv * hd) * double(sizeof(KV));
+    RETORT_KERNEL_MOVING(dev, cached + bytes_of({&out, &q}), attention_decode, o, q.data<float>(),
+                         k, v_cache.data<KV>(), B, T_max, n_keys, H, Hkv, hd);
   });
 }
 
@@ -996,8 +1023,11 @@ void adamw_step_multi(const std::vector<AdamWTensors>& tensors, float lr, float 
     args[t] = {x.param->data<float>(), x.grad->data<float>(), x.m->data<float>(),
                x.v->data<float>(), x.param->numel(), x.decay};
   }
-  RETORT_KERNEL(dev, adamw_step_multi, args.data(), static_cast<int64_t>(args.size()), lr, beta1,
-                beta2, eps, weight_decay, step, grad_scale);
+  double elements = 0;  // each read (p, g, m, v) and written (p, m, v) once: 28 bytes
+  for (const AdamWTensor& a : args) elements += double(a.n);
+  RETORT_KERNEL_MOVING(dev, 28.0 * elements, adamw_step_multi, args.data(),
+                       static_cast<int64_t>(args.size()), lr, beta1, beta2, eps, weight_decay,
+                       step, grad_scale);
 }
 
 }  // namespace retort::ops

@@ -110,10 +110,16 @@ nlohmann::json op_profile_json(const std::vector<op_profile::Total>& profile, in
                         {"tflops", t.flops / t.seconds / 1e12}});
       continue;
     }
-    ops.push_back({{"kernel", t.name}, {"calls_per_step", t.calls / steps}, {"ms_per_step", ms},
-                   {"share_of_step", ms / (step_s * 1e3)}});
-    std::fprintf(stderr, "  %-36s %9.2f ms  %6lld calls  %5.1f%%\n", t.name.c_str(), ms,
-                 static_cast<long long>(t.calls / steps), 100 * ms / (step_s * 1e3));
+    nlohmann::json op = {{"kernel", t.name}, {"calls_per_step", t.calls / steps},
+                         {"ms_per_step", ms}, {"share_of_step", ms / (step_s * 1e3)}};
+    char bandwidth[32] = "";  // kernels that count the bytes they move (RETORT_KERNEL_MOVING)
+    if (t.bytes > 0) {
+      op["gb_per_s"] = t.bytes / t.seconds / 1e9;
+      std::snprintf(bandwidth, sizeof bandwidth, "  %.4g GB/s", t.bytes / t.seconds / 1e9);
+    }
+    ops.push_back(op);
+    std::fprintf(stderr, "  %-36s %9.2f ms  %6lld calls  %5.1f%%%s\n", t.name.c_str(), ms,
+                 static_cast<long long>(t.calls / steps), 100 * ms / (step_s * 1e3), bandwidth);
   }
   nlohmann::json matmul;
   if (all.calls > 0) {

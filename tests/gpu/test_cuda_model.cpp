@@ -158,6 +158,32 @@ TEST(CudaModel, OpProfileCountsEachKernelOnce) {
   EXPECT_EQ(x.to(Device::CPU).host<float>()[255], 9999.0f);
 }
 
+// ... and the bytes of the kernels that count what they move (the profile's TB/s): x read, y
+// (bf16) and rstd written per RMSNorm.
+TEST(CudaModel, OpProfileCountsTheBytesAKernelMoves) {
+  const int64_t rows = 64, C = 128;
+  Tensor x = Tensor::zeros({rows, C}, DType::F32, Device::CUDA);
+  Tensor g = Tensor::zeros({C}, DType::F32, Device::CUDA);
+  Tensor y = Tensor::zeros({rows, C}, DType::BF16, Device::CUDA);
+  Tensor rstd = Tensor::zeros({rows}, DType::F32, Device::CUDA);
+  op_profile::set_enabled(true);
+  op_profile::reset();
+  for (int i = 0; i < 3; ++i) ops::rmsnorm_forward(y, rstd, x, g, 1e-5f);
+  ops::fill(x, 1.0f);  // counts no bytes
+  const std::vector<op_profile::Total> totals = op_profile::totals();
+  op_profile::set_enabled(false);
+  ASSERT_EQ(totals.size(), 2u);
+  for (const op_profile::Total& t : totals) {
+    if (t.name == "fill") {
+      EXPECT_EQ(t.bytes, 0.0);
+      continue;
+    }
+    EXPECT_EQ(t.name, "rmsnorm_forward");
+    EXPECT_EQ(t.calls, 3);
+    EXPECT_EQ(t.bytes, 3.0 * double(rows * C * 4 + rows * C * 2 + rows * 4));
+  }
+}
+
 TEST(CudaModel, OpsRefuseTensorsOnTwoDevices) {
   Tensor a = Tensor::zeros({4}), b = Tensor::zeros({4}, DType::F32, Device::CUDA);
   try {
