@@ -69,7 +69,8 @@ __global__ void adamw_multi_kernel(AdamWLaunch a, AdamWUpdate update) {
         reinterpret_cast<uintptr_t>(m) | reinterpret_cast<uintptr_t>(v)) & 15) == 0) {
     const int64_t end4 = begin + (end - begin) / 4 * 4;
     for (int64_t q = begin + 4 * int64_t(threadIdx.x); q < end4; q += 4 * int64_t(blockDim.x)) {
-      float4 p4 = *reinterpret_cast<const float4*>(p + q), m4 = *reinterpret_cast<const float4*>(m + q);
+      float4 p4 = *reinterpret_cast<const float4*>(p + q);
+      float4 m4 = *reinterpret_cast<const float4*>(m + q);
       float4 v4 = *reinterpret_cast<const float4*>(v + q);
       const float4 g4 = *reinterpret_cast<const float4*>(g + q);
       update(p4.x, g4.x, m4.x, v4.x);

@@ -5,9 +5,9 @@
 // forward / dx, two kernels each:
 //   vector (C % 4 == 0 (% 8 with RoPE), C <= 1024, operands aligned to 4 elements): L lanes per
 //     row (L = C/4 rounded up to a power of two, at most 32; 32/L rows per warp); lane j holds
-//     the row's 4-column chunks j, j + L, ... (N = 1, 2 or 8 of them) in registers, all its loads issued
-//     before the row sum, so x (and dy) are read once and a small row (qk-norm's head_dim 64:
-//     16 lanes of 4 bf16) still keeps every lane busy;
+//     the row's 4-column chunks j, j + L, ... (N = 1, 2 or 8 of them) in registers, all its
+//     loads issued before the row sum, so x (and dy) are read once and a small row (qk-norm's
+//     head_dim 64: 16 lanes of 4 bf16) still keeps every lane busy;
 //   scalar (any C, any alignment): one warp per row, lanes stride over the columns.
 //   The row sum by a fixed butterfly over the row's lanes (bitwise reproducible).
 // dg: deterministic without atomics, in two steps:
@@ -345,7 +345,8 @@ __global__ void rmsnorm_dg_final_kernel(float* dg, const double* part, int64_t n
 
 // The vector kernels' layout for rows of C, or -1 when they do not apply: log2 of the lanes
 // per row (C/4 rounded up to a power of two, at most 32).
-int vector_lanes_log2(int64_t C, bool rope, std::initializer_list<std::pair<const void*, size_t>> pointers,
+int vector_lanes_log2(int64_t C, bool rope,
+                      std::initializer_list<std::pair<const void*, size_t>> pointers,
                       std::initializer_list<int64_t> pitches) {
   if (C > kFusedMaxC || C % (rope ? 8 : 4) != 0 || !vectorizable(C, pointers)) return -1;
   for (const int64_t pitch : pitches)
