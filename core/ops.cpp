@@ -317,7 +317,8 @@ void copy(Tensor& dst, const Tensor& src) {
                " vs src ", dtype_name(src.dtype()));
   // Between devices (host <-> GPU) this is a transfer.
   if (dst.device() == src.device())
-    RETORT_KERNEL(dst.device(), copy_bytes, dst.raw(), src.raw(), int64_t(src.nbytes()));
+    RETORT_KERNEL_MOVING(dst.device(), 2.0 * double(src.nbytes()), copy_bytes, dst.raw(),
+                         src.raw(), int64_t(src.nbytes()));
   else
     device::copy_bytes(dst.raw(), dst.device(), src.raw(), src.device(), src.nbytes());
 }
@@ -363,14 +364,16 @@ void convert(Tensor& dst, const Tensor& src) {
   check_numel("convert", "dst", dst, "src", src);
   if (dst.dtype() == src.dtype()) {
     const Device dev = common_device("copy_bytes", {&dst, &src});
-    RETORT_KERNEL(dev, copy_bytes, dst.raw(), src.raw(), static_cast<int64_t>(src.nbytes()));
+    RETORT_KERNEL_MOVING(dev, 2.0 * double(src.nbytes()), copy_bytes, dst.raw(), src.raw(),
+                         static_cast<int64_t>(src.nbytes()));
   } else if (dst.dtype() == DType::BF16 && src.dtype() == DType::F32) {
     const Device dev = common_device("f32_to_bf16", {&dst, &src});
     RETORT_KERNEL_MOVING(dev, bytes_of({&dst, &src}), f32_to_bf16, dst.data<uint16_t>(),
                          src.data<float>(), src.numel());
   } else if (dst.dtype() == DType::F32 && src.dtype() == DType::BF16) {
     const Device dev = common_device("bf16_to_f32", {&dst, &src});
-    RETORT_KERNEL(dev, bf16_to_f32, dst.data<float>(), src.data<uint16_t>(), src.numel());
+    RETORT_KERNEL_MOVING(dev, bytes_of({&dst, &src}), bf16_to_f32, dst.data<float>(),
+                         src.data<uint16_t>(), src.numel());
   } else {
     RETORT_CHECK(false, "convert: unsupported conversion ", dtype_name(src.dtype()), " -> ",
                  dtype_name(dst.dtype()), " (only float32 <-> bfloat16)");
@@ -464,8 +467,8 @@ void copy_heads(const Heads& dst, const Heads& src) {
   const Device dev = common_device("copy_rows", {&dst.x, &src.x});
   const int64_t hd = src.x.dim(3), rows = src.x.dim(0) * src.x.dim(1), cols = src.count * hd;
   with_types(dst.x, src.x, [&](auto* yp, const auto* xp) {
-    RETORT_KERNEL(dev, copy_rows, yp + dst.first * hd, dst.pitch(), xp + src.first * hd,
-                  src.pitch(), rows, cols);
+    RETORT_KERNEL_MOVING(dev, bytes_of(dst) + bytes_of(src), copy_rows, yp + dst.first * hd,
+                         dst.pitch(), xp + src.first * hd, src.pitch(), rows, cols);
   });
 }
 
