@@ -317,8 +317,8 @@ void copy(Tensor& dst, const Tensor& src) {
                " vs src ", dtype_name(src.dtype()));
   // Between devices (host <-> GPU) this is a transfer.
   if (dst.device() == src.device())
-    RETORT_KERNEL_MOVING(dst.device(), 2.0 * double(src.nbytes()), copy_bytes, dst.raw(),
-                         src.raw(), int64_t(src.nbytes()));
+    RETORT_KERNEL_MOVING(dst.device(), bytes_of({&dst, &src}), copy_bytes, dst.raw(), src.raw(),
+                         int64_t(src.nbytes()));
   else
     device::copy_bytes(dst.raw(), dst.device(), src.raw(), src.device(), src.nbytes());
 }
@@ -364,7 +364,7 @@ void convert(Tensor& dst, const Tensor& src) {
   check_numel("convert", "dst", dst, "src", src);
   if (dst.dtype() == src.dtype()) {
     const Device dev = common_device("copy_bytes", {&dst, &src});
-    RETORT_KERNEL_MOVING(dev, 2.0 * double(src.nbytes()), copy_bytes, dst.raw(), src.raw(),
+    RETORT_KERNEL_MOVING(dev, bytes_of({&dst, &src}), copy_bytes, dst.raw(), src.raw(),
                          static_cast<int64_t>(src.nbytes()));
   } else if (dst.dtype() == DType::BF16 && src.dtype() == DType::F32) {
     const Device dev = common_device("f32_to_bf16", {&dst, &src});

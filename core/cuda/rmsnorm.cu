@@ -58,6 +58,18 @@ struct Rows {
   }
 };
 
+// The dx passes' dg partial, from the block's rows' dy·x·r left in shared memory (products
+// [block_rows, C]; rows past the end 0): part[c, block] = Σ_{i in order} double(products[i, c]).
+__device__ __forceinline__ void store_block_partial(double* part, int64_t nblk,
+                                                    const float* products, int block_rows,
+                                                    int64_t C) {
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    double acc = 0.0;
+    for (int i = 0; i < block_rows; ++i) acc += static_cast<double>(products[i * C + c]);
+    part[c * nblk + blockIdx.x] = acc;
+  }
+}
+
 // ---- vector kernels --------------------------------------------------------------------------
 
 __device__ __forceinline__ float4 operator*(float4 a, float4 b) {
@@ -215,12 +227,7 @@ __global__ void rmsnorm_dx_vec_kernel(Out* dx, const In* dy, const In* x, const 
   }
   if (!part) return;  // uniform over the block
   __syncthreads();
-  const int block_rows = blockDim.x >> lanes_log2;
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-    double acc = 0.0;
-    for (int i = 0; i < block_rows; ++i) acc += static_cast<double>(products[i * C + c]);
-    part[c * nblk + blockIdx.x] = acc;
-  }
+  store_block_partial(part, nblk, products, blockDim.x >> lanes_log2, C);
 }
 
 // ---- scalar kernels --------------------------------------------------------------------------
@@ -306,11 +313,7 @@ __global__ void rmsnorm_dx_kernel(Out* dx, const In* dy, const In* x, const floa
   }
   if (!part) return;  // uniform over the block
   __syncthreads();
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-    double acc = 0.0;
-    for (int i = 0; i < kRowsPerBlock; ++i) acc += static_cast<double>(products[i * C + c]);
-    part[c * nblk + blockIdx.x] = acc;
-  }
+  store_block_partial(part, nblk, products, kRowsPerBlock, C);
 }
 
 // part[b, c] = Σ_{r in row block b, in order} double(dy[r, c] · x[r, c] · rstd[r])
