@@ -6,6 +6,7 @@
 // queues are drained before static objects their work uses (the block simulator's fibers) are
 // destroyed, and later work (static destructors freeing memory) runs at once.
 #include <cuda_runtime.h>
+#include <sanitizer/asan_interface.h>
 
 #include <atomic>
 #include <chrono>
@@ -19,6 +20,10 @@
 #include <mutex>
 #include <thread>
 #include <vector>
+
+// AddressSanitizer's settings for every simulator executable (RETORT_SIM_SANITIZE): no leak
+// report at exit (the streams' threads and MPI's state are left to the OS on purpose).
+extern "C" const char* __asan_default_options() { return "detect_leaks=0"; }
 
 struct CUstream_st {
   std::mutex mu;
@@ -238,10 +243,14 @@ const char* cudaGetErrorString(cudaError_t e) {
 }
 
 // Aligned to 256 bytes, as cudaMalloc's allocations are (cuBLASLt's default assumption).
+// Under AddressSanitizer (README.md) the padding up to the next 256 bytes is poisoned, so a
+// kernel reading or writing past the n bytes asked for is reported where it does.
 cudaError_t cudaMalloc(void** p, size_t n) {
-  char* c = static_cast<char*>(std::aligned_alloc(256, (n + 255) / 256 * 256 + (n ? 0 : 256)));
+  const size_t padded = (n + 255) / 256 * 256 + (n ? 0 : 256);
+  char* c = static_cast<char*>(std::aligned_alloc(256, padded));
   if (!c) return fail(cudaErrorMemoryAllocation);
   std::memset(c, 0xFF, n);
+  ASAN_POISON_MEMORY_REGION(c + n, padded - n);
   sim::Memory& m = sim::memory();
   std::lock_guard<std::mutex> lock(m.mu);
   m.live[c] = n ? n : 1;
@@ -258,6 +267,7 @@ cudaError_t free_now(void* p) {
     auto it = m.live.find(static_cast<const char*>(p));
     if (it == m.live.end()) sim::fault("cudaFree of a pointer that is not a live device allocation");
     m.in_use -= it->second;
+    ASAN_UNPOISON_MEMORY_REGION(p, (it->second + 255) / 256 * 256);
     m.live.erase(it);
   }
   std::free(p);

@@ -10,6 +10,22 @@ add_library(retort_cuda_sim STATIC
 target_include_directories(retort_cuda_sim PUBLIC ${CMAKE_CURRENT_LIST_DIR}/include)
 target_link_libraries(retort_cuda_sim PUBLIC MPI::MPI_CXX)
 
+# Device memory checked as a GPU would fault on it: the kernels are built with AddressSanitizer
+# (an access past an allocation, or to one already freed by its stream) and UBSan's alignment
+# check (a float4 / uint2 load or store at an address a GPU cannot vector-load from: "misaligned
+# address" there); the runtime poisons each allocation's padding. The simulated libraries'
+# loops are not instrumented (they check their operands' extents themselves; instrumented, they
+# doubled the e2e tests' time), nor is the rest of retort. Every executable that links the
+# simulator gets the sanitizers' runtimes.
+option(RETORT_SIM_SANITIZE "simulator build: ASan + alignment checks on the kernels" ON)
+set(RETORT_SIM_SANITIZE_FLAGS)
+if(RETORT_SIM_SANITIZE)
+  set(RETORT_SIM_SANITIZE_FLAGS -fsanitize=address,alignment -fno-sanitize-recover=alignment)
+  set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/cuda_runtime.cpp PROPERTIES
+    COMPILE_OPTIONS "${RETORT_SIM_SANITIZE_FLAGS}")
+  target_link_options(retort_cuda_sim INTERFACE -fsanitize=address,alignment)
+endif()
+
 function(retort_translate_cuda out_var)
   set(outputs)
   file(MAKE_DIRECTORY ${PROJECT_BINARY_DIR}/cuda-sim)

@@ -45,6 +45,33 @@ TEST(SimulatorDeathTest, HostPointerUsedAsDeviceMemoryFaults) {
   cudaFree(d);
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+// Kernels as gen.py translates them, built with the sanitizers as core/cuda's are
+// (RETORT_SIM_SANITIZE): each thread copies the element after its own, so the last one reads
+// past x; and one 16-byte vector load from wherever x points.
+void copy_next(const float* x, float* y) { y[threadIdx.x] = x[threadIdx.x + 1]; }
+void copy_vector(const float* x, float* y) {
+  *reinterpret_cast<float4*>(y) = *reinterpret_cast<const float4*>(x);
+}
+
+// What a GPU faults on ("illegal address", "misaligned address") ends the process here too.
+// The death tests run in a fresh process ("threadsafe"): a forked child has no stream threads.
+TEST(SimulatorDeathTest, KernelReadingPastAnAllocationOrMisalignedFaults) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  float* x = device_floats(32);
+  float* y = device_floats(32);
+  auto run = [](auto kernel, const float* in, float* out) {
+    sim::launch(kernel, dim3(1), dim3(32))(in, out);
+    cudaStreamSynchronize(nullptr);
+  };
+  run(copy_vector, x + 4, y);  // 16-byte aligned: fine
+  EXPECT_DEATH(run(copy_next, x, y), "AddressSanitizer: use-after-poison");
+  EXPECT_DEATH(run(copy_vector, x + 1, y), "misaligned address");
+  cudaFree(x);
+  cudaFree(y);
+}
+#endif
+
 // Column-major 2×3 · 3×2 with a transposed B, and a B layout that does not fit the shape.
 TEST(Simulator, CublasLtComputesAndChecksLayouts) {
   cublasLtHandle_t h;
