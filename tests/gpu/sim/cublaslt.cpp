@@ -75,7 +75,10 @@ bool check(cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t a, cublasLtMatrixLa
   if (!desc || !a || !b || !c || !d) return false;
   if (desc->compute != CUBLAS_COMPUTE_32F || desc->scale != CUDA_R_32F) return false;
   if (desc->epilogue != CUBLASLT_EPILOGUE_DEFAULT) return false;
-  if (a->type != b->type || !valid_type(a->type) || !valid_type(d->type) || c->type != d->type)
+  // cuBLASLt's type table for COMPUTE_32F: bf16 A, B with bf16 or fp32 C = D; fp32 A, B with
+  // fp32 C = D only.
+  if (a->type != b->type || !valid_type(a->type) || !valid_type(d->type) || c->type != d->type ||
+      (a->type == CUDA_R_32F && d->type != CUDA_R_32F))
     return false;
   const uint64_t m = d->rows, n = d->cols;
   const uint64_t k = desc->ta == CUBLAS_OP_N ? a->cols : a->rows;

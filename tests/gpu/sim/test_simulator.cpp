@@ -104,6 +104,12 @@ TEST(Simulator, CublasLtComputesAndChecksLayouts) {
   EXPECT_EQ(cublasLtMatmul(h, desc, &alpha, da, a, db, bad, &beta, dc, c, dc, c, nullptr, nullptr,
                            0, nullptr),
             CUBLAS_STATUS_INVALID_VALUE);
+  // fp32 operands with a bf16 output: not in cuBLASLt's type table.
+  cublasLtMatrixLayout_t c16;
+  cublasLtMatrixLayoutCreate(&c16, CUDA_R_16BF, 2, 2, 2);
+  EXPECT_EQ(cublasLtMatmul(h, desc, &alpha, da, a, db, b, &beta, dc, c16, dc, c16, nullptr,
+                           nullptr, 0, nullptr),
+            CUBLAS_STATUS_INVALID_VALUE);
   cudaFree(da);
   cudaFree(db);
   cudaFree(dc);
