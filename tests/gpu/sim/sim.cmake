@@ -13,10 +13,10 @@ target_link_libraries(retort_cuda_sim PUBLIC MPI::MPI_CXX)
 # Device memory checked as a GPU would fault on it: the kernels are built with AddressSanitizer
 # (an access past an allocation, or to one already freed by its stream) and UBSan's alignment
 # check (a float4 / uint2 load or store at an address a GPU cannot vector-load from: "misaligned
-# address" there); the runtime poisons each allocation's padding. The simulated libraries'
-# loops are not instrumented (they check their operands' extents themselves; instrumented, they
-# doubled the e2e tests' time), nor is the rest of retort. Every executable that links the
-# simulator gets the sanitizers' runtimes.
+# address" there), and so is the backend's host side (core/cuda/*.cpp); the runtime poisons each
+# allocation's padding. The simulated libraries' loops are not instrumented (they check their
+# operands' extents themselves; instrumented, they doubled the e2e tests' time), nor is the rest
+# of retort. Every executable that links the simulator gets the sanitizers' runtimes.
 option(RETORT_SIM_SANITIZE "simulator build: ASan + alignment checks on the kernels" ON)
 set(RETORT_SIM_SANITIZE_FLAGS)
 if(RETORT_SIM_SANITIZE)
