@@ -69,17 +69,15 @@ __global__ void adamw_multi_kernel(AdamWLaunch a, AdamWUpdate update) {
         reinterpret_cast<uintptr_t>(m) | reinterpret_cast<uintptr_t>(v)) & 15) == 0) {
     const int64_t end4 = begin + (end - begin) / 4 * 4;
     for (int64_t q = begin + 4 * int64_t(threadIdx.x); q < end4; q += 4 * int64_t(blockDim.x)) {
-      float4 p4 = *reinterpret_cast<const float4*>(p + q);
-      float4 m4 = *reinterpret_cast<const float4*>(m + q);
-      float4 v4 = *reinterpret_cast<const float4*>(v + q);
-      const float4 g4 = *reinterpret_cast<const float4*>(g + q);
+      float4 p4 = load4(p + q), m4 = load4(m + q), v4 = load4(v + q);
+      const float4 g4 = load4(g + q);
       update(p4.x, g4.x, m4.x, v4.x);
       update(p4.y, g4.y, m4.y, v4.y);
       update(p4.z, g4.z, m4.z, v4.z);
       update(p4.w, g4.w, m4.w, v4.w);
-      *reinterpret_cast<float4*>(p + q) = p4;
-      *reinterpret_cast<float4*>(m + q) = m4;
-      *reinterpret_cast<float4*>(v + q) = v4;
+      store4(p + q, p4);
+      store4(m + q, m4);
+      store4(v + q, v4);
     }
     i = end4;
   }

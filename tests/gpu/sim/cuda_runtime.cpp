@@ -245,8 +245,11 @@ const char* cudaGetErrorString(cudaError_t e) {
 // Aligned to 256 bytes, as cudaMalloc's allocations are (cuBLASLt's default assumption).
 // Under AddressSanitizer (README.md) the padding up to the next 256 bytes is poisoned, so a
 // kernel reading or writing past the n bytes asked for is reported where it does.
+namespace {
+size_t padded_bytes(size_t n) { return n ? (n + 255) / 256 * 256 : 256; }
+}  // namespace
 cudaError_t cudaMalloc(void** p, size_t n) {
-  const size_t padded = (n + 255) / 256 * 256 + (n ? 0 : 256);
+  const size_t padded = padded_bytes(n);
   char* c = static_cast<char*>(std::aligned_alloc(256, padded));
   if (!c) return fail(cudaErrorMemoryAllocation);
   std::memset(c, 0xFF, n);
@@ -267,7 +270,7 @@ cudaError_t free_now(void* p) {
     auto it = m.live.find(static_cast<const char*>(p));
     if (it == m.live.end()) sim::fault("cudaFree of a pointer that is not a live device allocation");
     m.in_use -= it->second;
-    ASAN_UNPOISON_MEMORY_REGION(p, (it->second + 255) / 256 * 256);
+    ASAN_UNPOISON_MEMORY_REGION(p, padded_bytes(it->second));
     m.live.erase(it);
   }
   std::free(p);
