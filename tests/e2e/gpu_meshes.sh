@@ -8,8 +8,9 @@
 #    one GPU;
 #  - the fsdp2 run resumed on the GPU from its sharded mid-run checkpoint, and the tp2 + sp run
 #    from its consolidated one, are bitwise identical to the uninterrupted runs;
-#  - fsdp2 with bf16 products and bf16 parameter all-gathers (NCCL) agrees with the same on CPU
-#    ranks, and its products read the bf16 gathers (no weight rounded per product);
+#  - fsdp2 with bf16 products, bf16 parameter all-gathers and bf16 gradient reduce-scatters
+#    (NCCL) agrees with the same on CPU ranks, and its products read the bf16 gathers (no weight
+#    rounded per product);
 #  - with four or more GPUs: dp2 × fsdp2 (consolidated checkpoints: the shards gathered to the
 #    host, parameters kept from forward to backward) and fsdp2 × tp2 + sp (consolidated: shards
 #    gathered, then the tp slices) agree with one GPU.
@@ -54,12 +55,14 @@ resume() {  # resume NAME WHAT SETTINGS...: rerun the second half from the mid-r
 resume fsdp2 "GPU fsdp2 resume (sharded)" parallel.fsdp=2
 resume tp2sp "GPU tp2+sp resume (consolidated)" parallel.tp=2 parallel.sp=true checkpoint.format=consolidated
 
-# bf16 parameter all-gathers (ncclBfloat16) under bf16 products: fsdp2 on GPUs against the same
-# on CPU ranks (MPI). Tolerances as bf16 training on one GPU against the CPU's emulation
-# (gpu_train.sh): products summed in another order flip a bf16 rounding now and then.
+# bf16 parameter all-gathers and bf16 gradient reduce-scatters (ncclBfloat16) under bf16
+# products: fsdp2 on GPUs against the same on CPU ranks (MPI). Tolerances as bf16 training on
+# one GPU against the CPU's emulation (gpu_train.sh): products summed in another order flip a
+# bf16 rounding now and then.
 for dev in cpu cuda; do
   "${MPIRUN[@]}" -np 2 "$RETORT_BIN" train "${ARGS[@]}" --set parallel.device=$dev \
     --set parallel.fsdp=2 --set train.precision=bf16 --set parallel.param_gather=bf16 \
+    --set parallel.grad_reduce=bf16 \
     --set checkpoint.format=consolidated --set "run.dir=$WORK/${dev}_fsdp2_gather16" \
     > "$WORK/${dev}_fsdp2_gather16.log"
 done

@@ -255,14 +255,19 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
                         : (uint64_t(l->batch - 1) * l->stride + (l->cols - 1) * l->ld + l->rows) *
                               elem(l->type);
   };
-  if ((k > 0 && (!sim::is_device_pointer(A, span(a)) || !sim::is_device_pointer(B, span(b)))) ||
-      (m > 0 && n > 0 && !sim::is_device_pointer(D, span(d))) ||
-      (beta != 0.0f && m > 0 && n > 0 && !sim::is_device_pointer(C, span(c))) ||
-      (workspace_bytes > 0 && !sim::is_device_pointer(workspace, workspace_bytes)))
-    sim::fault("cublasLtMatmul: an operand or the workspace is not (all) device memory");
+  const std::vector<sim::Span> operands = {
+      {A, k > 0 ? span(a) : 0},
+      {B, k > 0 ? span(b) : 0},
+      {D, m > 0 && n > 0 ? span(d) : 0},
+      {C, beta != 0.0f && m > 0 && n > 0 ? span(c) : 0},
+      {workspace, workspace_bytes}};
+  for (const sim::Span& o : operands)
+    if (o.bytes && !sim::is_device_pointer(o.p, o.bytes))
+      sim::fault("cublasLtMatmul: an operand or the workspace is not (all) device memory");
   // Queued like the real call: the operands are read when the stream gets there.
   sim::enqueue(stream, [desc = *desc, la = *a, lb = *b, lc = *c, ld = *d, A, B, C, D, alpha, beta,
-                        m, n, k, slower] {
+                        m, n, k, slower, operands] {
+    sim::require_still_allocated(operands, "cublasLtMatmul");
     const auto start = std::chrono::steady_clock::now();
     // Member i of a strided batch: each operand offset by i times its stride (in elements).
     const auto at = [](const void* base, const cublasLtMatrixLayoutOpaque& l, int32_t i) {

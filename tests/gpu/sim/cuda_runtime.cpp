@@ -11,9 +11,10 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <cstdlib>
-#include <string>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
 #include <deque>
 #include <map>
 #include <memory>
@@ -175,6 +176,17 @@ bool is_device_pointer(const void* p, size_t bytes) {
   return c >= it->first && c + bytes <= it->first + it->second;
 }
 
+void require_still_allocated(const std::vector<Span>& operands, const char* who) {
+  for (const Span& o : operands)
+    if (o.bytes && !is_device_pointer(o.p, o.bytes)) {
+      std::fprintf(stderr,
+                   "sim: %s: an operand was freed before the call ran on its stream (a "
+                   "cudaFreeAsync on another stream, not ordered after this one)\n", who);
+      std::fflush(stderr);
+      std::abort();
+    }
+}
+
 void check_dynamic_smem(const void* kernel, size_t bytes) {
   if (bytes <= 48 * 1024) return;
   Memory& m = memory();
@@ -271,6 +283,9 @@ cudaError_t free_now(void* p) {
     if (it == m.live.end()) sim::fault("cudaFree of a pointer that is not a live device allocation");
     m.in_use -= it->second;
     ASAN_UNPOISON_MEMORY_REGION(p, padded_bytes(it->second));
+    // NaN, as the next user of the pool's block would overwrite it: a stream still reading
+    // it (its free not ordered after that stream's work) gets garbage, as on a GPU.
+    std::memset(p, 0xFF, it->second);
     m.live.erase(it);
   }
   std::free(p);

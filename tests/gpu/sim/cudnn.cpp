@@ -1379,6 +1379,7 @@ cudnnStatus_t cudnnBackendExecute(cudnnHandle_t handle, cudnnBackendDescriptor_t
   const std::shared_ptr<const Graph> graph = static_cast<PlanDesc*>(pd)->graph;
   const auto* pack = static_cast<VariantPackDesc*>(vd);
   std::vector<Storage> st(graph->tensors.size());
+  std::vector<sim::Span> operands;  // the pack's device tensors and the workspace
   for (size_t i = 0; i < graph->tensors.size(); ++i) {
     const TensorInfo& t = graph->tensors[i];
     Storage& s = st[i];
@@ -1412,12 +1413,15 @@ cudnnStatus_t cudnnBackendExecute(cudnnHandle_t handle, cudnnBackendDescriptor_t
                   "execute: tensor " + shape(t) + " is not aligned to its BYTE_ALIGNMENT");
     s.base = static_cast<char*>(p);
     s.strides = t.strides;
+    operands.push_back({p, t.span_bytes()});
   }
   void* ws = pack->workspace;
   if (!ws) return fail(CUDNN_STATUS_BAD_PARAM_NULL_POINTER, "execute: the plan needs a workspace");
   if (!sim::is_device_pointer(ws, kWorkspaceBytes))
     sim::fault("cudnnBackendExecute: the workspace is not (all) device memory of the plan's size");
-  sim::enqueue(handle->stream, [graph, st = std::move(st), ws, swapped]() mutable {
+  operands.push_back({ws, size_t(kWorkspaceBytes)});
+  sim::enqueue(handle->stream, [graph, st = std::move(st), ws, swapped, operands]() mutable {
+    sim::require_still_allocated(operands, "cudnnBackendExecute");
     select_swapped = swapped;
     std::memset(ws, 0xFF, kWorkspaceBytes);
     for (size_t i = 0; i < graph->tensors.size(); ++i)

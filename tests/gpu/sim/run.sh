@@ -14,7 +14,7 @@ out=${SIM_BUILD:-$root/build-sim}
 echo "[sim] configuring and building $out (RETORT_CUDA=SIM)"
 cmake -S "$root" -B "$out" -DCMAKE_BUILD_TYPE=Release -DRETORT_CUDA=SIM -DRETORT_FUZZ=OFF \
   ${SIM_CMAKE_ARGS:-} >/dev/null
-cmake --build "$out" -j "${JOBS:-$(nproc)}" --target retort test_cuda_kernels test_cuda_model test_simulator
+cmake --build "$out" -j "${JOBS:-$(nproc)}" --target retort test_cuda_kernels test_cuda_model test_simulator test_nccl_communicator
 cd "$out"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

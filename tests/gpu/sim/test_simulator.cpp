@@ -1,5 +1,5 @@
 // The simulator's own promises (RETORT_CUDA=SIM builds only, label gpu): what it reports as a
-// fault a GPU would fault on too, cuBLASLt's layout checks, stream ordering by events, and the
+// fault a GPU would fault on too (or would compute garbage from), cuBLASLt's layout checks, stream ordering by events, and the
 // cuDNN graph interpreter against plain loops.
 #include <cublasLt.h>
 #include <cuda_runtime.h>
@@ -188,6 +188,39 @@ TEST(Simulator, StreamsRunAsynchronouslyAndEventsOrderThem) {
   EXPECT_EQ(cudaEventQuery(e), cudaSuccess);
   EXPECT_FALSE(sim::is_device_pointer(d));
   cudaEventDestroy(e);
+}
+
+// A library call reads its operands when its stream gets there: one freed before that by
+// another stream (cudaFreeAsync not ordered after the call) ends the process, where a GPU's
+// pool would have handed the block to someone else. Stream s1 is held while s2 frees B.
+void matmul_on_memory_freed_by_another_stream() {
+  cudaStream_t s1, s2;
+  cudaStreamCreateWithFlags(&s1, cudaStreamNonBlocking);
+  cudaStreamCreateWithFlags(&s2, cudaStreamNonBlocking);
+  cublasLtHandle_t h;
+  cublasLtCreate(&h);
+  cublasLtMatmulDesc_t desc;
+  cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+  cublasLtMatrixLayout_t l;
+  cublasLtMatrixLayoutCreate(&l, CUDA_R_32F, 2, 2, 2);
+  float *da = device_floats(4), *db = device_floats(4), *dc = device_floats(4);
+  std::atomic<bool> release{false};
+  sim::enqueue(s1, [&] {
+    while (!release) std::this_thread::yield();
+  });
+  const float alpha = 1, beta = 0;
+  cublasLtMatmul(h, desc, &alpha, da, l, db, l, &beta, dc, l, dc, l, nullptr, nullptr, 0, s1);
+  cudaFreeAsync(db, s2);
+  cudaStreamSynchronize(s2);
+  release = true;
+  cudaStreamSynchronize(s1);
+}
+
+TEST(SimulatorDeathTest, LibraryCallOnMemoryAnotherStreamFreedFaults) {
+  if (sim::eager_streams()) GTEST_SKIP() << "SIM_STREAMS=eager runs work at once";
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(matmul_on_memory_freed_by_another_stream(),
+               "cublasLtMatmul: an operand was freed before the call ran on its stream");
 }
 
 // ---- cuDNN's graph API ---------------------------------------------------------------------

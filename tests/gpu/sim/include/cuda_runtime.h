@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <vector>
 
 #define __global__
 #define __device__
@@ -106,6 +107,13 @@ void enqueue(cudaStream_t s, std::function<void()> work);
 bool eager_streams();
 // True when [p, p + bytes) lies inside one live simulated device allocation.
 bool is_device_pointer(const void* p, size_t bytes = 1);
+// For a library call's operands when its queued work runs: faults naming `who` when one of
+// them was freed (by a stream not ordered after this one) before the stream got there.
+struct Span {
+  const void* p;
+  size_t bytes;
+};
+void require_still_allocated(const std::vector<Span>& operands, const char* who);
 // Ends the process with "sim: <what>" on stderr: a misuse a real GPU would fault on.
 [[noreturn]] void fault(const char* what);
 
