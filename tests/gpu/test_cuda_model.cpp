@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
+#include <utility>
 
 #include "core/adamw.h"
 #include "core/cuda/kernels.h"
@@ -14,6 +16,7 @@
 #include "core/ops.h"
 #include "core/random.h"
 #include "models/distill_loss.h"
+#include "models/kv_cache_decoder.h"
 #include "models/model_config.h"
 #include "models/transformer.h"
 #include "tests/unit/head_windows_check.h"
@@ -25,7 +28,7 @@ using retort::test::random_batch;
 
 namespace {
 
-ModelConfig small(bool tied) {
+ModelConfig small(bool tied, bool qk_norm = true) {
   ModelConfig m;
   m.vocab_size = 96;
   m.d_model = 64;
@@ -34,7 +37,7 @@ ModelConfig small(bool tied) {
   m.n_kv_heads = 2;
   m.seq_len = 16;
   m.tie_embeddings = tied;
-  m.qk_norm = true;
+  m.qk_norm = qk_norm;
   m.init_std = 0.05;
   m.resolve();
   return m;
@@ -63,8 +66,8 @@ struct StepOut {
   Tensor grads, params;  // host copies after backward / after the update
 };
 
-StepOut train_step(Device device, bool tied, bool recompute, float perturb = 0) {
-  Transformer m(small(tied), {}, device);
+StepOut train_step(Device device, bool tied, bool recompute, float perturb = 0, bool qk_norm = true) {
+  Transformer m(small(tied, qk_norm), {}, device);
   m.set_recompute(recompute);
   m.init(7);
   if (perturb != 0) ops::scale_inplace(m.flat_params(), 1.0f + perturb);
@@ -123,14 +126,47 @@ TEST(CudaModel, DistillStepMatchesTheCpu) {
   }
 }
 
+// Tied and untied embeddings; without qk-norm (RoPE in place on the q, k windows of the packed
+// q|k|v product, attention reading them there).
 TEST(CudaModel, TrainingStepMatchesTheCpu) {
-  for (bool tied : {true, false}) {
-    const StepOut cpu = train_step(Device::CPU, tied, false);
-    const StepOut gpu = train_step(Device::CUDA, tied, false);
-    EXPECT_NEAR(gpu.loss, cpu.loss, 1e-5 * std::abs(cpu.loss)) << "tied " << tied;
-    EXPECT_LT(rel_diff(gpu.grads, cpu.grads), 1e-4) << "tied " << tied;
-    EXPECT_LT(rel_diff(gpu.params, cpu.params), 1e-5) << "tied " << tied;
+  for (auto [tied, qk_norm] : {std::pair{true, true}, {false, true}, {false, false}}) {
+    SCOPED_TRACE(std::string("tied ") + (tied ? "yes" : "no") + ", qk_norm " + (qk_norm ? "yes" : "no"));
+    const StepOut cpu = train_step(Device::CPU, tied, false, 0, qk_norm);
+    const StepOut gpu = train_step(Device::CUDA, tied, false, 0, qk_norm);
+    EXPECT_NEAR(gpu.loss, cpu.loss, 1e-5 * std::abs(cpu.loss));
+    EXPECT_LT(rel_diff(gpu.grads, cpu.grads), 1e-4);
+    EXPECT_LT(rel_diff(gpu.params, cpu.params), 1e-5);
   }
+}
+
+// The KV-cache decoder (generation) on the GPU against the CPU: the prefill's logits and
+// those of 6 steps fed the same tokens, with and without qk-norm, fp32 and bf16 caches.
+TEST(CudaModel, KvCacheDecoderMatchesTheCpu) {
+  for (bool qk_norm : {true, false})
+    for (DType cache : {DType::F32, DType::BF16}) {
+      SCOPED_TRACE(std::string("qk_norm ") + (qk_norm ? "yes" : "no") + ", cache " + dtype_name(cache));
+      const ModelConfig mc = small(false, qk_norm);
+      const int64_t B = 3, P = 5, steps = 6, V = mc.vocab_size;
+      Tensor prompt = Tensor::empty({B, P}, DType::I32);
+      for (int64_t i = 0; i < B * P; ++i) prompt.host<int32_t>()[i] = int32_t((i * 17 + 3) % V);
+      std::vector<Tensor> logits[2];  // host copies: CPU, GPU
+      for (int d = 0; d < 2; ++d) {
+        const Device dev = d == 0 ? Device::CPU : Device::CUDA;
+        Transformer m(mc, {}, dev);
+        m.init(7);
+        KvCacheDecoder dec(m, B, P + steps, cache);
+        logits[d].push_back(dec.prefill(prompt.to(dev)).to(Device::CPU));
+        Tensor tokens = Tensor::empty({B}, DType::I32);
+        for (int64_t s = 0; s < steps; ++s) {
+          for (int64_t b = 0; b < B; ++b) tokens.host<int32_t>()[b] = int32_t((s * 5 + b * 11 + 1) % V);
+          logits[d].push_back(dec.step(tokens.to(dev)).to(Device::CPU));
+        }
+      }
+      // bf16 caches: a key rounded on the other side of a bf16 tie now and then
+      const double tol = cache == DType::F32 ? 1e-5 : 1e-3;
+      for (size_t i = 0; i < logits[0].size(); ++i)
+        EXPECT_LT(rel_diff(logits[1][i], logits[0][i]), tol) << (i == 0 ? "prefill" : "step ") << i;
+    }
 }
 
 TEST(CudaModel, StepIsBitwiseReproducibleAndRecomputeIsExact) {
@@ -252,21 +288,25 @@ TEST(CudaModel, Bf16StepMatchesTheCpuEmulationAndFp32WithinBf16Tolerance) {
 
 // train.precision: bf16 on a GPU (attention: auto) runs cuDNN's fused attention in bf16 as
 // well: the step stays within bf16 tolerance of fp32 and repeats bitwise (cuDNN's
-// deterministic backward), recomputation included.
+// deterministic backward), recomputation included. With and without qk-norm (without: cuDNN
+// reads q, k, v as windows of the packed q|k|v row, at its pitch).
 TEST(CudaModel, Bf16StepWithCudnnAttentionIsWithinBf16ToleranceAndBitwiseReproducible) {
-  const StepOut fp32 = train_step(Device::CPU, false, false);
-  ops::set_matmul_precision(ops::MatmulPrecision::BF16);
-  ops::set_attention_kernel(ops::AttentionKernel::Cudnn);  // an error if cuDNN refused
-  const StepOut a = train_step(Device::CUDA, false, false);
-  const StepOut b = train_step(Device::CUDA, false, false);
-  const StepOut c = train_step(Device::CUDA, false, true);
-  ops::set_attention_kernel(ops::AttentionKernel::Auto);
-  ops::set_matmul_precision(ops::MatmulPrecision::F32);
-  EXPECT_NEAR(a.loss, fp32.loss, 1e-2 * std::abs(fp32.loss));
-  EXPECT_LT(rel_diff(a.grads, fp32.grads), 2e-2);
-  EXPECT_EQ(a.loss, b.loss);
-  EXPECT_EQ(rel_diff(a.grads, b.grads), 0.0);
-  EXPECT_EQ(rel_diff(a.grads, c.grads), 0.0);
+  for (bool qk_norm : {true, false}) {
+    SCOPED_TRACE(std::string("qk_norm ") + (qk_norm ? "yes" : "no"));
+    const StepOut fp32 = train_step(Device::CPU, false, false, 0, qk_norm);
+    ops::set_matmul_precision(ops::MatmulPrecision::BF16);
+    ops::set_attention_kernel(ops::AttentionKernel::Cudnn);  // an error if cuDNN refused
+    const StepOut a = train_step(Device::CUDA, false, false, 0, qk_norm);
+    const StepOut b = train_step(Device::CUDA, false, false, 0, qk_norm);
+    const StepOut c = train_step(Device::CUDA, false, true, 0, qk_norm);
+    ops::set_attention_kernel(ops::AttentionKernel::Auto);
+    ops::set_matmul_precision(ops::MatmulPrecision::F32);
+    EXPECT_NEAR(a.loss, fp32.loss, 1e-2 * std::abs(fp32.loss));
+    EXPECT_LT(rel_diff(a.grads, fp32.grads), 2e-2);
+    EXPECT_EQ(a.loss, b.loss);
+    EXPECT_EQ(rel_diff(a.grads, b.grads), 0.0);
+    EXPECT_EQ(rel_diff(a.grads, c.grads), 0.0);
+  }
 }
 
 // q, k, v and their gradients as windows of the packed q|k|v product on the GPU: RoPE,
