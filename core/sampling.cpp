@@ -12,7 +12,17 @@
 namespace retort {
 namespace {
 
-// The kept ids in descending-probability order and their unnormalised weights exp(z - max).
+// The first id in descending-key order (the largest value, ties by the smaller id; a NaN with
+// its sign bit clear before +inf, one with it set last): greedy's token, and the draw of a row
+// with no finite weight (an infinite or NaN largest value, or all -inf), as on the GPU.
+int32_t first_largest(const float* logits, int64_t V) {
+  uint64_t best = ~0ull;
+  for (int64_t j = 0; j < V; ++j) best = std::min(best, descending_key(logits[j], j));
+  return int32_t(uint32_t(best));
+}
+
+// The kept ids in descending-probability order and their unnormalised weights exp(z - max),
+// 0 where that is NaN.
 struct Kept {
   std::vector<int32_t> ids;
   std::vector<double> w;
@@ -31,11 +41,11 @@ Kept kept_distribution(const float* logits, int64_t V, const SamplingParams& p) 
     out.ids.resize(V);
     std::iota(out.ids.begin(), out.ids.end(), 0);
   }
-  double m = -INFINITY;
-  for (int32_t id : out.ids) m = std::max(m, double(logits[id]));
+  const double m = logits[first_largest(logits, V)];  // kept by any top_k
   out.w.resize(out.ids.size());
   for (size_t i = 0; i < out.ids.size(); ++i) {
-    out.w[i] = std::exp((double(logits[out.ids[i]]) - m) / p.temperature);
+    const double e = std::exp((double(logits[out.ids[i]]) - m) / p.temperature);
+    out.w[i] = e > 0 ? e : 0;
     out.total += out.w[i];
   }
   if (p.top_p < 1) {  // smallest prefix whose probability reaches top_p
@@ -55,10 +65,9 @@ Kept kept_distribution(const float* logits, int64_t V, const SamplingParams& p) 
 }  // namespace
 
 int32_t sample_token(const float* logits, int64_t V, const SamplingParams& p, double u) {
-  if (p.temperature == 0) {  // greedy: the first largest
-    return int32_t(std::max_element(logits, logits + V) - logits);
-  }
+  if (p.temperature == 0) return first_largest(logits, V);  // greedy
   const Kept k = kept_distribution(logits, V, p);
+  if (k.total == 0) return first_largest(logits, V);
   const double target = u * k.total;
   double run = 0;
   for (size_t i = 0; i < k.ids.size(); ++i) {
@@ -70,11 +79,11 @@ int32_t sample_token(const float* logits, int64_t V, const SamplingParams& p, do
 
 std::vector<double> sampling_probabilities(const float* logits, int64_t V, const SamplingParams& p) {
   std::vector<double> prob(V, 0.0);
-  if (p.temperature == 0) {
-    prob[std::max_element(logits, logits + V) - logits] = 1;
+  const Kept k = p.temperature == 0 ? Kept() : kept_distribution(logits, V, p);
+  if (k.total == 0) {
+    prob[first_largest(logits, V)] = 1;
     return prob;
   }
-  const Kept k = kept_distribution(logits, V, p);
   for (size_t i = 0; i < k.ids.size(); ++i) prob[k.ids[i]] = k.w[i] / k.total;
   return prob;
 }

@@ -3,9 +3,11 @@
 // sample_token: z = logits / temperature; keep the top_k largest (0 = all); softmax over the
 // kept; then keep the smallest prefix (by descending probability, ties by smaller id) whose
 // probability reaches top_p; renormalise; return the id where the running sum of the kept
-// probabilities first exceeds u · total (inverse CDF in that order). temperature 0 = argmax.
-// Everything in double; u in [0, 1) is the caller's uniform draw, so the token is a pure
-// function of (logits, parameters, u).
+// probabilities first exceeds u · total (inverse CDF in that order). temperature 0 = argmax:
+// the first id in descending_key order (core/descending_order.h; ties by the smaller id), which
+// is also the token of a row with no finite weight (an infinite or NaN largest logit, or all
+// -inf), as on the GPU. Everything in double; u in [0, 1) is the caller's uniform draw, so the
+// token is a pure function of (logits, parameters, u).
 // (Rows of logits on either device: ops::sample_tokens. A corpus's top-k log-probabilities:
 // ops::topk_log_softmax.)
 #pragma once

@@ -1327,7 +1327,8 @@ TEST(CudaTopkLogSoftmax, SameIdsAsCpuAndLogProbsToRounding) {
 // its own u (computed on the device from the row's stream): greedy, plain sampling, top_k (1,
 // 40, 1024, 1500, V), top_p alone and with top_k, V both below and above 1024. Equal token for
 // token (the device's fixed-point sums differ from the CPU's double ones by rounding: a token
-// could differ only if u·total fell within it of a boundary, which these draws do not).
+// could differ only if u·total fell within it of a boundary, which these draws do not), and
+// rows with infinities and NaNs.
 TEST(CudaSampleTokens, SameTokensAsTheCpu) {
   for (const int64_t V : {int64_t(700), int64_t(5000)}) {
     const int64_t rows = 48;
@@ -1338,6 +1339,14 @@ TEST(CudaSampleTokens, SameTokensAsTheCpu) {
         if (r % 3 == 1) e = std::round(e * 2) / 2;  // ties
         if (r % 3 == 2) e *= 0.01f;                 // nearly flat
       }
+    // Rows without a finite weight (a diverged teacher's): one +inf, two (ties: the smaller
+    // id), a NaN of either sign, all -inf. Both sides take the first in descending-key order.
+    const float inf = INFINITY, nan = std::numeric_limits<float>::quiet_NaN();
+    x[3 * V + 17] = inf;
+    x[4 * V + V / 2] = inf, x[4 * V + 5] = inf;
+    x[5 * V + V / 3] = nan;
+    x[6 * V + 9] = -nan;
+    std::fill(x.begin() + 7 * V, x.begin() + 8 * V, -inf);
     const RowDraws draws{kSeed, uint64_t(1400 + V), 0, 3};
     Dev<float> d_x(x);
     Dev<int32_t> d_tokens(static_cast<size_t>(rows));

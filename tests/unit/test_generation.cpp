@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <map>
 #include <numeric>
 #include <set>
@@ -472,6 +473,29 @@ TEST(Sampling, TopkOrderIsDescendingLogitThenSmallerId) {
   EXPECT_EQ(top[1], 1.0);
   EXPECT_EQ(top[3], 0.0);
   EXPECT_EQ(sample_token(finite.data(), 5, {1.0, 2, 1.0}, 0.99), 3);  // top_k 2: ids 1, 3
+}
+
+// A row with no finite weight (a diverged teacher's) draws its first id in that order, whatever
+// u, top_k and top_p, as the GPU's draw does: the first +inf, a NaN with the sign bit clear
+// (before +inf), or with every logit -inf the first id; a NaN with the sign bit set is last and
+// weighs nothing. Greedy takes the same first id.
+TEST(Sampling, RowsWithoutAFiniteWeightDrawTheirFirstId) {
+  const float inf = INFINITY, nan = std::numeric_limits<float>::quiet_NaN();
+  struct Row {
+    std::vector<float> logits;
+    int32_t first;
+  };
+  for (const Row& r : {Row{{1.0f, inf, 2.0f, inf}, 1}, Row{{1.0f, inf, nan, 0.0f}, 2},
+                       Row{{-inf, -inf, -inf}, 0}})
+    for (const SamplingParams p : {SamplingParams{0.0, 0, 1.0}, {1.0, 0, 1.0}, {0.7, 2, 1.0}, {1.0, 0, 0.5}})
+      for (double u : {0.0, 0.5, 0.999}) {
+        const int64_t V = int64_t(r.logits.size());
+        EXPECT_EQ(sample_token(r.logits.data(), V, p, u), r.first) << "u " << u;
+        EXPECT_EQ(sampling_probabilities(r.logits.data(), V, p)[size_t(r.first)], 1.0);
+      }
+  const std::vector<float> negative_nan = {1.0f, -nan, 3.0f};  // the NaN weighs nothing
+  EXPECT_EQ(sampling_probabilities(negative_nan.data(), 3, {1.0, 0, 1.0})[1], 0.0);
+  EXPECT_EQ(sample_token(negative_nan.data(), 3, {0.0, 0, 1.0}, 0.5), 2);
 }
 
 // The op behind a corpus's top-k rows, against the plain reference (a stable sort and a double
