@@ -102,6 +102,22 @@ void sample_with_cache(KvCacheDecoder& dec, const GeneratorSettings& s, int64_t 
     for (int64_t b = 0; b < B; ++b) toks[b * Ls + t] = got.data<int32_t>()[(t - P) * B + b];
 }
 
+// The corpus reader's check (data/distill_corpus.cpp: a log-probability is <= 0), made as each
+// batch is generated, on sequences j0 .. j0 + B − 1 of the block (global: first + j): a teacher
+// whose logits are NaN or infinite ends the run at its first such batch, naming the sequence,
+// instead of writing a corpus that `retort distill` would refuse.
+void check_logprobs(const GeneratorSettings& s, const CorpusSequences& out, int64_t first,
+                    int64_t j0, int64_t B) {
+  const int64_t per_sequence = (s.seq_len - 1) * s.k;
+  const float* p = out.topk_logprobs.data() + j0 * per_sequence;
+  for (int64_t i = 0; i < B * per_sequence; ++i)
+    if (!(p[i] <= 0.0f))
+      throw Error(str_cat("generate: the teacher's top-k log-probability at sequence ",
+                          first + j0 + i / per_sequence, ", position ", i % per_sequence / s.k,
+                          " is ", p[i], ": its logits are not finite (a diverged or damaged "
+                          "teacher checkpoint?)"));
+}
+
 }  // namespace
 
 void generate_sequences(Transformer& teacher, const GeneratorSettings& s, const Tensor& data,
@@ -167,6 +183,7 @@ void generate_sequences(Transformer& teacher, const GeneratorSettings& s, const 
         for (int64_t b = 0; b < B; ++b) toks[b * Ls + pos] = got.data<int32_t>()[b];
       }
     }
+    check_logprobs(s, out, first, j0, B);
     if (on_batch) on_batch(B * Ls);
   }
 }

@@ -592,6 +592,41 @@ TEST(Generator, SampledTokensFollowTheTeacher) {
   }
 }
 
+// A teacher with NaN logits in one sequence (an embedding row of NaNs for a token only that
+// sequence's prompt reads; untied, so no other sequence's logits see it) stops the block at
+// that sequence's batch, naming it, in score and sample mode; in score mode the other
+// sequences are generated.
+TEST(Generator, NonFiniteTeacherLogitsNameTheSequence) {
+  ModelConfig cfg = tiny(false, 4, true);
+  Transformer model(cfg);
+  model.init(8);
+  const int64_t Ls = 9, V = cfg.vocab_size, poisoned = V - 1;
+  Tensor data = random_tokens(100, V - 1, 2);  // ids < V − 1 ...
+  data.data<int32_t>()[5 * Ls + 2] = int32_t(poisoned);  // ... but in sequence 5
+  const Parameter& embed = model.parameters()[0];
+  ASSERT_EQ(embed.name, "model.embed_tokens.weight");
+  Tensor row = embed.value.slice(poisoned, poisoned + 1);
+  ops::fill(row, std::numeric_limits<float>::quiet_NaN());
+  for (bool sample : {false, true}) {
+    GeneratorSettings s;
+    s.seq_len = Ls;
+    s.k = 4;
+    s.batch = 2;
+    s.sample = sample;
+    s.prompt_len = 3;  // sampling: the poisoned token is in the prompt
+    CorpusSequences out;
+    // sequence 5 alone (another could draw the poisoned id and fail first)
+    const std::string e = test::error_of([&] { generate_sequences(model, s, data, 5, 1, out); });
+    EXPECT_EQ(e.rfind("generate: the teacher's top-k log-probability at sequence 5, position ", 0), 0u) << e;
+    EXPECT_NE(e.find(" is nan: its logits are not finite"), std::string::npos) << e;
+  }
+  GeneratorSettings score;
+  score.seq_len = Ls;
+  score.k = 4;
+  CorpusSequences out;
+  generate_sequences(model, score, data, 6, 4, out);  // sequences 6 .. 9: all finite
+}
+
 // Stored top-k rows: the k largest of a double-precision log-softmax at logit_temperature.
 TEST(Generator, ScoreModeTopkIsTeacherLogSoftmax) {
   ModelConfig cfg = tiny(false, 4, true);
