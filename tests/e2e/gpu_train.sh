@@ -2,6 +2,7 @@
 # `retort train` with parallel.device=cuda (label gpu; exits 77 = skipped without a GPU):
 #  - 20 steps (GPU_TRAIN_STEPS; the CPU simulator runs 6) on one GPU agree with the CPU run (losses within 1e-5 relative, parameters 1e-4);
 #  - a GPU run resumed from its step-10 checkpoint is bitwise identical to the uninterrupted one;
+#  - a NaN injected into a gradient stops the run naming the step and the tensor;
 #  - `retort generate` on the GPU (score mode, and sample mode with the device KV cache) stores
 #    the teacher's top-k as recomputed by float64 PyTorch (tests/e2e/check_corpus.py), and in
 #    sample mode with generate.precision=bf16 within bf16 rounding of it;
@@ -9,8 +10,9 @@
 #    bitwise; with train.matmul_tuning=timed too, the timed choices kept for the resume;
 #  - `retort bench` on the GPU (bf16) reports the GPU run: device, precision, MFU, GPU memory,
 #    attention kernel (cudnn), and with RETORT_OP_PROFILE=1 the time per kernel;
-#  - with two or more GPUs: dp2 over NCCL agrees with one GPU, and dp2 with
-#    parallel.grad_reduce=bf16 (ncclBfloat16 sums) agrees with the same run on CPU ranks (MPI).
+#  - with two or more GPUs: dp2 over NCCL (gradient buckets reduced during backward) agrees
+#    with one GPU, and dp2 with parallel.grad_reduce=bf16 (ncclBfloat16 sums) agrees with the
+#    same run on CPU ranks (MPI).
 source "$(dirname "$0")/lib.sh"
 gpus=$(retort info "$TINY" --json | json /dev/stdin "j['cuda_gpus']")
 if [ "$gpus" = "0" ]; then echo "no GPU visible: skipped"; exit 77; fi
@@ -30,6 +32,12 @@ retort train "${ARGS[@]}" --set parallel.device=cuda --set "run.dir=$WORK/gpu_re
   > "$WORK/gpu_resumed.log"
 same_checkpoint "$WORK/gpu/checkpoints/$last" "$WORK/gpu_resumed/checkpoints/$last" \
   "GPU resume"
+
+# A NaN in a gradient on the GPU (RETORT_FAULT_NAN_GRAD_STEP): the step stops naming the step
+# and the first bad tensor (the gradients read back from the device to find it).
+expect_fail 1 "step 2: non-finite .*first bad gradient: model.embed_tokens.weight" \
+  env RETORT_FAULT_NAN_GRAD_STEP=2 "$RETORT_BIN" train "${ARGS[@]}" --set parallel.device=cuda \
+  --set train.steps=3 --set "run.dir=$WORK/gpu_nan"
 
 # train.precision=bf16: bf16 matmuls and cuDNN's fused attention (train.attention=cudnn: an
 # error if cuDNN refused). Within bf16 tolerance of the fp32 CPU run (on the simulator the
@@ -171,8 +179,11 @@ print(f"ok: retort bench on the GPU: {j['tokens_per_s']:.0f} tok/s, mfu {j['mfu'
 PY
 
 if [ "$gpus" -ge 2 ]; then
+  # buckets of 4096 gradient elements (of 131k): all-reduced on the communication stream while
+  # backward runs (the default bucket holds the whole tiny model, reduced after backward)
   mpirun --allow-run-as-root --oversubscribe -np 2 "$RETORT_BIN" train "${ARGS[@]}" \
-    --set parallel.device=cuda --set parallel.dp=2 --set "run.dir=$WORK/gpu_dp2" > "$WORK/dp2.log"
+    --set parallel.device=cuda --set parallel.dp=2 --set parallel.bucket_elems=4096 \
+    --set "run.dir=$WORK/gpu_dp2" > "$WORK/dp2.log"
   compare_runs "$WORK/gpu" "$WORK/gpu_dp2"
   for dev in cpu cuda; do
     mpirun --allow-run-as-root --oversubscribe -np 2 "$RETORT_BIN" train "${ARGS[@]}" \
