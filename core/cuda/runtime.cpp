@@ -92,7 +92,10 @@ void* allocate(size_t bytes) {
   if (err == cudaErrorMemoryAllocation) {
     cudaGetLastError();
     throw Error(str_cat("out of GPU memory allocating ", bytes, " bytes on device ",
-                        current_device(), " (", pool_reserved_bytes(), " bytes held by the pool)"));
+                        current_device(), " (", pool_reserved_bytes(), " bytes held by the pool; "
+                        "`retort info CONFIG` estimates a process's memory: a smaller "
+                        "train.micro_batch, train.recompute, parallel.fsdp or generate.batch "
+                        "needs less)"));
   }
   RETORT_CUDA_CHECK(err);
   return p;

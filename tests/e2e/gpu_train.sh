@@ -2,8 +2,9 @@
 # `retort train` with parallel.device=cuda (label gpu; exits 77 = skipped without a GPU):
 #  - 20 steps (GPU_TRAIN_STEPS; the CPU simulator runs 6) on one GPU agree with the CPU run (losses within 1e-5 relative, parameters 1e-4);
 #  - a GPU run resumed from its step-10 checkpoint is bitwise identical to the uninterrupted one;
-#  - a NaN injected into a gradient stops the run naming the step and the tensor;
-#  - `retort generate` on the GPU (score mode, and sample mode with the device KV cache) stores
+#  - a NaN injected into a gradient stops the run naming the step and the tensor; on the
+#    simulator, running out of GPU memory ends the run with one line;
+#  - `retort generate` on the GPU (score mode, and sample mode with and without the KV cache) stores
 #    the teacher's top-k as recomputed by float64 PyTorch (tests/e2e/check_corpus.py), and in
 #    sample mode with generate.precision=bf16 within bf16 rounding of it;
 #  - with train.precision=bf16 (cuDNN attention) within bf16 tolerance of the CPU, and resumed
@@ -32,6 +33,13 @@ retort train "${ARGS[@]}" --set parallel.device=cuda --set "run.dir=$WORK/gpu_re
   > "$WORK/gpu_resumed.log"
 same_checkpoint "$WORK/gpu/checkpoints/$last" "$WORK/gpu_resumed/checkpoints/$last" \
   "GPU resume"
+
+# Out of GPU memory (on the simulator, whose device is shrunk to 3 MiB: tiny.yaml's training
+# needs ~5): one line naming the allocation and the pool's holding, exit 1.
+if [ "$(retort info "$TINY" | grep -c "simulated GPU" || true)" != 0 ]; then
+  expect_fail 1 "^retort: error: out of GPU memory allocating [0-9]+ bytes on device 0 \([0-9]+ bytes held by the pool; .*train.micro_batch.*\)$" \
+    env SIM_GPU_MEMORY_MB=3 "$RETORT_BIN" train "${ARGS[@]}" --set parallel.device=cuda --set "run.dir=$WORK/gpu_oom"
+fi
 
 # A NaN in a gradient on the GPU (RETORT_FAULT_NAN_GRAD_STEP): the step stops naming the step
 # and the first bad tensor (the gradients read back from the device to find it).
@@ -121,6 +129,10 @@ retort generate "${G[@]}" --set generate.mode=sample --set generate.prompt_len=6
 retort generate "${G[@]}" --set parallel.device=cpu --set generate.mode=sample \
   --set generate.prompt_len=6 --set generate.seed=7 --set "generate.out=$WORK/sample_cpu" >/dev/null
 /usr/bin/python3 "$SRC/tests/e2e/check_corpus.py" tokens "$WORK/sample" "$WORK/sample_cpu"
+# ... and without the KV cache (the whole prefix recomputed for each token, drawn on the device)
+retort generate "${G[@]}" --set generate.mode=sample --set generate.prompt_len=6 --set generate.seed=7 \
+  --set generate.kv_cache=false --set "generate.out=$WORK/sample_nocache" >/dev/null
+/usr/bin/python3 "$SRC/tests/e2e/check_corpus.py" teacher "$WORK/sample_nocache" "$WORK/gpu/checkpoints/$last" 1e-4
 # generate.precision bf16: the teacher's products on its bf16 weights (tensor cores), the KV
 # cache decoding on them too; within bf16 rounding of the float64 teacher
 retort generate "${G[@]}" --set generate.mode=sample --set generate.prompt_len=6 --set generate.seed=7 \

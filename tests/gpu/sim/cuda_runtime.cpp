@@ -14,11 +14,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <string>
 #include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -84,7 +85,20 @@ Streams& streams() {
   return *s;
 }
 
+// SIM_STREAM_JITTER_US=n: before each queued item a stream's worker sleeps, one time in four,
+// a random 0..n µs, so streams run ahead of and behind each other in ever new orders (a
+// missing event wait in either direction then shows as stale or early data).
+void jitter(std::mt19937_64& rng) {
+  static const int max_us = [] {
+    const char* v = std::getenv("SIM_STREAM_JITTER_US");
+    return v ? std::atoi(v) : 0;
+  }();
+  if (max_us <= 0 || rng() % 4 != 0) return;
+  std::this_thread::sleep_for(std::chrono::microseconds(rng() % uint64_t(max_us + 1)));
+}
+
 void worker(CUstream_st* s) {
+  std::mt19937_64 rng(std::random_device{}());
   for (;;) {
     std::function<void()> f;
     {
@@ -92,6 +106,7 @@ void worker(CUstream_st* s) {
       s->cv.wait(lock, [&] { return !s->work.empty(); });
       f = std::move(s->work.front());
     }
+    jitter(rng);
     f();
     {
       std::lock_guard<std::mutex> lock(s->mu);
@@ -256,18 +271,28 @@ const char* cudaGetErrorString(cudaError_t e) {
 
 // Aligned to 256 bytes, as cudaMalloc's allocations are (cuBLASLt's default assumption).
 // Under AddressSanitizer (README.md) the padding up to the next 256 bytes is poisoned, so a
-// kernel reading or writing past the n bytes asked for is reported where it does.
+// kernel reading or writing past the n bytes asked for is reported where it does. A device
+// holds SIM_GPU_MEMORY_MB (default 81920, an H100's 80 GiB); beyond that, as beyond a GPU's
+// memory, cudaErrorMemoryAllocation.
 namespace {
 size_t padded_bytes(size_t n) { return n ? (n + 255) / 256 * 256 : 256; }
+size_t device_memory_bytes() {
+  static const size_t bytes = [] {
+    const char* v = std::getenv("SIM_GPU_MEMORY_MB");
+    return size_t(v ? std::atoll(v) : 81920) << 20;
+  }();
+  return bytes;
+}
 }  // namespace
 cudaError_t cudaMalloc(void** p, size_t n) {
   const size_t padded = padded_bytes(n);
+  sim::Memory& m = sim::memory();
+  std::lock_guard<std::mutex> lock(m.mu);
+  if (m.in_use + n > device_memory_bytes()) return fail(cudaErrorMemoryAllocation);
   char* c = static_cast<char*>(std::aligned_alloc(256, padded));
   if (!c) return fail(cudaErrorMemoryAllocation);
   std::memset(c, 0xFF, n);
   ASAN_POISON_MEMORY_REGION(c + n, padded - n);
-  sim::Memory& m = sim::memory();
-  std::lock_guard<std::mutex> lock(m.mu);
   m.live[c] = n ? n : 1;
   m.in_use += n ? n : 1;
   if (m.in_use > m.peak) m.peak = m.in_use;
