@@ -125,6 +125,21 @@ std::string str(std::initializer_list<int64_t> xs) {
 
 // ---- elementwise --------------------------------------------------------------------------------
 
+// A failed CUDA call becomes an Error naming the file, line, call and CUDA's error name.
+TEST(CudaRuntime, FailedCallNamesItsErrorFileAndLine) {
+  std::string what;
+  try {
+    RETORT_CUDA_CHECK(cudaSetDevice(-1));
+  } catch (const Error& e) {
+    what = e.what();
+  }
+  EXPECT_NE(what.find("test_cuda_kernels.cpp:"), std::string::npos) << what;
+  EXPECT_NE(what.find("CUDA error cudaErrorInvalidDevice"), std::string::npos) << what;
+  EXPECT_NE(what.find("in `cudaSetDevice(-1)`"), std::string::npos) << what;
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidDevice);  // sticky until read, as CUDA's
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+}
+
 TEST(CudaElementwise, FillAddScaleCopyMatchCpu) {
   uint64_t stream = 10;
   for (int64_t n : {1LL, 1000LL, 257LL * 1024 + 3, 3LL * 1000 * 1000 + 1}) {
