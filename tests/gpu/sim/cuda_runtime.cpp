@@ -193,13 +193,9 @@ bool is_device_pointer(const void* p, size_t bytes) {
 
 void require_still_allocated(const std::vector<Span>& operands, const char* who) {
   for (const Span& o : operands)
-    if (o.bytes && !is_device_pointer(o.p, o.bytes)) {
-      std::fprintf(stderr,
-                   "sim: %s: an operand was freed before the call ran on its stream (a "
-                   "cudaFreeAsync on another stream, not ordered after this one)\n", who);
-      std::fflush(stderr);
-      std::abort();
-    }
+    if (o.bytes && !is_device_pointer(o.p, o.bytes))
+      fault((std::string(who) + ": an operand was freed before the call ran on its stream (a "
+             "cudaFreeAsync on another stream, not ordered after this one)").c_str());
 }
 
 void check_dynamic_smem(const void* kernel, size_t bytes) {
