@@ -276,6 +276,26 @@ TEST(CudaMatmul, AllTransposesAndBf16MatchCpu) {
   }
 }
 
+// K = 0, the empty sum, as on the CPU: y = beta · y (beta 0 overwrites y, NaN included), a
+// bf16 output +0, and matmul_add's y = c; no operand is read (null here).
+TEST(CudaMatmul, EmptySumsGiveBetaTimesYOrC) {
+  const int64_t M = 5, N = 7;
+  const std::vector<float> y0 = randn(M * N, 970), c = randn(M * N, 971);
+  std::vector<float> want(M * N, 0.0f), cpu_y = y0;
+  Dev<float> dy(std::vector<float>(M * N, std::numeric_limits<float>::quiet_NaN()));
+  Dev<float> dy2(y0), dc(c), dyc(M * N);
+  Dev<uint16_t> dy16(M * N);
+  cuda::matmul(dy, nullptr, false, nullptr, true, M, N, 0, 1.0f, 0.0f);
+  EXPECT_BITWISE(dy.download(), want, "K = 0, beta 0");
+  cuda::matmul(dy2, nullptr, false, nullptr, true, M, N, 0, 1.0f, 2.0f);
+  cpu::matmul(cpu_y.data(), nullptr, false, nullptr, true, M, N, 0, 1.0f, 2.0f);
+  EXPECT_BITWISE(dy2.download(), cpu_y, "K = 0, beta 2");
+  cuda::matmul_bf16_rounded(static_cast<uint16_t*>(dy16), nullptr, false, nullptr, true, M, N, 0, 1.0f);
+  EXPECT_BITWISE(dy16.download(), std::vector<uint16_t>(M * N, 0), "K = 0, bf16 out");
+  cuda::matmul_add(dyc, dc, static_cast<const float*>(nullptr), false, nullptr, true, M, N, 0);
+  EXPECT_BITWISE(dyc.download(), c, "K = 0, matmul_add");
+}
+
 // y = c + op(a) op(b) with C and D apart (the residual read where y is written), fp32 and bf16
 // operands, against the CPU; in place (c = y) too.
 TEST(CudaMatmul, AddReadsCApartFromD) {
