@@ -1,6 +1,6 @@
 // The simulator's own promises (RETORT_CUDA=SIM builds only, label gpu): what it reports as a
-// fault a GPU would fault on too (or would compute garbage from), cuBLASLt's layout checks, stream ordering by events, and the
-// cuDNN graph interpreter against plain loops.
+// fault a GPU would fault on too (or would compute garbage from), cuBLASLt's layout checks,
+// stream ordering by events, and the cuDNN graph interpreter against plain loops.
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 #include <cudnn.h>
