@@ -123,8 +123,8 @@ const std::vector<ConfigKey>& config_schema() {
       {"parallel.sp", T::Bool, "false", "sequence parallelism inside the tensor-parallel group"},
       {"parallel.device", T::String, "cpu",
        "where each rank computes: cpu, or cuda (one rank per GPU, chosen by the rank's index on "
-       "its node; NCCL between GPUs; needs a build with the CUDA backend; retort train and bench "
-       "on every mesh, and generate; not distill)"},
+       "its node, so at most as many ranks per node as visible GPUs; NCCL between GPUs; needs a "
+       "build with the CUDA backend; train, bench and distill on every mesh, generate)"},
       {"parallel.bucket_elems", T::Int, "1048576",
        "data parallel: gradient elements per all-reduce bucket (reduced while backward runs)"},
       {"parallel.grad_reduce", T::String, "fp32",

@@ -10,8 +10,9 @@ namespace retort {
 // This rank's index among the ranks on its node.
 int node_local_rank();
 // Reads parallel.device. For cuda: ConfigError when the build has no CUDA backend, no GPU is
-// visible, or the mesh uses fsdp/tp (not on GPUs yet); else selects this rank's GPU, replaces
-// the world, dp, fsdp and tp communicators by NCCL ones and sets mesh.device.
+// visible, or the node runs more ranks than it has visible GPUs; else selects this rank's GPU
+// (its node-local index), replaces the world, dp, fsdp and tp communicators by NCCL ones and
+// sets mesh.device.
 void place_mesh(Mesh& mesh, const Config& config);
 
 }  // namespace retort

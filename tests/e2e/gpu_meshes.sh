@@ -11,6 +11,7 @@
 #  - fsdp2 with bf16 products, bf16 parameter all-gathers and bf16 gradient reduce-scatters
 #    (NCCL) agrees with the same on CPU ranks, and its products read the bf16 gathers (no weight
 #    rounded per product);
+#  - more ranks on a node than visible GPUs is refused with one line;
 #  - with four or more GPUs: dp2 × fsdp2 (consolidated checkpoints: the shards gathered to the
 #    host, parameters kept from forward to backward) and fsdp2 × tp2 + sp (consolidated: shards
 #    gathered, then the tp slices) agree with one GPU.
@@ -33,6 +34,12 @@ mesh() {  # mesh NAME RANKS SETTINGS...: train on a GPU mesh and compare with on
     --set "run.dir=$WORK/$name" > "$WORK/$name.log"
   compare_runs "$WORK/gpu" "$WORK/$name"
 }
+
+# More ranks on the node than visible GPUs (one here: CUDA_VISIBLE_DEVICES on a GPU, SIM_GPUS
+# on the simulator): a config error naming both counts, before NCCL would refuse it.
+expect_fail 2 "parallel.device.*2 ranks share this node and 1 GPU\(s\) are visible" \
+  env CUDA_VISIBLE_DEVICES=0 SIM_GPUS=1 "${MPIRUN[@]}" -np 2 "$RETORT_BIN" train "${ARGS[@]}" \
+  "${GPU[@]}" --set parallel.dp=2 --set "run.dir=$WORK/too_many_ranks"
 
 retort train "${ARGS[@]}" --set "run.dir=$WORK/cpu" > "$WORK/cpu.log"
 retort train "${ARGS[@]}" "${GPU[@]}" --set "run.dir=$WORK/gpu" > "$WORK/gpu.log"
