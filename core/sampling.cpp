@@ -22,11 +22,12 @@ int32_t first_largest(const float* logits, int64_t V) {
 }
 
 // The kept ids in descending-probability order and their unnormalised weights exp(z - max),
-// 0 where that is NaN.
+// 0 where that is NaN; `first`: first_largest, the token when total is 0.
 struct Kept {
   std::vector<int32_t> ids;
   std::vector<double> w;
   double total = 0;
+  int32_t first = 0;
 };
 
 Kept kept_distribution(const float* logits, int64_t V, const SamplingParams& p) {
@@ -41,7 +42,9 @@ Kept kept_distribution(const float* logits, int64_t V, const SamplingParams& p) 
     out.ids.resize(V);
     std::iota(out.ids.begin(), out.ids.end(), 0);
   }
-  const double m = logits[first_largest(logits, V)];  // kept by any top_k
+  // ids in descending-key order start with it (top_k keeps it); plain sampling looks for it
+  out.first = keep < V || p.top_p < 1 ? out.ids[0] : first_largest(logits, V);
+  const double m = logits[out.first];
   out.w.resize(out.ids.size());
   for (size_t i = 0; i < out.ids.size(); ++i) {
     const double e = std::exp((double(logits[out.ids[i]]) - m) / p.temperature);
@@ -67,7 +70,7 @@ Kept kept_distribution(const float* logits, int64_t V, const SamplingParams& p) 
 int32_t sample_token(const float* logits, int64_t V, const SamplingParams& p, double u) {
   if (p.temperature == 0) return first_largest(logits, V);  // greedy
   const Kept k = kept_distribution(logits, V, p);
-  if (k.total == 0) return first_largest(logits, V);
+  if (k.total == 0) return k.first;
   const double target = u * k.total;
   double run = 0;
   for (size_t i = 0; i < k.ids.size(); ++i) {
@@ -79,9 +82,13 @@ int32_t sample_token(const float* logits, int64_t V, const SamplingParams& p, do
 
 std::vector<double> sampling_probabilities(const float* logits, int64_t V, const SamplingParams& p) {
   std::vector<double> prob(V, 0.0);
-  const Kept k = p.temperature == 0 ? Kept() : kept_distribution(logits, V, p);
-  if (k.total == 0) {
+  if (p.temperature == 0) {
     prob[first_largest(logits, V)] = 1;
+    return prob;
+  }
+  const Kept k = kept_distribution(logits, V, p);
+  if (k.total == 0) {
+    prob[k.first] = 1;
     return prob;
   }
   for (size_t i = 0; i < k.ids.size(); ++i) prob[k.ids[i]] = k.w[i] / k.total;
