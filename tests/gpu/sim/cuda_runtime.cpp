@@ -283,12 +283,15 @@ size_t device_memory_bytes() {
 cudaError_t cudaMalloc(void** p, size_t n) {
   const size_t padded = padded_bytes(n);
   sim::Memory& m = sim::memory();
-  std::lock_guard<std::mutex> lock(m.mu);
-  if (m.in_use + n > device_memory_bytes()) return fail(cudaErrorMemoryAllocation);
+  {
+    std::lock_guard<std::mutex> lock(m.mu);
+    if (m.in_use + n > device_memory_bytes()) return fail(cudaErrorMemoryAllocation);
+  }
   char* c = static_cast<char*>(std::aligned_alloc(256, padded));
   if (!c) return fail(cudaErrorMemoryAllocation);
   std::memset(c, 0xFF, n);
   ASAN_POISON_MEMORY_REGION(c + n, padded - n);
+  std::lock_guard<std::mutex> lock(m.mu);
   m.live[c] = n ? n : 1;
   m.in_use += n ? n : 1;
   if (m.in_use > m.peak) m.peak = m.in_use;
@@ -298,17 +301,19 @@ cudaError_t cudaMalloc(void** p, size_t n) {
 namespace {
 cudaError_t free_now(void* p) {
   sim::Memory& m = sim::memory();
+  size_t bytes = 0;
   {
     std::lock_guard<std::mutex> lock(m.mu);
     auto it = m.live.find(static_cast<const char*>(p));
     if (it == m.live.end()) sim::fault("cudaFree of a pointer that is not a live device allocation");
-    m.in_use -= it->second;
-    ASAN_UNPOISON_MEMORY_REGION(p, padded_bytes(it->second));
-    // NaN, as the next user of the pool's block would overwrite it: a stream still reading
-    // it (its free not ordered after that stream's work) gets garbage, as on a GPU.
-    std::memset(p, 0xFF, it->second);
+    bytes = it->second;
+    m.in_use -= bytes;
+    ASAN_UNPOISON_MEMORY_REGION(p, padded_bytes(bytes));
     m.live.erase(it);
   }
+  // NaN, as the next user of the pool's block would overwrite it: a stream still reading it
+  // (its free not ordered after that stream's work) gets garbage, as on a GPU.
+  std::memset(p, 0xFF, bytes);
   std::free(p);
   return cudaSuccess;
 }
