@@ -36,7 +36,8 @@ same_checkpoint "$WORK/gpu/checkpoints/$last" "$WORK/gpu_resumed/checkpoints/$la
 
 # Out of GPU memory (on the simulator, whose device is shrunk to 3 MiB: tiny.yaml's training
 # needs ~5): one line naming the allocation and the pool's holding, exit 1.
-if [ "$(retort info "$TINY" | grep -c "simulated GPU" || true)" != 0 ]; then
+simulated=$(retort info "$TINY" | grep -c "simulated GPU" || true)
+if [ "$simulated" != 0 ]; then
   expect_fail 1 "^retort: error: out of GPU memory allocating [0-9]+ bytes on device 0 \([0-9]+ bytes held by the pool; .*train.micro_batch.*\)$" \
     env SIM_GPU_MEMORY_MB=3 "$RETORT_BIN" train "${ARGS[@]}" --set parallel.device=cuda --set "run.dir=$WORK/gpu_oom"
 fi
@@ -65,7 +66,6 @@ same_checkpoint "$WORK/gpu_bf16/checkpoints/$last" "$WORK/gpu_bf16_resumed/check
 # (SIM_CUBLASLT_ALGOS=3: the simulator offers three equal algorithms, the heuristic's first the
 # slowest). Within bf16 tolerance of the CPU run; on the simulator, where the algorithms compute
 # the same, bitwise the heuristic's run (the timing runs write scratch, never the outputs).
-simulated=$(retort info "$TINY" | grep -c "simulated GPU" || true)
 SIM_CUBLASLT_ALGOS=3 retort train "${ARGS[@]}" "${BF16[@]}" --set train.matmul_tuning=timed \
   --set "run.dir=$WORK/gpu_bf16_timed" > "$WORK/gpu_bf16_timed.log"
 compare_runs "$WORK/cpu" "$WORK/gpu_bf16_timed" 1e-3 2e-2
