@@ -48,6 +48,11 @@ if [[ ! -x "$RETORT" ]]; then
   RETORT=build/retort
 fi
 "$PYTHON" -c 'import torch' 2>/dev/null || { echo "vs_pytorch.sh: $PYTHON has no torch" >&2; exit 1; }
+# Both multiply with the same OpenBLAS kernels: retort's (it replaces the generic Prescott
+# kernels that OpenBLAS < 0.3.25 picks on CPUs newer than itself; core/blas_kernels.h), given to
+# the peer's OpenBLAS through OPENBLAS_CORETYPE unless that is set already.
+export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-$("$RETORT" info "$CONFIG" | sed -n 's/^devices *cpu, OpenBLAS kernels \([A-Za-z0-9]*\).*/\1/p')}
+echo "== OpenBLAS kernels (both): $OPENBLAS_CORETYPE" >&2
 mkdir -p "$OUT"
 rm -f "$OUT"/retort-*.json "$OUT"/pytorch-*.json "$OUT"/sweep-*.json
 
@@ -121,7 +126,7 @@ summary = {
     "pytorch_tokens_per_s": p_tok, "pytorch_tokens_per_s_runs": [x["tokens_per_s"] for x in P],
     "ratio": r_tok / p_tok,
     "flops_per_token_mfu": R[0]["flops_per_token_mfu"], "flops_per_token_exact": R[0]["flops_per_token_exact"],
-    "tokens_per_step": R[0]["tokens_per_step"],
+    "tokens_per_step": R[0]["tokens_per_step"], "openblas_kernels": os.environ["OPENBLAS_CORETYPE"],
     "retort_achieved_gflops": gf, "pytorch_achieved_gflops": med([x["achieved_gflops"] for x in P]),
     "sgemm_gflops_1024": ceil, "sgemm_gflops_1024_runs": [r["matmul_ceiling_gflops"] for r in R],
     "retort_fraction_of_sgemm": gf / ceil,
@@ -140,7 +145,7 @@ rows = [
     ("ratio retort / PyTorch", "%.2f×" % (r_tok / p_tok)),
     ("retort model GFLOP/s (flops_per_token_mfu = %d)" % R[0]["flops_per_token_mfu"], "%.1f" % gf),
     ("PyTorch model GFLOP/s", "%.1f" % summary["pytorch_achieved_gflops"]),
-    ("OpenBLAS sgemm 1024³ ceiling GFLOP/s (same runs)", "%.1f" % ceil),
+    ("OpenBLAS sgemm 1024³ ceiling GFLOP/s (same runs; %s kernels)" % summary["openblas_kernels"], "%.1f" % ceil),
     ("retort fraction of sgemm ceiling", "%.1f%%" % (100 * gf / ceil)),
     ("peak RSS retort / PyTorch (MiB)", "%.0f / %.0f" % (summary["retort_peak_rss_bytes"] / 2**20,
                                                         summary["pytorch_peak_rss_bytes"] / 2**20)),

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "core/blas_kernels.h"
 #include "core/device.h"
 #include "core/fs.h"
 #include "core/op_profile.h"
@@ -232,6 +233,7 @@ int run_bench(const Config& cfg) {
                       {"param_gather", cfg.get_string("parallel.param_gather")},
                       {"attention_kernel", ops::attention_kernel_used()},
                       {"matmul_ceiling_gflops", ceiling},
+                      {"blas_kernels", blas_kernels()},
                       {"matmul_ceiling_n", ceiling_n},
                       {"fraction_of_matmul_ceiling", gflops_mfu / ceiling},
                       {"mfu", peak_tflops > 0 ? nlohmann::json(gflops_mfu / (peak_tflops * 1e3))

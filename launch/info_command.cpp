@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "core/blas_kernels.h"
 #include "core/device.h"
 #include "launch/commands.h"
 #include "launch/train_step.h"
@@ -95,7 +96,7 @@ int run_info(const Config& cfg, bool json) {
               "generate.batch %lld = %.1f MiB\n",
               mib(cache_per_seq), (long long)gen_positions, gen_bf16 ? "bf16" : "fp32",
               (long long)gen_batch, mib(cache_per_seq * gen_batch));
-  std::printf("devices      cpu%s\n",
+  std::printf("devices      cpu, OpenBLAS kernels %s%s\n", blas_kernels().c_str(),
               device::cuda_built()
                   ? str_cat("; cuda backend built, ", device::cuda_device_count(),
 #if RETORT_CUDA_SIM

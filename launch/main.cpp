@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "core/blas_kernels.h"
 #include "core/check.h"
 #include "core/config.h"
 #include "core/preemption.h"
@@ -125,6 +126,7 @@ void print_error(const char* kind, const char* what) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  choose_blas_kernels(argv);  // may execute retort again, with OPENBLAS_CORETYPE set
   int code = 0;
   try {
     code = run(argc, argv);
