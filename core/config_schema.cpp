@@ -63,8 +63,9 @@ const std::vector<ConfigKey>& config_schema() {
       {"train.precision", T::String, "fp32",
        "fp32, or bf16 mixed precision: matmul operands in bfloat16 with fp32 accumulation, and "
        "the activations between ops stored in bf16, rounded where produced (norm outputs, q, k, "
-       "v, attention output, gate, up, SwiGLU output and their gradients); master weights, "
-       "gradients, AdamW state, the residual stream, norm statistics and the loss stay fp32. bf16 "
+       "v, attention output, gate, up, SwiGLU output, the logits (fp32 under a distillation "
+       "loss) and their gradients); master weights, gradients, AdamW state, the residual stream, "
+       "norm statistics and the loss (summed in fp32) stay fp32. bf16 "
        "is the fast path on GPUs (tensor cores, cuDNN attention, half the activation memory); on "
        "the CPU it is an exact emulation for tests, not a speed-up"},
       {"train.attention", T::String, "auto",

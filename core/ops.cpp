@@ -100,6 +100,13 @@ void finish_output(Tensor& out, const Tensor& written) {
   if (!written.same_storage(out)) convert(out, written);
 }
 
+// Calls kernel(in) with the typed pointer of in (F32 or BF16).
+template <class Kernel>
+void with_type(const Tensor& in, Kernel&& kernel) {
+  if (in.dtype() == DType::BF16) kernel(in.data<uint16_t>());
+  else kernel(in.data<float>());
+}
+
 // Calls kernel(out, in) with the typed pointers of out and in (each F32 or BF16).
 template <class Kernel>
 void with_types(const Tensor& out, const Tensor& in, Kernel&& kernel) {
@@ -637,7 +644,7 @@ void cross_entropy_forward(Tensor& ce, Tensor& lse, const Tensor& logits, const 
   const char* op = "cross_entropy_forward";
   check_f32(op, "ce", ce);
   check_f32(op, "lse", lse);
-  check_f32(op, "logits", logits);
+  check_float(op, "logits", logits);
   check_i32(op, "targets", targets);
   const int64_t V = last_dim(logits), rows = rows_of(logits);
   RETORT_CHECK(V > 0, op, ": logits ", shape_str(logits.shape()), " has an empty vocab dim");
@@ -647,41 +654,45 @@ void cross_entropy_forward(Tensor& ce, Tensor& lse, const Tensor& logits, const 
                " elements (rows of logits ", shape_str(logits.shape()), ")");
   check_ids(op, "targets", targets, V);
   const Device dev = common_device("cross_entropy_forward", {&ce, &lse, &logits, &targets});
-  RETORT_KERNEL_MOVING(dev, bytes_of({&logits}), cross_entropy_forward, ce.data<float>(),
-                       lse.data<float>(), logits.data<float>(), targets.data<int32_t>(), rows, V);
+  with_type(logits, [&](const auto* lp) {
+    RETORT_KERNEL_MOVING(dev, bytes_of({&logits}), cross_entropy_forward, ce.data<float>(),
+                         lse.data<float>(), lp, targets.data<int32_t>(), rows, V);
+  });
 }
 
 void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, const Tensor& lse,
                             const Tensor& targets, float ce_scale, float z_scale) {
   const char* op = "cross_entropy_backward";
   check_float(op, "dlogits", dlogits);
-  check_f32(op, "logits", logits);
+  check_float(op, "logits", logits);
   check_f32(op, "lse", lse);
   check_i32(op, "targets", targets);
   check_same_shape(op, "dlogits", dlogits, "logits", logits);
+  RETORT_CHECK(dlogits.dtype() == DType::BF16 || logits.dtype() == DType::F32, op,
+               ": bf16 logits need bf16 dlogits");
   const int64_t V = last_dim(logits), rows = rows_of(logits);
   RETORT_CHECK(targets.numel() == rows && lse.numel() == rows, op, ": targets ",
                shape_str(targets.shape()), " and lse ", shape_str(lse.shape()), " must have ",
                rows, " elements (rows of logits ", shape_str(logits.shape()), ")");
-  RETORT_CHECK(!overlaps(dlogits, logits) || dlogits.raw() == logits.raw(), op,
-               ": dlogits must be logits itself or not overlap it");
+  RETORT_CHECK(!overlaps(dlogits, logits) ||
+                   (dlogits.raw() == logits.raw() && dlogits.dtype() == logits.dtype()),
+               op, ": dlogits must be logits itself or not overlap it");
   check_ids(op, "targets", targets, V);
   const Device dev = common_device("cross_entropy_backward", {&dlogits, &logits, &lse, &targets});
   const double bytes = bytes_of({&dlogits, &logits});
-  if (dlogits.dtype() == DType::BF16)
-    RETORT_KERNEL_MOVING(dev, bytes, cross_entropy_backward, dlogits.data<uint16_t>(),
-                         logits.data<float>(), lse.data<float>(), targets.data<int32_t>(), rows, V,
-                         ce_scale, z_scale);
-  else
-    RETORT_KERNEL_MOVING(dev, bytes, cross_entropy_backward, dlogits.data<float>(),
-                         logits.data<float>(), lse.data<float>(), targets.data<int32_t>(), rows, V,
-                         ce_scale, z_scale);
+  with_types(dlogits, logits, [&](auto* dp, const auto* lp) {
+    using Out = std::remove_pointer_t<decltype(dp)>;
+    using In = std::remove_const_t<std::remove_pointer_t<decltype(lp)>>;
+    if constexpr (!std::is_same_v<Out, float> || std::is_same_v<In, float>)  // checked above
+      RETORT_KERNEL_MOVING(dev, bytes, cross_entropy_backward, dp, lp, lse.data<float>(),
+                           targets.data<int32_t>(), rows, V, ce_scale, z_scale);
+  });
 }
 
 void target_logits(Tensor& out, const Tensor& logits, const Tensor& targets) {
   const char* op = "target_logits";
   check_f32(op, "out", out);
-  check_f32(op, "logits", logits);
+  check_float(op, "logits", logits);
   check_i32(op, "targets", targets);
   const int64_t V = last_dim(logits), rows = rows_of(logits);
   RETORT_CHECK(targets.numel() == rows && out.numel() == rows, op, ": targets ",
@@ -689,7 +700,9 @@ void target_logits(Tensor& out, const Tensor& logits, const Tensor& targets) {
                " elements (rows of logits ", shape_str(logits.shape()), ")");
   check_ids(op, "targets", targets, V);
   const Device dev = common_device("target_logits", {&out, &logits, &targets});
-  RETORT_KERNEL(dev, target_logits, out.data<float>(), logits.data<float>(), targets.data<int32_t>(), rows, V);
+  with_type(logits, [&](const auto* lp) {
+    RETORT_KERNEL(dev, target_logits, out.data<float>(), lp, targets.data<int32_t>(), rows, V);
+  });
 }
 
 void logsumexp_merge(Tensor& lse, const Tensor& parts) {

@@ -162,12 +162,14 @@ void swiglu_forward(Tensor& h, const Tensor& gate_up);
 void swiglu_backward(Tensor& dgate_up, const Tensor& dh, const Tensor& gate_up);
 
 // ---- softmax cross-entropy with z-loss ------------------------------------------------
-// logits: [rows, V], targets: [rows] I32 in [0, V).
-// ce[r] = lse_r - logits[r, target_r]; lse[r] = logsumexp(logits[r, :]).
+// logits: [rows, V] F32 or BF16 (the head's bf16 product), targets: [rows] I32 in [0, V).
+// ce[r] = lse_r - logits[r, target_r]; lse[r] = logsumexp(logits[r, :]) (ce, lse F32; the sums
+// are fp32 for either logits dtype).
 void cross_entropy_forward(Tensor& ce, Tensor& lse, const Tensor& logits, const Tensor& targets);
 // dlogits[r, :] = ce_scale * (softmax_r - onehot(target_r)) + z_scale * 2 * lse_r * softmax_r.
-// The loss this differentiates is ce_scale·Σ ce + z_scale·Σ lse². dlogits may alias logits, or
-// be BF16 (rounded once: the operand of the head's bf16 products).
+// The loss this differentiates is ce_scale·Σ ce + z_scale·Σ lse². dlogits may be logits itself
+// (in place), or BF16 from F32 logits (rounded once: the operand of the head's bf16 products);
+// BF16 logits need BF16 dlogits.
 void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, const Tensor& lse,
                             const Tensor& targets, float ce_scale, float z_scale);
 // Vocabulary-parallel cross-entropy (logits hold one shard [rows, V/tp] of the vocabulary):

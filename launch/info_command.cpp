@@ -36,12 +36,12 @@ int run_info(const Config& cfg, bool json) {
   const bool bf16 = cfg.get_string("train.precision") == "bf16";
   const int64_t a = bf16 ? 2 : 4;
   // per token: the blocks (with recompute: one block, and every block's fp32 input), the last
-  // residual (fp32), the final norm's output, the fp32 logits and, under bf16, the bf16 dlogits
-  // (fp32 dlogits overwrite the logits)
+  // residual (fp32), the final norm's output and the logits, a bytes each (dlogits overwrite
+  // them; a distilled student's fp32 logits and dlogits are not counted)
   const int64_t act_bytes =
       rows * (blocks_kept * saved_bytes_per_token_per_block(m, a) +
               (recompute ? 4 * m.n_layers * m.d_model : 0) + 4 * m.d_model + a * m.d_model +
-              4 * m.vocab_size + (bf16 ? 2 * m.vocab_size : 0));
+              a * m.vocab_size);
   const int64_t N = m.n_params();
   const int64_t weights16 = bf16 ? 2 * N : 0;  // the step's bf16 copy of the weights
   // sample mode's KV cache: generate.seq_len − 1 positions (default the model's seq_len), bf16

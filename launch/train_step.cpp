@@ -114,6 +114,7 @@ TrainStep::TrainStep(Transformer& model, const Config& cfg, const BatchGeometry&
       inputs_(Tensor::empty({geometry.micro_seqs, geometry.seq_len}, DType::I32)),
       targets_(Tensor::empty({geometry.micro_seqs, geometry.seq_len}, DType::I32)) {
   ops::set_matmul_precision(matmul_precision(cfg));
+  model.set_bf16_logits(ops::matmul_precision() == ops::MatmulPrecision::BF16);
   ops::set_attention_kernel(attention_kernel(cfg));
   ops::set_matmul_tuning(matmul_tuning(cfg));
   const GradReduce reduce_in = grad_reduce(cfg);  // data-parallel sums only; tp stays fp32

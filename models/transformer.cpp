@@ -319,6 +319,10 @@ Tensor Transformer::piece(const Tensor& buf, int64_t begin, const Shape& shape) 
   return buf.flat(begin, shape_numel(shape)).view(shape);
 }
 
+DType Transformer::logits_dtype() const {
+  return bf16_logits_ && !logits_loss_ && operand_dtype() == DType::BF16 ? DType::BF16 : DType::F32;
+}
+
 DType Transformer::operand_dtype() {
   return ops::matmul_precision() == ops::MatmulPrecision::BF16 ? DType::BF16 : DType::F32;
 }
@@ -371,7 +375,7 @@ void Transformer::prepare(const Tensor& tokens, const Tensor& targets, int n_blo
   if (int(block_b_.size()) < n_block_acts) block_b_.resize(n_block_acts);
   xf_ = xf_b_.get(device_, {R, d}, operand_dtype());
   rstdf_ = rstdf_b_.get(device_, {Rl_});
-  logits_ = logits_b_.get(device_, {R, V_});
+  logits_ = logits_b_.get(device_, {R, V_}, logits_dtype());
   ce_ = ce_b_.get(device_, {R});
   lse_ = lse_b_.get(device_, {R});
 }
@@ -542,10 +546,10 @@ void Transformer::backward(float grad_scale) {
   if (tied) bwd_begin(0);
 
   // loss = ce_scale·Σ ce + z_scale·Σ lse² (+ the LogitsLoss term, added into dlogits in fp32);
-  // dlogits overwrites logits unless a LogitsLoss still reads them, or is written in bf16 for
-  // the bf16 products.
+  // dlogits overwrites logits (fp32 products; bf16 logits) unless a LogitsLoss still reads
+  // them, or is written in bf16 for the bf16 products when the logits are fp32.
   Tensor dlogits = logits_;
-  if (logits_loss_ || operand_dtype() == DType::BF16)
+  if (logits_loss_ || (operand_dtype() == DType::BF16 && logits_.dtype() == DType::F32))
     dlogits = dlogits_b_.get(device_, {R, V_}, logits_loss_ ? DType::F32 : DType::BF16);
   const float ce_scale = float(double(grad_scale) * double(ce_weight_) / double(R));
   const float z_scale = float(double(grad_scale) * double(z_loss_) / double(R));

@@ -137,6 +137,13 @@ class Transformer {
   void disarm_bf16_weights();
   // Takes effect at the next forward().
   void set_recompute(bool on) { recompute_ = on; }
+  // The head's logits as its product's bf16 output, like every other activation under bf16
+  // products: the loss reads them (fp32 sums) and backward writes the bf16 dlogits over them,
+  // so the [B·T, V] logits cost 2 bytes per element instead of 4 (fp32) + 2 (bf16 dlogits).
+  // Only while the products are bf16 and no LogitsLoss reads the logits (it needs fp32);
+  // TrainStep turns it on for train.precision bf16, while teachers and generators, which read
+  // logits(), keep fp32. Takes effect at the next forward() or evaluate().
+  void set_bf16_logits(bool on) { bf16_logits_ = on; }
   // Called during backward() each time a contiguous range [begin, end) of flat_grads() holds
   // its final value for this backward: the head's unit (final norm, untied lm_head), then each
   // layer from last to first, then the embedding. Data parallelism starts reducing a range
@@ -161,7 +168,8 @@ class Transformer {
   double evaluate(const Tensor& tokens, const Tensor& targets);
 
   // Logits [B·T, V/tp] of the last forward/evaluate (overwritten by backward with dlogits at
-  // fp32 precision without a LogitsLoss).
+  // fp32 precision without a LogitsLoss, and with set_bf16_logits); F32, or BF16 under
+  // set_bf16_logits.
   const Tensor& logits() const { return logits_; }
 
  private:
@@ -278,6 +286,8 @@ class Transformer {
   UnitHooks* hooks_ = nullptr;
 
   bool recompute_ = false;
+  bool bf16_logits_ = false;
+  DType logits_dtype() const;  // of the next forward's logits
   GradReadyHook grad_ready_;
   void grads_ready(int64_t begin, int64_t end) {
     if (grad_ready_ && end > begin) grad_ready_(begin, end);
@@ -300,7 +310,8 @@ class Transformer {
   Tensor tokens_, targets_, xf_, rstdf_, logits_, ce_, lse_;
   std::vector<Tensor> resid_;
   // backward scratch
-  Backing dlogits_b_;  // with a LogitsLoss (fp32) or bf16 activations (bf16); else dlogits overwrites logits_
+  Backing dlogits_b_;  // with a LogitsLoss (fp32) or bf16 products on fp32 logits (bf16); else
+                       // dlogits overwrites logits_
   Backing dx_b_, dx16_b_, dfull16_b_, dh_b_, dxf_b_, dact_b_, dgate_up_b_, datt_b_, dq_b_, dk_b_,
       dqkv_b_;
   Backing operand_b_;                 // shared_operand's bf16 copy

@@ -96,6 +96,25 @@ __device__ __forceinline__ MaxSum warp_reduce_maxsum(MaxSum v) {
   return v;
 }
 
+// Same bit manipulation as retort::f32_to_bf16 (core/tensor.cpp): round to nearest even,
+// NaN keeps its sign and top mantissa bits with the quiet bit set.
+__device__ __forceinline__ uint32_t round_to_bf16(float f) {
+  const uint32_t u = __float_as_uint(f);
+  const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
+  return nan ? ((u >> 16) | 0x40u) : (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}
+
+// *p = v in the output's precision: kernels templated on Out write float32 or bf16
+// (uint16_t bits) activations, rounded once where they are produced; load reads either.
+__device__ __forceinline__ void store(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store(uint16_t* p, float v) {
+  *p = static_cast<uint16_t>(round_to_bf16(v));
+}
+__device__ __forceinline__ float load(const float* p) { return *p; }
+__device__ __forceinline__ float load(const uint16_t* p) {
+  return __uint_as_float(static_cast<uint32_t>(*p) << 16);
+}
+
 // Four consecutive inputs at once: one 16-byte (float) or 8-byte (bf16) load; p aligned to it.
 __device__ __forceinline__ float4 load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
 __device__ __forceinline__ float4 load4(const uint16_t* p) {
@@ -104,16 +123,26 @@ __device__ __forceinline__ float4 load4(const uint16_t* p) {
                      __uint_as_float(v.y << 16), __uint_as_float(v.y & 0xffff0000u));
 }
 
-// A row of n floats at x that 16-byte loads can read (n % 4 == 0, x aligned to 16 bytes).
-__device__ __forceinline__ bool row_vectorizable(const float* x, int64_t n) {
-  return n % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+// Four consecutive outputs at once: one 16-byte (float) or 8-byte (bf16) store; p aligned to it.
+__device__ __forceinline__ void store4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
+__device__ __forceinline__ void store4(uint16_t* p, float4 v) {
+  *reinterpret_cast<uint2*>(p) = make_uint2(round_to_bf16(v.x) | round_to_bf16(v.y) << 16,
+                                            round_to_bf16(v.z) | round_to_bf16(v.w) << 16);
+}
+
+// A row of n elements at x that load4 can read (n % 4 == 0, x aligned to four elements).
+template <class In>
+__device__ __forceinline__ bool row_vectorizable(const In* x, int64_t n) {
+  return n % 4 == 0 && reinterpret_cast<uintptr_t>(x) % (4 * sizeof(In)) == 0;
 }
 
 // logsumexp over one row x[0, n) scaled by `scale` (> 0) computed by the whole block:
 //   lse = m + log Σ exp(x·scale − m), m = max x·scale.
 // Each thread runs the online update over its strided elements (strided chunks of four when
 // the row is row_vectorizable), then a fixed tree merges. scratch: >= 64 floats of shared memory.
-__device__ __forceinline__ float block_row_lse(const float* x, int64_t n, float scale,
+// x float32 or bf16 (uint16_t), read as fp32.
+template <class In>
+__device__ __forceinline__ float block_row_lse(const In* x, int64_t n, float scale,
                                                float* scratch) {
   MaxSum a{-INFINITY, 0.0f};
   if (row_vectorizable(x, n)) {
@@ -123,7 +152,8 @@ __device__ __forceinline__ float block_row_lse(const float* x, int64_t n, float 
                      v.w * scale);
     }
   } else {
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) a = maxsum_add(a, x[i] * scale);
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
+      a = maxsum_add(a, load(&x[i]) * scale);
   }
   a = warp_reduce_maxsum(a);
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
@@ -173,31 +203,6 @@ class ScratchBuffer {
  private:
   void* p_;
 };
-
-// Same bit manipulation as retort::f32_to_bf16 (core/tensor.cpp): round to nearest even,
-// NaN keeps its sign and top mantissa bits with the quiet bit set.
-__device__ __forceinline__ uint32_t round_to_bf16(float f) {
-  const uint32_t u = __float_as_uint(f);
-  const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
-  return nan ? ((u >> 16) | 0x40u) : (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-}
-
-// *p = v in the output's precision: kernels templated on Out write float32 or bf16
-// (uint16_t bits) activations, rounded once where they are produced; load reads either.
-__device__ __forceinline__ void store(float* p, float v) { *p = v; }
-__device__ __forceinline__ void store(uint16_t* p, float v) {
-  *p = static_cast<uint16_t>(round_to_bf16(v));
-}
-__device__ __forceinline__ float load(const float* p) { return *p; }
-__device__ __forceinline__ float load(const uint16_t* p) {
-  return __uint_as_float(static_cast<uint32_t>(*p) << 16);
-}
-// Four consecutive outputs at once: one 16-byte (float) or 8-byte (bf16) store; p aligned to it.
-__device__ __forceinline__ void store4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
-__device__ __forceinline__ void store4(uint16_t* p, float4 v) {
-  *reinterpret_cast<uint2*>(p) = make_uint2(round_to_bf16(v.x) | round_to_bf16(v.y) << 16,
-                                            round_to_bf16(v.z) | round_to_bf16(v.w) << 16);
-}
 
 // load4/store4 usable: rows of n elements (n a multiple of 4) and every pointer aligned to four
 // of its elements (given as {pointer, element size}).

@@ -7,7 +7,9 @@
 // backward: one block per row, a single pass over the row: each element is read and written
 //   by the same thread (the one-hot term is folded in), so dlogits may alias logits.
 // Both read (and the backward writes) four columns at once where V % 4 == 0 and the rows are
-//   aligned to it (the vocabularies retort's configs use), one at a time otherwise.
+//   aligned to it (the vocabularies retort's configs use), one at a time otherwise. The logits
+//   are fp32, or bf16 (the head's bf16 product under bf16 activations: half the bytes read,
+//   and the bf16 dlogits written over them); the sums are fp32 either way.
 // target_logits, logsumexp_merge: one thread per row; the merge is in double like the CPU.
 #include "core/cuda/common.cuh"
 #include "core/cuda/kernels.h"
@@ -18,31 +20,33 @@ namespace {
 
 constexpr int kRowThreads = 256;
 
-__global__ void ce_forward_kernel(float* ce, float* lse, const float* logits,
+template <class In>
+__global__ void ce_forward_kernel(float* ce, float* lse, const In* logits,
                                   const int32_t* targets, int64_t V) {
   __shared__ float scratch[2 * kWarp];
   const int64_t r = blockIdx.x;
-  const float* x = logits + r * V;
+  const In* x = logits + r * V;
   const float l = block_row_lse(x, V, 1.0f, scratch);
   if (threadIdx.x == 0) {
     const int32_t t = targets[r];
     lse[r] = l;
-    ce[r] = t < 0 ? l : l - x[t];
+    ce[r] = t < 0 ? l : l - load(&x[t]);
   }
 }
 
-// Out: float (dlogits may be logits) or uint16_t (bf16, rounded at the store).
-template <class Out>
-__global__ void ce_backward_kernel(Out* dlogits, const float* logits, const float* lse,
+// Out: float (dlogits may be logits) or uint16_t (bf16, rounded at the store; may be bf16
+// logits themselves).
+template <class Out, class In>
+__global__ void ce_backward_kernel(Out* dlogits, const In* logits, const float* lse,
                                    const int32_t* targets, int64_t V, float ce_scale,
                                    float z_scale) {
   const int64_t r = blockIdx.x;
-  const float* x = logits + r * V;
+  const In* x = logits + r * V;
   Out* d = dlogits + r * V;
   const float l = lse[r];
   const float coef = ce_scale + 2.0f * z_scale * l;  // multiplies p_v
   const int64_t t = targets[r];                      // −1: no one-hot term on this shard
-  if (row_vectorizable(x, V) && reinterpret_cast<uintptr_t>(d) % (4 * sizeof(Out)) == 0) {
+  if (row_vectorizable(x, V) && row_vectorizable(d, V)) {
     for (int64_t i = threadIdx.x; i < V / 4; i += blockDim.x) {  // four columns 4i.. at once
       const float4 xv = load4(x + 4 * i);
       float4 g = make_float4(coef * expf(xv.x - l), coef * expf(xv.y - l),
@@ -53,7 +57,7 @@ __global__ void ce_backward_kernel(Out* dlogits, const float* logits, const floa
     return;
   }
   for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
-    const float g = coef * expf(x[v] - l);
+    const float g = coef * expf(load(&x[v]) - l);
     store(&d[v], v == t ? g - ce_scale : g);
   }
 }
@@ -65,11 +69,12 @@ __global__ void vocab_shard_ids_kernel(int32_t* out, const int32_t* ids, int64_t
     out[i] = ids[i] >= begin && ids[i] - begin < V ? ids[i] - begin : -1;
 }
 
-__global__ void target_logits_kernel(float* out, const float* logits, const int32_t* targets,
+template <class In>
+__global__ void target_logits_kernel(float* out, const In* logits, const int32_t* targets,
                                      int64_t rows, int64_t V) {
   for (int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; r < rows;
        r += int64_t(gridDim.x) * blockDim.x)
-    out[r] = targets[r] < 0 ? 0.0f : logits[r * V + targets[r]];
+    out[r] = targets[r] < 0 ? 0.0f : load(&logits[r * V + targets[r]]);
 }
 
 // parts: [n, rows]; lse[r] = m + log Σ_i exp(parts[i, r] − m) with the sum in double.
@@ -86,44 +91,47 @@ __global__ void logsumexp_merge_kernel(float* lse, const float* parts, int64_t n
 
 }  // namespace
 
-void cross_entropy_forward(float* ce, float* lse, const float* logits, const int32_t* targets,
+template <class In>
+void cross_entropy_forward(float* ce, float* lse, const In* logits, const int32_t* targets,
                            int64_t rows, int64_t V) {
   if (rows <= 0) return;
-  ce_forward_kernel<<<grid_x(rows), kRowThreads, 0, compute_stream()>>>(ce, lse, logits, targets,
-                                                                        V);
+  const auto kernel = ce_forward_kernel<In>;
+  kernel<<<grid_x(rows), kRowThreads, 0, compute_stream()>>>(ce, lse, logits, targets, V);
   RETORT_CUDA_CHECK_LAUNCH();
 }
 
-namespace {
-template <class Out>
-void ce_backward(Out* dlogits, const float* logits, const float* lse, const int32_t* targets,
-                 int64_t rows, int64_t V, float ce_scale, float z_scale) {
+template <class Out, class In>
+void cross_entropy_backward(Out* dlogits, const In* logits, const float* lse,
+                            const int32_t* targets, int64_t rows, int64_t V, float ce_scale,
+                            float z_scale) {
   if (rows <= 0 || V <= 0) return;
-  const auto kernel = ce_backward_kernel<Out>;
+  const auto kernel = ce_backward_kernel<Out, In>;
   kernel<<<grid_x(rows), kRowThreads, 0, compute_stream()>>>(dlogits, logits, lse, targets, V,
                                                              ce_scale, z_scale);
   RETORT_CUDA_CHECK_LAUNCH();
 }
-}  // namespace
 
-void cross_entropy_backward(float* dlogits, const float* logits, const float* lse,
-                            const int32_t* targets, int64_t rows, int64_t V, float ce_scale,
-                            float z_scale) {
-  ce_backward(dlogits, logits, lse, targets, rows, V, ce_scale, z_scale);
-}
-void cross_entropy_backward(uint16_t* dlogits, const float* logits, const float* lse,
-                            const int32_t* targets, int64_t rows, int64_t V, float ce_scale,
-                            float z_scale) {
-  ce_backward(dlogits, logits, lse, targets, rows, V, ce_scale, z_scale);
-}
-
-void target_logits(float* out, const float* logits, const int32_t* targets, int64_t rows,
+template <class In>
+void target_logits(float* out, const In* logits, const int32_t* targets, int64_t rows,
                    int64_t V) {
   if (rows <= 0) return;
-  target_logits_kernel<<<grid_for(rows, kBlock), kBlock, 0, compute_stream()>>>(out, logits,
-                                                                                 targets, rows, V);
+  const auto kernel = target_logits_kernel<In>;
+  kernel<<<grid_for(rows, kBlock), kBlock, 0, compute_stream()>>>(out, logits, targets, rows, V);
   RETORT_CUDA_CHECK_LAUNCH();
 }
+
+template void cross_entropy_forward(float*, float*, const float*, const int32_t*, int64_t, int64_t);
+template void cross_entropy_forward(float*, float*, const uint16_t*, const int32_t*, int64_t,
+                                    int64_t);
+#define RETORT_CE_BACKWARD(Out, In)                                                            \
+  template void cross_entropy_backward(Out*, const In*, const float*, const int32_t*, int64_t, \
+                                       int64_t, float, float);
+RETORT_CE_BACKWARD(float, float)
+RETORT_CE_BACKWARD(uint16_t, float)
+RETORT_CE_BACKWARD(uint16_t, uint16_t)
+#undef RETORT_CE_BACKWARD
+template void target_logits(float*, const float*, const int32_t*, int64_t, int64_t);
+template void target_logits(float*, const uint16_t*, const int32_t*, int64_t, int64_t);
 
 void vocab_shard_ids(int32_t* out, const int32_t* ids, int64_t n, int32_t begin, int32_t V) {
   if (n <= 0) return;

@@ -116,19 +116,21 @@ template <class Out, class In>
 void swiglu_backward(Out* dgate_up, const In* dh, const In* gate_up, int64_t rows, int64_t F);
 
 // ---- cross_entropy.cu -------------------------------------------------------------------
-// logits: [rows, V], targets: [rows] -> ce, lse: [rows]
-void cross_entropy_forward(float* ce, float* lse, const float* logits, const int32_t* targets,
+// logits: [rows, V], targets: [rows] -> ce, lse: [rows]. logits (In) float32 or bf16
+// (uint16_t: a bf16 product's output), read as fp32; the sums are fp32 either way.
+template <class In>
+void cross_entropy_forward(float* ce, float* lse, const In* logits, const int32_t* targets,
                            int64_t rows, int64_t V);
-// dlogits may equal logits (in place), or be bf16 (rounded at the store).
-void cross_entropy_backward(float* dlogits, const float* logits, const float* lse,
-                            const int32_t* targets, int64_t rows, int64_t V, float ce_scale,
-                            float z_scale);
-void cross_entropy_backward(uint16_t* dlogits, const float* logits, const float* lse,
+// dlogits (Out) may equal logits (in place, one dtype), or be bf16 from fp32 logits (rounded
+// at the store). (Out, In): (float, float), (uint16_t, float), (uint16_t, uint16_t).
+template <class Out, class In>
+void cross_entropy_backward(Out* dlogits, const In* logits, const float* lse,
                             const int32_t* targets, int64_t rows, int64_t V, float ce_scale,
                             float z_scale);
 
-// out[r] = logits[r, targets[r]], 0 where targets[r] = -1.
-void target_logits(float* out, const float* logits, const int32_t* targets, int64_t rows, int64_t V);
+// out[r] = logits[r, targets[r]], 0 where targets[r] = -1 (logits float32 or bf16).
+template <class In>
+void target_logits(float* out, const In* logits, const int32_t* targets, int64_t rows, int64_t V);
 // Ids made shard-local: out[i] = ids[i] − begin on [begin, begin + V), else −1.
 void vocab_shard_ids(int32_t* out, const int32_t* ids, int64_t n, int32_t begin, int32_t V);
 // lse[r] = log Σ_i exp(parts[i, r]), parts: [n, rows].

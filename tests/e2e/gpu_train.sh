@@ -10,7 +10,8 @@
 #  - with train.precision=bf16 (cuDNN attention) within bf16 tolerance of the CPU, and resumed
 #    bitwise; with train.matmul_tuning=timed too, the timed choices kept for the resume;
 #  - `retort bench` on the GPU (bf16) reports the GPU run: device, precision, MFU, GPU memory,
-#    attention kernel (cudnn), and with RETORT_OP_PROFILE=1 the time per kernel;
+#    attention kernel (cudnn), and with RETORT_OP_PROFILE=1 the time per kernel; the head's
+#    logits are a bf16 product output;
 #  - with two or more GPUs: dp2 over NCCL (gradient buckets reduced during backward) agrees
 #    with one GPU, and dp2 with parallel.grad_reduce=bf16 (ncclBfloat16 sums) agrees with the
 #    same run on CPU ranks (MPI).
@@ -187,6 +188,10 @@ assert any(n == 2 * F and k == d for m, n, k in dims(" NT")), shapes
 R = next(m for m, n, k in dims(" NT") if n == n_qkv and k == d)
 assert (R, d, n_qkv) in dims(" NN") and (n_qkv, d, R) in dims(" TN"), shapes
 assert not any("batch" in s["shape"] for s in shapes), shapes
+# the head's logits [R, V] are its product's bf16 output (TrainStep under bf16: the loss reads
+# them, dlogits are written over them)
+head = [t["shape"] for t in tuned if t["shape"].startswith(f"matmul {R}x512x{d} NT")]  # tiny: V 512
+assert head and all(s.endswith(" bf16 out") for s in head), tuned
 print(f"ok: retort bench on the GPU: {j['tokens_per_s']:.0f} tok/s, mfu {j['mfu']:.2g}, {j['gpu_peak_bytes']} B of GPU memory")
 PY
 

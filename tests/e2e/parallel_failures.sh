@@ -31,10 +31,14 @@ assert json.load(open(sys.argv[1] + "/summary.json"))["status"] == "complete"
 print("ok: the NaN step was skipped and counted")
 PY
 
-# A long dp2 run (checkpoint every 5 steps); kill rank 1 once the first checkpoint exists.
+# A long dp2 run (checkpoint every 5 steps, all kept: tiny.yaml's keep_last 2 would delete
+# step 5's at step 15, a fraction of a second later, before a loaded machine's poll sees it);
+# kill rank 1 once the first checkpoint exists. Whatever happens, no rank outlives the test.
 "${MPIRUN[@]}" -np 2 "$RETORT_BIN" train "${ARGS[@]}" --set parallel.dp=2 --set train.steps=100000 \
-  --set checkpoint.every=5 --set "run.dir=$WORK/killed" >"$WORK/killed.log" 2>&1 &
+  --set checkpoint.every=5 --set checkpoint.keep_last=0 --set "run.dir=$WORK/killed" \
+  >"$WORK/killed.log" 2>&1 &
 job=$!
+trap 'kill -9 "$job" 2>/dev/null || true; pkill -9 -f "run.dir=$WORK/killed" || true' EXIT
 for _ in $(seq 600); do [ -d "$WORK/killed/checkpoints/step_00000005" ] && break; sleep 0.1; done
 [ -d "$WORK/killed/checkpoints/step_00000005" ] || fail "no checkpoint after 60 s"
 victim=""
@@ -51,6 +55,7 @@ wait "$job" || rc=$?
 [ "$rc" != 0 ] || fail "the job exited 0 after rank 1 was killed"
 echo "ok: the job ended $((SECONDS - start)) s after rank 1 was killed (exit $rc)"
 pgrep -f "run.dir=$WORK/killed" >/dev/null && fail "ranks left running"
-out=$(retort train "${ARGS[@]}" --set train.steps=40 --set "run.dir=$WORK/killed" --resume)
+last=$(ls "$WORK/killed/checkpoints" | grep '^step_[0-9]*$' | sort | tail -1)
+out=$(retort train "${ARGS[@]}" --set train.steps=$((10#${last#step_} + 5)) --set "run.dir=$WORK/killed" --resume)
 grep -q "resuming from" <<<"$out" || fail "the killed run did not resume from its checkpoint"
 echo PASS

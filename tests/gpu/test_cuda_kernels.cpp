@@ -641,10 +641,31 @@ TEST(CudaBf16Outputs, BitwiseTheFp32OutputRounded) {
     Dev<float> d_logits(randn(rows * V, ++stream, 2.0)), d_ce(rows), d_lse(rows), d_dl(rows * V);
     Dev<int32_t> d_t(t);
     Dev<uint16_t> d_dl16(rows * V);
-    cuda::cross_entropy_forward(d_ce, d_lse, d_logits, d_t, rows, V);
-    cuda::cross_entropy_backward(d_dl, d_logits, d_lse, d_t, rows, V, 0.5f, 1e-3f);
-    cuda::cross_entropy_backward(d_dl16, d_logits, d_lse, d_t, rows, V, 0.5f, 1e-3f);
+    cuda::cross_entropy_forward(d_ce, d_lse, d_logits.get(), d_t, rows, V);
+    cuda::cross_entropy_backward(d_dl.get(), d_logits.get(), d_lse, d_t, rows, V, 0.5f, 1e-3f);
+    cuda::cross_entropy_backward(d_dl16.get(), d_logits.get(), d_lse, d_t, rows, V, 0.5f, 1e-3f);
     EXPECT_TRUE(d_dl16.download() == rounded(d_dl.download())) << "cross-entropy dlogits V " << V;
+    // bf16 logits (the head's bf16 product): loss and lse bitwise those of the widened logits,
+    // dlogits the widened logits' rounded, in place over the logits too; target_logits exact
+    const std::vector<uint16_t> l16 = rounded(d_logits.download());
+    std::vector<float> lw(l16.size());
+    cpu::bf16_to_f32(lw.data(), l16.data(), int64_t(l16.size()));
+    Dev<uint16_t> d_l16(l16);
+    Dev<float> d_lw(lw), d_ce16(rows), d_lse16(rows), d_tl16(rows), d_tlw(rows);
+    cuda::cross_entropy_forward(d_ce, d_lse, d_lw.get(), d_t, rows, V);
+    cuda::cross_entropy_forward(d_ce16, d_lse16, d_l16.get(), d_t, rows, V);
+    EXPECT_BITWISE(d_ce16.download(), d_ce.download(), "ce from bf16 logits V " + str({V}));
+    EXPECT_BITWISE(d_lse16.download(), d_lse.download(), "lse from bf16 logits V " + str({V}));
+    cuda::cross_entropy_backward(d_dl.get(), d_lw.get(), d_lse, d_t, rows, V, 0.5f, 1e-3f);
+    cuda::cross_entropy_backward(d_dl16.get(), d_l16.get(), d_lse, d_t, rows, V, 0.5f, 1e-3f);
+    EXPECT_TRUE(d_dl16.download() == rounded(d_dl.download()))
+        << "cross-entropy bf16 dlogits from bf16 logits V " << V;
+    cuda::target_logits(d_tlw, d_lw.get(), d_t, rows, V);
+    cuda::target_logits(d_tl16, d_l16.get(), d_t, rows, V);
+    EXPECT_BITWISE(d_tl16.download(), d_tlw.download(), "target_logits from bf16 V " + str({V}));
+    cuda::cross_entropy_backward(d_l16.get(), d_l16.get(), d_lse, d_t, rows, V, 0.5f, 1e-3f);
+    EXPECT_TRUE(d_l16.download() == d_dl16.download())
+        << "cross-entropy bf16 dlogits in place over bf16 logits V " << V;
   }
   for (const auto& [rows, F] : {std::pair<int64_t, int64_t>{1, 3}, {13, 100}, {37, 1000}}) {
     const int64_t n = rows * F, total = 2 * n + 4;  // room for gate_up at offsets 0..4
@@ -714,27 +735,29 @@ TEST(CudaCrossEntropy, ForwardBackwardMatchCpuInPlaceToo) {
 
     Dev<float> d_logits(logits), d_ce(rows), d_lse(rows), d_dl(rows * V);
     Dev<int32_t> d_t(targets);
-    cuda::cross_entropy_forward(d_ce, d_lse, d_logits, d_t, rows, V);
+    cuda::cross_entropy_forward(d_ce, d_lse, d_logits.get(), d_t, rows, V);
     const std::vector<float> ce1 = d_ce.download(), lse1 = d_lse.download();
     expect_close(ce1, ce, what + " ce");
     expect_close(lse1, lse, what + " lse");
     d_lse.upload(lse);
-    cuda::cross_entropy_backward(d_dl, d_logits, d_lse, d_t, rows, V, ce_scale, z_scale);
+    cuda::cross_entropy_backward(d_dl.get(), d_logits.get(), d_lse, d_t, rows, V, ce_scale,
+                                 z_scale);
     const std::vector<float> dl1 = d_dl.download();
     expect_close(dl1, dl, what + " dlogits");
 
-    cuda::cross_entropy_forward(d_ce, d_lse, d_logits, d_t, rows, V);
+    cuda::cross_entropy_forward(d_ce, d_lse, d_logits.get(), d_t, rows, V);
     EXPECT_BITWISE(d_ce.download(), ce1, what + " ce rerun");
     EXPECT_BITWISE(d_lse.download(), lse1, what + " lse rerun");
     d_lse.upload(lse);
-    cuda::cross_entropy_backward(d_logits, d_logits, d_lse, d_t, rows, V, ce_scale, z_scale);
+    cuda::cross_entropy_backward(d_logits.get(), d_logits.get(), d_lse, d_t, rows, V, ce_scale,
+                                 z_scale);
     EXPECT_BITWISE(d_logits.download(), dl1, what + " in place (dlogits = logits)");
 
     std::vector<float> tl(rows);
     cpu::target_logits(tl.data(), logits.data(), targets.data(), rows, V);
     d_logits.upload(logits);
     Dev<float> d_tl(rows);
-    cuda::target_logits(d_tl, d_logits, d_t, rows, V);
+    cuda::target_logits(d_tl, d_logits.get(), d_t, rows, V);
     EXPECT_BITWISE(d_tl.download(), tl, what + " target_logits");
   }
   for (int64_t n : {1LL, 3LL, 8LL}) {

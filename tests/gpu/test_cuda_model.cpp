@@ -69,6 +69,7 @@ struct StepOut {
 StepOut train_step(Device device, bool tied, bool recompute, float perturb = 0, bool qk_norm = true) {
   Transformer m(small(tied, qk_norm), {}, device);
   m.set_recompute(recompute);
+  m.set_bf16_logits(true);  // as TrainStep: bf16 logits under bf16 products, else no effect
   m.init(7);
   if (perturb != 0) ops::scale_inplace(m.flat_params(), 1.0f + perturb);
   AdamW opt(optimized(m), AdamWSettings{});
@@ -258,8 +259,9 @@ TEST(CudaModel, TopkLogSoftmaxOnTheDeviceForSmallAndLargeK) {
 // emulation than 1.5× that, and clearly closer than the emulation is to fp32 (0.7× bf16's own
 // effect): a GPU that skipped or truncated a rounding is not (a planted truncating rounding
 // gives 2.8× bf16's effect, 5.9× the perturbation's). Measured (relative L2 of the gradients;
-// gpu-emulation, perturbed emulation, emulation-fp32): simulator (sums in the CPU's order) 1.9e-3, 3.8e-3, 7.9e-3; parameters
-// after one AdamW step 6.1e-4, 1.4e-3 (bf16's effect) — AdamW's first step, ≈ p − lr·sign(g),
+// gpu-emulation, perturbed emulation, emulation-fp32): simulator (sums in the CPU's order,
+// bf16 logits) 5.7e-4, 4.8e-3, 8.5e-3 (fp32 logits: 1.9e-3, 3.8e-3, 7.9e-3); parameters
+// after one AdamW step 1.9e-4, 1.4e-3 (bf16's effect) — AdamW's first step, ≈ p − lr·sign(g),
 // moves a parameter by 2·lr wherever a gradient near 0 changes sign. The H200, before q, k, v
 // and the other activations were stored in bf16 (fewer rounding points): 1.6e-3 against
 // 7.0e-3, parameters 4.7e-4 against 1.3e-3.

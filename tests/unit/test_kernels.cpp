@@ -494,6 +494,28 @@ TEST(Bf16Outputs, BitwiseTheFp32OutputRounded) {
   ops::cross_entropy_backward(dl, logits, lse, targets, 0.25f, 1e-3f);
   ops::cross_entropy_backward(dl16, logits, lse, targets, 0.25f, 1e-3f);
   EXPECT_TRUE(bitwise_equal(dl16, to_bf16(dl))) << "cross-entropy dlogits";
+  {  // bf16 logits (the head's bf16 product): the loss of the widened logits, dlogits rounded,
+     // in place over them too; fp32 dlogits from bf16 logits are refused
+    Tensor l16 = to_bf16(logits), lw = to_f32(l16), ce16 = Tensor::empty({4}), lse16 = Tensor::empty({4});
+    ops::cross_entropy_forward(ce, lse, lw, targets);
+    ops::cross_entropy_forward(ce16, lse16, l16, targets);
+    for (int64_t r = 0; r < 4; ++r) {
+      EXPECT_NEAR(ce16.data<float>()[r], ce.data<float>()[r], 1e-6) << "ce from bf16, row " << r;
+      EXPECT_NEAR(lse16.data<float>()[r], lse.data<float>()[r], 1e-6) << "lse from bf16, row " << r;
+    }
+    ops::cross_entropy_backward(dl, lw, lse, targets, 0.25f, 1e-3f);
+    ops::cross_entropy_backward(dl16, l16, lse, targets, 0.25f, 1e-3f);
+    EXPECT_TRUE(bitwise_equal(dl16, to_bf16(dl))) << "cross-entropy dlogits from bf16 logits";
+    Tensor tl = Tensor::empty({4}), tl16 = Tensor::empty({4});
+    ops::target_logits(tl, lw, targets);
+    ops::target_logits(tl16, l16, targets);
+    EXPECT_TRUE(bitwise_equal(tl16, tl)) << "target_logits from bf16";
+    ops::cross_entropy_backward(l16, l16, lse, targets, 0.25f, 1e-3f);
+    EXPECT_TRUE(bitwise_equal(l16, dl16)) << "cross-entropy dlogits in place over bf16 logits";
+    EXPECT_NE(error_of([&] { ops::cross_entropy_backward(dl, l16, lse, targets, 1, 0); })
+                  .find("bf16 logits need bf16 dlogits"),
+              std::string::npos);
+  }
   Tensor ids = Tensor::empty({5, 333}, DType::I32);
   EXPECT_NE(error_of([&] { ops::swiglu_forward(ids, gate_up); }).find("`h` must be float32 or bfloat16"),
             std::string::npos);

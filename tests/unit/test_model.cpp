@@ -11,6 +11,7 @@
 #include "core/config.h"
 #include "core/ops.h"
 #include "core/random.h"
+#include "models/distill_loss.h"
 #include "models/model_config.h"
 #include "models/transformer.h"
 #include "tests/unit/test_support.h"
@@ -392,6 +393,52 @@ TEST(Transformer, Bf16WeightCopiesAreUsedUntilDisarmed) {
   Bf16WeightsScope armed(m);  // no-op at fp32
   ops::scale_inplace(wv, 2.0f);
   EXPECT_NE(m.forward(b.tokens, b.targets, 0).loss, fp32);
+}
+
+// bf16 logits (set_bf16_logits, as TrainStep under train.precision: bf16): the head's product
+// rounded once, the loss read from them (the CE of the fp32-output logits rounded), and
+// backward's bf16 dlogits written over them. fp32 products, or a LogitsLoss, keep fp32 logits.
+TEST(Transformer, Bf16LogitsAreTheHeadRoundedAndTakeTheirGradientInPlace) {
+  ModelConfig mc = tiny(true);
+  Transformer m(mc);
+  init_perturbed(m, 5);
+  const int64_t R = 2 * 8, V = mc.vocab_size;
+  Batch b = random_batch(2, 8, V, 3);
+  const float z = 1e-3f;
+  ops::set_matmul_precision(ops::MatmulPrecision::BF16);
+  const LossResult wide = m.forward(b.tokens, b.targets, z);
+  ASSERT_EQ(m.logits().dtype(), DType::F32);
+  Tensor l16 = Tensor::empty({R, V}, DType::BF16), lse = Tensor::empty({R}), ce = Tensor::empty({R});
+  ops::convert(l16, m.logits());
+  ops::cross_entropy_forward(ce, lse, l16, b.targets);
+  double want = 0;
+  for (int64_t r = 0; r < R; ++r) want += ce.data<float>()[r];
+  want /= double(R);
+
+  m.set_bf16_logits(true);
+  const LossResult r16 = m.forward(b.tokens, b.targets, z);
+  ASSERT_EQ(m.logits().dtype(), DType::BF16);
+  EXPECT_NEAR(r16.ce, want, 1e-6 * want);
+  EXPECT_NE(r16.ce, wide.ce);  // the rounding shows
+  const Tensor logits16 = m.logits();
+  EXPECT_EQ(std::memcmp(logits16.raw(), l16.raw(), size_t(R * V) * 2), 0) << "the product rounded once";
+  Tensor dl16 = Tensor::empty({R, V}, DType::BF16);
+  ops::cross_entropy_backward(dl16, l16, lse, b.targets, 0.5f / float(R), 0.5f * z / float(R));
+  m.zero_grad();
+  m.backward(0.5f);
+  EXPECT_EQ(std::memcmp(logits16.raw(), dl16.raw(), size_t(R * V) * 2), 0)
+      << "dlogits written over the logits";
+  EXPECT_NEAR(m.evaluate(b.tokens, b.targets), want, 1e-6 * want) << "evaluate reads them too";
+
+  DistillLoss kd(0.5, 1.0, ops::KdTail::Renormalize);
+  kd.set_teacher_logits(Tensor::zeros({R, V}));
+  m.set_logits_loss(&kd, kd.ce_weight());
+  m.forward(b.tokens, b.targets, z);
+  EXPECT_EQ(m.logits().dtype(), DType::F32) << "a LogitsLoss reads fp32 logits";
+  m.set_logits_loss(nullptr);
+  ops::set_matmul_precision(ops::MatmulPrecision::F32);
+  m.forward(b.tokens, b.targets, z);
+  EXPECT_EQ(m.logits().dtype(), DType::F32) << "fp32 products";
 }
 
 TEST(Transformer, BackwardAccumulatesScaledGradients) {
