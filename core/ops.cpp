@@ -640,52 +640,83 @@ void swiglu_backward(Tensor& dgate_up, const Tensor& dh, const Tensor& gate_up) 
 
 // ---- cross-entropy -----------------------------------------------------------------------
 
-void cross_entropy_forward(Tensor& ce, Tensor& lse, const Tensor& logits, const Tensor& targets) {
-  const char* op = "cross_entropy_forward";
-  check_f32(op, "ce", ce);
+namespace {
+
+// The checks the cross-entropy ops share: F32 per-row outputs (ce, lse: either may be
+// undefined), logits [rows, V] F32 or BF16 and I32 targets in [0, V) or -1.
+void check_cross_entropy(const char* op, const Tensor* ce, const Tensor& lse, const Tensor& logits,
+                         const Tensor& targets) {
+  if (ce) check_f32(op, "ce", *ce);
   check_f32(op, "lse", lse);
   check_float(op, "logits", logits);
   check_i32(op, "targets", targets);
   const int64_t V = last_dim(logits), rows = rows_of(logits);
   RETORT_CHECK(V > 0, op, ": logits ", shape_str(logits.shape()), " has an empty vocab dim");
-  RETORT_CHECK(targets.numel() == rows && ce.numel() == rows && lse.numel() == rows, op,
-               ": targets ", shape_str(targets.shape()), ", ce ", shape_str(ce.shape()),
-               " and lse ", shape_str(lse.shape()), " must have ", rows,
-               " elements (rows of logits ", shape_str(logits.shape()), ")");
+  RETORT_CHECK(targets.numel() == rows && (!ce || ce->numel() == rows) && lse.numel() == rows, op,
+               ": targets ", shape_str(targets.shape()), ce ? ", ce " : "",
+               ce ? shape_str(ce->shape()) : "", " and lse ", shape_str(lse.shape()),
+               " must have ", rows, " elements (rows of logits ", shape_str(logits.shape()), ")");
   check_ids(op, "targets", targets, V);
-  const Device dev = common_device("cross_entropy_forward", {&ce, &lse, &logits, &targets});
+}
+
+// dlogits: logits' shape, BF16 (from F32 or BF16 logits) or F32 (from F32 logits); logits
+// itself or apart from it.
+void check_dlogits(const char* op, const Tensor& dlogits, const Tensor& logits) {
+  check_float(op, "dlogits", dlogits);
+  check_same_shape(op, "dlogits", dlogits, "logits", logits);
+  RETORT_CHECK(dlogits.dtype() == DType::BF16 || logits.dtype() == DType::F32, op,
+               ": bf16 logits need bf16 dlogits");
+  RETORT_CHECK(!overlaps(dlogits, logits) ||
+                   (dlogits.raw() == logits.raw() && dlogits.dtype() == logits.dtype()),
+               op, ": dlogits must be logits itself or not overlap it");
+}
+
+// Calls kernel(dlogits, logits) with the typed pointers of a pair check_dlogits accepted.
+template <class Kernel>
+void with_dlogits_types(Tensor& dlogits, const Tensor& logits, Kernel&& kernel) {
+  with_types(dlogits, logits, [&](auto* dp, const auto* lp) {
+    using Out = std::remove_pointer_t<decltype(dp)>;
+    using In = std::remove_const_t<std::remove_pointer_t<decltype(lp)>>;
+    if constexpr (!std::is_same_v<Out, float> || std::is_same_v<In, float>) kernel(dp, lp);
+  });
+}
+
+}  // namespace
+
+void cross_entropy_forward(Tensor& ce, Tensor& lse, const Tensor& logits, const Tensor& targets) {
+  const char* op = "cross_entropy_forward";
+  check_cross_entropy(op, &ce, lse, logits, targets);
+  const Device dev = common_device(op, {&ce, &lse, &logits, &targets});
   with_type(logits, [&](const auto* lp) {
     RETORT_KERNEL_MOVING(dev, bytes_of({&logits}), cross_entropy_forward, ce.data<float>(),
-                         lse.data<float>(), lp, targets.data<int32_t>(), rows, V);
+                         lse.data<float>(), lp, targets.data<int32_t>(), rows_of(logits),
+                         last_dim(logits));
   });
 }
 
 void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, const Tensor& lse,
                             const Tensor& targets, float ce_scale, float z_scale) {
   const char* op = "cross_entropy_backward";
-  check_float(op, "dlogits", dlogits);
-  check_float(op, "logits", logits);
-  check_f32(op, "lse", lse);
-  check_i32(op, "targets", targets);
-  check_same_shape(op, "dlogits", dlogits, "logits", logits);
-  RETORT_CHECK(dlogits.dtype() == DType::BF16 || logits.dtype() == DType::F32, op,
-               ": bf16 logits need bf16 dlogits");
-  const int64_t V = last_dim(logits), rows = rows_of(logits);
-  RETORT_CHECK(targets.numel() == rows && lse.numel() == rows, op, ": targets ",
-               shape_str(targets.shape()), " and lse ", shape_str(lse.shape()), " must have ",
-               rows, " elements (rows of logits ", shape_str(logits.shape()), ")");
-  RETORT_CHECK(!overlaps(dlogits, logits) ||
-                   (dlogits.raw() == logits.raw() && dlogits.dtype() == logits.dtype()),
-               op, ": dlogits must be logits itself or not overlap it");
-  check_ids(op, "targets", targets, V);
-  const Device dev = common_device("cross_entropy_backward", {&dlogits, &logits, &lse, &targets});
-  const double bytes = bytes_of({&dlogits, &logits});
-  with_types(dlogits, logits, [&](auto* dp, const auto* lp) {
-    using Out = std::remove_pointer_t<decltype(dp)>;
-    using In = std::remove_const_t<std::remove_pointer_t<decltype(lp)>>;
-    if constexpr (!std::is_same_v<Out, float> || std::is_same_v<In, float>)  // checked above
-      RETORT_KERNEL_MOVING(dev, bytes, cross_entropy_backward, dp, lp, lse.data<float>(),
-                           targets.data<int32_t>(), rows, V, ce_scale, z_scale);
+  check_cross_entropy(op, nullptr, lse, logits, targets);
+  check_dlogits(op, dlogits, logits);
+  const Device dev = common_device(op, {&dlogits, &logits, &lse, &targets});
+  with_dlogits_types(dlogits, logits, [&](auto* dp, const auto* lp) {
+    RETORT_KERNEL_MOVING(dev, bytes_of({&dlogits, &logits}), cross_entropy_backward, dp, lp,
+                         lse.data<float>(), targets.data<int32_t>(), rows_of(logits),
+                         last_dim(logits), ce_scale, z_scale);
+  });
+}
+
+void cross_entropy_forward_backward(Tensor& ce, Tensor& lse, Tensor& dlogits, const Tensor& logits,
+                                    const Tensor& targets, float ce_scale, float z_scale) {
+  const char* op = "cross_entropy_forward_backward";
+  check_cross_entropy(op, &ce, lse, logits, targets);
+  check_dlogits(op, dlogits, logits);
+  const Device dev = common_device(op, {&ce, &lse, &dlogits, &logits, &targets});
+  with_dlogits_types(dlogits, logits, [&](auto* dp, const auto* lp) {
+    RETORT_KERNEL_MOVING(dev, bytes_of({&dlogits, &logits}), cross_entropy_forward_backward,
+                         ce.data<float>(), lse.data<float>(), dp, lp, targets.data<int32_t>(),
+                         rows_of(logits), last_dim(logits), ce_scale, z_scale);
   });
 }
 

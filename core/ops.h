@@ -172,6 +172,12 @@ void cross_entropy_forward(Tensor& ce, Tensor& lse, const Tensor& logits, const 
 // BF16 logits need BF16 dlogits.
 void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, const Tensor& lse,
                             const Tensor& targets, float ce_scale, float z_scale);
+// Both in one pass over the logits: forward's ce and lse, and backward's dlogits from that
+// lse (bitwise the two calls; dlogits as for backward, logits itself included). Training
+// without tensor parallelism, where a row's lse needs no other shard's: the logits are read
+// once instead of twice.
+void cross_entropy_forward_backward(Tensor& ce, Tensor& lse, Tensor& dlogits, const Tensor& logits,
+                                    const Tensor& targets, float ce_scale, float z_scale);
 // Vocabulary-parallel cross-entropy (logits hold one shard [rows, V/tp] of the vocabulary):
 // targets are shard-local ids, -1 where the target lies on another shard (then ce_r = lse_r
 // and backward adds no one-hot term). The full-vocabulary lse merges the shards' lse:

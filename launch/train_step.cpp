@@ -150,7 +150,7 @@ StepResult TrainStep::run(int64_t step, double lr, const BatchSource& source) {
   for (int64_t m = 0; m < g_.n_micro; ++m) {
     source(first + m * g_.micro_seqs, g_.micro_seqs, inputs_, targets_);
     if (fsdp_) fsdp_->set_training(true);
-    LossResult loss = model_.forward(inputs_, targets_, z_loss_);
+    LossResult loss = model_.forward(inputs_, targets_, z_loss_, scale);  // + its dlogits
     if (dp_ && m == g_.n_micro - 1) dp_->begin_final_backward();
     model_.backward(scale);
     if (fsdp_) {  // this micro-batch's gradients are reduce-scattered into the shard

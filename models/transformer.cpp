@@ -465,11 +465,19 @@ void Transformer::norm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const 
 //   ce[r] = lse[r] - logits[r, target_r], lse over the whole vocabulary: with tp, the shards'
 //   lse are merged and the target logit comes from the shard that holds it (never gathering
 //   the logits themselves).
-void Transformer::head_forward(const Tensor& x) {
+void Transformer::head_forward(const Tensor& x, std::optional<float> grad_scale) {
   Tensor xfl = sp() ? xfl_b_.get(device_, {Rl_, cfg_.d_model}, xf_.dtype()) : xf_;
   ops::rmsnorm_forward(xfl, rstdf_, x, final_norm_.w, float(cfg_.norm_eps));
   if (sp()) regions_->enter_forward(xf_, xfl);
   ops::matmul(logits_, xf_, false, mm(lm_head_), true);
+  fused_grad_scale_.reset();
+  if (grad_scale && !regions_) {
+    Tensor d = dlogits();
+    ops::cross_entropy_forward_backward(ce_, lse_, d, logits_, local_targets_,
+                                        ce_grad_scale(*grad_scale), z_grad_scale(*grad_scale));
+    fused_grad_scale_ = grad_scale;
+    return;
+  }
   ops::cross_entropy_forward(ce_, lse_, logits_, local_targets_);
   if (!regions_) return;
   Tensor parts = lse_parts_b_.get(device_, {int64_t(tp_.size), R_});
@@ -482,10 +490,26 @@ void Transformer::head_forward(const Tensor& x) {
   ops::add_inplace(ce_, tl, -1.0f);
 }
 
+Tensor Transformer::dlogits() {
+  if (logits_loss_ || (operand_dtype() == DType::BF16 && logits_.dtype() == DType::F32))
+    return dlogits_b_.get(device_, {R_, V_}, logits_loss_ ? DType::F32 : DType::BF16);
+  return logits_;  // fp32 products; bf16 logits
+}
+
+float Transformer::ce_grad_scale(float grad_scale) const {
+  return float(double(grad_scale) * double(ce_weight_) / double(R_));
+}
+
+float Transformer::z_grad_scale(float grad_scale) const {
+  return float(double(grad_scale) * double(z_loss_) / double(R_));
+}
+
 // ---- forward / backward ------------------------------------------------------------------
 
-LossResult Transformer::forward(const Tensor& tokens, const Tensor& targets, float z_loss) {
+LossResult Transformer::forward(const Tensor& tokens, const Tensor& targets, float z_loss,
+                                std::optional<float> grad_scale) {
   have_forward_ = false;  // until this forward completes
+  z_loss_ = z_loss;
   check_bound();
   const int L = int(cfg_.n_layers);
   const bool tied = cfg_.tie_embeddings;
@@ -502,7 +526,7 @@ LossResult Transformer::forward(const Tensor& tokens, const Tensor& targets, flo
   }
   fwd_begin(L + 1);
   if (tied) fwd_begin(0);  // logits = xf Eᵀ
-  head_forward(resid_[L]);
+  head_forward(resid_[L], grad_scale);
   if (tied) fwd_end(0);
   fwd_end(L + 1);
   const double R = double(R_);
@@ -511,7 +535,6 @@ LossResult Transformer::forward(const Tensor& tokens, const Tensor& targets, flo
   r.z = ops::sum_squares(lse_) / R;
   if (logits_loss_) r.extra = logits_loss_->forward(logits_);
   r.loss = double(ce_weight_) * r.ce + r.extra + double(z_loss) * r.z;
-  z_loss_ = z_loss;
   have_forward_ = true;
   return r;
 }
@@ -546,14 +569,15 @@ void Transformer::backward(float grad_scale) {
   if (tied) bwd_begin(0);
 
   // loss = ce_scale·Σ ce + z_scale·Σ lse² (+ the LogitsLoss term, added into dlogits in fp32);
-  // dlogits overwrites logits (fp32 products; bf16 logits) unless a LogitsLoss still reads
-  // them, or is written in bf16 for the bf16 products when the logits are fp32.
-  Tensor dlogits = logits_;
-  if (logits_loss_ || (operand_dtype() == DType::BF16 && logits_.dtype() == DType::F32))
-    dlogits = dlogits_b_.get(device_, {R, V_}, logits_loss_ ? DType::F32 : DType::BF16);
-  const float ce_scale = float(double(grad_scale) * double(ce_weight_) / double(R));
-  const float z_scale = float(double(grad_scale) * double(z_loss_) / double(R));
-  ops::cross_entropy_backward(dlogits, logits_, lse_, local_targets_, ce_scale, z_scale);
+  // the forward wrote the first two terms' gradient already if it had the grad_scale.
+  Tensor dlogits = this->dlogits();
+  if (fused_grad_scale_) {
+    RETORT_CHECK(*fused_grad_scale_ == grad_scale, "backward(", grad_scale,
+                 ") after a forward that wrote the loss's gradient at grad_scale ", *fused_grad_scale_);
+  } else {
+    ops::cross_entropy_backward(dlogits, logits_, lse_, local_targets_, ce_grad_scale(grad_scale),
+                                z_grad_scale(grad_scale));
+  }
   if (logits_loss_) logits_loss_->backward(dlogits, logits_, float(double(grad_scale) / double(R)));
   // logits = xf Wᵀ:  dxf = dlogits W  [R,V]@[V,d];  dW += dlogitsᵀ xf  [V,R]@[R,d]
   const Tensor dlogits_op = shared_operand(dlogits);

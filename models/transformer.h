@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -158,18 +159,23 @@ class Transformer {
     ce_weight_ = ce_weight;
   }
 
-  // tokens, targets: [B, T] I32 with T <= seq_len. Keeps what backward needs.
-  LossResult forward(const Tensor& tokens, const Tensor& targets, float z_loss);
+  // tokens, targets: [B, T] I32 with T <= seq_len. Keeps what backward needs. Given the
+  // grad_scale of the backward() to come, it also writes the loss's gradient in the logits in
+  // the same pass over them as the loss (one read of the [B·T, V] logits instead of two;
+  // without tp, which needs every shard's lse first): logits() then holds it.
+  LossResult forward(const Tensor& tokens, const Tensor& targets, float z_loss,
+                     std::optional<float> grad_scale = std::nullopt);
   // grads += grad_scale · d(loss)/dθ for the loss of the last forward (call once per forward;
-  // micro-batch accumulation = grad_scale 1/n_micro each).
+  // micro-batch accumulation = grad_scale 1/n_micro each; the forward's grad_scale if it had
+  // one).
   void backward(float grad_scale);
   // Forward only: mean CE (no z-term). Keeps one block's activations at a time. Invalidates a
   // pending forward.
   double evaluate(const Tensor& tokens, const Tensor& targets);
 
-  // Logits [B·T, V/tp] of the last forward/evaluate (overwritten by backward with dlogits at
-  // fp32 precision without a LogitsLoss, and with set_bf16_logits); F32, or BF16 under
-  // set_bf16_logits.
+  // Logits [B·T, V/tp] of the last forward/evaluate (overwritten with dlogits by backward, or
+  // by a forward given grad_scale, at fp32 precision without a LogitsLoss, and with
+  // set_bf16_logits); F32, or BF16 under set_bf16_logits.
   const Tensor& logits() const { return logits_; }
 
  private:
@@ -228,8 +234,16 @@ class Transformer {
   void block_forward(int layer, const Tensor& x_in, Tensor& x_out, BlockActs& a);
   // dx16: dx rounded to bf16 (bf16 activations; kept so by the block), else undefined.
   void block_backward(int layer, const Tensor& x_in, Tensor& dx, const Tensor& dx16, BlockActs& a);
-  // Final norm + logits + CE/lse from the residual x: fills xf_, rstdf_, logits_, ce_, lse_.
-  void head_forward(const Tensor& x);
+  // Final norm + logits + CE/lse from the residual x: fills xf_, rstdf_, logits_, ce_, lse_;
+  // with a grad_scale (and no tp) also the loss's dlogits (fused_grad_scale_).
+  void head_forward(const Tensor& x, std::optional<float> grad_scale = std::nullopt);
+  // The loss's gradient in the logits: logits_ itself, or apart where a LogitsLoss still reads
+  // them (F32) or the bf16 products need bf16 from fp32 logits.
+  Tensor dlogits();
+  // The cross-entropy's ce_scale and z_scale for the loss of the pending forward: the batch
+  // mean (1/R) times the CE weight, or z_loss, times grad_scale.
+  float ce_grad_scale(float grad_scale) const;
+  float z_grad_scale(float grad_scale) const;
   // x [Rl, d] = E[tokens] (vocabulary-parallel with tp).
   void embed_forward(Tensor& x);
   // ---- tensor-parallel marks (plain copies / matmuls when tp = 1) ----
@@ -294,6 +308,7 @@ class Transformer {
   }
   bool have_forward_ = false;  // a forward() is waiting for its backward()
   float z_loss_ = 0;           // of the pending forward
+  std::optional<float> fused_grad_scale_;  // the pending forward wrote dlogits at this scale
   bool fwd_recompute_ = false; // recompute setting of the pending forward
   LogitsLoss* logits_loss_ = nullptr;
   float ce_weight_ = 1.0f;

@@ -6,6 +6,8 @@
 // logits float32 or bf16 (a bf16 product's output), read as fp32.
 // Vocabulary-parallel use: a target of -1 lies on another rank's shard (ce_r = lse_r, no
 // one-hot term), and backward takes the lse over the whole vocabulary (see logsumexp_merge).
+// forward_backward: both per row in one pass over the logits (a row's lse is its whole
+// vocabulary's: no tensor parallelism).
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -16,19 +18,40 @@
 
 namespace retort::cpu {
 
+namespace {
+
+// One row's lse over its V logits: m + log Σ exp(x − m).
+template <class In>
+float row_lse(const In* x, int64_t V) {
+  float m = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : m)
+  for (int64_t v = 0; v < V; ++v) m = load(&x[v]) > m ? load(&x[v]) : m;
+  float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+  for (int64_t v = 0; v < V; ++v) s += exp_fast(load(&x[v]) - m);
+  return m + std::log(s);
+}
+
+// One row's dlogits from its lse l and target t (−1: none on this shard); d may be x.
+template <class Out, class In>
+void row_gradient(Out* d, const In* x, float l, int64_t t, int64_t V, float ce_scale,
+                  float z_scale) {
+  const float coef = ce_scale + 2.0f * z_scale * l;  // multiplies p_v
+  for (int64_t v = 0; v < V; ++v) {
+    const float g = coef * exp_fast(load(&x[v]) - l);
+    store(&d[v], v == t ? g - ce_scale : g);
+  }
+}
+
+}  // namespace
+
 template <class In>
 void cross_entropy_forward(float* ce, float* lse, const In* logits, const int32_t* targets,
                            int64_t rows, int64_t V) {
 #pragma omp parallel for schedule(static) if (rows * V >= 16384)
   for (int64_t r = 0; r < rows; ++r) {
     const In* x = logits + r * V;
-    float m = -std::numeric_limits<float>::infinity();
-#pragma omp simd reduction(max : m)
-    for (int64_t v = 0; v < V; ++v) m = load(&x[v]) > m ? load(&x[v]) : m;
-    float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-    for (int64_t v = 0; v < V; ++v) s += exp_fast(load(&x[v]) - m);
-    const float l = m + std::log(s);
+    const float l = row_lse(x, V);
     lse[r] = l;
     ce[r] = targets[r] < 0 ? l : l - load(&x[targets[r]]);
   }
@@ -41,16 +64,22 @@ void cross_entropy_backward(Out* dlogits, const In* logits, const float* lse,
                             const int32_t* targets, int64_t rows, int64_t V, float ce_scale,
                             float z_scale) {
 #pragma omp parallel for schedule(static) if (rows * V >= 16384)
+  for (int64_t r = 0; r < rows; ++r)
+    row_gradient(dlogits + r * V, logits + r * V, lse[r], targets[r], V, ce_scale, z_scale);
+}
+
+// Each row's forward, then its gradient while the row is still in cache.
+template <class Out, class In>
+void cross_entropy_forward_backward(float* ce, float* lse, Out* dlogits, const In* logits,
+                                    const int32_t* targets, int64_t rows, int64_t V,
+                                    float ce_scale, float z_scale) {
+#pragma omp parallel for schedule(static) if (rows * V >= 16384)
   for (int64_t r = 0; r < rows; ++r) {
     const In* x = logits + r * V;
-    Out* d = dlogits + r * V;
-    const float l = lse[r];
-    const float coef = ce_scale + 2.0f * z_scale * l;  // multiplies p_v
-    const int64_t t = targets[r];  // −1: no one-hot term on this shard
-    for (int64_t v = 0; v < V; ++v) {
-      const float g = coef * exp_fast(load(&x[v]) - l);
-      store(&d[v], v == t ? g - ce_scale : g);
-    }
+    const float l = row_lse(x, V);
+    lse[r] = l;
+    ce[r] = targets[r] < 0 ? l : l - load(&x[targets[r]]);  // read before d overwrites it
+    row_gradient(dlogits + r * V, x, l, targets[r], V, ce_scale, z_scale);
   }
 }
 
@@ -70,6 +99,13 @@ RETORT_CE_BACKWARD(float, float)
 RETORT_CE_BACKWARD(uint16_t, float)
 RETORT_CE_BACKWARD(uint16_t, uint16_t)
 #undef RETORT_CE_BACKWARD
+#define RETORT_CE_FORWARD_BACKWARD(Out, In)                                                 \
+  template void cross_entropy_forward_backward(float*, float*, Out*, const In*,             \
+                                               const int32_t*, int64_t, int64_t, float, float);
+RETORT_CE_FORWARD_BACKWARD(float, float)
+RETORT_CE_FORWARD_BACKWARD(uint16_t, float)
+RETORT_CE_FORWARD_BACKWARD(uint16_t, uint16_t)
+#undef RETORT_CE_FORWARD_BACKWARD
 template void target_logits(float*, const float*, const int32_t*, int64_t, int64_t);
 template void target_logits(float*, const uint16_t*, const int32_t*, int64_t, int64_t);
 

@@ -113,6 +113,12 @@ template <class Out, class In>
 void cross_entropy_backward(Out* dlogits, const In* logits, const float* lse,
                             const int32_t* targets, int64_t rows, int64_t V, float ce_scale,
                             float z_scale);
+// Both at once: forward's ce, lse and backward's dlogits from that lse, each row read once
+// (dlogits as for backward, logits itself included).
+template <class Out, class In>
+void cross_entropy_forward_backward(float* ce, float* lse, Out* dlogits, const In* logits,
+                                    const int32_t* targets, int64_t rows, int64_t V,
+                                    float ce_scale, float z_scale);
 
 // out[r] = logits[r, targets[r]], 0 where targets[r] = -1 (logits float32 or bf16).
 template <class In>

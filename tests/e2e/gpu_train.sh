@@ -168,8 +168,10 @@ kernels = {k["kernel"]: k for k in p["kernels"]}
 for name in ("rmsnorm_forward", "attention_cudnn forward graph", "attention_cudnn backward graph", "adamw_step_multi"):
     assert kernels[name]["calls_per_step"] > 0 and kernels[name]["ms_per_step"] > 0, (name, p)
 # ... with the bandwidth of the kernels that count their bytes, and only of those
-for name in ("rmsnorm_forward", "rmsnorm_backward", "swiglu_forward", "cross_entropy_backward", "adamw_step_multi"):
+for name in ("rmsnorm_forward", "rmsnorm_backward", "swiglu_forward", "cross_entropy_forward_backward", "adamw_step_multi"):
     assert kernels[name]["gb_per_s"] > 0, (name, p)
+# the loss and its gradient in one pass over the logits (one rank: no tp)
+assert "cross_entropy_forward" not in kernels and "cross_entropy_backward" not in kernels, p
 assert "gb_per_s" not in kernels["attention_cudnn forward graph"], p
 total = sum(k["ms_per_step"] for k in p["kernels"])
 assert 0 < total <= 1e3 * j["step_s_median"] * 1.001, (total, j["step_s_median"])

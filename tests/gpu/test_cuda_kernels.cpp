@@ -663,6 +663,17 @@ TEST(CudaBf16Outputs, BitwiseTheFp32OutputRounded) {
     cuda::target_logits(d_tlw, d_lw.get(), d_t, rows, V);
     cuda::target_logits(d_tl16, d_l16.get(), d_t, rows, V);
     EXPECT_BITWISE(d_tl16.download(), d_tlw.download(), "target_logits from bf16 V " + str({V}));
+    // forward_backward: bf16 dlogits from fp32 logits, and in place over bf16 logits
+    Dev<uint16_t> d_fb16(rows * V), d_fb16_in_place(l16);
+    cuda::cross_entropy_forward_backward(d_ce16.get(), d_lse16.get(), d_fb16.get(), d_lw.get(),
+                                         d_t, rows, V, 0.5f, 1e-3f);
+    EXPECT_TRUE(d_fb16.download() == d_dl16.download())
+        << "forward_backward bf16 dlogits from fp32 logits V " << V;
+    cuda::cross_entropy_forward_backward(d_ce16.get(), d_lse16.get(), d_fb16_in_place.get(),
+                                         d_fb16_in_place.get(), d_t, rows, V, 0.5f, 1e-3f);
+    EXPECT_TRUE(d_fb16_in_place.download() == d_dl16.download())
+        << "forward_backward bf16 dlogits in place over bf16 logits V " << V;
+    EXPECT_BITWISE(d_lse16.download(), d_lse.download(), "forward_backward lse from bf16 V " + str({V}));
     cuda::cross_entropy_backward(d_l16.get(), d_l16.get(), d_lse, d_t, rows, V, 0.5f, 1e-3f);
     EXPECT_TRUE(d_l16.download() == d_dl16.download())
         << "cross-entropy bf16 dlogits in place over bf16 logits V " << V;
@@ -752,6 +763,18 @@ TEST(CudaCrossEntropy, ForwardBackwardMatchCpuInPlaceToo) {
     cuda::cross_entropy_backward(d_logits.get(), d_logits.get(), d_lse, d_t, rows, V, ce_scale,
                                  z_scale);
     EXPECT_BITWISE(d_logits.download(), dl1, what + " in place (dlogits = logits)");
+
+    // forward_backward: bitwise forward, then backward from that forward's lse, in place too
+    d_logits.upload(logits);
+    d_lse.upload(lse1);
+    cuda::cross_entropy_backward(d_dl.get(), d_logits.get(), d_lse, d_t, rows, V, ce_scale, z_scale);
+    const std::vector<float> dl_own = d_dl.download();
+    Dev<float> d_ce2(rows), d_lse2(rows);
+    cuda::cross_entropy_forward_backward(d_ce2.get(), d_lse2.get(), d_logits.get(), d_logits.get(),
+                                         d_t, rows, V, ce_scale, z_scale);
+    EXPECT_BITWISE(d_ce2.download(), ce1, what + " forward_backward ce");
+    EXPECT_BITWISE(d_lse2.download(), lse1, what + " forward_backward lse");
+    EXPECT_BITWISE(d_logits.download(), dl_own, what + " forward_backward dlogits in place");
 
     std::vector<float> tl(rows);
     cpu::target_logits(tl.data(), logits.data(), targets.data(), rows, V);

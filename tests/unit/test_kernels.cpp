@@ -765,6 +765,52 @@ TEST(CrossEntropy, TargetsOutOfRangeAreRejected) {
             std::string::npos);
 }
 
+// forward_backward is bitwise forward then backward, for every dlogits the backward takes:
+// fp32 apart and in place, bf16 from fp32 logits, bf16 in place over bf16 logits (and
+// targets of -1); it refuses what backward refuses.
+TEST(CrossEntropy, ForwardBackwardIsBitwiseForwardThenBackward) {
+  const int64_t R = 6, V = 300;  // V % 4 == 0 and rows wide enough for several threads' columns
+  Tensor logits = randn({R, V}, 21, 3.0), tgt = randint({R}, 22, V);
+  tgt.data<int32_t>()[2] = -1;
+  const float ce_scale = 0.37f, z_scale = 2e-3f;
+  for (DType logits_dtype : {DType::F32, DType::BF16}) {
+    const Tensor x = logits_dtype == DType::BF16 ? to_bf16(logits) : logits;
+    Tensor ce = Tensor::empty({R}), lse = Tensor::empty({R});
+    ops::cross_entropy_forward(ce, lse, x, tgt);
+    for (const bool in_place : {false, true}) {
+      for (DType d_dtype : {DType::F32, DType::BF16}) {
+        if (d_dtype == DType::F32 && logits_dtype == DType::BF16) continue;  // refused below
+        if (in_place && d_dtype != logits_dtype) continue;
+        const std::string what = std::string(logits_dtype == DType::BF16 ? "bf16" : "fp32") +
+                                 " logits, " + (d_dtype == DType::BF16 ? "bf16" : "fp32") +
+                                 " dlogits" + (in_place ? " in place" : "");
+        Tensor want = Tensor::empty({R, V}, d_dtype);
+        ops::cross_entropy_backward(want, x, lse, tgt, ce_scale, z_scale);
+        Tensor xs = clone(x), ce2 = Tensor::empty({R}), lse2 = Tensor::empty({R});
+        Tensor d = in_place ? xs : Tensor::empty({R, V}, d_dtype);
+        ops::cross_entropy_forward_backward(ce2, lse2, d, xs, tgt, ce_scale, z_scale);
+        EXPECT_TRUE(bitwise_equal(ce2, ce)) << what;
+        EXPECT_TRUE(bitwise_equal(lse2, lse)) << what;
+        EXPECT_TRUE(bitwise_equal(d, want)) << what;
+      }
+    }
+  }
+  Tensor ce = Tensor::empty({R}), lse = Tensor::empty({R}), d = Tensor::empty({R, V});
+  Tensor l16 = to_bf16(logits);
+  EXPECT_NE(error_of([&] { ops::cross_entropy_forward_backward(ce, lse, d, l16, tgt, 1, 0); })
+                .find("cross_entropy_forward_backward: bf16 logits need bf16 dlogits"),
+            std::string::npos);
+  Tensor shifted = logits.flat(1, (R - 1) * V).view({R - 1, V}), rows = logits.slice(0, R - 1);
+  Tensor ce5 = Tensor::empty({R - 1}), lse5 = Tensor::empty({R - 1}), t5 = tgt.flat(0, R - 1);
+  EXPECT_NE(error_of([&] { ops::cross_entropy_forward_backward(ce5, lse5, shifted, rows, t5, 1, 0); })
+                .find("dlogits must be logits itself or not overlap it"),
+            std::string::npos);
+  Tensor ce_short = Tensor::empty({R - 1});
+  EXPECT_NE(error_of([&] { ops::cross_entropy_forward_backward(ce_short, lse, d, logits, tgt, 1, 0); })
+                .find("ce [5]"),
+            std::string::npos);
+}
+
 // ---- attention ---------------------------------------------------------------------------
 
 struct AttnCase { int64_t B, T, H, Hkv, hd; };

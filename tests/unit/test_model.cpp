@@ -55,6 +55,11 @@ void init_perturbed(Transformer& m, uint64_t seed) {
         p.value.host<float>()[i] = float(1.0 + 0.2 * rng::normal(seed, 99, p.offset + i));
 }
 
+std::vector<uint8_t> bytes_of(const Tensor& t) {
+  const auto* p = static_cast<const uint8_t*>(t.raw());
+  return std::vector<uint8_t>(p, p + t.nbytes());
+}
+
 std::vector<float> to_vec(const Tensor& t) {
   const float* p = t.host<float>();
   return std::vector<float>(p, p + t.numel());
@@ -439,6 +444,54 @@ TEST(Transformer, Bf16LogitsAreTheHeadRoundedAndTakeTheirGradientInPlace) {
   ops::set_matmul_precision(ops::MatmulPrecision::F32);
   m.forward(b.tokens, b.targets, z);
   EXPECT_EQ(m.logits().dtype(), DType::F32) << "fp32 products";
+}
+
+// forward() given the backward's grad_scale writes the loss's dlogits in the same pass as the
+// loss (TrainStep's way): the loss and every gradient are bitwise those of forward() then
+// backward(), for each dlogits a model has — fp32 in place, bf16 apart from fp32 logits, bf16
+// in place over bf16 logits, and fp32 apart under a LogitsLoss — and backward() refuses
+// another scale.
+TEST(Transformer, ForwardGivenTheGradScaleGivesTheSameGradients) {
+  ModelConfig mc = tiny(true);
+  Transformer m(mc);
+  init_perturbed(m, 7);
+  const int64_t R = 2 * 8, V = mc.vocab_size;
+  Batch b = random_batch(2, 8, V, 4);
+  const float z = 1e-3f, scale = 0.5f;
+  DistillLoss kd(0.5, 1.0, ops::KdTail::Renormalize);
+  Tensor teacher = Tensor::empty({R, V});
+  for (int64_t i = 0; i < R * V; ++i) teacher.host<float>()[i] = float(rng::normal(5, 1, i));
+  kd.set_teacher_logits(teacher);
+  struct Case { const char* what; ops::MatmulPrecision precision; bool bf16_logits; bool kd; };
+  for (const Case& c : {Case{"fp32", ops::MatmulPrecision::F32, false, false},
+                        Case{"bf16 products, fp32 logits", ops::MatmulPrecision::BF16, false, false},
+                        Case{"bf16 logits", ops::MatmulPrecision::BF16, true, false},
+                        Case{"LogitsLoss", ops::MatmulPrecision::BF16, true, true}}) {
+    ops::set_matmul_precision(c.precision);
+    m.set_bf16_logits(c.bf16_logits);
+    m.set_logits_loss(c.kd ? &kd : nullptr, c.kd ? kd.ce_weight() : 1.0f);
+    m.zero_grad();
+    const LossResult apart = m.forward(b.tokens, b.targets, z);
+    const std::vector<uint8_t> logits = bytes_of(m.logits());
+    m.backward(scale);
+    const std::vector<float> want = to_vec(m.flat_grads());
+    m.zero_grad();
+    const LossResult fused = m.forward(b.tokens, b.targets, z, scale);
+    // dlogits in place (fp32, bf16 logits) over the logits after the forward already
+    const bool in_place = !c.kd && (c.precision == ops::MatmulPrecision::F32 || c.bf16_logits);
+    EXPECT_EQ(bytes_of(m.logits()) != logits, in_place) << c.what;
+    m.backward(scale);
+    EXPECT_EQ(fused.loss, apart.loss) << c.what;
+    EXPECT_EQ(fused.z, apart.z) << c.what;
+    EXPECT_EQ(to_vec(m.flat_grads()), want) << c.what;
+  }
+  m.set_logits_loss(nullptr);
+  m.forward(b.tokens, b.targets, z, scale);
+  const std::string msg = test::error_of([&] { m.backward(0.25f); });
+  EXPECT_NE(msg.find("backward(0.25) after a forward that wrote the loss's gradient at grad_scale 0.5"),
+            std::string::npos)
+      << msg;
+  ops::set_matmul_precision(ops::MatmulPrecision::F32);
 }
 
 TEST(Transformer, BackwardAccumulatesScaledGradients) {
