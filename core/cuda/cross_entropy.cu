@@ -24,9 +24,13 @@ namespace retort::cuda {
 namespace {
 
 // Threads per row: enough for ~8 four-column loads each, at least 128 (16 blocks fill an SM),
-// at most 1024. At V = 32768, 1024: two blocks per SM, so the rows in flight (264 on an H100)
-// keep their ~17 MB of bf16 logits in L2 between forward_backward's two reads of a row.
-int row_threads(int64_t V) { return int(std::clamp<int64_t>((V / 32 + 31) / 32 * 32, 128, 1024)); }
+// at most 1024. At V = 32768, 1024: two blocks per SM (the kernels' launch bounds hold them to
+// 32 registers a thread so that two fit), so the rows in flight (264 on an H100) keep their
+// ~17 MB of bf16 logits in L2 between forward_backward's two reads of a row.
+constexpr int kMaxRowThreads = 1024;
+int row_threads(int64_t V) {
+  return int(std::clamp<int64_t>((V / 32 + 31) / 32 * 32, 128, kMaxRowThreads));
+}
 
 // One row's dlogits from its lse l and target t (−1: none on this shard): each element read and
 // written by the same thread, so d may be x.
@@ -55,7 +59,7 @@ __device__ __forceinline__ void row_gradient(Out* d, const In* x, float l, int64
 // Out: float (dlogits may be logits) or uint16_t (bf16, rounded at the store; may be bf16
 // logits themselves).
 template <class Out, class In>
-__global__ void ce_forward_kernel(float* ce, float* lse, Out* dlogits, const In* logits,
+__global__ void __launch_bounds__(kMaxRowThreads, 2) ce_forward_kernel(float* ce, float* lse, Out* dlogits, const In* logits,
                                   const int32_t* targets, int64_t V, float ce_scale,
                                   float z_scale) {
   __shared__ float scratch[2 * kWarp];
@@ -73,7 +77,7 @@ __global__ void ce_forward_kernel(float* ce, float* lse, Out* dlogits, const In*
 }
 
 template <class Out, class In>
-__global__ void ce_backward_kernel(Out* dlogits, const In* logits, const float* lse,
+__global__ void __launch_bounds__(kMaxRowThreads, 2) ce_backward_kernel(Out* dlogits, const In* logits, const float* lse,
                                    const int32_t* targets, int64_t V, float ce_scale,
                                    float z_scale) {
   const int64_t r = blockIdx.x;
