@@ -573,7 +573,8 @@ void Transformer::backward(float grad_scale) {
   Tensor dlogits = this->dlogits();
   if (fused_grad_scale_) {
     RETORT_CHECK(*fused_grad_scale_ == grad_scale, "backward(", grad_scale,
-                 ") after a forward that wrote the loss's gradient at grad_scale ", *fused_grad_scale_);
+                 ") after a forward that wrote the loss's gradient at grad_scale ",
+                 *fused_grad_scale_);
   } else {
     ops::cross_entropy_backward(dlogits, logits_, lse_, local_targets_, ce_grad_scale(grad_scale),
                                 z_grad_scale(grad_scale));

@@ -59,9 +59,9 @@ __device__ __forceinline__ void row_gradient(Out* d, const In* x, float l, int64
 // Out: float (dlogits may be logits) or uint16_t (bf16, rounded at the store; may be bf16
 // logits themselves).
 template <class Out, class In>
-__global__ void __launch_bounds__(kMaxRowThreads, 2) ce_forward_kernel(float* ce, float* lse, Out* dlogits, const In* logits,
-                                  const int32_t* targets, int64_t V, float ce_scale,
-                                  float z_scale) {
+__global__ void __launch_bounds__(kMaxRowThreads, 2)
+    ce_forward_kernel(float* ce, float* lse, Out* dlogits, const In* logits,
+                      const int32_t* targets, int64_t V, float ce_scale, float z_scale) {
   __shared__ float scratch[2 * kWarp];
   const int64_t r = blockIdx.x;
   const In* x = logits + r * V;
@@ -77,9 +77,9 @@ __global__ void __launch_bounds__(kMaxRowThreads, 2) ce_forward_kernel(float* ce
 }
 
 template <class Out, class In>
-__global__ void __launch_bounds__(kMaxRowThreads, 2) ce_backward_kernel(Out* dlogits, const In* logits, const float* lse,
-                                   const int32_t* targets, int64_t V, float ce_scale,
-                                   float z_scale) {
+__global__ void __launch_bounds__(kMaxRowThreads, 2)
+    ce_backward_kernel(Out* dlogits, const In* logits, const float* lse, const int32_t* targets,
+                       int64_t V, float ce_scale, float z_scale) {
   const int64_t r = blockIdx.x;
   row_gradient(dlogits + r * V, logits + r * V, lse[r], targets[r], V, ce_scale, z_scale);
 }

@@ -60,7 +60,8 @@ __global__ void sum_squares_partial(double* partial, const float* x, int64_t n) 
 }
 
 // One block of kSumMaxBlocks threads: thread t holds partial[t] (0 beyond nparts).
-__global__ void sum_squares_final(double* out, const double* partial, int nparts) {
+__global__ void __launch_bounds__(kSumMaxBlocks)
+    sum_squares_final(double* out, const double* partial, int nparts) {
   __shared__ double scratch[kWarp];
   double v = threadIdx.x < nparts ? partial[threadIdx.x] : 0.0;
   v = block_sum(v, scratch);
