@@ -642,8 +642,8 @@ void swiglu_backward(Tensor& dgate_up, const Tensor& dh, const Tensor& gate_up) 
 
 namespace {
 
-// The checks the cross-entropy ops share: F32 per-row outputs (ce, lse: either may be
-// undefined), logits [rows, V] F32 or BF16 and I32 targets in [0, V) or -1.
+// The checks the cross-entropy ops share: F32 per-row lse and ce (ce null: backward has none),
+// logits [rows, V] F32 or BF16 and I32 targets in [0, V) or -1.
 void check_cross_entropy(const char* op, const Tensor* ce, const Tensor& lse, const Tensor& logits,
                          const Tensor& targets) {
   if (ce) check_f32(op, "ce", *ce);
