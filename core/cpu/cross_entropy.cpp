@@ -45,18 +45,6 @@ void row_gradient(Out* d, const In* x, float l, int64_t t, int64_t V, float ce_s
 
 }  // namespace
 
-template <class In>
-void cross_entropy_forward(float* ce, float* lse, const In* logits, const int32_t* targets,
-                           int64_t rows, int64_t V) {
-#pragma omp parallel for schedule(static) if (rows * V >= 16384)
-  for (int64_t r = 0; r < rows; ++r) {
-    const In* x = logits + r * V;
-    const float l = row_lse(x, V);
-    lse[r] = l;
-    ce[r] = targets[r] < 0 ? l : l - load(&x[targets[r]]);
-  }
-}
-
 // Out: float (dlogits may be logits) or uint16_t (bf16, rounded at the store; may be bf16
 // logits themselves).
 template <class Out, class In>
@@ -68,7 +56,7 @@ void cross_entropy_backward(Out* dlogits, const In* logits, const float* lse,
     row_gradient(dlogits + r * V, logits + r * V, lse[r], targets[r], V, ce_scale, z_scale);
 }
 
-// Each row's forward, then its gradient while the row is still in cache.
+// Each row's forward, then (dlogits non-null) its gradient while the row is still in cache.
 template <class Out, class In>
 void cross_entropy_forward_backward(float* ce, float* lse, Out* dlogits, const In* logits,
                                     const int32_t* targets, int64_t rows, int64_t V,
@@ -79,8 +67,15 @@ void cross_entropy_forward_backward(float* ce, float* lse, Out* dlogits, const I
     const float l = row_lse(x, V);
     lse[r] = l;
     ce[r] = targets[r] < 0 ? l : l - load(&x[targets[r]]);  // read before d overwrites it
-    row_gradient(dlogits + r * V, x, l, targets[r], V, ce_scale, z_scale);
+    if (dlogits) row_gradient(dlogits + r * V, x, l, targets[r], V, ce_scale, z_scale);
   }
+}
+
+// Forward alone: forward_backward without a gradient.
+template <class In>
+void cross_entropy_forward(float* ce, float* lse, const In* logits, const int32_t* targets,
+                           int64_t rows, int64_t V) {
+  cross_entropy_forward_backward<In, In>(ce, lse, nullptr, logits, targets, rows, V, 0.0f, 0.0f);
 }
 
 template <class In>
@@ -95,17 +90,16 @@ template void cross_entropy_forward(float*, float*, const uint16_t*, const int32
 #define RETORT_CE_BACKWARD(Out, In)                                                            \
   template void cross_entropy_backward(Out*, const In*, const float*, const int32_t*, int64_t, \
                                        int64_t, float, float);
-RETORT_CE_BACKWARD(float, float)
-RETORT_CE_BACKWARD(uint16_t, float)
-RETORT_CE_BACKWARD(uint16_t, uint16_t)
-#undef RETORT_CE_BACKWARD
 #define RETORT_CE_FORWARD_BACKWARD(Out, In)                                                 \
   template void cross_entropy_forward_backward(float*, float*, Out*, const In*,             \
                                                const int32_t*, int64_t, int64_t, float, float);
-RETORT_CE_FORWARD_BACKWARD(float, float)
-RETORT_CE_FORWARD_BACKWARD(uint16_t, float)
-RETORT_CE_FORWARD_BACKWARD(uint16_t, uint16_t)
+#define RETORT_CE(Out, In) RETORT_CE_BACKWARD(Out, In) RETORT_CE_FORWARD_BACKWARD(Out, In)
+RETORT_CE(float, float)
+RETORT_CE(uint16_t, float)
+RETORT_CE(uint16_t, uint16_t)
+#undef RETORT_CE
 #undef RETORT_CE_FORWARD_BACKWARD
+#undef RETORT_CE_BACKWARD
 template void target_logits(float*, const float*, const int32_t*, int64_t, int64_t);
 template void target_logits(float*, const uint16_t*, const int32_t*, int64_t, int64_t);
 
