@@ -4,13 +4,19 @@
 // thread in order each pass. SIM_RANDOM=<seed>: one random warp runs as far as it can before
 // another is picked, so warps drift apart and a missing __syncthreads shows up as a wrong
 // result. Also aborts when a barrier is reached after threads of the block (or warp) exited.
-// Not a model of: memory-model subtleties, bank conflicts, registers, launch limits, streams.
+// RETORT_SIM_RACECHECK (RETORT_SIM_SANITIZE=thread): each thread is a ThreadSanitizer fiber
+// whose accesses are ordered only by the barriers (and by the block's start and end), so two
+// threads of a block touching one address between barriers, one of them writing, are reported
+// whatever the schedule. Not a model of: bank conflicts, registers, launch limits, streams.
 
 #include <cstdio>
 #include <mutex>
 #include <vector>
 
 #include <cuda_runtime.h>
+#if RETORT_SIM_RACECHECK
+#include <sanitizer/tsan_interface.h>
+#endif
 
 // Minimal x86-64 context switch: saves callee-saved registers and the stack pointer.
 extern "C" void sim_switch(void** save_sp, void* new_sp);
@@ -57,7 +63,41 @@ std::vector<int> warp_arrived;
 std::vector<unsigned> warp_gen;
 const std::function<void()>* body = nullptr;
 
-void yield() { sim_switch(&ctx_sp[cur], sched_sp); }
+// ThreadSanitizer's view (RETORT_SIM_RACECHECK): a fiber per thread index and the scheduler's
+// own context. A switch orders nothing, except a thread's first switch-in of a block (after
+// the launch and the block before); the scheduler takes in the threads' exits only when the
+// whole block has ended (a thread that exits early orders nothing of its block's others).
+// __syncthreads orders what each thread did before it before what any does after it; warp
+// shuffles and matches order no memory (as CUDA documents). The barrier's sync object
+// alternates between two by generation: a thread that has passed it may arrive at the next
+// before a slower one has left it, and must not hand that one its later accesses.
+#if RETORT_SIM_RACECHECK
+std::vector<void*> race_fibers;
+void* race_scheduler = nullptr;
+void race_enter(int i, bool first) {
+  while (race_fibers.size() <= size_t(i)) race_fibers.push_back(__tsan_create_fiber(0));
+  __tsan_switch_to_fiber(race_fibers[i], first ? 0 : __tsan_switch_to_fiber_no_sync);
+}
+void race_leave() { __tsan_switch_to_fiber(race_scheduler, __tsan_switch_to_fiber_no_sync); }
+uint64_t race_block_end;
+void race_exit() { __tsan_release(&race_block_end); }
+void race_block_ended() { __tsan_acquire(&race_block_end); }
+uint64_t race_barrier[2];  // by generation parity
+void race_arrive(unsigned gen) { __tsan_release(&race_barrier[gen % 2]); }
+void race_depart(unsigned gen) { __tsan_acquire(&race_barrier[gen % 2]); }
+#else
+void race_enter(int, bool) {}
+void race_leave() {}
+void race_exit() {}
+void race_block_ended() {}
+void race_arrive(unsigned) {}
+void race_depart(unsigned) {}
+#endif
+
+void yield() {
+  race_leave();
+  sim_switch(&ctx_sp[cur], sched_sp);
+}
 
 void fiber_entry() {
   (*body)();
@@ -65,6 +105,8 @@ void fiber_entry() {
   ++warp_exited[cur / 32];
   --alive;
   ++progress;
+  race_exit();
+  race_leave();
   for (;;) sim_switch(&ctx_sp[cur], sched_sp);  // never resumed
 }
 
@@ -97,7 +139,12 @@ void wait_barrier(int& arrived, unsigned& gen, int count, const char* what) {
 }
 }  // namespace
 
-void syncthreads() { wait_barrier(block_arrived, block_gen, n, "__syncthreads"); }
+void syncthreads() {
+  const unsigned g = block_gen;
+  race_arrive(g);
+  wait_barrier(block_arrived, block_gen, n, "__syncthreads");
+  race_depart(g);
+}
 
 uint64_t exchange(uint64_t v, int lane_xor) {
   const int t = tid.x, w = t / 32, lane = t % 32;
@@ -122,6 +169,9 @@ uint32_t match_any(uint64_t v) {
 void run(dim3 grid, dim3 block, size_t smem, const std::function<void()>& fn) {
   static std::mutex one_kernel_at_a_time;  // the simulator's state is global
   std::lock_guard<std::mutex> lock(one_kernel_at_a_time);
+#if RETORT_SIM_RACECHECK
+  race_scheduler = __tsan_get_current_fiber();
+#endif
   if (block.y != 1 || block.z != 1 || block.x % 32 != 0 || block.x > 1024)
     fault("kernel launch with a block shape the simulator does not run (x: multiple of 32, <= 1024)");
   if (grid.x == 0 || grid.y == 0 || grid.y > 65535) fault("invalid kernel launch: grid dimension");
@@ -149,6 +199,7 @@ void run(dim3 grid, dim3 block, size_t smem, const std::function<void()>& fn) {
       }
       std::fill(warp_exited.begin(), warp_exited.end(), 0);
       alive = n;
+      std::vector<char> started(n, 0);
       // SIM_RANDOM=seed: each pass resumes a random ~quarter of the threads (warps drift
       // apart, exposing missing barriers); default: all threads in order.
       static const char* rs = std::getenv("SIM_RANDOM");
@@ -165,9 +216,12 @@ void run(dim3 grid, dim3 block, size_t smem, const std::function<void()>& fn) {
           if (!finished[i] && (only_warp < 0 || i / 32 == only_warp)) {
             cur = i;
             tid = dim3(i, 0, 0);
+            race_enter(i, !started[i]);
+            started[i] = 1;
             sim_switch(&sched_sp, ctx_sp[i]);
           }
       }
+      race_block_ended();
     }
 }
 }  // namespace sim

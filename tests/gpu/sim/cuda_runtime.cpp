@@ -26,6 +26,8 @@
 // AddressSanitizer's settings for every simulator executable (RETORT_SIM_SANITIZE): no leak
 // report at exit (the streams' threads and MPI's state are left to the OS on purpose).
 extern "C" const char* __asan_default_options() { return "detect_leaks=0"; }
+// ThreadSanitizer's (RETORT_SIM_SANITIZE=thread): the first race ends the process.
+extern "C" const char* __tsan_default_options() { return "halt_on_error=1"; }
 
 struct CUstream_st {
   std::mutex mu;

@@ -10,21 +10,34 @@ add_library(retort_cuda_sim STATIC
 target_include_directories(retort_cuda_sim PUBLIC ${CMAKE_CURRENT_LIST_DIR}/include)
 target_link_libraries(retort_cuda_sim PUBLIC MPI::MPI_CXX)
 
-# Device memory checked as a GPU would fault on it: the kernels are built with AddressSanitizer
-# (an access past an allocation, or to one already freed by its stream) and UBSan's alignment
-# check (a float4 / uint2 load or store at an address a GPU cannot vector-load from: "misaligned
-# address" there), and so is the backend's host side (core/cuda/*.cpp); the runtime poisons each
-# allocation's padding. The simulated libraries' loops are not instrumented (they check their
-# operands' extents themselves; instrumented, they doubled the e2e tests' time), nor is the rest
-# of retort. Every executable that links the simulator gets the sanitizers' runtimes.
-option(RETORT_SIM_SANITIZE "simulator build: ASan + alignment checks on the kernels" ON)
+# RETORT_SIM_SANITIZE=address (the default; ON means it too): device memory checked as a GPU
+# would fault on it. The kernels are built with AddressSanitizer (an access past an allocation,
+# or to one already freed by its stream) and UBSan's alignment check (a float4 / uint2 load or
+# store at an address a GPU cannot vector-load from: "misaligned address" there), and so is the
+# backend's host side (core/cuda/*.cpp); the runtime poisons each allocation's padding. The
+# simulated libraries' loops are not instrumented (they check their operands' extents
+# themselves; instrumented, they doubled the e2e tests' time), nor is the rest of retort.
+# RETORT_SIM_SANITIZE=thread (tests/gpu/sim/racecheck.sh): the same files built with
+# ThreadSanitizer instead, and the block simulator tells it that a block's threads are fibers
+# ordered only by their barriers, so a race between two threads of a block is reported whatever
+# the schedule. Every executable that links the simulator gets the sanitizer's runtime.
+set(RETORT_SIM_SANITIZE address CACHE STRING
+  "simulator build: address (ASan + alignment checks), thread (ThreadSanitizer races) or OFF")
 set(RETORT_SIM_SANITIZE_FLAGS)
-if(RETORT_SIM_SANITIZE)
+if(RETORT_SIM_SANITIZE STREQUAL "address" OR RETORT_SIM_SANITIZE STREQUAL "ON")
   set(RETORT_SIM_SANITIZE_FLAGS -fsanitize=address,alignment -fno-sanitize-recover=alignment)
-  set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/cuda_runtime.cpp PROPERTIES
-    COMPILE_OPTIONS "${RETORT_SIM_SANITIZE_FLAGS}")
   target_link_options(retort_cuda_sim INTERFACE -fsanitize=address,alignment)
+elseif(RETORT_SIM_SANITIZE STREQUAL "thread")
+  set(RETORT_SIM_SANITIZE_FLAGS -fsanitize=thread -g)
+  target_link_options(retort_cuda_sim INTERFACE -fsanitize=thread)
+  # not instrumented itself (its scheduler's state is the fibers' shared bookkeeping)
+  set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/block_simulator.cpp PROPERTIES
+    COMPILE_DEFINITIONS RETORT_SIM_RACECHECK=1)
+elseif(NOT RETORT_SIM_SANITIZE STREQUAL "OFF")
+  message(FATAL_ERROR "RETORT_SIM_SANITIZE=${RETORT_SIM_SANITIZE}: expected address, thread or OFF")
 endif()
+set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/cuda_runtime.cpp PROPERTIES
+  COMPILE_OPTIONS "${RETORT_SIM_SANITIZE_FLAGS}")
 
 function(retort_translate_cuda out_var)
   set(outputs)

@@ -72,6 +72,48 @@ TEST(SimulatorDeathTest, KernelReadingPastAnAllocationOrMisalignedFaults) {
 }
 #endif
 
+#if defined(__SANITIZE_THREAD__)
+// Kernels as gen.py translates them (a `__shared__` variable is a static local), built with
+// ThreadSanitizer as core/cuda's are under RETORT_SIM_SANITIZE=thread. Thread 0 writes the
+// block's slot and every thread reads it, after a barrier or without one.
+void broadcast(float* y, int with_barrier) {
+  static float slot;
+  if (threadIdx.x == 0) slot = 1.0f + blockIdx.x;
+  if (with_barrier) __syncthreads();
+  y[blockIdx.x * blockDim.x + threadIdx.x] = slot;
+}
+// After a barrier the last thread writes the slot that thread 0 reads, with no barrier between:
+// in the default schedule the last thread has already reached the next barrier when thread 0
+// leaves the first, and that must not order its write before thread 0's read.
+void write_after_barrier(float* y) {
+  static float slot;
+  __syncthreads();
+  if (threadIdx.x == blockDim.x - 1) slot = 2;
+  if (threadIdx.x == 0) y[0] = slot;
+  __syncthreads();
+}
+
+// Two threads of a block touching one address between barriers, one writing, end the process
+// with ThreadSanitizer's report whatever the schedule (here the default one, where the results
+// come out right); a block's threads ordered by a barrier, and the blocks after one another
+// (each writes the static slot again), are no race.
+TEST(SimulatorDeathTest, ThreadsOfABlockRacingBetweenBarriersAreReported) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  float* y = device_floats(64);
+  auto run = [](auto kernel, auto... args) {
+    sim::launch(kernel, dim3(2), dim3(32))(args...);
+    cudaStreamSynchronize(nullptr);
+  };
+  run(broadcast, y, 1);
+  std::vector<float> h(64);
+  cudaMemcpy(h.data(), y, 256, cudaMemcpyDeviceToHost);
+  for (int i = 0; i < 64; ++i) EXPECT_EQ(h[i], 1 + i / 32);
+  EXPECT_DEATH(run(broadcast, y, 0), "ThreadSanitizer: data race");
+  EXPECT_DEATH(run(write_after_barrier, y), "ThreadSanitizer: data race");
+  cudaFree(y);
+}
+#endif
+
 // Column-major 2×3 · 3×2 with a transposed B, and a B layout that does not fit the shape.
 TEST(Simulator, CublasLtComputesAndChecksLayouts) {
   cublasLtHandle_t h;
