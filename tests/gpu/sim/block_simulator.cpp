@@ -68,9 +68,9 @@ const std::function<void()>* body = nullptr;
 // the launch and the block before); the scheduler takes in the threads' exits only when the
 // whole block has ended (a thread that exits early orders nothing of its block's others).
 // __syncthreads orders what each thread did before it before what any does after it; warp
-// shuffles and matches order no memory (as CUDA documents). The barrier's sync object
-// alternates between two by generation: a thread that has passed it may arrive at the next
-// before a slower one has left it, and must not hand that one its later accesses.
+// shuffles and matches order no memory (in CUDA only __syncwarp would). The barrier's sync
+// object alternates between two by generation: a thread that has passed it may arrive at the
+// next before a slower one has left it, and must not hand that one its later accesses.
 #if RETORT_SIM_RACECHECK
 std::vector<void*> race_fibers;
 void* race_scheduler = nullptr;

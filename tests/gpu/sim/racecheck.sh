@@ -6,7 +6,7 @@
 # only by its block's barriers (README.md), and runs them. The first race ends its test with
 # ThreadSanitizer's report: both accesses with their lines (build-race/cuda-sim/NAME.cpp:N is
 # line N of core/cuda/NAME.cu). Not the e2e scripts (MPI under ThreadSanitizer).
-#   tests/gpu/sim/racecheck.sh                     all three tests (~12 min on 2 cores)
+#   tests/gpu/sim/racecheck.sh                     all three tests (~8 min on 2 cores once built)
 #   tests/gpu/sim/racecheck.sh -R cuda_kernels     extra arguments go to ctest
 #   tests/gpu/sim/racecheck.sh --selftest          the detector's own test only (CI, ~2 min)
 set -euo pipefail
