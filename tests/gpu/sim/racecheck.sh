@@ -23,6 +23,11 @@ cmake -S "$root" -B "$out" -DCMAKE_BUILD_TYPE=Release -DRETORT_CUDA=SIM -DRETORT
   -DRETORT_SIM_SANITIZE=thread >/dev/null
 cmake --build "$out" -j "${JOBS:-$(nproc)}" --target "${tests[@]/#/test_}"
 cd "$out"
+# The planted races' test exists only where ThreadSanitizer is on: without it nothing is checked.
+if ! ./tests/test_simulator --gtest_list_tests | grep -q RacingBetweenBarriersAreReported; then
+  echo "[racecheck] $out/tests/test_simulator was not built with ThreadSanitizer" >&2
+  exit 1
+fi
 # One OpenMP thread: libgomp's own synchronisation is invisible to ThreadSanitizer.
 OMP_NUM_THREADS=1 ctest -j "${SIM_JOBS:-2}" -L '^gpu$' \
   -R "^gpu_test_($(IFS='|'; echo "${tests[*]}"))\$" --output-on-failure --no-tests=error "$@"
