@@ -53,6 +53,7 @@ void* sched_sp = nullptr;
 std::vector<void*> ctx_sp;
 std::vector<std::vector<char>> stacks;
 std::vector<char> finished;
+std::vector<char> started;  // switched into at least once in this block
 std::vector<int> warp_exited;  // threads of each warp that have returned
 std::vector<uint64_t> slots;
 int n = 0, cur = 0, alive = 0;
@@ -179,6 +180,7 @@ void run(dim3 grid, dim3 block, size_t smem, const std::function<void()>& fn) {
   ctx_sp.resize(n);
   if (stacks.size() < size_t(n)) stacks.resize(n, std::vector<char>(kStack));
   finished.assign(n, 0);
+  started.assign(n, 0);
   warp_exited.assign(n / 32, 0);
   slots.assign(n, 0);
   warp_arrived.assign(n / 32, 0);
@@ -196,10 +198,10 @@ void run(dim3 grid, dim3 block, size_t smem, const std::function<void()>& fn) {
       for (int i = 0; i < n; ++i) {
         ctx_sp[i] = fresh_stack(stacks[i]);
         finished[i] = 0;
+        started[i] = 0;
       }
       std::fill(warp_exited.begin(), warp_exited.end(), 0);
       alive = n;
-      std::vector<char> started(n, 0);
       // SIM_RANDOM=seed: each pass resumes a random ~quarter of the threads (warps drift
       // apart, exposing missing barriers); default: all threads in order.
       static const char* rs = std::getenv("SIM_RANDOM");
