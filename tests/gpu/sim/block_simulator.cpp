@@ -7,7 +7,9 @@
 // RETORT_SIM_RACECHECK (RETORT_SIM_SANITIZE=thread): each thread is a ThreadSanitizer fiber
 // whose accesses are ordered only by the barriers (and by the block's start and end), so two
 // threads of a block touching one address between barriers, one of them writing, are reported
-// whatever the schedule. Not a model of: bank conflicts, registers, launch limits, streams.
+// whatever the schedule; and neighbouring blocks are not ordered at all, so two blocks touching
+// one address (one writing, not both atomically) are reported too. Not a model of: bank
+// conflicts, registers, launch limits, streams.
 
 #include <cstdio>
 #include <mutex>
@@ -46,12 +48,20 @@ namespace sim {
 thread_local dim3 tid;
 dim3 bid, bdim, gdim;
 unsigned char* dyn_smem = nullptr;
+int block_copy = 0;
 
 namespace {
 constexpr size_t kStack = 256 * 1024;
+// Copies of a block's memory (stacks, shared memory): block b uses copy b % kCopies. Under
+// RETORT_SIM_RACECHECK neighbouring blocks run unordered, so each needs its own.
+#if RETORT_SIM_RACECHECK
+constexpr int kCopies = 2;
+#else
+constexpr int kCopies = 1;
+#endif
 void* sched_sp = nullptr;
 std::vector<void*> ctx_sp;
-std::vector<std::vector<char>> stacks;
+std::vector<std::vector<char>> stacks[kCopies];
 std::vector<char> finished;
 std::vector<char> started;  // switched into at least once in this block
 std::vector<int> warp_exited;  // threads of each warp that have returned
@@ -64,33 +74,41 @@ std::vector<int> warp_arrived;
 std::vector<unsigned> warp_gen;
 const std::function<void()>* body = nullptr;
 
-// ThreadSanitizer's view (RETORT_SIM_RACECHECK): a fiber per thread index and the scheduler's
-// own context. A switch orders nothing, except a thread's first switch-in of a block (after
-// the launch and the block before); the scheduler takes in the threads' exits only when the
-// whole block has ended (a thread that exits early orders nothing of its block's others).
-// __syncthreads orders what each thread did before it before what any does after it; warp
-// shuffles and matches order no memory (in CUDA only __syncwarp would). The barrier's sync
-// object alternates between two by generation: a thread that has passed it may arrive at the
-// next before a slower one has left it, and must not hand that one its later accesses.
+// ThreadSanitizer's view (RETORT_SIM_RACECHECK): a fiber per thread index and block copy, and
+// the scheduler's own context. A switch orders nothing, except a thread's first switch-in of a
+// block: after the launch and everything the scheduler has taken in. The scheduler takes in a
+// block's end (every thread's exit: one that exits early orders nothing of its block's others)
+// only when the next block of its copy starts, and all of them when the grid ends. So block b
+// is ordered after blocks b - 2, b - 3, ... (they share its memory copy) and not after b - 1:
+// two neighbouring blocks touching one address are reported. __syncthreads orders what each
+// thread of a block did before it before what any does after it; warp shuffles and matches
+// order no memory (in CUDA only __syncwarp would). The barrier's sync object alternates between
+// two by generation: a thread that has passed it may arrive at the next before a slower one
+// has left it, and must not hand that one its later accesses.
 #if RETORT_SIM_RACECHECK
-std::vector<void*> race_fibers;
+std::vector<void*> race_fibers[kCopies];
 void* race_scheduler = nullptr;
 void race_enter(int i, bool first) {
-  while (race_fibers.size() <= size_t(i)) race_fibers.push_back(__tsan_create_fiber(0));
-  __tsan_switch_to_fiber(race_fibers[i], first ? 0 : __tsan_switch_to_fiber_no_sync);
+  std::vector<void*>& fibers = race_fibers[block_copy];
+  while (fibers.size() <= size_t(i)) fibers.push_back(__tsan_create_fiber(0));
+  __tsan_switch_to_fiber(fibers[i], first ? 0 : __tsan_switch_to_fiber_no_sync);
 }
 void race_leave() { __tsan_switch_to_fiber(race_scheduler, __tsan_switch_to_fiber_no_sync); }
-uint64_t race_block_end;
-void race_exit() { __tsan_release(&race_block_end); }
-void race_block_ended() { __tsan_acquire(&race_block_end); }
-uint64_t race_barrier[2];  // by generation parity
-void race_arrive(unsigned gen) { __tsan_release(&race_barrier[gen % 2]); }
-void race_depart(unsigned gen) { __tsan_acquire(&race_barrier[gen % 2]); }
+uint64_t race_block_end[kCopies];
+void race_exit() { __tsan_release(&race_block_end[block_copy]); }
+void race_block_starts() { __tsan_acquire(&race_block_end[block_copy]); }
+void race_grid_ended() {
+  for (uint64_t& end : race_block_end) __tsan_acquire(&end);
+}
+uint64_t race_barrier[kCopies][2];  // by block copy and generation parity
+void race_arrive(unsigned gen) { __tsan_release(&race_barrier[block_copy][gen % 2]); }
+void race_depart(unsigned gen) { __tsan_acquire(&race_barrier[block_copy][gen % 2]); }
 #else
 void race_enter(int, bool) {}
 void race_leave() {}
 void race_exit() {}
-void race_block_ended() {}
+void race_block_starts() {}
+void race_grid_ended() {}
 void race_arrive(unsigned) {}
 void race_depart(unsigned) {}
 #endif
@@ -178,25 +196,30 @@ void run(dim3 grid, dim3 block, size_t smem, const std::function<void()>& fn) {
   if (grid.x == 0 || grid.y == 0 || grid.y > 65535) fault("invalid kernel launch: grid dimension");
   n = block.x;
   ctx_sp.resize(n);
-  if (stacks.size() < size_t(n)) stacks.resize(n, std::vector<char>(kStack));
+  for (auto& copy : stacks)
+    if (copy.size() < size_t(n)) copy.resize(n, std::vector<char>(kStack));
   finished.assign(n, 0);
   started.assign(n, 0);
   warp_exited.assign(n / 32, 0);
   slots.assign(n, 0);
   warp_arrived.assign(n / 32, 0);
   warp_gen.assign(n / 32, 0);
-  std::vector<unsigned char> buf(smem + 16);
-  dyn_smem = buf.data();
+  std::vector<unsigned char> bufs[kCopies];
+  for (auto& buf : bufs) buf.resize(smem + 16);
   bdim = block;
   gdim = grid;
   body = &fn;
   for (unsigned y = 0; y < grid.y; ++y)
     for (unsigned x = 0; x < grid.x; ++x) {
       bid = dim3(x, y, 0);
+      block_copy = int((y * grid.x + x) % kCopies);
+      race_block_starts();  // before the block's memory copy is filled again
+      std::vector<unsigned char>& buf = bufs[block_copy];
       std::fill(buf.begin(), buf.end(), 0xFF);  // garbage (NaN floats) in dynamic smem
+      dyn_smem = buf.data();
       block_arrived = 0;
       for (int i = 0; i < n; ++i) {
-        ctx_sp[i] = fresh_stack(stacks[i]);
+        ctx_sp[i] = fresh_stack(stacks[block_copy][i]);
         finished[i] = 0;
         started[i] = 0;
       }
@@ -223,7 +246,7 @@ void run(dim3 grid, dim3 block, size_t smem, const std::function<void()>& fn) {
             sim_switch(&sched_sp, ctx_sp[i]);
           }
       }
-      race_block_ended();
     }
+  race_grid_ended();
 }
 }  // namespace sim

@@ -73,11 +73,12 @@ TEST(SimulatorDeathTest, KernelReadingPastAnAllocationOrMisalignedFaults) {
 #endif
 
 #if defined(__SANITIZE_THREAD__)
-// Kernels as gen.py translates them (a `__shared__` variable is a static local), built with
-// ThreadSanitizer as core/cuda's are under RETORT_SIM_SANITIZE=thread. Thread 0 writes the
-// block's slot and every thread reads it, after a barrier or without one.
+// Kernels as gen.py translates them (`__shared__ float slot;` is a reference to the running
+// block's copy of a static), built with ThreadSanitizer as core/cuda's are under
+// RETORT_SIM_SANITIZE=thread. Thread 0 writes the block's slot and every thread reads it, after
+// a barrier or without one.
 void broadcast(float* y, int with_barrier) {
-  static float slot;
+  static float slot_sim_copies[2]; auto& slot = slot_sim_copies[sim::block_copy];
   if (threadIdx.x == 0) slot = 1.0f + blockIdx.x;
   if (with_barrier) __syncthreads();
   y[blockIdx.x * blockDim.x + threadIdx.x] = slot;
@@ -86,17 +87,31 @@ void broadcast(float* y, int with_barrier) {
 // in the default schedule the last thread has already reached the next barrier when thread 0
 // leaves the first, and that must not order its write before thread 0's read.
 void write_after_barrier(float* y) {
-  static float slot;
+  static float slot_sim_copies[2]; auto& slot = slot_sim_copies[sim::block_copy];
   __syncthreads();
   if (threadIdx.x == blockDim.x - 1) slot = 2;
   if (threadIdx.x == 0) y[0] = slot;
   __syncthreads();
 }
+// Between blocks: each block's thread 0 reads what the block before wrote (right only when the
+// blocks run in order, as the simulator's do); every block's threads count into one word with
+// atomicAdd, and add 1 to their own element, after block 1 has zeroed them all (no race: CUDA
+// orders a launch after the one before on its stream).
+void chain(float* y) {
+  if (threadIdx.x == 0) y[blockIdx.x] = blockIdx.x ? y[blockIdx.x - 1] + 1 : 0;
+}
+void zero(float* y) {
+  if (blockIdx.x == 1) y[threadIdx.x] = 0;
+}
+void count(unsigned* n, float* y) {
+  atomicAdd(n, 1u);
+  y[blockIdx.x * blockDim.x + threadIdx.x] += 1;
+}
 
 // Two threads of a block touching one address between barriers, one writing, end the process
 // with ThreadSanitizer's report whatever the schedule (here the default one, where the results
-// come out right); a block's threads ordered by a barrier, and the blocks after one another
-// (each writes the static slot again), are no race.
+// come out right); a block's threads ordered by a barrier, and blocks that share a memory copy
+// (each writes its static slot again) are no race.
 TEST(SimulatorDeathTest, ThreadsOfABlockRacingBetweenBarriersAreReported) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   float* y = device_floats(64);
@@ -110,6 +125,33 @@ TEST(SimulatorDeathTest, ThreadsOfABlockRacingBetweenBarriersAreReported) {
   for (int i = 0; i < 64; ++i) EXPECT_EQ(h[i], 1 + i / 32);
   EXPECT_DEATH(run(broadcast, y, 0), "ThreadSanitizer: data race");
   EXPECT_DEATH(run(write_after_barrier, y), "ThreadSanitizer: data race");
+  cudaFree(y);
+}
+
+// Neighbouring blocks are unordered: one reading what the other wrote is reported although the
+// simulator runs them in order and the result comes out right; atomics and the launch before
+// order what they should.
+TEST(SimulatorDeathTest, BlocksOfAGridTouchingOneAddressAreReported) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  float* y = device_floats(128);
+  unsigned* n = nullptr;
+  cudaMalloc(&n, sizeof(unsigned));
+  cudaMemsetAsync(n, 0, sizeof(unsigned), nullptr);
+  sim::launch(zero, dim3(4), dim3(128))(y);
+  sim::launch(count, dim3(4), dim3(32))(n, y);
+  unsigned hn = 0;
+  std::vector<float> h(128);
+  cudaMemcpy(&hn, n, sizeof hn, cudaMemcpyDeviceToHost);
+  cudaMemcpy(h.data(), y, 512, cudaMemcpyDeviceToHost);
+  EXPECT_EQ(hn, 128u);
+  for (float v : h) EXPECT_EQ(v, 1);
+  EXPECT_DEATH(
+      {
+        sim::launch(chain, dim3(4), dim3(32))(y);
+        cudaStreamSynchronize(nullptr);
+      },
+      "ThreadSanitizer: data race");
+  cudaFree(n);
   cudaFree(y);
 }
 #endif

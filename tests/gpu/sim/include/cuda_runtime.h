@@ -1,9 +1,9 @@
 // The CUDA runtime subset that retort's GPU backend uses, implemented on the host for the
 // CUDA simulator build (RETORT_CUDA=SIM; tests/gpu/sim/README.md). Device memory is host memory
 // that the simulator tracks, so copies, cuBLASLt and NCCL calls can check that a "device"
-// pointer really is one; streams run their work at once, in call order (eager); kernel
-// launches are rewritten by gen.py into sim::launch(kernel, config)(args) and run by the block
-// simulator (sim_runtime.cpp).
+// pointer really is one; each stream runs its work in order on a thread of its own
+// (cuda_runtime.cpp); kernel launches are rewritten by gen.py into sim::launch(kernel,
+// config)(args) and run by the block simulator (block_simulator.cpp).
 #pragma once
 #include <atomic>
 #include <bit>
@@ -120,6 +120,11 @@ void require_still_allocated(const std::vector<Span>& operands, const char* who)
 extern thread_local dim3 tid;
 extern dim3 bid, bdim, gdim;
 extern unsigned char* dyn_smem;
+// Which of two copies of per-block memory (stacks, shared memory) the running block uses: its
+// index mod 2 under RETORT_SIM_SANITIZE=thread (so neighbouring blocks, which ThreadSanitizer
+// sees as unordered, never share an address a GPU gives each block its own of), else 0.
+// gen.py turns each `__shared__ T name[N];` into a reference to name's copy.
+extern int block_copy;
 void syncthreads();
 uint64_t exchange(uint64_t v, int lane_xor);
 // The lanes of the calling warp whose v equals this lane's (all 32 lanes must call it).
@@ -172,17 +177,22 @@ inline float __uint_as_float(uint32_t u) { return std::bit_cast<float>(u); }
 inline uint32_t __float_as_uint(float f) { return std::bit_cast<uint32_t>(f); }
 inline int __popc(uint32_t x) { return std::popcount(x); }
 inline int __ffs(uint32_t x) { return x ? std::countr_zero(x) + 1 : 0; }
+// CUDA's atomics order no other memory (relaxed): ThreadSanitizer (RETORT_SIM_SANITIZE=thread)
+// must not take one for a barrier between the blocks or threads that use it.
+constexpr auto kRelaxed = std::memory_order_relaxed;
 inline uint32_t atomicAdd(uint32_t* p, uint32_t v) {
-  return std::atomic_ref<uint32_t>(*p).fetch_add(v);
+  return std::atomic_ref<uint32_t>(*p).fetch_add(v, kRelaxed);
 }
 inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
-  return std::atomic_ref<unsigned long long>(*p).fetch_add(v);
+  return std::atomic_ref<unsigned long long>(*p).fetch_add(v, kRelaxed);
 }
-inline uint32_t atomicOr(uint32_t* p, uint32_t v) { return std::atomic_ref<uint32_t>(*p).fetch_or(v); }
+inline uint32_t atomicOr(uint32_t* p, uint32_t v) {
+  return std::atomic_ref<uint32_t>(*p).fetch_or(v, kRelaxed);
+}
 inline unsigned long long atomicMin(unsigned long long* p, unsigned long long v) {
   std::atomic_ref<unsigned long long> a(*p);
-  unsigned long long old = a.load();
-  while (v < old && !a.compare_exchange_weak(old, v)) {
+  unsigned long long old = a.load(kRelaxed);
+  while (v < old && !a.compare_exchange_weak(old, v, kRelaxed)) {
   }
   return old;
 }
