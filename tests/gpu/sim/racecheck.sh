@@ -1,12 +1,13 @@
 #!/bin/bash
-# Races between the threads of a block in every kernel the GPU unit tests run, whatever the
-# schedule: builds the simulator's own test, the kernel tests and the model tests with
-# RETORT_CUDA=SIM and RETORT_SIM_SANITIZE=thread into $RACE_BUILD (default build-race/ in the
-# repository root, incremental), where each simulated thread is a ThreadSanitizer fiber ordered
-# only by its block's barriers (README.md), and runs them. The first race ends its test with
+# Races between the threads of a block, and between neighbouring blocks of a grid, in every
+# kernel the GPU unit tests run, whatever the schedule: builds the simulator's own test, the
+# kernel tests and the model tests with RETORT_CUDA=SIM and RETORT_SIM_SANITIZE=thread into
+# $RACE_BUILD (default build-race/ in the repository root, incremental), where each simulated
+# thread is a ThreadSanitizer fiber ordered only by its block's barriers and neighbouring blocks
+# are unordered (README.md), and runs them. The first race ends its test with
 # ThreadSanitizer's report: both accesses with their lines (build-race/cuda-sim/NAME.cpp:N is
 # line N of core/cuda/NAME.cu). Not the e2e scripts (MPI under ThreadSanitizer).
-#   tests/gpu/sim/racecheck.sh                     all three tests (~8 min on 2 cores once built)
+#   tests/gpu/sim/racecheck.sh                     all three tests (~9 min on 2 cores once built)
 #   tests/gpu/sim/racecheck.sh -R cuda_kernels     extra arguments go to ctest
 #   tests/gpu/sim/racecheck.sh --selftest          the detector's own test only (CI, ~2 min)
 set -euo pipefail

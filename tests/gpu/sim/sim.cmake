@@ -19,8 +19,9 @@ target_link_libraries(retort_cuda_sim PUBLIC MPI::MPI_CXX)
 # themselves; instrumented, they doubled the e2e tests' time), nor is the rest of retort.
 # RETORT_SIM_SANITIZE=thread (tests/gpu/sim/racecheck.sh): the same files built with
 # ThreadSanitizer instead, and the block simulator tells it that a block's threads are fibers
-# ordered only by their barriers, so a race between two threads of a block is reported whatever
-# the schedule. Every executable that links the simulator gets the sanitizer's runtime.
+# ordered only by their barriers and that neighbouring blocks are not ordered, so a race between
+# two threads of a block, or two blocks of a grid, is reported whatever the schedule. Every
+# executable that links the simulator gets the sanitizer's runtime.
 set(RETORT_SIM_SANITIZE address CACHE STRING
   "simulator build: address (ASan + alignment checks), thread (ThreadSanitizer races) or OFF")
 set(RETORT_SIM_SANITIZE_FLAGS)
