@@ -4,7 +4,9 @@
 // Streams: a queue and a worker thread each (never destroyed, so nothing is torn down under a
 // waiting thread at exit); an event is "stream s has completed its first n items". At exit the
 // queues are drained before static objects their work uses (the block simulator's fibers) are
-// destroyed, and later work (static destructors freeing memory) runs at once.
+// destroyed, and later work (static destructors freeing memory) runs at once. Under
+// RETORT_SIM_SANITIZE=thread, ThreadSanitizer sees only the orders CUDA promises (race.cpp): the
+// queues' and the memory map's locks are hidden from it.
 #include <cuda_runtime.h>
 #include <sanitizer/asan_interface.h>
 
@@ -26,14 +28,20 @@
 // AddressSanitizer's settings for every simulator executable (RETORT_SIM_SANITIZE): no leak
 // report at exit (the streams' threads and MPI's state are left to the OS on purpose).
 extern "C" const char* __asan_default_options() { return "detect_leaks=0"; }
-// ThreadSanitizer's (RETORT_SIM_SANITIZE=thread): the first race ends the process.
-extern "C" const char* __tsan_default_options() { return "halt_on_error=1"; }
+// ThreadSanitizer's (RETORT_SIM_SANITIZE=thread): the first race ends the process; no
+// lock-order check (Open MPI's TCP transport takes its own locks in both orders).
+extern "C" const char* __tsan_default_options() { return "halt_on_error=1 detect_deadlocks=0"; }
 
 struct CUstream_st {
+  struct Work {
+    std::function<void()> run;
+    std::unique_ptr<char> queued;  // sync object: what the host did before queueing it
+  };
   std::mutex mu;
   std::condition_variable cv;
-  std::deque<std::function<void()>> work;
+  std::deque<Work> work;
   uint64_t submitted = 0, completed = 0;
+  char done = 0;  // sync object: the stream's finished work, for the host's synchronize
 };
 struct CUevent_st {
   CUstream_st* stream = nullptr;
@@ -61,8 +69,8 @@ int device_count() {
   const char* v = std::getenv("SIM_GPUS");
   return v ? std::atoi(v) : 1;
 }
-int current = 0;
-cudaError_t last_error = cudaSuccess;
+thread_local int current = 0;  // as CUDA: each host thread its own, device 0 at first
+thread_local cudaError_t last_error = cudaSuccess;  // per host thread, as CUDA's
 
 cudaError_t fail(cudaError_t e) {
   last_error = e;
@@ -101,45 +109,60 @@ void jitter(std::mt19937_64& rng) {
 
 void worker(CUstream_st* s) {
   std::mt19937_64 rng(std::random_device{}());
+  CUstream_st::Work w;
   for (;;) {
-    std::function<void()> f;
     {
+      RaceHidden hidden;
       std::unique_lock<std::mutex> lock(s->mu);
       s->cv.wait(lock, [&] { return !s->work.empty(); });
-      f = std::move(s->work.front());
+      w = std::move(s->work.front());
     }
+    race_acquire(w.queued.get());
     jitter(rng);
-    f();
+    w.run();
+    race_release(&s->done);
     {
-      std::lock_guard<std::mutex> lock(s->mu);
-      s->work.pop_front();
-      ++s->completed;
+      // The work's captures die hidden too: a shared_ptr's count, touched by two threads,
+      // would order them for ThreadSanitizer as nothing on a GPU does.
+      RaceHidden hidden;
+      w = {};
+      {
+        std::lock_guard<std::mutex> lock(s->mu);
+        s->work.pop_front();
+        ++s->completed;
+      }
+      s->cv.notify_all();
     }
-    s->cv.notify_all();
   }
 }
 
+// Waits for the stream's first `target` items; orders nothing (the caller states what it may
+// take in).
 void wait_until(CUstream_st* s, uint64_t target) {
+  RaceHidden hidden;
   std::unique_lock<std::mutex> lock(s->mu);
   s->cv.wait(lock, [&] { return s->completed >= target; });
 }
 
+uint64_t submitted(CUstream_st* s) {
+  RaceHidden hidden;
+  std::lock_guard<std::mutex> lock(s->mu);
+  return s->submitted;
+}
+
 void stream_synchronize(CUstream_st* s) {
-  uint64_t target;
-  {
-    std::lock_guard<std::mutex> lock(s->mu);
-    target = s->submitted;
-  }
-  wait_until(s, target);
+  wait_until(s, submitted(s));
+  race_acquire(&s->done);
+}
+
+std::vector<CUstream_st*> all_streams() {
+  RaceHidden hidden;
+  std::lock_guard<std::mutex> lock(streams().mu);
+  return streams().all;
 }
 
 void device_synchronize() {
-  std::vector<CUstream_st*> all;
-  {
-    std::lock_guard<std::mutex> lock(streams().mu);
-    all = streams().all;
-  }
-  for (CUstream_st* s : all) stream_synchronize(s);
+  for (CUstream_st* s : all_streams()) stream_synchronize(s);
 }
 
 // atexit handler (registered with the first stream, so it runs before the destructors of
@@ -147,14 +170,13 @@ void device_synchronize() {
 // work synchronous.
 void drain_at_exit() {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  std::vector<CUstream_st*> all;
-  {
-    std::lock_guard<std::mutex> lock(streams().mu);
-    all = streams().all;
-  }
-  for (CUstream_st* s : all) {
-    std::unique_lock<std::mutex> lock(s->mu);
-    s->cv.wait_until(lock, deadline, [&] { return s->completed == s->submitted; });
+  for (CUstream_st* s : all_streams()) {
+    {
+      RaceHidden hidden;
+      std::unique_lock<std::mutex> lock(s->mu);
+      s->cv.wait_until(lock, deadline, [&] { return s->completed == s->submitted; });
+    }
+    race_acquire(&s->done);
   }
   exiting = true;
 }
@@ -169,9 +191,12 @@ void enqueue(cudaStream_t s, std::function<void()> work) {
     device_synchronize();
     return work();
   }
+  CUstream_st::Work w{std::move(work), std::make_unique<char>()};
+  race_release(w.queued.get());
+  RaceHidden hidden;
   {
     std::lock_guard<std::mutex> lock(s->mu);
-    s->work.push_back(std::move(work));
+    s->work.push_back(std::move(w));
     ++s->submitted;
   }
   s->cv.notify_all();
@@ -185,6 +210,7 @@ void fault(const char* what) {
 
 bool is_device_pointer(const void* p, size_t bytes) {
   Memory& m = memory();
+  RaceHidden hidden;
   std::lock_guard<std::mutex> lock(m.mu);
   const char* c = static_cast<const char*>(p);
   auto it = m.live.upper_bound(c);
@@ -203,6 +229,7 @@ void require_still_allocated(const std::vector<Span>& operands, const char* who)
 void check_dynamic_smem(const void* kernel, size_t bytes) {
   if (bytes <= 48 * 1024) return;
   Memory& m = memory();
+  RaceHidden hidden;
   std::lock_guard<std::mutex> lock(m.mu);
   auto it = m.smem_optin.find(kernel);
   if (it == m.smem_optin.end() || size_t(it->second) < bytes)
@@ -243,6 +270,7 @@ cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* a, const void*) {
 cudaError_t cudaFuncSetAttribute(const void* f, cudaFuncAttribute, int v) {
   if (v < 0 || v > 232448) return fail(cudaErrorInvalidValue);
   sim::Memory& m = sim::memory();
+  sim::RaceHidden hidden;
   std::lock_guard<std::mutex> lock(m.mu);
   m.smem_optin[f] = v;
   return cudaSuccess;
@@ -286,6 +314,7 @@ cudaError_t cudaMalloc(void** p, size_t n) {
   const size_t padded = padded_bytes(n);
   sim::Memory& m = sim::memory();
   {
+    sim::RaceHidden hidden;
     std::lock_guard<std::mutex> lock(m.mu);
     if (m.in_use + n > device_memory_bytes()) return fail(cudaErrorMemoryAllocation);
   }
@@ -293,6 +322,7 @@ cudaError_t cudaMalloc(void** p, size_t n) {
   if (!c) return fail(cudaErrorMemoryAllocation);
   std::memset(c, 0xFF, n);
   ASAN_POISON_MEMORY_REGION(c + n, padded - n);
+  sim::RaceHidden hidden;
   std::lock_guard<std::mutex> lock(m.mu);
   m.live[c] = n ? n : 1;
   m.in_use += n ? n : 1;
@@ -305,6 +335,7 @@ cudaError_t free_now(void* p) {
   sim::Memory& m = sim::memory();
   size_t bytes = 0;
   {
+    sim::RaceHidden hidden;
     std::lock_guard<std::mutex> lock(m.mu);
     auto it = m.live.find(static_cast<const char*>(p));
     if (it == m.live.end()) sim::fault("cudaFree of a pointer that is not a live device allocation");
@@ -339,6 +370,7 @@ cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int device) {
 cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t, cudaMemPoolAttr, void*) { return cudaSuccess; }
 cudaError_t cudaMemPoolGetAttribute(cudaMemPool_t, cudaMemPoolAttr attr, void* value) {
   sim::Memory& m = sim::memory();
+  sim::RaceHidden hidden;
   std::lock_guard<std::mutex> lock(m.mu);
   *static_cast<uint64_t*>(value) = attr == cudaMemPoolAttrUsedMemHigh ? m.peak : m.in_use;
   return cudaSuccess;
@@ -365,7 +397,10 @@ cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind kin
   } else if (dst_is_dev) {
     auto staged = std::make_shared<std::vector<char>>(static_cast<const char*>(s),
                                                       static_cast<const char*>(s) + n);
-    sim::enqueue(stream, [d, staged] { std::memcpy(d, staged->data(), staged->size()); });
+    // moved in: the work owns the copy alone (ThreadSanitizer: see worker above)
+    sim::enqueue(stream, [d, staged = std::move(staged)] {
+      std::memcpy(d, staged->data(), staged->size());
+    });
   } else {
     cudaStreamSynchronize(stream);  // the null stream: every stream
     std::memmove(d, s, n);
@@ -387,6 +422,7 @@ cudaError_t cudaMemsetAsync(void* p, int value, size_t n, cudaStream_t stream) {
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
   auto* st = new CUstream_st;
   {
+    sim::RaceHidden hidden;
     std::lock_guard<std::mutex> lock(sim::streams().mu);
     sim::streams().all.push_back(st);
   }
@@ -408,6 +444,7 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) {
   return cudaSuccess;
 }
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  sim::RaceHidden hidden;  // its stamp's count (worker above)
   delete e;  // like CUDA: allowed while the recorded work is pending
   return cudaSuccess;
 }
@@ -416,17 +453,21 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   auto now = [] {
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
   };
+  {
+    sim::RaceHidden hidden;  // the stamp of the last record may still hold it (worker above)
+    e->reached.reset();
+  }
   e->reached = std::make_shared<std::atomic<double>>(-1.0);
   if (!s) {
     sim::device_synchronize();
     e->reached->store(now());
     return cudaSuccess;
   }
-  {
-    std::lock_guard<std::mutex> lock(s->mu);
-    e->target = s->submitted;
-  }
-  sim::enqueue(s, [reached = e->reached, now] { reached->store(now()); });
+  e->target = sim::submitted(s) + 1;  // the work so far and this stamp
+  sim::enqueue(s, [reached = e->reached, now] {
+    reached->store(now());
+    sim::race_release(reached.get());  // what the stream did so far, for the event's waiters
+  });
   return cudaSuccess;
 }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
@@ -439,12 +480,26 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) 
 cudaError_t cudaEventQuery(cudaEvent_t e) {
   CUstream_st* s = e->stream;
   if (!s) return cudaSuccess;
-  std::lock_guard<std::mutex> lock(s->mu);
-  return s->completed >= e->target ? cudaSuccess : cudaErrorNotReady;
+  {
+    sim::RaceHidden hidden;
+    std::lock_guard<std::mutex> lock(s->mu);
+    if (s->completed < e->target) return cudaErrorNotReady;
+  }
+  sim::race_acquire(e->reached.get());
+  return cudaSuccess;
 }
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned) {
   CUstream_st* src = e->stream;
   const uint64_t target = e->target;  // the work recorded so far, not what comes later
-  if (src && src != s) sim::enqueue(s, [src, target] { sim::wait_until(src, target); });
+  std::shared_ptr<std::atomic<double>> reached;
+  {
+    sim::RaceHidden hidden;  // its count (worker above)
+    reached = e->reached;
+  }
+  if (src && src != s)
+    sim::enqueue(s, [src, target, reached = std::move(reached)] {
+      sim::wait_until(src, target);
+      sim::race_acquire(reached.get());
+    });
   return cudaSuccess;
 }

@@ -83,7 +83,8 @@ const char* last_error = "";
 
 // Queues a collective on its stream, after a pause (SIM_NCCL_DELAY_US, default 2000): slow
 // collectives make a compute stream that does not wait for them read stale data. Its buffers
-// must still be allocated when it runs and when it ends.
+// must still be allocated when it runs and when it ends. For ThreadSanitizer (race.cpp) it reads
+// its send buffer and writes its receive buffer, and MPI inside it is hidden.
 void enqueue_collective(cudaStream_t stream, std::vector<sim::Span> buffers,
                         std::function<void()> op) {
   static const int delay_us = [] {
@@ -93,7 +94,11 @@ void enqueue_collective(cudaStream_t stream, std::vector<sim::Span> buffers,
   sim::enqueue(stream, [buffers = std::move(buffers), op = std::move(op)] {
     if (!sim::eager_streams()) std::this_thread::sleep_for(std::chrono::microseconds(delay_us));
     sim::require_still_allocated(buffers, "NCCL collective");
-    op();
+    sim::race_access(buffers);
+    {
+      sim::RaceHidden hidden;
+      op();
+    }
     sim::require_still_allocated(buffers, "NCCL collective");
   });
 }
@@ -156,7 +161,7 @@ ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataT
                            ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream) {
   const size_t bytes = count * type_bytes(type);
   if (!valid(comm, type, send, bytes) || !valid(comm, type, recv, bytes)) return ncclInvalidArgument;
-  enqueue_collective(stream, {{send, bytes}, {recv, bytes}}, [=] {
+  enqueue_collective(stream, {{send, bytes}, {recv, bytes, true}}, [=] {
     MPI_Allreduce(send == recv ? MPI_IN_PLACE : send, recv, int(count), mpi_type(type),
                   mpi_op(type, op), comm->mpi);
   });
@@ -169,7 +174,7 @@ ncclResult_t ncclAllGather(const void* send, void* recv, size_t send_count, nccl
   if (!valid(comm, type, send, bytes) || !valid(comm, type, recv, bytes * comm->size))
     return ncclInvalidArgument;
   const bool in_place = send == static_cast<char*>(recv) + comm->rank * bytes;
-  enqueue_collective(stream, {{send, bytes}, {recv, bytes * comm->size}}, [=] {
+  enqueue_collective(stream, {{send, bytes}, {recv, bytes * comm->size, true}}, [=] {
     MPI_Allgather(in_place ? MPI_IN_PLACE : send, int(send_count), mpi_type(type), recv,
                   int(send_count), mpi_type(type), comm->mpi);
   });
@@ -185,7 +190,7 @@ ncclResult_t ncclReduceScatter(const void* send, void* recv, size_t recv_count,
   // NCCL allows recv == send + rank·count (in place); MPI needs MPI_IN_PLACE and the whole
   // buffer in recv, so go through a copy.
   const bool in_place = recv == static_cast<const char*>(send) + comm->rank * bytes;
-  enqueue_collective(stream, {{send, bytes * comm->size}, {recv, bytes}}, [=] {
+  enqueue_collective(stream, {{send, bytes * comm->size}, {recv, bytes, true}}, [=] {
     std::vector<char> tmp(in_place ? bytes : 0);
     MPI_Reduce_scatter_block(send, in_place ? tmp.data() : recv, int(recv_count), mpi_type(type),
                              mpi_op(type, op), comm->mpi);
@@ -200,7 +205,7 @@ ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataT
   if (!valid(comm, type, recv, bytes) || root < 0 || root >= comm->size) return ncclInvalidArgument;
   if (comm->rank == root && !valid(comm, type, send, bytes)) return ncclInvalidArgument;
   const sim::Span sent{send, comm->rank == root ? bytes : 0};
-  enqueue_collective(stream, {sent, {recv, bytes}}, [=] {
+  enqueue_collective(stream, {sent, {recv, bytes, true}}, [=] {
     if (comm->rank == root && send != recv) std::memmove(recv, send, bytes);
     MPI_Bcast(recv, int(count), mpi_type(type), root, comm->mpi);
   });

@@ -14,7 +14,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
 out=${RACE_BUILD:-$root/build-race}
-tests=(simulator cuda_kernels cuda_model)
+tests=(simulator cuda_kernels cuda_model nccl_communicator)
 if [ "${1:-}" = --selftest ]; then
   tests=(simulator)
   shift
@@ -29,6 +29,7 @@ if ! ./tests/test_simulator --gtest_list_tests | grep -q RacingBetweenBarriersAr
   echo "[racecheck] $out/tests/test_simulator was not built with ThreadSanitizer" >&2
   exit 1
 fi
-# One OpenMP thread: libgomp's own synchronisation is invisible to ThreadSanitizer.
-OMP_NUM_THREADS=1 ctest -j "${SIM_JOBS:-2}" -L '^gpu$' \
+# One OpenMP thread: libgomp's own synchronisation is invisible to ThreadSanitizer. Two
+# simulated GPUs for the NCCL test's two ranks.
+SIM_GPUS=${SIM_GPUS:-2} OMP_NUM_THREADS=1 ctest -j "${SIM_JOBS:-2}" -L '^gpu$' \
   -R "^gpu_test_($(IFS='|'; echo "${tests[*]}"))\$" --output-on-failure --no-tests=error "$@"

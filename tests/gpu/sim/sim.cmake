@@ -6,7 +6,7 @@
 add_library(retort_cuda_sim STATIC
   ${CMAKE_CURRENT_LIST_DIR}/block_simulator.cpp ${CMAKE_CURRENT_LIST_DIR}/cuda_runtime.cpp
   ${CMAKE_CURRENT_LIST_DIR}/cublaslt.cpp ${CMAKE_CURRENT_LIST_DIR}/cudnn.cpp
-  ${CMAKE_CURRENT_LIST_DIR}/nccl.cpp)
+  ${CMAKE_CURRENT_LIST_DIR}/nccl.cpp ${CMAKE_CURRENT_LIST_DIR}/race.cpp)
 target_include_directories(retort_cuda_sim PUBLIC ${CMAKE_CURRENT_LIST_DIR}/include)
 target_link_libraries(retort_cuda_sim PUBLIC MPI::MPI_CXX)
 
@@ -25,19 +25,24 @@ target_link_libraries(retort_cuda_sim PUBLIC MPI::MPI_CXX)
 set(RETORT_SIM_SANITIZE address CACHE STRING
   "simulator build: address (ASan + alignment checks), thread (ThreadSanitizer races) or OFF")
 set(RETORT_SIM_SANITIZE_FLAGS)
+set(sim_instrumented ${CMAKE_CURRENT_LIST_DIR}/cuda_runtime.cpp)
 if(RETORT_SIM_SANITIZE STREQUAL "address" OR RETORT_SIM_SANITIZE STREQUAL "ON")
   set(RETORT_SIM_SANITIZE_FLAGS -fsanitize=address,alignment -fno-sanitize-recover=alignment)
   target_link_options(retort_cuda_sim INTERFACE -fsanitize=address,alignment)
 elseif(RETORT_SIM_SANITIZE STREQUAL "thread")
   set(RETORT_SIM_SANITIZE_FLAGS -fsanitize=thread -g)
   target_link_options(retort_cuda_sim INTERFACE -fsanitize=thread)
-  # not instrumented itself (its scheduler's state is the fibers' shared bookkeeping)
-  set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/block_simulator.cpp PROPERTIES
-    COMPILE_DEFINITIONS RETORT_SIM_RACECHECK=1)
+  # ThreadSanitizer must see the libraries' operand accesses on their streams' threads, and
+  # every count of the objects they share with the host (shared_ptr)
+  list(APPEND sim_instrumented ${CMAKE_CURRENT_LIST_DIR}/cublaslt.cpp
+    ${CMAKE_CURRENT_LIST_DIR}/cudnn.cpp ${CMAKE_CURRENT_LIST_DIR}/nccl.cpp)
+  # not instrumented themselves (the scheduler's state is the fibers' shared bookkeeping)
+  set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/block_simulator.cpp
+    ${CMAKE_CURRENT_LIST_DIR}/race.cpp PROPERTIES COMPILE_DEFINITIONS RETORT_SIM_RACECHECK=1)
 elseif(NOT RETORT_SIM_SANITIZE STREQUAL "OFF")
   message(FATAL_ERROR "RETORT_SIM_SANITIZE=${RETORT_SIM_SANITIZE}: expected address, thread or OFF")
 endif()
-set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/cuda_runtime.cpp PROPERTIES
+set_source_files_properties(${sim_instrumented} PROPERTIES
   COMPILE_OPTIONS "${RETORT_SIM_SANITIZE_FLAGS}")
 
 function(retort_translate_cuda out_var)

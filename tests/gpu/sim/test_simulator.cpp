@@ -78,7 +78,7 @@ TEST(SimulatorDeathTest, KernelReadingPastAnAllocationOrMisalignedFaults) {
 // RETORT_SIM_SANITIZE=thread. Thread 0 writes the block's slot and every thread reads it, after
 // a barrier or without one.
 void broadcast(float* y, int with_barrier) {
-  static float slot_sim_copies[2]; auto& slot = slot_sim_copies[sim::block_copy];
+  static thread_local float slot_sim_copies[2]; auto& slot = slot_sim_copies[sim::block_copy];
   if (threadIdx.x == 0) slot = 1.0f + blockIdx.x;
   if (with_barrier) __syncthreads();
   y[blockIdx.x * blockDim.x + threadIdx.x] = slot;
@@ -87,7 +87,7 @@ void broadcast(float* y, int with_barrier) {
 // in the default schedule the last thread has already reached the next barrier when thread 0
 // leaves the first, and that must not order its write before thread 0's read.
 void write_after_barrier(float* y) {
-  static float slot_sim_copies[2]; auto& slot = slot_sim_copies[sim::block_copy];
+  static thread_local float slot_sim_copies[2]; auto& slot = slot_sim_copies[sim::block_copy];
   __syncthreads();
   if (threadIdx.x == blockDim.x - 1) slot = 2;
   if (threadIdx.x == 0) y[0] = slot;
@@ -125,6 +125,53 @@ TEST(SimulatorDeathTest, ThreadsOfABlockRacingBetweenBarriersAreReported) {
   for (int i = 0; i < 64; ++i) EXPECT_EQ(h[i], 1 + i / 32);
   EXPECT_DEATH(run(broadcast, y, 0), "ThreadSanitizer: data race");
   EXPECT_DEATH(run(write_after_barrier, y), "ThreadSanitizer: data race");
+  cudaFree(y);
+}
+
+// Across streams: a kernel writes x on one stream, and a kernel or a copy reads it on another.
+void fill(float* x, float v) { x[threadIdx.x] = v; }
+void copy(float* y, const float* x) { y[threadIdx.x] = x[threadIdx.x]; }
+
+// Two streams are ordered only as CUDA orders them: by an event recorded on one and waited for
+// on the other, or by the host synchronising with the first before it queues on the second.
+// Without either, the reader is reported whichever stream's thread happened to run first (the
+// simulator serialises kernels, under a lock hidden from ThreadSanitizer).
+TEST(SimulatorDeathTest, StreamsOrderedOnlyByEventsAndSynchronisationAreRaces) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  cudaStream_t a, b;
+  cudaStreamCreateWithFlags(&a, cudaStreamNonBlocking);
+  cudaStreamCreateWithFlags(&b, cudaStreamNonBlocking);
+  cudaEvent_t written;
+  cudaEventCreateWithFlags(&written, 0);
+  float* x = device_floats(32);
+  float* y = device_floats(32);
+  std::vector<float> h(32);
+  sim::launch(fill, dim3(1), dim3(32), 0, a)(x, 1.0f);
+  cudaEventRecord(written, a);
+  cudaStreamWaitEvent(b, written, 0);
+  sim::launch(copy, dim3(1), dim3(32), 0, b)(y, x);
+  cudaMemcpy(h.data(), y, 128, cudaMemcpyDeviceToHost);
+  EXPECT_EQ(h[31], 1.0f);
+  sim::launch(fill, dim3(1), dim3(32), 0, a)(x, 2.0f);
+  cudaStreamSynchronize(a);
+  cudaMemcpyAsync(y, x, 128, cudaMemcpyDeviceToDevice, b);
+  cudaMemcpy(h.data(), y, 128, cudaMemcpyDeviceToHost);
+  EXPECT_EQ(h[0], 2.0f);
+  EXPECT_DEATH(
+      {
+        sim::launch(fill, dim3(1), dim3(32), 0, a)(x, 3.0f);
+        sim::launch(copy, dim3(1), dim3(32), 0, b)(y, x);
+        cudaStreamSynchronize(nullptr);
+      },
+      "ThreadSanitizer: data race");
+  EXPECT_DEATH(
+      {
+        sim::launch(fill, dim3(1), dim3(32), 0, a)(x, 4.0f);
+        cudaMemcpyAsync(y, x, 128, cudaMemcpyDeviceToDevice, b);
+        cudaStreamSynchronize(nullptr);
+      },
+      "ThreadSanitizer: data race");
+  cudaFree(x);
   cudaFree(y);
 }
 

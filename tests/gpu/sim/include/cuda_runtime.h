@@ -112,19 +112,32 @@ bool is_device_pointer(const void* p, size_t bytes = 1);
 struct Span {
   const void* p;
   size_t bytes;
+  bool written = false;  // else only read (for race_access)
 };
 void require_still_allocated(const std::vector<Span>& operands, const char* who);
+// ThreadSanitizer's view of the streams (race.cpp; no-ops unless RETORT_SIM_SANITIZE=thread):
+// CUDA's orders stated on a sync object, the simulator's own bookkeeping hidden while a
+// RaceHidden lives on this thread, and a library call's operand accesses when it runs.
+void race_release(const void* sync);
+void race_acquire(const void* sync);
+struct RaceHidden {
+  RaceHidden();
+  ~RaceHidden();
+  RaceHidden(const RaceHidden&) = delete;
+  RaceHidden& operator=(const RaceHidden&) = delete;
+};
+void race_access(const std::vector<Span>& operands);
 // Ends the process with "sim: <what>" on stderr: a misuse a real GPU would fault on.
 [[noreturn]] void fault(const char* what);
 
 extern thread_local dim3 tid;
-extern dim3 bid, bdim, gdim;
-extern unsigned char* dyn_smem;
+extern thread_local dim3 bid, bdim, gdim;
+extern thread_local unsigned char* dyn_smem;
 // Which of two copies of per-block memory (stacks, shared memory) the running block uses: its
 // index mod 2 under RETORT_SIM_SANITIZE=thread (so neighbouring blocks, which ThreadSanitizer
 // sees as unordered, never share an address a GPU gives each block its own of), else 0.
 // gen.py turns each `__shared__ T name[N];` into a reference to name's copy.
-extern int block_copy;
+extern thread_local int block_copy;
 void syncthreads();
 uint64_t exchange(uint64_t v, int lane_xor);
 // The lanes of the calling warp whose v equals this lane's (all 32 lanes must call it).
