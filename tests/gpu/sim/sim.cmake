@@ -18,10 +18,12 @@ target_link_libraries(retort_cuda_sim PUBLIC MPI::MPI_CXX)
 # simulated libraries' loops are not instrumented (they check their operands' extents
 # themselves; instrumented, they doubled the e2e tests' time), nor is the rest of retort.
 # RETORT_SIM_SANITIZE=thread (tests/gpu/sim/racecheck.sh): the same files built with
-# ThreadSanitizer instead, and the block simulator tells it that a block's threads are fibers
-# ordered only by their barriers and that neighbouring blocks are not ordered, so a race between
-# two threads of a block, or two blocks of a grid, is reported whatever the schedule. Every
-# executable that links the simulator gets the sanitizer's runtime.
+# ThreadSanitizer instead (and the simulated libraries too), and the block simulator and the
+# runtime tell it that a block's threads are fibers ordered only by their barriers, that
+# neighbouring blocks are not ordered, and that streams are ordered only by events and the
+# host's synchronisations (race.cpp), so a race between two threads of a block, two blocks of a
+# grid or two streams is reported whatever the schedule. Every executable that links the
+# simulator gets the sanitizer's runtime.
 set(RETORT_SIM_SANITIZE address CACHE STRING
   "simulator build: address (ASan + alignment checks), thread (ThreadSanitizer races) or OFF")
 set(RETORT_SIM_SANITIZE_FLAGS)
