@@ -10,8 +10,8 @@
 //     the host after cudaEventQuery says it is done;
 //   - a stream's finished work  →  the host after cudaStreamSynchronize (and the calls that
 //     imply it: cudaDeviceSynchronize, cudaFree, a copy to host memory, the null stream).
-// Library calls (cuBLASLt, cuDNN, NCCL) are not instrumented: race_access states their operand
-// reads and writes when their stream runs them.
+// cuBLASLt's and cuDNN's simulators are instrumented in this build; a simulated NCCL
+// collective runs MPI hidden, so race_access states its buffer reads and writes instead.
 #include <cuda_runtime.h>
 
 #if RETORT_SIM_RACECHECK
