@@ -149,6 +149,14 @@ Tensor output_in(const Heads& out, DType dtype) {
 void finish_heads(const Heads& out, const Tensor& written) {
   if (!written.same_storage(out.x)) copy_heads(out, written);
 }
+// For the plain attention kernels, which take windows of fp32 heads: h itself when it is fp32,
+// else a contiguous fp32 copy (input) or temporary for finish_heads (output).
+Heads f32_window(const Heads& h) {
+  return h.x.dtype() == DType::F32 ? h : Heads(contiguous_as(h, DType::F32));
+}
+Heads f32_output(const Heads& h) {
+  return h.x.dtype() == DType::F32 ? h : Heads(output_in(h, DType::F32));
+}
 
 // check_f32 for element i of a list argument of a multi-tensor op: names it `list[i].name`.
 void check_f32_at(const char* op, const char* list, size_t i, const char* name, const Tensor& t) {
@@ -869,11 +877,11 @@ void attention_forward(Tensor& out, Tensor& lse, const Heads& q, const Heads& k,
   }
 #endif
   g_attention_used = dev == Device::CPU ? "cpu" : "plain";
-  const DType f32 = DType::F32;
-  const Tensor qf = contiguous_as(q, f32), kf = contiguous_as(k, f32), vf = contiguous_as(v, f32);
-  const Tensor of = output_in(out, f32);
+  const Heads qf = f32_window(q), kf = f32_window(k), vf = f32_window(v);
+  const Tensor of = output_in(out, DType::F32);
   RETORT_KERNEL(dev, attention_forward, of.data<float>(), lse.data<float>(), qf.data<float>(),
-                kf.data<float>(), vf.data<float>(), d.B, d.T, d.H, d.Hkv, d.hd);
+                kf.data<float>(), vf.data<float>(), {qf.pitch(), kf.pitch(), vf.pitch()}, d.B,
+                d.T, d.H, d.Hkv, d.hd);
   finish_output(out, of);
 }
 
@@ -975,17 +983,19 @@ void attention_backward(const Heads& dq, const Heads& dk, const Heads& dv, const
     cudnn_unavailable(op, d, why);
   }
 #endif
-  // The plain kernels read and write whole fp32 tensors.
+  // The plain kernels read and write fp32 windows in place (bf16 ones through fp32 copies).
   const DType f32 = DType::F32;
-  const Tensor di = as_dtype(dout, f32), oi = as_dtype(out, f32), qi = contiguous_as(q, f32),
-               ki = contiguous_as(k, f32), vi = contiguous_as(v, f32);
-  const Tensor dqo = output_in(dq, f32), dko = output_in(dk, f32), dvo = output_in(dv, f32);
+  const Tensor di = as_dtype(dout, f32), oi = as_dtype(out, f32);
+  const Heads qi = f32_window(q), ki = f32_window(k), vi = f32_window(v);
+  const Heads dqo = f32_output(dq), dko = f32_output(dk), dvo = f32_output(dv);
   RETORT_KERNEL(dev, attention_backward, dqo.data<float>(), dko.data<float>(), dvo.data<float>(),
                 di.data<float>(), qi.data<float>(), ki.data<float>(), vi.data<float>(),
-                oi.data<float>(), lse.data<float>(), d.B, d.T, d.H, d.Hkv, d.hd);
-  finish_heads(dq, dqo);
-  finish_heads(dk, dko);
-  finish_heads(dv, dvo);
+                oi.data<float>(), lse.data<float>(),
+                {qi.pitch(), ki.pitch(), vi.pitch(), dqo.pitch(), dko.pitch(), dvo.pitch()}, d.B,
+                d.T, d.H, d.Hkv, d.hd);
+  finish_heads(dq, dqo.x);
+  finish_heads(dk, dko.x);
+  finish_heads(dv, dvo.x);
 }
 
 // ---- embedding ---------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 // Causal self-attention with grouped-query heads, flash-style on the CPU.
 //   q, out: [B, T, H, hd]; k, v: [B, T, Hkv, hd]; head h reads kv head h / (H/Hkv)
+//   q, k, v and their gradients at their token pitches (AttentionPitches: windows of the
+//   packed q|k|v product are read and written in place); out, dout whole
 //   S = q kᵀ · (1/sqrt(hd)) with S_ij = −inf for j > i;  P = softmax_rows(S);  out = P v
 //   lse_i = logsumexp_j S_ij   (saved: [B, H, T])
 // Work is cut into query tiles of kTile rows. A tile [t0, t1) only sees keys [0, t1), so one
@@ -46,10 +48,11 @@ inline void transpose_head(float* xt, int64_t ldt, const float* x, int64_t ld, i
 }  // namespace
 
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
-                       int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd) {
+                       const AttentionPitches& p, int64_t B, int64_t T, int64_t H, int64_t Hkv,
+                       int64_t hd) {
   const int64_t group = H / Hkv;
   const int64_t ntiles = (T + kTile - 1) / kTile;
-  const int64_t ldq = H * hd, ldk = Hkv * hd;
+  const int64_t ldo = H * hd;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
   const int64_t ntasks = B * H * ntiles;
 #pragma omp parallel
@@ -63,14 +66,14 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
       const int64_t bh = task % (B * H), b = bh / H, h = bh % H, j = h / group;
       const int64_t t0 = tile * kTile, t1 = t0 + kTile < T ? t0 + kTile : T;
       const int64_t nq = t1 - t0, nk = t1;
-      const float* Q = q + ((b * T + t0) * H + h) * hd;
-      const float* K = k + (b * T * Hkv + j) * hd;
-      const float* V = v + (b * T * Hkv + j) * hd;
-      float* O = out + ((b * T + t0) * H + h) * hd;
+      const float* Q = q + (b * T + t0) * p.q + h * hd;
+      const float* K = k + b * T * p.k + j * hd;
+      const float* V = v + b * T * p.v + j * hd;
+      float* O = out + (b * T + t0) * ldo + h * hd;
       float* L = lse + (b * H + h) * T + t0;
       // S[nq, nk] = scale · Q Kᵀ
-      transpose_head(Kt.data(), nk, K, ldk, nk, hd);
-      tile_gemm(nq, nk, hd, scale, Q, ldq, 1, Kt.data(), nk, false, S.data(), nk);
+      transpose_head(Kt.data(), nk, K, p.k, nk, hd);
+      tile_gemm(nq, nk, hd, scale, Q, p.q, 1, Kt.data(), nk, false, S.data(), nk);
       for (int64_t i = 0; i < nq; ++i) {
         float* s = S.data() + i * nk;
         const int64_t nvalid = t0 + i + 1;  // keys 0..t0+i
@@ -90,19 +93,25 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
         L[i] = m + std::log(sum);
       }
       // O[nq, hd] = P V
-      tile_gemm(nq, hd, nk, 1.0f, S.data(), nk, 1, V, ldk, false, O, ldq);
+      tile_gemm(nq, hd, nk, 1.0f, S.data(), nk, 1, V, p.v, false, O, ldo);
     }
   }
 }
 
 namespace {
 
-// Everything the backward tasks share.
+// Everything the backward tasks share. ldo: out's and dout's pitch, H·hd.
 struct BwdArgs {
   float *dq, *dk, *dv;
   const float *dout, *q, *k, *v, *out, *lse;
-  int64_t B, T, H, Hkv, hd, group, ntiles, ldq, ldk;
+  AttentionPitches p;
+  int64_t B, T, H, Hkv, hd, group, ntiles, ldo;
   float scale;
+  // Head `head` of token t of sequence b in a [B, T, heads, hd] operand of pitch `pitch`.
+  template <class F>
+  F* at(F* x, int64_t pitch, int64_t b, int64_t t, int64_t head) const {
+    return x + (b * T + t) * pitch + head * hd;
+  }
 };
 
 // The query rows [t0, t1) of head h against the key columns [s0, s0 + ns):
@@ -112,16 +121,16 @@ struct BwdArgs {
 void probs_and_dscores(const BwdArgs& a, int64_t b, int64_t h, int64_t t0, int64_t t1,
                        int64_t s0, int64_t ns, const float* Kt, const float* Vt, int64_t ldt,
                        float* P, float* dS, float* D) {
-  const int64_t nq = t1 - t0, row0 = (b * a.T + t0) * a.H + h;
-  const float* Q = a.q + row0 * a.hd;
-  const float* O = a.out + row0 * a.hd;
-  const float* dO = a.dout + row0 * a.hd;
+  const int64_t nq = t1 - t0;
+  const float* Q = a.at(a.q, a.p.q, b, t0, h);
+  const float* O = a.at(a.out, a.ldo, b, t0, h);
+  const float* dO = a.at(a.dout, a.ldo, b, t0, h);
   const float* L = a.lse + (b * a.H + h) * a.T + t0;
-  tile_gemm(nq, ns, a.hd, a.scale, Q, a.ldq, 1, Kt, ldt, false, P, ns);  // scores
-  tile_gemm(nq, ns, a.hd, 1.0f, dO, a.ldq, 1, Vt, ldt, false, dS, ns);   // dP
+  tile_gemm(nq, ns, a.hd, a.scale, Q, a.p.q, 1, Kt, ldt, false, P, ns);  // scores
+  tile_gemm(nq, ns, a.hd, 1.0f, dO, a.ldo, 1, Vt, ldt, false, dS, ns);   // dP
   for (int64_t i = 0; i < nq; ++i) {
-    const float* o = O + i * a.ldq;
-    const float* g = dO + i * a.ldq;
+    const float* o = O + i * a.ldo;
+    const float* g = dO + i * a.ldo;
     float d = 0.0f;
 #pragma omp simd reduction(+ : d)
     for (int64_t c = 0; c < a.hd; ++c) d += o[c] * g[c];
@@ -145,7 +154,8 @@ void probs_and_dscores(const BwdArgs& a, int64_t b, int64_t h, int64_t t0, int64
 // One task per (b, kv head): owns dk, dv of the kv head and dq of its query heads; visits
 // (head, query tile) in order. 5 tile products per tile. Needs B·Hkv ≥ threads to be busy.
 void backward_by_kv_head(const BwdArgs& a) {
-  const int64_t T = a.T, hd = a.hd, ldk = a.ldk;
+  const int64_t T = a.T, hd = a.hd;
+  const AttentionPitches& p = a.p;
 #pragma omp parallel
   {
     std::vector<float> P(static_cast<size_t>(kTile * T)), dS(static_cast<size_t>(kTile * T));
@@ -154,29 +164,30 @@ void backward_by_kv_head(const BwdArgs& a) {
 #pragma omp for schedule(static)
     for (int64_t task = 0; task < a.B * a.Hkv; ++task) {
       const int64_t b = task / a.Hkv, j = task % a.Hkv;
-      const float* K = a.k + (b * T * a.Hkv + j) * hd;
-      const float* V = a.v + (b * T * a.Hkv + j) * hd;
-      float* dK = a.dk + (b * T * a.Hkv + j) * hd;
-      float* dV = a.dv + (b * T * a.Hkv + j) * hd;
+      const float* K = a.at(a.k, p.k, b, 0, j);
+      const float* V = a.at(a.v, p.v, b, 0, j);
+      float* dK = a.at(a.dk, p.dk, b, 0, j);
+      float* dV = a.at(a.dv, p.dv, b, 0, j);
       for (int64_t t = 0; t < T; ++t) {
-        std::memset(dK + t * ldk, 0, sizeof(float) * hd);
-        std::memset(dV + t * ldk, 0, sizeof(float) * hd);
+        std::memset(dK + t * p.dk, 0, sizeof(float) * hd);
+        std::memset(dV + t * p.dv, 0, sizeof(float) * hd);
       }
-      transpose_head(Kt.data(), T, K, ldk, T, hd);  // [hd, T]
-      transpose_head(Vt.data(), T, V, ldk, T, hd);
+      transpose_head(Kt.data(), T, K, p.k, T, hd);  // [hd, T]
+      transpose_head(Vt.data(), T, V, p.v, T, hd);
       for (int64_t h = j * a.group; h < (j + 1) * a.group; ++h)
         for (int64_t tile = 0; tile < a.ntiles; ++tile) {
           const int64_t t0 = tile * kTile, t1 = t0 + kTile < T ? t0 + kTile : T;
           const int64_t nq = t1 - t0, nk = t1;
-          const int64_t row0 = (b * T + t0) * a.H + h;
           probs_and_dscores(a, b, h, t0, t1, 0, nk, Kt.data(), Vt.data(), T, P.data(), dS.data(),
                             D.data());
           // dQ[nq, hd] = scale · dS K
-          tile_gemm(nq, hd, nk, a.scale, dS.data(), nk, 1, K, ldk, false, a.dq + row0 * hd,
-                    a.ldq);
+          tile_gemm(nq, hd, nk, a.scale, dS.data(), nk, 1, K, p.k, false,
+                    a.at(a.dq, p.dq, b, t0, h), p.dq);
           // dK[nk, hd] += scale · dSᵀ Q;  dV[nk, hd] += Pᵀ dO
-          tile_gemm(nk, hd, nq, a.scale, dS.data(), 1, nk, a.q + row0 * hd, a.ldq, true, dK, ldk);
-          tile_gemm(nk, hd, nq, 1.0f, P.data(), 1, nk, a.dout + row0 * hd, a.ldq, true, dV, ldk);
+          tile_gemm(nk, hd, nq, a.scale, dS.data(), 1, nk, a.at(a.q, p.q, b, t0, h), p.q, true,
+                    dK, p.dk);
+          tile_gemm(nk, hd, nq, 1.0f, P.data(), 1, nk, a.at(a.dout, a.ldo, b, t0, h), a.ldo,
+                    true, dV, p.dv);
         }
     }
   }
@@ -186,7 +197,8 @@ void backward_by_kv_head(const BwdArgs& a) {
 // task per (b, kv head, key tile), sums dk, dv over (head, query tile) in order.
 // P and dP are computed twice (7 tile products per tile instead of 5) for the parallelism.
 void backward_two_pass(const BwdArgs& a) {
-  const int64_t T = a.T, hd = a.hd, ldk = a.ldk, nt = a.ntiles;
+  const int64_t T = a.T, hd = a.hd, nt = a.ntiles;
+  const AttentionPitches& p = a.p;
 #pragma omp parallel
   {
     std::vector<float> P(static_cast<size_t>(kTile * T)), dS(static_cast<size_t>(kTile * T));
@@ -197,39 +209,39 @@ void backward_two_pass(const BwdArgs& a) {
       const int64_t tile = nt - 1 - task / (a.B * a.H);  // largest first
       const int64_t bh = task % (a.B * a.H), b = bh / a.H, h = bh % a.H, j = h / a.group;
       const int64_t t0 = tile * kTile, t1 = t0 + kTile < T ? t0 + kTile : T, nk = t1;
-      const float* K = a.k + (b * T * a.Hkv + j) * hd;
-      const float* V = a.v + (b * T * a.Hkv + j) * hd;
-      transpose_head(Kt.data(), nk, K, ldk, nk, hd);
-      transpose_head(Vt.data(), nk, V, ldk, nk, hd);
+      const float* K = a.at(a.k, p.k, b, 0, j);
+      const float* V = a.at(a.v, p.v, b, 0, j);
+      transpose_head(Kt.data(), nk, K, p.k, nk, hd);
+      transpose_head(Vt.data(), nk, V, p.v, nk, hd);
       probs_and_dscores(a, b, h, t0, t1, 0, nk, Kt.data(), Vt.data(), nk, P.data(), dS.data(),
                         D.data());
-      const int64_t row0 = (b * T + t0) * a.H + h;
-      tile_gemm(t1 - t0, hd, nk, a.scale, dS.data(), nk, 1, K, ldk, false, a.dq + row0 * hd,
-                a.ldq);
+      tile_gemm(t1 - t0, hd, nk, a.scale, dS.data(), nk, 1, K, p.k, false,
+                a.at(a.dq, p.dq, b, t0, h), p.dq);
     }
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < a.B * a.Hkv * nt; ++task) {
       const int64_t ktile = task / (a.B * a.Hkv);  // first key tiles see the most queries
       const int64_t bj = task % (a.B * a.Hkv), b = bj / a.Hkv, j = bj % a.Hkv;
       const int64_t s0 = ktile * kTile, s1 = s0 + kTile < T ? s0 + kTile : T, ns = s1 - s0;
-      const float* K = a.k + ((b * T + s0) * a.Hkv + j) * hd;
-      const float* V = a.v + ((b * T + s0) * a.Hkv + j) * hd;
-      float* dK = a.dk + ((b * T + s0) * a.Hkv + j) * hd;
-      float* dV = a.dv + ((b * T + s0) * a.Hkv + j) * hd;
+      const float* K = a.at(a.k, p.k, b, s0, j);
+      const float* V = a.at(a.v, p.v, b, s0, j);
+      float* dK = a.at(a.dk, p.dk, b, s0, j);
+      float* dV = a.at(a.dv, p.dv, b, s0, j);
       for (int64_t t = 0; t < ns; ++t) {
-        std::memset(dK + t * ldk, 0, sizeof(float) * hd);
-        std::memset(dV + t * ldk, 0, sizeof(float) * hd);
+        std::memset(dK + t * p.dk, 0, sizeof(float) * hd);
+        std::memset(dV + t * p.dv, 0, sizeof(float) * hd);
       }
-      transpose_head(Kt.data(), ns, K, ldk, ns, hd);  // [hd, ns]
-      transpose_head(Vt.data(), ns, V, ldk, ns, hd);
+      transpose_head(Kt.data(), ns, K, p.k, ns, hd);  // [hd, ns]
+      transpose_head(Vt.data(), ns, V, p.v, ns, hd);
       for (int64_t h = j * a.group; h < (j + 1) * a.group; ++h)
         for (int64_t tile = ktile; tile < nt; ++tile) {  // query tiles that see these keys
           const int64_t t0 = tile * kTile, t1 = t0 + kTile < T ? t0 + kTile : T, nq = t1 - t0;
-          const int64_t row0 = (b * T + t0) * a.H + h;
           probs_and_dscores(a, b, h, t0, t1, s0, ns, Kt.data(), Vt.data(), ns, P.data(),
                             dS.data(), D.data());
-          tile_gemm(ns, hd, nq, a.scale, dS.data(), 1, ns, a.q + row0 * hd, a.ldq, true, dK, ldk);
-          tile_gemm(ns, hd, nq, 1.0f, P.data(), 1, ns, a.dout + row0 * hd, a.ldq, true, dV, ldk);
+          tile_gemm(ns, hd, nq, a.scale, dS.data(), 1, ns, a.at(a.q, p.q, b, t0, h), p.q, true,
+                    dK, p.dk);
+          tile_gemm(ns, hd, nq, 1.0f, P.data(), 1, ns, a.at(a.dout, a.ldo, b, t0, h), a.ldo,
+                    true, dV, p.dv);
         }
     }
   }
@@ -239,10 +251,11 @@ void backward_two_pass(const BwdArgs& a) {
 
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,
                         const float* k, const float* v, const float* out, const float* lse,
-                        int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd) {
-  BwdArgs a{dq, dk, dv, dout, q, k, v, out, lse, B, T, H, Hkv, hd, H / Hkv,
-            (T + kTile - 1) / kTile, H * hd, Hkv * hd,
-            static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)))};
+                        const AttentionPitches& p, int64_t B, int64_t T, int64_t H, int64_t Hkv,
+                        int64_t hd) {
+  const BwdArgs a{dq, dk, dv, dout, q, k, v, out, lse, p, B, T, H, Hkv, hd, H / Hkv,
+                  (T + kTile - 1) / kTile, H * hd,
+                  static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)))};
   // Deterministic either way; which one runs depends only on the shapes and thread count.
   if (B * Hkv >= 2 * omp_get_max_threads()) backward_by_kv_head(a);
   else backward_two_pass(a);

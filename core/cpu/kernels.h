@@ -6,6 +6,7 @@
 #pragma once
 #include <cstdint>
 
+#include "core/attention_pitches.h"
 #include "core/multi_tensor.h"
 #include "core/sampling.h"
 
@@ -129,12 +130,15 @@ void vocab_shard_ids(int32_t* out, const int32_t* ids, int64_t n, int32_t begin,
 void logsumexp_merge(float* lse, const float* parts, int64_t n, int64_t rows);
 
 // ---- attention.cpp -----------------------------------------------------------------------
-// q, out: [B, T, H, hd]; k, v: [B, T, Hkv, hd]; lse: [B, H, T]
+// q, out: [B, T, H, hd]; k, v: [B, T, Hkv, hd]; lse: [B, H, T]; q, k, v and their gradients
+// at the pitches p (windows read and written in place), out and dout whole
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
-                       int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd);
+                       const AttentionPitches& p, int64_t B, int64_t T, int64_t H, int64_t Hkv,
+                       int64_t hd);
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,
                         const float* k, const float* v, const float* out, const float* lse,
-                        int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd);
+                        const AttentionPitches& p, int64_t B, int64_t T, int64_t H, int64_t Hkv,
+                        int64_t hd);
 
 // ---- attention_decode.cpp ---------------------------------------------------------------
 // q, out: [B, H, hd]; k, v: [B, T_max, Hkv, hd], keys 0..n-1 used (Out, KV: float, or uint16_t

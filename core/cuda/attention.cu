@@ -1,6 +1,8 @@
 // Causal self-attention with grouped-query heads: the plain tiled (flash-style) CUDA path,
 // fp32 SIMT, the reference/fallback for a faster library path. Math as core/cpu/attention.cpp:
 //   q, out: [B, T, H, hd]; k, v: [B, T, Hkv, hd]; head h reads kv head j = h / (H/Hkv)
+//   q, k, v and their gradients at their token pitches (AttentionPitches: windows of the
+//   packed q|k|v product read and written in place); out, dout whole
 //   S = q kᵀ · scale (scale = 1/sqrt(hd)), S_ij = −inf for j > i;  P = softmax_rows(S);  out = P v
 //   lse_i = logsumexp_j S_ij   ([B, H, T], saved for backward)
 // Backward (FlashAttention-2, P recomputed from lse):
@@ -68,7 +70,8 @@ __device__ __forceinline__ float row16_sum(float v) {
 template <int BR, int DC>
 __global__ void __launch_bounds__(kThreads)
     attention_forward_kernel(float* out, float* lse, const float* q, const float* k,
-                             const float* v, int T, int H, int Hkv, int hd, float scale) {
+                             const float* v, AttentionPitches p, int T, int H, int Hkv, int hd,
+                             float scale) {
   constexpr int RA = BR / 16;  // rows (queries) per thread; also keys per thread
   extern __shared__ float smem[];
   const int ld = hd + 1, ldp = BR + 1;
@@ -78,12 +81,12 @@ __global__ void __launch_bounds__(kThreads)
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
   const int bh = blockIdx.x, b = bh / H, h = bh % H, j = h / (H / Hkv);
   const int t0 = (gridDim.y - 1 - blockIdx.y) * BR;  // largest tiles first
-  const int64_t ldq = static_cast<int64_t>(H) * hd, ldk = static_cast<int64_t>(Hkv) * hd;
-  const float* Qg = q + (static_cast<int64_t>(b) * T * H + h) * hd;
-  const float* Kg = k + (static_cast<int64_t>(b) * T * Hkv + j) * hd;
-  const float* Vg = v + (static_cast<int64_t>(b) * T * Hkv + j) * hd;
+  const int64_t bT = static_cast<int64_t>(b) * T;
+  const float* Qg = q + bT * p.q + h * hd;
+  const float* Kg = k + bT * p.k + j * hd;
+  const float* Vg = v + bT * p.v + j * hd;
 
-  load_rows(Qs, ld, Qg, ldq, t0, BR, T, hd);
+  load_rows(Qs, ld, Qg, p.q, t0, BR, T, hd);
   float o[RA][DC], m[RA], l[RA];
 #pragma unroll
   for (int a = 0; a < RA; ++a) {
@@ -95,7 +98,7 @@ __global__ void __launch_bounds__(kThreads)
   const int kend = T < t0 + BR ? T : t0 + BR;  // keys this tile can see: [0, kend)
   for (int s0 = 0; s0 < kend; s0 += BR) {
     __syncthreads();  // the previous tile's readers of KVs and Ps are done
-    load_rows(KVs, ld, Kg, ldk, s0, BR, T, hd);
+    load_rows(KVs, ld, Kg, p.k, s0, BR, T, hd);
     __syncthreads();
     float s[RA][RA];
 #pragma unroll
@@ -140,7 +143,7 @@ __global__ void __launch_bounds__(kThreads)
       for (int c = 0; c < DC; ++c) o[a][c] *= corr;
     }
     __syncthreads();  // Ps complete; K no longer needed
-    load_rows(KVs, ld, Vg, ldk, s0, BR, T, hd);
+    load_rows(KVs, ld, Vg, p.v, s0, BR, T, hd);
     __syncthreads();
     const int nk = kend - s0 < BR ? kend - s0 : BR;
     for (int jj = 0; jj < nk; ++jj) {
@@ -197,8 +200,8 @@ __global__ void attention_dsum_kernel(float* D, const float* dout, const float* 
 template <int BR, int DC>
 __global__ void __launch_bounds__(kThreads)
     attention_dq_kernel(float* dq, const float* dout, const float* q, const float* k,
-                        const float* v, const float* lse, const float* D, int T, int H, int Hkv,
-                        int hd, float scale) {
+                        const float* v, const float* lse, const float* D, AttentionPitches p,
+                        int T, int H, int Hkv, int hd, float scale) {
   constexpr int RA = BR / 16;
   extern __shared__ float smem[];
   const int ld = hd + 1, ldp = BR + 1;
@@ -212,14 +215,13 @@ __global__ void __launch_bounds__(kThreads)
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
   const int bh = blockIdx.x, b = bh / H, h = bh % H, j = h / (H / Hkv);
   const int t0 = (gridDim.y - 1 - blockIdx.y) * BR;
-  const int64_t ldq = static_cast<int64_t>(H) * hd, ldk = static_cast<int64_t>(Hkv) * hd;
-  const int64_t qoff = (static_cast<int64_t>(b) * T * H + h) * hd;
-  const float* Kg = k + (static_cast<int64_t>(b) * T * Hkv + j) * hd;
-  const float* Vg = v + (static_cast<int64_t>(b) * T * Hkv + j) * hd;
+  const int64_t bT = static_cast<int64_t>(b) * T, ldo = static_cast<int64_t>(H) * hd;
+  const float* Kg = k + bT * p.k + j * hd;
+  const float* Vg = v + bT * p.v + j * hd;
   const int64_t loff = static_cast<int64_t>(bh) * T;
 
-  load_rows(Qs, ld, q + qoff, ldq, t0, BR, T, hd);
-  load_rows(dOs, ld, dout + qoff, ldq, t0, BR, T, hd);
+  load_rows(Qs, ld, q + bT * p.q + h * hd, p.q, t0, BR, T, hd);
+  load_rows(dOs, ld, dout + bT * ldo + h * hd, ldo, t0, BR, T, hd);
   load_vec(Ls, lse + loff, t0, BR, T);
   load_vec(Ds, D + loff, t0, BR, T);
   float acc[RA][DC];
@@ -230,8 +232,8 @@ __global__ void __launch_bounds__(kThreads)
   const int kend = T < t0 + BR ? T : t0 + BR;
   for (int s0 = 0; s0 < kend; s0 += BR) {
     __syncthreads();
-    load_rows(Ks, ld, Kg, ldk, s0, BR, T, hd);
-    load_rows(Vs, ld, Vg, ldk, s0, BR, T, hd);
+    load_rows(Ks, ld, Kg, p.k, s0, BR, T, hd);
+    load_rows(Vs, ld, Vg, p.v, s0, BR, T, hd);
     __syncthreads();
     float s[RA][RA], dp[RA][RA];
 #pragma unroll
@@ -290,7 +292,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int a = 0; a < RA; ++a) {
     const int qi = t0 + ty + 16 * a;
     if (qi >= T) continue;
-    float* dQ = dq + qoff + static_cast<int64_t>(qi) * ldq;
+    float* dQ = dq + (bT + qi) * p.dq + h * hd;
 #pragma unroll
     for (int c = 0; c < DC; ++c) {
       const int col = tx + 16 * c;
@@ -304,8 +306,8 @@ __global__ void __launch_bounds__(kThreads)
 template <int BR, int DC>
 __global__ void __launch_bounds__(kThreads)
     attention_dkv_kernel(float* dk, float* dv, const float* dout, const float* q, const float* k,
-                         const float* v, const float* lse, const float* D, int T, int H, int Hkv,
-                         int hd, float scale) {
+                         const float* v, const float* lse, const float* D, AttentionPitches p,
+                         int T, int H, int Hkv, int hd, float scale) {
   constexpr int RA = BR / 16;
   extern __shared__ float smem[];
   const int ld = hd + 1, ldp = BR + 1;
@@ -320,23 +322,21 @@ __global__ void __launch_bounds__(kThreads)
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
   const int bj = blockIdx.x, b = bj / Hkv, j = bj % Hkv, group = H / Hkv;
   const int s0 = blockIdx.y * BR;  // first key tiles (the most work) first
-  const int64_t ldq = static_cast<int64_t>(H) * hd, ldk = static_cast<int64_t>(Hkv) * hd;
-  const int64_t koff = (static_cast<int64_t>(b) * T * Hkv + j) * hd;
+  const int64_t bT = static_cast<int64_t>(b) * T, ldo = static_cast<int64_t>(H) * hd;
 
-  load_rows(Ks, ld, k + koff, ldk, s0, BR, T, hd);
-  load_rows(Vs, ld, v + koff, ldk, s0, BR, T, hd);
+  load_rows(Ks, ld, k + bT * p.k + j * hd, p.k, s0, BR, T, hd);
+  load_rows(Vs, ld, v + bT * p.v + j * hd, p.v, s0, BR, T, hd);
   float gk[RA][DC], gv[RA][DC];
 #pragma unroll
   for (int a = 0; a < RA; ++a)
 #pragma unroll
     for (int c = 0; c < DC; ++c) gk[a][c] = gv[a][c] = 0.0f;
   for (int h = j * group; h < (j + 1) * group; ++h) {
-    const int64_t qoff = (static_cast<int64_t>(b) * T * H + h) * hd;
     const int64_t loff = (static_cast<int64_t>(b) * H + h) * T;
     for (int t0 = s0; t0 < T; t0 += BR) {  // query tiles that see these keys, in order
       __syncthreads();
-      load_rows(Qs, ld, q + qoff, ldq, t0, BR, T, hd);
-      load_rows(dOs, ld, dout + qoff, ldq, t0, BR, T, hd);
+      load_rows(Qs, ld, q + bT * p.q + h * hd, p.q, t0, BR, T, hd);
+      load_rows(dOs, ld, dout + bT * ldo + h * hd, ldo, t0, BR, T, hd);
       load_vec(Ls, lse + loff, t0, BR, T);
       load_vec(Ds, D + loff, t0, BR, T);
       __syncthreads();
@@ -406,8 +406,8 @@ __global__ void __launch_bounds__(kThreads)
   for (int a = 0; a < RA; ++a) {
     const int key = s0 + ty + 16 * a;
     if (key >= T) continue;
-    float* dK = dk + koff + static_cast<int64_t>(key) * ldk;
-    float* dV = dv + koff + static_cast<int64_t>(key) * ldk;
+    float* dK = dk + (bT + key) * p.dk + j * hd;
+    float* dV = dv + (bT + key) * p.dv + j * hd;
 #pragma unroll
     for (int c = 0; c < DC; ++c) {
       const int col = tx + 16 * c;
@@ -439,12 +439,12 @@ Dims check_dims(const char* op, int64_t B, int64_t T, int64_t H, int64_t Hkv, in
 
 template <int BR, int DC>
 void launch_forward(float* out, float* lse, const float* q, const float* k, const float* v,
-                    const Dims& d) {
+                    const AttentionPitches& p, const Dims& d) {
   const size_t smem = sizeof(float) * (2 * BR * (d.hd + 1) + BR * (BR + 1));
   auto kernel = attention_forward_kernel<BR, DC>;
   require_smem(reinterpret_cast<const void*>(kernel), smem, "attention_forward");
   const dim3 grid(grid_x(d.BH), static_cast<unsigned>((d.T + BR - 1) / BR));
-  kernel<<<grid, kThreads, smem, compute_stream()>>>(out, lse, q, k, v, d.T, d.H, d.Hkv, d.hd,
+  kernel<<<grid, kThreads, smem, compute_stream()>>>(out, lse, q, k, v, p, d.T, d.H, d.Hkv, d.hd,
                                                      d.scale);
   RETORT_CUDA_CHECK_LAUNCH();
 }
@@ -452,7 +452,7 @@ void launch_forward(float* out, float* lse, const float* q, const float* k, cons
 template <int BR, int DC>
 void launch_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,
                      const float* k, const float* v, const float* lse, const float* D,
-                     const Dims& d) {
+                     const AttentionPitches& p, const Dims& d) {
   const unsigned tiles = static_cast<unsigned>((d.T + BR - 1) / BR);
   const size_t smem = sizeof(float) * (4 * BR * (d.hd + 1) + 2 * BR * (BR + 1) + 2 * BR);
   auto dq_kernel = attention_dq_kernel<BR, DC>;
@@ -460,27 +460,29 @@ void launch_backward(float* dq, float* dk, float* dv, const float* dout, const f
   require_smem(reinterpret_cast<const void*>(dq_kernel), smem, "attention_backward (dq)");
   require_smem(reinterpret_cast<const void*>(dkv_kernel), smem, "attention_backward (dk, dv)");
   dq_kernel<<<dim3(grid_x(d.BH), tiles), kThreads, smem, compute_stream()>>>(
-      dq, dout, q, k, v, lse, D, d.T, d.H, d.Hkv, d.hd, d.scale);
+      dq, dout, q, k, v, lse, D, p, d.T, d.H, d.Hkv, d.hd, d.scale);
   RETORT_CUDA_CHECK_LAUNCH();
   dkv_kernel<<<dim3(grid_x(d.BHkv), tiles), kThreads, smem, compute_stream()>>>(
-      dk, dv, dout, q, k, v, lse, D, d.T, d.H, d.Hkv, d.hd, d.scale);
+      dk, dv, dout, q, k, v, lse, D, p, d.T, d.H, d.Hkv, d.hd, d.scale);
   RETORT_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
 
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
-                       int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd) {
+                       const AttentionPitches& p, int64_t B, int64_t T, int64_t H, int64_t Hkv,
+                       int64_t hd) {
   if (B <= 0 || T <= 0 || H <= 0) return;
   const Dims d = check_dims("attention_forward", B, T, H, Hkv, hd);
-  if (hd <= 64) launch_forward<64, 4>(out, lse, q, k, v, d);
-  else if (hd <= 128) launch_forward<64, 8>(out, lse, q, k, v, d);
-  else launch_forward<64, 16>(out, lse, q, k, v, d);
+  if (hd <= 64) launch_forward<64, 4>(out, lse, q, k, v, p, d);
+  else if (hd <= 128) launch_forward<64, 8>(out, lse, q, k, v, p, d);
+  else launch_forward<64, 16>(out, lse, q, k, v, p, d);
 }
 
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,
                         const float* k, const float* v, const float* out, const float* lse,
-                        int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd) {
+                        const AttentionPitches& p, int64_t B, int64_t T, int64_t H, int64_t Hkv,
+                        int64_t hd) {
   if (B <= 0 || T <= 0 || H <= 0) return;
   const Dims d = check_dims("attention_backward", B, T, H, Hkv, hd);
   const int64_t nrows = B * T * H;
@@ -488,9 +490,10 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
   attention_dsum_kernel<<<grid_for(nrows * kWarp, kThreads), kThreads, 0, compute_stream()>>>(
       dsum.as<float>(), dout, out, nrows, d.T, d.H, d.hd);
   RETORT_CUDA_CHECK_LAUNCH();
-  if (hd <= 64) launch_backward<64, 4>(dq, dk, dv, dout, q, k, v, lse, dsum.as<float>(), d);
-  else if (hd <= 128) launch_backward<32, 8>(dq, dk, dv, dout, q, k, v, lse, dsum.as<float>(), d);
-  else launch_backward<32, 16>(dq, dk, dv, dout, q, k, v, lse, dsum.as<float>(), d);
+  const float* D = dsum.as<float>();
+  if (hd <= 64) launch_backward<64, 4>(dq, dk, dv, dout, q, k, v, lse, D, p, d);
+  else if (hd <= 128) launch_backward<32, 8>(dq, dk, dv, dout, q, k, v, lse, D, p, d);
+  else launch_backward<32, 16>(dq, dk, dv, dout, q, k, v, lse, D, p, d);
 }
 
 }  // namespace retort::cuda

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "core/attention_pitches.h"
 #include "core/multi_tensor.h"
 #include "core/ops.h"
 #include "core/sampling.h"
@@ -143,23 +144,21 @@ void vocab_shard_ids(int32_t* out, const int32_t* ids, int64_t n, int32_t begin,
 void logsumexp_merge(float* lse, const float* parts, int64_t n, int64_t rows);
 
 // ---- attention.cu -----------------------------------------------------------------------
-// q, out: [B, T, H, hd]; k, v: [B, T, Hkv, hd]; lse: [B, H, T]
+// q, out: [B, T, H, hd]; k, v: [B, T, Hkv, hd]; lse: [B, H, T]; q, k, v and their gradients
+// at the pitches p (windows read and written in place), out and dout whole
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
-                       int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd);
+                       const AttentionPitches& p, int64_t B, int64_t T, int64_t H, int64_t Hkv,
+                       int64_t hd);
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,
                         const float* k, const float* v, const float* out, const float* lse,
-                        int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd);
+                        const AttentionPitches& p, int64_t B, int64_t T, int64_t H, int64_t Hkv,
+                        int64_t hd);
 
 // ---- attention_cudnn.cpp ----------------------------------------------------------------
 // The same two functions through cuDNN's fused flash attention: bf16 q, k, v, out, dout and
 // gradients, fp32 statistics. False when cuDNN has no engine for the shape (nothing written),
 // or when the plan's first run disagrees with the plain kernel; `why` then says why.
-// q, k, v and their gradients are read and written at their token pitches (elements from one
-// token's heads to the next: heads·hd, or a window of the packed q|k|v product's row); out
-// and dout are contiguous.
-struct AttentionPitches {
-  int64_t q = 0, k = 0, v = 0, dq = 0, dk = 0, dv = 0;  // the gradients' for the backward only
-};
+// q, k, v and their gradients are read and written at their pitches (core/attention_pitches.h).
 bool attention_forward_cudnn(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
                              const uint16_t* v, const AttentionPitches& p, int64_t B, int64_t T,
                              int64_t H, int64_t Hkv, int64_t hd, std::string* why);

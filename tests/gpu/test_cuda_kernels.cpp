@@ -813,22 +813,23 @@ TEST(CudaAttention, ForwardBackwardMatchCpuAndAreDeterministic) {
     const std::vector<float> q = randn(nq, ++stream), k = randn(nk, ++stream),
                              v = randn(nk, ++stream), dout = randn(nq, ++stream);
     std::vector<float> out(nq), lse(nl), dq(nq, NAN), dk(nk, NAN), dv(nk, NAN);
-    cpu::attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), c.B, c.T, c.H,
+    const auto p = AttentionPitches::contiguous(c.H, c.Hkv, c.hd);
+    cpu::attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), p, c.B, c.T, c.H,
                            c.Hkv, c.hd);
     cpu::attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(),
-                            v.data(), out.data(), lse.data(), c.B, c.T, c.H, c.Hkv, c.hd);
+                            v.data(), out.data(), lse.data(), p, c.B, c.T, c.H, c.Hkv, c.hd);
 
     Dev<float> d_q(q), d_k(k), d_v(v), d_dout(dout), d_out(nq), d_lse(nl);
     Dev<float> d_dq(dq), d_dk(dk), d_dv(dv);  // NaN-filled: backward must overwrite
-    cuda::attention_forward(d_out, d_lse, d_q, d_k, d_v, c.B, c.T, c.H, c.Hkv, c.hd);
+    cuda::attention_forward(d_out, d_lse, d_q, d_k, d_v, p, c.B, c.T, c.H, c.Hkv, c.hd);
     const std::vector<float> out1 = d_out.download(), lse1 = d_lse.download();
     expect_close(out1, out, what + " out");
     expect_close(lse1, lse, what + " lse");
     // Backward from the CPU's out and lse: only the backward kernels are compared.
     d_out.upload(out);
     d_lse.upload(lse);
-    cuda::attention_backward(d_dq, d_dk, d_dv, d_dout, d_q, d_k, d_v, d_out, d_lse, c.B, c.T,
-                             c.H, c.Hkv, c.hd);
+    cuda::attention_backward(d_dq, d_dk, d_dv, d_dout, d_q, d_k, d_v, d_out, d_lse, p, c.B,
+                             c.T, c.H, c.Hkv, c.hd);
     const std::vector<float> dq1 = d_dq.download(), dk1 = d_dk.download(), dv1 = d_dv.download();
     // dq, dk ∝ dS = P·(dP − D): at T = 1 zero, D and dP being the same dot product, so what
     // either side has there is rounding residue; they are measured against dv's norm.
@@ -837,13 +838,13 @@ TEST(CudaAttention, ForwardBackwardMatchCpuAndAreDeterministic) {
     expect_close(dk1, dk, what + " dk", kTol, scale);
     expect_close(dv1, dv, what + " dv");
 
-    cuda::attention_forward(d_out, d_lse, d_q, d_k, d_v, c.B, c.T, c.H, c.Hkv, c.hd);
+    cuda::attention_forward(d_out, d_lse, d_q, d_k, d_v, p, c.B, c.T, c.H, c.Hkv, c.hd);
     EXPECT_BITWISE(d_out.download(), out1, what + " out rerun");
     EXPECT_BITWISE(d_lse.download(), lse1, what + " lse rerun");
     d_out.upload(out);
     d_lse.upload(lse);
-    cuda::attention_backward(d_dq, d_dk, d_dv, d_dout, d_q, d_k, d_v, d_out, d_lse, c.B, c.T,
-                             c.H, c.Hkv, c.hd);
+    cuda::attention_backward(d_dq, d_dk, d_dv, d_dout, d_q, d_k, d_v, d_out, d_lse, p, c.B,
+                             c.T, c.H, c.Hkv, c.hd);
     EXPECT_BITWISE(d_dq.download(), dq1, what + " dq rerun");
     EXPECT_BITWISE(d_dk.download(), dk1, what + " dk rerun");
     EXPECT_BITWISE(d_dv.download(), dv1, what + " dv rerun");
@@ -853,7 +854,8 @@ TEST(CudaAttention, ForwardBackwardMatchCpuAndAreDeterministic) {
 TEST(CudaAttention, HeadDimAbove256IsRejected) {
   Dev<float> buf(1);
   try {
-    cuda::attention_forward(buf, buf, buf, buf, buf, 1, 1, 1, 1, 300);
+    cuda::attention_forward(buf, buf, buf, buf, buf, AttentionPitches::contiguous(1, 1, 300), 1,
+                            1, 1, 1, 300);
     FAIL() << "no error";
   } catch (const std::exception& e) {
     EXPECT_NE(std::string(e.what()).find("head_dim <= 256"), std::string::npos) << e.what();
@@ -883,16 +885,16 @@ TEST(CudaAttention, CudnnMatchesCpuOnBf16InputsAndIsDeterministic) {
     const std::string what = "cudnn attention B,T,H,Hkv,hd = " + str({c.B, c.T, c.H, c.Hkv, c.hd});
     const int64_t nq = c.B * c.T * c.H * c.hd, nk = c.B * c.T * c.Hkv * c.hd,
                   nl = c.B * c.H * c.T;
-    const int64_t pq = c.H * c.hd, pk = c.Hkv * c.hd;
-    const cuda::AttentionPitches contiguous{pq, pk, pk, pq, pk, pk};
+    const auto contiguous = AttentionPitches::contiguous(c.H, c.Hkv, c.hd);
     const std::vector<uint16_t> q = bits(randn(nq, ++stream)), k = bits(randn(nk, ++stream)),
                                 v = bits(randn(nk, ++stream)), dout = bits(randn(nq, ++stream));
     const std::vector<float> qr = widen(q), kr = widen(k), vr = widen(v), doutr = widen(dout);
     std::vector<float> out(nq), lse(nl), dq(nq), dk(nk), dv(nk);
-    cpu::attention_forward(out.data(), lse.data(), qr.data(), kr.data(), vr.data(), c.B, c.T, c.H,
-                           c.Hkv, c.hd);
+    cpu::attention_forward(out.data(), lse.data(), qr.data(), kr.data(), vr.data(), contiguous,
+                           c.B, c.T, c.H, c.Hkv, c.hd);
     cpu::attention_backward(dq.data(), dk.data(), dv.data(), doutr.data(), qr.data(), kr.data(),
-                            vr.data(), out.data(), lse.data(), c.B, c.T, c.H, c.Hkv, c.hd);
+                            vr.data(), out.data(), lse.data(), contiguous, c.B, c.T, c.H, c.Hkv,
+                            c.hd);
 
     const std::vector<uint16_t> nan_q(nq, 0x7fc0), nan_k(nk, 0x7fc0);  // bf16 NaN
     Dev<uint16_t> d_q(q), d_k(k), d_v(v), d_dout(dout), d_out(nan_q);
@@ -935,7 +937,7 @@ TEST(CudaAttention, CudnnRefusesHeadDimNotMultipleOf8) {
   Dev<uint16_t> x(std::vector<uint16_t>(n, 0x3f80)), out(nan);  // x = 1.0
   Dev<float> lse(std::vector<float>(B * H * T, NAN));
   std::string why;
-  const cuda::AttentionPitches p{H * hd, H * hd, H * hd, H * hd, H * hd, H * hd};
+  const AttentionPitches p{H * hd, H * hd, H * hd, H * hd, H * hd, H * hd};
   EXPECT_FALSE(cuda::attention_forward_cudnn(out, lse, x, x, x, p, B, T, H, H, hd, &why));
   EXPECT_NE(why.find("head_dim 12"), std::string::npos) << why;
   EXPECT_TRUE(out.download() == nan) << "out was written";

@@ -312,7 +312,8 @@ TEST(CudaModel, Bf16StepWithCudnnAttentionIsWithinBf16ToleranceAndBitwiseReprodu
 }
 
 // q, k, v and their gradients as windows of the packed q|k|v product on the GPU: RoPE,
-// qk-norm + RoPE, the plain attention kernel (through copies) and cuDNN's (in place) give
+// qk-norm + RoPE, the plain attention kernel (fp32 windows in place, bf16 through fp32 copies)
+// and cuDNN's (in place) give
 // bitwise what they give on contiguous copies, and write nothing outside their windows.
 TEST(CudaModel, OpsOnHeadWindowsAreBitwiseTheOpsOnCopies) {
   for (const auto kernel : {ops::AttentionKernel::Plain, ops::AttentionKernel::Cudnn})

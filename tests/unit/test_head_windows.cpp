@@ -3,6 +3,7 @@
 // write nothing outside their windows (tests/unit/head_windows_check.h; the CUDA kernels and
 // cuDNN run the same checks in tests/gpu/test_cuda_kernels.cpp).
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include "core/ops.h"
 #include "tests/unit/head_windows_check.h"
@@ -17,6 +18,15 @@ TEST(HeadWindows, OpsOnFp32WindowsAreBitwiseTheOpsOnCopies) {
 
 TEST(HeadWindows, OpsOnBf16WindowsAreBitwiseTheOpsOnCopies) {
   test::check_head_windows(Device::CPU, DType::BF16);
+}
+
+// The attention backward's other schedule (two passes, chosen when (b, kv head) pairs are
+// fewer than twice the threads) on windows too.
+TEST(HeadWindows, TwoPassAttentionBackwardOnWindowsIsBitwiseTheOpOnCopies) {
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(8);  // B·Hkv = 4 < 16
+  test::check_head_windows(Device::CPU, DType::F32);
+  omp_set_num_threads(threads);
 }
 
 TEST(HeadWindows, BadWindowsAreErrors) {
