@@ -149,13 +149,13 @@ Tensor output_in(const Heads& out, DType dtype) {
 void finish_heads(const Heads& out, const Tensor& written) {
   if (!written.same_storage(out.x)) copy_heads(out, written);
 }
-// For the plain attention kernels, which take windows of fp32 heads: h itself when it is fp32,
-// else a contiguous fp32 copy (input) or temporary for finish_heads (output).
-Heads f32_window(const Heads& h) {
-  return h.x.dtype() == DType::F32 ? h : Heads(contiguous_as(h, DType::F32));
+// For a kernel that reads and writes windows in one dtype: h itself when it has that dtype,
+// else a contiguous copy in it (input) or a temporary that finish_heads copies back (output).
+Heads window_as(const Heads& h, DType dtype) {
+  return h.x.dtype() == dtype ? h : Heads(contiguous_as(h, dtype));
 }
-Heads f32_output(const Heads& h) {
-  return h.x.dtype() == DType::F32 ? h : Heads(output_in(h, DType::F32));
+Heads output_window_as(const Heads& h, DType dtype) {
+  return h.x.dtype() == dtype ? h : Heads(output_in(h, dtype));
 }
 
 // check_f32 for element i of a list argument of a multi-tensor op: names it `list[i].name`.
@@ -860,7 +860,7 @@ void attention_forward(Tensor& out, Tensor& lse, const Heads& q, const Heads& k,
     for (const bool copies : {false, true}) {
       if (copies && q.whole() && k.whole() && v.whole()) break;  // nothing else to try
       const auto in = [&](const Heads& h) {
-        return h.x.dtype() == b16 && !copies ? h : Heads(contiguous_as(h, b16));
+        return copies ? Heads(contiguous_as(h, b16)) : window_as(h, b16);
       };
       const Heads q16 = in(q), k16 = in(k), v16 = in(v);
       if (cuda::attention_forward_cudnn(
@@ -877,8 +877,9 @@ void attention_forward(Tensor& out, Tensor& lse, const Heads& q, const Heads& k,
   }
 #endif
   g_attention_used = dev == Device::CPU ? "cpu" : "plain";
-  const Heads qf = f32_window(q), kf = f32_window(k), vf = f32_window(v);
-  const Tensor of = output_in(out, DType::F32);
+  const DType f32 = DType::F32;
+  const Heads qf = window_as(q, f32), kf = window_as(k, f32), vf = window_as(v, f32);
+  const Tensor of = output_in(out, f32);
   RETORT_KERNEL(dev, attention_forward, of.data<float>(), lse.data<float>(), qf.data<float>(),
                 kf.data<float>(), vf.data<float>(), {qf.pitch(), kf.pitch(), vf.pitch()}, d.B,
                 d.T, d.H, d.Hkv, d.hd);
@@ -961,10 +962,10 @@ void attention_backward(const Heads& dq, const Heads& dk, const Heads& dv, const
       if (copies && q.whole() && k.whole() && v.whole() && dq.whole() && dk.whole() && dv.whole())
         break;  // nothing else to try
       const auto in = [&](const Heads& h) {
-        return h.x.dtype() == b16 && !copies ? h : Heads(contiguous_as(h, b16));
+        return copies ? Heads(contiguous_as(h, b16)) : window_as(h, b16);
       };
       const auto to = [&](const Heads& h) {
-        return h.x.dtype() == b16 && !copies ? h : Heads(output_in(h, b16));
+        return copies ? Heads(output_in(h, b16)) : output_window_as(h, b16);
       };
       const Heads q16 = in(q), k16 = in(k), v16 = in(v), dq16 = to(dq), dk16 = to(dk), dv16 = to(dv);
       if (cuda::attention_backward_cudnn(
@@ -986,8 +987,9 @@ void attention_backward(const Heads& dq, const Heads& dk, const Heads& dv, const
   // The plain kernels read and write fp32 windows in place (bf16 ones through fp32 copies).
   const DType f32 = DType::F32;
   const Tensor di = as_dtype(dout, f32), oi = as_dtype(out, f32);
-  const Heads qi = f32_window(q), ki = f32_window(k), vi = f32_window(v);
-  const Heads dqo = f32_output(dq), dko = f32_output(dk), dvo = f32_output(dv);
+  const Heads qi = window_as(q, f32), ki = window_as(k, f32), vi = window_as(v, f32);
+  const Heads dqo = output_window_as(dq, f32), dko = output_window_as(dk, f32),
+              dvo = output_window_as(dv, f32);
   RETORT_KERNEL(dev, attention_backward, dqo.data<float>(), dko.data<float>(), dvo.data<float>(),
                 di.data<float>(), qi.data<float>(), ki.data<float>(), vi.data<float>(),
                 oi.data<float>(), lse.data<float>(),
