@@ -82,6 +82,29 @@ void write_file_atomic(const std::string& path, const std::string& content) {
   }
 }
 
+FileWriter::FileWriter(const std::string& path) : path_(path) {
+  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw Error(str_cat(path, ": cannot write: ", std::strerror(errno)));
+}
+
+FileWriter::~FileWriter() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void FileWriter::write(const void* data, size_t n) {
+  if (!write_all(fd_, static_cast<const char*>(data), n))
+    throw Error(str_cat(path_, ": cannot write: ", std::strerror(errno)));
+}
+
+void FileWriter::close() {
+  const bool synced = ::fsync(fd_) == 0;
+  const int err = errno;
+  const bool closed = ::close(fd_) == 0;
+  fd_ = -1;
+  if (!synced || !closed)
+    throw Error(str_cat(path_, ": cannot write: ", std::strerror(synced ? errno : err)));
+}
+
 void append_file(const std::string& path, const std::string& text) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) throw Error(str_cat(path, ": cannot append: ", std::strerror(errno)));

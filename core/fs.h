@@ -13,6 +13,24 @@ void write_file_atomic(const std::string& path, const std::string& content);
 // Append `text` to `path` (created if missing) with one write(2) on an O_APPEND descriptor
 // that is closed again, so no file stays open for writing between calls.
 void append_file(const std::string& path, const std::string& text);
+// A file written in pieces, for outputs too large to build in memory first (a model's
+// safetensors). Opens `path` truncated; write() and close() (which fsyncs) throw an Error
+// naming the file and the OS reason; a writer destroyed unclosed closes quietly. Callers make
+// the result atomic by writing inside a temporary directory they rename when complete.
+class FileWriter {
+ public:
+  explicit FileWriter(const std::string& path);
+  ~FileWriter();
+  FileWriter(const FileWriter&) = delete;
+  FileWriter& operator=(const FileWriter&) = delete;
+  void write(const void* data, size_t n);
+  void close();
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
+
 // fsync a file or directory by path.
 void fsync_path(const std::string& path);
 // Rename (atomic within one filesystem) and fsync the destination's parent directory.

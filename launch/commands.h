@@ -29,7 +29,12 @@ int run_eval(const std::string& checkpoint, const std::string& tokens, int64_t s
              int64_t max_windows, const std::string& out_json, const std::string& teacher);
 // Writes a distillation corpus (SPEC §5; launch/generate_command.cpp, docs/DISTILLATION.md).
 int run_generate(const Config& cfg);
-int run_export(const std::string& checkpoint, const std::string& out_dir);
+struct ExportArgs {
+  std::string format = "retort";  // "retort": model.h5 + config.yaml; "hf": transformers
+  std::string dtype = "float32";  // hf: the safetensors' dtype, float32 | bfloat16
+  std::string tokenizer;          // hf: a tokenizer.model to include
+};
+int run_export(const std::string& checkpoint, const std::string& out_dir, const ExportArgs& args);
 int run_info(const Config& cfg, bool json);
 int run_bench(const Config& cfg);
 // Plans a sweep into out_dir (shapes_only: just print the family's shapes).

@@ -54,9 +54,15 @@ int run(int argc, char** argv) {
   eval->add_option("--max-windows", max_windows, "evaluate at most this many windows");
   eval->add_option("--out", out, "write the result JSON here");
   eval->add_option("--teacher", teacher, "also report KL(teacher ‖ model) and the teacher's loss on the same windows");
-  auto* exp = app.add_subcommand("export", "consolidate a checkpoint into model.h5 + config.yaml");
+  ExportArgs export_args;
+  auto* exp = app.add_subcommand("export", "consolidate a checkpoint into model.h5 + config.yaml, or a Hugging Face directory");
   exp->add_option("checkpoint", checkpoint, "checkpoint directory")->required();
   exp->add_option("--out", out, "output directory")->required();
+  exp->add_option("--format", export_args.format, "retort (model.h5 + config.yaml) or hf (config.json + model.safetensors)")
+      ->check(CLI::IsMember({"retort", "hf"}));
+  exp->add_option("--dtype", export_args.dtype, "hf: float32 (exact) or bfloat16")
+      ->check(CLI::IsMember({"float32", "bfloat16"}));
+  exp->add_option("--tokenizer", export_args.tokenizer, "hf: include this tokenizer.model (LlamaTokenizer)");
   auto* info = app.add_subcommand("info", "parameter and FLOP counts and memory estimate");
   add_job_args(info, job);
   info->add_flag("--json", info_json, "print JSON");
@@ -99,7 +105,7 @@ int run(int argc, char** argv) {
   if (*generate) return run_generate(load_job_config(job));
   if (*distill) return run_distill(load_job_config(job), resume);
   if (*eval) return run_eval(checkpoint, tokens, seq_len, max_windows, out, teacher);
-  if (*exp) return run_export(checkpoint, out);
+  if (*exp) return run_export(checkpoint, out, export_args);
   if (*info) return run_info(load_job_config(job), info_json);
   if (*bench) return run_bench(load_job_config(job));
   if (*sweep) return run_sweep(job.config_path, job.overrides, sweep_dir, shapes);

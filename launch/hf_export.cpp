@@ -1,0 +1,107 @@
+#include "launch/hf_export.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "core/fs.h"
+#include "data/tokenizer.h"
+
+namespace retort {
+
+nlohmann::json hf_config_json(const ModelConfig& mc, SafetensorsDType dtype, int64_t bos_id,
+                              int64_t eos_id) {
+  const bool qwen3 = mc.qk_norm;  // Qwen3 is Llama with a per-head RMSNorm on q and k
+  nlohmann::json j = {
+      {"architectures", {qwen3 ? "Qwen3ForCausalLM" : "LlamaForCausalLM"}},
+      {"model_type", qwen3 ? "qwen3" : "llama"},
+      {"vocab_size", mc.vocab_size},
+      {"hidden_size", mc.d_model},
+      {"intermediate_size", mc.d_ff},
+      {"num_hidden_layers", mc.n_layers},
+      {"num_attention_heads", mc.n_heads},
+      {"num_key_value_heads", mc.n_kv_heads},
+      {"head_dim", mc.head_dim},
+      {"hidden_act", "silu"},
+      {"max_position_embeddings", mc.seq_len},
+      {"rms_norm_eps", mc.norm_eps},
+      {"rope_theta", mc.rope_theta},
+      {"rope_scaling", nullptr},
+      {"attention_bias", false},
+      {"attention_dropout", 0.0},
+      {"tie_word_embeddings", mc.tie_embeddings},
+      {"initializer_range", mc.init_std},
+      {"torch_dtype", dtype == SafetensorsDType::BF16 ? "bfloat16" : "float32"},
+      {"use_cache", true},
+  };
+  if (qwen3) j["use_sliding_window"] = false;
+  else j["mlp_bias"] = false;
+  if (bos_id >= 0) j["bos_token_id"] = bos_id;
+  if (eos_id >= 0) j["eos_token_id"] = eos_id;
+  return j;
+}
+
+namespace {
+
+// tokenizer_config.json for a retort SentencePiece model read by transformers' LlamaTokenizer:
+// the same pieces and normalisation (byte fallback, split digits, a dummy prefix), no <s>
+// added since retort's documents are separated by </s> alone.
+nlohmann::json tokenizer_config_json(int64_t seq_len) {
+  return {{"tokenizer_class", "LlamaTokenizer"},
+          {"unk_token", "<unk>"},
+          {"bos_token", "<s>"},
+          {"eos_token", "</s>"},
+          {"pad_token", nullptr},
+          {"add_bos_token", false},
+          {"add_eos_token", false},
+          {"legacy", true},
+          {"clean_up_tokenization_spaces", false},
+          {"model_max_length", seq_len}};
+}
+
+}  // namespace
+
+void write_hf_export(const LoadedModel& loaded, const HfExportOptions& opt,
+                     const std::string& out_dir) {
+  const ModelConfig& mc = loaded.model->config();
+  int64_t bos_id = -1, eos_id = -1;
+  std::string tokenizer_bytes;
+  if (!opt.tokenizer.empty()) {
+    const Tokenizer tok = Tokenizer::load(opt.tokenizer);
+    if (tok.vocab_size() > mc.vocab_size)
+      throw Error(str_cat(opt.tokenizer, ": ", tok.vocab_size(), " pieces, more than the model's vocab_size ",
+                          mc.vocab_size, " (not this model's tokenizer)"));
+    if (tok.id_to_piece(Tokenizer::kBosId) != "<s>" || tok.eos_id() != Tokenizer::kEosId)
+      throw Error(str_cat(opt.tokenizer, ": not a retort tokenizer (id 1 must be <s>, id 2 </s>)"));
+    bos_id = Tokenizer::kBosId;
+    eos_id = Tokenizer::kEosId;
+    tokenizer_bytes = fs::read_file(opt.tokenizer);
+  }
+
+  std::vector<NamedTensor> tensors;
+  for (const auto& p : loaded.model->parameters()) tensors.push_back({p.name, p.value});
+
+  namespace stdfs = std::filesystem;
+  const stdfs::path final_dir = stdfs::absolute(out_dir);
+  fs::create_directories(final_dir.parent_path().string());
+  stdfs::path tmp = final_dir;
+  tmp += str_cat(".tmp-", ::getpid());
+  fs::remove_all_quietly(tmp.string());
+  try {
+    fs::create_directories(tmp.string());
+    write_safetensors((tmp / "model.safetensors").string(), tensors, opt.dtype);
+    fs::write_file_atomic((tmp / "config.json").string(),
+                          hf_config_json(mc, opt.dtype, bos_id, eos_id).dump(2) + "\n");
+    if (!tokenizer_bytes.empty()) {
+      fs::write_file_atomic((tmp / "tokenizer.model").string(), tokenizer_bytes);
+      fs::write_file_atomic((tmp / "tokenizer_config.json").string(),
+                            tokenizer_config_json(mc.seq_len).dump(2) + "\n");
+    }
+    fs::rename_durable(tmp.string(), final_dir.string());
+  } catch (...) {
+    fs::remove_all_quietly(tmp.string());  // a failed write (disk full) leaves nothing behind
+    throw;
+  }
+}
+
+}  // namespace retort
