@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Disk full and read-only output, on a real tmpfs (mounted here; skipped, exit 77, where
-# mounting is not permitted). For `retort train` and `retort generate`:
+# mounting is not permitted). For `retort train` and `retort generate` (and `export --format hf`
+# in 5.):
 #   - the write that fills the disk, or that meets a read-only remount, ends the job with ONE
 #     error line naming the file and the OS reason, exit 1;
 #   - no temporary is left behind, the earlier checkpoint (keep_last 1: the only one) or the
@@ -96,4 +97,15 @@ retort generate "${G[@]}" --set "generate.out=$M/corpus" >"$WORK/gen-rerun.log" 
   { cat "$WORK/gen-rerun.log" >&2; fail "generate rerun failed"; }
 for f in "$WORK"/ref_corpus/*; do cmp "$f" "$M/corpus/$(basename "$f")" || fail "$(basename "$f") is not bitwise identical"; done
 echo "ok: the rerun finished the corpus, bitwise identical"
+rm -rf "$M/corpus"
+
+# 5. export --format hf with 100 KB left (model.safetensors is ~0.5 MB): one error line naming
+#    the file, no directory (nor its temporary) left.
+avail=$(df -B1 --output=avail "$M" | tail -1)
+fallocate -l $((avail - 100 * 1024)) "$M/filler"
+rc=0
+retort export "$WORK/teacher" --out "$M/hf" --format hf >"$WORK/hf.log" 2>&1 || rc=$?
+[ "$rc" = 1 ] || { cat "$WORK/hf.log" >&2; fail "export on a full disk: exit $rc, expected 1"; }
+one_error_line "$WORK/hf.log" "$M/hf\.tmp-[0-9]+/model\.safetensors: cannot write: No space left on device"
+[ "$(ls "$M")" = filler ] || fail "export left: $(ls "$M")"
 echo PASS
