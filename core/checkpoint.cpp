@@ -12,6 +12,7 @@
 
 #include "core/fs.h"
 #include "core/hdf5.h"
+#include "core/hf_checkpoint.h"
 #include "core/json_fields.h"
 #include "core/sha256.h"
 #include "core/sharded_checkpoint.h"
@@ -226,12 +227,13 @@ std::string resolve_checkpoint_dir(const std::string& path) {
   if (!stdfs::exists(path, ec)) throw Error(str_cat(path, ": no such checkpoint directory"));
   if (stdfs::exists(stdfs::path(path) / kModelFile)) return path;
   if (stdfs::exists(stdfs::path(path) / kStateFile) && !shard_files(path).empty()) return path;
+  if (is_hf_checkpoint_dir(path)) return path;
   for (const auto& candidate : {stdfs::path(path), stdfs::path(path) / "checkpoints"}) {
     std::string latest = find_latest_checkpoint(candidate.string());
     if (!latest.empty()) return latest;
   }
   throw Error(str_cat(path, ": not a checkpoint (no ", kModelFile,
-                      ") and holds no complete checkpoints"));
+                      ", nor config.json with model.safetensors) and holds no complete checkpoints"));
 }
 
 void verify_checkpoint_file(const std::string& checkpoint_dir, const std::string& name) {
@@ -240,6 +242,10 @@ void verify_checkpoint_file(const std::string& checkpoint_dir, const std::string
 }
 
 void load_model_weights(const std::string& checkpoint_dir, std::vector<NamedTensor>& params) {
+  if (is_hf_checkpoint_dir(checkpoint_dir)) {
+    load_hf_weights(checkpoint_dir, params);
+    return;
+  }
   // A training checkpoint's state.json holds the checksums of the files read here.
   if (nlohmann::json state = read_state(checkpoint_dir); !state.is_null())
     verify_checksums(checkpoint_dir, state, is_model_file);
@@ -256,6 +262,15 @@ void load_model_weights(const std::string& checkpoint_dir, std::vector<NamedTens
       throw Error(str_cat(f.path(), ": unexpected parameter '", name,
                           "' (does the config match the checkpoint?)"));
   }
+}
+
+std::string checkpoint_weights_sha256(const std::string& checkpoint_dir) {
+  if (is_hf_checkpoint_dir(checkpoint_dir)) return hf_weights_sha256(checkpoint_dir);
+  const stdfs::path model = stdfs::path(checkpoint_dir) / kModelFile;
+  if (stdfs::exists(model) || shard_files(checkpoint_dir).empty()) return sha256_file(model.string());
+  std::string digests;
+  for (const std::string& shard : shard_files(checkpoint_dir)) digests += sha256_file(shard);
+  return sha256_hex(digests);
 }
 
 nlohmann::json load_training_state(const std::string& checkpoint_dir,

@@ -57,8 +57,9 @@ void remove_stale_checkpoint_temps(const std::string& checkpoints_dir);
 // Newest complete step_* directory, or "" when there is none.
 std::string find_latest_checkpoint(const std::string& checkpoints_dir);
 
-// A checkpoint dir, an exported dir, a run dir or a run's checkpoints/ dir → the directory
-// holding model.h5 and config.yaml. Error naming the path when there is none.
+// A checkpoint dir, an exported dir, a transformers dir (core/hf_checkpoint.h), a run dir or
+// a run's checkpoints/ dir → the directory holding the checkpoint. Error naming the path when
+// there is none.
 std::string resolve_checkpoint_dir(const std::string& path);
 
 // Fill `params` (names and shapes given) from model.h5; every name must exist with the same
@@ -66,6 +67,11 @@ std::string resolve_checkpoint_dir(const std::string& path);
 // directory has a state.json (a training checkpoint), the files read are first checked
 // against its sha256, before libhdf5 parses them.
 void load_model_weights(const std::string& checkpoint_dir, std::vector<NamedTensor>& params);
+
+// What identifies a checkpoint's weights (a corpus's teacher_sha256): the sha256 of model.h5;
+// of a sharded checkpoint, the sha256 of its shard files' sha256 hex digests concatenated in
+// name order; of a transformers directory, hf_weights_sha256 (core/hf_checkpoint.h).
+std::string checkpoint_weights_sha256(const std::string& checkpoint_dir);
 
 // Checks file `name` of a training checkpoint against the sha256 its state.json lists (no-op
 // for an exported checkpoint or a file state.json does not list, e.g. config.yaml of a

@@ -5,7 +5,9 @@
 #include "core/checkpoint.h"
 #include "core/config.h"
 #include "core/fs.h"
+#include "core/hf_checkpoint.h"
 #include "core/ops.h"
+#include "models/hf_config.h"
 #include "parallel/tensor_parallel.h"
 
 namespace retort {
@@ -13,9 +15,20 @@ namespace retort {
 LoadedModel load_checkpoint_model(const std::string& path, const TpLayout& tp, Device device) {
   LoadedModel out;
   out.dir = resolve_checkpoint_dir(path);
-  const std::string config_path = out.dir + "/config.yaml";
-  verify_checkpoint_file(out.dir, "config.yaml");
-  out.config_yaml = fs::read_file(config_path);
+  const bool hf = is_hf_checkpoint_dir(out.dir);
+  const std::string config_path = out.dir + (hf ? "/config.json" : "/config.yaml");
+  if (hf) {
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(fs::read_file(config_path));
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(str_cat(config_path, ": not JSON: ", e.what()));
+    }
+    out.config_yaml = model_yaml_from_hf_config(j, config_path);
+  } else {
+    verify_checkpoint_file(out.dir, "config.yaml");
+    out.config_yaml = fs::read_file(config_path);
+  }
   YAML::Node model_section;
   try {
     model_section = YAML::Load(out.config_yaml)["model"];

@@ -25,6 +25,7 @@
 #include <future>
 #include <regex>
 
+#include "core/checkpoint.h"
 #include "core/ops.h"
 #include "core/preemption.h"
 #include "core/progress.h"
@@ -263,7 +264,6 @@ int run_generate(const Config& cfg_in) {
     p.gen.kv_cache_dtype = DType::BF16;
   }
   const ModelConfig& mc = teacher.model->config();
-  const std::string teacher_h5 = teacher.dir + "/model.h5";
   TokenDataset data = TokenDataset::load(p.data);
   if (data.meta().vocab_size > mc.vocab_size)
     throw Error(str_cat(p.data, ": vocabulary of ", data.meta().vocab_size,
@@ -299,7 +299,7 @@ int run_generate(const Config& cfg_in) {
   m.vocab_size = mc.vocab_size;
   m.seq_len = Ls;
   m.tokenizer_sha256 = data.meta().tokenizer_sha256;
-  m.teacher_sha256 = sha256_file(teacher_h5);
+  m.teacher_sha256 = checkpoint_weights_sha256(teacher.dir);
 
   const Existing existing = check_existing(p);
   if (root) remove_stale_temporaries(p.out);  // a killed run's half-written shards

@@ -6,40 +6,9 @@
 
 #include "core/fs.h"
 #include "data/tokenizer.h"
+#include "models/hf_config.h"
 
 namespace retort {
-
-nlohmann::json hf_config_json(const ModelConfig& mc, SafetensorsDType dtype, int64_t bos_id,
-                              int64_t eos_id) {
-  const bool qwen3 = mc.qk_norm;  // Qwen3 is Llama with a per-head RMSNorm on q and k
-  nlohmann::json j = {
-      {"architectures", {qwen3 ? "Qwen3ForCausalLM" : "LlamaForCausalLM"}},
-      {"model_type", qwen3 ? "qwen3" : "llama"},
-      {"vocab_size", mc.vocab_size},
-      {"hidden_size", mc.d_model},
-      {"intermediate_size", mc.d_ff},
-      {"num_hidden_layers", mc.n_layers},
-      {"num_attention_heads", mc.n_heads},
-      {"num_key_value_heads", mc.n_kv_heads},
-      {"head_dim", mc.head_dim},
-      {"hidden_act", "silu"},
-      {"max_position_embeddings", mc.seq_len},
-      {"rms_norm_eps", mc.norm_eps},
-      {"rope_theta", mc.rope_theta},
-      {"rope_scaling", nullptr},
-      {"attention_bias", false},
-      {"attention_dropout", 0.0},
-      {"tie_word_embeddings", mc.tie_embeddings},
-      {"initializer_range", mc.init_std},
-      {"torch_dtype", dtype == SafetensorsDType::BF16 ? "bfloat16" : "float32"},
-      {"use_cache", true},
-  };
-  if (qwen3) j["use_sliding_window"] = false;
-  else j["mlp_bias"] = false;
-  if (bos_id >= 0) j["bos_token_id"] = bos_id;
-  if (eos_id >= 0) j["eos_token_id"] = eos_id;
-  return j;
-}
 
 namespace {
 
@@ -91,7 +60,7 @@ void write_hf_export(const LoadedModel& loaded, const HfExportOptions& opt,
     fs::create_directories(tmp.string());
     write_safetensors((tmp / "model.safetensors").string(), tensors, opt.dtype);
     fs::write_file_atomic((tmp / "config.json").string(),
-                          hf_config_json(mc, opt.dtype, bos_id, eos_id).dump(2) + "\n");
+                          hf_config_json(mc, opt.dtype == SafetensorsDType::BF16 ? "bfloat16" : "float32", bos_id, eos_id).dump(2) + "\n");
     if (!tokenizer_bytes.empty()) {
       fs::write_file_atomic((tmp / "tokenizer.model").string(), tokenizer_bytes);
       fs::write_file_atomic((tmp / "tokenizer_config.json").string(),

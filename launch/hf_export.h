@@ -1,13 +1,11 @@
 // `retort export CKPT --out DIR --format hf`: a Hugging Face transformers directory.
-//   config.json        Qwen3ForCausalLM (model.qk_norm: true) or LlamaForCausalLM (false): the
-//                      same math as SPEC §1 (RMSNorm, rotate-half RoPE, SwiGLU, GQA, per-head
-//                      qk RMSNorm before RoPE), so the parameter names carry over unchanged
+//   config.json        Qwen3ForCausalLM (model.qk_norm: true) or LlamaForCausalLM (false), the
+//                      same math as SPEC §1 (models/hf_config.h)
 //   model.safetensors  every parameter at its SPEC §1 name, float32 or bfloat16; tied models
 //                      hold no lm_head.weight (transformers ties it to embed_tokens)
 //   tokenizer.model, tokenizer_config.json   with --tokenizer: the SentencePiece model as a
 //                      LlamaTokenizer (retort's ids: 0 <unk>, 1 <s>, 2 </s>; no <s> added)
 #pragma once
-#include <nlohmann/json.hpp>
 #include <string>
 
 #include "core/safetensors.h"
@@ -19,10 +17,6 @@ struct HfExportOptions {
   SafetensorsDType dtype = SafetensorsDType::F32;
   std::string tokenizer;  // a tokenizer.model to include, or ""
 };
-
-// config.json for `mc`; eos_id / bos_id < 0 leave the token ids out.
-nlohmann::json hf_config_json(const ModelConfig& mc, SafetensorsDType dtype, int64_t bos_id,
-                              int64_t eos_id);
 
 // Writes the directory `out_dir` (which must not exist) atomically: into out_dir.tmp-PID,
 // renamed once complete.

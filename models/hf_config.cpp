@@ -1,0 +1,103 @@
+#include "models/hf_config.h"
+
+#include <cstdio>
+
+#include "core/check.h"
+#include "core/json_fields.h"
+
+namespace retort {
+
+nlohmann::json hf_config_json(const ModelConfig& mc, const std::string& torch_dtype,
+                              int64_t bos_id, int64_t eos_id) {
+  const bool qwen3 = mc.qk_norm;
+  nlohmann::json j = {
+      {"architectures", {qwen3 ? "Qwen3ForCausalLM" : "LlamaForCausalLM"}},
+      {"model_type", qwen3 ? "qwen3" : "llama"},
+      {"vocab_size", mc.vocab_size},
+      {"hidden_size", mc.d_model},
+      {"intermediate_size", mc.d_ff},
+      {"num_hidden_layers", mc.n_layers},
+      {"num_attention_heads", mc.n_heads},
+      {"num_key_value_heads", mc.n_kv_heads},
+      {"head_dim", mc.head_dim},
+      {"hidden_act", "silu"},
+      {"max_position_embeddings", mc.seq_len},
+      {"rms_norm_eps", mc.norm_eps},
+      {"rope_theta", mc.rope_theta},
+      {"rope_scaling", nullptr},
+      {"attention_bias", false},
+      {"attention_dropout", 0.0},
+      {"tie_word_embeddings", mc.tie_embeddings},
+      {"initializer_range", mc.init_std},
+      {"torch_dtype", torch_dtype},
+      {"use_cache", true},
+  };
+  if (qwen3) j["use_sliding_window"] = false;
+  else j["mlp_bias"] = false;
+  if (bos_id >= 0) j["bos_token_id"] = bos_id;
+  if (eos_id >= 0) j["eos_token_id"] = eos_id;
+  return j;
+}
+
+namespace {
+
+bool given(const nlohmann::json& j, const char* key) { return j.contains(key) && !j[key].is_null(); }
+
+bool flag(const nlohmann::json& j, const char* key, bool fallback, const std::string& file) {
+  if (!given(j, key)) return fallback;
+  if (!j[key].is_boolean())
+    throw Error(str_cat(file, ": key '", key, "' must be true or false, found ", j[key].dump()));
+  return j[key].get<bool>();
+}
+
+std::string number(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
+}  // namespace
+
+std::string model_yaml_from_hf_config(const nlohmann::json& j, const std::string& file) {
+  if (!j.is_object()) throw Error(str_cat(file, ": not a JSON object"));
+  const std::string type = json_string(j, "model_type", file);
+  if (type != "llama" && type != "qwen3")
+    throw Error(str_cat(file, ": model_type '", type, "' (retort runs llama and qwen3 models)"));
+  auto refuse = [&](const char* key, const std::string& why) {
+    throw Error(str_cat(file, ": key '", key, "': ", why, " (not in retort's model, docs/MODEL.md)"));
+  };
+  if (given(j, "hidden_act") && json_string(j, "hidden_act", file) != "silu")
+    refuse("hidden_act", str_cat("'", j["hidden_act"].get<std::string>(), "', retort's MLP is SwiGLU (silu)"));
+  if (flag(j, "attention_bias", false, file)) refuse("attention_bias", "biases");
+  if (flag(j, "mlp_bias", false, file)) refuse("mlp_bias", "biases");
+  if (flag(j, "use_sliding_window", false, file)) refuse("use_sliding_window", "sliding-window attention");
+  double theta = given(j, "rope_theta") ? json_number(j, "rope_theta", file) : 10000.0;
+  if (given(j, "rope_scaling")) refuse("rope_scaling", "RoPE scaling");
+  if (given(j, "rope_parameters")) {  // transformers 5: {"rope_type": "default", "rope_theta": θ}
+    const auto& rp = j["rope_parameters"];
+    const std::string where = str_cat(file, ": rope_parameters");
+    if (!rp.is_object()) throw Error(str_cat(where, ": not an object"));
+    if (given(rp, "rope_type") && json_string(rp, "rope_type", where) != "default")
+      refuse("rope_parameters", str_cat("rope_type '", rp["rope_type"].get<std::string>(), "'"));
+    if (given(rp, "rope_theta")) theta = json_number(rp, "rope_theta", where);
+  }
+  constexpr int64_t kMax = int64_t(1) << 40;  // the model's own checks bound each size
+  const int64_t heads = json_int(j, "num_attention_heads", file, 1, kMax);
+  const int64_t d = json_int(j, "hidden_size", file, 1, kMax);
+  return str_cat("model:\n",
+                 "  vocab_size: ", json_int(j, "vocab_size", file, 1, kMax), "\n",
+                 "  d_model: ", d, "\n",
+                 "  n_layers: ", json_int(j, "num_hidden_layers", file, 1, kMax), "\n",
+                 "  n_heads: ", heads, "\n",
+                 "  n_kv_heads: ", given(j, "num_key_value_heads") ? json_int(j, "num_key_value_heads", file, 1, kMax) : heads, "\n",
+                 "  head_dim: ", given(j, "head_dim") ? json_int(j, "head_dim", file, 1, kMax) : 0, "\n",
+                 "  d_ff: ", json_int(j, "intermediate_size", file, 1, kMax), "\n",
+                 "  rope_theta: ", number(theta), "\n",
+                 "  norm_eps: ", number(given(j, "rms_norm_eps") ? json_number(j, "rms_norm_eps", file) : 1e-6), "\n",
+                 "  qk_norm: ", type == "qwen3" ? "true" : "false", "\n",
+                 "  tie_embeddings: ", flag(j, "tie_word_embeddings", false, file) ? "true" : "false", "\n",
+                 "  seq_len: ", json_int(j, "max_position_embeddings", file, 1, kMax), "\n",
+                 "  init_std: ", number(given(j, "initializer_range") ? json_number(j, "initializer_range", file) : 0.02), "\n");
+}
+
+}  // namespace retort

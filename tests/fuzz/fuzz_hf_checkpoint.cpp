@@ -1,0 +1,127 @@
+// libFuzzer target: a Hugging Face transformers directory read as a checkpoint (core/
+// hf_checkpoint.h), as `retort eval` and `generate.teacher` read one: config.json through
+// model_yaml_from_hf_config and the model section's validation, the weights through
+// resolve_checkpoint_dir and load_model_weights from model.safetensors, or from two files
+// named by model.safetensors.index.json. The input picks a valid directory of a small fixed
+// parameter set, then flips bytes of a safetensors file, or writes its header, its header
+// length, the index or config.json through hostile_json. Reads must fail cleanly naming the
+// directory, or give finite weights and a config the model accepts.
+#include <fuzzer/FuzzedDataProvider.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "core/checkpoint.h"
+#include "core/config.h"
+#include "harness.h"
+#include "hostile_json.h"
+#include "models/hf_config.h"
+
+using namespace retort;
+using namespace retort::fuzz;
+using nlohmann::json;
+
+namespace {
+
+// name, shape: a tiny model's parameters (2-D, 1-D; SPEC §1 names).
+const std::vector<std::pair<std::string, Shape>> kParams = {
+    {"model.embed_tokens.weight", {6, 4}},
+    {"model.layers.0.mlp.up_proj.weight", {5, 4}},
+    {"model.norm.weight", {4}},
+};
+
+std::vector<NamedTensor> zeros() {
+  std::vector<NamedTensor> out;
+  for (const auto& [name, shape] : kParams) out.push_back({name, Tensor::zeros(shape)});
+  return out;
+}
+
+// A safetensors file of kParams[first, last) (plus, when asked, a tied model's lm_head copy)
+// in a dtype the input picks; the header goes through hostile_json unless `honest`.
+void write_safetensors_file(FuzzedDataProvider& in, const std::string& path, size_t first,
+                            size_t last, bool honest) {
+  const char* dtypes[] = {"F32", "BF16", "F16"};
+  const std::string dtype = dtypes[in.ConsumeIntegralInRange(0, 2)];
+  const size_t elem = dtype == "F32" ? 4 : 2;
+  json header = {{"__metadata__", {{"format", "pt"}}}};
+  std::string bytes;
+  auto add = [&](const std::string& name, const Shape& shape) {
+    const size_t n = size_t(shape_numel(shape)) * elem;
+    header[name] = {{"dtype", dtype}, {"shape", shape}, {"data_offsets", {bytes.size(), bytes.size() + n}}};
+    for (size_t i = 0; i < n; ++i) bytes.push_back(char(in.ConsumeIntegral<uint8_t>() & 0x3F));  // finite
+  };
+  for (size_t i = first; i < last; ++i) add(kParams[i].first, kParams[i].second);
+  if (first == 0 && in.ConsumeBool()) add("lm_head.weight", kParams[0].second);
+  if (!honest) mutate_json(in, header, int64_t(bytes.size()));
+  std::string text = honest ? header.dump() : hostile_json_text(in, header);
+  uint64_t n = text.size();
+  if (!honest && in.ConsumeIntegralInRange(0, 7) == 0) n = in.ConsumeIntegral<uint64_t>();
+  std::ofstream f(path, std::ios::binary);
+  f.write(reinterpret_cast<const char*>(&n), 8);
+  f << text << bytes;
+}
+
+void flip_bytes(FuzzedDataProvider& in, const std::string& path) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(0, std::ios::end);
+  const int64_t size = f.tellg();
+  for (int i = 0, flips = in.ConsumeIntegralInRange(1, 4); i < flips && size > 0; ++i) {
+    const int64_t at = in.ConsumeIntegralInRange<int64_t>(0, size - 1);
+    f.seekg(at);
+    const char c = char(f.get() ^ in.ConsumeIntegralInRange(1, 255));
+    f.seekp(at);
+    f.put(c);
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  FuzzedDataProvider in(data, size);
+  clear_scratch();
+  const std::string dir = scratch("hf");
+  std::filesystem::create_directories(dir);
+  const int mode = in.ConsumeIntegralInRange(0, 3);  // 0 flip, 1 hostile header, 2 index, 3 config
+  const bool sharded = mode == 2;
+  std::vector<std::string> files;
+  if (sharded) {
+    write_safetensors_file(in, dir + "/a.safetensors", 0, 2, true);
+    write_safetensors_file(in, dir + "/b.safetensors", 2, kParams.size(), true);
+    json index = {{"weight_map", json::object()}};
+    for (size_t i = 0; i < kParams.size(); ++i)
+      index["weight_map"][kParams[i].first] = i < 2 ? "a.safetensors" : "b.safetensors";
+    mutate_json(in, index, 0);
+    std::ofstream(dir + "/model.safetensors.index.json") << hostile_json_text(in, index);
+  } else {
+    write_safetensors_file(in, dir + "/model.safetensors", 0, kParams.size(), mode != 1);
+    if (mode == 0) flip_bytes(in, dir + "/model.safetensors");
+  }
+  ModelConfig mc;
+  mc.vocab_size = 6, mc.d_model = 4, mc.n_layers = 1, mc.n_heads = 1, mc.seq_len = 8;
+  mc.resolve();
+  json config = hf_config_json(mc, "float32", -1, -1);
+  if (mode == 3) mutate_json(in, config, 4);
+  std::ofstream(dir + "/config.json") << (mode == 3 ? hostile_json_text(in, config) : config.dump());
+
+  clean_or_error(dir, [&] {
+    if (resolve_checkpoint_dir(dir) != dir) bug("resolve_checkpoint_dir moved away from the directory");
+    json j;
+    try {
+      j = json::parse(std::ifstream(dir + "/config.json"));
+    } catch (const json::exception&) {
+      throw Error(dir + "/config.json: not JSON");  // as load_checkpoint_model does
+    }
+    const std::string yaml = model_yaml_from_hf_config(j, dir + "/config.json");
+    ModelConfig::from_config(Config::from_yaml(yaml, dir + "/config.json"));
+  });
+  clean_or_error(dir, [&] {
+    std::vector<NamedTensor> weights = zeros();
+    load_model_weights(dir, weights);
+    for (const NamedTensor& t : weights)
+      for (int64_t i = 0; i < t.tensor.numel(); ++i)
+        if (!std::isfinite(t.tensor.host<float>()[i])) bug(str_cat("accepted ", t.name, "[", i, "]"));
+  });
+  return 0;
+}
