@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# A Hugging Face transformers directory as a checkpoint (core/hf_checkpoint.h): what
+# `export --format hf` wrote reads back bitwise (eval's loss identical, exported back to
+# model.h5 byte-identical); bfloat16 weights read as their float32 values; the weights split
+# over two files by model.safetensors.index.json read the same; a tied model that stores its
+# lm_head anyway loads when it is the embedding; it serves as generate's teacher (the same
+# corpus as from the run itself, teacher_sha256 that of model.safetensors), as does a teacher
+# whose checkpoint is sharded (trained with fsdp); and what retort cannot run exactly
+# (another model_type, biases, RoPE scaling, a tensor the model lacks) is one error line.
+source "$(dirname "$0")/lib.sh"
+tiny_tokens "$WORK/tok"
+D=("$TINY" --set "data.train=$WORK/tok/train.h5" --set "data.val=$WORK/tok/val.h5" --set eval.every=0)
+retort train "${D[@]}" --set "run.dir=$WORK/run" --set train.steps=20 >/dev/null
+retort export "$WORK/run" --out "$WORK/hf" --format hf >/dev/null
+retort export "$WORK/run" --out "$WORK/hf-bf16" --format hf --dtype bfloat16 >/dev/null
+loss() { retort eval "$1" --tokens "$WORK/tok/val.h5" | json /dev/stdin "j['loss']"; }
+
+# 1. Round trip: the same loss to the last bit; back to model.h5 byte for byte.
+[ "$(loss "$WORK/run")" = "$(loss "$WORK/hf")" ] || fail "eval of the transformers dir differs"
+retort export "$WORK/hf" --out "$WORK/back" >/dev/null
+cmp "$WORK/run/checkpoints/step_00000020/model.h5" "$WORK/back/model.h5" || fail "model.h5 changed on the round trip"
+python3 -c "import sys; a, b = map(float, sys.argv[1:]); assert abs(a - b) < 1e-2 * a, (a, b)" \
+  "$(loss "$WORK/run")" "$(loss "$WORK/hf-bf16")" || fail "bfloat16 weights give another loss"
+echo "ok: round trip bitwise; bfloat16 loss $(loss "$WORK/hf-bf16") vs $(loss "$WORK/run")"
+
+# 2. Sharded safetensors (model.safetensors.index.json), and a tied model's stored lm_head.
+/usr/bin/python3 - "$WORK/hf" "$WORK" <<'PY'
+import json, os, shutil, struct, sys
+src, work = sys.argv[1], sys.argv[2]
+blob = open(f"{src}/model.safetensors", "rb").read()
+(n,) = struct.unpack("<Q", blob[:8])
+header, data = json.loads(blob[8:8 + n]), blob[8 + n:]
+header.pop("__metadata__")
+def write(path, tensors):
+    h, body = {"__metadata__": {"format": "pt"}}, b""
+    for name, (meta, raw) in tensors.items():
+        h[name] = dict(meta, data_offsets=[len(body), len(body) + len(raw)])
+        body += raw
+    text = json.dumps(h).encode()
+    open(path, "wb").write(struct.pack("<Q", len(text)) + text + body)
+tensors = {k: (v, data[v["data_offsets"][0]:v["data_offsets"][1]]) for k, v in header.items()}
+names = sorted(tensors)
+os.makedirs(f"{work}/split")
+shutil.copy(f"{src}/config.json", f"{work}/split")
+parts = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+for f, ns in parts.items():
+    write(f"{work}/split/{f}", {k: tensors[k] for k in ns})
+json.dump({"metadata": {}, "weight_map": {k: f for f, ns in parts.items() for k in ns}},
+          open(f"{work}/split/model.safetensors.index.json", "w"))
+for name, embed in (("head", tensors["model.embed_tokens.weight"]),
+                    ("badhead", (tensors["model.embed_tokens.weight"][0], bytes(len(tensors["model.embed_tokens.weight"][1]))))):
+    os.makedirs(f"{work}/{name}")
+    shutil.copy(f"{src}/config.json", f"{work}/{name}")
+    write(f"{work}/{name}/model.safetensors", dict(tensors, **{"lm_head.weight": embed}))
+PY
+[ "$(loss "$WORK/run")" = "$(loss "$WORK/split")" ] || fail "the split safetensors read differently"
+[ "$(loss "$WORK/run")" = "$(loss "$WORK/head")" ] || fail "a stored copy of the tied head changed the model"
+expect_fail 1 "badhead/model.safetensors: lm_head.weight differs from model.embed_tokens.weight, but config.json ties them" \
+  retort eval "$WORK/badhead" --tokens "$WORK/tok/val.h5"
+
+# 3. A teacher for generate: the same corpus as from the run itself; a sharded teacher too.
+G=("$TINY" --set "generate.data=$WORK/tok/train.h5" --set generate.k=8 --set generate.num_sequences=16)
+retort generate "${G[@]}" --set "generate.teacher=$WORK/run" --set "generate.out=$WORK/c-run" >/dev/null
+retort generate "${G[@]}" --set "generate.teacher=$WORK/split" --set "generate.out=$WORK/c-hf" >/dev/null
+OMP_NUM_THREADS=1 mpirun --allow-run-as-root --oversubscribe -np 2 "$RETORT_BIN" train "${D[@]}" \
+  --set "run.dir=$WORK/fsdp" --set train.steps=20 --set parallel.fsdp=2 >/dev/null
+ls "$WORK/fsdp/checkpoints/step_00000020"/shard-*.h5 >/dev/null || fail "the fsdp checkpoint is not sharded"
+retort generate "${G[@]}" --set "generate.teacher=$WORK/fsdp" --set "generate.out=$WORK/c-fsdp" >/dev/null
+/usr/bin/python3 - "$WORK" <<'PY'
+import glob, hashlib, json, sys
+import h5py, numpy as np
+w = sys.argv[1]
+def shard(c):
+    return h5py.File(glob.glob(f"{w}/{c}/shard-*.h5")[0], "r")
+a, b, f = shard("c-run"), shard("c-hf"), shard("c-fsdp")
+for ds in ("tokens", "topk_ids", "topk_logprobs"):
+    assert np.array_equal(a[ds][:], b[ds][:]), ds
+digests = "".join(hashlib.sha256(open(p, "rb").read()).hexdigest()
+                  for p in sorted(glob.glob(f"{w}/split/model-*.safetensors")))
+assert json.load(open(f"{w}/c-hf/manifest.json"))["teacher_sha256"] == hashlib.sha256(digests.encode()).hexdigest()
+shards = sorted(glob.glob(f"{w}/fsdp/checkpoints/step_00000020/shard-*.h5"))
+digests = "".join(hashlib.sha256(open(p, "rb").read()).hexdigest() for p in shards)
+assert f.attrs["teacher_sha256"] == hashlib.sha256(digests.encode()).hexdigest()
+print("ok: the transformers teacher's corpus is the run's; sharded teachers' teacher_sha256 as documented")
+PY
+
+# 4. What retort cannot run exactly: one line naming config.json and the key.
+for edit in "model_type=mistral|model_type 'mistral'" "attention_bias=true|key 'attention_bias': biases" \
+            "rope_scaling={\"rope_type\": \"llama3\", \"factor\": 8.0}|key 'rope_scaling': RoPE scaling" \
+            "hidden_act=gelu|key 'hidden_act': 'gelu'"; do
+  rm -rf "$WORK/bad" && cp -r "$WORK/hf" "$WORK/bad"
+  /usr/bin/python3 - "$WORK/bad/config.json" "${edit%%|*}" <<'PY'
+import json, sys
+path, (key, value) = sys.argv[1], sys.argv[2].split("=", 1)
+c = json.load(open(path))
+try:
+    c[key] = json.loads(value)
+except ValueError:
+    c[key] = value
+json.dump(c, open(path, "w"))
+PY
+  expect_fail 1 "bad/config.json: ${edit#*|}" retort eval "$WORK/bad" --tokens "$WORK/tok/val.h5"
+done
+rm -rf "$WORK/bad" && cp -r "$WORK/hf" "$WORK/bad"
+/usr/bin/python3 -c "import json,sys; p=sys.argv[1]; c=json.load(open(p)); c['num_hidden_layers']=1; json.dump(c, open(p,'w'))" "$WORK/bad/config.json"
+expect_fail 1 "bad/model.safetensors: unexpected tensor 'model.layers.1.*' \(does config.json match the weights\?\)" \
+  retort eval "$WORK/bad" --tokens "$WORK/tok/val.h5"
+echo PASS
