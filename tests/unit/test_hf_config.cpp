@@ -1,0 +1,84 @@
+// models/hf_config.h: config.json written for a model reads back as the same model; keys
+// transformers leaves out take its defaults; transformers 5's rope_parameters; refusals.
+#include <gtest/gtest.h>
+
+#include "core/config.h"
+#include "models/hf_config.h"
+#include "test_support.h"
+
+using namespace retort;
+
+namespace {
+
+ModelConfig read_back(const nlohmann::json& j) {
+  return ModelConfig::from_config(Config::from_yaml(model_yaml_from_hf_config(j, "config.json"), "config.json"));
+}
+
+}  // namespace
+
+TEST(HfConfig, WrittenConfigReadsBackAsTheSameModel) {
+  for (bool qk_norm : {true, false})
+    for (bool tie : {true, false}) {
+      ModelConfig mc;
+      mc.vocab_size = 151936, mc.d_model = 1024, mc.n_layers = 28, mc.n_heads = 16;
+      mc.n_kv_heads = 8, mc.head_dim = 128, mc.d_ff = 3072, mc.seq_len = 40960;
+      mc.rope_theta = 1e6, mc.norm_eps = 1e-6, mc.init_std = 0.02;
+      mc.qk_norm = qk_norm, mc.tie_embeddings = tie;
+      mc.resolve();
+      const nlohmann::json j = hf_config_json(mc, "bfloat16", 1, 2);
+      EXPECT_EQ(j["model_type"], qk_norm ? "qwen3" : "llama");
+      const ModelConfig back = read_back(j);
+      EXPECT_EQ(back.vocab_size, mc.vocab_size);
+      EXPECT_EQ(back.d_model, mc.d_model);
+      EXPECT_EQ(back.n_layers, mc.n_layers);
+      EXPECT_EQ(back.n_heads, mc.n_heads);
+      EXPECT_EQ(back.n_kv_heads, mc.n_kv_heads);
+      EXPECT_EQ(back.head_dim, mc.head_dim);
+      EXPECT_EQ(back.d_ff, mc.d_ff);
+      EXPECT_EQ(back.seq_len, mc.seq_len);
+      EXPECT_EQ(back.rope_theta, mc.rope_theta);
+      EXPECT_EQ(back.norm_eps, mc.norm_eps);
+      EXPECT_EQ(back.qk_norm, qk_norm);
+      EXPECT_EQ(back.tie_embeddings, tie);
+      EXPECT_EQ(back.n_params(), mc.n_params());
+    }
+}
+
+TEST(HfConfig, AbsentKeysTakeTransformersDefaults) {
+  const nlohmann::json j = {{"model_type", "llama"}, {"vocab_size", 32000}, {"hidden_size", 512},
+                            {"intermediate_size", 1376}, {"num_hidden_layers", 2},
+                            {"num_attention_heads", 8}, {"max_position_embeddings", 2048},
+                            {"head_dim", nullptr}};
+  const ModelConfig m = read_back(j);
+  EXPECT_EQ(m.n_kv_heads, 8);  // num_key_value_heads: the heads
+  EXPECT_EQ(m.head_dim, 64);   // hidden_size / heads
+  EXPECT_EQ(m.rope_theta, 10000.0);
+  EXPECT_EQ(m.norm_eps, 1e-6);
+  EXPECT_FALSE(m.tie_embeddings);
+  EXPECT_FALSE(m.qk_norm);
+  nlohmann::json v5 = j;
+  v5["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 500000.0}};
+  EXPECT_EQ(read_back(v5).rope_theta, 500000.0);
+}
+
+TEST(HfConfig, RefusesWhatRetortCannotRunExactly) {
+  const nlohmann::json base = {{"model_type", "qwen3"}, {"vocab_size", 64}, {"hidden_size", 16},
+                               {"intermediate_size", 32}, {"num_hidden_layers", 1},
+                               {"num_attention_heads", 2}, {"max_position_embeddings", 8}};
+  const std::vector<std::pair<nlohmann::json, std::string>> cases = {
+      {{{"model_type", "qwen2"}}, "model_type 'qwen2'"},
+      {{{"mlp_bias", true}}, "key 'mlp_bias': biases"},
+      {{{"use_sliding_window", true}}, "key 'use_sliding_window'"},
+      {{{"rope_parameters", {{"rope_type", "yarn"}}}}, "rope_type 'yarn'"},
+      {{{"tie_word_embeddings", 1}}, "key 'tie_word_embeddings' must be true or false"},
+      {{{"num_attention_heads", 2.5}}, "key 'num_attention_heads' must be an integer"},
+  };
+  for (const auto& [edit, why] : cases) {
+    nlohmann::json j = base;
+    j.update(edit);
+    const std::string err = test::error_of([&] { read_back(j); });
+    EXPECT_NE(err.find("config.json: "), std::string::npos) << err;
+    EXPECT_NE(err.find(why), std::string::npos) << edit.dump() << " -> " << err;
+  }
+  EXPECT_NO_THROW(read_back(base));
+}
