@@ -140,13 +140,8 @@ void check_checkpoint_values(const std::string& file, const std::string& dataset
 }
 
 void write_checkpoint_dir(const std::string& dir, const CheckpointData& data) {
-  stdfs::path final_dir = stdfs::absolute(dir);
-  fs::create_directories(final_dir.parent_path().string());
-  stdfs::path tmp = final_dir;
-  tmp += str_cat(".tmp-", ::getpid());
-  fs::remove_all_quietly(tmp.string());
-  try {
-    fs::create_directories(tmp.string());
+  fs::write_dir_via_temp(dir, [&](const std::string& tmp_dir, const std::string& final_dir) {
+    const stdfs::path tmp(tmp_dir);
     std::vector<std::string> written;
     {
       h5::File f = h5::File::create((tmp / kModelFile).string());
@@ -161,11 +156,8 @@ void write_checkpoint_dir(const std::string& dir, const CheckpointData& data) {
       f.close();
       written.push_back(kOptimizerFile);
     }
-    commit_checkpoint_dir(tmp.string(), final_dir.string(), written, data.config_yaml, data.state);
-  } catch (...) {
-    fs::remove_all_quietly(tmp.string());  // a failed write (disk full) leaves no partial copy
-    throw;
-  }
+    commit_checkpoint_dir(tmp_dir, final_dir, written, data.config_yaml, data.state);
+  });
 }
 
 void commit_checkpoint_dir(const std::string& tmp_dir, const std::string& final_path,

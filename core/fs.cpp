@@ -105,6 +105,22 @@ void FileWriter::close() {
     throw Error(str_cat(path_, ": cannot write: ", std::strerror(synced ? errno : err)));
 }
 
+void write_dir_via_temp(const std::string& dir,
+                        const std::function<void(const std::string&, const std::string&)>& fill) {
+  const stdfs::path final_dir = stdfs::absolute(dir);
+  create_directories(final_dir.parent_path().string());
+  stdfs::path tmp = final_dir;
+  tmp += str_cat(".tmp-", ::getpid());
+  remove_all_quietly(tmp.string());
+  try {
+    create_directories(tmp.string());
+    fill(tmp.string(), final_dir.string());
+  } catch (...) {
+    remove_all_quietly(tmp.string());  // a failed write (disk full) leaves no partial copy
+    throw;
+  }
+}
+
 void append_file(const std::string& path, const std::string& text) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) throw Error(str_cat(path, ": cannot append: ", std::strerror(errno)));

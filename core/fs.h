@@ -3,6 +3,7 @@
 //   "run/checkpoints/step_00000020.tmp-77/model.h5: cannot write: No space left on device".
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace retort::fs {
@@ -30,6 +31,12 @@ class FileWriter {
   std::string path_;
   int fd_ = -1;
 };
+
+// Writes the directory `dir` through a fresh temporary sibling, dir.tmp-PID (its parents
+// created): `fill(tmp, final_dir)` writes into tmp and moves it to final_dir (the absolute
+// path of dir) as it sees fit. On any failure the temporary is removed and the error rethrown.
+void write_dir_via_temp(const std::string& dir,
+                        const std::function<void(const std::string& tmp, const std::string& final_dir)>& fill);
 
 // fsync a file or directory by path.
 void fsync_path(const std::string& path);

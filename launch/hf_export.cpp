@@ -1,7 +1,5 @@
 #include "launch/hf_export.h"
 
-#include <unistd.h>
-
 #include <filesystem>
 
 #include "core/fs.h"
@@ -50,27 +48,19 @@ void write_hf_export(const LoadedModel& loaded, const HfExportOptions& opt,
   std::vector<NamedTensor> tensors;
   for (const auto& p : loaded.model->parameters()) tensors.push_back({p.name, p.value});
 
-  namespace stdfs = std::filesystem;
-  const stdfs::path final_dir = stdfs::absolute(out_dir);
-  fs::create_directories(final_dir.parent_path().string());
-  stdfs::path tmp = final_dir;
-  tmp += str_cat(".tmp-", ::getpid());
-  fs::remove_all_quietly(tmp.string());
-  try {
-    fs::create_directories(tmp.string());
+  fs::write_dir_via_temp(out_dir, [&](const std::string& tmp_dir, const std::string& final_dir) {
+    const std::filesystem::path tmp(tmp_dir);
     write_safetensors((tmp / "model.safetensors").string(), tensors, opt.dtype);
     fs::write_file_atomic((tmp / "config.json").string(),
-                          hf_config_json(mc, opt.dtype == SafetensorsDType::BF16 ? "bfloat16" : "float32", bos_id, eos_id).dump(2) + "\n");
+                          hf_config_json(mc, opt.dtype == SafetensorsDType::BF16 ? "bfloat16" : "float32",
+                                         bos_id, eos_id).dump(2) + "\n");
     if (!tokenizer_bytes.empty()) {
       fs::write_file_atomic((tmp / "tokenizer.model").string(), tokenizer_bytes);
       fs::write_file_atomic((tmp / "tokenizer_config.json").string(),
                             tokenizer_config_json(mc.seq_len).dump(2) + "\n");
     }
-    fs::rename_durable(tmp.string(), final_dir.string());
-  } catch (...) {
-    fs::remove_all_quietly(tmp.string());  // a failed write (disk full) leaves nothing behind
-    throw;
-  }
+    fs::rename_durable(tmp_dir, final_dir);
+  });
 }
 
 }  // namespace retort

@@ -23,38 +23,11 @@ using nlohmann::json;
 
 namespace {
 
-// name, shape: a tiny model's parameters (2-D, 1-D; names with dots as in SPEC §1).
-const std::vector<std::pair<std::string, Shape>> kParams = {
-    {"model.embed_tokens.weight", {6, 4}},
-    {"model.layers.0.mlp.up_proj.weight", {5, 4}},
-    {"model.norm.weight", {4}},
-};
-
-std::vector<NamedTensor> zeros() {
-  std::vector<NamedTensor> out;
-  for (const auto& [name, shape] : kParams) out.push_back({name, Tensor::zeros(shape)});
-  return out;
-}
-
 void write_tensors(HostileH5& f, FuzzedDataProvider& in, const std::string& prefix, double scale) {
-  for (const auto& [name, shape] : kParams) {
+  for (const auto& [name, shape] : tiny_params()) {
     std::vector<double> v(shape_numel(shape));
     for (double& x : v) x = scale * in.ConsumeFloatingPointInRange<double>(0, 1);
     f.dataset(prefix + name, Values::of_reals(Elem::F32, shape, v));
-  }
-}
-
-void flip_bytes(FuzzedDataProvider& in, const std::string& path) {
-  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
-  f.seekg(0, std::ios::end);
-  const int64_t size = f.tellg();
-  const int flips = in.ConsumeIntegralInRange(1, 4);
-  for (int i = 0; i < flips && size > 0; ++i) {
-    const int64_t at = in.ConsumeIntegralInRange<int64_t>(0, size - 1);
-    f.seekg(at);
-    const char c = char(f.get() ^ in.ConsumeIntegralInRange(1, 255));
-    f.seekp(at);
-    f.put(c);
   }
 }
 
@@ -103,7 +76,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   clean_or_error(dir, [&] {
     if (resolve_checkpoint_dir(dir) != dir) bug("resolve_checkpoint_dir moved away from a checkpoint dir");
-    std::vector<NamedTensor> weights = zeros(), m = zeros(), v = zeros();
+    std::vector<NamedTensor> weights = tiny_param_zeros(), m = tiny_param_zeros(), v = tiny_param_zeros();
     load_model_weights(dir, weights);
     expect_finite(weights, false);
     const json st = load_training_state(dir, m, v);

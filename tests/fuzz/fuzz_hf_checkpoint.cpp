@@ -25,21 +25,8 @@ using nlohmann::json;
 
 namespace {
 
-// name, shape: a tiny model's parameters (2-D, 1-D; SPEC §1 names).
-const std::vector<std::pair<std::string, Shape>> kParams = {
-    {"model.embed_tokens.weight", {6, 4}},
-    {"model.layers.0.mlp.up_proj.weight", {5, 4}},
-    {"model.norm.weight", {4}},
-};
-
-std::vector<NamedTensor> zeros() {
-  std::vector<NamedTensor> out;
-  for (const auto& [name, shape] : kParams) out.push_back({name, Tensor::zeros(shape)});
-  return out;
-}
-
-// A safetensors file of kParams[first, last) (plus, when asked, a tied model's lm_head copy)
-// in a dtype the input picks; the header goes through hostile_json unless `honest`.
+// A safetensors file of tiny_params()[first, last) (plus, when asked, a tied model's lm_head
+// copy) in a dtype the input picks; the header goes through hostile_json unless `honest`.
 void write_safetensors_file(FuzzedDataProvider& in, const std::string& path, size_t first,
                             size_t last, bool honest) {
   const char* dtypes[] = {"F32", "BF16", "F16"};
@@ -52,8 +39,8 @@ void write_safetensors_file(FuzzedDataProvider& in, const std::string& path, siz
     header[name] = {{"dtype", dtype}, {"shape", shape}, {"data_offsets", {bytes.size(), bytes.size() + n}}};
     for (size_t i = 0; i < n; ++i) bytes.push_back(char(in.ConsumeIntegral<uint8_t>() & 0x3F));  // finite
   };
-  for (size_t i = first; i < last; ++i) add(kParams[i].first, kParams[i].second);
-  if (first == 0 && in.ConsumeBool()) add("lm_head.weight", kParams[0].second);
+  for (size_t i = first; i < last; ++i) add(tiny_params()[i].first, tiny_params()[i].second);
+  if (first == 0 && in.ConsumeBool()) add("lm_head.weight", tiny_params()[0].second);
   if (!honest) mutate_json(in, header, int64_t(bytes.size()));
   std::string text = honest ? header.dump() : hostile_json_text(in, header);
   uint64_t n = text.size();
@@ -61,19 +48,6 @@ void write_safetensors_file(FuzzedDataProvider& in, const std::string& path, siz
   std::ofstream f(path, std::ios::binary);
   f.write(reinterpret_cast<const char*>(&n), 8);
   f << text << bytes;
-}
-
-void flip_bytes(FuzzedDataProvider& in, const std::string& path) {
-  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
-  f.seekg(0, std::ios::end);
-  const int64_t size = f.tellg();
-  for (int i = 0, flips = in.ConsumeIntegralInRange(1, 4); i < flips && size > 0; ++i) {
-    const int64_t at = in.ConsumeIntegralInRange<int64_t>(0, size - 1);
-    f.seekg(at);
-    const char c = char(f.get() ^ in.ConsumeIntegralInRange(1, 255));
-    f.seekp(at);
-    f.put(c);
-  }
 }
 
 }  // namespace
@@ -85,17 +59,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::filesystem::create_directories(dir);
   const int mode = in.ConsumeIntegralInRange(0, 3);  // 0 flip, 1 hostile header, 2 index, 3 config
   const bool sharded = mode == 2;
-  std::vector<std::string> files;
   if (sharded) {
     write_safetensors_file(in, dir + "/a.safetensors", 0, 2, true);
-    write_safetensors_file(in, dir + "/b.safetensors", 2, kParams.size(), true);
+    write_safetensors_file(in, dir + "/b.safetensors", 2, tiny_params().size(), true);
     json index = {{"weight_map", json::object()}};
-    for (size_t i = 0; i < kParams.size(); ++i)
-      index["weight_map"][kParams[i].first] = i < 2 ? "a.safetensors" : "b.safetensors";
+    for (size_t i = 0; i < tiny_params().size(); ++i)
+      index["weight_map"][tiny_params()[i].first] = i < 2 ? "a.safetensors" : "b.safetensors";
     mutate_json(in, index, 0);
     std::ofstream(dir + "/model.safetensors.index.json") << hostile_json_text(in, index);
   } else {
-    write_safetensors_file(in, dir + "/model.safetensors", 0, kParams.size(), mode != 1);
+    write_safetensors_file(in, dir + "/model.safetensors", 0, tiny_params().size(), mode != 1);
     if (mode == 0) flip_bytes(in, dir + "/model.safetensors");
   }
   ModelConfig mc;
@@ -117,7 +90,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     ModelConfig::from_config(Config::from_yaml(yaml, dir + "/config.json"));
   });
   clean_or_error(dir, [&] {
-    std::vector<NamedTensor> weights = zeros();
+    std::vector<NamedTensor> weights = tiny_param_zeros();
     load_model_weights(dir, weights);
     for (const NamedTensor& t : weights)
       for (int64_t i = 0; i < t.tensor.numel(); ++i)

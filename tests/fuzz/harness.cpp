@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <system_error>
 
 #include "core/check.h"
@@ -37,6 +38,35 @@ void clear_scratch() {
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator(scratch_dir(), ec))
     std::filesystem::remove_all(e.path(), ec);
+}
+
+const std::vector<std::pair<std::string, Shape>>& tiny_params() {
+  static const std::vector<std::pair<std::string, Shape>> params = {
+      {"model.embed_tokens.weight", {6, 4}},
+      {"model.layers.0.mlp.up_proj.weight", {5, 4}},
+      {"model.norm.weight", {4}},
+  };
+  return params;
+}
+
+std::vector<NamedTensor> tiny_param_zeros() {
+  std::vector<NamedTensor> out;
+  for (const auto& [name, shape] : tiny_params()) out.push_back({name, Tensor::zeros(shape)});
+  return out;
+}
+
+void flip_bytes(FuzzedDataProvider& in, const std::string& path) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(0, std::ios::end);
+  const int64_t size = f.tellg();
+  const int flips = in.ConsumeIntegralInRange(1, 4);
+  for (int i = 0; i < flips && size > 0; ++i) {
+    const int64_t at = in.ConsumeIntegralInRange<int64_t>(0, size - 1);
+    f.seekg(at);
+    const char c = char(f.get() ^ in.ConsumeIntegralInRange(1, 255));
+    f.seekp(at);
+    f.put(c);
+  }
 }
 
 void bug(const std::string& what) {

@@ -5,8 +5,14 @@
 // sanitizer report, a crash, a hang, a giant allocation (libFuzzer's -malloc_limit_mb) — is a
 // bug: the target aborts (or the sanitizer/libFuzzer stops it) and libFuzzer saves the input.
 #pragma once
+#include <fuzzer/FuzzedDataProvider.h>
+
 #include <functional>
 #include <string>
+#include <utility>
+#include <vector>
+
+#include "core/checkpoint.h"
 
 namespace retort::fuzz {
 
@@ -19,6 +25,14 @@ void clear_scratch();
 // Runs `read`; returns true when it succeeded, false on a clean error (see above) whose
 // message contains `must_name`. Aborts with a report on anything else.
 bool clean_or_error(const std::string& must_name, const std::function<void()>& read);
+
+// A tiny model's parameters (name, shape: 2-D and 1-D, SPEC §1 names with dots) and zero
+// tensors of them to load into.
+const std::vector<std::pair<std::string, Shape>>& tiny_params();
+std::vector<NamedTensor> tiny_param_zeros();
+
+// XORs 1 to 4 bytes of the file `path`, at places and with values the input picks.
+void flip_bytes(FuzzedDataProvider& in, const std::string& path);
 
 // Aborts with `what` (the target's own oracle failed: the reader accepted bad data).
 [[noreturn]] void bug(const std::string& what);
