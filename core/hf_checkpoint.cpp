@@ -1,6 +1,7 @@
 #include "core/hf_checkpoint.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -54,8 +55,8 @@ std::vector<SafetensorsFile> open_files(const std::string& dir,
   return files;
 }
 
-// A tied model's lm_head.weight stored anyway (some exporters do): fine as a copy of the
-// embedding the model reads instead.
+// Whether a tied model's lm_head.weight, stored anyway (Qwen3-0.6B's file holds one), is a copy
+// of the embedding the model reads instead.
 bool equals_embedding(const SafetensorsFile& f, const std::vector<NamedTensor>& params) {
   auto embed = std::find_if(params.begin(), params.end(),
                             [](const NamedTensor& p) { return p.name == "model.embed_tokens.weight"; });
@@ -107,10 +108,12 @@ void load_hf_weights(const std::string& dir, std::vector<NamedTensor>& params) {
     const bool known = std::any_of(params.begin(), params.end(),
                                    [&](const NamedTensor& p) { return p.name == name; });
     if (known || name.ends_with("rotary_emb.inv_freq")) continue;
-    if (tied && name == "lm_head.weight") {
-      if (equals_embedding(*f, params)) continue;
-      throw Error(str_cat(f->path(), ": lm_head.weight differs from model.embed_tokens.weight, but "
-                          "config.json ties them (tie_word_embeddings)"));
+    if (tied && name == "lm_head.weight") {  // transformers ties it over the stored one too
+      if (!equals_embedding(*f, params))
+        std::fprintf(stderr, "retort: warning: %s: lm_head.weight differs from model.embed_tokens.weight; "
+                     "config.json ties them (tie_word_embeddings), so it is not used, as in transformers\n",
+                     f->path().c_str());
+      continue;
     }
     throw Error(str_cat(f->path(), ": unexpected tensor '", name, "' (does config.json match the weights?)"));
   }

@@ -25,8 +25,9 @@ using nlohmann::json;
 
 namespace {
 
-// A safetensors file of tiny_params()[first, last) (plus, when asked, a tied model's lm_head
-// copy) in a dtype the input picks; the header goes through hostile_json unless `honest`.
+// A safetensors file of tiny_params()[first, last) (plus, as the input asks, a tied model's
+// copy of the embedding as lm_head.weight) in a dtype the input picks; the header goes through
+// hostile_json unless `honest`.
 void write_safetensors_file(FuzzedDataProvider& in, const std::string& path, size_t first,
                             size_t last, bool honest) {
   const char* dtypes[] = {"F32", "BF16", "F16"};
@@ -34,13 +35,19 @@ void write_safetensors_file(FuzzedDataProvider& in, const std::string& path, siz
   const size_t elem = dtype == "F32" ? 4 : 2;
   json header = {{"__metadata__", {{"format", "pt"}}}};
   std::string bytes;
-  auto add = [&](const std::string& name, const Shape& shape) {
-    const size_t n = size_t(shape_numel(shape)) * elem;
-    header[name] = {{"dtype", dtype}, {"shape", shape}, {"data_offsets", {bytes.size(), bytes.size() + n}}};
-    for (size_t i = 0; i < n; ++i) bytes.push_back(char(in.ConsumeIntegral<uint8_t>() & 0x3F));  // finite
+  auto add = [&](const std::string& name, const Shape& shape, const std::string& values) {
+    header[name] = {{"dtype", dtype}, {"shape", shape}, {"data_offsets", {bytes.size(), bytes.size() + values.size()}}};
+    bytes += values;
   };
-  for (size_t i = first; i < last; ++i) add(tiny_params()[i].first, tiny_params()[i].second);
-  if (first == 0 && in.ConsumeBool()) add("lm_head.weight", tiny_params()[0].second);
+  std::string embed;
+  for (size_t i = first; i < last; ++i) {
+    const auto& [name, shape] = tiny_params()[i];
+    std::string values(size_t(shape_numel(shape)) * elem, '\0');
+    for (char& c : values) c = char(in.ConsumeIntegral<uint8_t>() & 0x3F);  // finite in every dtype
+    add(name, shape, values);
+    if (i == 0) embed = values;
+  }
+  if (!embed.empty() && in.ConsumeBool()) add("lm_head.weight", tiny_params()[0].second, embed);
   if (!honest) mutate_json(in, header, int64_t(bytes.size()));
   std::string text = honest ? header.dump() : hostile_json_text(in, header);
   uint64_t n = text.size();

@@ -82,3 +82,37 @@ TEST(HfConfig, RefusesWhatRetortCannotRunExactly) {
   }
   EXPECT_NO_THROW(read_back(base));
 }
+
+TEST(HfConfig, PublishedConfigsReadAsTheirModels) {
+  // Qwen/Qwen3-0.6B's config.json (transformers 4.51): 0.44B non-embedding parameters, 0.6B in
+  // all (its model card), tied, per-head q/k norms.
+  const auto qwen3 = nlohmann::json::parse(R"({
+    "architectures": ["Qwen3ForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+    "bos_token_id": 151643, "eos_token_id": 151645, "head_dim": 128, "hidden_act": "silu",
+    "hidden_size": 1024, "initializer_range": 0.02, "intermediate_size": 3072,
+    "max_position_embeddings": 40960, "max_window_layers": 28, "model_type": "qwen3",
+    "num_attention_heads": 16, "num_hidden_layers": 28, "num_key_value_heads": 8,
+    "rms_norm_eps": 1e-06, "rope_scaling": null, "rope_theta": 1000000, "sliding_window": null,
+    "tie_word_embeddings": true, "torch_dtype": "bfloat16", "transformers_version": "4.51.0",
+    "use_cache": true, "use_sliding_window": false, "vocab_size": 151936})");
+  const ModelConfig q = read_back(qwen3);
+  EXPECT_TRUE(q.qk_norm);
+  EXPECT_EQ(q.n_params_nonemb(), 440467456);  // 28 · 15 730 944 + the final norm's 1024
+  EXPECT_EQ(q.n_params(), 596049920);
+  // HuggingFaceTB/SmolLM2-135M's (transformers 4.48, Llama): 134 515 008 parameters.
+  const auto smollm2 = nlohmann::json::parse(R"({
+    "architectures": ["LlamaForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+    "bos_token_id": 0, "eos_token_id": 0, "head_dim": 64, "hidden_act": "silu",
+    "hidden_size": 576, "initializer_range": 0.041666666666666664, "intermediate_size": 1536,
+    "is_llama_config": true, "max_position_embeddings": 8192, "mlp_bias": false,
+    "model_type": "llama", "num_attention_heads": 9, "num_hidden_layers": 30,
+    "num_key_value_heads": 3, "pretraining_tp": 1, "rms_norm_eps": 1e-05,
+    "rope_interleaved": false, "rope_scaling": null, "rope_theta": 100000,
+    "tie_word_embeddings": true, "torch_dtype": "bfloat16", "transformers_version": "4.48.0",
+    "use_cache": true, "vocab_size": 49152})");
+  const ModelConfig s = read_back(smollm2);
+  EXPECT_FALSE(s.qk_norm);
+  EXPECT_EQ(s.n_kv_heads, 3);
+  EXPECT_EQ(s.rope_theta, 100000.0);
+  EXPECT_EQ(s.n_params(), 134515008);
+}
