@@ -49,7 +49,7 @@ LoadedModel load_checkpoint_model(const std::string& path, const TpLayout& tp, D
     throw ConfigError(str_cat(config_path, ": parallel.tp = ", tp.size, " needs the model's n_kv_heads (",
                               mc.n_kv_heads, "), d_ff (", mc.d_ff, ") and vocab_size (", mc.vocab_size,
                               ") divisible by it"));
-  out.model = std::make_unique<Transformer>(mc, tp, device);
+  out.model = std::make_unique<Transformer>(mc, tp, device, Transformer::Gradients::None);
   const auto& ps = out.model->parameters();
   // Read into host tensors: whole ones under tp (then this rank's slices), copies on a GPU.
   const bool direct = tp.size == 1 && device == Device::CPU;

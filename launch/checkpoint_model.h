@@ -19,7 +19,8 @@ struct LoadedModel {
 // tools load too. With tp.size > 1 the
 // model is built for that tensor-parallel layout and holds this rank's slices (any checkpoint
 // form, any mesh wrote it); the caller sets its regions object before the first forward.
-// The model lives on `device` (tp.size == 1 on a GPU).
+// The model lives on `device` (tp.size == 1 on a GPU) and runs forward only (no gradient
+// buffer: Transformer::Gradients::None).
 LoadedModel load_checkpoint_model(const std::string& path, const TpLayout& tp = {},
                                   Device device = Device::CPU);
 

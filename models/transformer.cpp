@@ -37,7 +37,8 @@ void check_ids(const Tensor& ids, const char* what, int64_t V) {
 
 // ---- parameters ------------------------------------------------------------------------
 
-Transformer::Transformer(const ModelConfig& cfg, const TpLayout& tp, Device device)
+Transformer::Transformer(const ModelConfig& cfg, const TpLayout& tp, Device device,
+                         Gradients gradients)
     : cfg_(cfg), tp_(tp), device_(device) {
   const int64_t V = cfg.vocab_size, d = cfg.d_model, H = cfg.n_heads, Hkv = cfg.n_kv_heads,
                 hd = cfg.head_dim, F = cfg.d_ff, L = cfg.n_layers;
@@ -103,7 +104,7 @@ Transformer::Transformer(const ModelConfig& cfg, const TpLayout& tp, Device devi
 
   unit_first_param_.push_back(params_.size());  // end sentinel
   flat_params_ = Tensor::zeros({n_params_}, DType::F32, device);
-  flat_grads_ = Tensor::zeros({n_params_}, DType::F32, device);
+  if (gradients == Gradients::Allocate) flat_grads_ = Tensor::zeros({n_params_}, DType::F32, device);
   build_views();
   rope_ = ops::rope_table(cfg.seq_len, hd, cfg.rope_theta).to(device);
 }
@@ -123,7 +124,7 @@ void Transformer::build_views() {
     Parameter& p = params_[i];
     const int64_t n = shape_numel(shapes_[i]);
     p.value = flat_params_.flat(p.offset, n).view(shapes_[i]);
-    p.grad = flat_grads_.flat(p.offset, n).view(shapes_[i]);
+    p.grad = flat_grads_.defined() ? flat_grads_.flat(p.offset, n).view(shapes_[i]) : Tensor();
   }
   bound16_.assign(params_.size(), Tensor());
   rebuild_weights();
@@ -556,6 +557,7 @@ void Transformer::embed_forward(Tensor& x) {
 
 void Transformer::backward(float grad_scale) {
   RETORT_CHECK(have_forward_, "backward() needs a forward() first (one backward per forward)");
+  RETORT_CHECK(hooks_ || flat_grads_.defined(), "backward() on a model built without gradients");
   have_forward_ = false;
   const int L = int(cfg_.n_layers);
   const int64_t R = R_, d = cfg_.d_model;

@@ -73,8 +73,11 @@ class Transformer {
   // Allocates the flat parameter and gradient buffers (zeros) for a resolved config on
   // `device` (activations follow); with tp.size > 1 only this rank's slices (H, Hkv, d_ff and
   // V must divide by tp.size). Batches may come from the host: prepare() copies them.
+  // Gradients::None: no gradient buffer, a model that only runs forward (a loaded teacher, eval:
+  // half the memory); backward() is then an error.
+  enum class Gradients { Allocate, None };
   explicit Transformer(const ModelConfig& cfg, const TpLayout& tp = {},
-                       Device device = Device::CPU);
+                       Device device = Device::CPU, Gradients gradients = Gradients::Allocate);
 
   const ModelConfig& config() const { return cfg_; }
   const TpLayout& tp_layout() const { return tp_; }

@@ -366,6 +366,22 @@ TEST(Transformer, ForwardIsDeterministicAndEvaluateMatches) {
   EXPECT_EQ(m.evaluate(s.tokens, s.targets), small);
 }
 
+// A model built without gradients (a loaded teacher, eval) holds no gradient buffer, gives
+// bitwise the same forward as one with, and refuses backward.
+TEST(Transformer, ModelWithoutGradientsRunsForwardOnly) {
+  ModelConfig mc = tiny(false);
+  Transformer full(mc), frozen(mc, {}, Device::CPU, Transformer::Gradients::None);
+  init_perturbed(full, 4);
+  ops::copy(frozen.flat_params(), full.flat_params());
+  EXPECT_FALSE(frozen.flat_grads().defined());
+  for (const Parameter& p : frozen.parameters()) EXPECT_FALSE(p.grad.defined()) << p.name;
+  Batch b = random_batch(2, 8, mc.vocab_size, 5);
+  const LossResult a = full.forward(b.tokens, b.targets, 1e-4f), f = frozen.forward(b.tokens, b.targets, 1e-4f);
+  EXPECT_EQ(a.loss, f.loss);
+  EXPECT_EQ(to_vec(full.logits()), to_vec(frozen.logits()));
+  EXPECT_NE(test::error_of([&] { frozen.backward(1.0f); }).find("without gradients"), std::string::npos);
+}
+
 // bf16 weight copies (TrainStep arms them for a step's micro-batches): armed, a forward gives
 // bitwise the unarmed bf16 result and reads the copy — a change of the parameters after arming
 // does not show until the copies are disarmed (which is why TrainStep disarms them before the
