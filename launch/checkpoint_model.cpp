@@ -12,36 +12,45 @@
 
 namespace retort {
 
-LoadedModel load_checkpoint_model(const std::string& path, const TpLayout& tp, Device device) {
-  LoadedModel out;
-  out.dir = resolve_checkpoint_dir(path);
-  const bool hf = is_hf_checkpoint_dir(out.dir);
-  const std::string config_path = out.dir + (hf ? "/config.json" : "/config.yaml");
+CheckpointModelSection checkpoint_model_section(const std::string& dir) {
+  CheckpointModelSection out;
+  const bool hf = is_hf_checkpoint_dir(dir);
+  out.config_path = dir + (hf ? "/config.json" : "/config.yaml");
   if (hf) {
     nlohmann::json j;
     try {
-      j = nlohmann::json::parse(fs::read_file(config_path));
+      j = nlohmann::json::parse(fs::read_file(out.config_path));
     } catch (const nlohmann::json::exception& e) {
-      throw Error(str_cat(config_path, ": not JSON: ", e.what()));
+      throw Error(str_cat(out.config_path, ": not JSON: ", e.what()));
     }
-    out.config_yaml = model_yaml_from_hf_config(j, config_path);
+    out.config_yaml = model_yaml_from_hf_config(j, out.config_path);
   } else {
-    verify_checkpoint_file(out.dir, "config.yaml");
-    out.config_yaml = fs::read_file(config_path);
+    verify_checkpoint_file(dir, "config.yaml");
+    out.config_yaml = fs::read_file(out.config_path);
   }
   YAML::Node model_section;
   try {
     model_section = YAML::Load(out.config_yaml)["model"];
   } catch (const YAML::Exception& e) {
-    throw Error(str_cat(config_path, ": malformed YAML: ", e.what()));
+    throw Error(str_cat(out.config_path, ": malformed YAML: ", e.what()));
   }
   if (!model_section || !model_section.IsMap())
-    throw Error(str_cat(config_path, ": no 'model:' section"));
+    throw Error(str_cat(out.config_path, ": no 'model:' section"));
   YAML::Emitter emitter;
   emitter << YAML::BeginMap << YAML::Key << "model" << YAML::Value << model_section << YAML::EndMap;
+  out.model_yaml = emitter.c_str();
+  return out;
+}
+
+LoadedModel load_checkpoint_model(const std::string& path, const TpLayout& tp, Device device) {
+  LoadedModel out;
+  out.dir = resolve_checkpoint_dir(path);
+  const CheckpointModelSection section = checkpoint_model_section(out.dir);
+  out.config_yaml = section.config_yaml;
+  const std::string& config_path = section.config_path;
   ModelConfig mc;
   try {
-    mc = ModelConfig::from_config(Config::from_yaml(emitter.c_str(), config_path));
+    mc = ModelConfig::from_config(Config::from_yaml(section.model_yaml, config_path));
   } catch (const ConfigError& e) {
     throw Error(e.what());  // a bad checkpoint is a runtime error, not a usage error
   }

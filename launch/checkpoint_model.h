@@ -14,6 +14,16 @@ struct LoadedModel {
   std::unique_ptr<Transformer> model;
 };
 
+// The config of checkpoint directory `dir` (resolve_checkpoint_dir's): config.yaml (checked
+// against state.json's sha256 when listed), or a transformers dir's config.json as a `model:`
+// section (models/hf_config.h); and its `model:` section alone. Error naming the file.
+struct CheckpointModelSection {
+  std::string config_path;  // the file read
+  std::string config_yaml;  // its text (a transformers dir: the model: section)
+  std::string model_yaml;   // just the model: section
+};
+CheckpointModelSection checkpoint_model_section(const std::string& dir);
+
 // `path`: checkpoint dir, exported dir, transformers dir (config.json + safetensors), run dir
 // or checkpoints/ dir. Only the `model:` section of config.yaml is read, so exports of other
 // tools load too. With tp.size > 1 the

@@ -5,13 +5,16 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 
 #include "core/blas_kernels.h"
 #include "core/check.h"
+#include "core/checkpoint.h"
 #include "core/config.h"
 #include "core/preemption.h"
 #include "data/tokenize_command.h"
+#include "launch/checkpoint_model.h"
 #include "launch/commands.h"
 #include "parallel/mesh.h"
 
@@ -63,7 +66,7 @@ int run(int argc, char** argv) {
   exp->add_option("--dtype", export_args.dtype, "hf: float32 (exact) or bfloat16")
       ->check(CLI::IsMember({"float32", "bfloat16"}));
   exp->add_option("--tokenizer", export_args.tokenizer, "hf: include this tokenizer.model (LlamaTokenizer)");
-  auto* info = app.add_subcommand("info", "parameter and FLOP counts and memory estimate");
+  auto* info = app.add_subcommand("info", "parameter and FLOP counts and memory estimate (of a config, or a checkpoint's model)");
   add_job_args(info, job);
   info->add_flag("--json", info_json, "print JSON");
   auto* bench = app.add_subcommand("bench", "time steady-state training steps; prints JSON");
@@ -106,7 +109,16 @@ int run(int argc, char** argv) {
   if (*distill) return run_distill(load_job_config(job), resume);
   if (*eval) return run_eval(checkpoint, tokens, seq_len, max_windows, out, teacher);
   if (*exp) return run_export(checkpoint, out, export_args);
-  if (*info) return run_info(load_job_config(job), info_json);
+  if (*info) {
+    if (!std::filesystem::is_directory(job.config_path)) return run_info(load_job_config(job), info_json);
+    // a checkpoint or transformers directory: its model, every other key at its default but a
+    // batch of one sequence (any --set after)
+    const auto section = checkpoint_model_section(resolve_checkpoint_dir(job.config_path));
+    const Config model_only = Config::from_yaml(section.model_yaml, section.config_path);
+    std::vector<std::string> overrides = {str_cat("train.batch_tokens=", model_only.get_int("model.seq_len"))};
+    overrides.insert(overrides.end(), job.overrides.begin(), job.overrides.end());
+    return run_info(Config::from_yaml(section.model_yaml, section.config_path, overrides), info_json);
+  }
   if (*bench) return run_bench(load_job_config(job));
   if (*sweep) return run_sweep(job.config_path, job.overrides, sweep_dir, shapes);
   if (*collect) return run_collect(sweep_dir);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A Hugging Face transformers directory as a checkpoint (core/hf_checkpoint.h): what
-# `export --format hf` wrote reads back bitwise (eval's loss identical, exported back to
+# `export --format hf` wrote reads back bitwise (and `info` gives its model's counts) (eval's loss identical, exported back to
 # model.h5 byte-identical); bfloat16 weights read as their float32 values; the weights split
 # over two files by model.safetensors.index.json read the same; a tied model that stores its
 # lm_head anyway ignores it, as transformers does (with a warning when it differs); it serves as generate's teacher (the same
@@ -22,6 +22,11 @@ cmp "$WORK/run/checkpoints/step_00000020/model.h5" "$WORK/back/model.h5" || fail
 python3 -c "import sys; a, b = map(float, sys.argv[1:]); assert abs(a - b) < 1e-2 * a, (a, b)" \
   "$(loss "$WORK/run")" "$(loss "$WORK/hf-bf16")" || fail "bfloat16 weights give another loss"
 echo "ok: round trip bitwise; bfloat16 loss $(loss "$WORK/hf-bf16") vs $(loss "$WORK/run")"
+# info reads a checkpoint's or a transformers dir's model (here: tiny's, 131 456 parameters)
+for d in "$WORK/run" "$WORK/hf"; do
+  [ "$(retort info "$d" --json | json /dev/stdin "j['params'], j['flops_per_token_exact']")" = \
+    "$(retort info "$TINY" --json | json /dev/stdin "j['params'], j['flops_per_token_exact']")" ] || fail "info $d"
+done
 
 # 2. Sharded safetensors (model.safetensors.index.json), and a tied model's stored lm_head.
 /usr/bin/python3 - "$WORK/hf" "$WORK" <<'PY'
