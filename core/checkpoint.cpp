@@ -83,12 +83,7 @@ nlohmann::json read_state(const stdfs::path& dir) {
   const std::string path = (dir / kStateFile).string();
   std::error_code ec;
   if (!stdfs::exists(path, ec)) return nullptr;
-  nlohmann::json state;
-  try {
-    state = nlohmann::json::parse(fs::read_file(path));
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(str_cat(path, ": corrupt training state: ", e.what()));
-  }
+  nlohmann::json state = read_json_file(path, "corrupt training state");
   if (!state.is_object()) throw Error(str_cat(path, ": corrupt training state: expected a JSON object"));
   json_int(state, "step", path, 0);
   for (const char* key : {"tokens_seen", "optimizer_steps"})

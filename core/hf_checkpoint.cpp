@@ -25,12 +25,7 @@ const char* kIndex = "model.safetensors.index.json";
 std::map<std::string, std::string> weight_map(const std::string& dir) {
   const std::string index = (stdfs::path(dir) / kIndex).string();
   if (stdfs::exists(stdfs::path(dir) / kSingle) || !stdfs::exists(index)) return {};
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(fs::read_file(index));
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(str_cat(index, ": not JSON: ", e.what()));
-  }
+  const nlohmann::json j = read_json_file(index);
   if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
     throw Error(str_cat(index, ": no 'weight_map' object"));
   std::map<std::string, std::string> out;

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/check.h"
+#include "core/fs.h"
 
 namespace retort {
 namespace {
@@ -39,6 +40,15 @@ int64_t as_int(const json& v, const std::string& what, const std::string& file, 
 }
 
 }  // namespace
+
+json read_json_file(const std::string& path, const std::string& what) {
+  const std::string text = fs::read_file(path);
+  try {
+    return json::parse(text);
+  } catch (const json::exception& e) {
+    throw Error(str_cat(path, ": ", what, ": ", e.what()));
+  }
+}
 
 int64_t json_int(const json& j, const std::string& key, const std::string& file, int64_t lo, int64_t hi) {
   return as_int(field(j, key, file), str_cat("key '", key, "'"), file, lo, hi);

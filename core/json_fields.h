@@ -12,6 +12,10 @@
 
 namespace retort {
 
+// The JSON document in file `path`; Error "<path>: <what>: <the parser's message>" when it does
+// not parse (or "<path>: cannot read: ..." when it cannot be read).
+nlohmann::json read_json_file(const std::string& path, const std::string& what = "not JSON");
+
 // j[key] as an integer in [lo, hi] (a JSON integer, not a float, bool or string).
 int64_t json_int(const nlohmann::json& j, const std::string& key, const std::string& file,
                  int64_t lo = std::numeric_limits<int64_t>::min(),

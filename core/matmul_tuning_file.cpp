@@ -19,12 +19,7 @@ std::vector<ops::TunedProduct> g_loaded;  // this process's presets, kept until 
 int load_matmul_choices(const std::string& path) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return 0;
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(fs::read_file(path));
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(str_cat(path, ": not a matmul tuning file: ", e.what()));
-  }
+  const nlohmann::json j = read_json_file(path, "not a matmul tuning file");
   if (!j.is_object() || !j.contains("products") || !j["products"].is_array())
     throw Error(str_cat(path, ": key 'products' must be a list of timed products"));
   if (json_string(j, "identity", path) != ops::matmul_tuning_identity()) return -1;

@@ -251,12 +251,7 @@ CorpusMeta read_corpus_manifest(const std::string& dir, std::vector<CorpusShardE
   if (!stdfs::exists(path, ec))
     throw Error(str_cat(path, ": not found (not a distillation corpus, or generation has not "
                               "finished)"));
-  json j;
-  try {
-    j = json::parse(fs::read_file(path));
-  } catch (const json::exception& e) {
-    throw Error(str_cat(path, ": not valid JSON: ", e.what()));
-  }
+  const json j = read_json_file(path, "not valid JSON");
   if (!j.is_object()) throw Error(str_cat(path, ": expected a JSON object"));
   CorpusMeta m;
   m.k = json_int(j, "k", path);

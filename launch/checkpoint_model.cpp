@@ -6,6 +6,7 @@
 #include "core/config.h"
 #include "core/fs.h"
 #include "core/hf_checkpoint.h"
+#include "core/json_fields.h"
 #include "core/ops.h"
 #include "models/hf_config.h"
 #include "parallel/tensor_parallel.h"
@@ -17,13 +18,7 @@ CheckpointModelSection checkpoint_model_section(const std::string& dir) {
   const bool hf = is_hf_checkpoint_dir(dir);
   out.config_path = dir + (hf ? "/config.json" : "/config.yaml");
   if (hf) {
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(fs::read_file(out.config_path));
-    } catch (const nlohmann::json::exception& e) {
-      throw Error(str_cat(out.config_path, ": not JSON: ", e.what()));
-    }
-    out.config_yaml = model_yaml_from_hf_config(j, out.config_path);
+    out.config_yaml = model_yaml_from_hf_config(read_json_file(out.config_path), out.config_path);
   } else {
     verify_checkpoint_file(dir, "config.yaml");
     out.config_yaml = fs::read_file(out.config_path);

@@ -15,6 +15,7 @@
 
 #include "core/checkpoint.h"
 #include "core/config.h"
+#include "core/json_fields.h"
 #include "harness.h"
 #include "hostile_json.h"
 #include "models/hf_config.h"
@@ -87,13 +88,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   clean_or_error(dir, [&] {
     if (resolve_checkpoint_dir(dir) != dir) bug("resolve_checkpoint_dir moved away from the directory");
-    json j;
-    try {
-      j = json::parse(std::ifstream(dir + "/config.json"));
-    } catch (const json::exception&) {
-      throw Error(dir + "/config.json: not JSON");  // as load_checkpoint_model does
-    }
-    const std::string yaml = model_yaml_from_hf_config(j, dir + "/config.json");
+    const std::string yaml = model_yaml_from_hf_config(read_json_file(dir + "/config.json"), dir + "/config.json");
     ModelConfig::from_config(Config::from_yaml(yaml, dir + "/config.json"));
   });
   clean_or_error(dir, [&] {
