@@ -46,6 +46,9 @@ const std::vector<ConfigKey>& config_schema() {
       {"tokenize.jsonl_field", T::String, "text", "field holding the text in .jsonl inputs"},
       {"tokenize.character_coverage", T::Float, "0.9995",
        "SentencePiece character coverage"},
+      {"tokenize.tokenizer", T::String, "",
+       "encode with this SentencePiece tokenizer.model (or a directory holding one: an earlier "
+       "tokenize.out, a transformers directory) instead of training one; copied to tokenize.out"},
 
       {"train.steps", T::Int, "1000", "optimizer steps"},
       {"train.seed", T::Int, "1", "seed for initialisation and data order"},

@@ -1,4 +1,5 @@
-// retort tokenize: read documents → split → train SentencePiece → encode → write (SPEC §2).
+// retort tokenize: read documents → split → train SentencePiece (or take tokenize.tokenizer)
+// → encode → write (SPEC §2).
 #include "data/tokenize_command.h"
 
 #include <omp.h>
@@ -37,6 +38,7 @@ struct Encoded {
 // results are concatenated in document order, so the output is thread-count independent.
 Encoded encode_split(const Tokenizer& tok, const std::vector<Document>& docs,
                      const std::vector<int64_t>& which) {
+  const int32_t eos = tok.eos_id();
   const int64_t n = int64_t(which.size());
   std::vector<std::vector<int32_t>> per_doc(n);
   std::string error;
@@ -58,10 +60,42 @@ Encoded encode_split(const Tokenizer& tok, const std::vector<Document>& docs,
   for (auto& v : per_doc) {
     out.offsets.push_back(int64_t(out.tokens.size()));
     out.tokens.insert(out.tokens.end(), v.begin(), v.end());
-    out.tokens.push_back(Tokenizer::kEosId);
+    out.tokens.push_back(eos);
     std::vector<int32_t>().swap(v);
   }
   return out;
+}
+
+// tokenize.tokenizer: a tokenizer.model file, or a directory holding one (a previous
+// tokenize.out, a transformers directory). Returns the model's bytes.
+std::string read_given_tokenizer(const Config& cfg, const std::string& given) {
+  std::string path = given;
+  if (stdfs::is_directory(given)) {
+    path = (stdfs::path(given) / "tokenizer.model").string();
+    if (!stdfs::exists(path))
+      cfg.fail("tokenize.tokenizer",
+               str_cat(given, " holds no tokenizer.model",
+                       stdfs::exists(stdfs::path(given) / "tokenizer.json")
+                           ? " (its tokenizer.json, a Hugging Face tokenizers file, is not read: "
+                             "retort encodes with SentencePiece models only)"
+                           : ""));
+  } else if (!stdfs::exists(given)) {
+    cfg.fail("tokenize.tokenizer", str_cat(given, ": no such file or directory"));
+  }
+  std::string model = retort::fs::read_file(path);
+  Tokenizer tok;
+  try {
+    tok = Tokenizer::from_serialized(model);
+  } catch (const Error& e) {
+    throw Error(str_cat(path, ": not a SentencePiece tokenizer.model (tokenize.tokenizer): ", e.what()));
+  }
+  if (tok.eos_id() < 0)
+    throw Error(str_cat(path, ": the tokenizer has no </s> (eos) piece, which retort appends after "
+                              "every document (tokenize.tokenizer)"));
+  std::printf("tokenize: using %s (vocab %lld, eos id %d); tokenize.vocab_size and "
+              "tokenize.character_coverage are unused\n",
+              path.c_str(), (long long)tok.vocab_size(), tok.eos_id());
+  return model;
 }
 
 }  // namespace
@@ -99,6 +133,7 @@ int run_tokenize(const Config& cfg) {
   const int64_t seed = cfg.get_int("tokenize.seed");
   const std::string field = cfg.get_string("tokenize.jsonl_field");
   const double coverage = cfg.get_float("tokenize.character_coverage");
+  const std::string given_tokenizer = cfg.get_string("tokenize.tokenizer");
   if (inputs.empty()) cfg.fail("tokenize.inputs", "no input files given");
   if (out_dir.empty()) cfg.fail("tokenize.out", "must name an output directory");
   // 3 specials + 256 byte pieces are always present; leave room for merges.
@@ -109,6 +144,9 @@ int run_tokenize(const Config& cfg) {
   if (!(coverage > 0 && coverage <= 1))
     cfg.fail("tokenize.character_coverage", str_cat("must be in (0, 1], got ", coverage));
   if (field.empty()) cfg.fail("tokenize.jsonl_field", "must not be empty");
+  // A given tokenizer is checked before the (possibly large) inputs are read.
+  const std::string given_model =
+      given_tokenizer.empty() ? "" : read_given_tokenizer(cfg, given_tokenizer);
 
   // 1. Documents.
   std::vector<Document> docs = read_documents(inputs, field);
@@ -125,16 +163,19 @@ int run_tokenize(const Config& cfg) {
   std::printf("tokenize: split %zu train / %zu val documents (val_fraction %g, seed %lld)\n",
               train_idx.size(), val_idx.size(), val_fraction, (long long)seed);
 
-  // 3. Tokenizer on the train documents.
-  std::printf("tokenize: training SentencePiece BPE, vocab %lld ...\n", (long long)vocab_size);
-  std::fflush(stdout);
+  // 3. Tokenizer: the given one, or trained on the train documents.
   const auto t_train = std::chrono::steady_clock::now();
-  std::vector<std::string_view> train_text;
-  for (int64_t i : train_idx) train_text.push_back(docs[i].text);
-  TokenizerTrainOptions opt;
-  opt.vocab_size = vocab_size;
-  opt.character_coverage = coverage;
-  const std::string model = Tokenizer::train(train_text, opt);
+  std::string model = given_model;
+  if (model.empty()) {
+    std::printf("tokenize: training SentencePiece BPE, vocab %lld ...\n", (long long)vocab_size);
+    std::fflush(stdout);
+    std::vector<std::string_view> train_text;
+    for (int64_t i : train_idx) train_text.push_back(docs[i].text);
+    TokenizerTrainOptions opt;
+    opt.vocab_size = vocab_size;
+    opt.character_coverage = coverage;
+    model = Tokenizer::train(train_text, opt);
+  }
   const double train_s = seconds_since(t_train);
   std::error_code ec;
   stdfs::create_directories(out_dir, ec);
@@ -163,6 +204,7 @@ int run_tokenize(const Config& cfg) {
   summary["vocab_size"] = meta.vocab_size;
   summary["eos_id"] = meta.eos_id;
   summary["tokenizer_sha256"] = model_sha;
+  if (!given_tokenizer.empty()) summary["tokenizer_given"] = given_tokenizer;
   summary["documents"] = docs.size();
   summary["input_bytes"] = bytes;
   summary["seed"] = seed;

@@ -1,9 +1,11 @@
 // `retort tokenize CONFIG`: text → SentencePiece tokenizer + train/val token datasets.
 //
 // Reads tokenize.{inputs, out, vocab_size, val_fraction, seed, jsonl_field,
-// character_coverage}. Documents are split into train/val by hash (seed, document index)
-// (deterministic; at least one document in each split when there are >= 2 documents and
-// val_fraction > 0); the tokenizer is trained on the train documents only. Writes
+// character_coverage, tokenizer}. Documents are split into train/val by hash (seed, document
+// index) (deterministic; at least one document in each split when there are >= 2 documents
+// and val_fraction > 0); the tokenizer is trained on the train documents only, or with
+// tokenize.tokenizer (a tokenizer.model or a directory holding one) that model is copied and
+// encodes. Writes
 //   <out>/tokenizer.model, <out>/train.h5, <out>/val.h5 (SPEC §2), <out>/tokenize.json
 // (document/token counts per split, vocab size, timings). Every file is written atomically.
 #pragma once

@@ -5,8 +5,10 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
+#include <sentencepiece_trainer.h>
 
 #include "core/config.h"
 #include "core/sha256.h"
@@ -198,6 +200,7 @@ TEST(Tokenize, EndToEnd) {
   EXPECT_EQ(summary["train"]["tokens"], train.num_tokens());
   EXPECT_EQ(summary["val"]["documents"], n_val);
   EXPECT_EQ(summary["vocab_size"], 300);
+  EXPECT_FALSE(summary.contains("tokenizer_given"));
 
   // Same config again: byte-identical outputs.
   fs::path out2 = dir / "out2";
@@ -222,6 +225,125 @@ TEST(Tokenize, JsonlInput) {
   // Without the field setting, the default "text" is missing: file:line error.
   std::string msg = error_of([&] { run_tokenize(tokenize_config({(dir / "data.jsonl").string()}, out)); });
   EXPECT_EQ(msg, (dir / "data.jsonl").string() + ":1: no field 'text' (tokenize.jsonl_field)");
+}
+
+// A SentencePiece model with another tokenizer's id layout (Gemma's: 0 <pad>, 1 </s>, 2 <s>,
+// 3 <unk>) and SentencePiece's default normalisation, as a published tokenizer.model has;
+// eos_id = -1 gives one without </s>.
+std::string foreign_tokenizer(const std::vector<std::string>& docs, int eos_id) {
+  std::string text;
+  for (auto& d : docs) text += d;
+  std::istringstream lines(text);
+  struct Lines : sentencepiece::SentenceIterator {
+    explicit Lines(std::istringstream& in) : in_(in) { Next(); }
+    bool done() const override { return done_; }
+    void Next() override { done_ = !std::getline(in_, line_); }
+    const std::string& value() const override { return line_; }
+    sentencepiece::util::Status status() const override { return {}; }
+    std::istringstream& in_;
+    std::string line_;
+    bool done_ = false;
+  } it(lines);
+  std::string model;
+  auto st = sentencepiece::SentencePieceTrainer::Train(
+      {{"model_type", "bpe"}, {"vocab_size", "200"}, {"pad_id", "0"}, {"eos_id", std::to_string(eos_id)},
+       {"bos_id", "2"}, {"unk_id", eos_id < 0 ? "1" : "3"}, {"num_threads", "1"}, {"minloglevel", "2"}},
+      &it, &model);
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  return model;
+}
+
+// tokenize.tokenizer: new text encoded with an existing tokenizer (here the first run's), whose
+// file is copied unchanged, so both runs' datasets name the same tokenizer_sha256.
+TEST(Tokenize, GivenTokenizer) {
+  fs::path dir = fresh_dir("given");
+  std::vector<std::string> docs;
+  for (int d = 0; d < 24; ++d) {
+    docs.push_back(make_doc(d));
+    write_file(dir / (d < 12 ? "first" : "second") / ("doc" + std::to_string(d) + ".txt"), docs.back());
+  }
+  fs::path first = dir / "first_out";
+  ASSERT_EQ(run_tokenize(tokenize_config({(dir / "first").string()}, first)), 0);
+  const std::string sha = sha256_file((first / "tokenizer.model").string());
+  Tokenizer tok = Tokenizer::load((first / "tokenizer.model").string());
+  // The directory or the file; tokenize.vocab_size is unused.
+  for (std::string given : {first.string(), (first / "tokenizer.model").string()}) {
+    fs::path out = dir / "second_out";
+    fs::remove_all(out);
+    ASSERT_EQ(run_tokenize(tokenize_config({(dir / "second").string()}, out,
+                                           {"tokenize.tokenizer=" + given, "tokenize.vocab_size=4096"})),
+              0);
+    EXPECT_EQ(sha256_file((out / "tokenizer.model").string()), sha);
+    EXPECT_EQ(nlohmann::json::parse(std::ifstream(out / "tokenize.json"))["tokenizer_given"], given);
+    auto is_val = split_documents(12, 0.2, 7);
+    for (const char* split : {"train", "val"}) {
+      TokenDataset ds = TokenDataset::load((out / (std::string(split) + ".h5")).string());
+      EXPECT_EQ(ds.meta().tokenizer_sha256, sha);
+      EXPECT_EQ(ds.meta().vocab_size, 300);
+      const auto& off = ds.doc_offsets();
+      int di = 0;
+      for (int d = 0; d < 12; ++d) {
+        if (is_val[d] != (std::string(split) == "val")) continue;
+        std::vector<int32_t> expect = tok.encode(docs[12 + d]);
+        expect.push_back(2);
+        ASSERT_LE(off[di] + int64_t(expect.size()), ds.num_tokens());
+        EXPECT_EQ(std::vector<int32_t>(ds.token_data() + off[di], ds.token_data() + off[di] + expect.size()),
+                  expect) << split << " document " << d;
+        ++di;
+      }
+      EXPECT_EQ(di, ds.num_docs());
+    }
+  }
+
+  // Another tokenizer's ids: every document ends with its </s> (id 1), not retort's 2.
+  const std::string gemma_like = foreign_tokenizer(docs, 1);
+  write_file(dir / "foreign.model", gemma_like);
+  fs::path out = dir / "foreign_out";
+  ASSERT_EQ(run_tokenize(tokenize_config({(dir / "second").string()}, out,
+                                         {"tokenize.tokenizer=" + (dir / "foreign.model").string(),
+                                          "tokenize.val_fraction=0"})),
+            0);
+  TokenDataset ds = TokenDataset::load((out / "train.h5").string());
+  Tokenizer foreign = Tokenizer::from_serialized(gemma_like);
+  EXPECT_EQ(ds.meta().eos_id, 1);
+  EXPECT_EQ(ds.meta().vocab_size, 200);
+  std::vector<int32_t> expect;
+  for (int d = 12; d < 24; ++d) {
+    for (int32_t id : foreign.encode(docs[d])) expect.push_back(id);
+    expect.push_back(1);
+  }
+  EXPECT_EQ(std::vector<int32_t>(ds.token_data(), ds.token_data() + ds.num_tokens()), expect);
+
+  // Bad tokenize.tokenizer: one error naming the key or file, checked before any input is read,
+  // and nothing written.
+  write_file(dir / "no_eos.model", foreign_tokenizer(docs, -1));
+  write_file(dir / "not_a_model", "hello");
+  fs::create_directories(dir / "empty_dir");
+  auto error_for = [&](const std::string& given) {
+    fs::path bad_out = dir / "bad_out";
+    std::string msg = error_of([&] {
+      run_tokenize(tokenize_config({(dir / "missing_input.txt").string()}, bad_out,
+                                   {"tokenize.tokenizer=" + given}));
+    });
+    EXPECT_FALSE(fs::exists(bad_out)) << given;
+    return msg;
+  };
+  std::string p = (dir / "nothing_here").string();
+  EXPECT_EQ(error_for(p), "test.yaml: key 'tokenize.tokenizer': " + p + ": no such file or directory");
+  p = (dir / "empty_dir").string();
+  EXPECT_EQ(error_for(p), "test.yaml: key 'tokenize.tokenizer': " + p + " holds no tokenizer.model");
+  write_file(dir / "qwen_like" / "tokenizer.json", "{}");
+  p = (dir / "qwen_like").string();
+  EXPECT_EQ(error_for(p), "test.yaml: key 'tokenize.tokenizer': " + p +
+                              " holds no tokenizer.model (its tokenizer.json, a Hugging Face "
+                              "tokenizers file, is not read: retort encodes with SentencePiece "
+                              "models only)");
+  p = (dir / "not_a_model").string();
+  EXPECT_EQ(error_for(p).rfind(p + ": not a SentencePiece tokenizer.model (tokenize.tokenizer): ", 0), 0u)
+      << error_for(p);
+  p = (dir / "no_eos.model").string();
+  EXPECT_EQ(error_for(p), p + ": the tokenizer has no </s> (eos) piece, which retort appends after "
+                              "every document (tokenize.tokenizer)");
 }
 
 TEST(Tokenize, ConfigErrors) {
