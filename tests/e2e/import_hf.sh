@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A Hugging Face transformers directory as a checkpoint (core/hf_checkpoint.h): what
 # `export --format hf` wrote reads back bitwise (and `info` gives its model's counts) (eval's loss identical, exported back to
-# model.h5 byte-identical); bfloat16 weights read as their float32 values; the weights split
+# model.h5 byte-identical) and its tokenizer.model encodes text as the run's did; bfloat16 weights read as their float32 values; the weights split
 # over two files by model.safetensors.index.json read the same; a tied model that stores its
 # lm_head anyway ignores it, as transformers does (with a warning when it differs); it serves as generate's teacher (the same
 # corpus as from the run itself, teacher_sha256 that of model.safetensors), as does a teacher
@@ -27,6 +27,16 @@ for d in "$WORK/run" "$WORK/hf"; do
   [ "$(retort info "$d" --json | json /dev/stdin "j['params'], j['flops_per_token_exact']")" = \
     "$(retort info "$TINY" --json | json /dev/stdin "j['params'], j['flops_per_token_exact']")" ] || fail "info $d"
 done
+
+# The tokenizer of a transformers directory encodes new text (tokenize.tokenizer): the same
+# datasets as the run's own tokenizer gave; a directory without one is one line.
+retort export "$WORK/run" --out "$WORK/hf-tok" --format hf --tokenizer "$WORK/tok/tokenizer.model" >/dev/null
+retort tokenize "$TINY" --set "tokenize.inputs=[$WORK/corpus]" --set "tokenize.out=$WORK/tok2" \
+  --set "tokenize.tokenizer=$WORK/hf-tok" >/dev/null
+for f in tokenizer.model train.h5 val.h5; do cmp "$WORK/tok/$f" "$WORK/tok2/$f" || fail "tokenize.tokenizer: $f differs"; done
+expect_fail 2 "key 'tokenize.tokenizer': .*/hf holds no tokenizer.model" \
+  retort tokenize "$TINY" --set "tokenize.inputs=[$WORK/corpus]" --set "tokenize.out=$WORK/tok3" --set "tokenize.tokenizer=$WORK/hf"
+[ ! -e "$WORK/tok3" ] || fail "a refused tokenize.tokenizer wrote $WORK/tok3"
 
 # 2. Sharded safetensors (model.safetensors.index.json), and a tied model's stored lm_head.
 /usr/bin/python3 - "$WORK/hf" "$WORK" <<'PY'
