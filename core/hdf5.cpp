@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -500,6 +501,17 @@ Tensor File::read_impl(const std::string& name, DType dtype, int rank, int64_t b
   }
   if (st < 0) fail(str_cat("dataset '", name, "': read failed: ", last_hdf5_error()));
   return t;
+}
+
+int64_t File::int32_data_offset(const std::string& name) const {
+  Hid d(open_dataset(name), H5Dclose);
+  Hid dcpl(H5Dget_create_plist(d), H5Pclose), ty(H5Dget_type(d), H5Tclose);
+  if (!dcpl.ok() || !ty.ok() || H5Pget_layout(dcpl) != H5D_CONTIGUOUS ||
+      H5Tequal(ty, H5T_STD_I32LE) <= 0 || std::endian::native != std::endian::little)
+    return -1;
+  const haddr_t at = H5Dget_offset(d);  // from the file's first byte (user block included)
+  H5Eclear2(H5E_DEFAULT);
+  return at == HADDR_UNDEF ? -1 : int64_t(at);
 }
 
 std::vector<int64_t> File::read_i64(const std::string& name) const {

@@ -76,6 +76,11 @@ class File {
   std::vector<float> read_f32(const std::string& name) const;
   // Elements [begin, begin+count) of a 1-D integer dataset (int32-compatible) into `out`.
   void read_i32_range(const std::string& name, int64_t begin, int64_t count, int32_t* out) const;
+  // Where an int32 dataset's elements lie in the file as they are in memory (contiguous
+  // layout, no filters, little-endian int32, written): their byte offset, so the file can be
+  // mapped in place (Tensor::map_file); -1 for any other dataset (chunked, compressed, compact,
+  // another type or byte order, no data written yet).
+  int64_t int32_data_offset(const std::string& name) const;
 
   // ---- attributes on the file root ----
   bool has_attr(const std::string& name) const;

@@ -3,7 +3,14 @@
 #include "core/cpu/bf16.h"
 #include "core/device.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <sstream>
 
 namespace retort {
@@ -50,7 +57,33 @@ Storage::Storage(size_t nbytes, Device dev) : bytes(nbytes), device(dev) {
   RETORT_CHECK(data != nullptr, "out of host memory allocating ", nbytes, " bytes");
 }
 
+Storage::Storage(const std::string& path, size_t offset, size_t nbytes)
+    : bytes(nbytes), device(Device::CPU) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw Error(str_cat(path, ": cannot open for mapping: ", std::strerror(errno)));
+  struct stat st {};
+  const bool sized = ::fstat(fd, &st) == 0;
+  if (!sized || offset + nbytes > size_t(st.st_size) || offset + nbytes < offset) {
+    ::close(fd);
+    throw Error(str_cat(path, ": bytes [", offset, ", ", offset + nbytes, ") are not all in the file (",
+                        sized ? str_cat(st.st_size, " bytes)") : str_cat("fstat: ", std::strerror(errno), ")")));
+  }
+  const size_t page = size_t(::sysconf(_SC_PAGESIZE));
+  const size_t start = offset / page * page;
+  map_length = std::max<size_t>(1, offset + nbytes - start);
+  void* p = ::mmap(nullptr, map_length, PROT_READ, MAP_SHARED, fd, off_t(start));
+  const int err = errno;
+  ::close(fd);  // the mapping keeps the file open
+  if (p == MAP_FAILED) throw Error(str_cat(path, ": cannot map ", nbytes, " bytes: ", std::strerror(err)));
+  map_base = p;
+  data = static_cast<char*>(p) + (offset - start);
+}
+
 Storage::~Storage() {
+  if (map_base) {
+    ::munmap(map_base, map_length);
+    return;
+  }
   if (device == Device::CUDA) {
     try {
       device::gpu_release(data);
@@ -72,6 +105,16 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   t.shape_ = shape;
   t.dtype_ = dtype;
   t.storage_ = std::make_shared<Storage>(bytes, device);
+  return t;
+}
+
+Tensor Tensor::map_file(const std::string& path, int64_t offset, const Shape& shape, DType dtype) {
+  RETORT_CHECK(offset >= 0, "negative offset mapping ", path);
+  Tensor t;
+  t.shape_ = shape;
+  t.dtype_ = dtype;
+  RETORT_CHECK(t.numel() >= 0, "negative dimension in shape ", shape_str(shape));
+  t.storage_ = std::make_shared<Storage>(path, size_t(offset), t.nbytes());
   return t;
 }
 

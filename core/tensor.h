@@ -22,15 +22,19 @@ std::string shape_str(const Shape& s);
 int64_t shape_numel(const Shape& s);
 
 // Owns `bytes` bytes on one device (64-byte aligned on the CPU; the CUDA backend's
-// stream-ordered pool on the GPU, see core/device.h).
+// stream-ordered pool on the GPU, see core/device.h), or a read-only mapping of part of a file
+// (Tensor::map_file; unmapped when the last tensor on it goes).
 struct Storage {
   Storage(size_t bytes, Device device);
+  Storage(const std::string& path, size_t offset, size_t bytes);  // mapped; throws naming path
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
   void* data = nullptr;
   size_t bytes = 0;
   Device device;
+  void* map_base = nullptr;  // the mapping (page-aligned, at or before data); null: allocated
+  size_t map_length = 0;
 };
 
 template <class T> constexpr DType dtype_of();
@@ -43,6 +47,11 @@ class Tensor {
   Tensor() = default;
   static Tensor empty(const Shape& shape, DType dtype = DType::F32, Device device = Device::CPU);
   static Tensor zeros(const Shape& shape, DType dtype = DType::F32, Device device = Device::CPU);
+  // A read-only host tensor over the bytes [offset, offset + numel · size) of the file at
+  // `path`, memory-mapped: pages are read on first touch and shared by every process that maps
+  // the file (one copy per node in the page cache). Writing through it faults. The file must
+  // not be rewritten in place while mapped (renaming a new file over it is safe).
+  static Tensor map_file(const std::string& path, int64_t offset, const Shape& shape, DType dtype);
 
   bool defined() const { return storage_ != nullptr; }
   const Shape& shape() const { return shape_; }
@@ -77,6 +86,7 @@ class Tensor {
     return data<T>();
   }
   bool same_storage(const Tensor& o) const { return storage_ == o.storage_; }
+  bool is_mapped() const { return storage_ && storage_->map_base; }  // by map_file
 
  private:
   std::shared_ptr<Storage> storage_;

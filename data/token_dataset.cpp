@@ -1,6 +1,7 @@
 // SPEC §2 token dataset writer (atomic) and validating reader.
 #include "data/token_dataset.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <system_error>
 
@@ -46,6 +47,26 @@ std::string check_tokens(const int32_t* tok, int64_t n, int64_t vocab) {
                      vocab, ")");
   }
   return "";
+}
+
+// `tokens` mapped in place when the file holds them as they are in memory (how retort and
+// h5py write them by default), else read into memory (chunked or compressed files, other
+// integer types). The mapping is checked against HDF5's own read of its first and last
+// elements before it is used.
+Tensor map_or_read_tokens(const h5::File& f) {
+  const Shape shape = f.shape("tokens");
+  const int64_t at = f.int32_data_offset("tokens");
+  if (shape.size() == 1 && shape[0] > 0 && at >= 0) {
+    Tensor mapped = Tensor::map_file(f.path(), at, shape, DType::I32);
+    const int64_t n = shape[0], k = std::min<int64_t>(n, 64);
+    std::vector<int32_t> head(k), tail(k);
+    f.read_i32_range("tokens", 0, k, head.data());
+    f.read_i32_range("tokens", n - k, k, tail.data());
+    const int32_t* m = mapped.data<int32_t>();
+    if (std::equal(head.begin(), head.end(), m) && std::equal(tail.begin(), tail.end(), m + n - k))
+      return mapped;
+  }
+  return f.read("tokens", DType::I32, 1);
 }
 
 }  // namespace
@@ -96,7 +117,7 @@ TokenDataset TokenDataset::load(const std::string& path) {
   std::string why = check_meta(d.meta_);
   if (!why.empty()) fail(why);
 
-  d.tokens_ = f.read("tokens", DType::I32, 1);
+  d.tokens_ = map_or_read_tokens(f);
   d.doc_offsets_ = f.read_i64("doc_offsets");  // checks rank 1 and integer type
   why = check_offsets(d.doc_offsets_, d.num_tokens());
   if (why.empty()) why = check_tokens(d.token_data(), d.num_tokens(), d.meta_.vocab_size);

@@ -25,8 +25,12 @@ struct TokenDatasetMeta {
 void write_token_dataset(const std::string& path, const std::vector<int32_t>& tokens,
                          const std::vector<int64_t>& doc_offsets, const TokenDatasetMeta& meta);
 
-// A loaded, validated token dataset. Tokens are held in host memory (fine for the corpus
-// sizes we use now; a streaming reader via h5::File::read_i32_range can replace it later).
+// A loaded, validated token dataset. The tokens are memory-mapped from the file when it stores
+// them contiguously as little-endian int32 (retort's writer, h5py's default): read on first
+// touch, one copy per node in the page cache however many ranks train on it, so a dataset
+// larger than a rank's memory share trains. Other layouts (chunked, compressed, other integer
+// widths) are read into memory. Replace a mapped file by renaming a new one over it (as
+// `retort tokenize` does), never by rewriting it in place while a job reads it.
 class TokenDataset {
  public:
   // Throws retort::Error naming the file (and dataset/attribute/index) on any problem:
@@ -42,6 +46,7 @@ class TokenDataset {
   const Tensor& tokens() const { return tokens_; }  // I32 [n], host
   const int32_t* token_data() const { return num_tokens() ? tokens_.data<int32_t>() : nullptr; }
   const std::vector<int64_t>& doc_offsets() const { return doc_offsets_; }
+  bool mapped() const { return tokens_.defined() && tokens_.is_mapped(); }
 
  private:
   std::string path_;

@@ -79,6 +79,54 @@ TEST(TokenDataset, AcceptsH5pyFile) {
   EXPECT_EQ(d.meta().vocab_size, 10);
 }
 
+// Tokens stored as they are in memory are mapped, any other layout is read; both give the same
+// tokens. A mapped dataset keeps its tokens when a new file is renamed over its path.
+TEST(TokenDataset, MappedWhereTheFileAllows) {
+  fs::path dir = temp_dir();
+  std::string path = (dir / "mapped.h5").string();
+  std::vector<int32_t> many(70000);
+  for (size_t i = 0; i < many.size(); ++i) many[i] = int32_t((i * 7919) % 10);
+  write_token_dataset(path, many, {0, 40000}, kMeta);
+  TokenDataset d = TokenDataset::load(path);
+  EXPECT_TRUE(d.mapped());
+  EXPECT_EQ(std::vector<int32_t>(d.token_data(), d.token_data() + d.num_tokens()), many);
+  std::vector<int32_t> other(many.rbegin(), many.rend());
+  write_token_dataset(path, other, {0}, kMeta);
+  EXPECT_EQ(std::vector<int32_t>(d.token_data(), d.token_data() + d.num_tokens()), many);
+  TokenDataset again = TokenDataset::load(path);
+  EXPECT_EQ(std::vector<int32_t>(again.token_data(), again.token_data() + again.num_tokens()), other);
+  EXPECT_FALSE(TokenDataset::load((dir / "empty.h5").string()).mapped());
+
+  const std::string rest =
+      "  f['doc_offsets'] = np.array([0, 3], dtype=np.int64)\n"
+      "  f.attrs['vocab_size'] = 10\n  f.attrs['eos_id'] = 2\n  f.attrs['tokenizer_sha256'] = 'none'\n";
+  const std::string values = "np.arange(5000) % 10";
+  struct Layout {
+    const char* name;
+    std::string open_args, dataset;
+    bool mapped;
+  };
+  for (const Layout& l : std::vector<Layout>{
+           {"contiguous", "", "f['tokens'] = (" + values + ").astype(np.int32)", true},
+           {"userblock", ", userblock_size=4096", "f['tokens'] = (" + values + ").astype(np.int32)", true},
+           {"gzip", "", "f.create_dataset('tokens', data=(" + values + ").astype(np.int32), compression='gzip')", false},
+           {"big_endian", "", "f['tokens'] = (" + values + ").astype('>i4')", false},
+           {"int16", "", "f['tokens'] = (" + values + ").astype(np.int16)", false}}) {
+    std::string p = (dir / (std::string("layout_") + l.name + ".h5")).string();
+    std::string cmd = "/usr/bin/python3 -c \"import h5py, numpy as np\nwith h5py.File('" + p + "', 'w'" +
+                      l.open_args + ") as f:\n  " + l.dataset + "\n" + rest + "\"";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    TokenDataset t = TokenDataset::load(p);
+    EXPECT_EQ(t.mapped(), l.mapped) << l.name;
+    ASSERT_EQ(t.num_tokens(), 5000) << l.name;
+    for (int64_t i = 0; i < 5000; ++i) ASSERT_EQ(t.token_data()[i], i % 10) << l.name << " " << i;
+  }
+  // Mapping past the file's end is refused, naming the file.
+  EXPECT_EQ(error_of([&] { Tensor::map_file(path, 8, {int64_t(fs::file_size(path))}, DType::I32); })
+                .rfind(path + ": bytes [8, ", 0),
+            0u);
+}
+
 TEST(TokenDataset, FileErrors) {
   fs::path dir = temp_dir();
   std::string missing = (dir / "missing.h5").string();
