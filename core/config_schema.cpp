@@ -46,6 +46,9 @@ const std::vector<ConfigKey>& config_schema() {
       {"tokenize.jsonl_field", T::String, "text", "field holding the text in .jsonl inputs"},
       {"tokenize.character_coverage", T::Float, "0.9995",
        "SentencePiece character coverage"},
+      {"tokenize.train_sample_bytes", T::Int, "1000000000",
+       "at most this much text (bytes) trains the tokenizer: the train documents in a seeded hash "
+       "order up to the first that would exceed it (all of them when they fit)"},
       {"tokenize.tokenizer", T::String, "",
        "encode with this SentencePiece tokenizer.model (or a directory holding one: an earlier "
        "tokenize.out, a transformers directory) instead of training one; copied to tokenize.out"},

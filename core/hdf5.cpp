@@ -370,6 +370,29 @@ std::string File::type_name(const std::string& name) const {
 
 void File::write_raw(const std::string& name, const Shape& shape, int64_t file_type,
                      int64_t mem_type, const void* data, int gzip) {
+  Hid d(create_dataset(name, shape, file_type, gzip), H5Dclose);
+  if (shape_numel(shape) > 0 &&
+      H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
+    fail(str_cat("dataset '", name, "': write failed: ", write_error(path_)));
+}
+
+void File::write_i32_pieces(const std::string& name, int64_t n, int64_t piece,
+                            const std::function<void(int64_t, int64_t, int32_t*)>& fill) {
+  RETORT_CHECK(piece > 0, "write_i32_pieces: piece must be positive");
+  Hid d(create_dataset(name, {n}, H5T_STD_I32LE, 0), H5Dclose);
+  Hid file_space(H5Dget_space(d), H5Sclose);
+  std::vector<int32_t> buffer(size_t(std::min(n, piece)));
+  for (int64_t begin = 0; begin < n; begin += piece) {
+    const hsize_t start = hsize_t(begin), count = hsize_t(std::min(piece, n - begin));
+    fill(begin, int64_t(count), buffer.data());
+    H5Sselect_hyperslab(file_space, H5S_SELECT_SET, &start, nullptr, &count, nullptr);
+    Hid mem_space(H5Screate_simple(1, &count, nullptr), H5Sclose);
+    if (H5Dwrite(d, H5T_NATIVE_INT32, mem_space, file_space, H5P_DEFAULT, buffer.data()) < 0)
+      fail(str_cat("dataset '", name, "': write failed: ", write_error(path_)));
+  }
+}
+
+int64_t File::create_dataset(const std::string& name, const Shape& shape, int64_t file_type, int gzip) {
   RETORT_CHECK(id_ >= 0, "HDF5 file is not open");
   std::vector<hsize_t> dims(shape.begin(), shape.end());
   Hid sp(dims.empty() ? H5Screate(H5S_SCALAR)
@@ -393,11 +416,9 @@ void File::write_raw(const std::string& name, const Shape& shape, int64_t file_t
     H5Pset_shuffle(dcpl);
     H5Pset_deflate(dcpl, unsigned(gzip));
   }
-  Hid d(H5Dcreate2(id_, name.c_str(), file_type, sp, lcpl, dcpl, H5P_DEFAULT), H5Dclose);
-  if (!d.ok()) fail(str_cat("dataset '", name, "': cannot create: ", write_error(path_)));
-  if (shape_numel(shape) > 0 &&
-      H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
-    fail(str_cat("dataset '", name, "': write failed: ", write_error(path_)));
+  const hid_t d = H5Dcreate2(id_, name.c_str(), file_type, sp, lcpl, dcpl, H5P_DEFAULT);
+  if (d < 0) fail(str_cat("dataset '", name, "': cannot create: ", write_error(path_)));
+  return d;
 }
 
 void File::write(const std::string& name, const Tensor& t) {

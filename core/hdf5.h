@@ -9,6 +9,7 @@
 // Not thread-safe (neither is the HDF5 build we link); use from one thread at a time.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,10 @@ class File {
   void write(const std::string& name, const std::vector<int64_t>& v);  // int64 [n]
   void write(const std::string& name, const std::vector<int32_t>& v);  // int32 [n]
   void write(const std::string& name, const std::vector<float>& v);    // float32 [n]
+  // A contiguous int32 [n] dataset written piece by piece, for data larger than memory:
+  // fill(begin, count, out) puts elements [begin, begin + count) (count <= piece) in `out`.
+  void write_i32_pieces(const std::string& name, int64_t n, int64_t piece,
+                        const std::function<void(int64_t begin, int64_t count, int32_t* out)>& fill);
 
   // Write an int32 or float dataset of `shape` from host memory with storage options:
   // `fp16` stores floats as IEEE binary16 (h5py's float16 type; round to nearest even);
@@ -101,6 +106,8 @@ class File {
   int64_t open_dataset(const std::string& name) const;    // hid_t; throws if missing
   void write_raw(const std::string& name, const Shape& shape, int64_t file_type,
                  int64_t mem_type, const void* data, int gzip = 0);
+  // hid_t of a new dataset (contiguous, or chunked with deflate for gzip 1..9); throws.
+  int64_t create_dataset(const std::string& name, const Shape& shape, int64_t file_type, int gzip);
   Tensor read_impl(const std::string& name, DType dtype, int rank, int64_t begin,
                    int64_t count) const;  // count < 0: whole dataset
 

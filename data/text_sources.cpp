@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <sstream>
 
@@ -87,9 +88,8 @@ std::vector<std::string> expand_inputs(const std::vector<std::string>& inputs) {
   return unique;
 }
 
-std::vector<Document> read_documents(const std::vector<std::string>& inputs,
-                                     const std::string& jsonl_field) {
-  std::vector<Document> docs;
+void for_each_document(const std::vector<std::string>& inputs, const std::string& jsonl_field,
+                       const std::function<void(Document&&)>& each) {
   for (const std::string& path : expand_inputs(inputs)) {
     std::ifstream in(path, std::ios::binary);
     if (!in) throw Error(str_cat(path, ": cannot open for reading"));
@@ -109,7 +109,7 @@ std::vector<Document> read_documents(const std::vector<std::string>& inputs,
         if (!it->is_string())
           throw Error(str_cat(where, ": field '", jsonl_field, "' is not a string"));
         std::string text = it->get<std::string>();
-        if (!is_blank(text)) docs.push_back({std::move(text), where});
+        if (!is_blank(text)) each({std::move(text), where});
       }
       if (in.bad()) throw Error(str_cat(path, ": read error"));
     } else {
@@ -117,10 +117,9 @@ std::vector<Document> read_documents(const std::vector<std::string>& inputs,
       ss << in.rdbuf();
       if (in.bad()) throw Error(str_cat(path, ": read error"));
       std::string text = ss.str();
-      if (!is_blank(text)) docs.push_back({std::move(text), path});
+      if (!is_blank(text)) each({std::move(text), path});
     }
   }
-  return docs;
 }
 
 }  // namespace retort

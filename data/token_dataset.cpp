@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
+#include <functional>
 #include <system_error>
 
 #include "core/fs.h"
@@ -69,15 +71,11 @@ Tensor map_or_read_tokens(const h5::File& f) {
   return f.read("tokens", DType::I32, 1);
 }
 
-}  // namespace
-
-void write_token_dataset(const std::string& path, const std::vector<int32_t>& tokens,
-                         const std::vector<int64_t>& doc_offsets, const TokenDatasetMeta& meta) {
-  std::string why = check_meta(meta);
-  if (why.empty()) why = check_offsets(doc_offsets, int64_t(tokens.size()));
-  if (why.empty()) why = check_tokens(tokens.data(), int64_t(tokens.size()), meta.vocab_size);
-  if (!why.empty()) throw Error(str_cat(path, ": refusing to write: ", why));
-
+// Writes `path` atomically: the HDF5 file is built as path.tmp (tokens in pieces from
+// `fill`), fsynced and renamed over `path`; on failure the temporary is removed.
+void write_dataset_file(const std::string& path, int64_t n_tokens,
+                        const std::function<void(int64_t, int64_t, int32_t*)>& fill,
+                        const std::vector<int64_t>& doc_offsets, const TokenDatasetMeta& meta) {
   stdfs::path parent = stdfs::path(path).parent_path();
   std::error_code ec;
   if (!parent.empty()) {
@@ -87,7 +85,7 @@ void write_token_dataset(const std::string& path, const std::vector<int32_t>& to
   const std::string tmp = path + ".tmp";
   try {
     h5::File f = h5::File::create(tmp);
-    f.write("tokens", tokens);
+    f.write_i32_pieces("tokens", n_tokens, int64_t(1) << 24, fill);  // 64 MiB pieces
     f.write("doc_offsets", doc_offsets);
     f.set_attr("vocab_size", meta.vocab_size);
     f.set_attr("eos_id", meta.eos_id);
@@ -99,6 +97,66 @@ void write_token_dataset(const std::string& path, const std::vector<int32_t>& to
     stdfs::remove(tmp, ec);
     throw;
   }
+}
+
+}  // namespace
+
+void write_token_dataset(const std::string& path, const std::vector<int32_t>& tokens,
+                         const std::vector<int64_t>& doc_offsets, const TokenDatasetMeta& meta) {
+  std::string why = check_meta(meta);
+  if (why.empty()) why = check_offsets(doc_offsets, int64_t(tokens.size()));
+  if (why.empty()) why = check_tokens(tokens.data(), int64_t(tokens.size()), meta.vocab_size);
+  if (!why.empty()) throw Error(str_cat(path, ": refusing to write: ", why));
+  write_dataset_file(path, int64_t(tokens.size()),
+                     [&](int64_t begin, int64_t count, int32_t* out) {
+                       std::copy_n(tokens.data() + begin, count, out);
+                     },
+                     doc_offsets, meta);
+}
+
+struct TokenDatasetWriter::RawFile : retort::fs::FileWriter {
+  using FileWriter::FileWriter;
+};
+
+TokenDatasetWriter::TokenDatasetWriter(std::string path, TokenDatasetMeta meta)
+    : path_(std::move(path)), meta_(std::move(meta)), raw_path_(path_ + ".tokens.tmp") {
+  const std::string why = check_meta(meta_);
+  if (!why.empty()) throw Error(str_cat(path_, ": refusing to write: ", why));
+  const std::string parent = stdfs::path(path_).parent_path().string();
+  if (!parent.empty()) retort::fs::create_directories(parent);
+  raw_ = std::make_unique<RawFile>(raw_path_);
+}
+
+TokenDatasetWriter::~TokenDatasetWriter() {
+  raw_.reset();
+  if (!finished_) retort::fs::remove_all_quietly(raw_path_);
+}
+
+void TokenDatasetWriter::append_document(const std::vector<int32_t>& tokens) {
+  RETORT_CHECK(!finished_, path_, ": append after finish");
+  const std::string why = check_tokens(tokens.data(), int64_t(tokens.size()), meta_.vocab_size);
+  if (!why.empty())
+    throw Error(str_cat(path_, ": refusing to write document ", doc_offsets_.size(), ": ", why));
+  doc_offsets_.push_back(num_tokens_);
+  raw_->write(tokens.data(), tokens.size() * sizeof(int32_t));
+  num_tokens_ += int64_t(tokens.size());
+}
+
+void TokenDatasetWriter::finish() {
+  RETORT_CHECK(!finished_, path_, ": finished twice");
+  raw_->close();
+  raw_.reset();
+  std::ifstream raw(raw_path_, std::ios::binary);
+  if (!raw) throw Error(str_cat(raw_path_, ": cannot open for reading"));
+  write_dataset_file(path_, num_tokens_,
+                     [&](int64_t, int64_t count, int32_t* out) {
+                       if (!raw.read(reinterpret_cast<char*>(out), count * int64_t(sizeof(int32_t))))
+                         throw Error(str_cat(raw_path_, ": read error"));
+                     },
+                     doc_offsets_, meta_);
+  finished_ = true;
+  raw.close();
+  retort::fs::remove_all_quietly(raw_path_);
 }
 
 TokenDataset TokenDataset::load(const std::string& path) {

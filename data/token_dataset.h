@@ -6,6 +6,7 @@
 // Readers accept any file with this schema (h5py conventions included).
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,33 @@ struct TokenDatasetMeta {
 // file is removed and an existing `path` is left untouched. Creates parent directories.
 void write_token_dataset(const std::string& path, const std::vector<int32_t>& tokens,
                          const std::vector<int64_t>& doc_offsets, const TokenDatasetMeta& meta);
+
+// A token dataset written one document at a time, in memory independent of its size (8 bytes
+// per document): the tokens go to a raw temporary file, path.tokens.tmp, and finish() writes
+// the dataset from it as write_token_dataset does (validated, atomic) and removes it. A writer
+// destroyed unfinished removes its temporary and leaves an existing `path` untouched.
+class TokenDatasetWriter {
+ public:
+  TokenDatasetWriter(std::string path, TokenDatasetMeta meta);
+  ~TokenDatasetWriter();
+  TokenDatasetWriter(const TokenDatasetWriter&) = delete;
+  TokenDatasetWriter& operator=(const TokenDatasetWriter&) = delete;
+  // One document's tokens, its eos included; throws naming the file for an id outside the vocabulary.
+  void append_document(const std::vector<int32_t>& tokens);
+  void finish();
+  int64_t num_tokens() const { return num_tokens_; }
+  int64_t num_docs() const { return int64_t(doc_offsets_.size()); }
+
+ private:
+  std::string path_;
+  TokenDatasetMeta meta_;
+  std::string raw_path_;
+  struct RawFile;  // the temporary's writer (core/fs.h)
+  std::unique_ptr<RawFile> raw_;
+  std::vector<int64_t> doc_offsets_;
+  int64_t num_tokens_ = 0;
+  bool finished_ = false;
+};
 
 // A loaded, validated token dataset. The tokens are memory-mapped from the file when it stores
 // them contiguously as little-endian int32 (retort's writer, h5py's default): read on first

@@ -1,13 +1,19 @@
-// retort tokenize: read documents → split → train SentencePiece (or take tokenize.tokenizer)
-// → encode → write (SPEC §2).
+// retort tokenize: two passes over the documents, each holding a bounded part of the text.
+//   1. count them (the split needs the count) and keep the tokenizer's training sample;
+//      train SentencePiece on it (or take tokenize.tokenizer);
+//   2. encode them in batches, appending each to its split's dataset (SPEC §2).
 #include "data/tokenize_command.h"
 
 #include <omp.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
+#include <functional>
+#include <queue>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -23,47 +29,93 @@ namespace stdfs = std::filesystem;
 namespace retort {
 namespace {
 
-constexpr uint64_t kSplitStream = 0x73706c6974ull;  // "split"
+constexpr uint64_t kSplitStream = 0x73706c6974ull;    // "split"
+constexpr size_t kBatchBytes = size_t(64) << 20;       // text encoded per batch
+constexpr size_t kProgressBytes = size_t(1) << 30;     // a progress line per GiB read
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-struct Encoded {
-  std::vector<int32_t> tokens;
-  std::vector<int64_t> offsets;
+// A progress line per GiB of a long pass.
+struct PassProgress {
+  const char* what;
+  size_t bytes = 0, next = kProgressBytes;
+  int64_t docs = 0;
+  void add(size_t n) {
+    bytes += n;
+    ++docs;
+    if (bytes < next) return;
+    next += kProgressBytes;
+    std::printf("tokenize: %s %.1f GB, %lld documents\n", what, bytes / 1e9, (long long)docs);
+    std::fflush(stdout);
+  }
 };
 
-// Encodes docs[i] for selected i (in order), each followed by EOS. Parallel over documents;
-// results are concatenated in document order, so the output is thread-count independent.
-Encoded encode_split(const Tokenizer& tok, const std::vector<Document>& docs,
-                     const std::vector<int64_t>& which) {
-  const int32_t eos = tok.eos_id();
-  const int64_t n = int64_t(which.size());
-  std::vector<std::vector<int32_t>> per_doc(n);
+// The tokenizer's training text: train documents in ascending order of a hash of (seed,
+// index) up to the first that would take the total past `cap` bytes, so at most `cap` bytes are
+// held however large the corpus. (A max-heap by hash: what no longer fits is dropped, and no
+// later document hashing above a dropped one is taken.) Every train document when they fit.
+class TrainingSample {
+ public:
+  TrainingSample(uint64_t seed, size_t cap) : seed_(seed), cap_(cap) {}
+  void offer(int64_t index, std::string&& text) {
+    const uint64_t key = tokenizer_sample_key(seed_, index);
+    if (key >= cutoff_) return;
+    bytes_ += text.size();
+    heap_.push({key, index, std::move(text)});
+    while (bytes_ > cap_) {
+      cutoff_ = heap_.top().key;
+      bytes_ -= heap_.top().text.size();
+      heap_.pop();
+    }
+  }
+  // Documents in index order (the order SentencePiece saw before there was a sample).
+  std::vector<std::string> take_in_document_order() {
+    std::vector<Entry> all;
+    while (!heap_.empty()) {
+      all.push_back(std::move(const_cast<Entry&>(heap_.top())));
+      heap_.pop();
+    }
+    std::sort(all.begin(), all.end(), [](const Entry& a, const Entry& b) { return a.index < b.index; });
+    std::vector<std::string> out;
+    for (Entry& e : all) out.push_back(std::move(e.text));
+    return out;
+  }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  struct Entry {
+    uint64_t key;
+    int64_t index;
+    std::string text;
+    bool operator<(const Entry& o) const { return key < o.key; }
+  };
+  uint64_t seed_;
+  size_t cap_, bytes_ = 0;
+  uint64_t cutoff_ = UINT64_MAX;
+  std::priority_queue<Entry> heap_;
+};
+
+// Pass 2's unit of work: documents encoded in parallel (OpenMP, schedule independent of
+// the thread count), then appended in document order, each followed by the eos id.
+void encode_batch(const Tokenizer& tok, const std::vector<Document>& batch,
+                  const std::vector<TokenDatasetWriter*>& to) {
+  const int64_t n = int64_t(batch.size());
+  std::vector<std::vector<int32_t>> ids(n);
   std::string error;
 #pragma omp parallel for schedule(dynamic, 16)
   for (int64_t i = 0; i < n; ++i) {
     try {
-      per_doc[i] = tok.encode(docs[which[i]].text);
+      ids[i] = tok.encode(batch[i].text);
+      ids[i].push_back(tok.eos_id());
     } catch (const std::exception& e) {
 #pragma omp critical
-      if (error.empty()) error = str_cat(docs[which[i]].source, ": ", e.what());
+      if (error.empty()) error = str_cat(batch[i].source, ": ", e.what());
     }
   }
   if (!error.empty()) throw Error(error);
-  Encoded out;
-  size_t total = 0;
-  for (auto& v : per_doc) total += v.size() + 1;
-  out.tokens.reserve(total);
-  out.offsets.reserve(n);
-  for (auto& v : per_doc) {
-    out.offsets.push_back(int64_t(out.tokens.size()));
-    out.tokens.insert(out.tokens.end(), v.begin(), v.end());
-    out.tokens.push_back(eos);
-    std::vector<int32_t>().swap(v);
-  }
-  return out;
+  for (int64_t i = 0; i < n; ++i) to[i]->append_document(ids[i]);
 }
 
 // tokenize.tokenizer: a tokenizer.model file, or a directory holding one (a previous
@@ -100,6 +152,10 @@ std::string read_given_tokenizer(const Config& cfg, const std::string& given) {
 
 }  // namespace
 
+uint64_t tokenizer_sample_key(uint64_t seed, int64_t index) {
+  return rng::hash(seed, 0x73616d706c65ull /* "sample" */, uint64_t(index));
+}
+
 std::vector<bool> split_documents(int64_t n, double val_fraction, uint64_t seed) {
   std::vector<bool> is_val(n);
   std::vector<double> u(n);
@@ -134,6 +190,7 @@ int run_tokenize(const Config& cfg) {
   const std::string field = cfg.get_string("tokenize.jsonl_field");
   const double coverage = cfg.get_float("tokenize.character_coverage");
   const std::string given_tokenizer = cfg.get_string("tokenize.tokenizer");
+  const int64_t sample_cap = cfg.get_int("tokenize.train_sample_bytes");
   if (inputs.empty()) cfg.fail("tokenize.inputs", "no input files given");
   if (out_dir.empty()) cfg.fail("tokenize.out", "must name an output directory");
   // 3 specials + 256 byte pieces are always present; leave room for merges.
@@ -144,60 +201,110 @@ int run_tokenize(const Config& cfg) {
   if (!(coverage > 0 && coverage <= 1))
     cfg.fail("tokenize.character_coverage", str_cat("must be in (0, 1], got ", coverage));
   if (field.empty()) cfg.fail("tokenize.jsonl_field", "must not be empty");
+  if (sample_cap < 1) cfg.fail("tokenize.train_sample_bytes", str_cat("must be >= 1, got ", sample_cap));
   // A given tokenizer is checked before the (possibly large) inputs are read.
   const std::string given_model =
       given_tokenizer.empty() ? "" : read_given_tokenizer(cfg, given_tokenizer);
+  const bool train_tokenizer = given_model.empty();
 
-  // 1. Documents.
-  std::vector<Document> docs = read_documents(inputs, field);
+  // 1. Count the documents; keep the training sample among those the split rule's draw
+  // alone puts in train (the final rule moves one document when a split would be empty).
+  const auto t_train = std::chrono::steady_clock::now();
+  auto provisional_val = [&](int64_t i) {
+    return rng::uniform(uint64_t(seed), kSplitStream, uint64_t(i)) < val_fraction;
+  };
+  auto sample_pass = [&](const std::function<bool(int64_t)>& is_val, int64_t* n, size_t* bytes) {
+    TrainingSample sample{uint64_t(seed), size_t(sample_cap)};
+    PassProgress progress{"read"};
+    int64_t i = 0;
+    for_each_document(inputs, field, [&](Document&& d) {
+      progress.add(d.text.size());
+      if (train_tokenizer && !is_val(i)) sample.offer(i, std::move(d.text));
+      ++i;
+    });
+    if (n) *n = i;
+    if (bytes) *bytes = progress.bytes;
+    return sample;
+  };
+  int64_t n_docs = 0;
   size_t bytes = 0;
-  for (auto& d : docs) bytes += d.text.size();
-  std::printf("tokenize: read %zu documents (%.2f MB)\n", docs.size(), bytes / 1e6);
+  TrainingSample sample = sample_pass(provisional_val, &n_docs, &bytes);
+  std::printf("tokenize: read %lld documents (%.2f MB)\n", (long long)n_docs, bytes / 1e6);
   std::fflush(stdout);
-  if (docs.empty()) cfg.fail("tokenize.inputs", "the inputs contain no non-empty documents");
+  if (n_docs == 0) cfg.fail("tokenize.inputs", "the inputs contain no non-empty documents");
 
   // 2. Split.
-  const std::vector<bool> is_val = split_documents(int64_t(docs.size()), val_fraction, uint64_t(seed));
-  std::vector<int64_t> train_idx, val_idx;
-  for (int64_t i = 0; i < int64_t(docs.size()); ++i) (is_val[i] ? val_idx : train_idx).push_back(i);
-  std::printf("tokenize: split %zu train / %zu val documents (val_fraction %g, seed %lld)\n",
-              train_idx.size(), val_idx.size(), val_fraction, (long long)seed);
+  const std::vector<bool> is_val = split_documents(n_docs, val_fraction, uint64_t(seed));
+  int64_t n_val = 0, moved = -1;
+  for (int64_t i = 0; i < n_docs; ++i) {
+    n_val += is_val[i];
+    if (is_val[i] != provisional_val(i)) moved = i;
+  }
+  std::printf("tokenize: split %lld train / %lld val documents (val_fraction %g, seed %lld)\n",
+              (long long)(n_docs - n_val), (long long)n_val, val_fraction, (long long)seed);
 
-  // 3. Tokenizer: the given one, or trained on the train documents.
-  const auto t_train = std::chrono::steady_clock::now();
+  // 3. Tokenizer: the given one, or trained on the sample of the train documents.
   std::string model = given_model;
-  if (model.empty()) {
-    std::printf("tokenize: training SentencePiece BPE, vocab %lld ...\n", (long long)vocab_size);
+  nlohmann::json summary;
+  if (train_tokenizer) {
+    if (moved >= 0)  // the sample was drawn from the provisional split: draw it again
+      sample = sample_pass([&](int64_t i) { return bool(is_val[i]); }, nullptr, nullptr);
+    const size_t sample_bytes = sample.bytes();
+    const std::vector<std::string> text = sample.take_in_document_order();
+    std::printf("tokenize: training SentencePiece BPE, vocab %lld, on %zu train documents (%.2f MB) ...\n",
+                (long long)vocab_size, text.size(), sample_bytes / 1e6);
     std::fflush(stdout);
-    std::vector<std::string_view> train_text;
-    for (int64_t i : train_idx) train_text.push_back(docs[i].text);
+    if (text.empty())
+      cfg.fail("tokenize.train_sample_bytes", str_cat(sample_cap, " bytes hold no train document"));
+    summary["tokenizer_sample"] = {{"documents", text.size()}, {"bytes", sample_bytes}};
     TokenizerTrainOptions opt;
     opt.vocab_size = vocab_size;
     opt.character_coverage = coverage;
-    model = Tokenizer::train(train_text, opt);
+    model = Tokenizer::train(std::vector<std::string_view>(text.begin(), text.end()), opt);
   }
+  sample = TrainingSample(0, 1);  // free the sample's text
   const double train_s = seconds_since(t_train);
-  std::error_code ec;
-  stdfs::create_directories(out_dir, ec);
-  if (ec) throw Error(str_cat(out_dir, ": cannot create directory: ", ec.message()));
+  retort::fs::create_directories(out_dir);
   const std::string model_path = (stdfs::path(out_dir) / "tokenizer.model").string();
   retort::fs::write_file_atomic(model_path, model);
   const std::string model_sha = sha256_hex(model);
   Tokenizer tok = Tokenizer::from_serialized(model);
   std::printf("tokenize: wrote %s (%.1f s)\n", model_path.c_str(), train_s);
+  std::fflush(stdout);
 
-  // 4. Encode and write each split.
+  // 4. Encode each document into its split, a batch of about 64 MB of text at a time.
   const auto t_enc = std::chrono::steady_clock::now();
   TokenDatasetMeta meta{tok.vocab_size(), tok.eos_id(), model_sha};
-  nlohmann::json summary;
-  for (auto [name, idx] : {std::pair{"train", &train_idx}, std::pair{"val", &val_idx}}) {
-    Encoded e = encode_split(tok, docs, *idx);
-    const std::string path = (stdfs::path(out_dir) / (std::string(name) + ".h5")).string();
-    write_token_dataset(path, e.tokens, e.offsets, meta);
-    std::printf("tokenize: %s: %zu documents, %zu tokens -> %s\n", name, idx->size(),
-                e.tokens.size(), path.c_str());
-    std::fflush(stdout);
-    summary[name] = {{"documents", idx->size()}, {"tokens", e.tokens.size()}, {"path", path}};
+  const std::string train_path = (stdfs::path(out_dir) / "train.h5").string();
+  const std::string val_path = (stdfs::path(out_dir) / "val.h5").string();
+  TokenDatasetWriter train(train_path, meta), val(val_path, meta);
+  std::vector<Document> batch;
+  std::vector<TokenDatasetWriter*> to;
+  size_t batch_bytes = 0;
+  PassProgress progress{"encoded"};
+  int64_t i = 0;
+  auto flush = [&] {
+    encode_batch(tok, batch, to);
+    batch.clear();
+    to.clear();
+    batch_bytes = 0;
+  };
+  for_each_document(inputs, field, [&](Document&& d) {
+    if (i == n_docs) throw Error(str_cat("tokenize: the inputs changed between the passes (more than ", n_docs, " documents)"));
+    progress.add(d.text.size());
+    batch_bytes += d.text.size();
+    to.push_back(is_val[i++] ? &val : &train);
+    batch.push_back(std::move(d));
+    if (batch_bytes >= kBatchBytes) flush();
+  });
+  flush();
+  if (i != n_docs)
+    throw Error(str_cat("tokenize: the inputs changed between the passes (", n_docs, " documents, then ", i, ")"));
+  for (auto [name, w, path] : {std::tuple{"train", &train, &train_path}, std::tuple{"val", &val, &val_path}}) {
+    w->finish();
+    std::printf("tokenize: %s: %lld documents, %lld tokens -> %s\n", name, (long long)w->num_docs(),
+                (long long)w->num_tokens(), path->c_str());
+    summary[name] = {{"documents", w->num_docs()}, {"tokens", w->num_tokens()}, {"path", *path}};
   }
   const double enc_s = seconds_since(t_enc);
 
@@ -205,7 +312,7 @@ int run_tokenize(const Config& cfg) {
   summary["eos_id"] = meta.eos_id;
   summary["tokenizer_sha256"] = model_sha;
   if (!given_tokenizer.empty()) summary["tokenizer_given"] = given_tokenizer;
-  summary["documents"] = docs.size();
+  summary["documents"] = n_docs;
   summary["input_bytes"] = bytes;
   summary["seed"] = seed;
   summary["val_fraction"] = val_fraction;

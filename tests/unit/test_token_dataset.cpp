@@ -127,6 +127,40 @@ TEST(TokenDataset, MappedWhereTheFileAllows) {
             0u);
 }
 
+// The streaming writer writes the same bytes as write_token_dataset; unfinished or refused, it
+// leaves no temporary and an existing file as it was.
+TEST(TokenDataset, WriterStreamsDocuments) {
+  fs::path dir = temp_dir();
+  const std::string whole = (dir / "whole.h5").string(), streamed = (dir / "streamed.h5").string();
+  write_token_dataset(whole, kTokens, kOffsets, kMeta);
+  fs::remove(streamed);
+  {
+    TokenDatasetWriter w(streamed, kMeta);
+    for (size_t d = 0; d < kOffsets.size(); ++d) {
+      const int64_t end = d + 1 < kOffsets.size() ? kOffsets[d + 1] : int64_t(kTokens.size());
+      w.append_document(std::vector<int32_t>(kTokens.begin() + kOffsets[d], kTokens.begin() + end));
+    }
+    EXPECT_TRUE(fs::exists(streamed + ".tokens.tmp"));
+    EXPECT_FALSE(fs::exists(streamed));
+    w.finish();
+    EXPECT_EQ(w.num_tokens(), 9);
+    EXPECT_EQ(w.num_docs(), 3);
+  }
+  EXPECT_EQ(sha256_file(whole), sha256_file(streamed));
+  EXPECT_FALSE(fs::exists(streamed + ".tokens.tmp"));
+
+  const std::string before = sha256_file(streamed);
+  {
+    TokenDatasetWriter w(streamed, kMeta);
+    w.append_document({1, 2});
+    EXPECT_EQ(error_of([&] { w.append_document({3, 10}); }),
+              streamed + ": refusing to write document 1: dataset 'tokens': token id 10 at index 1 outside [0, 10)");
+  }  // destroyed unfinished
+  EXPECT_EQ(sha256_file(streamed), before);
+  EXPECT_FALSE(fs::exists(streamed + ".tokens.tmp"));
+  EXPECT_FALSE(fs::exists(streamed + ".tmp"));
+}
+
 TEST(TokenDataset, FileErrors) {
   fs::path dir = temp_dir();
   std::string missing = (dir / "missing.h5").string();

@@ -2,6 +2,7 @@
 // end to end on a small generated corpus (plain text and JSONL).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -62,6 +63,12 @@ Config tokenize_config(const std::vector<std::string>& inputs, const fs::path& o
   std::string yaml = "tokenize:\n  inputs: [" + list + "]\n  out: '" + out.string() +
                      "'\n  vocab_size: 300\n  val_fraction: 0.2\n  seed: 7\n";
   return Config::from_yaml(yaml, "test.yaml", overrides);
+}
+
+std::vector<Document> read_documents(const std::vector<std::string>& inputs, const std::string& field) {
+  std::vector<Document> docs;
+  for_each_document(inputs, field, [&](Document&& d) { docs.push_back(std::move(d)); });
+  return docs;
 }
 
 }  // namespace
@@ -344,6 +351,71 @@ TEST(Tokenize, GivenTokenizer) {
   p = (dir / "no_eos.model").string();
   EXPECT_EQ(error_for(p), p + ": the tokenizer has no </s> (eos) piece, which retort appends after "
                               "every document (tokenize.tokenizer)");
+}
+
+// tokenize.train_sample_bytes: the tokenizer trains on the train documents in ascending
+// order of tokenizer_sample_key up to the first that would pass the cap (here checked
+// against a plain sort), also when the split rule had to move a document between splits.
+TEST(Tokenize, TrainingSampleFollowsItsRule) {
+  fs::path dir = fresh_dir("sample");
+  const int n = 40;
+  std::vector<size_t> size(n);
+  for (int d = 0; d < n; ++d) {
+    std::string text;
+    for (int r = 0; r <= d % 3; ++r) text += make_doc(d * 3 + r);
+    size[d] = text.size();
+    char name[32];
+    std::snprintf(name, sizeof(name), "doc%02d.txt", d);
+    write_file(dir / "corpus" / name, text);
+  }
+  // Expected (documents, bytes) of the sample for a split and a cap.
+  auto expected = [&](const std::vector<bool>& is_val, size_t cap) {
+    std::vector<std::pair<uint64_t, int>> order;
+    for (int d = 0; d < n; ++d)
+      if (!is_val[d]) order.push_back({tokenizer_sample_key(7, d), d});
+    std::sort(order.begin(), order.end());
+    size_t docs = 0, bytes = 0;
+    for (auto [key, d] : order) {
+      if (bytes + size[d] > cap) break;
+      ++docs;
+      bytes += size[d];
+    }
+    return std::pair{docs, bytes};
+  };
+  auto sample_of = [&](const std::string& name, const std::vector<std::string>& sets) {
+    EXPECT_EQ(run_tokenize(tokenize_config({(dir / "corpus").string()}, dir / name, sets)), 0);
+    auto s = nlohmann::json::parse(std::ifstream(dir / name / "tokenize.json"))["tokenizer_sample"];
+    return std::pair{s["documents"].get<size_t>(), s["bytes"].get<size_t>()};
+  };
+  size_t train_bytes = 0;
+  const std::vector<bool> is_val = split_documents(n, 0.2, 7);
+  for (int d = 0; d < n; ++d) train_bytes += is_val[d] ? 0 : size[d];
+  for (size_t cap : {train_bytes / 3, train_bytes / 2, train_bytes - 1}) {
+    auto got = sample_of("cap" + std::to_string(cap), {"tokenize.train_sample_bytes=" + std::to_string(cap)});
+    EXPECT_EQ(got, expected(is_val, cap)) << cap;
+    EXPECT_LE(got.second, cap);
+    EXPECT_LT(got.first, size_t(std::count(is_val.begin(), is_val.end(), false)));
+  }
+  // A cap the train documents fit in: all of them, the same tokenizer as the default.
+  EXPECT_EQ(sample_of("all", {"tokenize.train_sample_bytes=" + std::to_string(train_bytes)}),
+            expected(is_val, train_bytes));
+  EXPECT_EQ(sample_of("all", {}).first, size_t(std::count(is_val.begin(), is_val.end(), false)));
+  EXPECT_NE(sha256_file((dir / "all" / "tokenizer.model").string()),
+            sha256_file((dir / ("cap" + std::to_string(train_bytes / 3)) / "tokenizer.model").string()));
+  // The split rule moves a document: from train (no draw fell in val) or into train (all did).
+  for (std::string vf : {"1e-12", "0.999999999"}) {
+    const std::vector<bool> moved = split_documents(n, std::stod(vf), 7);
+    ASSERT_EQ(std::count(moved.begin(), moved.end(), std::stod(vf) < 0.5), 1);
+    EXPECT_EQ(sample_of("moved", {"tokenize.val_fraction=" + vf,
+                                  "tokenize.train_sample_bytes=" + std::to_string(train_bytes / 2)}),
+              expected(moved, train_bytes / 2))
+        << vf;
+  }
+  // No train document fits: one line naming the key.
+  const std::string msg = error_of([&] {
+    run_tokenize(tokenize_config({(dir / "corpus").string()}, dir / "none", {"tokenize.train_sample_bytes=100"}));
+  });
+  EXPECT_EQ(msg, "test.yaml: key 'tokenize.train_sample_bytes': 100 bytes hold no train document");
 }
 
 TEST(Tokenize, ConfigErrors) {
