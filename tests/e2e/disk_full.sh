@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Disk full and read-only output, on a real tmpfs (mounted here; skipped, exit 77, where
 # mounting is not permitted). For `retort train` and `retort generate` (and `export --format hf`
-# in 5.):
+# in 5., `tokenize` in 6.):
 #   - the write that fills the disk, or that meets a read-only remount, ends the job with ONE
 #     error line naming the file and the OS reason, exit 1;
 #   - no temporary is left behind, the earlier checkpoint (keep_last 1: the only one) or the
@@ -108,4 +108,20 @@ retort export "$WORK/teacher" --out "$M/hf" --format hf >"$WORK/hf.log" 2>&1 || 
 [ "$rc" = 1 ] || { cat "$WORK/hf.log" >&2; fail "export on a full disk: exit $rc, expected 1"; }
 one_error_line "$WORK/hf.log" "$M/hf\.tmp-[0-9]+/model\.safetensors: cannot write: No space left on device"
 [ "$(ls "$M")" = filler ] || fail "export left: $(ls "$M")"
+rm -f "$M/filler"
+
+# 6. tokenize with 24 KB left (train.h5 is ~45 KB, its raw temporary as much): one error line
+#    naming a file under tokenize.out, no temporary left; an earlier train.h5 is untouched.
+retort tokenize "$TINY" --set "tokenize.inputs=[$WORK/corpus]" --set "tokenize.out=$M/tok" \
+  --set tokenize.val_fraction=0.5 >/dev/null
+cp "$M/tok/train.h5" "$WORK/train-before.h5"
+avail=$(df -B1 --output=avail "$M" | tail -1)
+fallocate -l $((avail - 24 * 1024)) "$M/filler"
+rc=0
+retort tokenize "$TINY" --set "tokenize.inputs=[$WORK/corpus]" --set "tokenize.out=$M/tok" \
+  >"$WORK/tok.log" 2>&1 || rc=$?
+[ "$rc" = 1 ] || { cat "$WORK/tok.log" >&2; fail "tokenize on a full disk: exit $rc, expected 1"; }
+one_error_line "$WORK/tok.log" "$M/tok/train\.h5.*No space left on device"
+[ -z "$(ls "$M/tok" | grep tmp)" ] || fail "tokenize left: $(ls "$M/tok")"
+cmp "$M/tok/train.h5" "$WORK/train-before.h5" || fail "the earlier train.h5 changed"
 echo PASS
