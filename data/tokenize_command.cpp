@@ -33,6 +33,10 @@ constexpr uint64_t kSplitStream = 0x73706c6974ull;    // "split"
 constexpr size_t kBatchBytes = size_t(64) << 20;       // text encoded per batch
 constexpr size_t kProgressBytes = size_t(1) << 30;     // a progress line per GiB read
 
+// The split rule's draw for document i; below val_fraction: validation (before the fix-up
+// that keeps both splits non-empty, split_documents).
+double split_draw(uint64_t seed, int64_t i) { return rng::uniform(seed, kSplitStream, uint64_t(i)); }
+
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -161,7 +165,7 @@ std::vector<bool> split_documents(int64_t n, double val_fraction, uint64_t seed)
   std::vector<double> u(n);
   int64_t n_val = 0;
   for (int64_t i = 0; i < n; ++i) {
-    u[i] = rng::uniform(seed, kSplitStream, uint64_t(i));
+    u[i] = split_draw(seed, i);
     is_val[i] = u[i] < val_fraction;
     n_val += is_val[i];
   }
@@ -210,9 +214,7 @@ int run_tokenize(const Config& cfg) {
   // 1. Count the documents; keep the training sample among those the split rule's draw
   // alone puts in train (the final rule moves one document when a split would be empty).
   const auto t_train = std::chrono::steady_clock::now();
-  auto provisional_val = [&](int64_t i) {
-    return rng::uniform(uint64_t(seed), kSplitStream, uint64_t(i)) < val_fraction;
-  };
+  auto provisional_val = [&](int64_t i) { return split_draw(uint64_t(seed), i) < val_fraction; };
   auto sample_pass = [&](const std::function<bool(int64_t)>& is_val, int64_t* n, size_t* bytes) {
     TrainingSample sample{uint64_t(seed), size_t(sample_cap)};
     PassProgress progress{"read"};
@@ -251,8 +253,8 @@ int run_tokenize(const Config& cfg) {
       sample = sample_pass([&](int64_t i) { return bool(is_val[i]); }, nullptr, nullptr);
     const size_t sample_bytes = sample.bytes();
     const std::vector<std::string> text = sample.take_in_document_order();
-    std::printf("tokenize: training SentencePiece BPE, vocab %lld, on %zu train documents (%.2f MB) ...\n",
-                (long long)vocab_size, text.size(), sample_bytes / 1e6);
+    std::printf("tokenize: training SentencePiece BPE, vocab %lld, on %zu train documents "
+                "(%.2f MB) ...\n", (long long)vocab_size, text.size(), sample_bytes / 1e6);
     std::fflush(stdout);
     if (text.empty())
       cfg.fail("tokenize.train_sample_bytes", str_cat(sample_cap, " bytes hold no train document"));
@@ -290,7 +292,9 @@ int run_tokenize(const Config& cfg) {
     batch_bytes = 0;
   };
   for_each_document(inputs, field, [&](Document&& d) {
-    if (i == n_docs) throw Error(str_cat("tokenize: the inputs changed between the passes (more than ", n_docs, " documents)"));
+    if (i == n_docs)
+      throw Error(str_cat("tokenize: the inputs changed between the passes (more than ", n_docs,
+                          " documents)"));
     progress.add(d.text.size());
     batch_bytes += d.text.size();
     to.push_back(is_val[i++] ? &val : &train);
@@ -299,8 +303,10 @@ int run_tokenize(const Config& cfg) {
   });
   flush();
   if (i != n_docs)
-    throw Error(str_cat("tokenize: the inputs changed between the passes (", n_docs, " documents, then ", i, ")"));
-  for (auto [name, w, path] : {std::tuple{"train", &train, &train_path}, std::tuple{"val", &val, &val_path}}) {
+    throw Error(str_cat("tokenize: the inputs changed between the passes (", n_docs,
+                        " documents, then ", i, ")"));
+  for (auto [name, w, path] :
+       {std::tuple{"train", &train, &train_path}, std::tuple{"val", &val, &val_path}}) {
     w->finish();
     std::printf("tokenize: %s: %lld documents, %lld tokens -> %s\n", name, (long long)w->num_docs(),
                 (long long)w->num_tokens(), path->c_str());
