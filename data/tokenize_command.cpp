@@ -250,7 +250,7 @@ int run_tokenize(const Config& cfg) {
   nlohmann::json summary;
   if (train_tokenizer) {
     if (moved >= 0)  // the sample was drawn from the provisional split: draw it again
-      sample = sample_pass([&](int64_t i) { return bool(is_val[i]); }, nullptr, nullptr);
+      sample = sample_pass([&](int64_t i) { return i < n_docs && is_val[i]; }, nullptr, nullptr);
     const size_t sample_bytes = sample.bytes();
     const std::vector<std::string> text = sample.take_in_document_order();
     std::printf("tokenize: training SentencePiece BPE, vocab %lld, on %zu train documents "

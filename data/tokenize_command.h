@@ -7,7 +7,8 @@
 // documents of at most train_sample_bytes (all of them when they fit), or with
 // tokenize.tokenizer (a tokenizer.model or a directory holding one) that model is copied and
 // encodes. Two passes over the inputs; memory holds the sample, a 64 MB batch of documents and
-// 8 bytes per document, not the corpus. Writes
+// 8 bytes per document, not the corpus; the disk briefly holds each split's tokens twice (a raw
+// temporary, then the HDF5 file). Writes
 //   <out>/tokenizer.model, <out>/train.h5, <out>/val.h5 (SPEC §2), <out>/tokenize.json
 // (document/token counts per split, the sample, vocab size, timings). Every file is written
 // atomically.
