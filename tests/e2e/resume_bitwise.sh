@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # --resume continues bitwise identically: run A trains 30 steps (checkpoints every 10); run B is
 # a copy of A with its last checkpoint and summary removed, resumed from step 20. Losses of every
-# step and the final model/optimizer files must be identical to A's.
+# step and the final model/optimizer files must be identical to A's. (And A says how many
+# epochs of data.train it reads, warning when more than one.)
 source "$(dirname "$0")/lib.sh"
 tiny_tokens "$WORK/tok"
 ARGS=("$TINY" --set "data.train=$WORK/tok/train.h5" --set "data.val=$WORK/tok/val.h5"
       --set train.log_every=1 --set checkpoint.keep_last=0)
-retort train "${ARGS[@]}" --set "run.dir=$WORK/A" > "$WORK/A.log"
+retort train "${ARGS[@]}" --set "run.dir=$WORK/A" > "$WORK/A.log" 2>"$WORK/A.err"
+# 30 steps of 8 windows read the tiny corpus' windows more than once: said, and warned.
+epochs=$(/usr/bin/python3 -c "import h5py, sys; n = h5py.File(sys.argv[1])['tokens'].shape[0]; print(f'{30 * 8 / ((n - 1) // 64):.3g}')" "$WORK/tok/train.h5")
+grep -q "^data: .*train.h5: [0-9]* tokens (memory-mapped), [0-9]* windows of 64; 30 steps x 8 sequences = $epochs epochs" "$WORK/A.log" ||
+  fail "no data line with $epochs epochs: $(head -2 "$WORK/A.log")"
+grep -q "^retort: warning: the run reads data.train $epochs times" "$WORK/A.err" || fail "no repetition warning: $(cat "$WORK/A.err")"
+[ "$(json "$WORK/A/summary.json" "f\"{j['data_epochs']:.3g}\"")" = "$epochs" ] || fail "summary.json lacks data_epochs $epochs"
 
 cp -r "$WORK/A" "$WORK/B"
 rm -rf "$WORK/B/checkpoints/step_00000030" "$WORK/B/summary.json"
