@@ -146,6 +146,13 @@ int run_distill(const Config& cfg, bool resume) {
                               teacher->model->config().seq_len, " is shorter than the ", T,
                               "-token training sequences"));
   const BatchGeometry geo = BatchGeometry::from_config(cfg, T, mesh.data_ranks());
+  const double epochs =
+      corpus ? report_data_epochs(cfg, mesh,
+                                  str_cat("corpus ", corpus_dir, ": ", corpus->num_sequences(),
+                                          " sequences of ", T, " targets"),
+                                  corpus->num_sequences(), "corpus sequences", geo.batch_seqs)
+             : report_data_epochs(cfg, mesh, windows_source(*train_data, *windows),
+                                  windows->num_windows(), "windows", geo.batch_seqs);
 
   Transformer model(mc, mesh.tp_layout(), mesh.device);
   std::optional<DistillLoss> kd;
@@ -172,6 +179,7 @@ int run_distill(const Config& cfg, bool resume) {
   job.model = &model;
   job.geometry = geo;
   job.val_tokens = &val_data.tokens();
+  job.extra_summary["data_epochs"] = epochs;
   job.source = [&](int64_t first, int64_t count, Tensor& inputs, Tensor& targets) {
     if (corpus_batches) corpus_batches->fill(first, count, inputs, targets, ids, logp);
     else windows->fill_batch(first, count, inputs, targets);

@@ -20,29 +20,6 @@ void apply_thread_setting(const Config& cfg) {
   if (threads > 0) omp_set_num_threads(static_cast<int>(threads));
 }
 
-namespace {
-
-// How often the run reads its data: train.steps × batch sequences over the windows of
-// data.train. One line on rank 0, and a warning when windows repeat (scaling laws assume data
-// seen once).
-double report_epochs(const Config& cfg, const Mesh& mesh, const TokenDataset& data,
-                     const WindowLoader& loader, const BatchGeometry& geo) {
-  const int64_t steps = cfg.get_int("train.steps");
-  const double epochs = double(steps) * double(geo.batch_seqs) / double(loader.num_windows());
-  if (!mesh.is_root()) return epochs;
-  std::printf("data: %s: %lld tokens (%s), %lld windows of %lld; %lld steps x %lld sequences = "
-              "%.3g epochs\n", data.path().c_str(), (long long)data.num_tokens(),
-              data.mapped() ? "memory-mapped" : "read into memory", (long long)loader.num_windows(),
-              (long long)loader.seq_len(), (long long)steps, (long long)geo.batch_seqs, epochs);
-  if (epochs > 1)
-    std::fprintf(stderr, "retort: warning: the run reads data.train %.3g times (%lld steps x %lld "
-                 "sequences over %lld windows); scaling laws assume data seen once\n",
-                 epochs, (long long)steps, (long long)geo.batch_seqs, (long long)loader.num_windows());
-  return epochs;
-}
-
-}  // namespace
-
 int run_train(const Config& cfg, bool resume) {
   Mesh mesh = make_mesh(cfg);
   place_mesh(mesh, cfg);
@@ -56,7 +33,8 @@ int run_train(const Config& cfg, bool resume) {
   const TokenDataset val_data = open_token_split(cfg, "data.val", mc);
   const uint64_t seed = static_cast<uint64_t>(cfg.get_int("train.seed"));
   WindowLoader loader(train_data.tokens(), mc.seq_len, seed);
-  const double epochs = report_epochs(cfg, mesh, train_data, loader, geo);
+  const double epochs = report_data_epochs(cfg, mesh, windows_source(train_data, loader),
+                                          loader.num_windows(), "windows", geo.batch_seqs);
 
   Transformer model(mc, mesh.tp_layout(), mesh.device);
   TrainLoopJob job;

@@ -62,6 +62,26 @@ TokenDataset open_token_split(const Config& cfg, const std::string& key, const M
 }
 
 
+double report_data_epochs(const Config& cfg, const Mesh& mesh, const std::string& source,
+                          int64_t items, const char* item_name, int64_t batch_seqs) {
+  const int64_t steps = cfg.get_int("train.steps");
+  const double epochs = double(steps) * double(batch_seqs) / double(items);
+  if (!mesh.is_root()) return epochs;
+  std::printf("data: %s; %lld steps x %lld sequences = %.3g epochs\n", source.c_str(),
+              (long long)steps, (long long)batch_seqs, epochs);
+  if (epochs > 1)
+    std::fprintf(stderr, "retort: warning: the run reads its training data %.3g times (%lld steps x "
+                 "%lld sequences over %lld %s); scaling laws assume data seen once\n",
+                 epochs, (long long)steps, (long long)batch_seqs, (long long)items, item_name);
+  return epochs;
+}
+
+std::string windows_source(const TokenDataset& data, const WindowLoader& windows) {
+  return str_cat(data.path(), ": ", data.num_tokens(), " tokens (",
+                 data.mapped() ? "memory-mapped" : "read into memory", "), ",
+                 windows.num_windows(), " windows of ", windows.seq_len());
+}
+
 int run_train_loop(const Config& cfg, bool resume, const Mesh& mesh, TrainLoopJob& job) {
   install_preemption_handlers();
   const bool root = mesh.is_root();  // rank 0 writes the run directory and prints progress

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/config.h"
+#include "data/loader.h"
 #include "data/token_dataset.h"
 #include "launch/train_step.h"
 #include "models/transformer.h"
@@ -32,6 +33,15 @@ struct TrainLoopJob {
 // Opens the token dataset at config key `key` (data.train / data.val): required, vocabulary
 // within model.vocab_size (ConfigError), at least one window of seq_len + 1 tokens (Error).
 TokenDataset open_token_split(const Config& cfg, const std::string& key, const ModelConfig& mc);
+
+// How often a run reads its data: train.steps × batch_seqs over `items` (windows of data.train,
+// or a corpus' sequences) from `source`. Prints one "data:" line on rank 0 and a warning when
+// items repeat (scaling laws assume data seen once); returns the epochs (summary.json's
+// data_epochs).
+double report_data_epochs(const Config& cfg, const Mesh& mesh, const std::string& source,
+                          int64_t items, const char* item_name, int64_t batch_seqs);
+// "PATH: N tokens (memory-mapped), W windows of T" for report_data_epochs.
+std::string windows_source(const TokenDataset& data, const WindowLoader& windows);
 
 // Runs the job; returns the exit code (0). Errors are thrown.
 int run_train_loop(const Config& cfg, bool resume, const Mesh& mesh, TrainLoopJob& job);

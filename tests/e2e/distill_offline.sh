@@ -46,6 +46,10 @@ cp -r "$WORK/one_bucket" "$WORK/resume"
 rm -rf "$WORK/resume/checkpoints/step_00000020" "$WORK/resume/summary.json"
 retort distill "${ARGS[@]}" --set distill.tail=bucket --set "run.dir=$WORK/resume" --resume > "$WORK/resume.log"
 grep -q "resuming from .*step_00000010" "$WORK/resume.log" || fail "did not resume from step 10"
+# 20 steps of 8 sequences over the corpus' 48: 3.33 epochs, said and recorded.
+grep -q "^data: corpus .*/corpus: 48 sequences of 64 targets; 20 steps x 8 sequences = 3.33 epochs" "$WORK/resume.log" ||
+  fail "no corpus data line: $(grep '^data' "$WORK/resume.log")"
+[ "$(json "$WORK/one_bucket/summary.json" "round(j['data_epochs'], 2)")" = 3.33 ] || fail "summary.json lacks data_epochs"
 for f in model.h5 optimizer.h5; do
   cmp "$WORK/one_bucket/checkpoints/step_00000020/$f" "$WORK/resume/checkpoints/step_00000020/$f" || fail "$f differs after resume"
 done

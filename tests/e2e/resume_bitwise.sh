@@ -12,7 +12,7 @@ retort train "${ARGS[@]}" --set "run.dir=$WORK/A" > "$WORK/A.log" 2>"$WORK/A.err
 epochs=$(/usr/bin/python3 -c "import h5py, sys; n = h5py.File(sys.argv[1])['tokens'].shape[0]; print(f'{30 * 8 / ((n - 1) // 64):.3g}')" "$WORK/tok/train.h5")
 grep -q "^data: .*train.h5: [0-9]* tokens (memory-mapped), [0-9]* windows of 64; 30 steps x 8 sequences = $epochs epochs" "$WORK/A.log" ||
   fail "no data line with $epochs epochs: $(head -2 "$WORK/A.log")"
-grep -q "^retort: warning: the run reads data.train $epochs times" "$WORK/A.err" || fail "no repetition warning: $(cat "$WORK/A.err")"
+grep -q "^retort: warning: the run reads its training data $epochs times (30 steps x 8 sequences over [0-9]* windows)" "$WORK/A.err" || fail "no repetition warning: $(cat "$WORK/A.err")"
 [ "$(json "$WORK/A/summary.json" "f\"{j['data_epochs']:.3g}\"")" = "$epochs" ] || fail "summary.json lacks data_epochs $epochs"
 
 cp -r "$WORK/A" "$WORK/B"
