@@ -12,7 +12,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <functional>
-#include <queue>
 #include <tuple>
 
 #include <nlohmann/json.hpp>
@@ -67,23 +66,22 @@ class TrainingSample {
     const uint64_t key = tokenizer_sample_key(seed_, index);
     if (key >= cutoff_) return;
     bytes_ += text.size();
-    heap_.push({key, index, std::move(text)});
+    heap_.push_back({key, index, std::move(text)});
+    std::push_heap(heap_.begin(), heap_.end());
     while (bytes_ > cap_) {
-      cutoff_ = heap_.top().key;
-      bytes_ -= heap_.top().text.size();
-      heap_.pop();
+      std::pop_heap(heap_.begin(), heap_.end());
+      cutoff_ = heap_.back().key;
+      bytes_ -= heap_.back().text.size();
+      heap_.pop_back();
     }
   }
-  // Documents in index order (the order SentencePiece saw before there was a sample).
+  // The documents in index order (the order SentencePiece saw before there was a sample);
+  // the sample is empty afterwards.
   std::vector<std::string> take_in_document_order() {
-    std::vector<Entry> all;
-    while (!heap_.empty()) {
-      all.push_back(std::move(const_cast<Entry&>(heap_.top())));
-      heap_.pop();
-    }
-    std::sort(all.begin(), all.end(), [](const Entry& a, const Entry& b) { return a.index < b.index; });
+    std::sort(heap_.begin(), heap_.end(), [](const Entry& a, const Entry& b) { return a.index < b.index; });
     std::vector<std::string> out;
-    for (Entry& e : all) out.push_back(std::move(e.text));
+    for (Entry& e : heap_) out.push_back(std::move(e.text));
+    heap_.clear();
     return out;
   }
   size_t bytes() const { return bytes_; }
@@ -98,8 +96,26 @@ class TrainingSample {
   uint64_t seed_;
   size_t cap_, bytes_ = 0;
   uint64_t cutoff_ = UINT64_MAX;
-  std::priority_queue<Entry> heap_;
+  std::vector<Entry> heap_;  // a max-heap by key
 };
+
+// One pass over the documents: counts them and their bytes, and offers those `is_val` puts
+// in train to `sample` (when given).
+struct PassCount {
+  int64_t documents = 0;
+  size_t bytes = 0;
+};
+PassCount sample_pass(const std::vector<std::string>& inputs, const std::string& field,
+                      const std::function<bool(int64_t)>& is_val, TrainingSample* sample) {
+  PassProgress progress{"read"};
+  int64_t i = 0;
+  for_each_document(inputs, field, [&](Document&& d) {
+    progress.add(d.text.size());
+    if (sample && !is_val(i)) sample->offer(i, std::move(d.text));
+    ++i;
+  });
+  return {i, progress.bytes};
+}
 
 // Pass 2's unit of work: documents encoded in parallel (OpenMP, schedule independent of
 // the thread count), then appended in document order, each followed by the eos id.
@@ -215,22 +231,9 @@ int run_tokenize(const Config& cfg) {
   // alone puts in train (the final rule moves one document when a split would be empty).
   const auto t_train = std::chrono::steady_clock::now();
   auto provisional_val = [&](int64_t i) { return split_draw(uint64_t(seed), i) < val_fraction; };
-  auto sample_pass = [&](const std::function<bool(int64_t)>& is_val, int64_t* n, size_t* bytes) {
-    TrainingSample sample{uint64_t(seed), size_t(sample_cap)};
-    PassProgress progress{"read"};
-    int64_t i = 0;
-    for_each_document(inputs, field, [&](Document&& d) {
-      progress.add(d.text.size());
-      if (train_tokenizer && !is_val(i)) sample.offer(i, std::move(d.text));
-      ++i;
-    });
-    if (n) *n = i;
-    if (bytes) *bytes = progress.bytes;
-    return sample;
-  };
-  int64_t n_docs = 0;
-  size_t bytes = 0;
-  TrainingSample sample = sample_pass(provisional_val, &n_docs, &bytes);
+  TrainingSample sample{uint64_t(seed), size_t(sample_cap)};
+  const auto [n_docs, bytes] =
+      sample_pass(inputs, field, provisional_val, train_tokenizer ? &sample : nullptr);
   std::printf("tokenize: read %lld documents (%.2f MB)\n", (long long)n_docs, bytes / 1e6);
   std::fflush(stdout);
   if (n_docs == 0) cfg.fail("tokenize.inputs", "the inputs contain no non-empty documents");
@@ -249,8 +252,10 @@ int run_tokenize(const Config& cfg) {
   std::string model = given_model;
   nlohmann::json summary;
   if (train_tokenizer) {
-    if (moved >= 0)  // the sample was drawn from the provisional split: draw it again
-      sample = sample_pass([&](int64_t i) { return i < n_docs && is_val[i]; }, nullptr, nullptr);
+    if (moved >= 0) {  // the sample was drawn from the provisional split: draw it again
+      sample = TrainingSample{uint64_t(seed), size_t(sample_cap)};
+      sample_pass(inputs, field, [&](int64_t i) { return i < n_docs && is_val[i]; }, &sample);
+    }
     const size_t sample_bytes = sample.bytes();
     const std::vector<std::string> text = sample.take_in_document_order();
     std::printf("tokenize: training SentencePiece BPE, vocab %lld, on %zu train documents "
@@ -264,7 +269,6 @@ int run_tokenize(const Config& cfg) {
     opt.character_coverage = coverage;
     model = Tokenizer::train(std::vector<std::string_view>(text.begin(), text.end()), opt);
   }
-  sample = TrainingSample(0, 1);  // free the sample's text
   const double train_s = seconds_since(t_train);
   retort::fs::create_directories(out_dir);
   const std::string model_path = (stdfs::path(out_dir) / "tokenizer.model").string();
