@@ -105,7 +105,7 @@ int run_collect(const std::string& dir) {
 
   struct Result {
     const Row* plan;
-    std::string N, N_nonemb, D, C, loss, wall, status;
+    std::string N, N_nonemb, D, C, loss, wall, status, epochs;
   };
   std::vector<Result> results;
   std::map<std::string, std::string> final_loss;  // name → final_val_loss of complete runs
@@ -113,7 +113,10 @@ int run_collect(const std::string& dir) {
   for (const Row& r : plan) {
     if (r.at("stage") != "train" && r.at("stage") != "student") continue;  // corpora, totals
     const std::string& run_dir = r.at("run_dir");
-    Result x{&r, r.at("N"), r.at("N_nonemb"), r.at("D"), r.at("C"), "", "", ""};
+    // data_epochs: plans written before it, or without data.train at plan time, have none
+    const auto planned_epochs = r.find("data_epochs");
+    Result x{&r, r.at("N"), r.at("N_nonemb"), r.at("D"), r.at("C"), "", "", "",
+             planned_epochs == r.end() ? "" : planned_epochs->second};
     if (auto s = complete_summary(run_dir)) {
       const std::string path = run_dir + "/summary.json";
       x.N = json_num(*s, "params", path);
@@ -122,6 +125,7 @@ int run_collect(const std::string& dir) {
       x.C = json_num(*s, r.at("flops_mode") == "6N" ? "flops_6N" : "flops", path);
       x.loss = json_num(*s, "final_val_loss", path);
       x.wall = json_num(*s, "wall_s", path);
+      if (s->contains("data_epochs")) x.epochs = json_num(*s, "data_epochs", path);
       x.status = "complete", ++complete;
       final_loss[r.at("name")] = x.loss;
     } else if (stdfs::exists(run_dir)) {
@@ -133,14 +137,14 @@ int run_collect(const std::string& dir) {
   }
   std::string out =
       "name,protocol,N,N_nonemb,D,C,final_val_loss,teacher_loss,wall_s,status,stage,size,budget,"
-      "tokens_per_param,teacher\n";
+      "tokens_per_param,teacher,data_epochs\n";
   for (const Result& x : results) {
     const Row& r = *x.plan;
     auto teacher = final_loss.find(r.at("teacher"));
     out += str_cat(csv(r.at("name")), ",", r.at("protocol"), ",", x.N, ",", x.N_nonemb, ",", x.D, ",",
                    x.C, ",", x.loss, ",", teacher == final_loss.end() ? "" : teacher->second, ",",
                    x.wall, ",", x.status, ",", r.at("stage"), ",", r.at("size"), ",", r.at("budget"),
-                   ",", r.at("tokens_per_param"), ",", r.at("teacher"), "\n");
+                   ",", r.at("tokens_per_param"), ",", r.at("teacher"), ",", x.epochs, "\n");
   }
   const int64_t n = static_cast<int64_t>(results.size());
   fs::write_file_atomic(dir + "/results.csv", out);

@@ -53,6 +53,7 @@ struct FitArgs {
   int64_t seed = 0;
   std::vector<double> budgets;
   double budget_tolerance = 0.05;  // decades of C within one IsoFLOP budget (approach2)
+  double max_data_epochs = 0;      // > 0: leave out rows whose data_epochs exceed it
   std::string col_n = "N", col_d = "D", col_c = "C", col_loss = "loss", col_teacher_loss = "teacher_loss";
   std::vector<std::string> where;  // COLUMN=VALUE row filters
 };

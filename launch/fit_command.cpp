@@ -25,13 +25,56 @@ namespace {
 using json = nlohmann::json;
 using namespace retort::scaling;
 
+std::string fmt(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.4g", x);
+  return buf;
+}
+
 json table_json(const ResultsTable& t) {
   json j = {{"N", t.N}, {"D", t.D}, {"C", t.C}, {"loss", t.loss}, {"line", t.line}};
   if (!t.teacher_loss.empty()) j["teacher_loss"] = t.teacher_loss;
+  if (!t.data_epochs.empty()) {  // NaN (an empty field) as null
+    json e = json::array();
+    for (double x : t.data_epochs) e.push_back(std::isnan(x) ? json() : json(x));
+    j["data_epochs"] = e;
+  }
   return j;
 }
 
-// The rows of `all` that drop_highest_loss removed (by source line).
+// The rows that read their data at most `max` times (rows of unknown epochs kept), or, with
+// max = 0, all of them and a warning naming those that read it more than once: scaling laws
+// assume every token is seen once.
+ResultsTable rows_within_data_epochs(const ResultsTable& t, double max) {
+  if (t.data_epochs.empty()) {
+    if (max > 0) throw ConfigError(str_cat("--max-data-epochs: ", t.source, " has no data_epochs column"));
+    return t;
+  }
+  const double limit = max > 0 ? max : 1;
+  std::vector<bool> keep(t.size(), true);
+  std::string over;  // the first three rows over the limit
+  int count = 0;
+  for (size_t i = 0; i < t.size(); ++i) {
+    if (!(t.data_epochs[i] > limit)) continue;
+    keep[i] = false;
+    if (count++ < 3) over += str_cat(count > 1 ? ", " : "", "line ", t.line[i], ": ", fmt(t.data_epochs[i]), "x");
+  }
+  if (count > 3) over += ", ...";
+  if (max == 0) {
+    if (count > 0)
+      std::fprintf(stderr, "retort fit: warning: %d of %zu rows read their data more than once (%s); the "
+                   "laws assume each token seen once (--max-data-epochs 1 leaves them out)\n",
+                   count, t.size(), over.c_str());
+    return t;
+  }
+  if (count == int(t.size()))
+    throw ConfigError(str_cat("--max-data-epochs ", max, " leaves out all ", t.size(), " rows of ", t.source));
+  if (count > 0)
+    std::fprintf(stderr, "retort fit: --max-data-epochs %g leaves out %d rows (%s)\n", max, count, over.c_str());
+  return select_rows(t, keep);
+}
+
+// The rows of `all` that were left out (by source line).
 ResultsTable dropped_rows(const ResultsTable& all, const ResultsTable& kept) {
   std::vector<bool> dropped(all.size(), true);
   for (size_t i = 0, k = 0; i < all.size(); ++i)
@@ -106,12 +149,6 @@ SupervisedLaw read_supervised_fit(const std::string& path) {
   return l;
 }
 
-std::string fmt(double x) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.4g", x);
-  return buf;
-}
-
 }  // namespace
 
 CLI::App* add_fit_command(CLI::App& app, FitArgs& a) {
@@ -139,6 +176,8 @@ CLI::App* add_fit_command(CLI::App& app, FitArgs& a) {
   fit->add_option("--col-c", a.col_c, "column of FLOPs C (D = C/(6N) when there is no D column)");
   fit->add_option("--col-loss", a.col_loss, "column of the loss (student loss L_S)");
   fit->add_option("--col-teacher-loss", a.col_teacher_loss, "column of the teacher loss L_T");
+  fit->add_option("--max-data-epochs", a.max_data_epochs,
+                  "leave out rows whose data_epochs (retort collect) exceed E, e.g. 1");
   fit->add_option("--where", a.where, "keep rows with COLUMN=VALUE (repeatable)")
       ->take_all()
       ->allow_extra_args(false);
@@ -161,6 +200,7 @@ int run_fit(const FitArgs& args) {
   if (args.delta < 0 || (args.delta == 0 && args.delta_given))
     throw ConfigError(str_cat("--delta must be positive, got ", args.delta));
   if (args.drop_highest < 0) throw ConfigError("--drop-highest must be >= 0");
+  if (args.max_data_epochs < 0) throw ConfigError("--max-data-epochs must be positive (0: keep every row)");
   if (args.bootstrap < 0) throw ConfigError("--bootstrap must be >= 0");
   if (args.budget_tolerance <= 0) throw ConfigError("--budget-tolerance must be positive");
   if (args.budgets_given && args.budgets.empty()) throw ConfigError("--budgets is empty; give e.g. --budgets 1e18,1e19");
@@ -187,7 +227,7 @@ int run_fit(const FitArgs& args) {
 
   // ---- data (runtime errors, exit 1; unknown columns exit 2) ----
   const ResultsTable all = read_results_csv(args.csv, cols, distill);
-  const ResultsTable t = drop_highest_loss(all, args.drop_highest);
+  const ResultsTable t = drop_highest_loss(rows_within_data_epochs(all, args.max_data_epochs), args.drop_highest);
 
   json j;
   j["retort_fit"] = 1;
@@ -201,6 +241,7 @@ int run_fit(const FitArgs& args) {
   j["C_from"] = t.c_from_column ? "column" : "6*N*D";
   j["rows_read"] = all.size();
   j["drop_highest"] = args.drop_highest;
+  if (args.max_data_epochs > 0) j["max_data_epochs"] = args.max_data_epochs;
   j["n_points"] = t.size();
   j["data"] = table_json(t);
   j["dropped"] = table_json(dropped_rows(all, t));

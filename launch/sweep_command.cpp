@@ -10,6 +10,7 @@
 
 #include "core/check.h"
 #include "core/fs.h"
+#include "core/hdf5.h"
 #include "launch/commands.h"
 #include "scaling/sweep_plan.h"
 
@@ -43,7 +44,7 @@ std::string plan_csv(const SweepSpec& spec, const SweepPlan& plan) {
   std::string out =
       "name,stage,protocol,size,d_model,n_heads,N,N_nonemb,budget,tokens_per_param,D,steps,"
       "batch_tokens,warmup_steps,flops_per_token,C,budget_error,teacher,corpus,c_student,"
-      "c_teacher_logits,c_teacher_pretrain,c_eq9,flops_mode,config,run_dir\n";
+      "c_teacher_logits,c_teacher_pretrain,c_eq9,flops_mode,config,run_dir,data_epochs\n";
   const int64_t batch = spec.base.get_int("train.batch_tokens");
   const std::string mode = flops_mode_name(spec.flops);
   for (const PlannedRun& r : plan.runs) {
@@ -59,13 +60,14 @@ std::string plan_csv(const SweepSpec& spec, const SweepPlan& plan) {
                    corpus ? "" : std::to_string(r.warmup_steps), ",", num(r.flops_per_token), ",",
                    num(r.compute), ",", err, ",", r.teacher, ",", r.corpus, ",", num(r.c_student), ",",
                    num(r.c_teacher_logits), ",", num(r.c_teacher_pretrain), ",", num(r.c_eq9()), ",",
-                   mode, ",", csv(r.config_path), ",", csv(r.run_dir), "\n");
+                   mode, ",", csv(r.config_path), ",", csv(r.run_dir), ",",
+                   r.data_epochs >= 0 ? num(r.data_epochs, "%.6g") : "", "\n");
   }
   // One row per protocol: the compute of every distinct run it needs (Eq. 9 terms summed).
   for (const ProtocolTotal& t : plan.totals)
     out += str_cat("total:", t.protocol, ",total,", t.protocol, ",,,,,,,,,,,,,",
                    num(t.total()), ",,,,", num(t.c_student), ",", num(t.c_teacher_logits), ",",
-                   num(t.c_teacher_pretrain), ",", num(t.total()), ",", mode, ",,\n");
+                   num(t.c_teacher_pretrain), ",", num(t.total()), ",", mode, ",,,\n");
   return out;
 }
 
@@ -229,6 +231,40 @@ done
 )SH";
 }
 
+// The length of a token dataset's `tokens` (SPEC §2) from its shape; no token is read.
+int64_t token_count(const std::string& path) {
+  Shape shape;
+  try {
+    shape = h5::File::open_read(path).shape("tokens");
+  } catch (const Error& e) {
+    throw Error(str_cat("data.train: ", e.what()));
+  }
+  if (shape.size() != 1) throw Error(str_cat("data.train: ", path, ": 'tokens' is not one-dimensional"));
+  return shape[0];
+}
+
+// The data line of the plan and a warning naming the runs that read data.train more than once.
+void report_repeated_data(const SweepPlan& plan, const std::string& train_path, int64_t tokens) {
+  double most = 0;
+  std::vector<const PlannedRun*> repeated;
+  for (const PlannedRun& r : plan.runs) {
+    if (r.stage == Stage::Student) continue;  // students read their corpus, not data.train
+    most = std::max(most, r.data_epochs);
+    if (r.data_epochs > 1) repeated.push_back(&r);
+  }
+  std::printf("data: %s: %lld tokens; the runs read it up to %.3g times (plan.csv: data_epochs)\n",
+              train_path.c_str(), (long long)tokens, most);
+  if (repeated.empty()) return;
+  std::sort(repeated.begin(), repeated.end(),
+            [](const PlannedRun* a, const PlannedRun* b) { return a->data_epochs > b->data_epochs; });
+  std::string names;
+  for (size_t i = 0; i < repeated.size() && i < 3; ++i)
+    names += str_cat(i ? ", " : "", repeated[i]->name, " ", num(repeated[i]->data_epochs, "%.3g"), "x");
+  std::fprintf(stderr, "warning: %zu runs read data.train more than once (%s%s); scaling laws assume data "
+               "seen once: tokenize more text or plan smaller budgets\n",
+               repeated.size(), names.c_str(), repeated.size() > 3 ? ", ..." : "");
+}
+
 void write_script(const std::string& path, const std::string& text) {
   fs::write_file_atomic(path, text);
   stdfs::permissions(path, stdfs::perms::owner_exec | stdfs::perms::group_exec | stdfs::perms::others_exec,
@@ -263,7 +299,13 @@ int run_sweep(const std::string& sweep_path, const std::vector<std::string>& ove
       std::fprintf(stderr, "warning: %s is %s; the runs need it (set it in the sweep file's set: or with --set)\n",
                    key, p.empty() ? "not set" : ("'" + p + "', which does not exist").c_str());
   }
-  const SweepPlan plan = plan_sweep(spec, out);
+  SweepPlan plan = plan_sweep(spec, out);
+  const std::string train_path = spec.base.get_string("data.train");
+  if (!train_path.empty() && stdfs::exists(train_path)) {
+    const int64_t n = token_count(train_path);
+    plan_data_epochs(spec, plan, n);
+    report_repeated_data(plan, train_path, n);
+  }
   const std::string dir = plan.out_dir;
   stdfs::create_directories(dir + "/configs");
   stdfs::create_directories(dir + "/stages");

@@ -83,6 +83,7 @@ ResultsTable parse_results_csv(std::istream& in, const std::string& source, cons
                               cols.c, "' (D = C/(6N)); set --col-d or --col-c; columns are ",
                               joined(header)));
   const int in_t = need_teacher_loss ? require(cols.teacher_loss, "--col-teacher-loss") : -1;
+  const int in_epochs = find(cols.data_epochs);
   t.c_from_column = in_c >= 0;
   std::vector<std::pair<int, std::string>> filters;
   for (const auto& [col, value] : cols.where) filters.emplace_back(require(col, "--where"), value);
@@ -127,6 +128,8 @@ ResultsTable parse_results_csv(std::istream& in, const std::string& source, cons
     t.C.push_back(c);
     t.loss.push_back(number(f, in_loss, cols.loss));
     if (in_t >= 0) t.teacher_loss.push_back(number(f, in_t, cols.teacher_loss));
+    if (in_epochs >= 0)
+      t.data_epochs.push_back(f[in_epochs].empty() ? std::nan("") : number(f, in_epochs, cols.data_epochs));
     t.line.push_back(lineno);
   }
   if (t.size() == 0)
@@ -163,6 +166,7 @@ ResultsTable select_rows(const ResultsTable& t, const std::vector<bool>& keep) {
     out.C.push_back(t.C[i]);
     out.loss.push_back(t.loss[i]);
     if (!t.teacher_loss.empty()) out.teacher_loss.push_back(t.teacher_loss[i]);
+    if (!t.data_epochs.empty()) out.data_epochs.push_back(t.data_epochs[i]);
     out.line.push_back(t.line[i]);
   }
   return out;

@@ -16,6 +16,7 @@ struct ColumnNames {
   std::string loss = "loss";                  // final loss (student loss L_S); "loss" falls
                                               // back to final_val_loss (retort collect's name)
   std::string teacher_loss = "teacher_loss";  // teacher loss L_T (distillation law only)
+  std::string data_epochs = "data_epochs";    // optional: times each run read its data (collect)
   // Keep only rows whose column equals the value (all must hold), e.g. {"status", "complete"}.
   // Rows filtered out are not parsed further.
   std::vector<std::pair<std::string, std::string>> where;
@@ -25,6 +26,7 @@ struct ResultsTable {
   std::string source;  // file name, for messages
   std::vector<double> N, D, C, loss;
   std::vector<double> teacher_loss;  // empty unless requested
+  std::vector<double> data_epochs;   // empty without the column; NaN where a row's field is empty
   std::vector<int> line;             // 1-based line of each row in the source
   bool c_from_column = false;        // C read from the file (else C = 6·N·D)
   size_t size() const { return N.size(); }

@@ -582,6 +582,35 @@ SweepPlan plan_sweep(const SweepSpec& spec, const std::string& out_dir) {
   return Planner(spec, out_dir).run();
 }
 
+void plan_data_epochs(const SweepSpec& spec, SweepPlan& plan, int64_t train_tokens) {
+  const int64_t batch = spec.base.get_int("train.batch_tokens");
+  const int64_t prompt_len = spec.base.get_int("generate.prompt_len");
+  const bool sample = spec.generate_mode == "sample";
+  for (PlannedRun& r : plan.runs) {
+    const int64_t T = r.model.seq_len, Ls = T + 1;
+    if (r.stage == Stage::Train) {
+      const int64_t windows = (train_tokens - 1) / T;
+      if (windows < 1)
+        throw ConfigError(str_cat(spec.source, ": data.train (", spec.base.get_string("data.train"),
+                                  ") has ", train_tokens, " tokens, fewer than one window of ", T + 1));
+      r.data_epochs = double(r.steps * (batch / T)) / double(windows);
+    } else if (r.stage == Stage::Student) {
+      r.data_epochs = double(r.steps * (batch / T)) / double(plan.find(r.corpus)->num_sequences);
+    } else if (sample && prompt_len == 0) {
+      r.data_epochs = 0;
+    } else {
+      const int64_t windows = !sample ? train_tokens / Ls
+                              : train_tokens >= prompt_len ? (train_tokens - prompt_len) / Ls + 1 : 0;
+      if (r.num_sequences > windows)
+        throw ConfigError(str_cat(spec.source, ": ", r.name, " needs ", r.num_sequences, " ",
+                                  sample ? "prompts" : "windows", " of ", Ls, " tokens from data.train (",
+                                  spec.base.get_string("data.train"), "), which has ", train_tokens,
+                                  " tokens: ", windows, "; tokenize more text or plan fewer student tokens"));
+      r.data_epochs = double(r.num_sequences) / double(windows);
+    }
+  }
+}
+
 std::string planned_config_yaml(const SweepSpec& spec, const SweepPlan& plan, const PlannedRun& run) {
   Config c = spec.base;
   const ModelConfig& m = run.model;

@@ -91,6 +91,7 @@ struct PlannedRun {
   // Eq. 9 terms (students: their own; train runs: c_student = compute; corpora: logits).
   double c_student = 0, c_teacher_logits = 0, c_teacher_pretrain = 0;
   double c_eq9() const { return c_student + c_teacher_logits + c_teacher_pretrain; }
+  double data_epochs = -1;      // times the run reads its data (plan_data_epochs); -1: unknown
   std::string config_path, run_dir;  // absolute
 };
 
@@ -112,6 +113,16 @@ struct SweepPlan {
 // Plans every run into out_dir (configs/NAME.yaml, runs/NAME/). Throws ConfigError naming the
 // sweep file's key when a run cannot hit its budget within the tolerance.
 SweepPlan plan_sweep(const SweepSpec& spec, const std::string& out_dir);
+
+// How often each run reads its data when data.train holds `train_tokens` tokens, counted as the
+// runs themselves count it (their `data:` line, summary.json's data_epochs):
+//   train run  steps·B windows drawn from the (n − 1) / T windows of T tokens   (B = batch_tokens / T)
+//   corpus     num_sequences of the n / (T + 1) windows `generate` scores (sample mode: of its
+//              prompts; sampling from EOS reads no data: 0)
+//   student    steps·B of its corpus' num_sequences (≤ 1 by construction)
+// A corpus needing more windows than data.train has is a ConfigError naming it (`retort generate`
+// would refuse it, but only once its teacher has trained).
+void plan_data_epochs(const SweepSpec& spec, SweepPlan& plan, int64_t train_tokens);
 
 // The retort config of one planned run as YAML: the base config with the run's shape, steps,
 // schedule and paths; corpora and students add `generate.*` / `distill.*`.

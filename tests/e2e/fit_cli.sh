@@ -56,6 +56,22 @@ done
 [ "$(json dist/fit.json "j['rms_log_residual'] < 0.01")" = True ] || fail "distillation fit residuals"
 echo "ok: distillation c0=$(json dist/fit.json "round(j['c0'],3)")"
 
+# Runs that read their data more than once (retort collect's data_epochs): a warning naming
+# them, or left out with --max-data-epochs (an empty field is kept).
+awk -F, 'NR == 1 {print $0 ",data_epochs"; next}
+         {print $0 "," (NR == 2 ? 2.5 : NR == 3 ? 1.5 : NR == 4 ? "" : 0.5)}' results.csv > epochs.csv
+retort fit epochs.csv --no-plot --out ep/fit.json > /dev/null 2> ep.err
+grep -q "warning: 2 of 25 rows read their data more than once (line 2: 2.5x, line 3: 1.5x)" ep.err \
+  || fail "no repeated-data warning: $(cat ep.err)"
+[ "$(json ep/fit.json "j['n_points'] == 25 and j['data']['data_epochs'][2] is None")" = True ] || fail "fit.json data_epochs"
+retort fit epochs.csv --no-plot --max-data-epochs 1 --out ep1/fit.json > /dev/null 2> ep1.err
+grep -q "leaves out 2 rows (line 2: 2.5x, line 3: 1.5x)" ep1.err || fail "no left-out line: $(cat ep1.err)"
+[ "$(json ep1/fit.json "j['n_points'] == 23 and j['dropped']['line'] == [2, 3] and j['max_data_epochs'] == 1")" = True ] \
+  || fail "--max-data-epochs 1 did not leave out lines 2 and 3"
+expect_fail 2 "max-data-epochs: results.csv has no data_epochs column" retort fit results.csv --no-plot --max-data-epochs 1
+sed 's/,$/,3/' epochs.csv > all_over.csv
+expect_fail 2 "max-data-epochs 0.1 leaves out all 25 rows" retort fit all_over.csv --no-plot --max-data-epochs 0.1
+
 # Plots, when matplotlib is there (never fails the fit).
 retort fit results.csv --method approach2 --out plots/fit.json > plots.txt
 if grep -q "plots skipped" plots.txt; then

@@ -28,10 +28,24 @@ sed 's/^warmup_fraction: 0.1/warmup_fraction: 0.1\nflops: 7N/' "$WORK/sweep.yaml
 expect_fail 2 "bad.yaml: key 'flops': must be 'exact' or '6N'" retort sweep "$WORK/bad.yaml" --out "$WORK/bad"
 [ ! -e "$WORK/bad" ] || fail "a failed plan wrote $WORK/bad"
 expect_fail 1 "plan.csv: not found" retort collect "$WORK/tok"
+# data.train too short for the teacher's corpus: refused when planning, not after the teacher
+# trained; a data.train that is not a token dataset is a runtime error naming the key.
+python3 "$SRC/tests/e2e/make_corpus.py" "$WORK/corpus-short" 40 >/dev/null
+retort tokenize "$TINY" --set "tokenize.inputs=[$WORK/corpus-short]" --set "tokenize.out=$WORK/tok-short" >/dev/null
+expect_fail 2 "sweep.yaml: corpus-teacher-L2-M1 needs 896 windows of 65 tokens from data.train" \
+  retort sweep "$WORK/sweep.yaml" --out "$WORK/short" --set "data.train=$WORK/tok-short/train.h5"
+echo "not hdf5" >"$WORK/junk.h5"
+expect_fail 1 "data.train: .*junk.h5" retort sweep "$WORK/sweep.yaml" --out "$WORK/short" --set "data.train=$WORK/junk.h5"
+[ ! -e "$WORK/short" ] || fail "a refused plan wrote $WORK/short"
 
 retort sweep "$WORK/sweep.yaml" --out "$WORK/sweep" \
-  --set "data.train=$WORK/tok/train.h5" --set "data.val=$WORK/tok/val.h5" >"$WORK/plan.log"
+  --set "data.train=$WORK/tok/train.h5" --set "data.val=$WORK/tok/val.h5" >"$WORK/plan.log" 2>"$WORK/plan.err"
 D=$WORK/sweep
+# The plan counts how often each run reads data.train: the two largest runs repeat it.
+grep -q "^data: $WORK/tok/train.h5: [0-9]* tokens; the runs read it up to 1.39 times" "$WORK/plan.log" \
+  || fail "no data line: $(cat "$WORK/plan.log")"
+grep -q "warning: 2 runs read data.train more than once (sup-2.4e10-L1 1.39x, teacher-L2-M1 1.29x)" "$WORK/plan.err" \
+  || fail "no repeated-data warning: $(cat "$WORK/plan.err")"
 [ "$(cat "$D/stages/train.txt" | wc -l)" = 5 ] || fail "expected 5 training runs: $(cat "$D/stages/train.txt")"
 victim=$(sed -n 3p "$D/stages/train.txt")
 
@@ -80,5 +94,11 @@ student = [r for r in rows.values() if r["stage"] == "student"][0]
 assert student["status"] == "complete" and student["teacher"] in rows, student
 assert float(student["final_val_loss"]) > 0, student
 assert student["teacher_loss"] == rows[student["teacher"]]["final_val_loss"] != "", student
+# data_epochs as each run counted it (summary.json) = as the plan counted it from the file's shape
+plan = {r["name"]: r for r in csv.DictReader(open(sys.argv[1].replace("results.csv", "plan.csv")))}
+for name, r in rows.items():
+    got, planned = float(r["data_epochs"]), float(plan[name]["data_epochs"])
+    assert abs(got / planned - 1) < 1e-5, (name, got, planned)
+assert float(student["data_epochs"]) == 1.0, student  # the hungriest student reads its whole corpus
 PY
 echo PASS

@@ -180,6 +180,55 @@ TEST(SweepPlan, DistillationProtocolsFollowEq9) {
   EXPECT_NE(yaml.find("num_sequences: " + std::to_string(corpus.num_sequences)), std::string::npos);
 }
 
+// data_epochs as the runs count them: train runs over (n − 1)/T windows, corpora over the
+// n/(T + 1) windows generate scores (or its prompts), students over their corpus.
+TEST(SweepPlan, DataEpochsCountWhatEachRunReads) {
+  const std::string body =
+      "supervised: {budgets: [1.2e10, 2.4e10], sizes: [1]}\n"
+      "distillation:\n"
+      "  - {protocol: fixed_teacher_isoflop_students, teachers: {sizes: [2], tokens_per_param: 1},\n"
+      "     students: {budgets: [1.2e10, 2.4e10], sizes: [1]}}\n";
+  SweepSpec spec = read(body);
+  SweepPlan plan = plan_sweep(spec, "/tmp/x");
+  for (const PlannedRun& r : plan.runs) EXPECT_EQ(r.data_epochs, -1) << r.name;  // unknown until counted
+  const int64_t n = 64 * 2000 + 1;  // 2000 windows of 64 tokens for training, 1969 of 65 for scoring
+  plan_data_epochs(spec, plan, n);
+  const PlannedRun& sup = *plan.find("sup-1.2e10-L1");
+  EXPECT_EQ(sup.steps, 224);  // 1.2e10 / 208896 FLOPs per token / 256 tokens per step
+  EXPECT_DOUBLE_EQ(sup.data_epochs, 224 * 4 / 2000.0);
+  EXPECT_DOUBLE_EQ(plan.find("sup-2.4e10-L1")->data_epochs, 449 * 4 / 2000.0);
+  const PlannedRun& corpus = *plan.find("corpus-teacher-L2-M1");
+  EXPECT_EQ(corpus.num_sequences, 449 * 4);  // the hungriest student's sequences
+  EXPECT_DOUBLE_EQ(corpus.data_epochs, 449 * 4 / 1969.0);
+  for (const PlannedRun& r : plan.runs)
+    if (r.stage == Stage::Student) EXPECT_DOUBLE_EQ(r.data_epochs, r.steps * 4.0 / corpus.num_sequences);
+  EXPECT_DOUBLE_EQ(plan.find("student-ftis-teacher-L2-M1-2.4e10-L1")->data_epochs, 1.0);
+
+  // Fewer windows than the corpus needs: refused at plan time, naming the corpus and the file.
+  const int64_t short_n = 65 * (449 * 4) - 1;
+  try {
+    plan_data_epochs(spec, plan, short_n);
+    ADD_FAILURE() << "a corpus longer than data.train was planned";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("corpus-teacher-L2-M1 needs 1796 windows of 65 tokens from data.train"),
+              std::string::npos) << e.what();
+  }
+  plan_data_epochs(spec, plan, short_n + 1);  // exactly enough
+  EXPECT_DOUBLE_EQ(corpus.data_epochs, 1.0);
+  EXPECT_THROW(plan_data_epochs(spec, plan, 64), ConfigError);  // not one training window
+
+  // Sample mode reads prompts [i·65, i·65 + P); from EOS (P = 0) it reads no data.
+  SweepSpec sample = read_sweep_text(sweep_text(body + "generate: {mode: sample}\n", "aspect: 32, head_dim: 16",
+                                                "train.batch_tokens: 256, generate.prompt_len: 8"),
+                                     "test.yaml", ".");
+  SweepPlan sp = plan_sweep(sample, "/tmp/x");
+  plan_data_epochs(sample, sp, n);
+  EXPECT_DOUBLE_EQ(sp.find("corpus-teacher-L2-M1")->data_epochs, 1796 / double((n - 8) / 65 + 1));
+  sample.base.set("generate.prompt_len", "0");
+  plan_data_epochs(sample, sp, n);
+  EXPECT_EQ(sp.find("corpus-teacher-L2-M1")->data_epochs, 0);
+}
+
 TEST(SweepPlan, ShippedSweepFilesPlan) {
   for (const char* f : {"isoflop-tiny.yaml", "isoflop-cpu.yaml"}) {
     SweepSpec spec = read_sweep(kSrc + "/configs/sweeps/" + f);
