@@ -52,13 +52,15 @@ ResultsTable rows_within_data_epochs(const ResultsTable& t, double max) {
   }
   const double limit = max > 0 ? max : 1;
   std::vector<bool> keep(t.size(), true);
-  std::string over;  // the first three rows over the limit
-  int count = 0;
-  for (size_t i = 0; i < t.size(); ++i) {
-    if (!(t.data_epochs[i] > limit)) continue;
-    keep[i] = false;
-    if (count++ < 3) over += str_cat(count > 1 ? ", " : "", "line ", t.line[i], ": ", fmt(t.data_epochs[i]), "x");
-  }
+  std::vector<size_t> rows_over;
+  for (size_t i = 0; i < t.size(); ++i)
+    if (t.data_epochs[i] > limit) keep[i] = false, rows_over.push_back(i);
+  const int count = int(rows_over.size());
+  std::stable_sort(rows_over.begin(), rows_over.end(),
+                   [&](size_t a, size_t b) { return t.data_epochs[a] > t.data_epochs[b]; });
+  std::string over;  // the three rows furthest over the limit
+  for (int k = 0; k < count && k < 3; ++k)
+    over += str_cat(k ? ", " : "", "line ", t.line[rows_over[k]], ": ", fmt(t.data_epochs[rows_over[k]]), "x");
   if (count > 3) over += ", ...";
   if (max == 0) {
     if (count > 0)

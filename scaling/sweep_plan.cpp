@@ -605,7 +605,8 @@ void plan_data_epochs(const SweepSpec& spec, SweepPlan& plan, int64_t train_toke
         throw ConfigError(str_cat(spec.source, ": ", r.name, " needs ", r.num_sequences, " ",
                                   sample ? "prompts" : "windows", " of ", Ls, " tokens from data.train (",
                                   spec.base.get_string("data.train"), "), which has ", train_tokens,
-                                  " tokens: ", windows, "; tokenize more text or plan fewer student tokens"));
+                                  " tokens, ", windows, sample ? " prompts" : " windows",
+                                  "; tokenize more text or plan fewer student tokens"));
       r.data_epochs = double(r.num_sequences) / double(windows);
     }
   }
