@@ -4,6 +4,7 @@
 //   runs.tsv, stages/   run lists for the scripts       run_one.sh runs one run by name
 //   run_local.sh        everything in order, resumable  submit.sh + submit.sbatch  Slurm arrays
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <string>
@@ -261,8 +262,9 @@ void report_repeated_data(const SweepPlan& plan, const std::string& train_path, 
   for (size_t i = 0; i < repeated.size() && i < 3; ++i)
     names += str_cat(i ? ", " : "", repeated[i]->name, " ", num(repeated[i]->data_epochs, "%.3g"), "x");
   std::fprintf(stderr, "warning: %zu runs read data.train more than once (%s%s); scaling laws assume data "
-               "seen once: tokenize more text or plan smaller budgets\n",
-               repeated.size(), names.c_str(), repeated.size() > 3 ? ", ..." : "");
+               "seen once: tokenize more text (about %s tokens for them all) or plan smaller budgets\n",
+               repeated.size(), names.c_str(), repeated.size() > 3 ? ", ..." : "",
+               format_flops(std::ceil(most * double(tokens))).c_str());
 }
 
 void write_script(const std::string& path, const std::string& text) {
