@@ -50,8 +50,9 @@ const std::vector<ConfigKey>& config_schema() {
        "at most this much text (bytes) trains the tokenizer: the train documents in a seeded hash "
        "order up to the first that would exceed it (all of them when they fit)"},
       {"tokenize.tokenizer", T::String, "",
-       "encode with this SentencePiece tokenizer.model (or a directory holding one: an earlier "
-       "tokenize.out, a transformers directory) instead of training one; copied to tokenize.out"},
+       "encode with this SentencePiece tokenizer.model or Hugging Face byte-level BPE tokenizer.json "
+       "(or a directory holding one: an earlier tokenize.out, a transformers directory) instead of "
+       "training one; copied to tokenize.out"},
 
       {"train.steps", T::Int, "1000", "optimizer steps"},
       {"train.seed", T::Int, "1", "seed for initialisation and data order"},

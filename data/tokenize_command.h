@@ -5,11 +5,12 @@
 // hash (seed, document index) (deterministic; at least one document in each split when there
 // are >= 2 documents and val_fraction > 0); the tokenizer is trained on a sample of the train
 // documents of at most train_sample_bytes (all of them when they fit), or with
-// tokenize.tokenizer (a tokenizer.model or a directory holding one) that model is copied and
-// encodes. Two passes over the inputs; memory holds the sample, a 64 MB batch of documents and
+// tokenize.tokenizer (a SentencePiece tokenizer.model, a Hugging Face tokenizer.json, or a
+// directory holding one) that file is copied and encodes. Two passes over the inputs; memory holds the sample, a 64 MB batch of documents and
 // 8 bytes per document, not the corpus; the disk briefly holds each split's tokens twice (a raw
 // temporary, then the HDF5 file). Writes
-//   <out>/tokenizer.model, <out>/train.h5, <out>/val.h5 (SPEC §2), <out>/tokenize.json
+//   <out>/tokenizer.model (or the given tokenizer.json), <out>/train.h5, <out>/val.h5 (SPEC §2),
+//   <out>/tokenize.json
 // (document/token counts per split, the sample, vocab size, timings). Every file is written
 // atomically.
 #pragma once
