@@ -8,7 +8,8 @@
 set(RETORT_FUZZ AUTO CACHE STRING "libFuzzer targets of the file readers: AUTO (on when clang++ with libFuzzer is found), ON or OFF")
 set_property(CACHE RETORT_FUZZ PROPERTY STRINGS AUTO ON OFF)
 
-set(RETORT_FUZZ_TARGETS token_dataset distill_corpus checkpoint sharded_checkpoint config hf_checkpoint)
+set(RETORT_FUZZ_TARGETS token_dataset distill_corpus checkpoint sharded_checkpoint config hf_checkpoint
+                        hf_tokenizer)
 set(retort_have_fuzz OFF)
 if(NOT RETORT_FUZZ STREQUAL "OFF")
   find_program(RETORT_FUZZ_CXX NAMES clang++ clang++-14)

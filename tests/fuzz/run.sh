@@ -4,7 +4,8 @@
 #   tests/fuzz/run.sh all SECONDS                           every target, SECONDS each
 #   tests/fuzz/run.sh --smoke TARGET RUNS                   (ctest) replay the seeds, then RUNS
 #                                                           fixed-seed mutations, 4 s at most
-# Targets: token_dataset distill_corpus checkpoint sharded_checkpoint config hf_checkpoint.
+# Targets: token_dataset distill_corpus checkpoint sharded_checkpoint config hf_checkpoint
+# hf_tokenizer.
 # Binaries: $FUZZ_BIN_DIR, else build-fuzz/fuzz or build/fuzz (a build with RETORT_FUZZ on).
 # New inputs go to $FUZZ_WORK (default /tmp/retort-fuzz/TARGET)/corpus, a failing input to
 # $FUZZ_WORK/crash-* with libFuzzer's report; the checked-in seeds in tests/fuzz/corpus/TARGET
@@ -13,11 +14,11 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-ALL=(token_dataset distill_corpus checkpoint sharded_checkpoint config hf_checkpoint)
+ALL=(token_dataset distill_corpus checkpoint sharded_checkpoint config hf_checkpoint hf_tokenizer)
 
 smoke=0
 if [ "${1:-}" = "--smoke" ]; then smoke=1; shift; fi
-[ $# -ge 2 ] || { sed -n '2,14p' "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,15p' "$0"; exit 2; }
 target=$1 amount=$2
 shift 2
 if [ "$target" = all ]; then
