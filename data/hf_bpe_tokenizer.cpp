@@ -69,7 +69,7 @@ struct PieceCache {
   uint64_t owner = 0;
   std::unordered_map<std::string, std::vector<int32_t>> ids;
 };
-constexpr size_t kCachedPieceBytes = 64, kCacheEntries = size_t(1) << 20;
+constexpr size_t kCachedPieceBytes = 64, kCacheEntries = size_t(1) << 16;  // ~10 MB a thread
 std::atomic<uint64_t> next_serial{1};
 
 }  // namespace
