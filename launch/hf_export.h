@@ -3,8 +3,10 @@
 //                      same math as SPEC §1 (models/hf_config.h)
 //   model.safetensors  every parameter at its SPEC §1 name, float32 or bfloat16; tied models
 //                      hold no lm_head.weight (transformers ties it to embed_tokens)
-//   tokenizer.model, tokenizer_config.json   with --tokenizer: the SentencePiece model as a
-//                      LlamaTokenizer (retort's ids: 0 <unk>, 1 <s>, 2 </s>; no <s> added)
+//   tokenizer.model, tokenizer_config.json   with --tokenizer F.model: the SentencePiece model
+//                      as a LlamaTokenizer (retort's ids: 0 <unk>, 1 <s>, 2 </s>; no <s> added)
+//   tokenizer.json, tokenizer_config.json    with --tokenizer F.json (a Hugging Face tokenizer the
+//                      data was encoded with): the file unchanged, as a PreTrainedTokenizerFast
 #pragma once
 #include <string>
 
@@ -15,7 +17,7 @@ namespace retort {
 
 struct HfExportOptions {
   SafetensorsDType dtype = SafetensorsDType::F32;
-  std::string tokenizer;  // a tokenizer.model to include, or ""
+  std::string tokenizer;  // a tokenizer.model or tokenizer.json to include, or ""
 };
 
 // Writes the directory `out_dir` (which must not exist) atomically: into out_dir.tmp-PID,

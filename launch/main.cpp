@@ -40,7 +40,7 @@ int run(int argc, char** argv) {
   std::string checkpoint, tokens, out, teacher;
   int64_t seq_len = 0, max_windows = 1'000'000'000;
 
-  auto* tokenize = app.add_subcommand("tokenize", "train a SentencePiece tokenizer and write token datasets");
+  auto* tokenize = app.add_subcommand("tokenize", "train a SentencePiece tokenizer (or take tokenize.tokenizer) and write token datasets");
   add_job_args(tokenize, job);
   auto* train = app.add_subcommand("train", "supervised training (run dir from run.dir)");
   add_job_args(train, job);
@@ -65,7 +65,7 @@ int run(int argc, char** argv) {
       ->check(CLI::IsMember({"retort", "hf"}));
   exp->add_option("--dtype", export_args.dtype, "hf: float32 (exact) or bfloat16")
       ->check(CLI::IsMember({"float32", "bfloat16"}));
-  exp->add_option("--tokenizer", export_args.tokenizer, "hf: include this tokenizer.model (LlamaTokenizer)");
+  exp->add_option("--tokenizer", export_args.tokenizer, "hf: include this tokenizer.model (LlamaTokenizer) or tokenizer.json (PreTrainedTokenizerFast)");
   auto* info = app.add_subcommand("info", "parameter and FLOP counts and memory estimate (of a config, or a checkpoint's model)");
   add_job_args(info, job);
   info->add_flag("--json", info_json, "print JSON");

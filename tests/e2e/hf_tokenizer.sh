@@ -88,6 +88,25 @@ done
   || fail "qwen3 eos / vocab / file: $(json "$WORK/qwen3/tokenize.json" "j['eos_id'], j['vocab_size'], j['tokenizer_file']")"
 [ ! -e "$WORK/qwen3/tokenizer.model" ] || fail "a tokenizer.model beside tokenizer.json"
 
+# A model trained on GPT-2's ids exports with its tokenizer.json (export --format hf --tokenizer):
+# the file unchanged, eos_token_id its end-of-text; tokenizers.js and retort read the exported
+# directory's tokenizer to the same ids.
+retort train "$TINY" --set model.vocab_size=50257 --set "data.train=$WORK/gpt2/train.h5" \
+  --set "data.val=$WORK/gpt2/train.h5" --set train.steps=2 --set "run.dir=$WORK/run" >/dev/null
+retort export "$WORK/run" --out "$WORK/hf" --format hf --tokenizer "$WORK/gpt2/tokenizer.json" >/dev/null
+cmp "$WORK/hf/tokenizer.json" "$GPT2/tokenizer.json" || fail "export: tokenizer.json changed"
+[ "$(json "$WORK/hf/config.json" "j['eos_token_id'], 'bos_token_id' in j")" = "50256 False" ] || fail "export: config.json eos"
+[ "$(json "$WORK/hf/tokenizer_config.json" "j['tokenizer_class'], j['eos_token']")" = "PreTrainedTokenizerFast <|endoftext|>" ] \
+  || fail "export: tokenizer_config.json"
+head -40 "$WORK/docs.jsonl" >"$WORK/some.jsonl"
+retort tokenize "$TINY" --set "tokenize.inputs=[$WORK/some.jsonl]" --set "tokenize.out=$WORK/again" \
+  --set tokenize.val_fraction=0 --set "tokenize.tokenizer=$WORK/hf" >/dev/null
+node "$SRC/tests/e2e/hf_tokenizer_reference.mjs" "$JS" "$WORK/hf" "$WORK/some.jsonl" 50256 "$WORK/again.ref" >/dev/null
+/usr/bin/python3 -c "import h5py,sys,numpy as np; sys.exit(not (h5py.File(sys.argv[1])['tokens'][:] == np.fromfile(sys.argv[2], '<i4')).all())" \
+  "$WORK/again/train.h5" "$WORK/again.ref" || fail "the exported directory's tokenizer encodes differently"
+expect_fail 1 "tokenizer.json: 151669 ids, more than the model's vocab_size 50257" \
+  retort export "$WORK/run" --out "$WORK/hf-qwen" --format hf --tokenizer "$QWEN3/tokenizer.json"
+
 # Refusals: one line naming the file and the field, exit 1, nothing written.
 edit() {  # edit NAME PYTHON: $WORK/bad/NAME/tokenizer.json = Qwen3's with `t` changed by PYTHON
   mkdir -p "$WORK/bad/$1"
