@@ -164,7 +164,8 @@ HfBpeTokenizer HfBpeTokenizer::load(const std::string& path) {
       r.fail(str_cat("model.merges[", rank, "]"), "must be \"a b\" or [\"a\", \"b\"]");
     }
     const uint64_t key = pair_key(id_of(a, rank), id_of(b, rank));
-    t.merges.emplace(key, std::pair{int32_t(rank), id_of(a + b, rank)});  // the first rank counts
+    t.merges[key] = {int32_t(rank), id_of(a + b, rank)};  // a repeated pair keeps its last rank, as
+                                                          // the tokenizers library's map does
   }
 
   // normalizer: none or NFC
