@@ -298,7 +298,8 @@ void HfBpeTokenizer::Impl::encode_plain(std::string_view text, std::vector<int32
   if (cache.owner != serial || cache.ids.size() > kCacheEntries) cache.ids.clear(), cache.owner = serial;
   std::string piece;
   for (const auto& [b, e] : split_pieces(pattern, chars)) {
-    piece = unicode::encode_utf8(std::u32string_view(chars).substr(b, e - b));
+    piece.clear();  // the piece's UTF-8, in a buffer kept across pieces
+    for (size_t i = b; i < e; ++i) unicode::append_utf8(piece, chars[i]);
     if (piece.size() > kCachedPieceBytes) {
       bpe(piece, out);
       continue;

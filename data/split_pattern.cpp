@@ -100,10 +100,13 @@ class Matcher {
 }  // namespace
 
 std::optional<SplitPattern> split_pattern_from_regex(std::string_view regex) {
-  if (regex == kGpt2Regex) return SplitPattern::Gpt2;
-  if (regex == kLlama3Regex) return SplitPattern::Llama3;
-  if (regex == kQwen2Regex) return SplitPattern::Qwen2;
+  for (SplitPattern p : {SplitPattern::Gpt2, SplitPattern::Llama3, SplitPattern::Qwen2})
+    if (regex == split_pattern_regex(p)) return p;
   return std::nullopt;
+}
+
+std::string_view split_pattern_regex(SplitPattern p) {
+  return p == SplitPattern::Gpt2 ? kGpt2Regex : p == SplitPattern::Llama3 ? kLlama3Regex : kQwen2Regex;
 }
 
 const char* split_pattern_name(SplitPattern p) {

@@ -21,8 +21,9 @@ namespace retort {
 
 enum class SplitPattern { Gpt2, Llama3, Qwen2 };
 
-// The pattern a tokenizer.json regex spells, or nullopt for any other.
+// The pattern a tokenizer.json regex spells, or nullopt for any other; and the regex of each.
 std::optional<SplitPattern> split_pattern_from_regex(std::string_view regex);
+std::string_view split_pattern_regex(SplitPattern p);
 const char* split_pattern_name(SplitPattern p);
 
 // [begin, end) code-point ranges of the pieces of `text`, in order, covering it.

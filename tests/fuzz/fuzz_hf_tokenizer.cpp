@@ -14,6 +14,7 @@
 
 #include "core/check.h"
 #include "data/hf_bpe_tokenizer.h"
+#include "data/split_pattern.h"
 #include "data/unicode.h"
 #include "harness.h"
 #include "hostile_json.h"
@@ -21,15 +22,6 @@
 using namespace retort;
 using namespace retort::fuzz;
 using nlohmann::json;
-
-namespace {
-
-const char* kPatterns[] = {
-    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)",
-    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)",
-};
-
-}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FuzzedDataProvider in(data, size);
@@ -69,7 +61,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     bytes_of[first_added + int32_t(added.size()) - 1] = content;
   }
   added.push_back({{"id", first_added + int32_t(added.size())}, {"content", "<|endoftext|>"}});
-  const int pattern = in.ConsumeIntegralInRange(0, 2);  // 2: GPT-2's, through ByteLevel
+  const int pattern = in.ConsumeIntegralInRange(0, 2);  // Llama 3's, Qwen2's; 2: GPT-2's, through ByteLevel
   const bool nfc = in.ConsumeBool();
   json j = {{"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}, {"ignore_merges", in.ConsumeBool()}}},
             {"added_tokens", added}};
@@ -77,7 +69,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     j["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}};
   } else {
     j["pre_tokenizer"] = {{"type", "Sequence"},
-                          {"pretokenizers", {{{"type", "Split"}, {"pattern", {{"Regex", kPatterns[pattern]}}},
+                          {"pretokenizers", {{{"type", "Split"},
+                                              {"pattern", {{"Regex", std::string(split_pattern_regex(SplitPattern(pattern + 1)))}}},
                                               {"behavior", "Isolated"}, {"invert", false}},
                                              {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}};
   }
