@@ -14,6 +14,10 @@ Tables (all sorted by code point, ranges inclusive):
                           kSpace      Oniguruma's Unicode \\s = White_Space:
                                       U+0009..U+000D, U+0085, General_Category Zs Zl Zp
                           kNfcActive  not "NFC-inert" (below)
+                          kMark       General_Category M (Mn Mc Me)             regex \\p{M}
+                          kUpperTitle General_Category Lu Lt                    \\p{Lu} \\p{Lt}
+                          kLower      General_Category Ll                       \\p{Ll}
+                        (Lm and Lo are the letters with neither kUpperTitle nor kLower.)
   kCombiningClassRanges [first, last, ccc] for Canonical_Combining_Class != 0.
   kDecompositions       [code, first, second, primary]: the one-level canonical decomposition
                         code -> first second (second = 0 for a singleton), Hangul syllables
@@ -37,7 +41,7 @@ import sys
 import unicodedata
 
 MAX_CODE_POINT = 0x10FFFF
-LETTER, NUMBER, SPACE, NFC_ACTIVE = 1, 2, 4, 8
+LETTER, NUMBER, SPACE, NFC_ACTIVE, MARK, UPPER_TITLE, LOWER = 1, 2, 4, 8, 16, 32, 64
 
 # Hangul syllable arithmetic (Unicode §3.12): S = SBase + (L·VCount + V)·TCount + T.
 S_BASE, L_BASE, V_BASE, T_BASE = 0xAC00, 0x1100, 0x1161, 0x11A7
@@ -94,6 +98,12 @@ def main():
             f |= LETTER
         if category[0] == "N":
             f |= NUMBER
+        if category[0] == "M":
+            f |= MARK
+        if category in ("Lu", "Lt"):
+            f |= UPPER_TITLE
+        if category == "Ll":
+            f |= LOWER
         is_space = 0x09 <= c <= 0x0D or c == 0x85 or category in ("Zs", "Zl", "Zp")
         assert is_space == (c in space), f"U+{c:04X}: \\s by category disagrees with White_Space"
         if is_space:
@@ -143,7 +153,8 @@ def main():
 // Below this code point every character is NFC-inert.
 constexpr char32_t kNfcInertBelow = 0x{inert_below:x};
 
-// {{first, last, flags}}: kLetter = 1, kNumber = 2, kSpace = 4, kNfcActive = 8.
+// {{first, last, flags}}: kLetter = 1, kNumber = 2, kSpace = 4, kNfcActive = 8, kMark = 16,
+// kUpperTitle = 32, kLower = 64.
 constexpr PropertyRange kPropertyRanges[] = {{
 {rows([hexes(r[:2]) + [str(r[2])] for r in property_ranges])}
 }};

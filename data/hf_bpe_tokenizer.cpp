@@ -40,7 +40,7 @@ struct JsonReader {
   const std::string& path;
   [[noreturn]] void fail(const std::string& field, const std::string& what) const {
     throw Error(str_cat(path, ": ", field, ": ", what,
-                        " (retort reads byte-level BPE tokenizer.json files: GPT-2, Llama 3, Qwen2/3)"));
+                        " (retort reads the byte-level BPE tokenizer.json files of docs/FORMATS.md)"));
   }
   const json& at(const json& j, const std::string& key, const std::string& field) const {
     if (!j.is_object() || !j.contains(key)) fail(field, "missing");
@@ -77,7 +77,8 @@ std::atomic<uint64_t> next_serial{1};
 struct HfBpeTokenizer::Impl {
   std::string path;
   uint64_t serial = next_serial++;
-  SplitPattern pattern = SplitPattern::Gpt2;
+  SplitPattern pattern = SplitPattern::Gpt2;  // GPT-2's is ByteLevel's own regex
+  DigitSplit digits = DigitSplit::None;
   bool nfc = false, ignore_merges = false;
   std::unordered_map<std::string, int32_t> vocab;                      // stand-in text → id
   std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges;  // (left, right) → (rank, merged)
@@ -174,34 +175,46 @@ HfBpeTokenizer HfBpeTokenizer::load(const std::string& path) {
     t.nfc = true;
   }
 
-  // pre_tokenizer: ByteLevel with GPT-2's regex, or Split(pattern, Isolated) then ByteLevel
+  // pre_tokenizer: ByteLevel with GPT-2's regex, or a Sequence of an optional Digits, then
+  // Split(pattern, Isolated) + ByteLevel without its regex, or ByteLevel with it
   const json& pre = r.at(j, "pre_tokenizer", "pre_tokenizer");
   auto byte_level = [&](const json& p, const std::string& field, bool use_regex) {
     r.expect_string(p, "type", field, {"ByteLevel"});
     if (r.flag(p, "add_prefix_space", field)) r.fail(field + ".add_prefix_space", "true is not supported");
     if (r.flag(p, "use_regex", field) != use_regex)
-      r.fail(field + ".use_regex", use_regex ? "must be true here" : "must be false after a Split");
+      r.fail(field + ".use_regex", use_regex ? "must be true without a Split" : "must be false after a Split");
   };
   if (pre.is_object() && pre.value("type", "") == "ByteLevel") {
     byte_level(pre, "pre_tokenizer", true);
-    t.pattern = SplitPattern::Gpt2;
   } else {
     r.expect_string(pre, "type", "pre_tokenizer", {"Sequence"});
     const json& seq = r.at(pre, "pretokenizers", "pre_tokenizer.pretokenizers");
-    if (!seq.is_array() || seq.size() != 2)
-      r.fail("pre_tokenizer.pretokenizers", "must be [Split, ByteLevel]");
-    const json& split = seq[0];
-    r.expect_string(split, "type", "pre_tokenizer.pretokenizers[0]", {"Split"});
-    r.expect_string(split, "behavior", "pre_tokenizer.pretokenizers[0]", {"Isolated"});
-    if (r.flag(split, "invert", "pre_tokenizer.pretokenizers[0]"))
-      r.fail("pre_tokenizer.pretokenizers[0].invert", "true is not supported");
-    const json& pat = r.at(split, "pattern", "pre_tokenizer.pretokenizers[0].pattern");
-    const std::string regex = pat.is_object() && pat.contains("Regex") && pat.at("Regex").is_string()
-                                  ? pat.at("Regex").get<std::string>() : "";
-    const std::optional<SplitPattern> p = split_pattern_from_regex(regex);
-    if (!p) r.fail("pre_tokenizer.pretokenizers[0].pattern", str_cat(pat.dump(), " is not a known pattern"));
-    t.pattern = *p;
-    byte_level(seq[1], "pre_tokenizer.pretokenizers[1]", false);
+    const char* kForms = "must be [Digits?, Split, ByteLevel] or [Digits?, ByteLevel]";
+    if (!seq.is_array() || seq.empty()) r.fail("pre_tokenizer.pretokenizers", kForms);
+    size_t k = 0;
+    auto field = [&] { return str_cat("pre_tokenizer.pretokenizers[", k, "]"); };
+    if (seq[0].is_object() && seq[0].value("type", "") == "Digits") {
+      t.digits = r.flag(seq[0], "individual_digits", field()) ? DigitSplit::Individual : DigitSplit::Contiguous;
+      ++k;
+    }
+    if (k + 2 == seq.size()) {
+      const json& split = seq[k];
+      r.expect_string(split, "type", field(), {"Split"});
+      r.expect_string(split, "behavior", field(), {"Isolated"});
+      if (r.flag(split, "invert", field())) r.fail(field() + ".invert", "true is not supported");
+      const json& pat = r.at(split, "pattern", field() + ".pattern");
+      const std::string regex = pat.is_object() && pat.contains("Regex") && pat.at("Regex").is_string()
+                                    ? pat.at("Regex").get<std::string>() : "";
+      const std::optional<SplitPattern> p = split_pattern_from_regex(regex);
+      if (!p) r.fail(field() + ".pattern", str_cat(pat.dump(), " is not a known pattern"));
+      t.pattern = *p;
+      ++k;
+      byte_level(seq[k], field(), false);
+    } else if (k + 1 == seq.size()) {
+      byte_level(seq[k], field(), true);
+    } else {
+      r.fail("pre_tokenizer.pretokenizers", kForms);
+    }
   }
 
   // added tokens: matched in the raw text
@@ -243,7 +256,10 @@ int32_t HfBpeTokenizer::eos_id() const { return impl_->eos; }
 std::string HfBpeTokenizer::eos_token() const { return impl_->eos_token; }
 
 std::string HfBpeTokenizer::describe() const {
-  return str_cat("pattern ", split_pattern_name(impl_->pattern), impl_->nfc ? ", NFC" : "", ", ",
+  const DigitSplit d = impl_->digits;
+  return str_cat("pattern ", split_pattern_name(impl_->pattern),
+                 d == DigitSplit::Individual ? " after single digits" : d == DigitSplit::Contiguous ? " after digit runs" : "",
+                 impl_->nfc ? ", NFC" : "", ", ",
                  impl_->merges.size(), " merges", impl_->ignore_merges ? " (ignore_merges)" : "", ", ",
                  impl_->added_count, " added tokens");
 }
@@ -297,7 +313,7 @@ void HfBpeTokenizer::Impl::encode_plain(std::string_view text, std::vector<int32
   thread_local PieceCache cache;
   if (cache.owner != serial || cache.ids.size() > kCacheEntries) cache.ids.clear(), cache.owner = serial;
   std::string piece;
-  for (const auto& [b, e] : split_pieces(pattern, chars)) {
+  for (const auto& [b, e] : split_pieces(pattern, chars, digits)) {
     piece.clear();  // the piece's UTF-8, in a buffer kept across pieces
     for (size_t i = b; i < e; ++i) unicode::append_utf8(piece, chars[i]);
     if (piece.size() > kCachedPieceBytes) {

@@ -1,4 +1,4 @@
-// UTF-8 coding, the character classes \p{L} \p{N} \s, and NFC over the tables generated
+// UTF-8 coding, the character classes \p{L} \p{N} \p{M} \s (and Lu/Lt, Ll), and NFC over the tables generated
 // into data/unicode_tables.inc (data/gen_unicode_tables.py explains each table).
 #include "data/unicode.h"
 
@@ -29,7 +29,7 @@ struct Decomposition {
 // PropertyRange::flags. kNfcActive: not NFC-inert (see the generator), i.e. NFC may change,
 // reorder or compose the code point with what precedes it; inert ones start independent
 // stretches of text.
-enum : uint8_t { kLetter = 1, kNumber = 2, kSpace = 4, kNfcActive = 8 };
+enum : uint8_t { kLetter = 1, kNumber = 2, kSpace = 4, kNfcActive = 8, kMark = 16, kUpperTitle = 32, kLower = 64 };
 
 #include "data/unicode_tables.inc"
 
@@ -311,6 +311,9 @@ std::string encode_utf8(std::u32string_view text) {
 bool is_letter(char32_t c) { return flags_of(c) & kLetter; }
 bool is_number(char32_t c) { return flags_of(c) & kNumber; }
 bool is_space(char32_t c) { return flags_of(c) & kSpace; }
+bool is_mark(char32_t c) { return flags_of(c) & kMark; }
+bool is_upper_or_title(char32_t c) { return flags_of(c) & kUpperTitle; }
+bool is_lower(char32_t c) { return flags_of(c) & kLower; }
 
 // ---- NFC -----------------------------------------------------------------------------
 // NFC(x) = composition(canonical ordering(canonical decomposition(x))). Text splits before

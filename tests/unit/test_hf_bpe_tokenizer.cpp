@@ -17,10 +17,10 @@ namespace stdfs = std::filesystem;
 
 namespace {
 
-std::vector<std::string> pieces(SplitPattern p, const std::string& text) {
+std::vector<std::string> pieces(SplitPattern p, const std::string& text, DigitSplit digits = DigitSplit::None) {
   const std::u32string chars = unicode::decode_utf8(text);
   std::vector<std::string> out;
-  for (auto [b, e] : split_pieces(p, chars)) out.push_back(unicode::encode_utf8(chars.substr(b, e - b)));
+  for (auto [b, e] : split_pieces(p, chars, digits)) out.push_back(unicode::encode_utf8(chars.substr(b, e - b)));
   return out;
 }
 
@@ -47,6 +47,34 @@ TEST(SplitPattern, PiecesAsTheRegexWouldCutThem) {
   EXPECT_EQ(pieces(SplitPattern::Llama3, "x \t\n \ty"), (Pieces{"x", " \t\n", " ", "\ty"}));
   EXPECT_EQ(pieces(SplitPattern::Gpt2, "x \t\n \ty"), (Pieces{"x", " \t\n ", "\t", "y"}));
   EXPECT_EQ(split_pattern_from_regex(R"(\s+)"), std::nullopt);
+}
+
+TEST(SplitPattern, TekkenCutsWordsAtCaseChanges) {
+  const SplitPattern t = SplitPattern::Tekken;
+  // [A]*[B]+ first: upper-case letters lead lower-case ones; a run of capitals alone is [A]+
+  EXPECT_EQ(pieces(t, "HelloWorld ABCdef ABC def"), (Pieces{"Hello", "World", " ABCdef", " ABC", " def"}));
+  // no contractions: the apostrophe leads the letters after it
+  EXPECT_EQ(pieces(t, "I'm x"), (Pieces{"I", "'m", " x"}));
+  // digits one at a time; a slash leads letters, and ends a run of symbols with CR/LF
+  EXPECT_EQ(pieces(t, "a/b //\nc 12"), (Pieces{"a", "/b", " //\n", "c", " ", "1", "2"}));
+  // [A]* gives back Lo letters (in both classes) until a [B] follows: 中文 then ABC
+  EXPECT_EQ(pieces(t, "中文ABC"), (Pieces{"中文", "ABC"}));
+  // marks belong to both classes: e + U+0301 ends a word; U+0301 x is a word a space leads
+  EXPECT_EQ(pieces(t, "Cafe\u0301 \u0301x \u0301"), (Pieces{"Cafe\u0301", " \u0301x", " \u0301"}));
+  // titlecase (U+01C5 Lt) and modifier letters (U+02B0 Lm) lead lower case
+  EXPECT_EQ(pieces(t, "\u01C5emal \u02B0a"), (Pieces{"\u01C5emal", " \u02B0a"}));
+  EXPECT_EQ(split_pattern_from_regex(split_pattern_regex(t)), t);
+}
+
+TEST(SplitPattern, DigitsCutAroundNumbersBeforeThePattern) {
+  const std::string text = "abc 123x ½";
+  EXPECT_EQ(pieces(SplitPattern::Gpt2, text), (Pieces{"abc", " 123", "x", " ½"}));
+  // the pattern sees "abc " alone: its space is trailing whitespace, no longer the number's
+  EXPECT_EQ(pieces(SplitPattern::Gpt2, text, DigitSplit::Individual),
+            (Pieces{"abc", " ", "1", "2", "3", "x", " ", "½"}));
+  EXPECT_EQ(pieces(SplitPattern::Gpt2, text, DigitSplit::Contiguous), (Pieces{"abc", " ", "123", "x", " ", "½"}));
+  // each cut piece is matched on its own: Llama 3's \p{N}{1,3} still splits a contiguous run
+  EXPECT_EQ(pieces(SplitPattern::Llama3, "x12345", DigitSplit::Contiguous), (Pieces{"x", "123", "45"}));
 }
 
 namespace {

@@ -342,8 +342,8 @@ TEST(Tokenize, GivenTokenizer) {
                               " holds neither a tokenizer.model nor a tokenizer.json");
   write_file(dir / "not_bpe" / "tokenizer.json", "{}");  // read as a tokenizer.json (tests/e2e/hf_tokenizer.sh)
   p = (dir / "not_bpe").string();
-  EXPECT_EQ(error_for(p), p + "/tokenizer.json: model: missing (retort reads byte-level BPE tokenizer.json "
-                              "files: GPT-2, Llama 3, Qwen2/3)");
+  EXPECT_EQ(error_for(p), p + "/tokenizer.json: model: missing (retort reads the byte-level BPE "
+                              "tokenizer.json files of docs/FORMATS.md)");
   p = (dir / "not_a_model").string();
   EXPECT_EQ(error_for(p).rfind(p + ": not a SentencePiece tokenizer.model (tokenize.tokenizer): ", 0), 0u)
       << error_for(p);

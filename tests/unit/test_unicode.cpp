@@ -29,7 +29,7 @@ constexpr char32_t kMaxCodePoint = 0x10FFFF;
 
 // The Python side. Record files: n (uint32), n lengths (uint32), then the records' elements
 // back to back (UTF-32 code points, or bytes). Modes:
-//   classes            stdout: lines "<class> <first> <last>" (hex) of the ranges of L, N, \s
+//   classes            stdout: lines "<class> <first> <last>" (hex) of the ranges of L, N, \s, M, Lu|Lt, Ll
 //   normalize FORM in  in: UTF-32 text; stdout: unicodedata.normalize(FORM, text) in UTF-32
 //   encode in          in: records of code points; stdout: records record.encode('utf-8')
 //   decode in          in: records of bytes; stdout: records bytes.decode('utf-8', 'replace'),
@@ -75,6 +75,9 @@ if mode == 'classes':
         'number': [c for c, g in enumerate(categories) if g[0] == 'N'],
         'space': [c for c, g in enumerate(categories)
                   if 0x09 <= c <= 0x0D or c == 0x85 or g in ('Zs', 'Zl', 'Zp')],
+        'mark': [c for c, g in enumerate(categories) if g[0] == 'M'],
+        'upper_or_title': [c for c, g in enumerate(categories) if g in ('Lu', 'Lt')],
+        'lower': [c for c, g in enumerate(categories) if g == 'Ll'],
     }
     for name, cs in members.items():
         for first, last in ranges(cs):
@@ -269,7 +272,8 @@ TEST(Unicode, CharacterClassesMatchPythonForEveryCodePoint) {
   for (uint32_t first, last; lines >> name >> std::hex >> first >> last;)
     expected[name].push_back({first, last});
   const std::pair<const char*, bool (*)(char32_t)> classes[] = {
-      {"letter", uc::is_letter}, {"number", uc::is_number}, {"space", uc::is_space}};
+      {"letter", uc::is_letter}, {"number", uc::is_number}, {"space", uc::is_space},
+      {"mark", uc::is_mark}, {"upper_or_title", uc::is_upper_or_title}, {"lower", uc::is_lower}};
   for (auto [cls, member] : classes) {
     const auto got = ranges_of(member);
     const auto& want = expected[cls];
