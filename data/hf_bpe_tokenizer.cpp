@@ -184,7 +184,11 @@ HfBpeTokenizer HfBpeTokenizer::load(const std::string& path) {
     if (r.flag(p, "use_regex", field) != use_regex)
       r.fail(field + ".use_regex", use_regex ? "must be true without a Split" : "must be false after a Split");
   };
-  if (pre.is_object() && pre.value("type", "") == "ByteLevel") {
+  // the "type" of a pre-tokenizer, "" when it has none (the checks below then name the field)
+  auto type_of = [](const json& p) {
+    return p.is_object() && p.contains("type") && p.at("type").is_string() ? p.at("type").get<std::string>() : "";
+  };
+  if (type_of(pre) == "ByteLevel") {
     byte_level(pre, "pre_tokenizer", true);
   } else {
     r.expect_string(pre, "type", "pre_tokenizer", {"Sequence"});
@@ -193,7 +197,7 @@ HfBpeTokenizer HfBpeTokenizer::load(const std::string& path) {
     if (!seq.is_array() || seq.empty()) r.fail("pre_tokenizer.pretokenizers", kForms);
     size_t k = 0;
     auto field = [&] { return str_cat("pre_tokenizer.pretokenizers[", k, "]"); };
-    if (seq[0].is_object() && seq[0].value("type", "") == "Digits") {
+    if (type_of(seq[0]) == "Digits") {
       t.digits = r.flag(seq[0], "individual_digits", field()) ? DigitSplit::Individual : DigitSplit::Contiguous;
       ++k;
     }

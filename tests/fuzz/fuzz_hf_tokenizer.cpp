@@ -1,8 +1,8 @@
 // libFuzzer target: a Hugging Face tokenizer.json read by `retort tokenize` (data/
 // hf_bpe_tokenizer.h) and arbitrary bytes encoded with it. The input builds a small byte-level
-// BPE file (one of the split patterns, NFC or not, ignore_merges or not, merges of tokens it
-// picks, added tokens), hostile through hostile_json unless the input leaves it honest; the rest
-// of the input is the text. Loading must fail cleanly naming the file, or encode every text to
+// BPE file (one of the split patterns, after Digits or not, NFC or not, ignore_merges or not,
+// merges of tokens it picks, added tokens), hostile through hostile_json unless the input leaves
+// it honest; the rest of the input is the text. Loading must fail cleanly naming the file, or encode every text to
 // ids below vocab_size, the same ids twice (the piece cache); and for an honest file without
 // NFC, the ids spell the text back (as UTF-8 with invalid bytes replaced by U+FFFD): the pieces
 // cover the text and the merges only join bytes.
@@ -61,19 +61,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     bytes_of[first_added + int32_t(added.size()) - 1] = content;
   }
   added.push_back({{"id", first_added + int32_t(added.size())}, {"content", "<|endoftext|>"}});
-  const int pattern = in.ConsumeIntegralInRange(0, 2);  // Llama 3's, Qwen2's; 2: GPT-2's, through ByteLevel
+  const int pattern = in.ConsumeIntegralInRange(0, 3);  // Llama 3's, Qwen2's, Tekken; 3: GPT-2's, through ByteLevel
+  const int digits = in.ConsumeIntegralInRange(0, 2);   // no Digits, individual, contiguous
   const bool nfc = in.ConsumeBool();
   json j = {{"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}, {"ignore_merges", in.ConsumeBool()}}},
             {"added_tokens", added}};
-  if (pattern == 2) {
-    j["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}};
-  } else {
-    j["pre_tokenizer"] = {{"type", "Sequence"},
-                          {"pretokenizers", {{{"type", "Split"},
-                                              {"pattern", {{"Regex", std::string(split_pattern_regex(SplitPattern(pattern + 1)))}}},
-                                              {"behavior", "Isolated"}, {"invert", false}},
-                                             {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}};
-  }
+  json steps = json::array();
+  if (digits > 0) steps.push_back({{"type", "Digits"}, {"individual_digits", digits == 1}});
+  if (pattern < 3)
+    steps.push_back({{"type", "Split"},
+                     {"pattern", {{"Regex", std::string(split_pattern_regex(SplitPattern(pattern + 1)))}}},
+                     {"behavior", "Isolated"}, {"invert", false}});
+  steps.push_back({{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", pattern == 3}});
+  j["pre_tokenizer"] = steps.size() == 1 ? steps[0] : json{{"type", "Sequence"}, {"pretokenizers", steps}};
   if (nfc) j["normalizer"] = {{"type", "NFC"}};
   const bool honest = in.ConsumeIntegralInRange(0, 3) != 0;
   if (!honest) mutate_json(in, j, 300);
