@@ -61,8 +61,8 @@ std::string number(double v) {
 std::string model_yaml_from_hf_config(const nlohmann::json& j, const std::string& file) {
   if (!j.is_object()) throw Error(str_cat(file, ": not a JSON object"));
   const std::string type = json_string(j, "model_type", file);
-  if (type != "llama" && type != "qwen3")
-    throw Error(str_cat(file, ": model_type '", type, "' (retort runs llama and qwen3 models)"));
+  if (type != "llama" && type != "mistral" && type != "qwen3")
+    throw Error(str_cat(file, ": model_type '", type, "' (retort runs llama, mistral and qwen3 models)"));
   auto refuse = [&](const char* key, const std::string& why) {
     throw Error(str_cat(file, ": key '", key, "': ", why, " (not in retort's model, docs/MODEL.md)"));
   };
@@ -71,6 +71,12 @@ std::string model_yaml_from_hf_config(const nlohmann::json& j, const std::string
   if (flag(j, "attention_bias", false, file)) refuse("attention_bias", "biases");
   if (flag(j, "mlp_bias", false, file)) refuse("mlp_bias", "biases");
   if (flag(j, "use_sliding_window", false, file)) refuse("use_sliding_window", "sliding-window attention");
+  constexpr int64_t kMax = int64_t(1) << 40;  // the model's own checks bound each size
+  const int64_t positions = json_int(j, "max_position_embeddings", file, 1, kMax);
+  // Mistral's window (Mistral 7B v0.1: 4096) changes attention only for sequences longer than it
+  if (type == "mistral" && given(j, "sliding_window") && json_int(j, "sliding_window", file, 1, kMax) < positions)
+    refuse("sliding_window", str_cat(j["sliding_window"].dump(), " below max_position_embeddings ", positions,
+                                     ", sliding-window attention"));
   double theta = given(j, "rope_theta") ? json_number(j, "rope_theta", file) : 10000.0;
   if (given(j, "rope_scaling")) refuse("rope_scaling", "RoPE scaling");
   if (given(j, "rope_parameters")) {  // transformers 5: {"rope_type": "default", "rope_theta": θ}
@@ -81,7 +87,6 @@ std::string model_yaml_from_hf_config(const nlohmann::json& j, const std::string
       refuse("rope_parameters", str_cat("rope_type '", rp["rope_type"].get<std::string>(), "'"));
     if (given(rp, "rope_theta")) theta = json_number(rp, "rope_theta", where);
   }
-  constexpr int64_t kMax = int64_t(1) << 40;  // the model's own checks bound each size
   const int64_t heads = json_int(j, "num_attention_heads", file, 1, kMax);
   const int64_t d = json_int(j, "hidden_size", file, 1, kMax);
   return str_cat("model:\n",
@@ -96,7 +101,7 @@ std::string model_yaml_from_hf_config(const nlohmann::json& j, const std::string
                  "  norm_eps: ", number(given(j, "rms_norm_eps") ? json_number(j, "rms_norm_eps", file) : 1e-6), "\n",
                  "  qk_norm: ", type == "qwen3" ? "true" : "false", "\n",
                  "  tie_embeddings: ", flag(j, "tie_word_embeddings", false, file) ? "true" : "false", "\n",
-                 "  seq_len: ", json_int(j, "max_position_embeddings", file, 1, kMax), "\n",
+                 "  seq_len: ", positions, "\n",
                  "  init_std: ", number(given(j, "initializer_range") ? json_number(j, "initializer_range", file) : 0.02), "\n");
 }
 

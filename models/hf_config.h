@@ -1,6 +1,7 @@
 // The model's shape as a Hugging Face transformers config.json, both ways. SPEC §1's model is
 // exactly transformers' Qwen3 (qk_norm: a per-head RMSNorm on q and k before RoPE) or Llama
-// (no qk_norm): RMSNorm, rotate-half RoPE, GQA, SwiGLU, no biases; the parameter names match.
+// (no qk_norm; Mistral is Llama with an optional sliding window): RMSNorm, rotate-half RoPE,
+// GQA, SwiGLU, no biases; the parameter names match.
 #pragma once
 #include <cstdint>
 #include <nlohmann/json.hpp>
@@ -16,9 +17,10 @@ nlohmann::json hf_config_json(const ModelConfig& mc, const std::string& torch_dt
                               int64_t bos_id, int64_t eos_id);
 
 // The `model:` section (YAML text, every key given) for a transformers config.json `j` read
-// from `file`: model_type llama or qwen3; seq_len from max_position_embeddings. Throws an
-// Error naming the file and key for what retort cannot run exactly (another model_type,
-// biases, an activation other than silu, RoPE scaling, a sliding window).
+// from `file`: model_type llama, mistral or qwen3; seq_len from max_position_embeddings. Throws
+// an Error naming the file and key for what retort cannot run exactly (another model_type,
+// biases, an activation other than silu, RoPE scaling, a sliding window shorter than
+// max_position_embeddings).
 std::string model_yaml_from_hf_config(const nlohmann::json& j, const std::string& file);
 
 }  // namespace retort

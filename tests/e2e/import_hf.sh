@@ -5,8 +5,10 @@
 # over two files by model.safetensors.index.json read the same; a tied model that stores its
 # lm_head anyway ignores it, as transformers does (with a warning when it differs); it serves as generate's teacher (the same
 # corpus as from the run itself, teacher_sha256 that of model.safetensors), as does a teacher
-# whose checkpoint is sharded (trained with fsdp); and what retort cannot run exactly
-# (another model_type, biases, RoPE scaling, a tensor the model lacks) is one error line.
+# whose checkpoint is sharded (trained with fsdp); the same directory called a Mistral model (no
+# sliding window) reads as the same model; and what retort cannot run exactly (another
+# model_type, biases, RoPE scaling, a sliding window that binds, a tensor the model lacks) is one
+# error line.
 source "$(dirname "$0")/lib.sh"
 tiny_tokens "$WORK/tok"
 D=("$TINY" --set "data.train=$WORK/tok/train.h5" --set "data.val=$WORK/tok/val.h5" --set eval.every=0)
@@ -69,6 +71,11 @@ for name, embed in (("head", tensors["model.embed_tokens.weight"]),
     write(f"{work}/{name}/model.safetensors", dict(tensors, **{"lm_head.weight": embed}))
 PY
 [ "$(loss "$WORK/run")" = "$(loss "$WORK/split")" ] || fail "the split safetensors read differently"
+# MistralForCausalLM is LlamaForCausalLM with an optional sliding window (tiny without qk-norm)
+retort train "${D[@]}" --set "run.dir=$WORK/llama" --set train.steps=5 --set model.qk_norm=false >/dev/null
+retort export "$WORK/llama" --out "$WORK/mistral" --format hf >/dev/null
+/usr/bin/python3 -c "import json,sys; p=sys.argv[1]; c=json.load(open(p)); c.update(model_type='mistral', architectures=['MistralForCausalLM'], sliding_window=None); json.dump(c, open(p,'w'))" "$WORK/mistral/config.json"
+[ "$(loss "$WORK/llama")" = "$(loss "$WORK/mistral")" ] || fail "the model read as mistral differs"
 [ "$(loss "$WORK/run")" = "$(loss "$WORK/head")" ] || fail "a stored copy of the tied head changed the model"
 retort eval "$WORK/badhead" --tokens "$WORK/tok/val.h5" 2>"$WORK/badhead.err" >"$WORK/badhead.json"
 grep -q "warning: .*badhead/model.safetensors: lm_head.weight differs from model.embed_tokens.weight; config.json ties them" \
@@ -102,7 +109,7 @@ print("ok: the transformers teacher's corpus is the run's; sharded teachers' tea
 PY
 
 # 4. What retort cannot run exactly: one line naming config.json and the key.
-for edit in "model_type=mistral|model_type 'mistral'" "attention_bias=true|key 'attention_bias': biases" \
+for edit in "model_type=qwen2|model_type 'qwen2'" "attention_bias=true|key 'attention_bias': biases" \
             "rope_scaling={\"rope_type\": \"llama3\", \"factor\": 8.0}|key 'rope_scaling': RoPE scaling" \
             "hidden_act=gelu|key 'hidden_act': 'gelu'"; do
   rm -rf "$WORK/bad" && cp -r "$WORK/hf" "$WORK/bad"
@@ -118,6 +125,10 @@ json.dump(c, open(path, "w"))
 PY
   expect_fail 1 "bad/config.json: ${edit#*|}" retort eval "$WORK/bad" --tokens "$WORK/tok/val.h5"
 done
+rm -rf "$WORK/bad" && cp -r "$WORK/mistral" "$WORK/bad"
+/usr/bin/python3 -c "import json,sys; p=sys.argv[1]; c=json.load(open(p)); c['sliding_window']=8; json.dump(c, open(p,'w'))" "$WORK/bad/config.json"
+expect_fail 1 "bad/config.json: key 'sliding_window': 8 below max_position_embeddings [0-9]+, sliding-window attention" \
+  retort eval "$WORK/bad" --tokens "$WORK/tok/val.h5"
 rm -rf "$WORK/bad" && cp -r "$WORK/hf" "$WORK/bad"
 /usr/bin/python3 -c "import json,sys; p=sys.argv[1]; c=json.load(open(p)); c['num_hidden_layers']=1; json.dump(c, open(p,'w'))" "$WORK/bad/config.json"
 expect_fail 1 "bad/model.safetensors: unexpected tensor 'model.layers.1.*' \(does config.json match the weights\?\)" \

@@ -69,6 +69,7 @@ TEST(HfConfig, RefusesWhatRetortCannotRunExactly) {
       {{{"model_type", "qwen2"}}, "model_type 'qwen2'"},
       {{{"mlp_bias", true}}, "key 'mlp_bias': biases"},
       {{{"use_sliding_window", true}}, "key 'use_sliding_window'"},
+      {{{"model_type", "mistral"}, {"sliding_window", 4}}, "key 'sliding_window': 4 below max_position_embeddings 8"},
       {{{"rope_parameters", {{"rope_type", "yarn"}}}}, "rope_type 'yarn'"},
       {{{"tie_word_embeddings", 1}}, "key 'tie_word_embeddings' must be true or false"},
       {{{"num_attention_heads", 2.5}}, "key 'num_attention_heads' must be an integer"},
@@ -81,6 +82,12 @@ TEST(HfConfig, RefusesWhatRetortCannotRunExactly) {
     EXPECT_NE(err.find(why), std::string::npos) << edit.dump() << " -> " << err;
   }
   EXPECT_NO_THROW(read_back(base));
+  // a window as long as the positions (or none) never binds: Mistral is then Llama
+  for (const nlohmann::json& window : {nlohmann::json(8), nlohmann::json(nullptr)}) {
+    nlohmann::json mistral = base;
+    mistral.update({{"model_type", "mistral"}, {"sliding_window", window}});
+    EXPECT_FALSE(read_back(mistral).qk_norm);
+  }
 }
 
 TEST(HfConfig, PublishedConfigsReadAsTheirModels) {
@@ -115,4 +122,17 @@ TEST(HfConfig, PublishedConfigsReadAsTheirModels) {
   EXPECT_EQ(s.n_kv_heads, 3);
   EXPECT_EQ(s.rope_theta, 100000.0);
   EXPECT_EQ(s.n_params(), 134515008);
+  // mistralai/Mistral-Nemo-Base-2407's shape (as its config.json gives it; "12B" on its card):
+  // Llama with head_dim 128 ≠ 5120 / 32, no sliding window.
+  const auto nemo = nlohmann::json::parse(R"({
+    "architectures": ["MistralForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 1,
+    "eos_token_id": 2, "head_dim": 128, "hidden_act": "silu", "hidden_size": 5120,
+    "initializer_range": 0.02, "intermediate_size": 14336, "max_position_embeddings": 1024000,
+    "model_type": "mistral", "num_attention_heads": 32, "num_hidden_layers": 40,
+    "num_key_value_heads": 8, "rms_norm_eps": 1e-05, "rope_theta": 1000000.0,
+    "sliding_window": null, "tie_word_embeddings": false, "torch_dtype": "bfloat16",
+    "use_cache": true, "vocab_size": 131072})");
+  const ModelConfig n = read_back(nemo);
+  EXPECT_EQ(n.head_dim, 128);
+  EXPECT_EQ(n.n_params(), 12247782400);  // 40 · 272 640 000 + 2 · 131072 · 5120 + 5120
 }
