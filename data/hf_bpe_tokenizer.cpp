@@ -245,19 +245,27 @@ HfBpeTokenizer HfBpeTokenizer::load(const std::string& path) {
                        [](const Impl::Added& a, const Impl::Added& b) { return a.content.size() > b.content.size(); });
   }
 
+  HfBpeTokenizer tok(std::move(impl));
   // the document separator, an added token (a vocabulary entry of the same text may be
   // ordinary text: Qwen's "</s>")
-  for (const char* name : {"<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>"}) {
-    for (const Impl::Added& a : t.added_by_first_byte[uint8_t(name[0])])
-      if (a.content == name && t.eos < 0) t.eos = a.id, t.eos_token = name;
-    if (t.eos >= 0) break;
-  }
-  return HfBpeTokenizer(std::move(impl));
+  for (const char* name : {"<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>"})
+    if (const int32_t id = tok.added_token_id(name); id >= 0) {
+      t.eos = id, t.eos_token = name;
+      break;
+    }
+  return tok;
 }
 
 int64_t HfBpeTokenizer::vocab_size() const { return impl_->size; }
 int32_t HfBpeTokenizer::eos_id() const { return impl_->eos; }
 std::string HfBpeTokenizer::eos_token() const { return impl_->eos_token; }
+
+int32_t HfBpeTokenizer::added_token_id(std::string_view content) const {
+  if (content.empty()) return -1;
+  for (const Impl::Added& a : impl_->added_by_first_byte[uint8_t(content[0])])
+    if (a.content == content) return a.id;
+  return -1;
+}
 
 std::string HfBpeTokenizer::describe() const {
   const DigitSplit d = impl_->digits;

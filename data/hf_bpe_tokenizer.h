@@ -1,10 +1,11 @@
 // Byte-level BPE tokenizers read from a Hugging Face tokenizer.json (the `tokenizers` library's
-// file: GPT-2, Llama 3, Qwen2 / Qwen2.5 / Qwen3 and their derivatives), encoding text to the ids
-// that library gives with add_special_tokens=False:
+// file: GPT-2, Llama 3, Qwen2 / Qwen2.5 / Qwen3, Mistral's Tekken, SmolLM2 / StarCoder2 and their
+// derivatives), encoding text to the ids that library gives with add_special_tokens=False:
 //   1. added tokens (`added_tokens`) found in the text, leftmost and longest first, are their
 //      ids; the text between them goes through 2-5;
 //   2. normalizer: none, or NFC;
-//   3. pre-tokenizer: the pieces of the file's split pattern (data/split_pattern.h);
+//   3. pre-tokenizer: the pieces of the file's split pattern, after its Digits cuts if it has
+//      them (data/split_pattern.h);
 //   4. byte level: each piece's UTF-8 bytes as the 256 printable stand-ins of GPT-2
 //      (bytes 33-126, 161-172, 174-255 as themselves, the other 68 as U+0100 onwards);
 //   5. BPE: the adjacent pair of lowest merge rank is merged, leftmost first on equal ranks,
@@ -36,6 +37,7 @@ class HfBpeTokenizer {
   // <|end_of_text|> (Llama 3), </s>, <eos> among the added tokens; -1 if none.
   int32_t eos_id() const;
   std::string eos_token() const;
+  int32_t added_token_id(std::string_view content) const;  // -1 if no added token is `content`
   std::string describe() const;  // "pattern qwen2, NFC, 151387 merges, 26 added tokens"
   // Thread-safe. Invalid UTF-8 is read as U+FFFD (once per maximal invalid subpart).
   std::vector<int32_t> encode(std::string_view text) const;

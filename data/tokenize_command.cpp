@@ -124,17 +124,31 @@ PassCount sample_pass(const std::vector<std::string>& inputs, const std::string&
 // Hugging Face tokenizer.json, behind one call.
 struct DocumentEncoder {
   std::function<std::vector<int32_t>(std::string_view)> encode;
+  std::function<int32_t(std::string_view)> token_id;  // -1 for text that is no special token
   int64_t vocab_size = 0;
   int32_t eos_id = -1;
+  int32_t bos_id = -1;  // tokenize.bos_token's id; -1: none
 };
 
 DocumentEncoder sentencepiece_encoder(const std::string& model) {
   auto tok = std::make_shared<Tokenizer>(Tokenizer::from_serialized(model));
-  return {[tok](std::string_view text) { return tok->encode(text); }, tok->vocab_size(), tok->eos_id()};
+  return {[tok](std::string_view text) { return tok->encode(text); },
+          [tok](std::string_view piece) { return tok->piece_id(piece); }, tok->vocab_size(), tok->eos_id()};
+}
+
+// tokenize.bos_token: its id in the encoder's tokenizer (`path`), or one line naming the key.
+void set_bos(const Config& cfg, DocumentEncoder& enc, const std::string& bos_token, const std::string& path) {
+  if (bos_token.empty()) return;
+  enc.bos_id = enc.token_id(bos_token);
+  if (enc.bos_id < 0)
+    cfg.fail("tokenize.bos_token", str_cat("'", bos_token, "' is not ", path.ends_with(".json") ? "an added token" : "a piece",
+                                           " of ", path));
+  std::printf("tokenize: every document starts with %s (id %d)\n", bos_token.c_str(), enc.bos_id);
 }
 
 // Pass 2's unit of work: documents encoded in parallel (OpenMP, schedule independent of
-// the thread count), then appended in document order, each followed by the eos id.
+// the thread count), then appended in document order, each after the bos id (if any) and
+// followed by the eos id.
 void encode_batch(const DocumentEncoder& enc, const std::vector<Document>& batch,
                   const std::vector<TokenDatasetWriter*>& to) {
   const int64_t n = int64_t(batch.size());
@@ -144,6 +158,7 @@ void encode_batch(const DocumentEncoder& enc, const std::vector<Document>& batch
   for (int64_t i = 0; i < n; ++i) {
     try {
       ids[i] = enc.encode(batch[i].text);
+      if (enc.bos_id >= 0) ids[i].insert(ids[i].begin(), enc.bos_id);
       ids[i].push_back(enc.eos_id);
     } catch (const std::exception& e) {
 #pragma omp critical
@@ -180,7 +195,8 @@ GivenTokenizer read_given_tokenizer(const Config& cfg, const std::string& given)
       throw Error(str_cat(path, ": the tokenizer has none of <|endoftext|>, <|end_of_text|>, </s>, <eos>, one of "
                                 "which retort appends after every document (tokenize.tokenizer)"));
     g.file_name = "tokenizer.json";
-    g.encoder = {[tok](std::string_view text) { return tok->encode(text); }, tok->vocab_size(), tok->eos_id()};
+    g.encoder = {[tok](std::string_view text) { return tok->encode(text); },
+                 [tok](std::string_view content) { return tok->added_token_id(content); }, tok->vocab_size(), tok->eos_id()};
     std::printf("tokenize: using %s (byte-level BPE: %s; vocab %lld, eos %s = %d); %s\n", path.c_str(),
                 tok->describe().c_str(), (long long)tok->vocab_size(), tok->eos_token().c_str(), tok->eos_id(), unused);
     return g;
@@ -239,6 +255,7 @@ int run_tokenize(const Config& cfg) {
   const std::string field = cfg.get_string("tokenize.jsonl_field");
   const double coverage = cfg.get_float("tokenize.character_coverage");
   const std::string given_tokenizer = cfg.get_string("tokenize.tokenizer");
+  const std::string bos_token = cfg.get_string("tokenize.bos_token");
   const int64_t sample_cap = cfg.get_int("tokenize.train_sample_bytes");
   if (inputs.empty()) cfg.fail("tokenize.inputs", "no input files given");
   if (out_dir.empty()) cfg.fail("tokenize.out", "must name an output directory");
@@ -252,9 +269,13 @@ int run_tokenize(const Config& cfg) {
   if (field.empty()) cfg.fail("tokenize.jsonl_field", "must not be empty");
   if (sample_cap < 1) cfg.fail("tokenize.train_sample_bytes", str_cat("must be >= 1, got ", sample_cap));
   // A given tokenizer is checked before the (possibly large) inputs are read.
-  const std::optional<GivenTokenizer> given =
+  std::optional<GivenTokenizer> given =
       given_tokenizer.empty() ? std::nullopt : std::optional(read_given_tokenizer(cfg, given_tokenizer));
   const bool train_tokenizer = !given;
+  if (given) set_bos(cfg, given->encoder, bos_token, given->path);
+  if (train_tokenizer && !bos_token.empty() && bos_token != "<s>")  // the trained one's specials
+    cfg.fail("tokenize.bos_token", str_cat("'", bos_token, "': a tokenizer trained here has <s> (id ",
+                                           Tokenizer::kBosId, ") and no other beginning token"));
 
   // 1. Count the documents; keep the training sample among those the split rule's draw
   // alone puts in train (the final rule moves one document when a split would be empty).
@@ -304,7 +325,8 @@ int run_tokenize(const Config& cfg) {
   const std::string model_path = (stdfs::path(out_dir) / model_name).string();
   retort::fs::write_file_atomic(model_path, model);
   const std::string model_sha = sha256_hex(model);
-  const DocumentEncoder enc = given ? given->encoder : sentencepiece_encoder(model);
+  DocumentEncoder enc = given ? given->encoder : sentencepiece_encoder(model);
+  if (!given) set_bos(cfg, enc, bos_token, model_path);
   std::printf("tokenize: wrote %s (%.1f s)\n", model_path.c_str(), train_s);
   std::fflush(stdout);
 
@@ -350,6 +372,7 @@ int run_tokenize(const Config& cfg) {
 
   summary["vocab_size"] = meta.vocab_size;
   summary["eos_id"] = meta.eos_id;
+  if (enc.bos_id >= 0) summary["bos"] = {{"token", bos_token}, {"id", enc.bos_id}};
   summary["tokenizer_sha256"] = model_sha;
   summary["tokenizer_file"] = model_name;
   if (given) summary["tokenizer_given"] = given_tokenizer;

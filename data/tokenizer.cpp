@@ -89,6 +89,11 @@ Tokenizer Tokenizer::from_serialized(const std::string& model_bytes) {
 int64_t Tokenizer::vocab_size() const { return sp_->GetPieceSize(); }
 int Tokenizer::eos_id() const { return sp_->eos_id(); }
 
+int32_t Tokenizer::piece_id(std::string_view piece) const {
+  const int id = sp_->PieceToId(piece);  // the unknown piece's id when there is none
+  return sp_->IdToPiece(id) == piece ? id : -1;
+}
+
 std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
   std::vector<int> ids;
   auto st = sp_->Encode(text, &ids);

@@ -44,6 +44,7 @@ class Tokenizer {
 
   int64_t vocab_size() const;
   int eos_id() const;
+  int32_t piece_id(std::string_view piece) const;  // -1 if no piece is `piece`
   // Thread-safe (const); no bos/eos added.
   std::vector<int32_t> encode(std::string_view text) const;
   std::string decode(const std::vector<int32_t>& ids) const;

@@ -146,6 +146,19 @@ retort distill "$TINY" --set model.vocab_size=50257 --set "data.val=$WORK/gpt2/t
 expect_fail 1 "tokenizer.json: 151669 ids, more than the model's vocab_size 50257" \
   retort export "$WORK/run" --out "$WORK/hf-qwen" --format hf --tokenizer "$QWEN3/tokenizer.json"
 
+# tokenize.bos_token: Mistral's <s> before every document, as its post-processor adds it; a token
+# the file does not add is one line naming the key.
+retort tokenize "$TINY" --set "tokenize.inputs=[$WORK/some.jsonl]" --set "tokenize.out=$WORK/nemo-bos" \
+  --set tokenize.val_fraction=0 --set "tokenize.tokenizer=$NEMO" --set "tokenize.bos_token=<s>" >/dev/null
+node "$SRC/tests/e2e/hf_tokenizer_reference.mjs" "$JS" "$NEMO" "$WORK/some.jsonl" 2 "$WORK/nemo-bos.ref" special >/dev/null
+/usr/bin/python3 -c "import h5py,sys,numpy as np; t=h5py.File(sys.argv[1])['tokens'][:]; sys.exit(not (t[0] == 1 and (t == np.fromfile(sys.argv[2], '<i4')).all()))" \
+  "$WORK/nemo-bos/train.h5" "$WORK/nemo-bos.ref" || fail "tokenize.bos_token=<s>: not the ids of Mistral's post-processor"
+[ "$(json "$WORK/nemo-bos/tokenize.json" "j['bos']['token'], j['bos']['id']")" = "<s> 1" ] || fail "tokenize.json bos"
+expect_fail 2 "key 'tokenize.bos_token': '<|begin_of_text|>' is not an added token of .*/tokenizer.json" \
+  retort tokenize "$TINY" --set "tokenize.inputs=[$WORK/some.jsonl]" --set "tokenize.out=$WORK/gpt2-bos" \
+  --set "tokenize.tokenizer=$GPT2" --set "tokenize.bos_token=<|begin_of_text|>"
+[ ! -e "$WORK/gpt2-bos" ] || fail "a refused tokenize.bos_token wrote $WORK/gpt2-bos"
+
 # Refusals: one line naming the file and the field, exit 1, nothing written.
 edit() {  # edit NAME PYTHON: $WORK/bad/NAME/tokenizer.json = Qwen3's with `t` changed by PYTHON
   mkdir -p "$WORK/bad/$1"

@@ -36,6 +36,26 @@ retort export "$WORK/run" --out "$WORK/hf-tok" --format hf --tokenizer "$WORK/to
 retort tokenize "$TINY" --set "tokenize.inputs=[$WORK/corpus]" --set "tokenize.out=$WORK/tok2" \
   --set "tokenize.tokenizer=$WORK/hf-tok" >/dev/null
 for f in tokenizer.model train.h5 val.h5; do cmp "$WORK/tok/$f" "$WORK/tok2/$f" || fail "tokenize.tokenizer: $f differs"; done
+# tokenize.bos_token: the same documents, each after <s> (id 1); a tokenizer trained here has no other
+retort tokenize "$TINY" --set "tokenize.inputs=[$WORK/corpus]" --set "tokenize.out=$WORK/tok-bos" \
+  --set "tokenize.tokenizer=$WORK/hf-tok" --set "tokenize.bos_token=<s>" >/dev/null
+/usr/bin/python3 - "$WORK/tok2" "$WORK/tok-bos" <<'PY' || fail "tokenize.bos_token=<s>"
+import sys
+import h5py, numpy as np
+for split in ("train", "val"):
+    a, b = (h5py.File(f"{d}/{split}.h5") for d in sys.argv[1:])
+    ta, oa = a["tokens"][:], list(a["doc_offsets"][:]) + [len(a["tokens"])]
+    docs = [np.concatenate([[1], ta[s:e]]) for s, e in zip(oa, oa[1:])]
+    assert np.array_equal(b["tokens"][:], np.concatenate(docs)), split
+    assert np.array_equal(b["doc_offsets"][:], np.cumsum([0] + [len(d) for d in docs[:-1]])), split
+print("ok: tokenize.bos_token=<s> puts id 1 before every document")
+PY
+expect_fail 2 "key 'tokenize.bos_token': '<|begin_of_text|>' is not a piece of .*/hf-tok/tokenizer.model" \
+  retort tokenize "$TINY" --set "tokenize.inputs=[$WORK/corpus]" --set "tokenize.out=$WORK/tok4" \
+  --set "tokenize.tokenizer=$WORK/hf-tok" --set "tokenize.bos_token=<|begin_of_text|>"
+expect_fail 2 "key 'tokenize.bos_token': '<x>': a tokenizer trained here has <s> \(id 1\) and no other" \
+  retort tokenize "$TINY" --set "tokenize.inputs=[$WORK/corpus]" --set "tokenize.out=$WORK/tok4" --set "tokenize.bos_token=<x>"
+[ ! -e "$WORK/tok4" ] || fail "a refused tokenize.bos_token wrote $WORK/tok4"
 expect_fail 2 "key 'tokenize.tokenizer': .*/hf holds neither a tokenizer.model nor a tokenizer.json" \
   retort tokenize "$TINY" --set "tokenize.inputs=[$WORK/corpus]" --set "tokenize.out=$WORK/tok3" --set "tokenize.tokenizer=$WORK/hf"
 [ ! -e "$WORK/tok3" ] || fail "a refused tokenize.tokenizer wrote $WORK/tok3"
