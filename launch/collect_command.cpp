@@ -71,7 +71,7 @@ std::optional<nlohmann::json> complete_summary(const std::string& run_dir) {
   } catch (const nlohmann::json::exception& e) {
     throw Error(path + ": not valid JSON (" + e.what() + ")");
   }
-  if (j.value("status", "") != "complete") return std::nullopt;
+  if (!j.is_object() || !j.contains("status") || j["status"] != "complete") return std::nullopt;
   return j;
 }
 

@@ -11,6 +11,7 @@
 
 #include "core/check.h"
 #include "core/fs.h"
+#include "core/json_fields.h"
 #include "launch/commands.h"
 #include "scaling/bootstrap.h"
 #include "scaling/chinchilla_fit.h"
@@ -138,16 +139,20 @@ SupervisedLaw read_supervised_fit(const std::string& path) {
   } catch (const std::exception& e) {
     throw ConfigError(str_cat(path, ": not valid JSON: ", e.what()));
   }
-  if (j.value("law", "") != "supervised" || !j.contains("E"))
+  if (!j.is_object() || !j.contains("law") || j["law"] != "supervised" || !j.contains("E"))
     throw ConfigError(str_cat(path, ": --supervised needs the fit.json of a supervised Approach 3 fit (keys E, A, B, "
                               "alpha, beta, gamma)"));
   SupervisedLaw l;
-  l.E = j.at("E");
-  l.A = j.at("A");
-  l.B = j.at("B");
-  l.alpha = j.at("alpha");
-  l.beta = j.at("beta");
-  l.gamma = j.at("gamma");
+  try {
+    l.E = json_number(j, "E", path);
+    l.A = json_number(j, "A", path);
+    l.B = json_number(j, "B", path);
+    l.alpha = json_number(j, "alpha", path);
+    l.beta = json_number(j, "beta", path);
+    l.gamma = json_number(j, "gamma", path);
+  } catch (const Error& e) {
+    throw ConfigError(e.what());
+  }
   return l;
 }
 

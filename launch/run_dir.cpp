@@ -21,7 +21,9 @@ void RunDir::open_metrics(int64_t keep_up_to_step) {
     std::string line;
     while (std::getline(in, line)) {
       auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-      if (j.is_object() && j.value("step", int64_t{0}) <= keep_up_to_step) kept += line + "\n";
+      if (j.is_object() && j.contains("step") && j["step"].is_number_integer() &&
+          j["step"].get<int64_t>() <= keep_up_to_step)
+        kept += line + "\n";
     }
   }
   fs::write_file_atomic(path, kept);

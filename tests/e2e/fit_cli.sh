@@ -89,6 +89,11 @@ expect_fail 1 "missing.csv: cannot read results file" retort fit missing.csv --n
 expect_fail 2 "results.csv: no column 'params' \(set it with --col-n" retort fit results.csv --col-n params --no-plot
 expect_fail 2 "form must be chinchilla or busbridge" retort fit results.csv --form kaplan --no-plot
 expect_fail 2 "law distillation needs --supervised" retort fit distill.csv --law distillation --no-plot
+python3 -c "import json; j = json.load(open('sup/fit.json')); j['alpha'] = 'x'; json.dump(j, open('badsup.json', 'w'))"
+expect_fail 2 "badsup.json: key 'alpha'" retort fit distill.csv --no-plot --law distillation --supervised badsup.json
+echo '{"law": 3}' > notsup.json
+expect_fail 2 "notsup.json: --supervised needs the fit.json of a supervised" \
+  retort fit distill.csv --no-plot --law distillation --supervised notsup.json
 expect_fail 2 "usage error" retort fit results.csv --delta abc
 head -4 results.csv > thin.csv
 expect_fail 1 "IsoFLOP budget C ≈ 1e\+18 \(lines 2, 3, 4\) has 3 distinct|needs at least 2 compute budgets" \
