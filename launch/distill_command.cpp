@@ -13,17 +13,15 @@
 // parallel.device: cuda (the meshes parallel/gpu_mesh.cpp allows): the student, its KD loss and
 // the online teacher on the GPU; corpus batches are read on the host and their top-k uploaded
 // per micro-batch.
-#include <yaml-cpp/yaml.h>
 
 #include <cmath>
-#include <filesystem>
 #include <optional>
 
-#include "core/hdf5.h"
 #include "data/corpus_batches.h"
 #include "data/loader.h"
 #include "launch/checkpoint_model.h"
 #include "launch/commands.h"
+#include "launch/teacher_tokenizer.h"
 #include "launch/train_loop.h"
 #include "models/distill_loss.h"
 #include "core/ops.h"
@@ -36,33 +34,12 @@ namespace retort {
 
 namespace {
 
-// One tokenizer for both files ("none" = unknown, e.g. synthetic data: not compared).
-void check_same_tokenizer(const std::string& a_file, const std::string& a_sha,
-                          const std::string& b_file, const std::string& b_sha) {
-  if (a_sha == "none" || b_sha == "none" || a_sha == b_sha) return;
-  throw ConfigError(str_cat("tokenizer mismatch: ", a_file, " has tokenizer_sha256 ", a_sha, " but ",
-                            b_file, " has ", b_sha, " (student and teacher need the same tokenizer)"));
-}
+constexpr const char* kSameTokenizer = "student and teacher need the same tokenizer";
 
 void check_same_vocab(const std::string& a_what, int64_t a, const std::string& b_what, int64_t b) {
   if (a == b) return;
   throw ConfigError(str_cat("vocabulary mismatch: ", a_what, " is ", a, " but ", b_what, " is ", b,
                             " (student and teacher need the same vocabulary)"));
-}
-
-// The teacher's tokenizer: tokenizer_sha256 of the first of its config's data.val / data.train
-// files that exists. {file, "none"} when none can be read.
-std::pair<std::string, std::string> teacher_tokenizer(const LoadedModel& teacher) {
-  YAML::Node root = YAML::Load(teacher.config_yaml);
-  for (const char* key : {"val", "train"}) {
-    YAML::Node n = root["data"] ? root["data"][key] : YAML::Node();
-    if (!n || !n.IsScalar() || n.as<std::string>().empty()) continue;
-    const std::string path = n.as<std::string>();
-    if (!std::filesystem::exists(path)) continue;
-    h5::File f = h5::File::open_read(path);
-    if (f.has_attr("tokenizer_sha256")) return {path, f.attr_string("tokenizer_sha256")};
-  }
-  return {teacher.dir + "/config.yaml", "none"};
 }
 
 }  // namespace
@@ -101,7 +78,7 @@ int run_distill(const Config& cfg, bool resume) {
     const CorpusMeta& m = corpus->meta();
     const std::string manifest = corpus_dir + "/manifest.json";
     check_same_vocab(str_cat("vocab_size of the corpus (", manifest, ")"), m.vocab_size, student_what, mc.vocab_size);
-    check_same_tokenizer(manifest, m.tokenizer_sha256, val_data.path(), student_sha);
+    check_same_tokenizer(manifest, m.tokenizer_sha256, val_data.path(), student_sha, kSameTokenizer);
     if (m.seq_len - 1 > mc.seq_len)
       cfg.fail("model.seq_len", str_cat(mc.seq_len, " is shorter than the corpus sequences (", manifest,
                                         ": ", m.seq_len, " tokens, ", m.seq_len - 1, " targets)"));
@@ -122,9 +99,9 @@ int run_distill(const Config& cfg, bool resume) {
     const ModelConfig& tc = teacher->model->config();
     check_same_vocab(str_cat("model.vocab_size of the teacher (", teacher->dir, "/config.yaml)"),
                      tc.vocab_size, student_what, mc.vocab_size);
-    const auto [tfile, tsha] = teacher_tokenizer(*teacher);
-    check_same_tokenizer(tfile, tsha, val_data.path(), student_sha);
-    if (corpus) check_same_tokenizer(tfile, tsha, corpus_dir + "/manifest.json", corpus->meta().tokenizer_sha256);
+    const TeacherTokenizer tt = teacher_tokenizer(*teacher);
+    check_same_tokenizer(tt, val_data.path(), student_sha, kSameTokenizer);
+    if (corpus) check_same_tokenizer(tt, corpus_dir + "/manifest.json", corpus->meta().tokenizer_sha256, kSameTokenizer);
   }
 
   // Tokens: the corpus sequences (T = Ls − 1) or windows of data.train (T = model.seq_len).
@@ -138,7 +115,8 @@ int run_distill(const Config& cfg, bool resume) {
                                              "corpus' ", T, " targets per sequence"));
   } else {
     train_data.emplace(open_token_split(cfg, "data.train", mc));
-    check_same_tokenizer(train_data->path(), train_data->meta().tokenizer_sha256, val_data.path(), student_sha);
+    check_same_tokenizer(train_data->path(), train_data->meta().tokenizer_sha256, val_data.path(), student_sha,
+                         kSameTokenizer);
     windows.emplace(train_data->tokens(), mc.seq_len, seed);
   }
   if (teacher && teacher->model->config().seq_len < T)

@@ -34,6 +34,7 @@
 #include "data/token_dataset.h"
 #include "launch/checkpoint_model.h"
 #include "launch/commands.h"
+#include "launch/teacher_tokenizer.h"
 #include "launch/corpus_generator.h"
 #include "launch/preemption_vote.h"
 #include "parallel/collective_watchdog.h"
@@ -268,6 +269,8 @@ int run_generate(const Config& cfg_in) {
   if (data.meta().vocab_size > mc.vocab_size)
     throw Error(str_cat(p.data, ": vocabulary of ", data.meta().vocab_size,
                         " exceeds the teacher's vocab_size ", mc.vocab_size, " (", teacher.dir, ")"));
+  check_same_tokenizer(teacher_tokenizer(teacher), p.data, data.meta().tokenizer_sha256,
+                       "the teacher reads the data in its own tokenizer's ids");
   GeneratorSettings& g = p.gen;
   // A sequence of Ls tokens has Ls − 1 targets and the teacher reads Ls − 1 inputs, so the
   // default Ls = seq_len + 1 gives students of the same seq_len full-length sequences.

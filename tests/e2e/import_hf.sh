@@ -110,6 +110,17 @@ OMP_NUM_THREADS=1 mpirun --allow-run-as-root --oversubscribe -np 2 "$RETORT_BIN"
   --set "run.dir=$WORK/fsdp" --set train.steps=20 --set parallel.fsdp=2 >/dev/null
 ls "$WORK/fsdp/checkpoints/step_00000020"/shard-*.h5 >/dev/null || fail "the fsdp checkpoint is not sharded"
 retort generate "${G[@]}" --set "generate.teacher=$WORK/fsdp" --set "generate.out=$WORK/c-fsdp" >/dev/null
+# The teacher's tokenizer must be the data's: a transformers dir's tokenizer.model (a copy of the
+# data's), a checkpoint's through its config's data files; other ids are one line, exit 2.
+retort generate "${G[@]}" --set "generate.teacher=$WORK/hf-tok" --set "generate.out=$WORK/c-tok" >/dev/null
+retort tokenize "$TINY" --set "tokenize.inputs=[$WORK/corpus]" --set "tokenize.out=$WORK/tok400" \
+  --set tokenize.vocab_size=400 >/dev/null
+for t in "hf-tok|hf-tok/tokenizer.model" "run|tok/val.h5"; do
+  expect_fail 2 "tokenizer mismatch: .*/${t#*|} has tokenizer_sha256 [0-9a-f]{64} but .*/tok400/train.h5 has [0-9a-f]{64} \(the teacher reads the data in its own tokenizer's ids\)" \
+    retort generate "${G[@]}" --set "generate.teacher=$WORK/${t%%|*}" --set "generate.data=$WORK/tok400/train.h5" \
+    --set "generate.out=$WORK/c-bad"
+done
+[ ! -e "$WORK/c-bad" ] || fail "a refused generate wrote $WORK/c-bad"
 /usr/bin/python3 - "$WORK" <<'PY'
 import glob, hashlib, json, sys
 import h5py, numpy as np
