@@ -124,7 +124,7 @@ PassCount sample_pass(const std::vector<std::string>& inputs, const std::string&
 // Hugging Face tokenizer.json, behind one call.
 struct DocumentEncoder {
   std::function<std::vector<int32_t>(std::string_view)> encode;
-  std::function<int32_t(std::string_view)> token_id;  // -1 for text that is no special token
+  std::function<int32_t(std::string_view)> token_id;  // an added token or piece; -1: none
   int64_t vocab_size = 0;
   int32_t eos_id = -1;
   int32_t bos_id = -1;  // tokenize.bos_token's id; -1: none
