@@ -497,6 +497,15 @@ Tensor rope_table(int64_t T, int64_t head_dim, double theta) {
   return t;
 }
 
+Tensor rope_table(int64_t T, const std::vector<double>& inv_freq) {
+  RETORT_CHECK(T >= 0, "rope_table: T must be >= 0, got ", T);
+  RETORT_CHECK(!inv_freq.empty(), "rope_table: no frequencies");
+  const int64_t hd = 2 * int64_t(inv_freq.size());
+  Tensor t = Tensor::empty({T, hd});
+  cpu::rope_table(t.data<float>(), T, hd, inv_freq.data());
+  return t;
+}
+
 namespace {
 // y = x rotated (y may be x; each F32 or BF16, either a window).
 void rope_apply(const char* op, const Heads& y, const Heads& x, const Tensor& table, float sign) {

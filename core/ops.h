@@ -125,6 +125,8 @@ void copy_heads(const Heads& dst, const Heads& src);
 // table: [T, hd] with cos(pos·inv_freq_i) in [:, i] and sin(...) in [:, hd/2 + i], i < hd/2,
 //        inv_freq_i = theta^(-2i/hd), pos = 0..T-1 (computed in double, stored in float).
 Tensor rope_table(int64_t T, int64_t head_dim, double theta);
+// The same from given inverse frequencies (hd = 2·inv_freq.size(); models/rope_frequencies.h).
+Tensor rope_table(int64_t T, const std::vector<double>& inv_freq);
 // x: [B, T, nh, hd], in place. Pair (x_i, x_{i+hd/2}) -> (x_i c - x_j s, x_j c + x_i s).
 // The table may have more than T rows: rows 0..T-1 are used (pass table.slice(p, p + T) for
 // positions starting at p). x may be a window of heads (q and k inside the packed product).

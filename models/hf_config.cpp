@@ -24,7 +24,13 @@ nlohmann::json hf_config_json(const ModelConfig& mc, const std::string& torch_dt
       {"max_position_embeddings", mc.seq_len},
       {"rms_norm_eps", mc.norm_eps},
       {"rope_theta", mc.rope_theta},
-      {"rope_scaling", nullptr},
+      {"rope_scaling", mc.rope_scaling == "llama3"
+                           ? nlohmann::json{{"rope_type", "llama3"},
+                                            {"factor", mc.rope_scaling_factor},
+                                            {"low_freq_factor", mc.rope_low_freq_factor},
+                                            {"high_freq_factor", mc.rope_high_freq_factor},
+                                            {"original_max_position_embeddings", mc.rope_original_max_position}}
+                           : nlohmann::json(nullptr)},
       {"attention_bias", false},
       {"attention_dropout", 0.0},
       {"tie_word_embeddings", mc.tie_embeddings},
@@ -78,14 +84,29 @@ std::string model_yaml_from_hf_config(const nlohmann::json& j, const std::string
     refuse("sliding_window", str_cat(j["sliding_window"].dump(), " below max_position_embeddings ", positions,
                                      ", sliding-window attention"));
   double theta = given(j, "rope_theta") ? json_number(j, "rope_theta", file) : 10000.0;
-  if (given(j, "rope_scaling")) refuse("rope_scaling", "RoPE scaling");
-  if (given(j, "rope_parameters")) {  // transformers 5: {"rope_type": "default", "rope_theta": θ}
-    const auto& rp = j["rope_parameters"];
+  // RoPE scaling: none ("default") or Llama 3.1's "llama3" (models/rope_frequencies.h), from
+  // rope_scaling (transformers 4; "type" in older files) or rope_parameters (transformers 5)
+  std::string scaling = "  rope_scaling: none\n";
+  auto read_scaling = [&](const char* key) {
+    const auto& rs = j[key];
+    const std::string where = str_cat(file, ": ", key);
+    if (!rs.is_object()) throw Error(str_cat(where, ": not an object"));
+    const char* type_key = given(rs, "rope_type") || !given(rs, "type") ? "rope_type" : "type";
+    const std::string type = given(rs, type_key) ? json_string(rs, type_key, where) : "default";
+    if (type == "default") return;
+    if (type != "llama3") refuse(key, str_cat("RoPE scaling '", type, "' (retort has llama3)"));
+    const double factor = json_number(rs, "factor", where);
+    const double low = json_number(rs, "low_freq_factor", where), high = json_number(rs, "high_freq_factor", where);
+    const int64_t original = json_int(rs, "original_max_position_embeddings", where, 1, int64_t(1) << 40);
+    scaling = str_cat("  rope_scaling: llama3\n", "  rope_scaling_factor: ", number(factor), "\n",
+                      "  rope_low_freq_factor: ", number(low), "\n", "  rope_high_freq_factor: ", number(high),
+                      "\n", "  rope_original_max_position: ", original, "\n");
+  };
+  if (given(j, "rope_scaling")) read_scaling("rope_scaling");
+  if (given(j, "rope_parameters")) {  // transformers 5: {"rope_type": ..., "rope_theta": θ, ...}
+    read_scaling("rope_parameters");
     const std::string where = str_cat(file, ": rope_parameters");
-    if (!rp.is_object()) throw Error(str_cat(where, ": not an object"));
-    if (given(rp, "rope_type") && json_string(rp, "rope_type", where) != "default")
-      refuse("rope_parameters", str_cat("rope_type '", rp["rope_type"].get<std::string>(), "'"));
-    if (given(rp, "rope_theta")) theta = json_number(rp, "rope_theta", where);
+    if (given(j["rope_parameters"], "rope_theta")) theta = json_number(j["rope_parameters"], "rope_theta", where);
   }
   const int64_t heads = json_int(j, "num_attention_heads", file, 1, kMax);
   const int64_t d = json_int(j, "hidden_size", file, 1, kMax);
@@ -97,7 +118,7 @@ std::string model_yaml_from_hf_config(const nlohmann::json& j, const std::string
                  "  n_kv_heads: ", given(j, "num_key_value_heads") ? json_int(j, "num_key_value_heads", file, 1, kMax) : heads, "\n",
                  "  head_dim: ", given(j, "head_dim") ? json_int(j, "head_dim", file, 1, kMax) : 0, "\n",
                  "  d_ff: ", json_int(j, "intermediate_size", file, 1, kMax), "\n",
-                 "  rope_theta: ", number(theta), "\n",
+                 "  rope_theta: ", number(theta), "\n", scaling,
                  "  norm_eps: ", number(given(j, "rms_norm_eps") ? json_number(j, "rms_norm_eps", file) : 1e-6), "\n",
                  "  qk_norm: ", type == "qwen3" ? "true" : "false", "\n",
                  "  tie_embeddings: ", flag(j, "tie_word_embeddings", false, file) ? "true" : "false", "\n",

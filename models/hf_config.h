@@ -19,8 +19,8 @@ nlohmann::json hf_config_json(const ModelConfig& mc, const std::string& torch_dt
 // The `model:` section (YAML text, every key given) for a transformers config.json `j` read
 // from `file`: model_type llama, mistral or qwen3; seq_len from max_position_embeddings. Throws
 // an Error naming the file and key for what retort cannot run exactly (another model_type,
-// biases, an activation other than silu, RoPE scaling, a sliding window shorter than
-// max_position_embeddings).
+// biases, an activation other than silu, RoPE scaling other than Llama 3.1's llama3, a sliding
+// window shorter than max_position_embeddings).
 std::string model_yaml_from_hf_config(const nlohmann::json& j, const std::string& file);
 
 }  // namespace retort

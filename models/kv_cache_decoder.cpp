@@ -5,6 +5,7 @@
 
 #include "core/check.h"
 #include "core/ops.h"
+#include "models/rope_frequencies.h"
 
 namespace retort {
 
@@ -54,7 +55,7 @@ KvCacheDecoder::KvCacheDecoder(const Transformer& model, int64_t max_batch, int6
     l.v_cache = Tensor::zeros(cache, cache_dtype, device_);
     layers_.push_back(l);
   }
-  rope_ = ops::rope_table(max_len, cfg_.head_dim, cfg_.rope_theta).to(device_);
+  rope_ = ops::rope_table(max_len, rope_inverse_frequencies(cfg_)).to(device_);
 }
 
 int64_t KvCacheDecoder::cache_bytes(const ModelConfig& cfg, int64_t max_batch, int64_t max_len,

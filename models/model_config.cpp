@@ -52,6 +52,17 @@ void resolve_and_validate(ModelConfig& m, const FailFn& fail) {
   if (m.d_ff == 0) m.d_ff = ModelConfig::default_d_ff(m.d_model);
 
   if (!(m.rope_theta > 0)) fail("model.rope_theta", str_cat("must be > 0, got ", m.rope_theta));
+  if (m.rope_scaling != "none" && m.rope_scaling != "llama3")
+    fail("model.rope_scaling", str_cat("must be 'none' or 'llama3', got '", m.rope_scaling, "'"));
+  if (!(m.rope_scaling_factor >= 1))
+    fail("model.rope_scaling_factor", str_cat("must be >= 1, got ", m.rope_scaling_factor));
+  if (!(m.rope_low_freq_factor > 0))
+    fail("model.rope_low_freq_factor", str_cat("must be > 0, got ", m.rope_low_freq_factor));
+  if (!(m.rope_high_freq_factor > m.rope_low_freq_factor))
+    fail("model.rope_high_freq_factor", str_cat("must be > rope_low_freq_factor (", m.rope_low_freq_factor,
+                                                "), got ", m.rope_high_freq_factor));
+  if (m.rope_original_max_position < 1)
+    fail("model.rope_original_max_position", str_cat("must be >= 1, got ", m.rope_original_max_position));
   if (!(m.norm_eps > 0)) fail("model.norm_eps", str_cat("must be > 0, got ", m.norm_eps));
   if (m.init != "normal" && m.init != "mup_simple")
     fail("model.init", str_cat("must be 'normal' or 'mup_simple', got '", m.init, "'"));
@@ -72,6 +83,11 @@ ModelConfig ModelConfig::from_config(const Config& cfg) {
   m.head_dim = cfg.get_int("model.head_dim");
   m.d_ff = cfg.get_int("model.d_ff");
   m.rope_theta = cfg.get_float("model.rope_theta");
+  m.rope_scaling = cfg.get_string("model.rope_scaling");
+  m.rope_scaling_factor = cfg.get_float("model.rope_scaling_factor");
+  m.rope_low_freq_factor = cfg.get_float("model.rope_low_freq_factor");
+  m.rope_high_freq_factor = cfg.get_float("model.rope_high_freq_factor");
+  m.rope_original_max_position = cfg.get_int("model.rope_original_max_position");
   m.norm_eps = cfg.get_float("model.norm_eps");
   m.qk_norm = cfg.get_bool("model.qk_norm");
   m.tie_embeddings = cfg.get_bool("model.tie_embeddings");

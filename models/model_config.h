@@ -17,6 +17,10 @@ struct ModelConfig {
   int64_t head_dim = 0;     // hd  (resolved: d / H when not given)
   int64_t d_ff = 0;         // F   (resolved: 8/3·d rounded up to a multiple of 64)
   double rope_theta = 500000.0;
+  // RoPE frequency scaling (models/rope_frequencies.h): "none" or "llama3" with its parameters
+  std::string rope_scaling = "none";
+  double rope_scaling_factor = 8.0, rope_low_freq_factor = 1.0, rope_high_freq_factor = 4.0;
+  int64_t rope_original_max_position = 8192;
   double norm_eps = 1e-5;
   bool qk_norm = true;
   bool tie_embeddings = true;

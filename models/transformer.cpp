@@ -7,6 +7,7 @@
 
 #include "core/ops.h"
 #include "core/random.h"
+#include "models/rope_frequencies.h"
 
 namespace retort {
 
@@ -106,7 +107,7 @@ Transformer::Transformer(const ModelConfig& cfg, const TpLayout& tp, Device devi
   flat_params_ = Tensor::zeros({n_params_}, DType::F32, device);
   if (gradients == Gradients::Allocate) flat_grads_ = Tensor::zeros({n_params_}, DType::F32, device);
   build_views();
-  rope_ = ops::rope_table(cfg.seq_len, hd, cfg.rope_theta).to(device);
+  rope_ = ops::rope_table(cfg.seq_len, rope_inverse_frequencies(cfg)).to(device);
 }
 
 void Transformer::bind(const Tensor& flat_params, const Tensor& flat_grads) {

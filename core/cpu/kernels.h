@@ -82,8 +82,9 @@ void rmsnorm_rope_backward(Out* dx, int64_t dx_pitch, float* dg, const In* dy, c
                            const float* table, int64_t B, int64_t T, int64_t nh, int64_t hd);
 
 // ---- rope.cpp ----------------------------------------------------------------------------
-// table: [T, hd] = [cos | sin] (see ops.h)
+// table: [T, hd] = [cos | sin] (see ops.h), from theta or from the hd/2 inverse frequencies
 void rope_table(float* table, int64_t T, int64_t hd, double theta);
+void rope_table(float* table, int64_t T, int64_t hd, const double* inv_freq);
 // y = x: [B, T, nh, hd] rotated by +angle (sign = +1) or -angle (sign = -1); each of y, x
 // float or bf16 (uint16_t; rounded at the store); y may be x (in place). A token's nh heads
 // lie y_pitch (x_pitch) elements after the previous token's (nh·hd when contiguous; a window

@@ -1,23 +1,30 @@
 // Rotary position embedding, rotate-half convention.
-//   table[t, i] = cos(t·f_i), table[t, hd/2 + i] = sin(t·f_i), f_i = theta^(−2i/hd), i < hd/2
+//   table[t, i] = cos(t·f_i), table[t, hd/2 + i] = sin(t·f_i), i < hd/2, f_i = theta^(−2i/hd)
+//   or given (models/rope_frequencies.h)
 //   forward  (sign +1): (x_i, x_j) -> (x_i c − x_j s, x_j c + x_i s), j = i + hd/2
 //   backward (sign −1): the transpose, i.e. rotation by −angle.
 #include <cmath>
+#include <vector>
 
 #include "core/cpu/bf16.h"
 #include "core/cpu/kernels.h"
 
 namespace retort::cpu {
 
-void rope_table(float* table, int64_t T, int64_t hd, double theta) {
+void rope_table(float* table, int64_t T, int64_t hd, const double* inv_freq) {
   const int64_t half = hd / 2;
   for (int64_t t = 0; t < T; ++t)
     for (int64_t i = 0; i < half; ++i) {
-      const double inv_freq = std::pow(theta, -2.0 * static_cast<double>(i) / hd);
-      const double ang = static_cast<double>(t) * inv_freq;
+      const double ang = static_cast<double>(t) * inv_freq[i];
       table[t * hd + i] = static_cast<float>(std::cos(ang));
       table[t * hd + half + i] = static_cast<float>(std::sin(ang));
     }
+}
+
+void rope_table(float* table, int64_t T, int64_t hd, double theta) {
+  std::vector<double> inv_freq(size_t(hd / 2));
+  for (int64_t i = 0; i < hd / 2; ++i) inv_freq[size_t(i)] = std::pow(theta, -2.0 * static_cast<double>(i) / hd);
+  rope_table(table, T, hd, inv_freq.data());
 }
 
 // x: [B, T, nh, hd], a token's heads x_pitch (y: y_pitch) elements after the previous

@@ -24,7 +24,7 @@ import torch
 import yaml
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "reference"))
-from torch_reference import rms_norm, rotate  # SPEC §1 pieces, float64
+from torch_reference import inverse_frequencies, rms_norm, rotate  # SPEC §1 pieces, float64
 
 torch.set_default_dtype(torch.float64)
 
@@ -67,7 +67,7 @@ def teacher_logits(W, c, tokens):
     """[B, T, V] logits of SPEC §1 for int64 tokens [B, T]."""
     L, H, Hkv = c["n_layers"], c["n_heads"], c["n_kv_heads"]
     hd = c["head_dim"]
-    eps, theta = c["norm_eps"], c["rope_theta"]
+    eps, inv_freq = c["norm_eps"], inverse_frequencies(c)
     B, T = tokens.shape
     x = W["model.embed_tokens.weight"][tokens]
     mask = torch.ones(T, T, dtype=torch.bool).tril()
@@ -80,7 +80,7 @@ def teacher_logits(W, c, tokens):
         if c["qk_norm"]:
             q = rms_norm(q, W[p + "self_attn.q_norm.weight"], eps)
             k = rms_norm(k, W[p + "self_attn.k_norm.weight"], eps)
-        q, k = rotate(q, theta), rotate(k, theta)
+        q, k = rotate(q, inv_freq), rotate(k, inv_freq)
         heads = []
         for hh in range(H):
             j = hh // (H // Hkv)
@@ -106,7 +106,11 @@ def teacher(corpus, tdir, tol):
     c = dict(n_layers=model["n_layers"], n_heads=H, n_kv_heads=model.get("n_kv_heads") or H,
              head_dim=model.get("head_dim") or d // H, norm_eps=float(model.get("norm_eps", 1e-5)),
              rope_theta=float(model.get("rope_theta", 500000)), qk_norm=model.get("qk_norm", True),
-             tie_embeddings=model.get("tie_embeddings", True))
+             tie_embeddings=model.get("tie_embeddings", True), rope_scaling=model.get("rope_scaling", "none"),
+             rope_scaling_factor=float(model.get("rope_scaling_factor", 8)),
+             rope_low_freq_factor=float(model.get("rope_low_freq_factor", 1)),
+             rope_high_freq_factor=float(model.get("rope_high_freq_factor", 4)),
+             rope_original_max_position=int(model.get("rope_original_max_position", 8192)))
     tau = m.get("logit_temperature", 1.0)
     worst, raw, rows = -1.0, 0.0, 0
     for path in files:

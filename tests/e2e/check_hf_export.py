@@ -7,7 +7,8 @@ Written from the safetensors format and transformers' Qwen3 / Llama modeling, no
 retort's C++: model.safetensors is parsed by hand (8-byte header length, JSON header,
 contiguous data), config.json is read with transformers' key names, and a float64 numpy
 forward (RMSNorm, per-head q/k RMSNorm for qwen3, rotate-half RoPE with
-inv_freq = rope_theta^(-2i/head_dim), GQA, SwiGLU, tied or own lm_head) gives the mean
+inv_freq = rope_theta^(-2i/head_dim), rescaled as rope_scaling's "llama3" type says, GQA,
+SwiGLU, tied or own lm_head) gives the mean
 next-token loss on EVAL_JSON's windows of TOKENS_H5 (SPEC §3), which must equal the loss
 `retort eval` wrote there within 1e-6 relative. With --bf16-of, HF_DIR must instead hold
 exactly the bfloat16 round-to-nearest-even of HF_F32_DIR's tensors (and say so in config.json).
@@ -70,9 +71,27 @@ def rmsnorm(x, g, eps):
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * g
 
 
-def rope(x, theta):  # x: [heads, T, hd]
-    hd, t = x.shape[-1], x.shape[-2]
-    inv_freq = 1.0 / theta ** (np.arange(0, hd, 2, dtype=np.float64) / hd)
+def inv_freq_of(c):
+    """transformers' RoPE frequencies: default, or rope_scaling's rope_type "llama3" (Llama 3.1)."""
+    hd = c["head_dim"]
+    inv_freq = 1.0 / c["rope_theta"] ** (np.arange(0, hd, 2, dtype=np.float64) / hd)
+    rs = c.get("rope_scaling")
+    if not rs:
+        return inv_freq
+    if rs["rope_type"] != "llama3":
+        fail(f"config.json: rope_scaling {rs} is not llama3")
+    old, factor = rs["original_max_position_embeddings"], rs["factor"]
+    low, high = rs["low_freq_factor"], rs["high_freq_factor"]
+    wavelen = 2 * np.pi / inv_freq
+    scaled = np.where(wavelen > old / low, inv_freq / factor, inv_freq)
+    smooth = (old / wavelen - low) / (high - low)
+    medium = (wavelen >= old / high) & (wavelen <= old / low)
+    return np.where(medium, (1 - smooth) * scaled / factor + smooth * scaled, scaled)
+
+
+def rope(x, inv_freq):  # x: [heads, T, hd]
+    t = x.shape[-2]
+    hd = x.shape[-1]
     ang = np.outer(np.arange(t, dtype=np.float64), inv_freq)
     cos, sin = np.cos(np.concatenate([ang, ang], -1)), np.sin(np.concatenate([ang, ang], -1))
     rotated = np.concatenate([-x[..., hd // 2:], x[..., :hd // 2]], -1)
@@ -96,7 +115,7 @@ def window_loss(c, w, tokens):
         if arch == "qwen3":
             q = rmsnorm(q, w[p + "self_attn.q_norm.weight"], eps)
             k = rmsnorm(k, w[p + "self_attn.k_norm.weight"], eps)
-        q, k = rope(q, c["rope_theta"]), rope(k, c["rope_theta"])
+        q, k = rope(q, inv_freq_of(c)), rope(k, inv_freq_of(c))
         k, v = np.repeat(k, H // Hkv, 0), np.repeat(v, H // Hkv, 0)
         s = q @ k.transpose(0, 2, 1) / np.sqrt(hd) + mask
         s = np.exp(s - s.max(-1, keepdims=True))

@@ -31,9 +31,11 @@ retort export "$WORK/qwen3" --out "$WORK/qwen3-bf16" --format hf --dtype bfloat1
 check "$WORK/qwen3-bf16" "$WORK/tok/val.h5" "$WORK/qwen3-eval.json" --bf16-of "$WORK/qwen3-hf"
 [ ! -e "$WORK/qwen3-bf16/tokenizer.model" ] || fail "a tokenizer appeared without --tokenizer"
 
-# 3. Llama: no qk-norm, untied lm_head, no GQA, another RoPE base.
+# 3. Llama: no qk-norm, untied lm_head, no GQA, another RoPE base, Llama 3.1's RoPE scaling
+# (its three regimes: at head_dim 16 and original context 48, wavelengths 6, 20 and 63+).
 retort train "${D[@]}" --set "run.dir=$WORK/llama" --set model.qk_norm=false \
-  --set model.tie_embeddings=false --set model.n_kv_heads=4 --set model.rope_theta=10000 >/dev/null
+  --set model.tie_embeddings=false --set model.n_kv_heads=4 --set model.rope_theta=10000 \
+  --set model.rope_scaling=llama3 --set model.rope_scaling_factor=32 --set model.rope_original_max_position=48 >/dev/null
 retort export "$WORK/llama/checkpoints" --out "$WORK/llama-hf" --format hf >/dev/null
 retort eval "$WORK/llama" --tokens "$WORK/tok/val.h5" --out "$WORK/llama-eval.json" >/dev/null
 check "$WORK/llama-hf" "$WORK/tok/val.h5" "$WORK/llama-eval.json"

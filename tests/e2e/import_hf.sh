@@ -6,9 +6,9 @@
 # lm_head anyway ignores it, as transformers does (with a warning when it differs); it serves as generate's teacher (the same
 # corpus as from the run itself, teacher_sha256 that of model.safetensors), as does a teacher
 # whose checkpoint is sharded (trained with fsdp); the same directory called a Mistral model (no
-# sliding window) reads as the same model; and what retort cannot run exactly (another
-# model_type, biases, RoPE scaling, a sliding window that binds, a tensor the model lacks) is one
-# error line.
+# sliding window) reads as the same model, as does one with Llama 3.1's RoPE scaling; and what
+# retort cannot run exactly (another model_type, biases, other RoPE scaling, a sliding window
+# that binds, a tensor the model lacks) is one error line.
 source "$(dirname "$0")/lib.sh"
 tiny_tokens "$WORK/tok"
 D=("$TINY" --set "data.train=$WORK/tok/train.h5" --set "data.val=$WORK/tok/val.h5" --set eval.every=0)
@@ -96,6 +96,14 @@ retort train "${D[@]}" --set "run.dir=$WORK/llama" --set train.steps=5 --set mod
 retort export "$WORK/llama" --out "$WORK/mistral" --format hf >/dev/null
 /usr/bin/python3 -c "import json,sys; p=sys.argv[1]; c=json.load(open(p)); c.update(model_type='mistral', architectures=['MistralForCausalLM'], sliding_window=None); json.dump(c, open(p,'w'))" "$WORK/mistral/config.json"
 [ "$(loss "$WORK/llama")" = "$(loss "$WORK/mistral")" ] || fail "the model read as mistral differs"
+# Llama 3.1's RoPE scaling (rope_scaling: llama3) is written to config.json and read back
+retort train "${D[@]}" --set "run.dir=$WORK/llama31" --set train.steps=5 --set model.qk_norm=false \
+  --set model.rope_scaling=llama3 --set model.rope_scaling_factor=32 --set model.rope_original_max_position=24 >/dev/null
+retort export "$WORK/llama31" --out "$WORK/hf-llama31" --format hf >/dev/null
+[ "$(json "$WORK/hf-llama31/config.json" "sorted(j['rope_scaling'].items())")" = \
+  "[('factor', 32.0), ('high_freq_factor', 4.0), ('low_freq_factor', 1.0), ('original_max_position_embeddings', 24), ('rope_type', 'llama3')]" ] \
+  || fail "config.json rope_scaling: $(json "$WORK/hf-llama31/config.json" "j['rope_scaling']")"
+[ "$(loss "$WORK/llama31")" = "$(loss "$WORK/hf-llama31")" ] || fail "the llama3-scaled model read back differs"
 [ "$(loss "$WORK/run")" = "$(loss "$WORK/head")" ] || fail "a stored copy of the tied head changed the model"
 retort eval "$WORK/badhead" --tokens "$WORK/tok/val.h5" 2>"$WORK/badhead.err" >"$WORK/badhead.json"
 grep -q "warning: .*badhead/model.safetensors: lm_head.weight differs from model.embed_tokens.weight; config.json ties them" \
@@ -141,7 +149,7 @@ PY
 
 # 4. What retort cannot run exactly: one line naming config.json and the key.
 for edit in "model_type=qwen2|model_type 'qwen2'" "attention_bias=true|key 'attention_bias': biases" \
-            "rope_scaling={\"rope_type\": \"llama3\", \"factor\": 8.0}|key 'rope_scaling': RoPE scaling" \
+            "rope_scaling={\"rope_type\": \"yarn\", \"factor\": 4.0}|key 'rope_scaling': RoPE scaling 'yarn'" \
             "hidden_act=gelu|key 'hidden_act': 'gelu'"; do
   rm -rf "$WORK/bad" && cp -r "$WORK/hf" "$WORK/bad"
   /usr/bin/python3 - "$WORK/bad/config.json" "${edit%%|*}" <<'PY'

@@ -36,7 +36,8 @@ int main(int argc, char** argv) {
       {"head_dim", "0"}, {"ff", "0"},   {"seq", "16"},        {"T", "0"},       {"batch", "2"},
       {"tied", "1"},   {"qk_norm", "1"}, {"seed", "1234"},    {"z_loss", "1e-3"},
       {"init", "normal"}, {"init_std", "0.1"}, {"perturb_gains", "0.2"}, {"recompute", "0"},
-      {"kd", "none"}, {"lambda", "0.6"}, {"tau", "1.5"}, {"k", "8"}};
+      {"kd", "none"}, {"lambda", "0.6"}, {"tau", "1.5"}, {"k", "8"}, {"rope_scaling", "none"},
+      {"rope_factor", "8"}, {"rope_low", "1"}, {"rope_high", "4"}, {"rope_original", "8192"}};
   for (int i = 2; i < argc; ++i) {
     std::string s = argv[i];
     auto eq = s.find('=');
@@ -62,6 +63,11 @@ int main(int argc, char** argv) {
     mc.qk_norm = I("qk_norm") != 0;
     mc.init = a["init"];
     mc.init_std = D("init_std");
+    mc.rope_scaling = a["rope_scaling"];
+    mc.rope_scaling_factor = D("rope_factor");
+    mc.rope_low_freq_factor = D("rope_low");
+    mc.rope_high_freq_factor = D("rope_high");
+    mc.rope_original_max_position = I("rope_original");
     mc.resolve();
     const int64_t B = I("batch"), T = I("T") > 0 ? I("T") : mc.seq_len;
     const uint64_t seed = uint64_t(I("seed"));
@@ -138,6 +144,11 @@ int main(int argc, char** argv) {
     m.set_attr("head_dim", mc.head_dim);
     m.set_attr("d_ff", mc.d_ff);
     m.set_attr("rope_theta", mc.rope_theta);
+    m.set_attr("rope_scaling", mc.rope_scaling);
+    m.set_attr("rope_scaling_factor", mc.rope_scaling_factor);
+    m.set_attr("rope_low_freq_factor", mc.rope_low_freq_factor);
+    m.set_attr("rope_high_freq_factor", mc.rope_high_freq_factor);
+    m.set_attr("rope_original_max_position", mc.rope_original_max_position);
     m.set_attr("norm_eps", mc.norm_eps);
     m.set_attr("qk_norm", int64_t(mc.qk_norm));
     m.set_attr("tie_embeddings", int64_t(mc.tie_embeddings));

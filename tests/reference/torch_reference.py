@@ -57,11 +57,32 @@ def rms_norm(x, g, eps):
     return x / torch.sqrt((x * x).mean(dim=-1, keepdim=True) + eps) * g
 
 
-def rotate(x, theta):
-    # x: [B, T, n, hd]; rotate-half: pairs (i, i + hd/2), angle = pos · theta^(-2i/hd)
+def inverse_frequencies(c):
+    # theta^(-2i/hd); Llama 3.1's "llama3" scaling by wavelength 2π/f against the original
+    # context C: kept below C/high, divided by the factor above C/low, linearly blended between
+    hd = c["head_dim"]
+    f = c["rope_theta"] ** (-2.0 * torch.arange(hd // 2, dtype=torch.float64) / hd)
+    if c["rope_scaling"] != "llama3":
+        return f
+    C, s = c["rope_original_max_position"], c["rope_scaling_factor"]
+    lo, hi = c["rope_low_freq_factor"], c["rope_high_freq_factor"]
+    out = []
+    for fi in f.tolist():
+        wavelength = 2 * math.pi / fi
+        if wavelength < C / hi:
+            out.append(fi)
+        elif wavelength > C / lo:
+            out.append(fi / s)
+        else:
+            w = (C / wavelength - lo) / (hi - lo)
+            out.append(w * fi + (1 - w) * fi / s)
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def rotate(x, inv_freq):
+    # x: [B, T, n, hd]; rotate-half: pairs (i, i + hd/2), angle = pos · inv_freq_i
     T, hd = x.shape[1], x.shape[3]
     half = hd // 2
-    inv_freq = theta ** (-2.0 * torch.arange(half, dtype=torch.float64) / hd)
     angle = torch.arange(T, dtype=torch.float64)[:, None] * inv_freq[None, :]  # [T, half]
     c = torch.cos(angle)[None, :, None, :]
     s = torch.sin(angle)[None, :, None, :]
@@ -72,7 +93,7 @@ def rotate(x, theta):
 def model_loss(W, c, inputs, targets, z_loss):
     V, d, L, H, Hkv, hd = (c[k] for k in ("vocab_size", "d_model", "n_layers", "n_heads",
                                         "n_kv_heads", "head_dim"))
-    eps, theta = c["norm_eps"], c["rope_theta"]
+    eps, inv_freq = c["norm_eps"], inverse_frequencies(c)
     B, T = inputs.shape
     x = W["model.embed_tokens.weight"][inputs]  # [B, T, d]
     mask = torch.ones(T, T, dtype=torch.bool).tril()
@@ -85,7 +106,7 @@ def model_loss(W, c, inputs, targets, z_loss):
         if c["qk_norm"]:
             q = rms_norm(q, W[p + "self_attn.q_norm.weight"], eps)
             k = rms_norm(k, W[p + "self_attn.k_norm.weight"], eps)
-        q, k = rotate(q, theta), rotate(k, theta)
+        q, k = rotate(q, inv_freq), rotate(k, inv_freq)
         heads = []
         for hh in range(H):
             j = hh // (H // Hkv)
@@ -142,6 +163,12 @@ def main():
         c = {k: int(a[k]) for k in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads",
                                     "head_dim", "d_ff", "qk_norm", "tie_embeddings")}
         c["rope_theta"] = float(a["rope_theta"])
+        c["rope_scaling"] = str(a["rope_scaling"].decode() if isinstance(a["rope_scaling"], bytes) else a["rope_scaling"])
+        for k in ("rope_scaling_factor", "rope_low_freq_factor", "rope_high_freq_factor"):
+            c[k] = float(a[k])
+        c["rope_original_max_position"] = int(a["rope_original_max_position"])
+        if c["rope_scaling"] == "llama3":
+            print("rope llama3 frequencies:", [f"{v:.4g}" for v in inverse_frequencies(c).tolist()])
         c["norm_eps"] = float(a["norm_eps"])
         expected = spec_names(c)
         stored = {}

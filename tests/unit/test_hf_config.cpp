@@ -2,8 +2,11 @@
 // transformers leaves out take its defaults; transformers 5's rope_parameters; refusals.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "core/config.h"
 #include "models/hf_config.h"
+#include "models/rope_frequencies.h"
 #include "test_support.h"
 
 using namespace retort;
@@ -24,6 +27,7 @@ TEST(HfConfig, WrittenConfigReadsBackAsTheSameModel) {
       mc.n_kv_heads = 8, mc.head_dim = 128, mc.d_ff = 3072, mc.seq_len = 40960;
       mc.rope_theta = 1e6, mc.norm_eps = 1e-6, mc.init_std = 0.02;
       mc.qk_norm = qk_norm, mc.tie_embeddings = tie;
+      if (!qk_norm) mc.rope_scaling = "llama3", mc.rope_scaling_factor = 32, mc.rope_original_max_position = 4096;
       mc.resolve();
       const nlohmann::json j = hf_config_json(mc, "bfloat16", 1, 2);
       EXPECT_EQ(j["model_type"], qk_norm ? "qwen3" : "llama");
@@ -40,6 +44,11 @@ TEST(HfConfig, WrittenConfigReadsBackAsTheSameModel) {
       EXPECT_EQ(back.norm_eps, mc.norm_eps);
       EXPECT_EQ(back.qk_norm, qk_norm);
       EXPECT_EQ(back.tie_embeddings, tie);
+      EXPECT_EQ(back.rope_scaling, mc.rope_scaling);
+      EXPECT_EQ(back.rope_scaling_factor, mc.rope_scaling_factor);
+      EXPECT_EQ(back.rope_low_freq_factor, mc.rope_low_freq_factor);
+      EXPECT_EQ(back.rope_high_freq_factor, mc.rope_high_freq_factor);
+      EXPECT_EQ(back.rope_original_max_position, mc.rope_original_max_position);
       EXPECT_EQ(back.n_params(), mc.n_params());
     }
 }
@@ -70,7 +79,9 @@ TEST(HfConfig, RefusesWhatRetortCannotRunExactly) {
       {{{"mlp_bias", true}}, "key 'mlp_bias': biases"},
       {{{"use_sliding_window", true}}, "key 'use_sliding_window'"},
       {{{"model_type", "mistral"}, {"sliding_window", 4}}, "key 'sliding_window': 4 below max_position_embeddings 8"},
-      {{{"rope_parameters", {{"rope_type", "yarn"}}}}, "rope_type 'yarn'"},
+      {{{"rope_parameters", {{"rope_type", "yarn"}}}}, "key 'rope_parameters': RoPE scaling 'yarn'"},
+      {{{"rope_scaling", {{"type", "linear"}, {"factor", 2.0}}}}, "key 'rope_scaling': RoPE scaling 'linear'"},
+      {{{"rope_scaling", {{"rope_type", "llama3"}, {"factor", 8.0}}}}, "rope_scaling: key 'low_freq_factor'"},
       {{{"tie_word_embeddings", 1}}, "key 'tie_word_embeddings' must be true or false"},
       {{{"num_attention_heads", 2.5}}, "key 'num_attention_heads' must be an integer"},
   };
@@ -135,4 +146,55 @@ TEST(HfConfig, PublishedConfigsReadAsTheirModels) {
   const ModelConfig n = read_back(nemo);
   EXPECT_EQ(n.head_dim, 128);
   EXPECT_EQ(n.n_params(), 12247782400);  // 40 · 272 640 000 + 2 · 131072 · 5120 + 5120
+  // meta-llama/Llama-3.2-1B's shape (its config.json as published, from memory): tied, GQA 32/8,
+  // RoPE with Llama 3.1's "llama3" scaling, factor 32 — 1 235 814 400 parameters ("1.23B").
+  const auto llama32 = nlohmann::json::parse(R"({
+    "architectures": ["LlamaForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+    "bos_token_id": 128000, "eos_token_id": 128001, "head_dim": 64, "hidden_act": "silu",
+    "hidden_size": 2048, "initializer_range": 0.02, "intermediate_size": 8192,
+    "max_position_embeddings": 131072, "mlp_bias": false, "model_type": "llama",
+    "num_attention_heads": 32, "num_hidden_layers": 16, "num_key_value_heads": 8,
+    "pretraining_tp": 1, "rms_norm_eps": 1e-05,
+    "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+    "rope_theta": 500000.0, "tie_word_embeddings": true, "torch_dtype": "bfloat16",
+    "use_cache": true, "vocab_size": 128256})");
+  const ModelConfig l = read_back(llama32);
+  EXPECT_EQ(l.rope_scaling, "llama3");
+  EXPECT_EQ(l.rope_scaling_factor, 32.0);
+  EXPECT_EQ(l.rope_original_max_position, 8192);
+  EXPECT_EQ(l.n_params(), 1235814400);
+}
+
+TEST(HfConfig, Llama3RopeScalingKeepsShortWavelengthsAndStretchesLongOnes) {
+  // Llama 3.1's rule (models/rope_frequencies.h) at hd 128, θ 500000, C 8192, s 8, l 1, h 4:
+  // wavelengths below 2048 kept, above 8192 divided by 8, blended between.
+  ModelConfig mc;
+  mc.vocab_size = 8, mc.d_model = 128, mc.n_layers = 1, mc.n_heads = 1, mc.seq_len = 8;
+  mc.rope_theta = 500000;
+  mc.resolve();
+  const std::vector<double> plain = rope_inverse_frequencies(mc);
+  mc.rope_scaling = "llama3";
+  const std::vector<double> scaled = rope_inverse_frequencies(mc);
+  ASSERT_EQ(plain.size(), 64u);
+  int kept = 0, divided = 0, blended = 0;
+  for (size_t i = 0; i < plain.size(); ++i) {
+    const double wavelength = 2 * M_PI / plain[i];
+    EXPECT_DOUBLE_EQ(plain[i], std::pow(500000.0, -2.0 * double(i) / 128));
+    if (wavelength < 2048) {
+      EXPECT_EQ(scaled[i], plain[i]) << i;
+      ++kept;
+    } else if (wavelength > 8192) {
+      EXPECT_DOUBLE_EQ(scaled[i], plain[i] / 8) << i;
+      ++divided;
+    } else {  // between f/8 and f, closer to f the shorter the wavelength
+      EXPECT_GT(scaled[i], plain[i] / 8) << i;
+      EXPECT_LT(scaled[i], plain[i]) << i;
+      EXPECT_NEAR(scaled[i], plain[i] / 8 + (plain[i] - plain[i] / 8) * (8192 / wavelength - 1) / 3, 1e-15) << i;
+      ++blended;
+    }
+  }
+  EXPECT_GT(kept, 0);
+  EXPECT_GT(divided, 0);
+  EXPECT_GT(blended, 0);
 }
