@@ -36,6 +36,7 @@ const std::vector<ConfigKey>& config_schema() {
       {"model.rope_original_max_position", T::Int, "8192", "llama3 scaling: the context the model was first trained at"},
       {"model.norm_eps", T::Float, "1e-5", "RMSNorm epsilon"},
       {"model.qk_norm", T::Bool, "true", "RMSNorm on queries and keys (per head) before RoPE"},
+      {"model.qkv_bias", T::Bool, "false", "biases on the q, k and v projections (Qwen2, Qwen2.5)"},
       {"model.tie_embeddings", T::Bool, "true", "share the input embedding with the output head"},
       {"model.seq_len", T::Int, "256", "training context length in tokens"},
       {"model.init", T::String, "normal", "weight initialisation: normal or mup_simple"},

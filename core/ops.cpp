@@ -629,6 +629,38 @@ int64_t check_swiglu(const char* op, const Tensor& h, const char* h_name, const 
 }
 }  // namespace
 
+namespace {
+// y or dy [rows, n] against the bias b or its gradient db [n] F32; returns n.
+int64_t check_bias(const char* op, const char* yname, const Tensor& y, const char* bname,
+                   const Tensor& b) {
+  check_float(op, yname, y);
+  check_f32(op, bname, b);
+  RETORT_CHECK(b.ndim() == 1 && y.ndim() >= 1 && last_dim(y) == b.dim(0), op, ": ", bname, " ",
+               shape_str(b.shape()), " must be [n] for ", yname, " ", shape_str(y.shape()),
+               " = [rows, n]");
+  RETORT_CHECK(!overlaps(y, b), op, ": ", yname, " and ", bname, " must not overlap");
+  return b.dim(0);
+}
+}  // namespace
+
+void bias_add(Tensor& y, const Tensor& b) {
+  const char* op = "bias_add";
+  const int64_t n = check_bias(op, "y", y, "b", b);
+  const Device dev = common_device(op, {&y, &b});
+  with_type(y, [&](auto* yp) {
+    RETORT_KERNEL_MOVING(dev, 2 * bytes_of({&y}), bias_add, yp, b.data<float>(), rows_of(y), n);
+  });
+}
+
+void bias_backward(Tensor& db, const Tensor& dy) {
+  const char* op = "bias_backward";
+  const int64_t n = check_bias(op, "dy", dy, "db", db);
+  const Device dev = common_device(op, {&db, &dy});
+  with_type(dy, [&](const auto* dp) {
+    RETORT_KERNEL_MOVING(dev, bytes_of({&dy}), bias_backward, db.data<float>(), dp, rows_of(dy), n);
+  });
+}
+
 void swiglu_forward(Tensor& h, const Tensor& gate_up) {
   const char* op = "swiglu_forward";
   const int64_t F = check_swiglu(op, h, "h", gate_up);

@@ -163,6 +163,14 @@ void swiglu_forward(Tensor& h, const Tensor& gate_up);
 // activations).
 void swiglu_backward(Tensor& dgate_up, const Tensor& dh, const Tensor& gate_up);
 
+// ---- bias (Qwen2's q, k, v projections) --------------------------------------------------
+// y: [rows, n] += b: [n] on every row; y F32 or BF16 (a bf16 product's output, rounded again
+// at the store), b F32.
+void bias_add(Tensor& y, const Tensor& b);
+// db: [n] F32 += Σ_rows dy[rows, n], dy F32 or BF16; fp32 sums in one fixed order (the same
+// bits on the CPU and the GPU, core/bias_order.h).
+void bias_backward(Tensor& db, const Tensor& dy);
+
 // ---- softmax cross-entropy with z-loss ------------------------------------------------
 // logits: [rows, V] F32 or BF16 (the head's bf16 product), targets: [rows] I32 in [0, V).
 // ce[r] = lse_r - logits[r, target_r]; lse[r] = logsumexp(logits[r, :]) (ce, lse F32; the sums

@@ -176,18 +176,19 @@ Tensor Tensor::span(const Shape& shape) const {
 }
 
 Tensor stack_rows(const std::vector<Tensor>& parts) {
-  if (parts.empty() || !parts[0].defined() || parts[0].ndim() != 2) return Tensor();
+  if (parts.empty() || !parts[0].defined() || (parts[0].ndim() != 2 && parts[0].ndim() != 1))
+    return Tensor();
   const Tensor& first = parts[0];
   const char* next = static_cast<const char*>(first.raw());
   int64_t rows = 0;
   for (const Tensor& t : parts) {
-    if (!t.defined() || !t.same_storage(first) || t.ndim() != 2 || t.dim(1) != first.dim(1) ||
-        t.raw() != next)
+    if (!t.defined() || !t.same_storage(first) || t.ndim() != first.ndim() ||
+        (t.ndim() == 2 && t.dim(1) != first.dim(1)) || t.raw() != next)
       return Tensor();
     next += t.nbytes();
     rows += t.dim(0);
   }
-  return first.span({rows, first.dim(1)});
+  return first.ndim() == 1 ? first.span({rows}) : first.span({rows, first.dim(1)});
 }
 
 uint16_t f32_to_bf16(float x) { return cpu::round_to_bf16(x); }

@@ -96,7 +96,8 @@ class Tensor {
 };
 
 // Matrices [r_i, c] that lie one after another in one storage, as one [Σ r_i, c] view (the q,
-// k, v weights of a layer for one product); undefined when any part is undefined or they do not.
+// k, v weights of a layer for one product), or vectors [n_i] as one [Σ n_i] (their biases);
+// undefined when any part is undefined or they do not.
 Tensor stack_rows(const std::vector<Tensor>& parts);
 
 // bf16 <-> f32 (round to nearest even).

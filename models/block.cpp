@@ -3,7 +3,7 @@
 //
 //   h1 = RMSNorm(x_in; g_in)                                  [R, d]
 //   [q | k | v] = h1 [Wq; Wk; Wv]ᵀ    [R, (H + 2·Hkv)·hd] (one product; q [R, H·hd], k, v
-//                                     [R, Hkv·hd] side by side in each row)
+//                 (+ [bq | bk | bv])  [R, Hkv·hd] side by side in each row; biases: qkv_bias)
 //   qk_norm: q_h = RMSNorm(q_h; g_q), k_h = RMSNorm(k_h; g_k)  per head, over hd
 //   q, k = RoPE(q), RoPE(k)                                   viewed [B, T, heads, hd]
 //   att = causal GQA softmax(q kᵀ/sqrt(hd)) v                 [R, H·hd]
@@ -39,6 +39,7 @@ void Transformer::block_forward(int layer, const Tensor& x_in, Tensor& x_out, Bl
   // q, k, v: one product, in the activations' dtype; each row [q heads | k heads | v heads].
   RETORT_CHECK(mm(w.qkv).defined(), "layer ", layer, ": the q, k, v weights are not consecutive");
   ops::matmul(a.qkv, a.h1, false, mm(w.qkv), true);
+  if (cfg_.qkv_bias) ops::bias_add(a.qkv, w.qkv_bias.w);  // the fp32 biases, every row
   const Tensor qkv4 = a.qkv.view({B, T, H + 2 * Hkv, hd});
   const ops::Heads q(qkv4, 0, H), k(qkv4, H, Hkv), v(qkv4, H + Hkv, Hkv);
   Tensor att4 = a.att.view({B, T, H, hd});
@@ -120,6 +121,11 @@ void Transformer::block_backward(int layer, const Tensor& x_in, Tensor& dx, cons
   }
   Tensor g_qkv = w.qkv.g;
   RETORT_CHECK(g_qkv.defined(), "layer ", layer, ": the q, k, v gradients are not consecutive");
+  if (cfg_.qkv_bias) {
+    Tensor g_bias = w.qkv_bias.g;
+    RETORT_CHECK(g_bias.defined(), "layer ", layer, ": the q, k, v bias gradients are not consecutive");
+    ops::bias_backward(g_bias, dqkv);                           // d[bq; bk; bv] += Σ_rows dqkv
+  }
   ops::matmul(dh, dqkv, false, mm(w.qkv), false);              // dh1 = dqkv [Wq; Wk; Wv]
   ops::matmul(g_qkv, dqkv, true, a.h1, false, 1.0f, 1.0f);     // d[Wq; Wk; Wv] += dqkvᵀ h1
   dhl = enter_backward(dlocal_b_, dh);

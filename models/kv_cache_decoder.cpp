@@ -25,11 +25,12 @@ KvCacheDecoder::KvCacheDecoder(const Transformer& model, int64_t max_batch, int6
   const Shape cache = {max_batch, max_len, cfg_.n_kv_heads, cfg_.head_dim};
   // Matrices that lie one after another in the flat layout, stacked as one [Σ rows, in] (one
   // product), as the training model does.
-  const auto stacked = [&](const std::string& p, std::initializer_list<const char*> names) {
+  const auto stacked = [&](const std::string& p, std::initializer_list<const char*> names,
+                           bool fp32 = false) {
     std::vector<Tensor> parts;
     std::string listed;
     for (const char* name : names) {
-      parts.push_back(product(p + name));
+      parts.push_back(fp32 ? w(p + name) : product(p + name));
       listed += (listed.empty() ? "" : ", ") + p + name;
     }
     const Tensor t = stack_rows(parts);
@@ -43,6 +44,9 @@ KvCacheDecoder::KvCacheDecoder(const Transformer& model, int64_t max_batch, int6
     l.ln_in = w(p + "input_layernorm.weight");
     l.w_qkv = stacked(p, {"self_attn.q_proj.weight", "self_attn.k_proj.weight",
                           "self_attn.v_proj.weight"});
+    if (cfg_.qkv_bias)
+      l.qkv_bias = stacked(p, {"self_attn.q_proj.bias", "self_attn.k_proj.bias",
+                               "self_attn.v_proj.bias"}, true);
     l.wo = product(p + "self_attn.o_proj.weight");
     if (cfg_.qk_norm) {
       l.q_norm = w(p + "self_attn.q_norm.weight");
@@ -140,6 +144,7 @@ void KvCacheDecoder::forward(const Tensor& tokens, int64_t B, int64_t n) {
     // ---- attention ----
     ops::rmsnorm_forward(h, rstd, x, l.ln_in, eps);
     ops::matmul(qkv, h, false, l.w_qkv, true);  // each row: q heads, k heads, v heads
+    if (cfg_.qkv_bias) ops::bias_add(qkv, l.qkv_bias);
     const Tensor qkv4 = qkv.view({B, n, S, hd});
     const ops::Heads q(qkv4, 0, H), k(qkv4, H, Hkv), v(qkv4, H + Hkv, Hkv);
     Tensor q4 = qr.view({B, n, H, hd}), k4 = kr.view({B, n, Hkv, hd});

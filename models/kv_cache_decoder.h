@@ -50,7 +50,8 @@ class KvCacheDecoder {
 
  private:
   struct Layer {
-    Tensor ln_in, w_qkv, wo, q_norm, k_norm, ln_post, w_gate_up, w_down;  // stacked as in training
+    // stacked as in training (qkv_bias: the fp32 q, k, v biases, [(H + 2·Hkv)·hd])
+    Tensor ln_in, w_qkv, qkv_bias, wo, q_norm, k_norm, ln_post, w_gate_up, w_down;
     Tensor k_cache, v_cache;  // [max_batch, max_len, Hkv, hd] in the cache dtype
   };
   // Runs tokens [B, n] at positions [pos_, pos_ + n) through the model; fills logits_.

@@ -90,6 +90,7 @@ ModelConfig ModelConfig::from_config(const Config& cfg) {
   m.rope_original_max_position = cfg.get_int("model.rope_original_max_position");
   m.norm_eps = cfg.get_float("model.norm_eps");
   m.qk_norm = cfg.get_bool("model.qk_norm");
+  m.qkv_bias = cfg.get_bool("model.qkv_bias");
   m.tie_embeddings = cfg.get_bool("model.tie_embeddings");
   m.seq_len = cfg.get_int("model.seq_len");
   m.init = cfg.get_string("model.init");
@@ -111,6 +112,7 @@ int64_t ModelConfig::params_per_layer() const {
   n += n_heads * hd * d;                    // q_proj  [H·hd, d]
   n += 2 * n_kv_heads * hd * d;             // k_proj, v_proj [Hkv·hd, d]
   n += d * n_heads * hd;                    // o_proj  [d, H·hd]
+  if (qkv_bias) n += (n_heads + 2 * n_kv_heads) * hd;  // q, k, v biases [H·hd], [Hkv·hd] ×2
   if (qk_norm) n += 2 * hd;                 // q_norm, k_norm [hd]
   n += d;                                   // post_attention_layernorm
   n += 3 * d_ff * d;                        // gate, up [F, d]; down [d, F]

@@ -23,6 +23,7 @@ struct ModelConfig {
   int64_t rope_original_max_position = 8192;
   double norm_eps = 1e-5;
   bool qk_norm = true;
+  bool qkv_bias = false;    // biases on the q, k, v projections (Qwen2 / Qwen2.5)
   bool tie_embeddings = true;
   int64_t seq_len = 0;      // T (maximum sequence length; RoPE table size)
   std::string init = "normal";  // "normal" | "mup_simple" (see Transformer::init)
@@ -39,7 +40,7 @@ struct ModelConfig {
   static int64_t default_d_ff(int64_t d_model);
 
   // ---- counting (SPEC §1) -------------------------------------------------------------
-  // Parameters of one transformer block (norm gains included).
+  // Parameters of one transformer block (norm gains and q, k, v biases included).
   int64_t params_per_layer() const;
   // N: all parameters (embedding, blocks, final norm, lm_head when untied).
   int64_t n_params() const;

@@ -63,7 +63,8 @@ Transformer::Transformer(const ModelConfig& cfg, const TpLayout& tp, Device devi
     double s = mup ? 1.0 / std::sqrt(double(in)) : cfg.init_std;
     return output_proj ? s * out_scale : s;
   };
-  // shard_dim: the dimension split over tp (-1: every rank holds it whole).
+  // shard_dim: the dimension split over tp (-1: every rank holds it whole). std 0: a constant
+  // (init_fill_: 1 for norm gains, 0 for biases).
   auto add = [&](const std::string& name, Shape global, bool decay, double std, int shard_dim = -1) {
     Shape shape = global;
     int64_t offset = 0;
@@ -74,6 +75,7 @@ Transformer::Transformer(const ModelConfig& cfg, const TpLayout& tp, Device devi
     params_.push_back(Parameter{name, Tensor(), Tensor(), decay, n_params_, shape, global,
                                 shard_dim, offset});  // views: build_views
     init_std_.push_back(std);
+    init_fill_.push_back(1.0f);
     n_params_ += shape_numel(shape);
     shapes_.push_back(std::move(shape));
   };
@@ -86,6 +88,12 @@ Transformer::Transformer(const ModelConfig& cfg, const TpLayout& tp, Device devi
     add(p + "self_attn.q_proj.weight", {H * hd, d}, true, hidden_std(d, false), 0);
     add(p + "self_attn.k_proj.weight", {Hkv * hd, d}, true, hidden_std(d, false), 0);
     add(p + "self_attn.v_proj.weight", {Hkv * hd, d}, true, hidden_std(d, false), 0);
+    if (cfg.qkv_bias) {  // no decay, start at 0; split over tp with their matrices' rows
+      for (const auto& [name, rows] : {std::pair{"q", H * hd}, {"k", Hkv * hd}, {"v", Hkv * hd}}) {
+        add(p + "self_attn." + name + "_proj.bias", {rows}, false, 0, 0);
+        init_fill_.back() = 0.0f;
+      }
+    }
     add(p + "self_attn.o_proj.weight", {d, H * hd}, true, hidden_std(H * hd, true), 1);
     if (cfg.qk_norm) {
       add(p + "self_attn.q_norm.weight", {hd}, false, 0);
@@ -216,6 +224,11 @@ void Transformer::rebuild_weights() {
     lw.wq = next();
     lw.wk = next();
     lw.wv = next();
+    if (cfg_.qkv_bias) {
+      lw.bq = next();
+      lw.bk = next();
+      lw.bv = next();
+    }
     lw.wo = next();
     if (cfg_.qk_norm) {
       lw.q_norm = next();
@@ -226,6 +239,7 @@ void Transformer::rebuild_weights() {
     lw.w_up = next();
     lw.w_down = next();
     lw.qkv = stacked({&lw.wq, &lw.wk, &lw.wv});
+    if (cfg_.qkv_bias) lw.qkv_bias = stacked({&lw.bq, &lw.bk, &lw.bv});
     lw.gate_up = stacked({&lw.w_gate, &lw.w_up});
   }
   final_norm_ = next();
@@ -279,8 +293,8 @@ double Transformer::init_std(const std::string& name) const {
 void Transformer::init(uint64_t seed) {
   for (size_t i = 0; i < params_.size(); ++i) {
     Parameter& p = params_[i];
-    if (init_std_[i] == 0) {  // norm gain
-      ops::fill(p.value, 1.0f);
+    if (init_std_[i] == 0) {  // norm gain (1) or bias (0)
+      ops::fill(p.value, init_fill_[i]);
       continue;
     }
     // Draw on the host, then copy (device-agnostic); element i depends only on (seed, name, i),

@@ -4,9 +4,9 @@
 //   logits = RMSNorm(x) Eᵀ (tied) or W_lmᵀ (untied);  loss = mean CE + z_loss · mean lse²
 //
 // Parameters live in ONE flat F32 buffer, gradients in another with the same layout, in the
-// fixed order of parameters(): embed, layers (input_layernorm, q, k, v, o, q_norm, k_norm,
-// post_attention_layernorm, gate, up, down), final norm, lm_head (untied). The optimizer,
-// DP and FSDP work on the flat buffers; the model only sees views.
+// fixed order of parameters(): embed, layers (input_layernorm, q, k, v, q/k/v biases (qkv_bias),
+// o, q_norm, k_norm, post_attention_layernorm, gate, up, down), final norm, lm_head (untied).
+// The optimizer, DP and FSDP work on the flat buffers; the model only sees views.
 //
 // Tensor parallelism (TpLayout, models/tensor_parallel_regions.h): each tp rank holds a slice
 // of every matrix — q, k, v, gate, up, the embedding and lm_head by rows (heads, features,
@@ -121,13 +121,13 @@ class Transformer {
   void set_unit_hooks(UnitHooks* hooks) { hooks_ = hooks; }
 
   // SPEC init: every element i (row-major index in the whole parameter) of `name` is
-  //   std(name) · rng::normal(seed, rng::hash_string(name), i)      (gains are 1),
+  //   std(name) · rng::normal(seed, rng::hash_string(name), i)      (gains 1, biases 0),
   // independent of how the parameter is split or sharded. std(name) per cfg.init:
   //   normal:     matrices init_std; o_proj, down_proj init_std / sqrt(2L).
   //   mup_simple: embed_tokens init_std; every hidden matrix W [out, in] 1/sqrt(in)
   //               (o_proj, down_proj additionally / sqrt(2L)); lm_head (untied) 1/in.
   void init(uint64_t seed);
-  // The init std of one parameter (0 for norm gains, which are set to 1).
+  // The init std of one parameter (0 for norm gains, which are set to 1, and biases, set to 0).
   double init_std(const std::string& name) const;
 
   void zero_grad();
@@ -190,14 +190,16 @@ class Transformer {
   // The operand of a product with weight w: its bf16 copy when there is one.
   static const Tensor& mm(const Weight& w) { return w.w16.defined() ? w.w16 : w.w; }
   struct LayerWeights {
-    Weight ln_in, wq, wk, wv, wo, q_norm, k_norm, ln_post, w_gate, w_up, w_down;
+    Weight ln_in, wq, wk, wv, bq, bk, bv, wo, q_norm, k_norm, ln_post, w_gate, w_up, w_down;
     // Consecutive weights stacked as one, for single products: q, k, v as
     // [(H + 2·Hkv)·hd, d] (each row of the product's output holds a token's q, k and v heads),
-    // gate and up as [2F, d] (ops::swiglu_forward's packed layout).
-    Weight qkv, gate_up;
+    // their biases (qkv_bias) as [(H + 2·Hkv)·hd], gate and up as [2F, d]
+    // (ops::swiglu_forward's packed layout).
+    Weight qkv, qkv_bias, gate_up;
   };
-  // The matrices ws stacked as one [Σ rows, cols] Weight (stack_rows of their values,
-  // gradients and bf16 copies: each undefined where they are not consecutive, or are unbound).
+  // The matrices (or vectors) ws stacked as one [Σ rows, cols] ([Σ n]) Weight (stack_rows of
+  // their values, gradients and bf16 copies: each undefined where they are not consecutive, or
+  // are unbound).
   static Weight stacked(std::initializer_list<const Weight*> ws);
   // What a block's backward needs (R = B·T rows). All but the rstd and lse and x_mid are
   // operand_dtype().
@@ -293,6 +295,7 @@ class Transformer {
   int64_t n_params_ = 0;
   std::vector<Parameter> params_;
   std::vector<double> init_std_;
+  std::vector<float> init_fill_;  // the value of a parameter with init std 0
   std::vector<Shape> shapes_;
   Tensor flat_params_, flat_grads_;
   Weight embed_, final_norm_, lm_head_;  // lm_head_ == embed_ when tied

@@ -84,7 +84,9 @@ void copy_tp_slice(Tensor& local, const Parameter& p, const Tensor& whole) {
     ops::copy(local, local_h);
     return;
   }
-  const int64_t rows = p.shape[0], cols = p.shape[1], global_cols = p.global_shape[1];
+  const bool vector = p.shape.size() == 1;  // a bias: rows of one element
+  const int64_t rows = p.shape[0], cols = vector ? 1 : p.shape[1],
+                global_cols = vector ? 1 : p.global_shape[1];
   const float* src = whole.host<float>();
   float* dst = local.host<float>();
   if (p.shard_dim == 0) {

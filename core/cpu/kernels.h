@@ -103,6 +103,15 @@ void swiglu_forward(Out* h, const In* gate_up, int64_t rows, int64_t F);
 template <class Out, class In>
 void swiglu_backward(Out* dgate_up, const In* dh, const In* gate_up, int64_t rows, int64_t F);
 
+// ---- bias.cpp ----------------------------------------------------------------------------
+// y: [rows, n] += b: [n] on every row; y (T) float32 or bf16 (uint16_t; rounded at the store).
+// db: [n] += Σ_r dy[r, :], dy (In) float32 or bf16, in core/bias_order.h's order (both
+// backends give the same bits).
+template <class T>
+void bias_add(T* y, const float* b, int64_t rows, int64_t n);
+template <class In>
+void bias_backward(float* db, const In* dy, int64_t rows, int64_t n);
+
 // ---- cross_entropy.cpp -------------------------------------------------------------------
 // logits: [rows, V], targets: [rows] -> ce, lse: [rows]. logits (In) float32 or bf16
 // (uint16_t: a bf16 product's output), read as fp32; the sums are fp32 either way.

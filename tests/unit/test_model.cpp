@@ -31,7 +31,8 @@ std::string config_error(const std::vector<std::string>& overrides) {
   return "";
 }
 
-ModelConfig tiny(bool tied, int64_t H = 4, int64_t Hkv = 2, bool qk_norm = true) {
+ModelConfig tiny(bool tied, int64_t H = 4, int64_t Hkv = 2, bool qk_norm = true,
+                 bool qkv_bias = false) {
   ModelConfig m;
   m.vocab_size = 64;
   m.d_model = 32;
@@ -41,12 +42,14 @@ ModelConfig tiny(bool tied, int64_t H = 4, int64_t Hkv = 2, bool qk_norm = true)
   m.seq_len = 8;
   m.tie_embeddings = tied;
   m.qk_norm = qk_norm;
+  m.qkv_bias = qkv_bias;
   m.init_std = 0.1;
   m.resolve();
   return m;
 }
 
-// Init, then move the norm gains away from 1 so a misused gain shows in the gradients.
+// Init, then move the norm gains away from 1 (and the biases from 0) so that a misused one
+// shows in the gradients.
 void init_perturbed(Transformer& m, uint64_t seed) {
   m.init(seed);
   for (const Parameter& p : m.parameters())
@@ -170,6 +173,10 @@ TEST(ModelConfig, CountingFormulasOnAHandComputedConfig) {
   m.qk_norm = false;
   EXPECT_EQ(m.params_per_layer(), 592);
   EXPECT_EQ(Transformer(m).num_params(), m.n_params());
+  m.qkv_bias = true;  // + q 2·4 + k, v 1·4 each = 16; the products' FLOPs are unchanged
+  EXPECT_EQ(m.params_per_layer(), 608);
+  EXPECT_EQ(m.flops_per_token_exact(), 3 * 2656);
+  EXPECT_EQ(Transformer(m).num_params(), m.n_params());
 }
 
 // ---- Transformer: layout and init -----------------------------------------------------------
@@ -206,10 +213,22 @@ TEST(Transformer, ParameterLayoutIsFlatOrderedAndNamedPerSpec) {
     EXPECT_EQ(m.parameter("model.layers.0.mlp.down_proj.weight").value.shape(), (Shape{32, 128}));
     EXPECT_THROW(m.parameter("nope"), Error);
   }
+  // Qwen2: the q, k, v biases follow v_proj (one stacked bias), no decay
+  Transformer q2(tiny(true, 4, 2, false, true));
+  const auto& ps = q2.parameters();
+  ASSERT_EQ(ps.size(), size_t(1 + 2 * 12 + 1));
+  EXPECT_EQ(ps[4].name, "model.layers.0.self_attn.v_proj.weight");
+  EXPECT_EQ(ps[5].name, "model.layers.0.self_attn.q_proj.bias");
+  EXPECT_EQ(ps[6].name, "model.layers.0.self_attn.k_proj.bias");
+  EXPECT_EQ(ps[7].name, "model.layers.0.self_attn.v_proj.bias");
+  EXPECT_EQ(ps[8].name, "model.layers.0.self_attn.o_proj.weight");
+  EXPECT_EQ(ps[5].value.shape(), (Shape{32}));
+  EXPECT_EQ(ps[6].value.shape(), (Shape{16}));
+  EXPECT_FALSE(ps[7].decay);
 }
 
 TEST(Transformer, InitIsAPureFunctionOfSeedNameAndIndex) {
-  ModelConfig mc = tiny(false);
+  ModelConfig mc = tiny(false, 4, 2, true, true);
   mc.init_std = 0.02;
   Transformer m(mc);
   m.init(7);
@@ -217,8 +236,9 @@ TEST(Transformer, InitIsAPureFunctionOfSeedNameAndIndex) {
   for (const Parameter& p : m.parameters()) {
     const float* v = p.value.host<float>();
     double expect_std = 0.02;
-    if (p.value.ndim() == 1) {
-      for (int64_t i = 0; i < p.value.numel(); ++i) ASSERT_EQ(v[i], 1.0f) << p.name;
+    if (p.value.ndim() == 1) {  // norm gains 1, biases 0
+      const float fill = p.name.find(".bias") != std::string::npos ? 0.0f : 1.0f;
+      for (int64_t i = 0; i < p.value.numel(); ++i) ASSERT_EQ(v[i], fill) << p.name;
       continue;
     }
     if (p.name.find("o_proj") != std::string::npos || p.name.find("down_proj") != std::string::npos)
@@ -254,8 +274,8 @@ TEST(Transformer, InitIsAPureFunctionOfSeedNameAndIndex) {
 // the largest signal) and two random ones. ε = 1e-2 (a step of norm 1e-2 in that tensor): the
 // float forward's rounding noise (~1e-6 in the loss) costs ~5e-5 in the difference quotient,
 // the truncation error O(ε²) stays well below the 1% tolerance.
-void check_gradients(bool tied, int64_t Hkv, bool recompute) {
-  ModelConfig mc = tiny(tied, 4, Hkv);
+void check_gradients(bool tied, int64_t Hkv, bool recompute, bool qwen2 = false) {
+  ModelConfig mc = tiny(tied, 4, Hkv, !qwen2, qwen2);
   Transformer m(mc);
   init_perturbed(m, 11);
   m.set_recompute(recompute);
@@ -316,6 +336,7 @@ void check_gradients(bool tied, int64_t Hkv, bool recompute) {
 TEST(Transformer, GradientMatchesFiniteDifferencesTiedGQA) { check_gradients(true, 2, false); }
 TEST(Transformer, GradientMatchesFiniteDifferencesUntiedGQA) { check_gradients(false, 2, false); }
 TEST(Transformer, GradientMatchesFiniteDifferencesUntiedMHARecompute) { check_gradients(false, 4, true); }
+TEST(Transformer, GradientMatchesFiniteDifferencesQkvBias) { check_gradients(true, 2, false, true); }
 
 // ---- Transformer: recompute, determinism, accumulation, evaluate -----------------------------
 
