@@ -573,6 +573,38 @@ TEST(CudaSwiGLU, ForwardBackwardMatchCpu) {
   }
 }
 
+// The bias kernels: forward to rounding (bitwise for an fp32 y: one addition), the backward's
+// sums bitwise the CPU's (one summation order, core/bias_order.h) for fp32 and bf16 dy.
+TEST(CudaBias, AddAndBackwardBitwiseEqualCpu) {
+  uint64_t stream = 350;
+  for (const auto& [rows, n] : {std::pair<int64_t, int64_t>{1, 1}, {7, 33}, {300, 1152}}) {
+    const std::string what = "bias " + str({rows, n});
+    const std::vector<float> y0 = randn(rows * n, ++stream), b = randn(n, ++stream),
+                             dy = randn(rows * n, ++stream), db0 = randn(n, ++stream);
+    std::vector<float> y = y0, db = db0;
+    cpu::bias_add(y.data(), b.data(), rows, n);
+    cpu::bias_backward(db.data(), dy.data(), rows, n);
+    Dev<float> d_y(y0), d_b(b), d_dy(dy), d_db(db0);
+    cuda::bias_add(d_y.get(), d_b.get(), rows, n);
+    cuda::bias_backward(d_db.get(), d_dy.get(), rows, n);
+    EXPECT_BITWISE(d_y.download(), y, what + " add");
+    EXPECT_BITWISE(d_db.download(), db, what + " backward");
+
+    std::vector<uint16_t> y16(rows * n), dy16(rows * n);
+    for (int64_t i = 0; i < rows * n; ++i) y16[i] = retort::f32_to_bf16(y0[i]), dy16[i] = retort::f32_to_bf16(dy[i]);
+    std::vector<uint16_t> y16_cpu = y16;
+    std::vector<float> db16 = db0;
+    cpu::bias_add(y16_cpu.data(), b.data(), rows, n);
+    cpu::bias_backward(db16.data(), dy16.data(), rows, n);
+    Dev<uint16_t> d_y16(y16), d_dy16(dy16);
+    d_db.upload(db0);
+    cuda::bias_add(d_y16.get(), d_b.get(), rows, n);
+    cuda::bias_backward(d_db.get(), d_dy16.get(), rows, n);
+    EXPECT_BITWISE(d_y16.download(), y16_cpu, what + " bf16 add");
+    EXPECT_BITWISE(d_db.download(), db16, what + " bf16 backward");
+  }
+}
+
 // x and dx as windows of heads in wider rows (the k window of a packed q|k|v row), in both of
 // the GPU's kernels: the vector kernel where the window and its pitch allow 4-element loads
 // (pitch and offset multiples of 4), the scalar kernel where not (pitch + 2, offset 1).

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <tuple>
 #include <utility>
 
 #include "core/adamw.h"
@@ -28,7 +29,7 @@ using retort::test::random_batch;
 
 namespace {
 
-ModelConfig small(bool tied, bool qk_norm = true) {
+ModelConfig small(bool tied, bool qk_norm = true, bool qkv_bias = false) {
   ModelConfig m;
   m.vocab_size = 96;
   m.d_model = 64;
@@ -38,9 +39,23 @@ ModelConfig small(bool tied, bool qk_norm = true) {
   m.seq_len = 16;
   m.tie_embeddings = tied;
   m.qk_norm = qk_norm;
+  m.qkv_bias = qkv_bias;
   m.init_std = 0.05;
   m.resolve();
   return m;
+}
+
+// init(seed), then the q, k, v biases (0 after init) set to 0.1·N(0, 1): a bias that is not
+// read, or read wrongly, changes the logits.
+void init_with_biases(Transformer& m, uint64_t seed) {
+  m.init(seed);
+  for (const Parameter& p : m.parameters()) {
+    if (p.name.find(".bias") == std::string::npos) continue;
+    Tensor h = Tensor::empty(p.shape);
+    for (int64_t i = 0; i < h.numel(); ++i) h.host<float>()[i] = float(0.1 * rng::normal(seed, p.offset, uint64_t(i)));
+    Tensor v = p.value;
+    ops::copy(v, h);
+  }
 }
 
 // ‖a − b‖ / ‖b‖ over two tensors on any devices.
@@ -66,11 +81,12 @@ struct StepOut {
   Tensor grads, params;  // host copies after backward / after the update
 };
 
-StepOut train_step(Device device, bool tied, bool recompute, float perturb = 0, bool qk_norm = true) {
-  Transformer m(small(tied, qk_norm), {}, device);
+StepOut train_step(Device device, bool tied, bool recompute, float perturb = 0, bool qk_norm = true,
+                   bool qkv_bias = false) {
+  Transformer m(small(tied, qk_norm, qkv_bias), {}, device);
   m.set_recompute(recompute);
   m.set_bf16_logits(true);  // as TrainStep: bf16 logits under bf16 products, else no effect
-  m.init(7);
+  init_with_biases(m, 7);
   if (perturb != 0) ops::scale_inplace(m.flat_params(), 1.0f + perturb);
   AdamW opt(optimized(m), AdamWSettings{});
   const Batch b = random_batch(3, 16, 96, 11);
@@ -128,12 +144,14 @@ TEST(CudaModel, DistillStepMatchesTheCpu) {
 }
 
 // Tied and untied embeddings; without qk-norm (RoPE in place on the q, k windows of the packed
-// q|k|v product, attention reading them there).
+// q|k|v product, attention reading them there); Qwen2's q, k, v biases.
 TEST(CudaModel, TrainingStepMatchesTheCpu) {
-  for (auto [tied, qk_norm] : {std::pair{true, true}, {false, true}, {false, false}}) {
-    SCOPED_TRACE(std::string("tied ") + (tied ? "yes" : "no") + ", qk_norm " + (qk_norm ? "yes" : "no"));
-    const StepOut cpu = train_step(Device::CPU, tied, false, 0, qk_norm);
-    const StepOut gpu = train_step(Device::CUDA, tied, false, 0, qk_norm);
+  for (auto [tied, qk_norm, qkv_bias] :
+       {std::tuple{true, true, false}, {false, true, false}, {false, false, false}, {true, false, true}}) {
+    SCOPED_TRACE(std::string("tied ") + (tied ? "yes" : "no") + ", qk_norm " + (qk_norm ? "yes" : "no") +
+                 ", qkv_bias " + (qkv_bias ? "yes" : "no"));
+    const StepOut cpu = train_step(Device::CPU, tied, false, 0, qk_norm, qkv_bias);
+    const StepOut gpu = train_step(Device::CUDA, tied, false, 0, qk_norm, qkv_bias);
     EXPECT_NEAR(gpu.loss, cpu.loss, 1e-5 * std::abs(cpu.loss));
     EXPECT_LT(rel_diff(gpu.grads, cpu.grads), 1e-4);
     EXPECT_LT(rel_diff(gpu.params, cpu.params), 1e-5);
@@ -141,12 +159,13 @@ TEST(CudaModel, TrainingStepMatchesTheCpu) {
 }
 
 // The KV-cache decoder (generation) on the GPU against the CPU: the prefill's logits and
-// those of 6 steps fed the same tokens, with and without qk-norm, fp32 and bf16 caches.
+// those of 6 steps fed the same tokens, with and without qk-norm (without: with q, k, v
+// biases), fp32 and bf16 caches.
 TEST(CudaModel, KvCacheDecoderMatchesTheCpu) {
   for (bool qk_norm : {true, false})
     for (DType cache : {DType::F32, DType::BF16}) {
       SCOPED_TRACE(std::string("qk_norm ") + (qk_norm ? "yes" : "no") + ", cache " + dtype_name(cache));
-      const ModelConfig mc = small(false, qk_norm);
+      const ModelConfig mc = small(false, qk_norm, !qk_norm);
       const int64_t B = 3, P = 5, steps = 6, V = mc.vocab_size;
       Tensor prompt = Tensor::empty({B, P}, DType::I32);
       for (int64_t i = 0; i < B * P; ++i) prompt.host<int32_t>()[i] = int32_t((i * 17 + 3) % V);
@@ -154,7 +173,7 @@ TEST(CudaModel, KvCacheDecoderMatchesTheCpu) {
       for (int d = 0; d < 2; ++d) {
         const Device dev = d == 0 ? Device::CPU : Device::CUDA;
         Transformer m(mc, {}, dev);
-        m.init(7);
+        init_with_biases(m, 7);
         KvCacheDecoder dec(m, B, P + steps, cache);
         logits[d].push_back(dec.prefill(prompt.to(dev)).to(Device::CPU));
         Tensor tokens = Tensor::empty({B}, DType::I32);

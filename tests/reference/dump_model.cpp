@@ -34,7 +34,7 @@ int main(int argc, char** argv) {
   std::map<std::string, std::string> a = {
       {"vocab", "64"}, {"d", "32"},     {"layers", "2"},      {"heads", "4"},   {"kv_heads", "2"},
       {"head_dim", "0"}, {"ff", "0"},   {"seq", "16"},        {"T", "0"},       {"batch", "2"},
-      {"tied", "1"},   {"qk_norm", "1"}, {"seed", "1234"},    {"z_loss", "1e-3"},
+      {"tied", "1"},   {"qk_norm", "1"}, {"qkv_bias", "0"}, {"seed", "1234"},    {"z_loss", "1e-3"},
       {"init", "normal"}, {"init_std", "0.1"}, {"perturb_gains", "0.2"}, {"recompute", "0"},
       {"kd", "none"}, {"lambda", "0.6"}, {"tau", "1.5"}, {"k", "8"}, {"rope_scaling", "none"},
       {"rope_factor", "8"}, {"rope_low", "1"}, {"rope_high", "4"}, {"rope_original", "8192"}};
@@ -61,6 +61,7 @@ int main(int argc, char** argv) {
     mc.seq_len = I("seq");
     mc.tie_embeddings = I("tied") != 0;
     mc.qk_norm = I("qk_norm") != 0;
+    mc.qkv_bias = I("qkv_bias") != 0;
     mc.init = a["init"];
     mc.init_std = D("init_std");
     mc.rope_scaling = a["rope_scaling"];
@@ -78,10 +79,11 @@ int main(int argc, char** argv) {
     model.init(seed);
     const double pg = D("perturb_gains");
     for (const Parameter& p : model.parameters()) {
-      if (p.value.ndim() != 1 || pg == 0) continue;  // norm gains are the 1-D parameters
+      if (p.value.ndim() != 1 || pg == 0) continue;  // norm gains (1) and biases (0) are 1-D
+      const double centre = p.name.find(".bias") != std::string::npos ? 0.0 : 1.0;
       float* g = p.value.host<float>();
       for (int64_t i = 0; i < p.value.numel(); ++i)
-        g[i] = float(1.0 + pg * rng::normal(seed + 7, rng::hash_string(p.name), uint64_t(i)));
+        g[i] = float(centre + pg * rng::normal(seed + 7, rng::hash_string(p.name), uint64_t(i)));
     }
 
     Tensor tokens = Tensor::empty({B, T + 1}, DType::I32);
@@ -151,6 +153,7 @@ int main(int argc, char** argv) {
     m.set_attr("rope_original_max_position", mc.rope_original_max_position);
     m.set_attr("norm_eps", mc.norm_eps);
     m.set_attr("qk_norm", int64_t(mc.qk_norm));
+    m.set_attr("qkv_bias", int64_t(mc.qkv_bias));
     m.set_attr("tie_embeddings", int64_t(mc.tie_embeddings));
     m.close();
 

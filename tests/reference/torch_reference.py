@@ -5,7 +5,7 @@ Usage: /usr/bin/python3 torch_reference.py MODEL_H5 GRADS_H5
 
 MODEL_H5  every parameter as a float32 dataset at its SPEC (Hugging Face) name; the model
           shape as root attributes (vocab_size, d_model, n_layers, n_heads, n_kv_heads,
-          head_dim, d_ff, rope_theta, norm_eps, qk_norm, tie_embeddings).
+          head_dim, d_ff, rope_theta, norm_eps, qk_norm, qkv_bias, tie_embeddings).
 GRADS_H5  tokens [B, T+1] int32 (inputs = tokens[:, :-1], targets = tokens[:, 1:]),
           attributes z_loss, loss, ce, z; the gradient of the loss w.r.t. every parameter
           as grad/<name>. Distillation (attribute kd_mode = online | renormalize | bucket):
@@ -38,6 +38,10 @@ def spec_names(c):
         out[p + "self_attn.q_proj.weight"] = (H * hd, d)
         out[p + "self_attn.k_proj.weight"] = (Hkv * hd, d)
         out[p + "self_attn.v_proj.weight"] = (Hkv * hd, d)
+        if c["qkv_bias"]:
+            out[p + "self_attn.q_proj.bias"] = (H * hd,)
+            out[p + "self_attn.k_proj.bias"] = (Hkv * hd,)
+            out[p + "self_attn.v_proj.bias"] = (Hkv * hd,)
         out[p + "self_attn.o_proj.weight"] = (d, H * hd)
         if c["qk_norm"]:
             out[p + "self_attn.q_norm.weight"] = (hd,)
@@ -100,9 +104,12 @@ def model_loss(W, c, inputs, targets, z_loss):
     for i in range(L):
         p = f"model.layers.{i}."
         h = rms_norm(x, W[p + "input_layernorm.weight"], eps)
-        q = (h @ W[p + "self_attn.q_proj.weight"].T).view(B, T, H, hd)
-        k = (h @ W[p + "self_attn.k_proj.weight"].T).view(B, T, Hkv, hd)
-        v = (h @ W[p + "self_attn.v_proj.weight"].T).view(B, T, Hkv, hd)
+        def proj(name, heads):  # h Wᵀ (+ b: Qwen2's q, k, v biases)
+            y = h @ W[p + f"self_attn.{name}_proj.weight"].T
+            if c["qkv_bias"]:
+                y = y + W[p + f"self_attn.{name}_proj.bias"]
+            return y.view(B, T, heads, hd)
+        q, k, v = proj("q", H), proj("k", Hkv), proj("v", Hkv)
         if c["qk_norm"]:
             q = rms_norm(q, W[p + "self_attn.q_norm.weight"], eps)
             k = rms_norm(k, W[p + "self_attn.k_norm.weight"], eps)
@@ -162,6 +169,7 @@ def main():
         a = f.attrs
         c = {k: int(a[k]) for k in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads",
                                     "head_dim", "d_ff", "qk_norm", "tie_embeddings")}
+        c["qkv_bias"] = int(a.get("qkv_bias", 0))
         c["rope_theta"] = float(a["rope_theta"])
         c["rope_scaling"] = str(a["rope_scaling"].decode() if isinstance(a["rope_scaling"], bytes) else a["rope_scaling"])
         for k in ("rope_scaling_factor", "rope_low_freq_factor", "rope_high_freq_factor"):

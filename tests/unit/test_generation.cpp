@@ -217,13 +217,17 @@ TEST(AttentionDecode, RejectsBadShapes) {
 }
 
 // Greedy decoding with the cache vs recomputing the prefix each step: same tokens, logits
-// within 1e-5 (relative to the logits' scale).
+// within 1e-5 (relative to the logits' scale). Qwen2's q, k, v biases set to random values.
 TEST(KvCacheDecoder, MatchesFullRecompute) {
-  struct Case { bool tied; int64_t Hkv; bool qk; };
-  for (Case c : {Case{true, 2, true}, Case{false, 4, true}, Case{true, 1, false}}) {
+  struct Case { bool tied; int64_t Hkv; bool qk; bool bias = false; };
+  for (Case c : {Case{true, 2, true}, Case{false, 4, true}, Case{true, 1, false}, Case{true, 2, false, true}}) {
     ModelConfig cfg = tiny(c.tied, c.Hkv, c.qk);
+    cfg.qkv_bias = c.bias;
     Transformer model(cfg);
     model.init(11);
+    for (const Parameter& p : model.parameters())
+      if (p.name.find(".bias") != std::string::npos)
+        for (int64_t i = 0; i < p.value.numel(); ++i) p.value.data<float>()[i] = float(rng::normal(12, p.offset, i));
     const int64_t B = 3, P = 4, T = cfg.seq_len, V = cfg.vocab_size;
     KvCacheDecoder dec(model, B + 1, T);  // capacity larger than the batch
     Tensor prompt = Tensor::empty({B, P}, DType::I32);
@@ -262,7 +266,7 @@ TEST(KvCacheDecoder, MatchesFullRecompute) {
       logits = &dec.step(step);
       EXPECT_EQ(dec.pos(), len + 1);
     }
-    EXPECT_LT(worst, 1e-5) << "tied " << c.tied << " Hkv " << c.Hkv << " qk_norm " << c.qk;
+    EXPECT_LT(worst, 1e-5) << "tied " << c.tied << " Hkv " << c.Hkv << " qk_norm " << c.qk << " bias " << c.bias;
     EXPECT_THROW(dec.step(Tensor::zeros({B}, DType::I32)), Error);  // cache full
   }
 }

@@ -327,6 +327,12 @@ TEST(TensorSpan, StackRowsJoinsOnlyConsecutiveMatricesOfOneWidth) {
   EXPECT_FALSE(stack_rows({a, buf.flat(6, 8).view({2, 4})}).defined());       // another width
   EXPECT_FALSE(stack_rows({a, randn({3, 3}, 3)}).defined());                  // another storage
   EXPECT_FALSE(stack_rows({a, Tensor()}).defined());
+  // vectors (a layer's q, k, v biases) join into one vector; never with a matrix
+  const Tensor u = buf.flat(20, 4), w = buf.flat(24, 2);
+  EXPECT_EQ(stack_rows({u, w}).shape(), (Shape{6}));
+  EXPECT_EQ(stack_rows({u, w}).data<float>(), u.data<float>());
+  EXPECT_FALSE(stack_rows({w, u}).defined());
+  EXPECT_FALSE(stack_rows({buf.flat(18, 2).view({1, 2}), u}).defined());
 }
 
 // ---- elementwise ----------------------------------------------------------------------------
@@ -662,6 +668,41 @@ TEST(SwiGLU, ForwardAgainstReferenceIncludingLargeInputs) {
   }
   Tensor a = randn({2, 5}, 1), h = Tensor::empty({2, 3});
   EXPECT_NE(error_of([&] { ops::swiglu_forward(h, a); }).find("[2, 6]"), std::string::npos);
+}
+
+// ---- bias ----------------------------------------------------------------------------------
+
+// Forward against y + b in double (and, for bf16 y, the fp32 sum rounded once); backward
+// against Σ_r dy in double, accumulated onto db; shapes are checked.
+TEST(Bias, AddAndBackwardAgainstReference) {
+  for (auto [rows, n] : {std::pair<int64_t, int64_t>{1, 1}, {3, 70}, {41, 130}}) {
+    const std::string what = "bias " + shape_str({rows, n});
+    Tensor y = randn({rows, n}, 51), b = randn({n}, 52, 2.0), y0 = y.to(Device::CPU);
+    ops::bias_add(y, b);
+    std::vector<double> want(rows * n);
+    for (int64_t i = 0; i < rows * n; ++i) want[i] = double(y0.data<float>()[i]) + b.data<float>()[i % n];
+    expect_close(y, want, 1e-6, what + " add");
+    Tensor y16 = Tensor::empty({rows, n}, DType::BF16);
+    ops::convert(y16, y0);
+    ops::bias_add(y16, b);
+    for (int64_t i = 0; i < rows * n; ++i) {
+      const float y_rounded = bf16_to_f32(f32_to_bf16(y0.data<float>()[i]));
+      ASSERT_EQ(y16.data<uint16_t>()[i], f32_to_bf16(y_rounded + b.data<float>()[i % n]))
+          << what << " bf16 add, element " << i;
+    }
+
+    Tensor dy = randn({rows, n}, 53), db = randn({n}, 54), db0 = db.to(Device::CPU);
+    ops::bias_backward(db, dy);
+    std::vector<double> want_db(n);
+    for (int64_t j = 0; j < n; ++j) {
+      want_db[j] = db0.data<float>()[j];
+      for (int64_t r = 0; r < rows; ++r) want_db[j] += dy.data<float>()[r * n + j];
+    }
+    expect_close(db, want_db, 1e-5, what + " backward");
+  }
+  Tensor y = randn({4, 6}, 1), b = randn({5}, 2), db = Tensor::empty({6}, DType::BF16);
+  EXPECT_NE(error_of([&] { ops::bias_add(y, b); }).find("[5] must be [n] for y [4, 6]"), std::string::npos);
+  EXPECT_NE(error_of([&] { ops::bias_backward(db, y); }).find("`db` must be float32"), std::string::npos);
 }
 
 // ---- cross-entropy -----------------------------------------------------------------------
