@@ -9,10 +9,14 @@ namespace retort {
 
 nlohmann::json hf_config_json(const ModelConfig& mc, const std::string& torch_dtype,
                               int64_t bos_id, int64_t eos_id) {
-  const bool qwen3 = mc.qk_norm;
+  if (mc.qk_norm && mc.qkv_bias)
+    throw Error("model.qk_norm and model.qkv_bias together: no transformers model has both "
+                "(Qwen3's attention_bias adds an o_proj bias too)");
+  const bool qwen3 = mc.qk_norm, qwen2 = mc.qkv_bias;
+  const char* type = qwen3 ? "qwen3" : qwen2 ? "qwen2" : "llama";
   nlohmann::json j = {
-      {"architectures", {qwen3 ? "Qwen3ForCausalLM" : "LlamaForCausalLM"}},
-      {"model_type", qwen3 ? "qwen3" : "llama"},
+      {"architectures", {qwen3 ? "Qwen3ForCausalLM" : qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM"}},
+      {"model_type", type},
       {"vocab_size", mc.vocab_size},
       {"hidden_size", mc.d_model},
       {"intermediate_size", mc.d_ff},
@@ -31,14 +35,14 @@ nlohmann::json hf_config_json(const ModelConfig& mc, const std::string& torch_dt
                                             {"high_freq_factor", mc.rope_high_freq_factor},
                                             {"original_max_position_embeddings", mc.rope_original_max_position}}
                            : nlohmann::json(nullptr)},
-      {"attention_bias", false},
       {"attention_dropout", 0.0},
       {"tie_word_embeddings", mc.tie_embeddings},
       {"initializer_range", mc.init_std},
       {"torch_dtype", torch_dtype},
       {"use_cache", true},
   };
-  if (qwen3) j["use_sliding_window"] = false;
+  if (!qwen2) j["attention_bias"] = false;  // Qwen2's q, k, v biases are its class, not a key
+  if (qwen3 || qwen2) j["use_sliding_window"] = false;
   else j["mlp_bias"] = false;
   if (bos_id >= 0) j["bos_token_id"] = bos_id;
   if (eos_id >= 0) j["eos_token_id"] = eos_id;
@@ -67,14 +71,16 @@ std::string number(double v) {
 std::string model_yaml_from_hf_config(const nlohmann::json& j, const std::string& file) {
   if (!j.is_object()) throw Error(str_cat(file, ": not a JSON object"));
   const std::string type = json_string(j, "model_type", file);
-  if (type != "llama" && type != "mistral" && type != "qwen3")
-    throw Error(str_cat(file, ": model_type '", type, "' (retort runs llama, mistral and qwen3 models)"));
+  if (type != "llama" && type != "mistral" && type != "qwen2" && type != "qwen3")
+    throw Error(str_cat(file, ": model_type '", type, "' (retort runs llama, mistral, qwen2 and qwen3 models)"));
   auto refuse = [&](const char* key, const std::string& why) {
     throw Error(str_cat(file, ": key '", key, "': ", why, " (not in retort's model, docs/MODEL.md)"));
   };
   if (given(j, "hidden_act") && json_string(j, "hidden_act", file) != "silu")
     refuse("hidden_act", str_cat("'", j["hidden_act"].get<std::string>(), "', retort's MLP is SwiGLU (silu)"));
-  if (flag(j, "attention_bias", false, file)) refuse("attention_bias", "biases");
+  // Qwen2 always has q, k, v biases (and no attention_bias key); elsewhere the key adds an
+  // o_proj bias as well
+  if (type != "qwen2" && flag(j, "attention_bias", false, file)) refuse("attention_bias", "biases");
   if (flag(j, "mlp_bias", false, file)) refuse("mlp_bias", "biases");
   if (flag(j, "use_sliding_window", false, file)) refuse("use_sliding_window", "sliding-window attention");
   constexpr int64_t kMax = int64_t(1) << 40;  // the model's own checks bound each size
@@ -121,6 +127,7 @@ std::string model_yaml_from_hf_config(const nlohmann::json& j, const std::string
                  "  rope_theta: ", number(theta), "\n", scaling,
                  "  norm_eps: ", number(given(j, "rms_norm_eps") ? json_number(j, "rms_norm_eps", file) : 1e-6), "\n",
                  "  qk_norm: ", type == "qwen3" ? "true" : "false", "\n",
+                 "  qkv_bias: ", type == "qwen2" ? "true" : "false", "\n",
                  "  tie_embeddings: ", flag(j, "tie_word_embeddings", false, file) ? "true" : "false", "\n",
                  "  seq_len: ", positions, "\n",
                  "  init_std: ", number(given(j, "initializer_range") ? json_number(j, "initializer_range", file) : 0.02), "\n");

@@ -1,7 +1,8 @@
 // The model's shape as a Hugging Face transformers config.json, both ways. SPEC §1's model is
-// exactly transformers' Qwen3 (qk_norm: a per-head RMSNorm on q and k before RoPE) or Llama
-// (no qk_norm; Mistral is Llama with an optional sliding window): RMSNorm, rotate-half RoPE,
-// GQA, SwiGLU, no biases; the parameter names match.
+// exactly transformers' Qwen3 (qk_norm: a per-head RMSNorm on q and k before RoPE), Qwen2
+// (qkv_bias: biases on the q, k, v projections, none on o) or Llama (neither; Mistral is Llama
+// with an optional sliding window): RMSNorm, rotate-half RoPE, GQA, SwiGLU; the parameter
+// names match.
 #pragma once
 #include <cstdint>
 #include <nlohmann/json.hpp>
@@ -11,16 +12,17 @@
 
 namespace retort {
 
-// config.json for `mc`: Qwen3ForCausalLM when mc.qk_norm, else LlamaForCausalLM.
+// config.json for `mc`: Qwen3ForCausalLM when mc.qk_norm, Qwen2ForCausalLM when mc.qkv_bias,
+// else LlamaForCausalLM; both together have no transformers class (an Error).
 // torch_dtype: "float32" | "bfloat16"; bos_id / eos_id < 0 leave the token ids out.
 nlohmann::json hf_config_json(const ModelConfig& mc, const std::string& torch_dtype,
                               int64_t bos_id, int64_t eos_id);
 
 // The `model:` section (YAML text, every key given) for a transformers config.json `j` read
-// from `file`: model_type llama, mistral or qwen3; seq_len from max_position_embeddings. Throws
-// an Error naming the file and key for what retort cannot run exactly (another model_type,
-// biases, an activation other than silu, RoPE scaling other than Llama 3.1's llama3, a sliding
-// window shorter than max_position_embeddings).
+// from `file`: model_type llama, mistral, qwen2 or qwen3; seq_len from max_position_embeddings.
+// Throws an Error naming the file and key for what retort cannot run exactly (another
+// model_type, biases other than Qwen2's, an activation other than silu, RoPE scaling other than
+// Llama 3.1's llama3, sliding-window attention).
 std::string model_yaml_from_hf_config(const nlohmann::json& j, const std::string& file);
 
 }  // namespace retort

@@ -3,10 +3,10 @@
 
 Usage: check_hf_export.py HF_DIR TOKENS_H5 EVAL_JSON [--bf16-of HF_F32_DIR]
 
-Written from the safetensors format and transformers' Qwen3 / Llama modeling, not from
+Written from the safetensors format and transformers' Qwen3 / Qwen2 / Llama modeling, not from
 retort's C++: model.safetensors is parsed by hand (8-byte header length, JSON header,
 contiguous data), config.json is read with transformers' key names, and a float64 numpy
-forward (RMSNorm, per-head q/k RMSNorm for qwen3, rotate-half RoPE with
+forward (RMSNorm, per-head q/k RMSNorm for qwen3, q/k/v biases for qwen2, rotate-half RoPE with
 inv_freq = rope_theta^(-2i/head_dim), rescaled as rope_scaling's "llama3" type says, GQA,
 SwiGLU, tied or own lm_head) gives the mean
 next-token loss on EVAL_JSON's windows of TOKENS_H5 (SPEC §3), which must equal the loss
@@ -109,9 +109,12 @@ def window_loss(c, w, tokens):
     for i in range(c["num_hidden_layers"]):
         p = f"model.layers.{i}."
         h = rmsnorm(x, w[p + "input_layernorm.weight"], eps)
-        q = (h @ w[p + "self_attn.q_proj.weight"].T).reshape(T, H, hd).transpose(1, 0, 2)
-        k = (h @ w[p + "self_attn.k_proj.weight"].T).reshape(T, Hkv, hd).transpose(1, 0, 2)
-        v = (h @ w[p + "self_attn.v_proj.weight"].T).reshape(T, Hkv, hd).transpose(1, 0, 2)
+        def proj(name, heads):  # nn.Linear: h Wᵀ (+ b in Qwen2's q, k, v projections)
+            y = h @ w[p + f"self_attn.{name}_proj.weight"].T
+            if arch == "qwen2":
+                y = y + w[p + f"self_attn.{name}_proj.bias"]
+            return y.reshape(T, heads, hd).transpose(1, 0, 2)
+        q, k, v = proj("q", H), proj("k", Hkv), proj("v", Hkv)
         if arch == "qwen3":
             q = rmsnorm(q, w[p + "self_attn.q_norm.weight"], eps)
             k = rmsnorm(k, w[p + "self_attn.k_norm.weight"], eps)
@@ -140,13 +143,16 @@ def expected_names(c):
         [f"self_attn.{m}_proj" for m in "qkvo"] + [f"mlp.{m}_proj" for m in ("gate", "up", "down")]
     if c["model_type"] == "qwen3":
         per_layer += ["self_attn.q_norm", "self_attn.k_norm"]
-    return names | {f"model.layers.{i}.{n}.weight" for i in range(c["num_hidden_layers"]) for n in per_layer}
+    biases = [f"self_attn.{m}_proj.bias" for m in "qkv"] if c["model_type"] == "qwen2" else []
+    return names | {f"model.layers.{i}.{n}" for i in range(c["num_hidden_layers"])
+                    for n in [m + ".weight" for m in per_layer] + biases}
 
 
 def main():
     hf_dir, tokens_h5, eval_json = sys.argv[1:4]
     c = json.load(open(f"{hf_dir}/config.json"))
-    arch = {"qwen3": "Qwen3ForCausalLM", "llama": "LlamaForCausalLM"}.get(c["model_type"])
+    arch = {"qwen3": "Qwen3ForCausalLM", "qwen2": "Qwen2ForCausalLM",
+            "llama": "LlamaForCausalLM"}.get(c["model_type"])
     if c["architectures"] != [arch]:
         fail(f"config.json: architectures {c['architectures']} for model_type {c['model_type']}")
     st = read_safetensors(f"{hf_dir}/model.safetensors")

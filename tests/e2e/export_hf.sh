@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `retort export --format hf`: a transformers directory whose model gives retort's own loss.
 # check_hf_export.py reads model.safetensors by hand and runs a float64 forward with
-# transformers' Qwen3 / Llama semantics from config.json alone; its mean loss on the windows
+# transformers' Qwen3 / Qwen2 / Llama semantics from config.json alone; its mean loss on the windows
 # `retort eval` used must match retort's within 1e-6 relative (a wrong RoPE pairing, a missing
 # q/k norm or the wrong head move it by 2e-4 to 3e-2 on these trained models). Then:
 # bfloat16 is exactly the rounded float32, the tokenizer travels unchanged, and bad input
@@ -42,7 +42,19 @@ check "$WORK/llama-hf" "$WORK/tok/val.h5" "$WORK/llama-eval.json"
 [ "$(json "$WORK/llama-hf/config.json" "j['architectures'][0], j['tie_word_embeddings'], j['rope_theta'], 'eos_token_id' in j")" = \
   "LlamaForCausalLM False 10000.0 False" ] || fail "llama config.json: $(cat "$WORK/llama-hf/config.json")"
 
-# 4. Bad input: one line, the right exit code, nothing written.
+# 4. Qwen2: q, k, v biases (trained away from their zero init), tied, no qk-norm. A model with
+# both qk-norm and biases has no transformers class: refused.
+retort train "${D[@]}" --set "run.dir=$WORK/qwen2" --set model.qk_norm=false --set model.qkv_bias=true >/dev/null
+retort export "$WORK/qwen2" --out "$WORK/qwen2-hf" --format hf >/dev/null
+retort eval "$WORK/qwen2" --tokens "$WORK/tok/val.h5" --out "$WORK/qwen2-eval.json" >/dev/null
+check "$WORK/qwen2-hf" "$WORK/tok/val.h5" "$WORK/qwen2-eval.json"
+[ "$(json "$WORK/qwen2-hf/config.json" "j['architectures'][0], j['model_type'], 'attention_bias' in j, j['use_sliding_window']")" = \
+  "Qwen2ForCausalLM qwen2 False False" ] || fail "qwen2 config.json: $(cat "$WORK/qwen2-hf/config.json")"
+retort train "${D[@]}" --set "run.dir=$WORK/both" --set model.qkv_bias=true --set train.steps=1 >/dev/null
+expect_fail 1 "model.qk_norm and model.qkv_bias together: no transformers model has both" \
+  retort export "$WORK/both" --out "$WORK/x" --format hf
+
+# 5. Bad input: one line, the right exit code, nothing written.
 expect_fail 2 "usage error: --format: xx not in" retort export "$WORK/qwen3" --out "$WORK/x" --format xx
 expect_fail 2 "config error: --dtype and --tokenizer apply to --format hf only" \
   retort export "$WORK/qwen3" --out "$WORK/x" --dtype bfloat16

@@ -104,6 +104,11 @@ retort export "$WORK/llama31" --out "$WORK/hf-llama31" --format hf >/dev/null
   "[('factor', 32.0), ('high_freq_factor', 4.0), ('low_freq_factor', 1.0), ('original_max_position_embeddings', 24), ('rope_type', 'llama3')]" ] \
   || fail "config.json rope_scaling: $(json "$WORK/hf-llama31/config.json" "j['rope_scaling']")"
 [ "$(loss "$WORK/llama31")" = "$(loss "$WORK/hf-llama31")" ] || fail "the llama3-scaled model read back differs"
+# Qwen2 (Qwen2.5): q, k, v biases, read back as model.qkv_bias from model_type qwen2
+retort train "${D[@]}" --set "run.dir=$WORK/qwen2" --set train.steps=5 --set model.qk_norm=false \
+  --set model.qkv_bias=true >/dev/null
+retort export "$WORK/qwen2" --out "$WORK/hf-qwen2" --format hf >/dev/null
+[ "$(loss "$WORK/qwen2")" = "$(loss "$WORK/hf-qwen2")" ] || fail "the qwen2 model read back differs"
 [ "$(loss "$WORK/run")" = "$(loss "$WORK/head")" ] || fail "a stored copy of the tied head changed the model"
 retort eval "$WORK/badhead" --tokens "$WORK/tok/val.h5" 2>"$WORK/badhead.err" >"$WORK/badhead.json"
 grep -q "warning: .*badhead/model.safetensors: lm_head.weight differs from model.embed_tokens.weight; config.json ties them" \
@@ -148,7 +153,7 @@ print("ok: the transformers teacher's corpus is the run's; sharded teachers' tea
 PY
 
 # 4. What retort cannot run exactly: one line naming config.json and the key.
-for edit in "model_type=qwen2|model_type 'qwen2'" "attention_bias=true|key 'attention_bias': biases" \
+for edit in "model_type=gemma2|model_type 'gemma2'" "attention_bias=true|key 'attention_bias': biases" \
             "rope_scaling={\"rope_type\": \"yarn\", \"factor\": 4.0}|key 'rope_scaling': RoPE scaling 'yarn'" \
             "hidden_act=gelu|key 'hidden_act': 'gelu'"; do
   rm -rf "$WORK/bad" && cp -r "$WORK/hf" "$WORK/bad"
@@ -171,5 +176,8 @@ expect_fail 1 "bad/config.json: key 'sliding_window': 8 below max_position_embed
 rm -rf "$WORK/bad" && cp -r "$WORK/hf" "$WORK/bad"
 /usr/bin/python3 -c "import json,sys; p=sys.argv[1]; c=json.load(open(p)); c['num_hidden_layers']=1; json.dump(c, open(p,'w'))" "$WORK/bad/config.json"
 expect_fail 1 "bad/model.safetensors: unexpected tensor 'model.layers.1.*' \(does config.json match the weights\?\)" \
+  retort eval "$WORK/bad" --tokens "$WORK/tok/val.h5"
+/usr/bin/python3 -c "import json,sys; p=sys.argv[1]; c=json.load(open(p)); c['model_type']='qwen2'; json.dump(c, open(p,'w'))" "$WORK/bad/config.json"
+expect_fail 1 "bad/model.safetensors: no tensor 'model.layers.0.self_attn.q_proj.bias' \(does config.json match the weights\?\)" \
   retort eval "$WORK/bad" --tokens "$WORK/tok/val.h5"
 echo PASS

@@ -20,17 +20,17 @@ ModelConfig read_back(const nlohmann::json& j) {
 }  // namespace
 
 TEST(HfConfig, WrittenConfigReadsBackAsTheSameModel) {
-  for (bool qk_norm : {true, false})
+  for (const auto& [qk_norm, qkv_bias] : {std::pair{true, false}, {false, false}, {false, true}})
     for (bool tie : {true, false}) {
       ModelConfig mc;
       mc.vocab_size = 151936, mc.d_model = 1024, mc.n_layers = 28, mc.n_heads = 16;
       mc.n_kv_heads = 8, mc.head_dim = 128, mc.d_ff = 3072, mc.seq_len = 40960;
       mc.rope_theta = 1e6, mc.norm_eps = 1e-6, mc.init_std = 0.02;
-      mc.qk_norm = qk_norm, mc.tie_embeddings = tie;
+      mc.qk_norm = qk_norm, mc.qkv_bias = qkv_bias, mc.tie_embeddings = tie;
       if (!qk_norm) mc.rope_scaling = "llama3", mc.rope_scaling_factor = 32, mc.rope_original_max_position = 4096;
       mc.resolve();
       const nlohmann::json j = hf_config_json(mc, "bfloat16", 1, 2);
-      EXPECT_EQ(j["model_type"], qk_norm ? "qwen3" : "llama");
+      EXPECT_EQ(j["model_type"], qk_norm ? "qwen3" : qkv_bias ? "qwen2" : "llama");
       const ModelConfig back = read_back(j);
       EXPECT_EQ(back.vocab_size, mc.vocab_size);
       EXPECT_EQ(back.d_model, mc.d_model);
@@ -43,6 +43,7 @@ TEST(HfConfig, WrittenConfigReadsBackAsTheSameModel) {
       EXPECT_EQ(back.rope_theta, mc.rope_theta);
       EXPECT_EQ(back.norm_eps, mc.norm_eps);
       EXPECT_EQ(back.qk_norm, qk_norm);
+      EXPECT_EQ(back.qkv_bias, qkv_bias);
       EXPECT_EQ(back.tie_embeddings, tie);
       EXPECT_EQ(back.rope_scaling, mc.rope_scaling);
       EXPECT_EQ(back.rope_scaling_factor, mc.rope_scaling_factor);
@@ -51,6 +52,12 @@ TEST(HfConfig, WrittenConfigReadsBackAsTheSameModel) {
       EXPECT_EQ(back.rope_original_max_position, mc.rope_original_max_position);
       EXPECT_EQ(back.n_params(), mc.n_params());
     }
+  ModelConfig both;
+  both.vocab_size = 64, both.d_model = 16, both.n_layers = 1, both.n_heads = 2, both.seq_len = 8;
+  both.qk_norm = true, both.qkv_bias = true;
+  both.resolve();
+  EXPECT_NE(test::error_of([&] { hf_config_json(both, "float32", -1, -1); }).find("no transformers model has both"),
+            std::string::npos);
 }
 
 TEST(HfConfig, AbsentKeysTakeTransformersDefaults) {
@@ -75,7 +82,8 @@ TEST(HfConfig, RefusesWhatRetortCannotRunExactly) {
                                {"intermediate_size", 32}, {"num_hidden_layers", 1},
                                {"num_attention_heads", 2}, {"max_position_embeddings", 8}};
   const std::vector<std::pair<nlohmann::json, std::string>> cases = {
-      {{{"model_type", "qwen2"}}, "model_type 'qwen2'"},
+      {{{"model_type", "gemma"}}, "model_type 'gemma' (retort runs llama, mistral, qwen2 and qwen3 models)"},
+      {{{"attention_bias", true}}, "key 'attention_bias': biases"},
       {{{"mlp_bias", true}}, "key 'mlp_bias': biases"},
       {{{"use_sliding_window", true}}, "key 'use_sliding_window'"},
       {{{"model_type", "mistral"}, {"sliding_window", 4}}, "key 'sliding_window': 4 below max_position_embeddings 8"},
@@ -93,6 +101,11 @@ TEST(HfConfig, RefusesWhatRetortCannotRunExactly) {
     EXPECT_NE(err.find(why), std::string::npos) << edit.dump() << " -> " << err;
   }
   EXPECT_NO_THROW(read_back(base));
+  nlohmann::json qwen2 = base;  // Qwen2's window is off unless use_sliding_window says so
+  qwen2.update({{"model_type", "qwen2"}, {"sliding_window", 4}, {"max_window_layers", 1}});
+  EXPECT_TRUE(read_back(qwen2).qkv_bias);
+  qwen2["use_sliding_window"] = true;
+  EXPECT_NE(test::error_of([&] { read_back(qwen2); }).find("key 'use_sliding_window'"), std::string::npos);
   // a window as long as the positions (or none) never binds: Mistral is then Llama
   for (const nlohmann::json& window : {nlohmann::json(8), nlohmann::json(nullptr)}) {
     nlohmann::json mistral = base;
@@ -164,6 +177,24 @@ TEST(HfConfig, PublishedConfigsReadAsTheirModels) {
   EXPECT_EQ(l.rope_scaling_factor, 32.0);
   EXPECT_EQ(l.rope_original_max_position, 8192);
   EXPECT_EQ(l.n_params(), 1235814400);
+  // Qwen/Qwen2.5-0.5B's config.json (from memory): q, k, v biases, no head_dim key (896 / 14),
+  // its window off — 494 032 768 parameters, 357 898 112 non-embedding (0.49B and 0.36B on its
+  // model card).
+  const auto qwen25 = nlohmann::json::parse(R"({
+    "architectures": ["Qwen2ForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 151643,
+    "eos_token_id": 151643, "hidden_act": "silu", "hidden_size": 896, "initializer_range": 0.02,
+    "intermediate_size": 4864, "max_position_embeddings": 32768, "max_window_layers": 24,
+    "model_type": "qwen2", "num_attention_heads": 14, "num_hidden_layers": 24,
+    "num_key_value_heads": 2, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
+    "sliding_window": 32768, "tie_word_embeddings": true, "torch_dtype": "bfloat16",
+    "transformers_version": "4.40.1", "use_cache": true, "use_sliding_window": false,
+    "vocab_size": 151936})");
+  const ModelConfig q25 = read_back(qwen25);
+  EXPECT_TRUE(q25.qkv_bias);
+  EXPECT_FALSE(q25.qk_norm);
+  EXPECT_EQ(q25.head_dim, 64);
+  EXPECT_EQ(q25.n_params_nonemb(), 357898112);
+  EXPECT_EQ(q25.n_params(), 494032768);
 }
 
 TEST(HfConfig, Llama3RopeScalingKeepsShortWavelengthsAndStretchesLongOnes) {
