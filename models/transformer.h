@@ -107,12 +107,12 @@ class Transformer {
   // params16 (BF16, the unit's layout; bf16 matmul precision only), when defined, holds the
   // unit's parameters rounded to bf16 (an fsdp unit gathered in bf16, parallel.param_gather):
   // the products read their weights from it, the embedding lookup widens its rows, and params
-  // then holds only the unit's norm gains in fp32, packed in order (unit_gain_runs): the only
-  // fp32 values read. The matrices' fp32 views stay unbound.
+  // then holds only the unit's 1-D parameters (norm gains, biases) in fp32, packed in order
+  // (unit_gain_runs): the only fp32 values read. The matrices' fp32 views stay unbound.
   void bind_unit(int unit, const Tensor& params, const Tensor& grads,
                  const Tensor& params16 = Tensor());
-  // The norm gains of unit `unit`: [begin, end) ranges relative to the unit's first element,
-  // adjacent gains merged, in layout order; and their total size.
+  // The 1-D parameters (norm gains, biases) of unit `unit`: [begin, end) ranges relative to the
+  // unit's first element, adjacent ones merged, in layout order; and their total size.
   std::vector<std::pair<int64_t, int64_t>> unit_gain_runs(int unit) const;
   int64_t unit_gain_elems(int unit) const;
   // Drop the model's own flat buffers and unbind every unit: from now on the unit hooks must

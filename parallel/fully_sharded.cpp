@@ -113,7 +113,7 @@ Tensor& FullyShardedDP::gathered(int u) {
   if (g.req) {
     g.req->wait();
     g.req.reset();
-    if (g.buf16.defined()) {  // the norm gains widened from the bf16 gather, packed
+    if (g.buf16.defined()) {  // the norm gains (and biases) widened from the bf16 gather, packed
       int64_t packed = 0;
       for (const auto& [b, e] : model_.unit_gain_runs(u)) {
         Tensor gains = g.buf.flat(packed, e - b);

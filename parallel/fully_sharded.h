@@ -19,8 +19,8 @@
 // sees its parameters rounded to bf16 — what bf16 products round the weights to anyway; the
 // norm gains and the embedding rows the lookup reads are rounded too (as under FSDP2's
 // param_dtype). The model reads the bf16 gather itself (Transformer::bind_unit's params16):
-// the products their weights, the lookup its rows; only the norm gains are widened to fp32
-// (a small buffer per unit), so a gathered unit costs 2 bytes per parameter, not 2 + 4. The
+// the products their weights, the lookup its rows; only the norm gains (and q, k, v biases)
+// are widened to fp32 (a small buffer per unit), so a gathered unit costs 2 bytes per parameter, not 2 + 4. The
 // shard, its gradient and AdamW stay fp32.
 //
 // Gradients are reduce-scattered after every micro-batch's backward into the shard accumulator
@@ -107,7 +107,7 @@ class FullyShardedDP : public Transformer::UnitHooks {
   };
   struct Gathered {       // a unit's full parameters, maybe still arriving
     Tensor buf;             // what the model reads in fp32: the unit [P_u] (F32 gathers) or
-                            // its norm gains, packed (BF16: widened from buf16)
+                            // its norm gains and biases, packed (BF16: widened from buf16)
     Tensor buf16, chunk16;  // ParamGather::BF16: the gather's bf16 output (the products' weights
                             // while resident) and input
     std::unique_ptr<Request> req;

@@ -2,8 +2,9 @@
 # Tensor (+ sequence) parallelism equals one process: tp2, tp2+sp, dp2×tp2, fsdp2×tp2+sp and
 # dp2×fsdp2×tp2+sp vs 1 rank on tiny.yaml (GQA: 4 heads, 2 kv heads), tied and untied, at the
 # same global batch: per-step losses within 1e-5 relative, final parameters within 1e-4
-# relative norm; fsdp2×tp2 too. Then: bitwise resume on tp2+sp, and an fsdp2×tp2 checkpoint resumed on dp2
-# and on 1 process continues like the uninterrupted run.
+# relative norm; fsdp2×tp2 too; Qwen2's q, k, v biases on dp2×fsdp2×tp2+sp (and bf16). Then:
+# bitwise resume on tp2+sp, and an fsdp2×tp2 checkpoint resumed on dp2 and on 1 process
+# continues like the uninterrupted run.
 source "$(dirname "$0")/lib.sh"
 tiny_tokens "$WORK/tok"
 MPIRUN=(mpirun --allow-run-as-root --oversubscribe)
@@ -43,6 +44,31 @@ compare_runs "$WORK/one16_true" "$WORK/tp2sp16" 5e-4 5e-3
   --set parallel.dp=2 --set parallel.fsdp=2 --set parallel.tp=2 --set parallel.sp=true \
   --set "run.dir=$WORK/dp2fsdp2tp2sp16" >/dev/null
 compare_runs "$WORK/one16_false" "$WORK/dp2fsdp2tp2sp16" 5e-4 5e-3
+
+# Qwen2's q, k, v biases: split over tp with their heads, sharded by fsdp (1-D tp slices in the
+# sharded checkpoints), their gradients summed over sp's rows; fp32 and bf16 as above, and bf16
+# with the fsdp units gathered in bf16 (the biases widened to fp32 like the norm gains; within
+# parallel_param_gather.sh's bf16-gather tolerances). The k bias only moves the scores through
+# RoPE's rotation (a bias shared by every key shifts a query's scores by one constant, which
+# softmax ignores), so its gradient is a near-cancelling sum and AdamW turns its rounding into
+# updates: one process with micro_batch 1 instead of 2 (another summation order, nothing else)
+# moves it by 1.3e-4 and 2.8e-4 after 20 steps (q, v biases: 3e-7), bf16 instead of fp32 by
+# 0.37 and 0.49 (q, v biases: 7e-3). It gets 1e-3 in fp32 and is not compared in bf16; the q
+# bias, a sum of bf16 gradients over every row, 1e-2 in bf16 (measured 5.6e-3, the other
+# tensors 3.7e-3; with bf16 gathers 2.1e-2 and 1.5e-2).
+Q2=(--set model.qk_norm=false --set model.qkv_bias=true)
+retort train "${ARGS[@]}" "${Q2[@]}" --set "run.dir=$WORK/one_qwen2" >/dev/null
+"${MPIRUN[@]}" -np 8 "$RETORT_BIN" train "${ARGS[@]}" "${Q2[@]}" --set parallel.dp=2 --set parallel.fsdp=2 \
+  --set parallel.tp=2 --set parallel.sp=true --set "run.dir=$WORK/qwen2_dp2fsdp2tp2sp" >/dev/null
+compare_runs "$WORK/one_qwen2" "$WORK/qwen2_dp2fsdp2tp2sp" 1e-5 1e-4 "" 0 "k_proj.bias=1e-3"
+retort train "${ARGS[@]}" "${Q2[@]}" "${BF16[@]}" --set "run.dir=$WORK/one16_qwen2" >/dev/null
+for gather in fp32 bf16; do
+  "${MPIRUN[@]}" -np 4 "$RETORT_BIN" train "${ARGS[@]}" "${Q2[@]}" "${BF16[@]}" --set parallel.fsdp=2 \
+    --set parallel.tp=2 --set parallel.sp=true --set parallel.param_gather=$gather \
+    --set "run.dir=$WORK/qwen2_fsdp2tp2sp16_$gather" >/dev/null
+done
+compare_runs "$WORK/one16_qwen2" "$WORK/qwen2_fsdp2tp2sp16_fp32" 5e-4 5e-3 "" 0 "k_proj.bias=inf,q_proj.bias=1e-2"
+compare_runs "$WORK/one16_qwen2" "$WORK/qwen2_fsdp2tp2sp16_bf16" 3e-3 3e-2 "" 0 "k_proj.bias=inf"
 
 # Per-rank parameter bytes: tp2 holds about half of one process (norm gains are whole copies).
 /usr/bin/python3 - "$WORK/one_true" "$WORK/tp2_true" <<'PY'
