@@ -627,9 +627,7 @@ int64_t check_swiglu(const char* op, const Tensor& h, const char* h_name, const 
                shape_str(packed), ": gate, then up)");
   return F;
 }
-}  // namespace
 
-namespace {
 // y or dy [rows, n] against the bias b or its gradient db [n] F32; returns n.
 int64_t check_bias(const char* op, const char* yname, const Tensor& y, const char* bname,
                    const Tensor& b) {
