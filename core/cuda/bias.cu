@@ -1,7 +1,7 @@
 // A bias along the rows of a product's output (math as core/cpu/bias.cpp):
 //   forward   y[r, j] += b[j]                       y: [rows, n], b: [n]
 //   backward  db[j] += Σ_r dy[r, j]
-// The backward's block is 32 columns × kBiasGroups row groups: lane c of warp g sums column
+// The backward's block is kBiasGroups warps over 32 columns: lane c of warp g sums column
 // j0 + c over rows g, g + kBiasGroups, … (a warp reads 32 consecutive elements of one row),
 // then one thread per column adds the group partials in group order (core/bias_order.h: the
 // CPU's order, the same bits).
@@ -21,11 +21,11 @@ __global__ void bias_add_kernel(T* y, const float* b, int64_t total, int64_t n) 
     store(&y[i], load(&y[i]) + b[i % n]);
 }
 
-// grid: ceil(n / 32) blocks of (32, kBiasGroups) threads.
+// grid: ceil(n / 32) blocks of 32 · kBiasGroups threads (warp g: row group g).
 template <class In>
 __global__ void bias_backward_kernel(float* db, const In* dy, int64_t rows, int64_t n) {
   __shared__ float partial[kBiasGroups][kWarp];
-  const int c = threadIdx.x, g = threadIdx.y;
+  const int c = threadIdx.x % kWarp, g = threadIdx.x / kWarp;
   const int64_t j = blockIdx.x * int64_t(kWarp) + c;
   float s = 0.0f;
   if (j < n)
@@ -55,7 +55,7 @@ void bias_backward(float* db, const In* dy, int64_t rows, int64_t n) {
   if (n <= 0) return;
   const auto kernel = bias_backward_kernel<In>;
   const unsigned blocks = unsigned((n + kWarp - 1) / kWarp);
-  kernel<<<blocks, dim3(kWarp, kBiasGroups), 0, compute_stream()>>>(db, dy, rows, n);
+  kernel<<<blocks, kWarp * kBiasGroups, 0, compute_stream()>>>(db, dy, rows, n);
   RETORT_CUDA_CHECK_LAUNCH();
 }
 
