@@ -123,6 +123,11 @@ OMP_NUM_THREADS=1 mpirun --allow-run-as-root --oversubscribe -np 2 "$RETORT_BIN"
   --set "run.dir=$WORK/fsdp" --set train.steps=20 --set parallel.fsdp=2 >/dev/null
 ls "$WORK/fsdp/checkpoints/step_00000020"/shard-*.h5 >/dev/null || fail "the fsdp checkpoint is not sharded"
 retort generate "${G[@]}" --set "generate.teacher=$WORK/fsdp" --set "generate.out=$WORK/c-fsdp" >/dev/null
+# a Qwen2 teacher (q, k, v biases) sampling through the KV cache: the same corpus either way
+for t in qwen2 hf-qwen2; do
+  retort generate "${G[@]}" --set generate.mode=sample --set generate.prompt_len=4 --set generate.seq_len=12 \
+    --set "generate.teacher=$WORK/$t" --set "generate.out=$WORK/c-$t" >/dev/null
+done
 # The teacher's tokenizer must be the data's: a transformers dir's tokenizer.model (a copy of the
 # data's), a checkpoint's through its config's data files; other ids are one line, exit 2.
 retort generate "${G[@]}" --set "generate.teacher=$WORK/hf-tok" --set "generate.out=$WORK/c-tok" >/dev/null
@@ -143,13 +148,15 @@ def shard(c):
 a, b, f = shard("c-run"), shard("c-hf"), shard("c-fsdp")
 for ds in ("tokens", "topk_ids", "topk_logprobs"):
     assert np.array_equal(a[ds][:], b[ds][:]), ds
+    assert np.array_equal(shard("c-qwen2")[ds][:], shard("c-hf-qwen2")[ds][:]), "qwen2 " + ds
 digests = "".join(hashlib.sha256(open(p, "rb").read()).hexdigest()
                   for p in sorted(glob.glob(f"{w}/split/model-*.safetensors")))
 assert json.load(open(f"{w}/c-hf/manifest.json"))["teacher_sha256"] == hashlib.sha256(digests.encode()).hexdigest()
 shards = sorted(glob.glob(f"{w}/fsdp/checkpoints/step_00000020/shard-*.h5"))
 digests = "".join(hashlib.sha256(open(p, "rb").read()).hexdigest() for p in shards)
 assert f.attrs["teacher_sha256"] == hashlib.sha256(digests.encode()).hexdigest()
-print("ok: the transformers teacher's corpus is the run's; sharded teachers' teacher_sha256 as documented")
+print("ok: the transformers teachers' corpora (qwen3 scored, qwen2 sampled) are their runs'; "
+      "sharded teachers' teacher_sha256 as documented")
 PY
 
 # 4. What retort cannot run exactly: one line naming config.json and the key.
