@@ -14,9 +14,10 @@ bool is_hf_checkpoint_dir(const std::string& dir);
 
 // Fills `params` (names and shapes given, SPEC §1 names) from the directory's safetensors:
 // every name present with the same shape and finite values (F32, BF16 or F16, read as
-// float32). A tensor the model lacks is an Error naming the file, except RoPE's
-// rotary_emb.inv_freq buffers and a tied model's lm_head.weight, unused as transformers leaves
-// it (with a warning when it is not a copy of model.embed_tokens.weight).
+// float32); Phi-3's fused qkv_proj and gate_up_proj stand for the q, k, v and gate, up
+// projections they stack by rows. A tensor the model lacks is an Error naming the file, except
+// RoPE's rotary_emb.inv_freq buffers and a tied model's lm_head.weight, unused as transformers
+// leaves it (with a warning when it is not a copy of model.embed_tokens.weight).
 void load_hf_weights(const std::string& dir, std::vector<NamedTensor>& params);
 
 // sha256 of model.safetensors; with an index, of the sha256 hex digests of the files it names,

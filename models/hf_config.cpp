@@ -71,8 +71,8 @@ std::string number(double v) {
 std::string model_yaml_from_hf_config(const nlohmann::json& j, const std::string& file) {
   if (!j.is_object()) throw Error(str_cat(file, ": not a JSON object"));
   const std::string type = json_string(j, "model_type", file);
-  if (type != "llama" && type != "mistral" && type != "qwen2" && type != "qwen3")
-    throw Error(str_cat(file, ": model_type '", type, "' (retort runs llama, mistral, qwen2 and qwen3 models)"));
+  if (type != "llama" && type != "mistral" && type != "phi3" && type != "qwen2" && type != "qwen3")
+    throw Error(str_cat(file, ": model_type '", type, "' (retort runs llama, mistral, phi3, qwen2 and qwen3 models)"));
   auto refuse = [&](const char* key, const std::string& why) {
     throw Error(str_cat(file, ": key '", key, "': ", why, " (not in retort's model, docs/MODEL.md)"));
   };
@@ -85,10 +85,15 @@ std::string model_yaml_from_hf_config(const nlohmann::json& j, const std::string
   if (flag(j, "use_sliding_window", false, file)) refuse("use_sliding_window", "sliding-window attention");
   constexpr int64_t kMax = int64_t(1) << 40;  // the model's own checks bound each size
   const int64_t positions = json_int(j, "max_position_embeddings", file, 1, kMax);
-  // Mistral's window (Mistral 7B v0.1: 4096) changes attention only for sequences longer than it
-  if (type == "mistral" && given(j, "sliding_window") && json_int(j, "sliding_window", file, 1, kMax) < positions)
+  // Mistral's window (Mistral 7B v0.1: 4096) and Phi-3's (Phi-3-mini-4k: 2047) change attention
+  // only for sequences longer than them
+  if ((type == "mistral" || type == "phi3") && given(j, "sliding_window") &&
+      json_int(j, "sliding_window", file, 1, kMax) < positions)
     refuse("sliding_window", str_cat(j["sliding_window"].dump(), " below max_position_embeddings ", positions,
                                      ", sliding-window attention"));
+  // Phi-4-mini rotates only part of each head (partial_rotary_factor 0.75)
+  if (given(j, "partial_rotary_factor") && json_number(j, "partial_rotary_factor", file) != 1.0)
+    refuse("partial_rotary_factor", str_cat(j["partial_rotary_factor"].dump(), ", RoPE on part of each head"));
   double theta = given(j, "rope_theta") ? json_number(j, "rope_theta", file) : 10000.0;
   // RoPE scaling: none ("default") or Llama 3.1's "llama3" (models/rope_frequencies.h), from
   // rope_scaling (transformers 4; "type" in older files) or rope_parameters (transformers 5)

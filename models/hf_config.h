@@ -1,8 +1,8 @@
 // The model's shape as a Hugging Face transformers config.json, both ways. SPEC §1's model is
 // exactly transformers' Qwen3 (qk_norm: a per-head RMSNorm on q and k before RoPE), Qwen2
 // (qkv_bias: biases on the q, k, v projections, none on o) or Llama (neither; Mistral is Llama
-// with an optional sliding window): RMSNorm, rotate-half RoPE, GQA, SwiGLU; the parameter
-// names match.
+// with an optional sliding window, Phi-3 / Phi-4 Llama with fused weights, read only): RMSNorm,
+// rotate-half RoPE, GQA, SwiGLU; the parameter names match.
 #pragma once
 #include <cstdint>
 #include <nlohmann/json.hpp>
@@ -19,10 +19,10 @@ nlohmann::json hf_config_json(const ModelConfig& mc, const std::string& torch_dt
                               int64_t bos_id, int64_t eos_id);
 
 // The `model:` section (YAML text, every key given) for a transformers config.json `j` read
-// from `file`: model_type llama, mistral, qwen2 or qwen3; seq_len from max_position_embeddings.
-// Throws an Error naming the file and key for what retort cannot run exactly (another
-// model_type, biases other than Qwen2's, an activation other than silu, RoPE scaling other than
-// Llama 3.1's llama3, sliding-window attention).
+// from `file`: model_type llama, mistral, phi3, qwen2 or qwen3; seq_len from
+// max_position_embeddings. Throws an Error naming the file and key for what retort cannot run
+// exactly (another model_type, biases other than Qwen2's, an activation other than silu, RoPE
+// scaling other than Llama 3.1's llama3, RoPE on part of a head, sliding-window attention).
 std::string model_yaml_from_hf_config(const nlohmann::json& j, const std::string& file);
 
 }  // namespace retort

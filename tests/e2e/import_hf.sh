@@ -61,21 +61,11 @@ expect_fail 2 "key 'tokenize.tokenizer': .*/hf holds neither a tokenizer.model n
 [ ! -e "$WORK/tok3" ] || fail "a refused tokenize.tokenizer wrote $WORK/tok3"
 
 # 2. Sharded safetensors (model.safetensors.index.json), and a tied model's stored lm_head.
-/usr/bin/python3 - "$WORK/hf" "$WORK" <<'PY'
-import json, os, shutil, struct, sys
+PYTHONPATH="$SRC/tests/e2e" /usr/bin/python3 - "$WORK/hf" "$WORK" <<'PY'
+import json, os, shutil, sys
+from safetensors_io import read, write
 src, work = sys.argv[1], sys.argv[2]
-blob = open(f"{src}/model.safetensors", "rb").read()
-(n,) = struct.unpack("<Q", blob[:8])
-header, data = json.loads(blob[8:8 + n]), blob[8 + n:]
-header.pop("__metadata__")
-def write(path, tensors):
-    h, body = {"__metadata__": {"format": "pt"}}, b""
-    for name, (meta, raw) in tensors.items():
-        h[name] = dict(meta, data_offsets=[len(body), len(body) + len(raw)])
-        body += raw
-    text = json.dumps(h).encode()
-    open(path, "wb").write(struct.pack("<Q", len(text)) + text + body)
-tensors = {k: (v, data[v["data_offsets"][0]:v["data_offsets"][1]]) for k, v in header.items()}
+tensors = read(f"{src}/model.safetensors")
 names = sorted(tensors)
 os.makedirs(f"{work}/split")
 shutil.copy(f"{src}/config.json", f"{work}/split")
@@ -96,6 +86,37 @@ retort train "${D[@]}" --set "run.dir=$WORK/llama" --set train.steps=5 --set mod
 retort export "$WORK/llama" --out "$WORK/mistral" --format hf >/dev/null
 /usr/bin/python3 -c "import json,sys; p=sys.argv[1]; c=json.load(open(p)); c.update(model_type='mistral', architectures=['MistralForCausalLM'], sliding_window=None); json.dump(c, open(p,'w'))" "$WORK/mistral/config.json"
 [ "$(loss "$WORK/llama")" = "$(loss "$WORK/mistral")" ] || fail "the model read as mistral differs"
+# Phi3ForCausalLM (Phi-3, Phi-4) is Llama with q, k, v stored as one qkv_proj and gate, up as one
+# gate_up_proj, read as their row blocks; a fused tensor of the wrong size is one line
+PYTHONPATH="$SRC/tests/e2e" /usr/bin/python3 - "$WORK/mistral" "$WORK/phi3" <<'PY'
+import json, os, sys
+from safetensors_io import read, write
+src, dst = sys.argv[1], sys.argv[2]
+t, out = read(f"{src}/model.safetensors"), {}
+def fuse(names):  # row blocks, one after another: the bytes concatenated
+    metas = [t[n][0] for n in names]
+    shape = [sum(m["shape"][0] for m in metas), metas[0]["shape"][1]]
+    return dict(metas[0], shape=shape), b"".join(t[n][1] for n in names)
+for name in t:
+    if name.endswith("self_attn.q_proj.weight"):
+        p = name[:-len("q_proj.weight")]
+        out[p + "qkv_proj.weight"] = fuse([p + m + "_proj.weight" for m in "qkv"])
+    elif name.endswith("mlp.gate_proj.weight"):
+        p = name[:-len("gate_proj.weight")]
+        out[p + "gate_up_proj.weight"] = fuse([p + m + "_proj.weight" for m in ("gate", "up")])
+    elif not any(name.endswith(f"{m}_proj.weight") for m in ("q", "k", "v", "gate", "up")):
+        out[name] = t[name]
+os.makedirs(dst)
+write(f"{dst}/model.safetensors", out)
+c = json.load(open(f"{src}/config.json"))
+c.update(model_type="phi3", architectures=["Phi3ForCausalLM"], sliding_window=None, partial_rotary_factor=1.0)
+json.dump(c, open(f"{dst}/config.json", "w"))
+PY
+[ "$(loss "$WORK/llama")" = "$(loss "$WORK/phi3")" ] || fail "the model read as phi3 differs"
+rm -rf "$WORK/bad" && cp -r "$WORK/phi3" "$WORK/bad"
+/usr/bin/python3 -c "import json,sys; p=sys.argv[1]; c=json.load(open(p)); c['num_key_value_heads']=1; json.dump(c, open(p,'w'))" "$WORK/bad/config.json"
+expect_fail 1 "bad/model.safetensors: tensor 'model.layers.0.self_attn.qkv_proj.weight' has shape \[128, 64\], the model needs \[96, 64\]" \
+  retort eval "$WORK/bad" --tokens "$WORK/tok/val.h5"
 # Llama 3.1's RoPE scaling (rope_scaling: llama3) is written to config.json and read back
 retort train "${D[@]}" --set "run.dir=$WORK/llama31" --set train.steps=5 --set model.qk_norm=false \
   --set model.rope_scaling=llama3 --set model.rope_scaling_factor=32 --set model.rope_original_max_position=24 >/dev/null

@@ -3,7 +3,8 @@
 // model_yaml_from_hf_config and the model section's validation, the weights through
 // resolve_checkpoint_dir and load_model_weights from model.safetensors, or from two files
 // named by model.safetensors.index.json. The input picks a valid directory of a small fixed
-// parameter set, then flips bytes of a safetensors file, or writes its header, its header
+// parameter set (its gate and up projections fused as Phi-3 stores them, or not), then flips
+// bytes of a safetensors file, or writes its header, its header
 // length, the index or config.json through hostile_json. Reads must fail cleanly naming the
 // directory, or give finite weights and a config the model accepts.
 #include <fuzzer/FuzzedDataProvider.h>
@@ -26,11 +27,28 @@ using nlohmann::json;
 
 namespace {
 
-// A safetensors file of tiny_params()[first, last) (plus, as the input asks, a tied model's
-// copy of the embedding as lm_head.weight) in a dtype the input picks; the header goes through
+using Entries = std::vector<std::pair<std::string, Shape>>;
+
+// The model's parameters: tiny_params(), with up_proj's gate_proj beside it when `fused` (the
+// file then holds both as Phi-3's gate_up_proj).
+Entries model_params(bool fused) {
+  Entries out = tiny_params();
+  if (fused) out.insert(out.begin() + 1, {"model.layers.0.mlp.gate_proj.weight", out[1].second});
+  return out;
+}
+
+// What the file stores: the parameters, or with gate and up fused into one [2F, d] tensor.
+Entries stored_tensors(bool fused) {
+  Entries out = tiny_params();
+  if (fused) out[1] = {"model.layers.0.mlp.gate_up_proj.weight", {2 * out[1].second[0], out[1].second[1]}};
+  return out;
+}
+
+// A safetensors file of entries[first, last) (plus, as the input asks, a tied model's copy of
+// the embedding as lm_head.weight) in a dtype the input picks; the header goes through
 // hostile_json unless `honest`.
-void write_safetensors_file(FuzzedDataProvider& in, const std::string& path, size_t first,
-                            size_t last, bool honest) {
+void write_safetensors_file(FuzzedDataProvider& in, const std::string& path, const Entries& entries,
+                            size_t first, size_t last, bool honest) {
   const char* dtypes[] = {"F32", "BF16", "F16"};
   const std::string dtype = dtypes[in.ConsumeIntegralInRange(0, 2)];
   const size_t elem = dtype == "F32" ? 4 : 2;
@@ -42,13 +60,13 @@ void write_safetensors_file(FuzzedDataProvider& in, const std::string& path, siz
   };
   std::string embed;
   for (size_t i = first; i < last; ++i) {
-    const auto& [name, shape] = tiny_params()[i];
+    const auto& [name, shape] = entries[i];
     std::string values(size_t(shape_numel(shape)) * elem, '\0');
     for (char& c : values) c = char(in.ConsumeIntegral<uint8_t>() & 0x3F);  // finite in every dtype
     add(name, shape, values);
     if (i == 0) embed = values;
   }
-  if (!embed.empty() && in.ConsumeBool()) add("lm_head.weight", tiny_params()[0].second, embed);
+  if (!embed.empty() && in.ConsumeBool()) add("lm_head.weight", entries[0].second, embed);
   if (!honest) mutate_json(in, header, int64_t(bytes.size()));
   std::string text = honest ? header.dump() : hostile_json_text(in, header);
   uint64_t n = text.size();
@@ -66,17 +84,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string dir = scratch("hf");
   std::filesystem::create_directories(dir);
   const int mode = in.ConsumeIntegralInRange(0, 3);  // 0 flip, 1 hostile header, 2 index, 3 config
-  const bool sharded = mode == 2;
+  const bool sharded = mode == 2, fused = in.ConsumeBool();  // fused: Phi-3's gate_up_proj
+  const Entries stored = stored_tensors(fused);
   if (sharded) {
-    write_safetensors_file(in, dir + "/a.safetensors", 0, 2, true);
-    write_safetensors_file(in, dir + "/b.safetensors", 2, tiny_params().size(), true);
+    write_safetensors_file(in, dir + "/a.safetensors", stored, 0, 2, true);
+    write_safetensors_file(in, dir + "/b.safetensors", stored, 2, stored.size(), true);
     json index = {{"weight_map", json::object()}};
-    for (size_t i = 0; i < tiny_params().size(); ++i)
-      index["weight_map"][tiny_params()[i].first] = i < 2 ? "a.safetensors" : "b.safetensors";
+    for (size_t i = 0; i < stored.size(); ++i)
+      index["weight_map"][stored[i].first] = i < 2 ? "a.safetensors" : "b.safetensors";
     mutate_json(in, index, 0);
     std::ofstream(dir + "/model.safetensors.index.json") << hostile_json_text(in, index);
   } else {
-    write_safetensors_file(in, dir + "/model.safetensors", 0, tiny_params().size(), mode != 1);
+    write_safetensors_file(in, dir + "/model.safetensors", stored, 0, stored.size(), mode != 1);
     if (mode == 0) flip_bytes(in, dir + "/model.safetensors");
   }
   ModelConfig mc;
@@ -92,7 +111,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     ModelConfig::from_config(Config::from_yaml(yaml, dir + "/config.json"));
   });
   clean_or_error(dir, [&] {
-    std::vector<NamedTensor> weights = tiny_param_zeros();
+    std::vector<NamedTensor> weights;
+    for (const auto& [name, shape] : model_params(fused)) weights.push_back({name, Tensor::zeros(shape)});
     load_model_weights(dir, weights);
     for (const NamedTensor& t : weights)
       for (int64_t i = 0; i < t.tensor.numel(); ++i)

@@ -82,7 +82,11 @@ TEST(HfConfig, RefusesWhatRetortCannotRunExactly) {
                                {"intermediate_size", 32}, {"num_hidden_layers", 1},
                                {"num_attention_heads", 2}, {"max_position_embeddings", 8}};
   const std::vector<std::pair<nlohmann::json, std::string>> cases = {
-      {{{"model_type", "gemma"}}, "model_type 'gemma' (retort runs llama, mistral, qwen2 and qwen3 models)"},
+      {{{"model_type", "gemma"}}, "model_type 'gemma' (retort runs llama, mistral, phi3, qwen2 and qwen3 models)"},
+      {{{"model_type", "phi3"}, {"sliding_window", 7}}, "key 'sliding_window': 7 below max_position_embeddings 8"},
+      {{{"partial_rotary_factor", 0.75}}, "key 'partial_rotary_factor': 0.75, RoPE on part of each head"},
+      {{{"rope_scaling", {{"type", "longrope"}, {"short_factor", {1.0}}, {"long_factor", {1.0}}}}},
+       "key 'rope_scaling': RoPE scaling 'longrope'"},
       {{{"attention_bias", true}}, "key 'attention_bias': biases"},
       {{{"mlp_bias", true}}, "key 'mlp_bias': biases"},
       {{{"use_sliding_window", true}}, "key 'use_sliding_window'"},
@@ -195,6 +199,24 @@ TEST(HfConfig, PublishedConfigsReadAsTheirModels) {
   EXPECT_EQ(q25.head_dim, 64);
   EXPECT_EQ(q25.n_params_nonemb(), 357898112);
   EXPECT_EQ(q25.n_params(), 494032768);
+  // microsoft/phi-4's config.json (from memory): Phi3ForCausalLM, Llama's math (its fused
+  // qkv_proj / gate_up_proj are a weights matter, core/hf_checkpoint.h), GQA 40/10, untied —
+  // 14 659 507 200 parameters ("14.7B" on its card).
+  const auto phi4 = nlohmann::json::parse(R"({
+    "architectures": ["Phi3ForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 100257,
+    "embd_pdrop": 0.0, "eos_token_id": 100265, "hidden_act": "silu", "hidden_size": 5120,
+    "initializer_range": 0.02, "intermediate_size": 17920, "max_position_embeddings": 16384,
+    "model_type": "phi3", "num_attention_heads": 40, "num_hidden_layers": 40,
+    "num_key_value_heads": 10, "original_max_position_embeddings": 16384, "pad_token_id": 100349,
+    "resid_pdrop": 0.0, "rms_norm_eps": 1e-05, "rope_scaling": null, "rope_theta": 250000,
+    "sliding_window": null, "tie_word_embeddings": false, "torch_dtype": "bfloat16",
+    "use_cache": true, "vocab_size": 100352})");
+  const ModelConfig p4 = read_back(phi4);
+  EXPECT_FALSE(p4.qk_norm);
+  EXPECT_FALSE(p4.qkv_bias);
+  EXPECT_EQ(p4.head_dim, 128);
+  EXPECT_EQ(p4.rope_theta, 250000.0);
+  EXPECT_EQ(p4.n_params(), 14659507200);
 }
 
 TEST(HfConfig, Llama3RopeScalingKeepsShortWavelengthsAndStretchesLongOnes) {
