@@ -63,9 +63,10 @@ Transformer::Transformer(const ModelConfig& cfg, const TpLayout& tp, Device devi
     double s = mup ? 1.0 / std::sqrt(double(in)) : cfg.init_std;
     return output_proj ? s * out_scale : s;
   };
-  // shard_dim: the dimension split over tp (-1: every rank holds it whole). std 0: a constant
-  // (init_fill_: 1 for norm gains, 0 for biases).
-  auto add = [&](const std::string& name, Shape global, bool decay, double std, int shard_dim = -1) {
+  // shard_dim: the dimension split over tp (-1: every rank holds it whole). std 0: the constant
+  // `fill` (1 for norm gains, 0 for biases).
+  auto add = [&](const std::string& name, Shape global, bool decay, double std, int shard_dim = -1,
+                 float fill = 1.0f) {
     Shape shape = global;
     int64_t offset = 0;
     if (shard_dim >= 0) {
@@ -75,7 +76,7 @@ Transformer::Transformer(const ModelConfig& cfg, const TpLayout& tp, Device devi
     params_.push_back(Parameter{name, Tensor(), Tensor(), decay, n_params_, shape, global,
                                 shard_dim, offset});  // views: build_views
     init_std_.push_back(std);
-    init_fill_.push_back(1.0f);
+    init_fill_.push_back(fill);
     n_params_ += shape_numel(shape);
     shapes_.push_back(std::move(shape));
   };
@@ -89,10 +90,8 @@ Transformer::Transformer(const ModelConfig& cfg, const TpLayout& tp, Device devi
     add(p + "self_attn.k_proj.weight", {Hkv * hd, d}, true, hidden_std(d, false), 0);
     add(p + "self_attn.v_proj.weight", {Hkv * hd, d}, true, hidden_std(d, false), 0);
     if (cfg.qkv_bias) {  // no decay, start at 0; split over tp with their matrices' rows
-      for (const auto& [name, rows] : {std::pair{"q", H * hd}, {"k", Hkv * hd}, {"v", Hkv * hd}}) {
-        add(p + "self_attn." + name + "_proj.bias", {rows}, false, 0, 0);
-        init_fill_.back() = 0.0f;
-      }
+      for (const auto& [name, rows] : {std::pair{"q", H * hd}, {"k", Hkv * hd}, {"v", Hkv * hd}})
+        add(p + "self_attn." + name + "_proj.bias", {rows}, false, 0, 0, 0.0f);
     }
     add(p + "self_attn.o_proj.weight", {d, H * hd}, true, hidden_std(H * hd, true), 1);
     if (cfg.qk_norm) {
