@@ -37,6 +37,9 @@ const std::vector<ConfigKey>& config_schema() {
       {"model.norm_eps", T::Float, "1e-5", "RMSNorm epsilon"},
       {"model.qk_norm", T::Bool, "true", "RMSNorm on queries and keys (per head) before RoPE"},
       {"model.qkv_bias", T::Bool, "false", "biases on the q, k and v projections (Qwen2, Qwen2.5)"},
+      {"model.sliding_window", T::Int, "0",
+       "sliding-window attention (Mistral 7B v0.1, Phi-3-4k): a token attends to itself and the "
+       "sliding_window - 1 tokens before it; 0 = every earlier token"},
       {"model.tie_embeddings", T::Bool, "true", "share the input embedding with the output head"},
       {"model.seq_len", T::Int, "256", "training context length in tokens"},
       {"model.init", T::String, "normal", "weight initialisation: normal or mup_simple"},

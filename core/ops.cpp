@@ -837,10 +837,24 @@ AttnDims check_attention(const char* op, const Heads& q, const Heads& k, const H
   return d;
 }
 
+// The keys a query sees at most, as the kernels take it: 1..T (a window of 0 or beyond T: T).
+int64_t window_within(const char* op, int64_t window, int64_t T) {
+  RETORT_CHECK(window >= 0, op, ": window must be >= 0 (0: none), got ", window);
+  return window > 0 && window < T ? window : T;
+}
+
 AttentionKernel g_attention_kernel = AttentionKernel::Auto;
 const char* g_attention_used = "";
 
-bool wants_cudnn() {
+// W: the keys a query sees (window_within). cuDNN's graph has the causal mask only, so a
+// window shorter than T takes the plain kernel (an error when cuDNN was asked for by name).
+bool wants_cudnn(const char* op, int64_t W, int64_t T) {
+  if (W < T) {
+    RETORT_CHECK(g_attention_kernel != AttentionKernel::Cudnn, op,
+                 ": train.attention is cudnn, but retort's cuDNN graph has no sliding window "
+                 "(model.sliding_window ", W, " < T = ", T, "); use auto or plain");
+    return false;
+  }
   return g_attention_kernel == AttentionKernel::Cudnn ||
          (g_attention_kernel == AttentionKernel::Auto && matmul_precision() == MatmulPrecision::BF16);
 }
@@ -876,9 +890,11 @@ void set_attention_kernel(AttentionKernel k) { g_attention_kernel = k; }
 AttentionKernel attention_kernel() { return g_attention_kernel; }
 const char* attention_kernel_used() { return g_attention_used; }
 
-void attention_forward(Tensor& out, Tensor& lse, const Heads& q, const Heads& k, const Heads& v) {
+void attention_forward(Tensor& out, Tensor& lse, const Heads& q, const Heads& k, const Heads& v,
+                       int64_t window) {
   const char* op = "attention_forward";
   const AttnDims d = check_attention(op, q, k, v);
+  const int64_t W = window_within(op, window, d.T);
   check_float(op, "out", out);
   check_f32(op, "lse", lse);
   RETORT_CHECK(out.shape() == q.shape(), op, ": out ", shape_str(out.shape()), " must be q's shape ",
@@ -890,7 +906,7 @@ void attention_forward(Tensor& out, Tensor& lse, const Heads& q, const Heads& k,
   if (out.numel() == 0) return;
   const Device dev = common_device("attention_forward", {&out, &lse, &q.x, &k.x, &v.x});
 #if RETORT_HAVE_CUDA
-  if (dev == Device::CUDA && wants_cudnn()) {
+  if (dev == Device::CUDA && wants_cudnn(op, W, d.T)) {
     // bf16 in and out: bf16 windows read in place; should cuDNN refuse their pitches, through
     // contiguous copies (and failing that, the plain kernel).
     const DType b16 = DType::BF16;
@@ -921,12 +937,12 @@ void attention_forward(Tensor& out, Tensor& lse, const Heads& q, const Heads& k,
   const Tensor of = output_in(out, f32);
   RETORT_KERNEL(dev, attention_forward, of.data<float>(), lse.data<float>(), qf.data<float>(),
                 kf.data<float>(), vf.data<float>(), {qf.pitch(), kf.pitch(), vf.pitch()}, d.B,
-                d.T, d.H, d.Hkv, d.hd);
+                d.T, d.H, d.Hkv, d.hd, W);
   finish_output(out, of);
 }
 
 void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
-                      int64_t n_keys) {
+                      int64_t n_keys, int64_t window) {
   const char* op = "attention_decode";
   check_float(op, "out", out);
   check_f32(op, "q", q);
@@ -950,20 +966,25 @@ void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache, const
                ": out must not alias q or the caches");
   if (q.numel() == 0) return;
   const Device dev = common_device("attention_decode", {&out, &q, &k_cache, &v_cache});
+  // The keys seen: [j0, n_keys), the kernels reading the caches from key j0 on (each sequence
+  // still T_max keys from the next).
+  const int64_t n = window_within(op, window, n_keys), j0 = n_keys - n;
   with_types(out, k_cache, [&](auto* o, const auto* k) {
     using KV = std::remove_cv_t<std::remove_pointer_t<decltype(k)>>;
-    // the n_keys cached keys and values of every sequence and kv head
-    const double cached = 2.0 * double(B * n_keys * Hkv * hd) * double(sizeof(KV));
+    // the n cached keys and values seen, of every sequence and kv head
+    const double cached = 2.0 * double(B * n * Hkv * hd) * double(sizeof(KV));
     RETORT_KERNEL_MOVING(dev, cached + bytes_of({&out, &q}), attention_decode, o, q.data<float>(),
-                         k, v_cache.data<KV>(), B, T_max, n_keys, H, Hkv, hd);
+                         k + j0 * Hkv * hd, v_cache.data<KV>() + j0 * Hkv * hd, B, T_max, n, H,
+                         Hkv, hd);
   });
 }
 
 void attention_backward(const Heads& dq, const Heads& dk, const Heads& dv, const Tensor& dout,
                         const Heads& q, const Heads& k, const Heads& v, const Tensor& out,
-                        const Tensor& lse) {
+                        const Tensor& lse, int64_t window) {
   const char* op = "attention_backward";
   const AttnDims d = check_attention(op, q, k, v);
+  const int64_t W = window_within(op, window, d.T);
   check_heads(op, "dq", dq);
   check_heads(op, "dk", dk);
   check_heads(op, "dv", dv);
@@ -991,7 +1012,7 @@ void attention_backward(const Heads& dq, const Heads& dk, const Heads& dv, const
   const Device dev = common_device("attention_backward",
                                    {&dq.x, &dk.x, &dv.x, &dout, &q.x, &k.x, &v.x, &out, &lse});
 #if RETORT_HAVE_CUDA
-  if (dev == Device::CUDA && wants_cudnn()) {
+  if (dev == Device::CUDA && wants_cudnn(op, W, d.T)) {
     // bf16 throughout: bf16 windows read and written in place, else (or should cuDNN refuse
     // their pitches) through contiguous copies; failing that, the plain kernel.
     const DType b16 = DType::BF16;
@@ -1033,7 +1054,7 @@ void attention_backward(const Heads& dq, const Heads& dk, const Heads& dv, const
                 di.data<float>(), qi.data<float>(), ki.data<float>(), vi.data<float>(),
                 oi.data<float>(), lse.data<float>(),
                 {qi.pitch(), ki.pitch(), vi.pitch(), dqo.pitch(), dko.pitch(), dvo.pitch()}, d.B,
-                d.T, d.H, d.Hkv, d.hd);
+                d.T, d.H, d.Hkv, d.hd, W);
   finish_heads(dq, dqo.x);
   finish_heads(dk, dko.x);
   finish_heads(dv, dvo.x);

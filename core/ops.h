@@ -202,7 +202,8 @@ void vocab_shard_ids(Tensor& out, const Tensor& ids, int64_t begin, int64_t shar
 
 // ---- causal attention (GQA) -------------------------------------------------------------
 // q: [B, T, H, hd], k, v: [B, T, Hkv, hd], H % Hkv == 0; head h reads kv head h / (H/Hkv).
-// out: [B, T, H, hd] = softmax(q kᵀ / sqrt(hd) + causal mask) v
+// out: [B, T, H, hd] = softmax(q kᵀ / sqrt(hd) + mask) v, the mask keeping key j for query i
+//   where i − window < j ≤ i (window 0: every j ≤ i; Mistral's sliding_window, model.sliding_window)
 // lse: [B, H, T] logsumexp of the scaled masked scores (saved for backward).
 // Never materialises more than a tile of queries × T scores per thread.
 // q, k, v, out (and in backward dout, dq, dk, dv) may each be F32 or BF16 (lse is F32): each
@@ -210,16 +211,19 @@ void vocab_shard_ids(Tensor& out, const Tensor& ids, int64_t begin, int64_t shar
 // tensors in bf16 training skip cuDNN's conversions and a BF16 out is rounded once.
 // q, k, v and their gradients may be windows of heads (Heads: cuDNN reads and writes them in
 // place; the plain kernels through contiguous copies).
-void attention_forward(Tensor& out, Tensor& lse, const Heads& q, const Heads& k, const Heads& v);
-// dq, dk, dv overwritten.
+void attention_forward(Tensor& out, Tensor& lse, const Heads& q, const Heads& k, const Heads& v,
+                       int64_t window = 0);
+// dq, dk, dv overwritten; `window` as the forward's.
 void attention_backward(const Heads& dq, const Heads& dk, const Heads& dv, const Tensor& dout,
                         const Heads& q, const Heads& k, const Heads& v, const Tensor& out,
-                        const Tensor& lse);
+                        const Tensor& lse, int64_t window = 0);
 // Which kernel runs causal attention on a GPU (train.attention; the CPU has one kernel):
 //   Auto:  cuDNN's fused flash attention when matmul_precision() is BF16 and cuDNN has an
-//          engine for the shape, else the plain tiled kernel (core/cuda/attention.cu);
+//          engine for the shape, else the plain tiled kernel (core/cuda/attention.cu); a
+//          window shorter than T always takes the plain kernel (no cuDNN graph for it yet);
 //   Cudnn: cuDNN at any precision (q, k, v, out and the gradients pass through bf16; softmax
-//          statistics stay fp32); an error when cuDNN has no engine for the shape;
+//          statistics stay fp32); an error when cuDNN has no engine for the shape or a window
+//          shorter than T is asked for;
 //   Plain: the plain fp32 kernel.
 // Both kernels write the same lse, so a forward of one can be followed by a backward of the
 // other. Process-wide, default Auto.
@@ -233,10 +237,11 @@ const char* attention_kernel_used();
 // q: [B, H, hd] (normed and rotated) F32; k_cache, v_cache: [B, T_max, Hkv, hd], both F32 or
 // both BF16 (widened exactly), with keys 0..n_keys-1 valid (n_keys <= T_max); head h reads kv
 // head h / (H/Hkv).
-// out: [B, H, hd] = softmax(q k[0:n_keys]ᵀ / sqrt(hd)) v[0:n_keys]   (no mask needed: the
-// cache only holds the past); F32, or BF16 (rounded once: a bf16 product's input).
+// out: [B, H, hd] = softmax(q k[j0:n_keys]ᵀ / sqrt(hd)) v[j0:n_keys]   (no causal mask needed:
+// the cache only holds the past; j0 = n_keys − window when a window shorter than n_keys is
+// given, else 0); F32, or BF16 (rounded once: a bf16 product's input).
 void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
-                      int64_t n_keys);
+                      int64_t n_keys, int64_t window = 0);
 
 // ---- embedding -----------------------------------------------------------------------------
 // ids: [rows] I32, table: [V, d] F32 or BF16 -> out: [rows, d] F32 = table[ids] (a bf16 table,

@@ -47,10 +47,10 @@ void Transformer::block_forward(int layer, const Tensor& x_in, Tensor& x_out, Bl
     Tensor qr = a.qr.view({B, T, H, hd}), kr = a.kr.view({B, T, Hkv, hd});
     ops::rmsnorm_rope_forward(qr, a.rstd_q, q, w.q_norm.w, rope, eps);
     ops::rmsnorm_rope_forward(kr, a.rstd_k, k, w.k_norm.w, rope, eps);
-    ops::attention_forward(att4, a.lse, qr, kr, v);
+    ops::attention_forward(att4, a.lse, qr, kr, v, cfg_.sliding_window);
   } else {  // RoPE in place on the q and k heads (side by side)
     ops::rope_forward(ops::Heads(qkv4, 0, H + Hkv), rope);
-    ops::attention_forward(att4, a.lse, q, k, v);
+    ops::attention_forward(att4, a.lse, q, k, v, cfg_.sliding_window);
   }
   row_parallel_residual(a.x_mid, x_in, a.att, mm(w.wo));
 
@@ -106,7 +106,7 @@ void Transformer::block_backward(int layer, const Tensor& x_in, Tensor& dx, cons
     Tensor dq = dq_b_.get(device_, {B, T, H, hd}, op_dt);
     Tensor dk = dk_b_.get(device_, {B, T, Hkv, hd}, op_dt);
     ops::attention_backward(dq, dk, dv, datt4, a.qr.view({B, T, H, hd}),
-                            a.kr.view({B, T, Hkv, hd}), v, att4, a.lse);
+                            a.kr.view({B, T, Hkv, hd}), v, att4, a.lse, cfg_.sliding_window);
     const bool split_heads = regions_ != nullptr;
     Tensor gqn = w.q_norm.g, gkn = w.k_norm.g;
     accumulate_gain(gqn, split_heads, [&](Tensor& gain) {
@@ -116,7 +116,7 @@ void Transformer::block_backward(int layer, const Tensor& x_in, Tensor& dx, cons
       ops::rmsnorm_rope_backward(dk_raw, gain, dk, k, w.k_norm.w, a.rstd_k, rope);
     });
   } else {  // in place in dqkv, then RoPE's backward on the dq and dk heads
-    ops::attention_backward(dq_raw, dk_raw, dv, datt4, q, k, v, att4, a.lse);
+    ops::attention_backward(dq_raw, dk_raw, dv, datt4, q, k, v, att4, a.lse, cfg_.sliding_window);
     ops::rope_backward(ops::Heads(dqkv4, 0, H + Hkv), rope);
   }
   Tensor g_qkv = w.qkv.g;

@@ -13,9 +13,21 @@ nlohmann::json hf_config_json(const ModelConfig& mc, const std::string& torch_dt
     throw Error("model.qk_norm and model.qkv_bias together: no transformers model has both "
                 "(Qwen3's attention_bias adds an o_proj bias too)");
   const bool qwen3 = mc.qk_norm, qwen2 = mc.qkv_bias;
-  const char* type = qwen3 ? "qwen3" : qwen2 ? "qwen2" : "llama";
+  // A window: Mistral (Llama's math with one window on every layer). Qwen2 and Qwen3 window
+  // only some layers (max_window_layers), read differently across transformers versions.
+  const bool window = mc.sliding_window > 0 && mc.sliding_window < mc.seq_len;
+  if (window && (qwen3 || qwen2))
+    throw Error(str_cat("model.sliding_window with model.", qwen3 ? "qk_norm" : "qkv_bias",
+                        ": transformers has no model with both that retort can write "
+                        "(windows are exported as Mistral, which has neither)"));
+  const bool mistral = window;
+  const char* type = qwen3 ? "qwen3" : qwen2 ? "qwen2" : mistral ? "mistral" : "llama";
+  const char* architecture = qwen3     ? "Qwen3ForCausalLM"
+                             : qwen2   ? "Qwen2ForCausalLM"
+                             : mistral ? "MistralForCausalLM"
+                                       : "LlamaForCausalLM";
   nlohmann::json j = {
-      {"architectures", {qwen3 ? "Qwen3ForCausalLM" : qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM"}},
+      {"architectures", {architecture}},
       {"model_type", type},
       {"vocab_size", mc.vocab_size},
       {"hidden_size", mc.d_model},
@@ -44,6 +56,7 @@ nlohmann::json hf_config_json(const ModelConfig& mc, const std::string& torch_dt
   if (!qwen2) j["attention_bias"] = false;  // Qwen2's q, k, v biases are its class, not a key
   if (qwen3 || qwen2) j["use_sliding_window"] = false;
   else j["mlp_bias"] = false;
+  if (mistral) j["sliding_window"] = mc.sliding_window;
   if (bos_id >= 0) j["bos_token_id"] = bos_id;
   if (eos_id >= 0) j["eos_token_id"] = eos_id;
   return j;
@@ -82,15 +95,20 @@ std::string model_yaml_from_hf_config(const nlohmann::json& j, const std::string
   // o_proj bias as well
   if (type != "qwen2" && flag(j, "attention_bias", false, file)) refuse("attention_bias", "biases");
   if (flag(j, "mlp_bias", false, file)) refuse("mlp_bias", "biases");
-  if (flag(j, "use_sliding_window", false, file)) refuse("use_sliding_window", "sliding-window attention");
+  if (flag(j, "use_sliding_window", false, file))
+    refuse("use_sliding_window", "a sliding window on some layers (max_window_layers); retort's "
+                                 "model.sliding_window is on every layer");
   constexpr int64_t kMax = int64_t(1) << 40;  // the model's own checks bound each size
   const int64_t positions = json_int(j, "max_position_embeddings", file, 1, kMax);
-  // Mistral's window (Mistral 7B v0.1: 4096) and Phi-3's (Phi-3-mini-4k: 2047) change attention
-  // only for sequences longer than them
-  if ((type == "mistral" || type == "phi3") && given(j, "sliding_window") &&
-      json_int(j, "sliding_window", file, 1, kMax) < positions)
-    refuse("sliding_window", str_cat(j["sliding_window"].dump(), " below max_position_embeddings ", positions,
-                                     ", sliding-window attention"));
+  // Mistral's window (Mistral 7B v0.1: 4096) and Phi-3's (Phi-3-mini-4k: 2047): a query sees
+  // itself and the window − 1 keys before it (transformers' sliding-window mask); one no
+  // shorter than the context changes nothing. Qwen2 / Qwen3's keys are read as absent unless
+  // use_sliding_window (refused above).
+  int64_t window = 0;
+  if ((type == "mistral" || type == "phi3") && given(j, "sliding_window")) {
+    window = json_int(j, "sliding_window", file, 1, kMax);
+    if (window >= positions) window = 0;
+  }
   // Phi-4-mini rotates only part of each head (partial_rotary_factor 0.75)
   if (given(j, "partial_rotary_factor") && json_number(j, "partial_rotary_factor", file) != 1.0)
     refuse("partial_rotary_factor", str_cat(j["partial_rotary_factor"].dump(), ", RoPE on part of each head"));
@@ -133,6 +151,7 @@ std::string model_yaml_from_hf_config(const nlohmann::json& j, const std::string
                  "  norm_eps: ", number(given(j, "rms_norm_eps") ? json_number(j, "rms_norm_eps", file) : 1e-6), "\n",
                  "  qk_norm: ", type == "qwen3" ? "true" : "false", "\n",
                  "  qkv_bias: ", type == "qwen2" ? "true" : "false", "\n",
+                 "  sliding_window: ", window, "\n",
                  "  tie_embeddings: ", flag(j, "tie_word_embeddings", false, file) ? "true" : "false", "\n",
                  "  seq_len: ", positions, "\n",
                  "  init_std: ", number(given(j, "initializer_range") ? json_number(j, "initializer_range", file) : 0.02), "\n");

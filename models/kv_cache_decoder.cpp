@@ -159,12 +159,12 @@ void KvCacheDecoder::forward(const Tensor& tokens, int64_t B, int64_t n) {
     append_to_cache(l.v_cache, v, B, n, p0);
     if (p0 == 0) {  // prefill: causal attention over the new tokens
       Tensor att4 = att.view({B, n, H, hd});
-      ops::attention_forward(att4, lse, q4, k4, v);
+      ops::attention_forward(att4, lse, q4, k4, v, cfg_.sliding_window);
     } else {        // decode: one query per sequence over the cache
       RETORT_CHECK(n == 1, "KvCacheDecoder: after the prefill tokens come one at a time");
       Tensor att3 = att.view({B, H, hd});
       ops::attention_decode(att3, qr.view({B, H, hd}), l.k_cache.slice(0, B),
-                            l.v_cache.slice(0, B), p0 + 1);
+                            l.v_cache.slice(0, B), p0 + 1, cfg_.sliding_window);
     }
     ops::matmul(x, att, false, l.wo, true, 1.0f, 1.0f);  // x += att Woᵀ
     // ---- MLP ----

@@ -1,5 +1,6 @@
 #include "models/model_config.h"
 
+#include <cmath>
 #include <functional>
 
 #include "core/check.h"
@@ -63,6 +64,8 @@ void resolve_and_validate(ModelConfig& m, const FailFn& fail) {
                                                 "), got ", m.rope_high_freq_factor));
   if (m.rope_original_max_position < 1)
     fail("model.rope_original_max_position", str_cat("must be >= 1, got ", m.rope_original_max_position));
+  if (m.sliding_window < 0)
+    fail("model.sliding_window", str_cat("must be >= 0 (0 = none), got ", m.sliding_window));
   if (!(m.norm_eps > 0)) fail("model.norm_eps", str_cat("must be > 0, got ", m.norm_eps));
   if (m.init != "normal" && m.init != "mup_simple")
     fail("model.init", str_cat("must be 'normal' or 'mup_simple', got '", m.init, "'"));
@@ -91,6 +94,7 @@ ModelConfig ModelConfig::from_config(const Config& cfg) {
   m.norm_eps = cfg.get_float("model.norm_eps");
   m.qk_norm = cfg.get_bool("model.qk_norm");
   m.qkv_bias = cfg.get_bool("model.qkv_bias");
+  m.sliding_window = cfg.get_int("model.sliding_window");
   m.tie_embeddings = cfg.get_bool("model.tie_embeddings");
   m.seq_len = cfg.get_int("model.seq_len");
   m.init = cfg.get_string("model.init");
@@ -131,16 +135,24 @@ int64_t ModelConfig::n_params_nonemb() const {
 
 int64_t ModelConfig::flops_per_token_6N() const { return 6 * n_params_nonemb(); }
 
+int64_t ModelConfig::max_keys_seen() const {
+  return sliding_window > 0 && sliding_window < seq_len ? sliding_window : seq_len;
+}
+
 int64_t ModelConfig::flops_per_token_exact() const {
   const int64_t d = d_model, hd = head_dim;
   const int64_t proj = d * n_heads * hd + 2 * d * n_kv_heads * hd + n_heads * hd * d + 3 * d * d_ff;
-  const int64_t attn = 2 * 2 * seq_len * n_heads * hd / 2;  // causal: half the score matrix
+  // 2·2·H·hd·K with K = T/2, or W − W²/(2T) under a window W < T (the same at W = T)
+  const int64_t W = max_keys_seen();
+  const double keys = double(W) - double(W) * double(W) / (2.0 * double(seq_len));
+  const int64_t attn = std::llround(4.0 * double(n_heads * hd) * keys);
   const int64_t fwd = n_layers * (2 * proj + attn) + 2 * vocab_size * d;
   return 3 * fwd;
 }
 
 int64_t ModelConfig::flops_per_token_mfu() const {
-  return 6 * (n_params_nonemb() + vocab_size * d_model) + 12 * n_layers * n_heads * head_dim * seq_len;
+  return 6 * (n_params_nonemb() + vocab_size * d_model) +
+         12 * n_layers * n_heads * head_dim * max_keys_seen();
 }
 
 }  // namespace retort

@@ -24,6 +24,9 @@ struct ModelConfig {
   double norm_eps = 1e-5;
   bool qk_norm = true;
   bool qkv_bias = false;    // biases on the q, k, v projections (Qwen2 / Qwen2.5)
+  // Sliding-window attention (Mistral 7B v0.1, Phi-3-4k): a query sees itself and the
+  // sliding_window − 1 tokens before it; 0: every earlier token
+  int64_t sliding_window = 0;
   bool tie_embeddings = true;
   int64_t seq_len = 0;      // T (maximum sequence length; RoPE table size)
   std::string init = "normal";  // "normal" | "mup_simple" (see Transformer::init)
@@ -39,6 +42,9 @@ struct ModelConfig {
   // Default d_ff for a width: 8/3·d rounded up to a multiple of 64.
   static int64_t default_d_ff(int64_t d_model);
 
+  // The keys one query attends to at most: seq_len, or sliding_window when shorter.
+  int64_t max_keys_seen() const;
+
   // ---- counting (SPEC §1) -------------------------------------------------------------
   // Parameters of one transformer block (norm gains and q, k, v biases included).
   int64_t params_per_layer() const;
@@ -51,9 +57,11 @@ struct ModelConfig {
   // 3 × forward FLOPs per token from the matmuls, at sequence length seq_len:
   //   forward = L·2·(d·H·hd + 2·d·Hkv·hd + H·hd·d + 3·d·F)      (q, k, v, o, gate, up, down)
   //           + 2·V·d                                           (logits)
-  //           + L·2·2·T·H·hd·(1/2)                              (q kᵀ and p v, causal half)
+  //           + L·2·2·H·hd·K                                    (q kᵀ and p v)
+  // K: the keys a query sees on average, T/2 (causal), or with a sliding window W < T
+  // W − W²/(2T) (the mean of min(t, W) over t in (0, T], as an integral).
   int64_t flops_per_token_exact() const;
-  // PaLM convention for MFU: 6·(N_nonemb + V·d) + 12·L·H·hd·T.
+  // PaLM convention for MFU: 6·(N_nonemb + V·d) + 12·L·H·hd·T (T: min(T, W) with a window).
   int64_t flops_per_token_mfu() const;
 };
 

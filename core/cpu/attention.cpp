@@ -2,10 +2,11 @@
 //   q, out: [B, T, H, hd]; k, v: [B, T, Hkv, hd]; head h reads kv head h / (H/Hkv)
 //   q, k, v and their gradients at their token pitches (AttentionPitches: windows of the
 //   packed q|k|v product are read and written in place); out, dout whole
-//   S = q kᵀ · (1/sqrt(hd)) with S_ij = −inf for j > i;  P = softmax_rows(S);  out = P v
+//   S = q kᵀ · (1/sqrt(hd)) with S_ij = −inf unless i − W < j ≤ i (W: the sliding window,
+//   T when there is none);  P = softmax_rows(S);  out = P v
 //   lse_i = logsumexp_j S_ij   (saved: [B, H, T])
-// Work is cut into query tiles of kTile rows. A tile [t0, t1) only sees keys [0, t1), so one
-// thread holds at most kTile × T scores; the full T × T matrix never exists. Tile products
+// Work is cut into query tiles of kTile rows. A tile [t0, t1) only sees keys [t0 − W + 1, t1),
+// so one thread holds at most kTile × T scores; the full T × T matrix never exists. Tile products
 // use tile_gemm (register-blocked, single-threaded) with leading dimensions that step over
 // the interleaved heads; only kᵀ (and vᵀ in backward) are copied, so that q kᵀ becomes a
 // row-times-panel product.
@@ -19,6 +20,7 @@
 // Otherwise two passes (dq by query tile, then dk/dv by key tile); see backward_two_pass.
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -33,6 +35,9 @@ namespace retort::cpu {
 namespace {
 
 constexpr int64_t kTile = 64;  // query rows per tile
+
+// The keys query t sees: [first_key(t, W), t]. W: the window, 1..T.
+inline int64_t first_key(int64_t t, int64_t W) { return t - W + 1 > 0 ? t - W + 1 : 0; }
 
 // xt[c, t] = x[t·ld + c] for t < n, c < hd: a [n, hd] strided head slice, transposed.
 // Blocks of 16 rows: the 16 source rows stay in L1 while the writes run contiguously.
@@ -49,7 +54,7 @@ inline void transpose_head(float* xt, int64_t ldt, const float* x, int64_t ld, i
 
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
                        const AttentionPitches& p, int64_t B, int64_t T, int64_t H, int64_t Hkv,
-                       int64_t hd) {
+                       int64_t hd, int64_t W) {
   const int64_t group = H / Hkv;
   const int64_t ntiles = (T + kTile - 1) / kTile;
   const int64_t ldo = H * hd;
@@ -65,10 +70,10 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
       const int64_t tile = ntiles - 1 - task / (B * H);
       const int64_t bh = task % (B * H), b = bh / H, h = bh % H, j = h / group;
       const int64_t t0 = tile * kTile, t1 = t0 + kTile < T ? t0 + kTile : T;
-      const int64_t nq = t1 - t0, nk = t1;
+      const int64_t k0 = first_key(t0, W), nq = t1 - t0, nk = t1 - k0;  // keys [k0, t1)
       const float* Q = q + (b * T + t0) * p.q + h * hd;
-      const float* K = k + b * T * p.k + j * hd;
-      const float* V = v + b * T * p.v + j * hd;
+      const float* K = k + (b * T + k0) * p.k + j * hd;
+      const float* V = v + (b * T + k0) * p.v + j * hd;
       float* O = out + (b * T + t0) * ldo + h * hd;
       float* L = lse + (b * H + h) * T + t0;
       // S[nq, nk] = scale · Q Kᵀ
@@ -76,20 +81,21 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
       tile_gemm(nq, nk, hd, scale, Q, p.q, 1, Kt.data(), nk, false, S.data(), nk);
       for (int64_t i = 0; i < nq; ++i) {
         float* s = S.data() + i * nk;
-        const int64_t nvalid = t0 + i + 1;  // keys 0..t0+i
+        const int64_t lo = first_key(t0 + i, W) - k0, hi = t0 + i + 1 - k0;  // keys seen
         float m = -std::numeric_limits<float>::infinity();
 #pragma omp simd reduction(max : m)
-        for (int64_t c = 0; c < nvalid; ++c) m = s[c] > m ? s[c] : m;
+        for (int64_t c = lo; c < hi; ++c) m = s[c] > m ? s[c] : m;
         float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-        for (int64_t c = 0; c < nvalid; ++c) {
+        for (int64_t c = lo; c < hi; ++c) {
           const float p = exp_fast(s[c] - m);
           s[c] = p;
           sum += p;
         }
         const float inv = 1.0f / sum;
-        for (int64_t c = 0; c < nvalid; ++c) s[c] *= inv;
-        for (int64_t c = nvalid; c < nk; ++c) s[c] = 0.0f;
+        for (int64_t c = 0; c < lo; ++c) s[c] = 0.0f;
+        for (int64_t c = lo; c < hi; ++c) s[c] *= inv;
+        for (int64_t c = hi; c < nk; ++c) s[c] = 0.0f;
         L[i] = m + std::log(sum);
       }
       // O[nq, hd] = P V
@@ -105,7 +111,7 @@ struct BwdArgs {
   float *dq, *dk, *dv;
   const float *dout, *q, *k, *v, *out, *lse;
   AttentionPitches p;
-  int64_t B, T, H, Hkv, hd, group, ntiles, ldo;
+  int64_t B, T, H, Hkv, hd, group, ntiles, ldo, W;  // W: the window, 1..T
   float scale;
   // Head `head` of token t of sequence b in a [B, T, heads, hd] operand of pitch `pitch`.
   template <class F>
@@ -115,7 +121,7 @@ struct BwdArgs {
 };
 
 // The query rows [t0, t1) of head h against the key columns [s0, s0 + ns):
-//   P  = exp(scale · Q Kᵀ − lse)   (0 where key > query)
+//   P  = exp(scale · Q Kᵀ − lse)   (0 where the query does not see the key)
 //   dS = P ∘ (dO Vᵀ − D),  D_i = Σ_d dO_id O_id
 // Kt, Vt: kᵀ, vᵀ of those keys, [hd, ldt] with column 0 = key s0. P, dS: [nq, ns].
 void probs_and_dscores(const BwdArgs& a, int64_t b, int64_t h, int64_t t0, int64_t t1,
@@ -139,15 +145,16 @@ void probs_and_dscores(const BwdArgs& a, int64_t b, int64_t h, int64_t t0, int64
   for (int64_t i = 0; i < nq; ++i) {
     float* p = P + i * ns;
     float* ds = dS + i * ns;
-    int64_t nvalid = t0 + i + 1 - s0;  // keys s0 .. t0+i
-    nvalid = nvalid < 0 ? 0 : (nvalid > ns ? ns : nvalid);
+    const auto clamp = [ns](int64_t c) { return c < 0 ? 0 : (c > ns ? ns : c); };
+    const int64_t lo = clamp(first_key(t0 + i, a.W) - s0), hi = clamp(t0 + i + 1 - s0);
     const float li = L[i], di = D[i];
-    for (int64_t c = 0; c < nvalid; ++c) {
+    for (int64_t c = 0; c < lo; ++c) p[c] = ds[c] = 0.0f;
+    for (int64_t c = lo; c < hi; ++c) {
       const float pc = exp_fast(p[c] - li);
       p[c] = pc;
       ds[c] = pc * (ds[c] - di);
     }
-    for (int64_t c = nvalid; c < ns; ++c) p[c] = ds[c] = 0.0f;
+    for (int64_t c = hi; c < ns; ++c) p[c] = ds[c] = 0.0f;
   }
 }
 
@@ -177,17 +184,17 @@ void backward_by_kv_head(const BwdArgs& a) {
       for (int64_t h = j * a.group; h < (j + 1) * a.group; ++h)
         for (int64_t tile = 0; tile < a.ntiles; ++tile) {
           const int64_t t0 = tile * kTile, t1 = t0 + kTile < T ? t0 + kTile : T;
-          const int64_t nq = t1 - t0, nk = t1;
-          probs_and_dscores(a, b, h, t0, t1, 0, nk, Kt.data(), Vt.data(), T, P.data(), dS.data(),
-                            D.data());
+          const int64_t k0 = first_key(t0, a.W), nq = t1 - t0, nk = t1 - k0;  // keys [k0, t1)
+          probs_and_dscores(a, b, h, t0, t1, k0, nk, Kt.data() + k0, Vt.data() + k0, T, P.data(),
+                            dS.data(), D.data());
           // dQ[nq, hd] = scale · dS K
-          tile_gemm(nq, hd, nk, a.scale, dS.data(), nk, 1, K, p.k, false,
+          tile_gemm(nq, hd, nk, a.scale, dS.data(), nk, 1, K + k0 * p.k, p.k, false,
                     a.at(a.dq, p.dq, b, t0, h), p.dq);
           // dK[nk, hd] += scale · dSᵀ Q;  dV[nk, hd] += Pᵀ dO
           tile_gemm(nk, hd, nq, a.scale, dS.data(), 1, nk, a.at(a.q, p.q, b, t0, h), p.q, true,
-                    dK, p.dk);
+                    dK + k0 * p.dk, p.dk);
           tile_gemm(nk, hd, nq, 1.0f, P.data(), 1, nk, a.at(a.dout, a.ldo, b, t0, h), a.ldo,
-                    true, dV, p.dv);
+                    true, dV + k0 * p.dv, p.dv);
         }
     }
   }
@@ -208,12 +215,13 @@ void backward_two_pass(const BwdArgs& a) {
     for (int64_t task = 0; task < a.B * a.H * nt; ++task) {
       const int64_t tile = nt - 1 - task / (a.B * a.H);  // largest first
       const int64_t bh = task % (a.B * a.H), b = bh / a.H, h = bh % a.H, j = h / a.group;
-      const int64_t t0 = tile * kTile, t1 = t0 + kTile < T ? t0 + kTile : T, nk = t1;
-      const float* K = a.at(a.k, p.k, b, 0, j);
-      const float* V = a.at(a.v, p.v, b, 0, j);
+      const int64_t t0 = tile * kTile, t1 = t0 + kTile < T ? t0 + kTile : T;
+      const int64_t k0 = first_key(t0, a.W), nk = t1 - k0;  // keys [k0, t1)
+      const float* K = a.at(a.k, p.k, b, k0, j);
+      const float* V = a.at(a.v, p.v, b, k0, j);
       transpose_head(Kt.data(), nk, K, p.k, nk, hd);
       transpose_head(Vt.data(), nk, V, p.v, nk, hd);
-      probs_and_dscores(a, b, h, t0, t1, 0, nk, Kt.data(), Vt.data(), nk, P.data(), dS.data(),
+      probs_and_dscores(a, b, h, t0, t1, k0, nk, Kt.data(), Vt.data(), nk, P.data(), dS.data(),
                         D.data());
       tile_gemm(t1 - t0, hd, nk, a.scale, dS.data(), nk, 1, K, p.k, false,
                 a.at(a.dq, p.dq, b, t0, h), p.dq);
@@ -233,8 +241,10 @@ void backward_two_pass(const BwdArgs& a) {
       }
       transpose_head(Kt.data(), ns, K, p.k, ns, hd);  // [hd, ns]
       transpose_head(Vt.data(), ns, V, p.v, ns, hd);
+      // query tiles that see these keys: queries [s0, s1 + W − 1)
+      const int64_t tile_end = std::min(nt, (s1 + a.W - 2) / kTile + 1);
       for (int64_t h = j * a.group; h < (j + 1) * a.group; ++h)
-        for (int64_t tile = ktile; tile < nt; ++tile) {  // query tiles that see these keys
+        for (int64_t tile = ktile; tile < tile_end; ++tile) {
           const int64_t t0 = tile * kTile, t1 = t0 + kTile < T ? t0 + kTile : T, nq = t1 - t0;
           probs_and_dscores(a, b, h, t0, t1, s0, ns, Kt.data(), Vt.data(), ns, P.data(),
                             dS.data(), D.data());
@@ -252,9 +262,9 @@ void backward_two_pass(const BwdArgs& a) {
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,
                         const float* k, const float* v, const float* out, const float* lse,
                         const AttentionPitches& p, int64_t B, int64_t T, int64_t H, int64_t Hkv,
-                        int64_t hd) {
+                        int64_t hd, int64_t W) {
   const BwdArgs a{dq, dk, dv, dout, q, k, v, out, lse, p, B, T, H, Hkv, hd, H / Hkv,
-                  (T + kTile - 1) / kTile, H * hd,
+                  (T + kTile - 1) / kTile, H * hd, W,
                   static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)))};
   // Deterministic either way; which one runs depends only on the shapes and thread count.
   if (B * Hkv >= 2 * omp_get_max_threads()) backward_by_kv_head(a);

@@ -141,14 +141,15 @@ void logsumexp_merge(float* lse, const float* parts, int64_t n, int64_t rows);
 
 // ---- attention.cpp -----------------------------------------------------------------------
 // q, out: [B, T, H, hd]; k, v: [B, T, Hkv, hd]; lse: [B, H, T]; q, k, v and their gradients
-// at the pitches p (windows read and written in place), out and dout whole
+// at the pitches p (windows read and written in place), out and dout whole; query t sees keys
+// t − W < j ≤ t, W in [1, T] (T: every earlier key)
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
                        const AttentionPitches& p, int64_t B, int64_t T, int64_t H, int64_t Hkv,
-                       int64_t hd);
+                       int64_t hd, int64_t W);
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,
                         const float* k, const float* v, const float* out, const float* lse,
                         const AttentionPitches& p, int64_t B, int64_t T, int64_t H, int64_t Hkv,
-                        int64_t hd);
+                        int64_t hd, int64_t W);
 
 // ---- attention_decode.cpp ---------------------------------------------------------------
 // q, out: [B, H, hd]; k, v: [B, T_max, Hkv, hd], keys 0..n-1 used (Out, KV: float, or uint16_t

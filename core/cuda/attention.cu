@@ -3,7 +3,8 @@
 //   q, out: [B, T, H, hd]; k, v: [B, T, Hkv, hd]; head h reads kv head j = h / (H/Hkv)
 //   q, k, v and their gradients at their token pitches (AttentionPitches: windows of the
 //   packed q|k|v product read and written in place); out, dout whole
-//   S = q kᵀ · scale (scale = 1/sqrt(hd)), S_ij = −inf for j > i;  P = softmax_rows(S);  out = P v
+//   S = q kᵀ · scale (scale = 1/sqrt(hd)), S_ij = −inf unless i − W < j ≤ i (W: the sliding
+//   window, 1..T; T: none);  P = softmax_rows(S);  out = P v
 //   lse_i = logsumexp_j S_ij   ([B, H, T], saved for backward)
 // Backward (FlashAttention-2, P recomputed from lse):
 //   P = exp(S − lse);  dP = dO vᵀ;  D_i = Σ_d dO_id O_id;  dS = P ∘ (dP − D)
@@ -18,12 +19,13 @@
 // that share a row: fixed order.
 //
 // Kernels (BR = 64 rows per tile forward; backward 64 for hd ≤ 64, else 32 to fit shared memory):
-//   forward:  grid (B·H, query tiles), largest tiles first; online softmax over key tiles
-//             0..diagonal; K and V tiles take turns in one shared buffer.
+//   forward:  grid (B·H, query tiles), largest tiles first; online softmax over the key tiles
+//             from the window's first to the diagonal; K and V tiles take turns in one shared
+//             buffer.
 //   D:        one warp per (b, t, h) row: D = Σ dO·O.
-//   dq:       grid (B·H, query tiles); loops key tiles 0..diagonal, recomputes P and dS.
+//   dq:       grid (B·H, query tiles); loops the key tiles it sees, recomputes P and dS.
 //   dk, dv:   grid (B·Hkv, key tiles): the block owns dk, dv of its key tile and loops over the
-//             group's query heads h and query tiles ≥ the key tile in a fixed order — the sum
+//             group's query heads h and the query tiles that see it in a fixed order — the sum
 //             over GQA heads is deterministic with no atomics and no extra buffers.
 // P and dP are computed twice in backward (in dq and in dk/dv), the price of owning every
 // output in one block. Expected speed: smem-bound SIMT, a few TFLOP/s fp32 — a fallback.
@@ -53,6 +55,15 @@ __device__ __forceinline__ void load_vec(float* dst, const float* src, int r0, i
   for (int r = threadIdx.x; r < n; r += kThreads) dst[r] = r0 + r < T ? src[r0 + r] : 0.0f;
 }
 
+// Whether query qi sees key `key` (causal, within the window W).
+__device__ __forceinline__ bool visible(int key, int qi, int W) { return key <= qi && qi - key < W; }
+
+// The first key tile (of BR keys) a query tile starting at t0 sees.
+template <int BR>
+__device__ __forceinline__ int first_key_tile(int t0, int W) {
+  return t0 - W + 1 > 0 ? (t0 - W + 1) / BR * BR : 0;
+}
+
 // Max / sum over the 16 lanes (tx = 0..15) that hold one row of a micro-tile.
 __device__ __forceinline__ float row16_max(float v) {
 #pragma unroll
@@ -71,7 +82,7 @@ template <int BR, int DC>
 __global__ void __launch_bounds__(kThreads)
     attention_forward_kernel(float* out, float* lse, const float* q, const float* k,
                              const float* v, AttentionPitches p, int T, int H, int Hkv, int hd,
-                             float scale) {
+                             int W, float scale) {
   constexpr int RA = BR / 16;  // rows (queries) per thread; also keys per thread
   extern __shared__ float smem[];
   const int ld = hd + 1, ldp = BR + 1;
@@ -95,8 +106,8 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int c = 0; c < DC; ++c) o[a][c] = 0.0f;
   }
-  const int kend = T < t0 + BR ? T : t0 + BR;  // keys this tile can see: [0, kend)
-  for (int s0 = 0; s0 < kend; s0 += BR) {
+  const int kend = T < t0 + BR ? T : t0 + BR;  // keys this tile can see: [t0 − W + 1, kend)
+  for (int s0 = first_key_tile<BR>(t0, W); s0 < kend; s0 += BR) {
     __syncthreads();  // the previous tile's readers of KVs and Ps are done
     load_rows(KVs, ld, Kg, p.k, s0, BR, T, hd);
     __syncthreads();
@@ -117,7 +128,8 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
         for (int bb = 0; bb < RA; ++bb) s[a][bb] += qa[a] * kb[bb];
     }
-    // Online softmax. Key 0 is visible to every row, so m is finite after the first tile.
+    // Online softmax. A row may see no key of a tile (the window starts later): m stays −inf,
+    // and exponents are taken from 0 instead, giving p = 0, corr = 0 (o and l are still 0).
 #pragma unroll
     for (int a = 0; a < RA; ++a) {
       const int qi = t0 + ty + 16 * a;
@@ -125,15 +137,16 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int bb = 0; bb < RA; ++bb) {
         const int key = s0 + tx + 16 * bb;
-        s[a][bb] = key <= qi && key < T ? s[a][bb] * scale : -INFINITY;
+        s[a][bb] = visible(key, qi, W) && key < T ? s[a][bb] * scale : -INFINITY;
         mx = fmaxf(mx, s[a][bb]);
       }
       const float mnew = fmaxf(m[a], row16_max(mx));
-      const float corr = expf(m[a] - mnew);  // 0 on the first tile (m = −inf)
+      const float mref = mnew == -INFINITY ? 0.0f : mnew;
+      const float corr = expf(m[a] - mref);  // 0 while m = −inf
       float rs = 0.0f;
 #pragma unroll
       for (int bb = 0; bb < RA; ++bb) {
-        const float p = expf(s[a][bb] - mnew);
+        const float p = expf(s[a][bb] - mref);
         Ps[(ty + 16 * a) * ldp + tx + 16 * bb] = p;
         rs += p;
       }
@@ -201,7 +214,7 @@ template <int BR, int DC>
 __global__ void __launch_bounds__(kThreads)
     attention_dq_kernel(float* dq, const float* dout, const float* q, const float* k,
                         const float* v, const float* lse, const float* D, AttentionPitches p,
-                        int T, int H, int Hkv, int hd, float scale) {
+                        int T, int H, int Hkv, int hd, int W, float scale) {
   constexpr int RA = BR / 16;
   extern __shared__ float smem[];
   const int ld = hd + 1, ldp = BR + 1;
@@ -230,7 +243,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int c = 0; c < DC; ++c) acc[a][c] = 0.0f;
   const int kend = T < t0 + BR ? T : t0 + BR;
-  for (int s0 = 0; s0 < kend; s0 += BR) {
+  for (int s0 = first_key_tile<BR>(t0, W); s0 < kend; s0 += BR) {
     __syncthreads();
     load_rows(Ks, ld, Kg, p.k, s0, BR, T, hd);
     load_rows(Vs, ld, Vg, p.v, s0, BR, T, hd);
@@ -267,7 +280,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int bb = 0; bb < RA; ++bb) {
         const int key = s0 + tx + 16 * bb;
-        const float p = key <= qi && qi < T ? expf(s[a][bb] * scale - Ls[r]) : 0.0f;
+        const float p = visible(key, qi, W) && qi < T ? expf(s[a][bb] * scale - Ls[r]) : 0.0f;
         dSs[r * ldp + tx + 16 * bb] = p * (dp[a][bb] - Ds[r]);
       }
     }
@@ -307,7 +320,7 @@ template <int BR, int DC>
 __global__ void __launch_bounds__(kThreads)
     attention_dkv_kernel(float* dk, float* dv, const float* dout, const float* q, const float* k,
                          const float* v, const float* lse, const float* D, AttentionPitches p,
-                         int T, int H, int Hkv, int hd, float scale) {
+                         int T, int H, int Hkv, int hd, int W, float scale) {
   constexpr int RA = BR / 16;
   extern __shared__ float smem[];
   const int ld = hd + 1, ldp = BR + 1;
@@ -323,6 +336,8 @@ __global__ void __launch_bounds__(kThreads)
   const int bj = blockIdx.x, b = bj / Hkv, j = bj % Hkv, group = H / Hkv;
   const int s0 = blockIdx.y * BR;  // first key tiles (the most work) first
   const int64_t bT = static_cast<int64_t>(b) * T, ldo = static_cast<int64_t>(H) * hd;
+  // queries that see these keys: [s0, min(T, s0 + BR + W − 1)), compared without overflow
+  const int qend = W - 1 < T - s0 - BR ? s0 + BR + W - 1 : T;
 
   load_rows(Ks, ld, k + bT * p.k + j * hd, p.k, s0, BR, T, hd);
   load_rows(Vs, ld, v + bT * p.v + j * hd, p.v, s0, BR, T, hd);
@@ -333,7 +348,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int c = 0; c < DC; ++c) gk[a][c] = gv[a][c] = 0.0f;
   for (int h = j * group; h < (j + 1) * group; ++h) {
     const int64_t loff = (static_cast<int64_t>(b) * H + h) * T;
-    for (int t0 = s0; t0 < T; t0 += BR) {  // query tiles that see these keys, in order
+    for (int t0 = s0; t0 < qend; t0 += BR) {  // query tiles that see these keys, in order
       __syncthreads();
       load_rows(Qs, ld, q + bT * p.q + h * hd, p.q, t0, BR, T, hd);
       load_rows(dOs, ld, dout + bT * ldo + h * hd, ldo, t0, BR, T, hd);
@@ -372,7 +387,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
         for (int bb = 0; bb < RA; ++bb) {
           const int c = tx + 16 * bb, qi = t0 + c;
-          const float p = key <= qi && qi < T ? expf(s[a][bb] * scale - Ls[c]) : 0.0f;
+          const float p = visible(key, qi, W) && qi < T ? expf(s[a][bb] * scale - Ls[c]) : 0.0f;
           Ps[(ty + 16 * a) * ldp + c] = p;
           dSs[(ty + 16 * a) * ldp + c] = p * (dp[a][bb] - Ds[c]);
         }
@@ -422,19 +437,21 @@ __global__ void __launch_bounds__(kThreads)
 // ---- launchers -------------------------------------------------------------------------------
 
 struct Dims {
-  int T, H, Hkv, hd;
+  int T, H, Hkv, hd, W;
   int64_t BH, BHkv;
   float scale;
 };
 
-Dims check_dims(const char* op, int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd) {
+Dims check_dims(const char* op, int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd,
+                int64_t W) {
+  RETORT_CHECK(W >= 1 && W <= T, op, ": window ", W, " outside [1, T = ", T, "]");
   RETORT_CHECK(hd > 0 && hd <= kMaxHeadDim, op, ": the CUDA kernel supports head_dim <= ",
                kMaxHeadDim, ", got ", hd);
   RETORT_CHECK(T <= (1 << 30) && H * hd <= (1 << 30) && Hkv > 0 && H % Hkv == 0, op,
                ": unsupported shape T = ", T, ", H = ", H, ", Hkv = ", Hkv);
   RETORT_CHECK((T + 31) / 32 <= 65535, op, ": T = ", T, " has too many tiles for the grid");
   return {static_cast<int>(T), static_cast<int>(H), static_cast<int>(Hkv), static_cast<int>(hd),
-          B * H, B * Hkv, static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)))};
+          static_cast<int>(W), B * H, B * Hkv, static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)))};
 }
 
 template <int BR, int DC>
@@ -445,7 +462,7 @@ void launch_forward(float* out, float* lse, const float* q, const float* k, cons
   require_smem(reinterpret_cast<const void*>(kernel), smem, "attention_forward");
   const dim3 grid(grid_x(d.BH), static_cast<unsigned>((d.T + BR - 1) / BR));
   kernel<<<grid, kThreads, smem, compute_stream()>>>(out, lse, q, k, v, p, d.T, d.H, d.Hkv, d.hd,
-                                                     d.scale);
+                                                     d.W, d.scale);
   RETORT_CUDA_CHECK_LAUNCH();
 }
 
@@ -460,10 +477,10 @@ void launch_backward(float* dq, float* dk, float* dv, const float* dout, const f
   require_smem(reinterpret_cast<const void*>(dq_kernel), smem, "attention_backward (dq)");
   require_smem(reinterpret_cast<const void*>(dkv_kernel), smem, "attention_backward (dk, dv)");
   dq_kernel<<<dim3(grid_x(d.BH), tiles), kThreads, smem, compute_stream()>>>(
-      dq, dout, q, k, v, lse, D, p, d.T, d.H, d.Hkv, d.hd, d.scale);
+      dq, dout, q, k, v, lse, D, p, d.T, d.H, d.Hkv, d.hd, d.W, d.scale);
   RETORT_CUDA_CHECK_LAUNCH();
   dkv_kernel<<<dim3(grid_x(d.BHkv), tiles), kThreads, smem, compute_stream()>>>(
-      dk, dv, dout, q, k, v, lse, D, p, d.T, d.H, d.Hkv, d.hd, d.scale);
+      dk, dv, dout, q, k, v, lse, D, p, d.T, d.H, d.Hkv, d.hd, d.W, d.scale);
   RETORT_CUDA_CHECK_LAUNCH();
 }
 
@@ -471,9 +488,9 @@ void launch_backward(float* dq, float* dk, float* dv, const float* dout, const f
 
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
                        const AttentionPitches& p, int64_t B, int64_t T, int64_t H, int64_t Hkv,
-                       int64_t hd) {
+                       int64_t hd, int64_t W) {
   if (B <= 0 || T <= 0 || H <= 0) return;
-  const Dims d = check_dims("attention_forward", B, T, H, Hkv, hd);
+  const Dims d = check_dims("attention_forward", B, T, H, Hkv, hd, W);
   if (hd <= 64) launch_forward<64, 4>(out, lse, q, k, v, p, d);
   else if (hd <= 128) launch_forward<64, 8>(out, lse, q, k, v, p, d);
   else launch_forward<64, 16>(out, lse, q, k, v, p, d);
@@ -482,9 +499,9 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,
                         const float* k, const float* v, const float* out, const float* lse,
                         const AttentionPitches& p, int64_t B, int64_t T, int64_t H, int64_t Hkv,
-                        int64_t hd) {
+                        int64_t hd, int64_t W) {
   if (B <= 0 || T <= 0 || H <= 0) return;
-  const Dims d = check_dims("attention_backward", B, T, H, Hkv, hd);
+  const Dims d = check_dims("attention_backward", B, T, H, Hkv, hd, W);
   const int64_t nrows = B * T * H;
   ScratchBuffer dsum(sizeof(float) * static_cast<size_t>(nrows));  // D: [B, H, T]
   attention_dsum_kernel<<<grid_for(nrows * kWarp, kThreads), kThreads, 0, compute_stream()>>>(

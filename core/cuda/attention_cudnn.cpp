@@ -572,7 +572,7 @@ bool attention_forward_cudnn(uint16_t* out, float* lse, const uint16_t* q, const
                              attention_forward(r[0], r[1], f.of(q, R, cq, p.q),
                                                f.of(k, R, ckv, p.k), f.of(v, R, ckv, p.v),
                                                AttentionPitches::contiguous(H, Hkv, hd), B, T,
-                                               H, Hkv, hd);
+                                               H, Hkv, hd, T);
                            }, why);
 }
 
@@ -601,7 +601,7 @@ bool attention_backward_cudnn(uint16_t* dq, uint16_t* dk, uint16_t* dv, const ui
       [&](const std::vector<float*>& r) {
         attention_backward(r[0], r[1], r[2], f.of(dout, R, cq, cq), f.of(q, R, cq, p.q),
                            f.of(k, R, ckv, p.k), f.of(v, R, ckv, p.v), f.of(out, R, cq, cq), lse,
-                           AttentionPitches::contiguous(H, Hkv, hd), B, T, H, Hkv, hd);
+                           AttentionPitches::contiguous(H, Hkv, hd), B, T, H, Hkv, hd, T);
       }, why);
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `retort export --format hf`: a transformers directory whose model gives retort's own loss.
 # check_hf_export.py reads model.safetensors by hand and runs a float64 forward with
-# transformers' Qwen3 / Qwen2 / Llama semantics from config.json alone; its mean loss on the windows
+# transformers' Qwen3 / Qwen2 / Llama / Mistral semantics from config.json alone; its mean loss on the windows
 # `retort eval` used must match retort's within 1e-6 relative (a wrong RoPE pairing, a missing
 # q/k norm or the wrong head move it by 2e-4 to 3e-2 on these trained models). Then:
 # bfloat16 is exactly the rounded float32, the tokenizer travels unchanged, and bad input
@@ -53,6 +53,18 @@ check "$WORK/qwen2-hf" "$WORK/tok/val.h5" "$WORK/qwen2-eval.json"
 retort train "${D[@]}" --set "run.dir=$WORK/both" --set model.qkv_bias=true --set train.steps=1 >/dev/null
 expect_fail 1 "model.qk_norm and model.qkv_bias together: no transformers model has both" \
   retort export "$WORK/both" --out "$WORK/x" --format hf
+
+# 4b. Mistral: Llama with a sliding window of 5 tokens (of 64: it binds on every window but the
+# first few tokens). Qwen's windows are per layer: a window with qk-norm is refused.
+retort train "${D[@]}" --set "run.dir=$WORK/mistral" --set model.qk_norm=false --set model.sliding_window=5 >/dev/null
+retort export "$WORK/mistral" --out "$WORK/mistral-hf" --format hf >/dev/null
+retort eval "$WORK/mistral" --tokens "$WORK/tok/val.h5" --out "$WORK/mistral-eval.json" >/dev/null
+check "$WORK/mistral-hf" "$WORK/tok/val.h5" "$WORK/mistral-eval.json"
+[ "$(json "$WORK/mistral-hf/config.json" "j['architectures'][0], j['model_type'], j['sliding_window']")" = \
+  "MistralForCausalLM mistral 5" ] || fail "mistral config.json: $(cat "$WORK/mistral-hf/config.json")"
+retort train "${D[@]}" --set "run.dir=$WORK/qwen3-window" --set model.sliding_window=5 --set train.steps=1 >/dev/null
+expect_fail 1 "model.sliding_window with model.qk_norm: transformers has no model with both" \
+  retort export "$WORK/qwen3-window" --out "$WORK/x" --format hf
 
 # 5. Bad input: one line, the right exit code, nothing written.
 expect_fail 2 "usage error: --format: xx not in" retort export "$WORK/qwen3" --out "$WORK/x" --format xx

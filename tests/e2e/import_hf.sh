@@ -6,9 +6,10 @@
 # lm_head anyway ignores it, as transformers does (with a warning when it differs); it serves as generate's teacher (the same
 # corpus as from the run itself, teacher_sha256 that of model.safetensors), as does a teacher
 # whose checkpoint is sharded (trained with fsdp); the same directory called a Mistral model (no
-# sliding window) reads as the same model, as does one with Llama 3.1's RoPE scaling; and what
-# retort cannot run exactly (another model_type, biases, other RoPE scaling, a sliding window
-# that binds, a tensor the model lacks) is one error line.
+# sliding window) reads as the same model, as does one with Llama 3.1's RoPE scaling; a
+# Mistral with a window that binds reads back as its run; and what retort cannot run exactly
+# (another model_type, biases, other RoPE scaling, Qwen's per-layer windows, a tensor the model
+# lacks) is one error line.
 source "$(dirname "$0")/lib.sh"
 tiny_tokens "$WORK/tok"
 D=("$TINY" --set "data.train=$WORK/tok/train.h5" --set "data.val=$WORK/tok/val.h5" --set eval.every=0)
@@ -130,6 +131,17 @@ retort train "${D[@]}" --set "run.dir=$WORK/qwen2" --set train.steps=5 --set mod
   --set model.qkv_bias=true >/dev/null
 retort export "$WORK/qwen2" --out "$WORK/hf-qwen2" --format hf >/dev/null
 [ "$(loss "$WORK/qwen2")" = "$(loss "$WORK/hf-qwen2")" ] || fail "the qwen2 model read back differs"
+# Mistral with a window that binds (5 of tiny's 64 positions): exported as mistral, read back
+# as model.sliding_window; the Llama export relabelled with a window is another model
+retort train "${D[@]}" --set "run.dir=$WORK/windowed" --set train.steps=5 --set model.qk_norm=false \
+  --set model.sliding_window=5 >/dev/null
+retort export "$WORK/windowed" --out "$WORK/hf-windowed" --format hf >/dev/null
+[ "$(json "$WORK/hf-windowed/config.json" "j['model_type'], j['sliding_window']")" = "mistral 5" ] ||
+  fail "windowed config.json: $(cat "$WORK/hf-windowed/config.json")"
+[ "$(loss "$WORK/windowed")" = "$(loss "$WORK/hf-windowed")" ] || fail "the windowed model read back differs"
+rm -rf "$WORK/mistral8" && cp -r "$WORK/mistral" "$WORK/mistral8"
+/usr/bin/python3 -c "import json,sys; p=sys.argv[1]; c=json.load(open(p)); c['sliding_window']=8; json.dump(c, open(p,'w'))" "$WORK/mistral8/config.json"
+[ "$(loss "$WORK/llama")" != "$(loss "$WORK/mistral8")" ] || fail "a binding sliding_window changed nothing"
 [ "$(loss "$WORK/run")" = "$(loss "$WORK/head")" ] || fail "a stored copy of the tied head changed the model"
 retort eval "$WORK/badhead" --tokens "$WORK/tok/val.h5" 2>"$WORK/badhead.err" >"$WORK/badhead.json"
 grep -q "warning: .*badhead/model.safetensors: lm_head.weight differs from model.embed_tokens.weight; config.json ties them" \
@@ -144,8 +156,9 @@ OMP_NUM_THREADS=1 mpirun --allow-run-as-root --oversubscribe -np 2 "$RETORT_BIN"
   --set "run.dir=$WORK/fsdp" --set train.steps=20 --set parallel.fsdp=2 >/dev/null
 ls "$WORK/fsdp/checkpoints/step_00000020"/shard-*.h5 >/dev/null || fail "the fsdp checkpoint is not sharded"
 retort generate "${G[@]}" --set "generate.teacher=$WORK/fsdp" --set "generate.out=$WORK/c-fsdp" >/dev/null
-# a Qwen2 teacher (q, k, v biases) sampling through the KV cache: the same corpus either way
-for t in qwen2 hf-qwen2; do
+# a Qwen2 teacher (q, k, v biases) and a windowed one sampling through the KV cache: the same
+# corpus either way
+for t in qwen2 hf-qwen2 windowed hf-windowed; do
   retort generate "${G[@]}" --set generate.mode=sample --set generate.prompt_len=4 --set generate.seq_len=12 \
     --set "generate.teacher=$WORK/$t" --set "generate.out=$WORK/c-$t" >/dev/null
 done
@@ -170,13 +183,14 @@ a, b, f = shard("c-run"), shard("c-hf"), shard("c-fsdp")
 for ds in ("tokens", "topk_ids", "topk_logprobs"):
     assert np.array_equal(a[ds][:], b[ds][:]), ds
     assert np.array_equal(shard("c-qwen2")[ds][:], shard("c-hf-qwen2")[ds][:]), "qwen2 " + ds
+    assert np.array_equal(shard("c-windowed")[ds][:], shard("c-hf-windowed")[ds][:]), "windowed " + ds
 digests = "".join(hashlib.sha256(open(p, "rb").read()).hexdigest()
                   for p in sorted(glob.glob(f"{w}/split/model-*.safetensors")))
 assert json.load(open(f"{w}/c-hf/manifest.json"))["teacher_sha256"] == hashlib.sha256(digests.encode()).hexdigest()
 shards = sorted(glob.glob(f"{w}/fsdp/checkpoints/step_00000020/shard-*.h5"))
 digests = "".join(hashlib.sha256(open(p, "rb").read()).hexdigest() for p in shards)
 assert f.attrs["teacher_sha256"] == hashlib.sha256(digests.encode()).hexdigest()
-print("ok: the transformers teachers' corpora (qwen3 scored, qwen2 sampled) are their runs'; "
+print("ok: the transformers teachers' corpora (qwen3 scored, qwen2 and mistral sampled) are their runs'; "
       "sharded teachers' teacher_sha256 as documented")
 PY
 
@@ -197,9 +211,9 @@ json.dump(c, open(path, "w"))
 PY
   expect_fail 1 "bad/config.json: ${edit#*|}" retort eval "$WORK/bad" --tokens "$WORK/tok/val.h5"
 done
-rm -rf "$WORK/bad" && cp -r "$WORK/mistral" "$WORK/bad"
-/usr/bin/python3 -c "import json,sys; p=sys.argv[1]; c=json.load(open(p)); c['sliding_window']=8; json.dump(c, open(p,'w'))" "$WORK/bad/config.json"
-expect_fail 1 "bad/config.json: key 'sliding_window': 8 below max_position_embeddings [0-9]+, sliding-window attention" \
+rm -rf "$WORK/bad" && cp -r "$WORK/hf-qwen2" "$WORK/bad"
+/usr/bin/python3 -c "import json,sys; p=sys.argv[1]; c=json.load(open(p)); c.update(use_sliding_window=True, sliding_window=8); json.dump(c, open(p,'w'))" "$WORK/bad/config.json"
+expect_fail 1 "bad/config.json: key 'use_sliding_window': a sliding window on some layers" \
   retort eval "$WORK/bad" --tokens "$WORK/tok/val.h5"
 rm -rf "$WORK/bad" && cp -r "$WORK/hf" "$WORK/bad"
 /usr/bin/python3 -c "import json,sys; p=sys.argv[1]; c=json.load(open(p)); c['num_hidden_layers']=1; json.dump(c, open(p,'w'))" "$WORK/bad/config.json"

@@ -2,7 +2,8 @@
 # Tensor (+ sequence) parallelism equals one process: tp2, tp2+sp, dp2×tp2, fsdp2×tp2+sp and
 # dp2×fsdp2×tp2+sp vs 1 rank on tiny.yaml (GQA: 4 heads, 2 kv heads), tied and untied, at the
 # same global batch: per-step losses within 1e-5 relative, final parameters within 1e-4
-# relative norm; fsdp2×tp2 too; Qwen2's q, k, v biases on dp2×fsdp2×tp2+sp (and bf16). Then:
+# relative norm; fsdp2×tp2 too; Qwen2's q, k, v biases on dp2×fsdp2×tp2+sp (and bf16); a
+# sliding window on tp2+sp. Then:
 # bitwise resume on tp2+sp, and an fsdp2×tp2 checkpoint resumed on dp2 and on 1 process
 # continues like the uninterrupted run.
 source "$(dirname "$0")/lib.sh"
@@ -69,6 +70,15 @@ for gather in fp32 bf16; do
 done
 compare_runs "$WORK/one16_qwen2" "$WORK/qwen2_fsdp2tp2sp16_fp32" 5e-4 5e-3 "" 0 "k_proj.bias=inf,q_proj.bias=1e-2"
 compare_runs "$WORK/one16_qwen2" "$WORK/qwen2_fsdp2tp2sp16_bf16" 3e-3 3e-2 "" 0 "k_proj.bias=inf"
+
+# A sliding window (5 of 64 positions) on tp2+sp: every rank's heads see the same window of
+# the gathered sequence. The window must change the run (against one_true), the mesh must not.
+W5=(--set model.sliding_window=5)
+retort train "${ARGS[@]}" "${W5[@]}" --set "run.dir=$WORK/one_window" >/dev/null
+compare_runs "$WORK/one_true" "$WORK/one_window" 1 1 "" 1e-3
+"${MPIRUN[@]}" -np 2 "$RETORT_BIN" train "${ARGS[@]}" "${W5[@]}" --set parallel.tp=2 --set parallel.sp=true \
+  --set "run.dir=$WORK/window_tp2sp" >/dev/null
+compare_runs "$WORK/one_window" "$WORK/window_tp2sp"
 
 # Per-rank parameter bytes: tp2 holds about half of one process (norm gains are whole copies).
 /usr/bin/python3 - "$WORK/one_true" "$WORK/tp2_true" <<'PY'

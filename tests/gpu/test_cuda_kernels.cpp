@@ -829,17 +829,21 @@ TEST(CudaCrossEntropy, ForwardBackwardMatchCpuInPlaceToo) {
 // ---- attention ----------------------------------------------------------------------------------
 
 struct AttnCase {
-  int64_t B, T, H, Hkv, hd;
+  int64_t B, T, H, Hkv, hd, W = 0;  // W: the sliding window, 0: none (T)
 };
 
+// Windows: one key, shorter than a tile (64 rows forward; 32 in backward at hd 128), longer
+// than two tiles.
 TEST(CudaAttention, ForwardBackwardMatchCpuAndAreDeterministic) {
   const AttnCase cases[] = {{1, 1, 1, 1, 8},   {2, 37, 4, 2, 64},  {1, 130, 2, 1, 128},
                             {1, 65, 4, 4, 32}, {2, 50, 4, 2, 256}, {1, 100, 6, 3, 80},
-                            {1, 64, 2, 2, 16}, {1, 200, 4, 2, 128}, {2, 33, 2, 1, 160}};
+                            {1, 64, 2, 2, 16}, {1, 200, 4, 2, 128}, {2, 33, 2, 1, 160},
+                            {1, 150, 2, 1, 64, 1}, {1, 130, 2, 1, 128, 37}, {1, 200, 4, 2, 32, 150}};
   uint64_t stream = 500;
   for (const AttnCase& c : cases) {
     const std::string what =
-        "attention B,T,H,Hkv,hd = " + str({c.B, c.T, c.H, c.Hkv, c.hd});
+        "attention B,T,H,Hkv,hd,window = " + str({c.B, c.T, c.H, c.Hkv, c.hd, c.W});
+    const int64_t W = c.W > 0 ? c.W : c.T;
     const int64_t nq = c.B * c.T * c.H * c.hd, nk = c.B * c.T * c.Hkv * c.hd,
                   nl = c.B * c.H * c.T;
     const std::vector<float> q = randn(nq, ++stream), k = randn(nk, ++stream),
@@ -847,13 +851,13 @@ TEST(CudaAttention, ForwardBackwardMatchCpuAndAreDeterministic) {
     std::vector<float> out(nq), lse(nl), dq(nq, NAN), dk(nk, NAN), dv(nk, NAN);
     const auto p = AttentionPitches::contiguous(c.H, c.Hkv, c.hd);
     cpu::attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), p, c.B, c.T, c.H,
-                           c.Hkv, c.hd);
+                           c.Hkv, c.hd, W);
     cpu::attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(),
-                            v.data(), out.data(), lse.data(), p, c.B, c.T, c.H, c.Hkv, c.hd);
+                            v.data(), out.data(), lse.data(), p, c.B, c.T, c.H, c.Hkv, c.hd, W);
 
     Dev<float> d_q(q), d_k(k), d_v(v), d_dout(dout), d_out(nq), d_lse(nl);
     Dev<float> d_dq(dq), d_dk(dk), d_dv(dv);  // NaN-filled: backward must overwrite
-    cuda::attention_forward(d_out, d_lse, d_q, d_k, d_v, p, c.B, c.T, c.H, c.Hkv, c.hd);
+    cuda::attention_forward(d_out, d_lse, d_q, d_k, d_v, p, c.B, c.T, c.H, c.Hkv, c.hd, W);
     const std::vector<float> out1 = d_out.download(), lse1 = d_lse.download();
     expect_close(out1, out, what + " out");
     expect_close(lse1, lse, what + " lse");
@@ -861,7 +865,7 @@ TEST(CudaAttention, ForwardBackwardMatchCpuAndAreDeterministic) {
     d_out.upload(out);
     d_lse.upload(lse);
     cuda::attention_backward(d_dq, d_dk, d_dv, d_dout, d_q, d_k, d_v, d_out, d_lse, p, c.B,
-                             c.T, c.H, c.Hkv, c.hd);
+                             c.T, c.H, c.Hkv, c.hd, W);
     const std::vector<float> dq1 = d_dq.download(), dk1 = d_dk.download(), dv1 = d_dv.download();
     // dq, dk ∝ dS = P·(dP − D): at T = 1 zero, D and dP being the same dot product, so what
     // either side has there is rounding residue; they are measured against dv's norm.
@@ -870,13 +874,13 @@ TEST(CudaAttention, ForwardBackwardMatchCpuAndAreDeterministic) {
     expect_close(dk1, dk, what + " dk", kTol, scale);
     expect_close(dv1, dv, what + " dv");
 
-    cuda::attention_forward(d_out, d_lse, d_q, d_k, d_v, p, c.B, c.T, c.H, c.Hkv, c.hd);
+    cuda::attention_forward(d_out, d_lse, d_q, d_k, d_v, p, c.B, c.T, c.H, c.Hkv, c.hd, W);
     EXPECT_BITWISE(d_out.download(), out1, what + " out rerun");
     EXPECT_BITWISE(d_lse.download(), lse1, what + " lse rerun");
     d_out.upload(out);
     d_lse.upload(lse);
     cuda::attention_backward(d_dq, d_dk, d_dv, d_dout, d_q, d_k, d_v, d_out, d_lse, p, c.B,
-                             c.T, c.H, c.Hkv, c.hd);
+                             c.T, c.H, c.Hkv, c.hd, W);
     EXPECT_BITWISE(d_dq.download(), dq1, what + " dq rerun");
     EXPECT_BITWISE(d_dk.download(), dk1, what + " dk rerun");
     EXPECT_BITWISE(d_dv.download(), dv1, what + " dv rerun");
@@ -887,7 +891,7 @@ TEST(CudaAttention, HeadDimAbove256IsRejected) {
   Dev<float> buf(1);
   try {
     cuda::attention_forward(buf, buf, buf, buf, buf, AttentionPitches::contiguous(1, 1, 300), 1,
-                            1, 1, 1, 300);
+                            1, 1, 1, 300, 1);
     FAIL() << "no error";
   } catch (const std::exception& e) {
     EXPECT_NE(std::string(e.what()).find("head_dim <= 256"), std::string::npos) << e.what();
@@ -923,10 +927,10 @@ TEST(CudaAttention, CudnnMatchesCpuOnBf16InputsAndIsDeterministic) {
     const std::vector<float> qr = widen(q), kr = widen(k), vr = widen(v), doutr = widen(dout);
     std::vector<float> out(nq), lse(nl), dq(nq), dk(nk), dv(nk);
     cpu::attention_forward(out.data(), lse.data(), qr.data(), kr.data(), vr.data(), contiguous,
-                           c.B, c.T, c.H, c.Hkv, c.hd);
+                           c.B, c.T, c.H, c.Hkv, c.hd, c.T);
     cpu::attention_backward(dq.data(), dk.data(), dv.data(), doutr.data(), qr.data(), kr.data(),
                             vr.data(), out.data(), lse.data(), contiguous, c.B, c.T, c.H, c.Hkv,
-                            c.hd);
+                            c.hd, c.T);
 
     const std::vector<uint16_t> nan_q(nq, 0x7fc0), nan_k(nk, 0x7fc0);  // bf16 NaN
     Dev<uint16_t> d_q(q), d_k(k), d_v(v), d_dout(dout), d_out(nan_q);

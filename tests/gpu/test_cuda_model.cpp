@@ -29,7 +29,7 @@ using retort::test::random_batch;
 
 namespace {
 
-ModelConfig small(bool tied, bool qk_norm = true, bool qkv_bias = false) {
+ModelConfig small(bool tied, bool qk_norm = true, bool qkv_bias = false, int64_t window = 0) {
   ModelConfig m;
   m.vocab_size = 96;
   m.d_model = 64;
@@ -40,6 +40,7 @@ ModelConfig small(bool tied, bool qk_norm = true, bool qkv_bias = false) {
   m.tie_embeddings = tied;
   m.qk_norm = qk_norm;
   m.qkv_bias = qkv_bias;
+  m.sliding_window = window;
   m.init_std = 0.05;
   m.resolve();
   return m;
@@ -82,8 +83,8 @@ struct StepOut {
 };
 
 StepOut train_step(Device device, bool tied, bool recompute, float perturb = 0, bool qk_norm = true,
-                   bool qkv_bias = false) {
-  Transformer m(small(tied, qk_norm, qkv_bias), {}, device);
+                   bool qkv_bias = false, int64_t window = 0) {
+  Transformer m(small(tied, qk_norm, qkv_bias, window), {}, device);
   m.set_recompute(recompute);
   m.set_bf16_logits(true);  // as TrainStep: bf16 logits under bf16 products, else no effect
   init_with_biases(m, 7);
@@ -144,14 +145,16 @@ TEST(CudaModel, DistillStepMatchesTheCpu) {
 }
 
 // Tied and untied embeddings; without qk-norm (RoPE in place on the q, k windows of the packed
-// q|k|v product, attention reading them there); Qwen2's q, k, v biases.
+// q|k|v product, attention reading them there); Qwen2's q, k, v biases; a sliding window of 5
+// (of 16 positions).
 TEST(CudaModel, TrainingStepMatchesTheCpu) {
-  for (auto [tied, qk_norm, qkv_bias] :
-       {std::tuple{true, true, false}, {false, true, false}, {false, false, false}, {true, false, true}}) {
+  for (auto [tied, qk_norm, qkv_bias, window] :
+       {std::tuple{true, true, false, 0}, {false, true, false, 0}, {false, false, false, 0},
+        {true, false, true, 0}, {false, false, false, 5}}) {
     SCOPED_TRACE(std::string("tied ") + (tied ? "yes" : "no") + ", qk_norm " + (qk_norm ? "yes" : "no") +
-                 ", qkv_bias " + (qkv_bias ? "yes" : "no"));
-    const StepOut cpu = train_step(Device::CPU, tied, false, 0, qk_norm, qkv_bias);
-    const StepOut gpu = train_step(Device::CUDA, tied, false, 0, qk_norm, qkv_bias);
+                 ", qkv_bias " + (qkv_bias ? "yes" : "no") + ", window " + std::to_string(window));
+    const StepOut cpu = train_step(Device::CPU, tied, false, 0, qk_norm, qkv_bias, window);
+    const StepOut gpu = train_step(Device::CUDA, tied, false, 0, qk_norm, qkv_bias, window);
     EXPECT_NEAR(gpu.loss, cpu.loss, 1e-5 * std::abs(cpu.loss));
     EXPECT_LT(rel_diff(gpu.grads, cpu.grads), 1e-4);
     EXPECT_LT(rel_diff(gpu.params, cpu.params), 1e-5);
@@ -160,12 +163,12 @@ TEST(CudaModel, TrainingStepMatchesTheCpu) {
 
 // The KV-cache decoder (generation) on the GPU against the CPU: the prefill's logits and
 // those of 6 steps fed the same tokens, with and without qk-norm (without: with q, k, v
-// biases), fp32 and bf16 caches.
+// biases and a sliding window of 4, shorter than the prompt), fp32 and bf16 caches.
 TEST(CudaModel, KvCacheDecoderMatchesTheCpu) {
   for (bool qk_norm : {true, false})
     for (DType cache : {DType::F32, DType::BF16}) {
       SCOPED_TRACE(std::string("qk_norm ") + (qk_norm ? "yes" : "no") + ", cache " + dtype_name(cache));
-      const ModelConfig mc = small(false, qk_norm, !qk_norm);
+      const ModelConfig mc = small(false, qk_norm, !qk_norm, qk_norm ? 0 : 4);
       const int64_t B = 3, P = 5, steps = 6, V = mc.vocab_size;
       Tensor prompt = Tensor::empty({B, P}, DType::I32);
       for (int64_t i = 0; i < B * P; ++i) prompt.host<int32_t>()[i] = int32_t((i * 17 + 3) % V);
@@ -418,6 +421,26 @@ TEST(CudaModel, CudnnAttentionRefusalIsAnErrorOrAFallback) {
   // softmax of equal scores over keys 0..i: lse_i = log(i + 1)
   const Tensor l = lse.to(Device::CPU);
   for (int i = 0; i < 4; ++i) EXPECT_NEAR(l.host<float>()[i], std::log(i + 1.0), 1e-6);
+
+  // A sliding window shorter than T has no cuDNN graph: an error when cuDNN is asked for by
+  // name, else the plain kernel without a word; over keys i − 1, i: lse_i = log(min(i + 1, 2)).
+  ops::set_attention_kernel(ops::AttentionKernel::Cudnn);
+  try {
+    ops::attention_forward(out, lse, q, q, q, 2);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("retort's cuDNN graph has no sliding window (model.sliding_window 2 < T = 4)"),
+              std::string::npos) << e.what();
+  }
+  ops::set_attention_kernel(ops::AttentionKernel::Auto);
+  ops::set_matmul_precision(ops::MatmulPrecision::BF16);
+  testing::internal::CaptureStderr();
+  ops::attention_forward(out, lse, q, q, q, 2);
+  EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
+  ops::set_matmul_precision(ops::MatmulPrecision::F32);
+  EXPECT_STREQ(ops::attention_kernel_used(), "plain");
+  const Tensor lw = lse.to(Device::CPU);
+  for (int i = 0; i < 4; ++i) EXPECT_NEAR(lw.host<float>()[i], std::log(std::min(i + 1, 2)), 1e-6);
 }
 
 #if RETORT_CUDA_SIM

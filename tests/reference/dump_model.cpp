@@ -37,7 +37,8 @@ int main(int argc, char** argv) {
       {"tied", "1"},   {"qk_norm", "1"}, {"qkv_bias", "0"}, {"seed", "1234"},    {"z_loss", "1e-3"},
       {"init", "normal"}, {"init_std", "0.1"}, {"perturb_gains", "0.2"}, {"recompute", "0"},
       {"kd", "none"}, {"lambda", "0.6"}, {"tau", "1.5"}, {"k", "8"}, {"rope_scaling", "none"},
-      {"rope_factor", "8"}, {"rope_low", "1"}, {"rope_high", "4"}, {"rope_original", "8192"}};
+      {"rope_factor", "8"}, {"rope_low", "1"}, {"rope_high", "4"}, {"rope_original", "8192"},
+      {"window", "0"}};
   for (int i = 2; i < argc; ++i) {
     std::string s = argv[i];
     auto eq = s.find('=');
@@ -62,6 +63,7 @@ int main(int argc, char** argv) {
     mc.tie_embeddings = I("tied") != 0;
     mc.qk_norm = I("qk_norm") != 0;
     mc.qkv_bias = I("qkv_bias") != 0;
+    mc.sliding_window = I("window");
     mc.init = a["init"];
     mc.init_std = D("init_std");
     mc.rope_scaling = a["rope_scaling"];
@@ -154,6 +156,7 @@ int main(int argc, char** argv) {
     m.set_attr("norm_eps", mc.norm_eps);
     m.set_attr("qk_norm", int64_t(mc.qk_norm));
     m.set_attr("qkv_bias", int64_t(mc.qkv_bias));
+    m.set_attr("sliding_window", mc.sliding_window);
     m.set_attr("tie_embeddings", int64_t(mc.tie_embeddings));
     m.close();
 

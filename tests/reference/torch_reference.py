@@ -5,7 +5,8 @@ Usage: /usr/bin/python3 torch_reference.py MODEL_H5 GRADS_H5
 
 MODEL_H5  every parameter as a float32 dataset at its SPEC (Hugging Face) name; the model
           shape as root attributes (vocab_size, d_model, n_layers, n_heads, n_kv_heads,
-          head_dim, d_ff, rope_theta, norm_eps, qk_norm, qkv_bias, tie_embeddings).
+          head_dim, d_ff, rope_theta, norm_eps, qk_norm, qkv_bias, tie_embeddings,
+          sliding_window).
 GRADS_H5  tokens [B, T+1] int32 (inputs = tokens[:, :-1], targets = tokens[:, 1:]),
           attributes z_loss, loss, ce, z; the gradient of the loss w.r.t. every parameter
           as grad/<name>. Distillation (attribute kd_mode = online | renormalize | bucket):
@@ -100,7 +101,11 @@ def model_loss(W, c, inputs, targets, z_loss):
     eps, inv_freq = c["norm_eps"], inverse_frequencies(c)
     B, T = inputs.shape
     x = W["model.embed_tokens.weight"][inputs]  # [B, T, d]
-    mask = torch.ones(T, T, dtype=torch.bool).tril()
+    # query i sees key j for j <= i, and with a sliding window W > 0 only for i - j < W
+    i_idx, j_idx = torch.arange(T)[:, None], torch.arange(T)[None, :]
+    mask = j_idx <= i_idx
+    if c["sliding_window"] > 0:
+        mask = mask & (i_idx - j_idx < c["sliding_window"])
     for i in range(L):
         p = f"model.layers.{i}."
         h = rms_norm(x, W[p + "input_layernorm.weight"], eps)
@@ -170,6 +175,7 @@ def main():
         c = {k: int(a[k]) for k in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads",
                                     "head_dim", "d_ff", "qk_norm", "tie_embeddings")}
         c["qkv_bias"] = int(a.get("qkv_bias", 0))
+        c["sliding_window"] = int(a.get("sliding_window", 0))
         c["rope_theta"] = float(a["rope_theta"])
         c["rope_scaling"] = str(a["rope_scaling"].decode() if isinstance(a["rope_scaling"], bytes) else a["rope_scaling"])
         for k in ("rope_scaling_factor", "rope_low_freq_factor", "rope_high_freq_factor"):

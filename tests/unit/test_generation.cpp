@@ -155,13 +155,14 @@ double rel_rms(const std::vector<float>& a, const std::vector<float>& b) {
 }  // namespace
 
 TEST(AttentionDecode, MatchesLastRowOfCausalAttention) {
-  for (auto [H, Hkv] : {std::pair<int64_t, int64_t>{4, 4}, {4, 2}, {6, 1}}) {
+  for (auto [H, Hkv] : {std::pair<int64_t, int64_t>{4, 4}, {4, 2}, {6, 1}})
+  for (int64_t window : {0, 1, 5}) {  // 0: none; else the last `window` keys only
     const int64_t B = 3, hd = 8, T_max = 20;
     for (int64_t n : {1, 7, 20}) {
       Tensor q = random_tensor({B, n, H, hd}, 1), k = random_tensor({B, n, Hkv, hd}, 2);
       Tensor v = random_tensor({B, n, Hkv, hd}, 3);
       Tensor out = Tensor::empty({B, n, H, hd}), lse = Tensor::empty({B, H, n});
-      ops::attention_forward(out, lse, q, k, v);
+      ops::attention_forward(out, lse, q, k, v, window);
       // cache with the n keys and garbage after them
       Tensor kc = random_tensor({B, T_max, Hkv, hd}, 4), vc = random_tensor({B, T_max, Hkv, hd}, 5);
       Tensor q1 = Tensor::empty({B, H, hd}), o1 = Tensor::empty({B, H, hd});
@@ -173,12 +174,12 @@ TEST(AttentionDecode, MatchesLastRowOfCausalAttention) {
         std::memcpy(q1.data<float>() + b * H * hd, q.data<float>() + (b * n + n - 1) * H * hd,
                     H * hd * 4);
       }
-      ops::attention_decode(o1, q1, kc, vc, n);
+      ops::attention_decode(o1, q1, kc, vc, n, window);
       for (int64_t b = 0; b < B; ++b)
         for (int64_t i = 0; i < H * hd; ++i)
           ASSERT_NEAR(o1.data<float>()[b * H * hd + i],
                       out.data<float>()[(b * n + n - 1) * H * hd + i], 2e-6)
-              << "H " << H << " Hkv " << Hkv << " n " << n;
+              << "H " << H << " Hkv " << Hkv << " n " << n << " window " << window;
     }
   }
 }
@@ -217,12 +218,15 @@ TEST(AttentionDecode, RejectsBadShapes) {
 }
 
 // Greedy decoding with the cache vs recomputing the prefix each step: same tokens, logits
-// within 1e-5 (relative to the logits' scale). Qwen2's q, k, v biases set to random values.
+// within 1e-5 (relative to the logits' scale). Qwen2's q, k, v biases set to random values;
+// a sliding window shorter than the prompt.
 TEST(KvCacheDecoder, MatchesFullRecompute) {
-  struct Case { bool tied; int64_t Hkv; bool qk; bool bias = false; };
-  for (Case c : {Case{true, 2, true}, Case{false, 4, true}, Case{true, 1, false}, Case{true, 2, false, true}}) {
+  struct Case { bool tied; int64_t Hkv; bool qk; bool bias = false; int64_t window = 0; };
+  for (Case c : {Case{true, 2, true}, Case{false, 4, true}, Case{true, 1, false}, Case{true, 2, false, true},
+                 Case{true, 2, true, false, 3}}) {
     ModelConfig cfg = tiny(c.tied, c.Hkv, c.qk);
     cfg.qkv_bias = c.bias;
+    cfg.sliding_window = c.window;
     Transformer model(cfg);
     model.init(11);
     for (const Parameter& p : model.parameters())
@@ -266,7 +270,8 @@ TEST(KvCacheDecoder, MatchesFullRecompute) {
       logits = &dec.step(step);
       EXPECT_EQ(dec.pos(), len + 1);
     }
-    EXPECT_LT(worst, 1e-5) << "tied " << c.tied << " Hkv " << c.Hkv << " qk_norm " << c.qk << " bias " << c.bias;
+    EXPECT_LT(worst, 1e-5) << "tied " << c.tied << " Hkv " << c.Hkv << " qk_norm " << c.qk << " bias " << c.bias
+                           << " window " << c.window;
     EXPECT_THROW(dec.step(Tensor::zeros({B}, DType::I32)), Error);  // cache full
   }
 }

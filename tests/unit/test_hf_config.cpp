@@ -58,6 +58,20 @@ TEST(HfConfig, WrittenConfigReadsBackAsTheSameModel) {
   both.resolve();
   EXPECT_NE(test::error_of([&] { hf_config_json(both, "float32", -1, -1); }).find("no transformers model has both"),
             std::string::npos);
+  // A sliding window: Mistral, and back; one no shorter than seq_len is no window (Llama).
+  ModelConfig windowed = both;
+  windowed.qk_norm = false, windowed.qkv_bias = false, windowed.sliding_window = 5;
+  const nlohmann::json mistral = hf_config_json(windowed, "float32", -1, -1);
+  EXPECT_EQ(mistral["model_type"], "mistral");
+  EXPECT_EQ(mistral["architectures"][0], "MistralForCausalLM");
+  EXPECT_EQ(mistral["sliding_window"], 5);
+  EXPECT_EQ(read_back(mistral).sliding_window, 5);
+  windowed.sliding_window = 8;
+  EXPECT_EQ(hf_config_json(windowed, "float32", -1, -1)["model_type"], "llama");
+  windowed.sliding_window = 5, windowed.qk_norm = true;
+  EXPECT_NE(test::error_of([&] { hf_config_json(windowed, "float32", -1, -1); })
+                .find("model.sliding_window with model.qk_norm"),
+            std::string::npos);
 }
 
 TEST(HfConfig, AbsentKeysTakeTransformersDefaults) {
@@ -83,14 +97,13 @@ TEST(HfConfig, RefusesWhatRetortCannotRunExactly) {
                                {"num_attention_heads", 2}, {"max_position_embeddings", 8}};
   const std::vector<std::pair<nlohmann::json, std::string>> cases = {
       {{{"model_type", "gemma"}}, "model_type 'gemma' (retort runs llama, mistral, phi3, qwen2 and qwen3 models)"},
-      {{{"model_type", "phi3"}, {"sliding_window", 7}}, "key 'sliding_window': 7 below max_position_embeddings 8"},
       {{{"partial_rotary_factor", 0.75}}, "key 'partial_rotary_factor': 0.75, RoPE on part of each head"},
       {{{"rope_scaling", {{"type", "longrope"}, {"short_factor", {1.0}}, {"long_factor", {1.0}}}}},
        "key 'rope_scaling': RoPE scaling 'longrope'"},
       {{{"attention_bias", true}}, "key 'attention_bias': biases"},
       {{{"mlp_bias", true}}, "key 'mlp_bias': biases"},
       {{{"use_sliding_window", true}}, "key 'use_sliding_window'"},
-      {{{"model_type", "mistral"}, {"sliding_window", 4}}, "key 'sliding_window': 4 below max_position_embeddings 8"},
+      {{{"model_type", "mistral"}, {"sliding_window", 0}}, "key 'sliding_window'"},
       {{{"rope_parameters", {{"rope_type", "yarn"}}}}, "key 'rope_parameters': RoPE scaling 'yarn'"},
       {{{"rope_scaling", {{"type", "linear"}, {"factor", 2.0}}}}, "key 'rope_scaling': RoPE scaling 'linear'"},
       {{{"rope_scaling", {{"rope_type", "llama3"}, {"factor", 8.0}}}}, "rope_scaling: key 'low_freq_factor'"},
@@ -115,6 +128,13 @@ TEST(HfConfig, RefusesWhatRetortCannotRunExactly) {
     nlohmann::json mistral = base;
     mistral.update({{"model_type", "mistral"}, {"sliding_window", window}});
     EXPECT_FALSE(read_back(mistral).qk_norm);
+    EXPECT_EQ(read_back(mistral).sliding_window, 0);
+  }
+  // a shorter one is the model's (Mistral 7B v0.1's 4096 of 32768; Phi-3-mini-4k's 2047)
+  for (const char* type : {"mistral", "phi3"}) {
+    nlohmann::json windowed = base;
+    windowed.update({{"model_type", type}, {"sliding_window", 7}});
+    EXPECT_EQ(read_back(windowed).sliding_window, 7) << type;
   }
 }
 
@@ -217,6 +237,20 @@ TEST(HfConfig, PublishedConfigsReadAsTheirModels) {
   EXPECT_EQ(p4.head_dim, 128);
   EXPECT_EQ(p4.rope_theta, 250000.0);
   EXPECT_EQ(p4.n_params(), 14659507200);
+  // mistralai/Mistral-7B-v0.1's config.json (from memory): Llama's math with a 4096-token
+  // window over 32768 positions, GQA 32/8, untied — 7 241 732 096 parameters ("7.24B").
+  const auto mistral = nlohmann::json::parse(R"({
+    "architectures": ["MistralForCausalLM"], "bos_token_id": 1, "eos_token_id": 2,
+    "hidden_act": "silu", "hidden_size": 4096, "initializer_range": 0.02,
+    "intermediate_size": 14336, "max_position_embeddings": 32768, "model_type": "mistral",
+    "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8,
+    "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "sliding_window": 4096,
+    "tie_word_embeddings": false, "torch_dtype": "bfloat16", "transformers_version": "4.34.0",
+    "use_cache": true, "vocab_size": 32000})");
+  const ModelConfig m7 = read_back(mistral);
+  EXPECT_EQ(m7.sliding_window, 4096);
+  EXPECT_EQ(m7.max_keys_seen(), 4096);
+  EXPECT_EQ(m7.n_params(), 7241732096);
 }
 
 TEST(HfConfig, Llama3RopeScalingKeepsShortWavelengthsAndStretchesLongOnes) {

@@ -114,14 +114,15 @@ void check_fd(Tensor& param, const Tensor& grad, const std::function<double()>& 
 
 // ---- double-precision analytical references ------------------------------------------------
 
-// Causal GQA attention forward and backward in double.
+// Causal GQA attention forward and backward in double; query t sees keys max(0, t − W + 1)..t
+// (W = 0: all keys up to t).
 struct AttnRef {
   std::vector<double> out, lse, dq, dk, dv;
 };
 
 AttnRef ref_attention(const std::vector<double>& q, const std::vector<double>& k,
                       const std::vector<double>& v, const std::vector<double>& dout, int64_t B,
-                      int64_t T, int64_t H, int64_t Hkv, int64_t hd) {
+                      int64_t T, int64_t H, int64_t Hkv, int64_t hd, int64_t W) {
   AttnRef r;
   r.out.assign(B * T * H * hd, 0.0);
   r.lse.assign(B * H * T, 0.0);
@@ -136,22 +137,23 @@ AttnRef ref_attention(const std::vector<double>& q, const std::vector<double>& k
     for (int64_t h = 0; h < H; ++h) {
       const int64_t j = h / (H / Hkv);
       for (int64_t t = 0; t < T; ++t) {
+        const int64_t u0 = W > 0 && t - W + 1 > 0 ? t - W + 1 : 0;
         double m = -1e300;
-        for (int64_t u = 0; u <= t; ++u) {
+        for (int64_t u = u0; u <= t; ++u) {
           double s = 0;
           for (int64_t c = 0; c < hd; ++c) s += q[Q(b, t, h) + c] * k[KV(b, u, j) + c];
           p[u] = s * scale;
           m = std::max(m, p[u]);
         }
         double z = 0;
-        for (int64_t u = 0; u <= t; ++u) z += std::exp(p[u] - m);
+        for (int64_t u = u0; u <= t; ++u) z += std::exp(p[u] - m);
         r.lse[(b * H + h) * T + t] = m + std::log(z);
-        for (int64_t u = 0; u <= t; ++u) p[u] = std::exp(p[u] - m) / z;
-        for (int64_t u = 0; u <= t; ++u)
+        for (int64_t u = u0; u <= t; ++u) p[u] = std::exp(p[u] - m) / z;
+        for (int64_t u = u0; u <= t; ++u)
           for (int64_t c = 0; c < hd; ++c) r.out[Q(b, t, h) + c] += p[u] * v[KV(b, u, j) + c];
         double D = 0;
         for (int64_t c = 0; c < hd; ++c) D += dout[Q(b, t, h) + c] * r.out[Q(b, t, h) + c];
-        for (int64_t u = 0; u <= t; ++u) {
+        for (int64_t u = u0; u <= t; ++u) {
           double s = 0;
           for (int64_t c = 0; c < hd; ++c) s += dout[Q(b, t, h) + c] * v[KV(b, u, j) + c];
           const double ds = p[u] * (s - D);
@@ -385,24 +387,31 @@ TEST(CrossEntropyGrad, AgainstReferenceInPlaceAndOutOfPlace) {
 
 // ---- attention -------------------------------------------------------------------------------
 
-struct AttnCase { int64_t B, T, H, Hkv, hd; };
+struct AttnCase {
+  int64_t B, T, H, Hkv, hd, W = 0;  // W: the sliding window (0: none)
+};
+
+std::string case_text(const AttnCase& c) {
+  return "B=" + std::to_string(c.B) + " T=" + std::to_string(c.T) + " H=" + std::to_string(c.H) +
+         " Hkv=" + std::to_string(c.Hkv) + " hd=" + std::to_string(c.hd) +
+         " window=" + std::to_string(c.W);
+}
 
 TEST(AttentionGrad, FiniteDifferencesMhaAndGqa) {
-  const AttnCase cases[] = {{1, 9, 2, 2, 4}, {1, 6, 4, 2, 4}, {2, 5, 4, 1, 4}};
+  const AttnCase cases[] = {{1, 9, 2, 2, 4}, {1, 6, 4, 2, 4}, {2, 5, 4, 1, 4}, {1, 9, 4, 2, 4, 3}};
   uint64_t stream = 60;
   for (const AttnCase& c : cases) {
     Tensor q = randn({c.B, c.T, c.H, c.hd}, ++stream), k = randn({c.B, c.T, c.Hkv, c.hd}, ++stream);
     Tensor v = randn({c.B, c.T, c.Hkv, c.hd}, ++stream), w = randn(q.shape(), ++stream);
     Tensor out = Tensor::empty(q.shape()), lse = Tensor::empty({c.B, c.H, c.T});
     auto loss = [&] {
-      ops::attention_forward(out, lse, q, k, v);
+      ops::attention_forward(out, lse, q, k, v, c.W);
       return project(w, out);
     };
     loss();
     Tensor dq = randn(q.shape(), 1), dk = randn(k.shape(), 2), dv = randn(v.shape(), 3);
-    ops::attention_backward(dq, dk, dv, w, q, k, v, out, lse);
-    const std::string what = " T=" + std::to_string(c.T) + " H=" + std::to_string(c.H) +
-                             " Hkv=" + std::to_string(c.Hkv);
+    ops::attention_backward(dq, dk, dv, w, q, k, v, out, lse, c.W);
+    const std::string what = " " + case_text(c);
     check_fd(q, dq, loss, "attention dq" + what);
     check_fd(k, dk, loss, "attention dk" + what);
     check_fd(v, dv, loss, "attention dv" + what);
@@ -410,8 +419,12 @@ TEST(AttentionGrad, FiniteDifferencesMhaAndGqa) {
 }
 
 TEST(AttentionGrad, AgainstAnalyticalReference) {
-  const AttnCase cases[] = {{1, 1, 1, 1, 4},    {2, 7, 4, 4, 8},   {2, 65, 4, 2, 16},
-                            {1, 130, 4, 1, 16}, {1, 64, 2, 2, 64}, {1, 77, 6, 3, 32}};
+  // Sliding windows: one key, shorter than a 64-row tile, exactly one, one more, longer than
+  // two, and longer than T (no window).
+  const AttnCase cases[] = {{1, 1, 1, 1, 4},         {2, 7, 4, 4, 8},       {2, 65, 4, 2, 16},
+                            {1, 130, 4, 1, 16},      {1, 64, 2, 2, 64},     {1, 77, 6, 3, 32},
+                            {2, 65, 4, 2, 16, 1},    {1, 130, 4, 1, 16, 37}, {1, 200, 4, 2, 8, 64},
+                            {2, 200, 2, 2, 8, 65},   {1, 300, 2, 1, 8, 150}, {1, 77, 6, 3, 32, 100}};
   uint64_t stream = 80;
   // 1 thread: one task per (b, kv head) unless B·Hkv = 1; 4 threads: mostly the two-pass path.
   for (int threads : {1, 4})
@@ -422,16 +435,14 @@ TEST(AttentionGrad, AgainstAnalyticalReference) {
       Tensor out = Tensor::empty(q.shape()), lse = Tensor::empty({c.B, c.H, c.T});
       Tensor dq = randn(q.shape(), 1), dk = randn(k.shape(), 2), dv = randn(v.shape(), 3);
       with_threads(threads, [&] {
-        ops::attention_forward(out, lse, q, k, v);
-        ops::attention_backward(dq, dk, dv, dout, q, k, v, out, lse);
+        ops::attention_forward(out, lse, q, k, v, c.W);
+        ops::attention_backward(dq, dk, dv, dout, q, k, v, out, lse, c.W);
       });
       AttnRef r = ref_attention(to_double(q), to_double(k), to_double(v), to_double(dout), c.B, c.T,
-                                c.H, c.Hkv, c.hd);
-      const std::string what = "B=" + std::to_string(c.B) + " T=" + std::to_string(c.T) +
-                               " H=" + std::to_string(c.H) + " Hkv=" + std::to_string(c.Hkv) +
-                               " hd=" + std::to_string(c.hd) +
-                               " threads=" + std::to_string(threads);
+                                c.H, c.Hkv, c.hd, c.W);
+      const std::string what = case_text(c) + " threads=" + std::to_string(threads);
       expect_close(out, r.out, 1e-5, "out " + what);
+      expect_close(lse, r.lse, 1e-5, "lse " + what);
       expect_close(dq, r.dq, 1e-5, "dq " + what);
       expect_close(dk, r.dk, 1e-5, "dk " + what);
       expect_close(dv, r.dv, 1e-5, "dv " + what);

@@ -888,6 +888,9 @@ TEST(Attention, ShapeErrors) {
   Tensor k3 = randn({1, 4, 3, 8}, 6), lse_bad = Tensor::empty({1, 3, 5});
   EXPECT_NE(error_of([&] { ops::attention_forward(out, lse_bad, q, k3, k3); }).find("lse"),
             std::string::npos);
+  EXPECT_NE(error_of([&] { ops::attention_forward(out, lse, q, k3, k3, -1); })
+                .find("attention_forward: window must be >= 0 (0: none), got -1"),
+            std::string::npos);
 }
 
 // ---- embedding ---------------------------------------------------------------------------
