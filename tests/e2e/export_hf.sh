@@ -54,8 +54,9 @@ retort train "${D[@]}" --set "run.dir=$WORK/both" --set model.qkv_bias=true --se
 expect_fail 1 "model.qk_norm and model.qkv_bias together: no transformers model has both" \
   retort export "$WORK/both" --out "$WORK/x" --format hf
 
-# 4b. Mistral: Llama with a sliding window of 5 tokens (of 64: it binds on every window but the
-# first few tokens). Qwen's windows are per layer: a window with qk-norm is refused.
+# 4b. Mistral: Llama with a sliding window of 5 tokens (of 64: it binds for every token past
+# the fifth). The same export read with a window of 4 or 6 gives 2e-2 / 6e-2 another loss.
+# Qwen's windows are per layer: a window with qk-norm is refused.
 retort train "${D[@]}" --set "run.dir=$WORK/mistral" --set model.qk_norm=false --set model.sliding_window=5 >/dev/null
 retort export "$WORK/mistral" --out "$WORK/mistral-hf" --format hf >/dev/null
 retort eval "$WORK/mistral" --tokens "$WORK/tok/val.h5" --out "$WORK/mistral-eval.json" >/dev/null

@@ -177,6 +177,15 @@ TEST(ModelConfig, CountingFormulasOnAHandComputedConfig) {
   EXPECT_EQ(m.params_per_layer(), 608);
   EXPECT_EQ(m.flops_per_token_exact(), 3 * 2656);
   EXPECT_EQ(Transformer(m).num_params(), m.n_params());
+  // A sliding window W = 2 of T = 6: K = W − W²/(2T) = 5/3 keys per query, so attention
+  // 2·2·H·hd·K = 53.3 → 53 per layer: forward 2·(1152 + 53) + 160 = 2570; MFU's T becomes W.
+  m.sliding_window = 2;
+  EXPECT_EQ(m.params_per_layer(), 608);
+  EXPECT_EQ(m.flops_per_token_exact(), 3 * 2570);
+  EXPECT_EQ(m.n_params_nonemb(), 1224);  // 1208 − 2·8 (no q/k norms) + 2·16 (biases)
+  EXPECT_EQ(m.flops_per_token_mfu(), 6 * (1224 + 80) + 12 * 2 * 2 * 4 * 2);
+  m.sliding_window = 6;  // as long as T: no window
+  EXPECT_EQ(m.flops_per_token_exact(), 3 * 2656);
 }
 
 // ---- Transformer: layout and init -----------------------------------------------------------
