@@ -100,6 +100,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   ModelConfig mc;
   mc.vocab_size = 6, mc.d_model = 4, mc.n_layers = 1, mc.n_heads = 1, mc.seq_len = 8;
+  // Qwen3, or Llama / Mistral (a sliding_window key to mutate when the window binds)
+  mc.qk_norm = in.ConsumeBool();
+  if (!mc.qk_norm) mc.sliding_window = in.ConsumeIntegralInRange(0, 9);
   mc.resolve();
   json config = hf_config_json(mc, "float32", -1, -1);
   if (mode == 3) mutate_json(in, config, 4);
