@@ -818,6 +818,7 @@ void vocab_shard_ids(Tensor& out, const Tensor& ids, int64_t begin, int64_t shar
 namespace {
 struct AttnDims {
   int64_t B, T, H, Hkv, hd;
+  int64_t W = 0;  // the sliding window as the kernels take it, 1..T (window_within)
 };
 
 AttnDims check_attention(const char* op, const Heads& q, const Heads& k, const Heads& v) {
@@ -846,15 +847,7 @@ int64_t window_within(const char* op, int64_t window, int64_t T) {
 AttentionKernel g_attention_kernel = AttentionKernel::Auto;
 const char* g_attention_used = "";
 
-// W: the keys a query sees (window_within). cuDNN's graph has the causal mask only, so a
-// window shorter than T takes the plain kernel (an error when cuDNN was asked for by name).
-bool wants_cudnn(const char* op, int64_t W, int64_t T) {
-  if (W < T) {
-    RETORT_CHECK(g_attention_kernel != AttentionKernel::Cudnn, op,
-                 ": train.attention is cudnn, but retort's cuDNN graph has no sliding window "
-                 "(model.sliding_window ", W, " < T = ", T, "); use auto or plain");
-    return false;
-  }
+bool wants_cudnn() {
   return g_attention_kernel == AttentionKernel::Cudnn ||
          (g_attention_kernel == AttentionKernel::Auto && matmul_precision() == MatmulPrecision::BF16);
 }
@@ -862,7 +855,8 @@ bool wants_cudnn(const char* op, int64_t W, int64_t T) {
 // cuDNN has no engine for this shape: an error when it was asked for by name; under Auto one
 // line per shape and op, then the plain kernel.
 std::string shape_text(const AttnDims& d) {
-  return str_cat("B=", d.B, " T=", d.T, " heads=", d.H, " kv_heads=", d.Hkv, " head_dim=", d.hd);
+  return str_cat("B=", d.B, " T=", d.T, " heads=", d.H, " kv_heads=", d.Hkv, " head_dim=", d.hd,
+                 d.W < d.T ? str_cat(" window=", d.W) : "");
 }
 
 void cudnn_unavailable(const char* op, const AttnDims& d, const std::string& why) {
@@ -893,8 +887,8 @@ const char* attention_kernel_used() { return g_attention_used; }
 void attention_forward(Tensor& out, Tensor& lse, const Heads& q, const Heads& k, const Heads& v,
                        int64_t window) {
   const char* op = "attention_forward";
-  const AttnDims d = check_attention(op, q, k, v);
-  const int64_t W = window_within(op, window, d.T);
+  AttnDims d = check_attention(op, q, k, v);
+  const int64_t W = d.W = window_within(op, window, d.T);
   check_float(op, "out", out);
   check_f32(op, "lse", lse);
   RETORT_CHECK(out.shape() == q.shape(), op, ": out ", shape_str(out.shape()), " must be q's shape ",
@@ -906,7 +900,7 @@ void attention_forward(Tensor& out, Tensor& lse, const Heads& q, const Heads& k,
   if (out.numel() == 0) return;
   const Device dev = common_device("attention_forward", {&out, &lse, &q.x, &k.x, &v.x});
 #if RETORT_HAVE_CUDA
-  if (dev == Device::CUDA && wants_cudnn(op, W, d.T)) {
+  if (dev == Device::CUDA && wants_cudnn()) {
     // bf16 in and out: bf16 windows read in place; should cuDNN refuse their pitches, through
     // contiguous copies (and failing that, the plain kernel).
     const DType b16 = DType::BF16;
@@ -921,7 +915,7 @@ void attention_forward(Tensor& out, Tensor& lse, const Heads& q, const Heads& k,
       if (cuda::attention_forward_cudnn(
               o16.data<uint16_t>(), lse.data<float>(), q16.data<uint16_t>(), k16.data<uint16_t>(),
               v16.data<uint16_t>(), {q16.pitch(), k16.pitch(), v16.pitch()}, d.B, d.T, d.H, d.Hkv,
-              d.hd, &why)) {
+              d.hd, W, &why)) {
         finish_output(out, o16);
         g_attention_used = "cudnn";
         if (copies) cudnn_took_copies(op, d, why);
@@ -983,8 +977,8 @@ void attention_backward(const Heads& dq, const Heads& dk, const Heads& dv, const
                         const Heads& q, const Heads& k, const Heads& v, const Tensor& out,
                         const Tensor& lse, int64_t window) {
   const char* op = "attention_backward";
-  const AttnDims d = check_attention(op, q, k, v);
-  const int64_t W = window_within(op, window, d.T);
+  AttnDims d = check_attention(op, q, k, v);
+  const int64_t W = d.W = window_within(op, window, d.T);
   check_heads(op, "dq", dq);
   check_heads(op, "dk", dk);
   check_heads(op, "dv", dv);
@@ -1012,7 +1006,7 @@ void attention_backward(const Heads& dq, const Heads& dk, const Heads& dv, const
   const Device dev = common_device("attention_backward",
                                    {&dq.x, &dk.x, &dv.x, &dout, &q.x, &k.x, &v.x, &out, &lse});
 #if RETORT_HAVE_CUDA
-  if (dev == Device::CUDA && wants_cudnn(op, W, d.T)) {
+  if (dev == Device::CUDA && wants_cudnn()) {
     // bf16 throughout: bf16 windows read and written in place, else (or should cuDNN refuse
     // their pitches) through contiguous copies; failing that, the plain kernel.
     const DType b16 = DType::BF16;
@@ -1033,7 +1027,7 @@ void attention_backward(const Heads& dq, const Heads& dk, const Heads& dv, const
               do16.data<uint16_t>(), q16.data<uint16_t>(), k16.data<uint16_t>(),
               v16.data<uint16_t>(), o16.data<uint16_t>(), lse.data<float>(),
               {q16.pitch(), k16.pitch(), v16.pitch(), dq16.pitch(), dk16.pitch(), dv16.pitch()},
-              d.B, d.T, d.H, d.Hkv, d.hd, &why)) {
+              d.B, d.T, d.H, d.Hkv, d.hd, W, &why)) {
         finish_heads(dq, dq16.x);
         finish_heads(dk, dk16.x);
         finish_heads(dv, dv16.x);

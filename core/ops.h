@@ -219,11 +219,10 @@ void attention_backward(const Heads& dq, const Heads& dk, const Heads& dv, const
                         const Tensor& lse, int64_t window = 0);
 // Which kernel runs causal attention on a GPU (train.attention; the CPU has one kernel):
 //   Auto:  cuDNN's fused flash attention when matmul_precision() is BF16 and cuDNN has an
-//          engine for the shape, else the plain tiled kernel (core/cuda/attention.cu); a
-//          window shorter than T always takes the plain kernel (no cuDNN graph for it yet);
+//          engine for the shape (and window), else the plain tiled kernel
+//          (core/cuda/attention.cu);
 //   Cudnn: cuDNN at any precision (q, k, v, out and the gradients pass through bf16; softmax
-//          statistics stay fp32); an error when cuDNN has no engine for the shape or a window
-//          shorter than T is asked for;
+//          statistics stay fp32); an error when cuDNN has no engine for the shape;
 //   Plain: the plain fp32 kernel.
 // Both kernels write the same lse, so a forward of one can be followed by a backward of the
 // other. Process-wide, default Auto.

@@ -1,7 +1,7 @@
 // Causal attention through cuDNN's fused flash attention, built with cuDNN's backend graph API
 // (cudnn_graph.h; cuDNN 9). The same math as core/cuda/attention.cu (see core/ops.h), with
 // bf16 inputs and outputs and fp32 softmax statistics:
-//   S = scale · Q Kᵀ, S_ij = −inf for j > i;  Stats = lse = max_j S + log Σ_j exp(S − max);
+//   S = scale · Q Kᵀ, S_ij = −inf unless i − W < j ≤ i (W: the sliding window, T for none);  Stats = lse = max_j S + log Σ_j exp(S − max);
 //   P = exp(S − Stats);  O = P V
 //   backward: D = rowsum(dO ∘ O);  dP = dO Vᵀ;  dS = P ∘ (dP − D);
 //             dQ = scale · dS K;  dK = scale · dSᵀ Q;  dV = Pᵀ dO
@@ -281,13 +281,16 @@ class GraphBuilder {
 // ---- the two graphs ------------------------------------------------------------------------
 
 // Unique ids of the tensors bound at execution.
-enum Uid : int64_t { kQ = 1, kK, kV, kO, kStats, kScale, kNegInf, kDO, kDQ, kDK, kDV, kOne, kRowDot };
+enum Uid : int64_t { kQ = 1, kK, kV, kO, kStats, kScale, kNegInf, kDO, kDQ, kDK, kDV, kOne, kRowDot, kWindow };
 
-// The shape, and each tensor's token pitch (p: q, k, v, and in the backward dq, dk, dv).
+// The shape, each tensor's token pitch (p: q, k, v, and in the backward dq, dk, dv) and the
+// sliding window W (1..T; T: none).
 struct AttnShape {
   int64_t B, T, H, Hkv, hd;
   AttentionPitches p;
-  auto key() const { return std::tie(B, T, H, Hkv, hd, p.q, p.k, p.v, p.dq, p.dk, p.dv); }
+  int64_t W;
+  bool windowed() const { return W < T; }
+  auto key() const { return std::tie(B, T, H, Hkv, hd, p.q, p.k, p.v, p.dq, p.dk, p.dv, W); }
   bool operator<(const AttnShape& o) const { return key() < o.key(); }
 };
 
@@ -303,8 +306,10 @@ Node scalar(GraphBuilder& g, int64_t uid) {
 }
 
 // Causal mask: s where key j <= query i, else −inf (GEN_INDEX rows and columns, CMP_GE,
-// BINARY_SELECT), for scores [B, H, T, T].
-Node causal_mask(GraphBuilder& g, const Node& s, const Node& neg_inf) {
+// BINARY_SELECT), for scores [B, H, T, T]. With a sliding window (`window`: the by-value
+// scalar W) a second select keeps only j + W > i (ADD, CMP_GT), the form cudnn-frontend gives
+// its sliding window.
+Node causal_mask(GraphBuilder& g, const Node& s, const Node& neg_inf, const Node* window) {
   const Node row = g.virt(s.dims, CUDNN_DATA_INT32), col = g.virt(s.dims, CUDNN_DATA_INT32);
   g.pointwise(CUDNN_POINTWISE_GEN_INDEX, s, nullptr, nullptr, row, 2);
   g.pointwise(CUDNN_POINTWISE_GEN_INDEX, s, nullptr, nullptr, col, 3);
@@ -312,7 +317,19 @@ Node causal_mask(GraphBuilder& g, const Node& s, const Node& neg_inf) {
   g.pointwise(CUDNN_POINTWISE_CMP_GE, row, &col, nullptr, visible, -1, CUDNN_DATA_BOOLEAN);
   const Node masked = g.virt(s.dims);
   g.pointwise(CUDNN_POINTWISE_BINARY_SELECT, s, &neg_inf, &visible, masked);
-  return masked;
+  if (!window) return masked;
+  const Node col_plus_w = g.virt(s.dims), inside = g.virt(s.dims, CUDNN_DATA_BOOLEAN);
+  g.pointwise(CUDNN_POINTWISE_ADD, col, window, nullptr, col_plus_w);
+  g.pointwise(CUDNN_POINTWISE_CMP_GT, col_plus_w, &row, nullptr, inside, -1, CUDNN_DATA_BOOLEAN);
+  const Node windowed = g.virt(s.dims);
+  g.pointwise(CUDNN_POINTWISE_BINARY_SELECT, masked, &neg_inf, &inside, windowed);
+  return windowed;
+}
+
+// The window's scalar when the shape has one (bound by value at execution), else none.
+std::optional<Node> window_scalar(GraphBuilder& g, const AttnShape& s) {
+  if (!s.windowed()) return std::nullopt;
+  return scalar(g, kWindow);
 }
 
 // Forward: S = scale · Q Kᵀ masked; Stats = max + log Σ exp(S − max); O = (exp(S − max) / Σ) V.
@@ -329,7 +346,8 @@ void forward_graph(GraphBuilder& g, const AttnShape& s) {
   const Node qk = g.virt(scores), scaled = g.virt(scores);
   g.matmul(q, kt, qk);
   g.pointwise(CUDNN_POINTWISE_MUL, qk, &scale, nullptr, scaled);
-  const Node masked = causal_mask(g, scaled, neg_inf);
+  const std::optional<Node> window = window_scalar(g, s);
+  const Node masked = causal_mask(g, scaled, neg_inf, window ? &*window : nullptr);
   const Node max = g.virt(rows), shifted = g.virt(scores), e = g.virt(scores);
   const Node sum = g.virt(rows), log_sum = g.virt(rows);
   const Node p = g.virt(scores, CUDNN_DATA_BFLOAT16);  // the second matmul's operand
@@ -374,7 +392,8 @@ void backward_graph(GraphBuilder& g, const AttnShape& s) {
   g.matmul(q, kt, qk);
   g.pointwise(CUDNN_POINTWISE_MUL, qk, &scale, nullptr, scaled);
   g.pointwise(CUDNN_POINTWISE_SUB, scaled, &stats, nullptr, centred);
-  const Node masked = causal_mask(g, centred, neg_inf);
+  const std::optional<Node> window = window_scalar(g, s);
+  const Node masked = causal_mask(g, centred, neg_inf, window ? &*window : nullptr);
   const Node p = g.virt(scores);
   g.pointwise(CUDNN_POINTWISE_EXP, masked, nullptr, nullptr, p);
   // dK and dV are sums over the query heads of a group: per head first when grouped.
@@ -496,7 +515,7 @@ bool agrees_with_plain(Cached& c, const char* pass, const AttnShape& s,
   for (float* p : ref) release(p);
   c.checked = true;
   const std::string shape = str_cat("B=", s.B, " T=", s.T, " heads=", s.H, " kv_heads=", s.Hkv,
-                                    " head_dim=", s.hd);
+                                    " head_dim=", s.hd, s.windowed() ? str_cat(" window=", s.W) : "");
   if (ok) {
     std::fprintf(stderr, "retort: cuDNN fused attention (%s, %s) is within %.2g of the plain kernel\n",
                  pass, shape.c_str(), worst);
@@ -555,15 +574,17 @@ class Fp32Copies {
 
 bool attention_forward_cudnn(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
                              const uint16_t* v, const AttentionPitches& p, int64_t B, int64_t T,
-                             int64_t H, int64_t Hkv, int64_t hd, std::string* why) {
-  const AttnShape s{B, T, H, Hkv, hd, {p.q, p.k, p.v}};
+                             int64_t H, int64_t Hkv, int64_t hd, int64_t W, std::string* why) {
+  const AttnShape s{B, T, H, Hkv, hd, {p.q, p.k, p.v}, W};
   Cached* c = usable_plan(false, s, why);
   if (!c) return false;
-  float scale = 1.0f / std::sqrt(float(hd)), neg_inf = -INFINITY;
+  float scale = 1.0f / std::sqrt(float(hd)), neg_inf = -INFINITY, window = float(W);
+  std::vector<std::pair<int64_t, void*>> bound = {
+      {kQ, const_cast<uint16_t*>(q)}, {kK, const_cast<uint16_t*>(k)}, {kV, const_cast<uint16_t*>(v)},
+      {kO, out}, {kStats, lse}, {kScale, &scale}, {kNegInf, &neg_inf}};
+  if (s.windowed()) bound.push_back({kWindow, &window});
   const op_profile::Scope time("attention_cudnn forward graph", Device::CUDA);
-  execute(*c->plan, {{kQ, const_cast<uint16_t*>(q)}, {kK, const_cast<uint16_t*>(k)},
-                     {kV, const_cast<uint16_t*>(v)}, {kO, out}, {kStats, lse},
-                     {kScale, &scale}, {kNegInf, &neg_inf}});
+  execute(*c->plan, bound);
   if (c->checked) return true;
   const int64_t R = B * T, nq = R * H * hd, cq = H * hd, ckv = Hkv * hd;
   Fp32Copies f;
@@ -572,25 +593,28 @@ bool attention_forward_cudnn(uint16_t* out, float* lse, const uint16_t* q, const
                              attention_forward(r[0], r[1], f.of(q, R, cq, p.q),
                                                f.of(k, R, ckv, p.k), f.of(v, R, ckv, p.v),
                                                AttentionPitches::contiguous(H, Hkv, hd), B, T,
-                                               H, Hkv, hd, T);
+                                               H, Hkv, hd, W);
                            }, why);
 }
 
 bool attention_backward_cudnn(uint16_t* dq, uint16_t* dk, uint16_t* dv, const uint16_t* dout,
                               const uint16_t* q, const uint16_t* k, const uint16_t* v,
                               const uint16_t* out, const float* lse, const AttentionPitches& p,
-                              int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd,
+                              int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd, int64_t W,
                               std::string* why) {
-  const AttnShape s{B, T, H, Hkv, hd, p};
+  const AttnShape s{B, T, H, Hkv, hd, p, W};
   Cached* c = usable_plan(true, s, why);
   if (!c) return false;
   float* row_dot = static_cast<float*>(allocate(size_t(B * H * T) * sizeof(float)));
-  float scale = 1.0f / std::sqrt(float(hd)), neg_inf = -INFINITY, one = 1.0f;
+  float scale = 1.0f / std::sqrt(float(hd)), neg_inf = -INFINITY, one = 1.0f, window = float(W);
   auto in = [](const uint16_t* p) { return static_cast<void*>(const_cast<uint16_t*>(p)); };
+  std::vector<std::pair<int64_t, void*>> bound = {
+      {kQ, in(q)}, {kK, in(k)}, {kV, in(v)}, {kO, in(out)}, {kDO, in(dout)},
+      {kStats, const_cast<float*>(lse)}, {kDQ, dq}, {kDK, dk}, {kDV, dv},
+      {kRowDot, row_dot}, {kScale, &scale}, {kNegInf, &neg_inf}, {kOne, &one}};
+  if (s.windowed()) bound.push_back({kWindow, &window});
   const op_profile::Scope time("attention_cudnn backward graph", Device::CUDA);
-  execute(*c->plan, {{kQ, in(q)}, {kK, in(k)}, {kV, in(v)}, {kO, in(out)}, {kDO, in(dout)},
-                     {kStats, const_cast<float*>(lse)}, {kDQ, dq}, {kDK, dk}, {kDV, dv},
-                     {kRowDot, row_dot}, {kScale, &scale}, {kNegInf, &neg_inf}, {kOne, &one}});
+  execute(*c->plan, bound);
   release(row_dot);  // stream-ordered: after the graph
   if (c->checked) return true;
   const int64_t R = B * T, nq = R * H * hd, nkv = R * Hkv * hd, cq = H * hd, ckv = Hkv * hd;
@@ -601,7 +625,7 @@ bool attention_backward_cudnn(uint16_t* dq, uint16_t* dk, uint16_t* dv, const ui
       [&](const std::vector<float*>& r) {
         attention_backward(r[0], r[1], r[2], f.of(dout, R, cq, cq), f.of(q, R, cq, p.q),
                            f.of(k, R, ckv, p.k), f.of(v, R, ckv, p.v), f.of(out, R, cq, cq), lse,
-                           AttentionPitches::contiguous(H, Hkv, hd), B, T, H, Hkv, hd, T);
+                           AttentionPitches::contiguous(H, Hkv, hd), B, T, H, Hkv, hd, W);
       }, why);
 }
 

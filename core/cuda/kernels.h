@@ -169,13 +169,14 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
 // gradients, fp32 statistics. False when cuDNN has no engine for the shape (nothing written),
 // or when the plan's first run disagrees with the plain kernel; `why` then says why.
 // q, k, v and their gradients are read and written at their pitches (core/attention_pitches.h).
+// W: the sliding window, 1..T (T: none; a shorter one adds a second mask to the graph).
 bool attention_forward_cudnn(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
                              const uint16_t* v, const AttentionPitches& p, int64_t B, int64_t T,
-                             int64_t H, int64_t Hkv, int64_t hd, std::string* why);
+                             int64_t H, int64_t Hkv, int64_t hd, int64_t W, std::string* why);
 bool attention_backward_cudnn(uint16_t* dq, uint16_t* dk, uint16_t* dv, const uint16_t* dout,
                               const uint16_t* q, const uint16_t* k, const uint16_t* v,
                               const uint16_t* out, const float* lse, const AttentionPitches& p,
-                              int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd,
+                              int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd, int64_t W,
                               std::string* why);
 
 // ---- attention_decode.cu ---------------------------------------------------------------

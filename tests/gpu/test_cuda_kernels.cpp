@@ -904,8 +904,9 @@ TEST(CudaAttention, HeadDimAbove256IsRejected) {
 // mask or head mapping gives errors of order 1. Backward starts from cuDNN's own forward (the
 // pipeline training runs), and reruns must be bitwise equal (the deterministic dQ variant).
 TEST(CudaAttention, CudnnMatchesCpuOnBf16InputsAndIsDeterministic) {
-  const AttnCase cases[] = {{2, 37, 4, 2, 64}, {1, 130, 2, 1, 128}, {1, 65, 4, 4, 32},
-                            {1, 64, 2, 2, 16}, {2, 20, 6, 2, 8}};
+  const AttnCase cases[] = {{2, 37, 4, 2, 64},     {1, 130, 2, 1, 128}, {1, 65, 4, 4, 32},
+                            {1, 64, 2, 2, 16},     {2, 20, 6, 2, 8},    {1, 130, 2, 1, 128, 37},
+                            {2, 37, 4, 2, 64, 3}};  // sliding windows: a second mask
   uint64_t stream = 900;
   auto bits = [](const std::vector<float>& x) {  // rounded as the CPU's conversion kernels do
     std::vector<uint16_t> h(x.size());
@@ -918,7 +919,9 @@ TEST(CudaAttention, CudnnMatchesCpuOnBf16InputsAndIsDeterministic) {
     return x;
   };
   for (const AttnCase& c : cases) {
-    const std::string what = "cudnn attention B,T,H,Hkv,hd = " + str({c.B, c.T, c.H, c.Hkv, c.hd});
+    const std::string what =
+        "cudnn attention B,T,H,Hkv,hd,window = " + str({c.B, c.T, c.H, c.Hkv, c.hd, c.W});
+    const int64_t W = c.W > 0 ? c.W : c.T;
     const int64_t nq = c.B * c.T * c.H * c.hd, nk = c.B * c.T * c.Hkv * c.hd,
                   nl = c.B * c.H * c.T;
     const auto contiguous = AttentionPitches::contiguous(c.H, c.Hkv, c.hd);
@@ -927,10 +930,10 @@ TEST(CudaAttention, CudnnMatchesCpuOnBf16InputsAndIsDeterministic) {
     const std::vector<float> qr = widen(q), kr = widen(k), vr = widen(v), doutr = widen(dout);
     std::vector<float> out(nq), lse(nl), dq(nq), dk(nk), dv(nk);
     cpu::attention_forward(out.data(), lse.data(), qr.data(), kr.data(), vr.data(), contiguous,
-                           c.B, c.T, c.H, c.Hkv, c.hd, c.T);
+                           c.B, c.T, c.H, c.Hkv, c.hd, W);
     cpu::attention_backward(dq.data(), dk.data(), dv.data(), doutr.data(), qr.data(), kr.data(),
                             vr.data(), out.data(), lse.data(), contiguous, c.B, c.T, c.H, c.Hkv,
-                            c.hd, c.T);
+                            c.hd, W);
 
     const std::vector<uint16_t> nan_q(nq, 0x7fc0), nan_k(nk, 0x7fc0);  // bf16 NaN
     Dev<uint16_t> d_q(q), d_k(k), d_v(v), d_dout(dout), d_out(nan_q);
@@ -938,13 +941,13 @@ TEST(CudaAttention, CudnnMatchesCpuOnBf16InputsAndIsDeterministic) {
     Dev<float> d_lse(std::vector<float>(nl, NAN));
     std::string why;
     ASSERT_TRUE(cuda::attention_forward_cudnn(d_out, d_lse, d_q, d_k, d_v, contiguous, c.B, c.T,
-                                              c.H, c.Hkv, c.hd, &why)) << what << ": " << why;
+                                              c.H, c.Hkv, c.hd, W, &why)) << what << ": " << why;
     const std::vector<uint16_t> out1 = d_out.download();
     const std::vector<float> lse1 = d_lse.download();
     expect_close(widen(out1), out, what + " out", 1e-2);
     expect_close(lse1, lse, what + " lse", 1e-4);  // fp32 statistics
     ASSERT_TRUE(cuda::attention_backward_cudnn(d_dq, d_dk, d_dv, d_dout, d_q, d_k, d_v, d_out,
-                                               d_lse, contiguous, c.B, c.T, c.H, c.Hkv, c.hd,
+                                               d_lse, contiguous, c.B, c.T, c.H, c.Hkv, c.hd, W,
                                                &why))
         << what << ": " << why;
     const std::vector<uint16_t> dq1 = d_dq.download(), dk1 = d_dk.download(), dv1 = d_dv.download();
@@ -953,11 +956,11 @@ TEST(CudaAttention, CudnnMatchesCpuOnBf16InputsAndIsDeterministic) {
     expect_close(widen(dv1), dv, what + " dv", 1e-2);
 
     ASSERT_TRUE(cuda::attention_forward_cudnn(d_out, d_lse, d_q, d_k, d_v, contiguous, c.B, c.T,
-                                              c.H, c.Hkv, c.hd, &why));
+                                              c.H, c.Hkv, c.hd, W, &why));
     EXPECT_TRUE(d_out.download() == out1) << what << " out rerun differs";
     EXPECT_BITWISE(d_lse.download(), lse1, what + " lse rerun");
     ASSERT_TRUE(cuda::attention_backward_cudnn(d_dq, d_dk, d_dv, d_dout, d_q, d_k, d_v, d_out,
-                                               d_lse, contiguous, c.B, c.T, c.H, c.Hkv, c.hd,
+                                               d_lse, contiguous, c.B, c.T, c.H, c.Hkv, c.hd, W,
                                                &why));
     EXPECT_TRUE(d_dq.download() == dq1) << what << " dq rerun differs";
     EXPECT_TRUE(d_dk.download() == dk1) << what << " dk rerun differs";
@@ -974,11 +977,11 @@ TEST(CudaAttention, CudnnRefusesHeadDimNotMultipleOf8) {
   Dev<float> lse(std::vector<float>(B * H * T, NAN));
   std::string why;
   const AttentionPitches p{H * hd, H * hd, H * hd, H * hd, H * hd, H * hd};
-  EXPECT_FALSE(cuda::attention_forward_cudnn(out, lse, x, x, x, p, B, T, H, H, hd, &why));
+  EXPECT_FALSE(cuda::attention_forward_cudnn(out, lse, x, x, x, p, B, T, H, H, hd, T, &why));
   EXPECT_NE(why.find("head_dim 12"), std::string::npos) << why;
   EXPECT_TRUE(out.download() == nan) << "out was written";
   why.clear();
-  EXPECT_FALSE(cuda::attention_backward_cudnn(out, out, out, x, x, x, x, x, lse, p, B, T, H, H, hd, &why));
+  EXPECT_FALSE(cuda::attention_backward_cudnn(out, out, out, x, x, x, x, x, lse, p, B, T, H, H, hd, T, &why));
   EXPECT_NE(why.find("head_dim 12"), std::string::npos) << why;
 }
 
