@@ -251,6 +251,21 @@ TEST(HfConfig, PublishedConfigsReadAsTheirModels) {
   EXPECT_EQ(m7.sliding_window, 4096);
   EXPECT_EQ(m7.max_keys_seen(), 4096);
   EXPECT_EQ(m7.n_params(), 7241732096);
+  // microsoft/Phi-3-mini-4k-instruct's (from memory): a 2047-token window over 4096 positions,
+  // head_dim 96, no GQA, untied — 3 821 079 552 parameters ("3.8B").
+  const auto phi3 = nlohmann::json::parse(R"({
+    "architectures": ["Phi3ForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+    "bos_token_id": 1, "embd_pdrop": 0.0, "eos_token_id": 32000, "hidden_act": "silu",
+    "hidden_size": 3072, "initializer_range": 0.02, "intermediate_size": 8192,
+    "max_position_embeddings": 4096, "model_type": "phi3", "num_attention_heads": 32,
+    "num_hidden_layers": 32, "num_key_value_heads": 32, "original_max_position_embeddings": 4096,
+    "pad_token_id": 32000, "resid_pdrop": 0.0, "rms_norm_eps": 1e-05, "rope_scaling": null,
+    "rope_theta": 10000.0, "sliding_window": 2047, "tie_word_embeddings": false,
+    "torch_dtype": "bfloat16", "use_cache": true, "vocab_size": 32064})");
+  const ModelConfig p3 = read_back(phi3);
+  EXPECT_EQ(p3.sliding_window, 2047);
+  EXPECT_EQ(p3.head_dim, 96);
+  EXPECT_EQ(p3.n_params(), 3821079552);
 }
 
 TEST(HfConfig, Llama3RopeScalingKeepsShortWavelengthsAndStretchesLongOnes) {
