@@ -3,6 +3,8 @@
 // (one new query over the cache).
 #include "models/kv_cache_decoder.h"
 
+#include <algorithm>
+
 #include "core/check.h"
 #include "core/ops.h"
 #include "models/rope_frequencies.h"
@@ -11,7 +13,11 @@ namespace retort {
 
 KvCacheDecoder::KvCacheDecoder(const Transformer& model, int64_t max_batch, int64_t max_len,
                                DType cache_dtype)
-    : cfg_(model.config()), device_(model.device()), max_batch_(max_batch), max_len_(max_len) {
+    : cfg_(model.config()),
+      device_(model.device()),
+      max_batch_(max_batch),
+      max_len_(max_len),
+      rows_(cache_rows(model.config(), max_len)) {
   RETORT_CHECK(max_batch >= 1, "KvCacheDecoder: max_batch ", max_batch, " < 1");
   RETORT_CHECK(cache_dtype == DType::F32 || cache_dtype == DType::BF16,
                "KvCacheDecoder: the cache must be float32 or bfloat16");
@@ -22,7 +28,7 @@ KvCacheDecoder::KvCacheDecoder(const Transformer& model, int64_t max_batch, int6
   embed_ = w("model.embed_tokens.weight");
   final_norm_ = w("model.norm.weight");
   head_ = product(cfg_.tie_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
-  const Shape cache = {max_batch, max_len, cfg_.n_kv_heads, cfg_.head_dim};
+  const Shape cache = {max_batch, rows_, cfg_.n_kv_heads, cfg_.head_dim};
   // Matrices that lie one after another in the flat layout, stacked as one [Σ rows, in] (one
   // product), as the training model does.
   const auto stacked = [&](const std::string& p, std::initializer_list<const char*> names,
@@ -62,10 +68,14 @@ KvCacheDecoder::KvCacheDecoder(const Transformer& model, int64_t max_batch, int6
   rope_ = ops::rope_table(max_len, rope_inverse_frequencies(cfg_)).to(device_);
 }
 
+int64_t KvCacheDecoder::cache_rows(const ModelConfig& cfg, int64_t max_len) {
+  return cfg.sliding_window > 0 && cfg.sliding_window < max_len ? cfg.sliding_window : max_len;
+}
+
 int64_t KvCacheDecoder::cache_bytes(const ModelConfig& cfg, int64_t max_batch, int64_t max_len,
                                     DType cache_dtype) {
-  return 2 * cfg.n_layers * max_batch * max_len * cfg.n_kv_heads * cfg.head_dim *
-         int64_t(dtype_size(cache_dtype));
+  return 2 * cfg.n_layers * max_batch * cache_rows(cfg, max_len) * cfg.n_kv_heads *
+         cfg.head_dim * int64_t(dtype_size(cache_dtype));
 }
 
 int64_t KvCacheDecoder::cache_bytes() const {
@@ -109,15 +119,24 @@ const Tensor& KvCacheDecoder::step(const Tensor& tokens) {
 void KvCacheDecoder::append_to_cache(Tensor& cache, const ops::Heads& kv, int64_t B, int64_t n,
                                      int64_t p0) {
   const int64_t Hkv = cfg_.n_kv_heads, hd = cfg_.head_dim;
-  if (n == 1) {  // a decode step: one copy, each sequence's cache a row of max_len·Hkv heads
-    const Tensor rows = cache.slice(0, B).view({B, 1, max_len_ * Hkv, hd});
-    ops::copy_heads(ops::Heads(rows, p0 * Hkv, Hkv), kv);
+  if (n == 1) {  // a decode step: one copy, each sequence's cache a row of rows_·Hkv heads
+    const Tensor rows = cache.slice(0, B).view({B, 1, rows_ * Hkv, hd});
+    ops::copy_heads(ops::Heads(rows, (p0 % rows_) * Hkv, Hkv), kv);
     return;
   }
-  for (int64_t b = 0; b < B; ++b) {  // the prefill: sequence b's n rows apart
-    const Tensor rows = cache.slice(b, b + 1).view({max_len_, Hkv, hd}).slice(p0, p0 + n);
-    ops::copy_heads(rows.view({1, n, Hkv, hd}),
-                    ops::Heads(kv.x.slice(b, b + 1), kv.first, kv.count));
+  // the prefill: positions [first, p0 + n) (the last rows_ of them), in runs of consecutive
+  // ring rows (two when they wrap), each sequence's apart
+  const int64_t end = p0 + n;
+  for (int64_t p = std::max(p0, end - rows_); p < end;) {
+    const int64_t row = p % rows_, len = std::min(end - p, rows_ - row);
+    for (int64_t b = 0; b < B; ++b) {
+      const Tensor dst = cache.slice(b, b + 1).view({rows_, Hkv, hd}).slice(row, row + len);
+      const int64_t S = kv.x.dim(2);  // heads per token of kv's packed rows
+      const Tensor src = kv.x.slice(b, b + 1).view({n, S, hd}).slice(p - p0, p - p0 + len);
+      ops::copy_heads(dst.view({1, len, Hkv, hd}),
+                      ops::Heads(src.view({1, len, S, hd}), kv.first, kv.count));
+    }
+    p += len;
   }
 }
 
@@ -163,8 +182,9 @@ void KvCacheDecoder::forward(const Tensor& tokens, int64_t B, int64_t n) {
     } else {        // decode: one query per sequence over the cache
       RETORT_CHECK(n == 1, "KvCacheDecoder: after the prefill tokens come one at a time");
       Tensor att3 = att.view({B, H, hd});
+      // the ring holds exactly the keys this query sees (with no window: positions 0..p0)
       ops::attention_decode(att3, qr.view({B, H, hd}), l.k_cache.slice(0, B),
-                            l.v_cache.slice(0, B), p0 + 1, cfg_.sliding_window);
+                            l.v_cache.slice(0, B), std::min(p0 + 1, rows_));
     }
     ops::matmul(x, att, false, l.wo, true, 1.0f, 1.0f);  // x += att Woᵀ
     // ---- MLP ----

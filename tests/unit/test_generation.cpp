@@ -219,11 +219,11 @@ TEST(AttentionDecode, RejectsBadShapes) {
 
 // Greedy decoding with the cache vs recomputing the prefix each step: same tokens, logits
 // within 1e-5 (relative to the logits' scale). Qwen2's q, k, v biases set to random values;
-// a sliding window shorter than the prompt.
+// sliding windows (the cache a ring of window rows) shorter and longer than the prompt.
 TEST(KvCacheDecoder, MatchesFullRecompute) {
   struct Case { bool tied; int64_t Hkv; bool qk; bool bias = false; int64_t window = 0; };
   for (Case c : {Case{true, 2, true}, Case{false, 4, true}, Case{true, 1, false}, Case{true, 2, false, true},
-                 Case{true, 2, true, false, 3}}) {
+                 Case{true, 2, true, false, 3}, Case{false, 1, false, true, 6}}) {
     ModelConfig cfg = tiny(c.tied, c.Hkv, c.qk);
     cfg.qkv_bias = c.bias;
     cfg.sliding_window = c.window;
@@ -320,16 +320,22 @@ TEST(KvCacheDecoder, Bf16CacheWithinBf16RoundingOfTheFloatCache) {
   }
 }
 
-// What a decoder allocates for its caches is what `retort info` reports for generate.batch.
+// What a decoder allocates for its caches is what `retort info` reports for generate.batch;
+// with a sliding window shorter than the sequences, a ring of window rows.
 TEST(KvCacheDecoder, CacheBytesAreWhatItAllocates) {
-  ModelConfig cfg = tiny(false, 2, true);
-  Transformer model(cfg);
-  model.init(3);
-  for (DType t : {DType::F32, DType::BF16}) {
-    const KvCacheDecoder dec(model, 3, 10, t);
-    EXPECT_EQ(dec.cache_bytes(), KvCacheDecoder::cache_bytes(cfg, 3, 10, t));
-    EXPECT_EQ(dec.cache_bytes(),  // keys and values · layers · sequences · positions · kv width
-              2 * cfg.n_layers * 3 * 10 * 2 * cfg.head_dim * (t == DType::BF16 ? 2 : 4));
+  for (int64_t window : {0, 4, 10, 12}) {
+    ModelConfig cfg = tiny(false, 2, true);
+    cfg.sliding_window = window;
+    Transformer model(cfg);
+    model.init(3);
+    const int64_t rows = window == 4 ? 4 : 10;
+    for (DType t : {DType::F32, DType::BF16}) {
+      const KvCacheDecoder dec(model, 3, 10, t);
+      EXPECT_EQ(dec.cache_bytes(), KvCacheDecoder::cache_bytes(cfg, 3, 10, t));
+      EXPECT_EQ(dec.cache_bytes(),  // keys and values · layers · sequences · rows · kv width
+                2 * cfg.n_layers * 3 * rows * 2 * cfg.head_dim * (t == DType::BF16 ? 2 : 4))
+          << "window " << window;
+    }
   }
 }
 
