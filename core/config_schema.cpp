@@ -40,6 +40,9 @@ const std::vector<ConfigKey>& config_schema() {
       {"model.sliding_window", T::Int, "0",
        "sliding-window attention (Mistral 7B v0.1, Phi-3-4k): a token attends to itself and the "
        "sliding_window - 1 tokens before it; 0 = every earlier token"},
+      {"model.no_rope_interval", T::Int, "0",
+       "NoPE layers (SmolLM3: 4): every no_rope_interval-th layer (layers N-1, 2N-1, ...) takes no "
+       "RoPE; 0 = RoPE on every layer"},
       {"model.tie_embeddings", T::Bool, "true", "share the input embedding with the output head"},
       {"model.seq_len", T::Int, "256", "training context length in tokens"},
       {"model.init", T::String, "normal", "weight initialisation: normal or mup_simple"},

@@ -6,6 +6,7 @@
 //                 (+ [bq | bk | bv])  [R, Hkv·hd] side by side in each row; biases: qkv_bias)
 //   qk_norm: q_h = RMSNorm(q_h; g_q), k_h = RMSNorm(k_h; g_k)  per head, over hd
 //   q, k = RoPE(q), RoPE(k)                                   viewed [B, T, heads, hd]
+//                 (NoPE layers: the identity, a table of cos 1, sin 0)
 //   att = causal GQA softmax(q kᵀ/sqrt(hd)) v                 [R, H·hd]
 //   x_mid = x_in + att Woᵀ                                    [R, d]
 //   h2 = RMSNorm(x_mid; g_post)
@@ -26,7 +27,7 @@ void Transformer::block_forward(int layer, const Tensor& x_in, Tensor& x_out, Bl
   const LayerWeights& w = layers_[layer];
   const int64_t B = B_, T = T_, H = H_, Hkv = Hkv_, hd = cfg_.head_dim;
   const float eps = float(cfg_.norm_eps);
-  Tensor rope = rope_.slice(0, T);
+  Tensor rope = (cfg_.rope_on_layer(layer) ? rope_ : no_rope_).slice(0, T);
   // RMSNorm on this rank's rows, then (sp) gathered into the full [R, d] for the projections.
   auto norm_enter = [&](Tensor& full, Tensor& rstd, const Tensor& x, const Tensor& g) {
     Tensor local = sp() ? hl_b_.get(device_, {Rl_, cfg_.d_model}, full.dtype()) : full;
@@ -70,7 +71,7 @@ void Transformer::block_backward(int layer, const Tensor& x_in, Tensor& dx, cons
   const LayerWeights& w = layers_[layer];
   const int64_t B = B_, T = T_, R = R_, d = cfg_.d_model, H = H_, Hkv = Hkv_, hd = cfg_.head_dim,
                 F = F_;
-  Tensor rope = rope_.slice(0, T);
+  Tensor rope = (cfg_.rope_on_layer(layer) ? rope_ : no_rope_).slice(0, T);
   Tensor dh = dh_b_.get(device_, {R, d});
   // Gradients read only by bf16 products, SwiGLU, RoPE and cuDNN (dact, dgate_up, datt, dq, dk,
   // dv): op_dt.

@@ -15,16 +15,22 @@ nlohmann::json hf_config_json(const ModelConfig& mc, const std::string& torch_dt
   const bool qwen3 = mc.qk_norm, qwen2 = mc.qkv_bias;
   // A window: Mistral (Llama's math with one window on every layer). Qwen2 and Qwen3 window
   // only some layers (max_window_layers), read differently across transformers versions.
-  const bool window = mc.sliding_window > 0 && mc.sliding_window < mc.seq_len;
-  if (window && (qwen3 || qwen2))
-    throw Error(str_cat("model.sliding_window with model.", qwen3 ? "qk_norm" : "qkv_bias",
+  // NoPE layers: SmolLM3 (Llama's math otherwise).
+  const bool mistral = mc.sliding_window > 0 && mc.sliding_window < mc.seq_len;
+  const bool smollm3 = mc.no_rope_interval > 0 && mc.no_rope_interval <= mc.n_layers;
+  const char* feature = qwen3 ? "qk_norm" : qwen2 ? "qkv_bias" : mistral ? "sliding_window" : nullptr;
+  if (smollm3 && feature)
+    throw Error(str_cat("model.no_rope_interval with model.", feature,
+                        ": transformers has no model with both (NoPE layers are exported as SmolLM3)"));
+  if (mistral && (qwen3 || qwen2))
+    throw Error(str_cat("model.sliding_window with model.", feature,
                         ": transformers has no model with both that retort can write "
                         "(windows are exported as Mistral, which has neither)"));
-  const bool mistral = window;
-  const char* type = qwen3 ? "qwen3" : qwen2 ? "qwen2" : mistral ? "mistral" : "llama";
+  const char* type = qwen3 ? "qwen3" : qwen2 ? "qwen2" : mistral ? "mistral" : smollm3 ? "smollm3" : "llama";
   const char* architecture = qwen3     ? "Qwen3ForCausalLM"
                              : qwen2   ? "Qwen2ForCausalLM"
                              : mistral ? "MistralForCausalLM"
+                             : smollm3 ? "SmolLM3ForCausalLM"
                                        : "LlamaForCausalLM";
   nlohmann::json j = {
       {"architectures", {architecture}},
@@ -57,6 +63,13 @@ nlohmann::json hf_config_json(const ModelConfig& mc, const std::string& torch_dt
   if (qwen3 || qwen2) j["use_sliding_window"] = false;
   else j["mlp_bias"] = false;
   if (mistral) j["sliding_window"] = mc.sliding_window;
+  if (smollm3) {  // no_rope_layers: 1 where a layer rotates, 0 for its NoPE layers
+    std::vector<int> layers;
+    for (int64_t i = 0; i < mc.n_layers; ++i) layers.push_back(mc.rope_on_layer(i) ? 1 : 0);
+    j["no_rope_layers"] = layers;
+    j["no_rope_layer_interval"] = mc.no_rope_interval;
+    j["use_sliding_window"] = false;
+  }
   if (bos_id >= 0) j["bos_token_id"] = bos_id;
   if (eos_id >= 0) j["eos_token_id"] = eos_id;
   return j;
@@ -84,8 +97,10 @@ std::string number(double v) {
 std::string model_yaml_from_hf_config(const nlohmann::json& j, const std::string& file) {
   if (!j.is_object()) throw Error(str_cat(file, ": not a JSON object"));
   const std::string type = json_string(j, "model_type", file);
-  if (type != "llama" && type != "mistral" && type != "phi3" && type != "qwen2" && type != "qwen3")
-    throw Error(str_cat(file, ": model_type '", type, "' (retort runs llama, mistral, phi3, qwen2 and qwen3 models)"));
+  if (type != "llama" && type != "mistral" && type != "phi3" && type != "qwen2" && type != "qwen3" &&
+      type != "smollm3")
+    throw Error(str_cat(file, ": model_type '", type,
+                        "' (retort runs llama, mistral, phi3, qwen2, qwen3 and smollm3 models)"));
   auto refuse = [&](const char* key, const std::string& why) {
     throw Error(str_cat(file, ": key '", key, "': ", why, " (not in retort's model, docs/MODEL.md)"));
   };
@@ -108,6 +123,29 @@ std::string model_yaml_from_hf_config(const nlohmann::json& j, const std::string
   if ((type == "mistral" || type == "phi3") && given(j, "sliding_window")) {
     window = json_int(j, "sliding_window", file, 1, kMax);
     if (window >= positions) window = 0;
+  }
+  // SmolLM3's NoPE layers: no_rope_layers (1: RoPE, 0: none), which retort runs as every N-th
+  // layer without RoPE (its no_rope_layer_interval's pattern)
+  int64_t no_rope_interval = 0;
+  if (type == "smollm3") {
+    const int64_t layers = json_int(j, "num_hidden_layers", file, 1, kMax);
+    std::vector<int64_t> uses;
+    if (given(j, "no_rope_layers")) {
+      uses = json_int_list(j, "no_rope_layers", file, 0, 1);
+    } else if (given(j, "no_rope_layer_interval")) {
+      const int64_t n = json_int(j, "no_rope_layer_interval", file, 1, kMax);
+      for (int64_t i = 0; i < layers; ++i) uses.push_back((i + 1) % n != 0);
+    } else {
+      refuse("no_rope_layers", "absent, with no no_rope_layer_interval either");
+    }
+    if (int64_t(uses.size()) != layers)
+      refuse("no_rope_layers", str_cat(uses.size(), " entries for ", layers, " layers"));
+    for (int64_t i = 0; i < layers && no_rope_interval == 0; ++i)
+      if (uses[size_t(i)] == 0) no_rope_interval = i + 1;  // the first NoPE layer is the N-th
+    for (int64_t i = 0; i < layers; ++i)
+      if ((uses[size_t(i)] == 1) != (no_rope_interval == 0 || (i + 1) % no_rope_interval != 0))
+        refuse("no_rope_layers", str_cat("NoPE layers other than every ", no_rope_interval,
+                                         "-th (retort's model.no_rope_interval)"));
   }
   // Phi-4-mini rotates only part of each head (partial_rotary_factor 0.75)
   if (given(j, "partial_rotary_factor") && json_number(j, "partial_rotary_factor", file) != 1.0)
@@ -152,6 +190,7 @@ std::string model_yaml_from_hf_config(const nlohmann::json& j, const std::string
                  "  qk_norm: ", type == "qwen3" ? "true" : "false", "\n",
                  "  qkv_bias: ", type == "qwen2" ? "true" : "false", "\n",
                  "  sliding_window: ", window, "\n",
+                 "  no_rope_interval: ", no_rope_interval, "\n",
                  "  tie_embeddings: ", flag(j, "tie_word_embeddings", false, file) ? "true" : "false", "\n",
                  "  seq_len: ", positions, "\n",
                  "  init_std: ", number(given(j, "initializer_range") ? json_number(j, "initializer_range", file) : 0.02), "\n");

@@ -66,6 +66,8 @@ KvCacheDecoder::KvCacheDecoder(const Transformer& model, int64_t max_batch, int6
     layers_.push_back(l);
   }
   rope_ = ops::rope_table(max_len, rope_inverse_frequencies(cfg_)).to(device_);
+  if (cfg_.no_rope_interval > 0)  // NoPE layers: frequencies 0, a table of cos 1, sin 0
+    no_rope_ = ops::rope_table(max_len, std::vector<double>(size_t(cfg_.head_dim / 2), 0.0)).to(device_);
 }
 
 int64_t KvCacheDecoder::cache_rows(const ModelConfig& cfg, int64_t max_len) {
@@ -144,7 +146,8 @@ void KvCacheDecoder::forward(const Tensor& tokens, int64_t B, int64_t n) {
   const int64_t R = B * n, d = cfg_.d_model, H = cfg_.n_heads, Hkv = cfg_.n_kv_heads,
                 hd = cfg_.head_dim, F = cfg_.d_ff, V = cfg_.vocab_size, p0 = pos_;
   const float eps = float(cfg_.norm_eps);
-  Tensor rope = rope_.slice(p0, p0 + n);
+  const Tensor rope = rope_.slice(p0, p0 + n);
+  const Tensor no_rope = no_rope_.defined() ? no_rope_.slice(p0, p0 + n) : Tensor();
   const int64_t S = H + 2 * Hkv;  // heads per row of the q|k|v product: q, then k, then v
   // the products' inputs h, att and act in bf16 when their weights are (armed): each rounded by
   // the op that writes it instead of by a conversion before every product (the same bits)
@@ -159,7 +162,9 @@ void KvCacheDecoder::forward(const Tensor& tokens, int64_t B, int64_t n) {
   ops::copy(ids, tokens.view({R}));  // tokens may come from the host
 
   ops::embedding_forward(x, ids, embed_);
-  for (Layer& l : layers_) {
+  for (int64_t i = 0; i < cfg_.n_layers; ++i) {
+    Layer& l = layers_[size_t(i)];
+    const Tensor& table = cfg_.rope_on_layer(i) ? rope : no_rope;
     // ---- attention ----
     ops::rmsnorm_forward(h, rstd, x, l.ln_in, eps);
     ops::matmul(qkv, h, false, l.w_qkv, true);  // each row: q heads, k heads, v heads
@@ -168,11 +173,11 @@ void KvCacheDecoder::forward(const Tensor& tokens, int64_t B, int64_t n) {
     const ops::Heads q(qkv4, 0, H), k(qkv4, H, Hkv), v(qkv4, H + Hkv, Hkv);
     Tensor q4 = qr.view({B, n, H, hd}), k4 = kr.view({B, n, Hkv, hd});
     if (cfg_.qk_norm) {  // per head over hd, then RoPE at positions p0 .. p0+n-1
-      ops::rmsnorm_rope_forward(q4, rstd_q, q, l.q_norm, rope, eps);
-      ops::rmsnorm_rope_forward(k4, rstd_k, k, l.k_norm, rope, eps);
+      ops::rmsnorm_rope_forward(q4, rstd_q, q, l.q_norm, table, eps);
+      ops::rmsnorm_rope_forward(k4, rstd_k, k, l.k_norm, table, eps);
     } else {
-      ops::rope_forward(q4, q, rope);
-      ops::rope_forward(k4, k, rope);
+      ops::rope_forward(q4, q, table);
+      ops::rope_forward(k4, k, table);
     }
     append_to_cache(l.k_cache, k4, B, n, p0);
     append_to_cache(l.v_cache, v, B, n, p0);

@@ -73,7 +73,8 @@ class KvCacheDecoder {
   int64_t max_batch_, max_len_, rows_;
   Tensor embed_, final_norm_, head_;  // head_: the product's copy of embed_ when tied
   std::vector<Layer> layers_;
-  Tensor rope_;  // [max_len, hd]
+  Tensor rope_;     // [max_len, hd]
+  Tensor no_rope_;  // [max_len, hd], cos 1 and sin 0: the NoPE layers' (model.no_rope_interval)
   std::vector<Tensor> scratch_;
   Tensor logits_;
   int64_t B_ = 0, pos_ = 0;

@@ -66,6 +66,8 @@ void resolve_and_validate(ModelConfig& m, const FailFn& fail) {
     fail("model.rope_original_max_position", str_cat("must be >= 1, got ", m.rope_original_max_position));
   if (m.sliding_window < 0)
     fail("model.sliding_window", str_cat("must be >= 0 (0 = none), got ", m.sliding_window));
+  if (m.no_rope_interval < 0)
+    fail("model.no_rope_interval", str_cat("must be >= 0 (0 = RoPE on every layer), got ", m.no_rope_interval));
   if (!(m.norm_eps > 0)) fail("model.norm_eps", str_cat("must be > 0, got ", m.norm_eps));
   if (m.init != "normal" && m.init != "mup_simple")
     fail("model.init", str_cat("must be 'normal' or 'mup_simple', got '", m.init, "'"));
@@ -95,6 +97,7 @@ ModelConfig ModelConfig::from_config(const Config& cfg) {
   m.qk_norm = cfg.get_bool("model.qk_norm");
   m.qkv_bias = cfg.get_bool("model.qkv_bias");
   m.sliding_window = cfg.get_int("model.sliding_window");
+  m.no_rope_interval = cfg.get_int("model.no_rope_interval");
   m.tie_embeddings = cfg.get_bool("model.tie_embeddings");
   m.seq_len = cfg.get_int("model.seq_len");
   m.init = cfg.get_string("model.init");

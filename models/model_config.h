@@ -27,6 +27,9 @@ struct ModelConfig {
   // Sliding-window attention (Mistral 7B v0.1, Phi-3-4k): a query sees itself and the
   // sliding_window − 1 tokens before it; 0: every earlier token
   int64_t sliding_window = 0;
+  // NoPE layers (SmolLM3): layers i with (i + 1) % no_rope_interval == 0 take no RoPE (their
+  // q, k unrotated); 0: RoPE on every layer
+  int64_t no_rope_interval = 0;
   bool tie_embeddings = true;
   int64_t seq_len = 0;      // T (maximum sequence length; RoPE table size)
   std::string init = "normal";  // "normal" | "mup_simple" (see Transformer::init)
@@ -44,6 +47,8 @@ struct ModelConfig {
 
   // The keys one query attends to at most: seq_len, or sliding_window when shorter.
   int64_t max_keys_seen() const;
+  // Whether layer i (from 0) rotates its q and k (no_rope_interval).
+  bool rope_on_layer(int64_t i) const { return no_rope_interval == 0 || (i + 1) % no_rope_interval != 0; }
 
   // ---- counting (SPEC §1) -------------------------------------------------------------
   // Parameters of one transformer block (norm gains and q, k, v biases included).

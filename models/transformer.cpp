@@ -115,6 +115,8 @@ Transformer::Transformer(const ModelConfig& cfg, const TpLayout& tp, Device devi
   if (gradients == Gradients::Allocate) flat_grads_ = Tensor::zeros({n_params_}, DType::F32, device);
   build_views();
   rope_ = ops::rope_table(cfg.seq_len, rope_inverse_frequencies(cfg)).to(device);
+  if (cfg.no_rope_interval > 0)  // NoPE layers: frequencies 0, a table of cos 1, sin 0
+    no_rope_ = ops::rope_table(cfg.seq_len, std::vector<double>(size_t(cfg.head_dim / 2), 0.0)).to(device);
 }
 
 void Transformer::bind(const Tensor& flat_params, const Tensor& flat_grads) {

@@ -300,7 +300,8 @@ class Transformer {
   Tensor flat_params_, flat_grads_;
   Weight embed_, final_norm_, lm_head_;  // lm_head_ == embed_ when tied
   std::vector<LayerWeights> layers_;
-  Tensor rope_;  // [seq_len, hd]
+  Tensor rope_;     // [seq_len, hd]
+  Tensor no_rope_;  // [seq_len, hd], cos 1 and sin 0: the NoPE layers' (model.no_rope_interval)
 
   std::vector<size_t> unit_first_param_;  // unit u owns params_[first[u], first[u+1])
   UnitHooks* hooks_ = nullptr;

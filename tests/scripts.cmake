@@ -13,6 +13,8 @@ set(RETORT_REF_VARIANTS
   "qwen2_untied_recompute|tied=0 heads=8 kv_heads=2 qk_norm=0 qkv_bias=1 recompute=1"
   "sliding_window|tied=1 heads=4 kv_heads=2 window=5"
   "sliding_window_noqknorm_recompute|tied=0 heads=4 kv_heads=2 qk_norm=0 window=2 T=13 recompute=1"
+  "smollm3_nope|tied=1 heads=4 kv_heads=2 qk_norm=0 no_rope=2"
+  "nope_qknorm_recompute|tied=0 heads=4 kv_heads=2 no_rope=2 recompute=1"
   "llama3_rope|tied=1 heads=4 kv_heads=2 qk_norm=0 rope_scaling=llama3 rope_factor=32 rope_original=400"
   "kd_online|tied=1 heads=4 kv_heads=2 kd=online lambda=0.6 tau=1.5"
   "kd_topk_renormalize|tied=0 heads=4 kv_heads=2 kd=renormalize lambda=0.7 tau=2 k=8"

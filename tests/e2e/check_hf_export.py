@@ -3,13 +3,13 @@
 
 Usage: check_hf_export.py HF_DIR TOKENS_H5 EVAL_JSON [--bf16-of HF_F32_DIR]
 
-Written from the safetensors format and transformers' Qwen3 / Qwen2 / Llama / Mistral modeling, not from
+Written from the safetensors format and transformers' Qwen3 / Qwen2 / Llama / Mistral / SmolLM3 modeling, not from
 retort's C++: model.safetensors is parsed by hand (8-byte header length, JSON header,
 contiguous data), config.json is read with transformers' key names, and a float64 numpy
 forward (RMSNorm, per-head q/k RMSNorm for qwen3, q/k/v biases for qwen2, rotate-half RoPE with
 inv_freq = rope_theta^(-2i/head_dim), rescaled as rope_scaling's "llama3" type says, GQA,
-mistral's sliding_window: query i sees key j for i - sliding_window < j <= i, SwiGLU, tied
-or own lm_head) gives the mean
+mistral's sliding_window: query i sees key j for i - sliding_window < j <= i, smollm3's
+no_rope_layers: no RoPE on a layer listed 0, SwiGLU, tied or own lm_head) gives the mean
 next-token loss on EVAL_JSON's windows of TOKENS_H5 (SPEC §3), which must equal the loss
 `retort eval` wrote there within 1e-6 relative. With --bf16-of, HF_DIR must instead hold
 exactly the bfloat16 round-to-nearest-even of HF_F32_DIR's tensors (and say so in config.json).
@@ -121,7 +121,8 @@ def window_loss(c, w, tokens):
         if arch == "qwen3":
             q = rmsnorm(q, w[p + "self_attn.q_norm.weight"], eps)
             k = rmsnorm(k, w[p + "self_attn.k_norm.weight"], eps)
-        q, k = rope(q, inv_freq_of(c)), rope(k, inv_freq_of(c))
+        if arch != "smollm3" or c["no_rope_layers"][i]:
+            q, k = rope(q, inv_freq_of(c)), rope(k, inv_freq_of(c))
         k, v = np.repeat(k, H // Hkv, 0), np.repeat(v, H // Hkv, 0)
         s = q @ k.transpose(0, 2, 1) / np.sqrt(hd) + mask
         s = np.exp(s - s.max(-1, keepdims=True))
@@ -155,7 +156,8 @@ def main():
     hf_dir, tokens_h5, eval_json = sys.argv[1:4]
     c = json.load(open(f"{hf_dir}/config.json"))
     arch = {"qwen3": "Qwen3ForCausalLM", "qwen2": "Qwen2ForCausalLM",
-            "llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM"}.get(c["model_type"])
+            "llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
+            "smollm3": "SmolLM3ForCausalLM"}.get(c["model_type"])
     if c["architectures"] != [arch]:
         fail(f"config.json: architectures {c['architectures']} for model_type {c['model_type']}")
     st = read_safetensors(f"{hf_dir}/model.safetensors")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `retort export --format hf`: a transformers directory whose model gives retort's own loss.
 # check_hf_export.py reads model.safetensors by hand and runs a float64 forward with
-# transformers' Qwen3 / Qwen2 / Llama / Mistral semantics from config.json alone; its mean loss on the windows
+# transformers' Qwen3 / Qwen2 / Llama / Mistral / SmolLM3 semantics from config.json alone; its mean loss on the windows
 # `retort eval` used must match retort's within 1e-6 relative (a wrong RoPE pairing, a missing
 # q/k norm or the wrong head move it by 2e-4 to 3e-2 on these trained models). Then:
 # bfloat16 is exactly the rounded float32, the tokenizer travels unchanged, and bad input
@@ -66,6 +66,14 @@ check "$WORK/mistral-hf" "$WORK/tok/val.h5" "$WORK/mistral-eval.json"
 retort train "${D[@]}" --set "run.dir=$WORK/qwen3-window" --set model.sliding_window=5 --set train.steps=1 >/dev/null
 expect_fail 1 "model.sliding_window with model.qk_norm: transformers has no model with both" \
   retort export "$WORK/qwen3-window" --out "$WORK/x" --format hf
+
+# 4c. SmolLM3: Llama with NoPE layers (every 2nd of tiny's 2: layer 1 unrotated).
+retort train "${D[@]}" --set "run.dir=$WORK/smollm3" --set model.qk_norm=false --set model.no_rope_interval=2 >/dev/null
+retort export "$WORK/smollm3" --out "$WORK/smollm3-hf" --format hf >/dev/null
+retort eval "$WORK/smollm3" --tokens "$WORK/tok/val.h5" --out "$WORK/smollm3-eval.json" >/dev/null
+check "$WORK/smollm3-hf" "$WORK/tok/val.h5" "$WORK/smollm3-eval.json"
+[ "$(json "$WORK/smollm3-hf/config.json" "j['architectures'][0], j['no_rope_layers'], j['no_rope_layer_interval']")" = \
+  "SmolLM3ForCausalLM [1, 0] 2" ] || fail "smollm3 config.json: $(cat "$WORK/smollm3-hf/config.json")"
 
 # 5. Bad input: one line, the right exit code, nothing written.
 expect_fail 2 "usage error: --format: xx not in" retort export "$WORK/qwen3" --out "$WORK/x" --format xx

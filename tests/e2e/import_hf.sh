@@ -142,6 +142,11 @@ retort export "$WORK/windowed" --out "$WORK/hf-windowed" --format hf >/dev/null
 rm -rf "$WORK/mistral8" && cp -r "$WORK/mistral" "$WORK/mistral8"
 /usr/bin/python3 -c "import json,sys; p=sys.argv[1]; c=json.load(open(p)); c['sliding_window']=8; json.dump(c, open(p,'w'))" "$WORK/mistral8/config.json"
 [ "$(loss "$WORK/llama")" != "$(loss "$WORK/mistral8")" ] || fail "a binding sliding_window changed nothing"
+# SmolLM3: NoPE layers, read back as model.no_rope_interval
+retort train "${D[@]}" --set "run.dir=$WORK/nope" --set train.steps=5 --set model.qk_norm=false \
+  --set model.no_rope_interval=2 >/dev/null
+retort export "$WORK/nope" --out "$WORK/hf-nope" --format hf >/dev/null
+[ "$(loss "$WORK/nope")" = "$(loss "$WORK/hf-nope")" ] || fail "the smollm3 model read back differs"
 [ "$(loss "$WORK/run")" = "$(loss "$WORK/head")" ] || fail "a stored copy of the tied head changed the model"
 retort eval "$WORK/badhead" --tokens "$WORK/tok/val.h5" 2>"$WORK/badhead.err" >"$WORK/badhead.json"
 grep -q "warning: .*badhead/model.safetensors: lm_head.weight differs from model.embed_tokens.weight; config.json ties them" \

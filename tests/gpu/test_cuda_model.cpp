@@ -29,7 +29,8 @@ using retort::test::random_batch;
 
 namespace {
 
-ModelConfig small(bool tied, bool qk_norm = true, bool qkv_bias = false, int64_t window = 0) {
+ModelConfig small(bool tied, bool qk_norm = true, bool qkv_bias = false, int64_t window = 0,
+                  int64_t no_rope = 0) {
   ModelConfig m;
   m.vocab_size = 96;
   m.d_model = 64;
@@ -41,6 +42,7 @@ ModelConfig small(bool tied, bool qk_norm = true, bool qkv_bias = false, int64_t
   m.qk_norm = qk_norm;
   m.qkv_bias = qkv_bias;
   m.sliding_window = window;
+  m.no_rope_interval = no_rope;
   m.init_std = 0.05;
   m.resolve();
   return m;
@@ -83,8 +85,8 @@ struct StepOut {
 };
 
 StepOut train_step(Device device, bool tied, bool recompute, float perturb = 0, bool qk_norm = true,
-                   bool qkv_bias = false, int64_t window = 0) {
-  Transformer m(small(tied, qk_norm, qkv_bias, window), {}, device);
+                   bool qkv_bias = false, int64_t window = 0, int64_t no_rope = 0) {
+  Transformer m(small(tied, qk_norm, qkv_bias, window, no_rope), {}, device);
   m.set_recompute(recompute);
   m.set_bf16_logits(true);  // as TrainStep: bf16 logits under bf16 products, else no effect
   init_with_biases(m, 7);
@@ -146,15 +148,16 @@ TEST(CudaModel, DistillStepMatchesTheCpu) {
 
 // Tied and untied embeddings; without qk-norm (RoPE in place on the q, k windows of the packed
 // q|k|v product, attention reading them there); Qwen2's q, k, v biases; a sliding window of 5
-// (of 16 positions).
+// (of 16 positions); NoPE on every 2nd layer.
 TEST(CudaModel, TrainingStepMatchesTheCpu) {
-  for (auto [tied, qk_norm, qkv_bias, window] :
-       {std::tuple{true, true, false, 0}, {false, true, false, 0}, {false, false, false, 0},
-        {true, false, true, 0}, {false, false, false, 5}}) {
+  for (auto [tied, qk_norm, qkv_bias, window, no_rope] :
+       {std::tuple{true, true, false, 0, 0}, {false, true, false, 0, 0}, {false, false, false, 0, 0},
+        {true, false, true, 0, 0}, {false, false, false, 5, 0}, {true, true, false, 0, 2}}) {
     SCOPED_TRACE(std::string("tied ") + (tied ? "yes" : "no") + ", qk_norm " + (qk_norm ? "yes" : "no") +
-                 ", qkv_bias " + (qkv_bias ? "yes" : "no") + ", window " + std::to_string(window));
-    const StepOut cpu = train_step(Device::CPU, tied, false, 0, qk_norm, qkv_bias, window);
-    const StepOut gpu = train_step(Device::CUDA, tied, false, 0, qk_norm, qkv_bias, window);
+                 ", qkv_bias " + (qkv_bias ? "yes" : "no") + ", window " + std::to_string(window) +
+                 ", no_rope " + std::to_string(no_rope));
+    const StepOut cpu = train_step(Device::CPU, tied, false, 0, qk_norm, qkv_bias, window, no_rope);
+    const StepOut gpu = train_step(Device::CUDA, tied, false, 0, qk_norm, qkv_bias, window, no_rope);
     EXPECT_NEAR(gpu.loss, cpu.loss, 1e-5 * std::abs(cpu.loss));
     EXPECT_LT(rel_diff(gpu.grads, cpu.grads), 1e-4);
     EXPECT_LT(rel_diff(gpu.params, cpu.params), 1e-5);

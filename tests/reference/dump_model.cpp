@@ -38,7 +38,7 @@ int main(int argc, char** argv) {
       {"init", "normal"}, {"init_std", "0.1"}, {"perturb_gains", "0.2"}, {"recompute", "0"},
       {"kd", "none"}, {"lambda", "0.6"}, {"tau", "1.5"}, {"k", "8"}, {"rope_scaling", "none"},
       {"rope_factor", "8"}, {"rope_low", "1"}, {"rope_high", "4"}, {"rope_original", "8192"},
-      {"window", "0"}};
+      {"window", "0"}, {"no_rope", "0"}};
   for (int i = 2; i < argc; ++i) {
     std::string s = argv[i];
     auto eq = s.find('=');
@@ -64,6 +64,7 @@ int main(int argc, char** argv) {
     mc.qk_norm = I("qk_norm") != 0;
     mc.qkv_bias = I("qkv_bias") != 0;
     mc.sliding_window = I("window");
+    mc.no_rope_interval = I("no_rope");
     mc.init = a["init"];
     mc.init_std = D("init_std");
     mc.rope_scaling = a["rope_scaling"];
@@ -157,6 +158,7 @@ int main(int argc, char** argv) {
     m.set_attr("qk_norm", int64_t(mc.qk_norm));
     m.set_attr("qkv_bias", int64_t(mc.qkv_bias));
     m.set_attr("sliding_window", mc.sliding_window);
+    m.set_attr("no_rope_interval", mc.no_rope_interval);
     m.set_attr("tie_embeddings", int64_t(mc.tie_embeddings));
     m.close();
 

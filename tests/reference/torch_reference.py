@@ -6,7 +6,7 @@ Usage: /usr/bin/python3 torch_reference.py MODEL_H5 GRADS_H5
 MODEL_H5  every parameter as a float32 dataset at its SPEC (Hugging Face) name; the model
           shape as root attributes (vocab_size, d_model, n_layers, n_heads, n_kv_heads,
           head_dim, d_ff, rope_theta, norm_eps, qk_norm, qkv_bias, tie_embeddings,
-          sliding_window).
+          sliding_window, no_rope_interval).
 GRADS_H5  tokens [B, T+1] int32 (inputs = tokens[:, :-1], targets = tokens[:, 1:]),
           attributes z_loss, loss, ce, z; the gradient of the loss w.r.t. every parameter
           as grad/<name>. Distillation (attribute kd_mode = online | renormalize | bucket):
@@ -118,7 +118,10 @@ def model_loss(W, c, inputs, targets, z_loss):
         if c["qk_norm"]:
             q = rms_norm(q, W[p + "self_attn.q_norm.weight"], eps)
             k = rms_norm(k, W[p + "self_attn.k_norm.weight"], eps)
-        q, k = rotate(q, inv_freq), rotate(k, inv_freq)
+        # NoPE layers (SmolLM3): every no_rope_interval-th layer leaves q and k unrotated
+        N = c["no_rope_interval"]
+        if N == 0 or (i + 1) % N != 0:
+            q, k = rotate(q, inv_freq), rotate(k, inv_freq)
         heads = []
         for hh in range(H):
             j = hh // (H // Hkv)
@@ -176,6 +179,7 @@ def main():
                                     "head_dim", "d_ff", "qk_norm", "tie_embeddings")}
         c["qkv_bias"] = int(a.get("qkv_bias", 0))
         c["sliding_window"] = int(a.get("sliding_window", 0))
+        c["no_rope_interval"] = int(a.get("no_rope_interval", 0))
         c["rope_theta"] = float(a["rope_theta"])
         c["rope_scaling"] = str(a["rope_scaling"].decode() if isinstance(a["rope_scaling"], bytes) else a["rope_scaling"])
         for k in ("rope_scaling_factor", "rope_low_freq_factor", "rope_high_freq_factor"):

@@ -219,14 +219,17 @@ TEST(AttentionDecode, RejectsBadShapes) {
 
 // Greedy decoding with the cache vs recomputing the prefix each step: same tokens, logits
 // within 1e-5 (relative to the logits' scale). Qwen2's q, k, v biases set to random values;
-// sliding windows (the cache a ring of window rows) shorter and longer than the prompt.
+// sliding windows (the cache a ring of window rows) shorter and longer than the prompt; NoPE
+// layers (with and without qk-norm).
 TEST(KvCacheDecoder, MatchesFullRecompute) {
-  struct Case { bool tied; int64_t Hkv; bool qk; bool bias = false; int64_t window = 0; };
+  struct Case { bool tied; int64_t Hkv; bool qk; bool bias = false; int64_t window = 0; int64_t no_rope = 0; };
   for (Case c : {Case{true, 2, true}, Case{false, 4, true}, Case{true, 1, false}, Case{true, 2, false, true},
-                 Case{true, 2, true, false, 3}, Case{false, 1, false, true, 6}}) {
+                 Case{true, 2, true, false, 3}, Case{false, 1, false, true, 6}, Case{true, 2, false, false, 0, 2},
+                 Case{false, 2, true, false, 0, 2}}) {
     ModelConfig cfg = tiny(c.tied, c.Hkv, c.qk);
     cfg.qkv_bias = c.bias;
     cfg.sliding_window = c.window;
+    cfg.no_rope_interval = c.no_rope;
     Transformer model(cfg);
     model.init(11);
     for (const Parameter& p : model.parameters())
@@ -271,7 +274,7 @@ TEST(KvCacheDecoder, MatchesFullRecompute) {
       EXPECT_EQ(dec.pos(), len + 1);
     }
     EXPECT_LT(worst, 1e-5) << "tied " << c.tied << " Hkv " << c.Hkv << " qk_norm " << c.qk << " bias " << c.bias
-                           << " window " << c.window;
+                           << " window " << c.window << " no_rope " << c.no_rope;
     EXPECT_THROW(dec.step(Tensor::zeros({B}, DType::I32)), Error);  // cache full
   }
 }

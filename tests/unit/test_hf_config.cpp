@@ -72,6 +72,18 @@ TEST(HfConfig, WrittenConfigReadsBackAsTheSameModel) {
   EXPECT_NE(test::error_of([&] { hf_config_json(windowed, "float32", -1, -1); })
                 .find("model.sliding_window with model.qk_norm"),
             std::string::npos);
+  // NoPE layers: SmolLM3 (every 2nd of 4 layers unrotated), and back
+  ModelConfig nope = both;
+  nope.qk_norm = false, nope.qkv_bias = false, nope.n_layers = 4, nope.no_rope_interval = 2;
+  const nlohmann::json smollm3 = hf_config_json(nope, "float32", -1, -1);
+  EXPECT_EQ(smollm3["model_type"], "smollm3");
+  EXPECT_EQ(smollm3["architectures"][0], "SmolLM3ForCausalLM");
+  EXPECT_EQ(smollm3["no_rope_layers"], nlohmann::json({1, 0, 1, 0}));
+  EXPECT_EQ(read_back(smollm3).no_rope_interval, 2);
+  nope.qk_norm = true;
+  EXPECT_NE(test::error_of([&] { hf_config_json(nope, "float32", -1, -1); })
+                .find("model.no_rope_interval with model.qk_norm: transformers has no model with both"),
+            std::string::npos);
 }
 
 TEST(HfConfig, AbsentKeysTakeTransformersDefaults) {
@@ -96,7 +108,9 @@ TEST(HfConfig, RefusesWhatRetortCannotRunExactly) {
                                {"intermediate_size", 32}, {"num_hidden_layers", 1},
                                {"num_attention_heads", 2}, {"max_position_embeddings", 8}};
   const std::vector<std::pair<nlohmann::json, std::string>> cases = {
-      {{{"model_type", "gemma"}}, "model_type 'gemma' (retort runs llama, mistral, phi3, qwen2 and qwen3 models)"},
+      {{{"model_type", "gemma"}}, "model_type 'gemma' (retort runs llama, mistral, phi3, qwen2, qwen3 and smollm3 models)"},
+      {{{"model_type", "smollm3"}, {"no_rope_layers", {1, 1}}}, "key 'no_rope_layers': 2 entries for 1 layers"},
+      {{{"model_type", "smollm3"}}, "key 'no_rope_layers': absent, with no no_rope_layer_interval either"},
       {{{"partial_rotary_factor", 0.75}}, "key 'partial_rotary_factor': 0.75, RoPE on part of each head"},
       {{{"rope_scaling", {{"type", "longrope"}, {"short_factor", {1.0}}, {"long_factor", {1.0}}}}},
        "key 'rope_scaling': RoPE scaling 'longrope'"},
@@ -266,6 +280,32 @@ TEST(HfConfig, PublishedConfigsReadAsTheirModels) {
   EXPECT_EQ(p3.sliding_window, 2047);
   EXPECT_EQ(p3.head_dim, 96);
   EXPECT_EQ(p3.n_params(), 3821079552);
+  // HuggingFaceTB/SmolLM3-3B's (from memory): Llama's math with every 4th layer NoPE, GQA 16/4,
+  // tied — 3 075 098 624 parameters ("3B"). The same list read from no_rope_layer_interval
+  // alone; a list that is not every N-th layer is refused.
+  nlohmann::json smollm3 = nlohmann::json::parse(R"({
+    "architectures": ["SmolLM3ForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+    "bos_token_id": null, "eos_token_id": 128012, "hidden_act": "silu", "hidden_size": 2048,
+    "initializer_range": 0.02, "intermediate_size": 11008, "max_position_embeddings": 65536,
+    "max_window_layers": 28, "mlp_bias": false, "model_type": "smollm3",
+    "no_rope_layer_interval": 4, "num_attention_heads": 16, "num_hidden_layers": 36,
+    "num_key_value_heads": 4, "pad_token_id": 128004, "pretraining_tp": 2, "rms_norm_eps": 1e-06,
+    "rope_scaling": null, "rope_theta": 5000000.0, "sliding_window": null,
+    "tie_word_embeddings": true, "torch_dtype": "bfloat16", "use_cache": false,
+    "use_sliding_window": false, "vocab_size": 128256})");
+  EXPECT_EQ(read_back(smollm3).no_rope_interval, 4);
+  std::vector<int> uses;
+  for (int i = 0; i < 36; ++i) uses.push_back((i + 1) % 4 != 0);
+  smollm3["no_rope_layers"] = uses;
+  const ModelConfig s3 = read_back(smollm3);
+  EXPECT_EQ(s3.no_rope_interval, 4);
+  EXPECT_FALSE(s3.rope_on_layer(3));
+  EXPECT_TRUE(s3.rope_on_layer(4));
+  EXPECT_EQ(s3.n_params(), 3075098624);
+  smollm3["no_rope_layers"][35] = 1;
+  EXPECT_NE(test::error_of([&] { read_back(smollm3); })
+                .find("key 'no_rope_layers': NoPE layers other than every 4-th"),
+            std::string::npos);
 }
 
 TEST(HfConfig, Llama3RopeScalingKeepsShortWavelengthsAndStretchesLongOnes) {
