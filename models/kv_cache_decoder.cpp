@@ -128,12 +128,11 @@ void KvCacheDecoder::append_to_cache(Tensor& cache, const ops::Heads& kv, int64_
   }
   // the prefill: positions [first, p0 + n) (the last rows_ of them), in runs of consecutive
   // ring rows (two when they wrap), each sequence's apart
-  const int64_t end = p0 + n;
+  const int64_t end = p0 + n, S = kv.x.dim(2);  // S: heads per token of kv's packed rows
   for (int64_t p = std::max(p0, end - rows_); p < end;) {
     const int64_t row = p % rows_, len = std::min(end - p, rows_ - row);
     for (int64_t b = 0; b < B; ++b) {
       const Tensor dst = cache.slice(b, b + 1).view({rows_, Hkv, hd}).slice(row, row + len);
-      const int64_t S = kv.x.dim(2);  // heads per token of kv's packed rows
       const Tensor src = kv.x.slice(b, b + 1).view({n, S, hd}).slice(p - p0, p - p0 + len);
       ops::copy_heads(dst.view({1, len, Hkv, hd}),
                       ops::Heads(src.view({1, len, S, hd}), kv.first, kv.count));
