@@ -12,6 +12,17 @@ tiny_tokens "$WORK/tok"
 D=("$TINY" --set "data.train=$WORK/tok/train.h5" --set "data.val=$WORK/tok/val.h5" --set train.lr=1e-2
    --set eval.every=0)
 check() { /usr/bin/python3 "$SRC/tests/e2e/check_hf_export.py" "$@"; }
+# family NAME EXPR EXPECTED SETTINGS...: train tiny with SETTINGS, export it, check the export's
+# loss against `retort eval` and its config.json (EXPR, printed) against EXPECTED.
+family() {
+  local name=$1 expr=$2 expected=$3; shift 3
+  retort train "${D[@]}" --set "run.dir=$WORK/$name" "$@" >/dev/null
+  retort export "$WORK/$name" --out "$WORK/$name-hf" --format hf >/dev/null
+  retort eval "$WORK/$name" --tokens "$WORK/tok/val.h5" --out "$WORK/$name-eval.json" >/dev/null
+  check "$WORK/$name-hf" "$WORK/tok/val.h5" "$WORK/$name-eval.json"
+  [ "$(json "$WORK/$name-hf/config.json" "$expr")" = "$expected" ] ||
+    fail "$name config.json: $(cat "$WORK/$name-hf/config.json")"
+}
 
 # 1. tiny as it is: Qwen3 (qk_norm), GQA (4 heads, 2 kv heads), tied embeddings.
 retort train "${D[@]}" --set "run.dir=$WORK/qwen3" >/dev/null
@@ -44,12 +55,8 @@ check "$WORK/llama-hf" "$WORK/tok/val.h5" "$WORK/llama-eval.json"
 
 # 4. Qwen2: q, k, v biases (trained away from their zero init), tied, no qk-norm. A model with
 # both qk-norm and biases has no transformers class: refused.
-retort train "${D[@]}" --set "run.dir=$WORK/qwen2" --set model.qk_norm=false --set model.qkv_bias=true >/dev/null
-retort export "$WORK/qwen2" --out "$WORK/qwen2-hf" --format hf >/dev/null
-retort eval "$WORK/qwen2" --tokens "$WORK/tok/val.h5" --out "$WORK/qwen2-eval.json" >/dev/null
-check "$WORK/qwen2-hf" "$WORK/tok/val.h5" "$WORK/qwen2-eval.json"
-[ "$(json "$WORK/qwen2-hf/config.json" "j['architectures'][0], j['model_type'], 'attention_bias' in j, j['use_sliding_window']")" = \
-  "Qwen2ForCausalLM qwen2 False False" ] || fail "qwen2 config.json: $(cat "$WORK/qwen2-hf/config.json")"
+family qwen2 "j['architectures'][0], j['model_type'], 'attention_bias' in j, j['use_sliding_window']" \
+  "Qwen2ForCausalLM qwen2 False False" --set model.qk_norm=false --set model.qkv_bias=true
 retort train "${D[@]}" --set "run.dir=$WORK/both" --set model.qkv_bias=true --set train.steps=1 >/dev/null
 expect_fail 1 "model.qk_norm and model.qkv_bias together: no transformers model has both" \
   retort export "$WORK/both" --out "$WORK/x" --format hf
@@ -57,23 +64,15 @@ expect_fail 1 "model.qk_norm and model.qkv_bias together: no transformers model 
 # 4b. Mistral: Llama with a sliding window of 5 tokens (of 64: it binds for every token past
 # the fifth). The same export read with a window of 4 or 6 gives 2e-2 / 6e-2 another loss.
 # Qwen's windows are per layer: a window with qk-norm is refused.
-retort train "${D[@]}" --set "run.dir=$WORK/mistral" --set model.qk_norm=false --set model.sliding_window=5 >/dev/null
-retort export "$WORK/mistral" --out "$WORK/mistral-hf" --format hf >/dev/null
-retort eval "$WORK/mistral" --tokens "$WORK/tok/val.h5" --out "$WORK/mistral-eval.json" >/dev/null
-check "$WORK/mistral-hf" "$WORK/tok/val.h5" "$WORK/mistral-eval.json"
-[ "$(json "$WORK/mistral-hf/config.json" "j['architectures'][0], j['model_type'], j['sliding_window']")" = \
-  "MistralForCausalLM mistral 5" ] || fail "mistral config.json: $(cat "$WORK/mistral-hf/config.json")"
+family mistral "j['architectures'][0], j['model_type'], j['sliding_window']" "MistralForCausalLM mistral 5" \
+  --set model.qk_norm=false --set model.sliding_window=5
 retort train "${D[@]}" --set "run.dir=$WORK/qwen3-window" --set model.sliding_window=5 --set train.steps=1 >/dev/null
 expect_fail 1 "model.sliding_window with model.qk_norm: transformers has no model with both" \
   retort export "$WORK/qwen3-window" --out "$WORK/x" --format hf
 
 # 4c. SmolLM3: Llama with NoPE layers (every 2nd of tiny's 2: layer 1 unrotated).
-retort train "${D[@]}" --set "run.dir=$WORK/smollm3" --set model.qk_norm=false --set model.no_rope_interval=2 >/dev/null
-retort export "$WORK/smollm3" --out "$WORK/smollm3-hf" --format hf >/dev/null
-retort eval "$WORK/smollm3" --tokens "$WORK/tok/val.h5" --out "$WORK/smollm3-eval.json" >/dev/null
-check "$WORK/smollm3-hf" "$WORK/tok/val.h5" "$WORK/smollm3-eval.json"
-[ "$(json "$WORK/smollm3-hf/config.json" "j['architectures'][0], j['no_rope_layers'], j['no_rope_layer_interval']")" = \
-  "SmolLM3ForCausalLM [1, 0] 2" ] || fail "smollm3 config.json: $(cat "$WORK/smollm3-hf/config.json")"
+family smollm3 "j['architectures'][0], j['no_rope_layers'], j['no_rope_layer_interval']" \
+  "SmolLM3ForCausalLM [1, 0] 2" --set model.qk_norm=false --set model.no_rope_interval=2
 
 # 5. Bad input: one line, the right exit code, nothing written.
 expect_fail 2 "usage error: --format: xx not in" retort export "$WORK/qwen3" --out "$WORK/x" --format xx
