@@ -856,7 +856,7 @@ bool wants_cudnn() {
 // line per shape and op, then the plain kernel.
 std::string shape_text(const AttnDims& d) {
   return str_cat("B=", d.B, " T=", d.T, " heads=", d.H, " kv_heads=", d.Hkv, " head_dim=", d.hd,
-                 d.W < d.T ? str_cat(" window=", d.W) : "");
+                 d.W > 0 && d.W < d.T ? str_cat(" window=", d.W) : "");
 }
 
 void cudnn_unavailable(const char* op, const AttnDims& d, const std::string& why) {

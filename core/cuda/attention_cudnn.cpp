@@ -1,8 +1,8 @@
 // Causal attention through cuDNN's fused flash attention, built with cuDNN's backend graph API
 // (cudnn_graph.h; cuDNN 9). The same math as core/cuda/attention.cu (see core/ops.h), with
 // bf16 inputs and outputs and fp32 softmax statistics:
-//   S = scale · Q Kᵀ, S_ij = −inf unless i − W < j ≤ i (W: the sliding window, T for none);  Stats = lse = max_j S + log Σ_j exp(S − max);
-//   P = exp(S − Stats);  O = P V
+//   S = scale · Q Kᵀ, S_ij = −inf unless i − W < j ≤ i (W: the sliding window, T for none);
+//   Stats = lse = max_j S + log Σ_j exp(S − max);  P = exp(S − Stats);  O = P V
 //   backward: D = rowsum(dO ∘ O);  dP = dO Vᵀ;  dS = P ∘ (dP − D);
 //             dQ = scale · dS K;  dK = scale · dSᵀ Q;  dV = Pᵀ dO
 // cuDNN's single SDPA operation takes causal masks only from 9.21 (we link 9.19), so the graph
