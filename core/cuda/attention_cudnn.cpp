@@ -307,8 +307,9 @@ Node scalar(GraphBuilder& g, int64_t uid) {
 
 // Causal mask: s where key j <= query i, else −inf (GEN_INDEX rows and columns, CMP_GE,
 // BINARY_SELECT), for scores [B, H, T, T]. With a sliding window (`window`: the by-value
-// scalar W) a second select keeps only j + W > i (ADD, CMP_GT), the form cudnn-frontend gives
-// its sliding window.
+// scalar W) a second select keeps only j + W > i (ADD, CMP_GT). Whether a real cuDNN's fused
+// engine takes this form is unchecked (the simulator's does; a refusal falls back, a wrong
+// result is caught by the first-use check).
 Node causal_mask(GraphBuilder& g, const Node& s, const Node& neg_inf, const Node* window) {
   const Node row = g.virt(s.dims, CUDNN_DATA_INT32), col = g.virt(s.dims, CUDNN_DATA_INT32);
   g.pointwise(CUDNN_POINTWISE_GEN_INDEX, s, nullptr, nullptr, row, 2);
