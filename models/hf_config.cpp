@@ -16,7 +16,7 @@ nlohmann::json hf_config_json(const ModelConfig& mc, const std::string& torch_dt
   // A window: Mistral (Llama's math with one window on every layer). Qwen2 and Qwen3 window
   // only some layers (max_window_layers), read differently across transformers versions.
   // NoPE layers: SmolLM3 (Llama's math otherwise).
-  const bool mistral = mc.sliding_window > 0 && mc.sliding_window < mc.seq_len;
+  const bool mistral = mc.max_keys_seen() < mc.seq_len;
   const bool smollm3 = mc.no_rope_interval > 0 && mc.no_rope_interval <= mc.n_layers;
   const char* feature = qwen3 ? "qk_norm" : qwen2 ? "qkv_bias" : mistral ? "sliding_window" : nullptr;
   if (smollm3 && feature)

@@ -71,7 +71,7 @@ KvCacheDecoder::KvCacheDecoder(const Transformer& model, int64_t max_batch, int6
 }
 
 int64_t KvCacheDecoder::cache_rows(const ModelConfig& cfg, int64_t max_len) {
-  return cfg.sliding_window > 0 && cfg.sliding_window < max_len ? cfg.sliding_window : max_len;
+  return cfg.max_keys_seen(max_len);
 }
 
 int64_t KvCacheDecoder::cache_bytes(const ModelConfig& cfg, int64_t max_batch, int64_t max_len,

@@ -138,8 +138,9 @@ int64_t ModelConfig::n_params_nonemb() const {
 
 int64_t ModelConfig::flops_per_token_6N() const { return 6 * n_params_nonemb(); }
 
-int64_t ModelConfig::max_keys_seen() const {
-  return sliding_window > 0 && sliding_window < seq_len ? sliding_window : seq_len;
+int64_t ModelConfig::max_keys_seen(int64_t len) const {
+  if (len == 0) len = seq_len;
+  return sliding_window > 0 && sliding_window < len ? sliding_window : len;
 }
 
 int64_t ModelConfig::flops_per_token_exact() const {

@@ -45,8 +45,9 @@ struct ModelConfig {
   // Default d_ff for a width: 8/3·d rounded up to a multiple of 64.
   static int64_t default_d_ff(int64_t d_model);
 
-  // The keys one query attends to at most: seq_len, or sliding_window when shorter.
-  int64_t max_keys_seen() const;
+  // The keys one query attends to at most in sequences of `len` tokens (default seq_len): len,
+  // or sliding_window when shorter.
+  int64_t max_keys_seen(int64_t len = 0) const;
   // Whether layer i (from 0) rotates its q and k (no_rope_interval).
   bool rope_on_layer(int64_t i) const { return no_rope_interval == 0 || (i + 1) % no_rope_interval != 0; }
 
