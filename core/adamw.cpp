@@ -21,7 +21,7 @@ void AdamW::step(double lr, float grad_scale) {
   std::vector<ops::AdamWTensors> ts(params_.size());
   for (size_t i = 0; i < params_.size(); ++i) {
     auto& p = params_[i];
-    ts[i] = {&p.value, &p.grad, &exp_avg_[i].tensor, &exp_avg_sq_[i].tensor, p.decay};
+    ts[i] = {&p.value, &p.grad, &exp_avg_[i].tensor, &exp_avg_sq_[i].tensor, p.decay, p.lr_scale};
   }
   ops::adamw_step_multi(ts, static_cast<float>(lr), s_.beta1, s_.beta2, s_.eps, s_.weight_decay,
                         steps_, grad_scale);

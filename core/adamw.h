@@ -18,6 +18,7 @@ struct OptimizedTensor {
   std::string name;
   Tensor value, grad;
   bool decay;  // weight decay applies (matrices) or not (norm gains)
+  float lr_scale = 1.0f;  // this tensor's learning rate: lr · lr_scale (µP)
 };
 
 class AdamW {

@@ -47,6 +47,10 @@ const std::vector<ConfigKey>& config_schema() {
       {"model.seq_len", T::Int, "256", "training context length in tokens"},
       {"model.init", T::String, "normal", "weight initialisation: normal or mup_simple"},
       {"model.init_std", T::Float, "0.02", "standard deviation of the initial weights"},
+      {"model.mup_base_width", T::Int, "0",
+       "muP base width d0 (with init mup_simple and untied embeddings): the hidden matrices' and "
+       "lm_head's AdamW learning rate is train.lr * d0 / d_model, so one learning rate carries "
+       "across widths (docs/MODEL.md); 0 = one learning rate for all parameters"},
 
       {"data.train", T::String, "", "training token dataset (HDF5, written by retort tokenize)"},
       {"data.val", T::String, "", "validation token dataset (HDF5)"},

@@ -16,6 +16,7 @@ struct AdamWTensor {
   float* v;
   int64_t n;
   bool decay;  // the step's weight decay applies to this tensor (else 0)
+  float lr_scale = 1.0f;  // this tensor's learning rate: the step's lr · lr_scale
 };
 
 }  // namespace retort

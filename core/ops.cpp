@@ -1134,7 +1134,7 @@ void adamw_step_multi(const std::vector<AdamWTensors>& tensors, float lr, float 
                  ": tensors on different devices (tensors[0] and tensors[", t,
                  "]); move them with Tensor::to()");
     args[t] = {x.param->data<float>(), x.grad->data<float>(), x.m->data<float>(),
-               x.v->data<float>(), x.param->numel(), x.decay};
+               x.v->data<float>(), x.param->numel(), x.decay, x.lr_scale};
   }
   double elements = 0;  // each read (p, g, m, v) and written (p, m, v) once: 28 bytes
   for (const AdamWTensor& a : args) elements += double(a.n);

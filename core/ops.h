@@ -257,7 +257,8 @@ void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& ids);
 void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, float lr, float beta1,
                 float beta2, float eps, float weight_decay, int64_t step);
 // Many tensors at once (a few kernel launches on a GPU instead of one per tensor), bitwise
-// equal to adamw_step on each with weight_decay where .decay and 0 elsewhere. grad_scale
+// equal to adamw_step on each at lr · lr_scale (a float product) with weight_decay where .decay
+// and 0 elsewhere. grad_scale
 // multiplies each gradient as it is read (gradient clipping's scale, bitwise a scale_inplace of
 // the gradients first, without that pass; the gradients are left as they are).
 struct AdamWTensors {
@@ -266,6 +267,7 @@ struct AdamWTensors {
   Tensor* m;
   Tensor* v;
   bool decay;
+  float lr_scale = 1.0f;  // this tensor's learning rate: lr · lr_scale
 };
 void adamw_step_multi(const std::vector<AdamWTensors>& tensors, float lr, float beta1,
                       float beta2, float eps, float weight_decay, int64_t step,

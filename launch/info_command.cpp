@@ -66,6 +66,7 @@ int run_info(const Config& cfg, bool json) {
       {"generate_kv_cache_bytes",
        {{"per_sequence", cache_per_seq}, {"batch", gen_batch},
         {"total", cache_per_seq * gen_batch}}},
+      {"mup_lr_scale", m.mup_lr_scale()},
       {"cuda_built", device::cuda_built()},
       {"cuda_gpus", device::cuda_device_count()}};
   if (json) {
@@ -73,13 +74,14 @@ int run_info(const Config& cfg, bool json) {
     return 0;
   }
   auto mib = [](int64_t b) { return b / 1048576.0; };
-  const std::string window =
-      m.sliding_window > 0 ? str_cat(" window=", m.sliding_window) : std::string();
+  const std::string extras =  // a sliding window, µP's learning rates
+      str_cat(m.sliding_window > 0 ? str_cat(" window=", m.sliding_window) : "",
+              m.mup_base_width > 0 ? str_cat(" muP(d0=", m.mup_base_width, ": hidden lr x", m.mup_lr_scale(), ")") : "");
   std::printf("model        V=%lld d=%lld L=%lld H=%lld Hkv=%lld hd=%lld F=%lld T=%lld %s%s%s%s\n",
               (long long)m.vocab_size, (long long)m.d_model, (long long)m.n_layers,
               (long long)m.n_heads, (long long)m.n_kv_heads, (long long)m.head_dim,
               (long long)m.d_ff, (long long)m.seq_len, m.tie_embeddings ? "tied" : "untied",
-              m.qk_norm ? " qk-norm" : "", m.qkv_bias ? " qkv-bias" : "", window.c_str());
+              m.qk_norm ? " qk-norm" : "", m.qkv_bias ? " qkv-bias" : "", extras.c_str());
   std::printf("params       N = %lld, N_nonemb = %lld\n", (long long)N,
               (long long)m.n_params_nonemb());
   std::printf("FLOPs/token  6N = %lld, exact = %lld, MFU convention = %lld\n",

@@ -159,6 +159,11 @@ int run_train_loop(const Config& cfg, bool resume, const Mesh& mesh, TrainLoopJo
                 static_cast<long long>(geo.tokens_per_step()), static_cast<long long>(mesh.world_size),
                 mesh.dp, mesh.fsdp, mesh.tp, mesh.tp_layout().sp ? " +sp" : "", static_cast<long long>(geo.n_micro), static_cast<long long>(geo.micro_seqs),
                 omp_get_max_threads());
+    if (mc.mup_base_width > 0)
+      std::printf("muP: hidden matrices and lm_head learn at lr x %g (model.mup_base_width %lld / d_model "
+                  "%lld), the embedding, norm gains and biases at lr\n",
+                  mc.mup_lr_scale(), static_cast<long long>(mc.mup_base_width),
+                  static_cast<long long>(mc.d_model));
   }
 
   auto save = [&](int64_t step, double wall) {  // every rank takes part

@@ -86,7 +86,7 @@ std::string nonfinite_policy(const Config& cfg) {
 
 std::vector<OptimizedTensor> optimized_tensors(Transformer& model) {
   std::vector<OptimizedTensor> out;
-  for (const auto& p : model.parameters()) out.push_back({p.name, p.value, p.grad, p.decay});
+  for (const auto& p : model.parameters()) out.push_back({p.name, p.value, p.grad, p.decay, p.lr_scale});
   return out;
 }
 

@@ -72,6 +72,15 @@ void resolve_and_validate(ModelConfig& m, const FailFn& fail) {
   if (m.init != "normal" && m.init != "mup_simple")
     fail("model.init", str_cat("must be 'normal' or 'mup_simple', got '", m.init, "'"));
   if (!(m.init_std > 0)) fail("model.init_std", str_cat("must be > 0, got ", m.init_std));
+  if (m.mup_base_width < 0)
+    fail("model.mup_base_width", str_cat("must be >= 0 (0 = no µP learning rates), got ", m.mup_base_width));
+  at_most(m.mup_base_width, 1 << 16, "model.mup_base_width");
+  if (m.mup_base_width > 0 && m.init != "mup_simple")
+    fail("model.mup_base_width", str_cat("µP's learning rates need its init: set model.init: mup_simple (got '",
+                                         m.init, "')"));
+  if (m.mup_base_width > 0 && m.tie_embeddings)
+    fail("model.mup_base_width", "µP needs model.tie_embeddings: false (a tied matrix cannot take both the "
+                                 "embedding's learning rate and the output head's)");
 }
 
 }  // namespace
@@ -102,6 +111,7 @@ ModelConfig ModelConfig::from_config(const Config& cfg) {
   m.seq_len = cfg.get_int("model.seq_len");
   m.init = cfg.get_string("model.init");
   m.init_std = cfg.get_float("model.init_std");
+  m.mup_base_width = cfg.get_int("model.mup_base_width");
   resolve_and_validate(m, [&](const std::string& key, const std::string& what) { cfg.fail(key, what); });
   return m;
 }

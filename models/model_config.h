@@ -34,6 +34,10 @@ struct ModelConfig {
   int64_t seq_len = 0;      // T (maximum sequence length; RoPE table size)
   std::string init = "normal";  // "normal" | "mup_simple" (see Transformer::init)
   double init_std = 0.02;
+  // µP's base width d₀ (with init mup_simple, untied): the hidden matrices' and lm_head's AdamW
+  // learning rate is train.lr · d₀ / d_model, so a learning rate tuned at width d₀ carries to
+  // wider models; 0: one learning rate for every parameter
+  int64_t mup_base_width = 0;
 
   // Reads every `model.*` key, resolves the 0 defaults, validates. Throws ConfigError naming
   // the offending key (cfg.fail).
@@ -48,6 +52,9 @@ struct ModelConfig {
   // The keys one query attends to at most in sequences of `len` tokens (default seq_len): len,
   // or sliding_window when shorter.
   int64_t max_keys_seen(int64_t len = 0) const;
+  // The learning-rate multiplier of the hidden matrices and lm_head: mup_base_width / d_model,
+  // or 1 without µP.
+  double mup_lr_scale() const { return mup_base_width > 0 ? double(mup_base_width) / double(d_model) : 1.0; }
   // Whether layer i (from 0) rotates its q and k (no_rope_interval).
   bool rope_on_layer(int64_t i) const { return no_rope_interval == 0 || (i + 1) % no_rope_interval != 0; }
 

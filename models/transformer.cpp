@@ -107,6 +107,10 @@ Transformer::Transformer(const ModelConfig& cfg, const TpLayout& tp, Device devi
   unit_first_param_.push_back(params_.size());              // unit L+1: the head
   add("model.norm.weight", {d}, false, 0);
   if (!cfg.tie_embeddings) add("lm_head.weight", {V, d}, true, mup ? 1.0 / double(d) : cfg.init_std, 0);
+  // µP's learning rates: every matrix but the embedding (the hidden ones and lm_head) at
+  // lr · d₀/d; the embedding, norm gains and biases at lr.
+  for (Parameter& p : params_)
+    if (p.decay && p.name != "model.embed_tokens.weight") p.lr_scale = float(cfg.mup_lr_scale());
   RETORT_CHECK(n > 1 || n_params_ == cfg.n_params(), "parameter count ", n_params_,
                " != ModelConfig::n_params ", cfg.n_params());
 

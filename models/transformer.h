@@ -44,6 +44,7 @@ struct Parameter {
   Shape global_shape; // of the whole parameter (== shape unless split over tp)
   int shard_dim = -1;        // tp split: -1 none (replicated), 0 rows, 1 columns
   int64_t shard_offset = 0;  // first row/column of this rank's slice along shard_dim
+  float lr_scale = 1.0f;     // AdamW learning rate × lr_scale (µP: ModelConfig::mup_lr_scale)
 };
 
 struct LossResult {
@@ -126,6 +127,7 @@ class Transformer {
   //   normal:     matrices init_std; o_proj, down_proj init_std / sqrt(2L).
   //   mup_simple: embed_tokens init_std; every hidden matrix W [out, in] 1/sqrt(in)
   //               (o_proj, down_proj additionally / sqrt(2L)); lm_head (untied) 1/in.
+  //               With mup_base_width, those matrices and lm_head learn at lr · lr_scale.
   void init(uint64_t seed);
   // The init std of one parameter (0 for norm gains, which are set to 1, and biases, set to 0).
   double init_std(const std::string& name) const;

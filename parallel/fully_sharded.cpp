@@ -255,7 +255,7 @@ std::vector<OptimizedTensor> FullyShardedDP::optimizer_pieces() const {
   const auto& ps = model_.parameters();
   for (const Piece& p : pieces_)
     out.push_back({ps[p.param].name, params_.flat(p.shard_off, p.n), grads_.flat(p.shard_off, p.n),
-                   ps[p.param].decay});
+                   ps[p.param].decay, ps[p.param].lr_scale});
   return out;
 }
 

@@ -29,7 +29,7 @@ void adamw_step_multi(const AdamWTensor* tensors, int64_t count, float lr, float
                       float beta2, float eps, float weight_decay, int64_t step, float grad_scale) {
   for (int64_t t = 0; t < count; ++t) {
     const AdamWTensor& x = tensors[t];
-    adamw_step(x.p, x.g, x.m, x.v, x.n, lr, beta1, beta2, eps, x.decay ? weight_decay : 0.0f,
+    adamw_step(x.p, x.g, x.m, x.v, x.n, lr * x.lr_scale, beta1, beta2, eps, x.decay ? weight_decay : 0.0f,
                step, grad_scale);
   }
 }

@@ -42,7 +42,7 @@ __global__ void adamw_kernel(float* p, const float* g, float* m, float* v, int64
     update(p[i], g[i], m[i], v[i]);
 }
 
-// The tensors of one multi-tensor launch (3344 bytes).
+// The tensors of one multi-tensor launch (3600 bytes).
 struct AdamWLaunch {
   float* p[kAdamWTensors];
   const float* g[kAdamWTensors];
@@ -51,6 +51,7 @@ struct AdamWLaunch {
   int64_t n[kAdamWTensors];
   int64_t first_block[kAdamWTensors + 1];  // tensor j: blocks [first_block[j], first_block[j+1])
   float weight_decay[kAdamWTensors];
+  float lr[kAdamWTensors];  // the step's lr · the tensor's lr_scale
   int count;
 };
 static_assert(sizeof(AdamWLaunch) + sizeof(AdamWUpdate) <= 4096, "kernel parameters over 4 KiB");
@@ -64,6 +65,7 @@ __global__ void adamw_multi_kernel(AdamWLaunch a, AdamWUpdate update) {
   float *p = a.p[j], *m = a.m[j], *v = a.v[j];
   const float* g = a.g[j];
   update.weight_decay = a.weight_decay[j];
+  update.lr = a.lr[j];
   int64_t i = begin;
   if (((reinterpret_cast<uintptr_t>(p) | reinterpret_cast<uintptr_t>(g) |
         reinterpret_cast<uintptr_t>(m) | reinterpret_cast<uintptr_t>(v)) & 15) == 0) {
@@ -120,6 +122,7 @@ void adamw_step_multi(const AdamWTensor* tensors, int64_t count, float lr, float
       a.v[j] = x.v;
       a.n[j] = std::max<int64_t>(x.n, 0);
       a.weight_decay[j] = x.decay ? weight_decay : 0.0f;
+      a.lr[j] = lr * x.lr_scale;
       a.first_block[j] = blocks;
       blocks += (a.n[j] + kAdamWChunk - 1) / kAdamWChunk;
     }

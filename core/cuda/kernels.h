@@ -200,7 +200,8 @@ void embedding_backward(float* dtable, const float* dout, const int32_t* ids, in
 // The gradient is g scaled by grad_scale (gradient clipping's, 1 = none) as it is read.
 void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
                 float beta2, float eps, float weight_decay, int64_t step, float grad_scale = 1.0f);
-// adamw_step on each of tensors[0, count) (weight_decay where .decay, else 0) in one launch
+// adamw_step on each of tensors[0, count) at lr · .lr_scale (weight_decay where .decay, else 0)
+// in one launch
 // per 64 tensors; bitwise equal to adamw_step per tensor. `tensors`: a host array.
 void adamw_step_multi(const AdamWTensor* tensors, int64_t count, float lr, float beta1,
                       float beta2, float eps, float weight_decay, int64_t step,

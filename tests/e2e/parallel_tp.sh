@@ -3,7 +3,7 @@
 # dp2×fsdp2×tp2+sp vs 1 rank on tiny.yaml (GQA: 4 heads, 2 kv heads), tied and untied, at the
 # same global batch: per-step losses within 1e-5 relative, final parameters within 1e-4
 # relative norm; fsdp2×tp2 too; Qwen2's q, k, v biases on dp2×fsdp2×tp2+sp (and bf16); a
-# sliding window on tp2+sp. Then:
+# sliding window on tp2+sp; µP's learning rates on dp2×fsdp2×tp2+sp. Then:
 # bitwise resume on tp2+sp, and an fsdp2×tp2 checkpoint resumed on dp2 and on 1 process
 # continues like the uninterrupted run.
 source "$(dirname "$0")/lib.sh"
@@ -79,6 +79,18 @@ compare_runs "$WORK/one_true" "$WORK/one_window" 1 1 "" 1e-3
 "${MPIRUN[@]}" -np 2 "$RETORT_BIN" train "${ARGS[@]}" "${W5[@]}" --set parallel.tp=2 --set parallel.sp=true \
   --set "run.dir=$WORK/window_tp2sp" >/dev/null
 compare_runs "$WORK/one_window" "$WORK/window_tp2sp"
+
+# µP's learning rates (model.mup_base_width 32 at d_model 64: the hidden matrices and lm_head at
+# lr/2) on dp2×fsdp2×tp2+sp: every fsdp piece and tp slice takes its parameter's rate. The rates
+# must change the run (against µP's init alone), the mesh must not.
+MUP=(--set model.tie_embeddings=false --set model.init=mup_simple)
+retort train "${ARGS[@]}" "${MUP[@]}" --set "run.dir=$WORK/one_mup_init" >/dev/null
+retort train "${ARGS[@]}" "${MUP[@]}" --set model.mup_base_width=32 --set "run.dir=$WORK/one_mup" >/dev/null
+compare_runs "$WORK/one_mup_init" "$WORK/one_mup" 1 1 "" 1e-3
+"${MPIRUN[@]}" -np 8 "$RETORT_BIN" train "${ARGS[@]}" "${MUP[@]}" --set model.mup_base_width=32 \
+  --set parallel.dp=2 --set parallel.fsdp=2 --set parallel.tp=2 --set parallel.sp=true \
+  --set "run.dir=$WORK/mup_dp2fsdp2tp2sp" >/dev/null
+compare_runs "$WORK/one_mup" "$WORK/mup_dp2fsdp2tp2sp"
 
 # Per-rank parameter bytes: tp2 holds about half of one process (norm gains are whole copies).
 /usr/bin/python3 - "$WORK/one_true" "$WORK/tp2_true" <<'PY'

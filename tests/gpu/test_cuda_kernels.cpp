@@ -1171,9 +1171,10 @@ TEST(CudaMultiTensor, AdamWBitwiseEqualsPerTensorKernelAndMatchesCpu) {
     for (int64_t t = 0; t < count; ++t) {
       const int64_t o = l.off[t];
       const bool decay = t % 3 != 1;
-      hs.push_back({p.data() + o, nullptr, m.data() + o, v.data() + o, l.n[t], decay});
-      s2.push_back({p2.get() + o, dg.get() + o, m2.get() + o, v2.get() + o, l.n[t], decay});
-      s3.push_back({p3.get() + o, dg.get() + o, m3.get() + o, v3.get() + o, l.n[t], decay});
+      const float lr_scale = t % 4 == 2 ? 0.375f : 1.0f;  // µP's learning rates
+      hs.push_back({p.data() + o, nullptr, m.data() + o, v.data() + o, l.n[t], decay, lr_scale});
+      s2.push_back({p2.get() + o, dg.get() + o, m2.get() + o, v2.get() + o, l.n[t], decay, lr_scale});
+      s3.push_back({p3.get() + o, dg.get() + o, m3.get() + o, v3.get() + o, l.n[t], decay, lr_scale});
     }
     for (int64_t step = 1; step <= 3; ++step) {
       const std::vector<float> g = randn(l.total, ++stream, 0.1);
@@ -1182,8 +1183,8 @@ TEST(CudaMultiTensor, AdamWBitwiseEqualsPerTensorKernelAndMatchesCpu) {
       cpu::adamw_step_multi(hs.data(), count, lr, b1, b2, eps, wd, step);
       for (int64_t t = 0; t < count; ++t) {
         const int64_t o = l.off[t];
-        cuda::adamw_step(p1.get() + o, dg.get() + o, m1.get() + o, v1.get() + o, l.n[t], lr, b1,
-                         b2, eps, hs[t].decay ? wd : 0.0f, step);
+        cuda::adamw_step(p1.get() + o, dg.get() + o, m1.get() + o, v1.get() + o, l.n[t],
+                         lr * hs[t].lr_scale, b1, b2, eps, hs[t].decay ? wd : 0.0f, step);
       }
       cuda::adamw_step_multi(s2.data(), count, lr, b1, b2, eps, wd, step);
       cuda::adamw_step_multi(s3.data(), count, lr, b1, b2, eps, wd, step);

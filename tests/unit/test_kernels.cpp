@@ -954,10 +954,12 @@ namespace {
 const std::vector<int64_t> kMultiSizes = {0, 1, 7, 4095, 4096, 4097, 8193, 40001, 3, 300, 0, 129};
 }  // namespace
 
+// Each tensor at lr · lr_scale (µP's learning rates: 1 and a width ratio).
 TEST(MultiTensor, AdamWStepMultiBitwiseEqualsPerTensorSteps) {
   const float lr = 1e-2f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, wd = 0.1f;
   std::vector<Tensor> p1, m1, v1, p2, m2, v2;
   std::vector<bool> decay;
+  std::vector<float> lr_scale;
   for (size_t t = 0; t < 3 * kMultiSizes.size(); ++t) {  // 36 tensors
     const int64_t n = kMultiSizes[t % kMultiSizes.size()];
     p1.push_back(randn({n}, 100 + t));
@@ -967,6 +969,7 @@ TEST(MultiTensor, AdamWStepMultiBitwiseEqualsPerTensorSteps) {
     m2.push_back(Tensor::zeros({n}));
     v2.push_back(Tensor::zeros({n}));
     decay.push_back(t % 3 != 1);
+    lr_scale.push_back(t % 4 == 2 ? 0.375f : 1.0f);
   }
   with_threads(2, [&] {
     for (int64_t step = 1; step <= 3; ++step) {
@@ -974,8 +977,9 @@ TEST(MultiTensor, AdamWStepMultiBitwiseEqualsPerTensorSteps) {
       std::vector<ops::AdamWTensors> ts;
       for (size_t t = 0; t < p1.size(); ++t) g.push_back(randn({p1[t].numel()}, 200 + 50 * step + t, 0.1));
       for (size_t t = 0; t < p1.size(); ++t) {
-        ops::adamw_step(p1[t], g[t], m1[t], v1[t], lr, b1, b2, eps, decay[t] ? wd : 0.0f, step);
-        ts.push_back({&p2[t], &g[t], &m2[t], &v2[t], decay[t]});
+        ops::adamw_step(p1[t], g[t], m1[t], v1[t], lr * lr_scale[t], b1, b2, eps,
+                        decay[t] ? wd : 0.0f, step);
+        ts.push_back({&p2[t], &g[t], &m2[t], &v2[t], decay[t], lr_scale[t]});
       }
       ops::adamw_step_multi(ts, lr, b1, b2, eps, wd, step);
     }

@@ -3,11 +3,13 @@
 // determinism, evaluate, error paths).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
 
+#include "core/adamw.h"
 #include "core/config.h"
 #include "core/ops.h"
 #include "core/random.h"
@@ -127,6 +129,9 @@ TEST(ModelConfig, EachValidationErrorNamesItsKey) {
       {{"model.norm_eps=0"}, "model.norm_eps", "> 0"},
       {{"model.init=xavier"}, "model.init", "normal"},
       {{"model.init_std=0"}, "model.init_std", "> 0"},
+      {{"model.mup_base_width=-1"}, "model.mup_base_width", ">= 0"},
+      {{"model.mup_base_width=64"}, "model.mup_base_width", "model.init: mup_simple"},
+      {{"model.mup_base_width=64", "model.init=mup_simple"}, "model.mup_base_width", "tie_embeddings: false"},
   };
   for (const Case& c : cases) {
     std::string msg = config_error(c.overrides);
@@ -274,6 +279,40 @@ TEST(Transformer, InitIsAPureFunctionOfSeedNameAndIndex) {
   EXPECT_DOUBLE_EQ(mm.init_std("model.layers.0.mlp.down_proj.weight"), 1.0 / std::sqrt(128.0) / 2.0);
   EXPECT_DOUBLE_EQ(mm.init_std("lm_head.weight"), 1.0 / 32.0);
   EXPECT_DOUBLE_EQ(mm.init_std("model.norm.weight"), 0.0);
+  for (const Parameter& p : mm.parameters()) EXPECT_EQ(p.lr_scale, 1.0f) << p.name;  // no base width
+}
+
+// µP's learning rates (mup_base_width 8 at d_model 32: × 1/4): AdamW's first step moves an
+// element by lr · lr_scale · g/(|g| + eps), so the largest move in each parameter is lr/4 in the
+// hidden matrices and lm_head and lr in the embedding, norm gains and biases.
+TEST(Transformer, MupLearningRatesScaleTheHiddenMatricesAndHeadByTheWidthRatio) {
+  ModelConfig mc = tiny(false, 4, 2, true, true);  // untied, q/k-norm and biases: every kind
+  mc.init = "mup_simple";
+  mc.mup_base_width = 8;
+  EXPECT_DOUBLE_EQ(mc.mup_lr_scale(), 0.25);
+  Transformer m(mc);
+  init_perturbed(m, 3);
+  const Tensor before = m.flat_params().to(Device::CPU);
+  Batch b = random_batch(2, 8, mc.vocab_size, 4);
+  m.zero_grad();
+  m.forward(b.tokens, b.targets, 0.0f);
+  m.backward(1.0f);
+  std::vector<OptimizedTensor> ts;
+  for (const Parameter& p : m.parameters()) ts.push_back({p.name, p.value, p.grad, p.decay, p.lr_scale});
+  AdamWSettings s;
+  s.weight_decay = 0;
+  AdamW opt(ts, s);
+  const double lr = 1e-3;
+  opt.step(lr);
+  for (const Parameter& p : m.parameters()) {
+    const bool scaled = p.decay && p.name != "model.embed_tokens.weight";
+    EXPECT_EQ(p.lr_scale, scaled ? 0.25f : 1.0f) << p.name;
+    double most = 0;
+    for (int64_t i = 0; i < p.value.numel(); ++i)
+      most = std::max(most, std::abs(double(p.value.host<float>()[i]) -
+                                     double(before.host<float>()[p.offset + i])));
+    EXPECT_NEAR(most, lr * p.lr_scale, 1e-3 * lr) << p.name;
+  }
 }
 
 // ---- Transformer: gradients vs finite differences ------------------------------------------
