@@ -84,8 +84,20 @@ const std::vector<ConfigKey>& config_schema() {
       {"train.micro_batch", T::Int, "0",
        "sequences per micro-step (gradient accumulation); 0 = whole batch at once"},
       {"train.lr", T::Float, "3e-3", "peak learning rate"},
-      {"train.min_lr_ratio", T::Float, "0.1", "cosine decay floor as a fraction of the peak"},
+      {"train.min_lr_ratio", T::Float, "0.1", "the decay's floor (cosine or wsd) as a fraction of the peak"},
       {"train.warmup_steps", T::Int, "100", "linear warmup steps"},
+      {"train.lr_schedule", T::String, "cosine",
+       "after warmup: cosine (decay to min_lr_ratio over the rest of the run) or wsd "
+       "(warmup-stable-decay: the peak until the last wsd_decay_fraction of the steps, then a "
+       "decay to min_lr_ratio)"},
+      {"train.wsd_decay_fraction", T::Float, "0.2",
+       "wsd: the fraction of train.steps at the end that decays (at least one step)"},
+      {"train.wsd_decay_shape", T::String, "linear",
+       "wsd: the decay's shape, linear (1 - p) or sqrt (1 - sqrt(p)), p the decay's progress"},
+      {"train.branch_from", T::String, "",
+       "start a fresh run from another run's checkpoint (its step, weights and AdamW state) "
+       "instead of step 0: a cooldown branch of a longer wsd run (docs/SWEEPS.md); --resume "
+       "prefers the run's own checkpoints"},
       {"train.beta1", T::Float, "0.9", "AdamW beta1"},
       {"train.beta2", T::Float, "0.95", "AdamW beta2"},
       {"train.eps", T::Float, "1e-8", "AdamW epsilon"},

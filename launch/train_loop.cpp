@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include "core/checkpoint.h"
 #include "core/fs.h"
@@ -18,6 +19,7 @@
 #include "core/ops.h"
 #include "core/preemption.h"
 #include "core/progress.h"
+#include "launch/checkpoint_model.h"
 #include "launch/evaluate.h"
 #include "launch/preemption_vote.h"
 #include "launch/run_dir.h"
@@ -44,6 +46,58 @@ void maybe_get_stuck_in_io(int rank, int64_t step) {
   char path[4096] = {};
   if (std::sscanf(spec, "%d:%lld:%4095s", &r, &s, path) != 3 || r != rank || s != step + 1) return;
   std::ifstream stuck(path);
+}
+
+// train.lr, min_lr_ratio, warmup_steps, lr_schedule and wsd's keys over `steps` steps;
+// every bad value names its key.
+LrSchedule lr_schedule_from(const Config& cfg, int64_t steps) {
+  LrSchedule s{cfg.get_float("train.lr"), cfg.get_float("train.min_lr_ratio"),
+               cfg.get_int("train.warmup_steps"), steps};
+  if (s.min_ratio < 0 || s.min_ratio > 1) cfg.fail("train.min_lr_ratio", "must be in [0, 1]");
+  const std::string kind = cfg.get_string("train.lr_schedule");
+  if (kind == "cosine") return s;
+  if (kind != "wsd") cfg.fail("train.lr_schedule", str_cat("must be cosine or wsd, got '", kind, "'"));
+  const std::string shape = cfg.get_string("train.wsd_decay_shape");
+  if (shape != "linear" && shape != "sqrt")
+    cfg.fail("train.wsd_decay_shape", str_cat("must be linear or sqrt, got '", shape, "'"));
+  s.decay = shape == "linear" ? LrSchedule::Decay::Linear : LrSchedule::Decay::Sqrt;
+  const double fraction = cfg.get_float("train.wsd_decay_fraction");
+  if (!(fraction > 0 && fraction <= 1)) cfg.fail("train.wsd_decay_fraction", str_cat("must be in (0, 1], got ", fraction));
+  s.decay_steps = std::max<int64_t>(1, std::llround(fraction * double(steps)));
+  if (s.warmup > steps - s.decay_steps)
+    cfg.fail("train.warmup_steps", str_cat(s.warmup, " warmup steps run into wsd's decay, which starts at step ",
+                                           steps - s.decay_steps, " of ", steps));
+  return s;
+}
+
+// What makes a branch from checkpoint `dir` (at step `step`) differ from this run started at
+// step 0: the learning rates of steps [0, step) under the two configs (a cosine schedule's
+// depend on train.steps), the seed, the batch; "" when nothing does.
+std::string branch_differences(const std::string& dir, const Config& cfg, const LrSchedule& ours,
+                               int64_t step) {
+  std::optional<Config> theirs;
+  LrSchedule before;
+  try {
+    const CheckpointModelSection section = checkpoint_model_section(dir);
+    theirs = Config::from_yaml(section.config_yaml, section.config_path);
+    before = lr_schedule_from(*theirs, theirs->get_int("train.steps"));
+  } catch (const std::exception& e) {
+    return str_cat("its config could not be compared with this one (", e.what(), ")");
+  }
+  std::vector<std::string> why;
+  for (int64_t s = 0; s < step; ++s)
+    if (before.at(s) != ours.at(s)) {
+      why.push_back(str_cat("its learning rate at step ", s, " was ", before.at(s), ", this schedule's is ",
+                            ours.at(s), " (train.lr_schedule: wsd keeps the rate before its decay "
+                            "independent of train.steps)"));
+      break;
+    }
+  for (const char* key : {"train.seed", "train.batch_tokens"})
+    if (theirs->get_int(key) != cfg.get_int(key))
+      why.push_back(str_cat("its ", key, " was ", theirs->get_int(key), ", this run's is ", cfg.get_int(key)));
+  std::string out;
+  for (const std::string& w : why) out += (out.empty() ? "" : "; ") + w;
+  return out;
 }
 
 }  // namespace
@@ -96,10 +150,7 @@ int run_train_loop(const Config& cfg, bool resume, const Mesh& mesh, TrainLoopJo
   const int64_t ckpt_every = cfg.get_int("checkpoint.every");
   const int64_t keep_last = cfg.get_int("checkpoint.keep_last");
   if (eval_windows < 1) cfg.fail("eval.max_windows", "must be >= 1");
-  LrSchedule schedule{cfg.get_float("train.lr"), cfg.get_float("train.min_lr_ratio"),
-                      cfg.get_int("train.warmup_steps"), steps};
-  if (schedule.min_ratio < 0 || schedule.min_ratio > 1)
-    cfg.fail("train.min_lr_ratio", "must be in [0, 1]");
+  const LrSchedule schedule = lr_schedule_from(cfg, steps);
   const uint64_t seed = static_cast<uint64_t>(cfg.get_int("train.seed"));
 
   RunDir run(cfg.get_string("run.dir"), root);
@@ -115,21 +166,46 @@ int run_train_loop(const Config& cfg, bool resume, const Mesh& mesh, TrainLoopJo
   model.init(seed);
   TrainStep trainer(model, cfg, geo, mesh);
 
+  // Where the run starts: its own latest checkpoint (--resume), else train.branch_from's
+  // checkpoint of another run (a cooldown branch), else step 0.
+  const std::string branch_from = cfg.get_string("train.branch_from");
+  std::string start_from = resume ? latest : "";
+  const bool branching = start_from.empty() && !branch_from.empty();
+  if (branching) {
+    try {
+      start_from = resolve_checkpoint_dir(branch_from);
+    } catch (const Error& e) {
+      cfg.fail("train.branch_from", e.what());
+    }
+  }
   int64_t start_step = 0, tokens_seen = 0;
   double wall_before = 0;
-  if (resume && !latest.empty()) {
+  if (!start_from.empty()) {
     // Checkpoints hold whole parameters (consolidated or as pieces), so any mesh resumes them.
     nlohmann::json state;
     try {
-      state = trainer.load_checkpoint(latest);
+      state = trainer.load_checkpoint(start_from);
     } catch (const Error& e) {  // corrupt or tampered: say how to go back one checkpoint
+      if (branching) cfg.fail("train.branch_from", e.what());
       throw Error(str_cat(e.what(), " (move ", latest, " away to resume from the checkpoint before it)"));
     }
-    const std::string state_file = latest + "/state.json";
+    const std::string state_file = start_from + "/state.json";
     start_step = json_int(state, "step", state_file, 0);
     tokens_seen = json_int(state, "tokens_seen", state_file, 0);
     wall_before = state.contains("wall_s") ? json_number(state, "wall_s", state_file) : 0.0;
-    if (root) std::printf("resuming from %s (step %lld)\n", latest.c_str(), static_cast<long long>(start_step));
+    if (branching) {
+      if (start_step >= steps)
+        cfg.fail("train.branch_from", str_cat(start_from, " is at step ", start_step, ", not before train.steps ", steps));
+      if (root) {
+        std::printf("branching from %s (step %lld)\n", start_from.c_str(), static_cast<long long>(start_step));
+        const std::string differs = branch_differences(start_from, cfg, schedule, start_step);
+        if (!differs.empty())
+          std::fprintf(stderr, "retort: warning: train.branch_from: %s, so this run is not the one a start from "
+                       "step 0 would give\n", differs.c_str());
+      }
+    } else if (root) {
+      std::printf("resuming from %s (step %lld)\n", start_from.c_str(), static_cast<long long>(start_step));
+    }
   } else if (resume && root) {
     std::printf("no checkpoint in %s; starting from step 0\n", run.checkpoints().c_str());
   }

@@ -193,3 +193,27 @@ TEST(LrSchedule, WarmupThenCosineToFloor) {
   EXPECT_NEAR(s.at(110), 0.1, 1e-12);
   for (int i = 11; i < 110; ++i) EXPECT_LT(s.at(i), s.at(i - 1));
 }
+
+// wsd: the peak until the last decay_steps steps, which end at the floor; the rates before the
+// decay are the same for any train.steps (what makes a cooldown branch the shorter run).
+TEST(LrSchedule, WarmupStableDecayLinearAndSqrt) {
+  using D = LrSchedule::Decay;
+  const LrSchedule lin{1.0, 0.1, 10, 110, D::Linear, 20}, sq{1.0, 0.1, 10, 110, D::Sqrt, 20};
+  const LrSchedule longer{1.0, 0.1, 10, 400, D::Linear, 80};
+  EXPECT_DOUBLE_EQ(lin.at(0), 0.1);
+  for (int i = 9; i < 90; ++i) {
+    EXPECT_DOUBLE_EQ(lin.at(i), 1.0) << i;
+    EXPECT_DOUBLE_EQ(sq.at(i), 1.0) << i;
+  }
+  for (int i = 0; i < 90; ++i) EXPECT_EQ(lin.at(i), longer.at(i)) << i;
+  EXPECT_NEAR(lin.at(90), 0.1 + 0.9 * (1 - 1.0 / 20), 1e-12);
+  EXPECT_NEAR(lin.at(99), 0.1 + 0.9 * 0.5, 1e-12);
+  EXPECT_NEAR(sq.at(99), 0.1 + 0.9 * (1 - std::sqrt(0.5)), 1e-12);
+  EXPECT_NEAR(lin.at(109), 0.1, 1e-12);
+  EXPECT_NEAR(sq.at(109), 0.1, 1e-12);
+  for (int i = 91; i < 110; ++i) {
+    EXPECT_LT(lin.at(i), lin.at(i - 1));
+    EXPECT_LT(sq.at(i), sq.at(i - 1));
+    if (i < 109) EXPECT_LT(sq.at(i), lin.at(i));  // 1 − √p < 1 − p for p in (0, 1)
+  }
+}
