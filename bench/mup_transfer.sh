@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Does the best learning rate carry across widths? Trains the same 2-layer model at several
 # widths and learning rates twice: standard parametrization (init normal, one learning rate)
-# and µP (init mup_simple, model.mup_base_width = the first width), both untied, and prints the
+# and µP (init mup, model.mup_base_width = the first width), both untied, and prints the
 # final validation loss of every run, each width's best learning rate and how far it moved.
 #
 #   bench/mup_transfer.sh TOKENS_DIR [--widths "64 128 256"] [--steps 200] [--out DIR]
-#                         [--sp-lrs "..."] [--mup-lrs "..."] [--set key=value ...]
+#                         [--sp-lrs "..."] [--mup-lrs "..."] [--params "sp mup"] [--set key=value ...]
 #
 # TOKENS_DIR: a `retort tokenize` output (train.h5, val.h5), e.g. of the Brown corpus with
 # configs/quickstart.yaml. The base config is configs/quickstart.yaml (vocabulary 4096, T 256,
@@ -16,9 +16,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 bin=${RETORT_BIN:-$ROOT/build/retort}
 tok=${1:?usage: bench/mup_transfer.sh TOKENS_DIR [options] (see the header)}
 shift
-widths="64 128 256" steps=200 out=runs/mup_transfer extra=()
+widths="64 128 256" steps=200 out=runs/mup_transfer extra=() params="sp mup"
 sp_lrs="5e-4 1e-3 2e-3 4e-3 8e-3 1.6e-2"
-mup_lrs="1e-3 2e-3 4e-3 8e-3 1.6e-2 3.2e-2"
+mup_lrs=$sp_lrs
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --widths) widths=$2; shift 2 ;;
@@ -26,6 +26,7 @@ while [[ $# -gt 0 ]]; do
     --out) out=$2; shift 2 ;;
     --sp-lrs) sp_lrs=$2; shift 2 ;;
     --mup-lrs) mup_lrs=$2; shift 2 ;;
+    --params) params=$2; shift 2 ;;
     --set) extra+=(--set "$2"); shift 2 ;;
     *) echo "mup_transfer.sh: unknown option $1 (see the header of $0)" >&2; exit 2 ;;
   esac
@@ -36,10 +37,14 @@ done
 base=${widths%% *}
 mkdir -p "$out"
 csv=$out/results.csv
-echo "param,width,lr,val_loss" > "$csv"
-for param in sp mup; do
+[[ -f $csv ]] || echo "param,width,lr,val_loss" > "$csv"
+for param in $params; do  # an earlier table keeps the rows of the other parametrization
+  grep -v "^$param," "$csv" > "$csv.tmp" || true
+  mv "$csv.tmp" "$csv"
+done
+for param in $params; do
   if [[ $param == sp ]]; then lrs=$sp_lrs init=(--set model.init=normal)
-  else lrs=$mup_lrs init=(--set model.init=mup_simple --set "model.mup_base_width=$base"); fi
+  else lrs=$mup_lrs init=(--set model.init=mup --set "model.mup_base_width=$base"); fi
   for w in $widths; do
     for lr in $lrs; do
       run=$out/$param-w$w-lr$lr
@@ -63,6 +68,8 @@ import csv, math, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 for param in ("sp", "mup"):
     rs = [r for r in rows if r["param"] == param]
+    if not rs:
+        continue
     lrs = sorted({float(r["lr"]) for r in rs})
     widths = sorted({int(r["width"]) for r in rs})
     print(f"\n{param}: final val loss (* best per width)")

@@ -45,12 +45,16 @@ const std::vector<ConfigKey>& config_schema() {
        "RoPE; 0 = RoPE on every layer"},
       {"model.tie_embeddings", T::Bool, "true", "share the input embedding with the output head"},
       {"model.seq_len", T::Int, "256", "training context length in tokens"},
-      {"model.init", T::String, "normal", "weight initialisation: normal or mup_simple"},
-      {"model.init_std", T::Float, "0.02", "standard deviation of the initial weights"},
+      {"model.init", T::String, "normal",
+       "weight initialisation: normal, mup_simple (std 1/sqrt(fan_in)) or mup (muP from "
+       "model.mup_base_width: docs/MODEL.md)"},
+      {"model.init_std", T::Float, "0.02",
+       "standard deviation of the initial weights (init mup: at the base width)"},
       {"model.mup_base_width", T::Int, "0",
-       "muP base width d0 (with init mup_simple and untied embeddings): the hidden matrices' and "
-       "lm_head's AdamW learning rate is train.lr * d0 / d_model, so one learning rate carries "
-       "across widths (docs/MODEL.md); 0 = one learning rate for all parameters"},
+       "muP's base width d0 (init mup, untied embeddings): the d_model whose init_std and "
+       "train.lr this model inherits; the hidden matrices' and lm_head's init and AdamW "
+       "learning rate scale with d0 / d_model, so one learning rate carries across widths "
+       "(docs/MODEL.md); 0 = no muP"},
 
       {"data.train", T::String, "", "training token dataset (HDF5, written by retort tokenize)"},
       {"data.val", T::String, "", "validation token dataset (HDF5)"},

@@ -69,15 +69,17 @@ void resolve_and_validate(ModelConfig& m, const FailFn& fail) {
   if (m.no_rope_interval < 0)
     fail("model.no_rope_interval", str_cat("must be >= 0 (0 = RoPE on every layer), got ", m.no_rope_interval));
   if (!(m.norm_eps > 0)) fail("model.norm_eps", str_cat("must be > 0, got ", m.norm_eps));
-  if (m.init != "normal" && m.init != "mup_simple")
-    fail("model.init", str_cat("must be 'normal' or 'mup_simple', got '", m.init, "'"));
+  if (m.init != "normal" && m.init != "mup_simple" && m.init != "mup")
+    fail("model.init", str_cat("must be 'normal', 'mup_simple' or 'mup', got '", m.init, "'"));
   if (!(m.init_std > 0)) fail("model.init_std", str_cat("must be > 0, got ", m.init_std));
   if (m.mup_base_width < 0)
     fail("model.mup_base_width", str_cat("must be >= 0 (0 = no µP learning rates), got ", m.mup_base_width));
   at_most(m.mup_base_width, 1 << 16, "model.mup_base_width");
-  if (m.mup_base_width > 0 && m.init != "mup_simple")
-    fail("model.mup_base_width", str_cat("µP's learning rates need its init: set model.init: mup_simple (got '",
+  if (m.mup_base_width > 0 && m.init != "mup")
+    fail("model.mup_base_width", str_cat("µP's learning rates go with its init: set model.init: mup (got '",
                                          m.init, "')"));
+  if (m.init == "mup" && m.mup_base_width == 0)
+    fail("model.init", "mup needs model.mup_base_width: the d_model whose init_std and train.lr it scales from");
   if (m.mup_base_width > 0 && m.tie_embeddings)
     fail("model.mup_base_width", "µP needs model.tie_embeddings: false (a tied matrix cannot take both the "
                                  "embedding's learning rate and the output head's)");

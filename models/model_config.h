@@ -32,11 +32,11 @@ struct ModelConfig {
   int64_t no_rope_interval = 0;
   bool tie_embeddings = true;
   int64_t seq_len = 0;      // T (maximum sequence length; RoPE table size)
-  std::string init = "normal";  // "normal" | "mup_simple" (see Transformer::init)
+  std::string init = "normal";  // "normal" | "mup_simple" | "mup" (see Transformer::init)
   double init_std = 0.02;
-  // µP's base width d₀ (with init mup_simple, untied): the hidden matrices' and lm_head's AdamW
-  // learning rate is train.lr · d₀ / d_model, so a learning rate tuned at width d₀ carries to
-  // wider models; 0: one learning rate for every parameter
+  // µP's base width d₀ (init mup, untied): the width whose init_std and train.lr this model
+  // inherits; the hidden matrices' and lm_head's init std and AdamW learning rate scale with
+  // d₀ / d_model so that a learning rate tuned at width d₀ carries to wider models. 0: no µP
   int64_t mup_base_width = 0;
 
   // Reads every `model.*` key, resolves the 0 defaults, validates. Throws ConfigError naming

@@ -56,11 +56,12 @@ Transformer::Transformer(const ModelConfig& cfg, const TpLayout& tp, Device devi
   V_ = V / n;
   v_begin_ = V_ * tp.rank;
 
-  const bool mup = cfg.init == "mup_simple";
+  const bool mup_simple = cfg.init == "mup_simple";
+  const double width_ratio = cfg.init == "mup" ? cfg.mup_lr_scale() : 1.0;  // µP: d₀ / d
   const double out_scale = 1.0 / std::sqrt(2.0 * L);
   // std of a matrix [out, in] under the chosen init (see transformer.h).
   auto hidden_std = [&](int64_t in, bool output_proj) {
-    double s = mup ? 1.0 / std::sqrt(double(in)) : cfg.init_std;
+    double s = mup_simple ? 1.0 / std::sqrt(double(in)) : cfg.init_std * std::sqrt(width_ratio);
     return output_proj ? s * out_scale : s;
   };
   // shard_dim: the dimension split over tp (-1: every rank holds it whole). std 0: the constant
@@ -106,7 +107,8 @@ Transformer::Transformer(const ModelConfig& cfg, const TpLayout& tp, Device devi
   unit_first_param_.insert(unit_first_param_.begin(), 0);  // unit 0: the embedding
   unit_first_param_.push_back(params_.size());              // unit L+1: the head
   add("model.norm.weight", {d}, false, 0);
-  if (!cfg.tie_embeddings) add("lm_head.weight", {V, d}, true, mup ? 1.0 / double(d) : cfg.init_std, 0);
+  if (!cfg.tie_embeddings)
+    add("lm_head.weight", {V, d}, true, mup_simple ? 1.0 / double(d) : cfg.init_std * width_ratio, 0);
   // µP's learning rates: every matrix but the embedding (the hidden ones and lm_head) at
   // lr · d₀/d; the embedding, norm gains and biases at lr.
   for (Parameter& p : params_)

@@ -127,7 +127,10 @@ class Transformer {
   //   normal:     matrices init_std; o_proj, down_proj init_std / sqrt(2L).
   //   mup_simple: embed_tokens init_std; every hidden matrix W [out, in] 1/sqrt(in)
   //               (o_proj, down_proj additionally / sqrt(2L)); lm_head (untied) 1/in.
-  //               With mup_base_width, those matrices and lm_head learn at lr · lr_scale.
+  //   mup:        µP relative to the base width d₀ = mup_base_width, s = d₀/d: embed_tokens
+  //               init_std; hidden matrices init_std·sqrt(s) (o_proj, down_proj / sqrt(2L));
+  //               lm_head init_std·s; and those matrices learn at lr·s (Parameter::lr_scale).
+  //               At d = d₀ it is the normal init, bitwise.
   void init(uint64_t seed);
   // The init std of one parameter (0 for norm gains, which are set to 1, and biases, set to 0).
   double init_std(const std::string& name) const;

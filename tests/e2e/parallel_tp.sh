@@ -80,13 +80,14 @@ compare_runs "$WORK/one_true" "$WORK/one_window" 1 1 "" 1e-3
   --set "run.dir=$WORK/window_tp2sp" >/dev/null
 compare_runs "$WORK/one_window" "$WORK/window_tp2sp"
 
-# µP's learning rates (model.mup_base_width 32 at d_model 64: the hidden matrices and lm_head at
-# lr/2) on dp2×fsdp2×tp2+sp: every fsdp piece and tp slice takes its parameter's rate. The rates
-# must change the run (against µP's init alone), the mesh must not.
-MUP=(--set model.tie_embeddings=false --set model.init=mup_simple)
-retort train "${ARGS[@]}" "${MUP[@]}" --set "run.dir=$WORK/one_mup_init" >/dev/null
+# µP (model.mup_base_width 32 at d_model 64: the hidden matrices and lm_head at lr/2) on
+# dp2×fsdp2×tp2+sp: every fsdp piece and tp slice takes its parameter's rate. At its base width
+# (64) µP is the untied run; at 32 it must change the run, the mesh must not.
+MUP=(--set model.tie_embeddings=false --set model.init=mup)
+retort train "${ARGS[@]}" "${MUP[@]}" --set model.mup_base_width=64 --set "run.dir=$WORK/one_mup64" >/dev/null
+same_checkpoint "$WORK/one_false/checkpoints/step_00000020" "$WORK/one_mup64/checkpoints/step_00000020" "µP at its base width"
 retort train "${ARGS[@]}" "${MUP[@]}" --set model.mup_base_width=32 --set "run.dir=$WORK/one_mup" >/dev/null
-compare_runs "$WORK/one_mup_init" "$WORK/one_mup" 1 1 "" 1e-3
+compare_runs "$WORK/one_false" "$WORK/one_mup" 1 1 "" 1e-3
 "${MPIRUN[@]}" -np 8 "$RETORT_BIN" train "${ARGS[@]}" "${MUP[@]}" --set model.mup_base_width=32 \
   --set parallel.dp=2 --set parallel.fsdp=2 --set parallel.tp=2 --set parallel.sp=true \
   --set "run.dir=$WORK/mup_dp2fsdp2tp2sp" >/dev/null

@@ -130,8 +130,10 @@ TEST(ModelConfig, EachValidationErrorNamesItsKey) {
       {{"model.init=xavier"}, "model.init", "normal"},
       {{"model.init_std=0"}, "model.init_std", "> 0"},
       {{"model.mup_base_width=-1"}, "model.mup_base_width", ">= 0"},
-      {{"model.mup_base_width=64"}, "model.mup_base_width", "model.init: mup_simple"},
-      {{"model.mup_base_width=64", "model.init=mup_simple"}, "model.mup_base_width", "tie_embeddings: false"},
+      {{"model.mup_base_width=64"}, "model.mup_base_width", "model.init: mup"},
+      {{"model.mup_base_width=64", "model.init=mup_simple"}, "model.mup_base_width", "model.init: mup"},
+      {{"model.init=mup"}, "model.init", "model.mup_base_width"},
+      {{"model.mup_base_width=64", "model.init=mup"}, "model.mup_base_width", "tie_embeddings: false"},
   };
   for (const Case& c : cases) {
     std::string msg = config_error(c.overrides);
@@ -282,15 +284,26 @@ TEST(Transformer, InitIsAPureFunctionOfSeedNameAndIndex) {
   for (const Parameter& p : mm.parameters()) EXPECT_EQ(p.lr_scale, 1.0f) << p.name;  // no base width
 }
 
-// µP's learning rates (mup_base_width 8 at d_model 32: × 1/4): AdamW's first step moves an
-// element by lr · lr_scale · g/(|g| + eps), so the largest move in each parameter is lr/4 in the
-// hidden matrices and lm_head and lr in the embedding, norm gains and biases.
-TEST(Transformer, MupLearningRatesScaleTheHiddenMatricesAndHeadByTheWidthRatio) {
+// µP (init mup, mup_base_width 8 at d_model 32: s = 1/4). Init: hidden matrices init_std·√s,
+// lm_head init_std·s; at d_model = d₀ the normal init, bitwise. Learning rates: AdamW's first
+// step moves an element by lr · lr_scale · g/(|g| + eps), so the largest move in each parameter
+// is lr/4 in the hidden matrices and lm_head and lr in the embedding, norm gains and biases.
+TEST(Transformer, MupScalesInitAndLearningRatesByTheWidthRatio) {
   ModelConfig mc = tiny(false, 4, 2, true, true);  // untied, q/k-norm and biases: every kind
-  mc.init = "mup_simple";
+  mc.init = "mup";
+  mc.mup_base_width = 32;  // the base width itself
+  Transformer base(mc), normal(tiny(false, 4, 2, true, true));
+  base.init(5);
+  normal.init(5);
+  EXPECT_TRUE(bytes_of(base.flat_params()) == bytes_of(normal.flat_params()));
+
   mc.mup_base_width = 8;
   EXPECT_DOUBLE_EQ(mc.mup_lr_scale(), 0.25);
   Transformer m(mc);
+  EXPECT_DOUBLE_EQ(m.init_std("model.embed_tokens.weight"), 0.1);
+  EXPECT_DOUBLE_EQ(m.init_std("model.layers.0.self_attn.q_proj.weight"), 0.05);
+  EXPECT_DOUBLE_EQ(m.init_std("model.layers.1.mlp.down_proj.weight"), 0.05 / 2.0);  // / sqrt(2L)
+  EXPECT_DOUBLE_EQ(m.init_std("lm_head.weight"), 0.025);
   init_perturbed(m, 3);
   const Tensor before = m.flat_params().to(Device::CPU);
   Batch b = random_batch(2, 8, mc.vocab_size, 4);
