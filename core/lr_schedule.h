@@ -39,4 +39,11 @@ struct LrSchedule {
   }
 };
 
+class Config;
+// The schedule of train.lr, min_lr_ratio, lr_schedule and wsd's keys over `steps` steps with
+// `warmup` warmup steps; a bad value fails naming its key (cfg.fail: ConfigError).
+LrSchedule lr_schedule_from(const Config& cfg, int64_t steps, int64_t warmup);
+// wsd's decay length: the last round(fraction · steps) steps, at least one.
+int64_t wsd_decay_steps(int64_t steps, double fraction);
+
 }  // namespace retort

@@ -48,28 +48,6 @@ void maybe_get_stuck_in_io(int rank, int64_t step) {
   std::ifstream stuck(path);
 }
 
-// train.lr, min_lr_ratio, warmup_steps, lr_schedule and wsd's keys over `steps` steps;
-// every bad value names its key.
-LrSchedule lr_schedule_from(const Config& cfg, int64_t steps) {
-  LrSchedule s{cfg.get_float("train.lr"), cfg.get_float("train.min_lr_ratio"),
-               cfg.get_int("train.warmup_steps"), steps};
-  if (s.min_ratio < 0 || s.min_ratio > 1) cfg.fail("train.min_lr_ratio", "must be in [0, 1]");
-  const std::string kind = cfg.get_string("train.lr_schedule");
-  if (kind == "cosine") return s;
-  if (kind != "wsd") cfg.fail("train.lr_schedule", str_cat("must be cosine or wsd, got '", kind, "'"));
-  const std::string shape = cfg.get_string("train.wsd_decay_shape");
-  if (shape != "linear" && shape != "sqrt")
-    cfg.fail("train.wsd_decay_shape", str_cat("must be linear or sqrt, got '", shape, "'"));
-  s.decay = shape == "linear" ? LrSchedule::Decay::Linear : LrSchedule::Decay::Sqrt;
-  const double fraction = cfg.get_float("train.wsd_decay_fraction");
-  if (!(fraction > 0 && fraction <= 1)) cfg.fail("train.wsd_decay_fraction", str_cat("must be in (0, 1], got ", fraction));
-  s.decay_steps = std::max<int64_t>(1, std::llround(fraction * double(steps)));
-  if (s.warmup > steps - s.decay_steps)
-    cfg.fail("train.warmup_steps", str_cat(s.warmup, " warmup steps run into wsd's decay, which starts at step ",
-                                           steps - s.decay_steps, " of ", steps));
-  return s;
-}
-
 // What makes a branch from checkpoint `dir` (at step `step`) differ from this run started at
 // step 0: the learning rates of steps [0, step) under the two configs (a cosine schedule's
 // depend on train.steps), the seed, the batch; "" when nothing does.
@@ -80,7 +58,7 @@ std::string branch_differences(const std::string& dir, const Config& cfg, const 
   try {
     const CheckpointModelSection section = checkpoint_model_section(dir);
     theirs = Config::from_yaml(section.config_yaml, section.config_path);
-    before = lr_schedule_from(*theirs, theirs->get_int("train.steps"));
+    before = lr_schedule_from(*theirs, theirs->get_int("train.steps"), theirs->get_int("train.warmup_steps"));
   } catch (const std::exception& e) {
     return str_cat("its config could not be compared with this one (", e.what(), ")");
   }
@@ -150,7 +128,7 @@ int run_train_loop(const Config& cfg, bool resume, const Mesh& mesh, TrainLoopJo
   const int64_t ckpt_every = cfg.get_int("checkpoint.every");
   const int64_t keep_last = cfg.get_int("checkpoint.keep_last");
   if (eval_windows < 1) cfg.fail("eval.max_windows", "must be >= 1");
-  const LrSchedule schedule = lr_schedule_from(cfg, steps);
+  const LrSchedule schedule = lr_schedule_from(cfg, steps, cfg.get_int("train.warmup_steps"));
   const uint64_t seed = static_cast<uint64_t>(cfg.get_int("train.seed"));
 
   RunDir run(cfg.get_string("run.dir"), root);

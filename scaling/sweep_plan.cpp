@@ -14,6 +14,7 @@
 
 #include "core/edit_distance.h"
 #include "core/check.h"
+#include "core/lr_schedule.h"
 
 namespace retort {
 
@@ -293,6 +294,11 @@ SweepSpec read_sweep_text(const std::string& yaml_text, const std::string& sourc
     if (f["vocab_size"]) s.family.base.vocab_size = r.get_int(f["vocab_size"], "family.vocab_size", 1);
     if (f["seq_len"]) s.family.base.seq_len = r.get_int(f["seq_len"], "family.seq_len", 1);
   }
+  try {  // the learning-rate schedule's keys, checked now rather than when a run starts
+    lr_schedule_from(s.base, 1000, 0);
+  } catch (const ConfigError& e) {
+    throw ConfigError(str_cat(source, ": the base config (with set: and --set): ", e.what()));
+  }
   const int64_t batch = s.base.get_int("train.batch_tokens");
   if (batch < 1 || batch % s.family.base.seq_len != 0)
     r.fail("set.train.batch_tokens",
@@ -428,6 +434,13 @@ class Planner {
                            "% off the target (tolerance ", 100 * s_.tolerance,
                            "%); use larger budgets/ratios or a smaller train.batch_tokens"));
     run.warmup_steps = std::llround(s_.warmup_fraction * run.steps);
+    if (s_.base.get_string("train.lr_schedule") == "wsd") {
+      const int64_t decay = wsd_decay_steps(run.steps, s_.base.get_float("train.wsd_decay_fraction"));
+      if (run.warmup_steps > run.steps - decay)
+        r_.fail("warmup_fraction", str_cat(run.name, ": ", run.warmup_steps, " warmup steps of ", run.steps,
+                                           " run into wsd's decay (the last ", decay,
+                                           "); lower warmup_fraction or train.wsd_decay_fraction"));
+    }
     auto every = [&](int64_t n) { return n > 0 ? (run.steps + n - 1) / n : 0; };
     run.eval_every = every(s_.evals_per_run);
     run.checkpoint_every = every(s_.checkpoints_per_run);
