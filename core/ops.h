@@ -258,9 +258,9 @@ void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, float l
                 float beta2, float eps, float weight_decay, int64_t step);
 // Many tensors at once (a few kernel launches on a GPU instead of one per tensor), bitwise
 // equal to adamw_step on each at lr · lr_scale (a float product) with weight_decay where .decay
-// and 0 elsewhere. grad_scale
-// multiplies each gradient as it is read (gradient clipping's scale, bitwise a scale_inplace of
-// the gradients first, without that pass; the gradients are left as they are).
+// and 0 elsewhere. grad_scale multiplies each gradient as it is read (gradient clipping's scale,
+// bitwise a scale_inplace of the gradients first, without that pass; the gradients are left as
+// they are).
 struct AdamWTensors {
   Tensor* param;
   const Tensor* grad;

@@ -73,7 +73,7 @@ void resolve_and_validate(ModelConfig& m, const FailFn& fail) {
     fail("model.init", str_cat("must be 'normal', 'mup_simple' or 'mup', got '", m.init, "'"));
   if (!(m.init_std > 0)) fail("model.init_std", str_cat("must be > 0, got ", m.init_std));
   if (m.mup_base_width < 0)
-    fail("model.mup_base_width", str_cat("must be >= 0 (0 = no µP learning rates), got ", m.mup_base_width));
+    fail("model.mup_base_width", str_cat("must be >= 0 (0 = no µP), got ", m.mup_base_width));
   at_most(m.mup_base_width, 1 << 16, "model.mup_base_width");
   if (m.mup_base_width > 0 && m.init != "mup")
     fail("model.mup_base_width", str_cat("µP's learning rates go with its init: set model.init: mup (got '",

@@ -52,8 +52,8 @@ struct ModelConfig {
   // The keys one query attends to at most in sequences of `len` tokens (default seq_len): len,
   // or sliding_window when shorter.
   int64_t max_keys_seen(int64_t len = 0) const;
-  // The learning-rate multiplier of the hidden matrices and lm_head: mup_base_width / d_model,
-  // or 1 without µP.
+  // s = mup_base_width / d_model, or 1 without µP: the hidden matrices' and lm_head's
+  // learning-rate multiplier (and, under init mup, their init variance's and lm_head's std's).
   double mup_lr_scale() const { return mup_base_width > 0 ? double(mup_base_width) / double(d_model) : 1.0; }
   // Whether layer i (from 0) rotates its q and k (no_rope_interval).
   bool rope_on_layer(int64_t i) const { return no_rope_interval == 0 || (i + 1) % no_rope_interval != 0; }

@@ -201,8 +201,7 @@ void embedding_backward(float* dtable, const float* dout, const int32_t* ids, in
 void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
                 float beta2, float eps, float weight_decay, int64_t step, float grad_scale = 1.0f);
 // adamw_step on each of tensors[0, count) at lr · .lr_scale (weight_decay where .decay, else 0)
-// in one launch
-// per 64 tensors; bitwise equal to adamw_step per tensor. `tensors`: a host array.
+// in one launch per 64 tensors; bitwise equal to adamw_step per tensor. `tensors`: a host array.
 void adamw_step_multi(const AdamWTensor* tensors, int64_t count, float lr, float beta1,
                       float beta2, float eps, float weight_decay, int64_t step,
                       float grad_scale = 1.0f);

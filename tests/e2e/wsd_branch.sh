@@ -3,8 +3,9 @@
 # (decay over the last 25%: steps 30..39); SHORT trains 24 steps from step 0 (decay: steps
 # 18..23). BRANCH starts from LONG's step-10 checkpoint (train.branch_from, before either
 # decay) with train.steps 24: its model and AdamW state must be SHORT's, bit for bit, and so
-# must its losses from step 11 on. The logged learning rates follow the schedule (stable at the
-# peak, then linear to min_lr_ratio at the last step). A branch under the cosine schedule is
+# must its losses from step 11 on; the same for an online distillation student (teacher: SHORT).
+# The logged learning rates follow the schedule (stable at the peak, then linear to
+# min_lr_ratio at the last step). A branch under the cosine schedule is
 # warned about (its rates before the branch point depend on train.steps); bad values fail with
 # one line naming the key.
 source "$(dirname "$0")/lib.sh"
@@ -38,6 +39,14 @@ for s in range(31, 41):
 assert abs(lr[40] - floor) < 1e-12
 print("ok: the branch is SHORT from step 11; LONG's rates: warmup, the peak at steps 5..30, linear decay to", lr[40])
 PY
+
+# A distilled student branches the same way (retort distill runs the same loop).
+DIST=(--set "distill.teacher=$WORK/SHORT" --set train.steps=24)
+retort distill "${ARGS[@]}" --set train.steps=40 --set "distill.teacher=$WORK/SHORT" --set "run.dir=$WORK/D_LONG" >/dev/null
+retort distill "${ARGS[@]}" "${DIST[@]}" --set "run.dir=$WORK/D_SHORT" >/dev/null
+retort distill "${ARGS[@]}" "${DIST[@]}" --set "train.branch_from=$WORK/D_LONG/checkpoints/step_00000010" \
+  --set "run.dir=$WORK/D_BRANCH" >/dev/null
+same_checkpoint "$WORK/D_SHORT/checkpoints/step_00000024" "$WORK/D_BRANCH/checkpoints/step_00000024" "the distilled branch at step 24"
 
 # The sqrt shape: 1 - sqrt(p).
 retort train "${ARGS[@]}" --set train.steps=20 --set train.wsd_decay_shape=sqrt --set "run.dir=$WORK/SQRT" >/dev/null
