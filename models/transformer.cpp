@@ -81,38 +81,41 @@ Transformer::Transformer(const ModelConfig& cfg, const TpLayout& tp, Device devi
     n_params_ += shape_numel(shape);
     shapes_.push_back(std::move(shape));
   };
+  // A hidden matrix or lm_head: weight decay, and µP's learning rate lr · d₀/d (1 without µP);
+  // the embedding, norm gains and biases learn at lr.
+  const float mup_lr_scale = float(cfg.mup_lr_scale());
+  auto add_matrix = [&](const std::string& name, Shape global, double std, int shard_dim) {
+    add(name, std::move(global), true, std, shard_dim);
+    params_.back().lr_scale = mup_lr_scale;
+  };
 
   add("model.embed_tokens.weight", {V, d}, true, cfg.init_std, 0);
   for (int64_t i = 0; i < L; ++i) {
     unit_first_param_.push_back(params_.size());
     const std::string p = "model.layers." + std::to_string(i) + ".";
     add(p + "input_layernorm.weight", {d}, false, 0);
-    add(p + "self_attn.q_proj.weight", {H * hd, d}, true, hidden_std(d, false), 0);
-    add(p + "self_attn.k_proj.weight", {Hkv * hd, d}, true, hidden_std(d, false), 0);
-    add(p + "self_attn.v_proj.weight", {Hkv * hd, d}, true, hidden_std(d, false), 0);
+    add_matrix(p + "self_attn.q_proj.weight", {H * hd, d}, hidden_std(d, false), 0);
+    add_matrix(p + "self_attn.k_proj.weight", {Hkv * hd, d}, hidden_std(d, false), 0);
+    add_matrix(p + "self_attn.v_proj.weight", {Hkv * hd, d}, hidden_std(d, false), 0);
     if (cfg.qkv_bias) {  // no decay, start at 0; split over tp with their matrices' rows
       for (const auto& [name, rows] : {std::pair{"q", H * hd}, {"k", Hkv * hd}, {"v", Hkv * hd}})
         add(p + "self_attn." + name + "_proj.bias", {rows}, false, 0, 0, 0.0f);
     }
-    add(p + "self_attn.o_proj.weight", {d, H * hd}, true, hidden_std(H * hd, true), 1);
+    add_matrix(p + "self_attn.o_proj.weight", {d, H * hd}, hidden_std(H * hd, true), 1);
     if (cfg.qk_norm) {
       add(p + "self_attn.q_norm.weight", {hd}, false, 0);
       add(p + "self_attn.k_norm.weight", {hd}, false, 0);
     }
     add(p + "post_attention_layernorm.weight", {d}, false, 0);
-    add(p + "mlp.gate_proj.weight", {F, d}, true, hidden_std(d, false), 0);
-    add(p + "mlp.up_proj.weight", {F, d}, true, hidden_std(d, false), 0);
-    add(p + "mlp.down_proj.weight", {d, F}, true, hidden_std(F, true), 1);
+    add_matrix(p + "mlp.gate_proj.weight", {F, d}, hidden_std(d, false), 0);
+    add_matrix(p + "mlp.up_proj.weight", {F, d}, hidden_std(d, false), 0);
+    add_matrix(p + "mlp.down_proj.weight", {d, F}, hidden_std(F, true), 1);
   }
   unit_first_param_.insert(unit_first_param_.begin(), 0);  // unit 0: the embedding
   unit_first_param_.push_back(params_.size());              // unit L+1: the head
   add("model.norm.weight", {d}, false, 0);
   if (!cfg.tie_embeddings)
-    add("lm_head.weight", {V, d}, true, mup_simple ? 1.0 / double(d) : cfg.init_std * width_ratio, 0);
-  // µP's learning rates: every matrix but the embedding (the hidden ones and lm_head) at
-  // lr · d₀/d; the embedding, norm gains and biases at lr.
-  for (Parameter& p : params_)
-    if (p.decay && p.name != "model.embed_tokens.weight") p.lr_scale = float(cfg.mup_lr_scale());
+    add_matrix("lm_head.weight", {V, d}, mup_simple ? 1.0 / double(d) : cfg.init_std * width_ratio, 0);
   RETORT_CHECK(n > 1 || n_params_ == cfg.n_params(), "parameter count ", n_params_,
                " != ModelConfig::n_params ", cfg.n_params());
 
