@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <functional>
 #include <filesystem>
 #include <functional>
 #include <regex>
@@ -190,17 +189,21 @@ std::string checkpoint_step_dir(const std::string& checkpoints_dir, int64_t step
   return (stdfs::path(checkpoints_dir) / name).string();
 }
 
-void prune_checkpoints(const std::string& checkpoints_dir, int64_t keep_last) {
+void prune_checkpoints(const std::string& checkpoints_dir, int64_t keep_last,
+                       const std::vector<int64_t>& keep_steps) {
   if (keep_last <= 0) return;
   auto all = complete_checkpoints(checkpoints_dir);
-  for (size_t i = 0; i + keep_last < all.size(); ++i) stdfs::remove_all(all[i].second);
+  for (size_t i = 0; i + keep_last < all.size(); ++i)
+    if (std::find(keep_steps.begin(), keep_steps.end(), all[i].first) == keep_steps.end())
+      stdfs::remove_all(all[i].second);
 }
 
 std::string save_checkpoint(const std::string& checkpoints_dir, int64_t step,
-                            const CheckpointData& data, int64_t keep_last) {
+                            const CheckpointData& data, int64_t keep_last,
+                            const std::vector<int64_t>& keep_steps) {
   std::string dir = checkpoint_step_dir(checkpoints_dir, step);
   write_checkpoint_dir(dir, data);
-  prune_checkpoints(checkpoints_dir, keep_last);
+  prune_checkpoints(checkpoints_dir, keep_last, keep_steps);
   return dir;
 }
 

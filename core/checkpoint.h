@@ -34,9 +34,10 @@ struct CheckpointData {
 void write_checkpoint_dir(const std::string& dir, const CheckpointData& data);
 
 // Writes <checkpoints_dir>/step_NNNNNNNN and then deletes the oldest complete checkpoints
-// beyond `keep_last` (0 keeps all). Returns the new directory.
+// beyond `keep_last` (0 keeps all) except those of `keep_steps`. Returns the new directory.
 std::string save_checkpoint(const std::string& checkpoints_dir, int64_t step,
-                            const CheckpointData& data, int64_t keep_last);
+                            const CheckpointData& data, int64_t keep_last,
+                            const std::vector<int64_t>& keep_steps = {});
 
 // <checkpoints_dir>/step_NNNNNNNN
 std::string checkpoint_step_dir(const std::string& checkpoints_dir, int64_t step);
@@ -46,10 +47,12 @@ std::string checkpoint_step_dir(const std::string& checkpoints_dir, int64_t step
 void commit_checkpoint_dir(const std::string& tmp_dir, const std::string& final_dir,
                            const std::vector<std::string>& written, const std::string& config_yaml,
                            const nlohmann::json& state);
-// Deletes the oldest complete checkpoints beyond keep_last (0 keeps all). Called only after a
-// new checkpoint was committed, so the newest complete one (the new one) is always kept;
-// temporaries of failed writes never count as complete.
-void prune_checkpoints(const std::string& checkpoints_dir, int64_t keep_last);
+// Deletes the oldest complete checkpoints beyond keep_last (0 keeps all), never those at a step
+// of keep_steps (checkpoint.keep_steps: branch points). Called only after a new checkpoint was
+// committed, so the newest complete one (the new one) is always kept; temporaries of failed
+// writes never count as complete.
+void prune_checkpoints(const std::string& checkpoints_dir, int64_t keep_last,
+                       const std::vector<int64_t>& keep_steps = {});
 // Removes what crashed or failed writes left in checkpoints_dir: step_*.tmp* directories
 // (never complete) and step_*.old-PID copies (put back when their step is missing).
 void remove_stale_checkpoint_temps(const std::string& checkpoints_dir);

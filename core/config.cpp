@@ -156,6 +156,22 @@ std::string canonical(const ConfigKey& k, const YAML::Node& node, const std::str
       }
       return flow_list(items);
     }
+    case ConfigType::IntList: {  // canonical text "[1, 2]"
+      std::string items;
+      int64_t v;
+      auto add = [&](const YAML::Node& item) {
+        if (!item.IsScalar() || !parse_int(item.Scalar(), &v)) return false;
+        items += (items.empty() ? "" : ", ") + std::to_string(v);
+        return true;
+      };
+      if (node.IsSequence()) {
+        for (const YAML::Node& item : node)
+          if (!add(item)) return bad("a list of integers");
+      } else if (!node.IsNull() && !add(node)) {
+        return bad("a list of integers");
+      }
+      return "[" + items + "]";
+    }
   }
   return "";
 }
@@ -301,6 +317,13 @@ std::vector<std::string> Config::get_list(const std::string& key) const {
   lookup(key, ConfigType::StringList);
   std::vector<std::string> items;
   for (const YAML::Node& item : YAML::Load(values_.at(key))) items.push_back(item.Scalar());
+  return items;
+}
+
+std::vector<int64_t> Config::get_int_list(const std::string& key) const {
+  lookup(key, ConfigType::IntList);
+  std::vector<int64_t> items;
+  for (const YAML::Node& item : YAML::Load(values_.at(key))) items.push_back(std::stoll(item.Scalar()));
   return items;
 }
 

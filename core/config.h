@@ -12,7 +12,7 @@
 
 namespace retort {
 
-enum class ConfigType { Int, Float, Bool, String, StringList };
+enum class ConfigType { Int, Float, Bool, String, StringList, IntList };
 
 struct ConfigKey {
   std::string key;         // dotted, e.g. "train.lr"
@@ -38,6 +38,7 @@ class Config {
   bool get_bool(const std::string& key) const;
   std::string get_string(const std::string& key) const;
   std::vector<std::string> get_list(const std::string& key) const;
+  std::vector<int64_t> get_int_list(const std::string& key) const;
   bool was_set(const std::string& key) const;  // given in the file or an override
 
   // Change a value programmatically (validated like an override).

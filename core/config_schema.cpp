@@ -143,6 +143,9 @@ const std::vector<ConfigKey>& config_schema() {
 
       {"checkpoint.every", T::Int, "0", "checkpoint every this many steps; 0 = only at the end"},
       {"checkpoint.keep_last", T::Int, "3", "checkpoints kept in the run directory"},
+      {"checkpoint.keep_steps", T::IntList, "[]",
+       "also checkpoint after these steps and never delete those checkpoints (the branch points "
+       "of cooldown branches, train.branch_from; docs/SWEEPS.md)"},
       {"checkpoint.format", T::String, "auto",
        "auto | sharded | consolidated: sharded = every rank writes its own shard file (auto: when fsdp*tp > 1); consolidated = rank 0 writes whole tensors"},
 
@@ -243,6 +246,7 @@ const char* type_name(ConfigType t) {
     case ConfigType::Bool: return "bool";
     case ConfigType::String: return "string";
     case ConfigType::StringList: return "list of strings";
+    case ConfigType::IntList: return "list of ints";
   }
   return "?";
 }
@@ -268,7 +272,7 @@ std::string config_reference_markdown() {
         "naming the file (or the `--set`) and the key, with the nearest known key as a\n"
         "suggestion.\n\n"
         "Types: `int` is an integer literal; `float` any number; `bool` is `true` or `false`;\n"
-        "`list of strings` a YAML sequence or a single string.\n";
+        "`list of strings` a YAML sequence or a single string; `list of ints` the same of integers.\n";
   std::string section;
   for (const ConfigKey& k : config_schema()) {
     if (section_of(k.key) != section) {

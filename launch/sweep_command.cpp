@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <string>
 
 #include "core/check.h"
@@ -45,7 +46,8 @@ std::string plan_csv(const SweepSpec& spec, const SweepPlan& plan) {
   std::string out =
       "name,stage,protocol,size,d_model,n_heads,N,N_nonemb,budget,tokens_per_param,D,steps,"
       "batch_tokens,warmup_steps,flops_per_token,C,budget_error,teacher,corpus,c_student,"
-      "c_teacher_logits,c_teacher_pretrain,c_eq9,flops_mode,config,run_dir,data_epochs\n";
+      "c_teacher_logits,c_teacher_pretrain,c_eq9,flops_mode,config,run_dir,data_epochs,branch_from,"
+      "branch_step,c_spent\n";
   const int64_t batch = spec.base.get_int("train.batch_tokens");
   const std::string mode = flops_mode_name(spec.flops);
   for (const PlannedRun& r : plan.runs) {
@@ -62,13 +64,14 @@ std::string plan_csv(const SweepSpec& spec, const SweepPlan& plan) {
                    num(r.compute), ",", err, ",", r.teacher, ",", r.corpus, ",", num(r.c_student), ",",
                    num(r.c_teacher_logits), ",", num(r.c_teacher_pretrain), ",", num(r.c_eq9()), ",",
                    mode, ",", csv(r.config_path), ",", csv(r.run_dir), ",",
-                   r.data_epochs >= 0 ? num(r.data_epochs, "%.6g") : "", "\n");
+                   r.data_epochs >= 0 ? num(r.data_epochs, "%.6g") : "", ",", r.branch_of, ",",
+                   r.branch_of.empty() ? "" : std::to_string(r.branch_step), ",", num(r.c_spent()), "\n");
   }
   // One row per protocol: the compute of every distinct run it needs (Eq. 9 terms summed).
   for (const ProtocolTotal& t : plan.totals)
     out += str_cat("total:", t.protocol, ",total,", t.protocol, ",,,,,,,,,,,,,",
                    num(t.total()), ",,,,", num(t.c_student), ",", num(t.c_teacher_logits), ",",
-                   num(t.c_teacher_pretrain), ",", num(t.total()), ",", mode, ",,,\n");
+                   num(t.c_teacher_pretrain), ",", num(t.total()), ",", mode, ",,,,,,\n");
   return out;
 }
 
@@ -118,8 +121,8 @@ exit $rc
 
 std::string run_local_sh() {
   return R"SH(#!/usr/bin/env bash
-# Runs every run of this sweep on this machine, in order (train → corpus → student), one at
-# a time. Complete runs are skipped and interrupted ones resumed, so after an interruption
+# Runs every run of this sweep on this machine, in order (train → train_branch → corpus →
+# student → student_branch), one at a time. Complete runs are skipped and interrupted ones resumed, so after an interruption
 # just run it again. Logs: logs/NAME.log. Then: retort collect <this directory>.
 # A run that exits 75 (preempted: its retort process got SIGUSR1/SIGTERM) is resumed at once,
 # at most MAX_RESUMES times (default 10). SIGUSR1/SIGTERM/SIGINT to this script instead stops
@@ -131,7 +134,7 @@ mkdir -p "$HERE/logs"
 stop=0 child=
 trap 'stop=1; [ -z "$child" ] || kill -USR1 "$child" 2>/dev/null || true' USR1 TERM INT
 stopped() { echo "[sweep] stopped on request$1; rerun run_local.sh to continue" >&2; exit 75; }
-for stage in train corpus student; do
+for stage in train train_branch corpus student student_branch; do
   while read -r name; do
     [ -n "$name" ] || continue
     [ "$stop" = 0 ] || stopped ""
@@ -212,15 +215,16 @@ exit $rc
 
 std::string submit_sh() {
   return R"SH(#!/usr/bin/env bash
-# Submits this sweep to Slurm: one array job per non-empty stage (train, corpus, student), each
-# starting only after the previous stage's array succeeded (--dependency=afterok).
+# Submits this sweep to Slurm: one array job per non-empty stage (train, train_branch, corpus,
+# student, student_branch), each starting only after the previous stage's array succeeded
+# (--dependency=afterok).
 # Usage: submit.sh [extra sbatch options]   (prints one "STAGE JOBID TASKS" line per stage;
 # the job ids are also kept in stages/STAGE.jobid)
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 mkdir -p "$HERE/logs"
 dep=()
-for stage in train corpus student; do
+for stage in train train_branch corpus student student_branch; do
   n=$(grep -c . "$HERE/stages/$stage.txt" || true)
   [ "$n" -gt 0 ] || continue
   jid=$(sbatch --parsable "${dep[@]}" "$@" --array=0-$((n - 1)) "$HERE/submit.sbatch" "$HERE/stages/$stage.txt")
@@ -265,6 +269,24 @@ void report_repeated_data(const SweepPlan& plan, const std::string& train_path, 
                "seen once: tokenize more text (about %s tokens for them all) or plan smaller budgets\n",
                repeated.size(), names.c_str(), repeated.size() > 3 ? ", ..." : "",
                format_flops(std::ceil(most * double(tokens))).c_str());
+}
+
+// Cooldown branches: how many, from how many trunks, and the training FLOPs they save.
+void report_branches(const SweepPlan& plan) {
+  int64_t branches = 0, trunks = 0;
+  double spent = 0, nominal = 0;
+  for (const PlannedRun& r : plan.runs) {
+    if (r.stage == Stage::Corpus) continue;
+    branches += !r.branch_of.empty();
+    trunks += !r.keep_steps.empty();
+    spent += r.c_spent();
+    nominal += r.compute;
+  }
+  if (branches == 0) return;
+  std::printf("cooldown branches: %lld runs start from %lld trunks at their decay; training takes %s FLOPs "
+              "instead of %s (%.0f%% less; plan.csv: branch_from, c_spent)\n",
+              (long long)branches, (long long)trunks, format_flops(spent).c_str(), format_flops(nominal).c_str(),
+              100 * (1 - spent / nominal));
 }
 
 void write_script(const std::string& path, const std::string& text) {
@@ -312,15 +334,16 @@ int run_sweep(const std::string& sweep_path, const std::vector<std::string>& ove
   stdfs::create_directories(dir + "/configs");
   stdfs::create_directories(dir + "/stages");
   stdfs::create_directories(dir + "/runs");
-  std::string tsv, lists[3];
+  std::string tsv;
+  std::map<std::string, std::string> lists;
+  for (const char* list : kStageLists) lists[list] = "";
   for (const PlannedRun& r : plan.runs) {
     fs::write_file_atomic(r.config_path, planned_config_yaml(spec, plan, r));
     tsv += str_cat(r.name, "\t", stage_command(r.stage), "\t", r.config_path, "\t", r.run_dir, "\n");
-    lists[static_cast<int>(r.stage)] += r.name + "\n";
+    lists[r.stage_list()] += r.name + "\n";
   }
   fs::write_file_atomic(dir + "/runs.tsv", tsv);
-  for (Stage s : {Stage::Train, Stage::Corpus, Stage::Student})
-    fs::write_file_atomic(dir + "/stages/" + stage_name(s) + ".txt", lists[static_cast<int>(s)]);
+  for (const auto& [list, names] : lists) fs::write_file_atomic(dir + "/stages/" + list + ".txt", names);
   fs::write_file_atomic(dir + "/plan.csv", plan_csv(spec, plan));
   fs::write_file_atomic(dir + "/sweep.yaml", fs::read_file(sweep_path));
   const std::string bin = stdfs::canonical("/proc/self/exe").string();
@@ -338,6 +361,7 @@ int run_sweep(const std::string& sweep_path, const std::vector<std::string>& ove
                 t.protocol.c_str(), (long long)t.runs, format_flops(t.total()).c_str(),
                 format_flops(t.c_student).c_str(), format_flops(t.c_teacher_logits).c_str(),
                 format_flops(t.c_teacher_pretrain).c_str());
+  report_branches(plan);
   std::printf("next: %s/run_local.sh   or   %s/submit.sh   then   retort collect %s\n", dir.c_str(),
               dir.c_str(), dir.c_str());
   return 0;

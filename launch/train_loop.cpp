@@ -3,6 +3,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -127,6 +128,10 @@ int run_train_loop(const Config& cfg, bool resume, const Mesh& mesh, TrainLoopJo
   const int64_t eval_windows = cfg.get_int("eval.max_windows");
   const int64_t ckpt_every = cfg.get_int("checkpoint.every");
   const int64_t keep_last = cfg.get_int("checkpoint.keep_last");
+  const std::vector<int64_t> keep_steps = cfg.get_int_list("checkpoint.keep_steps");
+  for (int64_t k : keep_steps)
+    if (k < 1 || k > steps)
+      cfg.fail("checkpoint.keep_steps", str_cat(k, " is not a step of this run (1 to train.steps ", steps, ")"));
   if (eval_windows < 1) cfg.fail("eval.max_windows", "must be >= 1");
   const LrSchedule schedule = lr_schedule_from(cfg, steps, cfg.get_int("train.warmup_steps"));
   const uint64_t seed = static_cast<uint64_t>(cfg.get_int("train.seed"));
@@ -225,7 +230,7 @@ int run_train_loop(const Config& cfg, bool resume, const Mesh& mesh, TrainLoopJo
                             {"optimizer_steps", trainer.optimizer().steps()}, {"seed", seed}};
     try {
       if (keep_tuning) save_matmul_choices(tuning_file);
-      return trainer.save(run.checkpoints(), step, cfg.to_yaml(), state, keep_last);
+      return trainer.save(run.checkpoints(), step, cfg.to_yaml(), state, keep_last, keep_steps);
     } catch (const std::exception& e) {  // disk full, read-only: one line, what is kept, why
       const std::string kept = find_latest_checkpoint(run.checkpoints());
       throw Error(str_cat("checkpoint at step ", step, " not written (",
@@ -291,7 +296,8 @@ int run_train_loop(const Config& cfg, bool resume, const Mesh& mesh, TrainLoopJo
       progress.message(str_cat("step ", done, ": val_loss ", v.loss, " (", v.tokens, " tokens)"));
     }
     const bool preempted = done < steps && any_rank_preempted(mesh);
-    if ((ckpt_every > 0 && done % ckpt_every == 0) || done == steps || preempted) {
+    const bool keep = std::find(keep_steps.begin(), keep_steps.end(), done) != keep_steps.end();
+    if ((ckpt_every > 0 && done % ckpt_every == 0) || done == steps || preempted || keep) {
       std::string dir = save(done, wall_before + seconds_since(t_start));
       progress.message(str_cat("step ", done, ": checkpoint ", dir));
     }

@@ -313,14 +313,14 @@ std::vector<ShardPiece> TrainStep::shard_pieces() {
 
 std::string TrainStep::save(const std::string& checkpoints_dir, int64_t step,
                             const std::string& config_yaml, const nlohmann::json& state,
-                            int64_t keep_last) {
+                            int64_t keep_last, const std::vector<int64_t>& keep_steps) {
   const bool root = mesh_.is_root();
   if (!sharded_checkpoints_) {
     CheckpointData data = checkpoint_data();
     data.config_yaml = config_yaml;
     data.state = state;
     std::string dir;  // the root writes the consolidated checkpoint
-    if (root) dir = save_checkpoint(checkpoints_dir, step, data, keep_last);
+    if (root) dir = save_checkpoint(checkpoints_dir, step, data, keep_last, keep_steps);
     mesh_.world->barrier();
     return dir;
   }
@@ -340,7 +340,7 @@ std::string TrainStep::save(const std::string& checkpoints_dir, int64_t step,
     s["format"] = "sharded";
     s["mesh"] = {{"dp", mesh_.dp}, {"fsdp", mesh_.fsdp}, {"tp", mesh_.tp}, {"sp", mesh_.sp}};
     commit_checkpoint_dir(tmp, dir, written, config_yaml, s);
-    prune_checkpoints(checkpoints_dir, keep_last);
+    prune_checkpoints(checkpoints_dir, keep_last, keep_steps);
   }
   mesh_.world->barrier();
   return dir;

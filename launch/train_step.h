@@ -58,11 +58,12 @@ class TrainStep {
   // Consolidated checkpoint content (full parameters and moments by name, as one process
   // holds them) on the mesh's root; empty tensors lists elsewhere. Every rank must call it.
   CheckpointData checkpoint_data();
-  // Writes checkpoint `step` under checkpoints_dir and prunes to keep_last; every rank calls it.
+  // Writes checkpoint `step` under checkpoints_dir and prunes to keep_last (never a step of
+  // keep_steps); every rank calls it.
   // checkpoint.format auto: sharded when fsdp·tp > 1 (each rank with distinct state writes its
   // shard file, core/sharded_checkpoint.h), else consolidated (the root writes). Returns the dir.
   std::string save(const std::string& checkpoints_dir, int64_t step, const std::string& config_yaml,
-                   const nlohmann::json& state, int64_t keep_last);
+                   const nlohmann::json& state, int64_t keep_last, const std::vector<int64_t>& keep_steps);
   // Loads a checkpoint of either form (any mesh wrote it): weights, moments, optimizer steps.
   // Returns state.json.
   nlohmann::json load_checkpoint(const std::string& dir);

@@ -12,8 +12,9 @@
 #include <set>
 #include <sstream>
 
-#include "core/edit_distance.h"
 #include "core/check.h"
+#include "core/checkpoint.h"
+#include "core/edit_distance.h"
 #include "core/lr_schedule.h"
 
 namespace retort {
@@ -26,7 +27,8 @@ namespace stdfs = std::filesystem;
 const std::set<std::string> kPlannerKeys = {
     "run.dir",        "model.d_model",      "model.n_layers", "model.n_heads",
     "model.n_kv_heads", "model.head_dim",   "model.d_ff",     "train.steps",
-    "train.warmup_steps", "eval.every",     "checkpoint.every"};
+    "train.warmup_steps", "eval.every",     "checkpoint.every", "train.branch_from",
+    "checkpoint.keep_steps"};
 
 // Reads typed values out of the sweep YAML; every failure is "FILE: key 'K': what".
 class Reader {
@@ -191,6 +193,11 @@ const char* stage_command(Stage s) {
   return s == Stage::Train ? "train" : s == Stage::Corpus ? "generate" : "distill";
 }
 
+const char* PlannedRun::stage_list() const {
+  if (branch_of.empty()) return stage_name(stage);
+  return stage == Stage::Train ? "train_branch" : "student_branch";
+}
+
 std::string format_flops(double c) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.3g", c);
@@ -228,7 +235,7 @@ SweepSpec read_sweep_text(const std::string& yaml_text, const std::string& sourc
   r.check_keys(root, "",
                {"name", "base", "set", "flops", "tolerance", "ranks", "warmup_fraction",
                 "evals_per_run", "checkpoints_per_run", "family", "supervised", "distillation",
-                "generate", "distill", "slurm"});
+                "generate", "distill", "cooldown_branches", "slurm"});
   SweepSpec s;
   s.source = source;
   if (root["name"]) s.name = r.get_string(root["name"], "name");
@@ -298,6 +305,15 @@ SweepSpec read_sweep_text(const std::string& yaml_text, const std::string& sourc
     lr_schedule_from(s.base, 1000, 0);
   } catch (const ConfigError& e) {
     throw ConfigError(str_cat(source, ": the base config (with set: and --set): ", e.what()));
+  }
+  if (root["cooldown_branches"]) {
+    const std::string v = r.get_string(root["cooldown_branches"], "cooldown_branches");
+    if (v != "true" && v != "false") r.fail("cooldown_branches", "must be true or false, got '" + v + "'");
+    s.cooldown_branches = v == "true";
+    if (s.cooldown_branches && s.base.get_string("train.lr_schedule") != "wsd")
+      r.fail("cooldown_branches",
+             str_cat("needs train.lr_schedule: wsd (the base config has ", s.base.get_string("train.lr_schedule"),
+                     "; add it under set:): only wsd's rate before the decay is the same for every run length"));
   }
   const int64_t batch = s.base.get_int("train.batch_tokens");
   if (batch < 1 || batch % s.family.base.seq_len != 0)
@@ -409,10 +425,16 @@ class Planner {
       total("isoflop", used);
     }
     for (size_t i = 0; i < s_.distillation.size(); ++i) plan_protocol(i);
+    if (s_.cooldown_branches) {
+      plan_branches(train_);
+      plan_branches(students_);
+    }
     add_corpora();
     for (auto& [name, used] : protocol_runs_) finish_total(name, used);
-    for (auto* runs : {&train_, &corpora_, &students_})
-      plan_.runs.insert(plan_.runs.end(), runs->begin(), runs->end());
+    for (const char* list : kStageLists)
+      for (auto* runs : {&train_, &corpora_, &students_})
+        for (const PlannedRun& r : *runs)
+          if (std::string(r.stage_list()) == list) plan_.runs.push_back(r);
     return std::move(plan_);
   }
 
@@ -522,6 +544,37 @@ class Planner {
           for (double m : p.students.tokens_per_param)
             student_run(proto, tag, t, L, 0, m, key + ".students.tokens_per_param");
       }
+    }
+  }
+
+  // Cooldown branches: among runs of one size (and one corpus), all on the warmup of the
+  // shortest, the longest is the trunk; every other run starts from the trunk's checkpoint at
+  // its own decay's first step b = steps − wsd_decay_steps(steps). Before b its rate is the
+  // peak, as the trunk's is up to its own (longer) decay, and data order does not depend on
+  // train.steps, so the branch is the run trained from step 0 (tests/e2e/sweep_branches.sh).
+  void plan_branches(std::deque<PlannedRun>& runs) {
+    std::map<std::pair<int64_t, std::string>, std::vector<PlannedRun*>> groups;
+    for (PlannedRun& r : runs) groups[{r.size, r.corpus}].push_back(&r);
+    const double fraction = s_.base.get_float("train.wsd_decay_fraction");
+    for (auto& [key, group] : groups) {
+      if (group.size() < 2) continue;
+      PlannedRun* trunk = group.front();
+      int64_t warmup = trunk->warmup_steps;
+      for (PlannedRun* r : group) {
+        if (r->steps > trunk->steps) trunk = r;
+        warmup = std::min(warmup, r->warmup_steps);
+      }
+      for (PlannedRun* r : group) {
+        r->warmup_steps = warmup;
+        const int64_t b = r->steps - wsd_decay_steps(r->steps, fraction);
+        if (r == trunk || b < 1) continue;  // b = 0: the run is all decay, nothing to share
+        r->branch_of = trunk->name;
+        r->branch_step = b;
+        trunk->keep_steps.push_back(b);
+      }
+      std::sort(trunk->keep_steps.begin(), trunk->keep_steps.end());
+      trunk->keep_steps.erase(std::unique(trunk->keep_steps.begin(), trunk->keep_steps.end()),
+                              trunk->keep_steps.end());
     }
   }
 
@@ -642,6 +695,11 @@ std::string planned_config_yaml(const SweepSpec& spec, const SweepPlan& plan, co
     c.set("train.warmup_steps", std::to_string(run.warmup_steps));
     c.set("eval.every", std::to_string(run.eval_every));
     c.set("checkpoint.every", std::to_string(run.checkpoint_every));
+    if (!run.branch_of.empty())
+      c.set("train.branch_from", checkpoint_step_dir(plan.find(run.branch_of)->run_dir + "/checkpoints", run.branch_step));
+    std::string keep;
+    for (int64_t k : run.keep_steps) keep += (keep.empty() ? "" : ", ") + std::to_string(k);
+    if (!keep.empty()) c.set("checkpoint.keep_steps", "[" + keep + "]");
   }
   YAML::Node root = YAML::Load(c.to_yaml());
   // generate.* and distill.* are the plan for `retort generate` / `retort distill` (SPEC §6).

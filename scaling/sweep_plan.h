@@ -60,6 +60,10 @@ struct SweepSpec {
   std::string generate_mode = "score";
   int64_t generate_k = 32;
   double distill_lambda = 1.0, distill_temperature = 1.0;
+  // Under train.lr_schedule: wsd, runs of one size (students: and one corpus) share a trunk:
+  // the longest trains in full and keeps a checkpoint where each shorter run's decay begins;
+  // the shorter ones start there (train.branch_from) and train only their decay.
+  bool cooldown_branches = false;
   SlurmSpec slurm;
 };
 
@@ -74,6 +78,9 @@ SweepSpec read_sweep_text(const std::string& yaml_text, const std::string& sourc
 enum class Stage { Train, Corpus, Student };
 const char* stage_name(Stage s);      // "train" | "corpus" | "student"
 const char* stage_command(Stage s);   // retort subcommand: "train" | "generate" | "distill"
+// The run lists of a sweep directory (stages/LIST.txt), in the order they run: cooldown
+// branches run after their trunks, teachers' before the corpora.
+inline constexpr const char* kStageLists[] = {"train", "train_branch", "corpus", "student", "student_branch"};
 
 struct PlannedRun {
   std::string name, protocol;
@@ -93,6 +100,15 @@ struct PlannedRun {
   double c_eq9() const { return c_student + c_teacher_logits + c_teacher_pretrain; }
   double data_epochs = -1;      // times the run reads its data (plan_data_epochs); -1: unknown
   std::string config_path, run_dir;  // absolute
+  // Cooldown branches (SweepSpec::cooldown_branches): a branch starts from its trunk's
+  // checkpoint at branch_step; a trunk keeps a checkpoint at each of keep_steps.
+  std::string branch_of;
+  int64_t branch_step = 0;
+  std::vector<int64_t> keep_steps;
+  // FLOPs this run itself trains: a branch only its last steps − branch_step steps. `compute`
+  // stays the run's own C, which its model has had (the trunk trained the rest).
+  double c_spent() const { return branch_of.empty() ? compute : compute * double(steps - branch_step) / double(steps); }
+  const char* stage_list() const;  // its entry of kStageLists
 };
 
 // Compute of one protocol: every distinct run it needs, by kind.
@@ -105,7 +121,7 @@ struct ProtocolTotal {
 
 struct SweepPlan {
   std::string out_dir;  // absolute
-  std::vector<PlannedRun> runs;  // in run order: train stage, then corpora, then students
+  std::vector<PlannedRun> runs;  // in the order of kStageLists
   std::vector<ProtocolTotal> totals;
   const PlannedRun* find(const std::string& name) const;
 };

@@ -78,6 +78,17 @@ TEST(Checkpoint, KeepLastPrunesOldest) {
   EXPECT_EQ(names, (std::vector<std::string>{"step_00000004", "step_00000005"}));
 }
 
+TEST(Checkpoint, KeepStepsAreNeverPruned) {  // checkpoint.keep_steps: branch points
+  std::string root = temp_dir("keep_steps");
+  for (int s = 1; s <= 6; ++s) save_checkpoint(root, s, sample(s), 2, {2, 3});
+  std::vector<std::string> names;
+  for (auto& e : stdfs::directory_iterator(root)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"step_00000002", "step_00000003", "step_00000005",
+                                             "step_00000006"}));
+  EXPECT_EQ(find_latest_checkpoint(root), root + "/step_00000006");
+}
+
 TEST(Checkpoint, IncompleteDirectoriesAreIgnored) {
   std::string root = temp_dir("incomplete");
   std::string good = save_checkpoint(root, 1, sample(1.0f), 0);

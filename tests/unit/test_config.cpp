@@ -56,6 +56,7 @@ TEST(Config, DefaultsCoverEverySchemaKey) {
       case ConfigType::Bool: c.get_bool(k.key); break;
       case ConfigType::String: c.get_string(k.key); break;
       case ConfigType::StringList: c.get_list(k.key); break;
+      case ConfigType::IntList: c.get_int_list(k.key); break;
     }
   }
 }
@@ -98,6 +99,22 @@ train.steps: 20         # dotted keys at the top level work too
 TEST(Config, SingleStringIsAOneElementList) {
   Config c = Config::from_yaml("tokenize:\n  inputs: corpus.txt\n", "t.yaml");
   EXPECT_EQ(c.get_list("tokenize.inputs"), std::vector<std::string>{"corpus.txt"});
+}
+
+TEST(Config, IntListsTakeIntegersOnly) {
+  Config c = Config::from_yaml("checkpoint:\n  keep_steps: [30, +16, 7]\n", "t.yaml");
+  EXPECT_EQ(c.get_int_list("checkpoint.keep_steps"), (std::vector<int64_t>{30, 16, 7}));
+  EXPECT_NE(c.to_yaml().find("keep_steps: [30, 16, 7]\n"), std::string::npos);
+  EXPECT_EQ(Config::from_yaml(c.to_yaml(), "r.yaml").get_int_list("checkpoint.keep_steps"),
+            (std::vector<int64_t>{30, 16, 7}));  // the resolved config reads back
+  c.set("checkpoint.keep_steps", "12");
+  EXPECT_EQ(c.get_int_list("checkpoint.keep_steps"), std::vector<int64_t>{12});
+  EXPECT_TRUE(Config::load("").get_int_list("checkpoint.keep_steps").empty());
+  for (const char* bad : {"[1, x]", "[1.5]", "[[1]]", "{a: 1}"})
+    EXPECT_NE(config_error([&] { c.set("checkpoint.keep_steps", bad); })
+                  .find("key 'checkpoint.keep_steps': expected a list of integers"),
+              std::string::npos)
+        << bad;
 }
 
 TEST(Config, OverridesApplyInOrder) {

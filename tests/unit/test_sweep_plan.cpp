@@ -1,12 +1,15 @@
 // The sweep planner: model family shapes, IsoFLOP runs hitting their budget within the
 // tolerance, per-run schedule length, the Eq. 9 compute accounting of the distillation
-// protocols, and malformed sweep files failing with one line naming the file and key.
+// protocols, cooldown branches, and malformed sweep files failing with one line naming the
+// file and key.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 
 #include "core/config.h"
+#include "core/lr_schedule.h"
 #include "scaling/model_family.h"
 #include "scaling/sweep_plan.h"
 
@@ -180,6 +183,79 @@ TEST(SweepPlan, DistillationProtocolsFollowEq9) {
   EXPECT_NE(yaml.find("num_sequences: " + std::to_string(corpus.num_sequences)), std::string::npos);
 }
 
+// cooldown_branches: per size (students: per size and corpus) the longest run is the trunk;
+// the others start from its checkpoint where their own wsd decay begins, all on one warmup.
+TEST(SweepPlan, CooldownBranchesStartFromTheLongestRunOfTheirSize) {
+  const std::string body =
+      "cooldown_branches: true\n"
+      "supervised: {budgets: [1.2e10, 2.4e10, 4.8e10], sizes: [1, 2]}\n"
+      "distillation:\n"
+      "  - {protocol: fixed_teacher_isoflop_students, teachers: {sizes: [2], tokens_per_param: 1},\n"
+      "     students: {budgets: [1.2e10, 2.4e10], sizes: [1]}}\n";
+  const SweepSpec spec = read_sweep_text(
+      sweep_text(body, "aspect: 32, head_dim: 16", "train.batch_tokens: 256, train.lr_schedule: wsd"),
+      "test.yaml", ".");
+  const SweepPlan plan = plan_sweep(spec, "/tmp/x");
+  auto run = [&](const std::string& n) -> const PlannedRun& {
+    const PlannedRun* r = plan.find(n);
+    EXPECT_NE(r, nullptr) << n;
+    return *r;
+  };
+  const double fraction = spec.base.get_float("train.wsd_decay_fraction");
+  // L1: the 4.8e10 run is the trunk of the two shorter ones; teacher-L2-M1 (longer than every
+  // sup-*-L2) is the trunk of size 2; the 2.4e10 student is the trunk of the 1.2e10 one.
+  const std::vector<std::pair<std::string, std::vector<std::string>>> trunks = {
+      {"sup-4.8e10-L1", {"sup-1.2e10-L1", "sup-2.4e10-L1"}},
+      {"teacher-L2-M1", {"sup-1.2e10-L2", "sup-2.4e10-L2", "sup-4.8e10-L2"}},
+      {"student-ftis-teacher-L2-M1-2.4e10-L1", {"student-ftis-teacher-L2-M1-1.2e10-L1"}}};
+  for (const auto& [trunk_name, branch_names] : trunks) {
+    const PlannedRun& trunk = run(trunk_name);
+    EXPECT_TRUE(trunk.branch_of.empty());
+    EXPECT_EQ(trunk.c_spent(), trunk.compute);
+    std::vector<int64_t> keep;
+    int64_t shortest = trunk.steps;
+    for (const std::string& n : branch_names) {
+      const PlannedRun& b = run(n);
+      EXPECT_EQ(b.branch_of, trunk_name);
+      EXPECT_LT(b.steps, trunk.steps);
+      EXPECT_EQ(b.branch_step, b.steps - wsd_decay_steps(b.steps, fraction));
+      EXPECT_DOUBLE_EQ(b.c_spent(), b.flops_per_token * (b.steps - b.branch_step) * 256);
+      EXPECT_TRUE(b.keep_steps.empty());
+      keep.push_back(b.branch_step);
+      shortest = std::min(shortest, b.steps);
+      const Config c = Config::from_yaml(planned_config_yaml(spec, plan, b), n);
+      EXPECT_EQ(c.get_string("train.branch_from"),
+                str_cat(trunk.run_dir, "/checkpoints/step_", std::string(8 - std::to_string(b.branch_step).size(), '0'),
+                        b.branch_step));
+      EXPECT_EQ(c.get_int("train.warmup_steps"), trunk.warmup_steps);
+      // the branch's rate is the trunk's up to the branch point: the run from step 0
+      const LrSchedule mine = lr_schedule_from(c, b.steps, b.warmup_steps);
+      const LrSchedule trunks_rate = lr_schedule_from(c, trunk.steps, trunk.warmup_steps);
+      for (int64_t step = 0; step < b.branch_step; ++step) ASSERT_EQ(mine.at(step), trunks_rate.at(step)) << n;
+    }
+    std::sort(keep.begin(), keep.end());
+    EXPECT_EQ(trunk.keep_steps, keep) << trunk_name;
+    EXPECT_EQ(trunk.warmup_steps, std::llround(0.1 * shortest)) << trunk_name;  // the shortest run's
+    const Config c = Config::from_yaml(planned_config_yaml(spec, plan, trunk), trunk_name);
+    EXPECT_EQ(c.get_int_list("checkpoint.keep_steps"), keep);
+    EXPECT_EQ(c.get_string("train.branch_from"), "");
+  }
+  // Run order: trunks, train branches, corpora, students, student branches.
+  std::vector<std::string> lists;
+  for (const PlannedRun& r : plan.runs)
+    if (lists.empty() || lists.back() != r.stage_list()) lists.push_back(r.stage_list());
+  EXPECT_EQ(lists, (std::vector<std::string>{"train", "train_branch", "corpus", "student", "student_branch"}));
+  // Without the key nothing branches and every run warms up on its own fraction.
+  const SweepSpec plain = read_sweep_text(
+      sweep_text(body.substr(body.find('\n') + 1), "aspect: 32, head_dim: 16",
+                 "train.batch_tokens: 256, train.lr_schedule: wsd"),
+      "test.yaml", ".");
+  for (const PlannedRun& r : plan_sweep(plain, "/tmp/x").runs) {
+    EXPECT_TRUE(r.branch_of.empty() && r.keep_steps.empty()) << r.name;
+    if (r.stage != Stage::Corpus) EXPECT_EQ(r.warmup_steps, std::llround(0.1 * r.steps)) << r.name;
+  }
+}
+
 // data_epochs as the runs count them: train runs over (n − 1)/T windows, corpora over the
 // n/(T + 1) windows generate scores (or its prompts), students over their corpus.
 TEST(SweepPlan, DataEpochsCountWhatEachRunReads) {
@@ -279,6 +355,11 @@ TEST(SweepPlan, MalformedFilesNameTheFileAndKey) {
        "key 'train.lr_schedule': must be cosine or wsd, got 'wds'"},
       {sweep_text(ok_sup, "aspect: 32, head_dim: 16", "train.lr_schedule: wsd, train.wsd_decay_fraction: 0.95"),
        "bad.yaml: key 'warmup_fraction': sup-1.2e10-L1: "},
+      {sweep_text("cooldown_branches: true\n" + ok_sup),
+       "bad.yaml: key 'cooldown_branches': needs train.lr_schedule: wsd (the base config has cosine"},
+      {sweep_text("cooldown_branches: yes\n" + ok_sup), "key 'cooldown_branches': must be true or false"},
+      {sweep_text(ok_sup, "aspect: 32, head_dim: 16", "train.branch_from: /x"),
+       "'train.branch_from' is set per run by the planner"},
       {sweep_text("distillation: {protocol: x}\n"), "key 'distillation': must be a list"},
       {sweep_text("distillation:\n  - {protocol: online}\n"), "key 'distillation[0].protocol': unknown protocol 'online'"},
       {sweep_text("distillation:\n  - {protocol: fixed_teacher_isoflop_students}\n"),
