@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A real single-node Slurm (Debian slurm-wlm + munge) runs a tiny IsoFLOP sweep: `retort sweep`
 # plans configs/sweeps/isoflop-tiny.yaml, submit.sh submits its array, and after the jobs end
-# `retort collect` must see every run complete. Then launch/slurm/train.sbatch trains tiny.yaml
+# `retort collect` must see every run complete; so must the same sweep with cooldown branches
+# (two arrays, the branches after the trunks). Then launch/slurm/train.sbatch trains tiny.yaml
 # on 2 tasks (dp2, mpirun inside the allocation) to completion, and a preempted (SIGUSR1) run
 # requeues itself and resumes; so does a preempted array task of a sweep (submit.sbatch).
 # Everything lives in a temp dir (munge key and socket, slurm.conf with free non-default
@@ -127,6 +128,30 @@ for r in rows:
     assert abs(float(r["C"]) / float(r["budget"]) - 1) <= 0.01, r
     assert float(r["final_val_loss"]) > 0, r
 PY
+
+# 6b. The same sweep with cooldown branches under wsd: submit.sh chains a second array (the
+#     branches) on the first (the trunks, afterok); a branch started early would find no
+#     checkpoint at its branch point and fail.
+sed -e "s#^base: ../tiny.yaml#base: $SRC/configs/tiny.yaml#" -e 's/^supervised:/cooldown_branches: true\nsupervised:/' \
+  "$SRC/configs/sweeps/isoflop-tiny.yaml" >"$WORK/isoflop-branches.yaml"
+retort sweep "$WORK/isoflop-branches.yaml" --out "$WORK/sweep_branches" --set train.lr_schedule=wsd \
+  --set "data.train=$WORK/tok/train.h5" --set "data.val=$WORK/tok/val.h5" >"$WORK/plan-branches.log"
+"$WORK/sweep_branches/submit.sh" >"$WORK/submit-branches.log" 2>&1 ||
+  { cat "$WORK/submit-branches.log" >&2; slurm_fail "submit.sh (cooldown branches) failed"; }
+cat "$WORK/submit-branches.log"
+[ "$(awk '{print $1 " " $3}' "$WORK/submit-branches.log" | tr '\n' ' ')" = "train 2 train_branch 2 " ] ||
+  fail "submit.sh should submit the trunks, then the branches: $(cat "$WORK/submit-branches.log")"
+branch_job=$(awk '$1 == "train_branch" {print $2}' "$WORK/submit-branches.log")
+for i in $(seq 300); do
+  [ -z "$(squeue -h -j "$branch_job" 2>/dev/null)" ] && break
+  [ "$i" = 300 ] && slurm_fail "the branch array $branch_job still queued or running after 5 minutes"
+  sleep 1
+done
+retort collect "$WORK/sweep_branches" | grep -q "4 runs: 4 complete, 0 incomplete, 0 missing" ||
+  slurm_fail "not every run of the branched sweep completed: $(retort collect "$WORK/sweep_branches")"
+[ "$(cat "$WORK"/sweep_branches/logs/slurm-"$branch_job"_*.out | grep -c "^branching from .*/checkpoints/step_")" = 2 ] ||
+  slurm_fail "the branch tasks did not start from their trunks' checkpoints"
+echo "ok: cooldown branches under Slurm (trunks, then branches afterok: job $branch_job)"
 
 # 7. launch/slurm/train.sbatch: 2 tasks, dp2, submitted from the source dir (its default
 #    binary path is relative to the submit dir; the test's binary is given by RETORT).

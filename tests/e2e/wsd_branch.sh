@@ -80,4 +80,8 @@ expect_fail 2 "'train.wsd_decay_shape'.*linear or sqrt" \
   retort train "${ARGS[@]}" --set train.wsd_decay_shape=cosine --set "run.dir=$WORK/bad5"
 expect_fail 2 "'train.warmup_steps'.*8 warmup steps run into wsd's decay, which starts at step 6 of 8" \
   retort train "${ARGS[@]}" --set train.steps=8 --set train.warmup_steps=8 --set "run.dir=$WORK/bad6"
+expect_fail 2 "key 'checkpoint.keep_steps': 50 is not a step of this run \(1 to train.steps 40\)" \
+  retort train "${ARGS[@]}" --set train.steps=40 --set "checkpoint.keep_steps=[10, 50]" --set "run.dir=$WORK/bad7"
+expect_fail 2 "key 'checkpoint.keep_steps': expected a list of integers" \
+  retort train "${ARGS[@]}" --set "checkpoint.keep_steps=[ten]" --set "run.dir=$WORK/bad8"
 echo PASS
