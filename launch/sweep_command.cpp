@@ -122,8 +122,9 @@ exit $rc
 std::string run_local_sh() {
   return R"SH(#!/usr/bin/env bash
 # Runs every run of this sweep on this machine, in order (train → train_branch → corpus →
-# student → student_branch), one at a time. Complete runs are skipped and interrupted ones resumed, so after an interruption
-# just run it again. Logs: logs/NAME.log. Then: retort collect <this directory>.
+# student → student_branch), one at a time. Complete runs are skipped and interrupted ones
+# resumed, so after an interruption just run it again. Logs: logs/NAME.log. Then: retort
+# collect <this directory>.
 # A run that exits 75 (preempted: its retort process got SIGUSR1/SIGTERM) is resumed at once,
 # at most MAX_RESUMES times (default 10). SIGUSR1/SIGTERM/SIGINT to this script instead stops
 # the sweep cleanly: the current run checkpoints, and the script exits 75.
