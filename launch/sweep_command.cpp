@@ -11,6 +11,7 @@
 #include <string>
 
 #include "core/check.h"
+#include "core/checkpoint.h"
 #include "core/fs.h"
 #include "core/hdf5.h"
 #include "launch/commands.h"
@@ -272,22 +273,35 @@ void report_repeated_data(const SweepPlan& plan, const std::string& train_path, 
                format_flops(std::ceil(most * double(tokens))).c_str());
 }
 
-// Cooldown branches: how many, from how many trunks, and the training FLOPs they save.
+// Cooldown branches: how many, from how many trunks, and the training FLOPs they save; a
+// warning for trunks that already finished without a branch point (replanned into a directory
+// whose runs were planned without cooldown_branches): their branches would fail.
 void report_branches(const SweepPlan& plan) {
   int64_t branches = 0, trunks = 0;
   double spent = 0, nominal = 0;
+  std::vector<std::string> lacking;
   for (const PlannedRun& r : plan.runs) {
     if (r.stage == Stage::Corpus) continue;
     branches += !r.branch_of.empty();
     trunks += !r.keep_steps.empty();
     spent += r.c_spent();
     nominal += r.compute;
+    if (!stdfs::exists(r.run_dir + "/summary.json")) continue;
+    for (int64_t k : r.keep_steps)
+      if (!stdfs::exists(checkpoint_step_dir(r.run_dir + "/checkpoints", k) + "/state.json")) {
+        lacking.push_back(r.name);
+        break;
+      }
   }
   if (branches == 0) return;
   std::printf("cooldown branches: %lld runs start from %lld trunks at their decay; training takes %s FLOPs "
               "instead of %s (%.0f%% less; plan.csv: branch_from, c_spent)\n",
               (long long)branches, (long long)trunks, format_flops(spent).c_str(), format_flops(nominal).c_str(),
               100 * (1 - spent / nominal));
+  for (const std::string& name : lacking)
+    std::fprintf(stderr, "warning: %s already finished without the checkpoints its branches start from "
+                 "(checkpoint.keep_steps; planned before cooldown_branches?): its branches will fail; move "
+                 "runs/%s away to train it again, or plan without cooldown_branches\n", name.c_str(), name.c_str());
 }
 
 void write_script(const std::string& path, const std::string& text) {

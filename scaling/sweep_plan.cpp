@@ -233,7 +233,7 @@ SweepSpec read_sweep_text(const std::string& yaml_text, const std::string& sourc
   }
   if (!root.IsMap()) throw ConfigError(source + ": a sweep file must be a YAML map of keys (see docs/SWEEPS.md)");
   r.check_keys(root, "",
-               {"name", "base", "set", "flops", "tolerance", "ranks", "warmup_fraction",
+               {"name", "base", "set", "flops", "tolerance", "ranks", "warmup_fraction", "warmup_steps",
                 "evals_per_run", "checkpoints_per_run", "family", "supervised", "distillation",
                 "generate", "distill", "cooldown_branches", "slurm"});
   SweepSpec s;
@@ -276,6 +276,9 @@ SweepSpec read_sweep_text(const std::string& yaml_text, const std::string& sourc
     if (s.tolerance >= 1) r.fail("tolerance", "is a fraction (0.01 = 1%) and must be < 1");
   }
   if (root["ranks"]) s.ranks = r.get_int(root["ranks"], "ranks", 1);
+  if (root["warmup_fraction"] && root["warmup_steps"])
+    r.fail("warmup_steps", "give warmup_fraction (per run) or warmup_steps (every run), not both");
+  if (root["warmup_steps"]) s.warmup_steps = r.get_int(root["warmup_steps"], "warmup_steps", 0);
   if (root["warmup_fraction"]) {
     s.warmup_fraction = r.get_number(root["warmup_fraction"], "warmup_fraction");
     if (s.warmup_fraction < 0 || s.warmup_fraction >= 1) r.fail("warmup_fraction", "must be in [0, 1)");
@@ -455,13 +458,18 @@ class Planner {
                            " steps of ", batch_, " tokens, ", format_flops(100 * err),
                            "% off the target (tolerance ", 100 * s_.tolerance,
                            "%); use larger budgets/ratios or a smaller train.batch_tokens"));
-    run.warmup_steps = std::llround(s_.warmup_fraction * run.steps);
+    const bool fixed = s_.warmup_steps >= 0;
+    const char* warmup_key = fixed ? "warmup_steps" : "warmup_fraction";
+    run.warmup_steps = fixed ? s_.warmup_steps : std::llround(s_.warmup_fraction * run.steps);
     if (s_.base.get_string("train.lr_schedule") == "wsd") {
       const int64_t decay = wsd_decay_steps(run.steps, s_.base.get_float("train.wsd_decay_fraction"));
       if (run.warmup_steps > run.steps - decay)
-        r_.fail("warmup_fraction", str_cat(run.name, ": ", run.warmup_steps, " warmup steps of ", run.steps,
-                                           " run into wsd's decay (the last ", decay,
-                                           "); lower warmup_fraction or train.wsd_decay_fraction"));
+        r_.fail(warmup_key, str_cat(run.name, ": ", run.warmup_steps, " warmup steps of ", run.steps,
+                                    " run into wsd's decay (the last ", decay, "); lower ", warmup_key,
+                                    " or train.wsd_decay_fraction"));
+    } else if (fixed && run.warmup_steps >= run.steps) {
+      r_.fail(warmup_key, str_cat(run.name, ": ", run.warmup_steps, " warmup steps, but the run has ", run.steps,
+                                  " steps; lower warmup_steps"));
     }
     auto every = [&](int64_t n) { return n > 0 ? (run.steps + n - 1) / n : 0; };
     run.eval_every = every(s_.evals_per_run);
@@ -548,7 +556,7 @@ class Planner {
   }
 
   // Cooldown branches: among runs of one size (and one corpus), all on the warmup of the
-  // shortest, the longest is the trunk; every other run starts from the trunk's checkpoint at
+  // shortest (warmup_steps: the same anyway), the longest is the trunk; every other run starts from the trunk's checkpoint at
   // its own decay's first step b = steps − wsd_decay_steps(steps). Before b its rate is the
   // peak, as the trunk's is up to its own (longer) decay, and data order does not depend on
   // train.steps, so the branch is the run trained from step 0 (tests/e2e/sweep_branches.sh).

@@ -53,7 +53,8 @@ struct SweepSpec {
   FlopsMode flops = FlopsMode::Exact;
   double tolerance = 0.01;    // allowed |C_run / C − 1| for IsoFLOP runs
   int64_t ranks = 1;          // processes per run
-  double warmup_fraction = 0.05;
+  double warmup_fraction = 0.05;  // per run train.warmup_steps = round(fraction · steps) ...
+  int64_t warmup_steps = -1;      // ... unless >= 0: this many for every run
   int64_t evals_per_run = 4, checkpoints_per_run = 4;
   std::optional<RunGrid> supervised;
   std::vector<DistillProtocol> distillation;

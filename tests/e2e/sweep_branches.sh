@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Sweep-planned cooldown branches (cooldown_branches: true, train.lr_schedule: wsd). A tiny
-# IsoFLOP grid (3 budgets × 2 sizes) plus one distillation protocol (its size-1 teacher, 2 student budgets) is
-# planned: per size the longest run is the trunk and keeps a checkpoint where each shorter
-# run's decay begins (despite checkpoint.keep_last 1); the shorter runs start there and train
-# only their decay, and so does the shorter student from the longer one. run_local.sh runs
-# trunks, branches, the corpus, students and student branches in that order. Every branch must
-# be bitwise the run trained from step 0 (its planned config without train.branch_from): same
-# final checkpoint files, same losses; no branch is warned about. A cosine base is refused.
+# IsoFLOP grid (3 budgets × 2 sizes) plus one distillation protocol (a size-1 teacher, 2
+# student budgets) is planned: per size the longest run is the trunk and keeps a checkpoint
+# where each shorter run's decay begins (despite checkpoint.keep_last 1); the shorter runs (the
+# teacher among them) start there and train only their decay, and so does the shorter student
+# from the longer one. run_local.sh runs trunks, branches, the corpus, students and student
+# branches in that order. Every branch must be bitwise the run trained from step 0 (its planned
+# config without train.branch_from): same final checkpoint files, same losses; no branch is
+# warned about. A cosine base is refused, and replanning over a trunk that lacks a branch
+# point warns.
 source "$(dirname "$0")/lib.sh"
 tiny_tokens "$WORK/tok" 300
 
@@ -90,4 +92,11 @@ for r in rows.values():
         kept = {int(d[5:]) for d in os.listdir(r["run_dir"] + "/checkpoints")}
         assert kept == keep | {int(r["steps"])}, (r["name"], kept, keep)
 PY
+# Replanning over a trunk that finished without a branch point (as one planned before
+# cooldown_branches has) warns that its branches would fail.
+rm -rf "$(ls -d "$D/runs/sup-2.4e10-L2/checkpoints/step_"* | head -1)"
+retort sweep "$WORK/sweep.yaml" --out "$D" "${DATA[@]}" >/dev/null 2>"$WORK/replan.err"
+grep -q "^warning: sup-2.4e10-L2 already finished without the checkpoints its branches start from" "$WORK/replan.err" ||
+  fail "no warning for a trunk without its branch points: $(cat "$WORK/replan.err")"
+! grep -q "sup-2.4e10-L1 already finished" "$WORK/replan.err" || fail "a trunk with its branch points was warned about"
 echo PASS

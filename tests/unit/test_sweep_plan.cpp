@@ -28,6 +28,12 @@ std::string sweep_text(const std::string& body, const std::string& family = "asp
          "warmup_fraction: 0.1\n" + body;
 }
 
+// sweep_text with warmup_steps: N instead of warmup_fraction; `set` extends the set: map.
+std::string fixed_warmup(int64_t n, const std::string& body, const std::string& set = "") {
+  std::string t = sweep_text(body, "aspect: 32, head_dim: 16", "train.batch_tokens: 256" + set);
+  return t.replace(t.find("warmup_fraction: 0.1"), 20, "warmup_steps: " + std::to_string(n));
+}
+
 SweepSpec read(const std::string& body) { return read_sweep_text(sweep_text(body), "test.yaml", "."); }
 
 // The error message of reading `text` (must throw ConfigError).
@@ -245,6 +251,13 @@ TEST(SweepPlan, CooldownBranchesStartFromTheLongestRunOfTheirSize) {
   for (const PlannedRun& r : plan.runs)
     if (lists.empty() || lists.back() != r.stage_list()) lists.push_back(r.stage_list());
   EXPECT_EQ(lists, (std::vector<std::string>{"train", "train_branch", "corpus", "student", "student_branch"}));
+  // warmup_steps: every run of every group warms up that long.
+  const SweepPlan fixed = plan_sweep(read_sweep_text(fixed_warmup(7, body, ", train.lr_schedule: wsd"), "t.yaml", "."), "/tmp/x");
+  for (const PlannedRun& r : fixed.runs) {
+    if (r.stage != Stage::Corpus) {
+      EXPECT_EQ(r.warmup_steps, 7) << r.name;
+    }
+  }
   // Without the key nothing branches and every run warms up on its own fraction.
   const SweepSpec plain = read_sweep_text(
       sweep_text(body.substr(body.find('\n') + 1), "aspect: 32, head_dim: 16",
@@ -252,7 +265,9 @@ TEST(SweepPlan, CooldownBranchesStartFromTheLongestRunOfTheirSize) {
       "test.yaml", ".");
   for (const PlannedRun& r : plan_sweep(plain, "/tmp/x").runs) {
     EXPECT_TRUE(r.branch_of.empty() && r.keep_steps.empty()) << r.name;
-    if (r.stage != Stage::Corpus) EXPECT_EQ(r.warmup_steps, std::llround(0.1 * r.steps)) << r.name;
+    if (r.stage != Stage::Corpus) {
+      EXPECT_EQ(r.warmup_steps, std::llround(0.1 * r.steps)) << r.name;
+    }
   }
 }
 
@@ -355,6 +370,10 @@ TEST(SweepPlan, MalformedFilesNameTheFileAndKey) {
        "key 'train.lr_schedule': must be cosine or wsd, got 'wds'"},
       {sweep_text(ok_sup, "aspect: 32, head_dim: 16", "train.lr_schedule: wsd, train.wsd_decay_fraction: 0.95"),
        "bad.yaml: key 'warmup_fraction': sup-1.2e10-L1: "},
+      {sweep_text("warmup_steps: 5\n" + ok_sup), "bad.yaml: key 'warmup_steps': give warmup_fraction (per run) or warmup_steps"},
+      {fixed_warmup(500, ok_sup), "bad.yaml: key 'warmup_steps': sup-1.2e10-L1: 500 warmup steps, but the run has 224 steps"},
+      {fixed_warmup(200, ok_sup, ", train.lr_schedule: wsd"),
+       "bad.yaml: key 'warmup_steps': sup-1.2e10-L1: 200 warmup steps of 224 run into wsd's decay"},
       {sweep_text("cooldown_branches: true\n" + ok_sup),
        "bad.yaml: key 'cooldown_branches': needs train.lr_schedule: wsd (the base config has cosine"},
       {sweep_text("cooldown_branches: yes\n" + ok_sup), "key 'cooldown_branches': must be true or false"},
