@@ -1,16 +1,19 @@
 // retort collect DIR: one row per training run of a sweep (plan.csv) with what its run
 // directory reports → DIR/results.csv (docs/SWEEPS.md). Status: complete (summary.json says so),
-// incomplete (the run dir exists but is not complete), missing (never started).
+// incomplete (the run dir exists but is not complete: printed with its latest checkpoint's
+// step), missing (never started).
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "core/check.h"
+#include "core/checkpoint.h"
 #include "core/fs.h"
 #include "launch/commands.h"
 
@@ -81,6 +84,25 @@ std::string json_num(const nlohmann::json& j, const char* key, const std::string
   return num(j[key].get<double>());
 }
 
+// The step of a run's latest complete checkpoint (where --resume continues), 0 when none.
+int64_t checkpoint_step(const std::string& run_dir) {
+  const std::string latest = find_latest_checkpoint(run_dir + "/checkpoints");
+  return latest.empty() ? 0 : std::stoll(stdfs::path(latest).filename().string().substr(5));  // step_NNNNNNNN
+}
+
+// The last step metrics.jsonl logged, or -1 (no file, no line with a step).
+int64_t logged_step(const std::string& run_dir) {
+  const std::string path = run_dir + "/metrics.jsonl";
+  if (!stdfs::exists(path)) return -1;
+  std::istringstream lines(fs::read_file(path));
+  int64_t last = -1;
+  for (std::string line; std::getline(lines, line);) {
+    const auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_object() && j.contains("step") && j["step"].is_number_integer()) last = j["step"].get<int64_t>();
+  }
+  return last;
+}
+
 }  // namespace
 
 int run_collect(const std::string& dir) {
@@ -99,17 +121,19 @@ int run_collect(const std::string& dir) {
     for (size_t k = 0; k < header.size(); ++k) r[header[k]] = table[i][k];
     plan.push_back(r);
   }
-  for (const char* k : {"name", "stage", "protocol", "N", "N_nonemb", "D", "C", "run_dir", "flops_mode"})
+  for (const char* k : {"name", "stage", "protocol", "N", "N_nonemb", "D", "C", "steps", "run_dir", "flops_mode"})
     if (std::find(header.begin(), header.end(), k) == header.end())
       throw Error(plan_path + ": column '" + k + "' is missing (written by another version of retort sweep?)");
 
   struct Result {
     const Row* plan;
     std::string N, N_nonemb, D, C, loss, wall, status, epochs;
+    int64_t step = 0;  // steps trained: all when complete, else the latest checkpoint's
   };
   std::vector<Result> results;
   std::map<std::string, std::string> final_loss;  // name → final_val_loss of complete runs
   int64_t complete = 0, incomplete = 0, missing = 0;
+  std::string progress;  // a line per incomplete run
   for (const Row& r : plan) {
     if (r.at("stage") != "train" && r.at("stage") != "student") continue;  // corpora, totals
     const std::string& run_dir = r.at("run_dir");
@@ -117,6 +141,7 @@ int run_collect(const std::string& dir) {
     const auto planned_epochs = r.find("data_epochs");
     Result x{&r, r.at("N"), r.at("N_nonemb"), r.at("D"), r.at("C"), "", "", "",
              planned_epochs == r.end() ? "" : planned_epochs->second};
+    const std::string& steps = r.at("steps");
     if (auto s = complete_summary(run_dir)) {
       const std::string path = run_dir + "/summary.json";
       x.N = json_num(*s, "params", path);
@@ -127,9 +152,14 @@ int run_collect(const std::string& dir) {
       x.wall = json_num(*s, "wall_s", path);
       if (s->contains("data_epochs")) x.epochs = json_num(*s, "data_epochs", path);
       x.status = "complete", ++complete;
+      x.step = std::stoll(steps);
       final_loss[r.at("name")] = x.loss;
     } else if (stdfs::exists(run_dir)) {
       x.status = "incomplete", ++incomplete;
+      x.step = checkpoint_step(run_dir);
+      const int64_t logged = logged_step(run_dir);
+      progress += str_cat("  ", r.at("name"), ": ", x.step > 0 ? str_cat("checkpoint at step ", x.step) : "no checkpoint yet",
+                          " of ", steps, logged > x.step ? str_cat(" (logged to step ", logged, ")") : "", "\n");
     } else {
       x.status = "missing", ++missing;
     }
@@ -137,19 +167,21 @@ int run_collect(const std::string& dir) {
   }
   std::string out =
       "name,protocol,N,N_nonemb,D,C,final_val_loss,teacher_loss,wall_s,status,stage,size,budget,"
-      "tokens_per_param,teacher,data_epochs\n";
+      "tokens_per_param,teacher,data_epochs,step,steps\n";
   for (const Result& x : results) {
     const Row& r = *x.plan;
     auto teacher = final_loss.find(r.at("teacher"));
     out += str_cat(csv(r.at("name")), ",", r.at("protocol"), ",", x.N, ",", x.N_nonemb, ",", x.D, ",",
                    x.C, ",", x.loss, ",", teacher == final_loss.end() ? "" : teacher->second, ",",
                    x.wall, ",", x.status, ",", r.at("stage"), ",", r.at("size"), ",", r.at("budget"),
-                   ",", r.at("tokens_per_param"), ",", r.at("teacher"), ",", x.epochs, "\n");
+                   ",", r.at("tokens_per_param"), ",", r.at("teacher"), ",", x.epochs, ",", x.step, ",",
+                   r.at("steps"), "\n");
   }
   const int64_t n = static_cast<int64_t>(results.size());
   fs::write_file_atomic(dir + "/results.csv", out);
   std::printf("collect: %lld runs: %lld complete, %lld incomplete, %lld missing → %s/results.csv\n",
               (long long)n, (long long)complete, (long long)incomplete, (long long)missing, dir.c_str());
+  if (!progress.empty()) std::printf("incomplete (--resume continues from the checkpoint):\n%s", progress.c_str());
   return 0;
 }
 

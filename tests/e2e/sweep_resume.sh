@@ -69,7 +69,12 @@ RETORT=$WORK/crashing-retort "$D/run_local.sh" >"$WORK/pass1.log" 2>&1 || rc=$?
 [ "$rc" != 0 ] || fail "run_local.sh should fail when a run fails"
 grep -q "\[sweep\] $victim failed .*rerun run_local.sh" "$WORK/pass1.log" || { cat "$WORK/pass1.log"; fail "no failure message"; }
 [ ! -e "$D/runs/$(sed -n 4p "$D/stages/train.txt")" ] || fail "run_local.sh went on after a failure"
-retort collect "$D" | grep -q "6 runs: 2 complete, 1 incomplete, 3 missing" || fail "collect after pass 1: $(retort collect "$D")"
+retort collect "$D" >"$WORK/collect1.log"
+grep -q "6 runs: 2 complete, 1 incomplete, 3 missing" "$WORK/collect1.log" || fail "collect after pass 1: $(cat "$WORK/collect1.log")"
+# the incomplete run with the checkpoint a resume starts from (its mid-run one), and how far it logged
+steps=$(awk -F, -v n="$victim" '$1 == n {print $12}' "$D/plan.csv")
+grep -Eq "^  $victim: checkpoint at step $(( (steps + 1) / 2 )) of $steps \(logged to step $steps\)$" "$WORK/collect1.log" ||
+  fail "no progress line for $victim: $(cat "$WORK/collect1.log")"
 
 # Second pass: skip, resume, finish; then the corpus and the distilled student.
 "$D/run_local.sh" >"$WORK/pass2.log" 2>&1 || { cat "$WORK/pass2.log"; fail "second pass failed"; }
@@ -100,5 +105,6 @@ for name, r in rows.items():
     got, planned = float(r["data_epochs"]), float(plan[name]["data_epochs"])
     assert abs(got / planned - 1) < 1e-5, (name, got, planned)
 assert float(student["data_epochs"]) == 1.0, student  # the hungriest student reads its whole corpus
+assert all(r["step"] == r["steps"] == plan[n]["steps"] for n, r in rows.items()), rows  # complete: every step
 PY
 echo PASS
