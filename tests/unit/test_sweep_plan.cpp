@@ -321,7 +321,7 @@ TEST(SweepPlan, DataEpochsCountWhatEachRunReads) {
 }
 
 TEST(SweepPlan, ShippedSweepFilesPlan) {
-  for (const char* f : {"isoflop-tiny.yaml", "isoflop-cpu.yaml"}) {
+  for (const char* f : {"isoflop-tiny.yaml", "isoflop-cpu.yaml", "isoflop-cpu-wsd.yaml"}) {
     SweepSpec spec = read_sweep(kSrc + "/configs/sweeps/" + f);
     SweepPlan plan = plan_sweep(spec, "/tmp/x");
     EXPECT_FALSE(plan.runs.empty()) << f;
