@@ -32,21 +32,13 @@ void write_tensors(const std::string& prefix, const std::vector<NamedTensor>& te
   for (const auto& t : tensors) file.write(prefix + t.name, t.tensor);
 }
 
-// Parse "step_00000100" → 100; -1 for anything else (temporaries included).
-int64_t step_of(const stdfs::path& p) {
-  static const std::regex re("step_([0-9]+)");
-  std::smatch m;
-  std::string name = p.filename().string();
-  if (!std::regex_match(name, m, re)) return -1;
-  return std::stoll(m[1]);
-}
 
 std::vector<std::pair<int64_t, stdfs::path>> complete_checkpoints(const std::string& dir) {
   std::vector<std::pair<int64_t, stdfs::path>> out;
   std::error_code ec;
   if (!stdfs::is_directory(dir, ec)) return out;
   for (const auto& entry : stdfs::directory_iterator(dir)) {
-    int64_t step = step_of(entry.path());
+    int64_t step = checkpoint_dir_step(entry.path().string());
     if (step >= 0 && entry.is_directory() && stdfs::exists(entry.path() / kStateFile))
       out.emplace_back(step, entry.path());
   }
@@ -181,6 +173,14 @@ void commit_checkpoint_dir(const std::string& tmp_dir, const std::string& final_
     throw;
   }
   if (had_old) fs::remove_all_quietly(old.string());
+}
+
+int64_t checkpoint_dir_step(const std::string& dir) {
+  static const std::regex re("step_([0-9]+)");
+  std::smatch m;
+  std::string name = stdfs::path(dir).filename().string();
+  if (!std::regex_match(name, m, re)) return -1;
+  return std::stoll(m[1]);
 }
 
 std::string checkpoint_step_dir(const std::string& checkpoints_dir, int64_t step) {

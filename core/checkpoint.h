@@ -41,6 +41,9 @@ std::string save_checkpoint(const std::string& checkpoints_dir, int64_t step,
 
 // <checkpoints_dir>/step_NNNNNNNN
 std::string checkpoint_step_dir(const std::string& checkpoints_dir, int64_t step);
+// The step a checkpoint directory is named for ("…/step_00000100" → 100); -1 for any other
+// name (temporaries included).
+int64_t checkpoint_dir_step(const std::string& dir);
 // Finishes a checkpoint whose data files `written` (names relative to tmp_dir) are complete in
 // tmp_dir: config.yaml, state.json with their sha256 (unless state is null), fsync, then
 // renames tmp_dir over final_dir (an existing one is replaced only then).

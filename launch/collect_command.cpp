@@ -87,7 +87,7 @@ std::string json_num(const nlohmann::json& j, const char* key, const std::string
 // The step of a run's latest complete checkpoint (where --resume continues), 0 when none.
 int64_t checkpoint_step(const std::string& run_dir) {
   const std::string latest = find_latest_checkpoint(run_dir + "/checkpoints");
-  return latest.empty() ? 0 : std::stoll(stdfs::path(latest).filename().string().substr(5));  // step_NNNNNNNN
+  return latest.empty() ? 0 : checkpoint_dir_step(latest);
 }
 
 // The last step metrics.jsonl logged, or -1 (no file, no line with a step).

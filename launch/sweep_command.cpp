@@ -120,8 +120,18 @@ exit $rc
 )SH");
 }
 
+// kStageLists as the scripts loop over them: "train train_branch corpus ...".
+std::string stage_lists_words() {
+  std::string words;
+  for (const char* list : kStageLists) {
+    if (!words.empty()) words += ' ';
+    words += list;
+  }
+  return words;
+}
+
 std::string run_local_sh() {
-  return R"SH(#!/usr/bin/env bash
+  return str_cat(R"SH(#!/usr/bin/env bash
 # Runs every run of this sweep on this machine, in order (train → train_branch → corpus →
 # student → student_branch), one at a time. Complete runs are skipped and interrupted ones
 # resumed, so after an interruption just run it again. Logs: logs/NAME.log. Then: retort
@@ -136,7 +146,7 @@ mkdir -p "$HERE/logs"
 stop=0 child=
 trap 'stop=1; [ -z "$child" ] || kill -USR1 "$child" 2>/dev/null || true' USR1 TERM INT
 stopped() { echo "[sweep] stopped on request$1; rerun run_local.sh to continue" >&2; exit 75; }
-for stage in train train_branch corpus student student_branch; do
+for stage in )SH", stage_lists_words(), R"SH(; do
   while read -r name; do
     [ -n "$name" ] || continue
     [ "$stop" = 0 ] || stopped ""
@@ -164,7 +174,7 @@ for stage in train train_branch corpus student student_branch; do
   done <"$HERE/stages/$stage.txt"
 done
 echo "[sweep] done; results: retort collect $HERE"
-)SH";
+)SH");
 }
 
 std::string submit_sbatch(const SweepSpec& spec, const std::string& dir) {
@@ -216,7 +226,7 @@ exit $rc
 }
 
 std::string submit_sh() {
-  return R"SH(#!/usr/bin/env bash
+  return str_cat(R"SH(#!/usr/bin/env bash
 # Submits this sweep to Slurm: one array job per non-empty stage (train, train_branch, corpus,
 # student, student_branch), each starting only after the previous stage's array succeeded
 # (--dependency=afterok).
@@ -226,7 +236,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 mkdir -p "$HERE/logs"
 dep=()
-for stage in train train_branch corpus student student_branch; do
+for stage in )SH", stage_lists_words(), R"SH(; do
   n=$(grep -c . "$HERE/stages/$stage.txt" || true)
   [ "$n" -gt 0 ] || continue
   jid=$(sbatch --parsable "${dep[@]}" "$@" --array=0-$((n - 1)) "$HERE/submit.sbatch" "$HERE/stages/$stage.txt")
@@ -235,7 +245,7 @@ for stage in train train_branch corpus student student_branch; do
   echo "$stage $jid $n"
   dep=(--dependency=afterok:$jid)
 done
-)SH";
+)SH");
 }
 
 // The length of a token dataset's `tokens` (SPEC §2) from its shape; no token is read.
