@@ -3,6 +3,7 @@
 // incomplete (the run dir exists but is not complete: printed with its latest checkpoint's
 // step), missing (never started).
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -103,6 +104,29 @@ int64_t logged_step(const std::string& run_dir) {
   return last;
 }
 
+// Seed replicates (sweep `seeds:`): how far final_val_loss moves between seeds of one point,
+// as the sample standard deviation over its complete seeds; median and largest over points.
+void print_seed_spread(const std::map<std::string, std::vector<double>>& replicates) {
+  std::vector<std::pair<double, std::string>> spread;
+  size_t seeds_min = SIZE_MAX, seeds_max = 0;
+  for (const auto& [point, loss] : replicates) {
+    if (loss.size() < 2) continue;
+    double mean = 0, ss = 0;
+    for (double l : loss) mean += l / double(loss.size());
+    for (double l : loss) ss += (l - mean) * (l - mean);
+    spread.emplace_back(std::sqrt(ss / double(loss.size() - 1)), point);
+    seeds_min = std::min(seeds_min, loss.size()), seeds_max = std::max(seeds_max, loss.size());
+  }
+  if (spread.empty()) return;
+  std::sort(spread.begin(), spread.end());
+  const size_t n = spread.size();
+  const double median = n % 2 ? spread[n / 2].first : (spread[n / 2 - 1].first + spread[n / 2].first) / 2;
+  std::printf("seeds: %zu points with %zu%s complete seeds; final_val_loss std across seeds: median %.4g, "
+              "largest %.4g (%s)\n",
+              n, seeds_min, seeds_max > seeds_min ? str_cat("-", seeds_max).c_str() : "", median,
+              spread.back().first, spread.back().second.c_str());
+}
+
 }  // namespace
 
 int run_collect(const std::string& dir) {
@@ -167,7 +191,11 @@ int run_collect(const std::string& dir) {
   }
   std::string out =
       "name,protocol,N,N_nonemb,D,C,final_val_loss,teacher_loss,wall_s,status,stage,size,budget,"
-      "tokens_per_param,teacher,data_epochs,step,steps\n";
+      "tokens_per_param,teacher,data_epochs,step,steps,seed,point\n";
+  auto field = [](const Row& r, const char* key) {  // columns older plans lack: empty
+    const auto it = r.find(key);
+    return it == r.end() ? std::string() : it->second;
+  };
   for (const Result& x : results) {
     const Row& r = *x.plan;
     auto teacher = final_loss.find(r.at("teacher"));
@@ -175,13 +203,18 @@ int run_collect(const std::string& dir) {
                    x.C, ",", x.loss, ",", teacher == final_loss.end() ? "" : teacher->second, ",",
                    x.wall, ",", x.status, ",", r.at("stage"), ",", r.at("size"), ",", r.at("budget"),
                    ",", r.at("tokens_per_param"), ",", r.at("teacher"), ",", x.epochs, ",", x.step, ",",
-                   r.at("steps"), "\n");
+                   r.at("steps"), ",", field(r, "seed"), ",", csv(field(r, "point")), "\n");
   }
   const int64_t n = static_cast<int64_t>(results.size());
   fs::write_file_atomic(dir + "/results.csv", out);
   std::printf("collect: %lld runs: %lld complete, %lld incomplete, %lld missing → %s/results.csv\n",
               (long long)n, (long long)complete, (long long)incomplete, (long long)missing, dir.c_str());
   if (!progress.empty()) std::printf("incomplete (--resume continues from the checkpoint):\n%s", progress.c_str());
+  std::map<std::string, std::vector<double>> replicates;  // point → final losses of its complete seeds
+  for (const Result& x : results)
+    if (x.status == "complete" && !field(*x.plan, "point").empty())
+      replicates[field(*x.plan, "point")].push_back(std::stod(x.loss));
+  print_seed_spread(replicates);
   return 0;
 }
 

@@ -48,7 +48,7 @@ std::string plan_csv(const SweepSpec& spec, const SweepPlan& plan) {
       "name,stage,protocol,size,d_model,n_heads,N,N_nonemb,budget,tokens_per_param,D,steps,"
       "batch_tokens,warmup_steps,flops_per_token,C,budget_error,teacher,corpus,c_student,"
       "c_teacher_logits,c_teacher_pretrain,c_eq9,flops_mode,config,run_dir,data_epochs,branch_from,"
-      "branch_step,c_spent\n";
+      "branch_step,c_spent,seed,point\n";
   const int64_t batch = spec.base.get_int("train.batch_tokens");
   const std::string mode = flops_mode_name(spec.flops);
   for (const PlannedRun& r : plan.runs) {
@@ -66,13 +66,14 @@ std::string plan_csv(const SweepSpec& spec, const SweepPlan& plan) {
                    num(r.c_teacher_logits), ",", num(r.c_teacher_pretrain), ",", num(r.c_eq9()), ",",
                    mode, ",", csv(r.config_path), ",", csv(r.run_dir), ",",
                    r.data_epochs >= 0 ? num(r.data_epochs, "%.6g") : "", ",", r.branch_of, ",",
-                   r.branch_of.empty() ? "" : std::to_string(r.branch_step), ",", num(r.c_spent()), "\n");
+                   r.branch_of.empty() ? "" : std::to_string(r.branch_step), ",", num(r.c_spent()), ",", r.seed,
+                   ",", csv(r.point), "\n");
   }
   // One row per protocol: the compute of every distinct run it needs (Eq. 9 terms summed).
   for (const ProtocolTotal& t : plan.totals)
     out += str_cat("total:", t.protocol, ",total,", t.protocol, ",,,,,,,,,,,,,",
                    num(t.total()), ",,,,", num(t.c_student), ",", num(t.c_teacher_logits), ",",
-                   num(t.c_teacher_pretrain), ",", num(t.total()), ",", mode, ",,,,,,\n");
+                   num(t.c_teacher_pretrain), ",", num(t.total()), ",", mode, ",,,,,,,,\n");
   return out;
 }
 

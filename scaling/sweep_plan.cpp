@@ -11,6 +11,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 #include "core/check.h"
 #include "core/checkpoint.h"
@@ -235,7 +236,7 @@ SweepSpec read_sweep_text(const std::string& yaml_text, const std::string& sourc
   r.check_keys(root, "",
                {"name", "base", "set", "flops", "tolerance", "ranks", "warmup_fraction", "warmup_steps",
                 "evals_per_run", "checkpoints_per_run", "family", "supervised", "distillation",
-                "generate", "distill", "cooldown_branches", "slurm"});
+                "generate", "distill", "cooldown_branches", "seeds", "slurm"});
   SweepSpec s;
   s.source = source;
   if (root["name"]) s.name = r.get_string(root["name"], "name");
@@ -248,11 +249,17 @@ SweepSpec read_sweep_text(const std::string& yaml_text, const std::string& sourc
     if (!stdfs::exists(base_path)) r.fail("base", "config file '" + base_path + "' does not exist");
   }
   s.base = Config::load(base_path);
+  // With seeds: the planner sets train.seed per replicate.
+  auto refuse_seed = [&](const std::string& key, const std::string& origin) {
+    if (root["seeds"] && key == "train.seed")
+      throw ConfigError(origin + ": 'train.seed' is set per replicate from the sweep's seeds: list; leave it out");
+  };
   if (const YAML::Node set = root["set"]) {
     if (!set.IsMap()) r.fail("set", "must be a map of dotted config keys to values (train.lr: 1e-3)");
     for (const auto& kv : set) {
       const std::string k = kv.first.as<std::string>();
       if (kv.second.IsMap()) r.fail("set." + k, "must be a value or a list, not a map (use dotted keys)");
+      refuse_seed(k, source + ": key 'set." + k + "'");
       apply_override(s.base, k, override_value(kv.second), source + ": key 'set." + k + "'");
     }
   }
@@ -260,6 +267,7 @@ SweepSpec read_sweep_text(const std::string& yaml_text, const std::string& sourc
     size_t eq = o.find('=');
     if (eq == std::string::npos || eq == 0)
       throw ConfigError("--set " + o + ": expected dotted.key=value");
+    refuse_seed(o.substr(0, eq), "--set " + o);
     apply_override(s.base, o.substr(0, eq), o.substr(eq + 1), "--set " + o);
   }
   for (const char* k : {"data.train", "data.val", "data.tokenizer"})
@@ -317,6 +325,16 @@ SweepSpec read_sweep_text(const std::string& yaml_text, const std::string& sourc
       r.fail("cooldown_branches",
              str_cat("needs train.lr_schedule: wsd (the base config has ", s.base.get_string("train.lr_schedule"),
                      "; add it under set:): only wsd's rate before the decay is the same for every run length"));
+  }
+  if (const YAML::Node seeds = root["seeds"]) {
+    if (!seeds.IsSequence() || seeds.size() == 0)
+      r.fail("seeds", "must be a non-empty list of integers (train.seed of each replicate), e.g. [1, 2, 3]");
+    for (size_t i = 0; i < seeds.size(); ++i) {
+      const int64_t seed = r.get_int(seeds[i], str_cat("seeds[", i, "]"), 0);
+      if (std::find(s.seeds.begin(), s.seeds.end(), seed) != s.seeds.end())
+        r.fail(str_cat("seeds[", i, "]"), str_cat("seed ", seed, " is listed twice"));
+      s.seeds.push_back(seed);
+    }
   }
   const int64_t batch = s.base.get_int("train.batch_tokens");
   if (batch < 1 || batch % s.family.base.seq_len != 0)
@@ -420,14 +438,19 @@ class Planner {
   }
 
   SweepPlan run() {
-    if (s_.supervised) {
-      std::vector<std::string> used;
-      for (double c : s_.supervised->budgets)
-        for (int64_t L : s_.supervised->sizes)
-          used.push_back(train_run(iso_name(c, L), "isoflop", L, c, 0, "supervised.budgets"));
-      total("isoflop", used);
+    const std::vector<int64_t> seeds = s_.seeds.empty() ? std::vector<int64_t>{s_.base.get_int("train.seed")} : s_.seeds;
+    for (int64_t seed : seeds) {  // each seed a replicate of the whole plan
+      seed_ = seed;
+      suffix_ = s_.seeds.empty() ? "" : str_cat("-s", seed);
+      if (s_.supervised) {
+        std::vector<std::string> used;
+        for (double c : s_.supervised->budgets)
+          for (int64_t L : s_.supervised->sizes)
+            used.push_back(train_run(iso_name(c, L), "isoflop", L, c, 0, "supervised.budgets"));
+        total("isoflop", used);
+      }
+      for (size_t i = 0; i < s_.distillation.size(); ++i) plan_protocol(i);
     }
-    for (size_t i = 0; i < s_.distillation.size(); ++i) plan_protocol(i);
     if (s_.cooldown_branches) {
       plan_branches(train_);
       plan_branches(students_);
@@ -476,9 +499,12 @@ class Planner {
     run.checkpoint_every = every(s_.checkpoints_per_run);
   }
 
-  PlannedRun base_run(const std::string& name, const std::string& protocol, Stage stage, int64_t L) {
+  PlannedRun base_run(const std::string& name, const std::string& point, const std::string& protocol, Stage stage,
+                      int64_t L) {
     PlannedRun run;
     run.name = name;
+    run.point = point;
+    run.seed = seed_;
     run.protocol = protocol;
     run.stage = stage;
     run.size = L;
@@ -489,11 +515,13 @@ class Planner {
     return run;
   }
 
-  // A supervised training run (IsoFLOP when budget > 0, else D = M·N_nonemb); deduplicated by name.
-  std::string train_run(const std::string& name, const std::string& protocol, int64_t L, double budget,
+  // A supervised training run (IsoFLOP when budget > 0, else D = M·N_nonemb) of the current seed,
+  // named point + the seed's suffix; deduplicated by name.
+  std::string train_run(const std::string& point, const std::string& protocol, int64_t L, double budget,
                         double ratio, const std::string& key) {
+    const std::string name = point + suffix_;
     if (index_.count(name)) return name;
-    PlannedRun run = base_run(name, protocol, Stage::Train, L);
+    PlannedRun run = base_run(name, point, protocol, Stage::Train, L);
     run.budget = budget;
     run.tokens_per_param = ratio;
     size_run(run, budget > 0 ? budget / run.flops_per_token : ratio * run.model.n_params_nonemb(), key);
@@ -504,12 +532,16 @@ class Planner {
 
   void student_run(const std::string& protocol, const std::string& tag, const std::string& teacher,
                    int64_t L, double budget, double ratio, const std::string& key) {
-    std::string name = budget > 0 ? str_cat("student-", tag, "-", teacher, "-", format_flops(budget), "-L", L)
-                                  : str_cat("student-", tag, "-", teacher, "-L", L, "-M", format_flops(ratio));
+    // named after its teacher, whose name carries the seed
+    auto student_name = [&](const std::string& t) {
+      return budget > 0 ? str_cat("student-", tag, "-", t, "-", format_flops(budget), "-L", L)
+                        : str_cat("student-", tag, "-", t, "-L", L, "-M", format_flops(ratio));
+    };
+    const std::string name = student_name(teacher);
     runs_of(protocol).push_back(name);
     if (index_.count(name)) return;
     const PlannedRun& t = *index_.at(teacher);
-    PlannedRun run = base_run(name, protocol, Stage::Student, L);
+    PlannedRun run = base_run(name, student_name(t.point), protocol, Stage::Student, L);
     run.budget = budget;
     run.tokens_per_param = ratio;
     size_run(run, budget > 0 ? budget / run.flops_per_token : ratio * run.model.n_params_nonemb(), key);
@@ -555,14 +587,14 @@ class Planner {
     }
   }
 
-  // Cooldown branches: among runs of one size (and one corpus), all on the warmup of the
+  // Cooldown branches: among runs of one size, seed (and corpus), all on the warmup of the
   // shortest (warmup_steps: the same anyway), the longest is the trunk; every other run starts from the trunk's checkpoint at
   // its own decay's first step b = steps − wsd_decay_steps(steps). Before b its rate is the
   // peak, as the trunk's is up to its own (longer) decay, and data order does not depend on
   // train.steps, so the branch is the run trained from step 0 (tests/e2e/sweep_branches.sh).
   void plan_branches(std::deque<PlannedRun>& runs) {
-    std::map<std::pair<int64_t, std::string>, std::vector<PlannedRun*>> groups;
-    for (PlannedRun& r : runs) groups[{r.size, r.corpus}].push_back(&r);
+    std::map<std::tuple<int64_t, std::string, int64_t>, std::vector<PlannedRun*>> groups;
+    for (PlannedRun& r : runs) groups[{r.size, r.corpus, r.seed}].push_back(&r);
     const double fraction = s_.base.get_float("train.wsd_decay_fraction");
     for (auto& [key, group] : groups) {
       if (group.size() < 2) continue;
@@ -596,7 +628,8 @@ class Planner {
       for (const PlannedRun& st : students_)
         if (st.teacher == t) tokens = std::max(tokens, st.tokens), protocol = protocol.empty() ? st.protocol : protocol;
       const PlannedRun& teacher = *index_.at(t);
-      PlannedRun run = base_run(name, protocol, Stage::Corpus, teacher.size);
+      PlannedRun run = base_run(name, "corpus-" + teacher.point, protocol, Stage::Corpus, teacher.size);
+      run.seed = teacher.seed;
       const int64_t T = run.model.seq_len;
       run.num_sequences = (tokens + T - 1) / T;
       run.tokens = run.num_sequences * T;
@@ -637,6 +670,8 @@ class Planner {
   const SweepSpec& s_;
   Reader r_;
   const int64_t batch_;
+  int64_t seed_ = 0;    // the replicate being planned
+  std::string suffix_;  // its name suffix: "-sK", or "" without SweepSpec::seeds
   SweepPlan plan_;
   std::deque<PlannedRun> train_, corpora_, students_;
   std::map<std::string, PlannedRun*> index_;
@@ -698,6 +733,7 @@ std::string planned_config_yaml(const SweepSpec& spec, const SweepPlan& plan, co
   c.set("model.n_kv_heads", std::to_string(m.n_kv_heads));
   c.set("model.head_dim", std::to_string(m.head_dim));
   c.set("model.d_ff", std::to_string(m.d_ff));
+  if (!spec.seeds.empty()) c.set("train.seed", std::to_string(run.seed));
   if (run.stage != Stage::Corpus) {
     c.set("train.steps", std::to_string(run.steps));
     c.set("train.warmup_steps", std::to_string(run.warmup_steps));
@@ -720,6 +756,7 @@ std::string planned_config_yaml(const SweepSpec& spec, const SweepPlan& plan, co
     g["k"] = spec.generate_k;
     g["num_sequences"] = run.num_sequences;
     g["seq_len"] = m.seq_len + 1;  // seq_len targets per sequence, as the students train on
+    if (!spec.seeds.empty()) g["seed"] = run.seed;  // sample mode's draws
   }
   if (run.stage == Stage::Student) {
     YAML::Node d = root["distill"];

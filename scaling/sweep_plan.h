@@ -65,6 +65,9 @@ struct SweepSpec {
   // the longest trains in full and keeps a checkpoint where each shorter run's decay begins;
   // the shorter ones start there (train.branch_from) and train only their decay.
   bool cooldown_branches = false;
+  // Seed replicates: the whole plan once per seed (train.seed, and generate.seed of corpora),
+  // every name ending -sK. Empty: one replicate with the base config's train.seed, plain names.
+  std::vector<int64_t> seeds;
   SlurmSpec slurm;
 };
 
@@ -85,6 +88,10 @@ inline constexpr const char* kStageLists[] = {"train", "train_branch", "corpus",
 
 struct PlannedRun {
   std::string name, protocol;
+  // The run's name without its seed: seed replicates of one grid point share it (= name
+  // without SweepSpec::seeds). seed: its train.seed (a corpus's: its teacher's).
+  std::string point;
+  int64_t seed = 0;
   Stage stage = Stage::Train;
   int64_t size = 0;             // family size of the trained model (the teacher's for corpora)
   ModelConfig model;

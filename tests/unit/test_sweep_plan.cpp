@@ -1,12 +1,14 @@
 // The sweep planner: model family shapes, IsoFLOP runs hitting their budget within the
 // tolerance, per-run schedule length, the Eq. 9 compute accounting of the distillation
-// protocols, cooldown branches, and malformed sweep files failing with one line naming the
+// protocols, cooldown branches, seed replicates, and malformed sweep files failing with one line naming the
 // file and key.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <set>
+
+#include <yaml-cpp/yaml.h>
 
 #include "core/config.h"
 #include "core/lr_schedule.h"
@@ -271,6 +273,58 @@ TEST(SweepPlan, CooldownBranchesStartFromTheLongestRunOfTheirSize) {
   }
 }
 
+// seeds: [1, 2] plans the whole sweep once per seed. Seed 1's replicate is, but for "-s1" in its
+// names and paths, the sweep planned without seeds (train.seed defaults to 1); seed 2's runs read
+// and branch from seed 2's runs only.
+TEST(SweepPlan, SeedsReplicateTheWholePlan) {
+  const std::string body =
+      "cooldown_branches: true\n"
+      "supervised: {budgets: [1.2e10, 2.4e10], sizes: [1]}\n"
+      "distillation:\n"
+      "  - {protocol: fixed_teacher_isoflop_students, teachers: {sizes: [2], tokens_per_param: 1},\n"
+      "     students: {budgets: [1.2e10, 2.4e10], sizes: [1]}}\n";
+  auto spec_of = [](const std::string& b) {
+    return read_sweep_text(sweep_text(b, "aspect: 32, head_dim: 16", "train.batch_tokens: 256, train.lr_schedule: wsd"),
+                           "test.yaml", ".");
+  };
+  const SweepSpec plain_spec = spec_of(body), seeded_spec = spec_of("seeds: [1, 2]\n" + body);
+  const SweepPlan plain = plan_sweep(plain_spec, "/tmp/x"), seeded = plan_sweep(seeded_spec, "/tmp/x");
+  ASSERT_EQ(seeded.runs.size(), 2 * plain.runs.size());
+  auto erase_all = [](std::string s, const std::string& what) {
+    for (size_t at; (at = s.find(what)) != std::string::npos;) s.erase(at, what.size());
+    return s;
+  };
+  int64_t seed2 = 0;
+  for (const PlannedRun& r : seeded.runs) {
+    const PlannedRun* p = plain.find(r.point);
+    ASSERT_NE(p, nullptr) << r.name << " (point " << r.point << ")";
+    EXPECT_EQ(p->point, p->name);
+    EXPECT_EQ(r.name.find("-s" + std::to_string(r.seed)) != std::string::npos, true) << r.name;
+    EXPECT_EQ(r.steps, p->steps);
+    EXPECT_EQ(r.branch_step, p->branch_step);
+    const std::string yaml = planned_config_yaml(seeded_spec, seeded, r);
+    const Config c = Config::from_yaml(yaml, r.name);
+    EXPECT_EQ(c.get_int("train.seed"), r.seed) << r.name;
+    if (r.seed == 1) {
+      EXPECT_EQ(erase_all(yaml, "-s1"), planned_config_yaml(plain_spec, plain, *p)) << r.name;
+      continue;
+    }
+    ASSERT_EQ(r.seed, 2) << r.name;
+    ++seed2;
+    for (const std::string* other : {&r.teacher, &r.corpus, &r.branch_of})
+      if (!other->empty()) EXPECT_EQ(seeded.find(*other)->seed, 2) << r.name << " reads " << *other;
+    if (r.stage == Stage::Corpus) {
+      EXPECT_EQ(YAML::Load(yaml)["generate"]["seed"].as<int64_t>(), 2);
+    }
+  }
+  EXPECT_EQ(seed2, int64_t(plain.runs.size()));
+  ASSERT_EQ(seeded.totals.size(), plain.totals.size());
+  for (size_t i = 0; i < plain.totals.size(); ++i) {
+    EXPECT_EQ(seeded.totals[i].runs, 2 * plain.totals[i].runs);
+    EXPECT_DOUBLE_EQ(seeded.totals[i].total(), 2 * plain.totals[i].total());
+  }
+}
+
 // data_epochs as the runs count them: train runs over (n − 1)/T windows, corpora over the
 // n/(T + 1) windows generate scores (or its prompts), students over their corpus.
 TEST(SweepPlan, DataEpochsCountWhatEachRunReads) {
@@ -379,6 +433,12 @@ TEST(SweepPlan, MalformedFilesNameTheFileAndKey) {
       {sweep_text("cooldown_branches: yes\n" + ok_sup), "key 'cooldown_branches': must be true or false"},
       {sweep_text(ok_sup, "aspect: 32, head_dim: 16", "train.branch_from: /x"),
        "'train.branch_from' is set per run by the planner"},
+      {sweep_text("seeds: []\n" + ok_sup), "bad.yaml: key 'seeds': must be a non-empty list of integers"},
+      {sweep_text("seeds: 3\n" + ok_sup), "bad.yaml: key 'seeds': must be a non-empty list of integers"},
+      {sweep_text("seeds: [1, -2]\n" + ok_sup), "bad.yaml: key 'seeds[1]': must be >= 0, got -2"},
+      {sweep_text("seeds: [4, 4]\n" + ok_sup), "bad.yaml: key 'seeds[1]': seed 4 is listed twice"},
+      {sweep_text("seeds: [1, 2]\n" + ok_sup, "aspect: 32, head_dim: 16", "train.seed: 3"),
+       "bad.yaml: key 'set.train.seed': 'train.seed' is set per replicate from the sweep's seeds: list"},
       {sweep_text("distillation: {protocol: x}\n"), "key 'distillation': must be a list"},
       {sweep_text("distillation:\n  - {protocol: online}\n"), "key 'distillation[0].protocol': unknown protocol 'online'"},
       {sweep_text("distillation:\n  - {protocol: fixed_teacher_isoflop_students}\n"),
