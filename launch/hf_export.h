@@ -4,9 +4,12 @@
 //   model.safetensors  every parameter at its SPEC §1 name, float32 or bfloat16; tied models
 //                      hold no lm_head.weight (transformers ties it to embed_tokens)
 //   tokenizer.model, tokenizer_config.json   with --tokenizer F.model: the SentencePiece model
-//                      as a LlamaTokenizer (retort's ids: 0 <unk>, 1 <s>, 2 </s>; no <s> added)
+//                      as a LlamaTokenizer (retort's ids: 0 <unk>, 1 <s>, 2 </s>; <s> added only
+//                      when tokenize.json beside it records a bos)
 //   tokenizer.json, tokenizer_config.json    with --tokenizer F.json (a Hugging Face tokenizer the
-//                      data was encoded with): the file unchanged, as a PreTrainedTokenizerFast
+//                      data was encoded with) as a PreTrainedTokenizerFast, its post-processor
+//                      adding what tokenize.json beside it says the data had before each
+//                      document (the file unchanged when it already does)
 #pragma once
 #include <string>
 

@@ -4,7 +4,8 @@
 # transformers' Qwen3 / Qwen2 / Llama / Mistral / SmolLM3 semantics from config.json alone; its mean loss on the windows
 # `retort eval` used must match retort's within 1e-6 relative (a wrong RoPE pairing, a missing
 # q/k norm or the wrong head move it by 2e-4 to 3e-2 on these trained models). Then:
-# bfloat16 is exactly the rounded float32, the tokenizer travels unchanged, and bad input
+# bfloat16 is exactly the rounded float32, the tokenizer travels unchanged (adding <s> only when
+# the data had it), and bad input
 # (an unknown format, hf flags without it, a tokenizer larger than the model, an existing
 # --out) is one error line with nothing written.
 source "$(dirname "$0")/lib.sh"
@@ -36,6 +37,14 @@ check "$WORK/qwen3-hf" "$WORK/tok/val.h5" "$WORK/qwen3-eval.json"
 cmp "$WORK/tok/tokenizer.model" "$WORK/qwen3-hf/tokenizer.model" || fail "tokenizer.model changed on the way"
 [ "$(json "$WORK/qwen3-hf/tokenizer_config.json" "j['tokenizer_class'], j['add_bos_token'], j['eos_token']")" = \
   "LlamaTokenizer False </s>" ] || fail "tokenizer_config.json: $(cat "$WORK/qwen3-hf/tokenizer_config.json")"
+# Data tokenized with <s> before every document (tokenize.bos_token, recorded in tokenize.json
+# beside the tokenizer.model): the LlamaTokenizer adds it too.
+retort tokenize "$TINY" --set "tokenize.inputs=[$WORK/corpus]" --set "tokenize.out=$WORK/tok-bos" \
+  --set "tokenize.bos_token=<s>" >/dev/null
+retort export "$WORK/qwen3" --out "$WORK/qwen3-bos" --format hf --tokenizer "$WORK/tok-bos/tokenizer.model" >/dev/null
+[ "$(json "$WORK/qwen3-bos/tokenizer_config.json" "j['add_bos_token'], j['bos_token']")" = "True <s>" ] ||
+  fail "bos tokenizer_config.json: $(cat "$WORK/qwen3-bos/tokenizer_config.json")"
+[ "$(json "$WORK/qwen3-bos/config.json" "j['bos_token_id']")" = 1 ] || fail "bos config.json"
 
 # 2. bfloat16: every tensor the round-to-nearest-even of the float32 export's.
 retort export "$WORK/qwen3" --out "$WORK/qwen3-bf16" --format hf --dtype bfloat16 >/dev/null

@@ -162,6 +162,43 @@ expect_fail 2 "key 'tokenize.bos_token': '<|begin_of_text|>' is not an added tok
   --set "tokenize.tokenizer=$GPT2" --set "tokenize.bos_token=<|begin_of_text|>"
 [ ! -e "$WORK/gpt2-bos" ] || fail "a refused tokenize.bos_token wrote $WORK/gpt2-bos"
 
+# The export gives transformers' default encoding (add_special_tokens: the post-processor's
+# tokens) the training data's convention, read from tokenize.json beside the tokenizer.json:
+# Mistral's file adds <s>, so data tokenized without tokenize.bos_token exports a post-processor
+# that adds nothing, and data with it keeps the file; GPT-2's adds nothing, and data with
+# tokenize.bos_token=<|endoftext|> exports one that adds it. tokenizers.js, encoding the way
+# transformers does, then gives each training set's ids.
+retort tokenize "$TINY" --set "tokenize.inputs=[$WORK/some.jsonl]" --set "tokenize.out=$WORK/nemo-plain" \
+  --set tokenize.val_fraction=0 --set "tokenize.tokenizer=$NEMO" >/dev/null
+retort tokenize "$TINY" --set "tokenize.inputs=[$WORK/some.jsonl]" --set "tokenize.out=$WORK/gpt2-eot" \
+  --set tokenize.val_fraction=0 --set "tokenize.tokenizer=$GPT2" --set "tokenize.bos_token=<|endoftext|>" >/dev/null
+retort train "$TINY" --set model.vocab_size=131072 --set "data.train=$WORK/nemo-plain/train.h5" \
+  --set "data.val=$WORK/nemo-plain/train.h5" --set train.steps=1 --set "run.dir=$WORK/run-131k" >/dev/null
+for c in "nemo-plain|2|None False|rewritten" "nemo-bos|2|1 True|kept" "gpt2-eot|50256|50256 True|rewritten"; do
+  IFS='|' read -r name eos bos how <<<"$c"
+  retort export "$WORK/run-131k" --out "$WORK/hf-$name" --format hf --tokenizer "$WORK/$name/tokenizer.json" \
+    >"$WORK/export-$name.log" || fail "export $name: $(cat "$WORK/export-$name.log")"
+  if [ "$how" = kept ]; then
+    cmp "$WORK/hf-$name/tokenizer.json" "$WORK/$name/tokenizer.json" || fail "export $name: tokenizer.json changed"
+  else
+    grep -q "^export: tokenizer.json: post-processor now encodes a text as " "$WORK/export-$name.log" ||
+      fail "export $name: $(cat "$WORK/export-$name.log")"
+  fi
+  [ "$(/usr/bin/python3 -c "import json,sys; c, t = (json.load(open(sys.argv[1] + f)) for f in ('/config.json', '/tokenizer_config.json')); print(c.get('bos_token_id'), t['add_bos_token'])" "$WORK/hf-$name")" = "$bos" ] ||
+    fail "export $name: bos_token_id / add_bos_token are not '$bos'"
+  node "$SRC/tests/e2e/hf_tokenizer_reference.mjs" "$JS" "$WORK/hf-$name" "$WORK/some.jsonl" "$eos" "$WORK/hf-$name.ref" special >/dev/null
+  /usr/bin/python3 -c "import h5py,sys,numpy as np; t=h5py.File(sys.argv[1])['tokens'][:]; r=np.fromfile(sys.argv[2], '<i4'); sys.exit(not (len(t) == len(r) and (t == r).all()))" \
+    "$WORK/$name/train.h5" "$WORK/hf-$name.ref" || fail "export $name: transformers' default encoding is not the training data's"
+  echo "ok: export $name: the exported tokenizer encodes as the training data ($how)"
+done
+# Without a tokenize.json of the file the convention is unknown: the file unchanged and a warning.
+cp "$NEMO/tokenizer.json" "$WORK/nemo-copy.json"
+retort export "$WORK/run-131k" --out "$WORK/hf-copy" --format hf --tokenizer "$WORK/nemo-copy.json" \
+  >/dev/null 2>"$WORK/export-copy.err" || fail "export of a bare tokenizer.json failed"
+grep -q "^warning: .*/nemo-copy.json: its post-processor encodes a text as '<s> TEXT', and no tokenize.json" \
+  "$WORK/export-copy.err" || fail "no warning for a post-processor of unknown convention: $(cat "$WORK/export-copy.err")"
+cmp "$WORK/hf-copy/tokenizer.json" "$NEMO/tokenizer.json" || fail "export of a bare tokenizer.json changed it"
+
 # Refusals: one line naming the file and the field, exit 1, nothing written.
 edit() {  # edit NAME PYTHON: $WORK/bad/NAME/tokenizer.json = Qwen3's with `t` changed by PYTHON
   mkdir -p "$WORK/bad/$1"
