@@ -131,48 +131,116 @@ std::string stage_lists_words() {
   return words;
 }
 
-std::string run_local_sh() {
+std::string run_local_sh(const SweepSpec& spec) {
   return str_cat(R"SH(#!/usr/bin/env bash
-# Runs every run of this sweep on this machine, in order (train → train_branch → corpus →
-# student → student_branch), one at a time. Complete runs are skipped and interrupted ones
-# resumed, so after an interruption just run it again. Logs: logs/NAME.log. Then: retort
-# collect <this directory>.
+# Runs every run of this sweep on this machine, stage after stage (train → train_branch →
+# corpus → student → student_branch). Complete runs are skipped and interrupted ones resumed,
+# so after an interruption just run it again. Logs: logs/NAME.log. Then: retort collect <this
+# directory>.
+# JOBS=N (default 1) runs up to N runs of a stage at once (a stage's runs do not read each
+# other; the next stage starts once they have all ended), each with OMP_NUM_THREADS =
+# cores / (N · RANKS) unless OMP_NUM_THREADS is set, and with GPUS_PER_RUN=G, CUDA_VISIBLE_DEVICES = its slot's G
+# GPUs (slot k: GPUs k·G … k·G + G − 1). With N > 1 a run's output goes to its log only and a
+# line marks its start and end.
 # A run that exits 75 (preempted: its retort process got SIGUSR1/SIGTERM) is resumed at once,
 # at most MAX_RESUMES times (default 10). SIGUSR1/SIGTERM/SIGINT to this script instead stops
-# the sweep cleanly: the current run checkpoints, and the script exits 75.
+# the sweep cleanly: the current runs checkpoint, and the script exits 75. After a failed run
+# no other run starts; those running end, then the script exits 1.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 MAX_RESUMES=${MAX_RESUMES:-10}
+JOBS=${JOBS:-1}
+GPUS_PER_RUN=${GPUS_PER_RUN:-0}
+for v in JOBS GPUS_PER_RUN; do
+  [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "run_local.sh: $v must be a whole number, got '${!v}'" >&2; exit 2; }
+done
+[ "$JOBS" -ge 1 ] || { echo "run_local.sh: JOBS must be at least 1" >&2; exit 2; }
+if [ "$JOBS" -gt 1 ] && (( BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] < 501 )); then
+  echo "run_local.sh: JOBS > 1 needs bash 5.1 or newer (wait -n -p); this is $BASH_VERSION" >&2
+  exit 2
+fi
+if [ "$JOBS" -gt 1 ] && [ -z "${OMP_NUM_THREADS:-}" ]; then
+  per_run=$(( $(nproc) / (JOBS * ${RANKS:-)SH", spec.ranks, R"SH(}) ))
+  export OMP_NUM_THREADS=$(( per_run > 0 ? per_run : 1 ))
+fi
 mkdir -p "$HERE/logs"
-stop=0 child=
-trap 'stop=1; [ -z "$child" ] || kill -USR1 "$child" 2>/dev/null || true' USR1 TERM INT
-stopped() { echo "[sweep] stopped on request$1; rerun run_local.sh to continue" >&2; exit 75; }
+
+# run NAME SLOT (a background job): one run to its end, resumed at once after a preemption of
+# its own; SIGUSR1 asks it to checkpoint and stop. Exits with the run's code.
+run() {
+  local name=$1 slot=$2 stop=0 child= resumes=0 rc log tee_pid
+  trap 'stop=1; [ -z "$child" ] || kill -USR1 "$child" 2>/dev/null || true' USR1
+  if [ "$GPUS_PER_RUN" -gt 0 ]; then
+    export CUDA_VISIBLE_DEVICES=$(seq -s, $((slot * GPUS_PER_RUN)) $((slot * GPUS_PER_RUN + GPUS_PER_RUN - 1)))
+  fi
+  while :; do
+    tee_pid=
+    if [ "$JOBS" = 1 ]; then
+      exec {log}> >(tee -a "$HERE/logs/$name.log")
+      tee_pid=$!
+    else
+      exec {log}>>"$HERE/logs/$name.log"
+    fi
+    bash "$HERE/run_one.sh" "$name" >&$log 2>&1 </dev/null &
+    child=$!
+    while :; do wait "$child" || true; kill -0 "$child" 2>/dev/null || break; done
+    rc=0
+    wait "$child" || rc=$?
+    child=
+    exec {log}>&-
+    [ -z "$tee_pid" ] || wait "$tee_pid" || true  # the log is complete before the next step reads it
+    [ "$rc" = 75 ] && [ "$stop" = 0 ] && [ "$resumes" -lt "$MAX_RESUMES" ] || break
+    resumes=$((resumes + 1))
+    echo "[sweep] $name: preempted (exit 75); resuming it ($resumes of at most $MAX_RESUMES)"
+  done
+  exit "$rc"
+}
+
+declare -A running=() slot_of=()  # pid of each run's job → its name, its slot
+stop=0 failed= stopped_in=
+trap 'stop=1; for p in "${!running[@]}"; do kill -USR1 "$p" 2>/dev/null || true; done' USR1 TERM INT
+# reap: waits until one run ends (or a signal arrives) and records how it ended.
+reap() {
+  local pid= rc=0 name
+  if [ "$JOBS" = 1 ]; then
+    pid=${!running[*]}
+    wait "$pid" || rc=$?
+    ! kill -0 "$pid" 2>/dev/null || return 0  # a signal interrupted the wait
+  else
+    wait -n -p pid "${!running[@]}" || rc=$?
+    [ -n "${pid:-}" ] && [ -n "${running[$pid]:-}" ] || return 0  # a signal interrupted the wait
+  fi
+  name=${running[$pid]}
+  unset "running[$pid]" "slot_of[$pid]"
+  if [ "$rc" = 75 ] && [ "$stop" = 1 ]; then
+    stopped_in=$name
+  elif [ "$rc" != 0 ]; then
+    [ -n "$failed" ] || failed="$name failed (exit $rc; log: $HERE/logs/$name.log)"
+  elif [ "$JOBS" -gt 1 ]; then
+    echo "[sweep] $name: done"
+  fi
+}
 for stage in )SH", stage_lists_words(), R"SH(; do
   while read -r name; do
     [ -n "$name" ] || continue
-    [ "$stop" = 0 ] || stopped ""
-    resumes=0
-    while :; do
-      exec {log}> >(tee -a "$HERE/logs/$name.log")
-      tee_pid=$!
-      bash "$HERE/run_one.sh" "$name" >&$log 2>&1 </dev/null &
-      child=$!
-      while :; do wait "$child" || true; kill -0 "$child" 2>/dev/null || break; done
-      rc=0
-      wait "$child" || rc=$?
-      child=
-      exec {log}>&-
-      wait "$tee_pid" || true  # the log is complete before the next step reads it
-      [ "$rc" = 75 ] && [ "$stop" = 0 ] && [ "$resumes" -lt "$MAX_RESUMES" ] || break
-      resumes=$((resumes + 1))
-      echo "[sweep] $name: preempted (exit 75); resuming it ($resumes of at most $MAX_RESUMES)"
-    done
-    [ "$rc" != 75 ] || [ "$stop" = 0 ] || stopped " (in $name)"
-    if [ "$rc" != 0 ]; then
-      echo "[sweep] $name failed (exit $rc; log: $HERE/logs/$name.log); rerun run_local.sh to continue" >&2
-      exit 1
-    fi
+    while [ "${#running[@]}" -ge "$JOBS" ]; do reap; done
+    [ "$stop" = 0 ] && [ -z "$failed" ] || break
+    slot=0
+    while printf '%s\n' "${slot_of[@]}" | grep -qx "$slot"; do slot=$((slot + 1)); done
+    [ "$JOBS" = 1 ] || echo "[sweep] $name: started (slot $slot; log: $HERE/logs/$name.log)"
+    run "$name" "$slot" &
+    running[$!]=$name
+    slot_of[$!]=$slot
   done <"$HERE/stages/$stage.txt"
+  while [ "${#running[@]}" -gt 0 ]; do reap; done
+  if [ "$stop" = 1 ]; then
+    echo "[sweep] stopped on request${stopped_in:+ (in $stopped_in)}; rerun run_local.sh to continue" >&2
+    exit 75
+  fi
+  if [ -n "$failed" ]; then
+    echo "[sweep] $failed; rerun run_local.sh to continue" >&2
+    exit 1
+  fi
 done
 echo "[sweep] done; results: retort collect $HERE"
 )SH");
@@ -374,7 +442,7 @@ int run_sweep(const std::string& sweep_path, const std::vector<std::string>& ove
   fs::write_file_atomic(dir + "/sweep.yaml", fs::read_file(sweep_path));
   const std::string bin = stdfs::canonical("/proc/self/exe").string();
   write_script(dir + "/run_one.sh", run_one_sh(spec, bin));
-  write_script(dir + "/run_local.sh", run_local_sh());
+  write_script(dir + "/run_local.sh", run_local_sh(spec));
   write_script(dir + "/submit.sbatch", submit_sbatch(spec, dir));
   write_script(dir + "/submit.sh", submit_sh());
 

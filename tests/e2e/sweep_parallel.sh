@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# run_local.sh with JOBS=2 (several runs of a stage at once) and GPUS_PER_RUN, with real runs:
+#   1. a sweep of 4 IsoFLOP runs and a fixed-teacher protocol (teacher, corpus, student): two
+#      runs overlap in time, each slot has its own CUDA_VISIBLE_DEVICES ("0,1" and "2,3"), no run
+#      of a stage starts before every run of the stage before has ended, and every run's final
+#      loss equals the same sweep's under JOBS=1 (the runs do not disturb each other);
+#   2. a run that fails: the run beside it still finishes, no other run starts, and the script
+#      exits 1 naming it;
+#   3. SIGTERM to run_local.sh while two runs train: both checkpoint, the script exits 75, and
+#      a rerun resumes both and finishes;
+#   4. JOBS that is not a whole number ≥ 1: exit 2, one line.
+source "$(dirname "$0")/lib.sh"
+tiny_tokens "$WORK/tok" 300
+DATA=(--set "data.train=$WORK/tok/train.h5" --set "data.val=$WORK/tok/val.h5")
+
+cat >"$WORK/sweep.yaml" <<EOF
+base: $SRC/configs/tiny.yaml
+set: {train.batch_tokens: 256, train.micro_batch: 0, eval.max_windows: 4, checkpoint.keep_last: 1}
+family: {aspect: 32, head_dim: 16, seq_len: 64}
+warmup_fraction: 0.1
+evals_per_run: 1
+checkpoints_per_run: 1
+supervised: {budgets: [1.2e10, 2.4e10], sizes: [1, 2]}
+distillation:
+  - protocol: fixed_teacher_isoflop_students
+    teachers: {sizes: [1], tokens_per_param: 4}
+    students: {budgets: [6e9], sizes: [1]}
+EOF
+# The binary behind a wrapper that logs each call: its run, start and end times, and environment.
+cat >"$WORK/logging-retort" <<EOF
+#!/usr/bin/env bash
+start=\$(date +%s.%N)
+rc=0
+"$RETORT_BIN" "\$@" || rc=\$?
+echo "\$(basename "\$2" .yaml) \$start \$(date +%s.%N) \${CUDA_VISIBLE_DEVICES:-none} \$OMP_NUM_THREADS" >>"$WORK/calls.log"
+exit \$rc
+EOF
+chmod +x "$WORK/logging-retort"
+
+# 1. JOBS=2 (which sets OMP_NUM_THREADS to half the cores) against JOBS=1 with that many threads.
+half=$(( $(nproc) / 2 > 0 ? $(nproc) / 2 : 1 ))
+for jobs in 1 2; do
+  retort sweep "$WORK/sweep.yaml" --out "$WORK/jobs$jobs" "${DATA[@]}" >/dev/null 2>&1
+  rm -f "$WORK/calls.log"
+  threads=(OMP_NUM_THREADS=$half)
+  [ "$jobs" = 1 ] || threads=(-u OMP_NUM_THREADS)
+  env "${threads[@]}" JOBS=$jobs GPUS_PER_RUN=2 RETORT=$WORK/logging-retort "$WORK/jobs$jobs/run_local.sh" >"$WORK/run$jobs.log" 2>&1 ||
+    { tail -30 "$WORK/run$jobs.log"; fail "JOBS=$jobs: run_local.sh failed"; }
+  mv "$WORK/calls.log" "$WORK/calls$jobs.log"
+  retort collect "$WORK/jobs$jobs" | grep -q "6 runs: 6 complete" || fail "JOBS=$jobs: not every run completed"
+done
+cat "$WORK/calls2.log"
+grep -q "^\[sweep\] sup-1.2e10-L1: started (slot 0; log: .*/logs/sup-1.2e10-L1.log)$" "$WORK/run2.log" ||
+  fail "no start line: $(head "$WORK/run2.log")"
+grep -q "^\[sweep\] sup-1.2e10-L1: done$" "$WORK/run2.log" || fail "no done line"
+! grep -q "^step " "$WORK/run2.log" || fail "JOBS=2 printed a run's output (it belongs in its log)"
+/usr/bin/python3 - "$WORK/calls2.log" "$WORK/jobs2/stages" "$(nproc)" <<'PY'
+import sys
+calls = [l.split() for l in open(sys.argv[1])]
+calls = {c[0]: (float(c[1]), float(c[2]), c[3], c[4]) for c in calls}
+stage = {}
+for s in ("train", "corpus", "student"):
+    for n in open(f"{sys.argv[2]}/{s}.txt").read().split():
+        stage[n] = s
+assert sorted(calls) == sorted(stage), (sorted(calls), sorted(stage))
+overlaps = [(a, b) for a in calls for b in calls if a < b and calls[a][0] < calls[b][1] and calls[b][0] < calls[a][1]]
+assert overlaps, "no two runs overlapped"
+for a, b in overlaps:
+    assert stage[a] == stage[b], f"{a} ({stage[a]}) overlapped {b} ({stage[b]})"
+    assert {calls[a][2], calls[b][2]} == {"0,1", "2,3"}, (a, b, calls[a][2], calls[b][2])
+assert all(c[2] in ("0,1", "2,3") for c in calls.values()), calls
+threads = str(max(1, int(sys.argv[3]) // 2))
+assert all(c[3] == threads for c in calls.values()), (threads, calls)
+print(f"ok: JOBS=2: {len(overlaps)} overlapping pairs, each within a stage, on GPUs 0,1 and 2,3, {threads} threads per run")
+PY
+/usr/bin/python3 - "$WORK/jobs1/results.csv" "$WORK/jobs2/results.csv" <<'PY'
+import csv, sys
+one, two = ({r["name"]: r["final_val_loss"] for r in csv.DictReader(open(f))} for f in sys.argv[1:])
+assert one == two, (one, two)
+print(f"ok: JOBS=2 gives JOBS=1's final losses for all {len(one)} runs")
+PY
+
+# 2. A failing run (the second of the first two): the first finishes, no other run starts.
+retort sweep "$WORK/sweep.yaml" --out "$WORK/fail" "${DATA[@]}" >/dev/null 2>&1
+cat >"$WORK/failing-retort" <<EOF
+#!/usr/bin/env bash
+case "\$2" in */sup-1.2e10-L2.yaml) echo "simulated failure" >&2; exit 3 ;; esac
+exec "$RETORT_BIN" "\$@"
+EOF
+chmod +x "$WORK/failing-retort"
+rc=0
+JOBS=2 RETORT=$WORK/failing-retort "$WORK/fail/run_local.sh" >"$WORK/fail.log" 2>&1 || rc=$?
+[ "$rc" = 1 ] || { cat "$WORK/fail.log"; fail "a failed run: exit $rc, expected 1"; }
+grep -q "^\[sweep\] sup-1.2e10-L2 failed (exit 3; log: .*/logs/sup-1.2e10-L2.log); rerun run_local.sh to continue$" \
+  "$WORK/fail.log" || { cat "$WORK/fail.log"; fail "no failure line"; }
+[ -f "$WORK/fail/runs/sup-1.2e10-L1/summary.json" ] || fail "the run beside the failed one did not finish"
+retort collect "$WORK/fail" | grep -q "6 runs: 1 complete, 0 incomplete, 5 missing" ||
+  fail "after the failure: $(retort collect "$WORK/fail")"
+echo "ok: a failed run: the running one finishes, nothing else starts, exit 1"
+
+# 3. SIGTERM to run_local.sh with two runs training: both checkpoint, exit 75, a rerun finishes.
+cat >"$WORK/long.yaml" <<EOF
+base: $SRC/configs/tiny.yaml
+set: {train.batch_tokens: 256, train.micro_batch: 0, train.log_every: 10, eval.max_windows: 2}
+family: {aspect: 32, head_dim: 16, seq_len: 64}
+evals_per_run: 1
+checkpoints_per_run: 1
+supervised: {budgets: [1.2e11], sizes: [1, 2]}
+EOF
+retort sweep "$WORK/long.yaml" --out "$WORK/long" "${DATA[@]}" >/dev/null 2>&1
+JOBS=2 "$WORK/long/run_local.sh" >"$WORK/long1.log" 2>&1 &
+runner=$!
+for _ in $(seq 600); do
+  n=0
+  for r in "$WORK"/long/runs/*/metrics.jsonl; do [ -s "$r" ] && n=$((n + 1)); done
+  [ "$n" = 2 ] && break
+  sleep 0.05
+done
+[ "$n" = 2 ] || fail "the two runs did not both start logging within 30 s"
+kill -TERM "$runner"
+rc=0
+wait "$runner" || rc=$?
+[ "$rc" = 75 ] || { cat "$WORK/long1.log"; fail "SIGTERM: exit $rc, expected 75"; }
+grep -q "^\[sweep\] stopped on request (in sup-1.2e11-L[12]); rerun run_local.sh to continue$" "$WORK/long1.log" ||
+  { cat "$WORK/long1.log"; fail "no stop line"; }
+for name in sup-1.2e11-L1 sup-1.2e11-L2; do
+  grep -q "^preempted (SIGUSR1) after step" "$WORK/long/logs/$name.log" || fail "$name did not checkpoint on the stop"
+  [ ! -f "$WORK/long/runs/$name/summary.json" ] || fail "$name finished before the signal: make it longer"
+done
+JOBS=2 "$WORK/long/run_local.sh" >"$WORK/long2.log" 2>&1 || { cat "$WORK/long2.log"; fail "the rerun failed"; }
+for name in sup-1.2e11-L1 sup-1.2e11-L2; do
+  grep -q "resuming from .*/runs/$name/checkpoints/step_" "$WORK/long/logs/$name.log" || fail "$name did not resume"
+done
+retort collect "$WORK/long" | grep -q "2 runs: 2 complete" || fail "after the rerun: $(retort collect "$WORK/long")"
+echo "ok: SIGTERM stops both runs at a checkpoint (exit 75); the rerun resumes and finishes them"
+
+# 4. Bad JOBS.
+for bad in 0 two; do
+  expect_fail 2 "^run_local.sh: JOBS must be" env JOBS=$bad "$WORK/long/run_local.sh"
+done
+echo PASS
