@@ -35,6 +35,7 @@ for s in plain seeded; do
   cat "$WORK/collect-$s.log"
 done
 grep -q "^planned 14 runs (10 train, 2 corpus, 2 student)" "$WORK/plan-seeded.log" || fail "plan: $(cat "$WORK/plan-seeded.log")"
+grep -q "^seeds: 2 replicates of 7 runs (train.seed 1, 2; " "$WORK/plan-seeded.log" || fail "no seeds line"
 grep -q "12 runs: 12 complete" "$WORK/collect-seeded.log" || fail "not every seeded run completed"
 grep -Eq "^seeds: 6 points with 2 complete seeds; final_val_loss std across seeds: median [0-9.e-]+, largest [0-9.e-]+ \(" \
   "$WORK/collect-seeded.log" || fail "no seed spread line"
