@@ -3,13 +3,8 @@
 //                      same math as SPEC §1 (models/hf_config.h)
 //   model.safetensors  every parameter at its SPEC §1 name, float32 or bfloat16; tied models
 //                      hold no lm_head.weight (transformers ties it to embed_tokens)
-//   tokenizer.model, tokenizer_config.json   with --tokenizer F.model: the SentencePiece model
-//                      as a LlamaTokenizer (retort's ids: 0 <unk>, 1 <s>, 2 </s>; <s> added only
-//                      when tokenize.json beside it records a bos)
-//   tokenizer.json, tokenizer_config.json    with --tokenizer F.json (a Hugging Face tokenizer the
-//                      data was encoded with) as a PreTrainedTokenizerFast, its post-processor
-//                      adding what tokenize.json beside it says the data had before each
-//                      document (the file unchanged when it already does)
+//   tokenizer.model or tokenizer.json, tokenizer_config.json   with --tokenizer F: encoding
+//                      as the training data was (launch/hf_tokenizer_export.h)
 #pragma once
 #include <string>
 
