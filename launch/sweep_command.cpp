@@ -139,9 +139,10 @@ std::string run_local_sh(const SweepSpec& spec) {
 # directory>.
 # JOBS=N (default 1) runs up to N runs of a stage at once (a stage's runs do not read each
 # other; the next stage starts once they have all ended), each with OMP_NUM_THREADS =
-# cores / (N · RANKS) unless OMP_NUM_THREADS is set, and with GPUS_PER_RUN=G, CUDA_VISIBLE_DEVICES = its slot's G
-# GPUs (slot k: GPUs k·G … k·G + G − 1). With N > 1 a run's output goes to its log only and a
-# line marks its start and end.
+# cores / (N · RANKS) unless OMP_NUM_THREADS is set, and with GPUS_PER_RUN=G, its slot's G
+# GPUs as CUDA_VISIBLE_DEVICES (slot k: entries k·G … k·G + G − 1 of the CUDA_VISIBLE_DEVICES
+# this script was given, else of GPUs 0, 1, …). With N > 1 a run's output goes to its log only
+# and a line marks its start and end.
 # A run that exits 75 (preempted: its retort process got SIGUSR1/SIGTERM) is resumed at once,
 # at most MAX_RESUMES times (default 10). SIGUSR1/SIGTERM/SIGINT to this script instead stops
 # the sweep cleanly: the current runs checkpoint, and the script exits 75. After a failed run
@@ -163,6 +164,18 @@ if [ "$JOBS" -gt 1 ] && [ -z "${OMP_NUM_THREADS:-}" ]; then
   per_run=$(( $(nproc) / (JOBS * ${RANKS:-)SH", spec.ranks, R"SH(}) ))
   export OMP_NUM_THREADS=$(( per_run > 0 ? per_run : 1 ))
 fi
+gpus=()
+if [ "$GPUS_PER_RUN" -gt 0 ]; then
+  if [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then
+    IFS=, read -ra gpus <<<"$CUDA_VISIBLE_DEVICES"
+    [ "${#gpus[@]}" -ge $((JOBS * GPUS_PER_RUN)) ] || {
+      echo "run_local.sh: JOBS·GPUS_PER_RUN = $((JOBS * GPUS_PER_RUN)) GPUs, but CUDA_VISIBLE_DEVICES lists ${#gpus[@]} ($CUDA_VISIBLE_DEVICES)" >&2
+      exit 2
+    }
+  else
+    gpus=($(seq 0 $((JOBS * GPUS_PER_RUN - 1))))
+  fi
+fi
 mkdir -p "$HERE/logs"
 
 # run NAME SLOT (a background job): one run to its end, resumed at once after a preemption of
@@ -171,7 +184,8 @@ run() {
   local name=$1 slot=$2 stop=0 child= resumes=0 rc log tee_pid
   trap 'stop=1; [ -z "$child" ] || kill -USR1 "$child" 2>/dev/null || true' USR1
   if [ "$GPUS_PER_RUN" -gt 0 ]; then
-    export CUDA_VISIBLE_DEVICES=$(seq -s, $((slot * GPUS_PER_RUN)) $((slot * GPUS_PER_RUN + GPUS_PER_RUN - 1)))
+    local mine=("${gpus[@]:slot * GPUS_PER_RUN:GPUS_PER_RUN}")
+    export CUDA_VISIBLE_DEVICES=$(IFS=,; echo "${mine[*]}")
   fi
   while :; do
     tee_pid=

@@ -8,7 +8,8 @@
 #      exits 1 naming it;
 #   3. SIGTERM to run_local.sh while two runs train: both checkpoint, the script exits 75, and
 #      a rerun resumes both and finishes;
-#   4. JOBS that is not a whole number ≥ 1: exit 2, one line.
+#   4. GPUS_PER_RUN within a CUDA_VISIBLE_DEVICES given to run_local.sh: slots take its entries;
+#      too few of them, or JOBS that is not a whole number ≥ 1: exit 2, one line.
 source "$(dirname "$0")/lib.sh"
 tiny_tokens "$WORK/tok" 300
 DATA=(--set "data.train=$WORK/tok/train.h5" --set "data.val=$WORK/tok/val.h5")
@@ -134,7 +135,17 @@ done
 retort collect "$WORK/long" | grep -q "2 runs: 2 complete" || fail "after the rerun: $(retort collect "$WORK/long")"
 echo "ok: SIGTERM stops both runs at a checkpoint (exit 75); the rerun resumes and finishes them"
 
-# 4. Bad JOBS.
+# 4. Slots take their GPUs from a CUDA_VISIBLE_DEVICES given to run_local.sh (two runs at once).
+sed 's/^supervised: .*/supervised: {budgets: [1.2e10], sizes: [1, 2]}/; /^distillation:/,$d' "$WORK/sweep.yaml" >"$WORK/two.yaml"
+retort sweep "$WORK/two.yaml" --out "$WORK/given" "${DATA[@]}" >/dev/null 2>&1
+rm -f "$WORK/calls.log"
+CUDA_VISIBLE_DEVICES=GPU-a,GPU-b,GPU-c,GPU-d JOBS=2 GPUS_PER_RUN=2 RETORT=$WORK/logging-retort \
+  "$WORK/given/run_local.sh" >"$WORK/given.log" 2>&1 || { cat "$WORK/given.log"; fail "given GPUs: run_local.sh failed"; }
+[ "$(cut -d' ' -f4 "$WORK/calls.log" | sort | tr '\n' ' ')" = "GPU-a,GPU-b GPU-c,GPU-d " ] ||
+  fail "the slots did not take the given GPUs: $(cat "$WORK/calls.log")"
+echo "ok: slots take their GPUs from the CUDA_VISIBLE_DEVICES given"
+expect_fail 2 "^run_local.sh: JOBS·GPUS_PER_RUN = 4 GPUs, but CUDA_VISIBLE_DEVICES lists 3 \(0,1,2\)$" \
+  env CUDA_VISIBLE_DEVICES=0,1,2 JOBS=2 GPUS_PER_RUN=2 "$WORK/long/run_local.sh"
 for bad in 0 two; do
   expect_fail 2 "^run_local.sh: JOBS must be" env JOBS=$bad "$WORK/long/run_local.sh"
 done
