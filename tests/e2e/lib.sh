@@ -30,6 +30,25 @@ tiny_tokens() {
   retort tokenize "$TINY" --set "tokenize.inputs=[$WORK/corpus]" --set "tokenize.out=$1" >/dev/null
 }
 
+# tiny_sweep FILE: a sweep file on tiny.yaml (run with tiny_tokens' data via --set): 2 budgets ×
+# 2 sizes and a fixed-teacher protocol (an L1 teacher at 4 tokens per parameter, one student
+# budget): 7 runs of about a second each (sweep_seeds.sh, sweep_parallel.sh).
+tiny_sweep() {
+  cat >"$1" <<EOF
+base: $SRC/configs/tiny.yaml
+set: {train.batch_tokens: 256, train.micro_batch: 0, eval.max_windows: 4, checkpoint.keep_last: 1}
+family: {aspect: 32, head_dim: 16, seq_len: 64}
+warmup_fraction: 0.1
+evals_per_run: 1
+checkpoints_per_run: 1
+supervised: {budgets: [1.2e10, 2.4e10], sizes: [1, 2]}
+distillation:
+  - protocol: fixed_teacher_isoflop_students
+    teachers: {sizes: [1], tokens_per_param: 4}
+    students: {budgets: [6e9], sizes: [1]}
+EOF
+}
+
 # compare_runs RUN_A RUN_B [LOSS_RTOL PARAM_RTOL STEP MIN_PARAM_RTOL LOOSE]: a multi-rank run
 # against its one-process control: per-step losses within LOSS_RTOL (1e-5) relative and the
 # step-STEP (default: RUN_A's last checkpoint) parameters of RUN_A (consolidated checkpoint)

@@ -9,19 +9,7 @@
 source "$(dirname "$0")/lib.sh"
 tiny_tokens "$WORK/tok" 300
 
-cat >"$WORK/plain.yaml" <<EOF
-base: $SRC/configs/tiny.yaml
-set: {train.batch_tokens: 256, train.micro_batch: 0, eval.max_windows: 4, checkpoint.keep_last: 1}
-family: {aspect: 32, head_dim: 16, seq_len: 64}
-warmup_fraction: 0.1
-evals_per_run: 1
-checkpoints_per_run: 1
-supervised: {budgets: [1.2e10, 2.4e10], sizes: [1, 2]}
-distillation:
-  - protocol: fixed_teacher_isoflop_students
-    teachers: {sizes: [1], tokens_per_param: 4}
-    students: {budgets: [6e9], sizes: [1]}
-EOF
+tiny_sweep "$WORK/plain.yaml"
 { echo "seeds: [1, 2]"; cat "$WORK/plain.yaml"; } >"$WORK/seeded.yaml"
 DATA=(--set "data.train=$WORK/tok/train.h5" --set "data.val=$WORK/tok/val.h5")
 expect_fail 2 "^retort: config error: --set train.seed=3: 'train.seed' is set per replicate from the sweep's seeds: list" \
