@@ -157,12 +157,15 @@ std::string override_value(const YAML::Node& v) {
   return s + "]";
 }
 
+// `seeded`: the sweep has seeds:, so train.seed is the planner's too.
 void apply_override(Config& cfg, const std::string& key, const std::string& value,
-                    const std::string& origin) {
+                    const std::string& origin, bool seeded) {
   if (kPlannerKeys.count(key))
     throw ConfigError(origin + ": '" + key +
                       "' is set per run by the planner (shapes come from family.*, steps and "
                       "schedule from the budgets); leave it out");
+  if (seeded && key == "train.seed")
+    throw ConfigError(origin + ": 'train.seed' is set per replicate from the sweep's seeds: list; leave it out");
   try {
     cfg.set(key, value);
   } catch (const ConfigError& e) {
@@ -249,26 +252,20 @@ SweepSpec read_sweep_text(const std::string& yaml_text, const std::string& sourc
     if (!stdfs::exists(base_path)) r.fail("base", "config file '" + base_path + "' does not exist");
   }
   s.base = Config::load(base_path);
-  // With seeds: the planner sets train.seed per replicate.
-  auto refuse_seed = [&](const std::string& key, const std::string& origin) {
-    if (root["seeds"] && key == "train.seed")
-      throw ConfigError(origin + ": 'train.seed' is set per replicate from the sweep's seeds: list; leave it out");
-  };
+  const bool seeded = bool(root["seeds"]);
   if (const YAML::Node set = root["set"]) {
     if (!set.IsMap()) r.fail("set", "must be a map of dotted config keys to values (train.lr: 1e-3)");
     for (const auto& kv : set) {
       const std::string k = kv.first.as<std::string>();
       if (kv.second.IsMap()) r.fail("set." + k, "must be a value or a list, not a map (use dotted keys)");
-      refuse_seed(k, source + ": key 'set." + k + "'");
-      apply_override(s.base, k, override_value(kv.second), source + ": key 'set." + k + "'");
+      apply_override(s.base, k, override_value(kv.second), source + ": key 'set." + k + "'", seeded);
     }
   }
   for (const std::string& o : overrides) {
     size_t eq = o.find('=');
     if (eq == std::string::npos || eq == 0)
       throw ConfigError("--set " + o + ": expected dotted.key=value");
-    refuse_seed(o.substr(0, eq), "--set " + o);
-    apply_override(s.base, o.substr(0, eq), o.substr(eq + 1), "--set " + o);
+    apply_override(s.base, o.substr(0, eq), o.substr(eq + 1), "--set " + o, seeded);
   }
   for (const char* k : {"data.train", "data.val", "data.tokenizer"})
     if (s.base.was_set(k)) s.base.set(k, absolute_from_cwd(s.base.get_string(k)));
