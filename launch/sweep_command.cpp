@@ -95,7 +95,7 @@ RANKS=${RANKS:-)SH", spec.ranks, R"SH(}
 name=${1:?usage: run_one.sh NAME}
 row=$(awk -F'\t' -v n="$name" '$1 == n' "$HERE/runs.tsv")
 [ -n "$row" ] || { echo "run_one.sh: no run named '$name' in $HERE/runs.tsv" >&2; exit 1; }
-IFS=$'\t' read -r _ cmd config rundir <<<"$row"
+IFS=$'\t' read -r _ cmd config rundir _ <<<"$row"
 
 if [ "$cmd" = generate ]; then
   [ -f "$rundir/manifest.json" ] && { echo "[sweep] $name: complete, skipping"; exit 0; }
@@ -133,12 +133,12 @@ std::string stage_lists_words() {
 
 std::string run_local_sh(const SweepSpec& spec) {
   return str_cat(R"SH(#!/usr/bin/env bash
-# Runs every run of this sweep on this machine, stage after stage (train → train_branch →
+# Runs every run of this sweep on this machine, list after list (train → train_branch →
 # corpus → student → student_branch). Complete runs are skipped and interrupted ones resumed,
 # so after an interruption just run it again. Logs: logs/NAME.log. Then: retort collect <this
 # directory>.
-# JOBS=N (default 1) runs up to N runs of a stage at once (a stage's runs do not read each
-# other; the next stage starts once they have all ended), each with OMP_NUM_THREADS =
+# JOBS=N (default 1) runs up to N runs at once, each as soon as the run it reads has ended (a
+# corpus its teacher, a student its corpus, a branch its trunk), each with OMP_NUM_THREADS =
 # cores / (N · RANKS) unless OMP_NUM_THREADS is set, and with GPUS_PER_RUN=G, its slot's G
 # GPUs as CUDA_VISIBLE_DEVICES (slot k: entries k·G … k·G + G − 1 of the CUDA_VISIBLE_DEVICES
 # this script was given, else of GPUs 0, 1, …). With N > 1 a run's output goes to its log only
@@ -230,32 +230,56 @@ reap() {
     stopped_in=$name
   elif [ "$rc" != 0 ]; then
     [ -n "$failed" ] || failed="$name failed (exit $rc; log: $HERE/logs/$name.log)"
-  elif [ "$JOBS" -gt 1 ]; then
-    echo "[sweep] $name: done"
+  else
+    ended[$name]=1
+    [ "$JOBS" = 1 ] || echo "[sweep] $name: done"
   fi
 }
+# Every run in list order; each starts once the run it waits for (runs.tsv's last column: a
+# branch's trunk, a corpus's teacher, a student's corpus) has ended well: the first such run
+# takes the next free slot. That run is always in an earlier list, so JOBS=1 runs the lists in order.
+declare -A waits_for=() ended=()
+while IFS=$'\t' read -r name _ _ _ after; do waits_for[$name]=$after; done <"$HERE/runs.tsv"
+pending=()
 for stage in )SH", stage_lists_words(), R"SH(; do
-  while read -r name; do
-    [ -n "$name" ] || continue
-    while [ "${#running[@]}" -ge "$JOBS" ]; do reap; done
-    [ "$stop" = 0 ] && [ -z "$failed" ] || break
+  mapfile -t -O "${#pending[@]}" pending < <(grep . "$HERE/stages/$stage.txt" || true)
+done
+while :; do
+  [ "$stop" = 0 ] && [ -z "$failed" ] || pending=()
+  next=
+  if [ "${#running[@]}" -lt "$JOBS" ]; then
+    for i in "${!pending[@]}"; do
+      after=${waits_for[${pending[$i]}]:-}
+      if [ -z "$after" ] || [ -n "${ended[$after]:-}" ]; then next=$i; break; fi
+    done
+  fi
+  if [ -n "$next" ]; then
+    name=${pending[$next]}
+    unset "pending[$next]"
     slot=0
     while printf '%s\n' "${slot_of[@]}" | grep -qx "$slot"; do slot=$((slot + 1)); done
     [ "$JOBS" = 1 ] || echo "[sweep] $name: started (slot $slot; log: $HERE/logs/$name.log)"
     run "$name" "$slot" &
     running[$!]=$name
     slot_of[$!]=$slot
-  done <"$HERE/stages/$stage.txt"
-  while [ "${#running[@]}" -gt 0 ]; do reap; done
-  if [ "$stop" = 1 ]; then
-    echo "[sweep] stopped on request${stopped_in:+ (in $stopped_in)}; rerun run_local.sh to continue" >&2
-    exit 75
-  fi
-  if [ -n "$failed" ]; then
-    echo "[sweep] $failed; rerun run_local.sh to continue" >&2
-    exit 1
+  elif [ "${#running[@]}" -gt 0 ]; then
+    reap
+  else
+    break
   fi
 done
+if [ "$stop" = 1 ]; then
+  echo "[sweep] stopped on request${stopped_in:+ (in $stopped_in)}; rerun run_local.sh to continue" >&2
+  exit 75
+fi
+if [ -n "$failed" ]; then
+  echo "[sweep] $failed; rerun run_local.sh to continue" >&2
+  exit 1
+fi
+if [ "${#pending[@]}" -gt 0 ]; then  # cannot happen: what a run waits for is in an earlier list
+  echo "[sweep] ${pending[*]}: what they wait for never ran (runs.tsv); rerun retort sweep" >&2
+  exit 1
+fi
 echo "[sweep] done; results: retort collect $HERE"
 )SH");
 }
@@ -274,15 +298,15 @@ std::string submit_sbatch(const SweepSpec& spec, const std::string& dir) {
   h += "#SBATCH --requeue                        # a preempted task requeues and resumes\n";
   h += "#SBATCH --signal=B:USR1@120              # time-limit warning: checkpoint and requeue\n";
   return h + str_cat(R"SH(# One array task per run of a stage list (written by `retort sweep`; see docs/SWEEPS.md).
-# submit.sh submits each stage as an array that waits for the previous one (afterok):
-#   sbatch --array=0-(N-1) submit.sbatch stages/STAGE.txt
+# submit.sh submits each stage list as arrays of the runs that wait for the same run (afterok):
+#   sbatch --array=INDICES submit.sbatch stages/LIST.txt   (INDICES: 0-based lines, e.g. 0-3 or 1,4)
 # Preemption: SIGUSR1 to this script (the --signal warning above, or
 # `scancel --signal=USR1 --batch JOBID_TASK`) reaches the run, which checkpoints (or keeps its
 # finished shards) and exits 75; the task then requeues itself (`scontrol requeue`) and its
 # next start resumes the run.
 set -euo pipefail
 HERE=)SH", sh_quote(dir), R"SH(
-LIST=${1:?usage: sbatch --array=0-N submit.sbatch stages/STAGE.txt}
+LIST=${1:?usage: sbatch --array=INDICES submit.sbatch stages/LIST.txt}
 [ "${LIST:0:1}" = / ] || LIST=$HERE/$LIST
 name=$(sed -n "$(( ${SLURM_ARRAY_TASK_ID:-0} + 1 ))p" "$LIST")
 [ -n "$name" ] || { echo "no run at index ${SLURM_ARRAY_TASK_ID:-0} of $LIST" >&2; exit 1; }
@@ -310,23 +334,55 @@ exit $rc
 
 std::string submit_sh() {
   return str_cat(R"SH(#!/usr/bin/env bash
-# Submits this sweep to Slurm: one array job per non-empty stage (train, train_branch, corpus,
-# student, student_branch), each starting only after the previous stage's array succeeded
-# (--dependency=afterok).
-# Usage: submit.sh [extra sbatch options]   (prints one "STAGE JOBID TASKS" line per stage;
-# the job ids are also kept in stages/STAGE.jobid)
+# Submits this sweep to Slurm as job arrays, stage list after stage list (train, train_branch,
+# corpus, student, student_branch). A run waits only for the run it reads (runs.tsv's last
+# column: a branch its trunk, a corpus its teacher, a student its corpus): the runs of a list
+# that wait for the same run form one array with --dependency=afterok:JOBID_TASK on that run's
+# task, so a corpus starts as soon as its own teacher has trained, and a failed run holds back
+# only the runs that need it. Those can then never start and are cancelled
+# (--kill-on-invalid-dep=yes) instead of waiting in the queue; resubmit after fixing the cause
+# (complete runs are skipped, interrupted ones resumed).
+# Usage: submit.sh [extra sbatch options]. Prints "LIST JOBID TASKS [after RUN]" per array and
+# writes jobs.tsv: each run and its Slurm task (JOBID_INDEX, INDEX its line in stages/LIST.txt).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 mkdir -p "$HERE/logs"
-dep=()
+declare -A task=()  # run name → JOBID_INDEX of its array task
+: >"$HERE/jobs.tsv"
 for stage in )SH", stage_lists_words(), R"SH(; do
-  n=$(grep -c . "$HERE/stages/$stage.txt" || true)
-  [ "$n" -gt 0 ] || continue
-  jid=$(sbatch --parsable "${dep[@]}" "$@" --array=0-$((n - 1)) "$HERE/submit.sbatch" "$HERE/stages/$stage.txt")
-  jid=${jid%%;*}
-  echo "$jid" >"$HERE/stages/$stage.jobid"
-  echo "$stage $jid $n"
-  dep=(--dependency=afterok:$jid)
+  list=$HERE/stages/$stage.txt
+  mapfile -t names <"$list"
+  # One line per group of the list's runs that wait for the same run: "COUNT INDICES AFTER",
+  # INDICES their 0-based lines as Slurm writes them (0-3,7); groups in the order of their first run.
+  groups=$(awk -F'\t' 'NR == FNR { after[$1] = $5; next }
+    $1 != "" { a = after[$1]; if (!(a in n)) order[++g] = a; ids[a, n[a]++] = FNR - 1 }
+    END { for (i = 1; i <= g; ++i) {
+            a = order[i]; s = ""
+            for (k = 0; k < n[a]; k = e + 1) {
+              for (e = k; e + 1 < n[a] && ids[a, e + 1] == ids[a, e] + 1; ++e) {}
+              s = s (k ? "," : "") ids[a, k] (e > k ? "-" ids[a, e] : "")
+            }
+            printf "%d\t%s\t%s\n", n[a], s, a
+          } }' "$HERE/runs.tsv" "$list")
+  while IFS=$'\t' read -r count indices after; do
+    [ -n "$count" ] || continue
+    dep=()
+    if [ -n "$after" ]; then
+      [ -n "${task[$after]:-}" ] ||
+        { echo "submit.sh: runs of stages/$stage.txt wait for '$after', which no earlier list has" >&2; exit 1; }
+      dep=(--dependency=afterok:${task[$after]} --kill-on-invalid-dep=yes)
+    fi
+    jid=$(sbatch --parsable "${dep[@]}" "$@" --array="$indices" "$HERE/submit.sbatch" "$list") ||
+      { echo "submit.sh: sbatch failed for stages/$stage.txt; the arrays submitted before it are in jobs.tsv" >&2; exit 1; }
+    jid=${jid%%;*}
+    for range in ${indices//,/ }; do
+      for ((i = ${range%-*}; i <= ${range#*-}; ++i)); do
+        task[${names[$i]}]=${jid}_$i
+        printf '%s\t%s\n' "${names[$i]}" "${jid}_$i" >>"$HERE/jobs.tsv"
+      done
+    done
+    echo "$stage $jid $count${after:+ after $after}"
+  done <<<"$groups"
 done
 )SH");
 }
@@ -447,7 +503,8 @@ int run_sweep(const std::string& sweep_path, const std::vector<std::string>& ove
   for (const char* list : kStageLists) lists[list] = "";
   for (const PlannedRun& r : plan.runs) {
     fs::write_file_atomic(r.config_path, planned_config_yaml(spec, plan, r));
-    tsv += str_cat(r.name, "\t", stage_command(r.stage), "\t", r.config_path, "\t", r.run_dir, "\n");
+    tsv += str_cat(r.name, "\t", stage_command(r.stage), "\t", r.config_path, "\t", r.run_dir, "\t",
+                   r.waits_for(), "\n");
     lists[r.stage_list()] += r.name + "\n";
   }
   fs::write_file_atomic(dir + "/runs.tsv", tsv);

@@ -202,6 +202,13 @@ const char* PlannedRun::stage_list() const {
   return stage == Stage::Train ? "train_branch" : "student_branch";
 }
 
+std::string PlannedRun::waits_for() const {
+  if (!branch_of.empty()) return branch_of;
+  if (stage == Stage::Corpus) return teacher;
+  if (stage == Stage::Student) return corpus;
+  return "";
+}
+
 std::string format_flops(double c) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.3g", c);

@@ -117,6 +117,10 @@ struct PlannedRun {
   // stays the run's own C, which its model has had (the trunk trained the rest).
   double c_spent() const { return branch_of.empty() ? compute : compute * double(steps - branch_step) / double(steps); }
   const char* stage_list() const;  // its entry of kStageLists
+  // The run whose output this one starts from, in an earlier stage list: a branch its trunk, a
+  // corpus its teacher, a student its corpus; "" when it reads no other run. What it waits for
+  // under Slurm (submit.sh) and in run_local.sh.
+  std::string waits_for() const;
 };
 
 // Compute of one protocol: every distinct run it needs, by kind.

@@ -2,7 +2,9 @@
 # A real single-node Slurm (Debian slurm-wlm + munge) runs a tiny IsoFLOP sweep: `retort sweep`
 # plans configs/sweeps/isoflop-tiny.yaml, submit.sh submits its array, and after the jobs end
 # `retort collect` must see every run complete; so must the same sweep with cooldown branches
-# (two arrays, the branches after the trunks). Then launch/slurm/train.sbatch trains tiny.yaml
+# (each trunk's branches an array after that trunk's task). A distillation sweep whose one
+# teacher fails still trains the other teacher's corpus and student (each run waits for the run
+# it reads only), and the failed teacher's are cancelled, not left pending. Then launch/slurm/train.sbatch trains tiny.yaml
 # on 2 tasks (dp2, mpirun inside the allocation) to completion, and a preempted (SIGUSR1) run
 # requeues itself and resumes; so does a preempted array task of a sweep (submit.sbatch).
 # Everything lives in a temp dir (munge key and socket, slurm.conf with free non-default
@@ -129,9 +131,9 @@ for r in rows:
     assert float(r["final_val_loss"]) > 0, r
 PY
 
-# 6b. The same sweep with cooldown branches under wsd: submit.sh chains a second array (the
-#     branches) on the first (the trunks, afterok); a branch started early would find no
-#     checkpoint at its branch point and fail.
+# 6b. The same sweep with cooldown branches under wsd: submit.sh chains each trunk's branches,
+#     an array per trunk, on that trunk's task (afterok:JOB_TASK); a branch started early would
+#     find no checkpoint at its branch point and fail.
 sed -e "s#^base: ../tiny.yaml#base: $SRC/configs/tiny.yaml#" -e 's/^supervised:/cooldown_branches: true\nsupervised:/' \
   "$SRC/configs/sweeps/isoflop-tiny.yaml" >"$WORK/isoflop-branches.yaml"
 retort sweep "$WORK/isoflop-branches.yaml" --out "$WORK/sweep_branches" --set train.lr_schedule=wsd \
@@ -139,19 +141,69 @@ retort sweep "$WORK/isoflop-branches.yaml" --out "$WORK/sweep_branches" --set tr
 "$WORK/sweep_branches/submit.sh" >"$WORK/submit-branches.log" 2>&1 ||
   { cat "$WORK/submit-branches.log" >&2; slurm_fail "submit.sh (cooldown branches) failed"; }
 cat "$WORK/submit-branches.log"
-[ "$(awk '{print $1 " " $3}' "$WORK/submit-branches.log" | tr '\n' ' ')" = "train 2 train_branch 2 " ] ||
-  fail "submit.sh should submit the trunks, then the branches: $(cat "$WORK/submit-branches.log")"
-branch_job=$(awk '$1 == "train_branch" {print $2}' "$WORK/submit-branches.log")
-for i in $(seq 300); do
-  [ -z "$(squeue -h -j "$branch_job" 2>/dev/null)" ] && break
-  [ "$i" = 300 ] && slurm_fail "the branch array $branch_job still queued or running after 5 minutes"
-  sleep 1
-done
+trunks=($(cat "$WORK/sweep_branches/stages/train.txt"))
+[ "$(cut -d' ' -f1,3- "$WORK/submit-branches.log" | tr '\n' ';')" = \
+  "train 2;train_branch 1 after ${trunks[0]};train_branch 1 after ${trunks[1]};" ] ||
+  fail "submit.sh should submit the trunks, then each trunk's branches: $(cat "$WORK/submit-branches.log")"
+wait_queue_empty() {  # wait_queue_empty WHAT: at most 5 minutes for every job to leave the queue
+  for i in $(seq 300); do
+    [ -z "$(squeue -h 2>/dev/null)" ] && return 0
+    [ "$i" = 300 ] && slurm_fail "$1: jobs still queued or running after 5 minutes"
+    sleep 1
+  done
+}
+wait_queue_empty "the branched sweep"
 retort collect "$WORK/sweep_branches" | grep -q "4 runs: 4 complete, 0 incomplete, 0 missing" ||
   slurm_fail "not every run of the branched sweep completed: $(retort collect "$WORK/sweep_branches")"
-[ "$(cat "$WORK"/sweep_branches/logs/slurm-"$branch_job"_*.out | grep -c "^branching from .*/checkpoints/step_")" = 2 ] ||
-  slurm_fail "the branch tasks did not start from their trunks' checkpoints"
-echo "ok: cooldown branches under Slurm (trunks, then branches afterok: job $branch_job)"
+for job in $(awk '$1 == "train_branch" {print $2}' "$WORK/submit-branches.log"); do
+  grep -q "^branching from .*/checkpoints/step_" "$WORK"/sweep_branches/logs/slurm-"$job"_*.out ||
+    slurm_fail "the branch task of job $job did not start from its trunk's checkpoint"
+done
+echo "ok: cooldown branches under Slurm (each trunk's branches afterok on its task)"
+
+# 6c. Per-run dependencies: two teachers, each with its corpus and student; teacher-L2's config
+#     is broken after planning, so its task fails at once. teacher-L1's corpus and student still
+#     run (each waits for its own run only; stage-wide afterok would have held them forever),
+#     and teacher-L2's corpus and student are cancelled rather than left pending.
+cat >"$WORK/sweep-deps.yaml" <<EOF
+base: $SRC/configs/tiny.yaml
+set: {train.batch_tokens: 256, train.micro_batch: 0, eval.max_windows: 4, checkpoint.keep_last: 1}
+family: {aspect: 32, head_dim: 16, seq_len: 64}
+evals_per_run: 1
+checkpoints_per_run: 1
+tolerance: 0.02
+distillation:
+  - protocol: fixed_teacher_isoflop_students
+    teachers: {sizes: [1, 2], tokens_per_param: 4}
+    students: {budgets: [2e9], sizes: [1]}
+slurm: {nodes: 1, cpus_per_task: 1, time: "00:05:00"}
+EOF
+retort sweep "$WORK/sweep-deps.yaml" --out "$WORK/sweep_deps" \
+  --set "data.train=$WORK/tok/train.h5" --set "data.val=$WORK/tok/val.h5" >"$WORK/plan-deps.log"
+echo "not_a_key: 1" >>"$WORK/sweep_deps/configs/teacher-L2-M4.yaml"
+"$WORK/sweep_deps/submit.sh" >"$WORK/submit-deps.log" 2>&1 ||
+  { cat "$WORK/submit-deps.log" >&2; slurm_fail "submit.sh (per-run dependencies) failed"; }
+cat "$WORK/submit-deps.log"
+[ "$(cut -d' ' -f1,3- "$WORK/submit-deps.log" | tr '\n' ';')" = "train 2;corpus 1 after teacher-L1-M4;\
+corpus 1 after teacher-L2-M4;student 1 after corpus-teacher-L1-M4;student 1 after corpus-teacher-L2-M4;" ] ||
+  fail "submit.sh should submit each corpus after its teacher and each student after its corpus"
+[ "$(wc -l <"$WORK/sweep_deps/jobs.tsv")" = 6 ] || fail "jobs.tsv should list 6 runs: $(cat "$WORK/sweep_deps/jobs.tsv")"
+wait_queue_empty "the sweep with a failing teacher"
+retort collect "$WORK/sweep_deps" >"$WORK/collect-deps.log" || true
+python3 - "$WORK/sweep_deps/results.csv" <<'PY' || { cat "$WORK/collect-deps.log" >&2; slurm_fail "per-run dependencies"; }
+import csv, sys
+status = {r["name"]: r["status"] for r in csv.DictReader(open(sys.argv[1]))}
+assert status["teacher-L1-M4"] == "complete" and status["student-ftis-teacher-L1-M4-2e9-L1"] == "complete", status
+assert status["teacher-L2-M4"] != "complete" and status["student-ftis-teacher-L2-M4-2e9-L1"] == "missing", status
+PY
+[ -f "$WORK/sweep_deps/runs/corpus-teacher-L1-M4/manifest.json" ] || slurm_fail "teacher-L1-M4's corpus was not written"
+[ ! -e "$WORK/sweep_deps/runs/corpus-teacher-L2-M4" ] || slurm_fail "teacher-L2-M4's corpus ran after its teacher failed"
+for run in corpus-teacher-L2-M4 student-ftis-teacher-L2-M4-2e9-L1; do
+  task=$(awk -v n="$run" '$1 == n {print $2}' "$WORK/sweep_deps/jobs.tsv")
+  scontrol show job "$task" | grep -q "JobState=CANCELLED" ||
+    slurm_fail "$run ($task) should be cancelled once its dependency failed: $(scontrol show job "$task" | grep -o 'JobState=[A-Z_]*')"
+done
+echo "ok: per-run dependencies under Slurm (a failed teacher cancels only its own corpus and student)"
 
 # 7. launch/slurm/train.sbatch: 2 tasks, dp2, submitted from the source dir (its default
 #    binary path is relative to the submit dir; the test's binary is given by RETORT).
@@ -182,7 +234,7 @@ pre_job=$(cd "$SRC" && sbatch --parsable --ntasks-per-node=2 --cpus-per-task=1 -
   --set checkpoint.every=0 --set eval.every=0 --set train.log_every=1 \
   --set "run.dir=$WORK/slurm_preempt") || slurm_fail "sbatch (preemption) failed"
 for i in $(seq 600); do
-  [ "$(wc -l <"$WORK/slurm_preempt/metrics.jsonl" 2>/dev/null || echo 0)" -ge 5 ] && break
+  [ "$({ wc -l <"$WORK/slurm_preempt/metrics.jsonl"; } 2>/dev/null || echo 0)" -ge 5 ] && break
   [ "$i" = 600 ] && slurm_fail "the preemption job did not start training within 60 s"
   sleep 0.1
 done
@@ -207,12 +259,13 @@ retort sweep "$WORK/sweep-pre.yaml" --out "$WORK/sweep_pre" \
 "$WORK/sweep_pre/submit.sh" >"$WORK/submit-pre.log" 2>&1 ||
   { cat "$WORK/submit-pre.log" >&2; slurm_fail "submit.sh (preemption sweep) failed"; }
 read -r _ sweep_job _ <"$WORK/submit-pre.log"
-# a next stage as submit.sh chains it (afterok): it must still run after the requeue
-next_job=$(sbatch --parsable --dependency=afterok:"$sweep_job" --output="$WORK/next-%j.out" \
+# a next run as submit.sh chains it (afterok on the task, cancelled if that can never hold): it
+# must still run after the requeue
+next_job=$(sbatch --parsable --dependency=afterok:"${sweep_job}_0" --kill-on-invalid-dep=yes --output="$WORK/next-%j.out" \
   --wrap "echo next stage ran") || slurm_fail "sbatch of the dependent job failed"
 pre_run=$WORK/sweep_pre/runs/$(head -1 "$WORK/sweep_pre/stages/train.txt")
 for i in $(seq 900); do
-  [ "$(wc -l <"$pre_run/metrics.jsonl" 2>/dev/null || echo 0)" -ge 2 ] && break
+  [ "$({ wc -l <"$pre_run/metrics.jsonl"; } 2>/dev/null || echo 0)" -ge 2 ] && break
   [ "$i" = 900 ] && slurm_fail "the sweep's task did not start training within 90 s"
   sleep 0.1
 done

@@ -2,7 +2,7 @@
 # run_local.sh with JOBS=2 (several runs of a stage at once) and GPUS_PER_RUN, with real runs:
 #   1. a sweep of 4 IsoFLOP runs and a fixed-teacher protocol (teacher, corpus, student): two
 #      runs overlap in time, each slot has its own CUDA_VISIBLE_DEVICES ("0,1" and "2,3"), no run
-#      of a stage starts before every run of the stage before has ended, and every run's final
+#      starts before the run it reads (runs.tsv's last column) has ended, and every run's final
 #      loss equals the same sweep's under JOBS=1 (the runs do not disturb each other);
 #   2. a run that fails: the run beside it still finishes, no other run starts, and the script
 #      exits 1 naming it;
@@ -43,24 +43,25 @@ grep -q "^\[sweep\] sup-1.2e10-L1: started (slot 0; log: .*/logs/sup-1.2e10-L1.l
   fail "no start line: $(head "$WORK/run2.log")"
 grep -q "^\[sweep\] sup-1.2e10-L1: done$" "$WORK/run2.log" || fail "no done line"
 ! grep -q "^step " "$WORK/run2.log" || fail "JOBS=2 printed a run's output (it belongs in its log)"
-/usr/bin/python3 - "$WORK/calls2.log" "$WORK/jobs2/stages" "$(nproc)" <<'PY'
+/usr/bin/python3 - "$WORK/calls2.log" "$WORK/jobs2/runs.tsv" "$(nproc)" <<'PY'
 import sys
 calls = [l.split() for l in open(sys.argv[1])]
 calls = {c[0]: (float(c[1]), float(c[2]), c[3], c[4]) for c in calls}
-stage = {}
-for s in ("train", "corpus", "student"):
-    for n in open(f"{sys.argv[2]}/{s}.txt").read().split():
-        stage[n] = s
-assert sorted(calls) == sorted(stage), (sorted(calls), sorted(stage))
+after = {row[0]: row[4] for row in (l.rstrip("\n").split("\t") for l in open(sys.argv[2]))}
+assert sorted(calls) == sorted(after), (sorted(calls), sorted(after))
+assert after["corpus-teacher-L1-M4"] == "teacher-L1-M4", after
+for run, a in after.items():
+    if a:
+        assert calls[run][0] >= calls[a][1], f"{run} started before {a}, which it reads, ended"
 overlaps = [(a, b) for a in calls for b in calls if a < b and calls[a][0] < calls[b][1] and calls[b][0] < calls[a][1]]
 assert overlaps, "no two runs overlapped"
 for a, b in overlaps:
-    assert stage[a] == stage[b], f"{a} ({stage[a]}) overlapped {b} ({stage[b]})"
     assert {calls[a][2], calls[b][2]} == {"0,1", "2,3"}, (a, b, calls[a][2], calls[b][2])
 assert all(c[2] in ("0,1", "2,3") for c in calls.values()), calls
 threads = str(max(1, int(sys.argv[3]) // 2))
 assert all(c[3] == threads for c in calls.values()), (threads, calls)
-print(f"ok: JOBS=2: {len(overlaps)} overlapping pairs, each within a stage, on GPUs 0,1 and 2,3, {threads} threads per run")
+print(f"ok: JOBS=2: {len(overlaps)} overlapping pairs, none before what it reads ended, on GPUs 0,1 and 2,3, "
+      f"{threads} threads per run")
 PY
 /usr/bin/python3 - "$WORK/jobs1/results.csv" "$WORK/jobs2/results.csv" <<'PY'
 import csv, sys

@@ -253,6 +253,21 @@ TEST(SweepPlan, CooldownBranchesStartFromTheLongestRunOfTheirSize) {
   for (const PlannedRun& r : plan.runs)
     if (lists.empty() || lists.back() != r.stage_list()) lists.push_back(r.stage_list());
   EXPECT_EQ(lists, (std::vector<std::string>{"train", "train_branch", "corpus", "student", "student_branch"}));
+  // What each run waits for (submit.sh, run_local.sh): the run it reads, in an earlier list.
+  auto list_index = [](const PlannedRun& r) {
+    return std::find_if(std::begin(kStageLists), std::end(kStageLists),
+                        [&](const char* l) { return l == std::string(r.stage_list()); }) - std::begin(kStageLists);
+  };
+  for (const PlannedRun& r : plan.runs) {
+    const std::string expected = !r.branch_of.empty()          ? r.branch_of
+                                 : r.stage == Stage::Corpus  ? "teacher-L2-M1"
+                                 : r.stage == Stage::Student ? "corpus-teacher-L2-M1"
+                                                             : "";
+    EXPECT_EQ(r.waits_for(), expected) << r.name;
+    if (expected.empty()) continue;
+    ASSERT_NE(plan.find(expected), nullptr) << r.name;
+    EXPECT_LT(list_index(*plan.find(expected)), list_index(r)) << r.name;
+  }
   // warmup_steps: every run of every group warms up that long.
   const SweepPlan fixed = plan_sweep(read_sweep_text(fixed_warmup(7, body, ", train.lr_schedule: wsd"), "t.yaml", "."), "/tmp/x");
   for (const PlannedRun& r : fixed.runs) {
