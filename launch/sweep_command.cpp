@@ -521,12 +521,19 @@ int run_sweep(const std::string& sweep_path, const std::vector<std::string>& ove
   for (const PlannedRun& r : plan.runs) ++counts[static_cast<int>(r.stage)];
   std::printf("planned %zu runs (%lld train, %lld corpus, %lld student) into %s\n", plan.runs.size(),
               (long long)counts[0], (long long)counts[1], (long long)counts[2], dir.c_str());
-  if (!spec.seeds.empty()) {
-    std::string seeds;
-    for (int64_t k : spec.seeds) seeds += (seeds.empty() ? "" : ", ") + std::to_string(k);
+  auto list = [](const std::vector<int64_t>& v) {
+    std::string out;
+    for (int64_t k : v) out += (out.empty() ? "" : ", ") + std::to_string(k);
+    return out;
+  };
+  if (!spec.seeds.empty())
     std::printf("seeds: %zu replicates of %zu runs (train.seed %s; names end -sK; plan.csv: seed, point)\n",
-                spec.seeds.size(), plan.runs.size() / spec.seeds.size(), seeds.c_str());
-  }
+                spec.seeds.size(), plan.runs.size() / spec.seeds.size(), list(spec.seeds).c_str());
+  if (!spec.student_seeds.empty())
+    std::printf("student_seeds: %zu seeds of each of %lld students (train.seed %s; names end -sK; plan.csv: seed, "
+                "point), all reading their teacher's one corpus (%lld corpora)\n",
+                spec.student_seeds.size(), (long long)counts[2] / (long long)spec.student_seeds.size(),
+                list(spec.student_seeds).c_str(), (long long)counts[1]);
   for (const ProtocolTotal& t : plan.totals)
     std::printf("  %-32s %3lld runs  C = %s FLOPs (student %s, teacher logits %s, teacher pretraining %s)\n",
                 t.protocol.c_str(), (long long)t.runs, format_flops(t.total()).c_str(),

@@ -246,7 +246,7 @@ SweepSpec read_sweep_text(const std::string& yaml_text, const std::string& sourc
   r.check_keys(root, "",
                {"name", "base", "set", "flops", "tolerance", "ranks", "warmup_fraction", "warmup_steps",
                 "evals_per_run", "checkpoints_per_run", "family", "supervised", "distillation",
-                "generate", "distill", "cooldown_branches", "seeds", "slurm"});
+                "generate", "distill", "cooldown_branches", "seeds", "student_seeds", "slurm"});
   SweepSpec s;
   s.source = source;
   if (root["name"]) s.name = r.get_string(root["name"], "name");
@@ -330,14 +330,16 @@ SweepSpec read_sweep_text(const std::string& yaml_text, const std::string& sourc
              str_cat("needs train.lr_schedule: wsd (the base config has ", s.base.get_string("train.lr_schedule"),
                      "; add it under set:): only wsd's rate before the decay is the same for every run length"));
   }
-  if (const YAML::Node seeds = root["seeds"]) {
+  for (auto [key, out] : {std::pair{"seeds", &s.seeds}, std::pair{"student_seeds", &s.student_seeds}}) {
+    const YAML::Node seeds = root[key];
+    if (!seeds) continue;
     if (!seeds.IsSequence() || seeds.size() == 0)
-      r.fail("seeds", "must be a non-empty list of integers (train.seed of each replicate), e.g. [1, 2, 3]");
+      r.fail(key, "must be a non-empty list of integers (train.seed of each replicate), e.g. [1, 2, 3]");
     for (size_t i = 0; i < seeds.size(); ++i) {
-      const int64_t seed = r.get_int(seeds[i], str_cat("seeds[", i, "]"), 0);
-      if (std::find(s.seeds.begin(), s.seeds.end(), seed) != s.seeds.end())
-        r.fail(str_cat("seeds[", i, "]"), str_cat("seed ", seed, " is listed twice"));
-      s.seeds.push_back(seed);
+      const int64_t seed = r.get_int(seeds[i], str_cat(key, "[", i, "]"), 0);
+      if (std::find(out->begin(), out->end(), seed) != out->end())
+        r.fail(str_cat(key, "[", i, "]"), str_cat("seed ", seed, " is listed twice"));
+      out->push_back(seed);
     }
   }
   const int64_t batch = s.base.get_int("train.batch_tokens");
@@ -423,6 +425,8 @@ SweepSpec read_sweep_text(const std::string& yaml_text, const std::string& sourc
   if (s.slurm.nodes * s.slurm.ntasks_per_node != s.ranks)
     r.fail("slurm.ntasks_per_node", str_cat("slurm.nodes·ntasks_per_node = ", s.slurm.nodes * s.slurm.ntasks_per_node,
                                             " must equal ranks (", s.ranks, ")"));
+  if (!s.student_seeds.empty() && s.distillation.empty())
+    r.fail("student_seeds", "the sweep plans no students (no distillation:); seeds: replicates supervised runs");
   return s;
 }
 
@@ -534,28 +538,36 @@ class Planner {
     return name;
   }
 
+  // A student of `teacher`, once per student seed (name + "-sK", train.seed K) or, without
+  // student_seeds, once with the replicate's seed; named after its teacher, whose name carries
+  // the replicate's seed.
   void student_run(const std::string& protocol, const std::string& tag, const std::string& teacher,
                    int64_t L, double budget, double ratio, const std::string& key) {
-    // named after its teacher, whose name carries the seed
     auto student_name = [&](const std::string& t) {
       return budget > 0 ? str_cat("student-", tag, "-", t, "-", format_flops(budget), "-L", L)
                         : str_cat("student-", tag, "-", t, "-L", L, "-M", format_flops(ratio));
     };
-    const std::string name = student_name(teacher);
-    runs_of(protocol).push_back(name);
-    if (index_.count(name)) return;
+    std::vector<std::pair<int64_t, std::string>> replicates;  // (train.seed, name suffix)
+    for (int64_t k : s_.student_seeds) replicates.emplace_back(k, str_cat("-s", k));
+    if (replicates.empty()) replicates.emplace_back(seed_, "");
     const PlannedRun& t = *index_.at(teacher);
-    PlannedRun run = base_run(name, student_name(t.point), protocol, Stage::Student, L);
-    run.budget = budget;
-    run.tokens_per_param = ratio;
-    size_run(run, budget > 0 ? budget / run.flops_per_token : ratio * run.model.n_params_nonemb(), key);
-    run.teacher = teacher;
-    run.corpus = "corpus-" + teacher;
-    // Eq. 9 with δ_Lgt = δ_Pre = 1: student training, teacher logits on D_S, teacher pretraining.
-    run.c_student = run.compute;
-    run.c_teacher_logits = forward_flops_per_token(t.model, s_.flops) * run.tokens;
-    run.c_teacher_pretrain = t.compute;
-    index_[name] = &students_.emplace_back(std::move(run));
+    for (const auto& [seed, suffix] : replicates) {
+      const std::string name = student_name(teacher) + suffix;
+      runs_of(protocol).push_back(name);
+      if (index_.count(name)) continue;
+      PlannedRun run = base_run(name, student_name(t.point), protocol, Stage::Student, L);
+      run.seed = seed;
+      run.budget = budget;
+      run.tokens_per_param = ratio;
+      size_run(run, budget > 0 ? budget / run.flops_per_token : ratio * run.model.n_params_nonemb(), key);
+      run.teacher = teacher;
+      run.corpus = "corpus-" + teacher;
+      // Eq. 9 with δ_Lgt = δ_Pre = 1: student training, teacher logits on D_S, teacher pretraining.
+      run.c_student = run.compute;
+      run.c_teacher_logits = forward_flops_per_token(t.model, s_.flops) * run.tokens;
+      run.c_teacher_pretrain = t.compute;
+      index_[name] = &students_.emplace_back(std::move(run));
+    }
   }
 
   void plan_protocol(size_t i) {
@@ -737,7 +749,8 @@ std::string planned_config_yaml(const SweepSpec& spec, const SweepPlan& plan, co
   c.set("model.n_kv_heads", std::to_string(m.n_kv_heads));
   c.set("model.head_dim", std::to_string(m.head_dim));
   c.set("model.d_ff", std::to_string(m.d_ff));
-  if (!spec.seeds.empty()) c.set("train.seed", std::to_string(run.seed));
+  if (!spec.seeds.empty() || (run.stage == Stage::Student && !spec.student_seeds.empty()))
+    c.set("train.seed", std::to_string(run.seed));
   if (run.stage != Stage::Corpus) {
     c.set("train.steps", std::to_string(run.steps));
     c.set("train.warmup_steps", std::to_string(run.warmup_steps));

@@ -68,6 +68,10 @@ struct SweepSpec {
   // Seed replicates: the whole plan once per seed (train.seed, and generate.seed of corpora),
   // every name ending -sK. Empty: one replicate with the base config's train.seed, plain names.
   std::vector<int64_t> seeds;
+  // Student seed replicates: each student once per seed (its train.seed: initialisation and
+  // corpus order), name ending -sK, all reading their teacher's one corpus; teachers, corpora
+  // and supervised runs once. With `seeds` too, within each of its replicates.
+  std::vector<int64_t> student_seeds;
   SlurmSpec slurm;
 };
 
@@ -88,8 +92,8 @@ inline constexpr const char* kStageLists[] = {"train", "train_branch", "corpus",
 
 struct PlannedRun {
   std::string name, protocol;
-  // The run's name without its seed: seed replicates of one grid point share it (= name
-  // without SweepSpec::seeds). seed: its train.seed (a corpus's: its teacher's).
+  // The run's name without its seed suffixes: seed replicates of one grid point share it (= name
+  // without SweepSpec::seeds and student_seeds). seed: its train.seed (a corpus's: its teacher's).
   std::string point;
   int64_t seed = 0;
   Stage stage = Stage::Train;

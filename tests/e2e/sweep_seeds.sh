@@ -5,7 +5,8 @@
 # writes seed and point columns and prints the spread of final_val_loss across seeds. Seed 1's
 # replicate must be bitwise the sweep planned without seeds (train.seed defaults to 1): same
 # final checkpoints and losses; seed 2's must differ at every point. A train.seed in --set is
-# refused.
+# refused. Then student_seeds: [1, 2] on the fixed-teacher protocol alone: one teacher and one
+# corpus, the student twice (-s1 bitwise the plan's student without seeds, -s2 different).
 source "$(dirname "$0")/lib.sh"
 tiny_tokens "$WORK/tok" 300
 
@@ -59,4 +60,25 @@ for point, loss in by_point.items():
     assert plain[point]["point"] == point and plain[point]["seed"] == "1", plain[point]
 print(f"ok: {len(by_point)} points: seed 1 = the plan without seeds, seed 2 differs")
 PY
+
+# student_seeds: the teacher and its corpus once, the student once per seed.
+{ echo "student_seeds: [1, 2]"; grep -v "^supervised:" "$WORK/plain.yaml"; } >"$WORK/students.yaml"
+retort sweep "$WORK/students.yaml" --out "$WORK/students" "${DATA[@]}" >"$WORK/plan-students.log"
+grep -q "^planned 4 runs (1 train, 1 corpus, 2 student)" "$WORK/plan-students.log" || fail "plan: $(cat "$WORK/plan-students.log")"
+grep -q "^student_seeds: 2 seeds of each of 1 students (train.seed 1, 2; " "$WORK/plan-students.log" ||
+  fail "no student_seeds line: $(cat "$WORK/plan-students.log")"
+"$WORK/students/run_local.sh" >"$WORK/run-students.log" 2>&1 || { tail -30 "$WORK/run-students.log"; fail "student_seeds: run_local.sh failed"; }
+retort collect "$WORK/students" | tee "$WORK/collect-students.log"
+grep -q "^seeds: 1 points with 2 complete seeds" "$WORK/collect-students.log" || fail "no student seed spread line"
+student=student-ftis-teacher-L1-M4-6e9-L1
+for s in 1 2; do
+  grep -q "corpus: $WORK/students/runs/corpus-teacher-L1-M4$" "$WORK/students/configs/$student-s$s.yaml" ||
+    fail "student seed $s does not read the one corpus"
+done
+last=$(basename "$(ls -d "$WORK/plain/runs/$student"/checkpoints/step_* | tail -1)")
+same_checkpoint "$WORK/plain/runs/$student/checkpoints/$last" "$WORK/students/runs/$student-s1/checkpoints/$last" \
+  "$student-s1 (student_seeds) against $student"
+loss() { json "$WORK/students/runs/$1/summary.json" 'j["final_val_loss"]'; }
+[ "$(loss $student-s1)" != "$(loss $student-s2)" ] || fail "student seeds 1 and 2 ended at the same loss"
+echo "ok: student_seeds: one teacher and corpus, seed 1 = the student without seeds, seed 2 differs"
 echo PASS

@@ -1,7 +1,7 @@
 // The sweep planner: model family shapes, IsoFLOP runs hitting their budget within the
 // tolerance, per-run schedule length, the Eq. 9 compute accounting of the distillation
-// protocols, cooldown branches, seed replicates, and malformed sweep files failing with one line naming the
-// file and key.
+// protocols, cooldown branches, seed replicates (of everything, or of students only), what each
+// run waits for, and malformed sweep files failing with one line naming the file and key.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -340,6 +340,68 @@ TEST(SweepPlan, SeedsReplicateTheWholePlan) {
   }
 }
 
+// student_seeds: [1, 2] plans each student once per seed, all reading their teacher's one corpus;
+// teachers, corpora and supervised runs stay single. The seed-1 student is, but for "-s1" in its
+// name and paths, the student planned without student_seeds. With seeds: too, within each of its
+// replicates.
+TEST(SweepPlan, StudentSeedsReplicateOnlyTheStudents) {
+  const std::string body =
+      "cooldown_branches: true\n"
+      "supervised: {budgets: [1.2e10], sizes: [1]}\n"
+      "distillation:\n"
+      "  - {protocol: fixed_teacher_isoflop_students, teachers: {sizes: [2], tokens_per_param: 1},\n"
+      "     students: {budgets: [1.2e10, 2.4e10], sizes: [1]}}\n";
+  auto spec_of = [](const std::string& b) {
+    return read_sweep_text(sweep_text(b, "aspect: 32, head_dim: 16", "train.batch_tokens: 256, train.lr_schedule: wsd"),
+                           "test.yaml", ".");
+  };
+  const SweepSpec plain_spec = spec_of(body), spec = spec_of("student_seeds: [1, 2]\n" + body);
+  const SweepPlan plain = plan_sweep(plain_spec, "/tmp/x"), plan = plan_sweep(spec, "/tmp/x");
+  int64_t students = 0;
+  for (const PlannedRun& p : plain.runs) {
+    if (p.stage != Stage::Student) {
+      const PlannedRun* r = plan.find(p.name);  // the same run, once
+      ASSERT_NE(r, nullptr) << p.name;
+      EXPECT_EQ(planned_config_yaml(spec, plan, *r), planned_config_yaml(plain_spec, plain, p)) << p.name;
+      continue;
+    }
+    ++students;
+    for (int64_t k : {1, 2}) {
+      const PlannedRun* r = plan.find(str_cat(p.name, "-s", k));
+      ASSERT_NE(r, nullptr) << p.name << " seed " << k;
+      EXPECT_EQ(r->point, p.name);
+      EXPECT_EQ(r->seed, k);
+      EXPECT_EQ(r->corpus, p.corpus);
+      EXPECT_EQ(r->steps, p.steps);
+      EXPECT_EQ(r->branch_of, p.branch_of.empty() ? "" : str_cat(p.branch_of, "-s", k));
+      const std::string yaml = planned_config_yaml(spec, plan, *r);
+      EXPECT_EQ(Config::from_yaml(yaml, r->name).get_int("train.seed"), k);
+      if (k == 1) {
+        std::string unsuffixed = yaml;
+        for (size_t at; (at = unsuffixed.find("-s1")) != std::string::npos;) unsuffixed.erase(at, 3);
+        EXPECT_EQ(unsuffixed, planned_config_yaml(plain_spec, plain, p)) << r->name;
+      }
+    }
+  }
+  EXPECT_EQ(students, 2);
+  EXPECT_EQ(plan.runs.size(), plain.runs.size() + 2);
+  // Compute: the students twice, the teacher's training and logits once.
+  const ProtocolTotal& a = plain.totals.back();
+  const ProtocolTotal& b = plan.totals.back();
+  EXPECT_DOUBLE_EQ(b.c_student, 2 * a.c_student);
+  EXPECT_DOUBLE_EQ(b.c_teacher_logits, a.c_teacher_logits);
+  EXPECT_DOUBLE_EQ(b.c_teacher_pretrain, a.c_teacher_pretrain);
+
+  // With seeds: [1, 2] too: every seed replicate's students once per student seed.
+  const SweepPlan both = plan_sweep(spec_of("seeds: [1, 2]\nstudent_seeds: [3, 4]\n" + body), "/tmp/x");
+  const PlannedRun* r = both.find("student-ftis-teacher-L2-M1-s2-1.2e10-L1-s4");
+  ASSERT_NE(r, nullptr);
+  EXPECT_EQ(r->seed, 4);
+  EXPECT_EQ(r->point, "student-ftis-teacher-L2-M1-1.2e10-L1");
+  EXPECT_EQ(r->corpus, "corpus-teacher-L2-M1-s2");
+  EXPECT_EQ(both.runs.size(), 2 * plan.runs.size());
+}
+
 // data_epochs as the runs count them: train runs over (n − 1)/T windows, corpora over the
 // n/(T + 1) windows generate scores (or its prompts), students over their corpus.
 TEST(SweepPlan, DataEpochsCountWhatEachRunReads) {
@@ -454,6 +516,9 @@ TEST(SweepPlan, MalformedFilesNameTheFileAndKey) {
       {sweep_text("seeds: [4, 4]\n" + ok_sup), "bad.yaml: key 'seeds[1]': seed 4 is listed twice"},
       {sweep_text("seeds: [1, 2]\n" + ok_sup, "aspect: 32, head_dim: 16", "train.seed: 3"),
        "bad.yaml: key 'set.train.seed': 'train.seed' is set per replicate from the sweep's seeds: list"},
+      {sweep_text("student_seeds: [1, 2]\n" + ok_sup), "bad.yaml: key 'student_seeds': the sweep plans no students"},
+      {sweep_text("student_seeds: []\n" + ok_sup), "bad.yaml: key 'student_seeds': must be a non-empty list of integers"},
+      {sweep_text("student_seeds: [2, 2]\n" + ok_sup), "bad.yaml: key 'student_seeds[1]': seed 2 is listed twice"},
       {sweep_text("distillation: {protocol: x}\n"), "key 'distillation': must be a list"},
       {sweep_text("distillation:\n  - {protocol: online}\n"), "key 'distillation[0].protocol': unknown protocol 'online'"},
       {sweep_text("distillation:\n  - {protocol: fixed_teacher_isoflop_students}\n"),
