@@ -165,21 +165,11 @@ echo "ok: cooldown branches under Slurm (each trunk's branches afterok on its ta
 #     is broken after planning, so its task fails at once. teacher-L1's corpus and student still
 #     run (each waits for its own run only; stage-wide afterok would have held them forever),
 #     and teacher-L2's corpus and student are cancelled rather than left pending.
-cat >"$WORK/sweep-deps.yaml" <<EOF
-base: $SRC/configs/tiny.yaml
-set: {train.batch_tokens: 256, train.micro_batch: 0, eval.max_windows: 4, checkpoint.keep_last: 1}
-family: {aspect: 32, head_dim: 16, seq_len: 64}
-evals_per_run: 1
-checkpoints_per_run: 1
-tolerance: 0.02
-distillation:
-  - protocol: fixed_teacher_isoflop_students
-    teachers: {sizes: [1, 2], tokens_per_param: 4}
-    students: {budgets: [2e9], sizes: [1]}
-slurm: {nodes: 1, cpus_per_task: 1, time: "00:05:00"}
-EOF
+tiny_tokens "$WORK/tok300" 300  # enough windows for the students' corpora
+tiny_sweep "$WORK/sweep-deps.yaml"
+sed -i -e '/^supervised:/d' -e 's/teachers: {sizes: \[1\]/teachers: {sizes: [1, 2]/' "$WORK/sweep-deps.yaml"
 retort sweep "$WORK/sweep-deps.yaml" --out "$WORK/sweep_deps" \
-  --set "data.train=$WORK/tok/train.h5" --set "data.val=$WORK/tok/val.h5" >"$WORK/plan-deps.log"
+  --set "data.train=$WORK/tok300/train.h5" --set "data.val=$WORK/tok300/val.h5" >"$WORK/plan-deps.log"
 echo "not_a_key: 1" >>"$WORK/sweep_deps/configs/teacher-L2-M4.yaml"
 "$WORK/sweep_deps/submit.sh" >"$WORK/submit-deps.log" 2>&1 ||
   { cat "$WORK/submit-deps.log" >&2; slurm_fail "submit.sh (per-run dependencies) failed"; }
@@ -193,12 +183,12 @@ retort collect "$WORK/sweep_deps" >"$WORK/collect-deps.log" || true
 python3 - "$WORK/sweep_deps/results.csv" <<'PY' || { cat "$WORK/collect-deps.log" >&2; slurm_fail "per-run dependencies"; }
 import csv, sys
 status = {r["name"]: r["status"] for r in csv.DictReader(open(sys.argv[1]))}
-assert status["teacher-L1-M4"] == "complete" and status["student-ftis-teacher-L1-M4-2e9-L1"] == "complete", status
-assert status["teacher-L2-M4"] != "complete" and status["student-ftis-teacher-L2-M4-2e9-L1"] == "missing", status
+assert status["teacher-L1-M4"] == "complete" and status["student-ftis-teacher-L1-M4-6e9-L1"] == "complete", status
+assert status["teacher-L2-M4"] != "complete" and status["student-ftis-teacher-L2-M4-6e9-L1"] == "missing", status
 PY
 [ -f "$WORK/sweep_deps/runs/corpus-teacher-L1-M4/manifest.json" ] || slurm_fail "teacher-L1-M4's corpus was not written"
 [ ! -e "$WORK/sweep_deps/runs/corpus-teacher-L2-M4" ] || slurm_fail "teacher-L2-M4's corpus ran after its teacher failed"
-for run in corpus-teacher-L2-M4 student-ftis-teacher-L2-M4-2e9-L1; do
+for run in corpus-teacher-L2-M4 student-ftis-teacher-L2-M4-6e9-L1; do
   task=$(awk -v n="$run" '$1 == n {print $2}' "$WORK/sweep_deps/jobs.tsv")
   scontrol show job "$task" | grep -q "JobState=CANCELLED" ||
     slurm_fail "$run ($task) should be cancelled once its dependency failed: $(scontrol show job "$task" | grep -o 'JobState=[A-Z_]*')"

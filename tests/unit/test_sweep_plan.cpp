@@ -36,6 +36,19 @@ std::string fixed_warmup(int64_t n, const std::string& body, const std::string& 
   return t.replace(t.find("warmup_fraction: 0.1"), 20, "warmup_steps: " + std::to_string(n));
 }
 
+// Cooldown branches under wsd: supervised runs, a teacher, two students of its corpus (the
+// seed replicate tests).
+const std::string kSeedsBody =
+    "cooldown_branches: true\n"
+    "supervised: {budgets: [1.2e10, 2.4e10], sizes: [1]}\n"
+    "distillation:\n"
+    "  - {protocol: fixed_teacher_isoflop_students, teachers: {sizes: [2], tokens_per_param: 1},\n"
+    "     students: {budgets: [1.2e10, 2.4e10], sizes: [1]}}\n";
+SweepSpec wsd_spec(const std::string& body) {
+  return read_sweep_text(sweep_text(body, "aspect: 32, head_dim: 16", "train.batch_tokens: 256, train.lr_schedule: wsd"),
+                         "test.yaml", ".");
+}
+
 SweepSpec read(const std::string& body) { return read_sweep_text(sweep_text(body), "test.yaml", "."); }
 
 // The error message of reading `text` (must throw ConfigError).
@@ -292,17 +305,7 @@ TEST(SweepPlan, CooldownBranchesStartFromTheLongestRunOfTheirSize) {
 // names and paths, the sweep planned without seeds (train.seed defaults to 1); seed 2's runs read
 // and branch from seed 2's runs only.
 TEST(SweepPlan, SeedsReplicateTheWholePlan) {
-  const std::string body =
-      "cooldown_branches: true\n"
-      "supervised: {budgets: [1.2e10, 2.4e10], sizes: [1]}\n"
-      "distillation:\n"
-      "  - {protocol: fixed_teacher_isoflop_students, teachers: {sizes: [2], tokens_per_param: 1},\n"
-      "     students: {budgets: [1.2e10, 2.4e10], sizes: [1]}}\n";
-  auto spec_of = [](const std::string& b) {
-    return read_sweep_text(sweep_text(b, "aspect: 32, head_dim: 16", "train.batch_tokens: 256, train.lr_schedule: wsd"),
-                           "test.yaml", ".");
-  };
-  const SweepSpec plain_spec = spec_of(body), seeded_spec = spec_of("seeds: [1, 2]\n" + body);
+  const SweepSpec plain_spec = wsd_spec(kSeedsBody), seeded_spec = wsd_spec("seeds: [1, 2]\n" + kSeedsBody);
   const SweepPlan plain = plan_sweep(plain_spec, "/tmp/x"), seeded = plan_sweep(seeded_spec, "/tmp/x");
   ASSERT_EQ(seeded.runs.size(), 2 * plain.runs.size());
   auto erase_all = [](std::string s, const std::string& what) {
@@ -345,17 +348,7 @@ TEST(SweepPlan, SeedsReplicateTheWholePlan) {
 // name and paths, the student planned without student_seeds. With seeds: too, within each of its
 // replicates.
 TEST(SweepPlan, StudentSeedsReplicateOnlyTheStudents) {
-  const std::string body =
-      "cooldown_branches: true\n"
-      "supervised: {budgets: [1.2e10], sizes: [1]}\n"
-      "distillation:\n"
-      "  - {protocol: fixed_teacher_isoflop_students, teachers: {sizes: [2], tokens_per_param: 1},\n"
-      "     students: {budgets: [1.2e10, 2.4e10], sizes: [1]}}\n";
-  auto spec_of = [](const std::string& b) {
-    return read_sweep_text(sweep_text(b, "aspect: 32, head_dim: 16", "train.batch_tokens: 256, train.lr_schedule: wsd"),
-                           "test.yaml", ".");
-  };
-  const SweepSpec plain_spec = spec_of(body), spec = spec_of("student_seeds: [1, 2]\n" + body);
+  const SweepSpec plain_spec = wsd_spec(kSeedsBody), spec = wsd_spec("student_seeds: [1, 2]\n" + kSeedsBody);
   const SweepPlan plain = plan_sweep(plain_spec, "/tmp/x"), plan = plan_sweep(spec, "/tmp/x");
   int64_t students = 0;
   for (const PlannedRun& p : plain.runs) {
@@ -393,7 +386,7 @@ TEST(SweepPlan, StudentSeedsReplicateOnlyTheStudents) {
   EXPECT_DOUBLE_EQ(b.c_teacher_pretrain, a.c_teacher_pretrain);
 
   // With seeds: [1, 2] too: every seed replicate's students once per student seed.
-  const SweepPlan both = plan_sweep(spec_of("seeds: [1, 2]\nstudent_seeds: [3, 4]\n" + body), "/tmp/x");
+  const SweepPlan both = plan_sweep(wsd_spec("seeds: [1, 2]\nstudent_seeds: [3, 4]\n" + kSeedsBody), "/tmp/x");
   const PlannedRun* r = both.find("student-ftis-teacher-L2-M1-s2-1.2e10-L1-s4");
   ASSERT_NE(r, nullptr);
   EXPECT_EQ(r->seed, 4);
