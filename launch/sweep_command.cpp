@@ -88,20 +88,26 @@ std::string run_one_sh(const SweepSpec& spec, const std::string& retort_bin) {
 # current step or shard, keeps a checkpoint (or its finished shards) and exits 75, and so does
 # this script; running it again resumes. Exit codes: the run's (0 done, 75 preempted, 1 failed).
 # Usage: run_one.sh NAME     env: RETORT (binary), RANKS (processes per run)
+#        run_one.sh --complete NAME   exit 0 when the run is complete, else 1; runs nothing
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 RETORT=${RETORT:-)SH", sh_quote(retort_bin), R"SH(}
 RANKS=${RANKS:-)SH", spec.ranks, R"SH(}
-name=${1:?usage: run_one.sh NAME}
+check_only=
+[ "${1:-}" != --complete ] || { check_only=1; shift; }
+name=${1:?usage: run_one.sh [--complete] NAME}
 row=$(awk -F'\t' -v n="$name" '$1 == n' "$HERE/runs.tsv")
 [ -n "$row" ] || { echo "run_one.sh: no run named '$name' in $HERE/runs.tsv" >&2; exit 1; }
 IFS=$'\t' read -r _ cmd config rundir _ <<<"$row"
 
+complete=
 if [ "$cmd" = generate ]; then
-  [ -f "$rundir/manifest.json" ] && { echo "[sweep] $name: complete, skipping"; exit 0; }
+  [ ! -f "$rundir/manifest.json" ] || complete=1
 elif [ -f "$rundir/summary.json" ] && grep -Eq '"status": *"complete"' "$rundir/summary.json"; then
-  echo "[sweep] $name: complete, skipping"; exit 0
+  complete=1
 fi
+[ -z "$check_only" ] || { [ -n "$complete" ]; exit; }
+[ -z "$complete" ] || { echo "[sweep] $name: complete, skipping"; exit 0; }
 args=("$cmd" "$config")
 [ "$cmd" = generate ] || args+=(--resume)
 launch=()
@@ -340,8 +346,9 @@ std::string submit_sh() {
 # that wait for the same run form one array with --dependency=afterok:JOBID_TASK on that run's
 # task, so a corpus starts as soon as its own teacher has trained, and a failed run holds back
 # only the runs that need it. Those can then never start and are cancelled
-# (--kill-on-invalid-dep=yes) instead of waiting in the queue; resubmit after fixing the cause
-# (complete runs are skipped, interrupted ones resumed).
+# (--kill-on-invalid-dep=yes) instead of waiting in the queue; run submit.sh again after fixing
+# the cause: complete runs are left out (a run waiting for one starts at once), interrupted
+# ones resume from their checkpoints.
 # Usage: submit.sh [extra sbatch options]. Prints "LIST JOBID TASKS [after RUN]" per array and
 # writes jobs.tsv: each run and its Slurm task (JOBID_INDEX, INDEX its line in stages/LIST.txt).
 set -euo pipefail
@@ -349,13 +356,21 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 mkdir -p "$HERE/logs"
 declare -A task=()  # run name → JOBID_INDEX of its array task
 : >"$HERE/jobs.tsv"
+complete=" " n_complete=0  # complete runs, space-separated: not submitted
+while IFS=$'\t' read -r name _; do
+  ! bash "$HERE/run_one.sh" --complete "$name" </dev/null || { complete+="$name "; n_complete=$((n_complete + 1)); }
+done <"$HERE/runs.tsv"
+[ "$n_complete" = 0 ] || echo "submit.sh: $n_complete complete runs left out"
 for stage in )SH", stage_lists_words(), R"SH(; do
   list=$HERE/stages/$stage.txt
   mapfile -t names <"$list"
-  # One line per group of the list's runs that wait for the same run: "COUNT INDICES AFTER",
-  # INDICES their 0-based lines as Slurm writes them (0-3,7); groups in the order of their first run.
-  groups=$(awk -F'\t' 'NR == FNR { after[$1] = $5; next }
-    $1 != "" { a = after[$1]; if (!(a in n)) order[++g] = a; ids[a, n[a]++] = FNR - 1 }
+  # One line per group of the list's incomplete runs that wait for the same incomplete run (or
+  # for none): "COUNT INDICES AFTER", INDICES their 0-based lines as Slurm writes them (0-3,7);
+  # groups in the order of their first run.
+  groups=$(awk -F'\t' -v complete="$complete" 'NR == FNR { after[$1] = $5; next }
+    $1 != "" && !index(complete, " " $1 " ") {
+      a = after[$1]; if (index(complete, " " a " ")) a = ""
+      if (!(a in n)) order[++g] = a; ids[a, n[a]++] = FNR - 1 }
     END { for (i = 1; i <= g; ++i) {
             a = order[i]; s = ""
             for (k = 0; k < n[a]; k = e + 1) {
@@ -384,6 +399,7 @@ for stage in )SH", stage_lists_words(), R"SH(; do
     echo "$stage $jid $count${after:+ after $after}"
   done <<<"$groups"
 done
+[ -s "$HERE/jobs.tsv" ] || echo "submit.sh: every run is complete, nothing to submit; results: retort collect $HERE"
 )SH");
 }
 

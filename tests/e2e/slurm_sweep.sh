@@ -194,6 +194,22 @@ for run in corpus-teacher-L2-M4 student-ftis-teacher-L2-M4-6e9-L1; do
     slurm_fail "$run ($task) should be cancelled once its dependency failed: $(scontrol show job "$task" | grep -o 'JobState=[A-Z_]*')"
 done
 echo "ok: per-run dependencies under Slurm (a failed teacher cancels only its own corpus and student)"
+# Fixed and submitted again: only the three runs that did not complete, the corpus after the
+# teacher and the student after the corpus.
+sed -i '/^not_a_key: 1$/d' "$WORK/sweep_deps/configs/teacher-L2-M4.yaml"
+"$WORK/sweep_deps/submit.sh" >"$WORK/resubmit-deps.log" 2>&1 ||
+  { cat "$WORK/resubmit-deps.log" >&2; slurm_fail "submit.sh again (per-run dependencies) failed"; }
+cat "$WORK/resubmit-deps.log"
+[ "$(cut -d' ' -f1,3- "$WORK/resubmit-deps.log" | tr '\n' ';')" = "submit.sh: complete runs left out;train 1;\
+corpus 1 after teacher-L2-M4;student 1 after corpus-teacher-L2-M4;" ] &&
+  grep -q "^submit.sh: 3 complete runs left out$" "$WORK/resubmit-deps.log" ||
+  fail "the resubmission should submit only the 3 incomplete runs"
+wait_queue_empty "the resubmitted sweep"
+retort collect "$WORK/sweep_deps" | grep -q "4 runs: 4 complete, 0 incomplete, 0 missing" ||
+  slurm_fail "the resubmitted sweep did not complete: $(retort collect "$WORK/sweep_deps")"
+"$WORK/sweep_deps/submit.sh" | grep -q "^submit.sh: every run is complete, nothing to submit" ||
+  fail "a complete sweep should submit nothing"
+echo "ok: submit.sh again after the fix: only the incomplete runs, in order; then nothing"
 
 # 7. launch/slurm/train.sbatch: 2 tasks, dp2, submitted from the source dir (its default
 #    binary path is relative to the submit dir; the test's binary is given by RETORT).
