@@ -546,10 +546,10 @@ int run_sweep(const std::string& sweep_path, const std::vector<std::string>& ove
     std::printf("seeds: %zu replicates of %zu runs (train.seed %s; names end -sK; plan.csv: seed, point)\n",
                 spec.seeds.size(), plan.runs.size() / spec.seeds.size(), list(spec.seeds).c_str());
   if (!spec.student_seeds.empty())
-    std::printf("student_seeds: %zu seeds of each of %lld students (train.seed %s; names end -sK; plan.csv: seed, "
-                "point), all reading their teacher's one corpus (%lld corpora)\n",
-                spec.student_seeds.size(), (long long)counts[2] / (long long)spec.student_seeds.size(),
-                list(spec.student_seeds).c_str(), (long long)counts[1]);
+    std::printf("student_seeds: %lld students × %zu seeds (train.seed %s; names end -sK; plan.csv: seed, point), "
+                "each reading its teacher's one corpus\n",
+                (long long)counts[2] / (long long)spec.student_seeds.size(), spec.student_seeds.size(),
+                list(spec.student_seeds).c_str());
   for (const ProtocolTotal& t : plan.totals)
     std::printf("  %-32s %3lld runs  C = %s FLOPs (student %s, teacher logits %s, teacher pretraining %s)\n",
                 t.protocol.c_str(), (long long)t.runs, format_flops(t.total()).c_str(),

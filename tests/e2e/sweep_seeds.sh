@@ -65,7 +65,7 @@ PY
 { echo "student_seeds: [1, 2]"; grep -v "^supervised:" "$WORK/plain.yaml"; } >"$WORK/students.yaml"
 retort sweep "$WORK/students.yaml" --out "$WORK/students" "${DATA[@]}" >"$WORK/plan-students.log"
 grep -q "^planned 4 runs (1 train, 1 corpus, 2 student)" "$WORK/plan-students.log" || fail "plan: $(cat "$WORK/plan-students.log")"
-grep -q "^student_seeds: 2 seeds of each of 1 students (train.seed 1, 2; " "$WORK/plan-students.log" ||
+grep -q "^student_seeds: 1 students × 2 seeds (train.seed 1, 2; " "$WORK/plan-students.log" ||
   fail "no student_seeds line: $(cat "$WORK/plan-students.log")"
 "$WORK/students/run_local.sh" >"$WORK/run-students.log" 2>&1 || { tail -30 "$WORK/run-students.log"; fail "student_seeds: run_local.sh failed"; }
 retort collect "$WORK/students" | tee "$WORK/collect-students.log"
