@@ -445,7 +445,8 @@ TEST(SweepPlan, DataEpochsCountWhatEachRunReads) {
 }
 
 TEST(SweepPlan, ShippedSweepFilesPlan) {
-  for (const char* f : {"isoflop-tiny.yaml", "isoflop-cpu.yaml", "isoflop-cpu-wsd.yaml", "isoflop-cpu-wsd-seeds.yaml"}) {
+  for (const char* f : {"isoflop-tiny.yaml", "isoflop-cpu.yaml", "isoflop-cpu-wsd.yaml", "isoflop-cpu-wsd-seeds.yaml",
+                        "distill-cpu-student-seeds.yaml"}) {
     SweepSpec spec = read_sweep(kSrc + "/configs/sweeps/" + f);
     SweepPlan plan = plan_sweep(spec, "/tmp/x");
     EXPECT_FALSE(plan.runs.empty()) << f;
