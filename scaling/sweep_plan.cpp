@@ -29,7 +29,12 @@ const std::set<std::string> kPlannerKeys = {
     "run.dir",        "model.d_model",      "model.n_layers", "model.n_heads",
     "model.n_kv_heads", "model.head_dim",   "model.d_ff",     "train.steps",
     "train.warmup_steps", "eval.every",     "checkpoint.every", "train.branch_from",
-    "checkpoint.keep_steps"};
+    "checkpoint.keep_steps", "generate.teacher", "generate.data", "generate.out", "generate.num_sequences",
+    "generate.seq_len", "distill.corpus", "distill.teacher"};
+// Keys the sweep file has its own maps for (generate:, distill:), written into every corpus or
+// student config.
+const std::set<std::string> kSweepMapKeys = {"generate.mode", "generate.k", "distill.lambda",
+                                             "distill.temperature", "distill.tail"};
 
 // Reads typed values out of the sweep YAML; every failure is "FILE: key 'K': what".
 class Reader {
@@ -164,8 +169,11 @@ void apply_override(Config& cfg, const std::string& key, const std::string& valu
     throw ConfigError(origin + ": '" + key +
                       "' is set per run by the planner (shapes come from family.*, steps and "
                       "schedule from the budgets); leave it out");
-  if (seeded && key == "train.seed")
-    throw ConfigError(origin + ": 'train.seed' is set per replicate from the sweep's seeds: list; leave it out");
+  if (kSweepMapKeys.count(key))
+    throw ConfigError(str_cat(origin, ": '", key, "' is the sweep file's own key (", key.substr(0, key.find('.')),
+                              ": {", key.substr(key.find('.') + 1), ": …} beside set:); set it there"));
+  if (seeded && (key == "train.seed" || key == "generate.seed"))
+    throw ConfigError(origin + ": '" + key + "' is set per replicate from the sweep's seeds: list; leave it out");
   try {
     cfg.set(key, value);
   } catch (const ConfigError& e) {
@@ -396,12 +404,15 @@ SweepSpec read_sweep_text(const std::string& yaml_text, const std::string& sourc
     if (g["k"]) s.generate_k = r.get_int(g["k"], "generate.k", 1);
   }
   if (const YAML::Node d = root["distill"]) {
-    r.check_keys(d, "distill", {"lambda", "temperature"});
+    r.check_keys(d, "distill", {"lambda", "temperature", "tail"});
     if (d["lambda"]) {
       s.distill_lambda = r.get_number(d["lambda"], "distill.lambda");
       if (s.distill_lambda < 0 || s.distill_lambda > 1) r.fail("distill.lambda", "must be in [0, 1]");
     }
     if (d["temperature"]) s.distill_temperature = r.get_positive(d["temperature"], "distill.temperature");
+    if (d["tail"]) s.distill_tail = r.get_string(d["tail"], "distill.tail");
+    if (s.distill_tail != "renormalize" && s.distill_tail != "bucket")
+      r.fail("distill.tail", "must be 'renormalize' or 'bucket', got '" + s.distill_tail + "'");
   }
   if (const YAML::Node sl = root["slurm"]) {
     r.check_keys(sl, "slurm", {"nodes", "ntasks_per_node", "gpus_per_node", "cpus_per_task", "time",
@@ -780,6 +791,7 @@ std::string planned_config_yaml(const SweepSpec& spec, const SweepPlan& plan, co
     d["corpus"] = plan.find(run.corpus)->run_dir;
     d["lambda"] = spec.distill_lambda;
     d["temperature"] = spec.distill_temperature;
+    d["tail"] = spec.distill_tail;
   }
   YAML::Emitter out;
   out << root;

@@ -60,7 +60,12 @@ struct SweepSpec {
   std::vector<DistillProtocol> distillation;
   std::string generate_mode = "score";
   int64_t generate_k = 32;
-  double distill_lambda = 1.0, distill_temperature = 1.0;
+  // Students' loss (1−λ)·CE + λ·τ²·KL over their corpus' top-k, tail renormalize|bucket.
+  // λ 0.5 and bucket: with a top-k corpus pure distillation (λ 1) leaves the tokens outside the
+  // top k unconstrained, and the renormalized tail overstates the teacher's confidence
+  // (docs/DISTILLATION.md, docs/SWEEPS.md: measured).
+  double distill_lambda = 0.5, distill_temperature = 1.0;
+  std::string distill_tail = "bucket";
   // Under train.lr_schedule: wsd, runs of one size (students: and one corpus) share a trunk:
   // the longest trains in full and keeps a checkpoint where each shorter run's decay begins;
   // the shorter ones start there (train.branch_from) and train only their decay.

@@ -140,7 +140,7 @@ TEST(SweepPlan, EachRunsConfigHasItsOwnScheduleLength) {
 }
 
 TEST(SweepPlan, DistillationProtocolsFollowEq9) {
-  SweepSpec spec = read(
+  const std::string body =
       "supervised: {budgets: [2.4e10], sizes: [1, 2]}\n"
       "distillation:\n"
       "  - {protocol: fixed_teacher_isoflop_students, teachers: {sizes: [2], tokens_per_param: 1},\n"
@@ -148,7 +148,8 @@ TEST(SweepPlan, DistillationProtocolsFollowEq9) {
       "  - {protocol: isoflop_teacher_fixed_students, teachers: {budgets: [2.4e10], sizes: [1, 2]},\n"
       "     students: {sizes: [1], tokens_per_param: 2}}\n"
       "  - {protocol: fixed_teacher_fixed_students, teachers: {sizes: [2], tokens_per_param: 1},\n"
-      "     students: {sizes: [1], tokens_per_param: [1, 2, 4]}}\n");
+      "     students: {sizes: [1], tokens_per_param: [1, 2, 4]}}\n";
+  SweepSpec spec = read(body);
   SweepPlan plan = plan_sweep(spec, "/tmp/x");
   int students = 0, corpora = 0;
   for (const PlannedRun& r : plan.runs) {
@@ -202,6 +203,17 @@ TEST(SweepPlan, DistillationProtocolsFollowEq9) {
   std::string yaml = planned_config_yaml(spec, plan, corpus);
   EXPECT_NE(yaml.find("teacher: /tmp/x/runs/teacher-L2-M1"), std::string::npos) << yaml;
   EXPECT_NE(yaml.find("num_sequences: " + std::to_string(corpus.num_sequences)), std::string::npos);
+  // Students: λ 0.5 and the bucket tail unless the sweep's distill: map says otherwise.
+  const PlannedRun& student = *plan.find("student-ftis-teacher-L2-M1-1.2e10-L1");
+  YAML::Node d = YAML::Load(planned_config_yaml(spec, plan, student))["distill"];
+  EXPECT_EQ(d["corpus"].as<std::string>(), corpus.run_dir);
+  EXPECT_EQ(d["lambda"].as<double>(), 0.5);
+  EXPECT_EQ(d["tail"].as<std::string>(), "bucket");
+  const SweepSpec pure = read("distill: {lambda: 1, tail: renormalize, temperature: 2}\n" + body);
+  d = YAML::Load(planned_config_yaml(pure, plan_sweep(pure, "/tmp/x"), student))["distill"];
+  EXPECT_EQ(d["lambda"].as<double>(), 1.0);
+  EXPECT_EQ(d["tail"].as<std::string>(), "renormalize");
+  EXPECT_EQ(d["temperature"].as<double>(), 2.0);
 }
 
 // cooldown_branches: per size (students: per size and corpus) the longest run is the trunk;
@@ -521,6 +533,12 @@ TEST(SweepPlan, MalformedFilesNameTheFileAndKey) {
                   " students: {budgets: [1e10], sizes: [1]}}\n"),
        "key 'distillation[0].teachers.tokens_per_param': is required"},
       {sweep_text("distill: {lambda: 2}\n" + ok_sup), "key 'distill.lambda': must be in [0, 1]"},
+      {sweep_text("distill: {tail: drop}\n" + ok_sup), "key 'distill.tail': must be 'renormalize' or 'bucket', got 'drop'"},
+      {sweep_text(ok_sup, "aspect: 32, head_dim: 16", "distill.lambda: 1"),
+       "bad.yaml: key 'set.distill.lambda': 'distill.lambda' is the sweep file's own key (distill: {lambda: …} beside set:)"},
+      {sweep_text(ok_sup, "aspect: 32, head_dim: 16", "generate.k: 128"),
+       "'generate.k' is the sweep file's own key (generate: {k: …} beside set:)"},
+      {sweep_text(ok_sup, "aspect: 32, head_dim: 16", "distill.corpus: /x"), "'distill.corpus' is set per run by the planner"},
       {sweep_text("generate: {mode: beam}\n" + ok_sup), "key 'generate.mode'"},
       {sweep_text("slurm: {nodez: 1}\n" + ok_sup), "unknown key 'slurm.nodez' (did you mean 'slurm.nodes'?)"},
       {sweep_text("slurm: {partition: 'a b'}\n" + ok_sup), "key 'slurm.partition': must not contain spaces"},
