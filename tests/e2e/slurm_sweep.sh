@@ -4,8 +4,9 @@
 # `retort collect` must see every run complete; so must the same sweep with cooldown branches
 # (each trunk's branches an array after that trunk's task). A distillation sweep whose one
 # teacher fails still trains the other teacher's corpus and student (each run waits for the run
-# it reads only), and the failed teacher's are cancelled, not left pending. Then launch/slurm/train.sbatch trains tiny.yaml
-# on 2 tasks (dp2, mpirun inside the allocation) to completion, and a preempted (SIGUSR1) run
+# it reads only), and the failed teacher's are cancelled, not left pending; submitted again
+# after the fix, only those three run. Then launch/slurm/train.sbatch trains tiny.yaml on 2
+# tasks (dp2, mpirun inside the allocation) to completion, and a preempted (SIGUSR1) run
 # requeues itself and resumes; so does a preempted array task of a sweep (submit.sbatch).
 # Everything lives in a temp dir (munge key and socket, slurm.conf with free non-default
 # ports, state, logs); no system file changes. Daemons
