@@ -241,15 +241,12 @@ reap() {
     [ "$JOBS" = 1 ] || echo "[sweep] $name: done"
   fi
 }
-# Every run in list order; each starts once the run it waits for (runs.tsv's last column: a
-# branch's trunk, a corpus's teacher, a student's corpus) has ended well: the first such run
-# takes the next free slot. That run is always in an earlier list, so JOBS=1 runs the lists in order.
+# Every run in list order (runs.tsv's); each starts once the run it waits for (runs.tsv's last
+# column: a branch's trunk, a corpus's teacher, a student's corpus) has ended well: the first such
+# run takes the next free slot. That run is always in an earlier list, so JOBS=1 runs the lists in order.
 declare -A waits_for=() ended=()
-while IFS=$'\t' read -r name _ _ _ after; do waits_for[$name]=$after; done <"$HERE/runs.tsv"
 pending=()
-for stage in )SH", stage_lists_words(), R"SH(; do
-  mapfile -t -O "${#pending[@]}" pending < <(grep . "$HERE/stages/$stage.txt" || true)
-done
+while IFS=$'\t' read -r name _ _ _ after; do pending+=("$name"); waits_for[$name]=$after; done <"$HERE/runs.tsv"
 while :; do
   [ "$stop" = 0 ] && [ -z "$failed" ] || pending=()
   next=
@@ -282,7 +279,7 @@ if [ -n "$failed" ]; then
   echo "[sweep] $failed; rerun run_local.sh to continue" >&2
   exit 1
 fi
-if [ "${#pending[@]}" -gt 0 ]; then  # cannot happen: what a run waits for is in an earlier list
+if [ "${#pending[@]}" -gt 0 ]; then  # only with a runs.tsv edited by hand
   echo "[sweep] ${pending[*]}: what they wait for never ran (runs.tsv); rerun retort sweep" >&2
   exit 1
 fi
