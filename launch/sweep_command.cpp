@@ -145,7 +145,9 @@ std::string run_local_sh(const SweepSpec& spec) {
 # directory>.
 # JOBS=N (default 1) runs up to N runs at once, each as soon as the run it reads has ended (a
 # corpus its teacher, a student its corpus, a branch its trunk), each with OMP_NUM_THREADS =
-# cores / (N · RANKS) unless OMP_NUM_THREADS is set, and with GPUS_PER_RUN=G, its slot's G
+# cores / (S · RANKS) unless OMP_NUM_THREADS is set, S being how many runs may run beside it
+# from its start to its end, itself included, at most N (a teacher that every other run reads
+# through its corpus gets all cores), and with GPUS_PER_RUN=G, its slot's G
 # GPUs as CUDA_VISIBLE_DEVICES (slot k: entries k·G … k·G + G − 1 of the CUDA_VISIBLE_DEVICES
 # this script was given, else of GPUs 0, 1, …). With N > 1 a run's output goes to its log only
 # and a line marks its start and end.
@@ -166,10 +168,9 @@ if [ "$JOBS" -gt 1 ] && (( BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] < 501 )); t
   echo "run_local.sh: JOBS > 1 needs bash 5.1 or newer (wait -n -p); this is $BASH_VERSION" >&2
   exit 2
 fi
-if [ "$JOBS" -gt 1 ] && [ -z "${OMP_NUM_THREADS:-}" ]; then
-  per_run=$(( $(nproc) / (JOBS * ${RANKS:-)SH", spec.ranks, R"SH(}) ))
-  export OMP_NUM_THREADS=$(( per_run > 0 ? per_run : 1 ))
-fi
+RANKS=${RANKS:-)SH", spec.ranks, R"SH(}
+share_threads=  # JOBS > 1 and no OMP_NUM_THREADS given: each run's from the runs beside it
+[ "$JOBS" = 1 ] || [ -n "${OMP_NUM_THREADS:-}" ] || share_threads=$(nproc)
 gpus=()
 if [ "$GPUS_PER_RUN" -gt 0 ]; then
   if [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then
@@ -184,11 +185,12 @@ if [ "$GPUS_PER_RUN" -gt 0 ]; then
 fi
 mkdir -p "$HERE/logs"
 
-# run NAME SLOT (a background job): one run to its end, resumed at once after a preemption of
-# its own; SIGUSR1 asks it to checkpoint and stop. Exits with the run's code.
+# run NAME SLOT [THREADS] (a background job): one run to its end, resumed at once after a
+# preemption of its own; SIGUSR1 asks it to checkpoint and stop. Exits with the run's code.
 run() {
   local name=$1 slot=$2 stop=0 child= resumes=0 rc log tee_pid
   trap 'stop=1; [ -z "$child" ] || kill -USR1 "$child" 2>/dev/null || true' USR1
+  [ -z "${3:-}" ] || export OMP_NUM_THREADS=$3
   if [ "$GPUS_PER_RUN" -gt 0 ]; then
     local mine=("${gpus[@]:slot * GPUS_PER_RUN:GPUS_PER_RUN}")
     export CUDA_VISIBLE_DEVICES=$(IFS=,; echo "${mine[*]}")
@@ -241,6 +243,20 @@ reap() {
     [ "$JOBS" = 1 ] || echo "[sweep] $name: done"
   fi
 }
+# threads_for NAME: the cores over RANKS and over the runs that may run beside NAME (itself,
+# those running, those pending that do not wait for it through any chain; at most JOBS).
+threads_for() {
+  local beside=$((1 + ${#running[@]})) p up per_run
+  for p in "${pending[@]}"; do
+    [ "$beside" -lt "$JOBS" ] || break
+    up=$p
+    while [ -n "$up" ] && [ "$up" != "$1" ]; do up=${waits_for[$up]:-}; done
+    [ -n "$up" ] || beside=$((beside + 1))
+  done
+  [ "$beside" -le "$JOBS" ] || beside=$JOBS
+  per_run=$((share_threads / (beside * RANKS)))
+  echo $((per_run > 0 ? per_run : 1))
+}
 # Every run in list order (runs.tsv's); each starts once the run it waits for (runs.tsv's last
 # column: a branch's trunk, a corpus's teacher, a student's corpus) has ended well: the first such
 # run takes the next free slot. That run is always in an earlier list, so JOBS=1 runs the lists in order.
@@ -261,8 +277,10 @@ while :; do
     unset "pending[$next]"
     slot=0
     while printf '%s\n' "${slot_of[@]}" | grep -qx "$slot"; do slot=$((slot + 1)); done
-    [ "$JOBS" = 1 ] || echo "[sweep] $name: started (slot $slot; log: $HERE/logs/$name.log)"
-    run "$name" "$slot" &
+    threads=
+    [ -z "$share_threads" ] || threads=$(threads_for "$name")
+    [ "$JOBS" = 1 ] || echo "[sweep] $name: started (slot $slot${threads:+, $threads threads}; log: $HERE/logs/$name.log)"
+    run "$name" "$slot" "$threads" &
     running[$!]=$name
     slot_of[$!]=$slot
   elif [ "${#running[@]}" -gt 0 ]; then

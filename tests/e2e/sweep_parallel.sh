@@ -2,8 +2,10 @@
 # run_local.sh with JOBS=2 (several runs of a stage at once) and GPUS_PER_RUN, with real runs:
 #   1. a sweep of 4 IsoFLOP runs and a fixed-teacher protocol (teacher, corpus, student): two
 #      runs overlap in time, each slot has its own CUDA_VISIBLE_DEVICES ("0,1" and "2,3"), no run
-#      starts before the run it reads (runs.tsv's last column) has ended, and every run's final
-#      loss equals the same sweep's under JOBS=1 (the runs do not disturb each other);
+#      starts before the run it reads (runs.tsv's last column) has ended, runs that may overlap
+#      share the cores (OMP_NUM_THREADS, as the start line says), and every run's final loss
+#      equals the same sweep's under JOBS=1 (the runs do not disturb each other); the
+#      fixed-teacher protocol alone, where each run waits for the one before, gets all cores;
 #   2. a run that fails: the run beside it still finishes, no other run starts, and the script
 #      exits 1 naming it;
 #   3. SIGTERM to run_local.sh while two runs train: both checkpoint, the script exits 75, and
@@ -26,8 +28,9 @@ exit \$rc
 EOF
 chmod +x "$WORK/logging-retort"
 
-# 1. JOBS=2 (which sets OMP_NUM_THREADS to half the cores) against JOBS=1 with that many threads.
-half=$(( $(nproc) / 2 > 0 ? $(nproc) / 2 : 1 ))
+# 1. JOBS=2 (which sets each run's OMP_NUM_THREADS) against JOBS=1 with half the cores.
+cores=$(env -u OMP_NUM_THREADS nproc)  # as run_local.sh counts them (nproc heeds OMP_NUM_THREADS)
+half=$(( cores / 2 > 0 ? cores / 2 : 1 ))
 for jobs in 1 2; do
   retort sweep "$WORK/sweep.yaml" --out "$WORK/jobs$jobs" "${DATA[@]}" >/dev/null 2>&1
   rm -f "$WORK/calls.log"
@@ -39,12 +42,12 @@ for jobs in 1 2; do
   retort collect "$WORK/jobs$jobs" | grep -q "6 runs: 6 complete" || fail "JOBS=$jobs: not every run completed"
 done
 cat "$WORK/calls2.log"
-grep -q "^\[sweep\] sup-1.2e10-L1: started (slot 0; log: .*/logs/sup-1.2e10-L1.log)$" "$WORK/run2.log" ||
+grep -q "^\[sweep\] sup-1.2e10-L1: started (slot 0, $half threads; log: .*/logs/sup-1.2e10-L1.log)$" "$WORK/run2.log" ||
   fail "no start line: $(head "$WORK/run2.log")"
 grep -q "^\[sweep\] sup-1.2e10-L1: done$" "$WORK/run2.log" || fail "no done line"
 ! grep -q "^step " "$WORK/run2.log" || fail "JOBS=2 printed a run's output (it belongs in its log)"
-/usr/bin/python3 - "$WORK/calls2.log" "$WORK/jobs2/runs.tsv" "$(nproc)" <<'PY'
-import sys
+/usr/bin/python3 - "$WORK/calls2.log" "$WORK/jobs2/runs.tsv" "$cores" "$WORK/run2.log" <<'PY'
+import re, sys
 calls = [l.split() for l in open(sys.argv[1])]
 calls = {c[0]: (float(c[1]), float(c[2]), c[3], c[4]) for c in calls}
 after = {row[0]: row[4] for row in (l.rstrip("\n").split("\t") for l in open(sys.argv[2]))}
@@ -58,10 +61,14 @@ assert overlaps, "no two runs overlapped"
 for a, b in overlaps:
     assert {calls[a][2], calls[b][2]} == {"0,1", "2,3"}, (a, b, calls[a][2], calls[b][2])
 assert all(c[2] in ("0,1", "2,3") for c in calls.values()), calls
-threads = str(max(1, int(sys.argv[3]) // 2))
-assert all(c[3] == threads for c in calls.values()), (threads, calls)
+said = dict(re.findall(r"^\[sweep\] (\S+): started \(slot \d, (\d+) threads;", open(sys.argv[4]).read(), re.M))
+assert said == {run: c[3] for run, c in calls.items()}, (said, calls)
+cores, half = int(sys.argv[3]), str(max(1, int(sys.argv[3]) // 2))
+assert all(calls[f"sup-{b}-L{s}"][3] == half for b in ("1.2e10", "2.4e10") for s in (1, 2)), calls
+for a, b in overlaps:
+    assert int(calls[a][3]) + int(calls[b][3]) <= max(cores, 2), (a, b, calls)
 print(f"ok: JOBS=2: {len(overlaps)} overlapping pairs, none before what it reads ended, on GPUs 0,1 and 2,3, "
-      f"{threads} threads per run")
+      f"threads {sorted(said.items())} of {cores} cores")
 PY
 /usr/bin/python3 - "$WORK/jobs1/results.csv" "$WORK/jobs2/results.csv" <<'PY'
 import csv, sys
@@ -69,6 +76,14 @@ one, two = ({r["name"]: r["final_val_loss"] for r in csv.DictReader(open(f))} fo
 assert one == two, (one, two)
 print(f"ok: JOBS=2 gives JOBS=1's final losses for all {len(one)} runs")
 PY
+sed '/^supervised:/d' "$WORK/sweep.yaml" >"$WORK/chain.yaml"
+retort sweep "$WORK/chain.yaml" --out "$WORK/chain" "${DATA[@]}" >/dev/null 2>&1
+rm -f "$WORK/calls.log"
+env -u OMP_NUM_THREADS JOBS=2 RETORT=$WORK/logging-retort "$WORK/chain/run_local.sh" >"$WORK/chain.log" 2>&1 ||
+  { tail -30 "$WORK/chain.log"; fail "the teacher → corpus → student chain failed"; }
+[ "$(cut -d' ' -f5 "$WORK/calls.log" | tr '\n' ' ')" = "$cores $cores $cores " ] ||
+  fail "a chain's runs, each alone, did not get all $cores cores: $(cat "$WORK/calls.log")"
+echo "ok: JOBS=2 on a chain (teacher → corpus → student): each run alone gets all $cores cores"
 
 # 2. A failing run (the second of the first two): the first finishes, no other run starts.
 retort sweep "$WORK/sweep.yaml" --out "$WORK/fail" "${DATA[@]}" >/dev/null 2>&1
