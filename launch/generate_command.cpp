@@ -23,9 +23,12 @@
 #include <cstdio>
 #include <filesystem>
 #include <future>
+#include <optional>
 #include <regex>
 
 #include "core/checkpoint.h"
+#include "core/dir_lock.h"
+#include "core/fs.h"
 #include "core/ops.h"
 #include "core/preemption.h"
 #include "core/progress.h"
@@ -305,7 +308,12 @@ int run_generate(const Config& cfg_in) {
   m.teacher_sha256 = checkpoint_weights_sha256(teacher.dir);
 
   const Existing existing = check_existing(p);
-  if (root) remove_stale_temporaries(p.out);  // a killed run's half-written shards
+  std::optional<DirLock> out_lock;  // one job at a time per corpus (rank 0's; it aborts the others)
+  if (root) {
+    fs::create_directories(p.out);
+    out_lock.emplace(p.out, "generate.out");
+    remove_stale_temporaries(p.out);  // a killed run's half-written shards
+  }
   mesh.world->barrier();  // every rank has checked before anyone writes
 
   // This rank's shards: s ≡ rank (mod world). Keep those that exist and validate.

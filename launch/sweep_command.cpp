@@ -154,7 +154,8 @@ std::string run_local_sh(const SweepSpec& spec) {
 # A run that exits 75 (preempted: its retort process got SIGUSR1/SIGTERM) is resumed at once,
 # at most MAX_RESUMES times (default 10). SIGUSR1/SIGTERM/SIGINT to this script instead stops
 # the sweep cleanly: the current runs checkpoint, and the script exits 75. After a failed run
-# no other run starts; those running end, then the script exits 1.
+# no other run starts; those running end, then the script exits 1. One run_local.sh per sweep:
+# a second one exits 1 while this one runs.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 MAX_RESUMES=${MAX_RESUMES:-10}
@@ -184,6 +185,15 @@ if [ "$GPUS_PER_RUN" -gt 0 ]; then
   fi
 fi
 mkdir -p "$HERE/logs"
+# One run_local.sh per sweep: a second would run the same runs into the same directories. The
+# lock (flock(1)) is this script's alone (the runs do not inherit it: MPI's helper daemons
+# would hold it past their run's end); each run's retort locks its own directory.
+exec {lock}>>"$HERE/.run_local.lock"
+flock -n "$lock" || {
+  echo "run_local.sh: another run_local.sh is running this sweep ($(cat "$HERE/.run_local.lock")); wait for it to end" >&2
+  exit 1
+}
+echo "pid $$ on host $(hostname) since $(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$HERE/.run_local.lock"
 
 # run NAME SLOT [THREADS] (a background job): one run to its end, resumed at once after a
 # preemption of its own; SIGUSR1 asks it to checkpoint and stop. Exits with the run's code.
@@ -203,7 +213,7 @@ run() {
     else
       exec {log}>>"$HERE/logs/$name.log"
     fi
-    bash "$HERE/run_one.sh" "$name" >&$log 2>&1 </dev/null &
+    bash "$HERE/run_one.sh" "$name" >&$log 2>&1 </dev/null {lock}>&- &
     child=$!
     while :; do wait "$child" || true; kill -0 "$child" 2>/dev/null || break; done
     rc=0
@@ -279,7 +289,7 @@ while :; do
     while printf '%s\n' "${slot_of[@]}" | grep -qx "$slot"; do slot=$((slot + 1)); done
     threads=
     [ -z "$share_threads" ] || threads=$(threads_for "$name")
-    [ "$JOBS" = 1 ] || echo "[sweep] $name: started (slot $slot${threads:+, $threads threads}; log: $HERE/logs/$name.log)"
+    [ "$JOBS" = 1 ] || echo "[sweep] $name: started (slot $slot${threads:+, OMP_NUM_THREADS=$threads}; log: $HERE/logs/$name.log)"
     run "$name" "$slot" "$threads" &
     running[$!]=$name
     slot_of[$!]=$slot
@@ -363,12 +373,23 @@ std::string submit_sh() {
 # only the runs that need it. Those can then never start and are cancelled
 # (--kill-on-invalid-dep=yes) instead of waiting in the queue; run submit.sh again after fixing
 # the cause: complete runs are left out (a run waiting for one starts at once), interrupted
-# ones resume from their checkpoints.
+# ones resume from their checkpoints. It refuses while the last submission's arrays (jobs.tsv)
+# are still queued or running.
 # Usage: submit.sh [extra sbatch options]. Prints "LIST JOBID TASKS [after RUN]" per array and
 # writes jobs.tsv: each run and its Slurm task (JOBID_INDEX, INDEX its line in stages/LIST.txt).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 mkdir -p "$HERE/logs"
+# The last submission's arrays still queued or running: submitting again would run their runs
+# twice, side by side.
+if [ -s "$HERE/jobs.tsv" ]; then
+  queued=$({ squeue -h -u "$(id -un)" -o %F 2>/dev/null || true; } | sort -u |
+    awk 'NR == FNR { q[$1] = 1; next } { split($2, t, "_") } q[t[1]] && !seen[t[1]]++ { printf "%s%s", (n++ ? "," : ""), t[1] }' - "$HERE/jobs.tsv")
+  [ -z "$queued" ] || {
+    echo "submit.sh: jobs $queued of this sweep's last submission (jobs.tsv) are still queued or running; wait for them or scancel them, then submit again" >&2
+    exit 1
+  }
+fi
 declare -A task=()  # run name → JOBID_INDEX of its array task
 : >"$HERE/jobs.tsv"
 complete=" " n_complete=0  # complete runs, space-separated: not submitted

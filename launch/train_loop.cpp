@@ -12,6 +12,7 @@
 #include <optional>
 
 #include "core/checkpoint.h"
+#include "core/dir_lock.h"
 #include "core/fs.h"
 #include "core/json_fields.h"
 #include "core/loss_spike.h"
@@ -137,6 +138,10 @@ int run_train_loop(const Config& cfg, bool resume, const Mesh& mesh, TrainLoopJo
   const uint64_t seed = static_cast<uint64_t>(cfg.get_int("train.seed"));
 
   RunDir run(cfg.get_string("run.dir"), root);
+  // One job at a time per run directory: a second one ends here (on rank 0, which aborts the
+  // others) before it removes the first one's checkpoint in progress as stale.
+  std::optional<DirLock> run_lock;
+  if (root) run_lock.emplace(run.path(), "run.dir");
   if (root) remove_stale_checkpoint_temps(run.checkpoints());  // left by a crash or a full disk
   mesh.world->barrier();
   std::string latest = find_latest_checkpoint(run.checkpoints());

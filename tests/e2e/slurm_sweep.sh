@@ -250,7 +250,8 @@ scancel --signal=USR1 --batch "$pre_job" || slurm_fail "scancel --signal=USR1 fa
 # 9. The same for a sweep's array task (submit.sbatch), while job 8 waits to start again (a
 #    requeued job waits a while; the two waits overlap): a two-run sweep whose task 0 is long
 #    enough to be caught mid-run; it checkpoints, requeues itself (only itself: task 1 runs
-#    once) and resumes, and a job that depends on the array (afterok) runs after it.
+#    once) and resumes, and a job that depends on the array (afterok) runs after it. While it
+#    runs, submit.sh again is refused (its runs would run twice).
 cat >"$WORK/sweep-pre.yaml" <<EOF
 name: pre
 base: $SRC/configs/tiny.yaml
@@ -276,6 +277,11 @@ for i in $(seq 900); do
   [ "$i" = 900 ] && slurm_fail "the sweep's task did not start training within 90 s"
   sleep 0.1
 done
+# submit.sh again while that array runs would run its runs twice: refused, jobs.tsv kept
+cp "$WORK/sweep_pre/jobs.tsv" "$WORK/jobs-pre.tsv"
+expect_fail 1 "^submit.sh: jobs $sweep_job of this sweep's last submission \(jobs.tsv\) are still queued or running; wait for them or scancel them, then submit again$" \
+  "$WORK/sweep_pre/submit.sh"
+cmp -s "$WORK/jobs-pre.tsv" "$WORK/sweep_pre/jobs.tsv" || fail "the refused submit.sh changed jobs.tsv"
 scancel --signal=USR1 --batch "${sweep_job}_0" || slurm_fail "scancel --signal=USR1 ${sweep_job}_0 failed"
 
 for i in $(seq 300); do

@@ -9,7 +9,7 @@
 #   2. a run that fails: the run beside it still finishes, no other run starts, and the script
 #      exits 1 naming it;
 #   3. SIGTERM to run_local.sh while two runs train: both checkpoint, the script exits 75, and
-#      a rerun resumes both and finishes;
+#      a rerun resumes both and finishes; a second run_local.sh while it runs exits 1 at once;
 #   4. GPUS_PER_RUN within a CUDA_VISIBLE_DEVICES given to run_local.sh: slots take its entries;
 #      too few of them, or JOBS that is not a whole number ≥ 1: exit 2, one line.
 source "$(dirname "$0")/lib.sh"
@@ -42,7 +42,7 @@ for jobs in 1 2; do
   retort collect "$WORK/jobs$jobs" | grep -q "6 runs: 6 complete" || fail "JOBS=$jobs: not every run completed"
 done
 cat "$WORK/calls2.log"
-grep -q "^\[sweep\] sup-1.2e10-L1: started (slot 0, $half threads; log: .*/logs/sup-1.2e10-L1.log)$" "$WORK/run2.log" ||
+grep -q "^\[sweep\] sup-1.2e10-L1: started (slot 0, OMP_NUM_THREADS=$half; log: .*/logs/sup-1.2e10-L1.log)$" "$WORK/run2.log" ||
   fail "no start line: $(head "$WORK/run2.log")"
 grep -q "^\[sweep\] sup-1.2e10-L1: done$" "$WORK/run2.log" || fail "no done line"
 ! grep -q "^step " "$WORK/run2.log" || fail "JOBS=2 printed a run's output (it belongs in its log)"
@@ -61,7 +61,7 @@ assert overlaps, "no two runs overlapped"
 for a, b in overlaps:
     assert {calls[a][2], calls[b][2]} == {"0,1", "2,3"}, (a, b, calls[a][2], calls[b][2])
 assert all(c[2] in ("0,1", "2,3") for c in calls.values()), calls
-said = dict(re.findall(r"^\[sweep\] (\S+): started \(slot \d, (\d+) threads;", open(sys.argv[4]).read(), re.M))
+said = dict(re.findall(r"^\[sweep\] (\S+): started \(slot \d, OMP_NUM_THREADS=(\d+);", open(sys.argv[4]).read(), re.M))
 assert said == {run: c[3] for run, c in calls.items()}, (said, calls)
 cores, half = int(sys.argv[3]), str(max(1, int(sys.argv[3]) // 2))
 assert all(calls[f"sup-{b}-L{s}"][3] == half for b in ("1.2e10", "2.4e10") for s in (1, 2)), calls
@@ -122,6 +122,8 @@ for _ in $(seq 600); do
   sleep 0.05
 done
 [ "$n" = 2 ] || fail "the two runs did not both start logging within 30 s"
+expect_fail 1 "^run_local.sh: another run_local.sh is running this sweep \(pid $runner on host [^ ]+ since [0-9T:-]+Z\); wait for it to end$" \
+  env JOBS=2 "$WORK/long/run_local.sh"
 kill -TERM "$runner"
 rc=0
 wait "$runner" || rc=$?

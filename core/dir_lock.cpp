@@ -1,0 +1,70 @@
+#include "core/dir_lock.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+
+#include "core/check.h"
+#include "core/fs.h"
+
+namespace retort {
+
+namespace {
+
+// "pid 1234 on host node07 since 2026-12-07T10:56:13Z"
+std::string holder_line() {
+  char host[256] = "?";
+  gethostname(host, sizeof host - 1);
+  char when[32] = "?";
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  if (gmtime_r(&now, &utc)) std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &utc);
+  return str_cat("pid ", getpid(), " on host ", host, " since ", when);
+}
+
+}  // namespace
+
+DirLock::DirLock(const std::string& dir, const std::string& what) {
+  const std::string path = dir + "/.lock";
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw Error(str_cat(path, ": cannot open: ", std::strerror(errno)));
+  if (::flock(fd_, LOCK_EX | LOCK_NB) == 0) {
+    const std::string line = holder_line() + "\n";
+    if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, line.data(), line.size(), 0) != ssize_t(line.size()))
+      std::fprintf(stderr, "retort: warning: %s: cannot record this job in its lock: %s\n", path.c_str(),
+                   std::strerror(errno));
+    return;
+  }
+  const int err = errno;
+  if (err == EWOULDBLOCK) {
+    std::string holder;
+    try {
+      holder = fs::read_file(path);
+    } catch (const Error&) {
+    }
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == '\r')) holder.pop_back();
+    ::close(fd_);
+    fd_ = -1;
+    throw Error(str_cat(dir, " is in use by another job (", holder.empty() ? "not yet recorded" : holder,
+                        "; its lock: ", path, "); wait for it to end or choose another ", what));
+  }
+  ::close(fd_);
+  fd_ = -1;
+  if (err == ENOSYS || err == EOPNOTSUPP || err == ENOLCK) {
+    std::fprintf(stderr, "retort: warning: %s: this file system cannot lock (%s); not guarding %s "
+                 "against a second job\n", path.c_str(), std::strerror(err), dir.c_str());
+    return;
+  }
+  throw Error(str_cat(path, ": cannot lock: ", std::strerror(err)));
+}
+
+DirLock::~DirLock() {
+  if (fd_ >= 0) ::close(fd_);  // closing the descriptor releases the lock
+}
+
+}  // namespace retort
