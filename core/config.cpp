@@ -333,6 +333,15 @@ bool Config::was_set(const std::string& key) const {
   return it->second;
 }
 
+std::vector<Config::Difference> Config::differences(const Config& other) const {
+  std::vector<Difference> out;
+  for (const ConfigKey& k : config_schema()) {
+    const std::string &a = values_.at(k.key), &b = other.values_.at(k.key);
+    if (a != b) out.push_back({k.key, a, b});
+  }
+  return out;
+}
+
 std::string Config::to_yaml() const {
   std::ostringstream out;
   std::string section;

@@ -44,6 +44,13 @@ class Config {
   // Change a value programmatically (validated like an override).
   void set(const std::string& key, const std::string& value);
 
+  // Every schema key whose resolved value differs from `other`'s, in schema order: the key,
+  // then this config's value and other's, as YAML scalar text (lists as flow YAML).
+  struct Difference {
+    std::string key, ours, theirs;
+  };
+  std::vector<Difference> differences(const Config& other) const;
+
   // Resolved config (every schema key) as nested YAML, in schema order.
   std::string to_yaml() const;
   // sha256 hex of to_yaml(): ranks compare it at start-up.

@@ -15,6 +15,7 @@
 #include "core/fs.h"
 #include "core/hdf5.h"
 #include "launch/commands.h"
+#include "launch/sweep_replan.h"
 #include "scaling/sweep_plan.h"
 
 namespace retort {
@@ -546,6 +547,7 @@ int run_sweep(const std::string& sweep_path, const std::vector<std::string>& ove
     plan_data_epochs(spec, plan, n);
     report_repeated_data(plan, train_path, n);
   }
+  check_replan(spec, plan);  // before anything is written
   const std::string dir = plan.out_dir;
   stdfs::create_directories(dir + "/configs");
   stdfs::create_directories(dir + "/stages");

@@ -281,3 +281,19 @@ TEST(Config, ReferenceDocIsCurrent) {
       << "docs/CONFIG.md is out of date with core/config_schema.cpp; regenerate it with\n"
          "  build/retort config --reference > docs/CONFIG.md";
 }
+
+TEST(Config, DifferencesCompareResolvedValues) {
+  const Config a = Config::from_yaml("train:\n  lr: 3.0e-3\n  steps: 10\n", "a.yaml");
+  // the same values written otherwise (0.003, defaults given explicitly) are no difference
+  const Config same = Config::from_yaml("train:\n  lr: 0.003\n  steps: 10\n  seed: 1\n", "same.yaml");
+  EXPECT_TRUE(a.differences(same).empty());
+  const Config b = Config::from_yaml("train:\n  lr: 1e-3\n  steps: 10\ncheckpoint:\n  keep_steps: [4, 8]\n", "b.yaml");
+  const std::vector<Config::Difference> d = a.differences(b);
+  ASSERT_EQ(d.size(), 2u);
+  EXPECT_EQ(d[0].key, "train.lr");
+  EXPECT_EQ(d[0].ours, "0.003");
+  EXPECT_EQ(d[0].theirs, "0.001");
+  EXPECT_EQ(d[1].key, "checkpoint.keep_steps");
+  EXPECT_EQ(d[1].ours, "[]");
+  EXPECT_EQ(d[1].theirs, "[4, 8]");
+}
