@@ -197,10 +197,12 @@ flock -n "$lock" || {
 echo "pid $$ on host $(hostname) since $(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$HERE/.run_local.lock"
 
 # run NAME SLOT [THREADS] (a background job): one run to its end, resumed at once after a
-# preemption of its own; SIGUSR1 asks it to checkpoint and stop. Exits with the run's code.
+# preemption of its own; SIGUSR1 asks it to checkpoint and stop, and so does SIGTERM (sent to
+# the whole process group, by Slurm or kill -- -PGID, it must not end this job before its run).
+# Exits with the run's code.
 run() {
   local name=$1 slot=$2 stop=0 child= resumes=0 rc log tee_pid
-  trap 'stop=1; [ -z "$child" ] || kill -USR1 "$child" 2>/dev/null || true' USR1
+  trap 'stop=1; [ -z "$child" ] || kill -USR1 "$child" 2>/dev/null || true' USR1 TERM
   [ -z "${3:-}" ] || export OMP_NUM_THREADS=$3
   if [ "$GPUS_PER_RUN" -gt 0 ]; then
     local mine=("${gpus[@]:slot * GPUS_PER_RUN:GPUS_PER_RUN}")
@@ -234,14 +236,22 @@ stop=0 failed= stopped_in=
 trap 'stop=1; for p in "${!running[@]}"; do kill -USR1 "$p" 2>/dev/null || true; done' USR1 TERM INT
 # reap: waits until one run ends (or a signal arrives) and records how it ended.
 reap() {
-  local pid= rc=0 name
+  local pid= rc=0 name p
   if [ "$JOBS" = 1 ]; then
     pid=${!running[*]}
     wait "$pid" || rc=$?
     ! kill -0 "$pid" 2>/dev/null || return 0  # a signal interrupted the wait
   else
-    wait -n -p pid "${!running[@]}" || rc=$?
-    [ -n "${pid:-}" ] && [ -n "${running[$pid]:-}" ] || return 0  # a signal interrupted the wait
+    wait -n -p pid "${!running[@]}" 2>/dev/null || rc=$?
+    if [ -z "${pid:-}" ] || [ -z "${running[$pid]:-}" ]; then
+      # A signal interrupted the wait, or bash already reaped a job that ended meanwhile (then
+      # wait -n no longer knows it): take such a job's saved status from a plain wait.
+      pid=
+      for p in "${!running[@]}"; do kill -0 "$p" 2>/dev/null || { pid=$p; break; }; done
+      [ -n "$pid" ] || return 0
+      rc=0
+      wait "$pid" 2>/dev/null || rc=$?
+    fi
   fi
   name=${running[$pid]}
   unset "running[$pid]" "slot_of[$pid]"

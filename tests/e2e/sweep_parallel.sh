@@ -10,6 +10,7 @@
 #      exits 1 naming it;
 #   3. SIGTERM to run_local.sh while two runs train: both checkpoint, the script exits 75, and
 #      a rerun resumes both and finishes; a second run_local.sh while it runs exits 1 at once;
+#      so with `pkill -f run_local.sh`, which also reaches its run jobs;
 #   4. GPUS_PER_RUN within a CUDA_VISIBLE_DEVICES given to run_local.sh: slots take its entries;
 #      too few of them, or JOBS that is not a whole number ≥ 1: exit 2, one line.
 source "$(dirname "$0")/lib.sh"
@@ -113,15 +114,20 @@ checkpoints_per_run: 1
 supervised: {budgets: [1.2e11], sizes: [1, 2]}
 EOF
 retort sweep "$WORK/long.yaml" --out "$WORK/long" "${DATA[@]}" >/dev/null 2>&1
+# both_logging DIR: until both runs of the sweep in DIR have logged a step (at most 30 s)
+both_logging() {
+  local n r
+  for _ in $(seq 600); do
+    n=0
+    for r in "$1"/runs/*/metrics.jsonl; do [ -s "$r" ] && n=$((n + 1)); done
+    [ "$n" = 2 ] && return
+    sleep 0.05
+  done
+  fail "the two runs of $1 did not both start logging within 30 s"
+}
 JOBS=2 "$WORK/long/run_local.sh" >"$WORK/long1.log" 2>&1 &
 runner=$!
-for _ in $(seq 600); do
-  n=0
-  for r in "$WORK"/long/runs/*/metrics.jsonl; do [ -s "$r" ] && n=$((n + 1)); done
-  [ "$n" = 2 ] && break
-  sleep 0.05
-done
-[ "$n" = 2 ] || fail "the two runs did not both start logging within 30 s"
+both_logging "$WORK/long"
 expect_fail 1 "^run_local.sh: another run_local.sh is running this sweep \(pid $runner on host [^ ]+ since [0-9T:-]+Z\); wait for it to end$" \
   env JOBS=2 "$WORK/long/run_local.sh"
 kill -TERM "$runner"
@@ -140,6 +146,29 @@ for name in sup-1.2e11-L1 sup-1.2e11-L2; do
 done
 retort collect "$WORK/long" | grep -q "2 runs: 2 complete" || fail "after the rerun: $(retort collect "$WORK/long")"
 echo "ok: SIGTERM stops both runs at a checkpoint (exit 75); the rerun resumes and finishes them"
+
+# 3b. `pkill -f run_local.sh`: SIGTERM to the script and to its run jobs (subshells of it, the
+# same command line) but not to the runs. The run jobs used to die at once, leaving the runs
+# training and the script spinning forever on jobs bash no longer knew; now the runs checkpoint,
+# the script exits 75 and nothing is left running.
+retort sweep "$WORK/long.yaml" --out "$WORK/byname" "${DATA[@]}" >/dev/null 2>&1
+JOBS=2 "$WORK/byname/run_local.sh" >"$WORK/byname1.log" 2>&1 &
+runner=$!
+both_logging "$WORK/byname"
+[ "$(pgrep -cf "$WORK/byname/run_local.sh")" = 3 ] || fail "expected the script and its 2 run jobs: $(pgrep -af "$WORK/byname/")"
+pkill -TERM -f "$WORK/byname/run_local.sh"
+for _ in $(seq 300); do kill -0 "$runner" 2>/dev/null || break; sleep 0.1; done
+! kill -0 "$runner" 2>/dev/null || { kill -KILL $(pgrep -f "$WORK/byname/"); fail "pkill -f run_local.sh: still running after 30 s"; }
+rc=0
+wait "$runner" || rc=$?
+[ "$rc" = 75 ] || { cat "$WORK/byname1.log"; fail "pkill -f run_local.sh: exit $rc, expected 75"; }
+! pgrep -f "$WORK/byname/" >/dev/null || fail "pkill -f run_local.sh left processes: $(pgrep -af "$WORK/byname/")"
+for name in sup-1.2e11-L1 sup-1.2e11-L2; do
+  grep -q "^preempted (SIGUSR1) after step" "$WORK/byname/logs/$name.log" || fail "$name did not checkpoint on pkill"
+done
+JOBS=2 "$WORK/byname/run_local.sh" >"$WORK/byname2.log" 2>&1 || { cat "$WORK/byname2.log"; fail "the rerun after pkill failed"; }
+retort collect "$WORK/byname" | grep -q "2 runs: 2 complete" || fail "after pkill and the rerun: $(retort collect "$WORK/byname")"
+echo "ok: pkill -f run_local.sh: both runs checkpoint, exit 75, nothing left running; the rerun finishes"
 
 # 4. Slots take their GPUs from a CUDA_VISIBLE_DEVICES given to run_local.sh (two runs at once).
 sed 's/^supervised: .*/supervised: {budgets: [1.2e10], sizes: [1, 2]}/; /^distillation:/,$d' "$WORK/sweep.yaml" >"$WORK/two.yaml"
