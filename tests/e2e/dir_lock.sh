@@ -10,7 +10,7 @@
 source "$(dirname "$0")/lib.sh"
 tiny_tokens "$WORK/tok"
 ARGS=("$TINY" --set "data.train=$WORK/tok/train.h5" --set "data.val=$WORK/tok/val.h5"
-      --set train.log_every=1 --set train.steps=600 --set checkpoint.every=20 --set eval.every=0
+      --set train.log_every=1 --set train.steps=1500 --set checkpoint.every=100 --set eval.every=0
       --set eval.max_windows=2)
 MPIRUN=(mpirun --allow-run-as-root --oversubscribe)
 # wait_logged DIR N: until DIR/metrics.jsonl has N lines (at most 30 s)
@@ -34,7 +34,7 @@ OMP_NUM_THREADS=1 expect_fail 1 "^retort: error \(rank 0\): $in_use" \
   "${MPIRUN[@]}" -np 2 "$RETORT_BIN" train "${ARGS[@]}" --set parallel.dp=2 --set "run.dir=$WORK/first" --resume
 kill -0 "$first" 2>/dev/null || fail "the first job ended before the second ones ran: make it longer"
 wait "$first" || { cat "$WORK/first.log" >&2; fail "the first job failed after the refused ones"; }
-same_checkpoint "$WORK/alone/checkpoints/step_00000600" "$WORK/first/checkpoints/step_00000600" "the first job"
+same_checkpoint "$WORK/alone/checkpoints/step_00001500" "$WORK/first/checkpoints/step_00001500" "the first job"
 cmp -s <(grep -o '"step":[0-9]*' "$WORK/first/metrics.jsonl") <(grep -o '"step":[0-9]*' "$WORK/alone/metrics.jsonl") ||
   fail "the first job's metrics.jsonl differs from a run alone's in its steps"
 retort train "${ARGS[@]}" --set "run.dir=$WORK/first" --resume >/dev/null ||
@@ -44,7 +44,7 @@ echo "ok: a second job on a run directory in use is refused; the first ends as a
 # 2. SIGKILL leaves no lock.
 "$RETORT_BIN" train "${ARGS[@]}" --set "run.dir=$WORK/killed" >/dev/null 2>&1 &
 killed=$!
-for _ in $(seq 300); do [ -d "$WORK/killed/checkpoints/step_00000020" ] && break; sleep 0.1; done
+for _ in $(seq 300); do [ -d "$WORK/killed/checkpoints/step_00000100" ] && break; sleep 0.1; done
 kill -KILL "$killed"
 wait "$killed" 2>/dev/null || true
 retort train "${ARGS[@]}" --set "run.dir=$WORK/killed" --resume >"$WORK/killed.log" 2>&1 ||
