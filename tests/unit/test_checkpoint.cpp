@@ -10,18 +10,12 @@
 #include "core/fs.h"
 #include "core/lr_schedule.h"
 #include "core/ops.h"
+#include "tests/unit/test_support.h"
 
 namespace stdfs = std::filesystem;
 using namespace retort;
 
 namespace {
-
-std::string temp_dir(const std::string& name) {
-  auto p = stdfs::temp_directory_path() / ("retort_ckpt_" + name + "_" + std::to_string(::getpid()));
-  stdfs::remove_all(p);
-  stdfs::create_directories(p);
-  return p.string();
-}
 
 Tensor filled(const Shape& s, float v) {
   Tensor t = Tensor::empty(s);
@@ -51,7 +45,7 @@ std::string message_of(const std::function<void()>& f) {
 }  // namespace
 
 TEST(Checkpoint, RoundTripAndLatest) {
-  std::string root = temp_dir("roundtrip");
+  std::string root = test::fresh_temp_dir("ckpt", "roundtrip");
   save_checkpoint(root, 10, sample(1.0f), 0);
   std::string dir = save_checkpoint(root, 20, sample(2.0f), 0);
   EXPECT_EQ(find_latest_checkpoint(root), dir);
@@ -70,7 +64,7 @@ TEST(Checkpoint, RoundTripAndLatest) {
 }
 
 TEST(Checkpoint, KeepLastPrunesOldest) {
-  std::string root = temp_dir("keep");
+  std::string root = test::fresh_temp_dir("ckpt", "keep");
   for (int s = 1; s <= 5; ++s) save_checkpoint(root, s, sample(s), 2);
   std::vector<std::string> names;
   for (auto& e : stdfs::directory_iterator(root)) names.push_back(e.path().filename().string());
@@ -79,7 +73,7 @@ TEST(Checkpoint, KeepLastPrunesOldest) {
 }
 
 TEST(Checkpoint, KeepStepsAreNeverPruned) {  // checkpoint.keep_steps: branch points
-  std::string root = temp_dir("keep_steps");
+  std::string root = test::fresh_temp_dir("ckpt", "keep_steps");
   for (int s = 1; s <= 6; ++s) save_checkpoint(root, s, sample(s), 2, {2, 3});
   std::vector<std::string> names;
   for (auto& e : stdfs::directory_iterator(root)) names.push_back(e.path().filename().string());
@@ -90,7 +84,7 @@ TEST(Checkpoint, KeepStepsAreNeverPruned) {  // checkpoint.keep_steps: branch po
 }
 
 TEST(Checkpoint, IncompleteDirectoriesAreIgnored) {
-  std::string root = temp_dir("incomplete");
+  std::string root = test::fresh_temp_dir("ckpt", "incomplete");
   std::string good = save_checkpoint(root, 1, sample(1.0f), 0);
   // A crash mid-write leaves a temporary; a directory without state.json is not complete.
   stdfs::create_directories(root + "/step_00000002.tmp-123");
@@ -101,7 +95,7 @@ TEST(Checkpoint, IncompleteDirectoriesAreIgnored) {
 TEST(Checkpoint, KeepLastNeverCountsIncompleteOnes) {
   // keep_last 1 after a failed newest write (only its temporary is left) and beside a
   // directory without state.json: the one complete checkpoint is never deleted.
-  std::string root = temp_dir("keep_incomplete");
+  std::string root = test::fresh_temp_dir("ckpt", "keep_incomplete");
   std::string good = save_checkpoint(root, 10, sample(1.0f), 1);
   stdfs::create_directories(root + "/step_00000020.tmp-123");
   stdfs::create_directories(root + "/step_00000030");
@@ -119,7 +113,7 @@ TEST(Checkpoint, KeepLastNeverCountsIncompleteOnes) {
 
 TEST(Checkpoint, StaleOldCopyIsPutBack) {
   // A crash between the two renames of a rewrite leaves step_N.old-PID and no step_N.
-  std::string root = temp_dir("stale_old");
+  std::string root = test::fresh_temp_dir("ckpt", "stale_old");
   std::string dir = save_checkpoint(root, 5, sample(3.0f), 0);
   stdfs::rename(dir, dir + ".old-999");
   EXPECT_EQ(find_latest_checkpoint(root), "");
@@ -130,7 +124,7 @@ TEST(Checkpoint, StaleOldCopyIsPutBack) {
 TEST(Checkpoint, FailedWriteLeavesNothingBehind) {
   // A parameter name HDF5 refuses makes the write fail midway: the temporary is removed and
   // the earlier checkpoint stays the latest.
-  std::string root = temp_dir("failed_write");
+  std::string root = test::fresh_temp_dir("ckpt", "failed_write");
   std::string good = save_checkpoint(root, 1, sample(1.0f), 1);
   CheckpointData bad = sample(2.0f);
   bad.model.push_back({"a.weight", filled({2}, 0.0f)});  // a duplicate dataset name
@@ -143,7 +137,7 @@ TEST(Checkpoint, FailedWriteLeavesNothingBehind) {
 }
 
 TEST(Checkpoint, ModelWeightsAreChecksummed) {
-  std::string root = temp_dir("model_sha");
+  std::string root = test::fresh_temp_dir("ckpt", "model_sha");
   std::string dir = save_checkpoint(root, 1, sample(1.0f), 0);
   {
     std::fstream f(dir + "/model.h5", std::ios::in | std::ios::out | std::ios::binary);
@@ -156,7 +150,7 @@ TEST(Checkpoint, ModelWeightsAreChecksummed) {
 }
 
 TEST(Checkpoint, RewritingAStepReplacesItWhole) {
-  std::string root = temp_dir("rewrite");
+  std::string root = test::fresh_temp_dir("ckpt", "rewrite");
   save_checkpoint(root, 7, sample(1.0f), 0);
   std::string dir = save_checkpoint(root, 7, sample(5.0f), 0);
   std::vector<NamedTensor> params{{"a.weight", Tensor::zeros({3, 4})}, {"b.weight", Tensor::zeros({5})}};
@@ -167,7 +161,7 @@ TEST(Checkpoint, RewritingAStepReplacesItWhole) {
 }
 
 TEST(Checkpoint, ErrorsNameTheFileAndParameter) {
-  std::string root = temp_dir("errors");
+  std::string root = test::fresh_temp_dir("ckpt", "errors");
   std::string dir = save_checkpoint(root, 1, sample(1.0f), 0);
 
   std::vector<NamedTensor> wrong_shape{{"a.weight", Tensor::zeros({4, 3})}, {"b.weight", Tensor::zeros({5})}};

@@ -10,18 +10,12 @@
 #include "core/check.h"
 #include "core/dir_lock.h"
 #include "core/fs.h"
+#include "tests/unit/test_support.h"
 
 namespace stdfs = std::filesystem;
 using namespace retort;
 
 namespace {
-
-std::string temp_dir(const std::string& name) {
-  auto p = stdfs::temp_directory_path() / ("retort_lock_" + name + "_" + std::to_string(::getpid()));
-  stdfs::remove_all(p);
-  stdfs::create_directories(p);
-  return p.string();
-}
 
 std::string refusal(const std::string& dir) {
   try {
@@ -35,7 +29,7 @@ std::string refusal(const std::string& dir) {
 }  // namespace
 
 TEST(DirLock, SecondHolderIsRefusedWithTheFirstNamed) {
-  const std::string dir = temp_dir("second");
+  const std::string dir = test::fresh_temp_dir("lock", "second");
   std::optional<DirLock> first(std::in_place, dir, "run.dir");
   const std::string holder = fs::read_file(dir + "/.lock");
   EXPECT_EQ(holder.rfind(str_cat("pid ", ::getpid(), " on host "), 0), 0u) << holder;
@@ -52,7 +46,7 @@ TEST(DirLock, SecondHolderIsRefusedWithTheFirstNamed) {
 }
 
 TEST(DirLock, ReleasedWhenItsProcessEndsWithoutUnlocking) {
-  const std::string dir = temp_dir("exit");
+  const std::string dir = test::fresh_temp_dir("lock", "exit");
   int ready[2], go[2];
   ASSERT_EQ(::pipe(ready), 0);
   ASSERT_EQ(::pipe(go), 0);
@@ -77,7 +71,7 @@ TEST(DirLock, ReleasedWhenItsProcessEndsWithoutUnlocking) {
 }
 
 TEST(DirLock, MissingDirectoryIsAnErrorNamingTheLock) {
-  const std::string dir = temp_dir("missing") + "/absent";
+  const std::string dir = test::fresh_temp_dir("lock", "missing") + "/absent";
   try {
     DirLock lock(dir, "run.dir");
     FAIL() << "locked a directory that does not exist";

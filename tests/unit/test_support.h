@@ -3,15 +3,27 @@
 #include <algorithm>
 #include <cmath>
 #include <exception>
+#include <filesystem>
 #include <functional>
 #include <numeric>
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include "core/random.h"
 #include "core/tensor.h"
 
 namespace retort::test {
+
+// An empty directory $TMPDIR/retort_<prefix>_<name>_<pid> (whatever was there is removed).
+inline std::string fresh_temp_dir(const std::string& prefix, const std::string& name) {
+  const auto p = std::filesystem::temp_directory_path() /
+                 ("retort_" + prefix + "_" + name + "_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(p);
+  std::filesystem::create_directories(p);
+  return p.string();
+}
 
 // Tokens and targets [B, T] I32, uniform over [0, V), a pure function of the seed.
 struct Batch {
