@@ -197,8 +197,9 @@ flock -n "$lock" || {
 echo "pid $$ on host $(hostname) since $(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$HERE/.run_local.lock"
 
 # run NAME SLOT [THREADS] (a background job): one run to its end, resumed at once after a
-# preemption of its own; SIGUSR1 asks it to checkpoint and stop, and so does SIGTERM (sent to
-# the whole process group, by Slurm or kill -- -PGID, it must not end this job before its run).
+# preemption of its own; SIGUSR1 asks it to checkpoint and stop, and so does SIGTERM (which
+# `pkill -f run_local.sh` or a TERM to the process group sends this job too: it must not end
+# before its run).
 # Exits with the run's code.
 run() {
   local name=$1 slot=$2 stop=0 child= resumes=0 rc log tee_pid
