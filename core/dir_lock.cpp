@@ -31,13 +31,19 @@ std::string holder_line() {
 
 DirLock::DirLock(const std::string& dir, const std::string& what) {
   const std::string path = dir + "/.lock";
-  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  // Held through a read-only descriptor (flock needs no write access): a file open for
+  // writing would keep the file system from being remounted read-only while the job runs.
+  fd_ = ::open(path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
   if (fd_ < 0) throw Error(str_cat(path, ": cannot open: ", std::strerror(errno)));
   if (::flock(fd_, LOCK_EX | LOCK_NB) == 0) {
     const std::string line = holder_line() + "\n";
-    if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, line.data(), line.size(), 0) != ssize_t(line.size()))
+    const int w = ::open(path.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);
+    const bool recorded = w >= 0 && ::write(w, line.data(), line.size()) == ssize_t(line.size());
+    const int err = errno;
+    if (w >= 0) ::close(w);
+    if (!recorded)
       std::fprintf(stderr, "retort: warning: %s: cannot record this job in its lock: %s\n", path.c_str(),
-                   std::strerror(errno));
+                   std::strerror(err));
     return;
   }
   const int err = errno;

@@ -1,7 +1,8 @@
 // An exclusive lock on a directory that one job writes (a run directory, a corpus), so that a
 // second job started on it (the same command twice, a resubmission while the first still
 // runs) stops at once with one line naming the holder instead of both writing one run's
-// checkpoints and metrics. flock(2) on DIR/.lock, which holds "pid P on host H since TIME":
+// checkpoints and metrics. flock(2) on DIR/.lock (open read-only, so the file system can still
+// be remounted read-only under the job), which holds "pid P on host H since TIME":
 // the kernel releases the lock when the holding process ends, however it ends, so a crash
 // never leaves it behind. On a file system without flock (ENOSYS, EOPNOTSUPP, ENOLCK: e.g.
 // Lustre mounted without -o flock) it warns once on stderr and goes on unlocked.
