@@ -36,14 +36,14 @@ DirLock::DirLock(const std::string& dir, const std::string& what) {
   fd_ = ::open(path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
   if (fd_ < 0) throw Error(str_cat(path, ": cannot open: ", std::strerror(errno)));
   if (::flock(fd_, LOCK_EX | LOCK_NB) == 0) {
-    const std::string line = holder_line() + "\n";
-    const int w = ::open(path.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);
-    const bool recorded = w >= 0 && ::write(w, line.data(), line.size()) == ssize_t(line.size());
-    const int err = errno;
-    if (w >= 0) ::close(w);
-    if (!recorded)
-      std::fprintf(stderr, "retort: warning: %s: cannot record this job in its lock: %s\n", path.c_str(),
-                   std::strerror(err));
+    try {  // the record through a descriptor of its own, closed at once (same file: no rename)
+      const std::string line = holder_line() + "\n";
+      fs::FileWriter record(path);
+      record.write(line.data(), line.size());
+      record.close();
+    } catch (const Error& e) {
+      std::fprintf(stderr, "retort: warning: cannot record this job in its lock: %s\n", e.what());
+    }
     return;
   }
   const int err = errno;

@@ -56,10 +56,12 @@ std::optional<Config> previous_config(const PlannedRun& r) {
 }  // namespace
 
 void check_replan(const SweepSpec& spec, const SweepPlan& plan) {
-  std::set<std::string> changed;  // runs with outputs that the new plan changes
-  std::string first;              // "RUN: KEY OLD → NEW (and K more keys)" of the first
+  std::set<std::string> with_outputs, changed;  // changed: runs with outputs the new plan changes
+  for (const PlannedRun& r : plan.runs)
+    if (has_outputs(r)) with_outputs.insert(r.name);
+  std::string first;  // "RUN: KEY OLD → NEW (and K more keys)" of the first
   for (const PlannedRun& r : plan.runs) {
-    if (!has_outputs(r)) continue;
+    if (!with_outputs.count(r.name)) continue;
     const std::optional<Config> before = previous_config(r);
     if (!before) continue;
     const Config now = Config::from_yaml(planned_config_yaml(spec, plan, r), r.config_path);
@@ -77,7 +79,7 @@ void check_replan(const SweepSpec& spec, const SweepPlan& plan) {
   for (bool grew = !changed.empty(); grew;) {
     grew = false;
     for (const PlannedRun& r : plan.runs)
-      if (!changed.count(r.name) && changed.count(r.waits_for()) && has_outputs(r))
+      if (!changed.count(r.name) && changed.count(r.waits_for()) && with_outputs.count(r.name))
         grew = changed.insert(r.name).second;
   }
   if (changed.empty()) return;
